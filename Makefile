@@ -1,0 +1,31 @@
+# jqueue: `make demo` runs the main job, `make test` runs the tests (both set up .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+PY = $(VENV)/bin/python
+STAMP = $(VENV)/.installed
+
+.PHONY: venv test lint demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -n 2 tests
+
+lint: venv
+	$(PY) -m ruff check .
+
+demo: venv
+	$(PY) -m jqueue.demo
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
