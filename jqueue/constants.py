@@ -1,0 +1,94 @@
+"""Vocabulary of the job queue: statuses, priorities, field and file names.
+
+This module imports nothing, so that every other module may import it.
+All values are plain strings or integers and serialize as they are.
+"""
+
+# Job and opcode statuses (the same strings for both, as in Ganeti).
+JOB_STATUS_QUEUED = "queued"
+JOB_STATUS_WAITING = "waiting"
+JOB_STATUS_CANCELING = "canceling"
+JOB_STATUS_RUNNING = "running"
+JOB_STATUS_CANCELED = "canceled"
+JOB_STATUS_SUCCESS = "success"
+JOB_STATUS_ERROR = "error"
+
+OP_STATUS_QUEUED = JOB_STATUS_QUEUED
+OP_STATUS_WAITING = JOB_STATUS_WAITING
+OP_STATUS_CANCELING = JOB_STATUS_CANCELING
+OP_STATUS_RUNNING = JOB_STATUS_RUNNING
+OP_STATUS_CANCELED = JOB_STATUS_CANCELED
+OP_STATUS_SUCCESS = JOB_STATUS_SUCCESS
+OP_STATUS_ERROR = JOB_STATUS_ERROR
+
+JOB_STATUS_ALL = frozenset([
+    JOB_STATUS_QUEUED, JOB_STATUS_WAITING, JOB_STATUS_CANCELING, JOB_STATUS_RUNNING,
+    JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS, JOB_STATUS_ERROR,
+])
+OP_STATUS_ALL = JOB_STATUS_ALL
+
+#: Statuses a job never leaves.
+JOBS_FINALIZED = frozenset([JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS, JOB_STATUS_ERROR])
+OPS_FINALIZED = JOBS_FINALIZED
+#: Statuses of a job that has not started running any opcode yet (or is being canceled).
+JOBS_PENDING = frozenset([JOB_STATUS_QUEUED, JOB_STATUS_WAITING, JOB_STATUS_CANCELING])
+
+# Priorities: lower value runs first.
+OP_PRIO_HIGHEST = -20
+OP_PRIO_HIGH = -10
+OP_PRIO_NORMAL = 0
+OP_PRIO_LOW = 10
+OP_PRIO_LOWEST = 19
+OP_PRIO_DEFAULT = OP_PRIO_NORMAL
+OP_PRIO_NAMES = {"high": OP_PRIO_HIGH, "normal": OP_PRIO_NORMAL, "low": OP_PRIO_LOW}
+
+#: Returned by WaitForJobChanges when nothing changed before the timeout.
+JOB_NOTCHANGED = "nochange"
+
+# Log entry types.
+ELOG_MESSAGE = "message"
+ELOG_JQUEUE_TEST = "jqueue-test"
+
+# Opcode results and messages with a fixed text.
+MSG_PRECEDING_FAILED = "Preceding opcode failed"
+MSG_UNCLEAN_SHUTDOWN = "Unclean master daemon shutdown"
+MSG_CANCELED = "Job canceled by request"
+
+# Queue directory layout.
+QUEUE_FORMAT_VERSION = 1
+JOB_FILE_PREFIX = "job-"
+SERIAL_FILE = "serial"
+VERSION_FILE = "version"
+DRAIN_FILE = "drain"
+LOCK_FILE = "lock"
+JOURNAL_FILE = "journal"
+JOURNAL_OLD_FILE = "journal.old"
+ARCHIVE_DIR = "archive"
+CORRUPT_DIR = "corrupt"
+JOBS_PER_ARCHIVE_DIRECTORY = 10000
+JOB_FILE_MODE = 0o640
+
+# Limits and defaults.
+DEFAULT_MAX_JOBS = 100000
+DEFAULT_WORKERS = 25
+DEFAULT_CHECKPOINT_INTERVAL = 1.0
+
+# Job fields (query and WaitForJobChanges).
+JOB_FIELDS = (
+    "id", "status", "priority", "archived", "ops", "opresult", "opstatus", "oplog",
+    "opstart", "opexec", "opend", "oppriority", "summary", "received_ts", "start_ts",
+    "end_ts",
+)
+
+# Query result status codes (Ganeti's RS_*).
+RS_NORMAL = 0
+RS_UNKNOWN = 1
+RS_NODATA = 2
+RS_UNAVAIL = 3
+RS_OFFLINE = 4
+
+# Error codes carried by OpPrereqError (Ganeti's ECODE_*).
+ECODE_INVAL = "wrong_input"
+ECODE_NOENT = "unknown_entity"
+ECODE_EXISTS = "already_exists"
+ECODE_STATE = "wrong_state"
