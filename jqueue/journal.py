@@ -1,0 +1,289 @@
+"""Write-ahead journal: framed records, group commit, rotation and recovery.
+
+A record is opaque bytes (the queue puts JSON in it). On disk each record is framed as
+
+    MAGIC (4 bytes) | payload length (u32, big endian) | CRC-32 of payload (u32) | payload
+
+Appending is cheap and never touches the disk: records join the open batch. One committer
+thread writes everything appended since its last pass with a single write and a single
+fdatasync (group commit), hands the batch to the replication hook, calls the durability
+listener with the tags of the batch's records, and only then releases the callers
+waiting on the batch. Many concurrent appenders therefore share one disk sync.
+
+Rotation supports checkpoints: records appended before rotate() stay in ``journal``,
+which becomes ``journal.old``; later records go to a fresh ``journal``. Reading tolerates
+a torn tail and skips damaged records (found again by their magic), reporting both.
+"""
+
+import logging
+import os
+import struct
+import threading
+import zlib
+
+from jqueue import constants, errors, fsutil
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"JQr1"
+_HEADER = struct.Struct(">4sII")
+HEADER_SIZE = _HEADER.size
+MAX_RECORD_SIZE = 256 * 1024 * 1024
+
+
+def frame(payload):
+    """Return the on-disk frame of one record."""
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+class Batch:
+    """Records committed together; callers wait on it to learn that theirs are durable."""
+
+    __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes")
+
+    def __init__(self):
+        self.frames = []
+        self.tags = []
+        self.rotate_after = False
+        self.done = threading.Event()
+        self.error = None
+        self.nbytes = 0
+
+    def wait(self, timeout=None):
+        """Block until the batch is durable (and replicated); raise if it failed."""
+        if not self.done.wait(timeout):
+            raise errors.JobQueueError("journal commit did not finish within %ss" % timeout)
+        if self.error is not None:
+            raise self.error
+
+
+class Journal:
+    """Appends records to ``<dir>/journal`` and makes them durable in groups."""
+
+    def __init__(self, directory, on_durable=None, replicate=None):
+        self._dir = directory
+        self._path = os.path.join(directory, constants.JOURNAL_FILE)
+        self._old_path = os.path.join(directory, constants.JOURNAL_OLD_FILE)
+        self._on_durable = on_durable
+        self._replicate = replicate
+        self._cond = threading.Condition(threading.Lock())
+        self._queue = []
+        self._closing = False
+        self._failed = None
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        self.generation = 0
+        self.stats = {"batches": 0, "records": 0, "syncs": 0}
+        self._thread = threading.Thread(target=self._run, name="journal-commit", daemon=True)
+        self._thread.start()
+
+    @property
+    def size(self):
+        """Bytes in the current journal file (written, not merely appended)."""
+        return self._size
+
+    def append(self, payload, tag=None):
+        """Queue one record; return the Batch to wait on. Never blocks on the disk."""
+        data = frame(payload)
+        with self._cond:
+            self._check_open_unlocked()
+            batch = self._open_batch_unlocked()
+            batch.frames.append(data)
+            batch.nbytes += len(data)
+            if tag is not None:
+                batch.tags.append(tag)
+            self._cond.notify()
+            return batch
+
+    def barrier(self):
+        """Return the newest batch (None if nothing waits): once it is done, all earlier are."""
+        with self._cond:
+            self._check_open_unlocked()
+            return self._queue[-1] if self._queue else None
+
+    def rotate(self):
+        """Close the current file for new records; return the Batch that completes rotation.
+
+        Records appended before this call end up in ``journal.old`` once the returned
+        batch is done; records appended after it go to a fresh ``journal``. The caller
+        must remove ``journal.old`` (remove_old) before rotating again.
+        """
+        with self._cond:
+            self._check_open_unlocked()
+            batch = self._open_batch_unlocked()
+            batch.rotate_after = True
+            self.generation += 1
+            self._cond.notify()
+            return batch
+
+    def remove_old(self):
+        """Delete ``journal.old`` durably (after a checkpoint made its records redundant)."""
+        fsutil.remove_file(self._old_path)
+
+    def close(self):
+        """Commit what is queued, stop the committer and close the file."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        os.close(self._fd)
+
+    def _check_open_unlocked(self):
+        if self._failed is not None:
+            raise errors.JobQueueError("journal failed: %s" % self._failed)
+        if self._closing:
+            raise errors.JobQueueError("journal is closed")
+
+    def _open_batch_unlocked(self):
+        if not self._queue or self._queue[-1].rotate_after:
+            self._queue.append(Batch())
+        return self._queue[-1]
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batches, self._queue = self._queue, []
+            self._commit(batches)
+
+    def _commit(self, batches):
+        try:
+            self._write_batches(batches)
+            if self._replicate is not None:
+                self._replicate([f[HEADER_SIZE:] for b in batches for f in b.frames])
+        except errors.ReplicationError as err:
+            self._finish(batches, err)
+            return
+        except Exception as err:  # noqa: BLE001 - any I/O failure breaks the journal
+            logger.exception("journal write failed; refusing further changes")
+            with self._cond:
+                self._failed = err
+            self._finish(batches, errors.JobQueueError("journal write failed: %s" % err))
+            return
+        self._finish(batches, None)
+
+    def _write_batches(self, batches):
+        pending = []
+        for batch in batches:
+            pending.extend(batch.frames)
+            self.stats["records"] += len(batch.frames)
+            if batch.rotate_after:
+                self._flush(pending)
+                pending = []
+                self._switch_file()
+        if pending:
+            self._flush(pending)
+        self.stats["batches"] += 1
+
+    def _flush(self, frames):
+        data = b"".join(frames)
+        if data:
+            fsutil.write_all(self._fd, data)
+            os.fdatasync(self._fd)
+            self._size += len(data)
+            self.stats["syncs"] += 1
+
+    def _switch_file(self):
+        if os.path.exists(self._old_path):
+            raise errors.ProgrammerError("journal rotated twice without a checkpoint")
+        os.fdatasync(self._fd)
+        os.close(self._fd)
+        os.rename(self._path, self._old_path)
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fsutil.fsync_dir(self._dir)
+        self._size = 0
+
+    def _finish(self, batches, error):
+        if error is None and self._on_durable is not None:
+            tags = [t for b in batches for t in b.tags]
+            try:
+                self._on_durable(tags)
+            except Exception:  # noqa: BLE001 - a listener bug must not stop commits
+                logger.exception("durability listener failed")
+        for batch in batches:
+            batch.error = error
+            batch.done.set()
+
+
+class ReadReport:
+    """What reading a journal found: good records and the damaged byte ranges."""
+
+    def __init__(self, path):
+        self.path = path
+        self.records = 0
+        self.damaged = []  # [(offset, length)]
+        self.torn_tail = 0
+
+    def describe(self):
+        """One line for the log."""
+        return "%s: %d records, %d damaged ranges (%d bytes), torn tail of %d bytes" % (
+            self.path, self.records, len(self.damaged),
+            sum(n for _, n in self.damaged), self.torn_tail)
+
+    @property
+    def clean(self):
+        return not self.damaged and not self.torn_tail
+
+
+def read_records(path):
+    """Return (payloads, ReadReport) for the journal file at path (missing file: empty)."""
+    report = ReadReport(path)
+    try:
+        data = fsutil.read_file(path)
+    except FileNotFoundError:
+        return [], report
+    payloads = []
+    pos = good_end = 0
+    end = len(data)
+    while pos < end:
+        payload, nxt = _record_at(data, pos)
+        if payload is not None:
+            payloads.append(payload)
+            pos = good_end = nxt
+            continue
+        found = data.find(MAGIC, pos + 1)
+        if found == -1:
+            break
+        report.damaged.append((pos, found - pos))
+        pos = found
+    # Damage after the last good record is a torn tail (an unacknowledged last write).
+    report.damaged = [(off, n) for off, n in report.damaged if off < good_end]
+    report.torn_tail = end - good_end
+    report.records = len(payloads)
+    return payloads, report
+
+
+def _record_at(data, pos):
+    """Return (payload, next position) if a valid record starts at pos, else (None, None)."""
+    if pos + HEADER_SIZE > len(data):
+        return None, None
+    magic, length, crc = _HEADER.unpack_from(data, pos)
+    if magic != MAGIC or length > MAX_RECORD_SIZE:
+        return None, None
+    start = pos + HEADER_SIZE
+    stop = start + length
+    if stop > len(data):
+        return None, None
+    payload = data[start:stop]
+    if zlib.crc32(payload) != crc:
+        return None, None
+    return payload, stop
+
+
+def reset(directory):
+    """Leave an empty, durable ``journal`` and no ``journal.old`` in directory."""
+    path = os.path.join(directory, constants.JOURNAL_FILE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    old = os.path.join(directory, constants.JOURNAL_OLD_FILE)
+    if os.path.exists(old):
+        os.unlink(old)
+    fsutil.fsync_dir(directory)
