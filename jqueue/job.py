@@ -1,0 +1,258 @@
+"""Queued jobs and opcodes: records, status and priority, Ganeti 2.10 file format.
+
+A QueuedJob holds its opcodes (QueuedOpCode) and the timestamps of the job file format;
+``to_dict``/``from_dict`` read and write that format. The job's status and priority are
+derived from its opcodes exactly as Ganeti derives them. The few runtime-only fields
+(journal generation, visibility, cancellation) are not serialized.
+"""
+
+import threading
+import time
+
+from jqueue import constants, errors
+
+_OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_timestamp",
+                  "priority")
+
+
+def timestamp(now=None):
+    """Return now (seconds since the epoch, default the current time) as [sec, usec]."""
+    if now is None:
+        now = time.time()
+    sec = int(now)
+    return [sec, int(round((now - sec) * 1000000)) % 1000000]
+
+
+def ts_to_float(ts):
+    """Convert a [sec, usec] timestamp (or None) to seconds (or None)."""
+    if ts is None:
+        return None
+    return ts[0] + ts[1] / 1000000.0
+
+
+def _is_log_entry(entry):
+    """Whether entry looks like [serial, [sec, usec], type, message]."""
+    return (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], int)
+            and not isinstance(entry[0], bool))
+
+
+class QueuedOpCode:
+    """One opcode of a job: its input parameters, status, result and log."""
+
+    __slots__ = ("input", "status", "result", "log", "start_timestamp", "exec_timestamp",
+                 "end_timestamp", "priority")
+
+    def __init__(self, op_input, priority=constants.OP_PRIO_DEFAULT):
+        self.input = op_input
+        self.status = constants.OP_STATUS_QUEUED
+        self.result = None
+        self.log = []
+        self.start_timestamp = None
+        self.exec_timestamp = None
+        self.end_timestamp = None
+        self.priority = priority
+
+    @property
+    def op_id(self):
+        return self.input.get("OP_ID")
+
+    def to_dict(self):
+        """Serialize in the job file format."""
+        return {
+            "input": self.input, "status": self.status, "result": self.result,
+            "log": self.log, "start_timestamp": self.start_timestamp,
+            "exec_timestamp": self.exec_timestamp, "end_timestamp": self.end_timestamp,
+            "priority": self.priority,
+        }
+
+    def state_dict(self):
+        """The fields that change while a job runs (everything but input and log)."""
+        return {key: getattr(self, key) for key in _OP_STATE_KEYS}
+
+    def apply_state(self, state):
+        """Set the fields of a state_dict()."""
+        for key in _OP_STATE_KEYS:
+            if key in state:
+                setattr(self, key, state[key])
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild from the job file format; raise JobFileCorrupted if malformed."""
+        if not isinstance(data, dict) or not isinstance(data.get("input"), dict):
+            raise errors.JobFileCorrupted("opcode is not an object with an input object")
+        op = cls.__new__(cls)
+        op.input = data["input"]
+        op.status = data.get("status", constants.OP_STATUS_QUEUED)
+        if op.status not in constants.OP_STATUS_ALL:
+            raise errors.JobFileCorrupted("unknown opcode status %r" % (op.status,))
+        op.result = data.get("result")
+        op.log = data.get("log") or []
+        if not isinstance(op.log, list) or not all(_is_log_entry(e) for e in op.log):
+            raise errors.JobFileCorrupted("opcode log is not a list of log entries")
+        op.start_timestamp = data.get("start_timestamp")
+        op.exec_timestamp = data.get("exec_timestamp")
+        op.end_timestamp = data.get("end_timestamp")
+        op.priority = data.get("priority", op.input.get("priority", constants.OP_PRIO_DEFAULT))
+        if not isinstance(op.priority, int) or isinstance(op.priority, bool):
+            raise errors.JobFileCorrupted("opcode priority %r is not an integer" % (op.priority,))
+        return op
+
+
+class QueuedJob:
+    """A job: an id, a list of QueuedOpCode and its timestamps."""
+
+    __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
+                 "log_serial", "generation", "visible", "archived", "cancel_event",
+                 "kill_requested", "unacked_state", "durable_log_serial")
+
+    def __init__(self, job_id, ops, received_timestamp):
+        self.id = job_id
+        self.ops = ops
+        self.received_timestamp = received_timestamp
+        self.start_timestamp = None
+        self.end_timestamp = None
+        self.log_serial = 0
+        self._init_runtime()
+
+    def _init_runtime(self):
+        # Runtime state, never serialized: the journal generation of the job's last full
+        # record; whether its submission is durable (visible); archived; cancellation;
+        # how many state records are not durable yet and the newest durable log serial.
+        self.generation = -1
+        self.visible = True
+        self.archived = False
+        self.cancel_event = None
+        self.kill_requested = False
+        self.unacked_state = 0
+        self.durable_log_serial = self.log_serial
+
+    # Derived state
+
+    def calc_status(self):
+        """Return the job status computed from its opcodes (Ganeti's rules)."""
+        status = constants.JOB_STATUS_QUEUED
+        all_success = True
+        for op in self.ops:
+            op_status = op.status
+            if op_status == constants.OP_STATUS_SUCCESS:
+                continue
+            all_success = False
+            if op_status == constants.OP_STATUS_WAITING:
+                status = constants.JOB_STATUS_WAITING
+            elif op_status == constants.OP_STATUS_RUNNING:
+                status = constants.JOB_STATUS_RUNNING
+            elif op_status in (constants.OP_STATUS_CANCELING, constants.OP_STATUS_ERROR,
+                               constants.OP_STATUS_CANCELED):
+                return op_status
+        if all_success:
+            return constants.JOB_STATUS_SUCCESS
+        return status
+
+    def calc_priority(self):
+        """Return the lowest priority value among unfinished opcodes (default if none)."""
+        prios = [op.priority for op in self.ops if op.status not in constants.OPS_FINALIZED]
+        return min(prios) if prios else constants.OP_PRIO_DEFAULT
+
+    def is_finalized(self):
+        return self.calc_status() in constants.JOBS_FINALIZED
+
+    def next_op_index(self):
+        """Index of the first opcode not finalized, or None."""
+        for idx, op in enumerate(self.ops):
+            if op.status not in constants.OPS_FINALIZED:
+                return idx
+        return None
+
+    def log_entries_since(self, serial):
+        """Every log entry with a serial above serial, in serial order."""
+        entries = [entry for op in self.ops for entry in op.log if entry[0] > serial]
+        entries.sort(key=lambda entry: entry[0])
+        return entries
+
+    # Changes
+
+    def add_log(self, op_index, log_type, message, now):
+        """Append a log entry to an opcode; return it."""
+        self.log_serial += 1
+        entry = [self.log_serial, timestamp(now), log_type, message]
+        self.ops[op_index].log.append(entry)
+        return entry
+
+    def mark_unfinished_ops(self, status, result):
+        """Set status and result of every opcode not yet finalized."""
+        for op in self.ops:
+            if op.status not in constants.OPS_FINALIZED:
+                op.status = status
+                op.result = result
+
+    def finalize(self, now):
+        """Record the end of the job."""
+        if self.end_timestamp is None:
+            self.end_timestamp = timestamp(now)
+
+    # Serialization
+
+    def to_dict(self):
+        """Serialize in the Ganeti 2.10 job file format."""
+        return {
+            "id": self.id, "ops": [op.to_dict() for op in self.ops],
+            "received_timestamp": self.received_timestamp,
+            "start_timestamp": self.start_timestamp, "end_timestamp": self.end_timestamp,
+        }
+
+    def state_dict(self):
+        """Everything a status change may alter (no opcode inputs, no logs)."""
+        return {
+            "start_timestamp": self.start_timestamp, "end_timestamp": self.end_timestamp,
+            "ops": [op.state_dict() for op in self.ops],
+        }
+
+    def apply_state(self, state):
+        """Set the fields of a state_dict(); raise JobFileCorrupted on a shape mismatch."""
+        ops = state.get("ops")
+        if not isinstance(ops, list) or len(ops) != len(self.ops):
+            raise errors.JobFileCorrupted("job %s: state for %s opcodes, job has %d" % (
+                self.id, len(ops) if isinstance(ops, list) else "no", len(self.ops)))
+        self.start_timestamp = state.get("start_timestamp")
+        self.end_timestamp = state.get("end_timestamp")
+        for op, op_state in zip(self.ops, ops):
+            op.apply_state(op_state)
+
+    def add_log_entries(self, entries):
+        """Add [op_index, entry] pairs not present yet (by serial): replay is idempotent."""
+        known = {entry[0] for op in self.ops for entry in op.log}
+        for op_index, entry in entries:
+            if entry[0] not in known:
+                self.ops[op_index].log.append(entry)
+                known.add(entry[0])
+                self.log_serial = max(self.log_serial, entry[0])
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a job from the job file format; raise JobFileCorrupted if malformed."""
+        if not isinstance(data, dict):
+            raise errors.JobFileCorrupted("job is not a JSON object")
+        job_id = data.get("id")
+        if isinstance(job_id, str) and job_id.isdigit() and job_id.isascii():
+            job_id = int(job_id)
+        if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id < 0:
+            raise errors.JobFileCorrupted("invalid job id %r" % (job_id,))
+        ops = data.get("ops")
+        if not isinstance(ops, list) or not ops:
+            raise errors.JobFileCorrupted("job %s has no list of opcodes" % job_id)
+        job = cls.__new__(cls)
+        job.id = job_id
+        job.ops = [QueuedOpCode.from_dict(op) for op in ops]
+        job.received_timestamp = data.get("received_timestamp")
+        job.start_timestamp = data.get("start_timestamp")
+        job.end_timestamp = data.get("end_timestamp")
+        serials = [entry[0] for op in job.ops for entry in op.log]
+        job.log_serial = max(serials) if serials else 0
+        job._init_runtime()
+        return job
+
+    def new_cancel_event(self):
+        """Create (once) and return the event that running opcodes watch for cancellation."""
+        if self.cancel_event is None:
+            self.cancel_event = threading.Event()
+        return self.cancel_event

@@ -1,0 +1,258 @@
+"""Opcodes: the base class, typed parameters, the registry and the built-in opcodes.
+
+An application defines an opcode by subclassing OpCode, naming it (``OP_ID``), listing its
+parameters (``OP_PARAMS``) and writing ``run(ctx)``; ``@register`` adds it to the default
+registry. ``ctx`` (see jqueue.processor.OpContext) offers ``feedback(message)``,
+``check_cancel()``, ``sleep(seconds)`` (a cancellation point) and ``job_id``.
+
+Submitting validates every opcode before a job id is allocated: an unknown ``OP_ID``, an
+unknown parameter, a missing one or one of the wrong type is an OpPrereqError naming the
+opcode and the parameter.
+"""
+
+import copy
+import importlib
+import importlib.metadata
+import logging
+
+from jqueue import constants, errors, ptypes
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "jqueue.opcodes"
+_REQUIRED = object()
+
+
+class Param:
+    """One opcode parameter: name, type, default (absent: required) and documentation."""
+
+    __slots__ = ("name", "ptype", "default", "doc")
+
+    def __init__(self, name, ptype, default=_REQUIRED, doc=""):
+        self.name = name
+        self.ptype = ptype
+        self.default = default
+        self.doc = doc
+
+    @property
+    def required(self):
+        return self.default is _REQUIRED
+
+    def default_value(self):
+        """A fresh copy of the default (lists and dicts are never shared)."""
+        return copy.deepcopy(self.default)
+
+
+#: Parameters every opcode accepts (Ganeti's generic opcode parameters).
+COMMON_PARAMS = (
+    Param("priority", ptypes.Priority, constants.OP_PRIO_DEFAULT,
+          "priority from -20 (highest) to 19 (lowest)"),
+    Param("depends", ptypes.Dependencies, None,
+          "jobs this opcode waits for: [[job id, [final statuses]], ...]"),
+    Param("comment", ptypes.Maybe(ptypes.String), None, "free-form comment"),
+    Param("dry_run", ptypes.Bool, False, "check only, change nothing"),
+    Param("debug_level", ptypes.NonNegativeInt, 0, "verbosity of the opcode's feedback"),
+    Param("reason", ptypes.ListOf(ptypes.Any), [], "reason trail"),
+)
+
+
+class OpCode:
+    """Base class of opcodes; instances hold validated parameter values as attributes."""
+
+    OP_ID = None
+    #: Parameter whose value describes the opcode in summaries, e.g. TEST_DELAY(0.1).
+    OP_DSC_FIELD = None
+    OP_PARAMS = ()
+
+    def __init__(self, **params):
+        self.__dict__.update(self.validate(params))
+
+    @classmethod
+    def all_params(cls):
+        """Common parameters followed by the opcode's own."""
+        return COMMON_PARAMS + tuple(cls.OP_PARAMS)
+
+    @classmethod
+    def validate(cls, params):
+        """Return params checked, normalized and completed with defaults.
+
+        Raises OpPrereqError naming the opcode and the offending parameter.
+        """
+        known = {p.name: p for p in cls.all_params()}
+        unknown = sorted(set(params) - set(known) - {"OP_ID"})
+        if unknown:
+            raise errors.OpPrereqError("opcode %s: unknown parameter(s) %s" % (
+                cls.OP_ID, ", ".join(repr(u) for u in unknown)), constants.ECODE_INVAL)
+        values = {}
+        for name, param in known.items():
+            if name not in params:
+                if param.required:
+                    raise errors.OpPrereqError("opcode %s: parameter '%s' is required" % (
+                        cls.OP_ID, name), constants.ECODE_INVAL)
+                values[name] = param.default_value()
+                continue
+            try:
+                values[name] = param.ptype.check(params[name])
+            except ValueError as err:
+                raise errors.OpPrereqError("opcode %s: parameter '%s' %s" % (
+                    cls.OP_ID, name, err), constants.ECODE_INVAL) from None
+        return values
+
+    def to_dict(self):
+        """The opcode as a job file ``input`` object."""
+        data = {"OP_ID": self.OP_ID}
+        for param in self.all_params():
+            data[param.name] = getattr(self, param.name)
+        return data
+
+    def summary(self):
+        """OP_ID without ``OP_`` plus the descriptive parameter: ``TEST_DELAY(0.1)``."""
+        return summarize(self.OP_ID, self.OP_DSC_FIELD, self.to_dict())
+
+    def run(self, ctx):
+        """Execute the opcode; return a JSON-serializable result or raise OpExecError."""
+        raise NotImplementedError("opcode %s has no run()" % self.OP_ID)
+
+
+def summarize(op_id, dsc_field, op_input):
+    """Summary text of an opcode input, as Ganeti writes it."""
+    text = op_id[3:] if isinstance(op_id, str) and op_id.startswith("OP_") else str(op_id)
+    if dsc_field:
+        value = op_input.get(dsc_field)
+        if value is not None:
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            text += "(%s)" % value
+    return text
+
+
+class Registry:
+    """Maps OP_ID to opcode class; applications add theirs with register()."""
+
+    def __init__(self):
+        self._classes = {}
+
+    def register(self, cls):
+        """Add an opcode class (usable as a class decorator)."""
+        op_id = getattr(cls, "OP_ID", None)
+        if not isinstance(op_id, str) or not op_id.startswith("OP_"):
+            raise errors.ProgrammerError("opcode class %s has no valid OP_ID" % cls.__name__)
+        existing = self._classes.get(op_id)
+        if existing is not None and existing is not cls:
+            raise errors.ProgrammerError("opcode %s registered twice (%s and %s)" % (
+                op_id, existing.__name__, cls.__name__))
+        self._classes[op_id] = cls
+        return cls
+
+    def get(self, op_id):
+        """Return the class for op_id; raise OpPrereqError if unknown."""
+        cls = self._classes.get(op_id) if isinstance(op_id, str) else None
+        if cls is None:
+            raise errors.OpPrereqError("unknown opcode %s" % ptypes._short(op_id),
+                                       constants.ECODE_INVAL)
+        return cls
+
+    def known(self):
+        """Sorted list of registered OP_IDs."""
+        return sorted(self._classes)
+
+    def build(self, data):
+        """Return a validated OpCode from an OpCode or a dict with OP_ID."""
+        if isinstance(data, OpCode):
+            return self.get(data.OP_ID)(**{k: v for k, v in data.to_dict().items()
+                                           if k != "OP_ID"})
+        if not isinstance(data, dict):
+            raise errors.OpPrereqError("an opcode must be an object with OP_ID, got %s" %
+                                       ptypes._short(data), constants.ECODE_INVAL)
+        cls = self.get(data.get("OP_ID"))
+        return cls(**{k: v for k, v in data.items() if k != "OP_ID"})
+
+    def from_input(self, op_input):
+        """Rebuild an opcode to run from a stored job file input."""
+        return self.build(op_input)
+
+    def summary(self, op_input):
+        """Summary of a stored opcode input, even for an opcode this registry lacks."""
+        op_id = op_input.get("OP_ID")
+        cls = self._classes.get(op_id) if isinstance(op_id, str) else None
+        return summarize(op_id, cls.OP_DSC_FIELD if cls else None, op_input)
+
+    def load_entry_points(self, group=ENTRY_POINT_GROUP):
+        """Import every entry point of group; a callable entry point gets the registry."""
+        for entry in importlib.metadata.entry_points(group=group):
+            self._load_target(entry.load(), entry.value)
+
+    def load_module(self, name):
+        """Import a module by name; it registers its opcodes (or defines register(registry))."""
+        self._load_target(importlib.import_module(name), name)
+
+    def _load_target(self, target, label):
+        hook = target if callable(target) else getattr(target, "register_opcodes", None)
+        if hook is not None:
+            hook(self)
+        for value in vars(target).values() if hasattr(target, "__dict__") else ():
+            if (isinstance(value, type) and issubclass(value, OpCode) and value.OP_ID
+                    and value.OP_ID not in self._classes and value.__module__ == label):
+                self.register(value)
+        logger.debug("loaded opcodes from %s", label)
+
+
+REGISTRY = Registry()
+register = REGISTRY.register
+
+
+@register
+class OpTestDelay(OpCode):
+    """Sleep for a while; zero is a no-op (a test opcode, handy for benchmarks)."""
+
+    OP_ID = "OP_TEST_DELAY"
+    OP_DSC_FIELD = "duration"
+    OP_PARAMS = (
+        Param("duration", ptypes.NonNegativeNumber, doc="seconds to sleep (>= 0)"),
+        Param("repeat", ptypes.NonNegativeInt, 0, "repeat the delay this many times (0: once)"),
+        Param("on_master", ptypes.Bool, True, "sleep on the master node"),
+        Param("on_nodes", ptypes.ListOf(ptypes.NonEmptyString), [],
+              "also sleep on these nodes (needs node RPC)"),
+    )
+
+    def run(self, ctx):
+        if self.on_nodes and getattr(ctx, "nodes", None) is None:
+            raise errors.OpExecError("cannot delay on nodes %s: this queue has no node RPC" %
+                                     ", ".join(self.on_nodes))
+        rounds = max(1, self.repeat)
+        for index in range(rounds):
+            if self.repeat:
+                ctx.feedback("Test delay iteration %d/%d" % (index, rounds - 1))
+            if self.on_master:
+                ctx.sleep(self.duration)
+            if self.on_nodes:
+                ctx.nodes.test_delay(self.on_nodes, self.duration)
+        return None
+
+
+@register
+class OpTestJqueue(OpCode):
+    """Log the given messages, then succeed with a result or fail on request (test opcode)."""
+
+    OP_ID = "OP_TEST_JQUEUE"
+    OP_PARAMS = (
+        Param("log_messages", ptypes.ListOf(ptypes.String), [], "messages to log"),
+        Param("fail", ptypes.Bool, False, "fail after logging"),
+        Param("fail_message", ptypes.String, "Opcode failure was requested",
+              "message of the failure"),
+        Param("result", ptypes.Any, True, "result to return on success"),
+    )
+
+    def run(self, ctx):
+        for message in self.log_messages:
+            ctx.feedback(message)
+        if self.fail:
+            raise errors.OpExecError(self.fail_message)
+        return self.result
+
+
+def register_opcodes(registry):
+    """Entry point of the built-in opcodes: add them to another registry."""
+    for cls in (OpTestDelay, OpTestJqueue):
+        if cls.OP_ID not in registry.known():
+            registry.register(cls)

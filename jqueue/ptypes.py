@@ -1,0 +1,218 @@
+"""Parameter types: small checkers that validate and normalize JSON values.
+
+Each type has ``desc`` (for error messages: "a non-negative number") and
+``check(value)`` returning the normalized value or raising ValueError. Types compose:
+``ListOf(String)``, ``Maybe(Int)``.
+"""
+
+import re
+
+from jqueue import constants
+
+_DECIMAL = re.compile(r"\A[0-9]{1,19}\Z")
+MAX_JOB_ID = 2 ** 63 - 1
+
+
+class PType:
+    """A parameter type: a description and a check."""
+
+    desc = "a value"
+
+    def check(self, value):
+        return value
+
+    def _fail(self, value):
+        raise ValueError("must be %s, got %s" % (self.desc, _short(value)))
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Any(PType):
+    desc = "any JSON value"
+
+
+class _Bool(PType):
+    desc = "a boolean"
+
+    def check(self, value):
+        if not isinstance(value, bool):
+            self._fail(value)
+        return value
+
+
+class _String(PType):
+    desc = "a string"
+
+    def check(self, value):
+        if not isinstance(value, str):
+            self._fail(value)
+        return value
+
+
+class _NonEmptyString(PType):
+    desc = "a non-empty string"
+
+    def check(self, value):
+        if not isinstance(value, str) or not value:
+            self._fail(value)
+        return value
+
+
+class IntRange(PType):
+    """An integer within [low, high]."""
+
+    def __init__(self, low=None, high=None):
+        self.low, self.high = low, high
+        if low is not None and high is not None:
+            self.desc = "an integer from %d to %d" % (low, high)
+        elif low is not None:
+            self.desc = "an integer >= %d" % low
+        else:
+            self.desc = "an integer"
+
+    def check(self, value):
+        if not _is_int(value):
+            self._fail(value)
+        if (self.low is not None and value < self.low) or (
+                self.high is not None and value > self.high):
+            self._fail(value)
+        return value
+
+
+class NumberRange(PType):
+    """A finite number (int or float) >= low."""
+
+    def __init__(self, low=None):
+        self.low = low
+        self.desc = "a number" if low is None else (
+            "a non-negative number" if low == 0 else "a number >= %s" % low)
+
+    def check(self, value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            self._fail(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            self._fail(value)
+        if self.low is not None and value < self.low:
+            self._fail(value)
+        return value
+
+
+class ListOf(PType):
+    """A list whose every item has the given type."""
+
+    def __init__(self, item):
+        self.item = item
+        self.desc = "a list (each item %s)" % item.desc
+
+    def check(self, value):
+        if not isinstance(value, list):
+            self._fail(value)
+        result = []
+        for index, item in enumerate(value):
+            try:
+                result.append(self.item.check(item))
+            except ValueError as err:
+                raise ValueError("item %d %s" % (index, err)) from None
+        return result
+
+
+class Maybe(PType):
+    """None or a value of the given type."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.desc = "null or %s" % inner.desc
+
+    def check(self, value):
+        return None if value is None else self.inner.check(value)
+
+
+class OneOf(PType):
+    """One of a fixed set of values."""
+
+    def __init__(self, values):
+        self.values = frozenset(values)
+        self.desc = "one of %s" % ", ".join(sorted(repr(v) for v in self.values))
+
+    def check(self, value):
+        if not isinstance(value, (str, int)) or value not in self.values:
+            self._fail(value)
+        return value
+
+
+class _Dict(PType):
+    desc = "an object"
+
+    def check(self, value):
+        if not isinstance(value, dict):
+            self._fail(value)
+        return value
+
+
+class _JobId(PType):
+    desc = "a job id (a non-negative integer)"
+
+    def check(self, value):
+        return parse_job_id(value, self)
+
+
+class _RelativeJobId(PType):
+    desc = "a job id or a negative relative job id"
+
+    def check(self, value):
+        if _is_int(value) and value < 0:
+            return value
+        return parse_job_id(value, self)
+
+
+def parse_job_id(value, ptype=None):
+    """Return value as a job id (int); accept ints and strict decimal strings only.
+
+    Refuses signs, spaces, paths, floats, booleans and numbers above 2**63-1 with a
+    ValueError naming the value.
+    """
+    if _is_int(value) and 0 <= value <= MAX_JOB_ID:
+        return value
+    if isinstance(value, str) and _DECIMAL.match(value) and int(value) <= MAX_JOB_ID:
+        return int(value)
+    raise ValueError("must be %s, got %s" % ((ptype or JobId).desc, _short(value)))
+
+
+class _Dependencies(PType):
+    desc = "a list of [job id, [final statuses]] pairs"
+
+    def check(self, value):
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self._fail(value)
+        result = []
+        for index, dep in enumerate(value):
+            if not isinstance(dep, list) or len(dep) != 2:
+                raise ValueError("dependency %d must be [job id, [statuses]], got %s" % (
+                    index, _short(dep)))
+            job_id = RelativeJobId.check(dep[0])
+            statuses = ListOf(OneOf(constants.JOBS_FINALIZED)).check(dep[1])
+            result.append([job_id, statuses])
+        return result
+
+
+Any = _Any()
+Bool = _Bool()
+String = _String()
+NonEmptyString = _NonEmptyString()
+Int = IntRange()
+NonNegativeInt = IntRange(0)
+NonNegativeNumber = NumberRange(0)
+Dict = _Dict()
+JobId = _JobId()
+RelativeJobId = _RelativeJobId()
+Priority = IntRange(constants.OP_PRIO_HIGHEST, constants.OP_PRIO_LOWEST)
+Dependencies = _Dependencies()
