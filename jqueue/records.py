@@ -1,0 +1,89 @@
+"""Journal record formats: how the queue encodes job changes and how replay applies them.
+
+Records (JSON objects):
+
+    {"t": "job",  "job": <job file object>}           full state (new job, or first
+                                                      change of a job after a rotation)
+    {"t": "st",   "id": N, "s": <QueuedJob.state_dict()>}   status/priority/timestamps
+    {"t": "log",  "id": N, "e": [[op_index, entry], ...]}   new log entries
+    {"t": "arch", "id": N}                            job archived
+
+The first record of a job in each journal generation is a full one, so replaying a
+generation never depends on a job file rewritten during that generation. Every record
+sets absolute values (logs are deduplicated by serial), so replay is idempotent.
+"""
+
+from jqueue import errors, serializer
+from jqueue.job import QueuedJob
+
+JOB = "job"
+STATE = "st"
+LOG = "log"
+ARCHIVE = "arch"
+
+
+def job_bytes(job):
+    """The job file content of a job."""
+    return serializer.dumps_bytes(job.to_dict())
+
+
+def job_record(job):
+    return serializer.dumps_bytes({"t": JOB, "job": job.to_dict()})
+
+
+def state_record(job):
+    return serializer.dumps_bytes({"t": STATE, "id": job.id, "s": job.state_dict()})
+
+
+def log_record(job_id, op_index, entry):
+    return serializer.dumps_bytes({"t": LOG, "id": job_id, "e": [[op_index, entry]]})
+
+
+def archive_record(job_id):
+    return serializer.dumps_bytes({"t": ARCHIVE, "id": job_id})
+
+
+class Replay:
+    """Applies records in order over jobs loaded lazily from their files.
+
+    ``load(job_id)`` returns the QueuedJob of the live job file or None. After replay,
+    ``jobs`` holds every job a record touched and ``archived`` the ids archived.
+    """
+
+    def __init__(self, load):
+        self._load = load
+        self.jobs = {}
+        self.archived = set()
+        self.problems = []
+
+    def apply(self, payload):
+        """Apply one record (bytes); a record that cannot apply is noted in problems."""
+        try:
+            record = serializer.loads(payload)
+            kind = record["t"]
+            if kind == JOB:
+                job = QueuedJob.from_dict(record["job"])
+                self.jobs[job.id] = job
+                self.archived.discard(job.id)
+                return
+            job = self._job(record["id"])
+            if kind == STATE:
+                job.apply_state(record["s"])
+            elif kind == LOG:
+                job.add_log_entries(record["e"])
+            elif kind == ARCHIVE:
+                self.archived.add(job.id)
+            else:
+                raise errors.JobFileCorrupted("unknown record type %r" % (kind,))
+        except (errors.GenericError, KeyError, TypeError, IndexError, ValueError) as err:
+            self.problems.append("record %s: %s" % (payload[:80], err))
+
+    def _job(self, job_id):
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self._load(job_id)
+            if job is None:
+                raise errors.JobLost("job %s has a record but neither a full record nor a "
+                                     "file" % job_id)
+            self.jobs[job_id] = job
+        return job

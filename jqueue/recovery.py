@@ -1,0 +1,148 @@
+"""Opening a queue: load job files, replay the journal, apply the crash rules, checkpoint.
+
+After opening, the job files hold every acknowledged change and the journal is empty:
+
+1. The journals (``journal.old`` then ``journal``) are read; a torn tail or damaged
+   records are skipped and reported, every complete record is replayed.
+2. Every live job file not superseded by the journal is parsed; an unparseable file is
+   moved to ``corrupt/`` and reported, never fatal.
+3. Crash rules (DESIGN.md): queued jobs stay queued and resume after their finished
+   opcodes; waiting goes back to queued; running or canceling opcodes become error
+   "Unclean master daemon shutdown" and the job is finalized.
+4. Changed jobs and archivals are written, the serial is raised to the highest id seen
+   anywhere (live, archived, set aside, journal), one syncfs makes it durable, and the
+   journal is reset.
+"""
+
+import logging
+import os
+
+from jqueue import constants, errors, journal, records
+from jqueue.job import QueuedJob
+
+logger = logging.getLogger(__name__)
+
+
+class Recovered:
+    """The outcome of opening a queue."""
+
+    def __init__(self):
+        self.jobs = {}              # id -> QueuedJob, in id order
+        self.max_id = 0
+        self.journal_reports = []   # journal.ReadReport
+        self.replay_problems = []   # text
+        self.set_aside = []         # (path, reason)
+        self.restarted = 0          # jobs that go back to the queue
+        self.failed = 0             # jobs ended by "Unclean master daemon shutdown"
+
+    def summary(self):
+        """One line for the log."""
+        return ("%d live jobs, %d resumed, %d failed by unclean shutdown, %d files set aside, "
+                "%d journal problems" % (
+                    len(self.jobs), self.restarted, self.failed, len(self.set_aside),
+                    len(self.replay_problems) + sum(
+                        not r.clean for r in self.journal_reports)))
+
+
+def open_queue(qdir, now):
+    """Recover the queue in qdir (locked by the caller); return Recovered."""
+    state = Recovered()
+    replay = records.Replay(lambda job_id: _load_quietly(qdir, job_id))
+    for name in (constants.JOURNAL_OLD_FILE, constants.JOURNAL_FILE):
+        payloads, report = journal.read_records(qdir.file_path(name))
+        state.journal_reports.append(report)
+        if not report.clean:
+            logger.warning("journal damage: %s", report.describe())
+        for payload in payloads:
+            replay.apply(payload)
+    state.replay_problems = replay.problems
+    for problem in replay.problems:
+        logger.warning("journal replay: %s", problem)
+    dirty = set(replay.jobs)
+    _load_live_jobs(qdir, state, replay)
+    dirty.update(_apply_crash_rules(state, now))
+    live_ids = list(state.jobs)
+    state.max_id = max([qdir.read_serial()] + live_ids + list(replay.jobs) +
+                       qdir.archived_job_ids() + qdir.corrupt_job_ids())
+    _materialize(qdir, state, replay, dirty)
+    return state
+
+
+def _load_quietly(qdir, job_id):
+    try:
+        return load_job(qdir, job_id)
+    except (FileNotFoundError, errors.JobFileCorrupted):
+        return None
+
+
+def load_job(qdir, job_id, archived=False):
+    """Parse the job file of job_id; raise JobFileCorrupted or FileNotFoundError."""
+    job = QueuedJob.from_dict(qdir.read_job(job_id, archived))
+    if job.id != job_id:
+        raise errors.JobFileCorrupted("file of job %d holds job %d" % (job_id, job.id))
+    job.archived = archived
+    return job
+
+
+def _load_live_jobs(qdir, state, replay):
+    ids = set(qdir.live_job_ids()) | set(replay.jobs)
+    for job_id in sorted(ids):
+        if job_id in replay.archived:
+            continue
+        job = replay.jobs.get(job_id)
+        if job is None:
+            try:
+                job = load_job(qdir, job_id)
+            except errors.JobFileCorrupted as err:
+                state.set_aside.append((qdir.set_aside(job_id, err), str(err)))
+                continue
+            except FileNotFoundError:
+                continue
+        state.jobs[job_id] = job
+
+
+def _apply_crash_rules(state, now):
+    """Apply DESIGN.md's crash rules; return the ids of the jobs changed."""
+    changed = set()
+    unclean = errors.encode_exception(errors.OpExecError(constants.MSG_UNCLEAN_SHUTDOWN))
+    for job in state.jobs.values():
+        status = job.calc_status()
+        if status == constants.JOB_STATUS_QUEUED:
+            state.restarted += 1
+        elif status == constants.JOB_STATUS_WAITING:
+            job.mark_unfinished_ops(constants.OP_STATUS_QUEUED, None)
+            state.restarted += 1
+            changed.add(job.id)
+        elif status in (constants.JOB_STATUS_RUNNING, constants.JOB_STATUS_CANCELING):
+            logger.warning("job %d was %s when the queue was last closed: %s", job.id, status,
+                           constants.MSG_UNCLEAN_SHUTDOWN)
+            job.mark_unfinished_ops(constants.OP_STATUS_ERROR, unclean)
+            job.finalize(now)
+            state.failed += 1
+            changed.add(job.id)
+    return changed
+
+
+def _materialize(qdir, state, replay, dirty):
+    """Write what replay and recovery changed, sync once, reset the journal."""
+    wrote = False
+    for job_id in sorted(dirty):
+        job = state.jobs.get(job_id)
+        if job is not None:
+            qdir.write_job(job_id, records.job_bytes(job))
+            wrote = True
+    for job_id in sorted(replay.archived):
+        job = replay.jobs.get(job_id)
+        if job is not None and not os.path.exists(qdir.archive_path(job_id)):
+            qdir.archive_job(job_id, records.job_bytes(job))
+            wrote = True
+        elif os.path.exists(qdir.job_path(job_id)):
+            os.unlink(qdir.job_path(job_id))
+            wrote = True
+    if state.max_id > qdir.read_serial():
+        qdir.write_serial(state.max_id)
+    if wrote:
+        qdir.sync()
+    if (wrote or os.path.exists(qdir.file_path(constants.JOURNAL_OLD_FILE))
+            or any(r.records or not r.clean for r in state.journal_reports)):
+        journal.reset(qdir.path)

@@ -1,0 +1,231 @@
+"""The queue directory: job files, serial, version, drain flag, lock, archive, corrupt.
+
+This module knows only the on-disk contract (compatible with Ganeti 2.10's queue):
+
+    <queue>/job-<id>, serial, version, drain, lock, journal
+    <queue>/archive/<id // 10000>/job-<id>
+    <queue>/corrupt/job-<id>[.N]      (ours: unparseable files set aside)
+
+Every path is built from a parsed, non-negative integer id, never from a caller's text.
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import re
+
+from jqueue import constants, errors, fsutil, ptypes, serializer
+
+logger = logging.getLogger(__name__)
+
+_JOB_FILE_RE = re.compile(r"\Ajob-([0-9]{1,19})\Z")
+
+
+def parse_job_file_name(name):
+    """Return the job id of a job file name (``job-<digits>``), else None."""
+    match = _JOB_FILE_RE.match(name)
+    if match is None:
+        return None
+    job_id = int(match.group(1))
+    return job_id if job_id <= ptypes.MAX_JOB_ID else None
+
+
+def parse_job_id(value):
+    """Parse a job id from a caller (int or strict decimal string); ParameterError if not."""
+    try:
+        return ptypes.parse_job_id(value)
+    except ValueError as err:
+        raise errors.ParameterError("invalid job id: %s" % err) from None
+
+
+class QueueDir:
+    """Paths and file operations of one queue directory (not thread-safe by itself)."""
+
+    def __init__(self, path, replicator=None):
+        self.path = os.path.abspath(path)
+        self.archive_dir = os.path.join(self.path, constants.ARCHIVE_DIR)
+        self.corrupt_dir = os.path.join(self.path, constants.CORRUPT_DIR)
+        self._lock_fd = None
+        self._replicator = replicator
+
+    # Paths
+
+    def job_path(self, job_id):
+        return os.path.join(self.path, "%s%d" % (constants.JOB_FILE_PREFIX, job_id))
+
+    def archive_subdir(self, job_id):
+        return os.path.join(self.archive_dir, str(job_id // constants.JOBS_PER_ARCHIVE_DIRECTORY))
+
+    def archive_path(self, job_id):
+        return os.path.join(self.archive_subdir(job_id),
+                            "%s%d" % (constants.JOB_FILE_PREFIX, job_id))
+
+    def file_path(self, name):
+        return os.path.join(self.path, name)
+
+    # Creation, version and lock
+
+    def ensure_layout(self):
+        """Create the queue directory and its version file if new; refuse other versions."""
+        fsutil.makedirs(self.path)
+        version_path = self.file_path(constants.VERSION_FILE)
+        try:
+            text = fsutil.read_file(version_path).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            if any(parse_job_file_name(n) is not None for n in os.listdir(self.path)):
+                raise errors.JobQueueError("queue %s holds job files but no version file" %
+                                           self.path) from None
+            self.write_small_file(constants.VERSION_FILE, "%d\n" % constants.QUEUE_FORMAT_VERSION)
+            return
+        if text != str(constants.QUEUE_FORMAT_VERSION):
+            raise errors.JobQueueError("queue %s has format version %r; this jqueue only "
+                                       "understands version %d" % (
+                                           self.path, text, constants.QUEUE_FORMAT_VERSION))
+
+    def lock(self):
+        """Take the exclusive queue lock at once or raise JobQueueError naming the holder."""
+        path = self.file_path(constants.LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise errors.JobQueueError("queue %s is locked by PID %s" % (
+                    self.path, holder)) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        self._lock_fd = fd
+
+    def unlock(self):
+        """Release the queue lock."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # Small files written outside the journal: temp, fsync, rename, fsync dir
+
+    def write_small_file(self, name, text, sync=True):
+        fsutil.write_file(self.file_path(name), text.encode("utf-8"), sync=sync)
+        if self._replicator is not None:
+            self._replicator.update_file(name, text)
+
+    def read_serial(self):
+        """The last allocated job id according to the serial file (0 if absent or bad)."""
+        try:
+            text = fsutil.read_file(self.file_path(constants.SERIAL_FILE)).decode("ascii")
+            return int(text.strip())
+        except FileNotFoundError:
+            return 0
+        except (ValueError, UnicodeDecodeError):
+            logger.warning("queue %s: serial file unreadable; using the ids on disk", self.path)
+            return 0
+
+    def write_serial(self, serial, sync=True):
+        """Write the serial file (durable at once, or at the next sync() if not sync)."""
+        self.write_small_file(constants.SERIAL_FILE, "%d\n" % serial, sync)
+
+    def drain_flag(self):
+        return os.path.exists(self.file_path(constants.DRAIN_FILE))
+
+    def set_drain_flag(self, flag):
+        path = self.file_path(constants.DRAIN_FILE)
+        if flag:
+            fsutil.write_file(path, b"")
+        else:
+            fsutil.remove_file(path)
+        if self._replicator is not None:
+            self._replicator.set_drain_flag(flag)
+
+    # Job files
+
+    def live_job_ids(self):
+        """Ids of every ``job-<id>`` file in the queue directory."""
+        ids = []
+        for name in os.listdir(self.path):
+            job_id = parse_job_file_name(name)
+            if job_id is not None:
+                ids.append(job_id)
+        return ids
+
+    def archived_job_ids(self):
+        """Ids of every archived job file (archive/<n>/job-<id>)."""
+        ids = []
+        if not os.path.isdir(self.archive_dir):
+            return ids
+        for sub in os.listdir(self.archive_dir):
+            subdir = os.path.join(self.archive_dir, sub)
+            if not sub.isdigit() or not os.path.isdir(subdir):
+                continue
+            for name in os.listdir(subdir):
+                job_id = parse_job_file_name(name)
+                if job_id is not None:
+                    ids.append(job_id)
+        return ids
+
+    def corrupt_job_ids(self):
+        """Ids of job files set aside in corrupt/ (``job-<id>`` or ``job-<id>.N``)."""
+        if not os.path.isdir(self.corrupt_dir):
+            return []
+        ids = []
+        for name in os.listdir(self.corrupt_dir):
+            job_id = parse_job_file_name(name.split(".", 1)[0])
+            if job_id is not None:
+                ids.append(job_id)
+        return ids
+
+    def has_live_job(self, job_id):
+        return os.path.exists(self.job_path(job_id))
+
+    def read_job(self, job_id, archived=False):
+        """Parse a job file into a dict; raise JobFileCorrupted or FileNotFoundError."""
+        path = self.archive_path(job_id) if archived else self.job_path(job_id)
+        data = fsutil.read_file(path)
+        try:
+            return serializer.loads(data)
+        except errors.ParseError as err:
+            raise errors.JobFileCorrupted("%s: %s" % (path, err)) from None
+
+    def write_job(self, job_id, data, sync=False):
+        """Write a live job file (bytes) atomically; durable at the next syncfs unless sync."""
+        fsutil.write_file(self.job_path(job_id), data, constants.JOB_FILE_MODE, sync=sync)
+
+    def archive_job(self, job_id, data=None):
+        """Move a live job to the archive (writing data there first if given); no fsync."""
+        subdir = self.archive_subdir(job_id)
+        if not os.path.isdir(subdir):
+            os.makedirs(subdir, 0o750, exist_ok=True)
+        target = self.archive_path(job_id)
+        if data is not None:
+            fsutil.write_file(target, data, constants.JOB_FILE_MODE, sync=False)
+            try:
+                os.unlink(self.job_path(job_id))
+            except FileNotFoundError:
+                pass
+        else:
+            os.rename(self.job_path(job_id), target)
+        if self._replicator is not None:
+            self._replicator.rename_files([[os.path.relpath(self.job_path(job_id), self.path),
+                                            os.path.relpath(target, self.path)]])
+
+    def set_aside(self, job_id, reason):
+        """Move an unparseable live job file to corrupt/ durably; return the new path."""
+        os.makedirs(self.corrupt_dir, 0o750, exist_ok=True)
+        base = os.path.join(self.corrupt_dir, "%s%d" % (constants.JOB_FILE_PREFIX, job_id))
+        target, count = base, 0
+        while os.path.exists(target):
+            count += 1
+            target = "%s.%d" % (base, count)
+        os.rename(self.job_path(job_id), target)
+        fsutil.fsync_dir(self.corrupt_dir)
+        fsutil.fsync_dir(self.path)
+        logger.error("job file %s is corrupt (%s); moved to %s", self.job_path(job_id),
+                     reason, target)
+        return target
+
+    def sync(self):
+        """Make every file written without fsync durable (one syncfs)."""
+        fsutil.syncfs(self.path)
