@@ -1,0 +1,183 @@
+"""Runs a job one opcode at a time: dependencies, cancellation points, results, logs.
+
+The worker pool calls ``JobProcessor.run_step(job_id)``. A step runs the job's next
+unfinished opcode and, if more remain, puts the job back into the pool at its current
+priority, so that a higher-priority job can overtake a long job between opcodes. The
+queue lock is held only while reading and changing the job, never while an opcode runs.
+"""
+
+import logging
+
+from jqueue import constants, dependencies, errors, serializer
+from jqueue.job import timestamp
+
+logger = logging.getLogger(__name__)
+
+
+class OpContext:
+    """What a running opcode may use: feedback, cancellation, its job id."""
+
+    def __init__(self, processor, job_id, op_index, cancel_event):
+        self._processor = processor
+        self.job_id = job_id
+        self.op_index = op_index
+        self._cancel_event = cancel_event
+        #: Node RPC for opcodes that run on other nodes (None in a single-node queue).
+        self.nodes = None
+
+    def feedback(self, *args):
+        """Log a message: ``feedback(msg)`` or ``feedback(log_type, msg)`` (Ganeti's form)."""
+        if len(args) == 1:
+            log_type, message = constants.ELOG_MESSAGE, args[0]
+        elif len(args) == 2:
+            log_type, message = args
+        else:
+            raise errors.ProgrammerError("feedback takes (message) or (type, message)")
+        self._processor.add_log(self.job_id, self.op_index, log_type, message)
+
+    @property
+    def canceled(self):
+        """Whether the job is being canceled."""
+        return self._cancel_event.is_set()
+
+    def check_cancel(self):
+        """A cancellation point: raise JobCanceled if the job is being canceled."""
+        if self._cancel_event.is_set():
+            raise errors.JobCanceled("job %s canceled" % self.job_id)
+
+    def sleep(self, seconds):
+        """Sleep, waking at once (with JobCanceled) if the job is canceled meanwhile."""
+        if self._cancel_event.wait(seconds) or self._cancel_event.is_set():
+            raise errors.JobCanceled("job %s canceled" % self.job_id)
+
+
+class JobProcessor:
+    """Executes job steps against a JobQueue's internals (the queue's lock and records)."""
+
+    def __init__(self, queue):
+        self._queue = queue
+
+    def run_step(self, job_id):
+        """Worker pool task: run the next opcode of job_id, if it may run."""
+        started = self._start(job_id)
+        if started is None:
+            return
+        opcode, ctx = started
+        status, result = self._execute(opcode, ctx)
+        self._finish(job_id, ctx.op_index, status, result)
+
+    def add_log(self, job_id, op_index, log_type, message):
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None or queue._closed:
+                return
+            entry = job.add_log(op_index, log_type, message, queue._clock())
+            queue._record_log_unlocked(job, op_index, entry)
+
+    def _execute(self, opcode, ctx):
+        try:
+            result = opcode.run(ctx)
+        except errors.JobCanceled:
+            return constants.OP_STATUS_CANCELED, constants.MSG_CANCELED
+        except errors.GenericError as err:
+            return constants.OP_STATUS_ERROR, errors.encode_exception(err)
+        except Exception as err:  # noqa: BLE001 - an opcode's bug fails the opcode only
+            logger.exception("job %s opcode %d failed", ctx.job_id, ctx.op_index)
+            return constants.OP_STATUS_ERROR, errors.encode_exception(err)
+        try:
+            serializer.dumps(result)
+        except (TypeError, ValueError) as err:
+            return constants.OP_STATUS_ERROR, errors.encode_exception(errors.OpExecError(
+                "opcode result is not JSON data: %s" % err))
+        return constants.OP_STATUS_SUCCESS, result
+
+    def _start(self, job_id):
+        """Under the lock: decide what to do; return (opcode, ctx) if an opcode starts."""
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None or not job.visible or queue._closing:
+                return None
+            index = job.next_op_index()
+            if index is None:
+                return None
+            if job.calc_status() == constants.JOB_STATUS_CANCELING:
+                self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+                return None
+            if not self._dependencies_met_unlocked(job, index):
+                return None
+            return self._begin_opcode_unlocked(job, index)
+
+    def _dependencies_met_unlocked(self, job, index):
+        queue = self._queue
+        op = job.ops[index]
+        for dep_id, statuses in op.input.get("depends") or ():
+            verdict, message = queue._deps.check(
+                job.id, dep_id, statuses, queue._job_status_unlocked(dep_id))
+            if verdict == dependencies.WAIT:
+                if op.status != constants.OP_STATUS_WAITING:
+                    op.status = constants.OP_STATUS_WAITING
+                    op.start_timestamp = op.start_timestamp or timestamp(queue._clock())
+                    queue._record_state_unlocked(job)
+                return False
+            if verdict == dependencies.FAILED:
+                self._fail_unlocked(job, index, errors.OpExecError(message))
+                return False
+        return True
+
+    def _begin_opcode_unlocked(self, job, index):
+        queue = self._queue
+        op = job.ops[index]
+        now = timestamp(queue._clock())
+        try:
+            opcode = queue._registry.from_input(op.input)
+        except errors.GenericError as err:
+            self._fail_unlocked(job, index, errors.OpExecError(
+                "cannot run opcode: %s" % errors.error_message(err)))
+            return None
+        op.status = constants.OP_STATUS_RUNNING
+        op.start_timestamp = op.start_timestamp or now
+        op.exec_timestamp = now
+        if job.start_timestamp is None:
+            job.start_timestamp = now
+        queue._record_state_unlocked(job)
+        ctx = OpContext(self, job.id, index, job.new_cancel_event())
+        return opcode, ctx
+
+    def _fail_unlocked(self, job, index, err):
+        op = job.ops[index]
+        op.status = constants.OP_STATUS_ERROR
+        op.result = errors.encode_exception(err)
+        op.end_timestamp = timestamp(self._queue._clock())
+        self._end_unlocked(job, constants.OP_STATUS_ERROR, errors.encode_exception(
+            errors.OpExecError(constants.MSG_PRECEDING_FAILED)))
+
+    def _end_unlocked(self, job, status, result):
+        """Mark the remaining opcodes, finalize the job and record it."""
+        job.mark_unfinished_ops(status, result)
+        job.finalize(self._queue._clock())
+        self._queue._record_state_unlocked(job)
+
+    def _finish(self, job_id, index, status, result):
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None or queue._closed:
+                return
+            op = job.ops[index]
+            canceling = any(o.status == constants.OP_STATUS_CANCELING for o in job.ops)
+            op.status = status
+            op.result = result
+            op.end_timestamp = timestamp(queue._clock())
+            if status == constants.OP_STATUS_ERROR:
+                self._end_unlocked(job, status, errors.encode_exception(
+                    errors.OpExecError(constants.MSG_PRECEDING_FAILED)))
+            elif status == constants.OP_STATUS_CANCELED or canceling:
+                self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+            elif job.next_op_index() is None:
+                job.finalize(queue._clock())
+                queue._record_state_unlocked(job)
+            else:
+                queue._record_state_unlocked(job)
+                queue._schedule_unlocked(job)

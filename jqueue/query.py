@@ -1,0 +1,81 @@
+"""Job fields: names, titles, kinds, documentation and how to read each from a job.
+
+One table serves QueryJobs, WaitForJobChanges, the generic Query/QueryFields methods and
+the CLI's column headers.
+"""
+
+from jqueue import errors
+
+# Field kinds (Ganeti's QFT_*).
+QFT_TEXT = "text"
+QFT_BOOL = "bool"
+QFT_NUMBER = "number"
+QFT_TIMESTAMP = "timestamp"
+QFT_OTHER = "other"
+
+
+class Field:
+    """A job field: name, column title, kind, one-line doc and getter(job, registry)."""
+
+    __slots__ = ("name", "title", "kind", "doc", "getter")
+
+    def __init__(self, name, title, kind, doc, getter):
+        self.name, self.title, self.kind, self.doc, self.getter = name, title, kind, doc, getter
+
+    def definition(self):
+        """The field as QueryFields describes it."""
+        return {"name": self.name, "title": self.title, "kind": self.kind, "doc": self.doc}
+
+
+def _per_op(attr):
+    return lambda job, registry: [getattr(op, attr) for op in job.ops]
+
+
+FIELDS = [
+    Field("id", "ID", QFT_NUMBER, "Job ID", lambda job, reg: job.id),
+    Field("status", "Status", QFT_TEXT, "Job status", lambda job, reg: job.calc_status()),
+    Field("priority", "Prio", QFT_NUMBER, "Current job priority",
+          lambda job, reg: job.calc_priority()),
+    Field("archived", "Archived", QFT_BOOL, "Whether the job is archived",
+          lambda job, reg: job.archived),
+    Field("ops", "OpCodes", QFT_OTHER, "List of all opcodes", _per_op("input")),
+    Field("opresult", "OpCode_result", QFT_OTHER, "List of opcode results",
+          _per_op("result")),
+    Field("opstatus", "OpCode_status", QFT_OTHER, "List of opcode statuses",
+          _per_op("status")),
+    Field("oplog", "OpCode_log", QFT_OTHER, "List of opcode logs",
+          lambda job, reg: [list(op.log) for op in job.ops]),
+    Field("opstart", "OpCode_start", QFT_OTHER, "List of opcode start timestamps",
+          _per_op("start_timestamp")),
+    Field("opexec", "OpCode_exec", QFT_OTHER, "List of opcode execution start timestamps",
+          _per_op("exec_timestamp")),
+    Field("opend", "OpCode_end", QFT_OTHER, "List of opcode end timestamps",
+          _per_op("end_timestamp")),
+    Field("oppriority", "OpCode_prio", QFT_OTHER, "List of opcode priorities",
+          _per_op("priority")),
+    Field("summary", "Summary", QFT_OTHER, "List of per-opcode summaries",
+          lambda job, reg: [reg.summary(op.input) for op in job.ops]),
+    Field("received_ts", "Received", QFT_OTHER, "Timestamp of job submission",
+          lambda job, reg: job.received_timestamp),
+    Field("start_ts", "Start", QFT_OTHER, "Timestamp of job start",
+          lambda job, reg: job.start_timestamp),
+    Field("end_ts", "End", QFT_OTHER, "Timestamp of job end",
+          lambda job, reg: job.end_timestamp),
+]
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+
+
+def check_fields(fields):
+    """Return the Field objects for names; raise OpPrereqError on unknown or malformed."""
+    if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
+        raise errors.OpPrereqError("fields must be a list of field names")
+    unknown = [f for f in fields if f not in FIELDS_BY_NAME]
+    if unknown:
+        raise errors.OpPrereqError("unknown job field(s): %s" % ", ".join(unknown))
+    return [FIELDS_BY_NAME[f] for f in fields]
+
+
+def getters(fields, registry):
+    """Return a function job -> [value, ...] for the given field names."""
+    funcs = [f.getter for f in check_fields(fields)]
+    return lambda job: [func(job, registry) for func in funcs]

@@ -1,0 +1,561 @@
+"""The JobQueue: a durable, thread-safe queue of jobs run by a priority worker pool.
+
+Every change is a journal record; a change is acknowledged (the call returns, waiters
+and dependents hear of it) only once its record is durable. Callers that change jobs
+together share one disk sync (see jqueue.journal). The queue lock guards the in-memory
+jobs and the order of records; it is never held across a disk sync or a network call.
+Methods whose name ends in ``_unlocked`` expect the caller to hold it.
+
+Job files are a view rewritten by checkpoints (see ``checkpoint``), which run
+periodically and at shutdown.
+"""
+
+import logging
+import threading
+import time
+
+from jqueue import (
+    constants,
+    dependencies,
+    errors,
+    journal,
+    opcodes,
+    processor,
+    ptypes,
+    query,
+    records,
+    recovery,
+    replication,
+    storage,
+    waiting,
+    workerpool,
+)
+from jqueue.job import QueuedJob, QueuedOpCode, timestamp, ts_to_float
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT_CHUNK = 256
+_ARCHIVE_CHUNK = 1000
+
+
+class JobQueue:
+    """A job queue over one queue directory; see DESIGN.md for the contract."""
+
+    def __init__(self, queue_dir, workers=constants.DEFAULT_WORKERS,
+                 max_jobs=constants.DEFAULT_MAX_JOBS, clock=time.time, registry=None,
+                 replicator=None, pool_factory=None,
+                 checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL):
+        self._clock = clock
+        self._registry = registry or opcodes.REGISTRY
+        self._replicator = replicator or replication.LocalReplicator()
+        self._max_jobs = max_jobs
+        self._dir = storage.QueueDir(queue_dir, self._replicator)
+        self._dir.ensure_layout()
+        self._dir.lock()
+        try:
+            self.recovery = recovery.open_queue(self._dir, clock())
+        except BaseException:
+            self._dir.unlock()
+            raise
+        logger.info("opened queue %s: %s", self._dir.path, self.recovery.summary())
+        self._init_state()
+        self._journal = journal.Journal(self._dir.path, on_durable=self._on_durable,
+                                        replicate=self._replicator.replicate_records)
+        self._pool = (pool_factory or workerpool.WorkerPool)(
+            "jq-worker", workers, self._processor.run_step)
+        with self._lock:
+            for job in self._jobs.values():
+                if not job.is_finalized():
+                    self._schedule_unlocked(job)
+        self._checkpointer = None
+        if checkpoint_interval:
+            self._checkpointer = _Checkpointer(self, checkpoint_interval)
+            self._checkpointer.start()
+
+    def _init_state(self):
+        self._lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._drain_lock = threading.Lock()
+        self._jobs = self.recovery.jobs
+        for job in self._jobs.values():
+            job.durable_log_serial = job.log_serial
+        self._serial = self.recovery.max_id
+        self._archiving = {}
+        self._dirty = set()
+        self._drained = self._dir.drain_flag()
+        self._closing = self._closed = False
+        self._deps = dependencies.DependencyManager()
+        self._waiters = waiting.WaiterRegistry()
+        self._processor = processor.JobProcessor(self)
+
+    @property
+    def path(self):
+        """The queue directory."""
+        return self._dir.path
+
+    @property
+    def registry(self):
+        """The opcode registry used to validate and run opcodes."""
+        return self._registry
+
+    # Submission
+
+    def submit_job(self, ops, drained_ok=False):
+        """Submit one job (a list of opcodes); return its id once it is durable."""
+        ok, value = self._submit([ops], drained_ok, single=True)[0]
+        if not ok:
+            raise errors.OpPrereqError(value, constants.ECODE_INVAL)
+        return value
+
+    def submit_job_to_drained_queue(self, ops):
+        """Submit one job even if the queue is drained (for the cluster's own work)."""
+        return self.submit_job(ops, drained_ok=True)
+
+    def submit_many_jobs(self, jobs, drained_ok=False):
+        """Submit several jobs; return [(True, id) | (False, message)] in order.
+
+        Negative dependency ids are relative: -1 is the job just before in this request.
+        An invalid opcode anywhere refuses the whole request before any id is allocated.
+        """
+        if not isinstance(jobs, list) or not jobs:
+            raise errors.OpPrereqError("expected a non-empty list of jobs")
+        return self._submit(jobs, drained_ok, single=False)
+
+    def _validate_job(self, ops, label):
+        if not isinstance(ops, list) or not ops:
+            raise errors.OpPrereqError("%sa job must be a non-empty list of opcodes" % label)
+        inputs = []
+        for index, op in enumerate(ops):
+            try:
+                inputs.append(self._registry.build(op).to_dict())
+            except errors.OpPrereqError as err:
+                prefix = label + ("opcode %d: " % index if len(ops) > 1 else "")
+                raise errors.OpPrereqError(prefix + errors.error_message(err),
+                                           constants.ECODE_INVAL) from None
+        return inputs
+
+    def _submit(self, jobs, drained_ok, single):
+        validated = [self._validate_job(ops, "" if single else "job %d: " % index)
+                     for index, ops in enumerate(jobs)]
+        with self._lock:
+            self._check_accepting_unlocked(len(validated), drained_ok)
+            results, batch = self._create_jobs_unlocked(validated)
+        if batch is not None:
+            batch.wait()
+        return results
+
+    def _check_accepting_unlocked(self, count, drained_ok):
+        if self._closing:
+            raise errors.JobQueueError("job queue %s is shutting down" % self._dir.path)
+        if self._drained and not drained_ok:
+            raise errors.JobQueueDrainError("job queue is drained, refusing new jobs")
+        if len(self._jobs) + count > self._max_jobs:
+            raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
+                                      "finished jobs" % (len(self._jobs), self._max_jobs))
+
+    def _create_jobs_unlocked(self, validated):
+        results, ids, batch = [], [], None
+        now = timestamp(self._clock())
+        for index, inputs in enumerate(validated):
+            ids.append(self._serial + 1)
+            problem = None
+            for op_input in inputs:
+                op_input["depends"], problem = dependencies.resolve(
+                    op_input.get("depends"), index, ids)
+                if problem:
+                    break
+            if problem:
+                ids[-1] = None
+                results.append((False, problem))
+                continue
+            self._serial += 1
+            job = QueuedJob(self._serial, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
+            job.visible = False
+            self._jobs[job.id] = job
+            batch = self._record_state_unlocked(job)
+            results.append((True, job.id))
+        return results, batch
+
+    # Changes to existing jobs
+
+    def cancel_job(self, job_id, kill=False):
+        """Cancel a job; return (success, message) saying what happened.
+
+        A queued or dependency-waiting job is canceled at once. A running job is marked
+        canceling and its opcode stops at its next cancellation point.
+        """
+        job_id = storage.parse_job_id(job_id)
+        with self._lock:
+            job = self._visible_job_unlocked(job_id)
+            if job is None:
+                return (False, "Job %s not found" % job_id)
+            status = job.calc_status()
+            if status in constants.JOBS_FINALIZED:
+                return (False, "Job %s is already finished (%s)" % (job_id, status))
+            if status == constants.JOB_STATUS_CANCELING:
+                return (True, "Job %s is already being canceled" % job_id)
+            job.kill_requested = job.kill_requested or bool(kill)
+            if status in (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING):
+                job.mark_unfinished_ops(constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+                job.finalize(self._clock())
+                message = "Job %s canceled" % job_id
+            else:
+                job.mark_unfinished_ops(constants.OP_STATUS_CANCELING, None)
+                job.new_cancel_event().set()
+                message = "Job %s will be canceled at its next cancellation point" % job_id
+            batch = self._record_state_unlocked(job)
+        batch.wait()
+        return (True, message)
+
+    def change_job_priority(self, job_id, priority):
+        """Change the priority of a job's unfinished opcodes; return (success, message)."""
+        job_id = storage.parse_job_id(job_id)
+        try:
+            priority = ptypes.Priority.check(priority)
+        except ValueError as err:
+            raise errors.OpPrereqError("priority %s" % err, constants.ECODE_INVAL) from None
+        with self._lock:
+            job = self._visible_job_unlocked(job_id)
+            if job is None:
+                return (False, "Job %s not found" % job_id)
+            status = job.calc_status()
+            if status in constants.JOBS_FINALIZED:
+                return (False, "Job %s is finished" % job_id)
+            if status == constants.JOB_STATUS_CANCELING:
+                return (False, "Job %s is being canceled" % job_id)
+            for op in job.ops:
+                if op.status not in constants.OPS_FINALIZED:
+                    op.priority = priority
+            self._pool.change_task_priority(job_id, job.calc_priority())
+            batch = self._record_state_unlocked(job)
+        batch.wait()
+        return (True, "Priorities of pending opcodes for job %s have been changed to %s" % (
+            job_id, priority))
+
+    def archive_job(self, job_id):
+        """Archive a finalized job; return False if it is not live or not finalized."""
+        job_id = storage.parse_job_id(job_id)
+        with self._lock:
+            job = self._visible_job_unlocked(job_id)
+            if job is None or not job.is_finalized():
+                return False
+            batch = self._archive_unlocked(job)
+        batch.wait()
+        return True
+
+    def auto_archive_jobs(self, age, timeout):
+        """Archive finalized jobs older than age seconds (-1: all) within timeout seconds.
+
+        Returns (archived, left_unchecked): how many jobs were archived and how many live
+        jobs were not examined because the timeout ran out.
+        """
+        age = ptypes.NumberRange().check(age) if age != -1 else -1
+        timeout = ptypes.NumberRange(0).check(timeout)
+        start = now = self._clock()
+        with self._lock:
+            ids = [job.id for job in self._jobs.values() if job.visible]
+        archived = checked = 0
+        batch = None
+        for offset in range(0, len(ids), _ARCHIVE_CHUNK):
+            if offset and self._clock() - start > timeout:
+                break
+            with self._lock:
+                for job_id in ids[offset:offset + _ARCHIVE_CHUNK]:
+                    checked += 1
+                    job = self._jobs.get(job_id)
+                    if job is not None and _old_enough(job, age, now):
+                        batch = self._archive_unlocked(job)
+                        archived += 1
+        if batch is not None:
+            batch.wait()
+        return archived, len(ids) - checked
+
+    def _archive_unlocked(self, job):
+        del self._jobs[job.id]
+        job.archived = True
+        self._archiving[job.id] = job
+        return self._journal.append(records.archive_record(job.id))
+
+    def set_drain_flag(self, flag):
+        """Set or clear the drain flag (durably); a drained queue refuses new jobs."""
+        if not isinstance(flag, bool):
+            raise errors.OpPrereqError("drain flag must be a boolean, got %r" % (flag,))
+        with self._drain_lock:
+            self._dir.set_drain_flag(flag)
+            self._drained = flag
+        return True
+
+    @property
+    def drain_flag(self):
+        return self._drained
+
+    # Reading
+
+    def query_jobs(self, job_ids, fields):
+        """Return [[value, ...] or None] for the given ids (all live jobs if empty).
+
+        Archived jobs are found by id. Answers only once every change they show is durable.
+        """
+        info = query.getters(fields, self._registry)
+        ids = None if not job_ids else [storage.parse_job_id(i) for i in job_ids]
+        with self._lock:
+            if ids is None:
+                rows = [info(job) for job in self._jobs.values() if job.visible]
+                missing = []
+            else:
+                jobs = [self._known_job_unlocked(i) for i in ids]
+                rows = [info(job) if job is not None else None for job in jobs]
+                missing = [n for n, job in enumerate(jobs) if job is None]
+            barrier = self._journal.barrier()
+        for index in missing:
+            job = self._load_archived(ids[index])
+            rows[index] = info(job) if job is not None else None
+        if barrier is not None:
+            barrier.wait()
+        return rows
+
+    def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
+        """Block until the job differs from prev_job_info or logs beyond prev_log_serial.
+
+        Returns (job_info, log_entries), at once if the job is finalized, or
+        JOB_NOTCHANGED after timeout seconds. Raises JobLost for an unknown job.
+        """
+        done = threading.Event()
+        box = []
+
+        def answer(result):
+            box.append(result)
+            done.set()
+
+        handle = self.watch_job(job_id, fields, prev_job_info, prev_log_serial, answer)
+        if handle is not None and not done.wait(timeout):
+            handle.cancel()
+        return box[0] if box else constants.JOB_NOTCHANGED
+
+    def watch_job(self, job_id, fields, prev_job_info, prev_log_serial, callback):
+        """Call callback((job_info, log_entries)) once the job changed (see above).
+
+        Costs no thread: the callback runs in the thread that made the change durable,
+        or in this one if the answer is immediate (then None is returned). Otherwise
+        returns a handle whose cancel() withdraws the callback. Raises JobLost.
+        """
+        job_id = storage.parse_job_id(job_id)
+        info = query.getters(fields, self._registry)
+        with self._lock:
+            job = self._known_job_unlocked(job_id)
+            if job is not None:
+                result = None
+                if not job.unacked_state:
+                    result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
+                                                  job.durable_log_serial)
+                if result is None:
+                    waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
+                                            callback)
+                    self._waiters.add(waiter)
+                    return waiter
+        if job is None:
+            job = self._load_archived(job_id)
+            if job is None:
+                raise errors.JobLost("job %s not found" % job_id)
+            result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
+                                          job.log_serial)
+        callback(result)
+        return None
+
+    def stats(self):
+        """Counters for monitoring: jobs, waiters, journal, pool."""
+        with self._lock:
+            counts = {}
+            for job in self._jobs.values():
+                status = job.calc_status()
+                counts[status] = counts.get(status, 0) + 1
+            return {"jobs": len(self._jobs), "by_status": counts, "serial": self._serial,
+                    "waiters": self._waiters.count(), "drained": self._drained,
+                    "journal": dict(self._journal.stats), "pool": self._pool.stats()}
+
+    def _visible_job_unlocked(self, job_id):
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.visible else None
+
+    def _known_job_unlocked(self, job_id):
+        """A live visible job, or one archived since the last checkpoint."""
+        return self._visible_job_unlocked(job_id) or self._archiving.get(job_id)
+
+    def _load_archived(self, job_id):
+        try:
+            return recovery.load_job(self._dir, job_id, archived=True)
+        except FileNotFoundError:
+            return None
+        except errors.JobFileCorrupted as err:
+            logger.error("archived job %s unreadable: %s", job_id, err)
+            return None
+
+    # Internals used by the processor (callers hold the lock)
+
+    def _record_state_unlocked(self, job):
+        """Journal a job's new state (a full record if first in this generation)."""
+        if job.generation != self._journal.generation:
+            job.generation = self._journal.generation
+            payload = records.job_record(job)
+        else:
+            payload = records.state_record(job)
+        job.unacked_state += 1
+        self._dirty.add(job.id)
+        return self._journal.append(payload, tag=(job.id, True, job.log_serial))
+
+    def _record_log_unlocked(self, job, op_index, entry):
+        """Journal a new log entry (a full record if first in this generation)."""
+        if job.generation != self._journal.generation:
+            return self._record_state_unlocked(job)
+        self._dirty.add(job.id)
+        return self._journal.append(records.log_record(job.id, op_index, entry),
+                                    tag=(job.id, False, entry[0]))
+
+    def _schedule_unlocked(self, job):
+        if not self._closing and not self._pool.has_waiting_task(job.id):
+            self._pool.add_task((job.id,), job.calc_priority(), job.id)
+
+    def _job_status_unlocked(self, job_id):
+        """Status of a job for dependency checks; None if unknown.
+
+        A final status that is not durable yet counts as running, so that a dependent
+        never starts on a result that a crash could still take back.
+        """
+        job = self._known_job_unlocked(job_id)
+        if job is None:
+            job = self._load_archived(job_id)
+            return job.calc_status() if job is not None else None
+        status = job.calc_status()
+        if status in constants.JOBS_FINALIZED and job.unacked_state:
+            return constants.JOB_STATUS_RUNNING
+        return status
+
+    def _on_durable(self, tags):
+        """Journal listener: the changes tagged are durable; tell waiters and dependents."""
+        ready = []
+        with self._lock:
+            touched = {}
+            for job_id, state, log_serial in tags:
+                job = self._jobs.get(job_id) or self._archiving.get(job_id)
+                if job is None:
+                    continue
+                if state:
+                    job.unacked_state -= 1
+                job.durable_log_serial = max(job.durable_log_serial, log_serial)
+                if not job.visible:
+                    job.visible = True
+                    self._schedule_unlocked(job)
+                touched[job_id] = job
+            for job in touched.values():
+                if not job.unacked_state:
+                    ready.extend(self._settled_unlocked(job))
+        for callback, result in ready:
+            try:
+                callback(result)
+            except Exception:  # noqa: BLE001 - one waiter must not hurt the others
+                logger.exception("job change callback failed")
+
+    def _settled_unlocked(self, job):
+        """A job's changes are all durable: release dependents, collect waiters."""
+        if job.is_finalized():
+            for dependent_id in self._deps.release(job.id):
+                dependent = self._jobs.get(dependent_id)
+                if dependent is not None and not dependent.is_finalized():
+                    self._schedule_unlocked(dependent)
+        if not self._waiters.has_waiters(job.id):
+            return []
+        return self._waiters.collect_ready(job, job.durable_log_serial)
+
+    # Checkpoints and shutdown
+
+    def checkpoint(self):
+        """Write changed job files and archive moves, sync once, drop the old journal."""
+        with self._checkpoint_lock:
+            with self._lock:
+                if self._closed or not (self._dirty or self._archiving or self._journal.size):
+                    return
+                rotation = self._journal.rotate()
+                dirty, self._dirty = self._dirty, set()
+                archiving = dict(self._archiving)
+                serial = self._serial
+            rotation.wait()
+            self._materialize(dirty, archiving, serial)
+            self._journal.remove_old()
+            with self._lock:
+                for job_id in archiving:
+                    self._archiving.pop(job_id, None)
+
+    def _materialize(self, dirty, archiving, serial):
+        ids = sorted(dirty - set(archiving))
+        for offset in range(0, len(ids), _CHECKPOINT_CHUNK):
+            with self._lock:
+                snapshots = []
+                for job_id in ids[offset:offset + _CHECKPOINT_CHUNK]:
+                    job = self._jobs.get(job_id) or self._archiving.get(job_id)
+                    if job is not None:
+                        snapshots.append((job_id, records.job_bytes(job)))
+            for job_id, data in snapshots:
+                self._dir.write_job(job_id, data)
+        for job_id, job in archiving.items():
+            fresh = job_id in dirty or not self._dir.has_live_job(job_id)
+            self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
+        self._dir.write_serial(serial, sync=False)
+        self._dir.sync()
+
+    def shutdown(self, timeout=None):
+        """Stop: refuse new work, let running opcodes finish (up to timeout), checkpoint.
+
+        Opcodes still running after the timeout are recorded as running, so that
+        reopening the queue ends them with "Unclean master daemon shutdown".
+        """
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        self._pool.terminate(timeout)
+        with self._lock:
+            self._closed = True
+        self._journal.close()
+        with self._checkpoint_lock:
+            self._materialize(self._dirty, self._archiving, self._serial)
+            journal.reset(self._dir.path)
+        self._dir.unlock()
+        logger.info("closed queue %s", self._dir.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+
+def _old_enough(job, age, now):
+    if not job.is_finalized():
+        return False
+    if age == -1:
+        return True
+    ts = job.end_timestamp or job.start_timestamp or job.received_timestamp
+    return ts is None or now - ts_to_float(ts) > age
+
+
+class _Checkpointer(threading.Thread):
+    """Runs JobQueue.checkpoint every interval seconds."""
+
+    def __init__(self, queue, interval):
+        super().__init__(name="jq-checkpoint", daemon=True)
+        self._queue = queue
+        self._interval = interval
+        self._stopped = threading.Event()
+
+    def run(self):
+        while not self._stopped.wait(self._interval):
+            try:
+                self._queue.checkpoint()
+            except Exception:  # noqa: BLE001 - keep checkpointing; the journal stays valid
+                logger.exception("checkpoint failed")
+
+    def stop(self):
+        self._stopped.set()
+        self.join()
