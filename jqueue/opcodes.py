@@ -178,23 +178,33 @@ class Registry:
         return summarize(op_id, cls.OP_DSC_FIELD if cls else None, op_input)
 
     def load_entry_points(self, group=ENTRY_POINT_GROUP):
-        """Import every entry point of group; a callable entry point gets the registry."""
+        """Register the opcodes of every entry point of group (see _add_from)."""
         for entry in importlib.metadata.entry_points(group=group):
-            self._load_target(entry.load(), entry.value)
+            self._add_from(entry.load())
 
     def load_module(self, name):
-        """Import a module by name; it registers its opcodes (or defines register(registry))."""
-        self._load_target(importlib.import_module(name), name)
+        """Import a module by name and register its opcodes (see _add_from)."""
+        self._add_from(importlib.import_module(name))
 
-    def _load_target(self, target, label):
-        hook = target if callable(target) else getattr(target, "register_opcodes", None)
+    def _add_from(self, target):
+        """Register opcodes from a hook function, or a module.
+
+        A module's ``register_opcodes(registry)`` is called if it has one; otherwise every
+        OpCode subclass the module defines is registered.
+        """
+        if callable(target) and not isinstance(target, type):
+            target(self)
+            return
+        hook = getattr(target, "register_opcodes", None)
         if hook is not None:
             hook(self)
-        for value in vars(target).values() if hasattr(target, "__dict__") else ():
+            return
+        for value in vars(target).values():
             if (isinstance(value, type) and issubclass(value, OpCode) and value.OP_ID
-                    and value.OP_ID not in self._classes and value.__module__ == label):
+                    and value.__module__ == target.__name__
+                    and value.OP_ID not in self._classes):
                 self.register(value)
-        logger.debug("loaded opcodes from %s", label)
+        logger.debug("loaded opcodes from %s", target.__name__)
 
 
 REGISTRY = Registry()
