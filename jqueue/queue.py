@@ -362,6 +362,12 @@ class JobQueue:
         callback(result)
         return None
 
+    def wait_durable(self, timeout=None):
+        """Block until every change made so far is durable and its waiters were told."""
+        barrier = self._journal.barrier()
+        if barrier is not None:
+            barrier.wait(timeout)
+
     def stats(self):
         """Counters for monitoring: jobs, waiters, journal, pool."""
         with self._lock:

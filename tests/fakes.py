@@ -3,8 +3,10 @@
 import heapq
 import itertools
 import logging
+import threading
 
-from jqueue import errors
+from jqueue import constants, dependencies, errors, opcodes, qlang, query, waiting
+from jqueue import job as job_module
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ class SyncPool:
         self._paused = False
         self._terminated = False
         self.errors = []  # exceptions raised by tasks (logged and swallowed, like WorkerPool)
+        # The queue adds tasks from its journal thread too: guard the heap.
+        self._lock = threading.RLock()
 
     @staticmethod
     def _check_size(num_workers):
@@ -50,7 +54,10 @@ class SyncPool:
 
     def add_many_tasks(self, tasks):
         """Queue a list of (args, priority, task_id) atomically: all of them or none."""
-        tasks = list(tasks)
+        with self._lock:
+            self._add_many_tasks(list(tasks))
+
+    def _add_many_tasks(self, tasks):
         if self._terminated:
             raise errors.ProgrammerError(f"worker pool {self.name} is terminated")
         seen = set()
@@ -67,13 +74,14 @@ class SyncPool:
         """Move a waiting task to priority, behind its new equals; False if none waits."""
         if not isinstance(priority, (int, float)):
             raise errors.ProgrammerError(f"invalid task priority: {priority!r}")
-        entry = self._waiting.get(task_id)
-        if entry is None:
-            return False
-        args, entry[3] = entry[3], _DEAD
-        self._dead += 1
-        self._push(args, priority, task_id)
-        return True
+        with self._lock:
+            entry = self._waiting.get(task_id)
+            if entry is None:
+                return False
+            args, entry[3] = entry[3], _DEAD
+            self._dead += 1
+            self._push(args, priority, task_id)
+            return True
 
     def has_waiting_task(self, task_id):
         """Tell whether a task with this id waits."""
@@ -111,14 +119,15 @@ class SyncPool:
 
     def run_next(self):
         """Run the first waiting task in the calling thread; False if none (or paused)."""
-        if self._paused or len(self._heap) == self._dead:
-            return False
-        entry = heapq.heappop(self._heap)
-        while entry[3] is _DEAD:
-            self._dead -= 1
+        with self._lock:
+            if self._paused or len(self._heap) == self._dead:
+                return False
             entry = heapq.heappop(self._heap)
-        self._waiting.pop(entry[2], None)
-        self._running += 1
+            while entry[3] is _DEAD:
+                self._dead -= 1
+                entry = heapq.heappop(self._heap)
+            self._waiting.pop(entry[2], None)
+            self._running += 1
         try:
             self._task_fn(*entry[3])
         except Exception as err:
@@ -140,3 +149,266 @@ class SyncPool:
         heapq.heappush(self._heap, entry)
         if task_id is not None:
             self._waiting[task_id] = entry
+
+
+class FakeLuxiClient:
+    """An in-memory stand-in for jqueue.luxi.client.Client, for the CLI's unit tests.
+
+    It models a small queue: ``jobs`` maps ids to jqueue.job.QueuedJob (archived ones stay,
+    with ``archived`` set), ``drained`` and ``config`` answer QueryConfigValues, and ``now``
+    is the fixed clock of every timestamp. Field values come from jqueue.query's getters,
+    filters from jqueue.qlang and change checks from jqueue.waiting, so answers have the
+    daemon's shapes. Every LUXI call is appended to ``calls`` as (method, args); ``fail()``
+    makes a method raise. Tests set job states with ``set_status()``/``add_log()`` and script
+    what watch and wait see with ``script()``: a wait that would block applies the next step.
+    """
+
+    def __init__(self, address, connect_timeout=10, timeout=60):
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.jobs = {}
+        self.drained = False
+        self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com"}
+        self.now = 1795000000.0
+        self.archive_chunk = 1000  # live jobs one AutoArchiveJobs call examines
+        self.calls = []
+        self.closed = False
+        self._failures = {}
+        self._steps = {}
+        self._serial = 0
+
+    # Test helpers (not part of the client's API)
+
+    def fail(self, method, error):
+        """Make every later call of method raise error."""
+        self._failures[method] = error
+
+    def calls_of(self, method):
+        """The argument tuples of the recorded calls of method."""
+        return [args for name, args in self.calls if name == method]
+
+    def add_job(self, ops=None, status=constants.JOB_STATUS_QUEUED, result=None):
+        """Create a job (default: one OP_TEST_DELAY) in the given status; return its id."""
+        job_id = self._create(self._validate(ops or [{"OP_ID": "OP_TEST_DELAY",
+                                                      "duration": 0}]))
+        if status != constants.JOB_STATUS_QUEUED:
+            self.set_status(job_id, status, result)
+        return job_id
+
+    def set_status(self, job_id, status, result=None):
+        """Move a job's unfinished opcodes on to status, as the daemon would."""
+        job, stamp = self.jobs[job_id], job_module.timestamp(self.now)
+        pending = [op for op in job.ops if op.status not in constants.OPS_FINALIZED]
+        if status == constants.JOB_STATUS_RUNNING:
+            job.start_timestamp = job.start_timestamp or stamp
+            pending[0].status = status
+            pending[0].start_timestamp = pending[0].exec_timestamp = stamp
+            return
+        for index, op in enumerate(pending):
+            op.status, op.result = status, self._result(status, result, index)
+            if status in constants.OPS_FINALIZED:
+                op.end_timestamp = stamp
+        if status in constants.JOBS_FINALIZED:
+            job.finalize(self.now)
+
+    @staticmethod
+    def _result(status, result, index):
+        if status == constants.JOB_STATUS_ERROR:
+            return result if index == 0 else constants.MSG_PRECEDING_FAILED
+        if status == constants.JOB_STATUS_CANCELED:
+            return constants.MSG_CANCELED
+        return result
+
+    def add_log(self, job_id, message, op_index=0):
+        """Append a log message to an opcode of a job; return the entry."""
+        return self.jobs[job_id].add_log(op_index, constants.ELOG_MESSAGE, message, self.now)
+
+    def script(self, job_id, *steps):
+        """Queue (status or None, [messages]) steps applied while a client waits on job_id."""
+        self._steps.setdefault(job_id, []).extend(steps)
+
+    def _apply_step(self, job_id):
+        status, messages = self._steps[job_id].pop(0)
+        job = self.jobs[job_id]
+        op_index = job.next_op_index()
+        for message in messages:
+            self.add_log(job_id, message, len(job.ops) - 1 if op_index is None else op_index)
+        if status is not None:
+            self.set_status(job_id, status)
+
+    def _record(self, method, *args):
+        self.calls.append((method, args))
+        if method in self._failures:
+            raise self._failures[method]
+
+    def _validate(self, ops):
+        if not isinstance(ops, list) or not ops:
+            raise errors.OpPrereqError("a job must be a non-empty list of opcodes")
+        return [opcodes.REGISTRY.build(op).to_dict() for op in ops]
+
+    def _create(self, inputs):
+        self._serial += 1
+        ops = [job_module.QueuedOpCode(i, i["priority"]) for i in inputs]
+        self.jobs[self._serial] = job_module.QueuedJob(
+            self._serial, ops, job_module.timestamp(self.now))
+        return self._serial
+
+    def _submit(self, jobs, drained_ok):
+        validated = [self._validate(ops) for ops in jobs]
+        if self.drained and not drained_ok:
+            raise errors.JobQueueDrainError("job queue is drained, refusing new jobs")
+        results, ids = [], []
+        for index, inputs in enumerate(validated):
+            ids.append(self._serial + 1)
+            problem = None
+            for op_input in inputs:
+                op_input["depends"], problem = dependencies.resolve(
+                    op_input.get("depends"), index, ids)
+                if problem:
+                    break
+            ids[-1] = None if problem else self._create(inputs)
+            results.append([False, problem] if problem else [True, ids[-1]])
+        return results
+
+    def _live(self, job_id):
+        job = self.jobs.get(job_id)
+        return job if job is not None and not job.archived else None
+
+    # The client's API
+
+    def submit_job(self, ops):
+        self._record("submit_job", ops)
+        ok, value = self._submit([ops], drained_ok=False)[0]
+        if not ok:
+            raise errors.OpPrereqError(value, constants.ECODE_INVAL)
+        return value
+
+    def submit_job_to_drained_queue(self, ops):
+        self._record("submit_job_to_drained_queue", ops)
+        ok, value = self._submit([ops], drained_ok=True)[0]
+        if not ok:
+            raise errors.OpPrereqError(value, constants.ECODE_INVAL)
+        return value
+
+    def submit_many_jobs(self, jobs):
+        self._record("submit_many_jobs", jobs)
+        return self._submit(jobs, drained_ok=False)
+
+    def cancel_job(self, job_id, kill=False):
+        self._record("cancel_job", job_id, kill)
+        job = self._live(job_id)
+        if job is None:
+            return [False, "Job %s not found" % job_id]
+        status = job.calc_status()
+        if status in constants.JOBS_FINALIZED:
+            return [False, "Job %s is already finished (%s)" % (job_id, status)]
+        if status == constants.JOB_STATUS_RUNNING:
+            self.set_status(job_id, constants.JOB_STATUS_CANCELING)
+            return [True, "Job %s will be canceled at its next cancellation point" % job_id]
+        self.set_status(job_id, constants.JOB_STATUS_CANCELED)
+        return [True, "Job %s canceled" % job_id]
+
+    def change_job_priority(self, job_id, priority):
+        self._record("change_job_priority", job_id, priority)
+        job = self._live(job_id)
+        if job is None:
+            return [False, "Job %s not found" % job_id]
+        if job.is_finalized():
+            return [False, "Job %s is finished" % job_id]
+        for op in job.ops:
+            if op.status not in constants.OPS_FINALIZED:
+                op.priority = priority
+        return [True, "Priorities of pending opcodes for job %s have been changed to %s" % (
+            job_id, priority)]
+
+    def archive_job(self, job_id):
+        self._record("archive_job", job_id)
+        job = self._live(job_id)
+        if job is None or not job.is_finalized():
+            return False
+        job.archived = True
+        return True
+
+    def auto_archive_jobs(self, age, timeout):
+        self._record("auto_archive_jobs", age, timeout)
+        live = sorted(i for i in self.jobs if self._live(i) is not None)
+        checked = live[:self.archive_chunk]
+        archived = 0
+        for job_id in checked:
+            job = self.jobs[job_id]
+            end = job_module.ts_to_float(job.end_timestamp)
+            if job.is_finalized() and (age == -1 or self.now - end > age):
+                job.archived = True
+                archived += 1
+        return [archived, len(live) - len(checked)]
+
+    def query_jobs(self, job_ids, fields):
+        self._record("query_jobs", job_ids, fields)
+        info = query.getters(fields, opcodes.REGISTRY)
+        if not job_ids:
+            return [info(self.jobs[i]) for i in sorted(self.jobs) if self._live(i)]
+        return [info(self.jobs[i]) if i in self.jobs else None for i in job_ids]
+
+    def query(self, what, fields, qfilter=None):
+        self._record("query", what, fields, qfilter)
+        definitions = query.check_fields(fields)
+        compiled = qlang.compile_filter(qfilter)
+        names = list(fields) + sorted(compiled.fields.difference(fields))
+        info = query.getters(names, opcodes.REGISTRY)
+        rows = [info(self.jobs[i]) for i in sorted(self.jobs) if self._live(i)]
+        data = [[[constants.RS_NORMAL, v] for v in row[:len(fields)]] for row in rows
+                if compiled(dict(zip(names, row)))]
+        return {"fields": [f.definition() for f in definitions], "data": data}
+
+    def query_fields(self, what, fields=None):
+        self._record("query_fields", what, fields)
+        definitions = query.FIELDS if fields is None else query.check_fields(fields)
+        return {"fields": [f.definition() for f in definitions]}
+
+    def query_config_values(self, names):
+        self._record("query_config_values", names)
+        values = dict(self.config, drain_flag=self.drained)
+        unknown = [n for n in names if n not in values]
+        if unknown:
+            raise errors.OpPrereqError("unknown configuration value '%s'" % unknown[0],
+                                       constants.ECODE_NOENT)
+        return [values[n] for n in names]
+
+    def set_drain_flag(self, flag):
+        self._record("set_drain_flag", flag)
+        self.drained = flag
+        return True
+
+    def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
+                                 timeout):
+        self._record("wait_for_job_change_once", job_id, fields, prev_job_info,
+                     prev_log_serial, timeout)
+        return self._changes(job_id, fields, prev_job_info, prev_log_serial)
+
+    def wait_for_job_change(self, job_id, fields, prev_job_info, prev_log_serial,
+                            timeout=None):
+        self._record("wait_for_job_change", job_id, fields, prev_job_info, prev_log_serial,
+                     timeout)
+        result = self._changes(job_id, fields, prev_job_info, prev_log_serial)
+        if result == constants.JOB_NOTCHANGED:
+            raise errors.RequestTimeoutError("fake: job %s would never change" % job_id)
+        return result
+
+    def _changes(self, job_id, fields, prev_job_info, prev_log_serial):
+        """Answer now, else after the next scripted step, else "nochange"."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise errors.JobLost("job %s not found" % job_id)
+        info = query.getters(fields, opcodes.REGISTRY)
+        while True:
+            result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
+                                          job.log_serial)
+            if result is not None:
+                return [result[0], [list(entry) for entry in result[1]]]
+            if not self._steps.get(job_id):
+                return constants.JOB_NOTCHANGED
+            self._apply_step(job_id)
+
+    def close(self):
+        self.closed = True

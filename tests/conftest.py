@@ -1,0 +1,63 @@
+"""Shared fixtures: queues on temporary directories, with a synchronous pool by default."""
+
+import pytest
+from fakes import SyncPool
+
+from jqueue.queue import JobQueue
+
+
+class FakeClock:
+    """A settable clock for the queue's timestamps and ages."""
+
+    def __init__(self, now=1_800_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def open_queue(tmp_path, clock):
+    """Open (and at teardown close) queues on tmp_path/queue with a SyncPool and fake clock."""
+    opened = []
+
+    def opener(path=None, **kwargs):
+        kwargs.setdefault("pool_factory", SyncPool)
+        kwargs.setdefault("checkpoint_interval", None)
+        kwargs.setdefault("clock", clock)
+        queue = JobQueue(str(path or tmp_path / "queue"), **kwargs)
+        opened.append(queue)
+        return queue
+
+    yield opener
+    for queue in opened:
+        queue.shutdown(timeout=5)
+
+
+def delay(duration=0, **params):
+    """An OP_TEST_DELAY opcode."""
+    return dict({"OP_ID": "OP_TEST_DELAY", "duration": duration}, **params)
+
+
+def jqop(**params):
+    """An OP_TEST_JQUEUE opcode."""
+    return dict({"OP_ID": "OP_TEST_JQUEUE"}, **params)
+
+
+def run_jobs(queue):
+    """Run a SyncPool queue's jobs until nothing is left to run, changes durable."""
+    total = 0
+    while True:
+        ran = queue._pool.run_all()
+        queue.wait_durable(10)
+        total += ran
+        if not ran and not queue._pool.stats()["waiting"]:
+            return total

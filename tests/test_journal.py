@@ -1,0 +1,158 @@
+"""Tests of jqueue.journal: framing, group commit, rotation, tolerant reading."""
+
+import os
+import threading
+
+import pytest
+
+from jqueue import errors, journal
+
+
+def _open(tmp_path, **kwargs):
+    return journal.Journal(str(tmp_path), **kwargs)
+
+
+def test_appended_records_are_read_back_in_order(tmp_path):
+    """Every record appended and waited for is read back, in append order."""
+    jnl = _open(tmp_path)
+    batches = [jnl.append(b"record %d" % i) for i in range(100)]
+    batches[-1].wait(5)
+    jnl.close()
+    payloads, report = journal.read_records(str(tmp_path / "journal"))
+    assert payloads == [b"record %d" % i for i in range(100)]
+    assert report.clean and report.records == 100
+
+
+def test_concurrent_appenders_share_syncs(tmp_path):
+    """Records appended by many threads at once need far fewer syncs than records."""
+    jnl = _open(tmp_path)
+    start = threading.Barrier(16)
+
+    def writer(n):
+        start.wait()
+        for i in range(50):
+            jnl.append(b"w%d-%d" % (n, i)).wait(10)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = dict(jnl.stats)
+    jnl.close()
+    assert stats["records"] == 800
+    assert stats["syncs"] < 800
+
+
+def test_durability_listener_gets_tags_before_waiters_wake(tmp_path):
+    """The listener sees a batch's tags before anyone waiting on the batch returns."""
+    seen = []
+    jnl = _open(tmp_path, on_durable=seen.extend)
+    batch = jnl.append(b"a", tag="A")
+    jnl.append(b"b")
+    batch = jnl.append(b"c", tag="C")
+    batch.wait(5)
+    assert seen == ["A", "C"]
+    jnl.close()
+
+
+def test_replication_failure_fails_waiters_but_not_the_journal(tmp_path):
+    """A ReplicationError reaches the batch's waiters; later records still commit."""
+    calls = []
+
+    def replicate(payloads):
+        calls.append(payloads)
+        if len(calls) == 1:
+            raise errors.ReplicationError("only 1 of 2 copies")
+
+    jnl = _open(tmp_path, replicate=replicate)
+    with pytest.raises(errors.ReplicationError):
+        jnl.append(b"first").wait(5)
+    jnl.append(b"second").wait(5)
+    jnl.close()
+    assert calls == [[b"first"], [b"second"]]
+
+
+def test_write_failure_breaks_the_journal_with_a_clear_error(tmp_path):
+    """After a failed write every append is refused, naming the failure."""
+    jnl = _open(tmp_path)
+    os.close(jnl._fd)
+    jnl._fd = os.open(os.devnull, os.O_RDONLY)
+    with pytest.raises(errors.JobQueueError, match="journal write failed"):
+        jnl.append(b"x").wait(5)
+    with pytest.raises(errors.JobQueueError, match="journal failed"):
+        jnl.append(b"y")
+    jnl.close()
+
+
+def test_rotation_splits_records_between_old_and_new_file(tmp_path):
+    """Records before rotate() land in journal.old, later ones in the new journal."""
+    jnl = _open(tmp_path)
+    jnl.append(b"before")
+    generation = jnl.generation
+    jnl.rotate().wait(5)
+    jnl.append(b"after").wait(5)
+    assert jnl.generation == generation + 1
+    old, _ = journal.read_records(str(tmp_path / "journal.old"))
+    new, _ = journal.read_records(str(tmp_path / "journal"))
+    assert (old, new) == ([b"before"], [b"after"])
+    jnl.remove_old()
+    assert not (tmp_path / "journal.old").exists()
+    jnl.close()
+
+
+def test_torn_tail_is_ignored_and_reported(tmp_path):
+    """A record cut short at the end is dropped; the complete ones are kept."""
+    data = b"".join(journal.frame(b"rec%d" % i) for i in range(3))
+    for cut in range(1, len(journal.frame(b"rec2"))):
+        path = tmp_path / ("j%d" % cut)
+        path.write_bytes(data[:-cut])
+        payloads, report = journal.read_records(str(path))
+        assert payloads == [b"rec0", b"rec1"]
+        assert report.torn_tail == len(journal.frame(b"rec2")) - cut
+        assert not report.damaged
+
+
+def test_zero_filled_tail_is_a_torn_tail(tmp_path):
+    """Zeros after the last record (size extended, data lost) count as a torn tail."""
+    path = tmp_path / "journal"
+    path.write_bytes(journal.frame(b"ok") + b"\0" * 4096)
+    payloads, report = journal.read_records(str(path))
+    assert payloads == [b"ok"] and report.torn_tail == 4096
+
+
+def test_damaged_record_in_the_middle_is_skipped_and_later_ones_kept(tmp_path):
+    """A corrupted record is reported and the records after it are still read."""
+    frames = [journal.frame(b"record-%d" % i) for i in range(5)]
+    data = bytearray(b"".join(frames))
+    offset = len(frames[0]) + len(frames[1]) + journal.HEADER_SIZE + 2
+    data[offset] ^= 0xFF
+    path = tmp_path / "journal"
+    path.write_bytes(bytes(data))
+    payloads, report = journal.read_records(str(path))
+    assert payloads == [b"record-0", b"record-1", b"record-3", b"record-4"]
+    assert report.damaged == [(len(frames[0]) + len(frames[1]), len(frames[2]))]
+    assert report.torn_tail == 0
+
+
+def test_missing_journal_reads_as_empty(tmp_path):
+    """A queue without a journal file has no records and nothing to report."""
+    payloads, report = journal.read_records(str(tmp_path / "journal"))
+    assert payloads == [] and report.clean
+
+
+def test_closed_journal_refuses_appends(tmp_path):
+    """Appending after close() raises a JobQueueError instead of losing the record."""
+    jnl = _open(tmp_path)
+    jnl.close()
+    with pytest.raises(errors.JobQueueError, match="closed"):
+        jnl.append(b"late")
+
+
+def test_reset_leaves_an_empty_journal_and_no_old_one(tmp_path):
+    """reset() empties the journal and removes journal.old."""
+    (tmp_path / "journal").write_bytes(journal.frame(b"x"))
+    (tmp_path / "journal.old").write_bytes(journal.frame(b"y"))
+    journal.reset(str(tmp_path))
+    assert (tmp_path / "journal").read_bytes() == b""
+    assert not (tmp_path / "journal.old").exists()

@@ -1,0 +1,96 @@
+"""Tests of jqueue.opcodes: validation, defaults, summaries, the registry."""
+
+import pytest
+
+from jqueue import errors, opcodes, ptypes
+
+
+def test_defaults_are_filled_and_values_normalized():
+    """A valid opcode gets every parameter, defaults included."""
+    op = opcodes.REGISTRY.build({"OP_ID": "OP_TEST_DELAY", "duration": 2,
+                                 "depends": [["5", ["success"]]]})
+    data = op.to_dict()
+    assert data["duration"] == 2 and data["repeat"] == 0 and data["on_master"] is True
+    assert data["priority"] == 0 and data["depends"] == [[5, ["success"]]]
+    assert data["on_nodes"] == [] and data["comment"] is None
+
+
+@pytest.mark.parametrize("op, words", [
+    ({"OP_ID": "OP_NO_SUCH"}, ["unknown opcode", "OP_NO_SUCH"]),
+    ({"duration": 1}, ["unknown opcode"]),
+    ({"OP_ID": "OP_TEST_DELAY"}, ["OP_TEST_DELAY", "'duration'", "required"]),
+    ({"OP_ID": "OP_TEST_DELAY", "duration": -1}, ["OP_TEST_DELAY", "'duration'", "-1"]),
+    ({"OP_ID": "OP_TEST_DELAY", "duration": "1"}, ["'duration'", "number"]),
+    ({"OP_ID": "OP_TEST_DELAY", "duration": 1, "bogus": 1}, ["unknown parameter", "bogus"]),
+    ({"OP_ID": "OP_TEST_DELAY", "duration": 1, "priority": 99}, ["'priority'"]),
+    ({"OP_ID": "OP_TEST_JQUEUE", "log_messages": "x"}, ["OP_TEST_JQUEUE", "log_messages"]),
+    ("OP_TEST_DELAY", ["object with OP_ID"]),
+])
+def test_bad_opcodes_are_refused_naming_opcode_and_parameter(op, words):
+    """Validation errors are OpPrereqError whose message names what is wrong."""
+    with pytest.raises(errors.OpPrereqError) as info:
+        opcodes.REGISTRY.build(op)
+    message = errors.error_message(info.value)
+    for word in words:
+        assert word in message
+
+
+def test_defaults_are_not_shared_between_opcodes():
+    """Mutable defaults are copied: changing one opcode's list leaves others alone."""
+    first = opcodes.OpTestDelay(duration=0)
+    first.on_nodes.append("node1")
+    assert opcodes.OpTestDelay(duration=0).on_nodes == []
+
+
+def test_summary_uses_the_descriptive_parameter():
+    """Summaries are OP_ID without OP_ plus the descriptive parameter."""
+    assert opcodes.OpTestDelay(duration=0.1).summary() == "TEST_DELAY(0.1)"
+    assert opcodes.REGISTRY.summary({"OP_ID": "OP_TEST_JQUEUE"}) == "TEST_JQUEUE"
+    assert opcodes.REGISTRY.summary({"OP_ID": "OP_FROM_ELSEWHERE", "x": 1}) == \
+        "FROM_ELSEWHERE"
+
+
+def test_applications_register_their_own_opcodes():
+    """A new registry accepts an application's opcode and refuses a clashing OP_ID."""
+    registry = opcodes.Registry()
+
+    class OpHello(opcodes.OpCode):
+        OP_ID = "OP_HELLO"
+        OP_DSC_FIELD = "name"
+        OP_PARAMS = (opcodes.Param("name", ptypes.NonEmptyString),)
+
+        def run(self, ctx):
+            return "hello " + self.name
+
+    registry.register(OpHello)
+    assert registry.build({"OP_ID": "OP_HELLO", "name": "x"}).summary() == "HELLO(x)"
+
+    class OpOther(opcodes.OpCode):
+        OP_ID = "OP_HELLO"
+
+    with pytest.raises(errors.ProgrammerError, match="twice"):
+        registry.register(OpOther)
+    with pytest.raises(errors.OpPrereqError):
+        opcodes.REGISTRY.get("OP_HELLO")
+
+
+def test_builtin_entry_point_registers_builtins():
+    """The jqueue.opcodes entry point group loads the built-in opcodes into a registry."""
+    registry = opcodes.Registry()
+    registry.load_entry_points()
+    assert {"OP_TEST_DELAY", "OP_TEST_JQUEUE"} <= set(registry.known())
+
+
+def test_load_module_registers_opcode_classes_of_that_module(tmp_path, monkeypatch):
+    """load_module imports an application module and registers the opcodes it defines."""
+    (tmp_path / "myops.py").write_text(
+        "from jqueue import opcodes, ptypes\n"
+        "class OpEcho(opcodes.OpCode):\n"
+        "    OP_ID = 'OP_ECHO'\n"
+        "    OP_PARAMS = (opcodes.Param('text', ptypes.String),)\n"
+        "    def run(self, ctx):\n"
+        "        return self.text\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = opcodes.Registry()
+    registry.load_module("myops")
+    assert registry.build({"OP_ID": "OP_ECHO", "text": "hi"}).to_dict()["text"] == "hi"

@@ -1,0 +1,53 @@
+"""Tests of jqueue.ptypes: parameter types and strict job id parsing."""
+
+import pytest
+
+from jqueue import ptypes
+
+
+@pytest.mark.parametrize("value, expected", [(0, 0), (42, 42), ("42", 42), ("007", 7)])
+def test_job_ids_accept_ints_and_strict_decimal_strings(value, expected):
+    """Job ids are non-negative ints or decimal strings, returned as ints."""
+    assert ptypes.parse_job_id(value) == expected
+
+
+@pytest.mark.parametrize("value", [
+    "../1", "/etc/passwd", "1/../2", -1, "-1", "+1", "1 ", " 1", "1.5", 1.5, True, None,
+    "", "1\x00", "١", 2 ** 63, "9" * 30, [1], {"id": 1},
+])
+def test_hostile_job_ids_are_refused(value):
+    """Anything but a plain non-negative integer id raises ValueError naming it."""
+    with pytest.raises(ValueError, match="job id"):
+        ptypes.parse_job_id(value)
+
+
+def test_number_range_refuses_bools_nan_and_negatives():
+    """NonNegativeNumber accepts ints and floats >= 0 and nothing else."""
+    check = ptypes.NonNegativeNumber.check
+    assert check(0) == 0 and check(2.5) == 2.5
+    for bad in (-0.1, True, float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError):
+            check(bad)
+
+
+def test_list_of_names_the_bad_item():
+    """ListOf reports the index of the first item of the wrong type."""
+    with pytest.raises(ValueError, match="item 1"):
+        ptypes.ListOf(ptypes.String).check(["a", 2])
+
+
+def test_dependencies_accept_relative_ids_and_final_statuses_only():
+    """Dependencies are [[id, [final statuses]]]; relative ids are negative ints."""
+    assert ptypes.Dependencies.check([[-1, ["success"]], ["3", []]]) == [
+        [-1, ["success"]], [3, []]]
+    for bad in ([[1]], [[1, ["running"]]], [["x", []]], "1", [[1, "success"]]):
+        with pytest.raises(ValueError):
+            ptypes.Dependencies.check(bad)
+
+
+def test_priority_range():
+    """Priorities run from -20 to 19."""
+    assert ptypes.Priority.check(-20) == -20 and ptypes.Priority.check(19) == 19
+    for bad in (-21, 20, 1.0, True):
+        with pytest.raises(ValueError):
+            ptypes.Priority.check(bad)

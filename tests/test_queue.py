@@ -1,0 +1,605 @@
+"""Tests of jqueue.queue.JobQueue: the library API over a real queue directory."""
+
+import os
+import threading
+
+import pytest
+from conftest import delay, jqop, run_jobs
+
+from jqueue import constants as C
+from jqueue import errors, opcodes, serializer
+from jqueue.queue import JobQueue
+
+
+def _status(queue, job_id):
+    return queue.query_jobs([job_id], ["status"])[0][0]
+
+
+# Submission
+
+
+def test_submit_returns_increasing_ids_and_runs_jobs(open_queue):
+    """Submitted jobs get increasing ids and run to success."""
+    queue = open_queue()
+    first = queue.submit_job([delay()])
+    second = queue.submit_job([jqop(result={"answer": 42})])
+    assert second == first + 1
+    run_jobs(queue)
+    rows = queue.query_jobs([first, second], ["id", "status", "opresult", "summary"])
+    assert rows == [[first, "success", [None], ["TEST_DELAY(0)"]],
+                    [second, "success", [{"answer": 42}], ["TEST_JQUEUE"]]]
+
+
+def test_submitted_job_is_on_disk_before_the_call_returns(open_queue, tmp_path):
+    """Once submit returns, the job's record is in the journal on disk."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    data = (tmp_path / "queue" / "journal").read_bytes()
+    assert b'"id":%d' % job_id in data
+
+
+def test_invalid_opcode_is_refused_before_an_id_is_allocated(open_queue):
+    """A bad opcode raises OpPrereqError and burns no job id."""
+    queue = open_queue()
+    with pytest.raises(errors.OpPrereqError, match="duration"):
+        queue.submit_job([delay(-1)])
+    with pytest.raises(errors.OpPrereqError, match="job 1: .*OP_NOPE"):
+        queue.submit_many_jobs([[delay()], [{"OP_ID": "OP_NOPE"}]])
+    with pytest.raises(errors.OpPrereqError, match="non-empty list"):
+        queue.submit_job([])
+    assert queue.submit_job([delay()]) == 1
+
+
+def test_submit_many_resolves_relative_dependencies(open_queue):
+    """-1 in SubmitManyJobs means the job submitted just before in the request."""
+    queue = open_queue()
+    results = queue.submit_many_jobs([[delay()], [delay(depends=[[-1, ["success"]]])],
+                                      [delay(depends=[[-2, []], [-1, ["success"]]])]])
+    assert results == [(True, 1), (True, 2), (True, 3)]
+    ops = queue.query_jobs([3], ["ops"])[0][0]
+    assert ops[0]["depends"] == [[1, []], [2, ["success"]]]
+
+
+def test_self_future_and_dangling_relative_dependencies_are_refused(open_queue):
+    """A job may depend only on earlier jobs; the others are refused per job."""
+    queue = open_queue()
+    results = queue.submit_many_jobs([[delay(depends=[[-1, []]])], [delay()],
+                                      [delay(depends=[[2, []]])], [delay(depends=[[9, []]])]])
+    assert results[0][0] is False and "before the first job" in results[0][1]
+    assert results[1] == (True, 1)
+    assert results[2][0] is False and "itself or on a later job (2)" in results[2][1]
+    assert results[3][0] is False and "itself or on a later job (9)" in results[3][1]
+    with pytest.raises(errors.OpPrereqError, match="itself"):
+        queue.submit_job([delay(depends=[[2, []]])])
+    assert queue.submit_job([delay(depends=[[1, []]])]) == 2
+
+
+def test_dependent_on_failed_submission_is_refused(open_queue):
+    """A relative dependency on a job refused in the same request refuses the dependent."""
+    queue = open_queue()
+    results = queue.submit_many_jobs([[delay(depends=[[5, []]])],
+                                      [delay(depends=[[-1, []]])]])
+    assert [ok for ok, _ in results] == [False, False]
+    assert "was not submitted" in results[1][1]
+
+
+def test_dependency_released_when_it_finalizes(open_queue):
+    """A dependent waits while its dependency runs and runs once it succeeds."""
+    queue = open_queue()
+    (_, first), (_, second) = queue.submit_many_jobs(
+        [[delay()], [delay(depends=[[-1, ["success"]]])]])
+    queue._pool.run_next()  # first job's task is first
+    assert _status(queue, first) == "success"
+    run_jobs(queue)
+    assert _status(queue, second) == "success"
+
+
+def test_dependent_waits_without_polling(open_queue):
+    """A job waiting for a dependency leaves the pool; the dependency's end requeues it."""
+    queue = open_queue()
+    first = queue.submit_job([jqop()])
+    second = queue.submit_job([delay(depends=[[first, ["success"]]])])
+    queue._pool.pause()
+    queue._pool.resume()
+    # Run the dependent first: it must park itself in "waiting".
+    queue.change_job_priority(second, -20)
+    queue._pool.run_next()
+    assert _status(queue, second) == "waiting"
+    assert not queue._pool.has_waiting_task(second)
+    run_jobs(queue)
+    assert _status(queue, second) == "success"
+
+
+def test_wrong_dependency_status_fails_the_job_clearly(open_queue):
+    """A dependency that ends in a status not asked for fails the dependent with a message."""
+    queue = open_queue()
+    first = queue.submit_job([jqop(fail=True)])
+    second = queue.submit_job([delay(depends=[[first, ["success"]]]), delay()])
+    run_jobs(queue)
+    status, results = queue.query_jobs([second], ["status", "opresult"])[0]
+    assert status == "error"
+    assert results[0] == ["OpExecError", [
+        "dependency job %d finalized with status 'error', not one of success" % first]]
+    assert results[1] == ["OpExecError", [C.MSG_PRECEDING_FAILED]]
+
+
+def test_unknown_dependency_fails_the_job_clearly(open_queue):
+    """A dependency on an id that exists nowhere fails the job naming that id."""
+    queue = open_queue()
+    queue.submit_job([delay()])
+    queue.archive_job(1)  # not finalized: refused, stays live
+    run_jobs(queue)
+    queue.archive_job(1)
+    (tmp_job,) = [queue.submit_job([delay()])]
+    run_jobs(queue)
+    # Job 1 is archived (found by id), job 3 will depend on a never-created id 0.
+    third = queue.submit_job([delay(depends=[[0, []], [1, ["success"]]])])
+    run_jobs(queue)
+    assert queue.query_jobs([third], ["opresult"])[0][0][0] == [
+        "OpExecError", ["dependency job 0 not found"]]
+    fourth = queue.submit_job([delay(depends=[[1, ["success"]], [tmp_job, []]])])
+    run_jobs(queue)
+    assert _status(queue, fourth) == "success"
+
+
+# Cancel, priority
+
+
+def test_cancel_queued_job_is_immediate(open_queue):
+    """A queued job is canceled at once and never runs."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay(), delay()])
+    assert queue.cancel_job(job_id) == (True, "Job %d canceled" % job_id)
+    run_jobs(queue)
+    assert queue.query_jobs([job_id], ["status", "opstatus", "opresult"])[0] == [
+        "canceled", ["canceled", "canceled"], [C.MSG_CANCELED] * 2]
+
+
+def test_cancel_waiting_job_is_immediate(open_queue):
+    """A job waiting for a dependency is canceled at once."""
+    queue = open_queue()
+    first = queue.submit_job([delay()])
+    second = queue.submit_job([delay(depends=[[first, []]])])
+    queue.change_job_priority(second, -20)
+    queue._pool.run_next()
+    assert _status(queue, second) == "waiting"
+    assert queue.cancel_job(second)[0] is True
+    run_jobs(queue)
+    assert _status(queue, second) == "canceled"
+
+
+def test_cancel_finished_or_unknown_job_says_why(open_queue):
+    """Canceling a finished or unknown job fails with a message naming it."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    assert queue.cancel_job(job_id) == (False, "Job 1 is already finished (success)")
+    assert queue.cancel_job(99) == (False, "Job 99 not found")
+    with pytest.raises(errors.ParameterError):
+        queue.cancel_job("../1")
+
+
+class _Gate:
+    """Opcode code that blocks on an event without a cancellation point, then checks."""
+
+    def __init__(self):
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, ctx):
+        self.entered.set()
+        self.release.wait(10)
+        ctx.check_cancel()
+        return "passed the gate"
+
+
+def _gated_registry(gate):
+    registry = opcodes.Registry()
+    opcodes.register_opcodes(registry)
+
+    class OpGate(opcodes.OpCode):
+        OP_ID = "OP_GATE"
+
+        def run(self, ctx):
+            return gate.run(ctx)
+
+    registry.register(OpGate)
+    return registry
+
+
+def test_cancel_running_job_stops_at_next_cancellation_point(tmp_path):
+    """A running opcode is marked canceling and ends canceled at its cancellation point."""
+    gate = _Gate()
+    queue = JobQueue(str(tmp_path / "q"), workers=2, checkpoint_interval=None,
+                     registry=_gated_registry(gate))
+    try:
+        job_id = queue.submit_job([{"OP_ID": "OP_GATE"}, delay()])
+        assert gate.entered.wait(10)
+        ok, message = queue.cancel_job(job_id)
+        assert ok and "next cancellation point" in message
+        assert queue.query_jobs([job_id], ["status", "opstatus"])[0] == [
+            "canceling", ["canceling", "canceling"]]
+        assert queue.cancel_job(job_id) == (True, "Job %d is already being canceled" % job_id)
+        gate.release.set()
+        info = ["canceling"]
+        while info[0] not in C.JOBS_FINALIZED:
+            info, _ = queue.wait_for_job_changes(job_id, ["status"], info, None, 10)
+        assert queue.query_jobs([job_id], ["status", "opstatus", "opresult"])[0] == [
+            "canceled", ["canceled", "canceled"], [C.MSG_CANCELED] * 2]
+    finally:
+        gate.release.set()
+        queue.shutdown()
+
+
+def test_cancel_wakes_a_sleeping_opcode_at_once(tmp_path):
+    """An opcode sleeping in ctx.sleep is woken by the cancel, not by its timer."""
+    queue = JobQueue(str(tmp_path / "q"), workers=1, checkpoint_interval=None)
+    try:
+        job_id = queue.submit_job([delay(3600)])
+        assert queue.wait_for_job_changes(job_id, ["status"], ["queued"], None, 10)[0] == [
+            "running"]
+        assert queue.cancel_job(job_id)[0] is True
+        info = queue.wait_for_job_changes(job_id, ["status"], ["running"], None, 10)[0]
+        while info[0] not in C.JOBS_FINALIZED:
+            info = queue.wait_for_job_changes(job_id, ["status"], info, None, 10)[0]
+        assert info == ["canceled"]
+    finally:
+        queue.shutdown()
+
+
+def test_change_priority_reorders_waiting_jobs(open_queue):
+    """Raising a waiting job's priority makes it run before earlier jobs."""
+    queue = open_queue()
+    ids = [queue.submit_job([delay()]) for _ in range(3)]
+    assert queue.change_job_priority(ids[2], -10)[0] is True
+    queue._pool.run_next()
+    assert [_status(queue, i) for i in ids] == ["queued", "queued", "success"]
+    assert queue.query_jobs([ids[2]], ["priority", "oppriority"])[0] == [0, [-10]]
+    assert queue.query_jobs([ids[0]], ["priority"])[0] == [0]
+
+
+def test_change_priority_refusals(open_queue):
+    """Finished and unknown jobs keep their priority; bad priorities are refused."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    with pytest.raises(errors.OpPrereqError, match="priority"):
+        queue.change_job_priority(job_id, 20)
+    run_jobs(queue)
+    assert queue.change_job_priority(job_id, 5) == (False, "Job 1 is finished")
+    assert queue.change_job_priority(7, 5) == (False, "Job 7 not found")
+
+
+# Drain, size limit
+
+
+def test_drain_flag_refuses_submits_and_survives_reopen(open_queue, tmp_path):
+    """A drained queue refuses jobs (but not to the drained-queue call) across restarts."""
+    queue = open_queue()
+    queue.set_drain_flag(True)
+    with pytest.raises(errors.JobQueueDrainError):
+        queue.submit_job([delay()])
+    with pytest.raises(errors.JobQueueDrainError):
+        queue.submit_many_jobs([[delay()]])
+    assert queue.submit_job_to_drained_queue([delay()]) == 1
+    queue.shutdown()
+    reopened = open_queue()
+    assert reopened.drain_flag is True
+    reopened.set_drain_flag(False)
+    assert reopened.submit_job([delay()]) == 2
+
+
+def test_queue_size_limit(open_queue):
+    """Beyond max_jobs live jobs, submits fail with JobQueueFull until jobs are archived."""
+    queue = open_queue(max_jobs=2)
+    queue.submit_job([delay()])
+    with pytest.raises(errors.JobQueueFull, match="limit 2"):
+        queue.submit_many_jobs([[delay()], [delay()]])
+    queue.submit_job([delay()])
+    with pytest.raises(errors.JobQueueFull):
+        queue.submit_job([delay()])
+    run_jobs(queue)
+    assert queue.archive_job(1) is True
+    assert queue.submit_job([delay()]) == 3
+
+
+# Archive
+
+
+def test_archive_only_finalized_jobs(open_queue):
+    """Archiving refuses unfinished jobs and moves finished ones out of the live list."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    assert queue.archive_job(job_id) is False
+    run_jobs(queue)
+    assert queue.archive_job(job_id) is True
+    assert queue.archive_job(job_id) is False
+    assert queue.query_jobs([], ["id"]) == []
+    assert queue.query_jobs([job_id], ["id", "archived", "status"]) == [
+        [job_id, True, "success"]]
+
+
+def test_archived_file_lands_in_archive_directory(open_queue, tmp_path):
+    """After a checkpoint the archived job lives in archive/<id // 10000>/ only."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    queue.archive_job(job_id)
+    queue.checkpoint()
+    root = tmp_path / "queue"
+    assert not (root / "job-1").exists()
+    data = serializer.loads((root / "archive" / "0" / "job-1").read_bytes())
+    assert data["ops"][0]["status"] == "success"
+    assert queue.query_jobs([job_id], ["archived"]) == [[True]]
+
+
+def test_auto_archive_by_age_counts_exactly(open_queue, clock):
+    """Auto-archive archives finished jobs older than the age and reports counts."""
+    queue = open_queue()
+    old = [queue.submit_job([delay()]) for _ in range(3)]
+    run_jobs(queue)
+    clock.advance(3600)
+    new = queue.submit_job([delay()])
+    run_jobs(queue)
+    pending = queue.submit_job([delay()])
+    assert queue.auto_archive_jobs(1800, 60) == (3, 0)
+    assert [row[0] for row in queue.query_jobs([], ["id"])] == [new, pending]
+    assert queue.auto_archive_jobs(-1, 60) == (1, 0)
+    assert queue.query_jobs(old, ["archived"]) == [[True]] * 3
+
+
+def test_auto_archive_reports_unchecked_jobs_on_timeout(open_queue, clock):
+    """When the timeout runs out, auto-archive says how many jobs it did not check."""
+    queue = open_queue()
+    for _ in range(2500):
+        queue.submit_job([delay()])
+    run_jobs(queue)
+    original = clock.now
+
+    def slow_clock():
+        slow_clock.calls += 1
+        return original + slow_clock.calls * 10
+
+    slow_clock.calls = 0
+    queue._clock = slow_clock
+    archived, left = queue.auto_archive_jobs(-1, 5)
+    assert archived == 1000 and left == 1500
+    assert len(queue.query_jobs([], ["id"])) == 1500
+
+
+# Queries and waiting
+
+
+def test_query_unknown_field_and_unknown_job(open_queue):
+    """Unknown fields raise OpPrereqError; unknown ids give None rows."""
+    queue = open_queue()
+    queue.submit_job([delay()])
+    with pytest.raises(errors.OpPrereqError, match="bogus"):
+        queue.query_jobs([1], ["id", "bogus"])
+    assert queue.query_jobs([1, 5], ["id"]) == [[1], None]
+    assert queue.query_jobs(["1"], ["id"]) == [[1]]
+
+
+def test_query_all_fields(open_queue):
+    """Every field of the table answers for a finished job."""
+    queue = open_queue()
+    job_id = queue.submit_job([jqop(log_messages=["hi"])])
+    run_jobs(queue)
+    row = queue.query_jobs([job_id], list(C.JOB_FIELDS))[0]
+    values = dict(zip(C.JOB_FIELDS, row))
+    assert values["status"] == "success" and values["archived"] is False
+    assert values["oplog"][0][0][2:] == ["message", "hi"]
+    assert all(values[f] is not None for f in ("received_ts", "start_ts", "end_ts"))
+    assert values["opstatus"] == ["success"] and values["summary"] == ["TEST_JQUEUE"]
+
+
+def test_wait_returns_at_once_for_finalized_job(open_queue):
+    """WaitForJobChanges on a finalized job answers at once even if nothing changed."""
+    queue = open_queue()
+    job_id = queue.submit_job([jqop(log_messages=["a", "b"])])
+    run_jobs(queue)
+    info, log = queue.wait_for_job_changes(job_id, ["status"], ["success"], None, 30)
+    assert info == ["success"] and [e[3] for e in log] == ["a", "b"]
+    info, log = queue.wait_for_job_changes(job_id, ["status"], ["success"], 2, 30)
+    assert log == []
+
+
+def test_wait_times_out_with_nochange(open_queue):
+    """With nothing changing, WaitForJobChanges returns JOB_NOTCHANGED after the timeout."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    result = queue.wait_for_job_changes(job_id, ["status"], ["queued"], None, 0.05)
+    assert result == C.JOB_NOTCHANGED
+    assert queue.stats()["waiters"] == 0
+
+
+def test_wait_on_unknown_job_is_job_lost(open_queue):
+    """Waiting for a job that does not exist raises JobLost."""
+    queue = open_queue()
+    with pytest.raises(errors.JobLost):
+        queue.wait_for_job_changes(3, ["status"], None, None, 1)
+
+
+def test_waiter_woken_by_change_from_another_thread(open_queue):
+    """A blocked waiter returns as soon as the job changes."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    answer = []
+    waiter = threading.Thread(target=lambda: answer.append(queue.wait_for_job_changes(
+        job_id, ["status"], ["queued"], None, 30)))
+    waiter.start()
+    while queue.stats()["waiters"] == 0:
+        threading.Event().wait(0.001)
+    run_jobs(queue)
+    waiter.join(10)
+    assert answer and answer[0][0] in (["running"], ["success"])
+
+
+def test_watch_callbacks_cost_no_thread(open_queue):
+    """Thousands of watch callbacks add no threads and all fire on the change."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    fired = []
+    threads_before = threading.active_count()
+    handles = [queue.watch_job(job_id, ["status"], ["queued"], None, fired.append)
+               for _ in range(2000)]
+    assert all(h is not None for h in handles)
+    assert threading.active_count() == threads_before
+    run_jobs(queue)
+    assert len(fired) == 2000
+    handles[0].cancel()
+
+
+def test_log_messages_reach_waiters_in_order(open_queue):
+    """Waiters see new log entries by serial."""
+    queue = open_queue()
+    job_id = queue.submit_job([jqop(log_messages=["one", "two", "three"])])
+    run_jobs(queue)
+    _, log = queue.wait_for_job_changes(job_id, ["status"], None, 1, 5)
+    assert [entry[0] for entry in log] == [2, 3]
+    assert [entry[3] for entry in log] == ["two", "three"]
+
+
+def test_failing_opcode_fails_the_rest(open_queue):
+    """When an opcode fails, the following ones end in error "Preceding opcode failed"."""
+    queue = open_queue()
+    job_id = queue.submit_job([jqop(), jqop(fail=True, fail_message="boom"), jqop()])
+    run_jobs(queue)
+    assert queue.query_jobs([job_id], ["status", "opstatus", "opresult"])[0] == [
+        "error", ["success", "error", "error"],
+        [True, ["OpExecError", ["boom"]], ["OpExecError", [C.MSG_PRECEDING_FAILED]]]]
+
+
+def test_opcode_bug_fails_only_that_job(open_queue):
+    """An opcode raising an unexpected exception or returning non-JSON data fails its job."""
+    queue = open_queue()
+    job_id = queue.submit_job([jqop()])
+    queue.registry.get("OP_TEST_JQUEUE").run = lambda self, ctx: {1, 2}
+    try:
+        run_jobs(queue)
+    finally:
+        del queue.registry.get("OP_TEST_JQUEUE").run
+    status, result = queue.query_jobs([job_id], ["status", "opresult"])[0]
+    assert status == "error" and "not JSON data" in result[0][1][0]
+    assert queue.submit_job([jqop()]) == job_id + 1
+
+
+# Opening, recovery
+
+
+def test_second_queue_on_same_directory_fails_at_once(open_queue, tmp_path):
+    """Opening a queue already open fails with the holder's PID."""
+    open_queue()
+    with pytest.raises(errors.JobQueueError, match="locked by PID %d" % os.getpid()):
+        JobQueue(str(tmp_path / "queue"), checkpoint_interval=None)
+
+
+def _write_job(root, job_id, *statuses):
+    ops = [{"input": {"OP_ID": "OP_TEST_DELAY", "duration": 0, "priority": 0},
+            "status": status, "result": None, "log": [], "start_timestamp": None,
+            "exec_timestamp": None, "end_timestamp": None, "priority": 0}
+           for status in statuses]
+    root.mkdir(exist_ok=True)
+    (root / "version").write_text("1\n")
+    (root / ("job-%d" % job_id)).write_text(serializer.dumps(
+        {"id": job_id, "ops": ops, "received_timestamp": [1, 0], "start_timestamp": None,
+         "end_timestamp": None}))
+
+
+def test_crash_recovery_rules(open_queue, tmp_path):
+    """On open: queued resumes, waiting requeues, running/canceling end in error."""
+    root = tmp_path / "queue"
+    _write_job(root, 1, "success", "queued")
+    _write_job(root, 2, "waiting")
+    _write_job(root, 3, "success", "running", "queued")
+    _write_job(root, 4, "canceling")
+    _write_job(root, 5, "success")
+    queue = open_queue()
+    assert queue.recovery.restarted == 2 and queue.recovery.failed == 2
+    unclean = ["OpExecError", [C.MSG_UNCLEAN_SHUTDOWN]]
+    assert queue.query_jobs([3, 4], ["status", "opresult"]) == [
+        ["error", [None, unclean, unclean]], ["error", [unclean]]]
+    run_jobs(queue)
+    assert queue.query_jobs([1, 2, 5], ["status", "opstatus"]) == [
+        ["success", ["success", "success"]], ["success", ["success"]],
+        ["success", ["success"]]]
+    assert serializer.loads((root / "job-3").read_bytes())["ops"][1]["status"] == "error"
+
+
+def test_corrupt_job_file_is_set_aside_not_fatal(open_queue, tmp_path):
+    """An unparseable job file is moved to corrupt/ and reported; the queue opens."""
+    root = tmp_path / "queue"
+    _write_job(root, 1, "queued")
+    (root / "job-2").write_text("{not json")
+    (root / "job-3").write_text('{"id": 4, "ops": [{"input": {}}]}')
+    queue = open_queue()
+    assert [row[0] for row in queue.query_jobs([], ["id"])] == [1]
+    assert sorted(os.listdir(root / "corrupt")) == ["job-2", "job-3"]
+    assert len(queue.recovery.set_aside) == 2
+    assert queue.submit_job([delay()]) == 4
+
+
+def test_ids_are_never_reused(open_queue, tmp_path):
+    """New ids exceed the serial and every id on disk: live, archived, set aside."""
+    root = tmp_path / "queue"
+    _write_job(root, 5, "success")
+    (root / "archive" / "1").mkdir(parents=True)
+    (root / "archive" / "1" / "job-10007").write_text("{}")
+    (root / "serial").write_text("3\n")
+    queue = open_queue()
+    assert queue.submit_job([delay()]) == 10008
+    queue.shutdown()
+    (root / "corrupt").mkdir()
+    (root / "corrupt" / "job-20000.1").write_text("x")
+    assert open_queue().submit_job([delay()]) == 20001
+
+
+def test_reopen_sees_every_acknowledged_change(open_queue):
+    """After shutdown and reopen, jobs, statuses, logs and archive are as acknowledged."""
+    queue = open_queue()
+    done = queue.submit_job([jqop(log_messages=["kept"])])
+    run_jobs(queue)
+    pending = queue.submit_job([delay()])
+    queue.cancel_job(queue.submit_job([delay()]))
+    queue.archive_job(done)
+    fields = ["id", "status", "oplog", "archived"]
+    before = queue.query_jobs([done, pending, pending + 1], fields)
+    queue.shutdown()
+    reopened = open_queue()
+    assert reopened.query_jobs([done, pending, pending + 1], fields) == before
+
+
+def test_reopen_replays_journal_without_checkpoint(open_queue, tmp_path):
+    """Changes only in the journal (no checkpoint, no clean shutdown) survive reopening."""
+    queue = open_queue()
+    job_id = queue.submit_job([jqop(log_messages=["x"])])
+    run_jobs(queue)
+    expected = queue.query_jobs([job_id], ["status", "oplog"])
+    queue._journal.close()
+    queue._dir.unlock()
+    queue._closing = queue._closed = True  # simulate a crash: no checkpoint ran
+    assert not (tmp_path / "queue" / ("job-%d" % job_id)).exists()
+    reopened = open_queue()
+    assert reopened.query_jobs([job_id], ["status", "oplog"]) == expected
+    assert (tmp_path / "queue" / ("job-%d" % job_id)).exists()
+
+
+def test_checkpoint_rewrites_files_and_empties_journal(open_queue, tmp_path):
+    """A checkpoint writes job files in Ganeti format and leaves an empty journal."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    queue.checkpoint()
+    root = tmp_path / "queue"
+    data = serializer.loads((root / ("job-%d" % job_id)).read_bytes())
+    assert data["ops"][0]["status"] == "success" and data["id"] == job_id
+    assert (root / "journal").stat().st_size == 0
+    assert not (root / "journal.old").exists()
+    assert (root / "serial").read_text() == "%d\n" % job_id
+
+
+def test_shutdown_refuses_new_work(open_queue):
+    """After shutdown starts, submits fail with a JobQueueError."""
+    queue = open_queue()
+    queue.shutdown()
+    with pytest.raises(errors.JobQueueError, match="shutting down"):
+        queue.submit_job([delay()])
