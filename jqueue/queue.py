@@ -26,6 +26,7 @@ from jqueue import (
     records,
     recovery,
     replication,
+    serializer,
     storage,
     waiting,
     workerpool,
@@ -44,7 +45,8 @@ class JobQueue:
     def __init__(self, queue_dir, workers=constants.DEFAULT_WORKERS,
                  max_jobs=constants.DEFAULT_MAX_JOBS, clock=time.time, registry=None,
                  replicator=None, pool_factory=None,
-                 checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL):
+                 checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL,
+                 checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES):
         self._clock = clock
         self._registry = registry or opcodes.REGISTRY
         self._replicator = replicator or replication.LocalReplicator()
@@ -69,7 +71,7 @@ class JobQueue:
                     self._schedule_unlocked(job)
         self._checkpointer = None
         if checkpoint_interval:
-            self._checkpointer = _Checkpointer(self, checkpoint_interval)
+            self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
             self._checkpointer.start()
 
     def _init_state(self):
@@ -82,6 +84,7 @@ class JobQueue:
         self._serial = self.recovery.max_id
         self._archiving = {}
         self._dirty = set()
+        self._old_journal_pending = False
         self._drained = self._dir.drain_flag()
         self._closing = self._closed = False
         self._deps = dependencies.DependencyManager()
@@ -475,19 +478,33 @@ class JobQueue:
     # Checkpoints and shutdown
 
     def checkpoint(self):
-        """Write changed job files and archive moves, sync once, drop the old journal."""
+        """Write changed job files and archive moves, sync once, drop the old journal.
+
+        If a checkpoint fails after rotating the journal, ``journal.old`` stays and what it
+        covered is marked changed again; the next checkpoint finishes the job without
+        rotating a second time.
+        """
         with self._checkpoint_lock:
             with self._lock:
-                if self._closed or not (self._dirty or self._archiving or self._journal.size):
+                if self._closed or not (self._dirty or self._archiving or self._journal.size
+                                        or self._old_journal_pending):
                     return
-                rotation = self._journal.rotate()
+                rotation = None if self._old_journal_pending else self._journal.rotate()
+                self._old_journal_pending = True
                 dirty, self._dirty = self._dirty, set()
                 archiving = dict(self._archiving)
                 serial = self._serial
-            rotation.wait()
-            self._materialize(dirty, archiving, serial)
+            try:
+                if rotation is not None:
+                    rotation.wait()
+                self._materialize(dirty, archiving, serial)
+            except BaseException:
+                with self._lock:
+                    self._dirty |= dirty
+                raise
             self._journal.remove_old()
             with self._lock:
+                self._old_journal_pending = False
                 for job_id in archiving:
                     self._archiving.pop(job_id, None)
 
@@ -499,9 +516,11 @@ class JobQueue:
                 for job_id in ids[offset:offset + _CHECKPOINT_CHUNK]:
                     job = self._jobs.get(job_id) or self._archiving.get(job_id)
                     if job is not None:
-                        snapshots.append((job_id, records.job_bytes(job)))
-            for job_id, data in snapshots:
-                self._dir.write_job(job_id, data)
+                        snapshots.append((job, job.to_dict()))
+            for job, data in snapshots:
+                # Serialized outside the lock: values are replaced, never changed in place,
+                # and a log appended meanwhile only makes the file newer.
+                self._dir.write_job(job.id, serializer.dumps_bytes(data))
         for job_id, job in archiving.items():
             fresh = job_id in dirty or not self._dir.has_live_job(job_id)
             self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
@@ -547,20 +566,25 @@ def _old_enough(job, age, now):
 
 
 class _Checkpointer(threading.Thread):
-    """Runs JobQueue.checkpoint every interval seconds."""
+    """Runs JobQueue.checkpoint every interval seconds, or sooner once the journal is big."""
 
-    def __init__(self, queue, interval):
+    def __init__(self, queue, interval, max_bytes):
         super().__init__(name="jq-checkpoint", daemon=True)
         self._queue = queue
         self._interval = interval
+        self._max_bytes = max_bytes
         self._stopped = threading.Event()
 
     def run(self):
-        while not self._stopped.wait(self._interval):
-            try:
-                self._queue.checkpoint()
-            except Exception:  # noqa: BLE001 - keep checkpointing; the journal stays valid
-                logger.exception("checkpoint failed")
+        last = time.monotonic()
+        while not self._stopped.wait(min(self._interval, 0.5)):
+            due = time.monotonic() - last >= self._interval
+            if due or self._queue._journal.size >= self._max_bytes:
+                last = time.monotonic()
+                try:
+                    self._queue.checkpoint()
+                except Exception:  # noqa: BLE001 - keep checkpointing; the journal stays valid
+                    logger.exception("checkpoint failed")
 
     def stop(self):
         self._stopped.set()

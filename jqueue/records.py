@@ -46,12 +46,14 @@ def archive_record(job_id):
 class Replay:
     """Applies records in order over jobs loaded lazily from their files.
 
-    ``load(job_id)`` returns the QueuedJob of the live job file or None. After replay,
+    ``load(job_id)`` returns the QueuedJob of the live job file or None;
+    ``in_archive(job_id)`` tells whether the job's archive file exists. After replay,
     ``jobs`` holds every job a record touched and ``archived`` the ids archived.
     """
 
-    def __init__(self, load):
+    def __init__(self, load, in_archive):
         self._load = load
+        self._in_archive = in_archive
         self.jobs = {}
         self.archived = set()
         self.problems = []
@@ -66,6 +68,9 @@ class Replay:
                 self.jobs[job.id] = job
                 self.archived.discard(job.id)
                 return
+            if kind == ARCHIVE and record["id"] not in self.jobs and self._in_archive(
+                    record["id"]):
+                return  # a checkpoint already moved it; the record is done
             job = self._job(record["id"])
             if kind == STATE:
                 job.apply_state(record["s"])

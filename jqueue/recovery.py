@@ -47,7 +47,8 @@ class Recovered:
 def open_queue(qdir, now):
     """Recover the queue in qdir (locked by the caller); return Recovered."""
     state = Recovered()
-    replay = records.Replay(lambda job_id: _load_quietly(qdir, job_id))
+    replay = records.Replay(lambda job_id: _load_quietly(qdir, job_id),
+                            lambda job_id: os.path.exists(qdir.archive_path(job_id)))
     for name in (constants.JOURNAL_OLD_FILE, constants.JOURNAL_FILE):
         payloads, report = journal.read_records(qdir.file_path(name))
         state.journal_reports.append(report)

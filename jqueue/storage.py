@@ -189,9 +189,9 @@ class QueueDir:
         except errors.ParseError as err:
             raise errors.JobFileCorrupted("%s: %s" % (path, err)) from None
 
-    def write_job(self, job_id, data, sync=False):
-        """Write a live job file (bytes) atomically; durable at the next syncfs unless sync."""
-        fsutil.write_file(self.job_path(job_id), data, constants.JOB_FILE_MODE, sync=sync)
+    def write_job(self, job_id, data):
+        """Replace a live job file atomically (temp file, rename); durable after sync()."""
+        fsutil.write_file(self.job_path(job_id), data, constants.JOB_FILE_MODE, sync=False)
 
     def archive_job(self, job_id, data=None):
         """Move a live job to the archive (writing data there first if given); no fsync."""

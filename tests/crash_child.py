@@ -1,7 +1,7 @@
 """Child process of test_crash: works a queue hard and prints every acknowledgement.
 
 Usage: crash_child.py QUEUE_DIR SEED. Lines on stdout (flushed as soon as the call that
-acknowledged them returned): "S id" submitted, "Q id status nlog" seen by a query,
+acknowledged them returned): "S id" submitted, "Q id opstatus,... nlog" seen by a query,
 "C id" cancel accepted, "A id" archived. The parent SIGKILLs this process at random.
 """
 
@@ -61,9 +61,9 @@ def meddler(queue, seed, ids):
             if queue.archive_job(job_id):
                 say("A", job_id)
         else:
-            row = queue.query_jobs([job_id], ["status", "oplog"])[0]
+            row = queue.query_jobs([job_id], ["opstatus", "oplog"])[0]
             if row is not None:
-                say("Q", job_id, row[0], sum(len(log) for log in row[1]))
+                say("Q", job_id, ",".join(row[0]), sum(len(log) for log in row[1]))
 
 
 def main():

@@ -20,7 +20,9 @@ from jqueue.queue import JobQueue
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 ROUNDS = int(os.environ.get("JQ_CRASH_ROUNDS", "20"))
-RANK = {"queued": 0, "waiting": 0, "running": 1, "canceling": 1}
+#: Progress of an opcode: an acknowledged opcode status may only move forward.
+RANK = {"queued": 0, "waiting": 0, "running": 1, "canceling": 1, "canceled": 2, "success": 2,
+        "error": 2}
 
 
 def _run_child(path, seed, lifetime):
@@ -44,20 +46,24 @@ def _check_files_parse(path):
 
 
 def _check_acknowledged(queue, events):
-    submitted = [int(e[1]) for e in events if e[0] == "S"]
-    rows = dict(zip(submitted, queue.query_jobs(submitted, ["status", "oplog", "archived"])))
+    # Any event names a job whose submission was acknowledged (a query may print first).
+    submitted = sorted({int(e[1]) for e in events if e[0] in "SQAC"})
+    fields = ["status", "opstatus", "oplog", "archived"]
+    rows = dict(zip(submitted, queue.query_jobs(submitted, fields)))
     for job_id, row in rows.items():
         assert row is not None, "acknowledged job %d lost" % job_id
     for event in events:
         job_id = int(event[1]) if len(event) > 1 else None
-        status, oplog, archived = rows.get(job_id) or (None, None, None)
+        status, opstatus, oplog, archived = rows.get(job_id) or (None,) * 4
         if event[0] == "Q":
-            seen, logs = event[2], int(event[3])
+            seen, logs = event[2].split(","), int(event[3])
             assert sum(len(log) for log in oplog) >= logs, "job %d lost log" % job_id
-            if seen in C.JOBS_FINALIZED:
-                assert status == seen, "job %d was %s, now %s" % (job_id, seen, status)
-            else:
-                assert status in C.JOBS_FINALIZED or RANK[status] >= RANK[seen]
+            for before, now in zip(seen, opstatus):
+                if before in C.OPS_FINALIZED:
+                    assert now == before, "job %d: %s became %s" % (job_id, seen, opstatus)
+                else:
+                    assert RANK[now] >= RANK[before], "job %d: %s went back to %s" % (
+                        job_id, seen, opstatus)
         elif event[0] == "A":
             assert archived, "archived job %d is live again" % job_id
         elif event[0] == "C":

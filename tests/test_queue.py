@@ -603,3 +603,29 @@ def test_shutdown_refuses_new_work(open_queue):
     queue.shutdown()
     with pytest.raises(errors.JobQueueError, match="shutting down"):
         queue.submit_job([delay()])
+
+
+def test_failed_checkpoint_is_finished_by_the_next_one(open_queue, tmp_path, monkeypatch):
+    """A checkpoint that fails midway leaves the queue working; the next one completes it."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    real_write = queue._dir.write_job
+
+    def broken_write(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(queue._dir, "write_job", broken_write)
+    with pytest.raises(OSError):
+        queue.checkpoint()
+    assert (tmp_path / "queue" / "journal.old").exists()
+    second = queue.submit_job([delay()])
+    run_jobs(queue)
+    monkeypatch.setattr(queue._dir, "write_job", real_write)
+    queue.checkpoint()
+    queue.checkpoint()
+    root = tmp_path / "queue"
+    assert not (root / "journal.old").exists()
+    for done in (job_id, second):
+        assert serializer.loads((root / ("job-%d" % done)).read_bytes())["ops"][0][
+            "status"] == "success"

@@ -106,3 +106,25 @@ def test_reopen_after_recovery_leaves_an_empty_journal(crashed, tmp_path):
     assert (tmp_path / "once" / "journal").read_bytes() == b""
     assert (tmp_path / "once" / "job-2").exists()
     assert (tmp_path / "once" / "archive" / "0" / "job-1").exists()
+
+
+def test_archive_record_of_a_job_already_moved_is_not_a_problem(tmp_path):
+    """Replaying an archival whose file a checkpoint already moved changes nothing."""
+    queue = JobQueue(str(tmp_path / "q"), pool_factory=SyncPool, checkpoint_interval=None)
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    queue.checkpoint()
+    queue.archive_job(job_id)
+    queue.wait_durable(10)
+    journal_bytes = (tmp_path / "q" / "journal").read_bytes()
+    queue.checkpoint()  # moves the file to archive/ and empties the journal
+    queue.shutdown()
+    # A crash before journal.old was removed: the archival is replayed once more.
+    (tmp_path / "q" / "journal").write_bytes(journal_bytes)
+    reopened = JobQueue(str(tmp_path / "q"), pool_factory=SyncPool, checkpoint_interval=None)
+    try:
+        assert reopened.recovery.replay_problems == []
+        assert reopened.query_jobs([job_id], ["archived", "status"]) == [[True, "success"]]
+        assert reopened.query_jobs([], ["id"]) == []
+    finally:
+        reopened.shutdown()
