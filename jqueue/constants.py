@@ -71,7 +71,8 @@ JOB_FILE_MODE = 0o640
 # Limits and defaults.
 DEFAULT_MAX_JOBS = 100000
 DEFAULT_WORKERS = 25
-DEFAULT_CHECKPOINT_INTERVAL = 1.0
+DEFAULT_CHECKPOINT_INTERVAL = 5.0
+DEFAULT_CHECKPOINT_BYTES = 32 * 1024 * 1024
 
 # Job fields (query and WaitForJobChanges).
 JOB_FIELDS = (
@@ -92,3 +93,60 @@ ECODE_INVAL = "wrong_input"
 ECODE_NOENT = "unknown_entity"
 ECODE_EXISTS = "already_exists"
 ECODE_STATE = "wrong_state"
+
+# LUXI (the client protocol) and the daemon's default paths.
+DEFAULT_STATE_DIR = "/var/lib/jqueue"
+DEFAULT_SOCKET = "/var/lib/jqueue/run/jqueue.sock"
+#: Environment variable naming the LUXI socket of clients (jqctl, the library).
+SOCKET_ENV_VAR = "JQ_SOCKET"
+
+#: End of message: every LUXI message is UTF-8 JSON followed by this byte.
+LUXI_EOM = b"\x03"
+LUXI_KEY_METHOD = "method"
+LUXI_KEY_ARGS = "args"
+LUXI_KEY_VERSION = "version"
+LUXI_KEY_SUCCESS = "success"
+LUXI_KEY_RESULT = "result"
+
+# LUXI method names (Ganeti's wire names).
+LUXI_REQ_SUBMIT_JOB = "SubmitJob"
+LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE = "SubmitJobToDrainedQueue"
+LUXI_REQ_SUBMIT_MANY_JOBS = "SubmitManyJobs"
+LUXI_REQ_WAIT_FOR_JOB_CHANGE = "WaitForJobChange"
+LUXI_REQ_CANCEL_JOB = "CancelJob"
+LUXI_REQ_CHANGE_JOB_PRIORITY = "ChangeJobPriority"
+LUXI_REQ_ARCHIVE_JOB = "ArchiveJob"
+LUXI_REQ_AUTO_ARCHIVE_JOBS = "AutoArchiveJobs"
+LUXI_REQ_QUERY_JOBS = "QueryJobs"
+LUXI_REQ_QUERY_CONFIG_VALUES = "QueryConfigValues"
+LUXI_REQ_SET_DRAIN_FLAG = "SetDrainFlag"
+LUXI_REQ_QUERY = "Query"
+LUXI_REQ_QUERY_FIELDS = "QueryFields"
+LUXI_REQ_SUBMISSIONS = frozenset([
+    LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
+])
+
+#: The only resource of Query and QueryFields.
+QR_JOB = "job"
+
+# Names answered by QueryConfigValues (at least these).
+CONFIG_DRAIN_FLAG = "drain_flag"
+CONFIG_MASTER_NODE = "master_node"
+CONFIG_CLUSTER_NAME = "cluster_name"
+
+# Server limits (defaults of jqueue.luxi.server.ServerLimits).
+LUXI_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+LUXI_READ_TIMEOUT = 30.0
+LUXI_IDLE_TIMEOUT = 600.0
+LUXI_MAX_CONNECTIONS = 10000
+LUXI_MAX_WAIT_TIMEOUT = 60.0
+LUXI_MAX_PIPELINED = 64
+LUXI_THREADS = 16
+
+# Client defaults (jqueue.luxi.client.Client).
+LUXI_CONNECT_TIMEOUT = 10.0
+LUXI_TIMEOUT = 60.0
+LUXI_MAX_RESPONSE_BYTES = 1024 * 1024 * 1024
+
+#: Deepest nesting of a query filter (qlang) that is accepted.
+QLANG_MAX_DEPTH = 64

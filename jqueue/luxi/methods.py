@@ -1,0 +1,225 @@
+"""LUXI methods: the dispatch table, argument checks and the handlers over a JobQueue.
+
+Only the methods of the table are accepted. A request's argument count and types are
+checked before its handler is called, so that an error inside a handler (a TypeError
+included) surfaces as itself and is never mistaken for bad arguments.
+"""
+
+from jqueue import constants, errors, ptypes, qlang, query
+
+
+class _Instance(ptypes.PType):
+    """A value of the given Python type(s), unchecked inside."""
+
+    def __init__(self, types, desc):
+        self.types, self.desc = types, desc
+
+    def check(self, value):
+        if not isinstance(value, self.types):
+            self._fail(value)
+        return value
+
+
+class _Maybe(ptypes.Maybe):
+    """None or a value of the inner type; a wrong type is named as "null or ..."."""
+
+    def check(self, value):
+        try:
+            return super().check(value)
+        except ValueError as err:
+            if str(err).startswith("must be "):
+                self._fail(value)
+            raise
+
+
+_LIST = _Instance(list, "a list")
+_OPS = _Instance(list, "a list of opcodes")
+_JOBS = ptypes.ListOf(_Instance(list, "a list of opcodes"))
+_FIELDS = ptypes.ListOf(ptypes.String)
+_NUMBER = ptypes.NumberRange()
+
+
+class Method:
+    """A LUXI method: wire name, handler name, [(argument name, type)], least arguments."""
+
+    __slots__ = ("name", "handler", "params", "min_args", "watch")
+
+    def __init__(self, name, handler, params, min_args=None, watch=False):
+        self.name = name
+        self.handler = handler
+        self.params = params
+        self.min_args = len(params) if min_args is None else min_args
+        self.watch = watch
+
+    def check_args(self, args):
+        """Return args checked and normalized; RequestError naming method and argument."""
+        if not isinstance(args, list):
+            raise errors.RequestError("%s: arguments must be a list" % self.name)
+        if not self.min_args <= len(args) <= len(self.params):
+            raise errors.RequestError("%s takes %s, got %d" % (
+                self.name, self._arity_text(), len(args)))
+        checked = []
+        for index, (value, (name, ptype)) in enumerate(zip(args, self.params)):
+            try:
+                checked.append(ptype.check(value))
+            except ValueError as err:
+                raise errors.RequestError("%s: argument %d (%s) %s" % (
+                    self.name, index + 1, name, err)) from None
+        return checked
+
+    def _arity_text(self):
+        names = ", ".join(name for name, _ in self.params)
+        if self.min_args == len(self.params):
+            count = "%d argument%s" % (self.min_args, "" if self.min_args == 1 else "s")
+        else:
+            count = "%d to %d arguments" % (self.min_args, len(self.params))
+        return "%s [%s]" % (count, names)
+
+
+_C = constants
+METHODS = {m.name: m for m in [
+    Method(_C.LUXI_REQ_SUBMIT_JOB, "submit_job", [("ops", _OPS)]),
+    Method(_C.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, "submit_job_to_drained_queue",
+           [("ops", _OPS)]),
+    Method(_C.LUXI_REQ_SUBMIT_MANY_JOBS, "submit_many_jobs", [("jobs", _JOBS)]),
+    Method(_C.LUXI_REQ_WAIT_FOR_JOB_CHANGE, "wait_for_job_change", [
+        ("job_id", ptypes.JobId), ("fields", _FIELDS), ("prev_job_info", _Maybe(_LIST)),
+        ("prev_log_serial", _Maybe(ptypes.Int)), ("timeout", ptypes.NonNegativeNumber),
+    ], watch=True),
+    Method(_C.LUXI_REQ_CANCEL_JOB, "cancel_job", [("job_id", ptypes.JobId),
+                                                   ("kill", ptypes.Bool)], min_args=1),
+    Method(_C.LUXI_REQ_CHANGE_JOB_PRIORITY, "change_job_priority",
+           [("job_id", ptypes.JobId), ("priority", ptypes.Int)]),
+    Method(_C.LUXI_REQ_ARCHIVE_JOB, "archive_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_AUTO_ARCHIVE_JOBS, "auto_archive_jobs",
+           [("age", _NUMBER), ("timeout", _NUMBER)]),
+    Method(_C.LUXI_REQ_QUERY_JOBS, "query_jobs",
+           [("job_ids", _Maybe(ptypes.ListOf(ptypes.JobId))), ("fields", _FIELDS)]),
+    Method(_C.LUXI_REQ_QUERY_CONFIG_VALUES, "query_config_values", [("names", _FIELDS)]),
+    Method(_C.LUXI_REQ_SET_DRAIN_FLAG, "set_drain_flag", [("flag", ptypes.Bool)]),
+    Method(_C.LUXI_REQ_QUERY, "query", [("what", ptypes.String), ("fields", _FIELDS),
+                                        ("qfilter", _Maybe(_LIST))]),
+    Method(_C.LUXI_REQ_QUERY_FIELDS, "query_fields",
+           [("what", ptypes.String), ("fields", _Maybe(_FIELDS))]),
+]}
+
+
+def check_request(method, args):
+    """Look method up and check args; return (Method, checked args) or raise RequestError."""
+    spec = METHODS.get(method) if isinstance(method, str) else None
+    if spec is None:
+        raise errors.RequestError("unknown method %s" % ptypes._short(method))
+    return spec, spec.check_args(args)
+
+
+class Dispatcher:
+    """Runs checked LUXI requests against a JobQueue-like backend.
+
+    config_values answers QueryConfigValues: a mapping (or a callable returning one) of
+    name to value, where a callable value is called for a fresh answer; ``drain_flag``
+    defaults to the backend's.
+    """
+
+    def __init__(self, backend, config_values=None):
+        self._backend = backend
+        self._config_values = config_values if config_values is not None else {}
+
+    def call(self, method, args):
+        """Check and run one request, blocking (WaitForJobChange included)."""
+        spec, checked = check_request(method, args)
+        return self.run(spec, checked)
+
+    def run(self, spec, args):
+        """Run a checked request; blocking."""
+        return getattr(self, spec.handler)(*args)
+
+    def watch(self, args, callback):
+        """Start a checked WaitForJobChange without blocking (see JobQueue.watch_job).
+
+        Returns None if callback was already called, else a handle with cancel().
+        """
+        job_id, fields, prev_job_info, prev_log_serial, _timeout = args
+        return self._backend.watch_job(job_id, fields, prev_job_info, prev_log_serial,
+                                       callback)
+
+    # Handlers: one per method, arguments already checked.
+
+    def submit_job(self, ops):
+        return self._backend.submit_job(ops)
+
+    def submit_job_to_drained_queue(self, ops):
+        return self._backend.submit_job_to_drained_queue(ops)
+
+    def submit_many_jobs(self, jobs):
+        return [list(result) for result in self._backend.submit_many_jobs(jobs)]
+
+    def wait_for_job_change(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
+        result = self._backend.wait_for_job_changes(job_id, fields, prev_job_info,
+                                                    prev_log_serial, timeout)
+        return wait_answer(result)
+
+    def cancel_job(self, job_id, kill=False):
+        return list(self._backend.cancel_job(job_id, kill=kill))
+
+    def change_job_priority(self, job_id, priority):
+        return list(self._backend.change_job_priority(job_id, priority))
+
+    def archive_job(self, job_id):
+        return self._backend.archive_job(job_id)
+
+    def auto_archive_jobs(self, age, timeout):
+        return list(self._backend.auto_archive_jobs(age, timeout))
+
+    def query_jobs(self, job_ids, fields):
+        return self._backend.query_jobs(job_ids or [], fields)
+
+    def set_drain_flag(self, flag):
+        return self._backend.set_drain_flag(flag)
+
+    def query_config_values(self, names):
+        values = self._config_values
+        if callable(values):
+            values = values()
+        return [self._config_value(values, name) for name in names]
+
+    def _config_value(self, values, name):
+        if name not in values:
+            if name == constants.CONFIG_DRAIN_FLAG:
+                return self._backend.drain_flag
+            raise errors.OpPrereqError("unknown configuration value '%s'" % name,
+                                       constants.ECODE_NOENT)
+        value = values[name]
+        return value() if callable(value) else value
+
+    def query(self, what, fields, qfilter):
+        _check_resource(what)
+        definitions = query.check_fields(fields)
+        compiled = qlang.compile_filter(qfilter)
+        names = list(fields) + sorted(compiled.fields.union(["id"]).difference(fields))
+        ids = qlang.requested_ids(qfilter)
+        rows = self._backend.query_jobs(sorted(ids) if ids is not None else [], names)
+        id_index = names.index("id")
+        data = []
+        for values in sorted((r for r in rows if r is not None), key=lambda r: r[id_index]):
+            if compiled(dict(zip(names, values))):
+                data.append([[constants.RS_NORMAL, v] for v in values[:len(fields)]])
+        return {"fields": [f.definition() for f in definitions], "data": data}
+
+    def query_fields(self, what, fields):
+        _check_resource(what)
+        definitions = query.FIELDS if fields is None else query.check_fields(fields)
+        return {"fields": [f.definition() for f in definitions]}
+
+
+def _check_resource(what):
+    if what != constants.QR_JOB:
+        raise errors.OpPrereqError("resource '%s' is not supported" % ptypes._short(what),
+                                   constants.ECODE_INVAL)
+
+
+def wait_answer(result):
+    """WaitForJobChange's answer on the wire: [job_info, log_entries] or "nochange"."""
+    if result == constants.JOB_NOTCHANGED:
+        return result
+    job_info, log_entries = result
+    return [job_info, [list(entry) for entry in log_entries]]

@@ -1,0 +1,443 @@
+"""The LUXI server: one Twisted protocol per Unix-socket connection, and their factory.
+
+Requests on a connection are answered strictly in order: while one is in flight, the
+next complete messages wait in a short per-connection queue. Blocking queue calls run
+in the factory's thread pool; WaitForJobChange costs no thread (the queue calls back
+when the job changed, from any thread, and a reactor timer answers "nochange").
+
+Hostile or broken clients get an error answer or a closed connection, never a crash:
+oversized messages, half-sent messages (read timeout), idle connections, too many
+pipelined requests and too many connections are all bounded by ServerLimits. A
+well-formed request is never dropped unanswered, since Ganeti's clients resend those.
+"""
+
+import collections
+import logging
+import traceback
+
+import attrs
+from twisted.internet import interfaces, protocol, threads
+from twisted.python import threadpool as twisted_threadpool
+from zope.interface import implementer
+
+from jqueue import constants, errors
+from jqueue.luxi import framing, methods
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two log lines about refused connections.
+REFUSAL_LOG_INTERVAL = 60.0
+
+_positive = attrs.validators.gt(0)
+
+
+@attrs.frozen
+class ServerLimits:
+    """Bounds on what one client (or all of them) may cost the daemon."""
+
+    #: Longest request message in bytes; a longer one is answered with an error and closed.
+    max_message_bytes: int = attrs.field(default=constants.LUXI_MAX_MESSAGE_BYTES,
+                                         validator=_positive)
+    #: Seconds a half-received message may take before the connection is closed.
+    read_timeout: float = attrs.field(default=constants.LUXI_READ_TIMEOUT, validator=_positive)
+    #: Seconds a connection may sit with no request in flight and nothing buffered.
+    idle_timeout: float = attrs.field(default=constants.LUXI_IDLE_TIMEOUT, validator=_positive)
+    #: Open connections; more are closed at once.
+    max_connections: int = attrs.field(default=constants.LUXI_MAX_CONNECTIONS,
+                                       validator=_positive)
+    #: Cap on the timeout of one WaitForJobChange call, in seconds.
+    max_wait_timeout: float = attrs.field(default=constants.LUXI_MAX_WAIT_TIMEOUT,
+                                          validator=attrs.validators.ge(0))
+    #: Requests waiting per connection behind the one in flight.
+    max_pipelined: int = attrs.field(default=constants.LUXI_MAX_PIPELINED, validator=_positive)
+    #: Threads of the pool the factory creates for blocking queue calls.
+    threads: int = attrs.field(default=constants.LUXI_THREADS, validator=_positive)
+
+
+class _Fatal:
+    """A queue entry: answer this error, then close the connection."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error):
+        self.error = error
+
+
+class _Request:
+    """The request in flight on a connection (its identity guards late answers)."""
+
+    __slots__ = ("method", "handle", "timer")
+
+    def __init__(self):
+        self.method = None
+        self.handle = None
+        self.timer = None
+
+
+@implementer(interfaces.IPushProducer)
+class LuxiProtocol(protocol.Protocol):
+    """One LUXI connection: framing, in-order dispatch, timeouts and flow control.
+
+    It registers itself as the producer of its transport's writes: when a client does
+    not read its answers, no further request is started and reading stops.
+    """
+
+    def __init__(self, factory):
+        self.factory = factory
+        self._limits = factory.limits
+        self._reactor = factory.reactor
+        self._buffer = framing.MessageBuffer(self._limits.max_message_bytes)
+        self._pending = collections.deque()
+        self._current = None
+        self._processing = False
+        self._closing = False
+        self._closed = False
+        self._lost = False
+        self._write_paused = False
+        self._read_timer = None
+        self._idle_timer = None
+
+    # Connection events
+
+    def connectionMade(self):
+        self.transport.registerProducer(self, True)
+        self.factory.connection_made(self)
+        self._update_timers()
+
+    def dataReceived(self, data):
+        if self._closing or self._closed or self._lost:
+            return
+        completed = False
+        try:
+            for message in self._buffer.feed(data):
+                completed = True
+                if not self._enqueue(message):
+                    break
+        except errors.ProtocolError as err:
+            self._fail(err)
+        if completed:
+            self._cancel_read_timer()
+        self._process()
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self._lost = True
+        self._cancel_timers()
+        request, self._current = self._current, None
+        if request is not None:
+            self._end_watch(request)
+        self._pending.clear()
+        self.factory.connection_lost(self)
+
+    # Flow control (IPushProducer, called by the transport)
+
+    def pauseProducing(self):
+        """The transport holds too much unsent data: start nothing, read nothing."""
+        self._write_paused = True
+        self.transport.pauseProducing()
+        self._update_timers()
+
+    def resumeProducing(self):
+        """The client read its answers: go on."""
+        self._write_paused = False
+        if not self._closing:
+            self.transport.resumeProducing()
+        self._process()
+
+    def stopProducing(self):
+        """The connection is going away; connectionLost does the cleaning."""
+
+    # Queueing and dispatch
+
+    def _enqueue(self, message):
+        if self._closed:
+            return False
+        if len(self._pending) >= self._limits.max_pipelined:
+            self._fail(errors.ProtocolError("more than %d pipelined requests" %
+                                            self._limits.max_pipelined))
+            return False
+        self._pending.append(message)
+        self._process()
+        return True
+
+    def _fail(self, error):
+        """Read nothing more; answer what came before, then error, then close."""
+        logger.warning("closing a LUXI connection: %s", error)
+        self._closing = True
+        self._buffer = framing.MessageBuffer(0)
+        self._cancel_read_timer()
+        self._pending.append(_Fatal(error))
+        self.transport.pauseProducing()
+
+    def _process(self):
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while (self._current is None and self._pending and not self._write_paused
+                   and not self._lost and not self._closed):
+                try:
+                    self._start(self._pending.popleft())
+                except Exception as err:  # noqa: BLE001 - a bug must not strand the request
+                    self._internal_error(self._current, err)
+        finally:
+            self._processing = False
+        self._update_timers()
+
+    def _start(self, item):
+        if isinstance(item, _Fatal):
+            self._write_response(False, errors.encode_exception(item.error))
+            self._close()
+            return
+        request = self._current = _Request()
+        try:
+            method, args = framing.parse_request(item)
+            request.method = method
+            spec, checked = methods.check_request(method, args)
+        except errors.GenericError as err:
+            logger.debug("refused LUXI request: %s", err)
+            self._finish(request, False, errors.encode_exception(err))
+            return
+        if spec.name in constants.LUXI_REQ_SUBMISSIONS and not self.factory.accepting:
+            self._finish(request, False, errors.encode_exception(
+                errors.JobQueueError("daemon is shutting down")))
+        elif spec.watch:
+            self._start_watch(request, checked)
+        else:
+            self._start_call(request, spec, checked)
+
+    def _start_call(self, request, spec, args):
+        deferred = threads.deferToThreadPool(self._reactor, self.factory.threadpool,
+                                             self.factory.dispatcher.run, spec, args)
+        deferred.addCallbacks(lambda result: self._finish(request, True, result),
+                              lambda failure: self._finish_failure(request, failure))
+        deferred.addErrback(lambda failure: self._internal_error(request, failure.value))
+
+    def _finish_failure(self, request, failure):
+        self._finish(request, False, _encode_error(request.method, failure.value,
+                                                   failure.getTraceback))
+
+    def _internal_error(self, request, err):
+        """A bug in this module: log it, and answer the request if it is still unanswered."""
+        logger.error("LUXI server error while handling %s: %s", getattr(request, "method", None),
+                     err, exc_info=err if isinstance(err, BaseException) else None)
+        if request is not None:
+            self._finish(request, False, ["ProgrammerError", ["internal error: %s: %s" % (
+                err.__class__.__name__, err)]])
+
+    def _finish(self, request, success, result):
+        """Answer the request in flight (a late answer to a request gone is dropped)."""
+        if request is not self._current:
+            return
+        self._current = None
+        self._write_response(success, result)
+        self._process()
+
+    def _write_response(self, success, result):
+        try:
+            data = framing.encode_response(success, result)
+        except (TypeError, ValueError, RecursionError) as err:
+            logger.error("cannot encode the answer to a LUXI request: %s", err)
+            data = framing.encode_response(False, [
+                "ProgrammerError", ["internal error: cannot encode the answer: %s" % err]])
+        self.transport.write(data)
+
+    # WaitForJobChange
+
+    def _start_watch(self, request, args):
+        timeout = min(args[4], self._limits.max_wait_timeout)
+        if self.factory.stopping:
+            timeout = 0
+
+        def callback(result):  # any thread
+            self._reactor.callFromThread(self._watch_answered, request, result)
+
+        try:
+            request.handle = self.factory.dispatcher.watch(args, callback)
+        except Exception as err:  # noqa: BLE001 - encoded like any backend error
+            self._finish(request, False, _encode_error(request.method, err, _traceback_text))
+            return
+        if request.handle is not None:
+            request.timer = self._reactor.callLater(timeout, self._watch_timed_out, request)
+
+    def _watch_answered(self, request, result):
+        if request is not self._current:
+            return
+        self._end_watch(request)
+        try:
+            answer = methods.wait_answer(result)
+        except Exception as err:  # noqa: BLE001 - a bad callback value is a bug, not a crash
+            self._finish(request, False, _encode_error(request.method, err, _traceback_text))
+            return
+        self._finish(request, True, answer)
+
+    def _watch_timed_out(self, request):
+        request.timer = None
+        if request is not self._current:
+            return
+        self._end_watch(request)
+        self._finish(request, True, constants.JOB_NOTCHANGED)
+
+    def _end_watch(self, request):
+        """Cancel the timer and withdraw the waiter of a WaitForJobChange, if any."""
+        timer, request.timer = request.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        handle, request.handle = request.handle, None
+        if handle is not None:
+            try:
+                handle.cancel()
+            except Exception:  # noqa: BLE001 - the connection goes on
+                logger.exception("canceling a job watch failed")
+
+    def answer_waiter(self):
+        """Answer a pending WaitForJobChange with "nochange" now (graceful shutdown)."""
+        request = self._current
+        if request is not None and (request.timer is not None or request.handle is not None):
+            self._watch_timed_out(request)
+        else:
+            self._update_timers()
+
+    # Timers and closing
+
+    def _update_timers(self):
+        if self._lost or self._closed:
+            return
+        answered = self._current is None and not self._pending
+        idle = answered and not self._buffer.buffered
+        if (self._closing and answered) or (idle and self.factory.stopping):
+            self._close()
+            return
+        if self._buffer.buffered and self._read_timer is None:
+            self._read_timer = self._reactor.callLater(self._limits.read_timeout,
+                                                       self._read_timed_out)
+        if idle or self._write_paused:
+            if self._idle_timer is None:
+                self._idle_timer = self._reactor.callLater(self._limits.idle_timeout,
+                                                           self._idle_timed_out)
+        elif self._idle_timer is not None:
+            self._cancel_idle_timer()
+
+    def _read_timed_out(self):
+        self._read_timer = None
+        logger.info("LUXI client left a message unfinished for %ss; closing",
+                    self._limits.read_timeout)
+        self._closing = True
+        self._buffer = framing.MessageBuffer(0)
+        self.transport.pauseProducing()
+        self._update_timers()
+
+    def _idle_timed_out(self):
+        self._idle_timer = None
+        if self._write_paused:
+            logger.warning("LUXI client read no answer for %ss; aborting its connection",
+                           self._limits.idle_timeout)
+            self._closed = True
+            self._cancel_timers()
+            self.transport.abortConnection()
+            return
+        logger.debug("closing LUXI connection idle for %ss", self._limits.idle_timeout)
+        self._close()
+
+    def _close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_timers()
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _cancel_read_timer(self):
+        timer, self._read_timer = self._read_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _cancel_idle_timer(self):
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _cancel_timers(self):
+        self._cancel_read_timer()
+        self._cancel_idle_timer()
+
+
+class LuxiServerFactory(protocol.Factory):
+    """Builds LuxiProtocols over one backend (a jqueue.queue.JobQueue) and thread pool.
+
+    config_values answers QueryConfigValues (see methods.Dispatcher). The factory owns a
+    pool of limits.threads threads, started and stopped with the factory, unless one is
+    given (then its owner starts and stops it).
+    """
+
+    protocol = LuxiProtocol
+    noisy = False
+
+    def __init__(self, backend, config_values, reactor, limits=None, threadpool=None):
+        self.backend = backend
+        self.reactor = reactor
+        self.limits = limits if limits is not None else ServerLimits()
+        self.dispatcher = methods.Dispatcher(backend, config_values)
+        self._own_pool = threadpool is None
+        self.threadpool = threadpool if threadpool is not None else (
+            twisted_threadpool.ThreadPool(0, self.limits.threads, name="luxi"))
+        self.protocols = set()
+        self.accepting = True
+        self.stopping = False
+        self._refused = 0
+        self._last_refusal_log = None
+
+    def startFactory(self):
+        if self._own_pool:
+            self.threadpool.start()
+
+    def stopFactory(self):
+        if self._own_pool:
+            self.threadpool.stop()
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) >= self.limits.max_connections:
+            self._log_refusal()
+            return None
+        return self.protocol(self)
+
+    def connection_made(self, proto):
+        self.protocols.add(proto)
+
+    def connection_lost(self, proto):
+        self.protocols.discard(proto)
+
+    def _log_refusal(self):
+        self._refused += 1
+        now = self.reactor.seconds()
+        if (self._last_refusal_log is None
+                or now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL):
+            logger.warning("refused %d LUXI connection(s): %d open, limit %d",
+                           self._refused, len(self.protocols), self.limits.max_connections)
+            self._refused = 0
+            self._last_refusal_log = now
+
+    def stop_accepting_submissions(self):
+        """Answer new submissions with JobQueueError "daemon is shutting down"."""
+        self.accepting = False
+
+    def answer_waiters_and_close(self):
+        """Answer every pending WaitForJobChange with "nochange"; close idle connections.
+
+        From now on a connection is closed as soon as it has nothing left to answer, and
+        new WaitForJobChange calls that cannot be answered at once get "nochange".
+        """
+        self.stopping = True
+        for proto in list(self.protocols):
+            proto.answer_waiter()
+
+
+def _encode_error(method, err, traceback_fn):
+    """Encode a backend error: ours as themselves, anything else as an internal error."""
+    if isinstance(err, errors.GenericError):
+        return errors.encode_exception(err)
+    logger.error("LUXI request %s failed:\n%s", method, traceback_fn())
+    return ["ProgrammerError", ["internal error: %s: %s" % (err.__class__.__name__, err)]]
+
+
+def _traceback_text():
+    return traceback.format_exc()

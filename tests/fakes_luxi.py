@@ -1,0 +1,149 @@
+"""Test doubles for the LUXI server: a scriptable backend, a fake reactor, a fake pool."""
+
+import collections
+
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from jqueue import constants
+
+
+class FakeWatch:
+    """The handle of one FakeBackend.watch_job call; the test answers or inspects it."""
+
+    def __init__(self, args, callback):
+        self.args = args
+        self.callback = callback
+        self.canceled = False
+
+    def cancel(self):
+        """Withdraw the waiter (recorded for the test)."""
+        self.canceled = True
+
+
+class FakeBackend:
+    """A JobQueue stand-in that records calls and answers as the test scripts it.
+
+    ``results[name]`` is returned by method name (default: a plain answer), and
+    ``failures[name]`` is raised instead when set. watch_job records a FakeWatch in
+    ``watches``, or answers at once with ``immediate_watch`` when that is not None.
+    """
+
+    def __init__(self):
+        self.calls = []
+        self.results = {}
+        self.failures = {}
+        self.watches = []
+        self.immediate_watch = None
+        self.drained = False
+
+    def _call(self, name, *args, default=None):
+        self.calls.append((name,) + args)
+        if name in self.failures:
+            raise self.failures[name]
+        return self.results.get(name, default)
+
+    def submit_job(self, ops, drained_ok=False):
+        return self._call("submit_job", ops, drained_ok, default=1)
+
+    def submit_job_to_drained_queue(self, ops):
+        return self._call("submit_job_to_drained_queue", ops, default=1)
+
+    def submit_many_jobs(self, jobs, drained_ok=False):
+        return self._call("submit_many_jobs", jobs, drained_ok,
+                          default=[(True, n + 1) for n in range(len(jobs))])
+
+    def cancel_job(self, job_id, kill=False):
+        return self._call("cancel_job", job_id, kill, default=(True, "Job %s canceled" % job_id))
+
+    def change_job_priority(self, job_id, priority):
+        return self._call("change_job_priority", job_id, priority, default=(True, "changed"))
+
+    def archive_job(self, job_id):
+        return self._call("archive_job", job_id, default=True)
+
+    def auto_archive_jobs(self, age, timeout):
+        return self._call("auto_archive_jobs", age, timeout, default=(0, 0))
+
+    def query_jobs(self, job_ids, fields):
+        return self._call("query_jobs", job_ids, fields, default=[])
+
+    def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
+        return self._call("wait_for_job_changes", job_id, fields, prev_job_info,
+                          prev_log_serial, timeout, default=constants.JOB_NOTCHANGED)
+
+    def watch_job(self, job_id, fields, prev_job_info, prev_log_serial, callback):
+        self._call("watch_job", job_id, fields, prev_job_info, prev_log_serial)
+        if self.immediate_watch is not None:
+            callback(self.immediate_watch)
+            return None
+        watch = FakeWatch((job_id, fields, prev_job_info, prev_log_serial), callback)
+        self.watches.append(watch)
+        return watch
+
+    def set_drain_flag(self, flag):
+        self._call("set_drain_flag", flag)
+        self.drained = flag
+        return True
+
+    @property
+    def drain_flag(self):
+        return self.drained
+
+
+class FakeReactor(Clock):
+    """A Clock whose callFromThread calls wait (from any thread) until run_from_threads()."""
+
+    def __init__(self):
+        super().__init__()
+        self._from_threads = collections.deque()
+
+    def callFromThread(self, f, *args, **kwargs):
+        self._from_threads.append((f, args, kwargs))
+
+    def run_from_threads(self):
+        """Run the calls queued by callFromThread (and those they queue); return how many."""
+        count = 0
+        while self._from_threads:
+            f, args, kwargs = self._from_threads.popleft()
+            f(*args, **kwargs)
+            count += 1
+        return count
+
+
+class FakeThreadPool:
+    """A ThreadPool stand-in running calls in the caller's thread, at once or when told.
+
+    With ``hold`` set, calls wait in ``held`` until run_held(); this is how a test keeps
+    a request in flight.
+    """
+
+    def __init__(self, hold=False):
+        self.hold = hold
+        self.held = collections.deque()
+        self.started = False
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        self.started = False
+
+    def callInThreadWithCallback(self, on_result, func, *args, **kwargs):
+        self.held.append((on_result, func, args, kwargs))
+        if not self.hold:
+            self.run_held()
+
+    def run_held(self, limit=None):
+        """Run held calls (all, or up to limit); return how many ran."""
+        count = 0
+        while self.held and (limit is None or count < limit):
+            on_result, func, args, kwargs = self.held.popleft()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException:
+                on_result(False, Failure())
+            else:
+                on_result(True, result)
+            count += 1
+        return count
