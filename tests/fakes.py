@@ -4,6 +4,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 
 from jqueue import constants, dependencies, errors, opcodes, qlang, query, waiting
 from jqueue import job as job_module
@@ -163,10 +164,29 @@ class FakeLuxiClient:
     what watch and wait see with ``script()``: a wait that would block applies the next step.
     """
 
-    def __init__(self, address, connect_timeout=10, timeout=60):
+    #: LUXI wire name -> method, for call().
+    WIRE_METHODS = {
+        constants.LUXI_REQ_SUBMIT_JOB: "submit_job",
+        constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE: "submit_job_to_drained_queue",
+        constants.LUXI_REQ_SUBMIT_MANY_JOBS: "submit_many_jobs",
+        constants.LUXI_REQ_WAIT_FOR_JOB_CHANGE: "wait_for_job_change_once",
+        constants.LUXI_REQ_CANCEL_JOB: "cancel_job",
+        constants.LUXI_REQ_CHANGE_JOB_PRIORITY: "change_job_priority",
+        constants.LUXI_REQ_ARCHIVE_JOB: "archive_job",
+        constants.LUXI_REQ_AUTO_ARCHIVE_JOBS: "auto_archive_jobs",
+        constants.LUXI_REQ_QUERY_JOBS: "query_jobs",
+        constants.LUXI_REQ_QUERY_CONFIG_VALUES: "query_config_values",
+        constants.LUXI_REQ_SET_DRAIN_FLAG: "set_drain_flag",
+        constants.LUXI_REQ_QUERY: "query",
+        constants.LUXI_REQ_QUERY_FIELDS: "query_fields",
+    }
+
+    def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
+                 timeout=constants.LUXI_TIMEOUT, clock=time.monotonic):
         self.address = address
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        self.clock = clock
         self.jobs = {}
         self.drained = False
         self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com"}
@@ -276,6 +296,13 @@ class FakeLuxiClient:
         return job if job is not None and not job.archived else None
 
     # The client's API
+
+    def call(self, method, args):
+        name = self.WIRE_METHODS.get(method)
+        if name is None:
+            self._record("call", method, args)
+            raise errors.RequestError("unknown method %s" % method)
+        return getattr(self, name)(*args)
 
     def submit_job(self, ops):
         self._record("submit_job", ops)
@@ -390,25 +417,36 @@ class FakeLuxiClient:
                             timeout=None):
         self._record("wait_for_job_change", job_id, fields, prev_job_info, prev_log_serial,
                      timeout)
-        result = self._changes(job_id, fields, prev_job_info, prev_log_serial)
-        if result == constants.JOB_NOTCHANGED:
-            raise errors.RequestTimeoutError("fake: job %s would never change" % job_id)
-        return result
+        while True:
+            result = self._changes(job_id, fields, prev_job_info, prev_log_serial)
+            if result != constants.JOB_NOTCHANGED:
+                return result
+            if not self._steps.get(job_id):
+                raise errors.RequestTimeoutError("fake: job %s would never change" % job_id)
 
     def _changes(self, job_id, fields, prev_job_info, prev_log_serial):
-        """Answer now, else after the next scripted step, else "nochange"."""
+        """The daemon's answer; when it shows nothing new, one scripted step happens first.
+
+        As with the daemon, a job that cannot change by itself (finalized, canceling) is
+        answered at once even if nothing changed.
+        """
         job = self.jobs.get(job_id)
         if job is None:
             raise errors.JobLost("job %s not found" % job_id)
         info = query.getters(fields, opcodes.REGISTRY)
-        while True:
-            result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
-                                          job.log_serial)
-            if result is not None:
-                return [result[0], [list(entry) for entry in result[1]]]
-            if not self._steps.get(job_id):
-                return constants.JOB_NOTCHANGED
+
+        def check():
+            return waiting.check_change(job, info, prev_job_info, prev_log_serial,
+                                        job.log_serial)
+
+        result = check()
+        if self._steps.get(job_id) and (result is None or (
+                result[0] == prev_job_info and not result[1])):
             self._apply_step(job_id)
+            result = check()
+        if result is None:
+            return constants.JOB_NOTCHANGED
+        return [result[0], [list(entry) for entry in result[1]]]
 
     def close(self):
         self.closed = True

@@ -469,18 +469,23 @@ def test_failing_opcode_fails_the_rest(open_queue):
         [True, ["OpExecError", ["boom"]], ["OpExecError", [C.MSG_PRECEDING_FAILED]]]]
 
 
-def test_opcode_bug_fails_only_that_job(open_queue):
+def test_opcode_bug_fails_only_that_job(open_queue, monkeypatch):
     """An opcode raising an unexpected exception or returning non-JSON data fails its job."""
     queue = open_queue()
-    job_id = queue.submit_job([jqop()])
-    queue.registry.get("OP_TEST_JQUEUE").run = lambda self, ctx: {1, 2}
-    try:
-        run_jobs(queue)
-    finally:
-        del queue.registry.get("OP_TEST_JQUEUE").run
-    status, result = queue.query_jobs([job_id], ["status", "opresult"])[0]
-    assert status == "error" and "not JSON data" in result[0][1][0]
-    assert queue.submit_job([jqop()]) == job_id + 1
+    op_class = queue.registry.get("OP_TEST_JQUEUE")
+    first = queue.submit_job([jqop()])
+    monkeypatch.setattr(op_class, "run", lambda self, ctx: {1, 2})
+    run_jobs(queue)
+    second = queue.submit_job([jqop()])
+    monkeypatch.setattr(op_class, "run", lambda self, ctx: 1 / 0)
+    run_jobs(queue)
+    monkeypatch.undo()
+    third = queue.submit_job([jqop()])
+    run_jobs(queue)
+    rows = queue.query_jobs([first, second, third], ["status", "opresult"])
+    assert rows[0][0] == "error" and "not JSON data" in rows[0][1][0][1][0]
+    assert rows[1] == ["error", [["OpExecError", ["ZeroDivisionError: division by zero"]]]]
+    assert rows[2] == ["success", [True]]
 
 
 # Opening, recovery

@@ -1,0 +1,175 @@
+"""jqctl's entry point: the parser, the command context, dispatch and error handling.
+
+Each command module registers its subcommands on the parser with ``register(commands)``
+and sets ``func(ctx, args) -> exit status``. Every error a user can cause ends as one line
+``jqctl: <message>`` on stderr and an exit status from jqueue.cli.exitcodes.
+
+The seam for tests: ``main(argv, client_factory=...)``, where ``client_factory(socket_path,
+timeout)`` returns an object with the LUXI client's methods (socket_path is None when
+neither --socket nor JQ_SOCKET chose one); or ``run(Context(...), argv)`` to replace the
+streams and the sleep function too.
+"""
+
+import argparse
+import contextlib
+import importlib.metadata
+import os
+import sys
+import time
+
+from jqueue import constants, errors
+from jqueue.cli import exitcodes, info, jobs, listing, queue_cmds, watching
+from jqueue.luxi import client as luxi_client
+
+PROG = "jqctl"
+DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
+COMMAND_MODULES = (jobs, listing, info, watching, queue_cmds)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: ``jqctl: <message> (see ...)``."""
+
+    def error(self, message):
+        self.exit(exitcodes.EXIT_USAGE, "%s: %s (see '%s --help')\n" % (
+            PROG, message, self.prog))
+
+
+class Context:
+    """What a command works with: the client (connected on first use), streams, sleep."""
+
+    def __init__(self, client_factory, stdin=None, stdout=None, stderr=None, sleep=time.sleep):
+        self._client_factory = client_factory
+        self._client = None
+        self.socket_path = None
+        self.timeout = DEFAULT_TIMEOUT
+        self.stdin = sys.stdin if stdin is None else stdin
+        self.stdout = sys.stdout if stdout is None else stdout
+        self.stderr = sys.stderr if stderr is None else stderr
+        self.sleep = sleep
+
+    @property
+    def client(self):
+        """The LUXI client; created by the factory the first time a command needs it."""
+        if self._client is None:
+            self._client = self._client_factory(self.socket_path, self.timeout)
+        return self._client
+
+    def out(self, text="", flush=False):
+        """Print a line on stdout."""
+        print(text, file=self.stdout, flush=flush)
+
+    def warn(self, message):
+        """Print ``jqctl: message`` as one line on stderr."""
+        print("%s: %s" % (PROG, " ".join(str(message).splitlines())), file=self.stderr)
+
+    def interactive(self):
+        """Whether stdin is a terminal a question can be asked on."""
+        isatty = getattr(self.stdin, "isatty", None)
+        return bool(isatty and isatty())
+
+    def ask(self, question):
+        """Ask a yes/no question on the terminal; True only for an explicit yes."""
+        self.stderr.write("%s [y/N] " % question)
+        self.stderr.flush()
+        return self.stdin.readline().strip().lower() in ("y", "yes")
+
+    def close(self):
+        """Close the client if one was opened."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def connect(socket_path, timeout):
+    """A LUXI client for jq-masterd (socket_path None: $JQ_SOCKET, else the default)."""
+    return luxi_client.Client(socket_path or luxi_client.default_socket_path(),
+                              connect_timeout=min(timeout, constants.LUXI_CONNECT_TIMEOUT),
+                              timeout=timeout)
+
+
+def _positive_number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("invalid timeout %r: use a positive number" % text)
+    return value
+
+
+def _version():
+    try:
+        return importlib.metadata.version("jqueue")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser():
+    """The argparse parser of jqctl, with every subcommand."""
+    parser = Parser(prog=PROG, description="Control the jqueue job queue through jq-masterd.")
+    parser.add_argument("--socket", metavar="PATH",
+                        help="LUXI socket of jq-masterd (default: $JQ_SOCKET, else the "
+                             "daemon's default socket)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=_positive_number,
+                        default=DEFAULT_TIMEOUT,
+                        help="how long to wait for each answer of the daemon "
+                             "(default: %(default)g)")
+    parser.add_argument("--version", action="version", version="%(prog)s " + _version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     title="commands")
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def run(ctx, argv):
+    """Parse argv and run the command with ctx; return the exit status."""
+    try:
+        with contextlib.redirect_stdout(ctx.stdout), contextlib.redirect_stderr(ctx.stderr):
+            args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else exitcodes.EXIT_USAGE
+    ctx.socket_path, ctx.timeout = args.socket, args.timeout
+    try:
+        return _execute(ctx, args)
+    finally:
+        _close_quietly(ctx)
+
+
+def _execute(ctx, args):
+    try:
+        code = args.func(ctx, args)
+        ctx.stdout.flush()
+        return code
+    except errors.GenericError as err:
+        ctx.warn(errors.error_message(err))
+        return exitcodes.for_exception(err)
+    except KeyboardInterrupt:
+        ctx.warn("interrupted")
+        return exitcodes.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence(ctx.stdout)
+        return exitcodes.EXIT_SUCCESS
+
+
+def _close_quietly(ctx):
+    try:
+        ctx.close()
+    except (errors.GenericError, OSError):
+        pass
+
+
+def _silence(stream):
+    """Point a broken stdout at /dev/null, so that flushing it at exit complains no more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv=None, client_factory=None):
+    """Run jqctl with argv (default sys.argv[1:]); return the exit status."""
+    ctx = Context(client_factory or connect)
+    return run(ctx, sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,109 @@
+"""The info command: everything about jobs, one indented block of lines per job."""
+
+from jqueue import constants, serializer
+from jqueue.cli import output, parsing
+from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS
+from jqueue.job import ts_to_float
+
+INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts", "end_ts",
+               "summary", "ops", "opstatus", "opresult", "opstart", "opexec", "opend", "oplog"]
+_OP_INDENT = " " * 4
+_DETAIL_INDENT = " " * 6
+_BLOCK_INDENT = " " * 8
+
+
+def register(commands):
+    """Add info to the subparsers."""
+    parser = commands.add_parser(
+        "info", help="show everything about jobs",
+        description="Show jobs in detail: status, times, and each opcode's input, result "
+                    "and log. Archived jobs are found too.")
+    parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID", help="job id")
+    parser.set_defaults(func=cmd_info)
+
+
+def cmd_info(ctx, args):
+    """Print a block per job; a job not found is reported on stderr."""
+    code = EXIT_SUCCESS
+    for job_id, row in zip(args.ids, ctx.client.query_jobs(args.ids, INFO_FIELDS)):
+        if row is None:
+            ctx.warn("job %s not found" % job_id)
+            code = EXIT_NOT_FOUND
+            continue
+        for line in job_lines(dict(zip(INFO_FIELDS, row))):
+            ctx.out(line)
+    return code
+
+
+def job_lines(job):
+    """The lines describing one job (a dict of INFO_FIELDS)."""
+    lines = ["Job %s" % job["id"], "  Status: %s" % job["status"],
+             "  Priority: %s" % job["priority"]]
+    if job["archived"]:
+        lines.append("  Archived: yes")
+    lines.extend("  " + line for line in time_lines(job))
+    lines.append("  Opcodes:")
+    for index in range(len(job["ops"])):
+        lines.extend(opcode_lines(job, index))
+    return lines
+
+
+def duration(start, end):
+    """Seconds from one [sec, usec] timestamp to another, as "2.01s"."""
+    return "%.2fs" % (ts_to_float(end) - ts_to_float(start))
+
+
+def time_lines(job):
+    """Received, started and ended times, with how long the job was queued and ran."""
+    received, start, end = job["received_ts"], job["start_ts"], job["end_ts"]
+    if start is None:
+        started = "never" if end is not None else "not yet"
+    else:
+        started = "%s (queued for %s)" % (output.format_time(start), duration(received, start))
+    if end is None:
+        ended = "not yet"
+    elif start is None:
+        ended = "%s (after %s in the queue)" % (output.format_time(end), duration(received, end))
+    else:
+        ended = "%s (ran for %s)" % (output.format_time(end), duration(start, end))
+    return ["Received: %s" % output.format_time(received), "Started:  %s" % started,
+            "Ended:    %s" % ended]
+
+
+def opcode_lines(job, index):
+    """The lines describing opcode index of job."""
+    status, log = job["opstatus"][index], job["oplog"][index]
+    lines = ["%sOpcode %d: %s" % (_OP_INDENT, index + 1, job["summary"][index]),
+             "%sStatus: %s" % (_DETAIL_INDENT, status)]
+    lines += _block("Input:", serializer.dumps_pretty(job["ops"][index]))
+    lines += _block("Result:", result_text(status, job["opresult"][index]))
+    for label, key in (("Started: ", "opstart"), ("Executed:", "opexec"), ("Ended:   ", "opend")):
+        lines.append("%s%s %s" % (_DETAIL_INDENT, label, output.format_time(job[key][index])))
+    lines.append(_DETAIL_INDENT + ("Log:" if log else "Log: none"))
+    lines.extend(_BLOCK_INDENT + output.log_line(entry) for entry in log)
+    return lines
+
+
+def _block(label, text):
+    """label and a one-line text on one line, or label then the text indented below."""
+    text_lines = text.splitlines() or [""]
+    if len(text_lines) == 1:
+        return ["%s%s %s" % (_DETAIL_INDENT, label, text_lines[0])]
+    return [_DETAIL_INDENT + label] + [_BLOCK_INDENT + line for line in text_lines]
+
+
+def is_encoded_error(status, result):
+    """Whether an opcode result is an error as the wire encodes it: ["Class", [args]]."""
+    return (status == constants.OP_STATUS_ERROR and isinstance(result, list)
+            and len(result) == 2 and isinstance(result[0], str)
+            and isinstance(result[1], list))
+
+
+def result_text(status, result):
+    """An opcode result for people: "OpExecError: msg" for errors, else pretty JSON."""
+    if is_encoded_error(status, result):
+        return "%s: %s" % (result[0], " ".join(str(arg) for arg in result[1]))
+    if isinstance(result, str) and status in (constants.OP_STATUS_ERROR,
+                                          constants.OP_STATUS_CANCELED):
+        return result
+    return serializer.dumps_pretty(result)

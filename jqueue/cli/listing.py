@@ -1,0 +1,132 @@
+"""Listing commands: list (alias query) and list-fields.
+
+Jobs named by id are read with QueryJobs, which also finds archived jobs; all live jobs, or
+those a status selector picks, are read with the generic Query and a qlang filter.
+"""
+
+from jqueue import constants, query
+from jqueue.cli import output, parsing, selection
+from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS, CommandError
+
+DEFAULT_FIELDS = ("id", "status", "summary")
+#: Columns of list-fields: (name, title, kind).
+FIELD_COLUMNS = [("name", "Name", "text"), ("title", "Title", "text"),
+                 ("kind", "Kind", "text"), ("doc", "Description", "text")]
+#: Hidden fields read after the shown ones when jobs are named by id.
+_ID_EXTRA_FIELDS = ["status", "archived"]
+
+
+def register(commands):
+    """Add list (alias query) and list-fields to the subparsers."""
+    parser = commands.add_parser(
+        "list", aliases=["query"], help="list jobs",
+        description="List jobs: the given ones, or every live job (the selectors narrow "
+                    "them by status and combine with 'or').")
+    parser.add_argument("ids", nargs="*", type=parsing.job_id, metavar="ID", help="job id")
+    parser.add_argument("-o", "--output", metavar="[+]FIELDS",
+                        help="comma-separated fields to show (default: %s); with a leading "
+                             "+, fields added to the default ones" % ",".join(DEFAULT_FIELDS))
+    add_format_options(parser)
+    selection.add_selector_options(parser, selection.LIST_SELECTORS)
+    parser.add_argument("--archived", action="store_true",
+                        help="also show archived jobs (needs job IDs: the archive is looked "
+                             "up by id)")
+    parser.set_defaults(func=cmd_list)
+    parser = commands.add_parser("list-fields", help="describe the job fields",
+                                 description="Describe the job fields: name, title, kind.")
+    parser.add_argument("fields", nargs="*", metavar="FIELD", help="field name (default: all)")
+    add_format_options(parser)
+    parser.set_defaults(func=cmd_list_fields)
+
+
+def add_format_options(parser):
+    """Add --no-headers, --separator and --json."""
+    parser.add_argument("--no-headers", action="store_true", help="omit the header line")
+    parser.add_argument("--separator", metavar="SEP",
+                        help="separate fields with SEP instead of aligning columns")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {field: raw value} objects")
+
+
+def output_fields(spec):
+    """The field names of -o: "f1,f2" replaces the defaults, "+f1,f2" adds to them."""
+    if spec is None:
+        return list(DEFAULT_FIELDS)
+    append = spec.startswith("+")
+    names = list(DEFAULT_FIELDS) if append else []
+    for name in (spec[1:] if append else spec).split(","):
+        name = name.strip()
+        if not name:
+            raise CommandError("invalid field list %r: empty field name" % spec)
+        if name not in names:
+            names.append(name)
+    check_known(names)
+    return names
+
+
+def check_known(names):
+    """Raise CommandError (not found) if a name is not a job field."""
+    unknown = [name for name in names if name not in query.FIELDS_BY_NAME]
+    if unknown:
+        raise CommandError("unknown field(s) %s (see 'jqctl list-fields')" % ", ".join(
+            unknown), EXIT_NOT_FOUND)
+
+
+def local_columns(names):
+    """(name, title, kind) of fields, from the library's field table."""
+    return [(name, query.FIELDS_BY_NAME[name].title, query.FIELDS_BY_NAME[name].kind)
+            for name in names]
+
+
+def cmd_list(ctx, args):
+    """Print the jobs as a table, separated text or JSON."""
+    fields = output_fields(args.output)
+    statuses = selection.selected_statuses(args)
+    if args.ids:
+        rows, code = rows_by_id(ctx, args.ids, fields, statuses, args.archived)
+        columns = local_columns(fields)
+    elif args.archived:
+        raise CommandError("--archived needs job IDs: the archive is looked up by id only")
+    else:
+        columns, rows = rows_by_query(ctx.client, fields, statuses)
+        code = EXIT_SUCCESS
+    output.print_records(ctx, columns, rows, args)
+    return code
+
+
+def rows_by_id(ctx, job_ids, fields, statuses, archived):
+    """Rows of the named jobs through QueryJobs; report the missing ones on stderr."""
+    answer = ctx.client.query_jobs(job_ids, fields + _ID_EXTRA_FIELDS)
+    rows, code = [], EXIT_SUCCESS
+    for job_id, row in zip(job_ids, answer):
+        if row is None:
+            ctx.warn("job %s not found" % job_id)
+            code = EXIT_NOT_FOUND
+        elif row[-1] and not archived:
+            ctx.warn("job %s is archived (add --archived to show it)" % job_id)
+            code = EXIT_NOT_FOUND
+        elif not statuses or row[-2] in statuses:
+            rows.append(row[:len(fields)])
+    return rows, code
+
+
+def rows_by_query(client, fields, statuses):
+    """(columns, rows) of the live jobs through Query, filtered by status if asked."""
+    qfilter = selection.status_filter(statuses) if statuses else None
+    result = client.query("job", fields, qfilter)
+    columns = [(f["name"], f["title"], f["kind"]) for f in result["fields"]]
+    rows = [[value if status == constants.RS_NORMAL else output.Unavailable(status)
+             for status, value in row] for row in result["data"]]
+    return columns, rows
+
+
+def cmd_list_fields(ctx, args):
+    """Print name, title, kind and description of the job fields the daemon knows."""
+    check_known(args.fields)
+    definitions = ctx.client.query_fields("job", args.fields or None)["fields"]
+    unknown = [d["name"] for d in definitions if d.get("kind") == "unknown"]
+    if unknown:
+        raise CommandError("unknown field(s) %s" % ", ".join(unknown), EXIT_NOT_FOUND)
+    rows = [[d.get(name) for name, _, _ in FIELD_COLUMNS] for d in definitions]
+    output.print_records(ctx, FIELD_COLUMNS, rows, args)
+    return EXIT_SUCCESS

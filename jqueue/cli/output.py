@@ -1,0 +1,118 @@
+"""Output of jqctl: human formatting of field values, aligned tables, separated text, JSON.
+
+Timestamps are [sec, usec] on the wire and local ISO time for people. Lists are joined
+by commas. Cells without a value (a Query status other than RS_NORMAL) show a label in
+tables and null in JSON.
+"""
+
+import time
+
+from jqueue import constants, serializer
+
+#: Fields holding one timestamp, and fields holding one timestamp per opcode.
+TIMESTAMP_FIELDS = frozenset(["received_ts", "start_ts", "end_ts"])
+TIMESTAMP_LIST_FIELDS = frozenset(["opstart", "opexec", "opend"])
+NUMERIC_KINDS = frozenset(["number"])
+
+
+class Unavailable:
+    """A Query cell without a value; ``status`` is the RS_* code the daemon gave."""
+
+    LABELS = {constants.RS_UNKNOWN: "(unknown)", constants.RS_NODATA: "(nodata)",
+              constants.RS_UNAVAIL: "(unavail)", constants.RS_OFFLINE: "(offline)"}
+
+    def __init__(self, status):
+        self.status = status
+
+    def __str__(self):
+        return self.LABELS.get(self.status, "(status %s)" % self.status)
+
+    def __eq__(self, other):
+        return isinstance(other, Unavailable) and other.status == self.status
+
+    __hash__ = None
+
+
+def format_time(ts, precise=False):
+    """A [sec, usec] timestamp as local time "2026-11-22 14:03:05" (".123456" if precise)."""
+    if not isinstance(ts, (list, tuple)) or len(ts) != 2:
+        return "-" if ts is None else str(ts)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts[0]))
+    return "%s.%06d" % (text, ts[1]) if precise else text
+
+
+def format_scalar(value):
+    """One value for people: "-" for null, Y/N for booleans, compact JSON for structures."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    if isinstance(value, (str, int, float, Unavailable)):
+        return str(value)
+    return serializer.dumps(value)
+
+
+def format_value(name, value):
+    """The value of field name for people (timestamps as local time, lists joined by ",")."""
+    if isinstance(value, Unavailable):
+        return str(value)
+    if name in TIMESTAMP_FIELDS:
+        return format_time(value)
+    if name in TIMESTAMP_LIST_FIELDS and isinstance(value, list):
+        return ",".join(format_time(ts) for ts in value)
+    if isinstance(value, list):
+        return ",".join(format_scalar(item) for item in value)
+    return format_scalar(value)
+
+
+def json_value(value):
+    """The raw value for --json (null for a cell without a value)."""
+    return None if isinstance(value, Unavailable) else value
+
+
+def table_lines(headers, rows, numeric=(), separator=None):
+    """Lines of a table of strings: aligned columns, or joined by separator if given.
+
+    headers may be None (no header line); numeric holds the indexes of right-aligned
+    columns. Aligned lines carry no trailing blanks.
+    """
+    lines = [headers] if headers is not None else []
+    lines.extend(rows)
+    if separator is not None:
+        return [separator.join(line) for line in lines]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
+    return [_aligned(line, widths, numeric) for line in lines]
+
+
+def _aligned(cells, widths, numeric):
+    parts = [cell.rjust(width) if index in numeric else cell.ljust(width)
+             for index, (cell, width) in enumerate(zip(cells, widths))]
+    return " ".join(parts).rstrip()
+
+
+def json_records(names, rows):
+    """Compact JSON text of a list of {field: raw value} objects."""
+    return serializer.dumps([
+        {name: json_value(value) for name, value in zip(names, row)} for row in rows])
+
+
+def print_records(ctx, columns, rows, args):
+    """Print rows as --json, --separator or an aligned table, as args ask.
+
+    columns is a list of (name, title, kind); rows hold raw values in that order.
+    """
+    names = [name for name, _, _ in columns]
+    if getattr(args, "json", False):
+        ctx.out(json_records(names, rows))
+        return
+    headers = None if args.no_headers else [title for _, title, _ in columns]
+    cells = [[format_value(name, value) for name, value in zip(names, row)] for row in rows]
+    numeric = {i for i, (_, _, kind) in enumerate(columns) if kind in NUMERIC_KINDS}
+    for line in table_lines(headers, cells, numeric, args.separator):
+        ctx.out(line)
+
+
+def log_line(entry):
+    """A log entry [serial, [sec, usec], type, message] as "<precise local time> message"."""
+    message = entry[3] if isinstance(entry[3], str) else serializer.dumps(entry[3])
+    return "%s %s" % (format_time(entry[1], precise=True), message)

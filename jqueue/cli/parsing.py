@@ -1,0 +1,83 @@
+"""Parsers of jqctl's command-line values: job ids, priorities, ages, dependencies, params.
+
+The argparse ``type=`` functions raise argparse.ArgumentTypeError, so that argparse reports
+a bad value as a usage error naming the option.
+"""
+
+import argparse
+import re
+
+from jqueue import constants, errors, ptypes, serializer
+from jqueue.cli.exitcodes import CommandError
+
+_AGE = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)([smhdw]?)\Z")
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: The age meaning "every finalized job, whatever its age" (AutoArchiveJobs' -1).
+AGE_ALL = -1
+
+
+def job_id(text):
+    """A job id: a non-negative decimal integer."""
+    try:
+        return ptypes.parse_job_id(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("invalid job id %r" % text) from None
+
+
+def priority(text):
+    """A priority: high, normal, low or an integer from -20 to 19."""
+    if text in constants.OP_PRIO_NAMES:
+        return constants.OP_PRIO_NAMES[text]
+    try:
+        return ptypes.Priority.check(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "invalid priority %r: use high, normal, low or an integer from %d to %d" % (
+                text, constants.OP_PRIO_HIGHEST, constants.OP_PRIO_LOWEST)) from None
+
+
+def age(text):
+    """An age like 30s, 30m, 6h, 1d, 2w or plain seconds, in seconds; "all" is AGE_ALL."""
+    if text == "all":
+        return AGE_ALL
+    match = _AGE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            "invalid age %r: use all, seconds, or a number with s, m, h, d or w" % text)
+    seconds = float(match.group(1)) * _AGE_UNITS[match.group(2)]
+    return int(seconds) if seconds.is_integer() else seconds
+
+
+def dependency(text):
+    """A dependency ID[:STATUS,...] as [job id, [statuses]] (no statuses: any final one)."""
+    id_text, _, status_text = text.partition(":")
+    statuses = [s for s in status_text.split(",") if s] if status_text else []
+    unknown = [s for s in statuses if s not in constants.JOBS_FINALIZED]
+    if unknown:
+        raise argparse.ArgumentTypeError("invalid dependency %r: %s is not one of %s" % (
+            text, unknown[0], ", ".join(sorted(constants.JOBS_FINALIZED))))
+    try:
+        return [ptypes.parse_job_id(id_text), statuses]
+    except ValueError:
+        raise argparse.ArgumentTypeError("invalid dependency %r: bad job id" % text) from None
+
+
+def param_value(text):
+    """A parameter value: its JSON meaning when it parses as JSON, else the text itself."""
+    try:
+        return serializer.loads(text)
+    except errors.ParseError:
+        return text
+
+
+def params(items):
+    """Turn KEY=VALUE words into a dict of opcode parameters; raise CommandError if bad."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError("invalid parameter %r: expected KEY=VALUE" % item)
+        if key == "OP_ID" or key in result:
+            raise CommandError("parameter %r given twice (or OP_ID, which --op sets)" % key)
+        result[key] = param_value(value)
+    return result

@@ -1,0 +1,64 @@
+"""The queue command: drain, undrain, and info (drain flag, master, job counts)."""
+
+from jqueue import serializer
+from jqueue.cli import selection
+from jqueue.cli.exitcodes import EXIT_SUCCESS
+
+CONFIG_NAMES = ["drain_flag", "master_node", "cluster_name"]
+
+
+def register(commands):
+    """Add queue drain|undrain|info to the subparsers."""
+    parser = commands.add_parser("queue", help="drain, undrain or describe the queue",
+                                 description="Drain, undrain or describe the job queue.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
+                                    title="actions")
+    actions.add_parser("drain", help="refuse new jobs (running and queued jobs go on)",
+                       description="Set the drain flag: the queue refuses new jobs."
+                       ).set_defaults(func=cmd_drain)
+    actions.add_parser("undrain", help="accept new jobs again",
+                       description="Clear the drain flag: the queue accepts new jobs."
+                       ).set_defaults(func=cmd_undrain)
+    info = actions.add_parser("info", help="show the drain flag, master node and job counts",
+                              description="Show the drain flag, the master node, the "
+                                          "cluster name and how many jobs are in each status.")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=cmd_queue_info)
+
+
+def cmd_drain(ctx, args):
+    """Set the drain flag."""
+    ctx.client.set_drain_flag(True)
+    return EXIT_SUCCESS
+
+
+def cmd_undrain(ctx, args):
+    """Clear the drain flag."""
+    ctx.client.set_drain_flag(False)
+    return EXIT_SUCCESS
+
+
+def status_counts(rows):
+    """{status: number of jobs} over every status (zeros included), from QueryJobs rows."""
+    counts = dict.fromkeys(selection.STATUS_ORDER, 0)
+    for row in rows:
+        if row is not None:
+            counts[row[0]] = counts.get(row[0], 0) + 1
+    return counts
+
+
+def cmd_queue_info(ctx, args):
+    """Print the drain flag, master node, cluster name and the jobs per status."""
+    drained, master, cluster = ctx.client.query_config_values(CONFIG_NAMES)
+    counts = status_counts(ctx.client.query_jobs([], ["status"]))
+    if args.json:
+        ctx.out(serializer.dumps({"drain_flag": drained, "master_node": master,
+                                  "cluster_name": cluster, "jobs": counts}))
+        return EXIT_SUCCESS
+    ctx.out("Drained: %s" % ("yes" if drained else "no"))
+    ctx.out("Master node: %s" % master)
+    ctx.out("Cluster name: %s" % cluster)
+    ctx.out("Jobs: %d" % sum(counts.values()))
+    for status, count in counts.items():
+        ctx.out("  %s: %d" % (status, count))
+    return EXIT_SUCCESS

@@ -1,0 +1,71 @@
+"""Following jobs to their end: watch (print a job's log as it grows) and wait."""
+
+from jqueue import constants, errors
+from jqueue.cli import exitcodes, output, parsing
+
+#: Seconds between two looks at a job being canceled (the daemon answers those at once).
+CANCELING_POLL_INTERVAL = 1.0
+_FIELDS = ["status"]
+
+
+def register(commands):
+    """Add watch and wait to the subparsers."""
+    parser = commands.add_parser(
+        "watch", help="print a job's log until it finishes",
+        description="Print the log of a job as it grows, until the job finishes; exit with "
+                    "its outcome.")
+    parser.add_argument("id", type=parsing.job_id, metavar="ID", help="job id")
+    parser.set_defaults(func=cmd_watch)
+    parser = commands.add_parser(
+        "wait", help="wait for jobs to finish",
+        description="Wait for jobs to finish; print one line per job and exit with the worst "
+                    "outcome.")
+    parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID", help="job id")
+    parser.set_defaults(func=cmd_wait)
+
+
+def cmd_watch(ctx, args):
+    """Stream the job's log, then print its outcome and exit with it."""
+    return exitcodes.worst(follow_jobs(ctx, [args.id], show_log=True))
+
+
+def cmd_wait(ctx, args):
+    """Wait for every job; exit with the worst outcome."""
+    return exitcodes.worst(follow_jobs(ctx, args.ids, show_log=False))
+
+
+def follow_jobs(ctx, job_ids, show_log):
+    """Follow jobs one after the other, print "Job N finished: STATUS" for each.
+
+    Returns the exit status of each job (not found for a job the daemon does not know).
+    """
+    codes = []
+    for job_id in job_ids:
+        try:
+            status = follow(ctx, job_id, show_log)
+        except errors.JobLost as err:
+            ctx.warn(errors.error_message(err))
+            codes.append(exitcodes.EXIT_NOT_FOUND)
+            continue
+        ctx.out("Job %s finished: %s" % (job_id, status), flush=True)
+        codes.append(exitcodes.for_status(status))
+    return codes
+
+
+def follow(ctx, job_id, show_log):
+    """Wait until the job is finalized, printing its log entries if show_log; return its status."""
+    info, serial = None, None
+    while True:
+        result = ctx.client.wait_for_job_change(job_id, _FIELDS, info, serial)
+        if result == constants.JOB_NOTCHANGED:
+            continue
+        new_info, entries = result
+        for entry in entries:
+            serial = entry[0] if serial is None else max(serial, entry[0])
+            if show_log:
+                ctx.out(output.log_line(entry), flush=True)
+        if new_info[0] in constants.JOBS_FINALIZED:
+            return new_info[0]
+        if new_info == info and not entries:
+            ctx.sleep(CANCELING_POLL_INTERVAL)
+        info = new_info
