@@ -6,15 +6,19 @@ A record is opaque bytes (the queue puts JSON in it). On disk each record is fra
 
 Appending is cheap and never touches the disk: records join the open batch. One committer
 thread writes everything appended since its last pass with a single write and a single
-fdatasync (group commit), hands the batch to the replication hook, calls the durability
-listener with the tags of the batch's records, and only then releases the callers
-waiting on the batch. Many concurrent appenders therefore share one disk sync.
+fdatasync (group commit), then hands the records to the replication hook. Once a batch is
+durable (and, with a replication hook, acknowledged by the peers the hook requires), the
+durability listener gets the tags of its records and only then are the callers waiting on
+the batch released. Many concurrent appenders therefore share one disk sync, and with
+replication the committer goes on writing the next batches while earlier ones wait for
+their acknowledgements (a completer thread finishes batches in order).
 
 Rotation supports checkpoints: records appended before rotate() stay in ``journal``,
 which becomes ``journal.old``; later records go to a fresh ``journal``. Reading tolerates
 a torn tail and skips damaged records (found again by their magic), reporting both.
 """
 
+import collections
 import logging
 import os
 import struct
@@ -39,7 +43,7 @@ def frame(payload):
 class Batch:
     """Records committed together; callers wait on it to learn that theirs are durable."""
 
-    __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes")
+    __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes", "ticket")
 
     def __init__(self):
         self.frames = []
@@ -48,10 +52,18 @@ class Batch:
         self.done = threading.Event()
         self.error = None
         self.nbytes = 0
+        #: The replication hook's ticket once the batch was handed to it (see Journal).
+        self.ticket = None
 
     def wait(self, timeout=None):
-        """Block until the batch is durable (and replicated); raise if it failed."""
+        """Block until the batch is durable (and replicated); raise if it failed.
+
+        On timeout, raise the ticket's explanation (how many copies exist) if the batch
+        waits for replication, else a JobQueueError.
+        """
         if not self.done.wait(timeout):
+            if self.ticket is not None:
+                raise self.ticket.timeout_error()
             raise errors.JobQueueError("journal commit did not finish within %ss" % timeout)
         if self.error is not None:
             raise self.error
@@ -61,6 +73,13 @@ class Journal:
     """Appends records to ``<dir>/journal`` and makes them durable in groups."""
 
     def __init__(self, directory, on_durable=None, replicate=None):
+        """Open (create) ``directory/journal`` and start the committer.
+
+        replicate, if given, is called by the committer with each group commit's payloads
+        after they are on the local disk. It returns None (nothing to wait for) or a
+        ticket with ``wait() -> error or None``, ``fail(error)`` and ``timeout_error()``;
+        batches complete, in order, once their ticket's wait() returns.
+        """
         self._dir = directory
         self._path = os.path.join(directory, constants.JOURNAL_FILE)
         self._old_path = os.path.join(directory, constants.JOURNAL_OLD_FILE)
@@ -74,8 +93,15 @@ class Journal:
         self._size = os.fstat(self._fd).st_size
         self.generation = 0
         self.stats = {"batches": 0, "records": 0, "syncs": 0}
+        self._acks = collections.deque()
+        self._committed_all = False
         self._thread = threading.Thread(target=self._run, name="journal-commit", daemon=True)
         self._thread.start()
+        self._completer = None
+        if replicate is not None:
+            self._completer = threading.Thread(target=self._complete, name="journal-acks",
+                                               daemon=True)
+            self._completer.start()
 
     @property
     def size(self):
@@ -96,10 +122,16 @@ class Journal:
             return batch
 
     def barrier(self):
-        """Return the newest batch (None if nothing waits): once it is done, all earlier are."""
+        """Return the newest unfinished batch, written or not (None if none).
+
+        Batches finish in order, so once it is done every earlier change is durable and
+        acknowledged.
+        """
         with self._cond:
             self._check_open_unlocked()
-            return self._queue[-1] if self._queue else None
+            if self._queue:
+                return self._queue[-1]
+            return self._acks[-1][0][-1] if self._acks else None
 
     def rotate(self):
         """Close the current file for new records; return the Batch that completes rotation.
@@ -120,14 +152,27 @@ class Journal:
         """Delete ``journal.old`` durably (after a checkpoint made its records redundant)."""
         fsutil.remove_file(self._old_path)
 
-    def close(self):
-        """Commit what is queued, stop the committer and close the file."""
+    def close(self, ack_timeout=None):
+        """Commit what is queued, stop the committer and close the file.
+
+        Batches still waiting for replication after ack_timeout seconds fail with a
+        ReplicationError (they stay on the local disk).
+        """
         with self._cond:
             if self._closing:
                 return
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join()
+        if self._completer is not None:
+            self._completer.join(ack_timeout)
+            if self._completer.is_alive():
+                with self._cond:
+                    pending = list(self._acks)
+                for _, ticket in pending:
+                    ticket.fail(errors.ReplicationError(
+                        "journal closed before replication was acknowledged"))
+                self._completer.join()
         os.close(self._fd)
 
     def _check_open_unlocked(self):
@@ -147,6 +192,8 @@ class Journal:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if not self._queue:
+                    self._committed_all = True
+                    self._cond.notify_all()
                     return
                 batches, self._queue = self._queue, []
             self._commit(batches)
@@ -154,18 +201,38 @@ class Journal:
     def _commit(self, batches):
         try:
             self._write_batches(batches)
-            if self._replicate is not None:
-                self._replicate([f[HEADER_SIZE:] for b in batches for f in b.frames])
-        except errors.ReplicationError as err:
-            self._finish(batches, err)
-            return
         except Exception as err:  # noqa: BLE001 - any I/O failure breaks the journal
             logger.exception("journal write failed; refusing further changes")
             with self._cond:
                 self._failed = err
             self._finish(batches, errors.JobQueueError("journal write failed: %s" % err))
             return
-        self._finish(batches, None)
+        if self._replicate is None:
+            self._finish(batches, None)
+            return
+        try:
+            ticket = self._replicate([f[HEADER_SIZE:] for b in batches for f in b.frames])
+        except errors.GenericError as err:
+            ticket = _FailedTicket(err)
+        for batch in batches:
+            batch.ticket = ticket
+        with self._cond:
+            self._acks.append((batches, ticket))
+            self._cond.notify_all()
+
+    def _complete(self):
+        """Completer thread: finish replicated batches in order as their tickets clear."""
+        while True:
+            with self._cond:
+                while not self._acks and not self._committed_all:
+                    self._cond.wait()
+                if not self._acks:
+                    return
+                batches, ticket = self._acks[0]
+            error = ticket.wait() if ticket is not None else None
+            with self._cond:
+                self._acks.popleft()
+            self._finish(batches, error)
 
     def _write_batches(self, batches):
         pending = []
@@ -208,6 +275,22 @@ class Journal:
         for batch in batches:
             batch.error = error
             batch.done.set()
+
+
+class _FailedTicket:
+    """The ticket of a batch the replication hook refused outright."""
+
+    def __init__(self, error):
+        self._error = error
+
+    def wait(self):
+        return self._error
+
+    def fail(self, error):
+        pass
+
+    def timeout_error(self):
+        return self._error
 
 
 class ReadReport:
