@@ -63,6 +63,8 @@ DRAIN_FILE = "drain"
 LOCK_FILE = "lock"
 JOURNAL_FILE = "journal"
 JOURNAL_OLD_FILE = "journal.old"
+REPLICA_FILE = "replica"
+REPLICATION_FILE = "replication"
 ARCHIVE_DIR = "archive"
 CORRUPT_DIR = "corrupt"
 JOBS_PER_ARCHIVE_DIRECTORY = 10000
@@ -150,3 +152,26 @@ LUXI_MAX_RESPONSE_BYTES = 1024 * 1024 * 1024
 
 #: Deepest nesting of a query filter (qlang) that is accepted.
 QLANG_MAX_DEPTH = 64
+
+# TLS and node RPC
+#: Directory of the TLS files under the state directory, and the files in it.
+TLS_DIR = "tls"
+CA_CERT_FILE = "ca.crt"
+CA_KEY_FILE = "ca.key"
+NODE_CERT_FILE = "node.crt"
+NODE_KEY_FILE = "node.key"
+#: Default validity, in days, of the cluster CA and of node certificates.
+TLS_CA_DAYS = 3650
+TLS_NODE_DAYS = 825
+#: Node RPC: POST RPC_PATH_PREFIX + method, a JSON object body, a JSON answer.
+RPC_PATH_PREFIX = "/rpc/"
+RPC_KEY_SUCCESS = "success"
+RPC_KEY_RESULT = "result"
+#: Largest request body the server accepts (a larger one is answered with 413).
+RPC_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Largest answer the client reads.
+RPC_MAX_RESPONSE_BYTES = 1024 * 1024 * 1024
+#: Seconds a client waits for one call (connecting, sending, answer).
+RPC_TIMEOUT = 10.0
+#: Seconds the server keeps an idle kept-alive connection open.
+RPC_IDLE_TIMEOUT = 300.0

@@ -70,6 +70,10 @@ class ReplicationError(JobQueueError):
     """A change did not reach the number of copies the acknowledgement policy requires."""
 
 
+class ResyncNeeded(ReplicationError):
+    """A replica cannot apply an update in order (gap, other session, unknown job)."""
+
+
 class FencedError(JobQueueError):
     """An update came from an old epoch, or this node is not (any more) the master."""
 

@@ -46,8 +46,14 @@ class JobQueue:
                  max_jobs=constants.DEFAULT_MAX_JOBS, clock=time.time, registry=None,
                  replicator=None, pool_factory=None,
                  checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL,
-                 checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES):
+                 checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False):
+        """Open (or create) the queue in queue_dir, recover it and start its workers.
+
+        With replica=True the queue is a candidate's copy of the master's queue (see
+        jqueue.replica): no workers, no crash rules, and clients may not change it.
+        """
         self._clock = clock
+        self._replica = replica
         self._registry = registry or opcodes.REGISTRY
         self._replicator = replicator or replication.LocalReplicator()
         self._max_jobs = max_jobs
@@ -55,20 +61,26 @@ class JobQueue:
         self._dir.ensure_layout()
         self._dir.lock()
         try:
-            self.recovery = recovery.open_queue(self._dir, clock())
+            self.recovery = recovery.open_queue(self._dir, clock(), replica=replica)
         except BaseException:
             self._dir.unlock()
             raise
         logger.info("opened queue %s: %s", self._dir.path, self.recovery.summary())
         self._init_state()
+        replicate = None if replica else self._replicator.replicate_records
         self._journal = journal.Journal(self._dir.path, on_durable=self._on_durable,
-                                        replicate=self._replicator.replicate_records)
+                                        replicate=replicate)
+        if replica:
+            pool_factory = _NullPool
         self._pool = (pool_factory or workerpool.WorkerPool)(
             "jq-worker", workers, self._processor.run_step)
         with self._lock:
             for job in self._jobs.values():
                 if not job.is_finalized():
                     self._schedule_unlocked(job)
+        attach = getattr(self._replicator, "attach", None)
+        if attach is not None and not replica:
+            attach(self)
         self._checkpointer = None
         if checkpoint_interval:
             self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
@@ -84,6 +96,9 @@ class JobQueue:
         self._serial = self.recovery.max_id
         self._archiving = {}
         self._dirty = set()
+        self._deleted = set()  # replicas: live job files a resync removed
+        self._deleted_archived = set()  # replicas: archive files a resync removed
+        self._position = self.recovery.position
         self._old_journal_pending = False
         self._drained = self._dir.drain_flag()
         self._closing = self._closed = False
@@ -144,10 +159,17 @@ class JobQueue:
             self._check_accepting_unlocked(len(validated), drained_ok)
             results, batch = self._create_jobs_unlocked(validated)
         if batch is not None:
-            batch.wait()
+            self._wait(batch)
         return results
 
+    def _check_writable(self):
+        """Clients may not change a replica; the master replicates to it."""
+        if self._replica:
+            raise errors.NotMasterError("queue %s is a replica; changes come from the master"
+                                        % self._dir.path)
+
     def _check_accepting_unlocked(self, count, drained_ok):
+        self._check_writable()
         if self._closing:
             raise errors.JobQueueError("job queue %s is shutting down" % self._dir.path)
         if self._drained and not drained_ok:
@@ -187,6 +209,7 @@ class JobQueue:
         A queued or dependency-waiting job is canceled at once. A running job is marked
         canceling and its opcode stops at its next cancellation point.
         """
+        self._check_writable()
         job_id = storage.parse_job_id(job_id)
         with self._lock:
             job = self._visible_job_unlocked(job_id)
@@ -207,11 +230,12 @@ class JobQueue:
                 job.new_cancel_event().set()
                 message = "Job %s will be canceled at its next cancellation point" % job_id
             batch = self._record_state_unlocked(job)
-        batch.wait()
+        self._wait(batch)
         return (True, message)
 
     def change_job_priority(self, job_id, priority):
         """Change the priority of a job's unfinished opcodes; return (success, message)."""
+        self._check_writable()
         job_id = storage.parse_job_id(job_id)
         try:
             priority = ptypes.Priority.check(priority)
@@ -231,19 +255,20 @@ class JobQueue:
                     op.priority = priority
             self._pool.change_task_priority(job_id, job.calc_priority())
             batch = self._record_state_unlocked(job)
-        batch.wait()
+        self._wait(batch)
         return (True, "Priorities of pending opcodes for job %s have been changed to %s" % (
             job_id, priority))
 
     def archive_job(self, job_id):
         """Archive a finalized job; return False if it is not live or not finalized."""
+        self._check_writable()
         job_id = storage.parse_job_id(job_id)
         with self._lock:
             job = self._visible_job_unlocked(job_id)
             if job is None or not job.is_finalized():
                 return False
             batch = self._archive_unlocked(job)
-        batch.wait()
+        self._wait(batch)
         return True
 
     def auto_archive_jobs(self, age, timeout):
@@ -252,6 +277,7 @@ class JobQueue:
         Returns (archived, left_unchecked): how many jobs were archived and how many live
         jobs were not examined because the timeout ran out.
         """
+        self._check_writable()
         age = ptypes.NumberRange().check(age) if age != -1 else -1
         timeout = ptypes.NumberRange(0).check(timeout)
         start = now = self._clock()
@@ -270,7 +296,7 @@ class JobQueue:
                         batch = self._archive_unlocked(job)
                         archived += 1
         if batch is not None:
-            batch.wait()
+            self._wait(batch)
         return archived, len(ids) - checked
 
     def _archive_unlocked(self, job):
@@ -314,7 +340,7 @@ class JobQueue:
             job = self._load_archived(ids[index])
             rows[index] = info(job) if job is not None else None
         if barrier is not None:
-            barrier.wait()
+            self._wait(barrier)
         return rows
 
     def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
@@ -370,6 +396,10 @@ class JobQueue:
         barrier = self._journal.barrier()
         if barrier is not None:
             barrier.wait(timeout)
+
+    def _wait(self, batch):
+        """Wait for a batch to be acknowledged; ReplicationError if it is not in time."""
+        batch.wait(self._replicator.ack_timeout)
 
     def stats(self):
         """Counters for monitoring: jobs, waiters, journal, pool."""
@@ -492,15 +522,18 @@ class JobQueue:
                 rotation = None if self._old_journal_pending else self._journal.rotate()
                 self._old_journal_pending = True
                 dirty, self._dirty = self._dirty, set()
+                deleted = self._take_deleted_unlocked()
                 archiving = dict(self._archiving)
-                serial = self._serial
+                serial, position = self._serial, self._position
             try:
                 if rotation is not None:
                     rotation.wait()
-                self._materialize(dirty, archiving, serial)
+                self._materialize(dirty, archiving, serial, deleted, position)
             except BaseException:
                 with self._lock:
                     self._dirty |= dirty
+                    self._deleted |= deleted[0]
+                    self._deleted_archived |= deleted[1]
                 raise
             self._journal.remove_old()
             with self._lock:
@@ -508,7 +541,12 @@ class JobQueue:
                 for job_id in archiving:
                     self._archiving.pop(job_id, None)
 
-    def _materialize(self, dirty, archiving, serial):
+    def _take_deleted_unlocked(self):
+        deleted = (self._deleted, self._deleted_archived)
+        self._deleted, self._deleted_archived = set(), set()
+        return deleted
+
+    def _materialize(self, dirty, archiving, serial, deleted=(), position=None):
         ids = sorted(dirty - set(archiving))
         for offset in range(0, len(ids), _CHECKPOINT_CHUNK):
             with self._lock:
@@ -524,8 +562,22 @@ class JobQueue:
         for job_id, job in archiving.items():
             fresh = job_id in dirty or not self._dir.has_live_job(job_id)
             self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
+        if deleted:
+            self._remove_deleted(*deleted)
         self._dir.write_serial(serial, sync=False)
+        if position is not None:
+            self._dir.write_replica_position(position)
         self._dir.sync()
+
+    def _remove_deleted(self, live_ids, archived_ids):
+        """Replicas: remove the files of jobs a resync deleted (unless they came back)."""
+        with self._lock:
+            live_ids = [i for i in live_ids if i not in self._jobs and i not in self._archiving]
+            archived_ids = [i for i in archived_ids if i not in self._archiving]
+        for job_id in live_ids:
+            self._dir.remove_job(job_id)
+        for job_id in archived_ids:
+            self._dir.remove_job(job_id, archived=True)
 
     def shutdown(self, timeout=None):
         """Stop: refuse new work, let running opcodes finish (up to timeout), checkpoint.
@@ -542,9 +594,11 @@ class JobQueue:
         self._pool.terminate(timeout)
         with self._lock:
             self._closed = True
-        self._journal.close()
+        self._journal.close(ack_timeout=self._replicator.ack_timeout)
+        self._replicator.stop()
         with self._checkpoint_lock:
-            self._materialize(self._dirty, self._archiving, self._serial)
+            self._materialize(self._dirty, self._archiving, self._serial,
+                              self._take_deleted_unlocked(), self._position)
             journal.reset(self._dir.path)
         self._dir.unlock()
         logger.info("closed queue %s", self._dir.path)
@@ -554,6 +608,28 @@ class JobQueue:
 
     def __exit__(self, *exc):
         self.shutdown()
+
+
+class _NullPool:
+    """The pool of a replica: jobs never run there."""
+
+    def __init__(self, name, num_workers, task_fn):
+        pass
+
+    def add_task(self, args, priority=0, task_id=None):
+        pass
+
+    def has_waiting_task(self, task_id):
+        return False
+
+    def change_task_priority(self, task_id, priority):
+        return False
+
+    def terminate(self, timeout=None):
+        return True
+
+    def stats(self):
+        return {"workers": 0, "waiting": 0, "running": 0, "paused": False}
 
 
 def _old_enough(job, age, now):

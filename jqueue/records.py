@@ -7,6 +7,9 @@ Records (JSON objects):
     {"t": "st",   "id": N, "s": <QueuedJob.state_dict()>}   status/priority/timestamps
     {"t": "log",  "id": N, "e": [[op_index, entry], ...]}   new log entries
     {"t": "arch", "id": N}                            job archived
+    {"t": "del",  "id": N, "a": bool}                 job removed (replica resync only;
+                                                      "a": from the archive)
+    {"t": "pos",  "p": [epoch, session, seq]}         replication position (replicas)
 
 The first record of a job in each journal generation is a full one, so replaying a
 generation never depends on a job file rewritten during that generation. Every record
@@ -20,6 +23,8 @@ JOB = "job"
 STATE = "st"
 LOG = "log"
 ARCHIVE = "arch"
+DELETE = "del"
+POSITION = "pos"
 
 
 def job_bytes(job):
@@ -43,12 +48,22 @@ def archive_record(job_id):
     return serializer.dumps_bytes({"t": ARCHIVE, "id": job_id})
 
 
+def delete_record(job_id, archived):
+    return serializer.dumps_bytes({"t": DELETE, "id": job_id, "a": bool(archived)})
+
+
+def position_record(position):
+    return serializer.dumps_bytes({"t": POSITION, "p": list(position)})
+
+
 class Replay:
     """Applies records in order over jobs loaded lazily from their files.
 
     ``load(job_id)`` returns the QueuedJob of the live job file or None;
     ``in_archive(job_id)`` tells whether the job's archive file exists. After replay,
-    ``jobs`` holds every job a record touched and ``archived`` the ids archived.
+    ``jobs`` holds every job a record touched, ``archived`` the ids archived, ``deleted``
+    and ``deleted_archived`` the ids a resync removed, and ``position`` the last
+    replication position recorded (replicas only).
     """
 
     def __init__(self, load, in_archive):
@@ -56,6 +71,9 @@ class Replay:
         self._in_archive = in_archive
         self.jobs = {}
         self.archived = set()
+        self.deleted = set()
+        self.deleted_archived = set()
+        self.position = None
         self.problems = []
 
     def apply(self, payload):
@@ -67,6 +85,13 @@ class Replay:
                 job = QueuedJob.from_dict(record["job"])
                 self.jobs[job.id] = job
                 self.archived.discard(job.id)
+                self.deleted.discard(job.id)
+                return
+            if kind == POSITION:
+                self.position = list(record["p"])
+                return
+            if kind == DELETE:
+                self._delete(record["id"], record["a"])
                 return
             if kind == ARCHIVE and record["id"] not in self.jobs and self._in_archive(
                     record["id"]):
@@ -82,6 +107,14 @@ class Replay:
                 raise errors.JobFileCorrupted("unknown record type %r" % (kind,))
         except (errors.GenericError, KeyError, TypeError, IndexError, ValueError) as err:
             self.problems.append("record %s: %s" % (payload[:80], err))
+
+    def _delete(self, job_id, archived):
+        if archived:
+            self.deleted_archived.add(job_id)
+            self.archived.discard(job_id)
+        else:
+            self.deleted.add(job_id)
+        self.jobs.pop(job_id, None)
 
     def _job(self, job_id):
         job = self.jobs.get(job_id)

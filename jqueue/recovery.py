@@ -12,6 +12,10 @@ After opening, the job files hold every acknowledged change and the journal is e
 4. Changed jobs and archivals are written, the serial is raised to the highest id seen
    anywhere (live, archived, set aside, journal), one syncfs makes it durable, and the
    journal is reset.
+
+A replica (a candidate's copy of the master's queue) skips step 3: its jobs may still be
+running on the master. It restores its replication position instead (the ``replica``
+file, then the journal's position records).
 """
 
 import logging
@@ -34,6 +38,7 @@ class Recovered:
         self.set_aside = []         # (path, reason)
         self.restarted = 0          # jobs that go back to the queue
         self.failed = 0             # jobs ended by "Unclean master daemon shutdown"
+        self.position = None        # replicas: [epoch, session, seq] last applied
 
     def summary(self):
         """One line for the log."""
@@ -44,7 +49,7 @@ class Recovered:
                         not r.clean for r in self.journal_reports)))
 
 
-def open_queue(qdir, now):
+def open_queue(qdir, now, replica=False):
     """Recover the queue in qdir (locked by the caller); return Recovered."""
     state = Recovered()
     replay = records.Replay(lambda job_id: _load_quietly(qdir, job_id),
@@ -61,7 +66,12 @@ def open_queue(qdir, now):
         logger.warning("journal replay: %s", problem)
     dirty = set(replay.jobs)
     _load_live_jobs(qdir, state, replay)
-    dirty.update(_apply_crash_rules(state, now))
+    if replica:
+        state.position = replay.position or qdir.read_replica_position()
+    else:
+        # Changed outside the master's stream from now on: as a replica again, it resyncs.
+        qdir.remove_replica_position()
+        dirty.update(_apply_crash_rules(state, now))
     live_ids = list(state.jobs)
     state.max_id = max([qdir.read_serial()] + live_ids + list(replay.jobs) +
                        qdir.archived_job_ids() + qdir.corrupt_job_ids())
@@ -88,7 +98,8 @@ def load_job(qdir, job_id, archived=False):
 def _load_live_jobs(qdir, state, replay):
     ids = set(qdir.live_job_ids()) | set(replay.jobs)
     for job_id in sorted(ids):
-        if job_id in replay.archived:
+        if job_id in replay.archived or (job_id in replay.deleted
+                                         and job_id not in replay.jobs):
             continue
         job = replay.jobs.get(job_id)
         if job is None:
@@ -140,10 +151,25 @@ def _materialize(qdir, state, replay, dirty):
         elif os.path.exists(qdir.job_path(job_id)):
             os.unlink(qdir.job_path(job_id))
             wrote = True
+    for job_id in replay.deleted - set(replay.jobs):
+        wrote = _unlink(qdir.job_path(job_id)) or wrote
+    for job_id in replay.deleted_archived - set(replay.jobs):
+        wrote = _unlink(qdir.archive_path(job_id)) or wrote
     if state.max_id > qdir.read_serial():
         qdir.write_serial(state.max_id)
+    if state.position is not None and replay.position is not None:
+        qdir.write_replica_position(state.position)
+        wrote = True
     if wrote:
         qdir.sync()
     if (wrote or os.path.exists(qdir.file_path(constants.JOURNAL_OLD_FILE))
             or any(r.records or not r.clean for r in state.journal_reports)):
         journal.reset(qdir.path)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

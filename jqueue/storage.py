@@ -128,6 +128,26 @@ class QueueDir:
         """Write the serial file (durable at once, or at the next sync() if not sync)."""
         self.write_small_file(constants.SERIAL_FILE, "%d\n" % serial, sync)
 
+    def read_replica_position(self):
+        """A replica's last recorded replication position [epoch, session, seq], or None."""
+        try:
+            data = serializer.loads(fsutil.read_file(self.file_path(constants.REPLICA_FILE)))
+            return [int(v) for v in data["position"]]
+        except FileNotFoundError:
+            return None
+        except (errors.ParseError, KeyError, TypeError, ValueError):
+            logger.warning("queue %s: replica position file unreadable", self.path)
+            return None
+
+    def write_replica_position(self, position, sync=False):
+        """Record a replica's replication position (durable at the next sync() unless sync)."""
+        fsutil.write_file(self.file_path(constants.REPLICA_FILE),
+                          serializer.dumps_bytes({"position": list(position)}), sync=sync)
+
+    def remove_replica_position(self):
+        """Forget a replica position (the queue is now its own master); durable at once."""
+        fsutil.remove_file(self.file_path(constants.REPLICA_FILE))
+
     def drain_flag(self):
         return os.path.exists(self.file_path(constants.DRAIN_FILE))
 
@@ -180,6 +200,9 @@ class QueueDir:
     def has_live_job(self, job_id):
         return os.path.exists(self.job_path(job_id))
 
+    def has_archived_job(self, job_id):
+        return os.path.exists(self.archive_path(job_id))
+
     def read_job(self, job_id, archived=False):
         """Parse a job file into a dict; raise JobFileCorrupted or FileNotFoundError."""
         path = self.archive_path(job_id) if archived else self.job_path(job_id)
@@ -210,6 +233,13 @@ class QueueDir:
         if self._replicator is not None:
             self._replicator.rename_files([[os.path.relpath(self.job_path(job_id), self.path),
                                             os.path.relpath(target, self.path)]])
+
+    def remove_job(self, job_id, archived=False):
+        """Remove a live or archived job file if present (durable at the next sync())."""
+        try:
+            os.unlink(self.archive_path(job_id) if archived else self.job_path(job_id))
+        except FileNotFoundError:
+            pass
 
     def set_aside(self, job_id, reason):
         """Move an unparseable live job file to corrupt/ durably; return the new path."""

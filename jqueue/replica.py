@@ -1,0 +1,258 @@
+"""A candidate's replica of the master's queue, fed by replication.
+
+The replica is a queue directory like the master's, kept by a JobQueue in replica mode:
+no workers, no crash rules, and no client may change it. The master streams its group
+commits as batches of journal records, numbered by position ``[epoch, session, seq]``:
+the epoch is the master's term (raised by each failover), the session counts the
+master's (re)starts within an epoch, and seq numbers its batches within a session.
+
+The replica applies a batch only if it continues exactly where the replica stands
+(same epoch and session, next seq). A replay of batches it already has is acknowledged
+and changes nothing; anything else (a gap, another session, a record for a job it does
+not know) raises ResyncNeeded, and the master then brings the replica to an identical
+copy by comparing content digests (``digests``/``resync_apply``). A batch from an older
+epoch than the replica knows is refused with FencedError: a deposed master can no longer
+change anything here. Records are applied through the queue's own record path, so the
+replica's journal keeps the queue's rules (a full record first in each generation) and a
+takeover simply opens the directory as a normal queue.
+"""
+
+import hashlib
+import threading
+
+from jqueue import errors, records, serializer
+from jqueue.job import QueuedJob
+from jqueue.queue import JobQueue
+
+NO_POSITION = [0, 0, 0]
+_DIGEST_CHUNK = 500
+
+
+def job_digest(job):
+    """Content digest of a job as the queue serializes it (equal state, equal digest)."""
+    return hashlib.sha256(records.job_bytes(job)).hexdigest()[:32]
+
+
+class Replica:
+    """Applies replicated batches to a replica queue, in order, with fencing."""
+
+    def __init__(self, queue_dir, known_epoch=0, **queue_args):
+        self.queue = JobQueue(queue_dir, replica=True, **queue_args)
+        self._lock = threading.Lock()
+        self.known_epoch = known_epoch
+
+    @property
+    def position(self):
+        """[epoch, session, seq] of the last batch applied (zeros if none)."""
+        return list(self.queue._position or NO_POSITION)
+
+    def close(self):
+        self.queue.shutdown()
+
+    # Streaming
+
+    def apply_batch(self, epoch, session, seq_from, seq_to, payloads):
+        """Apply batch seq_from..seq_to of (epoch, session); return the new position."""
+        with self._lock:
+            self._check_epoch(epoch)
+            position = self.position
+            if [epoch, session] != position[:2]:
+                raise errors.ResyncNeeded("replica follows %s, batch is from %s: resync needed"
+                                          % (position[:2], [epoch, session]))
+            if seq_to <= position[2]:
+                return position
+            if seq_from != position[2] + 1:
+                raise errors.ResyncNeeded("replica has batches up to %d, got %d..%d" % (
+                    position[2], seq_from, seq_to))
+            new_position = [epoch, session, seq_to]
+            batch = _apply(self.queue, payloads, new_position)
+        batch.wait()
+        return new_position
+
+    def _check_epoch(self, epoch):
+        if epoch < self.known_epoch:
+            raise errors.FencedError("update from epoch %d refused: this node knows epoch %d"
+                                     % (epoch, self.known_epoch))
+        self.known_epoch = epoch
+
+    # Resynchronization
+
+    def digests(self):
+        """What the master compares: digests of live jobs, archived ids, serial, drain."""
+        queue = self.queue
+        live = {}
+        with queue._lock:
+            ids = list(queue._jobs)
+            archiving = list(queue._archiving)
+        for offset in range(0, len(ids), _DIGEST_CHUNK):
+            with queue._lock:
+                for job_id in ids[offset:offset + _DIGEST_CHUNK]:
+                    job = queue._jobs.get(job_id)
+                    if job is not None:
+                        live[str(job_id)] = job_digest(job)
+        archived = set(queue._dir.archived_job_ids()) | set(archiving)
+        return {"live": live, "archived": sorted(archived), "serial": queue._serial,
+                "drain": queue.drain_flag, "position": self.position}
+
+    def resync_apply(self, epoch, payloads, deletes, serial=None, drain=None, position=None):
+        """Apply part of a resync: records, deletions, and at the end serial, drain, position.
+
+        Durable before it returns. Once ``position`` is given the replica follows that
+        stream position.
+        """
+        with self._lock:
+            self._check_epoch(epoch)
+            queue = self.queue
+            with queue._lock:
+                for job_id, archived in deletes:
+                    _delete_unlocked(queue, job_id, archived)
+                if serial is not None:
+                    queue._serial = max(queue._serial, serial)
+            batch = _apply(queue, payloads, position)
+            if drain is not None and drain != queue.drain_flag:
+                queue.set_drain_flag(drain)
+        if batch is not None:
+            batch.wait()
+        return self.position
+
+
+def _apply(queue, payloads, position):
+    """Apply records to a replica queue and journal them; return the last batch (or None)."""
+    batch = None
+    with queue._lock:
+        for payload in payloads:
+            batch = _apply_one_unlocked(queue, payload)
+        if position is not None:
+            queue._position = list(position)
+            batch = queue._journal.append(records.position_record(position))
+    return batch
+
+
+def _apply_one_unlocked(queue, payload):
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    try:
+        record = serializer.loads(payload)
+        kind, job_id = record["t"], record.get("id")
+        if kind == records.JOB:
+            return _put_job_unlocked(queue, QueuedJob.from_dict(record["job"]), payload)
+        if kind == records.ARCHIVE:
+            return _archive_unlocked(queue, job_id)
+        if kind == records.DELETE:
+            return _delete_unlocked(queue, job_id, record["a"])
+        job = queue._jobs.get(job_id)
+        if job is None:
+            raise errors.ResyncNeeded("record for job %s, unknown to this replica" % job_id)
+        if kind == records.STATE:
+            job.apply_state(record["s"])
+        elif kind == records.LOG:
+            job.add_log_entries(record["e"])
+        else:
+            raise errors.ResyncNeeded("unknown record type %r" % (kind,))
+    except (KeyError, TypeError, IndexError, errors.ParseError, errors.JobFileCorrupted) as err:
+        raise errors.ResyncNeeded("malformed record: %s" % err) from None
+    return _journal_change_unlocked(queue, job, payload)
+
+
+def _journal_change_unlocked(queue, job, payload):
+    """Journal a change: the master's record as is, or a full one if first this generation."""
+    if job.generation != queue._journal.generation:
+        return queue._record_state_unlocked(job)
+    queue._dirty.add(job.id)
+    return queue._journal.append(payload)
+
+
+def _put_job_unlocked(queue, job, payload):
+    queue._jobs.pop(job.id, None)
+    queue._archiving.pop(job.id, None)
+    queue._deleted.discard(job.id)
+    queue._jobs[job.id] = job
+    queue._serial = max(queue._serial, job.id)
+    job.generation = queue._journal.generation
+    queue._dirty.add(job.id)
+    return queue._journal.append(payload)
+
+
+def _archive_unlocked(queue, job_id):
+    job = queue._jobs.get(job_id)
+    if job is not None:
+        return queue._archive_unlocked(job)
+    if job_id in queue._archiving or queue._dir.has_archived_job(job_id):
+        return None
+    raise errors.ResyncNeeded("archival of job %s, unknown to this replica" % job_id)
+
+
+def _delete_unlocked(queue, job_id, archived):
+    queue._jobs.pop(job_id, None)
+    queue._archiving.pop(job_id, None)
+    (queue._deleted_archived if archived else queue._deleted).add(job_id)
+    return queue._journal.append(records.delete_record(job_id, archived))
+
+
+class ReplicaRpc:
+    """The replication calls of jq-noded over a Replica; bodies and results are JSON.
+
+    ``replica()`` returns the node's Replica, or None while the node owns its queue (then
+    every update is refused). ``state`` is the node's view of the cluster: ``epoch`` and
+    ``master`` (who may send updates in that epoch) and ``observe(epoch, master)``, called
+    when a caller proves a newer epoch. Fencing: an update from an older epoch, or from a
+    node that is not the master of the current epoch, is refused with FencedError.
+    """
+
+    def __init__(self, replica, state):
+        self._replica = replica
+        self._state = state
+
+    def _target(self, peer, body):
+        replica = self._replica()
+        if replica is None:
+            raise errors.NotMasterError("this node owns its queue; it takes no replication")
+        epoch = _int(body, "epoch")
+        state = self._state
+        if epoch < state.epoch:
+            raise errors.FencedError("update from epoch %d refused: this node knows epoch %d "
+                                     "(master %s)" % (epoch, state.epoch, state.master))
+        if epoch == state.epoch and state.master not in (None, peer):
+            raise errors.FencedError("node %s is not the master of epoch %d (%s is)" % (
+                peer, epoch, state.master))
+        if epoch > state.epoch:
+            state.observe(epoch, peer)
+        replica.known_epoch = max(replica.known_epoch, epoch)
+        return replica, epoch
+
+    def replicate(self, peer, body):
+        replica, epoch = self._target(peer, body)
+        position = replica.apply_batch(epoch, _int(body, "session"), _int(body, "seq_from"),
+                                       _int(body, "seq_to"), _strings(body, "records"))
+        return {"position": position}
+
+    def resync_digests(self, peer, body):
+        self._target(peer, body)
+        return self._replica().digests()
+
+    def resync_apply(self, peer, body):
+        replica, epoch = self._target(peer, body)
+        deletes = [(int(job_id), bool(archived)) for job_id, archived in body.get("deletes", [])]
+        position = body.get("position")
+        return {"position": replica.resync_apply(
+            epoch, _strings(body, "records"), deletes, body.get("serial"), body.get("drain"),
+            [int(v) for v in position] if position is not None else None)}
+
+    def jobqueue_set_drain_flag(self, peer, body):
+        replica, epoch = self._target(peer, body)
+        return {"position": replica.resync_apply(epoch, [], [], drain=bool(body["flag"]))}
+
+
+def _int(body, key):
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise errors.ParameterError("'%s' must be a non-negative integer" % key)
+    return value
+
+
+def _strings(body, key):
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.ParameterError("'%s' must be a list of strings" % key)
+    return value
+
