@@ -1,19 +1,49 @@
-"""Replication of the queue to peer nodes: the interface and the local-only replicator.
+"""Replication of the queue to peer nodes: the local-only and the cluster replicators.
 
 The queue hands every durable change to one replicator object: the journal records of
-each group commit (``replicate_records``) and the files written outside the journal
-(serial, version, drain flag, archive renames). The local-only replicator sends nothing;
-the cluster replicator (peer fan-out over TLS RPC) implements the same methods.
+each group commit (``replicate_records``) and the files written outside the journal.
+
+The cluster replicator numbers each group commit (position [epoch, session, seq], see
+jqueue.replica) and sends it to every master candidate in parallel: one sender thread per
+candidate over a kept-alive connection, each sending everything that queued up while its
+previous call was in flight as one call, so replication batches like the local disk does.
+A group commit is acknowledged once ``min_acks`` candidates confirmed it is on their disk
+(default: a majority of master + candidates, i.e. floor((1 + n) / 2) candidates); until
+then the callers waiting on it get a ReplicationError after ``ack_timeout`` saying how many
+copies exist. The change is kept: it completes, and its job becomes visible and runs, once
+enough candidates catch up; a failover before that may lose it (it was never
+acknowledged). With min_acks 0 (best effort, the ancestor's behaviour) nothing waits and
+the status says "degraded".
+
+A candidate that is new, was down, fell too far behind or lost the thread of the stream is
+resynchronized: the master compares content digests of its live jobs and archive with the
+candidate's, sends what differs as full records and the deletions, then the serial, drain
+flag and the stream position, and only then does the candidate count for acknowledgements
+again. A candidate that knows a newer epoch answers FencedError: this master was deposed,
+every pending and future change fails, and ``on_fenced`` tells the daemon to step down.
 """
+
+import collections
+import hashlib
+import logging
+import threading
+
+from jqueue import errors, records, serializer
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 500
 
 
 class LocalReplicator:
     """A single-node queue: every change is acknowledged once it is on the local disk."""
 
     mode = "local"
+    ack_timeout = None
 
     def replicate_records(self, payloads):
-        """Ship one group commit's records; return once the policy is met (here: at once)."""
+        """Ship one group commit's records; None: nothing to wait for."""
+        return None
 
     def update_file(self, name, text):
         """A queue file (by name relative to the queue directory) now holds text."""
@@ -29,4 +59,439 @@ class LocalReplicator:
 
     def status(self):
         """What an operator sees: mode and peers."""
-        return {"mode": self.mode, "peers": []}
+        return {"mode": self.mode, "min_acks": 0, "peers": []}
+
+    def stop(self):
+        """Stop replicating."""
+
+
+def default_min_acks(candidates):
+    """Candidate copies for a majority of master + candidates."""
+    return (1 + candidates) // 2
+
+
+class Ticket:
+    """One group commit waiting for candidate acknowledgements."""
+
+    def __init__(self, replicator, seq, needed):
+        self.seq = seq
+        self.needed = needed
+        self.acks = set()
+        self.error = None
+        self._replicator = replicator
+        self._event = threading.Event()
+        if needed == 0:
+            self._event.set()
+
+    def ack(self, name):
+        self.acks.add(name)
+        if len(self.acks) >= self.needed:
+            self._event.set()
+
+    @property
+    def done(self):
+        return self._event.is_set()
+
+    def wait(self):
+        """Block until acknowledged (or failed); return the error or None."""
+        self._event.wait()
+        return self.error
+
+    def fail(self, error):
+        if not self._event.is_set():
+            self.error = error
+            self._event.set()
+
+    def timeout_error(self):
+        return errors.ReplicationError(
+            "change not acknowledged within %ss: it is on the master's disk and on %d of %d "
+            "candidates (%d required%s); it stays queued and completes when enough "
+            "candidates catch up, but a failover before that may lose it" % (
+                self._replicator.ack_timeout, len(self.acks), self._replicator.candidates,
+                self.needed, self._replicator.describe_peers()))
+
+
+class ClusterReplicator:
+    """Replicates to master candidates (RPC clients with ``call(method, body)``)."""
+
+    mode = "cluster"
+
+    def __init__(self, master, epoch, session, peers, min_acks=None, ack_timeout=10.0,
+                 max_call_bytes=4 << 20, max_backlog_bytes=256 << 20, retry_interval=1.0,
+                 on_fenced=None):
+        self.master, self.epoch, self.session = master, epoch, session
+        self.candidates = len(peers)
+        self.min_acks = default_min_acks(len(peers)) if min_acks is None else min_acks
+        if not 0 <= self.min_acks <= len(peers):
+            raise errors.ConfigurationError("min_acks %s impossible with %d candidates" % (
+                self.min_acks, len(peers)))
+        self.ack_timeout = ack_timeout
+        self.max_call_bytes = max_call_bytes
+        self.max_backlog_bytes = max_backlog_bytes
+        self.retry_interval = retry_interval
+        self._on_fenced = on_fenced
+        self._cond = threading.Condition(threading.Lock())
+        self._seq = 0
+        self._pending = collections.deque()
+        self._fenced = None
+        self._stopped = False
+        self._queue = None
+        self._senders = {name: _Sender(self, name, client) for name, client in peers.items()}
+
+    # Wiring
+
+    def attach(self, queue):
+        """Start replicating the given JobQueue (its resync source)."""
+        self._queue = queue
+        for sender in self._senders.values():
+            sender.start()
+
+    def stop(self):
+        """Stop the senders; pending changes fail (they stay on the master's disk)."""
+        with self._cond:
+            self._stopped = True
+            self._fail_pending_unlocked(errors.ReplicationError("replication stopped"))
+            self._cond.notify_all()
+        for sender in self._senders.values():
+            sender.join()
+
+    def base_body(self):
+        return {"epoch": self.epoch, "master": self.master, "session": self.session}
+
+    # The journal's hook
+
+    def replicate_records(self, payloads):
+        """Queue one group commit for every candidate; return its Ticket."""
+        nbytes = sum(len(p) for p in payloads)
+        texts = [p.decode("utf-8") for p in payloads]
+        with self._cond:
+            self._seq += 1
+            ticket = Ticket(self, self._seq, self.min_acks)
+            if self._fenced is not None or self._stopped:
+                ticket.fail(self._fenced or errors.ReplicationError("replication stopped"))
+                return ticket
+            if not ticket.done:
+                self._pending.append(ticket)
+            for sender in self._senders.values():
+                sender.enqueue_unlocked(self._seq, texts, nbytes)
+            self._cond.notify_all()
+        return ticket
+
+    def _acked_unlocked(self, name, seq):
+        """Candidate name holds every batch up to seq: count its acknowledgements."""
+        for ticket in self._pending:
+            if ticket.seq > seq:
+                break
+            ticket.ack(name)
+        while self._pending and self._pending[0].done:
+            self._pending.popleft()
+
+    def _fail_pending_unlocked(self, error):
+        while self._pending:
+            self._pending.popleft().fail(error)
+
+    def fenced(self, name, error):
+        """A candidate knows a newer epoch: this master is deposed."""
+        with self._cond:
+            if self._fenced is not None:
+                return
+            self._fenced = errors.FencedError("this node is no longer the master: %s (%s)" % (
+                errors.error_message(error), name))
+            self._fail_pending_unlocked(self._fenced)
+            self._cond.notify_all()
+        logger.error("fenced by %s: %s", name, errors.error_message(error))
+        if self._on_fenced is not None:
+            self._on_fenced(self._fenced)
+
+    # Files outside the journal
+
+    def update_file(self, name, text):
+        """The serial travels with resyncs and job records; nothing else needs sending."""
+
+    def rename_files(self, pairs):
+        """Archival travels as journal records."""
+
+    def purge(self):
+        """Not used by this queue."""
+
+    def set_drain_flag(self, flag):
+        """Set the flag on the candidates; raise ReplicationError below min_acks copies."""
+        body = dict(self.base_body(), flag=bool(flag))
+        results = _call_all({n: s.client for n, s in self._senders.items()},
+                            "jobqueue_set_drain_flag", body)
+        done = [n for n, r in results.items() if not isinstance(r, Exception)]
+        if len(done) < self.min_acks:
+            raise errors.ReplicationError("drain flag set on the master and %d of %d candidates "
+                                          "(%d required)" % (len(done), self.candidates,
+                                                             self.min_acks))
+
+    # Operators
+
+    def describe_peers(self):
+        parts = ["%s %s" % (s.name, s.describe()) for s in self._senders.values()]
+        return ": " + ", ".join(parts) if parts else ""
+
+    def status(self):
+        """Mode, policy and every candidate's state."""
+        with self._cond:
+            peers = [s.status_unlocked() for s in self._senders.values()]
+            return {"mode": "best-effort (degraded)" if self.min_acks == 0 else self.mode,
+                    "min_acks": self.min_acks, "epoch": self.epoch, "session": self.session,
+                    "seq": self._seq, "pending": len(self._pending),
+                    "fenced": errors.error_message(self._fenced) if self._fenced else None,
+                    "peers": peers}
+
+    def verify(self):
+        """Compare every candidate's queue with the master's by content digests."""
+        report = {}
+        for name, sender in self._senders.items():
+            try:
+                remote = sender.client.call("resync_digests", self.base_body())
+            except errors.GenericError as err:
+                report[name] = {"error": errors.error_message(err)}
+                continue
+            diff = compare(self._queue, remote)
+            report[name] = {key: sorted(value) for key, value in diff.items()}
+            report[name]["position"] = remote.get("position")
+        return report
+
+
+class _Sender:
+    """One candidate: its backlog of batches, its thread, its sync state."""
+
+    def __init__(self, replicator, name, client):
+        self.rep, self.name, self.client = replicator, name, client
+        self.needs_resync = True
+        self.resyncing = False
+        self.overflow = False
+        self.backlog = collections.deque()
+        self.backlog_bytes = 0
+        self.acked = 0
+        self.last_error = None
+        self.reachable = None
+        self._thread = threading.Thread(target=self._run, name="replicate-%s" % name,
+                                        daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def join(self):
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def in_sync(self):
+        return not self.needs_resync and not self.resyncing
+
+    def describe(self):
+        if self.in_sync:
+            return "in sync"
+        reason = self.last_error or "resyncing"
+        return "not in sync (%s)" % reason
+
+    def status_unlocked(self):
+        return {"name": self.name, "in_sync": self.in_sync, "reachable": self.reachable,
+                "acked_seq": self.acked, "backlog": len(self.backlog),
+                "last_error": self.last_error}
+
+    def enqueue_unlocked(self, seq, texts, nbytes):
+        if self.needs_resync and not self.resyncing:
+            return  # the coming resync's snapshot covers it
+        self.backlog.append((seq, texts, nbytes))
+        self.backlog_bytes += nbytes
+        if self.backlog_bytes > self.rep.max_backlog_bytes:
+            logger.warning("candidate %s is %d bytes behind; it will be resynced", self.name,
+                           self.backlog_bytes)
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            self.overflow = self.resyncing
+            self.needs_resync = True
+
+    # Thread
+
+    def _run(self):
+        while not self.rep._stopped and self.rep._fenced is None:
+            try:
+                if self.needs_resync:
+                    self._resync()
+                else:
+                    self._send_next()
+            except errors.FencedError as err:
+                self.rep.fenced(self.name, err)
+                return
+            except errors.ResyncNeeded as err:
+                logger.info("candidate %s needs a resync: %s", self.name, err)
+                with self.rep._cond:
+                    self.needs_resync = True
+            except errors.GenericError as err:
+                self._failed(err)
+
+    def _failed(self, err):
+        message = errors.error_message(err)
+        if message != self.last_error:
+            logger.warning("replication to %s failed: %s", self.name, message)
+        self.last_error = message
+        self.reachable = not isinstance(err, errors.RemoteError)
+        with self.rep._cond:
+            self.rep._cond.wait_for(lambda: self.rep._stopped, self.rep.retry_interval)
+
+    def _take(self):
+        """Wait for queued batches; return (seq_from, seq_to, texts, count) to send."""
+        with self.rep._cond:
+            self.rep._cond.wait_for(lambda: self.backlog or self.needs_resync
+                                    or self.rep._stopped or self.rep._fenced is not None)
+            if not self.backlog or self.needs_resync:
+                return None
+            texts, size, count = [], 0, 0
+            for _seq, batch_texts, nbytes in self.backlog:
+                if count and size + nbytes > self.rep.max_call_bytes:
+                    break
+                texts.extend(batch_texts)
+                size += nbytes
+                count += 1
+            return self.backlog[0][0], self.backlog[count - 1][0], texts, count
+
+    def _send_next(self):
+        batch = self._take()
+        if batch is None:
+            return
+        seq_from, seq_to, texts, count = batch
+        body = dict(self.rep.base_body(), seq_from=seq_from, seq_to=seq_to, records=texts)
+        self.client.call("replicate", body)
+        self._ok()
+        with self.rep._cond:
+            for _ in range(count):
+                if self.backlog and self.backlog[0][0] <= seq_to:
+                    self.backlog_bytes -= self.backlog.popleft()[2]
+            self.acked = max(self.acked, seq_to)
+            self.rep._acked_unlocked(self.name, seq_to)
+
+    def _ok(self):
+        if self.last_error is not None:
+            logger.info("replication to %s works again", self.name)
+        self.last_error = None
+        self.reachable = True
+
+    def _resync(self):
+        with self.rep._cond:
+            self.resyncing, self.overflow = True, False
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            point = self.rep._seq
+        try:
+            self._push_differences(point)
+        finally:
+            with self.rep._cond:
+                self.resyncing = False
+        with self.rep._cond:
+            if self.overflow:
+                return
+            self.needs_resync = False
+            self.acked = point
+            self.rep._acked_unlocked(self.name, point)
+        logger.info("candidate %s is in sync (position %s)", self.name,
+                    [self.rep.epoch, self.rep.session, point])
+
+    def _push_differences(self, point):
+        base = self.rep.base_body()
+        remote = self.client.call("resync_digests", base)
+        self._ok()
+        queue = self.rep._queue
+        for payloads, deletes in resync_plan(queue, remote):
+            self.client.call("resync_apply", dict(base, records=payloads, deletes=deletes))
+        self.client.call("resync_apply", dict(
+            base, records=[], deletes=[], serial=queue._serial, drain=queue.drain_flag,
+            position=[self.rep.epoch, self.rep.session, point]))
+
+
+def _digest(data):
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _master_view(queue):
+    """(live ids, archived ids) of the master queue."""
+    with queue._lock:
+        live = list(queue._jobs)
+        archiving = set(queue._archiving)
+    return live, set(queue._dir.archived_job_ids()) | archiving
+
+
+def compare(queue, remote):
+    """Differences between the master queue and a replica's digests (job id sets)."""
+    remote_live = {int(k): v for k, v in remote.get("live", {}).items()}
+    remote_archived = set(remote.get("archived", []))
+    live, archived = _master_view(queue)
+    differ, missing = set(), set()
+    for offset in range(0, len(live), _CHUNK):
+        with queue._lock:
+            for job_id in live[offset:offset + _CHUNK]:
+                job = queue._jobs.get(job_id)
+                if job is None:
+                    continue
+                digest = remote_live.get(job_id)
+                if digest is None:
+                    missing.add(job_id)
+                elif digest != _digest(records.job_bytes(job)):
+                    differ.add(job_id)
+    live_set = set(live)
+    return {"missing": missing, "differ": differ,
+            "extra": set(remote_live) - live_set - archived,
+            "archive_missing": archived - remote_archived,
+            "archive_extra": remote_archived - archived - live_set}
+
+
+def resync_plan(queue, remote):
+    """Yield (records, deletes) chunks that make a replica equal to the master queue."""
+    diff = compare(queue, remote)
+    chunk = []
+    for job_id in sorted(diff["missing"] | diff["differ"]):
+        chunk.extend(_job_records(queue, job_id))
+        if len(chunk) >= _CHUNK:
+            yield chunk, []
+            chunk = []
+    for job_id in sorted(diff["archive_missing"]):
+        chunk.extend(_job_records(queue, job_id))
+        if len(chunk) >= _CHUNK:
+            yield chunk, []
+            chunk = []
+    deletes = [[job_id, False] for job_id in sorted(diff["extra"])]
+    deletes += [[job_id, True] for job_id in sorted(diff["archive_extra"])]
+    if chunk or deletes:
+        yield chunk, deletes
+
+
+def _job_records(queue, job_id):
+    """Full records for one job as the master has it now (live or archived)."""
+    with queue._lock:
+        job = queue._jobs.get(job_id) or queue._archiving.get(job_id)
+        data = job.to_dict() if job is not None else None
+        archived = job is not None and job.archived
+    if data is None:
+        try:
+            data = queue._dir.read_job(job_id, archived=True)
+        except (FileNotFoundError, errors.JobFileCorrupted):
+            return []
+        archived = True
+    texts = [serializer.dumps({"t": records.JOB, "job": data})]
+    if archived:
+        texts.append(records.archive_record(job_id).decode("utf-8"))
+    return texts
+
+
+def _call_all(clients, method, body):
+    """Call method on every client in parallel; map name to result or exception."""
+    results = {}
+
+    def call(name, client):
+        try:
+            results[name] = client.call(method, body)
+        except errors.GenericError as err:
+            results[name] = err
+
+    threads = [threading.Thread(target=call, args=item) for item in clients.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+

@@ -1,0 +1,223 @@
+"""Tests of jqueue.replication and jqueue.replica with in-process candidates."""
+
+import os
+import time
+
+import pytest
+from conftest import delay, jqop, run_jobs
+from fakes import SyncPool
+from fakes_cluster import Cluster
+
+from jqueue import errors
+from jqueue.queue import JobQueue
+from jqueue.replica import job_digest
+
+FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault("pool_factory", SyncPool)
+        made.append(Cluster(tmp_path / ("cluster%d" % len(made)), **kwargs))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in %ss" % timeout
+        time.sleep(0.01)
+
+
+def _in_sync(cl):
+    report = cl.replicator.verify()
+    return all(not any(v for k, v in r.items() if k != "position") for r in report.values())
+
+
+def _replica_jobs(replica):
+    return {job_id: job_digest(job) for job_id, job in replica.queue._jobs.items()}
+
+
+def _master_jobs(queue):
+    return {job_id: job_digest(job) for job_id, job in queue._jobs.items()}
+
+
+def test_acknowledged_jobs_are_on_the_candidates(cluster):
+    """Every acknowledged change is already on min_acks candidates when the call returns."""
+    cl = cluster(candidates=2, min_acks=2)
+    ids = [cl.queue.submit_job([jqop(log_messages=["a", "b"])]) for _ in range(5)]
+    for name in cl.names:
+        assert set(ids) <= set(cl.replicas[name].queue._jobs)
+    run_jobs(cl.queue)
+    for name in cl.names:
+        assert _replica_jobs(cl.replicas[name]) == _master_jobs(cl.queue)
+    assert _in_sync(cl)
+
+
+def test_default_policy_is_a_majority(cluster):
+    """With 2 candidates one copy besides the master is enough; with 4, two."""
+    assert cluster(candidates=2).replicator.min_acks == 1
+    assert cluster(candidates=4).replicator.min_acks == 2
+
+
+def test_one_candidate_down_is_tolerated(cluster):
+    """With the majority policy, a submit is acknowledged while one of two candidates is down."""
+    cl = cluster(candidates=2)
+    cl.stop_replica("c2")
+    job_id = cl.queue.submit_job([delay()])
+    assert job_id in cl.replicas["c1"].queue._jobs
+
+
+def test_no_acknowledgement_without_enough_copies(cluster):
+    """With every candidate down, submits fail saying how many copies exist; nothing runs."""
+    cl = cluster(candidates=2, ack_timeout=0.3)
+    cl.stop_replica("c1")
+    cl.stop_replica("c2")
+    with pytest.raises(errors.ReplicationError, match="0 of 2 candidates .1 required"):
+        cl.queue.submit_job([delay()])
+    with pytest.raises(errors.ReplicationError, match="not acknowledged"):
+        cl.queue.query_jobs([], ["id"])
+    assert cl.queue._pool.stats()["waiting"] == 0
+    cl.start_replica("c1")
+    _wait_for(lambda: cl.queue._jobs and cl.queue._jobs[1].visible)
+    run_jobs(cl.queue)
+    assert cl.queue.query_jobs([1], ["status"]) == [["success"]]
+
+
+def test_candidate_that_was_down_resyncs_to_identical_state(cluster):
+    """A candidate missing changes is resynced to the master's exact state."""
+    cl = cluster(candidates=2)
+    first = [cl.queue.submit_job([jqop(log_messages=["x"])]) for _ in range(3)]
+    run_jobs(cl.queue)
+    cl.stop_replica("c2")
+    cl.queue.archive_job(first[0])
+    later = [cl.queue.submit_job([delay()]) for _ in range(4)]
+    run_jobs(cl.queue)
+    cl.queue.cancel_job(cl.queue.submit_job([delay()]))
+    cl.start_replica("c2")
+    cl.queue.submit_job([delay()])
+    _wait_for(lambda: _replica_jobs(cl.replicas["c2"]) == _master_jobs(cl.queue))
+    assert first[0] in cl.replicas["c2"].queue._archiving
+    assert set(later) <= set(cl.replicas["c2"].queue._jobs)
+    _wait_for(lambda: _in_sync(cl))
+
+
+def test_resync_removes_what_the_master_does_not_have(cluster, tmp_path):
+    """Jobs a candidate has but the master does not (never acknowledged) are removed."""
+    cl = cluster(candidates=1)
+    cl.queue.submit_job([delay()])
+    cl.stop_replica("c1")
+    stray = JobQueue(os.path.join(cl.root, "c1"), pool_factory=SyncPool,
+                     checkpoint_interval=None)
+    stray.submit_job([delay()])
+    stray.submit_job([delay()])
+    stray.shutdown()
+    cl.start_replica("c1")
+    cl.queue.submit_job([delay()])
+    _wait_for(lambda: _replica_jobs(cl.replicas["c1"]) == _master_jobs(cl.queue))
+
+
+def test_replayed_and_reordered_batches_change_nothing(cluster):
+    """A replayed batch is acknowledged without effect; a gap asks for a resync."""
+    cl = cluster(candidates=1)
+    cl.queue.submit_job([delay()])
+    replica = cl.replicas["c1"]
+    position = replica.position
+    before = _replica_jobs(replica)
+    assert replica.apply_batch(position[0], position[1], 1, position[2], ["garbage"]) == position
+    assert _replica_jobs(replica) == before
+    with pytest.raises(errors.ResyncNeeded, match="up to"):
+        replica.apply_batch(position[0], position[1], position[2] + 5, position[2] + 6, [])
+    with pytest.raises(errors.ResyncNeeded):
+        replica.apply_batch(position[0], position[1] + 1, 1, 1, [])
+    assert _replica_jobs(replica) == before and replica.position == position
+
+
+def test_old_epoch_and_wrong_master_are_fenced(cluster):
+    """Updates from an older epoch or from a node that is not the master are refused."""
+    cl = cluster(candidates=1)
+    cl.queue.submit_job([delay()])
+    rpc = cl.clients["c1"].rpc
+    body = {"epoch": 0, "session": 1, "seq_from": 9, "seq_to": 9, "records": []}
+    with pytest.raises(errors.FencedError, match="epoch 0 refused"):
+        rpc.replicate("master", body)
+    with pytest.raises(errors.FencedError, match="not the master"):
+        rpc.replicate("intruder", dict(body, epoch=1))
+
+
+def test_deposed_master_stops_acknowledging(cluster):
+    """Once candidates know a newer epoch, the old master's changes all fail as fenced."""
+    cl = cluster(candidates=2, ack_timeout=2.0)
+    cl.queue.submit_job([delay()])
+    for name in cl.names:
+        cl.states[name].observe(2, "c1")
+    with pytest.raises(errors.FencedError, match="no longer the master"):
+        cl.queue.submit_job([delay()])
+    assert cl.fenced and isinstance(cl.fenced[0], errors.FencedError)
+    with pytest.raises(errors.FencedError):
+        cl.queue.submit_job([delay()])
+
+
+def test_candidate_takes_over_with_every_acknowledged_job(cluster):
+    """Opening a candidate's replica as a queue shows every acknowledged job."""
+    cl = cluster(candidates=2, min_acks=2)
+    done = cl.queue.submit_job([jqop(log_messages=["kept"])])
+    run_jobs(cl.queue)
+    waiting = cl.queue.submit_job([delay()])
+    cl.queue.wait_durable(5)
+    expected = cl.queue.query_jobs([done, waiting], FIELDS)
+    path = cl.replicas["c1"].queue.path
+    cl.stop_replica("c1")
+    taken = JobQueue(path, pool_factory=SyncPool, checkpoint_interval=None)
+    try:
+        assert taken.query_jobs([done, waiting], FIELDS) == expected
+        assert taken.submit_job([delay()]) > waiting
+    finally:
+        taken.shutdown()
+
+
+def test_best_effort_acknowledges_alone_and_says_degraded(cluster):
+    """min_acks 0 acknowledges with every candidate down, and the status says degraded."""
+    cl = cluster(candidates=2, min_acks=0)
+    cl.stop_replica("c1")
+    cl.stop_replica("c2")
+    assert cl.queue.submit_job([delay()]) == 1
+    assert "degraded" in cl.replicator.status()["mode"]
+
+
+def test_drain_flag_reaches_candidates(cluster):
+    """Setting the drain flag sets it on the candidates too."""
+    cl = cluster(candidates=2)
+    cl.queue.set_drain_flag(True)
+    assert all(cl.replicas[n].queue.drain_flag for n in cl.names)
+
+
+def test_replica_refuses_client_changes(cluster):
+    """Clients cannot submit to, cancel on or archive in a replica."""
+    cl = cluster(candidates=1)
+    replica = cl.replicas["c1"].queue
+    with pytest.raises(errors.NotMasterError):
+        replica.submit_job([delay()])
+    with pytest.raises(errors.NotMasterError):
+        replica.cancel_job(1)
+
+
+def test_replica_restart_keeps_its_position(cluster):
+    """A replica reopened from disk resumes the stream where it stood."""
+    cl = cluster(candidates=1)
+    for _ in range(3):
+        cl.queue.submit_job([delay()])
+    position = cl.replicas["c1"].position
+    cl.stop_replica("c1")
+    cl.start_replica("c1")
+    assert cl.replicas["c1"].position == position
+    calls = cl.clients["c1"].calls["resync_digests"]
+    cl.queue.submit_job([delay()])
+    assert cl.clients["c1"].calls["resync_digests"] == calls
