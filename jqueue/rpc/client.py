@@ -1,0 +1,332 @@
+"""The blocking node RPC client (standard library only: http.client and ssl).
+
+An RpcClient keeps one HTTPS connection to one node alive across calls (a new TLS
+connection costs ten times a call on a kept one) and makes one call at a time. The
+server's certificate must name the node called (SNI and hostname check against the node
+name, whatever the address).
+
+Failures are never hidden. A kept connection found closed before a request is sent is
+replaced once, transparently; once a request is sent, any failure closes the connection
+and raises RemoteError naming the node, the address, the method and the cause (RPC calls
+are idempotent by design, but retrying is the caller's decision). Errors the server
+answers are raised as the jqueue exceptions they name.
+
+call_many calls several nodes in parallel and reports every node's outcome.
+"""
+
+import concurrent.futures
+import http.client
+import logging
+import re
+import select
+import socket
+import ssl
+import threading
+import time
+
+from jqueue import constants, errors, serializer
+
+logger = logging.getLogger(__name__)
+
+_METHOD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: Exceptions of a transport failure (ssl.SSLError and socket.timeout are OSErrors).
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, ValueError)
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+def parse_address(address):
+    """(host, port) from "host:port" or "[v6 address]:port"; ParameterError otherwise."""
+    host, sep, port = str(address).rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.ParameterError("invalid node address %r: expected host:port" % (address,))
+    return host, int(port)
+
+
+def _check_method(method):
+    if not isinstance(method, str) or not _METHOD_RE.fullmatch(method):
+        raise errors.ParameterError("invalid RPC method name %r" % (method,))
+
+
+def encode_body(method, body):
+    """The JSON bytes of a call's body (a dict); ParameterError if it cannot be sent."""
+    _check_method(method)
+    if not isinstance(body, dict):
+        raise errors.ParameterError("the body of RPC %s must be a dict, not %s" % (
+            method, type(body).__name__))
+    try:
+        return serializer.dumps_bytes(body)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise errors.ParameterError("cannot encode the body of RPC %s: %s" % (
+            method, err)) from None
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection to host:port whose certificate must name node_name.
+
+    post() sends a request's head and body with one write (one TLS record for small
+    calls): http.client alone would send them apart.
+    """
+
+    auto_open = 0  # never reconnect behind the client's back
+
+    def __init__(self, host, port, node_name, context, timeout):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._node_name = node_name
+        self._ssl_context = context
+        self._corked = None
+
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=self._node_name)
+
+    def send(self, data):
+        if self._corked is None:
+            super().send(data)
+        else:
+            self._corked.append(bytes(data))
+
+    def post(self, path, body, headers):
+        """Send a POST request (the answer is read with getresponse)."""
+        self._corked = []
+        try:
+            self.request("POST", path, body=body, headers=headers)
+            data = b"".join(self._corked)
+        finally:
+            self._corked = None
+        self.sock.sendall(data)
+
+
+class _Failure(Exception):
+    """A transport failure inside RpcClient; turned into RemoteError by call."""
+
+    def __init__(self, cause):
+        super().__init__(cause)
+        self.cause = cause
+
+
+class RpcClient:
+    """Calls one node: node_name (checked against its certificate) at address "host:port".
+
+    ssl_context is usually jqueue.tls.Credentials.client_context(). timeout bounds each
+    call (connecting, sending and the answer), in seconds. Thread-safe: calls from
+    several threads wait for each other.
+    """
+
+    def __init__(self, node_name, address, ssl_context, timeout=constants.RPC_TIMEOUT):
+        self.node_name = node_name
+        self.address = address
+        self.timeout = timeout
+        self._host, self._port = parse_address(address)
+        self._context = ssl_context
+        self._lock = threading.Lock()
+        self._conn = None
+
+    def __repr__(self):
+        return "<RpcClient %s at %s>" % (self.node_name, self.address)
+
+    def call(self, method, body):
+        """Call method with body (a dict); return its result or raise its error."""
+        return self.call_encoded(method, encode_body(method, body))
+
+    def call_encoded(self, method, data):
+        """Call method with a body already encoded by encode_body (for fan-out)."""
+        _check_method(method)
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            try:
+                status, reason, payload = self._exchange(method, data, deadline)
+            except _Failure as failure:
+                self._close_unlocked()
+                raise self._remote_error(method, failure.cause) from None
+        return self._result(method, status, reason, payload)
+
+    def close(self):
+        """Close the kept connection; a call in progress in another thread fails at once."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_unlocked()
+            finally:
+                self._lock.release()
+            return
+        sock = getattr(self._conn, "sock", None)
+        if sock is not None:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # The exchange (under the lock)
+
+    def _exchange(self, method, data, deadline):
+        reused = self._conn is not None and self._usable()
+        if not reused:
+            self._close_unlocked()
+            self._connect(deadline)
+        try:
+            self._send(method, data, deadline)
+        except _Failure:
+            if not reused:
+                raise
+            logger.debug("kept connection to %s closed; reconnecting", self.node_name)
+            self._close_unlocked()
+            self._connect(deadline)
+            self._send(method, data, deadline)
+        return self._receive(deadline)
+
+    def _usable(self):
+        """Whether the kept connection is open, with nothing unread (no close, no alert)."""
+        sock = self._conn.sock
+        if sock is None:
+            return False
+        try:
+            if sock.pending():
+                return False
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
+
+    def _connect(self, deadline):
+        conn = _Connection(self._host, self._port, self.node_name, self._context,
+                           _remaining(deadline))
+        try:
+            conn.connect()
+        except _TRANSPORT_ERRORS as err:
+            conn.close()
+            raise _Failure(err) from None
+        self._conn = conn
+
+    def _send(self, method, data, deadline):
+        try:
+            self._conn.sock.settimeout(_remaining(deadline))
+            self._conn.post(constants.RPC_PATH_PREFIX + method, data, _HEADERS)
+        except _TRANSPORT_ERRORS as err:
+            raise _Failure(err) from None
+
+    def _receive(self, deadline):
+        """(status, reason, body) of the answer; the connection is closed if it must be."""
+        limit = constants.RPC_MAX_RESPONSE_BYTES
+        try:
+            self._conn.sock.settimeout(_remaining(deadline))
+            response = self._conn.getresponse()
+            payload = response.read(limit + 1)
+        except _TRANSPORT_ERRORS as err:
+            raise _Failure(err) from None
+        if len(payload) > limit:
+            raise _Failure(ValueError("answer longer than %d bytes" % limit))
+        if response.will_close or not response.isclosed() or self._conn.sock is None:
+            self._close_unlocked()
+        return response.status, response.reason, payload
+
+    def _close_unlocked(self):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # Answers and errors
+
+    def _result(self, method, status, reason, payload):
+        try:
+            answer = serializer.loads(payload)
+        except errors.ParseError:
+            answer = None
+        if (not isinstance(answer, dict)
+                or not isinstance(answer.get(constants.RPC_KEY_SUCCESS), bool)
+                or constants.RPC_KEY_RESULT not in answer):
+            raise self._remote_error(method, "answer HTTP %d %s without a valid JSON body" % (
+                status, reason))
+        result = answer[constants.RPC_KEY_RESULT]
+        if not answer[constants.RPC_KEY_SUCCESS]:
+            raise errors.decode_exception(result)
+        if status != 200:
+            raise self._remote_error(method, "answer HTTP %d %s" % (status, reason))
+        return result
+
+    def _remote_error(self, method, cause):
+        return errors.RemoteError("RPC %s to node %s (%s) failed: %s" % (
+            method, self.node_name, self.address, _describe(cause, self.timeout)))
+
+
+def _remaining(deadline):
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Failure(TimeoutError())
+    return left
+
+
+def _describe(cause, timeout):
+    """A short text for a transport failure."""
+    if isinstance(cause, str):
+        return cause
+    if isinstance(cause, (TimeoutError, socket.timeout)):
+        return "timed out after %ss" % timeout
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return "server certificate refused: %s" % (cause.verify_message or cause)
+    if isinstance(cause, ssl.SSLEOFError):
+        return ("the node closed the TLS connection (did it refuse this node's certificate? "
+                "its log tells)")
+    if isinstance(cause, ssl.SSLError):
+        return "TLS error: %s" % cause
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, (http.client.RemoteDisconnected, ConnectionResetError,
+                          BrokenPipeError, http.client.IncompleteRead)):
+        return "connection closed by the node (%s)" % (cause.__class__.__name__)
+    return "%s: %s" % (cause.__class__.__name__, cause)
+
+
+# Fan-out
+
+
+def _start_call(client, method, data):
+    """Run client.call_encoded in a thread of its own; a Future of its outcome."""
+    future = concurrent.futures.Future()
+
+    def run():
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(client.call_encoded(method, data))
+        except BaseException as err:  # noqa: BLE001 - every outcome goes to the caller
+            future.set_exception(err)
+
+    threading.Thread(target=run, name="rpc-%s" % client.node_name, daemon=True).start()
+    return future
+
+
+def call_many(clients, method, body, timeout=None):
+    """Call method with body on every client in parallel: {node_name: result or exception}.
+
+    Returns once every call finished or timeout seconds passed (None: each client's own
+    timeout bounds its call); a call still running then maps to RemoteError "timed out"
+    (it goes on in the background, holding its client until its own timeout). One node's
+    failure never raises; a body that cannot be encoded raises ParameterError.
+    """
+    clients = list(clients)
+    names = [client.node_name for client in clients]
+    if len(set(names)) != len(names):
+        raise errors.ParameterError("call_many: node names are not unique: %s" % names)
+    data = encode_body(method, body)
+    futures = {client.node_name: _start_call(client, method, data) for client in clients}
+    done, _ = concurrent.futures.wait(futures.values(), timeout=timeout)
+    results = {}
+    for client in clients:
+        future = futures[client.node_name]
+        if future not in done:
+            results[client.node_name] = errors.RemoteError(
+                "RPC %s to node %s (%s) failed: timed out after %ss" % (
+                    method, client.node_name, client.address, timeout))
+        elif future.exception() is not None:
+            results[client.node_name] = future.exception()
+        else:
+            results[client.node_name] = future.result()
+    return results

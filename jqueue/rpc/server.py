@@ -1,0 +1,382 @@
+"""The node RPC server: ``POST /rpc/<method>`` with a JSON object body, over mutual TLS.
+
+Every answer is JSON: ``{"success": true, "result": ...}`` or ``{"success": false,
+"result": ["ErrorClass", [args]]}``. HTTP status 200 carries handler results (handler
+errors included); a request refused before any handler runs gets 400 (not a JSON object,
+or not application/json), 403 (the peer's certificate names no node of the cluster), 404
+(unknown method), 405 (not POST) or 413 (body over max_body).
+
+Authentication is the TLS handshake (jqueue.tls.Credentials.server_options: a client
+certificate chained to the cluster CA); authorization is here: the certificate must name
+a node for which ``allowed_peers(name)`` is true, asked on every request since the
+cluster's membership changes at run time.
+
+Bodies are bounded while they arrive: a Content-Length over the limit, or a chunked body
+growing past it, is answered with 413 at once and the connection is closed, reading and
+dropping whatever the client still sends (for at most abortTimeout seconds).
+"""
+
+import io
+import logging
+import re
+
+import attrs
+from OpenSSL import SSL
+from twisted.internet import defer, endpoints, threads
+from twisted.web import http, resource, server
+
+from jqueue import constants, errors, serializer, tls
+
+logger = logging.getLogger(__name__)
+
+_METHOD_RE = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_PREFIX = constants.RPC_PATH_PREFIX.encode("ascii")
+_JSON = b"application/json"
+
+
+@attrs.frozen
+class Handler:
+    """An RPC method: ``func(peer_name, body_dict)`` returns a JSON-able result.
+
+    A blocking handler runs in the thread pool; a non-blocking one runs in the reactor
+    and may return a Deferred.
+    """
+
+    func = attrs.field(validator=attrs.validators.is_callable())
+    blocking: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+
+
+class _Refusal(Exception):
+    """A request refused before any handler ran: the HTTP status and the error answered."""
+
+    def __init__(self, status, error, headers=()):
+        super().__init__(status, error)
+        self.status = status
+        self.error = error
+        self.headers = headers
+
+
+def _answer_bytes(success, result):
+    """The JSON answer; an unencodable result becomes a ProgrammerError answer."""
+    try:
+        return serializer.dumps_bytes({constants.RPC_KEY_SUCCESS: success,
+                                       constants.RPC_KEY_RESULT: result})
+    except (TypeError, ValueError, RecursionError) as err:
+        logger.error("cannot encode an RPC answer: %s", err)
+        return serializer.dumps_bytes({
+            constants.RPC_KEY_SUCCESS: False,
+            constants.RPC_KEY_RESULT: ["ProgrammerError",
+                                       ["internal error: cannot encode the answer: %s" % err]]})
+
+
+def _error_bytes(error):
+    return _answer_bytes(False, errors.encode_exception(error))
+
+
+def _raw_response(status, error):
+    """A complete HTTP response that closes the connection (written past twisted.web)."""
+    body = _error_bytes(error)
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (status, http.RESPONSES[status], _JSON, len(body)))
+    return head + body
+
+
+class RpcRequest(server.Request):
+    """A request whose body is held in memory up to the site's max_body, and no further."""
+
+    #: True once the connection was lost: a late answer is dropped.
+    gone = False
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length):
+        self.content = io.BytesIO()
+        limit = self.channel.site.max_body
+        if length is not None and length > limit:
+            self._refuse_body("a body of %d bytes is over the limit of %d bytes" % (
+                length, limit))
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._received += len(data)
+        limit = self.channel.site.max_body
+        if self._received > limit:
+            self._refuse_body("the body grew past the limit of %d bytes" % limit)
+            return
+        self.content.write(data)
+
+    def _refuse_body(self, reason):
+        self._refused = True
+        self.content = io.BytesIO()
+        logger.warning("refusing an RPC request from %s: %s", self.channel.peer_description,
+                       reason)
+        self.channel.refuse(413, errors.RequestError("request body too large: %s" % reason))
+
+    def requestReceived(self, command, path, version):
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason):
+        self.gone = True
+        super().connectionLost(reason)
+
+
+class RpcChannel(http.HTTPChannel):
+    """An HTTP/1.1 connection (kept alive) that can refuse a request and drop the rest."""
+
+    _refusing = False
+    _refusal_abort = None
+    _peer = None
+
+    @property
+    def peer_description(self):
+        try:
+            peer = self.transport.getPeer()
+            return "%s:%s" % (peer.host, peer.port)
+        except Exception:  # noqa: BLE001 - only for log messages
+            return "an unknown peer"
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.site.connection_made()
+
+    def peer_node_name(self):
+        """The node the peer's certificate names (or _Refusal), found once per connection."""
+        if self._peer is None:
+            try:
+                self._peer = (_peer_node_name(self.transport), None)
+            except _Refusal as refusal:
+                self._peer = (None, refusal)
+        name, refusal = self._peer
+        if refusal is not None:
+            raise refusal
+        return name
+
+    def dataReceived(self, data):
+        if not self._refusing:
+            super().dataReceived(data)
+
+    def refuse(self, status, error):
+        """Answer status with error now, ignore all further data, and close."""
+        if self._refusing:
+            return
+        self._refusing = True
+        self.transport.write(_raw_response(status, error))
+        self.loseConnection()
+        self._refusal_abort = self.callLater(self.abortTimeout, self.transport.abortConnection)
+
+    def connectionLost(self, reason):
+        if self._refusal_abort is not None and self._refusal_abort.active():
+            self._refusal_abort.cancel()
+        self._refusal_abort = None
+        self.site.connection_lost()
+        if not self.requests and _is_tls_failure(reason):
+            logger.warning("TLS connection from %s failed: %s", self.peer_description,
+                           reason.value)
+        super().connectionLost(reason)
+
+
+def _is_tls_failure(reason):
+    return reason.check(SSL.Error) is not None
+
+
+class RpcSite(server.Site):
+    """The connection factory of node RPC: RpcChannels, RpcRequests, no access log."""
+
+    noisy = False
+
+    def __init__(self, root, max_body, reactor, timeout):
+        super().__init__(root, requestFactory=RpcRequest, parsePOSTFormSubmission=False,
+                         timeout=timeout, reactor=reactor)
+        self.max_body = max_body
+        #: Connections accepted since the start, and open now.
+        self.connections_made = 0
+        self.open_connections = 0
+
+    def buildProtocol(self, addr):
+        channel = RpcChannel()
+        channel.factory = self
+        channel.site = self
+        channel.requestFactory = self.requestFactory
+        channel.callLater = self.reactor.callLater
+        channel.timeOut = self.timeOut
+        return channel
+
+    def connection_made(self):
+        self.connections_made += 1
+        self.open_connections += 1
+
+    def connection_lost(self):
+        self.open_connections -= 1
+
+    def log(self, request):
+        logger.debug("RPC %s %s from %s: %d", request.method, request.path,
+                     request.channel.peer_description, request.code)
+
+
+class RpcResource(resource.Resource):
+    """Checks a request (peer, method, body) and runs its handler."""
+
+    isLeaf = True
+
+    def __init__(self, handlers, allowed_peers, threadpool, reactor):
+        super().__init__()
+        for name, handler in handlers.items():
+            if (not isinstance(name, str) or not _METHOD_RE.fullmatch(name.encode())
+                    or not isinstance(handler, Handler)):
+                raise errors.ProgrammerError("bad RPC handler %r: %r" % (name, handler))
+        self._handlers = dict(handlers)
+        self._allowed_peers = allowed_peers
+        self._threadpool = threadpool
+        self._reactor = reactor
+
+    def render(self, request):
+        try:
+            peer = self._authorize(request)
+            name, handler = self._lookup(request)
+            body = _parse_body(request)
+        except _Refusal as refusal:
+            _refuse(request, refusal)
+            return server.NOT_DONE_YET
+        except Exception as err:  # noqa: BLE001 - a bug here must not leave an HTML 500
+            logger.exception("checking an RPC request failed")
+            _answer(request, 500, _answer_bytes(False, ["ProgrammerError", [
+                "internal error: %s: %s" % (err.__class__.__name__, err)]]))
+            return server.NOT_DONE_YET
+        self._dispatch(request, peer, name, handler, body)
+        return server.NOT_DONE_YET
+
+    def _authorize(self, request):
+        """The name of the calling node, if it is allowed to call; else _Refusal 403."""
+        name = request.channel.peer_node_name()
+        try:
+            allowed = self._allowed_peers(name)
+        except Exception:  # noqa: BLE001 - refuse, and keep serving
+            logger.exception("cannot tell whether node %s may call", name)
+            allowed = False
+        if not allowed:
+            raise _Refusal(403, errors.TlsError("node %s is not a node of this cluster" % name))
+        return name
+
+    def _lookup(self, request):
+        path = request.path
+        name = path[len(_PREFIX):] if path.startswith(_PREFIX) else None
+        handler = None
+        if name is not None and _METHOD_RE.fullmatch(name):
+            name = name.decode("ascii")
+            handler = self._handlers.get(name)
+        if handler is None:
+            shown = path[:200].decode("ascii", "replace")
+            raise _Refusal(404, errors.RequestError("unknown RPC method: %s" % shown))
+        if request.method != b"POST":
+            raise _Refusal(405, errors.RequestError("RPC %s: method %s not allowed, use POST" % (
+                name, request.method[:20].decode("ascii", "replace"))), [(b"Allow", b"POST")])
+        return name, handler
+
+    def _dispatch(self, request, peer, name, handler, body):
+        if handler.blocking:
+            deferred = threads.deferToThreadPool(self._reactor, self._threadpool,
+                                                 _run_and_encode, handler.func, peer, body)
+        else:
+            deferred = defer.maybeDeferred(handler.func, peer, body)
+            deferred.addCallback(lambda result: _answer_bytes(True, result))
+        deferred.addErrback(_encode_failure, name, peer)
+        deferred.addCallback(lambda data: _deliver(request, name, peer, data))
+        deferred.addErrback(lambda failure: logger.error(
+            "answering RPC %s from %s failed:\n%s", name, peer, failure.getTraceback()))
+
+
+def _peer_node_name(transport):
+    """The node named by the peer's certificate, verified by the handshake; else _Refusal.
+
+    Verification is the TLS layer's (listen uses Credentials.server_options, which
+    requires a certificate chained to the CA); pyOpenSSL offers no reliable way to ask
+    for the verification result afterwards.
+    """
+    get_cert = getattr(transport, "getPeerCertificate", None)
+    cert = get_cert() if get_cert is not None else None
+    if cert is None:
+        raise _Refusal(403, errors.TlsError("no client certificate"))
+    cert = cert.to_cryptography()
+    name = tls.node_name_of(cert)
+    if name is None or tls.is_ca(cert):
+        raise _Refusal(403, errors.TlsError("the client certificate names no node"))
+    return name
+
+
+def _refuse(request, refusal):
+    log = logger.warning if refusal.status == 403 else logger.info
+    log("refused an RPC request from %s: %s", request.channel.peer_description,
+        errors.error_message(refusal.error))
+    for header, value in refusal.headers:
+        request.setHeader(header, value)
+    _answer(request, refusal.status, _error_bytes(refusal.error))
+
+
+def _parse_body(request):
+    content_type = request.getHeader(b"content-type") or b""
+    if content_type.split(b";", 1)[0].strip().lower() != _JSON:
+        raise _Refusal(400, errors.RequestError("the body must be application/json, not %s" % (
+            content_type[:100].decode("ascii", "replace") or "unspecified")))
+    try:
+        body = serializer.loads(request.content.getvalue())
+    except errors.ParseError as err:
+        raise _Refusal(400, errors.RequestError("bad RPC body: %s" %
+                                                errors.error_message(err))) from None
+    if not isinstance(body, dict):
+        raise _Refusal(400, errors.RequestError("the RPC body must be a JSON object, not %s" %
+                                                type(body).__name__))
+    return body
+
+
+def _run_and_encode(func, peer, body):
+    """Run a blocking handler and encode its answer (both in the pool's thread)."""
+    return _answer_bytes(True, func(peer, body))
+
+
+def _encode_failure(failure, name, peer):
+    err = failure.value
+    if isinstance(err, errors.GenericError):
+        logger.debug("RPC %s from %s failed: %s", name, peer, err)
+        return _error_bytes(err)
+    logger.error("RPC %s from %s failed:\n%s", name, peer, failure.getTraceback())
+    return _answer_bytes(False, ["ProgrammerError", ["internal error: %s: %s" % (
+        err.__class__.__name__, err)]])
+
+
+def _deliver(request, name, peer, data):
+    if request.gone:
+        logger.info("answer to RPC %s from %s dropped: the connection was closed", name, peer)
+        return
+    _answer(request, 200, data)
+
+
+def _answer(request, status, data):
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", _JSON)
+    request.setHeader(b"Content-Length", b"%d" % len(data))
+    request.write(data)
+    request.finish()
+
+
+def make_site(handlers, allowed_peers, threadpool=None, max_body=constants.RPC_MAX_BODY_BYTES,
+              reactor=None, timeout=constants.RPC_IDLE_TIMEOUT):
+    """The site serving handlers ({method name: Handler}) to the peers allowed_peers admits.
+
+    Blocking handlers run in threadpool (default: the reactor's); connections idle for
+    timeout seconds are closed.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    if threadpool is None:
+        threadpool = reactor.getThreadPool()
+    root = RpcResource(handlers, allowed_peers, threadpool, reactor)
+    return RpcSite(root, max_body, reactor, timeout)
+
+
+def listen(reactor, site, credentials, host, port):
+    """Serve site with mutual TLS on host:port; a Deferred firing with the listening port."""
+    endpoint = endpoints.SSL4ServerEndpoint(reactor, port, credentials.server_options(),
+                                            interface=host)
+    return endpoint.listen(site)

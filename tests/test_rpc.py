@@ -1,0 +1,425 @@
+"""Tests of jqueue.rpc over real mutual TLS on loopback.
+
+The servers run in a child process (tests/rpc_server_child.py: a real reactor, real
+listeners, test handlers that record their calls), started once for this module; the
+clients are the real blocking RpcClient of this process.
+"""
+
+import datetime
+import http.client
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from jqueue import errors, serializer, tls
+from jqueue.rpc import client as rpc_client
+
+CHILD = os.path.join(os.path.dirname(__file__), "rpc_server_child.py")
+MAX_BODY = 1024 * 1024
+#: Nodes the servers let call them (node3 has a valid certificate but is not one).
+ALLOWED = "node1,node2,node4,node5"
+#: Listener label -> the TLS directory it serves with (its certificate's node name).
+LISTENERS = {"node1": "node1", "node4": "node4", "node5": "node5", "node7": "node7",
+             "mismatch": "node9", "foreign": "foreign-node1"}
+IDLE_TIMEOUTS = {"node7": 0.2}
+
+
+def days_ago(days):
+    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+
+
+def write_tls_dir(path, ca_cert, key, cert):
+    os.makedirs(path)
+    tls.write_pem(os.path.join(path, "ca.crt"), tls.cert_to_pem(ca_cert), False)
+    tls.write_pem(os.path.join(path, "node.crt"), tls.cert_to_pem(cert), False)
+    tls.write_pem(os.path.join(path, "node.key"), tls.key_to_pem(key), True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """TLS directories: nodes of the cluster CA, an expired one, and nodes of a foreign CA."""
+    base = str(tmp_path_factory.mktemp("pki"))
+    ca_key, ca_cert = tls.create_ca("cluster")
+    foreign = tls.create_ca("cluster")
+    dirs = {}
+    for name in ["node1", "node2", "node3", "node4", "node5", "node7", "node9"]:
+        dirs[name] = write_tls_dir(os.path.join(base, name), ca_cert,
+                                   *tls.issue_node_cert(ca_key, ca_cert, name))
+    dirs["expired-node2"] = write_tls_dir(
+        os.path.join(base, "expired-node2"), ca_cert,
+        *tls.issue_node_cert(ca_key, ca_cert, "node2", days=1, not_before=days_ago(3)))
+    for name in ["node1", "node2"]:
+        dirs["foreign-" + name] = write_tls_dir(os.path.join(base, "foreign-" + name),
+                                                foreign[1], *tls.issue_node_cert(*foreign, name))
+    dirs["ca"] = os.path.join(base, "node1", "ca.crt")
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def ports(pki):
+    """Start the child's listeners; {label: port}; the child ends with the module."""
+    args = [sys.executable, CHILD, str(MAX_BODY), ALLOWED]
+    for label, tls_name in LISTENERS.items():
+        timeout = IDLE_TIMEOUTS.get(label)
+        args.append("%s=%s%s" % (label, pki[tls_name], "" if timeout is None else "=%s" % timeout))
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("PORTS "):
+        proc.kill()
+        pytest.fail("the RPC server child did not start: %r" % line)
+    yield serializer.loads(line[len("PORTS "):])
+    proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def context_of(tls_dir, cert=True):
+    """A client context trusting the cluster CA, presenting tls_dir's certificate (if cert)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(os.path.join(tls_dir, "ca.crt"))
+    if cert:
+        context.load_cert_chain(os.path.join(tls_dir, "node.crt"),
+                                os.path.join(tls_dir, "node.key"))
+    return context
+
+
+@pytest.fixture
+def make_client(pki, ports):
+    """make_client(label, as_dir="node2", node_name=label, ...): an RpcClient closed at teardown."""
+    made = []
+
+    def make(label, as_dir="node2", node_name=None, timeout=5.0, context=None, port=None):
+        if context is None:
+            context = tls.Credentials.from_dir(pki[as_dir]).client_context()
+        address = "127.0.0.1:%d" % (port if port is not None else ports[label])
+        client = rpc_client.RpcClient(node_name or label, address, context, timeout=timeout)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def good(make_client):
+    """A client of node2 (a member) calling node1."""
+    return make_client("node1")
+
+
+@pytest.fixture
+def recorded(good):
+    """recorded(): the handler calls recorded by the servers so far."""
+    return lambda: good.call("calls", {})
+
+
+def raw_request(ports, pki, method, path, body=b"", headers=None, label="node1"):
+    """Send one HTTP request as node2; (status, headers, decoded JSON body or raw bytes)."""
+    context = context_of(pki["node2"])
+    context.check_hostname = False
+    conn = http.client.HTTPSConnection("127.0.0.1", ports[label], context=context, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    try:
+        data = serializer.loads(data)
+    except errors.ParseError:
+        pass
+    return response.status, response, data
+
+
+def read_until_closed(sock):
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (OSError, ssl.SSLError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def closed_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+# Calls that work
+
+
+def test_a_member_calls_a_method_and_gets_its_result(good):
+    """A member's call returns the handler's result, which saw the caller's node name."""
+    assert good.call("echo", {"x": [1, "two"]}) == {"peer": "node2", "body": {"x": [1, "two"]},
+                                                    "server": "node1"}
+
+
+def test_non_blocking_handlers_may_answer_with_a_deferred(good):
+    """A non-blocking handler's Deferred result is answered when it fires."""
+    assert good.call("later", {}) == {"from": "node1", "peer": "node2"}
+
+
+def test_many_calls_share_one_kept_alive_connection(good, make_client):
+    """Fifty calls of one client use one TLS connection: the server accepted exactly one."""
+    before = good.call("stats", {})["node1"]
+    other = make_client("node1")
+    other.call("echo", {})
+    sock = other._conn.sock
+    for i in range(50):
+        assert other.call("echo", {"i": i})["body"] == {"i": i}
+    assert other._conn.sock is sock
+    assert good.call("stats", {})["node1"] - before == 1
+
+
+def test_a_kept_connection_closed_by_the_server_is_replaced(make_client):
+    """After the server closed an idle kept connection, the next call reconnects by itself."""
+    client = make_client("node7", as_dir="node2")
+    before = client.call("stats", {})["node7"]
+    time.sleep(0.6)
+    assert client.call("echo", {})["server"] == "node7"
+    assert client.call("stats", {})["node7"] - before == 1
+
+
+def test_one_client_is_safe_to_share_between_threads(good):
+    """Calls from several threads over one client all get their own answers."""
+    failures = []
+
+    def work(n):
+        for i in range(20):
+            if good.call("echo", {"n": n, "i": i})["body"] != {"n": n, "i": i}:
+                failures.append((n, i))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_a_body_just_under_the_limit_is_accepted(good):
+    """A body a little under max_body is served."""
+    data = "x" * (MAX_BODY - 100)
+    assert good.call("size", {"data": data}) == len(data)
+
+
+# Refusals: the handler never runs
+
+
+def test_a_node_outside_the_cluster_is_refused_with_403(make_client, recorded):
+    """A valid certificate of a node the cluster does not hold gets TlsError naming it."""
+    before = recorded()
+    with pytest.raises(errors.TlsError, match="node node3 is not a node of this cluster"):
+        make_client("node1", as_dir="node3").call("echo", {})
+    assert recorded() == before
+
+
+@pytest.mark.parametrize("tls_dir", ["foreign-node2", "expired-node2", "no certificate"])
+def test_bad_client_certificates_fail_the_handshake(make_client, pki, recorded, tls_dir):
+    """A client certificate from another CA, an expired one, or none at all: no call is made."""
+    if tls_dir == "no certificate":
+        context = context_of(pki["node2"], cert=False)
+    else:
+        context = context_of(pki[tls_dir])
+        context.load_verify_locations(pki["ca"])
+    before = recorded()
+    with pytest.raises(errors.RemoteError, match="RPC echo to node node1 .* failed"):
+        make_client("node1", context=context).call("echo", {})
+    assert recorded() == before
+
+
+def test_unknown_methods_get_404(good, ports, pki, recorded):
+    """An unknown method is a 404 with RequestError; the client raises it."""
+    before = recorded()
+    with pytest.raises(errors.RequestError, match="unknown RPC method: /rpc/nope"):
+        good.call("nope", {})
+    status, _, body = raw_request(ports, pki, "POST", "/other", b"{}",
+                                  {"Content-Type": "application/json"})
+    assert (status, body["success"], body["result"][0]) == (404, False, "RequestError")
+    assert recorded() == before
+
+
+def test_other_http_methods_get_405(ports, pki, recorded):
+    """GET on a method is a 405 that says to use POST."""
+    before = recorded()
+    status, response, body = raw_request(ports, pki, "GET", "/rpc/echo")
+    assert status == 405 and response.getheader("Allow") == "POST"
+    assert body["result"][0] == "RequestError"
+    assert recorded() == before
+
+
+@pytest.mark.parametrize("body,content_type,message", [
+    (b"{not json", "application/json", "invalid JSON"),
+    (b"[1, 2]", "application/json", "must be a JSON object, not list"),
+    (b'"text"', "application/json; charset=utf-8", "must be a JSON object, not str"),
+    (b"{}", "text/plain", "must be application/json"),
+    (b"\xff\xfe", "application/json", "invalid JSON"),
+])
+def test_bad_bodies_get_400(ports, pki, recorded, body, content_type, message):
+    """Invalid JSON, JSON that is not an object, and other content types are 400s."""
+    before = recorded()
+    status, _, answer = raw_request(ports, pki, "POST", "/rpc/echo", body,
+                                    {"Content-Type": content_type})
+    assert status == 400
+    assert answer["success"] is False and answer["result"][0] == "RequestError"
+    assert message in answer["result"][1][0]
+    assert recorded() == before
+
+
+def test_an_oversized_content_length_is_refused_before_the_body(ports, pki, recorded, good):
+    """A Content-Length over the limit is answered 413 at once, without sending the body."""
+    before = recorded()
+    sock = context_of(pki["node2"]).wrap_socket(
+        socket.create_connection(("127.0.0.1", ports["node1"]), timeout=5),
+        server_hostname="node1")
+    with sock:
+        sock.sendall(b"POST /rpc/echo HTTP/1.1\r\nHost: node1\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b'"success":false,"result":["RequestError",["request body too large' in answer
+    assert recorded() == before
+    assert good.call("echo", {})["peer"] == "node2"
+
+
+def test_a_chunked_body_growing_past_the_limit_is_refused(ports, pki, recorded, good):
+    """A body without Content-Length is cut off with 413 once it passes the limit."""
+    before = recorded()
+    sock = context_of(pki["node2"]).wrap_socket(
+        socket.create_connection(("127.0.0.1", ports["node1"]), timeout=5),
+        server_hostname="node1")
+    chunk = b"x" * 65536
+    with sock:
+        sock.sendall(b"POST /rpc/echo HTTP/1.1\r\nHost: node1\r\nContent-Type: application/json"
+                     b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(8 * MAX_BODY // len(chunk)):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"grew past the limit of %d bytes" % MAX_BODY in answer
+    assert recorded() == before
+    assert good.call("echo", {})["peer"] == "node2"
+
+
+# Handler errors
+
+
+def test_a_handler_error_arrives_as_its_class(good):
+    """A GenericError raised by a handler is raised by the client as that class, with its args."""
+    with pytest.raises(errors.OpPrereqError) as info:
+        good.call("fail", {})
+    assert info.value.args == ("refused on purpose", "wrong_input")
+
+
+def test_a_handler_bug_is_a_programmer_error_and_the_server_goes_on(good):
+    """A ZeroDivisionError in a handler arrives as ProgrammerError; the next call works."""
+    with pytest.raises(errors.ProgrammerError, match="internal error: ZeroDivisionError"):
+        good.call("bug", {})
+    assert good.call("echo", {})["peer"] == "node2"
+
+
+# The client's check of the server
+
+
+def test_a_server_naming_another_node_is_refused(make_client, recorded):
+    """A server whose certificate names node9 is refused when node1 was wanted."""
+    before = recorded()
+    client = make_client("mismatch", node_name="node1")
+    with pytest.raises(errors.RemoteError, match="server certificate refused: Hostname mismatch"):
+        client.call("echo", {})
+    assert recorded() == before
+
+
+def test_a_server_of_a_foreign_ca_is_refused(make_client, recorded):
+    """A server whose certificate comes from another CA is refused, even if it names node1."""
+    before = recorded()
+    client = make_client("foreign", node_name="node1")
+    with pytest.raises(errors.RemoteError, match="server certificate refused"):
+        client.call("echo", {})
+    assert recorded() == before
+
+
+def test_a_refused_connection_is_a_remote_error(make_client):
+    """Nobody listening: RemoteError naming node, address, method and cause."""
+    port = closed_port()
+    client = make_client("node1", port=port)
+    with pytest.raises(errors.RemoteError) as info:
+        client.call("echo", {})
+    assert str(info.value) == "RPC echo to node node1 (127.0.0.1:%d) failed: connection refused" % (
+        port)
+
+
+def test_unsendable_bodies_are_refused_before_sending(good):
+    """A body that is not a dict, not JSON-able, or a bad method name: ParameterError."""
+    for method, body in [("echo", [1]), ("echo", {"x": object()}), ("no/such", {})]:
+        with pytest.raises(errors.ParameterError):
+            good.call(method, body)
+
+
+# Timeouts and fan-out
+
+
+def test_a_slow_handler_times_out_and_the_client_recovers(make_client):
+    """A handler slower than the client's timeout gives RemoteError; the next call works."""
+    client = make_client("node1", timeout=0.3)
+    start = time.monotonic()
+    with pytest.raises(errors.RemoteError, match="timed out after 0.3s"):
+        client.call("sleep", {"seconds": {"node1": 1.0}})
+    assert time.monotonic() - start < 0.9
+    assert client.call("echo", {})["server"] == "node1"
+
+
+def test_call_many_runs_in_parallel_and_reports_every_node(make_client):
+    """Results and per-node errors come back together, in about the time of one call."""
+    clients = [make_client("node1"), make_client("node4"), make_client("node5"),
+               make_client("node1", node_name="node6", port=closed_port()),
+               make_client("mismatch", node_name="node8")]
+    start = time.monotonic()
+    results = rpc_client.call_many(clients, "sleep", {"seconds": {
+        "node1": 0.5, "node4": 0.5, "node5": 0.5}})
+    assert time.monotonic() - start < 1.2
+    assert {name: results[name] for name in ["node1", "node4", "node5"]} == {
+        "node1": "node1", "node4": "node4", "node5": "node5"}
+    assert isinstance(results["node6"], errors.RemoteError)
+    assert "connection refused" in str(results["node6"])
+    assert isinstance(results["node8"], errors.RemoteError)
+
+
+def test_call_many_gives_up_on_slow_nodes_at_its_timeout(make_client):
+    """Nodes still busy at call_many's timeout map to RemoteError "timed out"; others answer."""
+    clients = [make_client("node1"), make_client("node5")]
+    start = time.monotonic()
+    results = rpc_client.call_many(clients, "sleep", {"seconds": {"node1": 0, "node5": 1.2}},
+                                   timeout=0.4)
+    assert time.monotonic() - start < 1.0
+    assert results["node1"] == "node1"
+    assert isinstance(results["node5"], errors.RemoteError)
+    assert "node node5" in str(results["node5"]) and "timed out" in str(results["node5"])
+
+
+def test_call_many_passes_on_handler_errors_per_node(make_client):
+    """A handler error on a node is that node's result, as its own class."""
+    results = rpc_client.call_many([make_client("node1"), make_client("node4")], "fail", {})
+    assert all(isinstance(r, errors.OpPrereqError) for r in results.values())
+    assert sorted(results) == ["node1", "node4"]
