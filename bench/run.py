@@ -1,0 +1,41 @@
+"""Run the jqueue benchmarks in one process and print figures with their ratios.
+
+Usage: python bench/run.py [--quick] [--dir DIR] [--only core,...]
+The working directory (default: a temporary one under the current directory, i.e. on the
+same disk as the checkout) is removed afterwards.
+"""
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SUITES = ["core"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    parser.add_argument("--dir", default=os.getcwd(), help="where to create the work dir")
+    parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
+    args = parser.parse_args(argv)
+    root = tempfile.mkdtemp(prefix="jq-bench-", dir=args.dir)
+    try:
+        for name in args.only.split(","):
+            module = importlib.import_module(name)
+            print("== %s: %s" % (name, module.__doc__.splitlines()[0]))
+            work = os.path.join(root, name)
+            os.makedirs(work)
+            for label, value, unit, ratio in module.run(work, quick=args.quick):
+                ratio_text = "" if ratio is None else "  (x%.2f of (a))" % ratio
+                print("  %-62s %12.2f %-9s%s" % (label, value, unit, ratio_text), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
