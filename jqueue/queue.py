@@ -168,6 +168,11 @@ class JobQueue:
             raise errors.NotMasterError("queue %s is a replica; changes come from the master"
                                         % self._dir.path)
 
+    def _check_open_unlocked(self):
+        """Refuse a change once shutdown() closed the queue (its state is being written)."""
+        if self._closed:
+            raise errors.JobQueueError("job queue %s is shut down" % self._dir.path)
+
     def _check_accepting_unlocked(self, count, drained_ok):
         self._check_writable()
         if self._closing:
@@ -212,6 +217,7 @@ class JobQueue:
         self._check_writable()
         job_id = storage.parse_job_id(job_id)
         with self._lock:
+            self._check_open_unlocked()
             job = self._visible_job_unlocked(job_id)
             if job is None:
                 return (False, "Job %s not found" % job_id)
@@ -242,6 +248,7 @@ class JobQueue:
         except ValueError as err:
             raise errors.OpPrereqError("priority %s" % err, constants.ECODE_INVAL) from None
         with self._lock:
+            self._check_open_unlocked()
             job = self._visible_job_unlocked(job_id)
             if job is None:
                 return (False, "Job %s not found" % job_id)
@@ -264,6 +271,7 @@ class JobQueue:
         self._check_writable()
         job_id = storage.parse_job_id(job_id)
         with self._lock:
+            self._check_open_unlocked()
             job = self._visible_job_unlocked(job_id)
             if job is None or not job.is_finalized():
                 return False
@@ -282,6 +290,7 @@ class JobQueue:
         timeout = ptypes.NumberRange(0).check(timeout)
         start = now = self._clock()
         with self._lock:
+            self._check_open_unlocked()
             ids = [job.id for job in self._jobs.values() if job.visible]
         archived = checked = 0
         batch = None
@@ -289,6 +298,8 @@ class JobQueue:
             if offset and self._clock() - start > timeout:
                 break
             with self._lock:
+                if self._closed:
+                    break
                 for job_id in ids[offset:offset + _ARCHIVE_CHUNK]:
                     checked += 1
                     job = self._jobs.get(job_id)
