@@ -4,7 +4,7 @@ VENV ?= .venv
 PY = $(VENV)/bin/python
 STAMP = $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench man clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,14 @@ demo: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+MAN_PAGES = $(patsubst man/%.rst,build/man/%,$(wildcard man/*.rst))
+
+man: venv $(MAN_PAGES)
+
+build/man/%: man/%.rst
+	@mkdir -p build/man
+	$(VENV)/bin/rst2man --halt=warning $< $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

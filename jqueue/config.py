@@ -1,0 +1,409 @@
+"""The daemons' options: one table serving the config file, the command line and the man page.
+
+Every option is an ``Option`` of ``OPTIONS``. The config file is TOML with one table per
+program (``[masterd]``, later ``[noded]`` and ``[cluster]``): an option of program P is set
+as ``name = value`` in the ``[P]`` table and as ``--name-with-dashes VALUE`` on P's command
+line. A value given on the command line wins over the config file, which wins over the
+table's default. ``load`` refuses unknown keys, values of the wrong type and values out of
+range with a ConfigurationError naming the option and the file.
+"""
+
+import argparse
+import copy
+import math
+import os
+import re
+import socket
+import tomllib
+
+import attrs
+
+from jqueue import constants, errors
+
+#: Tables a config file may hold, one per program (section = program).
+SECTIONS = ("masterd", "noded", "cluster")
+
+#: Default of an option that must be given (on the command line or in the file).
+REQUIRED = object()
+
+
+class MissingOptionError(errors.ConfigurationError):
+    """A required option was given neither on the command line nor in the config file."""
+
+
+# Value types: desc (for messages), check(value) for config file values (returns the value
+# normalized, or raises ValueError), parse(text) for command-line values.
+
+class _Type:
+    desc = "a value"
+
+    def check(self, value):
+        return value
+
+    def parse(self, text):
+        return self.check(text)
+
+    def _fail(self, value):
+        raise ValueError("must be %s, got %s" % (self.desc, _short(value)))
+
+
+class Text(_Type):
+    """A non-empty string without NUL characters."""
+
+    desc = "a non-empty string"
+
+    def check(self, value):
+        if not isinstance(value, str) or not value or "\0" in value:
+            self._fail(value)
+        return value
+
+
+class Integer(_Type):
+    """An integer >= low."""
+
+    def __init__(self, low):
+        self.low = low
+        self.desc = "an integer >= %d" % low
+
+    def check(self, value):
+        if not isinstance(value, int) or isinstance(value, bool) or value < self.low:
+            self._fail(value)
+        return value
+
+    def parse(self, text):
+        try:
+            value = int(text, 10)
+        except ValueError:
+            self._fail(text)
+        return self.check(value)
+
+
+class Number(_Type):
+    """A finite number (integer or decimal) >= low, or > low if strict."""
+
+    def __init__(self, low, strict=False):
+        self.low, self.strict = low, strict
+        self.desc = "a number %s %g" % (">" if strict else ">=", low)
+
+    def check(self, value):
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not math.isfinite(value)
+                or (value <= self.low if self.strict else value < self.low)):
+            self._fail(value)
+        return value
+
+    def parse(self, text):
+        try:
+            value = float(text)
+        except ValueError:
+            self._fail(text)
+        return self.check(int(value) if value.is_integer() else value)
+
+
+class TextList(_Type):
+    """A list of non-empty strings (on the command line: separated by commas)."""
+
+    desc = "a list of non-empty strings"
+
+    def check(self, value):
+        if not isinstance(value, list):
+            self._fail(value)
+        for item in value:
+            if not isinstance(item, str) or not item:
+                self._fail(value)
+        return list(value)
+
+    def parse(self, text):
+        return self.check([item.strip() for item in text.split(",") if item.strip()])
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _hostname():
+    return socket.gethostname()
+
+
+@attrs.frozen
+class Option:
+    """One option: name (config key), type, default, help, flag and where it applies.
+
+    flag is the command-line flag (None: config file only); in_file False means command
+    line only; default may be REQUIRED, or a callable giving it at load time, and
+    default_doc says in words what a default that is not a plain value means.
+    """
+
+    name: str
+    type: _Type
+    default: object
+    help: str
+    flag: str | None = None
+    programs: tuple = ("masterd",)
+    metavar: str | None = None
+    choices: tuple | None = None
+    in_file: bool = True
+    default_doc: str | None = None
+
+    def check(self, value):
+        """Return value checked and normalized; ValueError saying what is wrong."""
+        value = self.type.check(value)
+        if self.choices is not None and value not in self.choices:
+            raise ValueError("must be one of %s, got %s" % (", ".join(self.choices),
+                                                            _short(value)))
+        return value
+
+    def default_value(self):
+        """The default (a fresh copy; a callable default is called)."""
+        return self.default() if callable(self.default) else copy.deepcopy(self.default)
+
+    def default_text(self):
+        """The default as the man page and --help show it (None if there is none)."""
+        if self.default_doc is not None:
+            return self.default_doc
+        if self.default is REQUIRED or self.default is None:
+            return None
+        if isinstance(self.default, float):
+            return "%g" % self.default
+        if isinstance(self.default, list):
+            return "[%s]" % ", ".join('"%s"' % v for v in self.default)
+        return str(self.default)
+
+
+OPTIONS = (
+    Option("state_dir", Text(), REQUIRED,
+           "Directory of the daemon's state: the queue in DIR/queue and, unless "
+           "socket is set, the LUXI socket in DIR/run. Created (mode 0750) if missing.",
+           flag="--state-dir", metavar="DIR"),
+    Option("socket", Text(), None,
+           "Path of the LUXI socket (mode 0660) that clients such as jqctl connect to.",
+           flag="--socket", metavar="PATH", default_doc="DIR/run/jqueue.sock"),
+    Option("config", Text(), None,
+           "TOML configuration file to read (see CONFIGURATION FILE).",
+           flag="--config", metavar="FILE", in_file=False, default_doc="none"),
+    Option("workers", Integer(1), constants.DEFAULT_WORKERS,
+           "Worker threads running opcodes: how many jobs run at the same time.",
+           flag="--workers", metavar="N"),
+    Option("log_level", Text(), "info",
+           "Least severe messages logged on standard error.",
+           flag="--log-level", metavar="LEVEL", choices=("debug", "info", "warning", "error")),
+    Option("max_jobs", Integer(1), constants.DEFAULT_MAX_JOBS,
+           "Most live (not archived) jobs; further submissions are refused (JobQueueFull).",
+           flag="--max-jobs", metavar="N"),
+    Option("checkpoint_interval", Number(0, strict=True), constants.DEFAULT_CHECKPOINT_INTERVAL,
+           "Seconds between two checkpoints (job files rewritten, journal emptied).",
+           flag="--checkpoint-interval", metavar="SECONDS"),
+    Option("shutdown_grace", Number(0), 30.0,
+           "Seconds that running opcodes get to finish after SIGTERM or SIGINT; opcodes "
+           "still running then end as \"Unclean master daemon shutdown\" at the next start.",
+           flag="--shutdown-grace", metavar="SECONDS"),
+    Option("cluster_name", Text(), "jqueue",
+           "Name of the cluster, answered to QueryConfigValues.",
+           flag="--cluster-name", metavar="NAME"),
+    Option("master_node", Text(), _hostname,
+           "Name of the master node, answered to QueryConfigValues.",
+           flag="--master-node", metavar="NAME", default_doc="the host name"),
+    Option("opcode_modules", TextList(), [],
+           "Python modules whose opcodes are loaded, besides those of the jqueue.opcodes "
+           "entry point group.", metavar="MODULES", default_doc="none"),
+    Option("max_message_bytes", Integer(1), constants.LUXI_MAX_MESSAGE_BYTES,
+           "Longest LUXI request in bytes; a longer one is answered with an error and its "
+           "connection closed.", flag="--max-message-bytes", metavar="BYTES",
+           default_doc="%d (16 MiB)" % constants.LUXI_MAX_MESSAGE_BYTES),
+    Option("read_timeout", Number(0, strict=True), constants.LUXI_READ_TIMEOUT,
+           "Seconds a client may take to finish sending a request before its connection "
+           "is closed.", flag="--read-timeout", metavar="SECONDS"),
+    Option("idle_timeout", Number(0, strict=True), constants.LUXI_IDLE_TIMEOUT,
+           "Seconds a connection may stay idle (no request in flight) before it is closed.",
+           flag="--idle-timeout", metavar="SECONDS"),
+    Option("max_connections", Integer(1), constants.LUXI_MAX_CONNECTIONS,
+           "Most open LUXI connections; further ones are closed at once.",
+           flag="--max-connections", metavar="N"),
+    Option("max_wait_timeout", Number(0), constants.LUXI_MAX_WAIT_TIMEOUT,
+           "Longest timeout in seconds of one WaitForJobChange call (longer ones are cut).",
+           flag="--max-wait-timeout", metavar="SECONDS"),
+    Option("max_pipelined", Integer(1), constants.LUXI_MAX_PIPELINED,
+           "Requests a connection may send ahead of the answers; more close it.",
+           flag="--max-pipelined", metavar="N"),
+    Option("luxi_threads", Integer(1), constants.LUXI_THREADS,
+           "Threads serving blocking LUXI requests (waiting for a job costs none).",
+           flag="--luxi-threads", metavar="N"),
+)
+
+
+def options_for(program):
+    """The options of a program, in table order."""
+    return [option for option in OPTIONS if program in option.programs]
+
+
+# Command line
+
+def add_arguments(parser, program):
+    """Add the flags of program's options to an argparse parser (their defaults are None)."""
+    for option in options_for(program):
+        if option.flag is None:
+            continue
+        parser.add_argument(option.flag, dest=option.name, metavar=option.metavar,
+                            default=None, type=_argument_type(option),
+                            help=_flag_help(option))
+
+
+def _argument_type(option):
+    def convert(text):
+        try:
+            return option.check(option.type.parse(text))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    convert.__name__ = option.name
+    return convert
+
+
+def _flag_help(option):
+    text = option.help
+    if option.choices:
+        text += " One of %s." % ", ".join(option.choices)
+    default = option.default_text()
+    if default is not None:
+        text += " Default: %s." % default
+    return text.replace("%", "%%")
+
+
+# Loading
+
+class Config:
+    """The option values of one program, as attributes named like the options (read-only)."""
+
+    def __init__(self, program, values, path=None):
+        object.__setattr__(self, "program", program)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError("no option %r for %s" % (name, self.program)) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Config is read-only")
+
+    def as_dict(self):
+        return dict(self._values)
+
+    def __repr__(self):
+        return "Config(%r, %r, path=%r)" % (self.program, self._values, self.path)
+
+
+def load(program, args):
+    """Return the Config of program from parsed arguments and the file args.config names.
+
+    Raises ConfigurationError naming the option (and the file) for a bad value, an
+    unknown key or an unreadable file; MissingOptionError for a required option not given.
+    """
+    path = getattr(args, "config", None)
+    from_file = read_file(path, program) if path else {}
+    values = {}
+    for option in options_for(program):
+        given = getattr(args, option.name, None) if option.flag else None
+        if given is not None:
+            try:
+                values[option.name] = option.check(given)
+            except ValueError as err:
+                raise errors.ConfigurationError("%s: %s" % (option.flag, err)) from None
+        elif option.name in from_file:
+            values[option.name] = from_file[option.name]
+        elif option.default is REQUIRED:
+            raise MissingOptionError("%s is required (or %s in the [%s] table of the config "
+                                     "file)" % (option.flag, option.name, program))
+        else:
+            values[option.name] = option.default_value()
+    return Config(program, values, path)
+
+
+def read_file(path, program):
+    """Return {name: checked value} of program's table in the TOML file at path."""
+    try:
+        with open(path, "rb") as stream:
+            data = tomllib.load(stream)
+    except OSError as err:
+        raise errors.ConfigurationError("config file %s: %s" % (
+            path, err.strerror or err)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise errors.ConfigurationError("config file %s: invalid TOML: %s" % (path, err)) from None
+    _check_sections(path, data, program)
+    table = data.get(program, {})
+    known = {option.name: option for option in options_for(program) if option.in_file}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise errors.ConfigurationError("config file %s: unknown option(s) in [%s]: %s" % (
+            path, program, ", ".join(unknown)))
+    values = {}
+    for name, value in table.items():
+        try:
+            values[name] = known[name].check(value)
+        except ValueError as err:
+            raise errors.ConfigurationError("config file %s: [%s] %s: %s" % (
+                path, program, name, err)) from None
+    return values
+
+
+def _check_sections(path, data, program):
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise errors.ConfigurationError("config file %s: %s is outside any table; options "
+                                            "must be in a table such as [%s]" % (
+                                                path, key, program))
+        if key not in SECTIONS:
+            raise errors.ConfigurationError("config file %s: unknown section [%s] (known: %s)" % (
+                path, key, ", ".join(SECTIONS)))
+
+
+# Man page
+
+def rst_options(program):
+    """The OPTIONS of program as a reST definition list (the man page holds this text)."""
+    blocks = []
+    for option in options_for(program):
+        blocks.append("%s\n%s\n" % (_rst_term(option), _rst_body(option)))
+    return "\n".join(blocks)
+
+
+def _rst_term(option):
+    metavar = "*%s*" % option.metavar
+    if option.flag is None:
+        return "``%s`` = %s (config file only)" % (option.name, metavar)
+    if not option.in_file:
+        return "**%s** %s (command line only)" % (option.flag, metavar)
+    return "**%s** %s, ``%s`` = %s" % (option.flag, metavar, option.name, metavar)
+
+
+def _rst_body(option):
+    text = option.help
+    if option.choices:
+        text += " One of %s." % ", ".join("**%s**" % c for c in option.choices)
+    else:
+        text += " %s%s." % (option.type.desc[0].upper(), option.type.desc[1:])
+    if option.default is REQUIRED:
+        text += " Required."
+    elif option.default_text() is not None:
+        text += " Default: %s." % option.default_text()
+    return "\n".join("    " + line for line in _wrap(text, 92))
+
+
+def _wrap(text, width):
+    lines, line = [], ""
+    for word in re.findall(r"(?:>=? )?\S+", text):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = "%s %s" % (line, word) if line else word
+    lines.append(line)
+    return lines
+
+
+def socket_path(config):
+    """The LUXI socket of a masterd config: socket, else DIR/run/jqueue.sock."""
+    return os.path.abspath(config.socket or os.path.join(config.state_dir, "run",
+                                                         "jqueue.sock"))

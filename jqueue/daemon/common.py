@@ -1,0 +1,156 @@
+"""What every jqueue daemon needs: logging, file limits, systemd notification, stop signals.
+
+Daemons run in the foreground and log to standard error through the standard library's
+logging; Twisted's own log events are bridged into it once. Under systemd (journald
+reading our standard error) each line carries its syslog priority instead of a timestamp.
+"""
+
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+
+from jqueue import errors
+
+logger = logging.getLogger(__name__)
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+#: sd-daemon(3) priority prefixes understood by journald.
+_JOURNAL_PRIORITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+_twisted_bridged = False
+
+
+class StartupError(errors.GenericError):
+    """The daemon cannot start: a directory, the socket or an opcode module is unusable."""
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefixes each line with its syslog priority (``<4>``) for journald."""
+
+    def format(self, record):
+        priority = next((p for level, p in _JOURNAL_PRIORITIES if record.levelno >= level), 7)
+        return "<%d>%s" % (priority, super().format(record))
+
+
+def _stderr_is_journal(stream):
+    """Whether stream is the journald stream systemd gave us ($JOURNAL_STREAM)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        info = os.fstat(stream.fileno())
+        return (info.st_dev, info.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def setup_logging(level="info", stream=None, bridge_twisted=True):
+    """Log to stream (standard error) at level, and bridge Twisted's logging (once)."""
+    global _twisted_bridged
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(stream)
+    if _stderr_is_journal(stream):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(LEVELS[level])
+    logging.captureWarnings(True)
+    if bridge_twisted and not _twisted_bridged:
+        from twisted.logger import STDLibLogObserver, globalLogBeginner
+        globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],
+                                         redirectStandardIO=False)
+        _twisted_bridged = True
+
+
+def raise_nofile_limit():
+    """Raise the soft limit of open files to the hard limit; return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else _nr_open()
+    if soft != resource.RLIM_INFINITY and soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as err:
+        logger.warning("cannot raise the open files limit from %d to %d: %s", soft, target, err)
+        return soft
+    return target
+
+
+def _nr_open():
+    try:
+        with open("/proc/sys/fs/nr_open", encoding="ascii") as stream:
+            return int(stream.read())
+    except (OSError, ValueError):
+        return 1024 * 1024
+
+
+def sd_notify(message, environ=None):
+    """Send a state line ("READY=1") to systemd's $NOTIFY_SOCKET; False if there is none.
+
+    An address starting with "@" is in the abstract namespace. Failures are logged, never
+    raised: a daemon must not die because its supervisor went away.
+    """
+    address = (os.environ if environ is None else environ).get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode("utf-8"))
+    except OSError as err:
+        logger.warning("cannot notify systemd (%s): %s", message, err)
+        return False
+    return True
+
+
+class StopSignals:
+    """Calls stop() once on the first SIGTERM or SIGINT; later ones are only logged.
+
+    install() may be called before the reactor runs (a signal then stops the reactor as
+    soon as it runs); reinstall_when_running(reactor) puts the handlers back after Twisted
+    installed its own ones, keeping Twisted's wakeup file descriptor.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, reactor, stop, describe=None):
+        self._reactor = reactor
+        self._stop = stop
+        self._describe = describe or (lambda: "")
+        self._fired = False
+        self.received = None
+
+    def install(self):
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def reinstall_when_running(self):
+        def running():
+            self.install()
+            if self.received is not None:
+                self._fire()
+        self._reactor.callWhenRunning(running)
+
+    def _fire(self):
+        if not self._fired:
+            self._fired = True
+            self._stop()
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            logger.warning("received %s again; already stopping%s", name, self._describe())
+            return
+        self.received = signum
+        logger.info("received %s, stopping%s", name, self._describe())
+        if self._reactor.running:
+            self._reactor.callFromThread(self._fire)

@@ -1,0 +1,323 @@
+"""jq-masterd: the queue daemon (see man/jq-masterd.8.rst).
+
+``make_service(config, reactor)`` builds the service tree: a MasterService holding the
+QueueService (the JobQueue) and the LuxiService (the Unix-socket server). Starting opens
+the queue with its workers held, listens, then lets the workers go and tells systemd
+"READY=1". Stopping (SIGTERM, SIGINT) refuses new submissions, lets running opcodes
+finish within the grace period while queries and waiters are still served, writes the
+queue's state, answers the remaining waiters and closes the socket.
+
+``main(argv)`` runs it in the foreground and returns the exit status: 0 after a clean
+stop, 1 if the daemon cannot start (or its state could not be written at stop), 2 for a
+usage error.
+"""
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import sys
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, error, task, threads
+from twisted.python import failure, threadpool
+
+from jqueue import config as configmod
+from jqueue import constants, errors, opcodes, workerpool
+from jqueue.daemon import common, unixsocket
+from jqueue.luxi.server import LuxiServerFactory, ServerLimits
+from jqueue.queue import JobQueue
+
+logger = logging.getLogger("jqueue.daemon.masterd")  # also when run as __main__
+
+PROG = "jq-masterd"
+PROGRAM = "masterd"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: (status, meaning), as the man page's EXIT STATUS lists them.
+EXIT_STATUSES = (
+    (EXIT_OK, "stopped cleanly after SIGTERM or SIGINT"),
+    (EXIT_FAILURE, "could not start (bad configuration, queue locked by another process, "
+                   "socket in use, directory not writable, opcode module not loadable), or "
+                   "the queue's state could not be written at stop"),
+    (EXIT_USAGE, "usage error: unknown flag, bad flag value, --state-dir missing"),
+)
+#: Pending connections the kernel keeps for us (a burst of clients connecting at once).
+LISTEN_BACKLOG = 1024
+#: Seconds connections get at stop to take their last answers before being cut.
+CLOSE_TIMEOUT = 5.0
+#: Mode of the state directory and of its run/ directory.
+DIR_MODE = 0o750
+
+
+def version():
+    try:
+        return importlib.metadata.version("jqueue")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_registry(modules):
+    """An opcode registry: the built-ins, the jqueue.opcodes entry points, then modules."""
+    registry = opcodes.Registry()
+    opcodes.register_opcodes(registry)
+    try:
+        registry.load_entry_points()
+    except Exception as err:  # noqa: BLE001 - any broken plugin stops the start, with its name
+        raise common.StartupError("cannot load the opcodes of the %s entry points: %s: %s" % (
+            opcodes.ENTRY_POINT_GROUP, err.__class__.__name__, err)) from None
+    for name in modules:
+        try:
+            registry.load_module(name)
+        except Exception as err:  # noqa: BLE001 - as above
+            raise common.StartupError("cannot load opcode module %s: %s: %s" % (
+                name, err.__class__.__name__, err)) from None
+    return registry
+
+
+class QueueService(service.Service):
+    """Owns the JobQueue: opened at start with its workers held, shut down in a thread."""
+
+    name = "queue"
+
+    def __init__(self, config, reactor):
+        self._config = config
+        self._reactor = reactor
+        self.path = os.path.join(os.path.abspath(config.state_dir), "queue")
+        self.queue = None
+        self._pool = None
+
+    def startService(self):
+        registry = build_registry(self._config.opcode_modules)
+        self.queue = JobQueue(self.path, workers=self._config.workers,
+                              max_jobs=self._config.max_jobs, registry=registry,
+                              checkpoint_interval=self._config.checkpoint_interval,
+                              pool_factory=self._held_pool)
+        super().startService()
+
+    def _held_pool(self, name, workers, task_fn):
+        """A worker pool that starts no task until start_workers()."""
+        self._pool = workerpool.WorkerPool(name, workers, task_fn)
+        self._pool.pause()
+        return self._pool
+
+    def start_workers(self):
+        self._pool.resume()
+
+    def abort(self):
+        """Close the queue at once (startup failed: no opcode ran, workers were held)."""
+        if self.queue is not None:
+            self.queue.shutdown(timeout=0)
+
+    def stopService(self):
+        """Shut the queue down in a thread (see JobQueue.shutdown); a Deferred."""
+        super().stopService()
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                         self.queue.shutdown, self._config.shutdown_grace)
+
+
+class LuxiService(service.Service):
+    """Serves LUXI on the Unix socket over the queue of a QueueService."""
+
+    name = "luxi"
+
+    def __init__(self, config, reactor, queue_service):
+        self._config = config
+        self._reactor = reactor
+        self._queue_service = queue_service
+        self.path = configmod.socket_path(config)
+        self.factory = None
+        self.port = None
+        self._pool = None
+
+    def limits(self):
+        c = self._config
+        return ServerLimits(max_message_bytes=c.max_message_bytes, read_timeout=c.read_timeout,
+                            idle_timeout=c.idle_timeout, max_connections=c.max_connections,
+                            max_wait_timeout=c.max_wait_timeout, max_pipelined=c.max_pipelined,
+                            threads=c.luxi_threads)
+
+    def config_values(self):
+        """What QueryConfigValues answers (callables give live values)."""
+        queue = self._queue_service.queue
+        return {constants.CONFIG_DRAIN_FLAG: lambda: queue.drain_flag,
+                constants.CONFIG_MASTER_NODE: self._config.master_node,
+                constants.CONFIG_CLUSTER_NAME: self._config.cluster_name,
+                "queue_dir": queue.path, "version": version()}
+
+    def startService(self):
+        limits = self.limits()
+        self._pool = threadpool.ThreadPool(0, limits.threads, name="luxi")
+        self.factory = LuxiServerFactory(self._queue_service.queue, self.config_values(),
+                                         self._reactor, limits, threadpool=self._pool)
+        self.port = self._listen()
+        self._pool.start()
+        super().startService()
+
+    def _listen(self):
+        unixsocket.prepare(self.path)
+        endpoint = endpoints.UNIXServerEndpoint(self._reactor, self.path, LISTEN_BACKLOG,
+                                                mode=0o660, wantPID=True)
+        outcome = []
+        endpoint.listen(self.factory).addBoth(outcome.append)
+        if not isinstance(outcome[0], failure.Failure):
+            return outcome[0]
+        err = outcome[0].value
+        if self.factory.numPorts:
+            self.factory.doStop()
+        if isinstance(err, error.CannotListenError) and err.socketError == "Cannot acquire lock":
+            raise unixsocket.in_use_error(self.path, unixsocket.lock_holder(self.path))
+        raise common.StartupError("cannot listen on %s: %s" % (
+            self.path, getattr(err, "socketError", None) or err))
+
+    def stop_accepting_submissions(self):
+        if self.factory is not None:
+            self.factory.stop_accepting_submissions()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Answer waiters, stop listening, let connections take their last answers."""
+        super().stopService()
+        self.factory.answer_waiters_and_close()
+        yield self.port.stopListening()
+        deadline = self._reactor.seconds() + CLOSE_TIMEOUT
+        while self.factory.protocols and self._reactor.seconds() < deadline:
+            yield task.deferLater(self._reactor, 0.05, lambda: None)
+        for proto in list(self.factory.protocols):
+            proto.transport.abortConnection()
+        self._pool.stop()
+
+
+class MasterService(service.MultiService):
+    """The daemon: the queue, then the LUXI server; started and stopped in a fixed order."""
+
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.queue_service = QueueService(config, reactor)
+        self.luxi_service = LuxiService(config, reactor, self.queue_service)
+        self.queue_service.setServiceParent(self)
+        self.luxi_service.setServiceParent(self)
+        self.exit_status = EXIT_OK
+        self.stop_started = None
+
+    def startService(self):
+        """Open the queue, listen, release the workers, tell systemd; StartupError if not."""
+        service.Service.startService(self)
+        try:
+            self.queue_service.startService()
+            self.luxi_service.startService()
+        except BaseException:
+            self.running = 0
+            self.queue_service.abort()
+            raise
+        self.queue_service.start_workers()
+        common.sd_notify("READY=1")
+        logger.info("jq-masterd ready: queue %s, socket %s, %d jobs", self.queue_service.path,
+                    self.luxi_service.path, self.queue_service.queue.stats()["jobs"])
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Refuse submissions; shut the queue down (grace); close the LUXI server."""
+        service.Service.stopService(self)
+        self.stop_started = self.reactor.seconds()
+        common.sd_notify("STOPPING=1")
+        logger.info("stopping: refusing new jobs, giving running opcodes up to %gs",
+                    self.config.shutdown_grace)
+        self.luxi_service.stop_accepting_submissions()
+        try:
+            yield self.queue_service.stopService()
+        except Exception:  # noqa: BLE001 - logged; the exit status says it
+            logger.exception("shutting the queue down failed")
+            self.exit_status = EXIT_FAILURE
+        yield self.luxi_service.stopService()
+        logger.info("jq-masterd stopped")
+
+    def grace_left(self):
+        """Text for the log: how much of the grace period is left (when stopping)."""
+        if self.stop_started is None:
+            return ""
+        left = self.config.shutdown_grace - (self.reactor.seconds() - self.stop_started)
+        return " (%.1fs of grace left)" % max(0.0, left)
+
+
+def make_service(config, reactor):
+    """The daemon's service tree for a masterd Config."""
+    return MasterService(config, reactor)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="The jqueue master daemon: owns the job queue, runs jobs and "
+                               "serves LUXI clients on a Unix socket. Runs in the foreground.")
+    configmod.add_arguments(parser, PROGRAM)
+    parser.add_argument("--version", action="version", version="%(prog)s " + version())
+    return parser
+
+
+def prepare_directories(config):
+    """Create the state directory and its run/ directory (mode 0750) if missing."""
+    state_dir = os.path.abspath(config.state_dir)
+    for path in (state_dir, os.path.join(state_dir, "run")):
+        try:
+            os.makedirs(path, DIR_MODE, exist_ok=True)
+        except OSError as err:
+            raise common.StartupError("cannot create %s: %s" % (path, err.strerror)) from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise common.StartupError("directory %s is not writable" % path)
+
+
+def _load_config(parser, argv):
+    args = parser.parse_args(argv)
+    try:
+        return configmod.load(PROGRAM, args)
+    except configmod.MissingOptionError as err:
+        parser.error(errors.error_message(err))
+    except errors.ConfigurationError as err:
+        print("%s: %s" % (PROG, errors.error_message(err)), file=sys.stderr)
+        return None
+
+
+def _start(config, reactor):
+    """Build and start the service tree; None (logged) if the daemon cannot start."""
+    try:
+        prepare_directories(config)
+        master = make_service(config, reactor)
+        master.startService()
+    except (errors.GenericError, OSError) as err:
+        logger.error("cannot start: %s", _one_line(err))
+        return None
+    return master
+
+
+def _one_line(err):
+    text = errors.error_message(err) if isinstance(err, errors.GenericError) else str(err)
+    return " ".join(text.split())
+
+
+def main(argv=None):
+    """Run jq-masterd with argv (default sys.argv[1:]) until stopped; the exit status."""
+    parser = build_parser()
+    config = _load_config(parser, sys.argv[1:] if argv is None else argv)
+    if config is None:
+        return EXIT_FAILURE
+    os.umask(0o027)
+    common.setup_logging(config.log_level)
+    common.raise_nofile_limit()
+    from twisted.internet import reactor
+    logger.info("jq-masterd %s starting (pid %d)", version(), os.getpid())
+    master = None
+    signals = common.StopSignals(reactor, reactor.stop,
+                                 lambda: master.grace_left() if master else "")
+    signals.install()
+    master = _start(config, reactor)
+    if master is None:
+        return EXIT_FAILURE
+    reactor.addSystemEventTrigger("before", "shutdown", master.stopService)
+    signals.reinstall_when_running()
+    reactor.run()
+    return master.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Tests of jqueue.daemon.common and jqueue.daemon.unixsocket (no daemon process needed)."""
+
+import io
+import logging
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from twisted.internet.task import Clock
+
+from jqueue.daemon import common, unixsocket
+
+# sd_notify
+
+
+def test_sd_notify_without_notify_socket_does_nothing():
+    """No $NOTIFY_SOCKET: nothing is sent and False is returned."""
+    assert common.sd_notify("READY=1", environ={}) is False
+
+
+def test_sd_notify_to_a_path_and_to_an_abstract_name(tmp_path):
+    """The datagram reaches a socket given by path, and one given as @abstract."""
+    path = str(tmp_path / "notify")
+    abstract = "jq-test-notify-%d" % os.getpid()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as by_path, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as by_name:
+        by_path.bind(path)
+        by_name.bind("\0" + abstract)
+        assert common.sd_notify("READY=1", environ={"NOTIFY_SOCKET": path})
+        assert common.sd_notify("STOPPING=1", environ={"NOTIFY_SOCKET": "@" + abstract})
+        assert by_path.recv(100) == b"READY=1"
+        assert by_name.recv(100) == b"STOPPING=1"
+
+
+def test_sd_notify_failure_is_logged_not_raised(tmp_path, caplog):
+    """A notification socket that is gone costs a warning, not the daemon."""
+    with caplog.at_level(logging.WARNING):
+        assert common.sd_notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone")}) is False
+    assert "cannot notify systemd" in caplog.text
+
+
+# Limits and logging
+
+
+def test_raise_nofile_limit_reaches_the_hard_limit():
+    """The soft limit of open files is raised to the hard limit (in a child process)."""
+    code = ("import resource; from jqueue.daemon import common; "
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+            "assert common.raise_nofile_limit() == hard; "
+            "assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+
+    subprocess.run([sys.executable, "-c", code], check=True, preexec_fn=lower, timeout=30)
+
+
+def test_journal_lines_carry_their_priority(monkeypatch, tmp_path):
+    """With $JOURNAL_STREAM naming standard error, lines start with <priority>."""
+    stream = open(tmp_path / "log", "w+")  # noqa: SIM115 - closed below
+    info = os.fstat(stream.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", "%d:%d" % (info.st_dev, info.st_ino))
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        common.setup_logging("info", stream, bridge_twisted=False)
+        logging.getLogger("jq.test").warning("careful")
+        logging.getLogger("jq.test").debug("hidden")
+        stream.flush()
+        assert (tmp_path / "log").read_text() == "<4>jq.test: careful\n"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+        stream.close()
+
+
+def test_plain_lines_have_a_timestamp_and_level():
+    """Without journald, lines carry a timestamp, the level and the logger name."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        common.setup_logging("debug", stream, bridge_twisted=False)
+        logging.getLogger("jq.test").debug("details")
+        assert " DEBUG jq.test: details" in stream.getvalue()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+
+
+# Stop signals
+
+
+class FakeReactor(Clock):
+    """Enough of a reactor for StopSignals: running, callFromThread, callWhenRunning."""
+
+    def __init__(self):
+        super().__init__()
+        self.running = False
+        self.when_running = []
+        self.from_thread = []
+
+    def callWhenRunning(self, fn):
+        self.when_running.append(fn)
+
+    def callFromThread(self, fn):
+        self.from_thread.append(fn)
+
+
+@pytest.fixture
+def restore_signals():
+    saved = {s: signal.getsignal(s) for s in common.StopSignals.SIGNALS}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_first_signal_stops_once_later_ones_are_only_logged(restore_signals, caplog):
+    """SIGTERM stops the reactor once; a second SIGTERM and a SIGINT only log."""
+    reactor, stops = FakeReactor(), []
+    signals = common.StopSignals(reactor, lambda: stops.append(1), lambda: " (1.0s left)")
+    signals.install()
+    reactor.running = True
+    with caplog.at_level(logging.INFO):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+    for call in reactor.from_thread:
+        call()
+    assert stops == [1]
+    assert "received SIGTERM, stopping (1.0s left)" in caplog.text
+    assert "received SIGINT again; already stopping" in caplog.text
+
+
+def test_signal_before_the_reactor_runs_stops_it_once_running(restore_signals):
+    """A signal during startup is remembered and stops the reactor when it runs."""
+    reactor, stops = FakeReactor(), []
+    signals = common.StopSignals(reactor, lambda: stops.append(1))
+    signals.install()
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stops == [] and reactor.from_thread == []
+    signals.reinstall_when_running()
+    reactor.running = True
+    for call in reactor.when_running:
+        call()
+    assert stops == [1]
+
+
+# The socket path
+
+
+def _bind_stale(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.close()
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_prepare_leaves_a_fresh_path_alone(tmp_path):
+    """No socket, no lock: nothing to do."""
+    unixsocket.prepare(str(tmp_path / "s.sock"))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("holder", ["dead", "self"])
+def test_prepare_clears_the_lock_and_socket_of_a_gone_daemon(tmp_path, holder):
+    """A lock naming a dead PID (or our own, as in a restarted container) is stale."""
+    path = str(tmp_path / "s.sock")
+    _bind_stale(path)
+    os.symlink(str(_dead_pid() if holder == "dead" else os.getpid()), path + ".lock")
+    unixsocket.prepare(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_prepare_clears_a_lock_whose_pid_was_reused(tmp_path):
+    """A live PID that started after the lock was made is not the lock's daemon."""
+    path = str(tmp_path / "s.sock")
+    _bind_stale(path)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        os.symlink(str(sleeper.pid), path + ".lock")
+        old = time.time() - 600
+        os.utime(path + ".lock", (old, old), follow_symlinks=False)
+        unixsocket.prepare(path)
+        assert os.listdir(tmp_path) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_prepare_refuses_a_live_holder(tmp_path):
+    """A lock held by a live process that predates it: refused, naming the PID."""
+    path = str(tmp_path / "s.sock")
+    _bind_stale(path)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.1)
+        os.symlink(str(sleeper.pid), path + ".lock")
+        with pytest.raises(common.StartupError, match="in use by PID %d" % sleeper.pid):
+            unixsocket.prepare(path)
+        assert sorted(os.listdir(tmp_path)) == ["s.sock", "s.sock.lock"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_prepare_without_lock_removes_a_dead_socket_but_not_a_live_one(tmp_path):
+    """A socket without a lock is removed if nobody accepts on it, else refused."""
+    path = str(tmp_path / "s.sock")
+    _bind_stale(path)
+    unixsocket.prepare(path)
+    assert not os.path.exists(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(path)
+        live.listen(1)
+        with pytest.raises(common.StartupError, match="in use by another process"):
+            unixsocket.prepare(path)
+    assert os.path.exists(path)
+
+
+def test_prepare_never_removes_what_is_not_a_socket(tmp_path):
+    """A regular file at the socket path is refused, with or without a stale lock."""
+    path = tmp_path / "s.sock"
+    path.write_text("precious")
+    with pytest.raises(common.StartupError, match="not a socket"):
+        unixsocket.prepare(str(path))
+    os.symlink(str(_dead_pid()), str(path) + ".lock")
+    with pytest.raises(common.StartupError, match="not a socket"):
+        unixsocket.prepare(str(path))
+    assert path.read_text() == "precious"
