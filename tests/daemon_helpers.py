@@ -1,0 +1,308 @@
+"""Helpers of the end-to-end tests: real jq-masterd processes, jqctl, and a raw LUXI client.
+
+``Daemon`` starts ``python -m jqueue.daemon.masterd`` on a temporary state directory, waits
+until its socket answers, and stops it (SIGTERM, then SIGKILL). ``RawLuxi`` speaks LUXI
+from the wire format alone (a Unix socket, JSON and 0x03), as Ganeti's clients do. The
+``daemon_factory`` generator (behind a ``daemons`` fixture) starts daemons and checks at
+teardown that each one still running stops cleanly (exit status 0).
+"""
+
+import io
+import itertools
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jqueue import constants
+from jqueue.cli import app as cli_app
+from jqueue.luxi.client import Client
+
+EOM = b"\x03"
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 20.0
+#: What Ganeti's clients send as "version" (ignored by the server).
+CLIENT_VERSION = 2100000
+FINAL = constants.JOBS_FINALIZED
+
+
+def toml_value(value):
+    """A Python value as TOML (enough for the daemon's options)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(toml_value(v) for v in value)
+    raise TypeError(value)
+
+
+def write_config(path, section="masterd", **options):
+    """Write a TOML config file with one table of options; return its path as text."""
+    lines = ["[%s]" % section] + ["%s = %s" % (k, toml_value(v)) for k, v in options.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def raise_nofile_limit():
+    """Raise this process's soft limit of open files to the hard limit; return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def masterd_command(*args):
+    return [sys.executable, "-m", "jqueue.daemon.masterd", *args]
+
+
+class Daemon:
+    """One jq-masterd process on a state directory (restartable on the same directory)."""
+
+    _serial = itertools.count()
+
+    def __init__(self, state_dir, socket_path=None, config=None, args=(), env=None):
+        self.state_dir = str(state_dir)
+        self.socket = socket_path or os.path.join(self.state_dir, "run", "jqueue.sock")
+        self.queue_dir = os.path.join(self.state_dir, "queue")
+        self.config = config
+        self.args = list(args)
+        self.env = env
+        self.proc = None
+        self.log_path = None
+        self.returncode = None
+
+    def command(self):
+        args = ["--state-dir", self.state_dir]
+        if self.socket != os.path.join(self.state_dir, "run", "jqueue.sock"):
+            args += ["--socket", self.socket]
+        if self.config:
+            args += ["--config", self.config]
+        return masterd_command(*args, *self.args)
+
+    def start(self, wait=True):
+        """Start the process (and by default wait until it answers); return self."""
+        self.log_path = "%s-masterd-%d.log" % (self.state_dir.rstrip("/"), next(self._serial))
+        env = dict(os.environ, **(self.env or {}))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env)
+        self.returncode = None
+        if wait:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr(self):
+        """What the daemon logged so far (its standard error)."""
+        with open(self.log_path, encoding="utf-8", errors="replace") as stream:
+            return stream.read()
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        """Poll QueryConfigValues until the socket answers; fail with the log if it died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                pytest.fail("jq-masterd exited with %s before answering:\n%s" % (
+                    self.proc.poll(), self.stderr()))
+            try:
+                with Client(self.socket, connect_timeout=0.5, timeout=2) as client:
+                    client.query_config_values(["cluster_name"])
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    pytest.fail("jq-masterd did not answer within %ss:\n%s" % (
+                        timeout, self.stderr()))
+                time.sleep(0.05)
+
+    def client(self, timeout=20):
+        return Client(self.socket, connect_timeout=5, timeout=timeout)
+
+    def call(self, method, args, timeout=20):
+        """One LUXI request on a new connection; the result (errors raised)."""
+        with self.client(timeout) as client:
+            return client.call(method, args)
+
+    def jqctl(self, *args, stdin=""):
+        """Run jqctl in this process with captured streams; (exit status, stdout, stderr)."""
+        out, err = io.StringIO(), io.StringIO()
+        ctx = cli_app.Context(cli_app.connect, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+        code = cli_app.run(ctx, ["--socket", self.socket, "--timeout", "30", *args])
+        return code, out.getvalue(), err.getvalue()
+
+    def jqctl_process(self, *args, stdin=""):
+        """Run jqctl as a process (python -m jqueue.cli); the CompletedProcess."""
+        return subprocess.run([sys.executable, "-m", "jqueue.cli", "--socket", self.socket,
+                               "--timeout", "30", *args], input=stdin, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    def send_signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout=STOP_TIMEOUT):
+        """Wait for the process to exit; its exit status."""
+        self.returncode = self.proc.wait(timeout)
+        return self.returncode
+
+    def stop(self, signum=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Send signum and wait (SIGKILL after timeout); the exit status."""
+        if not self.alive():
+            return self.wait()
+        self.proc.send_signal(signum)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.wait()
+            pytest.fail("jq-masterd did not stop within %ss after %s:\n%s" % (
+                timeout, signal.Signals(signum).name, self.stderr()))
+
+    def kill(self):
+        """SIGKILL the process and reap it."""
+        self.proc.kill()
+        return self.wait()
+
+    def proc_status(self, key):
+        """A field of /proc/PID/status as an int (VmRSS, VmHWM in kB; Threads)."""
+        with open("/proc/%d/status" % self.pid, encoding="ascii") as stream:
+            for line in stream:
+                name, _, value = line.partition(":")
+                if name == key:
+                    return int(value.split()[0])
+        raise KeyError(key)
+
+    def thread_count(self):
+        return len(os.listdir("/proc/%d/task" % self.pid))
+
+
+def daemon_factory(tmp_path):
+    """Generator for a fixture: yields a factory of Daemons on tmp_path; afterwards each one
+    still running is stopped and must exit 0."""
+    started = []
+    counter = itertools.count()
+
+    def make(state_dir=None, start=True, **kwargs):
+        daemon = Daemon(state_dir or tmp_path / ("state%d" % next(counter)), **kwargs)
+        started.append(daemon)
+        return daemon.start() if start else daemon
+
+    yield make
+    problems = []
+    for daemon in started:
+        if daemon.alive():
+            code = daemon.stop()
+            if code != 0:
+                problems.append("exit status %s:\n%s" % (code, daemon.stderr()))
+    assert not problems, "\n".join(problems)
+
+
+class RawLuxi:
+    """A LUXI client from the wire format alone: JSON objects each followed by 0x03."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self._buffer = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, method, args):
+        """Send a request as Ganeti's clients do: with a version and a newline before 0x03."""
+        request = {"method": method, "args": args, "version": CLIENT_VERSION}
+        self.send_raw(json.dumps(request).encode("utf-8") + b"\n" + EOM)
+
+    def receive(self):
+        """Read one response; (success, result). Fails on any key besides those two."""
+        while EOM not in self._buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("connection closed by the daemon")
+            self._buffer += data
+        message, self._buffer = self._buffer.split(EOM, 1)
+        response = json.loads(message.decode("utf-8"))
+        assert set(response) == {"success", "result"}, response
+        return response["success"], response["result"]
+
+    def request(self, method, args):
+        self.send(method, args)
+        return self.receive()
+
+    def ok(self, method, args):
+        """A request that must succeed; its result."""
+        success, result = self.request(method, args)
+        assert success, (method, args, result)
+        return result
+
+    def eof(self, timeout=10):
+        """Whether the daemon closes the connection (reads nothing more) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+
+def wait_for_status(client, job_id, statuses, timeout=20):
+    """Wait (WaitForJobChange) until the job's status is one of statuses; return it."""
+    deadline = time.monotonic() + timeout
+    info, serial = None, None
+    while time.monotonic() < deadline:
+        result = client.wait_for_job_change_once(job_id, ["status"], info, serial,
+                                                 max(0.1, min(5, deadline - time.monotonic())))
+        if result != constants.JOB_NOTCHANGED:
+            info = result[0]
+            serial = max([serial or 0] + [entry[0] for entry in result[1]])
+            if info[0] in statuses:
+                return info[0]
+            if info[0] in FINAL:
+                raise AssertionError("job %s ended %s, expected %s" % (job_id, info[0],
+                                                                      statuses))
+    raise AssertionError("job %s not %s within %ss (last %s)" % (job_id, statuses, timeout,
+                                                                info))
+
+
+def wait_all_final(client, job_ids, timeout=30):
+    """Poll QueryJobs until every job is finalized; return {id: (status, opresult)}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = client.query_jobs(list(job_ids), ["id", "status", "opresult"])
+        missing = [i for i, row in zip(job_ids, rows) if row is None]
+        assert not missing, "jobs lost: %s" % missing
+        if all(row[1] in FINAL for row in rows):
+            return {row[0]: (row[1], row[2]) for row in rows}
+        assert time.monotonic() < deadline, [r for r in rows if r[1] not in FINAL][:5]
+        time.sleep(0.05)
+
+
+def delay(duration=0, **params):
+    return dict({"OP_ID": "OP_TEST_DELAY", "duration": duration}, **params)
+
+
+def jqop(**params):
+    return dict({"OP_ID": "OP_TEST_JQUEUE"}, **params)
