@@ -29,6 +29,7 @@ import logging
 import threading
 
 from jqueue import errors, records, serializer
+from jqueue.rpc import client as rpc_client
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +147,43 @@ class ClusterReplicator:
         for sender in self._senders.values():
             sender.start()
 
+    def add_peer(self, name, client):
+        """Replicate to one more candidate (it is resynced before it counts)."""
+        with self._cond:
+            if name in self._senders:
+                return
+            sender = self._senders[name] = _Sender(self, name, client)
+            self.candidates = len(self._senders)
+        if self._queue is not None:
+            sender.start()
+
+    def remove_peer(self, name):
+        """Stop replicating to a candidate; acknowledgements it gave still count."""
+        with self._cond:
+            sender = self._senders.pop(name, None)
+            self.candidates = len(self._senders)
+            if sender is not None:
+                sender.stopped = True
+                self._cond.notify_all()
+        if sender is not None:
+            sender.join()
+
+    def set_min_acks(self, min_acks):
+        """Change the policy for changes to come (None: the majority default)."""
+        with self._cond:
+            value = default_min_acks(len(self._senders)) if min_acks is None else min_acks
+            if not 0 <= value <= len(self._senders):
+                raise errors.ConfigurationError("min_acks %s impossible with %d candidates" % (
+                    value, len(self._senders)))
+            self.min_acks = value
+
     def stop(self):
         """Stop the senders; pending changes fail (they stay on the master's disk)."""
         with self._cond:
             self._stopped = True
             self._fail_pending_unlocked(errors.ReplicationError("replication stopped"))
             self._cond.notify_all()
-        for sender in self._senders.values():
+        for sender in list(self._senders.values()):
             sender.join()
 
     def base_body(self):
@@ -217,8 +248,10 @@ class ClusterReplicator:
     def set_drain_flag(self, flag):
         """Set the flag on the candidates; raise ReplicationError below min_acks copies."""
         body = dict(self.base_body(), flag=bool(flag))
-        results = _call_all({n: s.client for n, s in self._senders.items()},
-                            "jobqueue_set_drain_flag", body)
+        with self._cond:
+            clients = [sender.client for sender in self._senders.values()]
+        results = rpc_client.call_many(clients, "jobqueue_set_drain_flag", body,
+                                       self.ack_timeout)
         done = [n for n, r in results.items() if not isinstance(r, Exception)]
         if len(done) < self.min_acks:
             raise errors.ReplicationError("drain flag set on the master and %d of %d candidates "
@@ -264,6 +297,7 @@ class _Sender:
         self.needs_resync = True
         self.resyncing = False
         self.overflow = False
+        self.stopped = False
         self.backlog = collections.deque()
         self.backlog_bytes = 0
         self.acked = 0
@@ -309,8 +343,11 @@ class _Sender:
 
     # Thread
 
+    def _running(self):
+        return not (self.stopped or self.rep._stopped or self.rep._fenced is not None)
+
     def _run(self):
-        while not self.rep._stopped and self.rep._fenced is None:
+        while self._running():
             try:
                 if self.needs_resync:
                     self._resync()
@@ -333,14 +370,14 @@ class _Sender:
         self.last_error = message
         self.reachable = not isinstance(err, errors.RemoteError)
         with self.rep._cond:
-            self.rep._cond.wait_for(lambda: self.rep._stopped, self.rep.retry_interval)
+            self.rep._cond.wait_for(lambda: not self._running(), self.rep.retry_interval)
 
     def _take(self):
         """Wait for queued batches; return (seq_from, seq_to, texts, count) to send."""
         with self.rep._cond:
             self.rep._cond.wait_for(lambda: self.backlog or self.needs_resync
-                                    or self.rep._stopped or self.rep._fenced is not None)
-            if not self.backlog or self.needs_resync:
+                                    or not self._running())
+            if not self.backlog or self.needs_resync or not self._running():
                 return None
             texts, size, count = [], 0, 0
             for _seq, batch_texts, nbytes in self.backlog:
@@ -476,22 +513,3 @@ def _job_records(queue, job_id):
     if archived:
         texts.append(records.archive_record(job_id).decode("utf-8"))
     return texts
-
-
-def _call_all(clients, method, body):
-    """Call method on every client in parallel; map name to result or exception."""
-    results = {}
-
-    def call(name, client):
-        try:
-            results[name] = client.call(method, body)
-        except errors.GenericError as err:
-            results[name] = err
-
-    threads = [threading.Thread(target=call, args=item) for item in clients.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-

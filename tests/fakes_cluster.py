@@ -27,11 +27,16 @@ class LoopbackClient:
     ``calls`` counts the calls by method.
     """
 
-    def __init__(self, caller, rpc):
+    def __init__(self, caller, rpc, node_name="peer"):
         self.caller = caller
         self.rpc = rpc
+        self.node_name = node_name
+        self.address = "loopback"
         self.down = False
         self.calls = collections.Counter()
+
+    def call_encoded(self, method, data):
+        return self.call(method, serializer.loads(data))
 
     def call(self, method, body):
         if self.down:
@@ -54,7 +59,8 @@ class Cluster:
         self.names = ["c%d" % i for i in range(1, candidates + 1)]
         self.states = {name: NodeState(epoch, "master") for name in self.names}
         self.replicas = {name: self._open_replica(name) for name in self.names}
-        self.clients = {name: LoopbackClient("master", self._rpc(name)) for name in self.names}
+        self.clients = {name: LoopbackClient("master", self._rpc(name), name)
+                        for name in self.names}
         self.fenced = []
         self.replicator = ClusterReplicator(
             "master", epoch, session, self.clients, min_acks=min_acks, ack_timeout=ack_timeout,

@@ -6,11 +6,11 @@ import time
 import pytest
 from conftest import delay, jqop, run_jobs
 from fakes import SyncPool
-from fakes_cluster import Cluster
+from fakes_cluster import Cluster, LoopbackClient, NodeState
 
 from jqueue import errors
 from jqueue.queue import JobQueue
-from jqueue.replica import job_digest
+from jqueue.replica import Replica, ReplicaRpc, job_digest
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
 
@@ -221,3 +221,25 @@ def test_replica_restart_keeps_its_position(cluster):
     calls = cl.clients["c1"].calls["resync_digests"]
     cl.queue.submit_job([delay()])
     assert cl.clients["c1"].calls["resync_digests"] == calls
+
+
+def test_candidates_added_and_removed_at_run_time(cluster, tmp_path):
+    """A new candidate is resynced and then counts; a removed one stops receiving."""
+    cl = cluster(candidates=1)
+    cl.queue.submit_job([jqop(log_messages=["before"])])
+    run_jobs(cl.queue)
+
+    state = NodeState(1, "master")
+    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+    client = LoopbackClient("master", ReplicaRpc(lambda: late, state), "late")
+    try:
+        cl.replicator.add_peer("late", client)
+        cl.replicator.set_min_acks(2)
+        cl.queue.submit_job([delay()])
+        assert _replica_jobs(late) == _master_jobs(cl.queue)
+        cl.replicator.remove_peer("late")
+        cl.replicator.set_min_acks(None)
+        cl.queue.submit_job([delay()])
+        assert len(late.queue._jobs) == 2 and client.calls["replicate"] >= 1
+    finally:
+        late.close()
