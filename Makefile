@@ -22,7 +22,7 @@ lint: venv
 	$(PY) -m ruff check .
 
 demo: venv
-	$(PY) -m jqueue.demo
+	sh tools/demo
 
 bench: venv
 	$(PY) bench/run.py
