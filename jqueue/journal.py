@@ -43,7 +43,8 @@ def frame(payload):
 class Batch:
     """Records committed together; callers wait on it to learn that theirs are durable."""
 
-    __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes", "ticket")
+    __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes", "ticket",
+                 "_callbacks", "_lock", "_finished")
 
     def __init__(self):
         self.frames = []
@@ -54,6 +55,39 @@ class Batch:
         self.nbytes = 0
         #: The replication hook's ticket once the batch was handed to it (see Journal).
         self.ticket = None
+        self._callbacks = []
+        self._lock = threading.Lock()
+        self._finished = False
+
+    def add_done_callback(self, callback):
+        """Call callback(batch) once the batch is finished (at once if it already is).
+
+        It runs in the journal's thread: it must be quick and must not wait for the
+        journal (hand the work to another thread, e.g. with reactor.callFromThread).
+        Callbacks run before wait() returns for anyone.
+        """
+        with self._lock:
+            if not self._finished:
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    def _complete(self, error):
+        with self._lock:
+            self.error = error
+            self._finished = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # noqa: BLE001 - one caller's bug must not stop the journal
+                logger.exception("batch callback failed")
+        self.done.set()
+
+    def result(self):
+        """Raise the batch's error, if it finished with one."""
+        if self.error is not None:
+            raise self.error
 
     def wait(self, timeout=None):
         """Block until the batch is durable (and replicated); raise if it failed.
@@ -273,8 +307,7 @@ class Journal:
             except Exception:  # noqa: BLE001 - a listener bug must not stop commits
                 logger.exception("durability listener failed")
         for batch in batches:
-            batch.error = error
-            batch.done.set()
+            batch._complete(error)
 
 
 class _FailedTicket:

@@ -120,10 +120,9 @@ class JobQueue:
 
     def submit_job(self, ops, drained_ok=False):
         """Submit one job (a list of opcodes); return its id once it is durable."""
-        ok, value = self._submit([ops], drained_ok, single=True)[0]
-        if not ok:
-            raise errors.OpPrereqError(value, constants.ECODE_INVAL)
-        return value
+        job_id, batch = self.submit_job_nowait(ops, drained_ok)
+        self._wait(batch)
+        return job_id
 
     def submit_job_to_drained_queue(self, ops):
         """Submit one job even if the queue is drained (for the cluster's own work)."""
@@ -153,14 +152,37 @@ class JobQueue:
         return inputs
 
     def _submit(self, jobs, drained_ok, single):
+        results, batch = self.submit_nowait(jobs, drained_ok, single)
+        if batch is not None:
+            self._wait(batch)
+        return results
+
+    def submit_nowait(self, jobs, drained_ok=False, single=False):
+        """Validate and record jobs without waiting: return (results, batch).
+
+        results is what submit_many_jobs returns; the submissions are acknowledged once
+        batch (None if nothing was recorded) finishes without error: callers that must
+        not block (the daemon's event loop) use batch.add_done_callback. Raises the same
+        errors as submit_many_jobs, before anything is recorded.
+        """
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
         with self._lock:
             self._check_accepting_unlocked(len(validated), drained_ok)
-            results, batch = self._create_jobs_unlocked(validated)
-        if batch is not None:
-            self._wait(batch)
-        return results
+            return self._create_jobs_unlocked(validated)
+
+    def submit_job_nowait(self, ops, drained_ok=False):
+        """Like submit_job, without waiting: return (job id, batch to wait on)."""
+        results, batch = self.submit_nowait([ops], drained_ok, single=True)
+        ok, value = results[0]
+        if not ok:
+            raise errors.OpPrereqError(value, constants.ECODE_INVAL)
+        return value, batch
+
+    @property
+    def ack_timeout(self):
+        """Seconds a change may wait for replication before callers are told it failed."""
+        return self._replicator.ack_timeout
 
     def _check_writable(self):
         """Clients may not change a replica; the master replicates to it."""
@@ -410,7 +432,7 @@ class JobQueue:
 
     def _wait(self, batch):
         """Wait for a batch to be acknowledged; ReplicationError if it is not in time."""
-        batch.wait(self._replicator.ack_timeout)
+        batch.wait(self.ack_timeout)
 
     def stats(self):
         """Counters for monitoring: jobs, waiters, journal, pool."""

@@ -49,6 +49,21 @@ class FakeBackend:
     def submit_job_to_drained_queue(self, ops):
         return self._call("submit_job_to_drained_queue", ops, default=1)
 
+    def submit_job_nowait(self, ops, drained_ok=False):
+        """Recorded as submit_job (or submit_job_to_drained_queue); nothing to wait for."""
+        if drained_ok:
+            return self.submit_job_to_drained_queue(ops), None
+        return self.submit_job(ops), None
+
+    def submit_nowait(self, jobs, drained_ok=False, single=False):
+        """Recorded as submit_many_jobs; nothing to wait for."""
+        return self.submit_many_jobs(jobs, drained_ok), None
+
+    @property
+    def ack_timeout(self):
+        """No replication: nothing times out."""
+        return None
+
     def submit_many_jobs(self, jobs, drained_ok=False):
         return self._call("submit_many_jobs", jobs, drained_ok,
                           default=[(True, n + 1) for n in range(len(jobs))])

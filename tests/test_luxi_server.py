@@ -41,6 +41,9 @@ class Conn:
 
     def answers(self):
         """New answers since the last call, as (success, result), after pending callbacks."""
+        wait_durable = getattr(self.factory.backend, "wait_durable", None)
+        if wait_durable is not None:
+            wait_durable(5)  # submissions are answered from the journal's thread
         self.factory.reactor.run_from_threads()
         data = self.transport.value()[self._read:]
         assert data == b"" or data.endswith(EOM), data

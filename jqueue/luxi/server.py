@@ -200,6 +200,8 @@ class LuxiProtocol(protocol.Protocol):
         if spec.name in constants.LUXI_REQ_SUBMISSIONS and not self.factory.accepting:
             self._finish(request, False, errors.encode_exception(
                 errors.JobQueueError("daemon is shutting down")))
+        elif spec.name in _SUBMITTERS:
+            self._start_submit(request, spec, checked)
         elif spec.watch:
             self._start_watch(request, checked)
         else:
@@ -211,6 +213,44 @@ class LuxiProtocol(protocol.Protocol):
         deferred.addCallbacks(lambda result: self._finish(request, True, result),
                               lambda failure: self._finish_failure(request, failure))
         deferred.addErrback(lambda failure: self._internal_error(request, failure.value))
+
+    def _start_submit(self, request, spec, args):
+        """Record a submission in this thread; answer once it is durable (no pool thread).
+
+        The queue never holds its lock across I/O, so recording is quick; the answer comes
+        from the journal's thread through callFromThread once the batch is acknowledged,
+        or as the batch's ReplicationError when the acknowledgement timeout passes first.
+        """
+        try:
+            answer, batch = _SUBMITTERS[spec.name](self.factory.backend, args)
+        except Exception as err:  # noqa: BLE001 - encoded like any backend error
+            self._finish(request, False, _encode_error(request.method, err, _traceback_text))
+            return
+        if batch is None:
+            self._finish(request, True, answer)
+            return
+        timeout = self.factory.backend.ack_timeout
+        if timeout is not None:
+            request.timer = self._reactor.callLater(
+                timeout, self._submit_timed_out, request, batch)
+        batch.add_done_callback(lambda done: self._reactor.callFromThread(
+            self._submit_done, request, done, answer))
+
+    def _submit_done(self, request, batch, answer):
+        if request is not self._current:
+            return
+        self._end_watch(request)
+        if batch.error is not None:
+            self._finish(request, False, errors.encode_exception(batch.error))
+        else:
+            self._finish(request, True, answer)
+
+    def _submit_timed_out(self, request, batch):
+        request.timer = None
+        if request is self._current:
+            error = batch.ticket.timeout_error() if batch.ticket is not None else (
+                errors.JobQueueError("submission not durable within the timeout"))
+            self._finish(request, False, errors.encode_exception(error))
 
     def _finish_failure(self, request, failure):
         self._finish(request, False, _encode_error(request.method, failure.value,
@@ -364,19 +404,20 @@ class LuxiProtocol(protocol.Protocol):
 class LuxiServerFactory(protocol.Factory):
     """Builds LuxiProtocols over one backend (a jqueue.queue.JobQueue) and thread pool.
 
-    config_values answers QueryConfigValues (see methods.Dispatcher). The factory owns a
-    pool of limits.threads threads, started and stopped with the factory, unless one is
-    given (then its owner starts and stops it).
+    config_values answers QueryConfigValues and cluster serves the cluster methods (see
+    methods.Dispatcher). The factory owns a pool of limits.threads threads, started and
+    stopped with the factory, unless one is given (then its owner starts and stops it).
     """
 
     protocol = LuxiProtocol
     noisy = False
 
-    def __init__(self, backend, config_values, reactor, limits=None, threadpool=None):
+    def __init__(self, backend, config_values, reactor, limits=None, threadpool=None,
+                 cluster=None):
         self.backend = backend
         self.reactor = reactor
         self.limits = limits if limits is not None else ServerLimits()
-        self.dispatcher = methods.Dispatcher(backend, config_values)
+        self.dispatcher = methods.Dispatcher(backend, config_values, cluster)
         self._own_pool = threadpool is None
         self.threadpool = threadpool if threadpool is not None else (
             twisted_threadpool.ThreadPool(0, self.limits.threads, name="luxi"))
@@ -429,6 +470,25 @@ class LuxiServerFactory(protocol.Factory):
         self.stopping = True
         for proto in list(self.protocols):
             proto.answer_waiter()
+
+
+def _submit_job(backend, args, drained_ok=False):
+    return backend.submit_job_nowait(args[0], drained_ok)
+
+
+def _submit_many(backend, args):
+    results, batch = backend.submit_nowait(args[0])
+    return [list(result) for result in results], batch
+
+
+#: Submissions answered without a pool thread: wire name -> f(backend, args) -> (answer,
+#: batch).
+_SUBMITTERS = {
+    constants.LUXI_REQ_SUBMIT_JOB: _submit_job,
+    constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE:
+        lambda backend, args: _submit_job(backend, args, drained_ok=True),
+    constants.LUXI_REQ_SUBMIT_MANY_JOBS: _submit_many,
+}
 
 
 def _encode_error(method, err, traceback_fn):
