@@ -4,7 +4,8 @@ Prints:
   (a) the disk: write+fsync+rename+directory fsync of a 1 KiB file per second (one file
       per change, the ancestor's design), one append+fdatasync per second, and 100
       records per fdatasync (group commit ceiling);
-  (b) durable single-job submits per second from 1 and 16 concurrent submitters;
+  (b) durable single-job submits per second from 1 and 16 concurrent submitters, while
+      2 workers run the submitted no-op jobs;
   (c) jobs per second through submit -> success for 10,000 no-op jobs;
   (d) median and p99 latency from a job finalizing to a blocked waiter returning;
   (e) query of id,status for 10,000 and 100,000 jobs;
@@ -178,17 +179,23 @@ def write_job_files(path, count):
     os.sync()
 
 
-def run(root, quick=False):
-    """Run every core measurement under root; return rows of (label, value, unit, ratio)."""
+def run(root, quick=False, results=None):
+    """Run every core measurement under root; return rows of (label, value, unit, ratio).
+
+    Figures later suites compare with go into results.
+    """
+    results = results if results is not None else {}
     rows = []
     one_file, single, batched = disk_rates(root, 1.0 if quick else 2.0)
     rows.append(("(a) disk: 1 KiB file write+fsync+rename+dir fsync", one_file, "/s", 1.0))
     rows.append(("    disk: append 1 KiB + fdatasync", single, "/s", single / one_file))
     rows.append(("    disk: append 100 x 1 KiB + one fdatasync (ceiling)", batched,
                  "records/s", batched / one_file))
-    queue = JobQueue(os.path.join(root, "submit"), workers=0, max_jobs=10 ** 7)
+    # Jobs run while submits go on (2 workers, like the daemon the socket figures use).
+    queue = JobQueue(os.path.join(root, "submit"), workers=2, max_jobs=10 ** 7)
     for threads in (1, 16):
         rate = submit_rate(queue, threads, 1.0 if quick else 3.0)
+        results["submit_%d" % threads] = rate
         rows.append(("(b) durable submits, %d submitter%s" % (threads, "s" * (threads > 1)),
                      rate, "/s", rate / one_file))
     stats = queue.stats()["journal"]
@@ -197,12 +204,14 @@ def run(root, quick=False):
     queue.shutdown()
     jobs = 2000 if quick else 10000
     rate, e2e_queue = end_to_end(root, jobs)
+    results["e2e"] = rate
     rows.append(("(c) submit -> success, %d no-op jobs, 2 workers" % jobs, rate, "jobs/s",
                  rate / one_file))
     elapsed, count = query_time(e2e_queue)
     rows.append(("(e) query id,status of %d jobs" % count, elapsed * 1000, "ms", None))
     e2e_queue.shutdown()
     median, p99 = waiter_latency(root, 100 if quick else 300)
+    results["wait_median"] = median
     rows.append(("(d) job finalized -> blocked waiter returns, median", median * 1000, "ms",
                  None))
     rows.append(("    job finalized -> blocked waiter returns, p99", p99 * 1000, "ms", None))

@@ -14,7 +14,11 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SUITES = ["core"]
+SUITES = ["core", "luxi"]
+RATIO_TEXT = {
+    "core": "to (a), one fsync'd file per change",
+    "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
+}
 
 
 def main(argv=None):
@@ -24,14 +28,16 @@ def main(argv=None):
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="jq-bench-", dir=args.dir)
+    results = {}  # figures a later suite compares with (in-process rates for the socket)
     try:
         for name in args.only.split(","):
             module = importlib.import_module(name)
             print("== %s: %s" % (name, module.__doc__.splitlines()[0]))
+            print("   ratio: %s" % RATIO_TEXT.get(name, ""))
             work = os.path.join(root, name)
             os.makedirs(work)
-            for label, value, unit, ratio in module.run(work, quick=args.quick):
-                ratio_text = "" if ratio is None else "  (x%.2f of (a))" % ratio
+            for label, value, unit, ratio in module.run(work, args.quick, results):
+                ratio_text = "" if ratio is None else "  x%.2f" % ratio
                 print("  %-62s %12.2f %-9s%s" % (label, value, unit, ratio_text), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,210 @@
+"""Benchmark through the LUXI socket of a real jq-masterd, with ratios to in-process figures.
+
+Prints: durable submits per second from 1 and 16 client processes, end-to-end no-op jobs
+per second, waiter wake-up latency (median, p99: from the job's end timestamp to the
+client holding the answer) with 1 and with 5,000 concurrent waiters, and the daemon's
+RSS and thread count with 5,000 waiters. Ratios compare with the in-process (core)
+figures measured in the same run: the target is a socket path costing at most 2x.
+"""
+
+import multiprocessing
+import os
+import resource
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from jqueue import constants, serializer
+from jqueue.job import ts_to_float
+from jqueue.luxi import client as luxi_client
+
+NOOP = {"OP_ID": "OP_TEST_DELAY", "duration": 0}
+
+
+def start_daemon(state_dir, workers=2):
+    """Start jq-masterd on state_dir; return (process, socket path) once it answers."""
+    sock = os.path.join(state_dir, "run", "jqueue.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "jqueue.daemon.masterd", "--state-dir",
+                             state_dir, "--workers", str(workers), "--log-level", "warning",
+                             "--max-jobs", "1000000"],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with luxi_client.Client(sock, timeout=5) as client:
+                client.query_config_values(["drain_flag"])
+            return proc, sock
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("jq-masterd did not start")
+
+
+def stop_daemon(proc):
+    proc.terminate()
+    proc.wait(60)
+
+
+def _submitter(sock, seconds, start_at, out):
+    with luxi_client.Client(sock) as client:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        stop, count = start_at + seconds, 0
+        while time.time() < stop:
+            client.submit_job([NOOP])
+            count += 1
+    out.put(count)
+
+
+def submit_rate(sock, clients, seconds):
+    """Durable submits per second from `clients` processes, each with its own connection."""
+    out = multiprocessing.Queue()
+    start_at = time.time() + 1.0
+    procs = [multiprocessing.Process(target=_submitter, args=(sock, seconds, start_at, out))
+             for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    total = sum(out.get() for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / seconds
+
+
+def _batch_submitter(sock, count, out):
+    ids = []
+    with luxi_client.Client(sock) as client:
+        for _ in range(count):
+            ids.append(client.submit_job([NOOP]))
+    out.put(ids)
+
+
+def end_to_end(sock, jobs, clients=16):
+    """No-op jobs per second from the first submit until every one succeeded."""
+    out = multiprocessing.Queue()
+    start = time.perf_counter()
+    procs = [multiprocessing.Process(target=_batch_submitter, args=(sock, jobs // clients, out))
+             for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    ids = sorted(i for _ in procs for i in out.get())
+    for proc in procs:
+        proc.join()
+    with luxi_client.Client(sock) as client:
+        pending = ids
+        while pending:
+            rows = client.query_jobs(pending, ["id", "status"])
+            pending = [row[0] for row in rows if row[1] not in constants.JOBS_FINALIZED]
+            if pending:
+                time.sleep(0.02)
+    return len(ids) / (time.perf_counter() - start)
+
+
+def one_waiter_latency(sock, samples):
+    """Median and p99 seconds from job end to a blocked WaitForJobChange answer."""
+    latencies = []
+    with luxi_client.Client(sock) as client:
+        for _ in range(samples):
+            job_id = client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0.005}])
+            info = None
+            while True:
+                result = client.wait_for_job_change_once(job_id, ["status", "end_ts"], info,
+                                                         None, 10)
+                if result != constants.JOB_NOTCHANGED:
+                    info = result[0]
+                    if info[0] in constants.JOBS_FINALIZED:
+                        break
+            latencies.append(time.time() - ts_to_float(info[1]))
+    latencies.sort()
+    return statistics.median(latencies), latencies[max(0, int(len(latencies) * 0.99) - 1)]
+
+
+def _proc_status(pid):
+    with open("/proc/%d/status" % pid) as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["Threads"])
+
+
+def many_waiters(sock, pid, waiters):
+    """Latency of `waiters` concurrent waiters on one job; daemon RSS and threads meanwhile."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with luxi_client.Client(sock) as client:
+        job_id = client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 3.0}])
+        info = client.wait_for_job_change(job_id, ["status"], ["queued"], None, 10)[0]
+    request = serializer.dumps_bytes({"method": "WaitForJobChange", "args": [
+        job_id, ["status"], info, None, 30]}) + b"\x03"
+    selector = selectors.DefaultSelector()
+    conns = []
+    for _ in range(waiters):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(sock)
+        conn.sendall(request)
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_READ)
+        conns.append(conn)
+    time.sleep(1.0)
+    rss, threads = _proc_status(pid)
+    arrivals = _collect(selector, waiters, 60)
+    for conn in conns:
+        conn.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with luxi_client.Client(sock) as client:
+        end = ts_to_float(client.query_jobs([job_id], ["end_ts"])[0][0])
+    latencies = sorted(t - end for t in arrivals)
+    return (statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], rss,
+            threads, len(arrivals))
+
+
+def _collect(selector, expected, timeout):
+    arrivals, buffers = [], {}
+    deadline = time.monotonic() + timeout
+    while len(arrivals) < expected and time.monotonic() < deadline:
+        for key, _ in selector.select(1.0):
+            data = key.fileobj.recv(65536)
+            buffers[key.fileobj] = buffers.get(key.fileobj, b"") + data
+            if b"\x03" in buffers[key.fileobj] or not data:
+                arrivals.append(time.time())
+                selector.unregister(key.fileobj)
+    return arrivals
+
+
+def run(root, quick=False, results=None):
+    """Run the socket measurements; rows of (label, value, unit, ratio)."""
+    results = results if results is not None else {}
+    rows = []
+    proc, sock = start_daemon(os.path.join(root, "state"))
+    try:
+        seconds = 1.0 if quick else 3.0
+        for clients in (1, 16):
+            rate = submit_rate(sock, clients, seconds)
+            base = results.get("submit_%d" % clients)
+            rows.append(("durable submits through the socket, %d client%s" % (
+                clients, "s" * (clients > 1)), rate, "/s", _ratio(base, rate)))
+        jobs = 2000 if quick else 10000
+        rate = end_to_end(sock, jobs)
+        rows.append(("submit -> success through the socket, %d jobs" % jobs, rate, "jobs/s",
+                     _ratio(results.get("e2e"), rate)))
+        median, p99 = one_waiter_latency(sock, 50 if quick else 200)
+        rows.append(("1 waiter: job end -> answer, median", median * 1000, "ms",
+                     _ratio(median, results.get("wait_median"))))
+        rows.append(("1 waiter: job end -> answer, p99", p99 * 1000, "ms", None))
+        count = 1000 if quick else 5000
+        median, p99, rss, threads, got = many_waiters(sock, proc.pid, count)
+        rows.append(("%d waiters (%d answered): job end -> answer, median" % (count, got),
+                     median * 1000, "ms", None))
+        rows.append(("%d waiters: job end -> answer, p99" % count, p99 * 1000, "ms", None))
+        rows.append(("daemon RSS with %d waiters" % count, rss / 2 ** 20, "MiB", None))
+        rows.append(("daemon threads with %d waiters" % count, threads, "", None))
+    finally:
+        stop_daemon(proc)
+    return rows
+
+
+def _ratio(in_process, socket_figure):
+    """Socket cost relative to in-process: rates as in/socket, latencies as socket/in."""
+    if not in_process or not socket_figure:
+        return None
+    return in_process / socket_figure
