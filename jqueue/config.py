@@ -231,6 +231,40 @@ OPTIONS = (
            flag="--luxi-threads", metavar="N"),
 )
 
+#: jq-noded's options (man/jq-noded.8.rst), kept apart from masterd's.
+NODED_OPTIONS = (
+    Option("state_dir", Text(), REQUIRED,
+           "The node's state directory: cluster.json, node.json, tls/ (CA certificate, node "
+           "certificate and key) and, on a master candidate, the replica in DIR/queue. "
+           "Made by jqctl cluster init or jqctl node init and join.",
+           flag="--state-dir", metavar="DIR", programs=("noded",)),
+    Option("listen", Text(), None,
+           "Address and port of the mutual-TLS RPC listener, as HOST:PORT ([V6ADDR]:PORT "
+           "for IPv6).",
+           flag="--listen", metavar="HOST:PORT", programs=("noded",),
+           default_doc="this node's address in DIR/cluster.json"),
+    Option("config", Text(), None,
+           "TOML configuration file to read (see CONFIGURATION FILE).",
+           flag="--config", metavar="FILE", in_file=False, default_doc="none",
+           programs=("noded",)),
+    Option("log_level", Text(), "info",
+           "Least severe messages logged on standard error.",
+           flag="--log-level", metavar="LEVEL", choices=("debug", "info", "warning", "error"),
+           programs=("noded",)),
+    Option("checkpoint_interval", Number(0, strict=True), constants.DEFAULT_CHECKPOINT_INTERVAL,
+           "Seconds between two checkpoints of the replica (job files rewritten, journal "
+           "emptied).", flag="--checkpoint-interval", metavar="SECONDS", programs=("noded",)),
+    Option("rpc_max_body", Integer(1), constants.RPC_MAX_BODY_BYTES,
+           "Largest RPC request body in bytes; a larger one is answered with HTTP 413 and "
+           "its connection closed.", flag="--rpc-max-body", metavar="BYTES",
+           programs=("noded",),
+           default_doc="%d (64 MiB)" % constants.RPC_MAX_BODY_BYTES),
+    Option("rpc_threads", Integer(1), 16,
+           "Threads running RPC calls (replication, votes, configuration updates).",
+           flag="--rpc-threads", metavar="N", programs=("noded",)),
+)
+OPTIONS = OPTIONS + NODED_OPTIONS
+
 
 def options_for(program):
     """The options of a program, in table order."""

@@ -124,6 +124,14 @@ LUXI_REQ_QUERY_CONFIG_VALUES = "QueryConfigValues"
 LUXI_REQ_SET_DRAIN_FLAG = "SetDrainFlag"
 LUXI_REQ_QUERY = "Query"
 LUXI_REQ_QUERY_FIELDS = "QueryFields"
+# Our additions: the cluster methods of jq-masterd (same request and response form).
+LUXI_REQ_CLUSTER_INFO = "ClusterInfo"
+LUXI_REQ_LIST_NODES = "ListNodes"
+LUXI_REQ_ADD_NODE = "AddNode"
+LUXI_REQ_REMOVE_NODE = "RemoveNode"
+LUXI_REQ_MODIFY_NODE = "ModifyNode"
+LUXI_REQ_VERIFY_CLUSTER = "VerifyCluster"
+LUXI_REQ_STEP_DOWN = "StepDown"
 LUXI_REQ_SUBMISSIONS = frozenset([
     LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
 ])
@@ -160,6 +168,8 @@ CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
 NODE_CERT_FILE = "node.crt"
 NODE_KEY_FILE = "node.key"
+#: A node's certificate signing request (jqctl node init), copied to the signing node.
+NODE_CSR_FILE = "node.csr"
 #: Default validity, in days, of the cluster CA and of node certificates.
 TLS_CA_DAYS = 3650
 TLS_NODE_DAYS = 825

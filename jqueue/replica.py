@@ -100,20 +100,32 @@ class Replica:
         Durable before it returns. Once ``position`` is given the replica follows that
         stream position.
         """
+        raised = False
         with self._lock:
             self._check_epoch(epoch)
             queue = self.queue
             with queue._lock:
                 for job_id, archived in deletes:
                     _delete_unlocked(queue, job_id, archived)
-                if serial is not None:
-                    queue._serial = max(queue._serial, serial)
+                if serial is not None and serial > queue._serial:
+                    queue._serial = serial
+                    raised = True
             batch = _apply(queue, payloads, position)
             if drain is not None and drain != queue.drain_flag:
                 queue.set_drain_flag(drain)
         if batch is not None:
             batch.wait()
+        if raised:
+            _write_serial(queue)
         return self.position
+
+
+def _write_serial(queue):
+    """Make a raised serial durable now: it has no journal record of its own."""
+    with queue._checkpoint_lock:
+        with queue._lock:
+            serial = queue._serial
+        queue._dir.write_serial(serial)
 
 
 def _apply(queue, payloads, position):

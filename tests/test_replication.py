@@ -160,6 +160,9 @@ def test_deposed_master_stops_acknowledging(cluster):
         cl.states[name].observe(2, "c1")
     with pytest.raises(errors.FencedError, match="no longer the master"):
         cl.queue.submit_job([delay()])
+    deadline = time.monotonic() + 5  # on_fenced runs just after the waiters are failed
+    while not cl.fenced and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert cl.fenced and isinstance(cl.fenced[0], errors.FencedError)
     with pytest.raises(errors.FencedError):
         cl.queue.submit_job([delay()])

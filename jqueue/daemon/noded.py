@@ -1,0 +1,220 @@
+"""jq-noded: the node daemon of a cluster (see man/jq-noded.8.rst).
+
+``make_service(config, reactor)`` builds the service tree: a NodeService holding the
+node (jqueue.noderpc.Node: node state, cluster configuration, and on a master candidate
+the replica of the queue) and the RPC listener (HTTPS with mutual TLS, jqueue.rpc.server).
+Starting loads the node, opens its replica, listens and tells systemd "READY=1".
+Stopping (SIGTERM, SIGINT) stops listening, lets the calls in progress finish, closes
+the replica (it checkpoints and releases the queue lock) and exits.
+
+``main(argv)`` runs it in the foreground and returns the exit status: 0 after a clean
+stop, 1 if the daemon cannot start (or the replica could not be closed cleanly), 2 for a
+usage error.
+"""
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import sys
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.python import failure, threadpool
+
+from jqueue import cluster, clusterops, constants, errors
+from jqueue import config as configmod
+from jqueue.daemon import common
+from jqueue.noderpc import Node
+from jqueue.rpc import server
+
+logger = logging.getLogger("jqueue.daemon.noded")  # also when run as __main__
+
+PROG = "jq-noded"
+PROGRAM = "noded"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: (status, meaning), as the man page's EXIT STATUS lists them.
+EXIT_STATUSES = (
+    (EXIT_OK, "stopped cleanly after SIGTERM or SIGINT"),
+    (EXIT_FAILURE, "could not start (not part of a cluster, bad configuration, TLS files "
+                   "missing or invalid, address in use), or the replica could not be "
+                   "closed cleanly at stop"),
+    (EXIT_USAGE, "usage error: unknown flag, bad flag value, --state-dir missing"),
+)
+NOT_JOINED = "not part of a cluster: run jqctl cluster init or jqctl node join"
+
+
+def version():
+    try:
+        return importlib.metadata.version("jqueue")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _joined_files(state_dir):
+    return [cluster.config_path(state_dir), os.path.join(state_dir, cluster.NODE_FILE)] + [
+        clusterops.tls_path(state_dir, name) for name in (
+            constants.CA_CERT_FILE, constants.NODE_CERT_FILE, constants.NODE_KEY_FILE)]
+
+
+def load_node(config):
+    """The Node of a noded Config; StartupError if the state directory is in no cluster."""
+    state_dir = os.path.abspath(config.state_dir)
+    missing = [path for path in _joined_files(state_dir) if not os.path.exists(path)]
+    if missing:
+        raise common.StartupError("%s (missing: %s)" % (NOT_JOINED, ", ".join(missing)))
+    node = Node.load(state_dir, checkpoint_interval=config.checkpoint_interval)
+    credentials = clusterops.credentials(state_dir)
+    if credentials.node_name != node.name:
+        raise common.StartupError("node certificate %s names %s, but node.json names %s" % (
+            credentials.cert_path, credentials.node_name, node.name))
+    return node, credentials
+
+
+def listen_address(config, node):
+    """(host, port) to listen on: --listen, else this node's address in the configuration."""
+    address = config.listen
+    if address is None:
+        if node.name not in node.config.nodes:
+            raise common.StartupError("node %s is not in the cluster configuration: give "
+                                      "--listen" % node.name)
+        address = node.config.address(node.name)
+    return cluster.parse_address(address)
+
+
+class NodeService(service.Service):
+    """The daemon: the node (and its replica), then the RPC listener."""
+
+    def __init__(self, config, reactor):
+        self.config = config
+        self.reactor = reactor
+        self.node = None
+        self.port = None
+        self.site = None
+        self._pool = None
+        self.exit_status = EXIT_OK
+
+    def startService(self):
+        """Load the node, open its replica, listen, tell systemd; StartupError if not."""
+        super().startService()
+        try:
+            self.node, credentials = load_node(self.config)
+            host, port = listen_address(self.config, self.node)
+            self.node.start()
+            self._pool = threadpool.ThreadPool(0, self.config.rpc_threads, name="noded-rpc")
+            handlers = {name: server.Handler(func) for name, func in self.node.handlers().items()}
+            self.site = server.make_site(handlers, self.node.allowed_peer, self._pool,
+                                         max_body=self.config.rpc_max_body,
+                                         reactor=self.reactor)
+            self.port = self._listen(credentials, host, port)
+        except BaseException:
+            self.running = 0
+            if self.node is not None:
+                self.node.stop()
+            raise
+        self._pool.start()
+        common.sd_notify("READY=1")
+        logger.info("jq-noded ready: node %s (%s) of cluster %s, listening on %s:%d, "
+                    "epoch %d, master %s", self.node.name, self.node.role,
+                    self.node.config.name, host, self.port.getHost().port,
+                    self.node.state.epoch, self.node.state.master)
+
+    def _listen(self, credentials, host, port):
+        outcome = []
+        server.listen(self.reactor, self.site, credentials, host, port).addBoth(outcome.append)
+        if outcome and not isinstance(outcome[0], failure.Failure):
+            return outcome[0]
+        err = outcome[0].value if outcome else "no answer"
+        raise common.StartupError("cannot listen on %s:%d: %s" % (
+            host, port, getattr(err, "socketError", None) or err))
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop listening, let the calls in progress end, close the replica."""
+        super().stopService()
+        common.sd_notify("STOPPING=1")
+        logger.info("stopping: no new RPC calls; closing the replica")
+        yield self.port.stopListening()
+        try:
+            yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                            self._stop_blocking)
+        except Exception:  # noqa: BLE001 - logged; the exit status says it
+            logger.exception("closing the replica failed")
+            self.exit_status = EXIT_FAILURE
+        logger.info("jq-noded stopped")
+
+    def _stop_blocking(self):
+        self._pool.stop()
+        self.node.stop()
+
+
+def make_service(config, reactor):
+    """The daemon's service tree for a noded Config."""
+    return NodeService(config, reactor)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="The jqueue node daemon: node RPC over mutual TLS (replication "
+                               "to master candidates, votes, cluster configuration). Runs in "
+                               "the foreground.")
+    configmod.add_arguments(parser, PROGRAM)
+    parser.add_argument("--version", action="version", version="%(prog)s " + version())
+    return parser
+
+
+def _load_config(parser, argv):
+    args = parser.parse_args(argv)
+    try:
+        config = configmod.load(PROGRAM, args)
+        if config.listen is not None:
+            cluster.parse_address(config.listen)
+        return config
+    except configmod.MissingOptionError as err:
+        parser.error(errors.error_message(err))
+    except errors.ConfigurationError as err:
+        if getattr(args, "listen", None) is not None:
+            parser.error("--listen: %s" % errors.error_message(err))
+        print("%s: %s" % (PROG, errors.error_message(err)), file=sys.stderr)
+        return None
+
+
+def _start(config, reactor):
+    """Build and start the service tree; None (logged) if the daemon cannot start."""
+    try:
+        node_service = make_service(config, reactor)
+        node_service.startService()
+    except (errors.GenericError, OSError) as err:
+        logger.error("cannot start: %s", _one_line(err))
+        return None
+    return node_service
+
+
+def _one_line(err):
+    text = errors.error_message(err) if isinstance(err, errors.GenericError) else str(err)
+    return " ".join(text.split())
+
+
+def main(argv=None):
+    """Run jq-noded with argv (default sys.argv[1:]) until stopped; the exit status."""
+    parser = build_parser()
+    config = _load_config(parser, sys.argv[1:] if argv is None else argv)
+    if config is None:
+        return EXIT_FAILURE
+    os.umask(0o027)
+    common.setup_logging(config.log_level)
+    from twisted.internet import reactor
+    logger.info("jq-noded %s starting (pid %d)", version(), os.getpid())
+    signals = common.StopSignals(reactor, reactor.stop)
+    signals.install()
+    node_service = _start(config, reactor)
+    if node_service is None:
+        return EXIT_FAILURE
+    reactor.addSystemEventTrigger("before", "shutdown", node_service.stopService)
+    signals.reinstall_when_running()
+    reactor.run()
+    return node_service.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
