@@ -261,7 +261,7 @@ class ClusterReplicator:
     # Operators
 
     def describe_peers(self):
-        parts = ["%s %s" % (s.name, s.describe()) for s in self._senders.values()]
+        parts = ["%s %s" % (s.name, s.describe()) for s in list(self._senders.values())]
         return ": " + ", ".join(parts) if parts else ""
 
     def status(self):
@@ -277,7 +277,7 @@ class ClusterReplicator:
     def verify(self):
         """Compare every candidate's queue with the master's by content digests."""
         report = {}
-        for name, sender in self._senders.items():
+        for name, sender in list(self._senders.items()):  # peers may change meanwhile
             try:
                 remote = sender.client.call("resync_digests", self.base_body())
             except errors.GenericError as err:

@@ -179,6 +179,13 @@ class FakeLuxiClient:
         constants.LUXI_REQ_SET_DRAIN_FLAG: "set_drain_flag",
         constants.LUXI_REQ_QUERY: "query",
         constants.LUXI_REQ_QUERY_FIELDS: "query_fields",
+        constants.LUXI_REQ_CLUSTER_INFO: "cluster_info",
+        constants.LUXI_REQ_LIST_NODES: "list_nodes",
+        constants.LUXI_REQ_ADD_NODE: "add_node",
+        constants.LUXI_REQ_REMOVE_NODE: "remove_node",
+        constants.LUXI_REQ_MODIFY_NODE: "modify_node",
+        constants.LUXI_REQ_VERIFY_CLUSTER: "verify_cluster",
+        constants.LUXI_REQ_STEP_DOWN: "step_down",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -447,6 +454,42 @@ class FakeLuxiClient:
         if result is None:
             return constants.JOB_NOTCHANGED
         return [result[0], [list(entry) for entry in result[1]]]
+
+    # The cluster methods: answers from ``cluster`` (a dict set by the test: "info", "nodes",
+    # "verify", "bundle"); None is a daemon without cluster.json.
+
+    cluster = None
+
+    def _cluster_answer(self, method, key, *args):
+        self._record(method, *args)
+        if self.cluster is None:
+            raise errors.OpPrereqError("not a cluster (no cluster.json)", constants.ECODE_STATE)
+        return self.cluster.get(key)
+
+    def cluster_info(self):
+        return self._cluster_answer("cluster_info", "info")
+
+    def list_nodes(self):
+        return self._cluster_answer("list_nodes", "nodes")
+
+    def add_node(self, name, address, candidate, csr_pem):
+        return self._cluster_answer("add_node", "bundle", name, address, candidate, csr_pem)
+
+    def remove_node(self, name):
+        self._cluster_answer("remove_node", None, name)
+        return {"version": 3, "unreachable": self.cluster.get("unreachable", {})}
+
+    def modify_node(self, name, candidate):
+        self._cluster_answer("modify_node", None, name, candidate)
+        return {"version": 3, "unreachable": self.cluster.get("unreachable", {}),
+                "changed": self.cluster.get("changed", True)}
+
+    def verify_cluster(self):
+        return self._cluster_answer("verify_cluster", "verify")
+
+    def step_down(self, epoch, master):
+        self._cluster_answer("step_down", None, epoch, master)
+        return True
 
     def close(self):
         self.closed = True

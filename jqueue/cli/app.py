@@ -18,12 +18,12 @@ import sys
 import time
 
 from jqueue import constants, errors
-from jqueue.cli import exitcodes, info, jobs, listing, queue_cmds, watching
+from jqueue.cli import cluster_cmds, exitcodes, info, jobs, listing, queue_cmds, watching
 from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, listing, info, watching, queue_cmds)
+COMMAND_MODULES = (jobs, listing, info, watching, queue_cmds, cluster_cmds)
 
 
 class Parser(argparse.ArgumentParser):
@@ -141,6 +141,10 @@ def _execute(ctx, args):
         code = args.func(ctx, args)
         ctx.stdout.flush()
         return code
+    except errors.NoMasterError as err:
+        ctx.warn(cluster_cmds.not_master_message(ctx.socket_path, err)
+                 or errors.error_message(err))
+        return exitcodes.for_exception(err)
     except errors.GenericError as err:
         ctx.warn(errors.error_message(err))
         return exitcodes.for_exception(err)

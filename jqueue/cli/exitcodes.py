@@ -18,13 +18,14 @@ EXIT_INTERRUPTED = 130
 #: (status, meaning), in the order the man page lists them.
 TABLE = (
     (EXIT_SUCCESS, "success; for submit --wait, watch and wait: every job succeeded"),
-    (EXIT_FAILURE, "a job failed (status error)"),
+    (EXIT_FAILURE, "a job failed (status error); cluster verify: a candidate's queue differs "
+                   "from the master's"),
     (EXIT_USAGE, "usage error: bad command line, unreadable or malformed job file, "
                  "confirmation needed but no terminal"),
     (EXIT_CANCELED, "a job was canceled"),
     (EXIT_NOT_FOUND, "a job or a field was not found"),
     (EXIT_UNREACHABLE, "the daemon is unreachable, closed the connection or did not answer "
-                       "in time"),
+                       "in time; cluster verify: a candidate is unreachable"),
     (EXIT_REFUSED, "the daemon refused the request (invalid opcode, queue drained or full, "
                    "job already finished, ...)"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C), or a confirmation was declined"),

@@ -7,12 +7,18 @@ the queue with its workers held, listens, then lets the workers go and tells sys
 finish within the grace period while queries and waiters are still served, writes the
 queue's state, answers the remaining waiters and closes the socket.
 
+In a cluster (DIR/cluster.json exists), the start first checks that this node is the
+master and was not deposed, and the queue replicates to the master candidates (see
+jqueue.daemon.clustermaster). A master that learns it was deposed (fenced by a candidate,
+or told by StepDown) stops as it does on SIGTERM.
+
 ``main(argv)`` runs it in the foreground and returns the exit status: 0 after a clean
-stop, 1 if the daemon cannot start (or its state could not be written at stop), 2 for a
-usage error.
+stop (a deposed master included), 1 if the daemon cannot start (or its state could not
+be written at stop), 2 for a usage error.
 """
 
 import argparse
+import functools
 import importlib.metadata
 import logging
 import os
@@ -24,7 +30,7 @@ from twisted.python import failure, threadpool
 
 from jqueue import config as configmod
 from jqueue import constants, errors, opcodes, workerpool
-from jqueue.daemon import common, unixsocket
+from jqueue.daemon import clustermaster, common, unixsocket
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
 
@@ -35,10 +41,12 @@ PROGRAM = "masterd"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: (status, meaning), as the man page's EXIT STATUS lists them.
 EXIT_STATUSES = (
-    (EXIT_OK, "stopped cleanly after SIGTERM or SIGINT"),
+    (EXIT_OK, "stopped cleanly after SIGTERM or SIGINT, or after being deposed (fenced "
+              "by a candidate, or told to step down)"),
     (EXIT_FAILURE, "could not start (bad configuration, queue locked by another process, "
-                   "socket in use, directory not writable, opcode module not loadable), or "
-                   "the queue's state could not be written at stop"),
+                   "socket in use, directory not writable, opcode module not loadable; in "
+                   "a cluster: this node is not the master, or it was fenced), or the "
+                   "queue's state could not be written at stop"),
     (EXIT_USAGE, "usage error: unknown flag, bad flag value, --state-dir missing"),
 )
 #: Pending connections the kernel keeps for us (a burst of clients connecting at once).
@@ -84,6 +92,8 @@ class QueueService(service.Service):
         self._reactor = reactor
         self.path = os.path.join(os.path.abspath(config.state_dir), "queue")
         self.queue = None
+        #: The queue's replicator (a cluster's; None: local only), set before the start.
+        self.replicator = None
         self._pool = None
 
     def startService(self):
@@ -91,7 +101,7 @@ class QueueService(service.Service):
         self.queue = JobQueue(self.path, workers=self._config.workers,
                               max_jobs=self._config.max_jobs, registry=registry,
                               checkpoint_interval=self._config.checkpoint_interval,
-                              pool_factory=self._held_pool)
+                              pool_factory=self._held_pool, replicator=self.replicator)
         super().startService()
 
     def _held_pool(self, name, workers, task_fn):
@@ -125,6 +135,8 @@ class LuxiService(service.Service):
         self._reactor = reactor
         self._queue_service = queue_service
         self.path = configmod.socket_path(config)
+        #: The cluster backend (a ClusterMaster; None: single node), set before the start.
+        self.cluster = None
         self.factory = None
         self.port = None
         self._pool = None
@@ -139,16 +151,20 @@ class LuxiService(service.Service):
     def config_values(self):
         """What QueryConfigValues answers (callables give live values)."""
         queue = self._queue_service.queue
-        return {constants.CONFIG_DRAIN_FLAG: lambda: queue.drain_flag,
-                constants.CONFIG_MASTER_NODE: self._config.master_node,
-                constants.CONFIG_CLUSTER_NAME: self._config.cluster_name,
-                "queue_dir": queue.path, "version": version()}
+        values = {constants.CONFIG_DRAIN_FLAG: lambda: queue.drain_flag,
+                  constants.CONFIG_MASTER_NODE: self._config.master_node,
+                  constants.CONFIG_CLUSTER_NAME: self._config.cluster_name,
+                  "queue_dir": queue.path, "version": version()}
+        if self.cluster is not None:
+            values.update(self.cluster.config_values())
+        return values
 
     def startService(self):
         limits = self.limits()
         self._pool = threadpool.ThreadPool(0, limits.threads, name="luxi")
         self.factory = LuxiServerFactory(self._queue_service.queue, self.config_values(),
-                                         self._reactor, limits, threadpool=self._pool)
+                                         self._reactor, limits, threadpool=self._pool,
+                                         cluster=self.cluster)
         self.port = self._listen()
         self._pool.start()
         super().startService()
@@ -200,21 +216,49 @@ class MasterService(service.MultiService):
         self.luxi_service.setServiceParent(self)
         self.exit_status = EXIT_OK
         self.stop_started = None
+        self.cluster = None
+        self._stop_requested = False
 
     def startService(self):
-        """Open the queue, listen, release the workers, tell systemd; StartupError if not."""
+        """Check the cluster, open the queue, listen, release the workers, tell systemd.
+
+        StartupError (or another GenericError) if the daemon cannot start.
+        """
         service.Service.startService(self)
         try:
+            self._start_cluster()
             self.queue_service.startService()
             self.luxi_service.startService()
         except BaseException:
             self.running = 0
             self.queue_service.abort()
+            if self.cluster is not None:
+                self.cluster.close()
             raise
         self.queue_service.start_workers()
         common.sd_notify("READY=1")
         logger.info("jq-masterd ready: queue %s, socket %s, %d jobs", self.queue_service.path,
                     self.luxi_service.path, self.queue_service.queue.stats()["jobs"])
+
+    def _start_cluster(self):
+        """In a cluster: the start checks, and the replicator the queue opens with."""
+        self.cluster = clustermaster.start(os.path.abspath(self.config.state_dir),
+                                           self.queue_service.path, on_deposed=self._deposed)
+        if self.cluster is not None:
+            self.queue_service.replicator = self.cluster.replicator
+            self.luxi_service.cluster = self.cluster
+
+    def _deposed(self, reason):
+        """This master was deposed (any thread): stop serving, as on SIGTERM."""
+        self.reactor.callFromThread(self.request_stop, reason)
+
+    def request_stop(self, reason):
+        """Stop the daemon (in the reactor thread) for reason (already logged), once."""
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        logger.debug("stop requested: %s", reason)
+        stop_reactor(self.reactor)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -231,6 +275,8 @@ class MasterService(service.MultiService):
             logger.exception("shutting the queue down failed")
             self.exit_status = EXIT_FAILURE
         yield self.luxi_service.stopService()
+        if self.cluster is not None:
+            self.cluster.close()
         logger.info("jq-masterd stopped")
 
     def grace_left(self):
@@ -239,6 +285,14 @@ class MasterService(service.MultiService):
             return ""
         left = self.config.shutdown_grace - (self.reactor.seconds() - self.stop_started)
         return " (%.1fs of grace left)" % max(0.0, left)
+
+
+def stop_reactor(reactor):
+    """Stop the reactor unless it is already stopping."""
+    try:
+        reactor.stop()
+    except error.ReactorNotRunning:
+        pass
 
 
 def make_service(config, reactor):
@@ -307,7 +361,7 @@ def main(argv=None):
     from twisted.internet import reactor
     logger.info("jq-masterd %s starting (pid %d)", version(), os.getpid())
     master = None
-    signals = common.StopSignals(reactor, reactor.stop,
+    signals = common.StopSignals(reactor, functools.partial(stop_reactor, reactor),
                                  lambda: master.grace_left() if master else "")
     signals.install()
     master = _start(config, reactor)

@@ -250,6 +250,36 @@ class Client:
         """Set or clear the queue's drain flag."""
         return self.call(constants.LUXI_REQ_SET_DRAIN_FLAG, [flag])
 
+    # The cluster methods (our additions; see jqueue.daemon.clustermaster)
+
+    def cluster_info(self):
+        """The cluster: name, master, epoch, session, policy, nodes and their roles."""
+        return self.call(constants.LUXI_REQ_CLUSTER_INFO, [])
+
+    def list_nodes(self):
+        """Every node: name, address, role, reachable, in_sync, position, last_error."""
+        return self.call(constants.LUXI_REQ_LIST_NODES, [])
+
+    def add_node(self, name, address, candidate, csr_pem):
+        """Add a node (signing its CSR); return the bundle it joins with."""
+        return self.call(constants.LUXI_REQ_ADD_NODE, [name, address, candidate, csr_pem])
+
+    def remove_node(self, name):
+        """Remove a node from the cluster; {"version", "unreachable"}."""
+        return self.call(constants.LUXI_REQ_REMOVE_NODE, [name])
+
+    def modify_node(self, name, candidate):
+        """Make a node a master candidate or not; {"version", "unreachable", "changed"}."""
+        return self.call(constants.LUXI_REQ_MODIFY_NODE, [name, candidate])
+
+    def verify_cluster(self):
+        """Compare every candidate's queue with the master's: {node: differences}."""
+        return self.call(constants.LUXI_REQ_VERIFY_CLUSTER, [])
+
+    def step_down(self, epoch, master):
+        """Tell the master that master was elected in epoch: it stops serving (True)."""
+        return self.call(constants.LUXI_REQ_STEP_DOWN, [epoch, master])
+
     def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
                                  timeout):
         """One WaitForJobChange call, its timeout capped below the socket timeout.

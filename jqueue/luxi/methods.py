@@ -101,6 +101,18 @@ METHODS = {m.name: m for m in [
                                         ("qfilter", _Maybe(_LIST))]),
     Method(_C.LUXI_REQ_QUERY_FIELDS, "query_fields",
            [("what", ptypes.String), ("fields", _Maybe(_FIELDS))]),
+    # Our additions: the cluster (see jqueue.daemon.clustermaster).
+    Method(_C.LUXI_REQ_CLUSTER_INFO, "cluster_info", []),
+    Method(_C.LUXI_REQ_LIST_NODES, "list_nodes", []),
+    Method(_C.LUXI_REQ_ADD_NODE, "add_node", [
+        ("name", ptypes.NonEmptyString), ("address", ptypes.NonEmptyString),
+        ("candidate", ptypes.Bool), ("csr_pem", ptypes.NonEmptyString)]),
+    Method(_C.LUXI_REQ_REMOVE_NODE, "remove_node", [("name", ptypes.NonEmptyString)]),
+    Method(_C.LUXI_REQ_MODIFY_NODE, "modify_node", [("name", ptypes.NonEmptyString),
+                                                    ("candidate", ptypes.Bool)]),
+    Method(_C.LUXI_REQ_VERIFY_CLUSTER, "verify_cluster", []),
+    Method(_C.LUXI_REQ_STEP_DOWN, "step_down", [("epoch", ptypes.NonNegativeInt),
+                                                ("master", ptypes.NonEmptyString)]),
 ]}
 
 
@@ -117,12 +129,14 @@ class Dispatcher:
 
     config_values answers QueryConfigValues: a mapping (or a callable returning one) of
     name to value, where a callable value is called for a fresh answer; ``drain_flag``
-    defaults to the backend's.
+    defaults to the backend's. cluster serves the cluster methods (a
+    jqueue.daemon.clustermaster.ClusterMaster); without one they are refused.
     """
 
-    def __init__(self, backend, config_values=None):
+    def __init__(self, backend, config_values=None, cluster=None):
         self._backend = backend
         self._config_values = config_values if config_values is not None else {}
+        self._cluster = cluster
 
     def call(self, method, args):
         """Check and run one request, blocking (WaitForJobChange included)."""
@@ -209,6 +223,34 @@ class Dispatcher:
         _check_resource(what)
         definitions = query.FIELDS if fields is None else query.check_fields(fields)
         return {"fields": [f.definition() for f in definitions]}
+
+    # The cluster methods
+
+    def _cluster_backend(self):
+        if self._cluster is None:
+            raise errors.OpPrereqError("not a cluster (no cluster.json)", constants.ECODE_STATE)
+        return self._cluster
+
+    def cluster_info(self):
+        return self._cluster_backend().info()
+
+    def list_nodes(self):
+        return self._cluster_backend().list_nodes()
+
+    def add_node(self, name, address, candidate, csr_pem):
+        return self._cluster_backend().add_node(name, address, candidate, csr_pem)
+
+    def remove_node(self, name):
+        return self._cluster_backend().remove_node(name)
+
+    def modify_node(self, name, candidate):
+        return self._cluster_backend().modify_node(name, candidate)
+
+    def verify_cluster(self):
+        return self._cluster_backend().verify()
+
+    def step_down(self, epoch, master):
+        return self._cluster_backend().step_down(epoch, master)
 
 
 def _check_resource(what):
