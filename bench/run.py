@@ -14,10 +14,11 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SUITES = ["core", "luxi"]
+SUITES = ["core", "luxi", "replication"]
 RATIO_TEXT = {
     "core": "to (a), one fsync'd file per change",
     "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
+    "replication": "to the local-only rate measured first",
 }
 
 

@@ -44,7 +44,7 @@ class Batch:
     """Records committed together; callers wait on it to learn that theirs are durable."""
 
     __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes", "ticket",
-                 "_callbacks", "_lock", "_finished")
+                 "_callbacks", "_lock", "_finished", "slots")
 
     def __init__(self):
         self.frames = []
@@ -55,6 +55,8 @@ class Batch:
         self.nbytes = 0
         #: The replication hook's ticket once the batch was handed to it (see Journal).
         self.ticket = None
+        #: Coalescing key -> index in frames of the record a newer one may replace.
+        self.slots = {}
         self._callbacks = []
         self._lock = threading.Lock()
         self._finished = False
@@ -109,8 +111,8 @@ class Journal:
     def __init__(self, directory, on_durable=None, replicate=None):
         """Open (create) ``directory/journal`` and start the committer.
 
-        replicate, if given, is called by the committer with each group commit's payloads
-        after they are on the local disk. It returns None (nothing to wait for) or a
+        replicate, if given, is called by the committer with each group commit's framed
+        records after they are on the local disk. It returns None (nothing to wait for) or a
         ticket with ``wait() -> error or None``, ``fail(error)`` and ``timeout_error()``;
         batches complete, in order, once their ticket's wait() returns.
         """
@@ -142,9 +144,35 @@ class Journal:
         """Bytes in the current journal file (written, not merely appended)."""
         return self._size
 
-    def append(self, payload, tag=None):
-        """Queue one record; return the Batch to wait on. Never blocks on the disk."""
+    def append(self, payload, tag=None, key=None):
+        """Queue one record; return the Batch to wait on. Never blocks on the disk.
+
+        With a key, the record replaces the previous record of the same key while both
+        are still in the open batch (not written yet): the caller promises that the newer
+        record, applied at the older one's place, gives the same state (a job's status
+        records set absolute values). Records of short jobs then take one record, not two.
+        """
         data = frame(payload)
+        if key is None:
+            return self.append_frame(data, tag)
+        with self._cond:
+            self._check_open_unlocked()
+            batch = self._open_batch_unlocked()
+            index = batch.slots.get(key)
+            if index is None:
+                batch.slots[key] = len(batch.frames)
+                batch.frames.append(data)
+                batch.nbytes += len(data)
+                self._cond.notify()
+            else:
+                batch.nbytes += len(data) - len(batch.frames[index])
+                batch.frames[index] = data
+            if tag is not None:
+                batch.tags.append(tag)
+            return batch
+
+    def append_frame(self, data, tag=None):
+        """Queue one record already framed (e.g. received from the master, CRC checked)."""
         with self._cond:
             self._check_open_unlocked()
             batch = self._open_batch_unlocked()
@@ -245,7 +273,7 @@ class Journal:
             self._finish(batches, None)
             return
         try:
-            ticket = self._replicate([f[HEADER_SIZE:] for b in batches for f in b.frames])
+            ticket = self._replicate([f for b in batches for f in b.frames])
         except errors.GenericError as err:
             ticket = _FailedTicket(err)
         for batch in batches:
@@ -389,6 +417,19 @@ def _record_at(data, pos):
     if zlib.crc32(payload) != crc:
         return None, None
     return payload, stop
+
+
+def split_frames(data):
+    """[(payload, frame)] of concatenated frames; ParseError if any is damaged or cut."""
+    records = []
+    pos = 0
+    while pos < len(data):
+        payload, end = _record_at(data, pos)
+        if payload is None:
+            raise errors.ParseError("damaged or incomplete journal record at byte %d" % pos)
+        records.append((payload, data[pos:end]))
+        pos = end
+    return records
 
 
 def reset(directory):

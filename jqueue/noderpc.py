@@ -274,6 +274,14 @@ class Node:
     def replicate(self, peer, body):
         return self._replicated("replicate", peer, body)
 
+    def replicate_nowait(self, peer, body):
+        """replicate without waiting for the disk: (result, journal batch or None).
+
+        The transport answers once the batch is done (jq-noded: from the journal's thread,
+        without a pool thread); the answer acknowledges the batch to the master.
+        """
+        return self._replicated("replicate_nowait", peer, body)
+
     def resync_digests(self, peer, body):
         return self._replicated("resync_digests", peer, body)
 

@@ -468,14 +468,16 @@ class JobQueue:
 
     def _record_state_unlocked(self, job):
         """Journal a job's new state (a full record if first in this generation)."""
+        key = None
         if job.generation != self._journal.generation:
             job.generation = self._journal.generation
             payload = records.job_record(job)
         else:
             payload = records.state_record(job)
+            key = (records.STATE, job.id)  # a newer state record may replace it
         job.unacked_state += 1
         self._dirty.add(job.id)
-        return self._journal.append(payload, tag=(job.id, True, job.log_serial))
+        return self._journal.append(payload, tag=(job.id, True, job.log_serial), key=key)
 
     def _record_log_unlocked(self, job, op_index, entry):
         """Journal a new log entry (a full record if first in this generation)."""

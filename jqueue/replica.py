@@ -17,10 +17,11 @@ replica's journal keeps the queue's rules (a full record first in each generatio
 takeover simply opens the directory as a normal queue.
 """
 
+import base64
 import hashlib
 import threading
 
-from jqueue import errors, records, serializer
+from jqueue import errors, journal, records, serializer
 from jqueue.job import QueuedJob
 from jqueue.queue import JobQueue
 
@@ -53,6 +54,17 @@ class Replica:
 
     def apply_batch(self, epoch, session, seq_from, seq_to, payloads):
         """Apply batch seq_from..seq_to of (epoch, session); return the new position."""
+        position, batch = self.apply_batch_nowait(epoch, session, seq_from, seq_to, payloads)
+        if batch is not None:
+            batch.wait()
+        return position
+
+    def apply_batch_nowait(self, epoch, session, seq_from, seq_to, payloads):
+        """Apply a batch without waiting: (new position, journal batch to wait on or None).
+
+        The position may be acknowledged once the batch is done. A replay of batches
+        already applied changes nothing; it is acknowledged once they are durable.
+        """
         with self._lock:
             self._check_epoch(epoch)
             position = self.position
@@ -60,14 +72,12 @@ class Replica:
                 raise errors.ResyncNeeded("replica follows %s, batch is from %s: resync needed"
                                           % (position[:2], [epoch, session]))
             if seq_to <= position[2]:
-                return position
+                return position, self.queue._journal.barrier()
             if seq_from != position[2] + 1:
                 raise errors.ResyncNeeded("replica has batches up to %d, got %d..%d" % (
                     position[2], seq_from, seq_to))
             new_position = [epoch, session, seq_to]
-            batch = _apply(self.queue, payloads, new_position)
-        batch.wait()
-        return new_position
+            return new_position, _apply(self.queue, payloads, new_position)
 
     def _check_epoch(self, epoch):
         if epoch < self.known_epoch:
@@ -141,13 +151,18 @@ def _apply(queue, payloads, position):
 
 
 def _apply_one_unlocked(queue, payload):
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8")
+    """Apply one record: its JSON text, or (payload, frame) as received from the master
+    (then the frame itself is journaled when the record is journaled as it came)."""
+    framed = None
     try:
+        if isinstance(payload, tuple):
+            payload, framed = payload
+        elif isinstance(payload, str):
+            payload = payload.encode("utf-8")
         record = serializer.loads(payload)
         kind, job_id = record["t"], record.get("id")
         if kind == records.JOB:
-            return _put_job_unlocked(queue, QueuedJob.from_dict(record["job"]), payload)
+            return _put_job_unlocked(queue, QueuedJob.from_dict(record["job"]), payload, framed)
         if kind == records.ARCHIVE:
             return _archive_unlocked(queue, job_id)
         if kind == records.DELETE:
@@ -163,18 +178,24 @@ def _apply_one_unlocked(queue, payload):
             raise errors.ResyncNeeded("unknown record type %r" % (kind,))
     except (KeyError, TypeError, IndexError, errors.ParseError, errors.JobFileCorrupted) as err:
         raise errors.ResyncNeeded("malformed record: %s" % err) from None
-    return _journal_change_unlocked(queue, job, payload)
+    return _journal_change_unlocked(queue, job, payload, framed)
 
 
-def _journal_change_unlocked(queue, job, payload):
+def _journal(queue, payload, framed):
+    if framed is not None:
+        return queue._journal.append_frame(framed)
+    return queue._journal.append(payload)
+
+
+def _journal_change_unlocked(queue, job, payload, framed):
     """Journal a change: the master's record as is, or a full one if first this generation."""
     if job.generation != queue._journal.generation:
         return queue._record_state_unlocked(job)
     queue._dirty.add(job.id)
-    return queue._journal.append(payload)
+    return _journal(queue, payload, framed)
 
 
-def _put_job_unlocked(queue, job, payload):
+def _put_job_unlocked(queue, job, payload, framed=None):
     queue._jobs.pop(job.id, None)
     queue._archiving.pop(job.id, None)
     queue._deleted.discard(job.id)
@@ -182,7 +203,7 @@ def _put_job_unlocked(queue, job, payload):
     queue._serial = max(queue._serial, job.id)
     job.generation = queue._journal.generation
     queue._dirty.add(job.id)
-    return queue._journal.append(payload)
+    return _journal(queue, payload, framed)
 
 
 def _archive_unlocked(queue, job_id):
@@ -233,10 +254,18 @@ class ReplicaRpc:
         return replica, epoch
 
     def replicate(self, peer, body):
+        result, batch = self.replicate_nowait(peer, body)
+        if batch is not None:
+            batch.wait()
+        return result
+
+    def replicate_nowait(self, peer, body):
+        """replicate without waiting: (result, journal batch that must finish first)."""
         replica, epoch = self._target(peer, body)
-        position = replica.apply_batch(epoch, _int(body, "session"), _int(body, "seq_from"),
-                                       _int(body, "seq_to"), _strings(body, "records"))
-        return {"position": position}
+        position, batch = replica.apply_batch_nowait(
+            epoch, _int(body, "session"), _int(body, "seq_from"), _int(body, "seq_to"),
+            _records(body))
+        return {"position": position}, batch
 
     def resync_digests(self, peer, body):
         self._target(peer, body)
@@ -260,6 +289,21 @@ def _int(body, key):
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise errors.ParameterError("'%s' must be a non-negative integer" % key)
     return value
+
+
+def _records(body):
+    """The records of a replicate body: "frames" (base64 of journal frames, each CRC
+    checked: [(payload, frame)]) or "records" (a list of record texts)."""
+    if "frames" not in body:
+        return _strings(body, "records")
+    value = body["frames"]
+    try:
+        data = base64.b64decode(value.encode("ascii") if isinstance(value, str) else b"!",
+                                validate=True)
+        return journal.split_frames(data)
+    except (ValueError, errors.ParseError) as err:
+        raise errors.ParameterError("'frames' must be base64 of journal records: %s" % err
+                                    ) from None
 
 
 def _strings(body, key):

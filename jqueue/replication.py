@@ -7,7 +7,9 @@ The cluster replicator numbers each group commit (position [epoch, session, seq]
 jqueue.replica) and sends it to every master candidate in parallel: one sender thread per
 candidate over a kept-alive connection, each sending everything that queued up while its
 previous call was in flight as one call, so replication batches like the local disk does.
-A group commit is acknowledged once ``min_acks`` candidates confirmed it is on their disk
+The records travel as they are in the journal (framed, with their CRC, base64 in the JSON
+body): a candidate checks and journals the very frames, parsing each record once to apply
+it. A group commit is acknowledged once ``min_acks`` candidates confirmed it is on their disk
 (default: a majority of master + candidates, i.e. floor((1 + n) / 2) candidates); until
 then the callers waiting on it get a ReplicationError after ``ack_timeout`` saying how many
 copies exist. The change is kept: it completes, and its job becomes visible and runs, once
@@ -23,6 +25,7 @@ again. A candidate that knows a newer epoch answers FencedError: this master was
 every pending and future change fails, and ``on_fenced`` tells the daemon to step down.
 """
 
+import base64
 import collections
 import hashlib
 import logging
@@ -191,10 +194,9 @@ class ClusterReplicator:
 
     # The journal's hook
 
-    def replicate_records(self, payloads):
-        """Queue one group commit for every candidate; return its Ticket."""
-        nbytes = sum(len(p) for p in payloads)
-        texts = [p.decode("utf-8") for p in payloads]
+    def replicate_records(self, frames):
+        """Queue one group commit (its framed records) for every candidate; its Ticket."""
+        nbytes = sum(len(f) for f in frames)
         with self._cond:
             self._seq += 1
             ticket = Ticket(self, self._seq, self.min_acks)
@@ -204,7 +206,7 @@ class ClusterReplicator:
             if not ticket.done:
                 self._pending.append(ticket)
             for sender in self._senders.values():
-                sender.enqueue_unlocked(self._seq, texts, nbytes)
+                sender.enqueue_unlocked(self._seq, frames, nbytes)
             self._cond.notify_all()
         return ticket
 
@@ -328,10 +330,10 @@ class _Sender:
                 "acked_seq": self.acked, "backlog": len(self.backlog),
                 "last_error": self.last_error}
 
-    def enqueue_unlocked(self, seq, texts, nbytes):
+    def enqueue_unlocked(self, seq, frames, nbytes):
         if self.needs_resync and not self.resyncing:
             return  # the coming resync's snapshot covers it
-        self.backlog.append((seq, texts, nbytes))
+        self.backlog.append((seq, frames, nbytes))
         self.backlog_bytes += nbytes
         if self.backlog_bytes > self.rep.max_backlog_bytes:
             logger.warning("candidate %s is %d bytes behind; it will be resynced", self.name,
@@ -373,27 +375,28 @@ class _Sender:
             self.rep._cond.wait_for(lambda: not self._running(), self.rep.retry_interval)
 
     def _take(self):
-        """Wait for queued batches; return (seq_from, seq_to, texts, count) to send."""
+        """Wait for queued batches; return (seq_from, seq_to, frames, count) to send."""
         with self.rep._cond:
             self.rep._cond.wait_for(lambda: self.backlog or self.needs_resync
                                     or not self._running())
             if not self.backlog or self.needs_resync or not self._running():
                 return None
-            texts, size, count = [], 0, 0
-            for _seq, batch_texts, nbytes in self.backlog:
+            frames, size, count = [], 0, 0
+            for _seq, batch_frames, nbytes in self.backlog:
                 if count and size + nbytes > self.rep.max_call_bytes:
                     break
-                texts.extend(batch_texts)
+                frames.extend(batch_frames)
                 size += nbytes
                 count += 1
-            return self.backlog[0][0], self.backlog[count - 1][0], texts, count
+            return self.backlog[0][0], self.backlog[count - 1][0], frames, count
 
     def _send_next(self):
         batch = self._take()
         if batch is None:
             return
-        seq_from, seq_to, texts, count = batch
-        body = dict(self.rep.base_body(), seq_from=seq_from, seq_to=seq_to, records=texts)
+        seq_from, seq_to, frames, count = batch
+        body = dict(self.rep.base_body(), seq_from=seq_from, seq_to=seq_to,
+                    frames=base64.b64encode(b"".join(frames)).decode("ascii"))
         self.client.call("replicate", body)
         self._ok()
         with self.rep._cond:

@@ -3,11 +3,12 @@
 Clients submit jobs, each carrying a unique token in its comment, and record every
 acknowledged (job id, token). The master node dies (jq-masterd and its jq-noded, kill -9)
 in the middle of that load, while the candidates lag behind (frozen with SIGSTOP): a
-master acknowledging anything before candidates hold it would lose jobs here; jqctl master-failover elects a candidate, jq-masterd starts
-there, and the history is checked against the new master: every acknowledged job is
-there with its own token (nothing lost, no id reused), no token appears twice (nothing
-duplicated), and new ids continue above every one seen. The old master, restarted, is
-fenced: its jq-masterd refuses to start, and its updates are refused by every node.
+master acknowledging anything before candidates hold it would lose jobs here. jqctl
+master-failover elects a candidate, jq-masterd starts there, and the history is checked
+against the new master: every acknowledged job is there with its own token (nothing
+lost, no id reused), no token appears twice (nothing duplicated), and new ids continue
+above every one seen. The old master, restarted, is fenced: its jq-masterd refuses to
+start, and its updates are refused by every node.
 """
 
 import itertools

@@ -57,7 +57,10 @@ def test_durability_listener_gets_tags_before_waiters_wake(tmp_path):
 
 
 def test_replication_failure_fails_waiters_but_not_the_journal(tmp_path):
-    """A ReplicationError reaches the batch's waiters; later records still commit."""
+    """A ReplicationError reaches the batch's waiters; later records still commit.
+
+    The hook receives the records framed as they are in the journal.
+    """
     calls = []
 
     def replicate(payloads):
@@ -70,7 +73,7 @@ def test_replication_failure_fails_waiters_but_not_the_journal(tmp_path):
         jnl.append(b"first").wait(5)
     jnl.append(b"second").wait(5)
     jnl.close()
-    assert calls == [[b"first"], [b"second"]]
+    assert calls == [[journal.frame(b"first")], [journal.frame(b"second")]]
 
 
 def test_write_failure_breaks_the_journal_with_a_clear_error(tmp_path):
@@ -156,3 +159,28 @@ def test_reset_leaves_an_empty_journal_and_no_old_one(tmp_path):
     journal.reset(str(tmp_path))
     assert (tmp_path / "journal").read_bytes() == b""
     assert not (tmp_path / "journal.old").exists()
+
+
+def test_keyed_records_coalesce_only_while_unwritten(tmp_path, monkeypatch):
+    """A record with the key of one still in the open batch replaces it; written ones stay."""
+    gate, entered = threading.Event(), threading.Event()
+    real_sync = os.fdatasync
+
+    def held_sync(fd):
+        entered.set()
+        gate.wait(5)
+        real_sync(fd)
+
+    jnl = _open(tmp_path)
+    monkeypatch.setattr(journal.os, "fdatasync", held_sync)
+    jnl.append(b"first")
+    assert entered.wait(5)  # the committer holds "first"; what follows shares one batch
+    jnl.append(b"state v1", key="job-1")
+    jnl.append(b"log")
+    batch = jnl.append(b"state v2", key="job-1")
+    gate.set()
+    batch.wait(5)
+    jnl.append(b"state v3", key="job-1").wait(5)
+    jnl.close()
+    payloads, _ = journal.read_records(str(tmp_path / "journal"))
+    assert payloads == [b"first", b"state v2", b"log", b"state v3"]

@@ -246,3 +246,22 @@ def test_candidates_added_and_removed_at_run_time(cluster, tmp_path):
         assert len(late.queue._jobs) == 2 and client.calls["replicate"] >= 1
     finally:
         late.close()
+
+
+def test_damaged_frames_are_refused_and_change_nothing(cluster):
+    """A replicate call whose frames fail their CRC is refused before anything applies."""
+    import base64
+
+    from jqueue import journal
+    cl = cluster(candidates=1)
+    cl.queue.submit_job([delay()])
+    replica = cl.replicas["c1"]
+    position = replica.position
+    data = bytearray(journal.frame(b'{"t":"arch","id":1}'))
+    data[-2] ^= 0x40
+    body = {"epoch": 1, "master": "master", "session": position[1],
+            "seq_from": position[2] + 1, "seq_to": position[2] + 1,
+            "frames": base64.b64encode(bytes(data)).decode("ascii")}
+    with pytest.raises(errors.ParameterError, match="damaged"):
+        cl.clients["c1"].rpc.replicate("master", body)
+    assert replica.position == position

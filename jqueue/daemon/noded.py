@@ -103,6 +103,8 @@ class NodeService(service.Service):
             self.node.start()
             self._pool = threadpool.ThreadPool(0, self.config.rpc_threads, name="noded-rpc")
             handlers = {name: server.Handler(func) for name, func in self.node.handlers().items()}
+            handlers["replicate"] = server.Handler(
+                _answer_when_durable(self.reactor, self.node.replicate_nowait), blocking=False)
             self.site = server.make_site(handlers, self.node.allowed_peer, self._pool,
                                          max_body=self.config.rpc_max_body,
                                          reactor=self.reactor)
@@ -216,5 +218,27 @@ def main(argv=None):
     return node_service.exit_status
 
 
+def _answer_when_durable(reactor, func):
+    """A non-blocking handler: run func(peer, body) -> (result, batch) in the reactor and
+    answer once the batch is durable (its done-callback hops back to the reactor)."""
+    def handle(peer, body):
+        result, batch = func(peer, body)
+        if batch is None:
+            return result
+        deferred = defer.Deferred()
+        batch.add_done_callback(lambda done: reactor.callFromThread(_fire, deferred, done,
+                                                                    result))
+        return deferred
+    return handle
+
+
+def _fire(deferred, batch, result):
+    if batch.error is not None:
+        deferred.errback(batch.error)
+    else:
+        deferred.callback(result)
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
