@@ -12,11 +12,11 @@ streams and the sleep function too.
 
 import argparse
 import contextlib
-import importlib.metadata
 import os
 import sys
 import time
 
+import jqueue
 from jqueue import constants, errors
 from jqueue.cli import cluster_cmds, exitcodes, info, jobs, listing, queue_cmds, watching
 from jqueue.luxi import client as luxi_client
@@ -97,13 +97,6 @@ def _positive_number(text):
     return value
 
 
-def _version():
-    try:
-        return importlib.metadata.version("jqueue")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser():
     """The argparse parser of jqctl, with every subcommand."""
     parser = Parser(prog=PROG, description="Control the jqueue job queue through jq-masterd.")
@@ -114,7 +107,7 @@ def build_parser():
                         default=DEFAULT_TIMEOUT,
                         help="how long to wait for each answer of the daemon "
                              "(default: %(default)g)")
-    parser.add_argument("--version", action="version", version="%(prog)s " + _version())
+    parser.add_argument("--version", action="version", version="%(prog)s " + jqueue.version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                      title="commands")
     for module in COMMAND_MODULES:

@@ -5,6 +5,7 @@ logging; Twisted's own log events are bridged into it once. Under systemd (journ
 reading our standard error) each line carries its syslog priority instead of a timestamp.
 """
 
+import argparse
 import logging
 import os
 import resource
@@ -12,6 +13,8 @@ import signal
 import socket
 import sys
 
+import jqueue
+from jqueue import config as configmod
 from jqueue import errors
 
 logger = logging.getLogger(__name__)
@@ -154,3 +157,84 @@ class StopSignals:
         logger.info("received %s, stopping%s", name, self._describe())
         if self._reactor.running:
             self._reactor.callFromThread(self._fire)
+
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad command line (exit status 2), raised by a load_config check."""
+
+
+def build_parser(prog, program, description):
+    """The argument parser of a daemon: the option table's flags for program, --version."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    configmod.add_arguments(parser, program)
+    parser.add_argument("--version", action="version",
+                        version="%(prog)s " + jqueue.version())
+    return parser
+
+
+def load_config(parser, prog, program, argv, check=None):
+    """Parse argv and load program's configuration; None (one line on stderr) if invalid.
+
+    A missing required option is a usage error (exit 2 from argparse). check(config,
+    args), if given, validates more: a UsageError it raises is a usage error too, a
+    ConfigurationError a failure (exit 1).
+    """
+    args = parser.parse_args(argv)
+    try:
+        config = configmod.load(program, args)
+        if check is not None:
+            check(config, args)
+        return config
+    except (configmod.MissingOptionError, UsageError) as err:
+        parser.error(str(err) if isinstance(err, UsageError) else errors.error_message(err))
+    except errors.ConfigurationError as err:
+        print("%s: %s" % (prog, errors.error_message(err)), file=sys.stderr)
+    return None
+
+
+def one_line(err):
+    """The message of an error on one line."""
+    text = errors.error_message(err) if isinstance(err, errors.GenericError) else str(err)
+    return " ".join(text.split())
+
+
+def stop_reactor(reactor):
+    """Stop the reactor unless it is already stopping."""
+    from twisted.internet import error
+    try:
+        reactor.stop()
+    except error.ReactorNotRunning:
+        pass
+
+
+def run(prog, config, build, describe=None):
+    """Run a daemon in the foreground until stopped; return its exit status.
+
+    Sets umask 027, logging to stderr, the open files limit and the stop signals; starts
+    the service tree build(config, reactor) (a failure is one logged line and exit 1);
+    runs the reactor; returns the service's exit_status. describe(service), if given,
+    is logged when a second stop signal arrives (e.g. the time left in a grace period).
+    """
+    os.umask(0o027)
+    setup_logging(config.log_level)
+    raise_nofile_limit()
+    from twisted.internet import reactor
+    logger.info("%s %s starting (pid %d)", prog, jqueue.version(), os.getpid())
+    started = []
+    signals = StopSignals(reactor, lambda: stop_reactor(reactor),
+                          lambda: describe(started[0]) if describe and started else "")
+    signals.install()
+    try:
+        top = build(config, reactor)
+        top.startService()
+    except (errors.GenericError, OSError) as err:
+        logger.error("cannot start: %s", one_line(err))
+        return EXIT_FAILURE
+    started.append(top)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    signals.reinstall_when_running()
+    reactor.run()
+    return top.exit_status

@@ -17,9 +17,6 @@ stop (a deposed master included), 1 if the daemon cannot start (or its state cou
 be written at stop), 2 for a usage error.
 """
 
-import argparse
-import functools
-import importlib.metadata
 import logging
 import os
 import sys
@@ -28,8 +25,9 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, error, task, threads
 from twisted.python import failure, threadpool
 
+import jqueue
 from jqueue import config as configmod
-from jqueue import constants, errors, opcodes, workerpool
+from jqueue import constants, opcodes, workerpool
 from jqueue.daemon import clustermaster, common, unixsocket
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
@@ -38,7 +36,7 @@ logger = logging.getLogger("jqueue.daemon.masterd")  # also when run as __main__
 
 PROG = "jq-masterd"
 PROGRAM = "masterd"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = common.EXIT_OK, common.EXIT_FAILURE, common.EXIT_USAGE
 #: (status, meaning), as the man page's EXIT STATUS lists them.
 EXIT_STATUSES = (
     (EXIT_OK, "stopped cleanly after SIGTERM or SIGINT, or after being deposed (fenced "
@@ -55,13 +53,6 @@ LISTEN_BACKLOG = 1024
 CLOSE_TIMEOUT = 5.0
 #: Mode of the state directory and of its run/ directory.
 DIR_MODE = 0o750
-
-
-def version():
-    try:
-        return importlib.metadata.version("jqueue")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def build_registry(modules):
@@ -154,7 +145,7 @@ class LuxiService(service.Service):
         values = {constants.CONFIG_DRAIN_FLAG: lambda: queue.drain_flag,
                   constants.CONFIG_MASTER_NODE: self._config.master_node,
                   constants.CONFIG_CLUSTER_NAME: self._config.cluster_name,
-                  "queue_dir": queue.path, "version": version()}
+                  "queue_dir": queue.path, "version": jqueue.version()}
         if self.cluster is not None:
             values.update(self.cluster.config_values())
         return values
@@ -258,7 +249,7 @@ class MasterService(service.MultiService):
             return
         self._stop_requested = True
         logger.debug("stop requested: %s", reason)
-        stop_reactor(self.reactor)
+        common.stop_reactor(self.reactor)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -287,26 +278,15 @@ class MasterService(service.MultiService):
         return " (%.1fs of grace left)" % max(0.0, left)
 
 
-def stop_reactor(reactor):
-    """Stop the reactor unless it is already stopping."""
-    try:
-        reactor.stop()
-    except error.ReactorNotRunning:
-        pass
-
-
 def make_service(config, reactor):
     """The daemon's service tree for a masterd Config."""
     return MasterService(config, reactor)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="The jqueue master daemon: owns the job queue, runs jobs and "
-                               "serves LUXI clients on a Unix socket. Runs in the foreground.")
-    configmod.add_arguments(parser, PROGRAM)
-    parser.add_argument("--version", action="version", version="%(prog)s " + version())
-    return parser
+    return common.build_parser(
+        PROG, PROGRAM, "The jqueue master daemon: owns the job queue, runs jobs and serves "
+        "LUXI clients on a Unix socket. Runs in the foreground.")
 
 
 def prepare_directories(config):
@@ -321,56 +301,18 @@ def prepare_directories(config):
             raise common.StartupError("directory %s is not writable" % path)
 
 
-def _load_config(parser, argv):
-    args = parser.parse_args(argv)
-    try:
-        return configmod.load(PROGRAM, args)
-    except configmod.MissingOptionError as err:
-        parser.error(errors.error_message(err))
-    except errors.ConfigurationError as err:
-        print("%s: %s" % (PROG, errors.error_message(err)), file=sys.stderr)
-        return None
-
-
-def _start(config, reactor):
-    """Build and start the service tree; None (logged) if the daemon cannot start."""
-    try:
-        prepare_directories(config)
-        master = make_service(config, reactor)
-        master.startService()
-    except (errors.GenericError, OSError) as err:
-        logger.error("cannot start: %s", _one_line(err))
-        return None
-    return master
-
-
-def _one_line(err):
-    text = errors.error_message(err) if isinstance(err, errors.GenericError) else str(err)
-    return " ".join(text.split())
-
-
 def main(argv=None):
     """Run jq-masterd with argv (default sys.argv[1:]) until stopped; the exit status."""
     parser = build_parser()
-    config = _load_config(parser, sys.argv[1:] if argv is None else argv)
+    config = common.load_config(parser, PROG, PROGRAM, sys.argv[1:] if argv is None else argv)
     if config is None:
         return EXIT_FAILURE
-    os.umask(0o027)
-    common.setup_logging(config.log_level)
-    common.raise_nofile_limit()
-    from twisted.internet import reactor
-    logger.info("jq-masterd %s starting (pid %d)", version(), os.getpid())
-    master = None
-    signals = common.StopSignals(reactor, functools.partial(stop_reactor, reactor),
-                                 lambda: master.grace_left() if master else "")
-    signals.install()
-    master = _start(config, reactor)
-    if master is None:
-        return EXIT_FAILURE
-    reactor.addSystemEventTrigger("before", "shutdown", master.stopService)
-    signals.reinstall_when_running()
-    reactor.run()
-    return master.exit_status
+    return common.run(PROG, config, _build, describe=lambda master: master.grace_left())
+
+
+def _build(config, reactor):
+    prepare_directories(config)
+    return make_service(config, reactor)
 
 
 if __name__ == "__main__":

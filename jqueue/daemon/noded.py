@@ -12,8 +12,6 @@ stop, 1 if the daemon cannot start (or the replica could not be closed cleanly),
 usage error.
 """
 
-import argparse
-import importlib.metadata
 import logging
 import os
 import sys
@@ -23,7 +21,6 @@ from twisted.internet import defer, threads
 from twisted.python import failure, threadpool
 
 from jqueue import cluster, clusterops, constants, errors
-from jqueue import config as configmod
 from jqueue.daemon import common
 from jqueue.noderpc import Node
 from jqueue.rpc import server
@@ -32,7 +29,7 @@ logger = logging.getLogger("jqueue.daemon.noded")  # also when run as __main__
 
 PROG = "jq-noded"
 PROGRAM = "noded"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = common.EXIT_OK, common.EXIT_FAILURE, common.EXIT_USAGE
 #: (status, meaning), as the man page's EXIT STATUS lists them.
 EXIT_STATUSES = (
     (EXIT_OK, "stopped cleanly after SIGTERM or SIGINT"),
@@ -42,13 +39,6 @@ EXIT_STATUSES = (
     (EXIT_USAGE, "usage error: unknown flag, bad flag value, --state-dir missing"),
 )
 NOT_JOINED = "not part of a cluster: run jqctl cluster init or jqctl node join"
-
-
-def version():
-    try:
-        return importlib.metadata.version("jqueue")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _joined_files(state_dir):
@@ -156,66 +146,31 @@ def make_service(config, reactor):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="The jqueue node daemon: node RPC over mutual TLS (replication "
-                               "to master candidates, votes, cluster configuration). Runs in "
-                               "the foreground.")
-    configmod.add_arguments(parser, PROGRAM)
-    parser.add_argument("--version", action="version", version="%(prog)s " + version())
-    return parser
+    return common.build_parser(
+        PROG, PROGRAM, "The jqueue node daemon: node RPC over mutual TLS (replication to "
+        "master candidates, votes, cluster configuration). Runs in the foreground.")
 
 
-def _load_config(parser, argv):
-    args = parser.parse_args(argv)
+def _check_listen(config, args):
+    """A malformed --listen is a usage error; the same value in a file, a failure."""
+    if config.listen is None:
+        return
     try:
-        config = configmod.load(PROGRAM, args)
-        if config.listen is not None:
-            cluster.parse_address(config.listen)
-        return config
-    except configmod.MissingOptionError as err:
-        parser.error(errors.error_message(err))
+        cluster.parse_address(config.listen)
     except errors.ConfigurationError as err:
         if getattr(args, "listen", None) is not None:
-            parser.error("--listen: %s" % errors.error_message(err))
-        print("%s: %s" % (PROG, errors.error_message(err)), file=sys.stderr)
-        return None
-
-
-def _start(config, reactor):
-    """Build and start the service tree; None (logged) if the daemon cannot start."""
-    try:
-        node_service = make_service(config, reactor)
-        node_service.startService()
-    except (errors.GenericError, OSError) as err:
-        logger.error("cannot start: %s", _one_line(err))
-        return None
-    return node_service
-
-
-def _one_line(err):
-    text = errors.error_message(err) if isinstance(err, errors.GenericError) else str(err)
-    return " ".join(text.split())
+            raise common.UsageError("--listen: %s" % errors.error_message(err)) from None
+        raise
 
 
 def main(argv=None):
     """Run jq-noded with argv (default sys.argv[1:]) until stopped; the exit status."""
     parser = build_parser()
-    config = _load_config(parser, sys.argv[1:] if argv is None else argv)
+    config = common.load_config(parser, PROG, PROGRAM, sys.argv[1:] if argv is None else argv,
+                                check=_check_listen)
     if config is None:
         return EXIT_FAILURE
-    os.umask(0o027)
-    common.setup_logging(config.log_level)
-    from twisted.internet import reactor
-    logger.info("jq-noded %s starting (pid %d)", version(), os.getpid())
-    signals = common.StopSignals(reactor, reactor.stop)
-    signals.install()
-    node_service = _start(config, reactor)
-    if node_service is None:
-        return EXIT_FAILURE
-    reactor.addSystemEventTrigger("before", "shutdown", node_service.stopService)
-    signals.reinstall_when_running()
-    reactor.run()
-    return node_service.exit_status
+    return common.run(PROG, config, make_service)
 
 
 def _answer_when_durable(reactor, func):
