@@ -42,6 +42,30 @@ def resolve(depends, job_index, job_ids):
     return result, None
 
 
+def resolve_request(jobs, next_id):
+    """Resolve every job of a SubmitManyJobs request; the first accepted one gets next_id.
+
+    jobs holds each job's opcode inputs, whose "depends" are made absolute in place.
+    Returns [(job id, None) or (None, problem)] in order: accepted jobs take consecutive
+    ids; a refused one takes none.
+    """
+    ids, results = [], []
+    for index, inputs in enumerate(jobs):
+        ids.append(next_id)
+        problem = None
+        for op_input in inputs:
+            op_input["depends"], problem = resolve(op_input.get("depends"), index, ids)
+            if problem:
+                break
+        if problem:
+            ids[-1] = None
+            results.append((None, problem))
+        else:
+            results.append((next_id, None))
+            next_id += 1
+    return results
+
+
 class DependencyManager:
     """Remembers which jobs wait for which; thread-safe."""
 

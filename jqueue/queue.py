@@ -208,22 +208,15 @@ class JobQueue:
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
     def _create_jobs_unlocked(self, validated):
-        results, ids, batch = [], [], None
+        results, batch = [], None
         now = timestamp(self._clock())
-        for index, inputs in enumerate(validated):
-            ids.append(self._serial + 1)
-            problem = None
-            for op_input in inputs:
-                op_input["depends"], problem = dependencies.resolve(
-                    op_input.get("depends"), index, ids)
-                if problem:
-                    break
+        resolved = dependencies.resolve_request(validated, self._serial + 1)
+        for inputs, (job_id, problem) in zip(validated, resolved):
             if problem:
-                ids[-1] = None
                 results.append((False, problem))
                 continue
-            self._serial += 1
-            job = QueuedJob(self._serial, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
+            self._serial = job_id
+            job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
             job.visible = False
             self._jobs[job.id] = job
             batch = self._record_state_unlocked(job)

@@ -1,6 +1,8 @@
 """Shared fixtures: queues on temporary directories, with a synchronous pool by default."""
 
 import pytest
+from cluster_helpers import noded_factory
+from daemon_helpers import daemon_factory
 from fakes import SyncPool
 
 from jqueue.queue import JobQueue
@@ -61,3 +63,15 @@ def run_jobs(queue):
         total += ran
         if not ran and not queue._pool.stats()["waiting"]:
             return total
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    """Start jq-masterd processes on tmp_path; each must still stop with status 0."""
+    yield from daemon_factory(tmp_path)
+
+
+@pytest.fixture
+def nodeds():
+    """Start jq-noded processes of test clusters; each must still stop with status 0."""
+    yield from noded_factory()

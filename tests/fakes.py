@@ -285,17 +285,14 @@ class FakeLuxiClient:
         validated = [self._validate(ops) for ops in jobs]
         if self.drained and not drained_ok:
             raise errors.JobQueueDrainError("job queue is drained, refusing new jobs")
-        results, ids = [], []
-        for index, inputs in enumerate(validated):
-            ids.append(self._serial + 1)
-            problem = None
-            for op_input in inputs:
-                op_input["depends"], problem = dependencies.resolve(
-                    op_input.get("depends"), index, ids)
-                if problem:
-                    break
-            ids[-1] = None if problem else self._create(inputs)
-            results.append([False, problem] if problem else [True, ids[-1]])
+        results = []
+        for inputs, (job_id, problem) in zip(
+                validated, dependencies.resolve_request(validated, self._serial + 1)):
+            if problem:
+                results.append([False, problem])
+            else:
+                assert self._create(inputs) == job_id
+                results.append([True, job_id])
         return results
 
     def _live(self, job_id):

@@ -1,7 +1,6 @@
 """Tests of jqctl (jqueue.cli) against tests.fakes.FakeLuxiClient: parsing, output, exit codes."""
 
 import argparse
-import collections
 import inspect
 import io
 import os
@@ -10,6 +9,7 @@ import sys
 import time
 
 import pytest
+from cli_helpers import Cli
 from fakes import FakeLuxiClient
 
 from jqueue import constants, errors, serializer
@@ -23,40 +23,6 @@ CLIENT_API = (
     "query_fields", "query_config_values", "set_drain_flag", "wait_for_job_change_once",
     "wait_for_job_change", "close",
 )
-
-Result = collections.namedtuple("Result", "code out err")
-
-
-class _Input(io.StringIO):
-    """Standard input for a test: text, and whether it pretends to be a terminal."""
-
-    def __init__(self, text, tty):
-        super().__init__(text)
-        self._tty = tty
-
-    def isatty(self):
-        return self._tty
-
-
-class Cli:
-    """Runs jqctl in-process against a FakeLuxiClient, with in-memory streams."""
-
-    def __init__(self):
-        self.fake = FakeLuxiClient("/fake/jqueue.sock")
-        self.connections = []
-        self.sleeps = []
-
-    def factory(self, socket_path, timeout):
-        self.connections.append((socket_path, timeout))
-        return self.fake
-
-    def __call__(self, *argv, stdin="", tty=False):
-        out, err = io.StringIO(), io.StringIO()
-        ctx = app.Context(self.factory, stdin=_Input(stdin, tty), stdout=out, stderr=err,
-                          sleep=self.sleeps.append)
-        code = app.run(ctx, [str(arg) for arg in argv])
-        return Result(code, out.getvalue(), err.getvalue())
-
 
 @pytest.fixture(autouse=True)
 def utc(monkeypatch):

@@ -9,7 +9,7 @@ import io
 import os
 
 import pytest
-from fakes import FakeLuxiClient
+from cli_helpers import Cli
 from fakes_cluster import FakeClusterOps
 
 from jqueue import cluster, clusterops, errors, serializer
@@ -28,38 +28,18 @@ INFO = {"name": "prod", "master": "m", "epoch": 1, "version": 4, "session": 2, "
         "nodes": [{"name": "m", "address": "127.0.0.1:7000", "role": "master"}]}
 
 
-class _Input(io.StringIO):
-    """Standard input: text, and whether it pretends to be a terminal."""
-
-    def __init__(self, text, tty):
-        super().__init__(text)
-        self._tty = tty
-
-    def isatty(self):
-        return self._tty
-
-
-class Cli:
-    """Runs jqctl in-process against FakeLuxiClient and FakeClusterOps."""
+class ClusterCli(Cli):
+    """jqctl in-process with the daemon's cluster answers and FakeClusterOps."""
 
     def __init__(self):
-        self.fake = FakeLuxiClient("/fake/jqueue.sock")
+        super().__init__()
         self.fake.cluster = {"info": INFO, "nodes": NODES, "bundle": {"format": 1}}
         self.ops = FakeClusterOps()
-        self.sleeps = []
-
-    def __call__(self, *argv, stdin="", tty=False, factory=None):
-        out, err = io.StringIO(), io.StringIO()
-        ctx = app.Context(factory or (lambda path, timeout: self.fake),
-                          stdin=_Input(stdin, tty), stdout=out, stderr=err,
-                          sleep=self.sleeps.append)
-        code = app.run(ctx, [str(arg) for arg in argv])
-        return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
-    made = Cli()
+    made = ClusterCli()
     monkeypatch.setattr(cluster_cmds, "clusterops", lambda: made.ops)
     monkeypatch.delenv(cluster_cmds.STATE_DIR_ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -17,8 +17,8 @@ import threading
 import time
 
 import pytest
-from cluster_helpers import TestCluster, build_cluster, free_port, noded_factory
-from daemon_helpers import daemon_factory, delay, wait_all_final
+from cluster_helpers import TestCluster, build_cluster, free_port
+from daemon_helpers import delay, wait_all_final
 
 from jqueue import cluster, errors, serializer
 from jqueue.cli import app as cli_app
@@ -30,14 +30,6 @@ SYNC_TIMEOUT = 30.0
 _JOB_FILE = re.compile(r"job-[0-9]+")
 
 
-@pytest.fixture
-def nodeds():
-    yield from noded_factory()
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    yield from daemon_factory(tmp_path)
 
 
 def jqctl(*args, socket=None):

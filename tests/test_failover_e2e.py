@@ -19,8 +19,7 @@ import threading
 import time
 
 import pytest
-from cluster_helpers import noded_factory
-from daemon_helpers import daemon_factory, wait_all_final
+from daemon_helpers import wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 
 from jqueue import errors
@@ -29,14 +28,6 @@ from jqueue.luxi.client import Client
 FIELDS = ["id", "status", "ops"]
 
 
-@pytest.fixture
-def nodeds():
-    yield from noded_factory()
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    yield from daemon_factory(tmp_path)
 
 
 class TokenLoad:

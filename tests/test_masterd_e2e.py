@@ -19,7 +19,6 @@ import pytest
 from daemon_helpers import (
     Daemon,
     RawLuxi,
-    daemon_factory,
     delay,
     jqop,
     masterd_command,
@@ -37,11 +36,6 @@ pytestmark = pytest.mark.timeout(90)
 UNCLEAN = [["OpExecError", [constants.MSG_UNCLEAN_SHUTDOWN]]]
 FAST = {"checkpoint_interval": 0.2, "read_timeout": 1, "idle_timeout": 5}
 
-
-@pytest.fixture
-def daemons(tmp_path):
-    """Start daemons on tmp_path; each one still running at the end must stop with 0."""
-    yield from daemon_factory(tmp_path)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from cluster_helpers import (
     build_cluster,
     job_dict,
     job_record,
-    noded_factory,
     snapshot,
     start_all,
 )
@@ -30,11 +29,6 @@ from jqueue.rpc import client as rpc_client
 MAX_BODY = 65536
 START = {"epoch": 1, "records": [], "deletes": [], "serial": 0, "position": [1, 1, 0]}
 
-
-@pytest.fixture
-def nodeds():
-    """start(cluster, name) -> NodeDaemon; each must stop with status 0 at teardown."""
-    yield from noded_factory()
 
 
 @pytest.fixture(scope="module")
