@@ -26,7 +26,7 @@ import threading
 from jqueue import cluster, constants, errors, records, serializer, storage
 from jqueue.job import QueuedJob
 from jqueue.luxi import client as luxi_client
-from jqueue.replica import Replica, ReplicaRpc
+from jqueue.replica import Replica, ReplicaRpc, body_int
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ class Node:
 
     def vote(self, peer, body):
         """Give (once per epoch) or refuse this node's vote to the calling candidate."""
-        epoch = _nonnegative(body, "epoch")
+        epoch = body_int(body, "epoch")
         candidate = body.get("candidate")
         position = _position(body.get("position"))
         if candidate != peer:
@@ -373,7 +373,7 @@ class Node:
 
     def step_down(self, peer, body):
         """The master of a newer epoch says so: learn it, stop a local jq-masterd."""
-        epoch = _nonnegative(body, "epoch")
+        epoch = body_int(body, "epoch")
         master = body.get("master")
         if master != peer:
             raise errors.FencedError("node %s may not ask to step down for %r" % (peer, master))
@@ -428,13 +428,6 @@ def _config_of(body, current):
         raise errors.ParameterError("configuration of cluster %s refused: this node is in "
                                     "cluster %s" % (new.name, current.name))
     return new
-
-
-def _nonnegative(body, key):
-    value = body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise errors.ParameterError("'%s' must be a non-negative integer" % key)
-    return value
 
 
 def _position(value):

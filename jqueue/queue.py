@@ -234,13 +234,9 @@ class JobQueue:
         self._check_writable()
         job_id = storage.parse_job_id(job_id)
         with self._lock:
-            self._check_open_unlocked()
-            job = self._visible_job_unlocked(job_id)
-            if job is None:
-                return (False, "Job %s not found" % job_id)
-            status = job.calc_status()
-            if status in constants.JOBS_FINALIZED:
-                return (False, "Job %s is already finished (%s)" % (job_id, status))
+            job, status, refusal = self._unfinished_job_unlocked(job_id)
+            if refusal is not None:
+                return refusal
             if status == constants.JOB_STATUS_CANCELING:
                 return (True, "Job %s is already being canceled" % job_id)
             job.kill_requested = job.kill_requested or bool(kill)
@@ -265,13 +261,9 @@ class JobQueue:
         except ValueError as err:
             raise errors.OpPrereqError("priority %s" % err, constants.ECODE_INVAL) from None
         with self._lock:
-            self._check_open_unlocked()
-            job = self._visible_job_unlocked(job_id)
-            if job is None:
-                return (False, "Job %s not found" % job_id)
-            status = job.calc_status()
-            if status in constants.JOBS_FINALIZED:
-                return (False, "Job %s is finished" % job_id)
+            job, status, refusal = self._unfinished_job_unlocked(job_id)
+            if refusal is not None:
+                return refusal
             if status == constants.JOB_STATUS_CANCELING:
                 return (False, "Job %s is being canceled" % job_id)
             for op in job.ops:
@@ -282,6 +274,17 @@ class JobQueue:
         self._wait(batch)
         return (True, "Priorities of pending opcodes for job %s have been changed to %s" % (
             job_id, priority))
+
+    def _unfinished_job_unlocked(self, job_id):
+        """(job, status, None) for a live unfinished job, else (None, None, (False, why))."""
+        self._check_open_unlocked()
+        job = self._visible_job_unlocked(job_id)
+        if job is None:
+            return None, None, (False, "Job %s not found" % job_id)
+        status = job.calc_status()
+        if status in constants.JOBS_FINALIZED:
+            return None, None, (False, "Job %s is already finished (%s)" % (job_id, status))
+        return job, status, None
 
     def archive_job(self, job_id):
         """Archive a finalized job; return False if it is not live or not finalized."""

@@ -240,7 +240,7 @@ class ReplicaRpc:
         replica = self._replica()
         if replica is None:
             raise errors.NotMasterError("this node owns its queue; it takes no replication")
-        epoch = _int(body, "epoch")
+        epoch = body_int(body, "epoch")
         state = self._state
         if epoch < state.epoch:
             raise errors.FencedError("update from epoch %d refused: this node knows epoch %d "
@@ -263,7 +263,7 @@ class ReplicaRpc:
         """replicate without waiting: (result, journal batch that must finish first)."""
         replica, epoch = self._target(peer, body)
         position, batch = replica.apply_batch_nowait(
-            epoch, _int(body, "session"), _int(body, "seq_from"), _int(body, "seq_to"),
+            epoch, body_int(body, "session"), body_int(body, "seq_from"), body_int(body, "seq_to"),
             _records(body))
         return {"position": position}, batch
 
@@ -284,7 +284,8 @@ class ReplicaRpc:
         return {"position": replica.resync_apply(epoch, [], [], drain=bool(body["flag"]))}
 
 
-def _int(body, key):
+def body_int(body, key):
+    """A non-negative integer field of an RPC body; ParameterError naming it otherwise."""
     value = body.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise errors.ParameterError("'%s' must be a non-negative integer" % key)

@@ -6,10 +6,9 @@ verbatim: after changing the option table, paste the output of
 """
 
 import re
-import subprocess
 
-from test_man_jqctl import render, sections
-from test_man_pages import GROFF, flat, read
+from test_man_jqctl import groff_text, render, sections
+from test_man_pages import flat, read
 
 from jqueue import config, noderpc
 from jqueue.daemon import noded
@@ -69,6 +68,4 @@ def test_noded_page_renders_with_docutils_and_groff_without_warnings():
     """docutils renders the page and groff -man -ww formats it without a warning."""
     roff = render(read(PAGE))
     assert b'.TH "jq-noded" "8"' in roff
-    checked = subprocess.run([GROFF, "-man", "-Tutf8", "-ww", "-z"], input=roff,
-                             capture_output=True, timeout=60, check=False)
-    assert checked.returncode == 0 and checked.stderr == b"", checked.stderr.decode()
+    assert "SEE ALSO" in groff_text(roff)

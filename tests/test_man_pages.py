@@ -7,19 +7,15 @@ cannot drift apart. After changing the table, paste the output of
 """
 
 import os
-import re
-import shutil
-import subprocess
 
 import pytest
-from test_man_jqctl import render, sections
+from test_man_jqctl import groff_text, render, sections
 
 from jqueue import config, constants, journal, records
 from jqueue.daemon import masterd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAN_DIR = os.path.join(ROOT, "man")
-GROFF = shutil.which("groff") or "/usr/bin/groff"
 PAGES = {"jq-masterd.8.rst": ("jq-masterd", "8"), "jqueue-queue.5.rst": ("jqueue-queue", "5")}
 
 
@@ -92,10 +88,4 @@ def test_page_renders_with_docutils_and_groff_without_warnings(name):
     title, section = PAGES[name]
     roff = render(read(name))
     assert ('.TH "%s" "%s"' % (title, section)).encode() in roff
-    checked = subprocess.run([GROFF, "-man", "-Tutf8", "-ww", "-z"], input=roff,
-                             capture_output=True, timeout=60, check=False)
-    assert checked.returncode == 0 and checked.stderr == b"", checked.stderr.decode()
-    shown = subprocess.run([GROFF, "-man", "-Tutf8", "-ww"], input=roff, capture_output=True,
-                           timeout=60, check=False)
-    text = re.sub(r".\x08", "", shown.stdout.decode("utf-8"))
-    assert shown.stderr == b"" and "SEE ALSO" in text
+    assert "SEE ALSO" in groff_text(roff)

@@ -265,7 +265,7 @@ def test_change_priority_refusals(open_queue):
     with pytest.raises(errors.OpPrereqError, match="priority"):
         queue.change_job_priority(job_id, 20)
     run_jobs(queue)
-    assert queue.change_job_priority(job_id, 5) == (False, "Job 1 is finished")
+    assert queue.change_job_priority(job_id, 5) == (False, "Job 1 is already finished (success)")
     assert queue.change_job_priority(7, 5) == (False, "Job 7 not found")
 
 

@@ -156,15 +156,8 @@ def cmd_cancel(ctx, args):
     if not job_ids:
         ctx.out("No jobs to cancel")
         return EXIT_SUCCESS
-    code = EXIT_SUCCESS
-    for job_id in job_ids:
-        ok, message = ctx.client.cancel_job(job_id, kill=args.kill)
-        if ok:
-            ctx.out(message)
-        else:
-            ctx.warn(message)
-            code = EXIT_REFUSED
-    return code
+    return _report_each(ctx, job_ids, lambda job_id: ctx.client.cancel_job(job_id,
+                                                                           kill=args.kill))
 
 
 def _jobs_to_cancel(ctx, args):
@@ -232,9 +225,15 @@ def auto_archive(client, age, call_timeout, max_call_timeout):
 
 def cmd_change_priority(ctx, args):
     """Change the priority of jobs; print each message the daemon returns."""
+    return _report_each(ctx, args.ids, lambda job_id: ctx.client.change_job_priority(
+        job_id, args.priority))
+
+
+def _report_each(ctx, job_ids, call):
+    """call(job_id) -> (ok, message) for each job; print each message; the exit status."""
     code = EXIT_SUCCESS
-    for job_id in args.ids:
-        ok, message = ctx.client.change_job_priority(job_id, args.priority)
+    for job_id in job_ids:
+        ok, message = call(job_id)
         if ok:
             ctx.out(message)
         else:
