@@ -13,6 +13,7 @@ well-formed request is never dropped unanswered, since Ganeti's clients resend t
 
 import collections
 import logging
+import threading
 import traceback
 
 import attrs
@@ -233,7 +234,7 @@ class LuxiProtocol(protocol.Protocol):
         if timeout is not None:
             request.timer = self._reactor.callLater(
                 timeout, self._submit_timed_out, request, batch)
-        batch.add_done_callback(lambda done: self._reactor.callFromThread(
+        batch.add_done_callback(lambda done: self.factory.deliver(
             self._submit_done, request, done, answer))
 
     def _submit_done(self, request, batch, answer):
@@ -289,7 +290,7 @@ class LuxiProtocol(protocol.Protocol):
             timeout = 0
 
         def callback(result):  # any thread
-            self._reactor.callFromThread(self._watch_answered, request, result)
+            self.factory.deliver(self._watch_answered, request, result)
 
         try:
             request.handle = self.factory.dispatcher.watch(args, callback)
@@ -426,6 +427,30 @@ class LuxiServerFactory(protocol.Factory):
         self.stopping = False
         self._refused = 0
         self._last_refusal_log = None
+        self._deliveries = collections.deque()
+        self._deliveries_lock = threading.Lock()
+
+    def deliver(self, func, *args):
+        """Run func(*args) in the reactor thread; callable from any thread.
+
+        Answers come from the journal's thread in bursts (every submission of a group
+        commit, every waiter of a job at once): one wake-up of the reactor per burst,
+        not one per answer.
+        """
+        with self._deliveries_lock:
+            self._deliveries.append((func, args))
+            wake = len(self._deliveries) == 1
+        if wake:
+            self.reactor.callFromThread(self._run_deliveries)
+
+    def _run_deliveries(self):
+        with self._deliveries_lock:
+            pending, self._deliveries = self._deliveries, collections.deque()
+        for func, args in pending:
+            try:
+                func(*args)
+            except Exception:  # noqa: BLE001 - one answer's bug must not drop the others
+                logger.exception("delivering a LUXI answer failed")
 
     def startFactory(self):
         if self._own_pool:
