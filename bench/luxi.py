@@ -1,6 +1,7 @@
 """Benchmark through the LUXI socket of a real jq-masterd, with ratios to in-process figures.
 
-Prints: durable submits per second from 1 and 16 client processes, end-to-end no-op jobs
+Prints: durable submits per second from 1 and 16 client processes (a daemon with no
+worker: jobs stay queued, as in the core figures), end-to-end no-op jobs
 per second, waiter wake-up latency (median, p99: from the job's end timestamp to the
 client holding the answer) with 1 and with 5,000 concurrent waiters, and the daemon's
 RSS and thread count with 5,000 waiters. Ratios compare with the in-process (core)
@@ -175,14 +176,18 @@ def run(root, quick=False, results=None):
     """Run the socket measurements; rows of (label, value, unit, ratio)."""
     results = results if results is not None else {}
     rows = []
-    proc, sock = start_daemon(os.path.join(root, "state"))
+    seconds = 1.0 if quick else 3.0
+    proc, sock = start_daemon(os.path.join(root, "submit"), workers=0)
     try:
-        seconds = 1.0 if quick else 3.0
         for clients in (1, 16):
             rate = submit_rate(sock, clients, seconds)
             base = results.get("submit_%d" % clients)
             rows.append(("durable submits through the socket, %d client%s" % (
                 clients, "s" * (clients > 1)), rate, "/s", _ratio(base, rate)))
+    finally:
+        stop_daemon(proc)
+    proc, sock = start_daemon(os.path.join(root, "state"))
+    try:
         jobs = 2000 if quick else 10000
         rate = end_to_end(sock, jobs)
         rows.append(("submit -> success through the socket, %d jobs" % jobs, rate, "jobs/s",

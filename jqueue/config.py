@@ -182,8 +182,9 @@ OPTIONS = (
     Option("config", Text(), None,
            "TOML configuration file to read (see CONFIGURATION FILE).",
            flag="--config", metavar="FILE", in_file=False, default_doc="none"),
-    Option("workers", Integer(1), constants.DEFAULT_WORKERS,
-           "Worker threads running opcodes: how many jobs run at the same time.",
+    Option("workers", Integer(0), constants.DEFAULT_WORKERS,
+           "Worker threads running opcodes: how many jobs run at the same time (0: jobs "
+           "are accepted and kept queued, e.g. during maintenance).",
            flag="--workers", metavar="N"),
     Option("log_level", Text(), "info",
            "Least severe messages logged on standard error.",

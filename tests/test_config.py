@@ -65,8 +65,8 @@ def test_tables_of_other_programs_are_left_to_them(tmp_path):
                        "[masterd]"),
     ("[masterd]\nworkerz = 2\nzz = 1\n", "unknown option(s) in [masterd]: workerz, zz"),
     ("[masterd]\nconfig = 'x'\n", "unknown option(s) in [masterd]: config"),
-    ("[masterd]\nworkers = 0\n", "[masterd] workers: must be an integer >= 1, got 0"),
-    ("[masterd]\nworkers = true\n", "workers: must be an integer >= 1, got True"),
+    ("[masterd]\nworkers = -1\n", "[masterd] workers: must be an integer >= 0, got -1"),
+    ("[masterd]\nworkers = true\n", "workers: must be an integer >= 0, got True"),
     ("[masterd]\nread_timeout = 0\n", "read_timeout: must be a number > 0"),
     ("[masterd]\nshutdown_grace = -1\n", "shutdown_grace: must be a number >= 0"),
     ("[masterd]\nlog_level = 'loud'\n", "log_level: must be one of debug, info"),
@@ -90,7 +90,7 @@ def test_missing_file_and_missing_state_dir():
         config.load("masterd", parse([]))
 
 
-@pytest.mark.parametrize("argv", [["--workers", "0"], ["--workers", "x"],
+@pytest.mark.parametrize("argv", [["--workers", "-1"], ["--workers", "x"],
                                   ["--read-timeout", "nan"], ["--log-level", "loud"],
                                   ["--shutdown-grace", "-1"]])
 def test_bad_flag_values_are_usage_errors(argv):

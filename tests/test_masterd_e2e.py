@@ -515,7 +515,7 @@ def test_ready_and_stopping_are_sent_to_notify_socket(daemons, tmp_path):
 
 @pytest.mark.parametrize("content, code, words", [
     ("[masterd]\nworkerz = 3\n", 1, ["unknown option", "workerz", "jq.toml"]),
-    ("[masterd]\nworkers = 0\n", 1, ["workers", "integer >= 1", "jq.toml"]),
+    ("[masterd]\nworkers = -1\n", 1, ["workers", "integer >= 0", "jq.toml"]),
     ("[masterd]\nlog_level = 'loud'\n", 1, ["log_level", "one of"]),
     ("[masterd]\nshutdown_grace = 'soon'\n", 1, ["shutdown_grace", "number"]),
     ("[masterd]\nopcode_modules = 'x'\n", 1, ["opcode_modules", "list"]),
@@ -537,7 +537,7 @@ def test_bad_config_files_exit_1_with_a_message(tmp_path, content, code, words):
 
 @pytest.mark.parametrize("args, code, words", [
     ([], 2, ["--state-dir", "required"]),
-    (["--state-dir", "{tmp}/s", "--workers", "0"], 2, ["--workers", "integer >= 1"]),
+    (["--state-dir", "{tmp}/s", "--workers", "-1"], 2, ["--workers", "integer >= 0"]),
     (["--state-dir", "{tmp}/s", "--log-level", "loud"], 2, ["--log-level"]),
     (["--state-dir", "{tmp}/s", "--bogus"], 2, ["--bogus"]),
     (["--state-dir", "{tmp}/s", "--config", "{tmp}/missing.toml"], 1, ["missing.toml"]),
@@ -591,3 +591,11 @@ def test_opcode_modules_are_loaded_from_the_config(daemons, config, tmp_path):
                          env=dict(os.environ, **env))
     assert bad.returncode == 1 and "cannot load opcode module no_such_module_e2e" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_zero_workers_accept_jobs_and_keep_them_queued(daemons):
+    """With --workers 0 the daemon acknowledges submissions and runs nothing."""
+    daemon = daemons(args=["--workers", "0"])
+    with daemon.client() as client:
+        ids = [client.submit_job([delay(0)]) for _ in range(3)]
+        assert client.query_jobs(ids, ["status"]) == [["queued"]] * 3
