@@ -3,7 +3,7 @@
 Each configuration is a real cluster on loopback (jq-noded on every node, jq-masterd on
 the master, mutual TLS between them), built like the end-to-end tests build theirs;
 submits come through the LUXI socket from 1 and from 16 client processes (no worker runs
-the jobs, as in the other submit figures). Every figure
+the jobs, as in the other submit figures; no checkpoint during the windows). Every figure
 is a ratio to the local-only one (a single-node jq-masterd) measured in the same run.
 Target: with 2 candidates, at least half the local-only rate at 16 clients.
 """
@@ -25,7 +25,8 @@ def _measure(sock, seconds):
 
 
 def local_only(root, seconds):
-    proc, sock = luxi.start_daemon(os.path.join(root, "local"), workers=0)
+    proc, sock = luxi.start_daemon(os.path.join(root, "local"), workers=0,
+                                   checkpoint_interval=60)
     try:
         return _measure(sock, seconds)
     finally:
@@ -39,7 +40,8 @@ def clustered(root, candidates, seconds):
     try:
         for noded in nodeds:
             noded.wait_ready()
-        proc, sock = luxi.start_daemon(test_cluster.state_dirs[test_cluster.master], workers=0)
+        proc, sock = luxi.start_daemon(test_cluster.state_dirs[test_cluster.master], workers=0,
+                                       checkpoint_interval=60)
         try:
             return _measure(sock, seconds), test_cluster.config.effective_min_acks()
         finally:
