@@ -37,6 +37,14 @@ def _is_int(value):
 class _Any(PType):
     desc = "any JSON value"
 
+    def check(self, value):
+        # Imported here: ptypes sits below the serializer only for this one check.
+        from jqueue import serializer
+        if not serializer.is_json_data(value):
+            raise ValueError("must be JSON data (objects with string keys, lists, strings, "
+                             "finite numbers, booleans, null), got %s" % _short(value))
+        return value
+
 
 class _Bool(PType):
     desc = "a boolean"

@@ -215,11 +215,12 @@ class JobQueue:
             if problem:
                 results.append((False, problem))
                 continue
-            self._serial = job_id
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
             job.visible = False
+            payload = records.job_record(job)  # before anything changes, should it fail
+            self._serial = job_id
             self._jobs[job.id] = job
-            batch = self._record_state_unlocked(job)
+            batch = self._record_state_unlocked(job, payload)
             results.append((True, job.id))
         return results, batch
 
@@ -462,12 +463,15 @@ class JobQueue:
 
     # Internals used by the processor (callers hold the lock)
 
-    def _record_state_unlocked(self, job):
-        """Journal a job's new state (a full record if first in this generation)."""
+    def _record_state_unlocked(self, job, full_record=None):
+        """Journal a job's new state (a full record if first in this generation).
+
+        full_record, if given, is the job's full record already encoded.
+        """
         key = None
-        if job.generation != self._journal.generation:
+        if full_record is not None or job.generation != self._journal.generation:
             job.generation = self._journal.generation
-            payload = records.job_record(job)
+            payload = full_record or records.job_record(job)
         else:
             payload = records.state_record(job)
             key = (records.STATE, job.id)  # a newer state record may replace it

@@ -1,8 +1,11 @@
 """JSON (de)serialization: the only module that imports simplejson.
 
-Output is compact UTF-8 JSON. Input is parsed strictly: NaN and Infinity are refused
-and every failure (bad UTF-8, bad JSON, absurd numbers) is a ParseError.
+Output is compact UTF-8 JSON. Input is parsed strictly: NaN, Infinity and numbers out
+of a float's range are refused, and every failure (bad UTF-8, bad JSON, absurd numbers,
+absurd nesting) is a ParseError.
 """
+
+import math
 
 import simplejson
 
@@ -13,9 +16,19 @@ def _refuse_constant(name):
     raise ValueError("JSON constant %s is not allowed" % name)
 
 
+def _finite_float(text):
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError("number %s is out of range" % text[:40])
+    return value
+
+
+_INF = float("inf")
+
+
 _ENCODER = simplejson.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _PRETTY_ENCODER = simplejson.JSONEncoder(indent=2, sort_keys=True, allow_nan=False)
-_DECODER = simplejson.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER = simplejson.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def dumps(obj):
@@ -31,6 +44,29 @@ def dumps_bytes(obj):
 def dumps_pretty(obj):
     """Serialize obj to indented JSON text with sorted keys (for people)."""
     return _PRETTY_ENCODER.encode(obj)
+
+
+MAX_DEPTH = 100
+
+
+def is_json_data(value, _depth=0):
+    """Whether value is plain JSON data: what loads(dumps(value)) gives back unchanged.
+
+    Dicts with string keys, lists, strings, integers, finite floats, booleans and None,
+    nested at most MAX_DEPTH deep (no tuples, sets, bytes or other objects).
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if _depth >= MAX_DEPTH:
+        return False
+    if type(value) is list:
+        return all(is_json_data(item, _depth + 1) for item in value)
+    if type(value) is dict:
+        return all(isinstance(key, str) and is_json_data(item, _depth + 1)
+                   for key, item in value.items())
+    return False
 
 
 def loads(data):

@@ -634,3 +634,13 @@ def test_failed_checkpoint_is_finished_by_the_next_one(open_queue, tmp_path, mon
     for done in (job_id, second):
         assert serializer.loads((root / ("job-%d" % done)).read_bytes())["ops"][0][
             "status"] == "success"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), {1, 2}, object(), {1: "x"}])
+def test_non_json_parameter_values_are_refused_and_leave_nothing(open_queue, value):
+    """A value that is not plain JSON data is an OpPrereqError naming the parameter."""
+    queue = open_queue()
+    with pytest.raises(errors.OpPrereqError, match="'result' must be JSON data"):
+        queue.submit_job([jqop(result=value)])
+    assert queue.stats()["jobs"] == 0
+    assert queue.submit_job([delay()]) == 1
