@@ -631,3 +631,18 @@ def test_server_limits_have_documented_defaults_and_refuse_nonsense():
         ServerLimits(max_message_bytes=0)
     with pytest.raises(ValueError):
         ServerLimits(read_timeout=-1)
+
+
+def test_big_submissions_are_validated_in_the_pool_small_ones_at_once(conn, pool, queue):
+    """Up to INLINE_SUBMIT_OPCODES opcodes a submission needs no pool thread; above, it does."""
+    pool.hold = True
+    small = [[delay()] for _ in range(server_mod.INLINE_SUBMIT_OPCODES)]
+    assert conn.call("SubmitManyJobs", [small])[0] is True
+    assert len(pool.held) == 0
+    big = [[delay()] for _ in range(server_mod.INLINE_SUBMIT_OPCODES + 1)]
+    conn.send("SubmitManyJobs", [big])
+    assert conn.answers() == [] and len(pool.held) == 1
+    pool.run_held()
+    (success, results), = conn.answers()
+    assert success is True and len(results) == len(big)
+    assert len(queue.query_jobs([], ["id"])) == len(small) + len(big)

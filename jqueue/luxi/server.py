@@ -219,13 +219,30 @@ class LuxiProtocol(protocol.Protocol):
         """Record a submission in this thread; answer once it is durable (no pool thread).
 
         The queue never holds its lock across I/O, so recording is quick; the answer comes
-        from the journal's thread through callFromThread once the batch is acknowledged,
-        or as the batch's ReplicationError when the acknowledgement timeout passes first.
+        from the journal's thread once the batch is acknowledged, or as the batch's
+        ReplicationError when the acknowledgement timeout passes first. A submission of
+        more than INLINE_SUBMIT_OPCODES opcodes is validated in the pool instead, so that
+        one big request cannot stall every other client.
         """
+        submit = _SUBMITTERS[spec.name]
+        if _opcode_count(spec, args) > INLINE_SUBMIT_OPCODES:
+            # A big request validates in the pool: it must not stall the other clients.
+            deferred = threads.deferToThreadPool(self._reactor, self.factory.threadpool,
+                                                 submit, self.factory.backend, args)
+            deferred.addCallbacks(lambda done: self._submitted(request, *done),
+                                  lambda failure: self._finish_failure(request, failure))
+            deferred.addErrback(lambda failure: self._internal_error(request, failure.value))
+            return
         try:
-            answer, batch = _SUBMITTERS[spec.name](self.factory.backend, args)
+            answer, batch = submit(self.factory.backend, args)
         except Exception as err:  # noqa: BLE001 - encoded like any backend error
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
+            return
+        self._submitted(request, answer, batch)
+
+    def _submitted(self, request, answer, batch):
+        """A submission is recorded: answer now, or once its batch is acknowledged."""
+        if request is not self._current:
             return
         if batch is None:
             self._finish(request, True, answer)
@@ -495,6 +512,16 @@ class LuxiServerFactory(protocol.Factory):
         self.stopping = True
         for proto in list(self.protocols):
             proto.answer_waiter()
+
+
+#: Submissions with more opcodes than this are validated in the pool, not the reactor.
+INLINE_SUBMIT_OPCODES = 64
+
+
+def _opcode_count(spec, args):
+    if spec.name == constants.LUXI_REQ_SUBMIT_MANY_JOBS:
+        return sum(len(ops) for ops in args[0])
+    return len(args[0])
 
 
 def _submit_job(backend, args, drained_ok=False):
