@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 from jqueue import cluster, constants, errors, records, serializer, storage
 from jqueue.job import QueuedJob
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 QUEUE_DIR = "queue"
 MASTERD_SOCKET = os.path.join("run", "jqueue.sock")
+#: Longest test_delay a node accepts, in seconds.
+MAX_TEST_DELAY = 3600
 #: Seconds the LUXI call telling a local jq-masterd to step down may take.
 STEP_DOWN_TIMEOUT = 10.0
 _ARCHIVE_RE = re.compile(r"archive/([0-9]{1,16})/(job-[0-9]{1,19})")
@@ -172,7 +175,7 @@ class Node:
                        "jobqueue_set_drain_flag", "jobqueue_update", "jobqueue_rename",
                        "jobqueue_purge")
     METHODS = REPLICA_METHODS + ("node_info", "cluster_config_update", "vote", "step_down",
-                                 "checkpoint")
+                                 "checkpoint", "test_delay")
 
     def __init__(self, state_dir, state, config, checkpoint_interval=5.0,
                  masterd_socket=None):
@@ -417,6 +420,20 @@ class Node:
                     self.name, self.role))
             replica.queue.checkpoint()
             return {"position": replica.position}
+
+
+    def test_delay(self, peer, body):
+        """Sleep for body["duration"] seconds (OP_TEST_DELAY on_nodes); for the master only."""
+        if peer not in (self.config.master, self.state.master):
+            raise errors.FencedError("node %s is not the master; only the master runs "
+                                     "opcodes on nodes" % peer)
+        duration = body.get("duration")
+        if (not isinstance(duration, (int, float)) or isinstance(duration, bool)
+                or not 0 <= duration <= MAX_TEST_DELAY):
+            raise errors.ParameterError("'duration' must be a number of seconds from 0 to %d"
+                                        % MAX_TEST_DELAY)
+        time.sleep(duration)
+        return {"node": self.name, "slept": duration}
 
 
 def _config_of(body, current):

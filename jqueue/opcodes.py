@@ -222,13 +222,13 @@ class OpTestDelay(OpCode):
         Param("repeat", ptypes.NonNegativeInt, 0, "repeat the delay this many times (0: once)"),
         Param("on_master", ptypes.Bool, True, "sleep on the master node"),
         Param("on_nodes", ptypes.ListOf(ptypes.NonEmptyString), [],
-              "also sleep on these nodes (needs node RPC)"),
+              "also sleep on these cluster nodes (through their jq-noded)"),
     )
 
     def run(self, ctx):
         if self.on_nodes and getattr(ctx, "nodes", None) is None:
-            raise errors.OpExecError("cannot delay on nodes %s: this queue has no node RPC" %
-                                     ", ".join(self.on_nodes))
+            raise errors.OpExecError("cannot delay on nodes %s: this queue runs on a single "
+                                     "node (no cluster)" % ", ".join(self.on_nodes))
         rounds = max(1, self.repeat)
         for index in range(rounds):
             if self.repeat:

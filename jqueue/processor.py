@@ -22,7 +22,8 @@ class OpContext:
         self.job_id = job_id
         self.op_index = op_index
         self._cancel_event = cancel_event
-        #: Node RPC for opcodes that run on other nodes (None in a single-node queue).
+        #: Work on cluster nodes, e.g. nodes.test_delay(names, seconds) (None without a
+        #: cluster).
         self.nodes = None
 
     def feedback(self, *args):
@@ -143,6 +144,7 @@ class JobProcessor:
             job.start_timestamp = now
         queue._record_state_unlocked(job)
         ctx = OpContext(self, job.id, index, job.new_cancel_event())
+        ctx.nodes = queue.nodes
         return opcode, ctx
 
     def _fail_unlocked(self, job, index, err):

@@ -47,12 +47,15 @@ class JobQueue:
                  max_jobs=constants.DEFAULT_MAX_JOBS, clock=time.time, registry=None,
                  replicator=None, pool_factory=None,
                  checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL,
-                 checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False):
+                 checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False,
+                 nodes=None):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
-        jqueue.replica): no workers, no crash rules, and clients may not change it.
+        jqueue.replica): no workers, no crash rules, and clients may not change it. nodes,
+        if given, lets opcodes run work on cluster nodes (it is their context's ``nodes``).
         """
+        self.nodes = nodes
         self._clock = clock
         self._replica = replica
         self._registry = registry or opcodes.REGISTRY

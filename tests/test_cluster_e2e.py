@@ -329,3 +329,21 @@ def test_fenced_master_stops_serving_and_cannot_start_again(tmp_path, nodeds, da
                                text=True, timeout=30)
     assert restarted.returncode == 1
     assert "fenced: node node3 knows epoch 2 (master node2)" in restarted.stderr
+
+
+def test_opcodes_run_on_cluster_nodes(tmp_path, nodeds, daemons):
+    """OP_TEST_DELAY on_nodes sleeps on the named nodes; an unknown node fails the job."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    with master.client() as client:
+        good = client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0.2, "on_master": False,
+                                   "on_nodes": ["node2", "node3"]}])
+        bad = client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0,
+                                  "on_nodes": ["node9"]}])
+        wait_all_final(client, [good, bad])
+        (good_row, bad_row) = client.query_jobs([good, bad], ["status", "opresult", "opstart",
+                                                              "opend"])
+    assert good_row[0] == "success"
+    elapsed = (good_row[3][0][0] + good_row[3][0][1] / 1e6) - (
+        good_row[2][0][0] + good_row[2][0][1] / 1e6)
+    assert elapsed >= 0.2
+    assert bad_row[0] == "error" and "unknown node(s) node9" in bad_row[1][0][1][0]

@@ -350,3 +350,25 @@ def test_a_newer_epoch_on_disk_stops_changes_and_deposes(setup):
     assert len(s.deposed) == 1 and "names c1 master of epoch 2" in s.deposed[0]
     assert _peers(started) == ["c1", "c2"]
     started.close()
+
+
+# Opcodes on nodes
+
+
+def test_test_delay_runs_on_the_named_nodes_through_their_noded(master, setup):
+    """OP_TEST_DELAY on_nodes calls test_delay on each named node, in parallel."""
+    nodes = master._client_factory
+    master.test_delay(["c1", "n1", "c1"], 0.25)
+    assert nodes.calls("c1", "test_delay") == [("test_delay", {"duration": 0.25})]
+    assert nodes.calls("n1", "test_delay") == [("test_delay", {"duration": 0.25})]
+    assert nodes.calls("c2", "test_delay") == []
+
+
+def test_test_delay_names_unknown_and_failed_nodes(master):
+    """Unknown nodes are refused before any call; a node that fails is named with why."""
+    with pytest.raises(errors.OpExecError, match="unknown node.*zz"):
+        master.test_delay(["c1", "zz"], 0)
+    assert master._client_factory.calls("c1", "test_delay") == []
+    master._client_factory.down.add("n1")
+    with pytest.raises(errors.OpExecError, match="delay failed on n1: .*connection refused"):
+        master.test_delay(["c1", "n1"], 0)

@@ -339,3 +339,15 @@ def test_a_directory_outside_any_cluster_does_not_start(tmp_path):
     assert done.returncode == 1
     assert "not part of a cluster: run jqctl cluster init or jqctl node join" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_test_delay_runs_for_the_master_only(shared):
+    """test_delay sleeps for the master; other nodes and bad durations are refused."""
+    test_cluster, daemon = shared
+    assert daemon.call("test_delay", {"duration": 0.05}, caller="node1") == {
+        "node": "node2", "slept": 0.05}
+    with pytest.raises(errors.FencedError, match="not the master"):
+        daemon.call("test_delay", {"duration": 0}, caller="node3")
+    for bad in (-1, 7200, "1", True, None):
+        with pytest.raises(errors.ParameterError, match="duration"):
+            daemon.call("test_delay", {"duration": bad}, caller="node1")

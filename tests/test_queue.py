@@ -644,3 +644,12 @@ def test_non_json_parameter_values_are_refused_and_leave_nothing(open_queue, val
         queue.submit_job([jqop(result=value)])
     assert queue.stats()["jobs"] == 0
     assert queue.submit_job([delay()]) == 1
+
+
+def test_on_nodes_needs_a_cluster(open_queue):
+    """A single-node queue fails OP_TEST_DELAY on_nodes with a message saying why."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay(0, on_nodes=["node2"])])
+    run_jobs(queue)
+    status, result = queue.query_jobs([job_id], ["status", "opresult"])[0]
+    assert status == "error" and "single node (no cluster)" in result[0][1][0]

@@ -74,6 +74,10 @@ def _not_master(config, name, master, epoch):
         name, master, address, epoch))
 
 
+#: Seconds an opcode's call on nodes may take beyond the work it asks for.
+NODE_CALL_MARGIN = 10.0
+
+
 def check_not_fenced(config, clients, timeout=NODE_INFO_TIMEOUT):
     """Ask the nodes of clients for their view; StartupError if one knows a newer epoch.
 
@@ -229,6 +233,25 @@ class ClusterMaster:
             client = self._clients.pop(name, None)
         if client is not None:
             client.close()
+
+    # Running opcodes on nodes (the ``nodes`` of an opcode's context)
+
+    def test_delay(self, nodes, duration):
+        """OP_TEST_DELAY on_nodes: every node sleeps duration seconds; OpExecError naming
+        unknown nodes, or the nodes that failed and why."""
+        unknown = sorted(set(nodes) - set(self.config.nodes))
+        if unknown:
+            raise errors.OpExecError("unknown node(s) %s: not in cluster %s" % (
+                ", ".join(unknown), self.config.name))
+        clients = [self.client(name) for name in sorted(set(nodes))]
+        results = rpc_client.call_many(clients, "test_delay", {"duration": duration},
+                                       timeout=duration + NODE_CALL_MARGIN)
+        failed = {name: result for name, result in results.items()
+                  if isinstance(result, Exception)}
+        if failed:
+            raise errors.OpExecError("delay failed on %s" % "; ".join(
+                "%s: %s" % (name, errors.error_message(err))
+                for name, err in sorted(failed.items())))
 
     # Being deposed
 

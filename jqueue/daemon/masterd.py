@@ -85,6 +85,8 @@ class QueueService(service.Service):
         self.queue = None
         #: The queue's replicator (a cluster's; None: local only), set before the start.
         self.replicator = None
+        #: Work on the cluster's nodes for opcodes (the ClusterMaster; None: single node).
+        self.nodes = None
         self._pool = None
 
     def startService(self):
@@ -92,7 +94,8 @@ class QueueService(service.Service):
         self.queue = JobQueue(self.path, workers=self._config.workers,
                               max_jobs=self._config.max_jobs, registry=registry,
                               checkpoint_interval=self._config.checkpoint_interval,
-                              pool_factory=self._held_pool, replicator=self.replicator)
+                              pool_factory=self._held_pool, replicator=self.replicator,
+                              nodes=self.nodes)
         super().startService()
 
     def _held_pool(self, name, workers, task_fn):
@@ -237,6 +240,7 @@ class MasterService(service.MultiService):
                                            self.queue_service.path, on_deposed=self._deposed)
         if self.cluster is not None:
             self.queue_service.replicator = self.cluster.replicator
+            self.queue_service.nodes = self.cluster
             self.luxi_service.cluster = self.cluster
 
     def _deposed(self, reason):
