@@ -1,4 +1,13 @@
-"""jqueue: a replicated, durable job queue (see jqueue.queue.JobQueue)."""
+"""jqueue: a replicated, durable job queue.
+
+    import jqueue
+    q = jqueue.JobQueue("/srv/queue", workers=8)
+    job_id = q.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0.1}])
+
+The contracts are in jqueue.queue.JobQueue (the library API), jqueue.errors (the error
+classes), jqueue.constants (statuses, priorities, fields) and jqueue.opcodes (defining
+opcodes). The LUXI client is jqueue.luxi.Client.
+"""
 
 import importlib.metadata
 
@@ -9,3 +18,9 @@ def version():
         return importlib.metadata.version("jqueue")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+from jqueue import constants, errors  # noqa: E402 - version() first: modules below use it
+from jqueue.queue import JobQueue  # noqa: E402
+
+__all__ = ["JobQueue", "constants", "errors", "version"]

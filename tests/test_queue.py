@@ -653,3 +653,12 @@ def test_on_nodes_needs_a_cluster(open_queue):
     run_jobs(queue)
     status, result = queue.query_jobs([job_id], ["status", "opresult"])[0]
     assert status == "error" and "single node (no cluster)" in result[0][1][0]
+
+
+def test_the_package_exports_the_library_api():
+    """import jqueue gives JobQueue, the error classes and the constants, as DESIGN.md says."""
+    import jqueue
+    assert jqueue.JobQueue is JobQueue
+    assert jqueue.errors.JobQueueError is errors.JobQueueError
+    assert jqueue.constants.JOB_NOTCHANGED == "nochange"
+    assert jqueue.version()
