@@ -319,9 +319,9 @@ def test_context_manager_closes_the_connection(serve, sock_path):
 
 def test_default_socket_path_comes_from_the_environment(monkeypatch):
     """$JQ_SOCKET wins; without it the default path is used."""
-    monkeypatch.setenv("JQ_SOCKET", "/tmp/other.sock")
-    assert default_socket_path() == "/tmp/other.sock"
-    assert Client().address == "/tmp/other.sock"
+    monkeypatch.setenv("JQ_SOCKET", "/run/other.sock")
+    assert default_socket_path() == "/run/other.sock"
+    assert Client().address == "/run/other.sock"
     monkeypatch.delenv("JQ_SOCKET")
     assert default_socket_path() == constants.DEFAULT_SOCKET == "/var/lib/jqueue/run/jqueue.sock"
 
