@@ -83,7 +83,7 @@ def _job_record(job_id, content):
             job_id, errors.error_message(err))) from None
     if job.id != job_id:
         raise errors.ParameterError("job-%d holds job %s" % (job_id, job.id))
-    return serializer.dumps({"t": records.JOB, "job": job.to_dict()})
+    return records.job_record(job).decode("utf-8")
 
 
 def _serial_value(content):

@@ -16,6 +16,8 @@ generation never depends on a job file rewritten during that generation. Every r
 sets absolute values (logs are deduplicated by serial), so replay is idempotent.
 """
 
+import hashlib
+
 from jqueue import errors, serializer
 from jqueue.job import QueuedJob
 
@@ -32,8 +34,21 @@ def job_bytes(job):
     return serializer.dumps_bytes(job.to_dict())
 
 
+def full_record(job_data):
+    """The full record of a job given in the job file format (a dict)."""
+    return serializer.dumps_bytes({"t": JOB, "job": job_data})
+
+
 def job_record(job):
-    return serializer.dumps_bytes({"t": JOB, "job": job.to_dict()})
+    return full_record(job.to_dict())
+
+
+def job_digest(job):
+    """Content digest of a job as the queue serializes it: equal state, equal digest.
+
+    The master and its replicas compare these to find what a resync must send.
+    """
+    return hashlib.sha256(job_bytes(job)).hexdigest()[:32]
 
 
 def state_record(job):

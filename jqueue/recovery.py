@@ -104,7 +104,12 @@ def _load_quietly(qdir, job_id):
 
 def load_job(qdir, job_id, archived=False):
     """Parse the job file of job_id; raise JobFileCorrupted or FileNotFoundError."""
-    job = QueuedJob.from_dict(qdir.read_job(job_id, archived))
+    return _checked_job(job_id, qdir.read_job(job_id, archived), archived)
+
+
+def _checked_job(job_id, data, archived=False):
+    """The job of a parsed job file named for job_id; JobFileCorrupted if it is not."""
+    job = QueuedJob.from_dict(data)
     if job.id != job_id:
         raise errors.JobFileCorrupted("file of job %d holds job %d" % (job_id, job.id))
     job.archived = archived
@@ -118,9 +123,7 @@ def _load_live_jobs(qdir, state, replay):
         try:
             if isinstance(data, OSError):
                 raise data
-            job = QueuedJob.from_dict(serializer.loads(data))
-            if job.id != job_id:
-                raise errors.JobFileCorrupted("file of job %d holds job %d" % (job_id, job.id))
+            job = _checked_job(job_id, serializer.loads(data))
         except (errors.ParseError, errors.JobFileCorrupted) as err:
             state.set_aside.append((qdir.set_aside(job_id, err), str(err)))
             continue

@@ -18,7 +18,6 @@ takeover simply opens the directory as a normal queue.
 """
 
 import base64
-import hashlib
 import threading
 
 from jqueue import errors, journal, records, serializer
@@ -27,11 +26,6 @@ from jqueue.queue import JobQueue
 
 NO_POSITION = [0, 0, 0]
 _DIGEST_CHUNK = 500
-
-
-def job_digest(job):
-    """Content digest of a job as the queue serializes it (equal state, equal digest)."""
-    return hashlib.sha256(records.job_bytes(job)).hexdigest()[:32]
 
 
 class Replica:
@@ -99,7 +93,7 @@ class Replica:
                 for job_id in ids[offset:offset + _DIGEST_CHUNK]:
                     job = queue._jobs.get(job_id)
                     if job is not None:
-                        live[str(job_id)] = job_digest(job)
+                        live[str(job_id)] = records.job_digest(job)
         archived = set(queue._dir.archived_job_ids()) | set(archiving)
         return {"live": live, "archived": sorted(archived), "serial": queue._serial,
                 "drain": queue.drain_flag, "position": self.position}

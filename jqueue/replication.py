@@ -27,11 +27,10 @@ every pending and future change fails, and ``on_fenced`` tells the daemon to ste
 
 import base64
 import collections
-import hashlib
 import logging
 import threading
 
-from jqueue import errors, records, serializer
+from jqueue import errors, records
 from jqueue.rpc import client as rpc_client
 
 logger = logging.getLogger(__name__)
@@ -444,10 +443,6 @@ class _Sender:
             position=[self.rep.epoch, self.rep.session, point]))
 
 
-def _digest(data):
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
 def _master_view(queue):
     """(live ids, archived ids) of the master queue."""
     with queue._lock:
@@ -471,7 +466,7 @@ def compare(queue, remote):
                 digest = remote_live.get(job_id)
                 if digest is None:
                     missing.add(job_id)
-                elif digest != _digest(records.job_bytes(job)):
+                elif digest != records.job_digest(job):
                     differ.add(job_id)
     live_set = set(live)
     return {"missing": missing, "differ": differ,
@@ -512,7 +507,7 @@ def _job_records(queue, job_id):
         except (FileNotFoundError, errors.JobFileCorrupted):
             return []
         archived = True
-    texts = [serializer.dumps({"t": records.JOB, "job": data})]
+    texts = [records.full_record(data).decode("utf-8")]
     if archived:
         texts.append(records.archive_record(job_id).decode("utf-8"))
     return texts

@@ -10,7 +10,8 @@ from fakes_cluster import Cluster, LoopbackClient, NodeState
 
 from jqueue import errors
 from jqueue.queue import JobQueue
-from jqueue.replica import Replica, ReplicaRpc, job_digest
+from jqueue.records import job_digest
+from jqueue.replica import Replica, ReplicaRpc
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
 
