@@ -27,8 +27,9 @@ import os
 
 from cryptography.hazmat.primitives import serialization
 
-from jqueue import cluster, constants, errors, fsutil, serializer, tls
+from jqueue import cluster, constants, errors, serializer, tls
 from jqueue.rpc import client as rpc_client
+from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
 

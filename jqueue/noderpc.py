@@ -24,10 +24,11 @@ import re
 import threading
 import time
 
-from jqueue import cluster, constants, errors, records, serializer, storage
+from jqueue import cluster, constants, errors, serializer
 from jqueue.job import QueuedJob
 from jqueue.luxi import client as luxi_client
 from jqueue.replica import Replica, ReplicaRpc, body_int
+from jqueue.store import queuedir, records
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def parse_queue_file(name):
 
 
 def _job_file_id(name):
-    job_id = storage.parse_job_file_name(name)
+    job_id = queuedir.parse_job_file_name(name)
     if job_id is None or name != "%s%d" % (constants.JOB_FILE_PREFIX, job_id):
         return None  # not a job file, or not in canonical form (job-007)
     return job_id

@@ -2,7 +2,7 @@
 
 Every change is a journal record; a change is acknowledged (the call returns, waiters
 and dependents hear of it) only once its record is durable. Callers that change jobs
-together share one disk sync (see jqueue.journal). The queue lock guards the in-memory
+together share one disk sync (see jqueue.store.journal). The queue lock guards the in-memory
 jobs and the order of records; it is never held across a disk sync or a network call.
 Methods whose name ends in ``_unlocked`` expect the caller to hold it.
 
@@ -19,20 +19,17 @@ from jqueue import (
     constants,
     dependencies,
     errors,
-    journal,
     opcodes,
     processor,
     ptypes,
     query,
-    records,
-    recovery,
-    replication,
     serializer,
-    storage,
     waiting,
     workerpool,
 )
 from jqueue.job import QueuedJob, QueuedOpCode, timestamp, ts_to_float
+from jqueue.store import journal, queuedir, records, recovery
+from jqueue.store.replicator import LocalReplicator
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +56,9 @@ class JobQueue:
         self._clock = clock
         self._replica = replica
         self._registry = registry or opcodes.REGISTRY
-        self._replicator = replicator or replication.LocalReplicator()
+        self._replicator = replicator or LocalReplicator()
         self._max_jobs = max_jobs
-        self._dir = storage.QueueDir(queue_dir, self._replicator)
+        self._dir = queuedir.QueueDir(queue_dir, self._replicator)
         self._dir.ensure_layout()
         self._dir.lock()
         try:
@@ -236,7 +233,7 @@ class JobQueue:
         canceling and its opcode stops at its next cancellation point.
         """
         self._check_writable()
-        job_id = storage.parse_job_id(job_id)
+        job_id = queuedir.parse_job_id(job_id)
         with self._lock:
             job, status, refusal = self._unfinished_job_unlocked(job_id)
             if refusal is not None:
@@ -259,7 +256,7 @@ class JobQueue:
     def change_job_priority(self, job_id, priority):
         """Change the priority of a job's unfinished opcodes; return (success, message)."""
         self._check_writable()
-        job_id = storage.parse_job_id(job_id)
+        job_id = queuedir.parse_job_id(job_id)
         try:
             priority = ptypes.Priority.check(priority)
         except ValueError as err:
@@ -293,7 +290,7 @@ class JobQueue:
     def archive_job(self, job_id):
         """Archive a finalized job; return False if it is not live or not finalized."""
         self._check_writable()
-        job_id = storage.parse_job_id(job_id)
+        job_id = queuedir.parse_job_id(job_id)
         with self._lock:
             self._check_open_unlocked()
             job = self._visible_job_unlocked(job_id)
@@ -361,7 +358,7 @@ class JobQueue:
         Archived jobs are found by id. Answers only once every change they show is durable.
         """
         info = query.getters(fields, self._registry)
-        ids = None if not job_ids else [storage.parse_job_id(i) for i in job_ids]
+        ids = None if not job_ids else [queuedir.parse_job_id(i) for i in job_ids]
         with self._lock:
             if ids is None:
                 rows = [info(job) for job in self._jobs.values() if job.visible]
@@ -403,7 +400,7 @@ class JobQueue:
         or in this one if the answer is immediate (then None is returned). Otherwise
         returns a handle whose cancel() withdraws the callback. Raises JobLost.
         """
-        job_id = storage.parse_job_id(job_id)
+        job_id = queuedir.parse_job_id(job_id)
         info = query.getters(fields, self._registry)
         with self._lock:
             job = self._known_job_unlocked(job_id)

@@ -20,9 +20,10 @@ takeover simply opens the directory as a normal queue.
 import base64
 import threading
 
-from jqueue import errors, journal, records, serializer
+from jqueue import errors, serializer
 from jqueue.job import QueuedJob
 from jqueue.queue import JobQueue
+from jqueue.store import journal, records
 
 NO_POSITION = [0, 0, 0]
 _DIGEST_CHUNK = 500

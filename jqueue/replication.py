@@ -1,7 +1,8 @@
-"""Replication of the queue to peer nodes: the local-only and the cluster replicators.
+"""Replication of the queue to the master candidates: the cluster replicator.
 
-The queue hands every durable change to one replicator object: the journal records of
-each group commit (``replicate_records``) and the files written outside the journal.
+The queue hands every durable change to one replicator object (the interface and the
+local-only one are jqueue.store.replicator): the journal records of each group commit
+(``replicate_records``) and the files written outside the journal.
 
 The cluster replicator numbers each group commit (position [epoch, session, seq], see
 jqueue.replica) and sends it to every master candidate in parallel: one sender thread per
@@ -30,42 +31,13 @@ import collections
 import logging
 import threading
 
-from jqueue import errors, records
+from jqueue import errors
 from jqueue.rpc import client as rpc_client
+from jqueue.store import records
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 500
-
-
-class LocalReplicator:
-    """A single-node queue: every change is acknowledged once it is on the local disk."""
-
-    mode = "local"
-    ack_timeout = None
-
-    def replicate_records(self, payloads):
-        """Ship one group commit's records; None: nothing to wait for."""
-        return None
-
-    def update_file(self, name, text):
-        """A queue file (by name relative to the queue directory) now holds text."""
-
-    def rename_files(self, pairs):
-        """Queue files were renamed: [[old, new], ...] relative to the queue directory."""
-
-    def set_drain_flag(self, flag):
-        """The drain flag was set or cleared."""
-
-    def purge(self):
-        """The queue was emptied."""
-
-    def status(self):
-        """What an operator sees: mode and peers."""
-        return {"mode": self.mode, "min_acks": 0, "peers": []}
-
-    def stop(self):
-        """Stop replicating."""
 
 
 def default_min_acks(candidates):

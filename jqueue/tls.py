@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jqueue import constants, errors, fsutil
+from jqueue import constants, errors
+from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
 

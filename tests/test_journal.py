@@ -1,11 +1,12 @@
-"""Tests of jqueue.journal: framing, group commit, rotation, tolerant reading."""
+"""Tests of jqueue.store.journal: framing, group commit, rotation, tolerant reading."""
 
 import os
 import threading
 
 import pytest
 
-from jqueue import errors, journal
+from jqueue import errors
+from jqueue.store import journal
 
 
 def _open(tmp_path, **kwargs):

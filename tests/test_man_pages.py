@@ -11,8 +11,9 @@ import os
 import pytest
 from test_man_jqctl import groff_text, render, sections
 
-from jqueue import config, constants, journal, records
+from jqueue import config, constants
 from jqueue.daemon import masterd
+from jqueue.store import journal, records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAN_DIR = os.path.join(ROOT, "man")

@@ -1,4 +1,4 @@
-"""Tests of jqueue.recovery: a torn or damaged journal recovers every complete record.
+"""Tests of jqueue.store.recovery: a torn or damaged journal recovers every complete record.
 
 The oracle: opening a queue whose journal has a torn tail (or a damaged record) must give
 exactly the same jobs as opening one whose journal never contained those bytes.
@@ -10,8 +10,8 @@ import pytest
 from conftest import delay, jqop, run_jobs
 from fakes import SyncPool
 
-from jqueue import journal
 from jqueue.queue import JobQueue
+from jqueue.store import journal
 
 FIELDS = ["id", "status", "opstatus", "opresult", "oplog", "archived"]
 

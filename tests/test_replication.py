@@ -10,8 +10,8 @@ from fakes_cluster import Cluster, LoopbackClient, NodeState
 
 from jqueue import errors
 from jqueue.queue import JobQueue
-from jqueue.records import job_digest
 from jqueue.replica import Replica, ReplicaRpc
+from jqueue.store.records import job_digest
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
 
@@ -253,7 +253,7 @@ def test_damaged_frames_are_refused_and_change_nothing(cluster):
     """A replicate call whose frames fail their CRC is refused before anything applies."""
     import base64
 
-    from jqueue import journal
+    from jqueue.store import journal
     cl = cluster(candidates=1)
     cl.queue.submit_job([delay()])
     replica = cl.replicas["c1"]

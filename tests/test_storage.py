@@ -1,4 +1,4 @@
-"""Tests of jqueue.storage: the queue directory contract."""
+"""Tests of jqueue.store.queuedir: the queue directory contract."""
 
 import os
 import subprocess
@@ -6,34 +6,35 @@ import sys
 
 import pytest
 
-from jqueue import errors, storage
+from jqueue import errors
+from jqueue.store import queuedir
 
 
 def test_job_file_names_are_strict():
     """Only job-<digits> names are job files."""
-    assert storage.parse_job_file_name("job-42") == 42
+    assert queuedir.parse_job_file_name("job-42") == 42
     for name in ("job-", "job--1", "job-1.tmp", ".job-1.tmp", "job-1 ", "xjob-1", "job-a",
                  "job-" + "9" * 20):
-        assert storage.parse_job_file_name(name) is None
+        assert queuedir.parse_job_file_name(name) is None
 
 
 def test_hostile_ids_are_parameter_errors():
     """A hostile job id is refused with ParameterError before any path is built."""
     for bad in ("../1", "-1", 1.5, "1 ", 10 ** 30):
         with pytest.raises(errors.ParameterError, match="invalid job id"):
-            storage.parse_job_id(bad)
+            queuedir.parse_job_id(bad)
 
 
 def test_paths_follow_ganeti_layout(tmp_path):
     """Live and archived job paths follow <queue>/job-N and archive/<N // 10000>/job-N."""
-    qdir = storage.QueueDir(str(tmp_path))
+    qdir = queuedir.QueueDir(str(tmp_path))
     assert qdir.job_path(7) == str(tmp_path / "job-7")
     assert qdir.archive_path(123456) == str(tmp_path / "archive" / "12" / "job-123456")
 
 
 def test_new_queue_gets_version_file(tmp_path):
     """A new queue directory is created with version 1."""
-    qdir = storage.QueueDir(str(tmp_path / "q"))
+    qdir = queuedir.QueueDir(str(tmp_path / "q"))
     qdir.ensure_layout()
     assert (tmp_path / "q" / "version").read_text() == "1\n"
 
@@ -42,37 +43,37 @@ def test_unknown_version_refuses_to_open(tmp_path):
     """A queue of another format version is refused, naming the version."""
     (tmp_path / "version").write_text("2\n")
     with pytest.raises(errors.JobQueueError, match="version '2'"):
-        storage.QueueDir(str(tmp_path)).ensure_layout()
+        queuedir.QueueDir(str(tmp_path)).ensure_layout()
 
 
 def test_job_files_without_version_are_refused(tmp_path):
     """A directory with job files but no version file is not silently adopted."""
     (tmp_path / "job-1").write_text("{}")
     with pytest.raises(errors.JobQueueError, match="no version file"):
-        storage.QueueDir(str(tmp_path)).ensure_layout()
+        queuedir.QueueDir(str(tmp_path)).ensure_layout()
 
 
 def test_second_locker_is_told_the_holder_pid(tmp_path):
     """Locking a queue held by another process fails at once naming that PID."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from jqueue import storage\n"
-         "q = storage.QueueDir(sys.argv[1]); q.lock(); print('locked', flush=True)\n"
+         "import sys, time; from jqueue.store import queuedir\n"
+         "q = queuedir.QueueDir(sys.argv[1]); q.lock(); print('locked', flush=True)\n"
          "time.sleep(60)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(errors.JobQueueError, match="locked by PID %d" % holder.pid):
-            storage.QueueDir(str(tmp_path)).lock()
+            queuedir.QueueDir(str(tmp_path)).lock()
     finally:
         holder.kill()
         holder.wait()
-    storage.QueueDir(str(tmp_path)).lock()
+    queuedir.QueueDir(str(tmp_path)).lock()
 
 
 def test_drain_flag_is_a_file(tmp_path):
     """The drain flag exists exactly while the drain file exists."""
-    qdir = storage.QueueDir(str(tmp_path))
+    qdir = queuedir.QueueDir(str(tmp_path))
     qdir.set_drain_flag(True)
     assert (tmp_path / "drain").exists() and qdir.drain_flag()
     qdir.set_drain_flag(False)
@@ -81,7 +82,7 @@ def test_drain_flag_is_a_file(tmp_path):
 
 def test_serial_file_round_trip_and_garbage(tmp_path):
     """The serial file holds decimal text; garbage reads as 0 (ids come from disk then)."""
-    qdir = storage.QueueDir(str(tmp_path))
+    qdir = queuedir.QueueDir(str(tmp_path))
     assert qdir.read_serial() == 0
     qdir.write_serial(17)
     assert (tmp_path / "serial").read_text() == "17\n" and qdir.read_serial() == 17
@@ -91,7 +92,7 @@ def test_serial_file_round_trip_and_garbage(tmp_path):
 
 def test_set_aside_never_overwrites(tmp_path):
     """Setting aside the same job id twice keeps both files."""
-    qdir = storage.QueueDir(str(tmp_path))
+    qdir = queuedir.QueueDir(str(tmp_path))
     for content in ("first", "second"):
         (tmp_path / "job-3").write_text(content)
         qdir.set_aside(3, "test")
@@ -101,7 +102,7 @@ def test_set_aside_never_overwrites(tmp_path):
 
 def test_archive_moves_or_writes_the_file(tmp_path):
     """Archiving renames the live file, or writes given data and removes the live file."""
-    qdir = storage.QueueDir(str(tmp_path))
+    qdir = queuedir.QueueDir(str(tmp_path))
     (tmp_path / "job-1").write_text("one")
     qdir.archive_job(1)
     (tmp_path / "job-2").write_text("stale")

@@ -32,10 +32,11 @@ import logging
 import os
 import threading
 
-from jqueue import cluster, constants, errors, fsutil, serializer, tls
+from jqueue import cluster, constants, errors, serializer, tls
 from jqueue.daemon import common
 from jqueue.replication import ClusterReplicator
 from jqueue.rpc import client as rpc_client
+from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ import gc
 import logging
 import os
 
-from jqueue import constants, errors, journal, records, serializer
+from jqueue import constants, errors, serializer
 from jqueue.job import QueuedJob
+from jqueue.store import journal, records
 
 logger = logging.getLogger(__name__)
 

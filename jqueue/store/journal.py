@@ -25,7 +25,8 @@ import struct
 import threading
 import zlib
 
-from jqueue import constants, errors, fsutil
+from jqueue import constants, errors
+from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
 

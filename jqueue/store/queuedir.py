@@ -16,7 +16,8 @@ import logging
 import os
 import re
 
-from jqueue import constants, errors, fsutil, ptypes, serializer
+from jqueue import constants, errors, ptypes, serializer
+from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
 
