@@ -2,7 +2,7 @@
 
 An application defines an opcode by subclassing OpCode, naming it (``OP_ID``), listing its
 parameters (``OP_PARAMS``) and writing ``run(ctx)``; ``@register`` adds it to the default
-registry. ``ctx`` (see jqueue.processor.OpContext) offers ``feedback(message)``,
+registry. ``ctx`` (see jqueue.run.processor.OpContext) offers ``feedback(message)``,
 ``check_cancel()``, ``sleep(seconds)`` (a cancellation point) and ``job_id``.
 
 Submitting validates every opcode before a job id is allocated: an unknown ``OP_ID``, an

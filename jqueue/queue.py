@@ -15,19 +15,9 @@ import logging
 import threading
 import time
 
-from jqueue import (
-    constants,
-    dependencies,
-    errors,
-    opcodes,
-    processor,
-    ptypes,
-    query,
-    serializer,
-    waiting,
-    workerpool,
-)
+from jqueue import constants, errors, opcodes, ptypes, query, serializer
 from jqueue.job import QueuedJob, QueuedOpCode, timestamp, ts_to_float
+from jqueue.run import dependencies, processor, waiting, workerpool
 from jqueue.store import journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
 

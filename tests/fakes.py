@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 
-from jqueue import constants, dependencies, errors, opcodes, qlang, query, waiting
+from jqueue import constants, errors, opcodes, qlang, query
 from jqueue import job as job_module
+from jqueue.run import dependencies, waiting
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class FakeLuxiClient:
     It models a small queue: ``jobs`` maps ids to jqueue.job.QueuedJob (archived ones stay,
     with ``archived`` set), ``drained`` and ``config`` answer QueryConfigValues, and ``now``
     is the fixed clock of every timestamp. Field values come from jqueue.query's getters,
-    filters from jqueue.qlang and change checks from jqueue.waiting, so answers have the
+    filters from jqueue.qlang and change checks from jqueue.run.waiting, so answers have the
     daemon's shapes. Every LUXI call is appended to ``calls`` as (method, args); ``fail()``
     makes a method raise. Tests set job states with ``set_status()``/``add_log()`` and script
     what watch and wait see with ``script()``: a wait that would block applies the next step.

@@ -1,4 +1,4 @@
-"""Tests of jqueue.workerpool.WorkerPool (and of its synchronous fake, tests.fakes.SyncPool)."""
+"""Tests of jqueue.run.workerpool.WorkerPool (and of its synchronous fake, tests.fakes.SyncPool)."""
 
 import collections
 import inspect
@@ -10,7 +10,7 @@ import pytest
 from fakes import SyncPool
 
 from jqueue import errors
-from jqueue.workerpool import WorkerPool
+from jqueue.run.workerpool import WorkerPool
 
 CAP = 5  # seconds: safety cap for waits that are expected to succeed at once
 
@@ -314,7 +314,7 @@ def test_exception_in_task_does_not_kill_worker(make_pool, caplog):
     assert pool.wait_idle(CAP)
     assert ran == ["after"]
     assert pool.stats()["workers"] == 1
-    failures = [r for r in caplog.records if r.name == "jqueue.workerpool" and r.exc_info]
+    failures = [r for r in caplog.records if r.name == "jqueue.run.workerpool" and r.exc_info]
     assert len(failures) == 1 and "'bad'" in failures[0].getMessage()
 
 

@@ -27,10 +27,11 @@ from twisted.python import failure, threadpool
 
 import jqueue
 from jqueue import config as configmod
-from jqueue import constants, opcodes, workerpool
+from jqueue import constants, opcodes
 from jqueue.daemon import clustermaster, common, unixsocket
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
+from jqueue.run import workerpool
 
 logger = logging.getLogger("jqueue.daemon.masterd")  # also when run as __main__
 

@@ -8,8 +8,9 @@ queue lock is held only while reading and changing the job, never while an opcod
 
 import logging
 
-from jqueue import constants, dependencies, errors, serializer
+from jqueue import constants, errors, serializer
 from jqueue.job import timestamp
+from jqueue.run import dependencies
 
 logger = logging.getLogger(__name__)
 
