@@ -39,7 +39,7 @@ class JobQueue:
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
-        jqueue.replica): no workers, no crash rules, and clients may not change it. nodes,
+        jqueue.cluster.replica): no workers, no crash rules, and clients may not change it. nodes,
         if given, lets opcodes run work on cluster nodes (it is their context's ``nodes``).
         """
         self.nodes = nodes

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from jqueue import cluster, clusterops, serializer
+from jqueue import serializer
+from jqueue.cluster import admin, membership
 from jqueue.job import QueuedJob, QueuedOpCode
 
 READY_TIMEOUT = 15.0
@@ -52,8 +53,8 @@ class TestCluster:
 
     def client(self, caller, target, timeout=10.0):
         """An RpcClient of node caller (its credentials) calling node target."""
-        config = cluster.load_config(self.state_dirs[caller]) or self.config
-        return clusterops.node_client(self.state_dirs[caller], config, target, timeout)
+        config = membership.load_config(self.state_dirs[caller]) or self.config
+        return admin.node_client(self.state_dirs[caller], config, target, timeout)
 
     def call(self, caller, target, method, body, timeout=10.0):
         """One call from caller to target on a new connection; its result (errors raised)."""
@@ -68,23 +69,23 @@ def build_cluster(root, count=3, candidates=None, min_acks=None, name="testclust
     candidates = set(names if candidates is None else candidates) | {names[0]}
     state_dirs = {n: os.path.join(root, n) for n in names}
     address = "127.0.0.1:%d"
-    config = clusterops.init_cluster(state_dirs[names[0]], name, names[0],
+    config = admin.init_cluster(state_dirs[names[0]], name, names[0],
                                      address % free_port())
     certs = {}
     for node in names[1:]:
-        csr_path = clusterops.init_node(state_dirs[node], node)
+        csr_path = admin.init_node(state_dirs[node], node)
         with open(csr_path, "rb") as stream:
-            certs[node] = clusterops.sign_node(state_dirs[names[0]], node, stream.read())
+            certs[node] = admin.sign_node(state_dirs[names[0]], node, stream.read())
         nodes = dict(config.nodes)
         nodes[node] = {"address": address % free_port(), "candidate": node in candidates}
         config = config.changed(nodes=nodes)
     config = config.changed(min_acks=min_acks)
-    cluster.save_config(state_dirs[names[0]], config)
+    membership.save_config(state_dirs[names[0]], config)
     for node in names[1:]:
-        bundle = clusterops.make_bundle(config, state_dirs[names[0]], certs[node])
+        bundle = admin.make_bundle(config, state_dirs[names[0]], certs[node])
         path = os.path.join(root, "%s.bundle" % node)
-        clusterops.write_bundle(path, bundle)
-        clusterops.join_node(state_dirs[node], clusterops.read_bundle(path))
+        admin.write_bundle(path, bundle)
+        admin.join_node(state_dirs[node], admin.read_bundle(path))
     return TestCluster(root, names, state_dirs, config)
 
 

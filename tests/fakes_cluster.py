@@ -3,10 +3,11 @@
 import collections
 import os
 
-from jqueue import cluster, errors, serializer
+from jqueue import errors, serializer
+from jqueue.cluster import membership
+from jqueue.cluster.replica import Replica, ReplicaRpc
+from jqueue.cluster.replication import ClusterReplicator
 from jqueue.queue import JobQueue
-from jqueue.replica import Replica, ReplicaRpc
-from jqueue.replication import ClusterReplicator
 
 
 class NodeState:
@@ -97,9 +98,9 @@ class Cluster:
 
 
 class FakeNode:
-    """A node as master_failover sees it: a real cluster.NodeState and replica position.
+    """A node as master_failover sees it: a real membership.NodeState and replica position.
 
-    Votes follow the real rules (cluster.decide_vote over the node's state in state_dir).
+    Votes follow the real rules (membership.decide_vote over the node's state in state_dir).
     Set ``down`` to make every call fail as an unreachable node would, ``vote_refusal`` to
     refuse every vote with that reason; ``calls`` records (method, body) in order, and
     ``config`` the last configuration pushed to the node.
@@ -107,7 +108,7 @@ class FakeNode:
 
     def __init__(self, state_dir, name, epoch=1, master="m", position=None, role="candidate"):
         os.makedirs(state_dir, exist_ok=True)
-        self.state = cluster.NodeState(state_dir, name, epoch=epoch, master=master)
+        self.state = membership.NodeState(state_dir, name, epoch=epoch, master=master)
         self.state.save()
         self.name = name
         self.position = position
@@ -137,7 +138,7 @@ class FakeNode:
     def _vote(self, caller, body):
         if self.vote_refusal is not None:
             return {"granted": False, "reason": self.vote_refusal, "position": self.position}
-        granted, reason = cluster.decide_vote(self.state, body["epoch"], body["candidate"],
+        granted, reason = membership.decide_vote(self.state, body["epoch"], body["candidate"],
                                               body["position"], self.position)
         return {"granted": granted, "reason": reason, "position": self.position}
 
@@ -246,7 +247,7 @@ class _SharedClient(ScriptedNodeClient):
 
 
 class FakeClusterOps:
-    """A stand-in for jqueue.clusterops recording each call in ``calls`` as (name, args).
+    """A stand-in for jqueue.cluster.admin recording each call in ``calls`` as (name, args).
 
     Results come from attributes the test sets (``config``, ``csr_path``, ``bundle``,
     ``master``, ``failover``); ``fail(name, error)`` makes a function raise.

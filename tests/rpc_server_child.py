@@ -20,8 +20,9 @@ import traceback
 
 from twisted.internet import defer, reactor, task
 
-from jqueue import errors, serializer, tls
-from jqueue.rpc import server
+from jqueue import errors, serializer
+from jqueue.cluster import tls
+from jqueue.cluster.rpc import server
 
 CALLS = []
 SITES = {}

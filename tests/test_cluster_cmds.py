@@ -1,7 +1,7 @@
 """Tests of jqctl's cluster commands (jqueue.cli.cluster_cmds) with fakes: no daemon, no RPC.
 
 The LUXI side is FakeLuxiClient (its ``cluster`` dict holds the daemon's answers); the
-state-directory side is FakeClusterOps standing in for jqueue.clusterops.
+state-directory side is FakeClusterOps standing in for jqueue.cluster.admin.
 """
 
 import inspect
@@ -12,8 +12,9 @@ import pytest
 from cli_helpers import Cli
 from fakes_cluster import FakeClusterOps
 
-from jqueue import cluster, clusterops, errors, serializer
+from jqueue import errors, serializer
 from jqueue.cli import app, cluster_cmds, exitcodes
+from jqueue.cluster import admin, membership
 
 NODES = [
     {"name": "c1", "address": "127.0.0.1:7001", "role": "candidate", "reachable": True,
@@ -47,7 +48,7 @@ def cli(monkeypatch, tmp_path):
 
 
 def _config(master="m"):
-    return cluster.ClusterConfig("prod", master, {
+    return membership.ClusterConfig("prod", master, {
         "m": {"address": "127.0.0.1:7000", "candidate": True},
         "c1": {"address": "127.0.0.1:7001", "candidate": True}})
 
@@ -55,8 +56,8 @@ def _config(master="m"):
 def _node_dir(path, name, config):
     """A state directory of node name in config (cluster.json and node.json)."""
     os.makedirs(path, exist_ok=True)
-    cluster.save_config(str(path), config)
-    cluster.NodeState(str(path), name, epoch=config.epoch, master=config.master).save()
+    membership.save_config(str(path), config)
+    membership.NodeState(str(path), name, epoch=config.epoch, master=config.master).save()
     return str(path)
 
 
@@ -382,7 +383,7 @@ def test_without_cluster_files_or_with_broken_ones_the_error_is_unchanged(cli, t
 def test_the_real_who_is_master_names_a_newer_master_from_node_json(tmp_path):
     """With the real clusterops, node.json's newer epoch names the master (no fakes)."""
     state_dir = _node_dir(tmp_path / "c1", "c1", _config())
-    cluster.NodeState(state_dir, "c1", epoch=2, master="c1").save()
+    membership.NodeState(state_dir, "c1", epoch=2, master="c1").save()
     socket = os.path.join(state_dir, "run", "jqueue.sock")
     message = cluster_cmds.not_master_message(socket, errors.NoMasterError("down"))
     assert message == "this node (c1) is the master (epoch 2) but jq-masterd does not " \
@@ -397,7 +398,7 @@ def test_fake_clusterops_has_the_signatures_of_clusterops():
     for name, member in vars(FakeClusterOps).items():
         if name.startswith("_") or name == "fail" or not callable(member):
             continue
-        real = inspect.signature(getattr(clusterops, name))
+        real = inspect.signature(getattr(admin, name))
         fake = inspect.signature(member)
         real_params = [p for p in real.parameters if p != "clients"]
         assert list(fake.parameters)[1:] == real_params, name

@@ -3,7 +3,7 @@
 Each node has its own state directory under tmp_path and its own port; jq-noded runs on
 every node (the master included), jq-masterd on the master. One cluster is built the way
 an operator does, with jqctl (cluster init, node init, node add --csr, node join); the
-others with jqueue.clusterops (tests/cluster_helpers.build_cluster). The 5-node cluster
+others with jqueue.cluster.admin (tests/cluster_helpers.build_cluster). The 5-node cluster
 is a master and four master candidates (default policy: two candidate copies).
 """
 
@@ -20,9 +20,10 @@ import pytest
 from cluster_helpers import TestCluster, build_cluster, free_port
 from daemon_helpers import delay, wait_all_final
 
-from jqueue import cluster, errors, serializer
+from jqueue import errors, serializer
 from jqueue.cli import app as cli_app
 from jqueue.cli import cluster_cmds
+from jqueue.cluster import membership
 from jqueue.luxi.client import Client
 
 ACK_TIMEOUT = 1.5
@@ -44,11 +45,11 @@ def jqctl(*args, socket=None):
 def set_ack_timeout(test_cluster, seconds):
     """Give the cluster (every node's cluster.json, still at version 1) a short ack timeout."""
     for state_dir in test_cluster.state_dirs.values():
-        config = cluster.load_config(state_dir)
+        config = membership.load_config(state_dir)
         data = config.to_dict()
         data["ack_timeout"] = seconds
-        cluster.save_config(state_dir, cluster.ClusterConfig.from_dict(data))
-    test_cluster.config = cluster.load_config(test_cluster.state_dirs[test_cluster.master])
+        membership.save_config(state_dir, membership.ClusterConfig.from_dict(data))
+    test_cluster.config = membership.load_config(test_cluster.state_dirs[test_cluster.master])
 
 
 def start_cluster(tmp_path, nodeds, daemons, count, ack_timeout=ACK_TIMEOUT):
@@ -151,7 +152,7 @@ def test_jqctl_builds_lists_and_verifies_a_cluster(tmp_path, nodeds, daemons):
                            addresses["node1"], "--ack-timeout", str(ACK_TIMEOUT),
                            "--state-dir", dirs["node1"])
     assert code == 0 and "jq-masterd --state-dir %s" % dirs["node1"] in out, err
-    test_cluster = TestCluster(str(tmp_path), names, dirs, cluster.load_config(dirs["node1"]))
+    test_cluster = TestCluster(str(tmp_path), names, dirs, membership.load_config(dirs["node1"]))
     started = {"node1": nodeds(test_cluster, "node1")}
     master = daemons(dirs["node1"])
     for name in names[1:]:
@@ -177,7 +178,7 @@ def test_jqctl_builds_lists_and_verifies_a_cluster(tmp_path, nodeds, daemons):
         ["node1", addresses["node1"], "master", "yes", "yes"],
         ["node2", addresses["node2"], "candidate", "yes", "yes"],
         ["node3", addresses["node3"], "candidate", "yes", "yes"]]
-    assert cluster.load_config(dirs["node3"]).version == cluster.load_config(
+    assert membership.load_config(dirs["node3"]).version == membership.load_config(
         dirs["node1"]).version == 3
     on_candidate = jqctl("list", socket=os.path.join(dirs["node2"], "run", "jqueue.sock"))
     assert on_candidate == (5, "", "jqctl: this node (node2) is not the master: node1 (%s) is "

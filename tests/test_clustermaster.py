@@ -11,7 +11,8 @@ import os
 import pytest
 from fakes_cluster import FakeClusterOps, ScriptedNodes
 
-from jqueue import cluster, constants, errors
+from jqueue import constants, errors
+from jqueue.cluster import membership
 from jqueue.daemon import clustermaster, common
 from jqueue.luxi import methods
 
@@ -22,14 +23,14 @@ def _config(candidates=("c1", "c2"), plain=(), min_acks=None, epoch=1, master="m
         nodes[name] = {"address": "127.0.0.1:%d" % (7000 + index), "candidate": True}
     for index, name in enumerate(plain, 1):
         nodes[name] = {"address": "127.0.0.1:%d" % (7100 + index), "candidate": False}
-    return cluster.ClusterConfig("test", master, nodes, epoch=epoch, min_acks=min_acks)
+    return membership.ClusterConfig("test", master, nodes, epoch=epoch, min_acks=min_acks)
 
 
 def _state_dir(tmp_path, config, name="m", epoch=None, master=None):
     state_dir = str(tmp_path / "state")
     os.makedirs(state_dir, exist_ok=True)
-    cluster.save_config(state_dir, config)
-    cluster.NodeState(state_dir, name, epoch=config.epoch if epoch is None else epoch,
+    membership.save_config(state_dir, config)
+    membership.NodeState(state_dir, name, epoch=config.epoch if epoch is None else epoch,
                       master=master or config.master).save()
     return state_dir
 
@@ -173,7 +174,7 @@ def test_add_candidate_signs_saves_pushes_and_replicates(master, setup):
     bundle = master.add_node("c3", "127.0.0.1:7003", True, "CSR of c3")
     assert bundle["cert"] == "CERT of c3" and bundle["config"]["version"] == 2
     assert ops.calls[0] == ("sign_node", (master.state_dir, "c3", "CSR of c3"))
-    saved = cluster.load_config(master.state_dir)
+    saved = membership.load_config(master.state_dir)
     assert saved.version == 2 and saved.nodes["c3"] == {"address": "127.0.0.1:7003",
                                                         "candidate": True}
     for name in ("m", "c1", "c2", "n1"):
@@ -196,7 +197,7 @@ def test_adding_a_known_node_is_refused_and_changes_nothing(master):
     with pytest.raises(errors.OpPrereqError) as caught:
         master.add_node("c1", "127.0.0.1:7009", True, "CSR")
     assert caught.value.args[1] == constants.ECODE_EXISTS
-    assert master._ops.calls == [] and cluster.load_config(master.state_dir).version == 1
+    assert master._ops.calls == [] and membership.load_config(master.state_dir).version == 1
 
 
 def test_a_signing_failure_leaves_the_configuration_alone(master):
@@ -213,7 +214,7 @@ def test_remove_candidate_lowers_the_policy_and_drops_the_peer(master):
     result = master.remove_node("c2")
     assert result == {"version": 2, "unreachable": {}}
     assert _peers(master) == ["c1"] and master.replicator.min_acks == 1
-    assert "c2" not in cluster.load_config(master.state_dir).nodes
+    assert "c2" not in membership.load_config(master.state_dir).nodes
     for name in ("m", "c1", "n1", "c2"):
         assert len(master._client_factory.calls(name, "cluster_config_update")) == 1, name
 
@@ -245,7 +246,7 @@ def test_modify_node_promotes_and_demotes(master):
     assert master.modify_node("n1", False) == {"version": 3, "unreachable": {},
                                                "changed": True}
     assert _peers(master) == ["c1", "c2"] and master.replicator.min_acks == 1
-    assert cluster.load_config(master.state_dir).version == 3
+    assert membership.load_config(master.state_dir).version == 3
 
 
 def test_modify_node_to_its_current_role_changes_nothing(master):
@@ -343,10 +344,10 @@ def test_a_newer_epoch_on_disk_stops_changes_and_deposes(setup):
     overwritten: the change is refused with NotMasterError and the master is deposed."""
     s = setup()
     started = s.start()
-    cluster.save_config(s.state_dir, started.config.changed(master="c1", epoch=2))
+    membership.save_config(s.state_dir, started.config.changed(master="c1", epoch=2))
     with pytest.raises(errors.NotMasterError, match="c1 is, epoch 2"):
         started.modify_node("c2", False)
-    assert cluster.load_config(s.state_dir).master == "c1"
+    assert membership.load_config(s.state_dir).master == "c1"
     assert len(s.deposed) == 1 and "names c1 master of epoch 2" in s.deposed[0]
     assert _peers(started) == ["c1", "c2"]
     started.close()

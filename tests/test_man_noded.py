@@ -10,7 +10,8 @@ import re
 from test_man_jqctl import groff_text, render, sections
 from test_man_pages import flat, read
 
-from jqueue import config, noderpc
+from jqueue import config
+from jqueue.cluster import noderpc
 from jqueue.daemon import noded
 
 PAGE = "jq-noded.8.rst"

@@ -1,6 +1,6 @@
 """End-to-end tests of jq-noded: real processes on loopback ports, called over mutual TLS.
 
-Clusters are built with jqueue.clusterops (tests/cluster_helpers.py). The test process
+Clusters are built with jqueue.cluster.admin (tests/cluster_helpers.py). The test process
 plays the other nodes with their own credentials: node1 is the master that replicates,
 node3 a candidate asking for votes.
 """
@@ -22,9 +22,10 @@ from cluster_helpers import (
     start_all,
 )
 
-from jqueue import cluster, clusterops, constants, errors, serializer, tls
+from jqueue import constants, errors, serializer
+from jqueue.cluster import admin, membership, tls
+from jqueue.cluster.rpc import client as rpc_client
 from jqueue.queue import JobQueue
-from jqueue.rpc import client as rpc_client
 
 MAX_BODY = 65536
 START = {"epoch": 1, "records": [], "deletes": [], "serial": 0, "position": [1, 1, 0]}
@@ -124,9 +125,9 @@ def test_tls_refusals_change_nothing(shared, tmp_path, kind, error):
 
 def _raw_connection(test_cluster):
     """An HTTPS connection to node2 as node1 (host name check off: raw HTTP requests)."""
-    context = clusterops.credentials(test_cluster.state_dirs["node1"]).client_context()
+    context = admin.credentials(test_cluster.state_dirs["node1"]).client_context()
     context.check_hostname = False
-    host, port = cluster.parse_address(test_cluster.config.address("node2"))
+    host, port = membership.parse_address(test_cluster.config.address("node2"))
     return http.client.HTTPSConnection(host, port, context=context, timeout=5)
 
 
@@ -271,7 +272,7 @@ def test_a_node_votes_once_per_epoch(tmp_path, nodeds):
     assert behind["granted"] is False and "behind" in behind["reason"]
     with pytest.raises(errors.ParameterError, match="only ask votes for itself"):
         daemon.call("vote", dict(ask, epoch=4), caller="node1")
-    state = cluster.NodeState.load(test_cluster.state_dirs["node2"])
+    state = membership.NodeState.load(test_cluster.state_dirs["node2"])
     assert (state.voted_epoch, state.voted_for) == (2, "node3")
 
 
@@ -291,7 +292,7 @@ def test_config_making_the_node_master_releases_the_queue(tmp_path, nodeds):
         "version": new.version}
     info = daemon.call("node_info", {})
     assert (info["role"], info["replica"], info["epoch"]) == ("master", False, 2)
-    assert cluster.load_config(test_cluster.state_dirs["node2"]).to_dict() == new.to_dict()
+    assert membership.load_config(test_cluster.state_dirs["node2"]).to_dict() == new.to_dict()
     queue = JobQueue(test_cluster.queue_dir("node2"), checkpoint_interval=None)
     try:
         assert queue.stats()["jobs"] == 1
@@ -315,7 +316,7 @@ def test_master_failover_fences_the_old_master_everywhere(tmp_path, nodeds):
     daemons = start_all(nodeds, test_cluster)
     for name in ("node2", "node3"):
         _follow(daemons[name])
-    result = clusterops.master_failover(test_cluster.state_dirs["node2"])
+    result = admin.master_failover(test_cluster.state_dirs["node2"])
     assert result["epoch"] == 2 and result["votes"] == ["node1", "node2", "node3"]
     assert result["updated"] == ["node1", "node2", "node3"] and result["stepped_down"]
     late = {"epoch": 1, "session": 1, "seq_from": 2, "seq_to": 2, "records": [job_record(9)]}

@@ -1,4 +1,4 @@
-"""Tests of jqueue.replication and jqueue.replica with in-process candidates."""
+"""Tests of jqueue.cluster.replication and jqueue.cluster.replica with in-process candidates."""
 
 import os
 import time
@@ -9,8 +9,8 @@ from fakes import SyncPool
 from fakes_cluster import Cluster, LoopbackClient, NodeState
 
 from jqueue import errors
+from jqueue.cluster.replica import Replica, ReplicaRpc
 from jqueue.queue import JobQueue
-from jqueue.replica import Replica, ReplicaRpc
 from jqueue.store.records import job_digest
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]

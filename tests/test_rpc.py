@@ -1,4 +1,4 @@
-"""Tests of jqueue.rpc over real mutual TLS on loopback.
+"""Tests of jqueue.cluster.rpc over real mutual TLS on loopback.
 
 The servers run in a child process (tests/rpc_server_child.py: a real reactor, real
 listeners, test handlers that record their calls), started once for this module; the
@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from jqueue import errors, serializer, tls
-from jqueue.rpc import client as rpc_client
+from jqueue import errors, serializer
+from jqueue.cluster import tls
+from jqueue.cluster.rpc import client as rpc_client
 
 CHILD = os.path.join(os.path.dirname(__file__), "rpc_server_child.py")
 MAX_BODY = 1024 * 1024

@@ -1,4 +1,4 @@
-"""Tests of jqueue.tls: the cluster CA, node certificates, PEM files and credentials."""
+"""Tests of jqueue.cluster.tls: the cluster CA, node certificates, PEM files and credentials."""
 
 import datetime
 import hashlib
@@ -11,7 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jqueue import errors, tls
+from jqueue import errors
+from jqueue.cluster import tls
 
 
 @pytest.fixture(scope="module")

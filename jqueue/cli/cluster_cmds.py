@@ -3,7 +3,7 @@ master-failover; and the "this node is not the master" message.
 
 Commands working on this node's own state directory (cluster init, node init, node join,
 master-failover) take ``--state-dir`` (default: $JQ_STATE_DIR, else /var/lib/jqueue) and
-call jqueue.clusterops; the others ask jq-masterd over LUXI. jqueue.clusterops (and with
+call jqueue.cluster.admin; the others ask jq-masterd over LUXI. jqueue.cluster.admin (and with
 it the TLS libraries) is imported only by the commands that need it.
 """
 
@@ -13,9 +13,10 @@ import os
 import subprocess
 import sys
 
-from jqueue import cluster, constants, errors, serializer
+from jqueue import constants, errors, serializer
 from jqueue.cli import exitcodes, output
 from jqueue.cli.exitcodes import EXIT_FAILURE, EXIT_SUCCESS, EXIT_UNREACHABLE, CommandError
+from jqueue.cluster import membership
 from jqueue.luxi import client as luxi_client
 
 #: Environment variable naming this node's state directory.
@@ -30,8 +31,8 @@ NODE_COLUMNS = (("name", "Node"), ("address", "Address"), ("role", "Role"),
 
 
 def clusterops():
-    """jqueue.clusterops (imported on first use; tests replace this function)."""
-    return importlib.import_module("jqueue.clusterops")
+    """jqueue.cluster.admin (imported on first use; tests replace this function)."""
+    return importlib.import_module("jqueue.cluster.admin")
 
 
 def default_state_dir():
@@ -189,7 +190,7 @@ def cmd_cluster_init(ctx, args):
     ctx.out("Cluster %s created: %s (%s) is its master, epoch %d." % (
         config.name, config.master, config.address(config.master), config.epoch))
     ctx.out("Written in %s: %s, %s, %s/ (the cluster CA and this node's certificate; "
-            "keep %s/%s secret)." % (state_dir, cluster.CLUSTER_FILE, cluster.NODE_FILE,
+            "keep %s/%s secret)." % (state_dir, membership.CLUSTER_FILE, membership.NODE_FILE,
                                      constants.TLS_DIR, constants.TLS_DIR,
                                      constants.CA_KEY_FILE))
     ctx.out("Next, on %s:" % config.master)
@@ -473,7 +474,7 @@ def _answers(socket_path):
 
 def _own_name(state_dir):
     try:
-        return cluster.NodeState.load(state_dir).name
+        return membership.NodeState.load(state_dir).name
     except Exception:  # noqa: BLE001 - only for messages
         return None
 
@@ -491,7 +492,7 @@ def cluster_state_dir(socket_path):
         tries.append(os.path.dirname(run_dir))
     tries.append(default_state_dir())
     for path in tries:
-        if os.path.isfile(os.path.join(path, cluster.CLUSTER_FILE)):
+        if os.path.isfile(os.path.join(path, membership.CLUSTER_FILE)):
             return path
     return None
 

@@ -1,7 +1,7 @@
 """jq-masterd in a cluster: start checks, the replication session and the cluster backend.
 
 A state directory holding cluster.json makes jq-masterd the master of a cluster (see
-jqueue.cluster). Before the queue is opened, ``start``:
+jqueue.cluster.membership). Before the queue is opened, ``start``:
 
 1. refuses to run unless this node is the master of the configuration and its node.json
    knows no newer epoch and no other master ("this node (X) is not the master: Y (addr)
@@ -32,10 +32,11 @@ import logging
 import os
 import threading
 
-from jqueue import cluster, constants, errors, serializer, tls
+from jqueue import constants, errors, serializer
+from jqueue.cluster import membership, tls
+from jqueue.cluster.replication import ClusterReplicator
+from jqueue.cluster.rpc import client as rpc_client
 from jqueue.daemon import common
-from jqueue.replication import ClusterReplicator
-from jqueue.rpc import client as rpc_client
 from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
@@ -50,10 +51,10 @@ CONFIG_UPDATE = "cluster_config_update"
 
 def load(state_dir):
     """(ClusterConfig, NodeState) of a clustered state directory; None without cluster.json."""
-    config = cluster.load_config(state_dir)
+    config = membership.load_config(state_dir)
     if config is None:
         return None
-    return config, cluster.NodeState.load(state_dir)
+    return config, membership.NodeState.load(state_dir)
 
 
 def check_master(config, state):
@@ -168,7 +169,7 @@ class ClusterMaster:
     """This node as the master of its cluster: configuration, node clients, replicator.
 
     client_factory(name, address) makes an RPC client for a node; ops is the module with
-    sign_node and make_bundle (default jqueue.clusterops, imported when first needed);
+    sign_node and make_bundle (default jqueue.cluster.admin, imported when first needed);
     on_deposed(reason) is called once, from any thread, when this master must stop serving.
     """
 
@@ -386,10 +387,10 @@ class ClusterMaster:
         A failover pushes its configuration to this node's jq-noded, which saves it here,
         before it tells this daemon to step down: never overwrite it with an older epoch.
         """
-        on_disk = cluster.load_config(self.state_dir)
+        on_disk = membership.load_config(self.state_dir)
         if on_disk is not None and on_disk.epoch > self.config.epoch:
             self._depose("deposed: %s names %s master of epoch %d" % (
-                cluster.config_path(self.state_dir), on_disk.master, on_disk.epoch))
+                membership.config_path(self.state_dir), on_disk.master, on_disk.epoch))
             raise errors.NotMasterError("this node is no longer the master: %s is, epoch %d" % (
                 on_disk.master, on_disk.epoch))
 
@@ -397,7 +398,7 @@ class ClusterMaster:
         """Save new, apply it to the replicator, push it; {node: error} of failed pushes."""
         self._check_still_master()
         old = self.config
-        cluster.save_config(self.state_dir, new)
+        membership.save_config(self.state_dir, new)
         self.config = new
         added = [n for n in new.candidates() if n not in old.candidates()]
         removed = [n for n in old.candidates() if n not in new.candidates()]
@@ -430,7 +431,7 @@ class ClusterMaster:
 
     def _ops_module(self):
         if self._ops is None:
-            self._ops = importlib.import_module("jqueue.clusterops")
+            self._ops = importlib.import_module("jqueue.cluster.admin")
         return self._ops
 
 

@@ -1,8 +1,8 @@
 """jq-noded: the node daemon of a cluster (see man/jq-noded.8.rst).
 
 ``make_service(config, reactor)`` builds the service tree: a NodeService holding the
-node (jqueue.noderpc.Node: node state, cluster configuration, and on a master candidate
-the replica of the queue) and the RPC listener (HTTPS with mutual TLS, jqueue.rpc.server).
+node (jqueue.cluster.noderpc.Node: node state, cluster configuration, and on a master candidate
+the replica of the queue) and the RPC listener (HTTPS with mutual TLS, jqueue.cluster.rpc.server).
 Starting loads the node, opens its replica, listens and tells systemd "READY=1".
 Stopping (SIGTERM, SIGINT) stops listening, lets the calls in progress finish, closes
 the replica (it checkpoints and releases the queue lock) and exits.
@@ -20,10 +20,11 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.python import failure, threadpool
 
-from jqueue import cluster, clusterops, constants, errors
+from jqueue import constants, errors
+from jqueue.cluster import admin, membership
+from jqueue.cluster.noderpc import Node
+from jqueue.cluster.rpc import server
 from jqueue.daemon import common
-from jqueue.noderpc import Node
-from jqueue.rpc import server
 
 logger = logging.getLogger("jqueue.daemon.noded")  # also when run as __main__
 
@@ -42,8 +43,8 @@ NOT_JOINED = "not part of a cluster: run jqctl cluster init or jqctl node join"
 
 
 def _joined_files(state_dir):
-    return [cluster.config_path(state_dir), os.path.join(state_dir, cluster.NODE_FILE)] + [
-        clusterops.tls_path(state_dir, name) for name in (
+    return [membership.config_path(state_dir), os.path.join(state_dir, membership.NODE_FILE)] + [
+        admin.tls_path(state_dir, name) for name in (
             constants.CA_CERT_FILE, constants.NODE_CERT_FILE, constants.NODE_KEY_FILE)]
 
 
@@ -54,7 +55,7 @@ def load_node(config):
     if missing:
         raise common.StartupError("%s (missing: %s)" % (NOT_JOINED, ", ".join(missing)))
     node = Node.load(state_dir, checkpoint_interval=config.checkpoint_interval)
-    credentials = clusterops.credentials(state_dir)
+    credentials = admin.credentials(state_dir)
     if credentials.node_name != node.name:
         raise common.StartupError("node certificate %s names %s, but node.json names %s" % (
             credentials.cert_path, credentials.node_name, node.name))
@@ -69,7 +70,7 @@ def listen_address(config, node):
             raise common.StartupError("node %s is not in the cluster configuration: give "
                                       "--listen" % node.name)
         address = node.config.address(node.name)
-    return cluster.parse_address(address)
+    return membership.parse_address(address)
 
 
 class NodeService(service.Service):
@@ -156,7 +157,7 @@ def _check_listen(config, args):
     if config.listen is None:
         return
     try:
-        cluster.parse_address(config.listen)
+        membership.parse_address(config.listen)
     except errors.ConfigurationError as err:
         if getattr(args, "listen", None) is not None:
             raise common.UsageError("--listen: %s" % errors.error_message(err)) from None

@@ -6,7 +6,7 @@ errors included); a request refused before any handler runs gets 400 (not a JSON
 or not application/json), 403 (the peer's certificate names no node of the cluster), 404
 (unknown method), 405 (not POST) or 413 (body over max_body).
 
-Authentication is the TLS handshake (jqueue.tls.Credentials.server_options: a client
+Authentication is the TLS handshake (jqueue.cluster.tls.Credentials.server_options: a client
 certificate chained to the cluster CA); authorization is here: the certificate must name
 a node for which ``allowed_peers(name)`` is true, asked on every request since the
 cluster's membership changes at run time.
@@ -25,7 +25,8 @@ from OpenSSL import SSL
 from twisted.internet import defer, endpoints, threads
 from twisted.web import http, resource, server
 
-from jqueue import constants, errors, serializer, tls
+from jqueue import constants, errors, serializer
+from jqueue.cluster import tls
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Every node has an EC P-256 key and a certificate signed by the cluster's CA, nam
 node in its subject CN and in a DNS subjectAltName. Node RPC runs over mutual TLS: the
 server (Twisted) accepts only client certificates chained to the CA, and the client
 (stdlib ssl) accepts only a server certificate chained to the CA and naming the node it
-wanted to reach. Which nodes may call is decided above this module (jqueue.rpc.server).
+wanted to reach. Which nodes may call is decided above this module (jqueue.cluster.rpc.server).
 
 Certificates are generated with ``cryptography``; Twisted and pyOpenSSL are imported only
 to build the server's options, so that blocking clients need neither.

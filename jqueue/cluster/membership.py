@@ -23,7 +23,8 @@ failover then needs an explicit --no-voting.
 import os
 import threading
 
-from jqueue import errors, replication, serializer
+from jqueue import errors, serializer
+from jqueue.cluster import replication
 from jqueue.store import fsutil
 
 CLUSTER_FILE = "cluster.json"

@@ -17,9 +17,10 @@ without the key that never left the new node.
 
 Failover (``master_failover``): run on a master candidate while its jq-noded runs. It
 learns every node's epoch, asks every node for its vote in a new epoch (see
-jqueue.cluster for why a won election keeps every acknowledged job), then makes itself the
-master in a new configuration version, pushes that configuration to every node it
-reaches, and tells the old master to step down. jq-masterd is then started on this node.
+jqueue.cluster.membership for why a won election keeps every acknowledged job), then makes
+itself the master in a new configuration version, pushes that configuration to every node
+it reaches, and tells the old master to step down. jq-masterd is then started on this
+node.
 """
 
 import logging
@@ -27,8 +28,9 @@ import os
 
 from cryptography.hazmat.primitives import serialization
 
-from jqueue import cluster, constants, errors, serializer, tls
-from jqueue.rpc import client as rpc_client
+from jqueue import constants, errors, serializer
+from jqueue.cluster import membership, tls
+from jqueue.cluster.rpc import client as rpc_client
 from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
@@ -74,11 +76,11 @@ def init_cluster(state_dir, cluster_name, node_name, address, min_acks=None,
     cluster.json (epoch 1, version 1, this node master and candidate) and node.json.
     ConfigurationError if the directory already holds a cluster or a node key.
     """
-    config = cluster.ClusterConfig(cluster_name, node_name,
+    config = membership.ClusterConfig(cluster_name, node_name,
                                    {node_name: {"address": address, "candidate": True}},
                                    epoch=1, version=1, min_acks=min_acks,
                                    ack_timeout=ack_timeout)
-    for path in (cluster.config_path(state_dir),
+    for path in (membership.config_path(state_dir),
                  tls_path(state_dir, constants.NODE_KEY_FILE)):
         if os.path.exists(path):
             raise errors.ConfigurationError("%s exists: this node already belongs to a "
@@ -93,8 +95,8 @@ def init_cluster(state_dir, cluster_name, node_name, address, min_acks=None,
     tls.write_pem(tls_path(state_dir, constants.CA_CERT_FILE), tls.cert_to_pem(ca_cert), False)
     tls.write_pem(tls_path(state_dir, constants.NODE_KEY_FILE), tls.key_to_pem(key), True)
     tls.write_pem(tls_path(state_dir, constants.NODE_CERT_FILE), tls.cert_to_pem(cert), False)
-    cluster.NodeState(state_dir, node_name, epoch=1, master=node_name).save()
-    cluster.save_config(state_dir, config)
+    membership.NodeState(state_dir, node_name, epoch=1, master=node_name).save()
+    membership.save_config(state_dir, config)
     logger.info("created cluster %s with master %s in %s", cluster_name, node_name, state_dir)
     return config
 
@@ -111,7 +113,7 @@ def init_node(state_dir, node_name):
     if os.path.exists(cert_path):
         raise errors.ConfigurationError("%s exists: this node already joined a cluster" %
                                         cert_path)
-    cluster._check_name(node_name)
+    membership._check_name(node_name)
     _make_dirs(state_dir)
     key_path = tls_path(state_dir, constants.NODE_KEY_FILE)
     if os.path.exists(key_path):
@@ -162,7 +164,7 @@ def check_bundle(bundle, source="bundle"):
             raise errors.ConfigurationError("%s: '%s' missing or not a %s" % (
                 source, key, kind.__name__))
     try:
-        config = cluster.ClusterConfig.from_dict(bundle["cluster"])
+        config = membership.ClusterConfig.from_dict(bundle["cluster"])
         ca_cert = tls.load_cert_pem(bundle["ca"])
         cert = tls.load_cert_pem(bundle["cert"])
     except errors.GenericError as err:
@@ -198,15 +200,15 @@ def join_node(state_dir, bundle):
     bundle's cluster, belongs to another key or has expired.
     """
     config, ca_cert, cert = check_bundle(bundle)
-    for path in (cluster.config_path(state_dir), tls_path(state_dir, constants.NODE_CERT_FILE)):
+    for path in (membership.config_path(state_dir), tls_path(state_dir, constants.NODE_CERT_FILE)):
         if os.path.exists(path):
             raise errors.ConfigurationError("%s exists: this node already joined a cluster" %
                                             path)
     name = _check_joining_cert(state_dir, config, ca_cert, cert)
     tls.write_pem(tls_path(state_dir, constants.CA_CERT_FILE), tls.cert_to_pem(ca_cert), False)
     tls.write_pem(tls_path(state_dir, constants.NODE_CERT_FILE), tls.cert_to_pem(cert), False)
-    cluster.NodeState(state_dir, name, epoch=config.epoch, master=config.master).save()
-    cluster.save_config(state_dir, config)
+    membership.NodeState(state_dir, name, epoch=config.epoch, master=config.master).save()
+    membership.save_config(state_dir, config)
     logger.info("node %s joined cluster %s (master %s, epoch %d)", name, config.name,
                 config.master, config.epoch)
     return config
@@ -251,11 +253,11 @@ def credentials(state_dir):
 
 def load_cluster(state_dir):
     """(ClusterConfig, NodeState) of a node; ConfigurationError if it is in no cluster."""
-    config = cluster.load_config(state_dir)
+    config = membership.load_config(state_dir)
     if config is None:
         raise errors.ConfigurationError("%s (%s missing)" % (
-            _NOT_JOINED, cluster.config_path(state_dir)))
-    return config, cluster.NodeState.load(state_dir)
+            _NOT_JOINED, membership.config_path(state_dir)))
+    return config, membership.NodeState.load(state_dir)
 
 
 def node_client(state_dir, config, name, timeout=10.0, context=None):
@@ -300,7 +302,7 @@ def master_failover(state_dir, voting=True, timeout=10.0, confirm=None, clients=
     The local jq-noded must run: it holds this node's replica and votes for it. Steps:
     every node's epoch and replica position (node_info); with voting, a check that an
     election can be won at all (else nothing is asked); votes for epoch max(known) + 1
-    from every node; without enough votes (cluster.election_won) JobQueueError and no
+    from every node; without enough votes (membership.election_won) JobQueueError and no
     configuration changes. Without voting (``voting=False``), ``confirm(message)`` must
     return True before anything is asked (OpPrereqError "aborted" otherwise, or if
     confirm is None): the failover then goes on with whatever votes it gets, and may lose
@@ -348,11 +350,11 @@ def _failover(state_dir, config, state, me, clients, voting, timeout, confirm):
     elif confirm is None or not confirm(_no_voting_warning(config, me, infos, epoch)):
         raise errors.OpPrereqError("aborted: failover without voting not confirmed")
     votes, refused, unreachable = _ask_votes(clients, me, epoch, position, timeout)
-    if voting and not cluster.election_won(config, me, votes):
+    if voting and not membership.election_won(config, me, votes):
         raise errors.JobQueueError(_lost_message(config, me, epoch, votes, refused,
                                                  unreachable))
     new_config = config.changed(master=me, epoch=epoch)
-    cluster.save_config(state_dir, new_config)
+    membership.save_config(state_dir, new_config)
     updated, update_failed = _push_config(clients, new_config, timeout)
     stepped_down = _step_down(clients, config.master, epoch, me)
     logger.info("%s is the master of epoch %d (votes: %s)", me, epoch, ", ".join(votes))
@@ -380,10 +382,10 @@ def _node_infos(clients, me, timeout):
 
 def _check_electable(config, me, infos, position):
     """Refuse before any vote if the nodes answering cannot elect this node."""
-    mine = cluster.position_key(position)
+    mine = membership.position_key(position)
     likely = {name for name, info in infos.items()
-              if info.get("position") is None or cluster.position_key(info["position"]) <= mine}
-    if cluster.election_won(config, me, likely):
+              if info.get("position") is None or membership.position_key(info["position"]) <= mine}
+    if membership.election_won(config, me, likely):
         return
     ahead = sorted(n for n, i in infos.items() if n not in likely)
     down = sorted(set(config.nodes) - set(infos))
@@ -398,7 +400,7 @@ def _check_electable(config, me, infos, position):
 def _needed(config):
     return "an election needs votes from a majority of the %d nodes (%d) including %d of the " \
         "master candidates" % (len(config.nodes), len(config.nodes) // 2 + 1,
-                               cluster.candidate_votes_needed(config))
+                               membership.candidate_votes_needed(config))
 
 
 def _best_effort_hint(config):

@@ -5,7 +5,7 @@ local-only one are jqueue.store.replicator): the journal records of each group c
 (``replicate_records``) and the files written outside the journal.
 
 The cluster replicator numbers each group commit (position [epoch, session, seq], see
-jqueue.replica) and sends it to every master candidate in parallel: one sender thread per
+jqueue.cluster.replica) and sends it to every master candidate in parallel: one sender thread per
 candidate over a kept-alive connection, each sending everything that queued up while its
 previous call was in flight as one call, so replication batches like the local disk does.
 The records travel as they are in the journal (framed, with their CRC, base64 in the JSON
@@ -32,7 +32,7 @@ import logging
 import threading
 
 from jqueue import errors
-from jqueue.rpc import client as rpc_client
+from jqueue.cluster.rpc import client as rpc_client
 from jqueue.store import records
 
 logger = logging.getLogger(__name__)

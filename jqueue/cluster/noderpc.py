@@ -7,7 +7,7 @@ it is a master candidate other than the master, the Replica of the master's queu
 (authenticated by mutual TLS and authorized by ``allowed_peer``) and a JSON body, and
 returns a JSON-able result or raises a jqueue error.
 
-Replication calls go through jqueue.replica.ReplicaRpc (fencing by epoch and master).
+Replication calls go through jqueue.cluster.replica.ReplicaRpc (fencing by epoch and master).
 The node's lock serializes everything that touches the replica or the epoch: a vote and a
 replicated batch never interleave, so a batch from the old epoch is either in the position
 the vote compared, or refused because the vote raised the epoch first.
@@ -24,10 +24,11 @@ import re
 import threading
 import time
 
-from jqueue import cluster, constants, errors, serializer
+from jqueue import constants, errors, serializer
+from jqueue.cluster import membership
+from jqueue.cluster.replica import Replica, ReplicaRpc, body_int
 from jqueue.job import QueuedJob
 from jqueue.luxi import client as luxi_client
-from jqueue.replica import Replica, ReplicaRpc, body_int
 from jqueue.store import queuedir, records
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class NodeReplicaRpc(ReplicaRpc):
 
 
 class _FencingState:
-    """The node's epoch and master as ReplicaRpc sees them (over cluster.NodeState)."""
+    """The node's epoch and master as ReplicaRpc sees them (over membership.NodeState)."""
 
     def __init__(self, state):
         self._state = state
@@ -194,10 +195,10 @@ class Node:
     @classmethod
     def load(cls, state_dir, **kwargs):
         """The node of a state directory (ConfigurationError if it is in no cluster)."""
-        config = cluster.load_config(state_dir)
+        config = membership.load_config(state_dir)
         if config is None:
-            raise errors.ConfigurationError("%s missing" % cluster.config_path(state_dir))
-        return cls(state_dir, cluster.NodeState.load(state_dir), config, **kwargs)
+            raise errors.ConfigurationError("%s missing" % membership.config_path(state_dir))
+        return cls(state_dir, membership.NodeState.load(state_dir), config, **kwargs)
 
     @property
     def name(self):
@@ -228,7 +229,7 @@ class Node:
             self._close_replica_locked()
 
     def _wants_replica(self):
-        return self.role == cluster.ROLE_CANDIDATE
+        return self.role == membership.ROLE_CANDIDATE
 
     def _apply_role_locked(self):
         if self._wants_replica():
@@ -325,7 +326,7 @@ class Node:
             self._check_config_epoch(new)
             if not new.newer_than(self.config):
                 return {"version": self.config.version}
-            cluster.save_config(self.state_dir, new)
+            membership.save_config(self.state_dir, new)
             old_role, self.config = self.role, new
             self.state.observe(new.epoch, new.master)
             self._raise_epoch_locked(new.epoch)
@@ -360,7 +361,7 @@ class Node:
             refusal = self._vote_refusal(candidate, replica)
             if refusal is not None:
                 return {"granted": False, "reason": refusal, "position": own}
-            granted, reason = cluster.decide_vote(self.state, epoch, candidate, position, own)
+            granted, reason = membership.decide_vote(self.state, epoch, candidate, position, own)
             if granted:
                 self._raise_epoch_locked(epoch)
         logger.info("vote for %s in epoch %d: %s", candidate, epoch, reason)
@@ -441,7 +442,7 @@ def _config_of(body, current):
     data = body.get("config")
     if not isinstance(data, dict):
         raise errors.ParameterError("'config' must be a cluster configuration object")
-    new = cluster.ClusterConfig.from_dict(data)
+    new = membership.ClusterConfig.from_dict(data)
     if new.name != current.name:
         raise errors.ParameterError("configuration of cluster %s refused: this node is in "
                                     "cluster %s" % (new.name, current.name))

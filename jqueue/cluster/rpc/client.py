@@ -67,7 +67,7 @@ class _Connection:
     """A kept TLS connection speaking the HTTP/1.1 that node RPC needs, and no more.
 
     A request is one write (head and body together: one TLS record for small calls);
-    an answer must carry Content-Length (jqueue.rpc.server always sends it). This costs
+    an answer must carry Content-Length (jqueue.cluster.rpc.server always sends it). This costs
     a third of http.client's CPU per call, which matters on the replication hot path.
     """
 
@@ -156,7 +156,7 @@ class _Failure(Exception):
 class RpcClient:
     """Calls one node: node_name (checked against its certificate) at address "host:port".
 
-    ssl_context is usually jqueue.tls.Credentials.client_context(). timeout bounds each
+    ssl_context is usually jqueue.cluster.tls.Credentials.client_context(). timeout bounds each
     call (connecting, sending and the answer), in seconds. Thread-safe: calls from
     several threads wait for each other.
     """
