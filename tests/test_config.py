@@ -1,10 +1,11 @@
-"""Tests of jqueue.config: the option table, flags, the TOML file, precedence and errors."""
+"""Tests of jqueue.daemon.config: the option table, flags, the TOML file, precedence and errors."""
 
 import argparse
 
 import pytest
 
-from jqueue import config, errors
+from jqueue import errors
+from jqueue.daemon import config
 
 
 def parse(argv, program="masterd"):

@@ -2,7 +2,7 @@
 
 Like jq-masterd(8), the OPTIONS of jq-noded(8) must hold ``config.rst_options("noded")``
 verbatim: after changing the option table, paste the output of
-``python -c 'from jqueue import config; print(config.rst_options("noded"))'`` there.
+``python -c 'from jqueue.daemon import config; print(config.rst_options("noded"))'`` there.
 """
 
 import re
@@ -10,9 +10,8 @@ import re
 from test_man_jqctl import groff_text, render, sections
 from test_man_pages import flat, read
 
-from jqueue import config
 from jqueue.cluster import noderpc
-from jqueue.daemon import noded
+from jqueue.daemon import config, noded
 
 PAGE = "jq-noded.8.rst"
 

@@ -1,9 +1,9 @@
 """Tests of man/jq-masterd.8.rst and man/jqueue-queue.5.rst: complete, and rendering cleanly.
 
-The OPTIONS of jq-masterd(8) come from the option table (jqueue.config): the page must hold
+The OPTIONS of jq-masterd(8) come from the option table (jqueue.daemon.config): the page must hold
 ``config.rst_options("masterd")`` verbatim, so that the table, the flags and the page
 cannot drift apart. After changing the table, paste the output of
-``python -c 'from jqueue import config; print(config.rst_options("masterd"))'`` there.
+``python -c 'from jqueue.daemon import config; print(config.rst_options("masterd"))'`` there.
 """
 
 import os
@@ -11,8 +11,8 @@ import os
 import pytest
 from test_man_jqctl import groff_text, render, sections
 
-from jqueue import config, constants
-from jqueue.daemon import masterd
+from jqueue import constants
+from jqueue.daemon import config, masterd
 from jqueue.store import journal, records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,8 +14,8 @@ import socket
 import sys
 
 import jqueue
-from jqueue import config as configmod
 from jqueue import errors
+from jqueue.daemon import config as configmod
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from twisted.internet import defer, endpoints, error, task, threads
 from twisted.python import failure, threadpool
 
 import jqueue
-from jqueue import config as configmod
 from jqueue import constants, opcodes
 from jqueue.daemon import clustermaster, common, unixsocket
+from jqueue.daemon import config as configmod
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
 from jqueue.run import workerpool

@@ -2,6 +2,10 @@
 
 ``Client`` needs only the standard library; ``LuxiServerFactory`` (Twisted) is imported
 on first use, so that clients never import Twisted.
+
+May import the vocabulary and the job model (the methods check job fields and filters);
+it serves any JobQueue-like backend handed to it, so it imports no store, runner,
+cluster or queue module.
 """
 
 from jqueue.luxi.client import Client, default_socket_path
