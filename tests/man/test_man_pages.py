@@ -15,7 +15,7 @@ from jqueue import constants
 from jqueue.daemon import config, masterd
 from jqueue.store import journal, records
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MAN_DIR = os.path.join(ROOT, "man")
 PAGES = {"jq-masterd.8.rst": ("jq-masterd", "8"), "jqueue-queue.5.rst": ("jqueue-queue", "5")}
 

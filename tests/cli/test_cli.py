@@ -16,7 +16,7 @@ from jqueue import constants, errors, serializer
 from jqueue.cli import app, exitcodes, info, jobs, listing, main, output, parsing, watching
 
 T0 = 1795000000.0  # 2026-11-18 11:06:40 UTC
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CLIENT_API = (
     "__init__", "submit_job", "submit_job_to_drained_queue", "submit_many_jobs", "cancel_job",
     "change_job_priority", "archive_job", "auto_archive_jobs", "query_jobs", "query",

@@ -14,7 +14,7 @@ import pytest
 from jqueue import constants
 from jqueue.cli import build_parser, exitcodes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MAN_PAGE = os.path.join(ROOT, "man", "jqctl.8.rst")
 GROFF = shutil.which("groff") or "/usr/bin/groff"
 
