@@ -163,6 +163,12 @@ LUXI_REQ_REMOVE_NODE = "RemoveNode"
 LUXI_REQ_MODIFY_NODE = "ModifyNode"
 LUXI_REQ_VERIFY_CLUSTER = "VerifyCluster"
 LUXI_REQ_STEP_DOWN = "StepDown"
+# Our additions: command jobs.
+LUXI_REQ_READ_JOB_LOG = "ReadJobLog"
+LUXI_REQ_SIGNAL_JOB = "SignalJob"
+LUXI_REQ_QUERY_RUNNING = "QueryRunning"
+#: Longest piece of a log one ReadJobLog answers.
+LUXI_MAX_LOG_READ = 4 * 1024 * 1024
 LUXI_REQ_SUBMISSIONS = frozenset([
     LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
 ])
