@@ -4,6 +4,7 @@ Plain values (attrs, frozen) that the executor hands out and the master codes ag
 ``check_spec`` says why a spec cannot be started on this node.
 """
 
+import math
 import os
 import signal
 
@@ -89,8 +90,9 @@ def check_spec(spec):
     _check_env(key, spec.env)
     for name in ("timeout", "kill_grace"):
         value = getattr(spec, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise errors.CommandError("%s: %s must be a number >= 0, not %r"
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value < math.inf):
+            raise errors.CommandError("%s: %s must be a finite number >= 0, not %r"
                                       % (key, name, value))
 
 

@@ -86,6 +86,7 @@ struct jq_clone_args {
 #define FORWARDABLE 31      /* signals 1..31 can be forwarded */
 #define POLL_MIN 0.01       /* seconds between checks while waiting for the job to end */
 #define POLL_MAX 0.5
+#define MAX_WAIT 1e6        /* longest single wait (s); longer timeouts take several */
 
 extern char **environ;
 
@@ -606,7 +607,9 @@ static double next_wait(double now) {
         wait = st.grace_end - now;
     if ((st.terminating || st.killing) && (wait < 0 || st.poll < wait))
         wait = st.poll;
-    return wait < 0 ? -1 : (wait < 0.001 ? 0.001 : wait);
+    if (wait < 0)
+        return -1;
+    return wait < 0.001 ? 0.001 : (wait > MAX_WAIT ? MAX_WAIT : wait);
 }
 
 static void wait_event(double now) {

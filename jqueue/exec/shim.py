@@ -20,6 +20,7 @@ EXIT_NOT_STARTED = 3
 FORWARDABLE = 31
 POLL_MIN = 0.01
 POLL_MAX = 0.5
+MAX_WAIT = 1e6  # longest single wait (s); longer timeouts take several
 
 
 class Usage(Exception):
@@ -311,7 +312,7 @@ class Shim:
             wait = self.grace_end - now
         if (self.terminating or self.killing) and (wait is None or self.poll < wait):
             wait = self.poll
-        return None if wait is None else max(wait, 0.001)
+        return None if wait is None else min(max(wait, 0.001), MAX_WAIT)
 
     def wait_event(self, now):
         wait = self.next_wait(now)

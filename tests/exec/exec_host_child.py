@@ -1,11 +1,15 @@
 """Child process of test_readoption: a daemon stand-in hosting an Executor in the real reactor.
 
-Usage: exec_host_child.py STATE_DIR SHIM MARKER COMMAND. Starts an Executor on STATE_DIR
-(shim "c" or "python"), launches job 1 attempt 1 running COMMAND with /bin/sh -c, prints
-"started PID" once the command exec'd and "output N" as its output grows, then runs until
-killed (the test SIGKILLs it while the command still runs).
+Usage: exec_host_child.py STATE_DIR SHIM MARKER COMMAND [until-end]. Starts an Executor on
+STATE_DIR (shim "c" or "python"), launches job 1 attempt 1 running COMMAND with /bin/sh -c,
+prints "nofile SOFT" (its open files limit once the executor started), "started PID" once
+the command exec'd and "output N" as its output grows, then runs
+until killed (the test SIGKILLs it while the command still runs); with "until-end", prints
+"ended EXIT_STATUS SIGNAL" when the attempt ends and exits. The reactor is Twisted's own,
+with its signal handlers (SIGCHLD included) installed.
 """
 
+import resource
 import sys
 
 from twisted.internet import reactor
@@ -13,7 +17,7 @@ from twisted.internet import reactor
 from jqueue.exec import AttemptSpec, Executor
 
 
-def main(state_dir, shim, marker, command):
+def main(state_dir, shim, marker, command, until_end=None):
     executor = Executor(state_dir, reactor, shim=shim)
 
     def listen(event):
@@ -21,9 +25,14 @@ def main(state_dir, shim, marker, command):
             print("started", event[1].pid, flush=True)
         elif event[0] == "output":
             print("output", event[3], flush=True)
+        elif event[0] == "ended" and until_end:
+            print("ended", event[3].exit_status, event[3].signal, flush=True)
+            executor.stop()
+            reactor.stop()
 
     def begin():
         executor.start()
+        print("nofile", resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
         executor.subscribe(listen)
         executor.launch(AttemptSpec(
             job=1, attempt=1, argv=["/bin/sh", "-c", command], dir="/",

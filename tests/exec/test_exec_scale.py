@@ -4,9 +4,16 @@ The benchmark's target is 1,000 concurrent ``sleep 30`` attempts; 200 keep the s
 """
 
 import os
+import resource
+import subprocess
+import sys
 
 import pytest
-from exec_helpers import Executors
+from exec_helpers import Executors, seed_shim_cache
+
+from jqueue.exec import attemptdir
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 COUNT = 200
 
@@ -42,3 +49,21 @@ def test_200_running_attempts_add_no_thread(executors):
     reactor.run_until(lambda: len(recorder.of("ended")) == COUNT, 60, "every end")
     assert threads() == threads_idle and open_fds() == fds_idle
     assert {e[3].signal for e in recorder.of("ended")} == {9}
+
+
+def test_the_open_files_limit_is_raised_for_the_daemon_but_not_for_commands(executors):
+    """A daemon with a soft limit of 256 files: the executor raises its own (a pidfd per
+    attempt), and the command still gets 256."""
+    state_dir = executors.state_dir()
+    seed_shim_cache(state_dir)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "exec_host_child.py"), state_dir, "c",
+         executors.marker, "ulimit -n", "until-end"],
+        capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines[-1] == "ended 0 None"
+    assert lines[0] == "nofile %d" % min(hard, 65536)
+    assert attemptdir.read_output(attemptdir.attempt_path(state_dir, 1, 1), 0, 100) == \
+        b"256\n"

@@ -131,7 +131,8 @@ def test_run_as_refused_unless_allowed_and_known(executors):
     ("dir", "relative/dir", "absolute path"),
     ("argv", [], "command is empty"),
     ("env", {"A=B": "1"}, "bad environment variable"),
-    ("timeout", -1, "timeout must be a number >= 0"),
+    ("timeout", -1, "timeout must be a finite number >= 0"),
+    ("kill_grace", float("inf"), "kill_grace must be a finite number >= 0"),
 ])
 def test_launch_refuses_malformed_specs(executors, field, value, message):
     """A relative dir, an empty argv, a bad variable or timeout: CommandError."""
@@ -326,6 +327,16 @@ def test_the_environment_reaches_only_the_command(executors, shim):
     assert {"job", "attempt", "argv", "dir", "run_as", "timeout", "kill_grace", "started",
             "deadline", "boot_id", "shim_pid", "shim_start", "cgroup"} <= set(spec)
     assert spec["boot_id"] == attemptdir.boot_id()
+
+
+def test_a_large_environment_reaches_the_command(executors, shim):
+    """An environment larger than a pipe's buffer still arrives whole."""
+    executor, reactor, recorder = make(executors, shim)
+    big = {"BIG%d" % i: str(i) * 100_000 for i in range(3)}  # 128 KiB per string at most
+    spec = executors.spec(1, 'printf %s "$BIG0$BIG1$BIG2" | wc -c',
+                          env=executors.env(**big), timeout=1e9)
+    result, output = run_to_end(executors, executor, reactor, recorder, spec)
+    assert result.exit_status == 0 and output.strip() == b"300000"
 
 
 def test_each_attempt_has_its_own_cgroup_leaf_while_it_runs(executors, shim):

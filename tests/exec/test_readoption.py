@@ -93,6 +93,20 @@ def test_an_attempt_survives_sigkill_of_its_daemon(executors, shim):
     assert executor.read(1, 1, 0, 1 << 20) == EXPECTED
 
 
+def test_the_real_reactor_hears_the_whole_life_of_an_attempt(executors):
+    """Twisted's reactor (its SIGCHLD handler installed): started, output, ended 7."""
+    state_dir = executors.state_dir()
+    seed_shim_cache(state_dir)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "exec_host_child.py"), state_dir, "c",
+         executors.marker, "echo hello; exit 7", "until-end"],
+        capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert lines[1].startswith("started ") and lines[-1] == "ended 7 None"
+    assert "output 6" in lines
+
+
 def test_an_attempt_that_ended_while_no_daemon_watched_reports_its_true_result(executors):
     """Ended during the gap: start() returns it with its real exit status."""
     first, reactor, recorder = executors.make()
