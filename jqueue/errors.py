@@ -43,7 +43,7 @@ class OpExecError(GenericError):
 
 
 class CommandError(OpExecError):
-    """A command attempt cannot be started on this node."""
+    """A command attempt cannot be started on this node (or is unknown to it)."""
 
 
 class JobCanceled(GenericError):
