@@ -114,6 +114,11 @@ class CommandRunner:
         for link in links:
             self.add_link(link)
 
+    @property
+    def host(self):
+        """The host thread's interface (links answer through it)."""
+        return self._host
+
     # Links
 
     def add_link(self, link):
@@ -398,6 +403,10 @@ class CommandRunner:
         if self._stopped:
             return
         kind = event[0]
+        if kind == "node":  # the node answered again (its slots may have changed)
+            if node in self._links:
+                self._dispatch(node)
+            return
         if kind == "started":
             info = event[1]
             attempt = self._known(node, info["job"], info["attempt"])
