@@ -187,6 +187,9 @@ class FakeLuxiClient:
         constants.LUXI_REQ_MODIFY_NODE: "modify_node",
         constants.LUXI_REQ_VERIFY_CLUSTER: "verify_cluster",
         constants.LUXI_REQ_STEP_DOWN: "step_down",
+        constants.LUXI_REQ_READ_JOB_LOG: "read_job_log",
+        constants.LUXI_REQ_SIGNAL_JOB: "signal_job",
+        constants.LUXI_REQ_QUERY_RUNNING: "query_running",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -202,6 +205,8 @@ class FakeLuxiClient:
         self.archive_chunk = 1000  # live jobs one AutoArchiveJobs call examines
         self.calls = []
         self.closed = False
+        self.logs = {}          # job id -> bytes of its command log
+        self.running = []       # what QueryRunning answers
         self._failures = {}
         self._steps = {}
         self._serial = 0
@@ -488,6 +493,35 @@ class FakeLuxiClient:
     def step_down(self, epoch, master):
         self._cluster_answer("step_down", None, epoch, master)
         return True
+
+    def read_job_log(self, job_id, offset=0, max_bytes=65536, timeout=0):
+        self._record("read_job_log", job_id, offset, max_bytes, timeout)
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise errors.JobLost("job %s not found" % job_id)
+        data = self.logs.get(job_id, b"")[offset:offset + max_bytes]
+        end = offset + len(data)
+        return {"data": data.decode("utf-8", "replace"), "offset": end,
+                "eof": job.is_finalized() and end >= len(self.logs.get(job_id, b""))}
+
+    def follow_job_log(self, job_id, offset=0, max_bytes=65536):
+        while True:
+            answer = self.read_job_log(job_id, offset, max_bytes, 1)
+            if answer["data"]:
+                yield answer["data"]
+            offset = answer["offset"]
+            if answer["eof"] or not answer["data"]:
+                return
+
+    def signal_job(self, job_id, signal):
+        self._record("signal_job", job_id, signal)
+        if job_id not in self.jobs:
+            return [False, "Job %s not found" % job_id]
+        return [True, "signal %s sent to job %s" % (signal, job_id)]
+
+    def query_running(self, node=None):
+        self._record("query_running", node)
+        return [row for row in self.running if node is None or row["node"] == node]
 
     def close(self):
         self.closed = True

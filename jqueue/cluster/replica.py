@@ -96,11 +96,17 @@ class Replica:
                     if job is not None:
                         live[str(job_id)] = records.job_digest(job)
         archived = set(queue._dir.archived_job_ids()) | set(archiving)
+        with queue._lock:
+            logs = {str(job.id): job.log_bytes
+                    for job in list(queue._jobs.values()) + list(queue._archiving.values())
+                    if job.log_bytes}
         return {"live": live, "archived": sorted(archived), "serial": queue._serial,
-                "drain": queue.drain_flag, "position": self.position}
+                "drain": queue.drain_flag, "position": self.position, "logs": logs}
 
-    def resync_apply(self, epoch, payloads, deletes, serial=None, drain=None, position=None):
-        """Apply part of a resync: records, deletions, and at the end serial, drain, position.
+    def resync_apply(self, epoch, payloads, deletes, serial=None, drain=None, position=None,
+                     logs=()):
+        """Apply part of a resync: records, deletions, pieces of command logs ([job id,
+        offset, bytes]), and at the end serial, drain, position.
 
         Durable before it returns. Once ``position`` is given the replica follows that
         stream position.
@@ -115,7 +121,9 @@ class Replica:
                 if serial is not None and serial > queue._serial:
                     queue._serial = serial
                     raised = True
-            batch = _apply(queue, payloads, position)
+            pieces = [records.log_chunk_record(job_id, offset, 0, 0, 0, data)
+                      for job_id, offset, data in logs]
+            batch = _apply(queue, list(payloads) + pieces, position)
             if drain is not None and drain != queue.drain_flag:
                 queue.set_drain_flag(drain)
         if batch is not None:
@@ -154,6 +162,9 @@ def _apply_one_unlocked(queue, payload):
             payload, framed = payload
         elif isinstance(payload, str):
             payload = payload.encode("utf-8")
+        if records.is_log_chunk(payload):
+            return _apply_chunk_unlocked(queue, records.parse_log_chunk(payload), payload,
+                                         framed)
         record = serializer.loads(payload)
         kind, job_id = record["t"], record.get("id")
         if kind == records.JOB:
@@ -173,6 +184,16 @@ def _apply_one_unlocked(queue, payload):
             raise errors.ResyncNeeded("unknown record type %r" % (kind,))
     except (KeyError, TypeError, IndexError, errors.ParseError, errors.JobFileCorrupted) as err:
         raise errors.ResyncNeeded("malformed record: %s" % err) from None
+    return _journal_change_unlocked(queue, job, payload, framed)
+
+
+def _apply_chunk_unlocked(queue, chunk, payload, framed):
+    """A piece of a command log: written to the replica's log, journaled as it came."""
+    job = queue._jobs.get(chunk.job_id) or queue._archiving.get(chunk.job_id)
+    if job is None:
+        raise errors.ResyncNeeded("log of job %s, unknown to this replica" % chunk.job_id)
+    queue._logs.write(chunk.job_id, chunk.offset, chunk.data)
+    records.apply_log_chunk(job, chunk)
     return _journal_change_unlocked(queue, job, payload, framed)
 
 
@@ -272,7 +293,8 @@ class ReplicaRpc:
         position = body.get("position")
         return {"position": replica.resync_apply(
             epoch, _strings(body, "records"), deletes, body.get("serial"), body.get("drain"),
-            [int(v) for v in position] if position is not None else None)}
+            [int(v) for v in position] if position is not None else None,
+            logs=_log_pieces(body))}
 
     def jobqueue_set_drain_flag(self, peer, body):
         replica, epoch = self._target(peer, body)
@@ -300,6 +322,25 @@ def _records(body):
     except (ValueError, errors.ParseError) as err:
         raise errors.ParameterError("'frames' must be base64 of journal records: %s" % err
                                     ) from None
+
+
+def _log_pieces(body):
+    """The "logs" of a resync_apply body: [[job id, offset, base64 bytes], ...]."""
+    value = body.get("logs", [])
+    pieces = []
+    if not isinstance(value, list):
+        raise errors.ParameterError("'logs' must be a list of [job id, offset, data]")
+    for item in value:
+        try:
+            job_id, offset, text = item
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                       for n in (job_id, offset)):
+                raise ValueError("job id and offset must be non-negative integers")
+            pieces.append((job_id, offset, base64.b64decode(text.encode("ascii"),
+                                                            validate=True)))
+        except (ValueError, TypeError, AttributeError) as err:
+            raise errors.ParameterError("'logs' item refused: %s" % err) from None
+    return pieces
 
 
 def _strings(body, key):

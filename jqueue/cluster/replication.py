@@ -38,6 +38,8 @@ from jqueue.store import records
 logger = logging.getLogger(__name__)
 
 _CHUNK = 500
+#: Bytes of command logs per resync call.
+_LOG_PIECE = 4 * 1024 * 1024
 
 
 def default_min_acks(candidates):
@@ -410,6 +412,8 @@ class _Sender:
         queue = self.rep._queue
         for payloads, deletes in resync_plan(queue, remote):
             self.client.call("resync_apply", dict(base, records=payloads, deletes=deletes))
+        for logs in resync_logs(queue, remote):
+            self.client.call("resync_apply", dict(base, records=[], deletes=[], logs=logs))
         self.client.call("resync_apply", dict(
             base, records=[], deletes=[], serial=queue._serial, drain=queue.drain_flag,
             position=[self.rep.epoch, self.rep.session, point]))
@@ -465,6 +469,32 @@ def resync_plan(queue, remote):
     deletes += [[job_id, True] for job_id in sorted(diff["archive_extra"])]
     if chunk or deletes:
         yield chunk, deletes
+
+
+def resync_logs(queue, remote):
+    """Yield [[job id, offset, base64 bytes], ...] pieces bringing a replica's command logs
+    to the master's length (each log from the replica's length; bounded per call)."""
+    remote_logs = remote.get("logs") or {}
+    with queue._lock:
+        wanted = [(job.id, job.durable_log_bytes) for job in
+                  list(queue._jobs.values()) + list(queue._archiving.values())
+                  if job.durable_log_bytes]
+    piece = []
+    size = 0
+    for job_id, length in sorted(wanted):
+        offset = remote_logs.get(str(job_id), 0)
+        while offset < length:
+            data = queue._logs.read(job_id, offset, min(_LOG_PIECE, length - offset))
+            if not data:
+                break
+            piece.append([job_id, offset, base64.b64encode(data).decode("ascii")])
+            offset += len(data)
+            size += len(data)
+            if size >= _LOG_PIECE:
+                yield piece
+                piece, size = [], 0
+    if piece:
+        yield piece
 
 
 def _job_records(queue, job_id):

@@ -266,3 +266,51 @@ def test_damaged_frames_are_refused_and_change_nothing(cluster):
     with pytest.raises(errors.ParameterError, match="damaged"):
         cl.clients["c1"].rpc.replicate("master", body)
     assert replica.position == position
+
+
+# Command logs
+
+
+def _append_log(queue, job_id, data):
+    """Append data to a job's command log as the command runner does (a journal record)."""
+    with queue._lock:
+        batch = queue._record_chunk_unlocked(queue._jobs[job_id], 0, 0, 0, data)
+    batch.wait(10)
+
+
+def _log_bytes(queue, job_id):
+    return queue._logs.read(job_id, 0, 1 << 20)
+
+
+def test_command_logs_travel_with_the_queue(cluster):
+    """Log pieces are journal records: the candidates' logs are the master's, byte for byte."""
+    cl = cluster(candidates=2, min_acks=2)
+    job_id = cl.queue.submit_job([delay()])
+    for piece in (b"first line\n", b"\xff binary \x00 bytes\n", b"last"):
+        _append_log(cl.queue, job_id, piece)
+    expected = b"first line\n\xff binary \x00 bytes\nlast"
+    assert _log_bytes(cl.queue, job_id) == expected
+    for name in cl.names:
+        replica = cl.replicas[name].queue
+        assert _log_bytes(replica, job_id) == expected
+        assert replica._jobs[job_id].log_bytes == len(expected)
+
+
+def test_a_new_candidate_is_resynced_with_the_logs(cluster, tmp_path):
+    """A candidate added later gets the jobs by a digest resync, and their logs with them."""
+    cl = cluster(candidates=1)
+    job_id = cl.queue.submit_job([delay()])
+    for number in range(50):
+        _append_log(cl.queue, job_id, b"line %d\n" % number)
+    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+    client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
+    try:
+        cl.replicator.add_peer("late", client)
+        cl.replicator.set_min_acks(2)
+        _append_log(cl.queue, job_id, b"after\n")
+        assert client.calls["resync_digests"] >= 1
+        assert _log_bytes(late.queue, job_id) == _log_bytes(cl.queue, job_id)
+        assert _log_bytes(late.queue, job_id).endswith(b"line 49\nafter\n")
+    finally:
+        cl.replicator.remove_peer("late")
+        late.close()

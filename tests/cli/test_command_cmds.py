@@ -1,0 +1,143 @@
+"""Tests of jqueue.cli.command_cmds against a fake LUXI client: run, log, signal, term,
+kill, running and the exit statuses of command jobs (wait)."""
+
+import pytest
+from cli_helpers import Cli
+
+from jqueue import constants
+
+
+@pytest.fixture
+def cli():
+    return Cli()
+
+
+def submitted(cli):
+    """The opcode of the last SubmitJob."""
+    return cli.fake.calls_of("submit_job")[-1][0][0]
+
+
+def finish(cli, job_id, status, **exec_state):
+    """End a fake command job with the given status and attempt fields."""
+    job = cli.fake.jobs[job_id]
+    job.ops[0].status = status
+    job.ops[0].exec_state = dict({"state": "ended"}, **exec_state)
+    job.end_timestamp = [1, 0]
+
+
+def test_run_argv_after_the_double_dash_with_every_option(cli):
+    """jqctl run -- ARGV sends OP_COMMAND_RUN with the options as parameters; prints the id."""
+    result = cli("run", "--node", "n2", "--dir", "/srv", "--env", "A=1", "--env", "B=x=y",
+                 "--timeout", "30", "--kill-grace", "2", "--attempts", "3",
+                 "--retry-delay", "1.5", "--success-codes", "0,3", "--run-as", "nobody",
+                 "--title", "render", "--priority", "high", "--", "printf", "%s", "a b")
+    assert result.code == 0 and result.out == "1\n", result
+    op = submitted(cli)
+    assert op == {"OP_ID": constants.OP_COMMAND_RUN, "cmd": ["printf", "%s", "a b"],
+                  "node": "n2", "dir": "/srv", "env": {"A": "1", "B": "x=y"}, "timeout": 30,
+                  "kill_grace": 2, "max_attempts": 3, "retry_delay": 1.5,
+                  "success_exit_codes": [0, 3], "run_as": "nobody", "title": "render",
+                  "priority": -10}
+
+
+def test_run_c_sends_a_shell_string(cli):
+    """-c STRING is a string cmd (run by /bin/sh -c on the node)."""
+    assert cli("run", "-c", "echo $HOME > /tmp/x").code == 0
+    assert submitted(cli)["cmd"] == "echo $HOME > /tmp/x"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run"], ["run", "--"], ["run", "-c", "x", "--", "y"],
+    ["run", "--env", "NOEQUALS", "--", "x"], ["run", "--attempts", "0", "--", "x"],
+    ["run", "--timeout", "-1", "--", "x"], ["run", "--success-codes", "256", "--", "x"],
+])
+def test_run_refuses_what_is_not_a_command(cli, argv):
+    """No command, both forms, or a bad option value: a usage error and nothing submitted."""
+    result = cli(*argv)
+    assert result.code == 2 and result.err.startswith("jqctl: ")
+    assert cli.fake.calls_of("submit_job") == []
+
+
+def test_run_wait_exits_with_the_commands_own_status(cli):
+    """--wait follows the job and exits with the command's status (row 17)."""
+    original = cli.fake._create
+
+    def create(inputs):
+        job_id = original(inputs)
+        cli.fake.jobs[job_id].ops[0].exec_state = {"exit_status": 7, "reason": "FAILED"}
+        cli.fake.script(job_id, ("error", []))
+        return job_id
+    cli.fake._create = create
+    result = cli("run", "--wait", "--", "false")
+    assert result.code == 7, result
+    assert "Job 1 finished: error" in result.out
+
+
+@pytest.mark.parametrize("status, exec_state, code", [
+    ("success", {"exit_status": 0, "reason": "OK"}, 0),
+    ("error", {"exit_status": 3, "reason": "FAILED"}, 3),
+    ("error", {"exit_status": None, "signal": 9, "timed_out": True, "reason": "TIMEOUT"}, 124),
+    ("canceled", {"exit_status": None, "signal": 15, "reason": "KILLED"}, 143),
+    ("error", {"exit_status": None, "reason": "NODE_LOST"}, 125),
+    ("error", {"exit_status": 0, "reason": "FAILED"}, 125),
+])
+def test_wait_exit_status_of_command_jobs(cli, status, exec_state, code):
+    """0 success, the command's status, 124 timeout, 128+N signal, 125 otherwise."""
+    cli("run", "--", "x")
+    finish(cli, 1, status, **exec_state)
+    assert cli("wait", "1").code == code
+
+
+def test_wait_of_other_jobs_keeps_the_status_table(cli):
+    """A job without a command exits 1 for error, 3 for canceled, as before."""
+    job_id = cli.fake.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])
+    cli.fake.set_status(job_id, "error")
+    assert cli("wait", str(job_id)).code == 1
+
+
+def test_log_prints_the_log_as_it_is(cli):
+    """jqctl log ID prints the bytes of the log (as text) and nothing else."""
+    cli("run", "--", "x")
+    cli.fake.logs[1] = b"* START\nhello\n\xff\n"
+    finish(cli, 1, "success", exit_status=0, reason="OK")
+    result = cli("log", "1")
+    assert result.code == 0 and result.out == "* START\nhello\n\ufffd\n"
+
+
+def test_log_of_an_unknown_job_is_not_found(cli):
+    result = cli("log", "9")
+    assert result.code == 4 and "job 9 not found" in result.err
+
+
+def test_signal_passes_names_and_numbers(cli):
+    """jqctl signal ID SIG: names go as given (the daemon checks them), digits as numbers."""
+    cli("run", "--", "x")
+    assert cli("signal", "1", "usr1").code == 0
+    assert cli("signal", "1", "15").code == 0
+    assert cli.fake.calls_of("signal_job") == [(1, "usr1"), (1, 15)]
+    result = cli("signal", "5", "TERM")
+    assert result.code == 4 and "not found" in result.err
+
+
+def test_term_and_kill_cancel_with_or_without_kill(cli):
+    """term is CancelJob [id], kill is CancelJob [id, true]."""
+    cli("run", "--", "x")
+    cli("run", "--", "y")
+    assert cli("term", "1").code == 0
+    assert cli("kill", "2").code == 0
+    assert cli.fake.calls_of("cancel_job")[-2:] == [(1, False), (2, True)]
+
+
+def test_running_prints_a_table_or_json(cli):
+    """jqctl running lists attempts; --node filters; --json keeps the raw rows."""
+    cli.fake.running = [
+        {"job": 4, "attempt": 2, "node": "n1", "pid": 4242, "started": 1795000000.5,
+         "state": "running", "containment": "cgroup /sys/fs/cgroup/x"},
+        {"job": 5, "attempt": 1, "node": "n2", "pid": None, "started": None,
+         "state": "starting", "containment": "process group"}]
+    result = cli("running")
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["Job", "Attempt", "Node", "PID", "Started", "Containment"]
+    assert "4242" in lines[1] and "2026-11-18" in lines[1] and lines[2].split()[3] == "-"
+    result = cli("running", "--node", "n2", "--json")
+    assert '"job":5' in result.out and '"job":4' not in result.out

@@ -1,0 +1,132 @@
+"""End-to-end tests of command jobs in a cluster: the chosen node's jq-noded runs them.
+
+Real jq-noded processes on every node, jq-masterd on the master, all on loopback; the
+commands run on this machine, each node with its own state directory (and its own
+directory of running attempts).
+"""
+
+import os
+import signal
+import time
+
+from daemon_helpers import wait_all_final
+from test_cluster_e2e import jqctl, start_cluster
+from test_failover_e2e import _fail_over
+
+from jqueue import constants
+
+FIELDS = ["status", "exit_status", "node", "attempt", "reason"]
+
+
+def command(cmd, **params):
+    return dict({"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd}, **params)
+
+
+def fields(client, job_id):
+    return dict(zip(FIELDS, client.query_jobs([job_id], FIELDS)[0]))
+
+
+def wait_until(predicate, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.05)
+
+
+def numbered(count, exit_status, pause_every=1000, pause=0.2):
+    """A shell command printing n0..n<count-1>, pausing now and then, then exiting."""
+    return ("i=0; while [ $i -lt %d ]; do echo n$i; i=$((i+1)); "
+            "[ $((i %% %d)) -eq 0 ] && sleep %s; done; exit %d" % (
+                count, pause_every, pause, exit_status))
+
+
+def numbered_lines(log):
+    return [line for line in log.splitlines() if line.startswith("n")]
+
+
+def attempts_dir(test_cluster, name):
+    return os.path.join(test_cluster.state_dirs[name], "attempts")
+
+
+def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
+    """node=node3 runs through node3's jq-noded; no node: the master's; unknown: refused."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    with master.client() as client:
+        on_three = client.submit_job([command("echo on $JQ_NODE", node="node3")])
+        on_master = client.submit_job([command("echo on $JQ_NODE")])
+        wait_all_final(client, [on_three, on_master], 30)
+        assert fields(client, on_three)["node"] == "node3"
+        assert "on node3\n" in "".join(client.follow_job_log(on_three))
+        assert fields(client, on_master)["node"] == test_cluster.master
+        assert "on %s\n" % test_cluster.master in "".join(client.follow_job_log(on_master))
+    code, _, err = jqctl("run", "--node", "nowhere", "--", "true", socket=master.socket)
+    assert code != 0 and "unknown node nowhere" in err
+    assert os.listdir(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded
+
+
+def test_a_killed_and_restarted_noded_loses_no_output_and_records_the_true_end(
+        tmp_path, nodeds, daemons):
+    """kill -9 of node2's jq-noded while its job prints 10,000 lines and exits 7, then a
+    restart: every line is in the log exactly once and the job ends with status 7."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    with master.client() as client:
+        job_id = client.submit_job([command(numbered(10000, 7), node="node2")])
+        wait_until(lambda: "n1500" in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
+                   what="output to flow")
+    started["node2"].proc.send_signal(signal.SIGKILL)
+    started["node2"].proc.wait(10)
+    time.sleep(1)
+    started["node2"] = nodeds(test_cluster, "node2")
+    with master.client() as client:
+        wait_all_final(client, [job_id], 60)
+        values = fields(client, job_id)
+        log = "".join(client.follow_job_log(job_id))
+    assert values["exit_status"] == 7 and values["attempt"] == 1, values
+    assert numbered_lines(log) == ["n%d" % i for i in range(10000)]
+
+
+def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemons):
+    """The master dies while node3 runs a job; after the failover the new master follows
+    it: the job completes, its outcome is recorded once and its log is whole."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    old = test_cluster.master
+    with master.client() as client:
+        job_id = client.submit_job([command(numbered(3000, 5, 500, 0.3), node="node3")])
+        wait_until(lambda: "n600" in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
+                   what="output to flow")
+    master.proc.send_signal(signal.SIGKILL)
+    started[old].proc.send_signal(signal.SIGKILL)
+    master.proc.wait(10)
+    started[old].proc.wait(10)
+    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
+    new_master = daemons(test_cluster.state_dirs[winner])
+    with new_master.client() as client:
+        wait_all_final(client, [job_id], 60)
+        values = fields(client, job_id)
+        log = "".join(client.follow_job_log(job_id))
+    assert values["status"] == "error" and values["exit_status"] == 5, values
+    assert values["node"] == "node3" and values["attempt"] == 1
+    assert numbered_lines(log) == ["n%d" % i for i in range(3000)]
+    assert log.count("* EXIT : 5") == 1
+
+
+def test_the_attempt_counter_of_retries_survives_a_failover(tmp_path, nodeds, daemons):
+    """A job failing on node2 with attempts left: after a failover during its back-off the
+    new master runs the next attempt with the next number."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    old = test_cluster.master
+    with master.client() as client:
+        job_id = client.submit_job([command("exit $((JQ_ATTEMPT < 2))", node="node2",
+                                            max_attempts=3, retry_delay=3)])
+        wait_until(lambda: client.query_jobs([job_id], ["status"])[0][0] == "waiting",
+                   what="the first attempt to fail")
+    master.proc.send_signal(signal.SIGKILL)
+    started[old].proc.send_signal(signal.SIGKILL)
+    master.proc.wait(10)
+    started[old].proc.wait(10)
+    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
+    new_master = daemons(test_cluster.state_dirs[winner])
+    with new_master.client() as client:
+        wait_all_final(client, [job_id], 60)
+        values = fields(client, job_id)
+    assert values["status"] == "success" and values["attempt"] == 2, values
