@@ -6,7 +6,8 @@
 
 The contracts are in jqueue.queue.JobQueue (the library API), jqueue.errors (the error
 classes), jqueue.constants (statuses, priorities, fields) and jqueue.opcodes (defining
-opcodes). The LUXI client is jqueue.luxi.Client.
+opcodes). The LUXI client is jqueue.luxi.Client. Command jobs (OP_COMMAND_RUN) run on this
+machine with ``JobQueue(path, commands=jqueue.local_commands(state_dir))``.
 """
 
 import importlib.metadata
@@ -23,4 +24,13 @@ def version():
 from jqueue import constants, errors  # noqa: E402 - version() first: modules below use it
 from jqueue.queue import JobQueue  # noqa: E402
 
-__all__ = ["JobQueue", "constants", "errors", "version"]
+__all__ = ["JobQueue", "constants", "errors", "local_commands", "version"]
+
+
+def __getattr__(name):
+    # local_commands brings Twisted and the executor: imported only when asked for, so
+    # that clients (jqueue.luxi.client) never import Twisted.
+    if name == "local_commands":
+        from jqueue.embedded import local_commands
+        return local_commands
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -162,6 +162,12 @@ class OpCommandRun(OpCode):
         raise errors.ProgrammerError("%s runs through the command runner, not a worker" %
                                      self.OP_ID)
 
+    @staticmethod
+    def describe(op_input):
+        """What summaries show: the title, else the command (shortened)."""
+        text = op_input.get("title") or command_text(op_input.get("cmd") or "")
+        return text if len(text) <= 60 else text[:57] + "..."
+
 
 def is_command(op_input):
     """Whether a stored opcode input is a command opcode."""
@@ -345,8 +351,6 @@ def banner_end(result, reason, message, output_ended_with_newline=True):
         lines.append("* EXIT : %d" % result["exit_status"])
     if result.get("signal") is not None:
         lines.append("* SIGNAL : %s" % signal_name(result["signal"]))
-    if result.get("timed_out"):
-        lines.append("* TIMEOUT")
     lines.append("* %s : %s" % (reason, message))
     lines.append("* END " + "*" * 42)
     return ("\n".join(lines) + "\n").encode("utf-8")

@@ -175,6 +175,9 @@ class Registry:
         """Summary of a stored opcode input, even for an opcode this registry lacks."""
         op_id = op_input.get("OP_ID")
         cls = self._classes.get(op_id) if isinstance(op_id, str) else None
+        describe = getattr(cls, "describe", None)
+        if describe is not None:
+            return "%s(%s)" % (op_id[3:], describe(op_input))
         return summarize(op_id, cls.OP_DSC_FIELD if cls else None, op_input)
 
     def load_entry_points(self, group=ENTRY_POINT_GROUP):

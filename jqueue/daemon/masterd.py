@@ -26,11 +26,9 @@ from twisted.internet import defer, endpoints, error, task, threads
 from twisted.python import failure, threadpool
 
 import jqueue
-from jqueue import constants, opcodes
+from jqueue import constants, embedded, opcodes
 from jqueue.daemon import clustermaster, common, unixsocket
 from jqueue.daemon import config as configmod
-from jqueue.exec.executor import Executor
-from jqueue.exec.link import LocalLink
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
 from jqueue.run import workerpool
@@ -120,17 +118,15 @@ class QueueService(service.Service):
                 return cluster.commands
             return make
 
-        def make(queue):  # the queue is locked and recovered by now
-            self.executor = Executor(os.path.abspath(config.state_dir), self._reactor,
-                                     allowed_users=config.allowed_users,
-                                     use_cgroup=config.containment == "auto")
-            self.executor.start()
-            logger.info("command jobs run on this machine (%s, %d slots; containment: %s)",
-                        config.master_node, config.slots, self.executor.containment)
-            link = LocalLink(self.executor, config.master_node, config.slots)
-            return CommandRunner(queue, host, [link], config.master_node,
-                                 log_max_bytes=config.log_max_bytes)
-        return make
+        return embedded.command_runner(
+            self._reactor, config.state_dir, config.master_node, config.slots,
+            config.allowed_users, config.containment == "auto", config.log_max_bytes,
+            on_executor=self._executor_started)
+
+    def _executor_started(self, executor):
+        self.executor = executor
+        logger.info("command jobs run on this machine (%s, %d slots; containment: %s)",
+                    self._config.master_node, self._config.slots, executor.containment)
 
     def _held_pool(self, name, workers, task_fn):
         """A worker pool that starts no task until start_workers()."""
@@ -145,7 +141,6 @@ class QueueService(service.Service):
         """Close the queue at once (startup failed: no opcode ran, workers were held)."""
         if self.queue is not None:
             self.queue.shutdown(timeout=0)
-        self._stop_executor()
 
     def stopService(self):
         """Shut the queue down in a thread (see JobQueue.shutdown); a Deferred.
@@ -153,19 +148,8 @@ class QueueService(service.Service):
         Running commands keep running: the next start re-adopts them.
         """
         super().stopService()
-        deferred = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                             self.queue.shutdown, self._config.shutdown_grace)
-        deferred.addBoth(self._stopped)
-        return deferred
-
-    def _stopped(self, outcome):
-        self._stop_executor()
-        return outcome
-
-    def _stop_executor(self):
-        if self.executor is not None:
-            self.executor.stop()
-            self.executor = None
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                         self.queue.shutdown, self._config.shutdown_grace)
 
 
 class LuxiService(service.Service):

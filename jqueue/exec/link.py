@@ -100,3 +100,7 @@ class LocalLink:
 
     def forget(self, job, attempt):
         self._executor.forget(job, attempt)
+
+    def stop(self):
+        """The runner stopped: stop watching (the commands keep running)."""
+        self._executor.stop()

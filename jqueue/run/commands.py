@@ -174,15 +174,19 @@ class CommandRunner:
         """The queue is closing: start and record nothing more (attempts keep running on
         their nodes; the next opening reconciles them)."""
         self._stopped = True
-        self._host.call(self._cancel_timers)
+        self._host.call(self._stop_all)
 
-    def _cancel_timers(self):
+    def _stop_all(self):
         timers, self._timers = self._timers, {}
         for timer in timers.values():
             timer.cancel()
         for attempt in self._attempts.values():
             if attempt.progress_timer is not None:
                 attempt.progress_timer.cancel()
+        for link in self._links.values():
+            stop = getattr(link, "stop", None)
+            if stop is not None:
+                stop()
 
     # Queueing and starting attempts (host thread)
 
@@ -783,8 +787,8 @@ class ReactorHost:
     def call_sync(self, fn, *args):
         from twisted.internet import threads
         from twisted.python import threadable
-        if threadable.isInIOThread():
-            return fn(*args)
+        if threadable.isInIOThread() or not self._reactor.running:
+            return fn(*args)  # the reactor's own thread (or the one about to run it)
         return threads.blockingCallFromThread(self._reactor, fn, *args)
 
     def seconds(self):
