@@ -25,13 +25,13 @@ from jqueue.luxi import client as luxi_client
 NOOP = {"OP_ID": "OP_TEST_DELAY", "duration": 0}
 
 
-def start_daemon(state_dir, workers=2, checkpoint_interval=5):
+def start_daemon(state_dir, workers=2, checkpoint_interval=5, extra=()):
     """Start jq-masterd on state_dir; return (process, socket path) once it answers."""
     sock = os.path.join(state_dir, "run", "jqueue.sock")
     proc = subprocess.Popen([sys.executable, "-m", "jqueue.daemon.masterd", "--state-dir",
                              state_dir, "--workers", str(workers), "--log-level", "warning",
                              "--max-jobs", "1000000", "--checkpoint-interval",
-                             str(checkpoint_interval)],
+                             str(checkpoint_interval), *extra],
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -1,0 +1,238 @@
+"""Benchmark of command jobs on one machine and through a node's jq-noded, against the machine.
+
+Prints (a) the machine's own rate of fork+exec+wait of /bin/true from Python (the ceiling);
+(b) command jobs running `true`, end to end per second (submitted together, until every
+one succeeded), on one machine (jq-masterd runs them) and through a node's jq-noded (a
+one-node cluster on loopback), as ratios to (a) (target: at least 0.3); (c) the latency
+from submit to the command's first instruction (median and p95 of sequential jobs, the
+instruction being a shell builtin that writes a file: its mtime against the submit time),
+targets 10 ms on one machine and 20 ms through jq-noded; (d) the daemons' threads and RSS
+with 1,000 concurrent `sleep` commands against the same daemons idle; (e) a job writing
+200 MB to its standard output, in MB/s into its log, against `cmd > file` in the same run
+(and that file synced, the durability the log has) (target: at least half of the plain
+file). One machine's figures come from a real jq-masterd, the node's from real jq-noded
+and jq-masterd processes talking mutual TLS.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import luxi
+
+from jqueue import constants
+from jqueue.luxi import client as luxi_client
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+from cluster_helpers import NodeDaemon, build_cluster  # noqa: E402 - shared with the tests
+
+FINAL = constants.JOBS_FINALIZED
+
+
+def command(cmd, **params):
+    return dict({"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd}, **params)
+
+
+# (a) the machine
+
+
+def spawn_rate(seconds):
+    """fork+exec+wait of /bin/true per second from Python (subprocess.run)."""
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        subprocess.run(["/bin/true"], check=True)
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+# Daemons
+
+
+def start_single(root, slots, extra=()):
+    """jq-masterd running command jobs itself; (process, socket)."""
+    return luxi.start_daemon(os.path.join(root, "single"), workers=4, checkpoint_interval=5,
+                             extra=["--slots", str(slots), *extra])
+
+
+class Noded:
+    """A one-node cluster: jq-noded (running the commands) and jq-masterd on loopback."""
+
+    def __init__(self, root, slots, extra=()):
+        self.cluster = build_cluster(os.path.join(root, "cluster"), 1)
+        self.noded = NodeDaemon(self.cluster, "node1", args=["--slots", str(slots)]).start()
+        self.proc, self.socket = luxi.start_daemon(
+            self.cluster.state_dirs["node1"], workers=4, checkpoint_interval=5, extra=extra)
+
+    def stop(self):
+        luxi.stop_daemon(self.proc)
+        self.noded.stop()
+
+
+def wait_final(client, ids, timeout=600):
+    deadline = time.monotonic() + timeout
+    pending = list(ids)
+    while pending:
+        rows = client.query_jobs(pending, ["status"])
+        pending = [i for i, row in zip(pending, rows) if row[0] not in FINAL]
+        if time.monotonic() > deadline:
+            raise RuntimeError("%d jobs not final" % len(pending))
+        if pending:
+            time.sleep(0.02)
+
+
+# (b) end to end
+
+
+def end_to_end(sock, jobs):
+    """`true` command jobs per second, from the submit until every one succeeded."""
+    with luxi_client.Client(sock, timeout=120) as client:
+        start = time.perf_counter()
+        results = client.submit_many_jobs([[command(["/bin/true"])]] * jobs)
+        ids = [job_id for ok, job_id in results]
+        wait_final(client, ids)
+        elapsed = time.perf_counter() - start
+        failed = [row for row in client.query_jobs(ids, ["status"]) if row[0] != "success"]
+    if failed:
+        raise RuntimeError("%d command jobs failed" % len(failed))
+    return jobs / elapsed
+
+
+# (c) latency
+
+
+def first_instruction(sock, workdir, jobs):
+    """Seconds from submit to the command's first instruction, per sequential job."""
+    latencies = []
+    with luxi_client.Client(sock, timeout=60) as client:
+        for number in range(jobs):
+            marker = os.path.join(workdir, "started.%d" % number)
+            submitted = time.time()
+            job_id = client.submit_job([command(": > %s" % marker)])
+            wait_final(client, [job_id])
+            latencies.append(os.stat(marker).st_mtime - submitted)
+    return latencies
+
+
+# (d) 1,000 sleeps
+
+
+def proc_figures(pid):
+    """(threads, RSS in MiB) of a process."""
+    threads = len(os.listdir("/proc/%d/task" % pid))
+    with open("/proc/%d/status" % pid, encoding="ascii") as stream:
+        for line in stream:
+            if line.startswith("VmRSS:"):
+                return threads, int(line.split()[1]) / 1024.0
+    return threads, 0.0
+
+
+def concurrent_sleeps(sock, pids, count):
+    """{pid: ((idle threads, idle RSS), (busy threads, busy RSS))} with count sleeps."""
+    idle = {pid: proc_figures(pid) for pid in pids}
+    with luxi_client.Client(sock, timeout=300) as client:
+        results = client.submit_many_jobs([[command(["sleep", "60"])]] * count)
+        ids = [job_id for ok, job_id in results]
+        deadline = time.monotonic() + 300
+        while len(client.query_running()) < count or not all(
+                row["pid"] for row in client.query_running()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sleeps did not all start")
+            time.sleep(0.2)
+        busy = {pid: proc_figures(pid) for pid in pids}
+        for job_id in ids:
+            client.cancel_job(job_id, True)
+        wait_final(client, ids)
+    return {pid: (idle[pid], busy[pid]) for pid in pids}
+
+
+# (e) 200 MB of output
+
+
+def output_rate(sock, workdir, size):
+    """MB/s of a job writing size bytes to stdout, from submit to its end (log complete)."""
+    with luxi_client.Client(sock, timeout=300) as client:
+        start = time.perf_counter()
+        job_id = client.submit_job([command("head -c %d /dev/zero" % size)])
+        wait_final(client, [job_id])
+        elapsed = time.perf_counter() - start
+        logged = client.query_jobs([job_id], ["log_bytes"])[0][0]
+    if logged < size:
+        raise RuntimeError("the log holds %d bytes of %d" % (logged, size))
+    return size / elapsed / 1e6
+
+
+def plain_rate(workdir, size, sync):
+    """MB/s of `head -c size /dev/zero > file` (then fdatasync of the file if sync)."""
+    path = os.path.join(workdir, "plain.out")
+    start = time.perf_counter()
+    subprocess.run(["sh", "-c", "head -c %d /dev/zero > %s" % (size, path)], check=True)
+    if sync:
+        fd = os.open(path, os.O_RDONLY)
+        os.fdatasync(fd)
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    os.unlink(path)
+    return size / elapsed / 1e6
+
+
+def run(root, quick=False, results=None):
+    """Rows of (label, value, unit, ratio)."""
+    seconds = 1.0 if quick else 3.0
+    jobs = 200 if quick else 1000
+    sleeps = 200 if quick else 1000
+    size = (50 if quick else 200) * 1000 * 1000
+    latency_jobs = 20 if quick else 100
+    rows = []
+    ceiling = spawn_rate(seconds)
+    rows.append(("(a) fork+exec+wait of /bin/true from Python", ceiling, "/s", 1.0))
+    extra = ["--log-max-bytes", str(size * 2)]
+    single_proc, single_sock = start_single(root, slots=max(sleeps, 4), extra=extra)
+    try:
+        rate = end_to_end(single_sock, jobs)
+        rows.append(("(b) `true` command jobs end to end, one machine", rate, "/s",
+                     rate / ceiling))
+        lat = first_instruction(single_sock, root, latency_jobs)
+        rows.append(("(c) submit -> first instruction, one machine, median",
+                     statistics.median(lat) * 1e3, "ms", None))
+        rows.append(("    p95", sorted(lat)[int(len(lat) * 0.95) - 1] * 1e3, "ms", None))
+        figures = concurrent_sleeps(single_sock, [single_proc.pid], sleeps)
+        (idle_t, idle_r), (busy_t, busy_r) = figures[single_proc.pid]
+        rows.append(("(d) jq-masterd threads, idle / %d sleeps" % sleeps, busy_t, "",
+                     busy_t / idle_t))
+        rows.append(("    jq-masterd RSS with %d sleeps (idle %.0f MiB)" % (sleeps, idle_r),
+                     busy_r, "MiB", busy_r / idle_r))
+        plain = plain_rate(root, size, sync=False)
+        synced = plain_rate(root, size, sync=True)
+        rate = output_rate(single_sock, root, size)
+        rows.append(("(e) `cmd > file`, %d MB" % (size // 1000000), plain, "MB/s", 1.0))
+        rows.append(("    `cmd > file` and fdatasync", synced, "MB/s", synced / plain))
+        rows.append(("    a job's output into its log, one machine", rate, "MB/s",
+                     rate / plain))
+    finally:
+        luxi.stop_daemon(single_proc)
+    node = Noded(root, slots=max(sleeps, 4), extra=extra)
+    try:
+        rate = end_to_end(node.socket, jobs)
+        rows.append(("(b) `true` command jobs end to end, through jq-noded", rate, "/s",
+                     rate / ceiling))
+        lat = first_instruction(node.socket, root, latency_jobs)
+        rows.append(("(c) submit -> first instruction, through jq-noded, median",
+                     statistics.median(lat) * 1e3, "ms", None))
+        rows.append(("    p95", sorted(lat)[int(len(lat) * 0.95) - 1] * 1e3, "ms", None))
+        pids = [node.proc.pid, node.noded.proc.pid]
+        figures = concurrent_sleeps(node.socket, pids, sleeps)
+        for name, pid in (("jq-masterd", node.proc.pid), ("jq-noded", node.noded.proc.pid)):
+            (idle_t, idle_r), (busy_t, busy_r) = figures[pid]
+            rows.append(("(d) %s threads with %d sleeps (idle %d)" % (name, sleeps, idle_t),
+                         busy_t, "", busy_t / idle_t))
+            rows.append(("    %s RSS with %d sleeps (idle %.0f MiB)" % (name, sleeps, idle_r),
+                         busy_r, "MiB", busy_r / idle_r))
+        rate = output_rate(node.socket, root, size)
+        rows.append(("(e) a job's output into its log, through jq-noded", rate, "MB/s",
+                     rate / plain))
+    finally:
+        node.stop()
+    return rows
