@@ -122,7 +122,16 @@ class _Attempt:
 
 
 class Executor:
-    """Runs command attempts on this machine; see the module docstring."""
+    """Runs command attempts on this machine; see the module docstring.
+
+    Every method is called in the reactor thread and none blocks (``start`` compiles
+    the C shim on its first use). ``start`` comes first: until then and after ``stop``,
+    the other methods raise ProgrammerError. One executor per state directory at a time
+    (``start`` raises CommandError otherwise). ``allowed_users``: who ``run_as`` may
+    name besides the daemon's own user; ``use_cgroup=False`` forces the process-group
+    containment; ``shim``: None (C if it compiles, else Python), "c" or "python".
+    An attempt that was forgotten must not be launched again: its number is spent.
+    """
 
     def __init__(self, state_dir, reactor, allowed_users=(), use_cgroup=True, shim=None):
         self.state_dir = os.path.abspath(state_dir)
@@ -137,6 +146,7 @@ class Executor:
         self._listeners = []
         self._timer = None
         self._lock_fd = None
+        self._doomed_leaves = set()  # cgroups of lost attempts, killed, not yet empty
 
     # ---- lifecycle ----
 
@@ -182,6 +192,7 @@ class Executor:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._remove_doomed_leaves()
         self._containment.remove_parent()
         self._unlock()
 
@@ -385,16 +396,26 @@ class Executor:
         self._clean_cgroup(att)
 
     def _clean_cgroup(self, att):
+        """Remove the leaf of an ended attempt, now or (if it is still emptying) soon."""
         cgroup = att.spec.get("cgroup")
         if cgroup and os.path.isdir(cgroup) and not containment.remove_leaf(cgroup):
-            logger.warning("%s: cgroup %s not empty yet; removed later", att.name, cgroup)
+            self._doomed_leaves.add(cgroup)
+            self._schedule_poll(self._reactor.seconds() + POLL_FAST)
+
+    def _remove_doomed_leaves(self):
+        for leaf in list(self._doomed_leaves):
+            containment.kill_leaf(leaf)
+            if containment.remove_leaf(leaf):
+                self._doomed_leaves.discard(leaf)
 
     # ---- watching ----
 
     def _watch(self, att):
         self._reactor.addReader(att.watch)
         att.next_poll = self._reactor.seconds() + POLL_FAST
-        self._schedule_poll(att.next_poll)
+        if self._timer is None or not self._timer.active() or \
+                self._timer.getTime() > att.next_poll:
+            self._schedule_poll(att.next_poll)
 
     def _unwatch(self, att):
         if att.watch is not None:
@@ -427,11 +448,12 @@ class Executor:
 
     def _schedule_poll(self, when=None):
         """Arm the output timer for the earliest attempt due (or for when, if earlier)."""
-        if when is None:
-            due = [att.next_poll for att in self._attempts.values() if att.watch is not None]
-            if not due:
-                return
-            when = min(due)
+        due = [att.next_poll for att in self._attempts.values() if att.watch is not None]
+        if when is not None:
+            due.append(when)
+        if not due:
+            return
+        when = min(due)
         if self._timer is not None and self._timer.active():
             if self._timer.getTime() <= when:
                 return
@@ -445,7 +467,8 @@ class Executor:
         for att in list(self._attempts.values()):
             if att.watch is not None and att.next_poll <= now:
                 self._poll_one(att, now)
-        self._schedule_poll()
+        self._remove_doomed_leaves()
+        self._schedule_poll(now + POLL_SLOW if self._doomed_leaves else None)
 
     def _poll_one(self, att, now):
         """Look for the command's pid and for new output; adapt the interval."""

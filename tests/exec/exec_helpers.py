@@ -164,6 +164,9 @@ class Executors:
                     what="the attempts killed at teardown")
             finally:
                 executor.stop()
+            parent = executor._containment.cgroup_root
+            assert parent is None or not os.path.exists(parent), \
+                "the executor left cgroups behind: %s" % os.listdir(parent)
         left = self.survivors()
         for pid in left:
             try:
