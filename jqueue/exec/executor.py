@@ -258,7 +258,7 @@ class Executor:
             "deadline": started + spec.timeout if spec.timeout else None,
             "boot_id": self._boot_id, "shim_pid": pid,
             "shim_start": attemptdir.proc_start_time(pid), "cgroup": cgroup,
-            "shim": self._shim.kind,
+            "shim": self._shim.kind, "rt_base": RT_BASE,
         }
         att = _Attempt((spec.job, spec.attempt), path, record)
         try:
@@ -502,7 +502,7 @@ class Executor:
             return False, "job %d attempt %d is not running" % (job, attempt)
         if isinstance(signum, bool) or signum not in SENDABLE_SIGNALS:
             return False, "signal %r cannot be sent to a job (only 1 to 31)" % (signum,)
-        return self._tell_shim(att, RT_BASE + signum - 1,
+        return self._tell_shim(att, att.spec.get("rt_base", RT_BASE) + signum - 1,
                                "%s sent to job %d attempt %d" % (signal_name(signum), job,
                                                                  attempt))
 

@@ -20,6 +20,7 @@ from exec_helpers import (
 
 from jqueue import errors, serializer
 from jqueue.exec import attemptdir, shims
+from jqueue.exec import executor as executor_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -91,6 +92,22 @@ def test_an_attempt_survives_sigkill_of_its_daemon(executors, shim):
     result = wait_ended(executor, reactor, recorder, 1)
     assert (result.exit_status, result.signal, result.error) == (7, None, None)
     assert executor.read(1, 1, 0, 1 << 20) == EXPECTED
+
+
+def test_a_readopted_attempt_is_signalled_as_its_shim_was_told(executors, monkeypatch):
+    """After re-adoption, signal() uses the forwarding base recorded for the attempt,
+    even if this executor's own differs; terminate works as well."""
+    first, reactor, _ = executors.make()
+    first.launch(executors.spec(
+        1, "trap 'echo got HUP' HUP; echo ready; while :; do sleep 0.05; done"))
+    reactor.run_until(lambda: first.read(1, 1, 0, 10) == b"ready\n", 10, "ready")
+    first.stop()
+    monkeypatch.setattr(executor_module, "RT_BASE", signal.SIGRTMIN + 1)
+    second, reactor2, recorder2 = executors.make(state_dir=first.state_dir)
+    assert second.signal(1, 1, signal.SIGHUP)[0]
+    reactor2.run_until(lambda: b"got HUP" in second.read(1, 1, 0, 100), 10, "the HUP")
+    assert second.terminate(1, 1)[0]
+    assert wait_ended(second, reactor2, recorder2, 1).signal == signal.SIGTERM
 
 
 def test_the_real_reactor_hears_the_whole_life_of_an_attempt(executors):
