@@ -19,9 +19,9 @@ Watching costs no thread: the pidfd of each live shim is a reader of the reactor
 (readable = the shim exited: the result file is read, and the shim reaped if it is a
 child of this process); a timer polls the sizes of the output files (every 50 ms for
 attempts that wrote recently, backing off to 1 s for quiet ones) and the ``pid`` files,
-and polls once more when an attempt ends, so listeners hear every "output" before
-"ended". Twisted's SIGCHLD handling reaps only the processes it spawned itself, so it
-leaves the shims alone.
+and polls once more when an attempt ends, so listeners hear "started" before any
+"output", and every "output" before "ended". Twisted's SIGCHLD handling reaps only
+the processes it spawned itself, so it leaves the shims alone.
 
 Signals go to the shim through its pidfd (race-free), and the shim acts on every
 process of the job: SIGTERM = terminate (TERM, KILL after the grace), SIGUSR1 = kill
@@ -429,7 +429,7 @@ class Executor:
             return
         self._unwatch(att)
         self._reap(att.spec.get("shim_pid"))
-        self._poll_one(att, self._reactor.seconds())
+        self._poll_one(att, self._reactor.seconds(), final=True)
         result = attemptdir.read_result(att.path)
         if result is None:
             self._declare_lost(att, self._supervisor_died(att), announce=True)
@@ -470,13 +470,19 @@ class Executor:
         self._remove_doomed_leaves()
         self._schedule_poll(now + POLL_SLOW if self._doomed_leaves else None)
 
-    def _poll_one(self, att, now):
-        """Look for the command's pid and for new output; adapt the interval."""
+    def _poll_one(self, att, now, final=False):
+        """Look for the command's pid and for new output; adapt the interval.
+
+        Output is reported only once the pid is (so "started" comes first), or at the end.
+        """
+        att.next_poll = now + att.interval
         if att.pid is None:
             pid = attemptdir.read_pid(att.path)
             if pid is not None:
                 att.pid = pid[0]
                 self._emit(("started", self._info(att)))
+            elif not final:
+                return
         size = attemptdir.output_size(att.path)
         if size > att.output_size:
             att.output_size = size
