@@ -12,6 +12,7 @@ import pytest
 from exec_helpers import (
     SHIMS,
     Executors,
+    assert_no_cgroup_left,
     c_shim_program,
     processes_with_marker,
     seed_shim_cache,
@@ -122,6 +123,7 @@ def test_the_real_reactor_hears_the_whole_life_of_an_attempt(executors):
     assert done.returncode == 0, done.stderr
     assert lines[1].startswith("started ") and lines[-1] == "ended 7 None"
     assert "output 6" in lines
+    assert_no_cgroup_left(state_dir)
 
 
 def test_an_attempt_that_ended_while_no_daemon_watched_reports_its_true_result(executors):
