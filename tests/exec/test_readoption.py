@@ -239,7 +239,7 @@ def test_a_shim_without_the_end_mark_never_runs_the_command(tmp_path, shim, env_
     assert done.returncode == 3
     assert not marker.exists()
     result = attemptdir.read_result(str(tmp_path))
-    assert result.error == "attempt not started: the daemon died while starting it"
+    assert result.error == "attempt lost: the daemon died while starting it"
 
 
 def test_one_state_directory_has_one_executor(executors):
