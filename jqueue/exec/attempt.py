@@ -12,6 +12,9 @@ import attrs
 
 from jqueue import errors
 
+#: How the error of a lost attempt begins (see AttemptResult).
+LOST_PREFIX = "attempt lost"
+
 
 @attrs.frozen
 class AttemptSpec:
@@ -29,7 +32,14 @@ class AttemptSpec:
 
 @attrs.frozen
 class AttemptResult:
-    """How an attempt ended; ``error`` is set iff the command never ran or was lost."""
+    """How an attempt ended; ``error`` is set iff the command never ran or was lost.
+
+    An ``error`` starting with LOST_PREFIX means the node lost the attempt ("attempt
+    lost: the node rebooted", "...: its supervisor died", "...: the daemon died while
+    starting it"; the command may or may not have run). Any other error means the command
+    could not be started here and never ran ("cannot change to directory /x: No such file
+    or directory", "cannot switch to user u: ...").
+    """
 
     exit_status: int | None    # None if killed by a signal or never ran
     signal: int | None

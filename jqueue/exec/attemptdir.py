@@ -6,7 +6,8 @@
     written by the executor once the shim exists, before the command may start: job,
     attempt, argv, dir, run_as, timeout, kill_grace, started (epoch), deadline (epoch or
     null), boot_id, shim_pid, shim_start (field 22 of ``/proc/<pid>/stat``), cgroup (path
-    or null). Not the environment: it may hold secrets (it reaches the shim on a pipe).
+    or null), shim ("c" or "python"), rt_base (where the shim's forwarding signals
+    start). Not the environment: it may hold secrets (it reaches the shim on a pipe).
 ``output``
     the command's stdout and stderr, appended by the command itself (created by the
     shim's child just before the exec; a missing file reads as empty).

@@ -14,11 +14,14 @@ which the daemon may write. The executor makes one parent there,
 runs, on one machine never share names), and one leaf per attempt, ``<job>.<attempt>``.
 Only the command joins its leaf; the shim stays outside so ``cgroup.kill`` spares it.
 
-Usable means: the parent can be created and a child made and removed in it. Otherwise
-(no cgroup2 mount, read-only, not delegated) the attempts are contained by their
-process group and the shim alone, and ``Containment.description`` says why, for
-``jqctl running`` and the log. The unit of a daemon must not kill its cgroup when it
-stops (systemd: ``KillMode=process``), or a restart kills every attempt with it.
+Usable means: the parent can be created, and a leaf made in it, a process moved into
+that leaf and the leaf removed. Otherwise (no cgroup2 mount, read-only, not delegated)
+the attempts are contained by their process group and the shim alone, and
+``Containment.description`` says why, for ``jqctl running`` and the log.
+
+The unit of a daemon must not kill its cgroup when it stops (systemd:
+``KillMode=process``), or a restart kills every attempt with it: the shims live in the
+daemon's own cgroup, beside the parent of the leaves.
 """
 
 import hashlib
@@ -29,6 +32,7 @@ import signal
 logger = logging.getLogger(__name__)
 
 PARENT_PREFIX = "jqueue-attempts."
+PROBE_COMMAND = ["/bin/sh", "-c", "read line"]  # waits for its stdin to end
 
 
 class Containment:
@@ -124,16 +128,46 @@ def own_cgroup_dir(mountinfo="/proc/self/mountinfo", self_cgroup="/proc/self/cgr
 
 
 def probe(parent):
-    """Raise OSError unless attempts can be given leaves under parent."""
+    """Raise OSError unless attempts can be given leaves under parent.
+
+    A leaf is made, a short-lived process moved into it (what the shim does for every
+    attempt: it needs write access up to the common ancestor) and the leaf removed; so
+    is the parent, if the probe made it (``create_leaf`` makes it again when needed).
+    """
+    made = not os.path.isdir(parent)
     os.makedirs(parent, exist_ok=True)
-    for name in ("cgroup.procs", "cgroup.events"):
-        if not os.path.exists(os.path.join(parent, name)):
-            raise OSError("%s is not a cgroup v2 directory" % parent)
-    if not os.access(parent, os.W_OK):
-        raise PermissionError("%s is not writable" % parent)
-    test = os.path.join(parent, "probe.%d" % os.getpid())
-    os.mkdir(test)
-    os.rmdir(test)
+    try:
+        for name in ("cgroup.procs", "cgroup.events"):
+            if not os.path.exists(os.path.join(parent, name)):
+                raise OSError("%s is not a cgroup v2 directory" % parent)
+        if not os.access(parent, os.W_OK):
+            raise PermissionError("%s is not writable" % parent)
+        test = os.path.join(parent, "probe.%d" % os.getpid())
+        os.mkdir(test)
+        try:
+            _move_a_process_into(test)
+        finally:
+            remove_leaf(test)
+    finally:
+        if made:
+            remove_leaf(parent)
+
+
+def _move_a_process_into(leaf):
+    """Move a child that waits on a pipe into leaf, then let it end; OSError if refused."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.posix_spawn(PROBE_COMMAND[0], PROBE_COMMAND, {}, file_actions=[
+            (os.POSIX_SPAWN_DUP2, read_end, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+    finally:
+        os.close(read_end)
+    try:
+        with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
+            f.write("%d\n" % pid)
+    finally:
+        os.close(write_end)
+        os.waitpid(pid, 0)
 
 
 def kill_leaf(path):

@@ -19,9 +19,9 @@ Watching costs no thread: the pidfd of each live shim is a reader of the reactor
 (readable = the shim exited: the result file is read, and the shim reaped if it is a
 child of this process); a timer polls the sizes of the output files (every 50 ms for
 attempts that wrote recently, backing off to 1 s for quiet ones) and the ``pid`` files,
-and polls once more when an attempt ends, so listeners hear every "output" before
-"ended". Twisted's SIGCHLD handling reaps only the processes it spawned itself, so it
-leaves the shims alone.
+and polls once more when an attempt ends, so listeners hear "started" before any
+"output", and every "output" before "ended". Twisted's SIGCHLD handling reaps only
+the processes it spawned itself, so it leaves the shims alone.
 
 Signals go to the shim through its pidfd (race-free), and the shim acts on every
 process of the job: SIGTERM = terminate (TERM, KILL after the grace), SIGUSR1 = kill
@@ -122,7 +122,16 @@ class _Attempt:
 
 
 class Executor:
-    """Runs command attempts on this machine; see the module docstring."""
+    """Runs command attempts on this machine; see the module docstring.
+
+    Every method is called in the reactor thread and none blocks (``start`` compiles
+    the C shim on its first use). ``start`` comes first: until then and after ``stop``,
+    the other methods raise ProgrammerError. One executor per state directory at a time
+    (``start`` raises CommandError otherwise). ``allowed_users``: who ``run_as`` may
+    name besides the daemon's own user; ``use_cgroup=False`` forces the process-group
+    containment; ``shim``: None (C if it compiles, else Python), "c" or "python".
+    An attempt that was forgotten must not be launched again: its number is spent.
+    """
 
     def __init__(self, state_dir, reactor, allowed_users=(), use_cgroup=True, shim=None):
         self.state_dir = os.path.abspath(state_dir)
@@ -137,6 +146,7 @@ class Executor:
         self._listeners = []
         self._timer = None
         self._lock_fd = None
+        self._doomed_leaves = set()  # cgroups of lost attempts, killed, not yet empty
 
     # ---- lifecycle ----
 
@@ -182,6 +192,7 @@ class Executor:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._remove_doomed_leaves()
         self._containment.remove_parent()
         self._unlock()
 
@@ -247,7 +258,7 @@ class Executor:
             "deadline": started + spec.timeout if spec.timeout else None,
             "boot_id": self._boot_id, "shim_pid": pid,
             "shim_start": attemptdir.proc_start_time(pid), "cgroup": cgroup,
-            "shim": self._shim.kind,
+            "shim": self._shim.kind, "rt_base": RT_BASE,
         }
         att = _Attempt((spec.job, spec.attempt), path, record)
         try:
@@ -385,16 +396,26 @@ class Executor:
         self._clean_cgroup(att)
 
     def _clean_cgroup(self, att):
+        """Remove the leaf of an ended attempt, now or (if it is still emptying) soon."""
         cgroup = att.spec.get("cgroup")
         if cgroup and os.path.isdir(cgroup) and not containment.remove_leaf(cgroup):
-            logger.warning("%s: cgroup %s not empty yet; removed later", att.name, cgroup)
+            self._doomed_leaves.add(cgroup)
+            self._schedule_poll(self._reactor.seconds() + POLL_FAST)
+
+    def _remove_doomed_leaves(self):
+        for leaf in list(self._doomed_leaves):
+            containment.kill_leaf(leaf)
+            if containment.remove_leaf(leaf):
+                self._doomed_leaves.discard(leaf)
 
     # ---- watching ----
 
     def _watch(self, att):
         self._reactor.addReader(att.watch)
         att.next_poll = self._reactor.seconds() + POLL_FAST
-        self._schedule_poll(att.next_poll)
+        if self._timer is None or not self._timer.active() or \
+                self._timer.getTime() > att.next_poll:
+            self._schedule_poll(att.next_poll)
 
     def _unwatch(self, att):
         if att.watch is not None:
@@ -408,7 +429,7 @@ class Executor:
             return
         self._unwatch(att)
         self._reap(att.spec.get("shim_pid"))
-        self._poll_one(att, self._reactor.seconds())
+        self._poll_one(att, self._reactor.seconds(), final=True)
         result = attemptdir.read_result(att.path)
         if result is None:
             self._declare_lost(att, self._supervisor_died(att), announce=True)
@@ -427,11 +448,12 @@ class Executor:
 
     def _schedule_poll(self, when=None):
         """Arm the output timer for the earliest attempt due (or for when, if earlier)."""
-        if when is None:
-            due = [att.next_poll for att in self._attempts.values() if att.watch is not None]
-            if not due:
-                return
-            when = min(due)
+        due = [att.next_poll for att in self._attempts.values() if att.watch is not None]
+        if when is not None:
+            due.append(when)
+        if not due:
+            return
+        when = min(due)
         if self._timer is not None and self._timer.active():
             if self._timer.getTime() <= when:
                 return
@@ -445,15 +467,22 @@ class Executor:
         for att in list(self._attempts.values()):
             if att.watch is not None and att.next_poll <= now:
                 self._poll_one(att, now)
-        self._schedule_poll()
+        self._remove_doomed_leaves()
+        self._schedule_poll(now + POLL_SLOW if self._doomed_leaves else None)
 
-    def _poll_one(self, att, now):
-        """Look for the command's pid and for new output; adapt the interval."""
+    def _poll_one(self, att, now, final=False):
+        """Look for the command's pid and for new output; adapt the interval.
+
+        Output is reported only once the pid is (so "started" comes first), or at the end.
+        """
+        att.next_poll = now + att.interval
         if att.pid is None:
             pid = attemptdir.read_pid(att.path)
             if pid is not None:
                 att.pid = pid[0]
                 self._emit(("started", self._info(att)))
+            elif not final:
+                return
         size = attemptdir.output_size(att.path)
         if size > att.output_size:
             att.output_size = size
@@ -479,7 +508,7 @@ class Executor:
             return False, "job %d attempt %d is not running" % (job, attempt)
         if isinstance(signum, bool) or signum not in SENDABLE_SIGNALS:
             return False, "signal %r cannot be sent to a job (only 1 to 31)" % (signum,)
-        return self._tell_shim(att, RT_BASE + signum - 1,
+        return self._tell_shim(att, att.spec.get("rt_base", RT_BASE) + signum - 1,
                                "%s sent to job %d attempt %d" % (signal_name(signum), job,
                                                                  attempt))
 

@@ -724,7 +724,7 @@ int main(int argc, char **argv) {
     }
     if (!env) {
         remove_cgroup();
-        write_result("attempt not started: the daemon died while starting it");
+        write_result("attempt lost: the daemon died while starting it");
         return EXIT_NOT_STARTED;
     }
     int started = start_command(env) == 0;

@@ -389,7 +389,7 @@ class Shim:
             os.close(null)
         if env is None:
             self.remove_cgroup()
-            self.write_result("attempt not started: the daemon died while starting it")
+            self.write_result("attempt lost: the daemon died while starting it")
             return EXIT_NOT_STARTED
         error = self.start_command(env)
         self.pgid_alive = error is None

@@ -13,7 +13,7 @@ import uuid
 
 from twisted.internet.task import Clock
 
-from jqueue.exec import AttemptSpec, Executor, shims
+from jqueue.exec import AttemptSpec, Executor, containment, shims
 
 SHIMS = ["c", "python"]
 
@@ -164,6 +164,10 @@ class Executors:
                     what="the attempts killed at teardown")
             finally:
                 executor.stop()
+        for executor, _ in self.made:
+            parent = executor._containment.cgroup_root
+            assert parent is None or not os.path.exists(parent), \
+                "the executor left cgroups behind: %s" % os.listdir(parent)
         left = self.survivors()
         for pid in left:
             try:
@@ -171,6 +175,15 @@ class Executors:
             except OSError:
                 pass
         return left
+
+
+def assert_no_cgroup_left(state_dir):
+    """The parent cgroup of state_dir's executor is gone (or there is no cgroup v2 here)."""
+    try:
+        parent = os.path.join(containment.own_cgroup_dir(), containment.parent_name(state_dir))
+    except (OSError, LookupError):
+        return
+    assert not os.path.exists(parent), "cgroups left behind: %s" % os.listdir(parent)
 
 
 def processes_with_marker(marker):

@@ -291,6 +291,23 @@ def test_output_is_polled_fast_when_it_grows_and_slowly_when_quiet(executors):
     assert recorder.of("output")[-1][3] == 3
 
 
+def test_output_is_reported_only_after_the_start(executors):
+    """Output written before the shim reported the pid: "started" still comes first."""
+    executor, reactor, recorder = make(executors)
+    executor.launch(executors.spec(1, "echo early; sleep 1000"))
+    path = attemptdir.attempt_path(executor.state_dir, 1, 1)
+    deadline = time.monotonic() + 10
+    while attemptdir.output_size(path) == 0 or attemptdir.read_pid(path) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.rename(os.path.join(path, "pid"), os.path.join(path, "pid.hidden"))
+    reactor.advance(3)  # several polls: the output is there, the pid is not (yet)
+    assert recorder.events == []
+    os.rename(os.path.join(path, "pid.hidden"), os.path.join(path, "pid"))
+    reactor.advance(1)
+    assert [e[0] for e in recorder.events] == ["started", "output"]
+
+
 def test_forget_removes_only_ended_attempts(executors):
     """forget refuses a running attempt, removes an ended one, ignores an unknown one."""
     executor, reactor, recorder = make(executors)

@@ -12,6 +12,7 @@ import pytest
 from exec_helpers import (
     SHIMS,
     Executors,
+    assert_no_cgroup_left,
     c_shim_program,
     processes_with_marker,
     seed_shim_cache,
@@ -20,6 +21,7 @@ from exec_helpers import (
 
 from jqueue import errors, serializer
 from jqueue.exec import attemptdir, shims
+from jqueue.exec import executor as executor_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -93,6 +95,22 @@ def test_an_attempt_survives_sigkill_of_its_daemon(executors, shim):
     assert executor.read(1, 1, 0, 1 << 20) == EXPECTED
 
 
+def test_a_readopted_attempt_is_signalled_as_its_shim_was_told(executors, monkeypatch):
+    """After re-adoption, signal() uses the forwarding base recorded for the attempt,
+    even if this executor's own differs; terminate works as well."""
+    first, reactor, _ = executors.make()
+    first.launch(executors.spec(
+        1, "trap 'echo got HUP' HUP; echo ready; while :; do sleep 0.05; done"))
+    reactor.run_until(lambda: first.read(1, 1, 0, 10) == b"ready\n", 10, "ready")
+    first.stop()
+    monkeypatch.setattr(executor_module, "RT_BASE", signal.SIGRTMIN + 1)
+    second, reactor2, recorder2 = executors.make(state_dir=first.state_dir)
+    assert second.signal(1, 1, signal.SIGHUP)[0]
+    reactor2.run_until(lambda: b"got HUP" in second.read(1, 1, 0, 100), 10, "the HUP")
+    assert second.terminate(1, 1)[0]
+    assert wait_ended(second, reactor2, recorder2, 1).signal == signal.SIGTERM
+
+
 def test_the_real_reactor_hears_the_whole_life_of_an_attempt(executors):
     """Twisted's reactor (its SIGCHLD handler installed): started, output, ended 7."""
     state_dir = executors.state_dir()
@@ -105,6 +123,7 @@ def test_the_real_reactor_hears_the_whole_life_of_an_attempt(executors):
     assert done.returncode == 0, done.stderr
     assert lines[1].startswith("started ") and lines[-1] == "ended 7 None"
     assert "output 6" in lines
+    assert_no_cgroup_left(state_dir)
 
 
 def test_an_attempt_that_ended_while_no_daemon_watched_reports_its_true_result(executors):
@@ -220,7 +239,7 @@ def test_a_shim_without_the_end_mark_never_runs_the_command(tmp_path, shim, env_
     assert done.returncode == 3
     assert not marker.exists()
     result = attemptdir.read_result(str(tmp_path))
-    assert result.error == "attempt not started: the daemon died while starting it"
+    assert result.error == "attempt lost: the daemon died while starting it"
 
 
 def test_one_state_directory_has_one_executor(executors):
