@@ -77,7 +77,7 @@ class NodeExec:
         action = body.get("action")
         if action == "signal":
             signum = body.get("signal")
-            if not isinstance(signum, int) or isinstance(signum, bool) or not 1 <= signum <= 64:
+            if not isinstance(signum, int) or isinstance(signum, bool) or not 1 <= signum <= 31:
                 raise errors.ParameterError("'signal' must be a signal number")
             return list(self._executor.signal(job, attempt, signum))
         if action == "terminate":

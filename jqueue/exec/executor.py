@@ -225,19 +225,25 @@ class Executor:
 
     def _user_for(self, spec):
         """None (stay the daemon's user) or (name, uid, gid); CommandError if refused."""
-        name = spec.run_as
+        try:
+            return self.check_user(spec.run_as)
+        except errors.CommandError as err:
+            raise errors.CommandError("job %d attempt %d: %s" % (
+                spec.job, spec.attempt, errors.error_message(err))) from None
+
+    def check_user(self, name):
+        """Whether commands may run as user name here: None (the daemon's own user) or
+        (name, uid, gid); CommandError saying why not."""
         if name is None or name == self._own_user:
             return None
         if name not in self._allowed_users:
             raise errors.CommandError(
-                "job %d attempt %d: user %s may not run commands on this node (allowed: %s)"
-                % (spec.job, spec.attempt, name,
-                   ", ".join(sorted(self._allowed_users | {self._own_user}))))
+                "user %s may not run commands on this node (allowed: %s)" % (
+                    name, ", ".join(sorted(self._allowed_users | {self._own_user}))))
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
-            raise errors.CommandError("job %d attempt %d: user %s does not exist on this node"
-                                      % (spec.job, spec.attempt, name)) from None
+            raise errors.CommandError("user %s does not exist on this node" % name) from None
         return name, entry.pw_uid, entry.pw_gid
 
     def _spawn(self, spec, path, user):

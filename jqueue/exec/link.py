@@ -10,11 +10,7 @@ every operation answers at once; the link only translates between the Executor's
 import attrs
 
 from jqueue import errors
-from jqueue.exec.attempt import AttemptSpec
-
-#: The text an Executor's result error starts with when an attempt was lost (its node
-#: rebooted, or its supervisor died): the runner ends it NODE_LOST, not INTERR.
-LOST_PREFIX = "attempt lost"
+from jqueue.exec.attempt import LOST_PREFIX, AttemptSpec
 
 
 def result_dict(result):
@@ -22,6 +18,7 @@ def result_dict(result):
     if result is None:
         return None
     data = attrs.asdict(result)
+    # A lost attempt (its node rebooted, its supervisor died) ends NODE_LOST, not INTERR.
     data["lost"] = bool(result.error and result.error.startswith(LOST_PREFIX))
     return data
 
@@ -46,6 +43,14 @@ class LocalLink:
     @property
     def containment(self):
         return self._executor.containment
+
+    def check_user(self, user):
+        """The reason commands may not run as user here, or None (checked at submit)."""
+        try:
+            self._executor.check_user(user)
+        except errors.CommandError as err:
+            return errors.error_message(err)
+        return None
 
     def subscribe(self, listener):
         self._listener = listener

@@ -35,18 +35,18 @@ class _Maybe(ptypes.Maybe):
 
 
 class _Signal(ptypes.PType):
-    """A signal: its number, or its name with or without SIG (TERM, SIGKILL, usr1)."""
+    """A standard signal: its number, or its name with or without SIG (TERM, usr1)."""
 
-    desc = "a signal number (1-64) or name (TERM, SIGKILL, ...)"
+    desc = "a signal number (1-31) or name (TERM, SIGKILL, ...)"
 
     def check(self, value):
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 31:
             return value
         if isinstance(value, str) and value.isascii():
             name = value.upper()
             name = name if name.startswith("SIG") else "SIG" + name
             number = getattr(_signal.Signals, name, None) if name.isidentifier() else None
-            if number is not None:
+            if number is not None and 1 <= number <= 31:
                 return int(number)
         self._fail(value)
 

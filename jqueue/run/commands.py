@@ -136,12 +136,18 @@ class CommandRunner:
         return params.get("node") or self._default_node
 
     def check_submit(self, params):
-        """OpPrereqError if a command opcode can never run here (unknown node)."""
+        """OpPrereqError if a command opcode can never run here: an unknown node, or a
+        run_as user its node refuses (when the node can tell the master at once)."""
         node = self.node_of(params)
         if node not in self._links:
             raise errors.OpPrereqError("opcode %s: unknown node %s (nodes: %s)" % (
                 constants.OP_COMMAND_RUN, node, ", ".join(self.node_names()) or "none"),
                 constants.ECODE_NOENT)
+        check_user = getattr(self._links[node], "check_user", None)
+        refusal = check_user(params.get("run_as")) if check_user is not None else None
+        if refusal is not None:  # where the master can tell (this machine): at submit
+            raise errors.OpPrereqError("opcode %s: %s" % (constants.OP_COMMAND_RUN, refusal),
+                                       constants.ECODE_INVAL)
 
     # Entry points (any thread)
 

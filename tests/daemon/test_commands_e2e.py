@@ -201,14 +201,15 @@ def test_retries_run_again_after_a_failure(daemon, tmp_path):
 
 
 def test_run_as_an_allowed_user_and_refusal_of_another(daemons, tmp_path):
-    """run_as nobody (allowed) runs as nobody; a user not allowed fails INTERR."""
+    """run_as nobody (allowed) runs as nobody; a user not allowed is refused at submit."""
     daemon = daemons(args=["--allowed-users", "nobody"])
     job_id, values = run_to_end(daemon, command("id -un", run_as="nobody"))
     assert values["status"] == "success", log_of(daemon, job_id)
     assert "\nnobody\n" in log_of(daemon, job_id)
-    job_id, values = run_to_end(daemon, command("id -un", run_as="daemon", max_attempts=2))
-    assert values["status"] == "error" and values["reason"] == "INTERR"
-    assert values["attempt"] == 1
+    code, _, err = daemon.jqctl("run", "--run-as", "daemon", "--", "id", "-un")
+    assert code == 6 and "user daemon may not run commands on this node" in err
+    with daemon.client() as client:
+        assert len(client.query_jobs([], ["id"])) == 1  # the refused job left no trace
 
 
 def test_a_killed_master_keeps_the_command_and_records_its_true_end(daemon):

@@ -340,7 +340,8 @@ def test_signal_job_takes_a_signal_by_number_or_name(dispatcher, fake, value, nu
     assert fake.calls[-1] == ("signal_job", 7, number)
 
 
-@pytest.mark.parametrize("value", [0, 65, -9, "NOPE", "SIG", "", True, 9.0, None, "__class__"])
+@pytest.mark.parametrize("value", [0, 32, 65, -9, "NOPE", "SIG", "", True, 9.0, None,
+                                   "__class__", "SIGRTMIN"])
 def test_signal_job_refuses_what_is_not_a_signal(dispatcher, fake, value):
     """A bad signal is the caller's error, named, and nothing is called."""
     with pytest.raises(errors.RequestError, match="argument 2 .signal."):
