@@ -185,3 +185,31 @@ def shim_log_tail(path, limit=300):
 def remove(path):
     """Remove an attempt's directory and everything in it."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+#: Prefix of a forgotten attempt's directory waiting to be removed (never an attempt name).
+TRASH_PREFIX = ".forgotten-"
+
+
+def discard(path):
+    """Take an attempt's directory out of the attempts at once (a rename); return where it
+    went: the caller removes it later (remove), off its busy thread."""
+    trash = os.path.join(os.path.dirname(path), TRASH_PREFIX + os.path.basename(path))
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        remove(path)
+        return None
+    return trash
+
+
+def trash(state_dir):
+    """Directories of forgotten attempts not removed yet (a daemon died meanwhile)."""
+    base = attempts_dir(state_dir)
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(base, n) for n in names if n.startswith(TRASH_PREFIX)]

@@ -323,6 +323,8 @@ class Executor:
         """Re-adopt every attempt directory; the attempts, in name order."""
         found = []
         base = attemptdir.attempts_dir(self.state_dir)
+        for trash in attemptdir.trash(self.state_dir):
+            attemptdir.remove(trash)
         for name in sorted(os.listdir(base)):
             key = attemptdir.parse_name(name)
             if key is not None and os.path.isdir(os.path.join(base, name)):
@@ -579,7 +581,9 @@ class Executor:
         if cgroup and os.path.isdir(cgroup):
             containment.kill_leaf(cgroup)
             containment.remove_leaf(cgroup)
-        attemptdir.remove(att.path)
+        trash = attemptdir.discard(att.path)
+        if trash is not None:  # the files go in a thread: the reactor has better to do
+            self._reactor.callInThread(attemptdir.remove, trash)
         del self._attempts[(job, attempt)]
 
     def _known(self, job, attempt):

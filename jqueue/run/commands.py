@@ -110,6 +110,7 @@ class CommandRunner:
         self._running = {}      # node -> count of attempts holding a slot
         self._attempts = {}     # job id -> _Attempt
         self._timers = {}       # job id -> retry timer
+        self._own_user = None   # (home, name) of this process's user, once looked up
         self._stopped = False
         for link in links:
             self.add_link(link)
@@ -335,7 +336,12 @@ class CommandRunner:
     def _spec_unlocked(self, job, op, attempt):
         params = op.input
         user = params.get("run_as")
-        home, name = _user_home(user)
+        if user is None:
+            if self._own_user is None:
+                self._own_user = _user_home(None)
+            home, name = self._own_user
+        else:
+            home, name = _user_home(user)
         env = commandjob.environment(params, job.id, attempt.number, attempt.node, home, name,
                                      inherited=self._environ)
         return {"job": job.id, "attempt": attempt.number,

@@ -61,11 +61,8 @@ class LogStore:
         fd = os.open(self.file_path(job_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._fds[job_id] = fd
         while len(self._fds) > MAX_OPEN:
-            old_id, old_fd = self._fds.popitem(last=False)
-            if old_id in self._dirty:
-                os.fdatasync(old_fd)
-                self._dirty.discard(old_id)
-            os.close(old_fd)
+            _, old_fd = self._fds.popitem(last=False)
+            os.close(old_fd)  # still dirty if it was: sync() reopens it by its path
         return fd
 
     def read(self, job_id, offset, max_bytes):
@@ -98,15 +95,19 @@ class LogStore:
         return False
 
     def sync(self):
-        """Make every log written since the last sync durable (the checkpoint calls this)."""
+        """Make every log written since the last sync durable (the checkpoint calls this).
+
+        The files are synced by path, outside the lock: writers go on meanwhile.
+        """
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            for job_id in dirty:
-                fd = self._fds.get(job_id)
-                if fd is not None:
-                    os.fdatasync(fd)
-                else:
-                    _sync_path(self.file_path(job_id))
+        try:
+            for job_id in sorted(dirty):
+                _sync_path(self.file_path(job_id))
+        except BaseException:
+            with self._lock:
+                self._dirty |= dirty
+            raise
         if dirty:
             fsutil.fsync_dir(self.path)
 

@@ -36,6 +36,10 @@ class PumpReactor(Clock):
     def removeReader(self, reader):
         self.readers.discard(reader)
 
+    def callInThread(self, func, *args):
+        """The reactor's thread pool, synchronous here: func runs at once."""
+        func(*args)
+
     def pump(self, wait=0.02):
         before = time.monotonic()
         fds = {reader.fileno(): reader for reader in self.readers}
