@@ -475,6 +475,36 @@ static int cgroup_populated(void) {
     return strstr(buf, "populated 1") != NULL;
 }
 
+/*
+ * A signal reaches every process of the job once. With a cgroup its member list is the
+ * whole job (KILL: cgroup.kill, then the groups and children again, whatever escaped).
+ * Without one: the command's process group, then each child of ours (re-parented
+ * orphans) through its own process group unless that group was signalled already.
+ */
+#define MAX_GROUPS 256
+static pid_t signalled[MAX_GROUPS];
+static int n_signalled;
+
+/* Whether group was signalled already in this round (and note it if not). */
+static int group_done(pid_t group) {
+    for (int i = 0; i < n_signalled; i++)
+        if (signalled[i] == group)
+            return 1;
+    if (n_signalled < MAX_GROUPS)
+        signalled[n_signalled++] = group;
+    return 0;
+}
+
+static void signal_one(pid_t pid, int sig, int with_group) {
+    pid_t group = with_group ? getpgid(pid) : -1;
+    if (group > 0 && group != getpgrp()) {
+        if (!group_done(group))
+            killpg(group, sig);   /* pid is a member: this reaches it */
+        return;
+    }
+    kill(pid, sig);
+}
+
 /* Signal each pid listed in a file (cgroup.procs, or a /proc children list). */
 static void signal_listed(const char *path, int sig, int with_group) {
     FILE *f = fopen(path, "re");
@@ -484,18 +514,16 @@ static void signal_listed(const char *path, int sig, int with_group) {
     while (fscanf(f, "%d", &pid) == 1) {
         if (pid <= 0 || pid == st.self)
             continue;
-        pid_t group = with_group ? getpgid(pid) : -1;
-        kill(pid, sig);
-        if (group > 0 && group != getpgrp())
-            killpg(group, sig);
+        signal_one((pid_t)pid, sig, with_group);
     }
     fclose(f);
 }
 
-static void signal_cgroup(int sig) {
+/* 1 if the cgroup took care of every process (its member list was read). */
+static int signal_cgroup(int sig) {
     char path[PATH_MAX];
     if (!opt.cgroup)
-        return;
+        return 0;
     if (sig == SIGKILL) {
         cgroup_file(path, sizeof path, "cgroup.kill");
         int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -503,11 +531,14 @@ static void signal_cgroup(int sig) {
             int ok = write_all(fd, "1", 1) == 0;
             close(fd);
             if (ok)
-                return;
+                return 0;  /* KILL again through groups and children: harmless */
         }
     }
     cgroup_file(path, sizeof path, "cgroup.procs");
+    if (access(path, R_OK) != 0)
+        return 0;
     signal_listed(path, sig, 0);
+    return sig != SIGKILL;
 }
 
 /* Without /proc/PID/task/PID/children: scan /proc for processes whose parent is us. */
@@ -525,13 +556,8 @@ static void signal_children_by_scan(int sig) {
             continue;
         char *p = strrchr(buf, ')');
         int ppid = 0;
-        if (p && sscanf(p + 1, " %*c %d", &ppid) == 1 && ppid == st.self) {
-            pid_t pid = (pid_t)atoi(entry->d_name);
-            pid_t group = getpgid(pid);
-            kill(pid, sig);
-            if (group > 0 && group != getpgrp())
-                killpg(group, sig);
-        }
+        if (p && sscanf(p + 1, " %*c %d", &ppid) == 1 && ppid == st.self)
+            signal_one((pid_t)atoi(entry->d_name), sig, 1);
     }
     closedir(proc);
 }
@@ -546,9 +572,15 @@ static void signal_children(int sig) {
 }
 
 static void signal_job(int sig) {
-    if (st.pgid_alive && killpg(st.main_pid, sig) < 0 && errno == ESRCH)
-        st.pgid_alive = 0;  /* empty now: the id may be reused by a stranger */
-    signal_cgroup(sig);
+    n_signalled = 0;
+    if (signal_cgroup(sig))
+        return;
+    if (st.pgid_alive) {
+        if (killpg(st.main_pid, sig) < 0 && errno == ESRCH)
+            st.pgid_alive = 0;  /* empty now: the id may be reused by a stranger */
+        else
+            group_done(st.main_pid);
+    }
     signal_children(sig);
 }
 

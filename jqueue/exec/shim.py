@@ -223,27 +223,37 @@ class Shim:
                 self.signal_one(pid, sig, with_group)
 
     def signal_one(self, pid, sig, with_group):
+        """Signal pid once: through its own process group if it has one not signalled
+        yet in this round (then pid is reached as a member), else directly."""
         group = -1
         if with_group:
             try:
                 group = os.getpgid(pid)
             except OSError:
                 pass
-        _quietly(os.kill, pid, sig)
         if group > 0 and group != os.getpgrp():
-            _quietly(os.killpg, group, sig)
+            if group not in self.signalled:
+                self.signalled.add(group)
+                _quietly(os.killpg, group, sig)
+            return
+        _quietly(os.kill, pid, sig)
 
     def signal_cgroup(self, sig):
+        """Signal the cgroup's members; True if that reached every process of the job."""
         cgroup = self.opts["cgroup"]
         if not cgroup:
-            return
+            return False
         if sig == signal.SIGKILL:
             try:
                 _write_file(os.path.join(cgroup, "cgroup.kill"), b"1")
-                return
+                return False  # KILL again through groups and children: harmless
             except OSError:
                 pass
-        self.signal_listed(os.path.join(cgroup, "cgroup.procs"), sig, False)
+        procs = os.path.join(cgroup, "cgroup.procs")
+        if not os.access(procs, os.R_OK):
+            return False
+        self.signal_listed(procs, sig, False)
+        return sig != signal.SIGKILL
 
     def signal_children(self, sig):
         path = "/proc/%d/task/%d/children" % (self.self_pid, self.self_pid)
@@ -255,14 +265,18 @@ class Shim:
                 self.signal_one(int(name), sig, True)
 
     def signal_job(self, sig):
+        """Every process of the job, once (see shim.c's signal_job)."""
+        self.signalled = set()
+        if self.signal_cgroup(sig):
+            return
         if self.pgid_alive:
             try:
                 os.killpg(self.main_pid, sig)
+                self.signalled.add(self.main_pid)
             except ProcessLookupError:
                 self.pgid_alive = False
             except OSError:
                 pass
-        self.signal_cgroup(sig)
         self.signal_children(sig)
 
     # ---- the life of the attempt ----

@@ -6,6 +6,7 @@ running in parallel (each with its own daemon and job ids) never see each other'
 
 import os
 import signal
+import sys
 import time
 import uuid
 
@@ -154,10 +155,13 @@ def test_term_escalates_to_kill_for_a_command_that_traps_term(daemon):
 def test_signal_reaches_the_command(daemon):
     """jqctl signal ID USR1: the command's trap runs; the job then ends as it chooses."""
     with daemon.client() as client:
-        job_id = client.submit_job([command(
-            "trap 'echo got USR1; exit 0' USR1; echo ready; while :; do sleep 0.1; done")])
-        wait_until(lambda: "ready" in client.read_job_log(job_id, 0, 65536, 1)["data"],
-                   what="the command to be ready")
+        job_id = client.submit_job([command([  # one process: the signal reaches only it
+            sys.executable, "-c", "import signal, sys, time\n"
+            "signal.signal(signal.SIGUSR1, lambda *a: (print('got USR1'), sys.exit(0)))\n"
+            "print('ready', flush=True)\ntime.sleep(60)"])])
+        wait_until(lambda: "\nready\n" in client.read_job_log(job_id, 0, 65536, 1)["data"],
+                   what="the command to be ready")  # a line of its own: the banner says
+                                                    # "ready" too
     code, out, _ = daemon.jqctl("signal", str(job_id), "usr1")
     assert code == 0, out
     assert daemon.jqctl("wait", str(job_id))[0] == 0

@@ -7,6 +7,7 @@ also run with both containments (cgroup v2 leaf and the process-group fallback).
 import os
 import pwd
 import signal
+import sys
 import time
 
 import attrs
@@ -222,6 +223,40 @@ def test_signal_reaches_the_job(executors, shim):
     assert result.exit_status == 3
     output = executor.read(1, 1, 0, 1000)  # the sleep got it too; sh may say so
     assert output.startswith(b"ready\n") and output.endswith(b"got USR1\n")
+
+
+COUNTER = (
+    "import os, signal, sys, time\n"
+    "count = []\n"
+    "signal.signal(signal.SIGUSR1, lambda *a: count.append(1))\n"
+    "child = os.fork()\n"
+    "if child == 0:\n"
+    "    if sys.argv[1] == 'setsid':\n"
+    "        os.setsid()\n"  # its own group: the cgroup reaches it, once too
+    "    signal.signal(signal.SIGUSR1, lambda *a: count.append(1))\n"
+    "    print('ready', flush=True)\n"
+    "    time.sleep(1.5)\n"
+    "    print('child got', len(count), flush=True)\n"
+    "    os._exit(0)\n"
+    "time.sleep(1.5)\n"
+    "os.waitpid(child, 0)\n"
+    "print('main got', len(count), flush=True)\n")
+
+
+@pytest.mark.parametrize("contained", ["cgroup", "pgroup"])
+def test_a_signal_reaches_each_process_of_the_job_once(executors, shim, contained):
+    """A user's signal is delivered once per process, whatever reaches it (group, cgroup,
+    the shim's children): a handler counting it counts one. (Without a cgroup a process
+    that left the group while its parent lives is out of reach: its child stays in it.)"""
+    executor, reactor, recorder = make(executors, shim, contained)
+    mode = "setsid" if contained == "cgroup" else "same-group"
+    executor.launch(executors.spec(1, [sys.executable, "-c", COUNTER, mode]))
+    reactor.run_until(lambda: b"ready" in executor.read(1, 1, 0, 100), 10, "ready")
+    assert executor.signal(1, 1, signal.SIGUSR1)[0]
+    result = wait_ended(executor, reactor, recorder, 1)
+    output = executor.read(1, 1, 0, 1000)
+    assert result.exit_status == 0, output
+    assert b"main got 1\n" in output and b"child got 1\n" in output, output
 
 
 def test_control_of_an_unknown_or_ended_attempt_says_not_running(executors):
