@@ -369,7 +369,9 @@ class JobQueue:
         """Block until the job differs from prev_job_info or logs beyond prev_log_serial.
 
         Returns (job_info, log_entries), at once if the job is finalized, or
-        JOB_NOTCHANGED after timeout seconds. Raises JobLost for an unknown job.
+        JOB_NOTCHANGED after timeout seconds. Raises JobLost for a job that is not live
+        (unknown or archived: as in Ganeti, only live jobs are watched; QueryJobs finds
+        archived ones).
         """
         done = threading.Event()
         box = []
@@ -388,28 +390,25 @@ class JobQueue:
 
         Costs no thread: the callback runs in the thread that made the change durable,
         or in this one if the answer is immediate (then None is returned). Otherwise
-        returns a handle whose cancel() withdraws the callback. Raises JobLost.
+        returns a handle whose cancel() withdraws the callback. Raises JobLost for a job
+        that is not live.
         """
         job_id = queuedir.parse_job_id(job_id)
         info = query.getters(fields, self._registry)
         with self._lock:
-            job = self._known_job_unlocked(job_id)
-            if job is not None:
-                result = None
-                if not job.unacked_state:
-                    result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
-                                                  job.durable_log_serial)
-                if result is None:
-                    waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
-                                            callback)
-                    self._waiters.add(waiter)
-                    return waiter
-        if job is None:
-            job = self._load_archived(job_id)
+            job = self._visible_job_unlocked(job_id)
             if job is None:
-                raise errors.JobLost("job %s not found" % job_id)
-            result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
-                                          job.log_serial)
+                raise errors.JobLost("job %s is not a live job (unknown, or archived: "
+                                     "QueryJobs finds archived jobs)" % job_id)
+            result = None
+            if not job.unacked_state:
+                result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
+                                              job.durable_log_serial)
+            if result is None:
+                waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
+                                        callback)
+                self._waiters.add(waiter)
+                return waiter
         callback(result)
         return None
 

@@ -318,6 +318,20 @@ def test_archive_only_finalized_jobs(open_queue):
         [job_id, True, "success"]]
 
 
+def test_waiting_for_an_archived_job_is_job_lost_while_query_finds_it(open_queue):
+    """WaitForJobChange watches live jobs only (Ganeti 3.0): an archived job is JobLost,
+    before and after a checkpoint, and QueryJobs by id still answers it."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    assert queue.archive_job(job_id) is True
+    for _ in range(2):
+        with pytest.raises(errors.JobLost):
+            queue.wait_for_job_changes(job_id, ["status"], None, None, 0)
+        assert queue.query_jobs([job_id], ["status", "archived"]) == [["success", True]]
+        queue.checkpoint()
+
+
 def test_archived_file_lands_in_archive_directory(open_queue, tmp_path):
     """After a checkpoint the archived job lives in archive/<id // 10000>/ only."""
     queue = open_queue()

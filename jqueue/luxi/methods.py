@@ -206,16 +206,26 @@ class Dispatcher:
         return value() if callable(value) else value
 
     def query(self, what, fields, qfilter):
+        """Query ["job", fields, qfilter], as Ganeti answers it.
+
+        A filter naming ids exactly (``id`` equalities, or an ``|`` of them) finds
+        archived jobs too, and answers an unknown id as Ganeti does: the id, every other
+        field unavailable (RS_UNAVAIL), which ``gnt-job info`` prints as not found.
+        """
         _check_resource(what)
         definitions = query.check_fields(fields)
         compiled = qlang.compile_filter(qfilter)
         names = list(fields) + sorted(compiled.fields.union(["id"]).difference(fields))
-        ids = qlang.requested_ids(qfilter)
-        rows = self._backend.query_jobs(sorted(ids) if ids is not None else [], names)
-        id_index = names.index("id")
+        ids = sorted(qlang.requested_ids(qfilter) or ()) or None
+        rows = self._backend.query_jobs(ids or [], names)
         data = []
-        for values in sorted((r for r in rows if r is not None), key=lambda r: r[id_index]):
-            if compiled(dict(zip(names, values))):
+        id_index = names.index("id")
+        pairs = zip(ids, rows) if ids else ((values[id_index], values) for values in rows)
+        for job_id, values in sorted(pairs, key=lambda pair: pair[0]):
+            if values is None:
+                data.append([[constants.RS_NORMAL, job_id] if name == "id" else
+                             [constants.RS_UNAVAIL, None] for name in fields])
+            elif compiled(dict(zip(names, values))):
                 data.append([[constants.RS_NORMAL, v] for v in values[:len(fields)]])
         return {"fields": [f.definition() for f in definitions], "data": data}
 
