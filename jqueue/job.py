@@ -103,7 +103,7 @@ class QueuedJob:
 
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "generation", "visible", "archived", "cancel_event",
-                 "kill_requested", "unacked_state", "durable_log_serial")
+                 "kill_requested", "unacked_state", "durable_log_serial", "client_batch")
 
     def __init__(self, job_id, ops, received_timestamp):
         self.id = job_id
@@ -125,6 +125,8 @@ class QueuedJob:
         self.kill_requested = False
         self.unacked_state = 0
         self.durable_log_serial = self.log_serial
+        # The journal batch of a client's change (cancel, priority) not yet written.
+        self.client_batch = None
 
     # Derived state
 

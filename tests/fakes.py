@@ -197,7 +197,9 @@ class FakeLuxiClient:
         self.clock = clock
         self.jobs = {}
         self.drained = False
-        self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com"}
+        self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com",
+                       "queue_status": {"writes": "accepted", "view_age": 1.5, "view_lag": 2,
+                                        "checkpoint_interval": 5.0}}
         self.now = 1795000000.0
         self.archive_chunk = 1000  # live jobs one AutoArchiveJobs call examines
         self.calls = []

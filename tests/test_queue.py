@@ -346,6 +346,38 @@ def test_archived_file_lands_in_archive_directory(open_queue, tmp_path):
     assert queue.query_jobs([job_id], ["archived"]) == [[True]]
 
 
+def test_archival_is_on_disk_when_answered(open_queue, tmp_path):
+    """ArchiveJob and AutoArchiveJobs answer once the files are in archive/ (no
+    checkpoint needed), with the job's current state, the live files gone."""
+    queue = open_queue()
+    ids = [queue.submit_job([delay()]) for _ in range(3)]
+    run_jobs(queue)
+    root = tmp_path / "queue"
+    assert queue.archive_job(ids[0]) is True
+    assert not (root / ("job-%d" % ids[0])).exists()
+    data = serializer.loads((root / "archive" / "0" / ("job-%d" % ids[0])).read_bytes())
+    assert data["ops"][0]["status"] == "success"
+    assert queue.auto_archive_jobs(-1, 60) == (2, 0)
+    for job_id in ids[1:]:
+        assert not (root / ("job-%d" % job_id)).exists()
+        assert (root / "archive" / "0" / ("job-%d" % job_id)).exists()
+    assert queue.query_jobs(ids, ["archived"]) == [[True]] * 3
+
+
+def test_status_tells_the_age_and_lag_of_the_job_files(open_queue, clock):
+    """status(): seconds since the job files caught up, and how many jobs are behind."""
+    queue = open_queue()
+    clock.advance(1)
+    queue.checkpoint()
+    assert queue.status()["view_age"] == 0 and queue.status()["view_lag"] == 0
+    queue.submit_job([delay()])
+    queue.submit_job([delay()])
+    clock.advance(7)
+    assert queue.status()["view_age"] == 7 and queue.status()["view_lag"] == 2
+    queue.checkpoint()
+    assert queue.status()["view_age"] == 0 and queue.status()["view_lag"] == 0
+
+
 def test_auto_archive_by_age_counts_exactly(open_queue, clock):
     """Auto-archive archives finished jobs older than the age and reports counts."""
     queue = open_queue()

@@ -10,6 +10,8 @@ Records (JSON objects):
     {"t": "del",  "id": N, "a": bool}                 job removed (replica resync only;
                                                       "a": from the archive)
     {"t": "pos",  "p": [epoch, session, seq]}         replication position (replicas)
+    (empty)                                           the journal's probe of a disk that
+                                                      refused a write: means nothing
 
 The first record of a job in each journal generation is a full one, so replaying a
 generation never depends on a job file rewritten during that generation. Every record
@@ -93,6 +95,8 @@ class Replay:
 
     def apply(self, payload):
         """Apply one record (bytes); a record that cannot apply is noted in problems."""
+        if not payload:
+            return  # the journal's probe
         try:
             record = serializer.loads(payload)
             kind = record["t"]
