@@ -870,15 +870,17 @@ class JobQueue:
             self._closed = True
         self._journal.close(ack_timeout=self._replicator.ack_timeout)
         self._replicator.stop()
-        if self._fatal is not None or self._journal.failed is not None:
-            self._dir.unlock()  # no checkpoint after a failed sync: replay decides
-            raise errors.DiskSyncError("queue %s closed without a checkpoint after a failed "
-                                       "sync; reopening replays its journal" % self._dir.path)
-        with self._checkpoint_lock:
-            self._materialize(self._dirty, self._archiving, self._serial,
-                              self._take_deleted_unlocked(), self._position)
-            journal.reset(self._dir.path)
-        self._dir.unlock()
+        try:
+            if self._fatal is not None or self._journal.failed is not None:
+                raise errors.DiskSyncError("queue %s closed without a checkpoint after a "
+                                           "failed sync; reopening replays its journal" %
+                                           self._dir.path)
+            with self._checkpoint_lock:
+                self._materialize(self._dirty, self._archiving, self._serial,
+                                  self._take_deleted_unlocked(), self._position)
+                journal.reset(self._dir.path)
+        finally:
+            self._dir.unlock()  # a failed final checkpoint keeps the journal: replay decides
         logger.info("closed queue %s", self._dir.path)
 
     def __enter__(self):

@@ -150,12 +150,21 @@ class NodeReplicaRpc(ReplicaRpc):
 class _FencingState:
     """The node's epoch and master as ReplicaRpc sees them (over membership.NodeState)."""
 
-    def __init__(self, state):
+    def __init__(self, state, config):
         self._state = state
+        self._config = config
 
     @property
     def epoch(self):
         return self._state.epoch
+
+    @property
+    def voted_epoch(self):
+        return self._state.voted_epoch
+
+    @property
+    def config_epoch(self):
+        return self._config().epoch
 
     @property
     def master(self):
@@ -190,7 +199,8 @@ class Node:
         self._checkpoint_interval = checkpoint_interval
         self._lock = threading.RLock()
         self._open_error = None
-        self._rpc = NodeReplicaRpc(lambda: self.replica, _FencingState(state))
+        self._rpc = NodeReplicaRpc(lambda: self.replica,
+                                   _FencingState(state, lambda: self.config))
 
     @classmethod
     def load(cls, state_dir, **kwargs):

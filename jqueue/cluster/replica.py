@@ -18,12 +18,15 @@ takeover simply opens the directory as a normal queue.
 """
 
 import base64
+import logging
 import threading
 
 from jqueue import errors, serializer
 from jqueue.job import QueuedJob
 from jqueue.queue import JobQueue
 from jqueue.store import journal, records
+
+logger = logging.getLogger(__name__)
 
 NO_POSITION = [0, 0, 0]
 _DIGEST_CHUNK = 500
@@ -222,9 +225,14 @@ class ReplicaRpc:
 
     ``replica()`` returns the node's Replica, or None while the node owns its queue (then
     every update is refused). ``state`` is the node's view of the cluster: ``epoch`` and
-    ``master`` (who may send updates in that epoch) and ``observe(epoch, master)``, called
-    when a caller proves a newer epoch. Fencing: an update from an older epoch, or from a
-    node that is not the master of the current epoch, is refused with FencedError.
+    ``master`` (who may send updates in that epoch), ``voted_epoch`` (the newest vote it
+    gave), optionally ``config_epoch`` (its configuration's) and ``observe(epoch,
+    master)``. Fencing: an update from an older epoch, or from a node that is not the
+    master of the current epoch, is refused with FencedError. An update may move the node
+    to a newer epoch only up to the newest it holds a configuration or gave a vote for:
+    an epoch ahead of both (a forged or corrupt 10^30) is refused and logged, never
+    adopted, since adopting it would fence the real master. A failover pushes the new
+    epoch's configuration, or the node voted for it, before the new master replicates.
     """
 
     def __init__(self, replica, state):
@@ -244,6 +252,15 @@ class ReplicaRpc:
             raise errors.FencedError("node %s is not the master of epoch %d (%s is)" % (
                 peer, epoch, state.master))
         if epoch > state.epoch:
+            allowed = max(state.epoch, getattr(state, "voted_epoch", 0),
+                          getattr(state, "config_epoch", 0))
+            if epoch > allowed:
+                logger.warning("refused an update from %s with epoch %d: this node holds no "
+                               "configuration of that epoch and gave no vote in it (newest "
+                               "known: %d)", peer, epoch, allowed)
+                raise errors.FencedError(
+                    "update from epoch %d refused: this node knows no configuration of that "
+                    "epoch and gave no vote in it (newest known epoch %d)" % (epoch, allowed))
             state.observe(epoch, peer)
         replica.known_epoch = max(replica.known_epoch, epoch)
         return replica, epoch

@@ -153,6 +153,23 @@ def test_old_epoch_and_wrong_master_are_fenced(cluster):
         rpc.replicate("intruder", dict(body, epoch=1))
 
 
+def test_an_epoch_ahead_of_configuration_and_votes_is_refused(cluster):
+    """An update whose epoch is ahead of the node's configuration and of any vote it gave
+    (10^30) is refused and not adopted: the real master goes on replicating."""
+    cl = cluster(candidates=1)
+    cl.queue.submit_job([delay()])
+    rpc = cl.clients["c1"].rpc
+    body = {"epoch": 10 ** 30, "session": 1, "seq_from": 1, "seq_to": 1, "records": []}
+    with pytest.raises(errors.FencedError, match="knows no configuration of that epoch"):
+        rpc.replicate("c1", body)
+    assert cl.states["c1"].epoch == 1 and cl.states["c1"].master == "master"
+    assert isinstance(cl.queue.submit_job([delay()]), int)
+    cl.states["c1"].config_epoch = 2  # the failover pushed epoch 2's configuration
+    with pytest.raises(errors.ResyncNeeded):
+        rpc.replicate("c1", dict(body, epoch=2))
+    assert cl.states["c1"].epoch == 2 and cl.states["c1"].master == "c1"
+
+
 def test_deposed_master_stops_acknowledging(cluster):
     """Once candidates know a newer epoch, the old master's changes all fail as fenced."""
     cl = cluster(candidates=2, ack_timeout=2.0)
