@@ -32,6 +32,7 @@ from jqueue.daemon import config as configmod
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
 from jqueue.run import workerpool
+from jqueue.store import faults
 
 logger = logging.getLogger("jqueue.daemon.masterd")  # also when run as __main__
 
@@ -334,6 +335,8 @@ def main(argv=None):
 
 def _build(config, reactor):
     prepare_directories(config)
+    if faults.arm_from_environment():
+        logger.warning("failpoints armed from %s (a test run)", faults.ENV_VAR)
     return make_service(config, reactor)
 
 

@@ -10,10 +10,16 @@ The store calls ``check(point)`` just before each operation that can fail on a r
 A test arms one with ``inject(point, errno.ENOSPC, nth=3)``: the third call from then on
 raises OSError(ENOSPC) (``times`` calls in a row, default one), and ``clear()`` disarms
 everything. Nothing is armed in production, where a check costs one dictionary lookup.
+End-to-end tests arm a daemon through its environment: ``JQ_FAILPOINTS`` holds
+``point:ERRNO:nth[:times]`` items separated by commas (``journal.sync:EIO:5``), read by
+``arm_from_environment`` when the daemon starts; it is meant for tests only.
 """
 
+import errno
 import os
 import threading
+
+ENV_VAR = "JQ_FAILPOINTS"
 
 POINTS = ("journal.write", "journal.sync", "checkpoint.write", "checkpoint.sync")
 
@@ -62,3 +68,17 @@ def check(point):
             del _armed[point]
         error = state[2]
     raise OSError(error, "%s (injected at %s)" % (os.strerror(error), point))
+
+
+def arm_from_environment(environ=os.environ):
+    """Arm the failpoints named in JQ_FAILPOINTS; return how many (ValueError if bad)."""
+    text = environ.get(ENV_VAR, "").strip()
+    if not text:
+        return 0
+    items = [item.split(":") for item in text.split(",")]
+    for item in items:
+        if len(item) not in (3, 4) or not hasattr(errno, item[1]):
+            raise ValueError("%s: %r is not point:ERRNO:nth[:times]" % (ENV_VAR, ":".join(item)))
+        inject(item[0], getattr(errno, item[1]), int(item[2]),
+               int(item[3]) if len(item) == 4 else 1)
+    return len(items)
