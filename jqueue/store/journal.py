@@ -409,12 +409,12 @@ class Journal:
 
     def _flush(self, frames, durable=0):
         """Append frames and fdatasync; on a failed write, truncate back (see above)."""
-        data = b"".join(frames)
-        if not data:
+        size = sum(len(f) for f in frames)
+        if not size:
             return
         try:
             faults.check("journal.write")
-            fsutil.write_all(self._fd, data)
+            fsutil.write_all_buffers(self._fd, frames)
         except OSError as err:
             self._truncate(err, durable)
             raise _DiskError(err, durable) from None
@@ -428,7 +428,7 @@ class Journal:
             except OSError:
                 pass
             raise _DiskError(err, durable, fatal=True) from None
-        self._size += len(data)
+        self._size += size
         self.stats["syncs"] += 1
 
     def _truncate(self, cause, durable):

@@ -120,11 +120,12 @@ def test_a_partial_write_is_cut_back_to_the_last_good_record(tmp_path, monkeypat
     jnl.append(b"good").wait(5)
     real_write = journal.fsutil.write_all
 
-    def half_then_enospc(fd, data):
+    def half_then_enospc(fd, buffers):
+        data = b"".join(buffers)
         real_write(fd, data[:len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(journal.fsutil, "write_all", half_then_enospc)
+    monkeypatch.setattr(journal.fsutil, "write_all_buffers", half_then_enospc)
     batch = None
     for index in range(10):
         batch = jnl.append(journal.frame(b"x" * 10) + b"%d" % index)
