@@ -786,7 +786,8 @@ class JobQueue:
                 if self._closed:
                     return
                 if not (self._dirty or self._archiving or self._journal.size
-                        or self._old_journal_pending):
+                        or self._old_journal_pending or self._deleted
+                        or self._deleted_archived):
                     self._view_written = self._clock()  # nothing behind: the view is current
                     return
                 rotation = None if self._old_journal_pending else self._journal.rotate()

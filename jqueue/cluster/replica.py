@@ -112,13 +112,14 @@ class Replica:
         with self._lock:
             self._check_epoch(epoch)
             queue = self.queue
+            deleted = None
             with queue._lock:
                 for job_id, archived in deletes:
-                    _delete_unlocked(queue, job_id, archived)
+                    deleted = _delete_unlocked(queue, job_id, archived)
                 if serial is not None and serial > queue._serial:
                     queue._serial = serial
                     raised = True
-            batch = _apply(queue, payloads, position)
+            batch = _apply(queue, payloads, position) or deleted  # durable before answering
             if drain is not None and drain != queue.drain_flag:
                 queue.set_drain_flag(drain)
         if batch is not None:
@@ -137,14 +138,21 @@ def _write_serial(queue):
 
 
 def _apply(queue, payloads, position):
-    """Apply records to a replica queue and journal them; return the last batch (or None)."""
+    """Apply records to a replica queue and journal them; return the last batch (or None).
+
+    If the replica's disk refuses the batch, the position goes back to where it was (so
+    the master's retry is applied again, not acknowledged as already there); the records'
+    jobs are re-recorded once the disk writes again (see jqueue.queue).
+    """
     batch = None
     with queue._lock:
         for payload in payloads:
             batch = _apply_one_unlocked(queue, payload)
         if position is not None:
+            previous = queue._position
             queue._position = list(position)
             batch = queue._journal.append(records.position_record(position))
+            batch.undo.append(lambda: setattr(queue, "_position", previous))
     return batch
 
 

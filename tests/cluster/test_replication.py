@@ -1,5 +1,6 @@
 """Tests of jqueue.cluster.replication and jqueue.cluster.replica with in-process candidates."""
 
+import errno
 import os
 import time
 
@@ -11,6 +12,7 @@ from fakes_cluster import Cluster, LoopbackClient, NodeState
 from jqueue import errors
 from jqueue.cluster.replica import Replica, ReplicaRpc
 from jqueue.queue import JobQueue
+from jqueue.store import faults
 from jqueue.store.records import job_digest
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
@@ -283,3 +285,31 @@ def test_damaged_frames_are_refused_and_change_nothing(cluster):
     with pytest.raises(errors.ParameterError, match="damaged"):
         cl.clients["c1"].rpc.replicate("master", body)
     assert replica.position == position
+
+
+def test_a_batch_the_replicas_disk_refuses_is_not_acknowledged_later(tmp_path):
+    """If a candidate's disk refuses a batch, its position stays where it was: the
+    master's retry is applied and made durable, not acknowledged as already there."""
+    replica = Replica(str(tmp_path / "r"), known_epoch=1, checkpoint_interval=None,
+                      retry_interval=0.01)
+    record = '{"t":"job","job":{"id":1,"ops":[{"input":{"OP_ID":"OP_TEST_JQUEUE"},' \
+             '"status":"queued"}]}}'
+    try:
+        replica.resync_apply(1, [], [], position=[1, 1, 0])
+        faults.inject("journal.write", errno.ENOSPC)
+        with pytest.raises(errors.JobQueueError, match="No space"):
+            replica.apply_batch(1, 1, 1, 1, [record])
+        assert replica.position == [1, 1, 0]
+        deadline = time.monotonic() + 10
+        while replica.queue.status()["writes"] != "accepted":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert replica.apply_batch(1, 1, 1, 1, [record]) == [1, 1, 1]
+    finally:
+        faults.clear()
+        replica.close()
+    reopened = Replica(str(tmp_path / "r"), known_epoch=1, checkpoint_interval=None)
+    try:
+        assert reopened.position == [1, 1, 1] and list(reopened.queue._jobs) == [1]
+    finally:
+        reopened.close()
