@@ -541,6 +541,12 @@ class JobQueue:
             raise
         return True
 
+    def archived_job_ids(self):
+        """Ids of the archived jobs (in archive/, or being moved there), in order."""
+        with self._lock:
+            moving = set(self._archiving)
+        return sorted(moving.union(self._dir.archived_job_ids()))
+
     def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         """Block until the job differs from prev_job_info or logs beyond prev_log_serial.
 

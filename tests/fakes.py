@@ -384,6 +384,10 @@ class FakeLuxiClient:
             return [info(self.jobs[i]) for i in sorted(self.jobs) if self._live(i)]
         return [info(self.jobs[i]) if i in self.jobs else None for i in job_ids]
 
+    def archived_job_ids(self):
+        self._record("archived_job_ids")
+        return sorted(i for i in self.jobs if not self._live(i))
+
     def query(self, what, fields, qfilter=None):
         self._record("query", what, fields, qfilter)
         definitions = query.check_fields(fields)

@@ -239,6 +239,8 @@ class Dispatcher:
         A filter naming ids exactly (``id`` equalities, or an ``|`` of them) finds
         archived jobs too, and answers an unknown id as Ganeti does: the id, every other
         field unavailable (RS_UNAVAIL), which ``gnt-job info`` prints as not found.
+        Without such a filter the live jobs are listed, and the archived ones too when the
+        ``archived`` field is asked for (Ganeti's ``gnt-job list --archived``).
         """
         _check_resource(what)
         definitions = query.check_fields(fields)
@@ -246,6 +248,11 @@ class Dispatcher:
         names = list(fields) + sorted(compiled.fields.union(["id"]).difference(fields))
         ids = sorted(qlang.requested_ids(qfilter) or ()) or None
         rows = self._backend.query_jobs(ids or [], names)
+        if ids is None and "archived" in fields:
+            archived = self._backend.archived_job_ids()
+            if archived:
+                rows = rows + [row for row in self._backend.query_jobs(archived, names)
+                               if row is not None]
         data = []
         id_index = names.index("id")
         pairs = zip(ids, rows) if ids else ((values[id_index], values) for values in rows)

@@ -182,6 +182,10 @@ def test_gnt_debug_and_gnt_job_commands(cluster):
     assert "Archived 2 jobs, 0 unchecked left" in auto
     listing = _ok(vcluster.run("gnt-job", "list", "--no-headers"))
     assert listing.strip() == ""
+    archived = _ok(vcluster.run("gnt-job", "list", "--no-headers", "--archived",
+                                "-o", "id,status"))
+    assert re.findall(r"^\s*(\d+) (\w+)\s+Y$", archived, re.M) == [
+        ("1", "success"), (str(second), "success"), (str(slow), "canceled")], archived
 
 
 def test_gnt_cluster_queue_drain_undrain_info(cluster):

@@ -319,6 +319,18 @@ def test_query_by_ids_finds_archived_jobs_and_marks_unknown_unavailable(real):
                              [[0, 77], [3, None]]]
 
 
+def test_query_lists_archived_jobs_when_the_archived_field_is_asked(real):
+    """As gnt-job list --archived: asking for the archived field lists the archive too."""
+    queue, dispatcher = real
+    first = dispatcher.call("SubmitJob", [[delay()]])
+    second = dispatcher.call("SubmitJob", [[delay()]])
+    run_jobs(queue)
+    assert dispatcher.call("ArchiveJob", [first]) is True
+    listed = dispatcher.call("Query", ["job", ["id", "archived"], None])
+    assert listed["data"] == [[[0, first], [0, True]], [[0, second], [0, False]]]
+    assert dispatcher.call("Query", ["job", ["id"], None])["data"] == [[[0, second]]]
+
+
 def test_set_drain_flag_is_seen_by_query_config_values(real):
     """SetDrainFlag changes what QueryConfigValues answers for drain_flag."""
     queue, dispatcher = real
