@@ -399,6 +399,15 @@ class Node:
                 raise errors.FencedError("step down for %s in epoch %d refused: this node "
                                          "knows epoch %d (master %s)" % (
                                              master, epoch, state.epoch, state.master))
+            newest = max(state.epoch, state.voted_epoch, self.config.epoch)
+            if epoch > newest:  # as for replication: only with its configuration or a vote
+                logger.warning("refused to step down for %s in epoch %d: this node holds "
+                               "no configuration of that epoch and gave no vote in it "
+                               "(newest known: %d)", master, epoch, newest)
+                raise errors.FencedError("step down for %s in epoch %d refused: this node "
+                                         "knows no configuration of that epoch and gave no "
+                                         "vote in it (newest known epoch %d)" % (
+                                             master, epoch, newest))
             state.observe(epoch, master)
             self._raise_epoch_locked(epoch)
         self._tell_masterd(epoch, master)
