@@ -236,7 +236,9 @@ class JobQueue:
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
     def _create_jobs_unlocked(self, validated):
-        results, batch = [], None
+        """Create the jobs of one request; their records join one batch, so that the
+        request is durable, or refused, as a whole."""
+        results, created = [], []
         now = timestamp(self._clock())
         resolved = dependencies.resolve_request(validated, self._serial + 1)
         for inputs, (job_id, problem) in zip(validated, resolved):
@@ -245,12 +247,20 @@ class JobQueue:
                 continue
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
             job.visible = False
-            payload = records.job_record(job)  # before anything changes, should it fail
-            self._serial = job_id
-            self._jobs[job.id] = job
-            batch = self._record_state_unlocked(job, payload)
-            batch.undo.append(functools.partial(self._unsubmit_unlocked, job))
+            created.append((job, records.job_record(job)))  # encoded before any change
             results.append((True, job.id))
+        if not created:
+            return results, None
+        entries = []
+        for job, payload in created:
+            self._serial = job.id
+            self._jobs[job.id] = job
+            job.generation = self._journal.generation
+            job.unacked_state += 1
+            self._dirty.add(job.id)
+            entries.append((payload, (job.id, True, job.log_serial)))
+        batch = self._journal.append_all(entries)
+        batch.undo.extend(functools.partial(self._unsubmit_unlocked, job) for job, _ in created)
         return results, batch
 
     def _unsubmit_unlocked(self, job):

@@ -229,6 +229,23 @@ class Journal:
                 batch.tags.append(tag)
             return batch
 
+    def append_all(self, entries):
+        """Queue records [(payload, tag or None), ...] into one batch; return it.
+
+        They are written, or refused, together (a request's jobs are all or nothing).
+        """
+        frames = [(frame(payload), tag) for payload, tag in entries]
+        with self._cond:
+            self._check_open_unlocked()
+            batch = self._open_batch_unlocked()
+            for data, tag in frames:
+                batch.frames.append(data)
+                batch.nbytes += len(data)
+                if tag is not None:
+                    batch.tags.append(tag)
+            self._cond.notify_all()  # the completer waits on it too
+            return batch
+
     def append_frame(self, data, tag=None):
         """Queue one record already framed (e.g. received from the master, CRC checked)."""
         with self._cond:

@@ -68,6 +68,19 @@ def test_refused_submission_leaves_no_trace(open_queue):
     assert queue.query_jobs([], ["id"]) == [[first], [third]]
 
 
+def test_a_refused_submit_many_leaves_none_of_its_jobs(open_queue):
+    """The jobs of one SubmitManyJobs are recorded together: refused, none of them exists."""
+    queue = open_queue(retry_interval=0.01)
+    faults.inject("journal.write", errno.ENOSPC)
+    with pytest.raises(errors.JobQueueError, match="No space"):
+        queue.submit_many_jobs([[delay()], [delay()], [delay()]])
+    assert queue.query_jobs([], ["id"]) == []
+    _wait_writable(queue)
+    assert [ok for ok, _ in queue.submit_many_jobs([[delay()], [delay()]])] == [True, True]
+    queue = _reopen(queue, open_queue)
+    assert len(queue.query_jobs([], ["id"])) == 2
+
+
 def test_changes_are_refused_up_front_while_the_disk_refuses(open_queue):
     """While the journal cannot write, changes are refused at once; reads are served."""
     queue = open_queue(retry_interval=60)
