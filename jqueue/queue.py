@@ -424,23 +424,32 @@ class JobQueue:
             ids = [job.id for job in self._jobs.values() if job.visible]
         archived = []
         checked = 0
-        batch = None
         for offset in range(0, len(ids), _ARCHIVE_CHUNK):
             if offset and self._clock() - start > timeout:
                 break
             with self._lock:
                 if self._closed:
                     break
-                for job_id in ids[offset:offset + _ARCHIVE_CHUNK]:
-                    checked += 1
-                    job = self._jobs.get(job_id)
-                    if job is not None and _old_enough(job, age, now):
-                        batch = self._archive_unlocked(job)
-                        archived.append(job_id)
-        if batch is not None:
-            self._wait(batch)
-            self._move_to_archive(archived)
+                chunk = [self._jobs.get(job_id) for job_id in ids[offset:offset + _ARCHIVE_CHUNK]]
+                checked += len(chunk)
+                jobs = [job for job in chunk if job is not None and _old_enough(job, age, now)]
+                batch = self._archive_all_unlocked(jobs) if jobs else None
+            if batch is not None:  # chunk by chunk: each durable, or refused, as a whole
+                self._wait_archival(batch, archived)
+                archived.extend(job.id for job in jobs)
+        self._move_to_archive(archived)
         return len(archived), len(ids) - checked
+
+    def _wait_archival(self, batch, archived):
+        """Wait for a chunk of archivals; if refused, finish the earlier chunks first."""
+        try:
+            self._wait(batch)
+        except errors.JobQueueError as err:
+            if archived:
+                self._move_to_archive(archived)
+                raise errors.JobQueueError("%s (%d job(s) were archived before)" % (
+                    errors.error_message(err), len(archived))) from None
+            raise
 
     def _move_to_archive(self, job_ids):
         """Move the files of jobs whose archival is durable into ``archive/`` now.
@@ -475,11 +484,17 @@ class JobQueue:
                     self._dirty.discard(job_id)
 
     def _archive_unlocked(self, job):
-        del self._jobs[job.id]
-        job.archived = True
-        self._archiving[job.id] = job
-        batch = self._journal.append(records.archive_record(job.id))
-        batch.undo.append(functools.partial(self._unarchive_unlocked, job))
+        return self._archive_all_unlocked([job])
+
+    def _archive_all_unlocked(self, jobs):
+        """Archive jobs in memory and journal it in one batch (undone if refused)."""
+        for job in jobs:
+            del self._jobs[job.id]
+            job.archived = True
+            self._archiving[job.id] = job
+        batch = self._journal.append_all([(records.archive_record(job.id), None)
+                                          for job in jobs])
+        batch.undo.extend(functools.partial(self._unarchive_unlocked, job) for job in jobs)
         return batch
 
     def _unarchive_unlocked(self, job):
