@@ -180,6 +180,8 @@ QR_JOB = "job"
 CONFIG_DRAIN_FLAG = "drain_flag"
 CONFIG_MASTER_NODE = "master_node"
 CONFIG_CLUSTER_NAME = "cluster_name"
+#: Ours: the queue's health (view age and lag, disk condition), see JobQueue.status().
+CONFIG_QUEUE_STATUS = "queue_status"
 
 # Server limits (defaults of jqueue.luxi.server.ServerLimits).
 LUXI_MAX_MESSAGE_BYTES = 16 * 1024 * 1024

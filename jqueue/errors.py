@@ -62,6 +62,10 @@ class JobQueueError(GenericError):
     """The job queue cannot do what was asked (locked, closed, wrong version, ...)."""
 
 
+class DiskSyncError(JobQueueError):
+    """A sync (fsync, syncfs) of the queue failed: not retried, the daemon must restart."""
+
+
 class JobQueueDrainError(JobQueueError):
     """The queue is drained and refuses new jobs."""
 

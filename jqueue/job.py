@@ -120,7 +120,8 @@ class QueuedJob:
 
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
-                 "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes")
+                 "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
+                 "client_batch")
 
     def __init__(self, job_id, ops, received_timestamp):
         self.id = job_id
@@ -145,6 +146,8 @@ class QueuedJob:
         self.unacked_state = 0
         self.durable_log_serial = self.log_serial
         self.durable_log_bytes = self.log_bytes
+        # The journal batch of a client's change (cancel, priority) not yet written.
+        self.client_batch = None
 
     # Derived state
 

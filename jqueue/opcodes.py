@@ -7,7 +7,8 @@ registry. ``ctx`` (see jqueue.run.processor.OpContext) offers ``feedback(message
 
 Submitting validates every opcode before a job id is allocated: an unknown ``OP_ID``, an
 unknown parameter, a missing one or one of the wrong type is an OpPrereqError naming the
-opcode and the parameter.
+opcode and the parameter. As in Ganeti, an optional parameter given as ``null`` takes its
+default: Ganeti's clients send an opcode's whole state, with ``null`` for what is unset.
 """
 
 import copy
@@ -85,12 +86,12 @@ class OpCode:
                 cls.OP_ID, ", ".join(repr(u) for u in unknown)), constants.ECODE_INVAL)
         values = {}
         for name, param in known.items():
-            if name not in params:
-                if param.required:
-                    raise errors.OpPrereqError("opcode %s: parameter '%s' is required" % (
-                        cls.OP_ID, name), constants.ECODE_INVAL)
-                values[name] = param.default_value()
+            if params.get(name) is None and not param.required:
+                values[name] = param.default_value()  # absent, or null: the default
                 continue
+            if name not in params:
+                raise errors.OpPrereqError("opcode %s: parameter '%s' is required" % (
+                    cls.OP_ID, name), constants.ECODE_INVAL)
             try:
                 values[name] = param.ptype.check(params[name])
             except ValueError as err:
@@ -226,20 +227,26 @@ class OpTestDelay(OpCode):
         Param("on_master", ptypes.Bool, True, "sleep on the master node"),
         Param("on_nodes", ptypes.ListOf(ptypes.NonEmptyString), [],
               "also sleep on these cluster nodes (through their jq-noded)"),
+        Param("on_node_uuids", ptypes.Maybe(ptypes.ListOf(ptypes.NonEmptyString)), None,
+              "Ganeti's node UUIDs; here node names, added to on_nodes"),
+        Param("interruptible", ptypes.Bool, False,
+              "accepted for Ganeti; every delay here stops at once when canceled"),
+        Param("no_locks", ptypes.Bool, True, "accepted for Ganeti; jqueue takes no locks"),
     )
 
     def run(self, ctx):
-        if self.on_nodes and getattr(ctx, "nodes", None) is None:
+        nodes = self.on_nodes + [n for n in self.on_node_uuids or () if n not in self.on_nodes]
+        if nodes and getattr(ctx, "nodes", None) is None:
             raise errors.OpExecError("cannot delay on nodes %s: this queue runs on a single "
-                                     "node (no cluster)" % ", ".join(self.on_nodes))
+                                     "node (no cluster)" % ", ".join(nodes))
         rounds = max(1, self.repeat)
         for index in range(rounds):
             if self.repeat:
                 ctx.feedback("Test delay iteration %d/%d" % (index, rounds - 1))
             if self.on_master:
                 ctx.sleep(self.duration)
-            if self.on_nodes:
-                ctx.nodes.test_delay(self.on_nodes, self.duration)
+            if nodes:
+                ctx.nodes.test_delay(nodes, self.duration)
         return None
 
 

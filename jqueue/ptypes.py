@@ -10,7 +10,31 @@ import re
 from jqueue import constants
 
 _DECIMAL = re.compile(r"\A[0-9]{1,19}\Z")
+_INTEGER_TEXT = re.compile(r"\A-?[0-9]{1,19}\Z")
+_NUMBER_TEXT = re.compile(r"\A-?[0-9]{1,19}(?:\.[0-9]{1,19})?(?:[eE][-+]?[0-9]{1,3})?\Z")
 MAX_JOB_ID = 2 ** 63 - 1
+
+
+def parse_int(text):
+    """An integer from text written plainly: ASCII digits and an optional leading minus.
+
+    Python's int() also takes " 5", "1_0" and other scripts' digits ("\u0663"); a
+    command line or a config file must not. ValueError naming the text otherwise.
+    """
+    if not isinstance(text, str) or not _INTEGER_TEXT.match(text):
+        raise ValueError("%s is not an integer" % _short(text))
+    return int(text)
+
+
+def parse_number(text):
+    """A finite number from text written plainly (ASCII digits, point, exponent); an int
+    if it has no fraction. ValueError naming the text otherwise (no inf, nan, spaces)."""
+    if not isinstance(text, str) or not _NUMBER_TEXT.match(text):
+        raise ValueError("%s is not a number" % _short(text))
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("%s is not a finite number" % _short(text))
+    return int(value) if value.is_integer() and _INTEGER_TEXT.match(text) else value
 
 
 class PType:

@@ -8,8 +8,24 @@ Methods whose name ends in ``_unlocked`` expect the caller to hold it.
 
 Job files are a view rewritten by checkpoints (see ``checkpoint``), which run
 periodically and at shutdown.
+
+A refused change leaves no trace. A change enters memory under the lock, then its record
+joins the journal; if the journal cannot write it (a full disk, see jqueue.store.journal)
+the batch is *refused*: nothing of it is on disk, and before anyone waiting on it hears
+the error the queue undoes what it refused to the client. A submission is removed; a
+cancel, priority change or archival is rolled back to the job's state before it (each
+registers its undo with the batch). While the disk refuses writes, new client changes
+are refused up front and reads and waiters are still served. Internal changes (the
+processor recording an opcode's progress and end) cannot be undone, since the work
+happened: their jobs are kept as *unrecorded*, counted as not durable (waiters and
+dependents do not see them), and re-recorded with a full record as soon as the journal
+writes again. So that an undo never takes back the processor's work, the processor waits
+before touching a job whose client change is still being written (``client_batch``), and
+a running job's cancellation signal is given only once the cancel is written. A failed
+sync is fatal: ``on_fatal`` (the daemon exits; the journal is replayed at restart).
 """
 
+import functools
 import gc
 import logging
 import threading
@@ -35,7 +51,8 @@ class JobQueue:
                  replicator=None, pool_factory=None,
                  checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL,
                  checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False,
-                 nodes=None, logs_dir=None, commands=None):
+                 nodes=None, logs_dir=None, commands=None, on_fatal=None,
+                 retry_interval=journal.DEFAULT_RETRY_INTERVAL):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -44,9 +61,15 @@ class JobQueue:
         Command jobs' logs live in logs_dir (default: ``logs`` beside queue_dir);
         commands(queue), if given, builds the jqueue.run.commands.CommandRunner that runs
         command opcodes (without one, command jobs are refused at submit).
+        on_fatal(error) is called (from any thread) when a sync fails: the queue then
+        refuses every change, and its owner should exit without a checkpoint so that a
+        restart replays the journal. retry_interval: seconds between two tries of a disk
+        that refused a write.
         """
         self.nodes = nodes
         self._logs = joblogs.LogStore(logs_dir or joblogs.default_directory(queue_dir))
+        self._fatal_hook = on_fatal
+        self._fatal = None
         self._clock = clock
         self._replica = replica
         self._registry = registry or opcodes.REGISTRY
@@ -66,7 +89,9 @@ class JobQueue:
         self._init_state()
         replicate = None if replica else self._replicator.replicate_records
         self._journal = journal.Journal(self._dir.path, on_durable=self._on_durable,
-                                        replicate=replicate)
+                                        replicate=replicate, on_refused=self._on_refused,
+                                        on_recovered=self._on_recovered,
+                                        on_fatal=self._on_fatal, retry_interval=retry_interval)
         if replica:
             pool_factory = _NullPool
         self._pool = (pool_factory or workerpool.WorkerPool)(
@@ -83,6 +108,7 @@ class JobQueue:
         if attach is not None and not replica:
             attach(self)
         self._checkpointer = None
+        self._checkpoint_interval = checkpoint_interval
         if checkpoint_interval:
             self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
             self._checkpointer.start()
@@ -97,10 +123,12 @@ class JobQueue:
         self._serial = self.recovery.max_id
         self._archiving = {}
         self._dirty = set()
+        self._unrecorded = set()  # jobs whose internal changes a refused batch lost
         self._deleted = set()  # replicas: live job files a resync removed
         self._deleted_archived = set()  # replicas: archive files a resync removed
         self._position = self.recovery.position
         self._old_journal_pending = False
+        self._view_written = self._clock()  # when the job files last matched memory
         self._drained = self._dir.drain_flag()
         self._closing = self._closed = False
         self._deps = dependencies.DependencyManager()
@@ -213,8 +241,18 @@ class JobQueue:
         if self._closed:
             raise errors.JobQueueError("job queue %s is shut down" % self._dir.path)
 
+    def _check_changes_unlocked(self):
+        """Refuse a client's change up front while the disk refuses writes."""
+        if self._fatal is not None:
+            raise errors.JobQueueError("changes refused: a sync of %s failed (%s); restart "
+                                       "to replay the journal" % (self._dir.path, self._fatal))
+        refusal = self._journal.refusal()
+        if refusal is not None:
+            raise refusal
+
     def _check_accepting_unlocked(self, count, drained_ok):
         self._check_writable()
+        self._check_changes_unlocked()
         if self._closing:
             raise errors.JobQueueError("job queue %s is shutting down" % self._dir.path)
         if self._drained and not drained_ok:
@@ -224,7 +262,9 @@ class JobQueue:
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
     def _create_jobs_unlocked(self, validated):
-        results, batch = [], None
+        """Create the jobs of one request; their records join one batch, so that the
+        request is durable, or refused, as a whole."""
+        results, created = [], []
         now = timestamp(self._clock())
         resolved = dependencies.resolve_request(validated, self._serial + 1)
         for inputs, (job_id, problem) in zip(validated, resolved):
@@ -233,12 +273,28 @@ class JobQueue:
                 continue
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
             job.visible = False
-            payload = records.job_record(job)  # before anything changes, should it fail
-            self._serial = job_id
-            self._jobs[job.id] = job
-            batch = self._record_state_unlocked(job, payload)
+            created.append((job, records.job_record(job)))  # encoded before any change
             results.append((True, job.id))
+        if not created:
+            return results, None
+        entries = []
+        for job, payload in created:
+            self._serial = job.id
+            self._jobs[job.id] = job
+            job.generation = self._journal.generation
+            job.unacked_state += 1
+            self._dirty.add(job.id)
+            entries.append((payload, (job.id, True, job.log_serial)))
+        batch = self._journal.append_all(entries)
+        batch.undo.extend(functools.partial(self._unsubmit_unlocked, job) for job, _ in created)
         return results, batch
+
+    def _unsubmit_unlocked(self, job):
+        """Undo a refused submission: the job was never visible; it leaves no trace."""
+        if self._jobs.get(job.id) is job and not job.visible:
+            del self._jobs[job.id]
+            self._dirty.discard(job.id)
+            self._unrecorded.discard(job.id)
 
     # Changes to existing jobs
 
@@ -256,22 +312,26 @@ class JobQueue:
                 return refusal
             if status == constants.JOB_STATUS_CANCELING:
                 return (True, "Job %s is already being canceled" % job_id)
+            snapshot = _snapshot(job)
             job.kill_requested = job.kill_requested or bool(kill)
             if status in (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING):
                 job.mark_unfinished_ops(constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
                 job.finalize(self._clock())
                 message = "Job %s canceled" % job_id
+                event = None
             else:
                 command = self._command_on_node_unlocked(job)
                 job.mark_unfinished_ops(constants.OP_STATUS_CANCELING, None)
-                job.new_cancel_event().set()
+                event = job.new_cancel_event()
                 message = "Job %s will be canceled at its next cancellation point" % job_id
                 if command:
-                    self._commands.cancel_unlocked(job, kill)
                     message = "Job %s: its command is being stopped (%s)" % (
                         job_id, "KILL now" if kill else
                         "TERM, then KILL after its kill_grace")
-            batch = self._record_state_unlocked(job)
+            batch = self._record_client_change_unlocked(job, snapshot)
+        if event is not None:  # the running opcode (or command) stops only for a cancel
+            batch.add_done_callback(functools.partial(  # on disk
+                self._canceled_on_disk, job, event, kill, command))
         self._wait(batch)
         return (True, message)
 
@@ -289,11 +349,12 @@ class JobQueue:
                 return refusal
             if status == constants.JOB_STATUS_CANCELING:
                 return (False, "Job %s is being canceled" % job_id)
+            snapshot = _snapshot(job)
             for op in job.ops:
                 if op.status not in constants.OPS_FINALIZED:
                     op.priority = priority
             self._pool.change_task_priority(job_id, job.calc_priority())
-            batch = self._record_state_unlocked(job)
+            batch = self._record_client_change_unlocked(job, snapshot)
         self._wait(batch)
         return (True, "Priorities of pending opcodes for job %s have been changed to %s" % (
             job_id, priority))
@@ -305,9 +366,61 @@ class JobQueue:
                 and (job.ops[index].exec_state or {}).get("state")
                 in constants.ATTEMPTS_ON_NODE)
 
+    def _canceled_on_disk(self, job, event, kill, command, batch):
+        """A running job's cancel is durable (journal thread): stop its opcode or command."""
+        if batch.refused:
+            return
+        event.set()
+        if command:
+            self._commands.cancel_unlocked(job, kill)
+
+    def _record_client_change_unlocked(self, job, snapshot):
+        """Journal a client's change to job; if refused, the job goes back to snapshot."""
+        batch = self._record_state_unlocked(job)
+        batch.undo.append(functools.partial(self._restore_unlocked, job, snapshot))
+        job.client_batch = batch
+        # Not finished yet: the journal's listeners need the lock we hold to finish it.
+        batch.add_done_callback(functools.partial(self._forget_client_batch, job))
+        return batch
+
+    def _forget_client_batch(self, job, batch):
+        with self._lock:
+            if job.client_batch is batch:
+                job.client_batch = None
+
+    def _restore_unlocked(self, job, snapshot):
+        """Undo a refused client change: the job's state as it was before."""
+        state, kill_requested = snapshot
+        job.apply_state(state)
+        job.kill_requested = kill_requested
+        if job.id in self._jobs and not job.is_finalized():
+            self._pool.change_task_priority(job.id, job.calc_priority())
+            if job.next_op_index() is not None and all(
+                    op.status != constants.OP_STATUS_RUNNING for op in job.ops):
+                self._schedule_unlocked(job)
+
+    def _await_client_change_unlocked(self, job_id):
+        """The live job job_id once no client change to it is still being written.
+
+        The processor calls this before changing a job, so that the undo of a refused
+        cancel or priority change never takes back what the processor did. Releases the
+        lock while waiting (writing takes milliseconds; a refusal is immediate).
+        """
+        while True:
+            job = self._jobs.get(job_id)
+            batch = job.client_batch if job is not None else None
+            if batch is None or batch.written.is_set():
+                return job
+            self._lock.release()
+            try:
+                batch.written.wait()
+            finally:
+                self._lock.acquire()
+
     def _unfinished_job_unlocked(self, job_id):
         """(job, status, None) for a live unfinished job, else (None, None, (False, why))."""
         self._check_open_unlocked()
+        self._check_changes_unlocked()
         job = self._visible_job_unlocked(job_id)
         if job is None:
             return None, None, (False, "Job %s not found" % job_id)
@@ -317,16 +430,22 @@ class JobQueue:
         return job, status, None
 
     def archive_job(self, job_id):
-        """Archive a finalized job; return False if it is not live or not finalized."""
+        """Archive a finalized job; return False if it is not live or not finalized.
+
+        Returns once the archival is durable and the job's file is in ``archive/`` (see
+        _move_to_archive).
+        """
         self._check_writable()
         job_id = queuedir.parse_job_id(job_id)
         with self._lock:
             self._check_open_unlocked()
+            self._check_changes_unlocked()
             job = self._visible_job_unlocked(job_id)
             if job is None or not job.is_finalized():
                 return False
             batch = self._archive_unlocked(job)
         self._wait(batch)
+        self._move_to_archive([job_id])
         return True
 
     def auto_archive_jobs(self, age, timeout):
@@ -336,42 +455,115 @@ class JobQueue:
         jobs were not examined because the timeout ran out.
         """
         self._check_writable()
-        age = ptypes.NumberRange().check(age) if age != -1 else -1
-        timeout = ptypes.NumberRange(0).check(timeout)
+        try:
+            age = -1 if age == -1 else ptypes.NumberRange(0).check(age)
+        except ValueError as err:
+            raise errors.OpPrereqError("age %s (or -1 for every finalized job)" % err,
+                                       constants.ECODE_INVAL) from None
+        try:
+            timeout = ptypes.NumberRange(0).check(timeout)
+        except ValueError as err:
+            raise errors.OpPrereqError("timeout %s" % err, constants.ECODE_INVAL) from None
         start = now = self._clock()
         with self._lock:
             self._check_open_unlocked()
+            self._check_changes_unlocked()
             ids = [job.id for job in self._jobs.values() if job.visible]
-        archived = checked = 0
-        batch = None
+        archived = []
+        checked = 0
         for offset in range(0, len(ids), _ARCHIVE_CHUNK):
             if offset and self._clock() - start > timeout:
                 break
             with self._lock:
                 if self._closed:
                     break
-                for job_id in ids[offset:offset + _ARCHIVE_CHUNK]:
-                    checked += 1
-                    job = self._jobs.get(job_id)
-                    if job is not None and _old_enough(job, age, now):
-                        batch = self._archive_unlocked(job)
-                        archived += 1
-        if batch is not None:
+                chunk = [self._jobs.get(job_id) for job_id in ids[offset:offset + _ARCHIVE_CHUNK]]
+                checked += len(chunk)
+                jobs = [job for job in chunk if job is not None and _old_enough(job, age, now)]
+                batch = self._archive_all_unlocked(jobs) if jobs else None
+            if batch is not None:  # chunk by chunk: each durable, or refused, as a whole
+                self._wait_archival(batch, archived)
+                archived.extend(job.id for job in jobs)
+        self._move_to_archive(archived)
+        return len(archived), len(ids) - checked
+
+    def _wait_archival(self, batch, archived):
+        """Wait for a chunk of archivals; if refused, finish the earlier chunks first."""
+        try:
             self._wait(batch)
-        return archived, len(ids) - checked
+        except errors.JobQueueError as err:
+            if archived:
+                self._move_to_archive(archived)
+                raise errors.JobQueueError("%s (%d job(s) were archived before)" % (
+                    errors.error_message(err), len(archived))) from None
+            raise
+
+    def _move_to_archive(self, job_ids):
+        """Move the files of jobs whose archival is durable into ``archive/`` now.
+
+        Archival is an operator's explicit act, so ArchiveJob and AutoArchiveJobs answer
+        only once it shows on disk: each job's current state is written to its archive
+        file and its live file removed (no fsync each), then one sync makes the batch
+        durable. Serialized with checkpoints (which would otherwise move them later). If
+        the move fails, the jobs stay in the archiving set and the next checkpoint
+        finishes it (the journal already holds the archival); the caller hears why.
+        """
+        with self._checkpoint_lock:
+            with self._lock:
+                moves = [(job_id, records.job_bytes(self._archiving[job_id]))
+                         for job_id in job_ids if job_id in self._archiving]
+            try:
+                for job_id, data in moves:
+                    self._dir.archive_job(job_id, data)
+                if moves:
+                    self._dir.sync()
+            except errors.DiskSyncError as err:
+                self._on_fatal(err)
+                raise
+            except OSError as err:
+                raise errors.JobQueueError(
+                    "archival of %d job(s) is durable in the journal of %s, but moving their "
+                    "files to archive/ failed (%s); the next checkpoint retries" % (
+                        len(moves), self._dir.path, err)) from None
+            with self._lock:
+                for job_id, _ in moves:
+                    self._archiving.pop(job_id, None)
+                    self._dirty.discard(job_id)
 
     def _archive_unlocked(self, job):
-        del self._jobs[job.id]
-        job.archived = True
-        self._archiving[job.id] = job
-        return self._journal.append(records.archive_record(job.id))
+        return self._archive_all_unlocked([job])
+
+    def _archive_all_unlocked(self, jobs):
+        """Archive jobs in memory and journal it in one batch (undone if refused)."""
+        for job in jobs:
+            del self._jobs[job.id]
+            job.archived = True
+            self._archiving[job.id] = job
+        batch = self._journal.append_all([(records.archive_record(job.id), None)
+                                          for job in jobs])
+        batch.undo.extend(functools.partial(self._unarchive_unlocked, job) for job in jobs)
+        return batch
+
+    def _unarchive_unlocked(self, job):
+        """Undo a refused archival: the job is live again, in id order."""
+        if self._archiving.get(job.id) is job:
+            del self._archiving[job.id]
+            job.archived = False
+            in_order = not self._jobs or next(reversed(self._jobs)) < job.id
+            self._jobs[job.id] = job
+            if not in_order:
+                self._jobs = dict(sorted(self._jobs.items()))
 
     def set_drain_flag(self, flag):
         """Set or clear the drain flag (durably); a drained queue refuses new jobs."""
         if not isinstance(flag, bool):
             raise errors.OpPrereqError("drain flag must be a boolean, got %r" % (flag,))
         with self._drain_lock:
-            self._dir.set_drain_flag(flag)
+            try:
+                self._dir.set_drain_flag(flag)
+            except OSError as err:
+                raise errors.JobQueueError("cannot %s the drain flag in %s: %s" % (
+                    "set" if flag else "clear", self._dir.path, err)) from None
             self._drained = flag
         return True
 
@@ -388,6 +580,14 @@ class JobQueue:
         """
         info = query.getters(fields, self._registry)
         ids = None if not job_ids else [queuedir.parse_job_id(i) for i in job_ids]
+        for _ in range(3):
+            rows, barrier = self._query_once(ids, info)
+            if barrier is None or self._wait_view(barrier):
+                break
+        return rows
+
+    def _query_once(self, ids, info):
+        """(rows, barrier to wait on) of one look at the jobs."""
         with self._lock:
             if ids is None:
                 rows = [info(job) for job in self._jobs.values() if job.visible]
@@ -400,15 +600,32 @@ class JobQueue:
         for index in missing:
             job = self._load_archived(ids[index])
             rows[index] = info(job) if job is not None else None
-        if barrier is not None:
+        return rows, barrier
+
+    def _wait_view(self, barrier):
+        """Wait until what a reader saw is durable; False if its batch was refused (the
+        refused changes are undone by now: read again). Reads go on while writes fail."""
+        try:
             self._wait(barrier)
-        return rows
+        except errors.JobQueueError:
+            if barrier.refused:
+                return False
+            raise
+        return True
+
+    def archived_job_ids(self):
+        """Ids of the archived jobs (in archive/, or being moved there), in order."""
+        with self._lock:
+            moving = set(self._archiving)
+        return sorted(moving.union(self._dir.archived_job_ids()))
 
     def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         """Block until the job differs from prev_job_info or logs beyond prev_log_serial.
 
         Returns (job_info, log_entries), at once if the job is finalized, or
-        JOB_NOTCHANGED after timeout seconds. Raises JobLost for an unknown job.
+        JOB_NOTCHANGED after timeout seconds. Raises JobLost for a job that is not live
+        (unknown or archived: as in Ganeti, only live jobs are watched; QueryJobs finds
+        archived ones).
         """
         done = threading.Event()
         box = []
@@ -427,28 +644,25 @@ class JobQueue:
 
         Costs no thread: the callback runs in the thread that made the change durable,
         or in this one if the answer is immediate (then None is returned). Otherwise
-        returns a handle whose cancel() withdraws the callback. Raises JobLost.
+        returns a handle whose cancel() withdraws the callback. Raises JobLost for a job
+        that is not live.
         """
         job_id = queuedir.parse_job_id(job_id)
         info = query.getters(fields, self._registry)
         with self._lock:
-            job = self._known_job_unlocked(job_id)
-            if job is not None:
-                result = None
-                if not job.unacked_state:
-                    result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
-                                                  job.durable_log_serial)
-                if result is None:
-                    waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
-                                            callback)
-                    self._waiters.add(waiter)
-                    return waiter
-        if job is None:
-            job = self._load_archived(job_id)
+            job = self._visible_job_unlocked(job_id)
             if job is None:
-                raise errors.JobLost("job %s not found" % job_id)
-            result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
-                                          job.log_serial)
+                raise errors.JobLost("job %s is not a live job (unknown, or archived: "
+                                     "QueryJobs finds archived jobs)" % job_id)
+            result = None
+            if not job.unacked_state:
+                result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
+                                              job.durable_log_serial)
+            if result is None:
+                waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
+                                        callback)
+                self._waiters.add(waiter)
+                return waiter
         callback(result)
         return None
 
@@ -523,7 +737,11 @@ class JobQueue:
         """Block until every change made so far is durable and its waiters were told."""
         barrier = self._journal.barrier()
         if barrier is not None:
-            barrier.wait(timeout)
+            try:
+                barrier.wait(timeout)
+            except errors.JobQueueError:
+                if not barrier.refused:
+                    raise
 
     def _wait(self, batch):
         """Wait for a batch to be acknowledged; ReplicationError if it is not in time."""
@@ -539,6 +757,21 @@ class JobQueue:
             return {"jobs": len(self._jobs), "by_status": counts, "serial": self._serial,
                     "waiters": self._waiters.count(), "drained": self._drained,
                     "journal": dict(self._journal.stats), "pool": self._pool.stats()}
+
+    def status(self):
+        """What an operator sees of the queue's health (``jqctl queue info``).
+
+        ``view_age``: seconds since the job files last caught up with the journal (the
+        last checkpoint); ``view_lag``: jobs whose file is behind; ``checkpoint_interval``
+        bounds the age while the queue is healthy (jqueue-queue(5)).
+        """
+        refusal = self._journal.refusal()
+        with self._lock:
+            return {"writes": errors.error_message(refusal) if refusal else "accepted",
+                    "unrecorded_jobs": len(self._unrecorded),
+                    "view_age": max(0.0, self._clock() - self._view_written),
+                    "view_lag": len(self._dirty.union(self._archiving)),
+                    "checkpoint_interval": self._checkpoint_interval}
 
     def _visible_job_unlocked(self, job_id):
         job = self._jobs.get(job_id)
@@ -580,7 +813,11 @@ class JobQueue:
         if job.generation != self._journal.generation:
             self._record_state_unlocked(job)
         chunk = records.LogChunk(job.id, job.log_bytes, op_index, attempt, out_offset, data)
-        self._logs.write(job.id, chunk.offset, data)
+        try:
+            self._logs.write(job.id, chunk.offset, data)  # first: nothing changed if it fails
+        except OSError as err:
+            raise errors.JobQueueError("cannot write the log of job %d in %s: %s" % (
+                job.id, self._logs.path, err.strerror or err)) from None
         records.apply_log_chunk(job, chunk)
         self._dirty.add(job.id)
         return self._journal.append(
@@ -643,6 +880,52 @@ class JobQueue:
             except Exception:  # noqa: BLE001 - one waiter must not hurt the others
                 logger.exception("job change callback failed")
 
+    def _on_refused(self, batches, error):
+        """Journal listener: batches were refused (nothing of them is on disk).
+
+        Undo the client changes they carried, latest first, and keep the jobs whose
+        internal changes they lost as unrecorded (not durable) until _on_recovered.
+        """
+        with self._lock:
+            for batch in reversed(batches):
+                for undo in reversed(batch.undo):
+                    undo()
+            for batch in batches:
+                for job_id, state, _ in batch.tags:
+                    job = self._jobs.get(job_id) or self._archiving.get(job_id)
+                    if job is None:
+                        continue
+                    if state:
+                        job.unacked_state -= 1
+                    if job.visible and job.id not in self._unrecorded:
+                        self._unrecorded.add(job.id)
+                        job.unacked_state += 1  # not durable until re-recorded
+                        job.generation = -1  # the re-record is a full record
+        logger.warning("refused %d journal batch(es): %s", len(batches),
+                       errors.error_message(error))
+
+    def _on_recovered(self):
+        """Journal listener: writes work again; record the unrecorded jobs in full."""
+        with self._lock:
+            unrecorded, self._unrecorded = self._unrecorded, set()
+            for job_id in sorted(unrecorded):
+                job = self._jobs.get(job_id) or self._archiving.get(job_id)
+                if job is not None:
+                    job.unacked_state -= 1
+                    self._record_state_unlocked(job)
+        if unrecorded:
+            logger.info("re-recorded %d job(s) whose changes a full disk had refused",
+                        len(unrecorded))
+
+    def _on_fatal(self, error):
+        """A sync failed (journal or checkpoint): refuse changes; the owner must stop
+        without a checkpoint (see __init__ and shutdown)."""
+        logger.critical("queue %s: a sync failed (%s): refusing changes; restart to replay "
+                        "the journal", self._dir.path, error)
+        self._fatal = error
+        if self._fatal_hook is not None:
+            self._fatal_hook(error)
+
     def _settled_unlocked(self, job):
         """A job's changes are all durable: release dependents, collect waiters."""
         if job.is_finalized():
@@ -667,8 +950,12 @@ class JobQueue:
         """
         with self._checkpoint_lock:
             with self._lock:
-                if self._closed or not (self._dirty or self._archiving or self._journal.size
-                                        or self._old_journal_pending):
+                if self._closed:
+                    return
+                if not (self._dirty or self._archiving or self._journal.size
+                        or self._old_journal_pending or self._deleted
+                        or self._deleted_archived):
+                    self._view_written = self._clock()  # nothing behind: the view is current
                     return
                 rotation = None if self._old_journal_pending else self._journal.rotate()
                 self._old_journal_pending = True
@@ -680,15 +967,18 @@ class JobQueue:
                 if rotation is not None:
                     rotation.wait()
                 self._materialize(dirty, archiving, serial, deleted, position)
-            except BaseException:
+            except BaseException as err:
                 with self._lock:
                     self._dirty |= dirty
                     self._deleted |= deleted[0]
                     self._deleted_archived |= deleted[1]
+                if isinstance(err, errors.DiskSyncError):
+                    self._on_fatal(err)
                 raise
             self._journal.remove_old()
             with self._lock:
                 self._old_journal_pending = False
+                self._view_written = self._clock()
                 for job_id in archiving:
                     self._archiving.pop(job_id, None)
         _freeze_long_lived()
@@ -751,12 +1041,18 @@ class JobQueue:
             self._closed = True
         self._journal.close(ack_timeout=self._replicator.ack_timeout)
         self._replicator.stop()
-        with self._checkpoint_lock:
-            self._materialize(self._dirty, self._archiving, self._serial,
-                              self._take_deleted_unlocked(), self._position)
-            journal.reset(self._dir.path)
-        self._logs.close()
-        self._dir.unlock()
+        try:
+            if self._fatal is not None or self._journal.failed is not None:
+                raise errors.DiskSyncError("queue %s closed without a checkpoint after a "
+                                           "failed sync; reopening replays its journal" %
+                                           self._dir.path)
+            with self._checkpoint_lock:
+                self._materialize(self._dirty, self._archiving, self._serial,
+                                  self._take_deleted_unlocked(), self._position)
+                journal.reset(self._dir.path)
+            self._logs.close()
+        finally:
+            self._dir.unlock()  # a failed final checkpoint keeps the journal: replay decides
         logger.info("closed queue %s", self._dir.path)
 
     def __enter__(self):
@@ -764,6 +1060,11 @@ class JobQueue:
 
     def __exit__(self, *exc):
         self.shutdown()
+
+
+def _snapshot(job):
+    """What a client change may alter, to undo it if refused (see _restore_unlocked)."""
+    return job.state_dict(), job.kill_requested
 
 
 def _freeze_long_lived():

@@ -26,9 +26,24 @@ def _finite_float(text):
 _INF = float("inf")
 
 
+def _unique_keys(pairs):
+    """An object's pairs as a dict; ValueError if a key appears twice."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError("duplicate key %r in a JSON object" % key[:40])
+            seen.add(key)
+    return result
+
+
 _ENCODER = simplejson.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _PRETTY_ENCODER = simplejson.JSONEncoder(indent=2, sort_keys=True, allow_nan=False)
 _DECODER = simplejson.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+_STRICT_DECODER = simplejson.JSONDecoder(parse_constant=_refuse_constant,
+                                         parse_float=_finite_float,
+                                         object_pairs_hook=_unique_keys)
 
 
 def dumps(obj):
@@ -69,12 +84,17 @@ def is_json_data(value, _depth=0):
     return False
 
 
-def loads(data):
-    """Parse JSON text or UTF-8 bytes; raise ParseError on any malformed input."""
+def loads(data, unique_keys=False):
+    """Parse JSON text or UTF-8 bytes; raise ParseError on any malformed input.
+
+    With unique_keys, an object that names a key twice is malformed too (what a client
+    sends: ``{"method": "QueryJobs", "method": "SetDrainFlag"}`` must not mean either).
+    """
+    decoder = _STRICT_DECODER if unique_keys else _DECODER
     try:
         if isinstance(data, (bytes, bytearray, memoryview)):
             data = bytes(data).decode("utf-8")
-        return _DECODER.decode(data)
+        return decoder.decode(data)
     except (ValueError, RecursionError) as err:
         # UnicodeDecodeError and simplejson.JSONDecodeError are ValueErrors.
         raise errors.ParseError("invalid JSON: %s" % err) from None

@@ -200,7 +200,9 @@ class FakeLuxiClient:
         self.clock = clock
         self.jobs = {}
         self.drained = False
-        self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com"}
+        self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com",
+                       "queue_status": {"writes": "accepted", "view_age": 1.5, "view_lag": 2,
+                                        "checkpoint_interval": 5.0}}
         self.now = 1795000000.0
         self.archive_chunk = 1000  # live jobs one AutoArchiveJobs call examines
         self.calls = []
@@ -386,6 +388,10 @@ class FakeLuxiClient:
         if not job_ids:
             return [info(self.jobs[i]) for i in sorted(self.jobs) if self._live(i)]
         return [info(self.jobs[i]) if i in self.jobs else None for i in job_ids]
+
+    def archived_job_ids(self):
+        self._record("archived_job_ids")
+        return sorted(i for i in self.jobs if not self._live(i))
 
     def query(self, what, fields, qfilter=None):
         self._record("query", what, fields, qfilter)

@@ -11,11 +11,14 @@ from jqueue.queue import JobQueue
 
 
 class NodeState:
-    """A node's view of the cluster for fencing: the epoch it knows and that epoch's master."""
+    """A node's view of the cluster for fencing: the epoch it knows and that epoch's master,
+    the newest vote it gave and its configuration's epoch (see ReplicaRpc)."""
 
     def __init__(self, epoch=1, master="master"):
         self.epoch = epoch
         self.master = master
+        self.voted_epoch = 0
+        self.config_epoch = epoch
 
     def observe(self, epoch, master):
         self.epoch, self.master = epoch, master

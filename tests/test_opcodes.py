@@ -94,3 +94,41 @@ def test_load_module_registers_opcode_classes_of_that_module(tmp_path, monkeypat
     registry = opcodes.Registry()
     registry.load_module("myops")
     assert registry.build({"OP_ID": "OP_ECHO", "text": "hi"}).to_dict()["text"] == "hi"
+
+
+#: OP_TEST_DELAY as Ganeti 3.0.2's client sends it (OpTestDelay(duration=1).__getstate__()).
+GANETI_TEST_DELAY = {
+    "duration": 1, "on_master": True, "on_nodes": [], "on_node_uuids": None, "repeat": 0,
+    "interruptible": False, "no_locks": True, "dry_run": None, "debug_level": None,
+    "priority": 0, "depends": None, "comment": None, "reason": [], "OP_ID": "OP_TEST_DELAY"}
+
+
+def test_ganeti_clients_full_opcode_state_is_accepted():
+    """Ganeti 3.0's whole OP_TEST_DELAY parameter set, nulls included, validates."""
+    data = opcodes.REGISTRY.build(dict(GANETI_TEST_DELAY)).to_dict()
+    assert data["dry_run"] is False and data["debug_level"] == 0
+    assert data["interruptible"] is False and data["no_locks"] is True
+    assert data["on_node_uuids"] is None
+
+
+@pytest.mark.parametrize("name", ["dry_run", "debug_level", "priority", "reason", "repeat",
+                                  "on_master", "on_nodes", "interruptible", "no_locks"])
+def test_null_for_an_optional_parameter_means_its_default(name):
+    """An optional parameter given as null takes its default."""
+    default = {p.name: p.default for p in opcodes.OpTestDelay.all_params()}[name]
+    data = opcodes.REGISTRY.build({"OP_ID": "OP_TEST_DELAY", "duration": 0, name: None})
+    assert data.to_dict()[name] == default
+
+
+def test_null_for_a_required_parameter_is_refused():
+    """null is no value for a required parameter: the refusal names it."""
+    with pytest.raises(errors.OpPrereqError) as info:
+        opcodes.REGISTRY.build({"OP_ID": "OP_TEST_DELAY", "duration": None})
+    assert "'duration'" in errors.error_message(info.value)
+
+
+def test_unknown_parameters_are_still_refused_beside_ganetis_set():
+    """Accepting Ganeti's set does not open the door to anything: unknown ones are named."""
+    with pytest.raises(errors.OpPrereqError) as info:
+        opcodes.REGISTRY.build(dict(GANETI_TEST_DELAY, wait_for_sync=True))
+    assert "'wait_for_sync'" in errors.error_message(info.value)

@@ -51,3 +51,27 @@ def test_priority_range():
     for bad in (-21, 20, 1.0, True):
         with pytest.raises(ValueError):
             ptypes.Priority.check(bad)
+
+
+@pytest.mark.parametrize("text", [" 5", "5 ", "1_0", "\u0663", "+5", "0x10", "", "5.0",
+                                  "1e3", "--1", "\uff15"])
+def test_parse_int_takes_plain_ascii_integers_only(text):
+    """Strict integers: what Python's int() forgives (spaces, underscores, other
+    scripts' digits) is refused."""
+    with pytest.raises(ValueError):
+        ptypes.parse_int(text)
+
+
+def test_parse_int_and_number_accept_plain_values():
+    """Plain integers and decimals parse; numbers without a fraction become ints."""
+    assert ptypes.parse_int("-20") == -20 and ptypes.parse_int("19") == 19
+    assert ptypes.parse_number("2.5") == 2.5 and ptypes.parse_number("10") == 10
+    assert ptypes.parse_number("1e3") == 1000.0
+
+
+@pytest.mark.parametrize("text", [" 1.5", "1_0.5", "\u0663", "inf", "nan", "1e999", "",
+                                  ".5", "1."])
+def test_parse_number_refuses_what_float_forgives(text):
+    """Strict numbers: no spaces, underscores, other digits, inf or nan."""
+    with pytest.raises(ValueError):
+        ptypes.parse_number(text)

@@ -318,6 +318,20 @@ def test_archive_only_finalized_jobs(open_queue):
         [job_id, True, "success"]]
 
 
+def test_waiting_for_an_archived_job_is_job_lost_while_query_finds_it(open_queue):
+    """WaitForJobChange watches live jobs only (Ganeti 3.0): an archived job is JobLost,
+    before and after a checkpoint, and QueryJobs by id still answers it."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    assert queue.archive_job(job_id) is True
+    for _ in range(2):
+        with pytest.raises(errors.JobLost):
+            queue.wait_for_job_changes(job_id, ["status"], None, None, 0)
+        assert queue.query_jobs([job_id], ["status", "archived"]) == [["success", True]]
+        queue.checkpoint()
+
+
 def test_archived_file_lands_in_archive_directory(open_queue, tmp_path):
     """After a checkpoint the archived job lives in archive/<id // 10000>/ only."""
     queue = open_queue()
@@ -330,6 +344,38 @@ def test_archived_file_lands_in_archive_directory(open_queue, tmp_path):
     data = serializer.loads((root / "archive" / "0" / "job-1").read_bytes())
     assert data["ops"][0]["status"] == "success"
     assert queue.query_jobs([job_id], ["archived"]) == [[True]]
+
+
+def test_archival_is_on_disk_when_answered(open_queue, tmp_path):
+    """ArchiveJob and AutoArchiveJobs answer once the files are in archive/ (no
+    checkpoint needed), with the job's current state, the live files gone."""
+    queue = open_queue()
+    ids = [queue.submit_job([delay()]) for _ in range(3)]
+    run_jobs(queue)
+    root = tmp_path / "queue"
+    assert queue.archive_job(ids[0]) is True
+    assert not (root / ("job-%d" % ids[0])).exists()
+    data = serializer.loads((root / "archive" / "0" / ("job-%d" % ids[0])).read_bytes())
+    assert data["ops"][0]["status"] == "success"
+    assert queue.auto_archive_jobs(-1, 60) == (2, 0)
+    for job_id in ids[1:]:
+        assert not (root / ("job-%d" % job_id)).exists()
+        assert (root / "archive" / "0" / ("job-%d" % job_id)).exists()
+    assert queue.query_jobs(ids, ["archived"]) == [[True]] * 3
+
+
+def test_status_tells_the_age_and_lag_of_the_job_files(open_queue, clock):
+    """status(): seconds since the job files caught up, and how many jobs are behind."""
+    queue = open_queue()
+    clock.advance(1)
+    queue.checkpoint()
+    assert queue.status()["view_age"] == 0 and queue.status()["view_lag"] == 0
+    queue.submit_job([delay()])
+    queue.submit_job([delay()])
+    clock.advance(7)
+    assert queue.status()["view_age"] == 7 and queue.status()["view_lag"] == 2
+    queue.checkpoint()
+    assert queue.status()["view_age"] == 0 and queue.status()["view_lag"] == 0
 
 
 def test_auto_archive_by_age_counts_exactly(open_queue, clock):

@@ -2,15 +2,19 @@
 
 Operations: submit (single and many, with dependencies and failing opcodes), cancel,
 change priority, run some jobs, archive, auto-archive, drain/undrain, checkpoint, clean
-reopen and crash reopen (journal not checkpointed). Invariants after every step:
-every job file parses; the serial only grows; archived jobs are finalized; a finalized
-job never changes status; a drained queue refuses submits; reopening shows exactly the
-acknowledged state.
+reopen and crash reopen (journal not checkpointed), and disk faults (a failpoint makes the
+journal's write or a checkpoint's file write fail with ENOSPC on its Nth call). Invariants
+after every step: every job file parses; the serial only grows; archived jobs are
+finalized; a finalized job never changes status; a drained queue refuses submits; a
+refused change changes nothing; no job exists that was not acknowledged; reopening shows
+exactly the acknowledged state.
 """
 
+import errno
 import os
 import shutil
 import tempfile
+import time
 
 import hypothesis.strategies as st
 from conftest import FakeClock, delay, jqop
@@ -21,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from jqueue import constants as C
 from jqueue import errors, serializer
 from jqueue.queue import JobQueue
+from jqueue.store import faults
 
 FIELDS = ["id", "status", "opstatus", "opresult", "oplog", "priority", "archived"]
 
@@ -50,12 +55,27 @@ class QueueMachine(RuleBasedStateMachine):
 
     def _open(self):
         return JobQueue(self.path, pool_factory=SyncPool, checkpoint_interval=None,
-                        clock=self.clock)
+                        clock=self.clock, retry_interval=0.002)
 
     def teardown(self):
+        faults.clear()
         if not self.queue._closing:
             self.queue.shutdown()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _settle(self):
+        """Wait until the disk accepts writes again and nothing is left unrecorded."""
+        deadline = time.monotonic() + 10
+        while True:
+            status = self.queue.status()
+            if status["writes"] == "accepted" and not status["unrecorded_jobs"]:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.002)
+        self.queue.wait_durable(10)
+
+    def _rows(self, job_id, fields):
+        return self.queue.query_jobs([job_id], fields)
 
     def _snapshot(self):
         return self.queue.query_jobs(list(self.ids), FIELDS) if self.ids else []
@@ -84,6 +104,10 @@ class QueueMachine(RuleBasedStateMachine):
         except errors.JobQueueDrainError:
             assert self.drained
             return
+        except errors.JobQueueError as err:
+            assert "changes refused" in str(err)
+            self._settle()  # deterministic: the next rule finds the disk writable
+            return
         assert not self.drained
         assert job_id > max(self.ids, default=0)
         self.ids.append(job_id)
@@ -101,6 +125,10 @@ class QueueMachine(RuleBasedStateMachine):
         except errors.JobQueueDrainError:
             assert self.drained
             return
+        except errors.JobQueueError as err:
+            assert "changes refused" in str(err)
+            self._settle()  # deterministic: the next rule finds the disk writable
+            return
         assert all(ok for ok, _ in results)
         self.ids.extend(job_id for _, job_id in results)
 
@@ -108,7 +136,14 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def cancel(self, data):
         job_id = data.draw(st.sampled_from(self.ids))
-        ok, message = self.queue.cancel_job(job_id)
+        before = self._rows(job_id, FIELDS)
+        try:
+            ok, message = self.queue.cancel_job(job_id)
+        except errors.JobQueueError as err:
+            assert "changes refused" in str(err)
+            self._settle()  # deterministic: the next rule finds the disk writable
+            assert self._rows(job_id, FIELDS) == before
+            return
         if job_id in self.final or job_id in self.archived:
             assert not ok
         elif ok:
@@ -119,7 +154,14 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(data=st.data(), priority=st.integers(-20, 19))
     def change_priority(self, data, priority):
         job_id = data.draw(st.sampled_from(self.ids))
-        ok, _ = self.queue.change_job_priority(job_id, priority)
+        before = self._rows(job_id, FIELDS)
+        try:
+            ok, _ = self.queue.change_job_priority(job_id, priority)
+        except errors.JobQueueError as err:
+            assert "changes refused" in str(err)
+            self._settle()  # deterministic: the next rule finds the disk writable
+            assert self._rows(job_id, FIELDS) == before
+            return
         if job_id in self.final:
             assert not ok
 
@@ -128,13 +170,23 @@ class QueueMachine(RuleBasedStateMachine):
         for _ in range(count):
             if not self.queue._pool.run_next():
                 break
-        self.queue.wait_durable(10)
+        self._settle()
 
     @precondition(lambda self: self.ids)
     @rule(data=st.data())
     def archive(self, data):
         job_id = data.draw(st.sampled_from(self.ids))
-        done = self.queue.archive_job(job_id)
+        before = self._rows(job_id, FIELDS)
+        try:
+            done = self.queue.archive_job(job_id)
+        except errors.JobQueueError as err:
+            if "durable in the journal" in str(err):  # archived; the file moves later
+                self.archived.add(job_id)
+                return
+            assert "changes refused" in str(err)
+            self._settle()  # deterministic: the next rule finds the disk writable
+            assert self._rows(job_id, FIELDS) == before
+            return
         if done:
             assert job_id in self.final or self._status(job_id) in C.JOBS_FINALIZED
             self.archived.add(job_id)
@@ -144,37 +196,66 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(age=st.sampled_from([-1, 0, 3600]))
     def auto_archive(self, age):
         self.clock.advance(10)
-        archived, left = self.queue.auto_archive_jobs(age, 60)
+        before = self._snapshot()
+        try:
+            archived, left = self.queue.auto_archive_jobs(age, 60)
+        except errors.JobQueueError as err:
+            if "durable in the journal" in str(err):  # archived; the files move later
+                self.archived = self._archived_now()
+                return
+            assert "changes refused" in str(err)
+            self._settle()  # deterministic: the next rule finds the disk writable
+            assert self._snapshot() == before
+            return
         assert left == 0
-        rows = self.queue.query_jobs(list(self.ids), ["archived"]) if self.ids else []
-        now_archived = {i for i, row in zip(self.ids, rows) if row and row[0]}
+        now_archived = self._archived_now()
         assert len(now_archived - self.archived) == archived
         self.archived = now_archived
+
+    def _archived_now(self):
+        rows = self.queue.query_jobs(list(self.ids), ["archived"]) if self.ids else []
+        return {i for i, row in zip(self.ids, rows) if row and row[0]}
 
     @rule(flag=st.booleans())
     def drain(self, flag):
         self.queue.set_drain_flag(flag)
         self.drained = flag
 
+    @rule(point=st.sampled_from(["journal.write", "checkpoint.write"]), nth=st.integers(1, 4))
+    def disk_fault(self, point, nth):
+        faults.inject(point, errno.ENOSPC, nth=nth)
+
     @rule()
     def checkpoint(self):
-        self.queue.checkpoint()
+        try:
+            self.queue.checkpoint()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+        except errors.JobQueueError as err:  # its journal rotation was refused
+            assert "changes refused" in str(err)
+            self._settle()  # deterministic: the next rule finds the disk writable
 
     @rule()
     def reopen(self):
+        self._settle()
         before = self._snapshot()
-        self.queue.shutdown()
+        try:
+            self.queue.shutdown()
+        except OSError as err:  # the final checkpoint failed: the journal is kept
+            assert err.errno == errno.ENOSPC
+        faults.clear()  # the restart finds space again (opening must write)
         self.queue = self._open()
         assert self._snapshot() == self._after_reopen(before)
         assert self.queue.drain_flag == self.drained
 
     @rule()
     def crash_and_reopen(self):
-        self.queue.wait_durable(10)
+        self._settle()
         before = self._snapshot()
         self.queue._closing = self.queue._closed = True
         self.queue._journal.close()
         self.queue._dir.unlock()
+        faults.clear()  # the restart finds space again (opening must write)
         self.queue = self._open()
         assert self._snapshot() == self._after_reopen(before)
 
@@ -197,6 +278,11 @@ class QueueMachine(RuleBasedStateMachine):
                 serial = int(f.read())
             assert serial >= self.serial_seen
             self.serial_seen = serial
+
+    @invariant()
+    def only_acknowledged_jobs_exist(self):
+        live = {row[0] for row in self.queue.query_jobs([], ["id"])}
+        assert live <= set(self.ids), "unacknowledged jobs %s" % (live - set(self.ids))
 
     @invariant()
     def finals_are_final_and_archived_jobs_finalized(self):

@@ -17,7 +17,7 @@ import sys
 import time
 
 import jqueue
-from jqueue import constants, errors
+from jqueue import constants, errors, ptypes
 from jqueue.cli import (
     cluster_cmds,
     command_cmds,
@@ -98,7 +98,7 @@ def connect(socket_path, timeout):
 
 def _positive_number(text):
     try:
-        value = float(text)
+        value = ptypes.parse_number(text)
     except ValueError:
         value = 0.0
     if not 0 < value < float("inf"):

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from jqueue import constants, errors, serializer
+from jqueue import constants, errors, ptypes, serializer
 from jqueue.cli import exitcodes, output
 from jqueue.cli.exitcodes import EXIT_FAILURE, EXIT_SUCCESS, EXIT_UNREACHABLE, CommandError
 from jqueue.cluster import membership
@@ -58,15 +58,19 @@ def _positive(text):
 
 def _number(text):
     try:
-        return float(text)
+        return ptypes.parse_number(text)
     except ValueError:
         raise _bad_value(text, "a number") from None
 
 
 def _non_negative_int(text):
-    if not text.isdigit():
+    try:
+        value = ptypes.parse_int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
         raise _bad_value(text, "an integer >= 0")
-    return int(text)
+    return value
 
 
 def _bad_value(text, what):

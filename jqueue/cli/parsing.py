@@ -29,7 +29,7 @@ def priority(text):
     if text in constants.OP_PRIO_NAMES:
         return constants.OP_PRIO_NAMES[text]
     try:
-        return ptypes.Priority.check(int(text))
+        return ptypes.Priority.check(ptypes.parse_int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
             "invalid priority %r: use high, normal, low or an integer from %d to %d" % (

@@ -4,7 +4,7 @@ from jqueue import serializer
 from jqueue.cli import selection
 from jqueue.cli.exitcodes import EXIT_SUCCESS
 
-CONFIG_NAMES = ["drain_flag", "master_node", "cluster_name"]
+CONFIG_NAMES = ["drain_flag", "master_node", "cluster_name", "queue_status"]
 
 
 def register(commands):
@@ -49,11 +49,12 @@ def status_counts(rows):
 
 def cmd_queue_info(ctx, args):
     """Print the drain flag, master node, cluster name and the jobs per status."""
-    drained, master, cluster = ctx.client.query_config_values(CONFIG_NAMES)
+    drained, master, cluster, health = ctx.client.query_config_values(CONFIG_NAMES)
     counts = status_counts(ctx.client.query_jobs([], ["status"]))
     if args.json:
         ctx.out(serializer.dumps({"drain_flag": drained, "master_node": master,
-                                  "cluster_name": cluster, "jobs": counts}))
+                                  "cluster_name": cluster, "jobs": counts,
+                                  "queue_status": health}))
         return EXIT_SUCCESS
     ctx.out("Drained: %s" % ("yes" if drained else "no"))
     ctx.out("Master node: %s" % master)
@@ -61,4 +62,19 @@ def cmd_queue_info(ctx, args):
     ctx.out("Jobs: %d" % sum(counts.values()))
     for status, count in counts.items():
         ctx.out("  %s: %d" % (status, count))
+    for line in health_lines(health or {}):
+        ctx.out(line)
     return EXIT_SUCCESS
+
+
+def health_lines(health):
+    """Lines about the queue's health: the disk condition and the job files' lag."""
+    lines = []
+    if "writes" in health:
+        lines.append("Changes: %s" % health["writes"])
+    if "view_age" in health:
+        interval = health.get("checkpoint_interval")
+        lines.append("Job files: %.1fs since the last checkpoint, %d job(s) behind%s" % (
+            health["view_age"], health.get("view_lag", 0),
+            " (checkpoint every %gs)" % interval if interval else ""))
+    return lines

@@ -65,6 +65,26 @@ def exit_status(ctx, job_id, status):
 
 def follow(ctx, job_id, show_log):
     """Wait until the job is finalized, printing its log entries if show_log; return its status."""
+    try:
+        return _follow_live(ctx, job_id, show_log)
+    except errors.JobLost:
+        return _archived_outcome(ctx, job_id, show_log)
+
+
+def _archived_outcome(ctx, job_id, show_log):
+    """The status of an archived job (WaitForJobChange watches live jobs only); JobLost if
+    the daemon does not know the job at all."""
+    row = ctx.client.query_jobs([job_id], ["status", "oplog"])[0]
+    if row is None:
+        raise errors.JobLost("job %s not found" % job_id)
+    status, logs = row
+    if show_log:
+        for entry in sorted((e for log in logs for e in log), key=lambda e: e[0]):
+            ctx.out(output.log_line(entry), flush=True)
+    return status
+
+
+def _follow_live(ctx, job_id, show_log):
     info, serial = None, None
     while True:
         result = ctx.client.wait_for_job_change(job_id, _FIELDS, info, serial)

@@ -150,12 +150,21 @@ class NodeReplicaRpc(ReplicaRpc):
 class _FencingState:
     """The node's epoch and master as ReplicaRpc sees them (over membership.NodeState)."""
 
-    def __init__(self, state):
+    def __init__(self, state, config):
         self._state = state
+        self._config = config
 
     @property
     def epoch(self):
         return self._state.epoch
+
+    @property
+    def voted_epoch(self):
+        return self._state.voted_epoch
+
+    @property
+    def config_epoch(self):
+        return self._config().epoch
 
     @property
     def master(self):
@@ -192,7 +201,8 @@ class Node:
         self._checkpoint_interval = checkpoint_interval
         self._lock = threading.RLock()
         self._open_error = None
-        self._rpc = NodeReplicaRpc(lambda: self.replica, _FencingState(state))
+        self._rpc = NodeReplicaRpc(lambda: self.replica,
+                                   _FencingState(state, lambda: self.config))
 
     @classmethod
     def load(cls, state_dir, **kwargs):
@@ -396,6 +406,15 @@ class Node:
                 raise errors.FencedError("step down for %s in epoch %d refused: this node "
                                          "knows epoch %d (master %s)" % (
                                              master, epoch, state.epoch, state.master))
+            newest = max(state.epoch, state.voted_epoch, self.config.epoch)
+            if epoch > newest:  # as for replication: only with its configuration or a vote
+                logger.warning("refused to step down for %s in epoch %d: this node holds "
+                               "no configuration of that epoch and gave no vote in it "
+                               "(newest known: %d)", master, epoch, newest)
+                raise errors.FencedError("step down for %s in epoch %d refused: this node "
+                                         "knows no configuration of that epoch and gave no "
+                                         "vote in it (newest known epoch %d)" % (
+                                             master, epoch, newest))
             state.observe(epoch, master)
             self._raise_epoch_locked(epoch)
         self._tell_masterd(epoch, master)

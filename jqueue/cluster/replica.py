@@ -18,12 +18,15 @@ takeover simply opens the directory as a normal queue.
 """
 
 import base64
+import logging
 import threading
 
 from jqueue import errors, serializer
 from jqueue.job import QueuedJob
 from jqueue.queue import JobQueue
 from jqueue.store import journal, records
+
+logger = logging.getLogger(__name__)
 
 NO_POSITION = [0, 0, 0]
 _DIGEST_CHUNK = 500
@@ -115,15 +118,16 @@ class Replica:
         with self._lock:
             self._check_epoch(epoch)
             queue = self.queue
+            deleted = None
             with queue._lock:
                 for job_id, archived in deletes:
-                    _delete_unlocked(queue, job_id, archived)
+                    deleted = _delete_unlocked(queue, job_id, archived)
                 if serial is not None and serial > queue._serial:
                     queue._serial = serial
                     raised = True
             pieces = [records.log_chunk_record(job_id, offset, 0, 0, 0, data)
                       for job_id, offset, data in logs]
-            batch = _apply(queue, list(payloads) + pieces, position)
+            batch = _apply(queue, list(payloads) + pieces, position) or deleted  # durable first
             if drain is not None and drain != queue.drain_flag:
                 queue.set_drain_flag(drain)
         if batch is not None:
@@ -142,14 +146,21 @@ def _write_serial(queue):
 
 
 def _apply(queue, payloads, position):
-    """Apply records to a replica queue and journal them; return the last batch (or None)."""
+    """Apply records to a replica queue and journal them; return the last batch (or None).
+
+    If the replica's disk refuses the batch, the position goes back to where it was (so
+    the master's retry is applied again, not acknowledged as already there); the records'
+    jobs are re-recorded once the disk writes again (see jqueue.queue).
+    """
     batch = None
     with queue._lock:
         for payload in payloads:
             batch = _apply_one_unlocked(queue, payload)
         if position is not None:
+            previous = queue._position
             queue._position = list(position)
             batch = queue._journal.append(records.position_record(position))
+            batch.undo.append(lambda: setattr(queue, "_position", previous))
     return batch
 
 
@@ -243,9 +254,14 @@ class ReplicaRpc:
 
     ``replica()`` returns the node's Replica, or None while the node owns its queue (then
     every update is refused). ``state`` is the node's view of the cluster: ``epoch`` and
-    ``master`` (who may send updates in that epoch) and ``observe(epoch, master)``, called
-    when a caller proves a newer epoch. Fencing: an update from an older epoch, or from a
-    node that is not the master of the current epoch, is refused with FencedError.
+    ``master`` (who may send updates in that epoch), ``voted_epoch`` (the newest vote it
+    gave), optionally ``config_epoch`` (its configuration's) and ``observe(epoch,
+    master)``. Fencing: an update from an older epoch, or from a node that is not the
+    master of the current epoch, is refused with FencedError. An update may move the node
+    to a newer epoch only up to the newest it holds a configuration or gave a vote for:
+    an epoch ahead of both (a forged or corrupt 10^30) is refused and logged, never
+    adopted, since adopting it would fence the real master. A failover pushes the new
+    epoch's configuration, or the node voted for it, before the new master replicates.
     """
 
     def __init__(self, replica, state):
@@ -265,6 +281,15 @@ class ReplicaRpc:
             raise errors.FencedError("node %s is not the master of epoch %d (%s is)" % (
                 peer, epoch, state.master))
         if epoch > state.epoch:
+            allowed = max(state.epoch, getattr(state, "voted_epoch", 0),
+                          getattr(state, "config_epoch", 0))
+            if epoch > allowed:
+                logger.warning("refused an update from %s with epoch %d: this node holds no "
+                               "configuration of that epoch and gave no vote in it (newest "
+                               "known: %d)", peer, epoch, allowed)
+                raise errors.FencedError(
+                    "update from epoch %d refused: this node knows no configuration of that "
+                    "epoch and gave no vote in it (newest known epoch %d)" % (epoch, allowed))
             state.observe(epoch, peer)
         replica.known_epoch = max(replica.known_epoch, epoch)
         return replica, epoch

@@ -6,6 +6,7 @@ reading our standard error) each line carries its syslog priority instead of a t
 """
 
 import argparse
+import ctypes
 import logging
 import os
 import resource
@@ -210,6 +211,34 @@ def stop_reactor(reactor):
         pass
 
 
+#: glibc's mallopt parameters (malloc.h): M_MMAP_THRESHOLD, M_ARENA_MAX.
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+#: Allocations from this size up get their own mapping, returned to the system when freed.
+MMAP_THRESHOLD = 1024 * 1024
+#: malloc arenas: one per thread by default (8 per core); a few suffice here.
+ARENA_MAX = 2
+
+
+def tune_malloc():
+    """Keep big transient buffers from inflating the daemon's memory for good.
+
+    A large request (a 15 MiB opcode, a 10,000-opcode job) passes through a few buffers
+    of its size. glibc raises its mmap threshold after such a buffer is freed, so the next
+    ones come from the heap, whose freed memory is seldom given back, and every thread
+    gets an arena of its own: RSS grew by hundreds of MiB under a stream of them. A fixed
+    threshold (allocations from 1 MiB up are mapped, and unmapped when freed) and two
+    arenas keep the peak near what the largest requests need at once. No-op where the C
+    library has no mallopt.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    mallopt(_M_ARENA_MAX, ARENA_MAX)
+
+
 def run(prog, config, build, describe=None):
     """Run a daemon in the foreground until stopped; return its exit status.
 
@@ -221,6 +250,7 @@ def run(prog, config, build, describe=None):
     os.umask(0o027)
     setup_logging(config.log_level)
     raise_nofile_limit()
+    tune_malloc()
     from twisted.internet import reactor
     logger.info("%s %s starting (pid %d)", prog, jqueue.version(), os.getpid())
     started = []

@@ -18,7 +18,7 @@ import tomllib
 
 import attrs
 
-from jqueue import constants, errors
+from jqueue import constants, errors, ptypes
 
 #: Tables a config file may hold, one per program (section = program).
 SECTIONS = ("masterd", "noded", "cluster")
@@ -72,7 +72,7 @@ class Integer(_Type):
 
     def parse(self, text):
         try:
-            value = int(text, 10)
+            value = ptypes.parse_int(text)
         except ValueError:
             self._fail(text)
         return self.check(value)
@@ -94,10 +94,10 @@ class Number(_Type):
 
     def parse(self, text):
         try:
-            value = float(text)
+            value = ptypes.parse_number(text)
         except ValueError:
             self._fail(text)
-        return self.check(int(value) if value.is_integer() else value)
+        return self.check(value)
 
 
 class TextList(_Type):

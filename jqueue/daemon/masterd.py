@@ -33,6 +33,7 @@ from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
 from jqueue.run import workerpool
 from jqueue.run.commands import CommandRunner, ReactorHost
+from jqueue.store import faults
 
 logger = logging.getLogger("jqueue.daemon.masterd")  # also when run as __main__
 
@@ -46,7 +47,8 @@ EXIT_STATUSES = (
     (EXIT_FAILURE, "could not start (bad configuration, queue locked by another process, "
                    "socket in use, directory not writable, opcode module not loadable; in "
                    "a cluster: this node is not the master, or it was fenced), or the "
-                   "queue's state could not be written at stop"),
+                   "queue's state could not be written at stop, or a sync of the queue "
+                   "failed (the restart replays the journal)"),
     (EXIT_USAGE, "usage error: unknown flag, bad flag value, --state-dir missing"),
 )
 #: Pending connections the kernel keeps for us (a burst of clients connecting at once).
@@ -75,6 +77,21 @@ def build_registry(modules):
     return registry
 
 
+def exit_after_failed_sync(error):
+    """A sync of the queue failed: exit at once with status 1, writing nothing more.
+
+    After a failed fsync the kernel may have dropped the dirty pages, so no later write
+    or sync can be trusted: no checkpoint, no journal reset. systemd restarts the daemon
+    and opening the queue replays the journal. Clients lose their connection unanswered
+    (Ganeti's clients resend) and their changes' outcome is what the replay finds.
+    """
+    logger.critical("a sync of the queue failed (%s): exiting with status %d so that a "
+                    "restart replays the journal", error, EXIT_FAILURE)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_FAILURE)
+
+
 class QueueService(service.Service):
     """Owns the JobQueue: opened at start with its workers held, shut down in a thread."""
 
@@ -99,7 +116,8 @@ class QueueService(service.Service):
                               max_jobs=self._config.max_jobs, registry=registry,
                               checkpoint_interval=self._config.checkpoint_interval,
                               pool_factory=self._held_pool, replicator=self.replicator,
-                              nodes=self.nodes, commands=self._command_runner())
+                              nodes=self.nodes, commands=self._command_runner(),
+                              on_fatal=exit_after_failed_sync)
         super().startService()
 
     def _command_runner(self):
@@ -181,7 +199,8 @@ class LuxiService(service.Service):
         values = {constants.CONFIG_DRAIN_FLAG: lambda: queue.drain_flag,
                   constants.CONFIG_MASTER_NODE: self._config.master_node,
                   constants.CONFIG_CLUSTER_NAME: self._config.cluster_name,
-                  "queue_dir": queue.path, "version": jqueue.version()}
+                  "queue_dir": queue.path, "version": jqueue.version(),
+                  constants.CONFIG_QUEUE_STATUS: queue.status}
         if self.cluster is not None:
             values.update(self.cluster.config_values())
         return values
@@ -349,6 +368,8 @@ def main(argv=None):
 
 def _build(config, reactor):
     prepare_directories(config)
+    if faults.arm_from_environment():
+        logger.warning("failpoints armed from %s (a test run)", faults.ENV_VAR)
     return make_service(config, reactor)
 
 

@@ -72,14 +72,15 @@ def parse_request(data):
     """Return (method, args) of a request message; RequestError naming what is wrong.
 
     Keys other than method and args (such as Ganeti's "version") are ignored; JSON
-    whitespace around the object (real clients send a newline) is accepted.
+    whitespace around the object (real clients send a newline) is accepted. An object
+    with a duplicate key, anywhere in the request, is refused.
     """
     try:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as err:
         raise errors.RequestError("request is not valid UTF-8: %s" % err) from None
     try:
-        request = serializer.loads(text)
+        request = serializer.loads(text, unique_keys=True)
     except errors.ParseError as err:
         raise errors.RequestError("request is not valid JSON: %s" % err) from None
     if not isinstance(request, dict):

@@ -1,8 +1,10 @@
 """LUXI methods: the dispatch table, argument checks and the handlers over a JobQueue.
 
-Only the methods of the table are accepted. A request's argument count and types are
-checked before its handler is called, so that an error inside a handler (a TypeError
-included) surfaces as itself and is never mistaken for bad arguments.
+Only the methods of the table are accepted. A request's argument count, types and ranges
+are checked before its handler is called, so that an error inside a handler (a TypeError
+included) surfaces as itself and is never mistaken for bad arguments. A wrong count or
+type is a RequestError; a value out of its range (AutoArchiveJobs [-1, -1], a priority of
+99) is the caller's OpPrereqError; both name the method and the argument.
 """
 
 import signal as _signal
@@ -51,11 +53,34 @@ class _Signal(ptypes.PType):
         self._fail(value)
 
 
+class _OutOfRange(ValueError):
+    """A value of the right type outside its range: the caller's error (OpPrereqError)."""
+
+
+class _InRange(ptypes.PType):
+    """A value of type inner (else a RequestError) that range_check accepts (else an
+    OpPrereqError naming the argument)."""
+
+    def __init__(self, inner, range_check, desc):
+        self.inner, self._range_check, self.desc = inner, range_check, desc
+
+    def check(self, value):
+        value = self.inner.check(value)
+        if not self._range_check(value):
+            raise _OutOfRange("must be %s, got %s" % (self.desc, ptypes._short(value)))
+        return value
+
+
 _LIST = _Instance(list, "a list")
 _OPS = _Instance(list, "a list of opcodes")
 _JOBS = ptypes.ListOf(_Instance(list, "a list of opcodes"))
 _FIELDS = ptypes.ListOf(ptypes.String)
 _NUMBER = ptypes.NumberRange()
+_AGE = _InRange(_NUMBER, lambda age: age == -1 or age >= 0,
+                "-1 (every finalized job) or a non-negative number of seconds")
+_TIMEOUT = _InRange(_NUMBER, lambda timeout: timeout >= 0, "a non-negative number of seconds")
+_PRIORITY = _InRange(ptypes.Int, lambda prio: ptypes.Priority.low <= prio <= ptypes.Priority.high,
+                     ptypes.Priority.desc)
 
 
 class Method:
@@ -87,6 +112,9 @@ class Method:
         for index, (value, (name, ptype)) in enumerate(zip(args, self.params)):
             try:
                 checked.append(ptype.check(value))
+            except _OutOfRange as err:
+                raise errors.OpPrereqError("%s: argument %d (%s) %s" % (
+                    self.name, index + 1, name, err), constants.ECODE_INVAL) from None
             except ValueError as err:
                 raise errors.RequestError("%s: argument %d (%s) %s" % (
                     self.name, index + 1, name, err)) from None
@@ -114,10 +142,10 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_CANCEL_JOB, "cancel_job", [("job_id", ptypes.JobId),
                                                    ("kill", ptypes.Bool)], min_args=1),
     Method(_C.LUXI_REQ_CHANGE_JOB_PRIORITY, "change_job_priority",
-           [("job_id", ptypes.JobId), ("priority", ptypes.Int)]),
+           [("job_id", ptypes.JobId), ("priority", _PRIORITY)]),
     Method(_C.LUXI_REQ_ARCHIVE_JOB, "archive_job", [("job_id", ptypes.JobId)]),
     Method(_C.LUXI_REQ_AUTO_ARCHIVE_JOBS, "auto_archive_jobs",
-           [("age", _NUMBER), ("timeout", _NUMBER)]),
+           [("age", _AGE), ("timeout", _TIMEOUT)]),
     Method(_C.LUXI_REQ_QUERY_JOBS, "query_jobs",
            [("job_ids", _Maybe(ptypes.ListOf(ptypes.JobId))), ("fields", _FIELDS)]),
     Method(_C.LUXI_REQ_QUERY_CONFIG_VALUES, "query_config_values", [("names", _FIELDS)]),
@@ -273,16 +301,33 @@ class Dispatcher:
         return value() if callable(value) else value
 
     def query(self, what, fields, qfilter):
+        """Query ["job", fields, qfilter], as Ganeti answers it.
+
+        A filter naming ids exactly (``id`` equalities, or an ``|`` of them) finds
+        archived jobs too, and answers an unknown id as Ganeti does: the id, every other
+        field unavailable (RS_UNAVAIL), which ``gnt-job info`` prints as not found.
+        Without such a filter the live jobs are listed, and the archived ones too when the
+        ``archived`` field is asked for (Ganeti's ``gnt-job list --archived``).
+        """
         _check_resource(what)
         definitions = query.check_fields(fields)
         compiled = qlang.compile_filter(qfilter)
         names = list(fields) + sorted(compiled.fields.union(["id"]).difference(fields))
-        ids = qlang.requested_ids(qfilter)
-        rows = self._backend.query_jobs(sorted(ids) if ids is not None else [], names)
-        id_index = names.index("id")
+        ids = sorted(qlang.requested_ids(qfilter) or ()) or None
+        rows = self._backend.query_jobs(ids or [], names)
+        if ids is None and "archived" in fields:
+            archived = self._backend.archived_job_ids()
+            if archived:
+                rows = rows + [row for row in self._backend.query_jobs(archived, names)
+                               if row is not None]
         data = []
-        for values in sorted((r for r in rows if r is not None), key=lambda r: r[id_index]):
-            if compiled(dict(zip(names, values))):
+        id_index = names.index("id")
+        pairs = zip(ids, rows) if ids else ((values[id_index], values) for values in rows)
+        for job_id, values in sorted(pairs, key=lambda pair: pair[0]):
+            if values is None:
+                data.append([[constants.RS_NORMAL, job_id] if name == "id" else
+                             [constants.RS_UNAVAIL, None] for name in fields])
+            elif compiled(dict(zip(names, values))):
                 data.append([[constants.RS_NORMAL, v] for v in values[:len(fields)]])
         return {"fields": [f.definition() for f in definitions], "data": data}
 

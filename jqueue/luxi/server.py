@@ -192,8 +192,10 @@ class LuxiProtocol(protocol.Protocol):
             self._close()
             return
         request = self._current = _Request()
+        message, item = item, None  # once parsed, the raw bytes are freed at once
         try:
-            method, args = framing.parse_request(item)
+            method, args = framing.parse_request(message)
+            message = None
             request.method = method
             spec, checked = methods.check_request(method, args)
         except errors.GenericError as err:

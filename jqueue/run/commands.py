@@ -69,6 +69,8 @@ INFLIGHT_BYTES = 8 * 1024 * 1024
 PROGRESS_INTERVAL = 0.5
 #: Seconds before a node that could not be reached is tried again (NOXFER).
 NOXFER_DELAY = 5.0
+#: Seconds before a change the disk refused (its log or journal) is tried again.
+WRITE_RETRY = 1.0
 
 
 class _Attempt:
@@ -268,7 +270,12 @@ class CommandRunner:
                 if current != priority:
                     heapq.heappush(heap, (current, job_id, op_index))
                     continue
-                batch = self._begin_attempt_unlocked(job, op_index, node)
+                try:
+                    batch = self._begin_attempt_unlocked(job, op_index, node)
+                except (errors.GenericError, OSError) as err:
+                    heapq.heappush(heap, (priority, job_id, op_index))
+                    self._later(err, "start job %d" % job_id, self._dispatch, node)
+                    return
             self._running[node] += 1
             batch.add_done_callback(
                 lambda done, job_id=job_id: self._host.call(self._starting_durable, job_id,
@@ -280,6 +287,9 @@ class CommandRunner:
         previous = op.exec_state or {}
         number = previous.get("attempt", 0) + 1
         now = queue._clock()
+        # First the banner: the one step that may fail (a full disk), before any change.
+        queue._record_chunk_unlocked(job, op_index, 0, 0, commandjob.banner_start(
+            op.input, job.id, number, node, now))
         stamp = timestamp(now)
         op.status = constants.OP_STATUS_RUNNING
         op.start_timestamp = op.start_timestamp or stamp
@@ -298,8 +308,6 @@ class CommandRunner:
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
                                                      op.input.get("global_progress_pattern"))
         self._attempts[job.id] = attempt
-        queue._record_chunk_unlocked(job, op_index, 0, 0, commandjob.banner_start(
-            op.input, job.id, number, node, now))
         return queue._record_state_unlocked(job)
 
     def _starting_durable(self, job_id, error):
@@ -480,8 +488,8 @@ class CommandRunner:
                 self._finish(attempt, attempt.result)
             return
         attempt.size = max(attempt.size, attempt.out + len(data))
-        self._log_output(attempt, data)
-        self._pump(attempt)
+        if self._log_output(attempt, data):
+            self._pump(attempt)
 
     def _log_output(self, attempt, data):
         queue = self._queue
@@ -489,16 +497,30 @@ class CommandRunner:
         with queue._lock:
             job = queue._jobs.get(attempt.job_id)
             if job is None:
-                return
-            offset, attempt.out = attempt.out, attempt.out + len(data)
-            attempt.last_byte = data[-1:]
+                return False
+            offset, capped = attempt.out, attempt.capped
             keep = self._log_room_unlocked(job, attempt, data)
-            batch = queue._record_chunk_unlocked(job, attempt.op_index, attempt.number, offset,
-                                                 keep)
+            try:
+                batch = queue._record_chunk_unlocked(job, attempt.op_index, attempt.number,
+                                                     offset, keep)
+            except (errors.GenericError, OSError) as err:
+                attempt.capped = capped
+                self._later(err, "log the output of job %d" % attempt.job_id, self._pump,
+                            attempt)
+                return False
+            attempt.out += len(data)
+            attempt.last_byte = data[-1:]
             if progressed:
                 self._progress_unlocked(job, attempt)
         attempt.inflight += len(keep)
         batch.add_done_callback(lambda done: self._host.call(self._durable, attempt, len(keep)))
+        return True
+
+    def _later(self, err, what, fn, *args):
+        """A journal or log write failed (a full disk): log it, try fn again in a while."""
+        logger.warning("cannot %s now (%s); trying again in %gs", what,
+                       errors.error_message(err), WRITE_RETRY)
+        self._host.call_later(WRITE_RETRY, fn, *args)
 
     def _log_room_unlocked(self, job, attempt, data):
         """The part of data that fits under log_max_bytes (a marker line when it is full)."""
@@ -561,7 +583,14 @@ class CommandRunner:
             job = queue._jobs.get(attempt.job_id)
             if job is None:
                 return
-            batch = self._record_end_unlocked(job, attempt, result)
+            try:
+                batch = self._record_end_unlocked(job, attempt, result)
+            except (errors.GenericError, OSError) as err:
+                self._attempts[attempt.job_id] = attempt
+                self._running[attempt.node] += 1
+                self._later(err, "record the end of job %d" % attempt.job_id, self._finish,
+                            attempt, result)
+                return
         if attempt.launched or result.get("lost"):
             batch.add_done_callback(lambda done: self._host.call(
                 self._forget, attempt, done.error))
@@ -580,18 +609,24 @@ class CommandRunner:
         local, overall = attempt.tracker.values if attempt.tracker else (None, None)
         if reason == constants.REASON_OK:
             local = 1.0
+        retry = (reason in commandjob.RETRYABLE and not canceled and attempt.stop is None
+                 and attempt.number < params["max_attempts"])
+        delay = commandjob.retry_delay(attempt.number, params["retry_delay"],
+                                       params["retry_delay_max"], self._rand) if retry else 0
+        banner = commandjob.banner_end(result, reason, message, attempt.last_byte == b"\n")
+        if retry:
+            banner += commandjob.banner_note("RETRY : attempt %d of %d in %.1fs" % (
+                attempt.number + 1, params["max_attempts"], delay))
+        # First the banner: the one step that may fail (a full disk), before any change.
+        queue._record_chunk_unlocked(job, attempt.op_index, 0, 0, banner)
         state = dict(op.exec_state or {})
         state.update(state=constants.ATTEMPT_ENDED, exit_status=result.get("exit_status"),
                      signal=result.get("signal"), timed_out=bool(result.get("timed_out")),
                      reason=reason, message=message, progress=local,
                      global_progress=overall)
         op.exec_state = state
-        queue._record_chunk_unlocked(job, attempt.op_index, 0, 0, commandjob.banner_end(
-            result, reason, message, attempt.last_byte == b"\n"))
-        retry = (reason in commandjob.RETRYABLE and not canceled and attempt.stop is None
-                 and attempt.number < params["max_attempts"])
         if retry:
-            return self._retry_unlocked(job, attempt, params)
+            return self._retry_unlocked(job, attempt, delay)
         if canceled:
             status, outcome = constants.OP_STATUS_CANCELED, constants.MSG_CANCELED
         elif reason == constants.REASON_OK:
@@ -601,17 +636,12 @@ class CommandRunner:
             outcome = errors.encode_exception(errors.OpExecError(message))
         return queue._processor.finish_unlocked(job, attempt.op_index, status, outcome)
 
-    def _retry_unlocked(self, job, attempt, params):
+    def _retry_unlocked(self, job, attempt, delay):
         queue = self._queue
         op = job.ops[attempt.op_index]
-        delay = commandjob.retry_delay(attempt.number, params["retry_delay"],
-                                       params["retry_delay_max"], self._rand)
         op.exec_state = dict(op.exec_state, state=constants.ATTEMPT_RETRY_WAIT,
                              retry_at=queue._clock() + delay)
         op.status = constants.OP_STATUS_WAITING
-        queue._record_chunk_unlocked(job, attempt.op_index, 0, 0, commandjob.banner_note(
-            "RETRY : attempt %d of %d in %.1fs" % (attempt.number + 1, params["max_attempts"],
-                                                    delay)))
         batch = queue._record_state_unlocked(job)
         self._host.call(self._arm_retry, job.id, attempt.op_index, delay)
         return batch

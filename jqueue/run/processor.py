@@ -71,7 +71,7 @@ class JobProcessor:
     def add_log(self, job_id, op_index, log_type, message):
         queue = self._queue
         with queue._lock:
-            job = queue._jobs.get(job_id)
+            job = queue._await_client_change_unlocked(job_id)
             if job is None or queue._closed:
                 return
             entry = job.add_log(op_index, log_type, message, queue._clock())
@@ -98,7 +98,7 @@ class JobProcessor:
         """Under the lock: decide what to do; return (opcode, ctx) if an opcode starts."""
         queue = self._queue
         with queue._lock:
-            job = queue._jobs.get(job_id)
+            job = queue._await_client_change_unlocked(job_id)
             if job is None or not job.visible or queue._closing:
                 return None
             index = job.next_op_index()
@@ -182,7 +182,7 @@ class JobProcessor:
     def _finish(self, job_id, index, status, result):
         queue = self._queue
         with queue._lock:
-            job = queue._jobs.get(job_id)
+            job = queue._await_client_change_unlocked(job_id)
             if job is None or queue._closed:
                 return
             self.finish_unlocked(job, index, status, result)

@@ -73,6 +73,21 @@ def write_all(fd, data):
     _write_all(fd, data)
 
 
+#: Buffers one writev call takes (Linux's IOV_MAX).
+_IOV_MAX = 1024
+
+
+def write_all_buffers(fd, buffers):
+    """Write every byte of buffers (a list of bytes) to fd in order, without joining
+    them first (no copy of a large batch)."""
+    for start in range(0, len(buffers), _IOV_MAX):
+        chunk = buffers[start:start + _IOV_MAX]
+        written = os.writev(fd, chunk)
+        total = sum(len(b) for b in chunk)
+        if written < total:  # rare for files: finish the rest the plain way
+            _write_all(fd, memoryview(b"".join(chunk))[written:])
+
+
 def _unlink_quietly(path):
     try:
         os.unlink(path)

@@ -16,6 +16,19 @@ their acknowledgements (a completer thread finishes batches in order).
 Rotation supports checkpoints: records appended before rotate() stay in ``journal``,
 which becomes ``journal.old``; later records go to a fresh ``journal``. Reading tolerates
 a torn tail and skips damaged records (found again by their magic), reporting both.
+
+Disk errors. A write that fails (ENOSPC, EDQUOT, EROFS, EIO...) leaves nothing behind:
+the file is truncated back to its last good size (and that size synced), so no record of
+the failed batches, whole or partial, can come back at replay. Those batches and every
+one appended until the disk works again are *refused*: the owner's listener
+(``on_refused``) undoes their changes before anyone waiting on them hears the error,
+which names the cause and the directory. The committer then probes the disk every
+``retry_interval`` seconds with an empty record (a no-op at replay) and, once one is
+durable, accepts writes again and calls ``on_recovered``. A failed fdatasync (or a
+failed rotation or truncation) is not retried: after a failed fsync the kernel may have
+dropped the dirty pages, so a later fsync that succeeds proves nothing. The journal then
+refuses everything for good and calls ``on_fatal(error)``; the daemon exits so that a
+restart replays the journal (PostgreSQL's lesson of 2018).
 """
 
 import collections
@@ -23,10 +36,11 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 
 from jqueue import constants, errors
-from jqueue.store import fsutil
+from jqueue.store import faults, fsutil
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +48,10 @@ MAGIC = b"JQr1"
 _HEADER = struct.Struct(">4sII")
 HEADER_SIZE = _HEADER.size
 MAX_RECORD_SIZE = 256 * 1024 * 1024
+#: Seconds between two probes of a disk that refused a write.
+DEFAULT_RETRY_INTERVAL = 1.0
+#: The probe: an empty record, which replay ignores.
+PROBE = b""
 
 
 def frame(payload):
@@ -45,13 +63,19 @@ class Batch:
     """Records committed together; callers wait on it to learn that theirs are durable."""
 
     __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes", "ticket",
-                 "_callbacks", "_lock", "_finished", "slots")
+                 "_callbacks", "_lock", "_finished", "slots", "written", "refused", "undo")
 
     def __init__(self):
         self.frames = []
         self.tags = []
         self.rotate_after = False
         self.done = threading.Event()
+        #: Set once the local write succeeded, or failed and the owner undid the changes.
+        self.written = threading.Event()
+        #: True if the local write failed: nothing of the batch is on disk.
+        self.refused = False
+        #: The owner's undo actions for a refusal (run by its on_refused listener).
+        self.undo = []
         self.error = None
         self.nbytes = 0
         #: The replication hook's ticket once the batch was handed to it (see Journal).
@@ -109,23 +133,34 @@ class Batch:
 class Journal:
     """Appends records to ``<dir>/journal`` and makes them durable in groups."""
 
-    def __init__(self, directory, on_durable=None, replicate=None):
+    def __init__(self, directory, on_durable=None, replicate=None, on_refused=None,
+                 on_recovered=None, on_fatal=None, retry_interval=DEFAULT_RETRY_INTERVAL):
         """Open (create) ``directory/journal`` and start the committer.
 
         replicate, if given, is called by the committer with each group commit's framed
         records after they are on the local disk. It returns None (nothing to wait for) or a
         ticket with ``wait() -> error or None``, ``fail(error)`` and ``timeout_error()``;
         batches complete, in order, once their ticket's wait() returns.
+
+        The disk error listeners (see the module docstring), all called in the committer's
+        thread: on_refused(batches, error) before refused batches complete, on_recovered()
+        once writes work again, on_fatal(error) when the journal fails for good.
         """
         self._dir = directory
         self._path = os.path.join(directory, constants.JOURNAL_FILE)
         self._old_path = os.path.join(directory, constants.JOURNAL_OLD_FILE)
         self._on_durable = on_durable
         self._replicate = replicate
+        self._on_refused = on_refused
+        self._on_recovered = on_recovered
+        self._on_fatal = on_fatal
+        self._retry_interval = retry_interval
         self._cond = threading.Condition(threading.Lock())
         self._queue = []
         self._closing = False
         self._failed = None
+        self._failing = None  # the write error while the disk refuses writes
+        self._next_probe = None
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = os.fstat(self._fd).st_size
         self.generation = 0
@@ -144,6 +179,28 @@ class Journal:
     def size(self):
         """Bytes in the current journal file (written, not merely appended)."""
         return self._size
+
+    @property
+    def failing(self):
+        """The write error while writes are refused (retried), else None."""
+        return self._failing
+
+    @property
+    def failed(self):
+        """The error that stopped the journal for good (a failed sync), else None."""
+        return self._failed
+
+    def refusal(self):
+        """The JobQueueError a change gets while the disk refuses writes (or None)."""
+        error = self._failed or self._failing
+        if error is None:
+            return None
+        if self._failed is not None:
+            return errors.JobQueueError("changes refused: the journal of %s failed for good "
+                                        "(%s); the daemon must restart" % (self._dir, error))
+        return errors.JobQueueError(
+            "changes refused: cannot write the journal in %s: %s; retrying every %gs, "
+            "reads are still served" % (self._dir, _reason(error), self._retry_interval))
 
     def append(self, payload, tag=None, key=None):
         """Queue one record; return the Batch to wait on. Never blocks on the disk.
@@ -164,12 +221,29 @@ class Journal:
                 batch.slots[key] = len(batch.frames)
                 batch.frames.append(data)
                 batch.nbytes += len(data)
-                self._cond.notify()
+                self._cond.notify_all()  # the completer waits on it too
             else:
                 batch.nbytes += len(data) - len(batch.frames[index])
                 batch.frames[index] = data
             if tag is not None:
                 batch.tags.append(tag)
+            return batch
+
+    def append_all(self, entries):
+        """Queue records [(payload, tag or None), ...] into one batch; return it.
+
+        They are written, or refused, together (a request's jobs are all or nothing).
+        """
+        frames = [(frame(payload), tag) for payload, tag in entries]
+        with self._cond:
+            self._check_open_unlocked()
+            batch = self._open_batch_unlocked()
+            for data, tag in frames:
+                batch.frames.append(data)
+                batch.nbytes += len(data)
+                if tag is not None:
+                    batch.tags.append(tag)
+            self._cond.notify_all()  # the completer waits on it too
             return batch
 
     def append_frame(self, data, tag=None):
@@ -181,7 +255,7 @@ class Journal:
             batch.nbytes += len(data)
             if tag is not None:
                 batch.tags.append(tag)
-            self._cond.notify()
+            self._cond.notify_all()  # the completer waits on it too
             return batch
 
     def barrier(self):
@@ -191,7 +265,8 @@ class Journal:
         acknowledged.
         """
         with self._cond:
-            self._check_open_unlocked()
+            if self._closing:
+                raise errors.JobQueueError("journal is closed")
             if self._queue:
                 return self._queue[-1]
             return self._acks[-1][0][-1] if self._acks else None
@@ -208,7 +283,7 @@ class Journal:
             batch = self._open_batch_unlocked()
             batch.rotate_after = True
             self.generation += 1
-            self._cond.notify()
+            self._cond.notify_all()  # the completer waits on it too
             return batch
 
     def remove_old(self):
@@ -252,24 +327,57 @@ class Journal:
     def _run(self):
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
+                while not self._queue and not self._closing and not self._probe_due():
+                    self._cond.wait(self._probe_wait())
+                if not self._queue and self._closing:
                     self._committed_all = True
                     self._cond.notify_all()
                     return
                 batches, self._queue = self._queue, []
-            self._commit(batches)
+            if batches:
+                self._commit(batches)
+            else:
+                self._probe()
+
+    def _probe_due(self):
+        return self._next_probe is not None and time.monotonic() >= self._next_probe
+
+    def _probe_wait(self):
+        if self._next_probe is None:
+            return None
+        return max(0.0, self._next_probe - time.monotonic())
 
     def _commit(self, batches):
+        if self._failing is not None or self._failed is not None:
+            self._refuse(batches)  # nothing of them was written
+            return
         try:
             self._write_batches(batches)
-        except Exception as err:  # noqa: BLE001 - any I/O failure breaks the journal
-            logger.exception("journal write failed; refusing further changes")
-            with self._cond:
-                self._failed = err
-            self._finish(batches, errors.JobQueueError("journal write failed: %s" % err))
+        except _DiskError as err:
+            durable, batches = batches[:err.durable], batches[err.durable:]
+            self._done_locally(durable)
+            if not err.fatal:
+                logger.error("cannot write the journal in %s: %s; refusing changes, "
+                             "retrying every %gs", self._dir, _reason(err.cause),
+                             self._retry_interval)
+                with self._cond:
+                    self._failing = err.cause
+                    self._next_probe = time.monotonic() + self._retry_interval
+                self._refuse(batches)
+                return
+            self._fail_for_good(err.cause)
+            self._finish(batches, errors.JobQueueError(
+                "journal of %s failed (%s): outcome unknown until the journal is replayed"
+                % (self._dir, _reason(err.cause))))
             return
+        self._done_locally(batches)
+
+    def _done_locally(self, batches):
+        """Batches are on the local disk: hand them to replication, or finish them."""
+        if not batches:
+            return
+        for batch in batches:
+            batch.written.set()
         if self._replicate is None:
             self._finish(batches, None)
             return
@@ -298,25 +406,103 @@ class Journal:
             self._finish(batches, error)
 
     def _write_batches(self, batches):
+        """Write batches in order; _DiskError (with how many are durable) on failure."""
         pending = []
-        for batch in batches:
+        durable = 0
+        for index, batch in enumerate(batches):
             pending.extend(batch.frames)
-            self.stats["records"] += len(batch.frames)
             if batch.rotate_after:
-                self._flush(pending)
+                self._flush(pending, durable)
                 pending = []
-                self._switch_file()
+                durable = index + 1
+                try:
+                    self._switch_file()
+                except OSError as err:
+                    raise _DiskError(err, durable, fatal=True) from None
         if pending:
-            self._flush(pending)
+            self._flush(pending, durable)
+        self.stats["records"] += sum(len(b.frames) for b in batches)
         self.stats["batches"] += 1
 
-    def _flush(self, frames):
-        data = b"".join(frames)
-        if data:
-            fsutil.write_all(self._fd, data)
+    def _flush(self, frames, durable=0):
+        """Append frames and fdatasync; on a failed write, truncate back (see above)."""
+        size = sum(len(f) for f in frames)
+        if not size:
+            return
+        try:
+            faults.check("journal.write")
+            fsutil.write_all_buffers(self._fd, frames)
+        except OSError as err:
+            self._truncate(err, durable)
+            raise _DiskError(err, durable) from None
+        try:
+            faults.check("journal.sync")
             os.fdatasync(self._fd)
-            self._size += len(data)
-            self.stats["syncs"] += 1
+        except OSError as err:
+            try:  # best effort: the daemon exits next, and replays what stays
+                os.ftruncate(self._fd, self._size)
+                os.fdatasync(self._fd)
+            except OSError:
+                pass
+            raise _DiskError(err, durable, fatal=True) from None
+        self._size += size
+        self.stats["syncs"] += 1
+
+    def _truncate(self, cause, durable):
+        """Cut what a failed write left after the last good record, durably."""
+        try:
+            os.ftruncate(self._fd, self._size)
+            os.fdatasync(self._fd)
+        except OSError as err:
+            logger.critical("cannot truncate the journal %s back to %d bytes after a "
+                            "failed write (%s): %s", self._path, self._size, cause, err)
+            raise _DiskError(err, durable, fatal=True) from None
+
+    def _probe(self):
+        """Write the probe record; on success accept writes again (on_recovered)."""
+        try:
+            self._flush([frame(PROBE)])
+        except _DiskError as err:
+            if err.fatal:
+                self._fail_for_good(err.cause)
+                return
+            with self._cond:
+                self._failing = err.cause
+                self._next_probe = time.monotonic() + self._retry_interval
+            return
+        logger.warning("the journal in %s is writable again; accepting changes", self._dir)
+        with self._cond:
+            self._failing = self._next_probe = None
+        if self._on_recovered is not None:
+            try:
+                self._on_recovered()
+            except Exception:  # noqa: BLE001 - a listener bug must not stop commits
+                logger.exception("recovery listener failed")
+
+    def _fail_for_good(self, cause):
+        logger.critical("journal %s: %s; refusing every change: the daemon must exit and "
+                        "replay the journal", self._path, cause)
+        with self._cond:
+            self._failed = cause
+            self._failing = self._next_probe = None
+        if self._on_fatal is not None:
+            self._on_fatal(cause)
+
+    def _refuse(self, batches):
+        """Finish batches that are not on disk: the owner undoes them, waiters hear why."""
+        if not batches:
+            return
+        error = self.refusal()
+        for batch in batches:
+            batch.refused = True
+        if self._on_refused is not None:
+            try:
+                self._on_refused(batches, error)
+            except Exception:  # noqa: BLE001 - a listener bug must not stop commits
+                logger.exception("refusal listener failed")
+        for batch in batches:
+            batch.written.set()
+            batch._complete(error)
 
     def _switch_file(self):
         if os.path.exists(self._old_path):
@@ -336,7 +522,23 @@ class Journal:
             except Exception:  # noqa: BLE001 - a listener bug must not stop commits
                 logger.exception("durability listener failed")
         for batch in batches:
+            batch.written.set()
             batch._complete(error)
+
+
+class _DiskError(Exception):
+    """A write or sync of the journal failed; durable: how many batches made it first."""
+
+    def __init__(self, cause, durable, fatal=False):
+        super().__init__(str(cause))
+        self.cause, self.durable, self.fatal = cause, durable, fatal
+
+
+def _reason(error):
+    """An OSError as "[Errno 28] No space left on device" without the file name."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return "[Errno %d] %s" % (error.errno, os.strerror(error.errno))
+    return str(error)
 
 
 class _FailedTicket:

@@ -17,7 +17,7 @@ import os
 import re
 
 from jqueue import constants, errors, ptypes, serializer
-from jqueue.store import fsutil
+from jqueue.store import faults, fsutil
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +259,7 @@ class QueueDir:
 
     def write_job(self, job_id, data):
         """Replace a live job file atomically (temp file, rename); durable after sync()."""
+        faults.check("checkpoint.write")
         fsutil.write_file(self.job_path(job_id), data, constants.JOB_FILE_MODE, sync=False)
 
     def archive_job(self, job_id, data=None):
@@ -267,6 +268,7 @@ class QueueDir:
         if not os.path.isdir(subdir):
             os.makedirs(subdir, 0o750, exist_ok=True)
         target = self.archive_path(job_id)
+        faults.check("checkpoint.write")
         if data is not None:
             fsutil.write_file(target, data, constants.JOB_FILE_MODE, sync=False)
             try:
@@ -302,5 +304,13 @@ class QueueDir:
         return target
 
     def sync(self):
-        """Make every file written without fsync durable (one syncfs)."""
-        fsutil.syncfs(self.path)
+        """Make every file written without fsync durable (one syncfs).
+
+        DiskSyncError if it fails: not to be retried (see jqueue.store.journal).
+        """
+        try:
+            faults.check("checkpoint.sync")
+            fsutil.syncfs(self.path)
+        except OSError as err:
+            raise errors.DiskSyncError("cannot sync the queue %s: %s" % (self.path, err)
+                                       ) from None

@@ -10,6 +10,8 @@ Records (JSON objects):
     {"t": "del",  "id": N, "a": bool}                 job removed (replica resync only;
                                                       "a": from the archive)
     {"t": "pos",  "p": [epoch, session, seq]}         replication position (replicas)
+    (empty)                                           the journal's probe of a disk that
+                                                      refused a write: means nothing
 
 and one binary record, a piece of a command job's log (jqueue.store.joblogs), whose data
 travels as written (bytes, not JSON):
@@ -160,6 +162,8 @@ class Replay:
 
     def apply(self, payload):
         """Apply one record (bytes); a record that cannot apply is noted in problems."""
+        if not payload:
+            return  # the journal's probe
         try:
             if is_log_chunk(payload):
                 self._apply_chunk(parse_log_chunk(payload))

@@ -101,6 +101,10 @@ def test_selectors_accumulate_statuses():
     (["bogus"], "invalid choice"),
     (["submit", "--priority", "urgent", "f"], "invalid priority"),
     (["submit", "--priority", "20", "f"], "invalid priority"),
+    (["submit", "--priority", " 5", "f"], "invalid priority"),
+    (["submit", "--priority", "1_0", "f"], "invalid priority"),
+    (["submit", "--priority", "\u0663", "f"], "invalid priority"),
+    (["change-priority", "--priority", "1_0", "1"], "invalid priority"),
     (["submit", "--wait", "--watch", "f"], "not allowed with"),
     (["cancel", "1/2"], "invalid job id"),
     (["info", "-3"], "invalid job id"),
@@ -688,9 +692,12 @@ def test_queue_drain_undrain_and_info(cli):
     assert lines[:4] == ["Drained: yes", "Master node: node1.example.com",
                          "Cluster name: cluster.example.com", "Jobs: 2"]
     assert "  queued: 1" in lines and "  success: 1" in lines and "  error: 0" in lines
+    assert lines[-2:] == ["Changes: accepted", "Job files: 1.5s since the last checkpoint, "
+                          "2 job(s) behind (checkpoint every 5s)"]
     assert cli("queue", "undrain").code == 0 and cli.fake.drained is False
     data = serializer.loads(cli("queue", "info", "--json").out)
     assert data["drain_flag"] is False and data["jobs"]["queued"] == 1
+    assert data["queue_status"]["view_lag"] == 2
 
 
 # errors, seams, launcher

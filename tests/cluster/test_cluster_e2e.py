@@ -313,7 +313,13 @@ def test_fenced_master_stops_serving_and_cannot_start_again(tmp_path, nodeds, da
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
     with master.client() as client:
         wait_all_final(client, [client.submit_job([delay(0)])])
-    position = started["node2"].call("node_info", {})["position"]
+    deadline = time.monotonic() + 20  # one candidate acknowledges: the other may lag
+    while True:
+        position = started["node2"].call("node_info", {})["position"]
+        if position == started["node3"].call("node_info", {})["position"]:
+            break
+        assert time.monotonic() < deadline, position
+        time.sleep(0.05)
     vote = test_cluster.call("node2", "node3", "vote", {"epoch": 2, "candidate": "node2",
                                                         "position": position})
     assert vote["granted"] is True, vote

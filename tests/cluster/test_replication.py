@@ -1,5 +1,6 @@
 """Tests of jqueue.cluster.replication and jqueue.cluster.replica with in-process candidates."""
 
+import errno
 import os
 import time
 
@@ -11,6 +12,7 @@ from fakes_cluster import Cluster, LoopbackClient, NodeState
 from jqueue import errors
 from jqueue.cluster.replica import Replica, ReplicaRpc
 from jqueue.queue import JobQueue
+from jqueue.store import faults
 from jqueue.store.records import job_digest
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
@@ -151,6 +153,23 @@ def test_old_epoch_and_wrong_master_are_fenced(cluster):
         rpc.replicate("master", body)
     with pytest.raises(errors.FencedError, match="not the master"):
         rpc.replicate("intruder", dict(body, epoch=1))
+
+
+def test_an_epoch_ahead_of_configuration_and_votes_is_refused(cluster):
+    """An update whose epoch is ahead of the node's configuration and of any vote it gave
+    (10^30) is refused and not adopted: the real master goes on replicating."""
+    cl = cluster(candidates=1)
+    cl.queue.submit_job([delay()])
+    rpc = cl.clients["c1"].rpc
+    body = {"epoch": 10 ** 30, "session": 1, "seq_from": 1, "seq_to": 1, "records": []}
+    with pytest.raises(errors.FencedError, match="knows no configuration of that epoch"):
+        rpc.replicate("c1", body)
+    assert cl.states["c1"].epoch == 1 and cl.states["c1"].master == "master"
+    assert isinstance(cl.queue.submit_job([delay()]), int)
+    cl.states["c1"].config_epoch = 2  # the failover pushed epoch 2's configuration
+    with pytest.raises(errors.ResyncNeeded):
+        rpc.replicate("c1", dict(body, epoch=2))
+    assert cl.states["c1"].epoch == 2 and cl.states["c1"].master == "c1"
 
 
 def test_deposed_master_stops_acknowledging(cluster):
@@ -314,3 +333,31 @@ def test_a_new_candidate_is_resynced_with_the_logs(cluster, tmp_path):
     finally:
         cl.replicator.remove_peer("late")
         late.close()
+
+
+def test_a_batch_the_replicas_disk_refuses_is_not_acknowledged_later(tmp_path):
+    """If a candidate's disk refuses a batch, its position stays where it was: the
+    master's retry is applied and made durable, not acknowledged as already there."""
+    replica = Replica(str(tmp_path / "r"), known_epoch=1, checkpoint_interval=None,
+                      retry_interval=0.01)
+    record = '{"t":"job","job":{"id":1,"ops":[{"input":{"OP_ID":"OP_TEST_JQUEUE"},' \
+             '"status":"queued"}]}}'
+    try:
+        replica.resync_apply(1, [], [], position=[1, 1, 0])
+        faults.inject("journal.write", errno.ENOSPC)
+        with pytest.raises(errors.JobQueueError, match="No space"):
+            replica.apply_batch(1, 1, 1, 1, [record])
+        assert replica.position == [1, 1, 0]
+        deadline = time.monotonic() + 10
+        while replica.queue.status()["writes"] != "accepted":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert replica.apply_batch(1, 1, 1, 1, [record]) == [1, 1, 1]
+    finally:
+        faults.clear()
+        replica.close()
+    reopened = Replica(str(tmp_path / "r"), known_epoch=1, checkpoint_interval=None)
+    try:
+        assert reopened.position == [1, 1, 1] and list(reopened.queue._jobs) == [1]
+    finally:
+        reopened.close()

@@ -95,7 +95,9 @@ def test_missing_file_and_missing_state_dir():
 
 @pytest.mark.parametrize("argv", [["--workers", "-1"], ["--workers", "x"],
                                   ["--read-timeout", "nan"], ["--log-level", "loud"],
-                                  ["--shutdown-grace", "-1"]])
+                                  ["--shutdown-grace", "-1"], ["--workers", " 5"],
+                                  ["--workers", "1_0"], ["--workers", "\u0663"],
+                                  ["--read-timeout", "1_0"], ["--read-timeout", "inf"]])
 def test_bad_flag_values_are_usage_errors(argv):
     """A bad flag value is refused by argparse (a usage error naming the flag)."""
     with pytest.raises(argparse.ArgumentError, match=argv[0]):

@@ -118,6 +118,22 @@ def test_jqctl_covers_cancel_priority_archive_drain(served, tmp_path):
     assert served.jqctl("submit", "--wait", "--op", "OP_TEST_DELAY", "duration=0")[0] == 0
 
 
+def test_jqctl_queue_info_shows_the_job_files_lag(daemons, config):
+    """queue info shows how far the job files are behind; a checkpoint catches them up."""
+    daemon = daemons(config=config(checkpoint_interval=3600))
+    ids = [int(daemon.jqctl("submit", "--op", "OP_TEST_DELAY", "duration=0")[1])
+           for _ in range(3)]
+    with daemon.client() as client:
+        wait_all_final(client, ids)
+    code, out, _ = daemon.jqctl("queue", "info")
+    assert code == 0
+    assert "3 job(s) behind (checkpoint every 3600s)" in out, out
+    assert "Changes: accepted" in out, out
+    code, out, _ = daemon.jqctl("queue", "info", "--json")
+    status = json.loads(out)["queue_status"]
+    assert status["view_lag"] == 3 and status["view_age"] >= 0
+
+
 # Raw LUXI clients (written from the wire format)
 
 

@@ -304,8 +304,9 @@ def test_query_filters_on_fields_not_requested(real):
     assert result["data"] == [[[0, 2]]]
 
 
-def test_query_by_ids_finds_archived_jobs_and_drops_unknown(real):
-    """An id filter queries those ids exactly, archived ones included; unknown are left out."""
+def test_query_by_ids_finds_archived_jobs_and_marks_unknown_unavailable(real):
+    """An id filter queries those ids exactly, archived ones included; an unknown id is
+    answered as Ganeti 3.0 does: the id, and every other field unavailable."""
     queue, dispatcher = real
     first = dispatcher.call("SubmitJob", [[delay()]])
     second = dispatcher.call("SubmitJob", [[delay()]])
@@ -316,7 +317,20 @@ def test_query_by_ids_finds_archived_jobs_and_drops_unknown(real):
     by_id = dispatcher.call("Query", ["job", ["id", "archived"],
                                       ["|", ["=", "id", second], ["=", "id", str(first)],
                                        ["=", "id", 77]]])
-    assert by_id["data"] == [[[0, first], [0, True]], [[0, second], [0, False]]]
+    assert by_id["data"] == [[[0, first], [0, True]], [[0, second], [0, False]],
+                             [[0, 77], [3, None]]]
+
+
+def test_query_lists_archived_jobs_when_the_archived_field_is_asked(real):
+    """As gnt-job list --archived: asking for the archived field lists the archive too."""
+    queue, dispatcher = real
+    first = dispatcher.call("SubmitJob", [[delay()]])
+    second = dispatcher.call("SubmitJob", [[delay()]])
+    run_jobs(queue)
+    assert dispatcher.call("ArchiveJob", [first]) is True
+    listed = dispatcher.call("Query", ["job", ["id", "archived"], None])
+    assert listed["data"] == [[[0, first], [0, True]], [[0, second], [0, False]]]
+    assert dispatcher.call("Query", ["job", ["id"], None])["data"] == [[[0, second]]]
 
 
 def test_set_drain_flag_is_seen_by_query_config_values(real):

@@ -421,3 +421,27 @@ def test_status_constants_cover_every_reason():
     """Every reason the runner can give is one of the documented words."""
     assert {"OK", "FAILED", "TIMEOUT", "KILLED", "INTERR", "NOXFER", "NODE_LOST"} <= \
         constants.REASONS
+
+
+def test_a_full_disk_delays_output_and_ends_but_loses_nothing(setup, monkeypatch):
+    """While the log cannot be written, output and the end wait and are tried again."""
+    job_id = setup.submit(command("x"))
+    real_write = setup.queue._logs.write
+    full = [True]
+
+    def write(*args):
+        if full[0]:
+            raise OSError(28, "No space left on device")
+        return real_write(*args)
+    monkeypatch.setattr(setup.queue._logs, "write", write)
+    setup.write(job_id, b"kept\n")
+    setup.end(job_id, exit_status=0)
+    assert setup.fields(job_id, ["status"]) == ["running"]
+    full[0] = False
+    setup.host.advance(1)
+    setup.settle()
+    setup.host.advance(1)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "exit_status"]) == ["success", 0]
+    log = setup.log(job_id)
+    assert log.count(b"kept\n") == 1 and b"* EXIT : 0" in log

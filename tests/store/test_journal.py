@@ -1,12 +1,13 @@
 """Tests of jqueue.store.journal: framing, group commit, rotation, tolerant reading."""
 
+import errno
 import os
 import threading
 
 import pytest
 
 from jqueue import errors
-from jqueue.store import journal
+from jqueue.store import faults, journal
 
 
 def _open(tmp_path, **kwargs):
@@ -77,13 +78,73 @@ def test_replication_failure_fails_waiters_but_not_the_journal(tmp_path):
     assert calls == [[journal.frame(b"first")], [journal.frame(b"second")]]
 
 
-def test_write_failure_breaks_the_journal_with_a_clear_error(tmp_path):
-    """After a failed write every append is refused, naming the failure."""
-    jnl = _open(tmp_path)
-    os.close(jnl._fd)
-    jnl._fd = os.open(os.devnull, os.O_RDONLY)
-    with pytest.raises(errors.JobQueueError, match="journal write failed"):
+@pytest.fixture
+def failpoints():
+    """Failpoints disarmed after the test, whatever happened."""
+    yield faults
+    faults.clear()
+
+
+def _good_records(path):
+    payloads, report = journal.read_records(str(path))
+    assert report.clean, report.describe()
+    return [p for p in payloads if p != journal.PROBE]
+
+
+def test_failed_write_is_refused_truncated_and_retried(tmp_path, failpoints):
+    """A failed write refuses its batch (naming cause and directory) and every later one
+    until a probe succeeds; nothing of a refused batch stays in the file."""
+    refused, recovered = [], threading.Event()
+    jnl = _open(tmp_path, retry_interval=0.05,
+                on_refused=lambda batches, err: refused.extend(batches),
+                on_recovered=recovered.set)
+    jnl.append(b"good").wait(5)
+    failpoints.inject("journal.write", errno.ENOSPC, times=2)
+    batch = jnl.append(b"refused")
+    with pytest.raises(errors.JobQueueError) as info:
+        batch.wait(5)
+    message = errors.error_message(info.value)
+    assert "No space left on device" in message and str(tmp_path) in message
+    assert batch.refused and refused == [batch] and batch.written.is_set()
+    assert "No space" in errors.error_message(jnl.refusal())
+    assert recovered.wait(5)
+    assert jnl.refusal() is None and jnl.failing is None
+    jnl.append(b"later").wait(5)
+    jnl.close()
+    assert _good_records(tmp_path / "journal") == [b"good", b"later"]
+
+
+def test_a_partial_write_is_cut_back_to_the_last_good_record(tmp_path, monkeypatch):
+    """Whole records a failed write left behind are truncated away: none can be replayed."""
+    jnl = _open(tmp_path, retry_interval=60)
+    jnl.append(b"good").wait(5)
+    real_write = journal.fsutil.write_all
+
+    def half_then_enospc(fd, buffers):
+        data = b"".join(buffers)
+        real_write(fd, data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal.fsutil, "write_all_buffers", half_then_enospc)
+    batch = None
+    for index in range(10):
+        batch = jnl.append(journal.frame(b"x" * 10) + b"%d" % index)
+    with pytest.raises(errors.JobQueueError):
+        batch.wait(5)
+    assert os.path.getsize(tmp_path / "journal") == len(journal.frame(b"good"))
+    jnl.close()
+    assert _good_records(tmp_path / "journal") == [b"good"]
+
+
+def test_failed_sync_is_fatal_and_not_retried(tmp_path, failpoints):
+    """A failed fdatasync calls on_fatal; the journal then refuses everything for good."""
+    fatal = []
+    jnl = _open(tmp_path, retry_interval=0.01, on_fatal=fatal.append)
+    failpoints.inject("journal.sync", errno.EIO)
+    with pytest.raises(errors.JobQueueError, match="outcome unknown"):
         jnl.append(b"x").wait(5)
+    assert len(fatal) == 1 and fatal[0].errno == errno.EIO
+    assert jnl.failed is not None
     with pytest.raises(errors.JobQueueError, match="journal failed"):
         jnl.append(b"y")
     jnl.close()

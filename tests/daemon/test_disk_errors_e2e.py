@@ -1,0 +1,125 @@
+"""jq-masterd on a failing disk: refuse changes and recover, or stop cleanly.
+
+A real daemon on a small tmpfs that fills up refuses changes with the cause and the
+directory, goes on answering queries and waiters, accepts changes again once space is
+back (no restart), and after a restart holds exactly the jobs it acknowledged. A daemon
+whose journal sync fails (a failpoint armed through JQ_FAILPOINTS) exits with status 1
+and its restart replays the journal.
+"""
+
+import errno
+import os
+import subprocess
+import time
+
+import pytest
+from daemon_helpers import RawLuxi, delay, write_config
+
+from jqueue import constants
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MiB tmpfs mounted as tmp_path/state/queue, the daemon's queue directory (this
+    needs root, as the test machines run); the daemon's log and socket stay outside."""
+    mount = tmp_path / "state" / "queue"
+    mount.mkdir(parents=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "tmpfs",
+                             str(mount)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail("cannot mount a 4 MiB tmpfs for the full-disk test (it needs root): %s"
+                    % (result.stderr.strip() or result.returncode))
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+def _fill(directory):
+    """Fill the filesystem of directory with one file; return its path."""
+    path = os.path.join(directory, "filler")
+    chunk = b"\0" * 65536
+    with open(path, "wb") as stream:
+        try:
+            while True:
+                stream.write(chunk)
+                stream.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+    return path
+
+
+def _submit(raw):
+    return raw.request("SubmitJob", [[delay()]])
+
+
+def test_full_disk_refuses_changes_serves_reads_and_recovers(daemons, small_fs, tmp_path):
+    """ENOSPC: changes refused naming cause and directory, reads and waiters served, queue
+    info shows it; space back: accepted again without a restart; refused jobs never
+    appear, acknowledged ones all do."""
+    config = write_config(tmp_path / "jq.toml", checkpoint_interval=3600, workers=2)
+    daemon = daemons(tmp_path / "state", config=config)
+    acknowledged = []
+    with RawLuxi(daemon.socket) as raw:
+        for _ in range(3):
+            success, job_id = _submit(raw)
+            assert success, job_id
+            acknowledged.append(job_id)
+        with daemon.client() as client:
+            for job_id in acknowledged:
+                assert client.wait_for_job_change_once(job_id, ["status"], None, None, 10)
+        filler = _fill(str(small_fs))
+        # A few may still fit in the journal's last page; then they are refused.
+        answers = [_submit(raw) for _ in range(30)]
+        acknowledged += [result for success, result in answers if success]
+        refused = [result for success, result in answers if not success]
+        assert len(refused) > 10, answers
+        for error in refused:
+            assert error[0] == "JobQueueError", error
+            assert "No space left on device" in error[1][0] and daemon.queue_dir in error[1][0]
+        rows = raw.ok("QueryJobs", [acknowledged, ["id"]])
+        assert rows == [[job_id] for job_id in acknowledged]
+        assert raw.ok("WaitForJobChange", [acknowledged[0], ["status"], None, None, 5])
+        success, error = raw.request("CancelJob", [acknowledged[0]])
+        assert not success and "No space left" in error[1][0]
+        code, out, _ = daemon.jqctl("queue", "info")
+        assert code == 0 and "Changes: changes refused" in out and "No space" in out, out
+        os.unlink(filler)
+        deadline = time.monotonic() + 15
+        while True:
+            success, result = _submit(raw)
+            if success:
+                acknowledged.append(result)
+                break
+            assert time.monotonic() < deadline, result
+            time.sleep(0.2)
+    code, out, _ = daemon.jqctl("queue", "info")
+    assert "Changes: accepted" in out, out
+    assert daemon.stop() == 0, daemon.stderr()
+    daemon.start()
+    with daemon.client() as client:
+        rows = client.query_jobs([], ["id"])
+    assert sorted(row[0] for row in rows) == sorted(acknowledged)
+    assert daemon.stop() == 0, daemon.stderr()  # before the tmpfs goes
+
+
+def test_failed_journal_sync_exits_1_and_the_restart_replays(daemons, tmp_path):
+    """A failed fdatasync is not retried: the daemon exits 1 at once; restarted, it holds
+    every acknowledged job (replayed from the journal)."""
+    config = write_config(tmp_path / "jq.toml", checkpoint_interval=3600, workers=0)
+    daemon = daemons(tmp_path / "state", config=config,
+                     env={"JQ_FAILPOINTS": "journal.sync:EIO:4"})
+    acknowledged = []
+    with RawLuxi(daemon.socket) as raw:
+        for _ in range(3):
+            acknowledged.append(raw.ok("SubmitJob", [[delay()]]))
+        try:
+            success, _ = _submit(raw)
+            assert not success
+        except (ConnectionError, OSError):
+            pass  # the daemon exits without answering: clients resend
+    assert daemon.wait() == 1
+    assert "a sync of the queue failed" in daemon.stderr()
+    daemon.env = {}
+    daemon.start()
+    with daemon.client() as client:
+        rows = client.query_jobs(acknowledged, ["id", "status"])
+    assert rows == [[job_id, constants.JOB_STATUS_QUEUED] for job_id in acknowledged]

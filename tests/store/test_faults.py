@@ -1,0 +1,210 @@
+"""Tests of jqueue.store.faults and of what the queue does when its disk fails.
+
+Failpoints make the journal's write or sync, or a checkpoint's file writes or sync, fail
+on their Nth call. Whatever fails, a refused change leaves no trace: not in memory, not
+in the job files, not after reopening; internal changes are recorded once the disk
+works again; a failed sync is fatal and never retried.
+"""
+
+import errno
+import threading
+import time
+
+import pytest
+from conftest import delay, run_jobs
+
+from jqueue import errors
+from jqueue.store import faults
+
+FIELDS = ["id", "status", "opstatus", "priority", "archived"]
+
+
+@pytest.fixture(autouse=True)
+def _disarm():
+    yield
+    faults.clear()
+
+
+def _wait_writable(queue, timeout=10):
+    deadline = time.monotonic() + timeout
+    while queue.status()["writes"] != "accepted" or queue.status()["unrecorded_jobs"]:
+        assert time.monotonic() < deadline, queue.status()
+        time.sleep(0.01)
+    queue.wait_durable(timeout)
+
+
+def _reopen(queue, open_queue, **kwargs):
+    queue.shutdown()
+    return open_queue(retry_interval=0.01, **kwargs)
+
+
+def test_failpoint_fails_the_nth_call_then_disarms():
+    """inject(point, E, nth=N) lets N-1 calls pass, fails the Nth, then is gone."""
+    faults.inject("journal.write", errno.ENOSPC, nth=2)
+    faults.check("journal.write")
+    with pytest.raises(OSError) as info:
+        faults.check("journal.write")
+    assert info.value.errno == errno.ENOSPC and "journal.write" in str(info.value)
+    faults.check("journal.write")
+    assert not faults.armed("journal.write")
+    with pytest.raises(ValueError):
+        faults.inject("no.such.point", errno.EIO)
+
+
+def test_refused_submission_leaves_no_trace(open_queue):
+    """A submission the disk refused is answered with the cause and the directory, and
+    exists nowhere: not in queries, not after reopening; the next one works."""
+    queue = open_queue(retry_interval=0.01)
+    first = queue.submit_job([delay()])
+    faults.inject("journal.write", errno.ENOSPC)
+    with pytest.raises(errors.JobQueueError) as info:
+        queue.submit_job([delay()])
+    message = errors.error_message(info.value)
+    assert "No space left on device" in message and queue.path in message
+    assert queue.query_jobs([], ["id"]) == [[first]]
+    _wait_writable(queue)
+    third = queue.submit_job([delay()])
+    queue = _reopen(queue, open_queue)
+    assert queue.query_jobs([], ["id"]) == [[first], [third]]
+
+
+def test_a_refused_submit_many_leaves_none_of_its_jobs(open_queue):
+    """The jobs of one SubmitManyJobs are recorded together: refused, none of them exists."""
+    queue = open_queue(retry_interval=0.01)
+    faults.inject("journal.write", errno.ENOSPC)
+    with pytest.raises(errors.JobQueueError, match="No space"):
+        queue.submit_many_jobs([[delay()], [delay()], [delay()]])
+    assert queue.query_jobs([], ["id"]) == []
+    _wait_writable(queue)
+    assert [ok for ok, _ in queue.submit_many_jobs([[delay()], [delay()]])] == [True, True]
+    queue = _reopen(queue, open_queue)
+    assert len(queue.query_jobs([], ["id"])) == 2
+
+
+def test_changes_are_refused_up_front_while_the_disk_refuses(open_queue):
+    """While the journal cannot write, changes are refused at once; reads are served."""
+    queue = open_queue(retry_interval=60)
+    job_id = queue.submit_job([delay()])
+    faults.inject("journal.write", errno.EDQUOT, times=1000)
+    with pytest.raises(errors.JobQueueError):
+        queue.submit_job([delay()])
+    for change in (lambda: queue.submit_job([delay()]),
+                   lambda: queue.cancel_job(job_id),
+                   lambda: queue.change_job_priority(job_id, 5),
+                   lambda: queue.archive_job(job_id),
+                   lambda: queue.auto_archive_jobs(-1, 10)):
+        with pytest.raises(errors.JobQueueError, match="Disk quota exceeded"):
+            change()
+    assert queue.query_jobs([job_id], ["status", "priority"]) == [["queued", 0]]
+    assert "Disk quota exceeded" in queue.status()["writes"]
+    faults.clear()
+
+
+@pytest.mark.parametrize("change, fields", [
+    (lambda q, i: q.cancel_job(i), ["status", "opstatus"]),
+    (lambda q, i: q.change_job_priority(i, 10), ["priority", "oppriority"]),
+])
+def test_refused_change_to_a_job_is_rolled_back(open_queue, change, fields):
+    """A cancel or priority change the disk refused is undone in memory and on disk."""
+    queue = open_queue(retry_interval=0.01)
+    job_id = queue.submit_job([delay()])
+    before = queue.query_jobs([job_id], fields)
+    faults.inject("journal.write", errno.ENOSPC)
+    with pytest.raises(errors.JobQueueError, match="No space"):
+        change(queue, job_id)
+    assert queue.query_jobs([job_id], fields) == before
+    _wait_writable(queue)
+    queue = _reopen(queue, open_queue)
+    assert queue.query_jobs([job_id], fields) == before
+    run_jobs(queue)
+    assert queue.query_jobs([job_id], ["status"]) == [["success"]]
+
+
+def test_refused_archival_is_rolled_back(open_queue, tmp_path):
+    """An archival the disk refused leaves the job live, its file where it was."""
+    queue = open_queue(retry_interval=0.01)
+    ids = [queue.submit_job([delay()]) for _ in range(3)]
+    run_jobs(queue)
+    faults.inject("journal.write", errno.ENOSPC)
+    with pytest.raises(errors.JobQueueError):
+        queue.auto_archive_jobs(-1, 60)
+    assert queue.query_jobs([], ["id", "archived"]) == [[i, False] for i in ids]
+    assert not (tmp_path / "queue" / "archive" / "0" / "job-1").exists()
+    _wait_writable(queue)
+    queue = _reopen(queue, open_queue)
+    assert queue.query_jobs([], ["id", "archived"]) == [[i, False] for i in ids]
+
+
+def test_internal_changes_are_recorded_once_the_disk_works_again(open_queue):
+    """The processor's records lost to a refused write are re-recorded in full; until
+    then the job counts as not durable (a waiter does not hear of it)."""
+    queue = open_queue(retry_interval=0.2)
+    job_id = queue.submit_job([delay()])
+    faults.inject("journal.write", errno.ENOSPC)
+    queue._pool.run_all()
+    queue.wait_durable(5)
+    assert queue.status()["unrecorded_jobs"] == 1
+    answer = queue.wait_for_job_changes(job_id, ["status"], ["queued"], None, 0)
+    assert answer == "nochange"
+    _wait_writable(queue)
+    queue.checkpoint()
+    queue._closing = queue._closed = True  # crash: the journal and files as they are
+    queue._journal.close()
+    queue._dir.unlock()
+    queue = open_queue(retry_interval=0.01)
+    assert queue.query_jobs([job_id], ["status"]) == [["success"]]
+
+
+def test_failed_checkpoint_write_keeps_every_change(open_queue):
+    """A checkpoint whose file write fails keeps the journal; the next one finishes."""
+    queue = open_queue()
+    ids = [queue.submit_job([delay()]) for _ in range(3)]
+    run_jobs(queue)
+    faults.inject("checkpoint.write", errno.ENOSPC, nth=2)
+    with pytest.raises(OSError):
+        queue.checkpoint()
+    queue.checkpoint()
+    queue = _reopen(queue, open_queue)
+    assert queue.query_jobs([], ["status"]) == [["success"]] * len(ids)
+
+
+@pytest.mark.parametrize("point", ["journal.sync", "checkpoint.sync"])
+def test_failed_sync_is_fatal_and_reopening_replays(open_queue, point):
+    """A failed sync calls on_fatal, refuses every change, closes without a checkpoint;
+    reopening replays the journal: acknowledged jobs are there."""
+    fatal = []
+    queue = open_queue(on_fatal=fatal.append)
+    acknowledged = queue.submit_job([delay()])
+    faults.inject(point, errno.EIO)
+    try:
+        queue.submit_job([delay()])
+        queue.checkpoint()
+    except errors.JobQueueError:
+        pass
+    assert fatal and fatal[0].errno == errno.EIO if point == "journal.sync" else fatal
+    with pytest.raises(errors.JobQueueError, match="restart|for good"):
+        queue.submit_job([delay()])
+    with pytest.raises(errors.DiskSyncError):
+        queue.shutdown()
+    queue = open_queue()
+    assert [acknowledged] in queue.query_jobs([], ["id"])
+
+
+def test_a_refused_cancel_never_takes_back_the_processors_work(open_queue):
+    """While a cancel of a running job is being refused, the opcode's end waits for the
+    undo: the job ends as it ran, not stuck running."""
+    queue = open_queue(retry_interval=0.01)
+    job_id = queue.submit_job([delay(0.2)])
+    worker = threading.Thread(target=queue._pool.run_all)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while queue.query_jobs([job_id], ["status"])[0][0] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    faults.inject("journal.write", errno.ENOSPC)
+    with pytest.raises(errors.JobQueueError):
+        queue.cancel_job(job_id)
+    worker.join(10)
+    _wait_writable(queue)
+    run_jobs(queue)
+    assert queue.query_jobs([job_id], ["status"]) == [["success"]]
