@@ -11,6 +11,9 @@ import time
 
 from jqueue import constants, errors
 
+#: The acknowledged state of a job no change has reached yet (see QueuedJob.view).
+PRISTINE = "pristine"
+
 _OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_timestamp",
                   "priority")
 
@@ -69,6 +72,22 @@ class QueuedOpCode:
         """The fields that change while a job runs (everything but input and log)."""
         return {key: getattr(self, key) for key in _OP_STATE_KEYS}
 
+    def pristine_state(self):
+        """The state_dict() of the opcode as it was submitted."""
+        return {"status": constants.OP_STATUS_QUEUED, "result": None,
+                "start_timestamp": None, "exec_timestamp": None, "end_timestamp": None,
+                "priority": self.input.get("priority", constants.OP_PRIO_DEFAULT)}
+
+    def copy(self, max_log_serial):
+        """A copy with the log entries up to max_log_serial (for a view read at once: the
+        log list may be the live one)."""
+        op = QueuedOpCode.__new__(QueuedOpCode)
+        for key in self.__slots__:
+            setattr(op, key, getattr(self, key))
+        if self.log and self.log[-1][0] > max_log_serial:
+            op.log = [entry for entry in self.log if entry[0] <= max_log_serial]
+        return op
+
     def apply_state(self, state):
         """Set the fields of a state_dict()."""
         for key in _OP_STATE_KEYS:
@@ -103,7 +122,7 @@ class QueuedJob:
 
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "generation", "visible", "archived", "cancel_event",
-                 "kill_requested", "unacked_state", "durable_log_serial")
+                 "kill_requested", "unacked_state", "durable_log_serial", "acked_state")
 
     def __init__(self, job_id, ops, received_timestamp):
         self.id = job_id
@@ -125,6 +144,9 @@ class QueuedJob:
         self.kill_requested = False
         self.unacked_state = 0
         self.durable_log_serial = self.log_serial
+        # The state_dict() of the newest acknowledged state (PRISTINE: as submitted),
+        # kept while the job may change; what readers see while changes are pending.
+        self.acked_state = None
 
     # Derived state
 
@@ -250,6 +272,25 @@ class QueuedJob:
         job.log_serial = max(serials) if serials else 0
         job._init_runtime()
         return job
+
+    def view(self, state, max_log_serial):
+        """A copy showing state (a state_dict(), PRISTINE, or None: the current one) and
+        only the log entries up to max_log_serial; for readers of acknowledged changes."""
+        copy = QueuedJob.__new__(QueuedJob)
+        copy.id = self.id
+        copy.received_timestamp = self.received_timestamp
+        copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
+        copy.ops = [op.copy(max_log_serial) for op in self.ops]
+        copy.log_serial = min(self.log_serial, max_log_serial)
+        copy._init_runtime()
+        copy.archived = self.archived
+        if state is PRISTINE:
+            copy.start_timestamp = copy.end_timestamp = None
+            for op in copy.ops:
+                op.apply_state(op.pristine_state())
+        elif state is not None:
+            copy.apply_state(state)
+        return copy
 
     def new_cancel_event(self):
         """Create (once) and return the event that running opcodes watch for cancellation."""

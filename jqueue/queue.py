@@ -16,7 +16,7 @@ import threading
 import time
 
 from jqueue import constants, errors, opcodes, ptypes, query, serializer
-from jqueue.job import QueuedJob, QueuedOpCode, timestamp, ts_to_float
+from jqueue.job import PRISTINE, QueuedJob, QueuedOpCode, timestamp, ts_to_float
 from jqueue.run import dependencies, processor, waiting, workerpool
 from jqueue.store import journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
@@ -85,6 +85,8 @@ class JobQueue:
         self._jobs = self.recovery.jobs
         for job in self._jobs.values():
             job.durable_log_serial = job.log_serial
+            if not job.is_finalized():
+                job.acked_state = job.state_dict()
         self._serial = self.recovery.max_id
         self._archiving = {}
         self._dirty = set()
@@ -345,25 +347,34 @@ class JobQueue:
     def query_jobs(self, job_ids, fields):
         """Return [[value, ...] or None] for the given ids (all live jobs if empty).
 
-        Archived jobs are found by id. Answers only once every change they show is durable.
+        Archived jobs are found by id. Answers at once with the acknowledged state of
+        each job: a change still waiting for the disk or for the candidates is not shown
+        (and a job whose submission is not acknowledged is not found).
         """
         info = query.getters(fields, self._registry)
         ids = None if not job_ids else [queuedir.parse_job_id(i) for i in job_ids]
         with self._lock:
             if ids is None:
-                rows = [info(job) for job in self._jobs.values() if job.visible]
+                rows = [info(self._acked_view_unlocked(job)) for job in self._jobs.values()
+                        if job.visible]
                 missing = []
             else:
                 jobs = [self._known_job_unlocked(i) for i in ids]
-                rows = [info(job) if job is not None else None for job in jobs]
+                rows = [info(self._acked_view_unlocked(job)) if job is not None else None
+                        for job in jobs]
                 missing = [n for n, job in enumerate(jobs) if job is None]
-            barrier = self._journal.barrier()
         for index in missing:
             job = self._load_archived(ids[index])
             rows[index] = info(job) if job is not None else None
-        if barrier is not None:
-            self._wait(barrier)
         return rows
+
+    @staticmethod
+    def _acked_view_unlocked(job):
+        """The job as its acknowledged changes leave it (itself if nothing is pending)."""
+        if not job.unacked_state and job.durable_log_serial >= job.log_serial:
+            return job
+        return job.view(job.acked_state if job.unacked_state else None,
+                        job.durable_log_serial)
 
     def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         """Block until the job differs from prev_job_info or logs beyond prev_log_serial.
@@ -395,10 +406,9 @@ class JobQueue:
         with self._lock:
             job = self._known_job_unlocked(job_id)
             if job is not None:
-                result = None
-                if not job.unacked_state:
-                    result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
-                                                  job.durable_log_serial)
+                result = waiting.check_change(self._acked_view_unlocked(job), info,
+                                              prev_job_info, prev_log_serial,
+                                              job.durable_log_serial)
                 if result is None:
                     waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
                                             callback)
@@ -459,15 +469,19 @@ class JobQueue:
         full_record, if given, is the job's full record already encoded.
         """
         key = None
-        if full_record is not None or job.generation != self._journal.generation:
+        if full_record is not None:
             job.generation = self._journal.generation
-            payload = full_record or records.job_record(job)
+            payload, state = full_record, PRISTINE
+        elif job.generation != self._journal.generation:
+            job.generation = self._journal.generation
+            payload, state = records.job_record(job), job.state_dict()
         else:
-            payload = records.state_record(job)
+            state = job.state_dict()
+            payload = records.state_record(job, state)
             key = (records.STATE, job.id)  # a newer state record may replace it
         job.unacked_state += 1
         self._dirty.add(job.id)
-        return self._journal.append(payload, tag=(job.id, True, job.log_serial), key=key)
+        return self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
 
     def _record_log_unlocked(self, job, op_index, entry):
         """Journal a new log entry (a full record if first in this generation)."""
@@ -475,7 +489,7 @@ class JobQueue:
             return self._record_state_unlocked(job)
         self._dirty.add(job.id)
         return self._journal.append(records.log_record(job.id, op_index, entry),
-                                    tag=(job.id, False, entry[0]))
+                                    tag=(job.id, None, entry[0]))
 
     def _schedule_unlocked(self, job):
         if not self._closing and not self._pool.has_waiting_task(job.id):
@@ -497,7 +511,11 @@ class JobQueue:
         return status
 
     def _on_durable(self, tags):
-        """Journal listener: the changes tagged are durable; tell waiters and dependents."""
+        """Journal listener: the changes tagged are durable; tell waiters and dependents.
+
+        A tag is (job id, the state_dict() recorded or PRISTINE, or None for a log
+        entry, log serial); the newest state acknowledged is what readers see.
+        """
         ready = []
         with self._lock:
             touched = {}
@@ -505,8 +523,9 @@ class JobQueue:
                 job = self._jobs.get(job_id) or self._archiving.get(job_id)
                 if job is None:
                     continue
-                if state:
+                if state is not None:
                     job.unacked_state -= 1
+                    job.acked_state = state
                 job.durable_log_serial = max(job.durable_log_serial, log_serial)
                 if not job.visible:
                     job.visible = True
@@ -514,7 +533,12 @@ class JobQueue:
                 touched[job_id] = job
             for job in touched.values():
                 if not job.unacked_state:
+                    if job.is_finalized():
+                        job.acked_state = None  # final and acknowledged: nothing to keep
                     ready.extend(self._settled_unlocked(job))
+                elif self._waiters.has_waiters(job.id):
+                    ready.extend(self._waiters.collect_ready(
+                        self._acked_view_unlocked(job), job.durable_log_serial))
         for callback, result in ready:
             try:
                 callback(result)

@@ -12,6 +12,8 @@ from jqueue.queue import JobQueue
 
 
 def _status(queue, job_id):
+    """The job's status once every change made so far is durable (reads show no other)."""
+    queue.wait_durable(10)
     return queue.query_jobs([job_id], ["status"])[0][0]
 
 
