@@ -133,7 +133,8 @@ class FakeNode:
     def _node_info(self, caller, body):
         return {"name": self.name, "epoch": self.state.epoch, "master": self.state.master,
                 "config_version": 1, "role": self.role, "replica": self.position is not None,
-                "position": self.position, "jobs": 0 if self.position is not None else None}
+                "position": self.position, "jobs": 0 if self.position is not None else None,
+                "config": self.config}
 
     def _vote(self, caller, body):
         if self.vote_refusal is not None:

@@ -10,6 +10,7 @@ it the TLS libraries) is imported only by the commands that need it.
 import argparse
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,6 +26,9 @@ STATE_DIR_ENV_VAR = "JQ_STATE_DIR"
 SHOWN_IDS = 5
 #: Seconds master-failover --start waits for the new daemon's socket to answer.
 START_TIMEOUT = 30.0
+#: The master daemon's program and systemd unit.
+MASTERD = "jq-masterd"
+MASTERD_UNIT = "jq-masterd.service"
 DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra")
 NODE_COLUMNS = (("name", "Node"), ("address", "Address"), ("role", "Role"),
                 ("reachable", "Reachable"), ("in_sync", "In sync"), ("position", "Position"))
@@ -237,15 +241,35 @@ def cmd_cluster_verify(ctx, args):
 
 
 def _verify_code(result):
-    if result.get("error"):
+    state = result.get("state")
+    if state == "unreachable" or (state is None and result.get("error")):
         return EXIT_UNREACHABLE
+    if state not in (None, "in sync"):
+        return EXIT_FAILURE
     return EXIT_FAILURE if any(result.get(kind) for kind in DIFFERENCES) else EXIT_SUCCESS
 
 
 def describe_verification(result):
     """One line for one candidate of a VerifyCluster report."""
-    if result.get("error"):
+    state = result.get("state")
+    if state == "unreachable" or (state is None and result.get("error")):
         return "unreachable: %s" % result["error"]
+    if state == "stale configuration":
+        return ("stale configuration: it answers with epoch %s, configuration version %s; "
+                "the master is sending it the current one" % (
+                    result.get("epoch"), result.get("config_version")))
+    differences = _differences(result)
+    if state == "resyncing":
+        detail = "; ".join(p for p in [differences, result.get("error")] if p)
+        return "resyncing: the master is bringing its copy in sync" + (
+            " (%s)" % detail if detail else "")
+    if state == "error":
+        return "error: it answers, but its copy cannot be compared: %s" % result.get("error")
+    return differences or "in sync (position %s)" % format_position(result.get("position"))
+
+
+def _differences(result):
+    """The differences of a report line as text ("" if none)."""
     parts = []
     for kind in DIFFERENCES:
         ids = result.get(kind) or []
@@ -253,9 +277,7 @@ def describe_verification(result):
             shown = ", ".join(str(i) for i in ids[:SHOWN_IDS])
             more = ", ..." if len(ids) > SHOWN_IDS else ""
             parts.append("%d %s (%s%s)" % (len(ids), kind.replace("_", " "), shown, more))
-    if parts:
-        return "; ".join(parts)
-    return "in sync (position %s)" % format_position(result.get("position"))
+    return "; ".join(parts)
 
 
 def format_position(position):
@@ -425,8 +447,47 @@ def _names(value):
 
 
 def masterd_command(state_dir):
-    """The command line starting jq-masterd on state_dir (with this Python)."""
+    """The command line starting jq-masterd on state_dir: the jq-masterd program installed
+    beside this Python (so that the process is named jq-masterd), else this Python
+    running the module (the daemon then names its process jq-masterd itself)."""
+    script = os.path.join(os.path.dirname(sys.executable), MASTERD)
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return [script, "--state-dir", state_dir]
     return [sys.executable, "-m", "jqueue.daemon.masterd", "--state-dir", state_dir]
+
+
+def systemd_runs_masterd_on(state_dir, run=subprocess.run):
+    """Whether the jq-masterd systemd unit is installed and runs on state_dir."""
+    if shutil.which("systemctl") is None:
+        return False
+    try:
+        shown = run(["systemctl", "show", "--property=LoadState", "--property=ExecStart",
+                     MASTERD_UNIT], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    properties = dict(line.partition("=")[::2] for line in shown.stdout.splitlines())
+    if shown.returncode != 0 or properties.get("LoadState") != "loaded":
+        return False
+    words = properties.get("ExecStart", "").replace("=", " ").split()
+    for index, word in enumerate(words[:-1]):
+        if word == "--state-dir":
+            return os.path.abspath(words[index + 1]) == os.path.abspath(state_dir)
+    return False
+
+
+def _start_unit(run=subprocess.run):
+    """systemctl start jq-masterd.service; CommandError saying where to look if it fails."""
+    try:
+        done = run(["systemctl", "start", MASTERD_UNIT], capture_output=True, text=True,
+                   timeout=START_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise CommandError("systemctl start %s failed: %s" % (MASTERD_UNIT, err),
+                           EXIT_FAILURE) from None
+    if done.returncode != 0:
+        raise CommandError("systemctl start %s failed (status %s): %s; see 'systemctl status "
+                           "%s'" % (MASTERD_UNIT, done.returncode,
+                                    " ".join(done.stderr.split()) or "no message",
+                                    MASTERD_UNIT), EXIT_FAILURE)
 
 
 def spawn_masterd(state_dir):
@@ -441,9 +502,19 @@ def spawn_masterd(state_dir):
 
 
 def start_masterd(ctx, state_dir, timeout=START_TIMEOUT):
-    """Spawn jq-masterd and wait until its socket answers; CommandError if it does not."""
-    proc, log_path = spawn_masterd(state_dir)
+    """Start jq-masterd and wait until its socket answers; CommandError if it does not.
+
+    Through systemd (systemctl start jq-masterd.service) where its unit is installed for
+    state_dir, else spawned detached.
+    """
     socket_path = os.path.join(state_dir, "run", "jqueue.sock")
+    if systemd_runs_masterd_on(state_dir):
+        _start_unit()
+        _wait_answering(ctx, socket_path, timeout, "see 'systemctl status %s'" % MASTERD_UNIT)
+        ctx.out("jq-masterd started by systemd (%s); it answers on %s" % (
+            MASTERD_UNIT, socket_path))
+        return
+    proc, log_path = spawn_masterd(state_dir)
     waited = 0.0
     while True:
         status = proc.poll()
@@ -457,6 +528,16 @@ def start_masterd(ctx, state_dir, timeout=START_TIMEOUT):
         if waited >= timeout:
             raise CommandError("jq-masterd (pid %d) did not answer within %gs; see %s" % (
                 proc.pid, timeout, log_path), EXIT_UNREACHABLE)
+        ctx.sleep(0.1)
+        waited += 0.1
+
+
+def _wait_answering(ctx, socket_path, timeout, hint):
+    waited = 0.0
+    while not _answers(socket_path):
+        if waited >= timeout:
+            raise CommandError("jq-masterd did not answer on %s within %gs; %s" % (
+                socket_path, timeout, hint), EXIT_UNREACHABLE)
         ctx.sleep(0.1)
         waited += 0.1
 

@@ -7,6 +7,7 @@ state-directory side is FakeClusterOps standing in for jqueue.cluster.admin.
 import inspect
 import io
 import os
+import sys
 
 import pytest
 from cli_helpers import Cli
@@ -325,10 +326,55 @@ def test_start_masterd_reports_a_daemon_that_exits(monkeypatch):
         cluster_cmds.start_masterd(ctx, "/st")
 
 
-def test_masterd_command_runs_the_daemon_on_the_state_dir():
-    """The spawned command is this Python running jq-masterd with --state-dir."""
-    command = cluster_cmds.masterd_command("/st")
-    assert command[1:] == ["-m", "jqueue.daemon.masterd", "--state-dir", "/st"]
+def test_masterd_command_runs_the_jq_masterd_program_on_the_state_dir(monkeypatch, tmp_path):
+    """The spawned command is the jq-masterd program beside this Python (so the process is
+    named jq-masterd), else this Python running the daemon's module."""
+    script = tmp_path / "jq-masterd"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    assert cluster_cmds.masterd_command("/st") == [str(script), "--state-dir", "/st"]
+    script.unlink()
+    assert cluster_cmds.masterd_command("/st") == [
+        str(tmp_path / "python"), "-m", "jqueue.daemon.masterd", "--state-dir", "/st"]
+
+
+def _fake_systemctl(tmp_path, monkeypatch, state_dir, load_state="loaded"):
+    """A systemctl on PATH that shows a jq-masterd unit on state_dir and logs its calls."""
+    log = tmp_path / "systemctl.log"
+    script = tmp_path / "bin" / "systemctl"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\necho \"$@\" >> %s\n"
+        "if [ \"$1\" = show ]; then\n"
+        "  echo LoadState=%s\n"
+        "  echo 'ExecStart={ path=/usr/bin/jq-masterd ; argv[]=/usr/bin/jq-masterd "
+        "--state-dir %s ; ignore_errors=no }'\nfi\n" % (log, load_state, state_dir))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (script.parent, os.environ["PATH"]))
+    return log
+
+
+def test_start_masterd_goes_through_systemd_where_its_unit_runs_the_state_dir(
+        tmp_path, monkeypatch):
+    """With jq-masterd.service installed for the state directory, --start runs
+    systemctl start jq-masterd.service instead of spawning the daemon."""
+    log = _fake_systemctl(tmp_path, monkeypatch, "/st")
+    monkeypatch.setattr(cluster_cmds, "spawn_masterd", lambda d: pytest.fail("spawned"))
+    monkeypatch.setattr(cluster_cmds, "_answers", lambda path: True)
+    out = io.StringIO()
+    cluster_cmds.start_masterd(app.Context(None, stdout=out, sleep=lambda s: None), "/st")
+    assert "start jq-masterd.service" in log.read_text()
+    assert "started by systemd (jq-masterd.service)" in out.getvalue()
+
+
+def test_systemd_is_not_used_for_another_state_dir_or_a_missing_unit(tmp_path, monkeypatch):
+    """A unit running another state directory, or not installed, is not used."""
+    _fake_systemctl(tmp_path, monkeypatch, "/var/lib/jqueue")
+    assert not cluster_cmds.systemd_runs_masterd_on("/st")
+    assert cluster_cmds.systemd_runs_masterd_on("/var/lib/jqueue")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert not cluster_cmds.systemd_runs_masterd_on("/var/lib/jqueue")
 
 
 # Who is the master
