@@ -264,6 +264,7 @@ class FakeClusterOps:
                          "previous_master": "n1", "updated": ["n1", "n2", "n3"],
                          "update_failed": {}, "stepped_down": True}
         self.written = {}
+        self.nodes = []
         self._failures = {}
 
     def fail(self, name, error):
@@ -307,6 +308,18 @@ class FakeClusterOps:
     def who_is_master(self, state_dir):
         self._record("who_is_master", state_dir)
         return self.master
+
+    def learn_master(self, state_dir, timeout=2.0):
+        self._record("learn_master", state_dir, timeout)
+        return self.master
+
+    def node_view(self, state_dir, timeout=3.0):
+        self._record("node_view", state_dir, timeout)
+        return self.config, self.nodes
+
+    def check_failover(self, state_dir):
+        self._record("check_failover", state_dir)
+        return self.config
 
     def master_failover(self, state_dir, voting=True, timeout=10.0, confirm=None):
         self._record("master_failover", state_dir, voting, timeout, confirm)

@@ -50,7 +50,8 @@ def _add_state_dir(parser):
 
 
 def _state_dir(args):
-    return os.path.abspath(args.state_dir or default_state_dir())
+    return os.path.abspath(args.state_dir or getattr(args, "global_state_dir", None)
+                           or default_state_dir())
 
 
 def _positive(text):
@@ -339,8 +340,12 @@ def cmd_node_join(ctx, args):
 
 
 def cmd_node_list(ctx, args):
-    """Print the nodes as a table (or JSON)."""
-    rows = ctx.client.list_nodes()
+    """Print the nodes as a table (or JSON); without jq-masterd on this node, this node's
+    last known configuration and which nodes answer now."""
+    try:
+        rows = ctx.client.list_nodes()
+    except (errors.NoMasterError, errors.AccessDeniedError) as err:
+        rows = _local_node_rows(ctx, args, err)
     if args.json:
         ctx.out(serializer.dumps(rows))
         return EXIT_SUCCESS
@@ -348,6 +353,19 @@ def cmd_node_list(ctx, args):
     for line in output.table_lines([title for _, title in NODE_COLUMNS], cells):
         ctx.out(line)
     return EXIT_SUCCESS
+
+
+def _local_node_rows(ctx, args, err):
+    """The rows of node list from this node's state directory (jq-masterd unreachable)."""
+    state_dir = cluster_state_dir(ctx.socket_path, getattr(args, "global_state_dir", None))
+    if state_dir is None:
+        raise err
+    config, rows = clusterops().node_view(state_dir)
+    ctx.warn("jq-masterd does not answer here (%s); showing the configuration this node "
+             "knows (version %s, epoch %s, master %s, from %s) and which nodes answer now" % (
+                 errors.error_message(err), config.version, config.epoch, config.master,
+                 membership.config_path(state_dir)))
+    return rows
 
 
 def _node_cell(key, value):
@@ -391,6 +409,7 @@ def _warn_unreachable(ctx, result):
 def cmd_master_failover(ctx, args):
     """Make this node the master (asking first unless --yes); with --start, run the daemon."""
     state_dir = _state_dir(args)
+    clusterops().check_failover(state_dir)
     if not args.yes and not ctx.interactive():
         raise CommandError("master-failover needs a confirmation: run it on a terminal or "
                            "give --yes")
@@ -560,14 +579,14 @@ def _own_name(state_dir):
         return None
 
 
-def cluster_state_dir(socket_path):
+def cluster_state_dir(socket_path, state_dir=None):
     """The state directory of a cluster node this jqctl runs for, or None.
 
-    Tried in order: the directory of the socket's run/ directory, $JQ_STATE_DIR, the
-    default; the first holding cluster.json wins.
+    Tried in order: state_dir (jqctl --state-dir), the directory of the socket's run/
+    directory, $JQ_STATE_DIR, the default; the first holding cluster.json wins.
     """
     socket_path = socket_path or luxi_client.default_socket_path()
-    tries = []
+    tries = [state_dir] if state_dir else []
     run_dir = os.path.dirname(os.path.abspath(socket_path))
     if os.path.basename(run_dir) == "run":
         tries.append(os.path.dirname(run_dir))
@@ -578,17 +597,17 @@ def cluster_state_dir(socket_path):
     return None
 
 
-def not_master_message(socket_path, error):
+def not_master_message(socket_path, error, state_dir=None):
     """For an unreachable daemon on a cluster node: who the master is (None otherwise).
 
     Never raises: anything missing or broken gives None (the caller keeps its message).
     """
     try:
-        state_dir = cluster_state_dir(socket_path)
+        state_dir = cluster_state_dir(socket_path, state_dir)
         if state_dir is None:
             return None
         name = _own_name(state_dir) or "unknown"
-        master, address, epoch = clusterops().who_is_master(state_dir)
+        master, address, epoch = clusterops().learn_master(state_dir)
     except Exception:  # noqa: BLE001 - a message, never a traceback
         return None
     if master == name:

@@ -719,7 +719,10 @@ def test_client_errors_become_one_line_and_their_exit_status(cli, error, code):
     cli.fake.fail("query", error)
     result = cli("list")
     assert_one_line_error(result, code)
-    assert result.err == "jqctl: %s\n" % errors.error_message(error)
+    if isinstance(error, errors.NoMasterError):
+        assert result.err.startswith("jqctl: %s (socket from " % errors.error_message(error))
+    else:
+        assert result.err == "jqctl: %s\n" % errors.error_message(error)
 
 
 def test_multi_line_messages_are_joined_on_one_line(cli):
@@ -736,7 +739,41 @@ def test_unreachable_daemon_at_connect_exits_5(cli):
 
     ctx = app.Context(unreachable, stdout=io.StringIO(), stderr=io.StringIO())
     assert app.run(ctx, ["--socket", "/nope", "list"]) == exitcodes.EXIT_UNREACHABLE
-    assert ctx.stderr.getvalue() == "jqctl: cannot connect to /nope\n"
+    assert ctx.stderr.getvalue() == (
+        "jqctl: cannot connect to /nope (socket from --socket): start jq-masterd --state-dir "
+        "DIR --socket /nope, or point jqctl at the daemon's socket (--socket PATH or "
+        "$JQ_SOCKET) or at its state directory (--state-dir DIR or $JQ_STATE_DIR)\n")
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    (["--socket", "/s/x.sock", "--state-dir", "/d"], {"JQ_SOCKET": "/e/y.sock",
+                                                      "JQ_STATE_DIR": "/f"}, "/s/x.sock"),
+    (["--state-dir", "/d"], {"JQ_SOCKET": "/e/y.sock", "JQ_STATE_DIR": "/f"}, "/e/y.sock"),
+    (["--state-dir", "/d"], {"JQ_STATE_DIR": "/f"}, "/d/run/jqueue.sock"),
+    ([], {"JQ_STATE_DIR": "/f"}, "/f/run/jqueue.sock"),
+    ([], {}, "/var/lib/jqueue/run/jqueue.sock"),
+])
+def test_the_socket_follows_the_documented_precedence(cli, monkeypatch, argv, env, expected):
+    """--socket > JQ_SOCKET > --state-dir > JQ_STATE_DIR > the default."""
+    monkeypatch.delenv("JQ_SOCKET", raising=False)
+    monkeypatch.delenv("JQ_STATE_DIR", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli(*argv, "queue", "drain").code == 0
+    assert cli.connections == [(expected, app.DEFAULT_TIMEOUT)]
+
+
+def test_no_daemon_says_where_the_socket_came_from_and_how_to_fix_it(cli, monkeypatch, tmp_path):
+    """JQ_STATE_DIR pointing at a directory without a daemon: the message names the socket,
+    its source and the fixes."""
+    monkeypatch.delenv("JQ_SOCKET", raising=False)
+    monkeypatch.setenv("JQ_STATE_DIR", str(tmp_path))
+    ctx = app.Context(app.connect, stdout=io.StringIO(), stderr=io.StringIO())
+    assert app.run(ctx, ["queue", "info"]) == exitcodes.EXIT_UNREACHABLE
+    message = ctx.stderr.getvalue()
+    assert message.startswith("jqctl: no jqueue daemon listening on %s/run/jqueue.sock" %
+                              tmp_path)
+    assert "(socket from $JQ_STATE_DIR): start jq-masterd --state-dir %s," % tmp_path in message
 
 
 def test_ctrl_c_exits_130(cli):
@@ -766,7 +803,7 @@ def test_main_hands_socket_and_timeout_to_the_factory_and_closes(cli, capsys):
                 client_factory=cli.factory) == 0
     assert cli.connections == [("/run/x.sock", 7.0)] and cli.fake.closed
     assert main(["queue", "undrain"], client_factory=cli.factory) == 0
-    assert cli.connections[-1] == (None, app.DEFAULT_TIMEOUT)
+    assert cli.connections[-1] == (app.locate_socket()[0], app.DEFAULT_TIMEOUT)
     assert capsys.readouterr() == ("", "")
 
 

@@ -251,14 +251,25 @@ def test_cluster_methods_on_a_single_node_daemon_are_refused(cli):
 def test_failover_without_a_terminal_needs_yes(cli):
     """Without --yes and without a terminal, master-failover refuses (exit 2), asking nothing."""
     code, _, err = cli("master-failover", "--state-dir", "/st")
-    assert code == exitcodes.EXIT_USAGE and "--yes" in err and cli.ops.calls == []
+    assert code == exitcodes.EXIT_USAGE and "--yes" in err
+    assert cli.ops.calls == [("check_failover", ("/st",))]
+
+
+def test_failover_checks_the_state_dir_before_asking(cli):
+    """A state directory that cannot fail over is refused before any question."""
+    cli.ops.fail("check_failover", errors.ConfigurationError(
+        "not part of a cluster: run jqctl cluster init or jqctl node join"))
+    code, _, err = cli("master-failover", "--state-dir", "/st", stdin="yes\n", tty=True)
+    assert code == exitcodes.EXIT_REFUSED
+    assert err == "jqctl: not part of a cluster: run jqctl cluster init or jqctl node join\n"
+    assert cli.ops.calls == [("check_failover", ("/st",))]
 
 
 def test_failover_with_yes_prints_the_outcome(cli):
     """--yes elects without asking and prints the epoch, votes and what is next."""
     code, out, _ = cli("master-failover", "--yes", "--state-dir", "/st", "--timeout", "4")
     assert code == 0
-    name, (state_dir, voting, timeout, confirm) = cli.ops.calls[0]
+    name, (state_dir, voting, timeout, confirm) = cli.ops.calls[1]
     assert (name, state_dir, voting, timeout) == ("master_failover", "/st", True, 4.0)
     assert "is now the master, epoch 2 (previous master: n1)." in out
     assert "Votes: n2, n3" in out and "Refused: none" in out
@@ -269,9 +280,11 @@ def test_failover_with_yes_prints_the_outcome(cli):
 def test_failover_asks_on_a_terminal_and_a_no_aborts(cli):
     """On a terminal, an answer other than yes aborts with status 130 and changes nothing."""
     code, _, err = cli("master-failover", "--state-dir", "/st", stdin="n\n", tty=True)
-    assert code == exitcodes.EXIT_INTERRUPTED and "aborted" in err and cli.ops.calls == []
+    assert code == exitcodes.EXIT_INTERRUPTED and "aborted" in err
+    assert [name for name, _ in cli.ops.calls] == ["check_failover"]
     code, out, _ = cli("master-failover", "--state-dir", "/st", stdin="yes\n", tty=True)
-    assert code == 0 and cli.ops.calls[0][1][1] is True
+    assert code == 0 and cli.ops.calls[-1][0] == "master_failover"
+    assert cli.ops.calls[-1][1][1] is True
 
 
 def test_failover_without_voting_confirms_the_warning(cli):
@@ -392,7 +405,7 @@ def test_jqctl_on_a_candidate_names_the_master(cli, tmp_path):
     code, out, err = cli("--socket", socket, "list", factory=_unreachable)
     assert code == exitcodes.EXIT_UNREACHABLE and out == ""
     assert err == "jqctl: this node (c1) is not the master: m (127.0.0.1:7000) is (epoch 1)\n"
-    assert cli.ops.calls == [("who_is_master", (state_dir,))]
+    assert cli.ops.calls == [("learn_master", (state_dir, 2.0))]
 
 
 def test_the_state_dir_may_come_from_the_environment(cli, monkeypatch, tmp_path):
@@ -420,7 +433,7 @@ def test_without_cluster_files_or_with_broken_ones_the_error_is_unchanged(cli, t
                        factory=_unreachable)
     assert code == exitcodes.EXIT_UNREACHABLE and err.startswith("jqctl: no jqueue daemon")
     state_dir = _node_dir(tmp_path / "c1", "c1", _config())
-    cli.ops.fail("who_is_master", errors.ConfigurationError("node.json: invalid"))
+    cli.ops.fail("learn_master", errors.ConfigurationError("node.json: invalid"))
     _, _, err = cli("--socket", os.path.join(state_dir, "run", "jqueue.sock"), "list",
                     factory=_unreachable)
     assert err.startswith("jqctl: no jqueue daemon listening") and err.count("\n") == 1
@@ -448,3 +461,27 @@ def test_fake_clusterops_has_the_signatures_of_clusterops():
         fake = inspect.signature(member)
         real_params = [p for p in real.parameters if p != "clients"]
         assert list(fake.parameters)[1:] == real_params, name
+
+
+def test_node_list_without_jq_masterd_shows_the_last_known_configuration(cli, tmp_path):
+    """On a candidate (no jq-masterd), node list shows this node's configuration and which
+    nodes answer now, with a note on standard error, instead of refusing."""
+    state_dir = _node_dir(tmp_path / "c1", "c1", _config())
+    cli.ops.config = _config()
+    cli.ops.nodes = [dict(NODES[0], in_sync=None), dict(NODES[2], in_sync=None)]
+    socket = os.path.join(state_dir, "run", "jqueue.sock")
+    code, out, err = cli("--socket", socket, "node", "list", factory=_unreachable)
+    assert code == 0 and cli.ops.calls == [("node_view", (state_dir, 3.0))]
+    assert "jq-masterd does not answer here" in err and "master m" in err
+    lines = out.splitlines()
+    assert lines[1].split()[:4] == ["c1", "127.0.0.1:7001", "candidate", "yes"]
+    assert lines[2].split()[:4] == ["n1", "127.0.0.1:7101", "node", "no"]
+    code, out, _ = cli("--socket", socket, "node", "list", "--json", factory=_unreachable)
+    assert code == 0 and serializer.loads(out) == cli.ops.nodes
+
+
+def test_node_list_outside_a_cluster_keeps_the_error(cli, tmp_path):
+    """Without a cluster state directory, node list reports the unreachable daemon."""
+    code, _, err = cli("--socket", str(tmp_path / "run" / "jqueue.sock"), "node", "list",
+                       factory=_unreachable)
+    assert code == exitcodes.EXIT_UNREACHABLE and "no jqueue daemon listening" in err

@@ -12,6 +12,7 @@ start, and its updates are refused by every node.
 """
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -206,6 +207,9 @@ def test_after_a_failover_the_cluster_heals_by_itself(tmp_path, nodeds, daemons)
 def _heal_and_check(test_cluster, started, nodeds, dirs, before):
     new_socket = os.path.join(dirs["node2"], "run", "jqueue.sock")
     old_socket = os.path.join(dirs["node1"], "run", "jqueue.sock")
+    # Before it is back, jqctl on the old master asks the nodes: it names the new master.
+    code, _, err = jqctl("list", socket=old_socket)
+    assert code == 5 and "this node (node1) is not the master: node2" in err, err
     # The old master comes back (jq-noded first, as its systemd units order them): it still
     # holds the configuration of epoch 1 naming it master; the new master pushes it the
     # current one, and it becomes a candidate again and is resynced.
@@ -233,3 +237,11 @@ def _heal_and_check(test_cluster, started, nodeds, dirs, before):
             test_cluster.call("node2", name, "checkpoint", {})
     code, _, _ = jqctl("list", socket=new_socket)  # the master's view answers at once
     assert code == 0
+    # On a candidate (no jq-masterd there), node list shows what the node knows.
+    code, out, err = jqctl("--state-dir", dirs["node3"], "node", "list", "--json",
+                           socket=os.path.join(dirs["node3"], "run", "jqueue.sock"))
+    assert code == 0 and "jq-masterd does not answer here" in err, err
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert {name: (row["role"], row["reachable"], row["epoch"]) for name, row in rows.items()
+            } == {"node1": ("candidate", True, 2), "node2": ("master", True, 2),
+                  "node3": ("candidate", True, 2)}
