@@ -122,15 +122,18 @@ class QueuedJob:
 
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "generation", "visible", "archived", "cancel_event",
-                 "kill_requested", "unacked_state", "durable_log_serial", "acked_state")
+                 "kill_requested", "unacked_state", "durable_log_serial", "acked_state",
+                 "token")
 
-    def __init__(self, job_id, ops, received_timestamp):
+    def __init__(self, job_id, ops, received_timestamp, token=None):
         self.id = job_id
         self.ops = ops
         self.received_timestamp = received_timestamp
         self.start_timestamp = None
         self.end_timestamp = None
         self.log_serial = 0
+        #: The submission's idempotency token (job file key "token"; ours), or None.
+        self.token = token
         self._init_runtime()
 
     def _init_runtime(self):
@@ -215,12 +218,15 @@ class QueuedJob:
     # Serialization
 
     def to_dict(self):
-        """Serialize in the Ganeti 2.10 job file format."""
-        return {
+        """Serialize in the Ganeti 2.10 job file format (plus "token" if the job has one)."""
+        data = {
             "id": self.id, "ops": [op.to_dict() for op in self.ops],
             "received_timestamp": self.received_timestamp,
             "start_timestamp": self.start_timestamp, "end_timestamp": self.end_timestamp,
         }
+        if self.token is not None:
+            data["token"] = self.token
+        return data
 
     def state_dict(self):
         """Everything a status change may alter (no opcode inputs, no logs)."""
@@ -268,6 +274,10 @@ class QueuedJob:
         job.received_timestamp = data.get("received_timestamp")
         job.start_timestamp = data.get("start_timestamp")
         job.end_timestamp = data.get("end_timestamp")
+        job.token = data.get("token")
+        if job.token is not None and not isinstance(job.token, str):
+            raise errors.JobFileCorrupted("job %s: token %r is not a string" % (
+                job_id, job.token))
         serials = [entry[0] for op in job.ops for entry in op.log]
         job.log_serial = max(serials) if serials else 0
         job._init_runtime()
@@ -277,7 +287,7 @@ class QueuedJob:
         """A copy showing state (a state_dict(), PRISTINE, or None: the current one) and
         only the log entries up to max_log_serial; for readers of acknowledged changes."""
         copy = QueuedJob.__new__(QueuedJob)
-        copy.id = self.id
+        copy.id, copy.token = self.id, self.token
         copy.received_timestamp = self.received_timestamp
         copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
         copy.ops = [op.copy(max_log_serial) for op in self.ops]

@@ -83,6 +83,8 @@ class JobQueue:
         self._checkpoint_lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._jobs = self.recovery.jobs
+        self._tokens = {job.token: job.id for job in self._jobs.values()
+                        if job.token is not None}
         for job in self._jobs.values():
             job.durable_log_serial = job.log_serial
             if not job.is_finalized():
@@ -112,25 +114,45 @@ class JobQueue:
 
     # Submission
 
-    def submit_job(self, ops, drained_ok=False):
-        """Submit one job (a list of opcodes); return its id once it is durable."""
-        job_id, batch = self.submit_job_nowait(ops, drained_ok)
-        self._wait(batch)
+    def submit_job(self, ops, drained_ok=False, token=None):
+        """Submit one job (a list of opcodes); return its id once it is acknowledged.
+
+        token (a string) makes the submission idempotent: while the job an earlier
+        submission with the same token created is live, its id is returned and no job is
+        created. SubmissionNotAcknowledged (naming the id) if the job is recorded but not
+        acknowledged within the acknowledgement timeout.
+        """
+        job_id, batch = self.submit_job_nowait(ops, drained_ok, token=token)
+        if batch is not None:
+            self._wait_submitted(batch, [job_id])
         return job_id
 
-    def submit_job_to_drained_queue(self, ops):
+    def submit_job_to_drained_queue(self, ops, token=None):
         """Submit one job even if the queue is drained (for the cluster's own work)."""
-        return self.submit_job(ops, drained_ok=True)
+        return self.submit_job(ops, drained_ok=True, token=token)
 
-    def submit_many_jobs(self, jobs, drained_ok=False):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None):
         """Submit several jobs; return [(True, id) | (False, message)] in order.
 
         Negative dependency ids are relative: -1 is the job just before in this request.
         An invalid opcode anywhere refuses the whole request before any id is allocated.
+        tokens, if given, holds a token (or None) per job, as for submit_job.
         """
         if not isinstance(jobs, list) or not jobs:
             raise errors.OpPrereqError("expected a non-empty list of jobs")
-        return self._submit(jobs, drained_ok, single=False)
+        results, batch = self.submit_nowait(jobs, drained_ok, single=False, tokens=tokens)
+        if batch is not None:
+            self._wait_submitted(batch, [value for ok, value in results if ok])
+        return results
+
+    def _wait_submitted(self, batch, job_ids):
+        """Wait for submissions; a ReplicationError names the jobs and their fate."""
+        try:
+            self._wait(batch)
+        except errors.SubmissionNotAcknowledged:
+            raise
+        except errors.ReplicationError as err:
+            raise errors.not_acknowledged(job_ids, err) from None
 
     def _validate_job(self, ops, label):
         if not isinstance(ops, list) or not ops:
@@ -145,29 +167,37 @@ class JobQueue:
                                            constants.ECODE_INVAL) from None
         return inputs
 
-    def _submit(self, jobs, drained_ok, single):
-        results, batch = self.submit_nowait(jobs, drained_ok, single)
-        if batch is not None:
-            self._wait(batch)
-        return results
-
-    def submit_nowait(self, jobs, drained_ok=False, single=False):
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
         """Validate and record jobs without waiting: return (results, batch).
 
         results is what submit_many_jobs returns; the submissions are acknowledged once
-        batch (None if nothing was recorded) finishes without error: callers that must
-        not block (the daemon's event loop) use batch.add_done_callback. Raises the same
-        errors as submit_many_jobs, before anything is recorded.
+        batch (None if there is nothing to wait for) finishes without error: callers that
+        must not block (the daemon's event loop) use batch.add_done_callback. Raises the
+        same errors as submit_many_jobs, before anything is recorded.
         """
+        tokens = _check_tokens(tokens, len(jobs) if isinstance(jobs, list) else 0)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
         with self._lock:
-            self._check_accepting_unlocked(len(validated), drained_ok)
-            return self._create_jobs_unlocked(validated)
+            known = [self._token_job_unlocked(token) for token in tokens]
+            new = sum(1 for job in known if job is None)
+            if new:
+                self._check_accepting_unlocked(new, drained_ok)
+            else:
+                self._check_writable()
+                self._check_open_unlocked()
+            return self._create_jobs_unlocked(validated, tokens, known)
 
-    def submit_job_nowait(self, ops, drained_ok=False):
-        """Like submit_job, without waiting: return (job id, batch to wait on)."""
-        results, batch = self.submit_nowait([ops], drained_ok, single=True)
+    def _token_job_unlocked(self, token):
+        """The live job an earlier submission with token created, or None."""
+        if token is None:
+            return None
+        job = self._jobs.get(self._tokens.get(token))
+        return job if job is not None and job.token == token else None
+
+    def submit_job_nowait(self, ops, drained_ok=False, token=None):
+        """Like submit_job, without waiting: return (job id, batch to wait on or None)."""
+        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token])
         ok, value = results[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
@@ -199,19 +229,28 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated):
+    def _create_jobs_unlocked(self, validated, tokens, known):
         results, batch = [], None
         now = timestamp(self._clock())
-        resolved = dependencies.resolve_request(validated, self._serial + 1)
-        for inputs, (job_id, problem) in zip(validated, resolved):
+        resolved = dependencies.resolve_request(
+            validated, self._serial + 1, [job.id if job else None for job in known])
+        for inputs, (job_id, problem), token, old in zip(validated, resolved, tokens, known):
+            if old is not None:
+                results.append((True, old.id))
+                if not old.visible:  # the first submission is not acknowledged yet
+                    batch = self._journal.barrier()
+                continue
             if problem:
                 results.append((False, problem))
                 continue
-            job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
+            job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
+                            token=token)
             job.visible = False
             payload = records.job_record(job)  # before anything changes, should it fail
             self._serial = job_id
             self._jobs[job.id] = job
+            if token is not None:
+                self._tokens[token] = job.id
             batch = self._record_state_unlocked(job, payload)
             results.append((True, job.id))
         return results, batch
@@ -324,6 +363,8 @@ class JobQueue:
         return archived, len(ids) - checked
 
     def _archive_unlocked(self, job):
+        if job.token is not None and self._tokens.get(job.token) == job.id:
+            del self._tokens[job.token]
         del self._jobs[job.id]
         job.archived = True
         self._archiving[job.id] = job
@@ -660,6 +701,28 @@ class JobQueue:
 
     def __exit__(self, *exc):
         self.shutdown()
+
+
+#: Longest idempotency token accepted.
+MAX_TOKEN_LENGTH = 256
+
+
+def _check_tokens(tokens, count):
+    """tokens as a list of count strings or None; OpPrereqError if malformed."""
+    if tokens is None:
+        return [None] * count
+    if not isinstance(tokens, (list, tuple)) or len(tokens) != count:
+        raise errors.OpPrereqError("tokens must be a list of one token (or null) per job, "
+                                   "got %s" % ptypes._short(tokens), constants.ECODE_INVAL)
+    for token in tokens:
+        if token is not None and not (
+                isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH
+                and token.isprintable()):
+            raise errors.OpPrereqError("invalid token %s: a token is a printable string of "
+                                       "1 to %d characters" % (ptypes._short(token),
+                                                               MAX_TOKEN_LENGTH),
+                                       constants.ECODE_INVAL)
+    return list(tokens)
 
 
 def _freeze_long_lived():

@@ -664,3 +664,47 @@ def test_the_package_exports_the_library_api():
     assert jqueue.errors.JobQueueError is errors.JobQueueError
     assert jqueue.constants.JOB_NOTCHANGED == "nochange"
     assert jqueue.version()
+
+
+# Idempotency tokens
+
+
+def test_a_known_token_returns_the_first_job_instead_of_a_new_one(open_queue, tmp_path):
+    """A second submission with a live job's token gets that job's id; tokens survive a
+    reopen (they are in the job files) and are forgotten once the job is archived."""
+    queue = open_queue()
+    first = queue.submit_job([delay()], token="deploy-42")
+    assert queue.submit_job([delay(5)], token="deploy-42") == first
+    assert queue.submit_job([delay()], token="other") == first + 1
+    assert queue.submit_many_jobs([[delay()], [delay(depends=[[-1, []]])]],
+                                  tokens=["deploy-42", None]) == [(True, first),
+                                                                  (True, first + 2)]
+    assert queue._jobs[first + 2].ops[0].input["depends"] == [[first, []]]
+    assert len(queue._jobs) == 3
+    run_jobs(queue)
+    queue.shutdown()
+    reopened = open_queue()
+    assert reopened.submit_job([delay()], token="deploy-42") == first
+    with open(os.path.join(reopened.path, "job-%d" % first)) as stream:
+        assert serializer.loads(stream.read())["token"] == "deploy-42"
+    assert reopened.archive_job(first)
+    assert reopened.submit_job([delay()], token="deploy-42") == first + 3
+
+
+@pytest.mark.parametrize("tokens", [[""], ["x" * 257], ["a\nb"], [5], ["a", "b"], "ab"])
+def test_malformed_tokens_are_refused_before_anything_is_recorded(open_queue, tokens):
+    """An empty, long, unprintable or non-string token, or a wrong count, is refused."""
+    queue = open_queue()
+    with pytest.raises(errors.OpPrereqError, match="token"):
+        queue.submit_many_jobs([[delay()]], tokens=tokens)
+    assert queue._jobs == {} and queue._serial == 0
+
+
+def test_a_known_token_is_answered_even_when_the_queue_is_drained(open_queue):
+    """Retrying a submission whose job exists is not a new job: the drain flag allows it."""
+    queue = open_queue()
+    first = queue.submit_job([delay()], token="t")
+    queue.set_drain_flag(True)
+    assert queue.submit_job([delay()], token="t") == first
+    with pytest.raises(errors.JobQueueDrainError):
+        queue.submit_job([delay()], token="new")

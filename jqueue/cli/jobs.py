@@ -1,5 +1,7 @@
 """Commands that change jobs: submit, cancel, archive, autoarchive, change-priority."""
 
+import argparse
+
 from jqueue import errors, serializer
 from jqueue.cli import exitcodes, parsing, selection, watching
 from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
@@ -45,6 +47,10 @@ def _register_submit(commands):
                         help="print the jobs' log until they finish; exit with their outcome")
     parser.add_argument("--op", metavar="OP_ID",
                         help="submit one job of this opcode, with KEY=VALUE parameters")
+    parser.add_argument("--token", metavar="TOKEN", type=_token,
+                        help="idempotency token: if a live job was already submitted with it, "
+                             "print that job's id instead of creating one (a file of N jobs: "
+                             "job i gets TOKEN:i)")
     parser.add_argument("--depends", type=parsing.dependency, action="append",
                         metavar="ID[:STATUS,...]",
                         help="with --op: wait for job ID to finish (with one of the statuses); "
@@ -78,7 +84,9 @@ def cmd_submit(ctx, args):
         for ops in job_list:
             for op in ops:
                 op["priority"] = args.priority
-    job_ids, code = _submit(ctx, job_list, many)
+    job_ids, code = _submit(ctx, job_list, many, args.token)
+    if code == exitcodes.EXIT_NOT_ACKNOWLEDGED:
+        return code
     if args.wait or args.watch:
         code = exitcodes.worst([code] + watching.follow_jobs(ctx, job_ids, args.watch))
     return code
@@ -131,14 +139,42 @@ def jobs_from_text(text, label):
                        "lists" % label)
 
 
-def _submit(ctx, job_list, many):
-    """Submit; print each id (refusals on stderr); return (ids, exit status)."""
+def _token(text):
+    if not text or not text.isprintable() or len(text) > 200:
+        raise argparse.ArgumentTypeError("invalid token %r: use 1 to 200 printable "
+                                         "characters" % text)
+    return text
+
+
+def _tokens(token, count):
+    return None if token is None else ["%s:%d" % (token, n) for n in range(1, count + 1)]
+
+
+def _submit(ctx, job_list, many, token=None):
+    """Submit; print each id (refusals on stderr); return (ids, exit status).
+
+    Jobs recorded but not acknowledged in time are printed all the same; the error says
+    their fate and the status is EXIT_NOT_ACKNOWLEDGED.
+    """
+    try:
+        return _submit_or_raise(ctx, job_list, many, token)
+    except errors.SubmissionNotAcknowledged as err:
+        for job_id in err.job_ids:
+            ctx.out(str(job_id), flush=True)
+        ctx.warn(errors.error_message(err))
+        return [], exitcodes.EXIT_NOT_ACKNOWLEDGED
+
+
+def _submit_or_raise(ctx, job_list, many, token):
     if not many:
-        job_id = ctx.client.submit_job(job_list[0])
+        job_id = (ctx.client.submit_job(job_list[0]) if token is None else
+                  ctx.client.submit_job(job_list[0], token=token))
         ctx.out(str(job_id), flush=True)
         return [job_id], EXIT_SUCCESS
     job_ids, code = [], EXIT_SUCCESS
-    for index, (ok, value) in enumerate(ctx.client.submit_many_jobs(job_list)):
+    answers = (ctx.client.submit_many_jobs(job_list) if token is None else
+               ctx.client.submit_many_jobs(job_list, tokens=_tokens(token, len(job_list))))
+    for index, (ok, value) in enumerate(answers):
         if ok:
             job_ids.append(value)
             ctx.out(str(value), flush=True)

@@ -423,10 +423,14 @@ class ClusterMaster:
         names = config.candidates()
         if not names:
             return {}
-        clients = [self.client(name) for name in names]
-        infos = rpc_client.call_many(clients, NODE_INFO, {}, NODE_INFO_TIMEOUT)
-        digests = rpc_client.call_many(clients, "resync_digests", self.replicator.base_body(),
-                                       VERIFY_TIMEOUT)
+        infos = rpc_client.call_many([self.client(name) for name in names], NODE_INFO, {},
+                                     NODE_INFO_TIMEOUT)
+        answering = [name for name in names if not isinstance(infos[name], Exception)]
+        digests = dict.fromkeys(names, errors.RemoteError("no answer"))
+        if answering:
+            digests.update(rpc_client.call_many([self.client(name) for name in answering],
+                                                "resync_digests",
+                                                self.replicator.base_body(), VERIFY_TIMEOUT))
         self.pusher.check_answers({n: a for n, a in infos.items()
                                    if not isinstance(a, Exception)})
         return {name: self.replicator.verification(name, digests[name], infos[name],

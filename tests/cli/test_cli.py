@@ -833,7 +833,7 @@ def test_launcher_runs_the_cli(tmp_path):
 def test_exit_code_table_is_complete_and_distinct():
     """The documented table lists every exit status once."""
     codes = [code for code, _ in exitcodes.TABLE]
-    assert codes == sorted(set(codes)) == [0, 1, 2, 3, 4, 5, 6, 130]
+    assert codes == sorted(set(codes)) == [0, 1, 2, 3, 4, 5, 6, 7, 130]
 
 
 def _public_methods(cls):
@@ -851,3 +851,26 @@ def test_fake_luxi_client_matches_the_real_client():
         expected = inspect.signature(getattr(luxi_client.Client, name))
         assert inspect.signature(getattr(FakeLuxiClient, name)) == expected, name
     assert callable(luxi_client.default_socket_path)
+
+
+def test_submit_token_returns_the_first_job_and_files_get_numbered_tokens(cli):
+    """--token makes a retried submit print the first job's id; job i of a file gets
+    TOKEN:i."""
+    first = cli("submit", "--token", "t1", "--op", "OP_TEST_DELAY", "duration=0")
+    again = cli("submit", "--token", "t1", "--op", "OP_TEST_DELAY", "duration=0")
+    assert first.code == again.code == 0 and first.out == again.out == "1\n"
+    text = '[[{"OP_ID": "OP_TEST_DELAY", "duration": 0}], [{"OP_ID": "OP_TEST_DELAY", ' \
+           '"duration": 1}]]'
+    assert cli("submit", "--token", "f", "-", stdin=text).out == "2\n3\n"
+    assert cli.fake.calls_of("submit_many_jobs")[-1][1] == ["f:1", "f:2"]
+    assert cli("submit", "--token", "", "--op", "OP_TEST_DELAY").code == exitcodes.EXIT_USAGE
+
+
+def test_submit_not_acknowledged_prints_the_ids_and_exits_7(cli):
+    """A submission recorded but not acknowledged prints its ids, the fate, and exits 7."""
+    cli.fake.fail("submit_job", errors.not_acknowledged(
+        [7], errors.ReplicationError("change not acknowledged within 1s")))
+    result = cli("submit", "--wait", "--op", "OP_TEST_DELAY", "duration=0")
+    assert result.code == exitcodes.EXIT_NOT_ACKNOWLEDGED and result.out == "7\n"
+    assert result.err == ("jqctl: job 7 submitted but not acknowledged: change not "
+                          "acknowledged within 1s\n")

@@ -112,6 +112,39 @@ def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
     assert cl.queue.query_jobs([job_id], ["oplog"])[0][0][0][0][3] == "hello"
 
 
+def test_tokens_are_replicated_and_known_after_a_takeover(cluster):
+    """A token travels in the job's records: the candidate's copy has it, and a queue
+    opened on the candidate's directory (a takeover) answers the retry with the same id."""
+    cl = cluster(candidates=1)
+    job_id = cl.queue.submit_job([delay()], token="once")
+    assert cl.replicas["c1"].queue._jobs[job_id].token == "once"
+    cl.queue.shutdown(timeout=5)
+    directory = cl.replicas["c1"].queue.path
+    cl.stop_replica("c1")
+    taken_over = JobQueue(directory, pool_factory=SyncPool, checkpoint_interval=None)
+    try:
+        assert taken_over.submit_job([delay()], token="once") == job_id
+        assert taken_over.submit_job([delay()], token="twice") == job_id + 1
+    finally:
+        taken_over.shutdown(timeout=5)
+
+
+def test_an_unacknowledged_submission_names_its_jobs_and_their_fate(cluster):
+    """A submission not acknowledged in time raises SubmissionNotAcknowledged with its ids;
+    a retry with its token after the candidates return gets the same job."""
+    cl = cluster(candidates=1, ack_timeout=0.3)
+    cl.stop_replica("c1")
+    with pytest.raises(errors.SubmissionNotAcknowledged) as caught:
+        cl.queue.submit_many_jobs([[delay()], [delay()]], tokens=["a", "b"])
+    assert caught.value.job_ids == [1, 2]
+    assert errors.error_message(caught.value).startswith(
+        "jobs 1, 2 submitted but not acknowledged: change not acknowledged within 0.3s")
+    cl.start_replica("c1")
+    _wait_for(lambda: all(job.visible for job in cl.queue._jobs.values()))
+    assert cl.queue.submit_job([delay()], token="b") == 2
+    assert sorted(cl.queue._jobs) == [1, 2]
+
+
 def test_candidate_that_was_down_resyncs_to_identical_state(cluster):
     """A candidate missing changes is resynced to the master's exact state."""
     cl = cluster(candidates=2)
