@@ -275,11 +275,15 @@ class JobQueue:
             if status in (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING):
                 job.mark_unfinished_ops(constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
                 job.finalize(self._clock())
-                message = "Job %s canceled" % job_id
+                message = "Job %s canceled" % job_id + (
+                    " (kill made no difference: no opcode of it was running)" if kill else "")
             else:
                 job.mark_unfinished_ops(constants.OP_STATUS_CANCELING, None)
                 job.new_cancel_event().set()
-                message = "Job %s will be canceled at its next cancellation point" % job_id
+                message = "Job %s will be canceled at its next cancellation point" % job_id + (
+                    "; kill cannot stop it sooner: its opcode runs inside jq-masterd and cannot "
+                    "be killed, it stops at once only where it sleeps or checks for "
+                    "cancellation" if kill else "")
             batch = self._record_state_unlocked(job)
         self._wait(batch)
         return (True, message)

@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 
 import pytest
 from conftest import delay, jqop, run_jobs
@@ -708,3 +709,25 @@ def test_a_known_token_is_answered_even_when_the_queue_is_drained(open_queue):
     assert queue.submit_job([delay()], token="t") == first
     with pytest.raises(errors.JobQueueDrainError):
         queue.submit_job([delay()], token="new")
+
+
+def test_cancel_with_kill_says_what_kill_did(open_queue):
+    """A kill of a queued job says it made no difference; of a running job, that its
+    opcode cannot be killed and stops at its next cancellation point."""
+    queue = open_queue()
+    queued = queue.submit_job([delay()])
+    ok, message = queue.cancel_job(queued, kill=True)
+    assert ok and message == ("Job %d canceled (kill made no difference: no opcode of it "
+                              "was running)" % queued)
+    running = queue.submit_job([delay(60)])
+    started = threading.Thread(target=queue._pool.run_all)
+    started.start()
+    deadline = time.monotonic() + 20
+    while _status(queue, running) != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ok, message = queue.cancel_job(running, kill=True)
+    started.join(20)
+    assert ok and message.startswith("Job %d will be canceled at its next cancellation "
+                                     "point; kill cannot stop it sooner" % running)
+    assert queue.cancel_job(running)[1] == "Job %d is already finished (canceled)" % running

@@ -21,12 +21,21 @@ import time
 
 import jqueue
 from jqueue import constants, errors
-from jqueue.cli import cluster_cmds, exitcodes, info, jobs, listing, queue_cmds, watching
+from jqueue.cli import (
+    cluster_cmds,
+    exitcodes,
+    info,
+    jobs,
+    listing,
+    outcome,
+    queue_cmds,
+    watching,
+)
 from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, listing, info, watching, queue_cmds, cluster_cmds)
+COMMAND_MODULES = (jobs, listing, info, watching, outcome, queue_cmds, cluster_cmds)
 
 
 class Parser(argparse.ArgumentParser):

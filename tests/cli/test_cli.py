@@ -271,7 +271,8 @@ def test_submit_wait_exits_with_the_job_outcome(cli, status, code):
     """submit --wait prints the id, then the job's outcome, and exits with it."""
     cli.fake.script(1, ("running", []), (status, []))
     result = cli("submit", "--wait", "--op", "OP_TEST_DELAY", "duration=1")
-    assert result == (code, "1\nJob 1 finished: %s\n" % status, "")
+    reason = ": opcode 1 (TEST_DELAY(1)) failed" if status == "error" else ""
+    assert result == (code, "1\nJob 1 finished: %s%s\n" % (status, reason), "")
 
 
 def test_submit_watch_streams_the_log_then_the_outcome(cli):
@@ -291,7 +292,8 @@ def test_submit_many_wait_exits_with_the_worst_outcome(cli):
     text = serializer.dumps([[{"OP_ID": "OP_TEST_DELAY", "duration": 0}]] * 2)
     result = cli("submit", "--wait", "-", stdin=text)
     assert result.code == exitcodes.EXIT_FAILURE
-    assert result.out.splitlines()[-2:] == ["Job 1 finished: success", "Job 2 finished: error"]
+    assert result.out.splitlines()[-2:] == [
+        "Job 1 finished: success", "Job 2 finished: error: opcode 1 (TEST_DELAY(0)) failed"]
 
 
 # cancel
@@ -372,7 +374,9 @@ def test_archive_archives_finished_jobs_and_reports_others(cli):
     assert cli("archive", done) == (0, "", "")
     assert cli.fake.jobs[done].archived
     assert_one_line_error(cli("archive", running), exitcodes.EXIT_REFUSED,
-                          "job 2 not archived")
+                          "job 2 not archived: it is not finished (status running)")
+    assert_one_line_error(cli("archive", done), exitcodes.EXIT_REFUSED,
+                          "job 1 is already archived")
 
 
 def test_autoarchive_calls_until_nothing_is_left_unchecked(cli):
@@ -410,7 +414,17 @@ def test_change_priority_prints_messages_and_refusals(cli):
     assert result.code == 0 and "changed to 10" in result.out
     assert cli.fake.jobs[job_id].calc_priority() == 10
     assert_one_line_error(cli("change-priority", "--priority", "1", 99),
-                          exitcodes.EXIT_REFUSED, "Job 99 not found")
+                          exitcodes.EXIT_NOT_FOUND, "job 99 not found")
+
+
+@pytest.mark.parametrize("argv", [
+    ["info", "999"], ["cancel", "999"], ["cancel", "--kill", "999"], ["archive", "999"],
+    ["change-priority", "--priority", "high", "999"], ["wait", "999"], ["watch", "999"],
+    ["list", "999"], ["result", "999"]])
+def test_not_found_is_one_status_and_one_wording_for_every_command(cli, argv):
+    """Every command naming a job that does not exist says "job 999 not found", exit 4."""
+    result = cli(*argv)
+    assert (result.code, result.err) == (exitcodes.EXIT_NOT_FOUND, "jqctl: job 999 not found\n")
 
 
 # list / query
@@ -631,7 +645,8 @@ def test_watch_prints_log_lines_and_the_final_status(cli, status, code):
     assert result.code == code
     assert result.out.splitlines() == [
         "2026-11-18 11:06:40.000000 queued note", "2026-11-18 11:06:40.000000 one",
-        "2026-11-18 11:06:40.000000 two", "Job 1 finished: %s" % status]
+        "2026-11-18 11:06:40.000000 two", "Job 1 finished: %s%s" % (
+            status, ": opcode 1 (TEST_DELAY(0)) failed" if status == "error" else "")]
     serials = [args[3] for args in cli.fake.calls_of("wait_for_job_change")]
     assert serials == [None, 1, 2, 3]
     assert all(args[1] == ["status"] for args in cli.fake.calls_of("wait_for_job_change"))
@@ -661,8 +676,55 @@ def test_wait_prints_one_line_per_job_and_exits_with_the_worst(cli):
     cli.fake.script(canceled, ("canceled", []))
     result = cli("wait", ok, failed, canceled)
     assert result == (exitcodes.EXIT_FAILURE, "Job 1 finished: success\n"
-                      "Job 2 finished: error\nJob 3 finished: canceled\n", "")
+                      "Job 2 finished: error: opcode 1 (TEST_DELAY(0)) failed\n"
+                      "Job 3 finished: canceled\n", "")
     assert_one_line_error(cli("wait", ok, 99), exitcodes.EXIT_NOT_FOUND, "job 99 not found")
+
+
+def _failed_job(cli):
+    """A job of two opcodes whose first failed with "disk full"."""
+    job_id = cli.fake.add_job([{"OP_ID": "OP_TEST_JQUEUE", "result": 5},
+                               {"OP_ID": "OP_TEST_DELAY", "duration": 1}])
+    cli.fake.set_status(job_id, "error", ["OpExecError", ["disk full"]])
+    return job_id
+
+
+def test_wait_and_submit_wait_say_why_a_job_failed(cli):
+    """The failing opcode's error is on the "finished" line of wait and submit --wait."""
+    job_id = _failed_job(cli)
+    assert cli("wait", job_id).out == (
+        "Job 1 finished: error: opcode 1 (TEST_JQUEUE): OpExecError: disk full\n")
+    cli.fake.script(2, ("error", []))
+    assert cli("submit", "--wait", "--op", "OP_TEST_DELAY", "duration=1").code == 1
+
+
+def test_result_prints_each_opcodes_result_or_error(cli):
+    """result prints one line per opcode: its status and its result or error."""
+    ok = cli.fake.add_job([{"OP_ID": "OP_TEST_JQUEUE", "result": {"rows": 3}}],
+                          status="success", result={"rows": 3})
+    failed = _failed_job(cli)
+    result = cli("result", ok, failed)
+    assert result.code == 0
+    assert result.out.splitlines() == [
+        "Job 1: success", '    Opcode 1 TEST_JQUEUE: success: {"rows":3}',
+        "Job 2: error", "    Opcode 1 TEST_JQUEUE: error: OpExecError: disk full",
+        "    Opcode 2 TEST_DELAY(1): error: Preceding opcode failed"]
+
+
+def test_result_and_wait_json_give_one_outcome_record_per_job(cli):
+    """result --json and wait --json print the documented outcome records."""
+    failed = _failed_job(cli)
+    expected = [{"id": failed, "status": "error",
+                 "error": "opcode 1 (TEST_JQUEUE): OpExecError: disk full",
+                 "ops": [{"summary": "TEST_JQUEUE", "status": "error",
+                          "result": ["OpExecError", ["disk full"]],
+                          "error": "OpExecError: disk full"},
+                         {"summary": "TEST_DELAY(1)", "status": "error",
+                          "result": "Preceding opcode failed",
+                          "error": "Preceding opcode failed"}]}]
+    assert serializer.loads(cli("result", "--json", failed).out) == expected
+    result = cli("wait", "--json", failed)
+    assert result.code == 1 and serializer.loads(result.out) == expected
 
 
 def test_worst_orders_outcomes():
@@ -874,3 +936,40 @@ def test_submit_not_acknowledged_prints_the_ids_and_exits_7(cli):
     assert result.code == exitcodes.EXIT_NOT_ACKNOWLEDGED and result.out == "7\n"
     assert result.err == ("jqctl: job 7 submitted but not acknowledged: change not "
                           "acknowledged within 1s\n")
+
+
+def test_list_shows_results_logs_and_priority_for_people_and_raw_in_json(cli):
+    """list renders errors as "Class: message", logs as their messages and a finished job's
+    priority as the one it ran at (as info does); --json keeps the raw values."""
+    ok = cli.fake.add_job([{"OP_ID": "OP_TEST_JQUEUE", "priority": -10}], status="success",
+                          result=True)
+    failed = _failed_job(cli)
+    cli.fake.add_log(failed, "fetching")
+    result = cli("list", "-o", "id,priority,opresult,oplog", "--separator", "|")
+    assert result.out.splitlines() == [
+        "ID|Prio|OpCode_result|OpCode_log", "%d|-10|true|-" % ok,
+        "%d|0|OpExecError: disk full,Preceding opcode failed|fetching,-" % failed]
+    info = cli("info", ok).out
+    assert "  Priority: -10 (high)" in info and "      Priority: -10 (high)" in info
+    raw = serializer.loads(cli("list", "-o", "id,priority,opresult", "--json").out)
+    assert raw[0] == {"id": ok, "priority": 0, "opresult": [True]}
+    assert raw[1]["opresult"][0] == ["OpExecError", ["disk full"]]
+
+
+def test_info_json_prints_the_raw_fields_of_each_job(cli):
+    """info --json prints one object per job with the documented fields."""
+    job_id = cli.fake.add_job()
+    record = serializer.loads(cli("info", "--json", job_id).out)[0]
+    assert set(record) == set(info.INFO_FIELDS) and record["id"] == job_id
+
+
+def test_submit_json_prints_one_record_per_job(cli):
+    """submit --json prints [{"id", "error"}] per job; with --wait, outcome records."""
+    result = cli("submit", "--json", "--op", "OP_TEST_DELAY", "duration=0")
+    assert result.code == 0 and serializer.loads(result.out) == [{"id": 1, "error": None}]
+    cli.fake.script(2, ("success", []))
+    result = cli("submit", "--json", "--wait", "--op", "OP_TEST_DELAY", "duration=0")
+    record = serializer.loads(result.out)[0]
+    assert result.code == 0 and (record["id"], record["status"], record["error"]) == (
+        2, "success", None)
+    assert cli("submit", "--json", "--watch", "--op", "OP_TEST_DELAY").code == 2
