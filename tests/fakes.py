@@ -187,6 +187,7 @@ class FakeLuxiClient:
         constants.LUXI_REQ_MODIFY_NODE: "modify_node",
         constants.LUXI_REQ_VERIFY_CLUSTER: "verify_cluster",
         constants.LUXI_REQ_STEP_DOWN: "step_down",
+        constants.LUXI_REQ_QUERY_OPCODES: "query_opcodes",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -419,6 +420,10 @@ class FakeLuxiClient:
         self._record("set_drain_flag", flag)
         self.drained = flag
         return True
+
+    def query_opcodes(self, names=None):
+        self._record("query_opcodes", names)
+        return opcodes.REGISTRY.describe(names)
 
     def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
                                  timeout):

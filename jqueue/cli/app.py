@@ -22,6 +22,7 @@ import time
 import jqueue
 from jqueue import constants, errors
 from jqueue.cli import (
+    catalogue,
     cluster_cmds,
     exitcodes,
     info,
@@ -35,7 +36,8 @@ from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, listing, info, watching, outcome, queue_cmds, cluster_cmds)
+COMMAND_MODULES = (jobs, listing, info, watching, outcome, catalogue, queue_cmds,
+                   cluster_cmds)
 
 
 class Parser(argparse.ArgumentParser):

@@ -260,6 +260,10 @@ class Client:
         """Set or clear the queue's drain flag."""
         return self.call(constants.LUXI_REQ_SET_DRAIN_FLAG, [flag])
 
+    def query_opcodes(self, names=None):
+        """The opcode catalogue: [{"id", "doc", "params": [...]}] (all, or the named)."""
+        return self.call(constants.LUXI_REQ_QUERY_OPCODES, [names])
+
     # The cluster methods (our additions; see jqueue.daemon.clustermaster)
 
     def cluster_info(self):

@@ -133,6 +133,9 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_VERIFY_CLUSTER, "verify_cluster", []),
     Method(_C.LUXI_REQ_STEP_DOWN, "step_down", [("epoch", ptypes.NonNegativeInt),
                                                 ("master", ptypes.NonEmptyString)]),
+    # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
+    Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
+           min_args=0),
 ]}
 
 
@@ -247,6 +250,9 @@ class Dispatcher:
             if compiled(dict(zip(names, values))):
                 data.append([[constants.RS_NORMAL, v] for v in values[:len(fields)]])
         return {"fields": [f.definition() for f in definitions], "data": data}
+
+    def query_opcodes(self, names=None):
+        return self._backend.registry.describe(names or None)
 
     def query_fields(self, what, fields):
         _check_resource(what)

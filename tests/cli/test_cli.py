@@ -973,3 +973,18 @@ def test_submit_json_prints_one_record_per_job(cli):
     assert result.code == 0 and (record["id"], record["status"], record["error"]) == (
         2, "success", None)
     assert cli("submit", "--json", "--watch", "--op", "OP_TEST_DELAY").code == 2
+
+
+def test_list_opcodes_lists_and_describes_the_daemons_opcodes(cli):
+    """list-opcodes prints a table of opcodes; with names, each parameter; --json raw."""
+    lines = cli("list-opcodes").out.splitlines()
+    assert lines[0].split() == ["Opcode", "Description"]
+    assert [line.split()[0] for line in lines[1:]] == ["OP_TEST_DELAY", "OP_TEST_JQUEUE"]
+    described = cli("list-opcodes", "OP_TEST_DELAY").out.splitlines()
+    assert described[0].startswith("OP_TEST_DELAY: Sleep for a while")
+    assert described[2].split()[:2] == ["duration", "a"] and "required" in described[2]
+    assert any(line.split()[0] == "priority" for line in described[3:])
+    raw = serializer.loads(cli("list-opcodes", "--json", "OP_TEST_JQUEUE").out)
+    assert [op["id"] for op in raw] == ["OP_TEST_JQUEUE"]
+    result = cli("list-opcodes", "OP_TEST_DELYA")
+    assert result.code == exitcodes.EXIT_NOT_FOUND and "did you mean OP_TEST_DELAY?" in result.err
