@@ -24,6 +24,7 @@ from jqueue import constants, errors
 from jqueue.cli import (
     catalogue,
     cluster_cmds,
+    completion,
     exitcodes,
     info,
     jobs,
@@ -37,7 +38,7 @@ from jqueue.luxi import client as luxi_client
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
 COMMAND_MODULES = (jobs, listing, info, watching, outcome, catalogue, queue_cmds,
-                   cluster_cmds)
+                   cluster_cmds, completion)
 
 
 class Parser(argparse.ArgumentParser):
