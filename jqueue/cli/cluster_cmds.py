@@ -49,6 +49,16 @@ def _add_state_dir(parser):
                             STATE_DIR_ENV_VAR, constants.DEFAULT_STATE_DIR))
 
 
+def _add_json(parser, shape):
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object: %s (see jqctl(8))" % shape)
+
+
+def _print_json(ctx, record):
+    ctx.out(serializer.dumps(record))
+    return EXIT_SUCCESS
+
+
 def _state_dir(args):
     return os.path.abspath(args.state_dir or getattr(args, "global_state_dir", None)
                            or default_state_dir())
@@ -106,6 +116,7 @@ def _register_cluster(commands):
     init.add_argument("--ack-timeout", type=_positive, metavar="SECONDS", default=10.0,
                       help="how long a change waits for its copies (default: %(default)g)")
     _add_state_dir(init)
+    _add_json(init, '{"state_dir", "config"}')
     init.set_defaults(func=cmd_cluster_init)
     info = actions.add_parser("info", help="show the cluster, its policy and nodes",
                               description="Show the cluster's name, master, epoch, "
@@ -130,6 +141,7 @@ def _register_node(commands):
                                           "request, to be signed by 'node add' on the master.")
     init.add_argument("--name", required=True, metavar="NAME", help="name of this node")
     _add_state_dir(init)
+    _add_json(init, '{"name", "state_dir", "csr"}')
     init.set_defaults(func=cmd_node_init)
     add = actions.add_parser("add", help="add a node (on the master)",
                              description="Add a node to the cluster: sign its certificate "
@@ -143,12 +155,14 @@ def _register_node(commands):
                      help="the node's certificate request (from 'node init')")
     add.add_argument("--bundle", metavar="OUT", default=None,
                      help="where to write the bundle (default: NAME.bundle)")
+    _add_json(add, '{"name", "address", "candidate", "bundle"}')
     add.set_defaults(func=cmd_node_add)
     join = actions.add_parser("join", help="join the cluster with a bundle (on the new node)",
                               description="Install the bundle written by 'node add': the "
                                           "certificate and the cluster configuration.")
     join.add_argument("--bundle", required=True, metavar="FILE", help="the bundle")
     _add_state_dir(join)
+    _add_json(join, '{"name", "role", "state_dir", "config"}')
     join.set_defaults(func=cmd_node_join)
     listing = actions.add_parser("list", help="list the nodes and their state",
                                  description="List the nodes: address, role, whether they "
@@ -159,12 +173,14 @@ def _register_node(commands):
     remove = actions.add_parser("remove", help="remove a node from the cluster",
                                 description="Remove a node (not the master) from the cluster.")
     remove.add_argument("name", metavar="NAME", help="the node")
+    _add_json(remove, '{"version", "unreachable"}')
     remove.set_defaults(func=cmd_node_remove)
     modify = actions.add_parser("modify", help="make a node a master candidate or not",
                                 description="Make a node a master candidate or not.")
     modify.add_argument("name", metavar="NAME", help="the node")
     modify.add_argument("--candidate", required=True, choices=("yes", "no"),
                         help="yes: master candidate; no: plain node")
+    _add_json(modify, '{"version", "unreachable", "changed"}')
     modify.set_defaults(func=cmd_node_modify)
 
 
@@ -182,6 +198,7 @@ def _register_failover(commands):
     parser.add_argument("--start", action="store_true",
                         help="then start jq-masterd here and wait until it answers")
     _add_state_dir(parser)
+    _add_json(parser, "the failover report")
     parser.set_defaults(func=cmd_master_failover)
 
 
@@ -192,6 +209,8 @@ def cmd_cluster_init(ctx, args):
     state_dir = _state_dir(args)
     config = clusterops().init_cluster(state_dir, args.name, args.node, args.address,
                                        min_acks=args.min_acks, ack_timeout=args.ack_timeout)
+    if args.json:
+        return _print_json(ctx, {"state_dir": state_dir, "config": config.to_dict()})
     ctx.out("Cluster %s created: %s (%s) is its master, epoch %d." % (
         config.name, config.master, config.address(config.master), config.epoch))
     ctx.out("Written in %s: %s, %s, %s/ (the cluster CA and this node's certificate; "
@@ -294,6 +313,8 @@ def cmd_node_init(ctx, args):
     """Create this node's key and CSR; print the CSR's path and the next step."""
     state_dir = _state_dir(args)
     csr_path = clusterops().init_node(state_dir, args.name)
+    if args.json:
+        return _print_json(ctx, {"name": args.name, "state_dir": state_dir, "csr": csr_path})
     ctx.out("Node %s prepared in %s; its certificate request is %s" % (
         args.name, state_dir, csr_path))
     ctx.out("Next: copy %s to the master and run there:" % csr_path)
@@ -313,6 +334,9 @@ def cmd_node_add(ctx, args):
     bundle = ctx.client.add_node(args.name, args.address, args.candidate, csr_pem)
     path = args.bundle or "%s.bundle" % args.name
     clusterops().write_bundle(path, bundle)
+    if args.json:
+        return _print_json(ctx, {"name": args.name, "address": args.address,
+                                 "candidate": bool(args.candidate), "bundle": path})
     ctx.out("Node %s (%s) added as %s; bundle written to %s" % (
         args.name, args.address, "master candidate" if args.candidate else "plain node", path))
     ctx.out("Next: copy %s to %s and run there:" % (path, args.name))
@@ -331,6 +355,9 @@ def cmd_node_join(ctx, args):
     config = clusterops().join_node(state_dir, bundle)
     name = _own_name(state_dir)
     role = config.role(name) if name else "node"
+    if args.json:
+        return _print_json(ctx, {"name": name, "role": role, "state_dir": state_dir,
+                                 "config": config.to_dict()})
     ctx.out("Joined cluster %s%s as %s; its master is %s (%s), epoch %d." % (
         config.name, " (%s)" % name if name else "", role, config.master,
         config.address(config.master), config.epoch))
@@ -379,6 +406,8 @@ def _node_cell(key, value):
 def cmd_node_remove(ctx, args):
     """Remove a node through jq-masterd."""
     result = ctx.client.remove_node(args.name)
+    if args.json:
+        return _print_json(ctx, result)
     ctx.out("Node %s removed; configuration version %s" % (args.name, result.get("version")))
     _warn_unreachable(ctx, result)
     return EXIT_SUCCESS
@@ -388,6 +417,8 @@ def cmd_node_modify(ctx, args):
     """Make a node a master candidate or not, through jq-masterd."""
     candidate = args.candidate == "yes"
     result = ctx.client.modify_node(args.name, candidate)
+    if args.json:
+        return _print_json(ctx, result)
     role = "a master candidate" if candidate else "a plain node"
     if result.get("changed") is False:
         ctx.out("Node %s is already %s" % (args.name, role))
@@ -400,8 +431,8 @@ def cmd_node_modify(ctx, args):
 
 def _warn_unreachable(ctx, result):
     for name, message in sorted((result.get("unreachable") or {}).items()):
-        ctx.warn("node %s did not get the new configuration (it gets it when it asks): %s" % (
-            name, message))
+        ctx.warn("node %s did not get the new configuration yet (the master sends it again "
+                 "until it takes it): %s" % (name, message))
 
 
 # master-failover
@@ -436,12 +467,27 @@ def cmd_master_failover(ctx, args):
             ctx.warn("master failover aborted")
             return exitcodes.EXIT_INTERRUPTED
         raise
+    if args.json:
+        if args.start:
+            start_masterd(_Stderr(ctx), state_dir)
+        return _print_json(ctx, dict(result, started=bool(args.start)))
     _print_failover(ctx, name, result)
     if args.start:
         start_masterd(ctx, state_dir)
     else:
         ctx.out("Next: jq-masterd --state-dir %s" % state_dir)
     return EXIT_SUCCESS
+
+
+class _Stderr:
+    """A command context whose lines go to standard error (beside --json output)."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.sleep = ctx.sleep
+
+    def out(self, text="", flush=False):
+        print(text, file=self._ctx.stderr, flush=flush)
 
 
 def _print_failover(ctx, name, result):

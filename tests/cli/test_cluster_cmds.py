@@ -199,8 +199,8 @@ def test_node_remove_and_modify_report_the_version_and_missed_nodes(cli):
     cli.fake.cluster["unreachable"] = {"n1": "connection refused"}
     code, out, err = cli("node", "remove", "c1")
     assert code == 0 and out == "Node c1 removed; configuration version 3\n"
-    assert err == ("jqctl: node n1 did not get the new configuration (it gets it when it "
-                   "asks): connection refused\n")
+    assert err == ("jqctl: node n1 did not get the new configuration yet (the master sends "
+                   "it again until it takes it): connection refused\n")
     code, out, _ = cli("node", "modify", "n1", "--candidate", "yes")
     assert code == 0 and "Node n1 is now a master candidate" in out
     assert cli.fake.calls_of("modify_node") == [("n1", True)]
@@ -485,3 +485,27 @@ def test_node_list_outside_a_cluster_keeps_the_error(cli, tmp_path):
     code, _, err = cli("--socket", str(tmp_path / "run" / "jqueue.sock"), "node", "list",
                        factory=_unreachable)
     assert code == exitcodes.EXIT_UNREACHABLE and "no jqueue daemon listening" in err
+
+
+def test_node_and_cluster_commands_print_one_json_object(cli, tmp_path):
+    """--json on the node and cluster commands that print a record: one documented object."""
+    cli.ops.config = _config()
+    out = cli("cluster", "init", "--name", "prod", "--node", "m", "--address",
+              "127.0.0.1:7000", "--state-dir", "/st", "--json").out
+    assert serializer.loads(out) == {"state_dir": "/st", "config": _config().to_dict()}
+    out = cli("node", "init", "--name", "n2", "--state-dir", "/st", "--json").out
+    assert serializer.loads(out) == {"name": "n2", "state_dir": "/st",
+                                     "csr": "/state/tls/node.csr"}
+    csr = tmp_path / "n2.csr"
+    csr.write_text("CSR")
+    out = cli("node", "add", "n2", "--address", "127.0.0.1:7002", "--csr", str(csr),
+              "--json").out
+    assert serializer.loads(out) == {"name": "n2", "address": "127.0.0.1:7002",
+                                     "candidate": False, "bundle": "n2.bundle"}
+    assert serializer.loads(cli("node", "remove", "c1", "--json").out) == {
+        "version": 3, "unreachable": {}}
+    assert serializer.loads(cli("node", "modify", "c1", "--candidate", "no", "--json").out
+                            ) == {"version": 3, "unreachable": {}, "changed": True}
+    report = serializer.loads(cli("master-failover", "--yes", "--state-dir", "/st",
+                                  "--json").out)
+    assert report == dict(cli.ops.failover, started=False)
