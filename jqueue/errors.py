@@ -66,6 +66,10 @@ class JobQueueFull(JobQueueError):
     """The queue holds its maximum number of live jobs."""
 
 
+class WaitTimeout(JobQueueError):
+    """A wait for a job ended (its timeout) before the job finished."""
+
+
 class ReplicationError(JobQueueError):
     """A change did not reach the number of copies the acknowledgement policy requires."""
 

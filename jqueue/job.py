@@ -6,6 +6,7 @@ derived from its opcodes exactly as Ganeti derives them. The few runtime-only fi
 (journal generation, visibility, cancellation) are not serialized.
 """
 
+import collections
 import threading
 import time
 
@@ -16,6 +17,58 @@ PRISTINE = "pristine"
 
 _OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_timestamp",
                   "priority")
+
+
+#: Job fields a JobOutcome is made of, in from_row's order.
+OUTCOME_FIELDS = ["id", "status", "opstatus", "opresult"]
+
+
+class JobOutcome(collections.namedtuple("JobOutcome", "id status op_statuses results")):
+    """What became of a finished job: its final status, and each opcode's status and result
+    (a failed opcode's result is its encoded error, ["OpExecError", ["message"]])."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_row(cls, row):
+        """From a QueryJobs row of OUTCOME_FIELDS."""
+        return cls(*row)
+
+    @property
+    def succeeded(self):
+        return self.status == constants.JOB_STATUS_SUCCESS
+
+    @property
+    def error(self):
+        """The error of the first failed opcode (an exception object), or None."""
+        for status, result in zip(self.op_statuses, self.results):
+            if status == constants.OP_STATUS_ERROR:
+                return errors.decode_exception(result) if isinstance(result, list) else (
+                    errors.OpExecError(str(result)))
+        return None
+
+
+def wait_until_final(wait_changes, job_id, timeout, clock=time.monotonic):
+    """Wait with wait_changes(job_id, ["status"], prev, serial, seconds) (WaitForJobChange's
+    shape) until the job is finalized, at most timeout seconds (None: no limit); its status.
+
+    Raises WaitTimeout when the time is up first (JobLost from wait_changes passes on).
+    """
+    deadline = None if timeout is None else clock() + timeout
+    info, serial = None, None
+    while True:
+        left = 60.0 if deadline is None else max(0.0, deadline - clock())
+        answer = wait_changes(job_id, ["status"], info, serial, left)
+        if answer != constants.JOB_NOTCHANGED:
+            new_info, entries = answer
+            for entry in entries:
+                serial = entry[0] if serial is None else max(serial, entry[0])
+            if new_info[0] in constants.JOBS_FINALIZED:
+                return new_info[0]
+            info = list(new_info)
+        if deadline is not None and clock() >= deadline:
+            raise errors.WaitTimeout("job %s did not finish within %ss (status %s)" % (
+                job_id, timeout, info[0] if info else "unknown"))
 
 
 def timestamp(now=None):

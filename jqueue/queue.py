@@ -16,7 +16,16 @@ import threading
 import time
 
 from jqueue import constants, errors, opcodes, ptypes, query, serializer
-from jqueue.job import PRISTINE, QueuedJob, QueuedOpCode, timestamp, ts_to_float
+from jqueue.job import (
+    OUTCOME_FIELDS,
+    PRISTINE,
+    JobOutcome,
+    QueuedJob,
+    QueuedOpCode,
+    timestamp,
+    ts_to_float,
+    wait_until_final,
+)
 from jqueue.run import dependencies, processor, waiting, workerpool
 from jqueue.store import journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
@@ -438,6 +447,16 @@ class JobQueue:
         if handle is not None and not done.wait(timeout):
             handle.cancel()
         return box[0] if box else constants.JOB_NOTCHANGED
+
+    def wait_for_job(self, job_id, timeout=None):
+        """Wait until the job is finished; its JobOutcome (final status, each opcode's
+        status and result). WaitTimeout after timeout seconds (None: no limit), JobLost
+        for an unknown job."""
+        wait_until_final(self.wait_for_job_changes, job_id, timeout)
+        row = self.query_jobs([job_id], OUTCOME_FIELDS)[0]
+        if row is None:
+            raise errors.JobLost("job %s not found" % job_id)
+        return JobOutcome.from_row(row)
 
     def watch_job(self, job_id, fields, prev_job_info, prev_log_serial, callback):
         """Call callback((job_info, log_entries)) once the job changed (see above).

@@ -731,3 +731,24 @@ def test_cancel_with_kill_says_what_kill_did(open_queue):
     assert ok and message.startswith("Job %d will be canceled at its next cancellation "
                                      "point; kill cannot stop it sooner" % running)
     assert queue.cancel_job(running)[1] == "Job %d is already finished (canceled)" % running
+
+
+def test_wait_for_job_returns_the_final_status_and_each_opcodes_result(tmp_path):
+    """wait_for_job blocks until the job is finished and returns its JobOutcome; it raises
+    WaitTimeout when the job does not finish in time, JobLost for an unknown job."""
+    with JobQueue(str(tmp_path / "q"), workers=2, checkpoint_interval=None) as queue:
+        ok = queue.submit_job([delay(0.05), jqop(result={"rows": 3})])
+        failed = queue.submit_job([jqop(fail=True, fail_message="disk full"), delay()])
+        outcome = queue.wait_for_job(ok, timeout=30)
+        assert outcome == (ok, "success", ["success", "success"], [None, {"rows": 3}])
+        assert outcome.succeeded and outcome.error is None
+        outcome = queue.wait_for_job(failed, timeout=30)
+        assert outcome.status == "error" and not outcome.succeeded
+        assert isinstance(outcome.error, errors.OpExecError)
+        assert errors.error_message(outcome.error) == "disk full"
+        slow = queue.submit_job([delay(30)])
+        with pytest.raises(errors.WaitTimeout, match="job %d did not finish within 0.2s" % slow):
+            queue.wait_for_job(slow, timeout=0.2)
+        queue.cancel_job(slow)
+        with pytest.raises(errors.JobLost):
+            queue.wait_for_job(999, timeout=1)
