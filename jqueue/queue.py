@@ -553,7 +553,7 @@ class JobQueue:
             return self._record_state_unlocked(job)
         self._dirty.add(job.id)
         return self._journal.append(records.log_record(job.id, op_index, entry),
-                                    tag=(job.id, None, entry[0]))
+                                    tag=(job.id, False, entry[0]))
 
     def _schedule_unlocked(self, job):
         if not self._closing and not self._pool.has_waiting_task(job.id):
@@ -577,7 +577,7 @@ class JobQueue:
     def _on_durable(self, tags):
         """Journal listener: the changes tagged are durable; tell waiters and dependents.
 
-        A tag is (job id, the state_dict() recorded or PRISTINE, or None for a log
+        A tag is (job id, the state_dict() recorded or PRISTINE, or False for a log
         entry, log serial); the newest state acknowledged is what readers see.
         """
         ready = []
@@ -587,7 +587,7 @@ class JobQueue:
                 job = self._jobs.get(job_id) or self._archiving.get(job_id)
                 if job is None:
                     continue
-                if state is not None:
+                if state is not False:
                     job.unacked_state -= 1
                     job.acked_state = state
                 job.durable_log_serial = max(job.durable_log_serial, log_serial)
