@@ -54,6 +54,34 @@ MSG_PRECEDING_FAILED = "Preceding opcode failed"
 MSG_UNCLEAN_SHUTDOWN = "Unclean master daemon shutdown"
 MSG_CANCELED = "Job canceled by request"
 
+# Command jobs (OP_COMMAND_RUN): the opcode, the reasons an attempt ends (BEX's words),
+# and the states of an opcode's command attempts.
+OP_COMMAND_RUN = "OP_COMMAND_RUN"
+REASON_OK = "OK"
+REASON_FAILED = "FAILED"
+REASON_TIMEOUT = "TIMEOUT"
+REASON_KILLED = "KILLED"
+REASON_INTERR = "INTERR"
+REASON_NOXFER = "NOXFER"
+REASON_NOPING = "NOPING"
+REASON_NODE_LOST = "NODE_LOST"
+REASON_NO_MATCHING_NODE = "NO_MATCHING_NODE"
+REASONS = frozenset([REASON_OK, REASON_FAILED, REASON_TIMEOUT, REASON_KILLED, REASON_INTERR,
+                     REASON_NOXFER, REASON_NOPING, REASON_NODE_LOST, REASON_NO_MATCHING_NODE])
+#: Waiting for a slot on its node (the opcode is queued).
+ATTEMPT_PENDING = "pending"
+#: Journaled as started on its node before the node is asked: a crash cannot forget it.
+ATTEMPT_STARTING = "starting"
+ATTEMPT_RUNNING = "running"
+#: Waiting out the back-off before the next attempt (the opcode is waiting).
+ATTEMPT_RETRY_WAIT = "retry_wait"
+ATTEMPT_ENDED = "ended"
+#: Attempt states in which a node holds (or may hold) a process of the job.
+ATTEMPTS_ON_NODE = frozenset([ATTEMPT_STARTING, ATTEMPT_RUNNING])
+DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_PROGRESS_PATTERN = "PROGRESS:%percent"
+LOGS_DIR = "logs"
+
 # Queue directory layout.
 QUEUE_FORMAT_VERSION = 1
 JOB_FILE_PREFIX = "job-"
@@ -81,6 +109,9 @@ JOB_FIELDS = (
     "id", "status", "priority", "archived", "ops", "opresult", "opstatus", "oplog",
     "opstart", "opexec", "opend", "oppriority", "summary", "received_ts", "start_ts",
     "end_ts",
+    # Command jobs (null for other jobs).
+    "node", "attempt", "max_attempts", "exit_status", "signal", "timed_out", "reason",
+    "progress", "global_progress", "log_bytes", "pid", "title",
 )
 
 # Query result status codes (Ganeti's RS_*).
@@ -132,6 +163,12 @@ LUXI_REQ_REMOVE_NODE = "RemoveNode"
 LUXI_REQ_MODIFY_NODE = "ModifyNode"
 LUXI_REQ_VERIFY_CLUSTER = "VerifyCluster"
 LUXI_REQ_STEP_DOWN = "StepDown"
+# Our additions: command jobs.
+LUXI_REQ_READ_JOB_LOG = "ReadJobLog"
+LUXI_REQ_SIGNAL_JOB = "SignalJob"
+LUXI_REQ_QUERY_RUNNING = "QueryRunning"
+#: Longest piece of a log one ReadJobLog answers.
+LUXI_MAX_LOG_READ = 4 * 1024 * 1024
 # Our addition: the opcode catalogue.
 LUXI_REQ_QUERY_OPCODES = "QueryOpcodes"
 LUXI_REQ_SUBMISSIONS = frozenset([

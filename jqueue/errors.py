@@ -42,6 +42,10 @@ class OpExecError(GenericError):
     """An opcode failed while executing."""
 
 
+class CommandError(OpExecError):
+    """A command attempt cannot be started on this node (or is unknown to it)."""
+
+
 class JobCanceled(GenericError):
     """Raised at a cancellation point of an opcode whose job is being canceled."""
 

@@ -16,7 +16,11 @@ from jqueue import constants, errors
 PRISTINE = "pristine"
 
 _OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_timestamp",
-                  "priority")
+                  "priority", "exec_state")
+#: Job file key of an opcode's command state (jqueue.commandjob), present only if set.
+EXEC_KEY = "exec"
+#: Job file key of the length of a job's command log, present only if it has one.
+LOG_BYTES_KEY = "log_bytes"
 
 
 #: Job fields a JobOutcome is made of, in from_row's order.
@@ -96,7 +100,7 @@ class QueuedOpCode:
     """One opcode of a job: its input parameters, status, result and log."""
 
     __slots__ = ("input", "status", "result", "log", "start_timestamp", "exec_timestamp",
-                 "end_timestamp", "priority")
+                 "end_timestamp", "priority", "exec_state")
 
     def __init__(self, op_input, priority=constants.OP_PRIO_DEFAULT):
         self.input = op_input
@@ -107,6 +111,8 @@ class QueuedOpCode:
         self.exec_timestamp = None
         self.end_timestamp = None
         self.priority = priority
+        #: A command opcode's attempts (see jqueue.commandjob); None for other opcodes.
+        self.exec_state = None
 
     @property
     def op_id(self):
@@ -114,16 +120,22 @@ class QueuedOpCode:
 
     def to_dict(self):
         """Serialize in the job file format."""
-        return {
+        data = {
             "input": self.input, "status": self.status, "result": self.result,
             "log": self.log, "start_timestamp": self.start_timestamp,
             "exec_timestamp": self.exec_timestamp, "end_timestamp": self.end_timestamp,
             "priority": self.priority,
         }
+        if self.exec_state is not None:
+            data[EXEC_KEY] = self.exec_state
+        return data
 
     def state_dict(self):
         """The fields that change while a job runs (everything but input and log)."""
-        return {key: getattr(self, key) for key in _OP_STATE_KEYS}
+        state = {key: getattr(self, key) for key in _OP_STATE_KEYS[:-1]}
+        if self.exec_state is not None:
+            state[EXEC_KEY] = self.exec_state
+        return state
 
     def pristine_state(self):
         """The state_dict() of the opcode as it was submitted."""
@@ -143,9 +155,11 @@ class QueuedOpCode:
 
     def apply_state(self, state):
         """Set the fields of a state_dict()."""
-        for key in _OP_STATE_KEYS:
+        for key in _OP_STATE_KEYS[:-1]:
             if key in state:
                 setattr(self, key, state[key])
+        if EXEC_KEY in state:
+            self.exec_state = state[EXEC_KEY]
 
     @classmethod
     def from_dict(cls, data):
@@ -167,6 +181,9 @@ class QueuedOpCode:
         op.priority = data.get("priority", op.input.get("priority", constants.OP_PRIO_DEFAULT))
         if not isinstance(op.priority, int) or isinstance(op.priority, bool):
             raise errors.JobFileCorrupted("opcode priority %r is not an integer" % (op.priority,))
+        op.exec_state = data.get(EXEC_KEY)
+        if op.exec_state is not None and not isinstance(op.exec_state, dict):
+            raise errors.JobFileCorrupted("opcode exec state is not an object")
         return op
 
 
@@ -174,9 +191,9 @@ class QueuedJob:
     """A job: an id, a list of QueuedOpCode and its timestamps."""
 
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
-                 "log_serial", "generation", "visible", "archived", "cancel_event",
-                 "kill_requested", "unacked_state", "durable_log_serial", "acked_state",
-                 "token")
+                 "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
+                 "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
+                 "acked_state", "token")
 
     def __init__(self, job_id, ops, received_timestamp, token=None):
         self.id = job_id
@@ -185,6 +202,8 @@ class QueuedJob:
         self.start_timestamp = None
         self.end_timestamp = None
         self.log_serial = 0
+        #: Bytes in the job's command log (<state>/logs/<id>.log); 0 without one.
+        self.log_bytes = 0
         #: The submission's idempotency token (job file key "token"; ours), or None.
         self.token = token
         self._init_runtime()
@@ -200,6 +219,7 @@ class QueuedJob:
         self.kill_requested = False
         self.unacked_state = 0
         self.durable_log_serial = self.log_serial
+        self.durable_log_bytes = self.log_bytes
         # The state_dict() of the newest acknowledged state (PRISTINE: as submitted),
         # kept while the job may change; what readers see while changes are pending.
         self.acked_state = None
@@ -271,12 +291,15 @@ class QueuedJob:
     # Serialization
 
     def to_dict(self):
-        """Serialize in the Ganeti 2.10 job file format (plus "token" if the job has one)."""
+        """Serialize in the Ganeti 2.10 job file format (plus ``log_bytes`` if a log exists,
+        and "token" if the job has one)."""
         data = {
             "id": self.id, "ops": [op.to_dict() for op in self.ops],
             "received_timestamp": self.received_timestamp,
             "start_timestamp": self.start_timestamp, "end_timestamp": self.end_timestamp,
         }
+        if self.log_bytes:
+            data[LOG_BYTES_KEY] = self.log_bytes
         if self.token is not None:
             data["token"] = self.token
         return data
@@ -333,18 +356,25 @@ class QueuedJob:
                 job_id, job.token))
         serials = [entry[0] for op in job.ops for entry in op.log]
         job.log_serial = max(serials) if serials else 0
+        job.log_bytes = data.get(LOG_BYTES_KEY) or 0
+        if not isinstance(job.log_bytes, int) or isinstance(job.log_bytes, bool) or (
+                job.log_bytes < 0):
+            raise errors.JobFileCorrupted("job %s: log_bytes %r is not a length" % (
+                job_id, job.log_bytes))
         job._init_runtime()
         return job
 
     def view(self, state, max_log_serial):
-        """A copy showing state (a state_dict(), PRISTINE, or None: the current one) and
-        only the log entries up to max_log_serial; for readers of acknowledged changes."""
+        """A copy showing state (a state_dict(), PRISTINE, or None: the current one), only
+        the log entries up to max_log_serial and the durable command log; for readers of
+        acknowledged changes."""
         copy = QueuedJob.__new__(QueuedJob)
         copy.id, copy.token = self.id, self.token
         copy.received_timestamp = self.received_timestamp
         copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
         copy.ops = [op.copy(max_log_serial) for op in self.ops]
         copy.log_serial = min(self.log_serial, max_log_serial)
+        copy.log_bytes = self.durable_log_bytes
         copy._init_runtime()
         copy.archived = self.archived
         if state is PRISTINE:

@@ -4,7 +4,7 @@ One table serves QueryJobs, WaitForJobChanges, the generic Query/QueryFields met
 the CLI's column headers.
 """
 
-from jqueue import errors
+from jqueue import commandjob, errors
 
 # Field kinds (Ganeti's QFT_*).
 QFT_TEXT = "text"
@@ -61,6 +61,56 @@ FIELDS = [
           lambda job, reg: job.start_timestamp),
     Field("end_ts", "End", QFT_OTHER, "Timestamp of job end",
           lambda job, reg: job.end_timestamp),
+]
+
+
+def _exec(key):
+    """A field of a command job's current (or last) attempt (None for other jobs)."""
+    def getter(job, registry):
+        state = commandjob.op_exec(job)
+        return state.get(key) if state is not None else None
+    return getter
+
+
+def _title(job, registry):
+    for op in job.ops:
+        if commandjob.is_command(op.input):
+            return op.input.get("title")
+    return None
+
+
+def _max_attempts(job, registry):
+    for op in job.ops:
+        if commandjob.is_command(op.input) and op.status not in ("success",):
+            return op.input.get("max_attempts")
+    return None
+
+
+FIELDS += [
+    Field("node", "Node", QFT_TEXT, "Node of the command's current or last attempt",
+          _exec("node")),
+    Field("attempt", "Attempt", QFT_NUMBER, "Attempts of the command started so far",
+          _exec("attempt")),
+    Field("max_attempts", "MaxAttempts", QFT_NUMBER, "Attempts the command may have",
+          lambda job, reg: (commandjob.op_exec(job) or {}).get("max_attempts")
+          or _max_attempts(job, reg)),
+    Field("exit_status", "Exit", QFT_NUMBER, "Exit status of the command's last attempt",
+          _exec("exit_status")),
+    Field("signal", "Signal", QFT_NUMBER, "Signal that ended the command's last attempt",
+          _exec("signal")),
+    Field("timed_out", "TimedOut", QFT_BOOL, "Whether the command's last attempt timed out",
+          _exec("timed_out")),
+    Field("reason", "Reason", QFT_TEXT, "Why the command's last attempt ended (OK, FAILED, "
+          "TIMEOUT, KILLED, INTERR, NOXFER, NODE_LOST)", _exec("reason")),
+    Field("progress", "Progress", QFT_NUMBER, "Progress of the command (0..1)",
+          _exec("progress")),
+    Field("global_progress", "GlobalProgress", QFT_NUMBER,
+          "Second-level progress of the command (0..1)", _exec("global_progress")),
+    Field("log_bytes", "LogBytes", QFT_NUMBER, "Bytes in the job's command log",
+          lambda job, reg: job.log_bytes),
+    Field("pid", "PID", QFT_NUMBER, "Process id of the command's running attempt",
+          _exec("pid")),
+    Field("title", "Title", QFT_TEXT, "Title of the command job", _title),
 ]
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from jqueue import constants, errors, opcodes, ptypes, query, serializer
+from jqueue import commandjob, constants, errors, opcodes, ptypes, query, serializer
 from jqueue.job import (
     OUTCOME_FIELDS,
     PRISTINE,
@@ -27,7 +27,7 @@ from jqueue.job import (
     wait_until_final,
 )
 from jqueue.run import dependencies, processor, waiting, workerpool
-from jqueue.store import journal, queuedir, records, recovery
+from jqueue.store import joblogs, journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,18 @@ class JobQueue:
                  replicator=None, pool_factory=None,
                  checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL,
                  checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False,
-                 nodes=None):
+                 nodes=None, logs_dir=None, commands=None):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
-        jqueue.cluster.replica): no workers, no crash rules, and clients may not change it. nodes,
-        if given, lets opcodes run work on cluster nodes (it is their context's ``nodes``).
+        jqueue.cluster.replica): no workers, no crash rules, and clients may not change it.
+        nodes, if given, lets opcodes run work on cluster nodes (their context's ``nodes``).
+        Command jobs' logs live in logs_dir (default: ``logs`` beside queue_dir);
+        commands(queue), if given, builds the jqueue.run.commands.CommandRunner that runs
+        command opcodes (without one, command jobs are refused at submit).
         """
         self.nodes = nodes
+        self._logs = joblogs.LogStore(logs_dir or joblogs.default_directory(queue_dir))
         self._clock = clock
         self._replica = replica
         self._registry = registry or opcodes.REGISTRY
@@ -61,7 +65,8 @@ class JobQueue:
         self._dir.ensure_layout()
         self._dir.lock()
         try:
-            self.recovery = recovery.open_queue(self._dir, clock(), replica=replica)
+            self.recovery = recovery.open_queue(self._dir, clock(), replica=replica,
+                                                logs=self._logs)
         except BaseException:
             self._dir.unlock()
             raise
@@ -75,10 +80,14 @@ class JobQueue:
             pool_factory = _NullPool
         self._pool = (pool_factory or workerpool.WorkerPool)(
             "jq-worker", workers, self._processor.run_step)
+        if commands is not None and not replica:
+            self._commands = commands(self)
         with self._lock:
             for job in self._jobs.values():
                 if not job.is_finalized():
                     self._schedule_unlocked(job)
+        if self._commands is not None:
+            self._commands.recover()
         attach = getattr(self._replicator, "attach", None)
         if attach is not None and not replica:
             attach(self)
@@ -109,6 +118,8 @@ class JobQueue:
         self._closing = self._closed = False
         self._deps = dependencies.DependencyManager()
         self._waiters = waiting.WaiterRegistry()
+        self._log_waiters = waiting.LogWaiterRegistry()
+        self._commands = None
         self._processor = processor.JobProcessor(self)
 
     @property
@@ -170,11 +181,26 @@ class JobQueue:
         for index, op in enumerate(ops):
             try:
                 inputs.append(self._registry.build(op).to_dict())
+                self._check_command(inputs[-1])
             except errors.OpPrereqError as err:
                 prefix = label + ("opcode %d: " % index if len(ops) > 1 else "")
                 raise errors.OpPrereqError(prefix + errors.error_message(err),
                                            constants.ECODE_INVAL) from None
         return inputs
+
+    def _check_command(self, op_input):
+        """A command opcode must be runnable here: a command runner and a known node."""
+        if not commandjob.is_command(op_input):
+            return
+        if self._commands is None:
+            raise errors.OpPrereqError("opcode %s: this queue runs no command jobs" %
+                                       constants.OP_COMMAND_RUN, constants.ECODE_STATE)
+        self._commands.check_submit(op_input)
+
+    @property
+    def commands(self):
+        """The CommandRunner (None if this queue runs no command jobs)."""
+        return self._commands
 
     def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
         """Validate and record jobs without waiting: return (results, batch).
@@ -287,12 +313,18 @@ class JobQueue:
                 message = "Job %s canceled" % job_id + (
                     " (kill made no difference: no opcode of it was running)" if kill else "")
             else:
+                command = self._command_on_node_unlocked(job)
                 job.mark_unfinished_ops(constants.OP_STATUS_CANCELING, None)
                 job.new_cancel_event().set()
                 message = "Job %s will be canceled at its next cancellation point" % job_id + (
                     "; kill cannot stop it sooner: its opcode runs inside jq-masterd and cannot "
                     "be killed, it stops at once only where it sleeps or checks for "
                     "cancellation" if kill else "")
+                if command:
+                    self._commands.cancel_unlocked(job, kill)
+                    message = "Job %s: its command is being stopped (%s)" % (
+                        job_id, "KILL now" if kill else
+                        "TERM, then KILL after its kill_grace")
             batch = self._record_state_unlocked(job)
         self._wait(batch)
         return (True, message)
@@ -319,6 +351,13 @@ class JobQueue:
         self._wait(batch)
         return (True, "Priorities of pending opcodes for job %s have been changed to %s" % (
             job_id, priority))
+
+    def _command_on_node_unlocked(self, job):
+        index = job.next_op_index()
+        return (self._commands is not None and index is not None
+                and commandjob.is_command(job.ops[index].input)
+                and (job.ops[index].exec_state or {}).get("state")
+                in constants.ATTEMPTS_ON_NODE)
 
     def _unfinished_job_unlocked(self, job_id):
         """(job, status, None) for a live unfinished job, else (None, None, (False, why))."""
@@ -487,6 +526,73 @@ class JobQueue:
         callback(result)
         return None
 
+    # Command jobs: logs, signals, running attempts
+
+    def read_job_log(self, job_id, offset, max_bytes):
+        """{"data": bytes, "offset": next offset, "eof": bool} of job_id's log from offset.
+
+        Only acknowledged bytes are read; eof once the job is finished and read to the
+        end. JobLost for an unknown job.
+        """
+        job_id = queuedir.parse_job_id(job_id)
+        with self._lock:
+            job = self._known_job_unlocked(job_id)
+            if job is not None:
+                size, final = job.durable_log_bytes, self._log_final_unlocked(job)
+        if job is None:
+            job = self._load_archived(job_id)
+            if job is None:
+                raise errors.JobLost("job %s not found" % job_id)
+            size, final = job.log_bytes, True
+        return self._log_answer(job_id, offset, max_bytes, size, final)
+
+    @staticmethod
+    def _log_final_unlocked(job):
+        return job.is_finalized() and not job.unacked_state
+
+    def _log_answer(self, job_id, offset, max_bytes, size, final):
+        data = b""
+        if offset < size:
+            data = _utf8_prefix(self._logs.read(job_id, offset, min(max_bytes, size - offset)),
+                                offset + max_bytes < size)
+        next_offset = offset + len(data)
+        return {"data": data, "offset": next_offset, "eof": final and next_offset >= size}
+
+    def watch_job_log(self, job_id, offset, max_bytes, callback):
+        """Call callback(answer) once job_id's log has bytes beyond offset (or it ended).
+
+        Like watch_job: costs no thread; None if answered at once, else a handle with
+        cancel(). The answer is read_job_log's.
+        """
+        job_id = queuedir.parse_job_id(job_id)
+        with self._lock:
+            job = self._known_job_unlocked(job_id)
+            if (job is not None and offset >= job.durable_log_bytes
+                    and not self._log_final_unlocked(job)):
+                return self._log_waiters.add(
+                    job_id, offset, lambda state: callback(self._log_answer(
+                        job_id, offset, max_bytes, *state)))
+        callback(self.read_job_log(job_id, offset, max_bytes))
+        return None
+
+    def signal_job(self, job_id, signum):
+        """Send a signal to every process of a command job's attempt: (ok, message)."""
+        self._check_writable()
+        job_id = queuedir.parse_job_id(job_id)
+        with self._lock:
+            job = self._visible_job_unlocked(job_id)
+            if job is None:
+                return (False, "Job %s not found" % job_id)
+            if not self._command_on_node_unlocked(job):
+                return (False, "Job %s has no running command" % job_id)
+        return tuple(self._commands.signal(job_id, signum))
+
+    def query_running(self, node=None):
+        """Running command attempts: [{job, attempt, node, pid, started, ...}]."""
+        if self._commands is None:
+            return []
+        return self._commands.running(node)
+
     def wait_durable(self, timeout=None):
         """Block until every change made so far is durable and its waiters were told."""
         barrier = self._journal.barrier()
@@ -547,6 +653,18 @@ class JobQueue:
         self._dirty.add(job.id)
         return self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
 
+    def _record_chunk_unlocked(self, job, op_index, attempt, out_offset, data):
+        """Append data to job's command log (a journal record; its file at once)."""
+        if job.generation != self._journal.generation:
+            self._record_state_unlocked(job)
+        chunk = records.LogChunk(job.id, job.log_bytes, op_index, attempt, out_offset, data)
+        self._logs.write(job.id, chunk.offset, data)
+        records.apply_log_chunk(job, chunk)
+        self._dirty.add(job.id)
+        return self._journal.append(
+            records.log_chunk_record(job.id, chunk.offset, op_index, attempt, out_offset, data),
+            tag=(job.id, None, job.log_bytes))
+
     def _record_log_unlocked(self, job, op_index, entry):
         """Journal a new log entry (a full record if first in this generation)."""
         if job.generation != self._journal.generation:
@@ -577,8 +695,9 @@ class JobQueue:
     def _on_durable(self, tags):
         """Journal listener: the changes tagged are durable; tell waiters and dependents.
 
-        A tag is (job id, the state_dict() recorded or PRISTINE, or False for a log
-        entry, log serial); the newest state acknowledged is what readers see.
+        A tag is (job id, the state_dict() recorded or PRISTINE, False for a log entry or
+        None for a command log chunk, log serial or the log's length); the newest state
+        acknowledged is what readers see.
         """
         ready = []
         with self._lock:
@@ -586,6 +705,10 @@ class JobQueue:
             for job_id, state, log_serial in tags:
                 job = self._jobs.get(job_id) or self._archiving.get(job_id)
                 if job is None:
+                    continue
+                if state is None:  # a log chunk: log_serial is the log's new length
+                    job.durable_log_bytes = max(job.durable_log_bytes, log_serial)
+                    touched[job_id] = job
                     continue
                 if state is not False:
                     job.unacked_state -= 1
@@ -616,9 +739,11 @@ class JobQueue:
                 dependent = self._jobs.get(dependent_id)
                 if dependent is not None and not dependent.is_finalized():
                     self._schedule_unlocked(dependent)
-        if not self._waiters.has_waiters(job.id):
-            return []
-        return self._waiters.collect_ready(job, job.durable_log_serial)
+        ready = self._log_waiters.collect_ready(job.id, job.durable_log_bytes,
+                                                self._log_final_unlocked(job))
+        if self._waiters.has_waiters(job.id):
+            ready.extend(self._waiters.collect_ready(job, job.durable_log_serial))
+        return ready
 
     # Checkpoints and shutdown
 
@@ -680,6 +805,7 @@ class JobQueue:
             self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
         if deleted:
             self._remove_deleted(*deleted)
+        self._logs.sync()
         self._dir.write_serial(serial, sync=False)
         if position is not None:
             self._dir.write_replica_position(position)
@@ -707,6 +833,8 @@ class JobQueue:
             self._closing = True
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._commands is not None:
+            self._commands.stop()
         self._pool.terminate(timeout)
         with self._lock:
             self._closed = True
@@ -716,6 +844,7 @@ class JobQueue:
             self._materialize(self._dirty, self._archiving, self._serial,
                               self._take_deleted_unlocked(), self._position)
             journal.reset(self._dir.path)
+        self._logs.close()
         self._dir.unlock()
         logger.info("closed queue %s", self._dir.path)
 
@@ -814,3 +943,17 @@ class _Checkpointer(threading.Thread):
     def stop(self):
         self._stopped.set()
         self.join()
+
+
+def _utf8_prefix(data, cut):
+    """data without a UTF-8 sequence cut at its end (if it was cut at a size limit)."""
+    if not cut:
+        return data
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return data
+        if byte >= 0xC0:  # a lead byte: is its sequence complete?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if back >= need else data[:-back]
+    return data

@@ -188,6 +188,9 @@ class FakeLuxiClient:
         constants.LUXI_REQ_VERIFY_CLUSTER: "verify_cluster",
         constants.LUXI_REQ_STEP_DOWN: "step_down",
         constants.LUXI_REQ_QUERY_OPCODES: "query_opcodes",
+        constants.LUXI_REQ_READ_JOB_LOG: "read_job_log",
+        constants.LUXI_REQ_SIGNAL_JOB: "signal_job",
+        constants.LUXI_REQ_QUERY_RUNNING: "query_running",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -424,6 +427,27 @@ class FakeLuxiClient:
     def query_opcodes(self, names=None):
         self._record("query_opcodes", names)
         return opcodes.REGISTRY.describe(names)
+
+    # Command jobs: the fake runs none (its jobs have no command log, nothing runs).
+
+    def read_job_log(self, job_id, offset=0, max_bytes=65536, timeout=0):
+        self._record("read_job_log", job_id, offset, max_bytes, timeout)
+        if job_id not in self.jobs:
+            raise errors.JobLost("job %s not found" % job_id)
+        return {"data": "", "offset": offset, "eof": True}
+
+    def follow_job_log(self, job_id, offset=0, max_bytes=65536):
+        answer = self.read_job_log(job_id, offset, max_bytes)
+        if answer["data"]:
+            yield answer["data"]
+
+    def signal_job(self, job_id, signal):
+        self._record("signal_job", job_id, signal)
+        return [False, "job %s has no running command" % job_id]
+
+    def query_running(self, node=None):
+        self._record("query_running", node)
+        return []
 
     def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
                                  timeout):

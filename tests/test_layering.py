@@ -21,7 +21,7 @@ GROUPS = {
 TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "job": "model", "opcodes": "model", "qlang": "model",
-    "query": "model", "queue": "queue", "client": "luxi",
+    "query": "model", "commandjob": "model", "queue": "queue", "client": "luxi",
 }
 
 

@@ -24,6 +24,7 @@ from jqueue import constants, errors
 from jqueue.cli import (
     catalogue,
     cluster_cmds,
+    command_cmds,
     completion,
     exitcodes,
     info,
@@ -37,8 +38,8 @@ from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, listing, info, watching, outcome, catalogue, queue_cmds,
-                   cluster_cmds, completion)
+COMMAND_MODULES = (jobs, command_cmds, listing, info, watching, outcome, catalogue,
+                   queue_cmds, cluster_cmds, completion)
 
 
 class Parser(argparse.ArgumentParser):

@@ -87,6 +87,16 @@ def for_exception(err):
 
 
 def worst(codes, default=EXIT_SUCCESS):
-    """The most severe of several exit statuses (default if there are none)."""
+    """The most severe of several exit statuses (default if there are none).
+
+    A command job's own status (jqctl wait: the command's exit status, 124, 128+N, 125)
+    ranks as a failed job, just above the plain failure.
+    """
     codes = list(codes)
-    return max(codes, key=_SEVERITY.index) if codes else default
+    return max(codes, key=_severity) if codes else default
+
+
+def _severity(code):
+    if code in _SEVERITY:
+        return _SEVERITY.index(code)
+    return _SEVERITY.index(EXIT_FAILURE) + 0.5

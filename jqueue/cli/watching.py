@@ -1,11 +1,13 @@
 """Following jobs to their end: watch (print a job's log as it grows) and wait."""
 
-from jqueue import constants, errors, serializer
+from jqueue import commandjob, constants, errors, serializer
 from jqueue.cli import exitcodes, outcome, output, parsing
 
 #: Seconds between two looks at a job being canceled (the daemon answers those at once).
 CANCELING_POLL_INTERVAL = 1.0
 _FIELDS = ["status"]
+#: Fields that tell how a command job ended (its exit status for jqctl wait).
+END_FIELDS = ["status", "exit_status", "signal", "timed_out", "reason"]
 
 
 def register(commands):
@@ -57,10 +59,19 @@ def follow_jobs(ctx, job_ids, show_log, as_json=False):
             records.append(found)
         else:
             ctx.out(outcome.finished_line(dict(found, status=status)), flush=True)
-        codes.append(exitcodes.for_status(status))
+        codes.append(exit_status(ctx, job_id, status))
     if as_json:
         ctx.out(serializer.dumps(records), flush=True)
     return codes
+
+
+def exit_status(ctx, job_id, status):
+    """The exit status for a finished job: a command job's own (jqctl(8), "wait"), else
+    the status table's."""
+    row = ctx.client.query_jobs([job_id], END_FIELDS)[0]
+    if row is None or row[END_FIELDS.index("reason")] is None:
+        return exitcodes.for_status(status)
+    return commandjob.wait_exit_code(status, dict(zip(END_FIELDS, row)))
 
 
 def follow(ctx, job_id, show_log):

@@ -187,6 +187,8 @@ class Node:
         self.queue_dir = os.path.join(self.state_dir, QUEUE_DIR)
         self.masterd_socket = masterd_socket or os.path.join(self.state_dir, MASTERD_SOCKET)
         self.replica = None
+        #: Command attempts this node runs at once (jq-noded's slots option).
+        self.slots = None
         self._checkpoint_interval = checkpoint_interval
         self._lock = threading.RLock()
         self._open_error = None
@@ -212,6 +214,10 @@ class Node:
     def allowed_peer(self, name):
         """Whether node name may call: it is a node of the current configuration."""
         return name in self.config.nodes
+
+    def is_master(self, name):
+        """Whether node name is the master this node follows (the newest epoch it knows)."""
+        return name == (self.state.master or self.config.master)
 
     def handlers(self):
         """{method name: func(peer, body)} of every RPC method."""
@@ -354,7 +360,7 @@ class Node:
                 "replica": replica is not None,
                 "position": replica.position if replica is not None else None,
                 "jobs": replica.queue.stats()["jobs"] if replica is not None else None,
-                "config": self.config.to_dict()}
+                "slots": self.slots, "config": self.config.to_dict()}
 
     def cluster_config_update(self, peer, body):
         """Take a newer configuration from the master it names; apply the role change."""

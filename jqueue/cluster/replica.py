@@ -105,17 +105,17 @@ class Replica:
         Durable before it returns. Once ``position`` is given the replica follows that
         stream position.
         """
-        raised = False
+        raised, deleted = False, None
         with self._lock:
             self._check_epoch(epoch)
             queue = self.queue
             with queue._lock:
                 for job_id, archived in deletes:
-                    _delete_unlocked(queue, job_id, archived)
+                    deleted = _delete_unlocked(queue, job_id, archived)
                 if serial is not None and serial > queue._serial:
                     queue._serial = serial
                     raised = True
-            batch = _apply(queue, payloads, position)
+            batch = _apply(queue, payloads, position) or deleted  # deletions are durable too
             if drain is not None and drain != queue.drain_flag:
                 queue.set_drain_flag(drain)
         if batch is not None:

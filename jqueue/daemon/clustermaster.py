@@ -40,7 +40,7 @@ import os
 import threading
 
 from jqueue import constants, errors, serializer
-from jqueue.cluster import membership, pusher, tls
+from jqueue.cluster import commandlink, membership, pusher, tls
 from jqueue.cluster.replication import ClusterReplicator
 from jqueue.cluster.rpc import client as rpc_client
 from jqueue.daemon import common
@@ -233,6 +233,9 @@ class ClusterMaster:
         self._clients = {}
         #: Retries the configuration push to nodes that missed it (started by start()).
         self.pusher = pusher.ConfigPusher(lambda: self.config, client_factory)
+        #: The queue's command runner (set by the daemon once the queue is open).
+        self.commands = None
+        self._links = {}
 
     def open_replicator(self, session, **kwargs):
         """Build the replicator of this session (the JobQueue attaches and starts it)."""
@@ -250,10 +253,13 @@ class ClusterMaster:
         return self.replicator
 
     def close(self):
-        """Stop replicating and pushing, and close the node clients."""
+        """Stop replicating and pushing, stop the command links and close the node
+        clients."""
         self.pusher.stop()
         if self.replicator is not None:
             self.replicator.stop()
+        for link in self._links.values():
+            link.stop()
         with self._clients_lock:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
@@ -302,6 +308,26 @@ class ClusterMaster:
             raise errors.OpExecError("delay failed on %s" % "; ".join(
                 "%s: %s" % (name, errors.error_message(err))
                 for name, err in sorted(failed.items())))
+
+    # Command jobs on the nodes (their jq-noded runs them: jqueue.cluster.nodeexec)
+
+    def command_links(self):
+        """A RemoteLink per node of the cluster, the master's own node included."""
+        for name in sorted(self.config.nodes):
+            self._links.setdefault(name, self._command_link(name))
+        return [self._links[name] for name in sorted(self._links)]
+
+    def _command_link(self, name):
+        return commandlink.RemoteLink(
+            name, 1, lambda: self._client_factory(name, self.config.address(name)))
+
+    def _add_command_link(self, name):
+        """A node was added: the command runner may use it from now on."""
+        runner = self.commands
+        if runner is None or name in self._links:
+            return
+        link = self._links[name] = self._command_link(name)
+        runner.host.call(runner.add_link, link)
 
     # Being deposed
 
@@ -381,6 +407,7 @@ class ClusterMaster:
                 raise errors.OpPrereqError("cannot sign the certificate of %s: %s" % (
                     name, err), constants.ECODE_STATE) from None
             self._change(new, push_to=[n for n in sorted(new.nodes) if n != name])
+        self._add_command_link(name)
         logger.info("node %s (%s) added as %s; configuration version %d", name, address,
                     new.role(name), new.version)
         return bundle

@@ -171,6 +171,28 @@ class Option:
         return str(self.default)
 
 
+def _cpus():
+    return os.cpu_count() or 1
+
+
+def command_options(program):
+    """Options of a daemon that runs command jobs (jq-masterd on one machine, jq-noded)."""
+    return (
+        Option("slots", Integer(1), _cpus,
+               "Command attempts this node runs at once; the next one starts by priority, "
+               "then job id.", flag="--slots", metavar="N", programs=(program,),
+               default_doc="the number of CPUs"),
+        Option("allowed_users", TextList(), [],
+               "Users other than the daemon's own that command jobs may run as (run_as); "
+               "the daemon must run as root to switch users.", flag="--allowed-users",
+               metavar="USER,...", programs=(program,), default_doc="none"),
+        Option("containment", Text(), "auto",
+               "How a command attempt's processes are held together: auto (a cgroup v2 "
+               "leaf per attempt where a writable hierarchy exists, else the process group) "
+               "or process-group.", flag="--containment", metavar="MODE",
+               choices=("auto", "process-group"), programs=(program,)),
+    )
+
 OPTIONS = (
     Option("state_dir", Text(), REQUIRED,
            "Directory of the daemon's state: the queue in DIR/queue and, unless "
@@ -230,7 +252,11 @@ OPTIONS = (
     Option("luxi_threads", Integer(1), constants.LUXI_THREADS,
            "Threads serving blocking LUXI requests (waiting for a job costs none).",
            flag="--luxi-threads", metavar="N"),
-)
+    Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
+           "Longest log of a command job in bytes; later output is dropped after a marker "
+           "line.", flag="--log-max-bytes", metavar="BYTES",
+           default_doc="%d (64 MiB)" % constants.DEFAULT_LOG_MAX_BYTES),
+) + command_options("masterd")
 
 #: jq-noded's options (man/jq-noded.8.rst), kept apart from masterd's.
 NODED_OPTIONS = (
@@ -263,7 +289,7 @@ NODED_OPTIONS = (
     Option("rpc_threads", Integer(1), 16,
            "Threads running RPC calls (replication, votes, configuration updates).",
            flag="--rpc-threads", metavar="N", programs=("noded",)),
-)
+) + command_options("noded")
 OPTIONS = OPTIONS + NODED_OPTIONS
 
 

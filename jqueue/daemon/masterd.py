@@ -29,9 +29,12 @@ import jqueue
 from jqueue import constants, opcodes
 from jqueue.daemon import clustermaster, common, unixsocket
 from jqueue.daemon import config as configmod
+from jqueue.exec.executor import Executor
+from jqueue.exec.link import LocalLink
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
 from jqueue.run import workerpool
+from jqueue.run.commands import CommandRunner, ReactorHost
 
 logger = logging.getLogger("jqueue.daemon.masterd")  # also when run as __main__
 
@@ -88,6 +91,8 @@ class QueueService(service.Service):
         self.replicator = None
         #: Work on the cluster's nodes for opcodes (the ClusterMaster; None: single node).
         self.nodes = None
+        #: The executor of command jobs on this machine (single node; None in a cluster).
+        self.executor = None
         self._pool = None
 
     def startService(self):
@@ -96,8 +101,36 @@ class QueueService(service.Service):
                               max_jobs=self._config.max_jobs, registry=registry,
                               checkpoint_interval=self._config.checkpoint_interval,
                               pool_factory=self._held_pool, replicator=self.replicator,
-                              nodes=self.nodes)
+                              nodes=self.nodes, commands=self._command_runner())
         super().startService()
+
+    def _command_runner(self):
+        """The factory of the queue's command runner: in a cluster over the nodes'
+        jq-noded, else over an Executor of its own (started first: it re-adopts the
+        attempts still running)."""
+        config = self._config
+        host = ReactorHost(self._reactor)
+        if self.nodes is not None:
+            cluster = self.nodes
+            links = cluster.command_links()
+
+            def make(queue):
+                cluster.commands = CommandRunner(queue, host, links, cluster.name,
+                                                 log_max_bytes=config.log_max_bytes)
+                return cluster.commands
+            return make
+
+        def make(queue):  # the queue is locked and recovered by now
+            self.executor = Executor(os.path.abspath(config.state_dir), self._reactor,
+                                     allowed_users=config.allowed_users,
+                                     use_cgroup=config.containment == "auto")
+            self.executor.start()
+            logger.info("command jobs run on this machine (%s, %d slots; containment: %s)",
+                        config.master_node, config.slots, self.executor.containment)
+            link = LocalLink(self.executor, config.master_node, config.slots)
+            return CommandRunner(queue, host, [link], config.master_node,
+                                 log_max_bytes=config.log_max_bytes)
+        return make
 
     def _held_pool(self, name, workers, task_fn):
         """A worker pool that starts no task until start_workers()."""
@@ -112,12 +145,27 @@ class QueueService(service.Service):
         """Close the queue at once (startup failed: no opcode ran, workers were held)."""
         if self.queue is not None:
             self.queue.shutdown(timeout=0)
+        self._stop_executor()
 
     def stopService(self):
-        """Shut the queue down in a thread (see JobQueue.shutdown); a Deferred."""
+        """Shut the queue down in a thread (see JobQueue.shutdown); a Deferred.
+
+        Running commands keep running: the next start re-adopts them.
+        """
         super().stopService()
-        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                         self.queue.shutdown, self._config.shutdown_grace)
+        deferred = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                             self.queue.shutdown, self._config.shutdown_grace)
+        deferred.addBoth(self._stopped)
+        return deferred
+
+    def _stopped(self, outcome):
+        self._stop_executor()
+        return outcome
+
+    def _stop_executor(self):
+        if self.executor is not None:
+            self.executor.stop()
+            self.executor = None
 
 
 class LuxiService(service.Service):

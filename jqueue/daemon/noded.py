@@ -22,9 +22,11 @@ from twisted.python import failure, threadpool
 
 from jqueue import constants, errors
 from jqueue.cluster import admin, membership
+from jqueue.cluster.nodeexec import NodeExec
 from jqueue.cluster.noderpc import Node
 from jqueue.cluster.rpc import server
 from jqueue.daemon import common
+from jqueue.exec.executor import Executor
 
 logger = logging.getLogger("jqueue.daemon.noded")  # also when run as __main__
 
@@ -82,6 +84,7 @@ class NodeService(service.Service):
         self.node = None
         self.port = None
         self.site = None
+        self.executor = None
         self._pool = None
         self.exit_status = EXIT_OK
 
@@ -96,12 +99,15 @@ class NodeService(service.Service):
             handlers = {name: server.Handler(func) for name, func in self.node.handlers().items()}
             handlers["replicate"] = server.Handler(
                 _answer_when_durable(self.reactor, self.node.replicate_nowait), blocking=False)
+            handlers.update(self._exec_handlers())
             self.site = server.make_site(handlers, self.node.allowed_peer, self._pool,
                                          max_body=self.config.rpc_max_body,
                                          reactor=self.reactor)
             self.port = self._listen(credentials, host, port)
         except BaseException:
             self.running = 0
+            if self.executor is not None:
+                self.executor.stop()
             if self.node is not None:
                 self.node.stop()
             raise
@@ -111,6 +117,19 @@ class NodeService(service.Service):
                     "epoch %d, master %s", self.node.name, self.node.role,
                     self.node.config.name, host, self.port.getHost().port,
                     self.node.state.epoch, self.node.state.master)
+
+    def _exec_handlers(self):
+        """The exec_* methods: this node runs the master's command jobs (in the reactor)."""
+        config, node = self.config, self.node
+        self.executor = Executor(node.state_dir, self.reactor, allowed_users=config.allowed_users,
+                                 use_cgroup=config.containment == "auto")
+        self.executor.start()
+        node.slots = config.slots
+        logger.info("command jobs: %d slots, containment: %s", config.slots,
+                    self.executor.containment)
+        exec_rpc = NodeExec(self.executor, node.is_master, self.reactor, config.slots)
+        return {name: server.Handler(func, blocking=False)
+                for name, func in exec_rpc.handlers().items()}
 
     def _listen(self, credentials, host, port):
         outcome = []
@@ -139,6 +158,8 @@ class NodeService(service.Service):
     def _stop_blocking(self):
         self._pool.stop()
         self.node.stop()
+        if self.executor is not None:
+            self.executor.stop()  # its commands go on; the next start re-adopts them
 
 
 def make_service(config, reactor):

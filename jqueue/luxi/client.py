@@ -294,6 +294,32 @@ class Client:
         """Tell the master that master was elected in epoch: it stops serving (True)."""
         return self.call(constants.LUXI_REQ_STEP_DOWN, [epoch, master])
 
+    # Command jobs
+
+    def read_job_log(self, job_id, offset=0, max_bytes=65536, timeout=0):
+        """{"data", "offset", "eof"} of a job's log from offset, waiting up to timeout
+        seconds for new output when there is none yet (capped below the socket timeout)."""
+        timeout = max(0, min(timeout, self._wait_cap()))
+        return self.call(constants.LUXI_REQ_READ_JOB_LOG, [job_id, offset, max_bytes, timeout])
+
+    def follow_job_log(self, job_id, offset=0, max_bytes=65536):
+        """Yield a job's log as text pieces until the job ended and all of it was read."""
+        while True:
+            answer = self.read_job_log(job_id, offset, max_bytes, self._wait_cap())
+            if answer["data"]:
+                yield answer["data"]
+            offset = answer["offset"]
+            if answer["eof"]:
+                return
+
+    def signal_job(self, job_id, signal):
+        """Send signal (a number or a name such as "TERM") to a command job: [ok, message]."""
+        return self.call(constants.LUXI_REQ_SIGNAL_JOB, [job_id, signal])
+
+    def query_running(self, node=None):
+        """Running command attempts (of one node, or all): a list of objects."""
+        return self.call(constants.LUXI_REQ_QUERY_RUNNING, [node])
+
     def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
                                  timeout):
         """One WaitForJobChange call, its timeout capped below the socket timeout.

@@ -5,6 +5,8 @@ checked before its handler is called, so that an error inside a handler (a TypeE
 included) surfaces as itself and is never mistaken for bad arguments.
 """
 
+import signal as _signal
+
 from jqueue import constants, errors, ptypes, qlang, query
 
 
@@ -30,6 +32,23 @@ class _Maybe(ptypes.Maybe):
             if str(err).startswith("must be "):
                 self._fail(value)
             raise
+
+
+class _Signal(ptypes.PType):
+    """A signal: its number, or its name with or without SIG (TERM, SIGKILL, usr1)."""
+
+    desc = "a signal number (1-64) or name (TERM, SIGKILL, ...)"
+
+    def check(self, value):
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+            return value
+        if isinstance(value, str) and value.isascii():
+            name = value.upper()
+            name = name if name.startswith("SIG") else "SIG" + name
+            number = getattr(_signal.Signals, name, None) if name.isidentifier() else None
+            if number is not None:
+                return int(number)
+        self._fail(value)
 
 
 class _Options(ptypes.PType):
@@ -58,11 +77,17 @@ _NUMBER = ptypes.NumberRange()
 
 
 class Method:
-    """A LUXI method: wire name, handler name, [(argument name, type)], least arguments."""
+    """A LUXI method: wire name, handler name, [(argument name, type)], least arguments.
+
+    A watch method is a long poll that costs no thread: ``watch`` names the dispatcher's
+    pair ``watch_<watch>(args, callback)`` (returns None if it answered at once, else a
+    handle with cancel()) and ``nochange_<watch>(args)`` (the answer once the timeout, its
+    last argument, passed); ``answer_<watch>(result)`` encodes what the callback got.
+    """
 
     __slots__ = ("name", "handler", "params", "min_args", "watch")
 
-    def __init__(self, name, handler, params, min_args=None, watch=False):
+    def __init__(self, name, handler, params, min_args=None, watch=None):
         self.name = name
         self.handler = handler
         self.params = params
@@ -105,7 +130,7 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_WAIT_FOR_JOB_CHANGE, "wait_for_job_change", [
         ("job_id", ptypes.JobId), ("fields", _FIELDS), ("prev_job_info", _Maybe(_LIST)),
         ("prev_log_serial", _Maybe(ptypes.Int)), ("timeout", ptypes.NonNegativeNumber),
-    ], watch=True),
+    ], watch="job"),
     Method(_C.LUXI_REQ_CANCEL_JOB, "cancel_job", [("job_id", ptypes.JobId),
                                                    ("kill", ptypes.Bool)], min_args=1),
     Method(_C.LUXI_REQ_CHANGE_JOB_PRIORITY, "change_job_priority",
@@ -133,6 +158,14 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_VERIFY_CLUSTER, "verify_cluster", []),
     Method(_C.LUXI_REQ_STEP_DOWN, "step_down", [("epoch", ptypes.NonNegativeInt),
                                                 ("master", ptypes.NonEmptyString)]),
+    # Our additions: command jobs (see jqueue.run.commands).
+    Method(_C.LUXI_REQ_READ_JOB_LOG, "read_job_log", [
+        ("job_id", ptypes.JobId), ("offset", ptypes.NonNegativeInt),
+        ("max_bytes", ptypes.IntRange(1, _C.LUXI_MAX_LOG_READ)),
+        ("timeout", ptypes.NonNegativeNumber)], watch="log"),
+    Method(_C.LUXI_REQ_SIGNAL_JOB, "signal_job", [("job_id", ptypes.JobId),
+                                                  ("signal", _Signal())]),
+    Method(_C.LUXI_REQ_QUERY_RUNNING, "query_running", [("node", _Maybe(ptypes.String))]),
     # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
     Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
            min_args=0),
@@ -175,9 +208,43 @@ class Dispatcher:
 
         Returns None if callback was already called, else a handle with cancel().
         """
+        return self.watch_job(args, callback)
+
+    def watch_job(self, args, callback):
         job_id, fields, prev_job_info, prev_log_serial, _timeout = args
         return self._backend.watch_job(job_id, fields, prev_job_info, prev_log_serial,
                                        callback)
+
+    @staticmethod
+    def answer_job(result):
+        return wait_answer(result)
+
+    @staticmethod
+    def nochange_job(args):
+        return constants.JOB_NOTCHANGED
+
+    def watch_log(self, args, callback):
+        """Start a checked ReadJobLog: answered once the log grows past the offset."""
+        job_id, offset, max_bytes, _timeout = args
+        return self._backend.watch_job_log(job_id, offset, max_bytes, callback)
+
+    @staticmethod
+    def answer_log(result):
+        return log_answer(result)
+
+    @staticmethod
+    def nochange_log(args):
+        return {"data": "", "offset": args[1], "eof": False}
+
+    def read_job_log(self, job_id, offset, max_bytes, timeout):
+        """ReadJobLog, blocking (the server uses watch_log instead)."""
+        return log_answer(self._backend.read_job_log(job_id, offset, max_bytes))
+
+    def signal_job(self, job_id, signal):
+        return list(self._backend.signal_job(job_id, signal))
+
+    def query_running(self, node):
+        return self._backend.query_running(node)
 
     # Handlers: one per method, arguments already checked.
 
@@ -302,6 +369,12 @@ def _check_resource(what):
     if what != constants.QR_JOB:
         raise errors.OpPrereqError("resource '%s' is not supported" % ptypes._short(what),
                                    constants.ECODE_INVAL)
+
+
+def log_answer(result):
+    """ReadJobLog's answer on the wire: the bytes as text (invalid UTF-8 replaced)."""
+    return {"data": result["data"].decode("utf-8", "replace"), "offset": result["offset"],
+            "eof": result["eof"]}
 
 
 def wait_answer(result):

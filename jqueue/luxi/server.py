@@ -67,12 +67,14 @@ class _Fatal:
 class _Request:
     """The request in flight on a connection (its identity guards late answers)."""
 
-    __slots__ = ("method", "handle", "timer")
+    __slots__ = ("method", "handle", "timer", "watch", "args")
 
     def __init__(self):
         self.method = None
         self.handle = None
         self.timer = None
+        self.watch = None   # a long poll: the Method.watch kind (see jqueue.luxi.methods)
+        self.args = None
 
 
 @implementer(interfaces.IPushProducer)
@@ -204,7 +206,7 @@ class LuxiProtocol(protocol.Protocol):
         elif spec.name in _SUBMITTERS:
             self._start_submit(request, spec, checked)
         elif spec.watch:
-            self._start_watch(request, checked)
+            self._start_watch(request, spec, checked)
         else:
             self._start_call(request, spec, checked)
 
@@ -300,18 +302,20 @@ class LuxiProtocol(protocol.Protocol):
                 "ProgrammerError", ["internal error: cannot encode the answer: %s" % err]])
         self.transport.write(data)
 
-    # WaitForJobChange
+    # Long polls: WaitForJobChange, ReadJobLog
 
-    def _start_watch(self, request, args):
-        timeout = min(args[4], self._limits.max_wait_timeout)
+    def _start_watch(self, request, spec, args):
+        timeout = min(args[-1], self._limits.max_wait_timeout)
         if self.factory.stopping:
             timeout = 0
+        request.watch, request.args = spec.watch, args
+        dispatcher = self.factory.dispatcher
 
         def callback(result):  # any thread
             self.factory.deliver(self._watch_answered, request, result)
 
         try:
-            request.handle = self.factory.dispatcher.watch(args, callback)
+            request.handle = getattr(dispatcher, "watch_" + spec.watch)(args, callback)
         except Exception as err:  # noqa: BLE001 - encoded like any backend error
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
@@ -323,7 +327,7 @@ class LuxiProtocol(protocol.Protocol):
             return
         self._end_watch(request)
         try:
-            answer = methods.wait_answer(result)
+            answer = getattr(self.factory.dispatcher, "answer_" + request.watch)(result)
         except Exception as err:  # noqa: BLE001 - a bad callback value is a bug, not a crash
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
@@ -334,7 +338,8 @@ class LuxiProtocol(protocol.Protocol):
         if request is not self._current:
             return
         self._end_watch(request)
-        self._finish(request, True, constants.JOB_NOTCHANGED)
+        self._finish(request, True, getattr(self.factory.dispatcher,
+                                            "nochange_" + request.watch)(request.args))
 
     def _end_watch(self, request):
         """Cancel the timer and withdraw the waiter of a WaitForJobChange, if any."""

@@ -8,7 +8,7 @@ queue lock is held only while reading and changing the job, never while an opcod
 
 import logging
 
-from jqueue import constants, errors, serializer
+from jqueue import commandjob, constants, errors, serializer
 from jqueue.job import timestamp
 from jqueue.run import dependencies
 
@@ -104,12 +104,29 @@ class JobProcessor:
             index = job.next_op_index()
             if index is None:
                 return None
+            command = commandjob.is_command(job.ops[index].input)
             if job.calc_status() == constants.JOB_STATUS_CANCELING:
-                self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+                if command and queue._commands is not None:
+                    queue._commands.cancel_unlocked(job, job.kill_requested)
+                else:
+                    self._end_unlocked(job, constants.OP_STATUS_CANCELED,
+                                       constants.MSG_CANCELED)
                 return None
             if not self._dependencies_met_unlocked(job, index):
                 return None
+            if command:
+                self._hand_over_unlocked(job, index)
+                return None
             return self._begin_opcode_unlocked(job, index)
+
+    def _hand_over_unlocked(self, job, index):
+        """A command opcode runs through the command runner, not in this worker."""
+        runner = self._queue._commands
+        if runner is None:
+            self._fail_unlocked(job, index, errors.OpExecError(
+                "cannot run %s: this queue runs no command jobs" % constants.OP_COMMAND_RUN))
+            return
+        runner.enqueue_unlocked(job, index)
 
     def _dependencies_met_unlocked(self, job, index):
         queue = self._queue
@@ -157,10 +174,10 @@ class JobProcessor:
             errors.OpExecError(constants.MSG_PRECEDING_FAILED)))
 
     def _end_unlocked(self, job, status, result):
-        """Mark the remaining opcodes, finalize the job and record it."""
+        """Mark the remaining opcodes, finalize the job and record it (the batch)."""
         job.mark_unfinished_ops(status, result)
         job.finalize(self._queue._clock())
-        self._queue._record_state_unlocked(job)
+        return self._queue._record_state_unlocked(job)
 
     def _finish(self, job_id, index, status, result):
         queue = self._queue
@@ -168,19 +185,27 @@ class JobProcessor:
             job = queue._jobs.get(job_id)
             if job is None or queue._closed:
                 return
-            op = job.ops[index]
-            canceling = any(o.status == constants.OP_STATUS_CANCELING for o in job.ops)
-            op.status = status
-            op.result = result
-            op.end_timestamp = timestamp(queue._clock())
-            if status == constants.OP_STATUS_ERROR:
-                self._end_unlocked(job, status, errors.encode_exception(
-                    errors.OpExecError(constants.MSG_PRECEDING_FAILED)))
-            elif status == constants.OP_STATUS_CANCELED or canceling:
-                self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
-            elif job.next_op_index() is None:
-                job.finalize(queue._clock())
-                queue._record_state_unlocked(job)
-            else:
-                queue._record_state_unlocked(job)
-                queue._schedule_unlocked(job)
+            self.finish_unlocked(job, index, status, result)
+
+    def finish_unlocked(self, job, index, status, result):
+        """Record an opcode's end, then end the job or schedule its next opcode.
+
+        Returns the journal batch of the record (the command runner waits on it).
+        """
+        queue = self._queue
+        op = job.ops[index]
+        canceling = any(o.status == constants.OP_STATUS_CANCELING for o in job.ops)
+        op.status = status
+        op.result = result
+        op.end_timestamp = timestamp(queue._clock())
+        if status == constants.OP_STATUS_ERROR:
+            return self._end_unlocked(job, status, errors.encode_exception(
+                errors.OpExecError(constants.MSG_PRECEDING_FAILED)))
+        if status == constants.OP_STATUS_CANCELED or canceling:
+            return self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+        if job.next_op_index() is None:
+            job.finalize(queue._clock())
+            return queue._record_state_unlocked(job)
+        batch = queue._record_state_unlocked(job)
+        queue._schedule_unlocked(job)
+        return batch

@@ -95,3 +95,59 @@ class WaiterRegistry:
     def count(self):
         with self._lock:
             return sum(len(w) for w in self._by_job.values())
+
+
+class LogWaiter:
+    """A wait for a command log to grow beyond offset (ReadJobLog's long poll)."""
+
+    __slots__ = ("job_id", "offset", "callback", "_registry")
+
+    def __init__(self, job_id, offset, callback):
+        self.job_id, self.offset, self.callback = job_id, offset, callback
+        self._registry = None
+
+    def cancel(self):
+        """Withdraw the wait (its timeout expired or its client went away)."""
+        if self._registry is not None:
+            self._registry.remove(self)
+
+
+class LogWaiterRegistry:
+    """Log waiters by job id; thread-safe. A waiter is answered with (size, final)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_job = {}
+
+    def add(self, job_id, offset, callback):
+        """Wait until job_id's durable log passes offset or the job ends; the waiter."""
+        waiter = LogWaiter(job_id, offset, callback)
+        with self._lock:
+            waiter._registry = self
+            self._by_job.setdefault(job_id, set()).add(waiter)
+        return waiter
+
+    def remove(self, waiter):
+        with self._lock:
+            waiters = self._by_job.get(waiter.job_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._by_job[waiter.job_id]
+
+    def collect_ready(self, job_id, size, final):
+        """Remove and return [(callback, (size, final))] for the waiters answered now."""
+        if job_id not in self._by_job:
+            return []
+        with self._lock:
+            waiters = self._by_job.get(job_id, ())
+            ready = [w for w in waiters if final or size > w.offset]
+            for waiter in ready:
+                waiters.discard(waiter)
+            if not waiters:
+                self._by_job.pop(job_id, None)
+        return [(w.callback, (size, final)) for w in ready]
+
+    def count(self):
+        with self._lock:
+            return sum(len(w) for w in self._by_job.values())

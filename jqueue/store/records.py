@@ -11,12 +11,20 @@ Records (JSON objects):
                                                       "a": from the archive)
     {"t": "pos",  "p": [epoch, session, seq]}         replication position (replicas)
 
+and one binary record, a piece of a command job's log (jqueue.store.joblogs), whose data
+travels as written (bytes, not JSON):
+
+    b"\\0LG1" | job id (u64) | offset in the log (u64) | opcode index (u16)
+              | attempt (u32; 0: a line of our own) | offset in that attempt's output (u64)
+              | data
+
 The first record of a job in each journal generation is a full one, so replaying a
 generation never depends on a job file rewritten during that generation. Every record
 sets absolute values (logs are deduplicated by serial), so replay is idempotent.
 """
 
 import hashlib
+import struct
 
 from jqueue import errors, serializer
 from jqueue.job import QueuedJob
@@ -27,6 +35,9 @@ LOG = "log"
 ARCHIVE = "arch"
 DELETE = "del"
 POSITION = "pos"
+LOG_CHUNK_MAGIC = b"\0LG1"
+_CHUNK_HEAD = struct.Struct(">QQHIQ")
+LOG_CHUNK_HEADER = len(LOG_CHUNK_MAGIC) + _CHUNK_HEAD.size
 
 
 def job_bytes(job):
@@ -73,19 +84,75 @@ def position_record(position):
     return serializer.dumps_bytes({"t": POSITION, "p": list(position)})
 
 
+class LogChunk:
+    """A decoded log chunk record (see the module docstring)."""
+
+    __slots__ = ("job_id", "offset", "op_index", "attempt", "out_offset", "data")
+
+    def __init__(self, job_id, offset, op_index, attempt, out_offset, data):
+        self.job_id, self.offset, self.op_index = job_id, offset, op_index
+        self.attempt, self.out_offset, self.data = attempt, out_offset, data
+
+    @property
+    def end(self):
+        """The log offset just past this chunk."""
+        return self.offset + len(self.data)
+
+
+def log_chunk_record(job_id, offset, op_index, attempt, out_offset, data):
+    return (LOG_CHUNK_MAGIC + _CHUNK_HEAD.pack(job_id, offset, op_index, attempt, out_offset)
+            + bytes(data))
+
+
+def is_log_chunk(payload):
+    return payload[:len(LOG_CHUNK_MAGIC)] == LOG_CHUNK_MAGIC
+
+
+def parse_log_chunk(payload):
+    """The LogChunk of a chunk record; JobFileCorrupted if it is cut short."""
+    if len(payload) < LOG_CHUNK_HEADER:
+        raise errors.JobFileCorrupted("log chunk record of %d bytes is too short" %
+                                      len(payload))
+    fields = _CHUNK_HEAD.unpack_from(payload, len(LOG_CHUNK_MAGIC))
+    return LogChunk(*fields, data=bytes(payload[LOG_CHUNK_HEADER:]))
+
+
+def apply_log_chunk(job, chunk):
+    """Account a chunk in its job: the log's length and the attempt's output offset.
+
+    The job's exec state is replaced, never changed in place (readers serialize it
+    without the queue lock).
+    """
+    job.log_bytes = max(job.log_bytes, chunk.end)
+    if not chunk.attempt:
+        return
+    if chunk.op_index >= len(job.ops):
+        raise errors.JobFileCorrupted("log chunk for opcode %d of job %d, which has %d" % (
+            chunk.op_index, job.id, len(job.ops)))
+    op = job.ops[chunk.op_index]
+    state = dict(op.exec_state or {})
+    out = dict(state.get("out") or {})
+    key = str(chunk.attempt)
+    out[key] = max(out.get(key, 0), chunk.out_offset + len(chunk.data))
+    state["out"] = out
+    op.exec_state = state
+
+
 class Replay:
     """Applies records in order over jobs loaded lazily from their files.
 
     ``load(job_id)`` returns the QueuedJob of the live job file or None;
-    ``in_archive(job_id)`` tells whether the job's archive file exists. After replay,
+    ``in_archive(job_id)`` tells whether the job's archive file exists; ``write_log(job_id,
+    offset, data)``, if given, writes log chunks into the job's log file. After replay,
     ``jobs`` holds every job a record touched, ``archived`` the ids archived, ``deleted``
     and ``deleted_archived`` the ids a resync removed, and ``position`` the last
     replication position recorded (replicas only).
     """
 
-    def __init__(self, load, in_archive):
+    def __init__(self, load, in_archive, write_log=None):
         self._load = load
         self._in_archive = in_archive
+        self._write_log = write_log
         self.jobs = {}
         self.archived = set()
         self.deleted = set()
@@ -96,6 +163,9 @@ class Replay:
     def apply(self, payload):
         """Apply one record (bytes); a record that cannot apply is noted in problems."""
         try:
+            if is_log_chunk(payload):
+                self._apply_chunk(parse_log_chunk(payload))
+                return
             record = serializer.loads(payload)
             kind = record["t"]
             if kind == JOB:
@@ -124,6 +194,12 @@ class Replay:
                 raise errors.JobFileCorrupted("unknown record type %r" % (kind,))
         except (errors.GenericError, KeyError, TypeError, IndexError, ValueError) as err:
             self.problems.append("record %s: %s" % (payload[:80], err))
+
+    def _apply_chunk(self, chunk):
+        job = self._job(chunk.job_id)
+        apply_log_chunk(job, chunk)
+        if self._write_log is not None:
+            self._write_log(chunk.job_id, chunk.offset, chunk.data)
 
     def _delete(self, job_id, archived):
         if archived:

@@ -8,7 +8,11 @@ After opening, the job files hold every acknowledged change and the journal is e
    moved to ``corrupt/`` and reported, never fatal.
 3. Crash rules (DESIGN.md): queued jobs stay queued and resume after their finished
    opcodes; waiting goes back to queued; running or canceling opcodes become error
-   "Unclean master daemon shutdown" and the job is finalized.
+   "Unclean master daemon shutdown" and the job is finalized -- except a command opcode
+   whose attempt is on a node (starting or running): its process may well be alive, so
+   it stays running and the command runner reconciles it with the node.
+   Command logs (jqueue.store.joblogs) are rewritten from the journal's log chunks and
+   cut back to the length the job acknowledges.
 4. Changed jobs and archivals are written, the serial is raised to the highest id seen
    anywhere (live, archived, set aside, journal), one syncfs makes it durable, and the
    journal is reset.
@@ -41,17 +45,19 @@ class Recovered:
         self.restarted = 0          # jobs that go back to the queue
         self.failed = 0             # jobs ended by "Unclean master daemon shutdown"
         self.position = None        # replicas: [epoch, session, seq] last applied
+        self.commands = 0           # running command jobs left for the runner to reconcile
 
     def summary(self):
         """One line for the log."""
-        return ("%d live jobs, %d resumed, %d failed by unclean shutdown, %d files set aside, "
-                "%d journal problems" % (
-                    len(self.jobs), self.restarted, self.failed, len(self.set_aside),
+        return ("%d live jobs, %d resumed, %d failed by unclean shutdown, %d running commands "
+                "to reconcile, %d files set aside, %d journal problems" % (
+                    len(self.jobs), self.restarted, self.failed, self.commands,
+                    len(self.set_aside),
                     len(self.replay_problems) + sum(
                         not r.clean for r in self.journal_reports)))
 
 
-def open_queue(qdir, now, replica=False):
+def open_queue(qdir, now, replica=False, logs=None):
     """Recover the queue in qdir (locked by the caller); return Recovered.
 
     The cyclic garbage collector is paused meanwhile: loading creates millions of
@@ -61,16 +67,17 @@ def open_queue(qdir, now, replica=False):
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _open_queue(qdir, now, replica)
+        return _open_queue(qdir, now, replica, logs)
     finally:
         if enabled:
             gc.enable()
 
 
-def _open_queue(qdir, now, replica):
+def _open_queue(qdir, now, replica, logs):
     state = Recovered()
     replay = records.Replay(lambda job_id: _load_quietly(qdir, job_id),
-                            lambda job_id: os.path.exists(qdir.archive_path(job_id)))
+                            lambda job_id: os.path.exists(qdir.archive_path(job_id)),
+                            write_log=logs.write if logs is not None else None)
     for name in (constants.JOURNAL_OLD_FILE, constants.JOURNAL_FILE):
         payloads, report = journal.read_records(qdir.file_path(name))
         state.journal_reports.append(report)
@@ -89,11 +96,28 @@ def _open_queue(qdir, now, replica):
         # Changed outside the master's stream from now on: as a replica again, it resyncs.
         qdir.remove_replica_position()
         dirty.update(_apply_crash_rules(state, now))
+    if logs is not None:
+        _trim_logs(logs, state, replay)
     live_ids = list(state.jobs)
     state.max_id = max([qdir.read_serial()] + live_ids + list(replay.jobs) +
                        qdir.archived_job_ids() + qdir.corrupt_job_ids())
     _materialize(qdir, state, replay, dirty)
     return state
+
+
+def _trim_logs(logs, state, replay):
+    """Cut logs back to what their jobs acknowledge: replayed ones and running commands'
+    (the only logs that can hold bytes whose record never became durable)."""
+    for job in state.jobs.values():
+        if job.id in replay.jobs or _on_node(job):
+            logs.truncate(job.id, job.log_bytes)
+
+
+def _on_node(job):
+    """Whether a command opcode of the job has an attempt on a node (may be running)."""
+    return any(op.exec_state is not None and op.status not in constants.OPS_FINALIZED
+               and op.exec_state.get("state") in constants.ATTEMPTS_ON_NODE
+               for op in job.ops)
 
 
 def _load_quietly(qdir, job_id):
@@ -150,6 +174,9 @@ def _apply_crash_rules(state, now):
             state.restarted += 1
             changed.add(job.id)
         elif status in (constants.JOB_STATUS_RUNNING, constants.JOB_STATUS_CANCELING):
+            if _on_node(job):
+                state.commands += 1
+                continue
             logger.warning("job %d was %s when the queue was last closed: %s", job.id, status,
                            constants.MSG_UNCLEAN_SHUTDOWN)
             job.mark_unfinished_ops(constants.OP_STATUS_ERROR, unclean)

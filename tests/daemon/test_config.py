@@ -1,6 +1,7 @@
 """Tests of jqueue.daemon.config: the option table, flags, the TOML file, precedence and errors."""
 
 import argparse
+import os
 
 import pytest
 
@@ -26,7 +27,8 @@ def test_masterd_has_every_required_option_with_its_flag():
     expected = ["state_dir", "socket", "config", "workers", "log_level", "max_jobs",
                 "checkpoint_interval", "shutdown_grace", "cluster_name", "master_node",
                 "opcode_modules", "max_message_bytes", "read_timeout", "idle_timeout",
-                "max_connections", "max_wait_timeout", "max_pipelined", "luxi_threads"]
+                "max_connections", "max_wait_timeout", "max_pipelined", "luxi_threads",
+                "log_max_bytes", "slots", "allowed_users", "containment"]
     assert list(options) == expected
     for option in options.values():
         if option.flag is not None:
@@ -133,3 +135,18 @@ def test_rst_options_documents_every_option():
         if option.default_text() is not None:
             assert "Default: %s." % option.default_text() in " ".join(text.split())
     assert "Required." in text
+
+
+def test_command_options_apply_to_both_daemons_with_their_defaults():
+    """slots (default: the CPUs), allowed_users and containment for masterd and noded."""
+    for program in ("masterd", "noded"):
+        loaded = config.load(program, parse(["--state-dir", "/a"], program))
+        assert loaded.slots == (os.cpu_count() or 1) and loaded.allowed_users == []
+        assert loaded.containment == "auto"
+        loaded = config.load(program, parse(["--state-dir", "/a", "--slots", "3",
+                                             "--allowed-users", "nobody, daemon",
+                                             "--containment", "process-group"], program))
+        assert (loaded.slots, loaded.allowed_users, loaded.containment) == (
+            3, ["nobody", "daemon"], "process-group")
+    with pytest.raises(argparse.ArgumentError, match="--slots: must be an integer >= 1"):
+        parse(["--state-dir", "/a", "--slots", "0"])

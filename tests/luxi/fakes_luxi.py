@@ -109,6 +109,25 @@ class FakeBackend:
         self.watches.append(watch)
         return watch
 
+    def read_job_log(self, job_id, offset, max_bytes):
+        return self._call("read_job_log", job_id, offset, max_bytes,
+                          default={"data": b"", "offset": offset, "eof": True})
+
+    def watch_job_log(self, job_id, offset, max_bytes, callback):
+        self._call("watch_job_log", job_id, offset, max_bytes)
+        if self.immediate_watch is not None:
+            callback(self.immediate_watch)
+            return None
+        watch = FakeWatch((job_id, offset, max_bytes), callback)
+        self.watches.append(watch)
+        return watch
+
+    def signal_job(self, job_id, signum):
+        return self._call("signal_job", job_id, signum, default=(True, "signaled"))
+
+    def query_running(self, node=None):
+        return self._call("query_running", node, default=[])
+
     def set_drain_flag(self, flag):
         self._call("set_drain_flag", flag)
         self.drained = flag

@@ -19,6 +19,7 @@ CLUSTER_METHODS = {
     "ClusterInfo", "ListNodes", "AddNode", "RemoveNode", "ModifyNode", "VerifyCluster",
     "StepDown",
 }
+COMMAND_METHODS = {"ReadJobLog", "SignalJob", "QueryRunning"}
 
 
 @pytest.fixture
@@ -47,8 +48,10 @@ def test_fake_backend_has_the_signatures_of_jobqueue():
 
 
 def test_table_holds_exactly_the_ganeti_methods():
-    """The dispatcher accepts the methods of the contract (and our cluster ones), no other."""
-    assert set(methods.METHODS) == GANETI_METHODS | CLUSTER_METHODS | {"QueryOpcodes"}
+    """The dispatcher accepts the methods of the contract (and our cluster and command
+    ones), no other."""
+    assert set(methods.METHODS) == (GANETI_METHODS | CLUSTER_METHODS | COMMAND_METHODS
+                                    | {"QueryOpcodes"})
 
 
 def test_every_handler_named_in_the_table_exists():
@@ -325,6 +328,56 @@ def test_set_drain_flag_is_seen_by_query_config_values(real):
     with pytest.raises(errors.JobQueueDrainError):
         dispatcher.call("SubmitJob", [[delay()]])
     assert isinstance(dispatcher.call("SubmitJobToDrainedQueue", [[delay()]]), int)
+
+
+# Command jobs
+
+
+@pytest.mark.parametrize("value, number", [
+    (15, 15), ("TERM", 15), ("SIGKILL", 9), ("usr1", 10), ("hup", 1)])
+def test_signal_job_takes_a_signal_by_number_or_name(dispatcher, fake, value, number):
+    """SignalJob [id, signal]: names with or without SIG, any case, or numbers."""
+    assert dispatcher.call("SignalJob", [7, value]) == [True, "signaled"]
+    assert fake.calls[-1] == ("signal_job", 7, number)
+
+
+@pytest.mark.parametrize("value", [0, 65, -9, "NOPE", "SIG", "", True, 9.0, None, "__class__"])
+def test_signal_job_refuses_what_is_not_a_signal(dispatcher, fake, value):
+    """A bad signal is the caller's error, named, and nothing is called."""
+    with pytest.raises(errors.RequestError, match="argument 2 .signal."):
+        dispatcher.call("SignalJob", [7, value])
+    assert fake.calls == []
+
+
+def test_read_job_log_checks_its_arguments_and_decodes_the_data(dispatcher, fake):
+    """ReadJobLog [id, offset, max_bytes, timeout] answers text (invalid UTF-8 replaced)."""
+    fake.results["read_job_log"] = {"data": b"ok \xff\n", "offset": 9, "eof": False}
+    assert dispatcher.call("ReadJobLog", [3, 4, 100, 0]) == {
+        "data": "ok \ufffd\n", "offset": 9, "eof": False}
+    for args in ([3, -1, 10, 0], [3, 0, 0, 0], [3, 0, constants.LUXI_MAX_LOG_READ + 1, 0],
+                 ["x", 0, 10, 0], [3, 0, 10, -1], [3, 0, 10]):
+        with pytest.raises(errors.RequestError):
+            dispatcher.call("ReadJobLog", args)
+
+
+def test_read_job_log_is_a_long_poll_with_its_own_no_change_answer(dispatcher, fake):
+    """The server's watch hooks for ReadJobLog: start, encode, and the timeout answer."""
+    spec = methods.METHODS["ReadJobLog"]
+    assert spec.watch == "log"
+    handle = dispatcher.watch_log([3, 50, 10, 5.0], lambda result: None)
+    assert handle is fake.watches[-1] and fake.calls[-1] == ("watch_job_log", 3, 50, 10)
+    assert dispatcher.nochange_log([3, 50, 10, 5.0]) == {"data": "", "offset": 50,
+                                                         "eof": False}
+
+
+def test_query_running_passes_the_node(dispatcher, fake):
+    """QueryRunning [node or null] lists running attempts."""
+    fake.results["query_running"] = [{"job": 1}]
+    assert dispatcher.call("QueryRunning", [None]) == [{"job": 1}]
+    assert dispatcher.call("QueryRunning", ["node2"]) == [{"job": 1}]
+    assert fake.calls[-1] == ("query_running", "node2")
+    with pytest.raises(errors.RequestError):
+        dispatcher.call("QueryRunning", [5])
 
 
 def test_submission_tokens_ride_on_an_optional_options_argument(dispatcher, fake):

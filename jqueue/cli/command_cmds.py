@@ -1,0 +1,268 @@
+"""Commands for command jobs: run, log, signal, term, kill, running.
+
+``run`` submits one OP_COMMAND_RUN job (argv after ``--``, or a shell string with ``-c``)
+and prints its id; with ``--wait`` it waits and with ``--follow`` it prints the job's log as
+it grows, both exiting as ``jqctl wait`` does. ``term`` and ``kill`` stop a job's command
+(TERM then KILL after its grace, or KILL now) and end the job, like ``cancel`` and
+``cancel --kill``; ``signal`` only delivers a signal.
+"""
+
+import argparse
+
+from jqueue import constants, errors, serializer
+from jqueue.cli import exitcodes, output, parsing, watching
+from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
+
+#: Bytes asked per ReadJobLog call, and the long poll of each (seconds).
+LOG_READ_BYTES = 256 * 1024
+LOG_POLL = 30.0
+RUNNING_COLUMNS = (("job", "Job", "number"), ("attempt", "Attempt", "number"),
+                   ("node", "Node", "text"), ("pid", "PID", "number"),
+                   ("started", "Started", "text"), ("containment", "Containment", "text"))
+
+
+def register(commands):
+    """Add run, log, signal, term, kill and running to the subparsers."""
+    _register_run(commands)
+    parser = commands.add_parser(
+        "log", help="print a job's command log",
+        description="Print the log of a command job (its output and our '* ' lines); with "
+                    "-f keep printing it as it grows until the job ends.")
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="follow the log until the job ends")
+    parser.add_argument("id", type=parsing.job_id, metavar="ID", help="job id")
+    parser.set_defaults(func=cmd_log)
+    parser = commands.add_parser(
+        "signal", help="send a signal to a job's command",
+        description="Send a signal to every process of a command job's running attempt.")
+    parser.add_argument("id", type=parsing.job_id, metavar="ID", help="job id")
+    parser.add_argument("signal", type=signal_value, metavar="SIGNAL",
+                        help="a name (TERM, SIGUSR1, hup) or a number")
+    parser.set_defaults(func=cmd_signal)
+    for name, kill, text in (("term", False, "TERM to every process of the command, then "
+                                             "KILL after its kill_grace"),
+                             ("kill", True, "KILL to every process of the command now")):
+        parser = commands.add_parser(
+            name, help="stop a job's command and end the job (%s)" % text,
+            description="Stop the command of running jobs (%s) and end them canceled; "
+                        "a job still queued is canceled at once." % text)
+        parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID", help="job id")
+        parser.set_defaults(func=cmd_stop, kill=kill)
+    parser = commands.add_parser(
+        "running", help="list the commands running on nodes",
+        description="List the running attempts of command jobs: job, attempt, node, pid, "
+                    "start time and how its processes are contained.")
+    parser.add_argument("--node", metavar="NODE", help="only this node's")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--no-headers", action="store_true", help="omit the header line")
+    parser.add_argument("--separator", metavar="SEP", help="separate fields with SEP")
+    parser.set_defaults(func=cmd_running)
+
+
+def _register_run(commands):
+    parser = commands.add_parser(
+        "run", help="run a command as a job",
+        description="Run a command as a job on a node (ARGV after --, or a shell string "
+                    "with -c) and print the job's id.",
+        usage="jqctl run [options] [--wait | --follow] (-c STRING | -- ARGV...)")
+    parser.add_argument("-c", dest="shell", metavar="STRING",
+                        help="run STRING with /bin/sh -c instead of ARGV")
+    parser.add_argument("--node", metavar="NODE", help="node to run on (default: the master's)")
+    parser.add_argument("--dir", metavar="DIR", help="working directory (absolute; default /)")
+    parser.add_argument("--env", action="append", type=env_item, default=[],
+                        metavar="NAME=VALUE", help="set a variable (repeatable)")
+    parser.add_argument("--env-inherit", action="store_true",
+                        help="start from the daemon's environment, not the minimal one")
+    parser.add_argument("--timeout", dest="run_timeout", type=seconds, metavar="SECONDS",
+                        help="stop the command after this run time (TERM, then KILL)")
+    parser.add_argument("--kill-grace", type=seconds, metavar="SECONDS",
+                        help="seconds between TERM and KILL (default 10)")
+    parser.add_argument("--attempts", type=attempts, metavar="N",
+                        help="attempts in total if it fails (default 1)")
+    parser.add_argument("--retry-delay", type=seconds, metavar="SECONDS",
+                        help="seconds before the second attempt, doubling (default 5)")
+    parser.add_argument("--success-codes", type=exit_codes, metavar="N,...",
+                        help="exit statuses that mean success (default 0)")
+    parser.add_argument("--run-as", metavar="USER", help="user to run as")
+    parser.add_argument("--title", metavar="TITLE", help="display name")
+    parser.add_argument("--progress-pattern", metavar="PATTERN",
+                        help="how the output reports progress (default PROGRESS:%%percent)")
+    parser.add_argument("--priority", type=parsing.priority, metavar="PRIO",
+                        help="high, normal, low, or an integer from -20 (highest) to 19")
+    follow = parser.add_mutually_exclusive_group()
+    follow.add_argument("--wait", action="store_true",
+                        help="wait for the job; exit as jqctl wait does")
+    follow.add_argument("--follow", action="store_true",
+                        help="print the job's log until it ends; exit as jqctl wait does")
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="ARGV",
+                        help="the command and its arguments, after --")
+    parser.set_defaults(func=cmd_run)
+
+
+# Value parsers
+
+
+def env_item(text):
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError("invalid variable %r: use NAME=VALUE" % text)
+    return name, value
+
+
+def seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("invalid duration %r: use seconds >= 0" % text)
+    return int(value) if value.is_integer() else value
+
+
+def attempts(text):
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError("invalid attempts %r: use 1 to 1000" % text)
+    return int(text)
+
+
+def exit_codes(text):
+    codes = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isascii() or not item.isdigit() or int(item) > 255:
+            raise argparse.ArgumentTypeError("invalid exit status %r: use 0 to 255" % item)
+        codes.append(int(item))
+    return codes
+
+
+def signal_value(text):
+    """A signal as the daemon takes it: a number, or a name (checked by the daemon)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return text
+
+
+# run
+
+
+def run_opcode(args):
+    """The OP_COMMAND_RUN opcode of jqctl run's options."""
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if (args.shell is None) == (not argv):
+        raise CommandError("run needs a command: ARGV after --, or -c STRING (not both)")
+    op = {"OP_ID": constants.OP_COMMAND_RUN,
+          "cmd": args.shell if args.shell is not None else argv}
+    names = (("node", "node"), ("dir", "dir"), ("run_timeout", "timeout"),
+             ("kill_grace", "kill_grace"), ("attempts", "max_attempts"),
+             ("retry_delay", "retry_delay"), ("success_codes", "success_exit_codes"),
+             ("run_as", "run_as"), ("title", "title"),
+             ("progress_pattern", "progress_pattern"), ("priority", "priority"))
+    for attr, param in names:
+        value = getattr(args, attr)
+        if value is not None:
+            op[param] = value
+    if args.env:
+        op["env"] = dict(args.env)
+    if args.env_inherit:
+        op["env_inherit"] = True
+    return op
+
+
+def cmd_run(ctx, args):
+    """Submit the command job and print its id; follow it with --wait or --follow."""
+    op = run_opcode(args)
+    job_id = ctx.client.submit_job([op])
+    if not (args.wait or args.follow):
+        ctx.out(str(job_id))
+        return EXIT_SUCCESS
+    ctx.warn("job %d submitted" % job_id)
+    if args.follow:
+        print_log(ctx, job_id, follow=True)
+    return wait_exit(ctx, job_id, announce=args.wait)
+
+
+def wait_exit(ctx, job_id, announce=True):
+    """Wait for a job; its exit status as jqctl wait gives it (command jobs: row 17)."""
+    status = watching.follow(ctx, job_id, show_log=False)
+    if announce:
+        ctx.out("Job %s finished: %s" % (job_id, status), flush=True)
+    return watching.exit_status(ctx, job_id, status)
+
+
+# log
+
+
+def cmd_log(ctx, args):
+    """Print the job's log (and with -f, follow it to the end)."""
+    print_log(ctx, args.id, follow=args.follow)
+    return EXIT_SUCCESS
+
+
+def print_log(ctx, job_id, follow):
+    """Write the job's log to stdout as it is; follow it until the job ended if asked."""
+    offset = 0
+    while True:
+        answer = ctx.client.read_job_log(job_id, offset, LOG_READ_BYTES,
+                                         LOG_POLL if follow else 0)
+        if answer["data"]:
+            ctx.stdout.write(answer["data"])
+            ctx.stdout.flush()
+        offset = answer["offset"]
+        if answer["eof"] or (not follow and not answer["data"]):
+            return
+
+
+# signal, term, kill
+
+
+def cmd_signal(ctx, args):
+    ok, message = ctx.client.signal_job(args.id, args.signal)
+    if not ok:
+        raise CommandError(message, _refusal_code(message))
+    ctx.out(message)
+    return EXIT_SUCCESS
+
+
+def cmd_stop(ctx, args):
+    code = EXIT_SUCCESS
+    for job_id in args.ids:
+        try:
+            ok, message = ctx.client.cancel_job(job_id, args.kill)
+        except errors.JobLost as err:
+            ctx.warn(errors.error_message(err))
+            code = exitcodes.worst([code, exitcodes.EXIT_NOT_FOUND])
+            continue
+        if ok:
+            ctx.out(message)
+        else:
+            ctx.warn(message)
+            code = exitcodes.worst([code, _refusal_code(message)])
+    return code
+
+
+def _refusal_code(message):
+    return exitcodes.EXIT_NOT_FOUND if "not found" in message else EXIT_REFUSED
+
+
+# running
+
+
+def cmd_running(ctx, args):
+    rows = ctx.client.query_running(args.node)
+    if args.json:
+        ctx.out(serializer.dumps(rows))
+        return EXIT_SUCCESS
+    names = [name for name, _, _ in RUNNING_COLUMNS]
+    cells = [[_running_cell(name, row.get(name)) for name in names] for row in rows]
+    headers = None if args.no_headers else [title for _, title, _ in RUNNING_COLUMNS]
+    for line in output.table_lines(headers, cells, {0, 1, 3}, args.separator):
+        ctx.out(line)
+    return EXIT_SUCCESS
+
+
+def _running_cell(name, value):
+    if name == "started" and isinstance(value, (int, float)):
+        return output.format_time([int(value), 0])
+    return output.format_scalar(value)

@@ -1,0 +1,165 @@
+"""The command runner's link to a cluster node: its jq-noded's exec_* RPC methods.
+
+In a cluster, jq-masterd's command runner (jqueue.run.commands) starts, follows and stops
+attempts on a node through that node's jq-noded (jqueue.cluster.nodeexec), over the node
+RPC (mutual TLS). The RPC client is blocking and makes one call at a time, so a link has
+two threads of its own per node, never one per command: a *caller* running the runner's
+requests in order (launch, read, signal, look up, forget), and a *poller* keeping one
+long poll (``exec_poll``) open for the node's events. Answers and events reach the runner
+in its host thread.
+
+A poll that fails (the node is down or unreachable) is retried every ``RETRY`` seconds; a
+node that answers again after its jq-noded restarted (a new event session) or after the
+poller fell behind its event log is re-read: the link reports every attempt the node holds
+as it stands now (its output size and, if it ended, its result), so that nothing is missed.
+"""
+
+import base64
+import logging
+import queue as queue_module
+import threading
+
+from jqueue import errors
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one exec_poll may wait on the node, and between two failed polls.
+POLL = 20.0
+RETRY = 2.0
+
+
+class RemoteLink:
+    """A node of the command runner reached through its jq-noded (see the module docstring)."""
+
+    containment = "on the node (see jqctl running --node)"
+
+    def __init__(self, name, slots, client_factory):
+        """client_factory() makes an RPC client for the node (two are made: calls, polls)."""
+        self.name = name
+        self.slots = slots
+        self._factory = client_factory
+        self._listener = None
+        self._host = None
+        self._calls = queue_module.Queue()
+        self._stopped = threading.Event()
+        self._threads = []
+
+    def subscribe(self, listener):
+        """Start the link: listener (the runner) hears of the node's attempts."""
+        self._listener = listener
+        self._host = listener.host
+        for target, kind in ((self._call_loop, "calls"), (self._poll_loop, "poll")):
+            thread = threading.Thread(target=target, name="jq-node-%s-%s" % (self.name, kind),
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self):
+        """Stop the threads (a poll in flight ends at its timeout)."""
+        self._stopped.set()
+        self._calls.put(None)
+
+    # The runner's operations: queued for the caller thread
+
+    def launch(self, spec, done):
+        self._submit("exec_launch", {"spec": spec}, done)
+
+    def fetch(self, job, attempt, offset, max_bytes, done):
+        self._submit("exec_read", {"job": job, "attempt": attempt, "offset": offset,
+                                   "max_bytes": max_bytes},
+                     done, lambda answer: base64.b64decode(answer["data"]))
+
+    def control(self, job, attempt, action, signum, done):
+        body = {"job": job, "attempt": attempt, "action": action}
+        if signum is not None:
+            body["signal"] = signum
+        self._submit("exec_control", body, done, tuple)
+
+    def lookup(self, job, attempt, done):
+        self._submit("exec_lookup", {"job": job, "attempt": attempt}, done)
+
+    def attempts(self, done):
+        self._submit("exec_attempts", {}, done)
+
+    def forget(self, job, attempt):
+        self._submit("exec_forget", {"job": job, "attempt": attempt}, None)
+
+    def _submit(self, method, body, done, convert=None):
+        self._calls.put((method, body, done, convert))
+
+    def _call_loop(self):
+        client = None
+        while not self._stopped.is_set():
+            item = self._calls.get()
+            if item is None:
+                break
+            method, body, done, convert = item
+            try:
+                client = client or self._factory()
+                answer = client.call(method, body)
+                if convert is not None and answer is not None:
+                    answer = convert(answer)
+            except (errors.GenericError, OSError, ValueError, TypeError, KeyError) as err:
+                answer = err if isinstance(err, errors.GenericError) else errors.RemoteError(
+                    "node %s: %s: %s" % (self.name, method, err))
+                if isinstance(err, (errors.RemoteError, OSError)) and client is not None:
+                    client.close()
+                    client = None
+            if done is not None:
+                self._host.call(done, answer)
+        if client is not None:
+            client.close()
+
+    # Events: the poller thread
+
+    def _poll_loop(self):
+        client, session, after = None, None, 0
+        while not self._stopped.is_set():
+            try:
+                if client is None:
+                    client = self._factory()
+                    self._learn(client.call("node_info", {}))
+                answer = client.call("exec_poll", {"session": session, "after": after,
+                                                   "timeout": POLL})
+            except (errors.GenericError, OSError) as err:
+                logger.debug("node %s: exec_poll: %s", self.name, err)
+                if client is not None:
+                    client.close()
+                    client = None
+                self._stopped.wait(RETRY)
+                continue
+            if answer.get("reset"):
+                session, after = answer["session"], answer["last"]
+                self._resync()
+                continue
+            for seq, event in answer["events"]:
+                after = max(after, seq)
+                self._host.call(self._listener.link_event, self.name, _event(event))
+        if client is not None:
+            client.close()
+
+    def _learn(self, info):
+        """The node answered node_info: its slots (the runner may start more now)."""
+        slots = info.get("slots") if isinstance(info, dict) else None
+        if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0:
+            self.slots = slots
+        self._host.call(self._listener.link_event, self.name, ("node", info))
+
+    def _resync(self):
+        """Report every attempt the node holds as it stands (after a gap in the events)."""
+        self.attempts(self._resynced)
+
+    def _resynced(self, infos):
+        if isinstance(infos, Exception):
+            return
+        for info in infos:
+            self._listener.link_event(self.name, ("started", info))
+            if info.get("result") is not None:
+                result = dict(info["result"], output_size=info.get("output_size"))
+                self._listener.link_event(self.name, ("ended", info["job"], info["attempt"],
+                                                      result))
+
+
+def _event(wire):
+    """An event as the runner takes it, from its JSON form."""
+    return tuple(wire)

@@ -1,0 +1,177 @@
+"""A node's command attempts as RPC methods: jq-noded's side of running command jobs.
+
+The master's command runner reaches a cluster node through these calls (made by
+jqueue.cluster.commandlink over the node RPC, mutual TLS). Each is a plain method
+``func(peer, body) -> JSON`` over the node's Executor (jqueue.exec), run in the reactor
+thread (the Executor's), so none takes a thread; ``exec_poll`` is a long poll answered
+with a Deferred-like callback when the node has news.
+
+Only the master may call them: the node's current configuration and epoch name it
+(``is_master(peer)``). The node keeps a short log of its Executor's events, numbered, so
+that the master's poller asks "what happened after N" and misses nothing across
+reconnections; a master that fell behind the log (or a restarted node, whose numbering
+starts again under a new ``session``) re-reads the attempts instead.
+"""
+
+import base64
+import collections
+import itertools
+import logging
+import os
+
+from jqueue import errors
+from jqueue.exec.attempt import AttemptSpec
+from jqueue.exec.link import info_dict, result_dict
+
+logger = logging.getLogger(__name__)
+
+#: Events kept for pollers.
+EVENT_LOG = 4096
+#: Longest exec_poll wait and largest exec_read, as the node accepts them.
+MAX_POLL = 60.0
+MAX_READ = 4 * 1024 * 1024
+METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_attempts",
+           "exec_forget", "exec_poll")
+
+
+class NodeExec:
+    """The exec_* RPC methods of a node over its Executor (see the module docstring)."""
+
+    def __init__(self, executor, is_master, reactor, slots):
+        self._executor = executor
+        self._is_master = is_master
+        self._reactor = reactor
+        self.slots = slots
+        self.session = base64.b32encode(os.urandom(10)).decode("ascii").lower()
+        self._seq = itertools.count(1)
+        self._events = collections.deque(maxlen=EVENT_LOG)
+        self._last = 0
+        self._waiters = []
+        executor.subscribe(self._event)
+
+    def handlers(self):
+        """{method name: func(peer, body)} of the exec RPC methods."""
+        return {name: getattr(self, name) for name in METHODS}
+
+    def _check(self, peer):
+        if not self._is_master(peer):
+            raise errors.FencedError("node %s is not the master; only the master runs "
+                                     "commands on nodes" % peer)
+
+    # Calls
+
+    def exec_launch(self, peer, body):
+        self._check(peer)
+        spec = body.get("spec")
+        if not isinstance(spec, dict):
+            raise errors.ParameterError("'spec' must be an attempt object")
+        try:
+            spec = AttemptSpec(**spec)
+        except (TypeError, ValueError) as err:
+            raise errors.ParameterError("'spec' is not an attempt: %s" % err) from None
+        return info_dict(self._executor.launch(spec))
+
+    def exec_control(self, peer, body):
+        self._check(peer)
+        job, attempt = _attempt_of(body)
+        action = body.get("action")
+        if action == "signal":
+            signum = body.get("signal")
+            if not isinstance(signum, int) or isinstance(signum, bool) or not 1 <= signum <= 64:
+                raise errors.ParameterError("'signal' must be a signal number")
+            return list(self._executor.signal(job, attempt, signum))
+        if action == "terminate":
+            return list(self._executor.terminate(job, attempt))
+        if action == "kill":
+            return list(self._executor.kill(job, attempt))
+        raise errors.ParameterError("'action' must be signal, terminate or kill")
+
+    def exec_read(self, peer, body):
+        self._check(peer)
+        job, attempt = _attempt_of(body)
+        offset = _count(body, "offset")
+        size = min(_count(body, "max_bytes"), MAX_READ)
+        data = self._executor.read(job, attempt, offset, size)
+        return {"data": base64.b64encode(data).decode("ascii")}
+
+    def exec_lookup(self, peer, body):
+        self._check(peer)
+        job, attempt = _attempt_of(body)
+        for info in self._executor.attempts():
+            if info.job == job and info.attempt == attempt:
+                return info_dict(info)
+        return None
+
+    def exec_attempts(self, peer, body):
+        self._check(peer)
+        return [info_dict(info) for info in self._executor.attempts()]
+
+    def exec_forget(self, peer, body):
+        self._check(peer)
+        job, attempt = _attempt_of(body)
+        self._executor.forget(job, attempt)
+        return True
+
+    def exec_poll(self, peer, body):
+        """Events after ``after`` of ``session``: at once if any, else within ``timeout``.
+
+        Answers {"session", "events": [[seq, event], ...], "reset": bool}; reset means the
+        caller's cursor is from another session or fell out of the log: re-read attempts.
+        """
+        self._check(peer)
+        after = _count(body, "after")
+        timeout = body.get("timeout", 0)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+            raise errors.ParameterError("'timeout' must be seconds >= 0")
+        answer = self._answer(body.get("session"), after)
+        if answer["events"] or answer["reset"] or not timeout:
+            return answer
+        from twisted.internet import defer
+        deferred = defer.Deferred()
+        waiter = [deferred, body.get("session"), after, None]
+        waiter[3] = self._reactor.callLater(min(timeout, MAX_POLL), self._expire, waiter)
+        self._waiters.append(waiter)
+        return deferred
+
+    # Events
+
+    def _event(self, event):
+        kind = event[0]
+        if kind == "started":
+            wire = ["started", info_dict(event[1])]
+        elif kind == "ended":
+            wire = ["ended", event[1], event[2], result_dict(event[3])]
+        else:
+            wire = list(event)
+        seq = next(self._seq)
+        self._events.append((seq, wire))
+        self._last = seq
+        waiters, self._waiters = self._waiters, []
+        for deferred, session, after, timer in waiters:
+            if timer.active():
+                timer.cancel()
+            deferred.callback(self._answer(session, after))
+
+    def _answer(self, session, after):
+        if session != self.session or (self._events and after < self._events[0][0] - 1):
+            return {"session": self.session, "events": [], "reset": True, "last": self._last}
+        events = [[seq, event] for seq, event in self._events if seq > after]
+        return {"session": self.session, "events": events, "reset": False,
+                "last": self._last}
+
+    def _expire(self, waiter):
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+            deferred, session, after, _ = waiter
+            deferred.callback(self._answer(session, after))
+
+
+def _count(body, key):
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise errors.ParameterError("'%s' must be a non-negative integer" % key)
+    return value
+
+
+def _attempt_of(body):
+    return _count(body, "job"), _count(body, "attempt")

@@ -1,0 +1,383 @@
+"""Command jobs: the OP_COMMAND_RUN opcode, its parameters, progress patterns and outcomes.
+
+A command job is an ordinary job whose opcode is ``OP_COMMAND_RUN``: a user's command run
+on a node (see DESIGN.md, "Command jobs"). This module is the model of it, with no I/O:
+the opcode's parameters and their validation at submit, progress patterns, how an
+attempt's end maps to success, a reason and a retry, the command's environment, and the
+banner lines the job log carries between attempts. Scheduling and running attempts is
+jqueue.run.commands (in the master) and jqueue.exec (on a node).
+
+The runtime state of a command opcode is ``QueuedOpCode.exec_state`` (the job file's
+``"exec"`` key of the opcode), a dict with these keys:
+
+    state            pending | starting | running | retry_wait | ended (constants.ATTEMPT_*)
+    node             where the current (or last) attempt runs
+    attempt          attempts started so far (the current one's number)
+    pid, started     the command's pid and start time (epoch seconds) once known
+    exit_status, signal, timed_out, reason, message   the last attempt's end
+    retry_at         when the next attempt may start (retry_wait)
+    progress, global_progress   fractions 0..1 from the progress patterns (or None)
+    out              {attempt number (text): bytes of that attempt's output logged}
+"""
+
+import random
+import re
+import time
+
+from jqueue import constants, errors, ptypes
+from jqueue.opcodes import OpCode, Param, register
+
+#: Longest line the progress parser keeps while waiting for its end.
+MAX_PARTIAL_LINE = 64 * 1024
+_TOKENS = {"%percent": 100.0, "%one": 1.0}
+_NUMBER = r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+_USER_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
+_NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+#: PATH of the minimal environment a command starts from.
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+
+# Parameter types
+
+
+class _Command(ptypes.PType):
+    desc = "a command: a non-empty string (run by /bin/sh -c) or a non-empty list of strings"
+
+    def check(self, value):
+        if isinstance(value, str):
+            if not value.strip() or "\0" in value:
+                self._fail(value)
+            return value
+        if (not isinstance(value, list) or not value or not value[0]
+                or not all(isinstance(a, str) and "\0" not in a for a in value)):
+            self._fail(value)
+        return list(value)
+
+
+class _AbsolutePath(ptypes.PType):
+    desc = "an absolute path"
+
+    def check(self, value):
+        if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+            self._fail(value)
+        return value
+
+
+class _Environment(ptypes.PType):
+    desc = "an object of environment variables (NAME: string value)"
+
+    def check(self, value):
+        if not isinstance(value, dict):
+            self._fail(value)
+        for name, text in value.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError("has an invalid variable name %s" % ptypes._short(name))
+            if not isinstance(text, str) or "\0" in text:
+                raise ValueError("variable %s must be a string without NUL, got %s" % (
+                    name, ptypes._short(text)))
+        return dict(value)
+
+
+class _Name(ptypes.PType):
+    def __init__(self, pattern, desc):
+        self.pattern, self.desc = pattern, desc
+
+    def check(self, value):
+        if not isinstance(value, str) or not self.pattern.match(value):
+            self._fail(value)
+        return value
+
+
+class _ExitCodes(ptypes.PType):
+    desc = "a non-empty list of exit statuses (integers from 0 to 255)"
+
+    def check(self, value):
+        if not isinstance(value, list) or not value:
+            self._fail(value)
+        return [ptypes.IntRange(0, 255).check(code) for code in value]
+
+
+class _ProgressPatternType(ptypes.PType):
+    desc = ("a progress pattern: text with one %percent or %one token, or 'regex:' and a "
+            "regular expression with one group")
+
+    def check(self, value):
+        if not isinstance(value, str):
+            self._fail(value)
+        try:
+            ProgressPattern(value)
+        except ValueError as err:
+            raise ValueError("is not a usable progress pattern (%s): %s" % (
+                err, ptypes._short(value))) from None
+        return value
+
+
+Command = _Command()
+AbsolutePath = _AbsolutePath()
+Environment = _Environment()
+UserName = _Name(_USER_NAME, "a user name")
+NodeName = _Name(_NODE_NAME, "a node name")
+ExitCodes = _ExitCodes()
+ProgressPatternType = _ProgressPatternType()
+
+
+# The opcode
+
+
+@register
+class OpCommandRun(OpCode):
+    """Run a command on a node: contained, killable, logged, retried (a command job)."""
+
+    OP_ID = constants.OP_COMMAND_RUN
+    OP_DSC_FIELD = "title"
+    #: Runs outside the worker pool: jqueue.run.commands starts and finishes it.
+    COMMAND = True
+    OP_PARAMS = (
+        Param("cmd", Command, doc="string: run by /bin/sh -c; list: argv, no shell"),
+        Param("dir", AbsolutePath, "/", "working directory on the node (absolute)"),
+        Param("env", Environment, {}, "variables over the minimal base environment"),
+        Param("env_inherit", ptypes.Bool, False,
+              "start from the daemon's environment instead of the minimal base"),
+        Param("timeout", ptypes.NonNegativeNumber, 0,
+              "seconds of run time, then TERM and KILL after kill_grace (0: none)"),
+        Param("kill_grace", ptypes.NonNegativeNumber, 10,
+              "seconds between TERM and KILL when the job is stopped"),
+        Param("max_attempts", ptypes.IntRange(1, 1000), 1, "attempts in total"),
+        Param("retry_delay", ptypes.NonNegativeNumber, 5,
+              "seconds before the 2nd attempt, doubling for each later one (with jitter)"),
+        Param("retry_delay_max", ptypes.NonNegativeNumber, 300, "longest delay between attempts"),
+        Param("success_exit_codes", ExitCodes, [0], "exit statuses that mean success"),
+        Param("run_as", ptypes.Maybe(UserName), None,
+              "user to run as (null: the daemon's user); the node must allow it"),
+        Param("node", ptypes.Maybe(NodeName), None, "node to run on (null: the master's)"),
+        Param("title", ptypes.Maybe(ptypes.String), None, "display name"),
+        Param("progress_pattern", ProgressPatternType, constants.DEFAULT_PROGRESS_PATTERN,
+              "how the output reports progress (%percent: value/100, %one: 0..1)"),
+        Param("global_progress_pattern", ptypes.Maybe(ProgressPatternType), None,
+              "a second level of progress, the same way"),
+    )
+
+    def run(self, ctx):
+        raise errors.ProgrammerError("%s runs through the command runner, not a worker" %
+                                     self.OP_ID)
+
+
+def is_command(op_input):
+    """Whether a stored opcode input is a command opcode."""
+    return op_input.get("OP_ID") == constants.OP_COMMAND_RUN
+
+
+def command_argv(cmd):
+    """The argv of a ``cmd`` value: a string runs through /bin/sh -c."""
+    return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+
+
+def command_text(cmd):
+    """The command as one line, for banners and listings."""
+    if isinstance(cmd, str):
+        return cmd
+    return " ".join(_shell_quote(arg) for arg in cmd)
+
+
+def _shell_quote(arg):
+    if arg and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", arg):
+        return arg
+    return "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
+# Progress patterns
+
+
+class ProgressPattern:
+    """A compiled progress pattern; ``value(line)`` is the fraction it reports, or None.
+
+    Text with one token ``%percent`` (a number, divided by 100) or ``%one`` (0..1); the
+    rest is matched literally, anywhere in a line. ``regex:`` followed by a regular
+    expression with one group gives that group's number (a fraction 0..1). The last
+    match of a line wins; values are clamped to [0, 1].
+    """
+
+    def __init__(self, pattern):
+        if pattern.startswith("regex:"):
+            self.regex = _compile_raw(pattern[len("regex:"):])
+            self.scale = 1.0
+            return
+        found = [(pattern.find(token), token) for token in _TOKENS if token in pattern]
+        count = sum(pattern.count(token) for token in _TOKENS)
+        if count != 1:
+            raise ValueError("it needs exactly one %percent or %one token")
+        position, token = found[0]
+        before, after = pattern[:position], pattern[position + len(token):]
+        self.regex = re.compile(re.escape(before) + _NUMBER + re.escape(after))
+        self.scale = _TOKENS[token]
+
+    def value(self, line):
+        matches = list(self.regex.finditer(line))
+        if not matches:
+            return None
+        try:
+            number = float(matches[-1].group(1)) / self.scale
+        except (TypeError, ValueError):
+            return None
+        return min(1.0, max(0.0, number))
+
+
+def _compile_raw(text):
+    try:
+        regex = re.compile(text)
+    except re.error as err:
+        raise ValueError("bad regular expression: %s" % err) from None
+    if regex.groups != 1:
+        raise ValueError("the regular expression needs exactly one group")
+    return regex
+
+
+class ProgressTracker:
+    """Feeds a command's output to its patterns, line by line across chunk boundaries."""
+
+    def __init__(self, local_pattern, global_pattern=None):
+        self._patterns = [ProgressPattern(local_pattern) if local_pattern else None,
+                          ProgressPattern(global_pattern) if global_pattern else None]
+        self._partial = b""
+        #: [local, global] fractions; None until a line matched.
+        self.values = [None, None]
+
+    def feed(self, data):
+        """Parse complete lines of data; return True if a value changed."""
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_PARTIAL_LINE:
+            self._partial = b""
+        changed = False
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            for index, pattern in enumerate(self._patterns):
+                value = pattern.value(line) if pattern is not None else None
+                if value is not None and value != self.values[index]:
+                    self.values[index] = value
+                    changed = True
+        return changed
+
+
+# Attempts: outcome, retry, environment, banners
+
+
+def classify(result, success_codes, stopped_by_user=False):
+    """(reason, message) of an attempt's end; reason OK means success.
+
+    result is a dict with exit_status, signal, timed_out and error (see jqueue.exec).
+    """
+    if result.get("error"):
+        lost = result.get("lost")
+        return (constants.REASON_NODE_LOST if lost else constants.REASON_INTERR,
+                result["error"])
+    if result.get("timed_out"):
+        return constants.REASON_TIMEOUT, "command timed out%s" % _ending(result)
+    signum = result.get("signal")
+    if signum is not None:
+        return (constants.REASON_KILLED,
+                "command killed by signal %s%s" % (signal_name(signum),
+                                                   " (stopped by request)" if stopped_by_user
+                                                   else ""))
+    status = result.get("exit_status")
+    if status in success_codes:
+        return constants.REASON_OK, "command exited with status %d" % status
+    return constants.REASON_FAILED, "command exited with status %s" % status
+
+
+def _ending(result):
+    if result.get("signal") is not None:
+        return ", ended by signal %s" % signal_name(result["signal"])
+    if result.get("exit_status") is not None:
+        return ", exit status %d" % result["exit_status"]
+    return ""
+
+
+def signal_name(signum):
+    """SIGTERM for 15; the number as text if unknown."""
+    import signal as _signal
+    try:
+        return _signal.Signals(signum).name
+    except (ValueError, TypeError):
+        return str(signum)
+
+
+#: Reasons after which another attempt may run (if attempts remain and nobody stopped it).
+RETRYABLE = frozenset([constants.REASON_FAILED, constants.REASON_TIMEOUT,
+                       constants.REASON_KILLED, constants.REASON_NODE_LOST])
+
+
+def retry_delay(attempts_done, base, cap, rand=random.random):
+    """Seconds before the next attempt: base doubling per attempt, capped, times [0.5, 1]."""
+    delay = min(base * (2 ** max(0, attempts_done - 1)), cap)
+    return delay * (0.5 + rand() / 2.0)
+
+
+def environment(params, job_id, attempt, node, user_home, user_name, inherited=None):
+    """The command's environment: ``env`` over the minimal base (or the daemon's)."""
+    if params.get("env_inherit") and inherited is not None:
+        env = dict(inherited)
+    else:
+        env = {"PATH": BASE_PATH, "HOME": user_home or "/", "USER": user_name or "",
+               "LANG": "C.UTF-8"}
+    env.update({"JQ_JOB_ID": str(job_id), "JQ_ATTEMPT": str(attempt), "JQ_NODE": node})
+    env.update(params.get("env") or {})
+    return env
+
+
+def banner_start(params, job_id, attempt, node, now=None):
+    """The lines the log carries before an attempt's output (Coalition's style)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    lines = ["* START " + "*" * 40,
+             "* JOB : %d  ATTEMPT : %d/%d" % (job_id, attempt, params["max_attempts"]),
+             "* NODE : %s" % node, "* DATE : %s" % stamp,
+             "* DIR : %s" % params["dir"], "* CMD : %s" % command_text(params["cmd"])]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def banner_end(result, reason, message, output_ended_with_newline=True):
+    """The lines the log carries after an attempt's output."""
+    lines = []
+    if not output_ended_with_newline:
+        lines.append("")
+    if result.get("exit_status") is not None:
+        lines.append("* EXIT : %d" % result["exit_status"])
+    if result.get("signal") is not None:
+        lines.append("* SIGNAL : %s" % signal_name(result["signal"]))
+    if result.get("timed_out"):
+        lines.append("* TIMEOUT")
+    lines.append("* %s : %s" % (reason, message))
+    lines.append("* END " + "*" * 42)
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def banner_note(text):
+    """One line of our own in the log (``* `` and text)."""
+    return ("* %s\n" % text).encode("utf-8")
+
+
+def op_exec(job):
+    """The exec state of a job's current (or last) command opcode, or None."""
+    found = None
+    for op in job.ops:
+        if op.exec_state is not None:
+            found = op.exec_state
+            if op.status not in constants.OPS_FINALIZED:
+                break
+    return found
+
+
+def wait_exit_code(status, exec_state):
+    """jqctl wait's exit status for a final job (DESIGN.md; other-systems row 17)."""
+    if status == constants.JOB_STATUS_SUCCESS:
+        return 0
+    exec_state = exec_state or {}
+    if exec_state.get("timed_out"):
+        return 124
+    if exec_state.get("signal") is not None:
+        return 128 + exec_state["signal"]
+    code = exec_state.get("exit_status")
+    if status == constants.JOB_STATUS_ERROR and code is not None and code not in (0,):
+        return code
+    return 125

@@ -1,0 +1,129 @@
+"""The records of a command attempt: what to run, what is known of it, how it ended.
+
+Plain values (attrs, frozen) that the executor hands out and the master codes against;
+``check_spec`` says why a spec cannot be started on this node.
+"""
+
+import math
+import os
+import signal
+
+import attrs
+
+from jqueue import errors
+
+
+@attrs.frozen
+class AttemptSpec:
+    """What to run: one attempt (numbered from 1) of a command job."""
+
+    job: int
+    attempt: int
+    argv: list                 # a shell string is given as ["/bin/sh", "-c", s]
+    dir: str                   # absolute
+    env: dict                  # the command's complete environment
+    run_as: str | None = None  # None: the daemon's user
+    timeout: float = 0         # seconds from exec; 0: none
+    kill_grace: float = 10
+
+
+@attrs.frozen
+class AttemptResult:
+    """How an attempt ended; ``error`` is set iff the command never ran or was lost."""
+
+    exit_status: int | None    # None if killed by a signal or never ran
+    signal: int | None
+    timed_out: bool
+    error: str | None
+    ended: float               # epoch seconds
+
+    def to_dict(self):
+        """The result as JSON data (the shim writes the same keys)."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a result from JSON data; ValueError if it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("a result is an object, not %r" % (data,))
+        try:
+            return cls(exit_status=_opt_int(data["exit_status"]),
+                       signal=_opt_int(data["signal"]),
+                       timed_out=bool(data["timed_out"]),
+                       error=None if data["error"] is None else str(data["error"]),
+                       ended=float(data["ended"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError("malformed result %r: %s" % (data, err)) from None
+
+
+@attrs.frozen
+class AttemptInfo:
+    """What the node knows of an attempt; ``result`` None while it runs."""
+
+    job: int
+    attempt: int
+    pid: int | None            # the command's pid (None until the shim reported it)
+    pgid: int | None
+    cgroup: str | None
+    started: float
+    deadline: float | None
+    argv: list
+    dir: str
+    run_as: str | None
+    output_size: int
+    result: AttemptResult | None
+
+
+def check_spec(spec):
+    """Raise CommandError if spec is malformed (user checks are the executor's)."""
+    key = "job %s attempt %s" % (spec.job, spec.attempt)
+    if not _is_int(spec.job) or spec.job < 0 or not _is_int(spec.attempt) or spec.attempt < 1:
+        raise errors.CommandError("%s: job and attempt must be integers, attempt >= 1" % key)
+    if not isinstance(spec.argv, (list, tuple)) or not spec.argv:
+        raise errors.CommandError("%s: the command is empty" % key)
+    if not all(isinstance(a, str) and "\0" not in a for a in spec.argv):
+        raise errors.CommandError("%s: the command's arguments must be strings without "
+                                  "NUL characters" % key)
+    if not isinstance(spec.dir, str) or not os.path.isabs(spec.dir) or "\0" in spec.dir:
+        raise errors.CommandError("%s: the directory must be an absolute path, not %r"
+                                  % (key, spec.dir))
+    _check_env(key, spec.env)
+    for name in ("timeout", "kill_grace"):
+        value = getattr(spec, name)
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value < math.inf):
+            raise errors.CommandError("%s: %s must be a finite number >= 0, not %r"
+                                      % (key, name, value))
+
+
+def _check_env(key, env):
+    if not isinstance(env, dict):
+        raise errors.CommandError("%s: the environment must be a dict" % key)
+    for name, value in env.items():
+        if (not isinstance(name, str) or not name or "=" in name or "\0" in name
+                or not isinstance(value, str) or "\0" in value):
+            raise errors.CommandError("%s: bad environment variable %r" % (key, name))
+
+
+#: Signals that can be sent to every process of a job (the shim forwards 1..31).
+SENDABLE_SIGNALS = range(1, 32)
+
+
+def signal_name(signum):
+    """SIGTERM for 15; "signal 40" for a number without a name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal %d" % signum
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _opt_int(value):
+    if value is None:
+        return None
+    if not _is_int(value):
+        raise TypeError("%r is not an integer" % (value,))
+    return value

@@ -1,0 +1,186 @@
+"""The running-attempt directory: what a node knows of its attempts, on disk.
+
+``<state_dir>/attempts/<job>.<attempt>/`` holds, for each attempt not yet forgotten:
+
+``spec.json``
+    written by the executor once the shim exists, before the command may start: job,
+    attempt, argv, dir, run_as, timeout, kill_grace, started (epoch), deadline (epoch or
+    null), boot_id, shim_pid, shim_start (field 22 of ``/proc/<pid>/stat``), cgroup (path
+    or null). Not the environment: it may hold secrets (it reaches the shim on a pipe).
+``output``
+    the command's stdout and stderr, appended by the command itself (created by the
+    shim's child just before the exec; a missing file reads as empty).
+``pid``
+    ``PID STARTTIME``, written by the shim once the command exec'd.
+``result``
+    written by the shim when no process of the job is left (JSON: exit_status, signal,
+    timed_out, error, ended), or by the executor when it finds the attempt lost.
+``shim.log``
+    the shim's own complaints, if it had any; quoted when a shim dies without a result.
+
+Every file is replaced atomically (temp file and rename) and never fsynced: after a
+reboot, the boot id says every attempt of the previous boot is lost anyway. A process is
+the one recorded only if its pid exists and its start time and the boot id match, so a
+recycled pid is never mistaken for it. A directory leaves only when the master has
+recorded the final state and calls ``forget``.
+"""
+
+import os
+import shutil
+
+from jqueue import errors, serializer
+from jqueue.exec.attempt import AttemptResult
+
+ATTEMPTS = "attempts"
+SPEC = "spec.json"
+OUTPUT = "output"
+PID = "pid"
+RESULT = "result"
+SHIM_LOG = "shim.log"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+def attempts_dir(state_dir):
+    """The directory of every attempt of a node."""
+    return os.path.join(state_dir, ATTEMPTS)
+
+
+def attempt_path(state_dir, job, attempt):
+    """The directory of one attempt."""
+    return os.path.join(attempts_dir(state_dir), "%d.%d" % (job, attempt))
+
+
+def parse_name(name):
+    """(job, attempt) from a directory name ``<job>.<attempt>``, else None."""
+    job, dot, attempt = name.partition(".")
+    if dot and job.isdigit() and attempt.isdigit() and job.isascii() and attempt.isascii():
+        return int(job), int(attempt)
+    return None
+
+
+def boot_id(path=BOOT_ID_FILE):
+    """This boot's id (changes at every reboot)."""
+    with open(path) as f:
+        return f.read().strip()
+
+
+def proc_start_time(pid):
+    """A process's start time (clock ticks since boot), or None if it does not exist."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def is_alive(pid, start_time, recorded_boot_id, current_boot_id):
+    """Whether the process recorded as (pid, start_time) in that boot still runs."""
+    return (recorded_boot_id == current_boot_id and pid is not None and pid > 0
+            and start_time is not None and proc_start_time(pid) == start_time)
+
+
+def write_atomic(path, data, mode=0o640):
+    """Replace path by data (bytes): temp file in the same directory, then rename."""
+    dirname, basename = os.path.split(path)
+    tmp = os.path.join(dirname, ".%s.tmp" % basename)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_spec(path, spec):
+    """Write an attempt's spec.json (a dict, see the module docstring)."""
+    write_atomic(os.path.join(path, SPEC), serializer.dumps_bytes(spec))
+
+
+def read_spec(path):
+    """The spec.json of an attempt as a dict; None if missing or unreadable."""
+    try:
+        data = _read(os.path.join(path, SPEC))
+        spec = None if data is None else serializer.loads(data)
+    except (OSError, errors.ParseError):
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def read_pid(path):
+    """(pid, start_time) of the command as the shim wrote them, or None."""
+    data = _read(os.path.join(path, PID))
+    try:
+        pid, start = data.split()
+        return int(pid), int(start)
+    except (AttributeError, ValueError):
+        return None
+
+
+def read_result(path):
+    """The attempt's AttemptResult, or None while there is none (or it is unreadable)."""
+    data = _read(os.path.join(path, RESULT))
+    if data is None:
+        return None
+    try:
+        return AttemptResult.from_dict(serializer.loads(data.decode("utf-8", "replace")))
+    except (errors.ParseError, ValueError):  # a torn or foreign file is no result
+        return None
+
+
+def has_result(path):
+    """Whether the attempt's result file exists."""
+    return os.path.exists(os.path.join(path, RESULT))
+
+
+def write_result(path, result):
+    """Record a result the executor decided (an attempt found lost)."""
+    write_atomic(os.path.join(path, RESULT), serializer.dumps_bytes(result.to_dict()))
+
+
+def output_size(path):
+    """How many bytes of output the attempt has written."""
+    try:
+        return os.stat(os.path.join(path, OUTPUT)).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def read_output(path, offset, max_bytes):
+    """Up to max_bytes of output from offset (fewer at the end, b"" past it)."""
+    try:
+        fd = os.open(os.path.join(path, OUTPUT), os.O_RDONLY)
+    except FileNotFoundError:
+        return b""
+    try:
+        return os.pread(fd, max_bytes, offset)
+    finally:
+        os.close(fd)
+
+
+def shim_log_tail(path, limit=300):
+    """The last line(s) the shim wrote to its stderr (empty string if none)."""
+    data = _read(os.path.join(path, SHIM_LOG)) or b""
+    return data[-limit:].decode("utf-8", "replace").strip()
+
+
+def remove(path):
+    """Remove an attempt's directory and everything in it."""
+    shutil.rmtree(path, ignore_errors=True)

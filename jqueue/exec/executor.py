@@ -1,0 +1,642 @@
+"""The executor: starts command attempts on this machine and watches them from the reactor.
+
+Each attempt runs under its own shim (``shim.c``; ``shims`` picks it), which the
+executor starts with ``posix_spawn`` in a new session, with an empty environment and the
+command's events (SIGCHLD, SIGTERM, SIGUSR1, the forwarding signals) blocked from birth.
+The launch, in the reactor thread and without blocking:
+
+1. ``mkdir attempts/<job>.<attempt>``: the claim; an existing directory is returned as
+   it is, so an attempt is never started twice;
+2. the cgroup leaf (``containment``);
+3. ``posix_spawn`` of the shim, its stdin a pipe; a pidfd on it at once (it is our
+   child: its pid cannot be reused before we reap it);
+4. ``spec.json`` with the shim's pid and start time and the boot id;
+5. the command's environment down the pipe, with the end mark: only now may the shim
+   start the command. If the daemon dies before, the shim sees no end mark and never
+   starts it; an attempt directory without spec.json is found lost at the next start.
+
+Watching costs no thread: the pidfd of each live shim is a reader of the reactor
+(readable = the shim exited: the result file is read, and the shim reaped if it is a
+child of this process); a timer polls the sizes of the output files (every 50 ms for
+attempts that wrote recently, backing off to 1 s for quiet ones) and the ``pid`` files,
+and polls once more when an attempt ends, so listeners hear every "output" before
+"ended". Twisted's SIGCHLD handling reaps only the processes it spawned itself, so it
+leaves the shims alone.
+
+Signals go to the shim through its pidfd (race-free), and the shim acts on every
+process of the job: SIGTERM = terminate (TERM, KILL after the grace), SIGUSR1 = kill
+now, and the real-time signal ``SIGRTMIN + n - 1`` asks it to send signal n (1..31).
+
+After a restart, ``start`` re-adopts every attempt directory: a live shim (pid, start
+time and boot id match) is watched again; an ended one reports its true result; a shim
+gone without a result, or one of a previous boot, is recorded as lost (after killing
+whatever is left in its cgroup) with the reason in ``error``.
+
+Events for listeners, in the reactor thread: ``("started", AttemptInfo)`` once the
+command exec'd (its pid known), ``("output", job, attempt, output_size)`` when the
+output grew, ``("ended", job, attempt, AttemptResult)``. ``start`` returns what it found
+instead of announcing it.
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import pwd
+import resource
+import signal
+import time
+
+from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
+
+from jqueue import errors
+from jqueue.exec import attemptdir, containment, shims
+from jqueue.exec.attempt import (
+    SENDABLE_SIGNALS,
+    AttemptInfo,
+    AttemptResult,
+    check_spec,
+    signal_name,
+)
+
+logger = logging.getLogger(__name__)
+
+POLL_FAST = 0.05  # seconds between output checks of an attempt that wrote recently
+POLL_SLOW = 1.0   # ... of a quiet one (the interval doubles up to this)
+NOFILE_WANTED = 65536  # soft RLIMIT_NOFILE the executor asks for (a pidfd per shim)
+RT_BASE = signal.SIGRTMIN  # "send signal n" is RT_BASE + n - 1 for the shim
+SHIM_EVENTS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1} | set(
+    range(RT_BASE, RT_BASE + len(SENDABLE_SIGNALS)))
+SHIM_DEFAULTS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE,
+                 signal.SIGXFSZ, signal.SIGALRM, signal.SIGUSR2}
+
+#: Shims spawned by this process and not reaped yet (shared by every Executor in it).
+_OWN_SHIMS = set()
+#: The soft RLIMIT_NOFILE before an executor raised it (what commands get back).
+_ORIGINAL_NOFILE = []
+
+
+@implementer(IReadDescriptor)
+class _ShimWatch:
+    """A shim's pidfd as a reader of the reactor: readable once the shim has exited."""
+
+    def __init__(self, fd, on_exit):
+        self.fd = fd
+        self.on_exit = on_exit
+
+    def fileno(self):
+        return self.fd
+
+    def doRead(self):
+        self.on_exit()
+
+    def connectionLost(self, reason):
+        """The reactor dropped us (at its shutdown): nothing to do."""
+
+    def logPrefix(self):
+        return "jq-shim"
+
+
+class _Attempt:
+    """The executor's record of one attempt (its spec.json, what it learnt since)."""
+
+    def __init__(self, key, path, spec):
+        self.key = key
+        self.path = path
+        self.spec = spec
+        self.pid = None
+        self.output_size = 0
+        self.result = None
+        self.watch = None
+        self.interval = POLL_FAST
+        self.next_poll = 0.0
+
+    @property
+    def name(self):
+        return "job %d attempt %d" % self.key
+
+    @property
+    def running(self):
+        return self.result is None
+
+
+class Executor:
+    """Runs command attempts on this machine; see the module docstring."""
+
+    def __init__(self, state_dir, reactor, allowed_users=(), use_cgroup=True, shim=None):
+        self.state_dir = os.path.abspath(state_dir)
+        self._reactor = reactor
+        self._allowed_users = frozenset(allowed_users)
+        self._own_user = pwd.getpwuid(os.geteuid()).pw_name
+        self._containment = containment.Containment.find(self.state_dir, use_cgroup)
+        self._shim_choice = shim
+        self._shim = None
+        self._boot_id = attemptdir.boot_id()
+        self._attempts = {}
+        self._listeners = []
+        self._timer = None
+        self._lock_fd = None
+
+    # ---- lifecycle ----
+
+    @property
+    def containment(self):
+        """How attempts are contained, for ``jqctl running`` and the log."""
+        return self._containment.description
+
+    @property
+    def shim(self):
+        """Which shim runs the attempts (a description; None before start)."""
+        return None if self._shim is None else self._shim.description
+
+    def start(self):
+        """Take the state directory, pick the shim, re-adopt every attempt; their infos.
+
+        Compiling the C shim on its first use blocks for a moment (once per source version).
+        """
+        if self._lock_fd is not None:
+            raise errors.ProgrammerError("the executor is already started")
+        self._lock()
+        try:
+            self._shim = shims.find_shim(os.path.join(self.state_dir, "exec"),
+                                         self._shim_choice)
+        except shims.ShimUnavailable as err:
+            self._unlock()
+            raise errors.CommandError("no command shim: %s" % err) from None
+        _raise_nofile()
+        os.makedirs(attemptdir.attempts_dir(self.state_dir), mode=0o750, exist_ok=True)
+        logger.info("command attempts: %s, contained by %s", self._shim.description,
+                    self.containment)
+        infos = [self._info(att) for att in self._adopt_all()]
+        self._schedule_poll()
+        return infos
+
+    def stop(self):
+        """Stop watching and release the state directory; the attempts keep running."""
+        if self._lock_fd is None:
+            return
+        for att in self._attempts.values():
+            self._unwatch(att)
+        self._attempts.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._containment.remove_parent()
+        self._unlock()
+
+    def subscribe(self, listener):
+        """Call listener(event) for every event (see the module docstring)."""
+        self._listeners.append(listener)
+
+    # ---- starting ----
+
+    def launch(self, spec):
+        """Start an attempt (or return the existing one of that job and attempt)."""
+        self._require_started()
+        key = (spec.job, spec.attempt)
+        if key in self._attempts:
+            return self._info(self._attempts[key])
+        check_spec(spec)
+        user = self._user_for(spec)
+        path = attemptdir.attempt_path(self.state_dir, spec.job, spec.attempt)
+        try:
+            os.mkdir(path, 0o750)
+        except FileExistsError:
+            return self._info(self._adopt(key, path, announce=True))
+        except OSError as err:
+            raise errors.CommandError("job %d attempt %d: cannot create %s: %s"
+                                      % (spec.job, spec.attempt, path, err.strerror)) from None
+        att = self._spawn(spec, path, user)
+        self._attempts[key] = att
+        self._watch(att)
+        return self._info(att)
+
+    def _user_for(self, spec):
+        """None (stay the daemon's user) or (name, uid, gid); CommandError if refused."""
+        name = spec.run_as
+        if name is None or name == self._own_user:
+            return None
+        if name not in self._allowed_users:
+            raise errors.CommandError(
+                "job %d attempt %d: user %s may not run commands on this node (allowed: %s)"
+                % (spec.job, spec.attempt, name,
+                   ", ".join(sorted(self._allowed_users | {self._own_user}))))
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise errors.CommandError("job %d attempt %d: user %s does not exist on this node"
+                                      % (spec.job, spec.attempt, name)) from None
+        return name, entry.pw_uid, entry.pw_gid
+
+    def _spawn(self, spec, path, user):
+        """Steps 2 to 5 of a launch (module docstring); cleans up if one fails."""
+        cgroup = None
+        try:
+            cgroup = self._containment.create_leaf(spec.job, spec.attempt)
+            pid, env_pipe = self._spawn_shim(spec, path, cgroup, user)
+        except OSError as err:
+            self._discard(path, cgroup)
+            raise errors.CommandError("job %d attempt %d: cannot start the shim: %s"
+                                      % (spec.job, spec.attempt, err)) from None
+        started = time.time()
+        record = {
+            "job": spec.job, "attempt": spec.attempt, "argv": list(spec.argv),
+            "dir": spec.dir, "run_as": spec.run_as, "timeout": spec.timeout,
+            "kill_grace": spec.kill_grace, "started": started,
+            "deadline": started + spec.timeout if spec.timeout else None,
+            "boot_id": self._boot_id, "shim_pid": pid,
+            "shim_start": attemptdir.proc_start_time(pid), "cgroup": cgroup,
+            "shim": self._shim.kind,
+        }
+        att = _Attempt((spec.job, spec.attempt), path, record)
+        try:
+            att.watch = _ShimWatch(os.pidfd_open(pid), lambda: self._shim_exited(att))
+            attemptdir.write_spec(path, record)
+        except OSError as err:
+            os.close(env_pipe)  # no end mark: the shim gives up without starting anything
+            if att.watch is not None:
+                os.close(att.watch.fd)
+            self._reap(pid, block=True)
+            self._discard(path, cgroup)
+            raise errors.CommandError("job %d attempt %d: cannot record the attempt: %s"
+                                      % (spec.job, spec.attempt, err)) from None
+        _send_env(env_pipe, spec.env)
+        return att
+
+    def _spawn_shim(self, spec, path, cgroup, user):
+        """posix_spawn the shim; (its pid, the write end of its stdin pipe)."""
+        argv = list(self._shim.argv_prefix)
+        argv += ["--attempt-dir", path, "--dir", spec.dir, "--timeout", repr(float(spec.timeout)),
+                 "--grace", repr(float(spec.kill_grace)), "--rt-base", str(RT_BASE)]
+        if cgroup:
+            argv += ["--cgroup", cgroup]
+        if user:
+            argv += ["--user", user[0], str(user[1]), str(user[2])]
+        if _ORIGINAL_NOFILE:
+            argv += ["--nofile", str(_ORIGINAL_NOFILE[0])]
+        argv += ["--"] + list(spec.argv)
+        read_end, write_end = _pipe_above_stdio()
+        actions = [
+            (os.POSIX_SPAWN_DUP2, read_end, 0),
+            (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2),  # the shim writes its complaints to shim.log
+        ]
+        try:
+            pid = os.posix_spawn(self._shim.executable, argv, {}, file_actions=actions,
+                                 setsid=True, setsigmask=SHIM_EVENTS,
+                                 setsigdef=SHIM_DEFAULTS)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        _OWN_SHIMS.add(pid)
+        return pid, write_end
+
+    def _discard(self, path, cgroup):
+        """Undo a launch that failed before the command could start."""
+        if cgroup:
+            containment.remove_leaf(cgroup)
+        attemptdir.remove(path)
+
+    # ---- re-adoption ----
+
+    def _adopt_all(self):
+        """Re-adopt every attempt directory; the attempts, in name order."""
+        found = []
+        base = attemptdir.attempts_dir(self.state_dir)
+        for name in sorted(os.listdir(base)):
+            key = attemptdir.parse_name(name)
+            if key is not None and os.path.isdir(os.path.join(base, name)):
+                found.append(self._adopt(key, os.path.join(base, name), announce=False))
+        keep = {att.spec.get("cgroup") for att in found if att.running}
+        for leaf in self._containment.leftover_leaves(keep):
+            logger.warning("removing leftover cgroup %s", leaf)
+            containment.kill_leaf(leaf)
+            containment.remove_leaf(leaf)
+        return found
+
+    def _adopt(self, key, path, announce):
+        """Take up an attempt directory found on disk (see the module docstring)."""
+        spec = attemptdir.read_spec(path)
+        att = _Attempt(key, path, spec or _placeholder_spec(key, path))
+        self._attempts[key] = att
+        att.output_size = attemptdir.output_size(path)
+        pid = attemptdir.read_pid(path)
+        att.pid = pid[0] if pid else None
+        att.result = attemptdir.read_result(path)
+        if att.result is not None:
+            self._clean_cgroup(att)
+        elif spec is None:
+            self._declare_lost(att, "attempt lost: the daemon died while starting it", announce)
+        elif spec.get("boot_id") != self._boot_id:
+            self._declare_lost(att, "attempt lost: the node rebooted", announce)
+        elif not self._rewatch(att):
+            att.result = attemptdir.read_result(path)  # it may have ended meanwhile
+            if att.result is None:
+                self._declare_lost(att, self._supervisor_died(att), announce)
+        return att
+
+    def _rewatch(self, att):
+        """Watch the attempt's shim again if it is still the recorded process."""
+        pid, start = att.spec.get("shim_pid"), att.spec.get("shim_start")
+        if not isinstance(pid, int) or pid <= 0:
+            return False
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        if attemptdir.proc_start_time(pid) != start:  # checked after opening: race-free
+            os.close(fd)
+            return False
+        att.watch = _ShimWatch(fd, lambda: self._shim_exited(att))
+        self._watch(att)
+        return True
+
+    def _supervisor_died(self, att):
+        tail = attemptdir.shim_log_tail(att.path)
+        return "attempt lost: its supervisor died" + (" (%s)" % tail if tail else "")
+
+    def _declare_lost(self, att, message, announce):
+        """Kill what is left of a lost attempt and record its loss as its result."""
+        logger.warning("%s: %s", att.name, message)
+        self._kill_remains(att)
+        att.result = AttemptResult(exit_status=None, signal=None, timed_out=False,
+                                   error=message, ended=time.time())
+        try:
+            attemptdir.write_result(att.path, att.result)
+        except OSError as err:
+            logger.error("%s: cannot record its loss: %s", att.name, err)
+        if announce:
+            self._emit(("ended", att.key[0], att.key[1], att.result))
+
+    def _kill_remains(self, att):
+        """SIGKILL whatever is left of an attempt whose shim is gone."""
+        cgroup = att.spec.get("cgroup")
+        if cgroup:
+            containment.kill_leaf(cgroup)
+        pid = attemptdir.read_pid(att.path)
+        if pid and attemptdir.is_alive(pid[0], pid[1], att.spec.get("boot_id"), self._boot_id):
+            try:
+                os.killpg(pid[0], signal.SIGKILL)  # its group exists while it lives
+            except OSError:
+                pass
+        self._clean_cgroup(att)
+
+    def _clean_cgroup(self, att):
+        cgroup = att.spec.get("cgroup")
+        if cgroup and os.path.isdir(cgroup) and not containment.remove_leaf(cgroup):
+            logger.warning("%s: cgroup %s not empty yet; removed later", att.name, cgroup)
+
+    # ---- watching ----
+
+    def _watch(self, att):
+        self._reactor.addReader(att.watch)
+        att.next_poll = self._reactor.seconds() + POLL_FAST
+        self._schedule_poll(att.next_poll)
+
+    def _unwatch(self, att):
+        if att.watch is not None:
+            self._reactor.removeReader(att.watch)
+            os.close(att.watch.fd)
+            att.watch = None
+
+    def _shim_exited(self, att):
+        """The shim's pidfd is readable: read the result and tell the listeners."""
+        if att.watch is None:
+            return
+        self._unwatch(att)
+        self._reap(att.spec.get("shim_pid"))
+        self._poll_one(att, self._reactor.seconds())
+        result = attemptdir.read_result(att.path)
+        if result is None:
+            self._declare_lost(att, self._supervisor_died(att), announce=True)
+            return
+        att.result = result
+        self._emit(("ended", att.key[0], att.key[1], result))
+
+    def _reap(self, pid, block=False):
+        """Reap a shim if this process spawned it (a re-adopted shim is not our child)."""
+        if pid in _OWN_SHIMS:
+            try:
+                os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                pass
+            _OWN_SHIMS.discard(pid)
+
+    def _schedule_poll(self, when=None):
+        """Arm the output timer for the earliest attempt due (or for when, if earlier)."""
+        if when is None:
+            due = [att.next_poll for att in self._attempts.values() if att.watch is not None]
+            if not due:
+                return
+            when = min(due)
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= when:
+                return
+            self._timer.cancel()
+        delay = max(0.0, when - self._reactor.seconds())
+        self._timer = self._reactor.callLater(delay, self._poll)
+
+    def _poll(self):
+        self._timer = None
+        now = self._reactor.seconds()
+        for att in list(self._attempts.values()):
+            if att.watch is not None and att.next_poll <= now:
+                self._poll_one(att, now)
+        self._schedule_poll()
+
+    def _poll_one(self, att, now):
+        """Look for the command's pid and for new output; adapt the interval."""
+        if att.pid is None:
+            pid = attemptdir.read_pid(att.path)
+            if pid is not None:
+                att.pid = pid[0]
+                self._emit(("started", self._info(att)))
+        size = attemptdir.output_size(att.path)
+        if size > att.output_size:
+            att.output_size = size
+            att.interval = POLL_FAST
+            self._emit(("output", att.key[0], att.key[1], size))
+        else:
+            att.interval = min(att.interval * 2, POLL_SLOW)
+        att.next_poll = now + att.interval
+
+    def _emit(self, event):
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("a listener of the executor failed on %r", event[:3])
+
+    # ---- control ----
+
+    def signal(self, job, attempt, signum):
+        """Send signal signum (1..31) to every process of the job; (sent, message)."""
+        att = self._running(job, attempt)
+        if att is None:
+            return False, "job %d attempt %d is not running" % (job, attempt)
+        if isinstance(signum, bool) or signum not in SENDABLE_SIGNALS:
+            return False, "signal %r cannot be sent to a job (only 1 to 31)" % (signum,)
+        return self._tell_shim(att, RT_BASE + signum - 1,
+                               "%s sent to job %d attempt %d" % (signal_name(signum), job,
+                                                                 attempt))
+
+    def terminate(self, job, attempt):
+        """SIGTERM to every process of the job, SIGKILL after its kill_grace."""
+        att = self._running(job, attempt)
+        if att is None:
+            return False, "job %d attempt %d is not running" % (job, attempt)
+        return self._tell_shim(att, signal.SIGTERM, "terminating job %d attempt %d: SIGTERM, "
+                               "SIGKILL after %g s" % (job, attempt, att.spec["kill_grace"]))
+
+    def kill(self, job, attempt):
+        """SIGKILL to every process of the job, now."""
+        att = self._running(job, attempt)
+        if att is None:
+            return False, "job %d attempt %d is not running" % (job, attempt)
+        return self._tell_shim(att, signal.SIGUSR1, "killing job %d attempt %d" % (job, attempt))
+
+    def _running(self, job, attempt):
+        self._require_started()
+        att = self._attempts.get((job, attempt))
+        if att is None or att.watch is None or attemptdir.has_result(att.path):
+            return None
+        return att
+
+    def _tell_shim(self, att, sig, message):
+        try:
+            signal.pidfd_send_signal(att.watch.fd, sig)
+        except ProcessLookupError:
+            return False, "%s is not running" % att.name
+        return True, message
+
+    # ---- reading, listing, forgetting ----
+
+    def read(self, job, attempt, offset, max_bytes):
+        """Up to max_bytes of the attempt's output from byte offset."""
+        att = self._known(job, attempt)
+        if offset < 0 or max_bytes < 0:
+            raise errors.ParameterError("offset and max_bytes must be >= 0, not %r and %r"
+                                        % (offset, max_bytes))
+        return attemptdir.read_output(att.path, offset, max_bytes)
+
+    def attempts(self):
+        """Every attempt not forgotten, running or ended, by job and attempt."""
+        self._require_started()
+        return [self._info(self._attempts[key]) for key in sorted(self._attempts)]
+
+    def info(self, job, attempt):
+        """The AttemptInfo of one attempt (CommandError if unknown)."""
+        return self._info(self._known(job, attempt))
+
+    def forget(self, job, attempt):
+        """Remove an ended attempt's directory (nothing if unknown; refused while running)."""
+        self._require_started()
+        att = self._attempts.get((job, attempt))
+        if att is None:
+            return
+        if att.running:
+            raise errors.CommandError("job %d attempt %d is still running: only an ended "
+                                      "attempt can be forgotten" % (job, attempt))
+        cgroup = att.spec.get("cgroup")
+        if cgroup and os.path.isdir(cgroup):
+            containment.kill_leaf(cgroup)
+            containment.remove_leaf(cgroup)
+        attemptdir.remove(att.path)
+        del self._attempts[(job, attempt)]
+
+    def _known(self, job, attempt):
+        self._require_started()
+        att = self._attempts.get((job, attempt))
+        if att is None:
+            raise errors.CommandError("job %d attempt %d is not known on this node"
+                                      % (job, attempt))
+        return att
+
+    def _info(self, att):
+        spec = att.spec
+        return AttemptInfo(
+            job=att.key[0], attempt=att.key[1], pid=att.pid, pgid=att.pid,
+            cgroup=spec.get("cgroup"), started=spec.get("started"),
+            deadline=spec.get("deadline"), argv=list(spec.get("argv") or []),
+            dir=spec.get("dir") or "", run_as=spec.get("run_as"),
+            output_size=max(att.output_size, attemptdir.output_size(att.path)),
+            result=att.result)
+
+    # ---- the state directory's lock ----
+
+    def _require_started(self):
+        if self._lock_fd is None:
+            raise errors.ProgrammerError("the executor is not started")
+
+    def _lock(self):
+        directory = os.path.join(self.state_dir, "exec")
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise errors.CommandError("another executor uses %s" % self.state_dir) from None
+            raise
+        self._lock_fd = fd
+
+    def _unlock(self):
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+
+def _placeholder_spec(key, path):
+    """What is known of an attempt directory without spec.json (a launch that crashed)."""
+    try:
+        started = os.stat(path).st_mtime
+    except OSError:
+        started = 0.0
+    return {"job": key[0], "attempt": key[1], "argv": [], "dir": "", "run_as": None,
+            "started": started, "deadline": None, "cgroup": None, "kill_grace": 0}
+
+
+def _pipe_above_stdio():
+    """A close-on-exec pipe whose ends are not 0, 1 or 2 (a daemon may have closed them)."""
+    read_end, write_end = os.pipe()
+    ends = []
+    for fd in (read_end, write_end):
+        if fd <= 2:
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+            fd = moved
+        ends.append(fd)
+    return ends[0], ends[1]
+
+
+def _send_env(fd, env):
+    """Write the command's environment and the end mark to the shim, then close."""
+    data = b"".join(("%s=%s" % item).encode("utf-8", "surrogateescape") + b"\0"
+                    for item in env.items()) + b"\0"
+    try:
+        if len(data) > 60000 and hasattr(fcntl, "F_SETPIPE_SZ"):
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(len(data) + 4096, 1 << 20))
+            except OSError:
+                pass  # then the write waits for the shim to read
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # the shim died: its pidfd tells the rest
+    finally:
+        os.close(fd)
+
+
+def _raise_nofile():
+    """Raise the soft RLIMIT_NOFILE (a pidfd per running attempt); commands get the old one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if not _ORIGINAL_NOFILE:
+        _ORIGINAL_NOFILE.append(soft)
+    wanted = NOFILE_WANTED if hard == resource.RLIM_INFINITY else min(hard, NOFILE_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        logger.info("raised the open files limit from %d to %d", soft, wanted)

@@ -1,0 +1,102 @@
+"""This machine as a node of the command runner: the runner's link over an in-process Executor.
+
+jq-masterd on a single machine (and a library JobQueue) runs command attempts itself: the
+command runner (jqueue.run.commands) reaches the Executor through this link instead of
+through a node's RPC. The Executor lives in the same reactor thread as the runner, so
+every operation answers at once; the link only translates between the Executor's records
+(attrs classes) and the plain dicts the runner and the wire use.
+"""
+
+import attrs
+
+from jqueue import errors
+from jqueue.exec.attempt import AttemptSpec
+
+#: The text an Executor's result error starts with when an attempt was lost (its node
+#: rebooted, or its supervisor died): the runner ends it NODE_LOST, not INTERR.
+LOST_PREFIX = "attempt lost"
+
+
+def result_dict(result):
+    """A plain dict of an AttemptResult (None stays None)."""
+    if result is None:
+        return None
+    data = attrs.asdict(result)
+    data["lost"] = bool(result.error and result.error.startswith(LOST_PREFIX))
+    return data
+
+
+def info_dict(info):
+    """A plain dict of an AttemptInfo."""
+    data = attrs.asdict(info, recurse=False)
+    data["argv"] = list(info.argv)
+    data["result"] = result_dict(info.result)
+    return data
+
+
+class LocalLink:
+    """The runner's link to an Executor in this process (see jqueue.run.commands)."""
+
+    def __init__(self, executor, name, slots):
+        self._executor = executor
+        self.name = name
+        self.slots = slots
+        self._listener = None
+
+    @property
+    def containment(self):
+        return self._executor.containment
+
+    def subscribe(self, listener):
+        self._listener = listener
+        self._executor.subscribe(self._event)
+
+    def _event(self, event):
+        if self._listener is None:
+            return
+        kind = event[0]
+        if kind == "started":
+            event = ("started", info_dict(event[1]))
+        elif kind == "ended":
+            event = ("ended", event[1], event[2], result_dict(event[3]))
+        self._listener.link_event(self.name, event)
+
+    def launch(self, spec, done):
+        try:
+            info = self._executor.launch(AttemptSpec(**spec))
+        except errors.CommandError as err:
+            done(err)
+            return
+        except OSError as err:
+            done(errors.CommandError("cannot start the attempt: %s" % err))
+            return
+        done(info_dict(info))
+
+    def fetch(self, job, attempt, offset, max_bytes, done):
+        try:
+            data = self._executor.read(job, attempt, offset, max_bytes)
+        except OSError as err:
+            done(errors.CommandError("cannot read the output: %s" % err))
+            return
+        done(data)
+
+    def control(self, job, attempt, action, signum, done):
+        if action == "signal":
+            done(self._executor.signal(job, attempt, signum))
+        elif action == "terminate":
+            done(self._executor.terminate(job, attempt))
+        else:
+            done(self._executor.kill(job, attempt))
+
+    def lookup(self, job, attempt, done):
+        for info in self._executor.attempts():
+            if info.job == job and info.attempt == attempt:
+                done(info_dict(info))
+                return
+        done(None)
+
+    def attempts(self, done):
+        done([info_dict(info) for info in self._executor.attempts()])
+
+    def forget(self, job, attempt):
+        self._executor.forget(job, attempt)

@@ -1,0 +1,742 @@
+/*
+ * jq-shim: the supervisor of one command attempt of jqueue (jqueue/exec/).
+ *
+ * The executor starts one shim per attempt and the shim outlives the daemon that started
+ * it: it runs the command, contains it, enforces its timeout, signals it on request and
+ * records its true outcome in the attempt directory, whether or not anybody is watching.
+ *
+ *   jq-shim --attempt-dir A --dir D --timeout T --grace G --rt-base R
+ *           [--cgroup C] [--user NAME UID GID] [--nofile N] -- ARGV...
+ *
+ * Start. The shim's environment is empty (a job's LD_PRELOAD must not run as the
+ * daemon's user): it reads the command's environment from stdin, NUL-terminated
+ * "KEY=VALUE" entries and one empty entry as the end mark, until end of file. The executor
+ * sends it only after recording the shim in spec.json; a stdin that ends without the mark
+ * means the daemon died while starting the attempt: the command is never started.
+ *
+ * The shim is its own session (setsid), the subreaper of everything the command starts
+ * (orphans, even ones that call setsid and double-fork, become its children), ignores
+ * SIGHUP, SIGINT and SIGPIPE and takes every other event through sigtimedwait: one loop,
+ * no handlers, no busy waiting.
+ *
+ * The command child is born in the attempt's cgroup (clone3 with CLONE_INTO_CGROUP, Linux
+ * 5.7; else fork and write its pid to cgroup.procs, which costs an RCU grace period), then:
+ * setsid (its own group, pgid = pid), stdout and stderr to A/output (O_APPEND, created if
+ * needed), stdin from /dev/null, user switch (initgroups, setgid, setuid), chdir, default
+ * signal dispositions and an empty mask, the soft RLIMIT_NOFILE the daemon had, execvp.
+ * A failure before execvp is reported on a close-on-exec pipe: the command never ran and
+ * the result says why ("error"). A failed execvp itself is the command's failure, as in
+ * sh: a message in the output, exit status 127 (not found) or 126. Once the exec
+ * happened, A/pid holds "PID STARTTIME".
+ *
+ * Control: SIGTERM = terminate (SIGTERM and SIGCONT to every process of the job, SIGKILL
+ * after the grace); SIGUSR1 = SIGKILL now; signal R+k-1 = send signal k (1..31) to every
+ * process of the job. The timeout (seconds from the exec, 0 = none) terminates the same
+ * way and sets timed_out. "Every process of the job" is the command's process group (until
+ * it is empty: a group id is never reused while in use, an empty one may be), every
+ * process of the cgroup (cgroup.kill for SIGKILL where the kernel has it) and every child
+ * of the shim with its process group.
+ *
+ * The shim's own stdout and stderr are /dev/null; it notes its problems in A/shim.log.
+ *
+ * End. When the command's main process has exited, anything of the job still alive is
+ * terminated the same way (TERM, grace, KILL). The attempt ends when the shim has no child
+ * left (waitpid: ECHILD) and the cgroup says "populated 0"; the shim removes the cgroup,
+ * writes A/result (JSON; temp file and rename) and exits 0. Output goes only to the file:
+ * nothing ever blocks on a reader.
+ */
+
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PR_SET_CHILD_SUBREAPER
+#define PR_SET_CHILD_SUBREAPER 36
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435  /* the same number on every architecture */
+#endif
+#define JQ_CLONE_INTO_CGROUP 0x200000000ULL  /* Linux 5.7 */
+
+/* The kernel's struct clone_args (linux/sched.h may be older than the kernel). */
+struct jq_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    uint64_t set_tid, set_tid_size, cgroup;
+};
+
+#define EXIT_NOT_STARTED 3  /* the daemon died before sending the environment */
+#define FORWARDABLE 31      /* signals 1..31 can be forwarded */
+#define POLL_MIN 0.01       /* seconds between checks while waiting for the job to end */
+#define POLL_MAX 0.5
+#define MAX_WAIT 1e6        /* longest single wait (s); longer timeouts take several */
+
+extern char **environ;
+
+struct options {
+    const char *attempt_dir, *dir, *cgroup, *user;
+    uid_t uid;
+    gid_t gid;
+    double timeout, grace;
+    long nofile;  /* -1: leave the limit as it is */
+    int rt_base;
+    char **argv;
+};
+
+struct state {
+    pid_t self, main_pid;
+    int main_done, status, pgid_alive, timed_out;
+    int terminating, killing;
+    double deadline, grace_end, poll;  /* monotonic seconds; 0 = none */
+    char error[1024];
+};
+
+static struct options opt;
+static struct state st;
+static sigset_t events;
+
+/* ---- small helpers ---- */
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double real_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Note a problem in A/shim.log (created only then; the shim's stderr is /dev/null). */
+static void complain(const char *fmt, ...) {
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg - 1, fmt, ap);
+    va_end(ap);
+    strcat(msg, "\n");
+    fprintf(stderr, "jq-shim: %s", msg);
+    if (opt.attempt_dir) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/shim.log", opt.attempt_dir);
+        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        if (fd >= 0) {
+            dprintf(fd, "jq-shim: %s", msg);
+            close(fd);
+        }
+    }
+}
+
+static void usage(const char *why) {
+    complain("%s", why);
+    exit(2);
+}
+
+static int write_all(int fd, const char *data, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Replace A/name by data: a temp file in the same directory, then rename. */
+static int write_atomic(const char *name, const char *data, size_t len) {
+    char path[PATH_MAX], tmp[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", opt.attempt_dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", opt.attempt_dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    int failed = write_all(fd, data, len);
+    if (close(fd) < 0 || failed) {
+        unlink(tmp);
+        return -1;
+    }
+    return rename(tmp, path);
+}
+
+/* Read a small file whole into buf (NUL-terminated); -1 if it cannot be read. */
+static ssize_t read_small(const char *path, char *buf, size_t size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t got = 0;
+    while (got + 1 < size) {
+        ssize_t n = read(fd, buf + got, size - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
+/* Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot. */
+static unsigned long long start_time(pid_t pid) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (read_small(path, buf, sizeof buf) <= 0)
+        return 0;
+    char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* ---- arguments and environment ---- */
+
+static double parse_seconds(const char *text, const char *what) {
+    char *end;
+    double value = strtod(text, &end);
+    if (*text == '\0' || *end != '\0' || !(value >= 0))
+        usage(what);
+    return value;
+}
+
+static long parse_long(const char *text, const char *what) {
+    char *end;
+    long value = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || value < 0)
+        usage(what);
+    return value;
+}
+
+static void parse_args(int argc, char **argv) {
+    opt.nofile = -1;
+    opt.rt_base = -1;
+    int i = 1;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *name = argv[i];
+        if (i + 1 >= argc)
+            usage("option without a value");
+        if (!strcmp(name, "--attempt-dir"))
+            opt.attempt_dir = argv[++i];
+        else if (!strcmp(name, "--dir"))
+            opt.dir = argv[++i];
+        else if (!strcmp(name, "--timeout"))
+            opt.timeout = parse_seconds(argv[++i], "bad --timeout");
+        else if (!strcmp(name, "--grace"))
+            opt.grace = parse_seconds(argv[++i], "bad --grace");
+        else if (!strcmp(name, "--rt-base"))
+            opt.rt_base = (int)parse_long(argv[++i], "bad --rt-base");
+        else if (!strcmp(name, "--cgroup"))
+            opt.cgroup = argv[++i];
+        else if (!strcmp(name, "--nofile"))
+            opt.nofile = parse_long(argv[++i], "bad --nofile");
+        else if (!strcmp(name, "--user") && i + 3 < argc) {
+            opt.user = argv[++i];
+            opt.uid = (uid_t)parse_long(argv[++i], "bad uid");
+            opt.gid = (gid_t)parse_long(argv[++i], "bad gid");
+        } else
+            usage("unknown option");
+    }
+    if (i + 1 >= argc)
+        usage("no command after --");
+    if (!opt.attempt_dir || !opt.dir)
+        usage("--attempt-dir and --dir are required");
+    if (opt.rt_base < SIGRTMIN || opt.rt_base + FORWARDABLE - 1 > SIGRTMAX)
+        usage("--rt-base out of the real-time signal range");
+    opt.argv = argv + i + 1;
+}
+
+/* Read the environment from stdin; NULL if it did not end with the end mark. */
+static char **read_env(void) {
+    size_t size = 0, cap = 4096;
+    char *data = malloc(cap);
+    for (;;) {
+        if (!data)
+            return NULL;
+        if (size == cap)
+            data = realloc(data, cap *= 2);
+        if (!data)
+            return NULL;
+        ssize_t n = read(0, data + size, cap - size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        size += (size_t)n;
+    }
+    if (size == 0 || data[size - 1] != '\0' || (size > 1 && data[size - 2] != '\0'))
+        return NULL;
+    size_t count = 0;
+    for (size_t k = 0; k + 1 < size; k++)
+        count += data[k] == '\0';
+    char **env = calloc(count + 1, sizeof *env);
+    if (!env)
+        return NULL;
+    size_t at = 0;
+    for (size_t k = 0; k < count; k++) {
+        env[k] = data + at;
+        at += strlen(data + at) + 1;
+    }
+    return env;
+}
+
+/* ---- the command child ---- */
+
+static int report_fd = -1;
+
+/* Tell the shim why the command cannot run, and exit: the command never ran. */
+static void child_fail(const char *fmt, ...) {
+    char msg[1024];
+    int saved = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg - 200, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof msg - 200)
+        n = (int)(sizeof msg - 200);
+    snprintf(msg + n, sizeof msg - n, ": %s", strerror(saved));
+    write_all(report_fd, msg, strlen(msg));
+    _exit(125);
+}
+
+static void join_cgroup(void) {
+    char path[PATH_MAX], pid[32];
+    snprintf(path, sizeof path, "%s/cgroup.procs", opt.cgroup);
+    snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write_all(fd, pid, strlen(pid)) < 0)
+        child_fail("cannot join cgroup %s", opt.cgroup);
+    close(fd);
+}
+
+static void redirect_io(void) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/output", opt.attempt_dir);
+    int out = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (out < 0)
+        child_fail("cannot open the output file %s", path);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0)
+        child_fail("cannot open /dev/null");
+    if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+        child_fail("cannot redirect the output to %s", path);
+}
+
+static void switch_user(void) {
+    if (initgroups(opt.user, opt.gid) < 0)
+        child_fail("cannot switch to user %s: initgroups", opt.user);
+    if (setgid(opt.gid) < 0)
+        child_fail("cannot switch to user %s: setgid %d", opt.user, (int)opt.gid);
+    if (setuid(opt.uid) < 0)
+        child_fail("cannot switch to user %s: setuid %d", opt.user, (int)opt.uid);
+}
+
+static void reset_signals(void) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);  /* fails harmlessly for KILL, STOP and glibc's own */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void run_command(char **env, int in_cgroup) {
+    setsid();
+    if (opt.cgroup && !in_cgroup)
+        join_cgroup();
+    redirect_io();
+    if (opt.user)
+        switch_user();
+    if (chdir(opt.dir) < 0)
+        child_fail("cannot change to directory %s", opt.dir);
+    if (opt.nofile >= 0) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)opt.nofile <= rl.rlim_max) {
+            rl.rlim_cur = (rlim_t)opt.nofile;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    reset_signals();
+    environ = env;
+    execvp(opt.argv[0], opt.argv);
+    int saved = errno;
+    dprintf(2, "jq-shim: cannot execute %s: %s\n", opt.argv[0], strerror(saved));
+    _exit(saved == ENOENT ? 127 : 126);
+}
+
+/* fork(), the child born in the cgroup where the kernel can (clone3 CLONE_INTO_CGROUP):
+ * no migration, which costs an RCU grace period and blocks every fork meanwhile.
+ * *in_cgroup says, in the child, whether it was. */
+static pid_t fork_command(int *in_cgroup) {
+    *in_cgroup = 0;
+    if (opt.cgroup) {
+        int fd = open(opt.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            struct jq_clone_args args;
+            memset(&args, 0, sizeof args);
+            args.flags = JQ_CLONE_INTO_CGROUP;
+            args.exit_signal = SIGCHLD;
+            args.cgroup = (uint64_t)fd;
+            long pid = syscall(SYS_clone3, &args, sizeof args);
+            if (pid == 0) {
+                *in_cgroup = 1;
+                return 0;
+            }
+            close(fd);
+            if (pid > 0)
+                return (pid_t)pid;
+        }  /* no clone3 or no such cgroup: fork, and the child joins (or says why not) */
+    }
+    return fork();
+}
+
+/* Fork the command; 0 once it exec'd (or failed to exec), -1 if it never ran. */
+static int start_command(char **env) {
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        snprintf(st.error, sizeof st.error, "cannot start the command: pipe: %s",
+                 strerror(errno));
+        return -1;
+    }
+    int in_cgroup;
+    pid_t pid = fork_command(&in_cgroup);
+    if (pid < 0) {
+        snprintf(st.error, sizeof st.error, "cannot start the command: fork: %s",
+                 strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        close(pipefd[0]);
+        report_fd = pipefd[1];
+        run_command(env, in_cgroup);
+    }
+    close(pipefd[1]);
+    st.main_pid = pid;
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(pipefd[0], st.error + got, sizeof st.error - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(pipefd[0]);
+    st.error[got] = '\0';
+    return got ? -1 : 0;
+}
+
+static void write_pid_file(void) {
+    char text[64];
+    int n = snprintf(text, sizeof text, "%d %llu\n", (int)st.main_pid,
+                     start_time(st.main_pid));
+    if (write_atomic("pid", text, (size_t)n) < 0)
+        complain("cannot write the pid file: %s", strerror(errno));
+}
+
+/* ---- every process of the job ---- */
+
+static void cgroup_file(char *path, size_t size, const char *name) {
+    snprintf(path, size, "%s/%s", opt.cgroup, name);
+}
+
+static int cgroup_populated(void) {
+    char path[PATH_MAX], buf[512];
+    if (!opt.cgroup)
+        return 0;
+    cgroup_file(path, sizeof path, "cgroup.events");
+    if (read_small(path, buf, sizeof buf) < 0)
+        return 0;
+    return strstr(buf, "populated 1") != NULL;
+}
+
+/* Signal each pid listed in a file (cgroup.procs, or a /proc children list). */
+static void signal_listed(const char *path, int sig, int with_group) {
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    int pid;
+    while (fscanf(f, "%d", &pid) == 1) {
+        if (pid <= 0 || pid == st.self)
+            continue;
+        pid_t group = with_group ? getpgid(pid) : -1;
+        kill(pid, sig);
+        if (group > 0 && group != getpgrp())
+            killpg(group, sig);
+    }
+    fclose(f);
+}
+
+static void signal_cgroup(int sig) {
+    char path[PATH_MAX];
+    if (!opt.cgroup)
+        return;
+    if (sig == SIGKILL) {
+        cgroup_file(path, sizeof path, "cgroup.kill");
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            int ok = write_all(fd, "1", 1) == 0;
+            close(fd);
+            if (ok)
+                return;
+        }
+    }
+    cgroup_file(path, sizeof path, "cgroup.procs");
+    signal_listed(path, sig, 0);
+}
+
+/* Without /proc/PID/task/PID/children: scan /proc for processes whose parent is us. */
+static void signal_children_by_scan(int sig) {
+    DIR *proc = opendir("/proc");
+    struct dirent *entry;
+    if (!proc)
+        return;
+    while ((entry = readdir(proc)) != NULL) {
+        if (!isdigit((unsigned char)entry->d_name[0]))
+            continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
+        if (read_small(path, buf, sizeof buf) <= 0)
+            continue;
+        char *p = strrchr(buf, ')');
+        int ppid = 0;
+        if (p && sscanf(p + 1, " %*c %d", &ppid) == 1 && ppid == st.self) {
+            pid_t pid = (pid_t)atoi(entry->d_name);
+            pid_t group = getpgid(pid);
+            kill(pid, sig);
+            if (group > 0 && group != getpgrp())
+                killpg(group, sig);
+        }
+    }
+    closedir(proc);
+}
+
+static void signal_children(int sig) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)st.self, (int)st.self);
+    if (access(path, R_OK) == 0)
+        signal_listed(path, sig, 1);
+    else
+        signal_children_by_scan(sig);
+}
+
+static void signal_job(int sig) {
+    if (st.pgid_alive && killpg(st.main_pid, sig) < 0 && errno == ESRCH)
+        st.pgid_alive = 0;  /* empty now: the id may be reused by a stranger */
+    signal_cgroup(sig);
+    signal_children(sig);
+}
+
+/* ---- the life of the attempt ---- */
+
+static void begin_terminate(void) {
+    if (st.terminating || st.killing)
+        return;
+    st.terminating = 1;
+    st.grace_end = mono_now() + opt.grace;
+    signal_job(SIGTERM);
+    signal_job(SIGCONT);  /* a stopped process must see its SIGTERM */
+    st.poll = POLL_MIN;
+}
+
+static void begin_kill(void) {
+    st.terminating = 0;
+    st.killing = 1;
+    signal_job(SIGKILL);
+    st.poll = POLL_MIN;
+}
+
+/* Reap every child that ended; 1 if no child is left (ECHILD). */
+static int reap(void) {
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid > 0) {
+            if (pid == st.main_pid) {
+                st.main_done = 1;
+                st.status = status;
+            }
+            continue;
+        }
+        if (pid < 0 && errno == EINTR)
+            continue;
+        return pid < 0 && errno == ECHILD;
+    }
+}
+
+static void on_signal(int sig) {
+    if (sig == SIGTERM)
+        begin_terminate();
+    else if (sig == SIGUSR1)
+        begin_kill();
+    else if (sig >= opt.rt_base && sig < opt.rt_base + FORWARDABLE)
+        signal_job(sig - opt.rt_base + 1);
+}
+
+/* The seconds until the next thing to do; -1: nothing but signals. */
+static double next_wait(double now) {
+    double wait = -1;
+    if (!st.main_done && st.deadline > 0 && !st.timed_out)
+        wait = st.deadline - now;
+    if (st.terminating && (wait < 0 || st.grace_end - now < wait))
+        wait = st.grace_end - now;
+    if ((st.terminating || st.killing) && (wait < 0 || st.poll < wait))
+        wait = st.poll;
+    if (wait < 0)
+        return -1;
+    return wait < 0.001 ? 0.001 : (wait > MAX_WAIT ? MAX_WAIT : wait);
+}
+
+static void wait_event(double now) {
+    double wait = next_wait(now);
+    siginfo_t info;
+    int sig;
+    if (wait < 0) {
+        sig = sigwaitinfo(&events, &info);
+    } else {
+        struct timespec ts = {(time_t)wait, (long)((wait - (time_t)wait) * 1e9)};
+        sig = sigtimedwait(&events, &info, &ts);
+        if (st.terminating || st.killing)
+            st.poll = st.poll * 2 > POLL_MAX ? POLL_MAX : st.poll * 2;
+    }
+    if (sig > 0)
+        on_signal(sig);
+}
+
+static void supervise(void) {
+    for (;;) {
+        int no_child = reap();
+        double now = mono_now();
+        if (!st.main_done && st.deadline > 0 && now >= st.deadline && !st.timed_out) {
+            st.timed_out = 1;
+            begin_terminate();
+        }
+        if (st.terminating && now >= st.grace_end)
+            begin_kill();
+        else if (st.killing)
+            signal_job(SIGKILL);  /* again: new orphans, processes forked meanwhile */
+        int populated = cgroup_populated();
+        if (st.main_done) {
+            if (no_child && !populated)
+                return;
+            begin_terminate();  /* the main process is gone: the rest of the job follows */
+        }
+        wait_event(now);
+    }
+}
+
+/* ---- the result ---- */
+
+static size_t json_string(char *out, size_t size, const char *text) {
+    size_t n = 0;
+    if (size < 8)
+        return 0;
+    out[n++] = '"';
+    for (const unsigned char *p = (const unsigned char *)text; *p && n + 8 < size; p++) {
+        if (*p == '"' || *p == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)*p;
+        } else if (*p < 0x20) {
+            n += (size_t)snprintf(out + n, size - n, "\\u%04x", *p);
+        } else {
+            out[n++] = (char)*p;
+        }
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+    return n;
+}
+
+static void write_result(const char *error) {
+    char text[4096], status[64] = "null", sig[64] = "null", err[2200] = "null";
+    if (!error && st.main_done && WIFEXITED(st.status))
+        snprintf(status, sizeof status, "%d", WEXITSTATUS(st.status));
+    if (!error && st.main_done && WIFSIGNALED(st.status))
+        snprintf(sig, sizeof sig, "%d", WTERMSIG(st.status));
+    if (error)
+        json_string(err, sizeof err, error);
+    int n = snprintf(text, sizeof text,
+                     "{\"exit_status\":%s,\"signal\":%s,\"timed_out\":%s,\"error\":%s,"
+                     "\"ended\":%.6f}\n",
+                     status, sig, st.timed_out ? "true" : "false", err, real_now());
+    if (write_atomic("result", text, (size_t)n) < 0) {
+        complain("cannot write the result: %s", strerror(errno));
+        exit(1);
+    }
+}
+
+static void remove_cgroup(void) {
+    if (opt.cgroup && rmdir(opt.cgroup) < 0 && errno != ENOENT)
+        complain("cannot remove %s: %s", opt.cgroup, strerror(errno));
+}
+
+static void setup_self(void) {
+    st.self = getpid();
+    if (setsid() < 0 && getsid(0) != st.self)
+        complain("setsid: %s", strerror(errno));
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        complain("cannot become a subreaper: %s", strerror(errno));
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&events);
+    sigaddset(&events, SIGCHLD);
+    sigaddset(&events, SIGTERM);
+    sigaddset(&events, SIGUSR1);
+    for (int k = 0; k < FORWARDABLE; k++)
+        sigaddset(&events, opt.rt_base + k);
+    sigprocmask(SIG_BLOCK, &events, NULL);
+}
+
+int main(int argc, char **argv) {
+    parse_args(argc, argv);
+    setup_self();
+    char **env = read_env();
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0 && null != 0) {
+        dup2(null, 0);
+        close(null);
+    }
+    if (!env) {
+        remove_cgroup();
+        write_result("attempt not started: the daemon died while starting it");
+        return EXIT_NOT_STARTED;
+    }
+    int started = start_command(env) == 0;
+    st.pgid_alive = started;
+    if (started) {
+        write_pid_file();
+        if (opt.timeout > 0)
+            st.deadline = mono_now() + opt.timeout;
+    }
+    if (st.main_pid > 0)
+        supervise();
+    remove_cgroup();
+    write_result(started ? NULL : st.error);
+    return 0;
+}

@@ -1,0 +1,496 @@
+"""jq-shim in Python: the fallback when the C shim (shim.c) cannot be compiled.
+
+Same command line, protocol and behaviour as shim.c, whose comment explains them; run as
+``python -I -S shim.py ARGS...`` so that it imports only the standard library and reads
+no PYTHON* variable. It imports as little as it can (no json: 9 ms; ctypes, 4 ms, only for
+the subreaper's prctl), and still starts commands about 20 ms later than the C shim.
+This file is a script: it imports nothing of jqueue.
+"""
+
+import ctypes
+import errno
+import os
+import resource
+import signal
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+EXIT_NOT_STARTED = 3
+FORWARDABLE = 31
+POLL_MIN = 0.01
+POLL_MAX = 0.5
+MAX_WAIT = 1e6  # longest single wait (s); longer timeouts take several
+
+
+class Usage(Exception):
+    """The command line is wrong."""
+
+
+class CannotRun(Exception):
+    """The command child cannot run the command (sent to the shim through the pipe)."""
+
+
+def parse_args(args):
+    """The options (a dict) and the command's argv."""
+    opts = {"timeout": 0.0, "grace": 0.0, "cgroup": None, "user": None, "nofile": -1,
+            "rt_base": -1, "attempt_dir": None, "dir": None}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        name = args[i]
+        if i + 1 >= len(args):
+            raise Usage("option without a value")
+        if name == "--user" and i + 3 < len(args):
+            opts["user"] = (args[i + 1], _number(args[i + 2], int), _number(args[i + 3], int))
+            i += 4
+            continue
+        key = name[2:].replace("-", "_")
+        if not name.startswith("--") or key not in opts or key == "user":
+            raise Usage("unknown option %s" % name)
+        value = args[i + 1]
+        if key in ("timeout", "grace"):
+            value = _number(value, float)
+        elif key in ("nofile", "rt_base"):
+            value = _number(value, int)
+        opts[key] = value
+        i += 2
+    if i + 1 >= len(args):
+        raise Usage("no command after --")
+    if not opts["attempt_dir"] or not opts["dir"]:
+        raise Usage("--attempt-dir and --dir are required")
+    if opts["rt_base"] < signal.SIGRTMIN or opts["rt_base"] + FORWARDABLE - 1 > signal.SIGRTMAX:
+        raise Usage("--rt-base out of the real-time signal range")
+    return opts, args[i + 1:]
+
+
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise Usage("bad number %r" % text) from None
+    if not value >= 0:
+        raise Usage("bad number %r" % text)
+    return value
+
+
+def read_env():
+    """The environment sent on stdin, or None if it did not end with the end mark."""
+    chunks = []
+    while True:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data.endswith(b"\0") or (len(data) > 1 and not data.endswith(b"\0\0")):
+        return None
+    env = {}
+    for entry in data[:-1].split(b"\0")[:-1]:
+        key, _, value = entry.partition(b"=")
+        env[key] = value
+    return env
+
+
+def write_atomic(attempt_dir, name, data):
+    """Replace attempt_dir/name by data: a temp file, then rename."""
+    path = os.path.join(attempt_dir, name)
+    tmp = os.path.join(attempt_dir, ".%s.tmp" % name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def start_time(pid):
+    """Field 22 of /proc/PID/stat (clock ticks since boot), 0 if unreadable."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 else 0
+
+
+class Shim:
+    """One attempt's supervisor; see shim.c for the behaviour."""
+
+    def __init__(self, opts, argv):
+        self.opts = opts
+        self.argv = argv
+        self.self_pid = os.getpid()
+        self.main_pid = 0
+        self.main_done = False
+        self.status = 0
+        self.pgid_alive = False
+        self.timed_out = False
+        self.terminating = False
+        self.killing = False
+        self.deadline = 0.0
+        self.grace_end = 0.0
+        self.poll = POLL_MIN
+        rt = opts["rt_base"]
+        self.events = {signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1}
+        self.events.update(range(rt, rt + FORWARDABLE))
+
+    # ---- the command child ----
+
+    def run_command(self, env, report):
+        """In the forked child: prepare and exec the command; never returns."""
+        try:
+            self.prepare_child()
+        except CannotRun as err:
+            os.write(report, str(err).encode("utf-8", "surrogateescape"))
+            os._exit(125)
+        try:
+            os.execvpe(self.argv[0], self.argv, env)
+        except OSError as err:
+            message = "jq-shim: cannot execute %s: %s\n" % (self.argv[0], err.strerror)
+            os.write(2, message.encode("utf-8", "surrogateescape"))
+            os._exit(127 if err.errno == errno.ENOENT else 126)
+        os._exit(127)
+
+    def prepare_child(self):
+        opts = self.opts
+        os.setsid()
+        if opts["cgroup"]:
+            _step("cannot join cgroup %s" % opts["cgroup"], _write_file,
+                  os.path.join(opts["cgroup"], "cgroup.procs"), b"%d\n" % os.getpid())
+        path = os.path.join(opts["attempt_dir"], "output")
+        out = _step("cannot open the output file %s" % path, os.open,
+                    path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        null = _step("cannot open /dev/null", os.open, "/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        if opts["user"]:
+            name, uid, gid = opts["user"]
+            _step("cannot switch to user %s: initgroups" % name, os.initgroups, name, gid)
+            _step("cannot switch to user %s: setgid %d" % (name, gid), os.setgid, gid)
+            _step("cannot switch to user %s: setuid %d" % (name, uid), os.setuid, uid)
+        _step("cannot change to directory %s" % opts["dir"], os.chdir, opts["dir"])
+        if opts["nofile"] >= 0:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if hard == resource.RLIM_INFINITY or opts["nofile"] <= hard:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (opts["nofile"], hard))
+        for sig in range(1, signal.NSIG):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+    def start_command(self, env):
+        """Fork the command; None once it exec'd (or failed to exec), else the error."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            self.run_command(env, write_end)
+        os.close(write_end)
+        self.main_pid = pid
+        chunks = []
+        while True:
+            chunk = os.read(read_end, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(read_end)
+        error = b"".join(chunks)
+        return error.decode("utf-8", "replace") if error else None
+
+    # ---- every process of the job ----
+
+    def cgroup_populated(self):
+        if not self.opts["cgroup"]:
+            return False
+        try:
+            with open(os.path.join(self.opts["cgroup"], "cgroup.events")) as f:
+                return "populated 1" in f.read()
+        except OSError:
+            return False
+
+    def signal_listed(self, path, sig, with_group):
+        try:
+            with open(path) as f:
+                pids = [int(word) for word in f.read().split()]
+        except (OSError, ValueError):
+            return
+        for pid in pids:
+            if pid > 0 and pid != self.self_pid:
+                self.signal_one(pid, sig, with_group)
+
+    def signal_one(self, pid, sig, with_group):
+        group = -1
+        if with_group:
+            try:
+                group = os.getpgid(pid)
+            except OSError:
+                pass
+        _quietly(os.kill, pid, sig)
+        if group > 0 and group != os.getpgrp():
+            _quietly(os.killpg, group, sig)
+
+    def signal_cgroup(self, sig):
+        cgroup = self.opts["cgroup"]
+        if not cgroup:
+            return
+        if sig == signal.SIGKILL:
+            try:
+                _write_file(os.path.join(cgroup, "cgroup.kill"), b"1")
+                return
+            except OSError:
+                pass
+        self.signal_listed(os.path.join(cgroup, "cgroup.procs"), sig, False)
+
+    def signal_children(self, sig):
+        path = "/proc/%d/task/%d/children" % (self.self_pid, self.self_pid)
+        if os.access(path, os.R_OK):
+            self.signal_listed(path, sig, True)
+            return
+        for name in os.listdir("/proc"):
+            if name.isdigit() and _parent(int(name)) == self.self_pid:
+                self.signal_one(int(name), sig, True)
+
+    def signal_job(self, sig):
+        if self.pgid_alive:
+            try:
+                os.killpg(self.main_pid, sig)
+            except ProcessLookupError:
+                self.pgid_alive = False
+            except OSError:
+                pass
+        self.signal_cgroup(sig)
+        self.signal_children(sig)
+
+    # ---- the life of the attempt ----
+
+    def begin_terminate(self):
+        if self.terminating or self.killing:
+            return
+        self.terminating = True
+        self.grace_end = time.monotonic() + self.opts["grace"]
+        self.signal_job(signal.SIGTERM)
+        self.signal_job(signal.SIGCONT)
+        self.poll = POLL_MIN
+
+    def begin_kill(self):
+        self.terminating = False
+        self.killing = True
+        self.signal_job(signal.SIGKILL)
+        self.poll = POLL_MIN
+
+    def reap(self):
+        """Reap every child that ended; True if no child is left."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                return False
+            if pid == self.main_pid:
+                self.main_done = True
+                self.status = status
+
+    def on_signal(self, sig):
+        rt = self.opts["rt_base"]
+        if sig == signal.SIGTERM:
+            self.begin_terminate()
+        elif sig == signal.SIGUSR1:
+            self.begin_kill()
+        elif rt <= sig < rt + FORWARDABLE:
+            self.signal_job(sig - rt + 1)
+
+    def next_wait(self, now):
+        wait = None
+        if not self.main_done and self.deadline and not self.timed_out:
+            wait = self.deadline - now
+        if self.terminating and (wait is None or self.grace_end - now < wait):
+            wait = self.grace_end - now
+        if (self.terminating or self.killing) and (wait is None or self.poll < wait):
+            wait = self.poll
+        return None if wait is None else min(max(wait, 0.001), MAX_WAIT)
+
+    def wait_event(self, now):
+        wait = self.next_wait(now)
+        if wait is None:
+            info = signal.sigwaitinfo(self.events)
+        else:
+            info = signal.sigtimedwait(self.events, wait)
+            if self.terminating or self.killing:
+                self.poll = min(self.poll * 2, POLL_MAX)
+        if info is not None:
+            self.on_signal(info.si_signo)
+
+    def supervise(self):
+        while True:
+            no_child = self.reap()
+            now = time.monotonic()
+            if not self.main_done and self.deadline and now >= self.deadline \
+                    and not self.timed_out:
+                self.timed_out = True
+                self.begin_terminate()
+            if self.terminating and now >= self.grace_end:
+                self.begin_kill()
+            elif self.killing:
+                self.signal_job(signal.SIGKILL)
+            populated = self.cgroup_populated()
+            if self.main_done:
+                if no_child and not populated:
+                    return
+                self.begin_terminate()
+            self.wait_event(now)
+
+    # ---- the result ----
+
+    def write_result(self, error):
+        status = sig = None
+        if error is None and self.main_done:
+            if os.WIFEXITED(self.status):
+                status = os.WEXITSTATUS(self.status)
+            elif os.WIFSIGNALED(self.status):
+                sig = os.WTERMSIG(self.status)
+        text = '{"exit_status":%s,"signal":%s,"timed_out":%s,"error":%s,"ended":%.6f}\n' % (
+            _json_int(status), _json_int(sig), "true" if self.timed_out else "false",
+            "null" if error is None else json_string(error), time.time())
+        write_atomic(self.opts["attempt_dir"], "result", text.encode("ascii"))
+
+    def remove_cgroup(self):
+        if self.opts["cgroup"]:
+            try:
+                os.rmdir(self.opts["cgroup"])
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                _complain("cannot remove %s: %s" % (self.opts["cgroup"], err.strerror))
+
+    def setup_self(self):
+        try:
+            os.setsid()
+        except OSError:
+            if os.getsid(0) != self.self_pid:
+                _complain("setsid failed")
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            _complain("cannot become a subreaper: %s" % os.strerror(ctypes.get_errno()))
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.events)
+
+    def main(self):
+        self.setup_self()
+        env = read_env()
+        null = os.open("/dev/null", os.O_RDONLY)
+        if null != 0:
+            os.dup2(null, 0)
+            os.close(null)
+        if env is None:
+            self.remove_cgroup()
+            self.write_result("attempt not started: the daemon died while starting it")
+            return EXIT_NOT_STARTED
+        error = self.start_command(env)
+        self.pgid_alive = error is None
+        if error is None:
+            text = "%d %d\n" % (self.main_pid, start_time(self.main_pid))
+            write_atomic(self.opts["attempt_dir"], "pid", text.encode())
+            if self.opts["timeout"] > 0:
+                self.deadline = time.monotonic() + self.opts["timeout"]
+        self.supervise()
+        self.remove_cgroup()
+        self.write_result(error)
+        return 0
+
+
+def json_string(text):
+    """text as a JSON string of ASCII characters (the json module costs 9 ms to import)."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if 0x20 <= code < 0x7f and char not in '"\\':
+            out.append(char)
+        elif code > 0xFFFF:
+            code -= 0x10000
+            out.append("\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF)))
+        else:
+            out.append("\\u%04x" % code)
+    out.append('"')
+    return "".join(out)
+
+
+def _json_int(value):
+    return "null" if value is None else "%d" % value
+
+
+def _step(what, func, *args):
+    """func(*args), or CannotRun("what: reason") if it fails."""
+    try:
+        return func(*args)
+    except OSError as err:
+        raise CannotRun("%s: %s" % (what, err.strerror or err)) from None
+
+
+def _write_file(path, data):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _parent(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _quietly(func, *args):
+    try:
+        func(*args)
+    except OSError:
+        pass
+
+
+_LOG_DIR = []  # the attempt directory, once known: complaints go to its shim.log
+
+
+def _complain(message):
+    """Note a problem in A/shim.log (created only then; the shim's stderr is /dev/null)."""
+    line = "jq-shim: %s\n" % message
+    sys.stderr.write(line)
+    sys.stderr.flush()
+    if _LOG_DIR:
+        try:
+            fd = os.open(os.path.join(_LOG_DIR[0], "shim.log"),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line.encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def main(argv):
+    if "--attempt-dir" in argv[:-1]:
+        _LOG_DIR.append(argv[argv.index("--attempt-dir") + 1])
+    try:
+        opts, command = parse_args(argv)
+    except Usage as err:
+        _complain(str(err))
+        return 2
+    try:
+        return Shim(opts, command).main()
+    except BaseException:
+        import traceback
+        _complain(traceback.format_exc().strip().replace("\n", " | "))
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

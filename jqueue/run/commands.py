@@ -1,0 +1,791 @@
+"""The command runner: where, when and how often a command job's attempts run (the master's side).
+
+A command opcode (OP_COMMAND_RUN, jqueue.commandjob) does not occupy a worker thread. When
+the processor reaches one it hands the job here (``enqueue_unlocked``) and the runner:
+
+1. queues it for its node; each node runs at most ``slots`` attempts at once and starts the
+   next by priority, then job id;
+2. journals the attempt as *starting* (opcode running, attempt number raised, a banner in
+   the job's log) and only once that is durable asks the node to launch it, so that a
+   crash can never forget an attempt that may be running (a node launches an attempt at
+   most once: a repeated launch of the same job and attempt returns the first one);
+3. copies the command's output into the job's log as journal records carrying (attempt,
+   offset), so that output is logged exactly once whatever restarts: after a restart it
+   asks the node again from the offset the journal holds; output is read ahead by at most
+   ``INFLIGHT_BYTES`` not yet durable, and the log stops growing at ``log_max_bytes``
+   (with a marker line);
+4. follows progress patterns in the output;
+5. when the attempt ends, reads the last output, journals the outcome (exit status,
+   signal, timeout, reason) and either finishes the opcode (success iff the exit status is
+   in ``success_exit_codes``), or waits out a back-off (``retry_delay`` doubling up to
+   ``retry_delay_max``, times a random factor in [0.5, 1]) and runs the next attempt; once
+   the outcome is durable the node may forget the attempt.
+
+When the queue is opened again (restart, failover) attempts journaled as starting or
+running are reconciled with their nodes (``recover``): one that ended meanwhile gets its
+true result, a running one is followed again, one the node never launched is launched, and
+one its node cannot account for ends NODE_LOST (retried if attempts remain).
+
+The runner does its work in one *host* thread (the daemon's reactor): entry points called
+from other threads hop there. Nodes are reached through *links* (the embedded executor of
+jqueue.exec, or a node's jq-noded through jqueue.cluster), whose operations are
+asynchronous and answer in the host thread. The runner changes jobs under the queue's lock
+and journals every change through the queue, so it keeps the queue's promises: a change is
+visible once durable.
+
+The host: ``call(fn, *args)`` (from any thread: run fn soon in the host thread),
+``call_later(seconds, fn, *args)`` (a timer with ``cancel()``), ``call_sync(fn, *args)``
+(from another thread: run fn in the host thread, wait, return or raise its outcome) and
+``seconds()``.
+
+A link: ``name``, ``slots``, ``containment`` (text), and, each answering ``done(value)``
+in the host thread with a value or an exception: ``launch(spec, done)`` -> info dict,
+``fetch(job, attempt, offset, max_bytes, done)`` -> bytes, ``control(job, attempt, action,
+signum, done)`` -> (ok, message) with action "signal", "terminate" or "kill",
+``lookup(job, attempt, done)`` -> info dict or None, ``attempts(done)`` -> [info dict];
+``forget(job, attempt)``; and ``subscribe(listener)``: the link then calls
+``listener.link_event(link_name, event)`` with ("output", job, attempt, size), ("started",
+info) or ("ended", job, attempt, result). An info dict has job, attempt, pid, pgid, cgroup,
+started, deadline, output_size and result (None while running, else a dict with
+exit_status, signal, timed_out, error, ended and, for attempts a node lost, lost).
+"""
+
+import heapq
+import logging
+import os
+import pwd
+import random
+
+from jqueue import commandjob, constants, errors
+from jqueue.job import timestamp
+
+logger = logging.getLogger(__name__)
+
+#: Output bytes read per fetch.
+FETCH_BYTES = 1024 * 1024
+#: Output bytes of one attempt read ahead of the journal (not durable yet).
+INFLIGHT_BYTES = 8 * 1024 * 1024
+#: Seconds between two journaled progress changes of one job.
+PROGRESS_INTERVAL = 0.5
+#: Seconds before a node that could not be reached is tried again (NOXFER).
+NOXFER_DELAY = 5.0
+
+
+class _Attempt:
+    """What the runner follows of one attempt on a node."""
+
+    __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
+                 "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
+                 "progress_timer", "launched")
+
+    def __init__(self, job_id, op_index, number, node, out=0):
+        self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
+        self.out = out                  # output bytes logged (journaled)
+        self.size = 0                   # output bytes the node reported
+        self.fetching = False
+        self.result = None              # the node's result once it ended
+        self.inflight = 0               # bytes journaled, not durable yet
+        self.stop = None                # None, or why it is being stopped ("cancel", ...)
+        self.tracker = None
+        self.capped = False
+        self.last_byte = b"\n"
+        self.progress_at = 0.0
+        self.progress_timer = None
+        self.launched = False
+
+
+class CommandRunner:
+    """Runs command opcodes of a JobQueue on nodes reached through links."""
+
+    def __init__(self, queue, host, links, default_node, rand=random.random,
+                 log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES, environ=None):
+        self._queue = queue
+        self._host = host
+        self._links = {}
+        self._default_node = default_node
+        self._rand = rand
+        self._log_max = log_max_bytes
+        self._environ = dict(os.environ if environ is None else environ)
+        self._pending = {}      # node -> heap of (priority, job id, op index)
+        self._running = {}      # node -> count of attempts holding a slot
+        self._attempts = {}     # job id -> _Attempt
+        self._timers = {}       # job id -> retry timer
+        self._stopped = False
+        for link in links:
+            self.add_link(link)
+
+    @property
+    def host(self):
+        """The host thread's interface (links answer through it)."""
+        return self._host
+
+    # Links
+
+    def add_link(self, link):
+        """Run attempts on link's node from now on."""
+        self._links[link.name] = link
+        self._pending.setdefault(link.name, [])
+        self._running.setdefault(link.name, 0)
+        link.subscribe(self)
+
+    def node_names(self):
+        return sorted(self._links)
+
+    def node_of(self, params):
+        """The node an opcode's attempts run on (its ``node``, else the master's)."""
+        return params.get("node") or self._default_node
+
+    def check_submit(self, params):
+        """OpPrereqError if a command opcode can never run here (unknown node)."""
+        node = self.node_of(params)
+        if node not in self._links:
+            raise errors.OpPrereqError("opcode %s: unknown node %s (nodes: %s)" % (
+                constants.OP_COMMAND_RUN, node, ", ".join(self.node_names()) or "none"),
+                constants.ECODE_NOENT)
+
+    # Entry points (any thread)
+
+    def enqueue_unlocked(self, job, op_index):
+        """The processor reached a command opcode of job (the queue lock is held)."""
+        self._host.call(self._enqueue, job.id, op_index)
+
+    def cancel_unlocked(self, job, kill):
+        """job (canceling) has an attempt on a node: stop it (the queue lock is held)."""
+        self._host.call(self._stop, job.id, "kill" if kill else "cancel")
+
+    def signal(self, job_id, signum):
+        """Send signal signum to every process of job_id's running attempt: (ok, message)."""
+        return self._host.call_sync(self._signal_sync, job_id, "signal", signum)
+
+    def terminate(self, job_id, kill=False):
+        """TERM (then KILL after the grace), or KILL now, to job_id's attempt."""
+        return self._host.call_sync(self._signal_sync, job_id, "kill" if kill else "terminate",
+                                    None)
+
+    def running(self, node=None):
+        """Attempts on nodes, as QueryRunning lists them (blocking; any thread)."""
+        return self._host.call_sync(self._running_rows, node)
+
+    def recover(self):
+        """Reconcile attempts journaled as on a node with their nodes (after opening)."""
+        self._host.call(self._recover)
+
+    def stop(self):
+        """The queue is closing: start and record nothing more (attempts keep running on
+        their nodes; the next opening reconciles them)."""
+        self._stopped = True
+        self._host.call(self._cancel_timers)
+
+    def _cancel_timers(self):
+        timers, self._timers = self._timers, {}
+        for timer in timers.values():
+            timer.cancel()
+        for attempt in self._attempts.values():
+            if attempt.progress_timer is not None:
+                attempt.progress_timer.cancel()
+
+    # Queueing and starting attempts (host thread)
+
+    def _enqueue(self, job_id, op_index):
+        if self._stopped:
+            return
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None or not self._wants_start_unlocked(job, op_index):
+                return
+            op = job.ops[op_index]
+            state = op.exec_state or {}
+            node = self.node_of(op.input)
+            retry_at = state.get("retry_at")
+            if state.get("state") == constants.ATTEMPT_RETRY_WAIT and retry_at:
+                delay = retry_at - queue._clock()
+                if delay > 0:
+                    self._arm_retry(job_id, op_index, delay)
+                    return
+            priority = job.calc_priority()
+        if node not in self._links:
+            self._end_unstarted(job_id, op_index, constants.REASON_INTERR,
+                                "node %s is not a node of this queue" % node)
+            return
+        heapq.heappush(self._pending[node], (priority, job_id, op_index))
+        self._dispatch(node)
+
+    def _wants_start_unlocked(self, job, op_index):
+        if job.next_op_index() != op_index or job.id in self._attempts:
+            return False
+        op = job.ops[op_index]
+        state = (op.exec_state or {}).get("state")
+        return (op.status in (constants.OP_STATUS_QUEUED, constants.OP_STATUS_WAITING)
+                and state not in constants.ATTEMPTS_ON_NODE)
+
+    def _arm_retry(self, job_id, op_index, delay):
+        old = self._timers.pop(job_id, None)
+        if old is not None:
+            old.cancel()
+        self._timers[job_id] = self._host.call_later(delay, self._retry_due, job_id, op_index)
+
+    def _retry_due(self, job_id, op_index):
+        if self._stopped:
+            return
+        self._timers.pop(job_id, None)
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None or not self._wants_start_unlocked(job, op_index):
+                return
+            op = job.ops[op_index]
+            op.exec_state = dict(op.exec_state, state=constants.ATTEMPT_PENDING, retry_at=None)
+            priority = job.calc_priority()
+        heapq.heappush(self._pending[self.node_of(op.input)], (priority, job_id, op_index))
+        self._dispatch(self.node_of(op.input))
+
+    def _dispatch(self, node):
+        """Start queued attempts on node while it has free slots."""
+        if self._stopped:
+            return
+        heap = self._pending[node]
+        link = self._links[node]
+        while heap and self._running[node] < max(1, link.slots):
+            priority, job_id, op_index = heapq.heappop(heap)
+            queue = self._queue
+            with queue._lock:
+                job = queue._jobs.get(job_id)
+                if job is None or not self._wants_start_unlocked(job, op_index):
+                    continue
+                current = job.calc_priority()
+                if current != priority:
+                    heapq.heappush(heap, (current, job_id, op_index))
+                    continue
+                batch = self._begin_attempt_unlocked(job, op_index, node)
+            self._running[node] += 1
+            batch.add_done_callback(
+                lambda done, job_id=job_id: self._host.call(self._starting_durable, job_id,
+                                                            done.error))
+
+    def _begin_attempt_unlocked(self, job, op_index, node):
+        queue = self._queue
+        op = job.ops[op_index]
+        previous = op.exec_state or {}
+        number = previous.get("attempt", 0) + 1
+        now = queue._clock()
+        stamp = timestamp(now)
+        op.status = constants.OP_STATUS_RUNNING
+        op.start_timestamp = op.start_timestamp or stamp
+        op.exec_timestamp = stamp
+        if job.start_timestamp is None:
+            job.start_timestamp = stamp
+        op.exec_state = {
+            "state": constants.ATTEMPT_STARTING, "node": node, "attempt": number,
+            "max_attempts": op.input["max_attempts"], "pid": None, "started": None,
+            "exit_status": None, "signal": None, "timed_out": False, "reason": None,
+            "message": None, "retry_at": None, "progress": previous.get("progress"),
+            "global_progress": previous.get("global_progress"),
+            "out": dict(previous.get("out") or {}),
+        }
+        attempt = _Attempt(job.id, op_index, number, node)
+        attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
+                                                     op.input.get("global_progress_pattern"))
+        self._attempts[job.id] = attempt
+        queue._record_chunk_unlocked(job, op_index, 0, 0, commandjob.banner_start(
+            op.input, job.id, number, node, now))
+        return queue._record_state_unlocked(job)
+
+    def _starting_durable(self, job_id, error):
+        if self._stopped:
+            return
+        attempt = self._attempts.get(job_id)
+        if attempt is None:
+            return
+        if error is not None:
+            logger.error("job %d: the start of attempt %d was not acknowledged (%s); it is "
+                         "launched once the journal takes it", job_id, attempt.number, error)
+        self._launch(attempt)
+
+    def _launch(self, attempt):
+        if self._stopped:
+            return
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(attempt.job_id)
+            if job is None:
+                return
+            op = job.ops[attempt.op_index]
+            if attempt.stop is not None:
+                spec = None
+            else:
+                spec = self._spec_unlocked(job, op, attempt)
+        if spec is None:  # canceled before it was launched: it never runs
+            self._finish(attempt, {"error": None, "exit_status": None, "signal": None,
+                                   "timed_out": False, "never_ran": True})
+            return
+        self._links[attempt.node].launch(
+            spec, lambda answer: self._launched(attempt, answer))
+
+    def _spec_unlocked(self, job, op, attempt):
+        params = op.input
+        user = params.get("run_as")
+        home, name = _user_home(user)
+        env = commandjob.environment(params, job.id, attempt.number, attempt.node, home, name,
+                                     inherited=self._environ)
+        return {"job": job.id, "attempt": attempt.number,
+                "argv": commandjob.command_argv(params["cmd"]), "dir": params["dir"],
+                "env": env, "run_as": user, "timeout": params["timeout"],
+                "kill_grace": params["kill_grace"]}
+
+    def _launched(self, attempt, answer):
+        if self._stopped:
+            return
+        if self._attempts.get(attempt.job_id) is not attempt:
+            return
+        if isinstance(answer, errors.CommandError):
+            self._finish(attempt, {"error": errors.error_message(answer)})
+            return
+        if isinstance(answer, Exception):
+            self._noxfer(attempt, answer)
+            return
+        attempt.launched = True
+        self._record_info(attempt, answer)
+        if attempt.stop is not None:
+            self._control(attempt, "kill" if attempt.stop == "kill" else "terminate")
+        self._absorb_info(attempt, answer)
+
+    def _absorb_info(self, attempt, info):
+        """Follow what a node says of an attempt: its output size and, if ended, result."""
+        attempt.size = max(attempt.size, info.get("output_size") or 0)
+        if info.get("result") is not None:
+            attempt.result = info["result"]
+        self._pump(attempt)
+
+    def _record_info(self, attempt, info):
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(attempt.job_id)
+            if job is None:
+                return
+            op = job.ops[attempt.op_index]
+            state = op.exec_state or {}
+            if (state.get("state") == constants.ATTEMPT_RUNNING
+                    and state.get("pid") == info.get("pid")):
+                return
+            op.exec_state = dict(state, state=constants.ATTEMPT_RUNNING, pid=info.get("pid"),
+                                 started=info.get("started"))
+            queue._record_state_unlocked(job)
+
+    def _noxfer(self, attempt, err):
+        """The node could not be asked: the attempt never started; try again later."""
+        logger.warning("job %d: cannot start attempt %d on %s: %s", attempt.job_id,
+                       attempt.number, attempt.node, errors.error_message(err))
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(attempt.job_id)
+            self._attempts.pop(attempt.job_id, None)
+            self._running[attempt.node] -= 1
+            if job is None:
+                return
+            op = job.ops[attempt.op_index]
+            state = dict(op.exec_state)
+            state.update(state=constants.ATTEMPT_RETRY_WAIT, attempt=attempt.number - 1,
+                         reason=constants.REASON_NOXFER,
+                         message="cannot start on %s: %s" % (attempt.node,
+                                                             errors.error_message(err)),
+                         retry_at=queue._clock() + NOXFER_DELAY)
+            op.exec_state = state
+            op.status = constants.OP_STATUS_WAITING
+            queue._record_state_unlocked(job)
+        self._arm_retry(attempt.job_id, attempt.op_index, NOXFER_DELAY)
+        self._dispatch(attempt.node)
+
+    # Link events (host thread)
+
+    def link_event(self, node, event):
+        """A node's news of an attempt (see the module docstring)."""
+        if self._stopped:
+            return
+        kind = event[0]
+        if kind == "node":  # the node answered again (its slots may have changed)
+            if node in self._links:
+                self._dispatch(node)
+            return
+        if kind == "started":
+            info = event[1]
+            attempt = self._known(node, info["job"], info["attempt"])
+            if attempt is not None:
+                self._record_info(attempt, info)
+                self._absorb_info(attempt, info)
+            return
+        _, job_id, number, value = event
+        attempt = self._known(node, job_id, number)
+        if attempt is None:
+            return
+        if kind == "output":
+            attempt.size = max(attempt.size, value)
+        elif kind == "ended":
+            attempt.result = value
+            attempt.size = max(attempt.size, value.get("output_size") or 0)
+        self._pump(attempt)
+
+    def _known(self, node, job_id, number):
+        attempt = self._attempts.get(job_id)
+        if attempt is None or attempt.node != node or attempt.number != number:
+            return None
+        return attempt
+
+    # Output (host thread)
+
+    def _pump(self, attempt):
+        """Fetch output the node has and the journal lacks; finish once all is in."""
+        if self._stopped:
+            return
+        if attempt.fetching or self._attempts.get(attempt.job_id) is not attempt:
+            return
+        if attempt.out < attempt.size or attempt.result is not None:
+            if attempt.inflight >= INFLIGHT_BYTES and attempt.result is None:
+                return  # resumed when the journal catches up
+            attempt.fetching = True
+            self._links[attempt.node].fetch(
+                attempt.job_id, attempt.number, attempt.out, FETCH_BYTES,
+                lambda data: self._fetched(attempt, data))
+
+    def _fetched(self, attempt, data):
+        if self._stopped:
+            return
+        attempt.fetching = False
+        if self._attempts.get(attempt.job_id) is not attempt:
+            return
+        if isinstance(data, Exception):
+            logger.warning("job %d: reading the output of attempt %d failed: %s",
+                           attempt.job_id, attempt.number, errors.error_message(data))
+            if attempt.result is not None:
+                self._finish(attempt, attempt.result)
+            return
+        if not data:
+            if attempt.result is not None:
+                self._finish(attempt, attempt.result)
+            return
+        attempt.size = max(attempt.size, attempt.out + len(data))
+        self._log_output(attempt, data)
+        self._pump(attempt)
+
+    def _log_output(self, attempt, data):
+        queue = self._queue
+        progressed = attempt.tracker.feed(data) if attempt.tracker is not None else False
+        with queue._lock:
+            job = queue._jobs.get(attempt.job_id)
+            if job is None:
+                return
+            offset, attempt.out = attempt.out, attempt.out + len(data)
+            attempt.last_byte = data[-1:]
+            keep = self._log_room_unlocked(job, attempt, data)
+            batch = queue._record_chunk_unlocked(job, attempt.op_index, attempt.number, offset,
+                                                 keep)
+            if progressed:
+                self._progress_unlocked(job, attempt)
+        attempt.inflight += len(keep)
+        batch.add_done_callback(lambda done: self._host.call(self._durable, attempt, len(keep)))
+
+    def _log_room_unlocked(self, job, attempt, data):
+        """The part of data that fits under log_max_bytes (a marker line when it is full)."""
+        if attempt.capped:
+            return b""
+        room = self._log_max - job.log_bytes
+        if len(data) <= room:
+            return data
+        attempt.capped = True
+        marker = commandjob.banner_note("LOG TRUNCATED: the log reached %d bytes "
+                                        "(log_max_bytes); later output is not kept" %
+                                        self._log_max)
+        return data[:max(0, room)] + b"\n" + marker
+
+    def _durable(self, attempt, size):
+        if self._stopped:
+            return
+        attempt.inflight -= size
+        self._pump(attempt)
+
+    def _progress_unlocked(self, job, attempt):
+        now = self._queue._clock()
+        if now - attempt.progress_at < PROGRESS_INTERVAL:
+            if attempt.progress_timer is None:
+                attempt.progress_timer = self._host.call_later(
+                    PROGRESS_INTERVAL, self._progress_due, attempt)
+            return
+        attempt.progress_at = now
+        op = job.ops[attempt.op_index]
+        local, overall = attempt.tracker.values
+        op.exec_state = dict(op.exec_state, progress=local, global_progress=overall)
+        self._queue._record_state_unlocked(job)
+
+    def _progress_due(self, attempt):
+        if self._stopped:
+            return
+        attempt.progress_timer = None
+        if self._attempts.get(attempt.job_id) is not attempt:
+            return
+        with self._queue._lock:
+            job = self._queue._jobs.get(attempt.job_id)
+            if job is not None:
+                attempt.progress_at = 0.0
+                self._progress_unlocked(job, attempt)
+
+    # The end of an attempt (host thread)
+
+    def _finish(self, attempt, result):
+        """The attempt ended and its output is logged: journal the outcome, retry or end."""
+        if self._stopped:
+            return
+        if self._attempts.get(attempt.job_id) is not attempt:
+            return
+        del self._attempts[attempt.job_id]
+        self._running[attempt.node] -= 1
+        if attempt.progress_timer is not None:
+            attempt.progress_timer.cancel()
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(attempt.job_id)
+            if job is None:
+                return
+            batch = self._record_end_unlocked(job, attempt, result)
+        if attempt.launched or result.get("lost"):
+            batch.add_done_callback(lambda done: self._host.call(
+                self._forget, attempt, done.error))
+        self._dispatch(attempt.node)
+
+    def _record_end_unlocked(self, job, attempt, result):
+        queue = self._queue
+        op = job.ops[attempt.op_index]
+        params = op.input
+        canceled = attempt.stop in ("cancel", "kill") or any(
+            o.status == constants.OP_STATUS_CANCELING for o in job.ops)
+        reason, message = commandjob.classify(result, params["success_exit_codes"],
+                                              stopped_by_user=attempt.stop is not None)
+        if result.get("never_ran"):
+            reason, message = constants.REASON_KILLED, "canceled before it started"
+        local, overall = attempt.tracker.values if attempt.tracker else (None, None)
+        if reason == constants.REASON_OK:
+            local = 1.0
+        state = dict(op.exec_state or {})
+        state.update(state=constants.ATTEMPT_ENDED, exit_status=result.get("exit_status"),
+                     signal=result.get("signal"), timed_out=bool(result.get("timed_out")),
+                     reason=reason, message=message, progress=local,
+                     global_progress=overall)
+        op.exec_state = state
+        queue._record_chunk_unlocked(job, attempt.op_index, 0, 0, commandjob.banner_end(
+            result, reason, message, attempt.last_byte == b"\n"))
+        retry = (reason in commandjob.RETRYABLE and not canceled and attempt.stop is None
+                 and attempt.number < params["max_attempts"])
+        if retry:
+            return self._retry_unlocked(job, attempt, params)
+        if canceled:
+            status, outcome = constants.OP_STATUS_CANCELED, constants.MSG_CANCELED
+        elif reason == constants.REASON_OK:
+            status, outcome = constants.OP_STATUS_SUCCESS, _result_value(state)
+        else:
+            status = constants.OP_STATUS_ERROR
+            outcome = errors.encode_exception(errors.OpExecError(message))
+        return queue._processor.finish_unlocked(job, attempt.op_index, status, outcome)
+
+    def _retry_unlocked(self, job, attempt, params):
+        queue = self._queue
+        op = job.ops[attempt.op_index]
+        delay = commandjob.retry_delay(attempt.number, params["retry_delay"],
+                                       params["retry_delay_max"], self._rand)
+        op.exec_state = dict(op.exec_state, state=constants.ATTEMPT_RETRY_WAIT,
+                             retry_at=queue._clock() + delay)
+        op.status = constants.OP_STATUS_WAITING
+        queue._record_chunk_unlocked(job, attempt.op_index, 0, 0, commandjob.banner_note(
+            "RETRY : attempt %d of %d in %.1fs" % (attempt.number + 1, params["max_attempts"],
+                                                    delay)))
+        batch = queue._record_state_unlocked(job)
+        self._host.call(self._arm_retry, job.id, attempt.op_index, delay)
+        return batch
+
+    def _forget(self, attempt, error):
+        if error is None:
+            self._links[attempt.node].forget(attempt.job_id, attempt.number)
+
+    def _end_unstarted(self, job_id, op_index, reason, message):
+        """End a command opcode that cannot start at all (INTERR, no retry)."""
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None:
+                return
+            op = job.ops[op_index]
+            op.exec_state = dict(op.exec_state or {}, state=constants.ATTEMPT_ENDED,
+                                 reason=reason, message=message)
+            queue._processor.finish_unlocked(job, op_index, constants.OP_STATUS_ERROR,
+                                             errors.encode_exception(errors.OpExecError(message)))
+
+    # Stopping and signals (host thread)
+
+    def _stop(self, job_id, why):
+        if self._stopped:
+            return
+        attempt = self._attempts.get(job_id)
+        if attempt is None:
+            self._stop_unfollowed(job_id)
+            return
+        if attempt.stop is None or why == "kill":
+            attempt.stop = why
+        if attempt.launched:
+            self._control(attempt, "kill" if why == "kill" else "terminate")
+
+    def _stop_unfollowed(self, job_id):
+        """Cancel of a job no attempt of which is followed: end it if it is canceling."""
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None or job.calc_status() != constants.JOB_STATUS_CANCELING:
+                return
+            index = job.next_op_index()
+            queue._processor.finish_unlocked(job, index, constants.OP_STATUS_CANCELED,
+                                             constants.MSG_CANCELED)
+
+    def _control(self, attempt, action, signum=None, done=None):
+        self._links[attempt.node].control(
+            attempt.job_id, attempt.number, action, signum,
+            done or (lambda answer: _log_control(attempt, action, answer)))
+
+    def _signal_sync(self, job_id, action, signum):
+        """Start a signal; a Deferred-free answer: the link's answer via a holder."""
+        attempt = self._attempts.get(job_id)
+        if attempt is None or not attempt.launched:
+            return (False, "job %d has no running command" % job_id)
+        answers = []
+        self._control(attempt, action, signum, answers.append)
+        if answers:  # the embedded executor answers at once
+            answer = answers[0]
+            if isinstance(answer, Exception):
+                return (False, errors.error_message(answer))
+            return tuple(answer)
+        return (True, "%s requested for job %d attempt %d on %s" % (
+            action, job_id, attempt.number, attempt.node))
+
+    def _running_rows(self, node):
+        rows = []
+        for attempt in sorted(self._attempts.values(), key=lambda a: a.job_id):
+            if node is not None and attempt.node != node:
+                continue
+            with self._queue._lock:
+                job = self._queue._jobs.get(attempt.job_id)
+                state = job.ops[attempt.op_index].exec_state if job else None
+            state = state or {}
+            rows.append({"job": attempt.job_id, "attempt": attempt.number,
+                         "node": attempt.node, "pid": state.get("pid"),
+                         "started": state.get("started"), "state": state.get("state"),
+                         "containment": self._links[attempt.node].containment})
+        return rows
+
+    # Reconciliation after the queue was opened (host thread)
+
+    def _recover(self):
+        if self._stopped:
+            return
+        queue = self._queue
+        found = []
+        with queue._lock:
+            for job in queue._jobs.values():
+                for index, op in enumerate(job.ops):
+                    state = op.exec_state
+                    if (state is not None and op.status not in constants.OPS_FINALIZED
+                            and state.get("state") in constants.ATTEMPTS_ON_NODE):
+                        found.append((job.id, index, dict(state), op.input))
+        for job_id, index, state, params in found:
+            self._reattach(job_id, index, state, params)
+
+    def _reattach(self, job_id, index, state, params):
+        node = state.get("node")
+        number = state.get("attempt")
+        out = (state.get("out") or {}).get(str(number), 0)
+        attempt = _Attempt(job_id, index, number, node, out)
+        attempt.tracker = commandjob.ProgressTracker(params["progress_pattern"],
+                                                     params.get("global_progress_pattern"))
+        attempt.tracker.values = [state.get("progress"), state.get("global_progress")]
+        link = self._links.get(node)
+        if link is None:
+            self._attempts[job_id] = attempt
+            self._running.setdefault(node, 0)
+            self._running[node] += 1
+            self._lost(attempt, "node %s is no longer a node of this queue" % node)
+            return
+        self._attempts[job_id] = attempt
+        self._running[node] += 1
+        with self._queue._lock:
+            job = self._queue._jobs.get(job_id)
+            if job is not None and job.calc_status() == constants.JOB_STATUS_CANCELING:
+                attempt.stop = "kill" if job.kill_requested else "cancel"
+        logger.info("job %d: reconciling attempt %d on %s", job_id, number, node)
+        link.lookup(job_id, number, lambda info: self._looked_up(attempt, state, info))
+
+    def _looked_up(self, attempt, state, info):
+        if self._stopped:
+            return
+        if self._attempts.get(attempt.job_id) is not attempt:
+            return
+        if isinstance(info, Exception):
+            self._lost(attempt, "node %s cannot be asked about it: %s" % (
+                attempt.node, errors.error_message(info)))
+            return
+        if info is None:
+            if state.get("state") == constants.ATTEMPT_STARTING:
+                self._launch(attempt)  # journaled, never launched: launch it now
+            else:
+                self._lost(attempt, "node %s does not know attempt %d" % (
+                    attempt.node, attempt.number))
+            return
+        attempt.launched = True
+        if attempt.stop is not None and info.get("result") is None:
+            self._control(attempt, "kill" if attempt.stop == "kill" else "terminate")
+        self._record_info(attempt, info)
+        self._absorb_info(attempt, info)
+
+    def _lost(self, attempt, why):
+        logger.warning("job %d: attempt %d lost: %s", attempt.job_id, attempt.number, why)
+        self._finish(attempt, {"error": "attempt lost: " + why, "lost": True})
+
+
+def _log_control(attempt, action, answer):
+    if isinstance(answer, Exception) or not answer[0]:
+        logger.warning("job %d: %s of attempt %d on %s: %s", attempt.job_id, action,
+                       attempt.number, attempt.node,
+                       errors.error_message(answer) if isinstance(answer, Exception)
+                       else answer[1])
+
+
+def _result_value(state):
+    """A successful command opcode's result: what it ended with."""
+    return {"exit_status": state.get("exit_status"), "node": state.get("node"),
+            "attempt": state.get("attempt")}
+
+
+def _user_home(user):
+    """(home, name) of user (None: this process's user); ("/", user) if unknown here."""
+    try:
+        entry = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
+    except KeyError:
+        return "/", user or ""
+    return entry.pw_dir, entry.pw_name
+
+
+class ReactorHost:
+    """The runner's host over a Twisted reactor (the daemons')."""
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+
+    def call(self, fn, *args):
+        self._reactor.callFromThread(fn, *args)
+
+    def call_later(self, delay, fn, *args):
+        return self._reactor.callLater(max(0.0, delay), fn, *args)
+
+    def call_sync(self, fn, *args):
+        from twisted.internet import threads
+        from twisted.python import threadable
+        if threadable.isInIOThread():
+            return fn(*args)
+        return threads.blockingCallFromThread(self._reactor, fn, *args)
+
+    def seconds(self):
+        return self._reactor.seconds()

@@ -1,0 +1,148 @@
+"""Command logs: one file per job, ``<state>/logs/<job-id>.log``, outside the queue directory.
+
+A command job's log holds its output as written (bytes unchanged) between lines of our
+own starting with ``* `` (attempt banners). The log grows only through journal records
+(jqueue.store.records, ``log_chunk_record``): each carries its absolute offset in the
+file, so writing it is idempotent and replaying the journal after a crash rewrites exactly
+the acknowledged bytes; whatever lies beyond the last acknowledged byte is cut off when
+the queue is opened. Files are written without fsync and synced by the checkpoint before
+the journal that covers them is dropped.
+
+Files are opened per call through a small cache of descriptors (a daemon may follow
+thousands of logs; the cache keeps the busiest ones open).
+"""
+
+import collections
+import os
+import threading
+
+from jqueue import errors
+from jqueue.store import fsutil
+
+#: Descriptors kept open for writing.
+MAX_OPEN = 64
+_SUFFIX = ".log"
+
+
+class LogStore:
+    """The logs directory of a queue: write at offsets, read, truncate, sync, remove."""
+
+    def __init__(self, directory):
+        self.path = directory
+        self._lock = threading.Lock()
+        self._fds = collections.OrderedDict()  # job id -> fd, most recent last
+        self._dirty = set()
+        self._made = False
+
+    def file_path(self, job_id):
+        """The log file of job_id (an int: never a path from a caller)."""
+        if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id < 0:
+            raise errors.ProgrammerError("job id %r is not a job id" % (job_id,))
+        return os.path.join(self.path, "%d%s" % (job_id, _SUFFIX))
+
+    def write(self, job_id, offset, data):
+        """Write data at offset of job_id's log (creating it and the directory)."""
+        with self._lock:
+            fd = self._fd_unlocked(job_id)
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+            self._dirty.add(job_id)
+
+    def _fd_unlocked(self, job_id):
+        fd = self._fds.get(job_id)
+        if fd is not None:
+            self._fds.move_to_end(job_id)
+            return fd
+        if not self._made:
+            os.makedirs(self.path, 0o750, exist_ok=True)
+            self._made = True
+        fd = os.open(self.file_path(job_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fds[job_id] = fd
+        while len(self._fds) > MAX_OPEN:
+            old_id, old_fd = self._fds.popitem(last=False)
+            if old_id in self._dirty:
+                os.fdatasync(old_fd)
+                self._dirty.discard(old_id)
+            os.close(old_fd)
+        return fd
+
+    def read(self, job_id, offset, max_bytes):
+        """Up to max_bytes of job_id's log from offset (b"" if none, or no log)."""
+        try:
+            with open(self.file_path(job_id), "rb") as stream:
+                stream.seek(offset)
+                return stream.read(max_bytes)
+        except FileNotFoundError:
+            return b""
+
+    def size(self, job_id):
+        """Bytes in job_id's log file (0 if it has none)."""
+        try:
+            return os.stat(self.file_path(job_id)).st_size
+        except FileNotFoundError:
+            return 0
+
+    def truncate(self, job_id, size):
+        """Cut job_id's log to size bytes if it is longer (bytes never acknowledged)."""
+        path = self.file_path(job_id)
+        with self._lock:
+            try:
+                if os.stat(path).st_size > size:
+                    os.truncate(path, size)
+                    self._dirty.add(job_id)
+                    return True
+            except FileNotFoundError:
+                pass
+        return False
+
+    def sync(self):
+        """Make every log written since the last sync durable (the checkpoint calls this)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            for job_id in dirty:
+                fd = self._fds.get(job_id)
+                if fd is not None:
+                    os.fdatasync(fd)
+                else:
+                    _sync_path(self.file_path(job_id))
+        if dirty:
+            fsutil.fsync_dir(self.path)
+
+    def remove(self, job_id):
+        """Delete job_id's log (retention); True if there was one."""
+        with self._lock:
+            fd = self._fds.pop(job_id, None)
+            if fd is not None:
+                os.close(fd)
+            self._dirty.discard(job_id)
+            try:
+                os.unlink(self.file_path(job_id))
+            except FileNotFoundError:
+                return False
+        return True
+
+    def close(self):
+        """Sync and close every descriptor."""
+        self.sync()
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def _sync_path(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def default_directory(queue_dir):
+    """``<state>/logs`` for a queue in ``<state>/queue`` (the daemons' layout)."""
+    return os.path.join(os.path.dirname(os.path.abspath(queue_dir)), "logs")

@@ -1,0 +1,264 @@
+"""End-to-end tests of command jobs on one machine: a real jq-masterd runs them itself.
+
+Processes of a job are found by a unique marker in their environment, so that tests
+running in parallel (each with its own daemon and job ids) never see each other's.
+"""
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from daemon_helpers import wait_all_final
+
+from jqueue import constants
+
+FIELDS = ["status", "exit_status", "signal", "timed_out", "reason", "attempt", "node"]
+
+
+def marked(env=None):
+    """An environment with a fresh marker; (env, marker)."""
+    mark = uuid.uuid4().hex
+    return dict(env or {}, JQ_TEST_MARK=mark), mark
+
+
+def processes_with(mark):
+    """Pids of the processes whose environment holds the marker."""
+    needle = ("JQ_TEST_MARK=%s" % mark).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as stream:
+                if needle in stream.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_until(predicate, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.05)
+
+
+def command(cmd, **params):
+    return dict({"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd}, **params)
+
+
+def run_to_end(daemon, op, timeout=30):
+    """Submit one command job and wait for its end; (job id, {field: value})."""
+    with daemon.client() as client:
+        job_id = client.submit_job([op])
+        wait_all_final(client, [job_id], timeout)
+        row = client.query_jobs([job_id], FIELDS)[0]
+    return job_id, dict(zip(FIELDS, row))
+
+
+def log_of(daemon, job_id):
+    with daemon.client() as client:
+        return "".join(client.follow_job_log(job_id))
+
+
+@pytest.fixture
+def daemon(daemons):
+    return daemons()
+
+
+def test_run_wait_exits_with_the_commands_status_and_logs_its_output(daemon, tmp_path):
+    """jqctl run --wait: the command's exit status; its output and our banners in the log."""
+    code, out, err = daemon.jqctl("run", "--wait", "--", "sh", "-c", "echo hello; exit 3")
+    assert code == 3, (out, err)
+    job_id = int(err.split("job ")[1].split()[0])
+    log = log_of(daemon, job_id)
+    assert "\nhello\n" in log and "* EXIT : 3" in log and "* CMD : sh -c " in log
+    with daemon.client() as client:
+        values = dict(zip(FIELDS, client.query_jobs([job_id], FIELDS)[0]))
+    assert values["status"] == "error" and values["exit_status"] == 3
+    assert values["reason"] == "FAILED" and values["node"]
+
+
+def test_a_shell_string_and_its_environment(daemon):
+    """-c runs through /bin/sh; the environment is minimal plus JQ_* and --env."""
+    code, out, _ = daemon.jqctl("run", "--wait", "--env", "GREETING=hi", "-c",
+                                "echo $GREETING $JQ_JOB_ID $JQ_ATTEMPT; env | sort")
+    assert code == 0, out
+    job_id = int(out.split("Job ")[1].split()[0])
+    log = log_of(daemon, job_id)
+    assert "hi %d 1\n" % job_id in log
+    names = {line.split("=")[0] for line in log.splitlines() if "=" in line
+             and not line.startswith("*")}
+    assert {"PATH", "HOME", "USER", "LANG", "JQ_JOB_ID", "JQ_NODE", "GREETING"} <= names
+    assert "PYTHONPATH" not in names and "PWD" in names  # sh sets PWD; the daemon's is gone
+
+
+def test_a_missing_directory_fails_internal_error_and_the_command_never_runs(daemon,
+                                                                           tmp_path):
+    """dir missing on the node: reason INTERR, no retry, the marker file never appears."""
+    marker = tmp_path / "ran"
+    job_id, values = run_to_end(daemon, command("touch %s" % marker, dir="/nonexistent/x",
+                                                max_attempts=3))
+    assert values["status"] == "error" and values["reason"] == "INTERR"
+    assert values["attempt"] == 1 and not marker.exists()
+    assert "/nonexistent/x" in log_of(daemon, job_id)
+
+
+def test_timeout_kills_the_whole_tree_and_wait_exits_124(daemon):
+    """A tree of processes (one escaping with setsid) is gone after the timeout."""
+    env, mark = marked()
+    code, out, err = daemon.jqctl(
+        "run", "--wait", "--timeout", "1", "--kill-grace", "1",
+        *sum((["--env", "%s=%s" % kv] for kv in env.items()), []),
+        "-c", "sleep 1000 & (setsid sleep 1000 &); sleep 1000")
+    assert code == 124, (out, err)
+    assert processes_with(mark) == []
+
+
+def test_kill_ends_every_process_and_the_job_canceled(daemon):
+    """jqctl kill: KILL to the process group and the cgroup; nothing of the job is left."""
+    env, mark = marked()
+    with daemon.client() as client:
+        job_id = client.submit_job([command(
+            "sleep 1000 & (setsid sleep 1000 &); sleep 1000", env=env)])
+    wait_until(lambda: len(processes_with(mark)) >= 3, what="the job's processes")
+    code, out, _ = daemon.jqctl("kill", str(job_id))
+    assert code == 0 and "KILL now" in out
+    code, out, _ = daemon.jqctl("wait", str(job_id))
+    assert code == 128 + signal.SIGKILL, out
+    assert processes_with(mark) == []
+    with daemon.client() as client:
+        assert client.query_jobs([job_id], ["status", "reason"])[0] == ["canceled", "KILLED"]
+
+
+def test_term_escalates_to_kill_for_a_command_that_traps_term(daemon):
+    """jqctl term: TERM, and KILL after kill_grace when the command ignores TERM."""
+    env, mark = marked()
+    with daemon.client() as client:
+        job_id = client.submit_job([command(
+            "trap 'echo ignoring TERM' TERM; while :; do sleep 0.1; done", env=env,
+            kill_grace=1)])
+    wait_until(lambda: processes_with(mark), what="the job to start")
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert daemon.jqctl("term", str(job_id))[0] == 0
+    assert daemon.jqctl("wait", str(job_id))[0] == 128 + signal.SIGKILL
+    assert time.monotonic() - started >= 0.9
+    assert "ignoring TERM" in log_of(daemon, job_id)
+    assert processes_with(mark) == []
+
+
+def test_signal_reaches_the_command(daemon):
+    """jqctl signal ID USR1: the command's trap runs; the job then ends as it chooses."""
+    with daemon.client() as client:
+        job_id = client.submit_job([command(
+            "trap 'echo got USR1; exit 0' USR1; echo ready; while :; do sleep 0.1; done")])
+        # The line "ready" (the "* CMD :" banner quotes the command, "ready" included).
+        wait_until(lambda: "\nready\n" in client.read_job_log(job_id, 0, 65536, 1)["data"],
+                   what="the command to be ready")
+    code, out, _ = daemon.jqctl("signal", str(job_id), "usr1")
+    assert code == 0, out
+    assert daemon.jqctl("wait", str(job_id))[0] == 0
+    assert "got USR1" in log_of(daemon, job_id)
+    code, _, err = daemon.jqctl("signal", str(job_id), "TERM")
+    assert code != 0 and "no running command" in err
+
+
+def test_log_follow_prints_the_output_as_it_comes(daemon):
+    """jqctl log -f prints the whole log and returns once the job has ended."""
+    with daemon.client() as client:
+        job_id = client.submit_job([command("for i in 1 2 3; do echo line$i; sleep 0.2; "
+                                            "done")])
+    code, out, _ = daemon.jqctl("log", "-f", str(job_id))
+    assert code == 0 and "line1\nline2\nline3\n" in out and "* END" in out
+
+
+def test_running_lists_the_attempt_with_its_pid(daemon):
+    """jqctl running shows the job, its node, the command's pid and its containment."""
+    env, mark = marked()
+    with daemon.client() as client:
+        job_id = client.submit_job([command("sleep 30", env=env)])
+        wait_until(lambda: client.query_running() and client.query_running()[0]["pid"],
+                   what="the attempt's pid")
+        rows = client.query_running()
+    assert [(r["job"], r["attempt"]) for r in rows] == [(job_id, 1)]
+    assert rows[0]["pid"] in processes_with(mark)
+    code, out, _ = daemon.jqctl("running")
+    assert code == 0 and str(rows[0]["pid"]) in out
+    daemon.jqctl("kill", str(job_id))
+
+
+def test_retries_run_again_after_a_failure(daemon, tmp_path):
+    """max_attempts 2: the first attempt fails, the second succeeds (a file it leaves)."""
+    flag = tmp_path / "second"
+    job_id, values = run_to_end(daemon, command(
+        "if [ -e %s ]; then exit 0; fi; touch %s; exit 1" % (flag, flag), max_attempts=2,
+        retry_delay=0.2))
+    assert values["status"] == "success" and values["attempt"] == 2
+    assert log_of(daemon, job_id).count("* START") == 2
+
+
+def test_run_as_an_allowed_user_and_refusal_of_another(daemons, tmp_path):
+    """run_as nobody (allowed) runs as nobody; a user not allowed fails INTERR."""
+    daemon = daemons(args=["--allowed-users", "nobody"])
+    job_id, values = run_to_end(daemon, command("id -un", run_as="nobody"))
+    assert values["status"] == "success", log_of(daemon, job_id)
+    assert "\nnobody\n" in log_of(daemon, job_id)
+    job_id, values = run_to_end(daemon, command("id -un", run_as="daemon", max_attempts=2))
+    assert values["status"] == "error" and values["reason"] == "INTERR"
+    assert values["attempt"] == 1
+
+
+def test_a_killed_master_keeps_the_command_and_records_its_true_end(daemon):
+    """kill -9 of jq-masterd while a job prints 10,000 lines and exits 7: after a restart
+    the job ends with status 7 and the log holds every line exactly once."""
+    with daemon.client() as client:
+        job_id = client.submit_job([command(
+            "i=0; while [ $i -lt 10000 ]; do echo n$i; i=$((i+1)); "
+            "[ $((i % 1000)) -eq 0 ] && sleep 0.2; done; exit 7")])
+        wait_until(lambda: "n1500" in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
+                   what="output to flow")
+    daemon.kill()
+    daemon.start()
+    with daemon.client() as client:
+        wait_all_final(client, [job_id], 60)
+        values = dict(zip(FIELDS, client.query_jobs([job_id], FIELDS)[0]))
+    assert values["exit_status"] == 7 and values["attempt"] == 1
+    lines = [line for line in log_of(daemon, job_id).splitlines() if line.startswith("n")]
+    assert lines == ["n%d" % i for i in range(10000)]
+
+
+def test_a_command_still_running_survives_a_clean_restart(daemon):
+    """SIGTERM of jq-masterd does not stop a running command; the next daemon follows it."""
+    env, mark = marked()
+    with daemon.client() as client:
+        job_id = client.submit_job([command("sleep 2; echo done", env=env)])
+    wait_until(lambda: processes_with(mark), what="the command to start")
+    assert daemon.stop() == 0
+    assert processes_with(mark), "the command died with the daemon"
+    daemon.start()
+    with daemon.client() as client:
+        wait_all_final(client, [job_id], 30)
+        assert client.query_jobs([job_id], ["status"])[0] == ["success"]
+    assert "done" in log_of(daemon, job_id)
+
+
+def test_many_running_commands_cost_no_thread_each(daemons):
+    """200 concurrent sleeps: the daemon's thread count stays as it was with none."""
+    daemon = daemons(args=["--slots", "200"])
+    idle = daemon.thread_count()
+    env, mark = marked()
+    with daemon.client(timeout=60) as client:
+        results = client.submit_many_jobs([[command("sleep 30", env=env)]] * 200)
+        job_ids = [job_id for ok, job_id in results]
+        wait_until(lambda: len(processes_with(mark)) >= 200, timeout=60,
+                   what="200 sleeps")
+        busy = daemon.thread_count()
+        for job_id in job_ids:
+            client.cancel_job(job_id, True)
+        wait_all_final(client, job_ids, 60)
+    assert busy <= idle + 2, (idle, busy)
+    wait_until(lambda: not processes_with(mark), what="the sleeps to end")

@@ -1,0 +1,375 @@
+"""The executor with real processes: outcomes, containment, signals, output, refusals.
+
+The main behaviours run with both shims (C and Python fallback); the kill-tree tests
+also run with both containments (cgroup v2 leaf and the process-group fallback).
+"""
+
+import os
+import pwd
+import signal
+import time
+
+import attrs
+import pytest
+from exec_helpers import SHIMS, Executors, run_to_end, wait_ended
+
+from jqueue import errors, serializer
+from jqueue.exec import attemptdir
+
+#: sh, a background sleep, a setsid'd sleep whose parent exits (re-parented to the shim),
+#: a setsid'd sleep whose parent waits for it (escapes the group while its parent lives).
+TREE = ("sleep 1000 & (setsid sleep 1000 &); (setsid sleep 1000 & wait) & "
+        "sleep 1000")
+TREE_SIZE = 6  # sh, sleep, setsid sleep, subshell, its setsid sleep, the last sleep
+
+
+@pytest.fixture
+def executors(tmp_path):
+    made = Executors(tmp_path)
+    yield made
+    assert made.close() == [], "processes of a test job survived it"
+
+
+@pytest.fixture(params=SHIMS)
+def shim(request):
+    return request.param
+
+
+@pytest.fixture(params=["cgroup", "pgroup"])
+def contained(request):
+    return request.param
+
+
+def make(executors, shim="c", contained="cgroup", **kwargs):
+    executor, reactor, recorder = executors.make(
+        shim=shim, use_cgroup=contained == "cgroup", **kwargs)
+    if contained == "cgroup":
+        assert executor.containment.startswith("cgroup "), executor.containment
+    return executor, reactor, recorder
+
+
+def test_exit_status_output_and_events_in_order(executors, shim):
+    """stdout and stderr land in the output as written; events: started, output, ended."""
+    executor, reactor, recorder = make(executors, shim)
+    spec = executors.spec(1, "echo out; echo err >&2; exit 3")
+    result, output = run_to_end(executors, executor, reactor, recorder, spec)
+    assert (result.exit_status, result.signal, result.timed_out, result.error) == (
+        3, None, False, None)
+    assert output == b"out\nerr\n"
+    kinds = [e[0] for e in recorder.events]
+    assert kinds[0] == "started" and kinds[-1] == "ended"
+    assert recorder.of("started")[0][1].pid > 0
+    sizes = [e[3] for e in recorder.of("output", 1, 1)]
+    assert sizes == sorted(sizes) and sizes[-1] == len(output)
+    assert abs(result.ended - time.time()) < 30
+
+
+def test_argv_runs_without_a_shell(executors, shim):
+    """A list command is exec'd as it is: no word splitting, no shell."""
+    executor, reactor, recorder = make(executors, shim)
+    spec = executors.spec(1, ["printf", "%s|", "a b", "$HOME"])
+    result, output = run_to_end(executors, executor, reactor, recorder, spec)
+    assert result.exit_status == 0 and output == b"a b|$HOME|"
+
+
+def test_a_command_killed_by_a_signal_records_the_signal(executors, shim):
+    """``kill -TERM $$`` ends the attempt with signal 15 and no exit status."""
+    executor, reactor, recorder = make(executors, shim)
+    result, _ = run_to_end(executors, executor, reactor, recorder,
+                           executors.spec(1, "kill -TERM $$"))
+    assert (result.exit_status, result.signal, result.error) == (None, 15, None)
+
+
+def test_a_missing_program_exits_127_with_a_message(executors, shim):
+    """As in sh: exit status 127 and the reason in the output; it is no node error."""
+    executor, reactor, recorder = make(executors, shim)
+    result, output = run_to_end(executors, executor, reactor, recorder,
+                                executors.spec(1, ["no-such-program-jq"]))
+    assert (result.exit_status, result.error) == (127, None)
+    assert output == (b"jq-shim: cannot execute no-such-program-jq: "
+                      b"No such file or directory\n")
+
+
+def test_a_missing_directory_is_an_error_and_the_command_never_runs(
+        executors, shim, tmp_path):
+    """The attempt ends with error set, no status, no "started"; the marker is absent."""
+    executor, reactor, recorder = make(executors, shim)
+    marker = tmp_path / "ran"
+    spec = executors.spec(1, "touch %s" % marker, dir="/nonexistent/jq-dir")
+    result, output = run_to_end(executors, executor, reactor, recorder, spec)
+    assert result.error == ("cannot change to directory /nonexistent/jq-dir: "
+                            "No such file or directory")
+    assert (result.exit_status, result.signal) == (None, None)
+    assert not marker.exists() and output == b""
+    assert recorder.of("started") == []
+
+
+def test_run_as_an_allowed_user(executors, shim):
+    """The command runs as run_as (id -un prints it) when allowed_users lists it."""
+    executor, reactor, recorder = make(executors, shim, allowed_users=("nobody",))
+    result, output = run_to_end(executors, executor, reactor, recorder,
+                                executors.spec(1, "id -un", run_as="nobody"))
+    assert result.exit_status == 0 and output == b"nobody\n"
+
+
+def test_run_as_refused_unless_allowed_and_known(executors):
+    """A user not allowed, or unknown, is refused at launch and nothing is created."""
+    executor, reactor, recorder = make(executors, allowed_users=("no-such-user-jq",))
+    with pytest.raises(errors.CommandError, match="user nobody may not run commands"):
+        executor.launch(executors.spec(1, "true", run_as="nobody"))
+    with pytest.raises(errors.CommandError, match="user no-such-user-jq does not exist"):
+        executor.launch(executors.spec(2, "true", run_as="no-such-user-jq"))
+    assert executor.attempts() == []
+    assert os.listdir(attemptdir.attempts_dir(executor.state_dir)) == []
+    own = pwd.getpwuid(os.geteuid()).pw_name
+    result, output = run_to_end(executors, executor, reactor, recorder,
+                                executors.spec(3, "id -un", run_as=own))
+    assert output == own.encode() + b"\n"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("dir", "relative/dir", "absolute path"),
+    ("argv", [], "command is empty"),
+    ("env", {"A=B": "1"}, "bad environment variable"),
+    ("timeout", -1, "timeout must be a finite number >= 0"),
+    ("kill_grace", float("inf"), "kill_grace must be a finite number >= 0"),
+])
+def test_launch_refuses_malformed_specs(executors, field, value, message):
+    """A relative dir, an empty argv, a bad variable or timeout: CommandError."""
+    executor, _, _ = make(executors)
+    spec = attrs.evolve(executors.spec(1, "true"), **{field: value})
+    with pytest.raises(errors.CommandError, match=message):
+        executor.launch(spec)
+    assert executor.attempts() == []
+
+
+def test_launch_is_idempotent(executors, shim):
+    """Launching the same job and attempt again returns it; the command runs once."""
+    executor, reactor, recorder = make(executors, shim)
+    spec = executors.spec(4, "echo once; sleep 0.3", attempt=2)
+    first = executor.launch(spec)
+    again = executor.launch(spec)
+    assert (again.job, again.attempt, again.started) == (first.job, first.attempt,
+                                                          first.started)
+    wait_ended(executor, reactor, recorder, 4, 2)
+    assert executor.launch(spec).result is not None
+    assert executor.read(4, 2, 0, 100) == b"once\n"
+    assert len(recorder.of("ended")) == 1
+
+
+def wait_tree(executors, reactor, count=TREE_SIZE):
+    reactor.run_until(lambda: len(executors.survivors()) >= count, 10, "the job's tree")
+
+
+def test_kill_leaves_no_process_of_the_job(executors, shim, contained):
+    """kill: SIGKILL to the group, the cgroup and re-parented orphans; none survives."""
+    executor, reactor, recorder = make(executors, shim, contained)
+    executor.launch(executors.spec(1, TREE))
+    wait_tree(executors, reactor)
+    ok, message = executor.kill(1, 1)
+    assert ok and message == "killing job 1 attempt 1"
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert executors.survivors() == []  # "ended" means no process of the job is left
+    assert (result.signal, result.timed_out, result.error) == (signal.SIGKILL, False, None)
+
+
+def test_timeout_leaves_no_process_of_the_job(executors, shim, contained):
+    """timeout: SIGTERM to everything, SIGKILL after the grace; timed_out; none survives."""
+    executor, reactor, recorder = make(executors, shim, contained)
+    started = time.monotonic()
+    executor.launch(executors.spec(1, TREE, timeout=0.5, kill_grace=0.3))
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert executors.survivors() == []
+    assert result.timed_out and result.signal == signal.SIGTERM
+    assert time.monotonic() - started >= 0.5
+
+
+TRAP = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
+
+
+def test_terminate_kills_a_job_ignoring_sigterm_after_the_grace(executors, shim):
+    """terminate: the job ignores SIGTERM, so SIGKILL ends it once the grace is over."""
+    executor, reactor, recorder = make(executors, shim)
+    executor.launch(executors.spec(1, TRAP, kill_grace=0.4))
+    reactor.run_until(lambda: executor.read(1, 1, 0, 10) == b"ready\n", 10, "ready")
+    asked = time.monotonic()
+    ok, message = executor.terminate(1, 1)
+    assert ok and "SIGKILL after 0.4 s" in message
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert time.monotonic() - asked >= 0.4
+    assert (result.signal, result.timed_out) == (signal.SIGKILL, False)
+    assert executors.survivors() == []
+
+
+def test_timeout_kills_a_job_ignoring_sigterm_after_the_grace(executors, shim):
+    """The timeout escalates the same way and records timed_out."""
+    executor, reactor, recorder = make(executors, shim)
+    started = time.monotonic()
+    executor.launch(executors.spec(1, TRAP, timeout=0.3, kill_grace=0.3))
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert time.monotonic() - started >= 0.6
+    assert (result.signal, result.timed_out) == (signal.SIGKILL, True)
+
+
+def test_signal_reaches_the_job(executors, shim):
+    """signal(n) delivers n to the job's processes; the job's handler runs."""
+    executor, reactor, recorder = make(executors, shim)
+    executor.launch(executors.spec(
+        1, "trap 'echo got USR1; exit 3' USR1; echo ready; while :; do sleep 0.05; done"))
+    reactor.run_until(lambda: executor.read(1, 1, 0, 10) == b"ready\n", 10, "ready")
+    assert executor.signal(1, 1, signal.SIGUSR1) == (True, "SIGUSR1 sent to job 1 attempt 1")
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert result.exit_status == 3
+    output = executor.read(1, 1, 0, 1000)  # the sleep got it too; sh may say so
+    assert output.startswith(b"ready\n") and output.endswith(b"got USR1\n")
+
+
+def test_control_of_an_unknown_or_ended_attempt_says_not_running(executors):
+    """signal, terminate and kill answer (False, "... is not running")."""
+    executor, reactor, recorder = make(executors)
+    expected = (False, "job 5 attempt 1 is not running")
+    assert executor.signal(5, 1, 15) == expected
+    assert executor.terminate(5, 1) == expected
+    assert executor.kill(5, 1) == expected
+    run_to_end(executors, executor, reactor, recorder, executors.spec(5, "true"))
+    assert executor.kill(5, 1) == expected
+    assert executor.terminate(5, 1) == expected
+
+
+def test_signals_outside_1_to_31_are_refused(executors):
+    """Signal 0 or a real-time signal cannot be forwarded; the job keeps running."""
+    executor, reactor, recorder = make(executors)
+    executor.launch(executors.spec(1, "sleep 1000"))
+    for signum in (0, 32, 40, -1):
+        ok, message = executor.signal(1, 1, signum)
+        assert not ok and "cannot be sent" in message
+    assert executor.info(1, 1).result is None
+
+
+def test_read_at_offsets(executors):
+    """read gives the bytes from an offset, up to max_bytes; b"" past the end."""
+    executor, reactor, recorder = make(executors)
+    run_to_end(executors, executor, reactor, recorder, executors.spec(1, "printf 0123456789"))
+    assert executor.read(1, 1, 0, 4) == b"0123"
+    assert executor.read(1, 1, 4, 100) == b"456789"
+    assert executor.read(1, 1, 10, 5) == b""
+    with pytest.raises(errors.CommandError, match="job 9 attempt 1 is not known"):
+        executor.read(9, 1, 0, 1)
+    with pytest.raises(errors.ParameterError):
+        executor.read(1, 1, -1, 1)
+
+
+def test_output_is_polled_fast_when_it_grows_and_slowly_when_quiet(executors):
+    """With a fake clock: growth is seen within 50 ms; a quiet attempt backs off to 1 s."""
+    executor, reactor, recorder = make(executors)
+    executor.launch(executors.spec(1, "sleep 1000"))
+    output = os.path.join(attemptdir.attempt_path(executor.state_dir, 1, 1), "output")
+    reactor.run_until(lambda: recorder.of("started"), 10, "the start")
+
+    def append(data):
+        with open(output, "ab") as f:
+            f.write(data)
+
+    def step_until_event(limit):
+        """Advance the fake clock in 10 ms steps until an output event; the time taken."""
+        before, waited = len(recorder.of("output")), 0.0
+        while len(recorder.of("output")) == before:
+            assert waited <= limit, "no output event within %s s" % limit
+            reactor.advance(0.01)
+            waited += 0.01
+        return waited
+
+    append(b"a")
+    assert step_until_event(1.0) <= 1.0
+    append(b"b")
+    assert step_until_event(0.06) <= 0.06  # it grew recently: fast polling
+    reactor.advance(30)  # quiet: the interval doubles up to 1 s
+    for _ in range(10):
+        reactor.advance(1.0)
+    append(b"c")
+    assert 0.1 < step_until_event(1.05) <= 1.05
+    assert recorder.of("output")[-1][3] == 3
+
+
+def test_forget_removes_only_ended_attempts(executors):
+    """forget refuses a running attempt, removes an ended one, ignores an unknown one."""
+    executor, reactor, recorder = make(executors)
+    executor.launch(executors.spec(1, "sleep 1000"))
+    with pytest.raises(errors.CommandError, match="still running"):
+        executor.forget(1, 1)
+    executor.kill(1, 1)
+    wait_ended(executor, reactor, recorder, 1)
+    path = attemptdir.attempt_path(executor.state_dir, 1, 1)
+    assert os.path.isdir(path)
+    executor.forget(1, 1)
+    executor.forget(1, 1)
+    executor.forget(7, 7)
+    assert not os.path.exists(path) and executor.attempts() == []
+
+
+def test_the_environment_reaches_only_the_command(executors, shim):
+    """The command gets exactly its env; spec.json and the shim's environ hold none of it."""
+    executor, reactor, recorder = make(executors, shim)
+    env = executors.env(SECRET="hunter2")
+    executor.launch(executors.spec(1, "env; sleep 1000", env=env))
+    reactor.run_until(lambda: executor.read(1, 1, 0, 1000).count(b"\n") >= len(env), 10,
+                      "the env")
+    printed = dict(line.split("=", 1) for line in
+                   executor.read(1, 1, 0, 1000).decode().splitlines())
+    printed.pop("PWD", None)
+    printed.pop("SHLVL", None)
+    assert printed == env
+    path = attemptdir.attempt_path(executor.state_dir, 1, 1)
+    spec = serializer.loads(open(os.path.join(path, "spec.json"), "rb").read())
+    assert b"hunter2" not in open(os.path.join(path, "spec.json"), "rb").read()
+    with open("/proc/%d/environ" % spec["shim_pid"], "rb") as f:
+        assert f.read() == b""
+    assert {"job", "attempt", "argv", "dir", "run_as", "timeout", "kill_grace", "started",
+            "deadline", "boot_id", "shim_pid", "shim_start", "cgroup"} <= set(spec)
+    assert spec["boot_id"] == attemptdir.boot_id()
+
+
+def test_a_large_environment_reaches_the_command(executors, shim):
+    """An environment larger than a pipe's buffer still arrives whole."""
+    executor, reactor, recorder = make(executors, shim)
+    big = {"BIG%d" % i: str(i) * 100_000 for i in range(3)}  # 128 KiB per string at most
+    spec = executors.spec(1, 'printf %s "$BIG0$BIG1$BIG2" | wc -c',
+                          env=executors.env(**big), timeout=1e9)
+    result, output = run_to_end(executors, executor, reactor, recorder, spec)
+    assert result.exit_status == 0 and output.strip() == b"300000"
+
+
+def test_each_attempt_has_its_own_cgroup_leaf_while_it_runs(executors, shim):
+    """The command is in the attempt's leaf (the shim is not); the leaf goes at the end."""
+    executor, reactor, recorder = make(executors, shim)
+    info = executor.launch(executors.spec(3, ["sleep", "1000"], attempt=2))
+    assert info.cgroup == os.path.join(executor.containment[len("cgroup "):], "3.2")
+    reactor.run_until(lambda: executor.info(3, 2).pid, 10, "the pid")
+    pid = executor.info(3, 2).pid
+    assert open(os.path.join(info.cgroup, "cgroup.procs")).read().split() == [str(pid)]
+    assert executor.info(3, 2).pgid == pid == os.getpgid(pid)
+    executor.kill(3, 2)
+    wait_ended(executor, reactor, recorder, 3, 2)
+    assert not os.path.exists(info.cgroup)
+
+
+def test_the_fallback_says_why_and_uses_no_cgroup(executors):
+    """use_cgroup=False: "process group (...)", and the attempt has no cgroup."""
+    executor, reactor, recorder = make(executors, contained="pgroup")
+    assert executor.containment == "process group (cgroups disabled by configuration)"
+    info = executor.launch(executors.spec(1, "true"))
+    assert info.cgroup is None
+    wait_ended(executor, reactor, recorder, 1)
+
+
+def test_attempts_lists_running_and_ended(executors):
+    """attempts() has every attempt not forgotten with its argv, dir, pid and result."""
+    executor, reactor, recorder = make(executors)
+    executor.launch(executors.spec(1, "sleep 1000", dir="/tmp", timeout=100))
+    run_to_end(executors, executor, reactor, recorder, executors.spec(2, "exit 4"))
+    reactor.run_until(lambda: executor.info(1, 1).pid, 10, "the pid")
+    first, second = executor.attempts()
+    assert (first.job, first.result, first.dir, first.argv[-1]) == (1, None, "/tmp",
+                                                                     "sleep 1000")
+    assert first.deadline == pytest.approx(first.started + 100)
+    assert (second.job, second.result.exit_status, second.deadline) == (2, 4, None)

@@ -1,0 +1,233 @@
+"""Attempts survive the daemon: a new executor on the same state directory re-adopts them,
+reports their true outcome and whole output, and never mistakes a stranger for a shim.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from exec_helpers import (
+    SHIMS,
+    Executors,
+    c_shim_program,
+    processes_with_marker,
+    seed_shim_cache,
+    wait_ended,
+)
+
+from jqueue import errors, serializer
+from jqueue.exec import attemptdir, shims
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: Numbered lines, a pause (the daemon dies and comes back in it), more lines, exit 7.
+LINES = ('i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo "line $i"; '
+         '[ $i = 1500 ] && sleep 1; done; exit 7')
+EXPECTED = b"".join(b"line %d\n" % i for i in range(1, 3001))
+
+
+@pytest.fixture
+def executors(tmp_path):
+    made = Executors(tmp_path)
+    yield made
+    assert made.close() == [], "processes of a test job survived it"
+
+
+@pytest.fixture(params=SHIMS)
+def shim(request):
+    return request.param
+
+
+def edit_spec(executor, job, attempt, **changes):
+    path = os.path.join(attemptdir.attempt_path(executor.state_dir, job, attempt), "spec.json")
+    spec = serializer.loads(open(path, "rb").read())
+    spec.update(changes)
+    attemptdir.write_atomic(path, serializer.dumps_bytes(spec))
+    return spec
+
+
+def test_a_running_attempt_is_readopted_after_stop(executors, shim):
+    """stop() leaves the job running; a new executor finds it, hears its end, exit 7."""
+    first, reactor, recorder = executors.make(shim=shim)
+    first.launch(executors.spec(1, LINES))
+    reactor.run_until(lambda: first.read(1, 1, 0, 1 << 20).endswith(b"line 1500\n"), 10,
+                      "the first half")
+    first.stop()
+    second, reactor2, recorder2 = executors.make(shim=shim, state_dir=first.state_dir,
+                                                 start=False)
+    (info,) = second.start()
+    assert (info.job, info.attempt, info.result) == (1, 1, None) and info.pid > 0
+    result = wait_ended(second, reactor2, recorder2, 1)
+    assert (result.exit_status, result.error) == (7, None)
+    assert second.read(1, 1, 0, 1 << 20) == EXPECTED
+    assert recorder2.of("output")[-1][3] == len(EXPECTED)
+
+
+def test_an_attempt_survives_sigkill_of_its_daemon(executors, shim):
+    """A real daemon process (real reactor) is SIGKILLed mid-run; the attempt runs on and
+    the next executor reports exit status 7 and the output byte-exact."""
+    state_dir = executors.state_dir()
+    if shim == "c":
+        seed_shim_cache(state_dir)
+    host = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "exec_host_child.py"), state_dir, shim,
+         executors.marker, LINES], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any(line.startswith("started") for line in lines):
+            lines.append(host.stdout.readline())
+            assert lines[-1], "the host ended early"
+        pid = int(lines[-1].split()[1])
+    finally:
+        host.kill()
+        host.wait()
+    assert pid in processes_with_marker(executors.marker)  # the daemon is gone, not the job
+    executor, reactor, recorder = executors.make(shim=shim, state_dir=state_dir, start=False)
+    (info,) = executor.start()
+    assert (info.pid, info.result) == (pid, None)  # still running: watched again
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert (result.exit_status, result.signal, result.error) == (7, None, None)
+    assert executor.read(1, 1, 0, 1 << 20) == EXPECTED
+
+
+def test_the_real_reactor_hears_the_whole_life_of_an_attempt(executors):
+    """Twisted's reactor (its SIGCHLD handler installed): started, output, ended 7."""
+    state_dir = executors.state_dir()
+    seed_shim_cache(state_dir)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "exec_host_child.py"), state_dir, "c",
+         executors.marker, "echo hello; exit 7", "until-end"],
+        capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert lines[1].startswith("started ") and lines[-1] == "ended 7 None"
+    assert "output 6" in lines
+
+
+def test_an_attempt_that_ended_while_no_daemon_watched_reports_its_true_result(executors):
+    """Ended during the gap: start() returns it with its real exit status."""
+    first, reactor, recorder = executors.make()
+    first.launch(executors.spec(1, "sleep 0.2; echo done; exit 5"))
+    first.stop()
+    time.sleep(0.5)
+    second, _, recorder2 = executors.make(state_dir=first.state_dir, start=False)
+    (info,) = second.start()
+    assert (info.result.exit_status, info.result.error, info.output_size) == (5, None, 5)
+    assert recorder2.events == []
+    assert second.read(1, 1, 0, 100) == b"done\n"
+
+
+def test_a_recycled_shim_pid_is_not_mistaken_for_the_shim(executors, shim):
+    """The recorded shim died; its pid now names another live process (start time differs).
+    The attempt is lost, the stranger is left alone, what remained of the job is killed."""
+    first, reactor, _ = executors.make(shim=shim)
+    first.launch(executors.spec(1, ["sleep", "1000"]))
+    reactor.run_until(lambda: first.info(1, 1).pid, 10, "the pid")
+    first.stop()
+    spec = serializer.loads(open(os.path.join(
+        attemptdir.attempt_path(first.state_dir, 1, 1), "spec.json"), "rb").read())
+    os.kill(spec["shim_pid"], signal.SIGKILL)
+    stranger = subprocess.Popen(["sleep", "1000"])
+    try:
+        edit_spec(first, 1, 1, shim_pid=stranger.pid)
+        second, _, _ = executors.make(shim=shim, state_dir=first.state_dir, start=False)
+        (info,) = second.start()
+        assert info.result.error == "attempt lost: its supervisor died"
+        assert stranger.poll() is None  # not signalled, not watched
+        assert second.terminate(1, 1) == (False, "job 1 attempt 1 is not running")
+        deadline = time.monotonic() + 5
+        while executors.survivors() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert executors.survivors() == []  # the orphaned command was killed
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_the_start_time_identifies_the_shim(executors):
+    """A live process at the recorded shim pid is not the shim if its start time differs
+    (here: this test process itself, which must be neither watched nor signalled)."""
+    first, reactor, recorder = executors.make()
+    first.launch(executors.spec(1, "exit 0"))
+    wait_ended(first, reactor, recorder, 1)
+    first.stop()
+    os.unlink(os.path.join(attemptdir.attempt_path(first.state_dir, 1, 1), "result"))
+    edit_spec(first, 1, 1, shim_pid=os.getpid())
+    second, _, _ = executors.make(state_dir=first.state_dir, start=False)
+    (info,) = second.start()
+    assert info.result.error == "attempt lost: its supervisor died"
+
+
+def test_attempts_of_a_previous_boot_are_lost(executors):
+    """A different boot id: the attempt is reported lost because the node rebooted."""
+    first, reactor, recorder = executors.make()
+    first.launch(executors.spec(1, "sleep 1000"))
+    first.kill(1, 1)
+    wait_ended(first, reactor, recorder, 1)
+    first.stop()
+    os.unlink(os.path.join(attemptdir.attempt_path(first.state_dir, 1, 1), "result"))
+    edit_spec(first, 1, 1, boot_id="a-previous-boot")
+    second, _, _ = executors.make(state_dir=first.state_dir, start=False)
+    (info,) = second.start()
+    assert info.result.error == "attempt lost: the node rebooted"
+    assert (info.result.exit_status, info.result.signal) == (None, None)
+    third, _, _ = executors.make(state_dir=first.state_dir, start=False)
+    second.stop()
+    (again,) = third.start()
+    assert again.result == info.result  # the loss is recorded, not decided again
+
+
+def test_a_launch_that_crashed_before_its_spec_is_lost(executors):
+    """An attempt directory without spec.json: the daemon died while starting it."""
+    state_dir = executors.state_dir()
+    os.makedirs(attemptdir.attempt_path(state_dir, 3, 2))
+    executor, _, _ = executors.make(state_dir=state_dir, start=False)
+    (info,) = executor.start()
+    assert (info.job, info.attempt) == (3, 2)
+    assert info.result.error == "attempt lost: the daemon died while starting it"
+    assert executor.launch(executors.spec(3, "true", attempt=2)).result == info.result
+
+
+@pytest.mark.parametrize("contained", ["cgroup", "pgroup"])
+def test_a_shim_killed_while_its_command_runs_loses_the_attempt(executors, shim, contained):
+    """SIGKILL to the shim: "attempt lost: its supervisor died"; nothing of the job is left."""
+    executor, reactor, recorder = executors.make(shim=shim, use_cgroup=contained == "cgroup")
+    executor.launch(executors.spec(1, "sleep 1000 & sleep 1000"))
+    reactor.run_until(lambda: len(executors.survivors()) >= 3, 10, "the job")
+    spec = serializer.loads(open(os.path.join(
+        attemptdir.attempt_path(executor.state_dir, 1, 1), "spec.json"), "rb").read())
+    os.kill(spec["shim_pid"], signal.SIGKILL)
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert result.error == "attempt lost: its supervisor died"
+    deadline = time.monotonic() + 5
+    while executors.survivors() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert executors.survivors() == []
+
+
+@pytest.mark.parametrize("env_data", [b"", b"PATH=/bin\0"])
+def test_a_shim_without_the_end_mark_never_runs_the_command(tmp_path, shim, env_data):
+    """The daemon died before sending the whole environment: the command never starts."""
+    program = c_shim_program() if shim == "c" else shims.python_shim()
+    marker = tmp_path / "ran"
+    done = subprocess.run(
+        program.argv_prefix + ["--attempt-dir", str(tmp_path), "--dir", "/", "--timeout",
+                               "0", "--grace", "1", "--rt-base", str(signal.SIGRTMIN), "--",
+                               "touch", str(marker)], input=env_data, env={})
+    assert done.returncode == 3
+    assert not marker.exists()
+    result = attemptdir.read_result(str(tmp_path))
+    assert result.error == "attempt not started: the daemon died while starting it"
+
+
+def test_one_state_directory_has_one_executor(executors):
+    """A second executor on the same state directory is refused while the first runs."""
+    first, _, _ = executors.make()
+    second, _, _ = executors.make(state_dir=first.state_dir, start=False)
+    with pytest.raises(errors.CommandError, match="another executor uses"):
+        second.start()
+    first.stop()
+    assert second.start() == []

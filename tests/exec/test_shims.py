@@ -1,0 +1,88 @@
+"""The shim is compiled once per source version into the state directory, safely under
+concurrency, and the Python fallback takes over (and says so) when compiling fails."""
+
+import logging
+import os
+import threading
+
+import pytest
+from exec_helpers import PumpReactor
+
+from jqueue import errors
+from jqueue.exec import Executor, shims
+
+
+def test_the_c_shim_is_compiled_once_into_a_cache_named_by_its_hash(tmp_path):
+    """The binary is jq-shim-<16 hex digits>; a second call reuses it untouched."""
+    first = shims.c_shim(str(tmp_path))
+    assert first.kind == "c"
+    name = os.path.basename(first.executable)
+    assert name.startswith("jq-shim-") and len(name) == len("jq-shim-") + 16
+    assert os.path.dirname(first.executable) == str(tmp_path)
+    mtime = os.stat(first.executable).st_mtime_ns
+    second = shims.c_shim(str(tmp_path))
+    assert second == first and os.stat(first.executable).st_mtime_ns == mtime
+    assert sorted(os.listdir(tmp_path)) == [name]  # no temp file left
+
+
+def test_concurrent_compiles_end_with_one_working_binary(tmp_path):
+    """Four compiles at once: each gets the same path, no temp file is left behind."""
+    found, failures = [], []
+
+    def build():
+        try:
+            found.append(shims.c_shim(str(tmp_path)).executable)
+        except Exception as err:  # noqa: BLE001 -- reported below
+            failures.append(err)
+
+    workers = [threading.Thread(target=build) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == [] and len(set(found)) == 1
+    assert os.listdir(tmp_path) == [os.path.basename(found[0])]
+    shims.check_runs(found[0])
+
+
+def test_a_failing_compiler_falls_back_to_the_python_shim_and_says_so(
+        tmp_path, monkeypatch, caplog):
+    """CC=false: find_shim gives the Python shim and logs why."""
+    monkeypatch.setenv("CC", "false")
+    with caplog.at_level(logging.WARNING, logger="jqueue.exec.shims"):
+        program = shims.find_shim(str(tmp_path))
+    assert program.kind == "python"
+    assert program.argv_prefix[1:3] == ["-I", "-S"]
+    assert "use the Python shim" in caplog.text and "false" in caplog.text
+    with pytest.raises(shims.ShimUnavailable):
+        shims.find_shim(str(tmp_path), "c")
+
+
+def test_no_compiler_and_c_required_refuses_to_start(tmp_path, monkeypatch):
+    """shim="c" without a compiler: start() raises CommandError and releases the lock."""
+    monkeypatch.setattr(shims, "find_compiler", lambda: None)
+    executor = Executor(str(tmp_path), PumpReactor(), use_cgroup=False, shim="c")
+    with pytest.raises(errors.CommandError, match="no C compiler found"):
+        executor.start()
+    fallback = Executor(str(tmp_path), PumpReactor(), use_cgroup=False)
+    assert fallback.start() == []
+    assert fallback.shim.startswith("Python shim")
+    fallback.stop()
+
+
+def test_a_cached_binary_that_does_not_run_is_compiled_again(tmp_path):
+    """A cached binary that does not answer with its usage status is replaced."""
+    program = shims.c_shim(str(tmp_path))
+    with open(program.executable, "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    with pytest.raises(shims.ShimUnavailable, match="does not work"):
+        shims.check_runs(program.executable)
+    assert shims.c_shim(str(tmp_path)) == program
+    shims.check_runs(program.executable)
+
+
+def test_a_binary_that_cannot_be_executed_is_refused(tmp_path, monkeypatch):
+    """If the compiled shim cannot run (say, a noexec state directory), it is not used."""
+    monkeypatch.setattr(shims, "compile_shim", lambda command, path: open(path, "w").close())
+    with pytest.raises(shims.ShimUnavailable, match="cannot run"):
+        shims.c_shim(str(tmp_path))

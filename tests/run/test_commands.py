@@ -1,0 +1,423 @@
+"""Tests of jqueue.run.commands: command attempts scheduled, logged, retried and reconciled.
+
+The queue is real (journal, recovery, log files); the node is a FakeLink and time a fake
+clock shared by the queue and the runner's host.
+"""
+
+import pytest
+from conftest import run_jobs
+from fakes_commands import FakeHost, FakeLink, unreachable
+
+from jqueue import constants, errors
+from jqueue.run.commands import CommandRunner
+
+FIELDS = ["status", "opstatus", "opresult"]
+
+
+def command(cmd="echo hi", **params):
+    return dict({"OP_ID": "OP_COMMAND_RUN", "cmd": cmd}, **params)
+
+
+class Setup:
+    """A queue with a runner over fake nodes, and helpers to drive them."""
+
+    def __init__(self, open_queue, clock, tmp_path, nodes=("node1",), slots=4, rand=None):
+        self.clock = clock
+        self.host = FakeHost(clock)
+        self.links = {name: FakeLink(name, slots) for name in nodes}
+        self.open_queue = open_queue
+        self.tmp_path = tmp_path
+        self.rand = rand or (lambda: 1.0)
+        self.queue = None
+        self.open()
+
+    def open(self, links=None):
+        if links is not None:
+            self.links = links
+        self.queue = self.open_queue(
+            self.tmp_path / "queue", commands=lambda queue: CommandRunner(
+                queue, self.host, list(self.links.values()), "node1", rand=self.rand))
+        self.settle()
+        return self.queue
+
+    def reopen(self, links=None):
+        self.queue.shutdown(timeout=5)
+        return self.open(links)
+
+    @property
+    def link(self):
+        return self.links["node1"]
+
+    def settle(self):
+        """Run the queue's pool and the host's calls until nothing moves."""
+        while True:
+            run_jobs(self.queue)
+            self.queue.wait_durable()
+            if not self.host.drain():
+                self.queue.wait_durable()
+                if not self.host.drain():
+                    return
+
+    def submit(self, *ops):
+        job_id = self.queue.submit_job(list(ops))
+        self.settle()
+        return job_id
+
+    def write(self, job_id, data, attempt=1, node="node1"):
+        self.links[node].write(job_id, attempt, data)
+        self.settle()
+
+    def end(self, job_id, attempt=1, node="node1", **result):
+        self.links[node].end(job_id, attempt, **result)
+        self.settle()
+
+    def fields(self, job_id, fields=None):
+        return self.queue.query_jobs([job_id], fields or FIELDS)[0]
+
+    def log(self, job_id):
+        return self.queue.read_job_log(job_id, 0, 1 << 30)["data"]
+
+
+@pytest.fixture
+def setup(open_queue, clock, tmp_path):
+    return Setup(open_queue, clock, tmp_path)
+
+
+def test_a_command_job_runs_on_its_node_and_succeeds_with_its_output_logged(setup):
+    """The node gets argv, dir and environment; output and banners land in the log."""
+    job_id = setup.submit(command(["printf", "%s", "a b"], dir="/tmp", env={"X": "1"}))
+    spec = setup.link.launched[0]
+    assert spec["argv"] == ["printf", "%s", "a b"] and spec["dir"] == "/tmp"
+    assert spec["env"]["X"] == "1" and spec["env"]["JQ_JOB_ID"] == str(job_id)
+    assert spec["env"]["JQ_ATTEMPT"] == "1" and spec["env"]["JQ_NODE"] == "node1"
+    assert setup.fields(job_id, ["status", "node", "attempt", "pid"]) == [
+        "running", "node1", 1, 1001]
+    setup.write(job_id, b"a b")
+    setup.end(job_id, exit_status=0)
+    status, exit_status, reason, progress = setup.fields(
+        job_id, ["status", "exit_status", "reason", "progress"])
+    assert (status, exit_status, reason, progress) == ("success", 0, "OK", 1.0)
+    log = setup.log(job_id)
+    assert log.startswith(b"* START ") and b"\n* CMD : printf %s 'a b'\na b\n* EXIT : 0\n" in log
+    assert setup.link.forgotten == [(job_id, 1)]
+
+
+def test_a_shell_string_runs_through_sh_and_the_base_environment_is_minimal(setup):
+    """cmd as a string is /bin/sh -c; the daemon's own variables do not leak by default."""
+    job_id = setup.submit(command("echo $HOME"))
+    spec = setup.link.launched[0]
+    assert spec["argv"] == ["/bin/sh", "-c", "echo $HOME"]
+    assert set(spec["env"]) == {"PATH", "HOME", "USER", "LANG", "JQ_JOB_ID", "JQ_ATTEMPT",
+                                "JQ_NODE"}
+    setup.end(job_id)
+
+
+def test_an_exit_status_outside_the_success_codes_fails_the_opcode(setup):
+    """exit 3 fails with an OpExecError naming it; success_exit_codes [0, 3] succeeds."""
+    failing = setup.submit(command("exit 3"))
+    setup.end(failing, exit_status=3)
+    assert setup.fields(failing) == ["error", ["error"], [
+        ["OpExecError", ["command exited with status 3"]]]]
+    assert setup.fields(failing, ["exit_status", "reason"]) == [3, "FAILED"]
+    passing = setup.submit(command("exit 3", success_exit_codes=[0, 3]))
+    setup.end(passing, exit_status=3)
+    assert setup.fields(passing, ["status", "exit_status"]) == ["success", 3]
+
+
+def test_signal_timeout_and_refusal_give_their_reasons(setup):
+    """A signal is KILLED, a timeout TIMEOUT, a refused launch INTERR (never retried)."""
+    killed = setup.submit(command("sleep 9", max_attempts=1))
+    setup.end(killed, exit_status=None, signal=15)
+    assert setup.fields(killed, ["reason", "signal", "exit_status"]) == ["KILLED", 15, None]
+    timed = setup.submit(command("sleep 9", timeout=1))
+    setup.end(timed, exit_status=None, signal=9, timed_out=True)
+    assert setup.fields(timed, ["reason", "timed_out"]) == ["TIMEOUT", True]
+    setup.link.refuse = errors.CommandError("user bob is not allowed on node1")
+    refused = setup.submit(command("id", run_as="bob", max_attempts=3))
+    assert setup.fields(refused, ["status", "reason", "attempt"]) == ["error", "INTERR", 1]
+
+
+def test_a_missing_directory_ends_the_attempt_internal_error(setup):
+    """An attempt the node could not start (error set) is INTERR with the node's reason."""
+    job_id = setup.submit(command("true", dir="/nonexistent", max_attempts=2))
+    setup.end(job_id, exit_status=None, error="cannot change to directory /nonexistent")
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["error", "INTERR", 1]
+    assert b"cannot change to directory /nonexistent" in setup.log(job_id)
+
+
+def test_failed_attempts_are_retried_with_doubling_back_off(setup):
+    """max_attempts 3: retries after 5 s, then 10 s (rand 1.0), then the job fails."""
+    job_id = setup.submit(command("false", max_attempts=3, retry_delay=5))
+    setup.end(job_id, exit_status=1)
+    assert setup.fields(job_id, ["status", "attempt", "reason"]) == ["waiting", 1, "FAILED"]
+    assert setup.host.pending_timers() == [5.0]
+    setup.host.advance(4.9)
+    assert len(setup.link.launched) == 1
+    setup.host.advance(0.2)
+    setup.settle()
+    assert len(setup.link.launched) == 2 and setup.link.launched[1]["attempt"] == 2
+    assert setup.link.launched[1]["env"]["JQ_ATTEMPT"] == "2"
+    setup.end(job_id, attempt=2, exit_status=1)
+    assert setup.host.pending_timers() == [10.0]
+    setup.host.advance(10)
+    setup.settle()
+    setup.end(job_id, attempt=3, exit_status=1)
+    assert setup.fields(job_id, ["status", "attempt", "max_attempts"]) == ["error", 3, 3]
+    log = setup.log(job_id)
+    assert log.count(b"* START ") == 3 and b"* RETRY : attempt 2 of 3 in 5.0s" in log
+
+
+def test_jitter_scales_the_delay_between_half_and_all_of_it(open_queue, clock, tmp_path):
+    """The random factor is in [0.5, 1]: rand 0 halves the delay."""
+    setup = Setup(open_queue, clock, tmp_path, rand=lambda: 0.0)
+    job_id = setup.submit(command("false", max_attempts=2, retry_delay=8))
+    setup.end(job_id, exit_status=1)
+    assert setup.host.pending_timers() == [4.0]
+
+
+def test_the_retry_schedule_and_attempt_counter_survive_a_restart(setup):
+    """Reopened during a back-off, the queue waits out the rest, then runs attempt 2."""
+    job_id = setup.submit(command("false", max_attempts=2, retry_delay=10))
+    setup.end(job_id, exit_status=1)
+    setup.clock.advance(4)
+    setup.reopen(links={"node1": FakeLink("node1")})
+    assert setup.host.pending_timers()[-1] == pytest.approx(6.0)
+    setup.host.advance(6)
+    setup.settle()
+    assert setup.link.launched[0]["attempt"] == 2
+    setup.end(job_id, attempt=2, exit_status=0)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["success", 2]
+
+
+def test_slots_bound_a_node_and_the_next_attempt_goes_by_priority_then_id(open_queue, clock,
+                                                                             tmp_path):
+    """slots 1: queued p=10, p=0, p=0 start in the order 2nd, 3rd, 1st (BEX, Coalition)."""
+    setup = Setup(open_queue, clock, tmp_path, slots=1)
+    blocker = setup.submit(command("sleep 60"))
+    low = setup.submit(command("a", priority=10))
+    first = setup.submit(command("b", priority=0))
+    second = setup.submit(command("c", priority=0))
+    assert [s["job"] for s in setup.link.launched] == [blocker]
+    assert setup.fields(low, ["status"]) == ["queued"]
+    for job_id in (blocker, first, second):
+        setup.end(job_id)
+    assert [s["job"] for s in setup.link.launched] == [blocker, first, second, low]
+
+
+def test_canceling_a_queued_command_job_never_starts_it(open_queue, clock, tmp_path):
+    """A job waiting for a slot is canceled at once and its command never runs."""
+    setup = Setup(open_queue, clock, tmp_path, slots=1)
+    blocker = setup.submit(command("sleep 60"))
+    waiting = setup.submit(command("touch /x"))
+    assert setup.queue.cancel_job(waiting)[0]
+    setup.end(blocker)
+    setup.settle()
+    assert [s["job"] for s in setup.link.launched] == [blocker]
+    assert setup.fields(waiting, ["status"]) == ["canceled"]
+
+
+def test_canceling_a_running_command_terminates_it_and_the_job_ends_canceled(setup):
+    """cancel: TERM then KILL after the grace (the node's terminate); --kill: KILL now."""
+    job_id = setup.submit(command("sleep 60"))
+    ok, message = setup.queue.cancel_job(job_id)
+    setup.settle()
+    assert ok and "TERM, then KILL" in message
+    assert setup.link.controls == [(job_id, 1, "terminate", None)]
+    assert setup.fields(job_id, ["status"]) == ["canceling"]
+    setup.end(job_id, exit_status=None, signal=15)
+    assert setup.fields(job_id, ["status", "reason"]) == ["canceled", "KILLED"]
+    killed = setup.submit(command("sleep 60", max_attempts=5))
+    setup.queue.cancel_job(killed, kill=True)
+    setup.settle()
+    assert setup.link.controls[-1] == (killed, 1, "kill", None)
+    setup.end(killed, exit_status=None, signal=9)
+    assert setup.fields(killed, ["status", "attempt"]) == ["canceled", 1]
+
+
+def test_signal_job_reaches_the_running_attempt(setup):
+    """SignalJob sends the signal through the node; a job without a command says so."""
+    job_id = setup.submit(command("sleep 60"))
+    assert setup.queue.signal_job(job_id, 10)[0]
+    assert setup.link.controls == [(job_id, 1, "signal", 10)]
+    other = setup.submit({"OP_ID": "OP_TEST_DELAY", "duration": 0})
+    assert setup.queue.signal_job(other, 10) == (False, "Job %d has no running command" % other)
+    setup.end(job_id)
+
+
+def test_progress_is_followed_across_chunk_boundaries(setup):
+    """PROGRESS:25, then PROGRES + S:50 in two writes: 0.25, then 0.5; success is 1.0."""
+    job_id = setup.submit(command("x", global_progress_pattern="[%one]"))
+    setup.write(job_id, b"PROGRESS:25\n")
+    assert setup.fields(job_id, ["progress"]) == [0.25]
+    setup.clock.advance(1)
+    setup.write(job_id, b"PROGRES")
+    setup.clock.advance(1)
+    setup.write(job_id, b"S:50\nstep [0.3]\n")
+    assert setup.fields(job_id, ["progress", "global_progress"]) == [0.5, 0.3]
+    setup.end(job_id)
+    assert setup.fields(job_id, ["progress"]) == [1.0]
+
+
+def test_the_log_stops_at_its_cap_with_a_marker(open_queue, clock, tmp_path):
+    """Past log_max_bytes the log keeps a marker line and no more output."""
+    setup = Setup(open_queue, clock, tmp_path)
+    setup.queue.commands._log_max = 400
+    job_id = setup.submit(command("yes"))
+    setup.write(job_id, b"y\n" * 500)
+    setup.end(job_id)
+    log = setup.log(job_id)
+    assert b"* LOG TRUNCATED" in log and log.count(b"y\n") < 200
+    assert setup.fields(job_id, ["status"]) == ["success"]
+
+
+def test_read_job_log_reads_acknowledged_bytes_and_says_eof_at_the_end(setup):
+    """Offsets count bytes; eof only once the job finished and everything was read."""
+    job_id = setup.submit(command("echo"))
+    setup.write(job_id, "h\u00e9llo\n".encode())
+    head = setup.queue.read_job_log(job_id, 0, 1 << 20)
+    assert not head["eof"] and head["data"].endswith("h\u00e9llo\n".encode())
+    setup.end(job_id)
+    size = setup.queue.read_job_log(job_id, 0, 1 << 20)["offset"]
+    tail = setup.queue.read_job_log(job_id, size, 100)
+    assert tail == {"data": b"", "offset": size, "eof": True}
+    with pytest.raises(errors.JobLost):
+        setup.queue.read_job_log(999, 0, 10)
+
+
+def test_read_job_log_never_cuts_a_utf8_character(setup):
+    """A read limited in bytes ends on a character boundary."""
+    job_id = setup.submit(command("echo"))
+    setup.write(job_id, "\u00e9\u00e9\u00e9".encode())
+    start = setup.log(job_id).index("\u00e9".encode())
+    piece = setup.queue.read_job_log(job_id, start, 3)
+    assert piece["data"] == "\u00e9".encode() and piece["offset"] == start + 2
+    setup.end(job_id)
+
+
+def test_watch_job_log_answers_when_the_log_grows(setup):
+    """A log waiter costs no thread and hears of new acknowledged bytes."""
+    job_id = setup.submit(command("echo"))
+    size = setup.queue.read_job_log(job_id, 0, 1 << 20)["offset"]
+    answers = []
+    handle = setup.queue.watch_job_log(job_id, size, 100, answers.append)
+    assert handle is not None and answers == []
+    setup.write(job_id, b"more\n")
+    assert answers == [{"data": b"more\n", "offset": size + 5, "eof": False}]
+    setup.end(job_id)
+
+
+def test_a_restarted_master_follows_a_running_attempt_from_the_logged_offset(setup):
+    """No "Unclean master daemon shutdown": the attempt is looked up and output resumes."""
+    job_id = setup.submit(command("count"))
+    setup.write(job_id, b"1\n2\n")
+    link = setup.link
+    setup.reopen(links={"node1": link})
+    assert setup.fields(job_id, ["status"]) == ["running"]
+    link.output[(job_id, 1)] += b"3\n"
+    link.known[(job_id, 1)]["output_size"] = 6
+    setup.end(job_id, exit_status=7)
+    assert setup.fields(job_id, ["status", "exit_status"]) == ["error", 7]
+    assert (job_id, 1, 4) in link.fetches
+    log = setup.log(job_id)
+    assert log.count(b"1\n2\n3\n") == 1 and b"* EXIT : 7" in log
+
+
+def test_an_attempt_that_ended_while_the_master_was_down_gets_its_true_result(setup):
+    """Reopened after the command ended, the queue records its real exit status."""
+    job_id = setup.submit(command("exit 7"))
+    link = setup.link
+    link.output[(job_id, 1)] = b"bye\n"
+    link.known[(job_id, 1)].update(output_size=4, result={
+        "exit_status": 7, "signal": None, "timed_out": False, "error": None, "ended": 3.0})
+    setup.reopen(links={"node1": link})
+    assert setup.fields(job_id, ["status", "exit_status"]) == ["error", 7]
+    assert b"bye\n* EXIT : 7" in setup.log(job_id)
+    assert link.forgotten == [(job_id, 1)]
+
+
+def test_an_attempt_its_node_does_not_know_is_node_lost_and_retried(setup):
+    """A running attempt the node cannot account for ends NODE_LOST; attempts remain: retry."""
+    job_id = setup.submit(command("x", max_attempts=2, retry_delay=1))
+    setup.reopen(links={"node1": FakeLink("node1")})
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["waiting", "NODE_LOST", 1]
+    setup.host.advance(1)
+    setup.settle()
+    assert setup.link.launched[0]["attempt"] == 2
+    setup.end(job_id, attempt=2)
+    assert setup.fields(job_id, ["status"]) == ["success"]
+
+
+def test_an_attempt_journaled_as_starting_is_launched_after_a_restart(setup):
+    """Crash between journaling the start and the launch: the same attempt is launched."""
+    setup.link.refuse = unreachable("node1")
+    job_id = setup.submit(command("x"))
+    assert setup.fields(job_id, ["status", "reason"]) == ["waiting", "NOXFER"]
+    queue = setup.queue
+    with queue._lock:  # as if the process died after journaling the start
+        job = queue._jobs[job_id]
+        job.ops[0].exec_state = dict(job.ops[0].exec_state, state="starting", attempt=1)
+        job.ops[0].status = "running"
+        queue._record_state_unlocked(job)
+    queue.wait_durable()
+    setup.reopen(links={"node1": FakeLink("node1")})
+    assert [s["attempt"] for s in setup.link.launched] == [1]
+    setup.end(job_id)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]
+
+
+def test_an_unreachable_node_does_not_use_up_an_attempt(setup):
+    """NOXFER: the start is tried again after a delay with the same attempt number."""
+    setup.link.refuse = unreachable("node1")
+    job_id = setup.submit(command("x", max_attempts=1))
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["waiting", "NOXFER", 0]
+    setup.link.refuse = None
+    setup.host.advance(5)
+    setup.settle()
+    assert setup.link.launched[0]["attempt"] == 1
+    setup.end(job_id)
+    assert setup.fields(job_id, ["status"]) == ["success"]
+
+
+def test_command_opcodes_are_validated_at_submit(setup):
+    """Bad parameters and unknown nodes are refused before a job exists."""
+    bad = [command(""), command([]), command("x", dir="tmp"), command("x", env={"A=": "1"}),
+           command("x", progress_pattern="no token"), command("x", max_attempts=0),
+           command("x", success_exit_codes=[256]), command("x", node="nowhere"),
+           command("x", timeout=-1), command("x", run_as="bad user")]
+    for op in bad:
+        with pytest.raises(errors.OpPrereqError):
+            setup.queue.submit_job([op])
+    assert setup.queue.query_jobs([], ["id"]) == []
+
+
+def test_a_queue_without_a_runner_refuses_command_jobs(open_queue):
+    """Without a command runner, submitting a command job is the caller's error."""
+    queue = open_queue()
+    with pytest.raises(errors.OpPrereqError, match="runs no command jobs"):
+        queue.submit_job([command("true")])
+
+
+def test_a_command_opcode_after_another_opcode_runs_in_order(setup):
+    """A job mixing opcodes runs its command after the preceding opcode succeeded."""
+    job_id = setup.submit({"OP_ID": "OP_TEST_JQUEUE", "result": 1}, command("x"))
+    assert setup.link.launched[0]["job"] == job_id
+    setup.end(job_id)
+    assert setup.fields(job_id, ["status", "opstatus"]) == ["success",
+                                                           ["success", "success"]]
+
+
+def test_running_lists_attempts_with_their_node_and_pid(setup):
+    """QueryRunning's rows: job, attempt, node, pid."""
+    job_id = setup.submit(command("sleep 1"))
+    rows = setup.queue.query_running()
+    assert [(r["job"], r["attempt"], r["node"], r["pid"]) for r in rows] == [
+        (job_id, 1, "node1", 1001)]
+    assert setup.queue.query_running("elsewhere") == []
+    setup.end(job_id)
+    assert setup.queue.query_running() == []
+
+
+def test_status_constants_cover_every_reason():
+    """Every reason the runner can give is one of the documented words."""
+    assert {"OK", "FAILED", "TIMEOUT", "KILLED", "INTERR", "NOXFER", "NODE_LOST"} <= \
+        constants.REASONS
