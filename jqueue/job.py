@@ -141,7 +141,8 @@ class QueuedOpCode:
         """The state_dict() of the opcode as it was submitted."""
         return {"status": constants.OP_STATUS_QUEUED, "result": None,
                 "start_timestamp": None, "exec_timestamp": None, "end_timestamp": None,
-                "priority": self.input.get("priority", constants.OP_PRIO_DEFAULT)}
+                "priority": self.input.get("priority", constants.OP_PRIO_DEFAULT),
+                EXEC_KEY: None}
 
     def copy(self, max_log_serial):
         """A copy with the log entries up to max_log_serial (for a view read at once: the

@@ -240,24 +240,10 @@ def cmd_archive(ctx, args):
     codes = [EXIT_SUCCESS]
     for job_id in args.ids:
         if not ctx.client.archive_job(job_id):
-            codes.append(_refused(ctx, job_id, None))
+            codes.append(outcome.refused(ctx, job_id, None))
     return exitcodes.worst(codes)
 
 
-def _refused(ctx, job_id, message):
-    """Report a request the daemon refused for job_id; EXIT_NOT_FOUND (with the common
-    wording) if the job does not exist, else EXIT_REFUSED with message (or, for archive
-    (message None), why the job was not archived)."""
-    row = ctx.client.query_jobs([job_id], ["status", "archived"])[0]
-    if row is None:
-        ctx.warn(outcome.not_found_message(job_id))
-        return exitcodes.EXIT_NOT_FOUND
-    if message is None:
-        status, archived = row
-        message = ("job %s is already archived" % job_id if archived else
-                   "job %s not archived: it is not finished (status %s)" % (job_id, status))
-    ctx.warn(message)
-    return EXIT_REFUSED
 
 
 def cmd_autoarchive(ctx, args):
@@ -303,5 +289,5 @@ def _report_each(ctx, job_ids, call, describe=None):
         if ok:
             ctx.out(describe(job_id, message) if describe else message)
         else:
-            codes.append(_refused(ctx, job_id, message))
+            codes.append(outcome.refused(ctx, job_id, message))
     return exitcodes.worst(codes)

@@ -35,6 +35,22 @@ def not_found_message(job_id):
     return "job %s not found" % job_id
 
 
+def refused(ctx, job_id, message):
+    """Report a request the daemon refused for job_id; EXIT_NOT_FOUND (with the common
+    wording) if the job does not exist, else EXIT_REFUSED with message (or, for archive
+    (message None), why the job was not archived)."""
+    row = ctx.client.query_jobs([job_id], ["status", "archived"])[0]
+    if row is None:
+        ctx.warn(not_found_message(job_id))
+        return exitcodes.EXIT_NOT_FOUND
+    if message is None:
+        status, archived = row
+        message = ("job %s is already archived" % job_id if archived else
+                   "job %s not archived: it is not finished (status %s)" % (job_id, status))
+    ctx.warn(message)
+    return exitcodes.EXIT_REFUSED
+
+
 def is_encoded_error(result):
     """Whether an opcode result is an error as the wire encodes it: ["Class", [args]]."""
     return (isinstance(result, list) and len(result) == 2 and isinstance(result[0], str)

@@ -989,3 +989,11 @@ def test_list_opcodes_lists_and_describes_the_daemons_opcodes(cli):
     assert [op["id"] for op in raw] == ["OP_TEST_JQUEUE"]
     result = cli("list-opcodes", "OP_TEST_DELYA")
     assert result.code == exitcodes.EXIT_NOT_FOUND and "did you mean OP_TEST_DELAY?" in result.err
+
+
+@pytest.mark.parametrize("argv", [["log", "999"], ["signal", "999", "TERM"], ["term", "999"],
+                                  ["kill", "999"]])
+def test_the_command_job_commands_say_not_found_the_same_way(cli, argv):
+    """log, signal, term and kill of a job that does not exist: "job 999 not found", 4."""
+    result = cli(*argv)
+    assert (result.code, result.err) == (exitcodes.EXIT_NOT_FOUND, "jqctl: job 999 not found\n")
