@@ -214,6 +214,9 @@ def _heal_and_check(test_cluster, started, nodeds, dirs, before):
     # holds the configuration of epoch 1 naming it master; the new master pushes it the
     # current one, and it becomes a candidate again and is resynced.
     started["node1"] = nodeds(test_cluster, "node1")
+    code, out, err = jqctl("cluster", "verify", "--json", socket=new_socket)
+    state = json.loads(out)["node1"]["state"]
+    assert state in ("stale configuration", "resyncing", "in sync"), (out, err)
     out = wait_verified(new_socket)
     assert "node1: in sync" in out and "node3: in sync" in out
     refused = subprocess.run([sys.executable, "-m", "jqueue.daemon.masterd", "--state-dir",
