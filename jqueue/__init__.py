@@ -4,10 +4,13 @@
     q = jqueue.JobQueue("/srv/queue", workers=8)
     job_id = q.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0.1}])
 
+    outcome = q.wait_for_job(job_id, timeout=60)     # JobOutcome: status, results
+
 The contracts are in jqueue.queue.JobQueue (the library API), jqueue.errors (the error
 classes), jqueue.constants (statuses, priorities, fields) and jqueue.opcodes (defining
-opcodes). The LUXI client is jqueue.luxi.Client. Command jobs (OP_COMMAND_RUN) run on this
-machine with ``JobQueue(path, commands=jqueue.local_commands(state_dir))``.
+opcodes). jqueue.Client (jqueue.client) talks to a running jq-masterd with JobQueue's
+method names; the raw LUXI client is jqueue.luxi.Client. Command jobs (OP_COMMAND_RUN)
+run on this machine with ``JobQueue(path, commands=jqueue.local_commands(state_dir))``.
 """
 
 import importlib.metadata
@@ -22,9 +25,12 @@ def version():
 
 
 from jqueue import constants, errors  # noqa: E402 - version() first: modules below use it
+from jqueue.client import Client  # noqa: E402
+from jqueue.job import JobOutcome  # noqa: E402
 from jqueue.queue import JobQueue  # noqa: E402
 
-__all__ = ["JobQueue", "constants", "errors", "local_commands", "version"]
+__all__ = ["Client", "JobOutcome", "JobQueue", "constants", "errors", "local_commands",
+           "version"]
 
 
 def __getattr__(name):

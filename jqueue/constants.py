@@ -169,6 +169,8 @@ LUXI_REQ_SIGNAL_JOB = "SignalJob"
 LUXI_REQ_QUERY_RUNNING = "QueryRunning"
 #: Longest piece of a log one ReadJobLog answers.
 LUXI_MAX_LOG_READ = 4 * 1024 * 1024
+# Our addition: the opcode catalogue.
+LUXI_REQ_QUERY_OPCODES = "QueryOpcodes"
 LUXI_REQ_SUBMISSIONS = frozenset([
     LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
 ])

@@ -74,8 +74,33 @@ class JobQueueFull(JobQueueError):
     """The queue holds its maximum number of live jobs."""
 
 
+class WaitTimeout(JobQueueError):
+    """A wait for a job ended (its timeout) before the job finished."""
+
+
 class ReplicationError(JobQueueError):
     """A change did not reach the number of copies the acknowledgement policy requires."""
+
+
+class SubmissionNotAcknowledged(ReplicationError):
+    """Jobs were recorded but not acknowledged in time; args are (message, [job ids])."""
+
+    def __init__(self, msg, job_ids=(), *rest):
+        super().__init__(msg, list(job_ids), *rest)
+
+    @property
+    def job_ids(self):
+        return list(self.args[1]) if len(self.args) > 1 and isinstance(
+            self.args[1], (list, tuple)) else []
+
+
+def not_acknowledged(job_ids, cause):
+    """The SubmissionNotAcknowledged telling what happened to job_ids (cause: the error of
+    the acknowledgement that did not come): they are kept and run once enough candidates
+    catch up, but a failover before that may lose them."""
+    ids = ", ".join(str(i) for i in job_ids)
+    return SubmissionNotAcknowledged("%s %s submitted but not acknowledged: %s" % (
+        "job" if len(job_ids) == 1 else "jobs", ids, error_message(cause)), job_ids)
 
 
 class ResyncNeeded(ReplicationError):

@@ -6,10 +6,14 @@ derived from its opcodes exactly as Ganeti derives them. The few runtime-only fi
 (journal generation, visibility, cancellation) are not serialized.
 """
 
+import collections
 import threading
 import time
 
 from jqueue import constants, errors
+
+#: The acknowledged state of a job no change has reached yet (see QueuedJob.view).
+PRISTINE = "pristine"
 
 _OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_timestamp",
                   "priority", "exec_state")
@@ -17,6 +21,58 @@ _OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_
 EXEC_KEY = "exec"
 #: Job file key of the length of a job's command log, present only if it has one.
 LOG_BYTES_KEY = "log_bytes"
+
+
+#: Job fields a JobOutcome is made of, in from_row's order.
+OUTCOME_FIELDS = ["id", "status", "opstatus", "opresult"]
+
+
+class JobOutcome(collections.namedtuple("JobOutcome", "id status op_statuses results")):
+    """What became of a finished job: its final status, and each opcode's status and result
+    (a failed opcode's result is its encoded error, ["OpExecError", ["message"]])."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_row(cls, row):
+        """From a QueryJobs row of OUTCOME_FIELDS."""
+        return cls(*row)
+
+    @property
+    def succeeded(self):
+        return self.status == constants.JOB_STATUS_SUCCESS
+
+    @property
+    def error(self):
+        """The error of the first failed opcode (an exception object), or None."""
+        for status, result in zip(self.op_statuses, self.results):
+            if status == constants.OP_STATUS_ERROR:
+                return errors.decode_exception(result) if isinstance(result, list) else (
+                    errors.OpExecError(str(result)))
+        return None
+
+
+def wait_until_final(wait_changes, job_id, timeout, clock=time.monotonic):
+    """Wait with wait_changes(job_id, ["status"], prev, serial, seconds) (WaitForJobChange's
+    shape) until the job is finalized, at most timeout seconds (None: no limit); its status.
+
+    Raises WaitTimeout when the time is up first (JobLost from wait_changes passes on).
+    """
+    deadline = None if timeout is None else clock() + timeout
+    info, serial = None, None
+    while True:
+        left = 60.0 if deadline is None else max(0.0, deadline - clock())
+        answer = wait_changes(job_id, ["status"], info, serial, left)
+        if answer != constants.JOB_NOTCHANGED:
+            new_info, entries = answer
+            for entry in entries:
+                serial = entry[0] if serial is None else max(serial, entry[0])
+            if new_info[0] in constants.JOBS_FINALIZED:
+                return new_info[0]
+            info = list(new_info)
+        if deadline is not None and clock() >= deadline:
+            raise errors.WaitTimeout("job %s did not finish within %ss (status %s)" % (
+                job_id, timeout, info[0] if info else "unknown"))
 
 
 def timestamp(now=None):
@@ -81,6 +137,23 @@ class QueuedOpCode:
             state[EXEC_KEY] = self.exec_state
         return state
 
+    def pristine_state(self):
+        """The state_dict() of the opcode as it was submitted."""
+        return {"status": constants.OP_STATUS_QUEUED, "result": None,
+                "start_timestamp": None, "exec_timestamp": None, "end_timestamp": None,
+                "priority": self.input.get("priority", constants.OP_PRIO_DEFAULT),
+                EXEC_KEY: None}
+
+    def copy(self, max_log_serial):
+        """A copy with the log entries up to max_log_serial (for a view read at once: the
+        log list may be the live one)."""
+        op = QueuedOpCode.__new__(QueuedOpCode)
+        for key in self.__slots__:
+            setattr(op, key, getattr(self, key))
+        if self.log and self.log[-1][0] > max_log_serial:
+            op.log = [entry for entry in self.log if entry[0] <= max_log_serial]
+        return op
+
     def apply_state(self, state):
         """Set the fields of a state_dict()."""
         for key in _OP_STATE_KEYS[:-1]:
@@ -121,9 +194,9 @@ class QueuedJob:
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
-                 "client_batch")
+                 "client_batch", "acked_state", "token")
 
-    def __init__(self, job_id, ops, received_timestamp):
+    def __init__(self, job_id, ops, received_timestamp, token=None):
         self.id = job_id
         self.ops = ops
         self.received_timestamp = received_timestamp
@@ -132,6 +205,8 @@ class QueuedJob:
         self.log_serial = 0
         #: Bytes in the job's command log (<state>/logs/<id>.log); 0 without one.
         self.log_bytes = 0
+        #: The submission's idempotency token (job file key "token"; ours), or None.
+        self.token = token
         self._init_runtime()
 
     def _init_runtime(self):
@@ -148,6 +223,9 @@ class QueuedJob:
         self.durable_log_bytes = self.log_bytes
         # The journal batch of a client's change (cancel, priority) not yet written.
         self.client_batch = None
+        # The state_dict() of the newest acknowledged state (PRISTINE: as submitted),
+        # kept while the job may change; what readers see while changes are pending.
+        self.acked_state = None
 
     # Derived state
 
@@ -216,7 +294,8 @@ class QueuedJob:
     # Serialization
 
     def to_dict(self):
-        """Serialize in the Ganeti 2.10 job file format (plus ``log_bytes`` if a log exists)."""
+        """Serialize in the Ganeti 2.10 job file format (plus ``log_bytes`` if a log exists,
+        and "token" if the job has one)."""
         data = {
             "id": self.id, "ops": [op.to_dict() for op in self.ops],
             "received_timestamp": self.received_timestamp,
@@ -224,6 +303,8 @@ class QueuedJob:
         }
         if self.log_bytes:
             data[LOG_BYTES_KEY] = self.log_bytes
+        if self.token is not None:
+            data["token"] = self.token
         return data
 
     def state_dict(self):
@@ -272,6 +353,10 @@ class QueuedJob:
         job.received_timestamp = data.get("received_timestamp")
         job.start_timestamp = data.get("start_timestamp")
         job.end_timestamp = data.get("end_timestamp")
+        job.token = data.get("token")
+        if job.token is not None and not isinstance(job.token, str):
+            raise errors.JobFileCorrupted("job %s: token %r is not a string" % (
+                job_id, job.token))
         serials = [entry[0] for op in job.ops for entry in op.log]
         job.log_serial = max(serials) if serials else 0
         job.log_bytes = data.get(LOG_BYTES_KEY) or 0
@@ -281,6 +366,27 @@ class QueuedJob:
                 job_id, job.log_bytes))
         job._init_runtime()
         return job
+
+    def view(self, state, max_log_serial):
+        """A copy showing state (a state_dict(), PRISTINE, or None: the current one), only
+        the log entries up to max_log_serial and the durable command log; for readers of
+        acknowledged changes."""
+        copy = QueuedJob.__new__(QueuedJob)
+        copy.id, copy.token = self.id, self.token
+        copy.received_timestamp = self.received_timestamp
+        copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
+        copy.ops = [op.copy(max_log_serial) for op in self.ops]
+        copy.log_serial = min(self.log_serial, max_log_serial)
+        copy.log_bytes = self.durable_log_bytes
+        copy._init_runtime()
+        copy.archived = self.archived
+        if state is PRISTINE:
+            copy.start_timestamp = copy.end_timestamp = None
+            for op in copy.ops:
+                op.apply_state(op.pristine_state())
+        elif state is not None:
+            copy.apply_state(state)
+        return copy
 
     def new_cancel_event(self):
         """Create (once) and return the event that running opcodes watch for cancellation."""

@@ -12,6 +12,7 @@ default: Ganeti's clients send an opcode's whole state, with ``null`` for what i
 """
 
 import copy
+import difflib
 import importlib
 import importlib.metadata
 import logging
@@ -82,8 +83,9 @@ class OpCode:
         known = {p.name: p for p in cls.all_params()}
         unknown = sorted(set(params) - set(known) - {"OP_ID"})
         if unknown:
-            raise errors.OpPrereqError("opcode %s: unknown parameter(s) %s" % (
-                cls.OP_ID, ", ".join(repr(u) for u in unknown)), constants.ECODE_INVAL)
+            raise errors.OpPrereqError("opcode %s: unknown parameter(s) %s%s" % (
+                cls.OP_ID, ", ".join(repr(u) for u in unknown), near_miss(unknown, known)),
+                constants.ECODE_INVAL)
         values = {}
         for name, param in known.items():
             if params.get(name) is None and not param.required:
@@ -113,6 +115,30 @@ class OpCode:
     def run(self, ctx):
         """Execute the opcode; return a JSON-serializable result or raise OpExecError."""
         raise NotImplementedError("opcode %s has no run()" % self.OP_ID)
+
+
+def near_miss(names, known, upper=False):
+    """"; did you mean X?" for the first of names close to one of known ("" if none)."""
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        matches = difflib.get_close_matches(name.upper() if upper else name, list(known),
+                                            n=1, cutoff=0.75)
+        if matches:
+            return "; did you mean %s?%s" % (matches[0], (" (jqctl list-opcodes lists them)"
+                                                          if upper else ""))
+    return ""
+
+
+def describe_opcode(cls):
+    """One opcode of the catalogue (see Registry.describe)."""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    common = {p.name for p in COMMON_PARAMS}
+    return {"id": cls.OP_ID, "doc": doc[0] if doc else "",
+            "params": [{"name": p.name, "type": p.ptype.desc, "required": p.required,
+                        "default": None if p.required else p.default_value(), "doc": p.doc,
+                        "common": p.name in common}
+                       for p in cls.OP_PARAMS + COMMON_PARAMS]}
 
 
 def summarize(op_id, dsc_field, op_input):
@@ -146,12 +172,27 @@ class Registry:
         return cls
 
     def get(self, op_id):
-        """Return the class for op_id; raise OpPrereqError if unknown."""
+        """Return the class for op_id; raise OpPrereqError if unknown (naming near ones)."""
         cls = self._classes.get(op_id) if isinstance(op_id, str) else None
         if cls is None:
-            raise errors.OpPrereqError("unknown opcode %s" % ptypes._short(op_id),
-                                       constants.ECODE_INVAL)
+            raise errors.OpPrereqError("unknown opcode %s%s" % (
+                ptypes._short(op_id), near_miss([op_id], self._classes, upper=True)),
+                constants.ECODE_INVAL)
         return cls
+
+    def describe(self, op_ids=None):
+        """The catalogue: [{"id", "doc", "params": [...]}] of every opcode (or op_ids).
+
+        Each parameter is {"name", "type", "required", "default", "doc", "common"}
+        ("common": one of the parameters every opcode takes). OpPrereqError for an
+        unknown OP_ID, naming near ones.
+        """
+        names = self.known() if op_ids is None else list(op_ids)
+        try:
+            return [describe_opcode(self.get(name)) for name in names]
+        except errors.OpPrereqError as err:
+            raise errors.OpPrereqError(errors.error_message(err), constants.ECODE_NOENT
+                                       ) from None
 
     def known(self):
         """Sorted list of registered OP_IDs."""

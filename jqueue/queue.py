@@ -32,7 +32,16 @@ import threading
 import time
 
 from jqueue import commandjob, constants, errors, opcodes, ptypes, query, serializer
-from jqueue.job import QueuedJob, QueuedOpCode, timestamp, ts_to_float
+from jqueue.job import (
+    OUTCOME_FIELDS,
+    PRISTINE,
+    JobOutcome,
+    QueuedJob,
+    QueuedOpCode,
+    timestamp,
+    ts_to_float,
+    wait_until_final,
+)
 from jqueue.run import dependencies, processor, waiting, workerpool
 from jqueue.store import joblogs, journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
@@ -118,8 +127,12 @@ class JobQueue:
         self._checkpoint_lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._jobs = self.recovery.jobs
+        self._tokens = {job.token: job.id for job in self._jobs.values()
+                        if job.token is not None}
         for job in self._jobs.values():
             job.durable_log_serial = job.log_serial
+            if not job.is_finalized():
+                job.acked_state = job.state_dict()
         self._serial = self.recovery.max_id
         self._archiving = {}
         self._dirty = set()
@@ -149,25 +162,45 @@ class JobQueue:
 
     # Submission
 
-    def submit_job(self, ops, drained_ok=False):
-        """Submit one job (a list of opcodes); return its id once it is durable."""
-        job_id, batch = self.submit_job_nowait(ops, drained_ok)
-        self._wait(batch)
+    def submit_job(self, ops, drained_ok=False, token=None):
+        """Submit one job (a list of opcodes); return its id once it is acknowledged.
+
+        token (a string) makes the submission idempotent: while the job an earlier
+        submission with the same token created is live, its id is returned and no job is
+        created. SubmissionNotAcknowledged (naming the id) if the job is recorded but not
+        acknowledged within the acknowledgement timeout.
+        """
+        job_id, batch = self.submit_job_nowait(ops, drained_ok, token=token)
+        if batch is not None:
+            self._wait_submitted(batch, [job_id])
         return job_id
 
-    def submit_job_to_drained_queue(self, ops):
+    def submit_job_to_drained_queue(self, ops, token=None):
         """Submit one job even if the queue is drained (for the cluster's own work)."""
-        return self.submit_job(ops, drained_ok=True)
+        return self.submit_job(ops, drained_ok=True, token=token)
 
-    def submit_many_jobs(self, jobs, drained_ok=False):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None):
         """Submit several jobs; return [(True, id) | (False, message)] in order.
 
         Negative dependency ids are relative: -1 is the job just before in this request.
         An invalid opcode anywhere refuses the whole request before any id is allocated.
+        tokens, if given, holds a token (or None) per job, as for submit_job.
         """
         if not isinstance(jobs, list) or not jobs:
             raise errors.OpPrereqError("expected a non-empty list of jobs")
-        return self._submit(jobs, drained_ok, single=False)
+        results, batch = self.submit_nowait(jobs, drained_ok, single=False, tokens=tokens)
+        if batch is not None:
+            self._wait_submitted(batch, [value for ok, value in results if ok])
+        return results
+
+    def _wait_submitted(self, batch, job_ids):
+        """Wait for submissions; a ReplicationError names the jobs and their fate."""
+        try:
+            self._wait(batch)
+        except errors.SubmissionNotAcknowledged:
+            raise
+        except errors.ReplicationError as err:
+            raise errors.not_acknowledged(job_ids, err) from None
 
     def _validate_job(self, ops, label):
         if not isinstance(ops, list) or not ops:
@@ -197,29 +230,37 @@ class JobQueue:
         """The CommandRunner (None if this queue runs no command jobs)."""
         return self._commands
 
-    def _submit(self, jobs, drained_ok, single):
-        results, batch = self.submit_nowait(jobs, drained_ok, single)
-        if batch is not None:
-            self._wait(batch)
-        return results
-
-    def submit_nowait(self, jobs, drained_ok=False, single=False):
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
         """Validate and record jobs without waiting: return (results, batch).
 
         results is what submit_many_jobs returns; the submissions are acknowledged once
-        batch (None if nothing was recorded) finishes without error: callers that must
-        not block (the daemon's event loop) use batch.add_done_callback. Raises the same
-        errors as submit_many_jobs, before anything is recorded.
+        batch (None if there is nothing to wait for) finishes without error: callers that
+        must not block (the daemon's event loop) use batch.add_done_callback. Raises the
+        same errors as submit_many_jobs, before anything is recorded.
         """
+        tokens = _check_tokens(tokens, len(jobs) if isinstance(jobs, list) else 0)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
         with self._lock:
-            self._check_accepting_unlocked(len(validated), drained_ok)
-            return self._create_jobs_unlocked(validated)
+            known = [self._token_job_unlocked(token) for token in tokens]
+            new = sum(1 for job in known if job is None)
+            if new:
+                self._check_accepting_unlocked(new, drained_ok)
+            else:
+                self._check_writable()
+                self._check_open_unlocked()
+            return self._create_jobs_unlocked(validated, tokens, known)
 
-    def submit_job_nowait(self, ops, drained_ok=False):
-        """Like submit_job, without waiting: return (job id, batch to wait on)."""
-        results, batch = self.submit_nowait([ops], drained_ok, single=True)
+    def _token_job_unlocked(self, token):
+        """The live job an earlier submission with token created, or None."""
+        if token is None:
+            return None
+        job = self._jobs.get(self._tokens.get(token))
+        return job if job is not None and job.token == token else None
+
+    def submit_job_nowait(self, ops, drained_ok=False, token=None):
+        """Like submit_job, without waiting: return (job id, batch to wait on or None)."""
+        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token])
         ok, value = results[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
@@ -261,30 +302,40 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated):
+    def _create_jobs_unlocked(self, validated, tokens, known):
         """Create the jobs of one request; their records join one batch, so that the
-        request is durable, or refused, as a whole."""
-        results, created = [], []
+        request is durable, or refused, as a whole. A job whose token the queue knows is
+        not created again: the first submission's id is answered."""
+        results, created, pending = [], [], None
         now = timestamp(self._clock())
-        resolved = dependencies.resolve_request(validated, self._serial + 1)
-        for inputs, (job_id, problem) in zip(validated, resolved):
+        resolved = dependencies.resolve_request(
+            validated, self._serial + 1, [job.id if job else None for job in known])
+        for inputs, (job_id, problem), token, old in zip(validated, resolved, tokens, known):
+            if old is not None:
+                results.append((True, old.id))
+                if not old.visible:  # the first submission is not acknowledged yet
+                    pending = self._journal.barrier()
+                continue
             if problem:
                 results.append((False, problem))
                 continue
-            job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now)
+            job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
+                            token=token)
             job.visible = False
             created.append((job, records.job_record(job)))  # encoded before any change
             results.append((True, job.id))
         if not created:
-            return results, None
+            return results, pending
         entries = []
         for job, payload in created:
             self._serial = job.id
             self._jobs[job.id] = job
+            if job.token is not None:
+                self._tokens[job.token] = job.id
             job.generation = self._journal.generation
             job.unacked_state += 1
             self._dirty.add(job.id)
-            entries.append((payload, (job.id, True, job.log_serial)))
+            entries.append((payload, (job.id, PRISTINE, job.log_serial)))
         batch = self._journal.append_all(entries)
         batch.undo.extend(functools.partial(self._unsubmit_unlocked, job) for job, _ in created)
         return results, batch
@@ -295,6 +346,8 @@ class JobQueue:
             del self._jobs[job.id]
             self._dirty.discard(job.id)
             self._unrecorded.discard(job.id)
+            if job.token is not None and self._tokens.get(job.token) == job.id:
+                del self._tokens[job.token]
 
     # Changes to existing jobs
 
@@ -317,13 +370,17 @@ class JobQueue:
             if status in (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING):
                 job.mark_unfinished_ops(constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
                 job.finalize(self._clock())
-                message = "Job %s canceled" % job_id
+                message = "Job %s canceled" % job_id + (
+                    " (kill made no difference: no opcode of it was running)" if kill else "")
                 event = None
             else:
                 command = self._command_on_node_unlocked(job)
                 job.mark_unfinished_ops(constants.OP_STATUS_CANCELING, None)
                 event = job.new_cancel_event()
-                message = "Job %s will be canceled at its next cancellation point" % job_id
+                message = "Job %s will be canceled at its next cancellation point" % job_id + (
+                    "; kill cannot stop it sooner: its opcode runs inside jq-masterd and cannot "
+                    "be killed, it stops at once only where it sleeps or checks for "
+                    "cancellation" if kill else "")
                 if command:
                     message = "Job %s: its command is being stopped (%s)" % (
                         job_id, "KILL now" if kill else
@@ -534,8 +591,13 @@ class JobQueue:
         return self._archive_all_unlocked([job])
 
     def _archive_all_unlocked(self, jobs):
-        """Archive jobs in memory and journal it in one batch (undone if refused)."""
+        """Archive jobs in memory and journal it in one batch (undone if refused).
+
+        An archived job's token is forgotten: a later submission with it makes a new job.
+        """
         for job in jobs:
+            if job.token is not None and self._tokens.get(job.token) == job.id:
+                del self._tokens[job.token]
             del self._jobs[job.id]
             job.archived = True
             self._archiving[job.id] = job
@@ -545,7 +607,7 @@ class JobQueue:
         return batch
 
     def _unarchive_unlocked(self, job):
-        """Undo a refused archival: the job is live again, in id order."""
+        """Undo a refused archival: the job is live again, in id order, with its token."""
         if self._archiving.get(job.id) is job:
             del self._archiving[job.id]
             job.archived = False
@@ -553,6 +615,8 @@ class JobQueue:
             self._jobs[job.id] = job
             if not in_order:
                 self._jobs = dict(sorted(self._jobs.items()))
+            if job.token is not None:
+                self._tokens.setdefault(job.token, job.id)
 
     def set_drain_flag(self, flag):
         """Set or clear the drain flag (durably); a drained queue refuses new jobs."""
@@ -576,48 +640,41 @@ class JobQueue:
     def query_jobs(self, job_ids, fields):
         """Return [[value, ...] or None] for the given ids (all live jobs if empty).
 
-        Archived jobs are found by id. Answers only once every change they show is durable.
+        Archived jobs are found by id. Answers at once with the acknowledged state of
+        each job: a change still waiting for the disk or for the candidates is not shown
+        (and a job whose submission is not acknowledged is not found); a change the disk
+        refused never shows. Reads go on while writes fail.
         """
         info = query.getters(fields, self._registry)
         ids = None if not job_ids else [queuedir.parse_job_id(i) for i in job_ids]
-        for _ in range(3):
-            rows, barrier = self._query_once(ids, info)
-            if barrier is None or self._wait_view(barrier):
-                break
-        return rows
-
-    def _query_once(self, ids, info):
-        """(rows, barrier to wait on) of one look at the jobs."""
         with self._lock:
             if ids is None:
-                rows = [info(job) for job in self._jobs.values() if job.visible]
+                rows = [info(self._acked_view_unlocked(job)) for job in self._jobs.values()
+                        if job.visible]
                 missing = []
             else:
                 jobs = [self._known_job_unlocked(i) for i in ids]
-                rows = [info(job) if job is not None else None for job in jobs]
+                rows = [info(self._acked_view_unlocked(job)) if job is not None else None
+                        for job in jobs]
                 missing = [n for n, job in enumerate(jobs) if job is None]
-            barrier = self._journal.barrier()
         for index in missing:
             job = self._load_archived(ids[index])
             rows[index] = info(job) if job is not None else None
-        return rows, barrier
-
-    def _wait_view(self, barrier):
-        """Wait until what a reader saw is durable; False if its batch was refused (the
-        refused changes are undone by now: read again). Reads go on while writes fail."""
-        try:
-            self._wait(barrier)
-        except errors.JobQueueError:
-            if barrier.refused:
-                return False
-            raise
-        return True
+        return rows
 
     def archived_job_ids(self):
         """Ids of the archived jobs (in archive/, or being moved there), in order."""
         with self._lock:
             moving = set(self._archiving)
         return sorted(moving.union(self._dir.archived_job_ids()))
+
+    @staticmethod
+    def _acked_view_unlocked(job):
+        """The job as its acknowledged changes leave it (itself if nothing is pending)."""
+        if not job.unacked_state and job.durable_log_serial >= job.log_serial:
+            return job
+        return job.view(job.acked_state if job.unacked_state else None,
+                        job.durable_log_serial)
 
     def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         """Block until the job differs from prev_job_info or logs beyond prev_log_serial.
@@ -639,6 +696,16 @@ class JobQueue:
             handle.cancel()
         return box[0] if box else constants.JOB_NOTCHANGED
 
+    def wait_for_job(self, job_id, timeout=None):
+        """Wait until the job is finished; its JobOutcome (final status, each opcode's
+        status and result). WaitTimeout after timeout seconds (None: no limit), JobLost
+        for an unknown job."""
+        wait_until_final(self.wait_for_job_changes, job_id, timeout)
+        row = self.query_jobs([job_id], OUTCOME_FIELDS)[0]
+        if row is None:
+            raise errors.JobLost("job %s not found" % job_id)
+        return JobOutcome.from_row(row)
+
     def watch_job(self, job_id, fields, prev_job_info, prev_log_serial, callback):
         """Call callback((job_info, log_entries)) once the job changed (see above).
 
@@ -654,10 +721,9 @@ class JobQueue:
             if job is None:
                 raise errors.JobLost("job %s is not a live job (unknown, or archived: "
                                      "QueryJobs finds archived jobs)" % job_id)
-            result = None
-            if not job.unacked_state:
-                result = waiting.check_change(job, info, prev_job_info, prev_log_serial,
-                                              job.durable_log_serial)
+            result = waiting.check_change(self._acked_view_unlocked(job), info,
+                                          prev_job_info, prev_log_serial,
+                                          job.durable_log_serial)
             if result is None:
                 waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
                                         callback)
@@ -798,15 +864,19 @@ class JobQueue:
         full_record, if given, is the job's full record already encoded.
         """
         key = None
-        if full_record is not None or job.generation != self._journal.generation:
+        if full_record is not None:
             job.generation = self._journal.generation
-            payload = full_record or records.job_record(job)
+            payload, state = full_record, PRISTINE
+        elif job.generation != self._journal.generation:
+            job.generation = self._journal.generation
+            payload, state = records.job_record(job), job.state_dict()
         else:
-            payload = records.state_record(job)
+            state = job.state_dict()
+            payload = records.state_record(job, state)
             key = (records.STATE, job.id)  # a newer state record may replace it
         job.unacked_state += 1
         self._dirty.add(job.id)
-        return self._journal.append(payload, tag=(job.id, True, job.log_serial), key=key)
+        return self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
 
     def _record_chunk_unlocked(self, job, op_index, attempt, out_offset, data):
         """Append data to job's command log (a journal record; its file at once)."""
@@ -852,7 +922,12 @@ class JobQueue:
         return status
 
     def _on_durable(self, tags):
-        """Journal listener: the changes tagged are durable; tell waiters and dependents."""
+        """Journal listener: the changes tagged are durable; tell waiters and dependents.
+
+        A tag is (job id, the state_dict() recorded or PRISTINE, False for a log entry or
+        None for a command log chunk, log serial or the log's length); the newest state
+        acknowledged is what readers see.
+        """
         ready = []
         with self._lock:
             touched = {}
@@ -864,8 +939,9 @@ class JobQueue:
                     job.durable_log_bytes = max(job.durable_log_bytes, log_serial)
                     touched[job_id] = job
                     continue
-                if state:
+                if state is not False:
                     job.unacked_state -= 1
+                    job.acked_state = state
                 job.durable_log_serial = max(job.durable_log_serial, log_serial)
                 if not job.visible:
                     job.visible = True
@@ -873,7 +949,12 @@ class JobQueue:
                 touched[job_id] = job
             for job in touched.values():
                 if not job.unacked_state:
+                    if job.is_finalized():
+                        job.acked_state = None  # final and acknowledged: nothing to keep
                     ready.extend(self._settled_unlocked(job))
+                elif self._waiters.has_waiters(job.id):
+                    ready.extend(self._waiters.collect_ready(
+                        self._acked_view_unlocked(job), job.durable_log_serial))
         for callback, result in ready:
             try:
                 callback(result)
@@ -1065,6 +1146,28 @@ class JobQueue:
 def _snapshot(job):
     """What a client change may alter, to undo it if refused (see _restore_unlocked)."""
     return job.state_dict(), job.kill_requested
+
+
+#: Longest idempotency token accepted.
+MAX_TOKEN_LENGTH = 256
+
+
+def _check_tokens(tokens, count):
+    """tokens as a list of count strings or None; OpPrereqError if malformed."""
+    if tokens is None:
+        return [None] * count
+    if not isinstance(tokens, (list, tuple)) or len(tokens) != count:
+        raise errors.OpPrereqError("tokens must be a list of one token (or null) per job, "
+                                   "got %s" % ptypes._short(tokens), constants.ECODE_INVAL)
+    for token in tokens:
+        if token is not None and not (
+                isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH
+                and token.isprintable()):
+            raise errors.OpPrereqError("invalid token %s: a token is a printable string of "
+                                       "1 to %d characters" % (ptypes._short(token),
+                                                               MAX_TOKEN_LENGTH),
+                                       constants.ECODE_INVAL)
+    return list(tokens)
 
 
 def _freeze_long_lived():

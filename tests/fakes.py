@@ -187,6 +187,7 @@ class FakeLuxiClient:
         constants.LUXI_REQ_MODIFY_NODE: "modify_node",
         constants.LUXI_REQ_VERIFY_CLUSTER: "verify_cluster",
         constants.LUXI_REQ_STEP_DOWN: "step_down",
+        constants.LUXI_REQ_QUERY_OPCODES: "query_opcodes",
         constants.LUXI_REQ_READ_JOB_LOG: "read_job_log",
         constants.LUXI_REQ_SIGNAL_JOB: "signal_job",
         constants.LUXI_REQ_QUERY_RUNNING: "query_running",
@@ -209,6 +210,7 @@ class FakeLuxiClient:
         self.closed = False
         self.logs = {}          # job id -> bytes of its command log
         self.running = []       # what QueryRunning answers
+        self.tokens = {}  # idempotency token -> job id
         self._failures = {}
         self._steps = {}
         self._serial = 0
@@ -289,17 +291,24 @@ class FakeLuxiClient:
             self._serial, ops, job_module.timestamp(self.now))
         return self._serial
 
-    def _submit(self, jobs, drained_ok):
+    def _submit(self, jobs, drained_ok, tokens=None):
         validated = [self._validate(ops) for ops in jobs]
+        tokens = tokens or [None] * len(jobs)
+        known = [self.tokens.get(token) for token in tokens]
         if self.drained and not drained_ok:
             raise errors.JobQueueDrainError("job queue is drained, refusing new jobs")
         results = []
-        for inputs, (job_id, problem) in zip(
-                validated, dependencies.resolve_request(validated, self._serial + 1)):
-            if problem:
+        for inputs, (job_id, problem), token, old in zip(
+                validated, dependencies.resolve_request(validated, self._serial + 1, known),
+                tokens, known):
+            if old is not None:
+                results.append([True, old])
+            elif problem:
                 results.append([False, problem])
             else:
                 assert self._create(inputs) == job_id
+                if token is not None:
+                    self.tokens[token] = job_id
                 results.append([True, job_id])
         return results
 
@@ -316,23 +325,23 @@ class FakeLuxiClient:
             raise errors.RequestError("unknown method %s" % method)
         return getattr(self, name)(*args)
 
-    def submit_job(self, ops):
-        self._record("submit_job", ops)
-        ok, value = self._submit([ops], drained_ok=False)[0]
+    def submit_job(self, ops, token=None):
+        self._record("submit_job", *([ops] if token is None else [ops, token]))
+        ok, value = self._submit([ops], drained_ok=False, tokens=[token])[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value
 
-    def submit_job_to_drained_queue(self, ops):
-        self._record("submit_job_to_drained_queue", ops)
-        ok, value = self._submit([ops], drained_ok=True)[0]
+    def submit_job_to_drained_queue(self, ops, token=None):
+        self._record("submit_job_to_drained_queue", *([ops] if token is None else [ops, token]))
+        ok, value = self._submit([ops], drained_ok=True, tokens=[token])[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value
 
-    def submit_many_jobs(self, jobs):
-        self._record("submit_many_jobs", jobs)
-        return self._submit(jobs, drained_ok=False)
+    def submit_many_jobs(self, jobs, tokens=None):
+        self._record("submit_many_jobs", *([jobs] if tokens is None else [jobs, tokens]))
+        return self._submit(jobs, drained_ok=False, tokens=tokens)
 
     def cancel_job(self, job_id, kill=False):
         self._record("cancel_job", job_id, kill)
@@ -422,6 +431,10 @@ class FakeLuxiClient:
         self._record("set_drain_flag", flag)
         self.drained = flag
         return True
+
+    def query_opcodes(self, names=None):
+        self._record("query_opcodes", names)
+        return opcodes.REGISTRY.describe(names)
 
     def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
                                  timeout):

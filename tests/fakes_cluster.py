@@ -137,7 +137,7 @@ class FakeNode:
         return {"name": self.name, "epoch": self.state.epoch, "master": self.state.master,
                 "config_version": 1, "role": self.role, "replica": self.position is not None,
                 "position": self.position, "jobs": 0 if self.position is not None else None,
-                "slots": 1}
+                "slots": 1, "config": self.config}
 
     def _vote(self, caller, body):
         if self.vote_refusal is not None:
@@ -267,6 +267,7 @@ class FakeClusterOps:
                          "previous_master": "n1", "updated": ["n1", "n2", "n3"],
                          "update_failed": {}, "stepped_down": True}
         self.written = {}
+        self.nodes = []
         self._failures = {}
 
     def fail(self, name, error):
@@ -310,6 +311,18 @@ class FakeClusterOps:
     def who_is_master(self, state_dir):
         self._record("who_is_master", state_dir)
         return self.master
+
+    def learn_master(self, state_dir, timeout=2.0):
+        self._record("learn_master", state_dir, timeout)
+        return self.master
+
+    def node_view(self, state_dir, timeout=3.0):
+        self._record("node_view", state_dir, timeout)
+        return self.config, self.nodes
+
+    def check_failover(self, state_dir):
+        self._record("check_failover", state_dir)
+        return self.config
 
     def master_failover(self, state_dir, voting=True, timeout=10.0, confirm=None):
         self._record("master_failover", state_dir, voting, timeout, confirm)

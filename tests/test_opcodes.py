@@ -2,7 +2,7 @@
 
 import pytest
 
-from jqueue import errors, opcodes, ptypes
+from jqueue import constants, errors, opcodes, ptypes
 
 
 def test_defaults_are_filled_and_values_normalized():
@@ -132,3 +132,33 @@ def test_unknown_parameters_are_still_refused_beside_ganetis_set():
     with pytest.raises(errors.OpPrereqError) as info:
         opcodes.REGISTRY.build(dict(GANETI_TEST_DELAY, wait_for_sync=True))
     assert "'wait_for_sync'" in errors.error_message(info.value)
+
+
+def test_a_near_miss_names_the_opcode_or_parameter_meant():
+    """An unknown OP_ID or parameter close to a known one says "did you mean ...?"."""
+    with pytest.raises(errors.OpPrereqError, match=r"unknown opcode 'OP_TEST_DELYA'; did you "
+                                                   r"mean OP_TEST_DELAY\?"):
+        opcodes.REGISTRY.build({"OP_ID": "OP_TEST_DELYA", "duration": 1})
+    with pytest.raises(errors.OpPrereqError, match="did you mean OP_TEST_DELAY"):
+        opcodes.REGISTRY.build({"OP_ID": "op_test_delay", "duration": 1})
+    with pytest.raises(errors.OpPrereqError, match=r"'durration'; did you mean duration\?"):
+        opcodes.REGISTRY.build({"OP_ID": "OP_TEST_DELAY", "durration": 1})
+    with pytest.raises(errors.OpPrereqError) as caught:
+        opcodes.REGISTRY.build({"OP_ID": "OP_SOMETHING_ELSE"})
+    assert "did you mean" not in errors.error_message(caught.value)
+
+
+def test_the_catalogue_describes_every_parameter_from_the_registry():
+    """describe() gives each opcode's one-line doc and its parameters' type, default, doc."""
+    catalogue = {op["id"]: op for op in opcodes.REGISTRY.describe()}
+    assert sorted(catalogue) == opcodes.REGISTRY.known()
+    delay = catalogue["OP_TEST_DELAY"]
+    assert delay["doc"].startswith("Sleep for a while")
+    params = {p["name"]: p for p in delay["params"]}
+    assert params["duration"] == {"name": "duration", "type": "a non-negative number",
+                                  "required": True, "default": None,
+                                  "doc": "seconds to sleep (>= 0)", "common": False}
+    assert params["repeat"]["default"] == 0 and params["priority"]["common"] is True
+    with pytest.raises(errors.OpPrereqError) as caught:
+        opcodes.REGISTRY.describe(["OP_TEST_DELYA"])
+    assert caught.value.args[1] == constants.ECODE_NOENT

@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 
 import pytest
 from conftest import delay, jqop, run_jobs
@@ -12,6 +13,8 @@ from jqueue.queue import JobQueue
 
 
 def _status(queue, job_id):
+    """The job's status once every change made so far is durable (reads show no other)."""
+    queue.wait_durable(10)
     return queue.query_jobs([job_id], ["status"])[0][0]
 
 
@@ -708,3 +711,90 @@ def test_the_package_exports_the_library_api():
     assert jqueue.errors.JobQueueError is errors.JobQueueError
     assert jqueue.constants.JOB_NOTCHANGED == "nochange"
     assert jqueue.version()
+
+
+# Idempotency tokens
+
+
+def test_a_known_token_returns_the_first_job_instead_of_a_new_one(open_queue, tmp_path):
+    """A second submission with a live job's token gets that job's id; tokens survive a
+    reopen (they are in the job files) and are forgotten once the job is archived."""
+    queue = open_queue()
+    first = queue.submit_job([delay()], token="deploy-42")
+    assert queue.submit_job([delay(5)], token="deploy-42") == first
+    assert queue.submit_job([delay()], token="other") == first + 1
+    assert queue.submit_many_jobs([[delay()], [delay(depends=[[-1, []]])]],
+                                  tokens=["deploy-42", None]) == [(True, first),
+                                                                  (True, first + 2)]
+    assert queue._jobs[first + 2].ops[0].input["depends"] == [[first, []]]
+    assert len(queue._jobs) == 3
+    run_jobs(queue)
+    queue.shutdown()
+    reopened = open_queue()
+    assert reopened.submit_job([delay()], token="deploy-42") == first
+    with open(os.path.join(reopened.path, "job-%d" % first)) as stream:
+        assert serializer.loads(stream.read())["token"] == "deploy-42"
+    assert reopened.archive_job(first)
+    assert reopened.submit_job([delay()], token="deploy-42") == first + 3
+
+
+@pytest.mark.parametrize("tokens", [[""], ["x" * 257], ["a\nb"], [5], ["a", "b"], "ab"])
+def test_malformed_tokens_are_refused_before_anything_is_recorded(open_queue, tokens):
+    """An empty, long, unprintable or non-string token, or a wrong count, is refused."""
+    queue = open_queue()
+    with pytest.raises(errors.OpPrereqError, match="token"):
+        queue.submit_many_jobs([[delay()]], tokens=tokens)
+    assert queue._jobs == {} and queue._serial == 0
+
+
+def test_a_known_token_is_answered_even_when_the_queue_is_drained(open_queue):
+    """Retrying a submission whose job exists is not a new job: the drain flag allows it."""
+    queue = open_queue()
+    first = queue.submit_job([delay()], token="t")
+    queue.set_drain_flag(True)
+    assert queue.submit_job([delay()], token="t") == first
+    with pytest.raises(errors.JobQueueDrainError):
+        queue.submit_job([delay()], token="new")
+
+
+def test_cancel_with_kill_says_what_kill_did(open_queue):
+    """A kill of a queued job says it made no difference; of a running job, that its
+    opcode cannot be killed and stops at its next cancellation point."""
+    queue = open_queue()
+    queued = queue.submit_job([delay()])
+    ok, message = queue.cancel_job(queued, kill=True)
+    assert ok and message == ("Job %d canceled (kill made no difference: no opcode of it "
+                              "was running)" % queued)
+    running = queue.submit_job([delay(60)])
+    started = threading.Thread(target=queue._pool.run_all)
+    started.start()
+    deadline = time.monotonic() + 20
+    while _status(queue, running) != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ok, message = queue.cancel_job(running, kill=True)
+    started.join(20)
+    assert ok and message.startswith("Job %d will be canceled at its next cancellation "
+                                     "point; kill cannot stop it sooner" % running)
+    assert queue.cancel_job(running)[1] == "Job %d is already finished (canceled)" % running
+
+
+def test_wait_for_job_returns_the_final_status_and_each_opcodes_result(tmp_path):
+    """wait_for_job blocks until the job is finished and returns its JobOutcome; it raises
+    WaitTimeout when the job does not finish in time, JobLost for an unknown job."""
+    with JobQueue(str(tmp_path / "q"), workers=2, checkpoint_interval=None) as queue:
+        ok = queue.submit_job([delay(0.05), jqop(result={"rows": 3})])
+        failed = queue.submit_job([jqop(fail=True, fail_message="disk full"), delay()])
+        outcome = queue.wait_for_job(ok, timeout=30)
+        assert outcome == (ok, "success", ["success", "success"], [None, {"rows": 3}])
+        assert outcome.succeeded and outcome.error is None
+        outcome = queue.wait_for_job(failed, timeout=30)
+        assert outcome.status == "error" and not outcome.succeeded
+        assert isinstance(outcome.error, errors.OpExecError)
+        assert errors.error_message(outcome.error) == "disk full"
+        slow = queue.submit_job([delay(30)])
+        with pytest.raises(errors.WaitTimeout, match="job %d did not finish within 0.2s" % slow):
+            queue.wait_for_job(slow, timeout=0.2)
+        queue.cancel_job(slow)
+        with pytest.raises(errors.JobLost):
+            queue.wait_for_job(999, timeout=1)

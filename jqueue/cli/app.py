@@ -5,9 +5,12 @@ and sets ``func(ctx, args) -> exit status``. Every error a user can cause ends a
 ``jqctl: <message>`` on stderr and an exit status from jqueue.cli.exitcodes.
 
 The seam for tests: ``main(argv, client_factory=...)``, where ``client_factory(socket_path,
-timeout)`` returns an object with the LUXI client's methods (socket_path is None when
-neither --socket nor JQ_SOCKET chose one); or ``run(Context(...), argv)`` to replace the
-streams and the sleep function too.
+timeout)`` returns an object with the LUXI client's methods (socket_path as located by
+``locate_socket``); or ``run(Context(...), argv)`` to replace the streams and the sleep
+function too.
+
+The daemon's socket, first found wins: --socket, $JQ_SOCKET, --state-dir DIR
+(DIR/run/jqueue.sock), $JQ_STATE_DIR (the same), the default /var/lib/jqueue/run/jqueue.sock.
 """
 
 import argparse
@@ -19,12 +22,15 @@ import time
 import jqueue
 from jqueue import constants, errors, ptypes
 from jqueue.cli import (
+    catalogue,
     cluster_cmds,
     command_cmds,
+    completion,
     exitcodes,
     info,
     jobs,
     listing,
+    outcome,
     queue_cmds,
     watching,
 )
@@ -32,7 +38,8 @@ from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, command_cmds, listing, info, watching, queue_cmds, cluster_cmds)
+COMMAND_MODULES = (jobs, command_cmds, listing, info, watching, outcome, catalogue,
+                   queue_cmds, cluster_cmds, completion)
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,6 +50,38 @@ class Parser(argparse.ArgumentParser):
             PROG, message, self.prog))
 
 
+#: The environment variable naming a node's state directory (as --state-dir does).
+STATE_DIR_ENV_VAR = cluster_cmds.STATE_DIR_ENV_VAR
+SOCKET_IN_STATE_DIR = os.path.join("run", "jqueue.sock")
+
+
+def locate_socket(socket=None, state_dir=None, environ=None):
+    """(socket path, where it came from) by precedence: --socket, $JQ_SOCKET, --state-dir,
+    $JQ_STATE_DIR, the default."""
+    environ = os.environ if environ is None else environ
+    if socket:
+        return socket, "--socket"
+    if environ.get(constants.SOCKET_ENV_VAR):
+        return environ[constants.SOCKET_ENV_VAR], "$%s" % constants.SOCKET_ENV_VAR
+    if state_dir:
+        return os.path.join(state_dir, SOCKET_IN_STATE_DIR), "--state-dir"
+    if environ.get(STATE_DIR_ENV_VAR):
+        return (os.path.join(environ[STATE_DIR_ENV_VAR], SOCKET_IN_STATE_DIR),
+                "$%s" % STATE_DIR_ENV_VAR)
+    return constants.DEFAULT_SOCKET, "the default"
+
+
+def no_daemon_hint(socket_path, source):
+    """How to fix "no jqueue daemon listening": where the path came from, what to do."""
+    run_dir = os.path.dirname(socket_path)
+    start = ("jq-masterd --state-dir %s" % os.path.dirname(run_dir)
+             if os.path.basename(run_dir) == "run" else
+             "jq-masterd --state-dir DIR --socket %s" % socket_path)
+    return ("(socket from %s): start %s, or point jqctl at the daemon's socket (--socket "
+            "PATH or $%s) or at its state directory (--state-dir DIR or $%s)" % (
+                source, start, constants.SOCKET_ENV_VAR, STATE_DIR_ENV_VAR))
+
+
 class Context:
     """What a command works with: the client (connected on first use), streams, sleep."""
 
@@ -50,6 +89,7 @@ class Context:
         self._client_factory = client_factory
         self._client = None
         self.socket_path = None
+        self.socket_source = None
         self.timeout = DEFAULT_TIMEOUT
         self.stdin = sys.stdin if stdin is None else stdin
         self.stdout = sys.stdout if stdout is None else stdout
@@ -110,8 +150,13 @@ def build_parser():
     """The argparse parser of jqctl, with every subcommand."""
     parser = Parser(prog=PROG, description="Control the jqueue job queue through jq-masterd.")
     parser.add_argument("--socket", metavar="PATH",
-                        help="LUXI socket of jq-masterd (default: $JQ_SOCKET, else the "
-                             "daemon's default socket)")
+                        help="LUXI socket of jq-masterd (default: $JQ_SOCKET, else "
+                             "DIR/run/jqueue.sock of --state-dir or $JQ_STATE_DIR, else %s)"
+                             % constants.DEFAULT_SOCKET)
+    parser.add_argument("--state-dir", dest="global_state_dir", metavar="DIR",
+                        help="the node's state directory: its daemon's socket is "
+                             "DIR/run/jqueue.sock, and the cluster commands work on it "
+                             "(default: $JQ_STATE_DIR, else %s)" % constants.DEFAULT_STATE_DIR)
     parser.add_argument("--timeout", metavar="SECONDS", type=_positive_number,
                         default=DEFAULT_TIMEOUT,
                         help="how long to wait for each answer of the daemon "
@@ -131,7 +176,8 @@ def run(ctx, argv):
             args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else exitcodes.EXIT_USAGE
-    ctx.socket_path, ctx.timeout = args.socket, args.timeout
+    ctx.socket_path, ctx.socket_source = locate_socket(args.socket, args.global_state_dir)
+    ctx.timeout = args.timeout
     try:
         return _execute(ctx, args)
     finally:
@@ -144,8 +190,9 @@ def _execute(ctx, args):
         ctx.stdout.flush()
         return code
     except errors.NoMasterError as err:
-        ctx.warn(cluster_cmds.not_master_message(ctx.socket_path, err)
-                 or errors.error_message(err))
+        ctx.warn(cluster_cmds.not_master_message(ctx.socket_path, err, args.global_state_dir)
+                 or "%s %s" % (errors.error_message(err),
+                               no_daemon_hint(ctx.socket_path, ctx.socket_source)))
         return exitcodes.for_exception(err)
     except errors.GenericError as err:
         ctx.warn(errors.error_message(err))

@@ -10,6 +10,7 @@ it the TLS libraries) is imported only by the commands that need it.
 import argparse
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,6 +26,9 @@ STATE_DIR_ENV_VAR = "JQ_STATE_DIR"
 SHOWN_IDS = 5
 #: Seconds master-failover --start waits for the new daemon's socket to answer.
 START_TIMEOUT = 30.0
+#: The master daemon's program and systemd unit.
+MASTERD = "jq-masterd"
+MASTERD_UNIT = "jq-masterd.service"
 DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra")
 NODE_COLUMNS = (("name", "Node"), ("address", "Address"), ("role", "Role"),
                 ("reachable", "Reachable"), ("in_sync", "In sync"), ("position", "Position"))
@@ -45,8 +49,19 @@ def _add_state_dir(parser):
                             STATE_DIR_ENV_VAR, constants.DEFAULT_STATE_DIR))
 
 
+def _add_json(parser, shape):
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object: %s (see jqctl(8))" % shape)
+
+
+def _print_json(ctx, record):
+    ctx.out(serializer.dumps(record))
+    return EXIT_SUCCESS
+
+
 def _state_dir(args):
-    return os.path.abspath(args.state_dir or default_state_dir())
+    return os.path.abspath(args.state_dir or getattr(args, "global_state_dir", None)
+                           or default_state_dir())
 
 
 def _positive(text):
@@ -105,6 +120,7 @@ def _register_cluster(commands):
     init.add_argument("--ack-timeout", type=_positive, metavar="SECONDS", default=10.0,
                       help="how long a change waits for its copies (default: %(default)g)")
     _add_state_dir(init)
+    _add_json(init, '{"state_dir", "config"}')
     init.set_defaults(func=cmd_cluster_init)
     info = actions.add_parser("info", help="show the cluster, its policy and nodes",
                               description="Show the cluster's name, master, epoch, "
@@ -129,6 +145,7 @@ def _register_node(commands):
                                           "request, to be signed by 'node add' on the master.")
     init.add_argument("--name", required=True, metavar="NAME", help="name of this node")
     _add_state_dir(init)
+    _add_json(init, '{"name", "state_dir", "csr"}')
     init.set_defaults(func=cmd_node_init)
     add = actions.add_parser("add", help="add a node (on the master)",
                              description="Add a node to the cluster: sign its certificate "
@@ -142,12 +159,14 @@ def _register_node(commands):
                      help="the node's certificate request (from 'node init')")
     add.add_argument("--bundle", metavar="OUT", default=None,
                      help="where to write the bundle (default: NAME.bundle)")
+    _add_json(add, '{"name", "address", "candidate", "bundle"}')
     add.set_defaults(func=cmd_node_add)
     join = actions.add_parser("join", help="join the cluster with a bundle (on the new node)",
                               description="Install the bundle written by 'node add': the "
                                           "certificate and the cluster configuration.")
     join.add_argument("--bundle", required=True, metavar="FILE", help="the bundle")
     _add_state_dir(join)
+    _add_json(join, '{"name", "role", "state_dir", "config"}')
     join.set_defaults(func=cmd_node_join)
     listing = actions.add_parser("list", help="list the nodes and their state",
                                  description="List the nodes: address, role, whether they "
@@ -158,12 +177,14 @@ def _register_node(commands):
     remove = actions.add_parser("remove", help="remove a node from the cluster",
                                 description="Remove a node (not the master) from the cluster.")
     remove.add_argument("name", metavar="NAME", help="the node")
+    _add_json(remove, '{"version", "unreachable"}')
     remove.set_defaults(func=cmd_node_remove)
     modify = actions.add_parser("modify", help="make a node a master candidate or not",
                                 description="Make a node a master candidate or not.")
     modify.add_argument("name", metavar="NAME", help="the node")
     modify.add_argument("--candidate", required=True, choices=("yes", "no"),
                         help="yes: master candidate; no: plain node")
+    _add_json(modify, '{"version", "unreachable", "changed"}')
     modify.set_defaults(func=cmd_node_modify)
 
 
@@ -181,6 +202,7 @@ def _register_failover(commands):
     parser.add_argument("--start", action="store_true",
                         help="then start jq-masterd here and wait until it answers")
     _add_state_dir(parser)
+    _add_json(parser, "the failover report")
     parser.set_defaults(func=cmd_master_failover)
 
 
@@ -191,6 +213,8 @@ def cmd_cluster_init(ctx, args):
     state_dir = _state_dir(args)
     config = clusterops().init_cluster(state_dir, args.name, args.node, args.address,
                                        min_acks=args.min_acks, ack_timeout=args.ack_timeout)
+    if args.json:
+        return _print_json(ctx, {"state_dir": state_dir, "config": config.to_dict()})
     ctx.out("Cluster %s created: %s (%s) is its master, epoch %d." % (
         config.name, config.master, config.address(config.master), config.epoch))
     ctx.out("Written in %s: %s, %s, %s/ (the cluster CA and this node's certificate; "
@@ -241,15 +265,35 @@ def cmd_cluster_verify(ctx, args):
 
 
 def _verify_code(result):
-    if result.get("error"):
+    state = result.get("state")
+    if state == "unreachable" or (state is None and result.get("error")):
         return EXIT_UNREACHABLE
+    if state not in (None, "in sync"):
+        return EXIT_FAILURE
     return EXIT_FAILURE if any(result.get(kind) for kind in DIFFERENCES) else EXIT_SUCCESS
 
 
 def describe_verification(result):
     """One line for one candidate of a VerifyCluster report."""
-    if result.get("error"):
+    state = result.get("state")
+    if state == "unreachable" or (state is None and result.get("error")):
         return "unreachable: %s" % result["error"]
+    if state == "stale configuration":
+        return ("stale configuration: it answers with epoch %s, configuration version %s; "
+                "the master is sending it the current one" % (
+                    result.get("epoch"), result.get("config_version")))
+    differences = _differences(result)
+    if state == "resyncing":
+        detail = "; ".join(p for p in [differences, result.get("error")] if p)
+        return "resyncing: the master is bringing its copy in sync" + (
+            " (%s)" % detail if detail else "")
+    if state == "error":
+        return "error: it answers, but its copy cannot be compared: %s" % result.get("error")
+    return differences or "in sync (position %s)" % format_position(result.get("position"))
+
+
+def _differences(result):
+    """The differences of a report line as text ("" if none)."""
     parts = []
     for kind in DIFFERENCES:
         ids = result.get(kind) or []
@@ -257,9 +301,7 @@ def describe_verification(result):
             shown = ", ".join(str(i) for i in ids[:SHOWN_IDS])
             more = ", ..." if len(ids) > SHOWN_IDS else ""
             parts.append("%d %s (%s%s)" % (len(ids), kind.replace("_", " "), shown, more))
-    if parts:
-        return "; ".join(parts)
-    return "in sync (position %s)" % format_position(result.get("position"))
+    return "; ".join(parts)
 
 
 def format_position(position):
@@ -275,6 +317,8 @@ def cmd_node_init(ctx, args):
     """Create this node's key and CSR; print the CSR's path and the next step."""
     state_dir = _state_dir(args)
     csr_path = clusterops().init_node(state_dir, args.name)
+    if args.json:
+        return _print_json(ctx, {"name": args.name, "state_dir": state_dir, "csr": csr_path})
     ctx.out("Node %s prepared in %s; its certificate request is %s" % (
         args.name, state_dir, csr_path))
     ctx.out("Next: copy %s to the master and run there:" % csr_path)
@@ -294,6 +338,9 @@ def cmd_node_add(ctx, args):
     bundle = ctx.client.add_node(args.name, args.address, args.candidate, csr_pem)
     path = args.bundle or "%s.bundle" % args.name
     clusterops().write_bundle(path, bundle)
+    if args.json:
+        return _print_json(ctx, {"name": args.name, "address": args.address,
+                                 "candidate": bool(args.candidate), "bundle": path})
     ctx.out("Node %s (%s) added as %s; bundle written to %s" % (
         args.name, args.address, "master candidate" if args.candidate else "plain node", path))
     ctx.out("Next: copy %s to %s and run there:" % (path, args.name))
@@ -312,6 +359,9 @@ def cmd_node_join(ctx, args):
     config = clusterops().join_node(state_dir, bundle)
     name = _own_name(state_dir)
     role = config.role(name) if name else "node"
+    if args.json:
+        return _print_json(ctx, {"name": name, "role": role, "state_dir": state_dir,
+                                 "config": config.to_dict()})
     ctx.out("Joined cluster %s%s as %s; its master is %s (%s), epoch %d." % (
         config.name, " (%s)" % name if name else "", role, config.master,
         config.address(config.master), config.epoch))
@@ -321,8 +371,12 @@ def cmd_node_join(ctx, args):
 
 
 def cmd_node_list(ctx, args):
-    """Print the nodes as a table (or JSON)."""
-    rows = ctx.client.list_nodes()
+    """Print the nodes as a table (or JSON); without jq-masterd on this node, this node's
+    last known configuration and which nodes answer now."""
+    try:
+        rows = ctx.client.list_nodes()
+    except (errors.NoMasterError, errors.AccessDeniedError) as err:
+        rows = _local_node_rows(ctx, args, err)
     if args.json:
         ctx.out(serializer.dumps(rows))
         return EXIT_SUCCESS
@@ -330,6 +384,19 @@ def cmd_node_list(ctx, args):
     for line in output.table_lines([title for _, title in NODE_COLUMNS], cells):
         ctx.out(line)
     return EXIT_SUCCESS
+
+
+def _local_node_rows(ctx, args, err):
+    """The rows of node list from this node's state directory (jq-masterd unreachable)."""
+    state_dir = cluster_state_dir(ctx.socket_path, getattr(args, "global_state_dir", None))
+    if state_dir is None:
+        raise err
+    config, rows = clusterops().node_view(state_dir)
+    ctx.warn("jq-masterd does not answer here (%s); showing the configuration this node "
+             "knows (version %s, epoch %s, master %s, from %s) and which nodes answer now" % (
+                 errors.error_message(err), config.version, config.epoch, config.master,
+                 membership.config_path(state_dir)))
+    return rows
 
 
 def _node_cell(key, value):
@@ -343,6 +410,8 @@ def _node_cell(key, value):
 def cmd_node_remove(ctx, args):
     """Remove a node through jq-masterd."""
     result = ctx.client.remove_node(args.name)
+    if args.json:
+        return _print_json(ctx, result)
     ctx.out("Node %s removed; configuration version %s" % (args.name, result.get("version")))
     _warn_unreachable(ctx, result)
     return EXIT_SUCCESS
@@ -352,6 +421,8 @@ def cmd_node_modify(ctx, args):
     """Make a node a master candidate or not, through jq-masterd."""
     candidate = args.candidate == "yes"
     result = ctx.client.modify_node(args.name, candidate)
+    if args.json:
+        return _print_json(ctx, result)
     role = "a master candidate" if candidate else "a plain node"
     if result.get("changed") is False:
         ctx.out("Node %s is already %s" % (args.name, role))
@@ -364,8 +435,8 @@ def cmd_node_modify(ctx, args):
 
 def _warn_unreachable(ctx, result):
     for name, message in sorted((result.get("unreachable") or {}).items()):
-        ctx.warn("node %s did not get the new configuration (it gets it when it asks): %s" % (
-            name, message))
+        ctx.warn("node %s did not get the new configuration yet (the master sends it again "
+                 "until it takes it): %s" % (name, message))
 
 
 # master-failover
@@ -373,6 +444,7 @@ def _warn_unreachable(ctx, result):
 def cmd_master_failover(ctx, args):
     """Make this node the master (asking first unless --yes); with --start, run the daemon."""
     state_dir = _state_dir(args)
+    clusterops().check_failover(state_dir)
     if not args.yes and not ctx.interactive():
         raise CommandError("master-failover needs a confirmation: run it on a terminal or "
                            "give --yes")
@@ -399,12 +471,27 @@ def cmd_master_failover(ctx, args):
             ctx.warn("master failover aborted")
             return exitcodes.EXIT_INTERRUPTED
         raise
+    if args.json:
+        if args.start:
+            start_masterd(_Stderr(ctx), state_dir)
+        return _print_json(ctx, dict(result, started=bool(args.start)))
     _print_failover(ctx, name, result)
     if args.start:
         start_masterd(ctx, state_dir)
     else:
         ctx.out("Next: jq-masterd --state-dir %s" % state_dir)
     return EXIT_SUCCESS
+
+
+class _Stderr:
+    """A command context whose lines go to standard error (beside --json output)."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.sleep = ctx.sleep
+
+    def out(self, text="", flush=False):
+        print(text, file=self._ctx.stderr, flush=flush)
 
 
 def _print_failover(ctx, name, result):
@@ -429,8 +516,47 @@ def _names(value):
 
 
 def masterd_command(state_dir):
-    """The command line starting jq-masterd on state_dir (with this Python)."""
+    """The command line starting jq-masterd on state_dir: the jq-masterd program installed
+    beside this Python (so that the process is named jq-masterd), else this Python
+    running the module (the daemon then names its process jq-masterd itself)."""
+    script = os.path.join(os.path.dirname(sys.executable), MASTERD)
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return [script, "--state-dir", state_dir]
     return [sys.executable, "-m", "jqueue.daemon.masterd", "--state-dir", state_dir]
+
+
+def systemd_runs_masterd_on(state_dir, run=subprocess.run):
+    """Whether the jq-masterd systemd unit is installed and runs on state_dir."""
+    if shutil.which("systemctl") is None:
+        return False
+    try:
+        shown = run(["systemctl", "show", "--property=LoadState", "--property=ExecStart",
+                     MASTERD_UNIT], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    properties = dict(line.partition("=")[::2] for line in shown.stdout.splitlines())
+    if shown.returncode != 0 or properties.get("LoadState") != "loaded":
+        return False
+    words = properties.get("ExecStart", "").replace("=", " ").split()
+    for index, word in enumerate(words[:-1]):
+        if word == "--state-dir":
+            return os.path.abspath(words[index + 1]) == os.path.abspath(state_dir)
+    return False
+
+
+def _start_unit(run=subprocess.run):
+    """systemctl start jq-masterd.service; CommandError saying where to look if it fails."""
+    try:
+        done = run(["systemctl", "start", MASTERD_UNIT], capture_output=True, text=True,
+                   timeout=START_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise CommandError("systemctl start %s failed: %s" % (MASTERD_UNIT, err),
+                           EXIT_FAILURE) from None
+    if done.returncode != 0:
+        raise CommandError("systemctl start %s failed (status %s): %s; see 'systemctl status "
+                           "%s'" % (MASTERD_UNIT, done.returncode,
+                                    " ".join(done.stderr.split()) or "no message",
+                                    MASTERD_UNIT), EXIT_FAILURE)
 
 
 def spawn_masterd(state_dir):
@@ -445,9 +571,19 @@ def spawn_masterd(state_dir):
 
 
 def start_masterd(ctx, state_dir, timeout=START_TIMEOUT):
-    """Spawn jq-masterd and wait until its socket answers; CommandError if it does not."""
-    proc, log_path = spawn_masterd(state_dir)
+    """Start jq-masterd and wait until its socket answers; CommandError if it does not.
+
+    Through systemd (systemctl start jq-masterd.service) where its unit is installed for
+    state_dir, else spawned detached.
+    """
     socket_path = os.path.join(state_dir, "run", "jqueue.sock")
+    if systemd_runs_masterd_on(state_dir):
+        _start_unit()
+        _wait_answering(ctx, socket_path, timeout, "see 'systemctl status %s'" % MASTERD_UNIT)
+        ctx.out("jq-masterd started by systemd (%s); it answers on %s" % (
+            MASTERD_UNIT, socket_path))
+        return
+    proc, log_path = spawn_masterd(state_dir)
     waited = 0.0
     while True:
         status = proc.poll()
@@ -461,6 +597,16 @@ def start_masterd(ctx, state_dir, timeout=START_TIMEOUT):
         if waited >= timeout:
             raise CommandError("jq-masterd (pid %d) did not answer within %gs; see %s" % (
                 proc.pid, timeout, log_path), EXIT_UNREACHABLE)
+        ctx.sleep(0.1)
+        waited += 0.1
+
+
+def _wait_answering(ctx, socket_path, timeout, hint):
+    waited = 0.0
+    while not _answers(socket_path):
+        if waited >= timeout:
+            raise CommandError("jq-masterd did not answer on %s within %gs; %s" % (
+                socket_path, timeout, hint), EXIT_UNREACHABLE)
         ctx.sleep(0.1)
         waited += 0.1
 
@@ -483,14 +629,14 @@ def _own_name(state_dir):
         return None
 
 
-def cluster_state_dir(socket_path):
+def cluster_state_dir(socket_path, state_dir=None):
     """The state directory of a cluster node this jqctl runs for, or None.
 
-    Tried in order: the directory of the socket's run/ directory, $JQ_STATE_DIR, the
-    default; the first holding cluster.json wins.
+    Tried in order: state_dir (jqctl --state-dir), the directory of the socket's run/
+    directory, $JQ_STATE_DIR, the default; the first holding cluster.json wins.
     """
     socket_path = socket_path or luxi_client.default_socket_path()
-    tries = []
+    tries = [state_dir] if state_dir else []
     run_dir = os.path.dirname(os.path.abspath(socket_path))
     if os.path.basename(run_dir) == "run":
         tries.append(os.path.dirname(run_dir))
@@ -501,17 +647,17 @@ def cluster_state_dir(socket_path):
     return None
 
 
-def not_master_message(socket_path, error):
+def not_master_message(socket_path, error, state_dir=None):
     """For an unreachable daemon on a cluster node: who the master is (None otherwise).
 
     Never raises: anything missing or broken gives None (the caller keeps its message).
     """
     try:
-        state_dir = cluster_state_dir(socket_path)
+        state_dir = cluster_state_dir(socket_path, state_dir)
         if state_dir is None:
             return None
         name = _own_name(state_dir) or "unknown"
-        master, address, epoch = clusterops().who_is_master(state_dir)
+        master, address, epoch = clusterops().learn_master(state_dir)
     except Exception:  # noqa: BLE001 - a message, never a traceback
         return None
     if master == name:

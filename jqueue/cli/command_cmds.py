@@ -10,8 +10,8 @@ it grows, both exiting as ``jqctl wait`` does. ``term`` and ``kill`` stop a job'
 import argparse
 
 from jqueue import constants, errors, serializer
-from jqueue.cli import exitcodes, output, parsing, watching
-from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
+from jqueue.cli import exitcodes, outcome, output, parsing, watching
+from jqueue.cli.exitcodes import EXIT_SUCCESS, CommandError
 
 #: Bytes asked per ReadJobLog call, and the long poll of each (seconds).
 LOG_READ_BYTES = 256 * 1024
@@ -220,7 +220,7 @@ def print_log(ctx, job_id, follow):
 def cmd_signal(ctx, args):
     ok, message = ctx.client.signal_job(args.id, args.signal)
     if not ok:
-        raise CommandError(message, _refusal_code(message))
+        return outcome.refused(ctx, args.id, message)
     ctx.out(message)
     return EXIT_SUCCESS
 
@@ -237,13 +237,8 @@ def cmd_stop(ctx, args):
         if ok:
             ctx.out(message)
         else:
-            ctx.warn(message)
-            code = exitcodes.worst([code, _refusal_code(message)])
+            code = exitcodes.worst([code, outcome.refused(ctx, job_id, message)])
     return code
-
-
-def _refusal_code(message):
-    return exitcodes.EXIT_NOT_FOUND if "not found" in message else EXIT_REFUSED
 
 
 # running

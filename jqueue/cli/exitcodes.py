@@ -13,6 +13,7 @@ EXIT_CANCELED = 3
 EXIT_NOT_FOUND = 4
 EXIT_UNREACHABLE = 5
 EXIT_REFUSED = 6
+EXIT_NOT_ACKNOWLEDGED = 7
 EXIT_INTERRUPTED = 130
 
 #: (status, meaning), in the order the man page lists them.
@@ -28,12 +29,16 @@ TABLE = (
                        "in time; cluster verify: a candidate is unreachable"),
     (EXIT_REFUSED, "the daemon refused the request (invalid opcode, queue drained or full, "
                    "job already finished, ...)"),
+    (EXIT_NOT_ACKNOWLEDGED, "submit: the jobs (their ids are printed) were recorded but not "
+                            "acknowledged in time by enough master candidates: they are kept "
+                            "and run once the candidates catch up, but a failover before that "
+                            "may lose them; submitting again with the same --token is safe"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C), or a confirmation was declined"),
 )
 
 #: Job outcomes from best to worst; several jobs exit with the worst one.
 _SEVERITY = (EXIT_SUCCESS, EXIT_CANCELED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REFUSED,
-             EXIT_UNREACHABLE, EXIT_USAGE, EXIT_INTERRUPTED)
+             EXIT_NOT_ACKNOWLEDGED, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_INTERRUPTED)
 
 _STATUS_CODES = {
     constants.JOB_STATUS_SUCCESS: EXIT_SUCCESS,
@@ -68,6 +73,8 @@ def for_exception(err):
     """Exit status for an error raised by jqctl or by the LUXI client."""
     if isinstance(err, CommandError):
         return err.exit_code
+    if isinstance(err, errors.SubmissionNotAcknowledged):
+        return EXIT_NOT_ACKNOWLEDGED
     if isinstance(err, errors.JobLost):
         return EXIT_NOT_FOUND
     if isinstance(err, errors.OpPrereqError) and err.args[1:2] == (constants.ECODE_NOENT,):

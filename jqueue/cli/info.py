@@ -1,12 +1,13 @@
 """The info command: everything about jobs, one indented block of lines per job."""
 
 from jqueue import constants, serializer
-from jqueue.cli import output, parsing
+from jqueue.cli import outcome, output, parsing
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS
 from jqueue.job import ts_to_float
 
 INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts", "end_ts",
-               "summary", "ops", "opstatus", "opresult", "opstart", "opexec", "opend", "oplog"]
+               "summary", "ops", "opstatus", "opresult", "opstart", "opexec", "opend", "oplog",
+               "oppriority"]
 _OP_INDENT = " " * 4
 _DETAIL_INDENT = " " * 6
 _BLOCK_INDENT = " " * 8
@@ -19,18 +20,27 @@ def register(commands):
         description="Show jobs in detail: status, times, and each opcode's input, result "
                     "and log. Archived jobs are found too.")
     parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID", help="job id")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of objects, one per job, mapping each of "
+                             "the fields %s to its raw value" % ",".join(INFO_FIELDS))
     parser.set_defaults(func=cmd_info)
 
 
 def cmd_info(ctx, args):
-    """Print a block per job; a job not found is reported on stderr."""
+    """Print a block per job (or JSON); a job not found is reported on stderr."""
     code = EXIT_SUCCESS
+    found = []
     for job_id, row in zip(args.ids, ctx.client.query_jobs(args.ids, INFO_FIELDS)):
         if row is None:
-            ctx.warn("job %s not found" % job_id)
+            ctx.warn(outcome.not_found_message(job_id))
             code = EXIT_NOT_FOUND
-            continue
-        for line in job_lines(dict(zip(INFO_FIELDS, row))):
+        else:
+            found.append(dict(zip(INFO_FIELDS, row)))
+    if args.json:
+        ctx.out(serializer.dumps(found))
+        return code
+    for job in found:
+        for line in job_lines(job):
             ctx.out(line)
     return code
 
@@ -38,7 +48,8 @@ def cmd_info(ctx, args):
 def job_lines(job):
     """The lines describing one job (a dict of INFO_FIELDS)."""
     lines = ["Job %s" % job["id"], "  Status: %s" % job["status"],
-             "  Priority: %s" % job["priority"]]
+             "  Priority: %s" % output.priority_text(
+                 output.shown_priority(job["status"], job["priority"], job["oppriority"]))]
     if job["archived"]:
         lines.append("  Archived: yes")
     lines.extend("  " + line for line in time_lines(job))
@@ -74,7 +85,8 @@ def opcode_lines(job, index):
     """The lines describing opcode index of job."""
     status, log = job["opstatus"][index], job["oplog"][index]
     lines = ["%sOpcode %d: %s" % (_OP_INDENT, index + 1, job["summary"][index]),
-             "%sStatus: %s" % (_DETAIL_INDENT, status)]
+             "%sStatus: %s" % (_DETAIL_INDENT, status),
+             "%sPriority: %s" % (_DETAIL_INDENT, output.priority_text(job["oppriority"][index]))]
     lines += _block("Input:", serializer.dumps_pretty(job["ops"][index]))
     lines += _block("Result:", result_text(status, job["opresult"][index]))
     for label, key in (("Started: ", "opstart"), ("Executed:", "opexec"), ("Ended:   ", "opend")):

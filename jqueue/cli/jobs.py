@@ -1,7 +1,9 @@
 """Commands that change jobs: submit, cancel, archive, autoarchive, change-priority."""
 
+import argparse
+
 from jqueue import errors, serializer
-from jqueue.cli import exitcodes, parsing, selection, watching
+from jqueue.cli import exitcodes, outcome, parsing, selection, watching
 from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
 
 #: Seconds the daemon may spend in one AutoArchiveJobs call (at most half of --timeout).
@@ -45,6 +47,13 @@ def _register_submit(commands):
                         help="print the jobs' log until they finish; exit with their outcome")
     parser.add_argument("--op", metavar="OP_ID",
                         help="submit one job of this opcode, with KEY=VALUE parameters")
+    parser.add_argument("--token", metavar="TOKEN", type=_token,
+                        help="idempotency token: if a live job was already submitted with it, "
+                             "print that job's id instead of creating one (a file of N jobs: "
+                             "job i gets TOKEN:i)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {\"id\", \"error\"} per job; with --wait, "
+                             "of outcome records (see result --json)")
     parser.add_argument("--depends", type=parsing.dependency, action="append",
                         metavar="ID[:STATUS,...]",
                         help="with --op: wait for job ID to finish (with one of the statuses); "
@@ -78,10 +87,16 @@ def cmd_submit(ctx, args):
         for ops in job_list:
             for op in ops:
                 op["priority"] = args.priority
-    job_ids, code = _submit(ctx, job_list, many)
-    if args.wait or args.watch:
-        code = exitcodes.worst([code] + watching.follow_jobs(ctx, job_ids, args.watch))
-    return code
+    if args.json and args.watch:
+        raise CommandError("--json goes with --wait, not with --watch (whose log lines are "
+                           "for people)")
+    job_ids, code, entries = _submit(ctx, job_list, many, args.token, quiet=args.json)
+    if code == exitcodes.EXIT_NOT_ACKNOWLEDGED or not (args.wait or args.watch):
+        if args.json:
+            ctx.out(serializer.dumps(entries))
+        return code
+    return exitcodes.worst([code] + watching.follow_jobs(ctx, job_ids, args.watch,
+                                                         as_json=args.json))
 
 
 def _jobs_to_submit(ctx, args):
@@ -131,21 +146,55 @@ def jobs_from_text(text, label):
                        "lists" % label)
 
 
-def _submit(ctx, job_list, many):
-    """Submit; print each id (refusals on stderr); return (ids, exit status)."""
-    if not many:
-        job_id = ctx.client.submit_job(job_list[0])
-        ctx.out(str(job_id), flush=True)
-        return [job_id], EXIT_SUCCESS
-    job_ids, code = [], EXIT_SUCCESS
-    for index, (ok, value) in enumerate(ctx.client.submit_many_jobs(job_list)):
+def _token(text):
+    if not text or not text.isprintable() or len(text) > 200:
+        raise argparse.ArgumentTypeError("invalid token %r: use 1 to 200 printable "
+                                         "characters" % text)
+    return text
+
+
+def _tokens(token, count):
+    return None if token is None else ["%s:%d" % (token, n) for n in range(1, count + 1)]
+
+
+def _submit(ctx, job_list, many, token=None, quiet=False):
+    """Submit; print each id unless quiet (refusals on stderr); return (ids, exit status,
+    [{"id": id or None, "error": message or None}] per job).
+
+    Jobs recorded but not acknowledged in time are printed all the same; the error says
+    their fate and the status is EXIT_NOT_ACKNOWLEDGED.
+    """
+    try:
+        answers = _submit_or_raise(ctx, job_list, many, token)
+    except errors.SubmissionNotAcknowledged as err:
+        message = errors.error_message(err)
+        ctx.warn(message)
+        for job_id in err.job_ids if not quiet else ():
+            ctx.out(str(job_id), flush=True)
+        return [], exitcodes.EXIT_NOT_ACKNOWLEDGED, [
+            {"id": job_id, "error": message} for job_id in err.job_ids]
+    job_ids, code, entries = [], EXIT_SUCCESS, []
+    for index, (ok, value) in enumerate(answers):
         if ok:
             job_ids.append(value)
-            ctx.out(str(value), flush=True)
+            entries.append({"id": value, "error": None})
+            if not quiet:
+                ctx.out(str(value), flush=True)
         else:
             ctx.warn("job %d of %d refused: %s" % (index + 1, len(job_list), value))
+            entries.append({"id": None, "error": value})
             code = EXIT_REFUSED
-    return job_ids, code
+    return job_ids, code, entries
+
+
+def _submit_or_raise(ctx, job_list, many, token):
+    """[(ok, id or message)] of the submission of job_list."""
+    if not many:
+        job_id = (ctx.client.submit_job(job_list[0]) if token is None else
+                  ctx.client.submit_job(job_list[0], token=token))
+        return [(True, job_id)]
+    return (ctx.client.submit_many_jobs(job_list) if token is None else
+            ctx.client.submit_many_jobs(job_list, tokens=_tokens(token, len(job_list))))
 
 
 # cancel
@@ -186,13 +235,15 @@ def _confirm_cancel(ctx, job_ids):
 # archive, autoarchive, change-priority
 
 def cmd_archive(ctx, args):
-    """Archive finished jobs; a job not archived is reported and makes the status 6."""
-    code = EXIT_SUCCESS
+    """Archive finished jobs; a job not archived is reported: status 4 if it does not
+    exist, else 6 (it is not finished, or already archived)."""
+    codes = [EXIT_SUCCESS]
     for job_id in args.ids:
         if not ctx.client.archive_job(job_id):
-            ctx.warn("job %s not archived: not found, or not finished" % job_id)
-            code = EXIT_REFUSED
-    return code
+            codes.append(outcome.refused(ctx, job_id, None))
+    return exitcodes.worst(codes)
+
+
 
 
 def cmd_autoarchive(ctx, args):
@@ -229,14 +280,14 @@ def cmd_change_priority(ctx, args):
         job_id, args.priority))
 
 
-def _report_each(ctx, job_ids, call):
-    """call(job_id) -> (ok, message) for each job; print each message; the exit status."""
-    code = EXIT_SUCCESS
+def _report_each(ctx, job_ids, call, describe=None):
+    """call(job_id) -> (ok, message) for each job; print each message (describe(job_id,
+    message) if given); the exit status (a job that does not exist: not found)."""
+    codes = [EXIT_SUCCESS]
     for job_id in job_ids:
         ok, message = call(job_id)
         if ok:
-            ctx.out(message)
+            ctx.out(describe(job_id, message) if describe else message)
         else:
-            ctx.warn(message)
-            code = EXIT_REFUSED
-    return code
+            codes.append(outcome.refused(ctx, job_id, message))
+    return exitcodes.worst(codes)

@@ -78,20 +78,55 @@ def local_columns(names):
             for name in names]
 
 
+#: Fields shown readably in tables, and the hidden fields that needs.
+_READABLE = {"opresult": ["opstatus"], "oplog": [], "priority": ["status", "oppriority"]}
+
+
 def cmd_list(ctx, args):
     """Print the jobs as a table, separated text or JSON."""
     fields = output_fields(args.output)
     statuses = selection.selected_statuses(args)
+    fetch = list(fields)
+    if not args.json:
+        for name in fields:
+            fetch += [h for h in _READABLE.get(name, ()) if h not in fetch]
     if args.ids:
-        rows, code = rows_by_id(ctx, args.ids, fields, statuses, args.archived)
+        rows, code = rows_by_id(ctx, args.ids, fetch, statuses, args.archived)
         columns = local_columns(fields)
     elif args.archived:
         raise CommandError("--archived needs job IDs: the archive is looked up by id only")
     else:
-        columns, rows = rows_by_query(ctx.client, fields, statuses)
+        columns, rows = rows_by_query(ctx.client, fetch, statuses)
+        columns = columns[:len(fields)]
         code = EXIT_SUCCESS
-    output.print_records(ctx, columns, rows, args)
+    if not args.json:
+        rows = [readable_row(fields, fetch, row) for row in rows]
+    output.print_records(ctx, columns, [row[:len(fields)] for row in rows], args)
     return code
+
+
+def readable_row(fields, fetch, row):
+    """A row's values for people: results and logs as text, the priority a job ran at."""
+    values = dict(zip(fetch, row))
+    shown = []
+    for name in fields:
+        value = values[name]
+        if not isinstance(value, output.Unavailable) and not any(
+                isinstance(values.get(h), output.Unavailable) for h in _READABLE.get(name, ())):
+            value = _readable(name, value, values)
+        shown.append(value)
+    return shown
+
+
+def _readable(name, value, values):
+    if name == "opresult":
+        return ",".join(output.result_cell(status, result)
+                        for status, result in zip(values["opstatus"], value))
+    if name == "oplog":
+        return ",".join(output.log_cell(entries) or "-" for entries in value)
+    if name == "priority":
+        return output.shown_priority(values["status"], value, values["oppriority"])
+    return value
 
 
 def rows_by_id(ctx, job_ids, fields, statuses, archived):

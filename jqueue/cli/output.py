@@ -65,6 +65,38 @@ def format_value(name, value):
     return format_scalar(value)
 
 
+def shown_priority(status, priority, op_priorities):
+    """The priority people see for a job: the daemon's while it is pending or running;
+    once it is finished (when the daemon's says the default, as Ganeti's does), the
+    priority it ran at, the highest of its opcodes'."""
+    if status in constants.JOBS_FINALIZED and op_priorities:
+        return min(op_priorities)
+    return priority
+
+
+def priority_text(priority):
+    """A priority with its name when it has one: "-10 (high)", "3"."""
+    names = {value: name for name, value in constants.OP_PRIO_NAMES.items()}
+    return "%s (%s)" % (priority, names[priority]) if priority in names else str(priority)
+
+
+def result_cell(status, result):
+    """One opcode's result in a table cell: its error as "Class: message", else JSON."""
+    if status in (constants.OP_STATUS_ERROR, constants.OP_STATUS_CANCELED):
+        if (isinstance(result, list) and len(result) == 2 and isinstance(result[0], str)
+                and isinstance(result[1], list)):
+            return "%s: %s" % (result[0], " ".join(str(arg) for arg in result[1]))
+        if isinstance(result, str):
+            return result
+    return "-" if result is None else serializer.dumps(result)
+
+
+def log_cell(entries):
+    """One opcode's log entries in a table cell: their messages, joined by "; "."""
+    return "; ".join(entry[3] if isinstance(entry[3], str) else serializer.dumps(entry[3])
+                     for entry in entries)
+
+
 def json_value(value):
     """The raw value for --json (null for a cell without a value)."""
     return None if isinstance(value, Unavailable) else value

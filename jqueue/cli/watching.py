@@ -1,7 +1,7 @@
 """Following jobs to their end: watch (print a job's log as it grows) and wait."""
 
-from jqueue import commandjob, constants, errors
-from jqueue.cli import exitcodes, output, parsing
+from jqueue import commandjob, constants, errors, serializer
+from jqueue.cli import exitcodes, outcome, output, parsing
 
 #: Seconds between two looks at a job being canceled (the daemon answers those at once).
 CANCELING_POLL_INTERVAL = 1.0
@@ -23,6 +23,8 @@ def register(commands):
         description="Wait for jobs to finish; print one line per job and exit with the worst "
                     "outcome.")
     parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID", help="job id")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of outcome records once every job finished")
     parser.set_defaults(func=cmd_wait)
 
 
@@ -33,24 +35,33 @@ def cmd_watch(ctx, args):
 
 def cmd_wait(ctx, args):
     """Wait for every job; exit with the worst outcome."""
-    return exitcodes.worst(follow_jobs(ctx, args.ids, show_log=False))
+    return exitcodes.worst(follow_jobs(ctx, args.ids, show_log=False, as_json=args.json))
 
 
-def follow_jobs(ctx, job_ids, show_log):
-    """Follow jobs one after the other, print "Job N finished: STATUS" for each.
+def follow_jobs(ctx, job_ids, show_log, as_json=False):
+    """Follow jobs one after the other; print "Job N finished: STATUS" for each, with why
+    it failed (the failing opcode's error), or with as_json a list of outcome records.
 
     Returns the exit status of each job (not found for a job the daemon does not know).
     """
-    codes = []
+    codes, records = [], []
     for job_id in job_ids:
         try:
             status = follow(ctx, job_id, show_log)
-        except errors.JobLost as err:
-            ctx.warn(errors.error_message(err))
+            found = outcome.records(ctx.client, [job_id])[job_id]
+        except errors.JobLost:
+            found = None
+        if found is None:
+            ctx.warn(outcome.not_found_message(job_id))
             codes.append(exitcodes.EXIT_NOT_FOUND)
             continue
-        ctx.out("Job %s finished: %s" % (job_id, status), flush=True)
+        if as_json:
+            records.append(found)
+        else:
+            ctx.out(outcome.finished_line(dict(found, status=status)), flush=True)
         codes.append(exit_status(ctx, job_id, status))
+    if as_json:
+        ctx.out(serializer.dumps(records), flush=True)
     return codes
 
 

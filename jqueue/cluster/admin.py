@@ -293,7 +293,80 @@ def who_is_master(state_dir):
     return name, address, epoch
 
 
+def learn_master(state_dir, timeout=2.0):
+    """(name, address, epoch) of the master of the newest epoch this node can learn of.
+
+    Starts from its own files (who_is_master) and asks every node it can reach
+    (node_info, timeout seconds) which epoch and master it knows: a failover this node
+    missed is found that way. Nothing is recorded (a node records a newer epoch only
+    with its configuration from its master, or by voting).
+    """
+    name, address, epoch = who_is_master(state_dir)
+    try:
+        config, _ = load_cluster(state_dir)
+        clients = node_clients(state_dir, config, sorted(config.nodes), timeout)
+    except (errors.GenericError, OSError):
+        return name, address, epoch
+    try:
+        answers = rpc_client.call_many(list(clients.values()), "node_info", {}, timeout)
+    finally:
+        for client in clients.values():
+            client.close()
+    for answer in answers.values():
+        if not isinstance(answer, dict) or not isinstance(answer.get("epoch"), int):
+            continue
+        if answer["epoch"] > epoch and isinstance(answer.get("master"), str):
+            name, epoch = answer["master"], answer["epoch"]
+            address = _address_in(answer.get("config"), name) or (
+                config.address(name) if name in config.nodes else None)
+    return name, address, epoch
+
+
+def _address_in(config_data, name):
+    try:
+        return config_data["nodes"][name]["address"]
+    except (KeyError, TypeError):
+        return None
+
+
+def node_view(state_dir, timeout=3.0):
+    """What this node knows without jq-masterd: (its ClusterConfig, one row per node).
+
+    Each row has the keys of jq-masterd's ListNodes (name, address, role, reachable,
+    in_sync, position, last_error, epoch, config_version), from the configuration this
+    node holds and the node's own node_info answer; in_sync is unknown (None) here.
+    """
+    config, _ = load_cluster(state_dir)
+    clients = node_clients(state_dir, config, sorted(config.nodes), timeout)
+    try:
+        answers = rpc_client.call_many(list(clients.values()), "node_info", {}, timeout)
+    finally:
+        for client in clients.values():
+            client.close()
+    rows = []
+    for name in sorted(config.nodes):
+        answer = answers.get(name)
+        row = {"name": name, "address": config.address(name), "role": config.role(name),
+               "reachable": isinstance(answer, dict), "in_sync": None, "position": None,
+               "last_error": None, "epoch": None, "config_version": None}
+        if isinstance(answer, dict):
+            row.update(position=answer.get("position"), epoch=answer.get("epoch"),
+                       config_version=answer.get("config_version"))
+        else:
+            row["last_error"] = _reason(answer) if answer is not None else "no client"
+        rows.append(row)
+    return config, rows
+
+
 # Failover
+
+
+def check_failover(state_dir):
+    """OpPrereqError (or ConfigurationError) unless this node could take over: it is in a
+    cluster, not its master, and a master candidate. Changes nothing, asks no node."""
+    config, state = load_cluster(state_dir)
+    _check_can_take_over(config, state.name)
+    return config
 
 
 def master_failover(state_dir, voting=True, timeout=10.0, confirm=None, clients=None):

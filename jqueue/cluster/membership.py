@@ -20,6 +20,8 @@ every acknowledged change. With min_acks 0 (best effort) no election can promise
 failover then needs an explicit --no-voting.
 """
 
+import contextlib
+import fcntl
 import os
 import threading
 
@@ -29,6 +31,9 @@ from jqueue.store import fsutil
 
 CLUSTER_FILE = "cluster.json"
 NODE_FILE = "node.json"
+#: Held (flock) while cluster.json or node.json is read and rewritten: jq-noded and
+#: jq-masterd of one node both record what they learn.
+LOCK_FILE = ".node.lock"
 ROLE_MASTER = "master"
 ROLE_CANDIDATE = "candidate"
 ROLE_NODE = "node"
@@ -155,6 +160,39 @@ def save_config(state_dir, config):
                       serializer.dumps_pretty(config.to_dict()).encode("utf-8"), 0o644)
 
 
+@contextlib.contextmanager
+def state_lock(state_dir):
+    """Hold the node's state lock: one process at a time reads and rewrites its files."""
+    fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def save_config_if_newer(state_dir, config):
+    """Save config unless cluster.json already holds it or a newer one; whether it did."""
+    with state_lock(state_dir):
+        current = load_config(state_dir)
+        if current is not None and not config.newer_than(current):
+            return False
+        save_config(state_dir, config)
+        return True
+
+
+def file_stamp(state_dir):
+    """What changes when cluster.json or node.json is rewritten (by any process)."""
+    stamp = []
+    for name in (CLUSTER_FILE, NODE_FILE):
+        try:
+            info = os.stat(os.path.join(state_dir, name))
+            stamp.append((info.st_ino, info.st_mtime_ns, info.st_size))
+        except FileNotFoundError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 class NodeState:
     """This node's durable state: name, newest known epoch and master, the vote it gave.
 
@@ -163,6 +201,7 @@ class NodeState:
     """
 
     def __init__(self, state_dir, name, epoch=0, master=None, voted_epoch=0, voted_for=None):
+        self._dir = state_dir
         self._path = os.path.join(state_dir, NODE_FILE)
         self._lock = threading.Lock()
         self.name = _check_name(name)
@@ -190,9 +229,26 @@ class NodeState:
                 "voted_epoch": self.voted_epoch, "voted_for": self.voted_for}
         fsutil.write_file(self._path, serializer.dumps_pretty(data).encode("utf-8"), 0o644)
 
+    def reload(self):
+        """Take what another process of this node recorded meanwhile (never goes back)."""
+        with self._lock, state_lock(self._dir):
+            self._merge_disk_unlocked()
+
+    def _merge_disk_unlocked(self):
+        try:
+            data = serializer.loads(fsutil.read_file(self._path))
+            epoch, voted = int(data.get("epoch", 0)), int(data.get("voted_epoch", 0))
+        except (OSError, errors.GenericError, AttributeError, TypeError, ValueError):
+            return
+        if epoch > self.epoch:
+            self.epoch, self.master = epoch, data.get("master")
+        if voted > self.voted_epoch:
+            self.voted_epoch, self.voted_for = voted, data.get("voted_for")
+
     def observe(self, epoch, master):
-        """Learn of a newer epoch and its master (never goes back)."""
-        with self._lock:
+        """Learn of a newer epoch and its master (never goes back); durable on return."""
+        with self._lock, state_lock(self._dir):
+            self._merge_disk_unlocked()
             if epoch > self.epoch or (epoch == self.epoch and self.master is None):
                 self.epoch, self.master = epoch, master
                 self.save()
@@ -203,7 +259,8 @@ class NodeState:
         Granting makes epoch the newest one known: updates from older epochs are refused
         from then on (the deposed master is fenced by the very votes that deposed it).
         """
-        with self._lock:
+        with self._lock, state_lock(self._dir):
+            self._merge_disk_unlocked()
             if epoch < self.epoch or (epoch == self.epoch and self.master not in (None,
                                                                                  candidate)):
                 return False

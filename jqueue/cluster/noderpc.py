@@ -203,6 +203,7 @@ class Node:
         self._open_error = None
         self._rpc = NodeReplicaRpc(lambda: self.replica,
                                    _FencingState(state, lambda: self.config))
+        self._stamp = membership.file_stamp(self.state_dir)
 
     @classmethod
     def load(cls, state_dir, **kwargs):
@@ -281,6 +282,39 @@ class Node:
             self._open_replica_locked()
         return self.replica
 
+    def _refresh_locked(self):
+        """Take what jq-masterd recorded in cluster.json or node.json meanwhile (a start
+        refused because a node knew a newer epoch records that epoch's configuration)."""
+        stamp = membership.file_stamp(self.state_dir)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        self.state.reload()
+        try:
+            on_disk = membership.load_config(self.state_dir)
+        except errors.ConfigurationError as err:
+            logger.warning("cannot reload the configuration: %s", errors.error_message(err))
+            return
+        if on_disk is not None and on_disk.name == self.config.name and on_disk.newer_than(
+                self.config):
+            old_role, self.config = self.role, on_disk
+            logger.info("configuration version %d (epoch %d, master %s) read from %s; role "
+                        "%s -> %s", on_disk.version, on_disk.epoch, on_disk.master,
+                        membership.config_path(self.state_dir), old_role, self.role)
+            self._raise_epoch_locked(on_disk.epoch)
+            self._apply_role_locked()
+
+    def _check_takes_replication_locked(self, peer):
+        """NotMasterError if this node holds no replica because of its configuration."""
+        if self.replica is not None or self._wants_replica():
+            return
+        what = "the master" if self.role == membership.ROLE_MASTER else "not a master candidate"
+        raise errors.NotMasterError(
+            "node %s holds no replica: its configuration (epoch %d, version %d, master %s) "
+            "makes it %s; replication from %s needs the current configuration first" % (
+                self.name, self.config.epoch, self.config.version, self.config.master, what,
+                peer))
+
     def _raise_epoch_locked(self, epoch):
         if self.replica is not None:
             self.replica.known_epoch = max(self.replica.known_epoch, epoch)
@@ -289,6 +323,8 @@ class Node:
 
     def _replicated(self, method, peer, body):
         with self._lock:
+            self._refresh_locked()
+            self._check_takes_replication_locked(peer)
             self._usable_replica_locked()
             return getattr(self._rpc, method)(peer, body)
 
@@ -324,14 +360,17 @@ class Node:
     # The cluster
 
     def node_info(self, peer, body):
-        """What failover and operators ask: epoch, master, role, replica position."""
+        """What failover and operators ask: epoch, master, role, replica position, and
+        the configuration this node holds (a node records it only from its master)."""
+        with self._lock:
+            self._refresh_locked()
         replica = self.replica
         return {"name": self.name, "epoch": self.state.epoch, "master": self.state.master,
                 "config_version": self.config.version, "role": self.role,
                 "replica": replica is not None,
                 "position": replica.position if replica is not None else None,
                 "jobs": replica.queue.stats()["jobs"] if replica is not None else None,
-                "slots": self.slots}
+                "slots": self.slots, "config": self.config.to_dict()}
 
     def cluster_config_update(self, peer, body):
         """Take a newer configuration from the master it names; apply the role change."""
@@ -340,6 +379,7 @@ class Node:
             raise errors.FencedError("configuration version %d names %s as master; node %s "
                                      "may not send it" % (new.version, new.master, peer))
         with self._lock:
+            self._refresh_locked()
             self._check_config_epoch(new)
             if not new.newer_than(self.config):
                 return {"version": self.config.version}
@@ -373,6 +413,7 @@ class Node:
             raise errors.ParameterError("node %s may only ask votes for itself, not for %r" % (
                 peer, candidate))
         with self._lock:
+            self._refresh_locked()
             replica = self._usable_replica_locked()
             own = replica.position if replica is not None else None
             refusal = self._vote_refusal(candidate, replica)

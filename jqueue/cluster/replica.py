@@ -114,7 +114,7 @@ class Replica:
         Durable before it returns. Once ``position`` is given the replica follows that
         stream position.
         """
-        raised = False
+        raised, deleted = False, None
         with self._lock:
             self._check_epoch(epoch)
             queue = self.queue

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 _CHUNK = 500
 #: Bytes of command logs per resync call.
 _LOG_PIECE = 4 * 1024 * 1024
+#: The kinds of differences compare() finds.
+DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra")
 
 
 def default_min_acks(candidates):
@@ -95,7 +97,7 @@ class ClusterReplicator:
 
     def __init__(self, master, epoch, session, peers, min_acks=None, ack_timeout=10.0,
                  max_call_bytes=4 << 20, max_backlog_bytes=256 << 20, retry_interval=1.0,
-                 on_fenced=None):
+                 on_fenced=None, on_peer_error=None):
         self.master, self.epoch, self.session = master, epoch, session
         self.candidates = len(peers)
         self.min_acks = default_min_acks(len(peers)) if min_acks is None else min_acks
@@ -107,6 +109,8 @@ class ClusterReplicator:
         self.max_backlog_bytes = max_backlog_bytes
         self.retry_interval = retry_interval
         self._on_fenced = on_fenced
+        #: on_peer_error(name, error): a call to a candidate failed (it may be stale).
+        self._on_peer_error = on_peer_error
         self._cond = threading.Condition(threading.Lock())
         self._seq = 0
         self._pending = collections.deque()
@@ -249,6 +253,44 @@ class ClusterReplicator:
                     "fenced": errors.error_message(self._fenced) if self._fenced else None,
                     "peers": peers}
 
+    def verification(self, name, digests, info, config_key):
+        """One candidate's line of a cluster verification: its state and differences.
+
+        digests and info are the candidate's answers to resync_digests and node_info (or
+        the exceptions they raised); config_key is the master's (epoch, version). The
+        state is "in sync", "differs", "resyncing" (the master is bringing it in sync),
+        "stale configuration" (it answers, with an older configuration: the master pushes
+        the current one), "error" (it answers node_info but not resync_digests) or
+        "unreachable" (it does not answer).
+        """
+        sender = self._senders.get(name)
+        in_sync = sender is not None and sender.in_sync
+        report = {"state": None, "position": None, "epoch": None, "config_version": None}
+        if isinstance(info, Exception):
+            report.update(state="unreachable", error=errors.error_message(info))
+            return report
+        report.update(epoch=info.get("epoch"), config_version=info.get("config_version"),
+                      position=info.get("position"))
+        if isinstance(digests, Exception):
+            report["error"] = errors.error_message(digests)
+        else:
+            diff = compare(self._queue, digests)
+            report.update({key: sorted(value) for key, value in diff.items()})
+            report["position"] = digests.get("position")
+        key = (report["epoch"] or 0, report["config_version"] or 0)
+        if key < tuple(config_key):
+            report["state"] = "stale configuration"
+        elif not in_sync:
+            report["state"] = "resyncing"
+            report.setdefault("error", sender.last_error if sender is not None else None)
+        elif "error" in report:
+            report["state"] = "error"
+        elif any(report.get(kind) for kind in DIFFERENCES):
+            report["state"] = "differs"
+        else:
+            report["state"] = "in sync"
+        return report
+
     def verify(self):
         """Compare every candidate's queue with the master's by content digests."""
         report = {}
@@ -339,6 +381,8 @@ class _Sender:
                 self._failed(err)
 
     def _failed(self, err):
+        if self.rep._on_peer_error is not None:
+            self.rep._on_peer_error(self.name, err)
         message = errors.error_message(err)
         if message != self.last_error:
             logger.warning("replication to %s failed: %s", self.name, message)

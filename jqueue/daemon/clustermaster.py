@@ -20,7 +20,14 @@ with the others, saved durably with its version raised, pushed to the other node
 dropped after the acknowledgement policy is lowered, a new one is added before it is
 raised. The push includes this node's own jq-noded (it authorizes callers by the
 configuration it holds), and not a node being added (it gets the configuration in its
-bundle). Its methods block on node RPC: they run in the LUXI thread pool.
+bundle). Its methods block on node RPC: they run in the LUXI thread pool. A node that
+misses a push (down, partitioned, or a deposed master coming back) is pushed the current
+configuration again until it takes it (jqueue.cluster.pusher); at start, the nodes that do
+not answer or answer with an older configuration are marked for that.
+
+A start refused because another node knows a newer epoch records that epoch's
+configuration when its master handed it over, so that the deposed node knows its master
+and role (a master candidate again) even before its jq-noded hears from the new master.
 
 A master that learns it was deposed (a candidate answers FencedError, or StepDown names a
 newer epoch) calls ``on_deposed(reason)`` from whatever thread learnt it; the daemon then
@@ -33,7 +40,7 @@ import os
 import threading
 
 from jqueue import constants, errors, serializer
-from jqueue.cluster import commandlink, membership, tls
+from jqueue.cluster import commandlink, membership, pusher, tls
 from jqueue.cluster.replication import ClusterReplicator
 from jqueue.cluster.rpc import client as rpc_client
 from jqueue.daemon import common
@@ -45,6 +52,8 @@ logger = logging.getLogger(__name__)
 NODE_INFO_TIMEOUT = 3.0
 #: Seconds the other nodes get to take a new configuration.
 PUSH_TIMEOUT = 10.0
+#: Seconds a candidate gets to send the digests of its queue for VerifyCluster.
+VERIFY_TIMEOUT = 10.0
 NODE_INFO = "node_info"
 CONFIG_UPDATE = "cluster_config_update"
 
@@ -80,10 +89,13 @@ def _not_master(config, name, master, epoch):
 NODE_CALL_MARGIN = 10.0
 
 
-def check_not_fenced(config, clients, timeout=NODE_INFO_TIMEOUT):
+def check_not_fenced(config, clients, timeout=NODE_INFO_TIMEOUT, state_dir=None):
     """Ask the nodes of clients for their view; StartupError if one knows a newer epoch.
 
-    Returns {node: node_info answer or exception}; unreachable nodes are logged.
+    Returns {node: node_info answer or exception}; unreachable nodes are logged. A node
+    that knows a newer epoch and is that epoch's master hands its configuration over with
+    its answer: with state_dir, this node records it (cluster.json, node.json), so that it
+    knows it was deposed, whom to name, and that it is a master candidate again.
     """
     results = rpc_client.call_many(clients, NODE_INFO, {}, timeout) if clients else {}
     for name in sorted(results):
@@ -94,9 +106,38 @@ def check_not_fenced(config, clients, timeout=NODE_INFO_TIMEOUT):
             continue
         epoch = _epoch_of(answer)
         if epoch > config.epoch:
-            raise common.StartupError("fenced: node %s knows epoch %d (master %s)" % (
-                name, epoch, answer.get("master")))
+            recorded = state_dir is not None and record_newer_config(state_dir, name, answer)
+            raise common.StartupError("fenced: node %s knows epoch %d (master %s)%s" % (
+                name, epoch, answer.get("master"),
+                "; its configuration is recorded in %s" % membership.config_path(state_dir)
+                if recorded else ""))
     return results
+
+
+def record_newer_config(state_dir, peer, answer):
+    """Record the configuration a node_info answer of node peer carries, if peer is its
+    master and it is newer than this node's; whether it was recorded.
+
+    Only the master of an epoch hands out that epoch's configuration (mutual TLS names
+    peer): a bare epoch number from another node is never adopted.
+    """
+    data = answer.get("config") if isinstance(answer, dict) else None
+    if not isinstance(data, dict):
+        return False
+    try:
+        config = membership.ClusterConfig.from_dict(data)
+    except errors.ConfigurationError as err:
+        logger.warning("node %s sent an invalid configuration: %s", peer,
+                       errors.error_message(err))
+        return False
+    if config.master != peer:
+        return False
+    if not membership.save_config_if_newer(state_dir, config):
+        return False
+    membership.NodeState.load(state_dir).observe(config.epoch, config.master)
+    logger.warning("recorded configuration version %d from %s: %s is the master of epoch %d",
+                   config.version, peer, config.master, config.epoch)
+    return True
 
 
 def _epoch_of(answer):
@@ -157,11 +198,14 @@ def start(state_dir, queue_dir, on_deposed=None, client_factory=None, ops=None):
     master = ClusterMaster(state_dir, config, state.name, factory, ops=ops,
                            on_deposed=on_deposed)
     try:
-        check_not_fenced(config, [master.client(n) for n in master.other_nodes()])
+        answers = check_not_fenced(config, [master.client(n) for n in master.other_nodes()],
+                                   state_dir=state_dir)
         master.open_replicator(next_session(queue_dir, config.epoch))
     except BaseException:
         master.close()
         raise
+    master.pusher.check_answers(answers)
+    master.pusher.start()
     return master
 
 
@@ -187,6 +231,8 @@ class ClusterMaster:
         self._change_lock = threading.Lock()
         self._clients_lock = threading.Lock()
         self._clients = {}
+        #: Retries the configuration push to nodes that missed it (started by start()).
+        self.pusher = pusher.ConfigPusher(lambda: self.config, client_factory)
         #: The queue's command runner (set by the daemon once the queue is open).
         self.commands = None
         self._links = {}
@@ -199,14 +245,17 @@ class ClusterMaster:
                  for name in config.candidates()}
         self.replicator = ClusterReplicator(
             self.name, config.epoch, session, peers, min_acks=config.min_acks,
-            ack_timeout=config.ack_timeout, on_fenced=self._fenced, **kwargs)
+            ack_timeout=config.ack_timeout, on_fenced=self._fenced,
+            on_peer_error=self._peer_error, **kwargs)
         logger.info("cluster %s: master %s, epoch %d, session %d, candidates %s, min_acks %d",
                     config.name, self.name, config.epoch, session,
                     ", ".join(config.candidates()) or "none", self.replicator.min_acks)
         return self.replicator
 
     def close(self):
-        """Stop replicating, stop the command links and close the node clients."""
+        """Stop replicating and pushing, stop the command links and close the node
+        clients."""
+        self.pusher.stop()
         if self.replicator is not None:
             self.replicator.stop()
         for link in self._links.values():
@@ -284,6 +333,12 @@ class ClusterMaster:
 
     def _fenced(self, error):
         self._depose("deposed: %s" % errors.error_message(error))
+
+    def _peer_error(self, name, error):
+        """A candidate refused replication because of its role: it has an older
+        configuration (e.g. a deposed master that came back). Push it the current one."""
+        if isinstance(error, errors.NotMasterError):
+            self.pusher.mark_stale(name, errors.error_message(error))
 
     def _depose(self, reason):
         if self.deposed is not None:
@@ -385,8 +440,29 @@ class ClusterMaster:
         return {"version": new.version, "unreachable": failed, "changed": True}
 
     def verify(self):
-        """VerifyCluster: each candidate's queue compared with the master's (digests)."""
-        return self.replicator.verify()
+        """VerifyCluster: each candidate's queue compared with the master's (digests), its
+        state ("in sync", "differs", "resyncing", "stale configuration", "unreachable").
+
+        Asks the candidates in parallel on the management clients, each call bounded:
+        it never waits for replication.
+        """
+        config = self.config
+        names = config.candidates()
+        if not names:
+            return {}
+        infos = rpc_client.call_many([self.client(name) for name in names], NODE_INFO, {},
+                                     NODE_INFO_TIMEOUT)
+        answering = [name for name in names if not isinstance(infos[name], Exception)]
+        digests = dict.fromkeys(names, errors.RemoteError("no answer"))
+        if answering:
+            digests.update(rpc_client.call_many([self.client(name) for name in answering],
+                                                "resync_digests",
+                                                self.replicator.base_body(), VERIFY_TIMEOUT))
+        self.pusher.check_answers({n: a for n, a in infos.items()
+                                   if not isinstance(a, Exception)})
+        return {name: self.replicator.verification(name, digests[name], infos[name],
+                                                   (config.epoch, config.version))
+                for name in names}
 
     def step_down(self, epoch, master):
         """StepDown: a newer epoch has another master; stop serving (True)."""
@@ -435,6 +511,11 @@ class ClusterMaster:
                 self.replicator.remove_peer(name)
         targets = [(n, new.address(n)) for n in push_to] + sorted((extra or {}).items())
         failed = self._push(new, targets)
+        for name, _ in targets:
+            if name in new.nodes and name in failed:
+                self.pusher.mark_stale(name, failed[name])
+            else:
+                self.pusher.mark_current(name)
         for name in added:
             self.replicator.add_peer(name, self._client_factory(name, new.address(name)))
         self.replicator.set_min_acks(min_acks)

@@ -239,14 +239,27 @@ def tune_malloc():
     mallopt(_M_ARENA_MAX, ARENA_MAX)
 
 
+def set_process_name(name):
+    """Name this process name (what ps -C, pgrep and top show), however it was started
+    (python -m ...); False where the system does not allow it."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as stream:
+            stream.write(name[:15])
+        return True
+    except OSError:
+        return False
+
+
 def run(prog, config, build, describe=None):
     """Run a daemon in the foreground until stopped; return its exit status.
 
-    Sets umask 027, logging to stderr, the open files limit and the stop signals; starts
+    Names the process prog; sets umask 027, logging to stderr, the open files limit and
+    the stop signals; starts
     the service tree build(config, reactor) (a failure is one logged line and exit 1);
     runs the reactor; returns the service's exit_status. describe(service), if given,
     is logged when a second stop signal arrives (e.g. the time left in a grace period).
     """
+    set_process_name(prog)
     os.umask(0o027)
     setup_logging(config.log_level)
     raise_nofile_limit()

@@ -201,17 +201,27 @@ class Client:
 
     # LUXI methods
 
-    def submit_job(self, ops):
-        """Submit one job (a list of opcodes, dicts or OpCode objects); return its id."""
-        return self.call(constants.LUXI_REQ_SUBMIT_JOB, [_opcodes(ops)])
+    def submit_job(self, ops, token=None):
+        """Submit one job (a list of opcodes, dicts or OpCode objects); return its id.
 
-    def submit_job_to_drained_queue(self, ops):
+        With a token, a job an earlier submission with the same token created (and still
+        live) is returned instead of a new one: retrying after a timeout is safe.
+        """
+        return self.call(constants.LUXI_REQ_SUBMIT_JOB, _with_options(
+            [_opcodes(ops)], "token", token))
+
+    def submit_job_to_drained_queue(self, ops, token=None):
         """Submit one job even if the queue is drained; return its id."""
-        return self.call(constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, [_opcodes(ops)])
+        return self.call(constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, _with_options(
+            [_opcodes(ops)], "token", token))
 
-    def submit_many_jobs(self, jobs):
-        """Submit several jobs; return [[True, id] | [False, message], ...]."""
-        return self.call(constants.LUXI_REQ_SUBMIT_MANY_JOBS, [[_opcodes(o) for o in jobs]])
+    def submit_many_jobs(self, jobs, tokens=None):
+        """Submit several jobs; return [[True, id] | [False, message], ...].
+
+        tokens: a token (or None) per job, as for submit_job.
+        """
+        return self.call(constants.LUXI_REQ_SUBMIT_MANY_JOBS, _with_options(
+            [[_opcodes(o) for o in jobs]], "tokens", tokens))
 
     def cancel_job(self, job_id, kill=False):
         """Cancel a job; return [success, message]."""
@@ -249,6 +259,10 @@ class Client:
     def set_drain_flag(self, flag):
         """Set or clear the queue's drain flag."""
         return self.call(constants.LUXI_REQ_SET_DRAIN_FLAG, [flag])
+
+    def query_opcodes(self, names=None):
+        """The opcode catalogue: [{"id", "doc", "params": [...]}] (all, or the named)."""
+        return self.call(constants.LUXI_REQ_QUERY_OPCODES, [names])
 
     # The cluster methods (our additions; see jqueue.daemon.clustermaster)
 
@@ -344,6 +358,11 @@ def _encode_request(method, args):
         return framing.encode_request(method, args)
     except (TypeError, ValueError, RecursionError) as err:
         raise errors.ParameterError("cannot encode request %s: %s" % (method, err)) from None
+
+
+def _with_options(args, key, value):
+    """Ganeti's arguments, with our options object {key: value} appended if value is set."""
+    return args if value is None else args + [{key: value}]
 
 
 def _opcodes(ops):

@@ -71,10 +71,28 @@ class _InRange(ptypes.PType):
         return value
 
 
+class _Options(ptypes.PType):
+    """Our optional last argument of a submission: an object of known keys (checked)."""
+
+    def __init__(self, keys):
+        self.keys = keys
+        self.desc = "an object with the keys %s" % ", ".join(sorted(keys))
+
+    def check(self, value):
+        if not isinstance(value, dict) or set(value) - set(self.keys):
+            self._fail(value)
+        return {key: self.keys[key].check(value[key]) for key in value}
+
+
 _LIST = _Instance(list, "a list")
 _OPS = _Instance(list, "a list of opcodes")
 _JOBS = ptypes.ListOf(_Instance(list, "a list of opcodes"))
 _FIELDS = ptypes.ListOf(ptypes.String)
+#: SubmitJob [ops, {"token": T}] and SubmitManyJobs [jobs, {"tokens": [T|null, ...]}]:
+#: idempotency tokens (our addition; Ganeti's clients send [ops] and [jobs]).
+_TOKEN = _Maybe(ptypes.String)
+_SUBMIT_OPTIONS = _Maybe(_Options({"token": _TOKEN}))
+_SUBMIT_MANY_OPTIONS = _Maybe(_Options({"tokens": _Maybe(ptypes.ListOf(_TOKEN))}))
 _NUMBER = ptypes.NumberRange()
 _AGE = _InRange(_NUMBER, lambda age: age == -1 or age >= 0,
                 "-1 (every finalized job) or a non-negative number of seconds")
@@ -131,10 +149,12 @@ class Method:
 
 _C = constants
 METHODS = {m.name: m for m in [
-    Method(_C.LUXI_REQ_SUBMIT_JOB, "submit_job", [("ops", _OPS)]),
+    Method(_C.LUXI_REQ_SUBMIT_JOB, "submit_job", [("ops", _OPS), ("options", _SUBMIT_OPTIONS)],
+           min_args=1),
     Method(_C.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, "submit_job_to_drained_queue",
-           [("ops", _OPS)]),
-    Method(_C.LUXI_REQ_SUBMIT_MANY_JOBS, "submit_many_jobs", [("jobs", _JOBS)]),
+           [("ops", _OPS), ("options", _SUBMIT_OPTIONS)], min_args=1),
+    Method(_C.LUXI_REQ_SUBMIT_MANY_JOBS, "submit_many_jobs",
+           [("jobs", _JOBS), ("options", _SUBMIT_MANY_OPTIONS)], min_args=1),
     Method(_C.LUXI_REQ_WAIT_FOR_JOB_CHANGE, "wait_for_job_change", [
         ("job_id", ptypes.JobId), ("fields", _FIELDS), ("prev_job_info", _Maybe(_LIST)),
         ("prev_log_serial", _Maybe(ptypes.Int)), ("timeout", ptypes.NonNegativeNumber),
@@ -174,6 +194,9 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_SIGNAL_JOB, "signal_job", [("job_id", ptypes.JobId),
                                                   ("signal", _Signal())]),
     Method(_C.LUXI_REQ_QUERY_RUNNING, "query_running", [("node", _Maybe(ptypes.String))]),
+    # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
+    Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
+           min_args=0),
 ]}
 
 
@@ -253,14 +276,23 @@ class Dispatcher:
 
     # Handlers: one per method, arguments already checked.
 
-    def submit_job(self, ops):
-        return self._backend.submit_job(ops)
+    def submit_job(self, ops, options=None):
+        token = submit_token(options)
+        if token is None:
+            return self._backend.submit_job(ops)
+        return self._backend.submit_job(ops, token=token)
 
-    def submit_job_to_drained_queue(self, ops):
-        return self._backend.submit_job_to_drained_queue(ops)
+    def submit_job_to_drained_queue(self, ops, options=None):
+        token = submit_token(options)
+        if token is None:
+            return self._backend.submit_job_to_drained_queue(ops)
+        return self._backend.submit_job_to_drained_queue(ops, token=token)
 
-    def submit_many_jobs(self, jobs):
-        return [list(result) for result in self._backend.submit_many_jobs(jobs)]
+    def submit_many_jobs(self, jobs, options=None):
+        tokens = submit_tokens(options)
+        if tokens is None:
+            return [list(result) for result in self._backend.submit_many_jobs(jobs)]
+        return [list(result) for result in self._backend.submit_many_jobs(jobs, tokens=tokens)]
 
     def wait_for_job_change(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         result = self._backend.wait_for_job_changes(job_id, fields, prev_job_info,
@@ -331,6 +363,9 @@ class Dispatcher:
                 data.append([[constants.RS_NORMAL, v] for v in values[:len(fields)]])
         return {"fields": [f.definition() for f in definitions], "data": data}
 
+    def query_opcodes(self, names=None):
+        return self._backend.registry.describe(names or None)
+
     def query_fields(self, what, fields):
         _check_resource(what)
         definitions = query.FIELDS if fields is None else query.check_fields(fields)
@@ -363,6 +398,16 @@ class Dispatcher:
 
     def step_down(self, epoch, master):
         return self._cluster_backend().step_down(epoch, master)
+
+
+def submit_token(options):
+    """The token of SubmitJob's options argument (None if none)."""
+    return (options or {}).get("token")
+
+
+def submit_tokens(options):
+    """The tokens of SubmitManyJobs' options argument (None if none)."""
+    return (options or {}).get("tokens")
 
 
 def _check_resource(what):

@@ -254,7 +254,7 @@ class LuxiProtocol(protocol.Protocol):
         timeout = self.factory.backend.ack_timeout
         if timeout is not None:
             request.timer = self._reactor.callLater(
-                timeout, self._submit_timed_out, request, batch)
+                timeout, self._submit_timed_out, request, batch, answer)
         batch.add_done_callback(lambda done: self.factory.deliver(
             self._submit_done, request, done, answer))
 
@@ -263,16 +263,17 @@ class LuxiProtocol(protocol.Protocol):
             return
         self._end_watch(request)
         if batch.error is not None:
-            self._finish(request, False, errors.encode_exception(batch.error))
+            self._finish(request, False, errors.encode_exception(
+                _fate(batch.error, answer)))
         else:
             self._finish(request, True, answer)
 
-    def _submit_timed_out(self, request, batch):
+    def _submit_timed_out(self, request, batch, answer):
         request.timer = None
         if request is self._current:
             error = batch.ticket.timeout_error() if batch.ticket is not None else (
                 errors.JobQueueError("submission not durable within the timeout"))
-            self._finish(request, False, errors.encode_exception(error))
+            self._finish(request, False, errors.encode_exception(_fate(error, answer)))
 
     def _finish_failure(self, request, failure):
         self._finish(request, False, _encode_error(request.method, failure.value,
@@ -532,12 +533,31 @@ def _opcode_count(spec, args):
 
 
 def _submit_job(backend, args, drained_ok=False):
-    return backend.submit_job_nowait(args[0], drained_ok)
+    token = methods.submit_token(args[1] if len(args) > 1 else None)
+    if token is None:
+        return backend.submit_job_nowait(args[0], drained_ok)
+    return backend.submit_job_nowait(args[0], drained_ok, token=token)
 
 
 def _submit_many(backend, args):
-    results, batch = backend.submit_nowait(args[0])
+    tokens = methods.submit_tokens(args[1] if len(args) > 1 else None)
+    if tokens is None:
+        results, batch = backend.submit_nowait(args[0])
+    else:
+        results, batch = backend.submit_nowait(args[0], tokens=tokens)
     return [list(result) for result in results], batch
+
+
+def _fate(error, answer):
+    """A submission's replication failure as SubmissionNotAcknowledged naming its jobs."""
+    if not isinstance(error, errors.ReplicationError) or isinstance(
+            error, errors.SubmissionNotAcknowledged):
+        return error
+    if isinstance(answer, list):
+        job_ids = [value for ok, value in answer if ok]
+    else:
+        job_ids = [answer]
+    return errors.not_acknowledged(job_ids, error)
 
 
 #: Submissions answered without a pool thread: wire name -> f(backend, args) -> (answer,

@@ -42,15 +42,21 @@ def resolve(depends, job_index, job_ids):
     return result, None
 
 
-def resolve_request(jobs, next_id):
+def resolve_request(jobs, next_id, known=None):
     """Resolve every job of a SubmitManyJobs request; the first accepted one gets next_id.
 
     jobs holds each job's opcode inputs, whose "depends" are made absolute in place.
+    known, if given, holds for each job the id of the job an earlier submission with the
+    same token created (None: a new job); such a job keeps that id and takes none.
     Returns [(job id, None) or (None, problem)] in order: accepted jobs take consecutive
     ids; a refused one takes none.
     """
     ids, results = [], []
     for index, inputs in enumerate(jobs):
+        if known is not None and known[index] is not None:
+            ids.append(known[index])
+            results.append((known[index], None))
+            continue
         ids.append(next_id)
         problem = None
         for op_input in inputs:

@@ -64,8 +64,10 @@ def job_digest(job):
     return hashlib.sha256(job_bytes(job)).hexdigest()[:32]
 
 
-def state_record(job):
-    return serializer.dumps_bytes({"t": STATE, "id": job.id, "s": job.state_dict()})
+def state_record(job, state=None):
+    """The state record of a job (state: its state_dict(), if the caller has it)."""
+    return serializer.dumps_bytes({"t": STATE, "id": job.id,
+                                   "s": job.state_dict() if state is None else state})
 
 
 def log_record(job_id, op_index, entry):

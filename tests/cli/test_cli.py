@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import Cli
 from fakes import FakeLuxiClient
 
-from jqueue import constants, errors, serializer
+from jqueue import constants, errors, opcodes, serializer
 from jqueue.cli import app, exitcodes, info, jobs, listing, main, output, parsing, watching
 
 T0 = 1795000000.0  # 2026-11-18 11:06:40 UTC
@@ -275,7 +275,8 @@ def test_submit_wait_exits_with_the_job_outcome(cli, status, code):
     """submit --wait prints the id, then the job's outcome, and exits with it."""
     cli.fake.script(1, ("running", []), (status, []))
     result = cli("submit", "--wait", "--op", "OP_TEST_DELAY", "duration=1")
-    assert result == (code, "1\nJob 1 finished: %s\n" % status, "")
+    reason = ": opcode 1 (TEST_DELAY(1)) failed" if status == "error" else ""
+    assert result == (code, "1\nJob 1 finished: %s%s\n" % (status, reason), "")
 
 
 def test_submit_watch_streams_the_log_then_the_outcome(cli):
@@ -295,7 +296,8 @@ def test_submit_many_wait_exits_with_the_worst_outcome(cli):
     text = serializer.dumps([[{"OP_ID": "OP_TEST_DELAY", "duration": 0}]] * 2)
     result = cli("submit", "--wait", "-", stdin=text)
     assert result.code == exitcodes.EXIT_FAILURE
-    assert result.out.splitlines()[-2:] == ["Job 1 finished: success", "Job 2 finished: error"]
+    assert result.out.splitlines()[-2:] == [
+        "Job 1 finished: success", "Job 2 finished: error: opcode 1 (TEST_DELAY(0)) failed"]
 
 
 # cancel
@@ -376,7 +378,9 @@ def test_archive_archives_finished_jobs_and_reports_others(cli):
     assert cli("archive", done) == (0, "", "")
     assert cli.fake.jobs[done].archived
     assert_one_line_error(cli("archive", running), exitcodes.EXIT_REFUSED,
-                          "job 2 not archived")
+                          "job 2 not archived: it is not finished (status running)")
+    assert_one_line_error(cli("archive", done), exitcodes.EXIT_REFUSED,
+                          "job 1 is already archived")
 
 
 def test_autoarchive_calls_until_nothing_is_left_unchecked(cli):
@@ -414,7 +418,17 @@ def test_change_priority_prints_messages_and_refusals(cli):
     assert result.code == 0 and "changed to 10" in result.out
     assert cli.fake.jobs[job_id].calc_priority() == 10
     assert_one_line_error(cli("change-priority", "--priority", "1", 99),
-                          exitcodes.EXIT_REFUSED, "Job 99 not found")
+                          exitcodes.EXIT_NOT_FOUND, "job 99 not found")
+
+
+@pytest.mark.parametrize("argv", [
+    ["info", "999"], ["cancel", "999"], ["cancel", "--kill", "999"], ["archive", "999"],
+    ["change-priority", "--priority", "high", "999"], ["wait", "999"], ["watch", "999"],
+    ["list", "999"], ["result", "999"]])
+def test_not_found_is_one_status_and_one_wording_for_every_command(cli, argv):
+    """Every command naming a job that does not exist says "job 999 not found", exit 4."""
+    result = cli(*argv)
+    assert (result.code, result.err) == (exitcodes.EXIT_NOT_FOUND, "jqctl: job 999 not found\n")
 
 
 # list / query
@@ -635,7 +649,8 @@ def test_watch_prints_log_lines_and_the_final_status(cli, status, code):
     assert result.code == code
     assert result.out.splitlines() == [
         "2026-11-18 11:06:40.000000 queued note", "2026-11-18 11:06:40.000000 one",
-        "2026-11-18 11:06:40.000000 two", "Job 1 finished: %s" % status]
+        "2026-11-18 11:06:40.000000 two", "Job 1 finished: %s%s" % (
+            status, ": opcode 1 (TEST_DELAY(0)) failed" if status == "error" else "")]
     serials = [args[3] for args in cli.fake.calls_of("wait_for_job_change")]
     assert serials == [None, 1, 2, 3]
     assert all(args[1] == ["status"] for args in cli.fake.calls_of("wait_for_job_change"))
@@ -665,8 +680,55 @@ def test_wait_prints_one_line_per_job_and_exits_with_the_worst(cli):
     cli.fake.script(canceled, ("canceled", []))
     result = cli("wait", ok, failed, canceled)
     assert result == (exitcodes.EXIT_FAILURE, "Job 1 finished: success\n"
-                      "Job 2 finished: error\nJob 3 finished: canceled\n", "")
+                      "Job 2 finished: error: opcode 1 (TEST_DELAY(0)) failed\n"
+                      "Job 3 finished: canceled\n", "")
     assert_one_line_error(cli("wait", ok, 99), exitcodes.EXIT_NOT_FOUND, "job 99 not found")
+
+
+def _failed_job(cli):
+    """A job of two opcodes whose first failed with "disk full"."""
+    job_id = cli.fake.add_job([{"OP_ID": "OP_TEST_JQUEUE", "result": 5},
+                               {"OP_ID": "OP_TEST_DELAY", "duration": 1}])
+    cli.fake.set_status(job_id, "error", ["OpExecError", ["disk full"]])
+    return job_id
+
+
+def test_wait_and_submit_wait_say_why_a_job_failed(cli):
+    """The failing opcode's error is on the "finished" line of wait and submit --wait."""
+    job_id = _failed_job(cli)
+    assert cli("wait", job_id).out == (
+        "Job 1 finished: error: opcode 1 (TEST_JQUEUE): OpExecError: disk full\n")
+    cli.fake.script(2, ("error", []))
+    assert cli("submit", "--wait", "--op", "OP_TEST_DELAY", "duration=1").code == 1
+
+
+def test_result_prints_each_opcodes_result_or_error(cli):
+    """result prints one line per opcode: its status and its result or error."""
+    ok = cli.fake.add_job([{"OP_ID": "OP_TEST_JQUEUE", "result": {"rows": 3}}],
+                          status="success", result={"rows": 3})
+    failed = _failed_job(cli)
+    result = cli("result", ok, failed)
+    assert result.code == 0
+    assert result.out.splitlines() == [
+        "Job 1: success", '    Opcode 1 TEST_JQUEUE: success: {"rows":3}',
+        "Job 2: error", "    Opcode 1 TEST_JQUEUE: error: OpExecError: disk full",
+        "    Opcode 2 TEST_DELAY(1): error: Preceding opcode failed"]
+
+
+def test_result_and_wait_json_give_one_outcome_record_per_job(cli):
+    """result --json and wait --json print the documented outcome records."""
+    failed = _failed_job(cli)
+    expected = [{"id": failed, "status": "error",
+                 "error": "opcode 1 (TEST_JQUEUE): OpExecError: disk full",
+                 "ops": [{"summary": "TEST_JQUEUE", "status": "error",
+                          "result": ["OpExecError", ["disk full"]],
+                          "error": "OpExecError: disk full"},
+                         {"summary": "TEST_DELAY(1)", "status": "error",
+                          "result": "Preceding opcode failed",
+                          "error": "Preceding opcode failed"}]}]
+    assert serializer.loads(cli("result", "--json", failed).out) == expected
+    result = cli("wait", "--json", failed)
+    assert result.code == 1 and serializer.loads(result.out) == expected
 
 
 def test_worst_orders_outcomes():
@@ -726,7 +788,10 @@ def test_client_errors_become_one_line_and_their_exit_status(cli, error, code):
     cli.fake.fail("query", error)
     result = cli("list")
     assert_one_line_error(result, code)
-    assert result.err == "jqctl: %s\n" % errors.error_message(error)
+    if isinstance(error, errors.NoMasterError):
+        assert result.err.startswith("jqctl: %s (socket from " % errors.error_message(error))
+    else:
+        assert result.err == "jqctl: %s\n" % errors.error_message(error)
 
 
 def test_multi_line_messages_are_joined_on_one_line(cli):
@@ -743,7 +808,41 @@ def test_unreachable_daemon_at_connect_exits_5(cli):
 
     ctx = app.Context(unreachable, stdout=io.StringIO(), stderr=io.StringIO())
     assert app.run(ctx, ["--socket", "/nope", "list"]) == exitcodes.EXIT_UNREACHABLE
-    assert ctx.stderr.getvalue() == "jqctl: cannot connect to /nope\n"
+    assert ctx.stderr.getvalue() == (
+        "jqctl: cannot connect to /nope (socket from --socket): start jq-masterd --state-dir "
+        "DIR --socket /nope, or point jqctl at the daemon's socket (--socket PATH or "
+        "$JQ_SOCKET) or at its state directory (--state-dir DIR or $JQ_STATE_DIR)\n")
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    (["--socket", "/s/x.sock", "--state-dir", "/d"], {"JQ_SOCKET": "/e/y.sock",
+                                                      "JQ_STATE_DIR": "/f"}, "/s/x.sock"),
+    (["--state-dir", "/d"], {"JQ_SOCKET": "/e/y.sock", "JQ_STATE_DIR": "/f"}, "/e/y.sock"),
+    (["--state-dir", "/d"], {"JQ_STATE_DIR": "/f"}, "/d/run/jqueue.sock"),
+    ([], {"JQ_STATE_DIR": "/f"}, "/f/run/jqueue.sock"),
+    ([], {}, "/var/lib/jqueue/run/jqueue.sock"),
+])
+def test_the_socket_follows_the_documented_precedence(cli, monkeypatch, argv, env, expected):
+    """--socket > JQ_SOCKET > --state-dir > JQ_STATE_DIR > the default."""
+    monkeypatch.delenv("JQ_SOCKET", raising=False)
+    monkeypatch.delenv("JQ_STATE_DIR", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli(*argv, "queue", "drain").code == 0
+    assert cli.connections == [(expected, app.DEFAULT_TIMEOUT)]
+
+
+def test_no_daemon_says_where_the_socket_came_from_and_how_to_fix_it(cli, monkeypatch, tmp_path):
+    """JQ_STATE_DIR pointing at a directory without a daemon: the message names the socket,
+    its source and the fixes."""
+    monkeypatch.delenv("JQ_SOCKET", raising=False)
+    monkeypatch.setenv("JQ_STATE_DIR", str(tmp_path))
+    ctx = app.Context(app.connect, stdout=io.StringIO(), stderr=io.StringIO())
+    assert app.run(ctx, ["queue", "info"]) == exitcodes.EXIT_UNREACHABLE
+    message = ctx.stderr.getvalue()
+    assert message.startswith("jqctl: no jqueue daemon listening on %s/run/jqueue.sock" %
+                              tmp_path)
+    assert "(socket from $JQ_STATE_DIR): start jq-masterd --state-dir %s," % tmp_path in message
 
 
 def test_ctrl_c_exits_130(cli):
@@ -773,7 +872,7 @@ def test_main_hands_socket_and_timeout_to_the_factory_and_closes(cli, capsys):
                 client_factory=cli.factory) == 0
     assert cli.connections == [("/run/x.sock", 7.0)] and cli.fake.closed
     assert main(["queue", "undrain"], client_factory=cli.factory) == 0
-    assert cli.connections[-1] == (None, app.DEFAULT_TIMEOUT)
+    assert cli.connections[-1] == (app.locate_socket()[0], app.DEFAULT_TIMEOUT)
     assert capsys.readouterr() == ("", "")
 
 
@@ -803,7 +902,7 @@ def test_launcher_runs_the_cli(tmp_path):
 def test_exit_code_table_is_complete_and_distinct():
     """The documented table lists every exit status once."""
     codes = [code for code, _ in exitcodes.TABLE]
-    assert codes == sorted(set(codes)) == [0, 1, 2, 3, 4, 5, 6, 130]
+    assert codes == sorted(set(codes)) == [0, 1, 2, 3, 4, 5, 6, 7, 130]
 
 
 def _public_methods(cls):
@@ -821,3 +920,87 @@ def test_fake_luxi_client_matches_the_real_client():
         expected = inspect.signature(getattr(luxi_client.Client, name))
         assert inspect.signature(getattr(FakeLuxiClient, name)) == expected, name
     assert callable(luxi_client.default_socket_path)
+
+
+def test_submit_token_returns_the_first_job_and_files_get_numbered_tokens(cli):
+    """--token makes a retried submit print the first job's id; job i of a file gets
+    TOKEN:i."""
+    first = cli("submit", "--token", "t1", "--op", "OP_TEST_DELAY", "duration=0")
+    again = cli("submit", "--token", "t1", "--op", "OP_TEST_DELAY", "duration=0")
+    assert first.code == again.code == 0 and first.out == again.out == "1\n"
+    text = '[[{"OP_ID": "OP_TEST_DELAY", "duration": 0}], [{"OP_ID": "OP_TEST_DELAY", ' \
+           '"duration": 1}]]'
+    assert cli("submit", "--token", "f", "-", stdin=text).out == "2\n3\n"
+    assert cli.fake.calls_of("submit_many_jobs")[-1][1] == ["f:1", "f:2"]
+    assert cli("submit", "--token", "", "--op", "OP_TEST_DELAY").code == exitcodes.EXIT_USAGE
+
+
+def test_submit_not_acknowledged_prints_the_ids_and_exits_7(cli):
+    """A submission recorded but not acknowledged prints its ids, the fate, and exits 7."""
+    cli.fake.fail("submit_job", errors.not_acknowledged(
+        [7], errors.ReplicationError("change not acknowledged within 1s")))
+    result = cli("submit", "--wait", "--op", "OP_TEST_DELAY", "duration=0")
+    assert result.code == exitcodes.EXIT_NOT_ACKNOWLEDGED and result.out == "7\n"
+    assert result.err == ("jqctl: job 7 submitted but not acknowledged: change not "
+                          "acknowledged within 1s\n")
+
+
+def test_list_shows_results_logs_and_priority_for_people_and_raw_in_json(cli):
+    """list renders errors as "Class: message", logs as their messages and a finished job's
+    priority as the one it ran at (as info does); --json keeps the raw values."""
+    ok = cli.fake.add_job([{"OP_ID": "OP_TEST_JQUEUE", "priority": -10}], status="success",
+                          result=True)
+    failed = _failed_job(cli)
+    cli.fake.add_log(failed, "fetching")
+    result = cli("list", "-o", "id,priority,opresult,oplog", "--separator", "|")
+    assert result.out.splitlines() == [
+        "ID|Prio|OpCode_result|OpCode_log", "%d|-10|true|-" % ok,
+        "%d|0|OpExecError: disk full,Preceding opcode failed|fetching,-" % failed]
+    info = cli("info", ok).out
+    assert "  Priority: -10 (high)" in info and "      Priority: -10 (high)" in info
+    raw = serializer.loads(cli("list", "-o", "id,priority,opresult", "--json").out)
+    assert raw[0] == {"id": ok, "priority": 0, "opresult": [True]}
+    assert raw[1]["opresult"][0] == ["OpExecError", ["disk full"]]
+
+
+def test_info_json_prints_the_raw_fields_of_each_job(cli):
+    """info --json prints one object per job with the documented fields."""
+    job_id = cli.fake.add_job()
+    record = serializer.loads(cli("info", "--json", job_id).out)[0]
+    assert set(record) == set(info.INFO_FIELDS) and record["id"] == job_id
+
+
+def test_submit_json_prints_one_record_per_job(cli):
+    """submit --json prints [{"id", "error"}] per job; with --wait, outcome records."""
+    result = cli("submit", "--json", "--op", "OP_TEST_DELAY", "duration=0")
+    assert result.code == 0 and serializer.loads(result.out) == [{"id": 1, "error": None}]
+    cli.fake.script(2, ("success", []))
+    result = cli("submit", "--json", "--wait", "--op", "OP_TEST_DELAY", "duration=0")
+    record = serializer.loads(result.out)[0]
+    assert result.code == 0 and (record["id"], record["status"], record["error"]) == (
+        2, "success", None)
+    assert cli("submit", "--json", "--watch", "--op", "OP_TEST_DELAY").code == 2
+
+
+def test_list_opcodes_lists_and_describes_the_daemons_opcodes(cli):
+    """list-opcodes prints a table of opcodes; with names, each parameter; --json raw."""
+    lines = cli("list-opcodes").out.splitlines()
+    assert lines[0].split() == ["Opcode", "Description"]
+    assert [line.split()[0] for line in lines[1:]] == opcodes.REGISTRY.known()
+    assert "OP_TEST_DELAY" in opcodes.REGISTRY.known()
+    described = cli("list-opcodes", "OP_TEST_DELAY").out.splitlines()
+    assert described[0].startswith("OP_TEST_DELAY: Sleep for a while")
+    assert described[2].split()[:2] == ["duration", "a"] and "required" in described[2]
+    assert any(line.split()[0] == "priority" for line in described[3:])
+    raw = serializer.loads(cli("list-opcodes", "--json", "OP_TEST_JQUEUE").out)
+    assert [op["id"] for op in raw] == ["OP_TEST_JQUEUE"]
+    result = cli("list-opcodes", "OP_TEST_DELYA")
+    assert result.code == exitcodes.EXIT_NOT_FOUND and "did you mean OP_TEST_DELAY?" in result.err
+
+
+@pytest.mark.parametrize("argv", [["log", "999"], ["signal", "999", "TERM"], ["term", "999"],
+                                  ["kill", "999"]])
+def test_the_command_job_commands_say_not_found_the_same_way(cli, argv):
+    """log, signal, term and kill of a job that does not exist: "job 999 not found", 4."""
+    result = cli(*argv)
+    assert (result.code, result.err) == (exitcodes.EXIT_NOT_FOUND, "jqctl: job 999 not found\n")

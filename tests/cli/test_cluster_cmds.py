@@ -7,6 +7,7 @@ state-directory side is FakeClusterOps standing in for jqueue.cluster.admin.
 import inspect
 import io
 import os
+import sys
 
 import pytest
 from cli_helpers import Cli
@@ -198,8 +199,8 @@ def test_node_remove_and_modify_report_the_version_and_missed_nodes(cli):
     cli.fake.cluster["unreachable"] = {"n1": "connection refused"}
     code, out, err = cli("node", "remove", "c1")
     assert code == 0 and out == "Node c1 removed; configuration version 3\n"
-    assert err == ("jqctl: node n1 did not get the new configuration (it gets it when it "
-                   "asks): connection refused\n")
+    assert err == ("jqctl: node n1 did not get the new configuration yet (the master sends "
+                   "it again until it takes it): connection refused\n")
     code, out, _ = cli("node", "modify", "n1", "--candidate", "yes")
     assert code == 0 and "Node n1 is now a master candidate" in out
     assert cli.fake.calls_of("modify_node") == [("n1", True)]
@@ -250,14 +251,25 @@ def test_cluster_methods_on_a_single_node_daemon_are_refused(cli):
 def test_failover_without_a_terminal_needs_yes(cli):
     """Without --yes and without a terminal, master-failover refuses (exit 2), asking nothing."""
     code, _, err = cli("master-failover", "--state-dir", "/st")
-    assert code == exitcodes.EXIT_USAGE and "--yes" in err and cli.ops.calls == []
+    assert code == exitcodes.EXIT_USAGE and "--yes" in err
+    assert cli.ops.calls == [("check_failover", ("/st",))]
+
+
+def test_failover_checks_the_state_dir_before_asking(cli):
+    """A state directory that cannot fail over is refused before any question."""
+    cli.ops.fail("check_failover", errors.ConfigurationError(
+        "not part of a cluster: run jqctl cluster init or jqctl node join"))
+    code, _, err = cli("master-failover", "--state-dir", "/st", stdin="yes\n", tty=True)
+    assert code == exitcodes.EXIT_REFUSED
+    assert err == "jqctl: not part of a cluster: run jqctl cluster init or jqctl node join\n"
+    assert cli.ops.calls == [("check_failover", ("/st",))]
 
 
 def test_failover_with_yes_prints_the_outcome(cli):
     """--yes elects without asking and prints the epoch, votes and what is next."""
     code, out, _ = cli("master-failover", "--yes", "--state-dir", "/st", "--timeout", "4")
     assert code == 0
-    name, (state_dir, voting, timeout, confirm) = cli.ops.calls[0]
+    name, (state_dir, voting, timeout, confirm) = cli.ops.calls[1]
     assert (name, state_dir, voting, timeout) == ("master_failover", "/st", True, 4.0)
     assert "is now the master, epoch 2 (previous master: n1)." in out
     assert "Votes: n2, n3" in out and "Refused: none" in out
@@ -268,9 +280,11 @@ def test_failover_with_yes_prints_the_outcome(cli):
 def test_failover_asks_on_a_terminal_and_a_no_aborts(cli):
     """On a terminal, an answer other than yes aborts with status 130 and changes nothing."""
     code, _, err = cli("master-failover", "--state-dir", "/st", stdin="n\n", tty=True)
-    assert code == exitcodes.EXIT_INTERRUPTED and "aborted" in err and cli.ops.calls == []
+    assert code == exitcodes.EXIT_INTERRUPTED and "aborted" in err
+    assert [name for name, _ in cli.ops.calls] == ["check_failover"]
     code, out, _ = cli("master-failover", "--state-dir", "/st", stdin="yes\n", tty=True)
-    assert code == 0 and cli.ops.calls[0][1][1] is True
+    assert code == 0 and cli.ops.calls[-1][0] == "master_failover"
+    assert cli.ops.calls[-1][1][1] is True
 
 
 def test_failover_without_voting_confirms_the_warning(cli):
@@ -325,10 +339,55 @@ def test_start_masterd_reports_a_daemon_that_exits(monkeypatch):
         cluster_cmds.start_masterd(ctx, "/st")
 
 
-def test_masterd_command_runs_the_daemon_on_the_state_dir():
-    """The spawned command is this Python running jq-masterd with --state-dir."""
-    command = cluster_cmds.masterd_command("/st")
-    assert command[1:] == ["-m", "jqueue.daemon.masterd", "--state-dir", "/st"]
+def test_masterd_command_runs_the_jq_masterd_program_on_the_state_dir(monkeypatch, tmp_path):
+    """The spawned command is the jq-masterd program beside this Python (so the process is
+    named jq-masterd), else this Python running the daemon's module."""
+    script = tmp_path / "jq-masterd"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    assert cluster_cmds.masterd_command("/st") == [str(script), "--state-dir", "/st"]
+    script.unlink()
+    assert cluster_cmds.masterd_command("/st") == [
+        str(tmp_path / "python"), "-m", "jqueue.daemon.masterd", "--state-dir", "/st"]
+
+
+def _fake_systemctl(tmp_path, monkeypatch, state_dir, load_state="loaded"):
+    """A systemctl on PATH that shows a jq-masterd unit on state_dir and logs its calls."""
+    log = tmp_path / "systemctl.log"
+    script = tmp_path / "bin" / "systemctl"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\necho \"$@\" >> %s\n"
+        "if [ \"$1\" = show ]; then\n"
+        "  echo LoadState=%s\n"
+        "  echo 'ExecStart={ path=/usr/bin/jq-masterd ; argv[]=/usr/bin/jq-masterd "
+        "--state-dir %s ; ignore_errors=no }'\nfi\n" % (log, load_state, state_dir))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (script.parent, os.environ["PATH"]))
+    return log
+
+
+def test_start_masterd_goes_through_systemd_where_its_unit_runs_the_state_dir(
+        tmp_path, monkeypatch):
+    """With jq-masterd.service installed for the state directory, --start runs
+    systemctl start jq-masterd.service instead of spawning the daemon."""
+    log = _fake_systemctl(tmp_path, monkeypatch, "/st")
+    monkeypatch.setattr(cluster_cmds, "spawn_masterd", lambda d: pytest.fail("spawned"))
+    monkeypatch.setattr(cluster_cmds, "_answers", lambda path: True)
+    out = io.StringIO()
+    cluster_cmds.start_masterd(app.Context(None, stdout=out, sleep=lambda s: None), "/st")
+    assert "start jq-masterd.service" in log.read_text()
+    assert "started by systemd (jq-masterd.service)" in out.getvalue()
+
+
+def test_systemd_is_not_used_for_another_state_dir_or_a_missing_unit(tmp_path, monkeypatch):
+    """A unit running another state directory, or not installed, is not used."""
+    _fake_systemctl(tmp_path, monkeypatch, "/var/lib/jqueue")
+    assert not cluster_cmds.systemd_runs_masterd_on("/st")
+    assert cluster_cmds.systemd_runs_masterd_on("/var/lib/jqueue")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert not cluster_cmds.systemd_runs_masterd_on("/var/lib/jqueue")
 
 
 # Who is the master
@@ -346,7 +405,7 @@ def test_jqctl_on_a_candidate_names_the_master(cli, tmp_path):
     code, out, err = cli("--socket", socket, "list", factory=_unreachable)
     assert code == exitcodes.EXIT_UNREACHABLE and out == ""
     assert err == "jqctl: this node (c1) is not the master: m (127.0.0.1:7000) is (epoch 1)\n"
-    assert cli.ops.calls == [("who_is_master", (state_dir,))]
+    assert cli.ops.calls == [("learn_master", (state_dir, 2.0))]
 
 
 def test_the_state_dir_may_come_from_the_environment(cli, monkeypatch, tmp_path):
@@ -374,7 +433,7 @@ def test_without_cluster_files_or_with_broken_ones_the_error_is_unchanged(cli, t
                        factory=_unreachable)
     assert code == exitcodes.EXIT_UNREACHABLE and err.startswith("jqctl: no jqueue daemon")
     state_dir = _node_dir(tmp_path / "c1", "c1", _config())
-    cli.ops.fail("who_is_master", errors.ConfigurationError("node.json: invalid"))
+    cli.ops.fail("learn_master", errors.ConfigurationError("node.json: invalid"))
     _, _, err = cli("--socket", os.path.join(state_dir, "run", "jqueue.sock"), "list",
                     factory=_unreachable)
     assert err.startswith("jqctl: no jqueue daemon listening") and err.count("\n") == 1
@@ -402,3 +461,51 @@ def test_fake_clusterops_has_the_signatures_of_clusterops():
         fake = inspect.signature(member)
         real_params = [p for p in real.parameters if p != "clients"]
         assert list(fake.parameters)[1:] == real_params, name
+
+
+def test_node_list_without_jq_masterd_shows_the_last_known_configuration(cli, tmp_path):
+    """On a candidate (no jq-masterd), node list shows this node's configuration and which
+    nodes answer now, with a note on standard error, instead of refusing."""
+    state_dir = _node_dir(tmp_path / "c1", "c1", _config())
+    cli.ops.config = _config()
+    cli.ops.nodes = [dict(NODES[0], in_sync=None), dict(NODES[2], in_sync=None)]
+    socket = os.path.join(state_dir, "run", "jqueue.sock")
+    code, out, err = cli("--socket", socket, "node", "list", factory=_unreachable)
+    assert code == 0 and cli.ops.calls == [("node_view", (state_dir, 3.0))]
+    assert "jq-masterd does not answer here" in err and "master m" in err
+    lines = out.splitlines()
+    assert lines[1].split()[:4] == ["c1", "127.0.0.1:7001", "candidate", "yes"]
+    assert lines[2].split()[:4] == ["n1", "127.0.0.1:7101", "node", "no"]
+    code, out, _ = cli("--socket", socket, "node", "list", "--json", factory=_unreachable)
+    assert code == 0 and serializer.loads(out) == cli.ops.nodes
+
+
+def test_node_list_outside_a_cluster_keeps_the_error(cli, tmp_path):
+    """Without a cluster state directory, node list reports the unreachable daemon."""
+    code, _, err = cli("--socket", str(tmp_path / "run" / "jqueue.sock"), "node", "list",
+                       factory=_unreachable)
+    assert code == exitcodes.EXIT_UNREACHABLE and "no jqueue daemon listening" in err
+
+
+def test_node_and_cluster_commands_print_one_json_object(cli, tmp_path):
+    """--json on the node and cluster commands that print a record: one documented object."""
+    cli.ops.config = _config()
+    out = cli("cluster", "init", "--name", "prod", "--node", "m", "--address",
+              "127.0.0.1:7000", "--state-dir", "/st", "--json").out
+    assert serializer.loads(out) == {"state_dir": "/st", "config": _config().to_dict()}
+    out = cli("node", "init", "--name", "n2", "--state-dir", "/st", "--json").out
+    assert serializer.loads(out) == {"name": "n2", "state_dir": "/st",
+                                     "csr": "/state/tls/node.csr"}
+    csr = tmp_path / "n2.csr"
+    csr.write_text("CSR")
+    out = cli("node", "add", "n2", "--address", "127.0.0.1:7002", "--csr", str(csr),
+              "--json").out
+    assert serializer.loads(out) == {"name": "n2", "address": "127.0.0.1:7002",
+                                     "candidate": False, "bundle": "n2.bundle"}
+    assert serializer.loads(cli("node", "remove", "c1", "--json").out) == {
+        "version": 3, "unreachable": {}}
+    assert serializer.loads(cli("node", "modify", "c1", "--candidate", "no", "--json").out
+                            ) == {"version": 3, "unreachable": {}, "changed": True}
+    report = serializer.loads(cli("master-failover", "--yes", "--state-dir", "/st",
+                                  "--json").out)
+    assert report == dict(cli.ops.failover, started=False)

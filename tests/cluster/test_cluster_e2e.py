@@ -216,7 +216,9 @@ def test_killed_candidate_resyncs_to_identical_job_files(tmp_path, nodeds, daemo
 
 def test_partitioned_master_acknowledges_nothing_until_candidates_return(
         tmp_path, nodeds, daemons):
-    """With both candidates stopped, a submission fails after ack_timeout; it completes later."""
+    """With both candidates stopped, a submission fails after ack_timeout naming its job and
+    that job's fate (jqctl prints the id, exit 7); reads answer meanwhile; the job
+    completes later, and a retry with the same token gets the same job."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
     with master.client() as client:
         first = client.submit_job([delay(0)])
@@ -225,25 +227,37 @@ def test_partitioned_master_acknowledges_nothing_until_candidates_return(
             os.kill(started[name].proc.pid, signal.SIGSTOP)
         try:
             begun = time.monotonic()
-            with pytest.raises(errors.ReplicationError) as caught:
-                client.submit_job([delay(0)])
+            with pytest.raises(errors.SubmissionNotAcknowledged) as caught:
+                client.submit_job([delay(0)], token="retry-me")
             assert time.monotonic() - begun >= ACK_TIMEOUT * 0.9
             message = errors.error_message(caught.value)
+            assert message.startswith("job %d submitted but not acknowledged: " % (first + 1))
             assert "on the master's disk and on 0 of 2 candidates (1 required" in message
+            assert "may lose it" in message and caught.value.job_ids == [first + 1]
+            code, out, err = jqctl("submit", "--op", "OP_TEST_DELAY", "duration=0",
+                                   socket=master.socket)
+            assert (code, out) == (7, "%d\n" % (first + 2)), err
+            assert "job %d submitted but not acknowledged" % (first + 2) in err
+            # Reads answer at once from the acknowledged state, whatever the candidates do.
+            assert client.query_jobs([], ["id"]) == [[first]]
+            for argv in (["list"], ["queue", "info"], ["info", str(first)]):
+                code, out, err = jqctl(*argv, socket=master.socket)
+                assert code == 0, (argv, err)
         finally:
             for name in ("node2", "node3"):
                 os.kill(started[name].proc.pid, signal.SIGCONT)
         deadline = time.monotonic() + SYNC_TIMEOUT
         while True:
             rows = client.query_jobs([], ["id", "status"])
-            if len(rows) == 2 and rows[1][1] == "success":
+            if len(rows) == 3 and all(row[1] == "success" for row in rows):
                 break
             assert time.monotonic() < deadline, rows
             time.sleep(0.05)
-        assert rows[1][0] == first + 1
+        assert [row[0] for row in rows] == [first, first + 1, first + 2]
+        assert client.submit_job([delay(0)], token="retry-me") == first + 1
     wait_verified(master.socket)
     stop_all(master, started)
-    assert_identical_replicas(test_cluster, ["node2", "node3"], [first, first + 1])
+    assert_identical_replicas(test_cluster, ["node2", "node3"], [first, first + 1, first + 2])
 
 
 def test_five_nodes_keep_acknowledging_with_two_candidates_down(tmp_path, nodeds, daemons):

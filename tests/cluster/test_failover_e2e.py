@@ -12,6 +12,9 @@ start, and its updates are refused by every node.
 """
 
 import itertools
+import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +22,8 @@ import threading
 import time
 
 import pytest
-from daemon_helpers import wait_all_final
-from test_cluster_e2e import jqctl, start_cluster
+from daemon_helpers import delay, wait_all_final
+from test_cluster_e2e import job_files, jqctl, start_cluster, wait_verified
 
 from jqueue import errors
 from jqueue.luxi.client import Client
@@ -149,3 +152,99 @@ def test_failover_after_kill_loses_nothing_and_fences_the_old_master(tmp_path, n
         test_cluster.call(old, other, "replicate", {
             "epoch": 1, "master": old, "session": 99, "seq_from": 1, "seq_to": 1,
             "records": []})
+
+
+def _stop_spawned(pid):
+    """SIGTERM a jq-masterd that jqctl spawned (a child of this process); its exit status."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("jq-masterd %d did not stop" % pid)
+        time.sleep(0.05)
+
+
+def _all_job_files_identical(test_cluster):
+    """Whether every node's live job files equal the master's, byte for byte."""
+    files = {name: job_files(test_cluster.queue_dir(name)) for name in test_cluster.names}
+    return all(other == files["node2"] for other in files.values()), files
+
+
+def test_after_a_failover_the_cluster_heals_by_itself(tmp_path, nodeds, daemons):
+    """kill -9 of the master, master-failover --start elsewhere, the old master's daemons
+    restarted: with no operator step the old master takes the new configuration, becomes a
+    candidate again, is resynced and counts for acknowledgements; cluster verify exits 0 and
+    every job file is byte-identical on all three nodes."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    dirs = test_cluster.state_dirs
+    with master.client() as client:
+        before = [client.submit_job([delay(0, comment="before %d" % n)]) for n in range(20)]
+        wait_all_final(client, before)
+    master.kill()
+    started["node1"].proc.kill()
+    started["node1"].proc.wait(10)
+
+    code, out, err = jqctl("master-failover", "--yes", "--start", "--timeout", "5",
+                           "--state-dir", dirs["node2"])
+    assert code == 0, (out, err)
+    pid = int(re.search(r"jq-masterd started \(pid (\d+)", out).group(1))
+    try:
+        with open("/proc/%d/comm" % pid, encoding="ascii") as stream:
+            assert stream.read().strip() == "jq-masterd"
+        _heal_and_check(test_cluster, started, nodeds, dirs, before)
+    finally:
+        assert _stop_spawned(pid) == 0
+    same, files = _all_job_files_identical(test_cluster)
+    assert same, {name: sorted(f) for name, f in files.items()}
+    assert len(files["node1"]) >= len(before) + 2
+
+
+def _heal_and_check(test_cluster, started, nodeds, dirs, before):
+    new_socket = os.path.join(dirs["node2"], "run", "jqueue.sock")
+    old_socket = os.path.join(dirs["node1"], "run", "jqueue.sock")
+    # Before it is back, jqctl on the old master asks the nodes: it names the new master.
+    code, _, err = jqctl("list", socket=old_socket)
+    assert code == 5 and "this node (node1) is not the master: node2" in err, err
+    # The old master comes back (jq-noded first, as its systemd units order them): it still
+    # holds the configuration of epoch 1 naming it master; the new master pushes it the
+    # current one, and it becomes a candidate again and is resynced.
+    started["node1"] = nodeds(test_cluster, "node1")
+    code, out, err = jqctl("cluster", "verify", "--json", socket=new_socket)
+    state = json.loads(out)["node1"]["state"]
+    assert state in ("stale configuration", "resyncing", "in sync"), (out, err)
+    out = wait_verified(new_socket)
+    assert "node1: in sync" in out and "node3: in sync" in out
+    refused = subprocess.run([sys.executable, "-m", "jqueue.daemon.masterd", "--state-dir",
+                              dirs["node1"]], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "not the master: node2" in refused.stderr, (
+        refused.stderr)
+    code, _, err = jqctl("list", socket=old_socket)
+    assert code == 5 and "not the master: node2" in err and "(epoch 2)" in err, err
+    # node1 counts for acknowledgements: with node3 down, it is the one copy needed.
+    started["node3"].stop()
+    with Client(new_socket, timeout=30) as client:
+        alone = client.submit_job([delay(0, comment="node3 down")])
+        wait_all_final(client, [alone])
+    started["node3"] = nodeds(test_cluster, "node3")
+    wait_verified(new_socket)
+    with Client(new_socket, timeout=30) as client:
+        after = client.submit_job([delay(0, comment="after")])
+        wait_all_final(client, before + [alone, after])
+    for name in test_cluster.names:
+        if name != "node2":
+            test_cluster.call("node2", name, "checkpoint", {})
+    code, _, _ = jqctl("list", socket=new_socket)  # the master's view answers at once
+    assert code == 0
+    # On a candidate (no jq-masterd there), node list shows what the node knows.
+    code, out, err = jqctl("--state-dir", dirs["node3"], "node", "list", "--json",
+                           socket=os.path.join(dirs["node3"], "run", "jqueue.sock"))
+    assert code == 0 and "jq-masterd does not answer here" in err, err
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert {name: (row["role"], row["reachable"], row["epoch"]) for name, row in rows.items()
+            } == {"node1": ("candidate", True, 2), "node2": ("master", True, 2),
+                  "node3": ("candidate", True, 2)}

@@ -9,7 +9,7 @@ from conftest import delay, jqop, run_jobs
 from fakes import SyncPool
 from fakes_cluster import Cluster, LoopbackClient, NodeState
 
-from jqueue import errors
+from jqueue import constants, errors
 from jqueue.cluster.replica import Replica, ReplicaRpc
 from jqueue.queue import JobQueue
 from jqueue.store import faults
@@ -85,13 +85,66 @@ def test_no_acknowledgement_without_enough_copies(cluster):
     cl.stop_replica("c2")
     with pytest.raises(errors.ReplicationError, match="0 of 2 candidates .1 required"):
         cl.queue.submit_job([delay()])
-    with pytest.raises(errors.ReplicationError, match="not acknowledged"):
-        cl.queue.query_jobs([], ["id"])
+    assert cl.queue.query_jobs([], ["id"]) == []  # at once: the job is not acknowledged
     assert cl.queue._pool.stats()["waiting"] == 0
     cl.start_replica("c1")
     _wait_for(lambda: cl.queue._jobs and cl.queue._jobs[1].visible)
     run_jobs(cl.queue)
     assert cl.queue.query_jobs([1], ["status"]) == [["success"]]
+
+
+def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
+    """With the candidates down, queries and waiters answer at once, showing each job as
+    its acknowledged changes leave it: no unacknowledged status, log entry or job."""
+    cl = cluster(candidates=1, ack_timeout=30)
+    job_id = cl.queue.submit_job([jqop(log_messages=["hello"])])
+    cl.stop_replica("c1")
+    cl.queue._pool.run_all()  # the job runs and succeeds, but nothing of it is acknowledged
+    live = cl.queue._jobs[job_id]
+    assert live.calc_status() == "success" and live.unacked_state
+    # Waiting for an acknowledgement would raise ReplicationError after ack_timeout.
+    assert cl.queue.query_jobs([job_id], ["status", "oplog"]) == [["queued", [[]]]]
+    assert cl.queue.query_jobs([], ["id", "status"]) == [[job_id, "queued"]]
+    answer = cl.queue.wait_for_job_changes(job_id, ["status"], None, None, timeout=30)
+    assert answer == (["queued"], [])
+    assert cl.queue.wait_for_job_changes(job_id, ["status"], ["queued"], 0,
+                                         timeout=0.1) == constants.JOB_NOTCHANGED
+    cl.start_replica("c1")
+    _wait_for(lambda: cl.queue.query_jobs([job_id], ["status"]) == [["success"]])
+    assert cl.queue.query_jobs([job_id], ["oplog"])[0][0][0][0][3] == "hello"
+
+
+def test_tokens_are_replicated_and_known_after_a_takeover(cluster):
+    """A token travels in the job's records: the candidate's copy has it, and a queue
+    opened on the candidate's directory (a takeover) answers the retry with the same id."""
+    cl = cluster(candidates=1)
+    job_id = cl.queue.submit_job([delay()], token="once")
+    assert cl.replicas["c1"].queue._jobs[job_id].token == "once"
+    cl.queue.shutdown(timeout=5)
+    directory = cl.replicas["c1"].queue.path
+    cl.stop_replica("c1")
+    taken_over = JobQueue(directory, pool_factory=SyncPool, checkpoint_interval=None)
+    try:
+        assert taken_over.submit_job([delay()], token="once") == job_id
+        assert taken_over.submit_job([delay()], token="twice") == job_id + 1
+    finally:
+        taken_over.shutdown(timeout=5)
+
+
+def test_an_unacknowledged_submission_names_its_jobs_and_their_fate(cluster):
+    """A submission not acknowledged in time raises SubmissionNotAcknowledged with its ids;
+    a retry with its token after the candidates return gets the same job."""
+    cl = cluster(candidates=1, ack_timeout=0.3)
+    cl.stop_replica("c1")
+    with pytest.raises(errors.SubmissionNotAcknowledged) as caught:
+        cl.queue.submit_many_jobs([[delay()], [delay()]], tokens=["a", "b"])
+    assert caught.value.job_ids == [1, 2]
+    assert errors.error_message(caught.value).startswith(
+        "jobs 1, 2 submitted but not acknowledged: change not acknowledged within 0.3s")
+    cl.start_replica("c1")
+    _wait_for(lambda: all(job.visible for job in cl.queue._jobs.values()))
+    assert cl.queue.submit_job([delay()], token="b") == 2
+    assert sorted(cl.queue._jobs) == [1, 2]
 
 
 def test_candidate_that_was_down_resyncs_to_identical_state(cluster):

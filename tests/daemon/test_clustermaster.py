@@ -7,6 +7,7 @@ its peers and policy can be inspected without any thread running.
 
 import json
 import os
+import time
 
 import pytest
 from fakes_cluster import FakeClusterOps, ScriptedNodes
@@ -112,6 +113,69 @@ def test_a_node_knowing_a_newer_epoch_fences_the_start(setup):
         s.start()
     assert errors.error_message(caught.value) == "fenced: node c2 knows epoch 3 (master c1)"
     assert not os.path.exists(os.path.join(s.queue_dir, constants.REPLICATION_FILE))
+
+
+def test_a_fenced_start_records_the_new_masters_configuration(setup):
+    """The new master's own answer carries its configuration: the refused start records it
+    (cluster.json, node.json), so this node knows its master and that it is a candidate."""
+    s = setup()
+    newer = membership.load_config(s.state_dir).changed(master="c1", epoch=2)
+    s.nodes.answers["c1"]["node_info"] = {"epoch": 2, "master": "c1",
+                                          "config": newer.to_dict()}
+    with pytest.raises(common.StartupError, match="fenced: node c1 knows epoch 2 .master c1.; "
+                                                  "its configuration is recorded in"):
+        s.start()
+    assert membership.load_config(s.state_dir).to_dict() == newer.to_dict()
+    state = membership.NodeState.load(s.state_dir)
+    assert (state.epoch, state.master) == (2, "c1")
+
+
+def _wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in %ss" % timeout
+        time.sleep(0.01)
+
+
+def test_nodes_with_an_older_configuration_at_start_get_the_current_one(setup):
+    """A node answering node_info with an older version, or not at all, is pushed the
+    current configuration until it takes it; up-to-date nodes are left alone."""
+    s = setup(_config(plain=("n1",)))
+    config = membership.load_config(s.state_dir)
+    s.nodes.answers["c2"]["node_info"] = {"epoch": 1, "config_version": 0}
+    s.nodes.down.add("n1")
+    started = s.start()
+    started.pusher.retry_interval = 0.01
+    _wait_for(lambda: s.nodes.calls("c2", "cluster_config_update"))
+    assert s.nodes.calls("c2", "cluster_config_update")[0][1] == {"config": config.to_dict()}
+    _wait_for(lambda: len(s.nodes.calls("n1", "cluster_config_update")) >= 2)
+    s.nodes.down.clear()
+    _wait_for(lambda: not started.pusher.stale)
+    assert s.nodes.calls("c1", "cluster_config_update") == []
+    started.close()
+
+
+def test_a_candidate_refusing_replication_for_its_role_is_pushed_the_configuration(master):
+    """NotMasterError from a candidate (it thinks it is the master) marks it stale."""
+    master._peer_error("c1", errors.RemoteError("connection refused"))
+    assert "c1" not in master.pusher.stale
+    master._peer_error("c1", errors.NotMasterError("node c1 holds no replica"))
+    assert master.pusher.stale["c1"] == "node c1 holds no replica"
+
+
+def test_verify_names_stale_and_unreachable_candidates(master, setup):
+    """cluster verify says "stale configuration" for a candidate that answers with an older
+    configuration (and pushes it), "unreachable" only for one that does not answer."""
+    nodes = master._client_factory
+    nodes.answers["c1"]["node_info"] = {"epoch": 1, "master": "c1", "config_version": 0}
+    nodes.answers["c1"]["resync_digests"] = errors.NotMasterError("holds no replica")
+    nodes.down.add("c2")
+    report = master.verify()
+    assert report["c1"]["state"] == "stale configuration"
+    assert report["c1"]["error"] == "holds no replica"
+    assert report["c2"]["state"] == "unreachable"
+    assert "connection refused" in report["c2"]["error"]
+    assert "c1" in master.pusher.stale
 
 
 def test_unreachable_nodes_do_not_stop_the_start(setup):
@@ -328,7 +392,7 @@ def test_cluster_method_arguments_are_checked(master, method, args):
 def test_dispatcher_runs_the_cluster_methods(master):
     """The table's cluster methods reach the backend with their checked arguments."""
     dispatcher = methods.Dispatcher(object(), {}, master)
-    master.replicator.verify = lambda: {"c1": {"missing": [], "position": [1, 1, 0]}}
+    master.verify = lambda: {"c1": {"missing": [], "position": [1, 1, 0]}}
     assert dispatcher.call("ClusterInfo", [])["master"] == "m"
     assert len(dispatcher.call("ListNodes", [])) == 4
     assert dispatcher.call("ModifyNode", ["n1", True])["version"] == 2

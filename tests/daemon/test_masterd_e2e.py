@@ -615,3 +615,14 @@ def test_zero_workers_accept_jobs_and_keep_them_queued(daemons):
     with daemon.client() as client:
         ids = [client.submit_job([delay(0)]) for _ in range(3)]
         assert client.query_jobs(ids, ["status"]) == [["queued"]] * 3
+
+
+def test_query_opcodes_answers_the_daemons_catalogue(daemons):
+    """QueryOpcodes answers the registry's catalogue over the socket (jqctl list-opcodes)."""
+    daemon = daemons()
+    catalogue = daemon.call("QueryOpcodes", [None])
+    assert {"OP_TEST_DELAY", "OP_TEST_JQUEUE", "OP_COMMAND_RUN"} <= {op["id"] for op in catalogue}
+    code, out, _ = daemon.jqctl("list-opcodes", "OP_TEST_JQUEUE")
+    assert code == 0 and out.startswith("OP_TEST_JQUEUE: Log the given messages")
+    code, _, err = daemon.jqctl("submit", "--op", "OP_TEST_DELY", "duration=0")
+    assert code == 6 and "did you mean OP_TEST_DELAY?" in err

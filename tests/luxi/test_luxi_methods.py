@@ -50,7 +50,8 @@ def test_fake_backend_has_the_signatures_of_jobqueue():
 def test_table_holds_exactly_the_ganeti_methods():
     """The dispatcher accepts the methods of the contract (and our cluster and command
     ones), no other."""
-    assert set(methods.METHODS) == GANETI_METHODS | CLUSTER_METHODS | COMMAND_METHODS
+    assert set(methods.METHODS) == (GANETI_METHODS | CLUSTER_METHODS | COMMAND_METHODS
+                                    | {"QueryOpcodes"})
 
 
 def test_every_handler_named_in_the_table_exists():
@@ -70,8 +71,8 @@ def test_unknown_methods_are_refused_by_name(dispatcher, fake, method):
 
 
 @pytest.mark.parametrize("method, args, problem", [
-    ("SubmitJob", [], r"SubmitJob takes 1 argument \[ops\], got 0"),
-    ("SubmitJob", [[], []], "got 2"),
+    ("SubmitJob", [], r"SubmitJob takes 1 to 2 arguments \[ops, options\], got 0"),
+    ("SubmitJob", [[], {}, []], "got 3"),
     ("CancelJob", [], r"CancelJob takes 1 to 2 arguments \[job_id, kill\], got 0"),
     ("CancelJob", [1, True, 3], "got 3"),
     ("WaitForJobChange", [1, ["id"], None, None], "takes 5 arguments"),
@@ -392,3 +393,17 @@ def test_query_running_passes_the_node(dispatcher, fake):
     assert fake.calls[-1] == ("query_running", "node2")
     with pytest.raises(errors.RequestError):
         dispatcher.call("QueryRunning", [5])
+
+
+def test_submission_tokens_ride_on_an_optional_options_argument(dispatcher, fake):
+    """SubmitJob [ops, {"token": T}] and SubmitManyJobs [jobs, {"tokens": [...]}] hand the
+    tokens to the backend; Ganeti's [ops] form is unchanged; other keys are refused."""
+    ops = [{"OP_ID": "OP_TEST_DELAY", "duration": 0}]
+    dispatcher.call("SubmitJob", [ops])
+    dispatcher.call("SubmitJob", [ops, {"token": "t"}])
+    dispatcher.call("SubmitManyJobs", [[ops], {"tokens": ["u"]}])
+    assert fake.calls == [("submit_job", ops, False), ("submit_job", ops, False, "t"),
+                          ("submit_many_jobs", [ops], False, ["u"])]
+    for args in ([ops, {"tok": "t"}], [ops, {"token": 5}], [ops, "t"]):
+        with pytest.raises(errors.RequestError, match="argument 2 .options."):
+            dispatcher.call("SubmitJob", args)
