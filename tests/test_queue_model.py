@@ -64,9 +64,14 @@ class QueueMachine(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _settle(self):
-        """Wait until the disk accepts writes again and nothing is left unrecorded."""
+        """Wait until what was appended is written or refused, the disk accepts writes
+        again, and nothing is left unrecorded (reads show acknowledged states only)."""
         deadline = time.monotonic() + 10
         while True:
+            try:
+                self.queue.wait_durable(10)  # first: a write may still be about to fail
+            except errors.JobQueueError:
+                pass
             status = self.queue.status()
             if status["writes"] == "accepted" and not status["unrecorded_jobs"]:
                 break
