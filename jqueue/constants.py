@@ -167,6 +167,8 @@ LUXI_REQ_STEP_DOWN = "StepDown"
 LUXI_REQ_READ_JOB_LOG = "ReadJobLog"
 LUXI_REQ_SIGNAL_JOB = "SignalJob"
 LUXI_REQ_QUERY_RUNNING = "QueryRunning"
+# Our additions: the event stream.
+LUXI_REQ_WAIT_FOR_EVENTS = "WaitForEvents"
 #: Longest piece of a log one ReadJobLog answers.
 LUXI_MAX_LOG_READ = 4 * 1024 * 1024
 # Our addition: the opcode catalogue.

@@ -194,7 +194,7 @@ class QueuedJob:
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
-                 "client_batch", "acked_state", "token")
+                 "client_batch", "acked_state", "token", "event_status")
 
     def __init__(self, job_id, ops, received_timestamp, token=None):
         self.id = job_id
@@ -223,6 +223,8 @@ class QueuedJob:
         self.durable_log_bytes = self.log_bytes
         # The journal batch of a client's change (cancel, priority) not yet written.
         self.client_batch = None
+        # The status the event stream last told of (jqueue.store.events).
+        self.event_status = None
         # The state_dict() of the newest acknowledged state (PRISTINE: as submitted),
         # kept while the job may change; what readers see while changes are pending.
         self.acked_state = None

@@ -28,6 +28,7 @@ sync is fatal: ``on_fatal`` (the daemon exits; the journal is replayed at restar
 import functools
 import gc
 import logging
+import os
 import threading
 import time
 
@@ -43,7 +44,7 @@ from jqueue.job import (
     wait_until_final,
 )
 from jqueue.run import dependencies, processor, waiting, workerpool
-from jqueue.store import joblogs, journal, queuedir, records, recovery
+from jqueue.store import events, joblogs, journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,16 @@ class JobQueue:
                  checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL,
                  checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False,
                  nodes=None, logs_dir=None, commands=None, on_fatal=None,
-                 retry_interval=journal.DEFAULT_RETRY_INTERVAL):
+                 retry_interval=journal.DEFAULT_RETRY_INTERVAL, events_dir=None,
+                 event_buffer=events.DEFAULT_BUFFER):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
         jqueue.cluster.replica): no workers, no crash rules, and clients may not change it.
         nodes, if given, lets opcodes run work on cluster nodes (their context's ``nodes``).
-        Command jobs' logs live in logs_dir (default: ``logs`` beside queue_dir);
+        Command jobs' logs live in logs_dir (default: ``logs`` beside queue_dir), the
+        event stream's files in events_dir (default: beside queue_dir; jqueue.store.events,
+        of which the last event_buffer events are kept for WaitForEvents);
         commands(queue), if given, builds the jqueue.run.commands.CommandRunner that runs
         command opcodes (without one, command jobs are refused at submit).
         on_fatal(error) is called (from any thread) when a sync fails: the queue then
@@ -77,6 +81,8 @@ class JobQueue:
         """
         self.nodes = nodes
         self._logs = joblogs.LogStore(logs_dir or joblogs.default_directory(queue_dir))
+        self._events = events.EventLog(
+            events_dir or os.path.dirname(os.path.abspath(queue_dir)), buffer=event_buffer)
         self._fatal_hook = on_fatal
         self._fatal = None
         self._clock = clock
@@ -89,7 +95,7 @@ class JobQueue:
         self._dir.lock()
         try:
             self.recovery = recovery.open_queue(self._dir, clock(), replica=replica,
-                                                logs=self._logs)
+                                                logs=self._logs, events=self._events)
         except BaseException:
             self._dir.unlock()
             raise
@@ -129,8 +135,11 @@ class JobQueue:
         self._jobs = self.recovery.jobs
         self._tokens = {job.token: job.id for job in self._jobs.values()
                         if job.token is not None}
+        self._event_serial = self._events.last_serial
+        self._pending_events = {}  # serial -> event journaled, not durable yet
         for job in self._jobs.values():
             job.durable_log_serial = job.log_serial
+            job.event_status = job.calc_status()
             if not job.is_finalized():
                 job.acked_state = job.state_dict()
         self._serial = self.recovery.max_id
@@ -336,9 +345,20 @@ class JobQueue:
             job.unacked_state += 1
             self._dirty.add(job.id)
             entries.append((payload, (job.id, PRISTINE, job.log_serial)))
+            entries.append(self._new_event_entry_unlocked(job))
         batch = self._journal.append_all(entries)
         batch.undo.extend(functools.partial(self._unsubmit_unlocked, job) for job, _ in created)
         return results, batch
+
+    def _new_event_entry_unlocked(self, job):
+        """(record, tag) of a new job's NEW event (journaled in its submission's batch)."""
+        job.event_status = constants.JOB_STATUS_QUEUED
+        self._event_serial += 1
+        event = {"serial": self._event_serial, "time": self._clock(), "kind": "job",
+                 "job": job.id, "node": None, "status": "NEW",
+                 "message": ", ".join(self._registry.summary(op.input) for op in job.ops)}
+        self._pending_events[event["serial"]] = event
+        return records.event_record(event), (None, records.EVENT, event["serial"])
 
     def _unsubmit_unlocked(self, job):
         """Undo a refused submission: the job was never visible; it leaves no trace."""
@@ -876,7 +896,52 @@ class JobQueue:
             key = (records.STATE, job.id)  # a newer state record may replace it
         job.unacked_state += 1
         self._dirty.add(job.id)
-        return self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
+        batch = self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
+        self._job_event_unlocked(job)
+        return batch
+
+    # Events (jqueue.store.events): journaled with the change they describe
+
+    def _record_event_unlocked(self, status, job=0, node=None, kind="job", message=""):
+        """Journal an event; it reaches readers once durable. The batch."""
+        self._event_serial += 1
+        event = {"serial": self._event_serial, "time": self._clock(), "kind": kind,
+                 "job": job, "node": node, "status": status, "message": message}
+        self._pending_events[event["serial"]] = event
+        return self._journal.append(records.event_record(event),
+                                    tag=(None, records.EVENT, event["serial"]))
+
+    def _job_event_unlocked(self, job):
+        """The event of a job's status change, if its status changed (masters only)."""
+        status = job.calc_status()
+        if self._replica or status == job.event_status:
+            return
+        job.event_status = status
+        if status in constants.JOBS_FINALIZED:
+            self._record_event_unlocked("DONE", job.id, message=status)
+            return
+        index = job.next_op_index()
+        if status == constants.JOB_STATUS_RUNNING and index is not None and (
+                commandjob.is_command(job.ops[index].input)):
+            return  # a command's attempt events say where and how it runs
+        word = _STATUS_EVENTS.get(status)
+        if word is not None:
+            self._record_event_unlocked(word, job.id)
+
+    def record_event(self, status, job=0, node=None, kind="job", message=""):
+        """Journal an event of our own (node health, services): its serial once durable."""
+        with self._lock:
+            return self._record_event_unlocked(status, job, node, kind, message)
+
+    def read_events(self, since, flt=None, limit=1000):
+        """{"events", "last", "gap"}: durable events after serial since passing flt (at
+        most limit; None: every one the ring holds)."""
+        return self._events.read(since, flt, limit)
+
+    def watch_events(self, since, flt, callback):
+        """Call callback(read_events answer) once an event after since passes flt; costs no
+        thread. None if answered at once, else a handle with cancel()."""
+        return self._events.watch(since, flt, callback)
 
     def _record_chunk_unlocked(self, job, op_index, attempt, out_offset, data):
         """Append data to job's command log (a journal record; its file at once)."""
@@ -931,7 +996,13 @@ class JobQueue:
         ready = []
         with self._lock:
             touched = {}
+            durable_events = []
             for job_id, state, log_serial in tags:
+                if job_id is None:  # an event: log_serial is its serial
+                    event = self._pending_events.pop(log_serial, None)
+                    if event is not None:
+                        durable_events.append(event)
+                    continue
                 job = self._jobs.get(job_id) or self._archiving.get(job_id)
                 if job is None:
                     continue
@@ -955,6 +1026,8 @@ class JobQueue:
                 elif self._waiters.has_waiters(job.id):
                     ready.extend(self._waiters.collect_ready(
                         self._acked_view_unlocked(job), job.durable_log_serial))
+        if durable_events:
+            ready.extend(self._events.add(durable_events))
         for callback, result in ready:
             try:
                 callback(result)
@@ -972,7 +1045,10 @@ class JobQueue:
                 for undo in reversed(batch.undo):
                     undo()
             for batch in batches:
-                for job_id, state, _ in batch.tags:
+                for job_id, state, serial in batch.tags:
+                    if job_id is None:  # an event of a refused change never happened
+                        self._pending_events.pop(serial, None)
+                        continue
                     job = self._jobs.get(job_id) or self._archiving.get(job_id)
                     if job is None:
                         continue
@@ -1088,6 +1164,7 @@ class JobQueue:
         if deleted:
             self._remove_deleted(*deleted)
         self._logs.sync()
+        self._events.sync()
         self._dir.write_serial(serial, sync=False)
         if position is not None:
             self._dir.write_replica_position(position)
@@ -1132,6 +1209,7 @@ class JobQueue:
                                   self._take_deleted_unlocked(), self._position)
                 journal.reset(self._dir.path)
             self._logs.close()
+            self._events.close()
         finally:
             self._dir.unlock()  # a failed final checkpoint keeps the journal: replay decides
         logger.info("closed queue %s", self._dir.path)
@@ -1250,3 +1328,9 @@ def _utf8_prefix(data, cut):
             need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
             return data if back >= need else data[:-back]
     return data
+
+
+#: The event word of a job's new status (finalized statuses are DONE, with the status).
+_STATUS_EVENTS = {constants.JOB_STATUS_WAITING: "WAIT", constants.JOB_STATUS_RUNNING: "RUN",
+                  constants.JOB_STATUS_CANCELING: "CANCELING",
+                  constants.JOB_STATUS_QUEUED: "QUEUED"}

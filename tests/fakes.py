@@ -191,6 +191,7 @@ class FakeLuxiClient:
         constants.LUXI_REQ_READ_JOB_LOG: "read_job_log",
         constants.LUXI_REQ_SIGNAL_JOB: "signal_job",
         constants.LUXI_REQ_QUERY_RUNNING: "query_running",
+        constants.LUXI_REQ_WAIT_FOR_EVENTS: "wait_for_events",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -210,6 +211,7 @@ class FakeLuxiClient:
         self.closed = False
         self.logs = {}          # job id -> bytes of its command log
         self.running = []       # what QueryRunning answers
+        self.events = []        # what WaitForEvents answers from (event dicts)
         self.tokens = {}  # idempotency token -> job id
         self._failures = {}
         self._steps = {}
@@ -537,6 +539,13 @@ class FakeLuxiClient:
         if job_id not in self.jobs:
             return [False, "Job %s not found" % job_id]
         return [True, "signal %s sent to job %s" % (signal, job_id)]
+
+    def wait_for_events(self, since=0, flt=None, timeout=0):
+        self._record("wait_for_events", since, flt, timeout)
+        events = [e for e in self.events if e["serial"] > since
+                  and all(e.get(k) == v for k, v in (flt or {}).items())]
+        return {"events": events, "last": max([since] + [e["serial"] for e in events]),
+                "gap": bool(self.events) and since < self.events[0]["serial"] - 1}
 
     def query_running(self, node=None):
         self._record("query_running", node)

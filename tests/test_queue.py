@@ -798,3 +798,61 @@ def test_wait_for_job_returns_the_final_status_and_each_opcodes_result(tmp_path)
         queue.cancel_job(slow)
         with pytest.raises(errors.JobLost):
             queue.wait_for_job(999, timeout=1)
+
+
+# The event stream (jqueue.store.events)
+
+
+def _events(queue, since=0, **flt):
+    return [(e["job"], e["status"], e["message"]) for e in
+            queue.read_events(since, flt or None)["events"]]
+
+
+def test_a_jobs_life_is_in_the_event_stream_in_order(open_queue):
+    """NEW at submit, RUN, then DONE with the final status: numbered, in order, durable."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    assert _events(queue, job=job_id) == [(job_id, "NEW", "TEST_DELAY(0)"),
+                                          (job_id, "RUN", ""), (job_id, "DONE", "success")]
+    serials = [e["serial"] for e in queue.read_events(0)["events"]]
+    assert serials == sorted(serials) and len(set(serials)) == len(serials)
+
+
+def test_events_of_canceled_and_failed_jobs(open_queue):
+    """A canceled queued job is DONE canceled; a failing one DONE error."""
+    queue = open_queue()
+    canceled = queue.submit_job([delay()])
+    queue.cancel_job(canceled)
+    failing = queue.submit_job([jqop(fail=True)])
+    run_jobs(queue)
+    assert _events(queue, job=canceled)[-1] == (canceled, "DONE", "canceled")
+    assert _events(queue, job=failing)[-1] == (failing, "DONE", "error")
+
+
+def test_events_survive_a_reopen_with_their_serials(open_queue, tmp_path):
+    """The ring is refilled from the files; new events go on after the last serial."""
+    queue = open_queue()
+    queue.submit_job([delay()])
+    run_jobs(queue)
+    before = queue.read_events(0)["events"]
+    queue.shutdown()
+    again = open_queue()
+    assert again.read_events(0)["events"] == before
+    again.submit_job([delay()])
+    after = again.read_events(before[-1]["serial"])["events"]
+    assert after[0]["serial"] == before[-1]["serial"] + 1 and after[0]["status"] == "NEW"
+    lines = (tmp_path / "actions.log").read_text().splitlines()
+    assert len(lines) == len(before) + 1 and lines[0].split()[3:5] == ["1", "NEW"]
+
+
+def test_an_event_waiter_hears_of_the_next_event(open_queue):
+    """watch_events answers once a matching event is durable, without a thread."""
+    queue = open_queue()
+    last = queue.read_events(2 ** 62)["last"]
+    heard = []
+    assert queue.watch_events(last, {"status": ["DONE"]}, heard.append) is not None
+    queue.submit_job([delay()])
+    assert heard == []
+    run_jobs(queue)
+    assert [e["status"] for e in heard[0]["events"]] == ["DONE"]

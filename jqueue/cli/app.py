@@ -29,6 +29,7 @@ from jqueue.cli import (
     exitcodes,
     info,
     jobs,
+    listening,
     listing,
     outcome,
     queue_cmds,
@@ -38,7 +39,7 @@ from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, command_cmds, listing, info, watching, outcome, catalogue,
+COMMAND_MODULES = (jobs, command_cmds, listening, listing, info, watching, outcome, catalogue,
                    queue_cmds, cluster_cmds, completion)
 
 

@@ -104,7 +104,8 @@ class Replica:
                     for job in list(queue._jobs.values()) + list(queue._archiving.values())
                     if job.log_bytes}
         return {"live": live, "archived": sorted(archived), "serial": queue._serial,
-                "drain": queue.drain_flag, "position": self.position, "logs": logs}
+                "drain": queue.drain_flag, "position": self.position, "logs": logs,
+                "events_last": queue._event_serial}
 
     def resync_apply(self, epoch, payloads, deletes, serial=None, drain=None, position=None,
                      logs=()):
@@ -184,6 +185,8 @@ def _apply_one_unlocked(queue, payload):
             return _archive_unlocked(queue, job_id)
         if kind == records.DELETE:
             return _delete_unlocked(queue, job_id, record["a"])
+        if kind == records.EVENT:
+            return _event_unlocked(queue, record["e"], payload, framed)
         job = queue._jobs.get(job_id)
         if job is None:
             raise errors.ResyncNeeded("record for job %s, unknown to this replica" % job_id)
@@ -206,6 +209,18 @@ def _apply_chunk_unlocked(queue, chunk, payload, framed):
     queue._logs.write(chunk.job_id, chunk.offset, chunk.data)
     records.apply_log_chunk(job, chunk)
     return _journal_change_unlocked(queue, job, payload, framed)
+
+
+def _event_unlocked(queue, event, payload, framed):
+    """The master's event: the replica keeps it (same serial) once durable."""
+    if not isinstance(event, dict) or not isinstance(event.get("serial"), int):
+        raise errors.ResyncNeeded("malformed event record")
+    queue._event_serial = max(queue._event_serial, event["serial"])
+    queue._pending_events[event["serial"]] = event
+    tag = (None, records.EVENT, event["serial"])
+    if framed is not None:
+        return queue._journal.append_frame(framed, tag=tag)
+    return queue._journal.append(payload, tag=tag)
 
 
 def _journal(queue, payload, framed):

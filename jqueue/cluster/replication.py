@@ -459,8 +459,8 @@ class _Sender:
         for logs in resync_logs(queue, remote):
             self.client.call("resync_apply", dict(base, records=[], deletes=[], logs=logs))
         self.client.call("resync_apply", dict(
-            base, records=[], deletes=[], serial=queue._serial, drain=queue.drain_flag,
-            position=[self.rep.epoch, self.rep.session, point]))
+            base, records=resync_events(queue, remote), deletes=[], serial=queue._serial,
+            drain=queue.drain_flag, position=[self.rep.epoch, self.rep.session, point]))
 
 
 def _master_view(queue):
@@ -513,6 +513,14 @@ def resync_plan(queue, remote):
     deletes += [[job_id, True] for job_id in sorted(diff["archive_extra"])]
     if chunk or deletes:
         yield chunk, deletes
+
+
+def resync_events(queue, remote):
+    """Records of the events the replica lacks (those of its ring it has not, in order),
+    so that after a failover the stream goes on without a gap or a reused serial."""
+    since = remote.get("events_last") or 0
+    answer = queue.read_events(since, limit=None)
+    return [records.event_record(e).decode("utf-8") for e in answer["events"]]
 
 
 def resync_logs(queue, remote):

@@ -312,6 +312,14 @@ class Client:
             if answer["eof"]:
                 return
 
+    # The event stream
+
+    def wait_for_events(self, since=0, flt=None, timeout=0):
+        """{"events", "last", "gap"}: events after serial since (passing flt), waiting up
+        to timeout seconds for one (capped below the socket timeout)."""
+        timeout = max(0, min(timeout, self._wait_cap()))
+        return self.call(constants.LUXI_REQ_WAIT_FOR_EVENTS, [since, flt, timeout])
+
     def signal_job(self, job_id, signal):
         """Send signal (a number or a name such as "TERM") to a command job: [ok, message]."""
         return self.call(constants.LUXI_REQ_SIGNAL_JOB, [job_id, signal])

@@ -84,6 +84,34 @@ class _Options(ptypes.PType):
         return {key: self.keys[key].check(value[key]) for key in value}
 
 
+class _EventFilter(ptypes.PType):
+    """A WaitForEvents filter: null, or an object of job, node, kind, status."""
+
+    desc = ("null or an object with any of job (an id), node (a name), kind and status "
+            "(a word or a list of words)")
+    _WORDS = ptypes.ListOf(ptypes.NonEmptyString)
+
+    def check(self, value):
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) - {"job", "node", "kind", "status"}:
+            self._fail(value)
+        checked = {}
+        try:
+            if value.get("job") is not None:
+                checked["job"] = ptypes.JobId.check(value["job"])
+            if value.get("node") is not None:
+                checked["node"] = ptypes.NonEmptyString.check(value["node"])
+            for key in ("kind", "status"):
+                words = value.get(key)
+                if words is not None:
+                    checked[key] = self._WORDS.check([words] if isinstance(words, str)
+                                                     else words)
+        except ValueError:
+            self._fail(value)
+        return checked
+
+
 _LIST = _Instance(list, "a list")
 _OPS = _Instance(list, "a list of opcodes")
 _JOBS = ptypes.ListOf(_Instance(list, "a list of opcodes"))
@@ -194,6 +222,10 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_SIGNAL_JOB, "signal_job", [("job_id", ptypes.JobId),
                                                   ("signal", _Signal())]),
     Method(_C.LUXI_REQ_QUERY_RUNNING, "query_running", [("node", _Maybe(ptypes.String))]),
+    # Our addition: the event stream (jqueue.store.events).
+    Method(_C.LUXI_REQ_WAIT_FOR_EVENTS, "wait_for_events", [
+        ("since", ptypes.NonNegativeInt), ("filter", _EventFilter()),
+        ("timeout", ptypes.NonNegativeNumber)], watch="events"),
     # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
     Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
            min_args=0),
@@ -267,6 +299,23 @@ class Dispatcher:
     def read_job_log(self, job_id, offset, max_bytes, timeout):
         """ReadJobLog, blocking (the server uses watch_log instead)."""
         return log_answer(self._backend.read_job_log(job_id, offset, max_bytes))
+
+    def watch_events(self, args, callback):
+        """Start a checked WaitForEvents: answered once an event after since passes."""
+        since, flt, _timeout = args
+        return self._backend.watch_events(since, flt, callback)
+
+    @staticmethod
+    def answer_events(result):
+        return result
+
+    @staticmethod
+    def nochange_events(args):
+        return {"events": [], "last": args[0], "gap": False}
+
+    def wait_for_events(self, since, filter, timeout):
+        """WaitForEvents, not waiting (the server uses watch_events instead)."""
+        return self._backend.read_events(since, filter)
 
     def signal_job(self, job_id, signal):
         return list(self._backend.signal_job(job_id, signal))

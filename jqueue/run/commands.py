@@ -308,6 +308,8 @@ class CommandRunner:
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
                                                      op.input.get("global_progress_pattern"))
         self._attempts[job.id] = attempt
+        queue._record_event_unlocked("SEND", job.id, node, "attempt", "attempt %d of %d" % (
+            number, op.input["max_attempts"]))
         return queue._record_state_unlocked(job)
 
     def _starting_durable(self, job_id, error):
@@ -394,6 +396,10 @@ class CommandRunner:
                 return
             op.exec_state = dict(state, state=constants.ATTEMPT_RUNNING, pid=info.get("pid"),
                                  started=info.get("started"))
+            if info.get("pid") and state.get("pid") != info.get("pid"):
+                queue._record_event_unlocked("RUN", job.id, attempt.node, "attempt",
+                                             "attempt %d pid %d" % (attempt.number,
+                                                                    info["pid"]))
             queue._record_state_unlocked(job)
 
     def _noxfer(self, attempt, err):
@@ -416,6 +422,8 @@ class CommandRunner:
                          retry_at=queue._clock() + NOXFER_DELAY)
             op.exec_state = state
             op.status = constants.OP_STATUS_WAITING
+            queue._record_event_unlocked(constants.REASON_NOXFER, job.id, attempt.node,
+                                         "attempt", state["message"])
             queue._record_state_unlocked(job)
         self._arm_retry(attempt.job_id, attempt.op_index, NOXFER_DELAY)
         self._dispatch(attempt.node)
@@ -625,7 +633,11 @@ class CommandRunner:
                      reason=reason, message=message, progress=local,
                      global_progress=overall)
         op.exec_state = state
+        queue._record_event_unlocked(reason, job.id, attempt.node, "attempt", message)
         if retry:
+            queue._record_event_unlocked("RETRY", job.id, attempt.node, "attempt",
+                                         "attempt %d of %d in %.1fs" % (
+                                             attempt.number + 1, params["max_attempts"], delay))
             return self._retry_unlocked(job, attempt, delay)
         if canceled:
             status, outcome = constants.OP_STATUS_CANCELED, constants.MSG_CANCELED

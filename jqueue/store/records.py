@@ -10,6 +10,7 @@ Records (JSON objects):
     {"t": "del",  "id": N, "a": bool}                 job removed (replica resync only;
                                                       "a": from the archive)
     {"t": "pos",  "p": [epoch, session, seq]}         replication position (replicas)
+    {"t": "ev",   "e": <event>}                       an event (jqueue.store.events)
     (empty)                                           the journal's probe of a disk that
                                                       refused a write: means nothing
 
@@ -37,6 +38,7 @@ LOG = "log"
 ARCHIVE = "arch"
 DELETE = "del"
 POSITION = "pos"
+EVENT = "ev"
 LOG_CHUNK_MAGIC = b"\0LG1"
 _CHUNK_HEAD = struct.Struct(">QQHIQ")
 LOG_CHUNK_HEADER = len(LOG_CHUNK_MAGIC) + _CHUNK_HEAD.size
@@ -84,6 +86,10 @@ def delete_record(job_id, archived):
 
 def position_record(position):
     return serializer.dumps_bytes({"t": POSITION, "p": list(position)})
+
+
+def event_record(event):
+    return serializer.dumps_bytes({"t": EVENT, "e": event})
 
 
 class LogChunk:
@@ -160,6 +166,7 @@ class Replay:
         self.deleted = set()
         self.deleted_archived = set()
         self.position = None
+        self.events = []        # event dicts, in journal order
         self.problems = []
 
     def apply(self, payload):
@@ -177,6 +184,9 @@ class Replay:
                 self.jobs[job.id] = job
                 self.archived.discard(job.id)
                 self.deleted.discard(job.id)
+                return
+            if kind == EVENT:
+                self.events.append(record["e"])
                 return
             if kind == POSITION:
                 self.position = list(record["p"])

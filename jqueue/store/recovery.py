@@ -57,7 +57,7 @@ class Recovered:
                         not r.clean for r in self.journal_reports)))
 
 
-def open_queue(qdir, now, replica=False, logs=None):
+def open_queue(qdir, now, replica=False, logs=None, events=None):
     """Recover the queue in qdir (locked by the caller); return Recovered.
 
     The cyclic garbage collector is paused meanwhile: loading creates millions of
@@ -67,13 +67,13 @@ def open_queue(qdir, now, replica=False, logs=None):
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _open_queue(qdir, now, replica, logs)
+        return _open_queue(qdir, now, replica, logs, events)
     finally:
         if enabled:
             gc.enable()
 
 
-def _open_queue(qdir, now, replica, logs):
+def _open_queue(qdir, now, replica, logs, events):
     state = Recovered()
     replay = records.Replay(lambda job_id: _load_quietly(qdir, job_id),
                             lambda job_id: os.path.exists(qdir.archive_path(job_id)),
@@ -98,6 +98,8 @@ def _open_queue(qdir, now, replica, logs):
         dirty.update(_apply_crash_rules(state, now))
     if logs is not None:
         _trim_logs(logs, state, replay)
+    if events is not None and replay.events:
+        events.add(sorted(replay.events, key=lambda e: e["serial"]))
     live_ids = list(state.jobs)
     state.max_id = max([qdir.read_serial()] + live_ids + list(replay.jobs) +
                        qdir.archived_job_ids() + qdir.corrupt_job_ids())

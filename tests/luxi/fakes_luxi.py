@@ -122,6 +122,19 @@ class FakeBackend:
         self.watches.append(watch)
         return watch
 
+    def read_events(self, since, flt=None, limit=1000):
+        return self._call("read_events", since, flt,
+                          default={"events": [], "last": since, "gap": False})
+
+    def watch_events(self, since, flt, callback):
+        self._call("watch_events", since, flt)
+        if self.immediate_watch is not None:
+            callback(self.immediate_watch)
+            return None
+        watch = FakeWatch((since, flt), callback)
+        self.watches.append(watch)
+        return watch
+
     def signal_job(self, job_id, signum):
         return self._call("signal_job", job_id, signum, default=(True, "signaled"))
 

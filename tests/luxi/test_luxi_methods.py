@@ -19,7 +19,7 @@ CLUSTER_METHODS = {
     "ClusterInfo", "ListNodes", "AddNode", "RemoveNode", "ModifyNode", "VerifyCluster",
     "StepDown",
 }
-COMMAND_METHODS = {"ReadJobLog", "SignalJob", "QueryRunning"}
+COMMAND_METHODS = {"ReadJobLog", "SignalJob", "QueryRunning", "WaitForEvents"}
 
 
 @pytest.fixture
@@ -407,3 +407,16 @@ def test_submission_tokens_ride_on_an_optional_options_argument(dispatcher, fake
     for args in ([ops, {"tok": "t"}], [ops, {"token": 5}], [ops, "t"]):
         with pytest.raises(errors.RequestError, match="argument 2 .options."):
             dispatcher.call("SubmitJob", args)
+
+
+def test_wait_for_events_checks_its_filter(dispatcher, fake):
+    """WaitForEvents [since, filter, timeout]: a filter of known keys, else refused."""
+    assert dispatcher.call("WaitForEvents", [5, {"job": "7", "status": "OK"}, 0]) == {
+        "events": [], "last": 5, "gap": False}
+    assert fake.calls[-1] == ("read_events", 5, {"job": 7, "status": ["OK"]})
+    for bad in ({"jobs": 1}, {"job": -1}, {"status": [""]}, "OK", [1]):
+        with pytest.raises(errors.RequestError, match="argument 2 .filter."):
+            dispatcher.call("WaitForEvents", [0, bad, 0])
+    assert methods.METHODS["WaitForEvents"].watch == "events"
+    assert dispatcher.nochange_events([9, None, 1.0]) == {"events": [], "last": 9,
+                                                          "gap": False}

@@ -445,3 +445,19 @@ def test_a_full_disk_delays_output_and_ends_but_loses_nothing(setup, monkeypatch
     assert setup.fields(job_id, ["status", "exit_status"]) == ["success", 0]
     log = setup.log(job_id)
     assert log.count(b"kept\n") == 1 and b"* EXIT : 0" in log
+
+
+def test_a_command_jobs_life_in_the_event_stream(setup):
+    """NEW, SEND (attempt 1 of 2), RUN with the pid, FAILED, RETRY, ..., OK, DONE."""
+    job_id = setup.submit(command("x", max_attempts=2, retry_delay=1))
+    setup.end(job_id, exit_status=3)
+    setup.host.advance(1)
+    setup.settle()
+    setup.end(job_id, attempt=2, exit_status=0)
+    seen = [(e["kind"], e["status"], e["node"]) for e in
+            setup.queue.read_events(0, {"job": job_id})["events"]]
+    assert seen == [("job", "NEW", None), ("attempt", "SEND", "node1"),
+                    ("attempt", "RUN", "node1"), ("attempt", "FAILED", "node1"),
+                    ("attempt", "RETRY", "node1"), ("job", "WAIT", None),
+                    ("attempt", "SEND", "node1"), ("attempt", "RUN", "node1"),
+                    ("attempt", "OK", "node1"), ("job", "DONE", None)]

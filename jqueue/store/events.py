@@ -1,0 +1,269 @@
+"""The event stream and the action log: every state change, numbered, kept and followed.
+
+An event is a plain dict: ``serial`` (global, increasing; never reused, though a refused
+change may leave a hole), ``time`` (epoch seconds), ``kind`` (``job``, ``attempt``,
+``node``), ``job`` (id, 0 for a node's own events), ``node`` (name or None), ``status`` (an
+upper-case word, BEX's where there is one: NEW, SEND, RUN, OK, FAILED, TIMEOUT, KILLED,
+INTERR, NOPING, NOXFER, NODE_LOST, RETRY, DONE, UP, ...) and ``message``.
+
+Events are journal records like any change (jqueue.store.records, ``{"t": "ev"}``): they
+are durable, replicated to the candidates and replayed after a crash along with the
+change they describe, so a new master after a failover holds the same events under the
+same serials. Once durable, an event goes to
+
+- the ring of the last ``buffer`` events that WaitForEvents reads (``since`` older than
+  the ring answers ``gap``: the client re-reads state instead of missing events);
+- ``<state>/events.jsonl``, one JSON object per line, from which the ring is refilled
+  when the queue is opened (``<state>/events.jsonl.1`` after a rotation);
+- ``<state>/actions.log``, BEX's line ``YYYY-MM-DD HH:MM:SS <node or -> <job id> <STATUS>
+  [<message>]`` (UTC unless configured; job id 0 for a node's own events), appended in
+  whole lines (O_APPEND), rotated by size.
+
+The files are appended without fsync and synced by the checkpoint before the journal
+holding their records is dropped; a replay appends only the events past the last serial
+the events file holds.
+"""
+
+import collections
+import json
+import logging
+import os
+import threading
+import time
+
+from jqueue.store import fsutil
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUFFER = 10000
+DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
+EVENTS_FILE = "events.jsonl"
+ACTIONS_FILE = "actions.log"
+KEYS = ("serial", "time", "kind", "job", "node", "status", "message")
+
+
+def action_line(event, utc=True):
+    """The action log's line of an event (no newline)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S",
+                          time.gmtime(event["time"]) if utc else time.localtime(event["time"]))
+    line = "%s %s %d %s" % (stamp, event.get("node") or "-", event.get("job") or 0,
+                            event["status"])
+    message = " ".join(str(event.get("message") or "").split())
+    return line + (" " + message if message else "")
+
+
+def matches(event, flt):
+    """Whether an event passes a WaitForEvents filter (None: every event).
+
+    A filter is an object of optional keys: ``job`` (an id), ``node`` (a name), ``kind``
+    (a kind or a list of kinds), ``status`` (a word or a list of words).
+    """
+    if not flt:
+        return True
+    for key in ("job", "node"):
+        if key in flt and flt[key] is not None and event.get(key) != flt[key]:
+            return False
+    for key in ("kind", "status"):
+        wanted = flt.get(key)
+        if wanted is None:
+            continue
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        if event.get(key) not in wanted:
+            return False
+    return True
+
+
+class _Waiter:
+    __slots__ = ("since", "filter", "callback", "_log")
+
+    def __init__(self, log, since, flt, callback):
+        self._log, self.since, self.filter, self.callback = log, since, flt, callback
+
+    def cancel(self):
+        """Withdraw the wait (its timeout passed, or its client went away)."""
+        self._log._remove(self)
+
+
+class EventLog:
+    """Durable events: the ring, the two files, and the waiters of WaitForEvents."""
+
+    def __init__(self, directory, buffer=DEFAULT_BUFFER, rotate_bytes=DEFAULT_ROTATE_BYTES,
+                 utc=True):
+        self.directory = directory
+        self._buffer = buffer
+        self._rotate = rotate_bytes
+        self._utc = utc
+        self._ring = collections.deque(maxlen=buffer)
+        self._lock = threading.Lock()
+        self._waiters = []
+        self._dirty = False
+        self._files = {}            # name -> _AppendFile
+        self.last_serial = 0        # the newest durable event's serial
+        self.file_serial = 0        # the newest event in the events file
+        self._load()
+
+    # Opening
+
+    def _path(self, name):
+        return os.path.join(self.directory, name)
+
+    def _load(self):
+        """Refill the ring from the events files (the previous generation first)."""
+        for name in (EVENTS_FILE + ".1", EVENTS_FILE):
+            try:
+                with open(self._path(name), encoding="utf-8") as stream:
+                    for line in stream:
+                        event = _parse(line)
+                        if event is not None and event["serial"] > self.last_serial:
+                            self._ring.append(event)
+                            self.last_serial = event["serial"]
+            except FileNotFoundError:
+                continue
+        self.file_serial = self.last_serial
+
+    # Durable events
+
+    def add(self, events):
+        """Events became durable (or were replayed): keep, write and tell the waiters.
+
+        Events at or below the newest serial known are skipped (a replay), so each is
+        written once. Returns [(callback, answer)] for the waiters answered now; the caller
+        calls them (outside its locks).
+        """
+        with self._lock:
+            fresh = [e for e in events if e["serial"] > self.last_serial]
+            if not fresh:
+                return []
+            self._append_files(fresh)
+            self._ring.extend(fresh)
+            self.last_serial = fresh[-1]["serial"]
+            return self._collect_unlocked()
+
+    def _append_files(self, events):
+        jsonl = "".join(json.dumps({k: e.get(k) for k in KEYS}, separators=(",", ":")) + "\n"
+                        for e in events)
+        lines = "".join(action_line(e, self._utc) + "\n" for e in events)
+        self._file(EVENTS_FILE).append(jsonl.encode("utf-8"))
+        self._file(ACTIONS_FILE).append(lines.encode("utf-8"))
+        self.file_serial = events[-1]["serial"]
+        self._dirty = True
+
+    def _file(self, name):
+        handle = self._files.get(name)
+        if handle is None:
+            os.makedirs(self.directory, 0o750, exist_ok=True)
+            handle = self._files[name] = _AppendFile(self._path(name), self._rotate)
+        return handle
+
+    def sync(self):
+        """Make the files durable (the checkpoint calls this before dropping the journal)."""
+        with self._lock:  # held: an append may rotate (close) a file meanwhile
+            if not self._dirty:
+                return
+            self._dirty = False
+            for handle in self._files.values():
+                handle.sync()
+        fsutil.fsync_dir(self.directory)
+
+    def close(self):
+        """Sync and close the files."""
+        self.sync()
+        with self._lock:
+            files, self._files = list(self._files.values()), {}
+        for handle in files:
+            handle.close()
+
+    # Reading and waiting
+
+    def read(self, since, flt=None, limit=1000):
+        """{"events": [...], "last": serial, "gap": bool} after serial since (now)."""
+        with self._lock:
+            return self._answer_unlocked(since, flt, limit)
+
+    def _answer_unlocked(self, since, flt, limit=1000):
+        oldest = self._ring[0]["serial"] if self._ring else self.last_serial + 1
+        gap = since < oldest - 1 and since < self.last_serial
+        events = [e for e in self._ring if e["serial"] > since and matches(e, flt)]
+        if limit is not None and len(events) > limit:
+            events = events[:limit]
+            return {"events": events, "last": events[-1]["serial"], "gap": gap}
+        last = self.last_serial
+        return {"events": events, "last": last, "gap": gap}
+
+    def watch(self, since, flt, callback):
+        """Call callback(answer) once an event after since passes flt (now if one has).
+
+        Returns None if answered at once, else a handle with cancel(); no thread waits.
+        """
+        with self._lock:
+            answer = self._answer_unlocked(since, flt)
+            if not (answer["events"] or answer["gap"]):
+                waiter = _Waiter(self, since, flt, callback)
+                self._waiters.append(waiter)
+                return waiter
+        callback(answer)
+        return None
+
+    def _collect_unlocked(self):
+        ready, keep = [], []
+        for waiter in self._waiters:
+            answer = self._answer_unlocked(waiter.since, waiter.filter)
+            if answer["events"] or answer["gap"]:
+                ready.append((waiter.callback, answer))
+            else:
+                keep.append(waiter)
+        self._waiters = keep
+        return ready
+
+    def _remove(self, waiter):
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def waiter_count(self):
+        with self._lock:
+            return len(self._waiters)
+
+
+def _parse(line):
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None  # a torn last line
+    if not isinstance(event, dict) or not isinstance(event.get("serial"), int):
+        return None
+    return event
+
+
+class _AppendFile:
+    """A file appended in whole writes, rotated to ``<path>.1`` once it grows too big."""
+
+    def __init__(self, path, rotate_bytes):
+        self.path, self._rotate = path, rotate_bytes
+        self._fd = None
+        self._size = 0
+
+    def append(self, data):
+        if self._fd is None:
+            self._open()
+        if self._rotate and self._size and self._size + len(data) > self._rotate:
+            os.fdatasync(self._fd)
+            os.replace(self.path, self.path + ".1")
+            os.close(self._fd)
+            self._open()
+        fsutil.write_all(self._fd, data)
+        self._size += len(data)
+
+    def _open(self):
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                           0o640)
+        self._size = os.fstat(self._fd).st_size
+
+    def sync(self):
+        if self._fd is not None:
+            os.fdatasync(self._fd)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

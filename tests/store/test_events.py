@@ -1,0 +1,95 @@
+"""Tests of jqueue.store.events: the ring, the files, gaps, waiters, the action log's line."""
+
+import re
+
+from jqueue.store import events
+
+ACTION_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \d+ [A-Z_]+( .*)?$")
+
+
+def event(serial, status="OK", job=1, node="n1", kind="attempt", message="fine"):
+    return {"serial": serial, "time": 1_800_000_000.0 + serial, "kind": kind, "job": job,
+            "node": node, "status": status, "message": message}
+
+
+def test_action_lines_have_bexs_shape(tmp_path):
+    """YYYY-MM-DD HH:MM:SS node job STATUS message, UTC; "-" without a node."""
+    assert events.action_line(event(1)) == "2027-01-15 08:00:01 n1 1 OK fine"
+    line = events.action_line(event(2, "NEW", node=None, message="TEST_DELAY(0)\nx"))
+    assert line == "2027-01-15 08:00:02 - 1 NEW TEST_DELAY(0) x"
+    assert ACTION_LINE.match(line)
+    log = events.EventLog(str(tmp_path))
+    log.add([event(1), event(2, "DONE", message="")])
+    lines = (tmp_path / events.ACTIONS_FILE).read_text().splitlines()
+    assert lines == ["2027-01-15 08:00:01 n1 1 OK fine", "2027-01-15 08:00:02 n1 1 DONE"]
+    assert all(ACTION_LINE.match(line) for line in lines)
+
+
+def test_read_gives_events_after_a_serial_with_filters(tmp_path):
+    """Events after since, filtered by job, node, kind or status; last is the newest."""
+    log = events.EventLog(str(tmp_path))
+    log.add([event(1, job=1), event(2, job=2, node="n2"), event(3, "FAILED", job=1)])
+    assert [e["serial"] for e in log.read(0)["events"]] == [1, 2, 3]
+    assert [e["serial"] for e in log.read(1, {"job": 1})["events"]] == [3]
+    assert [e["serial"] for e in log.read(0, {"node": "n2"})["events"]] == [2]
+    assert [e["serial"] for e in log.read(0, {"status": ["FAILED"]})["events"]] == [3]
+    answer = log.read(3)
+    assert answer == {"events": [], "last": 3, "gap": False}
+
+
+def test_a_replayed_event_is_kept_once(tmp_path):
+    """add skips events at or below the newest serial: a replay writes nothing twice."""
+    log = events.EventLog(str(tmp_path))
+    log.add([event(1), event(2)])
+    log.add([event(2), event(1), event(3)])
+    assert [e["serial"] for e in log.read(0)["events"]] == [1, 2, 3]
+    assert len((tmp_path / events.EVENTS_FILE).read_text().splitlines()) == 3
+
+
+def test_a_since_older_than_the_ring_is_a_gap(tmp_path):
+    """With a ring of 3, asking after serial 1 of 10 says gap and gives what is kept."""
+    log = events.EventLog(str(tmp_path), buffer=3)
+    log.add([event(n) for n in range(1, 11)])
+    answer = log.read(1)
+    assert answer["gap"] and [e["serial"] for e in answer["events"]] == [8, 9, 10]
+    assert not log.read(7)["gap"]
+
+
+def test_the_ring_is_refilled_from_the_files_when_opened(tmp_path):
+    """A reopened log has the last events and their serials (rotation included)."""
+    log = events.EventLog(str(tmp_path), buffer=5, rotate_bytes=400)
+    for serial in range(1, 9):
+        log.add([event(serial)])
+    log.close()
+    assert (tmp_path / (events.EVENTS_FILE + ".1")).exists()
+    again = events.EventLog(str(tmp_path), buffer=5)
+    assert again.last_serial == 8
+    assert [e["serial"] for e in again.read(0)["events"]] == [4, 5, 6, 7, 8]
+
+
+def test_a_torn_last_line_is_ignored(tmp_path):
+    """A crash while appending leaves a half line: it is skipped when reopening."""
+    log = events.EventLog(str(tmp_path))
+    log.add([event(1), event(2)])
+    log.close()
+    with open(tmp_path / events.EVENTS_FILE, "a") as stream:
+        stream.write('{"serial": 3, "ti')
+    assert events.EventLog(str(tmp_path)).last_serial == 2
+
+
+def test_watchers_are_answered_by_new_events_and_withdrawn_by_cancel(tmp_path):
+    """A watch waits (no thread) until a matching event; a canceled one hears nothing."""
+    log = events.EventLog(str(tmp_path))
+    got, other = [], []
+    handle = log.watch(0, {"job": 2}, got.append)
+    withdrawn = log.watch(0, None, other.append)
+    assert handle is not None and log.waiter_count() == 2
+    withdrawn.cancel()
+    ready = log.add([event(1, job=1)])
+    assert ready == []
+    ready = log.add([event(2, job=2)])
+    for callback, answer in ready:
+        callback(answer)
+    assert [e["serial"] for e in got[0]["events"]] == [2] and other == []
+    answered = []
+    assert log.watch(0, None, answered.append) is None and len(answered[0]["events"]) == 2
