@@ -89,6 +89,40 @@ class _Name(ptypes.PType):
         return value
 
 
+_TAG = re.compile(r"\A[A-Za-z0-9_.:+=@/-]{1,64}\Z")
+
+
+def parse_tags(value):
+    """Tags from a list or a comma-separated text: trimmed, empty ones dropped, in order
+    of first appearance; ValueError naming a malformed one."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("must be a list of tags or a comma-separated text")
+    tags = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("has a tag that is not text: %s" % ptypes._short(item))
+        item = item.strip()
+        if not item:
+            continue
+        if not _TAG.match(item):
+            raise ValueError("has a malformed tag %s (letters, digits and _.:+=@/- only)"
+                             % ptypes._short(item))
+        if item not in tags:
+            tags.append(item)
+    return tags
+
+
+class _Tags(ptypes.PType):
+    desc = "tags: a list, or a comma-separated text (LINUX,24GB)"
+
+    def check(self, value):
+        try:
+            return parse_tags(value)
+        except ValueError as err:
+            raise ValueError("%s" % err) from None
+
+
 class _ExitCodes(ptypes.PType):
     desc = "a non-empty list of exit statuses (integers from 0 to 255)"
 
@@ -119,6 +153,7 @@ Environment = _Environment()
 UserName = _Name(_USER_NAME, "a user name")
 NodeName = _Name(_NODE_NAME, "a node name")
 ExitCodes = _ExitCodes()
+Tags = _Tags()
 ProgressPatternType = _ProgressPatternType()
 
 
@@ -150,7 +185,10 @@ class OpCommandRun(OpCode):
         Param("success_exit_codes", ExitCodes, [0], "exit statuses that mean success"),
         Param("run_as", ptypes.Maybe(UserName), None,
               "user to run as (null: the daemon's user); the node must allow it"),
-        Param("node", ptypes.Maybe(NodeName), None, "node to run on (null: the master's)"),
+        Param("node", ptypes.Maybe(NodeName), None,
+              "node to run on (null: the least loaded node with the affinity's tags, or the "
+              "master's without an affinity)"),
+        Param("affinity", Tags, [], "tags the node must all have (exact, case-sensitive)"),
         Param("title", ptypes.Maybe(ptypes.String), None, "display name"),
         Param("progress_pattern", ProgressPatternType, constants.DEFAULT_PROGRESS_PATTERN,
               "how the output reports progress (%percent: value/100, %one: 0..1)"),

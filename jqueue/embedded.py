@@ -25,12 +25,13 @@ _reactor_lock = threading.Lock()
 
 def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
                    use_cgroup=True, log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES,
-                   on_executor=None):
+                   on_executor=None, tags=()):
     """A ``commands`` factory for JobQueue: command jobs on this machine (node node_name).
 
     The Executor keeps its running attempts under state_dir; it is created and started
     (re-adopting the attempts still running) in the reactor's thread once the queue is
-    open. on_executor(executor), if given, hears of it.
+    open. on_executor(executor), if given, hears of it. tags: this machine's (what a
+    command job's affinity must be among).
     """
     host = ReactorHost(reactor)
     slots = slots or os.cpu_count() or 1
@@ -40,7 +41,7 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
                                   use_cgroup)
         if on_executor is not None:
             on_executor(executor)
-        link = LocalLink(executor, node_name, slots)
+        link = LocalLink(executor, node_name, slots, tags)
         return CommandRunner(queue, host, [link], node_name, log_max_bytes=log_max_bytes)
     return make
 

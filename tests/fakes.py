@@ -503,8 +503,9 @@ class FakeLuxiClient:
         self._cluster_answer("remove_node", None, name)
         return {"version": 3, "unreachable": self.cluster.get("unreachable", {})}
 
-    def modify_node(self, name, candidate):
-        self._cluster_answer("modify_node", None, name, candidate)
+    def modify_node(self, name, candidate, changes=None):
+        self._cluster_answer("modify_node", None, name, candidate, *([changes] if changes
+                                                                     else []))
         return {"version": 3, "unreachable": self.cluster.get("unreachable", {}),
                 "changed": self.cluster.get("changed", True)}
 

@@ -31,7 +31,9 @@ MASTERD = "jq-masterd"
 MASTERD_UNIT = "jq-masterd.service"
 DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra")
 NODE_COLUMNS = (("name", "Node"), ("address", "Address"), ("role", "Role"),
-                ("reachable", "Reachable"), ("in_sync", "In sync"), ("position", "Position"))
+                ("reachable", "Reachable"), ("in_sync", "In sync"), ("position", "Position"),
+                ("tags", "Tags"), ("state", "Jobs"), ("last_heartbeat", "Heartbeat"),
+                ("slots", "Slots"), ("running_jobs", "Running"))
 
 
 def clusterops():
@@ -179,11 +181,20 @@ def _register_node(commands):
     remove.add_argument("name", metavar="NAME", help="the node")
     _add_json(remove, '{"version", "unreachable"}')
     remove.set_defaults(func=cmd_node_remove)
-    modify = actions.add_parser("modify", help="make a node a master candidate or not",
-                                description="Make a node a master candidate or not.")
+    modify = actions.add_parser(
+        "modify", help="change a node: candidate, tags, drained, offline",
+        description="Make a node a master candidate or not, set its tags (what command "
+                    "jobs' affinity must be among), drain it (no new command attempt starts "
+                    "there; running ones finish) or set it offline.")
     modify.add_argument("name", metavar="NAME", help="the node")
-    modify.add_argument("--candidate", required=True, choices=("yes", "no"),
+    modify.add_argument("--candidate", choices=("yes", "no"),
                         help="yes: master candidate; no: plain node")
+    modify.add_argument("--tags", metavar="TAG,...",
+                        help="the node's tags, replacing the old ones ('' for none)")
+    modify.add_argument("--drain", choices=("yes", "no"),
+                        help="yes: start no new command attempt there")
+    modify.add_argument("--offline", choices=("yes", "no"),
+                        help="yes: the node is out of service (nothing starts there)")
     _add_json(modify, '{"version", "unreachable", "changed"}')
     modify.set_defaults(func=cmd_node_modify)
 
@@ -380,7 +391,7 @@ def cmd_node_list(ctx, args):
     if args.json:
         ctx.out(serializer.dumps(rows))
         return EXIT_SUCCESS
-    cells = [[_node_cell(key, row.get(key)) for key, _ in NODE_COLUMNS] for row in rows]
+    cells = [[_node_cell(key, row.get(key), row) for key, _ in NODE_COLUMNS] for row in rows]
     for line in output.table_lines([title for _, title in NODE_COLUMNS], cells):
         ctx.out(line)
     return EXIT_SUCCESS
@@ -399,9 +410,22 @@ def _local_node_rows(ctx, args, err):
     return rows
 
 
-def _node_cell(key, value):
+def _node_cell(key, value, row=None):
     if key == "position":
         return format_position(value)
+    if key == "state":
+        row = row or {}
+        return ("offline" if row.get("offline") else "drained" if row.get("drained")
+                else {True: "ok", False: "NOPING", None: "-"}[row.get("heartbeat")])
+    if key == "tags":
+        return ",".join(value or []) or "-"
+    if key == "last_heartbeat":
+        return output.format_time([int(value), 0]) if value else "-"
+    if key == "slots":
+        row = row or {}
+        return "-" if value is None else "%s/%s" % (row.get("slots_used"), value)
+    if key == "running_jobs":
+        return ",".join(str(v) for v in value or []) or "-"
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
     return str(value)
@@ -418,19 +442,40 @@ def cmd_node_remove(ctx, args):
 
 
 def cmd_node_modify(ctx, args):
-    """Make a node a master candidate or not, through jq-masterd."""
-    candidate = args.candidate == "yes"
-    result = ctx.client.modify_node(args.name, candidate)
+    """Change a node (candidate, tags, drain, offline) through jq-masterd."""
+    changes = {}
+    if args.tags is not None:
+        changes["tags"] = [tag.strip() for tag in args.tags.split(",") if tag.strip()]
+    for option, key in (("drain", "drained"), ("offline", "offline")):
+        if getattr(args, option) is not None:
+            changes[key] = getattr(args, option) == "yes"
+    if args.candidate is None and not changes:
+        raise CommandError("node modify needs --candidate, --tags, --drain or --offline")
+    candidate = None if args.candidate is None else args.candidate == "yes"
+    result = ctx.client.modify_node(args.name, candidate, changes or None)
     if args.json:
         return _print_json(ctx, result)
-    role = "a master candidate" if candidate else "a plain node"
+    what = _change_text(candidate, changes)
     if result.get("changed") is False:
-        ctx.out("Node %s is already %s" % (args.name, role))
+        ctx.out("Node %s is already %s" % (args.name, what))
         return EXIT_SUCCESS
-    ctx.out("Node %s is now %s; configuration version %s" % (args.name, role,
+    ctx.out("Node %s is now %s; configuration version %s" % (args.name, what,
                                                                result.get("version")))
     _warn_unreachable(ctx, result)
     return EXIT_SUCCESS
+
+
+def _change_text(candidate, changes):
+    words = []
+    if candidate is not None:
+        words.append("a master candidate" if candidate else "a plain node")
+    if "tags" in changes:
+        words.append("tagged %s" % (",".join(changes["tags"]) or "with no tag"))
+    if "drained" in changes:
+        words.append("drained" if changes["drained"] else "not drained")
+    if "offline" in changes:
+        words.append("offline" if changes["offline"] else "online")
+    return ", ".join(words)
 
 
 def _warn_unreachable(ctx, result):

@@ -23,8 +23,8 @@ from jqueue import errors
 
 logger = logging.getLogger(__name__)
 
-#: Seconds one exec_poll may wait on the node, and between two failed polls.
-POLL = 20.0
+#: Seconds between two failed polls. A poll waits at most the heartbeat interval on the
+#: node: each answer is a heartbeat (jqueue.run.commands follows them).
 RETRY = 2.0
 
 
@@ -32,11 +32,19 @@ class RemoteLink:
     """A node of the command runner reached through its jq-noded (see the module docstring)."""
 
     containment = "on the node (see jqctl running --node)"
+    #: The runner follows this node's heartbeats (its answers to exec_poll).
+    heartbeats = True
 
-    def __init__(self, name, slots, client_factory):
+    def __init__(self, name, slots, client_factory, tags=(), drained=False, offline=False,
+                 ping_interval=2.0):
         """client_factory() makes an RPC client for the node (two are made: calls, polls)."""
         self.name = name
         self.slots = slots
+        self.tags = frozenset(tags)
+        self.drained, self.offline = drained, offline
+        self.reachable = True
+        self.last_heard = None
+        self._ping_interval = ping_interval
         self._factory = client_factory
         self._listener = None
         self._host = None
@@ -48,6 +56,7 @@ class RemoteLink:
         """Start the link: listener (the runner) hears of the node's attempts."""
         self._listener = listener
         self._host = listener.host
+        self.last_heard = self._host.seconds()
         for target, kind in ((self._call_loop, "calls"), (self._poll_loop, "poll")):
             thread = threading.Thread(target=target, name="jq-node-%s-%s" % (self.name, kind),
                                       daemon=True)
@@ -97,6 +106,7 @@ class RemoteLink:
             try:
                 client = client or self._factory()
                 answer = client.call(method, body)
+                self._host.call(self._heard)
                 if convert is not None and answer is not None:
                     answer = convert(answer)
             except (errors.GenericError, OSError, ValueError, TypeError, KeyError) as err:
@@ -120,7 +130,8 @@ class RemoteLink:
                     client = self._factory()
                     self._learn(client.call("node_info", {}))
                 answer = client.call("exec_poll", {"session": session, "after": after,
-                                                   "timeout": POLL})
+                                                   "timeout": self._ping_interval})
+                self._host.call(self._heard)
             except (errors.GenericError, OSError) as err:
                 logger.debug("node %s: exec_poll: %s", self.name, err)
                 if client is not None:
@@ -137,6 +148,10 @@ class RemoteLink:
                 self._host.call(self._listener.link_event, self.name, _event(event))
         if client is not None:
             client.close()
+
+    def _heard(self):
+        """The node answered (host thread): a heartbeat."""
+        self.last_heard = self._host.seconds()
 
     def _learn(self, info):
         """The node answered node_info: its slots (the runner may start more now)."""

@@ -39,6 +39,20 @@ ROLE_CANDIDATE = "candidate"
 ROLE_NODE = "node"
 
 
+#: Optional keys of a node's entry (command jobs): its tags, drain and offline flags.
+NODE_EXTRAS = ("tags", "drained", "offline")
+
+
+def _check_node_extras(node, spec):
+    tags = spec.get("tags", [])
+    if not isinstance(tags, list) or not all(
+            isinstance(t, str) and t and t == t.strip() and "," not in t for t in tags):
+        raise errors.ConfigurationError("node %s: 'tags' must be a list of tags" % node)
+    for flag in ("drained", "offline"):
+        if not isinstance(spec.get(flag, False), bool):
+            raise errors.ConfigurationError("node %s: '%s' must be a boolean" % (node, flag))
+
+
 def _check_name(name):
     if not isinstance(name, str) or not name or len(name) > 253 or not all(
             c.isalnum() or c in "-._" for c in name) or not name[0].isalnum():
@@ -65,7 +79,9 @@ class ClusterConfig:
                  ack_timeout=10.0):
         self.name = name
         self.master = master
-        self.nodes = nodes  # name -> {"address": "host:port", "candidate": bool}
+        # name -> {"address": "host:port", "candidate": bool} and, for command jobs,
+        # optionally "tags" (list), "drained" and "offline" (booleans)
+        self.nodes = nodes
         self.epoch = epoch
         self.version = version
         self.min_acks = min_acks
@@ -79,6 +95,7 @@ class ClusterConfig:
             parse_address(spec.get("address"))
             if not isinstance(spec.get("candidate"), bool):
                 raise errors.ConfigurationError("node %s: 'candidate' must be a boolean" % node)
+            _check_node_extras(node, spec)
         if self.master not in self.nodes:
             raise errors.ConfigurationError("master %r is not a node of the cluster" %
                                             (self.master,))
@@ -121,7 +138,8 @@ class ClusterConfig:
     @classmethod
     def from_dict(cls, data):
         try:
-            nodes = {n: {"address": s["address"], "candidate": s["candidate"]}
+            nodes = {n: dict({"address": s["address"], "candidate": s["candidate"]},
+                             **{key: s[key] for key in NODE_EXTRAS if key in s})
                      for n, s in data["nodes"].items()}
             return cls(data["name"], data["master"], nodes, epoch=int(data["epoch"]),
                        version=int(data["version"]), min_acks=data.get("min_acks"),

@@ -311,15 +311,38 @@ class ClusterMaster:
 
     # Command jobs on the nodes (their jq-noded runs them: jqueue.cluster.nodeexec)
 
-    def command_links(self):
+    def command_links(self, ping_interval=2.0):
         """A RemoteLink per node of the cluster, the master's own node included."""
+        self._ping_interval = ping_interval
         for name in sorted(self.config.nodes):
             self._links.setdefault(name, self._command_link(name))
         return [self._links[name] for name in sorted(self._links)]
 
     def _command_link(self, name):
+        spec = self.config.nodes[name]
         return commandlink.RemoteLink(
-            name, 1, lambda: self._client_factory(name, self.config.address(name)))
+            name, 1, lambda: self._client_factory(name, self.config.address(name)),
+            tags=spec.get("tags", ()), drained=spec.get("drained", False),
+            offline=spec.get("offline", False),
+            ping_interval=getattr(self, "_ping_interval", 2.0))
+
+    def _update_command_links(self, config):
+        """The configuration changed: tags, drain and offline flags reach the runner."""
+        runner = self.commands
+        if runner is None:
+            return
+
+        def apply():
+            for name, link in self._links.items():
+                spec = config.nodes.get(name)
+                if spec is None:
+                    link.offline = True  # removed: nothing new starts there
+                    continue
+                link.tags = frozenset(spec.get("tags", ()))
+                link.drained, link.offline = spec.get("drained", False), spec.get(
+                    "offline", False)
+            runner.nodes_changed()
+        runner.host.call(apply)
 
     def _add_command_link(self, name):
         """A node was added: the command runner may use it from now on."""
@@ -380,6 +403,9 @@ class ClusterMaster:
                 rows.append(self._own_row(config, status))
             else:
                 rows.append(_node_row(config, name, infos.get(name), peers.get(name)))
+        commands = self.commands.node_status() if self.commands is not None else {}
+        for row in rows:
+            _add_command_fields(row, config.nodes[row["name"]], commands.get(row["name"]))
         return rows
 
     def _own_row(self, config, status):
@@ -424,19 +450,28 @@ class ClusterMaster:
         logger.info("node %s removed; configuration version %d", name, new.version)
         return {"version": new.version, "unreachable": failed}
 
-    def modify_node(self, name, candidate):
-        """ModifyNode: make a node a master candidate or not; {"version", "unreachable"}."""
+    def modify_node(self, name, candidate, changes=None):
+        """ModifyNode: make a node a master candidate or not (candidate null: unchanged),
+        and change its tags, drain or offline flags (changes: {"tags": [...], "drained":
+        bool, "offline": bool}); {"version", "unreachable", "changed"}."""
         with self._change_lock:
             config = self.config
-            self._check_other_node(config, name, "modify")
-            if config.nodes[name]["candidate"] == bool(candidate):
+            if name not in config.nodes:
+                raise errors.OpPrereqError("node %s is not in cluster %s" % (
+                    name, config.name), constants.ECODE_NOENT)
+            spec = dict(config.nodes[name])
+            if candidate is not None and spec["candidate"] != bool(candidate):
+                self._check_other_node(config, name, "modify")
+                spec["candidate"] = bool(candidate)
+            spec.update(changes or {})
+            if spec == config.nodes[name]:
                 return {"version": config.version, "unreachable": {}, "changed": False}
             nodes = dict(config.nodes)
-            nodes[name] = dict(nodes[name], candidate=bool(candidate))
+            nodes[name] = spec
             new = _changed(config, nodes=nodes)
             failed = self._change(new, push_to=sorted(new.nodes))
-        logger.info("node %s is now %s; configuration version %d", name, new.role(name),
-                    new.version)
+        logger.info("node %s is now %s%s; configuration version %d", name, new.role(name),
+                    _flags_text(spec), new.version)
         return {"version": new.version, "unreachable": failed, "changed": True}
 
     def verify(self):
@@ -519,6 +554,7 @@ class ClusterMaster:
         for name in added:
             self.replicator.add_peer(name, self._client_factory(name, new.address(name)))
         self.replicator.set_min_acks(min_acks)
+        self._update_command_links(new)
         return failed
 
     def _push(self, config, targets):
@@ -540,6 +576,25 @@ class ClusterMaster:
         if self._ops is None:
             self._ops = importlib.import_module("jqueue.cluster.admin")
         return self._ops
+
+
+def _add_command_fields(row, spec, status):
+    """A ListNodes row gains what command jobs see of the node: tags, flags, heartbeat,
+    slots used/total and the jobs running there."""
+    row.update(tags=list(spec.get("tags", ())), drained=spec.get("drained", False),
+               offline=spec.get("offline", False), heartbeat=None, last_heartbeat=None,
+               slots=None, slots_used=None, running_jobs=[])
+    if status is not None:
+        row.update(heartbeat=status["reachable"], last_heartbeat=status["last_heard"],
+                   slots=status["slots"], slots_used=status["used"],
+                   running_jobs=status["running"])
+
+
+def _flags_text(spec):
+    words = ["tags %s" % ",".join(spec.get("tags", ())) if spec.get("tags") else ""]
+    words += [flag for flag in ("drained", "offline") if spec.get(flag)]
+    text = ", ".join(word for word in words if word)
+    return " (%s)" % text if text else ""
 
 
 def _changed(config, **changes):

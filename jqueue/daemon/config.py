@@ -252,6 +252,24 @@ OPTIONS = (
     Option("luxi_threads", Integer(1), constants.LUXI_THREADS,
            "Threads serving blocking LUXI requests (waiting for a job costs none).",
            flag="--luxi-threads", metavar="N"),
+    Option("tags", TextList(), [],
+           "Tags of this machine for command jobs' affinity, without a cluster (in a "
+           "cluster each node's tags are in the cluster configuration: jqctl node modify "
+           "--tags).", flag="--tags", metavar="TAG,...", default_doc="none"),
+    Option("ping_interval", Number(0, strict=True), 2.0,
+           "In a cluster: seconds between two heartbeats of a node (its answers to the "
+           "command runner's polls).", flag="--ping-interval", metavar="SECONDS"),
+    Option("ping_misses", Integer(1), 3,
+           "In a cluster: heartbeats a node may miss before it is unreachable (NOPING): "
+           "jobs pinned to it wait, jobs with an affinity go elsewhere.",
+           flag="--ping-misses", metavar="N"),
+    Option("lost_grace", Number(0), 300.0,
+           "Seconds the attempts of an unreachable node stay running; after that they end "
+           "NODE_LOST and may run elsewhere (the node kills them when it comes back).",
+           flag="--lost-grace", metavar="SECONDS"),
+    Option("event_buffer", Integer(1), 10000,
+           "Events kept in memory for WaitForEvents and jqctl listen; older ones answer "
+           "\"gap\".", flag="--event-buffer", metavar="N"),
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line.", flag="--log-max-bytes", metavar="BYTES",

@@ -117,7 +117,8 @@ class QueueService(service.Service):
                               checkpoint_interval=self._config.checkpoint_interval,
                               pool_factory=self._held_pool, replicator=self.replicator,
                               nodes=self.nodes, commands=self._command_runner(),
-                              on_fatal=exit_after_failed_sync)
+                              on_fatal=exit_after_failed_sync,
+                              event_buffer=self._config.event_buffer)
         super().startService()
 
     def _command_runner(self):
@@ -128,18 +129,20 @@ class QueueService(service.Service):
         host = ReactorHost(self._reactor)
         if self.nodes is not None:
             cluster = self.nodes
-            links = cluster.command_links()
+            links = cluster.command_links(config.ping_interval)
 
             def make(queue):
-                cluster.commands = CommandRunner(queue, host, links, cluster.name,
-                                                 log_max_bytes=config.log_max_bytes)
+                cluster.commands = CommandRunner(
+                    queue, host, links, cluster.name, log_max_bytes=config.log_max_bytes,
+                    ping_interval=config.ping_interval, ping_misses=config.ping_misses,
+                    lost_grace=config.lost_grace)
                 return cluster.commands
             return make
 
         return embedded.command_runner(
             self._reactor, config.state_dir, config.master_node, config.slots,
             config.allowed_users, config.containment == "auto", config.log_max_bytes,
-            on_executor=self._executor_started)
+            on_executor=self._executor_started, tags=config.tags)
 
     def _executor_started(self, executor):
         self.executor = executor

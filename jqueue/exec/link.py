@@ -34,10 +34,16 @@ def info_dict(info):
 class LocalLink:
     """The runner's link to an Executor in this process (see jqueue.run.commands)."""
 
-    def __init__(self, executor, name, slots):
+    #: This machine always answers: no heartbeats.
+    heartbeats = False
+    reachable = True
+    drained = offline = False
+
+    def __init__(self, executor, name, slots, tags=()):
         self._executor = executor
         self.name = name
         self.slots = slots
+        self.tags = frozenset(tags)
         self._listener = None
 
     @property

@@ -282,9 +282,12 @@ class Client:
         """Remove a node from the cluster; {"version", "unreachable"}."""
         return self.call(constants.LUXI_REQ_REMOVE_NODE, [name])
 
-    def modify_node(self, name, candidate):
-        """Make a node a master candidate or not; {"version", "unreachable", "changed"}."""
-        return self.call(constants.LUXI_REQ_MODIFY_NODE, [name, candidate])
+    def modify_node(self, name, candidate, changes=None):
+        """Make a node a master candidate or not (None: unchanged) and change its tags,
+        drained or offline flags ({"tags": [...], "drained": bool, "offline": bool});
+        {"version", "unreachable", "changed"}."""
+        args = [name, candidate] + ([changes] if changes else [])
+        return self.call(constants.LUXI_REQ_MODIFY_NODE, args)
 
     def verify_cluster(self):
         """Compare every candidate's queue with the master's: {node: differences}."""

@@ -9,7 +9,7 @@ type is a RequestError; a value out of its range (AutoArchiveJobs [-1, -1], a pr
 
 import signal as _signal
 
-from jqueue import constants, errors, ptypes, qlang, query
+from jqueue import commandjob, constants, errors, ptypes, qlang, query
 
 
 class _Instance(ptypes.PType):
@@ -112,6 +112,24 @@ class _EventFilter(ptypes.PType):
         return checked
 
 
+class _NodeChanges(ptypes.PType):
+    """ModifyNode's optional changes: an object of tags (a list or a comma text), drained
+    and offline (booleans)."""
+
+    desc = "an object with any of tags, drained, offline"
+
+    def check(self, value):
+        if not isinstance(value, dict) or set(value) - {"tags", "drained", "offline"}:
+            self._fail(value)
+        checked = {}
+        for key in ("drained", "offline"):
+            if key in value:
+                checked[key] = ptypes.Bool.check(value[key])
+        if "tags" in value:
+            checked["tags"] = commandjob.parse_tags(value["tags"])
+        return checked
+
+
 _LIST = _Instance(list, "a list")
 _OPS = _Instance(list, "a list of opcodes")
 _JOBS = ptypes.ListOf(_Instance(list, "a list of opcodes"))
@@ -209,8 +227,9 @@ METHODS = {m.name: m for m in [
         ("name", ptypes.NonEmptyString), ("address", ptypes.NonEmptyString),
         ("candidate", ptypes.Bool), ("csr_pem", ptypes.NonEmptyString)]),
     Method(_C.LUXI_REQ_REMOVE_NODE, "remove_node", [("name", ptypes.NonEmptyString)]),
-    Method(_C.LUXI_REQ_MODIFY_NODE, "modify_node", [("name", ptypes.NonEmptyString),
-                                                    ("candidate", ptypes.Bool)]),
+    Method(_C.LUXI_REQ_MODIFY_NODE, "modify_node", [
+        ("name", ptypes.NonEmptyString), ("candidate", _Maybe(ptypes.Bool)),
+        ("changes", _NodeChanges())], min_args=2),
     Method(_C.LUXI_REQ_VERIFY_CLUSTER, "verify_cluster", []),
     Method(_C.LUXI_REQ_STEP_DOWN, "step_down", [("epoch", ptypes.NonNegativeInt),
                                                 ("master", ptypes.NonEmptyString)]),
@@ -439,8 +458,8 @@ class Dispatcher:
     def remove_node(self, name):
         return self._cluster_backend().remove_node(name)
 
-    def modify_node(self, name, candidate):
-        return self._cluster_backend().modify_node(name, candidate)
+    def modify_node(self, name, candidate, changes=None):
+        return self._cluster_backend().modify_node(name, candidate, changes)
 
     def verify_cluster(self):
         return self._cluster_backend().verify()

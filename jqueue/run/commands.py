@@ -58,6 +58,7 @@ import random
 
 from jqueue import commandjob, constants, errors
 from jqueue.job import timestamp
+from jqueue.run.placement import NoMatchingNode, Placement
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ PROGRESS_INTERVAL = 0.5
 NOXFER_DELAY = 5.0
 #: Seconds before a change the disk refused (its log or journal) is tried again.
 WRITE_RETRY = 1.0
+#: Node health (jq-masterd's options ping_interval, ping_misses, lost_grace).
+PING_INTERVAL = 2.0
+PING_MISSES = 3
+LOST_GRACE = 300.0
 
 
 class _Attempt:
@@ -100,7 +105,8 @@ class CommandRunner:
     """Runs command opcodes of a JobQueue on nodes reached through links."""
 
     def __init__(self, queue, host, links, default_node, rand=random.random,
-                 log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES, environ=None):
+                 log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES, environ=None,
+                 ping_interval=PING_INTERVAL, ping_misses=PING_MISSES, lost_grace=LOST_GRACE):
         self._queue = queue
         self._host = host
         self._links = {}
@@ -113,6 +119,13 @@ class CommandRunner:
         self._attempts = {}     # job id -> _Attempt
         self._timers = {}       # job id -> retry timer
         self._own_user = None   # (home, name) of this process's user, once looked up
+        self._placement = Placement()
+        self._unplaced = {}     # job id -> op index: waiting for a node to match or come up
+        self._ping_interval, self._ping_misses = ping_interval, ping_misses
+        self._lost_grace = lost_grace
+        self._lost_timers = {}  # node -> the timer ending its attempts NODE_LOST
+        self._health_timer = None
+        self._forgetting = set()  # (node, job, attempt) whose end is being recorded
         self._stopped = False
         for link in links:
             self.add_link(link)
@@ -129,23 +142,41 @@ class CommandRunner:
         self._links[link.name] = link
         self._pending.setdefault(link.name, [])
         self._running.setdefault(link.name, 0)
+        self._placement.set_tags(link.name, getattr(link, "tags", ()))
         link.subscribe(self)
+        if not self._stopped:
+            self._nodes_changed()
+
+    def nodes_changed(self):
+        """Nodes' tags, drain or offline flags changed (any thread): place and start again."""
+        self._host.call(self._nodes_changed)
 
     def node_names(self):
         return sorted(self._links)
 
     def node_of(self, params):
-        """The node an opcode's attempts run on (its ``node``, else the master's)."""
+        """The node an opcode names (its ``node``, else the master's without an affinity)."""
         return params.get("node") or self._default_node
 
     def check_submit(self, params):
-        """OpPrereqError if a command opcode can never run here: an unknown node, or a
-        run_as user its node refuses (when the node can tell the master at once)."""
+        """OpPrereqError if a command opcode can never run here: an unknown node, a node
+        without the affinity's tags, or a run_as user its node refuses (when the node can
+        tell the master at once). An affinity no node holds is not refused: the job waits
+        (NO_MATCHING_NODE) for a node to get the tags."""
         node = self.node_of(params)
         if node not in self._links:
             raise errors.OpPrereqError("opcode %s: unknown node %s (nodes: %s)" % (
                 constants.OP_COMMAND_RUN, node, ", ".join(self.node_names()) or "none"),
                 constants.ECODE_NOENT)
+        affinity = params.get("affinity") or []
+        if params.get("node") and not self._placement.holds(node, affinity):
+            raise errors.OpPrereqError(
+                "opcode %s: node %s has not the tags %s of the affinity (its tags: %s)" % (
+                    constants.OP_COMMAND_RUN, node, ",".join(affinity),
+                    ",".join(sorted(self._placement.tags(node))) or "none"),
+                constants.ECODE_INVAL)
+        if affinity and not params.get("node"):
+            return  # its node is chosen when it runs
         check_user = getattr(self._links[node], "check_user", None)
         refusal = check_user(params.get("run_as")) if check_user is not None else None
         if refusal is not None:  # where the master can tell (this machine): at submit
@@ -175,6 +206,11 @@ class CommandRunner:
         """Attempts on nodes, as QueryRunning lists them (blocking; any thread)."""
         return self._host.call_sync(self._running_rows, node)
 
+    def node_status(self):
+        """{node: {reachable, last_heard, tags, drained, offline, slots, used, queued,
+        running: [job ids]}} (blocking; any thread)."""
+        return self._host.call_sync(self._node_rows)
+
     def recover(self):
         """Reconcile attempts journaled as on a node with their nodes (after opening)."""
         self._host.call(self._recover)
@@ -187,6 +223,10 @@ class CommandRunner:
 
     def _stop_all(self):
         timers, self._timers = self._timers, {}
+        timers.update(("lost:%s" % n, t) for n, t in self._lost_timers.items())
+        self._lost_timers = {}
+        if self._health_timer is not None:
+            timers["health"], self._health_timer = self._health_timer, None
         for timer in timers.values():
             timer.cancel()
         for attempt in self._attempts.values():
@@ -217,12 +257,92 @@ class CommandRunner:
                     self._arm_retry(job_id, op_index, delay)
                     return
             priority = job.calc_priority()
-        if node not in self._links:
-            self._end_unstarted(job_id, op_index, constants.REASON_INTERR,
-                                "node %s is not a node of this queue" % node)
+            params = op.input
+        node = self._place(job_id, op_index, params)
+        if node is None:
             return
         heapq.heappush(self._pending[node], (priority, job_id, op_index))
         self._dispatch(node)
+
+    def _place(self, job_id, op_index, params):
+        """The node whose queue the job joins now, or None (it waits, or it ended)."""
+        self._unplaced.pop(job_id, None)
+        affinity = params.get("affinity") or []
+        if params.get("node") or not affinity:
+            node = self.node_of(params)
+            if node not in self._links:
+                self._end_unstarted(job_id, op_index, constants.REASON_INTERR,
+                                    "node %s is not a node of this queue" % node)
+                return None
+            return node  # pinned: it waits there while the node is unavailable
+        try:
+            node = self._placement.choose(affinity, self._available, self._load)
+        except NoMatchingNode as err:
+            self._unplaced[job_id] = op_index
+            self._note_waiting(job_id, op_index, constants.REASON_NO_MATCHING_NODE, str(err))
+            return None
+        if node is None:
+            self._unplaced[job_id] = op_index
+            self._note_waiting(job_id, op_index, constants.REASON_NOPING,
+                               "no node with the tags %s is available" % ",".join(affinity))
+        return node
+
+    def _note_waiting(self, job_id, op_index, reason, message):
+        """Record (once per reason) why a job waits for a node: visible, and an event."""
+        queue = self._queue
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is None or not self._wants_start_unlocked(job, op_index):
+                return
+            op = job.ops[op_index]
+            state = op.exec_state or {}
+            if state.get("reason") == reason and state.get("state") == "waiting_node":
+                return
+            op.exec_state = dict(state, state="waiting_node", reason=reason, message=message,
+                                 max_attempts=op.input["max_attempts"])
+            queue._record_event_unlocked(reason, job_id, None, "attempt", message)
+            queue._record_state_unlocked(job)
+
+    def _available(self, node):
+        """Whether attempts may start on node now (reachable, not drained nor offline)."""
+        link = self._links.get(node)
+        return (link is not None and getattr(link, "reachable", True)
+                and not getattr(link, "drained", False)
+                and not getattr(link, "offline", False))
+
+    def _load(self, node):
+        slots = max(1, self._links[node].slots)
+        return (self._running[node] + len(self._pending[node])) / slots
+
+    def _nodes_changed(self):
+        """Tags or availability changed: evict jobs a node may no longer run, place the
+        waiting ones again, start what can start."""
+        if self._stopped:
+            return
+        for name, link in self._links.items():
+            self._placement.set_tags(name, getattr(link, "tags", ()))
+            if not self._available(name):
+                self._evict(name)
+        for job_id, op_index in list(self._unplaced.items()):
+            self._enqueue(job_id, op_index)
+        for name in self._links:
+            self._dispatch(name)
+
+    def _evict(self, node):
+        """Jobs queued on a node that cannot start them now and are not pinned to it go
+        back to placement (pinned ones wait for their node)."""
+        kept = []
+        for entry in self._pending[node]:
+            _, job_id, op_index = entry
+            with self._queue._lock:
+                job = self._queue._jobs.get(job_id)
+                pinned = job is not None and job.ops[op_index].input.get("node")
+            if pinned or job is None:
+                kept.append(entry)
+            else:
+                self._unplaced[job_id] = op_index
+        heapq.heapify(kept)
+        self._pending[node] = kept
 
     def _wants_start_unlocked(self, job, op_index):
         if job.next_op_index() != op_index or job.id in self._attempts:
@@ -249,9 +369,7 @@ class CommandRunner:
                 return
             op = job.ops[op_index]
             op.exec_state = dict(op.exec_state, state=constants.ATTEMPT_PENDING, retry_at=None)
-            priority = job.calc_priority()
-        heapq.heappush(self._pending[self.node_of(op.input)], (priority, job_id, op_index))
-        self._dispatch(self.node_of(op.input))
+        self._enqueue(job_id, op_index)
 
     def _dispatch(self, node):
         """Start queued attempts on node while it has free slots."""
@@ -259,6 +377,8 @@ class CommandRunner:
             return
         heap = self._pending[node]
         link = self._links[node]
+        if not self._available(node):
+            return
         while heap and self._running[node] < max(1, link.slots):
             priority, job_id, op_index = heapq.heappop(heap)
             queue = self._queue
@@ -449,6 +569,8 @@ class CommandRunner:
         _, job_id, number, value = event
         attempt = self._known(node, job_id, number)
         if attempt is None:
+            if kind == "ended":
+                self._fence(node, {"job": job_id, "attempt": number, "result": value})
             return
         if kind == "output":
             attempt.size = max(attempt.size, value)
@@ -599,7 +721,8 @@ class CommandRunner:
                 self._later(err, "record the end of job %d" % attempt.job_id, self._finish,
                             attempt, result)
                 return
-        if attempt.launched or result.get("lost"):
+        if (attempt.launched or result.get("lost")) and not result.get("unreachable"):
+            self._forgetting.add((attempt.node, attempt.job_id, attempt.number))
             batch.add_done_callback(lambda done: self._host.call(
                 self._forget, attempt, done.error))
         self._dispatch(attempt.node)
@@ -659,6 +782,7 @@ class CommandRunner:
         return batch
 
     def _forget(self, attempt, error):
+        self._forgetting.discard((attempt.node, attempt.job_id, attempt.number))
         if error is None:
             self._links[attempt.node].forget(attempt.job_id, attempt.number)
 
@@ -751,6 +875,9 @@ class CommandRunner:
                         found.append((job.id, index, dict(state), op.input))
         for job_id, index, state, params in found:
             self._reattach(job_id, index, state, params)
+        for name, link in self._links.items():  # fence what nobody follows any more
+            link.attempts(lambda infos, name=name: self._reconcile_node(name, infos))
+        self._schedule_health()
 
     def _reattach(self, job_id, index, state, params):
         node = state.get("node")
@@ -798,9 +925,121 @@ class CommandRunner:
         self._record_info(attempt, info)
         self._absorb_info(attempt, info)
 
-    def _lost(self, attempt, why):
+    # Node health: heartbeats, lost nodes, fencing (host thread)
+
+    def _schedule_health(self):
+        if self._health_timer is None and not self._stopped and any(
+                getattr(link, "heartbeats", False) for link in self._links.values()):
+            self._health_timer = self._host.call_later(self._ping_interval, self._health_tick)
+
+    def _health_tick(self):
+        """Every ping_interval: a node silent for ping_misses heartbeats is unreachable; one
+        heard again is back."""
+        self._health_timer = None
+        if self._stopped:
+            return
+        now = self._host.seconds()
+        limit = self._ping_interval * self._ping_misses
+        for name, link in list(self._links.items()):
+            if not getattr(link, "heartbeats", False):
+                continue
+            heard = getattr(link, "last_heard", None)
+            silent = heard is None or now - heard > limit
+            if link.reachable and silent:
+                self._node_lost(name, now - heard if heard is not None else limit)
+            elif not link.reachable and not silent:
+                self._node_back(name)
+        self._schedule_health()
+
+    def _node_lost(self, name, silence):
+        link = self._links[name]
+        link.reachable = False
+        logger.warning("node %s is unreachable (no answer for %.1fs)", name, silence)
+        self._queue.record_event("NOPING", 0, name, "node", "no answer for %.1fs (%d "
+                                 "heartbeats missed)" % (silence, self._ping_misses))
+        self._evict(name)
+        self._nodes_changed()
+        if any(a.node == name for a in self._attempts.values()):
+            self._lost_timers[name] = self._host.call_later(self._lost_grace,
+                                                            self._grace_over, name)
+
+    def _node_back(self, name):
+        link = self._links[name]
+        link.reachable = True
+        timer = self._lost_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        logger.info("node %s answers again", name)
+        self._queue.record_event("UP", 0, name, "node", "answers again")
+        link.attempts(lambda infos: self._reconcile_node(name, infos))
+        self._nodes_changed()
+
+    def _grace_over(self, name):
+        """A node stayed unreachable for lost_grace: its attempts end NODE_LOST (and may
+        run again elsewhere); when it comes back, what still runs there is killed."""
+        self._lost_timers.pop(name, None)
+        if self._stopped or self._links[name].reachable:
+            return
+        for attempt in [a for a in self._attempts.values() if a.node == name]:
+            self._lost(attempt, "node %s did not answer for %gs (lost_grace)" % (
+                name, self._lost_grace), unreachable=True)
+
+    def _reconcile_node(self, name, infos):
+        """What a node holds (after it came back, or at start): follow the attempts we
+        own, fence the others."""
+        if isinstance(infos, Exception) or self._stopped:
+            return
+        for info in infos:
+            attempt = self._known(name, info["job"], info["attempt"])
+            if attempt is not None:
+                attempt.launched = True
+                self._absorb_info(attempt, info)
+            else:
+                self._fence(name, info)
+
+    def _fence(self, name, info):
+        """An attempt on node name that this master does not own (it ended NODE_LOST, or
+        a crash hid it): kill whatever still runs of it, forget it once ended. An attempt
+        the journal still has on that node is left for reconciliation to adopt."""
+        job_id, number = info["job"], info["attempt"]
+        if (name, job_id, number) in self._forgetting:
+            return  # its end is being recorded; it is forgotten once durable
+        with self._queue._lock:
+            job = self._queue._jobs.get(job_id)
+            for op in job.ops if job is not None else ():
+                state = op.exec_state or {}
+                if (state.get("node") == name and state.get("attempt") == number
+                        and state.get("state") in constants.ATTEMPTS_ON_NODE
+                        and op.status not in constants.OPS_FINALIZED):
+                    return
+        link = self._links[name]
+        if info.get("result") is None:
+            logger.warning("job %d attempt %d runs on %s, which this master no longer owns: "
+                           "killing it", job_id, number, name)
+            link.control(job_id, number, "kill", None, lambda answer: None)
+        else:
+            link.forget(job_id, number)
+
+    def _node_rows(self):
+        rows = {}
+        for name, link in sorted(self._links.items()):
+            heard = getattr(link, "last_heard", None)
+            rows[name] = {
+                "reachable": getattr(link, "reachable", True), "last_heard": heard,
+                "tags": sorted(self._placement.tags(name)),
+                "drained": getattr(link, "drained", False),
+                "offline": getattr(link, "offline", False), "slots": link.slots,
+                "used": self._running[name], "queued": len(self._pending[name]),
+                "running": sorted(a.job_id for a in self._attempts.values()
+                                  if a.node == name)}
+        return rows
+
+    def _lost(self, attempt, why, unreachable=False):
+        """End an attempt NODE_LOST. If its node is unreachable it is not forgotten there:
+        when the node comes back, whatever still runs of it is killed (fenced)."""
         logger.warning("job %d: attempt %d lost: %s", attempt.job_id, attempt.number, why)
-        self._finish(attempt, {"error": "attempt lost: " + why, "lost": True})
+        self._finish(attempt, {"error": "attempt lost: " + why, "lost": True,
+                               "unreachable": unreachable})
 
 
 def _log_control(attempt, action, answer):

@@ -8,6 +8,7 @@ import inspect
 import io
 import os
 import sys
+import time
 
 import pytest
 from cli_helpers import Cli
@@ -183,9 +184,36 @@ def test_node_list_prints_a_table(cli):
     code, out, _ = cli("node", "list")
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["Node", "Address", "Role", "Reachable", "In",
-                                              "sync", "Position"]
-    assert lines[1].split() == ["c1", "127.0.0.1:7001", "candidate", "yes", "yes", "1/2/35"]
-    assert lines[3].split() == ["n1", "127.0.0.1:7101", "node", "no", "-", "-"]
+                                              "sync", "Position", "Tags", "Jobs", "Heartbeat",
+                                              "Slots", "Running"]
+    assert lines[1].split()[:6] == ["c1", "127.0.0.1:7001", "candidate", "yes", "yes",
+                                    "1/2/35"]
+    assert lines[3].split()[:6] == ["n1", "127.0.0.1:7101", "node", "no", "-", "-"]
+
+
+def test_node_list_shows_tags_health_slots_and_running_jobs(cli, monkeypatch):
+    """The command jobs' columns: tags, ok/NOPING/drained, last heartbeat, used/total
+    slots and the jobs running there."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    cli.fake.cluster["nodes"] = [
+        dict(NODES[0], tags=["LINUX", "24GB"], drained=False, offline=False, heartbeat=True,
+             last_heartbeat=1795000000.0, slots=4, slots_used=1, running_jobs=[12]),
+        dict(NODES[1], tags=[], drained=True, offline=False, heartbeat=False,
+             last_heartbeat=None, slots=2, slots_used=0, running_jobs=[])]
+    code, out, _ = cli("node", "list")
+    first, second = out.splitlines()[1:3]
+    assert first.split()[6:] == ["LINUX,24GB", "ok", "2026-11-18", "11:06:40", "1/4", "12"]
+    assert second.split()[6:] == ["-", "drained", "-", "0/2", "-"]
+
+
+def test_node_modify_sets_tags_drain_and_offline(cli):
+    """--tags, --drain and --offline go to ModifyNode as changes; one is needed."""
+    code, out, _ = cli("node", "modify", "n1", "--tags", "LINUX, 24GB", "--drain", "yes")
+    assert code == 0 and "tagged LINUX,24GB, drained" in out
+    assert cli.fake.calls[-1] == ("modify_node", ("n1", None,
+                                                  {"tags": ["LINUX", "24GB"], "drained": True}))
+    assert cli("node", "modify", "n1")[0] == 2
 
 
 def test_node_list_json_is_the_daemon_answer(cli):

@@ -28,6 +28,7 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "checkpoint_interval", "shutdown_grace", "cluster_name", "master_node",
                 "opcode_modules", "max_message_bytes", "read_timeout", "idle_timeout",
                 "max_connections", "max_wait_timeout", "max_pipelined", "luxi_threads",
+                "tags", "ping_interval", "ping_misses", "lost_grace", "event_buffer",
                 "log_max_bytes", "slots", "allowed_users", "containment"]
     assert list(options) == expected
     for option in options.values():

@@ -80,9 +80,14 @@ class FakeLink:
 
     containment = "fake"
 
-    def __init__(self, name="node1", slots=4):
+    def __init__(self, name="node1", slots=4, tags=(), heartbeats=False):
         self.name = name
         self.slots = slots
+        self.tags = frozenset(tags)
+        self.drained = self.offline = False
+        self.reachable = True
+        self.heartbeats = heartbeats    # health applies: the test moves last_heard
+        self.last_heard = None
         self.launched = []          # specs, in order
         self.controls = []          # (job, attempt, action, signum)
         self.forgotten = []
@@ -94,6 +99,7 @@ class FakeLink:
 
     def subscribe(self, listener):
         self._listener = listener
+        self.last_heard = listener.host.seconds()
 
     def launch(self, spec, done):
         if self.refuse is not None:
@@ -129,6 +135,10 @@ class FakeLink:
         self.known.pop((job, attempt), None)
 
     # Test controls
+
+    def heard(self, host):
+        """The node answered a heartbeat now."""
+        self.last_heard = host.seconds()
 
     def write(self, job, attempt, data):
         """The command of (job, attempt) writes data."""

@@ -461,3 +461,167 @@ def test_a_command_jobs_life_in_the_event_stream(setup):
                     ("attempt", "RETRY", "node1"), ("job", "WAIT", None),
                     ("attempt", "SEND", "node1"), ("attempt", "RUN", "node1"),
                     ("attempt", "OK", "node1"), ("job", "DONE", None)]
+
+
+# Placement (affinity, drain) and node health (heartbeats, lost grace, fencing)
+
+
+def cluster_setup(open_queue, clock, tmp_path, tags, heartbeats=False, lost_grace=300):
+    """A runner over nodes with tags: {"a": ("LINUX",), "b": ("LINUX", "24GB")}."""
+    setup = Setup.__new__(Setup)
+    setup.clock, setup.host = clock, FakeHost(clock)
+    setup.links = {name: FakeLink(name, 4, tags=node_tags, heartbeats=heartbeats)
+                   for name, node_tags in tags.items()}
+    setup.open_queue, setup.tmp_path, setup.rand = open_queue, tmp_path, lambda: 1.0
+    setup.queue = open_queue(tmp_path / "queue", commands=lambda queue: CommandRunner(
+        queue, setup.host, list(setup.links.values()), sorted(tags)[0], rand=setup.rand,
+        lost_grace=lost_grace))
+    setup.settle()
+    return setup
+
+
+def launched_on(setup, job_id):
+    return [name for name, link in setup.links.items()
+            if any(spec["job"] == job_id for spec in link.launched)]
+
+
+def test_affinity_is_a_subset_of_the_nodes_tags(open_queue, clock, tmp_path):
+    """LINUX,24GB only ever on b; LINUX goes to the least loaded of a and b."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["LINUX"], "b": ["LINUX", "24GB"]})
+    big = [setup.submit(command("x", affinity="LINUX, 24GB")) for _ in range(3)]
+    assert all(launched_on(setup, job_id) == ["b"] for job_id in big)
+    small = setup.submit(command("x", affinity=["LINUX"]))
+    assert launched_on(setup, small) == ["a"]  # b runs three already
+    assert setup.fields(small, ["node"]) == ["a"]
+
+
+def test_a_job_waits_for_a_node_with_its_tags_then_runs(open_queue, clock, tmp_path):
+    """No node holds GPU: the job stays queued (NO_MATCHING_NODE, an event); once a node
+    gets the tag it runs there."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["LINUX"], "b": []})
+    job_id = setup.submit(command("x", affinity="GPU"))
+    assert setup.fields(job_id, ["status", "reason"]) == ["queued", "NO_MATCHING_NODE"]
+    assert launched_on(setup, job_id) == []
+    assert "NO_MATCHING_NODE" in [e["status"] for e in
+                                  setup.queue.read_events(0, {"job": job_id})["events"]]
+    setup.links["b"].tags = frozenset(["GPU"])
+    setup.queue.commands.nodes_changed()
+    setup.settle()
+    assert launched_on(setup, job_id) == ["b"]
+
+
+def test_node_and_affinity_that_contradict_are_refused(open_queue, clock, tmp_path):
+    """node=a with an affinity a lacks: the caller's error at submit, nothing queued."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["LINUX"], "b": ["24GB"]})
+    with pytest.raises(errors.OpPrereqError, match="node a has not the tags 24GB"):
+        setup.queue.submit_job([command("x", node="a", affinity="24GB")])
+    assert setup.queue.query_jobs([], ["id"]) == []
+
+
+def test_a_drained_node_starts_nothing_new(open_queue, clock, tmp_path):
+    """Drained: pinned jobs wait, floating ones go elsewhere; undrained, the pinned run."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["X"], "b": ["X"]})
+    setup.links["a"].drained = True
+    setup.queue.commands.nodes_changed()
+    pinned = setup.submit(command("x", node="a"))
+    floating = [setup.submit(command("x", affinity="X")) for _ in range(3)]
+    assert launched_on(setup, pinned) == []
+    assert all(launched_on(setup, job_id) == ["b"] for job_id in floating)
+    setup.links["a"].drained = False
+    setup.queue.commands.nodes_changed()
+    setup.settle()
+    assert launched_on(setup, pinned) == ["a"]
+
+
+def test_an_unreachable_node_is_noping_its_jobs_wait_or_move(open_queue, clock, tmp_path):
+    """Missing 3 heartbeats: NOPING; a pinned job waits, an affinity job moves; UP again."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["X"], "b": ["X"]},
+                          heartbeats=True)
+    setup.links["b"].slots = 0  # b runs nothing for now: jobs queue there
+    setup.queue.commands.nodes_changed()
+    for _ in range(4):  # a keeps answering, b does not
+        setup.host.advance(2)
+        setup.links["a"].heard(setup.host)
+    setup.settle()
+    node_events = setup.queue.read_events(0, {"kind": "node"})["events"]
+    assert [(e["node"], e["status"]) for e in node_events] == [("b", "NOPING")]
+    pinned = setup.submit(command("x", node="b"))
+    moved = setup.submit(command("x", affinity="X"))
+    assert launched_on(setup, pinned) == [] and launched_on(setup, moved) == ["a"]
+    setup.links["b"].slots = 4
+    setup.links["b"].heard(setup.host)
+    setup.host.advance(2)
+    setup.settle()
+    assert launched_on(setup, pinned) == ["b"]
+    assert [e["status"] for e in setup.queue.read_events(0, {"kind": "node"})["events"]] == [
+        "NOPING", "UP"]
+
+
+def test_a_node_back_within_the_grace_reconciles_its_attempt(open_queue, clock, tmp_path):
+    """The node is lost while its command runs and ends meanwhile: once it answers again
+    the true exit status is recorded, and the command ran once."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["X"], "b": ["X"]},
+                          heartbeats=True)
+    job_id = setup.submit(command("x", node="b"))
+    for _ in range(4):
+        setup.host.advance(2)
+        setup.links["a"].heard(setup.host)
+    setup.settle()
+    assert not setup.links["b"].reachable
+    assert setup.fields(job_id, ["status", "attempt"]) == ["running", 1]
+    link = setup.links["b"]
+    link.known[(job_id, 1)]["result"] = {"exit_status": 5, "signal": None, "timed_out": False,
+                                         "error": None, "ended": 2.0}
+    link.heard(setup.host)
+    setup.host.advance(2)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "exit_status", "attempt", "node"]) == [
+        "error", 5, 1, "b"]
+    assert len(link.launched) == 1 and setup.links["a"].launched == []
+
+
+def test_past_the_grace_the_attempt_runs_elsewhere_and_the_old_one_is_killed(
+        open_queue, clock, tmp_path):
+    """Lost for longer than lost_grace: NODE_LOST, attempt 2 on another node; when the
+    lost node comes back, its attempt (still running there) is killed: never twice."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["X"], "b": ["X"]},
+                          heartbeats=True, lost_grace=10)
+    setup.links["a"].drained = True
+    setup.queue.commands.nodes_changed()
+    job_id = setup.submit(command("x", affinity="X", max_attempts=2, retry_delay=1))
+    assert launched_on(setup, job_id) == ["b"]
+    setup.links["a"].drained = False
+    setup.queue.commands.nodes_changed()
+    for _ in range(10):  # b silent: unreachable after 3 missed heartbeats, lost 10 s later
+        setup.host.advance(2)
+        setup.links["a"].heard(setup.host)
+        setup.settle()
+    statuses = [(e["node"], e["status"]) for e in
+                setup.queue.read_events(0, {"job": job_id, "kind": "attempt"})["events"]]
+    assert ("b", "NODE_LOST") in statuses and statuses[-2:] == [("a", "SEND"), ("a", "RUN")]
+    assert [spec["attempt"] for spec in setup.links["a"].launched] == [2]
+    b = setup.links["b"]
+    b.heard(setup.host)
+    setup.host.advance(2)
+    setup.links["a"].heard(setup.host)
+    setup.settle()
+    assert (job_id, 1, "kill", None) in b.controls
+    setup.end(job_id, attempt=2, node="a")
+    assert setup.fields(job_id, ["status", "node", "attempt"]) == ["success", "a", 2]
+
+
+def test_at_start_an_attempt_nobody_owns_is_killed(open_queue, clock, tmp_path):
+    """A node holding an attempt the journal does not have (a crash hid it) gets it killed
+    when the master starts, and forgotten once it ended."""
+    link = FakeLink("node1")
+    link.known[(77, 1)] = {"job": 77, "attempt": 1, "pid": 5, "pgid": None, "cgroup": None,
+                           "started": 1.0, "deadline": None, "output_size": 0,
+                           "result": None}
+    setup = Setup.__new__(Setup)
+    setup.clock, setup.host, setup.links = clock, FakeHost(clock), {"node1": link}
+    setup.open_queue, setup.tmp_path, setup.rand = open_queue, tmp_path, lambda: 1.0
+    setup.open()
+    assert (77, 1, "kill", None) in link.controls
+    link.end(77, 1, exit_status=None, signal=9)
+    setup.settle()
+    assert (77, 1) in link.forgotten
