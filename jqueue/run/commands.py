@@ -1016,9 +1016,16 @@ class CommandRunner:
         if info.get("result") is None:
             logger.warning("job %d attempt %d runs on %s, which this master no longer owns: "
                            "killing it", job_id, number, name)
-            link.control(job_id, number, "kill", None, lambda answer: None)
+            link.control(job_id, number, "kill", None,
+                         lambda answer: self._fenced(name, job_id, number, answer))
         else:
             link.forget(job_id, number)
+
+    @staticmethod
+    def _fenced(name, job_id, number, answer):
+        if isinstance(answer, Exception):
+            logger.error("could not kill job %d attempt %d on %s: %s; it is fenced again"
+                         " when the node next comes back", job_id, number, name, answer)
 
     def _node_rows(self):
         rows = {}

@@ -418,5 +418,6 @@ def test_wait_for_events_checks_its_filter(dispatcher, fake):
         with pytest.raises(errors.RequestError, match="argument 2 .filter."):
             dispatcher.call("WaitForEvents", [0, bad, 0])
     assert methods.METHODS["WaitForEvents"].watch == "events"
-    assert dispatcher.nochange_events([9, None, 1.0]) == {"events": [], "last": 9,
+    fake.results["read_events"] = {"events": [], "last": 4, "gap": False}
+    assert dispatcher.nochange_events([9, None, 1.0]) == {"events": [], "last": 4,
                                                           "gap": False}
