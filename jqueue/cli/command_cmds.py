@@ -68,6 +68,8 @@ def _register_run(commands):
     parser.add_argument("-c", dest="shell", metavar="STRING",
                         help="run STRING with /bin/sh -c instead of ARGV")
     parser.add_argument("--node", metavar="NODE", help="node to run on (default: the master's)")
+    parser.add_argument("--affinity", metavar="TAG,...",
+                        help="run on a node with all these tags (the least loaded of them)")
     parser.add_argument("--dir", metavar="DIR", help="working directory (absolute; default /)")
     parser.add_argument("--env", action="append", type=env_item, default=[],
                         metavar="NAME=VALUE", help="set a variable (repeatable)")
@@ -154,7 +156,7 @@ def run_opcode(args):
         raise CommandError("run needs a command: ARGV after --, or -c STRING (not both)")
     op = {"OP_ID": constants.OP_COMMAND_RUN,
           "cmd": args.shell if args.shell is not None else argv}
-    names = (("node", "node"), ("dir", "dir"), ("run_timeout", "timeout"),
+    names = (("node", "node"), ("affinity", "affinity"), ("dir", "dir"), ("run_timeout", "timeout"),
              ("kill_grace", "kill_grace"), ("attempts", "max_attempts"),
              ("retry_delay", "retry_delay"), ("success_codes", "success_exit_codes"),
              ("run_as", "run_as"), ("title", "title"),

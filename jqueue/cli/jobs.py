@@ -3,7 +3,7 @@
 import argparse
 
 from jqueue import errors, serializer
-from jqueue.cli import exitcodes, outcome, parsing, selection, watching
+from jqueue.cli import bexfile, exitcodes, outcome, parsing, selection, watching
 from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
 
 #: Seconds the daemon may spend in one AutoArchiveJobs call (at most half of --timeout).
@@ -45,8 +45,13 @@ def _register_submit(commands):
                         help="wait for the jobs to finish; exit with their outcome")
     follow.add_argument("--watch", action="store_true",
                         help="print the jobs' log until they finish; exit with their outcome")
-    parser.add_argument("--op", metavar="OP_ID",
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--op", metavar="OP_ID",
                         help="submit one job of this opcode, with KEY=VALUE parameters")
+    source.add_argument("--bex", metavar="FILE",
+                        help="submit a BEX job file (headers such as Node:, Affinity:, "
+                             "Timeout:, an empty line, a shell body) as a command job; - "
+                             "for standard input")
     parser.add_argument("--token", metavar="TOKEN", type=_token,
                         help="idempotency token: if a live job was already submitted with it, "
                              "print that job's id instead of creating one (a file of N jobs: "
@@ -100,7 +105,9 @@ def cmd_submit(ctx, args):
 
 
 def _jobs_to_submit(ctx, args):
-    """Return ([ops, ...], many) from --op and its parameters or from the job file."""
+    """Return ([ops, ...], many) from --op and its parameters, --bex, or the job file."""
+    if args.bex is not None:
+        return [_bex_job(ctx, args)], False
     if args.op is not None:
         op = {"OP_ID": args.op}
         op.update(parsing.params(args.words))
@@ -112,6 +119,25 @@ def _jobs_to_submit(ctx, args):
     if len(args.words) != 1:
         raise CommandError("submit needs one job file (- for standard input), or --op OP_ID")
     return jobs_from_text(_read(ctx, args.words[0]), _file_label(args.words[0]))
+
+
+def _bex_job(ctx, args):
+    """The opcodes of the --bex job file (its ID: the token unless --token is given)."""
+    if args.words or args.depends:
+        raise CommandError("--bex takes the job file only (its headers say the rest)")
+    try:
+        job = bexfile.parse(_read(ctx, args.bex), _file_label(args.bex))
+    except bexfile.BexFileError as err:
+        raise CommandError(str(err)) from None
+    if job.nodes is not None:
+        raise CommandError("%s: Node names several nodes or a glob; fan-out is not supported"
+                           " yet" % _file_label(args.bex))
+    if job.parent is not None:
+        raise CommandError("%s: Parent: job groups are not supported yet"
+                           % _file_label(args.bex))
+    if args.token is None:
+        args.token = job.token
+    return [job.op]
 
 
 def _file_label(name):

@@ -24,12 +24,17 @@ def job_id(text):
         raise argparse.ArgumentTypeError("invalid job id %r" % text) from None
 
 
-def priority(text):
-    """A priority: high, normal, low or an integer from -20 to 19."""
+def priority_value(text):
+    """A priority: high, normal, low or an integer from -20 to 19; ValueError otherwise."""
     if text in constants.OP_PRIO_NAMES:
         return constants.OP_PRIO_NAMES[text]
+    return ptypes.Priority.check(ptypes.parse_int(text))
+
+
+def priority(text):
+    """A priority: high, normal, low or an integer from -20 to 19."""
     try:
-        return ptypes.Priority.check(ptypes.parse_int(text))
+        return priority_value(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             "invalid priority %r: use high, normal, low or an integer from %d to %d" % (

@@ -266,3 +266,28 @@ def test_many_running_commands_cost_no_thread_each(daemons):
         wait_all_final(client, job_ids, 60)
     assert busy <= idle + 2, (idle, busy)
     wait_until(lambda: not processes_with(mark), what="the sleeps to end")
+
+
+def test_a_bex_job_file_runs_once_however_often_it_is_sent(daemon, tmp_path):
+    """jqctl submit --bex: the headers make the command job, the body runs in the shell;
+    the same ID submitted again names the same job; a bad header is refused, nothing
+    queued."""
+    path = tmp_path / "job.bex"
+    path.write_text("ID: backup-7\nSubject: nightly backup\nDir: %s\nEnv: WHAT=db\n"
+                    "Retry: 2\nTimeout: 60\n\necho saving $WHAT in $(pwd)\nexit 0\n"
+                    % tmp_path)
+    code, out, err = daemon.jqctl("submit", "--bex", str(path), "--wait")
+    assert code == 0, (out, err)
+    job_id = int(out.split()[0])
+    code, again, err = daemon.jqctl("submit", "--bex", str(path))
+    assert code == 0 and int(again) == job_id, (again, err)
+    assert "saving db in %s\n" % tmp_path in log_of(daemon, job_id)
+    with daemon.client() as client:
+        assert client.query_jobs([job_id], ["title", "max_attempts", "status"])[0] == [
+            "nightly backup", 2, "success"]
+        before = client.query_jobs(None, ["id"])
+    path.write_text("ID: backup-8\nsubject: typo\n\ntrue\n")
+    code, out, err = daemon.jqctl("submit", "--bex", str(path))
+    assert code == 2 and out == "" and "line 2: unknown header 'subject'" in err
+    with daemon.client() as client:
+        assert client.query_jobs(None, ["id"]) == before
