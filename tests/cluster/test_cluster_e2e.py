@@ -52,15 +52,16 @@ def set_ack_timeout(test_cluster, seconds):
     test_cluster.config = membership.load_config(test_cluster.state_dirs[test_cluster.master])
 
 
-def start_cluster(tmp_path, nodeds, daemons, count, ack_timeout=ACK_TIMEOUT, args=()):
+def start_cluster(tmp_path, nodeds, daemons, count, ack_timeout=ACK_TIMEOUT, args=(),
+                  **master):
     """Build a cluster of count nodes (all candidates), start every jq-noded, then jq-masterd
-    (with args)."""
+    (with args, and the Daemon's other arguments in master)."""
     test_cluster = build_cluster(tmp_path / "cluster", count)
     set_ack_timeout(test_cluster, ack_timeout)
     started = {name: nodeds(test_cluster, name, wait=False) for name in test_cluster.names}
     for daemon in started.values():
         daemon.wait_ready()
-    master = daemons(test_cluster.state_dirs[test_cluster.master], args=list(args))
+    master = daemons(test_cluster.state_dirs[test_cluster.master], args=list(args), **master)
     return test_cluster, started, master
 
 
