@@ -297,7 +297,7 @@ class LuxiProtocol(protocol.Protocol):
 
     def _write_response(self, success, result):
         try:
-            data = framing.encode_response(success, result)
+            data = self.factory.encode_response(success, result)
         except (TypeError, ValueError, RecursionError) as err:
             logger.error("cannot encode the answer to a LUXI request: %s", err)
             data = framing.encode_response(False, [
@@ -454,6 +454,8 @@ class LuxiServerFactory(protocol.Factory):
         self._last_refusal_log = None
         self._deliveries = collections.deque()
         self._deliveries_lock = threading.Lock()
+        self._encoded = None        # (answer, success, bytes) of the last one encoded
+        self._bursting = False      # in _run_deliveries: answers do not change meanwhile
 
     def deliver(self, func, *args):
         """Run func(*args) in the reactor thread; callable from any thread.
@@ -471,11 +473,27 @@ class LuxiServerFactory(protocol.Factory):
     def _run_deliveries(self):
         with self._deliveries_lock:
             pending, self._deliveries = self._deliveries, collections.deque()
-        for func, args in pending:
-            try:
-                func(*args)
-            except Exception:  # noqa: BLE001 - one answer's bug must not drop the others
-                logger.exception("delivering a LUXI answer failed")
+        self._bursting = True
+        try:
+            for func, args in pending:
+                try:
+                    func(*args)
+                except Exception:  # noqa: BLE001 - one answer's bug must not drop the others
+                    logger.exception("delivering a LUXI answer failed")
+        finally:
+            self._bursting, self._encoded = False, None
+
+    def encode_response(self, success, result):
+        """framing.encode_response, once per answer object within a burst of deliveries:
+        thousands of listeners woken by one event share one answer (see
+        jqueue.store.events), encoded once."""
+        cached = self._encoded
+        if cached is not None and cached[0] is result and cached[1] == success:
+            return cached[2]
+        data = framing.encode_response(success, result)
+        if self._bursting and isinstance(result, dict):
+            self._encoded = (result, success, data)  # holding result keeps its id unique
+        return data
 
     def startFactory(self):
         if self._own_pool:

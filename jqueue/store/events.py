@@ -24,7 +24,7 @@ holding their records is dropped; a replay appends only the events past the last
 the events file holds.
 """
 
-import collections
+import bisect
 import json
 import logging
 import os
@@ -93,9 +93,9 @@ class EventLog:
         self._buffer = buffer
         self._rotate = rotate_bytes
         self._utc = utc
-        self._ring = collections.deque(maxlen=buffer)
+        self._ring = []             # events by serial; the last `buffer` are kept (_trim)
         self._lock = threading.Lock()
-        self._waiters = []
+        self._waiters = {}          # _Waiter -> None (insertion-ordered, O(1) removal)
         self._dirty = False
         self._files = {}            # name -> _AppendFile
         self.last_serial = 0        # the newest durable event's serial
@@ -117,6 +117,7 @@ class EventLog:
                         if event is not None and event["serial"] > self.last_serial:
                             self._ring.append(event)
                             self.last_serial = event["serial"]
+                            self._trim()
             except FileNotFoundError:
                 continue
         self.file_serial = self.last_serial
@@ -136,8 +137,18 @@ class EventLog:
                 return []
             self._append_files(fresh)
             self._ring.extend(fresh)
+            self._trim()
             self.last_serial = fresh[-1]["serial"]
             return self._collect_unlocked()
+
+    def _trim(self):
+        """Keep the last `buffer` events (dropping the older ones in amortized O(1))."""
+        if len(self._ring) > 2 * self._buffer:
+            del self._ring[:len(self._ring) - self._buffer]
+
+    def _kept(self):
+        """Index in the ring of the oldest event kept."""
+        return max(0, len(self._ring) - self._buffer)
 
     def _append_files(self, events):
         jsonl = "".join(json.dumps({k: e.get(k) for k in KEYS}, separators=(",", ":")) + "\n"
@@ -181,14 +192,21 @@ class EventLog:
             return self._answer_unlocked(since, flt, limit)
 
     def _answer_unlocked(self, since, flt, limit=1000):
-        oldest = self._ring[0]["serial"] if self._ring else self.last_serial + 1
+        """The answer to (since, flt): found by bisection, so a waiter costs O(log buffer
+        + what it gets), not a scan of the ring."""
+        kept = self._kept()
+        oldest = self._ring[kept]["serial"] if len(self._ring) > kept else self.last_serial + 1
         gap = since < oldest - 1 and since < self.last_serial
-        events = [e for e in self._ring if e["serial"] > since and matches(e, flt)]
-        if limit is not None and len(events) > limit:
-            events = events[:limit]
-            return {"events": events, "last": events[-1]["serial"], "gap": gap}
-        last = self.last_serial
-        return {"events": events, "last": last, "gap": gap}
+        start = bisect.bisect_right(self._ring, since, lo=kept, key=_serial)
+        events = []
+        for index in range(start, len(self._ring)):
+            event = self._ring[index]
+            if matches(event, flt):
+                events.append(event)
+                if limit is not None and len(events) > limit:
+                    events.pop()
+                    return {"events": events, "last": events[-1]["serial"], "gap": gap}
+        return {"events": events, "last": self.last_serial, "gap": gap}
 
     def watch(self, since, flt, callback):
         """Call callback(answer) once an event after since passes flt (now if one has).
@@ -199,30 +217,47 @@ class EventLog:
             answer = self._answer_unlocked(since, flt)
             if not (answer["events"] or answer["gap"]):
                 waiter = _Waiter(self, since, flt, callback)
-                self._waiters.append(waiter)
+                self._waiters[waiter] = None
                 return waiter
         callback(answer)
         return None
 
     def _collect_unlocked(self):
-        ready, keep = [], []
+        """The waiters answered by the newest events, each once. Waiters asking the same
+        (since, filter), as listeners that keep up do, share one answer object (computed
+        once; the LUXI server then encodes it once)."""
+        ready, keep, answers = [], {}, {}
         for waiter in self._waiters:
-            answer = self._answer_unlocked(waiter.since, waiter.filter)
+            key = (waiter.since, _filter_key(waiter.filter))
+            answer = answers.get(key)
+            if answer is None:
+                answer = answers[key] = self._answer_unlocked(waiter.since, waiter.filter)
             if answer["events"] or answer["gap"]:
                 ready.append((waiter.callback, answer))
             else:
-                keep.append(waiter)
+                keep[waiter] = None
         self._waiters = keep
         return ready
 
     def _remove(self, waiter):
         with self._lock:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            self._waiters.pop(waiter, None)
 
     def waiter_count(self):
         with self._lock:
             return len(self._waiters)
+
+
+def _serial(event):
+    return event["serial"]
+
+
+def _filter_key(flt):
+    """A hashable form of a WaitForEvents filter."""
+    if not flt:
+        return None
+    return tuple(sorted((key, tuple(value) if isinstance(value, list) else value)
+                        for key, value in flt.items()))
 
 
 def _parse(line):

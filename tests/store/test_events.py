@@ -93,3 +93,41 @@ def test_watchers_are_answered_by_new_events_and_withdrawn_by_cancel(tmp_path):
     assert [e["serial"] for e in got[0]["events"]] == [2] and other == []
     answered = []
     assert log.watch(0, None, answered.append) is None and len(answered[0]["events"]) == 2
+
+
+def test_the_ring_keeps_its_window_as_it_grows_and_answers_by_serial(tmp_path):
+    """Added one by one past twice the buffer, with holes in the serials: read finds the
+    events after any since, and gap only before the window."""
+    log = events.EventLog(str(tmp_path), buffer=4)
+    serials = [s for s in range(1, 40) if s % 5]  # 5, 10, ... are holes (refused changes)
+    for serial in serials:
+        log.add([event(serial)])
+    window = serials[-4:]
+    assert [e["serial"] for e in log.read(0)["events"]] == window
+    assert log.read(window[0] - 1) == {"events": [event(s) for s in window], "last": 39,
+                                       "gap": False}
+    assert log.read(window[0] - 2)["gap"]
+    assert [e["serial"] for e in log.read(36)["events"]] == [37, 38, 39]
+    assert [e["serial"] for e in log.read(35)["events"]] == [36, 37, 38, 39]
+    assert log.read(39)["events"] == [] and log.read(100)["events"] == []
+
+
+def test_waiters_of_the_same_since_share_one_answer_and_leave_in_any_order(tmp_path):
+    """Listeners that keep up ask the same thing: one answer object for all (encoded once
+    by the server); a withdrawn waiter is not called; the others are, once."""
+    log = events.EventLog(str(tmp_path))
+    log.add([event(1)])
+    got = []
+    handles = [log.watch(1, None, lambda answer, i=i: got.append((i, answer)))
+               for i in range(5)]
+    other = log.watch(1, {"job": 2}, lambda answer: got.append(("job 2", answer)))
+    handles[2].cancel()
+    handles[2].cancel()  # twice is harmless
+    assert log.waiter_count() == 5
+    for callback, answer in log.add([event(2)]):
+        callback(answer)
+    assert sorted(i for i, _ in got) == [0, 1, 3, 4]
+    assert len({id(answer) for _, answer in got}) == 1
+    assert got[0][1]["events"] == [event(2)] and log.waiter_count() == 1
+    other.cancel()
+    assert log.waiter_count() == 0
