@@ -68,8 +68,10 @@ FETCH_BYTES = 1024 * 1024
 INFLIGHT_BYTES = 8 * 1024 * 1024
 #: Seconds between two journaled progress changes of one job.
 PROGRESS_INTERVAL = 0.5
-#: Seconds before a node that could not be reached is tried again (NOXFER).
+#: Seconds before a node that could not be reached is tried again (NOXFER), doubling
+#: with each start of the job that fails in a row, up to NOXFER_DELAY_MAX.
 NOXFER_DELAY = 5.0
+NOXFER_DELAY_MAX = 60.0
 #: Seconds before a change the disk refused (its log or journal) is tried again.
 WRITE_RETRY = 1.0
 #: Node health (jq-masterd's options ping_interval, ping_misses, lost_grace).
@@ -423,6 +425,7 @@ class CommandRunner:
             "message": None, "retry_at": None, "progress": previous.get("progress"),
             "global_progress": previous.get("global_progress"),
             "out": dict(previous.get("out") or {}),
+            "noxfers": previous.get("noxfers", 0),
         }
         attempt = _Attempt(job.id, op_index, number, node)
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
@@ -515,7 +518,7 @@ class CommandRunner:
                     and state.get("pid") == info.get("pid")):
                 return
             op.exec_state = dict(state, state=constants.ATTEMPT_RUNNING, pid=info.get("pid"),
-                                 started=info.get("started"))
+                                 started=info.get("started"), noxfers=0)
             if info.get("pid") and state.get("pid") != info.get("pid"):
                 queue._record_event_unlocked("RUN", job.id, attempt.node, "attempt",
                                              "attempt %d pid %d" % (attempt.number,
@@ -535,17 +538,19 @@ class CommandRunner:
                 return
             op = job.ops[attempt.op_index]
             state = dict(op.exec_state)
+            failures = state.get("noxfers", 0) + 1
+            delay = min(NOXFER_DELAY * 2 ** min(failures - 1, 16), NOXFER_DELAY_MAX)
             state.update(state=constants.ATTEMPT_RETRY_WAIT, attempt=attempt.number - 1,
-                         reason=constants.REASON_NOXFER,
-                         message="cannot start on %s: %s" % (attempt.node,
-                                                             errors.error_message(err)),
-                         retry_at=queue._clock() + NOXFER_DELAY)
+                         reason=constants.REASON_NOXFER, noxfers=failures,
+                         message="cannot start on %s: %s (tried again in %gs)" % (
+                             attempt.node, errors.error_message(err), delay),
+                         retry_at=queue._clock() + delay)
             op.exec_state = state
             op.status = constants.OP_STATUS_WAITING
             queue._record_event_unlocked(constants.REASON_NOXFER, job.id, attempt.node,
                                          "attempt", state["message"])
             queue._record_state_unlocked(job)
-        self._arm_retry(attempt.job_id, attempt.op_index, NOXFER_DELAY)
+        self._arm_retry(attempt.job_id, attempt.op_index, delay)
         self._dispatch(attempt.node)
 
     # Link events (host thread)

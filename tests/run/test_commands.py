@@ -378,6 +378,24 @@ def test_an_unreachable_node_does_not_use_up_an_attempt(setup):
     assert setup.fields(job_id, ["status"]) == ["success"]
 
 
+def test_noxfer_backs_off_doubling_up_to_a_minute(setup):
+    """Starts that keep failing are tried again after 5, 10, 20, 40, 60, 60 s; none uses
+    an attempt; the job starts once the node answers."""
+    setup.link.refuse = unreachable("node1")
+    job_id = setup.submit(command("x", max_attempts=1))
+    delays = []
+    for _ in range(6):
+        delays.append(setup.host.pending_timers()[-1])
+        setup.host.advance(delays[-1])
+        setup.settle()
+    assert delays == [5, 10, 20, 40, 60, 60]
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["waiting", "NOXFER", 0]
+    setup.link.refuse = None
+    setup.host.advance(60)
+    setup.settle()
+    assert [s["attempt"] for s in setup.link.launched] == [1]
+
+
 def test_command_opcodes_are_validated_at_submit(setup):
     """Bad parameters and unknown nodes are refused before a job exists."""
     bad = [command(""), command([]), command("x", dir="tmp"), command("x", env={"A=": "1"}),
