@@ -276,6 +276,8 @@ class CommandRunner:
                 self._end_unstarted(job_id, op_index, constants.REASON_INTERR,
                                     "node %s is not a node of this queue" % node)
                 return None
+            if not getattr(self._links[node], "reachable", True):
+                self._note_unreachable(job_id, op_index, node)
             return node  # pinned: it waits there while the node is unavailable
         try:
             node = self._placement.choose(affinity, self._available, self._load)
@@ -345,6 +347,13 @@ class CommandRunner:
                 self._unplaced[job_id] = op_index
         heapq.heapify(kept)
         self._pending[node] = kept
+        if not getattr(self._links[node], "reachable", True):
+            for _, job_id, op_index in kept:
+                self._note_unreachable(job_id, op_index, node)
+
+    def _note_unreachable(self, job_id, op_index, node):
+        self._note_waiting(job_id, op_index, constants.REASON_NOPING,
+                           "node %s does not answer" % node)
 
     def _wants_start_unlocked(self, job, op_index):
         if job.next_op_index() != op_index or job.id in self._attempts:

@@ -566,6 +566,7 @@ def test_an_unreachable_node_is_noping_its_jobs_wait_or_move(open_queue, clock, 
     pinned = setup.submit(command("x", node="b"))
     moved = setup.submit(command("x", affinity="X"))
     assert launched_on(setup, pinned) == [] and launched_on(setup, moved) == ["a"]
+    assert setup.fields(pinned, ["status", "reason"]) == ["queued", "NOPING"]
     setup.links["b"].slots = 4
     setup.links["b"].heard(setup.host)
     setup.host.advance(2)
