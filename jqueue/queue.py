@@ -63,7 +63,8 @@ class JobQueue:
                  checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False,
                  nodes=None, logs_dir=None, commands=None, on_fatal=None,
                  retry_interval=journal.DEFAULT_RETRY_INTERVAL, events_dir=None,
-                 event_buffer=events.DEFAULT_BUFFER):
+                 event_buffer=events.DEFAULT_BUFFER,
+                 action_log_bytes=events.DEFAULT_ROTATE_BYTES, action_log_utc=True):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -71,7 +72,9 @@ class JobQueue:
         nodes, if given, lets opcodes run work on cluster nodes (their context's ``nodes``).
         Command jobs' logs live in logs_dir (default: ``logs`` beside queue_dir), the
         event stream's files in events_dir (default: beside queue_dir; jqueue.store.events,
-        of which the last event_buffer events are kept for WaitForEvents);
+        of which the last event_buffer events are kept for WaitForEvents; the files rotate
+        at action_log_bytes, the action log's times are UTC or, without action_log_utc,
+        local);
         commands(queue), if given, builds the jqueue.run.commands.CommandRunner that runs
         command opcodes (without one, command jobs are refused at submit).
         on_fatal(error) is called (from any thread) when a sync fails: the queue then
@@ -82,7 +85,8 @@ class JobQueue:
         self.nodes = nodes
         self._logs = joblogs.LogStore(logs_dir or joblogs.default_directory(queue_dir))
         self._events = events.EventLog(
-            events_dir or os.path.dirname(os.path.abspath(queue_dir)), buffer=event_buffer)
+            events_dir or os.path.dirname(os.path.abspath(queue_dir)), buffer=event_buffer,
+            rotate_bytes=action_log_bytes, utc=action_log_utc)
         self._fatal_hook = on_fatal
         self._fatal = None
         self._clock = clock

@@ -19,6 +19,7 @@ import tomllib
 import attrs
 
 from jqueue import constants, errors, ptypes
+from jqueue.store import events
 
 #: Tables a config file may hold, one per program (section = program).
 SECTIONS = ("masterd", "noded", "cluster")
@@ -54,6 +55,19 @@ class Text(_Type):
 
     def check(self, value):
         if not isinstance(value, str) or not value or "\0" in value:
+            self._fail(value)
+        return value
+
+
+class Choice(_Type):
+    """One of a few words."""
+
+    def __init__(self, *words):
+        self.words = words
+        self.desc = "one of %s" % ", ".join(words)
+
+    def check(self, value):
+        if value not in self.words:
             self._fail(value)
         return value
 
@@ -270,6 +284,13 @@ OPTIONS = (
     Option("event_buffer", Integer(1), 10000,
            "Events kept in memory for WaitForEvents and jqctl listen; older ones answer "
            "\"gap\".", flag="--event-buffer", metavar="N"),
+    Option("action_log_max_bytes", Integer(4096), events.DEFAULT_ROTATE_BYTES,
+           "Size at which actions.log and events.jsonl are rotated (to .1, replacing the "
+           "previous one).", flag="--action-log-max-bytes", metavar="BYTES",
+           default_doc="%d (64 MiB)" % events.DEFAULT_ROTATE_BYTES),
+    Option("action_log_time", Choice("utc", "local"), "utc",
+           "Time zone of the action log's lines: utc, or local (the daemon's TZ).",
+           flag="--action-log-time", metavar="ZONE"),
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line.", flag="--log-max-bytes", metavar="BYTES",

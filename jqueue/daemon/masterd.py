@@ -118,7 +118,9 @@ class QueueService(service.Service):
                               pool_factory=self._held_pool, replicator=self.replicator,
                               nodes=self.nodes, commands=self._command_runner(),
                               on_fatal=exit_after_failed_sync,
-                              event_buffer=self._config.event_buffer)
+                              event_buffer=self._config.event_buffer,
+                              action_log_bytes=self._config.action_log_max_bytes,
+                              action_log_utc=self._config.action_log_time == "utc")
         super().startService()
 
     def _command_runner(self):

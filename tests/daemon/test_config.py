@@ -29,6 +29,7 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "opcode_modules", "max_message_bytes", "read_timeout", "idle_timeout",
                 "max_connections", "max_wait_timeout", "max_pipelined", "luxi_threads",
                 "tags", "ping_interval", "ping_misses", "lost_grace", "event_buffer",
+                "action_log_max_bytes", "action_log_time",
                 "log_max_bytes", "slots", "allowed_users", "containment"]
     assert list(options) == expected
     for option in options.values():
@@ -74,6 +75,8 @@ def test_tables_of_other_programs_are_left_to_them(tmp_path):
     ("[masterd]\nread_timeout = 0\n", "read_timeout: must be a number > 0"),
     ("[masterd]\nshutdown_grace = -1\n", "shutdown_grace: must be a number >= 0"),
     ("[masterd]\nlog_level = 'loud'\n", "log_level: must be one of debug, info"),
+    ("[masterd]\naction_log_time = 'gmt'\n",
+     "action_log_time: must be one of utc, local, got 'gmt'"),
     ("[masterd]\nopcode_modules = ['a', '']\n", "opcode_modules: must be a list"),
     ("[masterd]\ncluster_name = ''\n", "cluster_name: must be a non-empty string"),
     ("[masterd\n", "invalid TOML"),
