@@ -43,7 +43,7 @@ from jqueue.job import (
     wait_until_final,
 )
 from jqueue.run import dependencies, processor, waiting, workerpool
-from jqueue.store import joblogs, journal, queuedir, records, recovery
+from jqueue.store import fsutil, joblogs, journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
 
 logger = logging.getLogger(__name__)
@@ -1223,6 +1223,7 @@ class _Checkpointer(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self):
+        fsutil.name_os_thread("jq-checkpoint")
         last = time.monotonic()
         while not self._stopped.wait(min(self._interval, 0.5)):
             due = time.monotonic() - last >= self._interval
