@@ -194,7 +194,7 @@ class QueuedJob:
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
-                 "client_batch", "acked_state", "token")
+                 "client_batch", "acked_state", "token", "file_bytes")
 
     def __init__(self, job_id, ops, received_timestamp, token=None):
         self.id = job_id
@@ -226,6 +226,10 @@ class QueuedJob:
         # The state_dict() of the newest acknowledged state (PRISTINE: as submitted),
         # kept while the job may change; what readers see while changes are pending.
         self.acked_state = None
+        # The job file's bytes as encoded for the submission's journal record, kept until
+        # a checkpoint writes them, so that a job that did not change since is not
+        # encoded twice. Every recorded change clears it (JobQueue._record_*).
+        self.file_bytes = None
 
     # Derived state
 

@@ -322,7 +322,8 @@ class JobQueue:
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
                             token=token)
             job.visible = False
-            created.append((job, records.job_record(job)))  # encoded before any change
+            payload, job.file_bytes = records.job_record_and_bytes(job)
+            created.append((job, payload))  # encoded before any change
             results.append((True, job.id))
         if not created:
             return results, pending
@@ -448,6 +449,7 @@ class JobQueue:
     def _restore_unlocked(self, job, snapshot):
         """Undo a refused client change: the job's state as it was before."""
         state, kill_requested = snapshot
+        job.file_bytes = None
         job.apply_state(state)
         job.kill_requested = kill_requested
         if job.id in self._jobs and not job.is_finalized():
@@ -875,6 +877,7 @@ class JobQueue:
             payload = records.state_record(job, state)
             key = (records.STATE, job.id)  # a newer state record may replace it
         job.unacked_state += 1
+        job.file_bytes = None
         self._dirty.add(job.id)
         return self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
 
@@ -889,6 +892,7 @@ class JobQueue:
             raise errors.JobQueueError("cannot write the log of job %d in %s: %s" % (
                 job.id, self._logs.path, err.strerror or err)) from None
         records.apply_log_chunk(job, chunk)
+        job.file_bytes = None
         self._dirty.add(job.id)
         return self._journal.append(
             records.log_chunk_record(job.id, chunk.offset, op_index, attempt, out_offset, data),
@@ -898,6 +902,7 @@ class JobQueue:
         """Journal a new log entry (a full record if first in this generation)."""
         if job.generation != self._journal.generation:
             return self._record_state_unlocked(job)
+        job.file_bytes = None
         self._dirty.add(job.id)
         return self._journal.append(records.log_record(job.id, op_index, entry),
                                     tag=(job.id, False, entry[0]))
@@ -1077,11 +1082,16 @@ class JobQueue:
                 for job_id in ids[offset:offset + _CHECKPOINT_CHUNK]:
                     job = self._jobs.get(job_id) or self._archiving.get(job_id)
                     if job is not None:
-                        snapshots.append((job, job.to_dict()))
+                        # A job unchanged since its submission: the bytes already encoded.
+                        snapshots.append((job, job.file_bytes or job.to_dict()))
             for job, data in snapshots:
                 # Serialized outside the lock: values are replaced, never changed in place,
                 # and a log appended meanwhile only makes the file newer.
-                self._dir.write_job(job.id, serializer.dumps_bytes(data))
+                if isinstance(data, dict):
+                    data = serializer.dumps_bytes(data)
+                self._dir.write_job(job.id, data)
+                if job.file_bytes is data:
+                    job.file_bytes = None  # written: memory is worth more than a re-encode
         for job_id, job in archiving.items():
             fresh = job_id in dirty or not self._dir.has_live_job(job_id)
             self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)

@@ -218,6 +218,7 @@ def _journal_change_unlocked(queue, job, payload, framed):
     """Journal a change: the master's record as is, or a full one if first this generation."""
     if job.generation != queue._journal.generation:
         return queue._record_state_unlocked(job)
+    job.file_bytes = None
     queue._dirty.add(job.id)
     return _journal(queue, payload, framed)
 
