@@ -161,14 +161,22 @@ def many_waiters(sock, pid, waiters):
 
 
 def _collect(selector, expected, timeout):
+    """Arrival times of the answers: the time the poll that reported each one returned.
+
+    That is when its bytes had arrived at the latest; timing each socket as this one
+    Python thread gets to it would add the benchmark's own reading, one socket after
+    another, to the daemon's latency.
+    """
     arrivals, buffers = [], {}
     deadline = time.monotonic() + timeout
     while len(arrivals) < expected and time.monotonic() < deadline:
-        for key, _ in selector.select(1.0):
+        events = selector.select(1.0)
+        polled = time.time()
+        for key, _ in events:
             data = key.fileobj.recv(65536)
             buffers[key.fileobj] = buffers.get(key.fileobj, b"") + data
             if b"\x03" in buffers[key.fileobj] or not data:
-                arrivals.append(time.time())
+                arrivals.append(polled)
                 selector.unregister(key.fileobj)
     return arrivals
 

@@ -728,7 +728,7 @@ class JobQueue:
                                           job.durable_log_serial)
             if result is None:
                 waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
-                                        callback)
+                                        callback, fields_key=_fields_key(fields))
                 self._waiters.add(waiter)
                 return waiter
         callback(result)
@@ -1178,6 +1178,16 @@ def _check_tokens(tokens, count):
                                                                MAX_TOKEN_LENGTH),
                                        constants.ECODE_INVAL)
     return list(tokens)
+
+
+def _fields_key(fields):
+    """The fields of a watch as a dictionary key (None if they cannot be one)."""
+    try:
+        key = tuple(fields)
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _freeze_long_lived():
