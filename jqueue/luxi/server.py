@@ -212,9 +212,12 @@ class LuxiProtocol(protocol.Protocol):
             self._start_call(request, spec, checked)
 
     def _start_call(self, request, spec, args):
+        # The pool thread also encodes the answer: a listing of 10^5 jobs is megabytes of
+        # JSON, which must not hold up every other client in the reactor.
         deferred = threads.deferToThreadPool(self._reactor, self.factory.threadpool,
-                                             self.factory.dispatcher.run, spec, args)
-        deferred.addCallbacks(lambda result: self._finish(request, True, result),
+                                             _run_encoded, self.factory.dispatcher, spec,
+                                             args)
+        deferred.addCallbacks(lambda data: self._finish_encoded(request, data),
                               lambda failure: self._finish_failure(request, failure))
         deferred.addErrback(lambda failure: self._internal_error(request, failure.value))
 
@@ -294,14 +297,16 @@ class LuxiProtocol(protocol.Protocol):
         self._write_response(success, result)
         self._process()
 
-    def _write_response(self, success, result):
-        try:
-            data = framing.encode_response(success, result)
-        except (TypeError, ValueError, RecursionError) as err:
-            logger.error("cannot encode the answer to a LUXI request: %s", err)
-            data = framing.encode_response(False, [
-                "ProgrammerError", ["internal error: cannot encode the answer: %s" % err]])
+    def _finish_encoded(self, request, data):
+        """Answer the request in flight with an answer already encoded."""
+        if request is not self._current:
+            return
+        self._current = None
         _send(self.transport, data)
+        self._process()
+
+    def _write_response(self, success, result):
+        _send(self.transport, _encode_answer(success, result))
 
     # Long polls: WaitForJobChange, ReadJobLog
 
@@ -332,10 +337,7 @@ class LuxiProtocol(protocol.Protocol):
         except Exception as err:  # noqa: BLE001 - a bad callback value is a bug, not a crash
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
-        if request is self._current:
-            self._current = None
-            _send(self.transport, data)
-            self._process()
+        self._finish_encoded(request, data)
 
     def _watch_timed_out(self, request):
         request.timer = None
@@ -550,6 +552,21 @@ class LuxiServerFactory(protocol.Factory):
         self.stopping = True
         for proto in list(self.protocols):
             proto.answer_waiter()
+
+
+def _encode_answer(success, result):
+    """The bytes of an answer; an internal error's if result cannot be encoded."""
+    try:
+        return framing.encode_response(success, result)
+    except (TypeError, ValueError, RecursionError) as err:
+        logger.error("cannot encode the answer to a LUXI request: %s", err)
+        return framing.encode_response(False, [
+            "ProgrammerError", ["internal error: cannot encode the answer: %s" % err]])
+
+
+def _run_encoded(dispatcher, spec, args):
+    """Run a method in a pool thread; its successful answer, encoded."""
+    return _encode_answer(True, dispatcher.run(spec, args))
 
 
 def _send(transport, data):
