@@ -3,8 +3,10 @@
 Prints: durable submits per second from 1 and 16 client processes (a daemon with no
 worker: jobs stay queued, as in the core figures), end-to-end no-op jobs
 per second, waiter wake-up latency (median, p99: from the job's end timestamp to the
-client holding the answer) with 1 and with 5,000 concurrent waiters, and the daemon's
-RSS and thread count with 5,000 waiters. Ratios compare with the in-process (core)
+client holding the answer) with 1 and with 5,000 concurrent waiters, the daemon's
+RSS and thread count with 5,000 waiters, and a queue of 100,000 jobs: Query, QueryJobs
+and `jqctl list` over it, a restart on it and the RSS before and after (ratio: after /
+before). Ratios compare with the in-process (core)
 figures measured in the same run: the target is a socket path costing at most 2x.
 """
 
@@ -181,6 +183,51 @@ def _collect(selector, expected, timeout):
     return arrivals
 
 
+def scale(root, jobs):
+    """A queue of `jobs` jobs through the socket: listing it, restarting the daemon on it.
+
+    Returns {figure: value}: seconds for Query ["job", ["id", "status"]] (the generic
+    method Ganeti's newer tools list with), QueryJobs of the same fields, and `jqctl
+    list` (default columns, the whole process); the daemon's RSS before a restart,
+    seconds until the restarted daemon answers (the queue was just written: warm
+    cache), and its RSS then.
+    """
+    out = {}
+    state = os.path.join(root, "scale")
+    proc, sock = start_daemon(state, workers=0, checkpoint_interval=60)
+    try:
+        with luxi_client.Client(sock, timeout=120) as client:
+            for start in range(0, jobs, 1000):
+                client.submit_many_jobs([[NOOP]] * min(1000, jobs - start))
+            out["query"] = _best(lambda: client.query("job", ["id", "status"], None))
+            out["queryjobs"] = _best(lambda: client.query_jobs([], ["id", "status"]))
+        jqctl = [os.path.join(os.path.dirname(sys.executable), "jqctl"), "--socket", sock,
+                 "list"]
+        out["jqctl"] = _best(lambda: subprocess.run(jqctl, stdout=subprocess.DEVNULL,
+                                                    check=True))
+        out["rss_before"] = _proc_status(proc.pid)[0]
+    finally:
+        stop_daemon(proc)
+    start = time.perf_counter()
+    proc, sock = start_daemon(state, workers=0, checkpoint_interval=60)
+    try:
+        out["reopen"] = time.perf_counter() - start
+        out["rss_after"] = _proc_status(proc.pid)[0]
+    finally:
+        stop_daemon(proc)
+    return out
+
+
+def _best(func, repeat=3):
+    best = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        elapsed = time.perf_counter() - start
+        best = elapsed if best is None else min(best, elapsed)
+    return best
+
+
 def run(root, quick=False, results=None):
     """Run the socket measurements; rows of (label, value, unit, ratio)."""
     results = results if results is not None else {}
@@ -215,6 +262,16 @@ def run(root, quick=False, results=None):
         rows.append(("daemon threads with %d waiters" % count, threads, "", None))
     finally:
         stop_daemon(proc)
+    jobs = 20000 if quick else 100000
+    figures = scale(root, jobs)
+    rows.append(("Query id,status of %d jobs (target < 0.3 s)" % jobs, figures["query"],
+                 "s", None))
+    rows.append(("QueryJobs id,status of %d jobs" % jobs, figures["queryjobs"], "s", None))
+    rows.append(("jqctl list of %d jobs (target < 1 s)" % jobs, figures["jqctl"], "s", None))
+    rows.append(("restart on %d jobs until it answers (target < 3 s)" % jobs,
+                 figures["reopen"], "s", None))
+    rows.append(("daemon RSS before the restart / after it", figures["rss_before"] / 2 ** 20,
+                 "MiB", figures["rss_after"] / figures["rss_before"]))
     return rows
 
 
