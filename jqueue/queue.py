@@ -230,13 +230,15 @@ class JobQueue:
         """The CommandRunner (None if this queue runs no command jobs)."""
         return self._commands
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None,
+                      defer_commit=False):
         """Validate and record jobs without waiting: return (results, batch).
 
         results is what submit_many_jobs returns; the submissions are acknowledged once
         batch (None if there is nothing to wait for) finishes without error: callers that
         must not block (the daemon's event loop) use batch.add_done_callback. Raises the
-        same errors as submit_many_jobs, before anything is recorded.
+        same errors as submit_many_jobs, before anything is recorded. With defer_commit
+        the caller promises to call commit_pending() soon (see there).
         """
         tokens = _check_tokens(tokens, len(jobs) if isinstance(jobs, list) else 0)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
@@ -249,7 +251,7 @@ class JobQueue:
             else:
                 self._check_writable()
                 self._check_open_unlocked()
-            return self._create_jobs_unlocked(validated, tokens, known)
+            return self._create_jobs_unlocked(validated, tokens, known, defer_commit)
 
     def _token_job_unlocked(self, token):
         """The live job an earlier submission with token created, or None."""
@@ -258,13 +260,20 @@ class JobQueue:
         job = self._jobs.get(self._tokens.get(token))
         return job if job is not None and job.token == token else None
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None):
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, defer_commit=False):
         """Like submit_job, without waiting: return (job id, batch to wait on or None)."""
-        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token])
+        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token],
+                                            defer_commit=defer_commit)
         ok, value = results[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value, batch
+
+    def commit_pending(self):
+        """Make the changes recorded with defer_commit durable: in this thread if the
+        journal is idle, else by its committer (jqueue.store.journal.Journal.commit_here).
+        The daemon's event loop calls it once per pass over its sockets."""
+        self._journal.commit_here()
 
     @property
     def ack_timeout(self):
@@ -302,7 +311,7 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated, tokens, known):
+    def _create_jobs_unlocked(self, validated, tokens, known, defer_commit=False):
         """Create the jobs of one request; their records join one batch, so that the
         request is durable, or refused, as a whole. A job whose token the queue knows is
         not created again: the first submission's id is answered."""
@@ -337,7 +346,7 @@ class JobQueue:
             job.unacked_state += 1
             self._dirty.add(job.id)
             entries.append((payload, (job.id, PRISTINE, job.log_serial)))
-        batch = self._journal.append_all(entries)
+        batch = self._journal.append_all(entries, defer=defer_commit)
         batch.undo.extend(functools.partial(self._unsubmit_unlocked, job) for job, _ in created)
         return results, batch
 

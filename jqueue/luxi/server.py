@@ -13,6 +13,7 @@ well-formed request is never dropped unanswered, since Ganeti's clients resend t
 
 import collections
 import logging
+import threading
 import traceback
 
 import attrs
@@ -224,9 +225,12 @@ class LuxiProtocol(protocol.Protocol):
     def _start_submit(self, request, spec, args):
         """Record a submission in this thread; answer once it is durable (no pool thread).
 
-        The queue never holds its lock across I/O, so recording is quick; the answer comes
-        from the journal's thread once the batch is acknowledged, or as the batch's
-        ReplicationError when the acknowledgement timeout passes first. A submission of
+        The queue never holds its lock across I/O, so recording is quick. The records of
+        one pass over the sockets are committed at its end (commit_soon): by this thread
+        when the journal is idle, else by the journal's committer. The answer comes once
+        the batch is acknowledged (from this thread after its own commit, else from the
+        journal's), or as the batch's ReplicationError when the acknowledgement timeout
+        passes first. A submission of
         more than INLINE_SUBMIT_OPCODES opcodes is validated in the pool instead, so that
         one big request cannot stall every other client.
         """
@@ -239,11 +243,14 @@ class LuxiProtocol(protocol.Protocol):
                                   lambda failure: self._finish_failure(request, failure))
             deferred.addErrback(lambda failure: self._internal_error(request, failure.value))
             return
+        defer = self.factory.defer_commit
         try:
-            answer, batch = submit(self.factory.backend, args)
+            answer, batch = submit(self.factory.backend, args, **defer)
         except Exception as err:  # noqa: BLE001 - encoded like any backend error
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
+        if defer and batch is not None:
+            self.factory.commit_soon()
         self._submitted(request, answer, batch)
 
     def _submitted(self, request, answer, batch):
@@ -458,14 +465,46 @@ class LuxiServerFactory(protocol.Factory):
         self._last_refusal_log = None
         self._deliveries = collections.deque()
         self._wake_pending = False
+        # Submissions recorded in the reactor are committed once per pass over the
+        # sockets, by commit_soon (if the backend can: JobQueue.commit_pending).
+        self._commit_pending = getattr(backend, "commit_pending", None)
+        self.defer_commit = {"defer_commit": True} if self._commit_pending else {}
+        self._commit_scheduled = False
+        self._committing_thread = None
         self._encoded = None  # id(result) -> (result, kind, bytes) during a delivery run
+
+    def commit_soon(self):
+        """Commit the submissions recorded in this pass over the sockets at its end.
+
+        callLater(0) runs before the reactor polls again: every submission read in this
+        pass shares the commit, which the reactor does itself when the journal is idle
+        (JobQueue.commit_pending); the answers are then delivered from here too.
+        """
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            self.reactor.callLater(0, self._commit)
+
+    def _commit(self):
+        self._commit_scheduled = False
+        # Answers the commit releases in this thread are run right after it (see
+        # deliver), not through a wake-up of this very thread.
+        self._committing_thread = threading.get_ident()
+        try:
+            self._commit_pending()
+        except Exception:  # noqa: BLE001 - the batches' waiters hear of errors themselves
+            logger.exception("committing the submissions failed")
+        finally:
+            self._committing_thread = None
+        if self._deliveries:
+            self._run_deliveries()
 
     def deliver(self, func, *args):
         """Run func(*args) in the reactor thread; callable from any thread.
 
-        Answers come from the journal's thread in bursts (every submission of a group
+        Answers come from the journal's threads in bursts (every submission of a group
         commit, every waiter of a job at once): one wake-up of the reactor per burst,
-        not one per answer.
+        not one per answer. From the reactor's own commit (_commit) they wait for its
+        end and need no wake-up at all.
         """
         # No lock: deque.append and popleft are atomic, and the flag is only a hint
         # whose races cost at most one spare wake-up (it is cleared before the queue is
@@ -473,6 +512,8 @@ class LuxiServerFactory(protocol.Factory):
         # wake-up already on its way). Thousands of waiters answered at once each pass
         # here, in the journal's thread, while the reactor already sends the first ones.
         self._deliveries.append((func, args))
+        if self._committing_thread == threading.get_ident():
+            return  # the reactor itself, in _commit: it runs them when the commit returns
         if not self._wake_pending:
             self._wake_pending = True
             self.reactor.callFromThread(self._run_deliveries)
@@ -608,19 +649,19 @@ def _opcode_count(spec, args):
     return len(args[0])
 
 
-def _submit_job(backend, args, drained_ok=False):
+def _submit_job(backend, args, drained_ok=False, **defer):
     token = methods.submit_token(args[1] if len(args) > 1 else None)
     if token is None:
-        return backend.submit_job_nowait(args[0], drained_ok)
-    return backend.submit_job_nowait(args[0], drained_ok, token=token)
+        return backend.submit_job_nowait(args[0], drained_ok, **defer)
+    return backend.submit_job_nowait(args[0], drained_ok, token=token, **defer)
 
 
-def _submit_many(backend, args):
+def _submit_many(backend, args, **defer):
     tokens = methods.submit_tokens(args[1] if len(args) > 1 else None)
     if tokens is None:
-        results, batch = backend.submit_nowait(args[0])
+        results, batch = backend.submit_nowait(args[0], **defer)
     else:
-        results, batch = backend.submit_nowait(args[0], tokens=tokens)
+        results, batch = backend.submit_nowait(args[0], tokens=tokens, **defer)
     return [list(result) for result in results], batch
 
 
@@ -641,7 +682,7 @@ def _fate(error, answer):
 _SUBMITTERS = {
     constants.LUXI_REQ_SUBMIT_JOB: _submit_job,
     constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE:
-        lambda backend, args: _submit_job(backend, args, drained_ok=True),
+        lambda backend, args, **defer: _submit_job(backend, args, drained_ok=True, **defer),
     constants.LUXI_REQ_SUBMIT_MANY_JOBS: _submit_many,
 }
 

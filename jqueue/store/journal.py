@@ -172,6 +172,8 @@ class Journal:
         self._acks = collections.deque()
         #: Batches the committer took and has not finished or handed to the completer.
         self._writing = []
+        #: Whether a thread (the committer, or one in commit_here) is writing the file.
+        self._committing = False
         self._committed_all = False
         self._thread = threading.Thread(target=self._run, name="journal-commit", daemon=True)
         self._thread.start()
@@ -235,10 +237,12 @@ class Journal:
                 batch.tags.append(tag)
             return batch
 
-    def append_all(self, entries):
+    def append_all(self, entries, defer=False):
         """Queue records [(payload, tag or None), ...] into one batch; return it.
 
         They are written, or refused, together (a request's jobs are all or nothing).
+        With defer, the committer is not woken: the caller promises to call
+        commit_here() soon (see there).
         """
         frames = [(frame(payload), tag) for payload, tag in entries]
         with self._cond:
@@ -249,8 +253,41 @@ class Journal:
                 batch.nbytes += len(data)
                 if tag is not None:
                     batch.tags.append(tag)
-            self._cond.notify()
+            if not defer:
+                self._cond.notify()
             return batch
+
+    def commit_here(self):
+        """Commit what is queued in the calling thread, unless the committer is at work.
+
+        The daemon's event loop records the submissions of one pass over its sockets
+        with defer, then calls this: when the disk is idle the loop writes and syncs the
+        batch itself and the answers go out from the same thread, instead of waking the
+        committer and being woken by it again (two thread hand-offs per batch, which on
+        a busy machine cost more than the sync). When the committer is busy (writing an
+        earlier batch, or refusing changes after a disk error) or the journal closes, it
+        is woken instead and takes the records along with the rest.
+        """
+        with self._cond:
+            if not self._queue:
+                return
+            if (self._committing or self._closing or self._failing is not None
+                    or self._failed is not None):
+                self._cond.notify()
+                return
+            batches, self._queue = self._queue, []
+            self._writing = batches
+            self._committing = True
+        try:
+            self._commit(batches)
+        finally:
+            with self._cond:
+                self._writing = []
+                self._committing = False
+                # The committer waits for us: records appended meanwhile, close(), or a
+                # disk that refused the write (it probes it from now on).
+                if self._queue or self._closing or self._next_probe is not None:
+                    self._cond.notify()
 
     def append_frame(self, data, tag=None):
         """Queue one record already framed (e.g. received from the master, CRC checked)."""
@@ -337,20 +374,26 @@ class Journal:
         fsutil.name_os_thread("jq-commit")
         while True:
             with self._cond:
-                while not self._queue and not self._closing and not self._probe_due():
-                    self._cond.wait(self._probe_wait())
+                # One writer at a time: another thread may be in commit_here().
+                while self._committing or (not self._queue and not self._closing
+                                           and not self._probe_due()):
+                    self._cond.wait(None if self._committing else self._probe_wait())
                 if not self._queue and self._closing:
                     self._committed_all = True
                     self._acked.notify_all()
                     return
                 batches, self._queue = self._queue, []
                 self._writing = batches
-            if batches:
-                self._commit(batches)
+                self._committing = True
+            try:
+                if batches:
+                    self._commit(batches)
+                else:
+                    self._probe()
+            finally:
                 with self._cond:  # finished, refused or waiting in _acks by now
                     self._writing = []
-            else:
-                self._probe()
+                    self._committing = False
 
     def _probe_due(self):
         return self._next_probe is not None and time.monotonic() >= self._next_probe
