@@ -269,6 +269,11 @@ class JobQueue:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value, batch
 
+    def deferred_commits(self):
+        """A context in which this thread's changes do not wake the journal's committer;
+        call commit_pending() after it (see jqueue.store.journal.Journal.deferring)."""
+        return self._journal.deferring()
+
     def commit_pending(self):
         """Make the changes recorded with defer_commit durable: in this thread if the
         journal is idle, else by its committer (jqueue.store.journal.Journal.commit_here).

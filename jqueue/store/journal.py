@@ -32,6 +32,7 @@ restart replays the journal (PostgreSQL's lesson of 2018).
 """
 
 import collections
+import contextlib
 import logging
 import os
 import struct
@@ -174,6 +175,7 @@ class Journal:
         self._writing = []
         #: Whether a thread (the committer, or one in commit_here) is writing the file.
         self._committing = False
+        self._local = threading.local()  # defer: appends in deferring() blocks
         self._committed_all = False
         self._thread = threading.Thread(target=self._run, name="journal-commit", daemon=True)
         self._thread.start()
@@ -229,7 +231,7 @@ class Journal:
                 batch.slots[key] = len(batch.frames)
                 batch.frames.append(data)
                 batch.nbytes += len(data)
-                self._cond.notify()
+                self._wake_unlocked()
             else:
                 batch.nbytes += len(data) - len(batch.frames[index])
                 batch.frames[index] = data
@@ -254,7 +256,7 @@ class Journal:
                 if tag is not None:
                     batch.tags.append(tag)
             if not defer:
-                self._cond.notify()
+                self._wake_unlocked()
             return batch
 
     def commit_here(self):
@@ -298,8 +300,23 @@ class Journal:
             batch.nbytes += len(data)
             if tag is not None:
                 batch.tags.append(tag)
-            self._cond.notify()
+            self._wake_unlocked()
             return batch
+
+    @contextlib.contextmanager
+    def deferring(self):
+        """Within the block, this thread's appends do not wake the committer: the caller
+        calls commit_here() after it (a candidate applying a batch of the master's
+        records commits them itself, as the master's event loop does its submissions)."""
+        self._local.defer = getattr(self._local, "defer", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.defer -= 1
+
+    def _wake_unlocked(self):
+        if not getattr(self._local, "defer", 0):
+            self._cond.notify()
 
     def barrier(self):
         """Return the newest unfinished batch, written or not (None if none).
