@@ -30,7 +30,9 @@ lint: venv
 demo: venv
 	sh tools/demo
 
+# The benchmarks, with Huey (the optional extra "bench") measured beside jqueue.
 bench: venv
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run.py
 
 MAN_PAGES = $(patsubst man/%.rst,build/man/%,$(wildcard man/*.rst))

@@ -7,6 +7,7 @@ derived from its opcodes exactly as Ganeti derives them. The few runtime-only fi
 """
 
 import collections
+import sys
 import threading
 import time
 
@@ -15,6 +16,13 @@ from jqueue import constants, errors
 #: The acknowledged state of a job no change has reached yet (see QueuedJob.view).
 PRISTINE = "pristine"
 
+def _shared(value):
+    """A short string value as the one shared copy (OP_IDs, choices), anything else as is."""
+    return sys.intern(value) if type(value) is str and len(value) <= 32 else value
+
+
+#: Each opcode status, to itself (see QueuedOpCode.from_dict).
+_OP_STATUSES = {status: status for status in constants.OP_STATUS_ALL}
 _OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_timestamp",
                   "priority", "exec_state")
 #: Job file key of an opcode's command state (jqueue.commandjob), present only if set.
@@ -168,10 +176,13 @@ class QueuedOpCode:
         if not isinstance(data, dict) or not isinstance(data.get("input"), dict):
             raise errors.JobFileCorrupted("opcode is not an object with an input object")
         op = cls.__new__(cls)
-        op.input = data["input"]
-        op.status = data.get("status", constants.OP_STATUS_QUEUED)
-        if op.status not in constants.OP_STATUS_ALL:
-            raise errors.JobFileCorrupted("unknown opcode status %r" % (op.status,))
+        # Parameter names interned and statuses the constants themselves: a parsed file
+        # has its own copy of every name, which for 10^5 jobs is over a hundred MiB that
+        # jobs submitted in this process (whose names are shared) do not cost.
+        op.input = {sys.intern(key): _shared(value) for key, value in data["input"].items()}
+        op.status = _OP_STATUSES.get(data.get("status", constants.OP_STATUS_QUEUED))
+        if op.status is None:
+            raise errors.JobFileCorrupted("unknown opcode status %r" % (data.get("status"),))
         op.result = data.get("result")
         op.log = data.get("log") or []
         if not isinstance(op.log, list) or not all(_is_log_entry(e) for e in op.log):
@@ -194,7 +205,8 @@ class QueuedJob:
     __slots__ = ("id", "ops", "received_timestamp", "start_timestamp", "end_timestamp",
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
-                 "client_batch", "acked_state", "token", "event_status")
+                 "client_batch", "acked_state", "token", "event_status",
+                 "file_bytes")
 
     def __init__(self, job_id, ops, received_timestamp, token=None):
         self.id = job_id
@@ -228,6 +240,10 @@ class QueuedJob:
         # The state_dict() of the newest acknowledged state (PRISTINE: as submitted),
         # kept while the job may change; what readers see while changes are pending.
         self.acked_state = None
+        # The job file's bytes as encoded for the submission's journal record, kept until
+        # a checkpoint writes them, so that a job that did not change since is not
+        # encoded twice. Every recorded change clears it (JobQueue._record_*).
+        self.file_bytes = None
 
     # Derived state
 

@@ -28,13 +28,16 @@ _REQUIRED = object()
 class Param:
     """One opcode parameter: name, type, default (absent: required) and documentation."""
 
-    __slots__ = ("name", "ptype", "default", "doc")
+    __slots__ = ("name", "ptype", "default", "doc", "_shared")
 
     def __init__(self, name, ptype, default=_REQUIRED, doc=""):
         self.name = name
         self.ptype = ptype
         self.default = default
         self.doc = doc
+        # An immutable default may be handed out as it is: deepcopy costs microseconds
+        # per parameter, and every submission takes a dozen defaults.
+        self._shared = default is None or isinstance(default, (bool, int, float, str))
 
     @property
     def required(self):
@@ -42,7 +45,7 @@ class Param:
 
     def default_value(self):
         """A fresh copy of the default (lists and dicts are never shared)."""
-        return copy.deepcopy(self.default)
+        return self.default if self._shared else copy.deepcopy(self.default)
 
 
 #: Parameters every opcode accepts (Ganeti's generic opcode parameters).
@@ -75,14 +78,26 @@ class OpCode:
         return COMMON_PARAMS + tuple(cls.OP_PARAMS)
 
     @classmethod
+    def _params_by_name(cls):
+        """{name: Param} of all_params(), built once per class (validate runs per submit).
+
+        Kept in the class's own __dict__, so that a subclass never sees its parent's."""
+        known = cls.__dict__.get("_jq_params_by_name")
+        if known is None or known[0] is not cls.OP_PARAMS:
+            known = (cls.OP_PARAMS, {p.name: p for p in cls.all_params()})
+            cls._jq_params_by_name = known
+        return known[1]
+
+    @classmethod
     def validate(cls, params):
         """Return params checked, normalized and completed with defaults.
 
         Raises OpPrereqError naming the opcode and the offending parameter.
         """
-        known = {p.name: p for p in cls.all_params()}
-        unknown = sorted(set(params) - set(known) - {"OP_ID"})
+        known = cls._params_by_name()
+        unknown = [name for name in params if name not in known and name != "OP_ID"]
         if unknown:
+            unknown.sort(key=str)
             raise errors.OpPrereqError("opcode %s: unknown parameter(s) %s%s" % (
                 cls.OP_ID, ", ".join(repr(u) for u in unknown), near_miss(unknown, known)),
                 constants.ECODE_INVAL)

@@ -44,7 +44,7 @@ from jqueue.job import (
     wait_until_final,
 )
 from jqueue.run import dependencies, processor, waiting, workerpool
-from jqueue.store import events, joblogs, journal, queuedir, records, recovery
+from jqueue.store import events, fsutil, joblogs, journal, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
 
 logger = logging.getLogger(__name__)
@@ -243,13 +243,15 @@ class JobQueue:
         """The CommandRunner (None if this queue runs no command jobs)."""
         return self._commands
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None,
+                      defer_commit=False):
         """Validate and record jobs without waiting: return (results, batch).
 
         results is what submit_many_jobs returns; the submissions are acknowledged once
         batch (None if there is nothing to wait for) finishes without error: callers that
         must not block (the daemon's event loop) use batch.add_done_callback. Raises the
-        same errors as submit_many_jobs, before anything is recorded.
+        same errors as submit_many_jobs, before anything is recorded. With defer_commit
+        the caller promises to call commit_pending() soon (see there).
         """
         tokens = _check_tokens(tokens, len(jobs) if isinstance(jobs, list) else 0)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
@@ -262,7 +264,7 @@ class JobQueue:
             else:
                 self._check_writable()
                 self._check_open_unlocked()
-            return self._create_jobs_unlocked(validated, tokens, known)
+            return self._create_jobs_unlocked(validated, tokens, known, defer_commit)
 
     def _token_job_unlocked(self, token):
         """The live job an earlier submission with token created, or None."""
@@ -271,13 +273,25 @@ class JobQueue:
         job = self._jobs.get(self._tokens.get(token))
         return job if job is not None and job.token == token else None
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None):
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, defer_commit=False):
         """Like submit_job, without waiting: return (job id, batch to wait on or None)."""
-        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token])
+        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token],
+                                            defer_commit=defer_commit)
         ok, value = results[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value, batch
+
+    def deferred_commits(self):
+        """A context in which this thread's changes do not wake the journal's committer;
+        call commit_pending() after it (see jqueue.store.journal.Journal.deferring)."""
+        return self._journal.deferring()
+
+    def commit_pending(self):
+        """Make the changes recorded with defer_commit durable: in this thread if the
+        journal is idle, else by its committer (jqueue.store.journal.Journal.commit_here).
+        The daemon's event loop calls it once per pass over its sockets."""
+        self._journal.commit_here()
 
     @property
     def ack_timeout(self):
@@ -315,7 +329,7 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated, tokens, known):
+    def _create_jobs_unlocked(self, validated, tokens, known, defer_commit=False):
         """Create the jobs of one request; their records join one batch, so that the
         request is durable, or refused, as a whole. A job whose token the queue knows is
         not created again: the first submission's id is answered."""
@@ -335,7 +349,8 @@ class JobQueue:
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
                             token=token)
             job.visible = False
-            created.append((job, records.job_record(job)))  # encoded before any change
+            payload, job.file_bytes = records.job_record_and_bytes(job)
+            created.append((job, payload))  # encoded before any change
             results.append((True, job.id))
         if not created:
             return results, pending
@@ -350,7 +365,7 @@ class JobQueue:
             self._dirty.add(job.id)
             entries.append((payload, (job.id, PRISTINE, job.log_serial)))
             entries.append(self._new_event_entry_unlocked(job))
-        batch = self._journal.append_all(entries)
+        batch = self._journal.append_all(entries, defer=defer_commit)
         batch.undo.extend(functools.partial(self._unsubmit_unlocked, job) for job, _ in created)
         return results, batch
 
@@ -472,6 +487,7 @@ class JobQueue:
     def _restore_unlocked(self, job, snapshot):
         """Undo a refused client change: the job's state as it was before."""
         state, kill_requested = snapshot
+        job.file_bytes = None
         job.apply_state(state)
         job.kill_requested = kill_requested
         if job.id in self._jobs and not job.is_finalized():
@@ -673,8 +689,9 @@ class JobQueue:
         ids = None if not job_ids else [queuedir.parse_job_id(i) for i in job_ids]
         with self._lock:
             if ids is None:
-                rows = [info(self._acked_view_unlocked(job)) for job in self._jobs.values()
-                        if job.visible]
+                with query.paused_collection():  # 10^5 rows: see paused_collection
+                    rows = [info(self._acked_view_unlocked(job))
+                            for job in self._jobs.values() if job.visible]
                 missing = []
             else:
                 jobs = [self._known_job_unlocked(i) for i in ids]
@@ -750,7 +767,7 @@ class JobQueue:
                                           job.durable_log_serial)
             if result is None:
                 waiter = waiting.Waiter(job_id, info, prev_job_info, prev_log_serial,
-                                        callback)
+                                        callback, fields_key=_fields_key(fields))
                 self._waiters.add(waiter)
                 return waiter
         callback(result)
@@ -899,6 +916,7 @@ class JobQueue:
             payload = records.state_record(job, state)
             key = (records.STATE, job.id)  # a newer state record may replace it
         job.unacked_state += 1
+        job.file_bytes = None
         self._dirty.add(job.id)
         batch = self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
         self._job_event_unlocked(job)
@@ -958,6 +976,7 @@ class JobQueue:
             raise errors.JobQueueError("cannot write the log of job %d in %s: %s" % (
                 job.id, self._logs.path, err.strerror or err)) from None
         records.apply_log_chunk(job, chunk)
+        job.file_bytes = None
         self._dirty.add(job.id)
         return self._journal.append(
             records.log_chunk_record(job.id, chunk.offset, op_index, attempt, out_offset, data),
@@ -967,6 +986,7 @@ class JobQueue:
         """Journal a new log entry (a full record if first in this generation)."""
         if job.generation != self._journal.generation:
             return self._record_state_unlocked(job)
+        job.file_bytes = None
         self._dirty.add(job.id)
         return self._journal.append(records.log_record(job.id, op_index, entry),
                                     tag=(job.id, False, entry[0]))
@@ -1157,11 +1177,16 @@ class JobQueue:
                 for job_id in ids[offset:offset + _CHECKPOINT_CHUNK]:
                     job = self._jobs.get(job_id) or self._archiving.get(job_id)
                     if job is not None:
-                        snapshots.append((job, job.to_dict()))
+                        # A job unchanged since its submission: the bytes already encoded.
+                        snapshots.append((job, job.file_bytes or job.to_dict()))
             for job, data in snapshots:
                 # Serialized outside the lock: values are replaced, never changed in place,
                 # and a log appended meanwhile only makes the file newer.
-                self._dir.write_job(job.id, serializer.dumps_bytes(data))
+                if isinstance(data, dict):
+                    data = serializer.dumps_bytes(data)
+                self._dir.write_job(job.id, data)
+                if job.file_bytes is data:
+                    job.file_bytes = None  # written: memory is worth more than a re-encode
         for job_id, job in archiving.items():
             fresh = job_id in dirty or not self._dir.has_live_job(job_id)
             self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
@@ -1252,6 +1277,16 @@ def _check_tokens(tokens, count):
     return list(tokens)
 
 
+def _fields_key(fields):
+    """The fields of a watch as a dictionary key (None if they cannot be one)."""
+    try:
+        key = tuple(fields)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _freeze_long_lived():
     """Exempt the objects alive now (mostly job records) from cyclic garbage collection.
 
@@ -1305,6 +1340,7 @@ class _Checkpointer(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self):
+        fsutil.name_os_thread("jq-checkpoint")
         last = time.monotonic()
         while not self._stopped.wait(min(self._interval, 0.5)):
             due = time.monotonic() - last >= self._interval

@@ -99,7 +99,7 @@ def cmd_list(ctx, args):
         columns, rows = rows_by_query(ctx.client, fetch, statuses)
         columns = columns[:len(fields)]
         code = EXIT_SUCCESS
-    if not args.json:
+    if not args.json and _READABLE.keys() & set(fields):  # else the values read as they are
         rows = [readable_row(fields, fetch, row) for row in rows]
     output.print_records(ctx, columns, [row[:len(fields)] for row in rows], args)
     return code

@@ -54,6 +54,8 @@ def format_scalar(value):
 
 def format_value(name, value):
     """The value of field name for people (timestamps as local time, lists joined by ",")."""
+    if type(value) is str:  # the most common cell first: a listing has 10^5 rows of them
+        return value
     if isinstance(value, Unavailable):
         return str(value)
     if name in TIMESTAMP_FIELDS:
@@ -61,6 +63,8 @@ def format_value(name, value):
     if name in TIMESTAMP_LIST_FIELDS and isinstance(value, list):
         return ",".join(format_time(ts) for ts in value)
     if isinstance(value, list):
+        if all(type(item) is str for item in value):  # e.g. each job's opcode summaries
+            return ",".join(value)
         return ",".join(format_scalar(item) for item in value)
     return format_scalar(value)
 

@@ -197,10 +197,14 @@ def main(argv=None):
 
 def _answer_when_durable(reactor, func):
     """A non-blocking handler: run func(peer, body) -> (result, batch) in the reactor and
-    answer once the batch is durable (its done-callback hops back to the reactor)."""
+    answer once the batch is durable: at once if func committed it itself, else when its
+    done-callback hops back to the reactor."""
     def handle(peer, body):
         result, batch = func(peer, body)
         if batch is None:
+            return result
+        if batch.done.is_set():  # committed by func itself (see ReplicaRpc.replicate_nowait)
+            batch.result()
             return result
         deferred = defer.Deferred()
         batch.add_done_callback(lambda done: reactor.callFromThread(_fire, deferred, done,

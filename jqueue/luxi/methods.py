@@ -7,6 +7,7 @@ type is a RequestError; a value out of its range (AutoArchiveJobs [-1, -1], a pr
 99) is the caller's OpPrereqError; both name the method and the argument.
 """
 
+import operator
 import signal as _signal
 
 from jqueue import commandjob, constants, errors, ptypes, qlang, query
@@ -421,10 +422,18 @@ class Dispatcher:
             if archived:
                 rows = rows + [row for row in self._backend.query_jobs(archived, names)
                                if row is not None]
-        data = []
         id_index = names.index("id")
+        if ids is None and qfilter is None:
+            # Listing every live job (jqctl list, gnt-job list): the common big answer.
+            # No filter to evaluate, and no row is missing; 100,000 jobs must not cost a
+            # dict and a sort key call each.
+            rows.sort(key=operator.itemgetter(id_index))
+            with query.paused_collection():
+                data = _normal_rows(rows, len(fields))
+            return {"fields": [f.definition() for f in definitions], "data": data}
+        data = []
         pairs = zip(ids, rows) if ids else ((values[id_index], values) for values in rows)
-        for job_id, values in sorted(pairs, key=lambda pair: pair[0]):
+        for job_id, values in sorted(pairs, key=operator.itemgetter(0)):
             if values is None:
                 data.append([[constants.RS_NORMAL, job_id] if name == "id" else
                              [constants.RS_UNAVAIL, None] for name in fields])
@@ -477,6 +486,22 @@ def submit_token(options):
 def submit_tokens(options):
     """The tokens of SubmitManyJobs' options argument (None if none)."""
     return (options or {}).get("tokens")
+
+
+def _normal_rows(rows, width):
+    """Rows of values as Query rows: [[RS_NORMAL, value], ...] of their first width values.
+
+    Unrolled for the usual widths (jqctl list asks 3 fields): a third faster than the
+    general comprehension over 10^5 rows.
+    """
+    normal = constants.RS_NORMAL
+    if width == 1:
+        return [[[normal, row[0]]] for row in rows]
+    if width == 2:
+        return [[[normal, row[0]], [normal, row[1]]] for row in rows]
+    if width == 3:
+        return [[[normal, row[0]], [normal, row[1]], [normal, row[2]]] for row in rows]
+    return [[[normal, value] for value in row[:width]] for row in rows]
 
 
 def _check_resource(what):

@@ -213,18 +213,24 @@ class LuxiProtocol(protocol.Protocol):
             self._start_call(request, spec, checked)
 
     def _start_call(self, request, spec, args):
+        # The pool thread also encodes the answer: a listing of 10^5 jobs is megabytes of
+        # JSON, which must not hold up every other client in the reactor.
         deferred = threads.deferToThreadPool(self._reactor, self.factory.threadpool,
-                                             self.factory.dispatcher.run, spec, args)
-        deferred.addCallbacks(lambda result: self._finish(request, True, result),
+                                             _run_encoded, self.factory.dispatcher, spec,
+                                             args)
+        deferred.addCallbacks(lambda data: self._finish_encoded(request, data),
                               lambda failure: self._finish_failure(request, failure))
         deferred.addErrback(lambda failure: self._internal_error(request, failure.value))
 
     def _start_submit(self, request, spec, args):
         """Record a submission in this thread; answer once it is durable (no pool thread).
 
-        The queue never holds its lock across I/O, so recording is quick; the answer comes
-        from the journal's thread once the batch is acknowledged, or as the batch's
-        ReplicationError when the acknowledgement timeout passes first. A submission of
+        The queue never holds its lock across I/O, so recording is quick. The records of
+        one pass over the sockets are committed at its end (commit_soon): by this thread
+        when the journal is idle, else by the journal's committer. The answer comes once
+        the batch is acknowledged (from this thread after its own commit, else from the
+        journal's), or as the batch's ReplicationError when the acknowledgement timeout
+        passes first. A submission of
         more than INLINE_SUBMIT_OPCODES opcodes is validated in the pool instead, so that
         one big request cannot stall every other client.
         """
@@ -237,11 +243,14 @@ class LuxiProtocol(protocol.Protocol):
                                   lambda failure: self._finish_failure(request, failure))
             deferred.addErrback(lambda failure: self._internal_error(request, failure.value))
             return
+        defer = self.factory.defer_commit
         try:
-            answer, batch = submit(self.factory.backend, args)
+            answer, batch = submit(self.factory.backend, args, **defer)
         except Exception as err:  # noqa: BLE001 - encoded like any backend error
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
+        if defer and batch is not None:
+            self.factory.commit_soon()
         self._submitted(request, answer, batch)
 
     def _submitted(self, request, answer, batch):
@@ -295,14 +304,16 @@ class LuxiProtocol(protocol.Protocol):
         self._write_response(success, result)
         self._process()
 
+    def _finish_encoded(self, request, data):
+        """Answer the request in flight with an answer already encoded."""
+        if request is not self._current:
+            return
+        self._current = None
+        _send(self.transport, data)
+        self._process()
+
     def _write_response(self, success, result):
-        try:
-            data = self.factory.encode_response(success, result)
-        except (TypeError, ValueError, RecursionError) as err:
-            logger.error("cannot encode the answer to a LUXI request: %s", err)
-            data = framing.encode_response(False, [
-                "ProgrammerError", ["internal error: cannot encode the answer: %s" % err]])
-        self.transport.write(data)
+        _send(self.transport, _encode_answer(success, result))
 
     # Long polls: WaitForJobChange, ReadJobLog
 
@@ -329,11 +340,11 @@ class LuxiProtocol(protocol.Protocol):
             return
         self._end_watch(request)
         try:
-            answer = getattr(self.factory.dispatcher, "answer_" + request.watch)(result)
+            data = self.factory.encoded_answer(request.watch, result)
         except Exception as err:  # noqa: BLE001 - a bad callback value is a bug, not a crash
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
-        self._finish(request, True, answer)
+        self._finish_encoded(request, data)
 
     def _watch_timed_out(self, request):
         request.timer = None
@@ -453,46 +464,90 @@ class LuxiServerFactory(protocol.Factory):
         self._refused = 0
         self._last_refusal_log = None
         self._deliveries = collections.deque()
-        self._deliveries_lock = threading.Lock()
-        self._encoded = None        # (answer, success, bytes) of the last one encoded
-        self._bursting = False      # in _run_deliveries: answers do not change meanwhile
+        self._wake_pending = False
+        # Submissions recorded in the reactor are committed once per pass over the
+        # sockets, by commit_soon (if the backend can: JobQueue.commit_pending).
+        self._commit_pending = getattr(backend, "commit_pending", None)
+        self.defer_commit = {"defer_commit": True} if self._commit_pending else {}
+        self._commit_scheduled = False
+        self._committing_thread = None
+        self._encoded = None  # id(result) -> (result, kind, bytes) during a delivery run
+
+    def commit_soon(self):
+        """Commit the submissions recorded in this pass over the sockets at its end.
+
+        callLater(0) runs before the reactor polls again: every submission read in this
+        pass shares the commit, which the reactor does itself when the journal is idle
+        (JobQueue.commit_pending); the answers are then delivered from here too.
+        """
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            self.reactor.callLater(0, self._commit)
+
+    def _commit(self):
+        self._commit_scheduled = False
+        # Answers the commit releases in this thread are run right after it (see
+        # deliver), not through a wake-up of this very thread.
+        self._committing_thread = threading.get_ident()
+        try:
+            self._commit_pending()
+        except Exception:  # noqa: BLE001 - the batches' waiters hear of errors themselves
+            logger.exception("committing the submissions failed")
+        finally:
+            self._committing_thread = None
+        if self._deliveries:
+            self._run_deliveries()
 
     def deliver(self, func, *args):
         """Run func(*args) in the reactor thread; callable from any thread.
 
-        Answers come from the journal's thread in bursts (every submission of a group
+        Answers come from the journal's threads in bursts (every submission of a group
         commit, every waiter of a job at once): one wake-up of the reactor per burst,
-        not one per answer.
+        not one per answer. From the reactor's own commit (_commit) they wait for its
+        end and need no wake-up at all.
         """
-        with self._deliveries_lock:
-            self._deliveries.append((func, args))
-            wake = len(self._deliveries) == 1
-        if wake:
+        # No lock: deque.append and popleft are atomic, and the flag is only a hint
+        # whose races cost at most one spare wake-up (it is cleared before the queue is
+        # drained, so an answer queued after a drain always finds it clear or sees a
+        # wake-up already on its way). Thousands of waiters answered at once each pass
+        # here, in the journal's thread, while the reactor already sends the first ones.
+        self._deliveries.append((func, args))
+        if self._committing_thread == threading.get_ident():
+            return  # the reactor itself, in _commit: it runs them when the commit returns
+        if not self._wake_pending:
+            self._wake_pending = True
             self.reactor.callFromThread(self._run_deliveries)
 
     def _run_deliveries(self):
-        with self._deliveries_lock:
-            pending, self._deliveries = self._deliveries, collections.deque()
-        self._bursting = True
+        self._wake_pending = False
+        pending = self._deliveries
+        self._encoded = {}
         try:
-            for func, args in pending:
+            while pending:
+                func, args = pending.popleft()
                 try:
                     func(*args)
                 except Exception:  # noqa: BLE001 - one answer's bug must not drop the others
                     logger.exception("delivering a LUXI answer failed")
         finally:
-            self._bursting, self._encoded = False, None
+            self._encoded = None
 
-    def encode_response(self, success, result):
-        """framing.encode_response, once per answer object within a burst of deliveries:
-        thousands of listeners woken by one event share one answer (see
-        jqueue.store.events), encoded once."""
-        cached = self._encoded
-        if cached is not None and cached[0] is result and cached[1] == success:
+    def encoded_answer(self, watch, result):
+        """The answer bytes of a long poll's result, encoded once per result object.
+
+        The queue hands every waiter of one job that asked the same thing the same
+        result object (jqueue.run.waiting), and they are delivered in one run: 5,000
+        waiters then cost one encoding, not 5,000. The cache holds the result itself,
+        so that its id is not reused while the run lasts, and is emptied after it.
+        """
+        cache = self._encoded
+        cached = cache.get(id(result)) if cache is not None else None
+        if cached is not None and cached[0] is result and cached[1] == watch:
             return cached[2]
-        data = framing.encode_response(success, result)
-        if self._bursting and isinstance(result, dict):
-            self._encoded = (result, success, data)  # holding result keeps its id unique
+        data = framing.encode_response(
+            True, getattr(self.dispatcher, "answer_" + watch)(result))
+        if cache is not None:
+            cache[id(result)] = (result, watch, data)
         return data
 
     def startFactory(self):
@@ -540,6 +595,50 @@ class LuxiServerFactory(protocol.Factory):
             proto.answer_waiter()
 
 
+def _encode_answer(success, result):
+    """The bytes of an answer; an internal error's if result cannot be encoded."""
+    try:
+        return framing.encode_response(success, result)
+    except (TypeError, ValueError, RecursionError) as err:
+        logger.error("cannot encode the answer to a LUXI request: %s", err)
+        return framing.encode_response(False, [
+            "ProgrammerError", ["internal error: cannot encode the answer: %s" % err]])
+
+
+def _run_encoded(dispatcher, spec, args):
+    """Run a method in a pool thread; its successful answer, encoded."""
+    return _encode_answer(True, dispatcher.run(spec, args))
+
+
+def _send(transport, data):
+    """Write data to a connection: at once if nothing is queued before it.
+
+    Twisted's write() only queues the data and registers the socket for writing: an
+    epoll_ctl, a loop iteration, the send, and another epoll_ctl, for every answer.
+    When the connection has nothing queued (the usual case: one answer in flight per
+    connection), sending right away on its socket is equivalent and costs one system
+    call; what the socket does not take goes through write() as before, in order, and
+    so does everything when the send fails (Twisted then meets the error as usual).
+    Transports that are not Twisted sockets (tests' fakes) always use write().
+    """
+    sock = getattr(transport, "socket", None)
+    if (sock is None or not getattr(transport, "connected", False)
+            or transport.disconnecting or transport._tempDataLen
+            or transport.offset != len(transport.dataBuffer)
+            or getattr(transport, "_sendmsgQueue", None)):  # file descriptors to pass
+        transport.write(data)
+        return
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        transport.write(data)  # let Twisted meet the error as it would have
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
 #: Submissions with more opcodes than this are validated in the pool, not the reactor.
 INLINE_SUBMIT_OPCODES = 64
 
@@ -550,19 +649,19 @@ def _opcode_count(spec, args):
     return len(args[0])
 
 
-def _submit_job(backend, args, drained_ok=False):
+def _submit_job(backend, args, drained_ok=False, **defer):
     token = methods.submit_token(args[1] if len(args) > 1 else None)
     if token is None:
-        return backend.submit_job_nowait(args[0], drained_ok)
-    return backend.submit_job_nowait(args[0], drained_ok, token=token)
+        return backend.submit_job_nowait(args[0], drained_ok, **defer)
+    return backend.submit_job_nowait(args[0], drained_ok, token=token, **defer)
 
 
-def _submit_many(backend, args):
+def _submit_many(backend, args, **defer):
     tokens = methods.submit_tokens(args[1] if len(args) > 1 else None)
     if tokens is None:
-        results, batch = backend.submit_nowait(args[0])
+        results, batch = backend.submit_nowait(args[0], **defer)
     else:
-        results, batch = backend.submit_nowait(args[0], tokens=tokens)
+        results, batch = backend.submit_nowait(args[0], tokens=tokens, **defer)
     return [list(result) for result in results], batch
 
 
@@ -583,7 +682,7 @@ def _fate(error, answer):
 _SUBMITTERS = {
     constants.LUXI_REQ_SUBMIT_JOB: _submit_job,
     constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE:
-        lambda backend, args: _submit_job(backend, args, drained_ok=True),
+        lambda backend, args, **defer: _submit_job(backend, args, drained_ok=True, **defer),
     constants.LUXI_REQ_SUBMIT_MANY_JOBS: _submit_many,
 }
 

@@ -30,22 +30,48 @@ def check_change(job, info_fn, prev_job_info, prev_log_serial, max_log_serial):
 
 
 class Waiter:
-    """One pending WaitForJobChanges call."""
+    """One pending WaitForJobChanges call.
+
+    fields_key (the requested fields as a tuple), if given, lets the registry compute a
+    job's info once for every waiter asking the same fields (see collect_ready).
+    """
 
     __slots__ = ("job_id", "info_fn", "prev_job_info", "prev_log_serial", "callback",
-                 "_registry")
+                 "_registry", "fields_key")
 
-    def __init__(self, job_id, info_fn, prev_job_info, prev_log_serial, callback):
+    def __init__(self, job_id, info_fn, prev_job_info, prev_log_serial, callback,
+                 fields_key=None):
         self.job_id = job_id
         self.info_fn = info_fn
         self.prev_job_info = prev_job_info
         self.prev_log_serial = prev_log_serial
         self.callback = callback
         self._registry = None
+        self.fields_key = fields_key
 
     def check(self, job, max_log_serial):
         return check_change(job, self.info_fn, self.prev_job_info, self.prev_log_serial,
                             max_log_serial)
+
+    def check_shared(self, job, max_log_serial, final, answers):
+        """check(), with the answer shared among waiters asking the same thing.
+
+        answers maps (fields, log serial since) to the (job_info, entries) already
+        computed for this change of the job: thousands of waiters on one job then cost
+        one evaluation of its fields, and they get the very same answer object, which
+        the LUXI server encodes once for all of them.
+        """
+        if self.fields_key is None:
+            return self.check(job, max_log_serial)
+        since = self.prev_log_serial if isinstance(self.prev_log_serial, int) else -1
+        key = (self.fields_key, since)
+        answer = answers.get(key)
+        if answer is None:
+            entries = [e for e in job.log_entries_since(since) if e[0] <= max_log_serial]
+            answer = answers[key] = (self.info_fn(job), entries)
+        if final or answer[0] != self.prev_job_info or answer[1]:
+            return answer
+        return None
 
     def cancel(self):
         """Stop waiting; the callback will not be called after this returns."""
@@ -83,10 +109,13 @@ class WaiterRegistry:
             if not waiters:
                 return []
             ready = []
+            answers = {}
+            final = job.calc_status() not in _CHANGING
             for waiter in list(waiters):
-                result = waiter.check(job, max_log_serial)
+                result = waiter.check_shared(job, max_log_serial, final, answers)
                 if result is not None:
                     waiters.discard(waiter)
+                    waiter._registry = None  # its cancel() has nothing left to do
                     ready.append((waiter.callback, result))
             if not waiters:
                 del self._by_job[job.id]

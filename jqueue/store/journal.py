@@ -32,6 +32,7 @@ restart replays the journal (PostgreSQL's lesson of 2018).
 """
 
 import collections
+import contextlib
 import logging
 import os
 import struct
@@ -155,7 +156,11 @@ class Journal:
         self._on_recovered = on_recovered
         self._on_fatal = on_fatal
         self._retry_interval = retry_interval
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        # The completer waits on its own condition (same lock): appends wake only the
+        # committer, not a thread that has nothing to do with them.
+        self._acked = threading.Condition(lock)
         self._queue = []
         self._writing = []  # the batches the committer is writing
         self._closing = False
@@ -167,6 +172,11 @@ class Journal:
         self.generation = 0
         self.stats = {"batches": 0, "records": 0, "syncs": 0}
         self._acks = collections.deque()
+        #: Batches the committer took and has not finished or handed to the completer.
+        self._writing = []
+        #: Whether a thread (the committer, or one in commit_here) is writing the file.
+        self._committing = False
+        self._local = threading.local()  # defer: appends in deferring() blocks
         self._committed_all = False
         self._thread = threading.Thread(target=self._run, name="journal-commit", daemon=True)
         self._thread.start()
@@ -222,7 +232,7 @@ class Journal:
                 batch.slots[key] = len(batch.frames)
                 batch.frames.append(data)
                 batch.nbytes += len(data)
-                self._cond.notify_all()  # the completer waits on it too
+                self._wake_unlocked()
             else:
                 batch.nbytes += len(data) - len(batch.frames[index])
                 batch.frames[index] = data
@@ -230,10 +240,12 @@ class Journal:
                 batch.tags.append(tag)
             return batch
 
-    def append_all(self, entries):
+    def append_all(self, entries, defer=False):
         """Queue records [(payload, tag or None), ...] into one batch; return it.
 
         They are written, or refused, together (a request's jobs are all or nothing).
+        With defer, the committer is not woken: the caller promises to call
+        commit_here() soon (see there).
         """
         frames = [(frame(payload), tag) for payload, tag in entries]
         with self._cond:
@@ -244,8 +256,41 @@ class Journal:
                 batch.nbytes += len(data)
                 if tag is not None:
                     batch.tags.append(tag)
-            self._cond.notify_all()  # the completer waits on it too
+            if not defer:
+                self._wake_unlocked()
             return batch
+
+    def commit_here(self):
+        """Commit what is queued in the calling thread, unless the committer is at work.
+
+        The daemon's event loop records the submissions of one pass over its sockets
+        with defer, then calls this: when the disk is idle the loop writes and syncs the
+        batch itself and the answers go out from the same thread, instead of waking the
+        committer and being woken by it again (two thread hand-offs per batch, which on
+        a busy machine cost more than the sync). When the committer is busy (writing an
+        earlier batch, or refusing changes after a disk error) or the journal closes, it
+        is woken instead and takes the records along with the rest.
+        """
+        with self._cond:
+            if not self._queue:
+                return
+            if (self._committing or self._closing or self._failing is not None
+                    or self._failed is not None):
+                self._cond.notify()
+                return
+            batches, self._queue = self._queue, []
+            self._writing = batches
+            self._committing = True
+        try:
+            self._commit(batches)
+        finally:
+            with self._cond:
+                self._writing = []
+                self._committing = False
+                # The committer waits for us: records appended meanwhile, close(), or a
+                # disk that refused the write (it probes it from now on).
+                if self._queue or self._closing or self._next_probe is not None:
+                    self._cond.notify()
 
     def append_frame(self, data, tag=None):
         """Queue one record already framed (e.g. received from the master, CRC checked)."""
@@ -256,8 +301,23 @@ class Journal:
             batch.nbytes += len(data)
             if tag is not None:
                 batch.tags.append(tag)
-            self._cond.notify_all()  # the completer waits on it too
+            self._wake_unlocked()
             return batch
+
+    @contextlib.contextmanager
+    def deferring(self):
+        """Within the block, this thread's appends do not wake the committer: the caller
+        calls commit_here() after it (a candidate applying a batch of the master's
+        records commits them itself, as the master's event loop does its submissions)."""
+        self._local.defer = getattr(self._local, "defer", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.defer -= 1
+
+    def _wake_unlocked(self):
+        if not getattr(self._local, "defer", 0):
+            self._cond.notify()
 
     def barrier(self):
         """Return the newest unfinished batch, written or not (None if none).
@@ -270,7 +330,7 @@ class Journal:
                 raise errors.JobQueueError("journal is closed")
             if self._queue:
                 return self._queue[-1]
-            if self._writing:  # taken by the committer, not yet handed on
+            if self._writing:
                 return self._writing[-1]
             return self._acks[-1][0][-1] if self._acks else None
 
@@ -286,7 +346,7 @@ class Journal:
             batch = self._open_batch_unlocked()
             batch.rotate_after = True
             self.generation += 1
-            self._cond.notify_all()  # the completer waits on it too
+            self._cond.notify()
             return batch
 
     def remove_old(self):
@@ -304,6 +364,7 @@ class Journal:
                 return
             self._closing = True
             self._cond.notify_all()
+            self._acked.notify_all()
         self._thread.join()
         if self._completer is not None:
             self._completer.join(ack_timeout)
@@ -328,22 +389,29 @@ class Journal:
         return self._queue[-1]
 
     def _run(self):
+        fsutil.name_os_thread("jq-commit")
         while True:
             with self._cond:
-                while not self._queue and not self._closing and not self._probe_due():
-                    self._cond.wait(self._probe_wait())
+                # One writer at a time: another thread may be in commit_here().
+                while self._committing or (not self._queue and not self._closing
+                                           and not self._probe_due()):
+                    self._cond.wait(None if self._committing else self._probe_wait())
                 if not self._queue and self._closing:
                     self._committed_all = True
-                    self._cond.notify_all()
+                    self._acked.notify_all()
                     return
                 batches, self._queue = self._queue, []
                 self._writing = batches
-            if batches:
-                self._commit(batches)
-                with self._cond:
+                self._committing = True
+            try:
+                if batches:
+                    self._commit(batches)
+                else:
+                    self._probe()
+            finally:
+                with self._cond:  # finished, refused or waiting in _acks by now
                     self._writing = []
-            else:
-                self._probe()
+                    self._committing = False
 
     def _probe_due(self):
         return self._next_probe is not None and time.monotonic() >= self._next_probe
@@ -391,25 +459,36 @@ class Journal:
             ticket = self._replicate([f for b in batches for f in b.frames])
         except errors.GenericError as err:
             ticket = _FailedTicket(err)
+        if ticket is None:
+            with self._cond:
+                # Nothing to wait for (a single node): finish here, unless earlier batches
+                # still wait for their acknowledgements (batches finish in order). Saves
+                # a hand-off to the completer thread per batch, which costs more CPU and
+                # latency than the batch's own work.
+                inline = not self._acks
+            if inline:
+                self._finish(batches, None)
+                return
         for batch in batches:
             batch.ticket = ticket
         with self._cond:
             self._acks.append((batches, ticket))
-            self._cond.notify_all()
+            self._acked.notify()
 
     def _complete(self):
         """Completer thread: finish replicated batches in order as their tickets clear."""
+        fsutil.name_os_thread("jq-acks")
         while True:
             with self._cond:
                 while not self._acks and not self._committed_all:
-                    self._cond.wait()
+                    self._acked.wait()
                 if not self._acks:
                     return
                 batches, ticket = self._acks[0]
             error = ticket.wait() if ticket is not None else None
-            with self._cond:
-                self._acks.popleft()
             self._finish(batches, error)
+            with self._cond:  # only now: the committer finishes a batch itself only once
+                self._acks.popleft()  # every earlier one is finished (see _done_locally)
 
     def _write_batches(self, batches):
         """Write batches in order; _DiskError (with how many are durable) on failure."""

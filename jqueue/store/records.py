@@ -58,6 +58,16 @@ def job_record(job):
     return full_record(job.to_dict())
 
 
+def job_record_and_bytes(job):
+    """(full record, job file bytes) of a job, encoding the job once.
+
+    The record is the file's bytes inside ``{"t":"job","job":...}``: byte for byte what
+    full_record() gives (compact separators, keys in this order).
+    """
+    data = job_bytes(job)
+    return b'{"t":"%s","job":%s}' % (JOB.encode("ascii"), data), data
+
+
 def job_digest(job):
     """Content digest of a job as the queue serializes it: equal state, equal digest.
 

@@ -53,7 +53,7 @@ class FakeBackend:
             return self._call("submit_job_to_drained_queue", ops, token, default=1)
         return self._call("submit_job_to_drained_queue", ops, default=1)
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None):
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, defer_commit=False):
         """Recorded as submit_job (or submit_job_to_drained_queue), with the token if one
         is given; nothing to wait for."""
         if token is not None:
@@ -62,12 +62,16 @@ class FakeBackend:
             return self.submit_job_to_drained_queue(ops), None
         return self.submit_job(ops), None
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None,
+                      defer_commit=False):
         """Recorded as submit_many_jobs (with the tokens if given); nothing to wait for."""
         if tokens is not None:
             return self._call("submit_many_jobs", jobs, drained_ok, tokens,
                               default=[(True, n + 1) for n in range(len(jobs))]), None
         return self.submit_many_jobs(jobs, drained_ok), None
+
+    def commit_pending(self):
+        """Nothing is ever left to commit here (no batch to wait for)."""
 
     @property
     def ack_timeout(self):

@@ -41,6 +41,7 @@ class Conn:
 
     def answers(self):
         """New answers since the last call, as (success, result), after pending callbacks."""
+        self.factory.reactor.advance(0)  # the end of the reactor's pass: submissions commit
         wait_durable = getattr(self.factory.backend, "wait_durable", None)
         if wait_durable is not None:
             wait_durable(5)  # submissions are answered from the journal's thread

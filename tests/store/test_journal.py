@@ -3,6 +3,7 @@
 import errno
 import os
 import threading
+import time
 
 import pytest
 
@@ -78,6 +79,53 @@ def test_replication_failure_fails_waiters_but_not_the_journal(tmp_path):
     assert calls == [[journal.frame(b"first")], [journal.frame(b"second")]]
 
 
+def test_commit_here_writes_and_finishes_in_the_calling_thread(tmp_path):
+    """Deferred records stay unwritten until commit_here, which syncs them and runs the
+    batch's callbacks and the durability listener in the caller's thread."""
+    seen = []
+    jnl = _open(tmp_path, on_durable=lambda tags: seen.append(
+        (tags, threading.get_ident())))
+    jnl.append(b"zero").wait(5)
+    time.sleep(0.2)  # the committer is back waiting (a deferred record does not wake it)
+    seen.clear()
+    batch = jnl.append_all([(b"one", "T1"), (b"two", "T2")], defer=True)
+    done_in = []
+    batch.add_done_callback(lambda b: done_in.append(threading.get_ident()))
+    assert not batch.written.wait(0.2)  # the committer was not woken
+    jnl.commit_here()
+    me = threading.get_ident()
+    assert batch.done.is_set() and batch.error is None
+    assert seen == [(["T1", "T2"], me)] and done_in == [me]
+    jnl.close()
+    assert _good_records(tmp_path / "journal") == [b"zero", b"one", b"two"]
+
+
+def test_commit_here_leaves_the_work_to_a_busy_committer(tmp_path, monkeypatch):
+    """While the committer writes, commit_here does not write too: it wakes the committer,
+    which takes the deferred records next, in order."""
+    entered, release = threading.Event(), threading.Event()
+    real_flush = journal.Journal._flush
+
+    def slow_flush(self, frames, durable=0):
+        if frames == [journal.frame(b"first")]:
+            entered.set()
+            release.wait(5)
+        return real_flush(self, frames, durable)
+
+    monkeypatch.setattr(journal.Journal, "_flush", slow_flush)
+    jnl = _open(tmp_path)
+    first = jnl.append(b"first")
+    assert entered.wait(5)
+    second = jnl.append_all([(b"second", None)], defer=True)
+    jnl.commit_here()  # returns at once: the committer holds the file
+    assert not second.written.is_set()
+    release.set()
+    second.wait(5)
+    assert first.done.is_set()
+    jnl.close()
+    assert _good_records(tmp_path / "journal") == [b"first", b"second"]
+
+
 @pytest.fixture
 def failpoints():
     """Failpoints disarmed after the test, whatever happened."""
@@ -112,6 +160,23 @@ def test_failed_write_is_refused_truncated_and_retried(tmp_path, failpoints):
     jnl.append(b"later").wait(5)
     jnl.close()
     assert _good_records(tmp_path / "journal") == [b"good", b"later"]
+
+
+def test_a_write_refused_in_commit_here_is_probed_by_the_committer(tmp_path, failpoints):
+    """A disk that refuses the write of commit_here is probed by the committer thread,
+    and changes are accepted again once it writes."""
+    recovered = threading.Event()
+    jnl = _open(tmp_path, retry_interval=0.05, on_recovered=recovered.set)
+    failpoints.inject("journal.write", errno.ENOSPC, times=2)
+    batch = jnl.append_all([(b"refused", None)], defer=True)
+    jnl.commit_here()
+    assert batch.refused and isinstance(batch.error, errors.JobQueueError)
+    assert recovered.wait(5)
+    later = jnl.append_all([(b"later", None)], defer=True)
+    jnl.commit_here()
+    later.wait(5)
+    jnl.close()
+    assert _good_records(tmp_path / "journal") == [b"later"]
 
 
 def test_a_partial_write_is_cut_back_to_the_last_good_record(tmp_path, monkeypatch):
