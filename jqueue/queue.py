@@ -32,7 +32,7 @@ import os
 import threading
 import time
 
-from jqueue import commandjob, constants, errors, opcodes, ptypes, query, serializer
+from jqueue import commandjob, constants, errors, jobindex, opcodes, ptypes, query, serializer
 from jqueue.job import (
     OUTCOME_FIELDS,
     PRISTINE,
@@ -143,6 +143,10 @@ class JobQueue:
             if not job.is_finalized():
                 job.acked_state = job.state_dict()
         self._serial = self.recovery.max_id
+        # Replicas change jobs behind the queue's back (jqueue.cluster.replica): no index.
+        self._index = None if self._replica else jobindex.JobIndex()
+        for job in self._jobs.values():
+            self._index_unlocked(job)
         self._archiving = {}
         self._dirty = set()
         self._unrecorded = set()  # jobs whose internal changes a refused batch lost
@@ -171,24 +175,25 @@ class JobQueue:
 
     # Submission
 
-    def submit_job(self, ops, drained_ok=False, token=None):
+    def submit_job(self, ops, drained_ok=False, token=None, owner=None):
         """Submit one job (a list of opcodes); return its id once it is acknowledged.
 
         token (a string) makes the submission idempotent: while the job an earlier
         submission with the same token created is live, its id is returned and no job is
-        created. SubmissionNotAcknowledged (naming the id) if the job is recorded but not
+        created. owner names who submits (kept as the job's ``owner``).
+        SubmissionNotAcknowledged (naming the id) if the job is recorded but not
         acknowledged within the acknowledgement timeout.
         """
-        job_id, batch = self.submit_job_nowait(ops, drained_ok, token=token)
+        job_id, batch = self.submit_job_nowait(ops, drained_ok, token=token, owner=owner)
         if batch is not None:
             self._wait_submitted(batch, [job_id])
         return job_id
 
-    def submit_job_to_drained_queue(self, ops, token=None):
+    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
         """Submit one job even if the queue is drained (for the cluster's own work)."""
-        return self.submit_job(ops, drained_ok=True, token=token)
+        return self.submit_job(ops, drained_ok=True, token=token, owner=owner)
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None):
         """Submit several jobs; return [(True, id) | (False, message)] in order.
 
         Negative dependency ids are relative: -1 is the job just before in this request.
@@ -197,7 +202,8 @@ class JobQueue:
         """
         if not isinstance(jobs, list) or not jobs:
             raise errors.OpPrereqError("expected a non-empty list of jobs")
-        results, batch = self.submit_nowait(jobs, drained_ok, single=False, tokens=tokens)
+        results, batch = self.submit_nowait(jobs, drained_ok, single=False, tokens=tokens,
+                                            owner=owner)
         if batch is not None:
             self._wait_submitted(batch, [value for ok, value in results if ok])
         return results
@@ -239,7 +245,7 @@ class JobQueue:
         """The CommandRunner (None if this queue runs no command jobs)."""
         return self._commands
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, owner=None):
         """Validate and record jobs without waiting: return (results, batch).
 
         results is what submit_many_jobs returns; the submissions are acknowledged once
@@ -248,6 +254,7 @@ class JobQueue:
         same errors as submit_many_jobs, before anything is recorded.
         """
         tokens = _check_tokens(tokens, len(jobs) if isinstance(jobs, list) else 0)
+        _check_owner(owner)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
         with self._lock:
@@ -258,7 +265,7 @@ class JobQueue:
             else:
                 self._check_writable()
                 self._check_open_unlocked()
-            return self._create_jobs_unlocked(validated, tokens, known)
+            return self._create_jobs_unlocked(validated, tokens, known, owner)
 
     def _token_job_unlocked(self, token):
         """The live job an earlier submission with token created, or None."""
@@ -267,9 +274,10 @@ class JobQueue:
         job = self._jobs.get(self._tokens.get(token))
         return job if job is not None and job.token == token else None
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None):
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, owner=None):
         """Like submit_job, without waiting: return (job id, batch to wait on or None)."""
-        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token])
+        results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token],
+                                            owner=owner)
         ok, value = results[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
@@ -311,7 +319,7 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated, tokens, known):
+    def _create_jobs_unlocked(self, validated, tokens, known, owner=None):
         """Create the jobs of one request; their records join one batch, so that the
         request is durable, or refused, as a whole. A job whose token the queue knows is
         not created again: the first submission's id is answered."""
@@ -329,7 +337,7 @@ class JobQueue:
                 results.append((False, problem))
                 continue
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
-                            token=token)
+                            token=token, owner=owner)
             job.visible = False
             created.append((job, records.job_record(job)))  # encoded before any change
             results.append((True, job.id))
@@ -339,6 +347,7 @@ class JobQueue:
         for job, payload in created:
             self._serial = job.id
             self._jobs[job.id] = job
+            self._index_unlocked(job)
             if job.token is not None:
                 self._tokens[job.token] = job.id
             job.generation = self._journal.generation
@@ -364,6 +373,7 @@ class JobQueue:
         """Undo a refused submission: the job was never visible; it leaves no trace."""
         if self._jobs.get(job.id) is job and not job.visible:
             del self._jobs[job.id]
+            self._unindex_unlocked(job)
             self._dirty.discard(job.id)
             self._unrecorded.discard(job.id)
             if job.token is not None and self._tokens.get(job.token) == job.id:
@@ -470,6 +480,8 @@ class JobQueue:
         state, kill_requested = snapshot
         job.apply_state(state)
         job.kill_requested = kill_requested
+        if job.id in self._jobs:
+            self._index_unlocked(job)
         if job.id in self._jobs and not job.is_finalized():
             self._pool.change_task_priority(job.id, job.calc_priority())
             if job.next_op_index() is not None and all(
@@ -619,6 +631,7 @@ class JobQueue:
             if job.token is not None and self._tokens.get(job.token) == job.id:
                 del self._tokens[job.token]
             del self._jobs[job.id]
+            self._unindex_unlocked(job)
             job.archived = True
             self._archiving[job.id] = job
         batch = self._journal.append_all([(records.archive_record(job.id), None)
@@ -633,6 +646,7 @@ class JobQueue:
             job.archived = False
             in_order = not self._jobs or next(reversed(self._jobs)) < job.id
             self._jobs[job.id] = job
+            self._index_unlocked(job)
             if not in_order:
                 self._jobs = dict(sorted(self._jobs.items()))
             if job.token is not None:
@@ -898,7 +912,60 @@ class JobQueue:
         self._dirty.add(job.id)
         batch = self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
         self._job_event_unlocked(job)
+        self._index_unlocked(job)
         return batch
+
+    # The index of live jobs (jqueue.jobindex): what listing pages are served from
+
+    def _index_unlocked(self, job):
+        if self._index is not None:
+            self._index.update(job.id, ts_to_float(job.received_timestamp or (0, 0)), (
+                job.calc_status(), (commandjob.op_exec(job) or {}).get("node"), job.owner,
+                getattr(job, "parent", None)))
+
+    def _unindex_unlocked(self, job):
+        if self._index is not None:
+            self._index.remove(job.id)
+
+    def list_jobs(self, fields, limit=100, after=None, before=None, filters=None,
+                  since=None, until=None):
+        """A page of live jobs, from the index: {"rows": [[value, ...]], "more": bool}.
+
+        Jobs in id order after the id after (newest first before the id before, if given
+        instead), at most limit, passing filters ({key: [values]} for the keys of
+        jqueue.jobindex.KEYS; a parent of None is the root) and submitted within
+        since..until (epoch seconds). Rows show acknowledged states, as query_jobs does;
+        a job whose acknowledged status does not pass the status filter yet is skipped.
+        The cost is about the page's, whatever the queue holds.
+        """
+        if self._index is None:
+            raise errors.JobQueueError("queue %s is a replica: list the master's" %
+                                       self._dir.path)
+        info = query.getters(list(fields) + ["status"], self._registry)
+        statuses = (filters or {}).get("status")
+        rows = []
+        more = False
+        with self._lock:
+            selected = self._index.select(filters, after=after, before=before,
+                                          reverse=before is not None, since=since,
+                                          until=until)
+            for job_id in selected:
+                job = self._jobs.get(job_id)
+                if job is None or not job.visible:
+                    continue
+                if len(rows) >= limit:
+                    more = True
+                    break
+                values = info(self._acked_view_unlocked(job))
+                if statuses is not None and values[-1] not in statuses:
+                    continue
+                rows.append(values[:-1])
+        return {"rows": rows, "more": more}
+
+    def count_jobs(self, key="status"):
+        """{value: live jobs} for a key of jqueue.jobindex.KEYS (from the index)."""
+        with self._lock:
+            return self._index.counts(key) if self._index is not None else {}
 
     # Events (jqueue.store.events): journaled with the change they describe
 
@@ -1246,6 +1313,20 @@ def _check_tokens(tokens, count):
                                                                MAX_TOKEN_LENGTH),
                                        constants.ECODE_INVAL)
     return list(tokens)
+
+
+#: Longest owner name accepted.
+MAX_OWNER_LENGTH = 256
+
+
+def _check_owner(owner):
+    """OpPrereqError unless owner is None or a printable string of 1 to 256 characters."""
+    if owner is not None and not (isinstance(owner, str) and 0 < len(owner) <= MAX_OWNER_LENGTH
+                                  and owner.isprintable()):
+        raise errors.OpPrereqError("invalid owner %s: an owner is a printable string of 1 "
+                                   "to %d characters" % (ptypes._short(owner),
+                                                         MAX_OWNER_LENGTH),
+                                   constants.ECODE_INVAL)
 
 
 def _freeze_long_lived():
