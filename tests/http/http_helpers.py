@@ -82,8 +82,11 @@ class HttpClient:
                 if attempt:
                     raise
                 continue
-            answer = Answer(response.status, {k.lower(): v for k, v in response.getheaders()},
-                            data)
+            headers = {}
+            for name, value in response.getheaders():  # repeated ones joined (Set-Cookie)
+                name = name.lower()
+                headers[name] = headers[name] + ", " + value if name in headers else value
+            answer = Answer(response.status, headers, data)
             if answer.headers.get("connection") == "close":
                 self.close()
             return answer
