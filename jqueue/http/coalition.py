@@ -100,11 +100,13 @@ def coalition_priority(value):
         return 0
     step = math.ceil(math.log2(abs(delta) + 1))
     ours = -step if delta > 0 else step
-    return max(ptypes.Priority.high, min(ptypes.Priority.low, ours))
+    low, high = sorted((ptypes.Priority.low, ptypes.Priority.high))
+    return max(low, min(high, ours))
 
 
 def priority_of(ours):
-    """Coalition's priority for ours (the inverse of coalition_priority, rounded)."""
+    """Coalition's priority for ours (the inverse of coalition_priority: the order is kept,
+    the value exact for 1000 and for 1000 plus or minus a power of two)."""
     if ours == 0:
         return DEFAULT_PRIORITY
     delta = 2 ** (abs(ours) - 1)
@@ -242,6 +244,8 @@ def job_row(row, now):
     progress = row["progress"]
     if status == constants.JOB_STATUS_SUCCESS:
         progress = 1.0
+    priority = row["priority"] if status not in constants.JOBS_FINALIZED else (
+        op.get("priority") or 0)  # a finished job's current priority is the default
     deps = [dep[0] for dep in op.get("depends") or [] if isinstance(dep, list) and dep]
     values = {
         "ID": row["id"], "Title": row["title"] or "", "Command": (
@@ -250,7 +254,7 @@ def job_row(row, now):
         "Worker": row["node"] or "", "StartTime": int(start or 0),
         "Duration": int(max(0, duration)), "Try": row["attempt"] or 0,
         "Retry": row["max_attempts"] or 0, "TimeOut": int(op.get("timeout") or 0),
-        "Priority": priority_of(row["priority"]), "Affinity": ",".join(op.get("affinity") or []),
+        "Priority": priority_of(priority), "Affinity": ",".join(op.get("affinity") or []),
         "User": row["owner"] or "", "Finished": 0, "Errors": 0, "Working": 0, "Total": 0,
         "TotalFinished": 0, "TotalErrors": 0, "TotalWorking": 0, "Dependencies": deps,
         "URL": op.get("url") or "", "LocalProgress": float(progress or 0.0),
