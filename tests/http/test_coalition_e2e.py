@@ -117,7 +117,8 @@ def test_every_documented_attribute_by_post_form(served):
     # control.py eval()s it: a null, true or false would be an unknown name (NameError).
     data = eval(rows, {"__builtins__": {}}, {})  # noqa: S307 - what control.py does
     row = dict(zip(data["Vars"], [r for r in data["Jobs"] if r[0] == job_id][0]))
-    assert row["Priority"] == coalition.priority_of(7) < 1000 and row["User"] == "carol" and row["Retry"] == 3
+    assert row["Priority"] == coalition.priority_of(7) < 1000
+    assert row["User"] == "carol" and row["Retry"] == 3
     assert row["URL"] == "http://example.invalid/shot" and row["Affinity"] == "LINUX,24GB"
     assert row["Dependencies"] == [first] and row["LocalProgress"] == 1.0
     assert row["GlobalProgress"] == 0.5 and row["State"] == "FINISHED" and row["Try"] == 1
