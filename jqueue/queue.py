@@ -934,7 +934,7 @@ class JobQueue:
         if self._index is not None:
             self._index.update(job.id, ts_to_float(job.received_timestamp or (0, 0)), (
                 job.calc_status(), (commandjob.op_exec(job) or {}).get("node"), job.owner,
-                getattr(job, "parent", None)))
+                getattr(job, "parent", None) or 0))  # 0: the root
 
     def _unindex_unlocked(self, job):
         if self._index is not None:
@@ -946,7 +946,7 @@ class JobQueue:
 
         Jobs in id order after the id after (newest first before the id before, if given
         instead), at most limit, passing filters ({key: [values]} for the keys of
-        jqueue.jobindex.KEYS; a parent of None is the root) and submitted within
+        jqueue.jobindex.KEYS; a parent of 0 is the root) and submitted within
         since..until (epoch seconds). Rows show acknowledged states, as query_jobs does;
         a job whose acknowledged status does not pass the status filter yet is skipped.
         The cost is about the page's, whatever the queue holds.

@@ -255,8 +255,8 @@ def get_jobs(call):
 
 
 def _parent_value(word):
-    if word in ("0", "root"):
-        return None
+    if word == "root":
+        return 0
     return job_id_of(word)
 
 
