@@ -1,0 +1,133 @@
+"""Unit tests of jqueue.http without a network: the tokens file, who a request is, CSRF,
+Coalition's attribute mapping, job objects, and the documentation of every route."""
+
+import os
+
+import pytest
+
+from jqueue import errors
+from jqueue.daemon import config
+from jqueue.http import api, app, auth, coalition, jobs
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+class FakeRequest:
+    """What Authenticator reads of a twisted.web request."""
+
+    def __init__(self, headers=None, cookies=None, method=b"GET"):
+        self.headers = {k.lower().encode(): v.encode() for k, v in (headers or {}).items()}
+        self.received_cookies = {k.encode(): v.encode() for k, v in (cookies or {}).items()}
+        self.method = method
+        self.channel = None
+
+    def getHeader(self, name):  # noqa: N802 - twisted's name
+        return self.headers.get(name.lower())
+
+
+def test_tokens_file_parses_names_and_refuses_malformed_lines(tmp_path):
+    """NAME TOKEN lines with comments; short tokens, bad names and duplicates refused."""
+    path = tmp_path / "tokens"
+    path.write_text("# ops\nalice  abcdefghijklmnop01  # laptop\n\nbob 0123456789abcdefXYZ\n")
+    assert auth.read_tokens(str(path)) == {"abcdefghijklmnop01": "alice",
+                                           "0123456789abcdefXYZ": "bob"}
+    for bad in ("alice short\n", "al ice abcdefghijklmnop01\n", "a:b abcdefghijklmnop01\n",
+                "x abcdefghijklmnop01\ny abcdefghijklmnop01\n", "# nothing\n"):
+        path.write_text(bad)
+        with pytest.raises(errors.ConfigurationError):
+            auth.read_tokens(str(path))
+    with pytest.raises(errors.ConfigurationError):
+        auth.read_tokens(str(tmp_path / "missing"))
+
+
+def test_identify_tokens_loopback_and_foreign_hosts():
+    """A token names its owner; none on loopback is anonymous; a foreign Host is refused;
+    without loopback access a token is required."""
+    open_auth = auth.Authenticator({"t" * 20: "alice"}, loopback_open=True)
+    assert open_auth.identify(FakeRequest({"Authorization": "Bearer " + "t" * 20})) == (
+        True, "alice")
+    assert open_auth.identify(FakeRequest({"Host": "127.0.0.1:19211"})) == (False, None)
+    assert open_auth.identify(FakeRequest({"Host": "[::1]:1"})) == (False, None)
+    assert open_auth.identify(FakeRequest({"Host": "localhost"})) == (False, None)
+    with pytest.raises(auth.Forbidden):
+        open_auth.identify(FakeRequest({"Host": "attacker.example:19211"}))
+    with pytest.raises(auth.AuthError):
+        open_auth.identify(FakeRequest({"Authorization": "Basic xyz"}))
+    closed = auth.Authenticator({"t" * 20: "alice"}, loopback_open=False)
+    with pytest.raises(auth.AuthError):
+        closed.identify(FakeRequest({"Host": "127.0.0.1"}))
+    with pytest.raises(auth.AuthError):
+        closed.identify(FakeRequest(), query_token="u" * 20)
+    assert closed.identify(FakeRequest(), query_token="t" * 20) == (True, "alice")
+    assert closed.identify(FakeRequest(cookies={"jq_token": "t" * 20})) == (True, "alice")
+
+
+def test_csrf_applies_to_browsers_changes_only():
+    """Scripts pass; a browser's POST needs the token; another site is refused."""
+    a = auth.Authenticator(secret=b"k" * 32)
+    a.check_browser(FakeRequest(method=b"POST"), True)
+    a.check_browser(FakeRequest({"Origin": "http://x"}, method=b"GET"), False)
+    with pytest.raises(auth.Forbidden):
+        a.check_browser(FakeRequest({"Origin": "http://h:1", "Host": "h:1"}, method=b"POST"),
+                        True)
+    a.check_browser(FakeRequest({"Origin": "http://h:1", "Host": "h:1",
+                                 "X-CSRF-Token": a.csrf_token}, method=b"POST"), True)
+    with pytest.raises(auth.Forbidden):
+        a.check_browser(FakeRequest({"Sec-Fetch-Site": "cross-site"}), True)
+    a.check_browser(FakeRequest({"Sec-Fetch-Site": "none"}), True)
+    assert auth.Authenticator(secret=b"k" * 32).csrf_token == a.csrf_token
+    assert auth.Authenticator().csrf_token != a.csrf_token
+
+
+def test_coalition_attributes_make_a_command_opcode():
+    """addjob's attributes map as jq-masterd(8) says."""
+    op = coalition.job_opcode({"cmd": "render", "env": "A=1\\nB=x=y", "dir": "/s",
+                               "priority": "2000", "retry": "0", "dependencies": "1, 3 5",
+                               "localprogress": "None", "globalprogress": "",
+                               "affinity": "LINUX", "url": "u", "timeout": "7"})
+    assert op["env"] == {"A": "1", "B": "x=y"}
+    assert op["priority"] == -10 and op["max_attempts"] == 1 and op["timeout"] == 7
+    assert op["depends"] == [[1, ["success"]], [3, ["success"]], [5, ["success"]]]
+    assert "progress_pattern" not in op and "global_progress_pattern" not in op
+    assert coalition.job_opcode({"cmd": "x", "env": "R=/srv", "dir": "$(R)/a"})["dir"] == (
+        "/srv/a")
+    assert coalition.job_opcode({"cmd": "x", "dir": "."})["dir"] == "/"
+    for bad in ({"cmd": "x", "dir": "rel"}, {"cmd": "x", "env": "=1"},
+                {"cmd": "x", "priority": "hi"}):
+        with pytest.raises(errors.OpPrereqError):
+            coalition.job_opcode(bad)
+    with pytest.raises(Exception) as info:
+        coalition.job_opcode({"cmd": ""})
+    assert getattr(info.value, "status", None) == 501
+
+
+def test_job_objects_convert_timestamps_and_fall_back_to_the_summary_for_a_title():
+    """[sec, usec] become seconds; a job without a title shows its summary."""
+    row = [None] * len(jobs.LIST_FIELDS)
+    values = dict(zip(jobs.LIST_FIELDS, row), id=4, status="queued", summary=["TEST_DELAY(0)"],
+                  received_ts=[10, 500000])
+    job = jobs.job_object(list(values), list(values.values()))
+    assert job["received"] == 10.5 and job["title"] == "TEST_DELAY(0)" and job["parent"] is None
+
+
+def test_every_route_and_http_option_is_in_the_man_page():
+    """jq-masterd(8) names every HTTP path and every http_* option."""
+    with open(os.path.join(ROOT, "man", "jq-masterd.8.rst"), encoding="utf-8") as stream:
+        page = stream.read()
+    section = page.split("\nHTTP API\n")[1].split("\nOPTIONS\n")[0]
+    for route in app.routes():
+        path = route.pattern.pattern[2:-2]
+        if path.startswith("/static/"):
+            expected = ["**/static/**"]
+        elif "(cancel|" in path:
+            expected = ["/api/v1/jobs/**\\ *ID*\\ **/cancel**"] + [
+                "**%s**" % action for action in ("signal", "priority", "retry", "hold",
+                                                 "release")]
+        else:
+            expected = [path.replace("/([^/]+)", "/**\\ *ID*\\ **")]
+        for text in expected:
+            assert text in section, (route.pattern.pattern, text)
+    for option in config.options_for("masterd"):
+        if option.name.startswith("http"):
+            assert option.flag in page
+    assert api.PREFIX in section
