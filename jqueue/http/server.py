@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+import time
 import urllib.parse
 
 import attrs
@@ -198,7 +199,30 @@ class Call:
 
 
 class _Request(server.Request):
-    """A request whose body is bounded while it arrives."""
+    """A request whose body is bounded while it arrives, dispatched by the site's routes.
+
+    Twisted's resource traversal is skipped (one resource serves every path), and so is
+    its parsing of POST bodies unless they are forms (Coalition's addjob by POST): JSON
+    bodies are read by the handlers.
+    """
+
+    def requestReceived(self, command, path, version):
+        ctype = self.requestHeaders.getRawHeaders(b"content-type")
+        self._parsePOSTFormSubmission = bool(ctype) and ctype[0].split(b";", 1)[0].strip(
+            ).lower() == b"application/x-www-form-urlencoded"
+        super().requestReceived(command, path, version)
+
+    def process(self):
+        """What server.Request.process does for us, without traversal: dispatch."""
+        self.site = self.channel.site
+        self.setHeader(b"Date", _date())
+        self.prepath, self.postpath = [], []
+        self._inFakeHead = False
+        self._encoder = None
+        try:
+            self.site.dispatch(self)
+        except BaseException:  # noqa: BLE001 - answered as a 500, as Twisted does
+            self.processingFailed(tw_failure.Failure())
 
     def gotLength(self, length):
         limit = self.channel.site.limits.max_body
@@ -298,6 +322,17 @@ class _Channel(http.HTTPChannel):
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (
                                  status, reason, len(body)) + body)
         self.loseConnection()
+
+
+_DATE = [0, b""]
+
+
+def _date():
+    """The Date header's value, computed once a second."""
+    now = int(time.time())
+    if now != _DATE[0]:
+        _DATE[0], _DATE[1] = now, http.datetimeToString(now)
+    return _DATE[1]
 
 
 def _peer(channel):

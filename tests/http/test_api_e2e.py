@@ -115,6 +115,7 @@ def test_nodes_info_and_metrics(served):
     """GET /nodes lists this machine with its tags and slots; /metrics is Prometheus text
     with the documented families."""
     _, client = served
+    client.wait_job(submit(client, {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 0}]})["id"])
     nodes = check_schema(client.get("/api/v1/nodes"), "/api/v1/nodes", "GET").json()["nodes"]
     assert len(nodes) == 1 and nodes[0]["tags"] == ["LINUX"] and nodes[0]["slots"] == 2
     assert nodes[0]["reachable"] is True
