@@ -61,6 +61,8 @@ _FIELDS = ["id", "status", "title", "ops", "node", "start_ts", "end_ts", "attemp
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _EXPAND = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 DEFAULT_PRIORITY = 1000
+#: Jobs read from the queue at a time for getjobs.
+PAGE = 1000
 #: Most log bytes getlog answers (the end of a longer log).
 MAX_LOG = 16 * 1024 * 1024
 
@@ -217,10 +219,16 @@ def getjobs(call):
     backend = call.backend
 
     def rows():
+        """Every live job, a page at a time (the queue's lock is held for one page only)."""
         if filters.get("status") == []:
             return []
-        page = backend.list_jobs(_FIELDS, limit=2 ** 31, filters=filters or None)
-        return page["rows"]
+        found, after = [], None
+        while True:
+            page = backend.list_jobs(_FIELDS, limit=PAGE, after=after, filters=filters or None)
+            found.extend(page["rows"])
+            if not page["more"] or not page["rows"]:
+                return found
+            after = page["rows"][-1][0]
 
     def answer(found):
         jobs = [job_row(dict(zip(_FIELDS, row)), now) for row in found]

@@ -131,3 +131,44 @@ def test_every_route_and_http_option_is_in_the_man_page():
         if option.name.startswith("http"):
             assert option.flag in page
     assert api.PREFIX in section
+
+
+class _PagedBackend:
+    """list_jobs over n command jobs, recording the pages asked for."""
+
+    def __init__(self, count):
+        self.count, self.calls = count, []
+
+    def list_jobs(self, fields, limit=100, after=None, filters=None, **kwargs):
+        self.calls.append((limit, after))
+        ids = [i for i in range(1, self.count + 1) if after is None or i > after][:limit + 1]
+        op = {"OP_ID": "OP_COMMAND_RUN", "cmd": "true", "dir": "/", "priority": 0}
+        rows = [dict(id=i, status="queued", title="t%d" % i, ops=[op], node=None,
+                     start_ts=None, end_ts=None, attempt=None, max_attempts=1, priority=0,
+                     owner=None, progress=None, global_progress=None) for i in ids[:limit]]
+        return {"rows": [[row[f] for f in fields] for row in rows], "more": len(ids) > limit}
+
+
+class _Call:
+    def __init__(self, backend, args):
+        from twisted.internet import task
+        self.backend, self.args = backend, args
+        self.site = type("Site", (), {"reactor": task.Clock()})()
+
+    def arg(self, name, default=None):
+        return (self.args.get(name) or [default])[-1]
+
+    def blocking(self, fn, *args):
+        from twisted.internet import defer
+        return defer.succeed(fn(*args))
+
+
+def test_getjobs_reads_every_job_a_page_at_a_time(monkeypatch):
+    """getjobs lists every job, holding the queue for one page at a time."""
+    monkeypatch.setattr(coalition, "PAGE", 3)
+    backend = _PagedBackend(7)
+    answers = []
+    coalition.getjobs(_Call(backend, {})).addCallback(answers.append)
+    data = eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
+    assert [row[0] for row in data["Jobs"]] == list(range(1, 8))
+    assert backend.calls == [(3, None), (3, 3), (3, 6)]
