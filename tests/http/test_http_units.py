@@ -2,6 +2,7 @@
 Coalition's attribute mapping, job objects, and the documentation of every route."""
 
 import os
+import re
 
 import pytest
 
@@ -131,6 +132,36 @@ def test_every_route_and_http_option_is_in_the_man_page():
         if option.name.startswith("http"):
             assert option.flag in page
     assert api.PREFIX in section
+
+
+def _documented_paths(section):
+    """(method or None, sample path) for every path jq-masterd(8)'s HTTP API section shows
+    in bold: "**GET /api/v1/jobs/**\\ *ID*" becomes ("GET", "/api/v1/jobs/7")."""
+    text = section.replace("**\\ *ID*\\ **", "7").replace("**\\ *ID*", "7**")
+    found = []
+    for match in re.finditer(r"\*\*(?:(GET|POST|DELETE) )?(/[^*\s]*)\*\*", text):
+        method, path = match.groups()
+        if path != "/" and path.endswith("/"):  # a directory: /static/ serves its files
+            path += "index.html"
+        found.append((method, path))
+    for extra in re.findall(r"\| \*\*([a-z]+)\*\*", text):  # cancel | signal | ...
+        found.append(("POST", "/api/v1/jobs/7/" + extra))
+    return found
+
+
+def test_every_path_in_the_man_page_is_a_route():
+    """Every path jq-masterd(8) documents is served, with the method it names."""
+    with open(os.path.join(ROOT, "man", "jq-masterd.8.rst"), encoding="utf-8") as stream:
+        page = stream.read()
+    section = page.split("\nHTTP API\n")[1].split("\nOPTIONS\n")[0]
+    documented = _documented_paths(section)
+    paths = {path for _, path in documented}
+    assert {"/", "/metrics", "/api/v1/jobs", "/api/v1/jobs/7/log", "/api/v1/jobs/7/hold",
+            "/json/addjob", "/xmlrpc/addjob", "/json/pausejobs"} <= paths
+    served = app.routes()
+    for method, path in documented:
+        assert any(route.pattern.match(path) and method in (None, route.method)
+                   for route in served), (method, path)
 
 
 class _PagedBackend:
