@@ -122,6 +122,9 @@ def test_a_job_goes_queued_running_success_its_log_opens_and_another_is_canceled
     assert cells[1] == "yes" and cells[3] == "0/1"
     browser.find_element(By.ID, "tab-jobs").click()
     browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % watched).click()
+    wait_for(lambda: sorted(browser.find_element(By.ID, "summary").text.split(" · ")[-1]
+                            .split(", ")) == ["1 canceled", "1 success"],
+             what="the header's counts")
     os.makedirs(SCREENSHOTS, exist_ok=True)
     path = os.path.join(SCREENSHOTS, "jobs-page.png")
     assert browser.save_screenshot(path) and os.path.getsize(path) > 10000
