@@ -195,11 +195,23 @@ class _Call:
 
 
 def test_getjobs_reads_every_job_a_page_at_a_time(monkeypatch):
-    """getjobs lists every job, holding the queue for one page at a time."""
+    """getjobs lists every job, holding the queue for one page at a time and encoding
+    the answer a page at a time."""
     monkeypatch.setattr(coalition, "PAGE", 3)
     backend = _PagedBackend(7)
     answers = []
     coalition.getjobs(_Call(backend, {})).addCallback(answers.append)
     data = eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
     assert [row[0] for row in data["Jobs"]] == list(range(1, 8))
+    assert answers[0].body.decode() == coalition.literal(data)  # as encoded in one piece
+    assert list(data) == ["Vars", "Jobs", "Parents"] and data["Vars"] == coalition.VARS
     assert backend.calls == [(3, None), (3, 3), (3, 6)]
+
+
+def test_getjobs_with_no_job_or_an_unknown_state_is_an_empty_list():
+    """No job, or a state no job can be in: Jobs is [] (still Python's eval's)."""
+    for args, count in (({}, 0), ({"filter": ["PAUSED"]}, 3)):
+        answers = []
+        coalition.getjobs(_Call(_PagedBackend(count), args)).addCallback(answers.append)
+        data = eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
+        assert data["Jobs"] == [] and data["Parents"] == [{"ID": 0, "Title": "Root"}]
