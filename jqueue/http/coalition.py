@@ -65,6 +65,8 @@ DEFAULT_PRIORITY = 1000
 PAGE = 1000
 #: Most log bytes getlog answers (the end of a longer log).
 MAX_LOG = 16 * 1024 * 1024
+#: Log bytes read from the queue at a time.
+LOG_CHUNK = 1024 * 1024
 
 
 def routes():
@@ -282,15 +284,18 @@ def getlog(call):
     backend = call.backend
 
     def read():
-        data = b""
-        offset = 0
-        while True:
-            part = backend.read_job_log(job_id[0], offset, 1024 * 1024)
-            data += part["data"]
-            offset = part["offset"]
-            if not part["data"] or len(data) >= MAX_LOG:
+        """The log's last MAX_LOG bytes (all of a shorter one)."""
+        row = backend.query_jobs([job_id[0]], ["log_bytes"])[0]
+        offset = max(0, (row[0] or 0) - MAX_LOG) if row is not None else 0
+        chunks, size = [], 0
+        while size < MAX_LOG:
+            part = backend.read_job_log(job_id[0], offset, min(LOG_CHUNK, MAX_LOG - size))
+            if not part["data"]:
                 break
-        return data[-MAX_LOG:].decode("utf-8", "replace")
+            chunks.append(part["data"])
+            size += len(part["data"])
+            offset = part["offset"]
+        return b"".join(chunks).decode("utf-8", "replace")
     return call.blocking(read).addCallback(lambda log: text(literal(log)))
 
 

@@ -215,3 +215,28 @@ def test_getjobs_with_no_job_or_an_unknown_state_is_an_empty_list():
         coalition.getjobs(_Call(_PagedBackend(count), args)).addCallback(answers.append)
         data = eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
         assert data["Jobs"] == [] and data["Parents"] == [{"ID": 0, "Title": "Root"}]
+
+
+class _LogBackend:
+    """A job whose log is the given bytes, read as JobQueue.read_job_log does."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def query_jobs(self, ids, fields):
+        return [[len(self.log)]]
+
+    def read_job_log(self, job_id, offset, max_bytes):
+        data = self.log[offset:offset + max_bytes]
+        return {"data": data, "offset": offset + len(data), "eof": True}
+
+
+def test_getlog_answers_the_end_of_a_long_log(monkeypatch):
+    """A log longer than MAX_LOG is answered by its last MAX_LOG bytes; a short one whole."""
+    monkeypatch.setattr(coalition, "MAX_LOG", 10)
+    monkeypatch.setattr(coalition, "LOG_CHUNK", 4)
+    for log, expected in ((b"0123456789abcdefghij", "abcdefghij"), (b"short", "short"),
+                          (b"", "")):
+        answers = []
+        coalition.getlog(_Call(_LogBackend(log), {"id": ["3"]})).addCallback(answers.append)
+        assert eval(answers[0].body.decode(), {"__builtins__": {}}, {}) == expected  # noqa: S307
