@@ -160,3 +160,29 @@ def test_the_page_stays_responsive_with_a_thousand_jobs(browser, served):
     Select(browser.find_element(By.ID, "status-filter")).select_by_value("queued")
     wait_for(lambda: browser.find_element(By.ID, "empty").is_displayed(),
              what="an empty filtered table")
+
+
+def test_a_long_log_is_read_from_near_its_end(browser, served):
+    """A finished job with 3 MB of output: its detail shows the end of the log and says how
+    much it left out, without reading the whole log first."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    job_id = client.post("/api/v1/jobs", {
+        "cmd": "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100; echo last-line",
+        "title": "chatty"}).json()["id"]
+    job = client.wait_job(job_id)
+    assert job["status"] == "success" and job["log_bytes"] > 3000000, job
+    open_page(browser, client)
+    browser.execute_script(
+        "window.__logReads = 0; const fetch0 = window.fetch; window.fetch = (url, opts) => {"
+        " if (String(url).includes('/log?')) { window.__logReads += 1; }"
+        " return fetch0(url, opts); };")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    wait_for(lambda: "* END" in browser.find_element(By.ID, "log").get_attribute(
+        "textContent"), what="the log's end")
+    text = browser.find_element(By.ID, "log").get_attribute("textContent")
+    assert text.splitlines()[0] == "[earlier output not shown]"
+    assert "last-line" in text and len(text) <= (1 << 20) + 100
+    assert browser.execute_script("return window.__logReads") <= 20

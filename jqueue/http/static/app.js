@@ -317,7 +317,17 @@
   async function tailLog(id) {
     const generation = ++state.logGeneration;
     const view = $("log");
+    // A tail: a log longer than what the view keeps is read from near its end only, and
+    // the view keeps the last LOG_KEEP characters, saying that it left some out.
     let offset = 0;
+    let shown = "";
+    let cut = false;
+    try {
+      const job = await api("GET", "/jobs/" + id);
+      offset = Math.max(0, (job.log_bytes || 0) - LOG_KEEP);
+      cut = offset > 0;
+    } catch (err) { /* read from the start; the loop below reports errors */ }
+    if (generation !== state.logGeneration) { return; }
     for (;;) {
       let part;
       try {
@@ -331,9 +341,12 @@
       if (generation !== state.logGeneration) { return; }
       if (part.data) {
         const atBottom = view.scrollTop + view.clientHeight >= view.scrollHeight - 4;
-        let text = view.textContent + part.data;
-        if (text.length > LOG_KEEP) { text = text.slice(text.length - LOG_KEEP); }
-        view.textContent = text;
+        shown += part.data;
+        if (shown.length > LOG_KEEP) {
+          shown = shown.slice(shown.length - LOG_KEEP);
+          cut = true;
+        }
+        view.textContent = (cut ? "[earlier output not shown]\n" : "") + shown;
         if (atBottom) { view.scrollTop = view.scrollHeight; }
       }
       offset = part.offset;
