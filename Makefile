@@ -34,7 +34,8 @@ browser:
 	    || ! command -v curl >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing $(BROWSER_PACKAGES) (Debian)"; \
-	    apt-get update -qq && apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      $(BROWSER_PACKAGES) >/dev/null; \
 	  else \
 	    echo "missing: $(BROWSER_PACKAGES) (apt-get install them as root)"; \
 	  fi; \
