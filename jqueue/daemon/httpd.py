@@ -90,7 +90,8 @@ class HttpService(service.Service):
         self._pool.start()
         super().startService()
         address = self.port.getHost()
-        logger.info("HTTP on %s://%s:%d/ (%s)", "https" if tls else "http", address.host,
+        host_text = "[%s]" % address.host if ":" in address.host else address.host
+        logger.info("HTTP on %s://%s:%d/ (%s)", "https" if tls else "http", host_text,
                     address.port, "tokens" if tokens else "client certificates" if tls and
                     not loopback else "loopback, no authentication" if loopback and not tls
                     else "loopback")

@@ -207,6 +207,26 @@ def test_a_non_loopback_address_without_authentication_is_refused(tmp_path):
     assert "not a loopback address" in proc.stderr
 
 
+def test_ipv6_loopback_serves_without_authentication(daemons, tmp_path):
+    """--http [::1]:PORT is loopback: served openly (Host [::1]:PORT accepted), and the
+    log names the URL with its brackets."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = free_port()
+    daemon = daemons(args=["--http", "[::1]:%d" % port])
+    client = HttpClient(port, host="::1")
+    answer = client.wait_ready()
+    assert answer.status == 200 and answer.json()["authenticated"] is False
+    assert client.get("/json/addjob?cmd=true").text.isdigit()
+    assert "HTTP on http://[::1]:%d/ (loopback, no authentication)" % port in daemon.stderr()
+    client.close()
+
+
 def write_tls(state_dir, node="node1"):
     """A CA, and this node's key and certificate, in state_dir/tls; (ca, ca_key)."""
     tls_dir = os.path.join(state_dir, "tls")
