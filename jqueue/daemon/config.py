@@ -285,7 +285,7 @@ OPTIONS = (
            "File of the HTTP API's tokens, one NAME TOKEN per line (# comments; a token "
            "of 16 characters at least): a client sends Authorization: Bearer TOKEN or "
            "?token=TOKEN, and the jobs it submits are owned by NAME. With tokens, every "
-           "request must be authenticated, on loopback too.",
+           "request must be authenticated, on loopback too. SIGHUP reads the file again.",
            flag="--http-tokens", metavar="FILE", default_doc="none"),
     Option("http_tls", Text(), "off",
            "HTTPS: off, or cluster (this node's certificate and key in DIR/tls; a client "

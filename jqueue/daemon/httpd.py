@@ -6,6 +6,7 @@ start, event streams are closed, then the listener and the connections.
 
 import logging
 import os
+import signal
 
 from twisted.application import service
 from twisted.internet import defer, error, task
@@ -45,6 +46,7 @@ class HttpService(service.Service):
         self.site = None
         self.port = None
         self._pool = None
+        self._previous_sighup = None
 
     def limits(self):
         c = self._config
@@ -88,6 +90,8 @@ class HttpService(service.Service):
             raise common.StartupError("cannot listen on %s: %s" % (
                 self._config.http, err.socketError)) from None
         self._pool.start()
+        if tokens is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup) or signal.SIG_DFL
         super().startService()
         address = self.port.getHost()
         host_text = "[%s]" % address.host if ":" in address.host else address.host
@@ -95,6 +99,28 @@ class HttpService(service.Service):
                     address.port, "tokens" if tokens else "client certificates" if tls and
                     not loopback else "loopback, no authentication" if loopback and not tls
                     else "loopback")
+
+    def _sighup(self, signum, frame):
+        self._reactor.callFromThread(self.reload_tokens)
+
+    def reload_tokens(self):
+        """Read the tokens file again (SIGHUP): its tokens replace the old ones; a file
+        that does not parse changes nothing (the error is logged)."""
+        if self.site is None:
+            return
+        try:
+            tokens = auth.read_tokens(self._config.http_tokens)
+        except errors.GenericError as err:
+            logger.error("SIGHUP: kept the HTTP tokens: %s", errors.error_message(err))
+            return
+        self.site.authenticator.set_tokens(tokens)
+        logger.info("SIGHUP: read %d HTTP tokens from %s", len(tokens),
+                    self._config.http_tokens)
+
+    def _restore_sighup(self):
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
 
     def _tls_options(self):
         if self._config.http_tls != "cluster":
@@ -106,6 +132,7 @@ class HttpService(service.Service):
 
     def abort(self):
         """The start failed: listen no more."""
+        self._restore_sighup()
         if self.port is not None:
             self.port.stopListening()
             self.port = None
@@ -121,6 +148,7 @@ class HttpService(service.Service):
         if not self.running:
             return
         super().stopService()
+        self._restore_sighup()
         self.site.stop_streams()
         yield self.port.stopListening()
         deadline = self._reactor.seconds() + CLOSE_TIMEOUT

@@ -13,7 +13,7 @@ request is authenticated by
 
 The tokens file has one ``NAME TOKEN`` per line (``#`` starts a comment); NAME is the
 caller's name, recorded as the owner of the jobs it submits. Tokens are compared in
-constant time.
+constant time. jq-masterd reads the file again on SIGHUP.
 
 Browsers: a request that a browser made (it carries ``Origin``, ``Sec-Fetch-Site`` or a
 cookie) and that changes something must come from our own page: not from another site
@@ -120,6 +120,10 @@ class Authenticator:
         self.loopback_open = loopback_open
         self._secret = secret if secret is not None else os.urandom(32)
         self.csrf_token = hmac.new(self._secret, b"jqueue csrf", hashlib.sha256).hexdigest()
+
+    def set_tokens(self, tokens):
+        """Replace the tokens ({token: name}): a reloaded tokens file."""
+        self._tokens = dict(tokens)
 
     def identify(self, request, query_token=None):
         """(authenticated, name or None) of a request; AuthError if it needs one it lacks

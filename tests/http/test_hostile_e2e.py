@@ -3,6 +3,7 @@ stays up; authentication (tokens, client certificates) and CSRF; non-loopback re
 
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -195,6 +196,32 @@ def test_tokens_authenticate_and_own_jobs(daemons, tmp_path):
     assert "jq_token=" in cookie and "HttpOnly" in cookie
     jar = "; ".join(part.split(";")[0] for part in page.headers["set-cookie"].split(", "))
     assert client.get("/api/v1/info", headers={"Cookie": jar}).json()["name"] == "bob"
+
+
+def test_sighup_reads_the_tokens_file_again(daemons, tmp_path):
+    """After SIGHUP a new token works and a removed one is 401; a file that does not parse
+    keeps the tokens in force (and is logged); the daemon still stops cleanly."""
+    old, new = "o" * 20, "n" * 20
+    path = token_file(tmp_path, alice=old)
+    daemon, client = start_http_daemon(daemons, "--http-tokens", path)
+    assert client.get("/api/v1/info?token=" + old).json()["name"] == "alice"
+    assert client.get("/api/v1/info?token=" + new).status == 401
+    token_file(tmp_path, bob=new)
+    daemon.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while client.get("/api/v1/info?token=" + new).status != 200:
+        assert time.monotonic() < deadline, daemon.stderr()
+        time.sleep(0.05)
+    assert client.get("/api/v1/info?token=" + new).json()["name"] == "bob"
+    assert client.get("/api/v1/info?token=" + old).status == 401
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write("bob short\n")
+    daemon.send_signal(signal.SIGHUP)
+    while "kept the HTTP tokens" not in daemon.stderr():
+        assert time.monotonic() < deadline + 10, daemon.stderr()
+        time.sleep(0.05)
+    assert client.get("/api/v1/info?token=" + new).json()["name"] == "bob"
+    assert daemon.alive()
 
 
 def test_a_non_loopback_address_without_authentication_is_refused(tmp_path):
