@@ -474,7 +474,12 @@ def get_events(call):
 class EventStream(Streaming):
     """Server-Sent Events from the queue's event stream: ``id: serial`` and ``data:`` the
     event as JSON; ``event: gap`` when the ring no longer holds what followed since (the
-    client re-reads state). A comment every KEEPALIVE seconds keeps proxies patient."""
+    client re-reads state). A comment every KEEPALIVE seconds keeps proxies patient.
+
+    A push producer of its connection: while the client reads slower than events come
+    (the connection's send buffer is full) it takes no more events, so that a stalled
+    client costs no memory; it goes on from where it was when the buffer drains (with
+    ``event: gap`` if the ring no longer holds that far back)."""
 
     def __init__(self, site, since, flt):
         self._site, self._since, self._filter = site, since, flt
@@ -482,9 +487,11 @@ class EventStream(Streaming):
         self._handle = None
         self._keepalive = None
         self._stopped = False
+        self._paused = False
 
     def start(self, request):
         self._request = request
+        request.registerProducer(self, True)
         request.write(b"retry: 2000\n: jqueue events from %d\n\n" % self._since)
         self._keepalive = task.LoopingCall(self._ping)
         self._keepalive.clock = self._site.reactor
@@ -512,11 +519,26 @@ class EventStream(Streaming):
         if parts:
             self._request.write(b"".join(parts))
         self._since = max(self._since, answer["last"])
-        self._watch()
+        if not self._paused:
+            self._watch()
 
     def _ping(self):
-        if not self._stopped:
+        if not self._stopped and not self._paused:
             self._request.write(b": keepalive %d\n\n" % int(time.time()))
+
+    # IPushProducer: the connection's send buffer is full, or drained, or the connection
+    # is gone.
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        if self._handle is None and self._request is not None:
+            self._watch()
+
+    def stopProducing(self):
+        self.stop()
 
     def stop(self):
         self._stopped = True
@@ -529,4 +551,6 @@ class EventStream(Streaming):
     def close(self):
         request = self._request
         if request is not None and not request.finished and not request._disconnected:
+            if request.producer is not None:
+                request.unregisterProducer()
             request.finish()

@@ -240,3 +240,67 @@ def test_getlog_answers_the_end_of_a_long_log(monkeypatch):
         answers = []
         coalition.getlog(_Call(_LogBackend(log), {"id": ["3"]})).addCallback(answers.append)
         assert eval(answers[0].body.decode(), {"__builtins__": {}}, {}) == expected  # noqa: S307
+
+
+class _EventsBackend:
+    """watch_events recording the since of each watch; answer() fires the last one."""
+
+    def __init__(self):
+        self.watches = []
+
+    def watch_events(self, since, flt, callback):
+        handle = type("Handle", (), {"cancel": lambda self: None})()
+        self.watches.append((since, callback))
+        return handle
+
+    def answer(self, serials):
+        since, callback = self.watches[-1]
+        callback({"events": [{"serial": n, "kind": "job"} for n in serials],
+                  "last": serials[-1], "gap": False})
+
+
+class _StreamRequest:
+    """What EventStream uses of a twisted.web request."""
+
+    def __init__(self):
+        self.written, self.producer, self.finished, self._disconnected = [], None, False, False
+
+    def registerProducer(self, producer, streaming):  # noqa: N802 - twisted's name
+        assert streaming and self.producer is None
+        self.producer = producer
+
+    def unregisterProducer(self):  # noqa: N802 - twisted's name
+        self.producer = None
+
+    def write(self, data):
+        self.written.append(data)
+
+    def finish(self):
+        self.finished = True
+
+
+def test_event_stream_takes_no_events_while_its_client_is_not_reading():
+    """Paused (the send buffer is full) the stream writes the answer in hand but watches no
+    further and sends no keepalive; resumed, it watches again from the last serial."""
+    from twisted.internet import task
+    clock = task.Clock()
+    backend = _EventsBackend()
+    site = type("Site", (), {"reactor": clock, "backend": backend,
+                             "deliver": staticmethod(lambda fn, value: fn(value))})()
+    stream = api.EventStream(site, 5, None)
+    request = _StreamRequest()
+    stream.start(request)
+    assert request.producer is stream and [since for since, _ in backend.watches] == [5]
+    stream.pauseProducing()
+    backend.answer([6, 7])
+    assert b"id: 7\n" in request.written[-1] and len(backend.watches) == 1
+    before = len(request.written)
+    clock.advance(api.KEEPALIVE * 3)
+    assert len(request.written) == before
+    stream.resumeProducing()
+    assert [since for since, _ in backend.watches] == [5, 7]
+    backend.answer([8])
+    assert [since for since, _ in backend.watches] == [5, 7, 8]
+    stream.stopProducing()
+    stream.close()
+    assert request.finished and request.producer is None
