@@ -4,7 +4,7 @@ VENV ?= .venv
 PY = $(VENV)/bin/python
 STAMP = $(VENV)/.installed
 
-.PHONY: venv test lint demo bench man clean ganeti-client
+.PHONY: venv test lint demo bench man clean ganeti-client browser
 
 venv: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,ganeti-compat]'
 	touch $(STAMP)
 
-test: venv ganeti-client
+test: venv ganeti-client browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 tests
 
@@ -23,6 +23,23 @@ test: venv ganeti-client
 # saying why.
 ganeti-client:
 	-sh tools/fetch-ganeti
+
+# The HTTP tests' clients from Debian's packages: headless Chromium and its driver (the
+# browser test of the web page, tests/http/test_browser_e2e.py) and curl. Installed with
+# apt-get when missing (CI runs as root); otherwise the tests fail saying what is missing.
+BROWSER_PACKAGES = chromium chromium-driver curl
+
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+	    || ! command -v curl >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(BROWSER_PACKAGES) (Debian)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      $(BROWSER_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing: $(BROWSER_PACKAGES) (apt-get install them as root)"; \
+	  fi; \
+	fi
 
 lint: venv
 	$(PY) -m ruff check .

@@ -14,7 +14,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SUITES = ["core", "luxi", "peers", "replication", "commands", "pool"]
+SUITES = ["core", "luxi", "peers", "replication", "commands", "pool", "httpapi"]
 RATIO_TEXT = {
     "core": "to (a), one fsync'd file per change",
     "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
@@ -22,6 +22,7 @@ RATIO_TEXT = {
     "replication": "to the local-only rate measured first",
     "commands": "to (a) the machine's own spawn rate; (d) to the idle daemon; (e) to cmd > file",
     "pool": "(a) 100 nodes to one; (b) loaded to empty; (c) RSS to the idle daemon",
+    "httpapi": "to (a), LUXI's durable submits in the same run (target: at least 0.5)",
 }
 
 

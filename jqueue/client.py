@@ -55,18 +55,19 @@ class Client:
         """The underlying jqueue.luxi.client.Client (every LUXI method, wire shapes)."""
         return self._luxi
 
-    def submit_job(self, ops, drained_ok=False, token=None):
+    def submit_job(self, ops, drained_ok=False, token=None, owner=None):
         """Submit one job; its id (see JobQueue.submit_job)."""
         if drained_ok:
-            return self._luxi.submit_job_to_drained_queue(ops, token=token)
-        return self._luxi.submit_job(ops, token=token)
+            return self._luxi.submit_job_to_drained_queue(ops, token=token, owner=owner)
+        return self._luxi.submit_job(ops, token=token, owner=owner)
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None):
         """Submit several jobs; [(True, id) | (False, message)] in order."""
         if drained_ok:
             raise errors.OpPrereqError("LUXI has no SubmitManyJobs to a drained queue: "
                                        "submit each job with drained_ok=True")
-        return [tuple(result) for result in self._luxi.submit_many_jobs(jobs, tokens=tokens)]
+        return [tuple(result) for result in self._luxi.submit_many_jobs(jobs, tokens=tokens,
+                                                                         owner=owner)]
 
     def cancel_job(self, job_id, kill=False):
         """(success, message)."""

@@ -190,6 +190,8 @@ class OpCommandRun(OpCode):
               "master's without an affinity)"),
         Param("affinity", Tags, [], "tags the node must all have (exact, case-sensitive)"),
         Param("title", ptypes.Maybe(ptypes.String), None, "display name"),
+        Param("url", ptypes.Maybe(ptypes.String), None,
+              "a link shown with the job (Coalition's url)"),
         Param("progress_pattern", ProgressPatternType, constants.DEFAULT_PROGRESS_PATTERN,
               "how the output reports progress (%percent: value/100, %one: 0..1)"),
         Param("global_progress_pattern", ptypes.Maybe(ProgressPatternType), None,

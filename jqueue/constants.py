@@ -112,6 +112,8 @@ JOB_FIELDS = (
     # Command jobs (null for other jobs).
     "node", "attempt", "max_attempts", "exit_status", "signal", "timed_out", "reason",
     "progress", "global_progress", "log_bytes", "pid", "title",
+    # Who submitted the job (HTTP clients).
+    "owner",
 )
 
 # Query result status codes (Ganeti's RS_*).

@@ -29,6 +29,8 @@ _OP_STATE_KEYS = ("status", "result", "start_timestamp", "exec_timestamp", "end_
 EXEC_KEY = "exec"
 #: Job file key of the length of a job's command log, present only if it has one.
 LOG_BYTES_KEY = "log_bytes"
+#: Job file key (ours) of who submitted the job, present only if known.
+OWNER_KEY = "owner"
 
 
 #: Job fields a JobOutcome is made of, in from_row's order.
@@ -206,9 +208,9 @@ class QueuedJob:
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
                  "client_batch", "acked_state", "token", "event_status",
-                 "file_bytes")
+                 "file_bytes", "owner")
 
-    def __init__(self, job_id, ops, received_timestamp, token=None):
+    def __init__(self, job_id, ops, received_timestamp, token=None, owner=None):
         self.id = job_id
         self.ops = ops
         self.received_timestamp = received_timestamp
@@ -219,6 +221,9 @@ class QueuedJob:
         self.log_bytes = 0
         #: The submission's idempotency token (job file key "token"; ours), or None.
         self.token = token
+        #: Who submitted the job (job file key "owner"; ours): the name an HTTP client
+        #: authenticated as, or the owner it gave; None if unknown.
+        self.owner = owner
         self._init_runtime()
 
     def _init_runtime(self):
@@ -323,6 +328,8 @@ class QueuedJob:
             data[LOG_BYTES_KEY] = self.log_bytes
         if self.token is not None:
             data["token"] = self.token
+        if self.owner is not None:
+            data[OWNER_KEY] = self.owner
         return data
 
     def state_dict(self):
@@ -375,6 +382,10 @@ class QueuedJob:
         if job.token is not None and not isinstance(job.token, str):
             raise errors.JobFileCorrupted("job %s: token %r is not a string" % (
                 job_id, job.token))
+        job.owner = data.get(OWNER_KEY)
+        if job.owner is not None and not isinstance(job.owner, str):
+            raise errors.JobFileCorrupted("job %s: owner %r is not a string" % (
+                job_id, job.owner))
         serials = [entry[0] for op in job.ops for entry in op.log]
         job.log_serial = max(serials) if serials else 0
         job.log_bytes = data.get(LOG_BYTES_KEY) or 0
@@ -390,7 +401,7 @@ class QueuedJob:
         the log entries up to max_log_serial and the durable command log; for readers of
         acknowledged changes."""
         copy = QueuedJob.__new__(QueuedJob)
-        copy.id, copy.token = self.id, self.token
+        copy.id, copy.token, copy.owner = self.id, self.token, self.owner
         copy.received_timestamp = self.received_timestamp
         copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
         copy.ops = [op.copy(max_log_serial) for op in self.ops]

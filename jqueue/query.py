@@ -115,6 +115,8 @@ FIELDS += [
     Field("pid", "PID", QFT_NUMBER, "Process id of the command's running attempt",
           _exec("pid")),
     Field("title", "Title", QFT_TEXT, "Title of the command job", _title),
+    Field("owner", "Owner", QFT_TEXT, "Who submitted the job (an HTTP client's name)",
+          lambda job, reg: job.owner),
 ]
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 

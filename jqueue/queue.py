@@ -32,7 +32,7 @@ import os
 import threading
 import time
 
-from jqueue import commandjob, constants, errors, opcodes, ptypes, query, serializer
+from jqueue import commandjob, constants, errors, jobindex, opcodes, ptypes, query, serializer
 from jqueue.job import (
     OUTCOME_FIELDS,
     PRISTINE,
@@ -147,6 +147,10 @@ class JobQueue:
             if not job.is_finalized():
                 job.acked_state = job.state_dict()
         self._serial = self.recovery.max_id
+        # Replicas change jobs behind the queue's back (jqueue.cluster.replica): no index.
+        self._index = None if self._replica else jobindex.JobIndex()
+        for job in self._jobs.values():
+            self._index_unlocked(job)
         self._archiving = {}
         self._dirty = set()
         self._unrecorded = set()  # jobs whose internal changes a refused batch lost
@@ -175,24 +179,25 @@ class JobQueue:
 
     # Submission
 
-    def submit_job(self, ops, drained_ok=False, token=None):
+    def submit_job(self, ops, drained_ok=False, token=None, owner=None):
         """Submit one job (a list of opcodes); return its id once it is acknowledged.
 
         token (a string) makes the submission idempotent: while the job an earlier
         submission with the same token created is live, its id is returned and no job is
-        created. SubmissionNotAcknowledged (naming the id) if the job is recorded but not
+        created. owner names who submits (kept as the job's ``owner``).
+        SubmissionNotAcknowledged (naming the id) if the job is recorded but not
         acknowledged within the acknowledgement timeout.
         """
-        job_id, batch = self.submit_job_nowait(ops, drained_ok, token=token)
+        job_id, batch = self.submit_job_nowait(ops, drained_ok, token=token, owner=owner)
         if batch is not None:
             self._wait_submitted(batch, [job_id])
         return job_id
 
-    def submit_job_to_drained_queue(self, ops, token=None):
+    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
         """Submit one job even if the queue is drained (for the cluster's own work)."""
-        return self.submit_job(ops, drained_ok=True, token=token)
+        return self.submit_job(ops, drained_ok=True, token=token, owner=owner)
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None):
         """Submit several jobs; return [(True, id) | (False, message)] in order.
 
         Negative dependency ids are relative: -1 is the job just before in this request.
@@ -201,7 +206,8 @@ class JobQueue:
         """
         if not isinstance(jobs, list) or not jobs:
             raise errors.OpPrereqError("expected a non-empty list of jobs")
-        results, batch = self.submit_nowait(jobs, drained_ok, single=False, tokens=tokens)
+        results, batch = self.submit_nowait(jobs, drained_ok, single=False, tokens=tokens,
+                                            owner=owner)
         if batch is not None:
             self._wait_submitted(batch, [value for ok, value in results if ok])
         return results
@@ -243,7 +249,7 @@ class JobQueue:
         """The CommandRunner (None if this queue runs no command jobs)."""
         return self._commands
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None,
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, owner=None,
                       defer_commit=False):
         """Validate and record jobs without waiting: return (results, batch).
 
@@ -254,6 +260,7 @@ class JobQueue:
         the caller promises to call commit_pending() soon (see there).
         """
         tokens = _check_tokens(tokens, len(jobs) if isinstance(jobs, list) else 0)
+        _check_owner(owner)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
         with self._lock:
@@ -264,7 +271,7 @@ class JobQueue:
             else:
                 self._check_writable()
                 self._check_open_unlocked()
-            return self._create_jobs_unlocked(validated, tokens, known, defer_commit)
+            return self._create_jobs_unlocked(validated, tokens, known, owner, defer_commit)
 
     def _token_job_unlocked(self, token):
         """The live job an earlier submission with token created, or None."""
@@ -273,10 +280,11 @@ class JobQueue:
         job = self._jobs.get(self._tokens.get(token))
         return job if job is not None and job.token == token else None
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None, defer_commit=False):
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, owner=None,
+                          defer_commit=False):
         """Like submit_job, without waiting: return (job id, batch to wait on or None)."""
         results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token],
-                                            defer_commit=defer_commit)
+                                            owner=owner, defer_commit=defer_commit)
         ok, value = results[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
@@ -329,7 +337,7 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated, tokens, known, defer_commit=False):
+    def _create_jobs_unlocked(self, validated, tokens, known, owner=None, defer_commit=False):
         """Create the jobs of one request; their records join one batch, so that the
         request is durable, or refused, as a whole. A job whose token the queue knows is
         not created again: the first submission's id is answered."""
@@ -347,7 +355,7 @@ class JobQueue:
                 results.append((False, problem))
                 continue
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
-                            token=token)
+                            token=token, owner=owner)
             job.visible = False
             payload, job.file_bytes = records.job_record_and_bytes(job)
             created.append((job, payload))  # encoded before any change
@@ -358,6 +366,7 @@ class JobQueue:
         for job, payload in created:
             self._serial = job.id
             self._jobs[job.id] = job
+            self._index_unlocked(job)
             if job.token is not None:
                 self._tokens[job.token] = job.id
             job.generation = self._journal.generation
@@ -383,6 +392,7 @@ class JobQueue:
         """Undo a refused submission: the job was never visible; it leaves no trace."""
         if self._jobs.get(job.id) is job and not job.visible:
             del self._jobs[job.id]
+            self._unindex_unlocked(job)
             self._dirty.discard(job.id)
             self._unrecorded.discard(job.id)
             if job.token is not None and self._tokens.get(job.token) == job.id:
@@ -490,6 +500,8 @@ class JobQueue:
         job.file_bytes = None
         job.apply_state(state)
         job.kill_requested = kill_requested
+        if job.id in self._jobs:
+            self._index_unlocked(job)
         if job.id in self._jobs and not job.is_finalized():
             self._pool.change_task_priority(job.id, job.calc_priority())
             if job.next_op_index() is not None and all(
@@ -639,6 +651,7 @@ class JobQueue:
             if job.token is not None and self._tokens.get(job.token) == job.id:
                 del self._tokens[job.token]
             del self._jobs[job.id]
+            self._unindex_unlocked(job)
             job.archived = True
             self._archiving[job.id] = job
         batch = self._journal.append_all([(records.archive_record(job.id), None)
@@ -653,6 +666,7 @@ class JobQueue:
             job.archived = False
             in_order = not self._jobs or next(reversed(self._jobs)) < job.id
             self._jobs[job.id] = job
+            self._index_unlocked(job)
             if not in_order:
                 self._jobs = dict(sorted(self._jobs.items()))
             if job.token is not None:
@@ -865,6 +879,19 @@ class JobQueue:
                     "waiters": self._waiters.count(), "drained": self._drained,
                     "journal": dict(self._journal.stats), "pool": self._pool.stats()}
 
+    def metrics(self):
+        """Counters for monitoring that cost no scan of the jobs: the jobs by status (from
+        the index), the last job id, waiters, the journal's counters and its latency
+        histogram (jqueue.store.journal.LatencyHistogram)."""
+        with self._lock:
+            by_status = self._index.counts("status") if self._index is not None else {}
+            serial = self._serial
+            waiters = self._waiters.count()
+        return {"by_status": by_status, "serial": serial, "waiters": waiters,
+                "event_waiters": self._events.waiter_count(),
+                "log_waiters": self._log_waiters.count(),
+                "journal": dict(self._journal.stats), "ack_latency": self._journal.ack_latency}
+
     def status(self):
         """What an operator sees of the queue's health (``jqctl queue info``).
 
@@ -920,7 +947,60 @@ class JobQueue:
         self._dirty.add(job.id)
         batch = self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
         self._job_event_unlocked(job)
+        self._index_unlocked(job)
         return batch
+
+    # The index of live jobs (jqueue.jobindex): what listing pages are served from
+
+    def _index_unlocked(self, job):
+        if self._index is not None:
+            self._index.update(job.id, ts_to_float(job.received_timestamp or (0, 0)), (
+                job.calc_status(), (commandjob.op_exec(job) or {}).get("node"), job.owner,
+                getattr(job, "parent", None) or 0))  # 0: the root
+
+    def _unindex_unlocked(self, job):
+        if self._index is not None:
+            self._index.remove(job.id)
+
+    def list_jobs(self, fields, limit=100, after=None, before=None, filters=None,
+                  since=None, until=None):
+        """A page of live jobs, from the index: {"rows": [[value, ...]], "more": bool}.
+
+        Jobs in id order after the id after (newest first before the id before, if given
+        instead), at most limit, passing filters ({key: [values]} for the keys of
+        jqueue.jobindex.KEYS; a parent of 0 is the root) and submitted within
+        since..until (epoch seconds). Rows show acknowledged states, as query_jobs does;
+        a job whose acknowledged status does not pass the status filter yet is skipped.
+        The cost is about the page's, whatever the queue holds.
+        """
+        if self._index is None:
+            raise errors.JobQueueError("queue %s is a replica: list the master's" %
+                                       self._dir.path)
+        info = query.getters(list(fields) + ["status"], self._registry)
+        statuses = (filters or {}).get("status")
+        rows = []
+        more = False
+        with self._lock:
+            selected = self._index.select(filters, after=after, before=before,
+                                          reverse=before is not None, since=since,
+                                          until=until)
+            for job_id in selected:
+                job = self._jobs.get(job_id)
+                if job is None or not job.visible:
+                    continue
+                if len(rows) >= limit:
+                    more = True
+                    break
+                values = info(self._acked_view_unlocked(job))
+                if statuses is not None and values[-1] not in statuses:
+                    continue
+                rows.append(values[:-1])
+        return {"rows": rows, "more": more}
+
+    def count_jobs(self, key="status"):
+        """{value: live jobs} for a key of jqueue.jobindex.KEYS (from the index)."""
+        with self._lock:
+            return self._index.counts(key) if self._index is not None else {}
 
     # Events (jqueue.store.events): journaled with the change they describe
 
@@ -1285,6 +1365,20 @@ def _fields_key(fields):
     except TypeError:
         return None
     return key
+
+
+#: Longest owner name accepted.
+MAX_OWNER_LENGTH = 256
+
+
+def _check_owner(owner):
+    """OpPrereqError unless owner is None or a printable string of 1 to 256 characters."""
+    if owner is not None and not (isinstance(owner, str) and 0 < len(owner) <= MAX_OWNER_LENGTH
+                                  and owner.isprintable()):
+        raise errors.OpPrereqError("invalid owner %s: an owner is a printable string of 1 "
+                                   "to %d characters" % (ptypes._short(owner),
+                                                         MAX_OWNER_LENGTH),
+                                   constants.ECODE_INVAL)
 
 
 def _freeze_long_lived():

@@ -327,21 +327,21 @@ class FakeLuxiClient:
             raise errors.RequestError("unknown method %s" % method)
         return getattr(self, name)(*args)
 
-    def submit_job(self, ops, token=None):
+    def submit_job(self, ops, token=None, owner=None):
         self._record("submit_job", *([ops] if token is None else [ops, token]))
         ok, value = self._submit([ops], drained_ok=False, tokens=[token])[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value
 
-    def submit_job_to_drained_queue(self, ops, token=None):
+    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
         self._record("submit_job_to_drained_queue", *([ops] if token is None else [ops, token]))
         ok, value = self._submit([ops], drained_ok=True, tokens=[token])[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value
 
-    def submit_many_jobs(self, jobs, tokens=None):
+    def submit_many_jobs(self, jobs, tokens=None, owner=None):
         self._record("submit_many_jobs", *([jobs] if tokens is None else [jobs, tokens]))
         return self._submit(jobs, drained_ok=False, tokens=tokens)
 

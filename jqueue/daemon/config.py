@@ -295,7 +295,42 @@ OPTIONS = (
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line.", flag="--log-max-bytes", metavar="BYTES",
            default_doc="%d (64 MiB)" % constants.DEFAULT_LOG_MAX_BYTES),
-) + command_options("masterd")
+) + command_options("masterd") + (
+    Option("http", Text(), None,
+           "Serve HTTP on this address: the web page, the REST API (/api/v1), Coalition's "
+           "API (/json, /xmlrpc/addjob) and /metrics (Coalition's port is 19211; IPv6 as "
+           "[ADDR]:PORT). Without http_tokens or http_tls only a loopback address is "
+           "accepted, and its requests need no authentication.",
+           flag="--http", metavar="HOST:PORT", default_doc="off"),
+    Option("http_tokens", Text(), None,
+           "File of the HTTP API's tokens, one NAME TOKEN per line (# comments; a token "
+           "of 16 characters at least): a client sends Authorization: Bearer TOKEN or "
+           "?token=TOKEN, and the jobs it submits are owned by NAME. With tokens, every "
+           "request must be authenticated, on loopback too. SIGHUP reads the file again.",
+           flag="--http-tokens", metavar="FILE", default_doc="none"),
+    Option("http_tls", Text(), "off",
+           "HTTPS: off, or cluster (this node's certificate and key in DIR/tls; a client "
+           "certificate signed by the cluster's CA authenticates its caller, named by its "
+           "CN).", flag="--http-tls", metavar="MODE", choices=("off", "cluster")),
+    Option("http_max_body", Integer(1024), 1024 * 1024,
+           "Largest HTTP request body in bytes (413 beyond).", flag="--http-max-body",
+           metavar="BYTES", default_doc="1048576 (1 MiB)"),
+    Option("http_max_headers", Integer(8), 64,
+           "Most header lines of an HTTP request (431 beyond; its request line and headers "
+           "may hold 16 KiB at most).", flag="--http-max-headers", metavar="N"),
+    Option("http_request_timeout", Number(0, strict=True), 30.0,
+           "Seconds an HTTP client may take to send a whole request (408 after).",
+           flag="--http-request-timeout", metavar="SECONDS"),
+    Option("http_idle_timeout", Number(0, strict=True), 120.0,
+           "Seconds an idle HTTP keep-alive connection is kept open.",
+           flag="--http-idle-timeout", metavar="SECONDS"),
+    Option("http_max_connections", Integer(1), 1024,
+           "Most open HTTP connections; further ones are closed at once.",
+           flag="--http-max-connections", metavar="N"),
+    Option("http_threads", Integer(1), 8,
+           "Threads serving HTTP requests that may block (an event stream or a long poll "
+           "costs none).", flag="--http-threads", metavar="N"),
+)
 
 #: jq-noded's options (man/jq-noded.8.rst), kept apart from masterd's.
 NODED_OPTIONS = (

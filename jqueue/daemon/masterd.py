@@ -1,7 +1,8 @@
 """jq-masterd: the queue daemon (see man/jq-masterd.8.rst).
 
 ``make_service(config, reactor)`` builds the service tree: a MasterService holding the
-QueueService (the JobQueue) and the LuxiService (the Unix-socket server). Starting opens
+QueueService (the JobQueue), the LuxiService (the Unix-socket server) and, with --http,
+the HttpService (jqueue.http: the web page, the REST and Coalition APIs, metrics). Starting opens
 the queue with its workers held, listens, then lets the workers go and tells systemd
 "READY=1". Stopping (SIGTERM, SIGINT) refuses new submissions, lets running opcodes
 finish within the grace period while queries and waiters are still served, writes the
@@ -27,7 +28,7 @@ from twisted.python import failure, threadpool
 
 import jqueue
 from jqueue import constants, embedded, opcodes
-from jqueue.daemon import clustermaster, common, unixsocket
+from jqueue.daemon import clustermaster, common, httpd, unixsocket
 from jqueue.daemon import config as configmod
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
@@ -263,8 +264,11 @@ class MasterService(service.MultiService):
         self.reactor = reactor
         self.queue_service = QueueService(config, reactor)
         self.luxi_service = LuxiService(config, reactor, self.queue_service)
+        self.http_service = httpd.HttpService(config, reactor, self.queue_service,
+                                              self.luxi_service)
         self.queue_service.setServiceParent(self)
         self.luxi_service.setServiceParent(self)
+        self.http_service.setServiceParent(self)
         self.exit_status = EXIT_OK
         self.stop_started = None
         self.cluster = None
@@ -280,8 +284,10 @@ class MasterService(service.MultiService):
             self._start_cluster()
             self.queue_service.startService()
             self.luxi_service.startService()
+            self.http_service.startService()
         except BaseException:
             self.running = 0
+            self.http_service.abort()
             self.queue_service.abort()
             if self.cluster is not None:
                 self.cluster.close()
@@ -321,12 +327,14 @@ class MasterService(service.MultiService):
         logger.info("stopping: refusing new jobs, giving running opcodes up to %gs",
                     self.config.shutdown_grace)
         self.luxi_service.stop_accepting_submissions()
+        self.http_service.stop_accepting_submissions()
         try:
             yield self.queue_service.stopService()
         except Exception:  # noqa: BLE001 - logged; the exit status says it
             logger.exception("shutting the queue down failed")
             self.exit_status = EXIT_FAILURE
         yield self.luxi_service.stopService()
+        yield self.http_service.stopService()
         if self.cluster is not None:
             self.cluster.close()
         logger.info("jq-masterd stopped")

@@ -201,27 +201,28 @@ class Client:
 
     # LUXI methods
 
-    def submit_job(self, ops, token=None):
+    def submit_job(self, ops, token=None, owner=None):
         """Submit one job (a list of opcodes, dicts or OpCode objects); return its id.
 
         With a token, a job an earlier submission with the same token created (and still
-        live) is returned instead of a new one: retrying after a timeout is safe.
+        live) is returned instead of a new one: retrying after a timeout is safe. owner
+        names who submits (the job's owner field).
         """
         return self.call(constants.LUXI_REQ_SUBMIT_JOB, _with_options(
-            [_opcodes(ops)], "token", token))
+            [_opcodes(ops)], token=token, owner=owner))
 
-    def submit_job_to_drained_queue(self, ops, token=None):
+    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
         """Submit one job even if the queue is drained; return its id."""
         return self.call(constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, _with_options(
-            [_opcodes(ops)], "token", token))
+            [_opcodes(ops)], token=token, owner=owner))
 
-    def submit_many_jobs(self, jobs, tokens=None):
+    def submit_many_jobs(self, jobs, tokens=None, owner=None):
         """Submit several jobs; return [[True, id] | [False, message], ...].
 
         tokens: a token (or None) per job, as for submit_job.
         """
         return self.call(constants.LUXI_REQ_SUBMIT_MANY_JOBS, _with_options(
-            [[_opcodes(o) for o in jobs]], "tokens", tokens))
+            [[_opcodes(o) for o in jobs]], tokens=tokens, owner=owner))
 
     def cancel_job(self, job_id, kill=False):
         """Cancel a job; return [success, message]."""
@@ -371,9 +372,10 @@ def _encode_request(method, args):
         raise errors.ParameterError("cannot encode request %s: %s" % (method, err)) from None
 
 
-def _with_options(args, key, value):
-    """Ganeti's arguments, with our options object {key: value} appended if value is set."""
-    return args if value is None else args + [{key: value}]
+def _with_options(args, **options):
+    """Ganeti's arguments, with our options object of the options set appended (if any)."""
+    given = {key: value for key, value in options.items() if value is not None}
+    return args + [given] if given else args
 
 
 def _opcodes(ops):

@@ -138,8 +138,10 @@ _FIELDS = ptypes.ListOf(ptypes.String)
 #: SubmitJob [ops, {"token": T}] and SubmitManyJobs [jobs, {"tokens": [T|null, ...]}]:
 #: idempotency tokens (our addition; Ganeti's clients send [ops] and [jobs]).
 _TOKEN = _Maybe(ptypes.String)
-_SUBMIT_OPTIONS = _Maybe(_Options({"token": _TOKEN}))
-_SUBMIT_MANY_OPTIONS = _Maybe(_Options({"tokens": _Maybe(ptypes.ListOf(_TOKEN))}))
+#: ... and "owner": who submits (the jobs' owner field; HTTP clients' names).
+_SUBMIT_OPTIONS = _Maybe(_Options({"token": _TOKEN, "owner": _TOKEN}))
+_SUBMIT_MANY_OPTIONS = _Maybe(_Options({"tokens": _Maybe(ptypes.ListOf(_TOKEN)),
+                                        "owner": _TOKEN}))
 _NUMBER = ptypes.NumberRange()
 _AGE = _InRange(_NUMBER, lambda age: age == -1 or age >= 0,
                 "-1 (every finalized job) or a non-negative number of seconds")
@@ -347,22 +349,14 @@ class Dispatcher:
     # Handlers: one per method, arguments already checked.
 
     def submit_job(self, ops, options=None):
-        token = submit_token(options)
-        if token is None:
-            return self._backend.submit_job(ops)
-        return self._backend.submit_job(ops, token=token)
+        return self._backend.submit_job(ops, **submit_arguments(options))
 
     def submit_job_to_drained_queue(self, ops, options=None):
-        token = submit_token(options)
-        if token is None:
-            return self._backend.submit_job_to_drained_queue(ops)
-        return self._backend.submit_job_to_drained_queue(ops, token=token)
+        return self._backend.submit_job_to_drained_queue(ops, **submit_arguments(options))
 
     def submit_many_jobs(self, jobs, options=None):
-        tokens = submit_tokens(options)
-        if tokens is None:
-            return [list(result) for result in self._backend.submit_many_jobs(jobs)]
-        return [list(result) for result in self._backend.submit_many_jobs(jobs, tokens=tokens)]
+        return [list(result) for result in self._backend.submit_many_jobs(
+            jobs, **submit_arguments(options))]
 
     def wait_for_job_change(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         result = self._backend.wait_for_job_changes(job_id, fields, prev_job_info,
@@ -478,14 +472,11 @@ class Dispatcher:
         return self._cluster_backend().step_down(epoch, master)
 
 
-def submit_token(options):
-    """The token of SubmitJob's options argument (None if none)."""
-    return (options or {}).get("token")
-
-
-def submit_tokens(options):
-    """The tokens of SubmitManyJobs' options argument (None if none)."""
-    return (options or {}).get("tokens")
+def submit_arguments(options):
+    """The keyword arguments of a submission for the options a client gave (only those
+    set: a backend without them still takes a plain submission). SubmitJob's options are
+    {"token", "owner"}, SubmitManyJobs' {"tokens", "owner"}."""
+    return {key: value for key, value in (options or {}).items() if value is not None}
 
 
 def _normal_rows(rows, width):

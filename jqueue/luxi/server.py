@@ -650,18 +650,13 @@ def _opcode_count(spec, args):
 
 
 def _submit_job(backend, args, drained_ok=False, **defer):
-    token = methods.submit_token(args[1] if len(args) > 1 else None)
-    if token is None:
-        return backend.submit_job_nowait(args[0], drained_ok, **defer)
-    return backend.submit_job_nowait(args[0], drained_ok, token=token, **defer)
+    options = methods.submit_arguments(args[1] if len(args) > 1 else None)
+    return backend.submit_job_nowait(args[0], drained_ok, **options, **defer)
 
 
 def _submit_many(backend, args, **defer):
-    tokens = methods.submit_tokens(args[1] if len(args) > 1 else None)
-    if tokens is None:
-        results, batch = backend.submit_nowait(args[0], **defer)
-    else:
-        results, batch = backend.submit_nowait(args[0], tokens=tokens, **defer)
+    options = methods.submit_arguments(args[1] if len(args) > 1 else None)
+    results, batch = backend.submit_nowait(args[0], **options, **defer)
     return [list(result) for result in results], batch
 
 

@@ -64,9 +64,12 @@ class Batch:
     """Records committed together; callers wait on it to learn that theirs are durable."""
 
     __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes", "ticket",
-                 "_callbacks", "_lock", "_finished", "slots", "written", "refused", "undo")
+                 "_callbacks", "_lock", "_finished", "slots", "written", "refused", "undo",
+                 "opened")
 
     def __init__(self):
+        #: When the batch was opened (monotonic seconds): its acknowledgement latency's start.
+        self.opened = time.monotonic()
         self.frames = []
         self.tags = []
         self.rotate_after = False
@@ -171,6 +174,8 @@ class Journal:
         self._size = os.fstat(self._fd).st_size
         self.generation = 0
         self.stats = {"batches": 0, "records": 0, "syncs": 0}
+        #: Seconds from a batch's opening to its acknowledgement (durable, replicated).
+        self.ack_latency = LatencyHistogram()
         self._acks = collections.deque()
         #: Batches the committer took and has not finished or handed to the completer.
         self._writing = []
@@ -606,9 +611,47 @@ class Journal:
                 self._on_durable(tags)
             except Exception:  # noqa: BLE001 - a listener bug must not stop commits
                 logger.exception("durability listener failed")
+        now = time.monotonic()
         for batch in batches:
+            if error is None:
+                self.ack_latency.observe(now - batch.opened)
             batch.written.set()
             batch._complete(error)
+
+
+class LatencyHistogram:
+    """Counts of observations per upper bound (cumulative, Prometheus style), their sum.
+
+    Observed by one thread at a time (the journal's); read by anyone (a snapshot may be a
+    few observations behind).
+    """
+
+    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+              10.0)
+
+    def __init__(self):
+        self._counts = [0] * (len(self.BOUNDS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds):
+        index = 0
+        for index, bound in enumerate(self.BOUNDS):  # noqa: B007 - the index is the result
+            if seconds <= bound:
+                break
+        else:
+            index = len(self.BOUNDS)
+        self._counts[index] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def buckets(self):
+        """[(upper bound, cumulative count)], the last bound +Inf."""
+        total, out = 0, []
+        for bound, count in zip(self.BOUNDS + (float("inf"),), self._counts):
+            total += count
+            out.append((bound, total))
+        return out
 
 
 class _DiskError(Exception):

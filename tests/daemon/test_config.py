@@ -30,7 +30,10 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "max_connections", "max_wait_timeout", "max_pipelined", "luxi_threads",
                 "tags", "ping_interval", "ping_misses", "lost_grace", "event_buffer",
                 "action_log_max_bytes", "action_log_time",
-                "log_max_bytes", "slots", "allowed_users", "containment"]
+                "log_max_bytes", "slots", "allowed_users", "containment", "http",
+                "http_tokens", "http_tls", "http_max_body", "http_max_headers",
+                "http_request_timeout", "http_idle_timeout", "http_max_connections",
+                "http_threads"]
     assert list(options) == expected
     for option in options.values():
         if option.flag is not None:

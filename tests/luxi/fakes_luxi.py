@@ -43,26 +43,31 @@ class FakeBackend:
             raise self.failures[name]
         return self.results.get(name, default)
 
-    def submit_job(self, ops, drained_ok=False, token=None):
+    def submit_job(self, ops, drained_ok=False, token=None, owner=None):
+        if owner is not None:
+            return self._call("submit_job", ops, drained_ok, token, owner, default=1)
         if token is not None:
             return self._call("submit_job", ops, drained_ok, token, default=1)
         return self._call("submit_job", ops, drained_ok, default=1)
 
-    def submit_job_to_drained_queue(self, ops, token=None):
+    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
         if token is not None:
             return self._call("submit_job_to_drained_queue", ops, token, default=1)
         return self._call("submit_job_to_drained_queue", ops, default=1)
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None, defer_commit=False):
-        """Recorded as submit_job (or submit_job_to_drained_queue), with the token if one
-        is given; nothing to wait for."""
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, owner=None,
+                          defer_commit=False):
+        """Recorded as submit_job (or submit_job_to_drained_queue), with the token (and
+        owner) if given; nothing to wait for."""
+        if owner is not None:
+            return self._call("submit_job", ops, drained_ok, token, owner, default=1), None
         if token is not None:
             return self._call("submit_job", ops, drained_ok, token, default=1), None
         if drained_ok:
             return self.submit_job_to_drained_queue(ops), None
         return self.submit_job(ops), None
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None,
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, owner=None,
                       defer_commit=False):
         """Recorded as submit_many_jobs (with the tokens if given); nothing to wait for."""
         if tokens is not None:
@@ -78,7 +83,7 @@ class FakeBackend:
         """No replication: nothing times out."""
         return None
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None):
         if tokens is not None:
             return self._call("submit_many_jobs", jobs, drained_ok, tokens,
                               default=[(True, n + 1) for n in range(len(jobs))])

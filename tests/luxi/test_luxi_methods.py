@@ -409,6 +409,18 @@ def test_submission_tokens_ride_on_an_optional_options_argument(dispatcher, fake
             dispatcher.call("SubmitJob", args)
 
 
+def test_an_owner_rides_on_the_options_of_both_submissions(dispatcher, fake):
+    """SubmitJob [ops, {"owner": O}] (with or without a token) and SubmitManyJobs [jobs,
+    {"owner": O}] name the jobs' owner; a non-string owner is refused."""
+    ops = [{"OP_ID": "OP_TEST_DELAY", "duration": 0}]
+    dispatcher.call("SubmitJob", [ops, {"owner": "alice"}])
+    dispatcher.call("SubmitJob", [ops, {"token": "t", "owner": "bob"}])
+    assert fake.calls == [("submit_job", ops, False, None, "alice"),
+                          ("submit_job", ops, False, "t", "bob")]
+    with pytest.raises(errors.RequestError, match="argument 2 .options."):
+        dispatcher.call("SubmitJob", [ops, {"owner": 7}])
+
+
 def test_wait_for_events_checks_its_filter(dispatcher, fake):
     """WaitForEvents [since, filter, timeout]: a filter of known keys, else refused."""
     assert dispatcher.call("WaitForEvents", [5, {"job": "7", "status": "OK"}, 0]) == {

@@ -1,0 +1,375 @@
+"""Coalition v3's HTTP API (``/json/*``, ``/xmlrpc/addjob``): its clients work unchanged.
+
+Parameters come as a query string or a POST form (Twisted reads both into request.args);
+multi-id calls repeat ``id``. Answers are Coalition's: ``addjob`` the bare decimal id (or
+``-1`` with a 4xx on refusal, never an HTML page); ``getjobs`` the Vars/Jobs/Parents
+object, with no ``null``, ``true`` or ``false`` anywhere so that Python's ``eval`` reads
+it (control.py does); ``getlog`` the log as a JSON string (also a Python literal); the
+others ``1``.
+
+How Coalition's attributes map onto a command job (OP_COMMAND_RUN):
+
+    cmd (or command)   cmd, run by /bin/sh -c (an empty command is a group: refused until
+                       job groups exist)
+    title              title (default "New job")
+    dir                dir; "." or empty: "/"; "$(NAME)" expanded from env; else absolute
+    env                env: NAME=value entries separated by the two characters \\n
+    parent             0 (the root) only, until job groups exist
+    priority           priority by order: 1000 (the default) is normal (0); p > 1000 runs
+                       first, p < 1000 later: -ceil(log2(|p - 1000| + 1)) signed,
+                       clamped to -20..19 (2000: -10, 0: 10)
+    dependencies       depends on each id (digits found in the text) ending in success
+    timeout            timeout (seconds, 0: none)
+    retry              max_attempts = max(retry, 1) (default 10, as Coalition)
+    affinity           affinity (comma-separated tags)
+    url                url
+    user               owner (an authenticated caller's name wins)
+    localprogress      progress_pattern ("None" or empty: the default PROGRESS:%percent)
+    globalprogress     global_progress_pattern ("None" or empty: none)
+
+States: WAITING queued, PENDING waiting, WORKING running or canceling, FINISHED success,
+ERROR error or canceled, PAUSED held.
+"""
+
+import json
+import math
+import re
+
+from twisted.internet import defer
+
+from jqueue import commandjob, constants, errors, ptypes
+from jqueue.http.server import HttpError, Response, Route
+
+TEXT = b"text/plain; charset=utf-8"
+VARS = ["ID", "Title", "Command", "Dir", "State", "Worker", "StartTime", "Duration", "Try",
+        "Retry", "TimeOut", "Priority", "Affinity", "User", "Finished", "Errors", "Working",
+        "Total", "TotalFinished", "TotalErrors", "TotalWorking", "Dependencies", "URL",
+        "LocalProgress", "GlobalProgress"]
+WORKER_VARS = ["Name", "IP", "Affinity", "State", "Finished", "Error", "LastJob", "Load",
+               "FreeMemory", "TotalMemory", "Active"]
+STATES = {constants.JOB_STATUS_QUEUED: "WAITING", constants.JOB_STATUS_WAITING: "PENDING",
+          constants.JOB_STATUS_RUNNING: "WORKING", constants.JOB_STATUS_CANCELING: "WORKING",
+          constants.JOB_STATUS_SUCCESS: "FINISHED", constants.JOB_STATUS_ERROR: "ERROR",
+          constants.JOB_STATUS_CANCELED: "ERROR"}
+STATUSES = {"WAITING": [constants.JOB_STATUS_QUEUED],
+            "PENDING": [constants.JOB_STATUS_WAITING],
+            "WORKING": [constants.JOB_STATUS_RUNNING, constants.JOB_STATUS_CANCELING],
+            "FINISHED": [constants.JOB_STATUS_SUCCESS],
+            "ERROR": [constants.JOB_STATUS_ERROR, constants.JOB_STATUS_CANCELED]}
+_FIELDS = ["id", "status", "title", "ops", "node", "start_ts", "end_ts", "attempt",
+           "max_attempts", "priority", "owner", "progress", "global_progress"]
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+_EXPAND = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+DEFAULT_PRIORITY = 1000
+#: Jobs read from the queue at a time for getjobs.
+PAGE = 1000
+#: Most log bytes getlog answers (the end of a longer log).
+MAX_LOG = 16 * 1024 * 1024
+#: Log bytes read from the queue at a time.
+LOG_CHUNK = 1024 * 1024
+
+
+def routes():
+    r = []
+    for prefix in ("/json/addjob", "/xmlrpc/addjob"):
+        r.append(Route("GET", prefix, addjob, mutating=True, errors="coalition"))
+        r.append(Route("POST", prefix, addjob, mutating=True, errors="coalition"))
+    for name, handler, mutating in (
+            ("getjobs", getjobs, False), ("getlog", getlog, False),
+            ("getworkers", getworkers, False), ("clearjobs", clearjobs, True),
+            ("resetjobs", resetjobs, True), ("reseterrorjobs", reseterrorjobs, True),
+            ("startjobs", startjobs, True), ("pausejobs", pausejobs, True)):
+        for method in ("GET", "POST"):
+            r.append(Route(method, "/json/" + name, handler, mutating=mutating,
+                           errors="coalition"))
+    return r
+
+
+def text(body, status=200):
+    return Response(status, body.encode("utf-8") if isinstance(body, str) else body, TEXT)
+
+
+def literal(value):
+    """JSON that is also a Python literal: no null/true/false (the caller sees to it) and
+    only ASCII (\\uXXXX escapes read the same in both)."""
+    return json.dumps(value, ensure_ascii=True, separators=(", ", ":"))
+
+
+# addjob
+
+def coalition_priority(value):
+    """Our priority for Coalition's (higher first, default 1000), by order."""
+    delta = value - DEFAULT_PRIORITY
+    if delta == 0:
+        return 0
+    step = math.ceil(math.log2(abs(delta) + 1))
+    ours = -step if delta > 0 else step
+    low, high = sorted((ptypes.Priority.low, ptypes.Priority.high))
+    return max(low, min(high, ours))
+
+
+def priority_of(ours):
+    """Coalition's priority for ours (the inverse of coalition_priority: the order is kept,
+    the value exact for 1000 and for 1000 plus or minus a power of two)."""
+    if ours == 0:
+        return DEFAULT_PRIORITY
+    delta = 2 ** (abs(ours) - 1)
+    return DEFAULT_PRIORITY + (delta if ours < 0 else -delta)
+
+
+def _int(value, name, default):
+    if value is None or value == "":
+        return default
+    try:
+        return ptypes.parse_int(value.strip())
+    except ValueError:
+        raise errors.OpPrereqError("%s must be an integer, got %s" % (
+            name, ptypes._short(value))) from None
+
+
+def parse_env(value):
+    """Coalition's env text: NAME=value entries separated by backslash-n (the two
+    characters; a real newline too)."""
+    env = {}
+    if not value:
+        return env
+    for entry in re.split(r"\\n|\n", value):
+        if not entry.strip():
+            continue
+        name, sep, text_value = entry.partition("=")
+        if not sep or not _ENV_NAME.match(name.strip()):
+            raise errors.OpPrereqError("env entry %s is not NAME=value" % ptypes._short(entry))
+        env[name.strip()] = text_value
+    return env
+
+
+def _dir(value, env):
+    if value in (None, "", "."):
+        return "/"
+    value = _EXPAND.sub(lambda m: env.get(m.group(1), m.group(0)), value).replace("\\", "/")
+    if not value.startswith("/"):
+        raise errors.OpPrereqError("dir %s is not an absolute path (the node runs the "
+                                   "command there)" % ptypes._short(value))
+    return value
+
+
+def _pattern(value):
+    return None if value in (None, "", "None") else value
+
+
+def job_opcode(args):
+    """The OP_COMMAND_RUN opcode of addjob's arguments ({name: text})."""
+    cmd = args.get("cmd") if args.get("cmd") is not None else args.get("command")
+    if not cmd or not cmd.strip():
+        raise HttpError(501, "NotImplemented", "a job without a command is a group, and job "
+                        "groups are not available in this version")
+    parent = (args.get("parent") or "0").strip()
+    if parent not in ("0", ""):
+        raise HttpError(501, "NotImplemented", "job groups are not available in this "
+                        "version: parent must be 0 (the root)")
+    env = parse_env(args.get("env"))
+    op = {"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd,
+          "title": args.get("title") or "New job", "dir": _dir(args.get("dir"), env),
+          "env": env, "timeout": _int(args.get("timeout"), "timeout", 0),
+          "max_attempts": max(1, _int(args.get("retry"), "retry", 10)),
+          "priority": coalition_priority(_int(args.get("priority"), "priority",
+                                              DEFAULT_PRIORITY))}
+    if args.get("affinity"):
+        op["affinity"] = args["affinity"]
+    if args.get("url"):
+        op["url"] = args["url"]
+    local, global_ = _pattern(args.get("localprogress")), _pattern(args.get("globalprogress"))
+    if local is not None:
+        op["progress_pattern"] = local
+    if global_ is not None:
+        op["global_progress_pattern"] = global_
+    deps = [int(d) for d in re.findall(r"\d+", args.get("dependencies") or "")]
+    if deps:
+        op["depends"] = [[d, [constants.JOB_STATUS_SUCCESS]] for d in deps]
+    return op
+
+
+def addjob(call):
+    from jqueue.http import api
+    args = {key: values[-1] for key, values in call.args.items()}
+    op = job_opcode(args)
+    created = api.submit(call, [op], owner=call.owner(args.get("user")))
+    return created.addCallback(lambda job_id: text("%d" % job_id))
+
+
+# getjobs, getlog, getworkers
+
+def _ids(call):
+    try:
+        return [ptypes.parse_job_id(v.strip()) for v in call.args.get("id", ()) if v.strip()]
+    except ValueError as err:
+        raise errors.OpPrereqError("invalid job id: %s" % err) from None
+
+
+def getjobs(call):
+    parent = (call.arg("id") or "0").strip()
+    state = (call.arg("filter") or "").strip().upper()
+    filters = {}
+    if state:
+        if state not in STATUSES:
+            filters["status"] = []  # an unknown state (PAUSED included) lists nothing
+        else:
+            filters["status"] = STATUSES[state]
+    # Coalition lists the children of id (an unknown id lists the root): every job is a
+    # child of the root until job groups exist.
+    del parent
+    backend = call.backend
+
+    def pages():
+        """Every live job, a page at a time (the queue's lock is held for one page only)."""
+        if filters.get("status") == []:
+            return
+        after = None
+        while True:
+            page = backend.list_jobs(_FIELDS, limit=PAGE, after=after, filters=filters or None)
+            if page["rows"]:
+                yield page["rows"]
+            if not page["more"] or not page["rows"]:
+                return
+            after = page["rows"][-1][0]
+
+    def answer():
+        """The whole answer, built in the pool and encoded a page at a time: on a big
+        queue it takes seconds that the event loop must not spend (nor wait for the GIL
+        through one long encoding)."""
+        jobs = ", ".join(literal([job_row(dict(zip(_FIELDS, row)), now) for row in rows])[1:-1]
+                         for rows in pages())
+        return text('{"Vars":%s, "Jobs":[%s], "Parents":%s}' % (
+            literal(VARS), jobs, literal([{"ID": 0, "Title": "Root"}])))
+    now = call.site.reactor.seconds()
+    return call.blocking(answer)
+
+
+def _seconds(ts):
+    return ts[0] + ts[1] / 1e6 if ts else None
+
+
+def job_row(row, now):
+    """A job's values in VARS order, with no None anywhere."""
+    op = next((o for o in row["ops"] if commandjob.is_command(o)), row["ops"][0])
+    cmd = op.get("cmd")
+    start, end = _seconds(row["start_ts"]), _seconds(row["end_ts"])
+    duration = (end if end is not None else now) - start if start is not None else 0
+    status = row["status"]
+    progress = row["progress"]
+    if status == constants.JOB_STATUS_SUCCESS:
+        progress = 1.0
+    priority = row["priority"] if status not in constants.JOBS_FINALIZED else (
+        op.get("priority") or 0)  # a finished job's current priority is the default
+    deps = [dep[0] for dep in op.get("depends") or [] if isinstance(dep, list) and dep]
+    values = {
+        "ID": row["id"], "Title": row["title"] or "", "Command": (
+            commandjob.command_text(cmd) if cmd else op.get("OP_ID", "")),
+        "Dir": op.get("dir") or "", "State": STATES.get(status, "WAITING"),
+        "Worker": row["node"] or "", "StartTime": int(start or 0),
+        "Duration": int(max(0, duration)), "Try": row["attempt"] or 0,
+        "Retry": row["max_attempts"] or 0, "TimeOut": int(op.get("timeout") or 0),
+        "Priority": priority_of(priority), "Affinity": ",".join(op.get("affinity") or []),
+        "User": row["owner"] or "", "Finished": 0, "Errors": 0, "Working": 0, "Total": 0,
+        "TotalFinished": 0, "TotalErrors": 0, "TotalWorking": 0, "Dependencies": deps,
+        "URL": op.get("url") or "", "LocalProgress": float(progress or 0.0),
+        "GlobalProgress": float(row["global_progress"] or 0.0)}
+    return [values[name] for name in VARS]
+
+
+def getlog(call):
+    job_id = _ids(call)
+    if len(job_id) != 1:
+        raise errors.OpPrereqError("getlog takes one id")
+    backend = call.backend
+
+    def read():
+        """The log's last MAX_LOG bytes (all of a shorter one)."""
+        row = backend.query_jobs([job_id[0]], ["log_bytes"])[0]
+        offset = max(0, (row[0] or 0) - MAX_LOG) if row is not None else 0
+        chunks, size = [], 0
+        while size < MAX_LOG:
+            part = backend.read_job_log(job_id[0], offset, min(LOG_CHUNK, MAX_LOG - size))
+            if not part["data"]:
+                break
+            chunks.append(part["data"])
+            size += len(part["data"])
+            offset = part["offset"]
+        return b"".join(chunks).decode("utf-8", "replace")
+    return call.blocking(read).addCallback(lambda log: text(literal(log)))
+
+
+def getworkers(call):
+    cluster = call.site.context.get("cluster")
+    if cluster is not None:
+        found = call.blocking(cluster.list_nodes)
+    else:
+        commands = call.backend.commands
+        status = commands.node_status() if commands is not None else {}
+        found = defer.succeed([dict(row, name=name) for name, row in sorted(status.items())])
+
+    def answer(rows):
+        workers = []
+        for row in rows:
+            running = list(row.get("running") or [])
+            reachable = row.get("reachable", True)
+            active = not (row.get("drained") or row.get("offline"))
+            state = "TIMEOUT" if not reachable else "WORKING" if running else "WAITING"
+            workers.append([row.get("name") or "", (row.get("address") or "").rsplit(":", 1)[0],
+                            ",".join(row.get("tags") or []), state, 0, 0,
+                            running[-1] if running else -1, [], 0, 0, 1 if active else 0])
+        return text(literal({"Vars": WORKER_VARS, "Workers": workers}))
+    return found.addCallback(answer)
+
+
+# Changes of many jobs
+
+def clearjobs(call):
+    """Remove jobs: cancel (kill) the unfinished ones, then archive each once finished."""
+    ids = _ids(call)
+    backend = call.backend
+
+    def clear():
+        for job_id in ids:
+            row = backend.query_jobs([job_id], ["status"])[0]
+            if row is None:
+                continue
+            if row[0] not in constants.JOBS_FINALIZED:
+                backend.cancel_job(job_id, kill=True)
+                try:
+                    backend.wait_for_job(job_id, timeout=30)
+                except errors.GenericError:
+                    continue
+            backend.archive_job(job_id)
+        return text("1")
+    return call.blocking(clear)
+
+
+def _each(call, method_name, what):
+    method = getattr(call.backend, method_name, None)
+    if method is None:
+        raise HttpError(501, "NotImplemented", "%s needs job holds and resets, which this "
+                        "version does not have yet" % what)
+    ids = _ids(call)
+
+    def run():
+        for job_id in ids:
+            method(job_id)
+        return text("1")
+    return call.blocking(run)
+
+
+def resetjobs(call):
+    return _each(call, "reset_job", "resetjobs")
+
+
+def reseterrorjobs(call):
+    return _each(call, "retry_job", "reseterrorjobs")
+
+
+def startjobs(call):
+    return _each(call, "release_job", "startjobs")
+
+
+def pausejobs(call):
+    return _each(call, "hold_job", "pausejobs")

@@ -1,0 +1,49 @@
+"""Jobs as the HTTP API shows them: which fields are read, and the JSON object of a job.
+
+A job object (``GET /api/v1/jobs``, its items; see openapi.json's Job):
+id, status, title, summary, priority, node, owner, parent, attempt, max_attempts,
+progress, global_progress, exit_status, reason, received, started, ended (epoch seconds
+or null) and log_bytes; a job's detail (``GET /api/v1/jobs/{id}``) adds ops, opstatus,
+opresult, archived, signal, timed_out and pid.
+"""
+
+from jqueue import query
+
+LIST_FIELDS = ["id", "status", "priority", "title", "summary", "node", "owner", "attempt",
+               "max_attempts", "progress", "global_progress", "exit_status", "reason",
+               "received_ts", "start_ts", "end_ts", "log_bytes"]
+DETAIL_FIELDS = LIST_FIELDS + ["ops", "opstatus", "opresult", "archived", "signal",
+                               "timed_out", "pid"]
+#: The parent field, once job groups exist (every job is a child of the root until then).
+PARENT = "parent" if "parent" in query.FIELDS_BY_NAME else None
+if PARENT:
+    LIST_FIELDS.append(PARENT)
+    DETAIL_FIELDS.append(PARENT)
+
+_TIMES = {"received_ts": "received", "start_ts": "started", "end_ts": "ended"}
+
+
+def seconds(ts):
+    """A [sec, usec] timestamp as float seconds (None stays None)."""
+    if not ts:
+        return None
+    return ts[0] + ts[1] / 1e6
+
+
+def job_object(fields, values):
+    """The JSON object of a job from a row of fields."""
+    row = dict(zip(fields, values))
+    job = {}
+    for name in fields:
+        value = row[name]
+        if name in _TIMES:
+            job[_TIMES[name]] = seconds(value)
+        elif name == "summary":
+            job["summary"] = value
+        else:
+            job[name] = value
+    if not job.get("title"):
+        summary = row.get("summary") or []
+        job["title"] = ", ".join(summary) if summary else None
+    job.setdefault("parent", None)
+    return job

@@ -1,0 +1,490 @@
+// jqueue's web page: the jobs of a jq-masterd, kept current from its event stream.
+// Plain JavaScript, no framework and no build step; served by jq-masterd itself.
+"use strict";
+
+(function () {
+  const API = "/api/v1";
+  const NEWEST = 9007199254740991;  // "before" this id: the newest jobs first
+  const PAGE = 1000;
+  const LOG_KEEP = 1 << 20;  // characters of log kept on screen
+  const FINAL = new Set(["success", "error", "canceled"]);
+
+  const state = {
+    rows: new Map(),      // job id -> {tr, cells, job}
+    filter: "",
+    parent: null,         // the group shown (null: the root)
+    crumbs: [{id: null, title: "Root"}],
+    selected: null,
+    logGeneration: 0,
+    pending: new Set(),   // job ids an event named, to read again
+    flushTimer: null,
+    source: null,
+    loading: null,
+    nodesTimer: null,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)jq_csrf=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  async function api(method, path, body) {
+    const options = {method: method, headers: {}, credentials: "same-origin"};
+    if (method !== "GET") {
+      options.headers["X-CSRF-Token"] = csrfToken();
+    }
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(API + path, options);
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = null;
+    }
+    if (!response.ok) {
+      const error = data && data.error ? data.error : {"class": "HTTP", message: response.statusText};
+      const failure = new Error(error.message);
+      failure.status = response.status;
+      failure.cls = error["class"];
+      throw failure;
+    }
+    return data;
+  }
+
+  // Formatting
+
+  function pad(n) { return n < 10 ? "0" + n : "" + n; }
+
+  function formatTime(seconds) {
+    if (!seconds) { return ""; }
+    const d = new Date(seconds * 1000);
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  }
+
+  function formatDuration(job) {
+    if (!job.started) { return ""; }
+    const end = job.ended || Date.now() / 1000;
+    let s = Math.max(0, Math.round(end - job.started));
+    const h = Math.floor(s / 3600); s -= h * 3600;
+    const m = Math.floor(s / 60); s -= m * 60;
+    return h ? h + "h" + pad(m) + "m" + pad(s) + "s" : m ? m + "m" + pad(s) + "s" : s + "s";
+  }
+
+  function progressOf(job) {
+    if (job.status === "success") { return 1; }
+    return typeof job.progress === "number" ? Math.max(0, Math.min(1, job.progress)) : 0;
+  }
+
+  // The jobs table
+
+  function buildRow(job) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = job.id;
+    const cells = {};
+    for (const name of ["id", "title", "status", "node", "progress", "attempts", "start",
+                        "duration"]) {
+      const td = document.createElement("td");
+      td.className = name;
+      tr.appendChild(td);
+      cells[name] = td;
+    }
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    bar.appendChild(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    cells.progress.appendChild(bar);
+    cells.progress.appendChild(pct);
+    cells.bar = bar; cells.fill = fill; cells.pct = pct;
+    tr.addEventListener("click", () => select(job.id));
+    tr.addEventListener("dblclick", () => {
+      const entry = state.rows.get(job.id);
+      if (entry && entry.job.children) { enterGroup(entry.job); }
+    });
+    return {tr: tr, cells: cells, job: job};
+  }
+
+  function renderRow(entry, job) {
+    const c = entry.cells;
+    entry.job = job;
+    c.id.textContent = job.id;
+    c.title.textContent = job.title || "";
+    c.title.title = job.title || "";
+    c.status.textContent = job.status;
+    c.status.className = "status st-" + job.status;
+    c.node.textContent = job.node || "";
+    const progress = progressOf(job);
+    c.fill.style.width = Math.round(progress * 100) + "%";
+    c.bar.className = "bar " + job.status;
+    c.bar.dataset.progress = Math.round(progress * 100);
+    c.pct.textContent = Math.round(progress * 100) + "%";
+    c.attempts.textContent = job.attempt ? job.attempt + "/" + (job.max_attempts || 1) : "";
+    c.start.textContent = formatTime(job.started);
+    c.duration.textContent = formatDuration(job);
+    entry.tr.dataset.status = job.status;
+  }
+
+  function visible(job) {
+    if (state.filter && job.status !== state.filter) { return false; }
+    return (job.parent || null) === state.parent;
+  }
+
+  function upsert(job) {
+    let entry = state.rows.get(job.id);
+    if (!visible(job)) {
+      if (entry) { remove(job.id); }
+      return;
+    }
+    if (!entry) {
+      entry = buildRow(job);
+      state.rows.set(job.id, entry);
+      insertInOrder(entry.tr, job.id);
+    }
+    renderRow(entry, job);
+    if (state.selected === job.id) { renderDetail(job); }
+  }
+
+  function insertInOrder(tr, id) {
+    const body = $("job-rows");
+    let next = body.firstElementChild;
+    while (next && Number(next.dataset.id) > id) { next = next.nextElementSibling; }
+    body.insertBefore(tr, next);
+  }
+
+  function remove(id) {
+    const entry = state.rows.get(id);
+    if (entry) {
+      entry.tr.remove();
+      state.rows.delete(id);
+    }
+  }
+
+  function updateCounts() {
+    $("empty").hidden = state.rows.size > 0;
+    $("shown").textContent = state.rows.size + " shown";
+  }
+
+  async function loadJobs() {
+    const query = "?limit=" + PAGE + "&before=" + NEWEST +
+      (state.filter ? "&status=" + encodeURIComponent(state.filter) : "") +
+      "&parent=" + (state.parent === null ? "0" : state.parent);
+    const page = await api("GET", "/jobs" + query);
+    const body = $("job-rows");
+    const fresh = document.createDocumentFragment();
+    state.rows.clear();
+    for (const job of page.jobs) {
+      const entry = buildRow(job);
+      renderRow(entry, job);
+      state.rows.set(job.id, entry);
+      fresh.appendChild(entry.tr);
+    }
+    body.replaceChildren(fresh);
+    markSelected();
+    updateCounts();
+    refreshSummary();
+  }
+
+  function reload() {
+    state.loading = loadJobs().catch((err) => showConnection("down", err.message));
+    return state.loading;
+  }
+
+  // Events: read again the jobs they name, a window of ids at a time
+
+  function schedule(id) {
+    state.pending.add(id);
+    if (state.flushTimer === null) {
+      state.flushTimer = setTimeout(flush, 150);
+    }
+  }
+
+  async function flush() {
+    state.flushTimer = null;
+    const ids = Array.from(state.pending).sort((a, b) => a - b);
+    state.pending.clear();
+    if (!ids.length) { return; }
+    await state.loading;
+    let start = 0;
+    while (start < ids.length) {
+      let end = start;
+      while (end + 1 < ids.length && ids[end + 1] - ids[start] < PAGE) { end += 1; }
+      const low = ids[start], high = ids[end];
+      try {
+        const page = await api("GET", "/jobs?after=" + (low - 1) + "&limit=" + (high - low + 1));
+        const found = new Map(page.jobs.map((job) => [job.id, job]));
+        for (const id of ids.slice(start, end + 1)) {
+          if (found.has(id)) { upsert(found.get(id)); } else { remove(id); }
+        }
+      } catch (err) {
+        showConnection("down", err.message);
+      }
+      start = end + 1;
+    }
+    updateCounts();
+    refreshSummary();
+  }
+
+  function connect() {
+    if (state.source) { state.source.close(); }
+    const source = new EventSource(API + "/events");
+    state.source = source;
+    source.onopen = () => showConnection("live", "event stream connected");
+    source.onerror = () => showConnection("down", "event stream lost; reconnecting");
+    source.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      if (event.job) { schedule(event.job); }
+      if (event.kind === "node" || event.kind === "attempt") { scheduleNodes(); }
+    };
+    source.addEventListener("gap", () => reload());
+  }
+
+  function showConnection(kind, text) {
+    const badge = $("connection");
+    badge.className = "connection " + kind;
+    badge.textContent = kind === "live" ? "live" : kind === "down" ? "reconnecting" : kind;
+    badge.title = text || "";
+  }
+
+  let summaryTimer = null;
+  let summaryAgain = false;
+  function refreshSummary() {
+    if (summaryTimer !== null) { summaryAgain = true; return; }
+    summaryTimer = setTimeout(async () => {
+      try {
+        const info = await api("GET", "/info");
+        const counts = Object.entries(info.counts).filter((kv) => kv[1])
+          .map((kv) => kv[1] + " " + kv[0]).join(", ");
+        $("summary").textContent = (info.cluster_name || "") + " · " + (counts || "no jobs") +
+          (info.drained ? " · drained" : "");
+      } catch (err) { /* the stream badge tells */ }
+      summaryTimer = null;
+      if (summaryAgain) { summaryAgain = false; refreshSummary(); }
+    }, 500);
+  }
+
+  // A job's detail: fields, actions, the log as it grows
+
+  function select(id) {
+    state.selected = id;
+    markSelected();
+    const entry = state.rows.get(id);
+    $("detail").hidden = false;
+    $("action-message").textContent = "";
+    $("log").textContent = "";
+    if (entry) { renderDetail(entry.job); }
+    api("GET", "/jobs/" + id).then(renderDetail).catch((err) => message(err.message, true));
+    tailLog(id);
+  }
+
+  function markSelected() {
+    for (const [id, entry] of state.rows) {
+      entry.tr.classList.toggle("selected", id === state.selected);
+    }
+  }
+
+  function renderDetail(job) {
+    if (job.id !== state.selected) { return; }
+    $("detail-title").textContent = "Job " + job.id + (job.title ? ": " + job.title : "");
+    const fields = $("detail-fields");
+    const rows = [["status", job.status], ["node", job.node], ["owner", job.owner],
+                  ["priority", job.priority], ["attempts", job.attempt ?
+                    job.attempt + "/" + (job.max_attempts || 1) : ""],
+                  ["exit status", job.exit_status], ["reason", job.reason],
+                  ["progress", Math.round(progressOf(job) * 100) + "%"],
+                  ["submitted", formatTime(job.received)], ["started", formatTime(job.started)],
+                  ["ended", formatTime(job.ended)], ["duration", formatDuration(job)]];
+    const fragment = document.createDocumentFragment();
+    for (const [name, value] of rows) {
+      if (value === null || value === undefined || value === "") { continue; }
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      dd.dataset.field = name;
+      fragment.appendChild(dt);
+      fragment.appendChild(dd);
+    }
+    fields.replaceChildren(fragment);
+  }
+
+  async function tailLog(id) {
+    const generation = ++state.logGeneration;
+    const view = $("log");
+    // A tail: a log longer than what the view keeps is read from near its end only, and
+    // the view keeps the last LOG_KEEP characters, saying that it left some out.
+    let offset = 0;
+    let shown = "";
+    let cut = false;
+    try {
+      const job = await api("GET", "/jobs/" + id);
+      offset = Math.max(0, (job.log_bytes || 0) - LOG_KEEP);
+      cut = offset > 0;
+    } catch (err) { /* read from the start; the loop below reports errors */ }
+    if (generation !== state.logGeneration) { return; }
+    for (;;) {
+      let part;
+      try {
+        part = await api("GET", "/jobs/" + id + "/log?offset=" + offset + "&wait=25");
+      } catch (err) {
+        if (generation === state.logGeneration) {
+          view.textContent += err.status === 404 ? "" : "\n[log unavailable: " + err.message + "]";
+        }
+        return;
+      }
+      if (generation !== state.logGeneration) { return; }
+      if (part.data) {
+        const atBottom = view.scrollTop + view.clientHeight >= view.scrollHeight - 4;
+        shown += part.data;
+        if (shown.length > LOG_KEEP) {
+          shown = shown.slice(shown.length - LOG_KEEP);
+          cut = true;
+        }
+        view.textContent = (cut ? "[earlier output not shown]\n" : "") + shown;
+        if (atBottom) { view.scrollTop = view.scrollHeight; }
+      }
+      offset = part.offset;
+      if (part.eof) { return; }
+    }
+  }
+
+  function message(text, error) {
+    const line = $("action-message");
+    line.textContent = text;
+    line.className = "message" + (error ? " error" : "");
+  }
+
+  async function act(action) {
+    const id = state.selected;
+    if (id === null) { return; }
+    try {
+      let answer;
+      if (action === "archive") {
+        answer = await api("DELETE", "/jobs/" + id);
+        message("Job " + id + " archived");
+      } else {
+        answer = await api("POST", "/jobs/" + id + "/" + action, {});
+        message(answer.message);
+      }
+      schedule(id);
+    } catch (err) {
+      message(err.message, true);
+    }
+  }
+
+  // Groups: the breadcrumb
+
+  function enterGroup(job) {
+    state.crumbs.push({id: job.id, title: job.title || ("job " + job.id)});
+    state.parent = job.id;
+    renderCrumbs();
+    reload();
+  }
+
+  function renderCrumbs() {
+    const list = $("breadcrumb");
+    const fragment = document.createDocumentFragment();
+    state.crumbs.forEach((crumb, index) => {
+      const li = document.createElement("li");
+      const link = document.createElement("a");
+      link.textContent = crumb.title;
+      link.addEventListener("click", () => {
+        state.crumbs = state.crumbs.slice(0, index + 1);
+        state.parent = crumb.id;
+        renderCrumbs();
+        reload();
+      });
+      li.appendChild(link);
+      fragment.appendChild(li);
+    });
+    list.replaceChildren(fragment);
+  }
+
+  // Nodes
+
+  let nodesPending = null;
+  function scheduleNodes() {
+    if ($("nodes-view").hidden || nodesPending !== null) { return; }
+    nodesPending = setTimeout(() => { nodesPending = null; loadNodes(); }, 300);
+  }
+
+  async function loadNodes() {
+    let answer;
+    try {
+      answer = await api("GET", "/nodes");
+    } catch (err) {
+      return;
+    }
+    const fragment = document.createDocumentFragment();
+    for (const node of answer.nodes) {
+      const tr = document.createElement("tr");
+      tr.dataset.node = node.name;
+      const state_ = node.offline ? "offline" : node.drained ? "drained" : "online";
+      const values = [node.name, node.reachable ? "yes" : "no", node.tags.join(", "),
+                      node.used + "/" + (node.slots === null ? "?" : node.slots),
+                      node.running.join(", "), node.queued, state_];
+      values.forEach((value, index) => {
+        const td = document.createElement("td");
+        td.textContent = value;
+        if (index === 1) { td.className = node.reachable ? "yes" : "no"; }
+        tr.appendChild(td);
+      });
+      fragment.appendChild(tr);
+    }
+    $("node-rows").replaceChildren(fragment);
+  }
+
+  function showTab(name) {
+    for (const tab of document.querySelectorAll(".tab")) {
+      tab.classList.toggle("active", tab.dataset.tab === name);
+    }
+    $("jobs-view").hidden = name !== "jobs";
+    $("nodes-view").hidden = name !== "nodes";
+    clearInterval(state.nodesTimer);
+    if (name === "nodes") {
+      loadNodes();
+      state.nodesTimer = setInterval(loadNodes, 5000);
+    }
+  }
+
+  // Durations of running jobs tick without a request
+
+  function tick() {
+    for (const entry of state.rows.values()) {
+      if (entry.job.started && !FINAL.has(entry.job.status)) {
+        entry.cells.duration.textContent = formatDuration(entry.job);
+      }
+    }
+  }
+
+  function start() {
+    for (const tab of document.querySelectorAll(".tab")) {
+      tab.addEventListener("click", () => showTab(tab.dataset.tab));
+    }
+    $("status-filter").addEventListener("change", (e) => {
+      state.filter = e.target.value;
+      reload();
+    });
+    $("detail-close").addEventListener("click", () => {
+      state.selected = null;
+      state.logGeneration += 1;
+      $("detail").hidden = true;
+      markSelected();
+    });
+    for (const button of document.querySelectorAll(".actions button")) {
+      button.addEventListener("click", () => act(button.dataset.action));
+    }
+    renderCrumbs();
+    connect();
+    reload();
+    setInterval(tick, 1000);
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

@@ -1,0 +1,188 @@
+"""The web page in a real browser: headless Chromium (Debian's chromium and
+chromium-driver, installed by `make test`) driven by selenium, against a real jq-masterd.
+
+A job submitted through the API shows up and goes queued -> running -> success with its
+bar at 100%, its log opens, another job is canceled from the page; with 1,000 jobs the
+page stays responsive. A screenshot is written under build/screenshots/ (not committed).
+"""
+
+import os
+import shutil
+import time
+
+import pytest
+from daemon_helpers import daemon_factory
+from http_helpers import start_http_daemon
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCREENSHOTS = os.path.join(ROOT, "build", "screenshots")
+CHROMIUM = os.environ.get("JQ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = os.environ.get("JQ_CHROMEDRIVER") or shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium; failing (not skipping) when it is missing: `make test`
+    installs Debian's chromium and chromium-driver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    assert os.path.exists(CHROMIUM) and os.path.exists(DRIVER), (
+        "Chromium and its driver are needed: apt-get install chromium chromium-driver "
+        "(make test does it)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--disable-gpu", "--window-size=1400,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def served(tmp_path):
+    factory = daemon_factory(tmp_path)
+    make = next(factory)
+    daemon, client = start_http_daemon(make, "--slots", "1", "--max-jobs", "5000")
+    yield daemon, client
+    client.close()
+    next(factory, None)
+
+
+def wait_for(predicate, timeout=20, what="condition", step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(step)
+
+
+def row_state(driver, job_id):
+    """(status, bar percent) of a job's row, or None if it is not shown."""
+    return driver.execute_script(
+        "const tr = document.querySelector('tr[data-id=\"' + arguments[0] + '\"]');"
+        "if (!tr) return null;"
+        "return [tr.dataset.status, tr.querySelector('.bar').dataset.progress,"
+        "        tr.querySelector('.bar > span').style.width];", job_id)
+
+
+def open_page(driver, client):
+    driver.get("http://127.0.0.1:%d/" % client.port)
+    wait_for(lambda: driver.find_element("id", "connection").text == "live",
+             what="the event stream")
+
+
+def test_a_job_goes_queued_running_success_its_log_opens_and_another_is_canceled(
+        browser, served):
+    """The row of a job submitted through the API follows it without a reload; the page
+    cancels the job holding the only slot; the log shows the command's output."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    open_page(browser, client)
+    blocker = client.post("/api/v1/jobs", {"cmd": "sleep 60", "title": "blocker",
+                                           "kill_grace": 1}).json()["id"]
+    client.wait_job(blocker, ("running",))
+    watched = client.post("/api/v1/jobs", {
+        "cmd": "echo PROGRESS:50; sleep 1.5; echo watched-output", "title": "watched"}).json()["id"]
+    seen = []
+
+    def observe():
+        state = row_state(browser, watched)
+        if state is not None and (not seen or seen[-1] != state[0]):
+            seen.append(state[0])
+        return state
+
+    wait_for(lambda: (observe() or [None])[0] == "queued", what="the queued row")
+    assert row_state(browser, blocker)[0] == "running"
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % blocker).click()
+    wait_for(lambda: browser.find_element(By.ID, "detail-title").text.startswith(
+        "Job %d" % blocker), what="the blocker's detail")
+    browser.find_element(By.CSS_SELECTOR, '.actions button[data-action="cancel"]').click()
+    wait_for(lambda: "stopped" in browser.find_element(By.ID, "action-message").text
+             or "cancel" in browser.find_element(By.ID, "action-message").text,
+             what="the cancel's answer")
+    wait_for(lambda: row_state(browser, blocker)[0] == "canceled", what="blocker canceled")
+    final = wait_for(lambda: (lambda s: s if s and s[0] == "success" else None)(observe()),
+                     timeout=30, what="the watched job's success")
+    assert seen == ["queued", "running", "success"], seen
+    assert final[1] == "100" and final[2] == "100%"
+    assert client.get("/api/v1/jobs/%d" % blocker).json()["status"] == "canceled"
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % watched).click()
+    wait_for(lambda: "watched-output" in browser.find_element(By.ID, "log").text,
+             what="the log")
+    assert "* EXIT : 0" in browser.find_element(By.ID, "log").text
+    browser.find_element(By.ID, "tab-nodes").click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#node-rows tr"),
+             what="the nodes tab")
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#node-rows tr td")]
+    assert cells[1] == "yes" and cells[3] == "0/1"
+    browser.find_element(By.ID, "tab-jobs").click()
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % watched).click()
+    wait_for(lambda: sorted(browser.find_element(By.ID, "summary").text.split(" · ")[-1]
+                            .split(", ")) == ["1 canceled", "1 success"],
+             what="the header's counts")
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    path = os.path.join(SCREENSHOTS, "jobs-page.png")
+    assert browser.save_screenshot(path) and os.path.getsize(path) > 10000
+
+
+def test_the_page_stays_responsive_with_a_thousand_jobs(browser, served):
+    """1,000 jobs submitted while the page is open all show up from the event stream,
+    without a frame of the page taking a second; the status filter and a reload are fast."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    daemon, client = served
+    open_page(browser, client)
+    browser.execute_script(
+        "window.__gaps = []; let last = performance.now();"
+        "(function frame(now) { window.__gaps.push(now - last); last = now;"
+        " requestAnimationFrame(frame); })(last);")
+    with daemon.client() as luxi:
+        results = luxi.submit_many_jobs([[{"OP_ID": "OP_TEST_DELAY", "duration": 0}]
+                                         for _ in range(1000)])
+    ids = [value for ok, value in results if ok]
+    assert len(ids) == 1000
+    wait_for(lambda: browser.execute_script(
+        "return document.querySelectorAll('#job-rows tr[data-status=success]').length")
+        >= 1000, timeout=60, what="1,000 rows in success")
+    worst = browser.execute_script("return Math.max.apply(null, window.__gaps.slice(1))")
+    assert worst < 1000, "a frame of the page took %d ms" % worst
+    started = time.monotonic()
+    browser.refresh()
+    wait_for(lambda: browser.execute_script(
+        "return document.querySelectorAll('#job-rows tr').length") >= 1000,
+        what="the reloaded table")
+    assert time.monotonic() - started < 10
+    Select(browser.find_element(By.ID, "status-filter")).select_by_value("queued")
+    wait_for(lambda: browser.find_element(By.ID, "empty").is_displayed(),
+             what="an empty filtered table")
+
+
+def test_a_long_log_is_read_from_near_its_end(browser, served):
+    """A finished job with 3 MB of output: its detail shows the end of the log and says how
+    much it left out, without reading the whole log first."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    job_id = client.post("/api/v1/jobs", {
+        "cmd": "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100; echo last-line",
+        "title": "chatty"}).json()["id"]
+    job = client.wait_job(job_id)
+    assert job["status"] == "success" and job["log_bytes"] > 3000000, job
+    open_page(browser, client)
+    browser.execute_script(
+        "window.__logReads = 0; const fetch0 = window.fetch; window.fetch = (url, opts) => {"
+        " if (String(url).includes('/log?')) { window.__logReads += 1; }"
+        " return fetch0(url, opts); };")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    wait_for(lambda: "* END" in browser.find_element(By.ID, "log").get_attribute(
+        "textContent"), what="the log's end")
+    text = browser.find_element(By.ID, "log").get_attribute("textContent")
+    assert text.splitlines()[0] == "[earlier output not shown]"
+    assert "last-line" in text and len(text) <= (1 << 20) + 100
+    assert browser.execute_script("return window.__logReads") <= 20

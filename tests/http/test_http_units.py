@@ -1,0 +1,306 @@
+"""Unit tests of jqueue.http without a network: the tokens file, who a request is, CSRF,
+Coalition's attribute mapping, job objects, and the documentation of every route."""
+
+import os
+import re
+
+import pytest
+
+from jqueue import errors
+from jqueue.daemon import config
+from jqueue.http import api, app, auth, coalition, jobs
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+class FakeRequest:
+    """What Authenticator reads of a twisted.web request."""
+
+    def __init__(self, headers=None, cookies=None, method=b"GET"):
+        self.headers = {k.lower().encode(): v.encode() for k, v in (headers or {}).items()}
+        self.received_cookies = {k.encode(): v.encode() for k, v in (cookies or {}).items()}
+        self.method = method
+        self.channel = None
+
+    def getHeader(self, name):  # noqa: N802 - twisted's name
+        return self.headers.get(name.lower())
+
+
+def test_tokens_file_parses_names_and_refuses_malformed_lines(tmp_path):
+    """NAME TOKEN lines with comments; short tokens, bad names and duplicates refused."""
+    path = tmp_path / "tokens"
+    path.write_text("# ops\nalice  abcdefghijklmnop01  # laptop\n\nbob 0123456789abcdefXYZ\n")
+    assert auth.read_tokens(str(path)) == {"abcdefghijklmnop01": "alice",
+                                           "0123456789abcdefXYZ": "bob"}
+    for bad in ("alice short\n", "al ice abcdefghijklmnop01\n", "a:b abcdefghijklmnop01\n",
+                "x abcdefghijklmnop01\ny abcdefghijklmnop01\n", "# nothing\n"):
+        path.write_text(bad)
+        with pytest.raises(errors.ConfigurationError):
+            auth.read_tokens(str(path))
+    with pytest.raises(errors.ConfigurationError):
+        auth.read_tokens(str(tmp_path / "missing"))
+
+
+def test_identify_tokens_loopback_and_foreign_hosts():
+    """A token names its owner; none on loopback is anonymous; a foreign Host is refused;
+    without loopback access a token is required."""
+    open_auth = auth.Authenticator({"t" * 20: "alice"}, loopback_open=True)
+    assert open_auth.identify(FakeRequest({"Authorization": "Bearer " + "t" * 20})) == (
+        True, "alice")
+    assert open_auth.identify(FakeRequest({"Host": "127.0.0.1:19211"})) == (False, None)
+    assert open_auth.identify(FakeRequest({"Host": "[::1]:1"})) == (False, None)
+    assert open_auth.identify(FakeRequest({"Host": "localhost"})) == (False, None)
+    with pytest.raises(auth.Forbidden):
+        open_auth.identify(FakeRequest({"Host": "attacker.example:19211"}))
+    with pytest.raises(auth.AuthError):
+        open_auth.identify(FakeRequest({"Authorization": "Basic xyz"}))
+    closed = auth.Authenticator({"t" * 20: "alice"}, loopback_open=False)
+    with pytest.raises(auth.AuthError):
+        closed.identify(FakeRequest({"Host": "127.0.0.1"}))
+    with pytest.raises(auth.AuthError):
+        closed.identify(FakeRequest(), query_token="u" * 20)
+    assert closed.identify(FakeRequest(), query_token="t" * 20) == (True, "alice")
+    assert closed.identify(FakeRequest(cookies={"jq_token": "t" * 20})) == (True, "alice")
+
+
+def test_csrf_applies_to_browsers_changes_only():
+    """Scripts pass; a browser's POST needs the token; another site is refused."""
+    a = auth.Authenticator(secret=b"k" * 32)
+    a.check_browser(FakeRequest(method=b"POST"), True)
+    a.check_browser(FakeRequest({"Origin": "http://x"}, method=b"GET"), False)
+    with pytest.raises(auth.Forbidden):
+        a.check_browser(FakeRequest({"Origin": "http://h:1", "Host": "h:1"}, method=b"POST"),
+                        True)
+    a.check_browser(FakeRequest({"Origin": "http://h:1", "Host": "h:1",
+                                 "X-CSRF-Token": a.csrf_token}, method=b"POST"), True)
+    with pytest.raises(auth.Forbidden):
+        a.check_browser(FakeRequest({"Sec-Fetch-Site": "cross-site"}), True)
+    a.check_browser(FakeRequest({"Sec-Fetch-Site": "none"}), True)
+    assert auth.Authenticator(secret=b"k" * 32).csrf_token == a.csrf_token
+    assert auth.Authenticator().csrf_token != a.csrf_token
+
+
+def test_coalition_attributes_make_a_command_opcode():
+    """addjob's attributes map as jq-masterd(8) says."""
+    op = coalition.job_opcode({"cmd": "render", "env": "A=1\\nB=x=y", "dir": "/s",
+                               "priority": "2000", "retry": "0", "dependencies": "1, 3 5",
+                               "localprogress": "None", "globalprogress": "",
+                               "affinity": "LINUX", "url": "u", "timeout": "7"})
+    assert op["env"] == {"A": "1", "B": "x=y"}
+    assert op["priority"] == -10 and op["max_attempts"] == 1 and op["timeout"] == 7
+    assert op["depends"] == [[1, ["success"]], [3, ["success"]], [5, ["success"]]]
+    assert "progress_pattern" not in op and "global_progress_pattern" not in op
+    assert coalition.job_opcode({"cmd": "x", "env": "R=/srv", "dir": "$(R)/a"})["dir"] == (
+        "/srv/a")
+    assert coalition.job_opcode({"cmd": "x", "dir": "."})["dir"] == "/"
+    for bad in ({"cmd": "x", "dir": "rel"}, {"cmd": "x", "env": "=1"},
+                {"cmd": "x", "priority": "hi"}):
+        with pytest.raises(errors.OpPrereqError):
+            coalition.job_opcode(bad)
+    with pytest.raises(Exception) as info:
+        coalition.job_opcode({"cmd": ""})
+    assert getattr(info.value, "status", None) == 501
+
+
+def test_job_objects_convert_timestamps_and_fall_back_to_the_summary_for_a_title():
+    """[sec, usec] become seconds; a job without a title shows its summary."""
+    row = [None] * len(jobs.LIST_FIELDS)
+    values = dict(zip(jobs.LIST_FIELDS, row), id=4, status="queued", summary=["TEST_DELAY(0)"],
+                  received_ts=[10, 500000])
+    job = jobs.job_object(list(values), list(values.values()))
+    assert job["received"] == 10.5 and job["title"] == "TEST_DELAY(0)" and job["parent"] is None
+
+
+def test_every_route_and_http_option_is_in_the_man_page():
+    """jq-masterd(8) names every HTTP path and every http_* option."""
+    with open(os.path.join(ROOT, "man", "jq-masterd.8.rst"), encoding="utf-8") as stream:
+        page = stream.read()
+    section = page.split("\nHTTP API\n")[1].split("\nOPTIONS\n")[0]
+    for route in app.routes():
+        path = route.pattern.pattern[2:-2]
+        if path.startswith("/static/"):
+            expected = ["**/static/**"]
+        elif "(cancel|" in path:
+            expected = ["/api/v1/jobs/**\\ *ID*\\ **/cancel**"] + [
+                "**%s**" % action for action in ("signal", "priority", "retry", "hold",
+                                                 "release")]
+        else:
+            expected = [path.replace("/([^/]+)", "/**\\ *ID*\\ **")]
+        for text in expected:
+            assert text in section, (route.pattern.pattern, text)
+    for option in config.options_for("masterd"):
+        if option.name.startswith("http"):
+            assert option.flag in page
+    assert api.PREFIX in section
+
+
+def _documented_paths(section):
+    """(method or None, sample path) for every path jq-masterd(8)'s HTTP API section shows
+    in bold: "**GET /api/v1/jobs/**\\ *ID*" becomes ("GET", "/api/v1/jobs/7")."""
+    text = section.replace("**\\ *ID*\\ **", "7").replace("**\\ *ID*", "7**")
+    found = []
+    for match in re.finditer(r"\*\*(?:(GET|POST|DELETE) )?(/[^*\s]*)\*\*", text):
+        method, path = match.groups()
+        if path != "/" and path.endswith("/"):  # a directory: /static/ serves its files
+            path += "index.html"
+        found.append((method, path))
+    for extra in re.findall(r"\| \*\*([a-z]+)\*\*", text):  # cancel | signal | ...
+        found.append(("POST", "/api/v1/jobs/7/" + extra))
+    return found
+
+
+def test_every_path_in_the_man_page_is_a_route():
+    """Every path jq-masterd(8) documents is served, with the method it names."""
+    with open(os.path.join(ROOT, "man", "jq-masterd.8.rst"), encoding="utf-8") as stream:
+        page = stream.read()
+    section = page.split("\nHTTP API\n")[1].split("\nOPTIONS\n")[0]
+    documented = _documented_paths(section)
+    paths = {path for _, path in documented}
+    assert {"/", "/metrics", "/api/v1/jobs", "/api/v1/jobs/7/log", "/api/v1/jobs/7/hold",
+            "/json/addjob", "/xmlrpc/addjob", "/json/pausejobs"} <= paths
+    served = app.routes()
+    for method, path in documented:
+        assert any(route.pattern.match(path) and method in (None, route.method)
+                   for route in served), (method, path)
+
+
+class _PagedBackend:
+    """list_jobs over n command jobs, recording the pages asked for."""
+
+    def __init__(self, count):
+        self.count, self.calls = count, []
+
+    def list_jobs(self, fields, limit=100, after=None, filters=None, **kwargs):
+        self.calls.append((limit, after))
+        ids = [i for i in range(1, self.count + 1) if after is None or i > after][:limit + 1]
+        op = {"OP_ID": "OP_COMMAND_RUN", "cmd": "true", "dir": "/", "priority": 0}
+        rows = [dict(id=i, status="queued", title="t%d" % i, ops=[op], node=None,
+                     start_ts=None, end_ts=None, attempt=None, max_attempts=1, priority=0,
+                     owner=None, progress=None, global_progress=None) for i in ids[:limit]]
+        return {"rows": [[row[f] for f in fields] for row in rows], "more": len(ids) > limit}
+
+
+class _Call:
+    def __init__(self, backend, args):
+        from twisted.internet import task
+        self.backend, self.args = backend, args
+        self.site = type("Site", (), {"reactor": task.Clock()})()
+
+    def arg(self, name, default=None):
+        return (self.args.get(name) or [default])[-1]
+
+    def blocking(self, fn, *args):
+        from twisted.internet import defer
+        return defer.succeed(fn(*args))
+
+
+def test_getjobs_reads_every_job_a_page_at_a_time(monkeypatch):
+    """getjobs lists every job, holding the queue for one page at a time and encoding
+    the answer a page at a time."""
+    monkeypatch.setattr(coalition, "PAGE", 3)
+    backend = _PagedBackend(7)
+    answers = []
+    coalition.getjobs(_Call(backend, {})).addCallback(answers.append)
+    data = eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
+    assert [row[0] for row in data["Jobs"]] == list(range(1, 8))
+    assert answers[0].body.decode() == coalition.literal(data)  # as encoded in one piece
+    assert list(data) == ["Vars", "Jobs", "Parents"] and data["Vars"] == coalition.VARS
+    assert backend.calls == [(3, None), (3, 3), (3, 6)]
+
+
+def test_getjobs_with_no_job_or_an_unknown_state_is_an_empty_list():
+    """No job, or a state no job can be in: Jobs is [] (still Python's eval's)."""
+    for args, count in (({}, 0), ({"filter": ["PAUSED"]}, 3)):
+        answers = []
+        coalition.getjobs(_Call(_PagedBackend(count), args)).addCallback(answers.append)
+        data = eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
+        assert data["Jobs"] == [] and data["Parents"] == [{"ID": 0, "Title": "Root"}]
+
+
+class _LogBackend:
+    """A job whose log is the given bytes, read as JobQueue.read_job_log does."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def query_jobs(self, ids, fields):
+        return [[len(self.log)]]
+
+    def read_job_log(self, job_id, offset, max_bytes):
+        data = self.log[offset:offset + max_bytes]
+        return {"data": data, "offset": offset + len(data), "eof": True}
+
+
+def test_getlog_answers_the_end_of_a_long_log(monkeypatch):
+    """A log longer than MAX_LOG is answered by its last MAX_LOG bytes; a short one whole."""
+    monkeypatch.setattr(coalition, "MAX_LOG", 10)
+    monkeypatch.setattr(coalition, "LOG_CHUNK", 4)
+    for log, expected in ((b"0123456789abcdefghij", "abcdefghij"), (b"short", "short"),
+                          (b"", "")):
+        answers = []
+        coalition.getlog(_Call(_LogBackend(log), {"id": ["3"]})).addCallback(answers.append)
+        assert eval(answers[0].body.decode(), {"__builtins__": {}}, {}) == expected  # noqa: S307
+
+
+class _EventsBackend:
+    """watch_events recording the since of each watch; answer() fires the last one."""
+
+    def __init__(self):
+        self.watches = []
+
+    def watch_events(self, since, flt, callback):
+        handle = type("Handle", (), {"cancel": lambda self: None})()
+        self.watches.append((since, callback))
+        return handle
+
+    def answer(self, serials):
+        since, callback = self.watches[-1]
+        callback({"events": [{"serial": n, "kind": "job"} for n in serials],
+                  "last": serials[-1], "gap": False})
+
+
+class _StreamRequest:
+    """What EventStream uses of a twisted.web request."""
+
+    def __init__(self):
+        self.written, self.producer, self.finished, self._disconnected = [], None, False, False
+
+    def registerProducer(self, producer, streaming):  # noqa: N802 - twisted's name
+        assert streaming and self.producer is None
+        self.producer = producer
+
+    def unregisterProducer(self):  # noqa: N802 - twisted's name
+        self.producer = None
+
+    def write(self, data):
+        self.written.append(data)
+
+    def finish(self):
+        self.finished = True
+
+
+def test_event_stream_takes_no_events_while_its_client_is_not_reading():
+    """Paused (the send buffer is full) the stream writes the answer in hand but watches no
+    further and sends no keepalive; resumed, it watches again from the last serial."""
+    from twisted.internet import task
+    clock = task.Clock()
+    backend = _EventsBackend()
+    site = type("Site", (), {"reactor": clock, "backend": backend,
+                             "deliver": staticmethod(lambda fn, value: fn(value))})()
+    stream = api.EventStream(site, 5, None)
+    request = _StreamRequest()
+    stream.start(request)
+    assert request.producer is stream and [since for since, _ in backend.watches] == [5]
+    stream.pauseProducing()
+    backend.answer([6, 7])
+    assert b"id: 7\n" in request.written[-1] and len(backend.watches) == 1
+    before = len(request.written)
+    clock.advance(api.KEEPALIVE * 3)
+    assert len(request.written) == before
+    stream.resumeProducing()
+    assert [since for since, _ in backend.watches] == [5, 7]
+    backend.answer([8])
+    assert [since for since, _ in backend.watches] == [5, 7, 8]
+    stream.stopProducing()
+    stream.close()
+    assert request.finished and request.producer is None
