@@ -21,8 +21,8 @@ GROUPS = {
 TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "job": "model", "opcodes": "model", "qlang": "model",
-    "query": "model", "commandjob": "model", "queue": "queue", "embedded": "queue",
-    "client": "luxi",
+    "query": "model", "commandjob": "model", "service": "model", "queue": "queue",
+    "embedded": "queue", "client": "luxi",
 }
 
 
