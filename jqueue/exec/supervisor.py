@@ -618,5 +618,23 @@ def make_supervisor(state_dir, reactor, node, allowed_users=(), use_cgroup=True)
     from jqueue.exec.executor import Executor
     directory = os.path.join(os.path.abspath(state_dir), "services")
     os.makedirs(directory, 0o750, exist_ok=True)
+    _share_shims(os.path.join(os.path.abspath(state_dir), "exec"),
+                 os.path.join(directory, "exec"))
     executor = Executor(directory, reactor, allowed_users=allowed_users, use_cgroup=use_cgroup)
     return Supervisor(directory, reactor, executor, node, attemptdir.boot_id())
+
+
+def _share_shims(source, target):
+    """Link the command executor's compiled shims into the supervisor's cache (no second
+    compilation; a shim that does not run there is compiled again anyway)."""
+    try:
+        names = [n for n in os.listdir(source) if n.startswith("jq-shim-") and ".tmp" not in n]
+    except OSError:
+        return
+    os.makedirs(target, 0o750, exist_ok=True)
+    for name in names:
+        if not os.path.exists(os.path.join(target, name)):
+            try:
+                os.link(os.path.join(source, name), os.path.join(target, name))
+            except OSError:
+                pass
