@@ -39,7 +39,7 @@ METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_atte
 #: The supervised services' methods (jqueue.exec.supervisor), when the node runs them.
 SERVICE_METHODS = ("svc_apply", "svc_control", "svc_runs", "svc_read", "svc_forget",
                    "svc_states")
-_ENTRY_KEYS = frozenset(["id", "name", "version", "definition", "target", "seq"])
+_ENTRY_KEYS = frozenset(["id", "name", "version", "definition", "target", "seq", "run"])
 
 
 class NodeExec:
@@ -240,6 +240,7 @@ def _is_entry(entry):
     apart)."""
     return (isinstance(entry, dict) and set(entry) == _ENTRY_KEYS and _is_count(entry["id"])
             and _is_count(entry["version"]) and _is_count(entry["seq"])
+            and _is_count(entry["run"])
             and isinstance(entry["name"], str) and isinstance(entry["definition"], dict)
             and entry["target"] in ("started", "stopped"))
 

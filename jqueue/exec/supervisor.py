@@ -224,9 +224,10 @@ class Supervisor:
     def apply(self, entries, remove=(), full=False):
         """Take the master's services for this node; their states.
 
-        entries: [{id, name, version, definition, target, seq}]: unknown ids are added,
-        a new version replaces the definition (it applies from the next start), a seq
-        newer than the service's applies its target (start or stop). remove: ids to
+        entries: [{id, name, version, definition, target, seq, run}]: unknown ids are
+        added (their runs numbered after run: the service may have run elsewhere), a new
+        version replaces the definition (it applies from the next start), a seq newer
+        than the service's applies its target (start or stop). remove: ids to
         remove (stopped first); with full, every service not in entries goes too.
         """
         self._require_started()
@@ -239,6 +240,7 @@ class Supervisor:
                 svc = _Service(new_record(sid, entry["name"], entry["version"],
                                           entry["definition"]))
                 svc.record["boot_id"] = self._boot_id
+                svc.record["run"] = entry.get("run") or 0
                 self._services[sid] = svc
                 self._save(svc)
             elif entry["version"] != svc.record["version"]:

@@ -64,12 +64,13 @@ def public_view(record, reachable=True):
 class _Cursor:
     """What the master knows of a service's runs while copying their output."""
 
-    __slots__ = ("runs", "busy", "again")
+    __slots__ = ("runs", "busy", "again", "fresh")
 
     def __init__(self):
         self.runs = {}      # run -> [output size known, ended]
         self.busy = False   # a fetch or a refresh is in flight
         self.again = False  # news came while busy: pump again after it
+        self.fresh = True   # nothing asked of the node yet (a start, a move)
 
 
 class ServiceManager:
@@ -149,8 +150,8 @@ class ServiceManager:
                        **{"def": definition})
             old_node = record["node"]
             if node != old_node:
-                new.update(node=node, changes=0, state=service.STOPPED, pid=None,
-                           message="moved from %s by a change of its placement" % old_node)
+                new.update(_moved(record, node, "moved from %s by a change of its placement"
+                                  % old_node))
             batch = self._journal_unlocked(name, new, None, undo=record)
             queue._record_event_unlocked(
                 EVENT_MOVED if node != old_node else "MODIFIED", 0, node, "service",
@@ -484,8 +485,9 @@ class ServiceManager:
         run = state.get("run") or 0
         if run and run not in cursor.runs and run > (record.get("done_run") or 0):
             cursor.runs[run] = [0, False]
-        if state.get("state") not in service.ALIVE or run != record.get("run"):
-            self._refresh(name)  # a run ended (or began): learn its final size
+        if (cursor.fresh or state.get("state") not in service.ALIVE
+                or run != record.get("run")):
+            self._refresh(name)  # a run ended or began, or we just came: learn the sizes
         else:
             self._pump(name)
 
@@ -519,10 +521,9 @@ class ServiceManager:
                                errors.error_message(err))
         with queue._lock:
             if target is not None:
-                new = dict(record, node=target, changes=0, state=service.STOPPED, pid=None,
-                           seq=record["seq"] + 1,
-                           message="moved from %s: no answer for %gs (lost_grace)" % (
-                               node, self._runner._lost_grace))
+                new = dict(record, seq=record["seq"] + 1, **_moved(
+                    record, target, "moved from %s: no answer for %gs (lost_grace)" % (
+                        node, self._runner._lost_grace)))
                 word = EVENT_MOVED
             else:
                 new = dict(record, state=service.STOPPED, pid=None,
@@ -540,6 +541,7 @@ class ServiceManager:
         if target is not None:
             self._cursors.pop(name, None)
             self._push(name)
+            self._host.call(self._sync_node, node)  # nothing if it does not answer
 
     # The log: copying runs' output (host thread)
 
@@ -564,6 +566,7 @@ class ServiceManager:
         cursor.busy = False
         if isinstance(runs, Exception) or self._stopped:
             return
+        cursor.fresh = False
         for info in runs:
             known = cursor.runs.setdefault(info["run"], [0, False])
             known[0] = max(known[0], info.get("output_size") or 0)
@@ -707,10 +710,19 @@ def _new_record(sid, definition, node, now, started):
             "done_run": 0}
 
 
+def _moved(record, node, message):
+    """The changes of a record placed on another node: its runs there continue the
+    numbering; output of runs left on the old node and not copied yet is given up."""
+    return {"node": node, "changes": 0, "state": service.STOPPED, "pid": None,
+            "message": message, "done_run": max(record.get("run") or 0,
+                                                record.get("done_run") or 0)}
+
+
 def _entry(record):
     """What a node's supervisor gets of a service (jqueue.exec.supervisor.apply)."""
     return {"id": record["id"], "name": record["name"], "version": record["version"],
-            "definition": record["def"], "target": record["target"], "seq": record["seq"]}
+            "definition": record["def"], "target": record["target"], "seq": record["seq"],
+            "run": max(record.get("run") or 0, record.get("done_run") or 0)}
 
 
 def _say(record, text):

@@ -232,6 +232,7 @@ def test_a_lost_node_takes_its_services_down_and_a_movable_one_moves(tmp_path, n
         down = wait_view(master, "stay", lambda v: v["state"] == service.STOPPED,
                          "stay STOPPED")
         assert "node3 lost" in down["message"]
+        assert moved["run"] == 2  # its runs on node2 continue node3's numbering
         assert processes_with(move, "node2") == [moved["pid"]]
         assert len(processes_with(move, "node3")) == 1  # the frozen node's copy, for now
     finally:

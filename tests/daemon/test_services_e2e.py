@@ -90,8 +90,11 @@ def test_status_exit_codes_list_and_log(daemon, mark):
     assert code == 0 and out.startswith("web: STOPPED")
     assert daemon.jqctl("service", "status", "web")[0] == 3
     assert processes_with(mark) == []
+    wait_until(lambda: daemon.jqctl("service", "log", "web")[1].endswith("*\n"),
+               what="the end of run 1 in the log")
     log = daemon.jqctl("service", "log", "web")[1]
-    assert "* EXIT : killed by SIGTERM" in log and log.endswith("*\n")
+    assert "* EXIT : killed by SIGTERM" in log
+    wait_until(lambda: events_of(daemon, "web")[-1:] == ["STOPPED"], what="STOPPED")
     assert events_of(daemon, "web") == ["NEW", "STARTING", "RUNNING", "STOPPING", "STOPPED"]
     with open(os.path.join(daemon.state_dir, "actions.log"), encoding="utf-8") as stream:
         lines = [line for line in stream if " web: " in line]
@@ -129,8 +132,8 @@ def test_a_crashing_service_is_restarted_then_fatal_and_start_runs_it_again(daem
     fatal = wait_state(daemon, "crash", service.FATAL, timeout=40)
     assert fatal["run"] == 5 and fatal["exit_status"] == 7
     assert "start limit" in fatal["message"]
-    words = events_of(daemon, "crash")
-    assert words.count("BACKOFF") == 4 and words[-1] == "FATAL"
+    wait_until(lambda: events_of(daemon, "crash")[-1:] == ["FATAL"], what="the FATAL event")
+    assert events_of(daemon, "crash").count("BACKOFF") == 4
     code, out, _ = daemon.jqctl("service", "start", "crash")
     assert code == 1 and out.startswith("crash: BACKOFF (")
     assert view(daemon, "crash")["run"] == 6

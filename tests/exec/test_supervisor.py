@@ -21,10 +21,10 @@ def definition(**params):
     return service.check_definition(params)
 
 
-def entry(sid=1, version=1, target=service.TARGET_STARTED, seq=1, **params):
+def entry(sid=1, version=1, target=service.TARGET_STARTED, seq=1, run=0, **params):
     data = definition(**params)
     return {"id": sid, "name": data["name"], "version": version, "definition": data,
-            "target": target, "seq": seq}
+            "target": target, "seq": seq, "run": run}
 
 
 class Node:
@@ -147,6 +147,12 @@ def test_a_run_that_stays_up_becomes_running_after_startsecs(node):
     node.clock.advance(0.1)
     state = node.state()
     assert (state["state"], state["pid"], state["run"]) == (service.RUNNING, 4321, 1)
+
+
+def test_a_service_that_ran_elsewhere_continues_its_run_numbers(node):
+    """A service moved here after 3 runs on another node: its first run here is run 4."""
+    node.supervisor.apply([entry(run=3)])
+    assert node.state()["run"] == 4
 
 
 def test_a_stable_run_resets_the_backoff(node):
