@@ -42,8 +42,10 @@ from jqueue.cli.exitcodes import CommandError
 JOB_KEYS = {"command": "command", "stdin": "stdin", "stdout": "stdout", "stderr": "stderr",
             "env": "env", "working-dir": "dir", "signal": "stop_signal",
             "autostart": "autostart", "restart": "restart"}
-SUPERVISOR_KEYS = ("working-dir", "control-port", "event-port", "include-dirs", "log-file",
-                   "log-level")
+#: The supervisor's keys (control-dir: JobMon's 2014 Unix sockets, before the ports); all
+#: but working-dir and include-dirs are about JobMon's own daemon and are ignored.
+SUPERVISOR_KEYS = ("working-dir", "control-dir", "control-port", "event-port", "include-dirs",
+                   "log-file", "log-level")
 _EXPANDED = ("stdin", "stdout", "stderr", "working-dir")
 _PATHS = ("stdin", "stdout", "stderr")
 

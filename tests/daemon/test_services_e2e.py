@@ -287,3 +287,48 @@ def test_a_jobmon_file_with_a_mistake_is_refused_whole(daemon, tmp_path):
     code, _, err = daemon.jqctl("service", "import", str(tmp_path / "jobs.json"))
     assert code == 2 and "$NOT_SET_ANYWHERE is not set" in err
     assert daemon.jqctl("service", "list")[1] == ""
+
+
+def test_a_tree_laid_out_as_jobmons_test_suite_is_imported_and_runs(daemon, mark, tmp_path,
+                                                                     monkeypatch):
+    """JobMon's layout (a master with control-dir and a relative include glob, one job a
+    file, commands that are scripts beside them): imported from its directory with
+    --start, the scripts run from there with their env, and the stop signal is theirs."""
+    suite = tmp_path / "suite"
+    (suite / "test-jobs").mkdir(parents=True)
+    (suite / "jobfile.json").write_text(json.dumps({"supervisor": {
+        "working-dir": ".", "control-dir": "/tmp/supervisor",
+        "include-dirs": ["test-jobs/*.json"], "log-file": "jobmon-test-output.log",
+        "log-level": "INFO"}}))
+    scripts = {"env-values": 'echo "A=$A B=$B"; exec sleep 300',
+               "on-signal": "trap 'echo got USR1; exit 0' USR1; echo ready\n"
+                            "while :; do sleep 0.1; done"}
+    for name, body in scripts.items():
+        script = suite / "test-jobs" / name
+        script.write_text("#!/bin/sh\n" + body + "\n")
+        script.chmod(0o755)
+        job = {"command": "test-jobs/" + name, "stdout": str(tmp_path / (name + ".out")),
+               "env": {"JQ_TEST_MARK": mark}}
+        if name == "env-values":
+            job["env"].update(A="a", B="b")
+        else:
+            job["signal"] = "SIGUSR1"
+        (suite / "test-jobs" / (name + ".json")).write_text(json.dumps({name: job}))
+    monkeypatch.chdir(suite)
+    code, out, err = daemon.jqctl("service", "import", "--start", "jobfile.json")
+    assert code == 0, err
+    for name in scripts:
+        assert "service %s added" % name in out
+        assert wait_state(daemon, name, service.RUNNING)["definition"]["dir"] == str(suite)
+    wait_until(lambda: (tmp_path / "env-values.out").read_text() == "A=a B=b\n",
+               what="env-values' output")
+    wait_until(lambda: "ready" in (tmp_path / "on-signal.out").read_text(), what="ready")
+    code, out, _ = daemon.jqctl("service", "list")
+    assert out.splitlines() == ["RUNNING env-values", "RUNNING on-signal"]
+    started = time.monotonic()
+    code, out, _ = daemon.jqctl("service", "stop", "on-signal", "env-values")
+    assert code == 0, out
+    assert time.monotonic() - started < 10  # both ended on their stop signal
+    assert (tmp_path / "on-signal.out").read_text() == "ready\ngot USR1\n"
+    assert "SIGKILL" not in view(daemon, "on-signal")["message"]
+    assert processes_with(mark) == []
