@@ -123,6 +123,26 @@ def test_stop_kills_every_process_the_service_started(daemon, mark):
     assert "killed by SIGKILL" in view(daemon, "tree")["message"]
 
 
+def test_remove_and_restart_end_every_process_of_the_run(daemon, mark):
+    """A running tree with a grandchild in its own session: restart leaves only the new
+    run's processes, remove leaves none, not even the escaped grandchild."""
+    tree = "(setsid sleep 300 &); sleep 300 & while :; do sleep 1; done"
+    with daemon.client() as client:
+        client.add_services([{"name": "tree2", "command": tree, "stop_timeout": 2,
+                              "env": {"JQ_TEST_MARK": mark}}], start=True)
+    wait_state(daemon, "tree2", service.RUNNING)
+    wait_until(lambda: len(processes_with(mark)) >= 3, what="the first run's processes")
+    first = set(processes_with(mark))
+    code, out, _ = daemon.jqctl("service", "restart", "tree2")
+    assert code == 0 and out.startswith("tree2: RUNNING"), out
+    wait_until(lambda: len(processes_with(mark)) >= 3, what="the second run's processes")
+    assert not first & set(processes_with(mark))
+    code, out, _ = daemon.jqctl("service", "remove", "tree2")
+    assert code == 0, out
+    wait_until(lambda: processes_with(mark) == [], what="every process of the service gone")
+    assert daemon.jqctl("service", "status", "tree2")[0] == service.STATUS_UNKNOWN
+
+
 def test_a_crashing_service_is_restarted_then_fatal_and_start_runs_it_again(daemon, mark):
     """Exits at once, restart always: restarted after back-offs, FATAL on the 5th failure
     (in about 15 s: 1+2+4+8), and start runs it again."""
