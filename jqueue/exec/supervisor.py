@@ -290,7 +290,7 @@ class Supervisor:
         return [{"run": info.attempt, "pid": info.pid, "started": info.started,
                  "output_size": info.output_size,
                  "result": None if info.result is None else _result_dict(info.result)}
-                for info in self._executor.attempts() if info.job == sid]
+                for info in self._executor.attempts(sid)]
 
     def read(self, sid, run, offset, max_bytes):
         """Up to max_bytes of a run's output from offset."""
@@ -482,9 +482,8 @@ class Supervisor:
     def _delete(self, svc):
         svc.cancel_timer()
         self._services.pop(svc.sid, None)
-        for info in self._executor.attempts():
-            if info.job == svc.sid:
-                self._discard_run(svc.sid, info.attempt, info)
+        for info in self._executor.attempts(svc.sid):
+            self._discard_run(svc.sid, info.attempt, info)
         try:
             os.unlink(self._path(svc.sid))
         except FileNotFoundError:
@@ -501,8 +500,8 @@ class Supervisor:
 
     def _prune_runs(self, svc):
         """Keep at most retain_runs ended runs of a service (the oldest go first)."""
-        ended = sorted(info.attempt for info in self._executor.attempts()
-                       if info.job == svc.sid and info.result is not None
+        ended = sorted(info.attempt for info in self._executor.attempts(svc.sid)
+                       if info.result is not None
                        and info.attempt != svc.record["run"])
         for run in ended[:max(0, len(ended) - self._retain)]:
             self._executor.forget(svc.sid, run)

@@ -123,8 +123,7 @@ class ServiceManager:
                     service=record["name"])
                 records.append(record)
         self._wait(batch)
-        for record in records:
-            self._host.call(self._push, record["name"])
+        self._host.call(self._push_many, [r["name"] for r in records])
         return [self._view(r) for r in records]
 
     def modify(self, name, changes):
@@ -360,22 +359,30 @@ class ServiceManager:
 
     def _push(self, name):
         """Send one service (new, changed or asked to start) to its node."""
+        self._push_many([name])
+
+    def _push_many(self, names):
+        """Send services to their nodes: one call per node, whatever their number."""
         with self._queue._lock:
-            record = self._queue._services.get(name)
-        if record is None or self._stopped:
-            return
-        link = self._runner._links.get(record["node"])
-        if link is None or not hasattr(link, "svc_apply"):
-            return
-        link.svc_apply([_entry(record)], [], False,
-                       lambda states: self._applied(record["node"], states))
+            records = [r for r in map(self._queue._services.get, names) if r is not None]
+        by_node = {}
+        for record in records:
+            by_node.setdefault(record["node"], []).append(record)
+        for node, records in by_node.items():
+            link = self._runner._links.get(node)
+            if link is None or self._stopped or not hasattr(link, "svc_apply"):
+                continue
+            ids = frozenset(r["id"] for r in records)
+            link.svc_apply([_entry(r) for r in records], [], False,
+                           lambda states, node=node, ids=ids: self._applied(
+                               node, states, ids))
 
     def _removed(self, record):
         self._cursors.pop(record["name"], None)
         link = self._runner._links.get(record["node"])
         if link is not None and hasattr(link, "svc_apply") and not self._stopped:
             link.svc_apply([], [record["id"]], False, lambda states: self._applied(
-                record["node"], states))
+                record["node"], states, frozenset()))
 
     def _send_control(self, name, action):
         with self._queue._lock:
@@ -403,13 +410,16 @@ class ServiceManager:
                    "answers)" % (action, name, node, errors.error_message(answer))
         return "%s of service %s: %s" % (action, name, answer["state"])
 
-    def _applied(self, node, states):
+    def _applied(self, node, states, ids=None):
+        """A node's answer to svc_apply: the states of its services (of those in ids
+        only, when given: the others' news comes as their events)."""
         if isinstance(states, Exception):
             logger.info("services of node %s not applied now: %s (again when it answers)",
                         node, errors.error_message(states))
             return
         for state in states:
-            self._reported(node, state)
+            if ids is None or (isinstance(state, dict) and state.get("id") in ids):
+                self._reported(node, state)
 
     # News from nodes (host thread)
 

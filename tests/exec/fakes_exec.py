@@ -77,8 +77,9 @@ class FakeExecutor:
         self._attempts.pop((job, attempt), None)
         self.forgotten.append((job, attempt))
 
-    def attempts(self):
-        return [self._attempts[key] for key in sorted(self._attempts)]
+    def attempts(self, job=None):
+        return [self._attempts[key] for key in sorted(self._attempts)
+                if job is None or key[0] == job]
 
     def check_user(self, name):
         return None
