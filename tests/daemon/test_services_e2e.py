@@ -349,6 +349,8 @@ def test_a_tree_laid_out_as_jobmons_test_suite_is_imported_and_runs(daemon, mark
     code, out, _ = daemon.jqctl("service", "stop", "on-signal", "env-values")
     assert code == 0, out
     assert time.monotonic() - started < 10  # both ended on their stop signal
-    assert (tmp_path / "on-signal.out").read_text() == "ready\ngot USR1\n"
-    assert "SIGKILL" not in view(daemon, "on-signal")["message"]
+    # USR1 went to the run's processes: /bin/sh -c dies of it, or the script's trap
+    # ends it (whichever is the run's first process); never the SIGKILL of the timeout.
+    message = view(daemon, "on-signal")["message"]
+    assert "killed by SIGUSR1" in message or "exited with status 0" in message, message
     assert processes_with(mark) == []
