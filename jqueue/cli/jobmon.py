@@ -24,10 +24,12 @@ supervisor's ``working-dir`` and ``include-dirs`` and in each job's stdin, stdou
 stderr and working-dir; relative paths are taken from the current directory (the
 supervisor's working-dir, from where JobMon would have started). Unlike JobMon, which
 logs and skips what it cannot use, anything wrong refuses the whole file with a message
-naming the file, the job and the key: a job without a command, a duplicate name, a
-value of the wrong type, an unknown key, a variable that is not set (``$DEVNULL``, which
-JobMon's own example uses, means /dev/null when unset). A job may also carry service
-parameters of ours (``node``, ``affinity``, ``stop_timeout``, ``startsecs``, ...).
+naming the file, the job and the key: no job at all, a job without a command, a
+duplicate name, a value of the wrong type, an unknown key, a variable that is not set
+(``$DEVNULL``, which JobMon's own example uses, means /dev/null when unset). A job may
+also carry service parameters of ours (``node``, ``affinity``, ``stop_timeout``,
+``startsecs``, ...). The supervisor's keys other than working-dir and include-dirs
+(ports, ``control-dir``, log file and level) are about JobMon's daemon: read, ignored.
 """
 
 import glob
@@ -87,6 +89,8 @@ def load(path, environ=None, cwd=None):
     else:
         base = cwd
         jobs.extend(_jobs_of(path, data))
+    if not jobs:
+        raise CommandError("%s: no jobs (as JobMon, which refuses to start without one)" % path)
     seen = {}
     for source, name, _ in jobs:
         if name in seen:

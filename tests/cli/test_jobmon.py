@@ -133,12 +133,15 @@ def test_a_name_defined_twice_across_files_is_refused(tmp_path):
 
 
 def test_files_that_are_not_jobmon_configurations_are_refused(tmp_path):
-    """Unreadable, not JSON, an unknown supervisor key."""
+    """Unreadable, not JSON, no jobs at all, an unknown supervisor key."""
     with pytest.raises(CommandError, match="cannot read"):
         jobmon.load(str(tmp_path / "missing.json"), environ={})
     bad = write(tmp_path / "bad.json", README_JOBS.replace('"/home/bob" }', '"/home/bob", }'))
     with pytest.raises(CommandError, match="is not JSON"):
         jobmon.load(bad, environ={})
+    empty = write(tmp_path / "empty.json", README_MASTER)  # its include-dirs match nothing
+    with pytest.raises(CommandError, match="no jobs"):
+        jobmon.load(empty, environ={}, cwd=str(tmp_path))
     odd = write(tmp_path / "odd.json", {"supervisor": {"pid-file": "/run/x"}})
     with pytest.raises(CommandError, match="unknown supervisor key"):
         jobmon.load(odd, environ={})
