@@ -160,7 +160,11 @@ class RemoteLink:
                 self._stopped.wait(RETRY)
                 continue
             if answer.get("reset"):
-                session, after = answer["session"], answer["last"]
+                # A node restarted while we followed it: read its new session from the
+                # start (a service's BACKOFF while we were away is news too); else, or
+                # if those events are gone already, from now on. Either way, resync.
+                restarted = session is not None and answer["session"] != session
+                session, after = answer["session"], 0 if restarted else answer["last"]
                 self._resync()
                 continue
             for seq, event in answer["events"]:
