@@ -103,3 +103,18 @@ def test_import_dry_run_prints_the_definitions_and_import_adds_them(cli, tmp_pat
     assert result.code == 1 and "web, db exist already" in result.err
     result = cli("service", "import", "--replace", str(path))
     assert result.code == 0 and result.out == "service web modified\nservice db modified\n"
+
+
+def test_listen_service_asks_for_that_services_events_only(cli):
+    """listen --service NAME: the filter goes to WaitForEvents; one action-log line each."""
+    cli.fake.events = [
+        {"serial": 1, "time": 1795000000, "kind": "service", "job": 0, "node": "node2",
+         "status": "BACKOFF", "message": "web: run 1 exited with status 1",
+         "service": "web"},
+        {"serial": 2, "time": 1795000001, "kind": "service", "job": 0, "node": "node2",
+         "status": "RUNNING", "message": "db: run 1", "service": "db"}]
+    result = cli("listen", "1", "--since", "0", "--service", "web")
+    assert result.code == 0, result
+    assert result.out.split()[2:] == ["node2", "0", "BACKOFF", "web:", "run", "1", "exited",
+                                      "with", "status", "1"]
+    assert cli.fake.calls_of("wait_for_events")[0][1] == {"service": "web"}
