@@ -14,7 +14,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SUITES = ["core", "luxi", "peers", "replication", "commands", "pool", "httpapi"]
+SUITES = ["core", "luxi", "peers", "replication", "commands", "pool", "httpapi",
+          "services"]
 RATIO_TEXT = {
     "core": "to (a), one fsync'd file per change",
     "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
@@ -23,6 +24,8 @@ RATIO_TEXT = {
     "commands": "to (a) the machine's own spawn rate; (d) to the idle daemon; (e) to cmd > file",
     "pool": "(a) 100 nodes to one; (b) loaded to empty; (c) RSS to the idle daemon",
     "httpapi": "to (a), LUXI's durable submits in the same run (target: at least 0.5)",
+    "services": "(a) to a command job's submit -> first instruction; (b) to the 1 s back-off; "
+                "(d) to the idle daemons",
 }
 
 

@@ -106,6 +106,27 @@ class Client:
     def set_drain_flag(self, flag):
         return self._luxi.set_drain_flag(flag)
 
+    # Supervised services (JobQueue's names)
+
+    def add_services(self, definitions, start=False):
+        return self._luxi.add_services(definitions, start)
+
+    def modify_service(self, name, changes):
+        return self._luxi.modify_service(name, changes)
+
+    def remove_service(self, name):
+        return self._luxi.remove_service(name)
+
+    def control_service(self, name, action):
+        return tuple(self._luxi.control_service(name, action))
+
+    def query_services(self, names=None):
+        return self._luxi.query_services(names)
+
+    def read_service_log(self, name, offset, max_bytes):
+        answer = self._luxi.read_service_log(name, offset, max_bytes)
+        return dict(answer, data=answer["data"].encode("utf-8"))
+
     @property
     def drain_flag(self):
         return self._luxi.query_config_values([constants.CONFIG_DRAIN_FLAG])[0]

@@ -175,6 +175,15 @@ LUXI_REQ_WAIT_FOR_EVENTS = "WaitForEvents"
 LUXI_MAX_LOG_READ = 4 * 1024 * 1024
 # Our addition: the opcode catalogue.
 LUXI_REQ_QUERY_OPCODES = "QueryOpcodes"
+# Our additions: supervised services (jqueue.run.services).
+LUXI_REQ_ADD_SERVICES = "AddServices"
+LUXI_REQ_MODIFY_SERVICE = "ModifyService"
+LUXI_REQ_REMOVE_SERVICE = "RemoveService"
+LUXI_REQ_START_SERVICE = "StartService"
+LUXI_REQ_STOP_SERVICE = "StopService"
+LUXI_REQ_RESTART_SERVICE = "RestartService"
+LUXI_REQ_QUERY_SERVICES = "QueryServices"
+LUXI_REQ_READ_SERVICE_LOG = "ReadServiceLog"
 LUXI_REQ_SUBMISSIONS = frozenset([
     LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
 ])

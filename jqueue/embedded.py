@@ -18,6 +18,7 @@ import threading
 from jqueue import constants
 from jqueue.exec.executor import Executor
 from jqueue.exec.link import LocalLink
+from jqueue.exec.supervisor import make_supervisor
 from jqueue.run.commands import CommandRunner, ReactorHost
 
 _reactor_lock = threading.Lock()
@@ -30,8 +31,9 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
 
     The Executor keeps its running attempts under state_dir; it is created and started
     (re-adopting the attempts still running) in the reactor's thread once the queue is
-    open. on_executor(executor), if given, hears of it. tags: this machine's (what a
-    command job's affinity must be among).
+    open, and so is the Supervisor of this machine's services (in
+    ``state_dir/services``). on_executor(executor), if given, hears of it. tags: this
+    machine's (what a command job's affinity must be among).
     """
     host = ReactorHost(reactor)
     slots = slots or os.cpu_count() or 1
@@ -41,7 +43,9 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
                                   use_cgroup)
         if on_executor is not None:
             on_executor(executor)
-        link = LocalLink(executor, node_name, slots, tags)
+        supervisor = host.call_sync(_start_supervisor, reactor, state_dir, node_name,
+                                    allowed_users, use_cgroup)
+        link = LocalLink(executor, node_name, slots, tags, supervisor=supervisor)
         return CommandRunner(queue, host, [link], node_name, log_max_bytes=log_max_bytes)
     return make
 
@@ -51,6 +55,12 @@ def _start_executor(reactor, state_dir, allowed_users, use_cgroup):
                         use_cgroup=use_cgroup)
     executor.start()
     return executor
+
+
+def _start_supervisor(reactor, state_dir, node_name, allowed_users, use_cgroup):
+    supervisor = make_supervisor(state_dir, reactor, node_name, allowed_users, use_cgroup)
+    supervisor.start()
+    return supervisor
 
 
 def local_commands(state_dir, node_name=None, slots=None, allowed_users=(), use_cgroup=True,

@@ -44,12 +44,16 @@ from jqueue.job import (
     wait_until_final,
 )
 from jqueue.run import dependencies, processor, waiting, workerpool
+from jqueue.run import services as servicemanager
 from jqueue.store import events, fsutil, joblogs, journal, queuedir, records, recovery
+from jqueue.store import services as servicetable
 from jqueue.store.replicator import LocalReplicator
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_CHUNK = 256
+#: Tag of a journaled piece of a service's log.
+_SERVICE_LOG = "svclog"
 _ARCHIVE_CHUNK = 1000
 
 
@@ -83,7 +87,10 @@ class JobQueue:
         that refused a write.
         """
         self.nodes = nodes
-        self._logs = joblogs.LogStore(logs_dir or joblogs.default_directory(queue_dir))
+        logs_dir = logs_dir or joblogs.default_directory(queue_dir)
+        self._logs = joblogs.LogStore(logs_dir)
+        self._services = servicetable.ServiceTable(queue_dir)
+        self._service_logs = joblogs.LogStore(servicetable.logs_directory(logs_dir))
         self._events = events.EventLog(
             events_dir or os.path.dirname(os.path.abspath(queue_dir)), buffer=event_buffer,
             rotate_bytes=action_log_bytes, utc=action_log_utc)
@@ -99,7 +106,9 @@ class JobQueue:
         self._dir.lock()
         try:
             self.recovery = recovery.open_queue(self._dir, clock(), replica=replica,
-                                                logs=self._logs, events=self._events)
+                                                logs=self._logs, events=self._events,
+                                                services=self._services,
+                                                service_logs=self._service_logs)
         except BaseException:
             self._dir.unlock()
             raise
@@ -117,12 +126,14 @@ class JobQueue:
             "jq-worker", workers, self._processor.run_step)
         if commands is not None and not replica:
             self._commands = commands(self)
+            self._service_manager = servicemanager.ServiceManager(self, self._commands)
         with self._lock:
             for job in self._jobs.values():
                 if not job.is_finalized():
                     self._schedule_unlocked(job)
         if self._commands is not None:
             self._commands.recover()
+            self._service_manager.recover()
         attach = getattr(self._replicator, "attach", None)
         if attach is not None and not replica:
             attach(self)
@@ -165,6 +176,12 @@ class JobQueue:
         self._waiters = waiting.WaiterRegistry()
         self._log_waiters = waiting.LogWaiterRegistry()
         self._commands = None
+        self._service_manager = None
+        self._unrecorded_services = set()  # services whose records a refused batch lost
+        # Bytes of each service's log that are durable (readers see only these).
+        self._service_durable = {record["id"]: record.get("log_bytes") or 0
+                                 for record in self._services.services.values()}
+        self._service_log_waiters = waiting.LogWaiterRegistry()
         self._processor = processor.JobProcessor(self)
 
     @property
@@ -1004,11 +1021,15 @@ class JobQueue:
 
     # Events (jqueue.store.events): journaled with the change they describe
 
-    def _record_event_unlocked(self, status, job=0, node=None, kind="job", message=""):
-        """Journal an event; it reaches readers once durable. The batch."""
+    def _record_event_unlocked(self, status, job=0, node=None, kind="job", message="",
+                               service=None):
+        """Journal an event (service: the name of the service it is about, if one); it
+        reaches readers once durable. The batch."""
         self._event_serial += 1
         event = {"serial": self._event_serial, "time": self._clock(), "kind": kind,
                  "job": job, "node": node, "status": status, "message": message}
+        if service is not None:
+            event["service"] = service
         self._pending_events[event["serial"]] = event
         return self._journal.append(records.event_record(event),
                                     tag=(None, records.EVENT, event["serial"]))
@@ -1071,6 +1092,113 @@ class JobQueue:
         return self._journal.append(records.log_record(job.id, op_index, entry),
                                     tag=(job.id, False, entry[0]))
 
+    # Services (jqueue.store.services): records the ServiceManager journals
+
+    def _record_service_unlocked(self, name, record):
+        """Journal a service's whole record (None: its removal); the batch."""
+        self._services.set(name, record)
+        payload = servicetable.service_record(name, record, self._services.next_id)
+        return self._journal.append(payload, tag=(None, servicetable.RECORD, name))
+
+    def _record_service_chunk_unlocked(self, name, run, out_offset, data):
+        """Append data to a service's log (its file at once, a journal record); the batch.
+
+        run 0 is a line of our own; else data is that run's output from out_offset.
+        """
+        record = self._services.get(name)
+        chunk = servicetable.ServiceLogChunk(record["id"], record.get("log_bytes") or 0, run,
+                                             out_offset, data)
+        try:
+            self._service_logs.write(chunk.service_id, chunk.offset, data)
+        except OSError as err:
+            raise errors.JobQueueError("cannot write the log of service %s in %s: %s" % (
+                name, self._service_logs.path, err.strerror or err)) from None
+        self._services.set(name, servicetable.account_chunk(record, chunk))
+        payload = servicetable.log_chunk_record(chunk.service_id, chunk.offset, run,
+                                                out_offset, data)
+        return self._journal.append(payload, tag=(None, _SERVICE_LOG,
+                                                  (chunk.service_id, chunk.end, name)))
+
+    def _service_log_durable_unlocked(self, sid, end, _name=None):
+        self._service_durable[sid] = max(self._service_durable.get(sid, 0), end)
+        return self._service_log_waiters.collect_ready(sid, self._service_durable[sid], False)
+
+    def _remove_service_log_unlocked(self, sid):
+        """A removed service: its log goes, its followers hear the end."""
+        self._service_durable.pop(sid, None)
+        self._service_logs.remove(sid)
+        return self._service_log_waiters.collect_ready(sid, 0, True)
+
+    def read_service_log_bytes(self, sid, offset, max_bytes, final):
+        """{"data", "offset", "eof"} of a service's log: its durable bytes from offset."""
+        with self._lock:
+            size = self._service_durable.get(sid, 0)
+        data = b""
+        if offset < size:
+            data = _utf8_prefix(self._service_logs.read(sid, offset,
+                                                        min(max_bytes, size - offset)),
+                                offset + max_bytes < size)
+        next_offset = offset + len(data)
+        return {"data": data, "offset": next_offset, "eof": final and next_offset >= size}
+
+    def watch_service_log_bytes(self, sid, offset, max_bytes, callback):
+        """Call callback(read_service_log_bytes answer) once sid's durable log passes
+        offset, or the service is removed (eof); costs no thread. A handle with cancel(),
+        or None if answered at once."""
+        def answer(state):
+            callback(self.read_service_log_bytes(sid, offset, max_bytes, state[1]))
+        with self._lock:
+            if sid in self._service_durable and offset >= self._service_durable[sid]:
+                return self._service_log_waiters.add(sid, offset, answer)
+        answer((None, sid not in self._service_durable))
+        return None
+
+    @property
+    def services(self):
+        """The ServiceManager (None if this queue runs no command jobs, hence no services)."""
+        return self._service_manager
+
+    # Supervised services: the library's and LUXI's entry points (jqueue.run.services)
+
+    def add_services(self, definitions, start=False):
+        """Add services (all or none); their views. See ServiceManager.add."""
+        return self._services_or_refuse().add(definitions, start)
+
+    def modify_service(self, name, changes):
+        """Change a service's definition; its view."""
+        return self._services_or_refuse().modify(name, changes)
+
+    def remove_service(self, name):
+        """Remove a service (its node stops it first); a message."""
+        return self._services_or_refuse().remove(name)
+
+    def control_service(self, name, action):
+        """start, stop or restart a service: (True, message)."""
+        return self._services_or_refuse().control(name, action)
+
+    def query_services(self, names=None):
+        """Views of the services named (None: every one)."""
+        if self._service_manager is None:
+            if names:
+                raise errors.OpPrereqError("service %s not found (this queue runs no "
+                                           "services)" % names[0], constants.ECODE_NOENT)
+            return []
+        return self._service_manager.query(names)
+
+    def read_service_log(self, name, offset, max_bytes):
+        """{"data": bytes, "offset", "eof"} of a service's log from offset."""
+        return self._services_or_refuse().read_log(name, offset, max_bytes)
+
+    def watch_service_log(self, name, offset, max_bytes, callback):
+        """Like watch_job_log, for a service's log."""
+        return self._services_or_refuse().watch_log(name, offset, max_bytes, callback)
+
+    def _services_or_refuse(self):
+        if self._service_manager is None:
+            raise errors.OpPrereqError("this queue runs no services (no command runner)",
+                                       constants.ECODE_STATE)
+        return self._service_manager
+
     def _schedule_unlocked(self, job):
         if not self._closing and not self._pool.has_waiting_task(job.id):
             self._pool.add_task((job.id,), job.calc_priority(), job.id)
@@ -1102,10 +1230,13 @@ class JobQueue:
             touched = {}
             durable_events = []
             for job_id, state, log_serial in tags:
-                if job_id is None:  # an event: log_serial is its serial
-                    event = self._pending_events.pop(log_serial, None)
-                    if event is not None:
-                        durable_events.append(event)
+                if job_id is None:
+                    if state == records.EVENT:  # an event: log_serial is its serial
+                        event = self._pending_events.pop(log_serial, None)
+                        if event is not None:
+                            durable_events.append(event)
+                    elif state == _SERVICE_LOG:  # log_serial: (service id, log length)
+                        ready.extend(self._service_log_durable_unlocked(*log_serial))
                     continue
                 job = self._jobs.get(job_id) or self._archiving.get(job_id)
                 if job is None:
@@ -1150,8 +1281,12 @@ class JobQueue:
                     undo()
             for batch in batches:
                 for job_id, state, serial in batch.tags:
-                    if job_id is None:  # an event of a refused change never happened
-                        self._pending_events.pop(serial, None)
+                    if job_id is None:
+                        if state == records.EVENT:  # a refused change's event: never was
+                            self._pending_events.pop(serial, None)
+                        elif state in (servicetable.RECORD, _SERVICE_LOG):
+                            self._unrecorded_services.add(serial if state ==
+                                                          servicetable.RECORD else serial[2])
                         continue
                     job = self._jobs.get(job_id) or self._archiving.get(job_id)
                     if job is None:
@@ -1174,6 +1309,9 @@ class JobQueue:
                 if job is not None:
                     job.unacked_state -= 1
                     self._record_state_unlocked(job)
+            services, self._unrecorded_services = self._unrecorded_services, set()
+            for name in sorted(services):
+                self._record_service_unlocked(name, self._services.get(name))
         if unrecorded:
             logger.info("re-recorded %d job(s) whose changes a full disk had refused",
                         len(unrecorded))
@@ -1215,7 +1353,7 @@ class JobQueue:
                     return
                 if not (self._dirty or self._archiving or self._journal.size
                         or self._old_journal_pending or self._deleted
-                        or self._deleted_archived):
+                        or self._deleted_archived or self._services.dirty):
                     self._view_written = self._clock()  # nothing behind: the view is current
                     return
                 rotation = None if self._old_journal_pending else self._journal.rotate()
@@ -1224,12 +1362,14 @@ class JobQueue:
                 deleted = self._take_deleted_unlocked()
                 archiving = dict(self._archiving)
                 serial, position = self._serial, self._position
+                services = self._take_services_unlocked()
             try:
                 if rotation is not None:
                     rotation.wait()
-                self._materialize(dirty, archiving, serial, deleted, position)
+                self._materialize(dirty, archiving, serial, deleted, position, services)
             except BaseException as err:
                 with self._lock:
+                    self._services.dirty = self._services.dirty or services is not None
                     self._dirty |= dirty
                     self._deleted |= deleted[0]
                     self._deleted_archived |= deleted[1]
@@ -1249,7 +1389,15 @@ class JobQueue:
         self._deleted, self._deleted_archived = set(), set()
         return deleted
 
-    def _materialize(self, dirty, archiving, serial, deleted=(), position=None):
+    def _take_services_unlocked(self):
+        """The service table's bytes if it changed since the last write (else None)."""
+        if not self._services.dirty:
+            return None
+        self._services.dirty = False
+        return self._services.snapshot()
+
+    def _materialize(self, dirty, archiving, serial, deleted=(), position=None,
+                     services=None):
         ids = sorted(dirty - set(archiving))
         for offset in range(0, len(ids), _CHECKPOINT_CHUNK):
             with self._lock:
@@ -1273,7 +1421,10 @@ class JobQueue:
         if deleted:
             self._remove_deleted(*deleted)
         self._logs.sync()
+        self._service_logs.sync()
         self._events.sync()
+        if services is not None:
+            self._services.write(services)
         self._dir.write_serial(serial, sync=False)
         if position is not None:
             self._dir.write_replica_position(position)
@@ -1315,9 +1466,11 @@ class JobQueue:
                                            self._dir.path)
             with self._checkpoint_lock:
                 self._materialize(self._dirty, self._archiving, self._serial,
-                                  self._take_deleted_unlocked(), self._position)
+                                  self._take_deleted_unlocked(), self._position,
+                                  self._take_services_unlocked())
                 journal.reset(self._dir.path)
             self._logs.close()
+            self._service_logs.close()
             self._events.close()
         finally:
             self._dir.unlock()  # a failed final checkpoint keeps the journal: replay decides

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from jqueue import constants, errors, opcodes, qlang, query
+from jqueue import constants, errors, opcodes, qlang, query, service
 from jqueue import job as job_module
 from jqueue.run import dependencies, waiting
 
@@ -192,6 +192,11 @@ class FakeLuxiClient:
         constants.LUXI_REQ_SIGNAL_JOB: "signal_job",
         constants.LUXI_REQ_QUERY_RUNNING: "query_running",
         constants.LUXI_REQ_WAIT_FOR_EVENTS: "wait_for_events",
+        constants.LUXI_REQ_ADD_SERVICES: "add_services",
+        constants.LUXI_REQ_MODIFY_SERVICE: "modify_service",
+        constants.LUXI_REQ_REMOVE_SERVICE: "remove_service",
+        constants.LUXI_REQ_QUERY_SERVICES: "query_services",
+        constants.LUXI_REQ_READ_SERVICE_LOG: "read_service_log",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -213,6 +218,8 @@ class FakeLuxiClient:
         self.running = []       # what QueryRunning answers
         self.events = []        # what WaitForEvents answers from (event dicts)
         self.tokens = {}  # idempotency token -> job id
+        self.services = {}      # name -> the view QueryServices answers
+        self.service_logs = {}  # name -> bytes of its log
         self._failures = {}
         self._steps = {}
         self._serial = 0
@@ -551,6 +558,75 @@ class FakeLuxiClient:
     def query_running(self, node=None):
         self._record("query_running", node)
         return [row for row in self.running if node is None or row["node"] == node]
+
+    # Supervised services: a start is RUNNING at once, a stop STOPPED at once.
+
+    def add_services(self, definitions, start=False):
+        self._record("add_services", definitions, start)
+        try:
+            checked = [service.check_definition(d) for d in definitions]
+        except errors.OpPrereqError as err:
+            raise errors.OpPrereqError(errors.error_message(err)) from None
+        for definition in checked:
+            if definition["name"] in self.services:
+                raise errors.OpPrereqError("service %s already exists" % definition["name"])
+        views = []
+        for definition in checked:
+            sid = len(self.services) + 1
+            view = {"name": definition["name"], "id": sid,
+                    "node": definition["node"] or "node1", "state": service.STOPPED,
+                    "since": self.now, "pid": None, "run": 0, "exit_status": None,
+                    "signal": None, "message": "", "retry_at": None, "restarts": 0,
+                    "failures": 0, "target": service.TARGET_STOPPED, "version": 1,
+                    "log_bytes": 0, "reachable": True, "definition": definition}
+            self.services[definition["name"]] = view
+            if start or definition["autostart"]:
+                self._run_service(view)
+            views.append(dict(view))
+        return views
+
+    def _run_service(self, view):
+        view.update(state=service.RUNNING, run=view["run"] + 1, pid=1000 + view["id"],
+                    target=service.TARGET_STARTED)
+
+    def _service(self, name):
+        if name not in self.services:
+            raise errors.OpPrereqError("service %s not found" % name, constants.ECODE_NOENT)
+        return self.services[name]
+
+    def modify_service(self, name, changes):
+        self._record("modify_service", name, changes)
+        view = self._service(name)
+        view["definition"] = service.check_definition(changes, base=view["definition"])
+        view["version"] += 1
+        return dict(view)
+
+    def remove_service(self, name):
+        self._record("remove_service", name)
+        self._service(name)
+        del self.services[name]
+        return "service %s removed" % name
+
+    def control_service(self, name, action):
+        self._record("control_service", name, action)
+        view = self._service(name)
+        if action == "stop":
+            view.update(state=service.STOPPED, pid=None, target=service.TARGET_STOPPED)
+        else:
+            self._run_service(view)
+        return [True, "%s of service %s recorded" % (action, name)]
+
+    def query_services(self, names=None):
+        self._record("query_services", names)
+        return [dict(self._service(n)) for n in names] if names else [
+            dict(v) for _, v in sorted(self.services.items())]
+
+    def read_service_log(self, name, offset=0, max_bytes=65536, timeout=0):
+        self._record("read_service_log", name, offset, max_bytes, timeout)
+        self._service(name)
+        data = self.service_logs.get(name, b"")[offset:offset + max_bytes]
+        return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data),
+                "eof": False}
 
     def close(self):
         self.closed = True

@@ -13,7 +13,8 @@ from jqueue import errors
 
 SHARED = ["submit_job", "submit_many_jobs", "cancel_job", "change_job_priority",
           "archive_job", "auto_archive_jobs", "query_jobs", "wait_for_job_changes",
-          "set_drain_flag", "wait_for_job"]
+          "set_drain_flag", "wait_for_job", "add_services", "modify_service",
+          "remove_service", "control_service", "query_services", "read_service_log"]
 
 
 def test_client_methods_have_the_signatures_of_jobqueue():

@@ -21,9 +21,8 @@ GROUPS = {
 TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "job": "model", "opcodes": "model", "qlang": "model",
-    "query": "model", "commandjob": "model", "jobindex": "model", "queue": "queue",
-    "embedded": "queue",
-    "client": "luxi",
+    "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",
+    "queue": "queue", "embedded": "queue", "client": "luxi",
 }
 
 

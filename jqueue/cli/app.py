@@ -33,6 +33,7 @@ from jqueue.cli import (
     listing,
     outcome,
     queue_cmds,
+    service_cmds,
     watching,
 )
 from jqueue.luxi import client as luxi_client
@@ -40,7 +41,7 @@ from jqueue.luxi import client as luxi_client
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
 COMMAND_MODULES = (jobs, command_cmds, listening, listing, info, watching, outcome, catalogue,
-                   queue_cmds, cluster_cmds, completion)
+                   queue_cmds, cluster_cmds, service_cmds, completion)
 
 
 class Parser(argparse.ArgumentParser):

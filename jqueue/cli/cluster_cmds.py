@@ -29,7 +29,8 @@ START_TIMEOUT = 30.0
 #: The master daemon's program and systemd unit.
 MASTERD = "jq-masterd"
 MASTERD_UNIT = "jq-masterd.service"
-DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra")
+DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra",
+               "services_differ")
 NODE_COLUMNS = (("name", "Node"), ("address", "Address"), ("role", "Role"),
                 ("reachable", "Reachable"), ("in_sync", "In sync"), ("position", "Position"),
                 ("tags", "Tags"), ("state", "Jobs"), ("last_heartbeat", "Heartbeat"),

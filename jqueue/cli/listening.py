@@ -25,7 +25,8 @@ NOW = 2 ** 62
 def register(commands):
     parser = commands.add_parser(
         "listen", help="print events as they happen",
-        description="Print the event stream (every job, attempt and node state change) as "
+        description="Print the event stream (every job, attempt, node and service state "
+                    "change) as "
                     "action-log lines, or JSON lines with --json; keep going across "
                     "daemon restarts and failovers.")
     parser.add_argument("count", nargs="?", type=int, default=0, metavar="N",
@@ -33,6 +34,7 @@ def register(commands):
     parser.add_argument("--json", action="store_true", help="print one JSON object a line")
     parser.add_argument("--job", type=parsing.job_id, metavar="ID", help="only this job's")
     parser.add_argument("--node", metavar="NODE", help="only this node's")
+    parser.add_argument("--service", metavar="NAME", help="only this service's")
     parser.add_argument("--since", type=int, metavar="SERIAL",
                         help="start after this event serial (0: every event kept); "
                              "default: from now on")
@@ -40,7 +42,8 @@ def register(commands):
 
 
 def cmd_listen(ctx, args):
-    flt = {key: value for key, value in (("job", args.job), ("node", args.node))
+    flt = {key: value for key, value in (("job", args.job), ("node", args.node),
+                                         ("service", args.service))
            if value is not None} or None
     since = args.since
     printed = 0

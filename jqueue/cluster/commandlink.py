@@ -93,6 +93,26 @@ class RemoteLink:
     def forget(self, job, attempt):
         self._submit("exec_forget", {"job": job, "attempt": attempt}, None)
 
+    # Supervised services: the node's svc_* methods (jqueue.cluster.nodeexec)
+
+    def svc_apply(self, entries, remove, full, done):
+        self._submit("svc_apply", {"entries": entries, "remove": list(remove),
+                                   "full": bool(full)}, done)
+
+    def svc_control(self, sid, action, seq, done):
+        self._submit("svc_control", {"id": sid, "action": action, "seq": seq}, done)
+
+    def svc_runs(self, sid, done):
+        self._submit("svc_runs", {"id": sid}, done)
+
+    def svc_read(self, sid, run, offset, max_bytes, done):
+        self._submit("svc_read", {"id": sid, "run": run, "offset": offset,
+                                  "max_bytes": max_bytes},
+                     done, lambda answer: base64.b64decode(answer["data"]))
+
+    def svc_forget(self, sid, run):
+        self._submit("svc_forget", {"id": sid, "run": run}, None)
+
     def _submit(self, method, body, done, convert=None):
         self._calls.put((method, body, done, convert))
 
@@ -140,7 +160,11 @@ class RemoteLink:
                 self._stopped.wait(RETRY)
                 continue
             if answer.get("reset"):
-                session, after = answer["session"], answer["last"]
+                # A node restarted while we followed it: read its new session from the
+                # start (a service's BACKOFF while we were away is news too); else, or
+                # if those events are gone already, from now on. Either way, resync.
+                restarted = session is not None and answer["session"] != session
+                session, after = answer["session"], 0 if restarted else answer["last"]
                 self._resync()
                 continue
             for seq, event in answer["events"]:
@@ -161,8 +185,16 @@ class RemoteLink:
         self._host.call(self._listener.link_event, self.name, ("node", info))
 
     def _resync(self):
-        """Report every attempt the node holds as it stands (after a gap in the events)."""
+        """Report every attempt and service the node holds as it stands (after a gap in
+        the events)."""
         self.attempts(self._resynced)
+        self._submit("svc_states", {}, self._services_resynced)
+
+    def _services_resynced(self, states):
+        if isinstance(states, Exception):
+            return
+        for state in states:
+            self._listener.link_event(self.name, ("svc", state))
 
     def _resynced(self, infos):
         if isinstance(infos, Exception):

@@ -6,6 +6,10 @@ jqueue.cluster.commandlink over the node RPC, mutual TLS). Each is a plain metho
 thread (the Executor's), so none takes a thread; ``exec_poll`` is a long poll answered
 with a Deferred-like callback when the node has news.
 
+The ``svc_*`` methods do the same over the node's Supervisor (jqueue.exec.supervisor):
+the master sends the services placed here and its requests; the supervisor's news
+(``svc``, ``svc_output``, ``svc_removed``) joins the same event log.
+
 Only the master may call them: the node's current configuration and epoch name it
 (``is_master(peer)``). The node keeps a short log of its Executor's events, numbered, so
 that the master's poller asks "what happened after N" and misses nothing across
@@ -19,7 +23,7 @@ import itertools
 import logging
 import os
 
-from jqueue import errors
+from jqueue import errors, service
 from jqueue.exec.attempt import AttemptSpec
 from jqueue.exec.link import info_dict, result_dict
 
@@ -32,13 +36,18 @@ MAX_POLL = 60.0
 MAX_READ = 4 * 1024 * 1024
 METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_attempts",
            "exec_forget", "exec_poll")
+#: The supervised services' methods (jqueue.exec.supervisor), when the node runs them.
+SERVICE_METHODS = ("svc_apply", "svc_control", "svc_runs", "svc_read", "svc_forget",
+                   "svc_states")
+_ENTRY_KEYS = frozenset(["id", "name", "version", "definition", "target", "seq", "run"])
 
 
 class NodeExec:
     """The exec_* RPC methods of a node over its Executor (see the module docstring)."""
 
-    def __init__(self, executor, is_master, reactor, slots):
+    def __init__(self, executor, is_master, reactor, slots, supervisor=None):
         self._executor = executor
+        self._supervisor = supervisor
         self._is_master = is_master
         self._reactor = reactor
         self.slots = slots
@@ -48,10 +57,13 @@ class NodeExec:
         self._last = 0
         self._waiters = []
         executor.subscribe(self._event)
+        if supervisor is not None:
+            supervisor.subscribe(self._event)
 
     def handlers(self):
-        """{method name: func(peer, body)} of the exec RPC methods."""
-        return {name: getattr(self, name) for name in METHODS}
+        """{method name: func(peer, body)} of the exec RPC methods (and the services')."""
+        names = METHODS + (SERVICE_METHODS if self._supervisor is not None else ())
+        return {name: getattr(self, name) for name in names}
 
     def _check(self, peer):
         if not self._is_master(peer):
@@ -112,6 +124,50 @@ class NodeExec:
         self._executor.forget(job, attempt)
         return True
 
+    # Services
+
+    def svc_apply(self, peer, body):
+        self._check(peer)
+        entries = body.get("entries")
+        if not isinstance(entries, list) or not all(_is_entry(e) for e in entries):
+            raise errors.ParameterError("'entries' must be a list of service entries")
+        remove = body.get("remove", [])
+        if not isinstance(remove, list) or not all(_is_count(v) for v in remove):
+            raise errors.ParameterError("'remove' must be a list of service ids")
+        checked = []
+        for entry in entries:
+            try:
+                definition = service.check_definition(entry["definition"])
+            except errors.OpPrereqError as err:
+                raise errors.ParameterError(errors.error_message(err)) from None
+            checked.append(dict(entry, definition=definition))
+        return self._supervisor.apply(checked, remove, bool(body.get("full")))
+
+    def svc_control(self, peer, body):
+        self._check(peer)
+        return self._supervisor.control(_count(body, "id"), body.get("action"),
+                                        _count(body, "seq"))
+
+    def svc_runs(self, peer, body):
+        self._check(peer)
+        return self._supervisor.runs(_count(body, "id"))
+
+    def svc_read(self, peer, body):
+        self._check(peer)
+        size = min(_count(body, "max_bytes"), MAX_READ)
+        data = self._supervisor.read(_count(body, "id"), _count(body, "run"),
+                                     _count(body, "offset"), size)
+        return {"data": base64.b64encode(data).decode("ascii")}
+
+    def svc_forget(self, peer, body):
+        self._check(peer)
+        self._supervisor.forget(_count(body, "id"), _count(body, "run"))
+        return True
+
+    def svc_states(self, peer, body):
+        self._check(peer)
+        return self._supervisor.states()
+
     def exec_poll(self, peer, body):
         """Events after ``after`` of ``session``: at once if any, else within ``timeout``.
 
@@ -141,6 +197,8 @@ class NodeExec:
             wire = ["started", info_dict(event[1])]
         elif kind == "ended":
             wire = ["ended", event[1], event[2], result_dict(event[3])]
+        elif kind == "svc":
+            wire = ["svc", event[1]]
         else:
             wire = list(event)
         seq = next(self._seq)
@@ -171,6 +229,20 @@ def _count(body, key):
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise errors.ParameterError("'%s' must be a non-negative integer" % key)
     return value
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_entry(entry):
+    """Whether a value has the shape of a service entry (its definition is checked
+    apart)."""
+    return (isinstance(entry, dict) and set(entry) == _ENTRY_KEYS and _is_count(entry["id"])
+            and _is_count(entry["version"]) and _is_count(entry["seq"])
+            and _is_count(entry["run"])
+            and isinstance(entry["name"], str) and isinstance(entry["definition"], dict)
+            and entry["target"] in ("started", "stopped"))
 
 
 def _attempt_of(body):

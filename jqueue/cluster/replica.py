@@ -25,6 +25,7 @@ from jqueue import errors, serializer
 from jqueue.job import QueuedJob
 from jqueue.queue import JobQueue
 from jqueue.store import journal, records
+from jqueue.store import services as servicetable
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +104,20 @@ class Replica:
             logs = {str(job.id): job.log_bytes
                     for job in list(queue._jobs.values()) + list(queue._archiving.values())
                     if job.log_bytes}
+        with queue._lock:
+            services = queue._services.digests()
+            service_logs = {str(r["id"]): r.get("log_bytes") or 0
+                            for r in queue._services.services.values()}
         return {"live": live, "archived": sorted(archived), "serial": queue._serial,
                 "drain": queue.drain_flag, "position": self.position, "logs": logs,
-                "events_last": queue._event_serial}
+                "events_last": queue._event_serial, "services": services,
+                "service_logs": service_logs}
 
     def resync_apply(self, epoch, payloads, deletes, serial=None, drain=None, position=None,
-                     logs=()):
+                     logs=(), service_logs=()):
         """Apply part of a resync: records, deletions, pieces of command logs ([job id,
-        offset, bytes]), and at the end serial, drain, position.
+        offset, bytes]) and of services' logs ([service id, offset, bytes]), and at the
+        end serial, drain, position.
 
         Durable before it returns. Once ``position`` is given the replica follows that
         stream position.
@@ -128,6 +135,8 @@ class Replica:
                     raised = True
             pieces = [records.log_chunk_record(job_id, offset, 0, 0, 0, data)
                       for job_id, offset, data in logs]
+            pieces += [servicetable.log_chunk_record(sid, offset, 0, 0, data)
+                       for sid, offset, data in service_logs]
             batch = _apply(queue, list(payloads) + pieces, position) or deleted  # durable first
             if drain is not None and drain != queue.drain_flag:
                 queue.set_drain_flag(drain)
@@ -177,8 +186,13 @@ def _apply_one_unlocked(queue, payload):
         if records.is_log_chunk(payload):
             return _apply_chunk_unlocked(queue, records.parse_log_chunk(payload), payload,
                                          framed)
+        if servicetable.is_log_chunk(payload):
+            return _apply_service_chunk_unlocked(
+                queue, servicetable.parse_log_chunk(payload), payload, framed)
         record = serializer.loads(payload)
         kind, job_id = record["t"], record.get("id")
+        if kind == servicetable.RECORD:
+            return _service_unlocked(queue, record, payload, framed)
         if kind == records.JOB:
             return _put_job_unlocked(queue, QueuedJob.from_dict(record["job"]), payload, framed)
         if kind == records.ARCHIVE:
@@ -209,6 +223,24 @@ def _apply_chunk_unlocked(queue, chunk, payload, framed):
     queue._logs.write(chunk.job_id, chunk.offset, chunk.data)
     records.apply_log_chunk(job, chunk)
     return _journal_change_unlocked(queue, job, payload, framed)
+
+
+def _service_unlocked(queue, record, payload, framed):
+    """A service set or removed: the table follows; a removed service's log goes."""
+    old = queue._services.get(record["n"])
+    if record["s"] is None and old is not None:
+        queue._service_logs.remove(old["id"])
+    queue._services.apply(record)
+    return _journal(queue, payload, framed)
+
+
+def _apply_service_chunk_unlocked(queue, chunk, payload, framed):
+    """A piece of a service's log: written to the replica's log, journaled as it came."""
+    if not queue._services.apply_chunk(chunk):
+        raise errors.ResyncNeeded("log of service %d, unknown to this replica" %
+                                  chunk.service_id)
+    queue._service_logs.write(chunk.service_id, chunk.offset, chunk.data)
+    return _journal(queue, payload, framed)
 
 
 def _event_unlocked(queue, event, payload, framed):
@@ -340,7 +372,7 @@ class ReplicaRpc:
         return {"position": replica.resync_apply(
             epoch, _strings(body, "records"), deletes, body.get("serial"), body.get("drain"),
             [int(v) for v in position] if position is not None else None,
-            logs=_log_pieces(body))}
+            logs=_log_pieces(body), service_logs=_log_pieces(body, "service_logs"))}
 
     def jobqueue_set_drain_flag(self, peer, body):
         replica, epoch = self._target(peer, body)
@@ -370,12 +402,13 @@ def _records(body):
                                     ) from None
 
 
-def _log_pieces(body):
-    """The "logs" of a resync_apply body: [[job id, offset, base64 bytes], ...]."""
-    value = body.get("logs", [])
+def _log_pieces(body, key="logs"):
+    """The "logs" (or "service_logs") of a resync_apply body: [[job (or service) id,
+    offset, base64 bytes], ...]."""
+    value = body.get(key, [])
     pieces = []
     if not isinstance(value, list):
-        raise errors.ParameterError("'logs' must be a list of [job id, offset, data]")
+        raise errors.ParameterError("'%s' must be a list of [id, offset, data]" % key)
     for item in value:
         try:
             job_id, offset, text = item
@@ -385,7 +418,7 @@ def _log_pieces(body):
             pieces.append((job_id, offset, base64.b64decode(text.encode("ascii"),
                                                             validate=True)))
         except (ValueError, TypeError, AttributeError) as err:
-            raise errors.ParameterError("'logs' item refused: %s" % err) from None
+            raise errors.ParameterError("'%s' item refused: %s" % (key, err)) from None
     return pieces
 
 

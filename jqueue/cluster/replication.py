@@ -34,6 +34,7 @@ import threading
 from jqueue import errors
 from jqueue.cluster.rpc import client as rpc_client
 from jqueue.store import records
+from jqueue.store import services as servicetable
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ _CHUNK = 500
 #: Bytes of command logs per resync call.
 _LOG_PIECE = 4 * 1024 * 1024
 #: The kinds of differences compare() finds.
-DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra")
+DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra",
+               "services_differ")
 
 
 def default_min_acks(candidates):
@@ -458,6 +460,12 @@ class _Sender:
             self.client.call("resync_apply", dict(base, records=payloads, deletes=deletes))
         for logs in resync_logs(queue, remote):
             self.client.call("resync_apply", dict(base, records=[], deletes=[], logs=logs))
+        services = resync_services(queue, remote)
+        if services:
+            self.client.call("resync_apply", dict(base, records=services, deletes=[]))
+        for pieces in resync_service_logs(queue, remote):
+            self.client.call("resync_apply", dict(base, records=[], deletes=[],
+                                                  service_logs=pieces))
         self.client.call("resync_apply", dict(
             base, records=resync_events(queue, remote), deletes=[], serial=queue._serial,
             drain=queue.drain_flag, position=[self.rep.epoch, self.rep.session, point]))
@@ -489,10 +497,15 @@ def compare(queue, remote):
                 elif digest != records.job_digest(job):
                     differ.add(job_id)
     live_set = set(live)
+    theirs = remote.get("services") or {}
+    with queue._lock:
+        ours = queue._services.digests()
     return {"missing": missing, "differ": differ,
             "extra": set(remote_live) - live_set - archived,
             "archive_missing": archived - remote_archived,
-            "archive_extra": remote_archived - archived - live_set}
+            "archive_extra": remote_archived - archived - live_set,
+            "services_differ": {name for name in set(ours) | set(theirs)
+                                if ours.get(name) != theirs.get(name)}}
 
 
 def resync_plan(queue, remote):
@@ -540,6 +553,44 @@ def resync_logs(queue, remote):
             if not data:
                 break
             piece.append([job_id, offset, base64.b64encode(data).decode("ascii")])
+            offset += len(data)
+            size += len(data)
+            if size >= _LOG_PIECE:
+                yield piece
+                piece, size = [], 0
+    if piece:
+        yield piece
+
+
+def resync_services(queue, remote):
+    """Records (text) making a replica's service table equal to the master's: every
+    service it lacks or holds differently, and the removal of those it should not hold."""
+    theirs = remote.get("services") or {}
+    with queue._lock:
+        table = queue._services
+        ours = table.digests()
+        texts = [servicetable.service_record(name, table.get(name), table.next_id)
+                 for name in sorted(ours) if theirs.get(name) != ours[name]]
+        texts += [servicetable.service_record(name, None, table.next_id)
+                  for name in sorted(set(theirs) - set(ours))]
+    return [text.decode("utf-8") for text in texts]
+
+
+def resync_service_logs(queue, remote):
+    """Yield [[service id, offset, base64 bytes], ...] pieces bringing a replica's service
+    logs to the master's durable length."""
+    theirs = remote.get("service_logs") or {}
+    with queue._lock:
+        wanted = [(record["id"], queue._service_durable.get(record["id"], 0))
+                  for record in queue._services.services.values()]
+    piece, size = [], 0
+    for sid, length in sorted(wanted):
+        offset = min(theirs.get(str(sid), 0), length)
+        while offset < length:
+            data = queue._service_logs.read(sid, offset, min(_LOG_PIECE, length - offset))
+            if not data:
+                break
+            piece.append([sid, offset, base64.b64encode(data).decode("ascii")])
             offset += len(data)
             size += len(data)
             if size >= _LOG_PIECE:

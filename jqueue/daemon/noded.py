@@ -27,6 +27,7 @@ from jqueue.cluster.noderpc import Node
 from jqueue.cluster.rpc import server
 from jqueue.daemon import common
 from jqueue.exec.executor import Executor
+from jqueue.exec.supervisor import make_supervisor
 
 logger = logging.getLogger("jqueue.daemon.noded")  # also when run as __main__
 
@@ -85,6 +86,7 @@ class NodeService(service.Service):
         self.port = None
         self.site = None
         self.executor = None
+        self.supervisor = None
         self._pool = None
         self.exit_status = EXIT_OK
 
@@ -106,6 +108,8 @@ class NodeService(service.Service):
             self.port = self._listen(credentials, host, port)
         except BaseException:
             self.running = 0
+            if self.supervisor is not None:
+                self.supervisor.stop()
             if self.executor is not None:
                 self.executor.stop()
             if self.node is not None:
@@ -119,7 +123,8 @@ class NodeService(service.Service):
                     self.node.state.epoch, self.node.state.master)
 
     def _exec_handlers(self):
-        """The exec_* methods: this node runs the master's command jobs (in the reactor)."""
+        """The exec_* methods: this node runs the master's command jobs (in the reactor),
+        and the svc_* methods: it keeps the services placed on it alive."""
         config, node = self.config, self.node
         self.executor = Executor(node.state_dir, self.reactor, allowed_users=config.allowed_users,
                                  use_cgroup=config.containment == "auto")
@@ -127,7 +132,11 @@ class NodeService(service.Service):
         node.slots = config.slots
         logger.info("command jobs: %d slots, containment: %s", config.slots,
                     self.executor.containment)
-        exec_rpc = NodeExec(self.executor, node.is_master, self.reactor, config.slots)
+        self.supervisor = make_supervisor(node.state_dir, self.reactor, node.name,
+                                          config.allowed_users, config.containment == "auto")
+        self.supervisor.start()
+        exec_rpc = NodeExec(self.executor, node.is_master, self.reactor, config.slots,
+                            supervisor=self.supervisor)
         return {name: server.Handler(func, blocking=False)
                 for name, func in exec_rpc.handlers().items()}
 
@@ -158,6 +167,8 @@ class NodeService(service.Service):
     def _stop_blocking(self):
         self._pool.stop()
         self.node.stop()
+        if self.supervisor is not None:
+            self.supervisor.stop()  # its services go on; the next start follows them
         if self.executor is not None:
             self.executor.stop()  # its commands go on; the next start re-adopts them
 

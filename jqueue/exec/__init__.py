@@ -5,11 +5,13 @@ compiled on first use by ``shims``; ``shim.py`` is its Python fallback), watches
 shims from the reactor without a thread each, signals them and re-adopts them after the
 daemon restarts; ``containment`` gives each attempt a cgroup v2 leaf where the machine
 allows it; ``attemptdir`` is the on-disk record of every attempt not yet forgotten;
-``attempt`` holds the records (AttemptSpec, AttemptResult, AttemptInfo). jq-masterd
-(one machine) and jq-noded (cluster nodes) both use it in-process.
+``attempt`` holds the records (AttemptSpec, AttemptResult, AttemptInfo). ``supervisor``
+keeps a node's supervised services alive over an Executor of its own. jq-masterd
+(one machine) and jq-noded (cluster nodes) both use them in-process.
 
-May import the vocabulary (constants, errors, serializer, ptypes), the standard library
-and Twisted; nothing else of jqueue (it sits beside store/ and run/).
+May import the vocabulary (constants, errors, serializer, ptypes), the service model
+(jqueue.service and what it builds on), the standard library and Twisted; nothing else
+of jqueue (it sits beside store/ and run/).
 """
 
 from jqueue.exec.attempt import AttemptInfo, AttemptResult, AttemptSpec

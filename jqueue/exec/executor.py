@@ -559,10 +559,12 @@ class Executor:
                                         % (offset, max_bytes))
         return attemptdir.read_output(att.path, offset, max_bytes)
 
-    def attempts(self):
-        """Every attempt not forgotten, running or ended, by job and attempt."""
+    def attempts(self, job=None):
+        """Every attempt not forgotten (of one job, if given), running or ended, by job
+        and attempt."""
         self._require_started()
-        return [self._info(self._attempts[key]) for key in sorted(self._attempts)]
+        return [self._info(self._attempts[key]) for key in sorted(self._attempts)
+                if job is None or key[0] == job]
 
     def info(self, job, attempt):
         """The AttemptInfo of one attempt (CommandError if unknown)."""

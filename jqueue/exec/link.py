@@ -39,8 +39,9 @@ class LocalLink:
     reachable = True
     drained = offline = False
 
-    def __init__(self, executor, name, slots, tags=()):
+    def __init__(self, executor, name, slots, tags=(), supervisor=None):
         self._executor = executor
+        self._supervisor = supervisor
         self.name = name
         self.slots = slots
         self.tags = frozenset(tags)
@@ -61,6 +62,12 @@ class LocalLink:
     def subscribe(self, listener):
         self._listener = listener
         self._executor.subscribe(self._event)
+        if self._supervisor is not None:
+            self._supervisor.subscribe(self._service_event)
+
+    def _service_event(self, event):
+        if self._listener is not None:
+            self._listener.link_event(self.name, event)
 
     def _event(self, event):
         if self._listener is None:
@@ -112,6 +119,37 @@ class LocalLink:
     def forget(self, job, attempt):
         self._executor.forget(job, attempt)
 
+    # Supervised services (jqueue.exec.supervisor); answers as the remote link's
+
+    def svc_apply(self, entries, remove, full, done):
+        self._service_call(done, lambda sup: sup.apply(entries, remove, full))
+
+    def svc_control(self, sid, action, seq, done):
+        self._service_call(done, lambda sup: sup.control(sid, action, seq))
+
+    def svc_runs(self, sid, done):
+        self._service_call(done, lambda sup: sup.runs(sid))
+
+    def svc_read(self, sid, run, offset, max_bytes, done):
+        self._service_call(done, lambda sup: sup.read(sid, run, offset, max_bytes))
+
+    def svc_forget(self, sid, run):
+        self._service_call(None, lambda sup: sup.forget(sid, run))
+
+    def _service_call(self, done, fn):
+        if self._supervisor is None:
+            answer = errors.CommandError("node %s runs no services" % self.name)
+        else:
+            try:
+                answer = fn(self._supervisor)
+            except (errors.GenericError, OSError) as err:
+                answer = err if isinstance(err, errors.GenericError) else \
+                    errors.CommandError("services: %s" % err)
+        if done is not None:
+            done(answer)
+
     def stop(self):
-        """The runner stopped: stop watching (the commands keep running)."""
+        """The runner stopped: stop watching (the commands and services keep running)."""
+        if self._supervisor is not None:
+            self._supervisor.stop()
         self._executor.stop()

@@ -332,6 +332,42 @@ class Client:
         """Running command attempts (of one node, or all): a list of objects."""
         return self.call(constants.LUXI_REQ_QUERY_RUNNING, [node])
 
+    # Supervised services
+
+    def add_services(self, definitions, start=False):
+        """Add services (all or none; objects of jqueue.service.PARAMS): their views."""
+        args = [definitions] + ([{"start": True}] if start else [])
+        return self.call(constants.LUXI_REQ_ADD_SERVICES, args)
+
+    def modify_service(self, name, changes):
+        """Change parameters of a service (from its next start): its view."""
+        return self.call(constants.LUXI_REQ_MODIFY_SERVICE, [name, changes])
+
+    def remove_service(self, name):
+        """Remove a service (its node stops it first): a message."""
+        return self.call(constants.LUXI_REQ_REMOVE_SERVICE, [name])
+
+    def control_service(self, name, action):
+        """start, stop or restart a service: [ok, message]."""
+        method = {"start": constants.LUXI_REQ_START_SERVICE,
+                  "stop": constants.LUXI_REQ_STOP_SERVICE,
+                  "restart": constants.LUXI_REQ_RESTART_SERVICE}.get(action)
+        if method is None:
+            raise errors.ParameterError("unknown service action %r (start, stop, restart)"
+                                        % (action,))
+        return self.call(method, [name])
+
+    def query_services(self, names=None):
+        """Views of the services named (None: every one), by name."""
+        return self.call(constants.LUXI_REQ_QUERY_SERVICES, [names])
+
+    def read_service_log(self, name, offset=0, max_bytes=65536, timeout=0):
+        """{"data", "offset", "eof"} of a service's log from offset, waiting up to timeout
+        seconds for more (capped below the socket timeout); eof once it is removed."""
+        timeout = max(0, min(timeout, self._wait_cap()))
+        return self.call(constants.LUXI_REQ_READ_SERVICE_LOG,
+                         [name, offset, max_bytes, timeout])
+
     def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
                                  timeout):
         """One WaitForJobChange call, its timeout capped below the socket timeout.

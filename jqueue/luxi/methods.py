@@ -88,21 +88,23 @@ class _Options(ptypes.PType):
 class _EventFilter(ptypes.PType):
     """A WaitForEvents filter: null, or an object of job, node, kind, status."""
 
-    desc = ("null or an object with any of job (an id), node (a name), kind and status "
-            "(a word or a list of words)")
+    desc = ("null or an object with any of job (an id), node and service (names), kind "
+            "and status (a word or a list of words)")
     _WORDS = ptypes.ListOf(ptypes.NonEmptyString)
 
     def check(self, value):
         if value is None:
             return None
-        if not isinstance(value, dict) or set(value) - {"job", "node", "kind", "status"}:
+        if not isinstance(value, dict) or set(value) - {"job", "node", "service", "kind",
+                                                        "status"}:
             self._fail(value)
         checked = {}
         try:
             if value.get("job") is not None:
                 checked["job"] = ptypes.JobId.check(value["job"])
-            if value.get("node") is not None:
-                checked["node"] = ptypes.NonEmptyString.check(value["node"])
+            for key in ("node", "service"):
+                if value.get(key) is not None:
+                    checked[key] = ptypes.NonEmptyString.check(value[key])
             for key in ("kind", "status"):
                 words = value.get(key)
                 if words is not None:
@@ -143,6 +145,9 @@ _SUBMIT_OPTIONS = _Maybe(_Options({"token": _TOKEN, "owner": _TOKEN}))
 _SUBMIT_MANY_OPTIONS = _Maybe(_Options({"tokens": _Maybe(ptypes.ListOf(_TOKEN)),
                                         "owner": _TOKEN}))
 _NUMBER = ptypes.NumberRange()
+_SERVICE = ptypes.NonEmptyString
+_DEFINITIONS = ptypes.ListOf(_Instance(dict, "a service definition (an object)"))
+_ADD_OPTIONS = _Maybe(_Options({"start": ptypes.Bool}))
 _AGE = _InRange(_NUMBER, lambda age: age == -1 or age >= 0,
                 "-1 (every finalized job) or a non-negative number of seconds")
 _TIMEOUT = _InRange(_NUMBER, lambda timeout: timeout >= 0, "a non-negative number of seconds")
@@ -251,6 +256,21 @@ METHODS = {m.name: m for m in [
     # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
     Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
            min_args=0),
+    # Our additions: supervised services (see jqueue.run.services).
+    Method(_C.LUXI_REQ_ADD_SERVICES, "add_services",
+           [("definitions", _DEFINITIONS), ("options", _ADD_OPTIONS)], min_args=1),
+    Method(_C.LUXI_REQ_MODIFY_SERVICE, "modify_service",
+           [("name", _SERVICE), ("changes", _Instance(dict, "an object of parameters"))]),
+    Method(_C.LUXI_REQ_REMOVE_SERVICE, "remove_service", [("name", _SERVICE)]),
+    Method(_C.LUXI_REQ_START_SERVICE, "start_service", [("name", _SERVICE)]),
+    Method(_C.LUXI_REQ_STOP_SERVICE, "stop_service", [("name", _SERVICE)]),
+    Method(_C.LUXI_REQ_RESTART_SERVICE, "restart_service", [("name", _SERVICE)]),
+    Method(_C.LUXI_REQ_QUERY_SERVICES, "query_services",
+           [("names", _Maybe(ptypes.ListOf(_SERVICE)))], min_args=0),
+    Method(_C.LUXI_REQ_READ_SERVICE_LOG, "read_service_log", [
+        ("name", _SERVICE), ("offset", ptypes.NonNegativeInt),
+        ("max_bytes", ptypes.IntRange(1, _C.LUXI_MAX_LOG_READ)),
+        ("timeout", ptypes.NonNegativeNumber)], watch="svclog"),
 ]}
 
 
@@ -342,6 +362,46 @@ class Dispatcher:
 
     def signal_job(self, job_id, signal):
         return list(self._backend.signal_job(job_id, signal))
+
+    # Supervised services
+
+    def add_services(self, definitions, options=None):
+        return self._backend.add_services(definitions, start=bool((options or {}).get("start")))
+
+    def modify_service(self, name, changes):
+        return self._backend.modify_service(name, changes)
+
+    def remove_service(self, name):
+        return self._backend.remove_service(name)
+
+    def start_service(self, name):
+        return list(self._backend.control_service(name, "start"))
+
+    def stop_service(self, name):
+        return list(self._backend.control_service(name, "stop"))
+
+    def restart_service(self, name):
+        return list(self._backend.control_service(name, "restart"))
+
+    def query_services(self, names=None):
+        return self._backend.query_services(names)
+
+    def watch_svclog(self, args, callback):
+        """Start a checked ReadServiceLog: answered once the log grows past the offset."""
+        name, offset, max_bytes, _timeout = args
+        return self._backend.watch_service_log(name, offset, max_bytes, callback)
+
+    @staticmethod
+    def answer_svclog(result):
+        return log_answer(result)
+
+    @staticmethod
+    def nochange_svclog(args):
+        return {"data": "", "offset": args[1], "eof": False}
+
+    def read_service_log(self, name, offset, max_bytes, timeout):
+        """ReadServiceLog, blocking (the server uses watch_svclog instead)."""
+        return log_answer(self._backend.read_service_log(name, offset, max_bytes))
 
     def query_running(self, node):
         return self._backend.query_running(node)

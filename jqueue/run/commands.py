@@ -129,6 +129,8 @@ class CommandRunner:
         self._health_timer = None
         self._forgetting = set()  # (node, job, attempt) whose end is being recorded
         self._stopped = False
+        #: The ServiceManager (jqueue.run.services) hearing of services and node health.
+        self.services = None
         for link in links:
             self.add_link(link)
 
@@ -224,6 +226,8 @@ class CommandRunner:
         self._host.call(self._stop_all)
 
     def _stop_all(self):
+        if self.services is not None:
+            self.services.stop()
         timers, self._timers = self._timers, {}
         timers.update(("lost:%s" % n, t) for n, t in self._lost_timers.items())
         self._lost_timers = {}
@@ -572,6 +576,12 @@ class CommandRunner:
         if kind == "node":  # the node answered again (its slots may have changed)
             if node in self._links:
                 self._dispatch(node)
+                if self.services is not None:
+                    self.services.node_contact(node)
+            return
+        if kind.startswith("svc"):  # news of supervised services
+            if self.services is not None:
+                self.services.link_event(node, event)
             return
         if kind == "started":
             info = event[1]
@@ -976,6 +986,8 @@ class CommandRunner:
         if any(a.node == name for a in self._attempts.values()):
             self._lost_timers[name] = self._host.call_later(self._lost_grace,
                                                             self._grace_over, name)
+        if self.services is not None:
+            self.services.node_lost(name)
 
     def _node_back(self, name):
         link = self._links[name]
@@ -987,6 +999,8 @@ class CommandRunner:
         self._queue.record_event("UP", 0, name, "node", "answers again")
         link.attempts(lambda infos: self._reconcile_node(name, infos))
         self._nodes_changed()
+        if self.services is not None:
+            self.services.node_back(name)
 
     def _grace_over(self, name):
         """A node stayed unreachable for lost_grace: its attempts end NODE_LOST (and may

@@ -2,9 +2,12 @@
 
 An event is a plain dict: ``serial`` (global, increasing; never reused, though a refused
 change may leave a hole), ``time`` (epoch seconds), ``kind`` (``job``, ``attempt``,
-``node``), ``job`` (id, 0 for a node's own events), ``node`` (name or None), ``status`` (an
-upper-case word, BEX's where there is one: NEW, SEND, RUN, OK, FAILED, TIMEOUT, KILLED,
-INTERR, NOPING, NOXFER, NODE_LOST, RETRY, DONE, UP, ...) and ``message``.
+``node``, ``service``), ``job`` (id, 0 for a node's or a service's own events), ``node``
+(name or None), ``status`` (an upper-case word, BEX's where there is one: NEW, SEND, RUN,
+OK, FAILED, TIMEOUT, KILLED, INTERR, NOPING, NOXFER, NODE_LOST, RETRY, DONE, UP, ...; for
+services their states STARTING, RUNNING, BACKOFF, STOPPING, STOPPED, EXITED, FATAL and
+NEW, MODIFIED, MOVED, REMOVED) and ``message``; a service's events also carry
+``service`` (its name; their message starts with it).
 
 Events are journal records like any change (jqueue.store.records, ``{"t": "ev"}``): they
 are durable, replicated to the candidates and replayed after a crash along with the
@@ -40,6 +43,8 @@ DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
 EVENTS_FILE = "events.jsonl"
 ACTIONS_FILE = "actions.log"
 KEYS = ("serial", "time", "kind", "job", "node", "status", "message")
+#: Keys an event has only when they apply.
+OPTIONAL_KEYS = ("service",)
 
 
 def action_line(event, utc=True):
@@ -55,12 +60,13 @@ def action_line(event, utc=True):
 def matches(event, flt):
     """Whether an event passes a WaitForEvents filter (None: every event).
 
-    A filter is an object of optional keys: ``job`` (an id), ``node`` (a name), ``kind``
-    (a kind or a list of kinds), ``status`` (a word or a list of words).
+    A filter is an object of optional keys: ``job`` (an id), ``node`` (a name),
+    ``service`` (a service's name), ``kind`` (a kind or a list of kinds), ``status`` (a
+    word or a list of words).
     """
     if not flt:
         return True
-    for key in ("job", "node"):
+    for key in ("job", "node", "service"):
         if key in flt and flt[key] is not None and event.get(key) != flt[key]:
             return False
     for key in ("kind", "status"):
@@ -151,8 +157,7 @@ class EventLog:
         return max(0, len(self._ring) - self._buffer)
 
     def _append_files(self, events):
-        jsonl = "".join(json.dumps({k: e.get(k) for k in KEYS}, separators=(",", ":")) + "\n"
-                        for e in events)
+        jsonl = "".join(json.dumps(_stored(e), separators=(",", ":")) + "\n" for e in events)
         lines = "".join(action_line(e, self._utc) + "\n" for e in events)
         self._file(EVENTS_FILE).append(jsonl.encode("utf-8"))
         self._file(ACTIONS_FILE).append(lines.encode("utf-8"))
@@ -258,6 +263,13 @@ def _filter_key(flt):
         return None
     return tuple(sorted((key, tuple(value) if isinstance(value, list) else value)
                         for key, value in flt.items()))
+
+
+def _stored(event):
+    """An event as the events file keeps it: its keys, in order."""
+    data = {k: event.get(k) for k in KEYS}
+    data.update((k, event[k]) for k in OPTIONAL_KEYS if event.get(k) is not None)
+    return data
 
 
 def _parse(line):

@@ -11,6 +11,8 @@ Records (JSON objects):
                                                       "a": from the archive)
     {"t": "pos",  "p": [epoch, session, seq]}         replication position (replicas)
     {"t": "ev",   "e": <event>}                       an event (jqueue.store.events)
+    {"t": "svc",  "n": name, "s": record|null, "i": N}   a service set or removed
+                                                      (jqueue.store.services)
     (empty)                                           the journal's probe of a disk that
                                                       refused a write: means nothing
 
@@ -20,6 +22,8 @@ travels as written (bytes, not JSON):
     b"\\0LG1" | job id (u64) | offset in the log (u64) | opcode index (u16)
               | attempt (u32; 0: a line of our own) | offset in that attempt's output (u64)
               | data
+
+and a piece of a service's log (jqueue.store.services), ``b"\\0SL1"`` and its own header.
 
 The first record of a job in each journal generation is a full one, so replaying a
 generation never depends on a job file rewritten during that generation. Every record
@@ -31,6 +35,7 @@ import struct
 
 from jqueue import errors, serializer
 from jqueue.job import QueuedJob
+from jqueue.store import services as services_mod
 
 JOB = "job"
 STATE = "st"
@@ -167,10 +172,14 @@ class Replay:
     replication position recorded (replicas only).
     """
 
-    def __init__(self, load, in_archive, write_log=None):
+    def __init__(self, load, in_archive, write_log=None, services=None,
+                 write_service_log=None):
         self._load = load
         self._in_archive = in_archive
         self._write_log = write_log
+        self._services = services
+        self._write_service_log = write_service_log
+        self.services_changed = False   # a service record or log piece was replayed
         self.jobs = {}
         self.archived = set()
         self.deleted = set()
@@ -187,8 +196,16 @@ class Replay:
             if is_log_chunk(payload):
                 self._apply_chunk(parse_log_chunk(payload))
                 return
+            if services_mod.is_log_chunk(payload):
+                self._apply_service_chunk(services_mod.parse_log_chunk(payload))
+                return
             record = serializer.loads(payload)
             kind = record["t"]
+            if kind == services_mod.RECORD:
+                if self._services is not None:
+                    self._services.apply(record)
+                    self.services_changed = True
+                return
             if kind == JOB:
                 job = QueuedJob.from_dict(record["job"])
                 self.jobs[job.id] = job
@@ -224,6 +241,16 @@ class Replay:
         apply_log_chunk(job, chunk)
         if self._write_log is not None:
             self._write_log(chunk.job_id, chunk.offset, chunk.data)
+
+    def _apply_service_chunk(self, chunk):
+        if self._services is None:
+            return
+        if not self._services.apply_chunk(chunk):
+            raise errors.JobFileCorrupted("log piece of service %d, which no record "
+                                          "holds" % chunk.service_id)
+        self.services_changed = True
+        if self._write_service_log is not None:
+            self._write_service_log(chunk.service_id, chunk.offset, chunk.data)
 
     def _delete(self, job_id, archived):
         if archived:

@@ -57,7 +57,8 @@ class Recovered:
                         not r.clean for r in self.journal_reports)))
 
 
-def open_queue(qdir, now, replica=False, logs=None, events=None):
+def open_queue(qdir, now, replica=False, logs=None, events=None, services=None,
+               service_logs=None):
     """Recover the queue in qdir (locked by the caller); return Recovered.
 
     The cyclic garbage collector is paused meanwhile: loading creates millions of
@@ -67,17 +68,22 @@ def open_queue(qdir, now, replica=False, logs=None, events=None):
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _open_queue(qdir, now, replica, logs, events)
+        return _open_queue(qdir, now, replica, logs, events, services, service_logs)
     finally:
         if enabled:
             gc.enable()
 
 
-def _open_queue(qdir, now, replica, logs, events):
+def _open_queue(qdir, now, replica, logs, events, services, service_logs):
     state = Recovered()
+    if services is not None:
+        services.load()
     replay = records.Replay(lambda job_id: _load_quietly(qdir, job_id),
                             lambda job_id: os.path.exists(qdir.archive_path(job_id)),
-                            write_log=logs.write if logs is not None else None)
+                            write_log=logs.write if logs is not None else None,
+                            services=services,
+                            write_service_log=(service_logs.write if service_logs is not None
+                                               else None))
     for name in (constants.JOURNAL_OLD_FILE, constants.JOURNAL_FILE):
         payloads, report = journal.read_records(qdir.file_path(name))
         state.journal_reports.append(report)
@@ -100,6 +106,8 @@ def _open_queue(qdir, now, replica, logs, events):
         _trim_logs(logs, state, replay)
     if events is not None and replay.events:
         events.add(sorted(replay.events, key=lambda e: e["serial"]))
+    if services is not None:
+        _recover_services(services, service_logs, replay)
     live_ids = list(state.jobs)
     state.max_id = max([qdir.read_serial()] + live_ids + list(replay.jobs) +
                        qdir.archived_job_ids() + qdir.corrupt_job_ids())
@@ -113,6 +121,19 @@ def _trim_logs(logs, state, replay):
     for job in state.jobs.values():
         if job.id in replay.jobs or _on_node(job):
             logs.truncate(job.id, job.log_bytes)
+
+
+def _recover_services(services, service_logs, replay):
+    """Cut services' logs back to what their records acknowledge; write the table if the
+    journal changed it (before the journal is reset)."""
+    if service_logs is not None:
+        for record in services.services.values():
+            service_logs.truncate(record["id"], record.get("log_bytes") or 0)
+    if replay.services_changed:
+        if service_logs is not None:
+            service_logs.sync()
+        services.write(services.snapshot())
+    services.dirty = False
 
 
 def _on_node(job):

@@ -118,6 +118,32 @@ class FakeBackend:
         self.watches.append(watch)
         return watch
 
+    # Supervised services
+
+    def add_services(self, definitions, start=False):
+        return self._call("add_services", definitions, start,
+                          default=[{"name": d.get("name")} for d in definitions])
+
+    def modify_service(self, name, changes):
+        return self._call("modify_service", name, changes, default={"name": name})
+
+    def remove_service(self, name):
+        return self._call("remove_service", name, default="service %s removed" % name)
+
+    def control_service(self, name, action):
+        return self._call("control_service", name, action, default=(True, action))
+
+    def query_services(self, names=None):
+        return self._call("query_services", names, default=[])
+
+    def read_service_log(self, name, offset, max_bytes):
+        return self._call("read_service_log", name, offset, max_bytes,
+                          default={"data": b"", "offset": offset, "eof": True})
+
+    def watch_service_log(self, name, offset, max_bytes, callback):
+        self._call("watch_service_log", name, offset, max_bytes)
+        callback(self.immediate_watch or {"data": b"", "offset": offset, "eof": True})
+
     def read_job_log(self, job_id, offset, max_bytes):
         return self._call("read_job_log", job_id, offset, max_bytes,
                           default={"data": b"", "offset": offset, "eof": True})

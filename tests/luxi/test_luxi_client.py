@@ -354,6 +354,17 @@ def test_importing_the_client_does_not_import_twisted():
     (lambda c: c.set_drain_flag(True), "SetDrainFlag", [True]),
     (lambda c: c.wait_for_job_change_once(3, ["status"], None, None, 3), "WaitForJobChange",
      [3, ["status"], None, None, 3]),
+    (lambda c: c.add_services([{"name": "w"}]), "AddServices", [[{"name": "w"}]]),
+    (lambda c: c.add_services([{"name": "w"}], start=True), "AddServices",
+     [[{"name": "w"}], {"start": True}]),
+    (lambda c: c.modify_service("w", {"dir": "/"}), "ModifyService", ["w", {"dir": "/"}]),
+    (lambda c: c.remove_service("w"), "RemoveService", ["w"]),
+    (lambda c: c.control_service("w", "start"), "StartService", ["w"]),
+    (lambda c: c.control_service("w", "stop"), "StopService", ["w"]),
+    (lambda c: c.control_service("w", "restart"), "RestartService", ["w"]),
+    (lambda c: c.query_services(), "QueryServices", [None]),
+    (lambda c: c.query_services(["w"]), "QueryServices", [["w"]]),
+    (lambda c: c.read_service_log("w", 5, 100), "ReadServiceLog", ["w", 5, 100, 0]),
 ])
 def test_methods_send_ganeti_wire_names_and_arguments(serve, luxi, call, method, args):
     """Each snake_case method sends its Ganeti method name with the Ganeti argument list."""

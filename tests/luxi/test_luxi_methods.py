@@ -20,6 +20,8 @@ CLUSTER_METHODS = {
     "StepDown",
 }
 COMMAND_METHODS = {"ReadJobLog", "SignalJob", "QueryRunning", "WaitForEvents"}
+SERVICE_METHODS = {"AddServices", "ModifyService", "RemoveService", "StartService",
+                   "StopService", "RestartService", "QueryServices", "ReadServiceLog"}
 
 
 @pytest.fixture
@@ -48,10 +50,10 @@ def test_fake_backend_has_the_signatures_of_jobqueue():
 
 
 def test_table_holds_exactly_the_ganeti_methods():
-    """The dispatcher accepts the methods of the contract (and our cluster and command
-    ones), no other."""
+    """The dispatcher accepts the methods of the contract (and our cluster, command and
+    service ones), no other."""
     assert set(methods.METHODS) == (GANETI_METHODS | CLUSTER_METHODS | COMMAND_METHODS
-                                    | {"QueryOpcodes"})
+                                    | SERVICE_METHODS | {"QueryOpcodes"})
 
 
 def test_every_handler_named_in_the_table_exists():
@@ -433,3 +435,53 @@ def test_wait_for_events_checks_its_filter(dispatcher, fake):
     fake.results["read_events"] = {"events": [], "last": 4, "gap": False}
     assert dispatcher.nochange_events([9, None, 1.0]) == {"events": [], "last": 4,
                                                           "gap": False}
+
+
+# Supervised services
+
+
+def test_service_methods_reach_the_backend_with_their_arguments(dispatcher, fake):
+    """AddServices [definitions, {start}], ModifyService, RemoveService, Start/Stop/
+    RestartService, QueryServices [names or null]: each calls its JobQueue method."""
+    dispatcher.call("AddServices", [[{"name": "web", "command": "serve"}]])
+    dispatcher.call("AddServices", [[{"name": "db"}], {"start": True}])
+    dispatcher.call("ModifyService", ["web", {"restart": "always"}])
+    dispatcher.call("RemoveService", ["web"])
+    for method, action in (("StartService", "start"), ("StopService", "stop"),
+                           ("RestartService", "restart")):
+        assert dispatcher.call(method, ["web"]) == [True, action]
+    dispatcher.call("QueryServices", [])
+    dispatcher.call("QueryServices", [["web", "db"]])
+    assert fake.calls == [
+        ("add_services", [{"name": "web", "command": "serve"}], False),
+        ("add_services", [{"name": "db"}], True),
+        ("modify_service", "web", {"restart": "always"}), ("remove_service", "web"),
+        ("control_service", "web", "start"), ("control_service", "web", "stop"),
+        ("control_service", "web", "restart"), ("query_services", None),
+        ("query_services", ["web", "db"])]
+
+
+@pytest.mark.parametrize("method, args", [
+    ("AddServices", [{"name": "web"}]), ("AddServices", [["web"]]),
+    ("AddServices", [[], {"begin": True}]), ("AddServices", [[], {"start": "yes"}]),
+    ("ModifyService", ["web", ["restart"]]), ("ModifyService", ["", {}]),
+    ("RemoveService", [3]), ("RemoveService", []), ("StartService", [None]),
+    ("StopService", ["web", "now"]), ("QueryServices", ["web"]), ("QueryServices", [[3]]),
+    ("ReadServiceLog", ["web", -1, 10, 0]), ("ReadServiceLog", ["web", 0, 0, 0]),
+    ("ReadServiceLog", ["web", 0, constants.LUXI_MAX_LOG_READ + 1, 0]),
+    ("ReadServiceLog", ["web", 0, 10, -1]), ("ReadServiceLog", ["web", 0, 10]),
+])
+def test_service_methods_refuse_bad_arguments_before_calling(dispatcher, fake, method,
+                                                              args):
+    """Wrong types or counts are the caller's error, and nothing is called."""
+    with pytest.raises(errors.RequestError):
+        dispatcher.call(method, args)
+    assert fake.calls == []
+
+
+def test_read_service_log_decodes_the_data(dispatcher, fake):
+    """ReadServiceLog [name, offset, max_bytes, timeout] answers text, as ReadJobLog."""
+    fake.results["read_service_log"] = {"data": b"tick \xff\n", "offset": 9, "eof": False}
+    assert dispatcher.call("ReadServiceLog", ["web", 0, 100, 0]) == {
+        "data": "tick \ufffd\n", "offset": 9, "eof": False}
+    assert methods.METHODS["ReadServiceLog"].watch == "svclog"

@@ -1,0 +1,89 @@
+"""The master's link to a node's jq-noded (jqueue.cluster.commandlink.RemoteLink): how its
+poller follows the node's event log across a restart of the node, with a scripted node."""
+
+import threading
+import time
+
+from jqueue.cluster import commandlink
+
+
+class ScriptedNode:
+    """A node RPC client answering exec_poll from a script (an exception is raised);
+    records the bodies of the polls. Other calls answer nothing."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.polls = []
+        self.done = threading.Event()
+
+    def __call__(self):
+        return self  # the factory: one client serves both threads
+
+    def call(self, method, body):
+        if method == "node_info":
+            return {}
+        if method != "exec_poll":
+            return []
+        self.polls.append(dict(body))
+        if not self.answers:
+            self.done.set()
+            time.sleep(0.01)
+            return {"session": body["session"], "events": [], "reset": False, "last": 0}
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self):
+        pass
+
+
+class Host:
+    """The runner's host, synchronous."""
+
+    def call(self, function, *args):
+        function(*args)
+
+    def seconds(self):
+        return time.monotonic()
+
+
+class Listener:
+    host = Host()
+
+    def __init__(self):
+        self.events = []
+
+    def link_event(self, node, event):
+        self.events.append(event)
+
+
+def follow(monkeypatch, answers):
+    monkeypatch.setattr(commandlink, "RETRY", 0.01)
+    node, listener = ScriptedNode(answers), Listener()
+    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+    link.subscribe(listener)
+    try:
+        assert node.done.wait(10)
+    finally:
+        link.stop()
+    return node, [e for e in listener.events if e[0] == "svc"]
+
+
+def test_a_node_that_restarted_is_read_from_the_start_of_its_new_session(monkeypatch):
+    """Events the restarted node logged before the link came back (a service's BACKOFF)
+    are delivered; at the first contact the link starts from the node's present."""
+    backoff = {"id": 1, "state": "BACKOFF", "changes": 3}
+    node, events = follow(monkeypatch, [
+        {"session": "s1", "events": [], "reset": True, "last": 5},
+        {"session": "s1", "events": [[6, ["svc", {"id": 1, "state": "RUNNING"}]]],
+         "reset": False, "last": 6},
+        OSError("connection refused"),  # the node's jq-noded is down, then back
+        {"session": "s2", "events": [], "reset": True, "last": 2},
+        {"session": "s2", "events": [[1, ["svc", backoff]],
+                                     [2, ["svc", {"id": 1, "state": "STARTING"}]]],
+         "reset": False, "last": 2},
+    ])
+    assert [(p["session"], p["after"]) for p in node.polls[:5]] == [
+        (None, 0), ("s1", 5), ("s1", 6), ("s1", 6), ("s2", 0)]
+    assert ("svc", backoff) in events

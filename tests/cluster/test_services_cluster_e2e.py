@@ -1,0 +1,251 @@
+"""End-to-end tests of supervised services in a cluster: each node's jq-noded keeps the
+services placed on it alive, whatever happens to jq-noded itself or to the master.
+
+Real jq-noded and jq-masterd processes on loopback; the services run on this machine,
+each node with its own state directory. A service's processes are found by a marker in
+their environment (JQ_TEST_MARK) and the node they run for (JQ_NODE).
+"""
+
+import glob
+import json
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from test_cluster_e2e import jqctl, start_cluster
+from test_failover_e2e import _fail_over
+from test_nodes_pool_e2e import HEALTH, tag
+
+from jqueue import service
+
+
+def wait_until(predicate, timeout=40, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.05)
+
+
+def processes_with(mark, node=None):
+    """Pids of the processes carrying the marker (and running for node, if given)."""
+    needles = {("JQ_TEST_MARK=%s" % mark).encode()}
+    if node is not None:
+        needles.add(("JQ_NODE=%s" % node).encode())
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/environ" % name, "rb") as stream:
+                    if needles <= set(stream.read().split(b"\0")):
+                        found.append(int(name))
+            except OSError:
+                pass
+    return sorted(found)
+
+
+def main_pid(mark, node=None):
+    """The service's one process (it execs sleep), or None while there is not exactly one."""
+    pids = processes_with(mark, node)
+    return pids[0] if len(pids) == 1 else None
+
+
+@pytest.fixture
+def marks():
+    """Fresh markers; no process carrying one may outlive the test."""
+    made = []
+
+    def make():
+        made.append(uuid.uuid4().hex)
+        return made[-1]
+    yield make
+    left = [pid for mark in made for pid in processes_with(mark)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert left == [], "processes of test services survived the test"
+
+
+def sleeper(name, mark, **params):
+    return dict({"name": name, "command": "exec sleep 600", "env": {"JQ_TEST_MARK": mark}},
+                **params)
+
+
+def view(master, name):
+    with master.client() as client:
+        return client.query_services([name])[0]
+
+
+def wait_view(master, name, predicate, what, timeout=40):
+    found = []
+
+    def check():
+        found[:] = [view(master, name)]
+        return predicate(found[0])
+    wait_until(check, timeout, "%s (last: %s)" % (what, found and (
+        found[0]["state"], found[0]["node"], found[0]["pid"], found[0]["message"])))
+    return found[0]
+
+
+def running(master, name, pid=None, run=None):
+    return wait_view(master, name, lambda v: v["state"] == service.RUNNING and v["reachable"]
+                     and (pid is None or v["pid"] == pid) and (run is None or v["run"] >= run),
+                     "%s RUNNING" % name)
+
+
+def test_a_killed_noded_leaves_its_service_running_and_follows_it_again(
+        tmp_path, nodeds, daemons, marks):
+    """kill -9 of node2's jq-noded: the service keeps its pid; the restarted jq-noded
+    follows it (the master says RUNNING, same pid) and restarts it when it dies."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    mark = marks()
+    code, out, err = jqctl("service", "add", "web", "--node", "node2", "--start",
+                           "--env", "JQ_TEST_MARK=" + mark, "--", "sh", "-c", "exec sleep 600",
+                           socket=master.socket)
+    assert code == 0, err
+    first = running(master, "web")
+    assert first["node"] == "node2" and processes_with(mark, "node2") == [first["pid"]]
+    started["node2"].proc.send_signal(signal.SIGKILL)
+    started["node2"].proc.wait(10)
+    time.sleep(0.5)
+    assert processes_with(mark) == [first["pid"]]
+    started["node2"] = nodeds(test_cluster, "node2")
+    again = running(master, "web", pid=first["pid"])
+    assert again["run"] == 1
+    assert jqctl("service", "status", "web", socket=master.socket)[0] == 0
+    os.kill(first["pid"], signal.SIGKILL)
+    restarted = running(master, "web", run=2)
+    assert restarted["pid"] != first["pid"] and restarted["restarts"] == 1
+    assert processes_with(mark) == [restarted["pid"]]
+    with master.client() as client:
+        words = [e["status"] for e in client.wait_for_events(0, {"service": "web"}, 0)[
+            "events"]]
+    assert words[:3] == ["NEW", "STARTING", "RUNNING"] and "BACKOFF" in words
+    assert jqctl("service", "remove", "web", socket=master.socket)[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
+
+
+def test_restarts_go_on_without_a_master_and_a_failover_touches_nothing(
+        tmp_path, nodeds, daemons, marks):
+    """With jq-masterd killed, node3 still restarts its service when it dies; after a
+    failover the new master knows the service, the same process runs, and it answers."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    old = test_cluster.master
+    mark, quiet = marks(), marks()
+    with master.client() as client:
+        client.add_services([sleeper("web", mark, node="node3", restart="always"),
+                             sleeper("quiet", quiet, node="node3")], start=True)
+    first = running(master, "web")
+    quiet_pid = running(master, "quiet")["pid"]
+    master.proc.send_signal(signal.SIGKILL)
+    started[old].proc.send_signal(signal.SIGKILL)
+    master.proc.wait(10)
+    started[old].proc.wait(10)
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_until(lambda: main_pid(mark) not in (None, first["pid"]),
+               what="node3 to restart the service with no master")
+    second = main_pid(mark)
+    winner, _ = _fail_over(test_cluster, ["node2", "node3"])
+    new_master = daemons(test_cluster.state_dirs[winner])
+    after = running(new_master, "web", pid=second)
+    assert after["node"] == "node3" and after["run"] == 2
+    assert running(new_master, "quiet")["pid"] == quiet_pid  # untouched by all of it
+    assert main_pid(mark) == second
+    code, out, _ = jqctl("service", "stop", "web", "quiet", socket=new_master.socket)
+    assert code == 0 and "web: STOPPED" in out and "quiet: STOPPED" in out
+    assert processes_with(mark) == processes_with(quiet) == []
+
+
+def _simulate_reboot(state_dir, marks_):
+    """What a reboot does to a node's services: every process of them dies (their shims
+    too), and the files written before it carry the previous boot's id."""
+    for mark in marks_:
+        for pid in processes_with(mark):
+            os.kill(pid, signal.SIGKILL)
+    for path in glob.glob(os.path.join(state_dir, "services", "attempts", "*", "spec.json")):
+        with open(path, encoding="utf-8") as stream:
+            spec = json.load(stream)
+        try:
+            os.kill(spec["shim_pid"], signal.SIGKILL)
+        except OSError:
+            pass
+        spec["boot_id"] = "the-boot-before"
+        with open(path, "w", encoding="utf-8") as stream:
+            json.dump(spec, stream)
+    for path in glob.glob(os.path.join(state_dir, "services", "defs", "*.json")):
+        with open(path, encoding="utf-8") as stream:
+            record = json.load(stream)
+        record["boot_id"] = "the-boot-before"
+        with open(path, "w", encoding="utf-8") as stream:
+            json.dump(record, stream)
+
+
+def test_after_a_node_restart_autostart_services_start_again(tmp_path, nodeds, daemons,
+                                                             marks):
+    """node2 goes down with its services and boots again: the autostart service runs
+    again (a new run, a new pid); the one started by hand stays STOPPED."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    auto, manual = marks(), marks()
+    with master.client() as client:
+        client.add_services([sleeper("auto", auto, node="node2", autostart=True),
+                             sleeper("manual", manual, node="node2")])
+        client.control_service("manual", "start")
+    before = running(master, "auto")
+    running(master, "manual")
+    started["node2"].proc.send_signal(signal.SIGKILL)
+    started["node2"].proc.wait(10)
+    _simulate_reboot(test_cluster.state_dirs["node2"], [auto, manual])
+    assert processes_with(auto) == processes_with(manual) == []
+    started["node2"] = nodeds(test_cluster, "node2")
+    after = running(master, "auto", run=2)
+    assert after["pid"] != before["pid"] and processes_with(auto) == [after["pid"]]
+    stopped = wait_view(master, "manual", lambda v: v["state"] == service.STOPPED,
+                        "manual STOPPED")
+    assert "rebooted" in stopped["message"]
+    assert processes_with(manual) == []
+    assert jqctl("service", "status", "manual", socket=master.socket)[0] == 3
+    assert jqctl("service", "stop", "auto", socket=master.socket)[0] == 0
+
+
+def test_a_lost_node_takes_its_services_down_and_a_movable_one_moves(tmp_path, nodeds,
+                                                                     daemons, marks):
+    """node3 frozen past lost_grace: its pinned service is STOPPED, its movable one runs
+    on node2; when node3 answers again the moved one is killed there (it runs once) and
+    the pinned one, still running, is RUNNING again."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3, args=HEALTH)
+    tag(master, "node2", "W")
+    tag(master, "node3", "W")
+    jqctl("node", "modify", "node2", "--drain", "yes", socket=master.socket)
+    stay, move = marks(), marks()
+    with master.client() as client:
+        client.add_services([sleeper("stay", stay, affinity="W"),
+                             sleeper("move", move, affinity="W", movable=True)], start=True)
+    jqctl("node", "modify", "node2", "--drain", "no", socket=master.socket)
+    assert running(master, "stay")["node"] == running(master, "move")["node"] == "node3"
+    started["node3"].proc.send_signal(signal.SIGSTOP)
+    try:
+        moved = wait_view(master, "move", lambda v: v["node"] == "node2"
+                          and v["state"] == service.RUNNING, "move RUNNING on node2")
+        down = wait_view(master, "stay", lambda v: v["state"] == service.STOPPED,
+                         "stay STOPPED")
+        assert "node3 lost" in down["message"]
+        assert moved["run"] == 2  # its runs on node2 continue node3's numbering
+        assert processes_with(move, "node2") == [moved["pid"]]
+        assert len(processes_with(move, "node3")) == 1  # the frozen node's copy, for now
+    finally:
+        started["node3"].proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: processes_with(move, "node3") == [], what="the old copy killed")
+    assert processes_with(move) == [moved["pid"]]
+    back = running(master, "stay")
+    assert back["node"] == "node3" and processes_with(stay) == [back["pid"]]
+    with master.client() as client:
+        words = [e["status"] for e in client.wait_for_events(0, {"service": "move"}, 0)[
+            "events"]]
+    assert "MOVED" in words
+    for name in ("stay", "move"):
+        assert jqctl("service", "remove", name, socket=master.socket)[0] == 0
+    wait_until(lambda: processes_with(stay) == processes_with(move) == [],
+               what="removed services to stop")
