@@ -157,6 +157,7 @@ class Journal:
         self._retry_interval = retry_interval
         self._cond = threading.Condition(threading.Lock())
         self._queue = []
+        self._writing = []  # the batches the committer is writing
         self._closing = False
         self._failed = None
         self._failing = None  # the write error while the disk refuses writes
@@ -269,6 +270,8 @@ class Journal:
                 raise errors.JobQueueError("journal is closed")
             if self._queue:
                 return self._queue[-1]
+            if self._writing:  # taken by the committer, not yet handed on
+                return self._writing[-1]
             return self._acks[-1][0][-1] if self._acks else None
 
     def rotate(self):
@@ -334,8 +337,11 @@ class Journal:
                     self._cond.notify_all()
                     return
                 batches, self._queue = self._queue, []
+                self._writing = batches
             if batches:
                 self._commit(batches)
+                with self._cond:
+                    self._writing = []
             else:
                 self._probe()
 
