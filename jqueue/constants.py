@@ -57,6 +57,8 @@ MSG_CANCELED = "Job canceled by request"
 # Command jobs (OP_COMMAND_RUN): the opcode, the reasons an attempt ends (BEX's words),
 # and the states of an opcode's command attempts.
 OP_COMMAND_RUN = "OP_COMMAND_RUN"
+#: A group of jobs (jqueue.groupjob): no work of its own.
+OP_GROUP = "OP_GROUP"
 REASON_OK = "OK"
 REASON_FAILED = "FAILED"
 REASON_TIMEOUT = "TIMEOUT"
@@ -112,6 +114,8 @@ JOB_FIELDS = (
     # Command jobs (null for other jobs).
     "node", "attempt", "max_attempts", "exit_status", "signal", "timed_out", "reason",
     "progress", "global_progress", "log_bytes", "pid", "title",
+    # Groups, holds and start times.
+    "parent", "children", "total", "finished", "errors", "working", "held", "not_before",
 )
 
 # Query result status codes (Ganeti's RS_*).
@@ -171,6 +175,12 @@ LUXI_REQ_QUERY_RUNNING = "QueryRunning"
 LUXI_MAX_LOG_READ = 4 * 1024 * 1024
 # Our addition: the opcode catalogue.
 LUXI_REQ_QUERY_OPCODES = "QueryOpcodes"
+# Our additions: a job's course and its groups.
+LUXI_REQ_HOLD_JOB = "HoldJob"
+LUXI_REQ_RELEASE_JOB = "ReleaseJob"
+LUXI_REQ_RESET_JOB = "ResetJob"
+LUXI_REQ_RETRY_JOB = "RetryJob"
+LUXI_REQ_RESOLVE_JOB = "ResolveJob"
 LUXI_REQ_SUBMISSIONS = frozenset([
     LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
 ])

@@ -21,7 +21,10 @@ GROUPS = {
 TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "job": "model", "opcodes": "model", "qlang": "model",
-    "query": "model", "commandjob": "model", "queue": "queue", "embedded": "queue",
+    "query": "model", "commandjob": "model", "groupjob": "model", "grouptree": "model",
+    "joboptions": "model",
+    "queue": "queue", "embedded": "queue", "groupkeeper": "queue", "jobcontrol": "queue",
+    "retention": "queue",
     "client": "luxi",
 }
 

@@ -201,27 +201,34 @@ class Client:
 
     # LUXI methods
 
-    def submit_job(self, ops, token=None):
+    def submit_job(self, ops, token=None, parent=None, not_before=None, start_in=None):
         """Submit one job (a list of opcodes, dicts or OpCode objects); return its id.
 
         With a token, a job an earlier submission with the same token created (and still
-        live) is returned instead of a new one: retrying after a timeout is safe.
+        live) is returned instead of a new one: retrying after a timeout is safe. parent
+        puts it in a group (an id, a title or a path ``a|b``); not_before (epoch seconds)
+        or start_in (seconds) keep it queued until then.
         """
         return self.call(constants.LUXI_REQ_SUBMIT_JOB, _with_options(
-            [_opcodes(ops)], "token", token))
+            [_opcodes(ops)], token=token, parent=parent, not_before=not_before,
+            start_in=start_in))
 
-    def submit_job_to_drained_queue(self, ops, token=None):
+    def submit_job_to_drained_queue(self, ops, token=None, parent=None, not_before=None,
+                                    start_in=None):
         """Submit one job even if the queue is drained; return its id."""
         return self.call(constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, _with_options(
-            [_opcodes(ops)], "token", token))
+            [_opcodes(ops)], token=token, parent=parent, not_before=not_before,
+            start_in=start_in))
 
-    def submit_many_jobs(self, jobs, tokens=None):
+    def submit_many_jobs(self, jobs, tokens=None, options=None):
         """Submit several jobs; return [[True, id] | [False, message], ...].
 
-        tokens: a token (or None) per job, as for submit_job.
+        tokens: a token (or None) per job, as for submit_job; options: an object (or None)
+        per job with submit_job's parent, not_before and start_in (a negative parent is
+        relative: -1 is the job just before in this request).
         """
         return self.call(constants.LUXI_REQ_SUBMIT_MANY_JOBS, _with_options(
-            [[_opcodes(o) for o in jobs]], "tokens", tokens))
+            [[_opcodes(o) for o in jobs]], tokens=tokens, options=options))
 
     def cancel_job(self, job_id, kill=False):
         """Cancel a job; return [success, message]."""
@@ -231,6 +238,26 @@ class Client:
     def change_job_priority(self, job_id, priority):
         """Change a job's priority; return [success, message]."""
         return self.call(constants.LUXI_REQ_CHANGE_JOB_PRIORITY, [job_id, priority])
+
+    def hold_job(self, job_id):
+        """Hold a job (a group: its tree); return [success, message]."""
+        return self.call(constants.LUXI_REQ_HOLD_JOB, [job_id])
+
+    def release_job(self, job_id):
+        """Release a held job (a group: its tree); return [success, message]."""
+        return self.call(constants.LUXI_REQ_RELEASE_JOB, [job_id])
+
+    def reset_job(self, job_id):
+        """A finished job (a group: its finished jobs) back to queued; [success, message]."""
+        return self.call(constants.LUXI_REQ_RESET_JOB, [job_id])
+
+    def retry_job(self, job_id):
+        """One more attempt for a failed job (a group: its failed jobs); [success, message]."""
+        return self.call(constants.LUXI_REQ_RETRY_JOB, [job_id])
+
+    def resolve_job(self, reference):
+        """The id of the live job a reference (id, group title, path ``a|b``) names."""
+        return self.call(constants.LUXI_REQ_RESOLVE_JOB, [reference])
 
     def archive_job(self, job_id):
         """Archive a finalized job; return whether it was archived."""
@@ -360,9 +387,10 @@ def _encode_request(method, args):
         raise errors.ParameterError("cannot encode request %s: %s" % (method, err)) from None
 
 
-def _with_options(args, key, value):
-    """Ganeti's arguments, with our options object {key: value} appended if value is set."""
-    return args if value is None else args + [{key: value}]
+def _with_options(args, **options):
+    """Ganeti's arguments, with our options object appended if one of them is set."""
+    given = {key: value for key, value in options.items() if value is not None}
+    return args + [given] if given else args
 
 
 def _opcodes(ops):

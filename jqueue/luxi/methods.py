@@ -53,6 +53,17 @@ class _Signal(ptypes.PType):
         self._fail(value)
 
 
+class _Reference(ptypes.PType):
+    """A job id, or a group title or path (checked in full by the queue)."""
+
+    desc = "a job id, a group title or a path of titles"
+
+    def check(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            self._fail(value)
+        return value
+
+
 class _OutOfRange(ValueError):
     """A value of the right type outside its range: the caller's error (OpPrereqError)."""
 
@@ -91,8 +102,13 @@ _FIELDS = ptypes.ListOf(ptypes.String)
 #: SubmitJob [ops, {"token": T}] and SubmitManyJobs [jobs, {"tokens": [T|null, ...]}]:
 #: idempotency tokens (our addition; Ganeti's clients send [ops] and [jobs]).
 _TOKEN = _Maybe(ptypes.String)
-_SUBMIT_OPTIONS = _Maybe(_Options({"token": _TOKEN}))
-_SUBMIT_MANY_OPTIONS = _Maybe(_Options({"tokens": _Maybe(ptypes.ListOf(_TOKEN))}))
+#: A job's own options (our addition): its group and its start time, see JobQueue.submit_job.
+_JOB_OPTIONS = {"parent": _Maybe(_Reference()), "not_before": _Maybe(ptypes.NumberRange()),
+                "start_in": _Maybe(ptypes.NumberRange())}
+_SUBMIT_OPTIONS = _Maybe(_Options(dict(_JOB_OPTIONS, token=_TOKEN)))
+_SUBMIT_MANY_OPTIONS = _Maybe(_Options({
+    "tokens": _Maybe(ptypes.ListOf(_TOKEN)),
+    "options": _Maybe(ptypes.ListOf(_Maybe(_Options(_JOB_OPTIONS))))}))
 _NUMBER = ptypes.NumberRange()
 _AGE = _InRange(_NUMBER, lambda age: age == -1 or age >= 0,
                 "-1 (every finalized job) or a non-negative number of seconds")
@@ -194,6 +210,12 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_SIGNAL_JOB, "signal_job", [("job_id", ptypes.JobId),
                                                   ("signal", _Signal())]),
     Method(_C.LUXI_REQ_QUERY_RUNNING, "query_running", [("node", _Maybe(ptypes.String))]),
+    # Our additions: a job's course (see jqueue.jobcontrol) and its groups.
+    Method(_C.LUXI_REQ_HOLD_JOB, "hold_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RELEASE_JOB, "release_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RESET_JOB, "reset_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RETRY_JOB, "retry_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RESOLVE_JOB, "resolve_job", [("reference", _Reference())]),
     # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
     Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
            min_args=0),
@@ -277,22 +299,14 @@ class Dispatcher:
     # Handlers: one per method, arguments already checked.
 
     def submit_job(self, ops, options=None):
-        token = submit_token(options)
-        if token is None:
-            return self._backend.submit_job(ops)
-        return self._backend.submit_job(ops, token=token)
+        return self._backend.submit_job(ops, **submit_arguments(options))
 
     def submit_job_to_drained_queue(self, ops, options=None):
-        token = submit_token(options)
-        if token is None:
-            return self._backend.submit_job_to_drained_queue(ops)
-        return self._backend.submit_job_to_drained_queue(ops, token=token)
+        return self._backend.submit_job_to_drained_queue(ops, **submit_arguments(options))
 
     def submit_many_jobs(self, jobs, options=None):
-        tokens = submit_tokens(options)
-        if tokens is None:
-            return [list(result) for result in self._backend.submit_many_jobs(jobs)]
-        return [list(result) for result in self._backend.submit_many_jobs(jobs, tokens=tokens)]
+        return [list(result) for result in self._backend.submit_many_jobs(
+            jobs, **submit_arguments(options))]
 
     def wait_for_job_change(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         result = self._backend.wait_for_job_changes(job_id, fields, prev_job_info,
@@ -304,6 +318,21 @@ class Dispatcher:
 
     def change_job_priority(self, job_id, priority):
         return list(self._backend.change_job_priority(job_id, priority))
+
+    def hold_job(self, job_id):
+        return list(self._backend.hold_job(job_id))
+
+    def release_job(self, job_id):
+        return list(self._backend.release_job(job_id))
+
+    def reset_job(self, job_id):
+        return list(self._backend.reset_job(job_id))
+
+    def retry_job(self, job_id):
+        return list(self._backend.retry_job(job_id))
+
+    def resolve_job(self, reference):
+        return self._backend.resolve_job(reference)
 
     def archive_job(self, job_id):
         return self._backend.archive_job(job_id)
@@ -400,14 +429,27 @@ class Dispatcher:
         return self._cluster_backend().step_down(epoch, master)
 
 
-def submit_token(options):
-    """The token of SubmitJob's options argument (None if none)."""
-    return (options or {}).get("token")
+def submit_arguments(options):
+    """The keyword arguments of a submission for the options a client gave (only those
+    given: a backend without groups or start times still takes a plain submission).
+
+    SubmitJob's options are {"token", "parent", "not_before", "start_in"}, SubmitManyJobs'
+    {"tokens", "options": [{"parent", "not_before", "start_in"} or null per job]}.
+    """
+    return {key: value for key, value in (options or {}).items() if value is not None}
 
 
-def submit_tokens(options):
-    """The tokens of SubmitManyJobs' options argument (None if none)."""
-    return (options or {}).get("tokens")
+def nowait_arguments(options, many=False):
+    """submit_arguments for JobQueue.submit_job_nowait (token, options) or, with many,
+    submit_nowait (tokens, options)."""
+    given = submit_arguments(options)
+    if many:
+        return given
+    token = given.pop("token", None)
+    arguments = {"token": token} if token is not None else {}
+    if given:
+        arguments["options"] = given
+    return arguments
 
 
 def _check_resource(what):

@@ -533,18 +533,13 @@ def _opcode_count(spec, args):
 
 
 def _submit_job(backend, args, drained_ok=False):
-    token = methods.submit_token(args[1] if len(args) > 1 else None)
-    if token is None:
-        return backend.submit_job_nowait(args[0], drained_ok)
-    return backend.submit_job_nowait(args[0], drained_ok, token=token)
+    return backend.submit_job_nowait(args[0], drained_ok, **methods.nowait_arguments(
+        args[1] if len(args) > 1 else None))
 
 
 def _submit_many(backend, args):
-    tokens = methods.submit_tokens(args[1] if len(args) > 1 else None)
-    if tokens is None:
-        results, batch = backend.submit_nowait(args[0])
-    else:
-        results, batch = backend.submit_nowait(args[0], tokens=tokens)
+    results, batch = backend.submit_nowait(args[0], **methods.nowait_arguments(
+        args[1] if len(args) > 1 else None, many=True))
     return [list(result) for result in results], batch
 
 

@@ -26,7 +26,7 @@ import gc
 import logging
 import os
 
-from jqueue import constants, errors, serializer
+from jqueue import constants, errors, groupjob, serializer
 from jqueue.job import QueuedJob
 from jqueue.store import journal, records
 
@@ -166,6 +166,8 @@ def _apply_crash_rules(state, now):
     changed = set()
     unclean = errors.encode_exception(errors.OpExecError(constants.MSG_UNCLEAN_SHUTDOWN))
     for job in state.jobs.values():
+        if groupjob.is_group(job):
+            continue  # its status follows its jobs: the queue derives it again
         status = job.calc_status()
         if status == constants.JOB_STATUS_QUEUED:
             state.restarted += 1

@@ -653,7 +653,8 @@ def test_watch_prints_log_lines_and_the_final_status(cli, status, code):
             status, ": opcode 1 (TEST_DELAY(0)) failed" if status == "error" else "")]
     serials = [args[3] for args in cli.fake.calls_of("wait_for_job_change")]
     assert serials == [None, 1, 2, 3]
-    assert all(args[1] == ["status"] for args in cli.fake.calls_of("wait_for_job_change"))
+    assert all(args[1] == ["status", "opstatus"]
+               for args in cli.fake.calls_of("wait_for_job_change"))
 
 
 def test_watch_of_an_unknown_job_exits_4(cli):

@@ -43,49 +43,68 @@ class FakeBackend:
             raise self.failures[name]
         return self.results.get(name, default)
 
-    def submit_job(self, ops, drained_ok=False, token=None):
-        if token is not None:
-            return self._call("submit_job", ops, drained_ok, token, default=1)
+    def submit_job(self, ops, drained_ok=False, token=None, parent=None, not_before=None,
+                   start_in=None):
+        extra = _given(parent=parent, not_before=not_before, start_in=start_in)
+        if token is not None or extra:
+            return self._call("submit_job", ops, drained_ok, token, *extra, default=1)
         return self._call("submit_job", ops, drained_ok, default=1)
 
-    def submit_job_to_drained_queue(self, ops, token=None):
-        if token is not None:
-            return self._call("submit_job_to_drained_queue", ops, token, default=1)
+    def submit_job_to_drained_queue(self, ops, token=None, **options):
+        extra = _given(**options)
+        if token is not None or extra:
+            return self._call("submit_job_to_drained_queue", ops, token, *extra, default=1)
         return self._call("submit_job_to_drained_queue", ops, default=1)
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None):
-        """Recorded as submit_job (or submit_job_to_drained_queue), with the token if one
-        is given; nothing to wait for."""
-        if token is not None:
-            return self._call("submit_job", ops, drained_ok, token, default=1), None
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, options=None):
+        """Recorded as submit_job (or submit_job_to_drained_queue), with the token and
+        options if given; nothing to wait for."""
+        if token is not None or options:
+            return self._call("submit_job", ops, drained_ok, token, *_given(**options or {}),
+                              default=1), None
         if drained_ok:
             return self.submit_job_to_drained_queue(ops), None
         return self.submit_job(ops), None
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None):
-        """Recorded as submit_many_jobs (with the tokens if given); nothing to wait for."""
-        if tokens is not None:
-            return self._call("submit_many_jobs", jobs, drained_ok, tokens,
-                              default=[(True, n + 1) for n in range(len(jobs))]), None
-        return self.submit_many_jobs(jobs, drained_ok), None
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, options=None):
+        """Recorded as submit_many_jobs (with the tokens and options if given); nothing to
+        wait for."""
+        return self.submit_many_jobs(jobs, drained_ok, tokens, options), None
 
     @property
     def ack_timeout(self):
         """No replication: nothing times out."""
         return None
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, options=None):
+        answer = [(True, n + 1) for n in range(len(jobs))]
+        if options is not None:
+            return self._call("submit_many_jobs", jobs, drained_ok, tokens, options,
+                              default=answer)
         if tokens is not None:
-            return self._call("submit_many_jobs", jobs, drained_ok, tokens,
-                              default=[(True, n + 1) for n in range(len(jobs))])
-        return self._call("submit_many_jobs", jobs, drained_ok,
-                          default=[(True, n + 1) for n in range(len(jobs))])
+            return self._call("submit_many_jobs", jobs, drained_ok, tokens, default=answer)
+        return self._call("submit_many_jobs", jobs, drained_ok, default=answer)
 
     def cancel_job(self, job_id, kill=False):
         return self._call("cancel_job", job_id, kill, default=(True, "Job %s canceled" % job_id))
 
     def change_job_priority(self, job_id, priority):
         return self._call("change_job_priority", job_id, priority, default=(True, "changed"))
+
+    def hold_job(self, job_id):
+        return self._call("hold_job", job_id, default=(True, "Job %s held" % job_id))
+
+    def release_job(self, job_id):
+        return self._call("release_job", job_id, default=(True, "Job %s released" % job_id))
+
+    def reset_job(self, job_id):
+        return self._call("reset_job", job_id, default=(True, "Job %s reset" % job_id))
+
+    def retry_job(self, job_id):
+        return self._call("retry_job", job_id, default=(True, "Job %s queued" % job_id))
+
+    def resolve_job(self, reference):
+        return self._call("resolve_job", reference, default=7)
 
     def archive_job(self, job_id):
         return self._call("archive_job", job_id, default=True)
@@ -136,6 +155,11 @@ class FakeBackend:
     @property
     def drain_flag(self):
         return self.drained
+
+
+def _given(**options):
+    """The values of the options given (not None), by name, as extra recorded arguments."""
+    return tuple("%s=%s" % (k, v) for k, v in sorted(options.items()) if v is not None)
 
 
 class FakeReactor(Clock):

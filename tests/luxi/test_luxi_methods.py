@@ -20,6 +20,7 @@ CLUSTER_METHODS = {
     "StepDown",
 }
 COMMAND_METHODS = {"ReadJobLog", "SignalJob", "QueryRunning"}
+COURSE_METHODS = {"HoldJob", "ReleaseJob", "ResetJob", "RetryJob", "ResolveJob"}
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_table_holds_exactly_the_ganeti_methods():
     """The dispatcher accepts the methods of the contract (and our cluster and command
     ones), no other."""
     assert set(methods.METHODS) == (GANETI_METHODS | CLUSTER_METHODS | COMMAND_METHODS
-                                    | {"QueryOpcodes"})
+                                    | COURSE_METHODS | {"QueryOpcodes"})
 
 
 def test_every_handler_named_in_the_table_exists():
