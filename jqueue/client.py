@@ -8,7 +8,7 @@
 
 Its methods have the names, arguments and answers of jqueue.JobQueue's where they
 overlap (submit_job, submit_many_jobs, cancel_job, change_job_priority, hold_job,
-release_job, reset_job, retry_job, resolve_job, archive_job, auto_archive_jobs,
+release_job, reset_job, retry_job, resolve_job, purge_jobs, archive_job, auto_archive_jobs,
 query_jobs, wait_for_job_changes, set_drain_flag, drain_flag, wait_for_job), so code
 written for one works with the other. Errors the daemon answers are raised as the
 jqueue.errors classes they name. Built on jqueue.luxi.client.Client (standard
@@ -17,11 +17,14 @@ threads only under a lock of your own.
 """
 
 import os
+import time
 
 from jqueue import constants, errors
 from jqueue.job import OUTCOME_FIELDS, JobOutcome, wait_until_final
 from jqueue.luxi import client as luxi_client
 
+#: Seconds the daemon may spend in one PurgeJobs call.
+PURGE_CALL = 10.0
 #: The environment variable naming a node's state directory (as jqctl --state-dir).
 STATE_DIR_ENV_VAR = "JQ_STATE_DIR"
 
@@ -95,6 +98,22 @@ class Client:
     def retry_job(self, job_id):
         """(success, message); see JobQueue.retry_job."""
         return tuple(self._luxi.retry_job(job_id))
+
+    def purge_jobs(self, age, timeout=None):
+        """{"purged", "bytes_freed", "done"}; see JobQueue.purge_jobs (calls of at most
+        PURGE_CALL seconds each, until done or timeout)."""
+        total = {"purged": 0, "bytes_freed": 0, "done": False}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not total["done"]:
+            step = PURGE_CALL if deadline is None else max(
+                0.0, min(PURGE_CALL, deadline - time.monotonic()))
+            answer = self._luxi.purge_jobs(age, step)
+            total = {"purged": total["purged"] + answer["purged"],
+                     "bytes_freed": total["bytes_freed"] + answer["bytes_freed"],
+                     "done": answer["done"]}
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return total
 
     def resolve_job(self, reference):
         """The id of the live job a reference names; see JobQueue.resolve_job."""

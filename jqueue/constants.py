@@ -181,6 +181,7 @@ LUXI_REQ_RELEASE_JOB = "ReleaseJob"
 LUXI_REQ_RESET_JOB = "ResetJob"
 LUXI_REQ_RETRY_JOB = "RetryJob"
 LUXI_REQ_RESOLVE_JOB = "ResolveJob"
+LUXI_REQ_PURGE_JOBS = "PurgeJobs"
 LUXI_REQ_SUBMISSIONS = frozenset([
     LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
 ])
@@ -194,6 +195,8 @@ CONFIG_MASTER_NODE = "master_node"
 CONFIG_CLUSTER_NAME = "cluster_name"
 #: Ours: the queue's health (view age and lag, disk condition), see JobQueue.status().
 CONFIG_QUEUE_STATUS = "queue_status"
+#: Ours: retention (policy, last pass, totals), see JobQueue.retention_status().
+CONFIG_RETENTION = "retention"
 
 # Server limits (defaults of jqueue.luxi.server.ServerLimits).
 LUXI_MAX_MESSAGE_BYTES = 16 * 1024 * 1024

@@ -54,8 +54,10 @@ from jqueue.job import (
     ts_to_float,
     wait_until_final,
 )
+from jqueue.retention import Policy as RetentionPolicy
+from jqueue.retention import Retention
 from jqueue.run import dependencies, processor, waiting, workerpool
-from jqueue.store import joblogs, journal, queuedir, records, recovery
+from jqueue.store import joblogs, journal, purge, queuedir, records, recovery
 from jqueue.store.replicator import LocalReplicator
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class JobQueue:
                  checkpoint_interval=constants.DEFAULT_CHECKPOINT_INTERVAL,
                  checkpoint_bytes=constants.DEFAULT_CHECKPOINT_BYTES, replica=False,
                  nodes=None, logs_dir=None, commands=None, on_fatal=None,
-                 retry_interval=journal.DEFAULT_RETRY_INTERVAL):
+                 retry_interval=journal.DEFAULT_RETRY_INTERVAL, retention=None):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -87,7 +89,8 @@ class JobQueue:
         on_fatal(error) is called (from any thread) when a sync fails: the queue then
         refuses every change, and its owner should exit without a checkpoint so that a
         restart replays the journal. retry_interval: seconds between two tries of a disk
-        that refused a write.
+        that refused a write. retention (a jqueue.retention.Policy; default: none) archives
+        and purges old jobs in passes.
         """
         self.nodes = nodes
         self._logs = joblogs.LogStore(logs_dir or joblogs.default_directory(queue_dir))
@@ -136,6 +139,9 @@ class JobQueue:
         if checkpoint_interval:
             self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
             self._checkpointer.start()
+        self._retention = Retention(self, retention or RetentionPolicy(), clock)
+        if not replica:
+            self._retention.start()
 
     def _init_state(self):
         self._lock = threading.Lock()
@@ -573,6 +579,18 @@ class JobQueue:
             timeout = ptypes.NumberRange(0).check(timeout)
         except ValueError as err:
             raise errors.OpPrereqError("timeout %s" % err, constants.ECODE_INVAL) from None
+        archived, left = self.archive_finished(age, timeout, move=True)
+        self._move_to_archive(archived)
+        return len(archived), left
+
+    def archive_finished(self, age, timeout=None, limit=None, move=False):
+        """Archive finalized jobs older than age seconds (-1: all; a group goes with its
+        tree, jobs in a group only with it), chunk by chunk, each chunk durable before the
+        next, until timeout seconds passed or about limit jobs were archived.
+
+        Returns (ids archived, live jobs left unchecked). Their files move to archive/ at
+        the next checkpoint (with move, the caller moves them: see auto_archive_jobs).
+        """
         start = now = self._clock()
         with self._lock:
             self._check_open_unlocked()
@@ -581,7 +599,9 @@ class JobQueue:
         archived = []
         checked = 0
         for offset in range(0, len(ids), _ARCHIVE_CHUNK):
-            if offset and self._clock() - start > timeout:
+            if offset and timeout is not None and self._clock() - start > timeout:
+                break
+            if limit is not None and len(archived) >= limit:
                 break
             with self._lock:
                 if self._closed:
@@ -593,17 +613,16 @@ class JobQueue:
                     functools.partial(_old_enough, age=age, now=now))
                 batch = self._archive_all_unlocked(jobs) if jobs else None
             if batch is not None:  # chunk by chunk: each durable, or refused, as a whole
-                self._wait_archival(batch, archived)
+                self._wait_archival(batch, archived, move)
                 archived.extend(job.id for job in jobs)
-        self._move_to_archive(archived)
-        return len(archived), len(ids) - checked
+        return archived, len(ids) - checked
 
-    def _wait_archival(self, batch, archived):
+    def _wait_archival(self, batch, archived, move=True):
         """Wait for a chunk of archivals; if refused, finish the earlier chunks first."""
         try:
             self._wait(batch)
         except errors.JobQueueError as err:
-            if archived:
+            if archived and move:
                 self._move_to_archive(archived)
                 raise errors.JobQueueError("%s (%d job(s) were archived before)" % (
                     errors.error_message(err), len(archived))) from None
@@ -673,6 +692,46 @@ class JobQueue:
                 self._jobs = dict(sorted(self._jobs.items()))
             if job.token is not None:
                 self._tokens.setdefault(job.token, job.id)
+
+    def retention_pass(self):
+        """Run one retention pass now (see jqueue.retention); its report."""
+        self._check_writable()
+        return self._retention.run_pass()
+
+    def purge_jobs(self, age, timeout=None):
+        """Purge every archived job (and its log) older than age seconds, within timeout
+        seconds: {"purged", "bytes_freed", "done"} (not done: call again)."""
+        self._check_writable()
+        try:
+            age = ptypes.NumberRange(0).check(age)
+            timeout = None if timeout is None else ptypes.NumberRange(0).check(timeout)
+        except ValueError as err:
+            raise errors.OpPrereqError("age and timeout must be seconds: %s" % err,
+                                       constants.ECODE_INVAL) from None
+        return self._retention.purge(age, timeout)
+
+    def retention_status(self):
+        """The retention policy, the last pass's report and the totals (queue info)."""
+        return self._retention.status()
+
+    def purge_archived(self, job_ids):
+        """Purge archived jobs: journal it (replicas purge the same), then remove their
+        files, command logs and the archive directories left empty; the bytes freed.
+
+        Ids of live jobs, or of jobs still being moved to the archive, are left alone.
+        """
+        self._check_writable()
+        with self._lock:
+            self._check_open_unlocked()
+            self._check_changes_unlocked()
+            ids = sorted(i for i in set(job_ids) if i not in self._jobs
+                         and i not in self._archiving)
+            if not ids:
+                return 0
+            batch = self._journal.append(records.purge_record(ids))
+        self._wait(batch)
+        with self._checkpoint_lock:
+            return purge.remove_archived(self._dir, self._logs, ids)
 
     def set_drain_flag(self, flag):
         """Set or clear the drain flag (durably); a drained queue refuses new jobs."""
@@ -885,7 +944,8 @@ class JobQueue:
                 counts[status] = counts.get(status, 0) + 1
             return {"jobs": len(self._jobs), "by_status": counts, "serial": self._serial,
                     "waiters": self._waiters.count(), "drained": self._drained,
-                    "journal": dict(self._journal.stats), "pool": self._pool.stats()}
+                    "journal": dict(self._journal.stats), "pool": self._pool.stats(),
+                    "retention": dict(self._retention.totals)}
 
     def status(self):
         """What an operator sees of the queue's health (``jqctl queue info``).
@@ -1171,14 +1231,14 @@ class JobQueue:
         self._dir.sync()
 
     def _remove_deleted(self, live_ids, archived_ids):
-        """Replicas: remove the files of jobs a resync deleted (unless they came back)."""
+        """Replicas: remove the files and logs of jobs a resync deleted or the master
+        purged (unless they came back), and archive directories left empty."""
         with self._lock:
             live_ids = [i for i in live_ids if i not in self._jobs and i not in self._archiving]
             archived_ids = [i for i in archived_ids if i not in self._archiving]
-        for job_id in live_ids:
-            self._dir.remove_job(job_id)
-        for job_id in archived_ids:
-            self._dir.remove_job(job_id, archived=True)
+        purge.remove_live(self._dir, self._logs, live_ids)
+        purge.remove_live(self._dir, None, archived_ids)  # purged before it was moved
+        purge.remove_archived(self._dir, self._logs, archived_ids)
 
     def shutdown(self, timeout=None):
         """Stop: refuse new work, let running opcodes finish (up to timeout), checkpoint.
@@ -1192,6 +1252,7 @@ class JobQueue:
             self._closing = True
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        self._retention.stop()
         self._control.starts.stop()
         if self._commands is not None:
             self._commands.stop()

@@ -201,6 +201,7 @@ class FakeLuxiClient:
         constants.LUXI_REQ_RESET_JOB: "reset_job",
         constants.LUXI_REQ_RETRY_JOB: "retry_job",
         constants.LUXI_REQ_RESOLVE_JOB: "resolve_job",
+        constants.LUXI_REQ_PURGE_JOBS: "purge_jobs",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -213,9 +214,14 @@ class FakeLuxiClient:
         self.drained = False
         self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com",
                        "queue_status": {"writes": "accepted", "view_age": 1.5, "view_lag": 2,
-                                        "checkpoint_interval": 5.0}}
+                                        "checkpoint_interval": 5.0},
+                       "retention": {"archive_after": 21600.0, "keep_archived": 1814400.0,
+                                     "interval": 60.0, "last": None,
+                                     "totals": {"passes": 0, "archived": 0, "purged": 0,
+                                                "bytes_freed": 0}}}
         self.now = 1795000000.0
         self.archive_chunk = 1000  # live jobs one AutoArchiveJobs call examines
+        self.purge_chunk = 1000  # archived jobs one PurgeJobs call purges
         self.calls = []
         self.closed = False
         self.logs = {}          # job id -> bytes of its command log
@@ -414,6 +420,18 @@ class FakeLuxiClient:
             job.end_timestamp = None
             return [True, "Job %s queued for one more attempt" % job.id]
         return self._course("retry_job", job_id, retry)
+
+    def purge_jobs(self, age, timeout):
+        """Archived jobs that ended more than age seconds ago go, 4096 bytes each;
+        ``purge_chunk`` of them per call."""
+        self._record("purge_jobs", age, timeout)
+        old = [i for i, job in sorted(self.jobs.items()) if job.archived
+               and self.now - job_module.ts_to_float(job.end_timestamp) > age]
+        gone = old[:self.purge_chunk]
+        for job_id in gone:
+            del self.jobs[job_id]
+        return {"purged": len(gone), "bytes_freed": 4096 * len(gone),
+                "done": len(gone) == len(old)}
 
     def resolve_job(self, reference):
         """An id (live) or the title of one live group (no paths in the fake)."""

@@ -31,6 +31,7 @@ from jqueue.daemon import clustermaster, common, unixsocket
 from jqueue.daemon import config as configmod
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
+from jqueue.retention import Policy as RetentionPolicy
 from jqueue.run import workerpool
 from jqueue.run.commands import CommandRunner, ReactorHost
 from jqueue.store import faults
@@ -117,7 +118,10 @@ class QueueService(service.Service):
                               checkpoint_interval=self._config.checkpoint_interval,
                               pool_factory=self._held_pool, replicator=self.replicator,
                               nodes=self.nodes, commands=self._command_runner(),
-                              on_fatal=exit_after_failed_sync)
+                              on_fatal=exit_after_failed_sync,
+                              retention=RetentionPolicy(self._config.archive_after,
+                                                        self._config.keep_archived,
+                                                        self._config.retention_interval))
         super().startService()
 
     def _command_runner(self):
@@ -200,7 +204,8 @@ class LuxiService(service.Service):
                   constants.CONFIG_MASTER_NODE: self._config.master_node,
                   constants.CONFIG_CLUSTER_NAME: self._config.cluster_name,
                   "queue_dir": queue.path, "version": jqueue.version(),
-                  constants.CONFIG_QUEUE_STATUS: queue.status}
+                  constants.CONFIG_QUEUE_STATUS: queue.status,
+                  constants.CONFIG_RETENTION: queue.retention_status}
         if self.cluster is not None:
             values.update(self.cluster.config_values())
         return values

@@ -255,6 +255,11 @@ class Client:
         """One more attempt for a failed job (a group: its failed jobs); [success, message]."""
         return self.call(constants.LUXI_REQ_RETRY_JOB, [job_id])
 
+    def purge_jobs(self, age, timeout):
+        """Purge archived jobs (and their logs) older than age seconds, for at most timeout
+        seconds: {"purged", "bytes_freed", "done"} (not done: call again)."""
+        return self.call(constants.LUXI_REQ_PURGE_JOBS, [age, timeout])
+
     def resolve_job(self, reference):
         """The id of the live job a reference (id, group title, path ``a|b``) names."""
         return self.call(constants.LUXI_REQ_RESOLVE_JOB, [reference])

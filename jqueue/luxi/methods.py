@@ -216,6 +216,10 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_RESET_JOB, "reset_job", [("job_id", ptypes.JobId)]),
     Method(_C.LUXI_REQ_RETRY_JOB, "retry_job", [("job_id", ptypes.JobId)]),
     Method(_C.LUXI_REQ_RESOLVE_JOB, "resolve_job", [("reference", _Reference())]),
+    # Our addition: retention (see jqueue.retention).
+    Method(_C.LUXI_REQ_PURGE_JOBS, "purge_jobs", [("age", _InRange(
+        _NUMBER, lambda age: age >= 0, "a non-negative number of seconds")),
+        ("timeout", _TIMEOUT)]),
     # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
     Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
            min_args=0),
@@ -333,6 +337,9 @@ class Dispatcher:
 
     def resolve_job(self, reference):
         return self._backend.resolve_job(reference)
+
+    def purge_jobs(self, age, timeout):
+        return self._backend.purge_jobs(age, timeout)
 
     def archive_job(self, job_id):
         return self._backend.archive_job(job_id)

@@ -106,6 +106,10 @@ class FakeBackend:
     def resolve_job(self, reference):
         return self._call("resolve_job", reference, default=7)
 
+    def purge_jobs(self, age, timeout=None):
+        return self._call("purge_jobs", age, timeout,
+                          default={"purged": 0, "bytes_freed": 0, "done": True})
+
     def archive_job(self, job_id):
         return self._call("archive_job", job_id, default=True)
 

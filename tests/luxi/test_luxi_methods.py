@@ -20,7 +20,7 @@ CLUSTER_METHODS = {
     "StepDown",
 }
 COMMAND_METHODS = {"ReadJobLog", "SignalJob", "QueryRunning"}
-COURSE_METHODS = {"HoldJob", "ReleaseJob", "ResetJob", "RetryJob", "ResolveJob"}
+COURSE_METHODS = {"HoldJob", "ReleaseJob", "ResetJob", "RetryJob", "ResolveJob", "PurgeJobs"}
 
 
 @pytest.fixture
