@@ -26,7 +26,9 @@ from jqueue.cli import (
     cluster_cmds,
     command_cmds,
     completion,
+    course_cmds,
     exitcodes,
+    group_cmds,
     info,
     jobs,
     listing,
@@ -38,8 +40,8 @@ from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, command_cmds, listing, info, watching, outcome, catalogue,
-                   queue_cmds, cluster_cmds, completion)
+COMMAND_MODULES = (jobs, course_cmds, group_cmds, command_cmds, listing, info, watching,
+                   outcome, catalogue, queue_cmds, cluster_cmds, completion)
 
 
 class Parser(argparse.ArgumentParser):
