@@ -14,12 +14,13 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-SUITES = ["core", "luxi", "replication", "commands"]
+SUITES = ["core", "luxi", "replication", "commands", "lifecycle"]
 RATIO_TEXT = {
     "core": "to (a), one fsync'd file per change",
     "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
     "replication": "to the local-only rate measured first",
     "commands": "to (a) the machine's own spawn rate; (d) to the idle daemon; (e) to cmd > file",
+    "lifecycle": "submits to (a), the idle rate; (d) to the idle daemon; freed to the du drop",
 }
 
 
