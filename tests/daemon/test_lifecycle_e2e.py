@@ -2,6 +2,7 @@
 groups, hold and release, reset, retry, start times across a restart, retention."""
 
 import os
+import signal
 import time
 
 import pytest
@@ -176,3 +177,92 @@ def test_retention_archives_and_purges_by_itself_and_purge_does_it_now(daemons):
     with other.client() as client:
         assert client.query_jobs(ids, ["id"]) == [None] * 3
         assert client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}]) == 4
+
+
+def test_the_tree_holds_schedule_and_archive_survive_kill_9_of_the_master(daemon, tmp_path):
+    """kill -9 of jq-masterd at three points: the tree and its statuses, a held group (its
+    running command stopped, a job added to it later kept from starting), a dependency on a group,
+    a failed job, a start time, a release just acknowledged, and jobs archived by retention
+    are all as they were after the restart; retry, release and the schedule then work."""
+    env, mark = marked()
+    flag, go, runs = tmp_path / "fix", tmp_path / "go", tmp_path / "runs"
+    assert daemon.jqctl("group", "render")[1] == "1\n"
+    assert daemon.jqctl("group", "--parent", "render", "shot1")[1] == "2\n"
+    assert daemon.jqctl("group", "--parent", "render", "shot2")[1] == "3\n"
+    with daemon.client() as client:
+        assert client.submit_job([command("true")], parent="render|shot1") == 4
+        assert client.submit_job([command("test -e %s" % flag)], parent=2) == 5
+        assert client.submit_job([command("echo run >> %s; test -e %s || sleep 1000" % (
+            runs, go), env=env, kill_grace=1, max_attempts=2)], parent="shot2") == 6
+        wait_until(lambda: processes_with(mark), 20, "job 6's command to run")
+        assert client.hold_job(3)[0]  # the group: its running job is stopped
+        wait_until(lambda: fields(client, 6, ["status"])["status"] == "queued", 20,
+                   "job 6 to be stopped by its group's hold")
+        assert client.submit_job([command("true", max_attempts=2)],
+                                 parent="render|shot2") == 7
+        after = client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0,
+                                    "depends": [[1, []]]}])
+        scheduled = client.submit_job([command("true")], start_in=8)
+        not_before = fields(client, scheduled, ["not_before"])["not_before"]
+        wait_all_final(client, [4, 5], 30)
+        wait_until(lambda: fields(client, 2, ["opstatus"])["opstatus"] == ["error"], 10,
+                   "shot1 to end")
+    assert processes_with(mark) == []
+    names = ["status", "held", "parent", "children", "total", "finished", "errors"]
+    with daemon.client() as client:
+        before = {job_id: fields(client, job_id, names) for job_id in range(1, after + 1)}
+    assert before[1]["status"] == "error" and before[1]["children"] == [2, 3]
+    assert before[1]["total"] == 4 and before[1]["finished"] == 2
+    # Added to a held group: not held itself, but it does not start while its group is.
+    assert before[6]["held"] and not before[7]["held"] and before[7]["status"] == "queued"
+    assert before[after]["status"] == "waiting"
+
+    assert daemon.kill() == -signal.SIGKILL
+    daemon.start()
+    with daemon.client() as client:
+        got = {job_id: fields(client, job_id, names) for job_id in range(1, after + 1)}
+        assert got == before
+        status = fields(client, scheduled, ["status", "not_before"])
+        assert status["not_before"] == not_before
+        if time.time() < not_before:
+            assert status["status"] == "queued"
+    flag.write_text("")
+    code, out, err = daemon.jqctl("retry", "5")
+    assert code == 0, err
+    go.write_text("")
+    code, out, err = daemon.jqctl("release", "3")
+    assert code == 0, err
+    # At once: the release was acknowledged. Jobs 6 and 7 may have started meanwhile: an
+    # attempt that dies with the daemon ends NODE_LOST, hence their second attempt.
+    assert daemon.kill() == -signal.SIGKILL
+    daemon.start()
+    with jqueue.Client(daemon.socket) as client:
+        assert [fields(client, job_id, ["held"])["held"] for job_id in (3, 6, 7)] == [
+            False] * 3
+        assert client.wait_for_job(1, timeout=60).status == "success"
+        assert client.wait_for_job(after, timeout=30).status == "success"
+        assert client.wait_for_job(scheduled, timeout=30).status == "success"
+        assert ts_to_float(fields(client, scheduled, ["start_ts"])["start_ts"]) >= not_before
+        assert fields(client, 5, ["attempt"]) == {"attempt": 2}
+    assert runs.read_text().startswith("run\nrun\n")  # stopped by the hold, then again
+
+    assert daemon.stop() == 0
+    daemon.args = ["--archive-after", "1", "--retention-interval", "0.5"]
+    daemon.start()
+    ids = list(range(1, scheduled + 1))
+    with daemon.client() as client:
+        wait_until(lambda: all(row[0] for row in client.query_jobs(ids, ["archived"])), 30,
+                   "retention to archive every job")
+    assert daemon.kill() == -signal.SIGKILL
+    daemon.start()
+    with daemon.client() as client:
+        assert client.query_jobs(ids, ["archived"]) == [[True]] * len(ids)
+        # An archived job keeps its status and parent; the counts are of live trees only.
+        assert client.query_jobs([1, 4, 6], ["status", "parent"]) == [
+            ["success", None], ["success", 2], ["success", 3]]
+        assert client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}]) == len(ids) + 1
+    assert daemon.stop() == 0  # a checkpoint: the files are where the journal says
+    archive = os.path.join(daemon.queue_dir, "archive", "0")
+    assert sorted(os.listdir(archive)) == sorted("job-%d" % i for i in ids)
+    live = [name for name in os.listdir(daemon.queue_dir) if name.startswith("job-")]
+    assert live == ["job-%d" % (len(ids) + 1)]
