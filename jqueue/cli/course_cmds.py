@@ -1,9 +1,10 @@
 """Commands that change a job's course: hold, release, reset, retry; and purge.
 
-Each of hold, release, reset and retry takes job ids (a group's id applies the change to
-its tree) and prints the daemon's message per job; a job the daemon refused is reported
-on stderr with exit status 6 (4 if it does not exist). purge removes archived jobs and
-their logs older than an age, calling the daemon until every archived job was looked at.
+Each of hold, release, reset and retry takes job ids or group titles and paths (a group
+applies the change to its tree) and prints the daemon's message per job; a job the daemon
+refused is reported on stderr with exit status 6 (4 if it does not exist). purge removes
+archived jobs and their logs older than an age, calling the daemon until every archived
+job was looked at.
 """
 
 from jqueue import serializer
@@ -33,8 +34,9 @@ def register(commands):
     """Add hold, release, reset, retry and purge to the subparsers."""
     for name, method, help_text, description in _COURSE:
         parser = commands.add_parser(name, help=help_text, description=description)
-        parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID",
-                            help="job id (a group's: its tree)")
+        parser.add_argument("ids", nargs="+", type=parsing.job_reference, metavar="ID|PATH",
+                            help="job id, or a group's title or path of titles from the "
+                                 "root (render|shot1): the change applies to its tree")
         parser.set_defaults(func=cmd_course, method=method)
     parser = commands.add_parser(
         "purge", help="remove archived jobs and their logs older than an age",
@@ -51,7 +53,8 @@ def register(commands):
 def cmd_course(ctx, args):
     """Call the daemon's method for each job; print what it says."""
     call = getattr(ctx.client, args.method)
-    return jobs.report_each(ctx, args.ids, call)
+    ids = [ctx.client.resolve_job(ref) if isinstance(ref, str) else ref for ref in args.ids]
+    return jobs.report_each(ctx, ids, call)
 
 
 def cmd_purge(ctx, args):

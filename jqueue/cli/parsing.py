@@ -25,6 +25,15 @@ def job_id(text):
         raise argparse.ArgumentTypeError("invalid job id %r" % text) from None
 
 
+def job_reference(text):
+    """A job id, or a group's title or path of titles from the root (render|shot1)."""
+    if text.isascii() and text.isdigit():
+        return job_id(text)
+    if not text.strip("| "):
+        raise argparse.ArgumentTypeError("invalid job id or group path %r" % text)
+    return text
+
+
 def priority(text):
     """A priority: high, normal, low or an integer from -20 to 19."""
     if text in constants.OP_PRIO_NAMES:

@@ -44,7 +44,20 @@ def test_course_refusals_and_unknown_jobs_set_the_exit_status(cli):
     assert "already finished" in result.err
     result = cli("retry", 99)
     assert result.code == exitcodes.EXIT_NOT_FOUND and "job 99 not found" in result.err
-    assert cli("reset", "x").code == exitcodes.EXIT_USAGE
+    assert cli("reset", "x").code == exitcodes.EXIT_NOT_FOUND  # no group of that title
+    assert cli("reset", "|").code == exitcodes.EXIT_USAGE
+
+
+def test_course_commands_take_group_titles_and_paths(cli):
+    """hold shot1 holds the group that title names (its id goes to the daemon; the fake
+    knows no paths: the end-to-end tests hold render|shot2)."""
+    render = group_job(cli, "render")
+    shot1 = group_job(cli, "shot1", parent=render)
+    result = cli("hold", "shot1")
+    assert result.code == 0, result.err
+    assert cli.fake.jobs[shot1].held and not cli.fake.jobs[render].held
+    assert cli("release", "shot1").code == 0
+    assert not cli.fake.jobs[shot1].held
 
 
 def test_submit_and_run_pass_the_parent_and_the_start_time(cli):

@@ -195,7 +195,8 @@ def test_the_tree_holds_schedule_and_archive_survive_kill_9_of_the_master(daemon
         assert client.submit_job([command("echo run >> %s; test -e %s || sleep 1000" % (
             runs, go), env=env, kill_grace=1, max_attempts=2)], parent="shot2") == 6
         wait_until(lambda: processes_with(mark), 20, "job 6's command to run")
-        assert client.hold_job(3)[0]  # the group: its running job is stopped
+        # The group, by its path: its running job is stopped.
+        assert daemon.jqctl("hold", "render|shot2")[0] == 0
         wait_until(lambda: fields(client, 6, ["status"])["status"] == "queued", 20,
                    "job 6 to be stopped by its group's hold")
         assert client.submit_job([command("true", max_attempts=2)],
