@@ -59,7 +59,9 @@ def test_a_three_level_tree_with_a_failing_leaf(daemon, tmp_path):
                        "errors": 1}
         assert fields(client, 2, ["status", "opstatus"]) == {"status": "error",
                                                              "opstatus": ["error"]}
-        assert fields(client, after, ["status"])["status"] == "waiting"
+        # queued until a worker takes it up, then waiting for the group: never further.
+        wait_until(lambda: fields(client, after, ["status"])["status"] == "waiting", 10,
+                   "the job depending on the group to wait")
     code, out, _ = daemon.jqctl("tree")
     lines = [line.split() for line in out.splitlines()]
     assert [line[:3] for line in lines[1:]] == [
@@ -208,6 +210,8 @@ def test_the_tree_holds_schedule_and_archive_survive_kill_9_of_the_master(daemon
         wait_all_final(client, [4, 5], 30)
         wait_until(lambda: fields(client, 2, ["opstatus"])["opstatus"] == ["error"], 10,
                    "shot1 to end")
+        wait_until(lambda: fields(client, after, ["status"])["status"] == "waiting", 10,
+                   "the job depending on the group to wait")
     assert processes_with(mark) == []
     names = ["status", "held", "parent", "children", "total", "finished", "errors"]
     with daemon.client() as client:
