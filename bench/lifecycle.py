@@ -6,8 +6,10 @@ Prints (a) durable submits per second (16 submitter threads) into a queue that h
 their files), in jobs per second, and the submit rate measured meanwhile, as a ratio to
 (a) (target: at least 0.8); (c) the same for purging the 100,000 archived jobs (a journal
 record per 1,000, then their files and the emptied directories removed), with the bytes
-freed; (d) a real jq-masterd's threads and RSS with 10,000 jobs scheduled an hour ahead,
-against the same daemon with none (a start time costs a heap entry, not a thread).
+freed, and as a control the submit rate afterwards with retention idle (the queue then
+holds every job submitted meanwhile); (d) a real jq-masterd's threads and RSS with 10,000
+jobs scheduled an hour ahead, against the same daemon with none (a start time costs a
+heap entry, not a thread).
 """
 
 import os
@@ -102,8 +104,10 @@ def retention_figures(root, count, quick):
         purge_rate = purged / (time.perf_counter() - start)
         during_purge = load.stop()
         queue.checkpoint()
+        dropped = before - du(archive)
+        after = core.submit_rate(queue, 16, window)  # the control: same queue, no retention
         return (idle, archive_rate, during_archive, purge_rate, during_purge, freed,
-                before - du(archive))
+                dropped, after)
     finally:
         queue.shutdown()
 
@@ -139,7 +143,7 @@ def run(root, quick=False, results=None):
     """Rows of (label, value, unit, ratio) for the lifecycle measurements."""
     count = 20000 if quick else 100000
     rows = []
-    idle, archive_rate, during_archive, purge_rate, during_purge, freed, du_drop = \
+    idle, archive_rate, during_archive, purge_rate, during_purge, freed, du_drop, after = \
         retention_figures(root, count, quick)
     rows.append(("(a) durable submits, 16 submitters, %d finished jobs held" % count, idle,
                  "/s", 1.0))
@@ -151,6 +155,8 @@ def run(root, quick=False, results=None):
     rows.append(("    durable submits meanwhile", during_purge, "/s", during_purge / idle))
     rows.append(("    bytes freed (reported / du drop of archive/)", freed / 2 ** 20, "MiB",
                  freed / du_drop if du_drop else None))
+    rows.append(("    control: durable submits afterwards, retention idle", after, "/s",
+                 after / idle))
     scheduled = 2000 if quick else 10000
     (threads0, rss0), (threads1, rss1) = scheduled_figures(root, scheduled)
     rows.append(("(d) jq-masterd threads, idle", threads0, "", 1.0))
