@@ -15,7 +15,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 SUITES = ["core", "luxi", "peers", "replication", "commands", "pool", "httpapi",
-          "services"]
+          "services", "lifecycle"]
 RATIO_TEXT = {
     "core": "to (a), one fsync'd file per change",
     "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
@@ -26,6 +26,7 @@ RATIO_TEXT = {
     "httpapi": "to (a), LUXI's durable submits in the same run (target: at least 0.5)",
     "services": "(a) to a command job's submit -> first instruction; (b) to the 1 s back-off; "
                 "(d) to the idle daemons",
+    "lifecycle": "submits to (a), the idle rate; (d) to the idle daemon; freed to the du drop",
 }
 
 

@@ -7,20 +7,24 @@
         print(outcome.status, outcome.results)
 
 Its methods have the names, arguments and answers of jqueue.JobQueue's where they
-overlap (submit_job, submit_many_jobs, cancel_job, change_job_priority, archive_job,
-auto_archive_jobs, query_jobs, wait_for_job_changes, set_drain_flag, drain_flag,
-wait_for_job), so code written for one works with the other. Errors the daemon answers are
-raised as the jqueue.errors classes they name. Built on jqueue.luxi.client.Client (standard
+overlap (submit_job, submit_many_jobs, cancel_job, change_job_priority, hold_job,
+release_job, reset_job, retry_job, resolve_job, purge_jobs, archive_job, auto_archive_jobs,
+query_jobs, wait_for_job_changes, set_drain_flag, drain_flag, wait_for_job), so code
+written for one works with the other. Errors the daemon answers are raised as the
+jqueue.errors classes they name. Built on jqueue.luxi.client.Client (standard
 library sockets only: no Twisted); one request at a time, so share a Client between
 threads only under a lock of your own.
 """
 
 import os
+import time
 
 from jqueue import constants, errors
 from jqueue.job import OUTCOME_FIELDS, JobOutcome, wait_until_final
 from jqueue.luxi import client as luxi_client
 
+#: Seconds the daemon may spend in one PurgeJobs call.
+PURGE_CALL = 10.0
 #: The environment variable naming a node's state directory (as jqctl --state-dir).
 STATE_DIR_ENV_VAR = "JQ_STATE_DIR"
 
@@ -55,19 +59,21 @@ class Client:
         """The underlying jqueue.luxi.client.Client (every LUXI method, wire shapes)."""
         return self._luxi
 
-    def submit_job(self, ops, drained_ok=False, token=None, owner=None):
+    def submit_job(self, ops, drained_ok=False, token=None, owner=None, parent=None,
+                   not_before=None, start_in=None):
         """Submit one job; its id (see JobQueue.submit_job)."""
-        if drained_ok:
-            return self._luxi.submit_job_to_drained_queue(ops, token=token, owner=owner)
-        return self._luxi.submit_job(ops, token=token, owner=owner)
+        submit = (self._luxi.submit_job_to_drained_queue if drained_ok
+                  else self._luxi.submit_job)
+        return submit(ops, token=token, owner=owner, parent=parent, not_before=not_before,
+                      start_in=start_in)
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None, options=None):
         """Submit several jobs; [(True, id) | (False, message)] in order."""
         if drained_ok:
             raise errors.OpPrereqError("LUXI has no SubmitManyJobs to a drained queue: "
                                        "submit each job with drained_ok=True")
-        return [tuple(result) for result in self._luxi.submit_many_jobs(jobs, tokens=tokens,
-                                                                         owner=owner)]
+        return [tuple(result) for result in self._luxi.submit_many_jobs(
+            jobs, tokens=tokens, owner=owner, options=options)]
 
     def cancel_job(self, job_id, kill=False):
         """(success, message)."""
@@ -76,6 +82,42 @@ class Client:
     def change_job_priority(self, job_id, priority):
         """(success, message)."""
         return tuple(self._luxi.change_job_priority(job_id, priority))
+
+    def hold_job(self, job_id):
+        """(success, message); see JobQueue.hold_job."""
+        return tuple(self._luxi.hold_job(job_id))
+
+    def release_job(self, job_id):
+        """(success, message); see JobQueue.release_job."""
+        return tuple(self._luxi.release_job(job_id))
+
+    def reset_job(self, job_id):
+        """(success, message); see JobQueue.reset_job."""
+        return tuple(self._luxi.reset_job(job_id))
+
+    def retry_job(self, job_id):
+        """(success, message); see JobQueue.retry_job."""
+        return tuple(self._luxi.retry_job(job_id))
+
+    def purge_jobs(self, age, timeout=None):
+        """{"purged", "bytes_freed", "done"}; see JobQueue.purge_jobs (calls of at most
+        PURGE_CALL seconds each, until done or timeout)."""
+        total = {"purged": 0, "bytes_freed": 0, "done": False}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not total["done"]:
+            step = PURGE_CALL if deadline is None else max(
+                0.0, min(PURGE_CALL, deadline - time.monotonic()))
+            answer = self._luxi.purge_jobs(age, step)
+            total = {"purged": total["purged"] + answer["purged"],
+                     "bytes_freed": total["bytes_freed"] + answer["bytes_freed"],
+                     "done": answer["done"]}
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return total
+
+    def resolve_job(self, reference):
+        """The id of the live job a reference names; see JobQueue.resolve_job."""
+        return self._luxi.resolve_job(reference)
 
     def archive_job(self, job_id):
         return self._luxi.archive_job(job_id)

@@ -12,7 +12,9 @@ The runtime state of a command opcode is ``QueuedOpCode.exec_state`` (the job fi
 
     state            pending | starting | running | retry_wait | ended (constants.ATTEMPT_*)
     node             where the current (or last) attempt runs
-    attempt          attempts started so far (the current one's number)
+    attempt          attempts started so far (the current one's number: unique per job)
+    uncounted        attempts that do not count against max_attempts: stopped by a hold,
+                     or before a reset (the ``attempt`` field shows attempt - uncounted)
     pid, started     the command's pid and start time (epoch seconds) once known
     exit_status, signal, timed_out, reason, message   the last attempt's end
     retry_at         when the next attempt may start (retry_wait)

@@ -57,6 +57,8 @@ MSG_CANCELED = "Job canceled by request"
 # Command jobs (OP_COMMAND_RUN): the opcode, the reasons an attempt ends (BEX's words),
 # and the states of an opcode's command attempts.
 OP_COMMAND_RUN = "OP_COMMAND_RUN"
+#: A group of jobs (jqueue.groupjob): no work of its own.
+OP_GROUP = "OP_GROUP"
 REASON_OK = "OK"
 REASON_FAILED = "FAILED"
 REASON_TIMEOUT = "TIMEOUT"
@@ -114,6 +116,8 @@ JOB_FIELDS = (
     "progress", "global_progress", "log_bytes", "pid", "title",
     # Who submitted the job (HTTP clients).
     "owner",
+    # Groups, holds and start times.
+    "parent", "children", "total", "finished", "errors", "working", "held", "not_before",
 )
 
 # Query result status codes (Ganeti's RS_*).
@@ -184,6 +188,13 @@ LUXI_REQ_STOP_SERVICE = "StopService"
 LUXI_REQ_RESTART_SERVICE = "RestartService"
 LUXI_REQ_QUERY_SERVICES = "QueryServices"
 LUXI_REQ_READ_SERVICE_LOG = "ReadServiceLog"
+# Our additions: a job's course and its groups.
+LUXI_REQ_HOLD_JOB = "HoldJob"
+LUXI_REQ_RELEASE_JOB = "ReleaseJob"
+LUXI_REQ_RESET_JOB = "ResetJob"
+LUXI_REQ_RETRY_JOB = "RetryJob"
+LUXI_REQ_RESOLVE_JOB = "ResolveJob"
+LUXI_REQ_PURGE_JOBS = "PurgeJobs"
 LUXI_REQ_SUBMISSIONS = frozenset([
     LUXI_REQ_SUBMIT_JOB, LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, LUXI_REQ_SUBMIT_MANY_JOBS,
 ])
@@ -197,6 +208,8 @@ CONFIG_MASTER_NODE = "master_node"
 CONFIG_CLUSTER_NAME = "cluster_name"
 #: Ours: the queue's health (view age and lag, disk condition), see JobQueue.status().
 CONFIG_QUEUE_STATUS = "queue_status"
+#: Ours: retention (policy, last pass, totals), see JobQueue.retention_status().
+CONFIG_RETENTION = "retention"
 
 # Server limits (defaults of jqueue.luxi.server.ServerLimits).
 LUXI_MAX_MESSAGE_BYTES = 16 * 1024 * 1024

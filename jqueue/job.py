@@ -7,6 +7,7 @@ derived from its opcodes exactly as Ganeti derives them. The few runtime-only fi
 """
 
 import collections
+import math
 import sys
 import threading
 import time
@@ -31,6 +32,10 @@ EXEC_KEY = "exec"
 LOG_BYTES_KEY = "log_bytes"
 #: Job file key (ours) of who submitted the job, present only if known.
 OWNER_KEY = "owner"
+#: Job file keys (ours) of a job's group, its start time and its hold (see QueuedJob).
+PARENT_KEY = "parent"
+NOT_BEFORE_KEY = "not_before"
+HELD_KEY = "held"
 
 
 #: Job fields a JobOutcome is made of, in from_row's order.
@@ -62,8 +67,21 @@ class JobOutcome(collections.namedtuple("JobOutcome", "id status op_statuses res
         return None
 
 
+#: Fields that tell whether a job is done (see is_done).
+DONE_FIELDS = ["status", "opstatus"]
+
+
+def is_done(info):
+    """Whether a job whose DONE_FIELDS are info is done: its status is final and so is
+    every opcode's (a group's status may be error while jobs of it still run: it is done
+    once its own opcode is final, see jqueue.groupjob)."""
+    status, op_statuses = info
+    return status in constants.JOBS_FINALIZED and all(
+        op in constants.OPS_FINALIZED for op in op_statuses or ())
+
+
 def wait_until_final(wait_changes, job_id, timeout, clock=time.monotonic):
-    """Wait with wait_changes(job_id, ["status"], prev, serial, seconds) (WaitForJobChange's
+    """Wait with wait_changes(job_id, DONE_FIELDS, prev, serial, seconds) (WaitForJobChange's
     shape) until the job is finalized, at most timeout seconds (None: no limit); its status.
 
     Raises WaitTimeout when the time is up first (JobLost from wait_changes passes on).
@@ -72,12 +90,12 @@ def wait_until_final(wait_changes, job_id, timeout, clock=time.monotonic):
     info, serial = None, None
     while True:
         left = 60.0 if deadline is None else max(0.0, deadline - clock())
-        answer = wait_changes(job_id, ["status"], info, serial, left)
+        answer = wait_changes(job_id, DONE_FIELDS, info, serial, left)
         if answer != constants.JOB_NOTCHANGED:
             new_info, entries = answer
             for entry in entries:
                 serial = entry[0] if serial is None else max(serial, entry[0])
-            if new_info[0] in constants.JOBS_FINALIZED:
+            if is_done(new_info):
                 return new_info[0]
             info = list(new_info)
         if deadline is not None and clock() >= deadline:
@@ -98,6 +116,33 @@ def ts_to_float(ts):
     if ts is None:
         return None
     return ts[0] + ts[1] / 1000000.0
+
+
+def job_status(op_statuses):
+    """A job's status from its opcodes' statuses, as Ganeti computes it."""
+    status = constants.JOB_STATUS_QUEUED
+    all_success = True
+    for op_status in op_statuses:
+        if op_status == constants.OP_STATUS_SUCCESS:
+            continue
+        all_success = False
+        if op_status == constants.OP_STATUS_WAITING:
+            status = constants.JOB_STATUS_WAITING
+        elif op_status == constants.OP_STATUS_RUNNING:
+            status = constants.JOB_STATUS_RUNNING
+        elif op_status in (constants.OP_STATUS_CANCELING, constants.OP_STATUS_ERROR,
+                           constants.OP_STATUS_CANCELED):
+            return op_status
+    if all_success:
+        return constants.JOB_STATUS_SUCCESS
+    return status
+
+
+def state_status(state):
+    """The job status a state_dict() (or PRISTINE: queued) describes."""
+    if state is PRISTINE or state is None:
+        return constants.JOB_STATUS_QUEUED
+    return job_status(op["status"] for op in state["ops"])
 
 
 def _is_log_entry(entry):
@@ -208,9 +253,10 @@ class QueuedJob:
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
                  "client_batch", "acked_state", "token", "event_status",
-                 "file_bytes", "owner")
+                 "file_bytes", "owner", "parent", "not_before", "held")
 
-    def __init__(self, job_id, ops, received_timestamp, token=None, owner=None):
+    def __init__(self, job_id, ops, received_timestamp, token=None, owner=None, parent=None,
+                 not_before=None):
         self.id = job_id
         self.ops = ops
         self.received_timestamp = received_timestamp
@@ -224,6 +270,12 @@ class QueuedJob:
         #: Who submitted the job (job file key "owner"; ours): the name an HTTP client
         #: authenticated as, or the owner it gave; None if unknown.
         self.owner = owner
+        #: The id of the group job this job belongs to (job file key "parent"), or None.
+        self.parent = parent
+        #: Epoch seconds before which the job does not start (key "not_before"), or None.
+        self.not_before = not_before
+        #: Whether the job is held: it does not start until released (key "held").
+        self.held = False
         self._init_runtime()
 
     def _init_runtime(self):
@@ -254,23 +306,7 @@ class QueuedJob:
 
     def calc_status(self):
         """Return the job status computed from its opcodes (Ganeti's rules)."""
-        status = constants.JOB_STATUS_QUEUED
-        all_success = True
-        for op in self.ops:
-            op_status = op.status
-            if op_status == constants.OP_STATUS_SUCCESS:
-                continue
-            all_success = False
-            if op_status == constants.OP_STATUS_WAITING:
-                status = constants.JOB_STATUS_WAITING
-            elif op_status == constants.OP_STATUS_RUNNING:
-                status = constants.JOB_STATUS_RUNNING
-            elif op_status in (constants.OP_STATUS_CANCELING, constants.OP_STATUS_ERROR,
-                               constants.OP_STATUS_CANCELED):
-                return op_status
-        if all_success:
-            return constants.JOB_STATUS_SUCCESS
-        return status
+        return job_status(op.status for op in self.ops)
 
     def calc_priority(self):
         """Return the lowest priority value among unfinished opcodes (default if none)."""
@@ -330,14 +366,24 @@ class QueuedJob:
             data["token"] = self.token
         if self.owner is not None:
             data[OWNER_KEY] = self.owner
+        if self.parent is not None:
+            data[PARENT_KEY] = self.parent
+        if self.not_before is not None:
+            data[NOT_BEFORE_KEY] = self.not_before
+        if self.held:
+            data[HELD_KEY] = True
         return data
 
     def state_dict(self):
-        """Everything a status change may alter (no opcode inputs, no logs)."""
-        return {
+        """Everything a status change may alter (no opcode inputs, no logs); ``held`` is
+        present only while the job is held."""
+        state = {
             "start_timestamp": self.start_timestamp, "end_timestamp": self.end_timestamp,
             "ops": [op.state_dict() for op in self.ops],
         }
+        if self.held:
+            state[HELD_KEY] = True
+        return state
 
     def apply_state(self, state):
         """Set the fields of a state_dict(); raise JobFileCorrupted on a shape mismatch."""
@@ -347,6 +393,7 @@ class QueuedJob:
                 self.id, len(ops) if isinstance(ops, list) else "no", len(self.ops)))
         self.start_timestamp = state.get("start_timestamp")
         self.end_timestamp = state.get("end_timestamp")
+        self.held = state.get(HELD_KEY) is True
         for op, op_state in zip(self.ops, ops):
             op.apply_state(op_state)
 
@@ -386,6 +433,7 @@ class QueuedJob:
         if job.owner is not None and not isinstance(job.owner, str):
             raise errors.JobFileCorrupted("job %s: owner %r is not a string" % (
                 job_id, job.owner))
+        _read_lifecycle_keys(job, data)
         serials = [entry[0] for op in job.ops for entry in op.log]
         job.log_serial = max(serials) if serials else 0
         job.log_bytes = data.get(LOG_BYTES_KEY) or 0
@@ -402,6 +450,7 @@ class QueuedJob:
         acknowledged changes."""
         copy = QueuedJob.__new__(QueuedJob)
         copy.id, copy.token, copy.owner = self.id, self.token, self.owner
+        copy.parent, copy.not_before, copy.held = self.parent, self.not_before, self.held
         copy.received_timestamp = self.received_timestamp
         copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
         copy.ops = [op.copy(max_log_serial) for op in self.ops]
@@ -411,14 +460,37 @@ class QueuedJob:
         copy.archived = self.archived
         if state is PRISTINE:
             copy.start_timestamp = copy.end_timestamp = None
+            copy.held = False
             for op in copy.ops:
                 op.apply_state(op.pristine_state())
         elif state is not None:
             copy.apply_state(state)
         return copy
 
+    def start_due(self, now):
+        """Whether the job's start time (if any) has come at now (epoch seconds)."""
+        return self.not_before is None or self.not_before <= now
+
     def new_cancel_event(self):
         """Create (once) and return the event that running opcodes watch for cancellation."""
         if self.cancel_event is None:
             self.cancel_event = threading.Event()
         return self.cancel_event
+
+
+def _read_lifecycle_keys(job, data):
+    """Set parent, not_before and held from a job file's keys; JobFileCorrupted if bad."""
+    parent, not_before, held = (data.get(PARENT_KEY), data.get(NOT_BEFORE_KEY),
+                                data.get(HELD_KEY, False))
+    if parent is not None and (not isinstance(parent, int) or isinstance(parent, bool)
+                               or not 0 <= parent < job.id):
+        raise errors.JobFileCorrupted("job %s: parent %r is not an earlier job id" % (
+            job.id, parent))
+    if not_before is not None and (not isinstance(not_before, (int, float))
+                                   or isinstance(not_before, bool)
+                                   or not math.isfinite(not_before)):
+        raise errors.JobFileCorrupted("job %s: not_before %r is not a time" % (
+            job.id, not_before))
+    if not isinstance(held, bool):
+        raise errors.JobFileCorrupted("job %s: held %r is not a boolean" % (job.id, held))
+    job.parent, job.not_before, job.held = parent, not_before, held

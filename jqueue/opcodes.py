@@ -329,11 +329,11 @@ class OpTestJqueue(OpCode):
 
 def register_opcodes(registry):
     """Entry point of the built-in opcodes: add them to another registry."""
-    for cls in (OpTestDelay, OpTestJqueue, commandjob.OpCommandRun):
+    for cls in (OpTestDelay, OpTestJqueue, commandjob.OpCommandRun, groupjob.OpGroup):
         if cls.OP_ID not in registry.known():
             registry.register(cls)
 
 
-# The command opcode lives in its own module, which registers it with REGISTRY; it needs
-# OpCode, Param and register defined above.
-from jqueue import commandjob  # noqa: E402
+# The command and group opcodes live in their own modules, which register them with
+# REGISTRY; they need OpCode, Param and register defined above.
+from jqueue import commandjob, groupjob  # noqa: E402

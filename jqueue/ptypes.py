@@ -37,6 +37,21 @@ def parse_number(text):
     return int(value) if value.is_integer() and _INTEGER_TEXT.match(text) else value
 
 
+_DURATION_TEXT = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)([smhdw]?)\Z")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text):
+    """Seconds from a duration written as plain seconds or a number with a unit: 30s, 30m,
+    6h, 1.5d, 2w. ValueError naming the text otherwise."""
+    match = _DURATION_TEXT.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError("%s is not a duration (seconds, or a number with s, m, h, d or w)"
+                         % _short(text))
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return int(seconds) if seconds.is_integer() else seconds
+
+
 class PType:
     """A parameter type: a description and a check."""
 

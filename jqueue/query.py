@@ -8,7 +8,7 @@ import contextlib
 import gc
 import threading
 
-from jqueue import commandjob, errors
+from jqueue import commandjob, errors, groupjob
 
 # Field kinds (Ganeti's QFT_*).
 QFT_TEXT = "text"
@@ -16,6 +16,22 @@ QFT_BOOL = "bool"
 QFT_NUMBER = "number"
 QFT_TIMESTAMP = "timestamp"
 QFT_OTHER = "other"
+
+
+class Context:
+    """What field getters read besides a job: the opcode registry (summaries) and, in a
+    queue that has groups, its jqueue.groupkeeper.GroupKeeper (the group fields)."""
+
+    def __init__(self, registry, groups=None):
+        self.registry = registry
+        self.groups = groups
+
+    def summary(self, op_input):
+        return self.registry.summary(op_input)
+
+    def group_info(self, job):
+        """(children, Counts, shown status) of a live group job, else None."""
+        return self.groups.info(job) if self.groups is not None else None
 
 
 class Field:
@@ -37,7 +53,8 @@ def _per_op(attr):
 
 FIELDS = [
     Field("id", "ID", QFT_NUMBER, "Job ID", lambda job, reg: job.id),
-    Field("status", "Status", QFT_TEXT, "Job status", lambda job, reg: job.calc_status()),
+    Field("status", "Status", QFT_TEXT, "Job status",
+          lambda job, ctx: _group(job, ctx, 2, job.calc_status)),
     Field("priority", "Prio", QFT_NUMBER, "Current job priority",
           lambda job, reg: job.calc_priority()),
     Field("archived", "Archived", QFT_BOOL, "Whether the job is archived",
@@ -76,9 +93,37 @@ def _exec(key):
     return getter
 
 
+def _group(job, ctx, index, default=lambda: None):
+    """Item index of the job's group_info (children, counts, shown status), or default()."""
+    info = ctx.group_info(job) if isinstance(ctx, Context) else None
+    return info[index] if info is not None else default()
+
+
+def _counted(name):
+    def getter(job, ctx):
+        counts = _group(job, ctx, 1)
+        return getattr(counts, name) if counts is not None else None
+    return getter
+
+
+def _progress(job, ctx):
+    counts = _group(job, ctx, 1)
+    if counts is not None:
+        return groupjob.progress(counts)
+    state = commandjob.op_exec(job)
+    return state.get("progress") if state is not None else None
+
+
+def _attempt(job, ctx):
+    state = commandjob.op_exec(job)
+    if state is None or state.get("attempt") is None:
+        return None
+    return state["attempt"] - state.get("uncounted", 0)
+
+
 def _title(job, registry):
     for op in job.ops:
-        if commandjob.is_command(op.input):
+        if commandjob.is_command(op.input) or groupjob.is_group_input(op.input):
             return op.input.get("title")
     return None
 
@@ -93,8 +138,8 @@ def _max_attempts(job, registry):
 FIELDS += [
     Field("node", "Node", QFT_TEXT, "Node of the command's current or last attempt",
           _exec("node")),
-    Field("attempt", "Attempt", QFT_NUMBER, "Attempts of the command started so far",
-          _exec("attempt")),
+    Field("attempt", "Attempt", QFT_NUMBER, "Attempts of the command started so far "
+          "(that count: not those a hold stopped, nor those before a reset)", _attempt),
     Field("max_attempts", "MaxAttempts", QFT_NUMBER, "Attempts the command may have",
           lambda job, reg: (commandjob.op_exec(job) or {}).get("max_attempts")
           or _max_attempts(job, reg)),
@@ -106,17 +151,34 @@ FIELDS += [
           _exec("timed_out")),
     Field("reason", "Reason", QFT_TEXT, "Why the command's last attempt ended (OK, FAILED, "
           "TIMEOUT, KILLED, INTERR, NOXFER, NODE_LOST)", _exec("reason")),
-    Field("progress", "Progress", QFT_NUMBER, "Progress of the command (0..1)",
-          _exec("progress")),
+    Field("progress", "Progress", QFT_NUMBER, "Progress of the command (0..1); of a group: "
+          "its finished jobs over all", _progress),
     Field("global_progress", "GlobalProgress", QFT_NUMBER,
           "Second-level progress of the command (0..1)", _exec("global_progress")),
     Field("log_bytes", "LogBytes", QFT_NUMBER, "Bytes in the job's command log",
           lambda job, reg: job.log_bytes),
     Field("pid", "PID", QFT_NUMBER, "Process id of the command's running attempt",
           _exec("pid")),
-    Field("title", "Title", QFT_TEXT, "Title of the command job", _title),
+    Field("title", "Title", QFT_TEXT, "Title of the command or group job", _title),
     Field("owner", "Owner", QFT_TEXT, "Who submitted the job (an HTTP client's name)",
           lambda job, reg: job.owner),
+    # Groups (jqueue.groupjob), holds and start times.
+    Field("parent", "Parent", QFT_NUMBER, "The group the job is in", lambda job, ctx:
+          job.parent),
+    Field("children", "Children", QFT_OTHER, "Jobs directly in the group (null: not a "
+          "group)", lambda job, ctx: _group(job, ctx, 0)),
+    Field("total", "Total", QFT_NUMBER, "Jobs in the group's tree that have no jobs of "
+          "their own (its leaves)", _counted("total")),
+    Field("finished", "Finished", QFT_NUMBER, "The group's leaves that finished",
+          _counted("finished")),
+    Field("errors", "Errors", QFT_NUMBER, "The group's leaves that failed",
+          _counted("errors")),
+    Field("working", "Working", QFT_NUMBER, "The group's leaves running now",
+          _counted("working")),
+    Field("held", "Held", QFT_BOOL, "Whether the job is held (it does not start until "
+          "released)", lambda job, ctx: job.held),
+    Field("not_before", "NotBefore", QFT_TIMESTAMP, "Time (epoch seconds) before which the "
+          "job does not start", lambda job, ctx: job.not_before),
 ]
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
@@ -131,10 +193,13 @@ def check_fields(fields):
     return [FIELDS_BY_NAME[f] for f in fields]
 
 
-def getters(fields, registry):
-    """Return a function job -> [value, ...] for the given field names."""
+def getters(fields, context):
+    """Return a function job -> [value, ...] for the given field names; context is a
+    Context, or an opcode registry."""
+    if not isinstance(context, Context):
+        context = Context(context)
     funcs = [f.getter for f in check_fields(fields)]
-    return lambda job: [func(job, registry) for func in funcs]
+    return lambda job: [func(job, context) for func in funcs]
 
 
 _pause_lock = threading.Lock()

@@ -32,7 +32,20 @@ import os
 import threading
 import time
 
-from jqueue import commandjob, constants, errors, jobindex, opcodes, ptypes, query, serializer
+from jqueue import (
+    commandjob,
+    constants,
+    errors,
+    groupjob,
+    groupkeeper,
+    jobcontrol,
+    jobindex,
+    joboptions,
+    opcodes,
+    ptypes,
+    query,
+    serializer,
+)
 from jqueue.job import (
     OUTCOME_FIELDS,
     PRISTINE,
@@ -43,9 +56,11 @@ from jqueue.job import (
     ts_to_float,
     wait_until_final,
 )
+from jqueue.retention import Policy as RetentionPolicy
+from jqueue.retention import Retention
 from jqueue.run import dependencies, processor, waiting, workerpool
 from jqueue.run import services as servicemanager
-from jqueue.store import events, fsutil, joblogs, journal, queuedir, records, recovery
+from jqueue.store import events, fsutil, joblogs, journal, purge, queuedir, records, recovery
 from jqueue.store import services as servicetable
 from jqueue.store.replicator import LocalReplicator
 
@@ -54,6 +69,8 @@ logger = logging.getLogger(__name__)
 _CHECKPOINT_CHUNK = 256
 #: Tag of a journaled piece of a service's log.
 _SERVICE_LOG = "svclog"
+#: Journal batches a change may cause after it is durable (a group, then its groups).
+_DERIVED_STEPS = 2
 _ARCHIVE_CHUNK = 1000
 
 
@@ -68,7 +85,8 @@ class JobQueue:
                  nodes=None, logs_dir=None, commands=None, on_fatal=None,
                  retry_interval=journal.DEFAULT_RETRY_INTERVAL, events_dir=None,
                  event_buffer=events.DEFAULT_BUFFER,
-                 action_log_bytes=events.DEFAULT_ROTATE_BYTES, action_log_utc=True):
+                 action_log_bytes=events.DEFAULT_ROTATE_BYTES, action_log_utc=True,
+                 retention=None):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -84,7 +102,8 @@ class JobQueue:
         on_fatal(error) is called (from any thread) when a sync fails: the queue then
         refuses every change, and its owner should exit without a checkpoint so that a
         restart replays the journal. retry_interval: seconds between two tries of a disk
-        that refused a write.
+        that refused a write. retention (a jqueue.retention.Policy; default: none) archives
+        and purges old jobs in passes.
         """
         self.nodes = nodes
         logs_dir = logs_dir or joblogs.default_directory(queue_dir)
@@ -128,6 +147,7 @@ class JobQueue:
             self._commands = commands(self)
             self._service_manager = servicemanager.ServiceManager(self, self._commands)
         with self._lock:
+            self._groups.rebuild_unlocked(list(self._jobs.values()))
             for job in self._jobs.values():
                 if not job.is_finalized():
                     self._schedule_unlocked(job)
@@ -142,6 +162,9 @@ class JobQueue:
         if checkpoint_interval:
             self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
             self._checkpointer.start()
+        self._retention = Retention(self, retention or RetentionPolicy(), clock)
+        if not replica:
+            self._retention.start()
 
     def _init_state(self):
         self._lock = threading.Lock()
@@ -183,6 +206,9 @@ class JobQueue:
                                  for record in self._services.services.values()}
         self._service_log_waiters = waiting.LogWaiterRegistry()
         self._processor = processor.JobProcessor(self)
+        self._groups = groupkeeper.GroupKeeper(self, active=not self._replica)
+        self._control = jobcontrol.JobControl(self, self._clock, thread=not self._replica)
+        self._fields = self._groups.field_context(self._registry)
 
     @property
     def path(self):
@@ -196,35 +222,43 @@ class JobQueue:
 
     # Submission
 
-    def submit_job(self, ops, drained_ok=False, token=None, owner=None):
+    def submit_job(self, ops, drained_ok=False, token=None, owner=None, parent=None,
+                   not_before=None, start_in=None):
         """Submit one job (a list of opcodes); return its id once it is acknowledged.
 
         token (a string) makes the submission idempotent: while the job an earlier
         submission with the same token created is live, its id is returned and no job is
-        created. owner names who submits (kept as the job's ``owner``).
-        SubmissionNotAcknowledged (naming the id) if the job is recorded but not
-        acknowledged within the acknowledgement timeout.
+        created. owner names who submits (kept as the job's ``owner``). parent puts the
+        job in a group (a job id, a group title or a path of titles ``a|b``; see
+        jqueue.groupjob); not_before (epoch seconds) or start_in (seconds from now) keep it
+        queued until then. SubmissionNotAcknowledged (naming the id) if the job is
+        recorded but not acknowledged within the acknowledgement timeout.
         """
-        job_id, batch = self.submit_job_nowait(ops, drained_ok, token=token, owner=owner)
+        job_id, batch = self.submit_job_nowait(
+            ops, drained_ok, token=token, owner=owner,
+            options=joboptions.given(parent, not_before, start_in))
         if batch is not None:
             self._wait_submitted(batch, [job_id])
         return job_id
 
-    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
+    def submit_job_to_drained_queue(self, ops, token=None, **options):
         """Submit one job even if the queue is drained (for the cluster's own work)."""
-        return self.submit_job(ops, drained_ok=True, token=token, owner=owner)
+        return self.submit_job(ops, drained_ok=True, token=token, **options)
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None, options=None):
         """Submit several jobs; return [(True, id) | (False, message)] in order.
 
         Negative dependency ids are relative: -1 is the job just before in this request.
         An invalid opcode anywhere refuses the whole request before any id is allocated.
-        tokens, if given, holds a token (or None) per job, as for submit_job.
+        tokens, if given, holds a token (or None) per job, as for submit_job; options, if
+        given, an object (or None) per job with submit_job's parent, not_before and
+        start_in (a negative parent is relative, as dependencies are). A parent that names
+        no group, or several, refuses the whole request.
         """
         if not isinstance(jobs, list) or not jobs:
             raise errors.OpPrereqError("expected a non-empty list of jobs")
         results, batch = self.submit_nowait(jobs, drained_ok, single=False, tokens=tokens,
-                                            owner=owner)
+                                            owner=owner, options=options)
         if batch is not None:
             self._wait_submitted(batch, [value for ok, value in results if ok])
         return results
@@ -250,6 +284,11 @@ class JobQueue:
                 prefix = label + ("opcode %d: " % index if len(ops) > 1 else "")
                 raise errors.OpPrereqError(prefix + errors.error_message(err),
                                            constants.ECODE_INVAL) from None
+        try:
+            groupjob.check_job(inputs)
+        except errors.OpPrereqError as err:
+            raise errors.OpPrereqError(label + errors.error_message(err),
+                                       constants.ECODE_INVAL) from None
         return inputs
 
     def _check_command(self, op_input):
@@ -266,8 +305,8 @@ class JobQueue:
         """The CommandRunner (None if this queue runs no command jobs)."""
         return self._commands
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, owner=None,
-                      defer_commit=False):
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, options=None,
+                      owner=None, defer_commit=False):
         """Validate and record jobs without waiting: return (results, batch).
 
         results is what submit_many_jobs returns; the submissions are acknowledged once
@@ -276,8 +315,10 @@ class JobQueue:
         same errors as submit_many_jobs, before anything is recorded. With defer_commit
         the caller promises to call commit_pending() soon (see there).
         """
-        tokens = _check_tokens(tokens, len(jobs) if isinstance(jobs, list) else 0)
+        count = len(jobs) if isinstance(jobs, list) else 0
+        tokens = _check_tokens(tokens, count)
         _check_owner(owner)
+        options = joboptions.check(options, count, single)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
         with self._lock:
@@ -288,7 +329,8 @@ class JobQueue:
             else:
                 self._check_writable()
                 self._check_open_unlocked()
-            return self._create_jobs_unlocked(validated, tokens, known, owner, defer_commit)
+            return self._create_jobs_unlocked(validated, tokens, known, options, single, owner,
+                                              defer_commit)
 
     def _token_job_unlocked(self, token):
         """The live job an earlier submission with token created, or None."""
@@ -297,11 +339,13 @@ class JobQueue:
         job = self._jobs.get(self._tokens.get(token))
         return job if job is not None and job.token == token else None
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None, owner=None,
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, options=None, owner=None,
                           defer_commit=False):
-        """Like submit_job, without waiting: return (job id, batch to wait on or None)."""
+        """Like submit_job, without waiting: return (job id, batch to wait on or None);
+        options: submit_job's parent, not_before and start_in as an object (or None)."""
         results, batch = self.submit_nowait([ops], drained_ok, single=True, tokens=[token],
-                                            owner=owner, defer_commit=defer_commit)
+                                            options=[options], owner=owner,
+                                            defer_commit=defer_commit)
         ok, value = results[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
@@ -354,15 +398,19 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated, tokens, known, owner=None, defer_commit=False):
+    def _create_jobs_unlocked(self, validated, tokens, known, options, single, owner=None,
+                              defer_commit=False):
         """Create the jobs of one request; their records join one batch, so that the
         request is durable, or refused, as a whole. A job whose token the queue knows is
         not created again: the first submission's id is answered."""
         results, created, pending = [], [], None
-        now = timestamp(self._clock())
+        clock = self._clock()
+        now = timestamp(clock)
         resolved = dependencies.resolve_request(
             validated, self._serial + 1, [job.id if job else None for job in known])
-        for inputs, (job_id, problem), token, old in zip(validated, resolved, tokens, known):
+        parents = self._parents_unlocked(validated, resolved, known, options, single)
+        for inputs, (job_id, problem), token, old, parent, option in zip(
+                validated, resolved, tokens, known, parents, options):
             if old is not None:
                 results.append((True, old.id))
                 if not old.visible:  # the first submission is not acknowledged yet
@@ -372,7 +420,8 @@ class JobQueue:
                 results.append((False, problem))
                 continue
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
-                            token=token, owner=owner)
+                            token=token, owner=owner, parent=parent,
+                            not_before=joboptions.start_time(option, clock))
             job.visible = False
             payload, job.file_bytes = records.job_record_and_bytes(job)
             created.append((job, payload))  # encoded before any change
@@ -398,12 +447,24 @@ class JobQueue:
     def _new_event_entry_unlocked(self, job):
         """(record, tag) of a new job's NEW event (journaled in its submission's batch)."""
         job.event_status = constants.JOB_STATUS_QUEUED
-        self._event_serial += 1
-        event = {"serial": self._event_serial, "time": self._clock(), "kind": "job",
-                 "job": job.id, "node": None, "status": "NEW",
-                 "message": ", ".join(self._registry.summary(op.input) for op in job.ops)}
-        self._pending_events[event["serial"]] = event
-        return records.event_record(event), (None, records.EVENT, event["serial"])
+        return self._event_entry_unlocked(
+            "NEW", job.id, message=", ".join(self._registry.summary(op.input)
+                                             for op in job.ops))
+
+    def _parents_unlocked(self, validated, resolved, known, options, single):
+        """The parent id of each job (None if none); OpPrereqError refuses the request
+        if a parent names no group or several (inherited parameters are given here)."""
+        references = [None if old is not None else option.get("parent")
+                      for old, option in zip(known, options)]
+        if not any(reference is not None for reference in references):
+            return [None] * len(validated)
+        answers = self._groups.resolve_parents_unlocked(
+            [(job_id, inputs) for inputs, (job_id, _) in zip(validated, resolved)], references)
+        for index, (_, problem) in enumerate(answers):
+            if problem:
+                raise errors.OpPrereqError(("" if single else "job %d: " % index) + problem,
+                                           constants.ECODE_NOENT)
+        return [parent for parent, _ in answers]
 
     def _unsubmit_unlocked(self, job):
         """Undo a refused submission: the job was never visible; it leaves no trace."""
@@ -421,66 +482,45 @@ class JobQueue:
         """Cancel a job; return (success, message) saying what happened.
 
         A queued or dependency-waiting job is canceled at once. A running job is marked
-        canceling and its opcode stops at its next cancellation point.
+        canceling and its opcode stops at its next cancellation point. Canceling a group
+        cancels every unfinished job of its tree.
         """
-        self._check_writable()
-        job_id = queuedir.parse_job_id(job_id)
-        with self._lock:
-            job, status, refusal = self._unfinished_job_unlocked(job_id)
-            if refusal is not None:
-                return refusal
-            if status == constants.JOB_STATUS_CANCELING:
-                return (True, "Job %s is already being canceled" % job_id)
-            snapshot = _snapshot(job)
-            job.kill_requested = job.kill_requested or bool(kill)
-            if status in (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING):
-                job.mark_unfinished_ops(constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
-                job.finalize(self._clock())
-                message = "Job %s canceled" % job_id + (
-                    " (kill made no difference: no opcode of it was running)" if kill else "")
-                event = None
-            else:
-                command = self._command_on_node_unlocked(job)
-                job.mark_unfinished_ops(constants.OP_STATUS_CANCELING, None)
-                event = job.new_cancel_event()
-                message = "Job %s will be canceled at its next cancellation point" % job_id + (
-                    "; kill cannot stop it sooner: its opcode runs inside jq-masterd and cannot "
-                    "be killed, it stops at once only where it sleeps or checks for "
-                    "cancellation" if kill else "")
-                if command:
-                    message = "Job %s: its command is being stopped (%s)" % (
-                        job_id, "KILL now" if kill else
-                        "TERM, then KILL after its kill_grace")
-            batch = self._record_client_change_unlocked(job, snapshot)
-        if event is not None:  # the running opcode (or command) stops only for a cancel
-            batch.add_done_callback(functools.partial(  # on disk
-                self._canceled_on_disk, job, event, kill, command))
-        self._wait(batch)
-        return (True, message)
+        return self._control.cancel(job_id, kill)
 
     def change_job_priority(self, job_id, priority):
-        """Change the priority of a job's unfinished opcodes; return (success, message)."""
-        self._check_writable()
-        job_id = queuedir.parse_job_id(job_id)
-        try:
-            priority = ptypes.Priority.check(priority)
-        except ValueError as err:
-            raise errors.OpPrereqError("priority %s" % err, constants.ECODE_INVAL) from None
-        with self._lock:
-            job, status, refusal = self._unfinished_job_unlocked(job_id)
-            if refusal is not None:
-                return refusal
-            if status == constants.JOB_STATUS_CANCELING:
-                return (False, "Job %s is being canceled" % job_id)
-            snapshot = _snapshot(job)
-            for op in job.ops:
-                if op.status not in constants.OPS_FINALIZED:
-                    op.priority = priority
-            self._pool.change_task_priority(job_id, job.calc_priority())
-            batch = self._record_client_change_unlocked(job, snapshot)
-        self._wait(batch)
-        return (True, "Priorities of pending opcodes for job %s have been changed to %s" % (
-            job_id, priority))
+        """Change the priority of a job's unfinished opcodes (a group: of every job of its
+        tree); return (success, message)."""
+        return self._control.change_priority(job_id, priority)
+
+    def hold_job(self, job_id):
+        """Hold a job (a group: its tree): it does not start until released; a running
+        command is stopped (TERM, then KILL) and its attempt does not count; (ok, message).
+        """
+        return self._control.hold(job_id)
+
+    def release_job(self, job_id):
+        """Release a held job (a group: its tree): it may run again; (ok, message)."""
+        return self._control.release(job_id)
+
+    def reset_job(self, job_id):
+        """A finished job (a group: its finished jobs) back to queued, its attempts counted
+        anew, its log kept with a marker line; (ok, message)."""
+        return self._control.reset(job_id)
+
+    def retry_job(self, job_id):
+        """A failed job (a group: its failed jobs) queued for one more attempt, keeping its
+        attempt counter; (ok, message)."""
+        return self._control.retry(job_id)
+
+    def resolve_job(self, reference):
+        """The id of the live job a reference names: an id, a group title or a path of
+        group titles (``a|b``); OpPrereqError if none or several."""
+        return self._groups.resolve(reference)
+
+    def start_due_jobs(self):
+        """Start the jobs whose start time has come by the queue's clock now (the queue
+        does it by itself; for a clock that a test moves); how many."""
+        return self._control.starts.fire_due()
 
     def _command_on_node_unlocked(self, job):
         index = job.next_op_index()
@@ -497,13 +537,36 @@ class JobQueue:
         if command:
             self._commands.cancel_unlocked(job, kill)
 
-    def _record_client_change_unlocked(self, job, snapshot):
-        """Journal a client's change to job; if refused, the job goes back to snapshot."""
-        batch = self._record_state_unlocked(job)
-        batch.undo.append(functools.partial(self._restore_unlocked, job, snapshot))
-        job.client_batch = batch
-        # Not finished yet: the journal's listeners need the lock we hold to finish it.
-        batch.add_done_callback(functools.partial(self._forget_client_batch, job))
+    def _snapshot_unlocked(self, job):
+        """What a client change may alter of job, to undo it if refused (see
+        _restore_unlocked); readers go on seeing the acknowledged state meanwhile."""
+        self._prepare_change_unlocked(job)
+        return _snapshot(job)
+
+    def _prepare_change_unlocked(self, job):
+        """Before changing a job: keep its acknowledged state for readers (a finished,
+        acknowledged job keeps none)."""
+        if job.acked_state is None and not job.unacked_state:
+            job.acked_state = job.state_dict()
+
+    def _record_client_changes_unlocked(self, changes, event=None):
+        """Journal client changes [(job, snapshot)] in one batch (durable, or refused, as
+        one), with their events (event: the word of the request's own, HOLD, RESET...);
+        if refused, each job goes back to its snapshot."""
+        entries = []
+        for job, _ in changes:
+            entries.append(self._state_entry_unlocked(job)[:2])
+            if event is not None and not self._replica:
+                entries.append(self._event_entry_unlocked(event, job.id))
+            status_event = self._job_event_entry_unlocked(job)
+            if status_event is not None:
+                entries.append(status_event)
+        batch = self._journal.append_all(entries)
+        for job, snapshot in changes:
+            batch.undo.append(functools.partial(self._restore_unlocked, job, snapshot))
+            job.client_batch = batch
+            # Not finished yet: the journal's listeners need the lock we hold to finish it.
+            batch.add_done_callback(functools.partial(self._forget_client_batch, job))
         return batch
 
     def _forget_client_batch(self, job, batch):
@@ -519,6 +582,7 @@ class JobQueue:
         job.kill_requested = kill_requested
         if job.id in self._jobs:
             self._index_unlocked(job)
+        self._groups.restored_unlocked(job)
         if job.id in self._jobs and not job.is_finalized():
             self._pool.change_task_priority(job.id, job.calc_priority())
             if job.next_op_index() is not None and all(
@@ -556,7 +620,8 @@ class JobQueue:
         return job, status, None
 
     def archive_job(self, job_id):
-        """Archive a finalized job; return False if it is not live or not finalized.
+        """Archive a finalized job (a group: with its tree, once all of it ended); return
+        False if it is not live or not finalized.
 
         Returns once the archival is durable and the job's file is in ``archive/`` (see
         _move_to_archive).
@@ -567,11 +632,12 @@ class JobQueue:
             self._check_open_unlocked()
             self._check_changes_unlocked()
             job = self._visible_job_unlocked(job_id)
-            if job is None or not job.is_finalized():
+            jobs = self._groups.tree_of_unlocked(job) if job is not None else []
+            if not jobs or not all(j.is_finalized() for j in jobs):
                 return False
-            batch = self._archive_unlocked(job)
+            batch = self._archive_all_unlocked(jobs)
         self._wait(batch)
-        self._move_to_archive([job_id])
+        self._move_to_archive([j.id for j in jobs])
         return True
 
     def auto_archive_jobs(self, age, timeout):
@@ -590,6 +656,18 @@ class JobQueue:
             timeout = ptypes.NumberRange(0).check(timeout)
         except ValueError as err:
             raise errors.OpPrereqError("timeout %s" % err, constants.ECODE_INVAL) from None
+        archived, left = self.archive_finished(age, timeout, move=True)
+        self._move_to_archive(archived)
+        return len(archived), left
+
+    def archive_finished(self, age, timeout=None, limit=None, move=False):
+        """Archive finalized jobs older than age seconds (-1: all; a group goes with its
+        tree, jobs in a group only with it), chunk by chunk, each chunk durable before the
+        next, until timeout seconds passed or about limit jobs were archived.
+
+        Returns (ids archived, live jobs left unchecked). Their files move to archive/ at
+        the next checkpoint (with move, the caller moves them: see auto_archive_jobs).
+        """
         start = now = self._clock()
         with self._lock:
             self._check_open_unlocked()
@@ -598,27 +676,30 @@ class JobQueue:
         archived = []
         checked = 0
         for offset in range(0, len(ids), _ARCHIVE_CHUNK):
-            if offset and self._clock() - start > timeout:
+            if offset and timeout is not None and self._clock() - start > timeout:
+                break
+            if limit is not None and len(archived) >= limit:
                 break
             with self._lock:
                 if self._closed:
                     break
                 chunk = [self._jobs.get(job_id) for job_id in ids[offset:offset + _ARCHIVE_CHUNK]]
                 checked += len(chunk)
-                jobs = [job for job in chunk if job is not None and _old_enough(job, age, now)]
+                jobs = self._groups.archivable_unlocked(
+                    [job for job in chunk if job is not None],
+                    functools.partial(_old_enough, age=age, now=now))
                 batch = self._archive_all_unlocked(jobs) if jobs else None
             if batch is not None:  # chunk by chunk: each durable, or refused, as a whole
-                self._wait_archival(batch, archived)
+                self._wait_archival(batch, archived, move)
                 archived.extend(job.id for job in jobs)
-        self._move_to_archive(archived)
-        return len(archived), len(ids) - checked
+        return archived, len(ids) - checked
 
-    def _wait_archival(self, batch, archived):
+    def _wait_archival(self, batch, archived, move=True):
         """Wait for a chunk of archivals; if refused, finish the earlier chunks first."""
         try:
             self._wait(batch)
         except errors.JobQueueError as err:
-            if archived:
+            if archived and move:
                 self._move_to_archive(archived)
                 raise errors.JobQueueError("%s (%d job(s) were archived before)" % (
                     errors.error_message(err), len(archived))) from None
@@ -673,7 +754,9 @@ class JobQueue:
             self._archiving[job.id] = job
         batch = self._journal.append_all([(records.archive_record(job.id), None)
                                           for job in jobs])
+        batch.undo.append(functools.partial(self._groups.unarchived_unlocked, jobs))
         batch.undo.extend(functools.partial(self._unarchive_unlocked, job) for job in jobs)
+        self._groups.archived_unlocked(jobs)
         return batch
 
     def _unarchive_unlocked(self, job):
@@ -688,6 +771,46 @@ class JobQueue:
                 self._jobs = dict(sorted(self._jobs.items()))
             if job.token is not None:
                 self._tokens.setdefault(job.token, job.id)
+
+    def retention_pass(self):
+        """Run one retention pass now (see jqueue.retention); its report."""
+        self._check_writable()
+        return self._retention.run_pass()
+
+    def purge_jobs(self, age, timeout=None):
+        """Purge every archived job (and its log) older than age seconds, within timeout
+        seconds: {"purged", "bytes_freed", "done"} (not done: call again)."""
+        self._check_writable()
+        try:
+            age = ptypes.NumberRange(0).check(age)
+            timeout = None if timeout is None else ptypes.NumberRange(0).check(timeout)
+        except ValueError as err:
+            raise errors.OpPrereqError("age and timeout must be seconds: %s" % err,
+                                       constants.ECODE_INVAL) from None
+        return self._retention.purge(age, timeout)
+
+    def retention_status(self):
+        """The retention policy, the last pass's report and the totals (queue info)."""
+        return self._retention.status()
+
+    def purge_archived(self, job_ids):
+        """Purge archived jobs: journal it (replicas purge the same), then remove their
+        files, command logs and the archive directories left empty; the bytes freed.
+
+        Ids of live jobs, or of jobs still being moved to the archive, are left alone.
+        """
+        self._check_writable()
+        with self._lock:
+            self._check_open_unlocked()
+            self._check_changes_unlocked()
+            ids = sorted(i for i in set(job_ids) if i not in self._jobs
+                         and i not in self._archiving)
+            if not ids:
+                return 0
+            batch = self._journal.append(records.purge_record(ids))
+        self._wait(batch)
+        with self._checkpoint_lock:
+            return purge.remove_archived(self._dir, self._logs, ids)
 
     def set_drain_flag(self, flag):
         """Set or clear the drain flag (durably); a drained queue refuses new jobs."""
@@ -716,7 +839,7 @@ class JobQueue:
         (and a job whose submission is not acknowledged is not found); a change the disk
         refused never shows. Reads go on while writes fail.
         """
-        info = query.getters(fields, self._registry)
+        info = query.getters(fields, self._fields)
         ids = None if not job_ids else [queuedir.parse_job_id(i) for i in job_ids]
         with self._lock:
             if ids is None:
@@ -787,7 +910,7 @@ class JobQueue:
         that is not live.
         """
         job_id = queuedir.parse_job_id(job_id)
-        info = query.getters(fields, self._registry)
+        info = query.getters(fields, self._fields)
         with self._lock:
             job = self._visible_job_unlocked(job_id)
             if job is None:
@@ -872,14 +995,21 @@ class JobQueue:
         return self._commands.running(node)
 
     def wait_durable(self, timeout=None):
-        """Block until every change made so far is durable and its waiters were told."""
+        """Block until every change made so far is durable and its waiters were told,
+        and so are the changes they caused (a group's state follows its jobs' once
+        theirs are durable: at most two steps later)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         barrier = self._journal.barrier()
-        if barrier is not None:
+        for _ in range(_DERIVED_STEPS + 1):
+            if barrier is None:
+                return
             try:
-                barrier.wait(timeout)
+                barrier.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
             except errors.JobQueueError:
                 if not barrier.refused:
                     raise
+            following = self._journal.barrier()
+            barrier = following if following is not barrier else None
 
     def _wait(self, batch):
         """Wait for a batch to be acknowledged; ReplicationError if it is not in time."""
@@ -894,7 +1024,8 @@ class JobQueue:
                 counts[status] = counts.get(status, 0) + 1
             return {"jobs": len(self._jobs), "by_status": counts, "serial": self._serial,
                     "waiters": self._waiters.count(), "drained": self._drained,
-                    "journal": dict(self._journal.stats), "pool": self._pool.stats()}
+                    "journal": dict(self._journal.stats), "pool": self._pool.stats(),
+                    "retention": dict(self._retention.totals)}
 
     def metrics(self):
         """Counters for monitoring that cost no scan of the jobs: the jobs by status (from
@@ -948,6 +1079,14 @@ class JobQueue:
 
         full_record, if given, is the job's full record already encoded.
         """
+        payload, tag, key = self._state_entry_unlocked(job, full_record)
+        batch = self._journal.append(payload, tag=tag, key=key)
+        self._job_event_unlocked(job)
+        return batch
+
+    def _state_entry_unlocked(self, job, full_record=None):
+        """(payload, tag, coalescing key or None) of the record of a job's new state,
+        counted as not yet durable."""
         key = None
         if full_record is not None:
             job.generation = self._journal.generation
@@ -962,10 +1101,8 @@ class JobQueue:
         job.unacked_state += 1
         job.file_bytes = None
         self._dirty.add(job.id)
-        batch = self._journal.append(payload, tag=(job.id, state, job.log_serial), key=key)
-        self._job_event_unlocked(job)
         self._index_unlocked(job)
-        return batch
+        return payload, (job.id, state, job.log_serial), key
 
     # The index of live jobs (jqueue.jobindex): what listing pages are served from
 
@@ -993,7 +1130,7 @@ class JobQueue:
         if self._index is None:
             raise errors.JobQueueError("queue %s is a replica: list the master's" %
                                        self._dir.path)
-        info = query.getters(list(fields) + ["status"], self._registry)
+        info = query.getters(list(fields) + ["status"], self._fields)
         statuses = (filters or {}).get("status")
         rows = []
         more = False
@@ -1025,31 +1162,41 @@ class JobQueue:
                                service=None):
         """Journal an event (service: the name of the service it is about, if one); it
         reaches readers once durable. The batch."""
+        payload, tag = self._event_entry_unlocked(status, job, node, kind, message, service)
+        return self._journal.append(payload, tag=tag)
+
+    def _event_entry_unlocked(self, status, job=0, node=None, kind="job", message="",
+                              service=None):
+        """(record, tag) of an event, to journal with the change it describes."""
         self._event_serial += 1
         event = {"serial": self._event_serial, "time": self._clock(), "kind": kind,
                  "job": job, "node": node, "status": status, "message": message}
         if service is not None:
             event["service"] = service
         self._pending_events[event["serial"]] = event
-        return self._journal.append(records.event_record(event),
-                                    tag=(None, records.EVENT, event["serial"]))
+        return records.event_record(event), (None, records.EVENT, event["serial"])
 
     def _job_event_unlocked(self, job):
-        """The event of a job's status change, if its status changed (masters only)."""
+        """Journal the event of a job's status change, if its status changed."""
+        entry = self._job_event_entry_unlocked(job)
+        if entry is not None:
+            self._journal.append(entry[0], tag=entry[1])
+
+    def _job_event_entry_unlocked(self, job):
+        """(record, tag) of the event of a job's status change, if its status changed
+        (masters only), else None."""
         status = job.calc_status()
         if self._replica or status == job.event_status:
-            return
+            return None
         job.event_status = status
         if status in constants.JOBS_FINALIZED:
-            self._record_event_unlocked("DONE", job.id, message=status)
-            return
+            return self._event_entry_unlocked("DONE", job.id, message=status)
         index = job.next_op_index()
         if status == constants.JOB_STATUS_RUNNING and index is not None and (
                 commandjob.is_command(job.ops[index].input)):
-            return  # a command's attempt events say where and how it runs
+            return None  # a command's attempt events say where and how it runs
         word = _STATUS_EVENTS.get(status)
-        if word is not None:
-            self._record_event_unlocked(word, job.id)
+        return self._event_entry_unlocked(word, job.id) if word is not None else None
 
     def record_event(self, status, job=0, node=None, kind="job", message=""):
         """Journal an event of our own (node health, services): its serial once durable."""
@@ -1200,8 +1347,13 @@ class JobQueue:
         return self._service_manager
 
     def _schedule_unlocked(self, job):
-        if not self._closing and not self._pool.has_waiting_task(job.id):
+        if (not self._closing and not self._pool.has_waiting_task(job.id)
+                and self._may_start_unlocked(job)):
             self._pool.add_task((job.id,), job.calc_priority(), job.id)
+
+    def _may_start_unlocked(self, job):
+        """Whether a job may start now (not held, its start time come: jobcontrol)."""
+        return self._control.may_start_unlocked(job)
 
     def _job_status_unlocked(self, job_id):
         """Status of a job for dependency checks; None if unknown.
@@ -1214,8 +1366,9 @@ class JobQueue:
             job = self._load_archived(job_id)
             return job.calc_status() if job is not None else None
         status = job.calc_status()
-        if status in constants.JOBS_FINALIZED and job.unacked_state:
-            return constants.JOB_STATUS_RUNNING
+        if status in constants.JOBS_FINALIZED and (
+                job.unacked_state or not self._groups.complete_unlocked(job_id)):
+            return constants.JOB_STATUS_RUNNING  # a group: until its whole tree ended
         return status
 
     def _on_durable(self, tags):
@@ -1251,9 +1404,11 @@ class JobQueue:
                 job.durable_log_serial = max(job.durable_log_serial, log_serial)
                 if not job.visible:
                     job.visible = True
+                    self._groups.visible_unlocked(job)
                     self._schedule_unlocked(job)
                 touched[job_id] = job
             for job in touched.values():
+                self._groups.changed_unlocked(job)
                 if not job.unacked_state:
                     if job.is_finalized():
                         job.acked_state = None  # final and acknowledged: nothing to keep
@@ -1431,14 +1586,14 @@ class JobQueue:
         self._dir.sync()
 
     def _remove_deleted(self, live_ids, archived_ids):
-        """Replicas: remove the files of jobs a resync deleted (unless they came back)."""
+        """Replicas: remove the files and logs of jobs a resync deleted or the master
+        purged (unless they came back), and archive directories left empty."""
         with self._lock:
             live_ids = [i for i in live_ids if i not in self._jobs and i not in self._archiving]
             archived_ids = [i for i in archived_ids if i not in self._archiving]
-        for job_id in live_ids:
-            self._dir.remove_job(job_id)
-        for job_id in archived_ids:
-            self._dir.remove_job(job_id, archived=True)
+        purge.remove_live(self._dir, self._logs, live_ids)
+        purge.remove_live(self._dir, None, archived_ids)  # purged before it was moved
+        purge.remove_archived(self._dir, self._logs, archived_ids)
 
     def shutdown(self, timeout=None):
         """Stop: refuse new work, let running opcodes finish (up to timeout), checkpoint.
@@ -1452,6 +1607,8 @@ class JobQueue:
             self._closing = True
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        self._retention.stop()
+        self._control.starts.stop()
         if self._commands is not None:
             self._commands.stop()
         self._pool.terminate(timeout)

@@ -153,6 +153,11 @@ class SyncPool:
             self._waiting[task_id] = entry
 
 
+def _given(**options):
+    """The options given (not None) as an object."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 class FakeLuxiClient:
     """An in-memory stand-in for jqueue.luxi.client.Client, for the CLI's unit tests.
 
@@ -197,6 +202,12 @@ class FakeLuxiClient:
         constants.LUXI_REQ_REMOVE_SERVICE: "remove_service",
         constants.LUXI_REQ_QUERY_SERVICES: "query_services",
         constants.LUXI_REQ_READ_SERVICE_LOG: "read_service_log",
+        constants.LUXI_REQ_HOLD_JOB: "hold_job",
+        constants.LUXI_REQ_RELEASE_JOB: "release_job",
+        constants.LUXI_REQ_RESET_JOB: "reset_job",
+        constants.LUXI_REQ_RETRY_JOB: "retry_job",
+        constants.LUXI_REQ_RESOLVE_JOB: "resolve_job",
+        constants.LUXI_REQ_PURGE_JOBS: "purge_jobs",
     }
 
     def __init__(self, address=None, connect_timeout=constants.LUXI_CONNECT_TIMEOUT,
@@ -209,9 +220,14 @@ class FakeLuxiClient:
         self.drained = False
         self.config = {"master_node": "node1.example.com", "cluster_name": "cluster.example.com",
                        "queue_status": {"writes": "accepted", "view_age": 1.5, "view_lag": 2,
-                                        "checkpoint_interval": 5.0}}
+                                        "checkpoint_interval": 5.0},
+                       "retention": {"archive_after": 21600.0, "keep_archived": 1814400.0,
+                                     "interval": 60.0, "last": None,
+                                     "totals": {"passes": 0, "archived": 0, "purged": 0,
+                                                "bytes_freed": 0}}}
         self.now = 1795000000.0
         self.archive_chunk = 1000  # live jobs one AutoArchiveJobs call examines
+        self.purge_chunk = 1000  # archived jobs one PurgeJobs call purges
         self.calls = []
         self.closed = False
         self.logs = {}          # job id -> bytes of its command log
@@ -293,29 +309,38 @@ class FakeLuxiClient:
             raise errors.OpPrereqError("a job must be a non-empty list of opcodes")
         return [opcodes.REGISTRY.build(op).to_dict() for op in ops]
 
-    def _create(self, inputs):
+    def _create(self, inputs, options=None):
         self._serial += 1
         ops = [job_module.QueuedOpCode(i, i["priority"]) for i in inputs]
+        options = options or {}
+        not_before = options.get("not_before")
+        if options.get("start_in") is not None:
+            not_before = self.now + options["start_in"]
+        parent = options.get("parent")
+        if parent is not None and not isinstance(parent, int):
+            parent = self.resolve_job(parent)
         self.jobs[self._serial] = job_module.QueuedJob(
-            self._serial, ops, job_module.timestamp(self.now))
+            self._serial, ops, job_module.timestamp(self.now), parent=parent,
+            not_before=not_before)
         return self._serial
 
-    def _submit(self, jobs, drained_ok, tokens=None):
+    def _submit(self, jobs, drained_ok, tokens=None, options=None):
         validated = [self._validate(ops) for ops in jobs]
         tokens = tokens or [None] * len(jobs)
         known = [self.tokens.get(token) for token in tokens]
         if self.drained and not drained_ok:
             raise errors.JobQueueDrainError("job queue is drained, refusing new jobs")
         results = []
-        for inputs, (job_id, problem), token, old in zip(
+        options = options or [None] * len(jobs)
+        for inputs, (job_id, problem), token, old, option in zip(
                 validated, dependencies.resolve_request(validated, self._serial + 1, known),
-                tokens, known):
+                tokens, known, options):
             if old is not None:
                 results.append([True, old])
             elif problem:
                 results.append([False, problem])
             else:
-                assert self._create(inputs) == job_id
+                assert self._create(inputs, option) == job_id
                 if token is not None:
                     self.tokens[token] = job_id
                 results.append([True, job_id])
@@ -334,23 +359,108 @@ class FakeLuxiClient:
             raise errors.RequestError("unknown method %s" % method)
         return getattr(self, name)(*args)
 
-    def submit_job(self, ops, token=None, owner=None):
-        self._record("submit_job", *([ops] if token is None else [ops, token]))
-        ok, value = self._submit([ops], drained_ok=False, tokens=[token])[0]
+    def submit_job(self, ops, token=None, owner=None, parent=None, not_before=None,
+                   start_in=None):
+        options = _given(parent=parent, not_before=not_before, start_in=start_in)
+        self._record("submit_job", *([ops] if token is None and not options else
+                                     [ops, token] + ([options] if options else [])))
+        ok, value = self._submit([ops], drained_ok=False, tokens=[token], options=[options])[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value
 
-    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
-        self._record("submit_job_to_drained_queue", *([ops] if token is None else [ops, token]))
-        ok, value = self._submit([ops], drained_ok=True, tokens=[token])[0]
+    def submit_job_to_drained_queue(self, ops, token=None, owner=None, parent=None,
+                                    not_before=None, start_in=None):
+        options = _given(parent=parent, not_before=not_before, start_in=start_in)
+        self._record("submit_job_to_drained_queue", *(
+            [ops] if token is None and not options else
+            [ops, token] + ([options] if options else [])))
+        ok, value = self._submit([ops], drained_ok=True, tokens=[token], options=[options])[0]
         if not ok:
             raise errors.OpPrereqError(value, constants.ECODE_INVAL)
         return value
 
-    def submit_many_jobs(self, jobs, tokens=None, owner=None):
-        self._record("submit_many_jobs", *([jobs] if tokens is None else [jobs, tokens]))
-        return self._submit(jobs, drained_ok=False, tokens=tokens)
+    def submit_many_jobs(self, jobs, tokens=None, owner=None, options=None):
+        self._record("submit_many_jobs", *([jobs] if tokens is None and options is None else
+                                           [jobs, tokens] + ([options] if options else [])))
+        return self._submit(jobs, drained_ok=False, tokens=tokens, options=options)
+
+    def _course(self, method, job_id, change):
+        """A hold, release, reset or retry of a live job (not of groups' trees)."""
+        self._record(method, job_id)
+        job = self._live(job_id)
+        if job is None:
+            return [False, "Job %s not found" % job_id]
+        return change(job)
+
+    def hold_job(self, job_id):
+        def hold(job):
+            if job.is_finalized():
+                return [False, "Job %s is already finished (%s)" % (job.id, job.calc_status())]
+            job.held = True
+            return [True, "Job %s held" % job.id]
+        return self._course("hold_job", job_id, hold)
+
+    def release_job(self, job_id):
+        def release(job):
+            if not job.held:
+                return [True, "Job %s is not held" % job.id]
+            job.held = False
+            return [True, "Job %s released" % job.id]
+        return self._course("release_job", job_id, release)
+
+    def reset_job(self, job_id):
+        def reset(job):
+            if not job.is_finalized():
+                return [False, "Job %s is not finished (%s): only a finished job can be "
+                               "reset" % (job.id, job.calc_status())]
+            for op in job.ops:
+                op.apply_state(op.pristine_state())
+            job.start_timestamp = job.end_timestamp = None
+            return [True, "Job %s reset" % job.id]
+        return self._course("reset_job", job_id, reset)
+
+    def retry_job(self, job_id):
+        def retry(job):
+            if job.calc_status() != constants.JOB_STATUS_ERROR:
+                return [False, "Job %s has not failed (%s)" % (job.id, job.calc_status())]
+            for op in job.ops:
+                if op.status == constants.OP_STATUS_ERROR:
+                    op.status, op.result, op.end_timestamp = "queued", None, None
+            job.end_timestamp = None
+            return [True, "Job %s queued for one more attempt" % job.id]
+        return self._course("retry_job", job_id, retry)
+
+    def purge_jobs(self, age, timeout):
+        """Archived jobs that ended more than age seconds ago go, 4096 bytes each;
+        ``purge_chunk`` of them per call."""
+        self._record("purge_jobs", age, timeout)
+        old = [i for i, job in sorted(self.jobs.items()) if job.archived
+               and self.now - job_module.ts_to_float(job.end_timestamp) > age]
+        gone = old[:self.purge_chunk]
+        for job_id in gone:
+            del self.jobs[job_id]
+        return {"purged": len(gone), "bytes_freed": 4096 * len(gone),
+                "done": len(gone) == len(old)}
+
+    def resolve_job(self, reference):
+        """An id (live) or the title of one live group (no paths in the fake)."""
+        self._record("resolve_job", reference)
+        if isinstance(reference, str) and reference.isdigit():
+            reference = int(reference)
+        if isinstance(reference, int):
+            if self._live(reference) is None:
+                raise errors.OpPrereqError("job %d is not a live job" % reference,
+                                           constants.ECODE_NOENT)
+            return reference
+        found = [i for i, job in sorted(self.jobs.items()) if self._live(i)
+                 and job.ops[0].input.get("OP_ID") == constants.OP_GROUP
+                 and job.ops[0].input.get("title") == reference]
+        if len(found) != 1:
+            raise errors.OpPrereqError("no live group titled %r" % reference if not found
+                                       else "ambiguous group titled %r" % reference,
+                                       constants.ECODE_NOENT)
+        return found[0]
 
     def cancel_job(self, job_id, kill=False):
         self._record("cancel_job", job_id, kill)

@@ -12,6 +12,7 @@ from jqueue import client as client_module
 from jqueue import errors
 
 SHARED = ["submit_job", "submit_many_jobs", "cancel_job", "change_job_priority",
+          "hold_job", "release_job", "reset_job", "retry_job", "resolve_job", "purge_jobs",
           "archive_job", "auto_archive_jobs", "query_jobs", "wait_for_job_changes",
           "set_drain_flag", "wait_for_job", "add_services", "modify_service",
           "remove_service", "control_service", "query_services", "read_service_log"]

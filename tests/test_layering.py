@@ -22,7 +22,9 @@ TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "job": "model", "opcodes": "model", "qlang": "model",
     "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",
-    "queue": "queue", "embedded": "queue", "client": "luxi",
+    "groupjob": "model", "grouptree": "model", "joboptions": "model",
+    "queue": "queue", "embedded": "queue", "groupkeeper": "queue", "jobcontrol": "queue",
+    "retention": "queue", "client": "luxi",
 }
 
 

@@ -26,7 +26,9 @@ from jqueue.cli import (
     cluster_cmds,
     command_cmds,
     completion,
+    course_cmds,
     exitcodes,
+    group_cmds,
     info,
     jobs,
     listening,
@@ -40,8 +42,9 @@ from jqueue.luxi import client as luxi_client
 
 PROG = "jqctl"
 DEFAULT_TIMEOUT = constants.LUXI_TIMEOUT
-COMMAND_MODULES = (jobs, command_cmds, listening, listing, info, watching, outcome, catalogue,
-                   queue_cmds, cluster_cmds, service_cmds, completion)
+COMMAND_MODULES = (jobs, course_cmds, group_cmds, command_cmds, listening, listing, info,
+                   watching, outcome, catalogue, queue_cmds, cluster_cmds, service_cmds,
+                   completion)
 
 
 class Parser(argparse.ArgumentParser):

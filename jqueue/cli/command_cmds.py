@@ -91,6 +91,7 @@ def _register_run(commands):
                         help="how the output reports progress (default PROGRESS:%%percent)")
     parser.add_argument("--priority", type=parsing.priority, metavar="PRIO",
                         help="high, normal, low, or an integer from -20 (highest) to 19")
+    parsing.add_job_options(parser)
     follow = parser.add_mutually_exclusive_group()
     follow.add_argument("--wait", action="store_true",
                         help="wait for the job; exit as jqctl wait does")
@@ -175,7 +176,7 @@ def run_opcode(args):
 def cmd_run(ctx, args):
     """Submit the command job and print its id; follow it with --wait or --follow."""
     op = run_opcode(args)
-    job_id = ctx.client.submit_job([op])
+    job_id = ctx.client.submit_job([op], **parsing.job_options(args))
     if not (args.wait or args.follow):
         ctx.out(str(job_id))
         return EXIT_SUCCESS

@@ -63,6 +63,7 @@ def _register_submit(commands):
                         metavar="ID[:STATUS,...]",
                         help="with --op: wait for job ID to finish (with one of the statuses); "
                              "repeatable")
+    parsing.add_job_options(parser)
     parser.add_argument("words", nargs="*", metavar="FILE|KEY=VALUE",
                         help="the job file (- for standard input), or with --op the opcode's "
                              "parameters (values parsed as JSON when they parse)")
@@ -95,7 +96,8 @@ def cmd_submit(ctx, args):
     if args.json and args.watch:
         raise CommandError("--json goes with --wait, not with --watch (whose log lines are "
                            "for people)")
-    job_ids, code, entries = _submit(ctx, job_list, many, args.token, quiet=args.json)
+    job_ids, code, entries = _submit(ctx, job_list, many, args.token, quiet=args.json,
+                                     options=parsing.job_options(args))
     if code == exitcodes.EXIT_NOT_ACKNOWLEDGED or not (args.wait or args.watch):
         if args.json:
             ctx.out(serializer.dumps(entries))
@@ -183,7 +185,7 @@ def _tokens(token, count):
     return None if token is None else ["%s:%d" % (token, n) for n in range(1, count + 1)]
 
 
-def _submit(ctx, job_list, many, token=None, quiet=False):
+def _submit(ctx, job_list, many, token=None, quiet=False, options=None):
     """Submit; print each id unless quiet (refusals on stderr); return (ids, exit status,
     [{"id": id or None, "error": message or None}] per job).
 
@@ -191,7 +193,7 @@ def _submit(ctx, job_list, many, token=None, quiet=False):
     their fate and the status is EXIT_NOT_ACKNOWLEDGED.
     """
     try:
-        answers = _submit_or_raise(ctx, job_list, many, token)
+        answers = _submit_or_raise(ctx, job_list, many, token, options or {})
     except errors.SubmissionNotAcknowledged as err:
         message = errors.error_message(err)
         ctx.warn(message)
@@ -213,14 +215,14 @@ def _submit(ctx, job_list, many, token=None, quiet=False):
     return job_ids, code, entries
 
 
-def _submit_or_raise(ctx, job_list, many, token):
-    """[(ok, id or message)] of the submission of job_list."""
+def _submit_or_raise(ctx, job_list, many, token, options):
+    """[(ok, id or message)] of the submission of job_list, each job with options (its
+    group and start time)."""
     if not many:
-        job_id = (ctx.client.submit_job(job_list[0]) if token is None else
-                  ctx.client.submit_job(job_list[0], token=token))
-        return [(True, job_id)]
-    return (ctx.client.submit_many_jobs(job_list) if token is None else
-            ctx.client.submit_many_jobs(job_list, tokens=_tokens(token, len(job_list))))
+        return [(True, ctx.client.submit_job(job_list[0], token=token, **options))]
+    return ctx.client.submit_many_jobs(
+        job_list, tokens=_tokens(token, len(job_list)),
+        options=[options] * len(job_list) if options else None)
 
 
 # cancel
@@ -231,7 +233,7 @@ def cmd_cancel(ctx, args):
     if not job_ids:
         ctx.out("No jobs to cancel")
         return EXIT_SUCCESS
-    return _report_each(ctx, job_ids, lambda job_id: ctx.client.cancel_job(job_id,
+    return report_each(ctx, job_ids, lambda job_id: ctx.client.cancel_job(job_id,
                                                                            kill=args.kill))
 
 
@@ -302,11 +304,11 @@ def auto_archive(client, age, call_timeout, max_call_timeout):
 
 def cmd_change_priority(ctx, args):
     """Change the priority of jobs; print each message the daemon returns."""
-    return _report_each(ctx, args.ids, lambda job_id: ctx.client.change_job_priority(
+    return report_each(ctx, args.ids, lambda job_id: ctx.client.change_job_priority(
         job_id, args.priority))
 
 
-def _report_each(ctx, job_ids, call, describe=None):
+def report_each(ctx, job_ids, call, describe=None):
     """call(job_id) -> (ok, message) for each job; print each message (describe(job_id,
     message) if given); the exit status (a job that does not exist: not found)."""
     codes = [EXIT_SUCCESS]

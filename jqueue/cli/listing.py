@@ -31,6 +31,9 @@ def register(commands):
     parser.add_argument("--archived", action="store_true",
                         help="also show archived jobs (needs job IDs: the archive is looked "
                              "up by id)")
+    parser.add_argument("--parent", metavar="ID|PATH",
+                        help="only the jobs directly in this group (its id, its title, or "
+                             "the path of titles from the root, render|shot1)")
     parser.set_defaults(func=cmd_list)
     parser = commands.add_parser("list-fields", help="describe the job fields",
                                  description="Describe the job fields: name, title, kind.")
@@ -90,13 +93,19 @@ def cmd_list(ctx, args):
     if not args.json:
         for name in fields:
             fetch += [h for h in _READABLE.get(name, ()) if h not in fetch]
+    parent = None
+    if args.parent is not None:
+        if args.ids:
+            raise CommandError("give job IDs or --parent, not both")
+        parent = ctx.client.resolve_job(int(args.parent) if args.parent.isascii()
+                                        and args.parent.isdigit() else args.parent)
     if args.ids:
         rows, code = rows_by_id(ctx, args.ids, fetch, statuses, args.archived)
         columns = local_columns(fields)
     elif args.archived:
         raise CommandError("--archived needs job IDs: the archive is looked up by id only")
     else:
-        columns, rows = rows_by_query(ctx.client, fetch, statuses)
+        columns, rows = rows_by_query(ctx.client, fetch, statuses, parent)
         columns = columns[:len(fields)]
         code = EXIT_SUCCESS
     if not args.json and _READABLE.keys() & set(fields):  # else the values read as they are
@@ -145,9 +154,13 @@ def rows_by_id(ctx, job_ids, fields, statuses, archived):
     return rows, code
 
 
-def rows_by_query(client, fields, statuses):
-    """(columns, rows) of the live jobs through Query, filtered by status if asked."""
-    qfilter = selection.status_filter(statuses) if statuses else None
+def rows_by_query(client, fields, statuses, parent=None):
+    """(columns, rows) of the live jobs through Query, filtered by status and group if
+    asked."""
+    terms = [selection.status_filter(statuses)] if statuses else []
+    if parent is not None:
+        terms.append(["=", "parent", parent])
+    qfilter = terms[0] if len(terms) == 1 else (["&"] + terms if terms else None)
     result = client.query("job", fields, qfilter)
     columns = [(f["name"], f["title"], f["kind"]) for f in result["fields"]]
     rows = [[value if status == constants.RS_NORMAL else output.Unavailable(status)

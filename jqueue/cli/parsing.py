@@ -5,6 +5,7 @@ a bad value as a usage error naming the option.
 """
 
 import argparse
+import datetime
 import re
 
 from jqueue import constants, errors, ptypes, serializer
@@ -22,6 +23,15 @@ def job_id(text):
         return ptypes.parse_job_id(text)
     except ValueError:
         raise argparse.ArgumentTypeError("invalid job id %r" % text) from None
+
+
+def job_reference(text):
+    """A job id, or a group's title or path of titles from the root (render|shot1)."""
+    if text.isascii() and text.isdigit():
+        return job_id(text)
+    if not text.strip("| "):
+        raise argparse.ArgumentTypeError("invalid job id or group path %r" % text)
+    return text
 
 
 def priority_value(text):
@@ -86,3 +96,51 @@ def params(items):
             raise CommandError("parameter %r given twice (or OP_ID, which --op sets)" % key)
         result[key] = param_value(value)
     return result
+
+
+def duration(text):
+    """A duration like 30s, 30m, 6h, 1d, 2w or plain seconds, in seconds."""
+    try:
+        return ptypes.parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "invalid duration %r: use seconds, or a number with s, m, h, d or w" % text
+        ) from None
+
+
+def point_in_time(text):
+    """A time as epoch seconds, or an ISO 8601 date and time (local time unless it has an
+    offset or Z): 2026-12-03T18:00, 2026-12-03 18:00:00+01:00."""
+    try:
+        return ptypes.NonNegativeNumber.check(ptypes.parse_number(text))
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(
+            "invalid time %r: use epoch seconds or an ISO 8601 date and time such as "
+            "2026-12-03T18:00" % text) from None
+
+
+def add_job_options(parser):
+    """Add --parent, --in and --not-before (a job's group and start time) to a parser."""
+    parser.add_argument("--parent", metavar="ID|PATH",
+                        help="put the job in this group: its id, its title, or the path "
+                             "of titles from the root (render|shot1)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--in", dest="start_in", type=duration, metavar="DURATION",
+                       help="do not start the job before this much time passed (30m, 6h)")
+    start.add_argument("--not-before", type=point_in_time, metavar="TIME",
+                       help="do not start the job before TIME (epoch seconds, or ISO 8601 "
+                            "such as 2026-12-03T18:00)")
+
+
+def job_options(args):
+    """The submit options (parent, not_before, start_in) that args give (only those)."""
+    parent = getattr(args, "parent", None)
+    if parent is not None and parent.isascii() and parent.isdigit():
+        parent = int(parent)
+    options = {"parent": parent, "not_before": getattr(args, "not_before", None),
+               "start_in": getattr(args, "start_in", None)}
+    return {key: value for key, value in options.items() if value is not None}

@@ -1,10 +1,10 @@
 """The queue command: drain, undrain, and info (drain flag, master, job counts)."""
 
 from jqueue import serializer
-from jqueue.cli import selection
+from jqueue.cli import output, selection
 from jqueue.cli.exitcodes import EXIT_SUCCESS
 
-CONFIG_NAMES = ["drain_flag", "master_node", "cluster_name", "queue_status"]
+CONFIG_NAMES = ["drain_flag", "master_node", "cluster_name", "queue_status", "retention"]
 
 
 def register(commands):
@@ -49,12 +49,13 @@ def status_counts(rows):
 
 def cmd_queue_info(ctx, args):
     """Print the drain flag, master node, cluster name and the jobs per status."""
-    drained, master, cluster, health = ctx.client.query_config_values(CONFIG_NAMES)
+    drained, master, cluster, health, retention = ctx.client.query_config_values(
+        CONFIG_NAMES)
     counts = status_counts(ctx.client.query_jobs([], ["status"]))
     if args.json:
         ctx.out(serializer.dumps({"drain_flag": drained, "master_node": master,
                                   "cluster_name": cluster, "jobs": counts,
-                                  "queue_status": health}))
+                                  "queue_status": health, "retention": retention}))
         return EXIT_SUCCESS
     ctx.out("Drained: %s" % ("yes" if drained else "no"))
     ctx.out("Master node: %s" % master)
@@ -62,7 +63,7 @@ def cmd_queue_info(ctx, args):
     ctx.out("Jobs: %d" % sum(counts.values()))
     for status, count in counts.items():
         ctx.out("  %s: %d" % (status, count))
-    for line in health_lines(health or {}):
+    for line in health_lines(health or {}) + retention_lines(retention or {}):
         ctx.out(line)
     return EXIT_SUCCESS
 
@@ -78,3 +79,36 @@ def health_lines(health):
             health["view_age"], health.get("view_lag", 0),
             " (checkpoint every %gs)" % interval if interval else ""))
     return lines
+
+
+def retention_lines(retention):
+    """Lines about retention: the policy, the last pass and the totals since the start."""
+    if "archive_after" not in retention:
+        return []
+    lines = ["Retention: archive after %s, purge %s" % (
+        _duration(retention["archive_after"], "never"),
+        "after %s" % _duration(retention["keep_archived"], None)
+        if retention["keep_archived"] else "never") + (
+        " (a pass every %s)" % _duration(retention["interval"], None)
+        if retention.get("interval") else " (no passes: only jqctl purge)")]
+    last = retention.get("last")
+    if last:
+        lines.append("  Last pass: %s: archived %d, purged %d, %d bytes freed%s" % (
+            output.format_time([int(last["at"]), 0]), last["archived"], last["purged"],
+            last["bytes_freed"], "; more at the next" if last.get("more") else ""))
+    totals = retention.get("totals") or {}
+    if totals.get("passes"):
+        lines.append("  Since the start: %d passes, archived %d, purged %d, %d bytes freed" %
+                     (totals["passes"], totals["archived"], totals["purged"],
+                      totals["bytes_freed"]))
+    return lines
+
+
+def _duration(seconds, zero):
+    """6h for 21600, 21d for 1814400, else seconds; zero's text for 0."""
+    if not seconds:
+        return zero
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return "%d%s" % (seconds // size, unit)
+    return "%gs" % seconds

@@ -2,10 +2,11 @@
 
 from jqueue import commandjob, constants, errors, serializer
 from jqueue.cli import exitcodes, outcome, output, parsing
+from jqueue.job import DONE_FIELDS, is_done
 
 #: Seconds between two looks at a job being canceled (the daemon answers those at once).
 CANCELING_POLL_INTERVAL = 1.0
-_FIELDS = ["status"]
+_FIELDS = DONE_FIELDS
 #: Fields that tell how a command job ended (its exit status for jqctl wait).
 END_FIELDS = ["status", "exit_status", "signal", "timed_out", "reason"]
 
@@ -106,7 +107,7 @@ def _follow_live(ctx, job_id, show_log):
             serial = entry[0] if serial is None else max(serial, entry[0])
             if show_log:
                 ctx.out(output.log_line(entry), flush=True)
-        if new_info[0] in constants.JOBS_FINALIZED:
+        if is_done(new_info):
             return new_info[0]
         if new_info == info and not entries:
             ctx.sleep(CANCELING_POLL_INTERVAL)

@@ -93,13 +93,14 @@ class Replica:
         with queue._lock:
             ids = list(queue._jobs)
             archiving = list(queue._archiving)
+            purged = set(queue._deleted_archived)
         for offset in range(0, len(ids), _DIGEST_CHUNK):
             with queue._lock:
                 for job_id in ids[offset:offset + _DIGEST_CHUNK]:
                     job = queue._jobs.get(job_id)
                     if job is not None:
                         live[str(job_id)] = records.job_digest(job)
-        archived = set(queue._dir.archived_job_ids()) | set(archiving)
+        archived = (set(queue._dir.archived_job_ids()) | set(archiving)) - purged
         with queue._lock:
             logs = {str(job.id): job.log_bytes
                     for job in list(queue._jobs.values()) + list(queue._archiving.values())
@@ -201,6 +202,8 @@ def _apply_one_unlocked(queue, payload):
             return _delete_unlocked(queue, job_id, record["a"])
         if kind == records.EVENT:
             return _event_unlocked(queue, record["e"], payload, framed)
+        if kind == records.PURGE:
+            return _purge_unlocked(queue, records.purge_ids(record), payload, framed)
         job = queue._jobs.get(job_id)
         if job is None:
             raise errors.ResyncNeeded("record for job %s, unknown to this replica" % job_id)
@@ -288,6 +291,16 @@ def _archive_unlocked(queue, job_id):
     if job_id in queue._archiving or queue._dir.has_archived_job(job_id):
         return None
     raise errors.ResyncNeeded("archival of job %s, unknown to this replica" % job_id)
+
+
+def _purge_unlocked(queue, job_ids, payload, framed):
+    """The master purged archived jobs: their files and logs go at the next checkpoint."""
+    for job_id in job_ids:
+        if job_id in queue._jobs:
+            raise errors.ResyncNeeded("purge of job %s, live on this replica" % job_id)
+        queue._archiving.pop(job_id, None)
+        queue._deleted_archived.add(job_id)
+    return _journal(queue, payload, framed)
 
 
 def _delete_unlocked(queue, job_id, archived):

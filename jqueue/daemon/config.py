@@ -18,7 +18,7 @@ import tomllib
 
 import attrs
 
-from jqueue import constants, errors, ptypes
+from jqueue import constants, errors, ptypes, retention
 from jqueue.store import events
 
 #: Tables a config file may hold, one per program (section = program).
@@ -112,6 +112,26 @@ class Number(_Type):
         except ValueError:
             self._fail(text)
         return self.check(value)
+
+
+class Duration(_Type):
+    """Seconds >= 0 (or > 0 if strict): a number, or text such as 30m, 6h, 21d, 2w."""
+
+    def __init__(self, strict=False):
+        self.strict = strict
+        self.desc = "a duration %s 0 (seconds, or 30m, 6h, 21d, 2w)" % (">" if strict
+                                                                        else ">=")
+
+    def check(self, value):
+        if isinstance(value, str):
+            try:
+                value = ptypes.parse_duration(value)
+            except ValueError:
+                self._fail(value)
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not math.isfinite(value) or value < 0 or (self.strict and value == 0)):
+            self._fail(value)
+        return value
 
 
 class TextList(_Type):
@@ -291,6 +311,18 @@ OPTIONS = (
     Option("action_log_time", Choice("utc", "local"), "utc",
            "Time zone of the action log's lines: utc, or local (the daemon's TZ).",
            flag="--action-log-time", metavar="ZONE"),
+    Option("archive_after", Duration(), retention.DEFAULT_ARCHIVE_AFTER,
+           "How long a finished job stays live before it is archived (a group: with its "
+           "whole tree, once all of it ended); 0: never.", flag="--archive-after",
+           metavar="DURATION", default_doc="6h (Ganeti's watcher)"),
+    Option("keep_archived", Duration(), retention.DEFAULT_KEEP_ARCHIVED,
+           "How long an archived job is kept before it and its command log are purged "
+           "(their files removed); 0: forever.", flag="--keep-archived",
+           metavar="DURATION", default_doc="21d (Ganeti's cleaner)"),
+    Option("retention_interval", Duration(strict=True), retention.DEFAULT_INTERVAL,
+           "Time between two retention passes (each archives and purges a bounded number "
+           "of jobs and goes on at the next).", flag="--retention-interval",
+           metavar="DURATION", default_doc="60s"),
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line.", flag="--log-max-bytes", metavar="BYTES",

@@ -32,6 +32,7 @@ from jqueue.daemon import clustermaster, common, httpd, unixsocket
 from jqueue.daemon import config as configmod
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 from jqueue.queue import JobQueue
+from jqueue.retention import Policy as RetentionPolicy
 from jqueue.run import workerpool
 from jqueue.run.commands import CommandRunner, ReactorHost
 from jqueue.store import faults
@@ -121,7 +122,10 @@ class QueueService(service.Service):
                               on_fatal=exit_after_failed_sync,
                               event_buffer=self._config.event_buffer,
                               action_log_bytes=self._config.action_log_max_bytes,
-                              action_log_utc=self._config.action_log_time == "utc")
+                              action_log_utc=self._config.action_log_time == "utc",
+                              retention=RetentionPolicy(self._config.archive_after,
+                                                        self._config.keep_archived,
+                                                        self._config.retention_interval))
         super().startService()
 
     def _command_runner(self):
@@ -206,7 +210,8 @@ class LuxiService(service.Service):
                   constants.CONFIG_MASTER_NODE: self._config.master_node,
                   constants.CONFIG_CLUSTER_NAME: self._config.cluster_name,
                   "queue_dir": queue.path, "version": jqueue.version(),
-                  constants.CONFIG_QUEUE_STATUS: queue.status}
+                  constants.CONFIG_QUEUE_STATUS: queue.status,
+                  constants.CONFIG_RETENTION: queue.retention_status}
         if self.cluster is not None:
             values.update(self.cluster.config_values())
         return values

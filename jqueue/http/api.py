@@ -153,13 +153,17 @@ def job_spec(body):
 
 
 def check_parent(parent):
-    """Groups are not there yet: every job is a child of the root."""
-    if parent not in (None, 0, "0", ""):
-        raise HttpError(501, "NotImplemented", "job groups are not available in this "
-                        "version: every job is a child of the root (parent 0)")
+    """The group a job joins: None for the root (0 or nothing), else the reference (a
+    job id, a group title or a path of titles) the queue resolves at submit."""
+    if parent in (None, 0, "0", ""):
+        return None
+    if isinstance(parent, bool) or not isinstance(parent, (int, str)):
+        raise HttpError(400, "ParameterError", "parent must be a job id, a group title or a "
+                        "path of titles (a|b)")
+    return parent
 
 
-def submit(call, ops, token=None, owner=None):
+def submit(call, ops, token=None, owner=None, parent=None):
     """Record a job now (in the pool if it is big); a Deferred firing with its id once
     it is acknowledged, or with the error."""
     backend = call.backend
@@ -167,6 +171,8 @@ def submit(call, ops, token=None, owner=None):
         raise errors.JobQueueError("daemon is shutting down")
     kwargs = {key: value for key, value in (("token", token), ("owner", owner))
               if value is not None}
+    if parent is not None:
+        kwargs["options"] = {"parent": parent}
     if len(ops) > INLINE_SUBMIT_OPCODES:
         recorded = call.blocking(backend.submit_job_nowait, ops, **kwargs)
     else:
@@ -218,8 +224,7 @@ def _fate(error, job_id):
 
 def post_jobs(call):
     ops, token, owner, parent = job_spec(call.json_body())
-    check_parent(parent)
-    created = submit(call, ops, token, call.owner(owner))
+    created = submit(call, ops, token, call.owner(owner), check_parent(parent))
     return created.addCallback(lambda job_id: json_response(
         {"id": job_id}, 201, {b"Location": ("%s/jobs/%d" % (PREFIX, job_id)).encode()}))
 
@@ -349,7 +354,8 @@ def _watch(call, dispatcher, kind, args, timeout):
 
 # Actions
 
-_ACTIONS = {"hold": "hold_job", "release": "release_job", "retry": "retry_job"}
+_ACTIONS = {"hold": constants.LUXI_REQ_HOLD_JOB, "release": constants.LUXI_REQ_RELEASE_JOB,
+            "retry": constants.LUXI_REQ_RETRY_JOB}
 
 
 def post_action(call, job_text, action):
@@ -371,11 +377,7 @@ def post_action(call, job_text, action):
         done = luxi(call, constants.LUXI_REQ_CHANGE_JOB_PRIORITY, [job_id, body["priority"]])
     else:
         _only(body, ())
-        method = getattr(call.backend, _ACTIONS[action], None)
-        if method is None:
-            raise HttpError(501, "NotImplemented", "%s needs job holds and retries, which "
-                            "this version does not have yet" % action)
-        done = call.blocking(method, job_id)
+        done = luxi(call, _ACTIONS[action], [job_id])
     return done.addCallback(lambda answer: _action_answer(job_id, action, answer))
 
 

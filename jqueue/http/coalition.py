@@ -14,7 +14,7 @@ How Coalition's attributes map onto a command job (OP_COMMAND_RUN):
     title              title (default "New job")
     dir                dir; "." or empty: "/"; "$(NAME)" expanded from env; else absolute
     env                env: NAME=value entries separated by the two characters \\n
-    parent             0 (the root) only, until job groups exist
+    parent             the group: a job id, a group title or a path a|b (0: the root)
     priority           priority by order: 1000 (the default) is normal (0); p > 1000 runs
                        first, p < 1000 later: -ceil(log2(|p - 1000| + 1)) signed,
                        clamped to -20..19 (2000: -10, 0: 10)
@@ -163,10 +163,6 @@ def job_opcode(args):
     if not cmd or not cmd.strip():
         raise HttpError(501, "NotImplemented", "a job without a command is a group, and job "
                         "groups are not available in this version")
-    parent = (args.get("parent") or "0").strip()
-    if parent not in ("0", ""):
-        raise HttpError(501, "NotImplemented", "job groups are not available in this "
-                        "version: parent must be 0 (the root)")
     env = parse_env(args.get("env"))
     op = {"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd,
           "title": args.get("title") or "New job", "dir": _dir(args.get("dir"), env),
@@ -193,7 +189,10 @@ def addjob(call):
     from jqueue.http import api
     args = {key: values[-1] for key, values in call.args.items()}
     op = job_opcode(args)
-    created = api.submit(call, [op], owner=call.owner(args.get("user")))
+    parent = (args.get("parent") or "0").strip()
+    created = api.submit(call, [op], owner=call.owner(args.get("user")),
+                         parent=None if parent in ("0", "") else (
+                             int(parent) if parent.isdigit() else parent))
     return created.addCallback(lambda job_id: text("%d" % job_id))
 
 
@@ -346,10 +345,7 @@ def clearjobs(call):
 
 
 def _each(call, method_name, what):
-    method = getattr(call.backend, method_name, None)
-    if method is None:
-        raise HttpError(501, "NotImplemented", "%s needs job holds and resets, which this "
-                        "version does not have yet" % what)
+    method = getattr(call.backend, method_name)
     ids = _ids(call)
 
     def run():

@@ -13,7 +13,7 @@ LIST_FIELDS = ["id", "status", "priority", "title", "summary", "node", "owner", 
                "max_attempts", "progress", "global_progress", "exit_status", "reason",
                "received_ts", "start_ts", "end_ts", "log_bytes"]
 DETAIL_FIELDS = LIST_FIELDS + ["ops", "opstatus", "opresult", "archived", "signal",
-                               "timed_out", "pid"]
+                               "timed_out", "pid", "held", "children", "not_before"]
 #: The parent field, once job groups exist (every job is a child of the root until then).
 PARENT = "parent" if "parent" in query.FIELDS_BY_NAME else None
 if PARENT:

@@ -201,28 +201,36 @@ class Client:
 
     # LUXI methods
 
-    def submit_job(self, ops, token=None, owner=None):
+    def submit_job(self, ops, token=None, owner=None, parent=None, not_before=None,
+                   start_in=None):
         """Submit one job (a list of opcodes, dicts or OpCode objects); return its id.
 
         With a token, a job an earlier submission with the same token created (and still
         live) is returned instead of a new one: retrying after a timeout is safe. owner
-        names who submits (the job's owner field).
+        names who submits (the job's owner field). parent puts it in a group (an id, a
+        title or a path ``a|b``); not_before (epoch seconds) or start_in (seconds) keep it
+        queued until then.
         """
         return self.call(constants.LUXI_REQ_SUBMIT_JOB, _with_options(
-            [_opcodes(ops)], token=token, owner=owner))
+            [_opcodes(ops)], token=token, owner=owner, parent=parent, not_before=not_before,
+            start_in=start_in))
 
-    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
+    def submit_job_to_drained_queue(self, ops, token=None, owner=None, parent=None,
+                                    not_before=None, start_in=None):
         """Submit one job even if the queue is drained; return its id."""
         return self.call(constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, _with_options(
-            [_opcodes(ops)], token=token, owner=owner))
+            [_opcodes(ops)], token=token, owner=owner, parent=parent, not_before=not_before,
+            start_in=start_in))
 
-    def submit_many_jobs(self, jobs, tokens=None, owner=None):
+    def submit_many_jobs(self, jobs, tokens=None, owner=None, options=None):
         """Submit several jobs; return [[True, id] | [False, message], ...].
 
-        tokens: a token (or None) per job, as for submit_job.
+        tokens: a token (or None) per job, as for submit_job; options: an object (or None)
+        per job with submit_job's parent, not_before and start_in (a negative parent is
+        relative: -1 is the job just before in this request).
         """
         return self.call(constants.LUXI_REQ_SUBMIT_MANY_JOBS, _with_options(
-            [[_opcodes(o) for o in jobs]], tokens=tokens, owner=owner))
+            [[_opcodes(o) for o in jobs]], tokens=tokens, owner=owner, options=options))
 
     def cancel_job(self, job_id, kill=False):
         """Cancel a job; return [success, message]."""
@@ -232,6 +240,31 @@ class Client:
     def change_job_priority(self, job_id, priority):
         """Change a job's priority; return [success, message]."""
         return self.call(constants.LUXI_REQ_CHANGE_JOB_PRIORITY, [job_id, priority])
+
+    def hold_job(self, job_id):
+        """Hold a job (a group: its tree); return [success, message]."""
+        return self.call(constants.LUXI_REQ_HOLD_JOB, [job_id])
+
+    def release_job(self, job_id):
+        """Release a held job (a group: its tree); return [success, message]."""
+        return self.call(constants.LUXI_REQ_RELEASE_JOB, [job_id])
+
+    def reset_job(self, job_id):
+        """A finished job (a group: its finished jobs) back to queued; [success, message]."""
+        return self.call(constants.LUXI_REQ_RESET_JOB, [job_id])
+
+    def retry_job(self, job_id):
+        """One more attempt for a failed job (a group: its failed jobs); [success, message]."""
+        return self.call(constants.LUXI_REQ_RETRY_JOB, [job_id])
+
+    def purge_jobs(self, age, timeout):
+        """Purge archived jobs (and their logs) older than age seconds, for at most timeout
+        seconds: {"purged", "bytes_freed", "done"} (not done: call again)."""
+        return self.call(constants.LUXI_REQ_PURGE_JOBS, [age, timeout])
+
+    def resolve_job(self, reference):
+        """The id of the live job a reference (id, group title, path ``a|b``) names."""
+        return self.call(constants.LUXI_REQ_RESOLVE_JOB, [reference])
 
     def archive_job(self, job_id):
         """Archive a finalized job; return whether it was archived."""

@@ -54,6 +54,17 @@ class _Signal(ptypes.PType):
         self._fail(value)
 
 
+class _Reference(ptypes.PType):
+    """A job id, or a group title or path (checked in full by the queue)."""
+
+    desc = "a job id, a group title or a path of titles"
+
+    def check(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            self._fail(value)
+        return value
+
+
 class _OutOfRange(ValueError):
     """A value of the right type outside its range: the caller's error (OpPrereqError)."""
 
@@ -141,9 +152,13 @@ _FIELDS = ptypes.ListOf(ptypes.String)
 #: idempotency tokens (our addition; Ganeti's clients send [ops] and [jobs]).
 _TOKEN = _Maybe(ptypes.String)
 #: ... and "owner": who submits (the jobs' owner field; HTTP clients' names).
-_SUBMIT_OPTIONS = _Maybe(_Options({"token": _TOKEN, "owner": _TOKEN}))
-_SUBMIT_MANY_OPTIONS = _Maybe(_Options({"tokens": _Maybe(ptypes.ListOf(_TOKEN)),
-                                        "owner": _TOKEN}))
+#: A job's own options (our addition): its group and its start time, see JobQueue.submit_job.
+_JOB_OPTIONS = {"parent": _Maybe(_Reference()), "not_before": _Maybe(ptypes.NumberRange()),
+                "start_in": _Maybe(ptypes.NumberRange())}
+_SUBMIT_OPTIONS = _Maybe(_Options(dict(_JOB_OPTIONS, token=_TOKEN, owner=_TOKEN)))
+_SUBMIT_MANY_OPTIONS = _Maybe(_Options({
+    "tokens": _Maybe(ptypes.ListOf(_TOKEN)), "owner": _TOKEN,
+    "options": _Maybe(ptypes.ListOf(_Maybe(_Options(_JOB_OPTIONS))))}))
 _NUMBER = ptypes.NumberRange()
 _SERVICE = ptypes.NonEmptyString
 _DEFINITIONS = ptypes.ListOf(_Instance(dict, "a service definition (an object)"))
@@ -253,6 +268,16 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_WAIT_FOR_EVENTS, "wait_for_events", [
         ("since", ptypes.NonNegativeInt), ("filter", _EventFilter()),
         ("timeout", ptypes.NonNegativeNumber)], watch="events"),
+    # Our additions: a job's course (see jqueue.jobcontrol) and its groups.
+    Method(_C.LUXI_REQ_HOLD_JOB, "hold_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RELEASE_JOB, "release_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RESET_JOB, "reset_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RETRY_JOB, "retry_job", [("job_id", ptypes.JobId)]),
+    Method(_C.LUXI_REQ_RESOLVE_JOB, "resolve_job", [("reference", _Reference())]),
+    # Our addition: retention (see jqueue.retention).
+    Method(_C.LUXI_REQ_PURGE_JOBS, "purge_jobs", [("age", _InRange(
+        _NUMBER, lambda age: age >= 0, "a non-negative number of seconds")),
+        ("timeout", _TIMEOUT)]),
     # Our addition: the opcode catalogue (see jqueue.opcodes.Registry.describe).
     Method(_C.LUXI_REQ_QUERY_OPCODES, "query_opcodes", [("names", _Maybe(_FIELDS))],
            min_args=0),
@@ -429,6 +454,24 @@ class Dispatcher:
     def change_job_priority(self, job_id, priority):
         return list(self._backend.change_job_priority(job_id, priority))
 
+    def hold_job(self, job_id):
+        return list(self._backend.hold_job(job_id))
+
+    def release_job(self, job_id):
+        return list(self._backend.release_job(job_id))
+
+    def reset_job(self, job_id):
+        return list(self._backend.reset_job(job_id))
+
+    def retry_job(self, job_id):
+        return list(self._backend.retry_job(job_id))
+
+    def resolve_job(self, reference):
+        return self._backend.resolve_job(reference)
+
+    def purge_jobs(self, age, timeout):
+        return self._backend.purge_jobs(age, timeout)
+
     def archive_job(self, job_id):
         return self._backend.archive_job(job_id)
 
@@ -534,9 +577,25 @@ class Dispatcher:
 
 def submit_arguments(options):
     """The keyword arguments of a submission for the options a client gave (only those
-    set: a backend without them still takes a plain submission). SubmitJob's options are
-    {"token", "owner"}, SubmitManyJobs' {"tokens", "owner"}."""
+    given: a backend without them still takes a plain submission).
+
+    SubmitJob's options are {"token", "owner", "parent", "not_before", "start_in"},
+    SubmitManyJobs' {"tokens", "owner", "options": [{"parent", "not_before", "start_in"}
+    or null per job]}.
+    """
     return {key: value for key, value in (options or {}).items() if value is not None}
+
+
+def nowait_arguments(options, many=False):
+    """submit_arguments for JobQueue.submit_job_nowait (token, owner, options) or, with
+    many, submit_nowait (tokens, owner, options)."""
+    given = submit_arguments(options)
+    if many:
+        return given
+    arguments = {key: given.pop(key) for key in ("token", "owner") if key in given}
+    if given:
+        arguments["options"] = given
+    return arguments
 
 
 def _normal_rows(rows, width):

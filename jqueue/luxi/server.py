@@ -650,13 +650,13 @@ def _opcode_count(spec, args):
 
 
 def _submit_job(backend, args, drained_ok=False, **defer):
-    options = methods.submit_arguments(args[1] if len(args) > 1 else None)
-    return backend.submit_job_nowait(args[0], drained_ok, **options, **defer)
+    return backend.submit_job_nowait(args[0], drained_ok, **methods.nowait_arguments(
+        args[1] if len(args) > 1 else None), **defer)
 
 
 def _submit_many(backend, args, **defer):
-    options = methods.submit_arguments(args[1] if len(args) > 1 else None)
-    results, batch = backend.submit_nowait(args[0], **options, **defer)
+    results, batch = backend.submit_nowait(args[0], **methods.nowait_arguments(
+        args[1] if len(args) > 1 else None, many=True), **defer)
     return [list(result) for result in results], batch
 
 

@@ -21,6 +21,10 @@ the processor reaches one it hands the job here (``enqueue_unlocked``) and the r
    ``retry_delay_max``, times a random factor in [0.5, 1]) and runs the next attempt; once
    the outcome is durable the node may forget the attempt.
 
+A hold (``hold_unlocked``) stops a running attempt like a cancel does, but the opcode
+goes back to queued and the attempt does not count (exec state ``uncounted``: attempts
+that do not count against ``max_attempts``, also raised by a reset).
+
 When the queue is opened again (restart, failover) attempts journaled as starting or
 running are reconciled with their nodes (``recover``): one that ended meanwhile gets its
 true result, a running one is followed again, one the node never launched is launched, and
@@ -197,6 +201,12 @@ class CommandRunner:
         """job (canceling) has an attempt on a node: stop it (the queue lock is held)."""
         self._host.call(self._stop, job.id, "kill" if kill else "cancel")
 
+    def hold_unlocked(self, job):
+        """job was held while an attempt of it is on a node: stop the attempt (TERM, then
+        KILL after its grace); the opcode goes back to queued and the attempt does not
+        count (the queue lock is held)."""
+        self._host.call(self._stop, job.id, "hold")
+
     def signal(self, job_id, signum):
         """Send signal signum to every process of job_id's running attempt: (ok, message)."""
         return self._host.call_sync(self._signal_sync, job_id, "signal", signum)
@@ -362,6 +372,8 @@ class CommandRunner:
     def _wants_start_unlocked(self, job, op_index):
         if job.next_op_index() != op_index or job.id in self._attempts:
             return False
+        if not self._queue._may_start_unlocked(job):  # held meanwhile
+            return False
         op = job.ops[op_index]
         state = (op.exec_state or {}).get("state")
         return (op.status in (constants.OP_STATUS_QUEUED, constants.OP_STATUS_WAITING)
@@ -421,10 +433,11 @@ class CommandRunner:
         op = job.ops[op_index]
         previous = op.exec_state or {}
         number = previous.get("attempt", 0) + 1
+        uncounted = previous.get("uncounted", 0)
         now = queue._clock()
         # First the banner: the one step that may fail (a full disk), before any change.
         queue._record_chunk_unlocked(job, op_index, 0, 0, commandjob.banner_start(
-            op.input, job.id, number, node, now))
+            op.input, job.id, number - uncounted, node, now))
         stamp = timestamp(now)
         op.status = constants.OP_STATUS_RUNNING
         op.start_timestamp = op.start_timestamp or stamp
@@ -437,7 +450,7 @@ class CommandRunner:
             "exit_status": None, "signal": None, "timed_out": False, "reason": None,
             "message": None, "retry_at": None, "progress": previous.get("progress"),
             "global_progress": previous.get("global_progress"),
-            "out": dict(previous.get("out") or {}),
+            "out": dict(previous.get("out") or {}), "uncounted": uncounted,
             "noxfers": previous.get("noxfers", 0),
         }
         attempt = _Attempt(job.id, op_index, number, node)
@@ -764,14 +777,19 @@ class CommandRunner:
         local, overall = attempt.tracker.values if attempt.tracker else (None, None)
         if reason == constants.REASON_OK:
             local = 1.0
+        counted = attempt.number - (op.exec_state or {}).get("uncounted", 0)
         retry = (reason in commandjob.RETRYABLE and not canceled and attempt.stop is None
-                 and attempt.number < params["max_attempts"])
-        delay = commandjob.retry_delay(attempt.number, params["retry_delay"],
+                 and counted < params["max_attempts"])
+        delay = commandjob.retry_delay(counted, params["retry_delay"],
                                        params["retry_delay_max"], self._rand) if retry else 0
+        held = attempt.stop == "hold" and not canceled and reason != constants.REASON_OK
         banner = commandjob.banner_end(result, reason, message, attempt.last_byte == b"\n")
         if retry:
             banner += commandjob.banner_note("RETRY : attempt %d of %d in %.1fs" % (
-                attempt.number + 1, params["max_attempts"], delay))
+                counted + 1, params["max_attempts"], delay))
+        if held:
+            banner += commandjob.banner_note("HOLD : stopped by a hold; the attempt does not "
+                                             "count")
         # First the banner: the one step that may fail (a full disk), before any change.
         queue._record_chunk_unlocked(job, attempt.op_index, 0, 0, banner)
         state = dict(op.exec_state or {})
@@ -786,6 +804,11 @@ class CommandRunner:
                                          "attempt %d of %d in %.1fs" % (
                                              attempt.number + 1, params["max_attempts"], delay))
             return self._retry_unlocked(job, attempt, delay)
+        if held:  # back to queued, the attempt uncounted; it starts again once released
+            op.exec_state = dict(state, state=constants.ATTEMPT_PENDING,
+                                 uncounted=state.get("uncounted", 0) + 1)
+            op.status = constants.OP_STATUS_QUEUED
+            return queue._record_state_unlocked(job)
         if canceled:
             status, outcome = constants.OP_STATUS_CANCELED, constants.MSG_CANCELED
         elif reason == constants.REASON_OK:

@@ -112,6 +112,8 @@ class JobProcessor:
                     self._end_unlocked(job, constants.OP_STATUS_CANCELED,
                                        constants.MSG_CANCELED)
                 return None
+            if not queue._may_start_unlocked(job):  # held, or its start time is to come
+                return None
             if not self._dependencies_met_unlocked(job, index):
                 return None
             if command:

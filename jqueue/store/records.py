@@ -9,6 +9,8 @@ Records (JSON objects):
     {"t": "arch", "id": N}                            job archived
     {"t": "del",  "id": N, "a": bool}                 job removed (replica resync only;
                                                       "a": from the archive)
+    {"t": "purge", "ids": [N, ...]}                   archived jobs purged: their files
+                                                      and command logs removed (retention)
     {"t": "pos",  "p": [epoch, session, seq]}         replication position (replicas)
     {"t": "ev",   "e": <event>}                       an event (jqueue.store.events)
     {"t": "svc",  "n": name, "s": record|null, "i": N}   a service set or removed
@@ -42,6 +44,7 @@ STATE = "st"
 LOG = "log"
 ARCHIVE = "arch"
 DELETE = "del"
+PURGE = "purge"
 POSITION = "pos"
 EVENT = "ev"
 LOG_CHUNK_MAGIC = b"\0LG1"
@@ -97,6 +100,19 @@ def archive_record(job_id):
 
 def delete_record(job_id, archived):
     return serializer.dumps_bytes({"t": DELETE, "id": job_id, "a": bool(archived)})
+
+
+def purge_record(job_ids):
+    return serializer.dumps_bytes({"t": PURGE, "ids": list(job_ids)})
+
+
+def purge_ids(record):
+    """The job ids of a decoded purge record; JobFileCorrupted if they are not ids."""
+    ids = record["ids"]
+    if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise errors.JobFileCorrupted("purge record with ids %r" % (ids,))
+    return ids
 
 
 def position_record(position):
@@ -168,8 +184,8 @@ class Replay:
     ``in_archive(job_id)`` tells whether the job's archive file exists; ``write_log(job_id,
     offset, data)``, if given, writes log chunks into the job's log file. After replay,
     ``jobs`` holds every job a record touched, ``archived`` the ids archived, ``deleted``
-    and ``deleted_archived`` the ids a resync removed, and ``position`` the last
-    replication position recorded (replicas only).
+    and ``deleted_archived`` the ids a resync removed, ``purged`` the ids purged, and
+    ``position`` the last replication position recorded (replicas only).
     """
 
     def __init__(self, load, in_archive, write_log=None, services=None,
@@ -184,6 +200,7 @@ class Replay:
         self.archived = set()
         self.deleted = set()
         self.deleted_archived = set()
+        self.purged = set()
         self.position = None
         self.events = []        # event dicts, in journal order
         self.problems = []
@@ -220,6 +237,11 @@ class Replay:
                 return
             if kind == DELETE:
                 self._delete(record["id"], record["a"])
+                return
+            if kind == PURGE:
+                for job_id in purge_ids(record):
+                    self._delete(job_id, True)
+                    self.purged.add(job_id)
                 return
             if kind == ARCHIVE and record["id"] not in self.jobs and self._in_archive(
                     record["id"]):

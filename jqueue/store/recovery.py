@@ -13,8 +13,9 @@ After opening, the job files hold every acknowledged change and the journal is e
    it stays running and the command runner reconciles it with the node.
    Command logs (jqueue.store.joblogs) are rewritten from the journal's log chunks and
    cut back to the length the job acknowledges.
-4. Changed jobs and archivals are written, the serial is raised to the highest id seen
-   anywhere (live, archived, set aside, journal), one syncfs makes it durable, and the
+4. Changed jobs and archivals are written, purged jobs' files and logs removed (with
+   archive directories left empty), the serial is raised to the highest id seen anywhere
+   (live, archived, set aside, journal, purged), one syncfs makes it durable, and the
    journal is reset.
 
 A replica (a candidate's copy of the master's queue) skips step 3: its jobs may still be
@@ -26,9 +27,9 @@ import gc
 import logging
 import os
 
-from jqueue import constants, errors, serializer
+from jqueue import constants, errors, groupjob, serializer
 from jqueue.job import QueuedJob
-from jqueue.store import journal, records
+from jqueue.store import journal, purge, records
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,8 @@ def _open_queue(qdir, now, replica, logs, events, services, service_logs):
         _recover_services(services, service_logs, replay)
     live_ids = list(state.jobs)
     state.max_id = max([qdir.read_serial()] + live_ids + list(replay.jobs) +
-                       qdir.archived_job_ids() + qdir.corrupt_job_ids())
-    _materialize(qdir, state, replay, dirty)
+                       list(replay.purged) + qdir.archived_job_ids() + qdir.corrupt_job_ids())
+    _materialize(qdir, state, replay, dirty, logs)
     return state
 
 
@@ -189,6 +190,8 @@ def _apply_crash_rules(state, now):
     changed = set()
     unclean = errors.encode_exception(errors.OpExecError(constants.MSG_UNCLEAN_SHUTDOWN))
     for job in state.jobs.values():
+        if groupjob.is_group(job):
+            continue  # its status follows its jobs: the queue derives it again
         status = job.calc_status()
         if status == constants.JOB_STATUS_QUEUED:
             state.restarted += 1
@@ -209,7 +212,7 @@ def _apply_crash_rules(state, now):
     return changed
 
 
-def _materialize(qdir, state, replay, dirty):
+def _materialize(qdir, state, replay, dirty, logs=None):
     """Write what replay and recovery changed, sync once, reset the journal."""
     wrote = False
     for job_id in sorted(dirty):
@@ -227,8 +230,12 @@ def _materialize(qdir, state, replay, dirty):
             wrote = True
     for job_id in replay.deleted - set(replay.jobs):
         wrote = _unlink(qdir.job_path(job_id)) or wrote
-    for job_id in replay.deleted_archived - set(replay.jobs):
+    for job_id in replay.deleted_archived - set(replay.jobs) - replay.purged:
         wrote = _unlink(qdir.archive_path(job_id)) or wrote
+    if replay.purged or purge.empty_archive_directories(qdir):
+        purge.remove_archived(qdir, logs, sorted(replay.purged))  # its records say so
+        purge.remove_empty_directories(purge.empty_archive_directories(qdir))
+        wrote = True
     if state.max_id > qdir.read_serial():
         qdir.write_serial(state.max_id)
     if state.position is not None and replay.position is not None:

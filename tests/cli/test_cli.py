@@ -653,7 +653,8 @@ def test_watch_prints_log_lines_and_the_final_status(cli, status, code):
             status, ": opcode 1 (TEST_DELAY(0)) failed" if status == "error" else "")]
     serials = [args[3] for args in cli.fake.calls_of("wait_for_job_change")]
     assert serials == [None, 1, 2, 3]
-    assert all(args[1] == ["status"] for args in cli.fake.calls_of("wait_for_job_change"))
+    assert all(args[1] == ["status", "opstatus"]
+               for args in cli.fake.calls_of("wait_for_job_change"))
 
 
 def test_watch_of_an_unknown_job_exits_4(cli):
@@ -754,12 +755,27 @@ def test_queue_drain_undrain_and_info(cli):
     assert lines[:4] == ["Drained: yes", "Master node: node1.example.com",
                          "Cluster name: cluster.example.com", "Jobs: 2"]
     assert "  queued: 1" in lines and "  success: 1" in lines and "  error: 0" in lines
-    assert lines[-2:] == ["Changes: accepted", "Job files: 1.5s since the last checkpoint, "
-                          "2 job(s) behind (checkpoint every 5s)"]
+    assert lines[-3:] == ["Changes: accepted", "Job files: 1.5s since the last checkpoint, "
+                          "2 job(s) behind (checkpoint every 5s)",
+                          "Retention: archive after 6h, purge after 3w (a pass every 1m)"]
     assert cli("queue", "undrain").code == 0 and cli.fake.drained is False
     data = serializer.loads(cli("queue", "info", "--json").out)
     assert data["drain_flag"] is False and data["jobs"]["queued"] == 1
     assert data["queue_status"]["view_lag"] == 2
+    assert data["retention"]["keep_archived"] == 21 * 86400
+
+
+def test_queue_info_shows_the_last_retention_pass_and_the_totals(cli):
+    """What the last pass archived, purged and freed, and the totals since the start."""
+    cli.fake.config["retention"].update(
+        keep_archived=0, last={"archived": 3, "purged": 2, "bytes_freed": 8192, "more": True,
+                               "at": cli.fake.now, "seconds": 0.1},
+        totals={"passes": 4, "archived": 30, "purged": 20, "bytes_freed": 81920})
+    lines = cli("queue", "info").out.splitlines()
+    assert lines[-3] == "Retention: archive after 6h, purge never (a pass every 1m)"
+    assert lines[-2].endswith(": archived 3, purged 2, 8192 bytes freed; more at the next")
+    assert lines[-1] == "  Since the start: 4 passes, archived 30, purged 20, 81920 bytes " \
+                        "freed"
 
 
 # errors, seams, launcher

@@ -63,8 +63,8 @@ def test_run_wait_exits_with_the_commands_own_status(cli):
     """--wait follows the job and exits with the command's status (row 17)."""
     original = cli.fake._create
 
-    def create(inputs):
-        job_id = original(inputs)
+    def create(inputs, options=None):
+        job_id = original(inputs, options)
         cli.fake.jobs[job_id].ops[0].exec_state = {"exit_status": 7, "reason": "FAILED"}
         cli.fake.script(job_id, ("error", []))
         return job_id

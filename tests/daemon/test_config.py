@@ -30,6 +30,7 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "max_connections", "max_wait_timeout", "max_pipelined", "luxi_threads",
                 "tags", "ping_interval", "ping_misses", "lost_grace", "event_buffer",
                 "action_log_max_bytes", "action_log_time",
+                "archive_after", "keep_archived", "retention_interval",
                 "log_max_bytes", "slots", "allowed_users", "containment", "http",
                 "http_tokens", "http_tls", "http_max_body", "http_max_headers",
                 "http_request_timeout", "http_idle_timeout", "http_max_connections",
@@ -40,6 +41,26 @@ def test_masterd_has_every_required_option_with_its_flag():
             assert option.flag == "--" + option.name.replace("_", "-")
     assert options["opcode_modules"].flag is None and not options["config"].in_file
     assert options["workers"].default == 25 and options["shutdown_grace"].default == 30
+
+
+@pytest.mark.parametrize("given, seconds", [
+    ("6h", 21600), ("21d", 1814400), ("90", 90), ("1.5m", 90), ("0", 0), ("2w", 1209600)])
+def test_retention_durations_take_units_on_the_command_line_and_in_the_file(
+        tmp_path, given, seconds):
+    """archive_after and keep_archived are seconds, or a number with s, m, h, d, w."""
+    loaded = config.load("masterd", parse(["--state-dir", "/a", "--archive-after", given]))
+    assert loaded.archive_after == seconds
+    path = write(tmp_path, '[masterd]\nstate_dir = "/a"\nkeep_archived = "%s"\n' % given)
+    assert config.load("masterd", parse(["--config", path])).keep_archived == seconds
+
+
+@pytest.mark.parametrize("text", ['keep_archived = "3 days"', 'keep_archived = -1',
+                                  'retention_interval = 0', 'archive_after = true',
+                                  'archive_after = "inf"'])
+def test_bad_retention_durations_are_refused_naming_the_option(tmp_path, text):
+    path = write(tmp_path, '[masterd]\nstate_dir = "/a"\n%s\n' % text)
+    with pytest.raises(errors.ConfigurationError, match=text.split(" ")[0]):
+        config.load("masterd", parse(["--config", path]))
 
 
 def test_defaults_apply_without_flags_or_file():

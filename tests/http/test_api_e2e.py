@@ -74,7 +74,7 @@ def test_opcode_jobs_page_by_id_and_filter_by_status_and_owner(served):
     assert [j["id"] for j in recent["jobs"]] == ids[5:]
 
 
-def test_actions_cancel_priority_signal_archive_and_501_for_holds(served):
+def test_actions_cancel_priority_signal_hold_release_retry_archive(served):
     """cancel, priority, signal, DELETE (archive) answer as documented; holds are 501."""
     _, client = served
     sleeper = submit(client, {"cmd": ["sleep", "60"], "kill_grace": 1})["id"]
@@ -95,9 +95,17 @@ def test_actions_cancel_priority_signal_archive_and_501_for_holds(served):
     assert check_schema(again, path + "cancel", "POST").status == 409
     missing = client.post("%s/99999/cancel" % JOBS)
     assert check_schema(missing, path + "cancel", "POST").status == 404
-    for action in ("hold", "release", "retry"):
+    for action in ("hold", "retry"):  # a canceled job: neither can be
         answer = client.post("%s/%d/%s" % (JOBS, queued, action))
-        assert check_schema(answer, path + action, "POST").status == 501
+        assert check_schema(answer, path + action, "POST").status == 409
+    answer = client.post("%s/%d/retry" % (JOBS, sleeper))  # it failed: one more attempt
+    assert check_schema(answer, path + "retry", "POST").json()["ok"]
+    client.wait_job(sleeper, ("running",))
+    answer = client.post("%s/%d/hold" % (JOBS, sleeper))  # stops it, queued and held
+    assert check_schema(answer, path + "hold", "POST").json()["ok"]
+    assert client.get("%s/%d" % (JOBS, sleeper)).json()["held"] is True
+    answer = client.post("%s/%d/release" % (JOBS, sleeper))
+    assert check_schema(answer, path + "release", "POST").json()["ok"]
     deleted = client.request("DELETE", "%s/%d" % (JOBS, queued))
     assert check_schema(deleted, JOBS + "/{id}", "DELETE").json() == {"id": queued,
                                                                        "archived": True}

@@ -138,7 +138,6 @@ def test_refusals_answer_minus_one_with_a_4xx(served):
         assert answer.headers["content-type"].startswith("text/plain")
     assert client.get("/api/v1/info").json()["counts"] == before
     assert client.get("/json/getlog?id=abc").body == b"-1"
-    assert client.get("/json/pausejobs?id=1").status == 501
 
 
 def test_getworkers_lists_nodes_as_workers_and_running_jobs(served):

@@ -75,7 +75,7 @@ def test_bad_bodies_and_ids_are_4xx_with_json_errors_and_create_nothing(served):
         (b'{"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": -1}]}', 400),
         (b'{"cmd": "true", "token": 5}', 400), (b'{"cmd": "true", "OP_ID": "x"}', 400),
         (b'{"a": 1, "a": 2}', 400), (b"", 400), (b"\xff\xfe", 400),
-        (b'{"cmd": "true", "parent": 7}', 501),
+        (b'{"cmd": "true", "parent": 7}', 404), (b'{"cmd": "true", "parent": true}', 400),
     ]
     for body, status in cases:
         answer = client.post(JOBS, body, headers={"Content-Type": "application/json"})

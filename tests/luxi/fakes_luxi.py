@@ -43,37 +43,39 @@ class FakeBackend:
             raise self.failures[name]
         return self.results.get(name, default)
 
-    def submit_job(self, ops, drained_ok=False, token=None, owner=None):
+    def submit_job(self, ops, drained_ok=False, token=None, owner=None, parent=None,
+                   not_before=None, start_in=None):
         if owner is not None:
             return self._call("submit_job", ops, drained_ok, token, owner, default=1)
-        if token is not None:
-            return self._call("submit_job", ops, drained_ok, token, default=1)
+        extra = _given(parent=parent, not_before=not_before, start_in=start_in)
+        if token is not None or extra:
+            return self._call("submit_job", ops, drained_ok, token, *extra, default=1)
         return self._call("submit_job", ops, drained_ok, default=1)
 
-    def submit_job_to_drained_queue(self, ops, token=None, owner=None):
-        if token is not None:
-            return self._call("submit_job_to_drained_queue", ops, token, default=1)
+    def submit_job_to_drained_queue(self, ops, token=None, **options):
+        extra = _given(**options)
+        if token is not None or extra:
+            return self._call("submit_job_to_drained_queue", ops, token, *extra, default=1)
         return self._call("submit_job_to_drained_queue", ops, default=1)
 
-    def submit_job_nowait(self, ops, drained_ok=False, token=None, owner=None,
+    def submit_job_nowait(self, ops, drained_ok=False, token=None, options=None, owner=None,
                           defer_commit=False):
-        """Recorded as submit_job (or submit_job_to_drained_queue), with the token (and
-        owner) if given; nothing to wait for."""
+        """Recorded as submit_job (or submit_job_to_drained_queue), with the token, owner
+        and options if given; nothing to wait for."""
         if owner is not None:
             return self._call("submit_job", ops, drained_ok, token, owner, default=1), None
-        if token is not None:
-            return self._call("submit_job", ops, drained_ok, token, default=1), None
+        if token is not None or options:
+            return self._call("submit_job", ops, drained_ok, token, *_given(**options or {}),
+                              default=1), None
         if drained_ok:
             return self.submit_job_to_drained_queue(ops), None
         return self.submit_job(ops), None
 
-    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, owner=None,
-                      defer_commit=False):
-        """Recorded as submit_many_jobs (with the tokens if given); nothing to wait for."""
-        if tokens is not None:
-            return self._call("submit_many_jobs", jobs, drained_ok, tokens,
-                              default=[(True, n + 1) for n in range(len(jobs))]), None
-        return self.submit_many_jobs(jobs, drained_ok), None
+    def submit_nowait(self, jobs, drained_ok=False, single=False, tokens=None, options=None,
+                      owner=None, defer_commit=False):
+        """Recorded as submit_many_jobs (with the tokens and options if given); nothing to
+        wait for."""
+        return self.submit_many_jobs(jobs, drained_ok, tokens, options), None
 
     def commit_pending(self):
         """Nothing is ever left to commit here (no batch to wait for)."""
@@ -83,18 +85,39 @@ class FakeBackend:
         """No replication: nothing times out."""
         return None
 
-    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None):
+    def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None, options=None):
+        answer = [(True, n + 1) for n in range(len(jobs))]
+        if options is not None:
+            return self._call("submit_many_jobs", jobs, drained_ok, tokens, options,
+                              default=answer)
         if tokens is not None:
-            return self._call("submit_many_jobs", jobs, drained_ok, tokens,
-                              default=[(True, n + 1) for n in range(len(jobs))])
-        return self._call("submit_many_jobs", jobs, drained_ok,
-                          default=[(True, n + 1) for n in range(len(jobs))])
+            return self._call("submit_many_jobs", jobs, drained_ok, tokens, default=answer)
+        return self._call("submit_many_jobs", jobs, drained_ok, default=answer)
 
     def cancel_job(self, job_id, kill=False):
         return self._call("cancel_job", job_id, kill, default=(True, "Job %s canceled" % job_id))
 
     def change_job_priority(self, job_id, priority):
         return self._call("change_job_priority", job_id, priority, default=(True, "changed"))
+
+    def hold_job(self, job_id):
+        return self._call("hold_job", job_id, default=(True, "Job %s held" % job_id))
+
+    def release_job(self, job_id):
+        return self._call("release_job", job_id, default=(True, "Job %s released" % job_id))
+
+    def reset_job(self, job_id):
+        return self._call("reset_job", job_id, default=(True, "Job %s reset" % job_id))
+
+    def retry_job(self, job_id):
+        return self._call("retry_job", job_id, default=(True, "Job %s queued" % job_id))
+
+    def resolve_job(self, reference):
+        return self._call("resolve_job", reference, default=7)
+
+    def purge_jobs(self, age, timeout=None):
+        return self._call("purge_jobs", age, timeout,
+                          default={"purged": 0, "bytes_freed": 0, "done": True})
 
     def archive_job(self, job_id):
         return self._call("archive_job", job_id, default=True)
@@ -184,6 +207,11 @@ class FakeBackend:
     @property
     def drain_flag(self):
         return self.drained
+
+
+def _given(**options):
+    """The values of the options given (not None), by name, as extra recorded arguments."""
+    return tuple("%s=%s" % (k, v) for k, v in sorted(options.items()) if v is not None)
 
 
 class FakeReactor(Clock):

@@ -22,6 +22,7 @@ CLUSTER_METHODS = {
 COMMAND_METHODS = {"ReadJobLog", "SignalJob", "QueryRunning", "WaitForEvents"}
 SERVICE_METHODS = {"AddServices", "ModifyService", "RemoveService", "StartService",
                    "StopService", "RestartService", "QueryServices", "ReadServiceLog"}
+COURSE_METHODS = {"HoldJob", "ReleaseJob", "ResetJob", "RetryJob", "ResolveJob", "PurgeJobs"}
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_table_holds_exactly_the_ganeti_methods():
     """The dispatcher accepts the methods of the contract (and our cluster, command and
     service ones), no other."""
     assert set(methods.METHODS) == (GANETI_METHODS | CLUSTER_METHODS | COMMAND_METHODS
-                                    | SERVICE_METHODS | {"QueryOpcodes"})
+                                    | SERVICE_METHODS | COURSE_METHODS | {"QueryOpcodes"})
 
 
 def test_every_handler_named_in_the_table_exists():

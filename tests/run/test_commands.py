@@ -644,3 +644,71 @@ def test_at_start_an_attempt_nobody_owns_is_killed(open_queue, clock, tmp_path):
     link.end(77, 1, exit_status=None, signal=9)
     setup.settle()
     assert (77, 1) in link.forgotten
+
+
+# Hold, release, reset and retry of command jobs (jqueue.jobcontrol)
+
+
+def test_a_hold_stops_the_running_command_and_release_runs_it_again(setup):
+    """Held: TERM (then KILL after the grace) through the node; the attempt ends, does
+    not count, and the job is queued and held; released, attempt 2 runs as the 1st."""
+    job_id = setup.submit(command("sleep 60", max_attempts=1))
+    ok, message = setup.queue.hold_job(job_id)
+    setup.settle()
+    assert ok and message == "Job %d held" % job_id
+    assert setup.link.controls == [(job_id, 1, "terminate", None)]
+    setup.end(job_id, exit_status=None, signal=15)
+    assert setup.fields(job_id, ["status", "held", "attempt", "reason"]) == [
+        "queued", True, 0, "KILLED"]
+    assert b"* HOLD : stopped by a hold; the attempt does not count" in setup.log(job_id)
+    assert setup.link.forgotten == [(job_id, 1)]
+    assert len(setup.link.launched) == 1
+    setup.queue.release_job(job_id)
+    setup.settle()
+    assert [s["attempt"] for s in setup.link.launched] == [1, 2]
+    assert b"ATTEMPT : 1/1" in setup.log(job_id).split(b"* HOLD")[1]
+    setup.end(job_id, attempt=2)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]
+
+
+def test_a_held_command_waiting_for_a_slot_does_not_start(open_queue, clock, tmp_path):
+    """A job pending on a busy node and held meanwhile is passed over when a slot frees."""
+    setup = Setup(open_queue, clock, tmp_path, slots=1)
+    blocker = setup.submit(command("sleep 60"))
+    held = setup.submit(command("touch /x"))
+    setup.queue.hold_job(held)
+    setup.end(blocker)
+    setup.settle()
+    assert [s["job"] for s in setup.link.launched] == [blocker]
+    setup.queue.release_job(held)
+    setup.settle()
+    assert [s["job"] for s in setup.link.launched] == [blocker, held]
+
+
+def test_reset_counts_attempts_anew_and_retry_keeps_the_counter(setup):
+    """Reset: the attempts start again from 1 with every retry available (node attempt
+    numbers go on, never reused); retry: one more attempt, the counter kept."""
+    job_id = setup.submit(command("false", max_attempts=2, retry_delay=0))
+    setup.end(job_id, exit_status=1)
+    setup.host.advance(1)
+    setup.settle()
+    setup.end(job_id, attempt=2, exit_status=1)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["error", 2]
+    assert setup.queue.retry_job(job_id)[0]
+    setup.settle()
+    assert setup.fields(job_id, ["status", "attempt"]) == ["running", 3]
+    setup.end(job_id, attempt=3, exit_status=1)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["error", 3]  # no retry after it
+    assert setup.queue.reset_job(job_id)[0]
+    setup.settle()
+    assert setup.fields(job_id, ["status", "attempt"]) == ["running", 1]
+    assert [s["attempt"] for s in setup.link.launched] == [1, 2, 3, 4]
+    setup.end(job_id, attempt=4, exit_status=1)
+    setup.host.advance(1)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "attempt"]) == ["running", 2]  # retried anew
+    setup.end(job_id, attempt=5)
+    assert setup.fields(job_id, ["status"]) == ["success"]
+    log = setup.log(job_id)
+    assert b"* RETRY : by request; one more attempt" in log
+    assert b"* RESET : by request; the job runs again, its attempts counted anew" in log
