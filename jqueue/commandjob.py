@@ -149,6 +149,26 @@ class _ProgressPatternType(ptypes.PType):
         return value
 
 
+#: The most nodes one fan-out runs on (one job each).
+MAX_FAN_OUT = 1000
+
+
+class _NodeSet(ptypes.PType):
+    desc = ("nodes: a non-empty list of distinct node names, or a glob of node names "
+            "(node*, web[0-9]); at most %d" % MAX_FAN_OUT)
+
+    _GLOB = re.compile(r"\A[A-Za-z0-9_.*?\[\]!-]{1,128}\Z")
+
+    def check(self, value):
+        if isinstance(value, str):
+            if not self._GLOB.match(value):
+                self._fail(value)
+            return value
+        if (not isinstance(value, list) or not value or len(value) > MAX_FAN_OUT
+                or len(set(map(repr, value))) != len(value)):
+            self._fail(value)
+        return [NodeName.check(name) for name in value]
+
 Command = _Command()
 AbsolutePath = _AbsolutePath()
 Environment = _Environment()
@@ -157,6 +177,7 @@ NodeName = _Name(_NODE_NAME, "a node name")
 ExitCodes = _ExitCodes()
 Tags = _Tags()
 ProgressPatternType = _ProgressPatternType()
+NodeSet = _NodeSet()
 
 
 # The opcode
@@ -191,6 +212,10 @@ class OpCommandRun(OpCode):
               "node to run on (null: the least loaded node with the affinity's tags, or the "
               "master's without an affinity)"),
         Param("affinity", Tags, [], "tags the node must all have (exact, case-sensitive)"),
+        Param("nodes", ptypes.Maybe(NodeSet), None,
+              "fan-out: run on each of these nodes, or on every node whose name matches "
+              "this glob and that has the affinity's tags (neither drained nor offline); "
+              "the job becomes a group with one job per node (jqueue.fanout)"),
         Param("title", ptypes.Maybe(ptypes.String), None, "display name"),
         Param("url", ptypes.Maybe(ptypes.String), None,
               "a link shown with the job (Coalition's url)"),

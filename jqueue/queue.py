@@ -36,6 +36,7 @@ from jqueue import (
     commandjob,
     constants,
     errors,
+    fanout,
     groupjob,
     groupkeeper,
     jobcontrol,
@@ -321,6 +322,11 @@ class JobQueue:
         options = joboptions.check(options, count, single)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
+        heads = None
+        if fanout.wants_fan_out(validated):  # a group and one job per node (jqueue.fanout)
+            validated, tokens, options, heads = fanout.expand(
+                validated, tokens, options, single, self._fan_out_nodes, self._group_input)
+            single = False
         with self._lock:
             known = [self._token_job_unlocked(token) for token in tokens]
             new = sum(1 for job in known if job is None)
@@ -329,8 +335,19 @@ class JobQueue:
             else:
                 self._check_writable()
                 self._check_open_unlocked()
-            return self._create_jobs_unlocked(validated, tokens, known, options, single, owner,
-                                              defer_commit)
+            results, batch = self._create_jobs_unlocked(validated, tokens, known, options,
+                                                        single, owner, defer_commit)
+        return fanout.answers(results, heads), batch
+
+    def _fan_out_nodes(self, op_input):
+        """The nodes a fan-out runs on, each checked as its own job will be."""
+        names = self._commands.fan_out(op_input)
+        for name in names:
+            self._commands.check_submit(dict(op_input, node=name, nodes=None))
+        return names
+
+    def _group_input(self, title):
+        return self._registry.build({"OP_ID": constants.OP_GROUP, "title": title}).to_dict()
 
     def _token_job_unlocked(self, token):
         """The live job an earlier submission with token created, or None."""

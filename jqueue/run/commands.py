@@ -54,6 +54,7 @@ started, deadline, output_size and result (None while running, else a dict with
 exit_status, signal, timed_out, error, ended and, for attempts a node lost, lost).
 """
 
+import fnmatch
 import heapq
 import logging
 import os
@@ -170,7 +171,10 @@ class CommandRunner:
         """OpPrereqError if a command opcode can never run here: an unknown node, a node
         without the affinity's tags, or a run_as user its node refuses (when the node can
         tell the master at once). An affinity no node holds is not refused: the job waits
-        (NO_MATCHING_NODE) for a node to get the tags."""
+        (NO_MATCHING_NODE) for a node to get the tags. A fan-out (nodes) is checked by
+        fan_out, and each of its jobs here once expanded."""
+        if params.get("nodes") is not None:
+            return
         node = self.node_of(params)
         if node not in self._links:
             raise errors.OpPrereqError("opcode %s: unknown node %s (nodes: %s)" % (
@@ -190,6 +194,32 @@ class CommandRunner:
         if refusal is not None:  # where the master can tell (this machine): at submit
             raise errors.OpPrereqError("opcode %s: %s" % (constants.OP_COMMAND_RUN, refusal),
                                        constants.ECODE_INVAL)
+
+    def fan_out(self, params):
+        """The nodes a fan-out (the opcode's ``nodes``) runs on, in name order.
+
+        A list names its nodes: each must be a node of this queue with the affinity's
+        tags (a drained or unreachable one is kept: its job waits for it). A glob picks
+        every node whose name matches it and that has the tags, drained and offline
+        ones left out. OpPrereqError if a named node is unknown or lacks the tags, or if
+        no node matches.
+        """
+        spec, affinity = params["nodes"], params.get("affinity") or []
+        if isinstance(spec, list):
+            for name in spec:
+                self.check_submit(dict(params, node=name, nodes=None))
+            return list(spec)
+        names = [name for name in self.node_names()
+                 if fnmatch.fnmatchcase(name, spec) and self._placement.holds(name, affinity)
+                 and not getattr(self._links.get(name), "drained", False)
+                 and not getattr(self._links.get(name), "offline", False)]
+        if not names:
+            raise errors.OpPrereqError(
+                "opcode %s: no node matches %s%s (nodes: %s)" % (
+                    constants.OP_COMMAND_RUN, spec,
+                    " with the tags %s" % ",".join(affinity) if affinity else "",
+                    ", ".join(self.node_names()) or "none"), constants.ECODE_NOENT)
+        return names
 
     # Entry points (any thread)
 
