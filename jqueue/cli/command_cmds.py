@@ -10,7 +10,7 @@ it grows, both exiting as ``jqctl wait`` does. ``term`` and ``kill`` stop a job'
 import argparse
 
 from jqueue import constants, errors, serializer
-from jqueue.cli import exitcodes, outcome, output, parsing, watching
+from jqueue.cli import exitcodes, fanout_cmds, outcome, output, parsing, watching
 from jqueue.cli.exitcodes import EXIT_SUCCESS, CommandError
 
 #: Bytes asked per ReadJobLog call, and the long poll of each (seconds).
@@ -70,6 +70,13 @@ def _register_run(commands):
     parser.add_argument("--node", metavar="NODE", help="node to run on (default: the master's)")
     parser.add_argument("--affinity", metavar="TAG,...",
                         help="run on a node with all these tags (the least loaded of them)")
+    parser.add_argument("--nodes", type=fanout_cmds.node_set, metavar="NODES",
+                        help="run on each of these nodes (name,name or a glob such as "
+                             "'node*'), wait and print every node's outcome and output")
+    parser.add_argument("--answer-timeout", type=seconds, metavar="SECONDS",
+                        help="with --nodes: stop waiting for nodes after this long")
+    parser.add_argument("--json", action="store_true",
+                        help="with --nodes: print the outcomes as JSON")
     parser.add_argument("--dir", metavar="DIR", help="working directory (absolute; default /)")
     parser.add_argument("--env", action="append", type=env_item, default=[],
                         metavar="NAME=VALUE", help="set a variable (repeatable)")
@@ -157,13 +164,14 @@ def run_opcode(args):
         raise CommandError("run needs a command: ARGV after --, or -c STRING (not both)")
     op = {"OP_ID": constants.OP_COMMAND_RUN,
           "cmd": args.shell if args.shell is not None else argv}
-    names = (("node", "node"), ("affinity", "affinity"), ("dir", "dir"), ("run_timeout", "timeout"),
+    names = (("node", "node"), ("nodes", "nodes"), ("affinity", "affinity"), ("dir", "dir"),
+             ("run_timeout", "timeout"),
              ("kill_grace", "kill_grace"), ("attempts", "max_attempts"),
              ("retry_delay", "retry_delay"), ("success_codes", "success_exit_codes"),
              ("run_as", "run_as"), ("title", "title"),
              ("progress_pattern", "progress_pattern"), ("priority", "priority"))
     for attr, param in names:
-        value = getattr(args, attr)
+        value = getattr(args, attr, None)
         if value is not None:
             op[param] = value
     if args.env:
@@ -176,7 +184,14 @@ def run_opcode(args):
 def cmd_run(ctx, args):
     """Submit the command job and print its id; follow it with --wait or --follow."""
     op = run_opcode(args)
-    job_id = ctx.client.submit_job([op], **parsing.job_options(args))
+    options = parsing.job_options(args)
+    if args.nodes is not None:
+        if args.node is not None or args.follow:
+            raise CommandError("--nodes runs on several nodes: not with --node or --follow")
+        return fanout_cmds.run_on_nodes(ctx, op, options, args.answer_timeout, args.json)
+    if args.answer_timeout is not None or args.json:
+        raise CommandError("--answer-timeout and --json go with --nodes")
+    job_id = ctx.client.submit_job([op], **options)
     if not (args.wait or args.follow):
         ctx.out(str(job_id))
         return EXIT_SUCCESS

@@ -131,12 +131,13 @@ def _bex_job(ctx, args):
         job = bexfile.parse(_read(ctx, args.bex), _file_label(args.bex))
     except bexfile.BexFileError as err:
         raise CommandError(str(err)) from None
-    if job.nodes is not None:
-        raise CommandError("%s: Node names several nodes or a glob; fan-out is not supported"
-                           " yet" % _file_label(args.bex))
+    if job.nodes is not None:  # several nodes or a glob: a fan-out (jqueue.fanout)
+        job.op["nodes"] = job.nodes
     if job.parent is not None:
-        raise CommandError("%s: Parent: job groups are not supported yet"
-                           % _file_label(args.bex))
+        if getattr(args, "parent", None) is not None:
+            raise CommandError("%s: Parent is given in the file and by --parent" %
+                               _file_label(args.bex))
+        args.parent = str(job.parent)
     if args.token is None:
         args.token = job.token
     return [job.op]
