@@ -75,7 +75,7 @@ def luxi(call, method, args):
     return call.blocking(call.site.context["dispatcher"].run, spec, checked)
 
 
-def _int_arg(call, name, default, low, high):
+def int_arg(call, name, default, low, high):
     text = call.arg(name)
     if text is None or text == "":
         return default
@@ -89,7 +89,7 @@ def _int_arg(call, name, default, low, high):
     return value
 
 
-def _number_arg(call, name):
+def number_arg(call, name):
     text = call.arg(name)
     if text is None or text == "":
         return None
@@ -106,13 +106,13 @@ def _number_arg(call, name):
     return moment.timestamp()
 
 
-def _words(call, name):
+def list_arg(call, name):
     values = [word.strip() for value in call.args.get(name, ()) for word in value.split(",")]
     values = [word for word in values if word]
     return values or None
 
 
-def _body_object(call, required=True):
+def body_object(call, required=True):
     body = call.json_body()
     if body is None and not required:
         return {}
@@ -230,14 +230,14 @@ def post_jobs(call):
 
 
 def get_jobs(call):
-    limit = _int_arg(call, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    after = _int_arg(call, "after", None, 0, 2 ** 63 - 1)
-    before = _int_arg(call, "before", None, 0, 2 ** 63 - 1)
+    limit = int_arg(call, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    after = int_arg(call, "after", None, 0, 2 ** 63 - 1)
+    before = int_arg(call, "before", None, 0, 2 ** 63 - 1)
     if after is not None and before is not None:
         raise HttpError(400, "ParameterError", "give after or before, not both")
     filters = {}
     for key in _FILTER_KEYS:
-        words = _words(call, key)
+        words = list_arg(call, key)
         if words is not None:
             filters[key] = words
     if "status" in filters:
@@ -248,7 +248,7 @@ def get_jobs(call):
     if "parent" in filters:
         parents = [_parent_value(word) for word in filters["parent"]]
         filters["parent"] = parents
-    since, until = _number_arg(call, "since"), _number_arg(call, "until")
+    since, until = number_arg(call, "since"), number_arg(call, "until")
     page = call.backend.list_jobs(jobs.LIST_FIELDS, limit=limit, after=after, before=before,
                                   filters=filters, since=since, until=until)
     items = [jobs.job_object(jobs.LIST_FIELDS, row) for row in page["rows"]]
@@ -298,19 +298,25 @@ def delete_job(call, job_text):
 
 
 def get_log(call, job_text):
-    job_id = job_id_of(job_text)
-    offset = _int_arg(call, "offset", 0, 0, 2 ** 62)
-    max_bytes = _int_arg(call, "max_bytes", 65536, 1, constants.LUXI_MAX_LOG_READ)
-    wait = _number_arg(call, "wait") or 0
+    return read_log(call, constants.LUXI_REQ_READ_JOB_LOG, job_id_of(job_text),
+                    "read_job_log", "log")
+
+
+def read_log(call, method, key, read, kind):
+    """GET .../log: method's answer (ReadJobLog, ReadServiceLog) for key from the query's
+    offset and max_bytes; with wait, a long poll through the dispatcher's watch_<kind>,
+    else its read (a method name) in the pool."""
+    offset = int_arg(call, "offset", 0, 0, 2 ** 62)
+    max_bytes = int_arg(call, "max_bytes", 65536, 1, constants.LUXI_MAX_LOG_READ)
+    wait = number_arg(call, "wait") or 0
     if wait < 0:
         raise HttpError(400, "ParameterError", "wait must be >= 0")
     wait = min(wait, call.site.limits.max_wait)
-    spec, args = methods.check_request(constants.LUXI_REQ_READ_JOB_LOG,
-                                       [job_id, offset, max_bytes, wait])
+    spec, args = methods.check_request(method, [key, offset, max_bytes, wait])
     dispatcher = call.site.context["dispatcher"]
     if not wait:
-        return call.blocking(dispatcher.read_job_log, *args).addCallback(json_response)
-    return _watch(call, dispatcher, "log", args, wait).addCallback(json_response)
+        return call.blocking(getattr(dispatcher, read), *args).addCallback(json_response)
+    return _watch(call, dispatcher, kind, args, wait).addCallback(json_response)
 
 
 def _watch(call, dispatcher, kind, args, timeout):
@@ -360,28 +366,28 @@ _ACTIONS = {"hold": constants.LUXI_REQ_HOLD_JOB, "release": constants.LUXI_REQ_R
 
 def post_action(call, job_text, action):
     job_id = job_id_of(job_text)
-    body = _body_object(call, required=False)
+    body = body_object(call, required=False)
     if action == "cancel":
         kill = body.get("kill", False)
-        _only(body, ("kill",))
+        only_keys(body, ("kill",))
         done = luxi(call, constants.LUXI_REQ_CANCEL_JOB, [job_id, kill])
     elif action == "signal":
-        _only(body, ("signal",))
+        only_keys(body, ("signal",))
         if "signal" not in body:
             raise HttpError(400, "ParameterError", 'give {"signal": NAME or number}')
         done = luxi(call, constants.LUXI_REQ_SIGNAL_JOB, [job_id, body["signal"]])
     elif action == "priority":
-        _only(body, ("priority",))
+        only_keys(body, ("priority",))
         if "priority" not in body:
             raise HttpError(400, "ParameterError", 'give {"priority": -20..19}')
         done = luxi(call, constants.LUXI_REQ_CHANGE_JOB_PRIORITY, [job_id, body["priority"]])
     else:
-        _only(body, ())
+        only_keys(body, ())
         done = luxi(call, _ACTIONS[action], [job_id])
     return done.addCallback(lambda answer: _action_answer(job_id, action, answer))
 
 
-def _only(body, keys):
+def only_keys(body, keys):
     extra = sorted(set(body) - set(keys))
     if extra:
         raise HttpError(400, "ParameterError", "unknown key(s): %s" % ", ".join(extra))
@@ -448,7 +454,7 @@ def get_events(call):
     """The event stream (Server-Sent Events) from since (or Last-Event-ID); format=json
     answers once, with what the ring holds after since."""
     last_id = call.request.getHeader(b"last-event-id")
-    since = _int_arg(call, "since", None, 0, 2 ** 63 - 1)
+    since = int_arg(call, "since", None, 0, 2 ** 63 - 1)
     if since is None and last_id is not None:
         try:
             since = ptypes.parse_int(last_id.decode("ascii", "replace"))
@@ -459,10 +465,11 @@ def get_events(call):
     job = call.arg("job")
     if job:
         flt["job"] = job_id_of(job)
-    if call.arg("node"):
-        flt["node"] = call.arg("node")
+    for key in ("node", "service"):
+        if call.arg(key):
+            flt[key] = call.arg(key)
     for key in ("kind", "status"):
-        words = _words(call, key)
+        words = list_arg(call, key)
         if words:
             flt[key] = words
     backend = call.backend

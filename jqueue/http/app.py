@@ -4,7 +4,7 @@
 listens with (jqueue.daemon.masterd's HttpService).
 """
 
-from jqueue.http import api, auth, coalition, metrics
+from jqueue.http import api, auth, coalition, metrics, services
 from jqueue.http.server import HttpSite, Route
 from jqueue.luxi import methods
 
@@ -29,7 +29,7 @@ def routes():
     return ([Route("GET", "/", page, page=True),
              Route("GET", "/static/([^/]+)", static),
              Route("GET", "/metrics", metrics.get_metrics)]
-            + api.routes() + coalition.routes())
+            + api.routes() + services.routes() + coalition.routes())
 
 
 def make_site(backend, reactor, limits, authenticator, pool, config_values=None,
