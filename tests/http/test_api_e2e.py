@@ -75,7 +75,8 @@ def test_opcode_jobs_page_by_id_and_filter_by_status_and_owner(served):
 
 
 def test_actions_cancel_priority_signal_hold_release_retry_archive(served):
-    """cancel, priority, signal, DELETE (archive) answer as documented; holds are 501."""
+    """cancel, priority, signal, retry, hold, release and DELETE (archive) answer as
+    documented."""
     _, client = served
     sleeper = submit(client, {"cmd": ["sleep", "60"], "kill_grace": 1})["id"]
     queued = submit(client, {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 30}]})["id"]
