@@ -28,6 +28,7 @@ import time
 
 from jqueue import constants, errors, ptypes
 from jqueue.opcodes import OpCode, Param, register
+from jqueue.ptypes import Tags, parse_tags  # noqa: F401 - callers use them from here
 
 #: Longest line the progress parser keeps while waiting for its end.
 MAX_PARTIAL_LINE = 64 * 1024
@@ -91,40 +92,6 @@ class _Name(ptypes.PType):
         return value
 
 
-_TAG = re.compile(r"\A[A-Za-z0-9_.:+=@/-]{1,64}\Z")
-
-
-def parse_tags(value):
-    """Tags from a list or a comma-separated text: trimmed, empty ones dropped, in order
-    of first appearance; ValueError naming a malformed one."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list):
-        raise ValueError("must be a list of tags or a comma-separated text")
-    tags = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError("has a tag that is not text: %s" % ptypes._short(item))
-        item = item.strip()
-        if not item:
-            continue
-        if not _TAG.match(item):
-            raise ValueError("has a malformed tag %s (letters, digits and _.:+=@/- only)"
-                             % ptypes._short(item))
-        if item not in tags:
-            tags.append(item)
-    return tags
-
-
-class _Tags(ptypes.PType):
-    desc = "tags: a list, or a comma-separated text (LINUX,24GB)"
-
-    def check(self, value):
-        try:
-            return parse_tags(value)
-        except ValueError as err:
-            raise ValueError("%s" % err) from None
-
-
 class _ExitCodes(ptypes.PType):
     desc = "a non-empty list of exit statuses (integers from 0 to 255)"
 
@@ -175,7 +142,6 @@ Environment = _Environment()
 UserName = _Name(_USER_NAME, "a user name")
 NodeName = _Name(_NODE_NAME, "a node name")
 ExitCodes = _ExitCodes()
-Tags = _Tags()
 ProgressPatternType = _ProgressPatternType()
 NodeSet = _NodeSet()
 

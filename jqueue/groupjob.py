@@ -18,10 +18,10 @@ A group has two statuses (jqueue.groupkeeper keeps both up to date):
   group, ``jqctl wait`` on it and the archival of its tree all wait for the whole tree.
   The group's ``end_ts`` is set exactly while it is complete.
 
-Parameters a group passes on to the jobs submitted into it are a hook: ``INHERITED``
-maps a parameter name to ``merge(child_value, [group values, nearest first])``; a job's
-opcodes that have the parameter get the merged value at submit (issue 11 registers
-``affinity`` there: a job needs its own tags and those of every group above it).
+Parameters a group passes on to the jobs submitted into it: ``INHERITED`` maps a
+parameter name to ``merge(child_value, [group values, nearest first])``; a job's opcodes
+that have the parameter get the merged value at submit. ``affinity`` is one (Coalition's
+rule: a job needs its own tags and those of every group above it).
 """
 
 import collections
@@ -57,14 +57,24 @@ class OpGroup(OpCode):
     OP_PARAMS = (
         Param("title", GroupTitle, doc="the group's name: what parent titles and paths "
                                        "match (render|shot1)"),
+        Param("affinity", ptypes.Tags, [], "tags every command job in the group's tree "
+                                               "needs besides its own"),
     )
 
     def run(self, ctx):
         raise errors.ProgrammerError("%s has no work of its own: it never runs" % self.OP_ID)
 
 
+def union_tags(tags, inherited):
+    """A job's tags followed by those of its groups it lacks (nearest group first)."""
+    merged = list(tags or [])
+    for more in inherited:
+        merged.extend(tag for tag in more if tag not in merged)
+    return merged
+
+
 #: Parameters a group passes on: name -> merge(child value, [group values, nearest first]).
-INHERITED = {}
+INHERITED = {"affinity": union_tags}
 
 
 def is_group_input(op_input):

@@ -243,7 +243,14 @@ class GroupKeeper:
                 groups.append(self._queue._jobs[parent].ops[0].input)
                 parent = self.tree.parent(parent)
         for op_input in inputs:
+            before = dict(op_input)
             groupjob.inherit(op_input, groups)
+            if op_input != before:  # a pinned node must still hold the tags now needed
+                try:
+                    self._queue._check_command(op_input)
+                except errors.OpPrereqError as err:
+                    raise GroupReferenceError("the group's tags: %s" %
+                                              errors.error_message(err)) from None
 
     def resolve(self, reference):
         """The id of the live job a reference names (ResolveJob); OpPrereqError if none."""

@@ -263,3 +263,42 @@ JobId = _JobId()
 RelativeJobId = _RelativeJobId()
 Priority = IntRange(constants.OP_PRIO_HIGHEST, constants.OP_PRIO_LOWEST)
 Dependencies = _Dependencies()
+
+
+# Node tags (command jobs' and services' affinity, groups')
+
+_TAG = re.compile(r"\A[A-Za-z0-9_.:+=@/-]{1,64}\Z")
+
+
+def parse_tags(value):
+    """Tags from a list or a comma-separated text: trimmed, empty ones dropped, in order
+    of first appearance; ValueError naming a malformed one."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("must be a list of tags or a comma-separated text")
+    tags = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("has a tag that is not text: %s" % _short(item))
+        item = item.strip()
+        if not item:
+            continue
+        if not _TAG.match(item):
+            raise ValueError("has a malformed tag %s (letters, digits and _.:+=@/- only)"
+                             % _short(item))
+        if item not in tags:
+            tags.append(item)
+    return tags
+
+
+class _Tags(PType):
+    desc = "tags: a list, or a comma-separated text (LINUX,24GB)"
+
+    def check(self, value):
+        try:
+            return parse_tags(value)
+        except ValueError as err:
+            raise ValueError("%s" % err) from None
+
+
+Tags = _Tags()

@@ -22,7 +22,7 @@ TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "job": "model", "opcodes": "model", "qlang": "model",
     "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",
-    "groupjob": "model", "grouptree": "model", "joboptions": "model",
+    "groupjob": "model", "grouptree": "model", "joboptions": "model", "fanout": "model",
     "queue": "queue", "embedded": "queue", "groupkeeper": "queue", "jobcontrol": "queue",
     "retention": "queue", "client": "luxi",
 }

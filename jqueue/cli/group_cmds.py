@@ -24,6 +24,8 @@ def register(commands):
                         help="its title (what --parent titles and paths match)")
     parser.add_argument("--parent", metavar="ID|PATH",
                         help="make it inside this group (its id, title or path)")
+    parser.add_argument("--affinity", metavar="TAG[,...]",
+                        help="tags every command job of its tree needs besides its own")
     parser.set_defaults(func=cmd_group)
     parser = commands.add_parser(
         "tree", help="show groups and the jobs in them",
@@ -41,8 +43,10 @@ def register(commands):
 def cmd_group(ctx, args):
     """Submit the group job; print its id."""
     options = parsing.job_options(args)
-    job_id = ctx.client.submit_job([{"OP_ID": constants.OP_GROUP, "title": args.title}],
-                                   **options)
+    op = {"OP_ID": constants.OP_GROUP, "title": args.title}
+    if args.affinity is not None:
+        op["affinity"] = args.affinity
+    job_id = ctx.client.submit_job([op], **options)
     ctx.out(str(job_id))
     return EXIT_SUCCESS
 

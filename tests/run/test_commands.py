@@ -712,3 +712,30 @@ def test_reset_counts_attempts_anew_and_retry_keeps_the_counter(setup):
     log = setup.log(job_id)
     assert b"* RETRY : by request; one more attempt" in log
     assert b"* RESET : by request; the job runs again, its attempts counted anew" in log
+
+
+def test_jobs_in_a_group_need_the_groups_tags_too(open_queue, clock, tmp_path):
+    """A group's affinity is added to its jobs' own (nearest group first): a job needing
+    LINUX in a group needing 24GB inside one needing GPU runs only where all three are."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {
+        "a": ["LINUX", "24GB"], "b": ["LINUX", "24GB", "GPU"], "c": ["GPU"]})
+    queue = setup.queue
+    outer = queue.submit_job([{"OP_ID": "OP_GROUP", "title": "render", "affinity": "GPU"}])
+    inner = queue.submit_job([{"OP_ID": "OP_GROUP", "title": "shot", "affinity": ["24GB"]}],
+                             parent=outer)
+    jobs = [None] * 3
+    jobs[0] = queue.submit_job([command("x", affinity="LINUX")], parent="render|shot")
+    jobs[1] = queue.submit_job([command("x")], parent=inner)
+    jobs[2] = queue.submit_job([command("x", affinity="GPU")], parent=outer)
+    setup.settle()
+    affinities = [queue.query_jobs([j], ["ops"])[0][0][0]["affinity"] for j in jobs]
+    assert affinities == [["LINUX", "24GB", "GPU"], ["24GB", "GPU"], ["GPU"]]
+    assert [launched_on(setup, j) for j in jobs] == [["b"], ["b"], launched_on(setup, jobs[2])]
+    assert launched_on(setup, jobs[2])[0] in ("b", "c")
+    before = queue.query_jobs([], ["id"])
+    with pytest.raises(errors.OpPrereqError, match="parent: the group's tags: .*node a has "
+                       "not the tags GPU"):
+        queue.submit_job([command("x", node="a")], parent=outer)  # a lacks GPU
+    assert queue.query_jobs([], ["id"]) == before
+    with pytest.raises(errors.OpPrereqError, match="affinity"):
+        queue.submit_job([{"OP_ID": "OP_GROUP", "title": "bad", "affinity": 7}])
