@@ -144,10 +144,13 @@ class GroupKeeper:
 
     def held_unlocked(self, job):
         """Whether the job or a group above it is held."""
-        if job.held:
-            return True
+        return job.held or self.holder_unlocked(job) is not None
+
+    def holder_unlocked(self, job):
+        """The id of the nearest held group above the job (None if none is)."""
         jobs = self._queue._jobs
-        return any(getattr(jobs.get(g), "held", False) for g in self.tree.ancestors(job.id))
+        return next((g for g in self.tree.ancestors(job.id)
+                     if getattr(jobs.get(g), "held", False)), None)
 
     def subtree_unlocked(self, job):
         """The visible live jobs of a group's tree (parents first), or [job]."""

@@ -298,6 +298,10 @@ class _Release(_Action):
 
     def refusal(self, job, in_group):
         if not job.held:
+            holder = None if in_group else self._queue._groups.holder_unlocked(job)
+            if holder is not None:
+                return (False, "Job %s is not held itself: group %d above it is (release "
+                        "the group)" % (job.id, holder))
             return (True, "Job %s is not held" % job.id)
         return None
 

@@ -33,6 +33,12 @@ class Context:
         """(children, Counts, shown status) of a live group job, else None."""
         return self.groups.info(job) if self.groups is not None else None
 
+    def held(self, job):
+        """Whether the job is held, by its own hold or a group's above it."""
+        if job.held or self.groups is None or job.archived:
+            return job.held
+        return self.groups.held_unlocked(job)
+
 
 class Field:
     """A job field: name, column title, kind, one-line doc and getter(job, registry)."""
@@ -175,8 +181,9 @@ FIELDS += [
           _counted("errors")),
     Field("working", "Working", QFT_NUMBER, "The group's leaves running now",
           _counted("working")),
-    Field("held", "Held", QFT_BOOL, "Whether the job is held (it does not start until "
-          "released)", lambda job, ctx: job.held),
+    Field("held", "Held", QFT_BOOL, "Whether the job is held, itself or by a group above "
+          "it (it does not start until released)",
+          lambda job, ctx: ctx.held(job) if isinstance(ctx, Context) else job.held),
     Field("not_before", "NotBefore", QFT_TIMESTAMP, "Time (epoch seconds) before which the "
           "job does not start", lambda job, ctx: job.not_before),
 ]

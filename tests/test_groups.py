@@ -212,3 +212,22 @@ def test_autoarchive_takes_whole_trees_and_a_child_alone_leaves_its_group(open_q
     clock.advance(100)
     assert queue.auto_archive_jobs(10, 60) == (6, 0)
     assert queue.query_jobs([render, late, alone], ["archived"]) == [[True]] * 3
+
+
+def test_a_job_in_a_held_group_shows_held_and_its_release_names_the_group(open_queue):
+    """A job added to a held group is held through it: ``held`` says so, releasing the
+    job alone is refused naming the group, releasing the group lets it run."""
+    queue = open_queue()
+    outer = queue.submit_job([group("outer")])
+    inner = queue.submit_job([group("inner")], parent=outer)
+    assert queue.hold_job(outer)[0]
+    late = queue.submit_job([jqop()], parent=inner)
+    run_jobs(queue)
+    assert queue.query_jobs([outer, inner, late], ["held"]) == [[True], [True], [True]]
+    ok, message = queue.release_job(late)
+    assert not ok and message == ("Job %d is not held itself: group %d above it is (release "
+                                  "the group)" % (late, inner))  # held with its tree
+    assert queue.query_jobs([late], ["held", "status"]) == [[True, "queued"]]
+    assert queue.release_job(outer)[0]
+    run_jobs(queue)
+    assert queue.query_jobs([late], ["held", "status"]) == [[False, "success"]]

@@ -72,7 +72,7 @@ def test_holding_a_group_holds_jobs_added_later(open_queue):
     later = queue.submit_job([jqop()], parent=inner)
     run_jobs(queue)
     assert [state(queue, i)[:2] for i in (first, later)] == [["queued", ["queued"]]] * 2
-    assert state(queue, later)[2] is False  # its own flag: held by the group above it
+    assert state(queue, later)[2] is True  # held through the group above it
     assert queue.release_job(outer) == (True, "Group %d: 3 job(s) released" % outer)
     run_jobs(queue)
     assert [state(queue, i)[0] for i in (outer, first, later)] == ["success"] * 3
