@@ -124,8 +124,12 @@ def test_every_route_and_http_option_is_in_the_man_page():
             expected = ["/api/v1/jobs/**\\ *ID*\\ **/cancel**"] + [
                 "**%s**" % action for action in ("signal", "priority", "retry", "hold",
                                                  "release")]
+        elif "(start|" in path:
+            expected = ["/api/v1/services/**\\ *NAME*\\ **/start**", "**stop**",
+                        "**restart**"]
         else:
-            expected = [path.replace("/([^/]+)", "/**\\ *ID*\\ **")]
+            expected = [path.replace("/([^/]+)", "/**\\ *%s*\\ **" % (
+                "NAME" if "/services/" in path else "ID"))]
         for text in expected:
             assert text in section, (route.pattern.pattern, text)
     for option in config.options_for("masterd"):
@@ -138,14 +142,17 @@ def _documented_paths(section):
     """(method or None, sample path) for every path jq-masterd(8)'s HTTP API section shows
     in bold: "**GET /api/v1/jobs/**\\ *ID*" becomes ("GET", "/api/v1/jobs/7")."""
     text = section.replace("**\\ *ID*\\ **", "7").replace("**\\ *ID*", "7**")
+    text = text.replace("**\\ *NAME*\\ **", "web").replace("**\\ *NAME*", "web**")
     found = []
-    for match in re.finditer(r"\*\*(?:(GET|POST|DELETE) )?(/[^*\s]*)\*\*", text):
+    for match in re.finditer(r"\*\*(?:(GET|POST|PATCH|DELETE) )?(/[^*\s]*)\*\*", text):
         method, path = match.groups()
         if path != "/" and path.endswith("/"):  # a directory: /static/ serves its files
             path += "index.html"
         found.append((method, path))
-    for extra in re.findall(r"\| \*\*([a-z]+)\*\*", text):  # cancel | signal | ...
-        found.append(("POST", "/api/v1/jobs/7/" + extra))
+    for line in text.splitlines():  # cancel | signal | ...; start | stop | restart
+        base = "/api/v1/services/web/" if "/api/v1/services/" in line else "/api/v1/jobs/7/"
+        for extra in re.findall(r"\| \*\*([a-z]+)\*\*", line):
+            found.append(("POST", base + extra))
     return found
 
 
@@ -157,7 +164,8 @@ def test_every_path_in_the_man_page_is_a_route():
     documented = _documented_paths(section)
     paths = {path for _, path in documented}
     assert {"/", "/metrics", "/api/v1/jobs", "/api/v1/jobs/7/log", "/api/v1/jobs/7/hold",
-            "/json/addjob", "/xmlrpc/addjob", "/json/pausejobs"} <= paths
+            "/json/addjob", "/xmlrpc/addjob", "/json/pausejobs", "/api/v1/services/web",
+            "/api/v1/services/web/restart", "/api/v1/services/web/log"} <= paths
     served = app.routes()
     for method, path in documented:
         assert any(route.pattern.match(path) and method in (None, route.method)
