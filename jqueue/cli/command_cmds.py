@@ -73,7 +73,7 @@ def _register_run(commands):
     parser.add_argument("--nodes", type=fanout_cmds.node_set, metavar="NODES",
                         help="run on each of these nodes (name,name or a glob such as "
                              "'node*'), wait and print every node's outcome and output")
-    parser.add_argument("--answer-timeout", type=seconds, metavar="SECONDS",
+    parser.add_argument("--answer-timeout", type=parsing.seconds, metavar="SECONDS",
                         help="with --nodes: stop waiting for nodes after this long")
     parser.add_argument("--json", action="store_true",
                         help="with --nodes: print the outcomes as JSON")
@@ -82,13 +82,14 @@ def _register_run(commands):
                         metavar="NAME=VALUE", help="set a variable (repeatable)")
     parser.add_argument("--env-inherit", action="store_true",
                         help="start from the daemon's environment, not the minimal one")
-    parser.add_argument("--timeout", dest="run_timeout", type=seconds, metavar="SECONDS",
+    parser.add_argument("--timeout", dest="run_timeout", type=parsing.seconds,
+                        metavar="SECONDS",
                         help="stop the command after this run time (TERM, then KILL)")
-    parser.add_argument("--kill-grace", type=seconds, metavar="SECONDS",
+    parser.add_argument("--kill-grace", type=parsing.seconds, metavar="SECONDS",
                         help="seconds between TERM and KILL (default 10)")
     parser.add_argument("--attempts", type=attempts, metavar="N",
                         help="attempts in total if it fails (default 1)")
-    parser.add_argument("--retry-delay", type=seconds, metavar="SECONDS",
+    parser.add_argument("--retry-delay", type=parsing.seconds, metavar="SECONDS",
                         help="seconds before the second attempt, doubling (default 5)")
     parser.add_argument("--success-codes", type=exit_codes, metavar="N,...",
                         help="exit statuses that mean success (default 0)")
@@ -117,16 +118,6 @@ def env_item(text):
     if not sep or not name:
         raise argparse.ArgumentTypeError("invalid variable %r: use NAME=VALUE" % text)
     return name, value
-
-
-def seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("invalid duration %r: use seconds >= 0" % text)
-    return int(value) if value.is_integer() else value
 
 
 def attempts(text):

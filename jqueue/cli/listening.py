@@ -29,13 +29,13 @@ def register(commands):
                     "change) as "
                     "action-log lines, or JSON lines with --json; keep going across "
                     "daemon restarts and failovers.")
-    parser.add_argument("count", nargs="?", type=int, default=0, metavar="N",
+    parser.add_argument("count", nargs="?", type=parsing.count, default=0, metavar="N",
                         help="stop after N events (default 0: never)")
     parser.add_argument("--json", action="store_true", help="print one JSON object a line")
     parser.add_argument("--job", type=parsing.job_id, metavar="ID", help="only this job's")
     parser.add_argument("--node", metavar="NODE", help="only this node's")
     parser.add_argument("--service", metavar="NAME", help="only this service's")
-    parser.add_argument("--since", type=int, metavar="SERIAL",
+    parser.add_argument("--since", type=parsing.count, metavar="SERIAL",
                         help="start after this event serial (0: every event kept); "
                              "default: from now on")
     parser.set_defaults(func=cmd_listen)

@@ -63,6 +63,29 @@ def age(text):
     return int(seconds) if seconds.is_integer() else seconds
 
 
+def count(text):
+    """A count or serial: an integer >= 0 written plainly (no spaces, _ or other scripts'
+    digits)."""
+    try:
+        value = ptypes.parse_int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError("invalid number %r: use an integer >= 0" % text)
+    return value
+
+
+def seconds(text):
+    """A number of seconds >= 0 written plainly (30, 2.5)."""
+    try:
+        value = ptypes.parse_number(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("invalid duration %r: use seconds >= 0" % text)
+    return value
+
+
 def dependency(text):
     """A dependency ID[:STATUS,...] as [job id, [statuses]] (no statuses: any final one)."""
     id_text, _, status_text = text.partition(":")

@@ -13,7 +13,7 @@ import argparse
 import time
 
 from jqueue import errors, serializer, service
-from jqueue.cli import command_cmds, jobmon, output
+from jqueue.cli import command_cmds, jobmon, output, parsing
 from jqueue.cli.exitcodes import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_SUCCESS, CommandError
 
 #: Bytes asked per ReadServiceLog call, and the long poll of each (seconds).
@@ -137,11 +137,11 @@ def _definition_options(parser, adding, with_argv=True):
     parser.add_argument("--run-as", metavar="USER", help="user to run as")
     parser.add_argument("--stop-signal", metavar="SIGNAL",
                         help="signal asking it to stop (default TERM)")
-    parser.add_argument("--stop-timeout", type=command_cmds.seconds, metavar="SECONDS",
+    parser.add_argument("--stop-timeout", type=parsing.seconds, metavar="SECONDS",
                         help="seconds before SIGKILL to all its processes (default 10)")
     parser.add_argument("--restart", metavar="WHEN",
                         help="restart a run that ended: no, on-failure (default), always")
-    parser.add_argument("--startsecs", type=command_cmds.seconds, metavar="SECONDS",
+    parser.add_argument("--startsecs", type=parsing.seconds, metavar="SECONDS",
                         help="seconds a run must stay up to be RUNNING (default 1)")
     parser.add_argument("--autostart", action=argparse.BooleanOptionalAction, default=None,
                         help="start it when added and whenever its node boots")

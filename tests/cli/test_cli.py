@@ -112,6 +112,16 @@ def test_selectors_accumulate_statuses():
     (["change-priority", "4"], "--priority"),
     (["--timeout", "0", "list"], "invalid timeout"),
     (["queue"], "ACTION"),
+    (["run", "--timeout", " 5", "--", "true"], "invalid duration"),
+    (["run", "--kill-grace", "1_0", "--", "true"], "invalid duration"),
+    (["run", "--retry-delay", "\u0663", "--", "true"], "invalid duration"),
+    (["run", "--timeout", "inf", "--", "true"], "invalid duration"),
+    (["service", "add", "s", "--startsecs", "1_0", "--", "true"], "invalid duration"),
+    (["service", "add", "s", "--stop-timeout", " 5", "--", "true"], "invalid duration"),
+    (["listen", "1_0"], "invalid number"),
+    (["listen", "\u0663"], "invalid number"),
+    (["listen", "--since", " 5"], "invalid number"),
+    (["listen", "--since", "-1"], "invalid number"),
 ])
 def test_usage_errors_exit_2_with_one_line(cli, argv, text):
     """argparse's usage errors exit 2 with one "jqctl: ..." line naming the problem."""
