@@ -37,7 +37,7 @@ INLINE_SUBMIT_OPCODES = 64
 #: Seconds between two keep-alive comments of an event stream.
 KEEPALIVE = 15.0
 #: Keys of a job submission besides a command's parameters or the opcodes.
-_META_KEYS = ("token", "owner", "parent")
+_META_KEYS = ("token", "owner", "parent", "not_before", "start_in")
 _FILTER_KEYS = ("status", "node", "owner", "parent")
 _ID = r"([^/]+)"
 
@@ -51,7 +51,7 @@ def routes():
         Route("GET", p + "/jobs/" + _ID, get_job),
         Route("DELETE", p + "/jobs/" + _ID, delete_job, mutating=True),
         Route("GET", p + "/jobs/" + _ID + "/log", get_log),
-        Route("POST", p + "/jobs/" + _ID + "/(cancel|signal|priority|retry|hold|release)",
+        Route("POST", p + "/jobs/" + _ID + "/(cancel|signal|priority|retry|reset|hold|release)",
               post_action, mutating=True),
         Route("GET", p + "/nodes", get_nodes),
         Route("GET", p + "/events", get_events),
@@ -124,7 +124,8 @@ def body_object(call, required=True):
 # Jobs
 
 def job_spec(body):
-    """(opcodes, token, owner, parent) of a submission's JSON object."""
+    """(opcodes, token, owner, parent) of a submission's JSON object (its start time:
+    start_options)."""
     if not isinstance(body, dict):
         raise HttpError(400, "ParameterError", "the body must be a JSON object: "
                         '{"ops": [opcodes...]} or a command job\'s parameters ({"cmd": ...})')
@@ -152,6 +153,13 @@ def job_spec(body):
     return ops, meta["token"], meta["owner"], meta["parent"]
 
 
+def start_options(body):
+    """The start time a submission's JSON object gives: {"not_before": epoch seconds} or
+    {"start_in": seconds} (checked by the queue, as jqctl submit's --not-before, --in)."""
+    return {key: body[key] for key in ("not_before", "start_in")
+            if isinstance(body, dict) and body.get(key) is not None}
+
+
 def check_parent(parent):
     """The group a job joins: None for the root (0 or nothing), else the reference (a
     job id, a group title or a path of titles) the queue resolves at submit."""
@@ -163,16 +171,19 @@ def check_parent(parent):
     return parent
 
 
-def submit(call, ops, token=None, owner=None, parent=None):
+def submit(call, ops, token=None, owner=None, parent=None, start=None):
     """Record a job now (in the pool if it is big); a Deferred firing with its id once
-    it is acknowledged, or with the error."""
+    it is acknowledged, or with the error. start: start_options' answer."""
     backend = call.backend
     if not call.site.accepting:
         raise errors.JobQueueError("daemon is shutting down")
     kwargs = {key: value for key, value in (("token", token), ("owner", owner))
               if value is not None}
+    options = dict(start or {})
     if parent is not None:
-        kwargs["options"] = {"parent": parent}
+        options["parent"] = parent
+    if options:
+        kwargs["options"] = options
     if len(ops) > INLINE_SUBMIT_OPCODES:
         recorded = call.blocking(backend.submit_job_nowait, ops, **kwargs)
     else:
@@ -223,8 +234,10 @@ def _fate(error, job_id):
 
 
 def post_jobs(call):
-    ops, token, owner, parent = job_spec(call.json_body())
-    created = submit(call, ops, token, call.owner(owner), check_parent(parent))
+    body = call.json_body()
+    ops, token, owner, parent = job_spec(body)
+    created = submit(call, ops, token, call.owner(owner), check_parent(parent),
+                     start_options(body))
     return created.addCallback(lambda job_id: json_response(
         {"id": job_id}, 201, {b"Location": ("%s/jobs/%d" % (PREFIX, job_id)).encode()}))
 
@@ -361,7 +374,7 @@ def _watch(call, dispatcher, kind, args, timeout):
 # Actions
 
 _ACTIONS = {"hold": constants.LUXI_REQ_HOLD_JOB, "release": constants.LUXI_REQ_RELEASE_JOB,
-            "retry": constants.LUXI_REQ_RETRY_JOB}
+            "retry": constants.LUXI_REQ_RETRY_JOB, "reset": constants.LUXI_REQ_RESET_JOB}
 
 
 def post_action(call, job_text, action):

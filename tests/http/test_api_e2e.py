@@ -213,3 +213,31 @@ def test_openapi_document_is_served_and_names_every_route(served):
                 assert (template.split("/(")[0] + "/" + action, route.method) in documented
         else:
             assert (template, route.method) in documented, template
+
+
+def test_reset_and_a_start_time_at_submit(served):
+    """POST .../reset runs a finished job again from its first attempt; start_in and
+    not_before at submit keep a job queued until then (its detail says when)."""
+    _, client = served
+    job_id = submit(client, {"cmd": "exit 3", "max_attempts": 1})["id"]
+    assert client.wait_job(job_id)["status"] == "error"
+    answer = client.post("%s/%d/reset" % (JOBS, job_id))
+    assert check_schema(answer, JOBS + "/{id}/reset", "POST").json()["ok"]
+    again = client.wait_job(job_id)
+    assert again["status"] == "error" and again["attempt"] == 1
+    assert client.post("%s/99999/reset" % JOBS).status == 404
+    before = time.time()
+    later = submit(client, {"cmd": "true", "start_in": 3600})["id"]
+    at = time.time() + 7200
+    fixed = submit(client, {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 0}],
+                            "not_before": at})["id"]
+    soon = submit(client, {"cmd": "true", "start_in": 0.5})["id"]
+    assert client.wait_job(soon)["status"] == "success"
+    for job_id, low, high in ((later, before + 3600, time.time() + 3600), (fixed, at, at)):
+        detail = client.get("%s/%d" % (JOBS, job_id)).json()
+        assert detail["status"] == "queued" and low <= detail["not_before"] <= high + 1
+        client.post("%s/%d/cancel" % (JOBS, job_id))
+    for bad in ({"cmd": "true", "start_in": -1}, {"cmd": "true", "not_before": "soon"},
+                {"cmd": "true", "start_in": 5, "not_before": at}):
+        answer = client.post(JOBS, bad)
+        assert answer.status == 400, (bad, answer)

@@ -122,8 +122,8 @@ def test_every_route_and_http_option_is_in_the_man_page():
             expected = ["**/static/**"]
         elif "(cancel|" in path:
             expected = ["/api/v1/jobs/**\\ *ID*\\ **/cancel**"] + [
-                "**%s**" % action for action in ("signal", "priority", "retry", "hold",
-                                                 "release")]
+                "**%s**" % action for action in ("signal", "priority", "retry", "reset",
+                                                 "hold", "release")]
         elif "(start|" in path:
             expected = ["/api/v1/services/**\\ *NAME*\\ **/start**", "**stop**",
                         "**restart**"]
