@@ -261,3 +261,26 @@ def test_scheduled_jobs_cost_no_thread_each(open_queue, clock):
     clock.advance(100 + 10000)
     queue.start_due_jobs()
     assert len(queue._control.starts) == 0
+
+
+def test_hold_release_retry_and_reset_are_events_and_action_log_lines(open_queue, tmp_path):
+    """Each request is an event of its own word (beside the job's status events), in the
+    stream and in actions.log; a refused request is no event."""
+    queue = open_queue()
+    job_id = queue.submit_job([jqop(fail=True)])
+    queue.hold_job(job_id)
+    queue.release_job(job_id)
+    queue.release_job(job_id)  # not held: nothing changes, no event
+    run_jobs(queue)
+    queue.retry_job(job_id)
+    run_jobs(queue)
+    queue.reset_job(job_id)
+    run_jobs(queue)
+    queue.wait_durable(10)
+    words = [e["status"] for e in queue.read_events(0, {"job": job_id})["events"]]
+    requests = [w for w in words if w in ("HOLD", "RELEASE", "RETRY", "RESET")]
+    assert requests == ["HOLD", "RELEASE", "RETRY", "RESET"], words
+    lines = [line.split() for line in (tmp_path / "actions.log").read_text().splitlines()]
+    logged = [line[4] for line in lines if line[3] == str(job_id)
+              and line[4] in ("HOLD", "RELEASE", "RETRY", "RESET")]
+    assert logged == requests
