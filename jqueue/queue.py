@@ -1047,7 +1047,7 @@ class JobQueue:
     def metrics(self):
         """Counters for monitoring that cost no scan of the jobs: the jobs by status (from
         the index), the last job id, waiters, the journal's counters and its latency
-        histogram (jqueue.store.journal.LatencyHistogram)."""
+        histogram (jqueue.store.journal.LatencyHistogram), retention's totals."""
         with self._lock:
             by_status = self._index.counts("status") if self._index is not None else {}
             serial = self._serial
@@ -1055,7 +1055,8 @@ class JobQueue:
         return {"by_status": by_status, "serial": serial, "waiters": waiters,
                 "event_waiters": self._events.waiter_count(),
                 "log_waiters": self._log_waiters.count(),
-                "journal": dict(self._journal.stats), "ack_latency": self._journal.ack_latency}
+                "journal": dict(self._journal.stats), "ack_latency": self._journal.ack_latency,
+                "retention": dict(self._retention.totals)}
 
     def status(self):
         """What an operator sees of the queue's health (``jqctl queue info``).

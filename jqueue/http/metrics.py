@@ -13,6 +13,10 @@ status, through one prometheus_client collector on a registry of the daemon's ow
     jqueue_journal_records_total            journal records written
     jqueue_journal_records_per_sync         records per sync, on average
     jqueue_waiters{kind}                    waiting clients: job, log, events
+    jqueue_retention_passes_total           retention passes (and jqctl purge runs)
+    jqueue_retention_archived_total         jobs retention archived
+    jqueue_retention_purged_total           archived jobs purged (with their logs)
+    jqueue_retention_freed_bytes_total      bytes the purges freed
     jqueue_replication_lag_batches{node}    group commits a candidate has not acknowledged
     jqueue_replication_backlog{node}        group commits queued for a candidate
     jqueue_replication_in_sync{node}        1 if the candidate is in sync
@@ -67,6 +71,14 @@ class QueueCollector:
         waiters.add_metric(["log"], stats["log_waiters"])
         waiters.add_metric(["events"], stats["event_waiters"])
         yield waiters
+        retention = stats.get("retention") or {}
+        for key, name, text in (
+                ("passes", "passes", "Retention passes (and jqctl purge runs)"),
+                ("archived", "archived", "Jobs retention archived"),
+                ("purged", "purged", "Archived jobs purged with their logs"),
+                ("bytes_freed", "freed_bytes", "Bytes the purges freed")):
+            yield CounterMetricFamily("jqueue_retention_" + name, text,
+                                      value=retention.get(key, 0))
         yield from self._replication_metrics()
         yield from self._node_metrics()
 

@@ -146,6 +146,32 @@ def test_nodes_info_and_metrics(served):
     assert count > 0
 
 
+def test_retention_is_in_the_metrics(served):
+    """A purge's jobs and bytes show in the jqueue_retention_* counters."""
+    daemon, client = served
+    job_id = submit(client, {"cmd": "echo to be purged"})["id"]
+    client.wait_job(job_id)
+    assert client.request("DELETE", "%s/%d" % (JOBS, job_id)).status == 200
+
+    def counters():
+        families = text_string_to_metric_families(client.get("/metrics").text)
+        return {s.name: s.value for f in families for s in f.samples
+                if s.name.startswith("jqueue_retention_")}
+    before = counters()
+    assert set(before) == {"jqueue_retention_passes_total", "jqueue_retention_archived_total",
+                           "jqueue_retention_purged_total",
+                           "jqueue_retention_freed_bytes_total"}
+    with daemon.client() as luxi:
+        answer = luxi.purge_jobs(0, 10)
+    assert answer["purged"] >= 1 and answer["bytes_freed"] > 0
+    after = counters()
+    assert after["jqueue_retention_purged_total"] - before["jqueue_retention_purged_total"] \
+        == answer["purged"]
+    assert after["jqueue_retention_freed_bytes_total"] - before[
+        "jqueue_retention_freed_bytes_total"] == answer["bytes_freed"]
+    assert client.get("%s/%d" % (JOBS, job_id)).status == 404
+
+
 def read_events(sock, want, timeout=20):
     """Read SSE frames from sock until want(events) is true; [(id, data)]."""
     sock.settimeout(timeout)
