@@ -114,8 +114,10 @@ class HttpService(service.Service):
             logger.error("SIGHUP: kept the HTTP tokens: %s", errors.error_message(err))
             return
         self.site.authenticator.set_tokens(tokens)
-        logger.info("SIGHUP: read %d HTTP tokens from %s", len(tokens),
-                    self._config.http_tokens)
+        closed = self.site.recheck_streams()
+        logger.info("SIGHUP: read %d HTTP tokens from %s%s", len(tokens),
+                    self._config.http_tokens,
+                    "; closed %d event stream(s) of revoked tokens" % closed if closed else "")
 
     def _restore_sighup(self):
         if self._previous_sighup is not None:

@@ -379,7 +379,7 @@ class HttpSite(server.Site):
         self.routes = []
         self.connections = set()
         self.accepting = True
-        self.streams = set()
+        self.streams = {}  # open event streams: stream -> its request
         self.static = _static_files()
         self.displayTracebacks = False
         self.noisy = False
@@ -521,10 +521,10 @@ class HttpSite(server.Site):
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Accel-Buffering", b"no")
-        self.streams.add(stream)
+        self.streams[stream] = request
 
         def gone(_):
-            self.streams.discard(stream)
+            self.streams.pop(stream, None)
             stream.stop()
         request.notifyFinish().addBoth(gone)
         stream.start(request)
@@ -535,6 +535,23 @@ class HttpSite(server.Site):
             stream.stop()
             stream.close()
         self.streams.clear()
+
+    def recheck_streams(self):
+        """Close the event streams whose caller would be refused now (its token was
+        revoked by a reload of the tokens); their number."""
+        closed = 0
+        for stream, request in list(self.streams.items()):
+            try:
+                self.authenticator.identify(request, _query_token(request))
+            except (auth.AuthError, auth.Forbidden):
+                self.streams.pop(stream, None)
+                channel = request.channel
+                stream.stop()
+                stream.close()
+                if channel is not None:  # not kept alive for more of that caller's requests
+                    channel.loseConnection()
+                closed += 1
+        return closed
 
     # Static files
 

@@ -199,13 +199,16 @@ def test_tokens_authenticate_and_own_jobs(daemons, tmp_path):
 
 
 def test_sighup_reads_the_tokens_file_again(daemons, tmp_path):
-    """After SIGHUP a new token works and a removed one is 401; a file that does not parse
-    keeps the tokens in force (and is logged); the daemon still stops cleanly."""
+    """After SIGHUP a new token works and a removed one is 401, and the event streams it
+    opened are closed; a file that does not parse keeps the tokens in force (and is
+    logged); the daemon still stops cleanly."""
     old, new = "o" * 20, "n" * 20
     path = token_file(tmp_path, alice=old)
     daemon, client = start_http_daemon(daemons, "--http-tokens", path)
     assert client.get("/api/v1/info?token=" + old).json()["name"] == "alice"
     assert client.get("/api/v1/info?token=" + new).status == 401
+    streams = [open_stream(client.port, "/api/v1/events?token=" + old)]
+    assert streams[0].recv(4096).startswith(b"HTTP/1.1 200")  # the stream is open
     token_file(tmp_path, bob=new)
     daemon.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
@@ -214,6 +217,18 @@ def test_sighup_reads_the_tokens_file_again(daemons, tmp_path):
         time.sleep(0.05)
     assert client.get("/api/v1/info?token=" + new).json()["name"] == "bob"
     assert client.get("/api/v1/info?token=" + old).status == 401
+    streams.append(open_stream(client.port, "/api/v1/events?token=" + new))
+    try:
+        read_to_end(streams[0])  # closed by the daemon
+    except OSError:
+        raise AssertionError(daemon.stderr()) from None
+    streams[1].settimeout(1)
+    assert streams[1].recv(4096).startswith(b"HTTP/1.1 200")  # the new token's stays open
+    with pytest.raises(socket.timeout):
+        while streams[1].recv(4096):
+            pass
+    for sock in streams:
+        sock.close()
     with open(path, "w", encoding="utf-8") as stream:
         stream.write("bob short\n")
     daemon.send_signal(signal.SIGHUP)
@@ -222,6 +237,24 @@ def test_sighup_reads_the_tokens_file_again(daemons, tmp_path):
         time.sleep(0.05)
     assert client.get("/api/v1/info?token=" + new).json()["name"] == "bob"
     assert daemon.alive()
+
+
+def open_stream(port, path):
+    """A raw connection that asked for path (an event stream)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path.encode())
+    return sock
+
+
+def read_to_end(sock, timeout=10):
+    """What sock receives until the other side closes it (AssertionError after timeout)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def test_a_non_loopback_address_without_authentication_is_refused(tmp_path):
