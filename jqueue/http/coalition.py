@@ -9,12 +9,12 @@ others ``1``.
 
 How Coalition's attributes map onto a command job (OP_COMMAND_RUN):
 
-    cmd (or command)   cmd, run by /bin/sh -c (an empty command is a group: refused until
-                       job groups exist)
+    cmd (or command)   cmd, run by /bin/sh -c (empty or absent: a group, see below)
     title              title (default "New job")
     dir                dir; "." or empty: "/"; "$(NAME)" expanded from env; else absolute
     env                env: NAME=value entries separated by the two characters \\n
-    parent             the group: a job id, a group title or a path a|b (0: the root)
+    parent             the group: a job id, a group title or a path a|b (0: the root),
+                       resolved by the queue (a job that is no group is refused)
     priority           priority by order: 1000 (the default) is normal (0); p > 1000 runs
                        first, p < 1000 later: -ceil(log2(|p - 1000| + 1)) signed,
                        clamped to -20..19 (2000: -10, 0: 10)
@@ -27,6 +27,9 @@ How Coalition's attributes map onto a command job (OP_COMMAND_RUN):
     localprogress      progress_pattern ("None" or empty: the default PROGRESS:%percent)
     globalprogress     global_progress_pattern ("None" or empty: none)
 
+A job without a command is Coalition's folder: a group job (OP_GROUP) with the title, the
+parent, the priority and the owner; see group_opcode.
+
 States: WAITING queued, PENDING waiting, WORKING running or canceling, FINISHED success,
 ERROR error or canceled, PAUSED held.
 """
@@ -38,7 +41,7 @@ import re
 from twisted.internet import defer
 
 from jqueue import commandjob, constants, errors, ptypes
-from jqueue.http.server import HttpError, Response, Route
+from jqueue.http.server import Response, Route
 
 TEXT = b"text/plain; charset=utf-8"
 VARS = ["ID", "Title", "Command", "Dir", "State", "Worker", "StartTime", "Duration", "Try",
@@ -157,12 +160,34 @@ def _pattern(value):
     return None if value in (None, "", "None") else value
 
 
+def _dependencies(args):
+    deps = [int(d) for d in re.findall(r"\d+", args.get("dependencies") or "")]
+    return [[d, [constants.JOB_STATUS_SUCCESS]] for d in deps]
+
+
+def group_opcode(args):
+    """The OP_GROUP opcode of an addjob without a command (Coalition's folder job).
+
+    A group runs nothing: dir, env, timeout, retry, url and the progress patterns are
+    ignored. Its priority is mapped as a command's; dependencies and an affinity are
+    passed on for the queue to judge (it refuses both on a group today)."""
+    op = {"OP_ID": constants.OP_GROUP, "title": args.get("title") or "New job",
+          "priority": coalition_priority(_int(args.get("priority"), "priority",
+                                              DEFAULT_PRIORITY))}
+    if args.get("affinity"):
+        op["affinity"] = args["affinity"]
+    deps = _dependencies(args)
+    if deps:
+        op["depends"] = deps
+    return op
+
+
 def job_opcode(args):
-    """The OP_COMMAND_RUN opcode of addjob's arguments ({name: text})."""
+    """The opcode of addjob's arguments ({name: text}): OP_COMMAND_RUN, or OP_GROUP for
+    an empty (or absent) command."""
     cmd = args.get("cmd") if args.get("cmd") is not None else args.get("command")
-    if not cmd or not cmd.strip():
-        raise HttpError(501, "NotImplemented", "a job without a command is a group, and job "
-                        "groups are not available in this version")
+    if cmd is None or cmd == "":
+        return group_opcode(args)
     env = parse_env(args.get("env"))
     op = {"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd,
           "title": args.get("title") or "New job", "dir": _dir(args.get("dir"), env),
@@ -179,9 +204,9 @@ def job_opcode(args):
         op["progress_pattern"] = local
     if global_ is not None:
         op["global_progress_pattern"] = global_
-    deps = [int(d) for d in re.findall(r"\d+", args.get("dependencies") or "")]
+    deps = _dependencies(args)
     if deps:
-        op["depends"] = [[d, [constants.JOB_STATUS_SUCCESS]] for d in deps]
+        op["depends"] = deps
     return op
 
 

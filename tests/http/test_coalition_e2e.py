@@ -130,9 +130,12 @@ def test_refusals_answer_minus_one_with_a_4xx(served):
     """A refused addjob is -1 with a 4xx, never an HTML page; nothing is created."""
     _, client = served
     before = client.get("/api/v1/info").json()["counts"]
-    for query in ("", "cmd=", "cmd=true&dir=relative", "cmd=true&env=NOEQUALS",
+    for query in ("cmd=%20", "cmd=true&dir=relative", "cmd=true&env=NOEQUALS",
                   "cmd=true&priority=high", "cmd=true&timeout=-1", "cmd=true&parent=title",
-                  "cmd=true&localprogress=no-token", "cmd=true&affinity=a%20b"):
+                  "cmd=true&localprogress=no-token", "cmd=true&affinity=a%20b",
+                  # groups: titles the queue refuses, and what a group cannot have
+                  "title=a%7Cb", "cmd=&title=123", "cmd=&dependencies=1",
+                  "cmd=&affinity=LINUX", "cmd=&priority=high"):
         answer = client.get("/json/addjob?" + query)
         assert 400 <= answer.status < 600 and answer.body == b"-1", (query, answer)
         assert answer.headers["content-type"].startswith("text/plain")

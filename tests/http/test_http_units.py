@@ -97,9 +97,25 @@ def test_coalition_attributes_make_a_command_opcode():
                 {"cmd": "x", "priority": "hi"}):
         with pytest.raises(errors.OpPrereqError):
             coalition.job_opcode(bad)
-    with pytest.raises(Exception) as info:
-        coalition.job_opcode({"cmd": ""})
-    assert getattr(info.value, "status", None) == 501
+    assert coalition.job_opcode({"cmd": " "})["OP_ID"] == "OP_COMMAND_RUN"
+
+
+def test_coalition_job_without_a_command_is_a_group():
+    """An empty or absent cmd is Coalition's folder: OP_GROUP with the title and the
+    priority; what only runs matters not (dir, env, retry, ...); dependencies and an
+    affinity are passed on for the queue to judge."""
+    assert coalition.job_opcode({"cmd": "", "title": "shots", "priority": "2000",
+                                 "dir": "relative", "env": "=bad", "retry": "x",
+                                 "timeout": "y", "localprogress": "None", "url": "u"}) == {
+        "OP_ID": "OP_GROUP", "title": "shots", "priority": -10}
+    assert coalition.job_opcode({}) == {"OP_ID": "OP_GROUP", "title": "New job",
+                                        "priority": 0}
+    assert coalition.job_opcode({"command": "", "affinity": "LINUX",
+                                 "dependencies": "4 5"}) == {
+        "OP_ID": "OP_GROUP", "title": "New job", "priority": 0, "affinity": "LINUX",
+        "depends": [[4, ["success"]], [5, ["success"]]]}
+    with pytest.raises(errors.OpPrereqError):
+        coalition.job_opcode({"cmd": "", "priority": "high"})
 
 
 def test_job_objects_convert_timestamps_and_fall_back_to_the_summary_for_a_title():
