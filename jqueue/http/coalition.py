@@ -31,7 +31,8 @@ A job without a command is Coalition's folder: a group job (OP_GROUP) with the t
 parent, the priority and the owner; see group_opcode.
 
 States: WAITING queued, PENDING waiting, WORKING running or canceling, FINISHED success,
-ERROR error or canceled, PAUSED held.
+ERROR error or canceled, PAUSED held (see state_of). A group's is derived from its jobs
+(jqueue.groupjob.shown_status: Coalition's order).
 """
 
 import json
@@ -40,7 +41,7 @@ import re
 
 from twisted.internet import defer
 
-from jqueue import commandjob, constants, errors, ptypes
+from jqueue import commandjob, constants, errors, groupjob, ptypes
 from jqueue.http.server import Response, Route
 
 TEXT = b"text/plain; charset=utf-8"
@@ -54,18 +55,30 @@ STATES = {constants.JOB_STATUS_QUEUED: "WAITING", constants.JOB_STATUS_WAITING: 
           constants.JOB_STATUS_RUNNING: "WORKING", constants.JOB_STATUS_CANCELING: "WORKING",
           constants.JOB_STATUS_SUCCESS: "FINISHED", constants.JOB_STATUS_ERROR: "ERROR",
           constants.JOB_STATUS_CANCELED: "ERROR"}
-STATUSES = {"WAITING": [constants.JOB_STATUS_QUEUED],
-            "PENDING": [constants.JOB_STATUS_WAITING],
-            "WORKING": [constants.JOB_STATUS_RUNNING, constants.JOB_STATUS_CANCELING],
-            "FINISHED": [constants.JOB_STATUS_SUCCESS],
-            "ERROR": [constants.JOB_STATUS_ERROR, constants.JOB_STATUS_CANCELED]}
 _FIELDS = ["id", "status", "title", "ops", "node", "start_ts", "end_ts", "attempt",
-           "max_attempts", "priority", "owner", "progress", "global_progress"]
+           "max_attempts", "priority", "owner", "progress", "global_progress", "held",
+           "total", "finished", "errors", "working"]
+#: Statuses a listing asks the queue for, by filter state: every status a job showing
+#: that state may have (the rows are then kept by their State; None: every job). ERROR
+#: takes queued too: the queue's index files a group whose jobs failed but not all
+#: ended under its recorded status, queued, until every job of it ends. PAUSED: held
+#: jobs and groups are in any status.
+PREFILTER = {"WAITING": [constants.JOB_STATUS_QUEUED],
+             "PENDING": [constants.JOB_STATUS_WAITING],
+             "WORKING": [constants.JOB_STATUS_RUNNING, constants.JOB_STATUS_CANCELING],
+             "FINISHED": [constants.JOB_STATUS_SUCCESS],
+             "ERROR": [constants.JOB_STATUS_ERROR, constants.JOB_STATUS_CANCELED,
+                       constants.JOB_STATUS_QUEUED],
+             "PAUSED": None}
+ROOT = {"ID": 0, "Title": "Root"}
+_STATE = VARS.index("State")
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _EXPAND = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 DEFAULT_PRIORITY = 1000
 #: Jobs read from the queue at a time for getjobs.
 PAGE = 1000
+#: Most groups above a job that getjobs' breadcrumb follows (a guard against a loop).
+MAX_DEPTH = 1000
 #: Most log bytes getlog answers (the end of a longer log).
 MAX_LOG = 16 * 1024 * 1024
 #: Log bytes read from the queue at a time.
@@ -231,26 +244,27 @@ def _ids(call):
 
 
 def getjobs(call):
-    parent = (call.arg("id") or "0").strip()
+    """The jobs directly in job id (0 or none: the root; an id that is no live job lists
+    the root, as Coalition does), those in state filter if given, and the breadcrumb."""
+    text_id = (call.arg("id") or "").strip() or "0"
+    try:
+        wanted = ptypes.parse_int(text_id)
+    except ValueError:
+        raise errors.OpPrereqError("invalid job id: %s" % ptypes._short(text_id)) from None
     state = (call.arg("filter") or "").strip().upper()
-    filters = {}
-    if state:
-        if state not in STATUSES:
-            filters["status"] = []  # an unknown state (PAUSED included) lists nothing
-        else:
-            filters["status"] = STATUSES[state]
-    # Coalition lists the children of id (an unknown id lists the root): every job is a
-    # child of the root until job groups exist.
-    del parent
     backend = call.backend
 
-    def pages():
-        """Every live job, a page at a time (the queue's lock is held for one page only)."""
-        if filters.get("status") == []:
-            return
+    def pages(parent):
+        """The rows of the jobs in parent, a page at a time (the queue's lock is held for
+        one page only), filtered in the queue by the statuses state may come from."""
+        if state and state not in PREFILTER:
+            return  # an unknown state lists nothing
+        filters = {"parent": [parent]}
+        if PREFILTER.get(state) is not None:
+            filters["status"] = PREFILTER[state]
         after = None
         while True:
-            page = backend.list_jobs(_FIELDS, limit=PAGE, after=after, filters=filters or None)
+            page = backend.list_jobs(_FIELDS, limit=PAGE, after=after, filters=filters)
             if page["rows"]:
                 yield page["rows"]
             if not page["more"] or not page["rows"]:
@@ -261,20 +275,65 @@ def getjobs(call):
         """The whole answer, built in the pool and encoded a page at a time: on a big
         queue it takes seconds that the event loop must not spend (nor wait for the GIL
         through one long encoding)."""
-        jobs = ", ".join(literal([job_row(dict(zip(_FIELDS, row)), now) for row in rows])[1:-1]
-                         for rows in pages())
+        parents = breadcrumb(backend, wanted)
+        parent = parents[-1]["ID"]
+        encoded = []
+        for rows in pages(parent):
+            values = [job_row(dict(zip(_FIELDS, row)), now) for row in rows]
+            if state:
+                values = [v for v in values if v[_STATE] == state]
+            if values:
+                encoded.append(literal(values)[1:-1])
         return text('{"Vars":%s, "Jobs":[%s], "Parents":%s}' % (
-            literal(VARS), jobs, literal([{"ID": 0, "Title": "Root"}])))
+            literal(VARS), ", ".join(encoded), literal(parents)))
     now = call.site.reactor.seconds()
     return call.blocking(answer)
+
+
+def breadcrumb(backend, job_id):
+    """Coalition's Parents of a listing of job_id: [{"ID": 0, "Title": "Root"}, ...,
+    {"ID": job_id, "Title": its title}]; just the root if job_id is no live job."""
+    chain = []
+    current = job_id
+    while current and len(chain) < MAX_DEPTH:
+        row = backend.query_jobs([current], ["parent", "title", "archived"])[0]
+        if row is None or row[2]:
+            break
+        chain.append({"ID": current, "Title": row[1] or ""})
+        current = row[0]
+    return [dict(ROOT)] + chain[::-1]
 
 
 def _seconds(ts):
     return ts[0] + ts[1] / 1e6 if ts else None
 
 
+def state_of(status, held, group):
+    """Coalition's State of a job of that status (a group's: the status the queue derives
+    from its jobs, as Coalition derives a parent's). A held job is PAUSED, unless it is
+    a job that has ended already; a held group is PAUSED whatever its jobs do (Coalition's
+    paused folder)."""
+    if held and (group or status not in constants.JOBS_FINALIZED):
+        return "PAUSED"
+    return STATES.get(status, "WAITING")
+
+
+def group_counters(total, finished, errors, working):
+    """Coalition's counters of a group from the queue's counts of its leaves (the jobs of
+    its whole tree that have no jobs of their own; finished: those that ended, failed
+    or not). The queue does not count a group's direct jobs apart: Finished, Errors and
+    Working are the whole tree's too (the same when the group's jobs are all leaves)."""
+    total, finished, errors, working = (int(v or 0) for v in (total, finished, errors,
+                                                               working))
+    done = max(0, finished - errors)  # ended without failing
+    return {"Total": total, "TotalFinished": done, "TotalErrors": errors,
+            "TotalWorking": working, "Finished": done, "Errors": errors,
+            "Working": working}
+
+
 def job_row(row, now):
     """A job's values in VARS order, with no None anywhere."""
+    group = bool(row["ops"]) and groupjob.is_group_input(row["ops"][0])
     op = next((o for o in row["ops"] if commandjob.is_command(o)), row["ops"][0])
     cmd = op.get("cmd")
     start, end = _seconds(row["start_ts"]), _seconds(row["end_ts"])
@@ -288,8 +347,8 @@ def job_row(row, now):
     deps = [dep[0] for dep in op.get("depends") or [] if isinstance(dep, list) and dep]
     values = {
         "ID": row["id"], "Title": row["title"] or "", "Command": (
-            commandjob.command_text(cmd) if cmd else op.get("OP_ID", "")),
-        "Dir": op.get("dir") or "", "State": STATES.get(status, "WAITING"),
+            "" if group else commandjob.command_text(cmd) if cmd else op.get("OP_ID", "")),
+        "Dir": op.get("dir") or "", "State": state_of(status, row["held"], group),
         "Worker": row["node"] or "", "StartTime": int(start or 0),
         "Duration": int(max(0, duration)), "Try": row["attempt"] or 0,
         "Retry": row["max_attempts"] or 0, "TimeOut": int(op.get("timeout") or 0),
@@ -298,6 +357,12 @@ def job_row(row, now):
         "TotalFinished": 0, "TotalErrors": 0, "TotalWorking": 0, "Dependencies": deps,
         "URL": op.get("url") or "", "LocalProgress": float(progress or 0.0),
         "GlobalProgress": float(row["global_progress"] or 0.0)}
+    if group:
+        counters = group_counters(row["total"], row["finished"], row["errors"],
+                                  row["working"])
+        values.update(counters)
+        share = counters["TotalFinished"] / counters["Total"] if counters["Total"] else 0.0
+        values["LocalProgress"] = values["GlobalProgress"] = float(share)
     return [values[name] for name in VARS]
 
 
