@@ -5,7 +5,8 @@ multi-id calls repeat ``id``. Answers are Coalition's: ``addjob`` the bare decim
 ``-1`` with a 4xx on refusal, never an HTML page); ``getjobs`` the Vars/Jobs/Parents
 object, with no ``null``, ``true`` or ``false`` anywhere so that Python's ``eval`` reads
 it (control.py does); ``getlog`` the log as a JSON string (also a Python literal); the
-others ``1``.
+others ``1`` (pausejobs, startjobs, resetjobs and reseterrorjobs: -1 with a 4xx when an
+id is unknown or refused, see control).
 
 How Coalition's attributes map onto a command job (OP_COMMAND_RUN):
 
@@ -36,13 +37,17 @@ ERROR error or canceled, PAUSED held (see state_of). A group's is derived from i
 """
 
 import json
+import logging
 import math
 import re
 
 from twisted.internet import defer
 
 from jqueue import commandjob, constants, errors, groupjob, ptypes
-from jqueue.http.server import Response, Route
+from jqueue.http.server import HttpError, Response, Route
+from jqueue.luxi import methods
+
+logger = logging.getLogger(__name__)
 
 TEXT = b"text/plain; charset=utf-8"
 VARS = ["ID", "Title", "Command", "Dir", "State", "Worker", "StartTime", "Duration", "Try",
@@ -434,28 +439,71 @@ def clearjobs(call):
     return call.blocking(clear)
 
 
-def _each(call, method_name, what):
-    method = getattr(call.backend, method_name)
-    ids = _ids(call)
+#: Coalition's calls on many jobs: the LUXI method each id goes through, and when the
+#: queue's refusal (status, held) is what Coalition does too: nothing. Coalition pauses
+#: no FINISHED job; a reset leaves a waiting job WAITING (not a held one: Coalition's
+#: reset ends a pause); reseterrorjobs touches only ERROR jobs. ReleaseJob refuses only
+#: an unknown job (a job not held is no refusal).
+_Q, _W = constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING
+CONTROLS = {
+    "pausejobs": (constants.LUXI_REQ_HOLD_JOB,
+                  lambda status, held: status == constants.JOB_STATUS_SUCCESS),
+    "startjobs": (constants.LUXI_REQ_RELEASE_JOB, lambda status, held: False),
+    "resetjobs": (constants.LUXI_REQ_RESET_JOB,
+                  lambda status, held: status in (_Q, _W) and not held),
+    "reseterrorjobs": (constants.LUXI_REQ_RETRY_JOB,
+                       lambda status, held: status != constants.JOB_STATUS_ERROR),
+}
+_NOT_FOUND = re.compile(r"\bnot found\b")
+
+
+def control(call, name):
+    """Apply a CONTROLS call to each id, in order, each through its LUXI method (the
+    checks of jqctl and of the REST API): ``1`` if each was done, or left as it was where
+    Coalition leaves it too; else, once every id was tried, -1 with 404 if an id is no
+    live job, or with 409 if the queue refused an id where Coalition would have changed
+    it (the daemon's log says why, for each)."""
+    method, noop = CONTROLS[name]
+    dispatcher = call.site.context["dispatcher"]
+    backend = call.backend
+    checked = [methods.check_request(method, [job_id]) for job_id in _ids(call)]
 
     def run():
-        for job_id in ids:
-            method(job_id)
+        unknown, refused = [], []
+        for spec, args in checked:
+            ok, message = dispatcher.run(spec, args)
+            if ok:
+                continue
+            job_id = args[0]
+            if _NOT_FOUND.search(message):
+                unknown.append(message)
+                continue
+            row = backend.query_jobs([job_id], ["status", "held"])[0]
+            if row is not None and noop(row[0], row[1]):
+                logger.info("Coalition %s: job %s left as it is (%s), as Coalition "
+                            "does", name, job_id, message)
+                continue
+            logger.warning("Coalition %s refused for job %s: %s", name, job_id, message)
+            refused.append(message)
+        if unknown:
+            raise errors.JobLost("; ".join(unknown))
+        if refused:
+            raise HttpError(409, "ActionRefused", "; ".join(refused))
         return text("1")
     return call.blocking(run)
 
 
 def resetjobs(call):
-    return _each(call, "reset_job", "resetjobs")
+    return control(call, "resetjobs")
 
 
 def reseterrorjobs(call):
-    return _each(call, "retry_job", "reseterrorjobs")
+    return control(call, "reseterrorjobs")
 
 
 def startjobs(call):
-    return _each(call, "release_job", "startjobs")
+    return control(call, "startjobs")
 
 
 def pausejobs(call):
-    return _each(call, "hold_job", "pausejobs")
+    return control(call, "pausejobs")

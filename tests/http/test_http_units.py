@@ -378,6 +378,61 @@ def test_coalition_group_counters():
     assert coalition.group_counters(None, None, None, None)["Total"] == 0
 
 
+class _Dispatcher:
+    """Runs LUXI's job-control requests against answers given per (method, id)."""
+
+    def __init__(self, answers):
+        self.answers, self.ran = answers, []
+
+    def run(self, spec, args):
+        self.ran.append((spec.name, args[0]))
+        return list(self.answers.get((spec.name, args[0]), (True, "done")))
+
+
+def _control(name, ids, answers, backend=None):
+    dispatcher = _Dispatcher(answers)
+    results = []
+    call = _Call(backend or _tree(), {"id": [str(i) for i in ids]}, dispatcher)
+    getattr(coalition, name)(call).addBoth(results.append)
+    return results[0], dispatcher.ran
+
+
+def test_coalition_job_control_goes_through_luxi_and_refusals_are_not_silent():
+    """Each id goes through its LUXI method, in order, every one tried; 1 when each was
+    done or left as Coalition leaves it; -1 (404) for an unknown id; -1 (409) for a
+    refusal where Coalition would have changed the job."""
+    from jqueue.http import server
+    for name, method in (("pausejobs", "HoldJob"), ("startjobs", "ReleaseJob"),
+                         ("resetjobs", "ResetJob"), ("reseterrorjobs", "RetryJob")):
+        answer, ran = _control(name, [3, 4], {})
+        assert answer.body == b"1" and ran == [(method, 3), (method, 4)]
+        answer, ran = _control(name, [99, 4], {(method, 99): (False, "Job 99 not found")})
+        assert server.status_of(answer.value)[0] == 404 and ran == [(method, 99),
+                                                                     (method, 4)]
+    # Coalition pauses no FINISHED job: left as it is; an ERROR one it would pause.
+    refused = {("HoldJob", 1): (False, "Job 1 is already finished (success)"),
+               ("HoldJob", 3): (False, "Job 3 is already finished (error)")}
+    assert _control("pausejobs", [1], refused)[0].body == b"1"
+    answer, ran = _control("pausejobs", [3, 1], refused)
+    assert server.status_of(answer.value)[:2] == (409, "ActionRefused") and len(ran) == 2
+    # A reset leaves a waiting job WAITING; a running or a paused (held) one Coalition
+    # would have reset.
+    refused = {("ResetJob", 11): (False, "Job 11 is not finished (queued)"),
+               ("ResetJob", 8): (False, "Job 8 is not finished (queued)"),
+               ("ResetJob", 4): (False, "Job 4 is not finished (running)")}
+    assert _control("resetjobs", [11], refused)[0].body == b"1"
+    for job_id in (4, 8):
+        answer = _control("resetjobs", [job_id], refused)[0]
+        assert server.status_of(answer.value)[0] == 409
+    # reseterrorjobs touches ERROR jobs only.
+    refused = {("RetryJob", 1): (False, "Job 1 has not failed (success)")}
+    assert _control("reseterrorjobs", [1], refused)[0].body == b"1"
+    answers = []
+    defer.maybeDeferred(coalition.pausejobs, _Call(_tree(), {"id": ["x"]}, _Dispatcher(
+        {}))).addErrback(answers.append)
+    assert answers and answers[0].check(errors.OpPrereqError)
+
+
 class _LogBackend:
     """A job whose log is the given bytes, read as JobQueue.read_job_log does."""
 
