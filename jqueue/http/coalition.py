@@ -5,16 +5,17 @@ multi-id calls repeat ``id``. Answers are Coalition's: ``addjob`` the bare decim
 ``-1`` with a 4xx on refusal, never an HTML page); ``getjobs`` the Vars/Jobs/Parents
 object, with no ``null``, ``true`` or ``false`` anywhere so that Python's ``eval`` reads
 it (control.py does); ``getlog`` the log as a JSON string (also a Python literal); the
-others ``1``.
+others ``1`` (pausejobs, startjobs, resetjobs and reseterrorjobs: -1 with a 4xx when an
+id is unknown or refused, see control).
 
 How Coalition's attributes map onto a command job (OP_COMMAND_RUN):
 
-    cmd (or command)   cmd, run by /bin/sh -c (an empty command is a group: refused until
-                       job groups exist)
+    cmd (or command)   cmd, run by /bin/sh -c (empty or absent: a group, see below)
     title              title (default "New job")
     dir                dir; "." or empty: "/"; "$(NAME)" expanded from env; else absolute
     env                env: NAME=value entries separated by the two characters \\n
-    parent             the group: a job id, a group title or a path a|b (0: the root)
+    parent             the group: a job id, a group title or a path a|b (0: the root),
+                       resolved by the queue (a job that is no group is refused)
     priority           priority by order: 1000 (the default) is normal (0); p > 1000 runs
                        first, p < 1000 later: -ceil(log2(|p - 1000| + 1)) signed,
                        clamped to -20..19 (2000: -10, 0: 10)
@@ -27,18 +28,26 @@ How Coalition's attributes map onto a command job (OP_COMMAND_RUN):
     localprogress      progress_pattern ("None" or empty: the default PROGRESS:%percent)
     globalprogress     global_progress_pattern ("None" or empty: none)
 
+A job without a command is Coalition's folder: a group job (OP_GROUP) with the title, the
+parent, the priority and the owner; see group_opcode.
+
 States: WAITING queued, PENDING waiting, WORKING running or canceling, FINISHED success,
-ERROR error or canceled, PAUSED held.
+ERROR error or canceled, PAUSED held (see state_of). A group's is derived from its jobs
+(jqueue.groupjob.shown_status: Coalition's order).
 """
 
 import json
+import logging
 import math
 import re
 
 from twisted.internet import defer
 
-from jqueue import commandjob, constants, errors, ptypes
+from jqueue import commandjob, constants, errors, groupjob, ptypes
 from jqueue.http.server import HttpError, Response, Route
+from jqueue.luxi import methods
+
+logger = logging.getLogger(__name__)
 
 TEXT = b"text/plain; charset=utf-8"
 VARS = ["ID", "Title", "Command", "Dir", "State", "Worker", "StartTime", "Duration", "Try",
@@ -51,18 +60,30 @@ STATES = {constants.JOB_STATUS_QUEUED: "WAITING", constants.JOB_STATUS_WAITING: 
           constants.JOB_STATUS_RUNNING: "WORKING", constants.JOB_STATUS_CANCELING: "WORKING",
           constants.JOB_STATUS_SUCCESS: "FINISHED", constants.JOB_STATUS_ERROR: "ERROR",
           constants.JOB_STATUS_CANCELED: "ERROR"}
-STATUSES = {"WAITING": [constants.JOB_STATUS_QUEUED],
-            "PENDING": [constants.JOB_STATUS_WAITING],
-            "WORKING": [constants.JOB_STATUS_RUNNING, constants.JOB_STATUS_CANCELING],
-            "FINISHED": [constants.JOB_STATUS_SUCCESS],
-            "ERROR": [constants.JOB_STATUS_ERROR, constants.JOB_STATUS_CANCELED]}
 _FIELDS = ["id", "status", "title", "ops", "node", "start_ts", "end_ts", "attempt",
-           "max_attempts", "priority", "owner", "progress", "global_progress"]
+           "max_attempts", "priority", "owner", "progress", "global_progress", "held",
+           "total", "finished", "errors", "working"]
+#: Statuses a listing asks the queue for, by filter state: every status a job showing
+#: that state may have (the rows are then kept by their State; None: every job). ERROR
+#: takes queued too: the queue's index files a group whose jobs failed but not all
+#: ended under its recorded status, queued, until every job of it ends. PAUSED: held
+#: jobs and groups are in any status.
+PREFILTER = {"WAITING": [constants.JOB_STATUS_QUEUED],
+             "PENDING": [constants.JOB_STATUS_WAITING],
+             "WORKING": [constants.JOB_STATUS_RUNNING, constants.JOB_STATUS_CANCELING],
+             "FINISHED": [constants.JOB_STATUS_SUCCESS],
+             "ERROR": [constants.JOB_STATUS_ERROR, constants.JOB_STATUS_CANCELED,
+                       constants.JOB_STATUS_QUEUED],
+             "PAUSED": None}
+ROOT = {"ID": 0, "Title": "Root"}
+_STATE = VARS.index("State")
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _EXPAND = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 DEFAULT_PRIORITY = 1000
 #: Jobs read from the queue at a time for getjobs.
 PAGE = 1000
+#: Most groups above a job that getjobs' breadcrumb follows (a guard against a loop).
+MAX_DEPTH = 1000
 #: Most log bytes getlog answers (the end of a longer log).
 MAX_LOG = 16 * 1024 * 1024
 #: Log bytes read from the queue at a time.
@@ -157,12 +178,34 @@ def _pattern(value):
     return None if value in (None, "", "None") else value
 
 
+def _dependencies(args):
+    deps = [int(d) for d in re.findall(r"\d+", args.get("dependencies") or "")]
+    return [[d, [constants.JOB_STATUS_SUCCESS]] for d in deps]
+
+
+def group_opcode(args):
+    """The OP_GROUP opcode of an addjob without a command (Coalition's folder job).
+
+    A group runs nothing: dir, env, timeout, retry, url and the progress patterns are
+    ignored. Its priority is mapped as a command's; dependencies and an affinity are
+    passed on for the queue to judge (it refuses both on a group today)."""
+    op = {"OP_ID": constants.OP_GROUP, "title": args.get("title") or "New job",
+          "priority": coalition_priority(_int(args.get("priority"), "priority",
+                                              DEFAULT_PRIORITY))}
+    if args.get("affinity"):
+        op["affinity"] = args["affinity"]
+    deps = _dependencies(args)
+    if deps:
+        op["depends"] = deps
+    return op
+
+
 def job_opcode(args):
-    """The OP_COMMAND_RUN opcode of addjob's arguments ({name: text})."""
+    """The opcode of addjob's arguments ({name: text}): OP_COMMAND_RUN, or OP_GROUP for
+    an empty (or absent) command."""
     cmd = args.get("cmd") if args.get("cmd") is not None else args.get("command")
-    if not cmd or not cmd.strip():
-        raise HttpError(501, "NotImplemented", "a job without a command is a group, and job "
-                        "groups are not available in this version")
+    if cmd is None or cmd == "":
+        return group_opcode(args)
     env = parse_env(args.get("env"))
     op = {"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd,
           "title": args.get("title") or "New job", "dir": _dir(args.get("dir"), env),
@@ -179,9 +222,9 @@ def job_opcode(args):
         op["progress_pattern"] = local
     if global_ is not None:
         op["global_progress_pattern"] = global_
-    deps = [int(d) for d in re.findall(r"\d+", args.get("dependencies") or "")]
+    deps = _dependencies(args)
     if deps:
-        op["depends"] = [[d, [constants.JOB_STATUS_SUCCESS]] for d in deps]
+        op["depends"] = deps
     return op
 
 
@@ -206,26 +249,27 @@ def _ids(call):
 
 
 def getjobs(call):
-    parent = (call.arg("id") or "0").strip()
+    """The jobs directly in job id (0 or none: the root; an id that is no live job lists
+    the root, as Coalition does), those in state filter if given, and the breadcrumb."""
+    text_id = (call.arg("id") or "").strip() or "0"
+    try:
+        wanted = ptypes.parse_int(text_id)
+    except ValueError:
+        raise errors.OpPrereqError("invalid job id: %s" % ptypes._short(text_id)) from None
     state = (call.arg("filter") or "").strip().upper()
-    filters = {}
-    if state:
-        if state not in STATUSES:
-            filters["status"] = []  # an unknown state (PAUSED included) lists nothing
-        else:
-            filters["status"] = STATUSES[state]
-    # Coalition lists the children of id (an unknown id lists the root): every job is a
-    # child of the root until job groups exist.
-    del parent
     backend = call.backend
 
-    def pages():
-        """Every live job, a page at a time (the queue's lock is held for one page only)."""
-        if filters.get("status") == []:
-            return
+    def pages(parent):
+        """The rows of the jobs in parent, a page at a time (the queue's lock is held for
+        one page only), filtered in the queue by the statuses state may come from."""
+        if state and state not in PREFILTER:
+            return  # an unknown state lists nothing
+        filters = {"parent": [parent]}
+        if PREFILTER.get(state) is not None:
+            filters["status"] = PREFILTER[state]
         after = None
         while True:
-            page = backend.list_jobs(_FIELDS, limit=PAGE, after=after, filters=filters or None)
+            page = backend.list_jobs(_FIELDS, limit=PAGE, after=after, filters=filters)
             if page["rows"]:
                 yield page["rows"]
             if not page["more"] or not page["rows"]:
@@ -236,20 +280,65 @@ def getjobs(call):
         """The whole answer, built in the pool and encoded a page at a time: on a big
         queue it takes seconds that the event loop must not spend (nor wait for the GIL
         through one long encoding)."""
-        jobs = ", ".join(literal([job_row(dict(zip(_FIELDS, row)), now) for row in rows])[1:-1]
-                         for rows in pages())
+        parents = breadcrumb(backend, wanted)
+        parent = parents[-1]["ID"]
+        encoded = []
+        for rows in pages(parent):
+            values = [job_row(dict(zip(_FIELDS, row)), now) for row in rows]
+            if state:
+                values = [v for v in values if v[_STATE] == state]
+            if values:
+                encoded.append(literal(values)[1:-1])
         return text('{"Vars":%s, "Jobs":[%s], "Parents":%s}' % (
-            literal(VARS), jobs, literal([{"ID": 0, "Title": "Root"}])))
+            literal(VARS), ", ".join(encoded), literal(parents)))
     now = call.site.reactor.seconds()
     return call.blocking(answer)
+
+
+def breadcrumb(backend, job_id):
+    """Coalition's Parents of a listing of job_id: [{"ID": 0, "Title": "Root"}, ...,
+    {"ID": job_id, "Title": its title}]; just the root if job_id is no live job."""
+    chain = []
+    current = job_id
+    while current and len(chain) < MAX_DEPTH:
+        row = backend.query_jobs([current], ["parent", "title", "archived"])[0]
+        if row is None or row[2]:
+            break
+        chain.append({"ID": current, "Title": row[1] or ""})
+        current = row[0]
+    return [dict(ROOT)] + chain[::-1]
 
 
 def _seconds(ts):
     return ts[0] + ts[1] / 1e6 if ts else None
 
 
+def state_of(status, held, group):
+    """Coalition's State of a job of that status (a group's: the status the queue derives
+    from its jobs, as Coalition derives a parent's). A held job is PAUSED, unless it is
+    a job that has ended already; a held group is PAUSED whatever its jobs do (Coalition's
+    paused folder)."""
+    if held and (group or status not in constants.JOBS_FINALIZED):
+        return "PAUSED"
+    return STATES.get(status, "WAITING")
+
+
+def group_counters(total, finished, errors, working):
+    """Coalition's counters of a group from the queue's counts of its leaves (the jobs of
+    its whole tree that have no jobs of their own; finished: those that ended, failed
+    or not). The queue does not count a group's direct jobs apart: Finished, Errors and
+    Working are the whole tree's too (the same when the group's jobs are all leaves)."""
+    total, finished, errors, working = (int(v or 0) for v in (total, finished, errors,
+                                                               working))
+    done = max(0, finished - errors)  # ended without failing
+    return {"Total": total, "TotalFinished": done, "TotalErrors": errors,
+            "TotalWorking": working, "Finished": done, "Errors": errors,
+            "Working": working}
+
+
 def job_row(row, now):
     """A job's values in VARS order, with no None anywhere."""
+    group = bool(row["ops"]) and groupjob.is_group_input(row["ops"][0])
     op = next((o for o in row["ops"] if commandjob.is_command(o)), row["ops"][0])
     cmd = op.get("cmd")
     start, end = _seconds(row["start_ts"]), _seconds(row["end_ts"])
@@ -263,8 +352,8 @@ def job_row(row, now):
     deps = [dep[0] for dep in op.get("depends") or [] if isinstance(dep, list) and dep]
     values = {
         "ID": row["id"], "Title": row["title"] or "", "Command": (
-            commandjob.command_text(cmd) if cmd else op.get("OP_ID", "")),
-        "Dir": op.get("dir") or "", "State": STATES.get(status, "WAITING"),
+            "" if group else commandjob.command_text(cmd) if cmd else op.get("OP_ID", "")),
+        "Dir": op.get("dir") or "", "State": state_of(status, row["held"], group),
         "Worker": row["node"] or "", "StartTime": int(start or 0),
         "Duration": int(max(0, duration)), "Try": row["attempt"] or 0,
         "Retry": row["max_attempts"] or 0, "TimeOut": int(op.get("timeout") or 0),
@@ -273,6 +362,12 @@ def job_row(row, now):
         "TotalFinished": 0, "TotalErrors": 0, "TotalWorking": 0, "Dependencies": deps,
         "URL": op.get("url") or "", "LocalProgress": float(progress or 0.0),
         "GlobalProgress": float(row["global_progress"] or 0.0)}
+    if group:
+        counters = group_counters(row["total"], row["finished"], row["errors"],
+                                  row["working"])
+        values.update(counters)
+        share = counters["TotalFinished"] / counters["Total"] if counters["Total"] else 0.0
+        values["LocalProgress"] = values["GlobalProgress"] = float(share)
     return [values[name] for name in VARS]
 
 
@@ -344,28 +439,71 @@ def clearjobs(call):
     return call.blocking(clear)
 
 
-def _each(call, method_name, what):
-    method = getattr(call.backend, method_name)
-    ids = _ids(call)
+#: Coalition's calls on many jobs: the LUXI method each id goes through, and when the
+#: queue's refusal (status, held) is what Coalition does too: nothing. Coalition pauses
+#: no FINISHED job; a reset leaves a waiting job WAITING (not a held one: Coalition's
+#: reset ends a pause); reseterrorjobs touches only ERROR jobs. ReleaseJob refuses only
+#: an unknown job (a job not held is no refusal).
+_Q, _W = constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING
+CONTROLS = {
+    "pausejobs": (constants.LUXI_REQ_HOLD_JOB,
+                  lambda status, held: status == constants.JOB_STATUS_SUCCESS),
+    "startjobs": (constants.LUXI_REQ_RELEASE_JOB, lambda status, held: False),
+    "resetjobs": (constants.LUXI_REQ_RESET_JOB,
+                  lambda status, held: status in (_Q, _W) and not held),
+    "reseterrorjobs": (constants.LUXI_REQ_RETRY_JOB,
+                       lambda status, held: status != constants.JOB_STATUS_ERROR),
+}
+_NOT_FOUND = re.compile(r"\bnot found\b")
+
+
+def control(call, name):
+    """Apply a CONTROLS call to each id, in order, each through its LUXI method (the
+    checks of jqctl and of the REST API): ``1`` if each was done, or left as it was where
+    Coalition leaves it too; else, once every id was tried, -1 with 404 if an id is no
+    live job, or with 409 if the queue refused an id where Coalition would have changed
+    it (the daemon's log says why, for each)."""
+    method, noop = CONTROLS[name]
+    dispatcher = call.site.context["dispatcher"]
+    backend = call.backend
+    checked = [methods.check_request(method, [job_id]) for job_id in _ids(call)]
 
     def run():
-        for job_id in ids:
-            method(job_id)
+        unknown, refused = [], []
+        for spec, args in checked:
+            ok, message = dispatcher.run(spec, args)
+            if ok:
+                continue
+            job_id = args[0]
+            if _NOT_FOUND.search(message):
+                unknown.append(message)
+                continue
+            row = backend.query_jobs([job_id], ["status", "held"])[0]
+            if row is not None and noop(row[0], row[1]):
+                logger.info("Coalition %s: job %s left as it is (%s), as Coalition "
+                            "does", name, job_id, message)
+                continue
+            logger.warning("Coalition %s refused for job %s: %s", name, job_id, message)
+            refused.append(message)
+        if unknown:
+            raise errors.JobLost("; ".join(unknown))
+        if refused:
+            raise HttpError(409, "ActionRefused", "; ".join(refused))
         return text("1")
     return call.blocking(run)
 
 
 def resetjobs(call):
-    return _each(call, "reset_job", "resetjobs")
+    return control(call, "resetjobs")
 
 
 def reseterrorjobs(call):
-    return _each(call, "retry_job", "reseterrorjobs")
+    return control(call, "reseterrorjobs")
 
 
 def startjobs(call):
-    return _each(call, "release_job", "startjobs")
+    return control(call, "startjobs")
 
 
 def pausejobs(call):
-    return _each(call, "hold_job", "pausejobs")
+    return control(call, "pausejobs")

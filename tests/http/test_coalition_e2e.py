@@ -1,6 +1,8 @@
 """End to end: Coalition's clients against a real jq-masterd. A faithful Python 3 port of
-Coalition v3's control.py (tests/http/coalition_control.py) adds, lists and removes jobs;
-curl adds one by GET; a POST form gives every attribute of Coalition's documentation."""
+Coalition v3's control.py (tests/http/coalition_control.py) adds, lists and removes jobs,
+and builds groups (folder jobs) and lists them; curl adds one by GET; a POST form gives
+every attribute of Coalition's documentation; pausejobs, startjobs, resetjobs and
+reseterrorjobs change jobs as jq-masterd(8) says."""
 
 import ast
 import os
@@ -130,9 +132,12 @@ def test_refusals_answer_minus_one_with_a_4xx(served):
     """A refused addjob is -1 with a 4xx, never an HTML page; nothing is created."""
     _, client = served
     before = client.get("/api/v1/info").json()["counts"]
-    for query in ("", "cmd=", "cmd=true&dir=relative", "cmd=true&env=NOEQUALS",
+    for query in ("cmd=%20", "cmd=true&dir=relative", "cmd=true&env=NOEQUALS",
                   "cmd=true&priority=high", "cmd=true&timeout=-1", "cmd=true&parent=title",
-                  "cmd=true&localprogress=no-token", "cmd=true&affinity=a%20b"):
+                  "cmd=true&localprogress=no-token", "cmd=true&affinity=a%20b",
+                  # groups: titles the queue refuses, and what a group cannot have
+                  "title=a%7Cb", "cmd=&title=123", "cmd=&dependencies=1",
+                  "cmd=&affinity=LINUX", "cmd=&priority=high"):
         answer = client.get("/json/addjob?" + query)
         assert 400 <= answer.status < 600 and answer.body == b"-1", (query, answer)
         assert answer.headers["content-type"].startswith("text/plain")
@@ -165,3 +170,141 @@ def test_priorities_map_by_order():
     assert coalition.coalition_priority(1000) == 0 and ours[0] == 10 and ours[-1] == -20
     assert all(coalition.coalition_priority(coalition.priority_of(p)) == p
                for p in range(-20, 11))
+
+
+def _listed(out):
+    """control.py list's output: (breadcrumb line, {id: row as a dict}); it prints each
+    row once per Var (its loop bug)."""
+    lines = out.splitlines()
+    names = ast.literal_eval(lines[0])
+    rows = [ast.literal_eval(line) for line in lines[2:]]
+    assert len(rows) % len(names) == 0, out
+    return lines[1], {row[0]: dict(zip(names, row)) for row in rows}
+
+
+def _getjobs(client, query=""):
+    """getjobs read as control.py reads it (eval: no null, true or false may appear)."""
+    data = eval(client.get("/json/getjobs" + query).text,  # noqa: S307 - as control.py
+                {"__builtins__": {}}, {})
+    return data["Parents"], {row[0]: dict(zip(data["Vars"], row)) for row in data["Jobs"]}
+
+
+def _eventually(check, timeout=30):
+    """Poll check() until it returns a true value; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "not within %ss" % timeout
+        time.sleep(0.05)
+
+
+def test_control_py_builds_groups_and_lists_them_by_parent(served):
+    """add without a command makes a group (control.py needs -c "" to send one); -P puts
+    jobs in it, as do a path and a title; list -P shows a group's jobs under the
+    breadcrumb, the root shows the group with its state and totals; a job that is no
+    group takes no jobs (-1, as any refusal)."""
+    _, client = served
+    code, out = control(client, "add", "-c", "", "-t", "ctl-render")
+    assert code == 0, out
+    group = int(out)
+    detail = client.get("/api/v1/jobs/%d" % group).json()
+    assert detail["ops"][0]["OP_ID"] == "OP_GROUP" and detail["title"] == "ctl-render"
+    sub = int(control(client, "add", "-c", "", "-t", "ctl-shot", "-P", str(group))[1])
+    one = int(control(client, "add", "-c", "echo one", "-t", "one", "-P", str(group))[1])
+    bad = int(control(client, "add", "-c", "exit 3", "-t", "bad", "-r", "1", "-P",
+                      str(group))[1])
+    by_path = int(client.get("/json/addjob?cmd=true&title=p&parent=ctl-render%7Cctl-shot"
+                             ).text)
+    by_title = int(client.get("/json/addjob?cmd=true&title=t&parent=ctl-shot").text)
+    for job_id in (one, by_path, by_title):
+        assert client.wait_job(job_id)["status"] == "success"
+    assert client.wait_job(bad)["status"] == "error"
+    assert client.get("/api/v1/jobs/%d" % by_path).json()["parent"] == sub
+    assert client.get("/api/v1/jobs/%d" % by_title).json()["parent"] == sub
+
+    code, out = control(client, "list", "-P", str(group))
+    assert code == 0, out
+    crumbs, rows = _listed(out)
+    assert crumbs == "0 Root > %d ctl-render > " % group
+    assert sorted(rows) == sorted([sub, one, bad])
+    assert rows[sub]["Command"] == "" and rows[sub]["State"] == "FINISHED"
+    assert (rows[sub]["Total"], rows[sub]["TotalFinished"]) == (2, 2)
+    assert rows[one]["State"] == "FINISHED" and rows[one]["Command"] == "echo one"
+    assert rows[bad]["State"] == "ERROR" and rows[bad]["Total"] == 0
+    crumbs, rows = _listed(control(client, "list", "-P", str(sub))[1])
+    assert crumbs == "0 Root > %d ctl-render > %d ctl-shot > " % (group, sub)
+    assert sorted(rows) == [by_path, by_title]
+
+    crumbs, rows = _listed(control(client, "list")[1])
+    assert crumbs == "0 Root > "
+    assert not {sub, one, bad, by_path, by_title} & set(rows)
+    row = rows[group]
+    assert row["Command"] == "" and row["Title"] == "ctl-render" and row["State"] == "ERROR"
+    assert (row["Total"], row["TotalFinished"], row["TotalErrors"], row["TotalWorking"]) == (
+        4, 3, 1, 0)
+    crumbs, rows = _listed(control(client, "list", "-P", "987654321")[1])
+    assert crumbs == "0 Root > " and group in rows  # an unknown id lists the root
+
+    code, out = control(client, "add", "-c", "true", "-P", str(one))
+    assert code == 0 and out.strip() == "-1", out
+    answer = client.get("/json/addjob?cmd=true&parent=%d" % one)
+    assert answer.status == 404 and answer.body == b"-1"
+    assert _getjobs(client, "?id=%d" % one)[1] == {}
+
+    code, out = control(client, "remove", "-i", str(group))
+    assert code == 0, out
+    for job_id in (group, sub, one, bad, by_path):
+        assert client.get("/api/v1/jobs/%d" % job_id).json()["archived"] is True
+
+
+def test_pausejobs_startjobs_resetjobs_change_states_as_documented(served):
+    """pausejobs holds (a group: its jobs; a running command stops), shown PAUSED and
+    listed by filter=PAUSED; startjobs releases; resetjobs runs a finished job again;
+    reseterrorjobs retries a failed one; Coalition's no-ops answer 1, an unknown id or a
+    refusal -1 with a 4xx."""
+    _, client = served
+    group = int(client.get("/json/addjob?title=ctl-farm").text)
+    long = int(client.get("/json/addjob?cmd=sleep%%2060&title=long&parent=%d" % group).text)
+    quick = int(client.get("/json/addjob?cmd=echo%%20quick&title=quick&parent=%d"
+                           % group).text)
+    failing = int(client.get("/json/addjob?cmd=echo%%20failing%%3Bexit%%203&retry=1&parent=%d"
+                             % group).text)
+    client.wait_job(quick)
+    client.wait_job(failing)
+    client.wait_job(long, ("running",))
+    row = _eventually(lambda: (lambda r: r if r["State"] == "WORKING" else None)(
+        _getjobs(client)[1][group]))
+    assert (row["TotalWorking"], row["TotalFinished"], row["TotalErrors"]) == (1, 1, 1)
+
+    assert client.get("/json/pausejobs?id=%d" % group).text == "1"
+    assert client.wait_job(long, ("queued",))["held"] is True
+    assert _getjobs(client)[1][group]["State"] == "PAUSED"
+    assert list(_getjobs(client, "?filter=PAUSED")[1]) == [group]
+    parents, rows = _getjobs(client, "?id=%d&filter=PAUSED" % group)
+    assert list(rows) == [long] and parents[-1] == {"ID": group, "Title": "ctl-farm"}
+    rows = _getjobs(client, "?id=%d" % group)[1]
+    assert rows[quick]["State"] == "FINISHED" and rows[failing]["State"] == "ERROR"
+    assert long not in _getjobs(client, "?id=%d&filter=WAITING" % group)[1]
+    assert client.get("/json/pausejobs?id=%d" % quick).text == "1"  # Coalition's no-op
+    answer = client.get("/json/pausejobs?id=987654321")
+    assert answer.status == 404 and answer.body == b"-1"
+
+    assert client.get("/json/startjobs?id=%d" % group).text == "1"
+    assert client.wait_job(long, ("running",))["held"] is False
+    assert _eventually(lambda: _getjobs(client)[1][group]["State"] == "WORKING")
+    assert _getjobs(client, "?id=%d" % group)[1][long]["State"] == "WORKING"
+    answer = client.get("/json/resetjobs?id=%d" % long)  # running: the queue refuses
+    assert answer.status == 409 and answer.body == b"-1"
+
+    assert client.get("/json/resetjobs?id=%d" % quick).text == "1"
+    assert client.wait_job(quick)["status"] == "success"
+    log = client.get("/api/v1/jobs/%d/log" % quick).json()["data"]
+    assert log.count("\nquick\n") == 2 and "RESET" in log
+    assert client.get("/json/reseterrorjobs?id=%d" % quick).text == "1"  # not failed
+    assert client.get("/json/reseterrorjobs?id=%d" % failing).text == "1"
+    assert client.wait_job(failing)["status"] == "error"
+    log = client.get("/api/v1/jobs/%d/log" % failing).json()["data"]
+    assert log.count("\nfailing\n") == 2 and "RETRY" in log
+    assert client.get("/json/clearjobs?id=%d" % group).text == "1"

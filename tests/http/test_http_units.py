@@ -5,6 +5,7 @@ import os
 import re
 
 import pytest
+from twisted.internet import defer
 
 from jqueue import errors
 from jqueue.daemon import config
@@ -97,9 +98,25 @@ def test_coalition_attributes_make_a_command_opcode():
                 {"cmd": "x", "priority": "hi"}):
         with pytest.raises(errors.OpPrereqError):
             coalition.job_opcode(bad)
-    with pytest.raises(Exception) as info:
-        coalition.job_opcode({"cmd": ""})
-    assert getattr(info.value, "status", None) == 501
+    assert coalition.job_opcode({"cmd": " "})["OP_ID"] == "OP_COMMAND_RUN"
+
+
+def test_coalition_job_without_a_command_is_a_group():
+    """An empty or absent cmd is Coalition's folder: OP_GROUP with the title and the
+    priority; what only runs matters not (dir, env, retry, ...); dependencies and an
+    affinity are passed on for the queue to judge."""
+    assert coalition.job_opcode({"cmd": "", "title": "shots", "priority": "2000",
+                                 "dir": "relative", "env": "=bad", "retry": "x",
+                                 "timeout": "y", "localprogress": "None", "url": "u"}) == {
+        "OP_ID": "OP_GROUP", "title": "shots", "priority": -10}
+    assert coalition.job_opcode({}) == {"OP_ID": "OP_GROUP", "title": "New job",
+                                        "priority": 0}
+    assert coalition.job_opcode({"command": "", "affinity": "LINUX",
+                                 "dependencies": "4 5"}) == {
+        "OP_ID": "OP_GROUP", "title": "New job", "priority": 0, "affinity": "LINUX",
+        "depends": [[4, ["success"]], [5, ["success"]]]}
+    with pytest.raises(errors.OpPrereqError):
+        coalition.job_opcode({"cmd": "", "priority": "high"})
 
 
 def test_job_objects_convert_timestamps_and_fall_back_to_the_summary_for_a_title():
@@ -172,39 +189,75 @@ def test_every_path_in_the_man_page_is_a_route():
                    for route in served), (method, path)
 
 
-class _PagedBackend:
-    """list_jobs over n command jobs, recording the pages asked for."""
+_OP = {"OP_ID": "OP_COMMAND_RUN", "cmd": "true", "dir": "/", "priority": 0}
 
-    def __init__(self, count):
-        self.count, self.calls = count, []
+
+def _job(job_id, parent=0, status="queued", held=False, group=None, **fields):
+    """A row of _PagedBackend: a command job, or a group (counts: total, finished,
+    errors, working) titled group."""
+    row = dict(id=job_id, parent=parent, status=status, title="t%d" % job_id, ops=[_OP],
+               node=None, start_ts=None, end_ts=None, attempt=None, max_attempts=1,
+               priority=0, owner=None, progress=None, global_progress=None, held=held,
+               total=None, finished=None, errors=None, working=None, archived=False)
+    if group is not None:
+        row.update(title=group, ops=[{"OP_ID": "OP_GROUP", "title": group, "priority": 0}],
+                   max_attempts=None, total=0, finished=0, errors=0, working=0)
+    row.update(fields)
+    return row
+
+
+class _PagedBackend:
+    """list_jobs and query_jobs over the given rows (count: that many command jobs in
+    the root), filtering as JobQueue.list_jobs does (its index files a group under its
+    recorded status, which may differ from the status shown), recording the pages asked
+    for."""
+
+    def __init__(self, count=0, rows=()):
+        self.jobs = {row["id"]: row for row in rows}
+        self.jobs.update((i, _job(i)) for i in range(1, count + 1))
+        self.calls = []
 
     def list_jobs(self, fields, limit=100, after=None, filters=None, **kwargs):
-        self.calls.append((limit, after))
-        ids = [i for i in range(1, self.count + 1) if after is None or i > after][:limit + 1]
-        op = {"OP_ID": "OP_COMMAND_RUN", "cmd": "true", "dir": "/", "priority": 0}
-        rows = [dict(id=i, status="queued", title="t%d" % i, ops=[op], node=None,
-                     start_ts=None, end_ts=None, attempt=None, max_attempts=1, priority=0,
-                     owner=None, progress=None, global_progress=None) for i in ids[:limit]]
+        self.calls.append((limit, after, filters))
+        filters = filters or {}
+        def passes(row):
+            return all(row.get("recorded", row["status"]) in accepted if key == "status"
+                       else row[key] in accepted for key, accepted in filters.items())
+        ids = [i for i in sorted(self.jobs) if (after is None or i > after)
+               and passes(self.jobs[i]) and self.jobs[i]["status"] in filters.get(
+                   "status", [self.jobs[i]["status"]])]
+        rows = [self.jobs[i] for i in ids[:limit]]
         return {"rows": [[row[f] for f in fields] for row in rows], "more": len(ids) > limit}
+
+    def query_jobs(self, ids, fields):
+        return [[self.jobs[i][f] for f in fields] if i in self.jobs else None for i in ids]
 
 
 class _Call:
-    def __init__(self, backend, args):
+    def __init__(self, backend, args, dispatcher=None):
         from twisted.internet import task
         self.backend, self.args = backend, args
-        self.site = type("Site", (), {"reactor": task.Clock()})()
+        self.site = type("Site", (), {"reactor": task.Clock(),
+                                      "context": {"dispatcher": dispatcher}})()
 
     def arg(self, name, default=None):
         return (self.args.get(name) or [default])[-1]
 
     def blocking(self, fn, *args):
-        from twisted.internet import defer
-        return defer.succeed(fn(*args))
+        return defer.maybeDeferred(fn, *args)
+
+
+def _getjobs(backend, **args):
+    """getjobs' answer as control.py reads it (eval), checking it has no null/true/false."""
+    answers = []
+    coalition.getjobs(_Call(backend, {k: [v] for k, v in args.items()})).addBoth(
+        answers.append)
+    return eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
 
 
 def test_getjobs_reads_every_job_a_page_at_a_time(monkeypatch):
-    """getjobs lists every job, holding the queue for one page at a time and encoding
-    the answer a page at a time."""
+    """getjobs lists every job of the root, holding the queue for one page at a time and
+    encoding the answer a page at a time."""
     monkeypatch.setattr(coalition, "PAGE", 3)
     backend = _PagedBackend(7)
     answers = []
@@ -213,16 +266,179 @@ def test_getjobs_reads_every_job_a_page_at_a_time(monkeypatch):
     assert [row[0] for row in data["Jobs"]] == list(range(1, 8))
     assert answers[0].body.decode() == coalition.literal(data)  # as encoded in one piece
     assert list(data) == ["Vars", "Jobs", "Parents"] and data["Vars"] == coalition.VARS
-    assert backend.calls == [(3, None), (3, 3), (3, 6)]
+    root = {"parent": [0]}
+    assert backend.calls == [(3, None, root), (3, 3, root), (3, 6, root)]
 
 
 def test_getjobs_with_no_job_or_an_unknown_state_is_an_empty_list():
-    """No job, or a state no job can be in: Jobs is [] (still Python's eval's)."""
-    for args, count in (({}, 0), ({"filter": ["PAUSED"]}, 3)):
-        answers = []
-        coalition.getjobs(_Call(_PagedBackend(count), args)).addCallback(answers.append)
-        data = eval(answers[0].body.decode(), {"__builtins__": {}}, {})  # noqa: S307
+    """No job, a state no job can be in, or PAUSED with none held: Jobs is [] (still
+    Python's eval's)."""
+    for args, count in (({}, 0), ({"filter": "NOSUCHSTATE"}, 3), ({"filter": "PAUSED"}, 3)):
+        data = _getjobs(_PagedBackend(count), **args)
         assert data["Jobs"] == [] and data["Parents"] == [{"ID": 0, "Title": "Root"}]
+
+
+def _tree():
+    """Root: job 1, group 2 "render" (held group 6 "later" in it, jobs 3 and 4, group 5
+    "shot" with job 7), held job 8, group 9 "retake" (a job failed, one queued: its
+    recorded status is queued until both end)."""
+    return _PagedBackend(rows=[
+        _job(1, status="success"),
+        _job(2, group="render", status="running", total=4, finished=2, errors=1, working=1),
+        _job(3, parent=2, status="error"), _job(4, parent=2, status="running"),
+        _job(5, parent=2, group="shot", status="success", total=1, finished=1),
+        _job(6, parent=2, group="later", held=True, status="queued"),
+        _job(7, parent=5, status="success"), _job(8, status="queued", held=True),
+        _job(9, group="retake", status="error", recorded="queued", total=2, finished=1,
+             errors=1), _job(10, parent=9, status="error"), _job(11, parent=9)])
+
+
+def test_getjobs_lists_the_jobs_of_a_group_under_its_breadcrumb():
+    """id=N lists the jobs whose parent is N (asked of the queue by parent), with the
+    breadcrumb from Root down to N; an id that is no live job lists the root."""
+    backend = _tree()
+    data = _getjobs(backend, id="5")
+    assert data["Parents"] == [{"ID": 0, "Title": "Root"}, {"ID": 2, "Title": "render"},
+                               {"ID": 5, "Title": "shot"}]
+    assert [row[0] for row in data["Jobs"]] == [7]
+    assert backend.calls[-1][2] == {"parent": [5]}
+    data = _getjobs(backend, id="2")
+    assert [row[0] for row in data["Jobs"]] == [3, 4, 5, 6]
+    assert data["Parents"][-1] == {"ID": 2, "Title": "render"} and len(data["Parents"]) == 2
+    for unknown in ("99", "0", "", "-3"):
+        data = _getjobs(backend, id=unknown)
+        assert data["Parents"] == [{"ID": 0, "Title": "Root"}]
+        assert [row[0] for row in data["Jobs"]] == [1, 2, 8, 9], unknown
+    backend.jobs[5]["archived"] = True  # archived: no longer a folder to list
+    assert _getjobs(backend, id="5")["Parents"] == [{"ID": 0, "Title": "Root"}]
+    data = _getjobs(backend, id="3")  # a job that is no group: nothing in it
+    assert data["Jobs"] == [] and data["Parents"][-1] == {"ID": 3, "Title": "t3"}
+    answers = []
+    defer.maybeDeferred(coalition.getjobs, _Call(backend, {"id": ["x"]})).addErrback(
+        answers.append)
+    assert answers and answers[0].check(errors.OpPrereqError)
+
+
+def test_getjobs_shows_groups_with_their_counters_and_held_jobs_paused():
+    """A group's row: no command, its derived state, its counters from its leaves'
+    counts; a held job or group is PAUSED, and filter=PAUSED lists just those."""
+    backend = _tree()
+    data = _getjobs(backend)
+    rows = {row[0]: dict(zip(data["Vars"], row)) for row in data["Jobs"]}
+    render = rows[2]
+    assert render["Command"] == "" and render["Title"] == "render"
+    assert render["State"] == "WORKING" and render["Retry"] == 0 and render["Try"] == 0
+    assert (render["Total"], render["TotalFinished"], render["TotalErrors"],
+            render["TotalWorking"]) == (4, 1, 1, 1)
+    assert (render["Finished"], render["Errors"], render["Working"]) == (1, 1, 1)
+    assert render["LocalProgress"] == render["GlobalProgress"] == 0.25
+    assert rows[1]["Total"] == 0 and rows[1]["Command"] == "true"
+    assert rows[1]["State"] == "FINISHED" and rows[8]["State"] == "PAUSED"
+    rows = {row[0]: dict(zip(data["Vars"], row)) for row in _getjobs(backend, id="2")["Jobs"]}
+    assert rows[5]["State"] == "FINISHED" and rows[5]["TotalFinished"] == 1
+    assert rows[6]["State"] == "PAUSED" and rows[3]["State"] == "ERROR"
+    assert [row[0] for row in _getjobs(backend, filter="PAUSED")["Jobs"]] == [8]
+    assert [row[0] for row in _getjobs(backend, id="2", filter="paused")["Jobs"]] == [6]
+    assert backend.calls[-1][2] == {"parent": [2]}  # held jobs have any status
+    assert [row[0] for row in _getjobs(backend, filter="WAITING")["Jobs"]] == []  # 8 held
+    assert backend.calls[-1][2] == {"parent": [0], "status": ["queued"]}
+    assert [row[0] for row in _getjobs(backend, id="2", filter="ERROR")["Jobs"]] == [3]
+    assert [row[0] for row in _getjobs(backend, filter="WORKING")["Jobs"]] == [2]
+    assert [row[0] for row in _getjobs(backend, filter="ERROR")["Jobs"]] == [9]
+    assert [row[0] for row in _getjobs(backend, filter="FINISHED")["Jobs"]] == [1]
+
+
+def test_coalition_state_of_a_job_and_of_a_group():
+    """State: the status mapped as Coalition names it (a group's status is derived as
+    Coalition derives a parent's); held: PAUSED, but a job that ended shows how."""
+    assert [coalition.state_of(s, False, False) for s in (
+        "queued", "waiting", "running", "canceling", "success", "error", "canceled")] == [
+        "WAITING", "PENDING", "WORKING", "WORKING", "FINISHED", "ERROR", "ERROR"]
+    for status in ("queued", "waiting", "running"):
+        assert coalition.state_of(status, True, False) == "PAUSED"
+    assert coalition.state_of("success", True, False) == "FINISHED"
+    for status in ("queued", "running", "success", "error"):
+        assert coalition.state_of(status, True, True) == "PAUSED"
+
+
+def test_coalition_group_state_follows_its_jobs_in_coalitions_order():
+    """The group status the queue derives, shown as Coalition's State: WORKING if a job
+    works, else ERROR if one failed, else FINISHED if all finished (one at least), else
+    WAITING."""
+    from jqueue import groupjob
+
+    def state(*statuses):
+        counts = groupjob.Counts(statuses)
+        return coalition.state_of(groupjob.shown_status(counts, "queued"), False, True)
+    assert state("running", "error", "success") == "WORKING"
+    assert state("error", "queued", "success") == "ERROR"
+    assert state("success", "success") == "FINISHED"
+    assert state("success", "queued") == "WAITING"
+    assert state() == "WAITING"
+
+
+def test_coalition_group_counters():
+    """From the leaves' counts (finished: ended, failed or not): TotalFinished is those
+    that ended without failing; the direct counters repeat the tree's."""
+    assert coalition.group_counters(10, 6, 2, 3) == {
+        "Total": 10, "TotalFinished": 4, "TotalErrors": 2, "TotalWorking": 3,
+        "Finished": 4, "Errors": 2, "Working": 3}
+    assert coalition.group_counters(None, None, None, None)["Total"] == 0
+
+
+class _Dispatcher:
+    """Runs LUXI's job-control requests against answers given per (method, id)."""
+
+    def __init__(self, answers):
+        self.answers, self.ran = answers, []
+
+    def run(self, spec, args):
+        self.ran.append((spec.name, args[0]))
+        return list(self.answers.get((spec.name, args[0]), (True, "done")))
+
+
+def _control(name, ids, answers, backend=None):
+    dispatcher = _Dispatcher(answers)
+    results = []
+    call = _Call(backend or _tree(), {"id": [str(i) for i in ids]}, dispatcher)
+    getattr(coalition, name)(call).addBoth(results.append)
+    return results[0], dispatcher.ran
+
+
+def test_coalition_job_control_goes_through_luxi_and_refusals_are_not_silent():
+    """Each id goes through its LUXI method, in order, every one tried; 1 when each was
+    done or left as Coalition leaves it; -1 (404) for an unknown id; -1 (409) for a
+    refusal where Coalition would have changed the job."""
+    from jqueue.http import server
+    for name, method in (("pausejobs", "HoldJob"), ("startjobs", "ReleaseJob"),
+                         ("resetjobs", "ResetJob"), ("reseterrorjobs", "RetryJob")):
+        answer, ran = _control(name, [3, 4], {})
+        assert answer.body == b"1" and ran == [(method, 3), (method, 4)]
+        answer, ran = _control(name, [99, 4], {(method, 99): (False, "Job 99 not found")})
+        assert server.status_of(answer.value)[0] == 404 and ran == [(method, 99),
+                                                                     (method, 4)]
+    # Coalition pauses no FINISHED job: left as it is; an ERROR one it would pause.
+    refused = {("HoldJob", 1): (False, "Job 1 is already finished (success)"),
+               ("HoldJob", 3): (False, "Job 3 is already finished (error)")}
+    assert _control("pausejobs", [1], refused)[0].body == b"1"
+    answer, ran = _control("pausejobs", [3, 1], refused)
+    assert server.status_of(answer.value)[:2] == (409, "ActionRefused") and len(ran) == 2
+    # A reset leaves a waiting job WAITING; a running or a paused (held) one Coalition
+    # would have reset.
+    refused = {("ResetJob", 11): (False, "Job 11 is not finished (queued)"),
+               ("ResetJob", 8): (False, "Job 8 is not finished (queued)"),
+               ("ResetJob", 4): (False, "Job 4 is not finished (running)")}
+    assert _control("resetjobs", [11], refused)[0].body == b"1"
+    for job_id in (4, 8):
+        answer = _control("resetjobs", [job_id], refused)[0]
+        assert server.status_of(answer.value)[0] == 409
+    # reseterrorjobs touches ERROR jobs only.
+    refused = {("RetryJob", 1): (False, "Job 1 has not failed (success)")}
+    assert _control("reseterrorjobs", [1], refused)[0].body == b"1"
+    answers = []
+    defer.maybeDeferred(coalition.pausejobs, _Call(_tree(), {"id": ["x"]}, _Dispatcher(
+        {}))).addErrback(answers.append)
+    assert answers and answers[0].check(errors.OpPrereqError)
 
 
 class _LogBackend:
