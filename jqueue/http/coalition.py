@@ -187,8 +187,9 @@ def group_opcode(args):
     """The OP_GROUP opcode of an addjob without a command (Coalition's folder job).
 
     A group runs nothing: dir, env, timeout, retry, url and the progress patterns are
-    ignored. Its priority is mapped as a command's; dependencies and an affinity are
-    passed on for the queue to judge (it refuses both on a group today)."""
+    ignored. Its priority is mapped as a command's; its affinity is added to the jobs
+    submitted into it (Coalition's rule); dependencies are passed on for the queue to
+    judge (it refuses them on a group)."""
     op = {"OP_ID": constants.OP_GROUP, "title": args.get("title") or "New job",
           "priority": coalition_priority(_int(args.get("priority"), "priority",
                                               DEFAULT_PRIORITY))}

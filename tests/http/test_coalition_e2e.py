@@ -137,12 +137,24 @@ def test_refusals_answer_minus_one_with_a_4xx(served):
                   "cmd=true&localprogress=no-token", "cmd=true&affinity=a%20b",
                   # groups: titles the queue refuses, and what a group cannot have
                   "title=a%7Cb", "cmd=&title=123", "cmd=&dependencies=1",
-                  "cmd=&affinity=LINUX", "cmd=&priority=high"):
+                  "cmd=&affinity=a%20b", "cmd=&priority=high"):
         answer = client.get("/json/addjob?" + query)
         assert 400 <= answer.status < 600 and answer.body == b"-1", (query, answer)
         assert answer.headers["content-type"].startswith("text/plain")
     assert client.get("/api/v1/info").json()["counts"] == before
     assert client.get("/json/getlog?id=abc").body == b"-1"
+
+
+def test_a_groups_affinity_is_added_to_its_jobs(served):
+    """addjob without a command but with an affinity: the jobs added into the group need
+    its tags too (they show in their Affinity column)."""
+    _, client = served
+    group = int(client.get("/json/addjob?cmd=&title=tagged&affinity=LINUX").text)
+    job = int(client.get("/json/addjob?cmd=true&parent=%d&affinity=24GB" % group).text)
+    data = eval(client.get("/json/getjobs?id=%d" % group).text,  # noqa: S307 - as control.py
+                {"__builtins__": {}}, {})
+    row = dict(zip(data["Vars"], [r for r in data["Jobs"] if r[0] == job][0]))
+    assert row["Affinity"] == "24GB,LINUX"
 
 
 def test_getworkers_lists_nodes_as_workers_and_running_jobs(served):
