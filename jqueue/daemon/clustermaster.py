@@ -472,6 +472,9 @@ class ClusterMaster:
             failed = self._change(new, push_to=sorted(new.nodes))
         logger.info("node %s is now %s%s; configuration version %d", name, new.role(name),
                     _flags_text(spec), new.version)
+        if self.commands is not None:
+            self.commands.node_event("MODIFIED", name, "now %s%s" % (
+                new.role(name), _flags_text(spec)))
         return {"version": new.version, "unreachable": failed, "changed": True}
 
     def verify(self):

@@ -1028,12 +1028,17 @@ class CommandRunner:
                 self._node_back(name)
         self._schedule_health()
 
+    def node_event(self, word, name, message):
+        """Journal an event of node name (NOPING, UP, MODIFIED): the stream, the action
+        log."""
+        self._queue.record_event(word, 0, name, "node", message)
+
     def _node_lost(self, name, silence):
         link = self._links[name]
         link.reachable = False
         logger.warning("node %s is unreachable (no answer for %.1fs)", name, silence)
-        self._queue.record_event("NOPING", 0, name, "node", "no answer for %.1fs (%d "
-                                 "heartbeats missed)" % (silence, self._ping_misses))
+        self.node_event("NOPING", name, "no answer for %.1fs (%d heartbeats missed)" % (
+            silence, self._ping_misses))
         self._evict(name)
         self._nodes_changed()
         if any(a.node == name for a in self._attempts.values()):
@@ -1049,7 +1054,7 @@ class CommandRunner:
         if timer is not None:
             timer.cancel()
         logger.info("node %s answers again", name)
-        self._queue.record_event("UP", 0, name, "node", "answers again")
+        self.node_event("UP", name, "answers again")
         link.attempts(lambda infos: self._reconcile_node(name, infos))
         self._nodes_changed()
         if self.services is not None:

@@ -83,9 +83,16 @@ def test_affinity_drain_and_a_tag_that_appears_later(tmp_path, nodeds, daemons):
         linux = [client.submit_job([command("true", affinity="LINUX")]) for _ in range(4)]
         wait_all_final(client, linux, 30)
         assert {node_of(client, job_id) for job_id in linux} == {"node2"}
+        modified = [e["message"] for e in client.wait_for_events(
+            0, {"node": "node3", "kind": "node", "status": ["MODIFIED"]}, 1)["events"]]
+        assert modified[0].endswith("(tags LINUX,24GB)"), modified
+        assert modified[-1].endswith("(tags LINUX,24GB, drained)"), modified
     code, out, _ = jqctl("node", "list", socket=master.socket)
     row = [line for line in out.splitlines() if line.startswith("node3")][0]
     assert "LINUX,24GB" in row and "drained" in row
+    path = os.path.join(test_cluster.state_dirs[test_cluster.master], "actions.log")
+    with open(path, encoding="utf-8") as stream:
+        assert any(line.split()[2:5] == ["node3", "0", "MODIFIED"] for line in stream)
 
 
 def test_a_frozen_node_within_the_grace_reconciles_and_runs_once(tmp_path, nodeds, daemons):
