@@ -10,13 +10,16 @@ attempt, Salt's way::
         Linux node1 6.1.0 ...
     node2: did not answer (node node2 does not answer; job 14 stays queued)
 
-A node that does not answer is listed, never left out. ``--json`` prints
-``{node: {job, status, exit_status, signal, answered, output}}``.
+A node that does not answer is listed, never left out; so is a node a glob matches but
+the master left out because it is drained or offline (``node3: skipped (drained)``).
+``--json`` prints ``{node: {job, status, exit_status, signal, answered, output}}``
+(a skipped node: status ``skipped`` and its ``reason``).
 """
 
+import fnmatch
 import time
 
-from jqueue import constants, serializer
+from jqueue import constants, errors, serializer
 from jqueue.cli import exitcodes
 from jqueue.cli.exitcodes import EXIT_FAILURE, EXIT_SUCCESS
 
@@ -48,12 +51,18 @@ def run_on_nodes(ctx, op, options, answer_timeout, as_json):
     ctx.warn("job %d submitted: %d node(s)" % (group, len(children)))
     rows = _wait(ctx, children, answer_timeout)
     results = {}
-    for row in sorted(rows, key=lambda r: r["node"] or ""):
+    for row in rows:
         answered = row["status"] in constants.JOBS_FINALIZED
         results[row["node"]] = {
             "job": row["id"], "status": row["status"], "exit_status": row["exit_status"],
             "signal": row["signal"], "answered": answered,
             "output": _output(ctx, row["id"]) if answered else None}
+    skipped = _skipped(ctx, op, results)
+    for name, reason in skipped.items():
+        results[name] = {"job": None, "status": "skipped", "reason": reason,
+                         "exit_status": None, "signal": None, "answered": False,
+                         "output": None}
+    results = dict(sorted(results.items()))
     if as_json:
         ctx.out(serializer.dumps_pretty(results))
     else:
@@ -62,8 +71,32 @@ def run_on_nodes(ctx, op, options, answer_timeout, as_json):
             for line in (result["output"] or "").splitlines():
                 ctx.out("    " + line)
     codes = [EXIT_FAILURE if not r["answered"] else exitcodes.for_status(r["status"])
-             for r in results.values()]
+             for name, r in results.items() if name not in skipped]
     return exitcodes.worst(codes, EXIT_SUCCESS)
+
+
+def _skipped(ctx, op, chosen):
+    """{node: "drained" or "offline"} of the nodes a glob matches (with the affinity's
+    tags) that the master left out; {} for a list, or without a cluster."""
+    spec = op.get("nodes")
+    if not isinstance(spec, str):
+        return {}
+    try:
+        rows = ctx.client.list_nodes()
+    except errors.GenericError:  # one machine: no other node to leave out
+        return {}
+    affinity = set(node_set(op["affinity"]) if isinstance(op.get("affinity"), str)
+                   else op.get("affinity") or [])
+    skipped = {}
+    for row in rows:
+        name = row.get("name")
+        if (name in chosen or not fnmatch.fnmatchcase(name or "", spec)
+                or not affinity <= set(row.get("tags") or [])):
+            continue
+        reason = "offline" if row.get("offline") else "drained" if row.get("drained") else None
+        if reason is not None:
+            skipped[name] = reason
+    return skipped
 
 
 def _wait(ctx, children, answer_timeout):
@@ -82,6 +115,8 @@ def _wait(ctx, children, answer_timeout):
 
 
 def _header(name, result, rows):
+    if result["status"] == "skipped":
+        return "%s: skipped (%s: no new commands start there)" % (name, result["reason"])
     if result["answered"]:
         text = "%s: %s" % (name, result["status"])
         if result["signal"] is not None:

@@ -57,6 +57,25 @@ def test_a_list_of_nodes_in_json_with_a_failure(tmp_path, nodeds, daemons):
     assert answer["node2"]["output"] == "on node2"
 
 
+def test_a_drained_node_a_glob_matches_is_listed_as_skipped(tmp_path, nodeds, daemons):
+    """node2 drained: --nodes 'node*' runs on node1 only and lists node2 as skipped (in
+    the text and in JSON); the skipped node does not fail the run."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2)
+    code, out, err = jqctl("node", "modify", "node2", "--drain", "yes", socket=master.socket)
+    assert code == 0, err
+    code, out, err = jqctl("run", "--nodes", "node*", "-c", "echo on $JQ_NODE",
+                           socket=master.socket)
+    assert code == 0, (out, err)
+    assert out.splitlines() == ["node1: success, exit status 0", "    on node1",
+                                "node2: skipped (drained: no new commands start there)"]
+    assert "submitted: 1 node(s)" in err
+    code, out, err = jqctl("run", "--nodes", "node*", "--json", "-c", "true",
+                           socket=master.socket)
+    answer = json.loads(out)
+    assert code == 0 and answer["node1"]["status"] == "success"
+    assert answer["node2"]["status"] == "skipped" and answer["node2"]["reason"] == "drained"
+
+
 def test_refusals_leave_nothing(tmp_path, nodeds, daemons):
     """No node matches, an unknown node, node and nodes together, a second opcode: the
     caller's error, and no job recorded."""
