@@ -90,7 +90,7 @@ class _Attempt:
 
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
-                 "progress_timer", "launched")
+                 "progress_timer", "launched", "contained")
 
     def __init__(self, job_id, op_index, number, node, out=0):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
@@ -106,6 +106,7 @@ class _Attempt:
         self.progress_at = 0.0
         self.progress_timer = None
         self.launched = False
+        self.contained = None           # its cgroup or process group, once the node said
 
 
 class CommandRunner:
@@ -558,6 +559,10 @@ class CommandRunner:
     def _absorb_info(self, attempt, info):
         """Follow what a node says of an attempt: its output size and, if ended, result."""
         attempt.size = max(attempt.size, info.get("output_size") or 0)
+        if info.get("cgroup"):
+            attempt.contained = "cgroup %s" % info["cgroup"]
+        elif info.get("pgid"):
+            attempt.contained = "process group %d (no cgroup)" % info["pgid"]
         if info.get("result") is not None:
             attempt.result = info["result"]
         self._pump(attempt)
@@ -933,7 +938,8 @@ class CommandRunner:
             rows.append({"job": attempt.job_id, "attempt": attempt.number,
                          "node": attempt.node, "pid": state.get("pid"),
                          "started": state.get("started"), "state": state.get("state"),
-                         "containment": self._links[attempt.node].containment})
+                         "containment": (attempt.contained
+                                         or self._links[attempt.node].containment)})
         return rows
 
     # Reconciliation after the queue was opened (host thread)

@@ -59,6 +59,15 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
         assert "on node3\n" in "".join(client.follow_job_log(on_three))
         assert fields(client, on_master)["node"] == test_cluster.master
         assert "on %s\n" % test_cluster.master in "".join(client.follow_job_log(on_master))
+        sleeper = client.submit_job([command("sleep 30", node="node3")])
+        wait_until(lambda: [r for r in client.query_running("node3") if r["pid"]],
+                   what="the attempt on node3")
+        [row] = client.query_running("node3")  # how node3 holds it, as node3 said
+        assert row["containment"].startswith(("cgroup /", "process group ")), row
+        code, out, _ = jqctl("running", "--node", "node3", socket=master.socket)
+        assert code == 0 and row["containment"] in out, out
+        client.cancel_job(sleeper, True)
+        wait_all_final(client, [sleeper], 30)
     code, _, err = jqctl("run", "--node", "nowhere", "--", "true", socket=master.socket)
     assert code != 0 and "unknown node nowhere" in err
     assert os.listdir(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded

@@ -189,8 +189,9 @@ def test_running_lists_the_attempt_with_its_pid(daemon):
         rows = client.query_running()
     assert [(r["job"], r["attempt"]) for r in rows] == [(job_id, 1)]
     assert rows[0]["pid"] in processes_with(mark)
+    assert rows[0]["containment"].startswith(("cgroup /", "process group ")), rows
     code, out, _ = daemon.jqctl("running")
-    assert code == 0 and str(rows[0]["pid"]) in out
+    assert code == 0 and str(rows[0]["pid"]) in out and rows[0]["containment"] in out
     daemon.jqctl("kill", str(job_id))
 
 
