@@ -39,6 +39,11 @@ _USER_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 #: PATH of the minimal environment a command starts from.
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+#: What the node that runs a command puts its variables over (AttemptSpec.env_base): the
+#: minimal base (PATH, HOME, USER, LANG) or the environment of the daemon that runs it.
+ENV_BASE_MINIMAL = "minimal"
+ENV_BASE_INHERIT = "inherit"
+ENV_BASES = (ENV_BASE_MINIMAL, ENV_BASE_INHERIT)
 
 
 # Parameter types
