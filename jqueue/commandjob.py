@@ -3,7 +3,7 @@
 A command job is an ordinary job whose opcode is ``OP_COMMAND_RUN``: a user's command run
 on a node (see DESIGN.md, "Command jobs"). This module is the model of it, with no I/O:
 the opcode's parameters and their validation at submit, progress patterns, how an
-attempt's end maps to success, a reason and a retry, the command's environment, and the
+attempt's end maps to success, a reason and a retry, the command's variables, and the
 banner lines the job log carries between attempts. Scheduling and running attempts is
 jqueue.run.commands (in the master) and jqueue.exec (on a node).
 
@@ -39,6 +39,11 @@ _USER_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 #: PATH of the minimal environment a command starts from.
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+#: What the node that runs a command puts its variables over (AttemptSpec.env_base): the
+#: minimal base (PATH, HOME, USER, LANG) or the environment of the daemon that runs it.
+ENV_BASE_MINIMAL = "minimal"
+ENV_BASE_INHERIT = "inherit"
+ENV_BASES = (ENV_BASE_MINIMAL, ENV_BASE_INHERIT)
 
 
 # Parameter types
@@ -162,7 +167,8 @@ class OpCommandRun(OpCode):
         Param("dir", AbsolutePath, "/", "working directory on the node (absolute)"),
         Param("env", Environment, {}, "variables over the minimal base environment"),
         Param("env_inherit", ptypes.Bool, False,
-              "start from the daemon's environment instead of the minimal base"),
+              "start from the environment of the node daemon that runs the command "
+              "instead of the minimal base"),
         Param("timeout", ptypes.NonNegativeNumber, 0,
               "seconds of run time, then TERM and KILL after kill_grace (0: none)"),
         Param("kill_grace", ptypes.NonNegativeNumber, 10,
@@ -353,16 +359,28 @@ def retry_delay(attempts_done, base, cap, rand=random.random):
     return delay * (0.5 + rand() / 2.0)
 
 
-def environment(params, job_id, attempt, node, user_home, user_name, inherited=None):
-    """The command's environment: ``env`` over the minimal base (or the daemon's)."""
-    if params.get("env_inherit") and inherited is not None:
-        env = dict(inherited)
-    else:
-        env = {"PATH": BASE_PATH, "HOME": user_home or "/", "USER": user_name or "",
-               "LANG": "C.UTF-8"}
-    env.update({"JQ_JOB_ID": str(job_id), "JQ_ATTEMPT": str(attempt), "JQ_NODE": node})
+def environment(params, job_id, attempt, node):
+    """The command's own variables: JQ_JOB_ID, JQ_ATTEMPT, JQ_NODE, then ``env``.
+
+    The node that runs the attempt puts them over its base (``env_base``): the minimal
+    one, with HOME and USER from its own user database, or its daemon's environment.
+    """
+    return overrides({"JQ_JOB_ID": str(job_id), "JQ_ATTEMPT": str(attempt), "JQ_NODE": node},
+                     params)
+
+
+def overrides(own, params):
+    """The variables a command (or a service's run) sends to its node: its JQ_ ones
+    (own), then the ``env`` of its parameters (which win)."""
+    env = dict(own)
     env.update(params.get("env") or {})
     return env
+
+
+def env_base(params):
+    """What the node puts the command's variables over: the daemon's environment with
+    ``env_inherit``, else the minimal base (ENV_BASE_INHERIT or ENV_BASE_MINIMAL)."""
+    return ENV_BASE_INHERIT if params.get("env_inherit") else ENV_BASE_MINIMAL
 
 
 def banner_start(params, job_id, attempt, node, now=None):

@@ -5,7 +5,7 @@ A service is a named, long-running command placed on a node (by ``node`` or
 JobMon's and supervisord's way. This module is its model: the definition's parameters
 and their validation, the states and the transitions allowed between them, the
 restart policy (back-off 1 s doubling to 60 s, reset after a stable run; start limit 5
-failures in 60 s, then FATAL), the command line and environment of a run, and the exit
+failures in 60 s, then FATAL), the command line and variables of a run, and the exit
 statuses of ``jqctl service status``. Running services is jqueue.exec.supervisor (on the
 node); the master's table and placement is jqueue.run.services.
 
@@ -19,7 +19,6 @@ import signal as _signal
 
 from jqueue import constants, errors, ptypes
 from jqueue.commandjob import (
-    BASE_PATH,
     AbsolutePath,
     Command,
     Environment,
@@ -27,6 +26,7 @@ from jqueue.commandjob import (
     Tags,
     UserName,
     command_argv,
+    overrides,
 )
 from jqueue.opcodes import Param, near_miss
 
@@ -333,17 +333,14 @@ def run_argv(definition):
     return ["/bin/sh", "-c", script, WRAPPER_NAME] + files + argv
 
 
-def run_environment(definition, service_id, run, node, user_home, user_name, inherited=None):
-    """A run's environment: ``env`` over the minimal base (or the daemon's)."""
-    if definition.get("env_inherit") and inherited is not None:
-        env = dict(inherited)
-    else:
-        env = {"PATH": BASE_PATH, "HOME": user_home or "/", "USER": user_name or "",
-               "LANG": "C.UTF-8"}
-    env.update({"JQ_SERVICE": definition["name"], "JQ_SERVICE_ID": str(service_id),
-                "JQ_RUN": str(run), "JQ_NODE": node})
-    env.update(definition.get("env") or {})
-    return env
+def run_environment(definition, service_id, run, node):
+    """A run's own variables: JQ_SERVICE, JQ_SERVICE_ID, JQ_RUN, JQ_NODE, then ``env``.
+
+    The executor puts them over the base (``commandjob.env_base(definition)``), as for a
+    command job.
+    """
+    return overrides({"JQ_SERVICE": definition["name"], "JQ_SERVICE_ID": str(service_id),
+                      "JQ_RUN": str(run), "JQ_NODE": node}, definition)
 
 
 def describe_end(result):

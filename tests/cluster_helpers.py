@@ -98,21 +98,24 @@ class NodeDaemon:
 
     _serial = itertools.count()
 
-    def __init__(self, test_cluster, name, args=()):
+    def __init__(self, test_cluster, name, args=(), env=None):
         self.cluster = test_cluster
         self.name = name
         self.state_dir = test_cluster.state_dirs[name]
         self.args = list(args)
+        self.env = env
         self.proc = None
         self.log_path = None
 
     def start(self, wait=True):
-        """Start the process (and by default wait until it answers); return self."""
+        """Start the process (and by default wait until it answers); return self. Its
+        environment is ours with the variables of env added."""
         self.log_path = "%s-noded-%d.log" % (self.state_dir, next(self._serial))
+        env = dict(os.environ, **(self.env or {}))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 noded_command("--state-dir", self.state_dir, "--checkpoint-interval", "60",
-                              *self.args), stdout=log, stderr=log)
+                              *self.args), stdout=log, stderr=log, env=env)
         if wait:
             self.wait_ready()
         return self
@@ -162,8 +165,8 @@ def noded_factory():
     each daemon still running is stopped and must exit 0."""
     started = []
 
-    def start(test_cluster, name, args=(), wait=True):
-        daemon = NodeDaemon(test_cluster, name, args)
+    def start(test_cluster, name, args=(), wait=True, env=None):
+        daemon = NodeDaemon(test_cluster, name, args, env)
         started.append(daemon)
         return daemon.start(wait)
 

@@ -81,7 +81,8 @@ def _register_run(commands):
     parser.add_argument("--env", action="append", type=env_item, default=[],
                         metavar="NAME=VALUE", help="set a variable (repeatable)")
     parser.add_argument("--env-inherit", action="store_true",
-                        help="start from the daemon's environment, not the minimal one")
+                        help="start from the environment of the daemon that runs the "
+                             "command on its node, not the minimal one")
     parser.add_argument("--timeout", dest="run_timeout", type=parsing.seconds,
                         metavar="SECONDS",
                         help="stop the command after this run time (TERM, then KILL)")

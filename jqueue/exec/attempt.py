@@ -11,6 +11,7 @@ import signal
 import attrs
 
 from jqueue import errors
+from jqueue.commandjob import ENV_BASES
 
 #: How the error of a lost attempt begins (see AttemptResult).
 LOST_PREFIX = "attempt lost"
@@ -24,10 +25,14 @@ class AttemptSpec:
     attempt: int
     argv: list                 # a shell string is given as ["/bin/sh", "-c", s]
     dir: str                   # absolute
-    env: dict                  # the command's complete environment
+    env: dict                  # complete environment (env_base None), else over the base
     run_as: str | None = None  # None: the daemon's user
     timeout: float = 0         # seconds from exec; 0: none
     kill_grace: float = 10
+    #: None: env is the command's complete environment. "minimal": env goes over PATH,
+    #: HOME and USER (this node's passwd entry of run_as, or of the daemon's user) and
+    #: LANG; "inherit": over the environment of the daemon that runs it (the Executor's).
+    env_base: str | None = None
 
 
 @attrs.frozen
@@ -98,6 +103,9 @@ def check_spec(spec):
         raise errors.CommandError("%s: the directory must be an absolute path, not %r"
                                   % (key, spec.dir))
     _check_env(key, spec.env)
+    if spec.env_base is not None and spec.env_base not in ENV_BASES:
+        raise errors.CommandError("%s: env_base must be null, %s, not %r" % (
+            key, " or ".join(ENV_BASES), spec.env_base))
     for name in ("timeout", "kill_grace"):
         value = getattr(spec, name)
         if (isinstance(value, bool) or not isinstance(value, (int, float))

@@ -15,6 +15,11 @@ The launch, in the reactor thread and without blocking:
    start the command. If the daemon dies before, the shim sees no end mark and never
    starts it; an attempt directory without spec.json is found lost at the next start.
 
+The environment is completed here, on the node that runs the command: the spec's ``env``
+goes over its ``env_base``, the minimal base (PATH, LANG, and HOME and USER from this
+machine's passwd entry of ``run_as`` or of the daemon's user) or the executor's
+``environ`` (the daemon's environment); a spec without ``env_base`` brings it complete.
+
 Watching costs no thread: the pidfd of each live shim is a reader of the reactor
 (readable = the shim exited: the result file is read, and the shim reaped if it is a
 child of this process); a timer polls the sizes of the output files (every 50 ms for
@@ -51,6 +56,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
 from jqueue import errors
+from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT
 from jqueue.exec import attemptdir, containment, shims
 from jqueue.exec.attempt import (
     SENDABLE_SIGNALS,
@@ -129,15 +135,19 @@ class Executor:
     the other methods raise ProgrammerError. One executor per state directory at a time
     (``start`` raises CommandError otherwise). ``allowed_users``: who ``run_as`` may
     name besides the daemon's own user; ``use_cgroup=False`` forces the process-group
-    containment; ``shim``: None (C if it compiles, else Python), "c" or "python".
+    containment; ``shim``: None (C if it compiles, else Python), "c" or "python";
+    ``environ``: what a spec with ``env_base`` "inherit" starts from (default: this
+    process's environment, as it is when the executor is made).
     An attempt that was forgotten must not be launched again: its number is spent.
     """
 
-    def __init__(self, state_dir, reactor, allowed_users=(), use_cgroup=True, shim=None):
+    def __init__(self, state_dir, reactor, allowed_users=(), use_cgroup=True, shim=None,
+                 environ=None):
         self.state_dir = os.path.abspath(state_dir)
         self._reactor = reactor
         self._allowed_users = frozenset(allowed_users)
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
+        self._environ = dict(os.environ if environ is None else environ)
         self._containment = containment.Containment.find(self.state_dir, use_cgroup)
         self._shim_choice = shim
         self._shim = None
@@ -210,6 +220,7 @@ class Executor:
             return self._info(self._attempts[key])
         check_spec(spec)
         user = self._user_for(spec)
+        env = self.environment(spec)
         path = attemptdir.attempt_path(self.state_dir, spec.job, spec.attempt)
         try:
             os.mkdir(path, 0o750)
@@ -218,7 +229,7 @@ class Executor:
         except OSError as err:
             raise errors.CommandError("job %d attempt %d: cannot create %s: %s"
                                       % (spec.job, spec.attempt, path, err.strerror)) from None
-        att = self._spawn(spec, path, user)
+        att = self._spawn(spec, path, user, env)
         self._attempts[key] = att
         self._watch(att)
         return self._info(att)
@@ -246,7 +257,20 @@ class Executor:
             raise errors.CommandError("user %s does not exist on this node" % name) from None
         return name, entry.pw_uid, entry.pw_gid
 
-    def _spawn(self, spec, path, user):
+    def environment(self, spec):
+        """The complete environment of a spec's command: its ``env`` over its ``env_base``
+        (see AttemptSpec), built here, as this node and its daemon see things."""
+        if spec.env_base is None:
+            return dict(spec.env)
+        if spec.env_base == ENV_BASE_INHERIT:
+            env = dict(self._environ)
+        else:
+            home, name = user_home(spec.run_as)
+            env = {"PATH": BASE_PATH, "HOME": home, "USER": name, "LANG": "C.UTF-8"}
+        env.update(spec.env)
+        return env
+
+    def _spawn(self, spec, path, user, env):
         """Steps 2 to 5 of a launch (module docstring); cleans up if one fails."""
         cgroup = None
         try:
@@ -278,7 +302,7 @@ class Executor:
             self._discard(path, cgroup)
             raise errors.CommandError("job %d attempt %d: cannot record the attempt: %s"
                                       % (spec.job, spec.attempt, err)) from None
-        _send_env(env_pipe, spec.env)
+        _send_env(env_pipe, env)
         return att
 
     def _spawn_shim(self, spec, path, cgroup, user):
@@ -628,6 +652,16 @@ class Executor:
     def _unlock(self):
         os.close(self._lock_fd)
         self._lock_fd = None
+
+
+def user_home(user=None):
+    """(home, name) from this machine's passwd entry of user (None: this process's
+    effective user); ("/", user) if it has none."""
+    try:
+        entry = pwd.getpwnam(user) if user else pwd.getpwuid(os.geteuid())
+    except KeyError:
+        return "/", user or ""
+    return entry.pw_dir or "/", entry.pw_name
 
 
 def _placeholder_spec(key, path):

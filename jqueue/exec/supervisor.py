@@ -31,9 +31,8 @@ run's output grew and ``("svc_removed", id)``.
 
 import logging
 import os
-import pwd
 
-from jqueue import errors, serializer, service
+from jqueue import commandjob, errors, serializer, service
 from jqueue.exec.attempt import AttemptSpec
 
 logger = logging.getLogger(__name__)
@@ -93,14 +92,12 @@ class Supervisor:
     Every method runs in the reactor thread.
     """
 
-    def __init__(self, directory, reactor, executor, node, boot_id, environ=None,
-                 retain_runs=RETAIN_RUNS):
+    def __init__(self, directory, reactor, executor, node, boot_id, retain_runs=RETAIN_RUNS):
         self.directory = directory
         self._reactor = reactor
         self._executor = executor
         self.node = node
         self._boot_id = boot_id
-        self._environ = dict(os.environ if environ is None else environ)
         self._retain = retain_runs
         self._services = {}     # id -> _Service
         self._listeners = []
@@ -380,11 +377,10 @@ class Supervisor:
 
     def _spec(self, svc):
         record, definition = svc.record, svc.definition
-        home, user = _user_home(definition.get("run_as"))
-        env = service.run_environment(definition, svc.sid, record["run"], self.node, home,
-                                      user, inherited=self._environ)
+        env = service.run_environment(definition, svc.sid, record["run"], self.node)
         return AttemptSpec(job=svc.sid, attempt=record["run"],
                            argv=service.run_argv(definition), dir=definition["dir"], env=env,
+                           env_base=commandjob.env_base(definition),
                            run_as=definition.get("run_as"), timeout=0,
                            kill_grace=definition["stop_timeout"])
 
@@ -582,15 +578,6 @@ def _result_dict(result):
         return result
     return {"exit_status": result.exit_status, "signal": result.signal,
             "timed_out": result.timed_out, "error": result.error, "ended": result.ended}
-
-
-def _user_home(user):
-    """(home, name) of user (None: this process's user); ("/", user) if unknown here."""
-    try:
-        entry = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
-    except KeyError:
-        return "/", user or ""
-    return entry.pw_dir, entry.pw_name
 
 
 def _write_durably(path, data):

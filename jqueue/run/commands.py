@@ -57,8 +57,6 @@ exit_status, signal, timed_out, error, ended and, for attempts a node lost, lost
 import fnmatch
 import heapq
 import logging
-import os
-import pwd
 import random
 
 from jqueue import commandjob, constants, errors
@@ -113,7 +111,7 @@ class CommandRunner:
     """Runs command opcodes of a JobQueue on nodes reached through links."""
 
     def __init__(self, queue, host, links, default_node, rand=random.random,
-                 log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES, environ=None,
+                 log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES,
                  ping_interval=PING_INTERVAL, ping_misses=PING_MISSES, lost_grace=LOST_GRACE):
         self._queue = queue
         self._host = host
@@ -121,12 +119,10 @@ class CommandRunner:
         self._default_node = default_node
         self._rand = rand
         self._log_max = log_max_bytes
-        self._environ = dict(os.environ if environ is None else environ)
         self._pending = {}      # node -> heap of (priority, job id, op index)
         self._running = {}      # node -> count of attempts holding a slot
         self._attempts = {}     # job id -> _Attempt
         self._timers = {}       # job id -> retry timer
-        self._own_user = None   # (home, name) of this process's user, once looked up
         self._placement = Placement()
         self._unplaced = {}     # job id -> op index: waiting for a node to match or come up
         self._ping_interval, self._ping_misses = ping_interval, ping_misses
@@ -524,19 +520,14 @@ class CommandRunner:
             spec, lambda answer: self._launched(attempt, answer))
 
     def _spec_unlocked(self, job, op, attempt):
+        """The attempt's spec for its node: the command's own variables and the base the
+        node puts them over (its user database, its daemon's environment: not ours)."""
         params = op.input
-        user = params.get("run_as")
-        if user is None:
-            if self._own_user is None:
-                self._own_user = _user_home(None)
-            home, name = self._own_user
-        else:
-            home, name = _user_home(user)
-        env = commandjob.environment(params, job.id, attempt.number, attempt.node, home, name,
-                                     inherited=self._environ)
+        env = commandjob.environment(params, job.id, attempt.number, attempt.node)
         return {"job": job.id, "attempt": attempt.number,
                 "argv": commandjob.command_argv(params["cmd"]), "dir": params["dir"],
-                "env": env, "run_as": user, "timeout": params["timeout"],
+                "env": env, "env_base": commandjob.env_base(params),
+                "run_as": params.get("run_as"), "timeout": params["timeout"],
                 "kill_grace": params["kill_grace"]}
 
     def _launched(self, attempt, answer):
@@ -1153,15 +1144,6 @@ def _result_value(state):
     """A successful command opcode's result: what it ended with."""
     return {"exit_status": state.get("exit_status"), "node": state.get("node"),
             "attempt": state.get("attempt")}
-
-
-def _user_home(user):
-    """(home, name) of user (None: this process's user); ("/", user) if unknown here."""
-    try:
-        entry = pwd.getpwnam(user) if user else pwd.getpwuid(os.getuid())
-    except KeyError:
-        return "/", user or ""
-    return entry.pw_dir, entry.pw_name
 
 
 class ReactorHost:

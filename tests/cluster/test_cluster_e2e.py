@@ -53,12 +53,15 @@ def set_ack_timeout(test_cluster, seconds):
 
 
 def start_cluster(tmp_path, nodeds, daemons, count, ack_timeout=ACK_TIMEOUT, args=(),
-                  **master):
-    """Build a cluster of count nodes (all candidates), start every jq-noded, then jq-masterd
-    (with args, and the Daemon's other arguments in master)."""
+                  noded_env=None, **master):
+    """Build a cluster of count nodes (all candidates), start every jq-noded (with the
+    variables noded_env[name] added to its environment), then jq-masterd (with args, and
+    the Daemon's other arguments in master)."""
     test_cluster = build_cluster(tmp_path / "cluster", count)
     set_ack_timeout(test_cluster, ack_timeout)
-    started = {name: nodeds(test_cluster, name, wait=False) for name in test_cluster.names}
+    started = {name: nodeds(test_cluster, name, wait=False,
+                            env=(noded_env or {}).get(name))
+               for name in test_cluster.names}
     for daemon in started.values():
         daemon.wait_ready()
     master = daemons(test_cluster.state_dirs[test_cluster.master], args=list(args), **master)

@@ -73,6 +73,31 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
     assert os.listdir(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded
 
 
+def test_env_inherit_gives_the_environment_of_the_nodes_daemon(tmp_path, nodeds, daemons):
+    """env_inherit on node3 starts from node3's jq-noded environment (a variable only it
+    has), not jq-masterd's (which lacks it); without env_inherit the base is minimal."""
+    name, value = "JQ_TEST_NODED_ONLY", "node3's own"
+    assert name not in os.environ
+    test_cluster, started, master = start_cluster(
+        tmp_path, nodeds, daemons, 3, noded_env={"node3": {name: value}})
+    with open("/proc/%d/environ" % master.pid, "rb") as stream:
+        assert name.encode() not in stream.read()
+    with open("/proc/%d/environ" % started["node3"].proc.pid, "rb") as stream:
+        assert ("%s=%s" % (name, value)).encode() in stream.read().split(b"\0")
+    show = 'echo "seen: [$%s] on $JQ_NODE"' % name
+    with master.client() as client:
+        inherited = client.submit_job([command(show, node="node3", env_inherit=True)])
+        minimal = client.submit_job([command(show, node="node3")])
+        on_master = client.submit_job([command(show, node=test_cluster.master,
+                                               env_inherit=True)])
+        wait_all_final(client, [inherited, minimal, on_master], 30)
+        logs = {job: "".join(client.follow_job_log(job))
+                for job in (inherited, minimal, on_master)}
+    assert "seen: [%s] on node3\n" % value in logs[inherited]
+    assert "seen: [] on node3\n" in logs[minimal]
+    assert "seen: [] on %s\n" % test_cluster.master in logs[on_master]
+
+
 def test_a_killed_and_restarted_noded_loses_no_output_and_records_the_true_end(
         tmp_path, nodeds, daemons):
     """kill -9 of node2's jq-noded while its job prints 10,000 lines and exits 7, then a

@@ -132,6 +132,7 @@ def test_run_as_refused_unless_allowed_and_known(executors):
     ("dir", "relative/dir", "absolute path"),
     ("argv", [], "command is empty"),
     ("env", {"A=B": "1"}, "bad environment variable"),
+    ("env_base", "daemon", "env_base must be null, minimal or inherit"),
     ("timeout", -1, "timeout must be a finite number >= 0"),
     ("kill_grace", float("inf"), "kill_grace must be a finite number >= 0"),
 ])
@@ -379,6 +380,53 @@ def test_the_environment_reaches_only_the_command(executors, shim):
     assert {"job", "attempt", "argv", "dir", "run_as", "timeout", "kill_grace", "started",
             "deadline", "boot_id", "shim_pid", "shim_start", "cgroup"} <= set(spec)
     assert spec["boot_id"] == attemptdir.boot_id()
+
+
+def printed_env(executor, job, attempt=1):
+    """The variables an ``env`` command printed (without the shell's PWD and SHLVL)."""
+    printed = dict(line.split("=", 1) for line in
+                   executor.read(job, attempt, 0, 1 << 20).decode().splitlines())
+    printed.pop("PWD", None)
+    printed.pop("SHLVL", None)
+    return printed
+
+
+def test_the_executor_completes_the_environment_over_its_base(executors):
+    """env_base "minimal": PATH, LANG, and HOME and USER of the user that runs the command
+    here, under env; "inherit": the executor's environ under env; None: env as it is."""
+    environ = {"NODE_DAEMON_ONLY": "yes", "PATH": "/daemon/bin", "HOME": "/daemon"}
+    executor, reactor, recorder = make(executors, allowed_users=("nobody",), environ=environ)
+    own, nobody = pwd.getpwuid(os.geteuid()), pwd.getpwnam("nobody")
+    overrides = {"JQ_JOB_ID": executors.marker, "X": "1", "LANG": "fr_FR.UTF-8"}
+    specs = {
+        1: executors.spec(1, ["env"], env=overrides, env_base="minimal"),
+        2: executors.spec(2, ["env"], env=overrides, env_base="minimal", run_as="nobody"),
+        3: executors.spec(3, ["/usr/bin/env"], env=overrides, env_base="inherit"),
+        4: executors.spec(4, ["/usr/bin/env"], env=executors.env(X="1")),
+    }
+    for spec in specs.values():
+        result, _ = run_to_end(executors, executor, reactor, recorder, spec)
+        assert result.exit_status == 0, (spec.job, result)
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"}
+    assert printed_env(executor, 1) == dict(base, HOME=own.pw_dir, USER=own.pw_name,
+                                            **overrides)
+    assert printed_env(executor, 2) == dict(base, HOME=nobody.pw_dir, USER="nobody",
+                                            **overrides)
+    assert printed_env(executor, 3) == dict(environ, **overrides)
+    assert printed_env(executor, 4) == executors.env(X="1")
+    assert executor.environment(specs[3]) == dict(environ, **overrides)
+
+
+def test_the_inherited_environment_is_the_daemons_by_default(executors, monkeypatch):
+    """Without environ, "inherit" starts from os.environ as it was when the executor was
+    made; the spec's env still wins."""
+    monkeypatch.setenv("JQ_TEST_DAEMON_VAR", "from the daemon")
+    executor, _, _ = make(executors, start=False)
+    monkeypatch.setenv("JQ_TEST_DAEMON_VAR", "changed later")
+    spec = executors.spec(1, "true", env={"X": "1"}, env_base="inherit")
+    env = executor.environment(spec)
+    assert env["JQ_TEST_DAEMON_VAR"] == "from the daemon" and env["X"] == "1"
+    assert env["PATH"] == os.environ["PATH"]
 
 
 def test_a_large_environment_reaches_the_command(executors, shim):

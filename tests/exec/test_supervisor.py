@@ -325,6 +325,19 @@ def test_stdio_files_are_opened_by_a_wrapper_that_execs_the_command(node):
     assert env["JQ_SERVICE"] == "web" and env["JQ_RUN"] == "1" and env["JQ_NODE"] == "node1"
 
 
+def test_a_run_sends_its_variables_and_the_base_they_go_over(node):
+    """The executor completes the environment: the spec holds the run's own variables
+    (env over the JQ_ ones) and env_base, minimal or (env_inherit) inherit."""
+    node.supervisor.apply([entry(env={"A": "1", "JQ_RUN": "mine"}),
+                           entry(sid=2, name="db", env_inherit=True)])
+    specs = {spec.job: spec for spec in node.executor.launched}
+    assert specs[1].env_base == "minimal" and specs[2].env_base == "inherit"
+    assert specs[1].env == {"JQ_SERVICE": "web", "JQ_SERVICE_ID": "1", "JQ_RUN": "mine",
+                            "JQ_NODE": "node1", "A": "1"}
+    assert specs[2].env == {"JQ_SERVICE": "db", "JQ_SERVICE_ID": "2", "JQ_RUN": "1",
+                            "JQ_NODE": "node1"}
+
+
 def test_unknown_service_and_action_are_refused(node):
     """Control of a service not on this node, or an unknown action: an error."""
     with pytest.raises(errors.CommandError):

@@ -84,12 +84,13 @@ def setup(open_queue, clock, tmp_path):
 
 
 def test_a_command_job_runs_on_its_node_and_succeeds_with_its_output_logged(setup):
-    """The node gets argv, dir and environment; output and banners land in the log."""
+    """The node gets argv, dir and the command's variables; output and banners land in
+    the log."""
     job_id = setup.submit(command(["printf", "%s", "a b"], dir="/tmp", env={"X": "1"}))
     spec = setup.link.launched[0]
     assert spec["argv"] == ["printf", "%s", "a b"] and spec["dir"] == "/tmp"
-    assert spec["env"]["X"] == "1" and spec["env"]["JQ_JOB_ID"] == str(job_id)
-    assert spec["env"]["JQ_ATTEMPT"] == "1" and spec["env"]["JQ_NODE"] == "node1"
+    assert spec["env"] == {"X": "1", "JQ_JOB_ID": str(job_id), "JQ_ATTEMPT": "1",
+                           "JQ_NODE": "node1"}
     assert setup.fields(job_id, ["status", "node", "attempt", "pid"]) == [
         "running", "node1", 1, 1001]
     setup.write(job_id, b"a b")
@@ -103,12 +104,26 @@ def test_a_command_job_runs_on_its_node_and_succeeds_with_its_output_logged(setu
 
 
 def test_a_shell_string_runs_through_sh_and_the_base_environment_is_minimal(setup):
-    """cmd as a string is /bin/sh -c; the daemon's own variables do not leak by default."""
+    """cmd as a string is /bin/sh -c; the node puts the command's variables over the
+    minimal base by default: the master sends neither its user database's HOME and USER
+    nor its own environment."""
     job_id = setup.submit(command("echo $HOME"))
     spec = setup.link.launched[0]
     assert spec["argv"] == ["/bin/sh", "-c", "echo $HOME"]
-    assert set(spec["env"]) == {"PATH", "HOME", "USER", "LANG", "JQ_JOB_ID", "JQ_ATTEMPT",
-                                "JQ_NODE"}
+    assert spec["env_base"] == "minimal" and spec["run_as"] is None
+    assert set(spec["env"]) == {"JQ_JOB_ID", "JQ_ATTEMPT", "JQ_NODE"}
+    setup.end(job_id)
+
+
+def test_env_inherit_asks_the_node_for_its_daemons_environment(setup):
+    """env_inherit: env_base "inherit", and only the job's variables travel; env wins over
+    the JQ_ ones; run_as goes as it is (the node looks it up)."""
+    job_id = setup.submit(command("true", env_inherit=True, env={"JQ_NODE": "x", "A": "1"},
+                                  run_as="nobody"))
+    spec = setup.link.launched[0]
+    assert spec["env_base"] == "inherit" and spec["run_as"] == "nobody"
+    assert spec["env"] == {"JQ_JOB_ID": str(job_id), "JQ_ATTEMPT": "1", "JQ_NODE": "x",
+                           "A": "1"}
     setup.end(job_id)
 
 
