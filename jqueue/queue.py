@@ -677,10 +677,11 @@ class JobQueue:
         self._move_to_archive(archived)
         return len(archived), left
 
-    def archive_finished(self, age, timeout=None, limit=None, move=False):
+    def archive_finished(self, age, timeout=None, limit=None, move=False, pace=None):
         """Archive finalized jobs older than age seconds (-1: all; a group goes with its
         tree, jobs in a group only with it), chunk by chunk, each chunk durable before the
-        next, until timeout seconds passed or about limit jobs were archived.
+        next, until timeout seconds passed or about limit jobs were archived. pace(seconds
+        the last chunk took) is called between chunks (retention rests there).
 
         Returns (ids archived, live jobs left unchecked). Their files move to archive/ at
         the next checkpoint (with move, the caller moves them: see auto_archive_jobs).
@@ -692,11 +693,15 @@ class JobQueue:
             ids = [job.id for job in self._jobs.values() if job.visible]
         archived = []
         checked = 0
+        began = time.monotonic()
         for offset in range(0, len(ids), _ARCHIVE_CHUNK):
             if offset and timeout is not None and self._clock() - start > timeout:
                 break
             if limit is not None and len(archived) >= limit:
                 break
+            if offset and pace is not None:
+                pace(time.monotonic() - began)
+            began = time.monotonic()
             with self._lock:
                 if self._closed:
                     break

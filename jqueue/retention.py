@@ -14,6 +14,11 @@ A pass (every ``interval`` seconds, or ``jqctl purge`` now) does two bounded thi
    the previous pass stopped, and purges at most ``pass_jobs``: passes are bounded, but
    every file is looked at again within a few of them.
 
+A pass is paced: after each chunk of work it rests (1 / ``duty`` - 1) times as long as the
+chunk took, so that retention of a big backlog takes at most about ``duty`` of the time
+(and of the daemon's interpreter) while submissions go on; ``jqctl purge`` (the operator
+asks for it now) is not paced.
+
 Each pass reports what it archived, purged and freed (bytes, as ``du`` counts) in the
 daemon's log and ``status()`` (``jqctl queue info``). Zero for ``archive_after`` or
 ``keep_archived`` means never. Purged ids are never reused: the serial keeps counting.
@@ -38,6 +43,8 @@ PASS_JOBS = 10000
 PASS_SCAN = 50000
 #: Archived jobs purged per journal record.
 PURGE_SLICE = 1000
+#: Share of the time a pass works while it has work (it rests the rest).
+DEFAULT_DUTY = 0.25
 
 
 class Policy:
@@ -45,12 +52,15 @@ class Policy:
     (None: only when asked)."""
 
     def __init__(self, archive_after=0, keep_archived=0, interval=None, pass_jobs=PASS_JOBS,
-                 pass_scan=PASS_SCAN):
+                 pass_scan=PASS_SCAN, duty=DEFAULT_DUTY):
+        if not 0 < duty <= 1:
+            raise ValueError("duty must be in (0, 1], got %r" % (duty,))
         self.archive_after = archive_after
         self.keep_archived = keep_archived
         self.interval = interval
         self.pass_jobs = pass_jobs
         self.pass_scan = pass_scan
+        self.duty = duty
 
 
 class Retention:
@@ -63,6 +73,7 @@ class Retention:
         self._lock = threading.Lock()  # one pass (or purge) at a time
         self._cursor = None            # where the next pass's archive scan starts
         self._thread = None
+        self._stopping = threading.Event()  # cuts a pass's rests short
         self.last = None               # the last pass's report
         self.totals = {"passes": 0, "archived": 0, "purged": 0, "bytes_freed": 0}
 
@@ -75,14 +86,15 @@ class Retention:
             archived, more = [], False
             if policy.archive_after:
                 archived, _ = self._queue.archive_finished(policy.archive_after,
-                                                           limit=policy.pass_jobs)
+                                                           limit=policy.pass_jobs,
+                                                           pace=self._rest)
                 more = len(archived) >= policy.pass_jobs
             purged = freed = 0
             if policy.keep_archived:
                 scan = purge.scan_archive(self._queue._dir, now - policy.keep_archived,
                                           self._cursor, policy.pass_scan, policy.pass_jobs)
                 self._cursor = scan.cursor
-                purged, freed = self._purge(scan.ids)
+                purged, freed = self._purge(scan.ids, self._rest)
                 more = more or not scan.wrapped
             return self._report(len(archived), purged, freed, more, now,
                                 time.monotonic() - started)
@@ -106,13 +118,24 @@ class Retention:
                          time.monotonic() - started)
             return {"purged": purged, "bytes_freed": freed, "done": scan.wrapped}
 
-    def _purge(self, job_ids):
+    def _purge(self, job_ids, pace=None):
         purged = freed = 0
+        began = time.monotonic()
         for offset in range(0, len(job_ids), PURGE_SLICE):
+            if offset and pace is not None:
+                pace(time.monotonic() - began)
+            began = time.monotonic()
             piece = job_ids[offset:offset + PURGE_SLICE]
             freed += self._queue.purge_archived(piece)
             purged += len(piece)
         return purged, freed
+
+    def _rest(self, worked):
+        """After a chunk of a pass that took worked seconds: rest so that the pass works
+        about policy.duty of the time (not once the queue stops)."""
+        duty = self.policy.duty
+        if duty < 1 and worked > 0:
+            self._stopping.wait(worked * (1 / duty - 1))
 
     def _report(self, archived, purged, freed, more, now, seconds):
         report = {"archived": archived, "purged": purged, "bytes_freed": freed,
@@ -144,6 +167,7 @@ class Retention:
             self._thread.start()
 
     def stop(self):
+        self._stopping.set()
         if self._thread is not None:
             self._thread.stop()
             self._thread = None

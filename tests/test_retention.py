@@ -41,6 +41,7 @@ def real_clock():
 def open_retained(tmp_path, clock, **policy):
     policy.setdefault("archive_after", 6 * HOUR)
     policy.setdefault("keep_archived", 21 * DAY)
+    policy.setdefault("duty", 1.0)  # no rests, but in test_passes_rest_between_chunks
     return JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None,
                     clock=clock, retention=Policy(**policy))
 
@@ -210,5 +211,64 @@ def test_scans_are_bounded_and_go_on_from_their_cursor(tmp_path, real_clock):
         assert (first.ids, second.ids, third.ids) == ([1, 2], [3, 4], [5])
         assert not first.wrapped and third.wrapped and third.cursor is None
         assert purge.scan_archive(queue._dir, 0).ids == []  # none older than 1970
+    finally:
+        queue.shutdown()
+
+
+class _Rests:
+    """Stands for Retention's stop event: records the rests asked for, returns at once."""
+
+    def __init__(self):
+        self.asked = []
+
+    def wait(self, seconds):
+        self.asked.append(seconds)
+        return False
+
+    def set(self):
+        pass
+
+
+def test_passes_rest_between_chunks_for_their_duty(tmp_path, real_clock):
+    """duty 0.25: after each chunk of archival (1,000 jobs) and each purge slice, a pass
+    rests three times as long as the chunk took; jqctl purge does not rest; a bad duty
+    is refused."""
+    queue = open_retained(tmp_path, real_clock, duty=0.25)
+    try:
+        rests = queue._retention._stopping = _Rests()
+        queue.submit_many_jobs([[delay()]] * 2500)
+        run_jobs(queue)
+        real_clock.advance(7 * HOUR)
+        assert queue.retention_pass()["archived"] == 2500
+        assert len(rests.asked) == 2  # between the 3 chunks
+        queue.checkpoint()
+        real_clock.advance(22 * DAY)
+        rests = queue._retention._stopping = _Rests()
+        assert queue.retention_pass()["purged"] == 2500
+        assert len(rests.asked) == 2  # between the 3 slices
+        queue.submit_many_jobs([[delay()]] * 1500)
+        run_jobs(queue)
+        real_clock.advance(7 * HOUR)
+        assert queue.retention_pass()["archived"] == 1500
+        queue.checkpoint()
+        real_clock.advance(22 * DAY)
+        rests = queue._retention._stopping = _Rests()
+        assert queue.purge_jobs(21 * DAY)["purged"] == 1500  # asked for now: no rest
+        assert rests.asked == []
+    finally:
+        queue.shutdown()
+    with pytest.raises(ValueError, match="duty"):
+        Policy(duty=0)
+
+
+def test_a_rest_is_three_times_the_work_at_a_quarter_duty(tmp_path, real_clock):
+    """Retention._rest(worked) waits worked * (1 / duty - 1); duty 1 never waits."""
+    queue = open_retained(tmp_path, real_clock, duty=0.25)
+    try:
+        rests = queue._retention._stopping = _Rests()
+        queue._retention._rest(0.2)
+        queue._retention.policy.duty = 1.0
+        queue._retention._rest(0.2)
+        assert rests.asked == [pytest.approx(0.6)]
     finally:
         queue.shutdown()
