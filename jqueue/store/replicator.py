@@ -4,7 +4,7 @@ The queue hands every durable change to one replicator object: the journal recor
 each group commit (``replicate_records``, which returns None or a ticket the journal
 waits on, see jqueue.store.journal) and the files written outside the journal. A
 single-node queue uses LocalReplicator; a cluster's master uses
-jqueue.cluster.membership.replication.ClusterReplicator, which implements the same methods.
+jqueue.cluster.replication.ClusterReplicator, which implements the same methods.
 """
 
 
