@@ -15,7 +15,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 SUITES = ["core", "luxi", "peers", "replication", "commands", "pool", "httpapi",
-          "services", "lifecycle"]
+          "services", "lifecycle", "cluster"]
 RATIO_TEXT = {
     "core": "to (a), one fsync'd file per change",
     "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
@@ -27,6 +27,8 @@ RATIO_TEXT = {
     "services": "(a) to a command job's submit -> first instruction; (b) to the 1 s back-off; "
                 "(d) to the idle daemons",
     "lifecycle": "submits to (a), the idle rate; (d) to the idle daemon; freed to the du drop",
+    "cluster": "(a) candidates frozen to the same read with them running (median to median, "
+               "max to max)",
 }
 
 
