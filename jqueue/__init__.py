@@ -13,11 +13,10 @@ method names; the raw LUXI client is jqueue.luxi.Client. Command jobs (OP_COMMAN
 run on this machine with ``JobQueue(path, commands=jqueue.local_commands(state_dir))``.
 """
 
-import importlib.metadata
-
-
 def version():
     """The installed jqueue version, or "unknown" when running from a bare checkout."""
+    import importlib.metadata  # not at import: it costs clients' start-up a lot
+
     try:
         return importlib.metadata.version("jqueue")
     except importlib.metadata.PackageNotFoundError:
@@ -27,15 +26,18 @@ def version():
 from jqueue import constants, errors  # noqa: E402 - version() first: modules below use it
 from jqueue.client import Client  # noqa: E402
 from jqueue.job import JobOutcome  # noqa: E402
-from jqueue.queue import JobQueue  # noqa: E402
 
 __all__ = ["Client", "JobOutcome", "JobQueue", "constants", "errors", "local_commands",
            "version"]
 
 
 def __getattr__(name):
-    # local_commands brings Twisted and the executor: imported only when asked for, so
-    # that clients (jqueue.luxi.client) never import Twisted.
+    # JobQueue (the store, the runner) and local_commands (Twisted, the executor) are
+    # imported when first asked for: clients (jqctl, jqueue.Client) need neither, and
+    # start faster without them.
+    if name == "JobQueue":
+        from jqueue.queue import JobQueue
+        return JobQueue
     if name == "local_commands":
         from jqueue.embedded import local_commands
         return local_commands

@@ -26,7 +26,6 @@ import os
 import threading
 
 from jqueue import errors, serializer
-from jqueue.cluster import replication
 from jqueue.store import fsutil
 
 CLUSTER_FILE = "cluster.json"
@@ -37,6 +36,11 @@ LOCK_FILE = ".node.lock"
 ROLE_MASTER = "master"
 ROLE_CANDIDATE = "candidate"
 ROLE_NODE = "node"
+
+
+def default_min_acks(candidates):
+    """Candidate copies for a majority of master + candidates."""
+    return (1 + candidates) // 2
 
 
 #: Optional keys of a node's entry (command jobs): its tags, drain and offline flags.
@@ -121,7 +125,7 @@ class ClusterConfig:
     def effective_min_acks(self):
         if self.min_acks is not None:
             return self.min_acks
-        return replication.default_min_acks(len(self.candidates()))
+        return default_min_acks(len(self.candidates()))
 
     def address(self, node):
         return self.nodes[node]["address"]

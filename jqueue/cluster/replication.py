@@ -32,6 +32,7 @@ import logging
 import threading
 
 from jqueue import errors
+from jqueue.cluster.membership import default_min_acks
 from jqueue.cluster.rpc import client as rpc_client
 from jqueue.store import records
 from jqueue.store import services as servicetable
@@ -44,11 +45,6 @@ _LOG_PIECE = 4 * 1024 * 1024
 #: The kinds of differences compare() finds.
 DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra",
                "services_differ")
-
-
-def default_min_acks(candidates):
-    """Candidate copies for a majority of master + candidates."""
-    return (1 + candidates) // 2
 
 
 class Ticket:
