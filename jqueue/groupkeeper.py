@@ -174,15 +174,18 @@ class GroupKeeper:
         return chosen
 
     def info(self, job):
-        """(children, Counts, shown status) of a live group, or None (query fields)."""
+        """(Counts, shown status) of a live group, or None (query fields): a lookup, what
+        a listing may read for every row (the counts are kept up along the tree)."""
         counts = self.tree.counts(job.id)
         if counts is None or job.archived:
             return None
-        return (self.tree.children(job.id), counts,
-                groupjob.shown_status(counts, job.ops[0].status))
+        return counts, groupjob.shown_status(counts, job.ops[0].status)
 
     def children(self, job):
-        return self.tree.children(job.id) if not job.archived else []
+        """The ids of the jobs directly in a live group (sorted: its size's cost), or None."""
+        if job.archived or not self.tree.is_group(job.id):
+            return None
+        return self.tree.children(job.id)
 
     # Submission
 

@@ -30,8 +30,12 @@ class Context:
         return self.registry.summary(op_input)
 
     def group_info(self, job):
-        """(children, Counts, shown status) of a live group job, else None."""
+        """(Counts, shown status) of a live group job, else None."""
         return self.groups.info(job) if self.groups is not None else None
+
+    def group_children(self, job):
+        """The ids of the jobs directly in a live group job, else None."""
+        return self.groups.children(job) if self.groups is not None else None
 
 
 class Field:
@@ -54,7 +58,7 @@ def _per_op(attr):
 FIELDS = [
     Field("id", "ID", QFT_NUMBER, "Job ID", lambda job, reg: job.id),
     Field("status", "Status", QFT_TEXT, "Job status",
-          lambda job, ctx: _group(job, ctx, 2, job.calc_status)),
+          lambda job, ctx: _group(job, ctx, 1, job.calc_status)),
     Field("priority", "Prio", QFT_NUMBER, "Current job priority",
           lambda job, reg: job.calc_priority()),
     Field("archived", "Archived", QFT_BOOL, "Whether the job is archived",
@@ -94,20 +98,25 @@ def _exec(key):
 
 
 def _group(job, ctx, index, default=lambda: None):
-    """Item index of the job's group_info (children, counts, shown status), or default()."""
+    """Item index of the job's group_info (counts, shown status), or default()."""
     info = ctx.group_info(job) if isinstance(ctx, Context) else None
     return info[index] if info is not None else default()
 
 
 def _counted(name):
     def getter(job, ctx):
-        counts = _group(job, ctx, 1)
+        counts = _group(job, ctx, 0)
         return getattr(counts, name) if counts is not None else None
     return getter
 
 
+def _counts(job, ctx):
+    counts = _group(job, ctx, 0)
+    return {status: n for status, n in counts.items() if n} if counts is not None else None
+
+
 def _progress(job, ctx):
-    counts = _group(job, ctx, 1)
+    counts = _group(job, ctx, 0)
     if counts is not None:
         return groupjob.progress(counts)
     state = commandjob.op_exec(job)
@@ -166,7 +175,8 @@ FIELDS += [
     Field("parent", "Parent", QFT_NUMBER, "The group the job is in", lambda job, ctx:
           job.parent),
     Field("children", "Children", QFT_OTHER, "Jobs directly in the group (null: not a "
-          "group)", lambda job, ctx: _group(job, ctx, 0)),
+          "group)", lambda job, ctx: ctx.group_children(job) if isinstance(ctx, Context)
+          else None),
     Field("total", "Total", QFT_NUMBER, "Jobs in the group's tree that have no jobs of "
           "their own (its leaves)", _counted("total")),
     Field("finished", "Finished", QFT_NUMBER, "The group's leaves that finished",
@@ -175,6 +185,8 @@ FIELDS += [
           _counted("errors")),
     Field("working", "Working", QFT_NUMBER, "The group's leaves running now",
           _counted("working")),
+    Field("counts", "Counts", QFT_OTHER, "The group's leaves by status ({status: number}, "
+          "statuses without leaves left out; null: not a group)", _counts),
     Field("held", "Held", QFT_BOOL, "Whether the job is held (it does not start until "
           "released)", lambda job, ctx: job.held),
     Field("not_before", "NotBefore", QFT_TIMESTAMP, "Time (epoch seconds) before which the "
