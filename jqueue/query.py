@@ -37,6 +37,27 @@ class Context:
         """The ids of the jobs directly in a live group job, else None."""
         return self.groups.children(job) if self.groups is not None else None
 
+    def for_row(self):
+        """The context of one row (one job): the group fields of a row (status, progress,
+        counts, total...) then derive the group's status once, not once each."""
+        return _RowContext(self) if self.groups is not None else self
+
+
+_UNREAD = object()
+
+
+class _RowContext(Context):
+    """A Context for the fields of one job: its group_info is read once."""
+
+    def __init__(self, context):
+        super().__init__(context.registry, context.groups)
+        self._info = _UNREAD
+
+    def group_info(self, job):
+        if self._info is _UNREAD:
+            self._info = super().group_info(job)
+        return self._info
+
 
 class Field:
     """A job field: name, column title, kind, one-line doc and getter(job, registry)."""
@@ -211,7 +232,13 @@ def getters(fields, context):
     if not isinstance(context, Context):
         context = Context(context)
     funcs = [f.getter for f in check_fields(fields)]
-    return lambda job: [func(job, context) for func in funcs]
+    if context.groups is None:
+        return lambda job: [func(job, context) for func in funcs]
+
+    def row(job):
+        ctx = context.for_row()
+        return [func(job, ctx) for func in funcs]
+    return row
 
 
 _pause_lock = threading.Lock()

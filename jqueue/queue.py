@@ -1147,7 +1147,10 @@ class JobQueue:
         if self._index is None:
             raise errors.JobQueueError("queue %s is a replica: list the master's" %
                                        self._dir.path)
-        info = query.getters(list(fields) + ["status"], self._fields)
+        fields = list(fields)
+        shown = "status" in fields  # else read for the filter, then dropped
+        info = query.getters(fields if shown else fields + ["status"], self._fields)
+        at = fields.index("status") if shown else len(fields)
         statuses = (filters or {}).get("status")
         rows = []
         more = False
@@ -1163,9 +1166,9 @@ class JobQueue:
                     more = True
                     break
                 values = info(self._acked_view_unlocked(job))
-                if statuses is not None and values[-1] not in statuses:
+                if statuses is not None and values[at] not in statuses:
                     continue
-                rows.append(values[:-1])
+                rows.append(values if shown else values[:-1])
         return {"rows": rows, "more": more}
 
     def count_jobs(self, key="status"):
