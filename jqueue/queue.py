@@ -1124,10 +1124,14 @@ class JobQueue:
     # The index of live jobs (jqueue.jobindex): what listing pages are served from
 
     def _index_unlocked(self, job):
+        """Index a job by its status (a group: its shown status, as its status field),
+        node, owner and parent."""
         if self._index is not None:
+            groups = getattr(self, "_groups", None)  # None while the queue opens
+            shown = groups.shown_unlocked(job) if groups is not None else None
             self._index.update(job.id, ts_to_float(job.received_timestamp or (0, 0)), (
-                job.calc_status(), (commandjob.op_exec(job) or {}).get("node"), job.owner,
-                getattr(job, "parent", None) or 0))  # 0: the root
+                shown or job.calc_status(), (commandjob.op_exec(job) or {}).get("node"),
+                job.owner, getattr(job, "parent", None) or 0))  # 0: the root
 
     def _unindex_unlocked(self, job):
         if self._index is not None:

@@ -142,6 +142,9 @@ def test_list_items_carry_a_groups_counts_and_holds(served):
         assert by_id[group]["children"] == {"success": 1, "error": 1, "queued": 1}
         assert by_id[group]["held"] is False and by_id[group]["title"] == "api-counts"
         assert by_id[group]["status"] == "error"  # a job failed: shown as error
+        for status, listed in (("error", [group, bad]), ("queued", [stuck])):  # as shown
+            page = client.get("%s?status=%s&after=%d" % (JOBS, status, group - 1)).json()
+            assert [job["id"] for job in page["jobs"]] == listed, (status, page)
         assert by_id[plain]["children"] is None and by_id[plain]["held"] is False
         assert by_id[stuck]["children"] is None and by_id[stuck]["held"] is True
         inside = check_schema(client.get("%s?parent=%d" % (JOBS, group)), JOBS,
