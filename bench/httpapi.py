@@ -11,7 +11,9 @@ figures; no checkpoint during the windows):
   (d) GET /api/v1/info, 16 keep-alive clients: the HTTP stack's own ceiling here (no
       write), to tell what the durable writes cost;
   (e) GET /api/v1/jobs?limit=100 (and with after=, status=, before=) on a queue of
-      100,000 jobs: median and p99 latency of one keep-alive client.
+      100,000 jobs: median and p99 latency of one keep-alive client;
+  (f) the same queue with 100 groups of 1,000 jobs more (200 in --quick): the root's
+      newest page (the 100 groups, each row with its counts) and a group's page.
 Targets (issue 13): (b) and (c) at least half of (a); (e) median under 20 ms. Huey, the
 peer of the core figures, has no HTTP API: nothing to compare with here.
 """
@@ -122,6 +124,22 @@ def fill(sock, count, chunk=1000):
             client.submit_many_jobs([[NOOP] for _ in range(min(chunk, count - start))])
 
 
+def fill_groups(sock, groups, size, chunk=1000):
+    """Submit groups groups of size no-op jobs each (kept queued); the group ids."""
+    ids = []
+    with luxi_client.Client(sock, timeout=300) as client:
+        for number in range(groups):
+            answer = client.submit_many_jobs(
+                [[{"OP_ID": "OP_GROUP", "title": "bench-%d" % number}]])
+            group = answer[0][1]
+            ids.append(group)
+            for start in range(0, size, chunk):
+                part = min(chunk, size - start)
+                client.submit_many_jobs([[NOOP] for _ in range(part)],
+                                        options=[{"parent": group}] * part)
+    return ids
+
+
 def latency(port, path, samples):
     client = RawClient(port)
     data = request_bytes("GET", path)
@@ -183,6 +201,22 @@ def run(root, quick=False, results=None):
             assert len(page["jobs"]) == 100, page
             rows.append(("(e) GET %s on %d jobs (%s), median" % (
                 path.split("?")[0] + "?limit=100", count, label), median * 1000, "ms", None))
+            rows.append(("    p99", p99 * 1000, "ms", None))
+        groups, size = 100, 200 if quick else 1000
+        started = time.perf_counter()
+        group_ids = fill_groups(sock, groups, size)
+        rows.append(("    (adding %d groups of %d jobs)" % (groups, size),
+                     time.perf_counter() - started, "s", None))
+        for label, path in (
+                ("the root, newest first: the groups",
+                 "/api/v1/jobs?limit=100&parent=0&before=%d" % (2 ** 53)),
+                ("a group's jobs", "/api/v1/jobs?limit=100&parent=%d" % group_ids[50])):
+            median, p99, page = latency(port, path, samples)
+            assert len(page["jobs"]) == 100, page
+            if label.startswith("the root"):
+                assert sorted(job["id"] for job in page["jobs"]) == group_ids, page
+            rows.append(("(f) GET /api/v1/jobs?limit=100 (%s, %d per group), median" % (
+                label, size), median * 1000, "ms", None))
             rows.append(("    p99", p99 * 1000, "ms", None))
     finally:
         luxi.stop_daemon(proc)

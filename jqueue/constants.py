@@ -117,7 +117,8 @@ JOB_FIELDS = (
     # Who submitted the job (HTTP clients).
     "owner",
     # Groups, holds and start times.
-    "parent", "children", "total", "finished", "errors", "working", "held", "not_before",
+    "parent", "children", "total", "finished", "errors", "working", "counts", "held",
+    "not_before",
 )
 
 # Query result status codes (Ganeti's RS_*).

@@ -52,6 +52,7 @@ class GroupKeeper:
             self._shown[job.id] = groupjob.shown_status(self.tree.counts(job.id),
                                                         job.ops[0].status)
             self._derive_unlocked(job.id, record=True)
+            self._queue._index_unlocked(job)  # indexed before the tree: by its opcode
 
     def visible_unlocked(self, job):
         """A job's submission is durable: it joins the tree (if it is in one)."""
@@ -129,11 +130,18 @@ class GroupKeeper:
         _set_group_state(job, status, done, counts, timestamp(queue._clock()))
         self._shown[group_id] = shown
         if record:
-            queue._record_state_unlocked(job)
+            queue._record_state_unlocked(job)  # indexes it (by its shown status)
         else:
             queue._dirty.add(job.id)
+            queue._index_unlocked(job)
 
     # Reading
+
+    def shown_unlocked(self, job):
+        """The shown status of a live group (its status field) as its opcode and the tree
+        have it now, or None for other jobs: what the queue's index lists a group by."""
+        info = self.info(job)
+        return info[1] if info is not None else None
 
     def complete_unlocked(self, job_id):
         """Whether a job is done for those who depend on it: a group once complete."""
@@ -177,15 +185,18 @@ class GroupKeeper:
         return chosen
 
     def info(self, job):
-        """(children, Counts, shown status) of a live group, or None (query fields)."""
+        """(Counts, shown status) of a live group, or None (query fields): a lookup, what
+        a listing may read for every row (the counts are kept up along the tree)."""
         counts = self.tree.counts(job.id)
         if counts is None or job.archived:
             return None
-        return (self.tree.children(job.id), counts,
-                groupjob.shown_status(counts, job.ops[0].status))
+        return counts, groupjob.shown_status(counts, job.ops[0].status)
 
     def children(self, job):
-        return self.tree.children(job.id) if not job.archived else []
+        """The ids of the jobs directly in a live group (sorted: its size's cost), or None."""
+        if job.archived or not self.tree.is_group(job.id):
+            return None
+        return self.tree.children(job.id)
 
     # Submission
 

@@ -30,7 +30,7 @@ class Context:
         return self.registry.summary(op_input)
 
     def group_info(self, job):
-        """(children, Counts, shown status) of a live group job, else None."""
+        """(Counts, shown status) of a live group job, else None."""
         return self.groups.info(job) if self.groups is not None else None
 
     def held(self, job):
@@ -38,6 +38,31 @@ class Context:
         if job.held or self.groups is None or job.archived:
             return job.held
         return self.groups.held_unlocked(job)
+
+    def group_children(self, job):
+        """The ids of the jobs directly in a live group job, else None."""
+        return self.groups.children(job) if self.groups is not None else None
+
+    def for_row(self):
+        """The context of one row (one job): the group fields of a row (status, progress,
+        counts, total...) then derive the group's status once, not once each."""
+        return _RowContext(self) if self.groups is not None else self
+
+
+_UNREAD = object()
+
+
+class _RowContext(Context):
+    """A Context for the fields of one job: its group_info is read once."""
+
+    def __init__(self, context):
+        super().__init__(context.registry, context.groups)
+        self._info = _UNREAD
+
+    def group_info(self, job):
+        if self._info is _UNREAD:
+            self._info = super().group_info(job)
+        return self._info
 
 
 class Field:
@@ -60,7 +85,7 @@ def _per_op(attr):
 FIELDS = [
     Field("id", "ID", QFT_NUMBER, "Job ID", lambda job, reg: job.id),
     Field("status", "Status", QFT_TEXT, "Job status",
-          lambda job, ctx: _group(job, ctx, 2, job.calc_status)),
+          lambda job, ctx: _group(job, ctx, 1, job.calc_status)),
     Field("priority", "Prio", QFT_NUMBER, "Current job priority",
           lambda job, reg: job.calc_priority()),
     Field("archived", "Archived", QFT_BOOL, "Whether the job is archived",
@@ -100,20 +125,25 @@ def _exec(key):
 
 
 def _group(job, ctx, index, default=lambda: None):
-    """Item index of the job's group_info (children, counts, shown status), or default()."""
+    """Item index of the job's group_info (counts, shown status), or default()."""
     info = ctx.group_info(job) if isinstance(ctx, Context) else None
     return info[index] if info is not None else default()
 
 
 def _counted(name):
     def getter(job, ctx):
-        counts = _group(job, ctx, 1)
+        counts = _group(job, ctx, 0)
         return getattr(counts, name) if counts is not None else None
     return getter
 
 
+def _counts(job, ctx):
+    counts = _group(job, ctx, 0)
+    return {status: n for status, n in counts.items() if n} if counts is not None else None
+
+
 def _progress(job, ctx):
-    counts = _group(job, ctx, 1)
+    counts = _group(job, ctx, 0)
     if counts is not None:
         return groupjob.progress(counts)
     state = commandjob.op_exec(job)
@@ -172,7 +202,8 @@ FIELDS += [
     Field("parent", "Parent", QFT_NUMBER, "The group the job is in", lambda job, ctx:
           job.parent),
     Field("children", "Children", QFT_OTHER, "Jobs directly in the group (null: not a "
-          "group)", lambda job, ctx: _group(job, ctx, 0)),
+          "group)", lambda job, ctx: ctx.group_children(job) if isinstance(ctx, Context)
+          else None),
     Field("total", "Total", QFT_NUMBER, "Jobs in the group's tree that have no jobs of "
           "their own (its leaves)", _counted("total")),
     Field("finished", "Finished", QFT_NUMBER, "The group's leaves that finished",
@@ -181,6 +212,8 @@ FIELDS += [
           _counted("errors")),
     Field("working", "Working", QFT_NUMBER, "The group's leaves running now",
           _counted("working")),
+    Field("counts", "Counts", QFT_OTHER, "The group's leaves by status ({status: number}, "
+          "statuses without leaves left out; null: not a group)", _counts),
     Field("held", "Held", QFT_BOOL, "Whether the job is held, itself or by a group above "
           "it (it does not start until released)",
           lambda job, ctx: ctx.held(job) if isinstance(ctx, Context) else job.held),
@@ -206,7 +239,13 @@ def getters(fields, context):
     if not isinstance(context, Context):
         context = Context(context)
     funcs = [f.getter for f in check_fields(fields)]
-    return lambda job: [func(job, context) for func in funcs]
+    if context.groups is None:
+        return lambda job: [func(job, context) for func in funcs]
+
+    def row(job):
+        ctx = context.for_row()
+        return [func(job, ctx) for func in funcs]
+    return row
 
 
 _pause_lock = threading.Lock()

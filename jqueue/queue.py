@@ -1130,10 +1130,14 @@ class JobQueue:
     # The index of live jobs (jqueue.jobindex): what listing pages are served from
 
     def _index_unlocked(self, job):
+        """Index a job by its status (a group: its shown status, as its status field),
+        node, owner and parent."""
         if self._index is not None:
+            groups = getattr(self, "_groups", None)  # None while the queue opens
+            shown = groups.shown_unlocked(job) if groups is not None else None
             self._index.update(job.id, ts_to_float(job.received_timestamp or (0, 0)), (
-                job.calc_status(), (commandjob.op_exec(job) or {}).get("node"), job.owner,
-                getattr(job, "parent", None) or 0))  # 0: the root
+                shown or job.calc_status(), (commandjob.op_exec(job) or {}).get("node"),
+                job.owner, getattr(job, "parent", None) or 0))  # 0: the root
 
     def _unindex_unlocked(self, job):
         if self._index is not None:
@@ -1153,7 +1157,10 @@ class JobQueue:
         if self._index is None:
             raise errors.JobQueueError("queue %s is a replica: list the master's" %
                                        self._dir.path)
-        info = query.getters(list(fields) + ["status"], self._fields)
+        fields = list(fields)
+        shown = "status" in fields  # else read for the filter, then dropped
+        info = query.getters(fields if shown else fields + ["status"], self._fields)
+        at = fields.index("status") if shown else len(fields)
         statuses = (filters or {}).get("status")
         rows = []
         more = False
@@ -1169,9 +1176,9 @@ class JobQueue:
                     more = True
                     break
                 values = info(self._acked_view_unlocked(job))
-                if statuses is not None and values[-1] not in statuses:
+                if statuses is not None and values[at] not in statuses:
                     continue
-                rows.append(values[:-1])
+                rows.append(values if shown else values[:-1])
         return {"rows": rows, "more": more}
 
     def count_jobs(self, key="status"):

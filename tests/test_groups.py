@@ -196,6 +196,31 @@ def test_group_statuses_are_derived_again_when_the_queue_opens(open_queue, tmp_p
     assert rows(queue, [render])[render][:2] == ["error", ["error"]]
 
 
+def listed(queue, status):
+    """Ids of a listing page filtered by status (the queue's index, as GET /jobs)."""
+    return [row[0] for row in queue.list_jobs(["id"], filters={"status": [status]})["rows"]]
+
+
+def test_listings_filter_groups_by_their_shown_status_also_after_a_restart(open_queue):
+    """A group is listed by the status it shows (error as soon as a job of it failed,
+    though it is recorded queued until its tree ended), as its status field says; an
+    empty group canceled is listed canceled."""
+    queue = open_queue()
+    render, shot1, shot2, ok, failing, late, top = three_levels(queue)
+    empty = queue.submit_job([group("empty")])
+    queue.cancel_job(empty)
+    run_jobs(queue)
+    queue.wait_durable(10)
+    for _ in range(2):
+        assert listed(queue, "error") == [render, shot1, failing]
+        assert listed(queue, "queued") == [shot2, late]
+        assert listed(queue, "canceled") == [empty]
+        assert queue.count_jobs("status") == {"error": 3, "queued": 2, "canceled": 1,
+                                              "success": 2}
+        queue.shutdown()
+        queue = open_queue()
+
+
 def test_autoarchive_takes_whole_trees_and_a_child_alone_leaves_its_group(open_queue, clock):
     """A group's tree is archived with the group once all of it ended; a finished job in
     an unfinished group stays; a job archived alone no longer counts for its group."""

@@ -3,24 +3,31 @@
 A job object (``GET /api/v1/jobs``, its items; see openapi.json's Job):
 id, status, title, summary, priority, node, owner, parent, attempt, max_attempts,
 progress, global_progress, exit_status, reason, received, started, ended (epoch seconds
-or null) and log_bytes; a job's detail (``GET /api/v1/jobs/{id}``) adds ops, opstatus,
-opresult, archived, signal, timed_out and pid.
+or null), log_bytes, held and children (a group's leaves by status, null for other jobs:
+the query field ``counts``); a job's detail (``GET /api/v1/jobs/{id}``) adds ops,
+opstatus, opresult, archived, signal, timed_out, pid and not_before.
+
+Every field of a list item is a lookup in the job or in the group tree (whose counts are
+kept up along the tree): a row costs the same whatever the size of a group.
 """
 
 from jqueue import query
 
 LIST_FIELDS = ["id", "status", "priority", "title", "summary", "node", "owner", "attempt",
                "max_attempts", "progress", "global_progress", "exit_status", "reason",
-               "received_ts", "start_ts", "end_ts", "log_bytes"]
+               "received_ts", "start_ts", "end_ts", "log_bytes", "held", "counts"]
 DETAIL_FIELDS = LIST_FIELDS + ["ops", "opstatus", "opresult", "archived", "signal",
-                               "timed_out", "pid", "held", "children", "not_before"]
+                               "timed_out", "pid", "not_before"]
 #: The parent field, once job groups exist (every job is a child of the root until then).
 PARENT = "parent" if "parent" in query.FIELDS_BY_NAME else None
 if PARENT:
     LIST_FIELDS.append(PARENT)
     DETAIL_FIELDS.append(PARENT)
 
-_TIMES = {"received_ts": "received", "start_ts": "started", "end_ts": "ended"}
+#: Query fields shown under another name.
+_RENAMED = {"received_ts": "received", "start_ts": "started", "end_ts": "ended",
+            "counts": "children"}
+_TIMES = ("received_ts", "start_ts", "end_ts")
 
 
 def seconds(ts):
@@ -37,11 +44,8 @@ def job_object(fields, values):
     for name in fields:
         value = row[name]
         if name in _TIMES:
-            job[_TIMES[name]] = seconds(value)
-        elif name == "summary":
-            job["summary"] = value
-        else:
-            job[name] = value
+            value = seconds(value)
+        job[_RENAMED.get(name, name)] = value
     if not job.get("title"):
         summary = row.get("summary") or []
         job["title"] = ", ".join(summary) if summary else None

@@ -120,6 +120,54 @@ def test_actions_cancel_priority_signal_hold_release_retry_archive(served):
     assert client.post("%s/%d/cancel" % (JOBS, running), {"kill": True}).status == 200
 
 
+def test_list_items_carry_a_groups_counts_and_holds(served):
+    """GET /jobs items say which job is a group (children: its jobs by status, null for
+    the others) and which is held, as the document's Job says; a group's page (parent=)
+    lists its jobs, and its detail has the same counts."""
+    _, client = served
+    group = submit(client, {"ops": [{"OP_ID": "OP_GROUP", "title": "api-counts"}]})["id"]
+    ok = submit(client, {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 0}],
+                         "parent": group})["id"]
+    bad = submit(client, {"cmd": "exit 3", "parent": "api-counts"})["id"]  # by its title
+    stuck = submit(client, {"cmd": "true", "affinity": ["NOWHERE"], "parent": group})["id"]
+    plain = submit(client, {"ops": [{"OP_ID": "OP_TEST_DELAY", "duration": 0}]})["id"]
+    assert client.wait_job(ok)["status"] == "success"
+    assert client.wait_job(bad)["status"] == "error"
+    client.wait_job(plain)
+    assert client.post("%s/%d/hold" % (JOBS, stuck)).json()["ok"]
+    try:
+        root = check_schema(client.get("%s?after=%d&limit=1000" % (JOBS, group - 1)),
+                            JOBS, "GET").json()["jobs"]
+        by_id = {job["id"]: job for job in root}
+        assert by_id[group]["children"] == {"success": 1, "error": 1, "queued": 1}
+        assert by_id[group]["held"] is False and by_id[group]["title"] == "api-counts"
+        assert by_id[group]["status"] == "error"  # a job failed: shown as error
+        for status, listed in (("error", [group, bad]), ("queued", [stuck])):  # as shown
+            page = client.get("%s?status=%s&after=%d" % (JOBS, status, group - 1)).json()
+            assert [job["id"] for job in page["jobs"]] == listed, (status, page)
+        assert by_id[plain]["children"] is None and by_id[plain]["held"] is False
+        assert by_id[stuck]["children"] is None and by_id[stuck]["held"] is True
+        inside = check_schema(client.get("%s?parent=%d" % (JOBS, group)), JOBS,
+                              "GET").json()["jobs"]
+        assert [job["id"] for job in inside] == [ok, bad, stuck]
+        assert [job["held"] for job in inside] == [False, False, True]
+        assert all(job["parent"] == group and job["children"] is None for job in inside)
+        top = client.get("%s?parent=root&after=%d" % (JOBS, group - 1)).json()["jobs"]
+        assert [job["id"] for job in top] == [group, plain]
+        detail = check_schema(client.get("%s/%d" % (JOBS, group)), JOBS + "/{id}",
+                              "GET").json()
+        assert detail["children"] == by_id[group]["children"] and detail["held"] is False
+        empty = submit(client, {"ops": [{"OP_ID": "OP_GROUP", "title": "api-empty"}]})["id"]
+        item = check_schema(client.get("%s?after=%d&limit=1" % (JOBS, empty - 1)), JOBS,
+                            "GET").json()["jobs"][0]
+        assert item["id"] == empty and item["children"] == {}
+    finally:
+        client.post("%s/%d/cancel" % (JOBS, stuck))
+    assert client.wait_job(stuck)["status"] == "canceled"
+    after = client.get("%s?after=%d&limit=1" % (JOBS, group - 1)).json()["jobs"][0]
+    assert after["children"] == {"success": 1, "error": 1, "canceled": 1}
+
+
 def test_nodes_info_and_metrics(served):
     """GET /nodes lists this machine with its tags and slots; /metrics is Prometheus text
     with the documented families."""

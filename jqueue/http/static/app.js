@@ -20,6 +20,7 @@
     flushTimer: null,
     source: null,
     loading: null,
+    loads: 0,             // reloads started: an answer older than the last is dropped
     nodesTimer: null,
   };
 
@@ -77,8 +78,33 @@
   }
 
   function progressOf(job) {
+    if (job.children) {
+      const tally = tallyOf(job.children);
+      return tally.total ? tally.finished / tally.total : 0;
+    }
     if (job.status === "success") { return 1; }
     return typeof job.progress === "number" ? Math.max(0, Math.min(1, job.progress)) : 0;
+  }
+
+  // A group's children: its leaves (the jobs of its tree without jobs of their own) by
+  // status, as the list gives them ({"success": 3, "queued": 2}); null for other jobs.
+  const COUNT_WORDS = [["success", "ok"], ["error", "failed"], ["canceled", "canceled"],
+                       ["running", "running"], ["canceling", "canceling"],
+                       ["waiting", "waiting"], ["queued", "queued"]];
+
+  function tallyOf(children) {
+    let total = 0, finished = 0;
+    for (const [status, n] of Object.entries(children)) {
+      total += n;
+      if (FINAL.has(status)) { finished += n; }
+    }
+    return {total: total, finished: finished};
+  }
+
+  function countsText(children) {
+    const parts = COUNT_WORDS.filter(([status]) => children[status])
+      .map(([status, word]) => children[status] + " " + word);
+    return parts.length ? parts.join(" / ") : "no jobs";
   }
 
   // The jobs table
@@ -94,6 +120,19 @@
       tr.appendChild(td);
       cells[name] = td;
     }
+    cells.mark = document.createElement("span");
+    cells.mark.className = "group-mark";
+    cells.mark.textContent = "\u25b8";
+    cells.name = document.createElement("span");
+    cells.name.className = "name";
+    cells.counts = document.createElement("span");
+    cells.counts.className = "counts";
+    cells.title.append(cells.mark, cells.name, cells.counts);
+    cells.statusText = document.createElement("span");
+    cells.held = document.createElement("span");
+    cells.held.className = "held-badge";
+    cells.held.textContent = "held";
+    cells.status.append(cells.statusText, cells.held);
     const bar = document.createElement("span");
     bar.className = "bar";
     const fill = document.createElement("span");
@@ -103,32 +142,49 @@
     cells.progress.appendChild(bar);
     cells.progress.appendChild(pct);
     cells.bar = bar; cells.fill = fill; cells.pct = pct;
-    tr.addEventListener("click", () => select(job.id));
-    tr.addEventListener("dblclick", () => {
-      const entry = state.rows.get(job.id);
-      if (entry && entry.job.children) { enterGroup(entry.job); }
+    const entry = {tr: tr, cells: cells, job: job};
+    // A group's row enters the group (and shows its detail); a job's row, its detail.
+    tr.addEventListener("click", () => {
+      if (entry.job.children) { enterGroup(entry.job); } else { select(entry.job.id); }
     });
-    return {tr: tr, cells: cells, job: job};
+    return entry;
   }
 
   function renderRow(entry, job) {
     const c = entry.cells;
     entry.job = job;
+    const group = Boolean(job.children);
     c.id.textContent = job.id;
-    c.title.textContent = job.title || "";
-    c.title.title = job.title || "";
-    c.status.textContent = job.status;
+    c.mark.hidden = !group;
+    c.name.textContent = job.title || "";
+    c.counts.textContent = group ? countsText(job.children) : "";
+    c.counts.hidden = !group;
+    c.title.title = (job.title || "") + (group ? " (" + countsText(job.children) + ")" : "");
+    c.statusText.textContent = job.status;
+    c.held.hidden = !job.held;
     c.status.className = "status st-" + job.status;
     c.node.textContent = job.node || "";
     const progress = progressOf(job);
     c.fill.style.width = Math.round(progress * 100) + "%";
     c.bar.className = "bar " + job.status;
     c.bar.dataset.progress = Math.round(progress * 100);
-    c.pct.textContent = Math.round(progress * 100) + "%";
+    if (group) {
+      const tally = tallyOf(job.children);
+      c.pct.textContent = tally.finished + "/" + tally.total;
+    } else {
+      c.pct.textContent = Math.round(progress * 100) + "%";
+    }
     c.attempts.textContent = job.attempt ? job.attempt + "/" + (job.max_attempts || 1) : "";
     c.start.textContent = formatTime(job.started);
     c.duration.textContent = formatDuration(job);
     entry.tr.dataset.status = job.status;
+    entry.tr.dataset.held = job.held ? "true" : "false";
+    entry.tr.classList.toggle("group", group);
+    if (group) {
+      entry.tr.dataset.counts = JSON.stringify(job.children);
+    } else {
+      delete entry.tr.dataset.counts;
+    }
   }
 
   function visible(job) {
@@ -138,6 +194,7 @@
 
   function upsert(job) {
     let entry = state.rows.get(job.id);
+    if (state.selected === job.id) { renderDetail(job); }  // shown or not (a group entered)
     if (!visible(job)) {
       if (entry) { remove(job.id); }
       return;
@@ -148,7 +205,6 @@
       insertInOrder(entry.tr, job.id);
     }
     renderRow(entry, job);
-    if (state.selected === job.id) { renderDetail(job); }
   }
 
   function insertInOrder(tr, id) {
@@ -172,10 +228,12 @@
   }
 
   async function loadJobs() {
+    const load = ++state.loads;
     const query = "?limit=" + PAGE + "&before=" + NEWEST +
       (state.filter ? "&status=" + encodeURIComponent(state.filter) : "") +
       "&parent=" + (state.parent === null ? "0" : state.parent);
     const page = await api("GET", "/jobs" + query);
+    if (load !== state.loads) { return; }  // another group or filter was asked for since
     const body = $("job-rows");
     const fresh = document.createDocumentFragment();
     state.rows.clear();
@@ -221,6 +279,11 @@
         const found = new Map(page.jobs.map((job) => [job.id, job]));
         for (const id of ids.slice(start, end + 1)) {
           if (found.has(id)) { upsert(found.get(id)); } else { remove(id); }
+        }
+        // A job in a group changes its group's counts, which no event names: read the
+        // groups above it again (up to the one shown, whose jobs are the rows).
+        for (const job of found.values()) {
+          if (job.parent && job.parent !== state.parent) { schedule(job.parent); }
         }
       } catch (err) {
         showConnection("down", err.message);
@@ -271,16 +334,21 @@
 
   // A job's detail: fields, actions, the log as it grows
 
-  function select(id) {
+  function select(id, known) {
     state.selected = id;
     markSelected();
     const entry = state.rows.get(id);
+    const job = known || (entry ? entry.job : null);
     $("detail").hidden = false;
     $("action-message").textContent = "";
     $("log").textContent = "";
-    if (entry) { renderDetail(entry.job); }
+    if (job) { renderDetail(job); }
     api("GET", "/jobs/" + id).then(renderDetail).catch((err) => message(err.message, true));
-    tailLog(id);
+    if (job && job.children) {
+      state.logGeneration += 1;  // a group has no log: stop following the last one's
+    } else {
+      tailLog(id);
+    }
   }
 
   function markSelected() {
@@ -291,9 +359,14 @@
 
   function renderDetail(job) {
     if (job.id !== state.selected) { return; }
-    $("detail-title").textContent = "Job " + job.id + (job.title ? ": " + job.title : "");
+    const group = Boolean(job.children);
+    $("detail-title").textContent = (group ? "Group " : "Job ") + job.id +
+      (job.title ? ": " + job.title : "");
+    $("detail").classList.toggle("group", group);
     const fields = $("detail-fields");
-    const rows = [["status", job.status], ["node", job.node], ["owner", job.owner],
+    const rows = [["status", job.status], ["held", job.held ? "yes" : ""],
+                  ["jobs", group ? countsText(job.children) : ""],
+                  ["node", job.node], ["owner", job.owner],
                   ["priority", job.priority], ["attempts", job.attempt ?
                     job.attempt + "/" + (job.max_attempts || 1) : ""],
                   ["exit status", job.exit_status], ["reason", job.reason],
@@ -381,10 +454,11 @@
   // Groups: the breadcrumb
 
   function enterGroup(job) {
-    state.crumbs.push({id: job.id, title: job.title || ("job " + job.id)});
+    state.crumbs.push({id: job.id, title: job.title || ("job " + job.id), job: job});
     state.parent = job.id;
     renderCrumbs();
     reload();
+    select(job.id, job);  // its detail: its counts and its actions (hold, release...)
   }
 
   function renderCrumbs() {
@@ -394,11 +468,14 @@
       const li = document.createElement("li");
       const link = document.createElement("a");
       link.textContent = crumb.title;
+      link.dataset.id = crumb.id === null ? "root" : crumb.id;
+      if (index === state.crumbs.length - 1) { link.setAttribute("aria-current", "page"); }
       link.addEventListener("click", () => {
         state.crumbs = state.crumbs.slice(0, index + 1);
         state.parent = crumb.id;
         renderCrumbs();
         reload();
+        if (crumb.id !== null) { select(crumb.id, crumb.job); }  // the group's detail
       });
       li.appendChild(link);
       fragment.appendChild(li);
