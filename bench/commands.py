@@ -29,8 +29,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "tests"))
 from cluster_helpers import NodeDaemon, build_cluster  # noqa: E402 - shared with the tests
 
-FINAL = constants.JOBS_FINALIZED
-
 
 def command(cmd, **params):
     return dict({"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd}, **params)
@@ -71,18 +69,6 @@ class Noded:
         self.noded.stop()
 
 
-def wait_final(client, ids, timeout=600):
-    deadline = time.monotonic() + timeout
-    pending = list(ids)
-    while pending:
-        rows = client.query_jobs(pending, ["status"])
-        pending = [i for i, row in zip(pending, rows) if row[0] not in FINAL]
-        if time.monotonic() > deadline:
-            raise RuntimeError("%d jobs not final" % len(pending))
-        if pending:
-            time.sleep(0.02)
-
-
 # (b) end to end
 
 
@@ -92,7 +78,7 @@ def end_to_end(sock, jobs):
         start = time.perf_counter()
         results = client.submit_many_jobs([[command(["/bin/true"])]] * jobs)
         ids = [job_id for ok, job_id in results]
-        wait_final(client, ids)
+        luxi.wait_jobs(client, ids)
         elapsed = time.perf_counter() - start
         failed = [row for row in client.query_jobs(ids, ["status"]) if row[0] != "success"]
     if failed:
@@ -111,7 +97,7 @@ def first_instruction(sock, workdir, jobs):
             marker = os.path.join(workdir, "started.%d" % number)
             submitted = time.time()
             job_id = client.submit_job([command(": > %s" % marker)])
-            wait_final(client, [job_id])
+            luxi.wait_jobs(client, [job_id])
             latencies.append(os.stat(marker).st_mtime - submitted)
     return latencies
 
@@ -144,7 +130,7 @@ def concurrent_sleeps(sock, pids, count):
         busy = {pid: proc_figures(pid) for pid in pids}
         for job_id in ids:
             client.cancel_job(job_id, True)
-        wait_final(client, ids)
+        luxi.wait_jobs(client, ids)
     return {pid: (idle[pid], busy[pid]) for pid in pids}
 
 
@@ -156,7 +142,7 @@ def output_rate(sock, workdir, size):
     with luxi_client.Client(sock, timeout=300) as client:
         start = time.perf_counter()
         job_id = client.submit_job([command("head -c %d /dev/zero" % size)])
-        wait_final(client, [job_id])
+        luxi.wait_jobs(client, [job_id])
         elapsed = time.perf_counter() - start
         logged = client.query_jobs([job_id], ["log_bytes"])[0][0]
     if logged < size:

@@ -101,23 +101,27 @@ def end_to_end(sock, jobs, clients=16):
 
 
 def wait_all(sock, ids):
+    """Return once every job of ids is finalized (see wait_jobs)."""
+    with luxi_client.Client(sock, timeout=120) as client:
+        wait_jobs(client, ids)
+
+
+def wait_jobs(client, ids):
     """Return once every job of ids is finalized.
 
-    Waits for the newest pending job (jobs run in id order here), then asks for the
-    others once; polling the status of thousands of ids every few milliseconds would
-    cost the daemon more than the jobs do.
+    Waits for the newest pending job (jobs mostly end in id order), then asks for the
+    others once, again until none is left; polling the status of thousands of ids every
+    few milliseconds would cost the daemon more than the jobs do.
     """
-    with luxi_client.Client(sock, timeout=120) as client:
-        pending = sorted(ids)
-        while pending:
-            info = None
-            while info is None or info[0] not in constants.JOBS_FINALIZED:
-                result = client.wait_for_job_change_once(pending[-1], ["status"], info, None,
-                                                         10)
-                if result != constants.JOB_NOTCHANGED:
-                    info = result[0]
-            rows = client.query_jobs(pending, ["id", "status"])
-            pending = [row[0] for row in rows if row[1] not in constants.JOBS_FINALIZED]
+    pending = sorted(ids)
+    while pending:
+        info = None
+        while info is None or info[0] not in constants.JOBS_FINALIZED:
+            result = client.wait_for_job_change_once(pending[-1], ["status"], info, None, 10)
+            if result != constants.JOB_NOTCHANGED:
+                info = result[0]
+        rows = client.query_jobs(pending, ["id", "status"])
+        pending = [row[0] for row in rows if row[1] not in constants.JOBS_FINALIZED]
 
 
 def one_waiter_latency(sock, samples):
