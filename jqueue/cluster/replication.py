@@ -540,15 +540,21 @@ def resync_logs(queue, remote):
         wanted = [(job.id, job.durable_log_bytes) for job in
                   list(queue._jobs.values()) + list(queue._archiving.values())
                   if job.durable_log_bytes]
-    piece = []
-    size = 0
-    for job_id, length in sorted(wanted):
-        offset = remote_logs.get(str(job_id), 0)
+    yield from _log_pieces(queue._logs, wanted, remote_logs)
+
+
+def _log_pieces(logs, wanted, theirs):
+    """Pieces [[key, offset, base64 bytes], ...] of at most about _LOG_PIECE bytes
+    bringing each (key, length) of wanted from the replica's length (theirs, by str(key))
+    to length, read from logs (a jqueue.store.joblogs store)."""
+    piece, size = [], 0
+    for key, length in sorted(wanted):
+        offset = min(theirs.get(str(key), 0), length)
         while offset < length:
-            data = queue._logs.read(job_id, offset, min(_LOG_PIECE, length - offset))
+            data = logs.read(key, offset, min(_LOG_PIECE, length - offset))
             if not data:
                 break
-            piece.append([job_id, offset, base64.b64encode(data).decode("ascii")])
+            piece.append([key, offset, base64.b64encode(data).decode("ascii")])
             offset += len(data)
             size += len(data)
             if size >= _LOG_PIECE:
@@ -579,21 +585,7 @@ def resync_service_logs(queue, remote):
     with queue._lock:
         wanted = [(record["id"], queue._service_durable.get(record["id"], 0))
                   for record in queue._services.services.values()]
-    piece, size = [], 0
-    for sid, length in sorted(wanted):
-        offset = min(theirs.get(str(sid), 0), length)
-        while offset < length:
-            data = queue._service_logs.read(sid, offset, min(_LOG_PIECE, length - offset))
-            if not data:
-                break
-            piece.append([sid, offset, base64.b64encode(data).decode("ascii")])
-            offset += len(data)
-            size += len(data)
-            if size >= _LOG_PIECE:
-                yield piece
-                piece, size = [], 0
-    if piece:
-        yield piece
+    yield from _log_pieces(queue._service_logs, wanted, theirs)
 
 
 def _job_records(queue, job_id):
