@@ -77,6 +77,20 @@ def submit_rate(sock, clients, seconds):
     return total / seconds
 
 
+def open_waiters(sock, request, count, selector):
+    """count raw connections to sock, each having sent request (a long poll) and
+    registered for reading in selector; the connections."""
+    conns = []
+    for _ in range(count):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(sock)
+        conn.sendall(request)
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_READ)
+        conns.append(conn)
+    return conns
+
+
 def _batch_submitter(sock, count, out):
     ids = []
     with luxi_client.Client(sock) as client:
@@ -159,14 +173,7 @@ def many_waiters(sock, pid, waiters):
     request = serializer.dumps_bytes({"method": "WaitForJobChange", "args": [
         job_id, ["status"], info, None, 30]}) + b"\x03"
     selector = selectors.DefaultSelector()
-    conns = []
-    for _ in range(waiters):
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(sock)
-        conn.sendall(request)
-        conn.setblocking(False)
-        selector.register(conn, selectors.EVENT_READ)
-        conns.append(conn)
+    conns = open_waiters(sock, request, waiters, selector)
     time.sleep(1.0)
     rss, threads = _proc_status(pid)
     arrivals = _collect(selector, waiters, 60)

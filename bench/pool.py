@@ -19,7 +19,6 @@ and the real CommandRunner on Twisted's reactor: what is measured is the master'
 
 import os
 import selectors
-import socket
 import statistics
 import time
 
@@ -191,13 +190,7 @@ def listeners(root, count):
             last = client.wait_for_events(2 ** 62, None, 0)["last"]
         request = serializer.dumps_bytes({"method": "WaitForEvents",
                                           "args": [last, None, 60]}) + b"\x03"
-        for _ in range(count):
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            conn.connect(sock)
-            conn.sendall(request)
-            conn.setblocking(False)
-            selector.register(conn, selectors.EVENT_READ)
-            conns.append(conn)
+        conns.extend(luxi.open_waiters(sock, request, count, selector))
         time.sleep(1.0 + count / 5000)  # every request read and waiting
         rss, threads = luxi._proc_status(proc.pid)
         with luxi_client.Client(sock) as client:
