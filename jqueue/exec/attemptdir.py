@@ -12,7 +12,7 @@
     the command's stdout and stderr, appended by the command itself (created by the
     shim's child just before the exec; a missing file reads as empty).
 ``pid``
-    ``PID STARTTIME``, written by the shim once the command exec'd.
+    ``PID STARTTIME``, written by the shim before it lets the prepared command exec.
 ``result``
     written by the shim when no process of the job is left (JSON: exit_status, signal,
     timed_out, error, ended), or by the executor when it finds the attempt lost.

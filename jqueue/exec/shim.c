@@ -26,8 +26,11 @@
  * signal dispositions and an empty mask, the soft RLIMIT_NOFILE the daemon had, execvp.
  * A failure before execvp is reported on a close-on-exec pipe: the command never ran and
  * the result says why ("error"). A failed execvp itself is the command's failure, as in
- * sh: a message in the output, exit status 127 (not found) or 126. Once the exec
- * happened, A/pid holds "PID STARTTIME".
+ * sh: a message in the output, exit status 127 (not found) or 126. Prepared, the child
+ * says so (a NUL byte on that pipe) and waits for the shim's go on a second pipe, which
+ * the shim gives only once A/pid holds "PID STARTTIME": whoever finds the shim dead
+ * (kill -9) finds the command's group in A/pid, or a child that never execs (the go pipe
+ * ends without the go: it exits).
  *
  * Control: SIGTERM = terminate (SIGTERM and SIGCONT to every process of the job, SIGKILL
  * after the grace); SIGUSR1 = SIGKILL now; signal R+k-1 = send signal k (1..31) to every
@@ -304,6 +307,7 @@ static char **read_env(void) {
 /* ---- the command child ---- */
 
 static int report_fd = -1;
+static int go_fd = -1;
 
 /* Tell the shim why the command cannot run, and exit: the command never ran. */
 static void child_fail(const char *fmt, ...) {
@@ -382,6 +386,13 @@ static void run_command(char **env, int in_cgroup) {
         }
     }
     reset_signals();
+    char go = '\0';
+    ssize_t n;
+    write_all(report_fd, &go, 1);
+    while ((n = read(go_fd, &go, 1)) < 0 && errno == EINTR)
+        ;
+    if (n != 1)
+        _exit(125);  /* the shim died before recording this process: never run */
     environ = env;
     execvp(opt.argv[0], opt.argv);
     int saved = errno;
@@ -415,10 +426,12 @@ static pid_t fork_command(int *in_cgroup) {
     return fork();
 }
 
+static void write_pid_file(void);
+
 /* Fork the command; 0 once it exec'd (or failed to exec), -1 if it never ran. */
 static int start_command(char **env) {
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+    int pipefd[2], gofd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0 || pipe2(gofd, O_CLOEXEC) < 0) {
         snprintf(st.error, sizeof st.error, "cannot start the command: pipe: %s",
                  strerror(errno));
         return -1;
@@ -432,11 +445,16 @@ static int start_command(char **env) {
     }
     if (pid == 0) {
         close(pipefd[0]);
+        close(gofd[1]);
         report_fd = pipefd[1];
+        go_fd = gofd[0];
         run_command(env, in_cgroup);
     }
     close(pipefd[1]);
+    close(gofd[0]);
     st.main_pid = pid;
+    /* The child sends one NUL byte once prepared (its own group, in its cgroup), or why
+     * it cannot run; the go follows only the first. */
     size_t got = 0;
     for (;;) {
         ssize_t n = read(pipefd[0], st.error + got, sizeof st.error - 1 - got);
@@ -445,8 +463,14 @@ static int start_command(char **env) {
         if (n <= 0)
             break;
         got += (size_t)n;
+        if (got == 1 && st.error[0] == '\0') {
+            write_pid_file();
+            write_all(gofd[1], "g", 1);
+            got = 0;
+        }
     }
     close(pipefd[0]);
+    close(gofd[1]);
     st.error[got] = '\0';
     return got ? -1 : 0;
 }
@@ -762,7 +786,6 @@ int main(int argc, char **argv) {
     int started = start_command(env) == 0;
     st.pgid_alive = started;
     if (started) {
-        write_pid_file();
         if (opt.timeout > 0)
             st.deadline = mono_now() + opt.timeout;
     }

@@ -137,13 +137,16 @@ class Shim:
 
     # ---- the command child ----
 
-    def run_command(self, env, report):
-        """In the forked child: prepare and exec the command; never returns."""
+    def run_command(self, env, report, go):
+        """In the forked child: prepare, wait for the go, exec the command; never returns."""
         try:
             self.prepare_child()
         except CannotRun as err:
             os.write(report, str(err).encode("utf-8", "surrogateescape"))
             os._exit(125)
+        os.write(report, b"\0")
+        if os.read(go, 1) != b"g":
+            os._exit(125)  # the shim died before recording this process: never run
         try:
             os.execvpe(self.argv[0], self.argv, env)
         except OSError as err:
@@ -185,21 +188,39 @@ class Shim:
     def start_command(self, env):
         """Fork the command; None once it exec'd (or failed to exec), else the error."""
         read_end, write_end = os.pipe()
+        go_read, go_write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            self.run_command(env, write_end)
+            os.close(go_write)
+            self.run_command(env, write_end, go_read)
         os.close(write_end)
+        os.close(go_read)
         self.main_pid = pid
         chunks = []
-        while True:
+        while True:  # a NUL byte once the child is prepared, or why it cannot run
             chunk = os.read(read_end, 4096)
             if not chunk:
                 break
+            if not chunks and chunk == b"\0":
+                self.record_pid(pid)
+                try:
+                    os.write(go_write, b"g")
+                except OSError:
+                    pass
+                continue
             chunks.append(chunk)
         os.close(read_end)
+        os.close(go_write)
         error = b"".join(chunks)
         return error.decode("utf-8", "replace") if error else None
+
+    def record_pid(self, pid):
+        text = "%d %d\n" % (pid, start_time(pid))
+        try:
+            write_atomic(self.opts["attempt_dir"], "pid", text.encode())
+        except OSError as err:
+            _complain("cannot write the pid file: %s" % err.strerror)
 
     # ---- every process of the job ----
 
@@ -408,8 +429,6 @@ class Shim:
         error = self.start_command(env)
         self.pgid_alive = error is None
         if error is None:
-            text = "%d %d\n" % (self.main_pid, start_time(self.main_pid))
-            write_atomic(self.opts["attempt_dir"], "pid", text.encode())
             if self.opts["timeout"] > 0:
                 self.deadline = time.monotonic() + self.opts["timeout"]
         self.supervise()
