@@ -170,6 +170,9 @@ class JobQueue:
     def _init_state(self):
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        # Archive directories change under it only (moves in, purges out); a purge need
+        # not wait for a checkpoint writing thousands of live files. Inside the above.
+        self._archive_lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._jobs = self.recovery.jobs
         self._tokens = {job.token: job.id for job in self._jobs.values()
@@ -680,28 +683,33 @@ class JobQueue:
     def archive_finished(self, age, timeout=None, limit=None, move=False, pace=None):
         """Archive finalized jobs older than age seconds (-1: all; a group goes with its
         tree, jobs in a group only with it), chunk by chunk, each chunk durable before the
-        next, until timeout seconds passed or about limit jobs were archived. pace(seconds
-        the last chunk took) is called between chunks (retention rests there).
+        next, until timeout seconds passed or about limit jobs were archived. pace() is
+        called between chunks (retention rests there).
 
-        Returns (ids archived, live jobs left unchecked). Their files move to archive/ at
+        Only the jobs that may go are walked: on the master, the index's top-level jobs
+        showing a final status (a pass costs what it archives, not the queue's size).
+
+        Returns (ids archived, candidates left unchecked). Their files move to archive/ at
         the next checkpoint (with move, the caller moves them: see auto_archive_jobs).
         """
         start = now = self._clock()
         with self._lock:
             self._check_open_unlocked()
             self._check_changes_unlocked()
-            ids = [job.id for job in self._jobs.values() if job.visible]
+            if self._index is not None:
+                ids = list(self._index.select({"status": constants.JOBS_FINALIZED,
+                                               "parent": [0]}))
+            else:
+                ids = [job.id for job in self._jobs.values() if job.visible]
         archived = []
         checked = 0
-        began = time.monotonic()
         for offset in range(0, len(ids), _ARCHIVE_CHUNK):
             if offset and timeout is not None and self._clock() - start > timeout:
                 break
             if limit is not None and len(archived) >= limit:
                 break
             if offset and pace is not None:
-                pace(time.monotonic() - began)
-            began = time.monotonic()
+                pace()
             with self._lock:
                 if self._closed:
                     break
@@ -742,8 +750,9 @@ class JobQueue:
                 moves = [(job_id, records.job_bytes(self._archiving[job_id]))
                          for job_id in job_ids if job_id in self._archiving]
             try:
-                for job_id, data in moves:
-                    self._dir.archive_job(job_id, data)
+                with self._archive_lock:
+                    for job_id, data in moves:
+                        self._dir.archive_job(job_id, data)
                 if moves:
                     self._dir.sync()
             except errors.DiskSyncError as err:
@@ -831,7 +840,7 @@ class JobQueue:
                 return 0
             batch = self._journal.append(records.purge_record(ids))
         self._wait(batch)
-        with self._checkpoint_lock:
+        with self._archive_lock:
             return purge.remove_archived(self._dir, self._logs, ids)
 
     def set_drain_flag(self, flag):
@@ -1600,11 +1609,12 @@ class JobQueue:
                 self._dir.write_job(job.id, data)
                 if job.file_bytes is data:
                     job.file_bytes = None  # written: memory is worth more than a re-encode
-        for job_id, job in archiving.items():
-            fresh = job_id in dirty or not self._dir.has_live_job(job_id)
-            self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
-        if deleted:
-            self._remove_deleted(*deleted)
+        with self._archive_lock:
+            for job_id, job in archiving.items():
+                fresh = job_id in dirty or not self._dir.has_live_job(job_id)
+                self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
+            if deleted:
+                self._remove_deleted(*deleted)
         self._logs.sync()
         self._service_logs.sync()
         self._events.sync()

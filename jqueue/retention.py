@@ -14,10 +14,10 @@ A pass (every ``interval`` seconds, or ``jqctl purge`` now) does two bounded thi
    the previous pass stopped, and purges at most ``pass_jobs``: passes are bounded, but
    every file is looked at again within a few of them.
 
-A pass is paced: after each chunk of work it rests (1 / ``duty`` - 1) times as long as the
-chunk took, so that retention of a big backlog takes at most about ``duty`` of the time
-(and of the daemon's interpreter) while submissions go on; ``jqctl purge`` (the operator
-asks for it now) is not paced.
+A pass is paced: after each chunk of work it rests (1 / ``duty`` - 1) times the processor
+time the chunk took (its own thread's: waiting for the disk or a lock is no work), so that
+retention of a big backlog takes at most about ``duty`` of the daemon's interpreter while
+submissions go on; ``jqctl purge`` (the operator asks for it now) is not paced.
 
 Each pass reports what it archived, purged and freed (bytes, as ``du`` counts) in the
 daemon's log and ``status()`` (``jqctl queue info``). Zero for ``archive_after`` or
@@ -72,6 +72,7 @@ class Retention:
         self._clock = clock
         self._lock = threading.Lock()  # one pass (or purge) at a time
         self._cursor = None            # where the next pass's archive scan starts
+        self._worked_from = 0.0        # the pass thread's processor time at its last rest
         self._thread = None
         self._stopping = threading.Event()  # cuts a pass's rests short
         self.last = None               # the last pass's report
@@ -83,6 +84,7 @@ class Retention:
         policy = self.policy
         with self._lock:
             started, now = time.monotonic(), self._clock()
+            self._worked_from = time.thread_time()
             archived, more = [], False
             if policy.archive_after:
                 archived, _ = self._queue.archive_finished(policy.archive_after,
@@ -120,22 +122,22 @@ class Retention:
 
     def _purge(self, job_ids, pace=None):
         purged = freed = 0
-        began = time.monotonic()
         for offset in range(0, len(job_ids), PURGE_SLICE):
             if offset and pace is not None:
-                pace(time.monotonic() - began)
-            began = time.monotonic()
+                pace()
             piece = job_ids[offset:offset + PURGE_SLICE]
             freed += self._queue.purge_archived(piece)
             purged += len(piece)
         return purged, freed
 
-    def _rest(self, worked):
-        """After a chunk of a pass that took worked seconds: rest so that the pass works
-        about policy.duty of the time (not once the queue stops)."""
+    def _rest(self):
+        """After a chunk of a pass: rest so that the pass works about policy.duty of the
+        time (not once the queue stops)."""
+        worked = time.thread_time() - self._worked_from
         duty = self.policy.duty
         if duty < 1 and worked > 0:
             self._stopping.wait(worked * (1 / duty - 1))
+        self._worked_from = time.thread_time()
 
     def _report(self, archived, purged, freed, more, now, seconds):
         report = {"archived": archived, "purged": purged, "bytes_freed": freed,

@@ -231,16 +231,19 @@ class _Rests:
 
 def test_passes_rest_between_chunks_for_their_duty(tmp_path, real_clock):
     """duty 0.25: after each chunk of archival (1,000 jobs) and each purge slice, a pass
-    rests three times as long as the chunk took; jqctl purge does not rest; a bad duty
-    is refused."""
+    rests; a pass walks the finished jobs only (the 3,000 scheduled ones cost it no
+    chunk); jqctl purge does not rest; a bad duty is refused."""
     queue = open_retained(tmp_path, real_clock, duty=0.25)
     try:
         rests = queue._retention._stopping = _Rests()
+        scheduled = queue.submit_many_jobs([[delay()]] * 3000,
+                                           options=[{"start_in": 1000 * DAY}] * 3000)
         queue.submit_many_jobs([[delay()]] * 2500)
         run_jobs(queue)
         real_clock.advance(7 * HOUR)
         assert queue.retention_pass()["archived"] == 2500
         assert len(rests.asked) == 2  # between the 3 chunks
+        assert queue.query_jobs([scheduled[0][1]], ["status"]) == [["queued"]]
         queue.checkpoint()
         real_clock.advance(22 * DAY)
         rests = queue._retention._stopping = _Rests()
@@ -262,13 +265,23 @@ def test_passes_rest_between_chunks_for_their_duty(tmp_path, real_clock):
 
 
 def test_a_rest_is_three_times_the_work_at_a_quarter_duty(tmp_path, real_clock):
-    """Retention._rest(worked) waits worked * (1 / duty - 1); duty 1 never waits."""
+    """A rest is (1 / duty - 1) times the processor time the pass's thread spent since
+    its last rest: time spent waiting (for a lock, the disk) is no work; duty 1 never
+    waits."""
     queue = open_retained(tmp_path, real_clock, duty=0.25)
     try:
-        rests = queue._retention._stopping = _Rests()
-        queue._retention._rest(0.2)
-        queue._retention.policy.duty = 1.0
-        queue._retention._rest(0.2)
-        assert rests.asked == [pytest.approx(0.6)]
+        retention = queue._retention
+        rests = retention._stopping = _Rests()
+        retention._worked_from = time.thread_time()
+        burn_until = time.thread_time() + 0.2
+        while time.thread_time() < burn_until:
+            pass
+        time.sleep(0.3)  # waiting: not counted
+        retention._rest()
+        (asked,) = rests.asked
+        assert 0.6 <= asked < 0.75
+        retention.policy.duty = 1.0
+        retention._rest()
+        assert rests.asked == [asked]
     finally:
         queue.shutdown()
