@@ -200,14 +200,17 @@ class GroupKeeper:
 
     # Submission
 
-    def resolve_parents_unlocked(self, jobs, parents):
+    def resolve_parents_unlocked(self, jobs, parents, own_priority=None):
         """The parent id of each job of a request, or a problem; inherit parameters.
 
         jobs: [(job id or None if refused, opcode inputs)]; parents: the references given
-        (None, a job id, a negative id relative to the request, a title or a path).
-        Returns [(parent id or None, problem or None)] in order.
+        (None, a job id, a negative id relative to the request, a title or a path);
+        own_priority: whether each job was given a priority (else its opcodes take the
+        group's current one; default: all were). Returns [(parent id or None, problem or
+        None)] in order.
         """
         pending, inputs_of, ids, answers = {}, {}, [], []
+        own_priority = own_priority or [True] * len(jobs)
         for index, ((job_id, inputs), reference) in enumerate(zip(jobs, parents)):
             ids.append(job_id)
             if job_id is None or reference is None:
@@ -215,7 +218,7 @@ class GroupKeeper:
             else:
                 try:
                     parent = self._parent_id(reference, index, ids, pending)
-                    self._inherit(inputs, parent, pending, inputs_of)
+                    self._inherit(inputs, parent, pending, inputs_of, own_priority[index])
                     answers.append((parent, None))
                 except GroupReferenceError as err:
                     answers.append((None, "parent: %s" % err))
@@ -244,10 +247,14 @@ class GroupKeeper:
             raise GroupReferenceError("job %d is not a live job" % reference)
         raise GroupReferenceError("job %d is not a group (jobs join groups only)" % reference)
 
-    def _inherit(self, inputs, parent, pending, inputs_of):
-        """Give a job's opcodes the inherited parameters of the groups above it."""
-        if not groupjob.INHERITED:
-            return
+    def _inherit(self, inputs, parent, pending, inputs_of, own_priority=True):
+        """Give a job's opcodes the inherited parameters of the groups above it, and
+        the priority of the nearest one now unless the job was given its own."""
+        if not own_priority:
+            priority = (inputs_of[parent]["priority"] if parent in pending
+                        else self._queue._jobs[parent].ops[0].priority)
+            for op_input in inputs:
+                op_input["priority"] = priority
         groups = []
         while parent is not None:
             if parent in pending:

@@ -325,10 +325,15 @@ class JobQueue:
         options = joboptions.check(options, count, single)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
+        # A job none of whose opcodes was given a priority takes its group's (if in one).
+        own_priority = [any(op.get("priority") is not None for op in ops) for ops in jobs]
         heads = None
         if fanout.wants_fan_out(validated):  # a group and one job per node (jqueue.fanout)
             validated, tokens, options, heads = fanout.expand(
                 validated, tokens, options, single, self._fan_out_nodes, self._group_input)
+            ends = heads[1:] + [len(validated)]
+            own_priority = [own for own, head, end in zip(own_priority, heads, ends)
+                            for _ in range(end - head)]
             single = False
         with self._lock:
             known = [self._token_job_unlocked(token) for token in tokens]
@@ -339,7 +344,8 @@ class JobQueue:
                 self._check_writable()
                 self._check_open_unlocked()
             results, batch = self._create_jobs_unlocked(validated, tokens, known, options,
-                                                        single, owner, defer_commit)
+                                                        single, owner, defer_commit,
+                                                        own_priority)
         return fanout.answers(results, heads), batch
 
     def _fan_out_nodes(self, op_input):
@@ -419,16 +425,18 @@ class JobQueue:
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
     def _create_jobs_unlocked(self, validated, tokens, known, options, single, owner=None,
-                              defer_commit=False):
+                              defer_commit=False, own_priority=None):
         """Create the jobs of one request; their records join one batch, so that the
         request is durable, or refused, as a whole. A job whose token the queue knows is
-        not created again: the first submission's id is answered."""
+        not created again: the first submission's id is answered. own_priority[i] says
+        whether job i was given a priority (else it takes its group's)."""
         results, created, pending = [], [], None
         clock = self._clock()
         now = timestamp(clock)
         resolved = dependencies.resolve_request(
             validated, self._serial + 1, [job.id if job else None for job in known])
-        parents = self._parents_unlocked(validated, resolved, known, options, single)
+        parents = self._parents_unlocked(validated, resolved, known, options, single,
+                                         own_priority or [True] * len(validated))
         for inputs, (job_id, problem), token, old, parent, option in zip(
                 validated, resolved, tokens, known, parents, options):
             if old is not None:
@@ -471,7 +479,7 @@ class JobQueue:
             "NEW", job.id, message=", ".join(self._registry.summary(op.input)
                                              for op in job.ops))
 
-    def _parents_unlocked(self, validated, resolved, known, options, single):
+    def _parents_unlocked(self, validated, resolved, known, options, single, own_priority):
         """The parent id of each job (None if none); OpPrereqError refuses the request
         if a parent names no group or several (inherited parameters are given here)."""
         references = [None if old is not None else option.get("parent")
@@ -479,7 +487,8 @@ class JobQueue:
         if not any(reference is not None for reference in references):
             return [None] * len(validated)
         answers = self._groups.resolve_parents_unlocked(
-            [(job_id, inputs) for inputs, (job_id, _) in zip(validated, resolved)], references)
+            [(job_id, inputs) for inputs, (job_id, _) in zip(validated, resolved)], references,
+            own_priority)
         for index, (_, problem) in enumerate(answers):
             if problem:
                 raise errors.OpPrereqError(("" if single else "job %d: " % index) + problem,

@@ -167,6 +167,30 @@ def test_cancel_and_priority_of_a_group_apply_to_its_tree(open_queue):
     assert queue.cancel_job(render)[0] is False  # nothing left to cancel
 
 
+def test_a_job_given_no_priority_takes_its_groups_current_one(open_queue):
+    """Priority inherits at submit (Coalition's rule): a job none of whose opcodes names
+    a priority gets the nearest group's current one (after a change of the group's too),
+    through nested groups and inside one request; a job given one keeps it."""
+    queue = open_queue()
+    render = queue.submit_job([dict(group("render"), priority=-10)])
+    shot = queue.submit_job([group("shot")], parent=render)
+    plain = queue.submit_job([jqop(), jqop()], parent="render|shot")
+    own = queue.submit_job([jqop(priority=5), jqop()], parent=shot)
+    explicit_none = queue.submit_job([dict(jqop(), priority=None)], parent=shot)
+    outside = queue.submit_job([jqop()])
+    assert queue.query_jobs([shot, plain, own, explicit_none, outside],
+                            ["priority", "oppriority"]) == [
+        [-10, [-10]], [-10, [-10, -10]], [0, [5, 0]], [-10, [-10]], [0, [0]]]
+    assert queue.change_job_priority(shot, 3)[0]
+    later = queue.submit_job([jqop()], parent=shot)
+    (ok1, batch_group), (ok2, batch_job) = queue.submit_many_jobs(
+        [[dict(group("batch"), priority=-2)], [jqop()]],
+        options=[{"parent": render}, {"parent": -1}])
+    assert ok1 and ok2
+    assert queue.query_jobs([later, batch_group, batch_job], ["priority"]) == [
+        [3], [-2], [-2]]
+
+
 def test_an_empty_group_waits_until_canceled_and_a_new_job_reopens_it(open_queue):
     """A group without jobs is queued; canceled it ends; a job added later reopens it."""
     queue = open_queue()

@@ -190,15 +190,21 @@ def group_opcode(args):
     ignored. Its priority is mapped as a command's; its affinity is added to the jobs
     submitted into it (Coalition's rule); dependencies are passed on for the queue to
     judge (it refuses them on a group)."""
-    op = {"OP_ID": constants.OP_GROUP, "title": args.get("title") or "New job",
-          "priority": coalition_priority(_int(args.get("priority"), "priority",
-                                              DEFAULT_PRIORITY))}
+    op = {"OP_ID": constants.OP_GROUP, "title": args.get("title") or "New job"}
+    _set_priority(op, args)
     if args.get("affinity"):
         op["affinity"] = args["affinity"]
     deps = _dependencies(args)
     if deps:
         op["depends"] = deps
     return op
+
+
+def _set_priority(op, args):
+    """The opcode's priority if addjob gave one (else it takes its group's, or normal)."""
+    if args.get("priority") not in (None, ""):
+        op["priority"] = coalition_priority(_int(args["priority"], "priority",
+                                                 DEFAULT_PRIORITY))
 
 
 def job_opcode(args):
@@ -211,9 +217,8 @@ def job_opcode(args):
     op = {"OP_ID": constants.OP_COMMAND_RUN, "cmd": cmd,
           "title": args.get("title") or "New job", "dir": _dir(args.get("dir"), env),
           "env": env, "timeout": _int(args.get("timeout"), "timeout", 0),
-          "max_attempts": max(1, _int(args.get("retry"), "retry", 10)),
-          "priority": coalition_priority(_int(args.get("priority"), "priority",
-                                              DEFAULT_PRIORITY))}
+          "max_attempts": max(1, _int(args.get("retry"), "retry", 10))}
+    _set_priority(op, args)
     if args.get("affinity"):
         op["affinity"] = args["affinity"]
     if args.get("url"):

@@ -103,17 +103,19 @@ def test_coalition_attributes_make_a_command_opcode():
 
 def test_coalition_job_without_a_command_is_a_group():
     """An empty or absent cmd is Coalition's folder: OP_GROUP with the title and the
-    priority; what only runs matters not (dir, env, retry, ...); dependencies and an
-    affinity are passed on for the queue to judge."""
+    priority if given (else the queue gives it its group's); what only runs matters not
+    (dir, env, retry, ...); dependencies and an affinity are passed on for the queue to
+    judge."""
     assert coalition.job_opcode({"cmd": "", "title": "shots", "priority": "2000",
                                  "dir": "relative", "env": "=bad", "retry": "x",
                                  "timeout": "y", "localprogress": "None", "url": "u"}) == {
         "OP_ID": "OP_GROUP", "title": "shots", "priority": -10}
-    assert coalition.job_opcode({}) == {"OP_ID": "OP_GROUP", "title": "New job",
-                                        "priority": 0}
+    assert coalition.job_opcode({}) == {"OP_ID": "OP_GROUP", "title": "New job"}
+    assert coalition.job_opcode({"priority": ""}) == {"OP_ID": "OP_GROUP",
+                                                      "title": "New job"}  # its group's
     assert coalition.job_opcode({"command": "", "affinity": "LINUX",
                                  "dependencies": "4 5"}) == {
-        "OP_ID": "OP_GROUP", "title": "New job", "priority": 0, "affinity": "LINUX",
+        "OP_ID": "OP_GROUP", "title": "New job", "affinity": "LINUX",
         "depends": [[4, ["success"]], [5, ["success"]]]}
     with pytest.raises(errors.OpPrereqError):
         coalition.job_opcode({"cmd": "", "priority": "high"})
