@@ -16,12 +16,15 @@ A group has two statuses (jqueue.groupkeeper keeps both up to date):
   only once canceled), and queued or running until then. Job statuses that are final
   stay final for Ganeti's machinery (waiters, dependencies, archival): a dependency on a
   group, ``jqctl wait`` on it and the archival of its tree all wait for the whole tree.
-  The group's ``end_ts`` is set exactly while it is complete.
+  The group's ``end_ts`` is set exactly while it is complete, and its opcode's exec state
+  (the job file's ``exec``) holds its leaves' final counts (``final_state``): an archived
+  group, whose tree is no longer live, still shows them.
 
 Parameters a group passes on to the jobs submitted into it: ``INHERITED`` maps a
 parameter name to ``merge(child_value, [group values, nearest first])``; a job's opcodes
 that have the parameter get the merged value at submit. ``affinity`` is one (Coalition's
-rule: a job needs its own tags and those of every group above it).
+rule: a job needs its own tags and those of every group above it). A job submitted
+without a priority takes its nearest group's current one (jqueue.groupkeeper).
 """
 
 import collections
@@ -189,6 +192,25 @@ def result(status, counts, job_id):
     if status == constants.JOB_STATUS_SUCCESS:
         return {"total": counts.total}
     return None
+
+
+def final_state(counts):
+    """What a complete group's opcode keeps as its exec state (the job file's "exec"):
+    its leaves' final counts, which its archived file still shows when its tree is gone."""
+    return {"counts": {status: n for status, n in sorted(counts.items()) if n}}
+
+
+def final_counts(job):
+    """The Counts a complete group recorded (see final_state), or None."""
+    if not is_group(job):
+        return None
+    state = job.ops[0].exec_state
+    counts = state.get("counts") if isinstance(state, dict) else None
+    if not isinstance(counts, dict) or not all(
+            status in constants.JOB_STATUS_ALL and isinstance(n, int) and n > 0
+            for status, n in counts.items()):
+        return None
+    return Counts(counts)
 
 
 def progress(counts):

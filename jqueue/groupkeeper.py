@@ -122,12 +122,14 @@ class GroupKeeper:
         status = groupjob.recorded_status(counts, op.status)
         done = groupjob.complete(counts, op.status)
         shown = groupjob.shown_status(counts, op.status)
+        final = groupjob.final_state(counts) if done else None
         if (status == op.status and done == (job.end_timestamp is not None)
-                and shown == self._shown.get(group_id)):
+                and shown == self._shown.get(group_id) and final == op.exec_state):
             return
         if record:
             queue._prepare_change_unlocked(job)
         _set_group_state(job, status, done, counts, timestamp(queue._clock()))
+        op.exec_state = final
         self._shown[group_id] = shown
         if record:
             queue._record_state_unlocked(job)  # indexes it (by its shown status)
@@ -185,11 +187,14 @@ class GroupKeeper:
         return chosen
 
     def info(self, job):
-        """(Counts, shown status) of a live group, or None (query fields): a lookup, what
-        a listing may read for every row (the counts are kept up along the tree)."""
+        """(Counts, shown status) of a group (an archived one: as its tree ended), or None
+        (query fields): a lookup, what a listing may read for every row (the counts are
+        kept up along the tree)."""
         counts = self.tree.counts(job.id)
         if counts is None or job.archived:
-            return None
+            counts = groupjob.final_counts(job)  # an archived group: as it ended
+            if counts is None:
+                return None
         return counts, groupjob.shown_status(counts, job.ops[0].status)
 
     def children(self, job):

@@ -30,7 +30,7 @@ class Context:
         return self.registry.summary(op_input)
 
     def group_info(self, job):
-        """(Counts, shown status) of a live group job, else None."""
+        """(Counts, shown status) of a group job (archived: as its tree ended), else None."""
         return self.groups.info(job) if self.groups is not None else None
 
     def held(self, job):

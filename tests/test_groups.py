@@ -247,7 +247,8 @@ def test_listings_filter_groups_by_their_shown_status_also_after_a_restart(open_
 
 def test_autoarchive_takes_whole_trees_and_a_child_alone_leaves_its_group(open_queue, clock):
     """A group's tree is archived with the group once all of it ended; a finished job in
-    an unfinished group stays; a job archived alone no longer counts for its group."""
+    an unfinished group stays; a job archived alone no longer counts for its group; an
+    archived group keeps the counts of its tree (also once reopened)."""
     queue = open_queue()
     render, shot1, shot2, ok, failing, late, top = three_levels(queue)
     alone = queue.submit_job([delay()])
@@ -261,6 +262,14 @@ def test_autoarchive_takes_whole_trees_and_a_child_alone_leaves_its_group(open_q
     clock.advance(100)
     assert queue.auto_archive_jobs(10, 60) == (6, 0)
     assert queue.query_jobs([render, late, alone], ["archived"]) == [[True]] * 3
+    # Archived groups show their tree as it ended (the leaves' counts they recorded).
+    fields = FIELDS + ["progress", "counts", "parent", "children"]
+    expected = {render: ["error", ["error"], 3, 3, 1, 0, 1.0,
+                         {"error": 1, "success": 2}, None, None],
+                shot1: ["error", ["error"], 1, 1, 1, 0, 1.0, {"error": 1}, render, None]}
+    assert rows(queue, [render, shot1], fields) == expected
+    queue.shutdown()
+    assert rows(open_queue(), [render, shot1], fields) == expected
 
 
 def test_a_job_in_a_held_group_shows_held_and_its_release_names_the_group(open_queue):
