@@ -362,6 +362,12 @@ OPTIONS = (
     Option("http_threads", Integer(1), 8,
            "Threads serving HTTP requests that may block (an event stream or a long poll "
            "costs none).", flag="--http-threads", metavar="N"),
+    Option("http_access_log", Text(), None,
+           "File to append a line to for every HTTP request answered: UTC time, client "
+           "address, caller (token name or certificate CN, - if none), the request line "
+           "with every token value hidden, status, body bytes, milliseconds. SIGHUP reopens "
+           "it (after logrotate moved it).", flag="--http-access-log", metavar="FILE",
+           default_doc="none"),
 )
 
 #: jq-noded's options (man/jq-noded.8.rst), kept apart from masterd's.

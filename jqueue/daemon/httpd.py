@@ -14,7 +14,7 @@ from twisted.python import threadpool
 
 from jqueue import errors
 from jqueue.daemon import common
-from jqueue.http import app, auth
+from jqueue.http import app, auth, server
 from jqueue.http.server import HttpLimits
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,12 @@ class HttpService(service.Service):
             raise common.StartupError(
                 "--http %s is not a loopback address: give http_tokens or http_tls = "
                 "cluster so that callers must authenticate" % self._config.http)
+        try:
+            access_log = (server.AccessLog(self._config.http_access_log)
+                          if self._config.http_access_log else None)
+        except OSError as err:
+            raise common.StartupError("cannot open the HTTP access log %s: %s" % (
+                self._config.http_access_log, err.strerror)) from None
         authenticator = auth.Authenticator(tokens, loopback_open=tokens is None and loopback)
         limits = self.limits()
         self._pool = threadpool.ThreadPool(0, limits.threads, name="http")
@@ -78,7 +84,8 @@ class HttpService(service.Service):
         self.site = app.make_site(
             self._queue_service.queue, self._reactor, limits, authenticator, self._pool,
             config_values=self._luxi_service.config_values(), cluster=cluster,
-            replication_status=cluster.replicator.status if cluster is not None else None)
+            replication_status=cluster.replicator.status if cluster is not None else None,
+            access_log=access_log)
         try:
             if tls is not None:
                 self.port = self._reactor.listenSSL(port, self.site, tls, backlog=1024,
@@ -90,7 +97,7 @@ class HttpService(service.Service):
             raise common.StartupError("cannot listen on %s: %s" % (
                 self._config.http, err.socketError)) from None
         self._pool.start()
-        if tokens is not None:
+        if tokens is not None or access_log is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup) or signal.SIG_DFL
         super().startService()
         address = self.port.getHost()
@@ -101,7 +108,22 @@ class HttpService(service.Service):
                     else "loopback")
 
     def _sighup(self, signum, frame):
-        self._reactor.callFromThread(self.reload_tokens)
+        self._reactor.callFromThread(self.reload)
+
+    def reload(self):
+        """SIGHUP: reopen the access log, read the tokens file again."""
+        if self.site is None:
+            return
+        access_log = self.site.access_log
+        if access_log is not None:
+            try:
+                access_log.reopen()
+                logger.info("SIGHUP: reopened the HTTP access log %s", access_log.path)
+            except OSError as err:
+                logger.error("SIGHUP: kept the HTTP access log open as it was: cannot open "
+                             "%s: %s", access_log.path, err.strerror)
+        if self._config.http_tokens:
+            self.reload_tokens()
 
     def reload_tokens(self):
         """Read the tokens file again (SIGHUP): its tokens replace the old ones; a file
@@ -159,3 +181,5 @@ class HttpService(service.Service):
         for channel in list(self.site.connections):
             channel.transport.abortConnection()
         self._pool.stop()
+        if self.site.access_log is not None:
+            self.site.access_log.close()

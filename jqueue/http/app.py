@@ -33,11 +33,12 @@ def routes():
 
 
 def make_site(backend, reactor, limits, authenticator, pool, config_values=None,
-              cluster=None, replication_status=None):
-    """The site serving backend (a JobQueue) in reactor."""
+              cluster=None, replication_status=None, access_log=None):
+    """The site serving backend (a JobQueue) in reactor (access_log: a
+    server.AccessLog, or None)."""
     context = {"dispatcher": methods.Dispatcher(backend, config_values or {}, cluster),
                "cluster": cluster, "config_values": config_values or {},
                "metrics": metrics.registry(backend, replication_status)}
-    site = HttpSite(backend, reactor, limits, authenticator, pool, context)
+    site = HttpSite(backend, reactor, limits, authenticator, pool, context, access_log)
     site.add_routes(routes())
     return site

@@ -198,6 +198,70 @@ class Call:
         return self.name if self.authenticated else (given or None)
 
 
+_TOKEN_IN_QUERY = re.compile(rb"([?&]token=)[^&#]*", re.IGNORECASE)
+
+
+class AccessLog:
+    """jq-masterd's ``http_access_log``: a line per answered request, appended to a file:
+
+        TIME CLIENT CALLER "METHOD TARGET VERSION" STATUS BYTES MS
+
+    (UTC, ISO 8601 with milliseconds; the client's address; the caller's token name or
+    certificate CN, ``-`` if unauthenticated; the request line with every ``token=`` value
+    shown as ``*`` and other bytes outside printable ASCII %-escaped; the status; the
+    bytes of the answer's body; the milliseconds from the request's arrival to its end).
+    An event stream is logged when it ends. ``reopen()`` after a rotation (SIGHUP).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._file = None
+        self._failing = False
+        self.reopen()
+
+    def reopen(self):
+        """Open the file anew (append; created 0640 if missing): OSError if it cannot
+        be, and the file in use (if any) stays in use."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        stream = os.fdopen(fd, "a", encoding="ascii", buffering=1)  # a write per line
+        old, self._file, self._failing = self._file, stream, False
+        if old is not None:
+            old.close()
+
+    def write(self, request):
+        started = getattr(request, "jq_started", None)
+        millis = (time.monotonic() - started) * 1000 if started is not None else 0.0
+        address = request.getClientAddress()
+        now = time.time()
+        line = '%s.%03dZ %s %s "%s %s %s" %d %d %.1f\n' % (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)), int(now * 1000) % 1000,
+            getattr(address, "host", "-"),
+            _log_text(getattr(request, "jq_caller", None) or "-"), _log_text(request.method),
+            _log_text(_TOKEN_IN_QUERY.sub(rb"\1*", request.uri)),
+            _log_text(request.clientproto), request.code, request.sentLength, millis)
+        try:
+            self._file.write(line)
+            self._failing = False
+        except OSError as err:
+            if not self._failing:  # once per run of failures, not once per request
+                logger.error("cannot write the HTTP access log %s: %s", self.path, err)
+            self._failing = True
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _log_text(value):
+    """value (text, or bytes as a client sent them) with spaces, double quotes and bytes
+    outside printable ASCII %-escaped: one field of one line, whatever a client sent."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return "".join(chr(byte) if 0x21 <= byte <= 0x7E and byte != 0x22 else "%%%02X" % byte
+                   for byte in value)
+
+
 class _Request(server.Request):
     """A request whose body is bounded while it arrives, dispatched by the site's routes.
 
@@ -207,6 +271,7 @@ class _Request(server.Request):
     """
 
     def requestReceived(self, command, path, version):
+        self.jq_started, self.jq_caller = time.monotonic(), None  # for the access log
         ctype = self.requestHeaders.getRawHeaders(b"content-type")
         self._parsePOSTFormSubmission = bool(ctype) and ctype[0].split(b";", 1)[0].strip(
             ).lower() == b"application/x-www-form-urlencoded"
@@ -368,8 +433,10 @@ class HttpSite(server.Site):
     protocol = _Channel
     noisy = False
 
-    def __init__(self, backend, reactor, limits, authenticator, pool, context=None):
+    def __init__(self, backend, reactor, limits, authenticator, pool, context=None,
+                 access_log=None):
         super().__init__(_Root(self), timeout=limits.idle_timeout, reactor=reactor)
+        self.access_log = access_log
         self.backend = backend
         self.reactor = reactor
         self.limits = limits
@@ -405,7 +472,9 @@ class HttpSite(server.Site):
                 logger.exception("delivering an HTTP answer failed")
 
     def log(self, request):
-        """No access log: a busy API would spend more on it than on its answers."""
+        """A line in the access log, if there is one (see AccessLog)."""
+        if self.access_log is not None:
+            self.access_log.write(request)
 
     def add_routes(self, routes):
         self.routes.extend(routes)
@@ -440,6 +509,7 @@ class HttpSite(server.Site):
         try:
             authenticated, name = self.authenticator.identify(
                 request, _query_token(request))
+            request.jq_caller = name
             self.authenticator.check_browser(request, route.mutating)
             call = Call(request, self, authenticated, name)
             if route.page and authenticated and _query_token(request):

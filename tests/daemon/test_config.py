@@ -34,7 +34,7 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "log_max_bytes", "slots", "allowed_users", "containment", "http",
                 "http_tokens", "http_tls", "http_max_body", "http_max_headers",
                 "http_request_timeout", "http_idle_timeout", "http_max_connections",
-                "http_threads"]
+                "http_threads", "http_access_log"]
     assert list(options) == expected
     for option in options.values():
         if option.flag is not None:

@@ -366,3 +366,60 @@ def test_the_daemon_still_serves_after_many_broken_connections(served):
     fresh = HttpClient(client.port)
     assert fresh.get("/api/v1/info").status == 200 and daemon.alive()
     fresh.close()
+
+
+def access_lines(path, count, daemon):
+    """The access log's lines once it has count of them (it is written as answers end)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = open(path, encoding="ascii").read().splitlines() if os.path.exists(path) else []
+        if len(lines) >= count:
+            return lines
+        assert time.monotonic() < deadline, (lines, daemon.stderr())
+        time.sleep(0.05)
+
+
+def test_the_access_log_hides_tokens_and_is_reopened_on_sighup(daemons, tmp_path):
+    """--http-access-log: a line per answered request (caller, request line, status, body
+    bytes, milliseconds), never a token, a hostile target escaped into one field; after
+    logrotate's move and SIGHUP, the next lines go to a new file; a log that cannot be
+    opened refuses the start."""
+    secret = "s" * 24
+    log = str(tmp_path / "access.log")
+    daemon, client = start_http_daemon(daemons, "--http-tokens", token_file(tmp_path,
+                                                                           alice=secret),
+                                       "--http-access-log", log)
+    bearer = {"Authorization": "Bearer " + secret}
+    (ready,) = access_lines(log, 1, daemon)  # start_http_daemon's request, unauthenticated
+    assert ready.split(" ")[2:7] == ["-", '"GET', "/api/v1/info", 'HTTP/1.1"', "401"]
+    info = client.get("/api/v1/info?token=" + secret)
+    assert info.status == 200
+    assert client.get("/api/v1/info").status == 401
+    assert client.get('/api/v1/jobs/1%22%20x?a=%0a&Token=' + secret, headers=bearer).status \
+        in (400, 404)
+    lines = access_lines(log, 4, daemon)[1:]
+    assert secret not in "".join(lines)
+    fields = lines[0].split(" ")
+    assert fields[0].endswith("Z") and fields[1] == "127.0.0.1" and fields[2] == "alice"
+    assert fields[3:6] == ['"GET', "/api/v1/info?token=*", 'HTTP/1.1"']
+    assert fields[6] == "200" and int(fields[7]) == len(info.body) and float(fields[8]) >= 0
+    assert lines[1].split(" ")[2] == "-" and lines[1].split(" ")[6] == "401"
+    hostile = lines[2].split(" ")
+    assert len(hostile) == 9 and hostile[4] == "/api/v1/jobs/1%22%20x?a=%0a&Token=*"
+    os.rename(log, log + ".1")
+    daemon.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reopened the HTTP access log" not in daemon.stderr():
+        assert time.monotonic() < deadline, daemon.stderr()
+        time.sleep(0.05)
+    client.get("/api/v1/info", headers=bearer)
+    (line,) = access_lines(log, 1, daemon)
+    assert line.split(" ")[3:5] == ['"GET', "/api/v1/info"]
+    assert len(open(log + ".1", encoding="ascii").read().splitlines()) == 4
+    assert daemon.alive()
+    proc = subprocess.run([sys.executable, "-m", "jqueue.daemon.masterd", "--state-dir",
+                           str(tmp_path / "other"), "--http", "127.0.0.1:%d" % free_port(),
+                           "--http-access-log", str(tmp_path / "no" / "dir" / "access.log")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "cannot open the HTTP access log" in proc.stderr

@@ -9,7 +9,7 @@ from twisted.internet import defer
 
 from jqueue import errors
 from jqueue.daemon import config
-from jqueue.http import api, app, auth, coalition, jobs
+from jqueue.http import api, app, auth, coalition, jobs, server
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -530,3 +530,12 @@ def test_event_stream_takes_no_events_while_its_client_is_not_reading():
     stream.stopProducing()
     stream.close()
     assert request.finished and request.producer is None
+
+
+def test_access_log_fields_hold_whatever_a_client_sent_on_one_line():
+    """Spaces, double quotes, control and non-ASCII bytes are %-escaped (as bytes); a
+    token in the query never reaches the log."""
+    assert server._log_text(b'/a "b"\n\xff%41') == "/a%20%22b%22%0A%FF%41"
+    assert server._log_text("\u00e9ve") == "%C3%A9ve"
+    assert server._TOKEN_IN_QUERY.sub(rb"\1*", b"/x?a=1&TOKEN=secret&b=2#token=s") == \
+        b"/x?a=1&TOKEN=*&b=2#token=s"
