@@ -92,12 +92,17 @@ def _register_run(commands):
                         help="attempts in total if it fails (default 1)")
     parser.add_argument("--retry-delay", type=parsing.seconds, metavar="SECONDS",
                         help="seconds before the second attempt, doubling (default 5)")
+    parser.add_argument("--retry-delay-max", type=parsing.seconds, metavar="SECONDS",
+                        help="longest delay between attempts (default 300)")
     parser.add_argument("--success-codes", type=exit_codes, metavar="N,...",
                         help="exit statuses that mean success (default 0)")
     parser.add_argument("--run-as", metavar="USER", help="user to run as")
     parser.add_argument("--title", metavar="TITLE", help="display name")
     parser.add_argument("--progress-pattern", metavar="PATTERN",
                         help="how the output reports progress (default PROGRESS:%%percent)")
+    parser.add_argument("--global-progress-pattern", metavar="PATTERN",
+                        help="a second level of progress, the same way (default none)")
+    parser.add_argument("--url", metavar="URL", help="a link shown with the job")
     parser.add_argument("--priority", type=parsing.priority, metavar="PRIO",
                         help="high, normal, low, or an integer from -20 (highest) to 19")
     parsing.add_job_options(parser)
@@ -159,9 +164,11 @@ def run_opcode(args):
     names = (("node", "node"), ("nodes", "nodes"), ("affinity", "affinity"), ("dir", "dir"),
              ("run_timeout", "timeout"),
              ("kill_grace", "kill_grace"), ("attempts", "max_attempts"),
-             ("retry_delay", "retry_delay"), ("success_codes", "success_exit_codes"),
-             ("run_as", "run_as"), ("title", "title"),
-             ("progress_pattern", "progress_pattern"), ("priority", "priority"))
+             ("retry_delay", "retry_delay"), ("retry_delay_max", "retry_delay_max"),
+             ("success_codes", "success_exit_codes"), ("run_as", "run_as"), ("title", "title"),
+             ("progress_pattern", "progress_pattern"),
+             ("global_progress_pattern", "global_progress_pattern"), ("url", "url"),
+             ("priority", "priority"))
     for attr, param in names:
         value = getattr(args, attr, None)
         if value is not None:

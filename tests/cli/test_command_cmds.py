@@ -29,16 +29,20 @@ def test_run_argv_after_the_double_dash_with_every_option(cli):
     """jqctl run -- ARGV sends OP_COMMAND_RUN with the options as parameters; prints the id."""
     result = cli("run", "--node", "n2", "--dir", "/srv", "--env", "A=1", "--env", "B=x=y",
                  "--timeout", "30", "--kill-grace", "2", "--attempts", "3",
-                 "--retry-delay", "1.5", "--success-codes", "0,3", "--run-as", "nobody",
-                 "--title", "render", "--priority", "high", "--affinity", "LINUX,GPU", "--",
+                 "--retry-delay", "1.5", "--retry-delay-max", "60", "--success-codes", "0,3",
+                 "--run-as", "nobody", "--title", "render", "--priority", "high",
+                 "--affinity", "LINUX,GPU", "--progress-pattern", "frame %percent",
+                 "--global-progress-pattern", "shot %one", "--url", "http://farm/r1", "--",
                  "printf", "%s", "a b")
     assert result.code == 0 and result.out == "1\n", result
     op = submitted(cli)
     assert op == {"OP_ID": constants.OP_COMMAND_RUN, "cmd": ["printf", "%s", "a b"],
                   "node": "n2", "dir": "/srv", "env": {"A": "1", "B": "x=y"}, "timeout": 30,
                   "kill_grace": 2, "max_attempts": 3, "retry_delay": 1.5,
-                  "success_exit_codes": [0, 3], "run_as": "nobody", "title": "render",
-                  "priority": -10, "affinity": "LINUX,GPU"}
+                  "retry_delay_max": 60, "success_exit_codes": [0, 3], "run_as": "nobody",
+                  "title": "render", "priority": -10, "affinity": "LINUX,GPU",
+                  "progress_pattern": "frame %percent",
+                  "global_progress_pattern": "shot %one", "url": "http://farm/r1"}
 
 
 def test_run_c_sends_a_shell_string(cli):
