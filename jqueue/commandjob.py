@@ -383,13 +383,17 @@ def env_base(params):
     return ENV_BASE_INHERIT if params.get("env_inherit") else ENV_BASE_MINIMAL
 
 
-def banner_start(params, job_id, attempt, node, now=None):
-    """The lines the log carries before an attempt's output (Coalition's style)."""
+def banner_start(params, job_id, attempt, node, now=None, containment=None):
+    """The lines the log carries before an attempt's output (Coalition's style); a
+    containment without a cgroup (the node's description of it) is said there too."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     lines = ["* START " + "*" * 40,
              "* JOB : %d  ATTEMPT : %d/%d" % (job_id, attempt, params["max_attempts"]),
              "* NODE : %s" % node, "* DATE : %s" % stamp,
              "* DIR : %s" % params["dir"], "* CMD : %s" % command_text(params["cmd"])]
+    if containment and containment.startswith("process group"):
+        lines.append("* CONTAINED BY : %s: a process that leaves the group (setsid) is "
+                     "reached only while its parent lives" % containment)
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

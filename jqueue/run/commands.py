@@ -463,8 +463,10 @@ class CommandRunner:
         uncounted = previous.get("uncounted", 0)
         now = queue._clock()
         # First the banner: the one step that may fail (a full disk), before any change.
+        link = self._links.get(node)
         queue._record_chunk_unlocked(job, op_index, 0, 0, commandjob.banner_start(
-            op.input, job.id, number - uncounted, node, now))
+            op.input, job.id, number - uncounted, node, now,
+            link.containment if link is not None else None))
         stamp = timestamp(now)
         op.status = constants.OP_STATUS_RUNNING
         op.start_timestamp = op.start_timestamp or stamp

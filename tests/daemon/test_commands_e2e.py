@@ -179,6 +179,17 @@ def test_log_follow_prints_the_output_as_it_comes(daemon):
     assert code == 0 and "line1\nline2\nline3\n" in out and "* END" in out
 
 
+def test_an_attempt_without_a_cgroup_says_so_in_its_log(daemons):
+    """--containment process-group: the job's own log says how its processes are reached
+    (and what escapes), as jqctl running does."""
+    daemon = daemons(args=["--containment", "process-group"])
+    job_id, row = run_to_end(daemon, command("echo hi"))
+    assert row["status"] == "success"
+    log = log_of(daemon, job_id)
+    assert "* CONTAINED BY : process group (cgroups disabled by configuration): a process " \
+        "that leaves the group (setsid) is reached only while its parent lives\n" in log
+
+
 def test_running_lists_the_attempt_with_its_pid(daemon):
     """jqctl running shows the job, its node, the command's pid and its containment."""
     env, mark = marked()
