@@ -18,6 +18,7 @@
     logGeneration: 0,
     pending: new Set(),   // job ids an event named, to read again
     flushTimer: null,
+    flushing: Promise.resolve(),  // flushes run one after another: none draws stale rows
     source: null,
     loading: null,
     loads: 0,             // reloads started: an answer older than the last is dropped
@@ -263,8 +264,23 @@
     }
   }
 
-  async function flush() {
+  // A burst of rows is drawn a slice per frame: the page keeps answering meanwhile.
+  const ROWS_PER_FRAME = 40;
+
+  async function inFrames(items, draw) {
+    for (let i = 0; i < items.length; i += ROWS_PER_FRAME) {
+      if (i) { await new Promise((resolve) => requestAnimationFrame(resolve)); }
+      items.slice(i, i + ROWS_PER_FRAME).forEach(draw);
+    }
+  }
+
+  function flush() {
     state.flushTimer = null;
+    state.flushing = state.flushing.then(flushNow, flushNow);
+    return state.flushing;
+  }
+
+  async function flushNow() {
     const ids = Array.from(state.pending).sort((a, b) => a - b);
     state.pending.clear();
     if (!ids.length) { return; }
@@ -277,9 +293,9 @@
       try {
         const page = await api("GET", "/jobs?after=" + (low - 1) + "&limit=" + (high - low + 1));
         const found = new Map(page.jobs.map((job) => [job.id, job]));
-        for (const id of ids.slice(start, end + 1)) {
+        await inFrames(ids.slice(start, end + 1), (id) => {
           if (found.has(id)) { upsert(found.get(id)); } else { remove(id); }
-        }
+        });
         // A job in a group changes its group's counts, which no event names: read the
         // groups above it again (up to the one shown, whose jobs are the rows).
         for (const job of found.values()) {
