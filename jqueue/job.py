@@ -253,7 +253,7 @@ class QueuedJob:
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
                  "client_batch", "acked_state", "token", "event_status",
-                 "file_bytes", "owner", "parent", "not_before", "held")
+                 "file_bytes", "owner", "parent", "not_before", "held", "archive_pending")
 
     def __init__(self, job_id, ops, received_timestamp, token=None, owner=None, parent=None,
                  not_before=None):
@@ -297,6 +297,8 @@ class QueuedJob:
         # The state_dict() of the newest acknowledged state (PRISTINE: as submitted),
         # kept while the job may change; what readers see while changes are pending.
         self.acked_state = None
+        # Archived in memory, its archive record not durable yet: readers see it live.
+        self.archive_pending = False
         # The job file's bytes as encoded for the submission's journal record, kept until
         # a checkpoint writes them, so that a job that did not change since is not
         # encoded twice. Every recorded change clears it (JobQueue._record_*).

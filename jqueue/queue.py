@@ -791,9 +791,11 @@ class JobQueue:
             del self._jobs[job.id]
             self._unindex_unlocked(job)
             job.archived = True
+            job.archive_pending = True
             self._archiving[job.id] = job
         batch = self._journal.append_all([(records.archive_record(job.id), None)
                                           for job in jobs])
+        batch.add_done_callback(functools.partial(_archival_finished, jobs))
         batch.undo.append(functools.partial(self._groups.unarchived_unlocked, jobs))
         batch.undo.extend(functools.partial(self._unarchive_unlocked, job) for job in jobs)
         self._groups.archived_unlocked(jobs)
@@ -804,6 +806,7 @@ class JobQueue:
         if self._archiving.get(job.id) is job:
             del self._archiving[job.id]
             job.archived = False
+            job.archive_pending = False
             in_order = not self._jobs or next(reversed(self._jobs)) < job.id
             self._jobs[job.id] = job
             self._index_unlocked(job)
@@ -905,11 +908,16 @@ class JobQueue:
 
     @staticmethod
     def _acked_view_unlocked(job):
-        """The job as its acknowledged changes leave it (itself if nothing is pending)."""
-        if not job.unacked_state and job.durable_log_serial >= job.log_serial:
+        """The job as its acknowledged changes leave it (itself if nothing is pending;
+        live while its archival is not durable)."""
+        if (not job.unacked_state and job.durable_log_serial >= job.log_serial
+                and not job.archive_pending):
             return job
-        return job.view(job.acked_state if job.unacked_state else None,
+        view = job.view(job.acked_state if job.unacked_state else None,
                         job.durable_log_serial)
+        if job.archive_pending:
+            view.archived = False
+        return view
 
     def wait_for_job_changes(self, job_id, fields, prev_job_info, prev_log_serial, timeout):
         """Block until the job differs from prev_job_info or logs beyond prev_log_serial.
@@ -1687,6 +1695,14 @@ class JobQueue:
 
     def __exit__(self, *exc):
         self.shutdown()
+
+
+def _archival_finished(jobs, batch):
+    """The archive records of jobs are durable: readers see them archived (a refused
+    archival is undone instead: see _unarchive_unlocked)."""
+    if batch.error is None:
+        for job in jobs:
+            job.archive_pending = False
 
 
 def _snapshot(job):

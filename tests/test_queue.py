@@ -10,6 +10,7 @@ from conftest import delay, jqop, run_jobs
 from jqueue import constants as C
 from jqueue import errors, opcodes, serializer
 from jqueue.queue import JobQueue
+from jqueue.store import faults
 
 
 def _status(queue, job_id):
@@ -333,6 +334,32 @@ def test_waiting_for_an_archived_job_is_job_lost_while_query_finds_it(open_queue
             queue.wait_for_job_changes(job_id, ["status"], None, None, 0)
         assert queue.query_jobs([job_id], ["status", "archived"]) == [["success", True]]
         queue.checkpoint()
+
+
+def test_an_archival_shows_only_once_it_is_durable(open_queue, monkeypatch):
+    """While an archive record waits for the disk, QueryJobs still shows the job live
+    (acknowledged means durable: a crash then would bring it back live); once the
+    record is durable, archived."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    run_jobs(queue)
+    gate, held = threading.Event(), threading.Event()
+    real_check = faults.check
+
+    def slow_sync(point):
+        if point == "journal.sync" and not gate.is_set():
+            held.set()
+            gate.wait(10)
+        return real_check(point)
+
+    monkeypatch.setattr(faults, "check", slow_sync)
+    archiver = threading.Thread(target=queue.archive_job, args=(job_id,))
+    archiver.start()
+    assert held.wait(10)
+    assert queue.query_jobs([job_id], ["status", "archived"]) == [["success", False]]
+    gate.set()
+    archiver.join(10)
+    assert queue.query_jobs([job_id], ["status", "archived"]) == [["success", True]]
 
 
 def test_archived_file_lands_in_archive_directory(open_queue, tmp_path):
