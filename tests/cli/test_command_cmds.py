@@ -32,7 +32,7 @@ def test_run_argv_after_the_double_dash_with_every_option(cli):
                  "--retry-delay", "1.5", "--retry-delay-max", "60", "--success-codes", "0,3",
                  "--run-as", "nobody", "--title", "render", "--priority", "high",
                  "--affinity", "LINUX,GPU", "--progress-pattern", "frame %percent",
-                 "--global-progress-pattern", "shot %one", "--url", "http://farm/r1", "--",
+                 "--global-progress-pattern", "shot %one", "--url", "https://farm.example", "--",
                  "printf", "%s", "a b")
     assert result.code == 0 and result.out == "1\n", result
     op = submitted(cli)
@@ -42,7 +42,7 @@ def test_run_argv_after_the_double_dash_with_every_option(cli):
                   "retry_delay_max": 60, "success_exit_codes": [0, 3], "run_as": "nobody",
                   "title": "render", "priority": -10, "affinity": "LINUX,GPU",
                   "progress_pattern": "frame %percent",
-                  "global_progress_pattern": "shot %one", "url": "http://farm/r1"}
+                  "global_progress_pattern": "shot %one", "url": "https://farm.example"}
 
 
 def test_run_c_sends_a_shell_string(cli):
