@@ -205,17 +205,15 @@ class GroupKeeper:
 
     # Submission
 
-    def resolve_parents_unlocked(self, jobs, parents, own_priority=None):
+    def resolve_parents_unlocked(self, jobs, parents, own_priority):
         """The parent id of each job of a request, or a problem; inherit parameters.
 
         jobs: [(job id or None if refused, opcode inputs)]; parents: the references given
         (None, a job id, a negative id relative to the request, a title or a path);
         own_priority: whether each job was given a priority (else its opcodes take the
-        group's current one; default: all were). Returns [(parent id or None, problem or
-        None)] in order.
+        group's current one). Returns [(parent id or None, problem or None)] in order.
         """
         pending, inputs_of, ids, answers = {}, {}, [], []
-        own_priority = own_priority or [True] * len(jobs)
         for index, ((job_id, inputs), reference) in enumerate(zip(jobs, parents)):
             ids.append(job_id)
             if job_id is None or reference is None:
@@ -252,7 +250,7 @@ class GroupKeeper:
             raise GroupReferenceError("job %d is not a live job" % reference)
         raise GroupReferenceError("job %d is not a group (jobs join groups only)" % reference)
 
-    def _inherit(self, inputs, parent, pending, inputs_of, own_priority=True):
+    def _inherit(self, inputs, parent, pending, inputs_of, own_priority):
         """Give a job's opcodes the inherited parameters of the groups above it, and
         the priority of the nearest one now unless the job was given its own."""
         if not own_priority:

@@ -424,8 +424,8 @@ class JobQueue:
             raise errors.JobQueueFull("job queue is full: %d live jobs, limit %d; archive "
                                       "finished jobs" % (len(self._jobs), self._max_jobs))
 
-    def _create_jobs_unlocked(self, validated, tokens, known, options, single, owner=None,
-                              defer_commit=False, own_priority=None):
+    def _create_jobs_unlocked(self, validated, tokens, known, options, single, owner,
+                              defer_commit, own_priority):
         """Create the jobs of one request; their records join one batch, so that the
         request is durable, or refused, as a whole. A job whose token the queue knows is
         not created again: the first submission's id is answered. own_priority[i] says
@@ -436,7 +436,7 @@ class JobQueue:
         resolved = dependencies.resolve_request(
             validated, self._serial + 1, [job.id if job else None for job in known])
         parents = self._parents_unlocked(validated, resolved, known, options, single,
-                                         own_priority or [True] * len(validated))
+                                         own_priority)
         for inputs, (job_id, problem), token, old, parent, option in zip(
                 validated, resolved, tokens, known, parents, options):
             if old is not None:
@@ -672,8 +672,8 @@ class JobQueue:
     def auto_archive_jobs(self, age, timeout):
         """Archive finalized jobs older than age seconds (-1: all) within timeout seconds.
 
-        Returns (archived, left_unchecked): how many jobs were archived and how many live
-        jobs were not examined because the timeout ran out.
+        Returns (archived, left_unchecked): how many jobs were archived and how many
+        finished top-level jobs were not examined because the timeout ran out.
         """
         self._check_writable()
         try:
@@ -695,8 +695,9 @@ class JobQueue:
         next, until timeout seconds passed or about limit jobs were archived. pace() is
         called between chunks (retention rests there).
 
-        Only the jobs that may go are walked: on the master, the index's top-level jobs
-        showing a final status (a pass costs what it archives, not the queue's size).
+        Only the jobs that may go are walked: the index's top-level jobs showing a final
+        status (a pass costs what it archives, not the queue's size; callers refuse a
+        replica, which has no index).
 
         Returns (ids archived, candidates left unchecked). Their files move to archive/ at
         the next checkpoint (with move, the caller moves them: see auto_archive_jobs).
@@ -705,11 +706,7 @@ class JobQueue:
         with self._lock:
             self._check_open_unlocked()
             self._check_changes_unlocked()
-            if self._index is not None:
-                ids = list(self._index.select({"status": constants.JOBS_FINALIZED,
-                                               "parent": [0]}))
-            else:
-                ids = [job.id for job in self._jobs.values() if job.visible]
+            ids = list(self._index.select({"status": constants.JOBS_FINALIZED, "parent": [0]}))
         archived = []
         checked = 0
         for offset in range(0, len(ids), _ARCHIVE_CHUNK):
