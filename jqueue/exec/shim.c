@@ -426,7 +426,13 @@ static pid_t fork_command(int *in_cgroup) {
     return fork();
 }
 
-static void write_pid_file(void);
+static void write_pid_file(void) {
+    char text[64];
+    int n = snprintf(text, sizeof text, "%d %llu\n", (int)st.main_pid,
+                     start_time(st.main_pid));
+    if (write_atomic("pid", text, (size_t)n) < 0)
+        complain("cannot write the pid file: %s", strerror(errno));
+}
 
 /* Fork the command; 0 once it exec'd (or failed to exec), -1 if it never ran. */
 static int start_command(char **env) {
@@ -475,13 +481,6 @@ static int start_command(char **env) {
     return got ? -1 : 0;
 }
 
-static void write_pid_file(void) {
-    char text[64];
-    int n = snprintf(text, sizeof text, "%d %llu\n", (int)st.main_pid,
-                     start_time(st.main_pid));
-    if (write_atomic("pid", text, (size_t)n) < 0)
-        complain("cannot write the pid file: %s", strerror(errno));
-}
 
 /* ---- every process of the job ---- */
 
