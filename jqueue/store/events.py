@@ -86,8 +86,11 @@ class _Waiter:
         self._log, self.since, self.filter, self.callback = log, since, flt, callback
 
     def cancel(self):
-        """Withdraw the wait (its timeout passed, or its client went away)."""
-        self._log._remove(self)
+        """Withdraw the wait (its timeout passed, or its client went away); nothing to do
+        once it was answered (its log let go of it then)."""
+        log = self._log
+        if log is not None:
+            log._remove(self)
 
 
 class EventLog:
@@ -239,6 +242,7 @@ class EventLog:
                 answer = answers[key] = self._answer_unlocked(waiter.since, waiter.filter)
             if answer["events"] or answer["gap"]:
                 ready.append((waiter.callback, answer))
+                waiter._log = None  # answered: its cancel() has nothing to withdraw
             else:
                 keep[waiter] = None
         self._waiters = keep
