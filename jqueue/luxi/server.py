@@ -67,12 +67,13 @@ class _Fatal:
 class _Request:
     """The request in flight on a connection (its identity guards late answers)."""
 
-    __slots__ = ("method", "handle", "timer", "watch", "args")
+    __slots__ = ("method", "handle", "deadline", "expire", "watch", "args")
 
     def __init__(self):
         self.method = None
         self.handle = None
-        self.timer = None
+        self.deadline = None    # reactor time at which expire(request) is called
+        self.expire = None
         self.watch = None   # a long poll: the Method.watch kind (see jqueue.luxi.methods)
         self.args = None
 
@@ -99,6 +100,8 @@ class LuxiProtocol(protocol.Protocol):
         self._write_paused = False
         self._read_timer = None
         self._idle_timer = None
+        self._idle_since = None     # when the connection last became idle (or paused)
+        self._request_timer = None  # calls _request_due by a request's deadline
 
     # Connection events
 
@@ -262,8 +265,8 @@ class LuxiProtocol(protocol.Protocol):
             return
         timeout = self.factory.backend.ack_timeout
         if timeout is not None:
-            request.timer = self._reactor.callLater(
-                timeout, self._submit_timed_out, request, batch, answer)
+            self._expire_at(request, timeout,
+                            lambda request: self._submit_timed_out(request, batch, answer))
         batch.add_done_callback(lambda done: self.factory.deliver(
             self._submit_done, request, done, answer))
 
@@ -278,7 +281,6 @@ class LuxiProtocol(protocol.Protocol):
             self._finish(request, True, answer)
 
     def _submit_timed_out(self, request, batch, answer):
-        request.timer = None
         if request is self._current:
             error = batch.ticket.timeout_error() if batch.ticket is not None else (
                 errors.JobQueueError("submission not durable within the timeout"))
@@ -333,7 +335,7 @@ class LuxiProtocol(protocol.Protocol):
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
         if request.handle is not None:
-            request.timer = self._reactor.callLater(timeout, self._watch_timed_out, request)
+            self._expire_at(request, timeout, self._watch_timed_out)
 
     def _watch_answered(self, request, result):
         if request is not self._current:
@@ -347,7 +349,6 @@ class LuxiProtocol(protocol.Protocol):
         self._finish_encoded(request, data)
 
     def _watch_timed_out(self, request):
-        request.timer = None
         if request is not self._current:
             return
         self._end_watch(request)
@@ -355,10 +356,8 @@ class LuxiProtocol(protocol.Protocol):
                                             "nochange_" + request.watch)(request.args))
 
     def _end_watch(self, request):
-        """Cancel the timer and withdraw the waiter of a WaitForJobChange, if any."""
-        timer, request.timer = request.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        """Drop the request's deadline and withdraw its waiter, if any."""
+        request.deadline = request.expire = None
         handle, request.handle = request.handle, None
         if handle is not None:
             try:
@@ -369,12 +368,42 @@ class LuxiProtocol(protocol.Protocol):
     def answer_waiter(self):
         """Answer a pending WaitForJobChange with "nochange" now (graceful shutdown)."""
         request = self._current
-        if request is not None and (request.timer is not None or request.handle is not None):
+        if request is not None and request.watch is not None and (
+                request.deadline is not None or request.handle is not None):
             self._watch_timed_out(request)
         else:
             self._update_timers()
 
     # Timers and closing
+
+    def _expire_at(self, request, seconds, expire):
+        """Call expire(request) in seconds, unless the request ends first.
+
+        One lazy timer per connection serves its requests' deadlines: a request that
+        ends only drops its deadline, and the timer, when it fires, finds the request
+        in flight (if any) and waits for the rest of its time. Thousands of long polls
+        answered at once for one event then cancel no timer, and asking again makes none.
+        """
+        request.deadline = self._reactor.seconds() + seconds
+        request.expire = expire
+        timer = self._request_timer
+        if timer is None:
+            self._request_timer = self._reactor.callLater(seconds, self._request_due)
+        elif timer.getTime() > request.deadline:
+            timer.reset(seconds)
+
+    def _request_due(self):
+        self._request_timer = None
+        request = self._current
+        if request is None or request.deadline is None:
+            return
+        rest = request.deadline - self._reactor.seconds()
+        if rest > 0:
+            self._request_timer = self._reactor.callLater(rest, self._request_due)
+            return
+        expire = request.expire
+        request.deadline = request.expire = None
+        expire(request)
 
     def _update_timers(self):
         if self._lost or self._closed:
@@ -387,12 +416,18 @@ class LuxiProtocol(protocol.Protocol):
         if self._buffer.buffered and self._read_timer is None:
             self._read_timer = self._reactor.callLater(self._limits.read_timeout,
                                                        self._read_timed_out)
+        # The idle timer is lazy: a busy connection only forgets when it became idle,
+        # and a timer that finds it busy, or idle for less than the timeout, goes away or
+        # waits the rest. A long poll answered and asked again (thousands at once for
+        # one event) then costs no timer of its own, neither made nor canceled.
         if idle or self._write_paused:
+            if self._idle_since is None:
+                self._idle_since = self._reactor.seconds()
             if self._idle_timer is None:
                 self._idle_timer = self._reactor.callLater(self._limits.idle_timeout,
                                                            self._idle_timed_out)
-        elif self._idle_timer is not None:
-            self._cancel_idle_timer()
+        else:
+            self._idle_since = None
 
     def _read_timed_out(self):
         self._read_timer = None
@@ -405,6 +440,12 @@ class LuxiProtocol(protocol.Protocol):
 
     def _idle_timed_out(self):
         self._idle_timer = None
+        if self._idle_since is None:
+            return  # busy again: the next idle stretch starts a timer of its own
+        rest = self._idle_since + self._limits.idle_timeout - self._reactor.seconds()
+        if rest > 0:  # busy in between, idle again since
+            self._idle_timer = self._reactor.callLater(rest, self._idle_timed_out)
+            return
         if self._write_paused:
             logger.warning("LUXI client read no answer for %ss; aborting its connection",
                            self._limits.idle_timeout)
@@ -436,6 +477,9 @@ class LuxiProtocol(protocol.Protocol):
     def _cancel_timers(self):
         self._cancel_read_timer()
         self._cancel_idle_timer()
+        timer, self._request_timer = self._request_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 class LuxiServerFactory(protocol.Factory):

@@ -73,8 +73,8 @@ def _parse_response(message):
 
 
 def _watch_timers(reactor):
-    """The pending WaitForJobChange timeouts of the fake reactor."""
-    return [c for c in reactor.getDelayedCalls() if c.func.__name__ == "_watch_timed_out"]
+    """The pending request timeouts (WaitForJobChange's among them) of the fake reactor."""
+    return [c for c in reactor.getDelayedCalls() if c.func.__name__ == "_request_due"]
 
 
 @pytest.fixture
@@ -365,6 +365,24 @@ def test_a_pending_wait_is_not_idle(make_factory, backend, reactor):
     assert not conn.closed and conn.answers() == []
     reactor.advance(1)
     assert conn.answers() == [(True, "nochange")] and not conn.closed
+    reactor.advance(9.9)  # idle from the answer on: the whole timeout again
+    assert not conn.closed
+    reactor.advance(0.1)
+    assert conn.closed
+
+
+def test_a_connection_idle_busy_and_idle_again_gets_the_whole_timeout(make_factory, backend,
+                                                                    reactor):
+    """The idle timer started first does not close a connection that was busy since."""
+    conn = Conn(make_factory(backend, idle_timeout=10, max_wait_timeout=60))
+    reactor.advance(6)
+    conn.send("WaitForJobChange", [1, ["status"], None, None, 2])
+    reactor.advance(2)  # answered at 8: idle since then
+    assert conn.answers() == [(True, "nochange")]
+    reactor.advance(9.9)
+    assert not conn.closed
+    reactor.advance(0.1)
+    assert conn.closed
 
 
 # WaitForJobChange
@@ -379,7 +397,8 @@ def test_wait_is_answered_when_the_job_changes(conn, queue, reactor):
     run_jobs(queue)
     [(success, (job_info, log))] = conn.answers()
     assert success and job_info != ["queued"] and queue.stats()["waiters"] == 0
-    assert _watch_timers(reactor) == []
+    reactor.advance(30)  # the lazy timer fires, finds nothing to time out, and is gone
+    assert conn.answers() == [] and _watch_timers(reactor) == []
 
 
 def test_wait_answers_nochange_after_its_timeout_capped(make_factory, queue, reactor):
