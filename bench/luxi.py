@@ -13,7 +13,7 @@ figures measured in the same run: the target is a socket path costing at most 2x
 import multiprocessing
 import os
 import resource
-import selectors
+import select
 import socket
 import statistics
 import subprocess
@@ -77,16 +77,16 @@ def submit_rate(sock, clients, seconds):
     return total / seconds
 
 
-def open_waiters(sock, request, count, selector):
+def open_waiters(sock, request, count, poller):
     """count raw connections to sock, each having sent request (a long poll) and
-    registered for reading in selector; the connections."""
+    registered in poller (a select.epoll) to be reported once, when its answer comes;
+    the connections."""
     conns = []
     for _ in range(count):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(sock)
         conn.sendall(request)
-        conn.setblocking(False)
-        selector.register(conn, selectors.EVENT_READ)
+        poller.register(conn, select.EPOLLIN | select.EPOLLONESHOT)
         conns.append(conn)
     return conns
 
@@ -172,11 +172,11 @@ def many_waiters(sock, pid, waiters):
         info = client.wait_for_job_change(job_id, ["status"], ["queued"], None, 10)[0]
     request = serializer.dumps_bytes({"method": "WaitForJobChange", "args": [
         job_id, ["status"], info, None, 30]}) + b"\x03"
-    selector = selectors.DefaultSelector()
-    conns = open_waiters(sock, request, waiters, selector)
-    time.sleep(1.0)
-    rss, threads = _proc_status(pid)
-    arrivals = _collect(selector, waiters, 60)
+    with select.epoll() as poller:
+        conns = open_waiters(sock, request, waiters, poller)
+        time.sleep(1.0)
+        rss, threads = _proc_status(pid)
+        arrivals = collect(poller, conns, 60)
     for conn in conns:
         conn.close()
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -187,24 +187,35 @@ def many_waiters(sock, pid, waiters):
             threads, len(arrivals))
 
 
-def _collect(selector, expected, timeout):
-    """Arrival times of the answers: the time the poll that reported each one returned.
+def collect(poller, conns, timeout):
+    """Arrival times of the waiters' answers: the time the poll that reported each one
+    returned, by then its bytes had arrived.
 
-    That is when its bytes had arrived at the latest; timing each socket as this one
-    Python thread gets to it would add the benchmark's own reading, one socket after
-    another, to the daemon's latency.
+    Only the poll is timed: each connection is reported once (EPOLLONESHOT) and read
+    afterwards, so this one Python thread's work on thousands of sockets does not delay
+    the next poll and add itself to the daemon's latency. An answer is one small write
+    of the daemon's, so it arrives whole; connections whose answer is not whole (or that
+    were closed) are left out.
     """
-    arrivals, buffers = [], {}
+    times = {}
     deadline = time.monotonic() + timeout
-    while len(arrivals) < expected and time.monotonic() < deadline:
-        events = selector.select(1.0)
+    while len(times) < len(conns) and time.monotonic() < deadline:
+        events = poller.poll(1.0)
         polled = time.time()
-        for key, _ in events:
-            data = key.fileobj.recv(65536)
-            buffers[key.fileobj] = buffers.get(key.fileobj, b"") + data
-            if b"\x03" in buffers[key.fileobj] or not data:
-                arrivals.append(polled)
-                selector.unregister(key.fileobj)
+        for fd, _ in events:
+            times[fd] = polled
+    arrivals = []
+    for conn in conns:
+        if conn.fileno() in times:
+            conn.settimeout(5)
+            data = b""
+            while not data.endswith(b"\x03"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if data.endswith(b"\x03"):
+                arrivals.append(times[conn.fileno()])
     return arrivals
 
 

@@ -18,7 +18,8 @@ and the real CommandRunner on Twisted's reactor: what is measured is the master'
 """
 
 import os
-import selectors
+import select
+import socket
 import statistics
 import time
 
@@ -182,7 +183,7 @@ def listeners(root, count):
     """(median, p95, answered, idle RSS, RSS, threads) of count WaitForEvents listeners
     woken by one submit."""
     proc, sock = luxi.start_daemon(os.path.join(root, "events"), workers=0)
-    selector = selectors.DefaultSelector()
+    poller = select.epoll()
     conns = []
     try:
         idle_rss, _ = luxi._proc_status(proc.pid)
@@ -190,36 +191,27 @@ def listeners(root, count):
             last = client.wait_for_events(2 ** 62, None, 0)["last"]
         request = serializer.dumps_bytes({"method": "WaitForEvents",
                                           "args": [last, None, 60]}) + b"\x03"
-        conns.extend(luxi.open_waiters(sock, request, count, selector))
+        conns.extend(luxi.open_waiters(sock, request, count, poller))
         time.sleep(1.0 + count / 5000)  # every request read and waiting
         rss, threads = luxi._proc_status(proc.pid)
+        # The submit is sent, not waited for: a client blocked on its own answer would
+        # start reading the listeners' answers only after it, and time itself.
+        submitter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conns.append(submitter)
+        submitter.connect(sock)
+        submitter.sendall(serializer.dumps_bytes({"method": "SubmitJob", "args": [
+            [{"OP_ID": "OP_TEST_DELAY", "duration": 0}]]}) + b"\x03")
+        arrivals = luxi.collect(poller, conns[:count], 60)
         with luxi_client.Client(sock) as client:
-            client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])
-        arrivals, first = _collect(selector, count, 60)
+            first = client.wait_for_events(last, None, 0)["events"][0]
         latencies = sorted(t - first["time"] for t in arrivals)
         return (statistics.median(latencies), latencies[int(len(latencies) * 0.95) - 1],
                 len(arrivals), idle_rss, rss, threads)
     finally:
         for conn in conns:
             conn.close()
+        poller.close()
         luxi.stop_daemon(proc)
-
-
-def _collect(selector, expected, timeout):
-    """Arrival times of whole answers, and the first answer's first event."""
-    arrivals, buffers, first = [], {}, None
-    deadline = time.monotonic() + timeout
-    while len(arrivals) < expected and time.monotonic() < deadline:
-        for key, _ in selector.select(1.0):
-            data = key.fileobj.recv(65536)
-            buffer = buffers[key.fileobj] = buffers.get(key.fileobj, b"") + data
-            if b"\x03" in buffer or not data:
-                arrivals.append(time.time())
-                selector.unregister(key.fileobj)
-                if first is None and b"\x03" in buffer:
-                    answer = serializer.loads(buffer.split(b"\x03")[0].decode())
-                    first = answer["result"]["events"][0]
-    return arrivals, first
 
 
 def run(root, quick=False, results=None):
