@@ -25,6 +25,7 @@ a running job's cancellation signal is given only once the cancel is written. A 
 sync is fatal: ``on_fatal`` (the daemon exits; the journal is replayed at restart).
 """
 
+import contextlib
 import functools
 import gc
 import logging
@@ -114,6 +115,10 @@ class JobQueue:
         self._events = events.EventLog(
             events_dir or os.path.dirname(os.path.abspath(queue_dir)), buffer=event_buffer,
             rotate_bytes=action_log_bytes, utc=action_log_utc)
+        # A context the answers released by one durable batch are given in, all of them
+        # (the LUXI server's: its reactor is woken once they are all queued, not while
+        # this thread still queues them, which would only contend for the GIL).
+        self.answer_batch = contextlib.nullcontext
         self._fatal_hook = on_fatal
         self._fatal = None
         self._clock = clock
@@ -1471,11 +1476,12 @@ class JobQueue:
                         self._acked_view_unlocked(job), job.durable_log_serial))
         if durable_events:
             ready.extend(self._events.add(durable_events))
-        for callback, result in ready:
-            try:
-                callback(result)
-            except Exception:  # noqa: BLE001 - one waiter must not hurt the others
-                logger.exception("job change callback failed")
+        with self.answer_batch():
+            for callback, result in ready:
+                try:
+                    callback(result)
+                except Exception:  # noqa: BLE001 - one waiter must not hurt the others
+                    logger.exception("job change callback failed")
 
     def _on_refused(self, batches, error):
         """Journal listener: batches were refused (nothing of them is on disk).

@@ -12,6 +12,7 @@ well-formed request is never dropped unanswered, since Ganeti's clients resend t
 """
 
 import collections
+import contextlib
 import logging
 import threading
 import traceback
@@ -338,15 +339,25 @@ class LuxiProtocol(protocol.Protocol):
             self._expire_at(request, timeout, self._watch_timed_out)
 
     def _watch_answered(self, request, result):
+        """Send a long poll's answer now; the rest waits for the end of the delivery run
+        (factory.after_deliveries), so that thousands of waiters answered at once hear
+        it after as few instructions as can be: the last one is not kept waiting behind
+        every other connection's bookkeeping."""
         if request is not self._current:
             return
-        self._end_watch(request)
         try:
             data = self.factory.encoded_answer(request.watch, result)
         except Exception as err:  # noqa: BLE001 - a bad callback value is a bug, not a crash
+            self._end_watch(request)
             self._finish(request, False, _encode_error(request.method, err, _traceback_text))
             return
-        self._finish_encoded(request, data)
+        self._current = None  # answered: a late second answer is dropped
+        _send(self.transport, data)
+        self.factory.after_deliveries(self._watch_sent, request)
+
+    def _watch_sent(self, request):
+        self._end_watch(request)
+        self._process()
 
     def _watch_timed_out(self, request):
         if request is not self._current:
@@ -509,6 +520,9 @@ class LuxiServerFactory(protocol.Factory):
         self._last_refusal_log = None
         self._deliveries = collections.deque()
         self._wake_pending = False
+        self._held = threading.local()
+        if hasattr(backend, "answer_batch"):
+            backend.answer_batch = self.held_wakeups
         # Submissions recorded in the reactor are committed once per pass over the
         # sockets, by commit_soon (if the backend can: JobQueue.commit_pending).
         self._commit_pending = getattr(backend, "commit_pending", None)
@@ -516,6 +530,7 @@ class LuxiServerFactory(protocol.Factory):
         self._commit_scheduled = False
         self._committing_thread = None
         self._encoded = None  # id(result) -> (result, kind, bytes) during a delivery run
+        self._after = None    # what a delivery run does once its answers are sent
 
     def commit_soon(self):
         """Commit the submissions recorded in this pass over the sockets at its end.
@@ -558,23 +573,55 @@ class LuxiServerFactory(protocol.Factory):
         self._deliveries.append((func, args))
         if self._committing_thread == threading.get_ident():
             return  # the reactor itself, in _commit: it runs them when the commit returns
+        if getattr(self._held, "held", False):
+            return  # in held_wakeups: woken at its end
+        self._wake()
+
+    def _wake(self):
         if not self._wake_pending:
             self._wake_pending = True
             self.reactor.callFromThread(self._run_deliveries)
+
+    @contextlib.contextmanager
+    def held_wakeups(self):
+        """Queue the answers delivered meanwhile by this thread, and wake the reactor once,
+        at the end (the backend's answer_batch): a reactor woken by the first of 5,000
+        answers would send them while this thread still queues the others, and the two
+        would take the GIL from each other at every send."""
+        held = self._held
+        if getattr(held, "held", False):
+            yield
+            return
+        held.held = True
+        try:
+            yield
+        finally:
+            held.held = False
+            if self._deliveries:
+                self._wake()
 
     def _run_deliveries(self):
         self._wake_pending = False
         pending = self._deliveries
         self._encoded = {}
+        after = self._after = collections.deque()
         try:
-            while pending:
-                func, args = pending.popleft()
-                try:
-                    func(*args)
-                except Exception:  # noqa: BLE001 - one answer's bug must not drop the others
-                    logger.exception("delivering a LUXI answer failed")
+            for queue in (pending, after):
+                while queue:
+                    func, args = queue.popleft()
+                    try:
+                        func(*args)
+                    except Exception:  # noqa: BLE001 - one answer's bug must not drop others
+                        logger.exception("delivering a LUXI answer failed")
         finally:
-            self._encoded = None
+            self._encoded = self._after = None
+
+    def after_deliveries(self, func, *args):
+        """Run func(*args) once this delivery run has sent its answers (at once outside one)."""
+        if self._after is None:
+            func(*args)
+        else:
+            self._after.append((func, args))
 
     def encoded_answer(self, watch, result):
         """The answer bytes of a long poll's result, encoded once per result object.

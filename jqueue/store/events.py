@@ -80,10 +80,11 @@ def matches(event, flt):
 
 
 class _Waiter:
-    __slots__ = ("since", "filter", "callback", "_log")
+    __slots__ = ("since", "filter", "key", "callback", "_log")
 
     def __init__(self, log, since, flt, callback):
         self._log, self.since, self.filter, self.callback = log, since, flt, callback
+        self.key = (since, _filter_key(flt))
 
     def cancel(self):
         """Withdraw the wait (its timeout passed, or its client went away); nothing to do
@@ -104,7 +105,9 @@ class EventLog:
         self._utc = utc
         self._ring = []             # events by serial; the last `buffer` are kept (_trim)
         self._lock = threading.Lock()
-        self._waiters = {}          # _Waiter -> None (insertion-ordered, O(1) removal)
+        # (since, filter key) -> {_Waiter: None}: the waiters asking the same thing, as
+        # listeners that keep up do, are answered together (insertion-ordered, O(1) removal)
+        self._waiters = {}
         self._dirty = False
         self._files = {}            # name -> _AppendFile
         self.last_serial = 0        # the newest durable event's serial
@@ -225,36 +228,38 @@ class EventLog:
             answer = self._answer_unlocked(since, flt)
             if not (answer["events"] or answer["gap"]):
                 waiter = _Waiter(self, since, flt, callback)
-                self._waiters[waiter] = None
+                self._waiters.setdefault(waiter.key, {})[waiter] = None
                 return waiter
         callback(answer)
         return None
 
     def _collect_unlocked(self):
         """The waiters answered by the newest events, each once. Waiters asking the same
-        (since, filter), as listeners that keep up do, share one answer object (computed
-        once; the LUXI server then encodes it once)."""
-        ready, keep, answers = [], {}, {}
-        for waiter in self._waiters:
-            key = (waiter.since, _filter_key(waiter.filter))
-            answer = answers.get(key)
-            if answer is None:
-                answer = answers[key] = self._answer_unlocked(waiter.since, waiter.filter)
+        (since, filter) share one answer object, computed once per group (the LUXI server
+        then encodes it once)."""
+        ready, keep = [], {}
+        for key, group in self._waiters.items():
+            answer = self._answer_unlocked(key[0], next(iter(group)).filter)
             if answer["events"] or answer["gap"]:
-                ready.append((waiter.callback, answer))
-                waiter._log = None  # answered: its cancel() has nothing to withdraw
+                for waiter in group:
+                    waiter._log = None  # answered: its cancel() has nothing to withdraw
+                    ready.append((waiter.callback, answer))
             else:
-                keep[waiter] = None
+                keep[key] = group
         self._waiters = keep
         return ready
 
     def _remove(self, waiter):
         with self._lock:
-            self._waiters.pop(waiter, None)
+            group = self._waiters.get(waiter.key)
+            if group is not None:
+                group.pop(waiter, None)
+                if not group:
+                    del self._waiters[waiter.key]
 
     def waiter_count(self):
         with self._lock:
-            return len(self._waiters)
+            return sum(len(group) for group in self._waiters.values())
 
 
 def _serial(event):
