@@ -455,6 +455,38 @@ def test_change_from_another_thread_goes_through_call_from_thread(fake_conn, bac
     assert fake_conn.answers() == [(True, [["running"], [[1, [0, 0], "message", "x"]]])]
 
 
+def test_answers_held_by_a_thread_wake_the_reactor_once_at_the_end(make_factory, backend,
+                                                                    reactor):
+    """Answers a thread delivers in held_wakeups (a durable batch's, the queue's
+    answer_batch) wait for its end, then wake the reactor once; each is sent once."""
+    factory = make_factory(backend)
+    conns = [Conn(factory) for _ in range(3)]
+    for conn in conns:
+        conn.send("WaitForJobChange", [1, ["status"], None, None, 30])
+    with factory.held_wakeups():
+        for watch in backend.watches:
+            watch.callback((["success"], []))
+        assert reactor.run_from_threads() == 0  # nothing woken yet
+    assert reactor.run_from_threads() == 1
+    assert [conn.answers() for conn in conns] == [[(True, [["success"], []])]] * 3
+    assert all(watch.canceled for watch in backend.watches)
+
+
+def test_a_queue_hands_its_answers_over_in_one_batch(make_factory, queue, reactor):
+    """The factory makes itself the queue's answer_batch: every waiter of a job ending
+    is queued before the reactor is woken, once."""
+    factory = make_factory(queue)
+    assert queue.answer_batch == factory.held_wakeups
+    conns = [Conn(factory) for _ in range(4)]
+    job_id = conns[0].call("SubmitJob", [[delay()]])[1]
+    for conn in conns:
+        conn.send("WaitForJobChange", [job_id, ["status"], ["queued"], None, 30])
+    run_jobs(queue)
+    queue.wait_durable(5)
+    assert reactor.run_from_threads() == 1
+    assert all(len(conn.answers()) == 1 for conn in conns)
+
+
 def test_lost_connection_cancels_a_pending_wait(fake_conn, backend, reactor):
     """A client leaving while it waits withdraws the waiter and its timer."""
     fake_conn.send("WaitForJobChange", [1, ["status"], None, None, 30])
