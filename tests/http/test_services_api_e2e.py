@@ -21,6 +21,13 @@ def served(tmp_path_factory):
     make = next(factory)
     daemon, client = start_http_daemon(make, "--slots", "2")
     yield daemon, client
+    # Services outlive a stopped daemon (a restarted one adopts them): remove them first,
+    # or their processes would be left running after the tests.
+    for view in client.get(SERVICES).json()["services"]:
+        client.request("DELETE", url(view["name"]))
+    deadline = time.monotonic() + 30
+    while client.get(SERVICES).json()["services"] and time.monotonic() < deadline:
+        time.sleep(0.1)
     client.close()
     next(factory, None)
 
