@@ -7,6 +7,7 @@ reading our standard error) each line carries its syslog priority instead of a t
 
 import argparse
 import ctypes
+import gc
 import logging
 import os
 import resource
@@ -217,6 +218,8 @@ _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
 MMAP_THRESHOLD = 1024 * 1024
 #: malloc arenas: one per thread by default (8 per core); a few suffice here.
 ARENA_MAX = 2
+#: gc.set_threshold of the daemons (see tune_gc); Python's default is (700, 10, 10).
+GC_THRESHOLDS = (10000, 10, 10)
 
 
 def tune_malloc():
@@ -237,6 +240,19 @@ def tune_malloc():
         return
     mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     mallopt(_M_ARENA_MAX, ARENA_MAX)
+
+
+def tune_gc():
+    """Collect cyclic garbage less often than Python's default (every 700 allocations).
+
+    A daemon holding thousands of connections and jobs created since the last freeze
+    (see jqueue.queue._freeze_long_lived) paid for a full collection every few hundred
+    thousand allocations: 15-60 ms of the reactor's time, finding nothing, that landed in
+    the middle of answering 5,000 waiters at once (measured with gc.callbacks). Young
+    collections every 10,000 allocations keep the older generations' passes, and so the
+    full ones, about 14 times rarer; garbage without cycles is freed at once as always.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def set_process_name(name):
@@ -264,6 +280,7 @@ def run(prog, config, build, describe=None):
     setup_logging(config.log_level)
     raise_nofile_limit()
     tune_malloc()
+    tune_gc()
     from twisted.internet import reactor
     logger.info("%s %s starting (pid %d)", prog, jqueue.version(), os.getpid())
     started = []

@@ -61,6 +61,14 @@ def test_raise_nofile_limit_reaches_the_hard_limit():
     subprocess.run([sys.executable, "-c", code], check=True, preexec_fn=lower, timeout=30)
 
 
+def test_tune_gc_makes_young_collections_rarer():
+    """The daemons collect cyclic garbage every 10,000 allocations, not Python's 700."""
+    out = subprocess.run([sys.executable, "-c", "import gc; from jqueue.daemon import common; "
+                          "common.tune_gc(); print(gc.get_threshold())"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(common.GC_THRESHOLDS) == "(10000, 10, 10)"
+
+
 def test_journal_lines_carry_their_priority(monkeypatch, tmp_path):
     """With $JOURNAL_STREAM naming standard error, lines start with <priority>."""
     stream = open(tmp_path / "log", "w+")  # noqa: SIM115 - closed below
