@@ -604,6 +604,46 @@ def test_answer_waiters_and_close(make_factory, backend, pool):
     assert late.closed
 
 
+class _PendingBatch:
+    """A submission's batch, acknowledged when the test says so."""
+
+    error = ticket = None
+
+    def __init__(self):
+        self.callbacks = []
+
+    def add_done_callback(self, callback):
+        self.callbacks.append(callback)
+
+    def acknowledge(self):
+        for callback in self.callbacks:
+            callback(self)
+
+
+class _AckingBackend(FakeBackend):
+    """A backend whose submissions wait for an acknowledgement, with a timeout."""
+
+    ack_timeout = 30
+
+    def submit_job_nowait(self, ops, *args, **kwargs):
+        self.batch = _PendingBatch()
+        return super().submit_job_nowait(ops, *args, **kwargs)[0], self.batch
+
+
+def test_shutdown_lets_a_submit_awaiting_its_ack_finish(make_factory, reactor):
+    """A graceful stop does not take a submission waiting for its acknowledgement for a
+    long poll: it is answered when acknowledged, then its connection closes."""
+    backend = _AckingBackend()
+    factory = make_factory(backend)
+    conn = Conn(factory)
+    conn.send("SubmitJob", [[jqop()]])
+    assert conn.answers() == []
+    factory.answer_waiters_and_close()
+    assert conn.answers() == [] and not conn.closed
+    backend.batch.acknowledge()
+    assert conn.answers() == [(True, 1)] and conn.closed
+
+
 def test_wait_during_shutdown_is_answered_at_once(make_factory, backend, reactor):
     """A WaitForJobChange already queued when shutdown began gets "nochange" promptly."""
     factory = make_factory(backend)
