@@ -100,9 +100,10 @@ class LuxiProtocol(protocol.Protocol):
         self._lost = False
         self._write_paused = False
         self._read_timer = None
-        self._idle_timer = None
         self._idle_since = None     # when the connection last became idle (or paused)
-        self._request_timer = None  # calls _request_due by a request's deadline
+        self._idle_timer = _LazyTimer(self._reactor, self._idle_deadline, self._idle_timed_out)
+        self._request_timer = _LazyTimer(self._reactor, self._request_deadline,
+                                         self._request_due)
 
     # Connection events
 
@@ -388,30 +389,18 @@ class LuxiProtocol(protocol.Protocol):
     # Timers and closing
 
     def _expire_at(self, request, seconds, expire):
-        """Call expire(request) in seconds, unless the request ends first.
-
-        One lazy timer per connection serves its requests' deadlines: a request that
-        ends only drops its deadline, and the timer, when it fires, finds the request
-        in flight (if any) and waits for the rest of its time. Thousands of long polls
-        answered at once for one event then cancel no timer, and asking again makes none.
-        """
+        """Call expire(request) in seconds, unless the request ends first (a request that
+        ends only drops its deadline: see _LazyTimer)."""
         request.deadline = self._reactor.seconds() + seconds
         request.expire = expire
-        timer = self._request_timer
-        if timer is None:
-            self._request_timer = self._reactor.callLater(seconds, self._request_due)
-        elif timer.getTime() > request.deadline:
-            timer.reset(seconds)
+        self._request_timer.arm(request.deadline)
+
+    def _request_deadline(self):
+        request = self._current
+        return None if request is None else request.deadline
 
     def _request_due(self):
-        self._request_timer = None
         request = self._current
-        if request is None or request.deadline is None:
-            return
-        rest = request.deadline - self._reactor.seconds()
-        if rest > 0:
-            self._request_timer = self._reactor.callLater(rest, self._request_due)
-            return
         expire = request.expire
         request.deadline = request.expire = None
         expire(request)
@@ -427,16 +416,11 @@ class LuxiProtocol(protocol.Protocol):
         if self._buffer.buffered and self._read_timer is None:
             self._read_timer = self._reactor.callLater(self._limits.read_timeout,
                                                        self._read_timed_out)
-        # The idle timer is lazy: a busy connection only forgets when it became idle,
-        # and a timer that finds it busy, or idle for less than the timeout, goes away or
-        # waits the rest. A long poll answered and asked again (thousands at once for
-        # one event) then costs no timer of its own, neither made nor canceled.
+        # A busy connection only forgets when it became idle (see _LazyTimer).
         if idle or self._write_paused:
             if self._idle_since is None:
                 self._idle_since = self._reactor.seconds()
-            if self._idle_timer is None:
-                self._idle_timer = self._reactor.callLater(self._limits.idle_timeout,
-                                                           self._idle_timed_out)
+            self._idle_timer.arm(self._idle_deadline())
         else:
             self._idle_since = None
 
@@ -449,14 +433,11 @@ class LuxiProtocol(protocol.Protocol):
         self.transport.pauseProducing()
         self._update_timers()
 
+    def _idle_deadline(self):
+        since = self._idle_since
+        return None if since is None else since + self._limits.idle_timeout
+
     def _idle_timed_out(self):
-        self._idle_timer = None
-        if self._idle_since is None:
-            return  # busy again: the next idle stretch starts a timer of its own
-        rest = self._idle_since + self._limits.idle_timeout - self._reactor.seconds()
-        if rest > 0:  # busy in between, idle again since
-            self._idle_timer = self._reactor.callLater(rest, self._idle_timed_out)
-            return
         if self._write_paused:
             logger.warning("LUXI client read no answer for %ss; aborting its connection",
                            self._limits.idle_timeout)
@@ -480,17 +461,51 @@ class LuxiProtocol(protocol.Protocol):
         if timer is not None and timer.active():
             timer.cancel()
 
-    def _cancel_idle_timer(self):
-        timer, self._idle_timer = self._idle_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
     def _cancel_timers(self):
         self._cancel_read_timer()
-        self._cancel_idle_timer()
-        timer, self._request_timer = self._request_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._idle_timer.cancel()
+        self._request_timer.cancel()
+
+
+class _LazyTimer:
+    """A timer for a deadline that moves all the time, costing the reactor one call.
+
+    deadline() says the deadline as things stand (None: none now); arm(when) makes sure
+    the call comes by then. When the call comes it asks deadline() again: none, nothing
+    is done; later, it waits the rest; reached, expired() is called. So a deadline that
+    is dropped or moved later needs no cancel and no new call: thousands of long polls
+    answered at once for one event, and asked again, make and cancel no timer.
+    """
+
+    __slots__ = ("_reactor", "_deadline", "_expired", "_call")
+
+    def __init__(self, reactor, deadline, expired):
+        self._reactor, self._deadline, self._expired = reactor, deadline, expired
+        self._call = None
+
+    def arm(self, when):
+        call = self._call
+        if call is None:
+            self._call = self._reactor.callLater(max(0.0, when - self._reactor.seconds()),
+                                                 self._fire)
+        elif call.getTime() > when:
+            call.reset(max(0.0, when - self._reactor.seconds()))
+
+    def cancel(self):
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _fire(self):
+        self._call = None
+        when = self._deadline()
+        if when is None:
+            return
+        rest = when - self._reactor.seconds()
+        if rest > 0:
+            self._call = self._reactor.callLater(rest, self._fire)
+            return
+        self._expired()
 
 
 class LuxiServerFactory(protocol.Factory):

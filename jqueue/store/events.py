@@ -80,11 +80,11 @@ def matches(event, flt):
 
 
 class _Waiter:
-    __slots__ = ("since", "filter", "key", "callback", "_log")
+    __slots__ = ("filter", "key", "callback", "_log")
 
     def __init__(self, log, since, flt, callback):
-        self._log, self.since, self.filter, self.callback = log, since, flt, callback
-        self.key = (since, _filter_key(flt))
+        self._log, self.filter, self.callback = log, flt, callback
+        self.key = (since, _filter_key(flt))    # what it asks: its group in the log
 
     def cancel(self):
         """Withdraw the wait (its timeout passed, or its client went away); nothing to do

@@ -74,7 +74,9 @@ def _parse_response(message):
 
 def _watch_timers(reactor):
     """The pending request timeouts (WaitForJobChange's among them) of the fake reactor."""
-    return [c for c in reactor.getDelayedCalls() if c.func.__name__ == "_request_due"]
+    return [c for c in reactor.getDelayedCalls()
+            if getattr(c.func, "__self__", None).__class__.__name__ == "_LazyTimer"
+            and c.func.__self__._expired.__name__ == "_request_due"]
 
 
 @pytest.fixture
