@@ -43,17 +43,20 @@ class Context:
         """The ids of the jobs directly in a live group job, else None."""
         return self.groups.children(job) if self.groups is not None else None
 
-    def for_row(self):
-        """The context of one row (one job): the group fields of a row (status, progress,
-        counts, total...) then derive the group's status once, not once each."""
-        return _RowContext(self) if self.groups is not None else self
-
 
 _UNREAD = object()
 
 
+class _LeafContext(Context):
+    """A Context for the row of a job that is not a group: it has no group info."""
+
+    def group_info(self, job):
+        return None
+
+
 class _RowContext(Context):
-    """A Context for the fields of one job: its group_info is read once."""
+    """A Context for the fields of one group job's row: its group_info (the group's
+    counts and the status derived from them) is read once, not once per field."""
 
     def __init__(self, context):
         super().__init__(context.registry, context.groups)
@@ -242,8 +245,10 @@ def getters(fields, context):
     if context.groups is None:
         return lambda job: [func(job, context) for func in funcs]
 
+    leaf = _LeafContext(context.registry, context.groups)
+
     def row(job):
-        ctx = context.for_row()
+        ctx = _RowContext(context) if groupjob.is_group(job) else leaf
         return [func(job, ctx) for func in funcs]
     return row
 

@@ -4,7 +4,7 @@ import pytest
 
 from jqueue import constants as C
 from jqueue import errors
-from jqueue.job import QueuedJob, QueuedOpCode, timestamp, ts_to_float
+from jqueue.job import QueuedJob, QueuedOpCode, job_status, timestamp, ts_to_float
 
 
 def _job(*statuses, priorities=None):
@@ -31,6 +31,14 @@ def _job(*statuses, priorities=None):
 def test_status_follows_ganeti_rules(statuses, expected):
     """The job status derives from its opcodes exactly as Ganeti derives it."""
     assert _job(*statuses).calc_status() == expected
+
+
+@pytest.mark.parametrize("status", sorted(C.OP_STATUS_ALL))
+def test_a_single_opcode_job_has_the_status_ganeti_derives(status):
+    """One opcode: its status is read as the job's (a shortcut), which must be the one
+    Ganeti's rules derive, and the job status constant itself."""
+    derived = _job(status).calc_status()
+    assert derived == job_status([status]) and derived in C.JOB_STATUS_ALL
 
 
 def test_priority_is_lowest_value_among_unfinished_ops():
