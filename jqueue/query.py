@@ -4,10 +4,6 @@ One table serves QueryJobs, WaitForJobChanges, the generic Query/QueryFields met
 the CLI's column headers.
 """
 
-import contextlib
-import gc
-import threading
-
 from jqueue import commandjob, errors, groupjob
 
 # Field kinds (Ganeti's QFT_*).
@@ -251,31 +247,3 @@ def getters(fields, context):
         ctx = _RowContext(context) if groupjob.is_group(job) else leaf
         return [func(job, ctx) for func in funcs]
     return row
-
-
-_pause_lock = threading.Lock()
-_pauses = [0, False]  # threads inside paused_collection(); whether gc was enabled before
-
-
-@contextlib.contextmanager
-def paused_collection():
-    """Run a block without the cyclic garbage collector (which nests across threads).
-
-    Listing 10^5 jobs builds several hundred thousand small lists, none in a cycle; each
-    few hundred allocations start a collection, and the full ones walk every job not yet
-    frozen (see jqueue.queue._freeze_long_lived): three times the listing's own work.
-    Reference counting still frees everything; the collector resumes at the end of the
-    last block running.
-    """
-    with _pause_lock:
-        if _pauses[0] == 0:
-            _pauses[1] = gc.isenabled()
-            gc.disable()
-        _pauses[0] += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses[0] -= 1
-            if _pauses[0] == 0 and _pauses[1]:
-                gc.enable()

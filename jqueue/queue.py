@@ -888,7 +888,7 @@ class JobQueue:
         ids = None if not job_ids else [queuedir.parse_job_id(i) for i in job_ids]
         with self._lock:
             if ids is None:
-                with query.paused_collection():  # 10^5 rows: see paused_collection
+                with serializer.paused_collection():  # 10^5 rows: see paused_collection
                     rows = [info(self._acked_view_unlocked(job))
                             for job in self._jobs.values() if job.visible]
                 missing = []

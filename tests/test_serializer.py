@@ -1,5 +1,7 @@
 """Tests of jqueue.serializer: compact output, strict input."""
 
+import gc
+
 import pytest
 
 from jqueue import errors, serializer
@@ -43,3 +45,24 @@ def test_is_json_data_bounds_nesting():
     for _ in range(serializer.MAX_DEPTH + 5):
         deep = [deep]
     assert serializer.is_json_data(deep) is False
+
+
+def test_a_big_text_is_parsed_without_the_cyclic_collector_which_resumes_after(monkeypatch):
+    """A listing of 10^5 rows is parsed without collections (they more than doubled the
+    parse), a small text with them; the collector runs again afterwards, after a
+    malformed text too."""
+    seen = []
+    real = serializer._DECODER
+
+    class Spy:
+        def decode(self, text):
+            seen.append((len(text) >= serializer.BIG_TEXT, gc.isenabled()))
+            return real.decode(text)
+    monkeypatch.setattr(serializer, "_DECODER", Spy())
+    text = serializer.dumps_bytes([[[0, i], [0, "queued"]] for i in range(20000)])
+    assert len(serializer.loads(text)) == 20000 and gc.isenabled()
+    with pytest.raises(errors.ParseError):
+        serializer.loads(text[:-1])
+    assert gc.isenabled()
+    assert serializer.loads(b"[1]") == [1]
+    assert seen == [(True, False), (True, False), (False, True)]

@@ -10,7 +10,7 @@ type is a RequestError; a value out of its range (AutoArchiveJobs [-1, -1], a pr
 import operator
 import signal as _signal
 
-from jqueue import commandjob, constants, errors, ptypes, qlang, query
+from jqueue import commandjob, constants, errors, ptypes, qlang, query, serializer
 
 
 class _Instance(ptypes.PType):
@@ -525,7 +525,7 @@ class Dispatcher:
             # No filter to evaluate, and no row is missing; 100,000 jobs must not cost a
             # dict and a sort key call each.
             rows.sort(key=operator.itemgetter(id_index))
-            with query.paused_collection():
+            with serializer.paused_collection():
                 data = _normal_rows(rows, len(fields))
             return {"fields": [f.definition() for f in definitions], "data": data}
         data = []
