@@ -4,7 +4,7 @@ Jobs named by id are read with QueryJobs, which also finds archived jobs; all li
 those a status selector picks, are read with the generic Query and a qlang filter.
 """
 
-from jqueue import constants, query
+from jqueue import constants, query, serializer
 from jqueue.cli import output, parsing, selection
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS, CommandError
 
@@ -87,6 +87,11 @@ _READABLE = {"opresult": ["opstatus"], "oplog": [], "priority": ["status", "oppr
 
 def cmd_list(ctx, args):
     """Print the jobs as a table, separated text or JSON."""
+    with serializer.paused_collection():  # 10^5 rows: see paused_collection
+        return _list(ctx, args)
+
+
+def _list(ctx, args):
     fields = output_fields(args.output)
     statuses = selection.selected_statuses(args)
     fetch = list(fields)

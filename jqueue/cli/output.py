@@ -5,6 +5,7 @@ by commas. Cells without a value (a Query status other than RS_NORMAL) show a la
 tables and null in JSON.
 """
 
+import itertools
 import time
 
 from jqueue import constants, serializer
@@ -69,6 +70,20 @@ def format_value(name, value):
     return format_scalar(value)
 
 
+def format_column(name, values):
+    """format_value of each of a column's values; whole columns of the common kinds (text,
+    integers, lists of text: a listing's id, status and summary) at once."""
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        return list(values)
+    if kinds <= {int}:
+        return list(map(str, values))
+    if (kinds == {list} and name not in TIMESTAMP_FIELDS and name not in TIMESTAMP_LIST_FIELDS
+            and set(map(type, itertools.chain.from_iterable(values))) <= {str}):
+        return list(map(",".join, values))
+    return [format_value(name, value) for value in values]
+
+
 def shown_priority(status, priority, op_priorities):
     """The priority people see for a job: the daemon's while it is pending or running;
     once it is finished (when the daemon's says the default, as Ganeti's does), the
@@ -112,18 +127,26 @@ def table_lines(headers, rows, numeric=(), separator=None):
     headers may be None (no header line); numeric holds the indexes of right-aligned
     columns. Aligned lines carry no trailing blanks.
     """
-    lines = [headers] if headers is not None else []
-    lines.extend(rows)
+    width = len(headers) if headers is not None else len(rows[0]) if rows else 0
+    return column_lines(headers, list(zip(*rows)) if rows else [()] * width, numeric,
+                        separator)
+
+
+def column_lines(headers, columns, numeric=(), separator=None):
+    """table_lines of a table given by its columns (lists of strings, of one length)."""
+    if headers is not None:
+        columns = [[title, *column] for title, column in zip(headers, columns)]
     if separator is not None:
-        return [separator.join(line) for line in lines]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))] if lines else []
-    return [_aligned(line, widths, numeric) for line in lines]
-
-
-def _aligned(cells, widths, numeric):
-    parts = [cell.rjust(width) if index in numeric else cell.ljust(width)
-             for index, (cell, width) in enumerate(zip(cells, widths))]
-    return " ".join(parts).rstrip()
+        return list(map(separator.join, zip(*columns)))
+    padded = []
+    for index, column in enumerate(columns):
+        if index == len(columns) - 1 and index not in numeric:
+            padded.append(column)  # the line's end is stripped of blanks anyway
+            continue
+        width = max(map(len, column), default=0)
+        pad = str.rjust if index in numeric else str.ljust
+        padded.append(list(map(pad, column, itertools.repeat(width))))
+    return [line.rstrip() for line in map(" ".join, zip(*padded))]
 
 
 def json_records(names, rows):
@@ -142,10 +165,12 @@ def print_records(ctx, columns, rows, args):
         ctx.out(json_records(names, rows))
         return
     headers = None if args.no_headers else [title for _, title, _ in columns]
-    cells = [[format_value(name, value) for name, value in zip(names, row)] for row in rows]
+    values = list(zip(*rows)) if rows else [()] * len(names)
+    cells = [format_column(name, column) for name, column in zip(names, values)]
     numeric = {i for i, (_, _, kind) in enumerate(columns) if kind in NUMERIC_KINDS}
-    for line in table_lines(headers, cells, numeric, args.separator):
-        ctx.out(line)
+    lines = column_lines(headers, cells, numeric, args.separator)
+    if lines:  # one write: a listing has 10^5 lines
+        ctx.out("\n".join(lines))
 
 
 def log_line(entry):
