@@ -155,7 +155,7 @@ class QueuedOpCode:
     """One opcode of a job: its input parameters, status, result and log."""
 
     __slots__ = ("input", "status", "result", "log", "start_timestamp", "exec_timestamp",
-                 "end_timestamp", "priority", "exec_state")
+                 "end_timestamp", "priority", "exec_state", "summary")
 
     def __init__(self, op_input, priority=constants.OP_PRIO_DEFAULT):
         self.input = op_input
@@ -168,6 +168,9 @@ class QueuedOpCode:
         self.priority = priority
         #: A command opcode's attempts (see jqueue.commandjob); None for other opcodes.
         self.exec_state = None
+        #: Its summary once read (jqueue.query: a listing reads 10^5), None before: the
+        #: input it derives from never changes.
+        self.summary = None
 
     @property
     def op_id(self):
@@ -243,6 +246,7 @@ class QueuedOpCode:
         op.exec_state = data.get(EXEC_KEY)
         if op.exec_state is not None and not isinstance(op.exec_state, dict):
             raise errors.JobFileCorrupted("opcode exec state is not an object")
+        op.summary = None
         return op
 
 

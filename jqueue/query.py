@@ -22,8 +22,12 @@ class Context:
         self.registry = registry
         self.groups = groups
 
-    def summary(self, op_input):
-        return self.registry.summary(op_input)
+    def summary(self, op):
+        """The summary of an opcode (a jqueue.job.QueuedOpCode), derived once."""
+        text = op.summary
+        if text is None:
+            text = op.summary = self.registry.summary(op.input)
+        return text
 
     def group_info(self, job):
         """(Counts, shown status) of a group job (archived: as its tree ended), else None."""
@@ -105,7 +109,7 @@ FIELDS = [
     Field("oppriority", "OpCode_prio", QFT_OTHER, "List of opcode priorities",
           _per_op("priority")),
     Field("summary", "Summary", QFT_OTHER, "List of per-opcode summaries",
-          lambda job, reg: [reg.summary(op.input) for op in job.ops]),
+          lambda job, ctx: [ctx.summary(op) for op in job.ops]),
     Field("received_ts", "Received", QFT_OTHER, "Timestamp of job submission",
           lambda job, reg: job.received_timestamp),
     Field("start_ts", "Start", QFT_OTHER, "Timestamp of job start",

@@ -10,7 +10,7 @@ type is a RequestError; a value out of its range (AutoArchiveJobs [-1, -1], a pr
 import operator
 import signal as _signal
 
-from jqueue import commandjob, constants, errors, ptypes, qlang, query, serializer
+from jqueue import commandjob, constants, errors, ptypes, qlang, query
 
 
 class _Instance(ptypes.PType):
@@ -177,16 +177,19 @@ class Method:
     pair ``watch_<watch>(args, callback)`` (returns None if it answered at once, else a
     handle with cancel()) and ``nochange_<watch>(args)`` (the answer once the timeout, its
     last argument, passed); ``answer_<watch>(result)`` encodes what the callback got.
+    A bulk method is a read whose answer may hold 10^5 rows: it is run and encoded
+    without the cyclic collector (see jqueue.serializer.paused_collection).
     """
 
-    __slots__ = ("name", "handler", "params", "min_args", "watch")
+    __slots__ = ("name", "handler", "params", "min_args", "watch", "bulk")
 
-    def __init__(self, name, handler, params, min_args=None, watch=None):
+    def __init__(self, name, handler, params, min_args=None, watch=None, bulk=False):
         self.name = name
         self.handler = handler
         self.params = params
         self.min_args = len(params) if min_args is None else min_args
         self.watch = watch
+        self.bulk = bulk
 
     def check_args(self, args):
         """Return args checked and normalized; RequestError naming method and argument."""
@@ -236,11 +239,11 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_AUTO_ARCHIVE_JOBS, "auto_archive_jobs",
            [("age", _AGE), ("timeout", _TIMEOUT)]),
     Method(_C.LUXI_REQ_QUERY_JOBS, "query_jobs",
-           [("job_ids", _Maybe(ptypes.ListOf(ptypes.JobId))), ("fields", _FIELDS)]),
+           [("job_ids", _Maybe(ptypes.ListOf(ptypes.JobId))), ("fields", _FIELDS)], bulk=True),
     Method(_C.LUXI_REQ_QUERY_CONFIG_VALUES, "query_config_values", [("names", _FIELDS)]),
     Method(_C.LUXI_REQ_SET_DRAIN_FLAG, "set_drain_flag", [("flag", ptypes.Bool)]),
     Method(_C.LUXI_REQ_QUERY, "query", [("what", ptypes.String), ("fields", _FIELDS),
-                                        ("qfilter", _Maybe(_LIST))]),
+                                        ("qfilter", _Maybe(_LIST))], bulk=True),
     Method(_C.LUXI_REQ_QUERY_FIELDS, "query_fields",
            [("what", ptypes.String), ("fields", _Maybe(_FIELDS))]),
     # Our additions: the cluster (see jqueue.daemon.clustermaster).
@@ -525,8 +528,7 @@ class Dispatcher:
             # No filter to evaluate, and no row is missing; 100,000 jobs must not cost a
             # dict and a sort key call each.
             rows.sort(key=operator.itemgetter(id_index))
-            with serializer.paused_collection():
-                data = _normal_rows(rows, len(fields))
+            data = _normal_rows(rows, len(fields))
             return {"fields": [f.definition() for f in definitions], "data": data}
         data = []
         pairs = zip(ids, rows) if ids else ((values[id_index], values) for values in rows)

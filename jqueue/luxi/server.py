@@ -22,7 +22,7 @@ from twisted.internet import interfaces, protocol, threads
 from twisted.python import threadpool as twisted_threadpool
 from zope.interface import implementer
 
-from jqueue import constants, errors
+from jqueue import constants, errors, serializer
 from jqueue.luxi import framing, methods
 
 logger = logging.getLogger(__name__)
@@ -713,7 +713,13 @@ def _encode_answer(success, result):
 
 def _run_encoded(dispatcher, spec, args):
     """Run a method in a pool thread; its successful answer, encoded."""
-    return _encode_answer(True, dispatcher.run(spec, args))
+    if not spec.bulk:
+        return _encode_answer(True, dispatcher.run(spec, args))
+    with serializer.paused_collection():
+        result = dispatcher.run(spec, args)
+        data = _encode_answer(True, result)
+        del result  # freed by its references before the collector resumes (no pass over it)
+    return data
 
 
 def _send(transport, data):
