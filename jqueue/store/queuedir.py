@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import re
+import time
 
 from jqueue import constants, errors, ptypes, serializer
 from jqueue.store import faults, fsutil
@@ -51,18 +52,30 @@ def _read_all(dirfd, names):
             out.append((job_id, err))
             continue
         try:
-            chunks = []
-            while True:
-                data = os.read(fd, 1 << 16)
-                if not data:
-                    break
-                chunks.append(data)
-            out.append((job_id, b"".join(chunks)))
+            # A job file is a few KiB: one read takes it whole, and a short read of a
+            # regular file is its end (no second read() to find it: a third of the calls).
+            data = os.read(fd, _READ_SIZE)
+            if len(data) == _READ_SIZE:
+                chunks = [data]
+                while data:
+                    data = os.read(fd, _READ_SIZE)
+                    chunks.append(data)
+                data = b"".join(chunks)
+            out.append((job_id, data))
         except OSError as err:
             out.append((job_id, err))
         finally:
             os.close(fd)
     return out
+
+
+_READ_SIZE = 1 << 16
+#: Files read first in the calling thread, and the time per file under which the rest
+#: are too (they are in the page cache, where threads only fight over the GIL: 100,000
+#: files in 1.2 s from one thread, 3.1 s from four); slower, a pool of threads reads
+#: the rest (cold: 5.6 s with four threads, 7.9 s from one, 9.4 s with sixteen).
+_PROBE_FILES = 500
+_WARM_SECONDS_PER_FILE = 40e-6
 
 
 class QueueDir:
@@ -223,22 +236,33 @@ class QueueDir:
                 ids.append(job_id)
         return ids
 
-    def read_live_jobs(self, skip=(), threads=16):
+    def read_live_jobs(self, skip=(), threads=4):
         """Yield (job_id, bytes or OSError) for every live job file not in skip.
 
-        Files are read in inode order by a pool of threads (reads release the GIL): on a
-        cold cache this more than halves the time to open a large queue.
+        Files are read in inode order; from the page cache by the calling thread, else
+        by a pool of threads (reads release the GIL): see _PROBE_FILES.
         """
         entries = sorted((entry.inode(), job_id, entry.name) for entry in os.scandir(self.path)
                          for job_id in [parse_job_file_name(entry.name)]
                          if job_id is not None and job_id not in skip)
         names = [(job_id, name) for _, job_id, name in entries]
-        chunks = [names[i:i + 500] for i in range(0, len(names), 500)]
+        chunks = [names[i:i + _PROBE_FILES] for i in range(0, len(names), _PROBE_FILES)]
         dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-                for part in pool.map(lambda chunk: _read_all(dirfd, chunk), chunks):
-                    yield from part
+            done = 0
+            while done < len(chunks):  # while the files come from the page cache
+                start = time.monotonic()
+                part = _read_all(dirfd, chunks[done])
+                done += 1
+                cold = time.monotonic() - start >= _WARM_SECONDS_PER_FILE * len(part)
+                yield from part
+                if cold:
+                    break
+            if done < len(chunks):
+                with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+                    for part in pool.map(lambda chunk: _read_all(dirfd, chunk),
+                                         chunks[done:]):
+                        yield from part
         finally:
             os.close(dirfd)
 

@@ -110,3 +110,25 @@ def test_archive_moves_or_writes_the_file(tmp_path):
     assert (tmp_path / "archive" / "0" / "job-1").read_text() == "one"
     assert (tmp_path / "archive" / "0" / "job-2").read_text() == "fresh"
     assert qdir.live_job_ids() == [] and sorted(qdir.archived_job_ids()) == [1, 2]
+
+
+@pytest.mark.parametrize("cold", [False, True])
+def test_live_job_files_are_read_whole_from_the_cache_or_by_threads(tmp_path, monkeypatch,
+                                                                   cold):
+    """Every live job file not skipped is read whole (one of over 64 KiB too), an unreadable
+    one as its error; by the calling thread, or by a pool once reads are slow (cold)."""
+    monkeypatch.setattr(queuedir, "_PROBE_FILES", 3)
+    if cold:
+        monkeypatch.setattr(queuedir, "_WARM_SECONDS_PER_FILE", 0)
+    qdir = queuedir.QueueDir(tmp_path)
+    qdir.ensure_layout()
+    contents = {job_id: b"{%d}" % job_id for job_id in range(1, 12)}
+    contents[4] = b"x" * (200 * 1024 + 7)
+    for job_id, data in contents.items():
+        with open(qdir.job_path(job_id), "wb") as handle:
+            handle.write(data)
+    os.mkdir(qdir.job_path(12))  # read() of a directory: EISDIR
+    got = dict(qdir.read_live_jobs(skip={7}))
+    assert isinstance(got.pop(12), IsADirectoryError)
+    del contents[7]
+    assert got == contents
