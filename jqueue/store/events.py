@@ -120,18 +120,41 @@ class EventLog:
         return os.path.join(self.directory, name)
 
     def _load(self):
-        """Refill the ring from the events files (the previous generation first)."""
+        """Refill the ring from the events files (the previous generation first).
+
+        Events are written in serial order: the kept ones are the last `buffer` lines
+        that parse, read from the end (the files hold 10^5 and more; only those are
+        parsed). Should their serials not rise one after another (files edited by hand),
+        every line is read in order instead, and an event no newer than one before it is
+        dropped.
+        """
+        lines = []
         for name in (EVENTS_FILE + ".1", EVENTS_FILE):
             try:
                 with open(self._path(name), encoding="utf-8") as stream:
-                    for line in stream:
-                        event = _parse(line)
-                        if event is not None and event["serial"] > self.last_serial:
-                            self._ring.append(event)
-                            self.last_serial = event["serial"]
-                            self._trim()
+                    lines.extend(stream)
             except FileNotFoundError:
                 continue
+        kept = []  # newest first
+        for line in reversed(lines):
+            event = _parse(line)
+            if event is None:
+                continue
+            if kept and event["serial"] >= kept[-1]["serial"]:
+                kept = None
+                break
+            kept.append(event)
+            if len(kept) == self._buffer:
+                break
+        if kept is None:
+            for event in filter(None, map(_parse, lines)):
+                if event["serial"] > self.last_serial:
+                    self._ring.append(event)
+                    self.last_serial = event["serial"]
+                    self._trim()
+        elif kept:
+            self._ring = kept[::-1]
+            self.last_serial = kept[0]["serial"]
         self.file_serial = self.last_serial
 
     # Durable events

@@ -67,6 +67,23 @@ def test_the_ring_is_refilled_from_the_files_when_opened(tmp_path):
     assert [e["serial"] for e in again.read(0)["events"]] == [4, 5, 6, 7, 8]
 
 
+def test_reopening_reads_the_newest_events_and_all_lines_only_when_out_of_order(tmp_path):
+    """The ring is refilled from the files' end; lines out of serial order (edited by
+    hand) are read in order as written, an event no newer than one before it dropped."""
+    log = events.EventLog(str(tmp_path), buffer=5)
+    log.add([event(n) for n in range(1, 31)])
+    log.close()
+    again = events.EventLog(str(tmp_path), buffer=5)
+    assert [e["serial"] for e in again.read(0)["events"]] == [26, 27, 28, 29, 30]
+    assert again.last_serial == 30
+    path = tmp_path / events.EVENTS_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:10] + ["not json\n", lines[3]] + lines[10:12]))
+    again = events.EventLog(str(tmp_path), buffer=5)
+    assert [e["serial"] for e in again.read(0)["events"]] == [8, 9, 10, 11, 12]
+    assert again.last_serial == 12
+
+
 def test_a_torn_last_line_is_ignored(tmp_path):
     """A crash while appending leaves a half line: it is skipped when reopening."""
     log = events.EventLog(str(tmp_path))
