@@ -154,9 +154,11 @@ class JobQueue:
             self._service_manager = servicemanager.ServiceManager(self, self._commands)
         with self._lock:
             self._groups.rebuild_unlocked(list(self._jobs.values()))
-            for job in self._jobs.values():
-                if not job.is_finalized():
-                    self._schedule_unlocked(job)
+            # In one call (a lock and a wake-up, not one per job: 10^5 may wait).
+            self._pool.add_many_tasks([((job.id,), job.calc_priority(), job.id)
+                                       for job in self._jobs.values()
+                                       if not job.is_finalized()
+                                       and self._may_start_unlocked(job)])
         if self._commands is not None:
             self._commands.recover()
             self._service_manager.recover()
@@ -192,8 +194,8 @@ class JobQueue:
         self._serial = self.recovery.max_id
         # Replicas change jobs behind the queue's back (jqueue.cluster.replica): no index.
         self._index = None if self._replica else jobindex.JobIndex()
-        for job in self._jobs.values():
-            self._index_unlocked(job)
+        if self._index is not None:
+            self._index.fill([self._index_entry(job) for job in self._jobs.values()])
         self._archiving = {}
         self._dirty = set()
         self._unrecorded = set()  # jobs whose internal changes a refused batch lost
@@ -1161,11 +1163,15 @@ class JobQueue:
         """Index a job by its status (a group: its shown status, as its status field),
         node, owner and parent."""
         if self._index is not None:
-            groups = getattr(self, "_groups", None)  # None while the queue opens
-            shown = groups.shown_unlocked(job) if groups is not None else None
-            self._index.update(job.id, ts_to_float(job.received_timestamp or (0, 0)), (
-                shown or job.calc_status(), (commandjob.op_exec(job) or {}).get("node"),
-                job.owner, getattr(job, "parent", None) or 0))  # 0: the root
+            self._index.update(*self._index_entry(job))
+
+    def _index_entry(self, job):
+        """(id, submission time, values) of a job for the index (jqueue.jobindex)."""
+        groups = getattr(self, "_groups", None)  # None while the queue opens
+        shown = groups.shown_unlocked(job) if groups is not None else None
+        return job.id, ts_to_float(job.received_timestamp or (0, 0)), (
+            shown or job.calc_status(), (commandjob.op_exec(job) or {}).get("node"),
+            job.owner, getattr(job, "parent", None) or 0)  # 0: the root
 
     def _unindex_unlocked(self, job):
         if self._index is not None:
@@ -1777,6 +1783,9 @@ class _NullPool:
         pass
 
     def add_task(self, args, priority=0, task_id=None):
+        pass
+
+    def add_many_tasks(self, tasks):
         pass
 
     def has_waiting_task(self, task_id):

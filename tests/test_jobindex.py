@@ -2,6 +2,7 @@
 
 import time
 
+import pytest
 from conftest import delay, run_jobs
 
 from jqueue.jobindex import JobIndex
@@ -13,6 +14,31 @@ def filled(count=10):
         status = "success" if job_id % 2 else "queued"
         index.update(job_id, 1000.0 + job_id, (status, "n%d" % (job_id % 3), None, None))
     return index
+
+
+def test_an_index_filled_at_once_is_the_one_updated_job_by_job():
+    """fill() (a queue opening) gives the pages, counts and times update() gives, in any
+    entry order; updates and removals go on from it; a full index refuses it."""
+    entries = [(job_id, 1000.0 + job_id, ("success" if job_id % 2 else "queued",
+                                          "n%d" % (job_id % 3), None, job_id % 4 or None))
+               for job_id in range(10, 0, -1)]
+    one_by_one, at_once = JobIndex(), JobIndex()
+    for entry in entries:
+        one_by_one.update(*entry)
+    at_once.fill(entries)
+    for index in (one_by_one, at_once):
+        index.update(4, 1004.0, ("running", "n1", None, None))
+        index.remove(7)
+    for filters in (None, {"status": ["queued"]}, {"node": ["n1"], "status": ["running"]},
+                    {"parent": [2, 3]}, {"owner": ["x"]}):
+        assert list(at_once.select(filters)) == list(one_by_one.select(filters))
+        assert list(at_once.select(filters, before=9, reverse=True, since=1003.0)) == list(
+            one_by_one.select(filters, before=9, reverse=True, since=1003.0))
+    for key in ("status", "node", "parent"):
+        assert at_once.counts(key) == one_by_one.counts(key)
+    assert len(at_once) == 9 and at_once.values(4) == ("running", "n1", None, None)
+    with pytest.raises(ValueError):
+        at_once.fill(entries)
 
 
 def test_pages_walk_ids_in_order_from_a_cursor():
