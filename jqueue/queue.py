@@ -129,17 +129,19 @@ class JobQueue:
         self._dir = queuedir.QueueDir(queue_dir, self._replicator)
         self._dir.ensure_layout()
         self._dir.lock()
-        try:
-            self.recovery = recovery.open_queue(self._dir, clock(), replica=replica,
-                                                logs=self._logs, events=self._events,
-                                                services=self._services,
-                                                service_logs=self._service_logs)
-        except BaseException:
-            self._dir.unlock()
-            raise
-        logger.info("opened queue %s: %s", self._dir.path, self.recovery.summary())
-        _freeze_long_lived()
-        self._init_state()
+        with serializer.paused_collection():
+            try:
+                self.recovery = recovery.open_queue(self._dir, clock(), replica=replica,
+                                                    logs=self._logs, events=self._events,
+                                                    services=self._services,
+                                                    service_logs=self._service_logs)
+            except BaseException:
+                self._dir.unlock()
+                raise
+            logger.info("opened queue %s: %s", self._dir.path, self.recovery.summary())
+            self._init_state()
+            # Before the collector resumes: its first pass would walk every one of them.
+            _freeze_long_lived()
         replicate = None if replica else self._replicator.replicate_records
         self._journal = journal.Journal(self._dir.path, on_durable=self._on_durable,
                                         replicate=replicate, on_refused=self._on_refused,

@@ -23,7 +23,6 @@ running on the master. It restores its replication position instead (the ``repli
 file, then the journal's position records).
 """
 
-import gc
 import logging
 import os
 
@@ -66,13 +65,8 @@ def open_queue(qdir, now, replica=False, logs=None, events=None, services=None,
     containers (job records, which hold no cycles), and its passes over them would more
     than double the time to open a large queue.
     """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with serializer.paused_collection():
         return _open_queue(qdir, now, replica, logs, events, services, service_logs)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _open_queue(qdir, now, replica, logs, events, services, service_logs):
