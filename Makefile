@@ -4,7 +4,7 @@ VENV ?= .venv
 PY = $(VENV)/bin/python
 STAMP = $(VENV)/.installed
 
-.PHONY: venv test lint demo bench man clean ganeti-client browser
+.PHONY: venv bytecode test lint demo bench man clean ganeti-client browser
 
 venv: $(STAMP)
 
@@ -14,7 +14,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,ganeti-compat]'
 	touch $(STAMP)
 
-test: venv ganeti-client browser
+# The package byte-compiled once: where PYTHONDONTWRITEBYTECODE is set (CI machines like
+# ours), every process the tests and benchmarks start, hundreds of daemons, would compile
+# every module again (0.3 s more per start; a tenth of the test run).
+bytecode: venv
+	$(PY) -m compileall -q jqueue
+
+test: venv ganeti-client browser bytecode
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 tests
 
@@ -48,7 +54,7 @@ demo: venv
 	sh tools/demo
 
 # The benchmarks, with Huey (the optional extra "bench") measured beside jqueue.
-bench: venv
+bench: venv bytecode
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run.py
 
