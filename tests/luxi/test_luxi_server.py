@@ -1,5 +1,6 @@
 """Tests of jqueue.luxi.server: the LUXI protocol over StringTransport, with a fake clock."""
 
+import gc
 import logging
 import re
 
@@ -14,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from jqueue import constants, errors, serializer
+from jqueue.luxi import methods
 from jqueue.luxi import server as server_mod
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
 
@@ -740,3 +742,22 @@ def test_big_submissions_are_validated_in_the_pool_small_ones_at_once(conn, pool
     (success, results), = conn.answers()
     assert success is True and len(results) == len(big)
     assert len(queue.query_jobs([], ["id"])) == len(small) + len(big)
+
+
+def test_bulk_reads_run_and_encode_without_the_cyclic_collector(monkeypatch):
+    """Query and QueryJobs (10^5 rows) are answered with the collector paused, which
+    resumes after; other methods run with it as usual."""
+    seen = []
+
+    class Dispatcher:
+        def run(self, spec, args):
+            seen.append((spec.name, gc.isenabled()))
+            return [[1, "queued"]]
+    assert gc.isenabled()
+    for name in (constants.LUXI_REQ_QUERY, constants.LUXI_REQ_QUERY_JOBS,
+                 constants.LUXI_REQ_QUERY_CONFIG_VALUES):
+        data = server_mod._run_encoded(Dispatcher(), methods.METHODS[name], [])
+        assert serializer.loads(data[:-1]) == {"success": True, "result": [[1, "queued"]]}
+        assert gc.isenabled()
+    assert seen == [(constants.LUXI_REQ_QUERY, False), (constants.LUXI_REQ_QUERY_JOBS, False),
+                    (constants.LUXI_REQ_QUERY_CONFIG_VALUES, True)]
