@@ -1,8 +1,11 @@
 """Listing commands: list (alias query) and list-fields.
 
-Jobs named by id are read with QueryJobs, which also finds archived jobs; all live jobs, or
-those a status selector picks, are read with the generic Query and a qlang filter.
+Jobs named by id are read with QueryJobs, which also finds archived jobs, and so are all
+live jobs (the answer the generic Query would give, without its per-cell wrappers); those a
+status selector or a group picks are read with Query and a qlang filter.
 """
+
+import operator
 
 from jqueue import constants, query, serializer
 from jqueue.cli import output, parsing, selection
@@ -109,9 +112,13 @@ def _list(ctx, args):
         columns = local_columns(fields)
     elif args.archived:
         raise CommandError("--archived needs job IDs: the archive is looked up by id only")
-    else:
+    elif statuses or parent is not None:
         columns, rows = rows_by_query(ctx.client, fetch, statuses, parent)
         columns = columns[:len(fields)]
+        code = EXIT_SUCCESS
+    else:
+        rows = live_rows(ctx.client, fetch)
+        columns = local_columns(fields)
         code = EXIT_SUCCESS
     if not args.json and _READABLE.keys() & set(fields):  # else the values read as they are
         rows = [readable_row(fields, fetch, row) for row in rows]
@@ -157,6 +164,16 @@ def rows_by_id(ctx, job_ids, fields, statuses, archived):
         elif not statuses or row[-2] in statuses:
             rows.append(row[:len(fields)])
     return rows, code
+
+
+def live_rows(client, fields):
+    """Rows of every live job through QueryJobs, in id order (as Query lists them): a
+    listing of 10^5 jobs without Query's [status, value] pair per cell has a third fewer
+    values to build, encode, send and parse. A row may end with an extra id."""
+    names = fields if "id" in fields else fields + ["id"]
+    rows = client.query_jobs([], names)
+    rows.sort(key=operator.itemgetter(names.index("id")))
+    return rows
 
 
 def rows_by_query(client, fields, statuses, parent=None):

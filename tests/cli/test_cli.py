@@ -548,6 +548,23 @@ def test_list_archived_jobs_need_the_archived_option(three_jobs):
     assert result == (0, "ID Archived\n 1 Y\n", "")
 
 
+def test_a_listing_of_every_live_job_reads_as_a_filtered_one_does(three_jobs):
+    """Without a filter the live jobs come through QueryJobs (no per-cell wrappers), in
+    id order, as the same table Query gives for a status selector that picks them all."""
+    fake = three_jobs.fake
+    fake.add_job(status="success")
+    fake.jobs = dict(reversed(list(fake.jobs.items())))  # any order from the daemon
+    fake.calls.clear()
+    every = three_jobs("list", "-o", "status,summary,priority")
+    assert [method for method, _ in fake.calls] == ["query_jobs"]
+    picked = three_jobs("list", "-o", "status,summary,priority", "--pending", "--running",
+                        "--finished")
+    assert "query" in [method for method, _ in fake.calls]
+    assert every == picked and every.code == 0 and len(every.out.splitlines()) == 5
+    assert three_jobs("list", "--json").out == three_jobs("list", "--json", "--pending",
+                                                          "--running", "--finished").out
+
+
 def test_list_archived_without_ids_is_a_usage_error(three_jobs):
     """--archived without ids is refused: the archive is looked up by id only."""
     assert_one_line_error(three_jobs("list", "--archived"), exitcodes.EXIT_USAGE, "needs job IDs")
@@ -811,7 +828,7 @@ def test_queue_info_shows_the_last_retention_pass_and_the_totals(cli):
 ])
 def test_client_errors_become_one_line_and_their_exit_status(cli, error, code):
     """Each client error class prints "jqctl: <message>" once and exits with its status."""
-    cli.fake.fail("query", error)
+    cli.fake.fail("query_jobs", error)
     result = cli("list")
     assert_one_line_error(result, code)
     if isinstance(error, errors.NoMasterError):
