@@ -33,6 +33,11 @@ class Context:
         """(Counts, shown status) of a group job (archived: as its tree ended), else None."""
         return self.groups.info(job) if self.groups is not None else None
 
+    def status(self, job):
+        """The job's status: a group's as its jobs make it, another job's its own."""
+        info = self.group_info(job)
+        return info[1] if info is not None else job.calc_status()
+
     def held(self, job):
         """Whether the job is held, by its own hold or a group's above it."""
         if job.held or self.groups is None or job.archived:
@@ -52,6 +57,9 @@ class _LeafContext(Context):
 
     def group_info(self, job):
         return None
+
+    def status(self, job):
+        return job.calc_status()
 
 
 class _RowContext(Context):
@@ -88,7 +96,7 @@ def _per_op(attr):
 FIELDS = [
     Field("id", "ID", QFT_NUMBER, "Job ID", lambda job, reg: job.id),
     Field("status", "Status", QFT_TEXT, "Job status",
-          lambda job, ctx: _group(job, ctx, 1, job.calc_status)),
+          lambda job, ctx: ctx.status(job)),
     Field("priority", "Prio", QFT_NUMBER, "Current job priority",
           lambda job, reg: job.calc_priority()),
     Field("archived", "Archived", QFT_BOOL, "Whether the job is archived",
@@ -127,10 +135,10 @@ def _exec(key):
     return getter
 
 
-def _group(job, ctx, index, default=lambda: None):
-    """Item index of the job's group_info (counts, shown status), or default()."""
-    info = ctx.group_info(job) if isinstance(ctx, Context) else None
-    return info[index] if info is not None else default()
+def _group(job, ctx, index):
+    """Item index of the job's group_info (counts, shown status), or None."""
+    info = ctx.group_info(job)
+    return info[index] if info is not None else None
 
 
 def _counted(name):
