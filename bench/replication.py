@@ -5,7 +5,7 @@ the master, mutual TLS between them), built like the end-to-end tests build thei
 submits come through the LUXI socket from 1 and from 16 client processes (no worker runs
 the jobs, as in the other submit figures; no checkpoint during the windows). Every figure
 is a ratio to the local-only one (a single-node jq-masterd) measured in the same run.
-Target: with 2 candidates, at least half the local-only rate at 16 clients.
+Target (the cost issue): with 2 candidates, at least 0.7x the local-only rate at 16 clients.
 """
 
 import os
