@@ -129,6 +129,9 @@ class JobQueue:
         self._dir = queuedir.QueueDir(queue_dir, self._replicator)
         self._dir.ensure_layout()
         self._dir.lock()
+        # Loading creates millions of containers (job records, which hold no cycles): the
+        # collector's passes over them would more than double the time to open a large
+        # queue; they are frozen before it resumes, else its first pass would walk them all.
         with serializer.paused_collection():
             try:
                 self.recovery = recovery.open_queue(self._dir, clock(), replica=replica,
@@ -140,7 +143,6 @@ class JobQueue:
                 raise
             logger.info("opened queue %s: %s", self._dir.path, self.recovery.summary())
             self._init_state()
-            # Before the collector resumes: its first pass would walk every one of them.
             _freeze_long_lived()
         replicate = None if replica else self._replicator.replicate_records
         self._journal = journal.Journal(self._dir.path, on_durable=self._on_durable,

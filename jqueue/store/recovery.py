@@ -61,15 +61,9 @@ def open_queue(qdir, now, replica=False, logs=None, events=None, services=None,
                service_logs=None):
     """Recover the queue in qdir (locked by the caller); return Recovered.
 
-    The cyclic garbage collector is paused meanwhile: loading creates millions of
-    containers (job records, which hold no cycles), and its passes over them would more
-    than double the time to open a large queue.
+    Loading creates millions of containers (job records, which hold no cycles): the
+    caller (jqueue.queue.JobQueue) runs this with the cyclic collector paused.
     """
-    with serializer.paused_collection():
-        return _open_queue(qdir, now, replica, logs, events, services, service_logs)
-
-
-def _open_queue(qdir, now, replica, logs, events, services, service_logs):
     state = Recovered()
     if services is not None:
         services.load()
