@@ -86,9 +86,8 @@ def is_group_input(op_input):
 
 
 def is_group(job):
-    """Whether a job is a group job (asked of every row of a listing: no further call)."""
-    ops = job.ops
-    return len(ops) == 1 and ops[0].input.get("OP_ID") == constants.OP_GROUP
+    """Whether a job is a group job."""
+    return len(job.ops) == 1 and is_group_input(job.ops[0].input)
 
 
 def title_of(job):
