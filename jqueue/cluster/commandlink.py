@@ -28,6 +28,14 @@ logger = logging.getLogger(__name__)
 RETRY = 2.0
 
 
+def _output_bytes(answer):
+    """A piece of output as a node answers it: bytes, or {"data": base64} from an older
+    jq-noded."""
+    if isinstance(answer, bytes):
+        return answer
+    return base64.b64decode(answer["data"], validate=True)
+
+
 class RemoteLink:
     """A node of the command runner reached through its jq-noded (see the module docstring)."""
 
@@ -76,7 +84,7 @@ class RemoteLink:
     def fetch(self, job, attempt, offset, max_bytes, done):
         self._submit("exec_read", {"job": job, "attempt": attempt, "offset": offset,
                                    "max_bytes": max_bytes},
-                     done, lambda answer: base64.b64decode(answer["data"]))
+                     done, _output_bytes)
 
     def control(self, job, attempt, action, signum, done):
         body = {"job": job, "attempt": attempt, "action": action}
@@ -108,7 +116,7 @@ class RemoteLink:
     def svc_read(self, sid, run, offset, max_bytes, done):
         self._submit("svc_read", {"id": sid, "run": run, "offset": offset,
                                   "max_bytes": max_bytes},
-                     done, lambda answer: base64.b64decode(answer["data"]))
+                     done, _output_bytes)
 
     def svc_forget(self, sid, run):
         self._submit("svc_forget", {"id": sid, "run": run}, None)

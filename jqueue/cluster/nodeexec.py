@@ -24,6 +24,7 @@ import logging
 import os
 
 from jqueue import errors, service
+from jqueue.cluster.rpc import server as rpc_server
 from jqueue.exec.attempt import AttemptSpec
 from jqueue.exec.link import info_dict, result_dict
 
@@ -104,7 +105,7 @@ class NodeExec:
         offset = _count(body, "offset")
         size = min(_count(body, "max_bytes"), MAX_READ)
         data = self._executor.read(job, attempt, offset, size)
-        return {"data": base64.b64encode(data).decode("ascii")}
+        return rpc_server.Bytes(data)
 
     def exec_lookup(self, peer, body):
         self._check(peer)
@@ -157,7 +158,7 @@ class NodeExec:
         size = min(_count(body, "max_bytes"), MAX_READ)
         data = self._supervisor.read(_count(body, "id"), _count(body, "run"),
                                      _count(body, "offset"), size)
-        return {"data": base64.b64encode(data).decode("ascii")}
+        return rpc_server.Bytes(data)
 
     def svc_forget(self, peer, body):
         self._check(peer)

@@ -5,7 +5,8 @@ listener per NAME (its credentials from TLS_DIR), on a free port, all sharing on
 of handler calls; "PORTS {"name": port, ...}" is printed once all listen. The process
 exits when its stdin is closed.
 
-Handlers: echo (the body and the caller), size (length of body["data"]), sleep
+Handlers: echo (the body and the caller), size (length of body["data"]), octets (a Bytes
+result: bytes 0..255, body["times"] times), sleep
 (body["seconds"][own name] seconds, blocking), later (non-blocking, answers from a
 timer), fail (OpPrereqError), bug (ZeroDivisionError), calls (the recorded calls; not
 itself recorded) and stats (connections accepted per listener; not recorded).
@@ -55,6 +56,7 @@ def make_handlers(own_name):
     functions = {
         "echo": lambda peer, body: {"peer": peer, "body": body, "server": own_name},
         "size": lambda peer, body: len(body["data"]),
+        "octets": lambda peer, body: server.Bytes(bytes(range(256)) * body["times"]),
         "sleep": sleep, "fail": fail, "bug": bug,
     }
     handlers = {name: server.Handler(recorded(own_name, name, func))

@@ -1,9 +1,11 @@
 """The master's link to a node's jq-noded (jqueue.cluster.commandlink.RemoteLink): how its
 poller follows the node's event log across a restart of the node, with a scripted node."""
 
+import base64
 import threading
 import time
 
+from jqueue import errors
 from jqueue.cluster import commandlink
 
 
@@ -87,3 +89,46 @@ def test_a_node_that_restarted_is_read_from_the_start_of_its_new_session(monkeyp
     assert [(p["session"], p["after"]) for p in node.polls[:5]] == [
         (None, 0), ("s1", 5), ("s1", 6), ("s1", 6), ("s2", 0)]
     assert ("svc", backoff) in events
+
+
+class OutputNode(ScriptedNode):
+    """Answers exec_read and svc_read with one piece of output, as answer(data) gives it."""
+
+    def __init__(self, answer):
+        super().__init__([])
+        self.answer = answer
+
+    def call(self, method, body):
+        if method in ("exec_read", "svc_read"):
+            return self.answer(b"out\x00\xff")
+        return super().call(method, body)
+
+
+def test_output_is_read_as_bytes_and_as_the_base64_of_an_older_node():
+    """A node answers a piece of output as bytes (application/octet-stream); an older
+    jq-noded answered {"data": base64}: both give the runner the same bytes, and a
+    malformed base64 answer is an error, not garbage in the log."""
+    for answer in (lambda data: data,
+                   lambda data: {"data": base64.b64encode(data).decode("ascii")},
+                   lambda data: {"data": "!!not base64"}):
+        node, listener = OutputNode(answer), Listener()
+        link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+        link.subscribe(listener)
+        got = []
+        both = threading.Event()
+
+        def done(value, got=got, both=both):
+            got.append(value)
+            if len(got) == 2:
+                both.set()
+
+        try:
+            link.fetch(7, 1, 0, 1024, done)
+            link.svc_read(3, 1, 0, 1024, done)
+            assert both.wait(10)
+        finally:
+            link.stop()
+        if answer(b"x") == {"data": "!!not base64"}:
+            assert all(isinstance(value, errors.RemoteError) for value in got), got
+        else:
+            assert got == [b"out\x00\xff", b"out\x00\xff"]

@@ -5,6 +5,7 @@ listeners, test handlers that record their calls), started once for this module;
 clients are the real blocking RpcClient of this process.
 """
 
+import base64
 import datetime
 import http.client
 import os
@@ -175,6 +176,40 @@ def test_a_member_calls_a_method_and_gets_its_result(good):
 def test_non_blocking_handlers_may_answer_with_a_deferred(good):
     """A non-blocking handler's Deferred result is answered when it fires."""
     assert good.call("later", {}) == {"from": "node1", "peer": "node2"}
+
+
+def test_a_bytes_result_arrives_as_the_bytes_themselves(good):
+    """A handler's Bytes result (a piece of output) is answered and returned as bytes,
+    whole, however many TLS records it spans; the connection serves the next call."""
+    for times in (0, 1, 20 * 1024 + 3):  # up to 5 MiB and more
+        data = good.call("octets", {"times": times})
+        assert isinstance(data, bytes)
+        assert data == bytes(range(256)) * times
+    assert good.call("echo", {"after": True})["body"] == {"after": True}
+
+
+@pytest.mark.parametrize("accept, raw", [
+    ("application/json", False), ("", False),
+    ("application/json, application/octet-stream", True),
+    ("application/octet-stream;q=0.5", True)])
+def test_a_bytes_result_is_base64_json_unless_the_client_accepts_octets(ports, pki, accept,
+                                                                        raw):
+    """Bytes go out raw only to a client that says it accepts application/octet-stream
+    (ours does); any other client gets the JSON answer with the data in base64."""
+    headers = {"Content-Type": "application/json"}
+    if accept:
+        headers["Accept"] = accept
+    status, response, data = raw_request(ports, pki, "POST", "/rpc/octets", b'{"times": 3}',
+                                         headers)
+    assert status == 200
+    expected = bytes(range(256)) * 3
+    if raw:
+        assert response.getheader("Content-Type") == "application/octet-stream"
+        assert data == expected
+    else:
+        assert response.getheader("Content-Type") == "application/json"
+        assert data["success"] is True
+        assert base64.b64decode(data["result"]["data"]) == expected
 
 
 def test_many_calls_share_one_kept_alive_connection(good, make_client):

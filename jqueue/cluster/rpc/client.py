@@ -33,6 +33,7 @@ _TRANSPORT_ERRORS = (OSError, ValueError)
 #: Longest answer head accepted, and the size of each read.
 _MAX_HEAD = 65536
 _RECV_SIZE = 65536
+_OCTETS = b"application/octet-stream"
 
 
 def parse_address(address):
@@ -76,7 +77,7 @@ class _Connection:
         self.node_name = node_name
         self._context = context
         self._timeout = timeout
-        self._buffer = b""
+        self._buffer = bytearray()  # grows in place: a long answer is copied once, not per read
         self.sock = None
 
     def connect(self):
@@ -90,12 +91,14 @@ class _Connection:
     def post(self, path, body):
         """Send a POST of body (bytes) to path."""
         head = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                b"Accept: application/json\r\nContent-Length: %d\r\n\r\n" % (
+                b"Accept: application/json, application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % (
                     path.encode("ascii"), self.node_name.encode("idna"), len(body)))
         self.sock.sendall(head + body)
 
     def response(self, limit):
-        """(status, reason, body, close) of the next answer; ValueError if malformed."""
+        """(status, reason, content type, body, close) of the next answer; ValueError if
+        malformed."""
         head = self._read_head()
         status_line, _, rest = head.partition(b"\r\n")
         parts = status_line.split(b" ", 2)
@@ -115,13 +118,15 @@ class _Connection:
         close = (headers.get(b"connection", b"").lower() == b"close"
                  or parts[0] == b"HTTP/1.0")
         reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
-        return int(parts[1]), reason, body, close
+        content_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        return int(parts[1]), reason, content_type, body, close
 
     def _read_head(self):
         while True:
             end = self._buffer.find(b"\r\n\r\n")
             if end >= 0:
-                head, self._buffer = self._buffer[:end], self._buffer[end + 4:]
+                head = bytes(self._buffer[:end])
+                del self._buffer[:end + 4]
                 return head
             if len(self._buffer) > _MAX_HEAD:
                 raise ValueError("answer head longer than %d bytes" % _MAX_HEAD)
@@ -130,7 +135,8 @@ class _Connection:
     def _read_exactly(self, count):
         while len(self._buffer) < count:
             self._fill()
-        body, self._buffer = self._buffer[:count], self._buffer[count:]
+        body = bytes(self._buffer[:count])
+        del self._buffer[:count]
         return body
 
     def _fill(self):
@@ -183,10 +189,12 @@ class RpcClient:
         deadline = time.monotonic() + self.timeout
         with self._lock:
             try:
-                status, reason, payload = self._exchange(method, data, deadline)
+                status, reason, content_type, payload = self._exchange(method, data, deadline)
             except _Failure as failure:
                 self._close_unlocked()
                 raise self._remote_error(method, failure.cause) from None
+        if status == 200 and content_type == _OCTETS:
+            return payload  # a result that is bytes (jqueue.cluster.rpc.server.Bytes)
         return self._result(method, status, reason, payload)
 
     def close(self):
@@ -260,15 +268,16 @@ class RpcClient:
             raise _Failure(err) from None
 
     def _receive(self, deadline):
-        """(status, reason, body) of the answer; the connection is closed if it must be."""
+        """(status, reason, content type, body) of the answer; the connection is closed if
+        it must be."""
         try:
-            status, reason, payload, close = self._conn.response(
+            status, reason, content_type, payload, close = self._conn.response(
                 constants.RPC_MAX_RESPONSE_BYTES)
         except _TRANSPORT_ERRORS as err:
             raise _Failure(err) from None
         if close:
             self._close_unlocked()
-        return status, reason, payload
+        return status, reason, content_type, payload
 
     def _close_unlocked(self):
         conn, self._conn = self._conn, None

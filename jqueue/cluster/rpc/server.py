@@ -1,7 +1,10 @@
 """The node RPC server: ``POST /rpc/<method>`` with a JSON object body, over mutual TLS.
 
 Every answer is JSON: ``{"success": true, "result": ...}`` or ``{"success": false,
-"result": ["ErrorClass", [args]]}``. HTTP status 200 carries handler results (handler
+"result": ["ErrorClass", [args]]}``, except a handler's ``Bytes`` result (a piece of a
+command's output) to a client that accepts ``application/octet-stream``: that is
+answered as the bytes themselves, with that content type (no base64, no JSON; to other
+clients it is ``{"data": base64}``). HTTP status 200 carries handler results (handler
 errors included); a request refused before any handler runs gets 400 (not a JSON object,
 or not application/json), 403 (the peer's certificate names no node of the cluster), 404
 (unknown method), 405 (not POST) or 413 (body over max_body).
@@ -16,6 +19,7 @@ growing past it, is answered with 413 at once and the connection is closed, read
 dropping whatever the client still sends (for at most abortTimeout seconds).
 """
 
+import base64
 import io
 import logging
 import re
@@ -33,6 +37,7 @@ logger = logging.getLogger(__name__)
 _METHOD_RE = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _PREFIX = constants.RPC_PATH_PREFIX.encode("ascii")
 _JSON = b"application/json"
+_OCTETS = b"application/octet-stream"
 
 
 @attrs.frozen
@@ -45,6 +50,13 @@ class Handler:
 
     func = attrs.field(validator=attrs.validators.is_callable())
     blocking: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+
+
+@attrs.frozen
+class Bytes:
+    """A handler's result that is bytes (see the module docstring)."""
+
+    data: bytes = attrs.field(validator=attrs.validators.instance_of(bytes))
 
 
 class _Refusal(Exception):
@@ -68,6 +80,21 @@ def _answer_bytes(success, result):
             constants.RPC_KEY_SUCCESS: False,
             constants.RPC_KEY_RESULT: ["ProgrammerError",
                                        ["internal error: cannot encode the answer: %s" % err]]})
+
+
+def _result_answer(result, octets):
+    """(content type, body) of a handler's successful result."""
+    if isinstance(result, Bytes):
+        if octets:
+            return _OCTETS, result.data
+        result = {"data": base64.b64encode(result.data).decode("ascii")}
+    return _JSON, _answer_bytes(True, result)
+
+
+def _accepts_octets(request):
+    accept = request.getHeader(b"accept") or b""
+    return any(part.split(b";", 1)[0].strip().lower() == _OCTETS
+               for part in accept.split(b","))
 
 
 def _error_bytes(error):
@@ -242,8 +269,8 @@ class RpcResource(resource.Resource):
             return server.NOT_DONE_YET
         except Exception as err:  # noqa: BLE001 - a bug here must not leave an HTML 500
             logger.exception("checking an RPC request failed")
-            _answer(request, 500, _answer_bytes(False, ["ProgrammerError", [
-                "internal error: %s: %s" % (err.__class__.__name__, err)]]))
+            _answer(request, 500, (_JSON, _answer_bytes(False, ["ProgrammerError", [
+                "internal error: %s: %s" % (err.__class__.__name__, err)]])))
             return server.NOT_DONE_YET
         self._dispatch(request, peer, name, handler, body)
         return server.NOT_DONE_YET
@@ -276,12 +303,14 @@ class RpcResource(resource.Resource):
         return name, handler
 
     def _dispatch(self, request, peer, name, handler, body):
+        octets = _accepts_octets(request)
         if handler.blocking:
             deferred = threads.deferToThreadPool(self._reactor, self._threadpool,
-                                                 _run_and_encode, handler.func, peer, body)
+                                                 _run_and_encode, handler.func, peer, body,
+                                                 octets)
         else:
             deferred = defer.maybeDeferred(handler.func, peer, body)
-            deferred.addCallback(lambda result: _answer_bytes(True, result))
+            deferred.addCallback(_result_answer, octets)
         deferred.addErrback(_encode_failure, name, peer)
         deferred.addCallback(lambda data: _deliver(request, name, peer, data))
         deferred.addErrback(lambda failure: logger.error(
@@ -312,7 +341,7 @@ def _refuse(request, refusal):
         errors.error_message(refusal.error))
     for header, value in refusal.headers:
         request.setHeader(header, value)
-    _answer(request, refusal.status, _error_bytes(refusal.error))
+    _answer(request, refusal.status, (_JSON, _error_bytes(refusal.error)))
 
 
 def _parse_body(request):
@@ -331,31 +360,33 @@ def _parse_body(request):
     return body
 
 
-def _run_and_encode(func, peer, body):
+def _run_and_encode(func, peer, body, octets):
     """Run a blocking handler and encode its answer (both in the pool's thread)."""
-    return _answer_bytes(True, func(peer, body))
+    return _result_answer(func(peer, body), octets)
 
 
 def _encode_failure(failure, name, peer):
     err = failure.value
     if isinstance(err, errors.GenericError):
         logger.debug("RPC %s from %s failed: %s", name, peer, err)
-        return _error_bytes(err)
+        return _JSON, _error_bytes(err)
     logger.error("RPC %s from %s failed:\n%s", name, peer, failure.getTraceback())
-    return _answer_bytes(False, ["ProgrammerError", ["internal error: %s: %s" % (
+    return _JSON, _answer_bytes(False, ["ProgrammerError", ["internal error: %s: %s" % (
         err.__class__.__name__, err)]])
 
 
-def _deliver(request, name, peer, data):
+def _deliver(request, name, peer, answer):
     if request.gone:
         logger.info("answer to RPC %s from %s dropped: the connection was closed", name, peer)
         return
-    _answer(request, 200, data)
+    _answer(request, 200, answer)
 
 
-def _answer(request, status, data):
+def _answer(request, status, answer):
+    """Answer (content type, body) with status."""
+    content_type, data = answer
     request.setResponseCode(status)
-    request.setHeader(b"Content-Type", _JSON)
+    request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Content-Length", b"%d" % len(data))
     request.write(data)
     request.finish()
