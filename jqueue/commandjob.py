@@ -33,6 +33,7 @@ from jqueue.ptypes import Tags, parse_tags  # noqa: F401 - callers use them from
 #: Longest line the progress parser keeps while waiting for its end.
 MAX_PARTIAL_LINE = 64 * 1024
 _TOKENS = {"%percent": 100.0, "%one": 1.0}
+_DIGITS = [bytes([digit]) for digit in b"0123456789"]
 _NUMBER = r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _USER_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
@@ -241,9 +242,17 @@ class ProgressPattern:
     rest is matched literally, anywhere in a line. ``regex:`` followed by a regular
     expression with one group gives that group's number (a fraction 0..1). The last
     match of a line wins; values are clamped to [0, 1].
+
+    ``last_value(text, end)`` is the value of the last line of ``text[:end]`` (bytes,
+    whole lines) that matches: a token pattern finds it from the end with a bytes search
+    for its literal text, without decoding or even splitting the lines before it (output
+    runs at hundreds of MB/s; a line-by-line scan in Python ran at about 20); a regex
+    pattern goes line by line.
     """
 
     def __init__(self, pattern):
+        self._bytes_regex = None
+        self._anchor = b""
         if pattern.startswith("regex:"):
             self.regex = _compile_raw(pattern[len("regex:"):])
             self.scale = 1.0
@@ -256,16 +265,52 @@ class ProgressPattern:
         before, after = pattern[:position], pattern[position + len(token):]
         self.regex = re.compile(re.escape(before) + _NUMBER + re.escape(after))
         self.scale = _TOKENS[token]
+        if "\n" not in pattern:  # (one with a newline never matches a line)
+            raw_before, raw_after = before.encode("utf-8"), after.encode("utf-8")
+            self._bytes_regex = re.compile(re.escape(raw_before) + _NUMBER.encode("ascii")
+                                           + re.escape(raw_after))
+            self._anchor = max(raw_before, raw_after, key=len)
 
     def value(self, line):
         matches = list(self.regex.finditer(line))
         if not matches:
             return None
+        return self._number(matches[-1].group(1))
+
+    def _number(self, text):
         try:
-            number = float(matches[-1].group(1)) / self.scale
+            number = float(text) / self.scale
         except (TypeError, ValueError):
             return None
         return min(1.0, max(0.0, number))
+
+    def last_value(self, text, end):
+        """The value of the last matching line of text[:end] (bytes, whole lines), or None."""
+        while end > 0:
+            at = self._last_candidate(text, end)
+            if at < 0:
+                return None
+            start = text.rfind(b"\n", 0, at) + 1
+            stop = text.find(b"\n", at, end)
+            value = self._line_value(text, start, end if stop < 0 else stop)
+            if value is not None:
+                return value
+            end = start  # that line did not match: look before it
+        return None
+
+    def _last_candidate(self, text, end):
+        """A position in the last line of text[:end] that may match (-1: none can)."""
+        if self._bytes_regex is None:
+            return end - 1  # a regex: every line may
+        if self._anchor:
+            return text.rfind(self._anchor, 0, end)
+        return max(text.rfind(digit, 0, end) for digit in _DIGITS)  # the token alone
+
+    def _line_value(self, text, start, stop):
+        if self._bytes_regex is None:
+            return self.value(text[start:stop].decode("utf-8", "replace"))
+        matches = list(self._bytes_regex.finditer(text, start, stop))
+        return self._number(matches[-1].group(1)) if matches else None
 
 
 def _compile_raw(text):
@@ -290,15 +335,15 @@ class ProgressTracker:
 
     def feed(self, data):
         """Parse complete lines of data; return True if a value changed."""
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
+        text = self._partial + data if self._partial else bytes(data)
+        end = text.rfind(b"\n") + 1
+        self._partial = text[end:]
         if len(self._partial) > MAX_PARTIAL_LINE:
             self._partial = b""
         changed = False
-        for raw in lines:
-            line = raw.decode("utf-8", "replace")
+        if end:
             for index, pattern in enumerate(self._patterns):
-                value = pattern.value(line) if pattern is not None else None
+                value = pattern.last_value(text, end) if pattern is not None else None
                 if value is not None and value != self.values[index]:
                     self.values[index] = value
                     changed = True
