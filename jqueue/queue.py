@@ -1444,8 +1444,15 @@ class JobQueue:
 
         A tag is (job id, the state_dict() recorded or PRISTINE, False for a log entry or
         None for a command log chunk, log serial or the log's length); the newest state
-        acknowledged is what readers see.
+        acknowledged is what readers see. Without the cyclic collector: a job's end may
+        release thousands of waiters at once, and a collection in the middle (15-20 ms)
+        would delay all the answers after it; the daemon's server keeps it paused until
+        it has sent them (jqueue.luxi.server, held_wakeups).
         """
+        with serializer.paused_collection():
+            self._tell_durable(tags)
+
+    def _tell_durable(self, tags):
         ready = []
         with self._lock:
             touched = {}

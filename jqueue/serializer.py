@@ -105,18 +105,29 @@ def paused_collection():
     three times the work itself. Reference counting still frees everything; the collector
     resumes at the end of the last block running.
     """
+    pause_collection()
+    try:
+        yield
+    finally:
+        resume_collection()
+
+
+def pause_collection():
+    """Stop the cyclic collector until the matching resume_collection, which may come
+    from another thread (a burst of answers handed from the journal to the reactor)."""
     with _pause_lock:
         if _pauses[0] == 0:
             _pauses[1] = gc.isenabled()
             gc.disable()
         _pauses[0] += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses[0] -= 1
-            if _pauses[0] == 0 and _pauses[1]:
-                gc.enable()
+
+
+def resume_collection():
+    """End one pause_collection; the collector runs again after the last one."""
+    with _pause_lock:
+        _pauses[0] -= 1
+        if _pauses[0] == 0 and _pauses[1]:
+            gc.enable()
 
 
 #: Texts from this size on are parsed without the cyclic collector (see paused_collection).

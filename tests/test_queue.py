@@ -1,5 +1,6 @@
 """Tests of jqueue.queue.JobQueue: the library API over a real queue directory."""
 
+import gc
 import os
 import threading
 import time
@@ -523,6 +524,22 @@ def test_watch_callbacks_cost_no_thread(open_queue):
     run_jobs(queue)
     assert len(fired) == 2000
     handles[0].cancel()
+
+
+def test_waiters_are_told_with_the_cyclic_collector_paused(open_queue):
+    """The thousands of answers a change releases are collected and handed over with the
+    cyclic collector paused (a pass in the middle would delay every answer after it); it
+    runs again afterwards."""
+    queue = open_queue()
+    job_id = queue.submit_job([delay()])
+    enabled = []
+    for _ in range(100):
+        queue.watch_job(job_id, ["status"], ["queued"], None,
+                        lambda answer: enabled.append(gc.isenabled()))
+    run_jobs(queue)
+    queue.wait_durable(5)
+    assert enabled and not any(enabled)
+    assert gc.isenabled()
 
 
 def test_log_messages_reach_waiters_in_order(open_queue):

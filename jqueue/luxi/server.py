@@ -534,6 +534,7 @@ class LuxiServerFactory(protocol.Factory):
         self._refused = 0
         self._last_refusal_log = None
         self._deliveries = collections.deque()
+        self._pauses = collections.deque()  # collector pauses to end after a delivery run
         self._wake_pending = False
         self._held = threading.local()
         if hasattr(backend, "answer_batch"):
@@ -612,11 +613,24 @@ class LuxiServerFactory(protocol.Factory):
             yield
         finally:
             held.held = False
+            if len(self._deliveries) >= BULK_DELIVERIES:
+                # The cyclic collector stays off until the reactor sent them (a pass in
+                # the middle of 5,000 answers delays every answer after it).
+                serializer.pause_collection()
+                self._pauses.append(None)
             if self._deliveries:
                 self._wake()
 
     def _run_deliveries(self):
         self._wake_pending = False
+        try:
+            self._deliver_pending()
+        finally:
+            while self._pauses:  # the bursts this run sent (see held_wakeups)
+                self._pauses.popleft()
+                serializer.resume_collection()
+
+    def _deliver_pending(self):
         pending = self._deliveries
         self._encoded = {}
         after = self._after = collections.deque()
@@ -750,6 +764,9 @@ def _send(transport, data):
     if sent < len(data):
         transport.write(data[sent:])
 
+
+#: Answers handed over at once from which the collector waits until they are sent.
+BULK_DELIVERIES = 64
 
 #: Submissions with more opcodes than this are validated in the pool, not the reactor.
 INLINE_SUBMIT_OPCODES = 64

@@ -476,6 +476,30 @@ def test_answers_held_by_a_thread_wake_the_reactor_once_at_the_end(make_factory,
     assert all(watch.canceled for watch in backend.watches)
 
 
+def test_a_burst_of_answers_is_sent_before_the_collector_runs_again(make_factory, backend,
+                                                                    reactor):
+    """From the held hand-over of a burst of answers (BULK_DELIVERIES or more) to the end
+    of the reactor's run that sends them, the cyclic collector is paused; a few answers
+    do not pause it."""
+    factory = make_factory(backend)
+    for count, paused in ((server_mod.BULK_DELIVERIES, True), (3, False)):
+        conns = [Conn(factory) for _ in range(count)]
+        for conn in conns:
+            conn.send("WaitForJobChange", [1, ["status"], None, None, 30])
+        enabled = []
+        conns[-1].transport.write = lambda data, write=conns[-1].transport.write, enabled=enabled: (
+            enabled.append(gc.isenabled()), write(data))
+        with factory.held_wakeups():
+            for watch in backend.watches:
+                watch.callback((["success"], []))
+        backend.watches.clear()
+        assert gc.isenabled() is not paused
+        assert reactor.run_from_threads() == 1
+        assert enabled == [not paused]  # the last answer is sent with the collector off
+        assert gc.isenabled()
+        assert [conn.answers() for conn in conns] == [[(True, [["success"], []])]] * count
+
+
 def test_a_queue_hands_its_answers_over_in_one_batch(make_factory, queue, reactor):
     """The factory makes itself the queue's answer_batch: every waiter of a job ending
     is queued before the reactor is woken, once."""
