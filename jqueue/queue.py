@@ -25,7 +25,6 @@ a running job's cancellation signal is given only once the cancel is written. A 
 sync is fatal: ``on_fatal`` (the daemon exits; the journal is replayed at restart).
 """
 
-import contextlib
 import functools
 import gc
 import logging
@@ -115,10 +114,11 @@ class JobQueue:
         self._events = events.EventLog(
             events_dir or os.path.dirname(os.path.abspath(queue_dir)), buffer=event_buffer,
             rotate_bytes=action_log_bytes, utc=action_log_utc)
-        # A context the answers released by one durable batch are given in, all of them
-        # (the LUXI server's: its reactor is woken once they are all queued, not while
-        # this thread still queues them, which would only contend for the GIL).
-        self.answer_batch = contextlib.nullcontext
+        #: None (the callbacks a durable batch releases run in the journal's thread), or
+        #: hand_over([(callback, result), ...]) running them elsewhere: the LUXI server's
+        #: runs them in its reactor, where its own long polls answer at once, instead of
+        #: this thread queueing 5,000 answers one by one for the reactor to pick up.
+        self.answer_handoff = None
         self._fatal_hook = on_fatal
         self._fatal = None
         self._clock = clock
@@ -1447,7 +1447,7 @@ class JobQueue:
         acknowledged is what readers see. Without the cyclic collector: a job's end may
         release thousands of waiters at once, and a collection in the middle (15-20 ms)
         would delay all the answers after it; the daemon's server keeps it paused until
-        it has sent them (jqueue.luxi.server, held_wakeups).
+        it has sent them (jqueue.luxi.server, hand_over).
         """
         with serializer.paused_collection():
             self._tell_durable(tags)
@@ -1493,12 +1493,16 @@ class JobQueue:
                         self._acked_view_unlocked(job), job.durable_log_serial))
         if durable_events:
             ready.extend(self._events.add(durable_events))
-        with self.answer_batch():
-            for callback, result in ready:
-                try:
-                    callback(result)
-                except Exception:  # noqa: BLE001 - one waiter must not hurt the others
-                    logger.exception("job change callback failed")
+        if not ready:
+            return
+        if self.answer_handoff is not None:
+            self.answer_handoff(ready)
+            return
+        for callback, result in ready:
+            try:
+                callback(result)
+            except Exception:  # noqa: BLE001 - one waiter must not hurt the others
+                logger.exception("job change callback failed")
 
     def _on_refused(self, batches, error):
         """Journal listener: batches were refused (nothing of them is on disk).

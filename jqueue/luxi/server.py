@@ -12,7 +12,7 @@ well-formed request is never dropped unanswered, since Ganeti's clients resend t
 """
 
 import collections
-import contextlib
+import functools
 import logging
 import threading
 import traceback
@@ -331,6 +331,8 @@ class LuxiProtocol(protocol.Protocol):
         def callback(result):  # any thread
             self.factory.deliver(self._watch_answered, request, result)
 
+        callback.in_reactor = functools.partial(self._watch_answered, request)  # hand_over
+
         try:
             request.handle = getattr(dispatcher, "watch_" + spec.watch)(args, callback)
         except Exception as err:  # noqa: BLE001 - encoded like any backend error
@@ -534,11 +536,9 @@ class LuxiServerFactory(protocol.Factory):
         self._refused = 0
         self._last_refusal_log = None
         self._deliveries = collections.deque()
-        self._pauses = collections.deque()  # collector pauses to end after a delivery run
         self._wake_pending = False
-        self._held = threading.local()
-        if hasattr(backend, "answer_batch"):
-            backend.answer_batch = self.held_wakeups
+        if hasattr(backend, "answer_handoff"):
+            backend.answer_handoff = self.hand_over
         # Submissions recorded in the reactor are committed once per pass over the
         # sockets, by commit_soon (if the backend can: JobQueue.commit_pending).
         self._commit_pending = getattr(backend, "commit_pending", None)
@@ -577,20 +577,17 @@ class LuxiServerFactory(protocol.Factory):
         """Run func(*args) in the reactor thread; callable from any thread.
 
         Answers come from the journal's threads in bursts (every submission of a group
-        commit, every waiter of a job at once): one wake-up of the reactor per burst,
-        not one per answer. From the reactor's own commit (_commit) they wait for its
-        end and need no wake-up at all.
+        commit; every waiter of a job at once comes as one, see hand_over): one wake-up
+        of the reactor per burst, not one per answer. From the reactor's own commit
+        (_commit) they wait for its end and need no wake-up at all.
         """
         # No lock: deque.append and popleft are atomic, and the flag is only a hint
         # whose races cost at most one spare wake-up (it is cleared before the queue is
         # drained, so an answer queued after a drain always finds it clear or sees a
-        # wake-up already on its way). Thousands of waiters answered at once each pass
-        # here, in the journal's thread, while the reactor already sends the first ones.
+        # wake-up already on its way).
         self._deliveries.append((func, args))
         if self._committing_thread == threading.get_ident():
             return  # the reactor itself, in _commit: it runs them when the commit returns
-        if getattr(self._held, "held", False):
-            return  # in held_wakeups: woken at its end
         self._wake()
 
     def _wake(self):
@@ -598,39 +595,35 @@ class LuxiServerFactory(protocol.Factory):
             self._wake_pending = True
             self.reactor.callFromThread(self._run_deliveries)
 
-    @contextlib.contextmanager
-    def held_wakeups(self):
-        """Queue the answers delivered meanwhile by this thread, and wake the reactor once,
-        at the end (the backend's answer_batch): a reactor woken by the first of 5,000
-        answers would send them while this thread still queues the others, and the two
-        would take the GIL from each other at every send."""
-        held = self._held
-        if getattr(held, "held", False):
-            yield
-            return
-        held.held = True
+    def hand_over(self, ready):
+        """Run the callbacks a durable batch released, [(callback, result), ...], in the
+        reactor (the backend's answer_handoff); callable from any thread.
+
+        One delivery for them all: the journal's thread does not queue thousands of
+        answers one by one while the reactor, woken by the first, takes the GIL from it
+        at every send. In the reactor, a callback of this server's long polls is called
+        through its ``in_reactor``, which sends the answer at once. From BULK_DELIVERIES
+        callbacks on, the cyclic collector stays paused until they are all sent (a pass
+        in the middle would delay every answer after it).
+        """
+        paused = len(ready) >= BULK_DELIVERIES
+        if paused:
+            serializer.pause_collection()
+        self.deliver(self._run_callbacks, ready, paused)
+
+    def _run_callbacks(self, ready, paused):
         try:
-            yield
+            for callback, result in ready:
+                try:
+                    getattr(callback, "in_reactor", callback)(result)
+                except Exception:  # noqa: BLE001 - one waiter must not hurt the others
+                    logger.exception("answering a waiter failed")
         finally:
-            held.held = False
-            if len(self._deliveries) >= BULK_DELIVERIES:
-                # The cyclic collector stays off until the reactor sent them (a pass in
-                # the middle of 5,000 answers delays every answer after it).
-                serializer.pause_collection()
-                self._pauses.append(None)
-            if self._deliveries:
-                self._wake()
+            if paused:
+                serializer.resume_collection()
 
     def _run_deliveries(self):
         self._wake_pending = False
-        try:
-            self._deliver_pending()
-        finally:
-            while self._pauses:  # the bursts this run sent (see held_wakeups)
-                self._pauses.popleft()
-                serializer.resume_collection()
-
-    def _deliver_pending(self):
         pending = self._deliveries
         self._encoded = {}
         after = self._after = collections.deque()

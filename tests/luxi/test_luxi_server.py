@@ -459,39 +459,46 @@ def test_change_from_another_thread_goes_through_call_from_thread(fake_conn, bac
     assert fake_conn.answers() == [(True, [["running"], [[1, [0, 0], "message", "x"]]])]
 
 
-def test_answers_held_by_a_thread_wake_the_reactor_once_at_the_end(make_factory, backend,
-                                                                    reactor):
-    """Answers a thread delivers in held_wakeups (a durable batch's, the queue's
-    answer_batch) wait for its end, then wake the reactor once; each is sent once."""
+def test_answers_handed_over_wake_the_reactor_once_and_go_out_from_there(make_factory,
+                                                                        backend, reactor):
+    """The callbacks a durable batch releases (the queue's answer_handoff) reach the
+    reactor as one delivery: one wake-up, and there each long poll of this server is
+    answered at once (no second trip through the delivery queue); other callbacks are
+    called as they are, and one that fails does not keep the others from theirs."""
     factory = make_factory(backend)
     conns = [Conn(factory) for _ in range(3)]
     for conn in conns:
         conn.send("WaitForJobChange", [1, ["status"], None, None, 30])
-    with factory.held_wakeups():
-        for watch in backend.watches:
-            watch.callback((["success"], []))
-        assert reactor.run_from_threads() == 0  # nothing woken yet
+    others = []
+
+    def failing(result):
+        raise RuntimeError("a bad callback")
+
+    ready = [(watch.callback, (["success"], [])) for watch in backend.watches]
+    factory.hand_over([ready[0], (others.append, "event"), (failing, None)] + ready[1:])
+    assert [conn.transport.value() for conn in conns] == [b""] * 3
     assert reactor.run_from_threads() == 1
+    assert reactor.run_from_threads() == 0  # nothing was queued a second time
     assert [conn.answers() for conn in conns] == [[(True, [["success"], []])]] * 3
+    assert others == ["event"]
     assert all(watch.canceled for watch in backend.watches)
 
 
 def test_a_burst_of_answers_is_sent_before_the_collector_runs_again(make_factory, backend,
                                                                     reactor):
-    """From the held hand-over of a burst of answers (BULK_DELIVERIES or more) to the end
-    of the reactor's run that sends them, the cyclic collector is paused; a few answers
-    do not pause it."""
+    """From the hand-over of a burst of answers (BULK_DELIVERIES or more) to the end of
+    the reactor's run that sends them, the cyclic collector is paused; a few answers do
+    not pause it."""
     factory = make_factory(backend)
     for count, paused in ((server_mod.BULK_DELIVERIES, True), (3, False)):
         conns = [Conn(factory) for _ in range(count)]
         for conn in conns:
             conn.send("WaitForJobChange", [1, ["status"], None, None, 30])
         enabled = []
-        conns[-1].transport.write = lambda data, write=conns[-1].transport.write, enabled=enabled: (
+        last = conns[-1].transport
+        last.write = lambda data, write=last.write, enabled=enabled: (
             enabled.append(gc.isenabled()), write(data))
-        with factory.held_wakeups():
-            for watch in backend.watches:
-                watch.callback((["success"], []))
+        factory.hand_over([(watch.callback, (["success"], [])) for watch in backend.watches])
         backend.watches.clear()
         assert gc.isenabled() is not paused
         assert reactor.run_from_threads() == 1
@@ -500,11 +507,11 @@ def test_a_burst_of_answers_is_sent_before_the_collector_runs_again(make_factory
         assert [conn.answers() for conn in conns] == [[(True, [["success"], []])]] * count
 
 
-def test_a_queue_hands_its_answers_over_in_one_batch(make_factory, queue, reactor):
-    """The factory makes itself the queue's answer_batch: every waiter of a job ending
-    is queued before the reactor is woken, once."""
+def test_a_queue_hands_its_answers_over_in_one_delivery(make_factory, queue, reactor):
+    """The factory makes itself the queue's answer_handoff: every waiter of a job ending
+    is answered from one wake-up of the reactor."""
     factory = make_factory(queue)
-    assert queue.answer_batch == factory.held_wakeups
+    assert queue.answer_handoff == factory.hand_over
     conns = [Conn(factory) for _ in range(4)]
     job_id = conns[0].call("SubmitJob", [[delay()]])[1]
     for conn in conns:
