@@ -6,7 +6,9 @@ A record is opaque bytes (the queue puts JSON in it). On disk each record is fra
 
 Appending is cheap and never touches the disk: records join the open batch. One committer
 thread writes everything appended since its last pass with a single write and a single
-fdatasync (group commit), then hands the records to the replication hook. Once a batch is
+fdatasync (group commit), and hands the records to the replication hook between the two:
+once written (a write the disk refuses is never replicated) and while the local sync runs,
+so that the candidates' syncs overlap ours. Once a batch is
 durable (and, with a replication hook, acknowledged by the peers the hook requires), the
 durability listener gets the tags of its records and only then are the callers waiting on
 the batch released. Many concurrent appenders therefore share one disk sync, and with
@@ -142,7 +144,8 @@ class Journal:
         """Open (create) ``directory/journal`` and start the committer.
 
         replicate, if given, is called by the committer with each group commit's framed
-        records after they are on the local disk. It returns None (nothing to wait for) or a
+        records once they are written to the local file, before its fdatasync (after it
+        for a commit that rotates the file). It returns None (nothing to wait for) or a
         ticket with ``wait() -> error or None``, ``fail(error)`` and ``timeout_error()``;
         batches complete, in order, once their ticket's wait() returns.
 
@@ -430,8 +433,15 @@ class Journal:
         if self._failing is not None or self._failed is not None:
             self._refuse(batches)  # nothing of them was written
             return
+        sent = []  # the ticket of batches replicated before their sync
+        send = None
+        if self._replicate is not None and not any(b.rotate_after for b in batches):
+            # (A commit that rotates syncs its first part before the switch: it is
+            # replicated after, in _done_locally, as a whole and only once.)
+            def send():
+                sent.append(self._replicate_frames(batches))
         try:
-            self._write_batches(batches)
+            self._write_batches(batches, send)
         except _DiskError as err:
             durable, batches = batches[:err.durable], batches[err.durable:]
             self._done_locally(durable)
@@ -449,10 +459,17 @@ class Journal:
                 "journal of %s failed (%s): outcome unknown until the journal is replayed"
                 % (self._dir, _reason(err.cause))))
             return
-        self._done_locally(batches)
+        self._done_locally(batches, *sent)
 
-    def _done_locally(self, batches):
-        """Batches are on the local disk: hand them to replication, or finish them."""
+    def _replicate_frames(self, batches):
+        try:
+            return self._replicate([f for b in batches for f in b.frames])
+        except errors.GenericError as err:
+            return _FailedTicket(err)
+
+    def _done_locally(self, batches, *sent):
+        """Batches are on the local disk: hand them to replication (unless sent already,
+        with the ticket sent), or finish them."""
         if not batches:
             return
         for batch in batches:
@@ -460,10 +477,7 @@ class Journal:
         if self._replicate is None:
             self._finish(batches, None)
             return
-        try:
-            ticket = self._replicate([f for b in batches for f in b.frames])
-        except errors.GenericError as err:
-            ticket = _FailedTicket(err)
+        ticket = sent[0] if sent else self._replicate_frames(batches)
         if ticket is None:
             with self._cond:
                 # Nothing to wait for (a single node): finish here, unless earlier batches
@@ -495,8 +509,10 @@ class Journal:
             with self._cond:  # only now: the committer finishes a batch itself only once
                 self._acks.popleft()  # every earlier one is finished (see _done_locally)
 
-    def _write_batches(self, batches):
-        """Write batches in order; _DiskError (with how many are durable) on failure."""
+    def _write_batches(self, batches, before_sync=None):
+        """Write batches in order; _DiskError (with how many are durable) on failure.
+        before_sync(), if given, is called once the last of them is written, before its
+        fdatasync."""
         pending = []
         durable = 0
         for index, batch in enumerate(batches):
@@ -510,14 +526,18 @@ class Journal:
                 except OSError as err:
                     raise _DiskError(err, durable, fatal=True) from None
         if pending:
-            self._flush(pending, durable)
+            self._flush(pending, durable, before_sync)
+        elif before_sync is not None:
+            before_sync()
         self.stats["records"] += sum(len(b.frames) for b in batches)
         self.stats["batches"] += 1
 
-    def _flush(self, frames, durable=0):
+    def _flush(self, frames, durable=0, before_sync=None):
         """Append frames and fdatasync; on a failed write, truncate back (see above)."""
         size = sum(len(f) for f in frames)
         if not size:
+            if before_sync is not None:
+                before_sync()
             return
         try:
             faults.check("journal.write")
@@ -525,6 +545,8 @@ class Journal:
         except OSError as err:
             self._truncate(err, durable)
             raise _DiskError(err, durable) from None
+        if before_sync is not None:
+            before_sync()
         try:
             faults.check("journal.sync")
             os.fdatasync(self._fd)

@@ -106,11 +106,11 @@ def test_commit_here_leaves_the_work_to_a_busy_committer(tmp_path, monkeypatch):
     entered, release = threading.Event(), threading.Event()
     real_flush = journal.Journal._flush
 
-    def slow_flush(self, frames, durable=0):
+    def slow_flush(self, frames, *args):
         if frames == [journal.frame(b"first")]:
             entered.set()
             release.wait(5)
-        return real_flush(self, frames, durable)
+        return real_flush(self, frames, *args)
 
     monkeypatch.setattr(journal.Journal, "_flush", slow_flush)
     jnl = _open(tmp_path)
@@ -160,6 +160,39 @@ def test_failed_write_is_refused_truncated_and_retried(tmp_path, failpoints):
     jnl.append(b"later").wait(5)
     jnl.close()
     assert _good_records(tmp_path / "journal") == [b"good", b"later"]
+
+
+def test_records_go_to_replication_once_written_before_their_sync(tmp_path, failpoints,
+                                                                  monkeypatch):
+    """The candidates get a batch's records as soon as they are written, while the local
+    fdatasync runs (the two disks' syncs overlap); a batch whose write fails is refused
+    and never replicated; the waiters hear only once both the local sync and the
+    replication are done."""
+    order, calls = [], []
+    real_sync = os.fdatasync
+
+    def fdatasync(fd):
+        order.append("sync")
+        real_sync(fd)
+
+    def replicate(frames):
+        order.append("replicate")
+        calls.append(frames)
+
+    monkeypatch.setattr(journal.os, "fdatasync", fdatasync)
+    recovered = threading.Event()
+    jnl = _open(tmp_path, retry_interval=0.05, replicate=replicate,
+                on_recovered=recovered.set)
+    jnl.append(b"first").wait(5)
+    assert order == ["replicate", "sync"] and calls == [[journal.frame(b"first")]]
+    failpoints.inject("journal.write", errno.ENOSPC)
+    with pytest.raises(errors.JobQueueError):
+        jnl.append(b"refused").wait(5)
+    assert recovered.wait(5)
+    jnl.append(b"later").wait(5)
+    jnl.close()
+    assert calls == [[journal.frame(b"first")], [journal.frame(b"later")]]
+    assert _good_records(tmp_path / "journal") == [b"first", b"later"]
 
 
 def test_a_write_refused_in_commit_here_is_probed_by_the_committer(tmp_path, failpoints):
