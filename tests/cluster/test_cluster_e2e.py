@@ -53,14 +53,15 @@ def set_ack_timeout(test_cluster, seconds):
 
 
 def start_cluster(tmp_path, nodeds, daemons, count, ack_timeout=ACK_TIMEOUT, args=(),
-                  noded_env=None, **master):
+                  noded_env=None, noded_args=None, **master):
     """Build a cluster of count nodes (all candidates), start every jq-noded (with the
-    variables noded_env[name] added to its environment), then jq-masterd (with args, and
-    the Daemon's other arguments in master)."""
+    variables noded_env[name] added to its environment and the arguments
+    noded_args[name]), then jq-masterd (with args, and the Daemon's other arguments in
+    master)."""
     test_cluster = build_cluster(tmp_path / "cluster", count)
     set_ack_timeout(test_cluster, ack_timeout)
-    started = {name: nodeds(test_cluster, name, wait=False,
-                            env=(noded_env or {}).get(name))
+    started = {name: nodeds(test_cluster, name, args=(noded_args or {}).get(name, ()),
+                            wait=False, env=(noded_env or {}).get(name))
                for name in test_cluster.names}
     for daemon in started.values():
         daemon.wait_ready()

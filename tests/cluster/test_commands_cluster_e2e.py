@@ -98,6 +98,29 @@ def test_env_inherit_gives_the_environment_of_the_nodes_daemon(tmp_path, nodeds,
     assert "seen: [] on %s\n" % test_cluster.master in logs[on_master]
 
 
+def test_run_as_is_decided_by_the_node_that_runs_the_command(tmp_path, nodeds, daemons):
+    """node2's jq-noded allows nobody: a job run as nobody there runs as nobody; one run
+    as a user node2 does not allow is accepted by the master (it cannot tell) and its
+    attempt fails INTERR on node2, naming the refusal, without a retry, leaving nothing
+    behind on the node."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2,
+                                            noded_args={"node2": ["--allowed-users", "nobody"]})
+    with master.client() as client:
+        allowed = client.submit_job([command("id -un", node="node2", run_as="nobody")])
+        refused = client.submit_job([command("id -un", node="node2", run_as="daemon",
+                                             max_attempts=3, retry_delay=0.1)])
+        wait_all_final(client, [allowed, refused], 30)
+        assert fields(client, allowed)["status"] == "success"
+        assert "\nnobody\n" in "".join(client.follow_job_log(allowed))
+        values = fields(client, refused)
+        assert values["status"] == "error" and values["reason"] == "INTERR", values
+        assert values["attempt"] == 1 and values["node"] == "node2", values
+        log = "".join(client.follow_job_log(refused))
+        assert "user daemon may not run commands on this node" in log, log
+        assert "\ndaemon\n" not in log
+    assert os.listdir(attempts_dir(test_cluster, "node2")) == []
+
+
 def test_a_killed_and_restarted_noded_loses_no_output_and_records_the_true_end(
         tmp_path, nodeds, daemons):
     """kill -9 of node2's jq-noded while its job prints 10,000 lines and exits 7, then a
