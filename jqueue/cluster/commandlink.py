@@ -6,7 +6,10 @@ RPC (mutual TLS). The RPC client is blocking and makes one call at a time, so a 
 two threads of its own per node, never one per command: a *caller* running the runner's
 requests in order (launch, read, signal, look up, forget), and a *poller* keeping one
 long poll (``exec_poll``) open for the node's events. Answers and events reach the runner
-in its host thread.
+in its host thread. After a full piece of output, when nothing else waits, the caller
+reads the next piece at once (the node's output only grows: bytes at an offset never
+change), so that the runner's next fetch finds it while the node is not kept idle as the
+runner journals the last one; an empty piece (the end, so far) is never read ahead.
 
 A poll that fails (the node is down or unreachable) is retried every ``RETRY`` seconds; a
 node that answers again after its jq-noded restarted (a new event session) or after the
@@ -26,6 +29,10 @@ logger = logging.getLogger(__name__)
 #: Seconds between two failed polls. A poll waits at most the heartbeat interval on the
 #: node: each answer is a heartbeat (jqueue.run.commands follows them).
 RETRY = 2.0
+
+
+def _read_key(body):
+    return body["job"], body["attempt"], body["offset"], body["max_bytes"]
 
 
 def _output_bytes(answer):
@@ -126,27 +133,45 @@ class RemoteLink:
 
     def _call_loop(self):
         client = None
+        ahead = None  # ((job, attempt, offset, max_bytes), bytes) read ahead
         while not self._stopped.is_set():
             item = self._calls.get()
             if item is None:
                 break
             method, body, done, convert = item
-            try:
-                client = client or self._factory()
-                answer = client.call(method, body)
-                self._host.call(self._heard)
-                if convert is not None and answer is not None:
-                    answer = convert(answer)
-            except (errors.GenericError, OSError, ValueError, TypeError, KeyError) as err:
-                answer = err if isinstance(err, errors.GenericError) else errors.RemoteError(
-                    "node %s: %s: %s" % (self.name, method, err))
-                if isinstance(err, (errors.RemoteError, OSError)) and client is not None:
-                    client.close()
-                    client = None
+            if ahead is not None and method == "exec_read" and ahead[0] == _read_key(body):
+                answer = ahead[1]
+            else:
+                client, answer = self._call(client, method, body, convert)
+            ahead = None
             if done is not None:
                 self._host.call(done, answer)
+            if (method == "exec_read" and isinstance(answer, bytes)
+                    and len(answer) == body["max_bytes"] and self._calls.empty()):
+                # A full piece: more output is likely there. Read the next piece now, while
+                # the runner journals this one; its next fetch asks for exactly that.
+                following = dict(body, offset=body["offset"] + len(answer))
+                client, data = self._call(client, method, following, convert)
+                if isinstance(data, bytes) and data:  # never an end of output ahead of time
+                    ahead = (_read_key(following), data)
         if client is not None:
             client.close()
+
+    def _call(self, client, method, body, convert):
+        """(the client to use next, the call's answer or its error)."""
+        try:
+            client = client or self._factory()
+            answer = client.call(method, body)
+            self._host.call(self._heard)
+            if convert is not None and answer is not None:
+                answer = convert(answer)
+        except (errors.GenericError, OSError, ValueError, TypeError, KeyError) as err:
+            answer = err if isinstance(err, errors.GenericError) else errors.RemoteError(
+                "node %s: %s: %s" % (self.name, method, err))
+            if isinstance(err, (errors.RemoteError, OSError)) and client is not None:
+                client.close()
+                client = None
+        return client, answer
 
     # Events: the poller thread
 

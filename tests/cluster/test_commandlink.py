@@ -2,11 +2,19 @@
 poller follows the node's event log across a restart of the node, with a scripted node."""
 
 import base64
+import queue
 import threading
 import time
 
 from jqueue import errors
 from jqueue.cluster import commandlink
+
+
+def wait_until(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
 
 
 class ScriptedNode:
@@ -132,3 +140,67 @@ def test_output_is_read_as_bytes_and_as_the_base64_of_an_older_node():
             assert all(isinstance(value, errors.RemoteError) for value in got), got
         else:
             assert got == [b"out\x00\xff", b"out\x00\xff"]
+
+
+class GrowingOutput(ScriptedNode):
+    """exec_read over an output of `size` bytes; records the offsets read (each call)."""
+
+    def __init__(self, size):
+        super().__init__([])
+        self.output = bytes(range(256)) * (size // 256)
+        self.reads = []
+
+    def call(self, method, body):
+        if method == "exec_read":
+            self.reads.append(body["offset"])
+            return self.output[body["offset"]:body["offset"] + body["max_bytes"]]
+        return super().call(method, body)
+
+
+class QueuedHost:
+    """A host whose calls wait until the test runs them (as a reactor runs them later)."""
+
+    def __init__(self):
+        self.pending = queue.Queue()
+
+    def call(self, function, *args):
+        self.pending.put((function, args))
+
+    def seconds(self):
+        return time.monotonic()
+
+    def run_until(self, predicate, timeout=10):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            function, args = self.pending.get(timeout=max(0.01, deadline - time.monotonic()))
+            function(*args)
+
+
+def test_after_a_full_piece_the_next_is_read_ahead_and_served_from_there(monkeypatch):
+    """While the runner journals a full piece of output, the link already reads the next
+    one and answers the runner's next fetch from it; the runner gets the output, each byte
+    once, and the end (an empty piece) is always read anew, never ahead of time."""
+    node, listener = GrowingOutput(4096), Listener()
+    monkeypatch.setattr(listener, "host", QueuedHost())
+    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+    link.subscribe(listener)
+    got = []
+
+    def fetch(offset):
+        link.fetch(7, 1, offset, 1024, lambda data: got.append((offset, data)))
+
+    try:
+        offset = 0
+        fetch(offset)
+        for reads in (2, 3, 4, 5, 6):  # the piece asked for and the one read ahead
+            listener.host.run_until(lambda offset=offset: got and got[-1][0] == offset)
+            wait_until(lambda reads=reads: len(node.reads) >= reads)
+            data = got[-1][1]
+            if not data:
+                break
+            offset += len(data)
+            fetch(offset)
+    finally:
+        link.stop()
+    assert b"".join(data for _, data in got) == node.output and got[-1] == (4096, b"")
+    assert node.reads == [0, 1024, 2048, 3072, 4096, 4096]
