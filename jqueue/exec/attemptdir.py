@@ -10,7 +10,9 @@
     start). Not the environment: it may hold secrets (it reaches the shim on a pipe).
 ``output``
     the command's stdout and stderr, appended by the command itself (created by the
-    shim's child just before the exec; a missing file reads as empty).
+    shim's child just before the exec; a missing file reads as empty). With a *run
+    directory* (below) it is ``<state_dir>/outputs/<job>.<attempt>`` instead, and
+    spec.json names it (``output``).
 ``pid``
     ``PID STARTTIME``, written by the shim before it lets the prepared command exec.
 ``result``
@@ -20,7 +22,12 @@
     the shim's own complaints, if it had any; quoted when a shim dies without a result.
 
 Every file is replaced atomically (temp file and rename) and never fsynced: after a
-reboot, the boot id says every attempt of the previous boot is lost anyway. A process is
+reboot, the boot id says every attempt of the previous boot is lost anyway. These
+directories can therefore live in a *run directory* on tmpfs (``/run``), where creating
+and deleting files costs no disk metadata: ``<run_dir>/attempts/<job>.<attempt>/``; the
+output stays on disk in ``<state_dir>/outputs/`` (a command's output must not fill
+memory), and an output whose directory is gone (the tmpfs was emptied by a reboot) is
+taken up again as a lost attempt, so that the master can still copy it. A process is
 the one recorded only if its pid exists and its start time and the boot id match, so a
 recycled pid is never mistaken for it. A directory leaves only when the master has
 recorded the final state and calls ``forget``.
@@ -33,6 +40,7 @@ from jqueue import errors, serializer
 from jqueue.exec.attempt import AttemptResult
 
 ATTEMPTS = "attempts"
+OUTPUTS = "outputs"
 SPEC = "spec.json"
 OUTPUT = "output"
 PID = "pid"
@@ -49,6 +57,21 @@ def attempts_dir(state_dir):
 def attempt_path(state_dir, job, attempt):
     """The directory of one attempt."""
     return os.path.join(attempts_dir(state_dir), "%d.%d" % (job, attempt))
+
+
+def outputs_dir(state_dir):
+    """Where the outputs of attempts go when their directories are in a run directory."""
+    return os.path.join(state_dir, OUTPUTS)
+
+
+def output_path(state_dir, job, attempt):
+    """The output file of one attempt whose directory is in a run directory."""
+    return os.path.join(outputs_dir(state_dir), "%d.%d" % (job, attempt))
+
+
+def output_in(path):
+    """The output file inside an attempt directory (without a run directory)."""
+    return os.path.join(path, OUTPUT)
 
 
 def parse_name(name):
@@ -156,18 +179,18 @@ def write_result(path, result):
     write_atomic(os.path.join(path, RESULT), serializer.dumps_bytes(result.to_dict()))
 
 
-def output_size(path):
-    """How many bytes of output the attempt has written."""
+def output_size(output):
+    """How many bytes of output the attempt has written (output: its output file)."""
     try:
-        return os.stat(os.path.join(path, OUTPUT)).st_size
+        return os.stat(output).st_size
     except FileNotFoundError:
         return 0
 
 
-def read_output(path, offset, max_bytes):
+def read_output(output, offset, max_bytes):
     """Up to max_bytes of output from offset (fewer at the end, b"" past it)."""
     try:
-        fd = os.open(os.path.join(path, OUTPUT), os.O_RDONLY)
+        fd = os.open(output, os.O_RDONLY)
     except FileNotFoundError:
         return b""
     try:

@@ -111,6 +111,8 @@ class _Attempt:
         self.key = key
         self.path = path
         self.spec = spec
+        output = spec.get("output")
+        self.output = output if isinstance(output, str) else attemptdir.output_in(path)
         self.pid = None
         self.output_size = 0
         self.result = None
@@ -137,13 +139,15 @@ class Executor:
     name besides the daemon's own user; ``use_cgroup=False`` forces the process-group
     containment; ``shim``: None (C if it compiles, else Python), "c" or "python";
     ``environ``: what a spec with ``env_base`` "inherit" starts from (default: this
-    process's environment, as it is when the executor is made).
+    process's environment, as it is when the executor is made); ``run_dir``: where the
+    attempts' directories go (see jqueue.exec.attemptdir; default: the state directory).
     An attempt that was forgotten must not be launched again: its number is spent.
     """
 
     def __init__(self, state_dir, reactor, allowed_users=(), use_cgroup=True, shim=None,
-                 environ=None):
+                 environ=None, run_dir=None):
         self.state_dir = os.path.abspath(state_dir)
+        self.run_dir = os.path.abspath(run_dir) if run_dir else self.state_dir
         self._reactor = reactor
         self._allowed_users = frozenset(allowed_users)
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
@@ -166,6 +170,16 @@ class Executor:
         return self._containment.description
 
     @property
+    def _separate_outputs(self):
+        return self.run_dir != self.state_dir
+
+    def _output_of(self, job, attempt, path):
+        """Where a new attempt's output goes."""
+        if self._separate_outputs:
+            return attemptdir.output_path(self.state_dir, job, attempt)
+        return attemptdir.output_in(path)
+
+    @property
     def shim(self):
         """Which shim runs the attempts (a description; None before start)."""
         return None if self._shim is None else self._shim.description
@@ -185,7 +199,9 @@ class Executor:
             self._unlock()
             raise errors.CommandError("no command shim: %s" % err) from None
         _raise_nofile()
-        os.makedirs(attemptdir.attempts_dir(self.state_dir), mode=0o750, exist_ok=True)
+        os.makedirs(attemptdir.attempts_dir(self.run_dir), mode=0o750, exist_ok=True)
+        if self._separate_outputs:
+            os.makedirs(attemptdir.outputs_dir(self.state_dir), mode=0o750, exist_ok=True)
         logger.info("command attempts: %s, contained by %s", self._shim.description,
                     self.containment)
         infos = [self._info(att) for att in self._adopt_all()]
@@ -221,7 +237,7 @@ class Executor:
         check_spec(spec)
         user = self._user_for(spec)
         env = self.environment(spec)
-        path = attemptdir.attempt_path(self.state_dir, spec.job, spec.attempt)
+        path = attemptdir.attempt_path(self.run_dir, spec.job, spec.attempt)
         try:
             os.mkdir(path, 0o750)
         except FileExistsError:
@@ -273,11 +289,12 @@ class Executor:
     def _spawn(self, spec, path, user, env):
         """Steps 2 to 5 of a launch (module docstring); cleans up if one fails."""
         cgroup = None
+        output = self._output_of(spec.job, spec.attempt, path)
         try:
             cgroup = self._containment.create_leaf(spec.job, spec.attempt)
-            pid, env_pipe = self._spawn_shim(spec, path, cgroup, user)
+            pid, env_pipe = self._spawn_shim(spec, path, cgroup, user, output)
         except OSError as err:
-            self._discard(path, cgroup)
+            self._discard(path, cgroup, output)
             raise errors.CommandError("job %d attempt %d: cannot start the shim: %s"
                                       % (spec.job, spec.attempt, err)) from None
         started = time.time()
@@ -288,7 +305,7 @@ class Executor:
             "deadline": started + spec.timeout if spec.timeout else None,
             "boot_id": self._boot_id, "shim_pid": pid,
             "shim_start": attemptdir.proc_start_time(pid), "cgroup": cgroup,
-            "shim": self._shim.kind, "rt_base": RT_BASE,
+            "shim": self._shim.kind, "rt_base": RT_BASE, "output": output,
         }
         att = _Attempt((spec.job, spec.attempt), path, record)
         try:
@@ -299,17 +316,18 @@ class Executor:
             if att.watch is not None:
                 os.close(att.watch.fd)
             self._reap(pid, block=True)
-            self._discard(path, cgroup)
+            self._discard(path, cgroup, output)
             raise errors.CommandError("job %d attempt %d: cannot record the attempt: %s"
                                       % (spec.job, spec.attempt, err)) from None
         _send_env(env_pipe, env)
         return att
 
-    def _spawn_shim(self, spec, path, cgroup, user):
+    def _spawn_shim(self, spec, path, cgroup, user, output):
         """posix_spawn the shim; (its pid, the write end of its stdin pipe)."""
         argv = list(self._shim.argv_prefix)
         argv += ["--attempt-dir", path, "--dir", spec.dir, "--timeout", repr(float(spec.timeout)),
-                 "--grace", repr(float(spec.kill_grace)), "--rt-base", str(RT_BASE)]
+                 "--grace", repr(float(spec.kill_grace)), "--rt-base", str(RT_BASE),
+                 "--output", output]
         if cgroup:
             argv += ["--cgroup", cgroup]
         if user:
@@ -335,20 +353,23 @@ class Executor:
         _OWN_SHIMS.add(pid)
         return pid, write_end
 
-    def _discard(self, path, cgroup):
+    def _discard(self, path, cgroup, output):
         """Undo a launch that failed before the command could start."""
         if cgroup:
             containment.remove_leaf(cgroup)
-        attemptdir.remove(path)
+        _remove_attempt(path, output)
 
     # ---- re-adoption ----
 
     def _adopt_all(self):
         """Re-adopt every attempt directory; the attempts, in name order."""
         found = []
-        base = attemptdir.attempts_dir(self.state_dir)
-        for trash in attemptdir.trash(self.state_dir):
-            attemptdir.remove(trash)
+        base = attemptdir.attempts_dir(self.run_dir)
+        for trash in attemptdir.trash(self.run_dir):
+            key = attemptdir.parse_name(os.path.basename(trash)[len(attemptdir.TRASH_PREFIX):])
+            _remove_attempt(trash, self._output_of(*key, trash) if key else None)
+        if self._separate_outputs:
+            self._take_up_orphan_outputs(base)
         for name in sorted(os.listdir(base)):
             key = attemptdir.parse_name(name)
             if key is not None and os.path.isdir(os.path.join(base, name)):
@@ -360,12 +381,33 @@ class Executor:
             containment.remove_leaf(leaf)
         return found
 
+    def _take_up_orphan_outputs(self, base):
+        """An output whose attempt directory is gone (a reboot emptied the run directory)
+        gets a directory again, with a lost result: adopted below as an attempt that ended
+        lost, its output still there for the master to copy."""
+        try:
+            names = os.listdir(attemptdir.outputs_dir(self.state_dir))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(base, name)
+            if attemptdir.parse_name(name) is None or os.path.isdir(path):
+                continue
+            logger.warning("job %s attempt %s: its directory in %s is gone (a reboot?): "
+                           "recorded as lost", *name.split("."), self.run_dir)
+            os.mkdir(path, 0o750)
+            attemptdir.write_result(path, AttemptResult(
+                exit_status=None, signal=None, timed_out=False, ended=time.time(),
+                error="attempt lost: its record in the run directory is gone (the node "
+                      "rebooted?)"))
+
     def _adopt(self, key, path, announce):
         """Take up an attempt directory found on disk (see the module docstring)."""
         spec = attemptdir.read_spec(path)
-        att = _Attempt(key, path, spec or _placeholder_spec(key, path))
+        att = _Attempt(key, path, spec or dict(_placeholder_spec(key, path),
+                                               output=self._output_of(*key, path)))
         self._attempts[key] = att
-        att.output_size = attemptdir.output_size(path)
+        att.output_size = attemptdir.output_size(att.output)
         pid = attemptdir.read_pid(path)
         att.pid = pid[0] if pid else None
         att.result = attemptdir.read_result(path)
@@ -515,7 +557,7 @@ class Executor:
                 self._emit(("started", self._info(att)))
             elif not final:
                 return
-        size = attemptdir.output_size(att.path)
+        size = attemptdir.output_size(att.output)
         if size > att.output_size:
             att.output_size = size
             att.interval = POLL_FAST
@@ -581,7 +623,7 @@ class Executor:
         if offset < 0 or max_bytes < 0:
             raise errors.ParameterError("offset and max_bytes must be >= 0, not %r and %r"
                                         % (offset, max_bytes))
-        return attemptdir.read_output(att.path, offset, max_bytes)
+        return attemptdir.read_output(att.output, offset, max_bytes)
 
     def attempts(self, job=None):
         """Every attempt not forgotten (of one job, if given), running or ended, by job
@@ -609,7 +651,8 @@ class Executor:
             containment.remove_leaf(cgroup)
         trash = attemptdir.discard(att.path)
         if trash is not None:  # the files go in a thread: the reactor has better to do
-            self._reactor.callInThread(attemptdir.remove, trash)
+            outside = att.output if os.path.dirname(att.output) != att.path else None
+            self._reactor.callInThread(_remove_attempt, trash, outside)
         del self._attempts[(job, attempt)]
 
     def _known(self, job, attempt):
@@ -627,7 +670,7 @@ class Executor:
             cgroup=spec.get("cgroup"), started=spec.get("started"),
             deadline=spec.get("deadline"), argv=list(spec.get("argv") or []),
             dir=spec.get("dir") or "", run_as=spec.get("run_as"),
-            output_size=max(att.output_size, attemptdir.output_size(att.path)),
+            output_size=max(att.output_size, attemptdir.output_size(att.output)),
             result=att.result)
 
     # ---- the state directory's lock ----
@@ -662,6 +705,17 @@ def user_home(user=None):
     except KeyError:
         return "/", user or ""
     return entry.pw_dir or "/", entry.pw_name
+
+
+def _remove_attempt(path, output):
+    """Remove an attempt's output (if outside its directory), then its directory: a
+    directory that is gone never leaves an output behind (see _adopt_all)."""
+    if output and os.path.dirname(output) != path:
+        try:
+            os.unlink(output)
+        except FileNotFoundError:
+            pass
+    attemptdir.remove(path)
 
 
 def _placeholder_spec(key, path):

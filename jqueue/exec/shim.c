@@ -6,7 +6,7 @@
  * records its true outcome in the attempt directory, whether or not anybody is watching.
  *
  *   jq-shim --attempt-dir A --dir D --timeout T --grace G --rt-base R
- *           [--cgroup C] [--user NAME UID GID] [--nofile N] -- ARGV...
+ *           [--output O] [--cgroup C] [--user NAME UID GID] [--nofile N] -- ARGV...
  *
  * Start. The shim's environment is empty (a job's LD_PRELOAD must not run as the
  * daemon's user): it reads the command's environment from stdin, NUL-terminated
@@ -21,8 +21,8 @@
  *
  * The command child is born in the attempt's cgroup (clone3 with CLONE_INTO_CGROUP, Linux
  * 5.7; else fork and write its pid to cgroup.procs, which costs an RCU grace period), then:
- * setsid (its own group, pgid = pid), stdout and stderr to A/output (O_APPEND, created if
- * needed), stdin from /dev/null, user switch (initgroups, setgid, setuid), chdir, default
+ * setsid (its own group, pgid = pid), stdout and stderr to O (default A/output; O_APPEND,
+ * created if needed), stdin from /dev/null, user switch (initgroups, setgid, setuid), chdir, default
  * signal dispositions and an empty mask, the soft RLIMIT_NOFILE the daemon had, execvp.
  * A failure before execvp is reported on a close-on-exec pipe: the command never ran and
  * the result says why ("error"). A failed execvp itself is the command's failure, as in
@@ -94,7 +94,7 @@ struct jq_clone_args {
 extern char **environ;
 
 struct options {
-    const char *attempt_dir, *dir, *cgroup, *user;
+    const char *attempt_dir, *dir, *cgroup, *user, *output;
     uid_t uid;
     gid_t gid;
     double timeout, grace;
@@ -244,6 +244,8 @@ static void parse_args(int argc, char **argv) {
             opt.attempt_dir = argv[++i];
         else if (!strcmp(name, "--dir"))
             opt.dir = argv[++i];
+        else if (!strcmp(name, "--output"))
+            opt.output = argv[++i];
         else if (!strcmp(name, "--timeout"))
             opt.timeout = parse_seconds(argv[++i], "bad --timeout");
         else if (!strcmp(name, "--grace"))
@@ -338,7 +340,10 @@ static void join_cgroup(void) {
 
 static void redirect_io(void) {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/output", opt.attempt_dir);
+    if (opt.output)
+        snprintf(path, sizeof path, "%s", opt.output);
+    else
+        snprintf(path, sizeof path, "%s/output", opt.attempt_dir);
     int out = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (out < 0)
         child_fail("cannot open the output file %s", path);

@@ -34,7 +34,7 @@ class CannotRun(Exception):
 def parse_args(args):
     """The options (a dict) and the command's argv."""
     opts = {"timeout": 0.0, "grace": 0.0, "cgroup": None, "user": None, "nofile": -1,
-            "rt_base": -1, "attempt_dir": None, "dir": None}
+            "rt_base": -1, "attempt_dir": None, "dir": None, "output": None}
     i = 0
     while i < len(args) and args[i] != "--":
         name = args[i]
@@ -161,7 +161,7 @@ class Shim:
         if opts["cgroup"]:
             _step("cannot join cgroup %s" % opts["cgroup"], _write_file,
                   os.path.join(opts["cgroup"], "cgroup.procs"), b"%d\n" % os.getpid())
-        path = os.path.join(opts["attempt_dir"], "output")
+        path = opts["output"] or os.path.join(opts["attempt_dir"], "output")
         out = _step("cannot open the output file %s" % path, os.open,
                     path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         null = _step("cannot open /dev/null", os.open, "/dev/null", os.O_RDONLY)

@@ -126,14 +126,15 @@ class Executors:
         return path
 
     def make(self, shim="c", use_cgroup=True, state_dir=None, allowed_users=(),
-             start=True, environ=None):
+             start=True, environ=None, run_dir=None):
         """(executor, reactor, recorder), the executor started unless start=False."""
         state_dir = state_dir or self.state_dir()
         if shim == "c":
             seed_shim_cache(state_dir)
         reactor = PumpReactor()
         executor = Executor(state_dir, reactor, allowed_users=allowed_users,
-                            use_cgroup=use_cgroup, shim=shim, environ=environ)
+                            use_cgroup=use_cgroup, shim=shim, environ=environ,
+                            run_dir=run_dir)
         recorder = Recorder()
         executor.subscribe(recorder)
         self.made.append((executor, reactor))

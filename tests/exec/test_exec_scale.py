@@ -66,5 +66,5 @@ def test_the_open_files_limit_is_raised_for_the_daemon_but_not_for_commands(exec
     assert done.returncode == 0 and lines[-1] == "ended 0 None"
     assert lines[0] == "nofile %d" % min(hard, 65536)
     assert_no_cgroup_left(state_dir)
-    assert attemptdir.read_output(attemptdir.attempt_path(state_dir, 1, 1), 0, 100) == \
-        b"256\n"
+    output = attemptdir.output_in(attemptdir.attempt_path(state_dir, 1, 1))
+    assert attemptdir.read_output(output, 0, 100) == b"256\n"

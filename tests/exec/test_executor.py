@@ -333,7 +333,8 @@ def test_output_is_reported_only_after_the_start(executors):
     executor.launch(executors.spec(1, "echo early; sleep 1000"))
     path = attemptdir.attempt_path(executor.state_dir, 1, 1)
     deadline = time.monotonic() + 10
-    while attemptdir.output_size(path) == 0 or attemptdir.read_pid(path) is None:
+    output = attemptdir.output_in(path)
+    while attemptdir.output_size(output) == 0 or attemptdir.read_pid(path) is None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.rename(os.path.join(path, "pid"), os.path.join(path, "pid.hidden"))

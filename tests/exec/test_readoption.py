@@ -250,3 +250,60 @@ def test_one_state_directory_has_one_executor(executors):
         second.start()
     first.stop()
     assert second.start() == []
+
+
+# A run directory (tmpfs in production: /run) for the attempts' directories
+
+
+def test_with_a_run_directory_attempts_live_there_and_their_output_on_disk(executors, shim,
+                                                                           tmp_path):
+    """The attempt's directory (spec, pid, result) is in the run directory, its output in
+    the state directory's outputs/ (spec.json names it); a new executor re-adopts the
+    running attempt from there with its whole output and true end; forgetting it removes
+    both."""
+    run_dir = str(tmp_path / "run")
+    first, reactor, _ = executors.make(shim=shim, run_dir=run_dir)
+    first.launch(executors.spec(1, LINES))
+    reactor.run_until(lambda: first.read(1, 1, 0, 1 << 20).endswith(b"line 1500\n"), 10,
+                      "the first half")
+    path = attemptdir.attempt_path(run_dir, 1, 1)
+    output = attemptdir.output_path(first.state_dir, 1, 1)
+    assert sorted(os.listdir(path)) == ["pid", "spec.json"]
+    assert attemptdir.read_spec(path)["output"] == output and os.path.isfile(output)
+    assert not os.path.exists(attemptdir.attempts_dir(first.state_dir))
+    first.stop()
+    second, reactor2, recorder2 = executors.make(shim=shim, state_dir=first.state_dir,
+                                                 run_dir=run_dir, start=False)
+    (info,) = second.start()
+    assert (info.job, info.attempt, info.result) == (1, 1, None) and info.pid > 0
+    result = wait_ended(second, reactor2, recorder2, 1)
+    assert (result.exit_status, result.error) == (7, None)
+    assert second.read(1, 1, 0, 1 << 20) == EXPECTED
+    second.forget(1, 1)
+    assert os.listdir(attemptdir.attempts_dir(run_dir)) == []
+    assert os.listdir(attemptdir.outputs_dir(first.state_dir)) == []
+
+
+def test_an_output_whose_run_directory_was_emptied_is_an_attempt_lost_with_its_output(
+        executors, tmp_path):
+    """A reboot empties the run directory (tmpfs) but not the outputs on disk: the next
+    executor takes each such output up as an attempt that ended lost (NODE_LOST for the
+    master), its output still readable; forgotten, it leaves nothing. A forgotten
+    attempt's output never comes back that way."""
+    run_dir = str(tmp_path / "run")
+    first, reactor, recorder = executors.make(run_dir=run_dir)
+    first.launch(executors.spec(1, "echo kept; echo twice"))
+    first.launch(executors.spec(2, "echo forgotten"))
+    wait_ended(first, reactor, recorder, 1)
+    wait_ended(first, reactor, recorder, 2)
+    first.forget(2, 1)
+    first.stop()
+    attemptdir.remove(run_dir)  # what a reboot does to a tmpfs
+    second, _, _ = executors.make(state_dir=first.state_dir, run_dir=run_dir, start=False)
+    (info,) = second.start()
+    assert (info.job, info.attempt, info.pid) == (1, 1, None)
+    assert info.result.error.startswith("attempt lost: its record in the run directory")
+    assert second.read(1, 1, 0, 100) == b"kept\ntwice\n"
+    second.forget(1, 1)
+    assert os.listdir(attemptdir.attempts_dir(run_dir)) == []
+    assert os.listdir(attemptdir.outputs_dir(first.state_dir)) == []
