@@ -26,39 +26,41 @@ _reactor_lock = threading.Lock()
 
 def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
                    use_cgroup=True, log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES,
-                   on_executor=None, tags=()):
+                   on_executor=None, tags=(), run_dir=None):
     """A ``commands`` factory for JobQueue: command jobs on this machine (node node_name).
 
     The Executor keeps its running attempts under state_dir; it is created and started
     (re-adopting the attempts still running) in the reactor's thread once the queue is
     open, and so is the Supervisor of this machine's services (in
     ``state_dir/services``). on_executor(executor), if given, hears of it. tags: this
-    machine's (what a command job's affinity must be among).
+    machine's (what a command job's affinity must be among). run_dir: where the attempts'
+    directories go (jqueue.exec.attemptdir; None: in state_dir).
     """
     host = ReactorHost(reactor)
     slots = slots or os.cpu_count() or 1
 
     def make(queue):
         executor = host.call_sync(_start_executor, reactor, state_dir, allowed_users,
-                                  use_cgroup)
+                                  use_cgroup, run_dir)
         if on_executor is not None:
             on_executor(executor)
         supervisor = host.call_sync(_start_supervisor, reactor, state_dir, node_name,
-                                    allowed_users, use_cgroup)
+                                    allowed_users, use_cgroup, run_dir)
         link = LocalLink(executor, node_name, slots, tags, supervisor=supervisor)
         return CommandRunner(queue, host, [link], node_name, log_max_bytes=log_max_bytes)
     return make
 
 
-def _start_executor(reactor, state_dir, allowed_users, use_cgroup):
+def _start_executor(reactor, state_dir, allowed_users, use_cgroup, run_dir):
     executor = Executor(os.path.abspath(state_dir), reactor, allowed_users=allowed_users,
-                        use_cgroup=use_cgroup)
+                        use_cgroup=use_cgroup, run_dir=run_dir)
     executor.start()
     return executor
 
 
-def _start_supervisor(reactor, state_dir, node_name, allowed_users, use_cgroup):
-    supervisor = make_supervisor(state_dir, reactor, node_name, allowed_users, use_cgroup)
+def _start_supervisor(reactor, state_dir, node_name, allowed_users, use_cgroup, run_dir):
+    supervisor = make_supervisor(state_dir, reactor, node_name, allowed_users, use_cgroup,
+                                 run_dir)
     supervisor.start()
     return supervisor
 

@@ -225,6 +225,13 @@ def command_options(program):
                "leaf per attempt where a writable hierarchy exists, else the process group) "
                "or process-group.", flag="--containment", metavar="MODE",
                choices=("auto", "process-group"), programs=(program,)),
+        Option("run_dir", Text(), None,
+               "Directory for the running attempts' own small files (spec, pid, result), "
+               "best on tmpfs (/run under systemd): they live no longer than the boot, and "
+               "creating and deleting them there costs no disk metadata. The commands' "
+               "output stays in DIR/outputs. Created (mode 0750) if missing.",
+               flag="--run-dir", metavar="RUNDIR", programs=(program,),
+               default_doc="DIR (the state directory: DIR/attempts)"),
     )
 
 OPTIONS = (

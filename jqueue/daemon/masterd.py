@@ -149,7 +149,7 @@ class QueueService(service.Service):
         return embedded.command_runner(
             self._reactor, config.state_dir, config.master_node, config.slots,
             config.allowed_users, config.containment == "auto", config.log_max_bytes,
-            on_executor=self._executor_started, tags=config.tags)
+            on_executor=self._executor_started, tags=config.tags, run_dir=config.run_dir)
 
     def _executor_started(self, executor):
         self.executor = executor

@@ -127,13 +127,15 @@ class NodeService(service.Service):
         and the svc_* methods: it keeps the services placed on it alive."""
         config, node = self.config, self.node
         self.executor = Executor(node.state_dir, self.reactor, allowed_users=config.allowed_users,
-                                 use_cgroup=config.containment == "auto")
+                                 use_cgroup=config.containment == "auto",
+                                 run_dir=config.run_dir)
         self.executor.start()
         node.slots = config.slots
         logger.info("command jobs: %d slots, containment: %s", config.slots,
                     self.executor.containment)
         self.supervisor = make_supervisor(node.state_dir, self.reactor, node.name,
-                                          config.allowed_users, config.containment == "auto")
+                                          config.allowed_users, config.containment == "auto",
+                                          config.run_dir)
         self.supervisor.start()
         exec_rpc = NodeExec(self.executor, node.is_master, self.reactor, config.slots,
                             supervisor=self.supervisor)

@@ -599,16 +599,19 @@ def _write_durably(path, data):
         os.close(dir_fd)
 
 
-def make_supervisor(state_dir, reactor, node, allowed_users=(), use_cgroup=True):
+def make_supervisor(state_dir, reactor, node, allowed_users=(), use_cgroup=True,
+                    run_dir=None):
     """A Supervisor of the node whose state directory is state_dir, over an Executor of
-    its own in ``<state_dir>/services`` (not started: call ``start``)."""
+    its own in ``<state_dir>/services`` (its runs' directories in ``<run_dir>/services``
+    if run_dir is given; not started: call ``start``)."""
     from jqueue.exec import attemptdir
     from jqueue.exec.executor import Executor
     directory = os.path.join(os.path.abspath(state_dir), "services")
     os.makedirs(directory, 0o750, exist_ok=True)
     _share_shims(os.path.join(os.path.abspath(state_dir), "exec"),
                  os.path.join(directory, "exec"))
-    executor = Executor(directory, reactor, allowed_users=allowed_users, use_cgroup=use_cgroup)
+    executor = Executor(directory, reactor, allowed_users=allowed_users, use_cgroup=use_cgroup,
+                        run_dir=os.path.join(run_dir, "services") if run_dir else None)
     return Supervisor(directory, reactor, executor, node, attemptdir.boot_id())
 
 

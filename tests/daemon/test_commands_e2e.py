@@ -262,6 +262,34 @@ def test_a_command_still_running_survives_a_clean_restart(daemon):
     assert "done" in log_of(daemon, job_id)
 
 
+def test_with_a_run_directory_attempts_live_there_and_survive_a_restart(daemons, tmp_path):
+    """--run-dir: a running command's directory is in the run directory, its output in
+    DIR/outputs; it survives a restart of jq-masterd (a SIGTERM), whose successor
+    follows it there to its end, its log whole; once recorded, nothing is left; a
+    service's runs go to RUNDIR/services."""
+    run_dir = str(tmp_path / "run")
+    daemon = daemons(args=["--run-dir", run_dir])
+    env, mark = marked()
+    with daemon.client() as client:
+        job_id = client.submit_job([command("echo before; sleep 2; echo after", env=env)])
+    wait_until(lambda: processes_with(mark), what="the command to start")
+    assert os.listdir(os.path.join(run_dir, "attempts")) == ["%d.1" % job_id]
+    assert os.listdir(os.path.join(daemon.state_dir, "outputs")) == ["%d.1" % job_id]
+    assert not os.path.exists(os.path.join(daemon.state_dir, "attempts"))
+    assert os.path.isdir(os.path.join(run_dir, "services", "attempts"))
+    assert daemon.stop() == 0
+    assert processes_with(mark), "the command died with the daemon"
+    daemon.start()
+    with daemon.client() as client:
+        wait_all_final(client, [job_id], 30)
+        assert client.query_jobs([job_id], ["status"])[0] == ["success"]
+    log = log_of(daemon, job_id)
+    assert "before\n" in log and "after\n" in log
+    wait_until(lambda: not os.listdir(os.path.join(run_dir, "attempts"))
+               and not os.listdir(os.path.join(daemon.state_dir, "outputs")),
+               what="the attempt to be forgotten")
+
+
 def test_many_running_commands_cost_no_thread_each(daemons):
     """200 concurrent sleeps: the daemon's thread count stays as it was with none."""
     daemon = daemons(args=["--slots", "200"])

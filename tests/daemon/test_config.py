@@ -31,7 +31,7 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "tags", "ping_interval", "ping_misses", "lost_grace", "event_buffer",
                 "action_log_max_bytes", "action_log_time",
                 "archive_after", "keep_archived", "retention_interval",
-                "log_max_bytes", "slots", "allowed_users", "containment", "http",
+                "log_max_bytes", "slots", "allowed_users", "containment", "run_dir", "http",
                 "http_tokens", "http_tls", "http_max_body", "http_max_headers",
                 "http_request_timeout", "http_idle_timeout", "http_max_connections",
                 "http_threads", "http_access_log"]
@@ -168,15 +168,17 @@ def test_rst_options_documents_every_option():
 
 
 def test_command_options_apply_to_both_daemons_with_their_defaults():
-    """slots (default: the CPUs), allowed_users and containment for masterd and noded."""
+    """slots (default: the CPUs), allowed_users, containment and run_dir for masterd and
+    noded."""
     for program in ("masterd", "noded"):
         loaded = config.load(program, parse(["--state-dir", "/a"], program))
         assert loaded.slots == (os.cpu_count() or 1) and loaded.allowed_users == []
-        assert loaded.containment == "auto"
+        assert loaded.containment == "auto" and loaded.run_dir is None
         loaded = config.load(program, parse(["--state-dir", "/a", "--slots", "3",
                                              "--allowed-users", "nobody, daemon",
-                                             "--containment", "process-group"], program))
-        assert (loaded.slots, loaded.allowed_users, loaded.containment) == (
-            3, ["nobody", "daemon"], "process-group")
+                                             "--containment", "process-group",
+                                             "--run-dir", "/run/jq"], program))
+        assert (loaded.slots, loaded.allowed_users, loaded.containment, loaded.run_dir) == (
+            3, ["nobody", "daemon"], "process-group", "/run/jq")
     with pytest.raises(argparse.ArgumentError, match="--slots: must be an integer >= 1"):
         parse(["--state-dir", "/a", "--slots", "0"])
