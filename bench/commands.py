@@ -3,21 +3,24 @@
 Prints (a) the machine's own rate of fork+exec+wait of /bin/true from Python (the ceiling);
 (b) command jobs running `true`, end to end per second (submitted together, until every
 one succeeded), on one machine (jq-masterd runs them) and through a node's jq-noded (a
-one-node cluster on loopback), as ratios to (a) (target: at least 0.3); (c) the latency
-from submit to the command's first instruction (median and p95 of sequential jobs, the
-instruction being a shell builtin that writes a file: its mtime against the submit time),
-targets 10 ms on one machine and 20 ms through jq-noded; (d) the daemons' threads and RSS
-with 1,000 concurrent `sleep` commands against the same daemons idle; (e) a job writing
-200 MB to its standard output, in MB/s into its log, against `cmd > file` in the same run
-(and that file synced, the durability the log has) (target: at least half of the plain
-file). One machine's figures come from a real jq-masterd, the node's from real jq-noded
-and jq-masterd processes talking mutual TLS.
+one-node cluster on loopback), as ratios to (a) (target: at least 0.3), each also with
+the attempts' directories in a run directory on tmpfs (--run-dir, where /dev/shm is);
+(c) the latency from submit to the command's first instruction (median and p95 of
+sequential jobs, the instruction being a shell builtin that writes a file: its mtime
+against the submit time), targets 10 ms on one machine and 20 ms through jq-noded; (d) the
+daemons' threads and RSS with 1,000 concurrent `sleep` commands against the same daemons
+idle; (e) a job writing 200 MB to its standard output, in MB/s into its log, against
+`cmd > file` in the same run (and that file synced, the durability the log has) (target:
+at least half of the plain file). One machine's figures come from a real jq-masterd, the
+node's from real jq-noded and jq-masterd processes talking mutual TLS.
 """
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import luxi
@@ -58,9 +61,10 @@ def start_single(root, slots, extra=()):
 class Noded:
     """A one-node cluster: jq-noded (running the commands) and jq-masterd on loopback."""
 
-    def __init__(self, root, slots, extra=()):
-        self.cluster = build_cluster(os.path.join(root, "cluster"), 1)
-        self.noded = NodeDaemon(self.cluster, "node1", args=["--slots", str(slots)]).start()
+    def __init__(self, root, slots, extra=(), noded_extra=(), name="cluster"):
+        self.cluster = build_cluster(os.path.join(root, name), 1)
+        self.noded = NodeDaemon(self.cluster, "node1",
+                                args=["--slots", str(slots), *noded_extra]).start()
         self.proc, self.socket = luxi.start_daemon(
             self.cluster.state_dirs["node1"], workers=4, checkpoint_interval=5, extra=extra)
 
@@ -84,6 +88,37 @@ def end_to_end(sock, jobs):
     if failed:
         raise RuntimeError("%d command jobs failed" % len(failed))
     return jobs / elapsed
+
+
+def tmpfs_run_dir(root, name):
+    """A run directory on tmpfs (/dev/shm) for --run-dir, or None where there is none."""
+    if not os.access("/dev/shm", os.W_OK):
+        return None
+    return tempfile.mkdtemp(prefix="jq-bench-%s-" % name, dir="/dev/shm")
+
+
+def end_to_end_with_run_dir(root, jobs, through_noded):
+    """end_to_end with the attempts' directories on tmpfs (None where there is no tmpfs)."""
+    run_dir = tmpfs_run_dir(root, "noded" if through_noded else "single")
+    if run_dir is None:
+        return None
+    try:
+        if through_noded:
+            node = Noded(root, slots=jobs, noded_extra=["--run-dir", run_dir],
+                         name="cluster-run-dir")
+            try:
+                return end_to_end(node.socket, jobs)
+            finally:
+                node.stop()
+        proc, sock = luxi.start_daemon(os.path.join(root, "single-run-dir"), workers=4,
+                                       checkpoint_interval=5,
+                                       extra=["--slots", str(jobs), "--run-dir", run_dir])
+        try:
+            return end_to_end(sock, jobs)
+        finally:
+            luxi.stop_daemon(proc)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # (c) latency
@@ -199,6 +234,10 @@ def run(root, quick=False, results=None):
                      rate / plain))
     finally:
         luxi.stop_daemon(single_proc)
+    rate = end_to_end_with_run_dir(root, jobs, through_noded=False)
+    if rate is not None:
+        rows.append(("(b) the same, one machine, --run-dir on tmpfs", rate, "/s",
+                     rate / ceiling))
     node = Noded(root, slots=max(sleeps, 4), extra=extra)
     try:
         rate = end_to_end(node.socket, jobs)
@@ -221,4 +260,8 @@ def run(root, quick=False, results=None):
                      rate / plain))
     finally:
         node.stop()
+    rate = end_to_end_with_run_dir(root, jobs, through_noded=True)
+    if rate is not None:
+        rows.append(("(b) the same through jq-noded, --run-dir on tmpfs", rate, "/s",
+                     rate / ceiling))
     return rows
