@@ -160,6 +160,7 @@ class Executor:
         self._listeners = []
         self._timer = None
         self._lock_fd = None
+        self._run_lock_fd = None  # the run directory's, when it is not the state directory
         self._doomed_leaves = set()  # cgroups of lost attempts, killed, not yet empty
 
     # ---- lifecycle ----
@@ -680,21 +681,33 @@ class Executor:
             raise errors.ProgrammerError("the executor is not started")
 
     def _lock(self):
-        directory = os.path.join(self.state_dir, "exec")
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-        fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise errors.CommandError("another executor uses %s" % self.state_dir) from None
-            raise
-        self._lock_fd = fd
+        self._lock_fd = _flock(os.path.join(self.state_dir, "exec"), self.state_dir)
+        if self._separate_outputs:
+            try:
+                self._run_lock_fd = _flock(self.run_dir, self.run_dir)
+            except BaseException:
+                self._unlock()
+                raise
 
     def _unlock(self):
-        os.close(self._lock_fd)
-        self._lock_fd = None
+        for fd in (self._lock_fd, self._run_lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._run_lock_fd = None
+
+
+def _flock(directory, what):
+    """An exclusive lock on directory/lock (created with it); CommandError if taken."""
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise errors.CommandError("another executor uses %s" % what) from None
+        raise
+    return fd
 
 
 def user_home(user=None):

@@ -252,6 +252,22 @@ def test_one_state_directory_has_one_executor(executors):
     assert second.start() == []
 
 
+def test_one_run_directory_has_one_executor(executors, tmp_path):
+    """Two executors of different state directories cannot share a run directory (each
+    would adopt the other's attempts); the refused one holds no lock after."""
+    run_dir = str(tmp_path / "run")
+    first, _, _ = executors.make(state_dir=executors.state_dir("one"), run_dir=run_dir)
+    second, _, _ = executors.make(state_dir=executors.state_dir("two"), run_dir=run_dir,
+                                  start=False)
+    with pytest.raises(errors.CommandError, match="another executor uses %s" % run_dir):
+        second.start()
+    third, _, _ = executors.make(state_dir=second.state_dir, start=False)
+    assert third.start() == []  # the refused one released its state directory
+    first.stop()
+    third.stop()
+    assert second.start() == []
+
+
 # A run directory (tmpfs in production: /run) for the attempts' directories
 
 
