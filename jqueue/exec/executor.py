@@ -150,7 +150,8 @@ class Executor:
         self.run_dir = os.path.abspath(run_dir) if run_dir else self.state_dir
         self._reactor = reactor
         self._allowed_users = frozenset(allowed_users)
-        self._own_user = pwd.getpwuid(os.geteuid()).pw_name
+        self._own_home = user_home()  # (home, name): read once, not at every launch
+        self._own_user = self._own_home[1]
         self._environ = dict(os.environ if environ is None else environ)
         self._containment = containment.Containment.find(self.state_dir, use_cgroup)
         self._shim_choice = shim
@@ -282,7 +283,8 @@ class Executor:
         if spec.env_base == ENV_BASE_INHERIT:
             env = dict(self._environ)
         else:
-            home, name = user_home(spec.run_as)
+            home, name = (self._own_home if spec.run_as in (None, self._own_user)
+                          else user_home(spec.run_as))
             env = {"PATH": BASE_PATH, "HOME": home, "USER": name, "LANG": "C.UTF-8"}
         env.update(spec.env)
         return env
