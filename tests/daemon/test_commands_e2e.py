@@ -247,19 +247,28 @@ def test_a_killed_master_keeps_the_command_and_records_its_true_end(daemon):
     assert lines == ["n%d" % i for i in range(10000)]
 
 
-def test_a_command_still_running_survives_a_clean_restart(daemon):
-    """SIGTERM of jq-masterd does not stop a running command; the next daemon follows it."""
+def across_a_clean_restart(daemon, cmd, while_running=lambda job_id: None):
+    """Run cmd as a job; while it runs, call while_running(job id) and stop jq-masterd
+    with SIGTERM (the command must go on); start the daemon again and wait for the job,
+    which must succeed. (Its id, its log.)"""
     env, mark = marked()
     with daemon.client() as client:
-        job_id = client.submit_job([command("sleep 2; echo done", env=env)])
+        job_id = client.submit_job([command(cmd, env=env)])
     wait_until(lambda: processes_with(mark), what="the command to start")
+    while_running(job_id)
     assert daemon.stop() == 0
     assert processes_with(mark), "the command died with the daemon"
     daemon.start()
     with daemon.client() as client:
         wait_all_final(client, [job_id], 30)
         assert client.query_jobs([job_id], ["status"])[0] == ["success"]
-    assert "done" in log_of(daemon, job_id)
+    return job_id, log_of(daemon, job_id)
+
+
+def test_a_command_still_running_survives_a_clean_restart(daemon):
+    """SIGTERM of jq-masterd does not stop a running command; the next daemon follows it."""
+    _, log = across_a_clean_restart(daemon, "sleep 2; echo done")
+    assert "done" in log
 
 
 def test_with_a_run_directory_attempts_live_there_and_survive_a_restart(daemons, tmp_path):
@@ -269,21 +278,14 @@ def test_with_a_run_directory_attempts_live_there_and_survive_a_restart(daemons,
     service's runs go to RUNDIR/services."""
     run_dir = str(tmp_path / "run")
     daemon = daemons(args=["--run-dir", run_dir])
-    env, mark = marked()
-    with daemon.client() as client:
-        job_id = client.submit_job([command("echo before; sleep 2; echo after", env=env)])
-    wait_until(lambda: processes_with(mark), what="the command to start")
-    assert os.listdir(os.path.join(run_dir, "attempts")) == ["%d.1" % job_id]
-    assert os.listdir(os.path.join(daemon.state_dir, "outputs")) == ["%d.1" % job_id]
-    assert not os.path.exists(os.path.join(daemon.state_dir, "attempts"))
-    assert os.path.isdir(os.path.join(run_dir, "services", "attempts"))
-    assert daemon.stop() == 0
-    assert processes_with(mark), "the command died with the daemon"
-    daemon.start()
-    with daemon.client() as client:
-        wait_all_final(client, [job_id], 30)
-        assert client.query_jobs([job_id], ["status"])[0] == ["success"]
-    log = log_of(daemon, job_id)
+
+    def where(job_id):
+        assert os.listdir(os.path.join(run_dir, "attempts")) == ["%d.1" % job_id]
+        assert os.listdir(os.path.join(daemon.state_dir, "outputs")) == ["%d.1" % job_id]
+        assert not os.path.exists(os.path.join(daemon.state_dir, "attempts"))
+        assert os.path.isdir(os.path.join(run_dir, "services", "attempts"))
+
+    _, log = across_a_clean_restart(daemon, "echo before; sleep 2; echo after", where)
     assert "before\n" in log and "after\n" in log
     wait_until(lambda: not os.listdir(os.path.join(run_dir, "attempts"))
                and not os.listdir(os.path.join(daemon.state_dir, "outputs")),
