@@ -533,11 +533,10 @@ class Journal:
         self.stats["batches"] += 1
 
     def _flush(self, frames, durable=0, before_sync=None):
-        """Append frames and fdatasync; on a failed write, truncate back (see above)."""
+        """Append frames, call before_sync() if given, and fdatasync; on a failed write,
+        truncate back (see above)."""
         size = sum(len(f) for f in frames)
         if not size:
-            if before_sync is not None:
-                before_sync()
             return
         try:
             faults.check("journal.write")
