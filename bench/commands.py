@@ -52,9 +52,9 @@ def spawn_rate(seconds):
 # Daemons
 
 
-def start_single(root, slots, extra=()):
+def start_single(root, slots, extra=(), name="single"):
     """jq-masterd running command jobs itself; (process, socket)."""
-    return luxi.start_daemon(os.path.join(root, "single"), workers=4, checkpoint_interval=5,
+    return luxi.start_daemon(os.path.join(root, name), workers=4, checkpoint_interval=5,
                              extra=["--slots", str(slots), *extra])
 
 
@@ -110,9 +110,7 @@ def end_to_end_with_run_dir(root, jobs, through_noded):
                 return end_to_end(node.socket, jobs)
             finally:
                 node.stop()
-        proc, sock = luxi.start_daemon(os.path.join(root, "single-run-dir"), workers=4,
-                                       checkpoint_interval=5,
-                                       extra=["--slots", str(jobs), "--run-dir", run_dir])
+        proc, sock = start_single(root, jobs, ["--run-dir", run_dir], name="single-run-dir")
         try:
             return end_to_end(sock, jobs)
         finally:
