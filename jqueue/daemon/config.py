@@ -229,7 +229,9 @@ def command_options(program):
                "Directory for the running attempts' own small files (spec, pid, result), "
                "best on tmpfs (/run under systemd): they live no longer than the boot, and "
                "creating and deleting them there costs no disk metadata. The commands' "
-               "output stays in DIR/outputs. Created (mode 0750) if missing.",
+               "output stays in DIR/outputs. Created (mode 0750) if missing. It may "
+               "change between two runs: attempts already running are followed where "
+               "they are.",
                flag="--run-dir", metavar="RUNDIR", programs=(program,),
                default_doc="DIR (the state directory: DIR/attempts)"),
     )

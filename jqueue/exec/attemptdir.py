@@ -27,7 +27,9 @@ directories can therefore live in a *run directory* on tmpfs (``/run``), where c
 and deleting files costs no disk metadata: ``<run_dir>/attempts/<job>.<attempt>/``; the
 output stays on disk in ``<state_dir>/outputs/`` (a command's output must not fill
 memory), and an output whose directory is gone (the tmpfs was emptied by a reboot) is
-taken up again as a lost attempt, so that the master can still copy it. A process is
+taken up again as a lost attempt, so that the master can still copy it; attempts
+started before the run directory changed stay where they are and are followed there
+(``exec/run-dirs``, see jqueue.exec.executor). A process is
 the one recorded only if its pid exists and its start time and the boot id match, so a
 recycled pid is never mistaken for it. A directory leaves only when the master has
 recorded the final state and calls ``forget``.

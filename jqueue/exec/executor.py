@@ -35,7 +35,12 @@ now, and the real-time signal ``SIGRTMIN + n - 1`` asks it to send signal n (1..
 After a restart, ``start`` re-adopts every attempt directory: a live shim (pid, start
 time and boot id match) is watched again; an ended one reports its true result; a shim
 gone without a result, or one of a previous boot, is recorded as lost (after killing
-whatever is left in its cgroup) with the reason in ``error``.
+whatever is left in its cgroup) with the reason in ``error``. The directories are looked
+for where this executor puts them and where earlier ones did: the state directory's
+``attempts/`` and every run directory named in ``exec/run-dirs`` (written at each start:
+the run directory in use, and any other that still holds attempts), so a daemon
+restarted with another run directory, or without one, still follows the commands it
+started before; new attempts go to the new place only.
 
 Events for listeners, in the reactor thread: ``("started", AttemptInfo)`` once the
 command exec'd (its pid known), ``("output", job, attempt, output_size)`` when the
@@ -55,7 +60,7 @@ import time
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
-from jqueue import errors
+from jqueue import errors, serializer
 from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT
 from jqueue.exec import attemptdir, containment, shims
 from jqueue.exec.attempt import (
@@ -71,6 +76,8 @@ logger = logging.getLogger(__name__)
 POLL_FAST = 0.05  # seconds between output checks of an attempt that wrote recently
 POLL_SLOW = 1.0   # ... of a quiet one (the interval doubles up to this)
 NOFILE_WANTED = 65536  # soft RLIMIT_NOFILE the executor asks for (a pidfd per shim)
+#: In ``<state_dir>/exec``: the run directories that may hold attempts (a JSON list).
+RUN_DIRS_FILE = "run-dirs"
 RT_BASE = signal.SIGRTMIN  # "send signal n" is RT_BASE + n - 1 for the shim
 SHIM_EVENTS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1} | set(
     range(RT_BASE, RT_BASE + len(SENDABLE_SIGNALS)))
@@ -162,6 +169,8 @@ class Executor:
         self._timer = None
         self._lock_fd = None
         self._run_lock_fd = None  # the run directory's, when it is not the state directory
+        self._former_run_dirs = []  # run directories of earlier starts, and their locks
+        self._former_lock_fds = []
         self._doomed_leaves = set()  # cgroups of lost attempts, killed, not yet empty
 
     # ---- lifecycle ----
@@ -207,6 +216,7 @@ class Executor:
         logger.info("command attempts: %s, contained by %s", self._shim.description,
                     self.containment)
         infos = [self._info(att) for att in self._adopt_all()]
+        self._remember_run_dirs()
         self._schedule_poll()
         return infos
 
@@ -365,18 +375,33 @@ class Executor:
     # ---- re-adoption ----
 
     def _adopt_all(self):
-        """Re-adopt every attempt directory; the attempts, in name order."""
+        """Re-adopt every attempt directory, wherever an executor of this state directory
+        put it (the module docstring); the attempts, in name order."""
         found = []
-        base = attemptdir.attempts_dir(self.run_dir)
-        for trash in attemptdir.trash(self.run_dir):
-            key = attemptdir.parse_name(os.path.basename(trash)[len(attemptdir.TRASH_PREFIX):])
-            _remove_attempt(trash, self._output_of(*key, trash) if key else None)
-        if self._separate_outputs:
-            self._take_up_orphan_outputs(base)
-        for name in sorted(os.listdir(base)):
-            key = attemptdir.parse_name(name)
-            if key is not None and os.path.isdir(os.path.join(base, name)):
-                found.append(self._adopt(key, os.path.join(base, name), announce=False))
+        places = [self.run_dir] + self._former_run_dirs
+        for place in places:
+            for trash in attemptdir.trash(place):
+                key = attemptdir.parse_name(
+                    os.path.basename(trash)[len(attemptdir.TRASH_PREFIX):])
+                _remove_attempt(trash, self._found_output(key, trash) if key else None)
+        self._take_up_orphan_outputs(places)
+        for place in places:
+            base = attemptdir.attempts_dir(place)
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                key = attemptdir.parse_name(name)
+                path = os.path.join(base, name)
+                if key is None or not os.path.isdir(path):
+                    continue
+                if key in self._attempts:
+                    logger.error("job %d attempt %d: a second directory %s is ignored (it "
+                                 "is followed from %s)", *key, path, self._attempts[key].path)
+                    continue
+                found.append(self._adopt(key, path, announce=False))
+        found.sort(key=lambda att: os.path.basename(att.path))
         keep = {att.spec.get("cgroup") for att in found if att.running}
         for leaf in self._containment.leftover_leaves(keep):
             logger.warning("removing leftover cgroup %s", leaf)
@@ -384,7 +409,7 @@ class Executor:
             containment.remove_leaf(leaf)
         return found
 
-    def _take_up_orphan_outputs(self, base):
+    def _take_up_orphan_outputs(self, places):
         """An output whose attempt directory is gone (a reboot emptied the run directory)
         gets a directory again, with a lost result: adopted below as an attempt that ended
         lost, its output still there for the master to copy."""
@@ -392,9 +417,12 @@ class Executor:
             names = os.listdir(attemptdir.outputs_dir(self.state_dir))
         except FileNotFoundError:
             return
+        base = attemptdir.attempts_dir(self.run_dir)
         for name in names:
             path = os.path.join(base, name)
-            if attemptdir.parse_name(name) is None or os.path.isdir(path):
+            if attemptdir.parse_name(name) is None or any(
+                    os.path.isdir(os.path.join(attemptdir.attempts_dir(place), name))
+                    for place in places):
                 continue
             logger.warning("job %s attempt %s: its directory in %s is gone (a reboot?): "
                            "recorded as lost", *name.split("."), self.run_dir)
@@ -408,7 +436,7 @@ class Executor:
         """Take up an attempt directory found on disk (see the module docstring)."""
         spec = attemptdir.read_spec(path)
         att = _Attempt(key, path, spec or dict(_placeholder_spec(key, path),
-                                               output=self._output_of(*key, path)))
+                                               output=self._found_output(key, path)))
         self._attempts[key] = att
         att.output_size = attemptdir.output_size(att.output)
         pid = attemptdir.read_pid(path)
@@ -425,6 +453,52 @@ class Executor:
             if att.result is None:
                 self._declare_lost(att, self._supervisor_died(att), announce)
         return att
+
+    def _found_output(self, key, path):
+        """The output of an attempt directory found without spec.json: in it if it is
+        there (started without a run directory), else in outputs/ if it is there, else
+        where this executor would put it."""
+        for output in (attemptdir.output_in(path),
+                       attemptdir.output_path(self.state_dir, *key)):
+            if os.path.exists(output):
+                return output
+        return self._output_of(key[0], key[1], path)
+
+    def _remember_run_dirs(self):
+        """Name in exec/run-dirs the run directories that hold this state directory's
+        attempts now: the one in use, and any earlier one some of them are still in."""
+        held = [place for place in self._former_run_dirs if place != self.state_dir
+                and any(_is_within(att.path, place) for att in self._attempts.values())]
+        wanted = ([self.run_dir] if self._separate_outputs else []) + held
+        path = self._run_dirs_file()
+        if wanted == self._read_run_dirs():
+            return
+        try:
+            if wanted:
+                attemptdir.write_atomic(path, serializer.dumps_bytes(wanted))
+            else:
+                os.unlink(path)
+        except OSError as err:
+            logger.error("cannot record the run directories in %s: %s (attempts in %s are "
+                         "not found again if the run directory changes before the next "
+                         "start)", path, err.strerror, ", ".join(wanted))
+
+    def _run_dirs_file(self):
+        return os.path.join(self.state_dir, "exec", RUN_DIRS_FILE)
+
+    def _read_run_dirs(self):
+        """The run directories exec/run-dirs names ([] if none or unreadable)."""
+        try:
+            with open(self._run_dirs_file(), "rb") as handle:
+                names = serializer.loads(handle.read())
+        except FileNotFoundError:
+            return []
+        except (OSError, errors.ParseError) as err:
+            logger.error("ignoring %s: %s", self._run_dirs_file(), err)
+            return []
+        if not isinstance(names, list):
+            return []
+        return [name for name in names if isinstance(name, str) and os.path.isabs(name)]
 
     def _rewatch(self, att):
         """Watch the attempt's shim again if it is still the recorded process."""
@@ -683,6 +757,9 @@ class Executor:
             raise errors.ProgrammerError("the executor is not started")
 
     def _lock(self):
+        """Lock the state directory and the run directory; find (and lock) the earlier run
+        directories that may hold attempts: the state directory's own attempts/ and those
+        exec/run-dirs names (one another executor holds now is left to it)."""
         self._lock_fd = _flock(os.path.join(self.state_dir, "exec"), self.state_dir)
         if self._separate_outputs:
             try:
@@ -690,17 +767,31 @@ class Executor:
             except BaseException:
                 self._unlock()
                 raise
+        former = [] if not self._separate_outputs else [self.state_dir]
+        for place in self._read_run_dirs():
+            if place in (self.run_dir, self.state_dir) or not os.path.isdir(place):
+                continue
+            try:
+                self._former_lock_fds.append(_flock(place, place, create=False))
+            except (errors.CommandError, OSError) as err:
+                logger.error("attempts in %s are not followed: %s", place,
+                             getattr(err, "strerror", None) or err)
+                continue
+            former.append(place)
+        self._former_run_dirs = former
 
     def _unlock(self):
-        for fd in (self._lock_fd, self._run_lock_fd):
+        for fd in [self._lock_fd, self._run_lock_fd] + self._former_lock_fds:
             if fd is not None:
                 os.close(fd)
         self._lock_fd = self._run_lock_fd = None
+        self._former_lock_fds, self._former_run_dirs = [], []
 
 
-def _flock(directory, what):
+def _flock(directory, what, create=True):
     """An exclusive lock on directory/lock (created with it); CommandError if taken."""
-    os.makedirs(directory, mode=0o750, exist_ok=True)
+    if create:
+        os.makedirs(directory, mode=0o750, exist_ok=True)
     fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -710,6 +801,11 @@ def _flock(directory, what):
             raise errors.CommandError("another executor uses %s" % what) from None
         raise
     return fd
+
+
+def _is_within(path, directory):
+    """Whether path is an attempt directory of the run directory `directory`."""
+    return os.path.dirname(path) == attemptdir.attempts_dir(directory)
 
 
 def user_home(user=None):

@@ -323,3 +323,49 @@ def test_an_output_whose_run_directory_was_emptied_is_an_attempt_lost_with_its_o
     second.forget(1, 1)
     assert os.listdir(attemptdir.attempts_dir(run_dir)) == []
     assert os.listdir(attemptdir.outputs_dir(first.state_dir)) == []
+
+
+@pytest.mark.parametrize("before,after", [(None, "run"), ("run", None), ("run", "other")])
+def test_a_running_attempt_is_followed_when_the_run_directory_changes(executors, tmp_path,
+                                                                      before, after):
+    """A daemon restarted with a run directory, without one, or with another, still finds
+    the attempts it started before (exec/run-dirs names where they are), follows them to
+    their true end with their whole output, and forgets them there; new attempts go to
+    the new place, and once the old one holds none it is no longer named."""
+    old_dir, new_dir = [str(tmp_path / name) if name else None for name in (before, after)]
+    first, reactor, _ = executors.make(run_dir=old_dir)
+    state_dir = first.state_dir
+    first.launch(executors.spec(1, LINES))
+    reactor.run_until(lambda: first.read(1, 1, 0, 1 << 20).endswith(b"line 1500\n"), 10,
+                      "the first half")
+    old_path = attemptdir.attempt_path(old_dir or state_dir, 1, 1)
+    assert os.path.isdir(old_path)
+    first.stop()
+
+    second, reactor2, recorder2 = executors.make(state_dir=state_dir, run_dir=new_dir,
+                                                 start=False)
+    (info,) = second.start()
+    assert (info.job, info.attempt, info.result) == (1, 1, None) and info.pid > 0
+    run_dirs = os.path.join(state_dir, "exec", executor_module.RUN_DIRS_FILE)
+    named = serializer.loads(open(run_dirs, "rb").read())
+    assert named == [d for d in (new_dir, old_dir) if d]
+    second.launch(executors.spec(2, "echo new"))
+    assert os.path.isdir(attemptdir.attempt_path(new_dir or state_dir, 2, 1))
+    result = wait_ended(second, reactor2, recorder2, 1)
+    assert (result.exit_status, result.error) == (7, None)
+    assert second.read(1, 1, 0, 1 << 20) == EXPECTED
+    wait_ended(second, reactor2, recorder2, 2)
+    second.forget(1, 1)
+    assert not os.path.exists(old_path)
+    outputs = attemptdir.outputs_dir(state_dir)
+    assert not os.path.exists(attemptdir.output_path(state_dir, 1, 1))
+    second.stop()
+
+    third, _, _ = executors.make(state_dir=state_dir, run_dir=new_dir, start=False)
+    assert [(i.job, i.result.exit_status) for i in third.start()] == [(2, 0)]
+    if new_dir:
+        assert serializer.loads(open(run_dirs, "rb").read()) == [new_dir]
+    else:
+        assert not os.path.exists(run_dirs)
+    third.forget(2, 1)
+    assert not os.path.isdir(outputs) or os.listdir(outputs) == []
