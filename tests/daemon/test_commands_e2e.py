@@ -292,6 +292,31 @@ def test_with_a_run_directory_attempts_live_there_and_survive_a_restart(daemons,
                what="the attempt to be forgotten")
 
 
+def test_a_running_command_is_followed_when_the_run_directory_is_set_on_a_restart(
+        daemons, tmp_path):
+    """A command started by a jq-masterd without --run-dir is followed to its end, its log
+    whole, by the next one started with --run-dir (the operator switched it on); the new
+    daemon's attempts go to the run directory; nothing is left once both are recorded."""
+    run_dir = str(tmp_path / "run")
+    daemon = daemons()
+
+    def switch(job_id):
+        assert os.listdir(os.path.join(daemon.state_dir, "attempts")) == ["%d.1" % job_id]
+        daemon.args += ["--run-dir", run_dir]
+
+    job_id, log = across_a_clean_restart(daemon, "echo before; sleep 2; echo after", switch)
+    assert "before\nafter\n" in log
+    with daemon.client() as client:
+        second = client.submit_job([command("echo again")])
+        wait_all_final(client, [second], 30)
+        assert client.query_jobs([second], ["status"])[0] == ["success"]
+    assert "again\n" in log_of(daemon, second)
+    wait_until(lambda: not os.listdir(os.path.join(daemon.state_dir, "attempts"))
+               and not os.listdir(os.path.join(run_dir, "attempts"))
+               and not os.listdir(os.path.join(daemon.state_dir, "outputs")),
+               what="both attempts to be forgotten")
+
+
 def test_many_running_commands_cost_no_thread_each(daemons):
     """200 concurrent sleeps: the daemon's thread count stays as it was with none."""
     daemon = daemons(args=["--slots", "200"])
