@@ -46,6 +46,7 @@ def _output_bytes(answer):
 class RemoteLink:
     """A node of the command runner reached through its jq-noded (see the module docstring)."""
 
+    #: Until the node said how it contains attempts (node_info; an older node never does).
     containment = "on the node (see jqctl running --node)"
     #: The runner follows this node's heartbeats (its answers to exec_poll).
     heartbeats = True
@@ -211,10 +212,15 @@ class RemoteLink:
         self.last_heard = self._host.seconds()
 
     def _learn(self, info):
-        """The node answered node_info: its slots (the runner may start more now)."""
-        slots = info.get("slots") if isinstance(info, dict) else None
+        """The node answered node_info: its slots (the runner may start more now) and how
+        it contains attempts (what their logs' banners say)."""
+        info = info if isinstance(info, dict) else {}
+        slots = info.get("slots")
         if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0:
             self.slots = slots
+        containment = info.get("containment")
+        if isinstance(containment, str) and containment.isprintable() and containment:
+            self.containment = containment[:200]
         self._host.call(self._listener.link_event, self.name, ("node", info))
 
     def _resync(self):

@@ -198,6 +198,7 @@ class Node:
         self.replica = None
         #: Command attempts this node runs at once (jq-noded's slots option).
         self.slots = None
+        self.containment = None  # how its command attempts are held together
         self._checkpoint_interval = checkpoint_interval
         self._lock = threading.RLock()
         self._open_error = None
@@ -370,7 +371,8 @@ class Node:
                 "replica": replica is not None,
                 "position": replica.position if replica is not None else None,
                 "jobs": replica.queue.stats()["jobs"] if replica is not None else None,
-                "slots": self.slots, "config": self.config.to_dict()}
+                "slots": self.slots, "containment": self.containment,
+                "config": self.config.to_dict()}
 
     def cluster_config_update(self, peer, body):
         """Take a newer configuration from the master it names; apply the role change."""

@@ -130,7 +130,7 @@ class NodeService(service.Service):
                                  use_cgroup=config.containment == "auto",
                                  run_dir=config.run_dir)
         self.executor.start()
-        node.slots = config.slots
+        node.slots, node.containment = config.slots, self.executor.containment
         logger.info("command jobs: %d slots, containment: %s", config.slots,
                     self.executor.containment)
         self.supervisor = make_supervisor(node.state_dir, self.reactor, node.name,

@@ -204,3 +204,35 @@ def test_after_a_full_piece_the_next_is_read_ahead_and_served_from_there(monkeyp
         link.stop()
     assert b"".join(data for _, data in got) == node.output and got[-1] == (4096, b"")
     assert node.reads == [0, 1024, 2048, 3072, 4096, 4096]
+
+
+class InfoNode(ScriptedNode):
+    """A node whose node_info answers `info`."""
+
+    def __init__(self, info):
+        super().__init__([])
+        self.info = info
+
+    def call(self, method, body):
+        if method == "node_info":
+            return self.info
+        return super().call(method, body)
+
+
+def test_the_link_learns_how_the_node_contains_attempts():
+    """node_info's containment becomes the link's (what the banner of an attempt's log
+    says); an older node's answer without it, or a malformed one, leaves the default."""
+    default = commandlink.RemoteLink.containment
+    for info, expected in [
+            ({"slots": 3, "containment": "process group (no cgroup v2 here)"},
+             "process group (no cgroup v2 here)"),
+            ({"slots": 3}, default), ({"containment": 7}, default),
+            ({"containment": "bad\nline"}, default), ([], default)]:
+        node = InfoNode(info)
+        link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+        link.subscribe(Listener())
+        try:
+            assert node.done.wait(10)
+        finally:
+            link.stop()
+        assert link.containment == expected, info

@@ -121,6 +121,23 @@ def test_run_as_is_decided_by_the_node_that_runs_the_command(tmp_path, nodeds, d
     assert os.listdir(attempts_dir(test_cluster, "node2")) == []
 
 
+def test_an_attempt_on_a_node_without_cgroups_says_so_in_its_log(tmp_path, nodeds, daemons):
+    """node2's jq-noded contains attempts by process group: the log of a job it runs says
+    so, as on the master's own machine (the master learns it from node_info)."""
+    _, _, master = start_cluster(tmp_path, nodeds, daemons, 2,
+                                 noded_args={"node2": ["--containment", "process-group"]})
+    with master.client() as client:
+        wait_until(lambda: [row for row in client.list_nodes()
+                            if row["name"] == "node2" and row["last_heartbeat"]],
+                   what="the master to hear node2")
+        job_id = client.submit_job([command("echo hi", node="node2")])
+        wait_all_final(client, [job_id], 30)
+        assert fields(client, job_id)["status"] == "success"
+        log = "".join(client.follow_job_log(job_id))
+    assert "* CONTAINED BY : process group (cgroups disabled by configuration): a process " \
+        "that leaves the group (setsid) is reached only while its parent lives\n" in log, log
+
+
 def test_a_killed_and_restarted_noded_loses_no_output_and_records_the_true_end(
         tmp_path, nodeds, daemons):
     """kill -9 of node2's jq-noded while its job prints 10,000 lines and exits 7, then a

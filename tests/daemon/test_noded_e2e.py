@@ -65,6 +65,7 @@ def test_node_info_over_mutual_tls(shared):
     for caller in ("node1", "node3"):
         info = daemon.call("node_info", {}, caller=caller)
         assert info.pop("config") == test_cluster.config.to_dict()
+        assert info.pop("containment").startswith(("cgroup /", "process group ("))
         assert info == {"name": "node2", "epoch": 1, "master": "node1",
                         "config_version": test_cluster.config.version, "role": "candidate",
                         "replica": True, "position": [0, 0, 0], "jobs": 0,
