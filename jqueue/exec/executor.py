@@ -171,6 +171,7 @@ class Executor:
         self._run_lock_fd = None  # the run directory's, when it is not the state directory
         self._former_run_dirs = []  # run directories of earlier starts, and their locks
         self._former_lock_fds = []
+        self._recorded_run_dirs = []  # what exec/run-dirs said at the start
         self._doomed_leaves = set()  # cgroups of lost attempts, killed, not yet empty
 
     # ---- lifecycle ----
@@ -471,7 +472,7 @@ class Executor:
                 and any(_is_within(att.path, place) for att in self._attempts.values())]
         wanted = ([self.run_dir] if self._separate_outputs else []) + held
         path = self._run_dirs_file()
-        if wanted == self._read_run_dirs():
+        if wanted == self._recorded_run_dirs:
             return
         try:
             if wanted:
@@ -768,7 +769,8 @@ class Executor:
                 self._unlock()
                 raise
         former = [] if not self._separate_outputs else [self.state_dir]
-        for place in self._read_run_dirs():
+        self._recorded_run_dirs = self._read_run_dirs()
+        for place in self._recorded_run_dirs:
             if place in (self.run_dir, self.state_dir) or not os.path.isdir(place):
                 continue
             try:

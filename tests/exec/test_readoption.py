@@ -369,3 +369,19 @@ def test_a_running_attempt_is_followed_when_the_run_directory_changes(executors,
         assert not os.path.exists(run_dirs)
     third.forget(2, 1)
     assert not os.path.isdir(outputs) or os.listdir(outputs) == []
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"a": 1}', b'["relative/dir", 7]'])
+def test_a_malformed_list_of_run_directories_is_ignored_and_rewritten(executors, tmp_path,
+                                                                       content):
+    """exec/run-dirs that is not a list of absolute paths does not stop the executor: it
+    is ignored (logged) and written again with the run directory in use."""
+    run_dir = str(tmp_path / "run")
+    state_dir = executors.state_dir("one")
+    os.makedirs(os.path.join(state_dir, "exec"))
+    run_dirs = os.path.join(state_dir, "exec", executor_module.RUN_DIRS_FILE)
+    with open(run_dirs, "wb") as handle:
+        handle.write(content)
+    executor, _, _ = executors.make(state_dir=state_dir, run_dir=run_dir, start=False)
+    assert executor.start() == []
+    assert serializer.loads(open(run_dirs, "rb").read()) == [run_dir]
