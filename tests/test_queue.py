@@ -563,7 +563,8 @@ def test_failing_opcode_fails_the_rest(open_queue):
 
 
 def test_opcode_bug_fails_only_that_job(open_queue, monkeypatch):
-    """An opcode raising an unexpected exception or returning non-JSON data fails its job."""
+    """An opcode raising an unexpected exception or returning non-JSON data (a set, a cycle)
+    fails its job."""
     queue = open_queue()
     op_class = queue.registry.get("OP_TEST_JQUEUE")
     first = queue.submit_job([jqop()])
@@ -572,13 +573,19 @@ def test_opcode_bug_fails_only_that_job(open_queue, monkeypatch):
     second = queue.submit_job([jqop()])
     monkeypatch.setattr(op_class, "run", lambda self, ctx: 1 / 0)
     run_jobs(queue)
+    cyclic = []
+    cyclic.append(cyclic)
+    monkeypatch.setattr(op_class, "run", lambda self, ctx: {"me": cyclic})
+    fourth = queue.submit_job([jqop()])
+    run_jobs(queue)
     monkeypatch.undo()
     third = queue.submit_job([jqop()])
     run_jobs(queue)
-    rows = queue.query_jobs([first, second, third], ["status", "opresult"])
+    rows = queue.query_jobs([first, second, third, fourth], ["status", "opresult"])
     assert rows[0][0] == "error" and "not JSON data" in rows[0][1][0][1][0]
     assert rows[1] == ["error", [["OpExecError", ["ZeroDivisionError: division by zero"]]]]
     assert rows[2] == ["success", [True]]
+    assert rows[3][0] == "error" and "not JSON data" in rows[3][1][0][1][0]
 
 
 # Opening, recovery

@@ -89,7 +89,7 @@ class JobProcessor:
             return constants.OP_STATUS_ERROR, errors.encode_exception(err)
         try:
             serializer.dumps(result)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, RecursionError) as err:
             return constants.OP_STATUS_ERROR, errors.encode_exception(errors.OpExecError(
                 "opcode result is not JSON data: %s" % err))
         return constants.OP_STATUS_SUCCESS, result
