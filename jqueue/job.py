@@ -325,6 +325,16 @@ class QueuedJob:
     def is_finalized(self):
         return self.calc_status() in constants.JOBS_FINALIZED
 
+    def is_pristine(self):
+        """Whether the job's state_dict() is as submitted: what view(PRISTINE) shows."""
+        if self.start_timestamp is not None or self.end_timestamp is not None or self.held:
+            return False
+        return all(op.status == constants.OP_STATUS_QUEUED and op.result is None
+                   and op.start_timestamp is None and op.exec_timestamp is None
+                   and op.end_timestamp is None and op.exec_state is None
+                   and op.priority == op.input.get("priority", constants.OP_PRIO_DEFAULT)
+                   for op in self.ops)
+
     def next_op_index(self):
         """Index of the first opcode not finalized, or None."""
         for idx, op in enumerate(self.ops):

@@ -4,7 +4,7 @@ import pytest
 
 from jqueue import constants as C
 from jqueue import errors
-from jqueue.job import QueuedJob, QueuedOpCode, job_status, timestamp, ts_to_float
+from jqueue.job import PRISTINE, QueuedJob, QueuedOpCode, job_status, timestamp, ts_to_float
 
 
 def _job(*statuses, priorities=None):
@@ -106,6 +106,24 @@ def test_state_dict_round_trip_and_shape_check():
     assert target.calc_status() == "running" and target.start_timestamp == [5, 6]
     with pytest.raises(errors.JobFileCorrupted):
         _job("queued").apply_state(source.state_dict())
+
+
+@pytest.mark.parametrize("change", [
+    lambda job: setattr(job, "held", True),
+    lambda job: setattr(job, "start_timestamp", [5, 6]),
+    lambda job: setattr(job.ops[1], "status", "waiting"),
+    lambda job: setattr(job.ops[1], "priority", -5),
+    lambda job: setattr(job.ops[0], "result", True),
+    lambda job: setattr(job.ops[0], "exec_state", {"attempt": 1}),
+])
+def test_a_job_is_pristine_until_its_state_changes(change):
+    """is_pristine: the state_dict() is what view(PRISTINE) shows, as submitted."""
+    job = _job("queued", "queued")
+    assert job.is_pristine()
+    assert job.view(PRISTINE, 0).state_dict() == job.state_dict()
+    change(job)
+    assert not job.is_pristine()
+    assert job.view(PRISTINE, 0).state_dict() != job.state_dict()
 
 
 def test_timestamps_are_sec_usec_pairs():

@@ -211,3 +211,23 @@ def test_a_refused_cancel_never_takes_back_the_processors_work(open_queue):
     while queue.query_jobs([job_id], ["status"]) != [["success"]]:  # shows once re-recorded
         assert time.monotonic() < deadline, queue.query_jobs([job_id], ["status"])
         time.sleep(0.01)
+
+
+def test_after_a_reopen_readers_see_queued_jobs_as_acknowledged(open_queue):
+    """A reopened queue's queued jobs show readers their acknowledged state while the
+    processor's changes are not durable: as submitted, or as a client changed them."""
+    queue = open_queue()
+    plain = queue.submit_job([delay()])
+    changed = queue.submit_job([delay(), delay()])
+    queue.change_job_priority(changed, 10)
+    queue.shutdown()
+    queue = open_queue(retry_interval=30)
+    fields = ["status", "priority", "oppriority", "opstatus", "start_ts"]
+    before = queue.query_jobs([plain, changed], fields)
+    assert before == [["queued", 0, [0], ["queued"], None],
+                      ["queued", 10, [10, 10], ["queued", "queued"], None]]
+    faults.inject("journal.write", errno.ENOSPC)
+    queue._pool.run_all()
+    queue.wait_durable(5)
+    assert queue.status()["unrecorded_jobs"] == 2
+    assert queue.query_jobs([plain, changed], fields) == before
