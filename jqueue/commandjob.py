@@ -32,6 +32,8 @@ from jqueue.ptypes import Tags, parse_tags  # noqa: F401 - callers use them from
 
 #: Longest line the progress parser keeps while waiting for its end.
 MAX_PARTIAL_LINE = 64 * 1024
+#: Bytes of output a regex progress pattern decodes at once, from the end (whole lines).
+_REGEX_BLOCK = 64 * 1024
 _TOKENS = {"%percent": 100.0, "%one": 1.0}
 _DIGITS = [bytes([digit]) for digit in b"0123456789"]
 _NUMBER = r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
@@ -247,7 +249,8 @@ class ProgressPattern:
     whole lines) that matches: a token pattern finds it from the end with a bytes search
     for its literal text, without decoding or even splitting the lines before it (output
     runs at hundreds of MB/s; a line-by-line scan in Python ran at about 20); a regex
-    pattern goes line by line.
+    pattern decodes blocks of lines from the end and searches their lines one by one
+    (about 120-180 MB/s of output where no line matches).
     """
 
     def __init__(self, pattern):
@@ -286,6 +289,8 @@ class ProgressPattern:
 
     def last_value(self, text, end):
         """The value of the last matching line of text[:end] (bytes, whole lines), or None."""
+        if self._bytes_regex is None:
+            return self._last_regex_value(text, end)
         while end > 0:
             at = self._last_candidate(text, end)
             if at < 0:
@@ -298,17 +303,29 @@ class ProgressPattern:
             end = start  # that line did not match: look before it
         return None
 
+    def _last_regex_value(self, text, end):
+        """last_value for a regex, which any line may match: blocks of whole lines from
+        the end, each decoded at once and its lines searched in a loop of C calls (the
+        line's own decode and search per line in Python ran at about 14 MB/s)."""
+        search = self.regex.search
+        while end > 0:
+            start = text.rfind(b"\n", 0, max(0, end - _REGEX_BLOCK)) + 1
+            lines = text[start:end - 1].decode("utf-8", "replace").split("\n")
+            for line in reversed(lines):
+                if search(line) is not None:
+                    value = self.value(line)
+                    if value is not None:
+                        return value
+            end = start
+        return None
+
     def _last_candidate(self, text, end):
         """A position in the last line of text[:end] that may match (-1: none can)."""
-        if self._bytes_regex is None:
-            return end - 1  # a regex: every line may
         if self._anchor:
             return text.rfind(self._anchor, 0, end)
         return max(text.rfind(digit, 0, end) for digit in _DIGITS)  # the token alone
 
     def _line_value(self, text, start, stop):
-        if self._bytes_regex is None:
-            return self.value(text[start:stop].decode("utf-8", "replace"))
         matches = list(self._bytes_regex.finditer(text, start, stop))
         return self._number(matches[-1].group(1)) if matches else None
 

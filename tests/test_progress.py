@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from jqueue import commandjob
 from jqueue.commandjob import MAX_PARTIAL_LINE, ProgressPattern, ProgressTracker
 
 PATTERNS = ["PROGRESS:%percent", "%percent", "[%one]", "frame %percent done", "é %one",
@@ -27,10 +28,14 @@ def reference_values(pattern, output, values):
     return value
 
 
+@pytest.mark.parametrize("block", [None, 1, 16])
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_the_tracker_finds_what_a_line_by_line_scan_finds(pattern):
+def test_the_tracker_finds_what_a_line_by_line_scan_finds(pattern, block, monkeypatch):
     """Random output of matching, half-matching and foreign lines, fed in random pieces:
-    after each piece the tracker holds the value of the last whole line that matched."""
+    after each piece the tracker holds the value of the last whole line that matched
+    (regex patterns: whatever the size of the blocks they decode from the end)."""
+    if block is not None:
+        monkeypatch.setattr(commandjob, "_REGEX_BLOCK", block)
     rng = random.Random(pattern)
     for _ in range(200):
         output = b"".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 40)))
@@ -44,6 +49,9 @@ def test_the_tracker_finds_what_a_line_by_line_scan_finds(pattern):
             expected = reference_values(pattern, output[:fed], None)
             assert tracker.values[0] == expected, (output, fed)
             assert changed == (expected != before)
+        whole = ProgressTracker(pattern)  # many lines in one piece: the last match wins
+        whole.feed(output)
+        assert whole.values[0] == expected, output
 
 
 def test_the_last_match_of_the_last_matching_line_wins_and_values_are_clamped():
