@@ -154,6 +154,8 @@ def loads(data, unique_keys=False):
     try:
         if isinstance(data, (bytes, bytearray, memoryview)):
             data = bytes(data).decode("utf-8")
+        if data[:1] == "\ufeff":
+            data = data[1:]  # a byte order mark is ignored, as simplejson's decoder did
         if len(data) < BIG_TEXT:
             return decoder.decode(data)
         with paused_collection():

@@ -23,6 +23,16 @@ def test_malformed_or_out_of_range_input_is_a_parse_error(data):
         serializer.loads(data)
 
 
+def test_a_byte_order_mark_is_ignored_and_duplicate_keys_refused_when_asked():
+    """A leading BOM (an editor's) is skipped, in text and bytes; unique_keys refuses an
+    object naming a key twice, at any depth."""
+    assert serializer.loads("\ufeff{\"a\": 1}") == {"a": 1}
+    assert serializer.loads(b"\xef\xbb\xbf[1]") == [1]
+    assert serializer.loads(b'{"a": 1, "a": 2}') == {"a": 2}
+    with pytest.raises(errors.ParseError, match="duplicate key"):
+        serializer.loads(b'{"b": {"a": 1, "a": 2}}', unique_keys=True)
+
+
 def test_big_integers_stay_exact():
     """Integers beyond 64 bits parse exactly (ids are checked elsewhere)."""
     assert serializer.loads(b"[123456789012345678901234567890]") == [
