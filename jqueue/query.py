@@ -83,12 +83,15 @@ class Field:
     """A job field: name, column title, kind, one-line doc and getter(job, registry).
 
     plain, if given, is the getter's value for a job that is not a group as a function of
-    the job alone (no context): what a listing of 10^5 jobs calls (see getters).
+    the job alone (no context): what a listing of 10^5 jobs calls (see getters). A field
+    whose value never depends on the context gives plain only (getter None).
     """
 
     __slots__ = ("name", "title", "kind", "doc", "getter", "plain")
 
     def __init__(self, name, title, kind, doc, getter, plain=None):
+        if getter is None:
+            getter = lambda job, ctx: plain(job)  # noqa: E731 - the getter made of plain
         self.name, self.title, self.kind, self.doc, self.getter = name, title, kind, doc, getter
         self.plain = plain
 
@@ -102,8 +105,7 @@ def _per_op(attr):
 
 
 FIELDS = [
-    Field("id", "ID", QFT_NUMBER, "Job ID", lambda job, reg: job.id,
-          operator.attrgetter("id")),
+    Field("id", "ID", QFT_NUMBER, "Job ID", None, operator.attrgetter("id")),
     Field("status", "Status", QFT_TEXT, "Job status",
           lambda job, ctx: ctx.status(job), QueuedJob.calc_status),
     Field("priority", "Prio", QFT_NUMBER, "Current job priority",
