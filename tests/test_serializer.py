@@ -33,10 +33,61 @@ def test_a_byte_order_mark_is_ignored_and_duplicate_keys_refused_when_asked():
         serializer.loads(b'{"b": {"a": 1, "a": 2}}', unique_keys=True)
 
 
-def test_big_integers_stay_exact():
-    """Integers beyond 64 bits parse exactly (ids are checked elsewhere)."""
-    assert serializer.loads(b"[123456789012345678901234567890]") == [
-        123456789012345678901234567890]
+@pytest.mark.parametrize("number", [
+    123456789012345678901234567890, 2 ** 64, 2 ** 64 - 1, 2 ** 63, -2 ** 63 - 1, -2 ** 63,
+    10 ** 18, -10 ** 18 - 7])
+def test_big_integers_stay_exact(number):
+    """Integers beyond 64 bits (signed or not) parse exactly, as integers: orjson, which
+    reads them as floats, never sees them (ids are checked elsewhere)."""
+    for data in (b"[%d]" % number, "{\"n\": %d}" % number):
+        value = serializer.loads(data)
+        value = value[0] if isinstance(value, list) else value["n"]
+        assert type(value) is int and value == number
+
+
+def _typed(value):
+    """value with the type of every leaf spelled out (1 and 1.0, 0.0 and -0.0 differ)."""
+    if isinstance(value, dict):
+        return {key: _typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_typed(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+_SAMPLES = [
+    b"0", b"-0", b"-0.0", b"0.0", b"1e5", b"1E+2", b"1.5e-3", b"-12.5E3", b"1e-400",
+    b"1.7976931348623157e308", b"2.2250738585072014e-308", b"5e-324", b"0.1", b"123.456",
+    b"9007199254740993", b"9007199254740993.0", b"999999999999999999", b"0.30000000000000004",
+    b"1.000000000000000000001", b'"\\u00e9\\n\\t\\"\\\\/\\ud83d\\ude00"',
+    '"é😀\u2028"'.encode(), b'"\\ud800"', b'"\\udc00x"', b"true", b"false", b"null",
+    b' \t\r\n[1 , 2 ]\n', b'{"a":1,"a":2}', b'{"":{"":[]}}', b"[1,]", b"01", b"1.", b".5",
+    b"+1", b"-", b"[1 2]", b'"a\x01"', b'"\\x"', b"nul", b"[" * 1200 + b"]" * 1200,
+    b"{} x", b"1e400", b"-1e400", b"NaN", b"Infinity", b"\xef\xbb\xbf[1]", b"\xc3\x28",
+]
+
+
+@pytest.mark.parametrize("data", _SAMPLES)
+def test_every_text_parses_as_the_standard_library_parses_it(data):
+    """orjson's answer, where it is taken, is the standard decoder's, to the type of each
+    number; where that decoder refuses a text, loads refuses it (bytes and text alike)."""
+    def reference(text):
+        try:
+            text = text.decode("utf-8") if isinstance(text, bytes) else text
+            return _typed(serializer._DECODER.decode(text.lstrip("\ufeff")))
+        except (ValueError, RecursionError):
+            return "refused"
+
+    def ours(text):
+        try:
+            return _typed(serializer.loads(text))
+        except errors.ParseError:
+            return "refused"
+    assert ours(data) == reference(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    assert ours(text) == reference(text)
 
 
 @pytest.mark.parametrize("value, ok", [
@@ -62,17 +113,26 @@ def test_a_big_text_is_parsed_without_the_cyclic_collector_which_resumes_after(m
     parse), a small text with them; the collector runs again afterwards, after a
     malformed text too."""
     seen = []
-    real = serializer._DECODER
+    real, real_orjson = serializer._DECODER, serializer.orjson
 
     class Spy:
+        JSONDecodeError = real_orjson.JSONDecodeError
+
         def decode(self, text):
-            seen.append((len(text) >= serializer.BIG_TEXT, gc.isenabled()))
+            seen.append(("json", len(text) >= serializer.BIG_TEXT, gc.isenabled()))
             return real.decode(text)
+
+        def loads(self, text):
+            seen.append(("orjson", len(text) >= serializer.BIG_TEXT, gc.isenabled()))
+            return real_orjson.loads(text)
     monkeypatch.setattr(serializer, "_DECODER", Spy())
+    monkeypatch.setattr(serializer, "orjson", Spy())
     text = serializer.dumps_bytes([[[0, i], [0, "queued"]] for i in range(20000)])
     assert len(serializer.loads(text)) == 20000 and gc.isenabled()
     with pytest.raises(errors.ParseError):
         serializer.loads(text[:-1])
     assert gc.isenabled()
     assert serializer.loads(b"[1]") == [1]
-    assert seen == [(True, False), (True, False), (False, True)]
+    # The malformed text: orjson refuses it, the standard decoder says why.
+    assert seen == [("orjson", True, False), ("orjson", True, False), ("json", True, False),
+                    ("orjson", False, True)]
