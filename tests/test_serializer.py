@@ -13,6 +13,44 @@ def test_output_is_compact_utf8_json():
     assert serializer.loads(serializer.dumps_bytes({"a": "é"})) == {"a": "é"}
 
 
+@pytest.mark.parametrize("value", [
+    {"a": [1, None, True, False, -0.0, 1.5e16, 2 ** 63 - 1, -2 ** 63, "é😀\n\"\\"]},
+    [[[0, i], [0, "queued"]] for i in range(100)], (1, [2, (3,)]), "", 0, [], {}])
+def test_an_answer_is_the_json_of_its_value(value):
+    """An answer (orjson's) reads back as the strict encoder's record of the same value;
+    only its bytes may differ (text as UTF-8, not escaped)."""
+    answer = serializer.dumps_answer(value)
+    assert isinstance(answer, bytes)
+    assert serializer.loads(answer) == serializer.loads(serializer.dumps_bytes(value))
+    assert "é".encode() in serializer.dumps_answer(["é"])
+
+
+def _nested(depth):
+    value = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("value", [
+    [2 ** 64], {"n": -2 ** 63 - 1}, {1: "x", "a": {2.5: None}}, b"bytes", _nested(300)])
+def test_what_orjson_cannot_write_an_answer_has_as_simplejson_writes_it(value):
+    """Integers beyond 64 bits, keys that are no strings, bytes, deep nesting: simplejson's
+    bytes."""
+    assert serializer.dumps_answer(value) == serializer.dumps_bytes(value)
+
+
+def test_an_answer_refuses_what_simplejson_refuses_but_a_non_finite_float_is_null():
+    """Sets and other objects are refused (TypeError, as for a record); a NaN in an
+    answer, never stored, is written null (a record refuses it: ValueError)."""
+    for value in ({1, 2}, object()):
+        with pytest.raises(TypeError):
+            serializer.dumps_answer([value])
+    assert serializer.dumps_answer([float("nan"), float("inf")]) == b"[null,null]"
+    with pytest.raises(ValueError):
+        serializer.dumps_bytes([float("nan")])
+
+
 @pytest.mark.parametrize("data", [
     b'{"a": NaN}', b"[Infinity]", b"[-Infinity]", b'{"a": 1e999}', b"[-1e400]",
     b"\xff\xfe", b'{"a": 1', b"", b"[" * 100000 + b"]" * 100000, b'{"a" 1}',

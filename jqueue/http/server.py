@@ -123,7 +123,7 @@ class Response:
 
 
 def json_response(value, status=200, headers=None):
-    return Response(status, serializer.dumps_bytes(value), JSON_TYPE, headers)
+    return Response(status, serializer.dumps_answer(value), JSON_TYPE, headers)
 
 
 class Streaming:

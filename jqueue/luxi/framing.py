@@ -106,8 +106,8 @@ def encode_request(method, args):
 
 def encode_response(success, result):
     """Serialize a response message: {"success": bool, "result": value}."""
-    return encode_message({constants.LUXI_KEY_SUCCESS: bool(success),
-                           constants.LUXI_KEY_RESULT: result})
+    return serializer.dumps_answer({constants.LUXI_KEY_SUCCESS: bool(success),
+                                    constants.LUXI_KEY_RESULT: result}) + EOM
 
 
 def parse_response(data):
