@@ -1,15 +1,16 @@
-"""JSON (de)serialization: the only module that imports simplejson.
+"""JSON (de)serialization: the only module that imports simplejson or orjson.
 
 Output is compact UTF-8 JSON. Input is parsed strictly: NaN, Infinity and numbers out
 of a float's range are refused, and every failure (bad UTF-8, bad JSON, absurd numbers,
 absurd nesting) is a ParseError.
 
-simplejson encodes. orjson parses what it reads exactly as the standard library's
-decoder would (most texts: job files, journal records, answers), in a third of the time
-on a job file: parsing is most of what reopening a queue spends. Any text orjson refuses,
-or that may hold an integer beyond 64 bits (which orjson would read as a float), and
-every request whose keys must be unique, is parsed by the standard library's decoder,
-whose rules (the ones above) decide.
+simplejson writes records and files (strict about every float); orjson writes answers
+(dumps_answer). orjson parses what it reads exactly as the standard library's decoder
+would (most texts: job files, journal records, answers), in a third of the time on a
+job file: parsing is most of what reopening a queue spends. Any text orjson refuses, or
+that may hold an integer beyond 64 bits (which orjson would read as a float), and every
+request whose keys must be unique, is parsed by the standard library's decoder, whose
+rules (the ones above) decide.
 """
 
 import contextlib
