@@ -16,8 +16,9 @@ import difflib
 import importlib
 import importlib.metadata
 import logging
+import textwrap
 
-from jqueue import constants, errors, ptypes
+from jqueue import constants, errors, ptypes, serializer
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,26 @@ def describe_opcode(cls):
                         "default": None if p.required else p.default_value(), "doc": p.doc,
                         "common": p.name in common}
                        for p in cls.OP_PARAMS + COMMON_PARAMS]}
+
+
+def rst_params(cls):
+    """An opcode's own parameters (not the common ones) as a reST definition list: the man
+    page of jq-masterd holds this text for OP_COMMAND_RUN, so that it cannot drift."""
+    blocks = []
+    for param in cls.OP_PARAMS:
+        text = "%s. %s." % (_sentence(param.doc), _sentence(param.ptype.desc))
+        if param.required:
+            text += " Required."
+        else:
+            text += " Default: ``%s``." % serializer.dumps(param.default_value())
+        blocks.append("**%s**\n%s\n" % (param.name, textwrap.fill(
+            text, 92, initial_indent="    ", subsequent_indent="    ",
+            break_long_words=False, break_on_hyphens=False)))
+    return "\n".join(blocks)
+
+
+def _sentence(text):
+    return text[:1].upper() + text[1:]
 
 
 def summarize(op_id, dsc_field, op_input):

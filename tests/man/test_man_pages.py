@@ -4,6 +4,9 @@ The OPTIONS of jq-masterd(8) come from the option table (jqueue.daemon.config): 
 ``config.rst_options("masterd")`` verbatim, so that the table, the flags and the page
 cannot drift apart. After changing the table, paste the output of
 ``python -c 'from jqueue.daemon import config; print(config.rst_options("masterd"))'`` there.
+Likewise COMMAND JOBS holds ``opcodes.rst_params(commandjob.OpCommandRun)``: after changing
+the opcode's parameters, paste the output of ``python -c 'from jqueue import commandjob,
+opcodes; print(opcodes.rst_params(commandjob.OpCommandRun))'`` there.
 """
 
 import os
@@ -11,7 +14,7 @@ import os
 import pytest
 from test_man_jqctl import groff_text, render, sections
 
-from jqueue import constants
+from jqueue import commandjob, constants, opcodes
 from jqueue.daemon import config, masterd
 from jqueue.store import journal, records
 
@@ -43,6 +46,16 @@ def test_masterd_page_names_every_option_flag_and_config_key():
 def test_masterd_page_holds_the_option_table_verbatim():
     """The OPTIONS section holds the reST the option table generates (defaults included)."""
     assert config.rst_options("masterd") in read("jq-masterd.8.rst")
+
+
+def test_masterd_page_holds_the_command_opcodes_parameters_verbatim():
+    """COMMAND JOBS lists OP_COMMAND_RUN's own parameters as the opcode defines them (each
+    name, doc, type and default), so that the page and the opcode cannot drift apart."""
+    text = opcodes.rst_params(commandjob.OpCommandRun)
+    assert text in sections(read("jq-masterd.8.rst"), "=")["COMMAND JOBS"]
+    for param in commandjob.OpCommandRun.OP_PARAMS:
+        assert "**%s**\n    " % param.name in text
+    assert "Default: ``\"PROGRESS:%percent\"``." in flat(text)
 
 
 def test_masterd_page_sections_and_exit_statuses():
