@@ -533,11 +533,11 @@ class EventStream(Streaming):
         self._handle = None
         parts = []
         if answer.get("gap"):
-            parts.append(b"event: gap\ndata: %s\n\n" % serializer.dumps_bytes(
+            parts.append(b"event: gap\ndata: %s\n\n" % serializer.dumps_answer(
                 {"since": self._since, "last": answer["last"]}))
         for event in answer["events"]:
             parts.append(b"id: %d\ndata: %s\n\n" % (event["serial"],
-                                                    serializer.dumps_bytes(event)))
+                                                    serializer.dumps_answer(event)))
         if parts:
             self._request.write(b"".join(parts))
         self._since = max(self._since, answer["last"])

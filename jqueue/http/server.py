@@ -74,7 +74,7 @@ class HttpError(errors.GenericError):
 
 
 def error_body(cls, message):
-    return serializer.dumps_bytes({"error": {"class": cls, "message": message}})
+    return serializer.dumps_answer({"error": {"class": cls, "message": message}})
 
 
 _NOENT = {constants.ECODE_NOENT}
