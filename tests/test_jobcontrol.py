@@ -199,9 +199,8 @@ def test_a_replica_applies_holds_resets_and_retries(open_queue, tmp_path):
     queue.retry_job(failed)
     queue.reset_job(done)
     queue.wait_durable(10)
-    frames = (tmp_path / "queue" / "journal").read_bytes()
     from jqueue.store import journal
-    payloads = [p for p, _ in journal.split_frames(frames)]
+    payloads = journal.read_records(str(tmp_path / "queue" / "journal"))[0]
     replica = Replica(str(tmp_path / "replica"), pool_factory=None, checkpoint_interval=None)
     try:
         replica.apply_batch(0, 0, 1, 1, payloads)

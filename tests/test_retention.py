@@ -177,8 +177,7 @@ def test_a_replica_purges_what_the_master_purged(tmp_path, real_clock):
     real_clock.advance(DAY)
     queue.purge_jobs(0)
     queue.wait_durable(10)
-    payloads = [p for p, _ in journal.split_frames(
-        (tmp_path / "queue" / "journal").read_bytes())]
+    payloads = journal.read_records(str(tmp_path / "queue" / "journal"))[0]
     queue.shutdown()
     replica = Replica(str(tmp_path / "replica" / "queue"), pool_factory=None,
                       checkpoint_interval=None)

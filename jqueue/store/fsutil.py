@@ -101,6 +101,15 @@ def write_all_buffers(fd, buffers):
             _write_all(fd, memoryview(b"".join(chunk))[written:])
 
 
+def pwrite_all(fd, data, offset):
+    """Write every byte of data to fd at offset (the file position does not move)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 def _unlink_quietly(path):
     try:
         os.unlink(path)

@@ -16,6 +16,7 @@ import pytest
 from daemon_helpers import RawLuxi, delay, write_config
 
 from jqueue import constants
+from jqueue.store import journal
 
 
 @pytest.fixture
@@ -47,8 +48,13 @@ def _fill(directory):
     return path
 
 
+#: A comment that makes each job's record 1/8 of what the journal writes ahead of its
+#: records (PREALLOCATE): a full disk refuses changes after at most 8 more.
+_BULK = "x" * (journal.PREALLOCATE // 8)
+
+
 def _submit(raw):
-    return raw.request("SubmitJob", [[delay()]])
+    return raw.request("SubmitJob", [[delay(comment=_BULK)]])
 
 
 def test_full_disk_refuses_changes_serves_reads_and_recovers(daemons, small_fs, tmp_path):
@@ -67,7 +73,7 @@ def test_full_disk_refuses_changes_serves_reads_and_recovers(daemons, small_fs, 
             for job_id in acknowledged:
                 assert client.wait_for_job_change_once(job_id, ["status"], None, None, 10)
         filler = _fill(str(small_fs))
-        # A few may still fit in the journal's last page; then they are refused.
+        # A few may still fit in what the journal wrote ahead; then they are refused.
         answers = [_submit(raw) for _ in range(30)]
         acknowledged += [result for success, result in answers if success]
         refused = [result for success, result in answers if not success]

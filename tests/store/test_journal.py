@@ -276,12 +276,68 @@ def test_torn_tail_is_ignored_and_reported(tmp_path):
         assert not report.damaged
 
 
-def test_zero_filled_tail_is_a_torn_tail(tmp_path):
-    """Zeros after the last record (size extended, data lost) count as a torn tail."""
+def test_zeros_after_the_last_record_are_the_unused_end_not_damage(tmp_path):
+    """The zeros a journal writes ahead of its records are neither damage nor a torn
+    tail; garbage after them still is a torn tail."""
     path = tmp_path / "journal"
     path.write_bytes(journal.frame(b"ok") + b"\0" * 4096)
     payloads, report = journal.read_records(str(path))
-    assert payloads == [b"ok"] and report.torn_tail == 4096
+    assert payloads == [b"ok"] and report.clean
+    path.write_bytes(journal.frame(b"ok") + b"\0" * 4096 + b"JQr")
+    payloads, report = journal.read_records(str(path))
+    assert payloads == [b"ok"] and report.torn_tail == 4096 + 3
+
+
+def test_the_file_is_written_ahead_and_records_overwrite_its_zeros(tmp_path):
+    """A commit grows the file by PREALLOCATE zeros, durable with its records; later
+    records go over them, the size unchanged; a clean close cuts the unused end."""
+    jnl = _open(tmp_path)
+    first = journal.frame(b"first")
+    jnl.append(b"first").wait(5)
+    path = tmp_path / "journal"
+    assert path.stat().st_size == len(first) + journal.PREALLOCATE
+    assert jnl.size == len(first)
+    jnl.append(b"second").wait(5)
+    assert path.stat().st_size == len(first) + journal.PREALLOCATE
+    assert journal.read_records(str(path))[0] == [b"first", b"second"]
+    jnl.close()
+    assert path.stat().st_size == len(first) + len(journal.frame(b"second"))
+
+
+def test_a_journal_reopened_after_a_crash_writes_after_its_last_record(tmp_path):
+    """Opened on a file a crash left with its unused end (zeros), the journal writes its
+    next record right after the last one, not after the zeros: nothing reads as damage."""
+    path = tmp_path / "journal"
+    path.write_bytes(journal.frame(b"one") + b"\0" * 8192)
+    jnl = _open(tmp_path)
+    assert jnl.size == len(journal.frame(b"one"))
+    jnl.append(b"two").wait(5)
+    payloads, report = journal.read_records(str(path))
+    assert payloads == [b"one", b"two"] and report.clean
+    jnl.close()
+
+
+def test_records_are_kept_when_the_disk_refuses_the_zeros_ahead(tmp_path, monkeypatch):
+    """Writing ahead is an optimisation: a disk too full for the zeros still takes the
+    records (the batch is acknowledged), and the next commit tries again."""
+    real = journal.fsutil.pwrite_all
+    calls = []
+
+    def full(fd, data, offset):
+        calls.append(offset)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(journal.fsutil, "pwrite_all", full)
+    jnl = _open(tmp_path)
+    jnl.append(b"kept").wait(5)
+    path = tmp_path / "journal"
+    assert path.stat().st_size == len(journal.frame(b"kept"))
+    jnl.append(b"next").wait(5)
+    assert len(calls) == 2 and path.stat().st_size > journal.PREALLOCATE
+    assert journal.read_records(str(path))[0] == [b"kept", b"next"]
+    jnl.close()
 
 
 def test_damaged_record_in_the_middle_is_skipped_and_later_ones_kept(tmp_path):
