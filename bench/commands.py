@@ -1,18 +1,20 @@
 """Benchmark of command jobs on one machine and through a node's jq-noded, against the machine.
 
 Prints (a) the machine's own rate of fork+exec+wait of /bin/true from Python (the ceiling);
-(b) command jobs running `true`, end to end per second (submitted together, until every
-one succeeded), on one machine (jq-masterd runs them) and through a node's jq-noded (a
-one-node cluster on loopback), as ratios to (a) (target: at least 0.3), each also with
-the attempts' directories in a run directory on tmpfs (--run-dir, where /dev/shm is);
-(c) the latency from submit to the command's first instruction (median and p95 of
-sequential jobs, the instruction being a shell builtin that writes a file: its mtime
-against the submit time), targets 10 ms on one machine and 20 ms through jq-noded; (d) the
-daemons' threads and RSS with 1,000 concurrent `sleep` commands against the same daemons
-idle; (e) a job writing 200 MB to its standard output, in MB/s into its log, against
-`cmd > file` in the same run (and that file synced, the durability the log has) (target:
-at least half of the plain file). One machine's figures come from a real jq-masterd, the
-node's from real jq-noded and jq-masterd processes talking mutual TLS.
+(b) command jobs running `true`, end to end per second (submitted together, until every one
+succeeded), on one machine (jq-masterd runs them) and through a node's jq-noded (a one-node
+cluster on loopback), as ratios to (a) (target: at least 0.3), each also with the attempts'
+directories in a run directory on tmpfs (--run-dir, where /dev/shm is); (c) the latency from
+submit to the command's first instruction (median and p95 of sequential jobs, the
+instruction being a shell builtin that opens a FIFO for writing: the time this process's
+blocked open of its other end returns, against the submit time; a file's mtime would not do,
+as the kernel stamps it with a clock that lags by up to a tick, which made the median come
+out below zero), targets 10 ms on one machine and 20 ms through jq-noded; (d) the daemons'
+threads and RSS with 1,000 concurrent `sleep` commands against the same daemons idle; (e) a
+job writing 200 MB to its standard output, in MB/s into its log, against `cmd > file` in the
+same run (and that file synced, the durability the log has) (target: at least half of the
+plain file). One machine's figures come from a real jq-masterd, the node's from real
+jq-noded and jq-masterd processes talking mutual TLS.
 """
 
 import os
@@ -21,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import luxi
@@ -127,12 +130,33 @@ def first_instruction(sock, workdir, jobs):
     latencies = []
     with luxi_client.Client(sock, timeout=60) as client:
         for number in range(jobs):
-            marker = os.path.join(workdir, "started.%d" % number)
+            fifo = os.path.join(workdir, "started.%d" % number)
+            os.mkfifo(fifo)
+            opened = []
+            reader = threading.Thread(target=_opened_at, args=(fifo, opened))
+            reader.start()
             submitted = time.time()
-            job_id = client.submit_job([command(": > %s" % marker)])
+            job_id = client.submit_job([command(": > %s" % fifo)])
             luxi.wait_jobs(client, [job_id])
-            latencies.append(os.stat(marker).st_mtime - submitted)
+            reader.join(5)
+            if reader.is_alive():  # the command never opened it: let the reader go
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                reader.join()
+                raise RuntimeError("job %s did not open %s" % (job_id, fifo))
+            latencies.append(opened[0] - submitted)
+            os.unlink(fifo)
     return latencies
+
+
+def _opened_at(fifo, out):
+    """Open fifo for reading (blocks until a writer opens it); note when, drain it."""
+    fd = os.open(fifo, os.O_RDONLY)
+    out.append(time.time())
+    try:
+        while os.read(fd, 65536):
+            pass
+    finally:
+        os.close(fd)
 
 
 # (d) 1,000 sleeps
