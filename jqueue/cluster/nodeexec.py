@@ -214,7 +214,12 @@ class NodeExec:
     def _answer(self, session, after):
         if session != self.session or (self._events and after < self._events[0][0] - 1):
             return {"session": self.session, "events": [], "reset": True, "last": self._last}
-        events = [[seq, event] for seq, event in self._events if seq > after]
+        # Sequence numbers are consecutive: the events after ``after`` are the last
+        # ``_last - after`` of the log, taken from its end (a poll costs what it gets, not a
+        # pass over the whole log).
+        events = [[seq, event] for seq, event in
+                  itertools.islice(reversed(self._events), max(0, self._last - after))]
+        events.reverse()
         return {"session": self.session, "events": events, "reset": False,
                 "last": self._last}
 
