@@ -26,7 +26,7 @@ import os
 from jqueue import errors, service
 from jqueue.cluster.rpc import server as rpc_server
 from jqueue.exec.attempt import AttemptSpec
-from jqueue.exec.link import info_dict, result_dict
+from jqueue.exec.link import ended_dict, info_dict
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class NodeExec:
         if kind == "started":
             wire = ["started", info_dict(event[1])]
         elif kind == "ended":
-            wire = ["ended", event[1], event[2], result_dict(event[3])]
+            wire = ["ended", event[1], event[2], ended_dict(event)]
         elif kind == "svc":
             wire = ["svc", event[1]]
         else:

@@ -44,8 +44,9 @@ started before; new attempts go to the new place only.
 
 Events for listeners, in the reactor thread: ``("started", AttemptInfo)`` once the
 command exec'd (its pid known), ``("output", job, attempt, output_size)`` when the
-output grew, ``("ended", job, attempt, AttemptResult)``. ``start`` returns what it found
-instead of announcing it.
+output grew, ``("ended", job, attempt, AttemptResult, output_size)`` (the output's final
+size: nothing is written after the shim's end). ``start`` returns what it found instead of
+announcing it.
 """
 
 import errno
@@ -532,7 +533,8 @@ class Executor:
         except OSError as err:
             logger.error("%s: cannot record its loss: %s", att.name, err)
         if announce:
-            self._emit(("ended", att.key[0], att.key[1], att.result))
+            self._emit(("ended", att.key[0], att.key[1], att.result,
+                        max(att.output_size, attemptdir.output_size(att.output))))
 
     def _kill_remains(self, att):
         """SIGKILL whatever is left of an attempt whose shim is gone."""
@@ -587,7 +589,7 @@ class Executor:
             self._declare_lost(att, self._supervisor_died(att), announce=True)
             return
         att.result = result
-        self._emit(("ended", att.key[0], att.key[1], result))
+        self._emit(("ended", att.key[0], att.key[1], result, att.output_size))
 
     def _reap(self, pid, block=False):
         """Reap a shim if this process spawned it (a re-adopted shim is not our child)."""

@@ -23,6 +23,12 @@ def result_dict(result):
     return data
 
 
+def ended_dict(event):
+    """The result of an executor's ("ended", job, attempt, result, output_size) event as
+    links pass it on: result_dict with the output's final size."""
+    return dict(result_dict(event[3]), output_size=event[4])
+
+
 def info_dict(info):
     """A plain dict of an AttemptInfo."""
     data = attrs.asdict(info, recurse=False)
@@ -76,7 +82,7 @@ class LocalLink:
         if kind == "started":
             event = ("started", info_dict(event[1]))
         elif kind == "ended":
-            event = ("ended", event[1], event[2], result_dict(event[3]))
+            event = ("ended", event[1], event[2], ended_dict(event))
         self._listener.link_event(self.name, event)
 
     def launch(self, spec, done):

@@ -51,7 +51,9 @@ signum, done)`` -> (ok, message) with action "signal", "terminate" or "kill",
 ``listener.link_event(link_name, event)`` with ("output", job, attempt, size), ("started",
 info) or ("ended", job, attempt, result). An info dict has job, attempt, pid, pgid, cgroup,
 started, deadline, output_size and result (None while running, else a dict with
-exit_status, signal, timed_out, error, ended and, for attempts a node lost, lost).
+exit_status, signal, timed_out, error, ended and, for attempts a node lost, lost); the
+result of an "ended" event also has the output's final size, output_size (a node of an
+earlier version may leave it out: its output is then read until a read comes back empty).
 """
 
 import fnmatch
@@ -92,7 +94,7 @@ class _Attempt:
 
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
-                 "progress_timer", "launched", "contained")
+                 "progress_timer", "launched", "contained", "final_size")
 
     def __init__(self, job_id, op_index, number, node, out=0):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
@@ -109,6 +111,7 @@ class _Attempt:
         self.progress_timer = None
         self.launched = False
         self.contained = None           # its cgroup or process group, once the node said
+        self.final_size = False         # size is the output's final size (the node said)
 
 
 class CommandRunner:
@@ -646,6 +649,7 @@ class CommandRunner:
         elif kind == "ended":
             attempt.result = value
             attempt.size = max(attempt.size, value.get("output_size") or 0)
+            attempt.final_size = value.get("output_size") is not None
         self._pump(attempt)
 
     def _known(self, node, job_id, number):
@@ -661,6 +665,9 @@ class CommandRunner:
         if self._stopped:
             return
         if attempt.fetching or self._attempts.get(attempt.job_id) is not attempt:
+            return
+        if attempt.result is not None and attempt.final_size and attempt.out >= attempt.size:
+            self._finish(attempt, attempt.result)  # all of it is in: no read to confirm it
             return
         if attempt.out < attempt.size or attempt.result is not None:
             if attempt.inflight >= INFLIGHT_BYTES and attempt.result is None:

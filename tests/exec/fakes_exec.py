@@ -108,7 +108,8 @@ class FakeExecutor:
                                error=error, ended=self._clock.seconds())
         self._attempts[(job, attempt)] = attrs.evolve(self._attempts[(job, attempt)],
                                                       result=result)
-        self._emit(("ended", job, attempt, result))
+        self._emit(("ended", job, attempt, result,
+                    self._attempts[(job, attempt)].output_size))
 
     def _running(self, job, attempt):
         info = self._attempts.get((job, attempt))

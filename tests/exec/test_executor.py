@@ -62,6 +62,7 @@ def test_exit_status_output_and_events_in_order(executors, shim):
     assert recorder.of("started")[0][1].pid > 0
     sizes = [e[3] for e in recorder.of("output", 1, 1)]
     assert sizes == sorted(sizes) and sizes[-1] == len(output)
+    assert recorder.of("ended")[0][4] == len(output)  # the output's final size
     assert abs(result.ended - time.time()) < 30
 
 

@@ -103,6 +103,32 @@ def test_a_command_job_runs_on_its_node_and_succeeds_with_its_output_logged(setu
     assert setup.link.forgotten == [(job_id, 1)]
 
 
+def test_an_attempt_whose_output_is_all_in_ends_without_another_read(setup):
+    """The node's end says the output's final size: once the log holds all of it the job
+    ends, with no read to confirm it; a node that does not say reads until a read comes
+    back empty (every byte still logged either way)."""
+    job_id = setup.submit(command("echo hello"))
+    setup.write(job_id, b"hello\n")
+    setup.end(job_id, exit_status=0)
+    assert setup.fields(job_id, ["status"]) == ["success"]
+    assert setup.link.fetches == [(job_id, 1, 0)]
+    with_size = setup.link.end
+
+    def end_without_size(job, attempt, **result):  # a node of an earlier version
+        setup.link._listener.link_event(setup.link.name, ("ended", job, attempt, {
+            "exit_status": 0, "signal": None, "timed_out": False, "error": None,
+            "ended": 2.0}))
+
+    setup.link.end = end_without_size
+    other = setup.submit(command("echo hello"))
+    setup.write(other, b"hello\n")
+    setup.end(other)
+    setup.link.end = with_size
+    assert setup.fields(other, ["status"]) == ["success"]
+    assert [f for f in setup.link.fetches if f[0] == other] == [(other, 1, 0), (other, 1, 6)]
+    assert b"hello\n* EXIT : 0\n" in setup.log(other)
+
+
 def test_a_shell_string_runs_through_sh_and_the_base_environment_is_minimal(setup):
     """cmd as a string is /bin/sh -c; the node puts the command's variables over the
     minimal base by default: the master sends neither its user database's HOME and USER
