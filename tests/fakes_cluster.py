@@ -137,7 +137,8 @@ class FakeNode:
         return {"name": self.name, "epoch": self.state.epoch, "master": self.state.master,
                 "config_version": 1, "role": self.role, "replica": self.position is not None,
                 "position": self.position, "jobs": 0 if self.position is not None else None,
-                "slots": 1, "containment": "process group (a fake node)", "config": self.config}
+                "slots": 1, "containment": "process group (a fake node)", "features": [],
+                "config": self.config}
 
     def _vote(self, caller, body):
         if self.vote_refusal is not None:

@@ -10,6 +10,8 @@ in its host thread. After a full piece of output, when nothing else waits, the c
 reads the next piece at once (the node's output only grows: bytes at an offset never
 change), so that the runner's next fetch finds it while the node is not kept idle as the
 runner journals the last one; an empty piece (the end, so far) is never read ahead.
+Launches and forgets waiting in a row go in one ``exec_batch`` call, to a node that says
+it takes them (node_info's ``features``; an older node gets them one by one).
 
 A poll that fails (the node is down or unreachable) is retried every ``RETRY`` seconds; a
 node that answers again after its jq-noded restarted (a new event session) or after the
@@ -23,6 +25,7 @@ import queue as queue_module
 import threading
 
 from jqueue import errors
+from jqueue.cluster.nodeexec import BATCHED, MAX_BATCH
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ class RemoteLink:
         self._listener = None
         self._host = None
         self._calls = queue_module.Queue()
+        #: Whether the node takes exec_batch (it said so in node_info).
+        self.batches = False
         self._stopped = threading.Event()
         self._threads = []
 
@@ -135,11 +140,17 @@ class RemoteLink:
     def _call_loop(self):
         client = None
         ahead = None  # ((job, attempt, offset, max_bytes), bytes) read ahead
+        held = None  # the call after a batch, taken from the queue while filling it
         while not self._stopped.is_set():
-            item = self._calls.get()
+            item, held = (held, None) if held is not None else (self._calls.get(), None)
             if item is None:
                 break
             method, body, done, convert = item
+            if self.batches and method in BATCHED:
+                batch, held = self._take_batch(item)
+                if len(batch) > 1:
+                    client = self._call_batch(client, batch)
+                    continue
             if ahead is not None and method == "exec_read" and ahead[0] == _read_key(body):
                 answer = ahead[1]
             else:
@@ -157,6 +168,36 @@ class RemoteLink:
                     ahead = (_read_key(following), data)
         if client is not None:
             client.close()
+
+    def _take_batch(self, first):
+        """([first and the batchable calls queued after it], the next call or None)."""
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._calls.get_nowait()
+            except queue_module.Empty:
+                return batch, None
+            if item is None or item[0] not in BATCHED:
+                return batch, item
+            batch.append(item)
+        return batch, None
+
+    def _call_batch(self, client, batch):
+        """One exec_batch call for the calls of batch; each done hears its own answer."""
+        client, answers = self._call(client, "exec_batch", {
+            "calls": [[method, body] for method, body, _, _ in batch]}, None)
+        if not isinstance(answers, Exception) and (
+                not isinstance(answers, list) or len(answers) != len(batch)):
+            answers = errors.RemoteError("node %s: exec_batch: %d answers for %d calls" % (
+                self.name, len(answers) if isinstance(answers, list) else 0, len(batch)))
+        for index, (_, _, done, convert) in enumerate(batch):
+            if isinstance(answers, Exception):
+                answer = answers
+            else:
+                answer = _batched_answer(answers[index], convert)
+            if done is not None:
+                self._host.call(done, answer)
+        return client
 
     def _call(self, client, method, body, convert):
         """(the client to use next, the call's answer or its error)."""
@@ -221,6 +262,8 @@ class RemoteLink:
         containment = info.get("containment")
         if isinstance(containment, str) and containment.isprintable() and containment:
             self.containment = containment[:200]
+        features = info.get("features")
+        self.batches = isinstance(features, list) and "exec_batch" in features
         self._host.call(self._listener.link_event, self.name, ("node", info))
 
     def _resync(self):
@@ -244,6 +287,17 @@ class RemoteLink:
                 result = dict(info["result"], output_size=info.get("output_size"))
                 self._listener.link_event(self.name, ("ended", info["job"], info["attempt"],
                                                       result))
+
+
+def _batched_answer(answer, convert):
+    """One call's answer in an exec_batch answer: its result, or its error rebuilt."""
+    if not (isinstance(answer, list) and len(answer) == 2 and isinstance(answer[0], bool)):
+        return errors.RemoteError("malformed answer in an exec_batch: %r" % (answer,))
+    if not answer[0]:
+        return errors.decode_exception(answer[1])
+    if convert is not None and answer[1] is not None:
+        return convert(answer[1])
+    return answer[1]
 
 
 def _event(wire):

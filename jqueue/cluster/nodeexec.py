@@ -36,7 +36,13 @@ EVENT_LOG = 4096
 MAX_POLL = 60.0
 MAX_READ = 4 * 1024 * 1024
 METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_attempts",
-           "exec_forget", "exec_poll")
+           "exec_forget", "exec_poll", "exec_batch")
+#: What this node's exec methods can do beyond the first version's, as node_info says
+#: (``features``): a master sends exec_batch only to a node that names it.
+FEATURES = ("exec_batch",)
+#: The calls exec_batch takes, and how many at most.
+BATCHED = ("exec_launch", "exec_forget")
+MAX_BATCH = 256
 #: The supervised services' methods (jqueue.exec.supervisor), when the node runs them.
 SERVICE_METHODS = ("svc_apply", "svc_control", "svc_runs", "svc_read", "svc_forget",
                    "svc_states")
@@ -83,6 +89,26 @@ class NodeExec:
         except (TypeError, ValueError) as err:
             raise errors.ParameterError("'spec' is not an attempt: %s" % err) from None
         return info_dict(self._executor.launch(spec))
+
+    def exec_batch(self, peer, body):
+        """Several launches and forgets in one call, run in order: ``{"calls": [[method,
+        body], ...]}`` -> ``[[true, result] or [false, encoded error], ...]``, one per call
+        (a call's error is its own; the others run)."""
+        self._check(peer)
+        calls = body.get("calls")
+        if (not isinstance(calls, list) or not 0 < len(calls) <= MAX_BATCH
+                or not all(isinstance(c, list) and len(c) == 2 and c[0] in BATCHED
+                           and isinstance(c[1], dict) for c in calls)):
+            raise errors.ParameterError(
+                "'calls' must be a list of 1 to %d [method, body] pairs, each method one of "
+                "%s" % (MAX_BATCH, ", ".join(BATCHED)))
+        answers = []
+        for method, call_body in calls:
+            try:
+                answers.append([True, getattr(self, method)(peer, call_body)])
+            except errors.GenericError as err:
+                answers.append([False, errors.encode_exception(err)])
+        return answers
 
     def exec_control(self, peer, body):
         self._check(peer)

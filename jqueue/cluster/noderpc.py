@@ -199,6 +199,7 @@ class Node:
         #: Command attempts this node runs at once (jq-noded's slots option).
         self.slots = None
         self.containment = None  # how its command attempts are held together
+        self.exec_features = ()  # what its exec_* methods can do (jqueue.cluster.nodeexec)
         self._checkpoint_interval = checkpoint_interval
         self._lock = threading.RLock()
         self._open_error = None
@@ -372,6 +373,7 @@ class Node:
                 "position": replica.position if replica is not None else None,
                 "jobs": replica.queue.stats()["jobs"] if replica is not None else None,
                 "slots": self.slots, "containment": self.containment,
+                "features": list(self.exec_features),
                 "config": self.config.to_dict()}
 
     def cluster_config_update(self, peer, body):

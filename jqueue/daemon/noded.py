@@ -22,6 +22,7 @@ from twisted.python import failure, threadpool
 
 from jqueue import constants, errors
 from jqueue.cluster import admin, membership
+from jqueue.cluster.nodeexec import FEATURES as EXEC_FEATURES
 from jqueue.cluster.nodeexec import NodeExec
 from jqueue.cluster.noderpc import Node
 from jqueue.cluster.rpc import server
@@ -131,6 +132,7 @@ class NodeService(service.Service):
                                  run_dir=config.run_dir)
         self.executor.start()
         node.slots, node.containment = config.slots, self.executor.containment
+        node.exec_features = EXEC_FEATURES
         logger.info("command jobs: %d slots, containment: %s", config.slots,
                     self.executor.containment)
         self.supervisor = make_supervisor(node.state_dir, self.reactor, node.name,

@@ -236,3 +236,79 @@ def test_the_link_learns_how_the_node_contains_attempts():
         finally:
             link.stop()
         assert link.containment == expected, info
+
+
+class BatchingNode(ScriptedNode):
+    """A node that says (or not) it takes exec_batch; the first exec_lookup waits until the
+    test releases it, so that the calls after it pile up in the link's queue."""
+
+    def __init__(self, features):
+        super().__init__([])
+        self.features = features
+        self.calls = []  # (method, body), in the order they reached the node
+        self.release = threading.Event()
+
+    def call(self, method, body):
+        if method == "node_info":
+            return {"features": self.features}
+        if method == "exec_poll":
+            return super().call(method, body)
+        self.calls.append((method, body))
+        if method == "exec_lookup":
+            assert self.release.wait(10)
+            return None
+        if method == "exec_batch":
+            return [self._one(m, b) for m, b in body["calls"]]
+        ok, value = self._one(method, body)
+        if not ok:  # as the RPC client raises a node's error
+            raise errors.decode_exception(value)
+        return value
+
+    @staticmethod
+    def _one(method, body):
+        if method == "exec_launch" and body["spec"]["job"] == 2:
+            return [False, ["CommandError", ["job 2: cannot start"]]]
+        return [True, {"job": body["spec"]["job"]} if method == "exec_launch" else True]
+
+
+def _queued_behind_a_lookup(features):
+    node, listener = BatchingNode(features), Listener()
+    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+    link.subscribe(listener)
+    answers = {}
+    try:
+        wait_until(lambda: node.polls)  # node_info answered: the link knows its features
+        link.lookup(9, 1, lambda value: answers.setdefault("lookup", value))
+        wait_until(lambda: node.calls)
+        for job in (1, 2, 3):
+            link.launch({"job": job}, lambda value, job=job: answers.setdefault(job, value))
+        link.forget(1, 1)
+        link.control(3, 1, "kill", None, lambda value: answers.setdefault("kill", value))
+        node.release.set()
+        wait_until(lambda: "kill" in answers)
+    finally:
+        link.stop()
+    return node, answers
+
+
+def test_launches_and_forgets_in_a_row_go_in_one_batch_to_a_node_that_takes_it():
+    """Queued launches and forgets reach the node in one exec_batch, in order, and each
+    caller gets its own answer (one launch's error is its own); the call after them goes
+    on its own, after them."""
+    node, answers = _queued_behind_a_lookup(["exec_batch"])
+    assert [method for method, _ in node.calls] == ["exec_lookup", "exec_batch", "exec_control"]
+    batch = node.calls[1][1]["calls"]
+    assert batch == [["exec_launch", {"spec": {"job": 1}}], ["exec_launch", {"spec": {"job": 2}}],
+                     ["exec_launch", {"spec": {"job": 3}}],
+                     ["exec_forget", {"job": 1, "attempt": 1}]]
+    assert answers[1] == {"job": 1} and answers[3] == {"job": 3}
+    assert isinstance(answers[2], errors.CommandError) and "cannot start" in str(answers[2])
+
+
+def test_a_node_that_does_not_say_it_batches_gets_the_calls_one_by_one():
+    """An older jq-noded (no features in node_info) gets each launch and forget alone."""
+    node, answers = _queued_behind_a_lookup(None)
+    assert [method for method, _ in node.calls] == [
+        "exec_lookup", "exec_launch", "exec_launch", "exec_launch", "exec_forget",
+        "exec_control"]
+    assert answers[1] == {"job": 1} and isinstance(answers[2], errors.CommandError)

@@ -73,6 +73,24 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
     assert os.listdir(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded
 
 
+def test_many_jobs_at_once_on_a_node_that_batches_its_launches(tmp_path, nodeds, daemons):
+    """node2's jq-noded says it takes exec_batch; 60 jobs submitted at once (their
+    launches and forgets pile up in the master's link, and go in batches) all run once,
+    with their own output, and leave nothing behind on the node."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 2)
+    assert "exec_batch" in started["node2"].call("node_info", {})["features"]
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("echo job $JQ_JOB_ID", node="node2")]] * 60)]
+        wait_all_final(client, ids, 60)
+        for job_id in ids:
+            assert fields(client, job_id)["status"] == "success"
+            log = "".join(client.follow_job_log(job_id))
+            assert log.count("job %d\n" % job_id) == 1 and log.count("* START") == 1, log
+    wait_until(lambda: os.listdir(attempts_dir(test_cluster, "node2")) == [],
+               what="node2 to forget every attempt")
+
+
 def test_env_inherit_gives_the_environment_of_the_nodes_daemon(tmp_path, nodeds, daemons):
     """env_inherit on node3 starts from node3's jq-noded environment (a variable only it
     has), not jq-masterd's (which lacks it); without env_inherit the base is minimal."""

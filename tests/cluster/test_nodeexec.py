@@ -5,13 +5,26 @@ import pytest
 
 from jqueue import errors
 from jqueue.cluster import nodeexec
+from jqueue.exec.attempt import AttemptInfo
 
 
 class _Executor:
-    """Only what NodeExec needs of an Executor here: its subscription."""
+    """Only what NodeExec needs of an Executor here: its subscription, launch and forget."""
 
     def __init__(self):
         self.listeners = []
+        self.done = []  # ("launch", job) and ("forget", job), in order
+
+    def launch(self, spec):
+        if spec.dir == "/missing":
+            raise errors.CommandError("job %d: cannot change to directory /missing" % spec.job)
+        self.done.append(("launch", spec.job))
+        return AttemptInfo(job=spec.job, attempt=spec.attempt, pid=None, pgid=None, cgroup=None,
+                           started=1.0, deadline=None, argv=list(spec.argv), dir=spec.dir,
+                           run_as=None, output_size=0, result=None)
+
+    def forget(self, job, attempt):
+        self.done.append(("forget", job))
 
     def subscribe(self, listener):
         self.listeners.append(listener)
@@ -56,3 +69,41 @@ def test_only_the_master_may_poll():
     _, node = _node()
     with pytest.raises(errors.FencedError):
         node.exec_poll("node2", {"session": node.session, "after": 0})
+
+
+def _launch(job, directory="/"):
+    return ["exec_launch", {"spec": {"job": job, "attempt": 1, "argv": ["true"], "dir": directory,
+                                     "env": {}}}]
+
+
+def test_a_batch_runs_its_calls_in_order_each_with_its_own_answer():
+    """exec_batch: launches and forgets in order; a call's error is its own, encoded."""
+    executor, node = _node()
+    answers = node.exec_batch("master", {"calls": [
+        _launch(1), _launch(2, "/missing"), ["exec_forget", {"job": 1, "attempt": 1}],
+        ["exec_forget", {"job": "x", "attempt": 1}], _launch(3)]})
+    assert executor.done == [("launch", 1), ("forget", 1), ("launch", 3)]
+    assert [ok for ok, _ in answers] == [True, False, True, False, True]
+    assert answers[0][1]["job"] == 1 and answers[2][1] is True and answers[4][1]["job"] == 3
+    assert errors.decode_exception(answers[1][1]).__class__ is errors.CommandError
+    assert errors.decode_exception(answers[3][1]).__class__ is errors.ParameterError
+    assert "exec_batch" in nodeexec.FEATURES and "exec_batch" in node.handlers()
+
+
+@pytest.mark.parametrize("calls", [
+    None, [], "exec_launch", [["exec_poll", {}]], [["exec_read", {"job": 1}]], [_launch(1)[1]],
+    [_launch(1)] * (nodeexec.MAX_BATCH + 1), [["exec_forget", [1, 1]]]])
+def test_a_malformed_batch_is_refused_whole_and_runs_nothing(calls):
+    """Anything but 1 to MAX_BATCH [method, body] pairs of launches and forgets is the
+    caller's mistake, and nothing of it runs."""
+    executor, node = _node()
+    with pytest.raises(errors.ParameterError):
+        node.exec_batch("master", {"calls": calls})
+    assert executor.done == []
+
+
+def test_only_the_master_may_send_a_batch():
+    executor, node = _node()
+    with pytest.raises(errors.FencedError):
+        node.exec_batch("node2", {"calls": [_launch(1)]})
+    assert executor.done == []
