@@ -21,7 +21,10 @@
 ``shim.log``
     the shim's own complaints, if it had any; quoted when a shim dies without a result.
 
-Every file is replaced atomically (temp file and rename) and never fsynced: after a
+Every file is replaced atomically (temp file and rename), but for spec.json, which is
+written once, into the directory the executor has just made, so that a crash in the
+middle leaves a prefix of its JSON object: unreadable, which reads as no spec.json. None
+is fsynced: after a
 reboot, the boot id says every attempt of the previous boot is lost anyway. These
 directories can therefore live in a *run directory* on tmpfs (``/run``), where creating
 and deleting files costs no disk metadata: ``<run_dir>/attempts/<job>.<attempt>/``; the
@@ -114,17 +117,23 @@ def write_atomic(path, data, mode=0o640):
     """Replace path by data (bytes): temp file in the same directory, then rename."""
     dirname, basename = os.path.split(path)
     tmp = os.path.join(dirname, ".%s.tmp" % basename)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    _write_new(tmp, data, os.O_TRUNC, mode, remove_on_error=True)
+    os.rename(tmp, path)
+
+
+def _write_new(path, data, flags, mode=0o640, remove_on_error=False):
+    """Create path (with flags) and write data to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        if remove_on_error:
+            os.unlink(path)
         raise
     os.close(fd)
-    os.rename(tmp, path)
 
 
 def _read(path):
@@ -136,8 +145,10 @@ def _read(path):
 
 
 def write_spec(path, spec):
-    """Write an attempt's spec.json (a dict, see the module docstring)."""
-    write_atomic(os.path.join(path, SPEC), serializer.dumps_bytes(spec))
+    """Write an attempt's spec.json (a dict, see the module docstring), once: the file
+    must not exist (the directory was just made). No temp file and rename (a rename
+    costs as much as a file here): a torn spec.json does not parse, as none is read."""
+    _write_new(os.path.join(path, SPEC), serializer.dumps_bytes(spec), os.O_EXCL)
 
 
 def read_spec(path):

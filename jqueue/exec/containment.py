@@ -78,8 +78,11 @@ class Containment:
         if path is None:
             return None
         try:
-            os.makedirs(self.cgroup_root, exist_ok=True)
-            os.mkdir(path)
+            try:
+                os.mkdir(path)
+            except FileNotFoundError:  # our parent is gone (removed behind our back)
+                os.makedirs(self.cgroup_root, exist_ok=True)
+                os.mkdir(path)
         except FileExistsError:
             kill_leaf(path)
         except OSError as err:

@@ -210,6 +210,27 @@ def test_a_launch_that_crashed_before_its_spec_is_lost(executors):
     assert executor.launch(executors.spec(3, "true", attempt=2)).result == info.result
 
 
+def test_a_launch_that_crashed_while_writing_its_spec_is_lost(executors):
+    """spec.json is written once, without a rename: whatever part of it a crash left
+    does not parse, and the attempt is lost as if there were none."""
+    spec = {"job": 3, "attempt": 2, "argv": ["true"], "dir": "/", "boot_id": "b",
+            "shim_pid": 1, "shim_start": 1, "cgroup": None, "output": "/nonexistent"}
+    whole = serializer.dumps_bytes(spec)
+    for cut in (1, len(whole) // 2, len(whole) - 1):
+        state_dir = executors.state_dir("state-%d" % cut)
+        path = attemptdir.attempt_path(state_dir, 3, 2)
+        os.makedirs(path)
+        with open(os.path.join(path, "spec.json"), "wb") as stream:
+            stream.write(whole[:cut])
+        assert attemptdir.read_spec(path) is None
+        executor, _, _ = executors.make(state_dir=state_dir, start=False)
+        (info,) = executor.start()
+        assert info.result.error == "attempt lost: the daemon died while starting it"
+        executor.stop()
+    with pytest.raises(FileExistsError):  # written once: never over another
+        attemptdir.write_spec(path, spec)
+
+
 @pytest.mark.parametrize("contained", ["cgroup", "pgroup"])
 def test_a_shim_killed_while_its_command_runs_loses_the_attempt(executors, shim, contained):
     """SIGKILL to the shim: "attempt lost: its supervisor died"; nothing of the job is left."""
