@@ -17,7 +17,8 @@ their acknowledgements (a completer thread finishes batches in order).
 
 The file is written ahead of its records: each time they reach its end it grows by
 PREALLOCATE bytes of zeros, written in the same pass and made durable by the same
-fdatasync. Every later record then overwrites blocks the disk already holds, and its
+fdatasync (unless the commit is larger than WRITE_AHEAD_MAX: the file then grows by the
+commit alone). Every later record then overwrites blocks the disk already holds, and its
 fdatasync flushes data only, not the file's size (a third faster on ext4 here: SQLite's
 write-ahead log gets its speed the same way). Zeros after the last record are the file's
 unused end, not damage; a clean close cuts them off.
@@ -64,6 +65,9 @@ DEFAULT_RETRY_INTERVAL = 1.0
 PROBE = b""
 #: Bytes of zeros the file grows by ahead of its records (see the module docstring).
 PREALLOCATE = 1024 * 1024
+#: The largest commit that writes ahead: for a larger one the data is what its sync
+#: costs, and zeros written ahead would double what goes to the disk (command output).
+WRITE_AHEAD_MAX = PREALLOCATE // 8
 
 
 def frame(payload):
@@ -566,7 +570,10 @@ class Journal:
             self._truncate(err, durable)
             raise _DiskError(err, durable) from None
         if self._size + size > self._allocated:
-            self._preallocate(self._size + size)
+            if size <= WRITE_AHEAD_MAX:
+                self._preallocate(self._size + size)
+            else:  # a big commit: its data is the sync's cost, not the file's size
+                self._allocated = self._size + size
         if before_sync is not None:
             before_sync()
         try:

@@ -304,6 +304,20 @@ def test_the_file_is_written_ahead_and_records_overwrite_its_zeros(tmp_path):
     assert path.stat().st_size == len(first) + len(journal.frame(b"second"))
 
 
+def test_a_big_commit_grows_the_file_by_itself_alone(tmp_path):
+    """A commit larger than WRITE_AHEAD_MAX (command output) writes no zeros ahead: its
+    data is its sync's cost, and zeros would double what goes to the disk."""
+    jnl = _open(tmp_path)
+    big = b"x" * (journal.WRITE_AHEAD_MAX + 1)
+    jnl.append(big).wait(5)
+    path = tmp_path / "journal"
+    assert path.stat().st_size == len(journal.frame(big)) == jnl.size
+    jnl.append(b"small").wait(5)  # a small one writes ahead again
+    assert path.stat().st_size == jnl.size + journal.PREALLOCATE
+    assert journal.read_records(str(path))[0] == [big, b"small"]
+    jnl.close()
+
+
 def test_a_journal_reopened_after_a_crash_writes_after_its_last_record(tmp_path):
     """Opened on a file a crash left with its unused end (zeros), the journal writes its
     next record right after the last one, not after the zeros: nothing reads as damage."""
