@@ -575,15 +575,18 @@ class CommandRunner:
                 return
             op = job.ops[attempt.op_index]
             state = op.exec_state or {}
-            if (state.get("state") == constants.ATTEMPT_RUNNING
-                    and state.get("pid") == info.get("pid")):
-                return
-            op.exec_state = dict(state, state=constants.ATTEMPT_RUNNING, pid=info.get("pid"),
+            pid = info.get("pid")
+            if state.get("state") == constants.ATTEMPT_RUNNING and state.get("pid"):
+                # Known already: an answer without it is older news (a launch's answer
+                # that reaches us after the node's "started" event), never a loss of it.
+                pid = pid or state["pid"]
+                if state["pid"] == pid:
+                    return
+            op.exec_state = dict(state, state=constants.ATTEMPT_RUNNING, pid=pid,
                                  started=info.get("started"), noxfers=0)
-            if info.get("pid") and state.get("pid") != info.get("pid"):
+            if pid and state.get("pid") != pid:
                 queue._record_event_unlocked("RUN", job.id, attempt.node, "attempt",
-                                             "attempt %d pid %d" % (attempt.number,
-                                                                    info["pid"]))
+                                             "attempt %d pid %d" % (attempt.number, pid))
             queue._record_state_unlocked(job)
 
     def _noxfer(self, attempt, err):

@@ -129,6 +129,26 @@ def test_an_attempt_whose_output_is_all_in_ends_without_another_read(setup):
     assert b"hello\n* EXIT : 0\n" in setup.log(other)
 
 
+def test_a_launch_answer_after_the_started_event_keeps_the_pid(setup, monkeypatch):
+    """A node's "started" event may reach the runner before the answer to its launch (a
+    batch of launches answers once all are done): the answer, older news without the
+    pid, does not take the pid away again."""
+    held = []
+    monkeypatch.setattr(setup.link, "launch", lambda spec, done: held.append((spec, done)))
+    job_id = setup.submit(command("sleep 60"))
+    spec, done = held[0]
+    info = {"job": job_id, "attempt": 1, "pid": None, "pgid": None, "cgroup": None,
+            "started": 1.0, "deadline": None, "output_size": 0, "result": None}
+    setup.link._listener.link_event("node1", ("started", dict(info, pid=4242)))
+    setup.settle()
+    done(dict(info))
+    setup.settle()
+    assert setup.fields(job_id, ["status", "pid"]) == ["running", 4242]
+    runs = [e for e in setup.queue.read_events(0, {"job": job_id})["events"]
+            if e["status"] == "RUN"]
+    assert [e["message"] for e in runs] == ["attempt 1 pid 4242"]
+
+
 def test_a_shell_string_runs_through_sh_and_the_base_environment_is_minimal(setup):
     """cmd as a string is /bin/sh -c; the node puts the command's variables over the
     minimal base by default: the master sends neither its user database's HOME and USER
