@@ -22,20 +22,19 @@
     the shim's own complaints, if it had any; quoted when a shim dies without a result.
 
 Every file is replaced atomically (temp file and rename), but for spec.json, which is
-written once, into the directory the executor has just made, so that a crash in the
-middle leaves a prefix of its JSON object: unreadable, which reads as no spec.json. None
-is fsynced: after a
-reboot, the boot id says every attempt of the previous boot is lost anyway. These
-directories can therefore live in a *run directory* on tmpfs (``/run``), where creating
-and deleting files costs no disk metadata: ``<run_dir>/attempts/<job>.<attempt>/``; the
-output stays on disk in ``<state_dir>/outputs/`` (a command's output must not fill
-memory), and an output whose directory is gone (the tmpfs was emptied by a reboot) is
-taken up again as a lost attempt, so that the master can still copy it; attempts
-started before the run directory changed stay where they are and are followed there
-(``exec/run-dirs``, see jqueue.exec.executor). A process is
-the one recorded only if its pid exists and its start time and the boot id match, so a
-recycled pid is never mistaken for it. A directory leaves only when the master has
-recorded the final state and calls ``forget``.
+written once, into the directory the executor has just made: a crash in the middle
+leaves a prefix of its JSON object, which does not parse and reads as no spec.json. None
+is fsynced: after a reboot, the boot id says every attempt of the previous boot is lost
+anyway. These directories can therefore live in a *run directory* on tmpfs (``/run``),
+where creating and deleting files costs no disk metadata:
+``<run_dir>/attempts/<job>.<attempt>/``; the output stays on disk in
+``<state_dir>/outputs/`` (a command's output must not fill memory), and an output whose
+directory is gone (the tmpfs was emptied by a reboot) is taken up again as a lost
+attempt, so that the master can still copy it; attempts started before the run directory
+changed stay where they are and are followed there (``exec/run-dirs``, see
+jqueue.exec.executor). A process is the one recorded only if its pid exists and its
+start time and the boot id match, so a recycled pid is never mistaken for it. A
+directory leaves only when the master has recorded the final state and calls ``forget``.
 """
 
 import os
