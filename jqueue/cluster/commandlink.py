@@ -29,6 +29,9 @@ from jqueue.cluster.nodeexec import BATCHED, MAX_BATCH
 
 logger = logging.getLogger(__name__)
 
+#: Roughly how much a batch of launches may carry (see RemoteLink._take_batch).
+BATCH_BYTES = 1024 * 1024
+
 #: Seconds between two failed polls. A poll waits at most the heartbeat interval on the
 #: node: each answer is a heartbeat (jqueue.run.commands follows them).
 RETRY = 2.0
@@ -170,16 +173,24 @@ class RemoteLink:
             client.close()
 
     def _take_batch(self, first):
-        """([first and the batchable calls queued after it], the next call or None)."""
-        batch = [first]
-        while len(batch) < MAX_BATCH:
+        """([first and the batchable calls queued after it], the next call or None).
+
+        A batch stays under BATCH_BYTES of arguments and environment (roughly: what its
+        body weighs), far below what a node takes in one call; a call alone above it
+        goes alone, as it would to an older node."""
+        batch, size = [first], _weight(first[1])
+        while len(batch) < MAX_BATCH and size < BATCH_BYTES:
             try:
                 item = self._calls.get_nowait()
             except queue_module.Empty:
                 return batch, None
             if item is None or item[0] not in BATCHED:
                 return batch, item
+            weight = _weight(item[1])
+            if size + weight > BATCH_BYTES:
+                return batch, item
             batch.append(item)
+            size += weight
         return batch, None
 
     def _call_batch(self, client, batch):
@@ -287,6 +298,16 @@ class RemoteLink:
                 result = dict(info["result"], output_size=info.get("output_size"))
                 self._listener.link_event(self.name, ("ended", info["job"], info["attempt"],
                                                       result))
+
+
+def _weight(body):
+    """Roughly the bytes of a launch's or a forget's body: its spec's strings."""
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        return 64
+    env = spec.get("env") or {}
+    return 256 + sum(len(a) for a in spec.get("argv") or ()) + sum(
+        len(k) + len(v) for k, v in env.items())
 
 
 def _batched_answer(answer, convert):

@@ -312,3 +312,17 @@ def test_a_node_that_does_not_say_it_batches_gets_the_calls_one_by_one():
         "exec_lookup", "exec_launch", "exec_launch", "exec_launch", "exec_forget",
         "exec_control"]
     assert answers[1] == {"job": 1} and isinstance(answers[2], errors.CommandError)
+
+
+def test_a_batch_stays_under_its_weight_and_the_rest_goes_in_the_next(monkeypatch):
+    """Launches whose arguments and environment would make a batch too heavy go in the
+    next one, in order (a launch heavier than the limit alone would go alone)."""
+    monkeypatch.setattr(commandlink, "BATCH_BYTES", 600)  # two launches of the test
+    node, answers = _queued_behind_a_lookup(["exec_batch"])
+    assert [method for method, _ in node.calls] == [
+        "exec_lookup", "exec_batch", "exec_batch", "exec_control"]
+    assert [[m, b.get("spec", b).get("job")] for m, b in node.calls[1][1]["calls"]] == [
+        ["exec_launch", 1], ["exec_launch", 2]]
+    assert [[m, b.get("spec", b).get("job")] for m, b in node.calls[2][1]["calls"]] == [
+        ["exec_launch", 3], ["exec_forget", 1]]
+    assert answers[1] == {"job": 1} and answers[3] == {"job": 3}
