@@ -11,7 +11,11 @@ reads the next piece at once (the node's output only grows: bytes at an offset n
 change), so that the runner's next fetch finds it while the node is not kept idle as the
 runner journals the last one; an empty piece (the end, so far) is never read ahead.
 Launches and forgets waiting in a row go in one ``exec_batch`` call, to a node that says
-it takes them (node_info's ``features``; an older node gets them one by one).
+it takes them (node_info's ``features``; an older node gets them one by one). A node that
+does not say it completes a command's environment itself (``env_base``: a jq-noded from
+before it, during a rolling upgrade) gets it complete, built here as the first versions
+did (the minimal base with this machine's passwd entry, or jq-masterd's environment):
+rather than a launch it would refuse.
 
 A poll that fails (the node is down or unreachable) is retried every ``RETRY`` seconds; a
 node that answers again after its jq-noded restarted (a new event session) or after the
@@ -21,11 +25,13 @@ as it stands now (its output size and, if it ended, its result), so that nothing
 
 import base64
 import logging
+import os
 import queue as queue_module
 import threading
 
 from jqueue import errors
 from jqueue.cluster.nodeexec import BATCHED, MAX_BATCH
+from jqueue.exec.executor import complete_environment
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,8 @@ class RemoteLink:
         self._listener = None
         self._host = None
         self._calls = queue_module.Queue()
-        #: Whether the node takes exec_batch (it said so in node_info).
-        self.batches = False
+        #: What the node's exec methods can do (node_info's features; None until it said).
+        self.features = None
         self._stopped = threading.Event()
         self._threads = []
 
@@ -149,7 +155,9 @@ class RemoteLink:
             if item is None:
                 break
             method, body, done, convert = item
-            if self.batches and method in BATCHED:
+            if method == "exec_launch" and self.features is None:
+                client = self._ask_features(client)
+            if self.features and "exec_batch" in self.features and method in BATCHED:
                 batch, held = self._take_batch(item)
                 if len(batch) > 1:
                     client = self._call_batch(client, batch)
@@ -157,7 +165,8 @@ class RemoteLink:
             if ahead is not None and method == "exec_read" and ahead[0] == _read_key(body):
                 answer = ahead[1]
             else:
-                client, answer = self._call(client, method, body, convert)
+                client, answer = self._call(client, method, self._for_node(method, body),
+                                            convert)
             ahead = None
             if done is not None:
                 self._host.call(done, answer)
@@ -193,10 +202,31 @@ class RemoteLink:
             size += weight
         return batch, None
 
+    def _ask_features(self, client):
+        """Ask the node what it can do before its first launch (the poller asks too, at
+        each connection); the client to use next."""
+        client, info = self._call(client, "node_info", {}, None)
+        if not isinstance(info, Exception):
+            self._learn(info)
+        return client
+
+    def _for_node(self, method, body):
+        """body as this node takes it: a launch's environment completed here for a node
+        that does not complete it (see the module docstring)."""
+        spec = body.get("spec") if method == "exec_launch" else None
+        if (not isinstance(spec, dict) or "env_base" not in spec
+                or (self.features is not None and "env_base" in self.features)):
+            return body
+        spec = dict(spec)
+        spec["env"] = complete_environment(spec.get("env") or {}, spec.pop("env_base"),
+                                           spec.get("run_as"), os.environ)
+        return dict(body, spec=spec)
+
     def _call_batch(self, client, batch):
         """One exec_batch call for the calls of batch; each done hears its own answer."""
         client, answers = self._call(client, "exec_batch", {
-            "calls": [[method, body] for method, body, _, _ in batch]}, None)
+            "calls": [[method, self._for_node(method, body)]
+                      for method, body, _, _ in batch]}, None)
         if not isinstance(answers, Exception) and (
                 not isinstance(answers, list) or len(answers) != len(batch)):
             answers = errors.RemoteError("node %s: exec_batch: %d answers for %d calls" % (
@@ -274,7 +304,8 @@ class RemoteLink:
         if isinstance(containment, str) and containment.isprintable() and containment:
             self.containment = containment[:200]
         features = info.get("features")
-        self.batches = isinstance(features, list) and "exec_batch" in features
+        self.features = frozenset(f for f in features if isinstance(f, str)) if isinstance(
+            features, list) else frozenset()
         self._host.call(self._listener.link_event, self.name, ("node", info))
 
     def _resync(self):

@@ -39,7 +39,7 @@ METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_atte
            "exec_forget", "exec_poll", "exec_batch")
 #: What this node's exec methods can do beyond the first version's, as node_info says
 #: (``features``): a master sends exec_batch only to a node that names it.
-FEATURES = ("exec_batch",)
+FEATURES = ("exec_batch", "env_base")
 #: The calls exec_batch takes, and how many at most.
 BATCHED = ("exec_launch", "exec_forget")
 MAX_BATCH = 256

@@ -290,16 +290,8 @@ class Executor:
     def environment(self, spec):
         """The complete environment of a spec's command: its ``env`` over its ``env_base``
         (see AttemptSpec), built here, as this node and its daemon see things."""
-        if spec.env_base is None:
-            return dict(spec.env)
-        if spec.env_base == ENV_BASE_INHERIT:
-            env = dict(self._environ)
-        else:
-            home, name = (self._own_home if spec.run_as in (None, self._own_user)
-                          else user_home(spec.run_as))
-            env = {"PATH": BASE_PATH, "HOME": home, "USER": name, "LANG": "C.UTF-8"}
-        env.update(spec.env)
-        return env
+        own = self._own_home if spec.run_as in (None, self._own_user) else None
+        return complete_environment(spec.env, spec.env_base, spec.run_as, self._environ, own)
 
     def _spawn(self, spec, path, user, env):
         """Steps 2 to 5 of a launch (module docstring); cleans up if one fails."""
@@ -810,6 +802,21 @@ def _flock(directory, what, create=True):
 def _is_within(path, directory):
     """Whether path is an attempt directory of the run directory `directory`."""
     return os.path.dirname(path) == attemptdir.attempts_dir(directory)
+
+
+def complete_environment(env, env_base, run_as, environ, own=None):
+    """A command's complete environment: env over env_base (None: env is complete; see
+    AttemptSpec), HOME and USER from this machine's passwd entry of run_as (own: that
+    entry, (home, name), already read), "inherit" starting from environ."""
+    if env_base is None:
+        return dict(env)
+    if env_base == ENV_BASE_INHERIT:
+        complete = dict(environ)
+    else:
+        home, name = own or user_home(run_as)
+        complete = {"PATH": BASE_PATH, "HOME": home, "USER": name, "LANG": "C.UTF-8"}
+    complete.update(env)
+    return complete
 
 
 def user_home(user=None):

@@ -326,3 +326,33 @@ def test_a_batch_stays_under_its_weight_and_the_rest_goes_in_the_next(monkeypatc
     assert [[m, b.get("spec", b).get("job")] for m, b in node.calls[2][1]["calls"]] == [
         ["exec_launch", 3], ["exec_forget", 1]]
     assert answers[1] == {"job": 1} and answers[3] == {"job": 3}
+
+
+def _launch_to(features, spec):
+    """The launch body a node with these features (None: it says none) receives."""
+    node, listener = BatchingNode(features), Listener()
+    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+    link.subscribe(listener)
+    answered = threading.Event()
+    try:
+        link.launch(spec, lambda value: answered.set())
+        assert answered.wait(10)
+    finally:
+        link.stop()
+    return [body for method, body in node.calls if method == "exec_launch"][0]["spec"]
+
+
+def test_a_node_that_does_not_complete_environments_gets_them_complete(monkeypatch):
+    """A jq-noded from before env_base (no "env_base" in its features) would refuse a
+    spec carrying it: it gets the environment complete instead, built as the first
+    versions did; a node that says it completes them gets the spec as it is."""
+    monkeypatch.setenv("JQ_TEST_MASTER_ONLY", "yes")
+    spec = {"job": 5, "attempt": 1, "argv": ["true"], "dir": "/", "run_as": None,
+            "env": {"JQ_JOB_ID": "5", "LANG": "fr_FR.UTF-8"}, "env_base": "minimal"}
+    assert _launch_to(["exec_batch", "env_base"], spec) == spec
+    old = _launch_to(None, spec)
+    assert "env_base" not in old and old["argv"] == ["true"]
+    assert old["env"]["JQ_JOB_ID"] == "5" and old["env"]["LANG"] == "fr_FR.UTF-8"
+    assert old["env"]["PATH"] and old["env"]["HOME"] and "JQ_TEST_MASTER_ONLY" not in old["env"]
+    inherited = _launch_to([], dict(spec, env_base="inherit"))
+    assert inherited["env"]["JQ_TEST_MASTER_ONLY"] == "yes" and "env_base" not in inherited
