@@ -318,21 +318,23 @@ def test_a_running_command_is_followed_when_the_run_directory_is_set_on_a_restar
 
 
 def test_many_running_commands_cost_no_thread_each(daemons):
-    """200 concurrent sleeps: the daemon's thread count stays as it was with none."""
-    daemon = daemons(args=["--slots", "200"])
+    """1,000 concurrent sleeps (the issue's figure): the daemon's thread count stays as it
+    was with none."""
+    count = 1000
+    daemon = daemons(args=["--slots", str(count)])
     idle = daemon.thread_count()
     env, mark = marked()
-    with daemon.client(timeout=60) as client:
-        results = client.submit_many_jobs([[command("sleep 30", env=env)]] * 200)
+    with daemon.client(timeout=120) as client:
+        results = client.submit_many_jobs([[command("sleep 30", env=env)]] * count)
         job_ids = [job_id for ok, job_id in results]
-        wait_until(lambda: len(processes_with(mark)) >= 200, timeout=60,
-                   what="200 sleeps")
+        wait_until(lambda: len(processes_with(mark)) >= count, timeout=120,
+                   what="%d sleeps" % count)
         busy = daemon.thread_count()
         for job_id in job_ids:
             client.cancel_job(job_id, True)
-        wait_all_final(client, job_ids, 60)
+        wait_all_final(client, job_ids, 120)
     assert busy <= idle + 2, (idle, busy)
-    wait_until(lambda: not processes_with(mark), what="the sleeps to end")
+    wait_until(lambda: not processes_with(mark), timeout=60, what="the sleeps to end")
 
 
 def test_a_bex_job_file_runs_once_however_often_it_is_sent(daemon, tmp_path):
