@@ -29,7 +29,7 @@ _REQUIRED = object()
 class Param:
     """One opcode parameter: name, type, default (absent: required) and documentation."""
 
-    __slots__ = ("name", "ptype", "default", "doc", "_shared")
+    __slots__ = ("name", "ptype", "default", "doc", "_shared", "_empty")
 
     def __init__(self, name, ptype, default=_REQUIRED, doc=""):
         self.name = name
@@ -37,8 +37,10 @@ class Param:
         self.default = default
         self.doc = doc
         # An immutable default may be handed out as it is: deepcopy costs microseconds
-        # per parameter, and every submission takes a dozen defaults.
+        # per parameter, and every submission takes a dozen defaults; an empty list or
+        # dict (most mutable ones, such as reason's) is made anew instead of copied.
         self._shared = default is None or isinstance(default, (bool, int, float, str))
+        self._empty = type(default) if type(default) in (list, dict) and not default else None
 
     @property
     def required(self):
@@ -46,7 +48,9 @@ class Param:
 
     def default_value(self):
         """A fresh copy of the default (lists and dicts are never shared)."""
-        return self.default if self._shared else copy.deepcopy(self.default)
+        if self._shared:
+            return self.default
+        return self._empty() if self._empty is not None else copy.deepcopy(self.default)
 
 
 #: Parameters every opcode accepts (Ganeti's generic opcode parameters).

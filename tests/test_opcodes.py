@@ -40,6 +40,14 @@ def test_defaults_are_not_shared_between_opcodes():
     first = opcodes.OpTestDelay(duration=0)
     first.on_nodes.append("node1")
     assert opcodes.OpTestDelay(duration=0).on_nodes == []
+    for default in ([], {}, [1, [2]], {"a": [1]}):  # empty ones made anew, others copied
+        param = opcodes.Param("p", ptypes.Any, default)
+        value = param.default_value()
+        assert value == default and value is not default and type(value) is type(default)
+        if default:
+            inner = next(iter(value.values())) if isinstance(value, dict) else value[1]
+            assert inner is not (next(iter(default.values())) if isinstance(default, dict)
+                                 else default[1])
 
 
 def test_summary_uses_the_descriptive_parameter():
