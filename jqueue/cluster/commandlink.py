@@ -156,7 +156,11 @@ class RemoteLink:
                 break
             method, body, done, convert = item
             if method == "exec_launch" and self.features is None:
-                client = self._ask_features(client)
+                client, failure = self._ask_features(client)
+                if failure is not None:  # the launch would fail the same way: one wait
+                    if done is not None:
+                        self._host.call(done, failure)
+                    continue
             if self.features and "exec_batch" in self.features and method in BATCHED:
                 batch, held = self._take_batch(item)
                 if len(batch) > 1:
@@ -204,11 +208,12 @@ class RemoteLink:
 
     def _ask_features(self, client):
         """Ask the node what it can do before its first launch (the poller asks too, at
-        each connection); the client to use next."""
+        each connection): (the client to use next, the call's error or None)."""
         client, info = self._call(client, "node_info", {}, None)
-        if not isinstance(info, Exception):
-            self._learn(info)
-        return client
+        if isinstance(info, Exception):
+            return client, info
+        self._learn(info)
+        return client, None
 
     def _for_node(self, method, body):
         """body as this node takes it: a launch's environment completed here for a node

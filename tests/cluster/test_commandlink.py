@@ -358,3 +358,34 @@ def test_a_node_that_does_not_complete_environments_gets_them_complete(monkeypat
     assert old["env"]["PATH"] and old["env"]["HOME"] and "JQ_TEST_MASTER_ONLY" not in old["env"]
     inherited = _launch_to([], dict(spec, env_base="inherit"))
     assert inherited["env"]["JQ_TEST_MASTER_ONLY"] == "yes" and "env_base" not in inherited
+
+
+class UnreachableNode(ScriptedNode):
+    """A node that does not answer: every call fails as a refused connection would."""
+
+    def __init__(self):
+        super().__init__([])
+        self.calls = []
+
+    def call(self, method, body):
+        if not threading.current_thread().name.endswith("-poll"):
+            self.calls.append(method)
+        raise OSError("connection refused")
+
+
+def test_a_launch_to_a_node_that_cannot_say_its_features_fails_with_that_error(monkeypatch):
+    """Before its first launch the link asks a node what it can do; if that fails, the
+    launch gets the failure at once (a second call to the same unreachable node would
+    only wait as long again), and nothing else is sent."""
+    monkeypatch.setattr(commandlink, "RETRY", 0.01)
+    node, listener = UnreachableNode(), Listener()
+    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+    link.subscribe(listener)
+    answers = []
+    try:
+        link.launch({"job": 1}, answers.append)
+        wait_until(lambda: answers)
+    finally:
+        link.stop()
+    assert isinstance(answers[0], errors.RemoteError) and "refused" in str(answers[0])
+    assert node.calls == ["node_info"]
