@@ -525,8 +525,7 @@ class Executor:
         except OSError as err:
             logger.error("%s: cannot record its loss: %s", att.name, err)
         if announce:
-            self._emit(("ended", att.key[0], att.key[1], att.result,
-                        max(att.output_size, attemptdir.output_size(att.output))))
+            self._emit(("ended", att.key[0], att.key[1], att.result, self._output_size(att)))
 
     def _kill_remains(self, att):
         """SIGKILL whatever is left of an attempt whose shim is gone."""
@@ -742,8 +741,12 @@ class Executor:
             cgroup=spec.get("cgroup"), started=spec.get("started"),
             deadline=spec.get("deadline"), argv=list(spec.get("argv") or []),
             dir=spec.get("dir") or "", run_as=spec.get("run_as"),
-            output_size=max(att.output_size, attemptdir.output_size(att.output)),
-            result=att.result)
+            output_size=self._output_size(att), result=att.result)
+
+    @staticmethod
+    def _output_size(att):
+        """The attempt's output size: what was polled, or the file's if it grew since."""
+        return max(att.output_size, attemptdir.output_size(att.output))
 
     # ---- the state directory's lock ----
 
