@@ -94,7 +94,7 @@ class _Attempt:
 
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
-                 "progress_timer", "launched", "contained", "final_size")
+                 "progress_timer", "launched", "contained")
 
     def __init__(self, job_id, op_index, number, node, out=0):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
@@ -111,7 +111,6 @@ class _Attempt:
         self.progress_timer = None
         self.launched = False
         self.contained = None           # its cgroup or process group, once the node said
-        self.final_size = False         # size is the output's final size (the node said)
 
 
 class CommandRunner:
@@ -652,7 +651,6 @@ class CommandRunner:
         elif kind == "ended":
             attempt.result = value
             attempt.size = max(attempt.size, value.get("output_size") or 0)
-            attempt.final_size = value.get("output_size") is not None
         self._pump(attempt)
 
     def _known(self, node, job_id, number):
@@ -669,8 +667,10 @@ class CommandRunner:
             return
         if attempt.fetching or self._attempts.get(attempt.job_id) is not attempt:
             return
-        if attempt.result is not None and attempt.final_size and attempt.out >= attempt.size:
-            self._finish(attempt, attempt.result)  # all of it is in: no read to confirm it
+        result = attempt.result
+        if (result is not None and result.get("output_size") is not None
+                and attempt.out >= attempt.size):  # the node said the final size
+            self._finish(attempt, result)  # all of it is in: no read to confirm it
             return
         if attempt.out < attempt.size or attempt.result is not None:
             if attempt.inflight >= INFLIGHT_BYTES and attempt.result is None:
