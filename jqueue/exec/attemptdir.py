@@ -106,10 +106,20 @@ def proc_start_time(pid):
         return None
 
 
-def is_alive(pid, start_time, recorded_boot_id, current_boot_id):
-    """Whether the process recorded as (pid, start_time) in that boot still runs."""
-    return (recorded_boot_id == current_boot_id and pid is not None and pid > 0
-            and start_time is not None and proc_start_time(pid) == start_time)
+def group_is_ours(pid, start_time, recorded_boot_id, current_boot_id):
+    """Whether process group pid, made by the process recorded as (pid, start_time) in
+    that boot, holds none but its processes (if it still exists).
+
+    A group's id is not given to another process while any member lives, so once its
+    leader is gone the group is ours as long as no process has taken that id over (one
+    that has may have made a group of its own). Signalling it while the leader lives (or
+    is a zombie) reaches it as well. The one case this cannot tell: the id taken over,
+    the taker's own group made, and the taker gone before this check, leaving members.
+    """
+    if recorded_boot_id != current_boot_id or not pid or pid <= 0 or start_time is None:
+        return False
+    now = proc_start_time(pid)
+    return now is None or now == start_time
 
 
 def write_atomic(path, data, mode=0o640):

@@ -533,9 +533,10 @@ class Executor:
         if cgroup:
             containment.kill_leaf(cgroup)
         pid = attemptdir.read_pid(att.path)
-        if pid and attemptdir.is_alive(pid[0], pid[1], att.spec.get("boot_id"), self._boot_id):
-            try:
-                os.killpg(pid[0], signal.SIGKILL)  # its group exists while it lives
+        if pid and attemptdir.group_is_ours(pid[0], pid[1], att.spec.get("boot_id"),
+                                            self._boot_id):
+            try:  # the command, or the orphans it left in its group
+                os.killpg(pid[0], signal.SIGKILL)
             except OSError:
                 pass
         self._clean_cgroup(att)

@@ -248,6 +248,47 @@ def test_a_shim_killed_while_its_command_runs_loses_the_attempt(executors, shim,
     assert executors.survivors() == []
 
 
+def test_a_group_is_ours_until_another_process_takes_its_id():
+    """A recorded leader's group may be signalled while the leader lives and once no
+    process has its id (its orphans keep the group); not when a process with another
+    start time has the id, nor after a reboot."""
+    me, start = os.getpid(), attemptdir.proc_start_time(os.getpid())
+    assert attemptdir.group_is_ours(me, start, "boot", "boot")
+    assert not attemptdir.group_is_ours(me, start - 1, "boot", "boot")  # a stranger has it
+    assert not attemptdir.group_is_ours(me, start, "earlier boot", "boot")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert attemptdir.group_is_ours(gone.pid, 12345, "boot", "boot")
+    assert not attemptdir.group_is_ours(0, 12345, "boot", "boot")
+
+
+@pytest.mark.parametrize("contained", ["cgroup", "pgroup"])
+def test_a_shim_killed_after_its_command_exited_leaves_no_orphan(executors, shim, contained):
+    """The command's main process exited, leaving a child that ignores SIGTERM; while the
+    shim waits out the grace, SIGKILL to the shim: the executor kills the orphan, whose
+    group outlives its leader (with the process group alone as well as with a cgroup)."""
+    executor, reactor, recorder = executors.make(shim=shim, use_cgroup=contained == "cgroup")
+    executor.launch(executors.spec(1, "trap '' TERM; sleep 1000 & echo started",
+                                   kill_grace=60))
+    reactor.run_until(lambda: executor.read(1, 1, 0, 100) == b"started\n", 10, "the job")
+    path = attemptdir.attempt_path(executor.state_dir, 1, 1)
+    leader = attemptdir.read_pid(path)[0]
+    deadline = time.monotonic() + 10
+    while attemptdir.proc_start_time(leader) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the shim reaped the main process: only the orphan is left
+    assert attemptdir.proc_start_time(leader) is None
+    (orphan,) = executors.survivors()
+    assert os.getpgid(orphan) == leader
+    spec = serializer.loads(open(os.path.join(path, "spec.json"), "rb").read())
+    os.kill(spec["shim_pid"], signal.SIGKILL)
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert result.error == "attempt lost: its supervisor died"
+    deadline = time.monotonic() + 5
+    while executors.survivors() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert executors.survivors() == []
+
+
 @pytest.mark.parametrize("env_data", [b"", b"PATH=/bin\0"])
 def test_a_shim_without_the_end_mark_never_runs_the_command(tmp_path, shim, env_data):
     """The daemon died before sending the whole environment: the command never starts."""
