@@ -1,8 +1,9 @@
 """Containment of command attempts: a cgroup v2 leaf each, where the machine gives us one.
 
 A process group catches what a command starts unless a process leaves it (``setsid``);
-the shim, a child subreaper, still finds such a process once its parent is gone, but not
-while the parent lives. A cgroup catches everything: a forked process stays in its
+the shim, a child subreaper (every orphan of the job becomes its child), still finds
+such a process by walking its descendants (``/proc/PID/task/TID/children``), but not
+once the shim itself is gone. A cgroup catches everything: a forked process stays in its
 parent's cgroup whatever it does, ``cgroup.kill`` (Linux 5.14) ends them all at once and
 ``cgroup.events`` says ``populated 0`` when the last one is gone.
 

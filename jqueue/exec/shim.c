@@ -37,8 +37,8 @@
  * process of the job. The timeout (seconds from the exec, 0 = none) terminates the same
  * way and sets timed_out. "Every process of the job" is the command's process group (until
  * it is empty: a group id is never reused while in use, an empty one may be), every
- * process of the cgroup (cgroup.kill for SIGKILL where the kernel has it) and every child
- * of the shim with its process group.
+ * process of the cgroup (cgroup.kill for SIGKILL where the kernel has it) and every
+ * descendant of the shim with its process group.
  *
  * The shim's own stdout and stderr are /dev/null; it notes its problems in A/shim.log.
  *
@@ -506,8 +506,9 @@ static int cgroup_populated(void) {
 /*
  * A signal reaches every process of the job once. With a cgroup its member list is the
  * whole job (KILL: cgroup.kill, then the groups and children again, whatever escaped).
- * Without one: the command's process group, then each child of ours (re-parented
- * orphans) through its own process group unless that group was signalled already.
+ * Without one: the command's process group, then each descendant of ours (re-parented
+ * orphans, and processes that left the group while their parent lives) through its own
+ * process group unless that group was signalled already.
  */
 #define MAX_GROUPS 256
 static pid_t signalled[MAX_GROUPS];
@@ -590,11 +591,53 @@ static void signal_children_by_scan(int sig) {
     closedir(proc);
 }
 
+/*
+ * Every descendant of ours, through the children lists of each process's threads: one
+ * that left the command's group (setsid) while its parent lives is found below that
+ * parent. Each is signalled through its own group (a group made by a descendant is the
+ * job's: a process joins groups of its own session only). At most MAX_WALK processes.
+ */
+#define MAX_WALK 4096
+static pid_t walk[MAX_WALK];
+
+static void signal_descendants(int sig) {
+    int top = 0, visited = 0;
+    walk[top++] = st.self;
+    while (top > 0 && visited++ < MAX_WALK) {
+        pid_t pid = walk[--top];
+        char dir[64];
+        snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+        DIR *tasks = opendir(dir);
+        if (!tasks)
+            continue;
+        struct dirent *task;
+        while ((task = readdir(tasks)) != NULL) {
+            if (!isdigit((unsigned char)task->d_name[0]))
+                continue;
+            char path[320];
+            snprintf(path, sizeof path, "%s/%s/children", dir, task->d_name);
+            FILE *f = fopen(path, "re");
+            if (!f)
+                continue;
+            int child;
+            while (fscanf(f, "%d", &child) == 1) {
+                if (child <= 0 || child == st.self)
+                    continue;
+                signal_one((pid_t)child, sig, 1);
+                if (top < MAX_WALK)
+                    walk[top++] = (pid_t)child;
+            }
+            fclose(f);
+        }
+        closedir(tasks);
+    }
+}
+
 static void signal_children(int sig) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)st.self, (int)st.self);
     if (access(path, R_OK) == 0)
-        signal_listed(path, sig, 1);
+        signal_descendants(sig);
     else
         signal_children_by_scan(sig);
 }

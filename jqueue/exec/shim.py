@@ -21,6 +21,7 @@ FORWARDABLE = 31
 POLL_MIN = 0.01
 POLL_MAX = 0.5
 MAX_WAIT = 1e6  # longest single wait (s); longer timeouts take several
+MAX_WALK = 4096  # processes a signal's walk over the descendants visits at most
 
 
 class Usage(Exception):
@@ -279,11 +280,34 @@ class Shim:
     def signal_children(self, sig):
         path = "/proc/%d/task/%d/children" % (self.self_pid, self.self_pid)
         if os.access(path, os.R_OK):
-            self.signal_listed(path, sig, True)
+            self.signal_descendants(sig)
             return
         for name in os.listdir("/proc"):
             if name.isdigit() and _parent(int(name)) == self.self_pid:
                 self.signal_one(int(name), sig, True)
+
+    def signal_descendants(self, sig):
+        """Every descendant, through each process's threads' children lists, each through
+        its own group (see shim.c's signal_descendants); at most MAX_WALK processes."""
+        stack, visited = [self.self_pid], 0
+        while stack and visited < MAX_WALK:
+            pid = stack.pop()
+            visited += 1
+            task_dir = "/proc/%d/task" % pid
+            try:
+                tasks = os.listdir(task_dir)
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    with open(os.path.join(task_dir, task, "children")) as f:
+                        children = [int(word) for word in f.read().split()]
+                except (OSError, ValueError):
+                    continue
+                for child in children:
+                    if child > 0 and child != self.self_pid:
+                        self.signal_one(child, sig, True)
+                        stack.append(child)
 
     def signal_job(self, sig):
         """Every process of the job, once (see shim.c's signal_job)."""

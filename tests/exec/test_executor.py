@@ -233,8 +233,7 @@ COUNTER = (
     "signal.signal(signal.SIGUSR1, lambda *a: count.append(1))\n"
     "child = os.fork()\n"
     "if child == 0:\n"
-    "    if sys.argv[1] == 'setsid':\n"
-    "        os.setsid()\n"  # its own group: the cgroup reaches it, once too
+    "    os.setsid()\n"  # its own group: the cgroup or the shim's walk reaches it
     "    signal.signal(signal.SIGUSR1, lambda *a: count.append(1))\n"
     "    print('ready', flush=True)\n"
     "    time.sleep(1.5)\n"
@@ -248,11 +247,10 @@ COUNTER = (
 @pytest.mark.parametrize("contained", ["cgroup", "pgroup"])
 def test_a_signal_reaches_each_process_of_the_job_once(executors, shim, contained):
     """A user's signal is delivered once per process, whatever reaches it (group, cgroup,
-    the shim's children): a handler counting it counts one. (Without a cgroup a process
-    that left the group while its parent lives is out of reach: its child stays in it.)"""
+    the shim's walk over its descendants): a handler counting it counts one, in a child
+    that left the command's group (setsid) while its parent lives, too."""
     executor, reactor, recorder = make(executors, shim, contained)
-    mode = "setsid" if contained == "cgroup" else "same-group"
-    executor.launch(executors.spec(1, [sys.executable, "-c", COUNTER, mode]))
+    executor.launch(executors.spec(1, [sys.executable, "-c", COUNTER]))
     reactor.run_until(lambda: b"ready" in executor.read(1, 1, 0, 100), 10, "ready")
     assert executor.signal(1, 1, signal.SIGUSR1)[0]
     result = wait_ended(executor, reactor, recorder, 1)
