@@ -192,6 +192,7 @@ class JobQueue:
         self._pending_events = {}  # serial -> event journaled, not durable yet
         for job in self._jobs.values():
             job.durable_log_serial = job.log_serial
+            job.durable_log_bytes = job.log_bytes  # a replayed log's pieces are durable
             job.event_status = job.calc_status()
             if not job.is_finalized():
                 # A queued job as submitted (most of a big queue) shares the PRISTINE

@@ -128,3 +128,22 @@ def test_archive_record_of_a_job_already_moved_is_not_a_problem(tmp_path):
         assert reopened.query_jobs([], ["id"]) == []
     finally:
         reopened.shutdown()
+
+
+def test_a_log_replayed_from_the_journal_is_read_whole(tmp_path):
+    """A command log whose pieces were only in the journal at the crash reads whole after
+    the replay (its bytes are acknowledged), not empty until it grows again."""
+    queue = JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None)
+    job_id = queue.submit_job([delay()])
+    with queue._lock:
+        batch = queue._record_chunk_unlocked(queue._jobs[job_id], 0, 0, 0, b"one\n")
+    batch.wait(10)
+    queue.wait_durable(10)
+    queue._closing = queue._closed = True
+    queue._journal.close()
+    queue._dir.unlock()
+    queue = JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None)
+    try:
+        assert queue.read_job_log(job_id, 0, 100)["data"] == b"one\n"
+    finally:
+        queue.shutdown()
