@@ -1302,6 +1302,17 @@ class JobQueue:
             records.log_chunk_record(job.id, chunk.offset, op_index, attempt, out_offset, data),
             tag=(job.id, None, job.log_bytes))
 
+    def _record_log_tail_unlocked(self, job):
+        """Journal again the pieces of job's log that refused batches held: their bytes
+        are in its file, beyond what is acknowledged (a line of our own: the full record
+        already counts the attempts' output)."""
+        start = job.durable_log_bytes
+        if job.log_bytes <= start:
+            return
+        data = self._logs.read(job.id, start, job.log_bytes - start)
+        self._journal.append(records.log_chunk_record(job.id, start, 0, 0, 0, data),
+                             tag=(job.id, None, start + len(data)))
+
     def _record_log_unlocked(self, job, op_index, entry):
         """Journal a new log entry (a full record if first in this generation)."""
         if job.generation != self._journal.generation:
@@ -1548,6 +1559,7 @@ class JobQueue:
                 if job is not None:
                     job.unacked_state -= 1
                     self._record_state_unlocked(job)
+                    self._record_log_tail_unlocked(job)
             services, self._unrecorded_services = self._unrecorded_services, set()
             for name in sorted(services):
                 self._record_service_unlocked(name, self._services.get(name))

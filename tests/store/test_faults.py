@@ -155,6 +155,28 @@ def test_internal_changes_are_recorded_once_the_disk_works_again(open_queue):
     assert queue.query_jobs([job_id], ["status"]) == [["success"]]
 
 
+def test_a_refused_piece_of_a_log_is_read_once_the_disk_works_again(open_queue):
+    """A piece of a command log whose record a full disk refused is in the log's file: it
+    is journaled again with the job, readable then and after a crash."""
+    queue = open_queue(retry_interval=0.05)
+    job_id = queue.submit_job([delay()])
+    queue.wait_durable(5)
+    faults.inject("journal.write", errno.ENOSPC)
+    with queue._lock:
+        batch = queue._record_chunk_unlocked(queue._jobs[job_id], 0, 0, 0, b"late\n")
+    with pytest.raises(errors.JobQueueError):
+        batch.wait(5)
+    assert queue.read_job_log(job_id, 0, 100)["data"] == b""
+    _wait_writable(queue)
+    queue.wait_durable(5)
+    assert queue.read_job_log(job_id, 0, 100)["data"] == b"late\n"
+    queue._closing = queue._closed = True  # crash: the journal and files as they are
+    queue._journal.close()
+    queue._dir.unlock()
+    queue = open_queue(retry_interval=0.01)
+    assert queue.read_job_log(job_id, 0, 100)["data"] == b"late\n"
+
+
 def test_failed_checkpoint_write_keeps_every_change(open_queue):
     """A checkpoint whose file write fails keeps the journal; the next one finishes."""
     queue = open_queue()
