@@ -145,10 +145,14 @@ class JobQueue:
             self._init_state()
             _freeze_long_lived()
         replicate = None if replica else self._replicator.replicate_records
-        self._journal = journal.Journal(self._dir.path, on_durable=self._on_durable,
-                                        replicate=replicate, on_refused=self._on_refused,
-                                        on_recovered=self._on_recovered,
-                                        on_fatal=self._on_fatal, retry_interval=retry_interval)
+        # Replicating to no one, a command log's bytes are journaled as extents of its
+        # file, synced before them (jqueue.store.joblogs): written to the disk once.
+        self._log_extents = not replica and self._replicator.mode == LocalReplicator.mode
+        self._journal = journal.Journal(
+            self._dir.path, on_durable=self._on_durable, replicate=replicate,
+            on_refused=self._on_refused, on_recovered=self._on_recovered,
+            on_fatal=self._on_fatal, retry_interval=retry_interval,
+            before_write=self._logs.sync_now if self._log_extents else None)
         if replica:
             pool_factory = _NullPool
         self._pool = (pool_factory or workerpool.WorkerPool)(
@@ -597,15 +601,18 @@ class JobQueue:
         """Journal client changes [(job, snapshot)] in one batch (durable, or refused, as
         one), with their events (event: the word of the request's own, HOLD, RESET...);
         if refused, each job goes back to its snapshot."""
-        entries = []
+        entries, presync = [], []
         for job, _ in changes:
-            entries.append(self._state_entry_unlocked(job)[:2])
+            payload, tag, _, log_first = self._state_entry_unlocked(job)
+            entries.append((payload, tag))
+            if log_first is not None:
+                presync.append(log_first)
             if event is not None and not self._replica:
                 entries.append(self._event_entry_unlocked(event, job.id))
             status_event = self._job_event_entry_unlocked(job)
             if status_event is not None:
                 entries.append(status_event)
-        batch = self._journal.append_all(entries)
+        batch = self._journal.append_all(entries, presync=presync)
         for job, snapshot in changes:
             batch.undo.append(functools.partial(self._restore_unlocked, job, snapshot))
             job.client_batch = batch
@@ -1140,14 +1147,15 @@ class JobQueue:
 
         full_record, if given, is the job's full record already encoded.
         """
-        payload, tag, key = self._state_entry_unlocked(job, full_record)
-        batch = self._journal.append(payload, tag=tag, key=key)
+        payload, tag, key, presync = self._state_entry_unlocked(job, full_record)
+        batch = self._journal.append(payload, tag=tag, key=key, presync=presync)
         self._job_event_unlocked(job)
         return batch
 
     def _state_entry_unlocked(self, job, full_record=None):
-        """(payload, tag, coalescing key or None) of the record of a job's new state,
-        counted as not yet durable."""
+        """(payload, tag, coalescing key or None, presync or None) of the record of a
+        job's new state, counted as not yet durable. A full record says how long the
+        job's log is: with extents, the log is synced before it is written (presync)."""
         key = None
         if full_record is not None:
             job.generation = self._journal.generation
@@ -1163,7 +1171,8 @@ class JobQueue:
         job.file_bytes = None
         self._dirty.add(job.id)
         self._index_unlocked(job)
-        return payload, (job.id, state, job.log_serial), key
+        presync = job.id if key is None and job.log_bytes and self._log_extents else None
+        return payload, (job.id, state, job.log_serial), key, presync
 
     # The index of live jobs (jqueue.jobindex): what listing pages are served from
 
@@ -1286,7 +1295,8 @@ class JobQueue:
         return self._events.watch(since, flt, callback)
 
     def _record_chunk_unlocked(self, job, op_index, attempt, out_offset, data):
-        """Append data to job's command log (a journal record; its file at once)."""
+        """Append data to job's command log (its file at once; a journal record of the
+        bytes, or of where they are, see jqueue.store.joblogs)."""
         if job.generation != self._journal.generation:
             self._record_state_unlocked(job)
         chunk = records.LogChunk(job.id, job.log_bytes, op_index, attempt, out_offset, data)
@@ -1298,9 +1308,21 @@ class JobQueue:
         records.apply_log_chunk(job, chunk)
         job.file_bytes = None
         self._dirty.add(job.id)
-        return self._journal.append(
-            records.log_chunk_record(job.id, chunk.offset, op_index, attempt, out_offset, data),
-            tag=(job.id, None, job.log_bytes))
+        payload, presync = self._piece_record(job.id, chunk.offset, op_index, attempt,
+                                              out_offset, len(data), data)
+        return self._journal.append(payload, tag=(job.id, None, job.log_bytes),
+                                    presync=presync)
+
+    def _piece_record(self, job_id, offset, op_index, attempt, out_offset, size, data=None):
+        """(record, presync) of a piece of job_id's log, in its file at offset: its
+        bytes (data, else read from the file), or with extents where they are."""
+        if self._log_extents:
+            return records.log_extent_record(job_id, offset, op_index, attempt, out_offset,
+                                             size), job_id
+        if data is None:
+            data = self._logs.read(job_id, offset, size)
+        return records.log_chunk_record(job_id, offset, op_index, attempt, out_offset,
+                                        data), None
 
     def _record_log_tail_unlocked(self, job):
         """Journal again the pieces of job's log that refused batches held: their bytes
@@ -1309,9 +1331,8 @@ class JobQueue:
         start = job.durable_log_bytes
         if job.log_bytes <= start:
             return
-        data = self._logs.read(job.id, start, job.log_bytes - start)
-        self._journal.append(records.log_chunk_record(job.id, start, 0, 0, 0, data),
-                             tag=(job.id, None, start + len(data)))
+        payload, presync = self._piece_record(job.id, start, 0, 0, 0, job.log_bytes - start)
+        self._journal.append(payload, tag=(job.id, None, job.log_bytes), presync=presync)
 
     def _record_log_unlocked(self, job, op_index, entry):
         """Journal a new log entry (a full record if first in this generation)."""

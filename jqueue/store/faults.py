@@ -6,6 +6,8 @@ The store calls ``check(point)`` just before each operation that can fail on a r
     journal.sync       the journal's fdatasync
     checkpoint.write   writing a job file (or an archived one) at a checkpoint
     checkpoint.sync    the checkpoint's sync of the queue's filesystem
+    logs.sync          syncing command logs (before the journal records their extents,
+                       and at a checkpoint)
 
 A test arms one with ``inject(point, errno.ENOSPC, nth=3)``: the third call from then on
 raises OSError(ENOSPC) (``times`` calls in a row, default one), and ``clear()`` disarms
@@ -21,7 +23,7 @@ import threading
 
 ENV_VAR = "JQ_FAILPOINTS"
 
-POINTS = ("journal.write", "journal.sync", "checkpoint.write", "checkpoint.sync")
+POINTS = ("journal.write", "journal.sync", "checkpoint.write", "checkpoint.sync", "logs.sync")
 
 _lock = threading.Lock()
 _armed = {}  # point -> [calls left before failing, failures left, errno]

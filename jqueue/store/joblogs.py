@@ -2,11 +2,14 @@
 
 A command job's log holds its output as written (bytes unchanged) between lines of our
 own starting with ``* `` (attempt banners). The log grows only through journal records
-(jqueue.store.records, ``log_chunk_record``): each carries its absolute offset in the
-file, so writing it is idempotent and replaying the journal after a crash rewrites exactly
-the acknowledged bytes; whatever lies beyond the last acknowledged byte is cut off when
-the queue is opened. Files are written without fsync and synced by the checkpoint before
-the journal that covers them is dropped.
+(jqueue.store.records), each naming its absolute offset in the file; whatever lies beyond
+the last acknowledged byte is cut off when the queue is opened. A queue that replicates
+journals the bytes themselves (``log_chunk_record``): writing them is idempotent and
+replaying the journal after a crash rewrites exactly the acknowledged bytes; the files are
+written without fsync and synced by the checkpoint before the journal that covers them is
+dropped. A queue that replicates to no one journals only where the bytes are
+(``log_extent_record``) and syncs the files first (sync_now, from the journal's
+before_write): each byte is then written to the disk once, not twice.
 
 Files are opened per call through a small cache of descriptors (a daemon may follow
 thousands of logs; the cache keeps the busiest ones open).
@@ -17,7 +20,7 @@ import os
 import threading
 
 from jqueue import errors
-from jqueue.store import fsutil
+from jqueue.store import faults, fsutil
 
 #: Descriptors kept open for writing.
 MAX_OPEN = 64
@@ -32,6 +35,7 @@ class LogStore:
         self._lock = threading.Lock()
         self._fds = collections.OrderedDict()  # job id -> fd, most recent last
         self._dirty = set()
+        self._created = False  # a file was made since the directory was last synced
         self._made = False
 
     def file_path(self, job_id):
@@ -59,6 +63,7 @@ class LogStore:
             os.makedirs(self.path, 0o750, exist_ok=True)
             self._made = True
         fd = os.open(self.file_path(job_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._created = True
         self._fds[job_id] = fd
         while len(self._fds) > MAX_OPEN:
             _, old_fd = self._fds.popitem(last=False)
@@ -100,16 +105,31 @@ class LogStore:
         The files are synced by path, outside the lock: writers go on meanwhile.
         """
         with self._lock:
-            dirty, self._dirty = self._dirty, set()
+            dirty = set(self._dirty)
+        self._sync(dirty)
+
+    def sync_now(self, job_ids):
+        """Make the logs of job_ids durable now (the journal's before_write, in its
+        committer thread: their extents must not be durable before their bytes)."""
+        self._sync(set(job_ids))
+
+    def _sync(self, job_ids):
+        """fdatasync the logs of job_ids, and the directory if a file was made since it
+        was last synced; what fails stays to be synced."""
+        with self._lock:
+            self._dirty -= job_ids
+            created, self._created = self._created, False
         try:
-            for job_id in sorted(dirty):
+            faults.check("logs.sync")
+            for job_id in sorted(job_ids):
                 _sync_path(self.file_path(job_id))
+            if created:
+                fsutil.fsync_dir(self.path)
         except BaseException:
             with self._lock:
-                self._dirty |= dirty
+                self._dirty |= job_ids
+                self._created = self._created or created
             raise
-        if dirty:
-            fsutil.fsync_dir(self.path)
 
     def remove(self, job_id):
         """Delete job_id's log (retention); True if there was one."""

@@ -80,7 +80,7 @@ class Batch:
 
     __slots__ = ("frames", "tags", "rotate_after", "done", "error", "nbytes", "ticket",
                  "_callbacks", "_lock", "_finished", "slots", "written", "refused", "undo",
-                 "opened")
+                 "opened", "presync")
 
     def __init__(self):
         #: When the batch was opened (monotonic seconds): its acknowledgement latency's start.
@@ -101,6 +101,8 @@ class Batch:
         self.ticket = None
         #: Coalescing key -> index in frames of the record a newer one may replace.
         self.slots = {}
+        #: What the journal's before_write must make durable first (None: nothing).
+        self.presync = None
         self._callbacks = []
         self._lock = threading.Lock()
         self._finished = False
@@ -153,8 +155,15 @@ class Journal:
     """Appends records to ``<dir>/journal`` and makes them durable in groups."""
 
     def __init__(self, directory, on_durable=None, replicate=None, on_refused=None,
-                 on_recovered=None, on_fatal=None, retry_interval=DEFAULT_RETRY_INTERVAL):
+                 on_recovered=None, on_fatal=None, retry_interval=DEFAULT_RETRY_INTERVAL,
+                 before_write=None):
         """Open (create) ``directory/journal`` and start the committer.
+
+        before_write, if given, is called by the committer with the set of every
+        ``presync`` value appended with the records of a commit (see append), before it
+        writes them, when there is one: records that promise data kept elsewhere (a
+        command log's bytes) become durable only after it returns. An OSError it raises
+        refuses the commit's batches as a failed write does (nothing of them is written).
 
         replicate, if given, is called by the committer with each group commit's framed
         records once they are written to the local file, before its fdatasync (after it
@@ -171,6 +180,7 @@ class Journal:
         self._old_path = os.path.join(directory, constants.JOURNAL_OLD_FILE)
         self._on_durable = on_durable
         self._replicate = replicate
+        self._before_write = before_write
         self._on_refused = on_refused
         self._on_recovered = on_recovered
         self._on_fatal = on_fatal
@@ -236,17 +246,20 @@ class Journal:
             "changes refused: cannot write the journal in %s: %s; retrying every %gs, "
             "reads are still served" % (self._dir, _reason(error), self._retry_interval))
 
-    def append(self, payload, tag=None, key=None):
+    def append(self, payload, tag=None, key=None, presync=None):
         """Queue one record; return the Batch to wait on. Never blocks on the disk.
 
         With a key, the record replaces the previous record of the same key while both
         are still in the open batch (not written yet): the caller promises that the newer
         record, applied at the older one's place, gives the same state (a job's status
         records set absolute values). Records of short jobs then take one record, not two.
+        With presync (a record without a key), the commit that writes the record first
+        passes presync, with its other records' ones, to before_write (see __init__).
         """
         data = frame(payload)
         if key is None:
-            return self.append_frame(data, tag)
+            with self._cond:
+                return self._add_unlocked(data, tag, presync)
         with self._cond:
             self._check_open_unlocked()
             batch = self._open_batch_unlocked()
@@ -263,12 +276,13 @@ class Journal:
                 batch.tags.append(tag)
             return batch
 
-    def append_all(self, entries, defer=False):
+    def append_all(self, entries, defer=False, presync=()):
         """Queue records [(payload, tag or None), ...] into one batch; return it.
 
         They are written, or refused, together (a request's jobs are all or nothing).
         With defer, the committer is not woken: the caller promises to call
-        commit_here() soon (see there).
+        commit_here() soon (see there). presync: what before_write must make durable
+        before they are written (see append).
         """
         frames = [(frame(payload), tag) for payload, tag in entries]
         with self._cond:
@@ -279,6 +293,10 @@ class Journal:
                 batch.nbytes += len(data)
                 if tag is not None:
                     batch.tags.append(tag)
+            if presync:
+                if batch.presync is None:
+                    batch.presync = set()
+                batch.presync.update(presync)
             if not defer:
                 self._wake_unlocked()
             return batch
@@ -318,14 +336,21 @@ class Journal:
     def append_frame(self, data, tag=None):
         """Queue one record already framed (e.g. received from the master, CRC checked)."""
         with self._cond:
-            self._check_open_unlocked()
-            batch = self._open_batch_unlocked()
-            batch.frames.append(data)
-            batch.nbytes += len(data)
-            if tag is not None:
-                batch.tags.append(tag)
-            self._wake_unlocked()
-            return batch
+            return self._add_unlocked(data, tag)
+
+    def _add_unlocked(self, data, tag, presync=None):
+        self._check_open_unlocked()
+        batch = self._open_batch_unlocked()
+        batch.frames.append(data)
+        batch.nbytes += len(data)
+        if tag is not None:
+            batch.tags.append(tag)
+        if presync is not None:
+            if batch.presync is None:
+                batch.presync = set()
+            batch.presync.add(presync)
+        self._wake_unlocked()
+        return batch
 
     @contextlib.contextmanager
     def deferring(self):
@@ -538,6 +563,12 @@ class Journal:
         """Write batches in order; _DiskError (with how many are durable) on failure.
         before_sync(), if given, is called once the last of them is written, before its
         fdatasync."""
+        presync = [batch.presync for batch in batches if batch.presync]
+        if presync:
+            try:
+                self._before_write(set().union(*presync))
+            except OSError as err:
+                raise _DiskError(err, 0) from None
         pending = []
         durable = 0
         for index, batch in enumerate(batches):

@@ -26,6 +26,12 @@ travels as written (bytes, not JSON):
               | data
 
 and a piece of a service's log (jqueue.store.services), ``b"\\0SL1"`` and its own header.
+A queue that replicates to no one journals a command log's piece as an *extent* instead:
+the same header and the piece's length, the bytes being in the log file, made durable
+before the record is (the journal's before_write):
+
+    b"\\0LX1" | job id | offset in the log | opcode index | attempt | offset in that
+              attempt's output | length (u64)
 
 The first record of a job in each journal generation is a full one, so replaying a
 generation never depends on a job file rewritten during that generation. Every record
@@ -50,6 +56,9 @@ EVENT = "ev"
 LOG_CHUNK_MAGIC = b"\0LG1"
 _CHUNK_HEAD = struct.Struct(">QQHIQ")
 LOG_CHUNK_HEADER = len(LOG_CHUNK_MAGIC) + _CHUNK_HEAD.size
+LOG_EXTENT_MAGIC = b"\0LX1"
+_EXTENT_HEAD = struct.Struct(">QQHIQQ")
+LOG_EXTENT_SIZE = len(LOG_EXTENT_MAGIC) + _EXTENT_HEAD.size
 
 
 def job_bytes(job):
@@ -124,18 +133,19 @@ def event_record(event):
 
 
 class LogChunk:
-    """A decoded log chunk record (see the module docstring)."""
+    """A decoded log chunk record, or an extent's (data None; see the module docstring)."""
 
-    __slots__ = ("job_id", "offset", "op_index", "attempt", "out_offset", "data")
+    __slots__ = ("job_id", "offset", "op_index", "attempt", "out_offset", "data", "size")
 
-    def __init__(self, job_id, offset, op_index, attempt, out_offset, data):
+    def __init__(self, job_id, offset, op_index, attempt, out_offset, data, size=None):
         self.job_id, self.offset, self.op_index = job_id, offset, op_index
         self.attempt, self.out_offset, self.data = attempt, out_offset, data
+        self.size = len(data) if size is None else size
 
     @property
     def end(self):
         """The log offset just past this chunk."""
-        return self.offset + len(self.data)
+        return self.offset + self.size
 
 
 def log_chunk_record(job_id, offset, op_index, attempt, out_offset, data):
@@ -156,6 +166,25 @@ def parse_log_chunk(payload):
     return LogChunk(*fields, data=bytes(payload[LOG_CHUNK_HEADER:]))
 
 
+def log_extent_record(job_id, offset, op_index, attempt, out_offset, size):
+    return LOG_EXTENT_MAGIC + _EXTENT_HEAD.pack(job_id, offset, op_index, attempt,
+                                                out_offset, size)
+
+
+def is_log_extent(payload):
+    return payload[:len(LOG_EXTENT_MAGIC)] == LOG_EXTENT_MAGIC
+
+
+def parse_log_extent(payload):
+    """The LogChunk (data None) of an extent record; JobFileCorrupted if its size is not
+    an extent's."""
+    if len(payload) != LOG_EXTENT_SIZE:
+        raise errors.JobFileCorrupted("log extent record of %d bytes, not %d" % (
+            len(payload), LOG_EXTENT_SIZE))
+    *fields, size = _EXTENT_HEAD.unpack_from(payload, len(LOG_EXTENT_MAGIC))
+    return LogChunk(*fields, data=None, size=size)
+
+
 def apply_log_chunk(job, chunk):
     """Account a chunk in its job: the log's length and the attempt's output offset.
 
@@ -172,7 +201,7 @@ def apply_log_chunk(job, chunk):
     state = dict(op.exec_state or {})
     out = dict(state.get("out") or {})
     key = str(chunk.attempt)
-    out[key] = max(out.get(key, 0), chunk.out_offset + len(chunk.data))
+    out[key] = max(out.get(key, 0), chunk.out_offset + chunk.size)
     state["out"] = out
     op.exec_state = state
 
@@ -212,6 +241,10 @@ class Replay:
         try:
             if is_log_chunk(payload):
                 self._apply_chunk(parse_log_chunk(payload))
+                return
+            if is_log_extent(payload):  # its bytes are in the log file already
+                extent = parse_log_extent(payload)
+                apply_log_chunk(self._job(extent.job_id), extent)
                 return
             if services_mod.is_log_chunk(payload):
                 self._apply_service_chunk(services_mod.parse_log_chunk(payload))

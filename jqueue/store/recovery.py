@@ -106,10 +106,18 @@ def open_queue(qdir, now, replica=False, logs=None, events=None, services=None,
 
 def _trim_logs(logs, state, replay):
     """Cut logs back to what their jobs acknowledge: replayed ones and running commands'
-    (the only logs that can hold bytes whose record never became durable)."""
+    (the only logs that can hold bytes whose record never became durable). A log shorter
+    than its job says (an extent's bytes lost with the disk's cache: a disk that lies
+    about its syncs) is reported."""
     for job in state.jobs.values():
         if job.id in replay.jobs or _on_node(job):
-            logs.truncate(job.id, job.log_bytes)
+            if not logs.truncate(job.id, job.log_bytes) and job.log_bytes:
+                size = logs.size(job.id)
+                if size < job.log_bytes:
+                    problem = "the log of job %d holds %d bytes of the %d acknowledged" % (
+                        job.id, size, job.log_bytes)
+                    logger.warning("journal replay: %s", problem)
+                    state.replay_problems.append(problem)
 
 
 def _recover_services(services, service_logs, replay):
