@@ -24,6 +24,15 @@ from jqueue.store import faults, fsutil
 
 #: Descriptors kept open for writing.
 MAX_OPEN = 64
+#: Bytes at the end of a log left in the page cache once it is synced, for its followers;
+#: the rest is dropped. A log is written once and seldom read whole: kept, 200 MB of a
+#: command's output would be 200 MB of cache for good, crowding out what the machine
+#: uses, and every new piece would take fresh memory instead of pages just freed (on a
+#: virtual machine whose freed memory goes back to its host, fresh pages cost several
+#: times the copy: a 200 MB log was written at 200-400 MB/s keeping its pages, about
+#: 730 MB/s dropping them).
+CACHED_TAIL = 8 * 1024 * 1024
+PAGE = os.sysconf("SC_PAGE_SIZE")
 _SUFFIX = ".log"
 
 
@@ -154,12 +163,17 @@ class LogStore:
 
 
 def _sync_path(path):
+    """fdatasync the file at path, then drop all but its last CACHED_TAIL bytes from the
+    page cache (clean now: dropping them writes nothing)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return
     try:
         os.fdatasync(fd)
+        cold = (os.fstat(fd).st_size - CACHED_TAIL) & ~(PAGE - 1)
+        if cold > 0:
+            os.posix_fadvise(fd, 0, cold, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 

@@ -11,7 +11,7 @@ from fakes import SyncPool
 
 from jqueue import errors
 from jqueue.queue import JobQueue
-from jqueue.store import faults, journal, records
+from jqueue.store import faults, joblogs, journal, records
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +122,24 @@ def test_a_full_record_of_a_job_with_a_log_waits_for_the_logs_sync(tmp_path):
     finally:
         faults.clear()
         queue.shutdown()
+
+
+def test_a_synced_log_keeps_only_its_tail_in_the_page_cache(tmp_path, monkeypatch):
+    """Once synced, all but the last CACHED_TAIL bytes of a log (page aligned) are
+    dropped from the page cache; a log shorter than that keeps everything."""
+    dropped = []
+    real = os.posix_fadvise
+
+    def fadvise(fd, offset, length, advice):
+        dropped.append((offset, length, advice))
+        return real(fd, offset, length, advice)
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    logs = joblogs.LogStore(str(tmp_path / "logs"))
+    logs.write(1, 0, b"x" * 1000)
+    logs.sync_now([1])
+    assert dropped == []
+    size = joblogs.CACHED_TAIL + 3 * joblogs.PAGE + 100
+    logs.write(2, 0, b"y" * size)
+    logs.sync_now([2])
+    assert dropped == [(0, 3 * joblogs.PAGE, os.POSIX_FADV_DONTNEED)]
+    logs.close()
