@@ -68,6 +68,10 @@ from jqueue.store.replicator import LocalReplicator
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_CHUNK = 256
+#: Pieces of a command log from this size up are journaled as extents of its file where
+#: the queue replicates to no one (jqueue.store.joblogs); smaller ones (banners, a short
+#: command's output) carry their bytes: copying them costs less than a sync of the log.
+EXTENT_MIN = 64 * 1024
 #: Tag of a journaled piece of a service's log.
 _SERVICE_LOG = "svclog"
 #: Journal batches a change may cause after it is durable (a group, then its groups).
@@ -601,18 +605,15 @@ class JobQueue:
         """Journal client changes [(job, snapshot)] in one batch (durable, or refused, as
         one), with their events (event: the word of the request's own, HOLD, RESET...);
         if refused, each job goes back to its snapshot."""
-        entries, presync = [], []
+        entries = []
         for job, _ in changes:
-            payload, tag, _, log_first = self._state_entry_unlocked(job)
-            entries.append((payload, tag))
-            if log_first is not None:
-                presync.append(log_first)
+            entries.append(self._state_entry_unlocked(job)[:2])
             if event is not None and not self._replica:
                 entries.append(self._event_entry_unlocked(event, job.id))
             status_event = self._job_event_entry_unlocked(job)
             if status_event is not None:
                 entries.append(status_event)
-        batch = self._journal.append_all(entries, presync=presync)
+        batch = self._journal.append_all(entries)
         for job, snapshot in changes:
             batch.undo.append(functools.partial(self._restore_unlocked, job, snapshot))
             job.client_batch = batch
@@ -1147,15 +1148,14 @@ class JobQueue:
 
         full_record, if given, is the job's full record already encoded.
         """
-        payload, tag, key, presync = self._state_entry_unlocked(job, full_record)
-        batch = self._journal.append(payload, tag=tag, key=key, presync=presync)
+        payload, tag, key = self._state_entry_unlocked(job, full_record)
+        batch = self._journal.append(payload, tag=tag, key=key)
         self._job_event_unlocked(job)
         return batch
 
     def _state_entry_unlocked(self, job, full_record=None):
-        """(payload, tag, coalescing key or None, presync or None) of the record of a
-        job's new state, counted as not yet durable. A full record says how long the
-        job's log is: with extents, the log is synced before it is written (presync)."""
+        """(payload, tag, coalescing key or None) of the record of a job's new state,
+        counted as not yet durable."""
         key = None
         if full_record is not None:
             job.generation = self._journal.generation
@@ -1171,8 +1171,7 @@ class JobQueue:
         job.file_bytes = None
         self._dirty.add(job.id)
         self._index_unlocked(job)
-        presync = job.id if key is None and job.log_bytes and self._log_extents else None
-        return payload, (job.id, state, job.log_serial), key, presync
+        return payload, (job.id, state, job.log_serial), key
 
     # The index of live jobs (jqueue.jobindex): what listing pages are served from
 
@@ -1316,7 +1315,7 @@ class JobQueue:
     def _piece_record(self, job_id, offset, op_index, attempt, out_offset, size, data=None):
         """(record, presync) of a piece of job_id's log, in its file at offset: its
         bytes (data, else read from the file), or with extents where they are."""
-        if self._log_extents:
+        if self._log_extents and size >= EXTENT_MIN:
             return records.log_extent_record(job_id, offset, op_index, attempt, out_offset,
                                              size), job_id
         if data is None:

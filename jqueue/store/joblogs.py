@@ -7,9 +7,9 @@ the last acknowledged byte is cut off when the queue is opened. A queue that rep
 journals the bytes themselves (``log_chunk_record``): writing them is idempotent and
 replaying the journal after a crash rewrites exactly the acknowledged bytes; the files are
 written without fsync and synced by the checkpoint before the journal that covers them is
-dropped. A queue that replicates to no one journals only where the bytes are
-(``log_extent_record``) and syncs the files first (sync_now, from the journal's
-before_write): each byte is then written to the disk once, not twice.
+dropped. A queue that replicates to no one journals only where the bytes of a big piece
+are (``log_extent_record``; jqueue.queue.EXTENT_MIN) and syncs the files first (sync_now,
+from the journal's before_write): each byte is then written to the disk once, not twice.
 
 Files are opened per call through a small cache of descriptors (a daemon may follow
 thousands of logs; the cache keeps the busiest ones open).

@@ -26,7 +26,7 @@ travels as written (bytes, not JSON):
               | data
 
 and a piece of a service's log (jqueue.store.services), ``b"\\0SL1"`` and its own header.
-A queue that replicates to no one journals a command log's piece as an *extent* instead:
+A queue that replicates to no one journals a big piece of a command log as an *extent*:
 the same header and the piece's length, the bytes being in the log file, made durable
 before the record is (the journal's before_write):
 

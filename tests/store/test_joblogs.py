@@ -10,7 +10,7 @@ from conftest import delay
 from fakes import SyncPool
 
 from jqueue import errors
-from jqueue.queue import JobQueue
+from jqueue.queue import EXTENT_MIN, JobQueue
 from jqueue.store import faults, joblogs, journal, records
 
 
@@ -44,25 +44,28 @@ def _journal(queue):
     return payloads
 
 
-def test_the_journal_holds_extents_and_a_replay_keeps_the_acknowledged_bytes(tmp_path):
-    """Each piece is an extent (offset, size) and no piece's bytes are in the journal;
-    after a crash the log holds exactly the acknowledged bytes (what was written beyond
-    them is cut)."""
+BIG = b"o" * EXTENT_MIN
+
+
+def test_big_pieces_are_extents_and_a_replay_keeps_the_acknowledged_bytes(tmp_path):
+    """A piece from EXTENT_MIN bytes up is an extent (offset, size), without its bytes in
+    the journal; a smaller one carries its bytes (cheaper than a sync of the log). After
+    a crash the log holds exactly the acknowledged bytes (what lies beyond is cut)."""
     queue = _open(tmp_path / "queue")
     job_id = queue.submit_job([delay()])
-    _log(queue, job_id, b"one\n").wait(10)
-    _log(queue, job_id, b"two\n").wait(10)
+    _log(queue, job_id, b"small\n").wait(10)
+    _log(queue, job_id, BIG).wait(10)
     payloads = _journal(queue)
-    assert not any(records.is_log_chunk(p) for p in payloads)
+    chunks = [records.parse_log_chunk(p) for p in payloads if records.is_log_chunk(p)]
+    assert [(c.offset, c.data) for c in chunks] == [(0, b"small\n")]
     extents = [records.parse_log_extent(p) for p in payloads if records.is_log_extent(p)]
-    assert [(e.job_id, e.offset, e.size) for e in extents] == [(job_id, 0, 4), (job_id, 4, 4)]
+    assert [(e.job_id, e.offset, e.size) for e in extents] == [(job_id, 6, len(BIG))]
     _crash(queue)
     with open(queue._logs.file_path(job_id), "ab") as f:
         f.write(b"never acknowledged")
     queue = _open(tmp_path / "queue")
     try:
-        assert queue.read_job_log(job_id, 0, 100)["data"] == b"one\ntwo\n"
-        assert queue.query_jobs([job_id], ["log_bytes"]) == [[8]]
+        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n" + BIG
         assert queue.recovery.replay_problems == []
     finally:
         queue.shutdown()
@@ -73,54 +76,39 @@ def test_a_log_shorter_than_its_extents_is_reported(tmp_path):
     problem of the replay, said in the log."""
     queue = _open(tmp_path / "queue")
     job_id = queue.submit_job([delay()])
-    _log(queue, job_id, b"0123456789").wait(10)
+    _log(queue, job_id, BIG).wait(10)
     _crash(queue)
     os.truncate(queue._logs.file_path(job_id), 3)
     queue = _open(tmp_path / "queue")
     try:
         assert queue.recovery.replay_problems == [
-            "the log of job %d holds 3 bytes of the 10 acknowledged" % job_id]
+            "the log of job %d holds 3 bytes of the %d acknowledged" % (job_id, len(BIG))]
     finally:
         queue.shutdown()
 
 
 def test_an_extent_is_not_journaled_before_its_log_is_synced(tmp_path):
     """The log's sync fails: its extent is refused (not in the journal) and not
-    acknowledged; once the disk works the job is recorded again in full, its log synced
-    first, and a crash then keeps the bytes."""
+    acknowledged; once the disk works the job is recorded again, its log's tail an extent
+    again (synced first), and a crash then keeps the bytes."""
     queue = _open(tmp_path / "queue")
     job_id = queue.submit_job([delay()])
     queue.wait_durable(10)
     faults.inject("logs.sync", errno.EIO)
     with pytest.raises(errors.JobQueueError, match="Input/output error"):
-        _log(queue, job_id, b"late\n").wait(10)
+        _log(queue, job_id, BIG).wait(10)
     assert not any(records.is_log_extent(p) for p in _journal(queue))
-    assert queue.read_job_log(job_id, 0, 100)["data"] == b""
+    assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b""
     deadline = time.monotonic() + 10
-    while queue.read_job_log(job_id, 0, 100)["data"] != b"late\n":
+    while queue.read_job_log(job_id, 0, 1 << 20)["data"] != BIG:
         assert time.monotonic() < deadline, "the job was not recorded again"
         time.sleep(0.02)  # the journal probes the disk, then the queue re-records the job
+    assert any(records.is_log_extent(p) for p in _journal(queue))
     _crash(queue)
     queue = _open(tmp_path / "queue")
     try:
-        assert queue.read_job_log(job_id, 0, 100)["data"] == b"late\n"
+        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == BIG
     finally:
-        queue.shutdown()
-
-
-def test_a_full_record_of_a_job_with_a_log_waits_for_the_logs_sync(tmp_path):
-    """A job's first record after a checkpoint is a full one, which says how long its log
-    is: it too is written only once the log is synced (here the sync fails: refused)."""
-    queue = _open(tmp_path / "queue")
-    try:
-        job_id = queue.submit_job([delay()])
-        _log(queue, job_id, b"one\n").wait(10)
-        queue.checkpoint()
-        faults.inject("logs.sync", errno.EIO)
-        with pytest.raises(errors.JobQueueError, match="Input/output error"):
-            queue.change_job_priority(job_id, -5)
-    finally:
-        faults.clear()
         queue.shutdown()
 
 
