@@ -276,13 +276,12 @@ class Journal:
                 batch.tags.append(tag)
             return batch
 
-    def append_all(self, entries, defer=False, presync=()):
+    def append_all(self, entries, defer=False):
         """Queue records [(payload, tag or None), ...] into one batch; return it.
 
         They are written, or refused, together (a request's jobs are all or nothing).
         With defer, the committer is not woken: the caller promises to call
-        commit_here() soon (see there). presync: what before_write must make durable
-        before they are written (see append).
+        commit_here() soon (see there).
         """
         frames = [(frame(payload), tag) for payload, tag in entries]
         with self._cond:
@@ -293,10 +292,6 @@ class Journal:
                 batch.nbytes += len(data)
                 if tag is not None:
                     batch.tags.append(tag)
-            if presync:
-                if batch.presync is None:
-                    batch.presync = set()
-                batch.presync.update(presync)
             if not defer:
                 self._wake_unlocked()
             return batch
@@ -564,7 +559,7 @@ class Journal:
         before_sync(), if given, is called once the last of them is written, before its
         fdatasync."""
         presync = [batch.presync for batch in batches if batch.presync]
-        if presync:
+        if presync and self._before_write is not None:
             try:
                 self._before_write(set().union(*presync))
             except OSError as err:
