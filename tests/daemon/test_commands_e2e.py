@@ -247,6 +247,26 @@ def test_a_killed_master_keeps_the_command_and_records_its_true_end(daemon):
     assert lines == ["n%d" % i for i in range(10000)]
 
 
+def test_a_killed_master_keeps_big_output_whole(daemon):
+    """The same with output in bursts of 50,000 lines (pieces of over 64 KiB, which one
+    machine journals as extents of the log, the log synced first): after kill -9 and a
+    restart the log holds every line exactly once."""
+    with daemon.client() as client:
+        job_id = client.submit_job([command(
+            "for k in 0 1 2 3 4 5; do seq $((k * 50000)) $((k * 50000 + 49999)); "
+            "sleep 0.3; done; exit 7")])
+        wait_until(lambda: "\n60000\n" in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
+                   what="output to flow")
+    daemon.kill()
+    daemon.start()
+    with daemon.client() as client:
+        wait_all_final(client, [job_id], 60)
+        values = dict(zip(FIELDS, client.query_jobs([job_id], FIELDS)[0]))
+    assert values["exit_status"] == 7 and values["attempt"] == 1
+    lines = [line for line in log_of(daemon, job_id).splitlines() if line[:1].isdigit()]
+    assert lines == [str(i) for i in range(300000)]
+
+
 def across_a_clean_restart(daemon, cmd, while_running=lambda job_id: None):
     """Run cmd as a job; while it runs, call while_running(job id) and stop jq-masterd
     with SIGTERM (the command must go on); start the daemon again and wait for the job,
