@@ -22,6 +22,7 @@ The runtime state of a command opcode is ``QueuedOpCode.exec_state`` (the job fi
     out              {attempt number (text): bytes of that attempt's output logged}
 """
 
+import collections
 import random
 import re
 import time
@@ -34,6 +35,10 @@ from jqueue.ptypes import Tags, parse_tags  # noqa: F401 - callers use them from
 MAX_PARTIAL_LINE = 64 * 1024
 #: Bytes of output a regex progress pattern decodes at once, from the end (whole lines).
 _REGEX_BLOCK = 64 * 1024
+#: Lines holding a token pattern's literal text tried one by one from the end before the
+#: rest is searched in one pass (output whose every line holds the text and does not
+#: match ran at about 20 MB/s line by line).
+_CANDIDATE_LINES = 32
 _TOKENS = {"%percent": 100.0, "%one": 1.0}
 _DIGITS = [bytes([digit]) for digit in b"0123456789"]
 _NUMBER = r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
@@ -291,7 +296,9 @@ class ProgressPattern:
         """The value of the last matching line of text[:end] (bytes, whole lines), or None."""
         if self._bytes_regex is None:
             return self._last_regex_value(text, end)
-        while end > 0:
+        for _ in range(_CANDIDATE_LINES):
+            if end <= 0:
+                return None
             at = self._last_candidate(text, end)
             if at < 0:
                 return None
@@ -301,7 +308,10 @@ class ProgressPattern:
             if value is not None:
                 return value
             end = start  # that line did not match: look before it
-        return None
+        # Many lines hold the text without matching: one pass of the search over the rest.
+        # A match never spans lines, so the last one is the last matching line's last.
+        last = collections.deque(self._bytes_regex.finditer(text, 0, end), maxlen=1)
+        return self._number(last[0].group(1)) if last else None
 
     def _last_regex_value(self, text, end):
         """last_value for a regex, which any line may match: blocks of whole lines from

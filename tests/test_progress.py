@@ -33,9 +33,12 @@ def reference_values(pattern, output, values):
 def test_the_tracker_finds_what_a_line_by_line_scan_finds(pattern, block, monkeypatch):
     """Random output of matching, half-matching and foreign lines, fed in random pieces:
     after each piece the tracker holds the value of the last whole line that matched
-    (regex patterns: whatever the size of the blocks they decode from the end)."""
+    (regex patterns: whatever the size of the blocks they decode from the end; token
+    patterns: whether the lines are tried from the end or, after that many, the rest is
+    searched in one pass)."""
     if block is not None:
         monkeypatch.setattr(commandjob, "_REGEX_BLOCK", block)
+        monkeypatch.setattr(commandjob, "_CANDIDATE_LINES", block)
     rng = random.Random(pattern)
     for _ in range(200):
         output = b"".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 40)))
