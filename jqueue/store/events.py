@@ -28,6 +28,7 @@ the events file holds.
 """
 
 import bisect
+import functools
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ import time
 from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps' own, made once
 
 DEFAULT_BUFFER = 10000
 DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
@@ -49,12 +51,18 @@ OPTIONAL_KEYS = ("service",)
 
 def action_line(event, utc=True):
     """The action log's line of an event (no newline)."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S",
-                          time.gmtime(event["time"]) if utc else time.localtime(event["time"]))
+    stamp = _stamp(int(event["time"]), utc)
     line = "%s %s %d %s" % (stamp, event.get("node") or "-", event.get("job") or 0,
                             event["status"])
     message = " ".join(str(event.get("message") or "").split())
     return line + (" " + message if message else "")
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp(second, utc):
+    """The action log's time of a whole second (events come many a second)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S",
+                         time.gmtime(second) if utc else time.localtime(second))
 
 
 def matches(event, flt):
@@ -186,7 +194,7 @@ class EventLog:
         return max(0, len(self._ring) - self._buffer)
 
     def _append_files(self, events):
-        jsonl = "".join(json.dumps(_stored(e), separators=(",", ":")) + "\n" for e in events)
+        jsonl = "".join(_ENCODER.encode(_stored(e)) + "\n" for e in events)
         lines = "".join(action_line(e, self._utc) + "\n" for e in events)
         self._file(EVENTS_FILE).append(jsonl.encode("utf-8"))
         self._file(ACTIONS_FILE).append(lines.encode("utf-8"))
