@@ -68,9 +68,9 @@ from jqueue.store.replicator import LocalReplicator
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_CHUNK = 256
-#: Pieces of a command log from this size up are journaled as extents of its file where
-#: the queue replicates to no one (jqueue.store.joblogs); smaller ones (banners, a short
-#: command's output) carry their bytes: copying them costs less than a sync of the log.
+#: Pieces of a command log from this size up are journaled as extents of its file by a
+#: master (jqueue.store.joblogs); smaller ones (banners, a short command's output) carry
+#: their bytes: copying them costs less than a sync of the log.
 EXTENT_MIN = 64 * 1024
 #: Tag of a journaled piece of a service's log.
 _SERVICE_LOG = "svclog"
@@ -149,9 +149,10 @@ class JobQueue:
             self._init_state()
             _freeze_long_lived()
         replicate = None if replica else self._replicator.replicate_records
-        # Replicating to no one, a command log's bytes are journaled as extents of its
-        # file, synced before them (jqueue.store.joblogs): written to the disk once.
-        self._log_extents = not replica and self._replicator.mode == LocalReplicator.mode
+        # A command log's big pieces are journaled as extents of its file, synced before
+        # them (jqueue.store.joblogs): written to the disk once. Candidates get the bytes
+        # (replicated_frames); a replica journals what its master sends.
+        self._log_extents = not replica
         self._journal = journal.Journal(
             self._dir.path, on_durable=self._on_durable, replicate=replicate,
             on_refused=self._on_refused, on_recovered=self._on_recovered,
@@ -1323,6 +1324,24 @@ class JobQueue:
         return records.log_chunk_record(job_id, offset, op_index, attempt, out_offset,
                                         data), None
 
+    def replicated_frames(self, frames):
+        """A commit's framed records as candidates take them: each extent of a command
+        log replaced by a record of the bytes it names, read from the log (a candidate's
+        copy of the log grows only by what it is sent). Called by the replicator in the
+        journal's committer, after the log was written."""
+        if not any(_is_extent_frame(f) for f in frames):
+            return frames
+        sent = []
+        for data in frames:
+            if _is_extent_frame(data):
+                extent = records.parse_log_extent(data[journal.HEADER_SIZE:])
+                data = journal.frame(records.log_chunk_record(
+                    extent.job_id, extent.offset, extent.op_index, extent.attempt,
+                    extent.out_offset, self._logs.read(extent.job_id, extent.offset,
+                                                       extent.size)))
+            sent.append(data)
+        return sent
+
     def _record_log_tail_unlocked(self, job):
         """Journal again the pieces of job's log that refused batches held: their bytes
         are in its file, beyond what is acknowledged (a line of our own: the full record
@@ -1814,6 +1833,11 @@ def _check_owner(owner):
                                    "to %d characters" % (ptypes._short(owner),
                                                          MAX_OWNER_LENGTH),
                                    constants.ECODE_INVAL)
+
+
+def _is_extent_frame(data):
+    return (len(data) == journal.HEADER_SIZE + records.LOG_EXTENT_SIZE
+            and records.is_log_extent(data[journal.HEADER_SIZE:]))
 
 
 def _freeze_long_lived():

@@ -13,7 +13,6 @@ from jqueue.cluster.replica import Replica
 from jqueue.queue import JobQueue
 from jqueue.retention import Policy
 from jqueue.store import journal, purge
-from jqueue.store.replicator import LocalReplicator
 
 HOUR, DAY = 3600.0, 86400.0
 
@@ -39,19 +38,12 @@ def real_clock():
     return FakeClock(time.time())
 
 
-class _ShippingReplicator(LocalReplicator):
-    """A master's replicator as far as the queue's records go: they carry the bytes of
-    command logs (what a replica applies), not extents of the master's files."""
-
-    mode = "cluster"
-
-
-def open_retained(tmp_path, clock, replicator=None, **policy):
+def open_retained(tmp_path, clock, **policy):
     policy.setdefault("archive_after", 6 * HOUR)
     policy.setdefault("keep_archived", 21 * DAY)
     policy.setdefault("duty", 1.0)  # no rests, but in test_passes_rest_between_chunks
     return JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None,
-                    clock=clock, retention=Policy(**policy), replicator=replicator)
+                    clock=clock, retention=Policy(**policy))
 
 
 def with_logs(queue, job_ids, size=8192):
@@ -177,8 +169,7 @@ def test_a_journaled_purge_is_carried_out_when_the_queue_opens(tmp_path, real_cl
 def test_a_replica_purges_what_the_master_purged(tmp_path, real_clock):
     """Applying the master's records, a replica removes the purged jobs' files, logs and
     emptied archive directories at its checkpoint, and no longer lists them."""
-    queue = open_retained(tmp_path, real_clock, archive_after=0, keep_archived=0,
-                          replicator=_ShippingReplicator())
+    queue = open_retained(tmp_path, real_clock, archive_after=0, keep_archived=0)
     ids = [queue.submit_job([delay()]) for _ in range(3)]
     run_jobs(queue)
     with_logs(queue, ids)

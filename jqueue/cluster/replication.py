@@ -170,9 +170,20 @@ class ClusterReplicator:
     # The journal's hook
 
     def replicate_records(self, frames):
-        """Queue one group commit (its framed records) for every candidate; its Ticket."""
-        nbytes = sum(len(f) for f in frames)
+        """Queue one group commit (its framed records) for every candidate; its Ticket.
+
+        Candidates get a command log's bytes, not the extents of the master's log file
+        that its journal may hold (JobQueue.replicated_frames); read outside the lock,
+        or under it if a candidate came meanwhile.
+        """
         with self._cond:
+            expand = bool(self._senders) and self._queue is not None
+        if expand:
+            frames = self._queue.replicated_frames(frames)
+        with self._cond:
+            if not expand and self._senders and self._queue is not None:
+                frames = self._queue.replicated_frames(frames)
+            nbytes = sum(len(f) for f in frames)
             self._seq += 1
             ticket = Ticket(self, self._seq, self.min_acks)
             if self._fenced is not None or self._stopped:

@@ -3,13 +3,15 @@
 A command job's log holds its output as written (bytes unchanged) between lines of our
 own starting with ``* `` (attempt banners). The log grows only through journal records
 (jqueue.store.records), each naming its absolute offset in the file; whatever lies beyond
-the last acknowledged byte is cut off when the queue is opened. A queue that replicates
-journals the bytes themselves (``log_chunk_record``): writing them is idempotent and
-replaying the journal after a crash rewrites exactly the acknowledged bytes; the files are
-written without fsync and synced by the checkpoint before the journal that covers them is
-dropped. A queue that replicates to no one journals only where the bytes of a big piece
-are (``log_extent_record``; jqueue.queue.EXTENT_MIN) and syncs the files first (sync_now,
-from the journal's before_write): each byte is then written to the disk once, not twice.
+the last acknowledged byte is cut off when the queue is opened. A small piece, and every
+piece in a replica (a candidate journals what its master sends), is journaled with its
+bytes (``log_chunk_record``): writing them is idempotent and replaying the journal after
+a crash rewrites exactly the acknowledged bytes; the files are written without fsync and
+synced by the checkpoint before the journal that covers them is dropped. A master
+journals only where the bytes of a big piece are (``log_extent_record``;
+jqueue.queue.EXTENT_MIN) and syncs the files first (sync_now, from the journal's
+before_write): each byte is then written to the disk once, not twice; its candidates get
+the bytes (jqueue.queue.JobQueue.replicated_frames).
 
 Files are opened per call through a small cache of descriptors (a daemon may follow
 thousands of logs; the cache keeps the busiest ones open).

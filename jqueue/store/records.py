@@ -26,9 +26,9 @@ travels as written (bytes, not JSON):
               | data
 
 and a piece of a service's log (jqueue.store.services), ``b"\\0SL1"`` and its own header.
-A queue that replicates to no one journals a big piece of a command log as an *extent*:
-the same header and the piece's length, the bytes being in the log file, made durable
-before the record is (the journal's before_write):
+A master journals a big piece of a command log as an *extent*: the same header and the
+piece's length, the bytes being in the log file, made durable before the record is (the
+journal's before_write); what it sends its candidates carries the bytes instead:
 
     b"\\0LX1" | job id | offset in the log | opcode index | attempt | offset in that
               attempt's output | length (u64)

@@ -11,8 +11,8 @@ from fakes_cluster import Cluster, LoopbackClient, NodeState
 
 from jqueue import constants, errors
 from jqueue.cluster.replica import Replica, ReplicaRpc
-from jqueue.queue import JobQueue
-from jqueue.store import faults
+from jqueue.queue import EXTENT_MIN, JobQueue
+from jqueue.store import faults, journal, records
 from jqueue.store.records import job_digest
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
@@ -366,6 +366,26 @@ def test_command_logs_travel_with_the_queue(cluster):
         replica = cl.replicas[name].queue
         assert _log_bytes(replica, job_id) == expected
         assert replica._jobs[job_id].log_bytes == len(expected)
+
+
+def test_a_masters_extents_reach_the_candidates_as_bytes(cluster):
+    """A big piece is an extent in the master's own journal (its bytes only in its log);
+    the candidates get the bytes, journaled, and their logs equal the master's."""
+    cl = cluster(candidates=2, min_acks=2)
+    job_id = cl.queue.submit_job([delay()])
+    big = bytes(range(256)) * (EXTENT_MIN // 256 + 1)
+    _append_log(cl.queue, job_id, b"small\n")
+    _append_log(cl.queue, job_id, big)
+    payloads = journal.read_records(os.path.join(cl.queue._dir.path, "journal"))[0]
+    assert any(records.is_log_extent(p) for p in payloads)
+    for name in cl.names:
+        replica = cl.replicas[name].queue
+        assert _log_bytes(replica, job_id) == b"small\n" + big
+        assert replica._jobs[job_id].log_bytes == len(big) + 6
+        theirs = journal.read_records(os.path.join(replica._dir.path, "journal"))[0]
+        assert not any(records.is_log_extent(p) for p in theirs)
+        assert any(records.is_log_chunk(p) and records.parse_log_chunk(p).data == big
+                   for p in theirs)
 
 
 def test_a_new_candidate_is_resynced_with_the_logs(cluster, tmp_path):
