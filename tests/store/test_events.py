@@ -1,5 +1,6 @@
 """Tests of jqueue.store.events: the ring, the files, gaps, waiters, the action log's line."""
 
+import json
 import re
 
 from jqueue.store import events
@@ -65,6 +66,20 @@ def test_the_ring_is_refilled_from_the_files_when_opened(tmp_path):
     again = events.EventLog(str(tmp_path), buffer=5)
     assert again.last_serial == 8
     assert [e["serial"] for e in again.read(0)["events"]] == [4, 5, 6, 7, 8]
+
+
+def test_the_events_file_holds_one_json_object_a_line_whatever_the_text(tmp_path):
+    """Lines are compact JSON in UTF-8 (text as it is, a service's name only when there is
+    one), read back the same by a reopened log."""
+    log = events.EventLog(str(tmp_path))
+    first = event(1, message="rendu \u00e9t\u00e9 \u2713 \"quoted\" \\ and\ttab")
+    second = dict(event(2, kind="service"), service="web", job=0)
+    log.add([first, second])
+    log.close()
+    lines = (tmp_path / events.EVENTS_FILE).read_bytes().decode("utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [first, second]
+    assert "\u00e9t\u00e9 \u2713" in lines[0] and " " not in lines[1]
+    assert events.EventLog(str(tmp_path)).read(0)["events"] == [first, second]
 
 
 def test_reopening_reads_the_newest_events_and_all_lines_only_when_out_of_order(tmp_path):
