@@ -129,7 +129,9 @@ def position_record(position):
 
 
 def event_record(event):
-    return serializer.dumps_bytes({"t": EVENT, "e": event})
+    # Written as the event stream answers it (orjson): an event holds only what the queue
+    # made, its time from the clock, never a float that JSON cannot hold.
+    return serializer.dumps_answer({"t": EVENT, "e": event})
 
 
 class LogChunk:

@@ -11,7 +11,7 @@ from conftest import delay, jqop, run_jobs
 from fakes import SyncPool
 
 from jqueue.queue import JobQueue
-from jqueue.store import journal
+from jqueue.store import journal, records
 
 FIELDS = ["id", "status", "opstatus", "opresult", "oplog", "archived"]
 
@@ -147,3 +147,14 @@ def test_a_log_replayed_from_the_journal_is_read_whole(tmp_path):
         assert queue.read_job_log(job_id, 0, 100)["data"] == b"one\n"
     finally:
         queue.shutdown()
+
+
+def test_event_records_replay_whatever_their_text():
+    """An event record (written as the event stream answers it) replays to the very event,
+    whatever its text: UTF-8, escapes, a lone surrogate (which only simplejson writes)."""
+    for message in ("plain", "\u00e9t\u00e9 \u2713 \"q\" \\ \t", "lone \udc80 surrogate"):
+        event = {"serial": 7, "time": 1_800_000_000.25, "kind": "job", "job": 3, "node": None,
+                 "status": "NEW", "message": message}
+        replay = records.Replay(lambda job_id: None, lambda job_id: False)
+        replay.apply(records.event_record(event))
+        assert replay.events == [event] and replay.problems == []
