@@ -5,12 +5,13 @@ of a float's range are refused, and every failure (bad UTF-8, bad JSON, absurd n
 absurd nesting) is a ParseError.
 
 simplejson writes records and files (strict about every float); orjson writes answers
-(dumps_answer). orjson parses what it reads exactly as the standard library's decoder
-would (most texts: job files, journal records, answers), in a third of the time on a
-job file: parsing is most of what reopening a queue spends. Any text orjson refuses, or
-that may hold an integer beyond 64 bits (which orjson would read as a float), and every
-request whose keys must be unique, is parsed by the standard library's decoder, whose
-rules (the ones above) decide.
+(dumps_answer) and events, which hold only what the queue made (their journal records
+and their lines in events.jsonl). orjson parses what it reads exactly as the standard
+library's decoder would (most texts: job files, journal records, answers), in a third of
+the time on a job file: parsing is most of what reopening a queue spends. Any text
+orjson refuses, or that may hold an integer beyond 64 bits (which orjson would read as a
+float), and every request whose keys must be unique, is parsed by the standard library's
+decoder, whose rules (the ones above) decide.
 """
 
 import contextlib
@@ -98,7 +99,8 @@ def dumps_answer(obj):
     UTF-8 rather than \\u escapes, and a non-finite float as null. What orjson cannot
     write (an integer beyond 64 bits, a key that is no string, nesting deeper than 255,
     other types, subclasses) goes to simplejson, whose rules decide. Records and files
-    are always simplejson's (dumps_bytes): strict about every float.
+    are simplejson's (dumps_bytes), strict about every float, but for events (see the
+    module's docstring).
     """
     try:
         return orjson.dumps(obj, option=_ANSWER_OPTIONS)
