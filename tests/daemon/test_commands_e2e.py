@@ -228,22 +228,28 @@ def test_run_as_an_allowed_user_and_refusal_of_another(daemons, tmp_path):
         assert len(client.query_jobs([], ["id"])) == 1  # the refused job left no trace
 
 
-def test_a_killed_master_keeps_the_command_and_records_its_true_end(daemon):
-    """kill -9 of jq-masterd while a job prints 10,000 lines and exits 7: after a restart
-    the job ends with status 7 and the log holds every line exactly once."""
+def killed_midway(daemon, cmd, seen):
+    """Run cmd as a job; once its log holds seen, kill -9 jq-masterd and start it again;
+    wait for the job. (Its fields, its log.)"""
     with daemon.client() as client:
-        job_id = client.submit_job([command(
-            "i=0; while [ $i -lt 10000 ]; do echo n$i; i=$((i+1)); "
-            "[ $((i % 1000)) -eq 0 ] && sleep 0.2; done; exit 7")])
-        wait_until(lambda: "n1500" in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
+        job_id = client.submit_job([command(cmd)])
+        wait_until(lambda: seen in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
                    what="output to flow")
     daemon.kill()
     daemon.start()
     with daemon.client() as client:
         wait_all_final(client, [job_id], 60)
         values = dict(zip(FIELDS, client.query_jobs([job_id], FIELDS)[0]))
+    return values, log_of(daemon, job_id)
+
+
+def test_a_killed_master_keeps_the_command_and_records_its_true_end(daemon):
+    """kill -9 of jq-masterd while a job prints 10,000 lines and exits 7: after a restart
+    the job ends with status 7 and the log holds every line exactly once."""
+    values, log = killed_midway(daemon, "i=0; while [ $i -lt 10000 ]; do echo n$i; i=$((i+1)); "
+                                "[ $((i % 1000)) -eq 0 ] && sleep 0.2; done; exit 7", "n1500")
     assert values["exit_status"] == 7 and values["attempt"] == 1
-    lines = [line for line in log_of(daemon, job_id).splitlines() if line.startswith("n")]
+    lines = [line for line in log.splitlines() if line.startswith("n")]
     assert lines == ["n%d" % i for i in range(10000)]
 
 
@@ -251,19 +257,10 @@ def test_a_killed_master_keeps_big_output_whole(daemon):
     """The same with output in bursts of 50,000 lines (pieces of over 64 KiB, which one
     machine journals as extents of the log, the log synced first): after kill -9 and a
     restart the log holds every line exactly once."""
-    with daemon.client() as client:
-        job_id = client.submit_job([command(
-            "for k in 0 1 2 3 4 5; do seq $((k * 50000)) $((k * 50000 + 49999)); "
-            "sleep 0.3; done; exit 7")])
-        wait_until(lambda: "\n60000\n" in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
-                   what="output to flow")
-    daemon.kill()
-    daemon.start()
-    with daemon.client() as client:
-        wait_all_final(client, [job_id], 60)
-        values = dict(zip(FIELDS, client.query_jobs([job_id], FIELDS)[0]))
+    values, log = killed_midway(daemon, "for k in 0 1 2 3 4 5; do seq $((k * 50000)) "
+                                "$((k * 50000 + 49999)); sleep 0.3; done; exit 7", "\n60000\n")
     assert values["exit_status"] == 7 and values["attempt"] == 1
-    lines = [line for line in log_of(daemon, job_id).splitlines() if line[:1].isdigit()]
+    lines = [line for line in log.splitlines() if line[:1].isdigit()]
     assert lines == [str(i) for i in range(300000)]
 
 
