@@ -534,8 +534,12 @@ static void signal_one(pid_t pid, int sig, int with_group) {
     kill(pid, sig);
 }
 
-/* Signal each pid listed in a file (cgroup.procs, or a /proc children list). */
-static void signal_listed(const char *path, int sig, int with_group) {
+/*
+ * Signal each pid listed in a file (cgroup.procs, or a /proc children list); with a
+ * stack, push each of them too (while there is room: stack[*top], at most max).
+ */
+static void signal_listed(const char *path, int sig, int with_group, pid_t *stack, int *top,
+                          int max) {
     FILE *f = fopen(path, "re");
     if (!f)
         return;
@@ -544,6 +548,8 @@ static void signal_listed(const char *path, int sig, int with_group) {
         if (pid <= 0 || pid == st.self)
             continue;
         signal_one((pid_t)pid, sig, with_group);
+        if (stack && *top < max)
+            stack[(*top)++] = (pid_t)pid;
     }
     fclose(f);
 }
@@ -566,7 +572,7 @@ static int signal_cgroup(int sig) {
     cgroup_file(path, sizeof path, "cgroup.procs");
     if (access(path, R_OK) != 0)
         return 0;
-    signal_listed(path, sig, 0);
+    signal_listed(path, sig, 0, NULL, NULL, 0);
     return sig != SIGKILL;
 }
 
@@ -614,20 +620,9 @@ static void signal_descendants(int sig) {
         while ((task = readdir(tasks)) != NULL) {
             if (!isdigit((unsigned char)task->d_name[0]))
                 continue;
-            char path[320];
+            char path[352];
             snprintf(path, sizeof path, "%s/%s/children", dir, task->d_name);
-            FILE *f = fopen(path, "re");
-            if (!f)
-                continue;
-            int child;
-            while (fscanf(f, "%d", &child) == 1) {
-                if (child <= 0 || child == st.self)
-                    continue;
-                signal_one((pid_t)child, sig, 1);
-                if (top < MAX_WALK)
-                    walk[top++] = (pid_t)child;
-            }
-            fclose(f);
+            signal_listed(path, sig, 1, walk, &top, MAX_WALK);
         }
         closedir(tasks);
     }

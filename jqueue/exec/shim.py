@@ -235,14 +235,16 @@ class Shim:
             return False
 
     def signal_listed(self, path, sig, with_group):
+        """Signal each pid listed in path (cgroup.procs, a /proc children list); the pids."""
         try:
             with open(path) as f:
                 pids = [int(word) for word in f.read().split()]
         except (OSError, ValueError):
-            return
+            return []
+        pids = [pid for pid in pids if pid > 0 and pid != self.self_pid]
         for pid in pids:
-            if pid > 0 and pid != self.self_pid:
-                self.signal_one(pid, sig, with_group)
+            self.signal_one(pid, sig, with_group)
+        return pids
 
     def signal_one(self, pid, sig, with_group):
         """Signal pid once: through its own process group if it has one not signalled
@@ -299,15 +301,8 @@ class Shim:
             except OSError:
                 continue
             for task in tasks:
-                try:
-                    with open(os.path.join(task_dir, task, "children")) as f:
-                        children = [int(word) for word in f.read().split()]
-                except (OSError, ValueError):
-                    continue
-                for child in children:
-                    if child > 0 and child != self.self_pid:
-                        self.signal_one(child, sig, True)
-                        stack.append(child)
+                stack.extend(self.signal_listed(os.path.join(task_dir, task, "children"),
+                                                sig, True))
 
     def signal_job(self, sig):
         """Every process of the job, once (see shim.c's signal_job)."""
