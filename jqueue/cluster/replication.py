@@ -176,8 +176,7 @@ class ClusterReplicator:
         that its journal may hold (JobQueue.replicated_frames); read outside the lock,
         or under it if a candidate came meanwhile.
         """
-        with self._cond:
-            expand = bool(self._senders) and self._queue is not None
+        expand = bool(self._senders) and self._queue is not None  # a hint: checked again
         if expand:
             frames = self._queue.replicated_frames(frames)
         with self._cond:
