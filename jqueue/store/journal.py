@@ -523,15 +523,16 @@ class Journal:
             self._finish(batches, None)
             return
         ticket = sent[0] if sent else self._replicate_frames(batches)
-        if ticket is None:
+        if ticket is None or ticket.done:
             with self._cond:
-                # Nothing to wait for (a single node): finish here, unless earlier batches
+                # Nothing (left) to wait for: a single node, no candidate required, or
+                # acknowledged during the local sync. Finish here, unless earlier batches
                 # still wait for their acknowledgements (batches finish in order). Saves
                 # a hand-off to the completer thread per batch, which costs more CPU and
                 # latency than the batch's own work.
                 inline = not self._acks
             if inline:
-                self._finish(batches, None)
+                self._finish(batches, None if ticket is None else ticket.wait())
                 return
         for batch in batches:
             batch.ticket = ticket
@@ -763,6 +764,8 @@ def _reason(error):
 
 class _FailedTicket:
     """The ticket of a batch the replication hook refused outright."""
+
+    done = True
 
     def __init__(self, error):
         self._error = error

@@ -100,6 +100,57 @@ def test_commit_here_writes_and_finishes_in_the_calling_thread(tmp_path):
     assert _good_records(tmp_path / "journal") == [b"zero", b"one", b"two"]
 
 
+class _Ticket:
+    """A replication ticket as the journal sees one (done, wait)."""
+
+    def __init__(self, done, error=None):
+        self._event = threading.Event()
+        self.error = error
+        if done:
+            self._event.set()
+
+    @property
+    def done(self):
+        return self._event.is_set()
+
+    def wait(self):
+        self._event.wait()
+        return self.error
+
+
+@pytest.mark.parametrize("error", [None, errors.ReplicationError("refused by the policy")])
+def test_a_batch_already_acknowledged_finishes_in_the_committing_thread(tmp_path, error):
+    """A ticket that needs nothing more (no candidate required, or acknowledged during the
+    local sync) finishes its batch in commit_here's thread, with the ticket's outcome,
+    instead of going through the completer thread."""
+    finished_in = []
+    jnl = _open(tmp_path, replicate=lambda frames: _Ticket(True, error),
+                on_durable=lambda tags: finished_in.append(threading.get_ident()))
+    batch = jnl.append_all([(b"one", "T1")], defer=True)
+    batch.add_done_callback(lambda b: finished_in.append(threading.get_ident()))
+    jnl.commit_here()
+    assert batch.done.is_set() and batch.error is error
+    me = threading.get_ident()
+    assert finished_in == ([me, me] if error is None else [me])
+    jnl.close()
+
+
+def test_a_batch_waiting_for_its_acknowledgement_finishes_when_it_comes(tmp_path):
+    """A ticket not yet acknowledged leaves its batch to the completer: written but not
+    done until the acknowledgement, then finished in another thread."""
+    ticket = _Ticket(False)
+    finished_in = []
+    jnl = _open(tmp_path, replicate=lambda frames: ticket)
+    batch = jnl.append_all([(b"one", "T1")], defer=True)
+    batch.add_done_callback(lambda b: finished_in.append(threading.get_ident()))
+    jnl.commit_here()
+    assert batch.written.is_set() and not batch.done.wait(0.2)
+    ticket._event.set()
+    assert batch.done.wait(5) and batch.error is None
+    assert finished_in and finished_in[0] != threading.get_ident()
+    jnl.close()
+
+
 def test_commit_here_leaves_the_work_to_a_busy_committer(tmp_path, monkeypatch):
     """While the committer writes, commit_here does not write too: it wakes the committer,
     which takes the deferred records next, in order."""
