@@ -9,7 +9,10 @@ Handlers: echo (the body and the caller), size (length of body["data"]), octets 
 result: bytes 0..255, body["times"] times), sleep
 (body["seconds"][own name] seconds, blocking), later (non-blocking, answers from a
 timer), fail (OpPrereqError), bug (ZeroDivisionError), calls (the recorded calls; not
-itself recorded) and stats (connections accepted per listener; not recorded).
+itself recorded) and stats (connections accepted per listener; not recorded). A stream
+method, stream: its opening is refused if the body says "refuse"; each message answers
+{"seq": head["seq"], "size": len(data), "opening": the opening body, "peer": peer} at
+once, or after head["delay"] seconds, or fails (OpPrereqError) if head["fail"].
 """
 
 import logging
@@ -62,10 +65,26 @@ def make_handlers(own_name):
     handlers = {name: server.Handler(recorded(own_name, name, func))
                 for name, func in functions.items()}
     handlers["later"] = server.Handler(recorded(own_name, "later", later), blocking=False)
+    handlers["stream"] = server.StreamHandler(recorded(own_name, "stream", open_stream))
     handlers["calls"] = server.Handler(lambda peer, body: list(CALLS), blocking=False)
     handlers["stats"] = server.Handler(lambda peer, body: {
         name: site.connections_made for name, site in SITES.items()}, blocking=False)
     return handlers
+
+
+def open_stream(peer, opening):
+    if opening.get("refuse"):
+        raise errors.OpPrereqError("stream refused on purpose", "wrong_input")
+
+    def on_message(head, data):
+        if head.get("fail"):
+            raise errors.OpPrereqError("message refused on purpose", "wrong_input")
+        answer = {"seq": head.get("seq"), "size": len(data), "opening": opening, "peer": peer}
+        if head.get("delay"):
+            return task.deferLater(reactor, head["delay"], lambda: answer)
+        return answer
+
+    return on_message
 
 
 @defer.inlineCallbacks

@@ -21,6 +21,7 @@ import pytest
 from jqueue import errors, serializer
 from jqueue.cluster import tls
 from jqueue.cluster.rpc import client as rpc_client
+from jqueue.cluster.rpc import server
 
 CHILD = os.path.join(os.path.dirname(__file__), "rpc_server_child.py")
 MAX_BODY = 1024 * 1024
@@ -411,6 +412,139 @@ def test_unsendable_bodies_are_refused_before_sending(good):
     for method, body in [("echo", [1]), ("echo", {"x": object()}), ("no/such", {})]:
         with pytest.raises(errors.ParameterError):
             good.call(method, body)
+
+
+# Streams
+
+
+def open_raw_stream(ports, pki, opening):
+    """A TLS socket as node2 to node1 whose stream method "stream" was opened with opening."""
+    sock = context_of(pki["node2"]).wrap_socket(
+        socket.create_connection(("127.0.0.1", ports["node1"]), timeout=5),
+        server_hostname="node1")
+    body = serializer.dumps_bytes(opening)
+    sock.sendall(b"POST /rpc/stream HTTP/1.1\r\nHost: node1\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    opened = b'{"success":true,"result":{"stream":1}}'
+    head = b""
+    while not head.endswith(opened) and len(head) < 1000:  # read exactly the opening's answer
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(opened)
+    return sock
+
+
+def message(head, data=b""):
+    head = serializer.dumps_bytes(head)
+    return server.MESSAGE_LENGTHS.pack(len(head), len(data)) + head + data
+
+
+def read_answers(sock, count):
+    data = b""
+    answers = []
+    while len(answers) < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        while len(data) >= 4 and len(data) >= 4 + server.ANSWER_LENGTH.unpack_from(data)[0]:
+            (length,) = server.ANSWER_LENGTH.unpack_from(data)
+            answers.append(serializer.loads(data[4:4 + length]))
+            data = data[4 + length:]
+    return answers
+
+
+def test_a_stream_carries_messages_and_answers_them_on_one_connection(good, make_client):
+    """After its opening call, each message's head and data reach the handler with the
+    opening's body and the caller; 20 messages use one connection."""
+    client = make_client("node1")
+    before = good.call("stats", {})["node1"]
+    for seq in range(20):
+        answer = client.stream("stream", {"epoch": 3}, {"seq": seq}, b"x" * seq * 5000)
+        assert answer == {"seq": seq, "size": seq * 5000, "opening": {"epoch": 3},
+                          "peer": "node2"}
+    assert good.call("stats", {})["node1"] - before == 1
+
+
+def test_stream_answers_keep_the_order_of_their_messages(ports, pki):
+    """A message answered later (a Deferred) is answered before the next one, answered at
+    once: answers go back in the messages' order."""
+    with open_raw_stream(ports, pki, {}) as sock:
+        sock.sendall(message({"seq": 1, "delay": 0.2}) + message({"seq": 2}, b"abc"))
+        answers = read_answers(sock, 2)
+    assert [a["result"]["seq"] for a in answers] == [1, 2]
+    assert answers[1]["result"]["size"] == 3
+
+
+def test_a_refused_stream_message_is_its_callers_error_and_the_stream_goes_on(
+        good, make_client):
+    """A handler's error answers its message with its class; the next message is served on
+    the same connection."""
+    client = make_client("node1")
+    client.stream("stream", {}, {"seq": 1}, b"")
+    before = good.call("stats", {})["node1"]
+    with pytest.raises(errors.OpPrereqError, match="message refused on purpose"):
+        client.stream("stream", {}, {"seq": 2, "fail": True}, b"")
+    assert client.stream("stream", {}, {"seq": 3}, b"")["seq"] == 3
+    assert good.call("stats", {})["node1"] == before
+
+
+def test_a_refused_opening_is_raised_and_keeps_no_stream(make_client):
+    """An opening the handler refuses raises its error; the next opening is tried anew."""
+    client = make_client("node1")
+    with pytest.raises(errors.OpPrereqError, match="stream refused on purpose"):
+        client.stream("stream", {"refuse": True}, {"seq": 1}, b"")
+    assert client._stream is None
+    assert client.stream("stream", {"ok": 1}, {"seq": 2}, b"")["opening"] == {"ok": 1}
+
+
+def test_a_new_opening_body_opens_a_new_stream(good, make_client):
+    """A stream is kept for one opening (a replication stream for one epoch): another
+    opening body opens another stream."""
+    client = make_client("node1")
+    before = good.call("stats", {})["node1"]
+    assert client.stream("stream", {"epoch": 1}, {}, b"")["opening"] == {"epoch": 1}
+    assert client.stream("stream", {"epoch": 2}, {}, b"")["opening"] == {"epoch": 2}
+    assert good.call("stats", {})["node1"] - before == 2
+
+
+def test_a_stream_closed_by_the_server_is_opened_again(make_client):
+    """After the server closed an idle stream, the next message opens it again by itself."""
+    client = make_client("node7", as_dir="node2")
+    before = client.call("stats", {})["node7"]
+    assert client.stream("stream", {}, {"seq": 1}, b"")["seq"] == 1
+    time.sleep(0.6)
+    assert client.stream("stream", {}, {"seq": 2}, b"")["seq"] == 2
+    # the stream twice, and the calls' connection again (closed by the same idle timeout)
+    assert client.call("stats", {})["node7"] - before == 3
+
+
+def test_a_node_without_the_stream_method_is_stream_unsupported(good):
+    """An older node answers the opening of a stream it does not serve with 404:
+    StreamUnsupported, a RemoteError the caller falls back from."""
+    with pytest.raises(rpc_client.StreamUnsupported, match="serves no stream replicate_stream"):
+        good.stream("replicate_stream", {}, {}, b"")
+    assert good.call("echo", {})["server"] == "node1"
+
+
+@pytest.mark.parametrize("bad, error", [
+    (server.MESSAGE_LENGTHS.pack(10, MAX_BODY + 1), "stream message too large"),
+    (server.MESSAGE_LENGTHS.pack(server.MAX_MESSAGE_HEAD + 1, 0), "stream message too large"),
+    (server.MESSAGE_LENGTHS.pack(3, 0) + b"[1]", "must be a JSON object, not list"),
+    (server.MESSAGE_LENGTHS.pack(3, 0) + b"{x}", "bad stream message head"),
+])
+def test_a_malformed_stream_message_is_answered_and_the_stream_closed(ports, pki, good, bad,
+                                                                       error):
+    """Lengths over the limits or a head that is not a JSON object: the messages before it
+    are answered, then a RequestError, then the server closes the connection; it serves
+    others as before."""
+    with open_raw_stream(ports, pki, {}) as sock:
+        sock.sendall(message({"seq": 1}) + bad)
+        answers = read_answers(sock, 3)
+    assert answers[0]["result"]["seq"] == 1
+    assert answers[1]["success"] is False and answers[1]["result"][0] == "RequestError"
+    assert error in answers[1]["result"][1][0]
+    assert len(answers) == 2  # closed after the refusal
+    assert good.call("echo", {})["server"] == "node1"
 
 
 # Timeouts and fan-out

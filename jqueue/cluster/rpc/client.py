@@ -11,6 +11,12 @@ and raises RemoteError naming the node, the address, the method and the cause (R
 are idempotent by design, but retrying is the caller's decision). Errors the server
 answers are raised as the jqueue exceptions they name.
 
+A stream (RpcClient.stream, over a stream method of jqueue.cluster.rpc.server) is kept on
+a connection of its own: its opening call once, then one message and its answer per call,
+with the same timeouts and errors. A node that does not serve the method (an older
+jq-noded) answers its opening call with 404: StreamUnsupported, for the caller to fall
+back to plain calls.
+
 call_many calls several nodes in parallel and reports every node's outcome.
 """
 
@@ -20,6 +26,7 @@ import re
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -34,6 +41,11 @@ _TRANSPORT_ERRORS = (OSError, ValueError)
 _MAX_HEAD = 65536
 _RECV_SIZE = 65536
 _OCTETS = b"application/octet-stream"
+#: As in jqueue.cluster.rpc.server (not imported: this module needs no Twisted).
+_MESSAGE_LENGTHS = struct.Struct(">II")
+_ANSWER_LENGTH = struct.Struct(">I")
+#: Data of a stream message up to this size goes out in one write with its head.
+_JOINED_WRITE = 65536
 
 
 def parse_address(address):
@@ -145,10 +157,43 @@ class _Connection:
             raise ConnectionResetError("the node closed the connection")
         self._buffer += data
 
+    def send_message(self, head, data):
+        """Send one stream message: head (JSON bytes) and data (bytes)."""
+        prefix = _MESSAGE_LENGTHS.pack(len(head), len(data)) + head
+        if len(data) <= _JOINED_WRITE:
+            self.sock.sendall(prefix + data)
+        else:  # no copy of a big commit's frames
+            self.sock.sendall(prefix)
+            self.sock.sendall(data)
+
+    def answer(self, limit):
+        """The next stream answer (bytes); ValueError if over limit."""
+        (length,) = _ANSWER_LENGTH.unpack(self._read_exactly(_ANSWER_LENGTH.size))
+        if length > limit:
+            raise ValueError("answer longer than %d bytes" % limit)
+        return self._read_exactly(length)
+
+    def usable(self):
+        """Whether the kept connection is open, with nothing unread (no close, no alert)."""
+        if self.sock is None or self._buffer:
+            return False
+        try:
+            if self.sock.pending():
+                return False
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
+
     def close(self):
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
+
+
+class StreamUnsupported(errors.RemoteError):
+    """The node does not serve the stream method (an older jq-noded)."""
 
 
 class _Failure(Exception):
@@ -175,6 +220,7 @@ class RpcClient:
         self._context = ssl_context
         self._lock = threading.Lock()
         self._conn = None
+        self._stream = None  # (method, opening body, _Connection) of the kept stream
 
     def __repr__(self):
         return "<RpcClient %s at %s>" % (self.node_name, self.address)
@@ -197,20 +243,37 @@ class RpcClient:
             return payload  # a result that is bytes (jqueue.cluster.rpc.server.Bytes)
         return self._result(method, status, reason, payload)
 
+    def stream(self, method, opening, head, data):
+        """Send one message (head: a dict, data: bytes) on the kept stream of method
+        opened with the body opening (a dict; opened again if it changed or the stream
+        broke); return its answer's result or raise its error. StreamUnsupported if the
+        node does not serve method."""
+        head = encode_body(method, head)
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            try:
+                payload = self._stream_exchange(method, opening, head, data, deadline)
+            except _Failure as failure:
+                self._close_stream_unlocked()
+                raise self._remote_error(method, failure.cause) from None
+        return self._result(method, 200, "OK", payload)
+
     def close(self):
-        """Close the kept connection; a call in progress in another thread fails at once."""
+        """Close the kept connections; a call in progress in another thread fails at once."""
         if self._lock.acquire(blocking=False):
             try:
                 self._close_unlocked()
+                self._close_stream_unlocked()
             finally:
                 self._lock.release()
             return
-        sock = getattr(self._conn, "sock", None)
-        if sock is not None:
-            try:
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+        for conn in (self._conn, self._stream and self._stream[2]):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def __enter__(self):
         return self
@@ -220,8 +283,65 @@ class RpcClient:
 
     # The exchange (under the lock)
 
+    def _stream_exchange(self, method, opening, head, data, deadline):
+        kept = self._stream
+        reused = (kept is not None and kept[:2] == (method, opening) and kept[2].usable())
+        if not reused:
+            self._close_stream_unlocked()
+            self._open_stream(method, opening, deadline)
+        try:
+            self._stream_send(head, data, deadline)
+        except _Failure:
+            if not reused:
+                raise
+            logger.debug("kept stream to %s closed; opening it again", self.node_name)
+            self._close_stream_unlocked()
+            self._open_stream(method, opening, deadline)
+            self._stream_send(head, data, deadline)
+        try:
+            return self._stream[2].answer(constants.RPC_MAX_RESPONSE_BYTES)
+        except _TRANSPORT_ERRORS as err:
+            raise _Failure(err) from None
+
+    def _open_stream(self, method, opening, deadline):
+        """Open a stream: its own connection, its opening call answered."""
+        conn = self._new_connection(deadline)
+        try:
+            conn.post(constants.RPC_PATH_PREFIX + method, encode_body(method, opening))
+            status, reason, _type, payload, _close = conn.response(
+                constants.RPC_MAX_RESPONSE_BYTES)
+        except _TRANSPORT_ERRORS as err:
+            conn.close()
+            raise _Failure(err) from None
+        except BaseException:
+            conn.close()
+            raise
+        if status == 404:
+            conn.close()
+            raise StreamUnsupported("node %s (%s) serves no stream %s" % (
+                self.node_name, self.address, method))
+        try:
+            self._result(method, status, reason, payload)
+        except BaseException:
+            conn.close()
+            raise
+        self._stream = (method, opening, conn)
+
+    def _stream_send(self, head, data, deadline):
+        try:
+            conn = self._stream[2]
+            conn.sock.settimeout(_remaining(deadline))
+            conn.send_message(head, data)
+        except _TRANSPORT_ERRORS as err:
+            raise _Failure(err) from None
+
+    def _close_stream_unlocked(self):
+        kept, self._stream = self._stream, None
+        if kept is not None:
+            kept[2].close()
+
     def _exchange(self, method, data, deadline):
-        reused = self._conn is not None and self._usable()
+        reused = self._conn is not None and self._conn.usable()
         if not reused:
             self._close_unlocked()
             self._connect(deadline)
@@ -236,21 +356,10 @@ class RpcClient:
             self._send(method, data, deadline)
         return self._receive(deadline)
 
-    def _usable(self):
-        """Whether the kept connection is open, with nothing unread (no close, no alert)."""
-        sock = self._conn.sock
-        if sock is None:
-            return False
-        try:
-            if sock.pending():
-                return False
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return not poller.poll(0)
-        except (OSError, ValueError):
-            return False
-
     def _connect(self, deadline):
+        self._conn = self._new_connection(deadline)
+
+    def _new_connection(self, deadline):
         conn = _Connection(self._host, self._port, self.node_name, self._context,
                            _remaining(deadline))
         try:
@@ -258,7 +367,7 @@ class RpcClient:
         except _TRANSPORT_ERRORS as err:
             conn.close()
             raise _Failure(err) from None
-        self._conn = conn
+        return conn
 
     def _send(self, method, data, deadline):
         try:
