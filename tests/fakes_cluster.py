@@ -7,6 +7,7 @@ from jqueue import errors, serializer
 from jqueue.cluster import membership
 from jqueue.cluster.replica import Replica, ReplicaRpc
 from jqueue.cluster.replication import ClusterReplicator
+from jqueue.cluster.rpc import client as rpc_client
 from jqueue.queue import JobQueue
 
 
@@ -54,16 +55,37 @@ class LoopbackClient:
         pass
 
 
+class StreamingLoopbackClient(LoopbackClient):
+    """A LoopbackClient that also has RpcClient.stream: a message is the call the
+    replication stream of jq-noded makes of it (the opening's body, the head, the data as
+    raw frames); with ``unsupported`` the node answers as one without streams.
+    ``calls`` counts messages under "<method> message"."""
+
+    unsupported = False
+
+    def stream(self, method, opening, head, data):
+        if self.down:
+            raise errors.RemoteError("node unreachable (test): connection refused")
+        if self.unsupported:
+            raise rpc_client.StreamUnsupported("node %s serves no stream %s (test)" % (
+                self.node_name, method))
+        assert method == "replicate_stream" and isinstance(data, bytes)
+        self.calls[method + " message"] += 1
+        body = dict(serializer.loads(serializer.dumps(opening)),
+                    **serializer.loads(serializer.dumps(head)), frames=data)
+        return serializer.loads(serializer.dumps(self.rpc.replicate(self.caller, body)))
+
+
 class Cluster:
     """A master queue replicating to in-process candidate replicas under one directory."""
 
     def __init__(self, root, candidates=2, min_acks=None, ack_timeout=2.0, pool_factory=None,
-                 epoch=1, session=1):
+                 epoch=1, session=1, client_class=LoopbackClient):
         self.root = str(root)
         self.names = ["c%d" % i for i in range(1, candidates + 1)]
         self.states = {name: NodeState(epoch, "master") for name in self.names}
         self.replicas = {name: self._open_replica(name) for name in self.names}
-        self.clients = {name: LoopbackClient("master", self._rpc(name), name)
+        self.clients = {name: client_class("master", self._rpc(name), name)
                         for name in self.names}
         self.fenced = []
         self.replicator = ClusterReplicator(

@@ -187,6 +187,8 @@ class Node:
                        "jobqueue_purge")
     METHODS = REPLICA_METHODS + ("node_info", "cluster_config_update", "vote", "step_down",
                                  "checkpoint", "test_delay")
+    #: Stream methods jq-noded serves over these (replicate_stream: replicate's messages).
+    STREAM_METHODS = ("replicate_stream",)
 
     def __init__(self, state_dir, state, config, checkpoint_interval=5.0,
                  masterd_socket=None):

@@ -401,12 +401,15 @@ def body_int(body, key):
 
 
 def _records(body):
-    """The records of a replicate body: "frames" (base64 of journal frames, each CRC
-    checked: [(payload, frame)]) or "records" (a list of record texts)."""
+    """The records of a replicate body: "frames" (journal frames, each CRC checked:
+    [(payload, frame)]; base64 in a call, bytes in a stream message) or "records" (a
+    list of record texts)."""
     if "frames" not in body:
         return _strings(body, "records")
     value = body["frames"]
     try:
+        if isinstance(value, bytes):
+            return journal.split_frames(value)
         data = base64.b64decode(value.encode("ascii") if isinstance(value, str) else b"!",
                                 validate=True)
         return journal.split_frames(data)

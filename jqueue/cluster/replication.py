@@ -328,6 +328,8 @@ class _Sender:
         self.acked = 0
         self.last_error = None
         self.reachable = None
+        #: Whether batches go on a stream (RpcClient.stream) rather than in calls.
+        self.streams = hasattr(client, "stream")
         self._thread = threading.Thread(target=self._run, name="replicate-%s" % name,
                                         daemon=True)
 
@@ -420,9 +422,19 @@ class _Sender:
         if batch is None:
             return
         seq_from, seq_to, frames, count = batch
-        body = dict(self.rep.base_body(), seq_from=seq_from, seq_to=seq_to,
-                    frames=base64.b64encode(b"".join(frames)).decode("ascii"))
-        self.client.call("replicate", body)
+        data = b"".join(frames)
+        if self.streams:
+            try:
+                self.client.stream("replicate_stream", self.rep.base_body(),
+                                   {"seq_from": seq_from, "seq_to": seq_to}, data)
+            except rpc_client.StreamUnsupported:
+                logger.info("candidate %s has no replication stream (an older jq-noded): "
+                            "one call per batch", self.name)
+                self.streams = False
+        if not self.streams:
+            body = dict(self.rep.base_body(), seq_from=seq_from, seq_to=seq_to,
+                        frames=base64.b64encode(data).decode("ascii"))
+            self.client.call("replicate", body)
         self._ok()
         with self.rep._cond:
             for _ in range(count):

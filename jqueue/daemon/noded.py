@@ -100,8 +100,10 @@ class NodeService(service.Service):
             self.node.start()
             self._pool = threadpool.ThreadPool(0, self.config.rpc_threads, name="noded-rpc")
             handlers = {name: server.Handler(func) for name, func in self.node.handlers().items()}
-            handlers["replicate"] = server.Handler(
-                _answer_when_durable(self.reactor, self.node.replicate_nowait), blocking=False)
+            replicate = _answer_when_durable(self.reactor, self.node.replicate_nowait)
+            handlers["replicate"] = server.Handler(replicate, blocking=False)
+            handlers["replicate_stream"] = server.StreamHandler(
+                lambda peer, opening: _stream_of(replicate, peer, opening))
             handlers.update(self._exec_handlers())
             self.site = server.make_site(handlers, self.node.allowed_peer, self._pool,
                                          max_body=self.config.rpc_max_body,
@@ -226,6 +228,18 @@ def _answer_when_durable(reactor, func):
                                                                     result))
         return deferred
     return handle
+
+
+def _stream_of(replicate, peer, opening):
+    """The messages of a replication stream: each a replicate call whose body is the
+    opening's (epoch, master, session) with the message's head (seq_from, seq_to) and
+    its data as the frames (raw, not base64). Every message is checked as a call is."""
+    logger.info("replication stream from %s opened (epoch %s, session %s)", peer,
+                opening.get("epoch"), opening.get("session"))
+
+    def on_message(head, data):
+        return replicate(peer, dict(opening, **head, frames=data))
+    return on_message
 
 
 def _fire(deferred, batch, result):

@@ -177,6 +177,12 @@ def test_jqctl_builds_lists_and_verifies_a_cluster(tmp_path, nodeds, daemons):
         ids = [client.submit_job([delay(0)]) for _ in range(10)]
         wait_all_final(client, ids)
     assert "node2: in sync" in wait_verified(master.socket)
+    with master.client() as client:  # (all of the first ones may have come by a resync)
+        ids += [client.submit_job([delay(0)]) for _ in range(3)]
+        wait_all_final(client, ids)
+    wait_verified(master.socket)
+    for name in names[1:]:  # batches go on a stream to each candidate
+        assert "replication stream from node1 opened (epoch 1" in started[name].stderr()
     code, out, err = jqctl("node", "list", socket=master.socket)
     rows = [line.split() for line in out.splitlines()]
     assert code == 0 and rows[0][:4] == ["Node", "Address", "Role", "Reachable"], err

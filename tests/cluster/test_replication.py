@@ -7,7 +7,7 @@ import time
 import pytest
 from conftest import delay, jqop, run_jobs
 from fakes import SyncPool
-from fakes_cluster import Cluster, LoopbackClient, NodeState
+from fakes_cluster import Cluster, LoopbackClient, NodeState, StreamingLoopbackClient
 
 from jqueue import constants, errors
 from jqueue.cluster.replica import Replica, ReplicaRpc
@@ -58,6 +58,26 @@ def test_acknowledged_jobs_are_on_the_candidates(cluster):
     ids = [cl.queue.submit_job([jqop(log_messages=["a", "b"])]) for _ in range(5)]
     for name in cl.names:
         assert set(ids) <= set(cl.replicas[name].queue._jobs)
+    run_jobs(cl.queue)
+    for name in cl.names:
+        assert _replica_jobs(cl.replicas[name]) == _master_jobs(cl.queue)
+    assert _in_sync(cl)
+
+
+@pytest.mark.parametrize("streams", [True, False])
+def test_batches_go_on_a_stream_or_in_calls_to_a_node_without_one(cluster, streams):
+    """A candidate with a replication stream gets each batch as a message of raw frames;
+    one without (an older jq-noded: StreamUnsupported) gets replicate calls from then on.
+    Either way every acknowledged job is on the candidates."""
+    cl = cluster(candidates=2, min_acks=2, client_class=StreamingLoopbackClient)
+    for client in cl.clients.values():
+        client.unsupported = not streams
+    ids = [cl.queue.submit_job([jqop()]) for _ in range(5)]
+    for name in cl.names:
+        assert set(ids) <= set(cl.replicas[name].queue._jobs)
+        calls = cl.clients[name].calls
+        assert (calls["replicate_stream message"] > 0) == streams
+        assert (calls["replicate"] > 0) == (not streams)
     run_jobs(cl.queue)
     for name in cl.names:
         assert _replica_jobs(cl.replicas[name]) == _master_jobs(cl.queue)
