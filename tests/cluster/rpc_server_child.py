@@ -12,7 +12,8 @@ timer), fail (OpPrereqError), bug (ZeroDivisionError), calls (the recorded calls
 itself recorded) and stats (connections accepted per listener; not recorded). A stream
 method, stream: its opening is refused if the body says "refuse"; each message answers
 {"seq": head["seq"], "size": len(data), "opening": the opening body, "peer": peer} at
-once, or after head["delay"] seconds, or fails (OpPrereqError) if head["fail"].
+once, or after head["delay"] seconds, or fails (OpPrereqError) if head["fail"]. allow
+(non-blocking) adds body["name"] to the nodes allowed to call, or removes it.
 """
 
 import logging
@@ -30,6 +31,8 @@ from jqueue.cluster.rpc import server
 
 CALLS = []
 SITES = {}
+#: The nodes allowed to call (the "allow" handler changes it, as membership changes do).
+ALLOWED = set()
 
 
 def recorded(own_name, method, func):
@@ -66,10 +69,17 @@ def make_handlers(own_name):
                 for name, func in functions.items()}
     handlers["later"] = server.Handler(recorded(own_name, "later", later), blocking=False)
     handlers["stream"] = server.StreamHandler(recorded(own_name, "stream", open_stream))
+    handlers["allow"] = server.Handler(allow, blocking=False)
     handlers["calls"] = server.Handler(lambda peer, body: list(CALLS), blocking=False)
     handlers["stats"] = server.Handler(lambda peer, body: {
         name: site.connections_made for name, site in SITES.items()}, blocking=False)
     return handlers
+
+
+def allow(peer, body):
+    """Allow (body["allowed"] true) or stop allowing body["name"] to call."""
+    (ALLOWED.add if body["allowed"] else ALLOWED.discard)(body["name"])
+    return sorted(ALLOWED)
 
 
 def open_stream(peer, opening):
@@ -88,9 +98,9 @@ def open_stream(peer, opening):
 
 
 @defer.inlineCallbacks
-def start(max_body, allowed, listeners):
+def start(max_body, listeners):
     try:
-        ports = yield listen_all(max_body, allowed, listeners)
+        ports = yield listen_all(max_body, listeners)
     except Exception:  # noqa: BLE001 - the parent sees the traceback and no PORTS line
         traceback.print_exc()
         sys.stderr.flush()
@@ -100,10 +110,10 @@ def start(max_body, allowed, listeners):
 
 
 @defer.inlineCallbacks
-def listen_all(max_body, allowed, listeners):
+def listen_all(max_body, listeners):
     ports = {}
     for name, tls_dir, *timeout in listeners:
-        site = server.make_site(make_handlers(name), allowed.__contains__, max_body=max_body,
+        site = server.make_site(make_handlers(name), ALLOWED.__contains__, max_body=max_body,
                                 reactor=reactor, timeout=float(timeout[0]) if timeout else 60)
         SITES[name] = site
         port = yield server.listen(reactor, site, tls.Credentials.from_dir(tls_dir),
@@ -121,11 +131,11 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="child %(levelname)s %(name)s: %(message)s")
     max_body = int(argv[1])
-    allowed = frozenset(argv[2].split(","))
+    ALLOWED.update(argv[2].split(","))
     listeners = [arg.split("=") for arg in argv[3:]]
     reactor.getThreadPool().adjustPoolsize(4, 16)
     threading.Thread(target=wait_for_stdin_eof, daemon=True).start()
-    reactor.callWhenRunning(start, max_body, allowed, listeners)
+    reactor.callWhenRunning(start, max_body, listeners)
     reactor.run(installSignalHandlers=False)
 
 

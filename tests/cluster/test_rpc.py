@@ -526,6 +526,23 @@ def test_a_node_without_the_stream_method_is_stream_unsupported(good):
     assert good.call("echo", {})["server"] == "node1"
 
 
+def test_a_stream_of_a_node_no_longer_allowed_is_refused_and_closed(good, make_client):
+    """Membership is asked at every message, as at every request: once the calling node
+    is no longer allowed, its next message is answered with TlsError and its stream
+    closed; allowed again, it opens a new one."""
+    client = make_client("node1", as_dir="node4")
+    assert client.stream("stream", {}, {"seq": 1}, b"")["peer"] == "node4"
+    try:
+        good.call("allow", {"name": "node4", "allowed": False})
+        with pytest.raises(errors.TlsError, match="node node4 is not a node of this cluster"):
+            client.stream("stream", {}, {"seq": 2}, b"")
+        with pytest.raises(errors.TlsError, match="not a node of this cluster"):
+            client.stream("stream", {}, {"seq": 3}, b"")  # a new opening: refused (403)
+    finally:
+        good.call("allow", {"name": "node4", "allowed": True})
+    assert client.stream("stream", {}, {"seq": 4}, b"")["seq"] == 4
+
+
 @pytest.mark.parametrize("bad, error", [
     (server.MESSAGE_LENGTHS.pack(10, MAX_BODY + 1), "stream message too large"),
     (server.MESSAGE_LENGTHS.pack(server.MAX_MESSAGE_HEAD + 1, 0), "stream message too large"),

@@ -288,7 +288,7 @@ class _MessageStream:
                                           "not %s" % type(head).__name__))
             return
         if not self._channel.site.resource.allows(self._peer):
-            self._end(errors.TlsError("node %s is not a node of this cluster" % self._peer))
+            self._end(_not_a_member(self._peer))
             return
         slot = [None]
         self._answers.append(slot)
@@ -319,6 +319,10 @@ class _MessageStream:
         self.closed = True
         self._buffer = bytearray()
         self._channel.loseConnection()
+
+
+def _not_a_member(name):
+    return errors.TlsError("node %s is not a node of this cluster" % name)
 
 
 def _is_tls_failure(reason):
@@ -406,7 +410,7 @@ class RpcResource(resource.Resource):
         """The name of the calling node, if it is allowed to call; else _Refusal 403."""
         name = request.channel.peer_node_name()
         if not self.allows(name):
-            raise _Refusal(403, errors.TlsError("node %s is not a node of this cluster" % name))
+            raise _Refusal(403, _not_a_member(name))
         return name
 
     def _open_stream(self, request, peer, name, handler, body):
