@@ -286,18 +286,12 @@ class RpcClient:
     def _stream_exchange(self, method, opening, head, data, deadline):
         kept = self._stream
         reused = (kept is not None and kept[:2] == (method, opening) and kept[2].usable())
-        if not reused:
+
+        def reopen():
             self._close_stream_unlocked()
             self._open_stream(method, opening, deadline)
-        try:
-            self._stream_send(head, data, deadline)
-        except _Failure:
-            if not reused:
-                raise
-            logger.debug("kept stream to %s closed; opening it again", self.node_name)
-            self._close_stream_unlocked()
-            self._open_stream(method, opening, deadline)
-            self._stream_send(head, data, deadline)
+
+        _send_on(reused, reopen, lambda: self._stream_send(head, data, deadline))
         try:
             return self._stream[2].answer(constants.RPC_MAX_RESPONSE_BYTES)
         except _TRANSPORT_ERRORS as err:
@@ -342,18 +336,12 @@ class RpcClient:
 
     def _exchange(self, method, data, deadline):
         reused = self._conn is not None and self._conn.usable()
-        if not reused:
+
+        def reconnect():
             self._close_unlocked()
             self._connect(deadline)
-        try:
-            self._send(method, data, deadline)
-        except _Failure:
-            if not reused:
-                raise
-            logger.debug("kept connection to %s closed; reconnecting", self.node_name)
-            self._close_unlocked()
-            self._connect(deadline)
-            self._send(method, data, deadline)
+
+        _send_on(reused, reconnect, lambda: self._send(method, data, deadline))
         return self._receive(deadline)
 
     def _connect(self, deadline):
@@ -415,6 +403,22 @@ class RpcClient:
     def _remote_error(self, method, cause):
         return errors.RemoteError("RPC %s to node %s (%s) failed: %s" % (
             method, self.node_name, self.address, _describe(cause, self.timeout)))
+
+
+def _send_on(reused, connect, send):
+    """send() on the kept connection if reused, else on a new one (connect()); a send
+    failing on a kept one (closed by the node meanwhile: nothing of it was taken) is
+    made once more on a new one."""
+    if not reused:
+        connect()
+    try:
+        send()
+    except _Failure:
+        if not reused:
+            raise
+        logger.debug("kept connection closed by the node; connecting again")
+        connect()
+        send()
 
 
 def _remaining(deadline):
