@@ -310,8 +310,9 @@ class _MessageStream:
             self._channel.transport.write(b"".join(out))
 
     def _end(self, error):
-        """Answer a message that breaks the stream with error (after the answers due
-        before it), then close."""
+        """Answer a message that breaks the stream with error, then close: the answer
+        goes after those ready before it; if one is still to come (a Deferred), neither
+        is written (the caller sees the connection closed)."""
         logger.warning("closing the stream from %s: %s", self._peer, errors.error_message(error))
         slot = [None]
         self._answers.append(slot)
