@@ -398,6 +398,8 @@ class _Sender:
             logger.warning("replication to %s failed: %s", self.name, message)
         self.last_error = message
         self.reachable = not isinstance(err, errors.RemoteError)
+        if not self.reachable:  # (it may come back upgraded: try its stream again)
+            self.streams = hasattr(self.client, "stream")
         with self.rep._cond:
             self.rep._cond.wait_for(lambda: not self._running(), self.rep.retry_interval)
 

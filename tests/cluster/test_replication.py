@@ -84,6 +84,25 @@ def test_batches_go_on_a_stream_or_in_calls_to_a_node_without_one(cluster, strea
     assert _in_sync(cl)
 
 
+def test_a_node_back_from_an_outage_is_asked_for_its_stream_again(cluster):
+    """A candidate served by calls (it had no stream) that becomes unreachable and comes
+    back (upgraded, say) is asked for its stream again, and gets its batches on it."""
+    cl = cluster(candidates=1, min_acks=1, client_class=StreamingLoopbackClient)
+    client = cl.clients["c1"]
+    client.unsupported = True
+    cl.queue.submit_job([jqop()])
+    assert client.calls["replicate"] > 0 and client.calls["replicate_stream message"] == 0
+    client.down = True
+    cl.replicator.set_min_acks(0)
+    cl.queue.submit_job([jqop()])
+    _wait_for(lambda: cl.replicator.status()["peers"][0]["reachable"] is False)
+    client.unsupported = client.down = False
+    cl.replicator.set_min_acks(1)
+    job_id = cl.queue.submit_job([jqop()])
+    assert client.calls["replicate_stream message"] > 0
+    assert job_id in cl.replicas["c1"].queue._jobs
+
+
 def test_default_policy_is_a_majority(cluster):
     """With 2 candidates one copy besides the master is enough; with 4, two."""
     assert cluster(candidates=2).replicator.min_acks == 1
