@@ -1655,7 +1655,7 @@ class JobQueue:
                 services = self._take_services_unlocked()
             try:
                 if rotation is not None:
-                    rotation.wait()
+                    self._journal.wait_written(rotation)
                 self._materialize(dirty, archiving, serial, deleted, position, services)
             except BaseException as err:
                 with self._lock:

@@ -381,8 +381,9 @@ class Journal:
         """Close the current file for new records; return the Batch that completes rotation.
 
         Records appended before this call end up in ``journal.old`` once the returned
-        batch is done; records appended after it go to a fresh ``journal``. The caller
-        must remove ``journal.old`` (remove_old) before rotating again.
+        batch is written (wait_written); records appended after it go to a fresh
+        ``journal``. The caller must remove ``journal.old`` (remove_old) before rotating
+        again.
         """
         with self._cond:
             self._check_open_unlocked()
@@ -391,6 +392,14 @@ class Journal:
             self.generation += 1
             self._cond.notify()
             return batch
+
+    def wait_written(self, batch):
+        """Block until batch is on the local disk, not for its replication (a checkpoint
+        needs the rotation here; the candidates' copies are the replicator's business);
+        raise if its write failed."""
+        batch.written.wait()
+        if batch.refused or self._failed is not None:
+            batch.wait()  # finished with its error (at once, or as soon as it is told)
 
     def remove_old(self):
         """Delete ``journal.old`` durably (after a checkpoint made its records redundant)."""

@@ -272,6 +272,34 @@ def test_partitioned_master_acknowledges_nothing_until_candidates_return(
     assert_identical_replicas(test_cluster, ["node2", "node3"], [first, first + 1, first + 2])
 
 
+def test_a_master_whose_candidates_are_all_down_still_checkpoints_and_stops(
+        tmp_path, nodeds, daemons):
+    """Both candidates frozen: a checkpoint that begins then (its journal holds a change
+    nobody acknowledged) ends all the same, and SIGTERM stops jq-masterd with status 0
+    instead of leaving it waiting for acknowledgements that cannot come."""
+    test_cluster, started, master = start_cluster(
+        tmp_path, nodeds, daemons, 3, args=["--checkpoint-interval", "0.5"])
+    queue_dir = test_cluster.queue_dir(test_cluster.master)
+    with master.client() as client:
+        first = client.submit_job([delay(0)])
+        wait_all_final(client, [first])
+        for name in ("node2", "node3"):
+            os.kill(started[name].proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(errors.SubmissionNotAcknowledged):
+                client.submit_job([delay(0)])
+            deadline = time.monotonic() + 10
+            while not os.path.exists(os.path.join(queue_dir, "job-%d" % (first + 1))):
+                assert time.monotonic() < deadline, "no checkpoint wrote the new job"
+                time.sleep(0.1)
+            assert master.stop() == 0, master.stderr()
+        finally:
+            for name in ("node2", "node3"):
+                os.kill(started[name].proc.pid, signal.SIGCONT)
+    for name, daemon in started.items():
+        assert daemon.stop() == 0, (name, daemon.stderr())
+
+
 def test_five_nodes_keep_acknowledging_with_two_candidates_down(tmp_path, nodeds, daemons):
     """Master + 4 candidates (2 copies needed): two killed candidates stop nothing; both
     resync, and every replica ends byte-identical."""

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import threading
 import time
 
 import pytest
@@ -130,6 +131,26 @@ def test_no_acknowledgement_without_enough_copies(cluster):
     _wait_for(lambda: cl.queue._jobs and cl.queue._jobs[1].visible)
     run_jobs(cl.queue)
     assert cl.queue.query_jobs([1], ["status"]) == [["success"]]
+
+
+def test_a_checkpoint_and_a_shutdown_do_not_wait_for_candidates_that_are_down(cluster):
+    """With every candidate down, a checkpoint still rotates and materializes the journal
+    (its rotation needs the local disk, not the candidates), and shutdown ends instead of
+    waiting for acknowledgements that cannot come (a master stuck in a checkpoint could
+    not be stopped)."""
+    cl = cluster(candidates=2, ack_timeout=0.3)
+    cl.stop_replica("c1")
+    cl.stop_replica("c2")
+    with pytest.raises(errors.ReplicationError):
+        cl.queue.submit_job([delay()])
+    checkpoint = threading.Thread(target=cl.queue.checkpoint, daemon=True)
+    checkpoint.start()
+    checkpoint.join(10)
+    assert not checkpoint.is_alive(), "the checkpoint waits for the candidates"
+    master_dir = os.path.join(cl.root, "master")
+    assert not os.path.exists(os.path.join(master_dir, "journal.old"))
+    assert os.path.exists(os.path.join(master_dir, "job-1"))
+    cl.queue.shutdown(timeout=5)  # returns (the fixture's close finds it closed)
 
 
 def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
