@@ -8,6 +8,7 @@ import time
 import pytest
 
 from jqueue import errors
+from jqueue.cluster import replication
 from jqueue.store import faults, journal
 
 
@@ -100,22 +101,13 @@ def test_commit_here_writes_and_finishes_in_the_calling_thread(tmp_path):
     assert _good_records(tmp_path / "journal") == [b"zero", b"one", b"two"]
 
 
-class _Ticket:
-    """A replication ticket as the journal sees one (done, wait)."""
-
-    def __init__(self, done, error=None):
-        self._event = threading.Event()
-        self.error = error
-        if done:
-            self._event.set()
-
-    @property
-    def done(self):
-        return self._event.is_set()
-
-    def wait(self):
-        self._event.wait()
-        return self.error
+def _done_ticket(error):
+    """A cluster's replication ticket that needs nothing more (its outcome: error)."""
+    if error is None:
+        return replication.Ticket(None, 1, 0)  # no candidate required
+    ticket = replication.Ticket(None, 1, 1)
+    ticket.fail(error)
+    return ticket
 
 
 @pytest.mark.parametrize("error", [None, errors.ReplicationError("refused by the policy")])
@@ -124,7 +116,7 @@ def test_a_batch_already_acknowledged_finishes_in_the_committing_thread(tmp_path
     local sync) finishes its batch in commit_here's thread, with the ticket's outcome,
     instead of going through the completer thread."""
     finished_in = []
-    jnl = _open(tmp_path, replicate=lambda frames: _Ticket(True, error),
+    jnl = _open(tmp_path, replicate=lambda frames: _done_ticket(error),
                 on_durable=lambda tags: finished_in.append(threading.get_ident()))
     batch = jnl.append_all([(b"one", "T1")], defer=True)
     batch.add_done_callback(lambda b: finished_in.append(threading.get_ident()))
@@ -138,14 +130,14 @@ def test_a_batch_already_acknowledged_finishes_in_the_committing_thread(tmp_path
 def test_a_batch_waiting_for_its_acknowledgement_finishes_when_it_comes(tmp_path):
     """A ticket not yet acknowledged leaves its batch to the completer: written but not
     done until the acknowledgement, then finished in another thread."""
-    ticket = _Ticket(False)
+    ticket = replication.Ticket(None, 1, 1)  # one candidate's acknowledgement required
     finished_in = []
     jnl = _open(tmp_path, replicate=lambda frames: ticket)
     batch = jnl.append_all([(b"one", "T1")], defer=True)
     batch.add_done_callback(lambda b: finished_in.append(threading.get_ident()))
     jnl.commit_here()
     assert batch.written.is_set() and not batch.done.wait(0.2)
-    ticket._event.set()
+    ticket.ack("c1")
     assert batch.done.wait(5) and batch.error is None
     assert finished_in and finished_in[0] != threading.get_ident()
     jnl.close()
