@@ -7,6 +7,7 @@ others with jqueue.cluster.admin (tests/cluster_helpers.build_cluster). The 5-no
 is a master and four master candidates (default policy: two candidate copies).
 """
 
+import contextlib
 import io
 import os
 import re
@@ -67,6 +68,18 @@ def start_cluster(tmp_path, nodeds, daemons, count, ack_timeout=ACK_TIMEOUT, arg
         daemon.wait_ready()
     master = daemons(test_cluster.state_dirs[test_cluster.master], args=list(args), **master)
     return test_cluster, started, master
+
+
+@contextlib.contextmanager
+def frozen(started, names):
+    """The jq-noded of each of names stopped (SIGSTOP) for the block, continued after."""
+    for name in names:
+        os.kill(started[name].proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for name in names:
+            os.kill(started[name].proc.pid, signal.SIGCONT)
 
 
 class Load:
@@ -235,9 +248,7 @@ def test_partitioned_master_acknowledges_nothing_until_candidates_return(
     with master.client() as client:
         first = client.submit_job([delay(0)])
         wait_all_final(client, [first])
-        for name in ("node2", "node3"):
-            os.kill(started[name].proc.pid, signal.SIGSTOP)
-        try:
+        with frozen(started, ("node2", "node3")):
             begun = time.monotonic()
             with pytest.raises(errors.SubmissionNotAcknowledged) as caught:
                 client.submit_job([delay(0)], token="retry-me")
@@ -255,9 +266,6 @@ def test_partitioned_master_acknowledges_nothing_until_candidates_return(
             for argv in (["list"], ["queue", "info"], ["info", str(first)]):
                 code, out, err = jqctl(*argv, socket=master.socket)
                 assert code == 0, (argv, err)
-        finally:
-            for name in ("node2", "node3"):
-                os.kill(started[name].proc.pid, signal.SIGCONT)
         deadline = time.monotonic() + SYNC_TIMEOUT
         while True:
             rows = client.query_jobs([], ["id", "status"])
@@ -283,9 +291,7 @@ def test_a_master_whose_candidates_are_all_down_still_checkpoints_and_stops(
     with master.client() as client:
         first = client.submit_job([delay(0)])
         wait_all_final(client, [first])
-        for name in ("node2", "node3"):
-            os.kill(started[name].proc.pid, signal.SIGSTOP)
-        try:
+        with frozen(started, ("node2", "node3")):
             with pytest.raises(errors.SubmissionNotAcknowledged):
                 client.submit_job([delay(0)])
             deadline = time.monotonic() + 10
@@ -293,9 +299,6 @@ def test_a_master_whose_candidates_are_all_down_still_checkpoints_and_stops(
                 assert time.monotonic() < deadline, "no checkpoint wrote the new job"
                 time.sleep(0.1)
             assert master.stop() == 0, master.stderr()
-        finally:
-            for name in ("node2", "node3"):
-                os.kill(started[name].proc.pid, signal.SIGCONT)
     for name, daemon in started.items():
         assert daemon.stop() == 0, (name, daemon.stderr())
 
