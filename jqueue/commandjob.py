@@ -254,16 +254,22 @@ class ProgressPattern:
     whole lines) that matches: a token pattern finds it from the end with a bytes search
     for its literal text, without decoding or even splitting the lines before it (output
     runs at hundreds of MB/s; a line-by-line scan in Python ran at about 20); a regex
-    pattern decodes blocks of lines from the end and searches their lines one by one
-    (about 120-180 MB/s of output where no line matches).
+    pattern decodes blocks of lines from the end that hold the text every match holds
+    and searches those of their lines that hold it (where no line matches: over 1 GB/s
+    of output without that text, 120-350 MB/s when every other line holds it).
     """
 
     def __init__(self, pattern):
         self._bytes_regex = None
         self._anchor = b""
+        self._holds_anchor = None
         if pattern.startswith("regex:"):
             self.regex = _compile_raw(pattern[len("regex:"):])
             self.scale = 1.0
+            anchor, literal_start = _required_text(self.regex)
+            self._anchor = anchor.encode("utf-8")
+            if anchor and not literal_start:  # (else the regex engine skips to it itself)
+                self._holds_anchor = re.compile(re.escape(anchor)).search
             return
         found = [(pattern.find(token), token) for token in _TOKENS if token in pattern]
         count = sum(pattern.count(token) for token in _TOKENS)
@@ -314,15 +320,19 @@ class ProgressPattern:
         return self._number(last[0].group(1)) if last else None
 
     def _last_regex_value(self, text, end):
-        """last_value for a regex, which any line may match: blocks of whole lines from
-        the end, each decoded at once and its lines searched in a loop of C calls (the
-        line's own decode and search per line in Python ran at about 14 MB/s)."""
-        search = self.regex.search
+        """last_value for a regex: blocks of whole lines from the end, each decoded at once
+        and its lines searched by C calls (filter; the line's own decode and search per
+        line in Python ran at about 14 MB/s). A line without the text every match holds
+        (_required_text) is not searched, and a block without it is not even decoded: a
+        regex starting with a class, as ``(\\d+)%``, tried at every digit of digit-rich
+        output ran at under 40 MB/s."""
         while end > 0:
             start = text.rfind(b"\n", 0, max(0, end - _REGEX_BLOCK)) + 1
-            lines = text[start:end - 1].decode("utf-8", "replace").split("\n")
-            for line in reversed(lines):
-                if search(line) is not None:
+            if text.find(self._anchor, start, end) >= 0:  # (always, without an anchor)
+                lines = reversed(text[start:end - 1].decode("utf-8", "replace").split("\n"))
+                if self._holds_anchor is not None:
+                    lines = filter(self._holds_anchor, lines)
+                for line in filter(self.regex.search, lines):
                     value = self.value(line)
                     if value is not None:
                         return value
@@ -338,6 +348,53 @@ class ProgressPattern:
     def _line_value(self, text, start, stop):
         matches = list(self._bytes_regex.finditer(text, start, stop))
         return self._number(matches[-1].group(1)) if matches else None
+
+
+def _required_text(regex):
+    """(the longest text that every match of regex (compiled, str) holds, whether the
+    regex begins with literal text); ("", False) if that cannot be told. The text is
+    literals in a row, in the pattern or in a group or repeat it cannot skip, read from
+    the parsed pattern (the standard library's own parser; not a public interface, so
+    anything unexpected gives "", which only means no shortcut). Case-insensitive parts
+    give nothing; a newline splits the text (a line holds none)."""
+    try:
+        from re import _parser
+        tree = _parser.parse(regex.pattern, regex.flags & ~re.UNICODE)
+        if tree.state.flags & re.IGNORECASE:
+            return "", False
+        repeats = {_parser.MAX_REPEAT, _parser.MIN_REPEAT,
+                   getattr(_parser, "POSSESSIVE_REPEAT", _parser.MAX_REPEAT)}
+        runs = []
+
+        def walk(items):
+            run = []
+            for op, arg in items:
+                if op is _parser.LITERAL:
+                    run.append(chr(arg))
+                    continue
+                runs.append("".join(run))
+                run = []
+                if op is _parser.SUBPATTERN and not arg[1] & re.IGNORECASE:
+                    walk(arg[3])
+                elif op in repeats and arg[0] >= 1:
+                    walk(arg[2])
+            runs.append("".join(run))
+
+        walk(tree)
+        pieces = [piece for run in runs for piece in re.split("[\n\ufffd]", run)]
+        usable = [piece for piece in pieces if _encodable(piece)]
+        literal_start = len(tree) > 0 and tree[0][0] is _parser.LITERAL
+    except Exception:  # noqa: BLE001 - the parser's internals changed: no shortcut
+        return "", False
+    return max(usable, key=len, default=""), literal_start
+
+
+def _encodable(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _compile_raw(text):

@@ -10,10 +10,13 @@ from jqueue import commandjob
 from jqueue.commandjob import MAX_PARTIAL_LINE, ProgressPattern, ProgressTracker
 
 PATTERNS = ["PROGRESS:%percent", "%percent", "[%one]", "frame %percent done", "é %one",
-            "regex:at (\\d\\.\\d+)", "regex:^(\\d+)$", "two\nlines %one"]
+            "regex:at (\\d\\.\\d+)", "regex:^(\\d+)$", "two\nlines %one", "regex:(\\d+)%",
+            "regex:(?i)AT (\\d\\.\\d+)", "regex:(?:at|frame) ([.\\d]+)(?: done)?",
+            "regex:(\\d)?\\s*%", "regex:é ([.\\d]+)", "regex:x\\n(\\d)", "regex:(?i:at) ([.\\d]+)"]
 PIECES = [b"PROGRESS:", b"PROGRESS:12", b"PROGRESS:7.5", b"PROGRESS:x", b"[0.25]", b"[.5]",
           b"[1.]", b"frame 30 done", b"frame 40", b"\xc3\xa9 0.5", b"\xc3\xa9 x", b"at 0.75",
-          b"42", b"-3", b"+250", b"junk", b"\xff\xfe", b" ", b"\n", b"\n", b"\n", b"\r\n"]
+          b"42", b"-3", b"+250", b"junk", b"\xff\xfe", b" ", b"\n", b"\n", b"\n", b"\r\n", b"0%",
+          b"1 %", b"%", b"x", b"At 0.25"]
 
 
 def reference_values(pattern, output, values):
@@ -72,6 +75,27 @@ def test_a_line_longer_than_the_partial_limit_is_dropped_not_kept_growing():
     tracker.feed(b"P:50" + b"x" * (MAX_PARTIAL_LINE + 1))
     assert not tracker.feed(b"\n") and tracker.values == [None, None]
     assert tracker.feed(b"P:60\n") and tracker.values == [0.6, None]
+
+
+def test_a_regex_searches_only_lines_holding_the_text_every_match_holds():
+    """A regex pattern's lines are searched only if they hold the literal text that every
+    match holds (here " done"), and a block of lines without it is not decoded: a regex
+    tried at every digit of digit-rich output ran at under 40 MB/s. Counted, not timed."""
+    text = b"".join(b"frame %d rendered in 4.%d s\n" % (n, n % 10) for n in range(20000))
+    pattern = ProgressPattern("regex:(\\d\\.\\d+) done")
+    searched = []
+    real = pattern.regex
+
+    class Counting:
+        finditer = real.finditer
+
+        def search(self, line):
+            searched.append(line)
+            return real.search(line)
+    pattern.regex = Counting()
+    assert pattern.last_value(text + b"frame 9: 0.55 done\n" + text, len(text) * 2 + 19) == 0.55
+    assert searched == ["frame 9: 0.55 done"]
+    assert pattern.last_value(text, len(text)) is None and len(searched) == 1
 
 
 def test_lines_without_the_patterns_text_are_never_decoded():
