@@ -76,6 +76,9 @@ logger = logging.getLogger(__name__)
 
 POLL_FAST = 0.05  # seconds between output checks of an attempt that wrote recently
 POLL_SLOW = 1.0   # ... of a quiet one (the interval doubles up to this)
+#: Seconds stop() waits for the leaves of ended attempts to empty: cgroup.kill only sends
+#: the signals, and a leaf cannot be removed until its last process has exited.
+STOP_LEAF_WAIT = 2.0
 NOFILE_WANTED = 65536  # soft RLIMIT_NOFILE the executor asks for (a pidfd per shim)
 #: In ``<state_dir>/exec``: the run directories that may hold attempts (a JSON list).
 RUN_DIRS_FILE = "run-dirs"
@@ -232,7 +235,9 @@ class Executor:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._remove_doomed_leaves()
+        deadline = time.monotonic() + STOP_LEAF_WAIT
+        while self._remove_doomed_leaves() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._containment.remove_parent()
         self._unlock()
 
@@ -549,10 +554,12 @@ class Executor:
             self._schedule_poll(self._reactor.seconds() + POLL_FAST)
 
     def _remove_doomed_leaves(self):
+        """Kill and remove the leaves of ended attempts; whether any is still there."""
         for leaf in list(self._doomed_leaves):
             containment.kill_leaf(leaf)
             if containment.remove_leaf(leaf):
                 self._doomed_leaves.discard(leaf)
+        return bool(self._doomed_leaves)
 
     # ---- watching ----
 

@@ -15,7 +15,7 @@ import pytest
 from exec_helpers import SHIMS, Executors, run_to_end, wait_ended
 
 from jqueue import errors, serializer
-from jqueue.exec import attemptdir
+from jqueue.exec import attemptdir, containment
 
 #: sh, a background sleep, a setsid'd sleep whose parent exits (re-parented to the shim),
 #: a setsid'd sleep whose parent waits for it (escapes the group while its parent lives).
@@ -451,6 +451,31 @@ def test_each_attempt_has_its_own_cgroup_leaf_while_it_runs(executors, shim):
     executor.kill(3, 2)
     wait_ended(executor, reactor, recorder, 3, 2)
     assert not os.path.exists(info.cgroup)
+
+
+def test_stop_waits_for_the_leaf_of_an_ended_attempt_to_empty(executors, monkeypatch):
+    """When a shim dies, the executor kills its leaf; cgroup.kill only sends the signals,
+    and a leaf whose last process is still exiting cannot be removed yet (here: removal
+    refused until 0.3 s into stop). stop() keeps trying for a while, so that it leaves
+    no leaf and no parent cgroup behind."""
+    executor, reactor, recorder = make(executors)
+    info = executor.launch(executors.spec(1, ["sleep", "1000"]))
+    reactor.run_until(lambda: executor.info(1, 1).pid, 10, "the pid")
+    real_remove, busy_until = containment.remove_leaf, [float("inf")]
+
+    def remove_leaf(path):
+        return time.monotonic() >= busy_until[0] and real_remove(path)
+    monkeypatch.setattr(containment, "remove_leaf", remove_leaf)
+    spec = serializer.loads(open(os.path.join(
+        attemptdir.attempt_path(executor.state_dir, 1, 1), "spec.json"), "rb").read())
+    os.kill(spec["shim_pid"], signal.SIGKILL)
+    assert wait_ended(executor, reactor, recorder, 1).error == (
+        "attempt lost: its supervisor died")
+    assert os.path.isdir(info.cgroup)  # still "emptying"
+    parent = os.path.dirname(info.cgroup)
+    busy_until[0] = time.monotonic() + 0.3
+    executor.stop()
+    assert not os.path.exists(info.cgroup) and not os.path.exists(parent)
 
 
 def test_the_fallback_says_why_and_uses_no_cgroup(executors):
