@@ -65,6 +65,22 @@ def test_acknowledged_jobs_are_on_the_candidates(cluster):
     assert _in_sync(cl)
 
 
+def test_each_candidates_sender_thread_carries_its_name_in_the_kernel(cluster):
+    """top -H and ps -L show which candidate's sender spends the CPU (jq-repl-<node>)."""
+    cluster(candidates=2)
+
+    def names():
+        found = set()
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open("/proc/self/task/%s/comm" % tid) as f:
+                    found.add(f.read().strip())
+            except FileNotFoundError:  # a thread that just ended
+                pass
+        return found
+    _wait_for(lambda: {"jq-repl-c1", "jq-repl-c2"} <= names())
+
+
 @pytest.mark.parametrize("streams", [True, False])
 def test_batches_go_on_a_stream_or_in_calls_to_a_node_without_one(cluster, streams):
     """A candidate with a replication stream gets each batch as a message of raw frames;
