@@ -56,7 +56,10 @@ class JobIndex:
             if old is not None and before is not None:
                 self._discard(lists, before, job_id)
             if after is not None:
-                lists.setdefault(after, SortedList()).add(job_id)
+                ids = lists.get(after)
+                if ids is None:  # (not setdefault: it would build a list at every call)
+                    ids = lists[after] = SortedList()
+                ids.add(job_id)
         self._values[job_id] = values
 
     def fill(self, entries):
