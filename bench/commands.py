@@ -247,8 +247,10 @@ def run(root, quick=False, results=None):
                      busy_t / idle_t))
         rows.append(("    jq-masterd RSS with %d sleeps (idle %.0f MiB)" % (sleeps, idle_r),
                      busy_r, "MiB", busy_r / idle_r))
-        plain = plain_rate(root, size, sync=False)
-        synced = plain_rate(root, size, sync=True)
+        # The best of three: one write of 200 MB into memory this machine just handed
+        # back to its host ran at 770 MB/s in a full run, the next ones at 2,000.
+        plain = max(plain_rate(root, size, sync=False) for _ in range(3))
+        synced = max(plain_rate(root, size, sync=True) for _ in range(3))
         rate = output_rate(single_sock, root, size)
         rows.append(("(e) `cmd > file`, %d MB" % (size // 1000000), plain, "MB/s", 1.0))
         rows.append(("    `cmd > file` and fdatasync", synced, "MB/s", synced / plain))
