@@ -27,6 +27,8 @@ import random
 import re
 import time
 
+import re2
+
 from jqueue import constants, errors, ptypes
 from jqueue.opcodes import OpCode, Param, register
 from jqueue.ptypes import Tags, parse_tags  # noqa: F401 - callers use them from here
@@ -39,6 +41,14 @@ _REGEX_BLOCK = 64 * 1024
 #: rest is searched in one pass (output whose every line holds the text and does not
 #: match ran at about 20 MB/s line by line).
 _CANDIDATE_LINES = 32
+#: RE2's options for regex progress patterns: errors are the caller's, not logged on the
+#: daemon's standard error; no match takes in a newline (see _last_regex_value).
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.never_nl = True
+#: Assertions of a text's start or end, which a pattern searched over a block of lines
+#: would see at the block's ends only (such a pattern is tried on each line alone).
+_TEXT_ANCHORS = re.compile(r"\\[Az]")
 _TOKENS = {"%percent": 100.0, "%one": 1.0}
 _DIGITS = [bytes([digit]) for digit in b"0123456789"]
 _NUMBER = r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
@@ -116,7 +126,7 @@ class _ExitCodes(ptypes.PType):
 
 class _ProgressPatternType(ptypes.PType):
     desc = ("a progress pattern: text with one %percent or %one token, or 'regex:' and a "
-            "regular expression with one group")
+            "regular expression with one group (RE2 syntax: no backreferences or lookaround)")
 
     def check(self, value):
         if not isinstance(value, str):
@@ -254,22 +264,20 @@ class ProgressPattern:
     whole lines) that matches: a token pattern finds it from the end with a bytes search
     for its literal text, without decoding or even splitting the lines before it (output
     runs at hundreds of MB/s; a line-by-line scan in Python ran at about 20); a regex
-    pattern decodes blocks of lines from the end that hold the text every match holds
-    and searches those of their lines that hold it (where no line matches: over 1 GB/s
-    of output without that text, 120-350 MB/s when every other line holds it).
+    pattern (RE2's syntax and engine: linear time, whatever the pattern) decodes blocks
+    of lines from the end and searches each whole before any of its lines.
     """
 
     def __init__(self, pattern):
         self._bytes_regex = None
         self._anchor = b""
-        self._holds_anchor = None
+        self._block_regex = None
         if pattern.startswith("regex:"):
-            self.regex = _compile_raw(pattern[len("regex:"):])
+            source = pattern[len("regex:"):]
+            self.regex = _compile_raw(source)
             self.scale = 1.0
-            anchor, literal_start = _required_text(self.regex)
-            self._anchor = anchor.encode("utf-8")
-            if anchor and not literal_start:  # (else the regex engine skips to it itself)
-                self._holds_anchor = re.compile(re.escape(anchor)).search
+            if not _TEXT_ANCHORS.search(source):  # (those would see a block's ends only)
+                self._block_regex = re2.compile("(?m)" + source, _RE2_OPTIONS)
             return
         found = [(pattern.find(token), token) for token in _TOKENS if token in pattern]
         count = sum(pattern.count(token) for token in _TOKENS)
@@ -320,24 +328,42 @@ class ProgressPattern:
         return self._number(last[0].group(1)) if last else None
 
     def _last_regex_value(self, text, end):
-        """last_value for a regex: blocks of whole lines from the end, each decoded at once
-        and its lines searched by C calls (filter; the line's own decode and search per
-        line in Python ran at about 14 MB/s). A line without the text every match holds
-        (_required_text) is not searched, and a block without it is not even decoded: a
-        regex starting with a class, as ``(\\d+)%``, tried at every digit of digit-rich
-        output ran at under 40 MB/s."""
+        """last_value for a regex: blocks of whole lines from the end, each decoded at once.
+
+        RE2 runs in time linear in the text whatever the pattern (Python's engine took
+        seconds for 24 characters of ``(?:a+)+(\\d)``, in jq-masterd's event loop). A
+        call costs about a microsecond, so a block is first searched whole, in multi-line
+        mode with no match crossing a newline (``never_nl``), which finds a match exactly
+        where some line of it matches alone: a block without one is done in one call. In
+        a block with one, its last lines are tried one by one, then its matches are
+        listed (few, if not in its last lines) and their lines tried from the last.
+        """
         while end > 0:
             start = text.rfind(b"\n", 0, max(0, end - _REGEX_BLOCK)) + 1
-            if text.find(self._anchor, start, end) >= 0:  # (always, without an anchor)
-                lines = reversed(text[start:end - 1].decode("utf-8", "replace").split("\n"))
-                if self._holds_anchor is not None:
-                    lines = filter(self._holds_anchor, lines)
-                for line in filter(self.regex.search, lines):
-                    value = self.value(line)
-                    if value is not None:
-                        return value
+            value = self._block_value(text[start:end - 1].decode("utf-8", "replace"))
+            if value is not None:
+                return value
             end = start
         return None
+
+    def _block_value(self, block):
+        """The value of the last line of block (lines joined by newlines) that gives one."""
+        if self._block_regex is None:  # \A or \z: every line alone, from the last
+            return _first_value(self.value, reversed(block.split("\n")))
+        if self._block_regex.search(block) is None:
+            return None
+        cut = len(block)
+        for _ in range(_CANDIDATE_LINES):
+            if cut < 0:
+                return None
+            line_start = block.rfind("\n", 0, cut) + 1
+            value = self.value(block[line_start:cut])
+            if value is not None:
+                return value
+            cut = line_start - 1
+        starts = [found.start() for found in self._block_regex.finditer(block, 0, max(cut, 0))]
+        return _first_value(self.value, (block[block.rfind("\n", 0, at) + 1:_line_end(block, at)]
+                                         for at in reversed(starts)))
 
     def _last_candidate(self, text, end):
         """A position in the last line of text[:end] that may match (-1: none can)."""
@@ -350,58 +376,30 @@ class ProgressPattern:
         return self._number(matches[-1].group(1)) if matches else None
 
 
-def _required_text(regex):
-    """(the longest text that every match of regex (compiled, str) holds, whether the
-    regex begins with literal text); ("", False) if that cannot be told. The text is
-    literals in a row, in the pattern or in a group or repeat it cannot skip, read from
-    the parsed pattern (the standard library's own parser; not a public interface, so
-    anything unexpected gives "", which only means no shortcut). Case-insensitive parts
-    give nothing; a newline splits the text (a line holds none)."""
-    try:
-        from re import _parser
-        tree = _parser.parse(regex.pattern, regex.flags & ~re.UNICODE)
-        if tree.state.flags & re.IGNORECASE:
-            return "", False
-        repeats = {_parser.MAX_REPEAT, _parser.MIN_REPEAT,
-                   getattr(_parser, "POSSESSIVE_REPEAT", _parser.MAX_REPEAT)}
-        runs = []
-
-        def walk(items):
-            run = []
-            for op, arg in items:
-                if op is _parser.LITERAL:
-                    run.append(chr(arg))
-                    continue
-                runs.append("".join(run))
-                run = []
-                if op is _parser.SUBPATTERN and not arg[1] & re.IGNORECASE:
-                    walk(arg[3])
-                elif op in repeats and arg[0] >= 1:
-                    walk(arg[2])
-            runs.append("".join(run))
-
-        walk(tree)
-        pieces = [piece for run in runs for piece in re.split("[\n\ufffd]", run)]
-        usable = [piece for piece in pieces if _encodable(piece)]
-        literal_start = len(tree) > 0 and tree[0][0] is _parser.LITERAL
-    except Exception:  # noqa: BLE001 - the parser's internals changed: no shortcut
-        return "", False
-    return max(usable, key=len, default=""), literal_start
+def _first_value(value, lines):
+    """The first value value(line) gives for lines (an iterable), or None."""
+    for line in lines:
+        found = value(line)
+        if found is not None:
+            return found
+    return None
 
 
-def _encodable(text):
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _line_end(text, at):
+    end = text.find("\n", at)
+    return len(text) if end < 0 else end
 
 
 def _compile_raw(text):
+    """A regex progress pattern's text compiled by RE2 (its syntax: no backreferences or
+    lookaround; linear time)."""
     try:
-        regex = re.compile(text)
-    except re.error as err:
-        raise ValueError("bad regular expression: %s" % err) from None
+        regex = re2.compile(text, _RE2_OPTIONS)
+    except re2.error as err:
+        reason = err.args[0] if err.args else err
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError("bad regular expression (RE2 syntax): %s" % reason) from None
     if regex.groups != 1:
         raise ValueError("the regular expression needs exactly one group")
     return regex

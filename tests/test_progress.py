@@ -3,6 +3,8 @@ line-by-line reference: the same values whatever the output and however it is cu
 
 import random
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +14,8 @@ from jqueue.commandjob import MAX_PARTIAL_LINE, ProgressPattern, ProgressTracker
 PATTERNS = ["PROGRESS:%percent", "%percent", "[%one]", "frame %percent done", "é %one",
             "regex:at (\\d\\.\\d+)", "regex:^(\\d+)$", "two\nlines %one", "regex:(\\d+)%",
             "regex:(?i)AT (\\d\\.\\d+)", "regex:(?:at|frame) ([.\\d]+)(?: done)?",
-            "regex:(\\d)?\\s*%", "regex:é ([.\\d]+)", "regex:x\\n(\\d)", "regex:(?i:at) ([.\\d]+)"]
+            "regex:(\\d)?\\s*%", "regex:é ([.\\d]+)", "regex:x\\n(\\d)", "regex:(?i:at) ([.\\d]+)",
+            "regex:\\A(\\d+)", "regex:(\\d)\\z", "regex:[^%]*(\\d)%", "regex:(?s)a.*(\\d)"]
 PIECES = [b"PROGRESS:", b"PROGRESS:12", b"PROGRESS:7.5", b"PROGRESS:x", b"[0.25]", b"[.5]",
           b"[1.]", b"frame 30 done", b"frame 40", b"\xc3\xa9 0.5", b"\xc3\xa9 x", b"at 0.75",
           b"42", b"-3", b"+250", b"junk", b"\xff\xfe", b" ", b"\n", b"\n", b"\n", b"\r\n", b"0%",
@@ -77,25 +80,40 @@ def test_a_line_longer_than_the_partial_limit_is_dropped_not_kept_growing():
     assert tracker.feed(b"P:60\n") and tracker.values == [0.6, None]
 
 
-def test_a_regex_searches_only_lines_holding_the_text_every_match_holds():
-    """A regex pattern's lines are searched only if they hold the literal text that every
-    match holds (here " done"), and a block of lines without it is not decoded: a regex
-    tried at every digit of digit-rich output ran at under 40 MB/s. Counted, not timed."""
+def test_a_regex_tries_lines_alone_only_in_a_block_with_a_match():
+    """A regex pattern searches a block of lines whole first (one call of the regex
+    engine, about a microsecond each): of 40,000 lines around one progress line, only
+    the last lines of its block and that line are tried alone; without it, none is."""
     text = b"".join(b"frame %d rendered in 4.%d s\n" % (n, n % 10) for n in range(20000))
     pattern = ProgressPattern("regex:(\\d\\.\\d+) done")
-    searched = []
-    real = pattern.regex
-
-    class Counting:
-        finditer = real.finditer
-
-        def search(self, line):
-            searched.append(line)
-            return real.search(line)
-    pattern.regex = Counting()
+    tried = []
+    real = pattern.value
+    pattern.value = lambda line: tried.append(line) or real(line)
     assert pattern.last_value(text + b"frame 9: 0.55 done\n" + text, len(text) * 2 + 19) == 0.55
-    assert searched == ["frame 9: 0.55 done"]
-    assert pattern.last_value(text, len(text)) is None and len(searched) == 1
+    assert len(tried) <= commandjob._CANDIDATE_LINES + 1 and tried[-1] == "frame 9: 0.55 done"
+    del tried[:]
+    assert pattern.last_value(text, len(text)) is None and tried == []
+    crossing = ProgressPattern("regex:[^%]*(\\d)%")  # [^%] would take in newlines
+    text = b"x\n0%\n" + b"junk\n" * (commandjob._CANDIDATE_LINES + 1)
+    assert crossing.last_value(text, len(text)) == 0.0  # no match spans "x\n0%"
+
+
+def test_a_regex_takes_linear_time_whatever_the_pattern():
+    """RE2, not a backtracking engine: (?:a+)+(\\d) on a line of 40 a's (tried alone: the
+    block holds a match) took Python's own engine hours (doubling with each a, in the
+    daemon's event loop); here it ends at once. Run in a child process so that a
+    backtracking engine fails the test (after 60 s) instead of hanging it."""
+    script = ("from jqueue.commandjob import ProgressTracker\n"
+              "t = ProgressTracker('regex:(?:a+)+(\\\\d)')\n"
+              "print(t.feed(b'a5\\n' + b'a' * 40 + b'c\\n'), t.values)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.stdout.split() == [b"True", b"[1.0,", b"None]"], done.stderr
+
+
+@pytest.mark.parametrize("text", ["(a)\\1(\\d)", "(?<=a)(\\d)", "(\\d)\\Z"])
+def test_a_regex_outside_re2s_syntax_is_refused_with_the_reason(text):
+    with pytest.raises(ValueError, match=r"bad regular expression \(RE2 syntax\): .+"):
+        ProgressPattern("regex:" + text)
 
 
 def test_lines_without_the_patterns_text_are_never_decoded():
