@@ -13,7 +13,7 @@ import uuid
 import pytest
 from daemon_helpers import wait_all_final
 
-from jqueue import constants
+from jqueue import constants, errors
 
 FIELDS = ["status", "exit_status", "signal", "timed_out", "reason", "attempt", "node"]
 
@@ -95,6 +95,21 @@ def test_a_shell_string_and_its_environment(daemon):
              and not line.startswith("*")}
     assert {"PATH", "HOME", "USER", "LANG", "JQ_JOB_ID", "JQ_NODE", "GREETING"} <= names
     assert "PYTHONPATH" not in names and "PWD" in names  # sh sets PWD; the daemon's is gone
+
+
+def test_a_backtracking_regex_progress_pattern_does_not_stop_the_daemon(daemon):
+    """(?:a+)+(\\d) against a line of 40 a's took Python's regex engine hours, in
+    jq-masterd's event loop; on RE2 the job ends with the progress of the line that
+    matches. A pattern outside RE2's syntax (a backreference) is refused at submit as the
+    caller's error, with RE2's reason, and leaves no job."""
+    op = command("echo a5; printf 'a%.0s' $(seq 40); echo c",
+                 progress_pattern="regex:(?:a+)+(\\d)")
+    job_id, row = run_to_end(daemon, op, timeout=30)
+    with daemon.client() as client:
+        assert row["status"] == "success" and client.query_jobs([job_id], ["progress"]) == [[1.0]]
+        with pytest.raises(errors.OpPrereqError, match=r"RE2 syntax\): invalid escape sequence"):
+            client.submit_job([command("true", progress_pattern="regex:(a)\\1(\\d)")])
+        assert [row[0] for row in client.query_jobs([], ["id"])] == [job_id]
 
 
 def test_a_missing_directory_fails_internal_error_and_the_command_never_runs(daemon,
