@@ -27,9 +27,7 @@ import random
 import re
 import time
 
-import re2
-
-from jqueue import constants, errors, ptypes
+from jqueue import constants, errors, ptypes, userregex
 from jqueue.opcodes import OpCode, Param, register
 from jqueue.ptypes import Tags, parse_tags  # noqa: F401 - callers use them from here
 
@@ -41,11 +39,6 @@ _REGEX_BLOCK = 64 * 1024
 #: rest is searched in one pass (output whose every line holds the text and does not
 #: match ran at about 20 MB/s line by line).
 _CANDIDATE_LINES = 32
-#: RE2's options for regex progress patterns: errors are the caller's, not logged on the
-#: daemon's standard error; no match takes in a newline (see _last_regex_value).
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
-_RE2_OPTIONS.never_nl = True
 #: Assertions of a text's start or end, which a pattern searched over a block of lines
 #: would see at the block's ends only (such a pattern is tried on each line alone).
 _TEXT_ANCHORS = re.compile(r"\\[Az]")
@@ -277,7 +270,7 @@ class ProgressPattern:
             self.regex = _compile_raw(source)
             self.scale = 1.0
             if not _TEXT_ANCHORS.search(source):  # (those would see a block's ends only)
-                self._block_regex = re2.compile("(?m)" + source, _RE2_OPTIONS)
+                self._block_regex = userregex.compile_pattern("(?m)" + source, never_nl=True)
             return
         found = [(pattern.find(token), token) for token in _TOKENS if token in pattern]
         count = sum(pattern.count(token) for token in _TOKENS)
@@ -391,15 +384,11 @@ def _line_end(text, at):
 
 
 def _compile_raw(text):
-    """A regex progress pattern's text compiled by RE2 (its syntax: no backreferences or
-    lookaround; linear time)."""
+    """A regex progress pattern's text compiled by RE2 (jqueue.userregex)."""
     try:
-        regex = re2.compile(text, _RE2_OPTIONS)
-    except re2.error as err:
-        reason = err.args[0] if err.args else err
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        raise ValueError("bad regular expression (RE2 syntax): %s" % reason) from None
+        regex = userregex.compile_pattern(text, never_nl=True)
+    except ValueError as err:
+        raise ValueError("bad regular expression (%s)" % err) from None
     if regex.groups != 1:
         raise ValueError("the regular expression needs exactly one group")
     return regex

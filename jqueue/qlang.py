@@ -6,7 +6,7 @@ A filter is a JSON list ``[operator, operands...]``:
     ["!", f]                                  not f
     ["?", field]                              the field's value is true
     ["=", field, value] (alias "==")          equal; also "!=", "<", ">", "<=", ">="
-    ["=~", field, regex]                      re.search on a text value (or any text item)
+    ["=~", field, regex]                      RE2's search on a text value (or any text item)
     ["=[]", field, value]                     the field's list (or text) contains value
 
 Fields are named by strings and must exist; a value must fit its field (a number for
@@ -17,9 +17,8 @@ an unexpected type simply does not match.
 """
 
 import operator
-import re
 
-from jqueue import constants, errors, ptypes, query
+from jqueue import constants, errors, ptypes, query, userregex
 
 OP_OR = "|"
 OP_AND = "&"
@@ -228,9 +227,9 @@ def _regexp(op, name, kind, value):
         raise _error("operator '=~' needs a regular expression (a string), got %s",
                      _short(value))
     try:
-        regex = re.compile(value)
-    except (re.error, OverflowError, RecursionError, ValueError) as err:
-        raise _error("invalid regular expression %s: %s", _short(value), err) from None
+        regex = userregex.compile_pattern(value)
+    except ValueError as err:
+        raise _error("invalid regular expression %s (%s)", _short(value), err) from None
     return lambda v: _search(regex, v)
 
 

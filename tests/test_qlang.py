@@ -1,5 +1,8 @@
 """Tests of jqueue.qlang: query filter checking, compilation and evaluation."""
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,6 +93,17 @@ def test_unexpected_row_values_never_raise():
         assert qlang.compile_filter(qfilter)(odd) is False
 
 
+def test_a_regex_filter_takes_linear_time_whatever_the_pattern():
+    """(?:a+)+$ against a summary of 40 a's and a '!' took Python's backtracking engine
+    hours, in the daemon's event loop; RE2 answers at once. In a child process, so that a
+    backtracking engine fails the test (after 60 s) instead of hanging it."""
+    script = ("from jqueue import qlang\n"
+              "f = qlang.compile_filter(['=~', 'summary', '(?:a+)+$'])\n"
+              "print(f({'summary': 'a' * 40 + '!'}), f({'summary': 'a' * 40}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.stdout.split() == [b"False", b"True"], done.stderr
+
+
 def test_filter_is_compiled_once_and_reused():
     """The same compiled filter evaluates many rows independently."""
     compiled = qlang.compile_filter(["=~", "status", "ing$"])
@@ -128,6 +142,9 @@ def test_filter_is_compiled_once_and_reused():
     (["<", "ops", 1], "cannot order field 'ops'"),
     (["<", "archived", True], "cannot order field 'archived'"),
     (["=~", "status", "("], "invalid regular expression"),
+    (["=~", "status", "(a)\\1"], r"invalid regular expression.*RE2 syntax: invalid escape"),
+    (["=~", "status", "(?<=a)b"], r"RE2 syntax: invalid perl operator"),
+    (["=~", "status", "\ud800"], "lone surrogate"),
     (["=~", "status", 5], "needs a regular expression"),
     (["=~", "id", "1"], "needs a text or list field"),
     (["=[]", "priority", 1], "needs a text or list field"),

@@ -107,7 +107,7 @@ def test_a_backtracking_regex_progress_pattern_does_not_stop_the_daemon(daemon):
     job_id, row = run_to_end(daemon, op, timeout=30)
     with daemon.client() as client:
         assert row["status"] == "success" and client.query_jobs([job_id], ["progress"]) == [[1.0]]
-        with pytest.raises(errors.OpPrereqError, match=r"RE2 syntax\): invalid escape sequence"):
+        with pytest.raises(errors.OpPrereqError, match=r"RE2 syntax: invalid escape sequence"):
             client.submit_job([command("true", progress_pattern="regex:(a)\\1(\\d)")])
         assert [row[0] for row in client.query_jobs([], ["id"])] == [job_id]
 
