@@ -37,7 +37,8 @@ MAX_PARTIAL_LINE = 64 * 1024
 _REGEX_BLOCK = 64 * 1024
 #: Lines holding a token pattern's literal text tried one by one from the end before the
 #: rest is searched in one pass (output whose every line holds the text and does not
-#: match ran at about 20 MB/s line by line).
+#: match ran at about 20 MB/s line by line); likewise a regex's last lines in a block
+#: that holds a match, before the block's matches are listed.
 _CANDIDATE_LINES = 32
 #: Assertions of a text's start or end, which a pattern searched over a block of lines
 #: would see at the block's ends only (such a pattern is tried on each line alone).
