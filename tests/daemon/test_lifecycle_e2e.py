@@ -158,11 +158,13 @@ def test_retention_archives_and_purges_by_itself_and_purge_does_it_now(daemons):
     job_id = int(out.split("Job ")[1].split()[0])
     log = os.path.join(daemon.state_dir, "logs", "%d.log" % job_id)
     assert os.path.exists(log)
+    directory = os.path.join(daemon.queue_dir, "archive", "0")
     with daemon.client() as client:
-        wait_until(lambda: client.query_jobs([job_id], ["id"]) == [None], 60,
-                   "the job to be archived and purged")
+        # The job's file goes first, then its log, then the directory left empty: the
+        # job is gone from queries a moment before the purge has done all of it.
+        wait_until(lambda: client.query_jobs([job_id], ["id"]) == [None]
+                   and not os.path.exists(directory), 60, "the job to be archived and purged")
     assert not os.path.exists(log)
-    assert not os.path.exists(os.path.join(daemon.queue_dir, "archive", "0"))
     info = serializer.loads(daemon.jqctl("queue", "info", "--json")[1])["retention"]
     assert info["totals"]["archived"] >= 1 and info["totals"]["purged"] >= 1
     assert info["totals"]["bytes_freed"] > 0
