@@ -107,6 +107,8 @@ def test_actions_cancel_priority_signal_hold_release_retry_archive(served):
     assert client.get("%s/%d" % (JOBS, sleeper)).json()["held"] is True
     answer = client.post("%s/%d/release" % (JOBS, sleeper))
     assert check_schema(answer, path + "release", "POST").json()["ok"]
+    assert client.post("%s/%d/cancel" % (JOBS, sleeper), {"kill": True}).status == 200
+    assert client.wait_job(sleeper)["status"] == "canceled"  # (it would outlive the daemon)
     deleted = client.request("DELETE", "%s/%d" % (JOBS, queued))
     assert check_schema(deleted, JOBS + "/{id}", "DELETE").json() == {"id": queued,
                                                                        "archived": True}
@@ -118,6 +120,7 @@ def test_actions_cancel_priority_signal_hold_release_retry_archive(served):
     refused = client.request("DELETE", "%s/%d" % (JOBS, running))
     assert check_schema(refused, JOBS + "/{id}", "DELETE").status == 409
     assert client.post("%s/%d/cancel" % (JOBS, running), {"kill": True}).status == 200
+    assert client.wait_job(running)["status"] == "canceled"
 
 
 def test_list_items_carry_a_groups_counts_and_holds(served):

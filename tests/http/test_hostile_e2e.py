@@ -282,7 +282,9 @@ def test_ipv6_loopback_serves_without_authentication(daemons, tmp_path):
     client = HttpClient(port, host="::1")
     answer = client.wait_ready()
     assert answer.status == 200 and answer.json()["authenticated"] is False
-    assert client.get("/json/addjob?cmd=true").text.isdigit()
+    job_id = client.get("/json/addjob?cmd=true").text
+    assert job_id.isdigit()
+    assert client.wait_job(int(job_id))["status"] == "success"  # ended before the daemon stops
     assert "HTTP on http://[::1]:%d/ (loopback, no authentication)" % port in daemon.stderr()
     client.close()
 
