@@ -10,24 +10,23 @@ refuses is the caller's error, with RE2's reason, and is never logged by RE2 its
 
 import re2
 
-_OPTIONS = {}
-
 
 def _options(never_nl):
-    options = _OPTIONS.get(never_nl)
-    if options is None:
-        options = re2.Options()
-        options.log_errors = False  # (RE2 would write to the daemon's standard error)
-        options.never_nl = never_nl
-        _OPTIONS[never_nl] = options
+    options = re2.Options()
+    options.log_errors = False  # (RE2 would write to the daemon's standard error)
+    options.never_nl = never_nl
     return options
+
+
+#: RE2's options by never_nl.
+_OPTIONS = {False: _options(False), True: _options(True)}
 
 
 def compile_pattern(text, never_nl=False):
     """text compiled by RE2 (never_nl: no match takes in a newline); ValueError saying
     why if RE2 refuses it."""
     try:
-        return re2.compile(text, _options(never_nl))
+        return re2.compile(text, _OPTIONS[bool(never_nl)])
     except re2.error as err:
         reason = err.args[0] if err.args else err
         if isinstance(reason, bytes):
