@@ -1,5 +1,8 @@
 """Shared fixtures: queues on temporary directories, with a synchronous pool by default."""
 
+import subprocess
+import sys
+
 import pytest
 from cluster_helpers import noded_factory
 from daemon_helpers import daemon_factory
@@ -75,3 +78,13 @@ def daemons(tmp_path):
 def nodeds():
     """Start jq-noded processes of test clusters; each must still stop with status 0."""
     yield from noded_factory()
+
+
+def python_child(script, timeout=60):
+    """The words a child Python prints running script; the test fails if it has not ended
+    within timeout seconds (for work that must not hang this process, as a regular
+    expression in a backtracking engine would)."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
