@@ -26,11 +26,39 @@ READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 20.0
 
 
+#: Each pytest-xdist worker hands out ports from a band of its own below the range the
+#: kernel picks the local ports of outgoing connections from (ip_local_port_range).
+PORT_BAND = 1000
+_port_counter = itertools.count()
+
+
+def _ephemeral_low(path="/proc/sys/net/ipv4/ip_local_port_range"):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now, for a daemon to bind just after.
+
+    Not one the kernel picks (binding port 0): that range is also where every connect()
+    takes its local port from, so another test's client could take it before the daemon
+    binds it (a full run failed so, "Address already in use"). Checked with SO_REUSEADDR,
+    as the daemons bind (a port in TIME_WAIT is free for them)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    low = _ephemeral_low() - PORT_BAND * (1 + (int(worker) if worker.isdigit() else 0))
+    for _ in range(PORT_BAND):
+        port = low + next(_port_counter) % PORT_BAND
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in %d-%d" % (low, low + PORT_BAND - 1))
 
 
 class TestCluster:

@@ -9,22 +9,15 @@ server cannot drift apart.
 import http.client
 import json
 import os
-import socket
 import time
 
 import jsonschema
+from cluster_helpers import free_port
 
 from jqueue.http import api
 
 with open(api.OPENAPI_PATH, encoding="utf-8") as _stream:
     OPENAPI = json.load(_stream)
-
-
-def free_port():
-    """A TCP port free on loopback now (the daemon binds it just after)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_http_daemon(factory, *args, port=None, **kwargs):
