@@ -270,9 +270,19 @@ class Executor:
         return self._info(att)
 
     def _user_for(self, spec):
-        """None (stay the daemon's user) or (name, uid, gid); CommandError if refused."""
+        """None (stay the daemon's user) or (name, uid, gid, supplementary group ids);
+        CommandError if refused. The groups are looked up here, through the daemon's C
+        library and its NSS (the shim may be linked with musl, which has none)."""
         try:
-            return self.check_user(spec.run_as)
+            user = self.check_user(spec.run_as)
+            if user is None:
+                return None
+            name, uid, gid = user
+            try:
+                return name, uid, gid, os.getgrouplist(name, gid)
+            except OSError as err:
+                raise errors.CommandError("cannot look up the groups of user %s: %s"
+                                          % (name, err.strerror or err)) from None
         except errors.CommandError as err:
             raise errors.CommandError("job %d attempt %d: %s" % (
                 spec.job, spec.attempt, errors.error_message(err))) from None
@@ -343,7 +353,8 @@ class Executor:
         if cgroup:
             argv += ["--cgroup", cgroup]
         if user:
-            argv += ["--user", user[0], str(user[1]), str(user[2])]
+            name, uid, gid, groups = user
+            argv += ["--user", name, str(uid), str(gid), "--groups", ",".join(map(str, groups))]
         if _ORIGINAL_NOFILE:
             argv += ["--nofile", str(_ORIGINAL_NOFILE[0])]
         argv += ["--"] + list(spec.argv)

@@ -34,8 +34,8 @@ class CannotRun(Exception):
 
 def parse_args(args):
     """The options (a dict) and the command's argv."""
-    opts = {"timeout": 0.0, "grace": 0.0, "cgroup": None, "user": None, "nofile": -1,
-            "rt_base": -1, "attempt_dir": None, "dir": None, "output": None}
+    opts = {"timeout": 0.0, "grace": 0.0, "cgroup": None, "user": None, "groups": None,
+            "nofile": -1, "rt_base": -1, "attempt_dir": None, "dir": None, "output": None}
     i = 0
     while i < len(args) and args[i] != "--":
         name = args[i]
@@ -53,12 +53,16 @@ def parse_args(args):
             value = _number(value, float)
         elif key in ("nofile", "rt_base"):
             value = _number(value, int)
+        elif key == "groups":
+            value = [_number(g, int) for g in value.split(",")] if value else []
         opts[key] = value
         i += 2
     if i + 1 >= len(args):
         raise Usage("no command after --")
     if not opts["attempt_dir"] or not opts["dir"]:
         raise Usage("--attempt-dir and --dir are required")
+    if (opts["user"] is None) != (opts["groups"] is None):
+        raise Usage("--user and --groups go together")
     if opts["rt_base"] < signal.SIGRTMIN or opts["rt_base"] + FORWARDABLE - 1 > signal.SIGRTMAX:
         raise Usage("--rt-base out of the real-time signal range")
     return opts, args[i + 1:]
@@ -171,7 +175,7 @@ class Shim:
         os.dup2(out, 2)
         if opts["user"]:
             name, uid, gid = opts["user"]
-            _step("cannot switch to user %s: initgroups" % name, os.initgroups, name, gid)
+            _step("cannot switch to user %s: setgroups" % name, os.setgroups, opts["groups"])
             _step("cannot switch to user %s: setgid %d" % (name, gid), os.setgid, gid)
             _step("cannot switch to user %s: setuid %d" % (name, uid), os.setuid, uid)
         _step("cannot change to directory %s" % opts["dir"], os.chdir, opts["dir"])

@@ -114,6 +114,24 @@ def test_run_as_an_allowed_user(executors, shim):
     assert result.exit_status == 0 and output == b"nobody\n"
 
 
+def test_run_as_takes_the_groups_the_daemon_looks_up(executors, shim, monkeypatch):
+    """The command gets the supplementary groups the daemon's C library gives for the user
+    (NSS included), not a lookup of the shim's own (a musl shim reads only /etc/group)."""
+    nobody = pwd.getpwnam("nobody")
+    looked_up = []
+
+    def getgrouplist(name, gid):
+        looked_up.append((name, gid))
+        return [gid, 4]  # "adm": no /etc/group makes nobody a member
+
+    monkeypatch.setattr(os, "getgrouplist", getgrouplist)
+    executor, reactor, recorder = make(executors, shim, allowed_users=("nobody",))
+    result, output = run_to_end(executors, executor, reactor, recorder,
+                                executors.spec(1, "id -G", run_as="nobody"))
+    assert looked_up == [("nobody", nobody.pw_gid)]
+    assert result.exit_status == 0 and output == b"%d 4\n" % nobody.pw_gid
+
+
 def test_run_as_refused_unless_allowed_and_known(executors):
     """A user not allowed, or unknown, is refused at launch and nothing is created."""
     executor, reactor, recorder = make(executors, allowed_users=("no-such-user-jq",))
@@ -214,17 +232,21 @@ def test_timeout_kills_a_job_ignoring_sigterm_after_the_grace(executors, shim):
     assert (result.signal, result.timed_out) == (signal.SIGKILL, True)
 
 
-def test_signal_reaches_the_job(executors, shim):
-    """signal(n) delivers n to the job's processes; the job's handler runs."""
+@pytest.mark.parametrize("name", ["USR1", "HUP", "SYS"])
+def test_signal_reaches_the_job(executors, shim, name):
+    """signal(n) delivers n to the job's processes; the job's handler runs. HUP and SYS
+    are the ends of the range the shim is asked through (RT_BASE + n - 1: 34 and 64;
+    musl reserves 34 for itself)."""
     executor, reactor, recorder = make(executors, shim)
-    executor.launch(executors.spec(
-        1, "trap 'echo got USR1; exit 3' USR1; echo ready; while :; do sleep 0.05; done"))
+    executor.launch(executors.spec(1, "trap 'echo got %s; exit 3' %s; echo ready; "
+                                      "while :; do sleep 0.05; done" % (name, name)))
     reactor.run_until(lambda: executor.read(1, 1, 0, 10) == b"ready\n", 10, "ready")
-    assert executor.signal(1, 1, signal.SIGUSR1) == (True, "SIGUSR1 sent to job 1 attempt 1")
+    signum = signal.Signals["SIG" + name]
+    assert executor.signal(1, 1, signum) == (True, "SIG%s sent to job 1 attempt 1" % name)
     result = wait_ended(executor, reactor, recorder, 1)
     assert result.exit_status == 3
     output = executor.read(1, 1, 0, 1000)  # the sleep got it too; sh may say so
-    assert output.startswith(b"ready\n") and output.endswith(b"got USR1\n")
+    assert output.startswith(b"ready\n") and output.endswith(b"got %s\n" % name.encode())
 
 
 COUNTER = (

@@ -3,6 +3,8 @@ concurrency, and the Python fallback takes over (and says so) when compiling fai
 
 import logging
 import os
+import signal
+import subprocess
 import threading
 
 import pytest
@@ -86,3 +88,18 @@ def test_a_binary_that_cannot_be_executed_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(shims, "compile_shim", lambda command, path: open(path, "w").close())
     with pytest.raises(shims.ShimUnavailable, match="cannot run"):
         shims.c_shim(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_a_user_without_groups_is_a_usage_error(tmp_path, kind):
+    """--user needs --groups (the daemon looks them up) and --groups needs --user."""
+    program = shims.find_shim(str(tmp_path / "cache"), kind)
+    attempt = tmp_path / "attempt"
+    attempt.mkdir()
+    base = program.argv_prefix + ["--attempt-dir", str(attempt), "--dir", "/",
+                                  "--rt-base", str(signal.SIGRTMIN)]
+    for options in (["--user", "nobody", "65534", "65534"], ["--groups", "1,2"],
+                    ["--user", "nobody", "65534", "65534", "--groups", "1,,2"]):
+        done = subprocess.run(base + options + ["--", "true"], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=30)
+        assert done.returncode == shims.USAGE_STATUS, options
