@@ -1,14 +1,18 @@
 """Which shim runs the attempts: the C one, compiled on first use, or the Python fallback.
 
 The C shim (``shim.c``, package data) is compiled with the system C compiler (``$CC``,
-else ``cc``, ``gcc`` or ``clang``) into ``<state_dir>/exec/jq-shim-<hash>``, the hash
-covering the source and the compiler command, so a new version of the source gets a new
-binary and a stale one is never run. Compiling writes a temp file and renames it, so
+else ``musl-gcc -static``, ``cc``, ``gcc`` or ``clang``) into
+``<state_dir>/exec/jq-shim-<hash>``, the hash covering the source and the compiler command,
+so a new version of the source gets a new binary and a stale one is never run. musl comes
+first because a shim starts for every attempt: a static musl binary starts in about 85 us
+of processor time where a glibc one takes 790 us on a virtual machine (glibc's start-up
+probes the processor's caches with cpuid instructions, each a trap to the hypervisor);
+Debian's ``musl-tools`` provides it. Compiling writes a temp file and renames it, so
 concurrent compiles are safe. The binary is run once without arguments (it must exit 2,
 "usage"; a cached one that does not is compiled again), which also catches a state
-directory mounted ``noexec``. Without a
-compiler, or if anything fails, the Python shim (``shim.py``, the same command line and
-behaviour) is used, run as ``python -I -S shim.py``: about 10 ms more per start.
+directory mounted ``noexec``. Without a compiler, or if anything fails, the Python shim
+(``shim.py``, the same command line and behaviour) is used, run as ``python -I -S
+shim.py``: about 10 ms more per start.
 """
 
 import hashlib
@@ -95,6 +99,9 @@ def find_compiler():
     configured = shlex.split(os.environ.get("CC", ""))
     if configured and shutil.which(configured[0]):
         return configured
+    musl = shutil.which("musl-gcc")
+    if musl:
+        return [musl, "-static"]
     for name in ("cc", "gcc", "clang"):
         found = shutil.which(name)
         if found:

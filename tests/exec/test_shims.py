@@ -90,6 +90,27 @@ def test_a_binary_that_cannot_be_executed_is_refused(tmp_path, monkeypatch):
         shims.c_shim(str(tmp_path))
 
 
+def _fake_programs(directory, *names):
+    for name in names:
+        path = directory / name
+        path.write_text("#!/bin/sh\nexit 1\n")
+        path.chmod(0o755)
+
+
+def test_musl_is_the_compiler_of_choice_unless_cc_says_otherwise(tmp_path, monkeypatch):
+    """musl-gcc -static before cc, gcc and clang (a static musl shim starts ten times
+    faster than a glibc one on a virtual machine); $CC, when set, wins."""
+    _fake_programs(tmp_path, "musl-gcc", "cc", "gcc")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    assert shims.find_compiler() == [str(tmp_path / "musl-gcc"), "-static"]
+    monkeypatch.setenv("CC", "gcc -O1")
+    assert shims.find_compiler() == ["gcc", "-O1"]
+    monkeypatch.delenv("CC")
+    (tmp_path / "musl-gcc").unlink()
+    assert shims.find_compiler() == [str(tmp_path / "cc")]
+
+
 @pytest.mark.parametrize("kind", ["c", "python"])
 def test_a_user_without_groups_is_a_usage_error(tmp_path, kind):
     """--user needs --groups (the daemon looks them up) and --groups needs --user."""
