@@ -1,5 +1,6 @@
 """Shared fixtures: queues on temporary directories, with a synchronous pool by default."""
 
+import os
 import subprocess
 import sys
 
@@ -78,6 +79,12 @@ def daemons(tmp_path):
 def nodeds():
     """Start jq-noded processes of test clusters; each must still stop with status 0."""
     yield from noded_factory()
+
+
+def attempt_names(path):
+    """The attempts' directories in an attempts directory (not its spares and trash, whose
+    names start with a dot: jqueue.exec.attemptdir)."""
+    return sorted(name for name in os.listdir(path) if not name.startswith("."))
 
 
 def python_child(script, timeout=60):

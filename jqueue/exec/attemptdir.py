@@ -23,10 +23,10 @@
 
 Every file is replaced atomically (temp file and rename), but for spec.json, which is
 written once, into the directory the executor has just made: a crash in the middle
-leaves a prefix of its JSON object, which does not parse and reads as no spec.json. None
-is fsynced: after a reboot, the boot id says every attempt of the previous boot is lost
-anyway. These directories can therefore live in a *run directory* on tmpfs (``/run``),
-where creating and deleting files costs no disk metadata:
+leaves a prefix of its JSON object (or nothing), which does not parse and reads as no
+spec.json. None is fsynced: after a reboot, the boot id says every attempt of the
+previous boot is lost anyway. These directories can therefore live in a *run
+directory* on tmpfs (``/run``), where creating and deleting files costs no disk metadata:
 ``<run_dir>/attempts/<job>.<attempt>/``; the output stays on disk in
 ``<state_dir>/outputs/`` (a command's output must not fill memory), and an output whose
 directory is gone (the tmpfs was emptied by a reboot) is taken up again as a lost
@@ -35,6 +35,14 @@ changed stay where they are and are followed there (``exec/run-dirs``, see
 jqueue.exec.executor). A process is the one recorded only if its pid exists and its
 start time and the boot id match, so a recycled pid is never mistaken for it. A
 directory leaves only when the master has recorded the final state and calls ``forget``.
+
+A forgotten directory is kept as a *spare* (``.spare-<job>.<attempt>``, never an attempt's
+name) for the next launch, its files emptied and each under the name its next writer
+opens it by (spec.json, output, and ``.pid.tmp`` and ``.result.tmp``, the shim's temp
+files): an attempt then creates no file and deletes none. On ext4 without a journal (the
+disks jqueue is measured on) every new inode costs a scan past the inodes deleted in the
+last minute or more (``recently_deleted``), and a node running hundreds of short commands
+a second spent two thirds of its processor time there (perf, 1,000 `true` jobs).
 """
 
 import os
@@ -154,10 +162,11 @@ def _read(path):
 
 
 def write_spec(path, spec):
-    """Write an attempt's spec.json (a dict, see the module docstring), once: the file
-    must not exist (the directory was just made). No temp file and rename (a rename
-    costs as much as a file here): a torn spec.json does not parse, as none is read."""
-    _write_new(os.path.join(path, SPEC), serializer.dumps_bytes(spec), os.O_EXCL)
+    """Write an attempt's spec.json (a dict, see the module docstring), once, into a
+    directory just made or taken from the spares (where it is empty). No temp file and
+    rename (a rename costs as much as a file here): a torn spec.json does not parse, as
+    none is read."""
+    _write_new(os.path.join(path, SPEC), serializer.dumps_bytes(spec), os.O_TRUNC)
 
 
 def read_spec(path):
@@ -248,6 +257,46 @@ def discard(path):
         remove(path)
         return None
     return trash
+
+
+#: Prefix of a spare directory (see the module docstring; never an attempt name).
+SPARE_PREFIX = ".spare-"
+#: What a spare keeps of an attempt's files: the name each goes under (others are removed).
+_SPARE_NAMES = {SPEC: SPEC, OUTPUT: OUTPUT, PID: ".pid.tmp", RESULT: ".result.tmp",
+                ".pid.tmp": ".pid.tmp", ".result.tmp": ".result.tmp", SHIM_LOG: None}
+
+
+def make_spare(trash_path):
+    """Turn a forgotten attempt's directory (discard's answer) into a spare: its files
+    emptied and renamed as the module docstring says, the directory renamed last (a
+    spare is always clean); the spare's path, or None (then remove it) if it holds
+    anything an attempt does not write."""
+    names = os.listdir(trash_path)
+    if not set(names) <= _SPARE_NAMES.keys():
+        return None
+    for name in names:
+        path = os.path.join(trash_path, name)
+        target = _SPARE_NAMES[name]
+        if target is None:
+            os.unlink(path)
+            continue
+        os.truncate(path, 0)
+        if target != name:
+            os.rename(path, os.path.join(trash_path, target))
+    spare = os.path.join(os.path.dirname(trash_path),
+                         SPARE_PREFIX + os.path.basename(trash_path)[len(TRASH_PREFIX):])
+    os.rename(trash_path, spare)
+    return spare
+
+
+def spares(state_dir):
+    """The spare directories of a node's attempts."""
+    base = attempts_dir(state_dir)
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(base, n) for n in names if n.startswith(SPARE_PREFIX)]
 
 
 def trash(state_dir):

@@ -5,8 +5,9 @@ executor starts with ``posix_spawn`` in a new session, with an empty environment
 command's events (SIGCHLD, SIGTERM, SIGUSR1, the forwarding signals) blocked from birth.
 The launch, in the reactor thread and without blocking:
 
-1. ``mkdir attempts/<job>.<attempt>``: the claim; an existing directory is returned as
-   it is, so an attempt is never started twice;
+1. ``mkdir attempts/<job>.<attempt>`` (or a spare directory renamed so: see
+   attemptdir): the claim; an existing directory is returned as it is, so an attempt is
+   never started twice;
 2. the cgroup leaf (``containment``);
 3. ``posix_spawn`` of the shim, its stdin a pipe; a pidfd on it at once (it is our
    child: its pid cannot be reused before we reap it);
@@ -49,6 +50,7 @@ size: nothing is written after the shim's end). ``start`` returns what it found 
 announcing it.
 """
 
+import collections
 import errno
 import fcntl
 import logging
@@ -79,6 +81,8 @@ POLL_SLOW = 1.0   # ... of a quiet one (the interval doubles up to this)
 #: Seconds stop() waits for the leaves of ended attempts to empty: cgroup.kill only sends
 #: the signals, and a leaf cannot be removed until its last process has exited.
 STOP_LEAF_WAIT = 2.0
+#: Spare attempt directories kept for launches at most (attemptdir's docstring).
+SPARES_MAX = 1024
 NOFILE_WANTED = 65536  # soft RLIMIT_NOFILE the executor asks for (a pidfd per shim)
 #: In ``<state_dir>/exec``: the run directories that may hold attempts (a JSON list).
 RUN_DIRS_FILE = "run-dirs"
@@ -169,6 +173,8 @@ class Executor:
         self._shim = None
         self._boot_id = attemptdir.boot_id()
         self._attempts = {}
+        #: Spare attempt directories (appended in pool threads, taken in the reactor's).
+        self._spares = collections.deque()
         self._listeners = []
         self._timer = None
         self._lock_fd = None
@@ -258,7 +264,7 @@ class Executor:
         env = self.environment(spec)
         path = attemptdir.attempt_path(self.run_dir, spec.job, spec.attempt)
         try:
-            os.mkdir(path, 0o750)
+            self._make_attempt_dir(path)
         except FileExistsError:
             return self._info(self._adopt(key, path, announce=True))
         except OSError as err:
@@ -268,6 +274,19 @@ class Executor:
         self._attempts[key] = att
         self._watch(att)
         return self._info(att)
+
+    def _make_attempt_dir(self, path):
+        """Make an attempt's directory: a spare renamed (attemptdir's docstring says why),
+        else a new one; FileExistsError if there is one."""
+        while self._spares:
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "exists", path)
+            try:
+                os.rename(self._spares.popleft(), path)
+                return
+            except OSError as err:
+                logger.debug("a spare attempt directory cannot be used: %s", err)
+        os.mkdir(path, 0o750)
 
     def _user_for(self, spec):
         """None (stay the daemon's user) or (name, uid, gid, supplementary group ids);
@@ -394,6 +413,11 @@ class Executor:
                 key = attemptdir.parse_name(
                     os.path.basename(trash)[len(attemptdir.TRASH_PREFIX):])
                 _remove_attempt(trash, self._found_output(key, trash) if key else None)
+            for spare in attemptdir.spares(place):
+                if place == self.run_dir and len(self._spares) < SPARES_MAX:
+                    self._spares.append(spare)
+                else:
+                    attemptdir.remove(spare)
         self._take_up_orphan_outputs(places)
         for place in places:
             base = attemptdir.attempts_dir(place)
@@ -742,8 +766,23 @@ class Executor:
         trash = attemptdir.discard(att.path)
         if trash is not None:  # the files go in a thread: the reactor has better to do
             outside = att.output if os.path.dirname(att.output) != att.path else None
-            self._reactor.callInThread(_remove_attempt, trash, outside)
+            self._reactor.callInThread(self._keep_as_spare, trash, outside)
         del self._attempts[(job, attempt)]
+
+    def _keep_as_spare(self, trash, outside):
+        """A forgotten attempt's output goes, then its directory becomes a spare or goes
+        too (in a pool thread)."""
+        _remove_output(trash, outside)
+        spare = None
+        if len(self._spares) < SPARES_MAX:
+            try:
+                spare = attemptdir.make_spare(trash)
+            except OSError as err:
+                logger.debug("cannot keep %s as a spare: %s", trash, err)
+        if spare is None:
+            attemptdir.remove(trash)
+        else:
+            self._spares.append(spare)
 
     def _known(self, job, attempt):
         self._require_started()
@@ -854,12 +893,17 @@ def user_home(user=None):
 def _remove_attempt(path, output):
     """Remove an attempt's output (if outside its directory), then its directory: a
     directory that is gone never leaves an output behind (see _adopt_all)."""
+    _remove_output(path, output)
+    attemptdir.remove(path)
+
+
+def _remove_output(path, output):
+    """Remove an attempt's output if it is outside the attempt's directory path."""
     if output and os.path.dirname(output) != path:
         try:
             os.unlink(output)
         except FileNotFoundError:
             pass
-    attemptdir.remove(path)
 
 
 def _placeholder_spec(key, path):

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 
+from conftest import attempt_names
 from daemon_helpers import wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
@@ -70,7 +71,7 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
         wait_all_final(client, [sleeper], 30)
     code, _, err = jqctl("run", "--node", "nowhere", "--", "true", socket=master.socket)
     assert code != 0 and "unknown node nowhere" in err
-    assert os.listdir(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded
+    assert attempt_names(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded
 
 
 def test_many_jobs_at_once_on_a_node_that_batches_its_launches(tmp_path, nodeds, daemons):
@@ -87,7 +88,7 @@ def test_many_jobs_at_once_on_a_node_that_batches_its_launches(tmp_path, nodeds,
             assert fields(client, job_id)["status"] == "success"
             log = "".join(client.follow_job_log(job_id))
             assert log.count("job %d\n" % job_id) == 1 and log.count("* START") == 1, log
-    wait_until(lambda: os.listdir(attempts_dir(test_cluster, "node2")) == [],
+    wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
                what="node2 to forget every attempt")
 
 
@@ -136,7 +137,7 @@ def test_run_as_is_decided_by_the_node_that_runs_the_command(tmp_path, nodeds, d
         log = "".join(client.follow_job_log(refused))
         assert "user daemon may not run commands on this node" in log, log
         assert "\ndaemon\n" not in log
-    assert os.listdir(attempts_dir(test_cluster, "node2")) == []
+    assert attempt_names(attempts_dir(test_cluster, "node2")) == []
 
 
 def test_an_attempt_on_a_node_without_cgroups_says_so_in_its_log(tmp_path, nodeds, daemons):

@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from conftest import attempt_names
 from daemon_helpers import wait_all_final
 
 from jqueue import constants, errors
@@ -319,7 +320,7 @@ def test_with_a_run_directory_attempts_live_there_and_survive_a_restart(daemons,
 
     _, log = across_a_clean_restart(daemon, "echo before; sleep 2; echo after", where)
     assert "before\n" in log and "after\n" in log
-    wait_until(lambda: not os.listdir(os.path.join(run_dir, "attempts"))
+    wait_until(lambda: not attempt_names(os.path.join(run_dir, "attempts"))
                and not os.listdir(os.path.join(daemon.state_dir, "outputs")),
                what="the attempt to be forgotten")
 
@@ -343,8 +344,8 @@ def test_a_running_command_is_followed_when_the_run_directory_is_set_on_a_restar
         wait_all_final(client, [second], 30)
         assert client.query_jobs([second], ["status"])[0] == ["success"]
     assert "again\n" in log_of(daemon, second)
-    wait_until(lambda: not os.listdir(os.path.join(daemon.state_dir, "attempts"))
-               and not os.listdir(os.path.join(run_dir, "attempts"))
+    wait_until(lambda: not attempt_names(os.path.join(daemon.state_dir, "attempts"))
+               and not attempt_names(os.path.join(run_dir, "attempts"))
                and not os.listdir(os.path.join(daemon.state_dir, "outputs")),
                what="both attempts to be forgotten")
 

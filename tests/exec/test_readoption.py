@@ -227,8 +227,6 @@ def test_a_launch_that_crashed_while_writing_its_spec_is_lost(executors):
         (info,) = executor.start()
         assert info.result.error == "attempt lost: the daemon died while starting it"
         executor.stop()
-    with pytest.raises(FileExistsError):  # written once: never over another
-        attemptdir.write_spec(path, spec)
 
 
 @pytest.mark.parametrize("contained", ["cgroup", "pgroup"])
@@ -357,7 +355,7 @@ def test_with_a_run_directory_attempts_live_there_and_their_output_on_disk(execu
     assert (result.exit_status, result.error) == (7, None)
     assert second.read(1, 1, 0, 1 << 20) == EXPECTED
     second.forget(1, 1)
-    assert os.listdir(attemptdir.attempts_dir(run_dir)) == []
+    assert os.listdir(attemptdir.attempts_dir(run_dir)) == [".spare-1.1"]  # kept for reuse
     assert os.listdir(attemptdir.outputs_dir(first.state_dir)) == []
 
 
@@ -382,7 +380,7 @@ def test_an_output_whose_run_directory_was_emptied_is_an_attempt_lost_with_its_o
     assert info.result.error.startswith("attempt lost: its record in the run directory")
     assert second.read(1, 1, 0, 100) == b"kept\ntwice\n"
     second.forget(1, 1)
-    assert os.listdir(attemptdir.attempts_dir(run_dir)) == []
+    assert os.listdir(attemptdir.attempts_dir(run_dir)) == [".spare-1.1"]  # kept for reuse
     assert os.listdir(attemptdir.outputs_dir(first.state_dir)) == []
 
 
@@ -446,3 +444,64 @@ def test_a_malformed_list_of_run_directories_is_ignored_and_rewritten(executors,
     executor, _, _ = executors.make(state_dir=state_dir, run_dir=run_dir, start=False)
     assert executor.start() == []
     assert serializer.loads(open(run_dirs, "rb").read()) == [run_dir]
+
+
+def _inodes(path):
+    return {name: os.stat(os.path.join(path, name)).st_ino for name in os.listdir(path)}
+
+
+def test_a_forgotten_attempts_directory_serves_the_next_launch_emptied(executors, shim):
+    """forget keeps the directory as a spare, its files emptied; the next launch takes it
+    (the same inodes: no file made, none deleted) and nothing of the first attempt shows."""
+    executor, reactor, recorder = executors.make(shim=shim)
+    executor.launch(executors.spec(1, "echo first; exit 3"))
+    assert wait_ended(executor, reactor, recorder, 1).exit_status == 3
+    first = attemptdir.attempt_path(executor.state_dir, 1, 1)
+    used = _inodes(first)
+    directory = os.stat(first).st_ino
+    executor.forget(1, 1)
+    spare = os.path.join(attemptdir.attempts_dir(executor.state_dir), ".spare-1.1")
+    assert os.listdir(attemptdir.attempts_dir(executor.state_dir)) == [".spare-1.1"]
+    assert sorted(os.listdir(spare)) == [".pid.tmp", ".result.tmp", "output", "spec.json"]
+    assert all(os.stat(os.path.join(spare, n)).st_size == 0 for n in os.listdir(spare))
+    info = executor.launch(executors.spec(2, "echo second"))
+    assert info.result is None and info.output_size == 0
+    result = wait_ended(executor, reactor, recorder, 2)
+    second = attemptdir.attempt_path(executor.state_dir, 2, 1)
+    assert (result.exit_status, os.stat(second).st_ino) == (0, directory)
+    assert executor.read(2, 1, 0, 1000) == b"second\n"
+    assert attemptdir.read_spec(second)["job"] == 2
+    assert set(_inodes(second).values()) == set(used.values())
+    assert os.listdir(attemptdir.attempts_dir(executor.state_dir)) == ["2.1"]
+
+
+def test_spares_are_no_attempts_after_a_restart_and_serve_it(executors):
+    """A restarted executor adopts no spare and launches into one."""
+    executor, reactor, recorder = executors.make()
+    executor.launch(executors.spec(1, "true"))
+    wait_ended(executor, reactor, recorder, 1)
+    directory = os.stat(attemptdir.attempt_path(executor.state_dir, 1, 1)).st_ino
+    executor.forget(1, 1)
+    executor.stop()
+    again, reactor2, recorder2 = executors.make(state_dir=executor.state_dir, start=False)
+    assert again.start() == []
+    again.launch(executors.spec(2, "true"))
+    assert wait_ended(again, reactor2, recorder2, 2).exit_status == 0
+    assert os.stat(attemptdir.attempt_path(again.state_dir, 2, 1)).st_ino == directory
+
+
+def test_spares_are_kept_up_to_a_bound_and_never_with_foreign_files(executors, monkeypatch):
+    """Past SPARES_MAX a forgotten directory is removed; so is one holding a file no
+    attempt writes."""
+    monkeypatch.setattr(executor_module, "SPARES_MAX", 1)
+    executor, reactor, recorder = executors.make()
+    for job in (1, 2, 3):
+        executor.launch(executors.spec(job, "true"))
+        wait_ended(executor, reactor, recorder, job)
+    with open(os.path.join(attemptdir.attempt_path(executor.state_dir, 1, 1), "x"), "w"):
+        pass
+    executor.forget(1, 1)
+    assert sorted(os.listdir(attemptdir.attempts_dir(executor.state_dir))) == ["2.1", "3.1"]
+    executor.forget(2, 1)
+    executor.forget(3, 1)
+    assert os.listdir(attemptdir.attempts_dir(executor.state_dir)) == [".spare-2.1"]
