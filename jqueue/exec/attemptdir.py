@@ -280,13 +280,25 @@ def make_spare(trash_path):
         if target is None:
             os.unlink(path)
             continue
-        os.truncate(path, 0)
+        _empty(path)
         if target != name:
             os.rename(path, os.path.join(trash_path, target))
     spare = os.path.join(os.path.dirname(trash_path),
                          SPARE_PREFIX + os.path.basename(trash_path)[len(TRASH_PREFIX):])
     os.rename(trash_path, spare)
     return spare
+
+
+def _empty(path):
+    """Truncate path to nothing, and close it after: ext4 (auto_da_alloc) makes the first
+    close after a truncation to zero flush the file, which a plain truncate would leave
+    to the next writer's file, flushed then at every reader's close (each read of an
+    attempt's output opens and closes it: 200 MB of output went 700 -> 480 MB/s)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def spares(state_dir):
