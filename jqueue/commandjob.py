@@ -465,6 +465,12 @@ def signal_name(signum):
         return str(signum)
 
 
+#: The error of an attempt whose launch the death of the daemon starting it interrupted
+#: before the command could start (jqueue.exec: no spec.json, or no complete environment
+#: for the shim): the command never ran, so another attempt runs at once and this one does
+#: not count against max_attempts.
+LOST_UNSTARTED = "attempt lost: the daemon died while starting it"
+
 #: Reasons after which another attempt may run (if attempts remain and nobody stopped it).
 RETRYABLE = frozenset([constants.REASON_FAILED, constants.REASON_TIMEOUT,
                        constants.REASON_KILLED, constants.REASON_NODE_LOST])

@@ -64,7 +64,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
 from jqueue import errors, serializer
-from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT
+from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT, LOST_UNSTARTED
 from jqueue.exec import attemptdir, containment, shims
 from jqueue.exec.attempt import (
     SENDABLE_SIGNALS,
@@ -479,7 +479,7 @@ class Executor:
         if att.result is not None:
             self._clean_cgroup(att)
         elif spec is None:
-            self._declare_lost(att, "attempt lost: the daemon died while starting it", announce)
+            self._declare_lost(att, LOST_UNSTARTED, announce)
         elif spec.get("boot_id") != self._boot_id:
             self._declare_lost(att, "attempt lost: the node rebooted", announce)
         elif not self._rewatch(att):

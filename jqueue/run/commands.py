@@ -23,7 +23,8 @@ the processor reaches one it hands the job here (``enqueue_unlocked``) and the r
 
 A hold (``hold_unlocked``) stops a running attempt like a cancel does, but the opcode
 goes back to queued and the attempt does not count (exec state ``uncounted``: attempts
-that do not count against ``max_attempts``, also raised by a reset).
+that do not count against ``max_attempts``, also raised by a reset, and by an attempt
+whose command never started because the daemon launching it died: another runs at once).
 
 When the queue is opened again (restart, failover) attempts journaled as starting or
 running are reconciled with their nodes (``recover``): one that ended meanwhile gets its
@@ -820,13 +821,18 @@ class CommandRunner:
         if reason == constants.REASON_OK:
             local = 1.0
         counted = attempt.number - (op.exec_state or {}).get("uncounted", 0)
-        retry = (reason in commandjob.RETRYABLE and not canceled and attempt.stop is None
-                 and counted < params["max_attempts"])
-        delay = commandjob.retry_delay(counted, params["retry_delay"],
-                                       params["retry_delay_max"], self._rand) if retry else 0
+        unstarted = (result.get("error") == commandjob.LOST_UNSTARTED and not canceled
+                     and attempt.stop is None)
+        retry = unstarted or (reason in commandjob.RETRYABLE and not canceled
+                              and attempt.stop is None and counted < params["max_attempts"])
+        delay = commandjob.retry_delay(counted, params["retry_delay"], params["retry_delay_max"],
+                                       self._rand) if retry and not unstarted else 0
         held = attempt.stop == "hold" and not canceled and reason != constants.REASON_OK
         banner = commandjob.banner_end(result, reason, message, attempt.last_byte == b"\n")
-        if retry:
+        if unstarted:
+            banner += commandjob.banner_note("RETRY : the command never started: attempt %d "
+                                             "of %d again, now" % (counted, params["max_attempts"]))
+        elif retry:
             banner += commandjob.banner_note("RETRY : attempt %d of %d in %.1fs" % (
                 counted + 1, params["max_attempts"], delay))
         if held:
@@ -839,12 +845,16 @@ class CommandRunner:
                      signal=result.get("signal"), timed_out=bool(result.get("timed_out")),
                      reason=reason, message=message, progress=local,
                      global_progress=overall)
+        if unstarted:
+            state["uncounted"] = state.get("uncounted", 0) + 1
         op.exec_state = state
         queue._record_event_unlocked(reason, job.id, attempt.node, "attempt", message)
         if retry:
-            queue._record_event_unlocked("RETRY", job.id, attempt.node, "attempt",
-                                         "attempt %d of %d in %.1fs" % (
-                                             attempt.number + 1, params["max_attempts"], delay))
+            queue._record_event_unlocked("RETRY", job.id, attempt.node, "attempt", (
+                "attempt %d of %d again: the command never started" % (
+                    counted, params["max_attempts"]) if unstarted else
+                "attempt %d of %d in %.1fs" % (attempt.number + 1, params["max_attempts"],
+                                               delay)))
             return self._retry_unlocked(job, attempt, delay)
         if held:  # back to queued, the attempt uncounted; it starts again once released
             op.exec_state = dict(state, state=constants.ATTEMPT_PENDING,

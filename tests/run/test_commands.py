@@ -8,7 +8,7 @@ import pytest
 from conftest import run_jobs
 from fakes_commands import FakeHost, FakeLink, unreachable
 
-from jqueue import constants, errors
+from jqueue import commandjob, constants, errors
 from jqueue.run.commands import CommandRunner
 
 FIELDS = ["status", "opstatus", "opresult"]
@@ -394,6 +394,25 @@ def test_an_attempt_that_ended_while_the_master_was_down_gets_its_true_result(se
     assert setup.fields(job_id, ["status", "exit_status"]) == ["error", 7]
     assert b"bye\n* EXIT : 7" in setup.log(job_id)
     assert link.forgotten == [(job_id, 1)]
+
+
+def test_an_attempt_whose_command_never_started_runs_again_at_once_uncounted(setup):
+    """The daemon launching it died before the command could start (LOST_UNSTARTED, which
+    jqueue.exec reports): another attempt runs at once and this one does not count, even
+    with max_attempts 1; the log says so."""
+    job_id = setup.submit(command("x"))
+    setup.link._listener.link_event("node1", ("ended", job_id, 1, {
+        "exit_status": None, "signal": None, "timed_out": False,
+        "error": commandjob.LOST_UNSTARTED, "lost": True, "ended": 2.0, "output_size": 0}))
+    setup.settle()
+    setup.host.advance(0)  # no back-off: a timer of no time
+    setup.settle()
+    assert [spec["attempt"] for spec in setup.link.launched] == [1, 2]
+    assert setup.fields(job_id, ["status", "attempt"]) == ["running", 1]
+    setup.end(job_id, attempt=2)
+    assert setup.fields(job_id, ["status", "attempt", "reason"]) == ["success", 1, "OK"]
+    assert b"* RETRY : the command never started: attempt 1 of 1 again, now\n" in \
+        setup.log(job_id)
 
 
 def test_an_attempt_its_node_does_not_know_is_node_lost_and_retried(setup):
