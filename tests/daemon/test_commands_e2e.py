@@ -280,6 +280,36 @@ def test_a_killed_master_keeps_big_output_whole(daemon):
     assert lines == [str(i) for i in range(300000)]
 
 
+def test_a_master_killed_amid_many_short_jobs_runs_each_once(daemon):
+    """kill -9 of jq-masterd while 300 short jobs start and end (their directories taken
+    from and given back to the spares): after a restart each job ran once and succeeded
+    (an attempt whose launch the kill interrupted runs again, uncounted), its log whole,
+    and what is left of the attempts is spares, emptied."""
+    with daemon.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("echo job $JQ_JOB_ID")]] * 300)]
+        wait_until(lambda: sum(row[0] == "success" for row in client.query_jobs(
+            ids, ["status"])) >= 100, what="a hundred jobs to end")
+    daemon.kill()
+    daemon.start()
+    with daemon.client() as client:
+        wait_all_final(client, ids, 60)
+        failed = [(job_id, row) for job_id, row in zip(ids, client.query_jobs(ids, FIELDS))
+                  if row[0] != "success"]
+        assert failed == [], [(f, log_of(daemon, f[0])) for f in failed]
+    for job_id in ids:
+        log = log_of(daemon, job_id)
+        assert log.count("\njob %d\n" % job_id) == 1, log  # ran once, its output whole
+        assert log.count("* START") == 1 + log.count("* RETRY : the command never started")
+    attempts = os.path.join(daemon.state_dir, "attempts")
+    wait_until(lambda: not attempt_names(attempts), what="every attempt to be forgotten")
+    for name in os.listdir(attempts):
+        assert name.startswith(".spare-"), name
+        for entry in os.scandir(os.path.join(attempts, name)):
+            assert entry.name in ("spec.json", "output", ".pid.tmp", ".result.tmp")
+            assert entry.stat().st_size == 0
+
+
 def across_a_clean_restart(daemon, cmd, while_running=lambda job_id: None):
     """Run cmd as a job; while it runs, call while_running(job id) and stop jq-masterd
     with SIGTERM (the command must go on); start the daemon again and wait for the job,
