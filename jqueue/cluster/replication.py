@@ -559,12 +559,17 @@ def resync_events(queue, remote):
 
 def resync_logs(queue, remote):
     """Yield [[job id, offset, base64 bytes], ...] pieces bringing a replica's command logs
-    to the master's length (each log from the replica's length; bounded per call)."""
+    to the master's length (each log from the replica's length; bounded per call).
+
+    The length written, not the acknowledged one: the resync acknowledges every batch up
+    to the position it started at, and those not acknowledged yet carry pieces beyond the
+    acknowledged length (a candidate added while a log grew missed one for good). A log
+    only grows, each piece at its offset, so bytes below the written length are final."""
     remote_logs = remote.get("logs") or {}
     with queue._lock:
-        wanted = [(job.id, job.durable_log_bytes) for job in
+        wanted = [(job.id, job.log_bytes) for job in
                   list(queue._jobs.values()) + list(queue._archiving.values())
-                  if job.durable_log_bytes]
+                  if job.log_bytes]
     yield from _log_pieces(queue._logs, wanted, remote_logs)
 
 
@@ -605,10 +610,10 @@ def resync_services(queue, remote):
 
 def resync_service_logs(queue, remote):
     """Yield [[service id, offset, base64 bytes], ...] pieces bringing a replica's service
-    logs to the master's durable length."""
+    logs to the master's length (written, as resync_logs says)."""
     theirs = remote.get("service_logs") or {}
     with queue._lock:
-        wanted = [(record["id"], queue._service_durable.get(record["id"], 0))
+        wanted = [(record["id"], record.get("log_bytes") or 0)
                   for record in queue._services.services.values()]
     yield from _log_pieces(queue._service_logs, wanted, theirs)
 

@@ -484,6 +484,42 @@ def test_a_new_candidate_is_resynced_with_the_logs(cluster, tmp_path):
         late.close()
 
 
+def test_a_candidate_resynced_while_a_log_piece_awaits_its_acks_gets_the_piece(
+        cluster, tmp_path):
+    """A log piece journaled, not acknowledged yet, when a new candidate's resync starts:
+    the resync's position covers it (and acknowledges it), so the resync must carry its
+    bytes. It carried the acknowledged length only: the candidate missed the piece for
+    good, although its batch counted the candidate's acknowledgement."""
+    cl = cluster(candidates=1, min_acks=1)
+    job_id = cl.queue.submit_job([delay()])
+    _append_log(cl.queue, job_id, b"before\n")
+    c1, gate = cl.clients["c1"], threading.Event()
+    forward = c1.call
+
+    def held(method, body):  # c1 acknowledges nothing until the gate opens
+        if method == "replicate":
+            gate.wait(10)
+        return forward(method, body)
+
+    c1.call = held
+    sequenced = cl.replicator._seq
+    appended = threading.Thread(target=_append_log, args=(cl.queue, job_id, b"after\n"))
+    appended.start()
+    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+    client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
+    try:
+        _wait_for(lambda: cl.replicator._seq > sequenced)
+        cl.replicator.add_peer("late", client)
+        appended.join(10)  # acknowledged by the late candidate's resync
+        assert not appended.is_alive()
+        _wait_for(lambda: _log_bytes(late.queue, job_id) == b"before\nafter\n")
+    finally:
+        gate.set()
+        appended.join(10)
+        cl.replicator.remove_peer("late")
+        late.close()
+
+
 def test_a_batch_the_replicas_disk_refuses_is_not_acknowledged_later(tmp_path):
     """If a candidate's disk refuses a batch, its position stays where it was: the
     master's retry is applied and made durable, not acknowledged as already there."""
