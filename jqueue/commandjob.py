@@ -14,7 +14,9 @@ The runtime state of a command opcode is ``QueuedOpCode.exec_state`` (the job fi
     node             where the current (or last) attempt runs
     attempt          attempts started so far (the current one's number: unique per job)
     uncounted        attempts that do not count against max_attempts: stopped by a hold,
-                     or before a reset (the ``attempt`` field shows attempt - uncounted)
+                     before a reset, or never started (the ``attempt`` field shows
+                     attempt - uncounted)
+    unstarted        attempts lost before their command started (LOST_UNSTARTED)
     pid, started     the command's pid and start time (epoch seconds) once known
     exit_status, signal, timed_out, reason, message   the last attempt's end
     retry_at         when the next attempt may start (retry_wait)
@@ -468,8 +470,10 @@ def signal_name(signum):
 #: The error of an attempt whose launch the death of the daemon starting it interrupted
 #: before the command could start (jqueue.exec: no spec.json, or no complete environment
 #: for the shim): the command never ran, so another attempt runs at once and this one does
-#: not count against max_attempts.
+#: not count against max_attempts (at most UNSTARTED_RETRIES times a job: a command whose
+#: launch kills its daemon each time must not do so for ever).
 LOST_UNSTARTED = "attempt lost: the daemon died while starting it"
+UNSTARTED_RETRIES = 3
 
 #: Reasons after which another attempt may run (if attempts remain and nobody stopped it).
 RETRYABLE = frozenset([constants.REASON_FAILED, constants.REASON_TIMEOUT,

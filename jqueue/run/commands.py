@@ -487,7 +487,7 @@ class CommandRunner:
             "message": None, "retry_at": None, "progress": previous.get("progress"),
             "global_progress": previous.get("global_progress"),
             "out": dict(previous.get("out") or {}), "uncounted": uncounted,
-            "noxfers": previous.get("noxfers", 0),
+            "noxfers": previous.get("noxfers", 0), "unstarted": previous.get("unstarted", 0),
         }
         attempt = _Attempt(job.id, op_index, number, node)
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
@@ -822,7 +822,8 @@ class CommandRunner:
             local = 1.0
         counted = attempt.number - (op.exec_state or {}).get("uncounted", 0)
         unstarted = (result.get("error") == commandjob.LOST_UNSTARTED and not canceled
-                     and attempt.stop is None)
+                     and attempt.stop is None and (op.exec_state or {}).get("unstarted", 0)
+                     < commandjob.UNSTARTED_RETRIES)
         retry = unstarted or (reason in commandjob.RETRYABLE and not canceled
                               and attempt.stop is None and counted < params["max_attempts"])
         delay = commandjob.retry_delay(counted, params["retry_delay"], params["retry_delay_max"],
@@ -847,6 +848,7 @@ class CommandRunner:
                      global_progress=overall)
         if unstarted:
             state["uncounted"] = state.get("uncounted", 0) + 1
+            state["unstarted"] = state.get("unstarted", 0) + 1
         op.exec_state = state
         queue._record_event_unlocked(reason, job.id, attempt.node, "attempt", message)
         if retry:

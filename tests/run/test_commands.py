@@ -415,6 +415,22 @@ def test_an_attempt_whose_command_never_started_runs_again_at_once_uncounted(set
         setup.log(job_id)
 
 
+def test_never_started_attempts_run_again_three_times_at_most(setup):
+    """A launch that kills its daemon each time must not do so for ever: after three
+    uncounted attempts the next loss counts (max_attempts 1: the job fails NODE_LOST)."""
+    job_id = setup.submit(command("x"))
+    for number in range(1, 5):
+        setup.link._listener.link_event("node1", ("ended", job_id, number, {
+            "exit_status": None, "signal": None, "timed_out": False,
+            "error": commandjob.LOST_UNSTARTED, "lost": True, "ended": 2.0,
+            "output_size": 0}))
+        setup.settle()
+        setup.host.advance(0)
+        setup.settle()
+    assert [spec["attempt"] for spec in setup.link.launched] == [1, 2, 3, 4]
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["error", "NODE_LOST", 1]
+
+
 def test_an_attempt_its_node_does_not_know_is_node_lost_and_retried(setup):
     """A running attempt the node cannot account for ends NODE_LOST; attempts remain: retry."""
     job_id = setup.submit(command("x", max_attempts=2, retry_delay=1))
