@@ -690,7 +690,12 @@ class CommandRunner:
         if isinstance(data, Exception):
             logger.warning("job %d: reading the output of attempt %d failed: %s",
                            attempt.job_id, attempt.number, errors.error_message(data))
-            if attempt.result is not None:
+            if attempt.result is None:
+                return  # the next news of the attempt reads again
+            if isinstance(data, errors.RemoteError):  # no answer (the node restarts?):
+                # read again in a while; a node that stays away ends it at lost_grace
+                self._host.call_later(WRITE_RETRY, self._pump, attempt)
+            else:  # the node answered that it cannot: what is in is all there is
                 self._finish(attempt, attempt.result)
             return
         if not data:

@@ -431,6 +431,34 @@ def test_never_started_attempts_run_again_three_times_at_most(setup):
     assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["error", "NODE_LOST", 1]
 
 
+def test_output_a_node_could_not_be_asked_for_is_read_once_it_answers(setup):
+    """The attempt ended (its node said so) and the read of its output found the node
+    down (jq-noded killed): the job waits and reads it once the node answers, instead of
+    ending without it. A node that answers that it has no such attempt ends it as is."""
+    job_id = setup.submit(command("echo hi"))
+    setup.link.output[(job_id, 1)] = b"hi\n"
+    fetch, down = setup.link.fetch, [True]
+
+    def flaky_fetch(job, attempt, offset, max_bytes, done):
+        if down[0]:
+            return done(unreachable("node1"))
+        return fetch(job, attempt, offset, max_bytes, done)
+
+    setup.link.fetch = flaky_fetch
+    setup.end(job_id, exit_status=0)
+    assert setup.fields(job_id, ["status"]) == ["running"]
+    down[0] = False
+    setup.host.advance(1)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "log_bytes"])[0] == "success"
+    assert b"\nhi\n* EXIT : 0\n" in setup.log(job_id)
+    other = setup.submit(command("echo gone"))
+    setup.link.fetch = lambda job, attempt, offset, max_bytes, done: done(
+        errors.CommandError("job %d attempt %d is not known on this node" % (job, attempt)))
+    setup.end(other, exit_status=0)
+    assert setup.fields(other, ["status"]) == ["success"]
+
+
 def test_an_attempt_its_node_does_not_know_is_node_lost_and_retried(setup):
     """A running attempt the node cannot account for ends NODE_LOST; attempts remain: retry."""
     job_id = setup.submit(command("x", max_attempts=2, retry_delay=1))
