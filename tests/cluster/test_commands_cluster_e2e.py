@@ -178,6 +178,32 @@ def test_a_killed_and_restarted_noded_loses_no_output_and_records_the_true_end(
     assert numbered_lines(log) == ["n%d" % i for i in range(10000)]
 
 
+def test_a_noded_killed_amid_many_short_jobs_runs_each_once(tmp_path, nodeds, daemons):
+    """kill -9 of node2's jq-noded while 200 short jobs start and end there, then a
+    restart: each job succeeds with its output once in its log (an attempt that had
+    ended is read once the node answers again: it was finished without its output), and
+    node2 keeps no attempt."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 2)
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("echo job $JQ_JOB_ID", node="node2")]] * 200)]
+        wait_until(lambda: sum(row[0] == "success" for row in client.query_jobs(
+            ids, ["status"])) >= 50, what="fifty jobs to end")
+    started["node2"].proc.send_signal(signal.SIGKILL)
+    started["node2"].proc.wait(10)
+    started["node2"] = nodeds(test_cluster, "node2")
+    with master.client() as client:
+        wait_all_final(client, ids, 90)
+        failed = [(job_id, row) for job_id, row in zip(
+            ids, client.query_jobs(ids, ["status", "reason", "attempt"])) if row[0] != "success"]
+        assert failed == [], failed
+        for job_id in ids:
+            log = "".join(client.follow_job_log(job_id))
+            assert log.count("\njob %d\n" % job_id) == 1, log  # ran once, its output whole
+    wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
+               what="node2 to forget every attempt")
+
+
 def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemons):
     """The master dies while node3 runs a job; after the failover the new master follows
     it: the job completes, its outcome is recorded once and its log is whole."""
