@@ -609,6 +609,12 @@ class CommandRunner:
                          message="cannot start on %s: %s (tried again in %gs)" % (
                              attempt.node, errors.error_message(err), delay),
                          retry_at=queue._clock() + delay)
+            try:  # the log says why its START banner has no end (and comes again)
+                queue._record_chunk_unlocked(job, attempt.op_index, 0, 0, commandjob.banner_note(
+                    "NOXFER : " + state["message"]))
+            except (errors.GenericError, OSError) as note_err:
+                logger.warning("job %d: cannot note the NOXFER in its log: %s", job.id,
+                               errors.error_message(note_err))
             op.exec_state = state
             op.status = constants.OP_STATUS_WAITING
             queue._record_event_unlocked(constants.REASON_NOXFER, job.id, attempt.node,

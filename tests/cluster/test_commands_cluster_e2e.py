@@ -181,8 +181,8 @@ def test_a_killed_and_restarted_noded_loses_no_output_and_records_the_true_end(
 def test_a_noded_killed_amid_many_short_jobs_runs_each_once(tmp_path, nodeds, daemons):
     """kill -9 of node2's jq-noded while 200 short jobs start and end there, then a
     restart: each job succeeds with its output once in its log (an attempt that had
-    ended is read once the node answers again: it was finished without its output), and
-    node2 keeps no attempt."""
+    ended is read once the node answers again: it was finished without its output; a
+    start the node did not take says so in the log), and node2 keeps no attempt."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 2)
     with master.client() as client:
         ids = [job_id for _, job_id in client.submit_many_jobs(
@@ -200,6 +200,8 @@ def test_a_noded_killed_amid_many_short_jobs_runs_each_once(tmp_path, nodeds, da
         for job_id in ids:
             log = "".join(client.follow_job_log(job_id))
             assert log.count("\njob %d\n" % job_id) == 1, log  # ran once, its output whole
+            assert log.count("* START") == 1 + log.count("\n* NOXFER : ") + log.count(
+                "* RETRY : the command never started"), log  # each other start says why
     wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
                what="node2 to forget every attempt")
 

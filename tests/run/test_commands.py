@@ -494,10 +494,13 @@ def test_an_unreachable_node_does_not_use_up_an_attempt(setup):
     setup.link.refuse = unreachable("node1")
     job_id = setup.submit(command("x", max_attempts=1))
     assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["waiting", "NOXFER", 0]
+    assert setup.log(job_id).count(b"\n* NOXFER : cannot start on node1: node node1 "
+                                   b"unreachable (tried again in ") == 1
     setup.link.refuse = None
     setup.host.advance(5)
     setup.settle()
     assert setup.link.launched[0]["attempt"] == 1
+    assert setup.log(job_id).count(b"* START") == 2  # the first one, then the one that ran
     setup.end(job_id)
     assert setup.fields(job_id, ["status"]) == ["success"]
 
