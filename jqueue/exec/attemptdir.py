@@ -303,19 +303,19 @@ def _empty(path):
 
 def spares(state_dir):
     """The spare directories of a node's attempts."""
-    base = attempts_dir(state_dir)
-    try:
-        names = os.listdir(base)
-    except FileNotFoundError:
-        return []
-    return [os.path.join(base, n) for n in names if n.startswith(SPARE_PREFIX)]
+    return _prefixed(state_dir, SPARE_PREFIX)
 
 
 def trash(state_dir):
     """Directories of forgotten attempts not removed yet (a daemon died meanwhile)."""
+    return _prefixed(state_dir, TRASH_PREFIX)
+
+
+def _prefixed(state_dir, prefix):
+    """The paths in a node's attempts directory whose names start with prefix."""
     base = attempts_dir(state_dir)
     try:
         names = os.listdir(base)
     except FileNotFoundError:
         return []
-    return [os.path.join(base, n) for n in names if n.startswith(TRASH_PREFIX)]
+    return [os.path.join(base, n) for n in names if n.startswith(prefix)]
