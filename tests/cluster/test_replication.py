@@ -387,6 +387,10 @@ def test_candidates_added_and_removed_at_run_time(cluster, tmp_path):
     try:
         cl.replicator.add_peer("late", client)
         cl.replicator.set_min_acks(2)
+        # Once resynced, the next batch reaches it in a replicate call (a batch committed
+        # during the resync may be in the resync's snapshot instead).
+        _wait_for(lambda: {p["name"]: p["in_sync"] for p in cl.replicator.status()["peers"]}
+                  .get("late"))
         cl.queue.submit_job([delay()])
         assert _replica_jobs(late) == _master_jobs(cl.queue)
         cl.replicator.remove_peer("late")
