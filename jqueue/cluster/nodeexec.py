@@ -4,7 +4,8 @@ The master's command runner reaches a cluster node through these calls (made by
 jqueue.cluster.commandlink over the node RPC, mutual TLS). Each is a plain method
 ``func(peer, body) -> JSON`` over the node's Executor (jqueue.exec), run in the reactor
 thread (the Executor's), so none takes a thread; ``exec_poll`` is a long poll answered
-with a Deferred-like callback when the node has news.
+with a Deferred-like callback when the node has news, and a launch that runs as another
+user than the daemon's answers with a Deferred (the user is looked up in a thread first).
 
 The ``svc_*`` methods do the same over the node's Supervisor (jqueue.exec.supervisor):
 the master sends the services placed here and its requests; the supervisor's news
@@ -22,6 +23,8 @@ import collections
 import itertools
 import logging
 import os
+
+from twisted.internet import defer
 
 from jqueue import errors, service
 from jqueue.cluster.rpc import server as rpc_server
@@ -88,7 +91,10 @@ class NodeExec:
             spec = AttemptSpec(**spec)
         except (TypeError, ValueError) as err:
             raise errors.ParameterError("'spec' is not an attempt: %s" % err) from None
-        return info_dict(self._executor.launch(spec))
+        info = self._executor.launch_soon(spec)
+        if isinstance(info, defer.Deferred):  # its user is being looked up, in a thread
+            return info.addCallback(info_dict)
+        return info_dict(info)
 
     def exec_batch(self, peer, body):
         """Several launches and forgets in one call, run in order: ``{"calls": [[method,
@@ -102,12 +108,22 @@ class NodeExec:
             raise errors.ParameterError(
                 "'calls' must be a list of 1 to %d [method, body] pairs, each method one of "
                 "%s" % (MAX_BATCH, ", ".join(BATCHED)))
-        answers = []
-        for method, call_body in calls:
+        return self._run_batch(peer, calls, [])
+
+    def _run_batch(self, peer, calls, answers):
+        """exec_batch's answers, calls run from the len(answers)-th on: a list, or a
+        Deferred of it once a call answers with one (a launch whose user is looked up)."""
+        for method, call_body in calls[len(answers):]:
             try:
-                answers.append([True, getattr(self, method)(peer, call_body)])
+                answer = getattr(self, method)(peer, call_body)
             except errors.GenericError as err:
                 answers.append([False, errors.encode_exception(err)])
+                continue
+            if isinstance(answer, defer.Deferred):
+                answer.addCallbacks(lambda value: answers.append([True, value]),
+                                    lambda failure: answers.append(_batch_error(failure)))
+                return answer.addCallback(lambda _: self._run_batch(peer, calls, answers))
+            answers.append([True, answer])
         return answers
 
     def exec_control(self, peer, body):
@@ -275,6 +291,12 @@ def _is_entry(entry):
             and _is_count(entry["run"])
             and isinstance(entry["name"], str) and isinstance(entry["definition"], dict)
             and entry["target"] in ("started", "stopped"))
+
+
+def _batch_error(failure):
+    """A batched call's answer for its failure (a GenericError; others fail the batch)."""
+    failure.trap(errors.GenericError)
+    return [False, errors.encode_exception(failure.value)]
 
 
 def _attempt_of(body):

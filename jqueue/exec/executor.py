@@ -60,6 +60,7 @@ import resource
 import signal
 import time
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
@@ -87,6 +88,8 @@ NOFILE_WANTED = 65536  # soft RLIMIT_NOFILE the executor asks for (a pidfd per s
 #: In ``<state_dir>/exec``: the run directories that may hold attempts (a JSON list).
 RUN_DIRS_FILE = "run-dirs"
 RT_BASE = signal.SIGRTMIN  # "send signal n" is RT_BASE + n - 1 for the shim
+#: launch()'s default user: look it up there (see Executor.launch_soon).
+LOOK_UP = object()
 SHIM_EVENTS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1} | set(
     range(RT_BASE, RT_BASE + len(SENDABLE_SIGNALS)))
 SHIM_DEFAULTS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE,
@@ -148,8 +151,10 @@ class Executor:
     """Runs command attempts on this machine; see the module docstring.
 
     Every method is called in the reactor thread and none blocks (``start`` compiles
-    the C shim on its first use). ``start`` comes first: until then and after ``stop``,
-    the other methods raise ProgrammerError. One executor per state directory at a time
+    the C shim on its first use; ``launch`` of an attempt that runs as another user
+    looks the user up through NSS, where ``launch_soon`` does it in a thread).
+    ``start`` comes first: until then and after ``stop``, the other methods raise
+    ProgrammerError. One executor per state directory at a time
     (``start`` raises CommandError otherwise). ``allowed_users``: who ``run_as`` may
     name besides the daemon's own user; ``use_cgroup=False`` forces the process-group
     containment; ``shim``: None (C if it compiles, else Python), "c" or "python";
@@ -253,15 +258,19 @@ class Executor:
 
     # ---- starting ----
 
-    def launch(self, spec):
-        """Start an attempt (or return the existing one of that job and attempt)."""
+    def launch(self, spec, user=LOOK_UP):
+        """Start an attempt (or return the existing one of that job and attempt).
+
+        user: what ``look_up_user(spec)`` answered, when the caller looked it up ahead
+        (``launch_soon`` does, in a thread); by default it is looked up here."""
         self._require_started()
         key = (spec.job, spec.attempt)
         if key in self._attempts:
             return self._info(self._attempts[key])
         check_spec(spec)
-        user = self._user_for(spec)
-        env = self.environment(spec)
+        if user is LOOK_UP:
+            user = self.look_up_user(spec)
+        env = self.environment(spec, user)
         path = attemptdir.attempt_path(self.run_dir, spec.job, spec.attempt)
         try:
             self._make_attempt_dir(path)
@@ -288,44 +297,74 @@ class Executor:
                 logger.debug("a spare attempt directory cannot be used: %s", err)
         os.mkdir(path, 0o750)
 
-    def _user_for(self, spec):
-        """None (stay the daemon's user) or (name, uid, gid, supplementary group ids);
-        CommandError if refused. The groups are looked up here, through the daemon's C
-        library and its NSS (the shim may be linked with musl, which has none)."""
-        try:
-            user = self.check_user(spec.run_as)
-            if user is None:
-                return None
-            name, uid, gid = user
+    def launch_soon(self, spec):
+        """launch(spec), its user looked up off the event loop: the attempt's info, or a
+        Deferred of it (fired in the reactor's thread; CommandError if refused) when
+        spec runs as another user than the daemon's, whose passwd entry and groups are
+        then looked up in the reactor's thread pool first (NSS may ask a directory
+        server: a slow one must not stall this daemon's other work)."""
+        if not self._needs_lookup(spec.run_as):
+            return self.launch(spec, None)
+        found = defer.Deferred()
+
+        def look_up():
             try:
-                return name, uid, gid, os.getgrouplist(name, gid)
+                user = self.look_up_user(spec)
+            except errors.CommandError as err:
+                self._reactor.callFromThread(found.errback, err)
+                return
+            self._reactor.callFromThread(found.callback, user)
+
+        self._reactor.callInThread(look_up)
+        return found.addCallback(lambda user: self.launch(spec, user))
+
+    def _needs_lookup(self, name):
+        return name is not None and name != self._own_user
+
+    def look_up_user(self, spec):
+        """None (stay the daemon's user) or (name, uid, gid, supplementary group ids, home);
+        CommandError if refused. Blocks (NSS), and may be called from any thread. The
+        groups are looked up here, through the daemon's C library and its NSS (the shim
+        may be linked with musl, which has none)."""
+        try:
+            entry = self._entry_of(spec.run_as)
+            if entry is None:
+                return None
+            try:
+                groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
             except OSError as err:
                 raise errors.CommandError("cannot look up the groups of user %s: %s"
-                                          % (name, err.strerror or err)) from None
+                                          % (entry.pw_name, err.strerror or err)) from None
         except errors.CommandError as err:
             raise errors.CommandError("job %d attempt %d: %s" % (
                 spec.job, spec.attempt, errors.error_message(err))) from None
+        return entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir or "/"
 
     def check_user(self, name):
         """Whether commands may run as user name here: None (the daemon's own user) or
-        (name, uid, gid); CommandError saying why not."""
-        if name is None or name == self._own_user:
+        its passwd entry; CommandError saying why not."""
+        return self._entry_of(name)
+
+    def _entry_of(self, name):
+        if not self._needs_lookup(name):
             return None
         if name not in self._allowed_users:
             raise errors.CommandError(
                 "user %s may not run commands on this node (allowed: %s)" % (
                     name, ", ".join(sorted(self._allowed_users | {self._own_user}))))
         try:
-            entry = pwd.getpwnam(name)
+            return pwd.getpwnam(name)
         except KeyError:
             raise errors.CommandError("user %s does not exist on this node" % name) from None
-        return name, entry.pw_uid, entry.pw_gid
 
-    def environment(self, spec):
+    def environment(self, spec, user=LOOK_UP):
         """The complete environment of a spec's command: its ``env`` over its ``env_base``
-        (see AttemptSpec), built here, as this node and its daemon see things."""
-        own = self._own_home if spec.run_as in (None, self._own_user) else None
-        return complete_environment(spec.env, spec.env_base, spec.run_as, self._environ, own)
+        (see AttemptSpec), built here, as this node and its daemon see things (user: what
+        look_up_user answered, by default looked up here)."""
+        if user is LOOK_UP:
+            user = self.look_up_user(spec)
+        home = self._own_home if user is None else (user[4], user[0])
+        return complete_environment(spec.env, spec.env_base, spec.run_as, self._environ, home)
 
     def _spawn(self, spec, path, user, env):
         """Steps 2 to 5 of a launch (module docstring); cleans up if one fails."""
@@ -372,7 +411,7 @@ class Executor:
         if cgroup:
             argv += ["--cgroup", cgroup]
         if user:
-            name, uid, gid, groups = user
+            name, uid, gid, groups, _ = user
             argv += ["--user", name, str(uid), str(gid), "--groups", ",".join(map(str, groups))]
         if _ORIGINAL_NOFILE:
             argv += ["--nofile", str(_ORIGINAL_NOFILE[0])]

@@ -7,10 +7,15 @@ every operation answers at once; the link only translates between the Executor's
 (attrs classes) and the plain dicts the runner and the wire use.
 """
 
+import logging
+
 import attrs
+from twisted.internet import defer
 
 from jqueue import errors
 from jqueue.exec.attempt import LOST_PREFIX, AttemptSpec
+
+logger = logging.getLogger(__name__)
 
 
 def result_dict(result):
@@ -35,6 +40,15 @@ def info_dict(info):
     data["argv"] = list(info.argv)
     data["result"] = result_dict(info.result)
     return data
+
+
+def _launch_error(err):
+    """What a launch that raised err answers: a CommandError."""
+    if isinstance(err, errors.CommandError):
+        return err
+    if not isinstance(err, OSError):
+        logger.error("starting an attempt failed", exc_info=err)
+    return errors.CommandError("cannot start the attempt: %s" % err)
 
 
 class LocalLink:
@@ -87,12 +101,13 @@ class LocalLink:
 
     def launch(self, spec, done):
         try:
-            info = self._executor.launch(AttemptSpec(**spec))
-        except errors.CommandError as err:
-            done(err)
+            info = self._executor.launch_soon(AttemptSpec(**spec))
+        except (errors.CommandError, OSError) as err:
+            done(_launch_error(err))
             return
-        except OSError as err:
-            done(errors.CommandError("cannot start the attempt: %s" % err))
+        if isinstance(info, defer.Deferred):  # its user is being looked up
+            info.addCallbacks(lambda found: done(info_dict(found)),
+                              lambda failure: done(_launch_error(failure.value)))
             return
         done(info_dict(info))
 

@@ -2,6 +2,7 @@
 for answers given at once)."""
 
 import pytest
+from twisted.internet import defer
 
 from jqueue import errors
 from jqueue.cluster import nodeexec
@@ -14,8 +15,16 @@ class _Executor:
     def __init__(self):
         self.listeners = []
         self.done = []  # ("launch", job) and ("forget", job), in order
+        self.lookups = []  # (spec, Deferred) of launches whose user is being looked up
 
-    def launch(self, spec):
+    def launch_soon(self, spec):
+        if spec.run_as is not None:  # the user is looked up: the test fires the lookup
+            found = defer.Deferred()
+            self.lookups.append((spec, found))
+            return found.addCallback(lambda _: self._launch(spec))
+        return self._launch(spec)
+
+    def _launch(self, spec):
         if spec.dir == "/missing":
             raise errors.CommandError("job %d: cannot change to directory /missing" % spec.job)
         self.done.append(("launch", spec.job))
@@ -71,9 +80,9 @@ def test_only_the_master_may_poll():
         node.exec_poll("node2", {"session": node.session, "after": 0})
 
 
-def _launch(job, directory="/"):
+def _launch(job, directory="/", run_as=None):
     return ["exec_launch", {"spec": {"job": job, "attempt": 1, "argv": ["true"], "dir": directory,
-                                     "env": {}}}]
+                                     "env": {}, "run_as": run_as}}]
 
 
 def test_a_batch_runs_its_calls_in_order_each_with_its_own_answer():
@@ -88,6 +97,37 @@ def test_a_batch_runs_its_calls_in_order_each_with_its_own_answer():
     assert errors.decode_exception(answers[1][1]).__class__ is errors.CommandError
     assert errors.decode_exception(answers[3][1]).__class__ is errors.ParameterError
     assert "exec_batch" in nodeexec.FEATURES and "exec_batch" in node.handlers()
+
+
+def test_a_batch_waits_for_a_launchs_user_lookup_and_goes_on_in_order():
+    """A launch whose user is looked up (a Deferred) holds the calls after it until it is
+    done; the batch then answers every call in order, a refused user's error its own."""
+    executor, node = _node()
+    answer = node.exec_batch("master", {"calls": [
+        _launch(1), _launch(2, run_as="alice"), _launch(3), _launch(4, run_as="bob"),
+        _launch(5)]})
+    answers = []
+    answer.addCallback(answers.append)
+    assert executor.done == [("launch", 1)] and [s.job for s, _ in executor.lookups] == [2]
+    executor.lookups[0][1].callback(None)
+    assert executor.done == [("launch", 1), ("launch", 2), ("launch", 3)]
+    assert [s.job for s, _ in executor.lookups] == [2, 4] and answers == []
+    executor.lookups[1][1].errback(errors.CommandError("user bob does not exist"))
+    assert executor.done == [("launch", 1), ("launch", 2), ("launch", 3), ("launch", 5)]
+    [[ok1, info1], [ok2, info2], [ok3, _], [ok4, error4], [ok5, info5]] = answers[0]
+    assert (ok1, ok2, ok3, ok4, ok5) == (True, True, True, False, True)
+    assert (info1["job"], info2["job"], info5["job"]) == (1, 2, 5)
+    assert "bob does not exist" in str(errors.decode_exception(error4))
+
+
+def test_a_single_launchs_user_lookup_answers_with_a_deferred():
+    executor, node = _node()
+    answer = node.exec_launch("master", _launch(7, run_as="alice")[1])
+    answers = []
+    answer.addCallback(answers.append)
+    assert answers == [] and executor.done == []
+    executor.lookups[0][1].callback(None)
+    assert answers[0]["job"] == 7 and executor.done == [("launch", 7)]
 
 
 @pytest.mark.parametrize("calls", [

@@ -40,6 +40,10 @@ class PumpReactor(Clock):
         """The reactor's thread pool, synchronous here: func runs at once."""
         func(*args)
 
+    def callFromThread(self, func, *args):
+        """From the pool's thread (this one): func runs at once."""
+        func(*args)
+
     def pump(self, wait=0.02):
         before = time.monotonic()
         fds = {reader.fileno(): reader for reader in self.readers}

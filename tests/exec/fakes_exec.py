@@ -38,7 +38,7 @@ class FakeExecutor:
     def subscribe(self, listener):
         self._listeners.append(listener)
 
-    def launch(self, spec):
+    def launch(self, spec, user=None):
         key = (spec.job, spec.attempt)
         if key in self._attempts:
             return self._attempts[key]

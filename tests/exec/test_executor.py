@@ -6,13 +6,16 @@ also run with both containments (cgroup v2 leaf and the process-group fallback).
 
 import os
 import pwd
+import queue
 import signal
 import sys
+import threading
 import time
 
 import attrs
 import pytest
 from exec_helpers import SHIMS, Executors, run_to_end, wait_ended
+from twisted.internet import defer
 
 from jqueue import errors, serializer
 from jqueue.exec import attemptdir, containment
@@ -130,6 +133,49 @@ def test_run_as_takes_the_groups_the_daemon_looks_up(executors, shim, monkeypatc
                                 executors.spec(1, "id -G", run_as="nobody"))
     assert looked_up == [("nobody", nobody.pw_gid)]
     assert result.exit_status == 0 and output == b"%d 4\n" % nobody.pw_gid
+
+
+def test_launch_soon_looks_a_user_up_in_a_pool_thread(executors, monkeypatch):
+    """launch_soon: the daemon's own user starts at once; another user's passwd entry and
+    groups are looked up in the reactor's pool (a real thread here), not in the event
+    loop, and the attempt starts in the reactor's thread once the answer is back; a
+    refused user fails the Deferred and leaves nothing."""
+    executor, reactor, recorder = make(executors, allowed_users=("nobody", "no-such-user-jq"))
+    lookups, back = [], queue.Queue()
+    real_getpwnam, real_getgrouplist = pwd.getpwnam, os.getgrouplist
+
+    def getpwnam(name):
+        lookups.append(("pwd", threading.current_thread()))
+        return real_getpwnam(name)
+
+    def getgrouplist(name, gid):
+        lookups.append(("groups", threading.current_thread()))
+        return real_getgrouplist(name, gid)
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    monkeypatch.setattr(os, "getgrouplist", getgrouplist)
+    monkeypatch.setattr(reactor, "callInThread",
+                        lambda fn, *args: threading.Thread(target=fn, args=args).start())
+    monkeypatch.setattr(reactor, "callFromThread", lambda fn, *args: back.put((fn, args)))
+    own = executor.launch_soon(executors.spec(1, "true"))
+    assert own.job == 1 and lookups == []
+    pending = executor.launch_soon(executors.spec(2, "id -un", run_as="nobody"))
+    refused = executor.launch_soon(executors.spec(3, "true", run_as="no-such-user-jq"))
+    assert isinstance(pending, defer.Deferred) and isinstance(refused, defer.Deferred)
+    for _ in range(2):
+        fn, args = back.get(timeout=10)
+        fn(*args)  # in this (the reactor's) thread, as callFromThread would
+    assert {kind for kind, _ in lookups} == {"pwd", "groups"}
+    assert all(thread is not threading.main_thread() for _, thread in lookups)
+    infos, failures = [], []
+    pending.addCallback(infos.append)
+    refused.addErrback(failures.append)
+    assert [info.job for info in infos] == [2]
+    assert "user no-such-user-jq does not exist" in str(failures[0].value)
+    assert sorted(i.job for i in executor.attempts()) == [1, 2]
+    result = wait_ended(executor, reactor, recorder, 2, 1)
+    assert result.exit_status == 0 and executor.read(2, 1, 0, 100) == b"nobody\n"
+    wait_ended(executor, reactor, recorder, 1, 1)
 
 
 def test_run_as_refused_unless_allowed_and_known(executors):
