@@ -5,6 +5,7 @@ commands run on this machine, each node with its own state directory (and its ow
 directory of running attempts).
 """
 
+import collections
 import os
 import signal
 import time
@@ -229,6 +230,40 @@ def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemo
     assert values["node"] == "node3" and values["attempt"] == 1
     assert numbered_lines(log) == ["n%d" % i for i in range(3000)]
     assert log.count("* EXIT : 5") == 1
+
+
+def test_a_failover_amid_many_short_jobs_on_a_third_node_runs_each_once(tmp_path, nodeds,
+                                                                        daemons):
+    """kill -9 of the master (jq-masterd and its jq-noded) while 150 short jobs start and
+    end on node3, then a failover: the new master finishes every job, each command ran
+    exactly once (each run appends its line to a file) and its output is once in its
+    log."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
+                                                  noded_args={"node3": ["--slots", "4"]})
+    old = test_cluster.master
+    ran = tmp_path / "ran"
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("echo ran $JQ_JOB_ID >> %s; sleep 0.02; echo job $JQ_JOB_ID" % ran,
+                      node="node3")]] * 150)]
+        wait_until(lambda: sum(row[0] == "success" for row in client.query_jobs(
+            ids, ["status"])) >= 40, what="forty jobs to end")
+    master.proc.send_signal(signal.SIGKILL)
+    started[old].proc.send_signal(signal.SIGKILL)
+    master.proc.wait(10)
+    started[old].proc.wait(10)
+    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
+    new_master = daemons(test_cluster.state_dirs[winner])
+    with new_master.client() as client:
+        wait_all_final(client, ids, 120)
+        failed = [(job_id, row) for job_id, row in zip(
+            ids, client.query_jobs(ids, ["status", "reason", "attempt"])) if row[0] != "success"]
+        assert failed == [], failed
+        for job_id in ids:
+            log = "".join(client.follow_job_log(job_id))
+            assert log.count("\njob %d\n" % job_id) == 1, log
+    runs = collections.Counter(ran.read_text().splitlines())
+    assert runs == {"ran %d" % job_id: 1 for job_id in ids}
 
 
 def test_the_attempt_counter_of_retries_survives_a_failover(tmp_path, nodeds, daemons):
