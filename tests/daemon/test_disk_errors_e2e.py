@@ -4,7 +4,8 @@ A real daemon on a small tmpfs that fills up refuses changes with the cause and 
 directory, goes on answering queries and waiters, accepts changes again once space is
 back (no restart), and after a restart holds exactly the jobs it acknowledged. A daemon
 whose journal sync fails (a failpoint armed through JQ_FAILPOINTS) exits with status 1
-and its restart replays the journal.
+and its restart replays the journal. A command job whose log's disk fills keeps running
+until its output can be logged again, and then ends once with all of it.
 """
 
 import errno
@@ -13,17 +14,14 @@ import subprocess
 import time
 
 import pytest
-from daemon_helpers import RawLuxi, delay, write_config
+from daemon_helpers import RawLuxi, delay, wait_all_final, write_config
 
 from jqueue import constants
 from jqueue.store import journal
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 4 MiB tmpfs mounted as tmp_path/state/queue, the daemon's queue directory (this
-    needs root, as the test machines run); the daemon's log and socket stay outside."""
-    mount = tmp_path / "state" / "queue"
+def _small_fs(mount):
+    """A 4 MiB tmpfs mounted at mount (this needs root, as the test machines run)."""
     mount.mkdir(parents=True)
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "tmpfs",
                              str(mount)], capture_output=True, text=True, check=False)
@@ -32,6 +30,19 @@ def small_fs(tmp_path):
                     % (result.stderr.strip() or result.returncode))
     yield mount
     subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MiB tmpfs as tmp_path/state/queue, the daemon's queue directory; the daemon's
+    log and socket stay outside."""
+    yield from _small_fs(tmp_path / "state" / "queue")
+
+
+@pytest.fixture
+def small_logs_fs(tmp_path):
+    """A 4 MiB tmpfs as tmp_path/state/logs, where the daemon keeps command jobs' logs."""
+    yield from _small_fs(tmp_path / "state" / "logs")
 
 
 def _fill(directory):
@@ -129,3 +140,45 @@ def test_failed_journal_sync_exits_1_and_the_restart_replays(daemons, tmp_path):
     with daemon.client() as client:
         rows = client.query_jobs(acknowledged, ["id", "status"])
     assert rows == [[job_id, constants.JOB_STATUS_QUEUED] for job_id in acknowledged]
+
+
+def test_a_command_running_while_its_logs_disk_fills_loses_no_output_and_ends_once(
+        daemons, small_logs_fs, tmp_path):
+    """The logs' disk fills while a command job prints: its output and its end wait (the
+    job stays running, nothing is lost or written twice); once space is back its log
+    holds every line once, its exit status is recorded once, and a restart agrees."""
+    config = write_config(tmp_path / "jq.toml", checkpoint_interval=3600, workers=2)
+    daemon = daemons(tmp_path / "state", config=config)
+    go = tmp_path / "go"
+    # 500 lines of 1 KB, then (once told to go) 2,500 more, then the end.
+    script = ("i=0; while [ $i -lt 3000 ]; do echo n$i $PAD; i=$((i+1)); "
+              "[ $i -eq 500 ] && while [ ! -e %s ]; do sleep 0.05; done; done; exit 3" % go)
+    pad = "x" * 1000
+    with daemon.client() as client:
+        job_id = client.submit_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": script,
+                                     "env": {"PAD": pad}}])
+        deadline = time.monotonic() + 20
+        while "n499 " not in client.read_job_log(job_id, 0, 1 << 22, 1)["data"]:
+            assert time.monotonic() < deadline, "the first lines never came"
+        filler = _fill(str(small_logs_fs))
+        go.touch()  # the other lines and the end, on a full disk
+        time.sleep(3)
+        status = client.query_jobs([job_id], ["status"])[0][0]
+        assert status == "running", status
+        assert "n2999" not in client.read_job_log(job_id, 0, 1 << 22, 0)["data"]
+        assert "cannot log the output of job %d now" % job_id in daemon.stderr()
+        assert "No space left on device" in daemon.stderr()
+        os.unlink(filler)
+        wait_all_final(client, [job_id], 30)
+        ended = client.query_jobs([job_id], ["status", "exit_status", "reason"])[0]
+        log = "".join(client.follow_job_log(job_id))
+    assert ended == ["error", 3, "FAILED"], ended
+    assert [line for line in log.splitlines() if line.startswith("n")] == [
+        "n%d %s" % (i, pad) for i in range(3000)]
+    assert log.count("* EXIT : 3") == 1, log
+    assert daemon.stop() == 0, daemon.stderr()
+    daemon.start()
+    with daemon.client() as client:
+        assert client.query_jobs([job_id], ["status", "exit_status", "reason"])[0] == ended
+        assert "".join(client.follow_job_log(job_id)) == log
+    assert daemon.stop() == 0, daemon.stderr()  # before the tmpfs goes
