@@ -261,7 +261,7 @@ class Executor:
     def launch(self, spec, user=LOOK_UP):
         """Start an attempt (or return the existing one of that job and attempt).
 
-        user: what ``look_up_user(spec)`` answered, when the caller looked it up ahead
+        user: what ``look_up_user(spec.run_as)`` answered, when the caller looked it up ahead
         (``launch_soon`` does, in a thread); by default it is looked up here."""
         self._require_started()
         key = (spec.job, spec.attempt)
@@ -269,7 +269,7 @@ class Executor:
             return self._info(self._attempts[key])
         check_spec(spec)
         if user is LOOK_UP:
-            user = self.look_up_user(spec)
+            user = self._user_of(spec)
         env = self.environment(spec, user)
         path = attemptdir.attempt_path(self.run_dir, spec.job, spec.attempt)
         try:
@@ -298,60 +298,77 @@ class Executor:
         os.mkdir(path, 0o750)
 
     def launch_soon(self, spec):
-        """launch(spec), its user looked up off the event loop: the attempt's info, or a
-        Deferred of it (fired in the reactor's thread; CommandError if refused) when
-        spec runs as another user than the daemon's, whose passwd entry and groups are
-        then looked up in the reactor's thread pool first (NSS may ask a directory
-        server: a slow one must not stall this daemon's other work)."""
-        if not self._needs_lookup(spec.run_as):
+        """launch(spec), its user looked up off the event loop (see user_soon): the
+        attempt's info, or a Deferred of it when spec runs as another user than the
+        daemon's."""
+        found = self.user_soon(spec.run_as)
+        if found is None:
             return self.launch(spec, None)
+
+        def refused(failure):
+            failure.trap(errors.CommandError)
+            raise _attempt_error(spec, failure.value)
+
+        return found.addCallbacks(lambda user: self.launch(spec, user), refused)
+
+    def user_soon(self, name):
+        """None if commands run as name without a lookup (the daemon's own user), else a
+        Deferred of look_up_user(name) (fired in the reactor's thread; CommandError if
+        refused), looked up in the reactor's thread pool: NSS may ask a directory server,
+        and a slow one must not stall this daemon's other work."""
+        if not self._needs_lookup(name):
+            return None
         found = defer.Deferred()
 
         def look_up():
             try:
-                user = self.look_up_user(spec)
+                user = self.look_up_user(name)
             except errors.CommandError as err:
                 self._reactor.callFromThread(found.errback, err)
                 return
             self._reactor.callFromThread(found.callback, user)
 
         self._reactor.callInThread(look_up)
-        return found.addCallback(lambda user: self.launch(spec, user))
+        return found
 
     def _needs_lookup(self, name):
         return name is not None and name != self._own_user
 
-    def look_up_user(self, spec):
-        """None (stay the daemon's user) or (name, uid, gid, supplementary group ids, home);
-        CommandError if refused. Blocks (NSS), and may be called from any thread. The
-        groups are looked up here, through the daemon's C library and its NSS (the shim
-        may be linked with musl, which has none)."""
+    def look_up_user(self, name):
+        """None (the daemon's own user) or (name, uid, gid, supplementary group ids, home)
+        of the user commands run as; CommandError if refused. Blocks (NSS), and may be
+        called from any thread. The groups are looked up here, through the daemon's C
+        library and its NSS (the shim may be linked with musl, which has none)."""
+        entry = self._entry_of(name)
+        if entry is None:
+            return None
         try:
-            entry = self._entry_of(spec.run_as)
-            if entry is None:
-                return None
-            try:
-                groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-            except OSError as err:
-                raise errors.CommandError("cannot look up the groups of user %s: %s"
-                                          % (entry.pw_name, err.strerror or err)) from None
-        except errors.CommandError as err:
-            raise errors.CommandError("job %d attempt %d: %s" % (
-                spec.job, spec.attempt, errors.error_message(err))) from None
+            groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+        except OSError as err:
+            raise errors.CommandError("cannot look up the groups of user %s: %s"
+                                      % (entry.pw_name, err.strerror or err)) from None
         return entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir or "/"
 
+    def _user_of(self, spec):
+        """look_up_user for spec's attempt (an error names it)."""
+        try:
+            return self.look_up_user(spec.run_as)
+        except errors.CommandError as err:
+            raise _attempt_error(spec, err) from None
+
     def check_user(self, name):
-        """Whether commands may run as user name here: None (the daemon's own user) or
-        its passwd entry; CommandError saying why not."""
-        return self._entry_of(name)
+        """CommandError unless commands may run as user name here (the daemon's own user,
+        or one of allowed_users), without a lookup: whether the user exists is known
+        when an attempt starts (the check at submit never waits for NSS)."""
+        if self._needs_lookup(name) and name not in self._allowed_users:
+            raise errors.CommandError(
+                "user %s may not run commands on this node (allowed: %s)" % (
+                    name, ", ".join(sorted(self._allowed_users | {self._own_user}))))
 
     def _entry_of(self, name):
         if not self._needs_lookup(name):
             return None
-        if name not in self._allowed_users:
-            raise errors.CommandError(
-                "user %s may not run commands on this node (allowed: %s)" % (
-                    name, ", ".join(sorted(self._allowed_users | {self._own_user}))))
+        self.check_user(name)
         try:
             return pwd.getpwnam(name)
         except KeyError:
@@ -362,7 +379,7 @@ class Executor:
         (see AttemptSpec), built here, as this node and its daemon see things (user: what
         look_up_user answered, by default looked up here)."""
         if user is LOOK_UP:
-            user = self.look_up_user(spec)
+            user = self._user_of(spec)
         home = self._own_home if user is None else (user[4], user[0])
         return complete_environment(spec.env, spec.env_base, spec.run_as, self._environ, home)
 
@@ -927,6 +944,12 @@ def user_home(user=None):
     except KeyError:
         return "/", user or ""
     return entry.pw_dir or "/", entry.pw_name
+
+
+def _attempt_error(spec, err):
+    """A CommandError about spec's attempt: err's message after the job and attempt."""
+    return errors.CommandError("job %d attempt %d: %s" % (spec.job, spec.attempt,
+                                                          errors.error_message(err)))
 
 
 def _remove_attempt(path, output):

@@ -32,8 +32,11 @@ run's output grew and ``("svc_removed", id)``.
 import logging
 import os
 
+from twisted.python import failure
+
 from jqueue import commandjob, errors, serializer, service
 from jqueue.exec.attempt import AttemptSpec
+from jqueue.exec.executor import LOOK_UP
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class _Service:
     def __init__(self, record):
         self.record = record
         self.timer = None       # startsecs, back-off or stop timer
+        self.looking_up = False  # its run_as user is being looked up for a start
 
     @property
     def sid(self):
@@ -351,8 +355,20 @@ class Supervisor:
             logger.info("%s: %s", svc.label, message)
         self._arm(svc, definition["stop_timeout"], self._kill_due)
 
-    def _launch(self, svc, why, automatic=False):
-        """Start a new run (its number is saved before the executor hears of it)."""
+    def _launch(self, svc, why, automatic=False, user=LOOK_UP):
+        """Start a new run (its number is saved before the executor hears of it). A
+        run_as user other than the daemon's is looked up first, in a thread (see
+        Executor.user_soon): the service keeps its state meanwhile, and starts once the
+        answer is back if it is still to start then."""
+        if user is LOOK_UP:
+            if svc.looking_up:
+                return  # it starts when the answer is back
+            found = self._executor.user_soon(svc.definition.get("run_as"))
+            if found is not None:
+                svc.looking_up = True
+                found.addBoth(self._looked_up, svc, why, automatic)
+                return
+            user = None
         record, definition = svc.record, svc.definition
         svc.cancel_timer()
         record["run"] += 1
@@ -362,8 +378,10 @@ class Supervisor:
                       stop_deadline=None, running_since=None, then=None)
         self._change(svc, service.STARTING, "run %d: %s" % (record["run"], why))
         try:
+            if isinstance(user, failure.Failure):
+                user.raiseException()
             spec = self._spec(svc)
-            info = self._executor.launch(spec)
+            info = self._executor.launch(spec, user)
         except (errors.CommandError, OSError) as err:
             record["message"] = errors.error_message(err)
             self._change(svc, service.FATAL, "cannot start: %s" % errors.error_message(err))
@@ -374,6 +392,17 @@ class Supervisor:
             self._ended(svc, _result_dict(info.result))
             return
         self._arm(svc, definition["startsecs"], self._started_due)
+
+    def _looked_up(self, user, svc, why, automatic):
+        """The user of a start is known (or refused: a Failure): start it, unless the
+        service is no longer to start (stopped, removed, started otherwise meanwhile)."""
+        svc.looking_up = False
+        if (not self._started or self._services.get(svc.sid) is not svc
+                or svc.record["target"] != service.TARGET_STARTED
+                or svc.state in (service.STARTING, service.RUNNING, service.STOPPING)):
+            return None
+        self._launch(svc, why, automatic, user)
+        return None
 
     def _spec(self, svc):
         record, definition = svc.record, svc.definition

@@ -6,6 +6,7 @@ processes are found (and, at the end, checked gone) whatever else runs here.
 
 import json
 import os
+import pwd
 import signal
 import time
 import uuid
@@ -203,6 +204,24 @@ def test_files_for_stdio_are_appended_and_the_environment_is_minimal(daemon, mar
     assert log.startswith("* START run 1 ")
     assert [line for line in log.splitlines() if not line.startswith("* ")] == []
     daemon.jqctl("service", "remove", "files")
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
+
+
+def test_a_service_runs_as_an_allowed_user(daemons, mark):
+    """run_as nobody (allowed): its runs are nobody's, HOME and USER from its entry (looked
+    up in a thread before each start)."""
+    daemon = daemons(args=["--allowed-users", "nobody"])
+    nobody = pwd.getpwnam("nobody")
+    with daemon.client() as client:
+        client.add_services([{"name": "as-nobody", "run_as": "nobody",
+                              "command": "echo $USER $HOME; id -un; exec sleep 300",
+                              "env": {"JQ_TEST_MARK": mark}}], start=True)
+    running = wait_state(daemon, "as-nobody", service.RUNNING)
+    assert os.stat("/proc/%d" % running["pid"]).st_uid == nobody.pw_uid
+    wait_until(lambda: "\nnobody\n" in daemon.jqctl("service", "log", "as-nobody")[1],
+               what="the run's output")
+    assert "nobody %s\n" % nobody.pw_dir in daemon.jqctl("service", "log", "as-nobody")[1]
+    daemon.jqctl("service", "remove", "as-nobody")
     wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 

@@ -8,6 +8,7 @@ to the listeners as the real executor sends them.
 """
 
 import attrs
+from twisted.internet import defer
 
 from jqueue import errors
 from jqueue.exec.attempt import AttemptInfo, AttemptResult
@@ -26,6 +27,8 @@ class FakeExecutor:
         self.kills = []             # (job, attempt)
         self.forgotten = []         # (job, attempt)
         self.refuse = None          # a CommandError message launch raises, if set
+        self.lookups = []           # (user name, Deferred) of users being looked up
+        self.users = []             # what launch was given to run as, in order
 
     def start(self):
         self.started = True
@@ -38,7 +41,16 @@ class FakeExecutor:
     def subscribe(self, listener):
         self._listeners.append(listener)
 
+    def user_soon(self, name):
+        """None for no user; else a Deferred the test fires (see lookups)."""
+        if name is None:
+            return None
+        found = defer.Deferred()
+        self.lookups.append((name, found))
+        return found
+
     def launch(self, spec, user=None):
+        self.users.append(user)
         key = (spec.job, spec.attempt)
         if key in self._attempts:
             return self._attempts[key]

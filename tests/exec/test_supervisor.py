@@ -60,7 +60,7 @@ def node(tmp_path):
 def test_the_fake_executor_has_the_executors_signatures():
     """Every method of FakeExecutor the supervisor uses takes what Executor's takes."""
     for name in ("start", "stop", "subscribe", "launch", "signal", "kill", "terminate",
-                 "read", "forget", "attempts", "check_user"):
+                 "read", "forget", "attempts", "check_user", "user_soon"):
         real = inspect.signature(getattr(Executor, name))
         fake = inspect.signature(getattr(FakeExecutor, name))
         assert list(real.parameters) == list(fake.parameters), name
@@ -233,6 +233,39 @@ def test_a_launch_the_node_refuses_is_fatal_without_retry(node):
     assert state["state"] == service.FATAL and "nobody" in state["message"]
     node.clock.advance(100)
     assert node.executor.launched == []
+
+
+def test_a_run_as_user_is_looked_up_before_the_start_and_the_service_waits(node):
+    """A service that runs as another user: its start waits for the lookup (in a thread,
+    Executor.user_soon) without a state change, asks once however often it is started
+    meanwhile, and launches with the user found; a refused user is FATAL."""
+    node.supervisor.apply([entry(run_as="alice")])
+    assert node.state()["state"] == service.STOPPED and node.executor.launched == []
+    node.supervisor.control(1, "restart", 2)
+    node.supervisor.control(1, "start", 3)
+    assert [name for name, _ in node.executor.lookups] == ["alice"]
+    alice = ("alice", 1001, 1001, [1001], "/home/alice")
+    node.executor.lookups[0][1].callback(alice)
+    assert node.state()["state"] == service.STARTING
+    assert len(node.executor.launched) == 1 and node.executor.users == [alice]
+    node.fail_now()
+    assert node.state()["state"] == service.BACKOFF
+    node.clock.advance(1)  # the back-off's restart looks the user up again
+    assert len(node.executor.lookups) == 2 and node.state()["state"] == service.BACKOFF
+    node.executor.lookups[1][1].errback(errors.CommandError("user alice does not exist"))
+    state = node.state()
+    assert state["state"] == service.FATAL and "alice does not exist" in state["message"]
+    assert len(node.executor.launched) == 1
+
+
+def test_a_service_stopped_or_removed_while_its_user_is_looked_up_never_starts(node):
+    node.supervisor.apply([entry(run_as="alice"), entry(sid=2, run_as="bob")])
+    node.supervisor.control(1, "stop", 2)
+    node.supervisor.apply([entry(run_as="alice")], full=True)  # removes service 2
+    for _, found in node.executor.lookups:
+        found.callback(("x", 1, 1, [1], "/"))
+    assert node.executor.launched == [] and node.state()["state"] == service.STOPPED
+    assert [s["id"] for s in node.supervisor.states()] == [1]
 
 
 def test_removal_stops_the_service_first(node):
