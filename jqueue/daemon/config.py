@@ -218,7 +218,11 @@ def command_options(program):
                default_doc="the number of CPUs"),
         Option("allowed_users", TextList(), [],
                "Users other than the daemon's own that command jobs may run as (run_as); "
-               "the daemon must run as root to switch users.", flag="--allowed-users",
+               "the daemon must run as root to switch users. Another user is refused (at "
+               "submit where jq-masterd runs the commands itself, else as the attempt "
+               "starts: INTERR); a user of the list is looked up (its passwd entry and "
+               "groups, through NSS) in a thread as each attempt or service run starts, and "
+               "one that does not exist fails it the same way.", flag="--allowed-users",
                metavar="USER,...", programs=(program,), default_doc="none"),
         Option("containment", Text(), "auto",
                "How a command attempt's processes are held together: auto (a cgroup v2 "

@@ -233,8 +233,9 @@ def test_retries_run_again_after_a_failure(daemon, tmp_path):
 
 
 def test_run_as_an_allowed_user_and_refusal_of_another(daemons, tmp_path):
-    """run_as nobody (allowed) runs as nobody; a user not allowed is refused at submit."""
-    daemon = daemons(args=["--allowed-users", "nobody"])
+    """run_as nobody (allowed) runs as nobody; a user not allowed is refused at submit;
+    an allowed user this machine does not know fails its attempt INTERR, not retried."""
+    daemon = daemons(args=["--allowed-users", "nobody,no-such-user-jq"])
     job_id, values = run_to_end(daemon, command("id -un", run_as="nobody"))
     assert values["status"] == "success", log_of(daemon, job_id)
     assert "\nnobody\n" in log_of(daemon, job_id)
@@ -242,6 +243,10 @@ def test_run_as_an_allowed_user_and_refusal_of_another(daemons, tmp_path):
     assert code == 6 and "user daemon may not run commands on this node" in err
     with daemon.client() as client:
         assert len(client.query_jobs([], ["id"])) == 1  # the refused job left no trace
+    job_id, values = run_to_end(daemon, command("true", run_as="no-such-user-jq",
+                                                max_attempts=3))
+    assert (values["status"], values["reason"], values["attempt"]) == ("error", "INTERR", 1)
+    assert "user no-such-user-jq does not exist on this node" in log_of(daemon, job_id)
 
 
 def killed_midway(daemon, cmd, seen):
