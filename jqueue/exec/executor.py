@@ -323,7 +323,7 @@ class Executor:
         def look_up():
             try:
                 user = self.look_up_user(name)
-            except errors.CommandError as err:
+            except Exception as err:  # noqa: BLE001 - whatever it is, the Deferred fires
                 self._reactor.callFromThread(found.errback, err)
                 return
             self._reactor.callFromThread(found.callback, user)
