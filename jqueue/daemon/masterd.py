@@ -23,8 +23,8 @@ import os
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, error, task, threads
-from twisted.python import failure, threadpool
+from twisted.internet import defer, error, task, threads
+from twisted.python import threadpool
 
 import jqueue
 from jqueue import constants, embedded, opcodes
@@ -228,19 +228,19 @@ class LuxiService(service.Service):
 
     def _listen(self):
         unixsocket.prepare(self.path)
-        endpoint = endpoints.UNIXServerEndpoint(self._reactor, self.path, LISTEN_BACKLOG,
-                                                mode=0o660, wantPID=True)
-        outcome = []
-        endpoint.listen(self.factory).addBoth(outcome.append)
-        if not isinstance(outcome[0], failure.Failure):
-            return outcome[0]
-        err = outcome[0].value
-        if self.factory.numPorts:
-            self.factory.doStop()
-        if isinstance(err, error.CannotListenError) and err.socketError == "Cannot acquire lock":
-            raise unixsocket.in_use_error(self.path, unixsocket.lock_holder(self.path))
-        raise common.StartupError("cannot listen on %s: %s" % (
-            self.path, getattr(err, "socketError", None) or err))
+        port = unixsocket.Port(self.path, self.factory, LISTEN_BACKLOG, mode=0o660,
+                               reactor=self._reactor, wantPID=True)
+        try:
+            port.startListening()
+        except (error.CannotListenError, OSError) as err:
+            if self.factory.numPorts:
+                self.factory.doStop()
+            if getattr(err, "socketError", None) == "Cannot acquire lock":
+                raise unixsocket.in_use_error(
+                    self.path, unixsocket.lock_holder(self.path)) from None
+            raise common.StartupError("cannot listen on %s: %s" % (
+                self.path, getattr(err, "socketError", None) or err)) from None
+        return port
 
     def stop_accepting_submissions(self):
         if self.factory is not None:

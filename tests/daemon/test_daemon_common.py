@@ -249,3 +249,63 @@ def test_prepare_never_removes_what_is_not_a_socket(tmp_path):
     with pytest.raises(common.StartupError, match="not a socket"):
         unixsocket.prepare(str(path))
     assert path.read_text() == "precious"
+
+
+class _ReadersClock(Clock):
+    """Just enough reactor for a listening port driven by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.readers = []
+
+    def addReader(self, reader):
+        self.readers.append(reader)
+
+    def removeReader(self, reader):
+        if reader in self.readers:
+            self.readers.remove(reader)
+
+    def addWriter(self, writer):
+        pass
+
+    def removeWriter(self, writer):
+        pass
+
+
+def test_the_socket_port_reads_its_connections_with_plain_recv(tmp_path, monkeypatch):
+    """unixsocket.Port serves connections as Twisted's Unix port does, but reads them
+    with recv: Twisted's recvmsg (ancillary data, unused by LUXI) is never called."""
+    from twisted.internet import protocol
+    from twisted.python import sendmsg
+
+    def no_recvmsg(*args, **kwargs):
+        raise AssertionError("recvmsg was called")
+
+    monkeypatch.setattr(sendmsg, "recvmsg", no_recvmsg)
+    received = []
+
+    class Echo(protocol.Protocol):
+        def dataReceived(self, data):
+            received.append(data)
+            self.transport.write(data.upper())
+
+    factory = protocol.Factory.forProtocol(Echo)
+    reactor = _ReadersClock()
+    path = str(tmp_path / "s.sock")
+    port = unixsocket.Port(path, factory, 5, mode=0o660, reactor=reactor, wantPID=True)
+    port.startListening()
+    try:
+        assert os.path.islink(path + ".lock") and oct(os.stat(path).st_mode & 0o777) == "0o660"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+            port.doRead()  # accept
+            connection = reactor.readers[-1]
+            assert connection is not port
+            client.sendall(b"hello")
+            connection.doRead()
+            assert received == [b"hello"]
+            connection.doWrite()
+            assert client.recv(10) == b"HELLO"
+            connection.loseConnection()
+    finally:
+        port.stopListening()
