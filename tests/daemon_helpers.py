@@ -306,3 +306,20 @@ def delay(duration=0, **params):
 
 def jqop(**params):
     return dict({"OP_ID": "OP_TEST_JQUEUE"}, **params)
+
+
+def processes_with(mark):
+    """Pids of the processes whose environment holds JQ_TEST_MARK=mark (a test's commands
+    carry a fresh one, so that tests running in parallel never see each other's)."""
+    needle = ("JQ_TEST_MARK=%s" % mark).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as stream:
+                if needle in stream.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found

@@ -9,9 +9,10 @@ import collections
 import os
 import signal
 import time
+import uuid
 
 from conftest import attempt_names
-from daemon_helpers import wait_all_final
+from daemon_helpers import processes_with, wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
 
@@ -203,6 +204,29 @@ def test_a_noded_killed_amid_many_short_jobs_runs_each_once(tmp_path, nodeds, da
             assert log.count("\njob %d\n" % job_id) == 1, log  # ran once, its output whole
             assert log.count("* START") == 1 + log.count("\n* NOXFER : ") + log.count(
                 "* RETRY : the command never started"), log  # each other start says why
+    wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
+               what="node2 to forget every attempt")
+
+
+def test_a_cancel_storm_amid_launches_on_a_node_ends_every_job_and_process(tmp_path, nodeds,
+                                                                          daemons):
+    """200 jobs on node2 (slots 50) that fork a tree and sleep, cancelled one by one while
+    node2's jq-noded launches them in batches: every job ends canceled, no process of
+    them is left and node2 forgets every attempt."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2,
+                                            noded_args={"node2": ["--slots", "50"]})
+    mark = uuid.uuid4().hex
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node2",
+                      env={"JQ_TEST_MARK": mark})]] * 200)]
+        wait_until(lambda: len(processes_with(mark)) >= 30, what="launches to begin")
+        for job_id in ids:
+            client.cancel_job(job_id)
+        wait_all_final(client, ids, 60)
+        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
+    assert statuses == {"canceled"}, statuses
+    wait_until(lambda: processes_with(mark) == [], what="every process to end")
     wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
                what="node2 to forget every attempt")
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from conftest import attempt_names
-from daemon_helpers import wait_all_final
+from daemon_helpers import processes_with, wait_all_final
 
 from jqueue import constants, errors
 
@@ -23,22 +23,6 @@ def marked(env=None):
     """An environment with a fresh marker; (env, marker)."""
     mark = uuid.uuid4().hex
     return dict(env or {}, JQ_TEST_MARK=mark), mark
-
-
-def processes_with(mark):
-    """Pids of the processes whose environment holds the marker."""
-    needle = ("JQ_TEST_MARK=%s" % mark).encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/environ" % name, "rb") as stream:
-                if needle in stream.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
 
 
 def wait_until(predicate, timeout=20, what="condition"):
@@ -313,6 +297,24 @@ def test_a_master_killed_amid_many_short_jobs_runs_each_once(daemon):
         for entry in os.scandir(os.path.join(attempts, name)):
             assert entry.name in ("spec.json", "output", ".pid.tmp", ".result.tmp")
             assert entry.stat().st_size == 0
+
+
+def test_a_cancel_storm_amid_launches_ends_every_job_and_process(daemons):
+    """200 jobs that fork a tree and sleep, cancelled one by one while their attempts are
+    being launched (slots 50, 150 still queued): every job ends canceled and no process
+    of any of them is left."""
+    daemon = daemons(args=["--slots", "50"])
+    env, mark = marked()
+    with daemon.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", env=env)]] * 200)]
+        wait_until(lambda: len(processes_with(mark)) >= 30, what="launches to begin")
+        for job_id in ids:
+            client.cancel_job(job_id)
+        wait_all_final(client, ids, 60)
+        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
+    assert statuses == {"canceled"}, statuses
+    wait_until(lambda: processes_with(mark) == [], what="every process to end")
 
 
 def across_a_clean_restart(daemon, cmd, while_running=lambda job_id: None):

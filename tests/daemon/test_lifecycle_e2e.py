@@ -6,8 +6,8 @@ import signal
 import time
 
 import pytest
-from daemon_helpers import wait_all_final
-from test_commands_e2e import marked, processes_with, wait_until
+from daemon_helpers import processes_with, wait_all_final
+from test_commands_e2e import marked, wait_until
 
 import jqueue
 from jqueue import constants, serializer

@@ -12,7 +12,8 @@ import time
 import uuid
 
 import pytest
-from test_commands_e2e import processes_with, wait_until
+from daemon_helpers import processes_with
+from test_commands_e2e import wait_until
 
 from jqueue import service
 
