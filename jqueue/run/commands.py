@@ -26,6 +26,12 @@ goes back to queued and the attempt does not count (exec state ``uncounted``: at
 that do not count against ``max_attempts``, also raised by a reset, and by an attempt
 whose command never started because the daemon launching it died: another runs at once).
 
+A stop (cancel, hold) that finds the node unreachable is sent again when the node answers
+again. A start the node could not be asked for (NOXFER) may still have reached it: if
+the job ends meanwhile (canceled), that attempt is killed when the node reports it or
+when the start's retry falls due; otherwise the retry, with the same attempt number,
+adopts it.
+
 When the queue is opened again (restart, failover) attempts journaled as starting or
 running are reconciled with their nodes (``recover``): one that ended meanwhile gets its
 true result, a running one is followed again, one the node never launched is launched, and
@@ -95,7 +101,7 @@ class _Attempt:
 
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
-                 "progress_timer", "launched", "contained")
+                 "progress_timer", "launched", "contained", "stop_unsent")
 
     def __init__(self, job_id, op_index, number, node, out=0):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
@@ -112,6 +118,7 @@ class _Attempt:
         self.progress_timer = None
         self.launched = False
         self.contained = None           # its cgroup or process group, once the node said
+        self.stop_unsent = False        # its stop found the node unreachable: sent again
 
 
 class CommandRunner:
@@ -413,6 +420,19 @@ class CommandRunner:
         return (op.status in (constants.OP_STATUS_QUEUED, constants.OP_STATUS_WAITING)
                 and state not in constants.ATTEMPTS_ON_NODE)
 
+    def _unsure_start_unlocked(self, job, op_index):
+        """(node, info) of the start of job's opcode that a NOXFER left unsure (the call
+        may have reached the node before it failed) once the job ended, else None."""
+        if job is None or job.calc_status() not in constants.JOBS_FINALIZED:
+            return None
+        op = job.ops[op_index]
+        state = op.exec_state or {}
+        node = state.get("node") or self.node_of(op.input)
+        if state.get("reason") != constants.REASON_NOXFER or node not in self._links:
+            return None
+        return node, {"job": job.id, "attempt": (state.get("attempt") or 0) + 1,
+                      "result": None}
+
     def _arm_retry(self, job_id, op_index, delay):
         old = self._timers.pop(job_id, None)
         if old is not None:
@@ -426,11 +446,17 @@ class CommandRunner:
         queue = self._queue
         with queue._lock:
             job = queue._jobs.get(job_id)
-            if job is None or not self._wants_start_unlocked(job, op_index):
-                return
-            op = job.ops[op_index]
-            op.exec_state = dict(op.exec_state, state=constants.ATTEMPT_PENDING, retry_at=None)
-        self._enqueue(job_id, op_index)
+            wanted = job is not None and self._wants_start_unlocked(job, op_index)
+            if wanted:
+                op = job.ops[op_index]
+                op.exec_state = dict(op.exec_state, state=constants.ATTEMPT_PENDING,
+                                     retry_at=None)
+            else:
+                unsure = self._unsure_start_unlocked(job, op_index)
+        if wanted:
+            self._enqueue(job_id, op_index)
+        elif unsure is not None:  # it ended meanwhile (canceled): fence that start
+            self._fence(*unsure)
 
     def _dispatch(self, node):
         """Start queued attempts on node while it has free slots."""
@@ -553,7 +579,7 @@ class CommandRunner:
         attempt.launched = True
         self._record_info(attempt, answer)
         if attempt.stop is not None:
-            self._control(attempt, "kill" if attempt.stop == "kill" else "terminate")
+            self._send_stop(attempt)
         self._absorb_info(attempt, answer)
 
     def _absorb_info(self, attempt, info):
@@ -593,6 +619,18 @@ class CommandRunner:
         """The node could not be asked: the attempt never started; try again later."""
         logger.warning("job %d: cannot start attempt %d on %s: %s", attempt.job_id,
                        attempt.number, attempt.node, errors.error_message(err))
+        with self._queue._lock:
+            job = self._queue._jobs.get(attempt.job_id)
+            canceling = attempt.stop in ("cancel", "kill") or (
+                job is not None
+                and job.ops[attempt.op_index].status == constants.OP_STATUS_CANCELING)
+        if canceling:  # canceled while its start was under way (its stop may come later)
+            self._finish(attempt, {"error": None, "exit_status": None, "signal": None,
+                                   "timed_out": False, "never_ran": True})
+            # The start may have reached the node before the call failed.
+            self._fence(attempt.node, {"job": attempt.job_id, "attempt": attempt.number,
+                                       "result": None})
+            return
         queue = self._queue
         with queue._lock:
             job = queue._jobs.get(attempt.job_id)
@@ -632,6 +670,9 @@ class CommandRunner:
         kind = event[0]
         if kind == "node":  # the node answered again (its slots may have changed)
             if node in self._links:
+                for attempt in list(self._attempts.values()):
+                    if attempt.node == node and attempt.stop_unsent:
+                        self._send_stop(attempt)
                 self._dispatch(node)
                 if self.services is not None:
                     self.services.node_contact(node)
@@ -644,8 +685,12 @@ class CommandRunner:
             info = event[1]
             attempt = self._known(node, info["job"], info["attempt"])
             if attempt is not None:
+                if attempt.stop_unsent and info.get("result") is None:
+                    self._send_stop(attempt)  # its node answers again
                 self._record_info(attempt, info)
                 self._absorb_info(attempt, info)
+            elif self._job_ended(info["job"]):  # e.g. launched, the answer lost, canceled
+                self._fence(node, info)
             return
         _, job_id, number, value = event
         attempt = self._known(node, job_id, number)
@@ -655,10 +700,17 @@ class CommandRunner:
             return
         if kind == "output":
             attempt.size = max(attempt.size, value)
+            if attempt.stop_unsent:
+                self._send_stop(attempt)
         elif kind == "ended":
             attempt.result = value
             attempt.size = max(attempt.size, value.get("output_size") or 0)
         self._pump(attempt)
+
+    def _job_ended(self, job_id):
+        with self._queue._lock:
+            job = self._queue._jobs.get(job_id)
+            return job is None or job.calc_status() in constants.JOBS_FINALIZED
 
     def _known(self, node, job_id, number):
         attempt = self._attempts.get(job_id)
@@ -923,7 +975,22 @@ class CommandRunner:
         if attempt.stop is None or why == "kill":
             attempt.stop = why
         if attempt.launched:
-            self._control(attempt, "kill" if why == "kill" else "terminate")
+            self._send_stop(attempt)
+
+    def _send_stop(self, attempt):
+        """Ask attempt's node to stop it as attempt.stop says (KILL now, or TERM and KILL
+        after its grace). A node that cannot be asked (down, restarting) is asked again
+        when it answers again: a cancel is never lost with the call."""
+        action = "kill" if attempt.stop == "kill" else "terminate"
+        attempt.stop_unsent = False
+
+        def done(answer):
+            _log_control(attempt, action, answer)
+            if isinstance(answer, errors.RemoteError) and self._attempts.get(
+                    attempt.job_id) is attempt and attempt.result is None:
+                attempt.stop_unsent = True
+
+        self._control(attempt, action, done=done)
 
     def _stop_unfollowed(self, job_id):
         """Cancel of a job no attempt of which is followed: end it if it is canceling."""
@@ -1034,7 +1101,7 @@ class CommandRunner:
             return
         attempt.launched = True
         if attempt.stop is not None and info.get("result") is None:
-            self._control(attempt, "kill" if attempt.stop == "kill" else "terminate")
+            self._send_stop(attempt)
         self._record_info(attempt, info)
         self._absorb_info(attempt, info)
 

@@ -231,6 +231,33 @@ def test_a_cancel_storm_amid_launches_on_a_node_ends_every_job_and_process(tmp_p
                what="node2 to forget every attempt")
 
 
+def test_jobs_cancelled_while_their_noded_is_down_end_once_it_is_back(tmp_path, nodeds,
+                                                                     daemons):
+    """kill -9 of node2's jq-noded while 60 jobs run trees of sleeps there (20 slots, the
+    rest queued); each job is cancelled while it is down (node3 acknowledges the
+    changes); once it is back every job ends canceled and no process of them is left."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
+                                                  noded_args={"node2": ["--slots", "20"]})
+    mark = uuid.uuid4().hex
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node2",
+                      env={"JQ_TEST_MARK": mark})]] * 60)]
+        wait_until(lambda: sum(row[0] == "running" for row in client.query_jobs(
+            ids, ["status"])) >= 20, what="twenty jobs to run")
+        started["node2"].proc.send_signal(signal.SIGKILL)
+        started["node2"].proc.wait(10)
+        for job_id in ids:
+            client.cancel_job(job_id)
+        started["node2"] = nodeds(test_cluster, "node2", args=["--slots", "20"])
+        wait_all_final(client, ids, 60)
+        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
+    assert statuses == {"canceled"}, statuses
+    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+    wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
+               what="node2 to forget every attempt")
+
+
 def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemons):
     """The master dies while node3 runs a job; after the failover the new master follows
     it: the job completes, its outcome is recorded once and its log is whole."""

@@ -95,6 +95,8 @@ class FakeLink:
         self.known = {}             # (job, attempt) -> info dict
         self.output = {}            # (job, attempt) -> bytes
         self.refuse = None          # an exception launch answers, if set
+        self.refuse_control = None  # an exception control answers, if set
+        self.held_launches = None   # a list: launches wait there, (spec, done), unanswered
         self._listener = None
 
     def subscribe(self, listener):
@@ -102,6 +104,9 @@ class FakeLink:
         self.last_heard = listener.host.seconds()
 
     def launch(self, spec, done):
+        if self.held_launches is not None:
+            self.held_launches.append((spec, done))
+            return
         if self.refuse is not None:
             done(self.refuse)
             return
@@ -121,6 +126,9 @@ class FakeLink:
 
     def control(self, job, attempt, action, signum, done):
         self.controls.append((job, attempt, action, signum))
+        if self.refuse_control is not None:
+            done(self.refuse_control)
+            return
         done((True, "%s sent" % action))
 
     def lookup(self, job, attempt, done):
@@ -146,6 +154,19 @@ class FakeLink:
         self.output[key] = self.output.get(key, b"") + data
         self.known[key]["output_size"] = len(self.output[key])
         self._listener.link_event(self.name, ("output", job, attempt, len(self.output[key])))
+
+    def answers_again(self):
+        """The node answered again (its node_info, after an outage)."""
+        self._listener.link_event(self.name, ("node", {}))
+
+    def run_unannounced(self, job, attempt):
+        """The node runs (job, attempt) although its launch's answer never came back: it
+        holds it, and says so as after a restart (a "started" event)."""
+        info = {"job": job, "attempt": attempt, "pid": 4242, "pgid": None, "cgroup": None,
+                "started": 1.0, "deadline": None, "output_size": 0, "result": None}
+        self.known[(job, attempt)] = info
+        self.output.setdefault((job, attempt), b"")
+        self._listener.link_event(self.name, ("started", dict(info)))
 
     def end(self, job, attempt, exit_status=0, signal=None, timed_out=False, error=None):
         """The command of (job, attempt) ends."""

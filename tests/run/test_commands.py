@@ -505,6 +505,95 @@ def test_an_unreachable_node_does_not_use_up_an_attempt(setup):
     assert setup.fields(job_id, ["status"]) == ["success"]
 
 
+def test_a_stop_the_node_could_not_take_is_sent_again_when_it_answers(setup):
+    """A cancel (or hold) whose terminate found the node down is not lost: it goes again
+    when the node answers again (its node_info, or news of the attempt), once."""
+    job_id = setup.submit(command("sleep 60"))
+    setup.link.refuse_control = unreachable("node1")
+    setup.queue.cancel_job(job_id)
+    setup.settle()
+    assert setup.link.controls == [(job_id, 1, "terminate", None)]
+    setup.link.refuse_control = None
+    setup.link.answers_again()
+    setup.settle()
+    assert setup.link.controls == [(job_id, 1, "terminate", None)] * 2
+    setup.link.answers_again()  # sent: not again
+    setup.settle()
+    assert len(setup.link.controls) == 2
+    setup.end(job_id, exit_status=None, signal=15)
+    assert setup.fields(job_id, ["status", "reason"]) == ["canceled", "KILLED"]
+    held = setup.submit(command("sleep 60"))
+    setup.link.refuse_control = unreachable("node1")
+    setup.queue.hold_job(held)
+    setup.settle()
+    setup.link.refuse_control = None
+    setup.write(held, b"still running\n")  # news of the attempt: the node answers
+    assert setup.link.controls[-2:] == [(held, 1, "terminate", None)] * 2
+
+
+def test_a_start_whose_answer_was_lost_is_killed_once_its_job_was_canceled(setup):
+    """NOXFER: the start may have reached the node. If the job is canceled meanwhile, that
+    attempt is killed when the node reports it, or when the retry falls due; if the job
+    still wants it, the retry adopts it (the same attempt number) and nothing is killed."""
+    setup.link.refuse = unreachable("node1")
+    reported = setup.submit(command("sleep 60"))
+    timed = setup.submit(command("sleep 60"))
+    adopted = setup.submit(command("sleep 60"))
+    assert {setup.fields(j, ["reason"])[0] for j in (reported, timed, adopted)} == {"NOXFER"}
+    setup.link.refuse = None
+    for job_id in (reported, timed):
+        setup.queue.cancel_job(job_id)
+        assert setup.fields(job_id, ["status"]) == ["canceled"]
+    setup.link.run_unannounced(reported, 1)
+    setup.link.run_unannounced(adopted, 1)
+    setup.settle()
+    assert setup.link.controls == [(reported, 1, "kill", None)]
+    setup.host.advance(5)  # (reported's retry kills it again: harmless, it ended)
+    setup.settle()
+    assert set(setup.link.controls) == {(reported, 1, "kill", None), (timed, 1, "kill", None)}
+    assert [s["job"] for s in setup.link.launched] == [adopted]
+    assert setup.fields(adopted, ["status", "attempt", "pid"]) == ["running", 1, 4242]
+    setup.end(adopted)
+    assert setup.fields(adopted, ["status"]) == ["success"]
+
+
+def test_a_job_canceled_while_its_start_fails_ends_canceled_and_the_start_is_fenced(setup):
+    """Cancel while the launch is under way, then the launch fails (the node went down):
+    the job ends canceled (not back to waiting for a retry that would run it), and the
+    attempt, which may have reached the node, is killed there."""
+    setup.link.held_launches = []
+    job_id = setup.submit(command("sleep 60"))
+    (spec, done), = setup.link.held_launches
+    setup.queue.cancel_job(job_id)
+    setup.settle()
+    assert setup.fields(job_id, ["status"]) == ["canceling"]
+    done(unreachable("node1"))
+    setup.settle()
+    assert setup.fields(job_id, ["status", "reason"]) == ["canceled", "KILLED"]
+    assert setup.link.controls == [(job_id, 1, "kill", None)]
+    setup.host.advance(120)
+    setup.settle()
+    assert setup.fields(job_id, ["status"]) == ["canceled"]
+    assert len(setup.link.held_launches) == 1
+
+
+def test_a_cancel_durable_while_the_start_fails_is_not_undone_by_the_retry(setup):
+    """The start fails after the cancel was taken but before the runner heard of it (it
+    hears once the cancel is durable): the job still ends canceled, never started again."""
+    setup.link.held_launches = []
+    job_id = setup.submit(command("sleep 60"))
+    (spec, done), = setup.link.held_launches
+    setup.queue.cancel_job(job_id)
+    setup.queue.wait_durable()  # the runner's stop is queued on the host, not run yet
+    done(unreachable("node1"))
+    setup.settle()
+    assert setup.fields(job_id, ["status", "reason"]) == ["canceled", "KILLED"]
+    setup.host.advance(120)
+    setup.settle()
+    assert setup.fields(job_id, ["status"]) == ["canceled"]
+    assert len(setup.link.held_launches) == 1
+
+
 def test_noxfer_backs_off_doubling_up_to_a_minute(setup):
     """Starts that keep failing are tried again after 5, 10, 20, 40, 60, 60 s; none uses
     an attempt; the job starts once the node answers."""
