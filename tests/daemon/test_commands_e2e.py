@@ -317,6 +317,28 @@ def test_a_cancel_storm_amid_launches_ends_every_job_and_process(daemons):
     wait_until(lambda: processes_with(mark) == [], what="every process to end")
 
 
+def test_jobs_cancelled_as_a_killed_master_comes_back_end_with_every_process(daemons):
+    """kill -9 of jq-masterd while 60 jobs run trees of sleeps (20 slots, the rest
+    queued), then each job cancelled as soon as the restarted daemon answers, while it
+    re-adopts the running ones: every job ends canceled, no process of them is left."""
+    daemon = daemons(args=["--slots", "20"])
+    env, mark = marked()
+    with daemon.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", env=env)]] * 60)]
+        wait_until(lambda: sum(row[0] == "running" for row in client.query_jobs(
+            ids, ["status"])) >= 20, what="twenty jobs to run")
+    daemon.kill()
+    daemon.start()
+    with daemon.client() as client:
+        for job_id in ids:
+            client.cancel_job(job_id)
+        wait_all_final(client, ids, 60)
+        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
+    assert statuses == {"canceled"}, statuses
+    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+
+
 def across_a_clean_restart(daemon, cmd, while_running=lambda job_id: None):
     """Run cmd as a job; while it runs, call while_running(job id) and stop jq-masterd
     with SIGTERM (the command must go on); start the daemon again and wait for the job,
