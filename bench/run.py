@@ -19,7 +19,8 @@ SUITES = ["core", "luxi", "peers", "replication", "commands", "pool", "httpapi",
 RATIO_TEXT = {
     "core": "to (a), one fsync'd file per change",
     "luxi": "cost of the socket path: in-process figure / socket figure (latency: inverse)",
-    "peers": "jqueue / Huey, same clients, jobs and workers",
+    "peers": "jqueue / Huey, same clients, jobs and workers (RQ's and Celery's rows: their "
+             "figure, and jqueue / it)",
     "replication": "to the local-only rate measured first",
     "commands": "to (a) the machine's own spawn rate; (d) to the idle daemon; (e) to cmd > file",
     "pool": "(a) 100 nodes to one; (b) loaded to empty; (c) RSS to the idle daemon",
