@@ -28,9 +28,10 @@ whose command never started because the daemon launching it died: another runs a
 
 A stop (cancel, hold) that finds the node unreachable is sent again when the node answers
 again. A start the node could not be asked for (NOXFER) may still have reached it: if
-the job ends meanwhile (canceled), that attempt is killed when the node reports it or
-when the start's retry falls due; otherwise the retry, with the same attempt number,
-adopts it.
+the job is canceled or held while that start is under way, or ends meanwhile, that
+attempt is killed when the node reports it or when the start's retry falls due (a held
+job's next attempt then numbered after it, uncounted); otherwise the retry, with the
+same attempt number, adopts it.
 
 When the queue is opened again (restart, failover) attempts journaled as starting or
 running are reconciled with their nodes (``recover``): one that ended meanwhile gets its
@@ -422,16 +423,27 @@ class CommandRunner:
 
     def _unsure_start_unlocked(self, job, op_index):
         """(node, info) of the start of job's opcode that a NOXFER left unsure (the call
-        may have reached the node before it failed) once the job ended, else None."""
-        if job is None or job.calc_status() not in constants.JOBS_FINALIZED:
+        may have reached the node before it failed) once the job ended or is held, else
+        None. A held job's next attempt is numbered after that one, which does not count
+        (a retry adopts an attempt the node holds; a held job must not run meanwhile)."""
+        if job is None:
+            return None
+        ended = job.calc_status() in constants.JOBS_FINALIZED
+        if not ended and not job.held:
             return None
         op = job.ops[op_index]
         state = op.exec_state or {}
         node = state.get("node") or self.node_of(op.input)
-        if state.get("reason") != constants.REASON_NOXFER or node not in self._links:
+        if (state.get("reason") != constants.REASON_NOXFER
+                or state.get("state") != constants.ATTEMPT_RETRY_WAIT
+                or node not in self._links):
             return None
-        return node, {"job": job.id, "attempt": (state.get("attempt") or 0) + 1,
-                      "result": None}
+        number = (state.get("attempt") or 0) + 1
+        if not ended:
+            op.exec_state = dict(state, state=constants.ATTEMPT_PENDING, attempt=number,
+                                 uncounted=state.get("uncounted", 0) + 1, retry_at=None)
+            self._queue._record_state_unlocked(job)
+        return node, {"job": job.id, "attempt": number, "result": None}
 
     def _arm_retry(self, job_id, op_index, delay):
         old = self._timers.pop(job_id, None)
@@ -621,10 +633,13 @@ class CommandRunner:
                        attempt.number, attempt.node, errors.error_message(err))
         with self._queue._lock:
             job = self._queue._jobs.get(attempt.job_id)
-            canceling = attempt.stop in ("cancel", "kill") or (
-                job is not None
-                and job.ops[attempt.op_index].status == constants.OP_STATUS_CANCELING)
-        if canceling:  # canceled while its start was under way (its stop may come later)
+            if job is not None and attempt.stop is None:  # its stop may come later
+                if job.ops[attempt.op_index].status == constants.OP_STATUS_CANCELING:
+                    attempt.stop = "kill" if job.kill_requested else "cancel"
+                elif job.held:
+                    attempt.stop = "hold"
+        if attempt.stop is not None:  # canceled or held while its start was under way:
+            # it ends (a hold's attempt uncounted, the next one numbered after it)
             self._finish(attempt, {"error": None, "exit_status": None, "signal": None,
                                    "timed_out": False, "never_ran": True})
             # The start may have reached the node before the call failed.

@@ -258,6 +258,41 @@ def test_jobs_cancelled_while_their_noded_is_down_end_once_it_is_back(tmp_path, 
                what="node2 to forget every attempt")
 
 
+def test_jobs_held_while_their_noded_is_down_stop_and_run_again_when_released(
+        tmp_path, nodeds, daemons):
+    """kill -9 of node2's jq-noded while 30 jobs run or start there; each is held while it
+    is down; once it is back no process of them runs and no job runs; released, each
+    runs to its end, its output once."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
+                                                  noded_args={"node2": ["--slots", "20"]})
+    mark = uuid.uuid4().hex
+    go = tmp_path / "go"
+    script = "while [ ! -e %s ]; do sleep 0.1; done; echo done $JQ_JOB_ID" % go
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command(script, node="node2", env={"JQ_TEST_MARK": mark})]] * 30)]
+        wait_until(lambda: sum(row[0] == "running" for row in client.query_jobs(
+            ids, ["status"])) >= 20, what="twenty jobs to run")
+        started["node2"].proc.send_signal(signal.SIGKILL)
+        started["node2"].proc.wait(10)
+        for job_id in ids:
+            assert client.hold_job(job_id)[0]
+        started["node2"] = nodeds(test_cluster, "node2", args=["--slots", "20"])
+        wait_until(lambda: processes_with(mark) == [], timeout=60,
+                   what="the held jobs' processes to end")
+        # queued again, or still waiting where its start had failed (NOXFER) before the hold
+        wait_until(lambda: {row[0] for row in client.query_jobs(ids, ["status"])} <= {
+            "queued", "waiting"}, what="every held job to stop")
+        go.touch()
+        for job_id in ids:
+            assert client.release_job(job_id)[0]
+        wait_all_final(client, ids, 60)
+        assert {row[0] for row in client.query_jobs(ids, ["status"])} == {"success"}
+        for job_id in ids:
+            log = "".join(client.follow_job_log(job_id))
+            assert log.count("done %d\n" % job_id) == 1, log
+
+
 def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemons):
     """The master dies while node3 runs a job; after the failover the new master follows
     it: the job completes, its outcome is recorded once and its log is whole."""

@@ -594,6 +594,50 @@ def test_a_cancel_durable_while_the_start_fails_is_not_undone_by_the_retry(setup
     assert len(setup.link.held_launches) == 1
 
 
+def test_a_job_held_while_its_start_fails_stays_held_and_its_start_is_fenced(setup):
+    """Held while the launch is under way, then the launch fails: the job is queued and
+    held (not waiting for a retry), the attempt that may have reached the node is killed
+    there, and once released the next attempt, numbered after it, runs."""
+    setup.link.held_launches = []
+    job_id = setup.submit(command("sleep 60"))
+    (spec, done), = setup.link.held_launches
+    assert setup.queue.hold_job(job_id)[0]
+    setup.queue.wait_durable()
+    done(unreachable("node1"))
+    setup.settle()
+    assert setup.fields(job_id, ["status"]) == ["queued"]
+    assert setup.link.controls == [(job_id, 1, "kill", None)]
+    setup.host.advance(120)
+    setup.settle()
+    assert len(setup.link.held_launches) == 1
+    setup.link.held_launches = None
+    assert setup.queue.release_job(job_id)[0]
+    setup.settle()
+    assert [s["attempt"] for s in setup.link.launched] == [2]
+    setup.end(job_id, 2)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]  # the held one: uncounted
+
+
+def test_a_job_held_after_its_start_failed_has_that_start_fenced_when_due(setup):
+    """NOXFER, then a hold: when the retry falls due the start that may have reached the
+    node is killed there (it must not run while the job is held) and its number is
+    spent: once released, the next attempt, numbered after it, runs."""
+    setup.link.refuse = unreachable("node1")
+    job_id = setup.submit(command("sleep 60"))
+    assert setup.fields(job_id, ["status", "reason"]) == ["waiting", "NOXFER"]
+    setup.link.refuse = None
+    assert setup.queue.hold_job(job_id)[0]
+    setup.settle()
+    setup.host.advance(5)
+    setup.settle()
+    assert setup.link.controls == [(job_id, 1, "kill", None)] and setup.link.launched == []
+    assert setup.queue.release_job(job_id)[0]
+    setup.settle()
+    assert [s["attempt"] for s in setup.link.launched] == [2]
+    setup.end(job_id, 2)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]  # 1 uncounted
+
+
 def test_noxfer_backs_off_doubling_up_to_a_minute(setup):
     """Starts that keep failing are tried again after 5, 10, 20, 40, 60, 60 s; none uses
     an attempt; the job starts once the node answers."""
