@@ -352,6 +352,35 @@ def test_a_failover_amid_many_short_jobs_on_a_third_node_runs_each_once(tmp_path
     assert runs == {"ran %d" % job_id: 1 for job_id in ids}
 
 
+def test_jobs_cancelled_just_before_a_failover_end_with_every_process(tmp_path, nodeds,
+                                                                      daemons):
+    """20 jobs run trees of sleeps on node3; each is cancelled and at once the master
+    (jq-masterd and its jq-noded) is killed -9; after the failover the new master stops
+    what still runs: every job ends canceled and no process of them is left."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
+                                                  noded_args={"node3": ["--slots", "20"]})
+    old = test_cluster.master
+    mark = uuid.uuid4().hex
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node3",
+                      env={"JQ_TEST_MARK": mark})]] * 20)]
+        wait_until(lambda: len(processes_with(mark)) >= 60, what="the jobs' processes")
+        for job_id in ids:
+            client.cancel_job(job_id)
+    master.proc.send_signal(signal.SIGKILL)
+    started[old].proc.send_signal(signal.SIGKILL)
+    master.proc.wait(10)
+    started[old].proc.wait(10)
+    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
+    new_master = daemons(test_cluster.state_dirs[winner])
+    with new_master.client() as client:
+        wait_all_final(client, ids, 60)
+        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
+    assert statuses == {"canceled"}, statuses
+    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+
+
 def test_the_attempt_counter_of_retries_survives_a_failover(tmp_path, nodeds, daemons):
     """A job failing on node2 with attempts left: after a failover during its back-off the
     new master runs the next attempt with the next number."""
