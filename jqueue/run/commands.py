@@ -1204,7 +1204,8 @@ class CommandRunner:
     def _fence(self, name, info):
         """An attempt on node name that this master does not own (it ended NODE_LOST, or
         a crash hid it): kill whatever still runs of it, forget it once ended. An attempt
-        the journal still has on that node is left for reconciliation to adopt."""
+        the journal still has on that node is left for reconciliation to adopt, and one
+        whose start failed (NOXFER) for that start's retry to adopt."""
         job_id, number = info["job"], info["attempt"]
         if (name, job_id, number) in self._forgetting:
             return  # its end is being recorded; it is forgotten once durable
@@ -1212,10 +1213,15 @@ class CommandRunner:
             job = self._queue._jobs.get(job_id)
             for op in job.ops if job is not None else ():
                 state = op.exec_state or {}
-                if (state.get("node") == name and state.get("attempt") == number
-                        and state.get("state") in constants.ATTEMPTS_ON_NODE
-                        and op.status not in constants.OPS_FINALIZED):
+                if (state.get("node") != name or op.status in constants.OPS_FINALIZED):
+                    continue
+                if (state.get("attempt") == number
+                        and state.get("state") in constants.ATTEMPTS_ON_NODE):
                     return
+                if (state.get("state") == constants.ATTEMPT_RETRY_WAIT
+                        and state.get("reason") == constants.REASON_NOXFER
+                        and (state.get("attempt") or 0) + 1 == number and not job.held):
+                    return  # a start whose answer was lost: its retry adopts it
         link = self._links[name]
         if info.get("result") is None:
             logger.warning("job %d attempt %d runs on %s, which this master no longer owns: "

@@ -381,6 +381,34 @@ def test_jobs_cancelled_just_before_a_failover_end_with_every_process(tmp_path, 
     wait_until(lambda: processes_with(mark) == [], what="every process to end")
 
 
+def test_retries_amid_a_noded_kill_run_each_attempt_once(tmp_path, nodeds, daemons):
+    """40 jobs that fail three times (max_attempts 3, short back-offs) on node2; its
+    jq-noded is killed -9 amid them and started again: every job ends failed after three
+    counted attempts, each command run exactly three times, no attempt twice (each run
+    appends its job and JQ_ATTEMPT; an attempt whose command never started, its launch
+    cut by the kill, runs again under the next number, uncounted)."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
+                                                  noded_args={"node2": ["--slots", "20"]})
+    ran = tmp_path / "ran"
+    script = "echo $JQ_JOB_ID $JQ_ATTEMPT >> %s; sleep 0.05; exit 3" % ran
+    with master.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command(script, node="node2", max_attempts=3, retry_delay=0.2,
+                      retry_delay_max=0.5)]] * 40)]
+        wait_until(lambda: ran.exists() and len(ran.read_text().splitlines()) >= 50,
+                   what="fifty attempts to run")
+        started["node2"].proc.send_signal(signal.SIGKILL)
+        started["node2"].proc.wait(10)
+        started["node2"] = nodeds(test_cluster, "node2", args=["--slots", "20"])
+        wait_all_final(client, ids, 90)
+        rows = client.query_jobs(ids, ["status", "attempt", "exit_status"])
+    assert {tuple(row) for row in rows} == {("error", 3, 3)}, rows
+    runs = collections.Counter(ran.read_text().splitlines())
+    assert [line for line, count in runs.items() if count > 1] == []
+    per_job = collections.Counter(int(line.split()[0]) for line in runs)
+    assert per_job == {job_id: 3 for job_id in ids}
+
+
 def test_the_attempt_counter_of_retries_survives_a_failover(tmp_path, nodeds, daemons):
     """A job failing on node2 with attempts left: after a failover during its back-off the
     new master runs the next attempt with the next number."""

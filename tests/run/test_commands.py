@@ -638,6 +638,23 @@ def test_a_job_held_after_its_start_failed_has_that_start_fenced_when_due(setup)
     assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]  # 1 uncounted
 
 
+def test_an_attempt_whose_start_answer_was_lost_is_kept_for_the_retry_to_adopt(setup):
+    """NOXFER, but the start reached the node: the node reports the attempt and its end
+    (after a restart); the runner neither kills nor forgets it, and the retry, with the
+    same number, adopts it and records its true end: the command ran once."""
+    setup.link.refuse = unreachable("node1")
+    job_id = setup.submit(command("exit 7", max_attempts=3))
+    setup.link.refuse = None
+    setup.link.run_unannounced(job_id, 1)
+    setup.end(job_id, 1, exit_status=7)
+    assert setup.link.controls == [] and setup.link.forgotten == []
+    setup.host.advance(5)
+    setup.settle()
+    assert setup.fields(job_id, ["exit_status"]) == [7]
+    assert [s["attempt"] for s in setup.link.launched] == [1]  # answered with the ended one
+    assert setup.log(job_id).count(b"* EXIT : 7") == 1
+
+
 def test_noxfer_backs_off_doubling_up_to_a_minute(setup):
     """Starts that keep failing are tried again after 5, 10, 20, 40, 60, 60 s; none uses
     an attempt; the job starts once the node answers."""
