@@ -4,6 +4,7 @@ Processes of a job are found by a unique marker in their environment, so that te
 running in parallel (each with its own daemon and job ids) never see each other's.
 """
 
+import collections
 import os
 import signal
 import sys
@@ -337,6 +338,30 @@ def test_jobs_cancelled_as_a_killed_master_comes_back_end_with_every_process(dae
         statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
     assert statuses == {"canceled"}, statuses
     wait_until(lambda: processes_with(mark) == [], what="every process to end")
+
+
+def test_retries_amid_a_master_kill_run_each_attempt_once(daemons, tmp_path):
+    """40 jobs that fail three times (short back-offs) on one machine; jq-masterd is
+    killed -9 amid them and started again: every job ends failed after three counted
+    attempts, its command run exactly three times, no attempt twice."""
+    daemon = daemons(args=["--slots", "20"])
+    ran = tmp_path / "ran"
+    script = "echo $JQ_JOB_ID $JQ_ATTEMPT >> %s; sleep 0.05; exit 3" % ran
+    with daemon.client() as client:
+        ids = [job_id for _, job_id in client.submit_many_jobs(
+            [[command(script, max_attempts=3, retry_delay=0.2, retry_delay_max=0.5)]] * 40)]
+        wait_until(lambda: ran.exists() and len(ran.read_text().splitlines()) >= 50,
+                   what="fifty attempts to run")
+    daemon.kill()
+    daemon.start()
+    with daemon.client() as client:
+        wait_all_final(client, ids, 90)
+        rows = client.query_jobs(ids, ["status", "attempt", "exit_status"])
+    assert {tuple(row) for row in rows} == {("error", 3, 3)}, rows
+    runs = collections.Counter(ran.read_text().splitlines())
+    assert [line for line, count in runs.items() if count > 1] == []
+    assert collections.Counter(int(line.split()[0]) for line in runs) == {
+        job_id: 3 for job_id in ids}
 
 
 def across_a_clean_restart(daemon, cmd, while_running=lambda job_id: None):
