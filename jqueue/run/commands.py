@@ -467,7 +467,7 @@ class CommandRunner:
                 unsure = self._unsure_start_unlocked(job, op_index)
         if wanted:
             self._enqueue(job_id, op_index)
-        elif unsure is not None:  # it ended meanwhile (canceled): fence that start
+        elif unsure is not None:  # canceled or held meanwhile: fence that start
             self._fence(*unsure)
 
     def _dispatch(self, node):
