@@ -14,11 +14,12 @@ import time
 import uuid
 
 import pytest
+from daemon_helpers import wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
 from test_nodes_pool_e2e import HEALTH, tag
 
-from jqueue import service
+from jqueue import constants, service
 
 
 def wait_until(predicate, timeout=40, what="condition"):
@@ -113,6 +114,11 @@ def test_a_killed_noded_leaves_its_service_running_and_follows_it_again(
     time.sleep(0.5)
     assert processes_with(mark) == [first["pid"]]
     started["node2"] = nodeds(test_cluster, "node2")
+    with master.client() as client:  # the master follows the new jq-noded's events (a
+        # job's end comes through them): a state change from now on reaches it
+        job_id = client.submit_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "true",
+                                     "node": "node2"}])
+        wait_all_final(client, [job_id], 30)
     again = running(master, "web", pid=first["pid"])
     assert again["run"] == 1
     assert jqctl("service", "status", "web", socket=master.socket)[0] == 0
