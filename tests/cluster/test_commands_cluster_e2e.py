@@ -6,11 +6,13 @@ directory of running attempts).
 """
 
 import collections
+import contextlib
 import os
 import signal
 import time
 import uuid
 
+import pytest
 from conftest import attempt_names
 from daemon_helpers import processes_with, wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
@@ -19,6 +21,17 @@ from test_failover_e2e import _fail_over
 from jqueue import constants
 
 FIELDS = ["status", "exit_status", "node", "attempt", "reason"]
+
+
+@pytest.fixture
+def mark():
+    """A fresh marker for a test's commands (JQ_TEST_MARK); whatever process still
+    carries it after the test is killed, so that a failing test leaves nothing behind."""
+    value = uuid.uuid4().hex
+    yield value
+    for pid in processes_with(value):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def command(cmd, **params):
@@ -209,13 +222,12 @@ def test_a_noded_killed_amid_many_short_jobs_runs_each_once(tmp_path, nodeds, da
 
 
 def test_a_cancel_storm_amid_launches_on_a_node_ends_every_job_and_process(tmp_path, nodeds,
-                                                                          daemons):
+                                                                          daemons, mark):
     """200 jobs on node2 (slots 50) that fork a tree and sleep, cancelled one by one while
     node2's jq-noded launches them in batches: every job ends canceled, no process of
     them is left and node2 forgets every attempt."""
     test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2,
                                             noded_args={"node2": ["--slots", "50"]})
-    mark = uuid.uuid4().hex
     with master.client() as client:
         ids = [job_id for _, job_id in client.submit_many_jobs(
             [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node2",
@@ -232,13 +244,12 @@ def test_a_cancel_storm_amid_launches_on_a_node_ends_every_job_and_process(tmp_p
 
 
 def test_jobs_cancelled_while_their_noded_is_down_end_once_it_is_back(tmp_path, nodeds,
-                                                                     daemons):
+                                                                     daemons, mark):
     """kill -9 of node2's jq-noded while 60 jobs run trees of sleeps there (20 slots, the
     rest queued); each job is cancelled while it is down (node3 acknowledges the
     changes); once it is back every job ends canceled and no process of them is left."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
                                                   noded_args={"node2": ["--slots", "20"]})
-    mark = uuid.uuid4().hex
     with master.client() as client:
         ids = [job_id for _, job_id in client.submit_many_jobs(
             [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node2",
@@ -259,13 +270,12 @@ def test_jobs_cancelled_while_their_noded_is_down_end_once_it_is_back(tmp_path, 
 
 
 def test_jobs_held_while_their_noded_is_down_stop_and_run_again_when_released(
-        tmp_path, nodeds, daemons):
+        tmp_path, nodeds, daemons, mark):
     """kill -9 of node2's jq-noded while 30 jobs run or start there; each is held while it
     is down; once it is back no process of them runs and no job runs; released, each
     runs to its end, its output once."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
                                                   noded_args={"node2": ["--slots", "20"]})
-    mark = uuid.uuid4().hex
     go = tmp_path / "go"
     script = "while [ ! -e %s ]; do sleep 0.1; done; echo done $JQ_JOB_ID" % go
     with master.client() as client:
@@ -353,14 +363,13 @@ def test_a_failover_amid_many_short_jobs_on_a_third_node_runs_each_once(tmp_path
 
 
 def test_jobs_cancelled_just_before_a_failover_end_with_every_process(tmp_path, nodeds,
-                                                                      daemons):
+                                                                      daemons, mark):
     """20 jobs run trees of sleeps on node3; each is cancelled and at once the master
     (jq-masterd and its jq-noded) is killed -9; after the failover the new master stops
     what still runs: every job ends canceled and no process of them is left."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
                                                   noded_args={"node3": ["--slots", "20"]})
     old = test_cluster.master
-    mark = uuid.uuid4().hex
     with master.client() as client:
         ids = [job_id for _, job_id in client.submit_many_jobs(
             [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node3",
