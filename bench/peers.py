@@ -205,13 +205,6 @@ def _huey_consumer(path, workers):
     consumer.run()
 
 
-def _huey_batch(path, count, out):
-    _, task = make_huey(path)
-    for _ in range(count):
-        task()
-    out.put(count)
-
-
 def huey_end_to_end(root, jobs, clients=16, workers=2):
     """Jobs per second from the first enqueue until every result is stored."""
     path = os.path.join(root, "huey-e2e.db")
@@ -220,15 +213,8 @@ def huey_end_to_end(root, jobs, clients=16, workers=2):
     consumer.start()
     time.sleep(1.0)  # the consumer is up, as jq-masterd is before its clients start
     try:
-        out = multiprocessing.Queue()
         start = time.perf_counter()
-        procs = [multiprocessing.Process(target=_huey_batch, args=(path, jobs // clients, out))
-                 for _ in range(clients)]
-        for proc in procs:
-            proc.start()
-        total = sum(out.get() for _ in procs)
-        for proc in procs:
-            proc.join()
+        total = _submit_batches(_HueySubmit(path), jobs, clients)
         deadline = time.monotonic() + 600
         while huey.result_count() < total and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -323,3 +323,15 @@ def processes_with(mark):
         except OSError:
             continue
     return found
+
+
+def all_canceled_and_gone(client, job_ids, mark, timeout=60):
+    """Wait for every job of job_ids to end, assert each ended canceled, then wait for
+    every process carrying mark (JQ_TEST_MARK) to be gone."""
+    wait_all_final(client, job_ids, timeout)
+    statuses = {row[0] for row in client.query_jobs(job_ids, ["status"])}
+    assert statuses == {"canceled"}, statuses
+    deadline = time.monotonic() + timeout
+    while processes_with(mark):
+        assert time.monotonic() < deadline, "processes of the cancelled jobs survived them"
+        time.sleep(0.05)

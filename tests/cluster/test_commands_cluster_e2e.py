@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 from conftest import attempt_names
-from daemon_helpers import processes_with, wait_all_final
+from daemon_helpers import all_canceled_and_gone, processes_with, wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
 
@@ -32,6 +32,17 @@ def mark():
     for pid in processes_with(value):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+def killed_and_failed_over(test_cluster, started, master, daemons):
+    """kill -9 of the master's jq-masterd and jq-noded, jqctl master-failover on the first
+    other node that wins; the new master's jq-masterd, started."""
+    old = test_cluster.master
+    for proc in (master.proc, started[old].proc):
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
+    return daemons(test_cluster.state_dirs[winner])
 
 
 def command(cmd, **params):
@@ -235,10 +246,7 @@ def test_a_cancel_storm_amid_launches_on_a_node_ends_every_job_and_process(tmp_p
         wait_until(lambda: len(processes_with(mark)) >= 30, what="launches to begin")
         for job_id in ids:
             client.cancel_job(job_id)
-        wait_all_final(client, ids, 60)
-        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
-    assert statuses == {"canceled"}, statuses
-    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+        all_canceled_and_gone(client, ids, mark)
     wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
                what="node2 to forget every attempt")
 
@@ -261,10 +269,7 @@ def test_jobs_cancelled_while_their_noded_is_down_end_once_it_is_back(tmp_path, 
         for job_id in ids:
             client.cancel_job(job_id)
         started["node2"] = nodeds(test_cluster, "node2", args=["--slots", "20"])
-        wait_all_final(client, ids, 60)
-        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
-    assert statuses == {"canceled"}, statuses
-    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+        all_canceled_and_gone(client, ids, mark)
     wait_until(lambda: attempt_names(attempts_dir(test_cluster, "node2")) == [],
                what="node2 to forget every attempt")
 
@@ -307,17 +312,11 @@ def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemo
     """The master dies while node3 runs a job; after the failover the new master follows
     it: the job completes, its outcome is recorded once and its log is whole."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
-    old = test_cluster.master
     with master.client() as client:
         job_id = client.submit_job([command(numbered(3000, 5, 500, 0.3), node="node3")])
         wait_until(lambda: "n600" in client.read_job_log(job_id, 0, 1 << 22, 0)["data"],
                    what="output to flow")
-    master.proc.send_signal(signal.SIGKILL)
-    started[old].proc.send_signal(signal.SIGKILL)
-    master.proc.wait(10)
-    started[old].proc.wait(10)
-    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
-    new_master = daemons(test_cluster.state_dirs[winner])
+    new_master = killed_and_failed_over(test_cluster, started, master, daemons)
     with new_master.client() as client:
         wait_all_final(client, [job_id], 60)
         values = fields(client, job_id)
@@ -336,7 +335,6 @@ def test_a_failover_amid_many_short_jobs_on_a_third_node_runs_each_once(tmp_path
     log."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
                                                   noded_args={"node3": ["--slots", "4"]})
-    old = test_cluster.master
     ran = tmp_path / "ran"
     with master.client() as client:
         ids = [job_id for _, job_id in client.submit_many_jobs(
@@ -344,12 +342,7 @@ def test_a_failover_amid_many_short_jobs_on_a_third_node_runs_each_once(tmp_path
                       node="node3")]] * 150)]
         wait_until(lambda: sum(row[0] == "success" for row in client.query_jobs(
             ids, ["status"])) >= 40, what="forty jobs to end")
-    master.proc.send_signal(signal.SIGKILL)
-    started[old].proc.send_signal(signal.SIGKILL)
-    master.proc.wait(10)
-    started[old].proc.wait(10)
-    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
-    new_master = daemons(test_cluster.state_dirs[winner])
+    new_master = killed_and_failed_over(test_cluster, started, master, daemons)
     with new_master.client() as client:
         wait_all_final(client, ids, 120)
         failed = [(job_id, row) for job_id, row in zip(
@@ -369,7 +362,6 @@ def test_jobs_cancelled_just_before_a_failover_end_with_every_process(tmp_path, 
     what still runs: every job ends canceled and no process of them is left."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
                                                   noded_args={"node3": ["--slots", "20"]})
-    old = test_cluster.master
     with master.client() as client:
         ids = [job_id for _, job_id in client.submit_many_jobs(
             [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node3",
@@ -377,17 +369,9 @@ def test_jobs_cancelled_just_before_a_failover_end_with_every_process(tmp_path, 
         wait_until(lambda: len(processes_with(mark)) >= 60, what="the jobs' processes")
         for job_id in ids:
             client.cancel_job(job_id)
-    master.proc.send_signal(signal.SIGKILL)
-    started[old].proc.send_signal(signal.SIGKILL)
-    master.proc.wait(10)
-    started[old].proc.wait(10)
-    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
-    new_master = daemons(test_cluster.state_dirs[winner])
+    new_master = killed_and_failed_over(test_cluster, started, master, daemons)
     with new_master.client() as client:
-        wait_all_final(client, ids, 60)
-        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
-    assert statuses == {"canceled"}, statuses
-    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+        all_canceled_and_gone(client, ids, mark)
 
 
 def test_retries_amid_a_noded_kill_run_each_attempt_once(tmp_path, nodeds, daemons):
@@ -422,18 +406,12 @@ def test_the_attempt_counter_of_retries_survives_a_failover(tmp_path, nodeds, da
     """A job failing on node2 with attempts left: after a failover during its back-off the
     new master runs the next attempt with the next number."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
-    old = test_cluster.master
     with master.client() as client:
         job_id = client.submit_job([command("exit $((JQ_ATTEMPT < 2))", node="node2",
                                             max_attempts=3, retry_delay=3)])
         wait_until(lambda: client.query_jobs([job_id], ["status"])[0][0] == "waiting",
                    what="the first attempt to fail")
-    master.proc.send_signal(signal.SIGKILL)
-    started[old].proc.send_signal(signal.SIGKILL)
-    master.proc.wait(10)
-    started[old].proc.wait(10)
-    winner, _ = _fail_over(test_cluster, [n for n in test_cluster.names if n != old])
-    new_master = daemons(test_cluster.state_dirs[winner])
+    new_master = killed_and_failed_over(test_cluster, started, master, daemons)
     with new_master.client() as client:
         wait_all_final(client, [job_id], 60)
         values = fields(client, job_id)

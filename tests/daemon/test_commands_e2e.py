@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from conftest import attempt_names
-from daemon_helpers import processes_with, wait_all_final
+from daemon_helpers import all_canceled_and_gone, processes_with, wait_all_final
 
 from jqueue import constants, errors
 
@@ -312,10 +312,7 @@ def test_a_cancel_storm_amid_launches_ends_every_job_and_process(daemons):
         wait_until(lambda: len(processes_with(mark)) >= 30, what="launches to begin")
         for job_id in ids:
             client.cancel_job(job_id)
-        wait_all_final(client, ids, 60)
-        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
-    assert statuses == {"canceled"}, statuses
-    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+        all_canceled_and_gone(client, ids, mark)
 
 
 def test_jobs_cancelled_as_a_killed_master_comes_back_end_with_every_process(daemons):
@@ -334,10 +331,7 @@ def test_jobs_cancelled_as_a_killed_master_comes_back_end_with_every_process(dae
     with daemon.client() as client:
         for job_id in ids:
             client.cancel_job(job_id)
-        wait_all_final(client, ids, 60)
-        statuses = {row[0] for row in client.query_jobs(ids, ["status"])}
-    assert statuses == {"canceled"}, statuses
-    wait_until(lambda: processes_with(mark) == [], what="every process to end")
+        all_canceled_and_gone(client, ids, mark)
 
 
 def test_retries_amid_a_master_kill_run_each_attempt_once(daemons, tmp_path):
