@@ -788,9 +788,11 @@ class CommandRunner:
                 return False
             offset, capped = attempt.out, attempt.capped
             keep = self._log_room_unlocked(job, attempt, data)
+            # past the cap, where the attempt's output resumes is past what was dropped
+            out_offset = offset if keep is data else max(0, offset + len(data) - len(keep))
             try:
                 batch = queue._record_chunk_unlocked(job, attempt.op_index, attempt.number,
-                                                     offset, keep)
+                                                     out_offset, keep)
             except (errors.GenericError, OSError) as err:
                 attempt.capped = capped
                 self._later(err, "log the output of job %d" % attempt.job_id, self._pump,
@@ -811,17 +813,21 @@ class CommandRunner:
         self._host.call_later(WRITE_RETRY, fn, *args)
 
     def _log_room_unlocked(self, job, attempt, data):
-        """The part of data that fits under log_max_bytes (a marker line when it is full)."""
+        """The part of data that fits under log_max_bytes (a marker line when it is full,
+        once an attempt: one followed again after a restart finds its marker at the end)."""
         if attempt.capped:
             return b""
         room = self._log_max - job.log_bytes
         if len(data) <= room:
             return data
         attempt.capped = True
-        marker = commandjob.banner_note("LOG TRUNCATED: the log reached %d bytes "
-                                        "(log_max_bytes); later output is not kept" %
-                                        self._log_max)
-        return data[:max(0, room)] + b"\n" + marker
+        marker = b"\n" + commandjob.banner_note("LOG TRUNCATED: the log reached %d bytes "
+                                                "(log_max_bytes); later output is not kept"
+                                                % self._log_max)
+        if room < 0 and self._queue._logs.read(
+                job.id, job.log_bytes - len(marker), len(marker)) == marker:
+            return b""
+        return data[:max(0, room)] + marker
 
     def _durable(self, attempt, size):
         if self._stopped:

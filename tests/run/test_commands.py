@@ -331,6 +331,29 @@ def test_the_log_stops_at_its_cap_with_a_marker(open_queue, clock, tmp_path):
     assert setup.fields(job_id, ["status"]) == ["success"]
 
 
+def test_the_cap_marker_is_written_once_across_a_restart(open_queue, clock, tmp_path):
+    """A master restarted after an attempt's output reached the cap follows it from where
+    it was, without a second marker; the next attempt of the job, cut too, has its own."""
+    setup = Setup(open_queue, clock, tmp_path)
+    setup.queue.commands._log_max = 400
+    job_id = setup.submit(command("yes", max_attempts=2))
+    setup.write(job_id, b"y\n" * 500)
+    link = setup.link
+    setup.reopen(links={"node1": link})
+    setup.queue.commands._log_max = 400
+    assert link.fetches == [(job_id, 1, 0)]  # what was dropped is not read again
+    setup.write(job_id, b"n\n" * 10)
+    setup.end(job_id, exit_status=1)
+    assert setup.log(job_id).count(b"* LOG TRUNCATED") == 1
+    setup.host.advance(5)
+    setup.settle()
+    setup.write(job_id, b"z\n", attempt=2)
+    setup.end(job_id, attempt=2)
+    log = setup.log(job_id)
+    assert log.count(b"* LOG TRUNCATED") == 2 and b"n\n" not in log and b"z\n" not in log
+    assert setup.fields(job_id, ["status", "attempt"]) == ["success", 2]
+
+
 def test_read_job_log_reads_acknowledged_bytes_and_says_eof_at_the_end(setup):
     """Offsets count bytes; eof only once the job finished and everything was read."""
     job_id = setup.submit(command("echo"))
