@@ -242,9 +242,10 @@ class FakeLuxiClient:
 
     # Test helpers (not part of the client's API)
 
-    def fail(self, method, error):
-        """Make every later call of method raise error."""
-        self._failures[method] = error
+    def fail(self, method, error, times=None):
+        """Make every later call of method raise error (only the next times calls if
+        times is given)."""
+        self._failures[method] = (error, times)
 
     def calls_of(self, method):
         """The argument tuples of the recorded calls of method."""
@@ -302,7 +303,13 @@ class FakeLuxiClient:
     def _record(self, method, *args):
         self.calls.append((method, args))
         if method in self._failures:
-            raise self._failures[method]
+            error, times = self._failures[method]
+            if times is not None:
+                if times <= 1:
+                    del self._failures[method]
+                else:
+                    self._failures[method] = (error, times - 1)
+            raise error
 
     def _validate(self, ops):
         if not isinstance(ops, list) or not ops:

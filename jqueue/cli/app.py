@@ -87,10 +87,21 @@ def no_daemon_hint(socket_path, source):
                 source, start, constants.SOCKET_ENV_VAR, STATE_DIR_ENV_VAR))
 
 
+#: Errors after which a command that only reads (follows a log, waits for jobs, listens)
+#: connects again: the daemon went away (a restart, a failover) or answers no more.
+RECONNECT_ERRORS = (errors.NoMasterError, errors.ConnectionClosedError,
+                    errors.RequestTimeoutError, errors.NotMasterError)
+#: Seconds between two connection attempts, and how long a command that waits for an end
+#: (log -f, wait, watch, run --wait or --follow) goes on trying before it gives up.
+RECONNECT_DELAY = 1.0
+RECONNECT_WINDOW = 120.0
+
+
 class Context:
     """What a command works with: the client (connected on first use), streams, sleep."""
 
-    def __init__(self, client_factory, stdin=None, stdout=None, stderr=None, sleep=time.sleep):
+    def __init__(self, client_factory, stdin=None, stdout=None, stderr=None, sleep=time.sleep,
+                 clock=time.monotonic):
         self._client_factory = client_factory
         self._client = None
         self.socket_path = None
@@ -100,6 +111,7 @@ class Context:
         self.stdout = sys.stdout if stdout is None else stdout
         self.stderr = sys.stderr if stderr is None else stderr
         self.sleep = sleep
+        self.clock = clock
 
     @property
     def client(self):
@@ -107,6 +119,34 @@ class Context:
         if self._client is None:
             self._client = self._client_factory(self.socket_path, self.timeout)
         return self._client
+
+    def again(self, read, *args, window=RECONNECT_WINDOW):
+        """The client's answer to read(*args) (read: the name of one of its methods, or a
+        function of the client and args), connecting again whenever the daemon is lost
+        (one of RECONNECT_ERRORS), for up to window seconds from the first loss (None: for
+        ever), said on stderr when it is lost and when it answers again. The call must be
+        safe to repeat: it only reads, from where the command got to."""
+        lost_at = None
+        while True:
+            try:
+                if isinstance(read, str):
+                    answer = getattr(self.client, read)(*args)
+                else:
+                    answer = read(self.client, *args)
+            except RECONNECT_ERRORS as err:
+                now = self.clock()
+                if lost_at is None:
+                    lost_at = now
+                    self.warn("%s; connecting again" % errors.error_message(err))
+                elif window is not None and now - lost_at >= window:
+                    self.warn("gave up after %gs" % window)
+                    raise
+                self.close()
+                self.sleep(RECONNECT_DELAY)
+                continue
+            if lost_at is not None:
+                self.warn("connected again")
+            return answer
 
     def out(self, text="", flush=False):
         """Print a line on stdout."""

@@ -13,7 +13,7 @@ from jqueue import constants, errors, serializer
 from jqueue.cli import exitcodes, fanout_cmds, outcome, output, parsing, watching
 from jqueue.cli.exitcodes import EXIT_SUCCESS, CommandError
 
-#: Bytes asked per ReadJobLog call, and the long poll of each (seconds).
+#: Bytes asked per ReadJobLog (ReadServiceLog) call, and the long poll of each (seconds).
 LOG_READ_BYTES = 256 * 1024
 LOG_POLL = 30.0
 RUNNING_COLUMNS = (("job", "Job", "number"), ("attempt", "Attempt", "number"),
@@ -218,11 +218,21 @@ def cmd_log(ctx, args):
 
 
 def print_log(ctx, job_id, follow):
-    """Write the job's log to stdout as it is; follow it until the job ended if asked."""
+    """Write the job's log to stdout as it is; follow it until the job ended if asked
+    (across a restart or failover of the daemon: Context.again)."""
+    copy_log(ctx, "read_job_log", job_id, follow)
+
+
+def copy_log(ctx, method, name, follow, forever=False):
+    """Write the log of a job or service (name) to stdout from its start, the client's
+    method (read_job_log, read_service_log) a piece at a time; with follow, until its
+    end, connecting again whenever the daemon is lost (Context.again; for ever if
+    forever)."""
     offset = 0
+    window = {"window": None} if forever else {}
     while True:
-        answer = ctx.client.read_job_log(job_id, offset, LOG_READ_BYTES,
-                                         LOG_POLL if follow else 0)
+        answer = ctx.again(method, name, offset, LOG_READ_BYTES, LOG_POLL if follow else 0,
+                           **window)
         if answer["data"]:
             ctx.stdout.write(answer["data"])
             ctx.stdout.flush()

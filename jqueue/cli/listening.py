@@ -7,17 +7,13 @@ Events older than the daemon keeps (its ``event_buffer``) are gone: listen then 
 on standard error and goes on with the oldest it can get.
 """
 
-from jqueue import errors, serializer
+from jqueue import serializer
 from jqueue.cli import parsing
 from jqueue.cli.exitcodes import EXIT_SUCCESS
 from jqueue.store.events import action_line
 
-#: Seconds of one WaitForEvents long poll, and between two reconnection attempts.
+#: Seconds of one WaitForEvents long poll.
 POLL = 30.0
-RECONNECT_DELAY = 1.0
-#: Errors after which listen connects again (the daemon went away or changed).
-_RECONNECT = (errors.NoMasterError, errors.ConnectionClosedError,
-              errors.RequestTimeoutError, errors.NotMasterError)
 #: A serial above every real one: asking after it answers the newest serial.
 NOW = 2 ** 62
 
@@ -47,20 +43,10 @@ def cmd_listen(ctx, args):
            if value is not None} or None
     since = args.since
     printed = 0
-    warned = False
     while args.count <= 0 or printed < args.count:
-        try:
-            if since is None:
-                since = ctx.client.wait_for_events(NOW, None, 0)["last"]
-            answer = ctx.client.wait_for_events(since, flt, POLL)
-        except _RECONNECT as err:
-            if not warned:
-                ctx.warn("%s; connecting again" % errors.error_message(err))
-                warned = True
-            ctx.close()
-            ctx.sleep(RECONNECT_DELAY)
-            continue
-        warned = False
+        if since is None:
+            since = ctx.again("wait_for_events", NOW, None, 0, window=None)["last"]
+        answer = ctx.again("wait_for_events", since, flt, POLL, window=None)
         if answer["gap"]:
             ctx.warn("events after %d are no longer kept by the daemon; going on with the "
                      "oldest it has" % since)

@@ -16,9 +16,6 @@ from jqueue import errors, serializer, service
 from jqueue.cli import command_cmds, jobmon, output, parsing
 from jqueue.cli.exitcodes import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_SUCCESS, CommandError
 
-#: Bytes asked per ReadServiceLog call, and the long poll of each (seconds).
-LOG_READ_BYTES = 256 * 1024
-LOG_POLL = 30.0
 #: Seconds between two looks at a service being started or stopped.
 WAIT_POLL = 0.2
 #: Seconds a start, stop or restart waits beyond the service's own startsecs and
@@ -422,17 +419,9 @@ def _cell(view, name, kind):
 
 
 def cmd_log(ctx, args):
-    """Print the service's log (and with -f, follow it)."""
-    offset = 0
-    while True:
-        answer = ctx.client.read_service_log(args.name, offset, LOG_READ_BYTES,
-                                             LOG_POLL if args.follow else 0)
-        if answer["data"]:
-            ctx.stdout.write(answer["data"])
-            ctx.stdout.flush()
-        offset = answer["offset"]
-        if answer["eof"] or (not args.follow and not answer["data"]):
-            return EXIT_SUCCESS
+    """Print the service's log (and with -f, follow it, across restarts of the daemon)."""
+    command_cmds.copy_log(ctx, "read_service_log", args.name, args.follow, forever=True)
+    return EXIT_SUCCESS
 
 
 # import

@@ -49,7 +49,7 @@ def follow_jobs(ctx, job_ids, show_log, as_json=False):
     for job_id in job_ids:
         try:
             status = follow(ctx, job_id, show_log)
-            found = outcome.records(ctx.client, [job_id])[job_id]
+            found = ctx.again(outcome.records, [job_id])[job_id]
         except errors.JobLost:
             found = None
         if found is None:
@@ -69,14 +69,15 @@ def follow_jobs(ctx, job_ids, show_log, as_json=False):
 def exit_status(ctx, job_id, status):
     """The exit status for a finished job: a command job's own (jqctl(8), "wait"), else
     the status table's."""
-    row = ctx.client.query_jobs([job_id], END_FIELDS)[0]
+    row = ctx.again("query_jobs", [job_id], END_FIELDS)[0]
     if row is None or row[END_FIELDS.index("reason")] is None:
         return exitcodes.for_status(status)
     return commandjob.wait_exit_code(status, dict(zip(END_FIELDS, row)))
 
 
 def follow(ctx, job_id, show_log):
-    """Wait until the job is finalized, printing its log entries if show_log; return its status."""
+    """Wait until the job is finalized, printing its log entries if show_log; return its
+    status. The daemon lost (a restart, a failover), it connects again (Context.again)."""
     try:
         return _follow_live(ctx, job_id, show_log)
     except errors.JobLost:
@@ -86,7 +87,7 @@ def follow(ctx, job_id, show_log):
 def _archived_outcome(ctx, job_id, show_log):
     """The status of an archived job (WaitForJobChange watches live jobs only); JobLost if
     the daemon does not know the job at all."""
-    row = ctx.client.query_jobs([job_id], ["status", "oplog"])[0]
+    row = ctx.again("query_jobs", [job_id], ["status", "oplog"])[0]
     if row is None:
         raise errors.JobLost("job %s not found" % job_id)
     status, logs = row
@@ -99,7 +100,7 @@ def _archived_outcome(ctx, job_id, show_log):
 def _follow_live(ctx, job_id, show_log):
     info, serial = None, None
     while True:
-        result = ctx.client.wait_for_job_change(job_id, _FIELDS, info, serial)
+        result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial)
         if result == constants.JOB_NOTCHANGED:
             continue
         new_info, entries = result

@@ -22,7 +22,8 @@ class FakeInput(io.StringIO):
 
 
 class Cli:
-    """Runs jqctl in-process against a FakeLuxiClient; records connections and sleeps."""
+    """Runs jqctl in-process against a FakeLuxiClient; records connections and sleeps (the
+    clock jqctl sees is the sum of its sleeps)."""
 
     def __init__(self):
         self.fake = FakeLuxiClient("/fake/jqueue.sock")
@@ -37,6 +38,7 @@ class Cli:
         """Run jqctl with argv; Result(exit status, stdout, stderr)."""
         out, err = io.StringIO(), io.StringIO()
         ctx = app.Context(factory or self.factory, stdin=FakeInput(stdin, tty), stdout=out,
-                          stderr=err, sleep=self.sleeps.append)
+                          stderr=err, sleep=self.sleeps.append,
+                          clock=lambda: sum(self.sleeps))
         code = app.run(ctx, [str(arg) for arg in argv])
         return Result(code, out.getvalue(), err.getvalue())

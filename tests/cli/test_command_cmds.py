@@ -4,7 +4,8 @@ kill, running and the exit statuses of command jobs (wait)."""
 import pytest
 from cli_helpers import Cli
 
-from jqueue import constants
+from jqueue import constants, errors
+from jqueue.cli import app, exitcodes
 
 
 @pytest.fixture
@@ -107,6 +108,38 @@ def test_log_prints_the_log_as_it_is(cli):
     finish(cli, 1, "success", exit_status=0, reason="OK")
     result = cli("log", "1")
     assert result.code == 0 and result.out == "* START\nhello\n\ufffd\n"
+
+
+def test_log_follow_and_wait_connect_again_after_losing_the_daemon(cli):
+    """log -f and wait go on where they were after the daemon went away (a restart, a
+    failover: ConnectionClosedError, then NoMasterError), saying so on stderr; the log is
+    printed whole, once, and wait exits with the command's status."""
+    cli("run", "--", "x")
+    cli.fake.logs[1] = b"hello\n"
+    finish(cli, 1, "error", exit_status=3, reason="FAILED")
+    cli.fake.fail("read_job_log", errors.ConnectionClosedError("gone"), times=1)
+    cli.fake.fail("query_jobs", errors.NoMasterError("nobody there"), times=2)
+    del cli.connections[:]
+    result = cli("log", "-f", "1")
+    assert result.code == 0 and result.out == "hello\n"
+    assert result.err == "jqctl: gone; connecting again\njqctl: connected again\n"
+    assert cli.sleeps == [app.RECONNECT_DELAY] and len(cli.connections) == 2
+    result = cli("wait", "1")
+    assert result.code == 3 and result.out.startswith("Job 1 finished: error")
+    assert result.err.count("connecting again") == 1
+
+
+def test_wait_gives_up_when_the_daemon_stays_away(cli):
+    """Lost for app.RECONNECT_WINDOW seconds (its clock here: the sleeps), wait fails
+    with the last error, unreachable."""
+    cli("run", "--", "x")
+    cli.fake.fail("wait_for_job_change", errors.NoMasterError("no jqueue daemon listening"))
+    result = cli("wait", "1")
+    assert result.code == exitcodes.EXIT_UNREACHABLE
+    assert sum(cli.sleeps) == app.RECONNECT_WINDOW
+    *_, gave_up, last = result.err.splitlines()
+    assert gave_up == "jqctl: gave up after %gs" % app.RECONNECT_WINDOW
+    assert last.startswith("jqctl: no jqueue daemon listening (socket from the default)")
 
 
 def test_log_of_an_unknown_job_is_not_found(cli):

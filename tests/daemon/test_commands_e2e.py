@@ -7,6 +7,7 @@ running in parallel (each with its own daemon and job ids) never see each other'
 import collections
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -178,6 +179,26 @@ def test_log_follow_prints_the_output_as_it_comes(daemon):
                                             "done")])
     code, out, _ = daemon.jqctl("log", "-f", str(job_id))
     assert code == 0 and "line1\nline2\nline3\n" in out and "* END" in out
+
+
+def test_run_follow_rides_over_a_killed_master(daemon):
+    """jqctl run --follow (a process) while jq-masterd is killed -9 and started again: it
+    connects again, prints every line once and exits with the command's status."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket, "run", "--follow",
+         "-c", "echo go; i=0; while [ $i -lt 40 ]; do echo n$i; i=$((i+1)); sleep 0.05; "
+         "done; exit 42"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with daemon.client() as client:
+        wait_until(lambda: client.query_jobs([1], ["status"])[0] not in (None, ["queued"]),
+                   what="the job to start")
+    daemon.kill()
+    time.sleep(0.5)
+    daemon.start()
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 42, err
+    assert [line for line in out.splitlines() if line.startswith("n")] == [
+        "n%d" % i for i in range(40)]
+    assert "connecting again" in err and "connected again" in err
 
 
 def test_an_attempt_without_a_cgroup_says_so_in_its_log(daemons):
