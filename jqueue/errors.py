@@ -4,6 +4,8 @@ An error crosses the wire as ``["ClassName", [args...]]`` (Ganeti's encoding) an
 rebuilt on the other side by looking the name up among the classes of this module.
 """
 
+import errno
+
 from jqueue import constants
 
 
@@ -44,6 +46,25 @@ class OpExecError(GenericError):
 
 class CommandError(OpExecError):
     """A command attempt cannot be started on this node (or is unknown to it)."""
+
+
+class CommandResourceError(CommandError):
+    """A command attempt cannot be started on this node for now: its disk is full, or it
+    is out of file descriptors, processes or memory. The master starts it again later, as
+    when the node could not be reached (NOXFER)."""
+
+
+#: errno values of a node out of a resource (CommandResourceError), not misconfigured.
+RESOURCE_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE,
+                             errno.EAGAIN, errno.ENOMEM, errno.ENOBUFS))
+
+
+def command_start_error(message, err):
+    """A CommandError of message and err (an OSError): a CommandResourceError when err
+    says the node is out of a resource."""
+    resource = getattr(err, "errno", None) in RESOURCE_ERRNOS
+    return (CommandResourceError if resource else CommandError)(
+        "%s: %s" % (message, getattr(err, "strerror", None) or err))
 
 
 class JobCanceled(GenericError):

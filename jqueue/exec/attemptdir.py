@@ -45,6 +45,7 @@ last minute or more (``recently_deleted``), and a node running hundreds of short
 a second spent two thirds of its processor time there (perf, 1,000 `true` jobs).
 """
 
+import errno
 import os
 import shutil
 
@@ -131,20 +132,42 @@ def group_is_ours(pid, start_time, recorded_boot_id, current_boot_id):
 
 
 def write_atomic(path, data, mode=0o640):
-    """Replace path by data (bytes): temp file in the same directory, then rename."""
+    """Replace path by data (bytes): temp file in the same directory, then rename. The
+    temp file is written over, not emptied first, so that room kept in it serves
+    (reserve_result)."""
     dirname, basename = os.path.split(path)
     tmp = os.path.join(dirname, ".%s.tmp" % basename)
-    _write_new(tmp, data, os.O_TRUNC, mode, remove_on_error=True)
+    _write_new(tmp, data, 0, mode, remove_on_error=True, trim=True)
     os.rename(tmp, path)
 
 
-def _write_new(path, data, flags, mode=0o640, remove_on_error=False):
-    """Create path (with flags) and write data to it."""
+#: Bytes an attempt's result temp file holds from its launch on: the shim (or the
+#: executor, for a lost attempt) writes the result over them, so that a command that
+#: filled the disk still has its true result recorded.
+RESULT_ROOM = 4096
+
+
+def reserve_result(path):
+    """Give an attempt about to start (in directory path) the room of its result now;
+    OSError (ENOSPC) if the disk has not got it."""
+    fd = os.open(os.path.join(path, ".%s.tmp" % RESULT),
+                 os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        if os.pwrite(fd, bytes(RESULT_ROOM), 0) < RESULT_ROOM:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    finally:
+        os.close(fd)
+
+
+def _write_new(path, data, flags, mode=0o640, remove_on_error=False, trim=False):
+    """Create path (with flags) and write data to it (with trim, cut what was beyond)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if trim:
+            os.ftruncate(fd, len(data))
     except BaseException:
         os.close(fd)
         if remove_on_error:

@@ -8,13 +8,18 @@ The launch, in the reactor thread and without blocking:
 1. ``mkdir attempts/<job>.<attempt>`` (or a spare directory renamed so: see
    attemptdir): the claim; an existing directory is returned as it is, so an attempt is
    never started twice;
-2. the cgroup leaf (``containment``);
+2. the room of its result on disk (``attemptdir.reserve_result``: a command that fills
+   the disk still has its result written), and the cgroup leaf (``containment``);
 3. ``posix_spawn`` of the shim, its stdin a pipe; a pidfd on it at once (it is our
    child: its pid cannot be reused before we reap it);
 4. ``spec.json`` with the shim's pid and start time and the boot id;
 5. the command's environment down the pipe, with the end mark: only now may the shim
    start the command. If the daemon dies before, the shim sees no end mark and never
    starts it; an attempt directory without spec.json is found lost at the next start.
+
+A step that fails because this machine is out of a resource (a full disk, no file
+descriptors, processes or memory) raises CommandResourceError: the master starts the
+attempt again later (NOXFER) rather than failing it; other failures are CommandError.
 
 The environment is completed here, on the node that runs the command: the spec's ``env``
 goes over its ``env_base``, the minimal base (PATH, LANG, and HOME and USER from this
@@ -277,8 +282,8 @@ class Executor:
         except FileExistsError:
             return self._info(self._adopt(key, path, announce=True))
         except OSError as err:
-            raise errors.CommandError("job %d attempt %d: cannot create %s: %s"
-                                      % (spec.job, spec.attempt, path, err.strerror)) from None
+            raise errors.command_start_error("job %d attempt %d: cannot create %s"
+                                             % (spec.job, spec.attempt, path), err) from None
         att = self._spawn(spec, path, user, env)
         self._attempts[key] = att
         self._watch(att)
@@ -388,12 +393,18 @@ class Executor:
         cgroup = None
         output = self._output_of(spec.job, spec.attempt, path)
         try:
+            attemptdir.reserve_result(path)
+        except OSError as err:
+            self._discard(path, None, output)
+            raise errors.command_start_error("job %d attempt %d: no room for its result"
+                                             % (spec.job, spec.attempt), err) from None
+        try:
             cgroup = self._containment.create_leaf(spec.job, spec.attempt)
             pid, env_pipe = self._spawn_shim(spec, path, cgroup, user, output)
         except OSError as err:
             self._discard(path, cgroup, output)
-            raise errors.CommandError("job %d attempt %d: cannot start the shim: %s"
-                                      % (spec.job, spec.attempt, err)) from None
+            raise errors.command_start_error("job %d attempt %d: cannot start the shim"
+                                             % (spec.job, spec.attempt), err) from None
         started = time.time()
         record = {
             "job": spec.job, "attempt": spec.attempt, "argv": list(spec.argv),
@@ -414,8 +425,8 @@ class Executor:
                 os.close(att.watch.fd)
             self._reap(pid, block=True)
             self._discard(path, cgroup, output)
-            raise errors.CommandError("job %d attempt %d: cannot record the attempt: %s"
-                                      % (spec.job, spec.attempt, err)) from None
+            raise errors.command_start_error("job %d attempt %d: cannot record the attempt"
+                                             % (spec.job, spec.attempt), err) from None
         _send_env(env_pipe, env)
         return att
 

@@ -48,7 +48,7 @@ def _launch_error(err):
         return err
     if not isinstance(err, OSError):
         logger.error("starting an attempt failed", exc_info=err)
-    return errors.CommandError("cannot start the attempt: %s" % err)
+    return errors.command_start_error("cannot start the attempt", err)
 
 
 class LocalLink:

@@ -192,10 +192,11 @@ static int write_atomic(const char *name, const char *data, size_t len) {
     char path[PATH_MAX], tmp[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", opt.attempt_dir, name);
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp", opt.attempt_dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    /* written over, not emptied first: the executor keeps room for the result there */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0)
         return -1;
-    int failed = write_all(fd, data, len);
+    int failed = write_all(fd, data, len) || ftruncate(fd, (off_t)len) < 0;
     if (close(fd) < 0 || failed) {
         unlink(tmp);
         return -1;

@@ -97,12 +97,14 @@ def read_env():
 
 
 def write_atomic(attempt_dir, name, data):
-    """Replace attempt_dir/name by data: a temp file, then rename."""
+    """Replace attempt_dir/name by data: a temp file (written over, not emptied first:
+    the executor keeps room for the result there), then rename."""
     path = os.path.join(attempt_dir, name)
     tmp = os.path.join(attempt_dir, ".%s.tmp" % name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o640)
     try:
         os.write(fd, data)
+        os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
     os.rename(tmp, path)

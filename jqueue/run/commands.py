@@ -27,7 +27,10 @@ that do not count against ``max_attempts``, also raised by a reset, and by an at
 whose command never started because the daemon launching it died: another runs at once).
 
 A stop (cancel, hold) that finds the node unreachable is sent again when the node answers
-again. A start the node could not be asked for (NOXFER) may still have reached it: if
+again. A start the node could not be asked for, or refused for want of a resource (a full
+disk: CommandResourceError), waits and is tried again (NOXFER, uncounted); one it refused
+otherwise (a missing user, a malformed spec) fails INTERR. A start the node could not be
+asked for may still have reached it: if
 the job is canceled or held while that start is under way, or ends meanwhile, that
 attempt is killed when the node reports it or when the start's retry falls due (a held
 job's next attempt then numbered after it, uncounted); otherwise the retry, with the
@@ -582,10 +585,11 @@ class CommandRunner:
             return
         if self._attempts.get(attempt.job_id) is not attempt:
             return
-        if isinstance(answer, errors.CommandError):
+        if isinstance(answer, errors.CommandError) and not isinstance(
+                answer, errors.CommandResourceError):  # it cannot run there: INTERR
             self._finish(attempt, {"error": errors.error_message(answer)})
             return
-        if isinstance(answer, Exception):
+        if isinstance(answer, Exception):  # not now (no answer, or out of a resource)
             self._noxfer(attempt, answer)
             return
         attempt.launched = True

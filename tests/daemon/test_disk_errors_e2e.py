@@ -182,3 +182,43 @@ def test_a_command_running_while_its_logs_disk_fills_loses_no_output_and_ends_on
         assert client.query_jobs([job_id], ["status", "exit_status", "reason"])[0] == ended
         assert "".join(client.follow_job_log(job_id)) == log
     assert daemon.stop() == 0, daemon.stderr()  # before the tmpfs goes
+
+
+@pytest.fixture
+def small_attempts_fs(tmp_path):
+    """A 4 MiB tmpfs as tmp_path/state/attempts, where the daemon keeps its running
+    attempts and their output (a command that fills the disk fills this one)."""
+    yield from _small_fs(tmp_path / "state" / "attempts")
+
+
+def test_a_command_that_fills_the_attempts_disk_has_its_true_end_recorded(
+        daemons, small_attempts_fs, tmp_path):
+    """A command fills the disk of the attempts and exits 3: its result had room kept
+    from its start, so the job ends FAILED with status 3, run once (no NODE_LOST, no
+    retry of an attempt that ran). A job submitted while the disk is full waits (NOXFER,
+    uncounted) and runs, once, when there is room again."""
+    daemon = daemons(tmp_path / "state")
+    fill = small_attempts_fs / "fill"
+    command = {"OP_ID": constants.OP_COMMAND_RUN, "max_attempts": 2,
+               "cmd": "echo ran; dd if=/dev/zero of=%s bs=64k 2>/dev/null; exit 3" % fill}
+    with daemon.client() as client:
+        filler = client.submit_job([command])
+        wait_all_final(client, [filler], 30)
+        ended = client.query_jobs([filler], ["status", "exit_status", "reason", "attempt"])
+        assert ended == [["error", 3, "FAILED", 2]]  # both attempts ran: each filled it
+        log = "".join(client.follow_job_log(filler))
+        assert log.splitlines().count("ran") == 2 and "NODE_LOST" not in log, log
+        _fill(str(small_attempts_fs))  # what the spares freed
+        waiting = client.submit_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "echo late"}])
+        deadline = time.monotonic() + 20
+        while client.query_jobs([waiting], ["reason"])[0][0] != "NOXFER":
+            assert time.monotonic() < deadline, "the job never waited"
+            time.sleep(0.1)
+        assert client.query_jobs([waiting], ["status", "attempt"])[0] == ["waiting", 0]
+        assert "No space left on device" in client.read_job_log(waiting, 0, 1 << 20, 0)["data"]
+        os.unlink(fill)
+        os.unlink(os.path.join(small_attempts_fs, "filler"))
+        wait_all_final(client, [waiting], 30)
+        assert client.query_jobs([waiting], ["status", "attempt"])[0] == ["success", 1]
+        assert "".join(client.follow_job_log(waiting)).splitlines().count("late") == 1
+    assert daemon.stop() == 0, daemon.stderr()  # before the tmpfs goes

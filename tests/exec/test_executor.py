@@ -4,6 +4,7 @@ The main behaviours run with both shims (C and Python fallback); the kill-tree t
 also run with both containments (cgroup v2 leaf and the process-group fallback).
 """
 
+import errno
 import os
 import pwd
 import queue
@@ -14,6 +15,7 @@ import time
 
 import attrs
 import pytest
+from conftest import attempt_names
 from exec_helpers import SHIMS, Executors, run_to_end, wait_ended
 from twisted.internet import defer
 
@@ -208,6 +210,34 @@ def test_launch_refuses_malformed_specs(executors, field, value, message):
     with pytest.raises(errors.CommandError, match=message):
         executor.launch(spec)
     assert executor.attempts() == []
+
+
+def test_a_launch_without_room_for_its_result_is_a_resource_error(executors, monkeypatch):
+    """The result's room is kept before the command may start: a full disk there refuses
+    the launch as CommandResourceError (the master tries again later), any other failure
+    as a CommandError; nothing is left either way. The room is what the result is written
+    over (test_a_command_that_fills_the_attempts_disk_has_its_true_end_recorded)."""
+    executor, reactor, recorder = make(executors)
+    room = []
+
+    def full(path):
+        raise OSError(room.pop(0), os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(attemptdir, "reserve_result", full)
+    room.append(errno.ENOSPC)
+    with pytest.raises(errors.CommandResourceError, match="no room for its result: No sp"):
+        executor.launch(executors.spec(1, "true"))
+    room.append(errno.EACCES)
+    with pytest.raises(errors.CommandError) as refused:
+        executor.launch(executors.spec(1, "true"))
+    assert not isinstance(refused.value, errors.CommandResourceError)
+    assert executor.attempts() == []
+    assert attempt_names(attemptdir.attempts_dir(executor.state_dir)) == []
+    monkeypatch.undo()
+    result, _ = run_to_end(executors, executor, reactor, recorder, executors.spec(1, "true"))
+    assert result.exit_status == 0
+    with open(os.path.join(executor.run_dir, "attempts", "1.1", "result"), "rb") as stream:
+        assert stream.read().endswith(b"}\n")  # the room cut to the result's length
 
 
 def test_launch_is_idempotent(executors, shim):

@@ -343,7 +343,7 @@ def test_with_a_run_directory_attempts_live_there_and_their_output_on_disk(execu
                       "the first half")
     path = attemptdir.attempt_path(run_dir, 1, 1)
     output = attemptdir.output_path(first.state_dir, 1, 1)
-    assert sorted(os.listdir(path)) == ["pid", "spec.json"]
+    assert sorted(os.listdir(path)) == [".result.tmp", "pid", "spec.json"]  # result's room
     assert attemptdir.read_spec(path)["output"] == output and os.path.isfile(output)
     assert not os.path.exists(attemptdir.attempts_dir(first.state_dir))
     first.stop()

@@ -4,6 +4,9 @@ The queue is real (journal, recovery, log files); the node is a FakeLink and tim
 clock shared by the queue and the runner's host.
 """
 
+import errno
+import os
+
 import pytest
 from conftest import run_jobs
 from fakes_commands import FakeHost, FakeLink, unreachable
@@ -526,6 +529,25 @@ def test_an_unreachable_node_does_not_use_up_an_attempt(setup):
     assert setup.log(job_id).count(b"* START") == 2  # the first one, then the one that ran
     setup.end(job_id)
     assert setup.fields(job_id, ["status"]) == ["success"]
+
+
+def test_a_node_out_of_a_resource_does_not_fail_the_start(setup):
+    """A start the node refused for want of a resource (its disk full: the error crossed
+    the wire by class name) waits and is tried again, like NOXFER, uncounted; a start
+    refused otherwise is INTERR (test_signal_timeout_and_refusal_give_their_reasons)."""
+    setup.link.refuse = errors.decode_exception(errors.encode_exception(
+        errors.command_start_error("job 1 attempt 1: no room for its result",
+                                   OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))))
+    job_id = setup.submit(command("x", max_attempts=1))
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["waiting", "NOXFER", 0]
+    assert b"no room for its result: No space left on device (tried again in " in setup.log(
+        job_id)
+    setup.link.refuse = None
+    setup.host.advance(5)
+    setup.settle()
+    assert setup.link.launched[0]["attempt"] == 1
+    setup.end(job_id)
+    assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]
 
 
 def test_a_stop_the_node_could_not_take_is_sent_again_when_it_answers(setup):
