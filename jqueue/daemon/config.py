@@ -222,7 +222,9 @@ def command_options(program):
                "submit where jq-masterd runs the commands itself, else as the attempt "
                "starts: INTERR); a user of the list is looked up (its passwd entry and "
                "groups, through NSS) in a thread as each attempt or service run starts, and "
-               "one that does not exist fails it the same way.", flag="--allowed-users",
+               "one that does not exist fails it the same way; a lookup that has not "
+               "answered within 30 s makes that start wait and try again (NOXFER; a "
+               "service backs off).", flag="--allowed-users",
                metavar="USER,...", programs=(program,), default_doc="none"),
         Option("containment", Text(), "auto",
                "How a command attempt's processes are held together: auto (a cgroup v2 "

@@ -89,6 +89,9 @@ POLL_SLOW = 1.0   # ... of a quiet one (the interval doubles up to this)
 STOP_LEAF_WAIT = 2.0
 #: Spare attempt directories kept for launches at most (attemptdir's docstring).
 SPARES_MAX = 1024
+#: Seconds a lookup of the user a command runs as may take (NSS: perhaps a directory
+#: server) before that attempt's start fails, to be tried again later (user_soon).
+USER_LOOKUP_TIMEOUT = 30.0
 NOFILE_WANTED = 65536  # soft RLIMIT_NOFILE the executor asks for (a pidfd per shim)
 #: In ``<state_dir>/exec``: the run directories that may hold attempts (a JSON list).
 RUN_DIRS_FILE = "run-dirs"
@@ -193,6 +196,7 @@ class Executor:
         self._former_lock_fds = []
         self._recorded_run_dirs = []  # what exec/run-dirs said at the start
         self._doomed_leaves = set()  # cgroups of lost attempts, killed, not yet empty
+        self._lookups = {}  # user name -> the Deferreds waiting for its lookup in flight
 
     # ---- lifecycle ----
 
@@ -320,21 +324,47 @@ class Executor:
         """None if commands run as name without a lookup (the daemon's own user), else a
         Deferred of look_up_user(name) (fired in the reactor's thread; CommandError if
         refused), looked up in the reactor's thread pool: NSS may ask a directory server,
-        and a slow one must not stall this daemon's other work."""
+        and a slow one must not stall this daemon's other work. Lookups of a name asked
+        for while one is in flight wait for that one (a directory server that hangs holds
+        one thread, not one per attempt); one that has not answered within
+        USER_LOOKUP_TIMEOUT fails with CommandResourceError (the attempt starts later)."""
         if not self._needs_lookup(name):
             return None
         found = defer.Deferred()
+        timer = self._reactor.callLater(USER_LOOKUP_TIMEOUT, self._lookup_late, name, found)
+        waiting = self._lookups.get(name)
+        if waiting is not None:
+            waiting.append((found, timer))
+            return found
+        waiting = self._lookups[name] = [(found, timer)]
 
         def look_up():
             try:
-                user = self.look_up_user(name)
-            except Exception as err:  # noqa: BLE001 - whatever it is, the Deferred fires
-                self._reactor.callFromThread(found.errback, err)
-                return
-            self._reactor.callFromThread(found.callback, user)
+                answer = (True, self.look_up_user(name))
+            except Exception as err:  # noqa: BLE001 - whatever it is, its waiters hear
+                answer = (False, err)
+            self._reactor.callFromThread(self._looked_up, name, waiting, answer)
 
         self._reactor.callInThread(look_up)
         return found
+
+    def _looked_up(self, name, waiting, answer):
+        if self._lookups.get(name) is waiting:
+            del self._lookups[name]
+        ok, value = answer
+        for found, timer in waiting:
+            if not timer.active():
+                continue  # it gave up waiting
+            timer.cancel()
+            if ok:
+                found.callback(value)
+            else:
+                found.errback(value)
+
+    def _lookup_late(self, name, found):
+        found.errback(errors.CommandResourceError(
+            "the lookup of user %s (NSS) has not answered within %gs" % (
+                name, USER_LOOKUP_TIMEOUT)))
 
     def _needs_lookup(self, name):
         return name is not None and name != self._own_user
@@ -958,9 +988,10 @@ def user_home(user=None):
 
 
 def _attempt_error(spec, err):
-    """A CommandError about spec's attempt: err's message after the job and attempt."""
-    return errors.CommandError("job %d attempt %d: %s" % (spec.job, spec.attempt,
-                                                          errors.error_message(err)))
+    """A CommandError (CommandResourceError if err is one) about spec's attempt: err's
+    message after the job and attempt."""
+    cls = type(err) if isinstance(err, errors.CommandError) else errors.CommandError
+    return cls("job %d attempt %d: %s" % (spec.job, spec.attempt, errors.error_message(err)))
 
 
 def _remove_attempt(path, output):

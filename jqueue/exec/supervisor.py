@@ -382,6 +382,10 @@ class Supervisor:
                 user.raiseException()
             spec = self._spec(svc)
             info = self._executor.launch(spec, user)
+        except errors.CommandResourceError as err:  # not now (a full disk, a slow NSS)
+            self._back_off(svc, "run %d cannot start: %s" % (
+                record["run"], errors.error_message(err)), None)
+            return
         except (errors.CommandError, OSError) as err:
             record["message"] = errors.error_message(err)
             self._change(svc, service.FATAL, "cannot start: %s" % errors.error_message(err))
@@ -460,6 +464,13 @@ class Supervisor:
             self._change(svc, service.EXITED, ending)
             self._prune_runs(svc)
             return
+        self._back_off(svc, ending, running_for)
+        self._prune_runs(svc)
+
+    def _back_off(self, svc, ending, running_for):
+        """A run failed (ending says how): BACKOFF and a restart in a while, or FATAL
+        once the back-off's limit is reached."""
+        record, now = svc.record, self._now()
         backoff = service.Backoff.from_dict(record.get("backoff"))
         delay = backoff.fail(now, running_for)
         record["backoff"] = backoff.to_dict()
@@ -469,7 +480,6 @@ class Supervisor:
             record["retry_at"] = now + delay
             self._change(svc, service.BACKOFF, "%s; restart in %gs" % (ending, delay))
             self._arm(svc, delay, self._retry_due)
-        self._prune_runs(svc)
 
     def _change(self, svc, state, message):
         """The one way a service changes state: checked, saved, announced."""

@@ -21,6 +21,7 @@ from twisted.internet import defer
 
 from jqueue import errors, serializer
 from jqueue.exec import attemptdir, containment
+from jqueue.exec import executor as executor_module
 
 #: sh, a background sleep, a setsid'd sleep whose parent exits (re-parented to the shim),
 #: a setsid'd sleep whose parent waits for it (escapes the group while its parent lives).
@@ -178,6 +179,36 @@ def test_launch_soon_looks_a_user_up_in_a_pool_thread(executors, monkeypatch):
     result = wait_ended(executor, reactor, recorder, 2, 1)
     assert result.exit_status == 0 and executor.read(2, 1, 0, 100) == b"nobody\n"
     wait_ended(executor, reactor, recorder, 1, 1)
+
+
+def test_lookups_of_one_user_share_one_thread_and_give_up_after_a_while(executors,
+                                                                      monkeypatch):
+    """A directory server that does not answer: launches of attempts running as its user
+    wait for the one lookup in flight (one thread, not one each) and fail, after
+    USER_LOOKUP_TIMEOUT, with CommandResourceError (the master starts them again later);
+    the answer coming late starts nothing, and the next launch asks again."""
+    executor, reactor, recorder = make(executors, allowed_users=("nobody",))
+    threads = []
+    monkeypatch.setattr(reactor, "callInThread", lambda fn, *args: threads.append(fn))
+    waiting = [executor.launch_soon(executors.spec(job, "true", run_as="nobody"))
+               for job in (1, 2)]
+    assert len(threads) == 1
+    failures = []
+    for found in waiting:
+        found.addErrback(failures.append)
+    reactor.advance(executor_module.USER_LOOKUP_TIMEOUT)
+    assert [type(f.value) for f in failures] == [errors.CommandResourceError] * 2
+    assert "job 2 attempt 1: the lookup of user nobody (NSS) has not answered within " \
+        "30s" in str(failures[1].value)
+    threads.pop()()  # the answer, late
+    assert executor.attempts() == []
+    late = executor.launch_soon(executors.spec(3, "true", run_as="nobody"))
+    assert len(threads) == 1
+    threads.pop()()
+    started = []
+    late.addCallback(started.append)
+    assert [info.job for info in started] == [3]
+    wait_ended(executor, reactor, recorder, 3, 1)
 
 
 def test_run_as_refused_unless_allowed_and_known(executors):

@@ -258,6 +258,21 @@ def test_a_run_as_user_is_looked_up_before_the_start_and_the_service_waits(node)
     assert len(node.executor.launched) == 1
 
 
+def test_a_start_the_node_cannot_make_now_backs_off_instead_of_failing(node):
+    """A lookup that timed out (or a full disk: CommandResourceError) is no refusal: the
+    service backs off and starts once the node can."""
+    node.supervisor.apply([entry(run_as="alice")])
+    node.supervisor.control(1, "start", 2)
+    node.executor.lookups[0][1].errback(errors.CommandResourceError(
+        "the lookup of user alice (NSS) has not answered within 30s"))
+    state = node.state()
+    assert state["state"] == service.BACKOFF and "NSS" in state["message"]
+    node.clock.advance(1)
+    alice = ("alice", 1001, 1001, [1001], "/home/alice")
+    node.executor.lookups[1][1].callback(alice)
+    assert node.state()["state"] == service.STARTING and len(node.executor.launched) == 1
+
+
 def test_a_service_stopped_or_removed_while_its_user_is_looked_up_never_starts(node):
     node.supervisor.apply([entry(run_as="alice"), entry(sid=2, run_as="bob")])
     node.supervisor.control(1, "stop", 2)
