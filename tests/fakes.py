@@ -238,6 +238,7 @@ class FakeLuxiClient:
         self.service_logs = {}  # name -> bytes of its log
         self._failures = {}
         self._steps = {}
+        self.waited = 0.0  # seconds calls with a timeout spent waiting for nothing
         self._serial = 0
 
     # Test helpers (not part of the client's API)
@@ -577,6 +578,9 @@ class FakeLuxiClient:
             if result != constants.JOB_NOTCHANGED:
                 return result
             if not self._steps.get(job_id):
+                if timeout is not None:  # the time passes (waited: the CLI's clock)
+                    self.waited += timeout
+                    return result
                 raise errors.RequestTimeoutError("fake: job %s would never change" % job_id)
 
     def _changes(self, job_id, fields, prev_job_info, prev_log_serial):

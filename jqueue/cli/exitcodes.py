@@ -14,6 +14,7 @@ EXIT_NOT_FOUND = 4
 EXIT_UNREACHABLE = 5
 EXIT_REFUSED = 6
 EXIT_NOT_ACKNOWLEDGED = 7
+EXIT_STILL_RUNNING = 8
 EXIT_INTERRUPTED = 130
 
 #: (status, meaning), in the order the man page lists them.
@@ -33,12 +34,14 @@ TABLE = (
                             "acknowledged in time by enough master candidates: they are kept "
                             "and run once the candidates catch up, but a failover before that "
                             "may lose them; submitting again with the same --token is safe"),
+    (EXIT_STILL_RUNNING, "wait --timeout: a job had not finished when the time was up"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C), or a confirmation was declined"),
 )
 
 #: Job outcomes from best to worst; several jobs exit with the worst one.
-_SEVERITY = (EXIT_SUCCESS, EXIT_CANCELED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REFUSED,
-             EXIT_NOT_ACKNOWLEDGED, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_INTERRUPTED)
+_SEVERITY = (EXIT_SUCCESS, EXIT_CANCELED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_STILL_RUNNING,
+             EXIT_REFUSED, EXIT_NOT_ACKNOWLEDGED, EXIT_UNREACHABLE, EXIT_USAGE,
+             EXIT_INTERRUPTED)
 
 _STATUS_CODES = {
     constants.JOB_STATUS_SUCCESS: EXIT_SUCCESS,

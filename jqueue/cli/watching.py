@@ -26,6 +26,10 @@ def register(commands):
     parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID", help="job id")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of outcome records once every job finished")
+    parser.add_argument("--timeout", type=parsing.duration, dest="wait_for",
+                        metavar="SECONDS",
+                        help="stop waiting after SECONDS (exit status 8 if a job is not "
+                             "finished then; the jobs go on); default: wait for ever")
     parser.set_defaults(func=cmd_wait)
 
 
@@ -35,20 +39,25 @@ def cmd_watch(ctx, args):
 
 
 def cmd_wait(ctx, args):
-    """Wait for every job; exit with the worst outcome."""
-    return exitcodes.worst(follow_jobs(ctx, args.ids, show_log=False, as_json=args.json))
+    """Wait for every job (until args.wait_for seconds passed); exit with the worst
+    outcome."""
+    deadline = None if args.wait_for is None else ctx.clock() + args.wait_for
+    return exitcodes.worst(follow_jobs(ctx, args.ids, show_log=False, as_json=args.json,
+                                       deadline=deadline))
 
 
-def follow_jobs(ctx, job_ids, show_log, as_json=False):
+def follow_jobs(ctx, job_ids, show_log, as_json=False, deadline=None):
     """Follow jobs one after the other; print "Job N finished: STATUS" for each, with why
     it failed (the failing opcode's error), or with as_json a list of outcome records.
+    Once ctx.clock() reaches deadline (if given), the jobs not finished are "still
+    STATUS" (their records as they are).
 
     Returns the exit status of each job (not found for a job the daemon does not know).
     """
     codes, records = [], []
     for job_id in job_ids:
         try:
-            status = follow(ctx, job_id, show_log)
+            status = follow(ctx, job_id, show_log, deadline)
             found = ctx.again(outcome.records, [job_id])[job_id]
         except errors.JobLost:
             found = None
@@ -58,8 +67,13 @@ def follow_jobs(ctx, job_ids, show_log, as_json=False):
             continue
         if as_json:
             records.append(found)
+        elif status is None:
+            ctx.out("Job %s still %s" % (job_id, found["status"]), flush=True)
         else:
             ctx.out(outcome.finished_line(dict(found, status=status)), flush=True)
+        if status is None:
+            codes.append(exitcodes.EXIT_STILL_RUNNING)
+            continue
         codes.append(exit_status(ctx, job_id, status))
     if as_json:
         ctx.out(serializer.dumps(records), flush=True)
@@ -75,11 +89,12 @@ def exit_status(ctx, job_id, status):
     return commandjob.wait_exit_code(status, dict(zip(END_FIELDS, row)))
 
 
-def follow(ctx, job_id, show_log):
+def follow(ctx, job_id, show_log, deadline=None):
     """Wait until the job is finalized, printing its log entries if show_log; return its
-    status. The daemon lost (a restart, a failover), it connects again (Context.again)."""
+    status (None if ctx.clock() reached deadline first). The daemon lost (a restart, a
+    failover), it connects again (Context.again)."""
     try:
-        return _follow_live(ctx, job_id, show_log)
+        return _follow_live(ctx, job_id, show_log, deadline)
     except errors.JobLost:
         return _archived_outcome(ctx, job_id, show_log)
 
@@ -97,10 +112,15 @@ def _archived_outcome(ctx, job_id, show_log):
     return status
 
 
-def _follow_live(ctx, job_id, show_log):
+def _follow_live(ctx, job_id, show_log, deadline):
     info, serial = None, None
     while True:
-        result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial)
+        left = None
+        if deadline is not None:
+            left = deadline - ctx.clock()
+            if left <= 0:
+                return None
+        result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial, left)
         if result == constants.JOB_NOTCHANGED:
             continue
         new_info, entries = result

@@ -23,7 +23,7 @@ class FakeInput(io.StringIO):
 
 class Cli:
     """Runs jqctl in-process against a FakeLuxiClient; records connections and sleeps (the
-    clock jqctl sees is the sum of its sleeps)."""
+    clock jqctl sees is the sum of its sleeps and of the fake's waits)."""
 
     def __init__(self):
         self.fake = FakeLuxiClient("/fake/jqueue.sock")
@@ -39,6 +39,6 @@ class Cli:
         out, err = io.StringIO(), io.StringIO()
         ctx = app.Context(factory or self.factory, stdin=FakeInput(stdin, tty), stdout=out,
                           stderr=err, sleep=self.sleeps.append,
-                          clock=lambda: sum(self.sleeps))
+                          clock=lambda: sum(self.sleeps) + self.fake.waited)
         code = app.run(ctx, [str(arg) for arg in argv])
         return Result(code, out.getvalue(), err.getvalue())

@@ -181,6 +181,21 @@ def test_log_follow_prints_the_output_as_it_comes(daemon):
     assert code == 0 and "line1\nline2\nline3\n" in out and "* END" in out
 
 
+def test_wait_timeout_leaves_a_running_job_running(daemon):
+    """jqctl wait --timeout 1 on a command still running: exit 8 after about a second,
+    "still running"; the job goes on (then killed)."""
+    with daemon.client() as client:
+        job_id = client.submit_job([command("sleep 60")])
+    started = time.monotonic()
+    code, out, _ = daemon.jqctl("wait", "--timeout", "1", str(job_id))
+    assert (code, out) == (8, "Job %d still running\n" % job_id)
+    assert 1 <= time.monotonic() - started < 10
+    code, _, _ = daemon.jqctl("kill", str(job_id))
+    with daemon.client() as client:
+        wait_all_final(client, [job_id], 30)
+        assert client.query_jobs([job_id], ["status"])[0] == ["canceled"]
+
+
 def test_run_follow_rides_over_a_killed_master(daemon):
     """jqctl run --follow (a process) while jq-masterd is killed -9 and started again: it
     connects again, prints every line once and exits with the command's status."""
