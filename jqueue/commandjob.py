@@ -408,8 +408,12 @@ class ProgressTracker:
         self.values = [None, None]
 
     def feed(self, data):
-        """Parse complete lines of data; return True if a value changed."""
+        """Parse complete lines of data (a carriage return ends a line too: a progress
+        meter redrawn in place, as curl's, rsync's or pv's, is followed as it goes);
+        return True if a value changed."""
         text = self._partial + data if self._partial else bytes(data)
+        if b"\r" in text:
+            text = text.replace(b"\r", b"\n")
         end = text.rfind(b"\n") + 1
         self._partial = text[end:]
         if len(self._partial) > MAX_PARTIAL_LINE:

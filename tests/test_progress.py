@@ -18,14 +18,15 @@ PATTERNS = ["PROGRESS:%percent", "%percent", "[%one]", "frame %percent done", "Ã
 PIECES = [b"PROGRESS:", b"PROGRESS:12", b"PROGRESS:7.5", b"PROGRESS:x", b"[0.25]", b"[.5]",
           b"[1.]", b"frame 30 done", b"frame 40", b"\xc3\xa9 0.5", b"\xc3\xa9 x", b"at 0.75",
           b"42", b"-3", b"+250", b"junk", b"\xff\xfe", b" ", b"\n", b"\n", b"\n", b"\r\n", b"0%",
-          b"1 %", b"%", b"x", b"At 0.25"]
+          b"1 %", b"%", b"x", b"At 0.25", b"\r"]
 
 
 def reference_values(pattern, output, values):
-    """The values after output, from whole lines decoded one by one (the contract)."""
+    """The values after output, from whole lines decoded one by one (the contract: a
+    line ends at a newline or a carriage return)."""
     compiled = ProgressPattern(pattern)
     value = values
-    lines = output.split(b"\n")[:-1]
+    lines = output.replace(b"\r", b"\n").split(b"\n")[:-1]
     for line in lines:
         found = compiled.value(line.decode("utf-8", "replace"))
         if found is not None:
@@ -70,6 +71,15 @@ def test_the_last_match_of_the_last_matching_line_wins_and_values_are_clamped():
     assert not tracker.feed(b"P:-5")            # not a whole line yet: nothing
     assert tracker.values == [0.2, 1.0]
     assert tracker.feed(b"0\n") and tracker.values == [0.0, 1.0]
+
+
+def test_a_meter_redrawn_with_carriage_returns_is_followed_as_it_goes():
+    """curl, rsync and pv redraw one line with \\r: each redraw is a line (a regex with
+    $ too), across pieces; \\r\\n ends one line."""
+    tracker = ProgressTracker("%percent%", "regex:^total (\\d\\.\\d+)$")
+    assert tracker.feed(b" 10% \r 25%") and tracker.values == [0.1, None]
+    assert tracker.feed(b"\rtotal 0.5\r") and tracker.values == [0.25, 0.5]
+    assert tracker.feed(b" 90% x\r\n") and tracker.values == [0.9, 0.5]
 
 
 def test_a_line_longer_than_the_partial_limit_is_dropped_not_kept_growing():
