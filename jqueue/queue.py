@@ -1240,18 +1240,19 @@ class JobQueue:
     # Events (jqueue.store.events): journaled with the change they describe
 
     def _record_event_unlocked(self, status, job=0, node=None, kind="job", message="",
-                               service=None):
-        """Journal an event (service: the name of the service it is about, if one); it
-        reaches readers once durable. The batch."""
-        payload, tag = self._event_entry_unlocked(status, job, node, kind, message, service)
+                               service=None, when=None):
+        """Journal an event (service: the name of the service it is about, if one; when:
+        the time it happened, if not now); it reaches readers once durable. The batch."""
+        payload, tag = self._event_entry_unlocked(status, job, node, kind, message, service,
+                                                  when)
         return self._journal.append(payload, tag=tag)
 
     def _event_entry_unlocked(self, status, job=0, node=None, kind="job", message="",
-                              service=None):
+                              service=None, when=None):
         """(record, tag) of an event, to journal with the change it describes."""
         self._event_serial += 1
-        event = {"serial": self._event_serial, "time": self._clock(), "kind": kind,
-                 "job": job, "node": node, "status": status, "message": message}
+        event = {"serial": self._event_serial, "time": self._clock() if when is None else when,
+                 "kind": kind, "job": job, "node": node, "status": status, "message": message}
         if service is not None:
             event["service"] = service
         self._pending_events[event["serial"]] = event

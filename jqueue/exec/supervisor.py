@@ -26,7 +26,10 @@ fake clock.
 
 Events for listeners, in the reactor thread: ``("svc", state)`` after every change of a
 service (state dicts as ``states()`` gives them), ``("svc_output", id, run, size)`` when a
-run's output grew and ``("svc_removed", id)``.
+run's output grew and ``("svc_removed", id)``. Every change is numbered (``changes``) and
+the last RECENT_MAX are kept in the file and in each state (``recent``: [changes, state,
+since, message, run] each), so that a master that could not hear some of them (it was
+down, or could not reach this node) records them once it hears the next.
 """
 
 import logging
@@ -45,7 +48,9 @@ DEFS = "defs"
 RETAIN_RUNS = 16
 #: Keys of a service's state as the master gets it.
 STATE_KEYS = ("id", "name", "version", "seq", "target", "state", "since", "run", "pid",
-              "exit_status", "signal", "message", "retry_at", "changes", "restarts")
+              "exit_status", "signal", "message", "retry_at", "changes", "restarts", "recent")
+#: Changes of a service kept for a master that did not hear them (its state's "recent").
+RECENT_MAX = 16
 
 
 class _Service:
@@ -491,11 +496,18 @@ class Supervisor:
         if state != service.BACKOFF:
             record["retry_at"] = None
         logger.info("%s: %s (%s)", svc.label, state, message)
-        self._save(svc)
         self._announce(svc)
 
     def _announce(self, svc):
-        svc.record["changes"] += 1
+        """Number the service's change, keep it among the recent ones, save the file,
+        then tell the listeners."""
+        record = svc.record
+        record["changes"] += 1
+        recent = record.get("recent") or []
+        recent.append([record["changes"], record["state"], record["since"],
+                       record["message"], record["run"]])
+        record["recent"] = recent[-RECENT_MAX:]
+        self._save(svc)
         self._emit(("svc", self._state(svc)))
 
     # Removal
@@ -550,7 +562,6 @@ class Supervisor:
             svc = self._current(info.job, info.attempt)
             if svc is not None and info.pid is not None and svc.record.get("pid") != info.pid:
                 svc.record["pid"] = info.pid
-                self._save(svc)
                 self._announce(svc)
             return
         if kind == "output":

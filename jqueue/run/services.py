@@ -487,7 +487,14 @@ class ServiceManager:
                                    WRITE_RETRY)
                     self._host.call_later(WRITE_RETRY, self._reported, node, state)
                     return
-                if new["state"] != record["state"] or new["run"] != record["run"]:
+                last = (record["state"], record["run"])
+                for _, state_was, since, message, run in _missed(state, record):
+                    if (state_was, run) != last:  # a change we did not hear of, then
+                        queue._record_event_unlocked(state_was, 0, node, "service",
+                                                     _say(new, message or ""),
+                                                     service=name, when=since)
+                        last = (state_was, run)
+                if (new["state"], new["run"]) != last:
                     queue._record_event_unlocked(new["state"], 0, node, "service",
                                                  _say(new, new.get("message") or ""),
                                                  service=name)
@@ -733,6 +740,23 @@ def _entry(record):
     return {"id": record["id"], "name": record["name"], "version": record["version"],
             "definition": record["def"], "target": record["target"], "seq": record["seq"],
             "run": max(record.get("run") or 0, record.get("done_run") or 0)}
+
+
+def _missed(state, record):
+    """The changes a node's state of a service names (its "recent") that came after what
+    record holds and before that state: [changes, state, since, message, run] each, in
+    order; malformed entries are left out."""
+    known, now = record.get("changes") or 0, state.get("changes") or 0
+    missed = []
+    for entry in state.get("recent") or ():
+        if not (isinstance(entry, list) and len(entry) == 5):
+            continue
+        changes, name, since, message, run = entry
+        if (isinstance(changes, int) and known < changes < now and name in service.STATES
+                and isinstance(since, (int, float)) and not isinstance(since, bool)
+                and (message is None or isinstance(message, str))):
+            missed.append(entry)
+    return sorted(missed, key=lambda entry: entry[0])
 
 
 def _say(record, text):

@@ -137,7 +137,9 @@ def test_a_killed_noded_leaves_its_service_running_and_follows_it_again(
 def test_restarts_go_on_without_a_master_and_a_failover_touches_nothing(
         tmp_path, nodeds, daemons, marks):
     """With jq-masterd killed, node3 still restarts its service when it dies; after a
-    failover the new master knows the service, the same process runs, and it answers."""
+    failover the new master knows the service, the same process runs, and it answers;
+    the changes no master heard (BACKOFF, then run 2 STARTING) are in its events, at
+    the times they happened, before run 2's RUNNING."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
     old = test_cluster.master
     mark, quiet = marks(), marks()
@@ -154,10 +156,17 @@ def test_restarts_go_on_without_a_master_and_a_failover_touches_nothing(
     wait_until(lambda: main_pid(mark) not in (None, first["pid"]),
                what="node3 to restart the service with no master")
     second = main_pid(mark)
+    before_failover = time.time()
     winner, _ = _fail_over(test_cluster, ["node2", "node3"])
     new_master = daemons(test_cluster.state_dirs[winner])
     after = running(new_master, "web", pid=second)
     assert after["node"] == "node3" and after["run"] == 2
+    with new_master.client() as client:
+        events = client.wait_for_events(0, {"service": "web"}, 0)["events"]
+    words = [event["status"] for event in events]
+    assert words[words.index("BACKOFF") - 1:] == ["RUNNING", "BACKOFF", "STARTING", "RUNNING"]
+    backoff = events[words.index("BACKOFF")]
+    assert "run 1" in backoff["message"] and backoff["time"] < before_failover
     assert running(new_master, "quiet")["pid"] == quiet_pid  # untouched by all of it
     assert main_pid(mark) == second
     code, out, _ = jqctl("service", "stop", "web", "quiet", socket=new_master.socket)

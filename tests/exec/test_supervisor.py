@@ -9,6 +9,7 @@ from fakes_exec import FakeExecutor
 from twisted.internet.task import Clock
 
 from jqueue import errors, service
+from jqueue.exec import supervisor as supervisor_module
 from jqueue.exec.executor import Executor
 from jqueue.exec.supervisor import Supervisor
 
@@ -308,6 +309,31 @@ def test_a_restarted_daemon_follows_the_same_run(tmp_path):
     assert second.executor.launched == []
     second.executor.end(1, 1, exit_status=1)
     assert second.state()["state"] == service.BACKOFF
+
+
+def test_the_last_changes_are_kept_numbered_in_the_file_and_each_state(tmp_path):
+    """Each change is numbered; the last RECENT_MAX ride along in every state ("recent":
+    what a master that missed some records) and in the file, so a restarted daemon goes
+    on numbering after them."""
+    first = Node(tmp_path)
+    first.supervisor.apply([entry(startsecs=0)])
+    for _ in range(6):  # RUNNING, BACKOFF, STARTING, RUNNING... (never 5 failures in 60 s)
+        first.fail_now()
+        first.clock.advance(100)
+    state = first.state()
+    recent = state["recent"]
+    assert len(recent) == supervisor_module.RECENT_MAX
+    assert [change[0] for change in recent] == list(
+        range(state["changes"] - supervisor_module.RECENT_MAX + 1, state["changes"] + 1))
+    assert recent[-1][1:] == [state["state"], state["since"], state["message"], state["run"]]
+    assert [change[1] for change in recent[-3:]] == [
+        service.BACKOFF, service.STARTING, service.RUNNING]
+    first.supervisor.stop()
+    second = Node(tmp_path, executor=FakeExecutor(first.clock, first.executor.attempts()),
+                  clock=first.clock)
+    assert second.state()["recent"] == recent
+    second.supervisor.control(1, "stop", 9)
+    assert second.state()["recent"][-1][:2] == [state["changes"] + 1, service.STOPPING]
 
 
 def test_a_run_that_ended_while_the_daemon_was_down_is_handled_at_start(tmp_path):
