@@ -189,6 +189,31 @@ def test_a_long_log_is_read_from_near_its_end(browser, served):
     assert browser.execute_script("return window.__logReads") <= 20
 
 
+def test_a_log_followed_on_the_page_goes_on_across_a_restart_of_the_daemon(browser, served):
+    """kill -9 of jq-masterd while the page follows a job's log, then the daemon again
+    (same port): the view reads on from where it was, every line once, to the end."""
+    from selenium.webdriver.common.by import By
+    daemon, client = served
+    job_id = client.post("/api/v1/jobs", {
+        "cmd": "i=0; while [ $i -lt 60 ]; do echo n$i; i=$((i+1)); sleep 0.1; done"}).json()["id"]
+    open_page(browser, client)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    wait_for(lambda: "\nn5\n" in browser.find_element(By.ID, "log").get_attribute(
+        "textContent"), what="the first lines")
+    daemon.kill()
+    time.sleep(1)
+    daemon.start()
+    client.wait_ready()
+    wait_for(lambda: "* END" in browser.find_element(By.ID, "log").get_attribute(
+        "textContent"), timeout=40, what="the log's end")
+    text = browser.find_element(By.ID, "log").get_attribute("textContent")
+    assert [line for line in text.splitlines() if line.startswith("n")] == [
+        "n%d" % i for i in range(60)]
+    assert "log unavailable" not in text
+
+
 def row_info(driver, job_id):
     """What a job's row shows (None if it is not shown): status, held, whether it is a
     group, its title, counts and progress text, and its bar's percent."""

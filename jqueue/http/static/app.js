@@ -7,6 +7,7 @@
   const NEWEST = 9007199254740991;  // "before" this id: the newest jobs first
   const PAGE = 1000;
   const LOG_KEEP = 1 << 20;  // characters of log kept on screen
+  const LOG_RETRY_MS = 1000;  // between two reads of a log whose daemon went away
   const FINAL = new Set(["success", "error", "canceled"]);
 
   const state = {
@@ -422,9 +423,14 @@
       try {
         part = await api("GET", "/jobs/" + id + "/log?offset=" + offset + "&wait=25");
       } catch (err) {
-        if (generation === state.logGeneration) {
-          view.textContent += err.status === 404 ? "" : "\n[log unavailable: " + err.message + "]";
+        if (generation !== state.logGeneration) { return; }
+        if (err.status === undefined || err.status >= 500) {
+          // The daemon went away (a restart, a failover): read on from the same offset
+          // once it answers again, as the event stream's badge says.
+          await new Promise((resolve) => setTimeout(resolve, LOG_RETRY_MS));
+          continue;
         }
+        view.textContent += err.status === 404 ? "" : "\n[log unavailable: " + err.message + "]";
         return;
       }
       if (generation !== state.logGeneration) { return; }
