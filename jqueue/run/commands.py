@@ -262,7 +262,11 @@ class CommandRunner:
                                     None)
 
     def running(self, node=None):
-        """Attempts on nodes, as QueryRunning lists them (blocking; any thread)."""
+        """Attempts on nodes, as QueryRunning lists them (blocking; any thread);
+        OpPrereqError (not found) for a node this queue does not have."""
+        if node is not None and node not in self._links:
+            raise errors.OpPrereqError("unknown node %s (nodes: %s)" % (
+                node, ", ".join(self.node_names()) or "none"), constants.ECODE_NOENT)
         return self._host.call_sync(self._running_rows, node)
 
     def node_status(self):

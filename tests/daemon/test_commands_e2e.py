@@ -228,7 +228,8 @@ def test_an_attempt_without_a_cgroup_says_so_in_its_log(daemons):
 
 
 def test_running_lists_the_attempt_with_its_pid(daemon):
-    """jqctl running shows the job, its node, the command's pid and its containment."""
+    """jqctl running shows the job, its node, the command's pid and its containment; a node
+    the queue does not have is not found (not an empty list)."""
     env, mark = marked()
     with daemon.client() as client:
         job_id = client.submit_job([command("sleep 30", env=env)])
@@ -240,6 +241,8 @@ def test_running_lists_the_attempt_with_its_pid(daemon):
     assert rows[0]["containment"].startswith(("cgroup /", "process group ")), rows
     code, out, _ = daemon.jqctl("running")
     assert code == 0 and str(rows[0]["pid"]) in out and rows[0]["containment"] in out
+    code, out, err = daemon.jqctl("running", "--node", "no-such-node")  # a typo says so
+    assert (code, out) == (4, "") and "unknown node no-such-node (nodes: " in err
     daemon.jqctl("kill", str(job_id))
 
 
