@@ -30,6 +30,7 @@ def register(commands):
                     "-f keep printing it as it grows until the job ends.")
     parser.add_argument("-f", "--follow", action="store_true",
                         help="follow the log until the job ends")
+    add_lines_option(parser)
     parser.add_argument("id", type=parsing.job_id, metavar="ID", help="job id")
     parser.set_defaults(func=cmd_log)
     parser = commands.add_parser(
@@ -211,9 +212,21 @@ def wait_exit(ctx, job_id, announce=True):
 # log
 
 
+def add_lines_option(parser):
+    """-n/--lines N of log and service log."""
+    parser.add_argument("-n", "--lines", type=parsing.count, metavar="N",
+                        help="only the last N lines (then, with -f, what comes)")
+
+
 def cmd_log(ctx, args):
     """Print the job's log (and with -f, follow it to the end)."""
-    print_log(ctx, args.id, follow=args.follow)
+    start = 0
+    if args.lines is not None:
+        row = ctx.again("query_jobs", [args.id], ["log_bytes"])[0]
+        if row is None:
+            raise errors.JobLost("job %s not found" % args.id)
+        start = print_tail(ctx, "read_job_log", args.id, row[0] or 0, args.lines)
+    copy_log(ctx, "read_job_log", args.id, args.follow, start=start)
     return EXIT_SUCCESS
 
 
@@ -223,12 +236,44 @@ def print_log(ctx, job_id, follow):
     copy_log(ctx, "read_job_log", job_id, follow)
 
 
-def copy_log(ctx, method, name, follow, forever=False):
-    """Write the log of a job or service (name) to stdout from its start, the client's
+#: Bytes read back from a log's end at first when looking for its last lines (doubled
+#: until enough lines are found).
+TAIL_READ = 16 * 1024
+
+
+def print_tail(ctx, method, name, size, lines):
+    """Write the last lines of a log of about size bytes (a line not ended yet counts as
+    one) to stdout, read with the client's method in windows from its end that double
+    until they hold enough; the offset where the log goes on."""
+    window = TAIL_READ
+    while True:
+        start = max(0, size - window)
+        pieces, offset = [], start
+        while True:
+            answer = ctx.again(method, name, offset, LOG_READ_BYTES, 0)
+            pieces.append(answer["data"])
+            offset = answer["offset"]
+            if not answer["data"] or answer["eof"]:
+                break
+        found = [line + "\n" for line in "".join(pieces).split("\n")]
+        found[-1] = found[-1][:-1]  # what follows the last newline, if anything
+        if not found[-1]:
+            found.pop()
+        if start > 0 and found:
+            found = found[1:]  # the window began within a line
+        if len(found) >= lines or start == 0:
+            ctx.stdout.write("".join(found[len(found) - lines:] if lines else []))
+            ctx.stdout.flush()
+            return offset
+        window *= 2
+
+
+def copy_log(ctx, method, name, follow, forever=False, start=0):
+    """Write the log of a job or service (name) to stdout from start, the client's
     method (read_job_log, read_service_log) a piece at a time; with follow, until its
     end, connecting again whenever the daemon is lost (Context.again; for ever if
     forever)."""
-    offset = 0
+    offset = start
     window = {"window": None} if forever else {}
     while True:
         answer = ctx.again(method, name, offset, LOG_READ_BYTES, LOG_POLL if follow else 0,

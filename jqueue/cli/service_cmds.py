@@ -89,6 +89,7 @@ def register(commands):
                                    "-f keep printing it as it grows.")
     p.add_argument("-f", "--follow", action="store_true",
                    help="follow the log (until the service is removed or Ctrl-C)")
+    command_cmds.add_lines_option(p)
     p.add_argument("name", metavar="NAME", help="service name")
     p.set_defaults(func=cmd_log)
     p = sub.add_parser("import", help="add the jobs of a JobMon configuration as services",
@@ -420,7 +421,14 @@ def _cell(view, name, kind):
 
 def cmd_log(ctx, args):
     """Print the service's log (and with -f, follow it, across restarts of the daemon)."""
-    command_cmds.copy_log(ctx, "read_service_log", args.name, args.follow, forever=True)
+    start = 0
+    if args.lines is not None:
+        views = ctx.again("query_services", [args.name])
+        size = views[0].get("log_bytes") or 0 if views else 0
+        start = command_cmds.print_tail(ctx, "read_service_log", args.name, size,
+                                        args.lines)
+    command_cmds.copy_log(ctx, "read_service_log", args.name, args.follow, forever=True,
+                          start=start)
     return EXIT_SUCCESS
 
 

@@ -142,6 +142,32 @@ def test_wait_gives_up_when_the_daemon_stays_away(cli):
     assert last.startswith("jqctl: no jqueue daemon listening (socket from the default)")
 
 
+def test_log_lines_prints_the_last_lines_read_from_near_the_end(cli):
+    """log -n N: the last N lines (an unterminated last one counts), read back from the
+    end in windows (the start of a long log is never read); -n 0 nothing; more lines than
+    the log has: all of it."""
+    cli("run", "--", "x")
+    body = "".join("line %d\n" % i for i in range(20000)).encode()
+    cli.fake.logs[1] = body + b"tail"
+    cli.fake.jobs[1].log_bytes = len(body) + 4
+    finish(cli, 1, "success", exit_status=0, reason="OK")
+    result = cli("log", "-n", "3", "1")
+    assert result.code == 0 and result.out == "line 19998\nline 19999\ntail"
+    assert min(args[1] for args in cli.fake.calls_of("read_job_log")) > len(body) - 20000
+    assert cli("log", "-n", "0", "1").out == ""
+    cli.fake.logs[1] = b"a\nb\n"
+    assert cli("log", "--lines", "5", "-f", "1").out == "a\nb\n"
+    assert cli("log", "-n", "1", "1").out == "b\n"
+    assert cli("log", "-n", "2", "9").code == 4
+
+
+def test_service_log_lines_prints_the_last_lines(cli):
+    cli.fake.add_services([{"name": "web", "command": "serve"}])
+    cli.fake.service_logs["web"] = b"".join(b"out %d\n" % i for i in range(5000))
+    cli.fake.services["web"]["log_bytes"] = len(cli.fake.service_logs["web"])
+    assert cli("service", "log", "-n", "2", "web").out == "out 4998\nout 4999\n"
+
+
 def test_log_of_an_unknown_job_is_not_found(cli):
     result = cli("log", "9")
     assert result.code == 4 and "job 9 not found" in result.err

@@ -173,12 +173,16 @@ def test_signal_reaches_the_command(daemon):
 
 
 def test_log_follow_prints_the_output_as_it_comes(daemon):
-    """jqctl log -f prints the whole log and returns once the job has ended."""
+    """jqctl log -f prints the whole log and returns once the job has ended; log -n 4
+    its last four lines."""
     with daemon.client() as client:
         job_id = client.submit_job([command("for i in 1 2 3; do echo line$i; sleep 0.2; "
                                             "done")])
     code, out, _ = daemon.jqctl("log", "-f", str(job_id))
     assert code == 0 and "line1\nline2\nline3\n" in out and "* END" in out
+    code, tail, _ = daemon.jqctl("log", "-n", "4", str(job_id))
+    assert code == 0 and tail == "".join(out.splitlines(keepends=True)[-4:])
+    assert tail.startswith("line3\n")
 
 
 def test_wait_timeout_leaves_a_running_job_running(daemon):
