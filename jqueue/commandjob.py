@@ -63,6 +63,19 @@ ENV_BASES = (ENV_BASE_MINIMAL, ENV_BASE_INHERIT)
 # Parameter types
 
 
+#: Bytes Linux takes in one argument or environment string of an exec (MAX_ARG_STRLEN,
+#: 32 pages): a longer one can never start, so it is refused at submit.
+MAX_ARG_BYTES = 32 * 4096
+
+
+def _check_arg_size(text, what):
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size >= MAX_ARG_BYTES:
+        raise ValueError("%s is %d bytes: Linux starts no program with a single argument or "
+                         "variable of %d bytes or more (put the script in a file)" % (
+                             what, size, MAX_ARG_BYTES))
+
+
 class _Command(ptypes.PType):
     desc = "a command: a non-empty string (run by /bin/sh -c) or a non-empty list of strings"
 
@@ -70,10 +83,13 @@ class _Command(ptypes.PType):
         if isinstance(value, str):
             if not value.strip() or "\0" in value:
                 self._fail(value)
+            _check_arg_size(value, "the command")
             return value
         if (not isinstance(value, list) or not value or not value[0]
                 or not all(isinstance(a, str) and "\0" not in a for a in value)):
             self._fail(value)
+        for index, arg in enumerate(value):
+            _check_arg_size(arg, "argument %d" % index)
         return list(value)
 
 
@@ -98,6 +114,7 @@ class _Environment(ptypes.PType):
             if not isinstance(text, str) or "\0" in text:
                 raise ValueError("variable %s must be a string without NUL, got %s" % (
                     name, ptypes._short(text)))
+            _check_arg_size("%s=%s" % (name, text), "variable %s" % name)
         return dict(value)
 
 

@@ -719,7 +719,8 @@ def test_noxfer_backs_off_doubling_up_to_a_minute(setup):
 
 
 def test_command_opcodes_are_validated_at_submit(setup):
-    """Bad parameters and unknown nodes are refused before a job exists."""
+    """Bad parameters and unknown nodes are refused before a job exists; so is a command
+    or variable longer than an exec takes (the largest that fits is taken)."""
     bad = [command(""), command([]), command("x", dir="tmp"), command("x", env={"A=": "1"}),
            command("x", progress_pattern="no token"), command("x", max_attempts=0),
            command("x", success_exit_codes=[256]), command("x", node="nowhere"),
@@ -727,7 +728,15 @@ def test_command_opcodes_are_validated_at_submit(setup):
     for op in bad:
         with pytest.raises(errors.OpPrereqError):
             setup.queue.submit_job([op])
+    big = "x" * commandjob.MAX_ARG_BYTES  # no exec takes a string this long
+    size = commandjob.MAX_ARG_BYTES
+    for op, what in ((command("echo " + big), "the command is %d" % (size + 5)),
+                     (command(["echo", "a", big]), "argument 2 is %d" % size),
+                     (command("x", env={"BIG": big}), "variable BIG is %d" % (size + 4))):
+        with pytest.raises(errors.OpPrereqError, match=what + " bytes: Linux starts no "):
+            setup.queue.submit_job([op])
     assert setup.queue.query_jobs([], ["id"]) == []
+    setup.submit(command("echo " + "x" * (commandjob.MAX_ARG_BYTES - 6)))  # the largest
 
 
 def test_a_queue_without_a_runner_refuses_command_jobs(open_queue):
