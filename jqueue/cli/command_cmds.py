@@ -202,11 +202,11 @@ def cmd_run(ctx, args):
 
 
 def wait_exit(ctx, job_id, announce=True):
-    """Wait for a job; its exit status as jqctl wait gives it (command jobs: row 17)."""
-    status = watching.follow(ctx, job_id, show_log=False)
+    """Wait for a job; its exit status as jqctl wait gives it (command jobs: row 17), and
+    if announce its line as jqctl wait prints it (why it failed included)."""
     if announce:
-        ctx.out("Job %s finished: %s" % (job_id, status), flush=True)
-    return watching.exit_status(ctx, job_id, status)
+        return watching.follow_jobs(ctx, [job_id], show_log=False)[0]
+    return watching.exit_status(ctx, job_id, watching.follow(ctx, job_id, show_log=False))
 
 
 # log

@@ -65,7 +65,8 @@ def test_run_refuses_what_is_not_a_command(cli, argv):
 
 
 def test_run_wait_exits_with_the_commands_own_status(cli):
-    """--wait follows the job and exits with the command's status (row 17)."""
+    """--wait follows the job and exits with the command's status (row 17), its line
+    as jqctl wait prints it."""
     original = cli.fake._create
 
     def create(inputs, options=None):
@@ -76,7 +77,8 @@ def test_run_wait_exits_with_the_commands_own_status(cli):
     cli.fake._create = create
     result = cli("run", "--wait", "--", "false")
     assert result.code == 7, result
-    assert "Job 1 finished: error" in result.out
+    assert result.out == cli("wait", "1").out  # the same line, why it failed included
+    assert result.out.startswith("Job 1 finished: error: opcode 1 (COMMAND_RUN(false))")
 
 
 @pytest.mark.parametrize("status, exec_state, code", [

@@ -62,6 +62,8 @@ def test_run_wait_exits_with_the_commands_status_and_logs_its_output(daemon, tmp
     code, out, err = daemon.jqctl("run", "--wait", "--", "sh", "-c", "echo hello; exit 3")
     assert code == 3, (out, err)
     job_id = int(err.split("job ")[1].split()[0])
+    assert out == "Job %d finished: error: opcode 1 (COMMAND_RUN(sh -c 'echo hello; exit " \
+        "3')): OpExecError: command exited with status 3\n" % job_id
     log = log_of(daemon, job_id)
     assert "\nhello\n" in log and "* EXIT : 3" in log and "* CMD : sh -c " in log
     with daemon.client() as client:
