@@ -712,7 +712,7 @@ class CommandRunner:
                     self._send_stop(attempt)  # its node answers again
                 self._record_info(attempt, info)
                 self._absorb_info(attempt, info)
-            elif self._job_ended(info["job"]):  # e.g. launched, the answer lost, canceled
+            else:  # e.g. launched, its answer lost, then canceled or held: _fence decides
                 self._fence(node, info)
             return
         _, job_id, number, value = event
@@ -729,11 +729,6 @@ class CommandRunner:
             attempt.result = value
             attempt.size = max(attempt.size, value.get("output_size") or 0)
         self._pump(attempt)
-
-    def _job_ended(self, job_id):
-        with self._queue._lock:
-            job = self._queue._jobs.get(job_id)
-            return job is None or job.calc_status() in constants.JOBS_FINALIZED
 
     def _known(self, node, job_id, number):
         attempt = self._attempts.get(job_id)

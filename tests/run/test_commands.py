@@ -663,6 +663,28 @@ def test_a_job_held_while_its_start_fails_stays_held_and_its_start_is_fenced(set
     assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]  # the held one: uncounted
 
 
+def test_a_held_start_whose_kill_found_the_node_down_is_killed_when_it_reports(setup):
+    """Held while its launch is under way, the launch failing because the node died: the
+    kill of that start finds the node down too. The node is back before it was ever seen
+    unreachable (a quick restart): the attempt it reports (a "started" event, as its
+    resync sends) is killed then, not left running under a held job."""
+    setup.link.held_launches = []
+    job_id = setup.submit(command("sleep 60"))
+    (spec, done), = setup.link.held_launches
+    assert setup.queue.hold_job(job_id)[0]
+    setup.queue.wait_durable()
+    setup.link.refuse_control = unreachable("node1")
+    done(unreachable("node1"))
+    setup.settle()
+    assert setup.link.controls == [(job_id, 1, "kill", None)]  # refused: the node is down
+    setup.link.refuse_control = None
+    setup.link.held_launches = None
+    setup.link.run_unannounced(job_id, 1)
+    setup.settle()
+    assert setup.link.controls[1:] == [(job_id, 1, "kill", None)]
+    assert setup.fields(job_id, ["status"]) == ["queued"]
+
+
 def test_a_job_held_after_its_start_failed_has_that_start_fenced_when_due(setup):
     """NOXFER, then a hold: when the retry falls due the start that may have reached the
     node is killed there (it must not run while the job is held) and its number is
