@@ -685,6 +685,28 @@ def test_a_held_start_whose_kill_found_the_node_down_is_killed_when_it_reports(s
     assert setup.fields(job_id, ["status"]) == ["queued"]
 
 
+def test_a_kill_the_node_missed_is_sent_again_when_it_answers_again(setup):
+    """The same, but the node never restarted (its connection failed, not the node): it
+    sends no "started" event. When it answers again, what it holds is listed and the
+    attempt the master does not own is killed."""
+    setup.link.held_launches = []
+    job_id = setup.submit(command("sleep 60"))
+    (spec, done), = setup.link.held_launches
+    assert setup.queue.hold_job(job_id)[0]
+    setup.queue.wait_durable()
+    setup.link.refuse_control = unreachable("node1")
+    setup.link.known[(job_id, 1)] = {"job": job_id, "attempt": 1, "pid": 7, "result": None}
+    done(unreachable("node1"))
+    setup.settle()
+    setup.link.refuse_control = None
+    setup.link.answers_again()
+    setup.settle()
+    assert setup.link.controls == [(job_id, 1, "kill", None)] * 2
+    setup.link.answers_again()  # once is enough
+    setup.settle()
+    assert len(setup.link.controls) == 2
+
+
 def test_a_job_held_after_its_start_failed_has_that_start_fenced_when_due(setup):
     """NOXFER, then a hold: when the retry falls due the start that may have reached the
     node is killed there (it must not run while the job is held) and its number is
