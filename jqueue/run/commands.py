@@ -148,7 +148,6 @@ class CommandRunner:
         self._lost_timers = {}  # node -> the timer ending its attempts NODE_LOST
         self._health_timer = None
         self._forgetting = set()  # (node, job, attempt) whose end is being recorded
-        self._unfenced = set()  # nodes where a kill of an attempt we do not own failed
         self._stopped = False
         #: The ServiceManager (jqueue.run.services) hearing of services and node health.
         self.services = None
@@ -693,10 +692,8 @@ class CommandRunner:
             return
         kind = event[0]
         if kind == "node":  # the node answered again (its slots may have changed)
-            if node in self._unfenced and node in self._links:  # a kill it missed: again
-                self._unfenced.discard(node)
+            if node in self._links:  # what it holds: a kill or forget it missed, again
                 self._links[node].attempts(lambda infos: self._reconcile_node(node, infos))
-            if node in self._links:
                 for attempt in list(self._attempts.values()):
                     if attempt.node == node and attempt.stop_unsent:
                         self._send_stop(attempt)
@@ -1244,11 +1241,11 @@ class CommandRunner:
         else:
             link.forget(job_id, number)
 
-    def _fenced(self, name, job_id, number, answer):
+    @staticmethod
+    def _fenced(name, job_id, number, answer):
         if isinstance(answer, Exception):
             logger.error("could not kill job %d attempt %d on %s: %s; it is fenced again"
                          " when the node next answers", job_id, number, name, answer)
-            self._unfenced.add(name)
 
     def _node_rows(self):
         rows = {}

@@ -688,7 +688,8 @@ def test_a_held_start_whose_kill_found_the_node_down_is_killed_when_it_reports(s
 def test_a_kill_the_node_missed_is_sent_again_when_it_answers_again(setup):
     """The same, but the node never restarted (its connection failed, not the node): it
     sends no "started" event. When it answers again, what it holds is listed and the
-    attempt the master does not own is killed."""
+    attempt the master does not own is killed (an ended one it missed the forget of is
+    forgotten: test_a_node_answering_again_forgets_an_ended_attempt_it_was_not_told_to)."""
     setup.link.held_launches = []
     job_id = setup.submit(command("sleep 60"))
     (spec, done), = setup.link.held_launches
@@ -702,9 +703,20 @@ def test_a_kill_the_node_missed_is_sent_again_when_it_answers_again(setup):
     setup.link.answers_again()
     setup.settle()
     assert setup.link.controls == [(job_id, 1, "kill", None)] * 2
-    setup.link.answers_again()  # once is enough
+
+
+def test_a_node_answering_again_forgets_an_ended_attempt_it_was_not_told_to(setup):
+    """An attempt whose end was recorded but whose forget the node never got (its
+    connection failed): when the node answers again it is forgotten there."""
+    job_id = setup.submit(command("true"))
+    setup.end(job_id)
+    assert setup.link.forgotten == [(job_id, 1)]
+    setup.link.known[(job_id, 1)] = {"job": job_id, "attempt": 1, "pid": 7,
+                                     "result": {"exit_status": 0}}  # the forget was lost
+    setup.link.answers_again()
     setup.settle()
-    assert len(setup.link.controls) == 2
+    assert setup.link.forgotten == [(job_id, 1)] * 2 and setup.link.controls == []
+    assert setup.fields(job_id, ["status"]) == ["success"]
 
 
 def test_a_job_held_after_its_start_failed_has_that_start_fenced_when_due(setup):
