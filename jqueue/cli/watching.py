@@ -115,12 +115,13 @@ def _archived_outcome(ctx, job_id, show_log):
 def _follow_live(ctx, job_id, show_log, deadline):
     info, serial = None, None
     while True:
-        left = None
+        left, lost = None, {}
         if deadline is not None:
             left = deadline - ctx.clock()
             if left <= 0:
                 return None
-        result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial, left)
+            lost = {"window": left}  # a lost daemon is tried again until the deadline
+        result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial, left, **lost)
         if result == constants.JOB_NOTCHANGED:
             continue
         new_info, entries = result

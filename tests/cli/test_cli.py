@@ -728,6 +728,10 @@ def test_wait_timeout_gives_up_on_jobs_still_running(cli):
     assert result.code == exitcodes.EXIT_STILL_RUNNING
     assert [r["status"] for r in serializer.loads(result.out)] == ["running"]
     assert cli.fake.waited == 601 and cli.fake.jobs[slow].calc_status() == "running"
+    cli.fake.fail("wait_for_job_change", errors.NoMasterError("no jqueue daemon listening"))
+    result = cli("wait", "--timeout", "5", slow)  # a lost daemon: tried until the deadline
+    assert result.code == exitcodes.EXIT_UNREACHABLE and "gave up after 5s" in result.err
+    assert sum(cli.sleeps) <= 6
 
 
 def _failed_job(cli):
