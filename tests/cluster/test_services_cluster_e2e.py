@@ -161,7 +161,9 @@ def test_restarts_go_on_without_a_master_and_a_failover_touches_nothing(
     new_master = daemons(test_cluster.state_dirs[winner])
     after = running(new_master, "web", pid=second)
     assert after["node"] == "node3" and after["run"] == 2
-    with new_master.client() as client:
+    with new_master.client() as client:  # (events show once durable, after the view)
+        wait_until(lambda: client.wait_for_events(0, {"service": "web"}, 0)["events"][-1][
+            "status"] == "RUNNING", what="run 2's RUNNING among the events")
         events = client.wait_for_events(0, {"service": "web"}, 0)["events"]
     words = [event["status"] for event in events]
     assert words[words.index("BACKOFF") - 1:] == ["RUNNING", "BACKOFF", "STARTING", "RUNNING"]
