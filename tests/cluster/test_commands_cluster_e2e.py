@@ -9,6 +9,7 @@ import collections
 import contextlib
 import os
 import signal
+import subprocess
 import time
 import uuid
 
@@ -98,6 +99,41 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
     code, _, err = jqctl("run", "--node", "nowhere", "--", "true", socket=master.socket)
     assert code != 0 and "unknown node nowhere" in err
     assert attempt_names(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded
+
+
+def test_a_node_whose_disk_is_full_makes_its_jobs_wait_until_there_is_room(tmp_path, nodeds,
+                                                                            daemons):
+    """node2's attempts on a full 4 MiB tmpfs (mounted once its jq-noded runs): a job for
+    node2 waits, NOXFER, uncounted (the refusal crossed the wire as a resource error);
+    with room again it runs once."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 2)
+    mount = attempts_dir(test_cluster, "node2")
+    os.makedirs(mount, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount],
+                             capture_output=True, text=True, check=False)
+    assert mounted.returncode == 0, "a tmpfs needs root: %s" % mounted.stderr
+    try:
+        filler = os.path.join(mount, "filler")
+        with open(filler, "wb") as stream, contextlib.suppress(OSError):
+            while True:
+                stream.write(b"\0" * 65536)
+                stream.flush()
+        with master.client() as client:
+            job_id = client.submit_job([command("echo ran", node="node2")])
+            wait_until(lambda: fields(client, job_id)["reason"] == "NOXFER",
+                       what="the job to wait")
+            assert fields(client, job_id)["status"] == "waiting"
+            assert fields(client, job_id)["attempt"] == 0
+            assert "No space left on device" in client.read_job_log(job_id, 0, 1 << 20, 0)[
+                "data"]
+            os.unlink(filler)
+            wait_all_final(client, [job_id], 60)
+            assert fields(client, job_id)["status"] == "success"
+            assert "".join(client.follow_job_log(job_id)).splitlines().count("ran") == 1
+        started["node2"].proc.send_signal(signal.SIGTERM)  # before the tmpfs goes
+        assert started["node2"].proc.wait(30) == 0
+    finally:
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
 
 
 def test_many_jobs_at_once_on_a_node_that_batches_its_launches(tmp_path, nodeds, daemons):
