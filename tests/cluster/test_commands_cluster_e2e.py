@@ -61,6 +61,14 @@ def wait_until(predicate, timeout=30, what="condition"):
         time.sleep(0.05)
 
 
+def submit_trees(client, node, mark, count):
+    """Submit count jobs on node that each fork a tree of sleeps (one of them setsid'd),
+    marked with mark; their ids."""
+    return [job_id for _, job_id in client.submit_many_jobs(
+        [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node=node,
+                  env={"JQ_TEST_MARK": mark})]] * count)]
+
+
 def numbered(count, exit_status, pause_every=1000, pause=0.2):
     """A shell command printing n0..n<count-1>, pausing now and then, then exiting."""
     return ("i=0; while [ $i -lt %d ]; do echo n$i; i=$((i+1)); "
@@ -276,9 +284,7 @@ def test_a_cancel_storm_amid_launches_on_a_node_ends_every_job_and_process(tmp_p
     test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2,
                                             noded_args={"node2": ["--slots", "50"]})
     with master.client() as client:
-        ids = [job_id for _, job_id in client.submit_many_jobs(
-            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node2",
-                      env={"JQ_TEST_MARK": mark})]] * 200)]
+        ids = submit_trees(client, "node2", mark, 200)
         wait_until(lambda: len(processes_with(mark)) >= 30, what="launches to begin")
         for job_id in ids:
             client.cancel_job(job_id)
@@ -295,9 +301,7 @@ def test_jobs_cancelled_while_their_noded_is_down_end_once_it_is_back(tmp_path, 
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
                                                   noded_args={"node2": ["--slots", "20"]})
     with master.client() as client:
-        ids = [job_id for _, job_id in client.submit_many_jobs(
-            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node2",
-                      env={"JQ_TEST_MARK": mark})]] * 60)]
+        ids = submit_trees(client, "node2", mark, 60)
         wait_until(lambda: sum(row[0] == "running" for row in client.query_jobs(
             ids, ["status"])) >= 20, what="twenty jobs to run")
         started["node2"].proc.send_signal(signal.SIGKILL)
@@ -399,9 +403,7 @@ def test_jobs_cancelled_just_before_a_failover_end_with_every_process(tmp_path, 
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
                                                   noded_args={"node3": ["--slots", "20"]})
     with master.client() as client:
-        ids = [job_id for _, job_id in client.submit_many_jobs(
-            [[command("sleep 300 & (setsid sleep 300 &); sleep 300", node="node3",
-                      env={"JQ_TEST_MARK": mark})]] * 20)]
+        ids = submit_trees(client, "node3", mark, 20)
         wait_until(lambda: len(processes_with(mark)) >= 60, what="the jobs' processes")
         for job_id in ids:
             client.cancel_job(job_id)

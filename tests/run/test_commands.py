@@ -663,21 +663,32 @@ def test_a_job_held_while_its_start_fails_stays_held_and_its_start_is_fenced(set
     assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]  # the held one: uncounted
 
 
+def held_start_whose_kill_fails(setup, started=False):
+    """A job held while its launch is under way; the launch fails (the node died) and
+    so does the kill of that start: the job's id. With started, the node holds the
+    attempt (without having said so)."""
+    setup.link.held_launches = []
+    job_id = setup.submit(command("sleep 60"))
+    (_, done), = setup.link.held_launches
+    assert setup.queue.hold_job(job_id)[0]
+    setup.queue.wait_durable()
+    setup.link.refuse_control = unreachable("node1")
+    if started:
+        setup.link.known[(job_id, 1)] = {"job": job_id, "attempt": 1, "pid": 7,
+                                         "result": None}
+    done(unreachable("node1"))
+    setup.settle()
+    assert setup.link.controls == [(job_id, 1, "kill", None)]  # refused: the node is down
+    setup.link.refuse_control = None
+    return job_id
+
+
 def test_a_held_start_whose_kill_found_the_node_down_is_killed_when_it_reports(setup):
     """Held while its launch is under way, the launch failing because the node died: the
     kill of that start finds the node down too. The node is back before it was ever seen
     unreachable (a quick restart): the attempt it reports (a "started" event, as its
     resync sends) is killed then, not left running under a held job."""
-    setup.link.held_launches = []
-    job_id = setup.submit(command("sleep 60"))
-    (spec, done), = setup.link.held_launches
-    assert setup.queue.hold_job(job_id)[0]
-    setup.queue.wait_durable()
-    setup.link.refuse_control = unreachable("node1")
-    done(unreachable("node1"))
-    setup.settle()
-    assert setup.link.controls == [(job_id, 1, "kill", None)]  # refused: the node is down
-    setup.link.refuse_control = None
+    job_id = held_start_whose_kill_fails(setup)
     setup.link.held_launches = None
     setup.link.run_unannounced(job_id, 1)
     setup.settle()
@@ -690,16 +701,7 @@ def test_a_kill_the_node_missed_is_sent_again_when_it_answers_again(setup):
     sends no "started" event. When it answers again, what it holds is listed and the
     attempt the master does not own is killed (an ended one it missed the forget of is
     forgotten: test_a_node_answering_again_forgets_an_ended_attempt_it_was_not_told_to)."""
-    setup.link.held_launches = []
-    job_id = setup.submit(command("sleep 60"))
-    (spec, done), = setup.link.held_launches
-    assert setup.queue.hold_job(job_id)[0]
-    setup.queue.wait_durable()
-    setup.link.refuse_control = unreachable("node1")
-    setup.link.known[(job_id, 1)] = {"job": job_id, "attempt": 1, "pid": 7, "result": None}
-    done(unreachable("node1"))
-    setup.settle()
-    setup.link.refuse_control = None
+    job_id = held_start_whose_kill_fails(setup, started=True)
     setup.link.answers_again()
     setup.settle()
     assert setup.link.controls == [(job_id, 1, "kill", None)] * 2
