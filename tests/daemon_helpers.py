@@ -308,10 +308,11 @@ def jqop(**params):
     return dict({"OP_ID": "OP_TEST_JQUEUE"}, **params)
 
 
-def processes_with(mark):
+def processes_with(mark, variable="JQ_TEST_MARK"):
     """Pids of the processes whose environment holds JQ_TEST_MARK=mark (a test's commands
-    carry a fresh one, so that tests running in parallel never see each other's)."""
-    needle = ("JQ_TEST_MARK=%s" % mark).encode()
+    carry a fresh one, so that tests running in parallel never see each other's), or
+    variable=mark."""
+    needle = ("%s=%s" % (variable, mark)).encode()
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():

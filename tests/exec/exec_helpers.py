@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 
+from daemon_helpers import processes_with
 from twisted.internet.task import Clock
 
 from jqueue.exec import AttemptSpec, Executor, containment, shims
@@ -197,18 +198,7 @@ def assert_no_cgroup_left(state_dir):
 
 def processes_with_marker(marker):
     """Pids of live processes whose environment has JQ_JOB_ID=marker."""
-    needle = b"JQ_JOB_ID=" + marker.encode() + b"\0"
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/environ" % name, "rb") as f:
-                if needle in f.read():
-                    found.append(int(name))
-        except OSError:
-            pass
-    return found
+    return processes_with(marker, "JQ_JOB_ID")
 
 
 def wait_ended(executor, reactor, recorder, job, attempt=1, timeout=20):
