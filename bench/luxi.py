@@ -63,18 +63,23 @@ def _submitter(sock, seconds, start_at, out):
     out.put(count)
 
 
-def submit_rate(sock, clients, seconds):
-    """Durable submits per second from `clients` processes, each with its own connection."""
+def from_processes(target, args, processes):
+    """Run target(*args, out) in `processes` processes at once; what each put in out."""
     out = multiprocessing.Queue()
-    start_at = time.time() + 1.0
-    procs = [multiprocessing.Process(target=_submitter, args=(sock, seconds, start_at, out))
-             for _ in range(clients)]
+    procs = [multiprocessing.Process(target=target, args=(*args, out))
+             for _ in range(processes)]
     for proc in procs:
         proc.start()
-    total = sum(out.get() for _ in procs)
+    results = [out.get() for _ in procs]
     for proc in procs:
         proc.join()
-    return total / seconds
+    return results
+
+
+def submit_rate(sock, clients, seconds):
+    """Durable submits per second from `clients` processes, each with its own connection."""
+    start_at = time.time() + 1.0
+    return sum(from_processes(_submitter, (sock, seconds, start_at), clients)) / seconds
 
 
 def open_waiters(sock, request, count, poller):
@@ -101,15 +106,9 @@ def _batch_submitter(sock, count, out):
 
 def end_to_end(sock, jobs, clients=16):
     """No-op jobs per second from the first submit until every one succeeded."""
-    out = multiprocessing.Queue()
     start = time.perf_counter()
-    procs = [multiprocessing.Process(target=_batch_submitter, args=(sock, jobs // clients, out))
-             for _ in range(clients)]
-    for proc in procs:
-        proc.start()
-    ids = sorted(i for _ in procs for i in out.get())
-    for proc in procs:
-        proc.join()
+    ids = sorted(i for batch in from_processes(_batch_submitter, (sock, jobs // clients),
+                                               clients) for i in batch)
     wait_all(sock, ids)
     return len(ids) / (time.perf_counter() - start)
 

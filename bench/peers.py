@@ -315,15 +315,7 @@ def _peer_batch(make_submit, count, out):
 
 def _submit_batches(make_submit, jobs, clients):
     """`jobs` submitted by `clients` processes (jobs // clients each); returns how many."""
-    out = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_peer_batch, args=(make_submit, jobs // clients, out))
-             for _ in range(clients)]
-    for proc in procs:
-        proc.start()
-    total = sum(out.get() for _ in procs)
-    for proc in procs:
-        proc.join()
-    return total
+    return sum(luxi.from_processes(_peer_batch, (make_submit, jobs // clients), clients))
 
 
 def _wait_count(count, target, what, timeout=600):
