@@ -692,11 +692,8 @@ class CommandRunner:
             return
         kind = event[0]
         if kind == "node":  # the node answered again (its slots may have changed)
-            if node in self._links:  # what it holds: a kill or forget it missed, again
+            if node in self._links:  # what it holds: a stop, kill or forget it missed, again
                 self._links[node].attempts(lambda infos: self._reconcile_node(node, infos))
-                for attempt in list(self._attempts.values()):
-                    if attempt.node == node and attempt.stop_unsent:
-                        self._send_stop(attempt)
                 self._dispatch(node)
                 if self.services is not None:
                     self.services.node_contact(node)
@@ -709,12 +706,8 @@ class CommandRunner:
             info = event[1]
             attempt = self._known(node, info["job"], info["attempt"])
             if attempt is not None:
-                if attempt.stop_unsent and info.get("result") is None:
-                    self._send_stop(attempt)  # its node answers again
                 self._record_info(attempt, info)
-                self._absorb_info(attempt, info)
-            else:  # e.g. launched, its answer lost, then canceled or held: _fence decides
-                self._fence(node, info)
+            self._reported(node, attempt, info)
             return
         _, job_id, number, value = event
         attempt = self._known(node, job_id, number)
@@ -1207,9 +1200,18 @@ class CommandRunner:
             attempt = self._known(name, info["job"], info["attempt"])
             if attempt is not None:
                 attempt.launched = True
-                self._absorb_info(attempt, info)
-            else:
-                self._fence(name, info)
+            self._reported(name, attempt, info)
+
+    def _reported(self, name, attempt, info):
+        """Node name holds an attempt (info), ours (attempt) or not (None): follow ours
+        (sending again a stop its node missed), fence the others (one launched, its answer
+        lost, then canceled or held: _fence decides)."""
+        if attempt is None:
+            self._fence(name, info)
+            return
+        if attempt.stop_unsent and info.get("result") is None:
+            self._send_stop(attempt)  # its node answers again
+        self._absorb_info(attempt, info)
 
     def _fence(self, name, info):
         """An attempt on node name that this master does not own (it ended NODE_LOST, or
