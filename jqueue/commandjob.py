@@ -448,10 +448,13 @@ class ProgressTracker:
 # Attempts: outcome, retry, environment, banners
 
 
-def classify(result, success_codes, stopped_by_user=False):
+def classify(result, success_codes, stopped_by_user=False, canceled=False):
     """(reason, message) of an attempt's end; reason OK means success.
 
-    result is a dict with exit_status, signal, timed_out and error (see jqueue.exec).
+    result is a dict with exit_status, signal, timed_out and error (see jqueue.exec). An
+    attempt stopped by request (cancel, term, kill, hold) that ends with a status outside
+    success_codes (it handled the TERM) ends KILLED as one its signal ended does; with
+    canceled, whatever its status (the job does not succeed, so its attempt did not).
     """
     if result.get("error"):
         lost = result.get("lost")
@@ -466,9 +469,12 @@ def classify(result, success_codes, stopped_by_user=False):
                                                    " (stopped by request)" if stopped_by_user
                                                    else ""))
     status = result.get("exit_status")
+    message = "command exited with status %s" % status
+    if canceled or (stopped_by_user and status not in success_codes):
+        return constants.REASON_KILLED, message + " (stopped by request)"
     if status in success_codes:
-        return constants.REASON_OK, "command exited with status %d" % status
-    return constants.REASON_FAILED, "command exited with status %s" % status
+        return constants.REASON_OK, message
+    return constants.REASON_FAILED, message
 
 
 def _ending(result):

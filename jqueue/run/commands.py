@@ -895,7 +895,8 @@ class CommandRunner:
         canceled = attempt.stop in ("cancel", "kill") or any(
             o.status == constants.OP_STATUS_CANCELING for o in job.ops)
         reason, message = commandjob.classify(result, params["success_exit_codes"],
-                                              stopped_by_user=attempt.stop is not None)
+                                              stopped_by_user=attempt.stop is not None,
+                                              canceled=canceled)
         if result.get("never_ran"):
             reason, message = constants.REASON_KILLED, "canceled before it started"
         local, overall = attempt.tracker.values if attempt.tracker else (None, None)

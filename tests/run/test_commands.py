@@ -298,6 +298,32 @@ def test_canceling_a_running_command_terminates_it_and_the_job_ends_canceled(set
     assert setup.fields(killed, ["status", "attempt"]) == ["canceled", 1]
 
 
+def test_a_command_ending_by_itself_on_a_stop_by_request_ends_killed(setup):
+    """A command that handles the TERM of a cancel, term or hold and exits (even with
+    status 0) was stopped all the same: reason KILLED with its true status, never OK
+    or FAILED (row 11 of the contract); the job is canceled, or queued again if held."""
+    canceled = setup.submit(command("sleep 60", max_attempts=3))
+    setup.queue.cancel_job(canceled)
+    setup.settle()
+    setup.end(canceled, exit_status=0)
+    assert setup.fields(canceled, ["status", "reason", "exit_status"]) == [
+        "canceled", "KILLED", 0]
+    assert b"* KILLED : command exited with status 0 (stopped by request)" in setup.log(
+        canceled)
+    failed = setup.submit(command("sleep 60", max_attempts=3))
+    setup.queue.cancel_job(failed)
+    setup.settle()
+    setup.end(failed, exit_status=3)
+    assert setup.fields(failed, ["status", "reason", "exit_status", "attempt"]) == [
+        "canceled", "KILLED", 3, 1]
+    held = setup.submit(command("sleep 60"))
+    setup.queue.hold_job(held)
+    setup.settle()
+    setup.end(held, exit_status=143)
+    assert setup.fields(held, ["status", "held", "attempt", "reason", "exit_status"]) == [
+        "queued", True, 0, "KILLED", 143]
+
+
 def test_signal_job_reaches_the_running_attempt(setup):
     """SignalJob sends the signal through the node; a job without a command says so."""
     job_id = setup.submit(command("sleep 60"))
