@@ -166,8 +166,7 @@ class Client:
         return self._luxi.query_services(names)
 
     def read_service_log(self, name, offset, max_bytes):
-        answer = self._luxi.read_service_log(name, offset, max_bytes)
-        return dict(answer, data=answer["data"].encode("utf-8"))
+        return self._luxi.read_service_log(name, offset, max_bytes, exact=True)
 
     @property
     def drain_flag(self):

@@ -176,6 +176,10 @@ LUXI_REQ_SIGNAL_JOB = "SignalJob"
 LUXI_REQ_QUERY_RUNNING = "QueryRunning"
 # Our additions: the event stream.
 LUXI_REQ_WAIT_FOR_EVENTS = "WaitForEvents"
+#: How ReadJobLog and ReadServiceLog send a log's bytes (their optional 5th argument): as
+#: text (invalid UTF-8 replaced; the default) or exactly, in base64 (our addition).
+LOG_ENCODING_TEXT = "text"
+LOG_ENCODING_BASE64 = "base64"
 #: Longest piece of a log one ReadJobLog answers.
 LUXI_MAX_LOG_READ = 4 * 1024 * 1024
 # Our addition: the opcode catalogue.

@@ -644,14 +644,14 @@ class FakeLuxiClient:
         self._cluster_answer("step_down", None, epoch, master)
         return True
 
-    def read_job_log(self, job_id, offset=0, max_bytes=65536, timeout=0):
+    def read_job_log(self, job_id, offset=0, max_bytes=65536, timeout=0, exact=False):
         self._record("read_job_log", job_id, offset, max_bytes, timeout)
         job = self.jobs.get(job_id)
         if job is None:
             raise errors.JobLost("job %s not found" % job_id)
         data = self.logs.get(job_id, b"")[offset:offset + max_bytes]
         end = offset + len(data)
-        return {"data": data.decode("utf-8", "replace"), "offset": end,
+        return {"data": data if exact else data.decode("utf-8", "replace"), "offset": end,
                 "eof": job.is_finalized() and end >= len(self.logs.get(job_id, b""))}
 
     def follow_job_log(self, job_id, offset=0, max_bytes=65536):
@@ -742,12 +742,12 @@ class FakeLuxiClient:
         return [dict(self._service(n)) for n in names] if names else [
             dict(v) for _, v in sorted(self.services.items())]
 
-    def read_service_log(self, name, offset=0, max_bytes=65536, timeout=0):
+    def read_service_log(self, name, offset=0, max_bytes=65536, timeout=0, exact=False):
         self._record("read_service_log", name, offset, max_bytes, timeout)
         self._service(name)
         data = self.service_logs.get(name, b"")[offset:offset + max_bytes]
-        return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data),
-                "eof": False}
+        return {"data": data if exact else data.decode("utf-8", "replace"),
+                "offset": offset + len(data), "eof": False}
 
     def close(self):
         self.closed = True

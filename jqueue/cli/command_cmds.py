@@ -231,7 +231,7 @@ def cmd_log(ctx, args):
 
 
 def print_log(ctx, job_id, follow):
-    """Write the job's log to stdout as it is; follow it until the job ended if asked
+    """Write the job's log to stdout, its bytes as they are; follow it until the job ended if asked
     (across a restart or failover of the daemon: Context.again)."""
     copy_log(ctx, "read_job_log", job_id, follow)
 
@@ -250,20 +250,19 @@ def print_tail(ctx, method, name, size, lines):
         start = max(0, size - window)
         pieces, offset = [], start
         while True:
-            answer = ctx.again(method, name, offset, LOG_READ_BYTES, 0)
+            answer = ctx.again(method, name, offset, LOG_READ_BYTES, 0, True)
             pieces.append(answer["data"])
             offset = answer["offset"]
             if not answer["data"] or answer["eof"]:
                 break
-        found = [line + "\n" for line in "".join(pieces).split("\n")]
+        found = [line + b"\n" for line in b"".join(pieces).split(b"\n")]
         found[-1] = found[-1][:-1]  # what follows the last newline, if anything
         if not found[-1]:
             found.pop()
         if start > 0 and found:
             found = found[1:]  # the window began within a line
         if len(found) >= lines or start == 0:
-            ctx.stdout.write("".join(found[len(found) - lines:] if lines else []))
-            ctx.stdout.flush()
+            write_bytes(ctx, b"".join(found[len(found) - lines:] if lines else []))
             return offset
         window *= 2
 
@@ -277,13 +276,25 @@ def copy_log(ctx, method, name, follow, forever=False, start=0):
     window = {"window": None} if forever else {}
     while True:
         answer = ctx.again(method, name, offset, LOG_READ_BYTES, LOG_POLL if follow else 0,
-                           **window)
+                           True, **window)
         if answer["data"]:
-            ctx.stdout.write(answer["data"])
-            ctx.stdout.flush()
+            write_bytes(ctx, answer["data"])
         offset = answer["offset"]
         if answer["eof"] or (not follow and not answer["data"]):
             return
+
+
+def write_bytes(ctx, data):
+    """Write a log's bytes to stdout as they are (a stream without a binary buffer gets
+    them as text, invalid UTF-8 replaced), and flush."""
+    buffer = getattr(ctx.stdout, "buffer", None)
+    ctx.stdout.flush()
+    if buffer is None:
+        ctx.stdout.write(data.decode("utf-8", "replace"))
+        ctx.stdout.flush()
+    else:
+        buffer.write(data)
+        buffer.flush()
 
 
 # signal, term, kill

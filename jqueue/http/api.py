@@ -317,15 +317,17 @@ def get_log(call, job_text):
 
 def read_log(call, method, key, read, kind):
     """GET .../log: method's answer (ReadJobLog, ReadServiceLog) for key from the query's
-    offset and max_bytes; with wait, a long poll through the dispatcher's watch_<kind>,
-    else its read (a method name) in the pool."""
+    offset, max_bytes and encoding (text or base64); with wait, a long poll through the
+    dispatcher's watch_<kind>, else its read (a method name) in the pool."""
     offset = int_arg(call, "offset", 0, 0, 2 ** 62)
     max_bytes = int_arg(call, "max_bytes", 65536, 1, constants.LUXI_MAX_LOG_READ)
     wait = number_arg(call, "wait") or 0
     if wait < 0:
         raise HttpError(400, "ParameterError", "wait must be >= 0")
     wait = min(wait, call.site.limits.max_wait)
-    spec, args = methods.check_request(method, [key, offset, max_bytes, wait])
+    encoding = call.arg("encoding")
+    spec, args = methods.check_request(method, [key, offset, max_bytes, wait] + (
+        [encoding] if encoding else []))
     dispatcher = call.site.context["dispatcher"]
     if not wait:
         return call.blocking(getattr(dispatcher, read), *args).addCallback(json_response)

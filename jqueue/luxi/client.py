@@ -7,6 +7,7 @@ ConnectionClosedError. Errors answered by the daemon are raised as the jqueue ex
 classes they name.
 """
 
+import base64
 import errno
 import logging
 import os
@@ -333,11 +334,19 @@ class Client:
 
     # Command jobs
 
-    def read_job_log(self, job_id, offset=0, max_bytes=65536, timeout=0):
+    def read_job_log(self, job_id, offset=0, max_bytes=65536, timeout=0, exact=False):
         """{"data", "offset", "eof"} of a job's log from offset, waiting up to timeout
-        seconds for new output when there is none yet (capped below the socket timeout)."""
+        seconds for new output when there is none yet (capped below the socket timeout).
+        data is text (invalid UTF-8 replaced), or with exact the log's bytes as they are."""
         timeout = max(0, min(timeout, self._wait_cap()))
-        return self.call(constants.LUXI_REQ_READ_JOB_LOG, [job_id, offset, max_bytes, timeout])
+        return self._read_log(constants.LUXI_REQ_READ_JOB_LOG,
+                              [job_id, offset, max_bytes, timeout], exact)
+
+    def _read_log(self, method, args, exact):
+        if not exact:
+            return self.call(method, args)
+        answer = self.call(method, args + [constants.LOG_ENCODING_BASE64])
+        return dict(answer, data=base64.b64decode(answer["data"]))
 
     def follow_job_log(self, job_id, offset=0, max_bytes=65536):
         """Yield a job's log as text pieces until the job ended and all of it was read."""
@@ -394,12 +403,13 @@ class Client:
         """Views of the services named (None: every one), by name."""
         return self.call(constants.LUXI_REQ_QUERY_SERVICES, [names])
 
-    def read_service_log(self, name, offset=0, max_bytes=65536, timeout=0):
+    def read_service_log(self, name, offset=0, max_bytes=65536, timeout=0, exact=False):
         """{"data", "offset", "eof"} of a service's log from offset, waiting up to timeout
-        seconds for more (capped below the socket timeout); eof once it is removed."""
+        seconds for more (capped below the socket timeout); eof once it is removed. data
+        as read_job_log's."""
         timeout = max(0, min(timeout, self._wait_cap()))
-        return self.call(constants.LUXI_REQ_READ_SERVICE_LOG,
-                         [name, offset, max_bytes, timeout])
+        return self._read_log(constants.LUXI_REQ_READ_SERVICE_LOG,
+                              [name, offset, max_bytes, timeout], exact)
 
     def wait_for_job_change_once(self, job_id, fields, prev_job_info, prev_log_serial,
                                  timeout):

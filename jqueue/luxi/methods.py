@@ -7,6 +7,7 @@ type is a RequestError; a value out of its range (AutoArchiveJobs [-1, -1], a pr
 99) is the caller's OpPrereqError; both name the method and the argument.
 """
 
+import base64
 import operator
 import signal as _signal
 
@@ -161,6 +162,8 @@ _SUBMIT_MANY_OPTIONS = _Maybe(_Options({
     "options": _Maybe(ptypes.ListOf(_Maybe(_Options(_JOB_OPTIONS))))}))
 _NUMBER = ptypes.NumberRange()
 _SERVICE = ptypes.NonEmptyString
+_LOG_TEXT, _LOG_BASE64 = constants.LOG_ENCODING_TEXT, constants.LOG_ENCODING_BASE64
+_LOG_ENCODING = ptypes.OneOf([_LOG_TEXT, _LOG_BASE64])
 _DEFINITIONS = ptypes.ListOf(_Instance(dict, "a service definition (an object)"))
 _ADD_OPTIONS = _Maybe(_Options({"start": ptypes.Bool}))
 _AGE = _InRange(_NUMBER, lambda age: age == -1 or age >= 0,
@@ -176,7 +179,8 @@ class Method:
     A watch method is a long poll that costs no thread: ``watch`` names the dispatcher's
     pair ``watch_<watch>(args, callback)`` (returns None if it answered at once, else a
     handle with cancel()) and ``nochange_<watch>(args)`` (the answer once the timeout, its
-    last argument, passed); ``answer_<watch>(result)`` encodes what the callback got.
+    argument named "timeout" (``timeout_of``), passed); ``answer_<watch>(result)`` encodes
+    what the callback got.
     A bulk method is a read whose answer may hold 10^5 rows: it is run and encoded
     without the cyclic collector (see jqueue.serializer.paused_collection).
     """
@@ -209,6 +213,10 @@ class Method:
                 raise errors.RequestError("%s: argument %d (%s) %s" % (
                     self.name, index + 1, name, err)) from None
         return checked
+
+    def timeout_of(self, args):
+        """A watch method's timeout among its checked args."""
+        return args[[name for name, _ in self.params].index("timeout")]
 
     def _arity_text(self):
         names = ", ".join(name for name, _ in self.params)
@@ -263,7 +271,8 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_READ_JOB_LOG, "read_job_log", [
         ("job_id", ptypes.JobId), ("offset", ptypes.NonNegativeInt),
         ("max_bytes", ptypes.IntRange(1, _C.LUXI_MAX_LOG_READ)),
-        ("timeout", ptypes.NonNegativeNumber)], watch="log"),
+        ("timeout", ptypes.NonNegativeNumber), ("encoding", _LOG_ENCODING)], min_args=4,
+        watch="log"),
     Method(_C.LUXI_REQ_SIGNAL_JOB, "signal_job", [("job_id", ptypes.JobId),
                                                   ("signal", _Signal())]),
     Method(_C.LUXI_REQ_QUERY_RUNNING, "query_running", [("node", _Maybe(ptypes.String))]),
@@ -298,7 +307,8 @@ METHODS = {m.name: m for m in [
     Method(_C.LUXI_REQ_READ_SERVICE_LOG, "read_service_log", [
         ("name", _SERVICE), ("offset", ptypes.NonNegativeInt),
         ("max_bytes", ptypes.IntRange(1, _C.LUXI_MAX_LOG_READ)),
-        ("timeout", ptypes.NonNegativeNumber)], watch="svclog"),
+        ("timeout", ptypes.NonNegativeNumber), ("encoding", _LOG_ENCODING)], min_args=4,
+        watch="svclog"),
 ]}
 
 
@@ -355,8 +365,9 @@ class Dispatcher:
 
     def watch_log(self, args, callback):
         """Start a checked ReadJobLog: answered once the log grows past the offset."""
-        job_id, offset, max_bytes, _timeout = args
-        return self._backend.watch_job_log(job_id, offset, max_bytes, callback)
+        job_id, offset, max_bytes = args[:3]
+        return self._backend.watch_job_log(job_id, offset, max_bytes,
+                                           _encoding_callback(callback, args[4:]))
 
     @staticmethod
     def answer_log(result):
@@ -366,9 +377,9 @@ class Dispatcher:
     def nochange_log(args):
         return {"data": "", "offset": args[1], "eof": False}
 
-    def read_job_log(self, job_id, offset, max_bytes, timeout):
+    def read_job_log(self, job_id, offset, max_bytes, timeout, encoding=_LOG_TEXT):
         """ReadJobLog, blocking (the server uses watch_log instead)."""
-        return log_answer(self._backend.read_job_log(job_id, offset, max_bytes))
+        return log_answer(self._backend.read_job_log(job_id, offset, max_bytes), encoding)
 
     def watch_events(self, args, callback):
         """Start a checked WaitForEvents: answered once an event after since passes."""
@@ -416,8 +427,9 @@ class Dispatcher:
 
     def watch_svclog(self, args, callback):
         """Start a checked ReadServiceLog: answered once the log grows past the offset."""
-        name, offset, max_bytes, _timeout = args
-        return self._backend.watch_service_log(name, offset, max_bytes, callback)
+        name, offset, max_bytes = args[:3]
+        return self._backend.watch_service_log(name, offset, max_bytes,
+                                               _encoding_callback(callback, args[4:]))
 
     @staticmethod
     def answer_svclog(result):
@@ -427,9 +439,9 @@ class Dispatcher:
     def nochange_svclog(args):
         return {"data": "", "offset": args[1], "eof": False}
 
-    def read_service_log(self, name, offset, max_bytes, timeout):
+    def read_service_log(self, name, offset, max_bytes, timeout, encoding=_LOG_TEXT):
         """ReadServiceLog, blocking (the server uses watch_svclog instead)."""
-        return log_answer(self._backend.read_service_log(name, offset, max_bytes))
+        return log_answer(self._backend.read_service_log(name, offset, max_bytes), encoding)
 
     def query_running(self, node):
         return self._backend.query_running(node)
@@ -622,10 +634,30 @@ def _check_resource(what):
                                    constants.ECODE_INVAL)
 
 
-def log_answer(result):
-    """ReadJobLog's answer on the wire: the bytes as text (invalid UTF-8 replaced)."""
-    return {"data": result["data"].decode("utf-8", "replace"), "offset": result["offset"],
-            "eof": result["eof"]}
+def log_answer(result, encoding=_LOG_TEXT):
+    """ReadJobLog's (ReadServiceLog's) answer on the wire: the bytes as text (invalid UTF-8
+    replaced), or with base64 (also when result, from _encoding_callback, says so)
+    exactly, in base64."""
+    data = result["data"]
+    if result.get("encoding", encoding) == _LOG_BASE64:
+        data = base64.b64encode(data).decode("ascii")
+    else:
+        data = data.decode("utf-8", "replace")
+    return {"data": data, "offset": result["offset"], "eof": result["eof"]}
+
+
+def _encoding_callback(callback, encoding):
+    """callback of a log's long poll, for the encoding asked ([] or [name]): its answer
+    says which (log_answer), on both of the server's paths (callback.in_reactor)."""
+    if encoding in ([], [_LOG_TEXT]):
+        return callback
+
+    def encoded(result):
+        callback(dict(result, encoding=encoding[0]))
+    in_reactor = getattr(callback, "in_reactor", None)
+    if in_reactor is not None:
+        encoded.in_reactor = lambda result: in_reactor(dict(result, encoding=encoding[0]))
+    return encoded
 
 
 def wait_answer(result):

@@ -322,7 +322,7 @@ class LuxiProtocol(protocol.Protocol):
     # Long polls: WaitForJobChange, ReadJobLog
 
     def _start_watch(self, request, spec, args):
-        timeout = min(args[-1], self._limits.max_wait_timeout)
+        timeout = min(spec.timeout_of(args), self._limits.max_wait_timeout)
         if self.factory.stopping:
             timeout = 0
         request.watch, request.args = spec.watch, args

@@ -187,6 +187,27 @@ def test_log_follow_prints_the_output_as_it_comes(daemon):
     assert tail.startswith("line3\n")
 
 
+def test_log_prints_binary_output_byte_for_byte(daemon, tmp_path):
+    """jqctl log (a process, stdout a pipe) of a command writing bytes that are not UTF-8:
+    exactly what the command wrote, as the log file holds it; -n 4 from the last line of
+    output (it had no newline) on."""
+    copy = tmp_path / "written"
+    with daemon.client() as client:
+        job_id = client.submit_job([command(
+            "head -c 200000 /dev/urandom | tee %s; printf '\\nend \\377\\376'" % copy)])
+        wait_all_final(client, [job_id], 30)
+    written = copy.read_bytes()
+    with open(os.path.join(daemon.state_dir, "logs", "%d.log" % job_id), "rb") as stream:
+        on_disk = stream.read()
+    assert written in on_disk and b"end \xff\xfe\n* EXIT : 0" in on_disk
+    printed = subprocess.run([sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket,
+                              "log", str(job_id)], capture_output=True, timeout=60)
+    assert printed.returncode == 0 and printed.stdout == on_disk
+    last = subprocess.run([sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket,
+                           "log", "-n", "4", str(job_id)], capture_output=True, timeout=60)
+    assert last.stdout.startswith(b"end \xff\xfe\n") and on_disk.endswith(last.stdout)
+
+
 def test_wait_timeout_leaves_a_running_job_running(daemon):
     """jqctl wait --timeout 1 on a command still running: exit 8 after about a second,
     "still running"; the job goes on (then killed)."""

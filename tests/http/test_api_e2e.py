@@ -2,6 +2,7 @@
 openapi.json: submissions, pages and filters, a job's detail and log, actions, nodes, the
 event stream and metrics."""
 
+import base64
 import json
 import socket
 import time
@@ -46,6 +47,23 @@ def test_a_command_job_runs_and_its_detail_and_log_match_the_document(served):
     assert "\nhello from http\n" in log["data"] and log["eof"]
     tail = client.get("%s/%d/log?offset=%d" % (JOBS, job_id, log["offset"] - 10)).json()
     assert tail["data"] == log["data"][-10:]
+
+
+def test_a_log_of_bytes_that_are_not_text_comes_exactly_in_base64(served):
+    """encoding=base64: the log's bytes exactly (text replaces invalid UTF-8); another
+    encoding is the caller's error, 400."""
+    _, client = served
+    job_id = submit(client, {"cmd": "printf 'bin \\377\\000\\n'"})["id"]
+    client.wait_job(job_id)
+    path = "%s/%d/log" % (JOBS, job_id)
+    exact = check_schema(client.get(path + "?encoding=base64"), JOBS + "/{id}/log",
+                         "GET").json()
+    assert b"\nbin \xff\x00\n* EXIT : 0\n" in base64.b64decode(exact["data"])
+    assert "\nbin \ufffd\x00\n" in client.get(path + "?encoding=text").json()["data"]
+    waited = client.get(path + "?encoding=base64&wait=5&offset=%d" % (exact["offset"] - 4))
+    assert base64.b64decode(waited.json()["data"]) == b"***\n"
+    refused = client.get(path + "?encoding=hex")
+    assert refused.status == 400 and "encoding" in refused.json()["error"]["message"]
 
 
 def test_opcode_jobs_page_by_id_and_filter_by_status_and_owner(served):

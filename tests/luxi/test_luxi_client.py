@@ -365,11 +365,26 @@ def test_importing_the_client_does_not_import_twisted():
     (lambda c: c.query_services(), "QueryServices", [None]),
     (lambda c: c.query_services(["w"]), "QueryServices", [["w"]]),
     (lambda c: c.read_service_log("w", 5, 100), "ReadServiceLog", ["w", 5, 100, 0]),
+    (lambda c: c.read_job_log(4, 5, 100), "ReadJobLog", [4, 5, 100, 0]),
 ])
 def test_methods_send_ganeti_wire_names_and_arguments(serve, luxi, call, method, args):
     """Each snake_case method sends its Ganeti method name with the Ganeti argument list."""
     serve(echo)
     assert call(luxi) == [method, args]
+
+
+def test_exact_log_reads_ask_for_base64_and_answer_bytes(serve, luxi):
+    """read_job_log and read_service_log with exact: "base64" as 5th argument, data bytes."""
+    asked = []
+
+    def answer(request):
+        asked.append(request["args"])
+        return [ok({"data": "AP8K", "offset": 3, "eof": True})]
+    serve(answer)
+    assert luxi.read_job_log(7, 0, 100, exact=True) == {"data": b"\x00\xff\n", "offset": 3,
+                                                        "eof": True}
+    assert luxi.read_service_log("w", 1, 50, exact=True)["data"] == b"\x00\xff\n"
+    assert asked == [[7, 0, 100, 0, "base64"], ["w", 1, 50, 0, "base64"]]
 
 
 def test_opcode_objects_are_sent_as_their_dicts(serve, luxi):

@@ -373,9 +373,34 @@ def test_read_job_log_checks_its_arguments_and_decodes_the_data(dispatcher, fake
     assert dispatcher.call("ReadJobLog", [3, 4, 100, 0]) == {
         "data": "ok \ufffd\n", "offset": 9, "eof": False}
     for args in ([3, -1, 10, 0], [3, 0, 0, 0], [3, 0, constants.LUXI_MAX_LOG_READ + 1, 0],
-                 ["x", 0, 10, 0], [3, 0, 10, -1], [3, 0, 10]):
+                 ["x", 0, 10, 0], [3, 0, 10, -1], [3, 0, 10], [3, 0, 10, 0, "hex"],
+                 [3, 0, 10, 0, None], [3, 0, 10, 0, "base64", 1]):
         with pytest.raises(errors.RequestError):
             dispatcher.call("ReadJobLog", args)
+
+
+def test_read_job_log_and_read_service_log_send_bytes_exactly_in_base64(dispatcher, fake):
+    """A 5th argument "base64" answers the log's bytes as they are (our addition); "text"
+    is the default's answer; the long poll says which its answer is."""
+    fake.results["read_job_log"] = {"data": b"ok \xff\n", "offset": 9, "eof": True}
+    fake.results["read_service_log"] = {"data": b"\x00\xfe", "offset": 2, "eof": False}
+    assert dispatcher.call("ReadJobLog", [3, 4, 100, 0, "base64"]) == {
+        "data": "b2sg/wo=", "offset": 9, "eof": True}
+    assert dispatcher.call("ReadJobLog", [3, 4, 100, 0, "text"])["data"] == "ok \ufffd\n"
+    assert dispatcher.call("ReadServiceLog", ["web", 0, 100, 0, "base64"])["data"] == "AP4="
+    spec = methods.METHODS["ReadJobLog"]
+    answers = []
+
+    def callback(result):
+        answers.append(dispatcher.answer_log(result))
+    callback.in_reactor = callback
+    dispatcher.watch_log(spec.check_args([3, 50, 10, 5.0, "base64"]), callback)
+    assert fake.calls[-1] == ("watch_job_log", 3, 50, 10)
+    wrapped = fake.watches[-1].callback
+    wrapped({"data": b"\xff", "offset": 51, "eof": False})
+    wrapped.in_reactor({"data": b"\xfe", "offset": 52, "eof": False})
+    assert [a["data"] for a in answers] == ["/w==", "/g=="]
+    assert spec.timeout_of([3, 50, 10, 5.0, "base64"]) == 5.0
 
 
 def test_read_job_log_is_a_long_poll_with_its_own_no_change_answer(dispatcher, fake):
