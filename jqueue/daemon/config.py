@@ -314,7 +314,10 @@ OPTIONS = (
            flag="--ping-misses", metavar="N"),
     Option("lost_grace", Number(0), 300.0,
            "Seconds the attempts of an unreachable node stay running; after that they end "
-           "NODE_LOST and may run elsewhere (the node kills them when it comes back).",
+           "NODE_LOST and may run elsewhere (the node kills them when it comes back). A node "
+           "that cannot be reached when the master starts (after a restart or a failover: "
+           "its jq-noded restarting) is asked about its attempts every ping_interval for "
+           "as long.",
            flag="--lost-grace", metavar="SECONDS"),
     Option("event_buffer", Integer(1), 10000,
            "Events kept in memory for WaitForEvents and jqctl listen; older ones answer "

@@ -1100,16 +1100,38 @@ class CommandRunner:
             if job is not None and job.calc_status() == constants.JOB_STATUS_CANCELING:
                 attempt.stop = "kill" if job.kill_requested else "cancel"
         logger.info("job %d: reconciling attempt %d on %s", job_id, number, node)
-        link.lookup(job_id, number, lambda info: self._looked_up(attempt, state, info))
+        self._look_up(attempt, state, None)
 
-    def _looked_up(self, attempt, state, info):
+    def _look_up(self, attempt, state, since):
+        """Ask attempt's node about it (again, if since: the time of the first try)."""
+        if self._stopped or self._attempts.get(attempt.job_id) is not attempt:
+            return
+        self._links[attempt.node].lookup(
+            attempt.job_id, attempt.number,
+            lambda info: self._looked_up(attempt, state, info, since))
+
+    def _looked_up(self, attempt, state, info, since=None):
         if self._stopped:
             return
         if self._attempts.get(attempt.job_id) is not attempt:
             return
         if isinstance(info, Exception):
+            # A node that cannot be reached (its jq-noded restarting, as after the failover
+            # that killed it with the old master) is asked again every ping_interval: its
+            # commands run on, and it is lost only after lost_grace, as when a node goes
+            # silent under a running master.
+            now = self._host.seconds()
+            since = now if since is None else since
+            if isinstance(info, errors.RemoteError) and now - since < self._lost_grace:
+                logger.warning("job %d: node %s cannot be asked about attempt %d yet (%s); "
+                               "asking again", attempt.job_id, attempt.node, attempt.number,
+                               errors.error_message(info))
+                self._host.call_later(self._ping_interval, self._look_up, attempt, state,
+                                      since)
+                return
             self._lost(attempt, "node %s cannot be asked about it: %s" % (
-                attempt.node, errors.error_message(info)))
+                attempt.node, errors.error_message(info)),
+                unreachable=isinstance(info, errors.RemoteError))
             return
         if info is None:
             if state.get("state") == constants.ATTEMPT_STARTING:

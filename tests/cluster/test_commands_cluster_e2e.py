@@ -367,6 +367,31 @@ def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemo
     assert log.count("* EXIT : 5") == 1
 
 
+def test_a_failover_waits_for_the_old_masters_node_and_records_its_commands_true_end(
+        tmp_path, nodeds, daemons):
+    """The master (jq-masterd and its jq-noded) dies while a command runs on its own node;
+    after the failover the new master cannot reach that node until its jq-noded is
+    started again: the attempt is not lost meanwhile (NODE_LOST, though the command runs
+    on), and once the node answers the command's true end is recorded."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    old = test_cluster.master
+    ran = tmp_path / "ran"
+    with master.client() as client:
+        job_id = client.submit_job([command("echo ran >> %s; sleep 6; exit 3" % ran,
+                                            node=old)])
+        wait_until(lambda: ran.exists(), what="the command to start")
+    new_master = killed_and_failed_over(test_cluster, started, master, daemons)
+    with new_master.client() as client:
+        time.sleep(2)  # reconciled meanwhile: the node refuses connections
+        assert fields(client, job_id)["status"] == "running"
+        started[old] = nodeds(test_cluster, old)
+        wait_all_final(client, [job_id], 60)
+        values = fields(client, job_id)
+    assert values["status"] == "error" and values["exit_status"] == 3, values
+    assert values["attempt"] == 1 and values["node"] == old and values["reason"] == "FAILED"
+    assert ran.read_text() == "ran\n"
+
+
 def test_a_failover_amid_many_short_jobs_on_a_third_node_runs_each_once(tmp_path, nodeds,
                                                                         daemons):
     """kill -9 of the master (jq-masterd and its jq-noded) while 150 short jobs start and

@@ -96,6 +96,7 @@ class FakeLink:
         self.output = {}            # (job, attempt) -> bytes
         self.refuse = None          # an exception launch answers, if set
         self.refuse_control = None  # an exception control answers, if set
+        self.lookup_error = None    # an exception lookup answers, if set (node unreachable)
         self.held_launches = None   # a list: launches wait there, (spec, done), unanswered
         self._listener = None
 
@@ -132,6 +133,9 @@ class FakeLink:
         done((True, "%s sent" % action))
 
     def lookup(self, job, attempt, done):
+        if self.lookup_error is not None:
+            done(self.lookup_error)
+            return
         info = self.known.get((job, attempt))
         done(dict(info) if info is not None else None)
 

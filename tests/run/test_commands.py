@@ -12,6 +12,7 @@ from conftest import run_jobs
 from fakes_commands import FakeHost, FakeLink, unreachable
 
 from jqueue import commandjob, constants, errors
+from jqueue.run import commands
 from jqueue.run.commands import CommandRunner
 
 FIELDS = ["status", "opstatus", "opresult"]
@@ -446,6 +447,50 @@ def test_an_attempt_that_ended_while_the_master_was_down_gets_its_true_result(se
     assert setup.fields(job_id, ["status", "exit_status"]) == ["error", 7]
     assert b"bye\n* EXIT : 7" in setup.log(job_id)
     assert link.forgotten == [(job_id, 1)]
+
+
+def test_a_node_unreachable_when_the_master_starts_is_asked_again_not_lost(setup):
+    """Reopened (a restart, a failover) while the node's daemon is down (connection
+    refused): the attempt is not lost at once; it is asked about every ping_interval, and
+    once the node answers its true end is recorded, its command run once."""
+    job_id = setup.submit(command("sleep 4", max_attempts=3))
+    link = setup.link
+    link.lookup_error = errors.RemoteError("RPC exec_lookup to node node1 failed: "
+                                           "connection refused")
+    setup.reopen(links={"node1": link})
+    for _ in range(3):
+        setup.host.advance(commands.PING_INTERVAL)
+        setup.settle()
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["running", None, 1]
+    link.lookup_error = None
+    link.known[(job_id, 1)].update(result={
+        "exit_status": 0, "signal": None, "timed_out": False, "error": None, "ended": 9.0})
+    setup.host.advance(commands.PING_INTERVAL)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["success", "OK", 1]
+    assert len(link.launched) == 1
+
+
+def test_a_node_unreachable_for_the_lost_grace_after_a_restart_loses_its_attempt(setup):
+    """The node stays unreachable after the master restarted: after lost_grace its
+    attempt ends NODE_LOST (and, attempts left, runs again); an error the node answers
+    (not a lost connection) ends it at once."""
+    job_id = setup.submit(command("sleep 4", max_attempts=1))
+    second = setup.submit(command("sleep 4", max_attempts=1))
+    link = setup.link
+    link.lookup_error = errors.RemoteError("connection refused")
+    setup.reopen(links={"node1": link})
+    setup.host.advance(commands.LOST_GRACE - 1)
+    setup.settle()
+    assert setup.fields(job_id, ["status"]) == ["running"]
+    setup.host.advance(commands.PING_INTERVAL + 1)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "reason"]) == ["error", "NODE_LOST"]
+    assert setup.fields(second, ["status", "reason"]) == ["error", "NODE_LOST"]
+    link.lookup_error = errors.OpExecError("exec_lookup: bad attempt")
+    third = setup.submit(command("sleep 4", max_attempts=1))
+    setup.reopen(links={"node1": link})
+    assert setup.fields(third, ["status", "reason"]) == ["error", "NODE_LOST"]
 
 
 def test_an_attempt_whose_command_never_started_runs_again_at_once_uncounted(setup):
