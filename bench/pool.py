@@ -79,6 +79,9 @@ class SimNode:
     def forget(self, job, attempt):
         pass
 
+    def release(self, job, attempt, start, end):
+        pass
+
 
 def cluster(count, run=0.0, launched=None):
     """count simulated nodes n000..; with count 1, one node holding every tag and the

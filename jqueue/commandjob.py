@@ -444,6 +444,10 @@ class ProgressTracker:
                     changed = True
         return changed
 
+    def skip(self):
+        """Output was passed over: the line under way is not continued by what comes."""
+        self._partial = b""
+
 
 # Attempts: outcome, retry, environment, banners
 

@@ -123,6 +123,13 @@ class RemoteLink:
     def forget(self, job, attempt):
         self._submit("exec_forget", {"job": job, "attempt": attempt}, None)
 
+    def release(self, job, attempt, start, end):
+        """Tell the node it may free the attempt's output from start to end (a node that
+        does not name ``release`` in its features keeps it until the attempt is forgotten)."""
+        if self.features and "release" in self.features:
+            self._submit("exec_release", {"job": job, "attempt": attempt, "start": start,
+                                          "end": end}, None)
+
     # Supervised services: the node's svc_* methods (jqueue.cluster.nodeexec)
 
     def svc_apply(self, entries, remove, full, done):

@@ -39,10 +39,11 @@ EVENT_LOG = 4096
 MAX_POLL = 60.0
 MAX_READ = 4 * 1024 * 1024
 METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_attempts",
-           "exec_forget", "exec_poll", "exec_batch")
+           "exec_forget", "exec_poll", "exec_batch", "exec_release")
 #: What this node's exec methods can do beyond the first version's, as node_info says
-#: (``features``): a master sends exec_batch only to a node that names it.
-FEATURES = ("exec_batch", "env_base")
+#: (``features``): a master sends exec_batch, and exec_release, only to a node that names
+#: it.
+FEATURES = ("exec_batch", "env_base", "release")
 #: The calls exec_batch takes, and how many at most.
 BATCHED = ("exec_launch", "exec_forget")
 MAX_BATCH = 256
@@ -165,6 +166,14 @@ class NodeExec:
         self._check(peer)
         job, attempt = _attempt_of(body)
         self._executor.forget(job, attempt)
+        return True
+
+    def exec_release(self, peer, body):
+        """The master needs no more of an attempt's output from ``start`` to ``end``: its
+        blocks here are freed."""
+        self._check(peer)
+        job, attempt = _attempt_of(body)
+        self._executor.release(job, attempt, _count(body, "start"), _count(body, "end"))
         return True
 
     # Services

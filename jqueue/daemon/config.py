@@ -343,7 +343,9 @@ OPTIONS = (
            metavar="DURATION", default_doc="60s"),
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
-           "line.", flag="--log-max-bytes", metavar="BYTES",
+           "line. Past it only the last piece of the output is read (its progress is still "
+           "followed) and the rest is freed on its node's disk as it is passed.",
+           flag="--log-max-bytes", metavar="BYTES",
            default_doc="%d (64 MiB)" % constants.DEFAULT_LOG_MAX_BYTES),
 ) + command_options("masterd") + (
     Option("http", Text(), None,

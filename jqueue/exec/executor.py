@@ -836,6 +836,14 @@ class Executor:
                                         % (offset, max_bytes))
         return attemptdir.read_output(att.output, offset, max_bytes)
 
+    def release(self, job, attempt, start, end):
+        """The master needs no more of the attempt's output from byte start to end (past
+        its log's cap): free their disk blocks here, so that a command printing for ever
+        does not fill this disk. Nothing if unknown."""
+        att = self._attempts.get((job, attempt))
+        if att is not None and not attemptdir.release_output(att.output, start, end):
+            logger.debug("%s: cannot free its output from %d to %d", att.name, start, end)
+
     def attempts(self, job=None):
         """Every attempt not forgotten (of one job, if given), running or ended, by job
         and attempt."""

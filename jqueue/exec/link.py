@@ -140,6 +140,9 @@ class LocalLink:
     def forget(self, job, attempt):
         self._executor.forget(job, attempt)
 
+    def release(self, job, attempt, start, end):
+        self._executor.release(job, attempt, start, end)
+
     # Supervised services (jqueue.exec.supervisor); answers as the remote link's
 
     def svc_apply(self, entries, remove, full, done):

@@ -86,6 +86,11 @@ logger = logging.getLogger(__name__)
 FETCH_BYTES = 960 * 1024
 #: Output bytes of one attempt read ahead of the journal (not durable yet).
 INFLIGHT_BYTES = 8 * 1024 * 1024
+#: Output past the log's cap, dropped here, is freed on its node (a command printing for
+#: ever must not fill the node's disk) once this much more of it was passed durably. What
+#: the log keeps stays on the node until the attempt is forgotten: a master that takes
+#: over with an older state (best effort, min_acks 0) reads it again there.
+RELEASE_BYTES = 32 * 1024 * 1024
 #: Seconds between two journaled progress changes of one job.
 PROGRESS_INTERVAL = 0.5
 #: Seconds before a node that could not be reached is tried again (NOXFER), doubling
@@ -105,7 +110,8 @@ class _Attempt:
 
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
-                 "progress_timer", "launched", "contained", "stop_unsent")
+                 "progress_timer", "launched", "contained", "stop_unsent", "durable_out",
+                 "released", "cap_out")
 
     def __init__(self, job_id, op_index, number, node, out=0):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
@@ -123,6 +129,9 @@ class _Attempt:
         self.launched = False
         self.contained = None           # its cgroup or process group, once the node said
         self.stop_unsent = False        # its stop found the node unreachable: sent again
+        self.durable_out = out          # output bytes durable here (kept or dropped)
+        self.cap_out = None             # where on the node the output past the cap begins
+        self.released = 0               # the node was told to free its output up to there
 
 
 class CommandRunner:
@@ -746,6 +755,11 @@ class CommandRunner:
         if attempt.out < attempt.size or attempt.result is not None:
             if attempt.inflight >= INFLIGHT_BYTES and attempt.result is None:
                 return  # resumed when the journal catches up
+            if attempt.capped and attempt.size - attempt.out > FETCH_BYTES:
+                # Past the cap nothing is kept: only the last piece is read (for progress)
+                attempt.out = attempt.size - FETCH_BYTES
+                if attempt.tracker is not None:
+                    attempt.tracker.skip()
             attempt.fetching = True
             self._links[attempt.node].fetch(
                 attempt.job_id, attempt.number, attempt.out, FETCH_BYTES,
@@ -800,7 +814,9 @@ class CommandRunner:
             if progressed:
                 self._progress_unlocked(job, attempt)
         attempt.inflight += len(keep)
-        batch.add_done_callback(lambda done: self._host.call(self._durable, attempt, len(keep)))
+        end = offset + len(data)
+        batch.add_done_callback(lambda done: self._host.call(
+            self._durable, attempt, len(keep), end if done.error is None else 0))
         return True
 
     def _later(self, err, what, fn, *args):
@@ -818,6 +834,7 @@ class CommandRunner:
         if len(data) <= room:
             return data
         attempt.capped = True
+        attempt.cap_out = attempt.out + max(0, room)
         marker = b"\n" + commandjob.banner_note("LOG TRUNCATED: the log reached %d bytes "
                                                 "(log_max_bytes); later output is not kept"
                                                 % self._log_max)
@@ -826,10 +843,20 @@ class CommandRunner:
             return b""
         return data[:max(0, room)] + marker
 
-    def _durable(self, attempt, size):
+    def _durable(self, attempt, size, end=0):
+        """size bytes of the attempt's output are durable here, all of it up to end on the
+        node (0: not known, the batch failed); past the cap, the node frees what was
+        passed (RELEASE_BYTES)."""
         if self._stopped:
             return
         attempt.inflight -= size
+        attempt.durable_out = max(attempt.durable_out, end)
+        start = None if attempt.cap_out is None else max(attempt.cap_out, attempt.released)
+        if (start is not None and attempt.durable_out - start >= RELEASE_BYTES
+                and self._attempts.get(attempt.job_id) is attempt):
+            attempt.released = attempt.durable_out
+            self._links[attempt.node].release(attempt.job_id, attempt.number, start,
+                                              attempt.released)
         self._pump(attempt)
 
     def _progress_unlocked(self, job, attempt):

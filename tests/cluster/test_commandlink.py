@@ -285,6 +285,7 @@ def _queued_behind_a_lookup(features):
         for job in (1, 2, 3):
             link.launch({"job": job}, lambda value, job=job: answers.setdefault(job, value))
         link.forget(1, 1)
+        link.release(4, 1, 4096, 65536)
         link.control(3, 1, "kill", None, lambda value: answers.setdefault("kill", value))
         node.release.set()
         wait_until(lambda: "kill" in answers)
@@ -314,6 +315,15 @@ def test_a_node_that_does_not_say_it_batches_gets_the_calls_one_by_one():
         "exec_lookup", "exec_launch", "exec_launch", "exec_launch", "exec_forget",
         "exec_control"]
     assert answers[1] == {"job": 1} and isinstance(answers[2], errors.CommandError)
+
+
+def test_output_past_a_cap_is_freed_only_by_a_node_that_says_it_can():
+    """exec_release (free an attempt's output past its log's cap) goes only to a node
+    naming "release" in its features: the others (above) never see it."""
+    node, _ = _queued_behind_a_lookup(["exec_batch", "release"])
+    assert [method for method, _ in node.calls] == [
+        "exec_lookup", "exec_batch", "exec_release", "exec_control"]
+    assert node.calls[2][1] == {"job": 4, "attempt": 1, "start": 4096, "end": 65536}
 
 
 def test_a_batch_stays_under_its_weight_and_the_rest_goes_in_the_next(monkeypatch):

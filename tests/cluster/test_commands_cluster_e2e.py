@@ -348,6 +348,26 @@ def test_jobs_held_while_their_noded_is_down_stop_and_run_again_when_released(
             assert log.count("done %d\n" % job_id) == 1, log
 
 
+def test_a_command_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, nodeds, daemons):
+    """yes on node2, the log capped at 1 MiB: node2's jq-noded frees the output the master
+    passed over (exec_release), so its disk holds a fraction of what was printed."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2,
+                                            args=["--log-max-bytes", "1048576"])
+    with master.client() as client:
+        job_id = client.submit_job([command(["yes", "a line of output"], node="node2")])
+        output = os.path.join(attempts_dir(test_cluster, "node2"), "%d.1" % job_id, "output")
+
+        def mostly_freed():
+            try:
+                stat = os.stat(output)
+            except FileNotFoundError:
+                return False
+            return stat.st_size > 256 << 20 and stat.st_blocks * 512 < stat.st_size // 4
+        wait_until(mostly_freed, 60, "the output to be freed on node2")
+        client.cancel_job(job_id, True)
+        wait_all_final(client, [job_id], 30)
+
+
 def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemons):
     """The master dies while node3 runs a job; after the failover the new master follows
     it: the job completes, its outcome is recorded once and its log is whole."""

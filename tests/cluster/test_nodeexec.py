@@ -35,6 +35,9 @@ class _Executor:
     def forget(self, job, attempt):
         self.done.append(("forget", job))
 
+    def release(self, job, attempt, start, end):
+        self.done.append(("release", job, start, end))
+
     def subscribe(self, listener):
         self.listeners.append(listener)
 
@@ -83,6 +86,22 @@ def test_only_the_master_may_poll():
 def _launch(job, directory="/", run_as=None):
     return ["exec_launch", {"spec": {"job": job, "attempt": 1, "argv": ["true"], "dir": directory,
                                      "env": {}, "run_as": run_as}}]
+
+
+def test_exec_release_frees_an_attempts_output_and_checks_its_arguments():
+    """exec_release hands job, attempt, start and end to the executor; a bad one is the
+    caller's error and nothing is freed."""
+    executor, node = _node()
+    assert node.exec_release("master", {"job": 4, "attempt": 2, "start": 10, "end": 99})
+    assert executor.done == [("release", 4, 10, 99)]
+    for body in ({"job": 4, "attempt": 2, "start": -1, "end": 99},
+                 {"job": 4, "attempt": 2, "start": 10}, {"job": 4, "attempt": 2, "start": 0,
+                                                         "end": "all"}):
+        with pytest.raises(errors.ParameterError):
+            node.exec_release("master", body)
+    with pytest.raises(errors.FencedError):
+        node.exec_release("node2", {"job": 4, "attempt": 2, "start": 10, "end": 99})
+    assert executor.done == [("release", 4, 10, 99)] and "release" in nodeexec.FEATURES
 
 
 def test_a_batch_runs_its_calls_in_order_each_with_its_own_answer():

@@ -17,6 +17,7 @@ from conftest import attempt_names
 from daemon_helpers import all_canceled_and_gone, processes_with, wait_all_final
 
 from jqueue import constants, errors
+from jqueue.exec import attemptdir
 
 FIELDS = ["status", "exit_status", "signal", "timed_out", "reason", "attempt", "node"]
 
@@ -206,6 +207,35 @@ def test_log_prints_binary_output_byte_for_byte(daemon, tmp_path):
     last = subprocess.run([sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket,
                            "log", "-n", "4", str(job_id)], capture_output=True, timeout=60)
     assert last.stdout.startswith(b"end \xff\xfe\n") and on_disk.endswith(last.stdout)
+
+
+def output_blocks(path):
+    """(apparent size, bytes of disk blocks) of a file; (0, 0) if it is gone."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return 0, 0
+    return stat.st_size, stat.st_blocks * 512
+
+
+def test_a_command_printing_for_ever_does_not_fill_the_disk(daemons):
+    """yes, with the log capped at 1 MiB: its output past the cap is freed on the disk of
+    the attempts as it is passed, so the disk holds a fraction of what it printed; the
+    log keeps its first MiB and one marker."""
+    daemon = daemons(args=["--log-max-bytes", "1048576"])
+    with daemon.client() as client:
+        job_id = client.submit_job([command(["yes", "a line of output"])])
+        output = os.path.join(attemptdir.attempt_path(daemon.state_dir, job_id, 1), "output")
+
+        def mostly_freed():
+            size, blocks = output_blocks(output)
+            return size > 512 << 20 and blocks < size // 4
+        wait_until(mostly_freed, 60, "the output to be freed as it grows")
+        client.cancel_job(job_id, True)
+        wait_all_final(client, [job_id], 30)
+        log_bytes = client.query_jobs([job_id], ["log_bytes"])[0][0]
+    log = log_of(daemon, job_id)
+    assert (1 << 20) < log_bytes < (1 << 20) + 1024 and log.count("* LOG TRUNCATED") == 1
 
 
 def test_wait_timeout_leaves_a_running_job_running(daemon):

@@ -69,7 +69,8 @@ def test_node_info_over_mutual_tls(shared):
         assert info == {"name": "node2", "epoch": 1, "master": "node1",
                         "config_version": test_cluster.config.version, "role": "candidate",
                         "replica": True, "position": [0, 0, 0], "jobs": 0,
-                        "slots": os.cpu_count() or 1, "features": ["exec_batch", "env_base"]}
+                        "slots": os.cpu_count() or 1,
+                        "features": ["exec_batch", "env_base", "release"]}
 
 
 def _write_client_files(path, key, cert):

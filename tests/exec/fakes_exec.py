@@ -26,6 +26,7 @@ class FakeExecutor:
         self.signals = []           # (job, attempt, signum)
         self.kills = []             # (job, attempt)
         self.forgotten = []         # (job, attempt)
+        self.released = []          # (job, attempt, start, end)
         self.refuse = None          # a CommandError message launch raises, if set
         self.lookups = []           # (user name, Deferred) of users being looked up
         self.users = []             # what launch was given to run as, in order
@@ -88,6 +89,9 @@ class FakeExecutor:
             raise errors.CommandError("job %d attempt %d is still running" % (job, attempt))
         self._attempts.pop((job, attempt), None)
         self.forgotten.append((job, attempt))
+
+    def release(self, job, attempt, start, end):
+        self.released.append((job, attempt, start, end))
 
     def attempts(self, job=None):
         return [self._attempts[key] for key in sorted(self._attempts)

@@ -91,6 +91,7 @@ class FakeLink:
         self.launched = []          # specs, in order
         self.controls = []          # (job, attempt, action, signum)
         self.forgotten = []
+        self.released = []          # (job, attempt, start, end): output it may free
         self.fetches = []           # (job, attempt, offset)
         self.known = {}             # (job, attempt) -> info dict
         self.output = {}            # (job, attempt) -> bytes
@@ -145,6 +146,9 @@ class FakeLink:
     def forget(self, job, attempt):
         self.forgotten.append((job, attempt))
         self.known.pop((job, attempt), None)
+
+    def release(self, job, attempt, start, end):
+        self.released.append((job, attempt, start, end))
 
     # Test controls
 

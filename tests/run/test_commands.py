@@ -384,6 +384,30 @@ def test_the_cap_marker_is_written_once_across_a_restart(open_queue, clock, tmp_
     assert setup.fields(job_id, ["status", "attempt"]) == ["success", 2]
 
 
+def test_output_past_the_cap_is_passed_over_and_freed_on_its_node(setup, monkeypatch):
+    """Past log_max_bytes nothing is kept: the runner reads only the last piece the node
+    has (its progress still followed) and tells the node to free what it passed, from
+    where the cap began; what the log keeps stays on the node."""
+    monkeypatch.setattr(commands, "RELEASE_BYTES", 4096)
+    setup.queue.commands._log_max = 1000
+    job_id = setup.submit(command("yes"))
+    setup.write(job_id, b"y\n" * 400)
+    setup.write(job_id, b"y\n" * 50000)
+    link = setup.link
+    kept = setup.log(job_id).count(b"y\n") * 2  # the banner counts against the cap too
+    assert 800 < kept < 1000 and link.released == [(job_id, 1, kept, 100800)]
+    big = b"y\n" * (2 * commands.FETCH_BYTES) + b"PROGRESS:40\n"
+    setup.write(job_id, big)
+    size = 100800 + len(big)
+    assert link.fetches[-2:] == [(job_id, 1, 800), (job_id, 1, size - commands.FETCH_BYTES)]
+    assert link.released[-1] == (job_id, 1, 100800, size)
+    assert setup.fields(job_id, ["progress"]) == [0.4]
+    setup.end(job_id, exit_status=0)
+    log = setup.log(job_id)
+    assert log.count(b"* LOG TRUNCATED") == 1 and b"PROGRESS" not in log
+    assert setup.fields(job_id, ["status"]) == ["success"]
+
+
 def test_read_job_log_reads_acknowledged_bytes_and_says_eof_at_the_end(setup):
     """Offsets count bytes; eof only once the job finished and everything was read."""
     job_id = setup.submit(command("echo"))
