@@ -81,6 +81,12 @@ ATTEMPT_ENDED = "ended"
 #: Attempt states in which a node holds (or may hold) a process of the job.
 ATTEMPTS_ON_NODE = frozenset([ATTEMPT_STARTING, ATTEMPT_RUNNING])
 DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
+#: Output past a log's cap (a command's or a service's run's), dropped by the master, is
+#: freed on its node once this much more of it was passed durably: a command or service
+#: printing for ever must not fill the node's disk. What the log keeps stays on the node
+#: until the attempt or run is forgotten (a master taking over with an older state, under
+#: best effort, min_acks 0, reads it again there).
+OUTPUT_RELEASE_BYTES = 32 * 1024 * 1024
 DEFAULT_PROGRESS_PATTERN = "PROGRESS:%percent"
 LOGS_DIR = "logs"
 

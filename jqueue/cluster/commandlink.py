@@ -150,6 +150,12 @@ class RemoteLink:
     def svc_forget(self, sid, run):
         self._submit("svc_forget", {"id": sid, "run": run}, None)
 
+    def svc_release(self, sid, run, start, end):
+        """As release, for a service's run."""
+        if self.features and "release" in self.features:
+            self._submit("svc_release", {"id": sid, "run": run, "start": start, "end": end},
+                         None)
+
     def _submit(self, method, body, done, convert=None):
         self._calls.put((method, body, done, convert))
 

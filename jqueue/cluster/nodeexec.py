@@ -49,7 +49,7 @@ BATCHED = ("exec_launch", "exec_forget")
 MAX_BATCH = 256
 #: The supervised services' methods (jqueue.exec.supervisor), when the node runs them.
 SERVICE_METHODS = ("svc_apply", "svc_control", "svc_runs", "svc_read", "svc_forget",
-                   "svc_states")
+                   "svc_states", "svc_release")
 _ENTRY_KEYS = frozenset(["id", "name", "version", "definition", "target", "seq", "run"])
 
 
@@ -214,6 +214,14 @@ class NodeExec:
     def svc_forget(self, peer, body):
         self._check(peer)
         self._supervisor.forget(_count(body, "id"), _count(body, "run"))
+        return True
+
+    def svc_release(self, peer, body):
+        """The master needs no more of a run's output from ``start`` to ``end`` (past its
+        service's log's cap): its blocks here are freed."""
+        self._check(peer)
+        self._supervisor.release(_count(body, "id"), _count(body, "run"), _count(body, "start"),
+                                 _count(body, "end"))
         return True
 
     def svc_states(self, peer, body):

@@ -160,6 +160,9 @@ class LocalLink:
     def svc_forget(self, sid, run):
         self._service_call(None, lambda sup: sup.forget(sid, run))
 
+    def svc_release(self, sid, run, start, end):
+        self._service_call(None, lambda sup: sup.release(sid, run, start, end))
+
     def _service_call(self, done, fn):
         if self._supervisor is None:
             answer = errors.CommandError("node %s runs no services" % self.name)

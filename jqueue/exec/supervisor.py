@@ -303,6 +303,12 @@ class Supervisor:
         self._require_started()
         return self._executor.read(sid, run, offset, max_bytes)
 
+    def release(self, sid, run, start, end):
+        """The master passed a run's output from start to end (its log is full): free it
+        here (Executor.release)."""
+        self._require_started()
+        self._executor.release(sid, run, start, end)
+
     def forget(self, sid, run):
         """The master copied an ended run's output: remove the run."""
         self._require_started()

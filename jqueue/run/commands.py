@@ -86,11 +86,8 @@ logger = logging.getLogger(__name__)
 FETCH_BYTES = 960 * 1024
 #: Output bytes of one attempt read ahead of the journal (not durable yet).
 INFLIGHT_BYTES = 8 * 1024 * 1024
-#: Output past the log's cap, dropped here, is freed on its node (a command printing for
-#: ever must not fill the node's disk) once this much more of it was passed durably. What
-#: the log keeps stays on the node until the attempt is forgotten: a master that takes
-#: over with an older state (best effort, min_acks 0) reads it again there.
-RELEASE_BYTES = 32 * 1024 * 1024
+#: Output past the log's cap freed on its node in pieces of at least this.
+RELEASE_BYTES = constants.OUTPUT_RELEASE_BYTES
 #: Seconds between two journaled progress changes of one job.
 PROGRESS_INTERVAL = 0.5
 #: Seconds before a node that could not be reached is tried again (NOXFER), doubling

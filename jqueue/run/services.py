@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: Output bytes read per fetch from a node.
 FETCH_BYTES = 1024 * 1024
+#: Output of a run passed over once its service's log is full, freed on its node in pieces
+#: of at least this.
+RELEASE_BYTES = constants.OUTPUT_RELEASE_BYTES
 #: Seconds before a change the disk refused is tried again.
 WRITE_RETRY = 1.0
 #: Event words of the table's own changes.
@@ -64,10 +67,11 @@ def public_view(record, reachable=True):
 class _Cursor:
     """What the master knows of a service's runs while copying their output."""
 
-    __slots__ = ("runs", "busy", "again", "fresh")
+    __slots__ = ("runs", "busy", "again", "fresh", "passed")
 
     def __init__(self):
         self.runs = {}      # run -> [output size known, ended]
+        self.passed = {}    # run -> where its output passed over (log full) is not freed
         self.busy = False   # a fetch or a refresh is in flight
         self.again = False  # news came while busy: pump again after it
         self.fresh = True   # nothing asked of the node yet (a start, a move)
@@ -625,7 +629,9 @@ class ServiceManager:
             if link is None:
                 return
             if (record.get("log_bytes") or 0) >= self._runner._log_max:
-                if self._log(name, run, size, b"", None):  # over the cap: not kept
+                batch = self._log(name, run, size, b"", None)  # over the cap: not kept
+                if batch:
+                    self._passed(name, cursor, run, out, size, batch)
                     self._pump(name)
                 return
             cursor.busy = True
@@ -637,6 +643,24 @@ class ServiceManager:
                 record["id"], max(0, (record.get("log_bytes") or 1) - 1), 1) in (b"\n", b"")
             if self._log(name, run, 0, None, _banner_end(record, run, newline)):
                 self._done(name, run)
+
+    def _passed(self, name, cursor, run, out, size, batch):
+        """The run's output from out to size was passed over (the log is full): once
+        RELEASE_BYTES of it are, durably, its node frees them (a service printing for
+        ever must not fill the node's disk)."""
+        start = cursor.passed.setdefault(run, out)
+        if size - start < RELEASE_BYTES:
+            return
+        cursor.passed[run] = size
+        batch.add_done_callback(lambda done: self._host.call(
+            self._release, name, run, start, size) if done.error is None else None)
+
+    def _release(self, name, run, start, end):
+        with self._queue._lock:
+            record = self._queue._services.get(name)
+        link = self._runner._links.get(record["node"]) if record else None
+        if link is not None and hasattr(link, "svc_release"):
+            link.svc_release(record["id"], run, start, end)
 
     def _fetched(self, name, run, offset, data):
         cursor = self._cursors.setdefault(name, _Cursor())
@@ -656,8 +680,8 @@ class ServiceManager:
 
     def _log(self, name, run, out_offset, data, own_line):
         """Journal a piece of a run's output (or a line of our own, or an empty piece
-        that only moves the run's offset) into the service's log; False if the disk
-        refused it (tried again later)."""
+        that only moves the run's offset) into the service's log; its batch (for a piece:
+        true, as True for the others), False if the disk refused it (tried again later)."""
         queue = self._queue
         with queue._lock:
             record = queue._services.get(name)
@@ -679,8 +703,7 @@ class ServiceManager:
                     queue._record_service_chunk_unlocked(
                         name, run, out_offset + len(data), b"")
                     return True
-                queue._record_service_chunk_unlocked(name, run, out_offset, data or b"")
-                return True
+                return queue._record_service_chunk_unlocked(name, run, out_offset, data or b"")
             except (errors.GenericError, OSError) as err:
                 logger.warning("cannot log the output of service %s now: %s", name,
                                errors.error_message(err))
@@ -700,7 +723,9 @@ class ServiceManager:
             except (errors.GenericError, OSError):
                 self._host.call_later(WRITE_RETRY, self._pump, name)
                 return
-        self._cursors.setdefault(name, _Cursor()).runs.pop(run, None)
+        cursor = self._cursors.setdefault(name, _Cursor())
+        cursor.runs.pop(run, None)
+        cursor.passed.pop(run, None)
         batch.add_done_callback(lambda done: self._host.call(
             self._forget, name, run) if done.error is None else None)
         self._pump(name)

@@ -134,6 +134,32 @@ def test_a_killed_noded_leaves_its_service_running_and_follows_it_again(
     wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 
+def test_a_service_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, nodeds, daemons,
+                                                                   marks):
+    """yes as a service on node2, the log capped at 1 MiB: node2's jq-noded frees the
+    output the master passed over (svc_release), so its disk holds a fraction of it."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2,
+                                            args=["--log-max-bytes", "1048576"])
+    mark = marks()
+    code, _, err = jqctl("service", "add", "chatty", "--node", "node2", "--start", "--env",
+                         "JQ_TEST_MARK=" + mark, "--", "yes", "a line of output",
+                         socket=master.socket)
+    assert code == 0, err
+    sid = view(master, "chatty")["id"]
+    output = os.path.join(test_cluster.state_dirs["node2"], "services", "attempts",
+                          "%d.1" % sid, "output")
+
+    def mostly_freed():
+        try:
+            stat = os.stat(output)
+        except FileNotFoundError:
+            return False
+        return stat.st_size > 256 << 20 and stat.st_blocks * 512 < stat.st_size // 4
+    wait_until(mostly_freed, 60, "the run's output to be freed on node2")
+    assert jqctl("service", "remove", "chatty", socket=master.socket)[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
+
+
 def test_restarts_go_on_without_a_master_and_a_failover_touches_nothing(
         tmp_path, nodeds, daemons, marks):
     """With jq-masterd killed, node3 still restarts its service when it dies; after a

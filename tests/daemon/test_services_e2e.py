@@ -226,6 +226,27 @@ def test_a_service_runs_as_an_allowed_user(daemons, mark):
     wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 
+def test_a_service_printing_for_ever_does_not_fill_the_disk(daemons, mark):
+    """yes as a service, its log capped at 1 MiB: once the log is full, its run's output
+    is freed on the disk as it is passed over, so the disk holds a fraction of it."""
+    daemon = daemons(args=["--log-max-bytes", "1048576"])
+    code, _, err = daemon.jqctl("service", "add", "chatty", "--start", "--env",
+                                "JQ_TEST_MARK=" + mark, "--", "yes", "a line of output")
+    assert code == 0, err
+    sid = view(daemon, "chatty")["id"]
+    output = os.path.join(daemon.state_dir, "services", "attempts", "%d.1" % sid, "output")
+
+    def mostly_freed():
+        try:
+            stat = os.stat(output)
+        except FileNotFoundError:
+            return False
+        return stat.st_size > 512 << 20 and stat.st_blocks * 512 < stat.st_size // 4
+    wait_until(mostly_freed, 60, "the run's output to be freed as it grows")
+    assert daemon.jqctl("service", "remove", "chatty")[0] == 0
+    assert processes_with(mark) == []
+
+
 def test_bad_requests_are_refused_clearly_and_leave_no_trace(daemon):
     """Unknown services, bad values, hostile names and paths: one clear error each, the
     daemon up, nothing recorded (no service, no event)."""
