@@ -439,16 +439,42 @@ class ClusterMaster:
         return bundle
 
     def remove_node(self, name):
-        """RemoveNode: drop a node (never the master); {"version", "unreachable"}."""
+        """RemoveNode: drop a node (never the master, nor one that command jobs or
+        services still use); {"version", "unreachable"}."""
         with self._change_lock:
             config = self.config
             self._check_other_node(config, name, "remove")
+            self._check_unused(name)
             new = _changed(config, nodes={n: s for n, s in config.nodes.items() if n != name})
             failed = self._change(new, push_to=sorted(new.nodes),
                                   extra={name: config.address(name)})
         self._drop_client(name)
+        link = self._links.pop(name, None)
+        if link is not None:
+            self.commands.host.call(self.commands.remove_link, name)
         logger.info("node %s removed; configuration version %d", name, new.version)
         return {"version": new.version, "unreachable": failed}
+
+    def _check_unused(self, name):
+        """OpPrereqError if command jobs run on node name or are pinned to it, or services
+        are placed there: removed, it would leave them running unwatched, or waiting for
+        ever (Ganeti refuses to remove a node that holds instances, likewise)."""
+        if self.commands is None:
+            return
+        jobs, services = self.commands.node_holdings(name)
+        if not jobs and not services:
+            return
+        held = []
+        if jobs:
+            held.append("command jobs running there or pinned to it: %s%s" % (
+                ", ".join(str(job_id) for job_id in jobs[:20]),
+                " (%d in all)" % len(jobs) if len(jobs) > 20 else ""))
+        if services:
+            held.append("services placed there: %s" % ", ".join(services[:20]))
+        raise errors.OpPrereqError(
+            "node %s is in use (%s); drain it (jqctl node modify %s --drain yes), let its "
+            "jobs end or cancel them, and move or remove its services first" % (
+                name, "; ".join(held), name), constants.ECODE_STATE)
 
     def modify_node(self, name, candidate, changes=None):
         """ModifyNode: make a node a master candidate or not (candidate null: unchanged),

@@ -177,6 +177,44 @@ class CommandRunner:
         if not self._stopped:
             self._nodes_changed()
 
+    def remove_link(self, name):
+        """Node name left the queue: nothing runs or is placed there from now on (a job
+        still pinned to it ends INTERR when it would start: _place)."""
+        link = self._links.pop(name, None)
+        if link is None:
+            return
+        self._pending.pop(name, None)
+        self._running.pop(name, None)
+        self._placement.remove(name)
+        timer = self._lost_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        stop = getattr(link, "stop", None)
+        if stop is not None:
+            stop()
+        if not self._stopped:
+            self._nodes_changed()
+
+    def node_holdings(self, name):
+        """What keeps node name in the queue (blocking; any thread): ([job ids whose
+        command runs there or is pinned to it], [names of services placed there])."""
+        return self._host.call_sync(self._holdings, name)
+
+    def _holdings(self, name):
+        jobs = {job_id for job_id, attempt in self._attempts.items() if attempt.node == name}
+        queue = self._queue
+        with queue._lock:
+            for job in queue._jobs.values():
+                if job.is_finalized():
+                    continue
+                if any(op.status not in constants.OPS_FINALIZED
+                       and op.input.get("OP_ID") == constants.OP_COMMAND_RUN
+                       and op.input.get("node") == name for op in job.ops):
+                    jobs.add(job.id)
+            services = sorted(record["name"] for record in queue._services.services.values()
+                              if record.get("node") == name)
+        return sorted(jobs), services
+
     def nodes_changed(self):
         """Nodes' tags, drain or offline flags changed (any thread): place and start again."""
         self._host.call(self._nodes_changed)

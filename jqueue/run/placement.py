@@ -31,6 +31,11 @@ class Placement:
         for tag in self._tags[node]:
             self._index.setdefault(tag, set()).add(node)
 
+    def remove(self, node):
+        """Node is no longer one to place on."""
+        self.set_tags(node, ())
+        del self._tags[node]
+
     def tags(self, node):
         return self._tags.get(node, frozenset())
 

@@ -368,6 +368,38 @@ def test_a_command_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, node
         wait_all_final(client, [job_id], 30)
 
 
+def test_a_node_in_use_is_not_removed_and_one_left_idle_takes_no_more_jobs(
+        tmp_path, nodeds, daemons, mark):
+    """node remove of a node running a command job and holding a service: refused (they
+    would run on unwatched), naming both; once they are gone the node is removed and
+    jobs naming it are refused as for any unknown node, while the others run on."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    with master.client() as client:
+        job_id = client.submit_job([command("sleep 60", node="node3",
+                                            env={"JQ_TEST_MARK": mark})])
+        wait_until(lambda: fields(client, job_id)["status"] == "running", what="the job")
+    code, _, err = jqctl("service", "add", "web", "--node", "node3", "--start", "--env",
+                         "JQ_TEST_MARK=" + mark, "-c", "exec sleep 600", socket=master.socket)
+    assert code == 0, err
+    code, _, err = jqctl("node", "remove", "node3", socket=master.socket)
+    assert code == 6 and "node node3 is in use" in err, err
+    assert "pinned to it: %d" % job_id in err and "services placed there: web" in err
+    assert "node3" in jqctl("node", "list", socket=master.socket)[1]
+    assert jqctl("kill", str(job_id), socket=master.socket)[0] == 0
+    assert jqctl("service", "remove", "web", socket=master.socket)[0] == 0
+    with master.client() as client:
+        wait_all_final(client, [job_id], 30)
+    wait_until(lambda: processes_with(mark) == [], what="the job's and service's processes")
+    code, out, err = jqctl("node", "remove", "node3", socket=master.socket)
+    assert code == 0, err
+    code, _, err = jqctl("run", "--node", "node3", "--", "true", socket=master.socket)
+    assert code == 6 and "unknown node node3" in err, err
+    assert jqctl("running", "--node", "node3", socket=master.socket)[0] == 4
+    code, out, err = jqctl("run", "--node", "node2", "--wait", "--", "true",
+                           socket=master.socket)
+    assert code == 0, (out, err)
+
+
 def test_a_failover_while_a_command_runs_on_a_third_node(tmp_path, nodeds, daemons):
     """The master dies while node3 runs a job; after the failover the new master follows
     it: the job completes, its outcome is recorded once and its log is whole."""
