@@ -523,10 +523,10 @@ class CommandRunner:
 
     def _dispatch(self, node):
         """Start queued attempts on node while it has free slots."""
-        if self._stopped:
+        link = self._links.get(node)
+        if self._stopped or link is None:  # (an attempt on a node gone from the queue)
             return
         heap = self._pending[node]
-        link = self._links[node]
         if not self._available(node):
             return
         while heap and self._running[node] < max(1, link.slots):
@@ -887,11 +887,11 @@ class CommandRunner:
         attempt.inflight -= size
         attempt.durable_out = max(attempt.durable_out, end)
         start = None if attempt.cap_out is None else max(attempt.cap_out, attempt.released)
+        link = self._links.get(attempt.node)
         if (start is not None and attempt.durable_out - start >= RELEASE_BYTES
-                and self._attempts.get(attempt.job_id) is attempt):
+                and self._attempts.get(attempt.job_id) is attempt and link is not None):
             attempt.released = attempt.durable_out
-            self._links[attempt.node].release(attempt.job_id, attempt.number, start,
-                                              attempt.released)
+            link.release(attempt.job_id, attempt.number, start, attempt.released)
         self._pump(attempt)
 
     def _progress_unlocked(self, job, attempt):
@@ -1028,8 +1028,9 @@ class CommandRunner:
 
     def _forget(self, attempt, error):
         self._forgetting.discard((attempt.node, attempt.job_id, attempt.number))
-        if error is None:
-            self._links[attempt.node].forget(attempt.job_id, attempt.number)
+        link = self._links.get(attempt.node)
+        if error is None and link is not None:
+            link.forget(attempt.job_id, attempt.number)
 
     def _end_unstarted(self, job_id, op_index, reason, message):
         """End a command opcode that cannot start at all (INTERR, no retry)."""
@@ -1148,14 +1149,8 @@ class CommandRunner:
         attempt.tracker = commandjob.ProgressTracker(params["progress_pattern"],
                                                      params.get("global_progress_pattern"))
         attempt.tracker.values = [state.get("progress"), state.get("global_progress")]
-        link = self._links.get(node)
-        if link is None:
-            self._attempts[job_id] = attempt
-            self._running.setdefault(node, 0)
-            self._running[node] += 1
-            self._lost(attempt, "node %s is no longer a node of this queue" % node)
-            return
         self._attempts[job_id] = attempt
+        self._running.setdefault(node, 0)
         self._running[node] += 1
         with self._queue._lock:
             job = self._queue._jobs.get(job_id)
@@ -1165,12 +1160,16 @@ class CommandRunner:
         self._look_up(attempt, state, None)
 
     def _look_up(self, attempt, state, since):
-        """Ask attempt's node about it (again, if since: the time of the first try)."""
+        """Ask attempt's node about it (again, if since: the time of the first try); lost
+        if its node is not one of the queue's (any more)."""
         if self._stopped or self._attempts.get(attempt.job_id) is not attempt:
             return
-        self._links[attempt.node].lookup(
-            attempt.job_id, attempt.number,
-            lambda info: self._looked_up(attempt, state, info, since))
+        link = self._links.get(attempt.node)
+        if link is None:
+            self._lost(attempt, "node %s is no longer a node of this queue" % attempt.node)
+            return
+        link.lookup(attempt.job_id, attempt.number,
+                    lambda info: self._looked_up(attempt, state, info, since))
 
     def _looked_up(self, attempt, state, info, since=None):
         if self._stopped:

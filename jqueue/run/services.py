@@ -656,11 +656,7 @@ class ServiceManager:
             self._release, name, run, start, size) if done.error is None else None)
 
     def _release(self, name, run, start, end):
-        with self._queue._lock:
-            record = self._queue._services.get(name)
-        link = self._runner._links.get(record["node"]) if record else None
-        if link is not None and hasattr(link, "svc_release"):
-            link.svc_release(record["id"], run, start, end)
+        self._tell_node(name, "svc_release", run, start, end)
 
     def _fetched(self, name, run, offset, data):
         cursor = self._cursors.setdefault(name, _Cursor())
@@ -731,11 +727,16 @@ class ServiceManager:
         self._pump(name)
 
     def _forget(self, name, run):
+        self._tell_node(name, "svc_forget", run)
+
+    def _tell_node(self, name, method, *args):
+        """Call method (svc_forget, svc_release) of the link to the service's node with its
+        id and args, if the node is still there and takes it."""
         with self._queue._lock:
             record = self._queue._services.get(name)
         link = self._runner._links.get(record["node"]) if record else None
-        if link is not None and hasattr(link, "svc_forget"):
-            link.svc_forget(record["id"], run)
+        if link is not None and hasattr(link, method):
+            getattr(link, method)(record["id"], *args)
 
 
 # Records

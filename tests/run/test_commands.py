@@ -495,6 +495,18 @@ def test_a_node_unreachable_when_the_master_starts_is_asked_again_not_lost(setup
     assert len(link.launched) == 1
 
 
+def test_an_attempt_on_a_node_the_queue_no_longer_has_is_lost_after_a_restart(
+        open_queue, clock, tmp_path):
+    """Reopened without the node an attempt ran on: the attempt ends NODE_LOST at once
+    (nobody could tell its end), and the runner counts no slot of that node."""
+    setup = Setup(open_queue, clock, tmp_path, nodes=("node1", "node2"))
+    job_id = setup.submit(command("sleep 9", node="node2"))
+    setup.reopen(links={"node1": setup.links["node1"]})
+    assert setup.fields(job_id, ["status", "reason"]) == ["error", "NODE_LOST"]
+    assert b"node node2 is no longer a node of this queue" in setup.log(job_id)
+    assert setup.queue.commands._running.get("node2", 0) == 0
+
+
 def test_a_node_unreachable_for_the_lost_grace_after_a_restart_loses_its_attempt(setup):
     """The node stays unreachable after the master restarted: after lost_grace its
     attempt ends NODE_LOST (and, attempts left, runs again); an error the node answers
