@@ -569,6 +569,14 @@ def banner_end(result, reason, message, output_ended_with_newline=True):
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
+def attempt_text(number, uncounted, max_attempts):
+    """An attempt as the action log and the banners count it: "attempt C of M", C the
+    attempts that count; with uncounted ones before it (held, never started), the start
+    number too, as JQ_ATTEMPT has it: "attempt 1 of 1 (start 2)"."""
+    text = "attempt %d of %d" % (number - uncounted, max_attempts)
+    return text + (" (start %d)" % number if uncounted else "")
+
+
 def banner_note(text):
     """One line of our own in the log (``* `` and text)."""
     return ("* %s\n" % text).encode("utf-8")

@@ -582,8 +582,8 @@ class CommandRunner:
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
                                                      op.input.get("global_progress_pattern"))
         self._attempts[job.id] = attempt
-        queue._record_event_unlocked("SEND", job.id, node, "attempt", "attempt %d of %d" % (
-            number, op.input["max_attempts"]))
+        queue._record_event_unlocked("SEND", job.id, node, "attempt", commandjob.attempt_text(
+            number, uncounted, op.input["max_attempts"]))
         return queue._record_state_unlocked(job)
 
     def _starting_durable(self, job_id, error):
@@ -675,8 +675,9 @@ class CommandRunner:
             op.exec_state = dict(state, state=constants.ATTEMPT_RUNNING, pid=pid,
                                  started=info.get("started"), noxfers=0)
             if pid and state.get("pid") != pid:
-                queue._record_event_unlocked("RUN", job.id, attempt.node, "attempt",
-                                             "attempt %d pid %d" % (attempt.number, pid))
+                queue._record_event_unlocked("RUN", job.id, attempt.node, "attempt", "%s pid %d" % (
+                    commandjob.attempt_text(attempt.number, state.get("uncounted", 0),
+                                            op.input["max_attempts"]), pid))
             queue._record_state_unlocked(job)
 
     def _noxfer(self, attempt, err):
@@ -999,8 +1000,7 @@ class CommandRunner:
             queue._record_event_unlocked("RETRY", job.id, attempt.node, "attempt", (
                 "attempt %d of %d again: the command never started" % (
                     counted, params["max_attempts"]) if unstarted else
-                "attempt %d of %d in %.1fs" % (attempt.number + 1, params["max_attempts"],
-                                               delay)))
+                "attempt %d of %d in %.1fs" % (counted + 1, params["max_attempts"], delay)))
             return self._retry_unlocked(job, attempt, delay)
         if held:  # back to queued, the attempt uncounted; it starts again once released
             op.exec_state = dict(state, state=constants.ATTEMPT_PENDING,

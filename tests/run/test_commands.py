@@ -150,7 +150,7 @@ def test_a_launch_answer_after_the_started_event_keeps_the_pid(setup, monkeypatc
     assert setup.fields(job_id, ["status", "pid"]) == ["running", 4242]
     runs = [e for e in setup.queue.read_events(0, {"job": job_id})["events"]
             if e["status"] == "RUN"]
-    assert [e["message"] for e in runs] == ["attempt 1 pid 4242"]
+    assert [e["message"] for e in runs] == ["attempt 1 of 1 pid 4242"]
 
 
 def test_a_shell_string_runs_through_sh_and_the_base_environment_is_minimal(setup):
@@ -1165,6 +1165,10 @@ def test_a_hold_stops_the_running_command_and_release_runs_it_again(setup):
     setup.settle()
     assert [s["attempt"] for s in setup.link.launched] == [1, 2]
     assert b"ATTEMPT : 1/1" in setup.log(job_id).split(b"* HOLD")[1]
+    sends = [e["message"] for e in setup.queue.read_events(0, {"job": job_id})["events"]
+             if e["status"] in ("SEND", "RUN")]  # as the banners count, the start number too
+    assert sends == ["attempt 1 of 1", "attempt 1 of 1 pid 1001", "attempt 1 of 1 (start 2)",
+                     "attempt 1 of 1 (start 2) pid 1002"]
     setup.end(job_id, attempt=2)
     assert setup.fields(job_id, ["status", "attempt"]) == ["success", 1]
 
