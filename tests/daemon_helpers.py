@@ -308,6 +308,18 @@ def jqop(**params):
     return dict({"OP_ID": "OP_TEST_JQUEUE"}, **params)
 
 
+def mostly_freed(path, least):
+    """A predicate: the file at path (an attempt's or a run's output) has grown past least
+    bytes and holds disk blocks for under a quarter of them (the rest freed: punched out)."""
+    def check():
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return False
+        return stat.st_size > least and stat.st_blocks * 512 < stat.st_size // 4
+    return check
+
+
 def processes_with(mark, variable="JQ_TEST_MARK"):
     """Pids of the processes whose environment holds JQ_TEST_MARK=mark (a test's commands
     carry a fresh one, so that tests running in parallel never see each other's), or

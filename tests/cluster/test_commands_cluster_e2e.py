@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 from conftest import attempt_names
-from daemon_helpers import all_canceled_and_gone, processes_with, wait_all_final
+from daemon_helpers import all_canceled_and_gone, mostly_freed, processes_with, wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
 
@@ -356,14 +356,7 @@ def test_a_command_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, node
     with master.client() as client:
         job_id = client.submit_job([command(["yes", "a line of output"], node="node2")])
         output = os.path.join(attempts_dir(test_cluster, "node2"), "%d.1" % job_id, "output")
-
-        def mostly_freed():
-            try:
-                stat = os.stat(output)
-            except FileNotFoundError:
-                return False
-            return stat.st_size > 256 << 20 and stat.st_blocks * 512 < stat.st_size // 4
-        wait_until(mostly_freed, 60, "the output to be freed on node2")
+        wait_until(mostly_freed(output, 256 << 20), 60, "the output to be freed on node2")
         client.cancel_job(job_id, True)
         wait_all_final(client, [job_id], 30)
 

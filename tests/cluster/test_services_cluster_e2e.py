@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from daemon_helpers import wait_all_final
+from daemon_helpers import mostly_freed, wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
 from test_nodes_pool_e2e import HEALTH, tag
@@ -148,14 +148,7 @@ def test_a_service_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, node
     sid = view(master, "chatty")["id"]
     output = os.path.join(test_cluster.state_dirs["node2"], "services", "attempts",
                           "%d.1" % sid, "output")
-
-    def mostly_freed():
-        try:
-            stat = os.stat(output)
-        except FileNotFoundError:
-            return False
-        return stat.st_size > 256 << 20 and stat.st_blocks * 512 < stat.st_size // 4
-    wait_until(mostly_freed, 60, "the run's output to be freed on node2")
+    wait_until(mostly_freed(output, 256 << 20), 60, "the run's output to be freed on node2")
     assert jqctl("service", "remove", "chatty", socket=master.socket)[0] == 0
     wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 from conftest import attempt_names
-from daemon_helpers import all_canceled_and_gone, processes_with, wait_all_final
+from daemon_helpers import all_canceled_and_gone, mostly_freed, processes_with, wait_all_final
 
 from jqueue import constants, errors
 from jqueue.exec import attemptdir
@@ -209,15 +209,6 @@ def test_log_prints_binary_output_byte_for_byte(daemon, tmp_path):
     assert last.stdout.startswith(b"end \xff\xfe\n") and on_disk.endswith(last.stdout)
 
 
-def output_blocks(path):
-    """(apparent size, bytes of disk blocks) of a file; (0, 0) if it is gone."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return 0, 0
-    return stat.st_size, stat.st_blocks * 512
-
-
 def test_a_command_printing_for_ever_does_not_fill_the_disk(daemons):
     """yes, with the log capped at 1 MiB: its output past the cap is freed on the disk of
     the attempts as it is passed, so the disk holds a fraction of what it printed; the
@@ -226,11 +217,7 @@ def test_a_command_printing_for_ever_does_not_fill_the_disk(daemons):
     with daemon.client() as client:
         job_id = client.submit_job([command(["yes", "a line of output"])])
         output = os.path.join(attemptdir.attempt_path(daemon.state_dir, job_id, 1), "output")
-
-        def mostly_freed():
-            size, blocks = output_blocks(output)
-            return size > 512 << 20 and blocks < size // 4
-        wait_until(mostly_freed, 60, "the output to be freed as it grows")
+        wait_until(mostly_freed(output, 512 << 20), 60, "the output to be freed as it grows")
         client.cancel_job(job_id, True)
         wait_all_final(client, [job_id], 30)
         log_bytes = client.query_jobs([job_id], ["log_bytes"])[0][0]

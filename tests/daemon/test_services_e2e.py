@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from daemon_helpers import processes_with
+from daemon_helpers import mostly_freed, processes_with
 from test_commands_e2e import wait_until
 
 from jqueue import service
@@ -235,14 +235,7 @@ def test_a_service_printing_for_ever_does_not_fill_the_disk(daemons, mark):
     assert code == 0, err
     sid = view(daemon, "chatty")["id"]
     output = os.path.join(daemon.state_dir, "services", "attempts", "%d.1" % sid, "output")
-
-    def mostly_freed():
-        try:
-            stat = os.stat(output)
-        except FileNotFoundError:
-            return False
-        return stat.st_size > 512 << 20 and stat.st_blocks * 512 < stat.st_size // 4
-    wait_until(mostly_freed, 60, "the run's output to be freed as it grows")
+    wait_until(mostly_freed(output, 512 << 20), 60, "the run's output to be freed as it grows")
     assert daemon.jqctl("service", "remove", "chatty")[0] == 0
     assert processes_with(mark) == []
 
