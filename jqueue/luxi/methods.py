@@ -185,7 +185,7 @@ class Method:
     without the cyclic collector (see jqueue.serializer.paused_collection).
     """
 
-    __slots__ = ("name", "handler", "params", "min_args", "watch", "bulk")
+    __slots__ = ("name", "handler", "params", "min_args", "watch", "bulk", "_timeout_at")
 
     def __init__(self, name, handler, params, min_args=None, watch=None, bulk=False):
         self.name = name
@@ -194,6 +194,8 @@ class Method:
         self.min_args = len(params) if min_args is None else min_args
         self.watch = watch
         self.bulk = bulk
+        names = [param for param, _ in params]
+        self._timeout_at = names.index("timeout") if watch else None
 
     def check_args(self, args):
         """Return args checked and normalized; RequestError naming method and argument."""
@@ -216,7 +218,7 @@ class Method:
 
     def timeout_of(self, args):
         """A watch method's timeout among its checked args."""
-        return args[[name for name, _ in self.params].index("timeout")]
+        return args[self._timeout_at]
 
     def _arity_text(self):
         names = ", ".join(name for name, _ in self.params)
