@@ -126,9 +126,12 @@ class RemoteLink:
     def release(self, job, attempt, start, end):
         """Tell the node it may free the attempt's output from start to end (a node that
         does not name ``release`` in its features keeps it until the attempt is forgotten)."""
+        self._release("exec_release", {"job": job, "attempt": attempt, "start": start,
+                                       "end": end})
+
+    def _release(self, method, body):
         if self.features and "release" in self.features:
-            self._submit("exec_release", {"job": job, "attempt": attempt, "start": start,
-                                          "end": end}, None)
+            self._submit(method, body, None)
 
     # Supervised services: the node's svc_* methods (jqueue.cluster.nodeexec)
 
@@ -152,9 +155,7 @@ class RemoteLink:
 
     def svc_release(self, sid, run, start, end):
         """As release, for a service's run."""
-        if self.features and "release" in self.features:
-            self._submit("svc_release", {"id": sid, "run": run, "start": start, "end": end},
-                         None)
+        self._release("svc_release", {"id": sid, "run": run, "start": start, "end": end})
 
     def _submit(self, method, body, done, convert=None):
         self._calls.put((method, body, done, convert))
