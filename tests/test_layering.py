@@ -20,7 +20,8 @@ GROUPS = {
 }
 TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
-    "ptypes": "vocabulary", "userregex": "vocabulary", "job": "model", "opcodes": "model",
+    "ptypes": "vocabulary", "userregex": "vocabulary", "holes": "vocabulary", "job": "model",
+    "opcodes": "model",
     "qlang": "model",
     "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",
     "groupjob": "model", "grouptree": "model", "joboptions": "model", "fanout": "model",

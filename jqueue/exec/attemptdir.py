@@ -49,7 +49,7 @@ import errno
 import os
 import shutil
 
-from jqueue import errors, serializer
+from jqueue import errors, holes, serializer
 from jqueue.exec.attempt import AttemptResult
 
 ATTEMPTS = "attempts"
@@ -253,36 +253,10 @@ def read_output(output, offset, max_bytes):
         os.close(fd)
 
 
-#: fallocate(2)'s flags: free a range of a file, its size unchanged.
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_BLOCK = 4096
-_libc = None
-
-
 def release_output(output, start, end):
-    """Free the disk blocks of output's bytes from start to end (the whole 4 KiB blocks
-    between), its size and other bytes unchanged: reading them gives zeros. True if done;
-    False where it cannot be (a file system without holes, the file gone)."""
-    global _libc
-    first = -(-start // _BLOCK) * _BLOCK
-    length = end - end % _BLOCK - first
-    if length <= 0:
-        return False
-    if _libc is None:
-        import ctypes
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
-                                    ctypes.c_longlong]
-    try:
-        fd = os.open(output, os.O_WRONLY)
-    except OSError:
-        return False
-    try:
-        return _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, first,
-                               length) == 0
-    finally:
-        os.close(fd)
+    """Free the disk blocks of output's bytes from start to end (reading them then gives
+    zeros); see jqueue.holes.punch."""
+    return holes.punch(output, start, end)
 
 
 def shim_log_tail(path, limit=300):
