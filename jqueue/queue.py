@@ -1399,8 +1399,10 @@ class JobQueue:
         self._service_logs.remove(sid)
         return self._service_log_waiters.collect_ready(sid, 0, True)
 
-    def read_service_log_bytes(self, sid, offset, max_bytes, final):
-        """{"data", "offset", "eof"} of a service's log: its durable bytes from offset."""
+    def read_service_log_bytes(self, sid, offset, max_bytes, final, start=0):
+        """{"data", "offset", "eof"} of a service's log: its durable bytes from offset
+        (from start, where what the log keeps begins, if offset is before it)."""
+        offset = max(offset, start)
         with self._lock:
             size = self._service_durable.get(sid, 0)
         data = b""
@@ -1411,10 +1413,12 @@ class JobQueue:
         next_offset = offset + len(data)
         return {"data": data, "offset": next_offset, "eof": final and next_offset >= size}
 
-    def watch_service_log_bytes(self, sid, offset, max_bytes, callback):
+    def watch_service_log_bytes(self, sid, offset, max_bytes, callback, start=0):
         """Call callback(read_service_log_bytes answer) once sid's durable log passes
-        offset, or the service is removed (eof); costs no thread. A handle with cancel(),
-        or None if answered at once."""
+        offset (start if before it), or the service is removed (eof); costs no thread. A
+        handle with cancel(), or None if answered at once."""
+        offset = max(offset, start)
+
         def answer(state):
             callback(self.read_service_log_bytes(sid, offset, max_bytes, state[1]))
         with self._lock:
@@ -1681,11 +1685,12 @@ class JobQueue:
         return deleted
 
     def _take_services_unlocked(self):
-        """The service table's bytes if it changed since the last write (else None)."""
+        """The service table's bytes if it changed since the last write (else None), and
+        where each service's log starts ({id: log_start}; see _materialize)."""
         if not self._services.dirty:
             return None
         self._services.dirty = False
-        return self._services.snapshot()
+        return self._services.snapshot(), self._services.log_starts()
 
     def _materialize(self, dirty, archiving, serial, deleted=(), position=None,
                      services=None):
@@ -1716,7 +1721,10 @@ class JobQueue:
         self._service_logs.sync()
         self._events.sync()
         if services is not None:
-            self._services.write(services)
+            self._services.write(services[0])
+            # The file says where each log starts now: the bytes before go for good.
+            for sid, start in services[1].items():
+                self._service_logs.drop_before(sid, start)
         self._dir.write_serial(serial, sync=False)
         if position is not None:
             self._dir.write_replica_position(position)

@@ -308,16 +308,27 @@ def jqop(**params):
     return dict({"OP_ID": "OP_TEST_JQUEUE"}, **params)
 
 
+def allocated(path):
+    """Bytes of disk the file at path holds."""
+    return os.stat(path).st_blocks * 512
+
+
 def mostly_freed(path, least):
     """A predicate: the file at path (an attempt's or a run's output) has grown past least
     bytes and holds disk blocks for under a quarter of them (the rest freed: punched out)."""
     def check():
         try:
-            stat = os.stat(path)
+            return os.path.getsize(path) > least and allocated(path) < least // 4
         except FileNotFoundError:
             return False
-        return stat.st_size > least and stat.st_blocks * 512 < stat.st_size // 4
     return check
+
+
+#: A service's shell command printing 300,000 numbered lines (8.3 MB) in 30 bursts, then
+#: sleeping; and a log_max_bytes it passes eight times.
+BURSTS = ("for k in $(seq 0 29); do seq $((k * 10000 + 1)) $((k * 10000 + 10000)) | "
+          "sed 's/$/ a line of its output/'; sleep 0.05; done; exec sleep 600")
+KEEP = 1 << 20
 
 
 def processes_with(mark, variable="JQ_TEST_MARK"):

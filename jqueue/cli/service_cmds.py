@@ -29,7 +29,8 @@ STATE_FIELDS = (
     ("exit_status", "Exit", "number"), ("signal", "Signal", "number"),
     ("target", "Target", "text"), ("version", "Version", "number"),
     ("reachable", "Reachable", "text"), ("retry_at", "Retry_at", "time"),
-    ("log_bytes", "Log_bytes", "number"), ("message", "Message", "text"), ("id", "Id", "number"),
+    ("log_bytes", "Log_bytes", "number"), ("log_start", "Log_start", "number"),
+    ("message", "Message", "text"), ("id", "Id", "number"),
 )
 DEFAULT_FIELDS = ("name", "state", "node", "pid", "run", "since", "restarts")
 DEFINITION_FIELDS = tuple(n for n in service.PARAM_NAMES if n not in ("name", "node"))

@@ -610,11 +610,15 @@ def resync_services(queue, remote):
 
 def resync_service_logs(queue, remote):
     """Yield [[service id, offset, base64 bytes], ...] pieces bringing a replica's service
-    logs to the master's length (written, as resync_logs says)."""
-    theirs = remote.get("service_logs") or {}
+    logs to the master's length (written, as resync_logs says), each from its start at
+    least (the bytes before are dropped)."""
+    theirs = dict(remote.get("service_logs") or {})
     with queue._lock:
-        wanted = [(record["id"], record.get("log_bytes") or 0)
-                  for record in queue._services.services.values()]
+        wanted = []
+        for record in queue._services.services.values():
+            wanted.append((record["id"], record.get("log_bytes") or 0))
+            key = str(record["id"])
+            theirs[key] = max(theirs.get(key, 0), record.get("log_start") or 0)
     yield from _log_pieces(queue._service_logs, wanted, theirs)
 
 

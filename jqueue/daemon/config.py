@@ -344,7 +344,14 @@ OPTIONS = (
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line. Past it only the last piece of the output is read (its progress is still "
-           "followed) and the rest is freed on its node's disk as it is passed.",
+           "followed) and the rest is freed on its node's disk as it is passed. A service's "
+           "log keeps its end instead: once it holds a quarter more, its start (log_start) "
+           "moves on to keep the last BYTES from the start of a line, and the bytes before "
+           "are freed on the disk (offsets never change: reading from before the start "
+           "reads from it). Output waiting on the node beyond what the log keeps (a service "
+           "printing faster than its log is written, or while no master was there) is "
+           "skipped after a line \"* SKIPPED: N bytes of output of run R\", and a run's "
+           "output more than BYTES behind is freed on its node's disk.",
            flag="--log-max-bytes", metavar="BYTES",
            default_doc="%d (64 MiB)" % constants.DEFAULT_LOG_MAX_BYTES),
 ) + command_options("masterd") + (

@@ -15,7 +15,11 @@ service table (jqueue.store.services: journaled and replicated like jobs):
 - the service's log: the output of every run (unless stdout and stderr go to files),
   between ``* `` lines of our own, copied from the node as journal records exactly like
   a command job's log (``out``: bytes of each run copied; ``done_run``: the last run
-  copied to its end, after which the node may forget it).
+  copied to its end, after which the node may forget it). Unlike a job's, it keeps its
+  end: past a quarter more than ``log_max_bytes`` its ``log_start`` moves on (the bytes
+  before are dropped from the file by the next checkpoint: jqueue.store.services), output
+  waiting on the node beyond what the log would keep is skipped, and a run's output out of
+  the log for good is freed on its node.
 
 Requests (add, modify, remove, start, stop, restart) are journaled, acknowledged, then
 sent to the node; a node that does not answer gets them when it answers again (each
@@ -41,9 +45,11 @@ logger = logging.getLogger(__name__)
 
 #: Output bytes read per fetch from a node.
 FETCH_BYTES = 1024 * 1024
-#: Output of a run passed over once its service's log is full, freed on its node in pieces
-#: of at least this.
+#: Output of a run out of its service's log for good, freed on its node in pieces of at
+#: least this.
 RELEASE_BYTES = constants.OUTPUT_RELEASE_BYTES
+#: Bytes before a log's new start searched for the start of a line.
+LINE_SEARCH = 64 * 1024
 #: Seconds before a change the disk refused is tried again.
 WRITE_RETRY = 1.0
 #: Event words of the table's own changes.
@@ -59,6 +65,7 @@ def public_view(record, reachable=True):
     view = {key: record.get(key) for key in (
         "name", "id", "node", "state", "since", "pid", "run", "exit_status", "signal",
         "message", "retry_at", "restarts", "failures", "target", "version", "log_bytes")}
+    view["log_start"] = record.get("log_start") or 0
     view["reachable"] = reachable
     view["definition"] = dict(record["def"])
     return view
@@ -67,11 +74,12 @@ def public_view(record, reachable=True):
 class _Cursor:
     """What the master knows of a service's runs while copying their output."""
 
-    __slots__ = ("runs", "busy", "again", "fresh", "passed")
+    __slots__ = ("runs", "busy", "again", "fresh", "passed", "skipped")
 
     def __init__(self):
         self.runs = {}      # run -> [output size known, ended]
-        self.passed = {}    # run -> where its output passed over (log full) is not freed
+        self.passed = {}    # run -> where its output not freed on its node begins
+        self.skipped = set()  # runs whose output was skipped to the middle of a line
         self.busy = False   # a fetch or a refresh is in flight
         self.again = False  # news came while busy: pump again after it
         self.fresh = True   # nothing asked of the node yet (a start, a move)
@@ -216,13 +224,15 @@ class ServiceManager:
         exists)."""
         with self._queue._lock:
             record = self._known_unlocked(name)
-        return self._queue.read_service_log_bytes(record["id"], offset, max_bytes, False)
+        return self._queue.read_service_log_bytes(record["id"], offset, max_bytes, False,
+                                                  record.get("log_start") or 0)
 
     def watch_log(self, name, offset, max_bytes, callback):
         """Call callback(read_log answer) once the log passes offset; costs no thread."""
         with self._queue._lock:
             record = self._known_unlocked(name)
-        return self._queue.watch_service_log_bytes(record["id"], offset, max_bytes, callback)
+        return self._queue.watch_service_log_bytes(record["id"], offset, max_bytes, callback,
+                                                   record.get("log_start") or 0)
 
     # Helpers of the public side
 
@@ -628,32 +638,78 @@ class ServiceManager:
             link = self._runner._links.get(record["node"])
             if link is None:
                 return
-            if (record.get("log_bytes") or 0) >= self._runner._log_max:
-                batch = self._log(name, run, size, b"", None)  # over the cap: not kept
-                if batch:
-                    self._passed(name, cursor, run, out, size, batch)
-                    self._pump(name)
+            keep = self._runner._log_max
+            if size - out > keep:
+                self._skip(name, cursor, record, run, out, size - keep)
                 return
             cursor.busy = True
             link.svc_read(record["id"], run, out, FETCH_BYTES,
                           lambda data: self._fetched(name, run, out, data))
             return
         if ended:
-            newline = self._queue._service_logs.read(
-                record["id"], max(0, (record.get("log_bytes") or 1) - 1), 1) in (b"\n", b"")
-            if self._log(name, run, 0, None, _banner_end(record, run, newline)):
+            if self._log(name, run, 0, None, _banner_end(record, run, self._at_line(record))):
                 self._done(name, run)
 
-    def _passed(self, name, cursor, run, out, size, batch):
-        """The run's output from out to size was passed over (the log is full): once
-        RELEASE_BYTES of it are, durably, its node frees them (a service printing for
-        ever must not fill the node's disk)."""
-        start = cursor.passed.setdefault(run, out)
-        if size - start < RELEASE_BYTES:
+    def _at_line(self, record):
+        """Whether the service's log ends a line (or is empty)."""
+        return self._queue._service_logs.read(
+            record["id"], max(0, (record.get("log_bytes") or 1) - 1), 1) in (b"\n", b"")
+
+    def _skip(self, name, cursor, record, run, out, to):
+        """More of the run's output waits than the log keeps (it printed faster than it
+        was copied, or while no master copied): what the log would drop unread is passed
+        over, after a line saying so."""
+        line = "%s* SKIPPED: %d bytes of output of run %d, beyond what the log keeps " \
+            "(log_max_bytes %d)\n" % ("" if self._at_line(record) else "\n", to - out, run,
+                                       self._runner._log_max)
+        if self._log(name, run, 0, None, line.encode()):
+            batch = self._log(name, run, to, b"", None)
+            if batch:
+                cursor.skipped.add(run)
+                self._release_behind(name, cursor, run, to, batch)
+                self._pump(name)
+
+    def _release_behind(self, name, cursor, run, out, batch):
+        """The run's output up to out is in the log (or passed over) once batch is
+        durable; what lies more than log_max_bytes before out is then out of the log for
+        good, and its node frees it in pieces of RELEASE_BYTES or more (a service printing
+        for months must not fill its node's disk)."""
+        start = cursor.passed.get(run, 0)
+        end = out - self._runner._log_max
+        if end - start < RELEASE_BYTES:
             return
-        cursor.passed[run] = size
+        cursor.passed[run] = end
         batch.add_done_callback(lambda done: self._host.call(
-            self._release, name, run, start, size) if done.error is None else None)
+            self._release, name, run, start, end) if done.error is None else None)
+
+    def _rotate(self, name):
+        """Once the log holds a quarter more than log_max_bytes durably, its start moves
+        on to keep its last log_max_bytes (from the start of a line, if one begins in the
+        64 KiB before): the bytes before are dropped from its file by the next checkpoint."""
+        queue = self._queue
+        keep = self._runner._log_max
+        with queue._lock:
+            record = queue._services.get(name)
+            if record is None:
+                return
+            end = queue._service_durable.get(record["id"], 0)  # what readers can have
+        start = record.get("log_start") or 0
+        if end - start <= keep + keep // 4:
+            return
+        cut = end - keep
+        before = queue._service_logs.read(record["id"], max(start, cut - LINE_SEARCH),
+                                          min(LINE_SEARCH, cut - start))
+        if b"\n" in before:
+            cut -= len(before) - before.rindex(b"\n") - 1
+        with queue._lock:
+            record = queue._services.get(name)
+            if record is None or (record.get("log_start") or 0) >= cut:
+                return
+            try:
+                queue._record_service_unlocked(name, dict(record, log_start=cut))
+            except (errors.GenericError, OSError) as err:
+                logger.warning("cannot move the start of service %s's log now: %s", name,
+                               errors.error_message(err))  # again after the next piece
 
     def _release(self, name, run, start, end):
         self._tell_node(name, "svc_release", run, start, end)
@@ -668,10 +724,19 @@ class ServiceManager:
                            errors.error_message(data))
             self._host.call_later(WRITE_RETRY, self._refresh, name)
             return
-        if data:
-            self._log(name, run, offset, data, None)
-        else:
+        if not data:
             cursor.runs.get(run, [0, False])[0] = offset  # the node has no more
+            self._pump(name)
+            return
+        line_end = 0
+        if run in cursor.skipped:
+            line_end = data.find(b"\n") + 1  # the line a skip cut is not kept either
+        batch = self._log(name, run, offset + line_end, data[line_end:], None)
+        if batch:
+            cursor.skipped.discard(run)
+            self._release_behind(name, cursor, run, offset + len(data), batch)
+            batch.add_done_callback(lambda done: self._host.call(
+                self._rotate, name) if done.error is None else None)
         self._pump(name)
 
     def _log(self, name, run, out_offset, data, own_line):
@@ -688,16 +753,6 @@ class ServiceManager:
                     queue._record_service_chunk_unlocked(name, 0, 0, own_line)
                     if str(run) not in (queue._services.get(name).get("out") or {}):
                         queue._record_service_chunk_unlocked(name, run, 0, b"")
-                    return True
-                room = self._runner._log_max - (record.get("log_bytes") or 0)
-                if data and len(data) > room:
-                    marker = ("\n* LOG FULL: the log reached %d bytes (log_max_bytes); "
-                              "later output is not kept\n" % self._runner._log_max)
-                    queue._record_service_chunk_unlocked(name, run, out_offset,
-                                                         data[:max(0, room)])
-                    queue._record_service_chunk_unlocked(name, 0, 0, marker.encode())
-                    queue._record_service_chunk_unlocked(
-                        name, run, out_offset + len(data), b"")
                     return True
                 return queue._record_service_chunk_unlocked(name, run, out_offset, data or b"")
             except (errors.GenericError, OSError) as err:

@@ -15,13 +15,16 @@ the bytes (jqueue.queue.JobQueue.replicated_frames).
 
 Files are opened per call through a small cache of descriptors (a daemon may follow
 thousands of logs; the cache keeps the busiest ones open).
+
+A service's log keeps only its end (jqueue.run.services): the bytes before its start are
+punched out of the file (drop_before), which keeps its size, so that offsets never change.
 """
 
 import collections
 import os
 import threading
 
-from jqueue import errors
+from jqueue import errors, holes
 from jqueue.store import faults, fsutil
 
 #: Descriptors kept open for writing.
@@ -48,6 +51,7 @@ class LogStore:
         self._dirty = set()
         self._created = False  # a file was made since the directory was last synced
         self._made = False
+        self._dropped = {}  # log id -> bytes at its start punched out (drop_before)
 
     def file_path(self, job_id):
         """The log file of job_id (an int: never a path from a caller)."""
@@ -142,6 +146,16 @@ class LogStore:
                 self._created = self._created or created
             raise
 
+    def drop_before(self, job_id, offset):
+        """Free the disk blocks of job_id's log before offset (those whole blocks): its
+        size and its other bytes unchanged, reading them gives zeros. Asked again for the
+        same offset, nothing is done; where holes cannot be made, the bytes stay."""
+        with self._lock:
+            if offset <= self._dropped.get(job_id, 0):
+                return
+            self._dropped[job_id] = offset
+        holes.punch(self.file_path(job_id), 0, offset)
+
     def remove(self, job_id):
         """Delete job_id's log (retention); True if there was one."""
         with self._lock:
@@ -149,6 +163,7 @@ class LogStore:
             if fd is not None:
                 os.close(fd)
             self._dirty.discard(job_id)
+            self._dropped.pop(job_id, None)
             try:
                 os.unlink(self.file_path(job_id))
             except FileNotFoundError:

@@ -121,11 +121,13 @@ def _trim_logs(logs, state, replay):
 
 
 def _recover_services(services, service_logs, replay):
-    """Cut services' logs back to what their records acknowledge; write the table if the
-    journal changed it (before the journal is reset)."""
+    """Cut services' logs back to what their records acknowledge and drop what they no
+    longer keep; write the table if the journal changed it (before the journal is reset)."""
     if service_logs is not None:
         for record in services.services.values():
             service_logs.truncate(record["id"], record.get("log_bytes") or 0)
+            # Replayed pieces may have written again what the log no longer keeps.
+            service_logs.drop_before(record["id"], record.get("log_start") or 0)
     if replay.services_changed:
         if service_logs is not None:
             service_logs.sync()

@@ -8,7 +8,10 @@ state, kept by the queue and journaled, replicated and replayed like jobs.
 A record is a plain dict (see jqueue.run.services for its keys): ``id`` (never reused:
 ``next_id`` only grows), ``name``, ``version``, ``def`` (the definition), ``node``, the
 last request (``target``, ``seq``) and the state the node last reported, plus the
-service's log: ``log_bytes`` and ``out`` ({run: bytes of that run's output logged}).
+service's log: ``log_bytes`` (its length), ``log_start`` (where what it keeps begins: its
+end only is kept, and the bytes before are dropped from the file, its offsets unchanged,
+once a checkpoint wrote the record saying so) and ``out`` ({run: bytes of that run's output
+logged}).
 
 Changes are journal records (jqueue.store.records): ``{"t": "svc", "n": name, "s":
 record or null, "i": next id}`` sets (or removes) one service as a whole, so replaying
@@ -102,6 +105,11 @@ class ServiceTable:
                 self.dirty = True
                 return True
         return False
+
+    def log_starts(self):
+        """{service id: log_start} of the services whose log dropped its beginning."""
+        return {record["id"]: record["log_start"] for record in self.services.values()
+                if record.get("log_start")}
 
     def snapshot(self):
         """The table as the file's bytes."""

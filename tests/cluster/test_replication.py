@@ -488,6 +488,43 @@ def test_a_new_candidate_is_resynced_with_the_logs(cluster, tmp_path):
         late.close()
 
 
+def test_a_new_candidate_gets_a_service_log_from_where_it_starts(cluster, tmp_path):
+    """A service's log whose start moved on (it keeps its end only): a candidate added
+    later is sent its bytes from that start, not the dropped ones before it; after a
+    checkpoint both copies hold only those on the disk."""
+    cl = cluster(candidates=1)
+    queue = cl.queue
+    with queue._lock:
+        queue._record_service_unlocked("web", {"id": 1, "name": "web", "log_bytes": 0})
+        for number in range(2000):
+            queue._record_service_chunk_unlocked("web", 0, 0, b"line %05d\n" % number)
+        record = queue._services.get("web")
+        batch = queue._record_service_unlocked("web", dict(record, log_start=16500))
+    batch.wait(10)
+    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+    client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
+    try:
+        cl.replicator.add_peer("late", client)
+        cl.replicator.set_min_acks(2)
+        with queue._lock:
+            batch = queue._record_service_chunk_unlocked("web", 0, 0, b"after\n")
+        batch.wait(10)
+        assert client.calls["resync_digests"] >= 1
+        kept = queue._service_logs.read(1, 16500, 1 << 20)
+        assert kept.startswith(b"line 01500\n") and kept.endswith(b"line 01999\nafter\n")
+        copy = late.queue._service_logs
+        assert copy.size(1) == 22006 and copy.read(1, 16500, 1 << 20) == kept
+        assert copy.read(1, 0, 4096) == bytes(4096)  # never sent
+        queue.checkpoint()
+        late.queue.checkpoint()
+        for logs in (queue._service_logs, copy):
+            assert os.stat(logs.file_path(1)).st_blocks * 512 <= 8192
+            assert logs.read(1, 16500, 1 << 20) == kept
+    finally:
+        cl.replicator.remove_peer("late")
+        late.close()
+
+
 def test_a_candidate_resynced_while_a_log_piece_awaits_its_acks_gets_the_piece(
         cluster, tmp_path):
     """A log piece journaled, not acknowledged yet, when a new candidate's resync starts:

@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from daemon_helpers import mostly_freed, wait_all_final
+from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
 from test_nodes_pool_e2e import HEALTH, tag
@@ -150,6 +150,43 @@ def test_a_service_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, node
                           "%d.1" % sid, "output")
     wait_until(mostly_freed(output, 256 << 20), 60, "the run's output to be freed on node2")
     assert jqctl("service", "remove", "chatty", socket=master.socket)[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
+
+
+def test_a_logs_kept_end_is_the_same_on_a_candidate_that_was_down_and_took_over(
+        tmp_path, nodeds, daemons, marks):
+    """A service on node3 prints 8 MB, its log kept to 1 MiB, while candidate node2 is
+    down (it catches up when started again): after a failover to node2 the log reads the
+    same, from the same start, and node2's copy holds no more than it keeps on the disk."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3,
+                                                  args=["--log-max-bytes", str(KEEP)])
+    mark = marks()
+    code, _, err = jqctl("service", "add", "counter", "--node", "node3", "--env",
+                         "JQ_TEST_MARK=" + mark, "-c", BURSTS, socket=master.socket)
+    assert code == 0, err
+    started["node2"].stop(signal.SIGKILL)
+    assert jqctl("service", "start", "counter", socket=master.socket)[0] == 0
+    wait_until(lambda: jqctl("service", "log", "-n", "1", "counter", socket=master.socket)[
+        1] == "300000 a line of its output\n", 60, "the whole output in the log")
+    started["node2"].start()
+    shown = view(master, "counter")
+    assert shown["log_start"] > 0
+    kept = jqctl("service", "log", "counter", socket=master.socket)[1]
+    assert kept.startswith(kept.split()[0] + " a line") and "SKIPPED" not in kept
+    copy = os.path.join(test_cluster.state_dirs["node2"], "logs", "services",
+                        "%d.log" % shown["id"])
+    wait_until(lambda: os.path.exists(copy) and os.path.getsize(copy) == shown["log_bytes"],
+               60, "node2 to catch up")
+    old = test_cluster.master
+    master.kill()
+    started[old].proc.send_signal(signal.SIGKILL)
+    started[old].proc.wait(10)
+    winner, _ = _fail_over(test_cluster, ["node2"])
+    new_master = daemons(test_cluster.state_dirs[winner])
+    assert view(new_master, "counter")["log_start"] == shown["log_start"]
+    assert jqctl("service", "log", "counter", socket=new_master.socket)[1] == kept
+    assert allocated(copy) <= len(kept.encode()) + (64 << 10)
+    assert jqctl("service", "remove", "counter", socket=new_master.socket)[0] == 0
     wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 

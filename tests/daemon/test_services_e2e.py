@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from daemon_helpers import mostly_freed, processes_with
+from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, processes_with
 from test_commands_e2e import wait_until
 
 from jqueue import service
@@ -227,8 +227,9 @@ def test_a_service_runs_as_an_allowed_user(daemons, mark):
 
 
 def test_a_service_printing_for_ever_does_not_fill_the_disk(daemons, mark):
-    """yes as a service, its log capped at 1 MiB: once the log is full, its run's output
-    is freed on the disk as it is passed over, so the disk holds a fraction of it."""
+    """yes as a service, its log kept to 1 MiB: it prints faster than the log is written,
+    so what the log would drop unread is passed over (a line says so) and freed on the
+    disk, and the log itself holds about its last 1 MiB on the disk, growing on."""
     daemon = daemons(args=["--log-max-bytes", "1048576"])
     code, _, err = daemon.jqctl("service", "add", "chatty", "--start", "--env",
                                 "JQ_TEST_MARK=" + mark, "--", "yes", "a line of output")
@@ -236,8 +237,54 @@ def test_a_service_printing_for_ever_does_not_fill_the_disk(daemons, mark):
     sid = view(daemon, "chatty")["id"]
     output = os.path.join(daemon.state_dir, "services", "attempts", "%d.1" % sid, "output")
     wait_until(mostly_freed(output, 512 << 20), 60, "the run's output to be freed as it grows")
+    log = os.path.join(daemon.state_dir, "logs", "services", "%d.log" % sid)
+    wait_until(lambda: os.path.getsize(log) > 256 << 20, 60, "the log to pass 256 MiB")
+    assert allocated(log) < os.path.getsize(log) // 2  # checkpoints drop its beginning
+    kept = daemon.jqctl("service", "log", "chatty")[1]
+    assert kept.count("a line of output\n") > 50000 and "* SKIPPED: " in kept
     assert daemon.jqctl("service", "remove", "chatty")[0] == 0
     assert processes_with(mark) == []
+
+
+def test_a_services_log_keeps_its_end_and_drops_the_rest(daemons, mark):
+    """A service printing 8 MB, its log kept to 1 MiB: the log holds its last 1 MiB or a
+    little more, from the start of a line, every line up to the last; read from 0 it
+    begins there (log_start), its file holds no more on the disk than that, and so again
+    after jq-masterd is killed and started again."""
+    daemon = daemons(args=["--log-max-bytes", str(KEEP)])
+    code, _, err = daemon.jqctl("service", "add", "counter", "--start", "--env",
+                                "JQ_TEST_MARK=" + mark, "-c", BURSTS)
+    assert code == 0, err
+    last = b"300000 a line of its output\n"
+    wait_until(lambda: view(daemon, "counter")["log_bytes"] > 8_000_000, 60,
+               what="the whole output in the log")
+    with daemon.client() as client:
+        wait_until(lambda: client.read_service_log(
+            "counter", view(daemon, "counter")["log_bytes"] - len(last), exact=True)[
+                "data"] == last, 30, "the last line in the log")
+    shown = view(daemon, "counter")
+    start, end = shown["log_start"], shown["log_bytes"]
+    assert KEEP <= end - start <= KEEP + KEEP // 4
+    path = os.path.join(daemon.state_dir, "logs", "services", "%d.log" % shown["id"])
+    assert os.path.getsize(path) == end
+
+    def whole_log():
+        code, out, err = daemon.jqctl("service", "log", "counter")
+        assert code == 0, err
+        return out
+    kept = whole_log()
+    assert len(kept.encode()) == end - start
+    lines = kept.splitlines()
+    first = int(lines[0].split()[0])
+    assert lines == ["%d a line of its output" % n for n in range(first, 300001)]
+    assert "SKIPPED" not in kept
+    daemon.kill()
+    daemon.start()
+    assert allocated(path) <= end - start + (64 << 10)  # dropped by the recovery
+    assert view(daemon, "counter")["log_start"] == start
+    assert whole_log() == kept
+    assert daemon.jqctl("service", "log", "-n", "2", "counter")[1].splitlines() == lines[-2:]
+    assert daemon.jqctl("service", "remove", "counter")[0] == 0
 
 
 def test_bad_requests_are_refused_clearly_and_leave_no_trace(daemon):
