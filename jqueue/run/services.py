@@ -74,7 +74,7 @@ def public_view(record, reachable=True):
 class _Cursor:
     """What the master knows of a service's runs while copying their output."""
 
-    __slots__ = ("runs", "busy", "again", "fresh", "passed", "skipped")
+    __slots__ = ("runs", "busy", "again", "stale", "fresh", "passed", "skipped")
 
     def __init__(self):
         self.runs = {}      # run -> [output size known, ended]
@@ -82,6 +82,7 @@ class _Cursor:
         self.skipped = set()  # runs whose output was skipped to the middle of a line
         self.busy = False   # a fetch or a refresh is in flight
         self.again = False  # news came while busy: pump again after it
+        self.stale = False  # a refresh was asked while busy: refresh after it
         self.fresh = True   # nothing asked of the node yet (a start, a move)
 
 
@@ -584,7 +585,7 @@ class ServiceManager:
         if record is None or self._stopped:
             return
         if cursor.busy:
-            cursor.again = True
+            cursor.stale = True  # asked again once the call in flight is answered
             return
         link = self._runner._links.get(record["node"])
         if link is None or not hasattr(link, "svc_runs"):
@@ -596,6 +597,10 @@ class ServiceManager:
         cursor = self._cursors.setdefault(name, _Cursor())
         cursor.busy = False
         if isinstance(runs, Exception) or self._stopped:
+            return
+        if cursor.stale:  # news since the question: this answer may predate it
+            cursor.stale = False
+            self._refresh(name)
             return
         cursor.fresh = False
         for info in runs:
@@ -726,7 +731,7 @@ class ServiceManager:
             return
         if not data:
             cursor.runs.get(run, [0, False])[0] = offset  # the node has no more
-            self._pump(name)
+            self._next(name, cursor)
             return
         line_end = 0
         if run in cursor.skipped:
@@ -737,7 +742,17 @@ class ServiceManager:
             self._release_behind(name, cursor, run, offset + len(data), batch)
             batch.add_done_callback(lambda done: self._host.call(
                 self._rotate, name) if done.error is None else None)
-        self._pump(name)
+        self._next(name, cursor)
+
+    def _next(self, name, cursor):
+        """After a fetch: ask the node about the runs again if news came meanwhile (a run
+        ended or began: without it, a run's end would wait for the next news), else copy
+        on."""
+        if cursor.stale:
+            cursor.stale = False
+            self._refresh(name)
+        else:
+            self._pump(name)
 
     def _log(self, name, run, out_offset, data, own_line):
         """Journal a piece of a run's output (or a line of our own, or an empty piece

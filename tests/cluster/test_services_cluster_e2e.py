@@ -153,6 +153,37 @@ def test_a_service_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, node
     wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 
+def test_a_run_ending_while_its_output_is_read_ends_in_the_log_and_the_next_is_copied(
+        tmp_path, nodeds, daemons, marks):
+    """A service on node2 printing without pause is stopped: its run ends while the master
+    reads a piece of its output, and that news must not be lost (the master waited for
+    the next news of the service, which may never come: the run's end missing from the
+    log, its output never forgotten on node2, the next run's output never copied)."""
+    _, _, master = start_cluster(tmp_path, nodeds, daemons, 2)
+    mark = marks()
+    code, _, err = jqctl("service", "add", "chatty", "--node", "node2", "--start", "--env",
+                         "JQ_TEST_MARK=" + mark, "--", "yes", "a line of output",
+                         socket=master.socket)
+    assert code == 0, err
+    wait_until(lambda: view(master, "chatty")["log_bytes"] > 4 << 20, 30, "output logged")
+
+    def stopped_and_logged(run):
+        assert jqctl("service", "stop", "chatty", socket=master.socket)[0] == 0
+        wait_until(lambda: jqctl("service", "log", "-n", "1", "chatty", socket=master.socket)[
+            1] == "* END run %d ********************************\n" % run, 30,
+            "the end of run %d in the log" % run)
+        return view(master, "chatty")["log_bytes"]
+    end = stopped_and_logged(1)
+    assert jqctl("service", "start", "chatty", socket=master.socket)[0] == 0
+    with master.client() as client:
+        wait_until(lambda: client.read_service_log("chatty", end, 200)["data"].startswith(
+            "* START run 2 "), 30, "run 2 in the log")
+    wait_until(lambda: view(master, "chatty")["log_bytes"] > end + (4 << 20), 30,
+               "run 2's output logged")
+    stopped_and_logged(2)
+    assert jqctl("service", "remove", "chatty", socket=master.socket)[0] == 0
+
+
 def test_a_logs_kept_end_is_the_same_on_a_candidate_that_was_down_and_took_over(
         tmp_path, nodeds, daemons, marks):
     """A service on node3 prints 8 MB, its log kept to 1 MiB, while candidate node2 is
