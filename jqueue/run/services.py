@@ -165,6 +165,8 @@ class ServiceManager:
                 new.update(_moved(record, node, "moved from %s by a change of its placement"
                                   % old_node))
             batch = self._journal_unlocked(name, new, None, undo=record)
+            if node != old_node:
+                self._leave_run_unlocked(name, record)
             queue._record_event_unlocked(
                 EVENT_MOVED if node != old_node else "MODIFIED", 0, node, "service",
                 _say(new, "definition version %d%s" % (
@@ -568,6 +570,8 @@ class ServiceManager:
                 logger.warning("cannot record service %s down now: %s", name, err)
                 self._host.call_later(WRITE_RETRY, self._take_down, name, node)
                 return
+            if target is not None:
+                self._leave_run_unlocked(name, record)
             queue._record_event_unlocked(word, 0, new["node"], "service",
                                          _say(new, new["message"]), service=name)
         if target is not None:
@@ -655,6 +659,23 @@ class ServiceManager:
             if self._log(name, run, 0, None, _banner_end(record, run, self._at_line(record))):
                 self._done(name, run)
 
+    def _leave_run_unlocked(self, name, old):
+        """The service moved off the node of old (its record before): its last run there,
+        if its output was being copied, ends in the log with lines saying that the rest of
+        it is not kept (_moved gives it up), rather than with nothing."""
+        run = old.get("run") or 0
+        if run <= (old.get("done_run") or 0) or str(run) not in (old.get("out") or {}):
+            return
+        line = "%s* MOVED : to %s; what run %d printed on %s after this is not kept\n" % (
+            "" if self._at_line(old) else "\n", self._queue._services.get(name)["node"], run,
+            old["node"])
+        try:
+            self._queue._record_service_chunk_unlocked(name, 0, 0, (
+                line + "* END run %d %s\n" % (run, "*" * 32)).encode())
+        except (errors.GenericError, OSError) as err:
+            logger.warning("cannot log the move of service %s: %s", name,
+                           errors.error_message(err))
+
     def _at_line(self, record):
         """Whether the service's log ends a line (or is empty)."""
         return self._queue._service_logs.read(
@@ -723,6 +744,11 @@ class ServiceManager:
         cursor = self._cursors.setdefault(name, _Cursor())
         cursor.busy = False
         if self._stopped:
+            return
+        with self._queue._lock:
+            record = self._queue._services.get(name)
+        if record is None or run <= (record.get("done_run") or 0):
+            self._next(name, cursor)  # given up meanwhile (moved, removed)
             return
         if isinstance(data, Exception):
             logger.warning("service %s: reading the output of run %d failed: %s", name, run,

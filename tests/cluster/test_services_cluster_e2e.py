@@ -317,8 +317,9 @@ def test_after_a_node_restart_autostart_services_start_again(tmp_path, nodeds, d
 def test_a_lost_node_takes_its_services_down_and_a_movable_one_moves(tmp_path, nodeds,
                                                                      daemons, marks):
     """node3 frozen past lost_grace: its pinned service is STOPPED, its movable one runs
-    on node2; when node3 answers again the moved one is killed there (it runs once) and
-    the pinned one, still running, is RUNNING again."""
+    on node2 (its log ends run 1 with a line saying so); when node3 answers again the
+    moved one is killed there (it runs once) and the pinned one, still running, is
+    RUNNING again."""
     test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3, args=HEALTH)
     tag(master, "node2", "W")
     tag(master, "node3", "W")
@@ -349,6 +350,9 @@ def test_a_lost_node_takes_its_services_down_and_a_movable_one_moves(tmp_path, n
         words = [e["status"] for e in client.wait_for_events(0, {"service": "move"}, 0)[
             "events"]]
     assert "MOVED" in words
+    log = jqctl("service", "log", "move", socket=master.socket)[1]
+    assert ("* MOVED : to node2; what run 1 printed on node3 after this is not kept\n"
+            "* END run 1 ********************************\n* START run 2 ") in log
     for name in ("stay", "move"):
         assert jqctl("service", "remove", name, socket=master.socket)[0] == 0
     wait_until(lambda: processes_with(stay) == processes_with(move) == [],
