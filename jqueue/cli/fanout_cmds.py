@@ -13,7 +13,9 @@ attempt, Salt's way::
 A node that does not answer is listed, never left out; so is a node a glob matches but
 the master left out because it is drained or offline (``node3: skipped (drained)``).
 ``--json`` prints ``{node: {job, status, exit_status, signal, answered, output}}``
-(a skipped node: status ``skipped`` and its ``reason``).
+(a skipped node: status ``skipped`` and its ``reason``). Once submitted, jqctl only
+reads: a daemon lost meanwhile (a restart, a failover) is connected to again, as
+``jqctl wait`` does (Context.again).
 """
 
 import fnmatch
@@ -47,7 +49,7 @@ def run_on_nodes(ctx, op, options, answer_timeout, as_json):
     """Submit op (with ``nodes``; options: the submit's parent and start time), wait for
     the nodes, print them; the exit status."""
     group = ctx.client.submit_job([op], **options)
-    children = ctx.client.query_jobs([group], ["children"])[0][0] or []
+    children = ctx.again("query_jobs", [group], ["children"])[0][0] or []
     ctx.warn("job %d submitted: %d node(s)" % (group, len(children)))
     rows = _wait(ctx, children, answer_timeout)
     results = {}
@@ -82,7 +84,7 @@ def _skipped(ctx, op, chosen):
     if not isinstance(spec, str):
         return {}
     try:
-        rows = ctx.client.list_nodes()
+        rows = ctx.again("list_nodes")
     except errors.GenericError:  # one machine: no other node to leave out
         return {}
     affinity = set(node_set(op["affinity"]) if isinstance(op.get("affinity"), str)
@@ -104,7 +106,7 @@ def _wait(ctx, children, answer_timeout):
     deadline = None if answer_timeout is None else time.monotonic() + answer_timeout
     while True:
         rows = [dict(zip(NODE_FIELDS, row)) for row in
-                ctx.client.query_jobs(children, list(NODE_FIELDS)) if row is not None]
+                ctx.again("query_jobs", children, list(NODE_FIELDS)) if row is not None]
         for row in rows:  # the node it is pinned to, before any attempt started there
             row["node"] = row["node"] or row.pop("ops")[0].get("node")
         waiting = [row for row in rows if row["status"] not in constants.JOBS_FINALIZED
@@ -132,7 +134,7 @@ def _header(name, result, rows):
 
 def _output(ctx, job_id):
     """The output of the job's last attempt, without the log's banner lines."""
-    answer = ctx.client.read_job_log(job_id, 0, OUTPUT_BYTES, 0)
+    answer = ctx.again("read_job_log", job_id, 0, OUTPUT_BYTES, 0)
     return last_attempt_output(answer["data"])
 
 

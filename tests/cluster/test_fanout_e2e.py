@@ -5,6 +5,8 @@ loopback, one node frozen (SIGSTOP) so that it does not answer."""
 import json
 import re
 import signal
+import subprocess
+import sys
 
 from daemon_helpers import wait_all_final
 from test_cluster_e2e import jqctl, start_cluster
@@ -55,6 +57,31 @@ def test_a_list_of_nodes_in_json_with_a_failure(tmp_path, nodeds, daemons):
     assert answer["node1"]["status"] == "success" and answer["node1"]["output"] == "on node1"
     assert answer["node2"]["exit_status"] == 3 and answer["node2"]["answered"] is True
     assert answer["node2"]["output"] == "on node2"
+
+
+def test_jqctl_waiting_for_the_nodes_outlives_a_restart_of_the_master(tmp_path, nodeds,
+                                                                      daemons):
+    """jq-masterd killed -9 and started again while jqctl run --nodes waits for the
+    nodes: jqctl connects again (as jqctl wait does) and prints every node's answer,
+    rather than giving up with "the daemon is unreachable" and no outcome."""
+    _, _, master = start_cluster(tmp_path, nodeds, daemons, 2)
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "jqueue.cli", "--socket", master.socket, "run", "--nodes",
+         "node*", "--json", "-c", "sleep 2; echo done on $JQ_NODE"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with master.client() as client:
+            wait_until(lambda: len(client.query_running(None)) == 2, what="both running")
+        master.kill()
+        master.start()
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, (out, err)
+    answer = json.loads(out)
+    assert {node: answer[node]["output"] for node in answer} == {
+        "node1": "done on node1", "node2": "done on node2"}
+    assert "connecting again" in err and "connected again" in err
 
 
 def test_a_drained_node_a_glob_matches_is_listed_as_skipped(tmp_path, nodeds, daemons):
