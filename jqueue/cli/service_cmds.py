@@ -262,7 +262,7 @@ def cmd_remove(ctx, args):
 
 def cmd_control(ctx, args):
     """Record the request for each service; wait until each settles unless --no-wait."""
-    before = {view["name"]: view for view in ctx.client.query_services(args.names)}
+    before = {view["name"]: view for view in ctx.again("query_services", args.names)}
     for name in args.names:
         _, message = ctx.client.control_service(name, args.action)
         if args.no_wait:
@@ -281,13 +281,14 @@ def cmd_control(ctx, args):
 
 
 def wait_settled(ctx, before, action):
-    """The service's view once it settled after action (or when waiting gave up)."""
+    """The service's view once it settled after action (or when waiting gave up); the
+    request is recorded, so a daemon lost meanwhile is connected to again."""
     definition = before["definition"]
     limit = definition["startsecs"] + definition["stop_timeout"] + WAIT_MARGIN
     deadline = time.monotonic() + limit
     old_run = before.get("run") or 0
     while True:
-        view = ctx.client.query_services([before["name"]])[0]
+        view = ctx.again("query_services", [before["name"]])[0]
         if _settled(view, action, old_run, before):
             return view
         if time.monotonic() > deadline:

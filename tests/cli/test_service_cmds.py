@@ -6,7 +6,7 @@ import json
 import pytest
 from cli_helpers import Cli
 
-from jqueue import service
+from jqueue import errors, service
 
 
 @pytest.fixture
@@ -81,6 +81,26 @@ def test_start_and_stop_wait_until_the_service_settles(cli):
     assert cli("service", "status", "web").code == service.STATUS_NOT_RUNNING
     assert cli("service", "remove", "web", "gone").code == 4
     assert cli.fake.services == {}
+
+
+def test_waiting_for_a_service_to_settle_outlives_losing_the_daemon(cli):
+    """start reads the service's state (before the request and until it settles)
+    through a restart of the daemon, connecting again as wait does, rather than failing
+    as unreachable; the request itself is sent once."""
+    cli.fake.add_services([{"name": "web", "command": "serve"}])
+    lost = errors.NoMasterError("nobody there")
+    cli.fake.fail("query_services", lost, times=2)
+    control = cli.fake.control_service
+
+    def control_then_lost(*args):
+        answer = control(*args)
+        cli.fake.fail("query_services", lost, times=2)
+        return answer
+    cli.fake.control_service = control_then_lost
+    result = cli("service", "start", "web")
+    assert result.code == 0 and result.out == "web: RUNNING (pid 1001, run 1, node node1)\n"
+    assert result.err == 2 * "jqctl: nobody there; connecting again\njqctl: connected again\n"
+    assert cli.fake.services["web"]["run"] == 1  # the request was sent once
 
 
 def test_import_dry_run_prints_the_definitions_and_import_adds_them(cli, tmp_path):
