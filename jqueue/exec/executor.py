@@ -838,11 +838,13 @@ class Executor:
 
     def release(self, job, attempt, start, end):
         """The master needs no more of the attempt's output from byte start to end (past
-        its log's cap): free their disk blocks here, so that a command printing for ever
-        does not fill this disk. Nothing if unknown."""
+        its log's cap, or out of a service's log): free their disk blocks here, so that a
+        command printing for ever does not fill this disk. Nothing if unknown. Done in a
+        pool thread: freeing what a command wrote at disk speed takes the kernel about as
+        long as writing it did, time the reactor owes to everything else."""
         att = self._attempts.get((job, attempt))
-        if att is not None and not attemptdir.release_output(att.output, start, end):
-            logger.debug("%s: cannot free its output from %d to %d", att.name, start, end)
+        if att is not None:
+            self._reactor.callInThread(_release, att.name, att.output, start, end)
 
     def attempts(self, job=None):
         """Every attempt not forgotten (of one job, if given), running or ended, by job
@@ -948,6 +950,11 @@ class Executor:
                 os.close(fd)
         self._lock_fd = self._run_lock_fd = None
         self._former_lock_fds, self._former_run_dirs = [], []
+
+
+def _release(name, output, start, end):
+    if not attemptdir.release_output(output, start, end):
+        logger.debug("%s: cannot free its output from %d to %d", name, start, end)
 
 
 def _flock(directory, what, create=True):

@@ -304,8 +304,8 @@ class Supervisor:
         return self._executor.read(sid, run, offset, max_bytes)
 
     def release(self, sid, run, start, end):
-        """The master passed a run's output from start to end (its log is full): free it
-        here (Executor.release)."""
+        """The master needs no more of a run's output from start to end (out of the
+        service's log): free it here (Executor.release)."""
         self._require_started()
         self._executor.release(sid, run, start, end)
 
