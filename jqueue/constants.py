@@ -81,6 +81,9 @@ ATTEMPT_ENDED = "ended"
 #: Attempt states in which a node holds (or may hold) a process of the job.
 ATTEMPTS_ON_NODE = frozenset([ATTEMPT_STARTING, ATTEMPT_RUNNING])
 DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
+#: Bytes per second of a service's output its log takes at most, on average (jq-masterd's
+#: service_log_rate); it may take 8 seconds' worth at once.
+DEFAULT_SERVICE_LOG_RATE = 1024 * 1024
 #: Output past a log's cap (a command's or a service's run's), dropped by the master, is
 #: freed on its node once this much more of it was passed durably: a command or service
 #: printing for ever must not fill the node's disk. What the log keeps stays on the node

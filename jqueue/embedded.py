@@ -26,7 +26,8 @@ _reactor_lock = threading.Lock()
 
 def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
                    use_cgroup=True, log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES,
-                   on_executor=None, tags=(), run_dir=None):
+                   on_executor=None, tags=(), run_dir=None,
+                   service_log_rate=constants.DEFAULT_SERVICE_LOG_RATE):
     """A ``commands`` factory for JobQueue: command jobs on this machine (node node_name).
 
     The Executor keeps its running attempts under state_dir; it is created and started
@@ -34,7 +35,8 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
     open, and so is the Supervisor of this machine's services (in
     ``state_dir/services``). on_executor(executor), if given, hears of it. tags: this
     machine's (what a command job's affinity must be among). run_dir: where the attempts'
-    directories go (jqueue.exec.attemptdir; None: in state_dir).
+    directories go (jqueue.exec.attemptdir; None: in state_dir). service_log_rate: see
+    jqueue.run.services.
     """
     host = ReactorHost(reactor)
     slots = slots or os.cpu_count() or 1
@@ -47,7 +49,8 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
         supervisor = host.call_sync(_start_supervisor, reactor, state_dir, node_name,
                                     allowed_users, use_cgroup, run_dir)
         link = LocalLink(executor, node_name, slots, tags, supervisor=supervisor)
-        return CommandRunner(queue, host, [link], node_name, log_max_bytes=log_max_bytes)
+        return CommandRunner(queue, host, [link], node_name, log_max_bytes=log_max_bytes,
+                             service_log_rate=service_log_rate)
     return make
 
 

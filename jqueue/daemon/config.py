@@ -354,6 +354,13 @@ OPTIONS = (
            "output more than BYTES behind is freed on its node's disk.",
            flag="--log-max-bytes", metavar="BYTES",
            default_doc="%d (64 MiB)" % constants.DEFAULT_LOG_MAX_BYTES),
+    Option("service_log_rate", Integer(1024), constants.DEFAULT_SERVICE_LOG_RATE,
+           "Bytes per second of a service's output that its log takes at most, on average "
+           "(8 seconds' worth at once): a service printing more has the rest skipped, after a "
+           "line saying so, so that one service printing without pause costs the master, "
+           "its disk and its candidates a bounded share, and every other request is served "
+           "meanwhile.", flag="--service-log-rate", metavar="BYTES",
+           default_doc="%d (1 MiB/s)" % constants.DEFAULT_SERVICE_LOG_RATE),
 ) + command_options("masterd") + (
     Option("http", Text(), None,
            "Serve HTTP on this address: the web page, the REST API (/api/v1), Coalition's "

@@ -142,14 +142,15 @@ class QueueService(service.Service):
                 cluster.commands = CommandRunner(
                     queue, host, links, cluster.name, log_max_bytes=config.log_max_bytes,
                     ping_interval=config.ping_interval, ping_misses=config.ping_misses,
-                    lost_grace=config.lost_grace)
+                    lost_grace=config.lost_grace, service_log_rate=config.service_log_rate)
                 return cluster.commands
             return make
 
         return embedded.command_runner(
             self._reactor, config.state_dir, config.master_node, config.slots,
             config.allowed_users, config.containment == "auto", config.log_max_bytes,
-            on_executor=self._executor_started, tags=config.tags, run_dir=config.run_dir)
+            on_executor=self._executor_started, tags=config.tags, run_dir=config.run_dir,
+            service_log_rate=config.service_log_rate)
 
     def _executor_started(self, executor):
         self.executor = executor

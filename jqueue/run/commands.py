@@ -136,13 +136,15 @@ class CommandRunner:
 
     def __init__(self, queue, host, links, default_node, rand=random.random,
                  log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES,
-                 ping_interval=PING_INTERVAL, ping_misses=PING_MISSES, lost_grace=LOST_GRACE):
+                 ping_interval=PING_INTERVAL, ping_misses=PING_MISSES, lost_grace=LOST_GRACE,
+                 service_log_rate=constants.DEFAULT_SERVICE_LOG_RATE):
         self._queue = queue
         self._host = host
         self._links = {}
         self._default_node = default_node
         self._rand = rand
         self._log_max = log_max_bytes
+        self.service_log_rate = service_log_rate  # for the ServiceManager
         self._pending = {}      # node -> heap of (priority, job id, op index)
         self._running = {}      # node -> count of attempts holding a slot
         self._attempts = {}     # job id -> _Attempt

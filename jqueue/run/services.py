@@ -19,7 +19,11 @@ service table (jqueue.store.services: journaled and replicated like jobs):
   end: past a quarter more than ``log_max_bytes`` its ``log_start`` moves on (the bytes
   before are dropped from the file by the next checkpoint: jqueue.store.services), output
   waiting on the node beyond what the log would keep is skipped, and a run's output out of
-  the log for good is freed on its node.
+  the log for good is freed on its node. The log takes at most ``service_log_rate`` bytes
+  a second of a service's output on average (8 seconds' worth at once; more waiting is
+  skipped), and each piece is copied in a reactor turn of its own: a service printing
+  without pause costs a bounded share of the master, its disk and its candidates, and
+  never holds up the other requests.
 
 Requests (add, modify, remove, start, stop, restart) are journaled, acknowledged, then
 sent to the node; a node that does not answer gets them when it answers again (each
@@ -50,6 +54,10 @@ FETCH_BYTES = 1024 * 1024
 RELEASE_BYTES = constants.OUTPUT_RELEASE_BYTES
 #: Bytes before a log's new start searched for the start of a line.
 LINE_SEARCH = 64 * 1024
+#: Seconds of service_log_rate a log may take at once (the budget's most), and the least
+#: piece it waits to afford.
+RATE_BURST_SECONDS = 8
+RATE_PIECE = 64 * 1024
 #: Seconds before a change the disk refused is tried again.
 WRITE_RETRY = 1.0
 #: Event words of the table's own changes.
@@ -74,10 +82,14 @@ def public_view(record, reachable=True):
 class _Cursor:
     """What the master knows of a service's runs while copying their output."""
 
-    __slots__ = ("runs", "busy", "again", "stale", "fresh", "passed", "skipped")
+    __slots__ = ("runs", "busy", "again", "stale", "fresh", "passed", "skipped", "budget",
+                 "budget_at", "paced")
 
-    def __init__(self):
+    def __init__(self, budget=0.0, now=0.0):
         self.runs = {}      # run -> [output size known, ended]
+        self.budget = budget  # bytes the log may take now (service_log_rate)
+        self.budget_at = now
+        self.paced = False  # a pump waits for the budget
         self.passed = {}    # run -> where its output not freed on its node begins
         self.skipped = set()  # runs whose output was skipped to the middle of a line
         self.busy = False   # a fetch or a refresh is in flight
@@ -89,10 +101,13 @@ class _Cursor:
 class ServiceManager:
     """Supervised services of a JobQueue, over its command runner's nodes."""
 
-    def __init__(self, queue, runner, clock=time.time):
+    def __init__(self, queue, runner, clock=time.time, monotonic=time.monotonic):
         self._queue = queue
         self._runner = runner
         self._host = runner.host
+        self._monotonic = monotonic
+        self._rate = getattr(runner, "service_log_rate", constants.DEFAULT_SERVICE_LOG_RATE)
+        self._burst = self._rate * RATE_BURST_SECONDS
         self._cursors = {}          # service name -> _Cursor
         self._lost_timers = {}      # node -> timer (lost_grace)
         self._stopped = False
@@ -450,7 +465,7 @@ class ServiceManager:
         elif kind == "svc_output":
             name = self._name_of(node, event[1])
             if name is not None:
-                cursor = self._cursors.setdefault(name, _Cursor())
+                cursor = self._cursor(name)
                 known = cursor.runs.setdefault(event[2], [0, False])
                 known[0] = max(known[0], event[3])
                 self._pump(name)
@@ -515,7 +530,7 @@ class ServiceManager:
                     queue._record_event_unlocked(new["state"], 0, node, "service",
                                                  _say(new, new.get("message") or ""),
                                                  service=name)
-        cursor = self._cursors.setdefault(name, _Cursor())
+        cursor = self._cursor(name)
         run = state.get("run") or 0
         if run and run not in cursor.runs and run > (record.get("done_run") or 0):
             cursor.runs[run] = [0, False]
@@ -585,7 +600,7 @@ class ServiceManager:
         """Ask the node which runs of the service it still holds, then copy their output."""
         with self._queue._lock:
             record = self._queue._services.get(name)
-        cursor = self._cursors.setdefault(name, _Cursor())
+        cursor = self._cursor(name)
         if record is None or self._stopped:
             return
         if cursor.busy:
@@ -598,7 +613,7 @@ class ServiceManager:
         link.svc_runs(record["id"], lambda runs: self._refreshed(name, record, runs))
 
     def _refreshed(self, name, record, runs):
-        cursor = self._cursors.setdefault(name, _Cursor())
+        cursor = self._cursor(name)
         cursor.busy = False
         if isinstance(runs, Exception) or self._stopped:
             return
@@ -624,7 +639,7 @@ class ServiceManager:
 
     def _pump(self, name):
         """Copy the next piece of output the node has and the log lacks."""
-        cursor = self._cursors.setdefault(name, _Cursor())
+        cursor = self._cursor(name)
         if cursor.busy:
             cursor.again = True
             return
@@ -647,17 +662,43 @@ class ServiceManager:
             link = self._runner._links.get(record["node"])
             if link is None:
                 return
-            keep = self._runner._log_max
+            keep = min(self._runner._log_max, self._burst)
             if size - out > keep:
                 self._skip(name, cursor, record, run, out, size - keep)
                 return
+            allowed = self._allowance(cursor)
+            wanted = min(size - out, RATE_PIECE)
+            if allowed < wanted:
+                if not cursor.paced:
+                    cursor.paced = True
+                    self._host.call_later((wanted - allowed) / self._rate, self._paced, name)
+                return
             cursor.busy = True
-            link.svc_read(record["id"], run, out, FETCH_BYTES,
+            link.svc_read(record["id"], run, out, min(FETCH_BYTES, allowed),
                           lambda data: self._fetched(name, run, out, data))
             return
         if ended:
             if self._log(name, run, 0, None, _banner_end(record, run, self._at_line(record))):
                 self._done(name, run)
+
+    def _cursor(self, name):
+        cursor = self._cursors.get(name)
+        if cursor is None:
+            cursor = self._cursors[name] = _Cursor(self._burst, self._monotonic())
+        return cursor
+
+    def _allowance(self, cursor):
+        """Bytes of output the service's log may take now: service_log_rate a second
+        since the last look, up to RATE_BURST_SECONDS of it."""
+        now = self._monotonic()
+        cursor.budget = min(self._burst, cursor.budget + (now - cursor.budget_at) * self._rate)
+        cursor.budget_at = now
+        return int(cursor.budget)
+
+    def _paced(self, name):
+        cursor = self._cursor(name)
+        cursor.paced = False
+        self._pump(name)
 
     def _leave_run_unlocked(self, name, old):
         """The service moved off the node of old (its record before): its last run there,
@@ -682,12 +723,13 @@ class ServiceManager:
             record["id"], max(0, (record.get("log_bytes") or 1) - 1), 1) in (b"\n", b"")
 
     def _skip(self, name, cursor, record, run, out, to):
-        """More of the run's output waits than the log keeps (it printed faster than it
-        was copied, or while no master copied): what the log would drop unread is passed
-        over, after a line saying so."""
-        line = "%s* SKIPPED: %d bytes of output of run %d, beyond what the log keeps " \
-            "(log_max_bytes %d)\n" % ("" if self._at_line(record) else "\n", to - out, run,
-                                       self._runner._log_max)
+        """More of the run's output waits than the log keeps or takes at once (it printed
+        faster than service_log_rate, or while no master copied): all but the last of it
+        is passed over, after a line saying so."""
+        line = "%s* SKIPPED: %d bytes of output of run %d, more than the log takes " \
+            "(log_max_bytes %d, service_log_rate %d a second)\n" % (
+                "" if self._at_line(record) else "\n", to - out, run, self._runner._log_max,
+                self._rate)
         if self._log(name, run, 0, None, line.encode()):
             batch = self._log(name, run, to, b"", None)
             if batch:
@@ -741,7 +783,7 @@ class ServiceManager:
         self._tell_node(name, "svc_release", run, start, end)
 
     def _fetched(self, name, run, offset, data):
-        cursor = self._cursors.setdefault(name, _Cursor())
+        cursor = self._cursor(name)
         cursor.busy = False
         if self._stopped:
             return
@@ -759,6 +801,7 @@ class ServiceManager:
             cursor.runs.get(run, [0, False])[0] = offset  # the node has no more
             self._next(name, cursor)
             return
+        cursor.budget -= len(data)
         line_end = 0
         if run in cursor.skipped:
             line_end = data.find(b"\n") + 1  # the line a skip cut is not kept either
@@ -768,7 +811,7 @@ class ServiceManager:
             self._release_behind(name, cursor, run, offset + len(data), batch)
             batch.add_done_callback(lambda done: self._host.call(
                 self._rotate, name) if done.error is None else None)
-        self._next(name, cursor)
+        self._host.call(self._next, name, cursor)  # a turn of its own: others come first
 
     def _next(self, name, cursor):
         """After a fetch: ask the node about the runs again if news came meanwhile (a run
@@ -815,7 +858,7 @@ class ServiceManager:
             except (errors.GenericError, OSError):
                 self._host.call_later(WRITE_RETRY, self._pump, name)
                 return
-        cursor = self._cursors.setdefault(name, _Cursor())
+        cursor = self._cursor(name)
         cursor.runs.pop(run, None)
         cursor.passed.pop(run, None)
         batch.add_done_callback(lambda done: self._host.call(

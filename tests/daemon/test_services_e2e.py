@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, processes_with
+from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, processes_with, wait_all_final
 from test_commands_e2e import wait_until
 
 from jqueue import service
@@ -227,10 +227,11 @@ def test_a_service_runs_as_an_allowed_user(daemons, mark):
 
 
 def test_a_service_printing_for_ever_does_not_fill_the_disk(daemons, mark):
-    """yes as a service, its log kept to 1 MiB: it prints faster than the log is written,
-    so what the log would drop unread is passed over (a line says so) and freed on the
-    disk, and the log itself holds about its last 1 MiB on the disk, growing on."""
-    daemon = daemons(args=["--log-max-bytes", "1048576"])
+    """yes as a service, its log kept to 1 MiB and taking up to 64 MiB/s: it prints
+    faster than that, so what the log would drop unread is passed over (a line says so)
+    and freed on the disk, and the log itself holds about its last 1 MiB on the disk,
+    growing on."""
+    daemon = daemons(args=["--log-max-bytes", "1048576", "--service-log-rate", str(64 << 20)])
     code, _, err = daemon.jqctl("service", "add", "chatty", "--start", "--env",
                                 "JQ_TEST_MARK=" + mark, "--", "yes", "a line of output")
     assert code == 0, err
@@ -285,6 +286,29 @@ def test_a_services_log_keeps_its_end_and_drops_the_rest(daemons, mark):
     assert whole_log() == kept
     assert daemon.jqctl("service", "log", "-n", "2", "counter")[1].splitlines() == lines[-2:]
     assert daemon.jqctl("service", "remove", "counter")[0] == 0
+
+
+def test_a_service_printing_without_pause_gets_its_log_rate_and_no_more(daemons, mark):
+    """yes as a service under the default service_log_rate (1 MiB/s, 8 MiB at once): its
+    log grows by about that and the rest is skipped (a line says so), while the daemon
+    serves jobs as usual. Without the rate, the master copied it as fast as it could,
+    in one reactor turn after another: a submit waited a second."""
+    daemon = daemons()
+    started = time.monotonic()
+    code, _, err = daemon.jqctl("service", "add", "chatty", "--start", "--env",
+                                "JQ_TEST_MARK=" + mark, "--", "yes", "a line of output")
+    assert code == 0, err
+    wait_until(lambda: view(daemon, "chatty")["log_bytes"] > 8 << 20, 30, "the first 8 MiB")
+    time.sleep(2)
+    with daemon.client() as client:
+        ids = [client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])
+               for _ in range(20)]
+        assert all(row[0] == "success" for row in wait_all_final(client, ids).values())
+        logged = view(daemon, "chatty")["log_bytes"]
+        assert logged <= (8 << 20) + (time.monotonic() - started + 1) * (1 << 20)
+        tail = client.read_service_log("chatty", logged - (2 << 20), 2 << 20, exact=True)
+    assert b"* SKIPPED: " in tail["data"]
+    assert daemon.jqctl("service", "remove", "chatty")[0] == 0
 
 
 def test_bad_requests_are_refused_clearly_and_leave_no_trace(daemon):
