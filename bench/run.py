@@ -26,7 +26,7 @@ RATIO_TEXT = {
     "pool": "(a) 100 nodes to one; (b) loaded to empty; (c) RSS to the idle daemon",
     "httpapi": "to (a), LUXI's durable submits in the same run (target: at least 0.5)",
     "services": "(a) to a command job's submit -> first instruction; (b) to the 1 s back-off; "
-                "(d) to the idle daemons",
+                "(d) to the idle daemons; (e) to the same submits with nothing beside",
     "lifecycle": "submits to (a), the idle rate; (d) to the idle daemon; freed to the du drop",
     "cluster": "(a) candidates frozen to the same read with them running (median to median, "
                "max to max)",

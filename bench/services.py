@@ -8,8 +8,11 @@ service with restart always to its next run's first instruction, whose floor is 
 first back-off (1 s): the ratio is to that second; (c) StopService to STOPPED for a
 service with a tree of 50 processes that honour SIGTERM; (d) N services started at once:
 seconds until every one is RUNNING, then the daemons' threads and RSS with them running
-against the same daemons idle. One machine's figures come from a real jq-masterd, the
-node's from real jq-noded and jq-masterd processes talking mutual TLS.
+against the same daemons idle; (e) submits a second from one client beside a service
+printing without pause (``yes``), against the same daemon with nothing beside, and how
+fast its log grows meanwhile (jq-masterd's service_log_rate bounds it). One machine's
+figures come from a real jq-masterd, the node's from real jq-noded and jq-masterd
+processes talking mutual TLS.
 """
 
 import os
@@ -155,6 +158,33 @@ def many(sock, pids, count):
     return elapsed, {pid: (idle[pid], busy[pid]) for pid in pids}
 
 
+def _submit_rate(client, seconds):
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        client.submit_job([{"OP_ID": "OP_TEST_DELAY", "duration": 0}])
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def chatty(sock, seconds):
+    """(submits a second with nothing beside, the same beside ``yes`` as a service, its
+    log's growth in bytes a second meanwhile)."""
+    with luxi_client.Client(sock, timeout=60) as client:
+        idle = _submit_rate(client, seconds)
+        client.add_services([{"name": "chatty", "command": ["yes", "a line of output"],
+                              "startsecs": 0}], start=True)
+        wait_for(lambda: views(client, ["chatty"])["chatty"]["log_bytes"] > 0,
+                 what="the chatty service's first output")
+        time.sleep(1)
+        before, start = views(client, ["chatty"])["chatty"]["log_bytes"], time.perf_counter()
+        busy = _submit_rate(client, seconds)
+        growth = (views(client, ["chatty"])["chatty"]["log_bytes"] - before) / (
+            time.perf_counter() - start)
+        client.remove_service("chatty")
+        wait_for(lambda: not views(client), what="the chatty service removed")
+    return idle, busy, growth
+
+
 def _suite(rows, where, sock, workdir, pids, quick, job_latency):
     cycles = 10 if quick else 50
     lat = start_latency(sock, workdir, cycles)
@@ -178,6 +208,11 @@ def _suite(rows, where, sock, workdir, pids, quick, job_latency):
                      busy_t / idle_t))
         rows.append(("    %s RSS with them (idle %.0f MiB)" % (name, idle_r), busy_r, "MiB",
                      busy_r / idle_r))
+    idle, busy, growth = chatty(sock, 2 if quick else 5)
+    rows.append(("(e) submits beside a service printing without pause, %s" % where, busy,
+                 "/s", busy / idle))
+    rows.append(("    with nothing beside", idle, "/s", None))
+    rows.append(("    the service's log's growth meanwhile", growth / 2 ** 20, "MiB/s", None))
 
 
 def _job_latency(sock, workdir, jobs):
