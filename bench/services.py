@@ -1,8 +1,9 @@
 """Benchmark of supervised services on one machine and through a node's jq-noded.
 
 Prints (a) the latency from StartService to the run's first instruction (median and
-p95 of sequential start/stop cycles; the instruction is a shell builtin writing a file
-named after $JQ_RUN, its mtime against the call) against the same for a command job
+p95 of sequential start/stop cycles; the instruction is a shell builtin opening a FIFO
+named after $JQ_RUN for writing: when this process's blocked open of its other end
+returns, against the call) against the same for a command job
 (submit -> first instruction, bench/commands.py's (c)); (b) the time from a kill -9 of a
 service with restart always to its next run's first instruction, whose floor is the
 first back-off (1 s): the ratio is to that second; (c) StopService to STOPPED for a
@@ -18,6 +19,7 @@ processes talking mutual TLS.
 import os
 import signal
 import statistics
+import threading
 import time
 
 import commands
@@ -40,9 +42,23 @@ def wait_for(predicate, timeout=120, what="a condition"):
         time.sleep(0.005)
 
 
-def wait_file(path, timeout=60):
-    wait_for(lambda: os.path.exists(path), timeout, path)
-    return os.stat(path).st_mtime
+def watch(fifo):
+    """Make a FIFO at fifo and a thread that notes when a writer opens it: the run's
+    first instruction (bench/commands.py (c): a new file's mtime lags by up to a tick)."""
+    os.mkfifo(fifo)
+    opened = []
+    reader = threading.Thread(target=commands._opened_at, args=(fifo, opened), daemon=True)
+    reader.start()
+    return reader, opened
+
+
+def opened_at(watched, timeout=60):
+    """When the FIFO of watch() was opened by a writer."""
+    reader, opened = watched
+    reader.join(timeout)
+    if not opened:
+        raise RuntimeError("nothing opened the FIFO within %gs" % timeout)
+    return opened[0]
 
 
 # (a) start -> first instruction
@@ -57,9 +73,10 @@ def start_latency(sock, workdir, cycles):
         client.add_services([{"name": "lat", "startsecs": 0, "stop_timeout": 5,
                               "command": ": > %s/run.$JQ_RUN; exec sleep 300" % marks}])
         for run in range(1, cycles + 1):
+            started = watch(os.path.join(marks, "run.%d" % run))
             called = time.time()
             client.control_service("lat", "start")
-            latencies.append(wait_file(os.path.join(marks, "run.%d" % run)) - called)
+            latencies.append(opened_at(started) - called)
             client.control_service("lat", "stop")
             wait_for(lambda: views(client, ["lat"])["lat"]["state"] == STOPPED,
                      what="lat stopped")
@@ -79,14 +96,16 @@ def crash_restart(sock, workdir, count):
     with luxi_client.Client(sock, timeout=60) as client:
         for number in range(count):
             name = "crash%d" % number
+            first, second = (watch(os.path.join(marks, "%s.%d" % (name, run)))
+                             for run in (1, 2))
             client.add_services([{"name": name, "restart": "always", "startsecs": 0,
                                   "command": ": > %s/%s.$JQ_RUN; exec sleep 300" % (
                                       marks, name)}], start=True)
-            wait_file(os.path.join(marks, "%s.1" % name))
+            opened_at(first)
             view = _running(client, name)
             killed = time.time()
             os.kill(view["pid"], signal.SIGKILL)
-            delays.append(wait_file(os.path.join(marks, "%s.2" % name)) - killed)
+            delays.append(opened_at(second) - killed)
             client.remove_service(name)
     return delays
 
