@@ -236,6 +236,7 @@ class FakeLuxiClient:
         self.tokens = {}  # idempotency token -> job id
         self.services = {}      # name -> the view QueryServices answers
         self.service_logs = {}  # name -> bytes of its log
+        self.service_log_starts = {}  # name -> where what its log keeps begins
         self._failures = {}
         self._steps = {}
         self.waited = 0.0  # seconds calls with a timeout spent waiting for nothing
@@ -745,6 +746,7 @@ class FakeLuxiClient:
     def read_service_log(self, name, offset=0, max_bytes=65536, timeout=0, exact=False):
         self._record("read_service_log", name, offset, max_bytes, timeout)
         self._service(name)
+        offset = max(offset, self.service_log_starts.get(name, 0))
         data = self.service_logs.get(name, b"")[offset:offset + max_bytes]
         return {"data": data if exact else data.decode("utf-8", "replace"),
                 "offset": offset + len(data), "eof": False}

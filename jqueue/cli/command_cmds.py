@@ -277,6 +277,10 @@ def copy_log(ctx, method, name, follow, forever=False, start=0):
     while True:
         answer = ctx.again(method, name, offset, LOG_READ_BYTES, LOG_POLL if follow else 0,
                            True, **window)
+        dropped = answer["offset"] - len(answer["data"]) - offset
+        if dropped > 0:  # a service's log keeps its end: it began later than asked
+            ctx.warn("%d bytes of the log from byte %d were dropped before they could be "
+                     "printed (a service's log keeps its last log_max_bytes)" % (dropped, offset))
         if answer["data"]:
             write_bytes(ctx, answer["data"])
         offset = answer["offset"]

@@ -103,6 +103,19 @@ def test_waiting_for_a_service_to_settle_outlives_losing_the_daemon(cli):
     assert cli.fake.services["web"]["run"] == 1  # the request was sent once
 
 
+def test_log_says_on_stderr_what_the_log_dropped_before_its_start(cli):
+    """A service's log keeps its end: read from 0, it begins at its start, and jqctl says
+    on stderr how many bytes before it were dropped; the lines printed are whole."""
+    cli.fake.add_services([{"name": "web", "command": "serve"}])
+    cli.fake.service_logs["web"] = b"".join(b"line %03d\n" % n for n in range(100))
+    cli.fake.service_log_starts["web"] = 810
+    result = cli("service", "log", "web")
+    assert result.code == 0 and result.out.splitlines() == ["line %03d" % n
+                                                            for n in range(90, 100)]
+    assert result.err == ("jqctl: 810 bytes of the log from byte 0 were dropped before they "
+                          "could be printed (a service's log keeps its last log_max_bytes)\n")
+
+
 def test_import_dry_run_prints_the_definitions_and_import_adds_them(cli, tmp_path):
     """A JobMon job file: --dry-run changes nothing; then every job is added, --node
     places those that do not say; a second import is refused unless --replace."""
