@@ -244,7 +244,7 @@ def test_a_service_printing_for_ever_does_not_fill_the_disk(daemons, mark):
     kept = daemon.jqctl("service", "log", "chatty")[1]
     assert kept.count("a line of output\n") > 50000 and "* SKIPPED: " in kept
     assert daemon.jqctl("service", "remove", "chatty")[0] == 0
-    assert processes_with(mark) == []
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 
 def test_a_services_log_keeps_its_end_and_drops_the_rest(daemons, mark):
@@ -309,6 +309,7 @@ def test_a_service_printing_without_pause_gets_its_log_rate_and_no_more(daemons,
         tail = client.read_service_log("chatty", logged - (2 << 20), 2 << 20, exact=True)
     assert b"* SKIPPED: " in tail["data"]
     assert daemon.jqctl("service", "remove", "chatty")[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 
 def test_bad_requests_are_refused_clearly_and_leave_no_trace(daemon):
