@@ -82,7 +82,7 @@ def public_view(record, reachable=True):
 class _Cursor:
     """What the master knows of a service's runs while copying their output."""
 
-    __slots__ = ("runs", "busy", "again", "stale", "fresh", "passed", "skipped", "budget",
+    __slots__ = ("runs", "busy", "stale", "fresh", "passed", "skipped", "budget",
                  "budget_at", "paced")
 
     def __init__(self, budget=0.0, now=0.0):
@@ -93,7 +93,6 @@ class _Cursor:
         self.passed = {}    # run -> where its output not freed on its node begins
         self.skipped = set()  # runs whose output was skipped to the middle of a line
         self.busy = False   # a fetch or a refresh is in flight
-        self.again = False  # news came while busy: pump again after it
         self.stale = False  # a refresh was asked while busy: refresh after it
         self.fresh = True   # nothing asked of the node yet (a start, a move)
 
@@ -634,15 +633,13 @@ class ServiceManager:
         for run in sorted(held):
             if run <= done:  # copied before a crash kept us from forgetting it
                 self._forget(name, run)
-        cursor.again = False
         self._pump(name)
 
     def _pump(self, name):
         """Copy the next piece of output the node has and the log lacks."""
         cursor = self._cursor(name)
         if cursor.busy:
-            cursor.again = True
-            return
+            return  # the answer in flight pumps again (_refreshed, _next)
         with self._queue._lock:
             record = self._queue._services.get(name)
         if record is None or self._stopped:
