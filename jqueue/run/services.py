@@ -85,7 +85,7 @@ class _Cursor:
     __slots__ = ("runs", "busy", "stale", "fresh", "passed", "skipped", "budget",
                  "budget_at", "paced")
 
-    def __init__(self, budget=0.0, now=0.0):
+    def __init__(self, budget, now):
         self.runs = {}      # run -> [output size known, ended]
         self.budget = budget  # bytes the log may take now (service_log_rate)
         self.budget_at = now
@@ -100,12 +100,11 @@ class _Cursor:
 class ServiceManager:
     """Supervised services of a JobQueue, over its command runner's nodes."""
 
-    def __init__(self, queue, runner, clock=time.time, monotonic=time.monotonic):
+    def __init__(self, queue, runner):
         self._queue = queue
         self._runner = runner
         self._host = runner.host
-        self._monotonic = monotonic
-        self._rate = getattr(runner, "service_log_rate", constants.DEFAULT_SERVICE_LOG_RATE)
+        self._rate = runner.service_log_rate
         self._burst = self._rate * RATE_BURST_SECONDS
         self._cursors = {}          # service name -> _Cursor
         self._lost_timers = {}      # node -> timer (lost_grace)
@@ -681,13 +680,13 @@ class ServiceManager:
     def _cursor(self, name):
         cursor = self._cursors.get(name)
         if cursor is None:
-            cursor = self._cursors[name] = _Cursor(self._burst, self._monotonic())
+            cursor = self._cursors[name] = _Cursor(self._burst, time.monotonic())
         return cursor
 
     def _allowance(self, cursor):
         """Bytes of output the service's log may take now: service_log_rate a second
         since the last look, up to RATE_BURST_SECONDS of it."""
-        now = self._monotonic()
+        now = time.monotonic()
         cursor.budget = min(self._burst, cursor.budget + (now - cursor.budget_at) * self._rate)
         cursor.budget_at = now
         return int(cursor.budget)
