@@ -49,7 +49,7 @@ import errno
 import os
 import shutil
 
-from jqueue import errors, holes, serializer
+from jqueue import errors, serializer
 from jqueue.exec.attempt import AttemptResult
 
 ATTEMPTS = "attempts"
@@ -251,12 +251,6 @@ def read_output(output, offset, max_bytes):
         return os.pread(fd, max_bytes, offset)
     finally:
         os.close(fd)
-
-
-def release_output(output, start, end):
-    """Free the disk blocks of output's bytes from start to end (reading them then gives
-    zeros); see jqueue.holes.punch."""
-    return holes.punch(output, start, end)
 
 
 def shim_log_tail(path, limit=300):

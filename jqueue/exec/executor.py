@@ -69,7 +69,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
-from jqueue import errors, serializer
+from jqueue import errors, holes, serializer
 from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT, LOST_UNSTARTED
 from jqueue.exec import attemptdir, containment, shims
 from jqueue.exec.attempt import (
@@ -953,7 +953,7 @@ class Executor:
 
 
 def _release(name, output, start, end):
-    if not attemptdir.release_output(output, start, end):
+    if not holes.punch(output, start, end):
         logger.debug("%s: cannot free its output from %d to %d", name, start, end)
 
 

@@ -627,21 +627,3 @@ def test_attempts_lists_running_and_ended(executors):
                                                                      "sleep 1000")
     assert first.deadline == pytest.approx(first.started + 100)
     assert (second.job, second.result.exit_status, second.deadline) == (2, 4, None)
-
-
-def test_release_frees_the_blocks_of_a_range_of_the_output_and_keeps_the_rest(tmp_path):
-    """release_output punches the whole 4 KiB blocks between start and end: the file keeps
-    its size and every byte outside (those inside read as zeros), its blocks are freed; a
-    range holding no whole block, or a file that is gone, frees nothing."""
-    output = tmp_path / "output"
-    data = os.urandom(1 << 20)
-    output.write_bytes(data)
-    os.sync()
-    before = os.stat(output).st_blocks
-    assert attemptdir.release_output(str(output), 5000, 900000)
-    after = output.read_bytes()
-    assert len(after) == len(data) and after[:8192] == data[:8192]
-    assert after[897024:] == data[897024:] and after[8192:897024] == bytes(888832)
-    assert os.stat(output).st_blocks <= before - 888832 // 512
-    assert not attemptdir.release_output(str(output), 5000, 8000)
-    assert not attemptdir.release_output(str(tmp_path / "gone"), 0, 1 << 20)
