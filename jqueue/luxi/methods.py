@@ -433,13 +433,7 @@ class Dispatcher:
         return self._backend.watch_service_log(name, offset, max_bytes,
                                                _encoding_callback(callback, args[4:]))
 
-    @staticmethod
-    def answer_svclog(result):
-        return log_answer(result)
-
-    @staticmethod
-    def nochange_svclog(args):
-        return {"data": "", "offset": args[1], "eof": False}
+    answer_svclog, nochange_svclog = answer_log, nochange_log  # a log is a log
 
     def read_service_log(self, name, offset, max_bytes, timeout, encoding=_LOG_TEXT):
         """ReadServiceLog, blocking (the server uses watch_svclog instead)."""
