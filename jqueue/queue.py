@@ -1399,10 +1399,8 @@ class JobQueue:
         self._service_logs.remove(sid)
         return self._service_log_waiters.collect_ready(sid, 0, True)
 
-    def read_service_log_bytes(self, sid, offset, max_bytes, final, start=0):
-        """{"data", "offset", "eof"} of a service's log: its durable bytes from offset
-        (from start, where what the log keeps begins, if offset is before it)."""
-        offset = max(offset, start)
+    def read_service_log_bytes(self, sid, offset, max_bytes, final):
+        """{"data", "offset", "eof"} of a service's log: its durable bytes from offset."""
         with self._lock:
             size = self._service_durable.get(sid, 0)
         data = b""
@@ -1413,12 +1411,10 @@ class JobQueue:
         next_offset = offset + len(data)
         return {"data": data, "offset": next_offset, "eof": final and next_offset >= size}
 
-    def watch_service_log_bytes(self, sid, offset, max_bytes, callback, start=0):
+    def watch_service_log_bytes(self, sid, offset, max_bytes, callback):
         """Call callback(read_service_log_bytes answer) once sid's durable log passes
-        offset (start if before it), or the service is removed (eof); costs no thread. A
-        handle with cancel(), or None if answered at once."""
-        offset = max(offset, start)
-
+        offset, or the service is removed (eof); costs no thread. A handle with cancel(),
+        or None if answered at once."""
         def answer(state):
             callback(self.read_service_log_bytes(sid, offset, max_bytes, state[1]))
         with self._lock:

@@ -236,19 +236,19 @@ class ServiceManager:
         return [self._view(r) for r in records]
 
     def read_log(self, name, offset, max_bytes):
-        """{"data": bytes, "offset", "eof"} of a service's log (eof: never, while it
-        exists)."""
+        """{"data": bytes, "offset", "eof"} of a service's log from offset, or from where
+        what it keeps begins if offset is before it (eof: never, while it exists)."""
         with self._queue._lock:
             record = self._known_unlocked(name)
-        return self._queue.read_service_log_bytes(record["id"], offset, max_bytes, False,
-                                                  record.get("log_start") or 0)
+        return self._queue.read_service_log_bytes(
+            record["id"], max(offset, record.get("log_start") or 0), max_bytes, False)
 
     def watch_log(self, name, offset, max_bytes, callback):
         """Call callback(read_log answer) once the log passes offset; costs no thread."""
         with self._queue._lock:
             record = self._known_unlocked(name)
-        return self._queue.watch_service_log_bytes(record["id"], offset, max_bytes, callback,
-                                                   record.get("log_start") or 0)
+        return self._queue.watch_service_log_bytes(
+            record["id"], max(offset, record.get("log_start") or 0), max_bytes, callback)
 
     # Helpers of the public side
 
