@@ -236,11 +236,13 @@ def test_cancel_running_job_stops_at_next_cancellation_point(tmp_path):
         queue.shutdown()
 
 
-def test_cancel_wakes_a_sleeping_opcode_at_once(tmp_path):
-    """An opcode sleeping in ctx.sleep is woken by the cancel, not by its timer."""
+@pytest.mark.parametrize("duration", [3600, 2 ** 70, 1e300])
+def test_cancel_wakes_a_sleeping_opcode_at_once(tmp_path, duration):
+    """An opcode sleeping in ctx.sleep is woken by the cancel, not by its timer; a sleep
+    longer than the platform's longest wait (any finite duration is valid) sleeps too."""
     queue = JobQueue(str(tmp_path / "q"), workers=1, checkpoint_interval=None)
     try:
-        job_id = queue.submit_job([delay(3600)])
+        job_id = queue.submit_job([delay(duration)])
         assert queue.wait_for_job_changes(job_id, ["status"], ["queued"], None, 10)[0] == [
             "running"]
         assert queue.cancel_job(job_id)[0] is True

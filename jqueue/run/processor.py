@@ -7,6 +7,8 @@ queue lock is held only while reading and changing the job, never while an opcod
 """
 
 import logging
+import threading
+import time
 
 from jqueue import commandjob, constants, errors, serializer
 from jqueue.job import timestamp
@@ -48,9 +50,15 @@ class OpContext:
             raise errors.JobCanceled("job %s canceled" % self.job_id)
 
     def sleep(self, seconds):
-        """Sleep, waking at once (with JobCanceled) if the job is canceled meanwhile."""
-        if self._cancel_event.wait(seconds) or self._cancel_event.is_set():
-            raise errors.JobCanceled("job %s canceled" % self.job_id)
+        """Sleep, waking at once (with JobCanceled) if the job is canceled meanwhile; any
+        finite duration, waiting in pieces no longer than the platform's longest wait."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._cancel_event.wait(min(seconds, threading.TIMEOUT_MAX)):
+                raise errors.JobCanceled("job %s canceled" % self.job_id)
+            seconds = deadline - time.monotonic()
+            if seconds <= 0:
+                return
 
 
 class JobProcessor:
