@@ -1909,6 +1909,10 @@ class _Checkpointer(threading.Thread):
                 last = time.monotonic()
                 try:
                     self._queue.checkpoint()
+                except (OSError, errors.JobQueueError) as err:
+                    # The disk's refusal (said where it happened; a failed sync is fatal
+                    # there): no traceback. The journal keeps everything meanwhile.
+                    logger.error("checkpoint failed: %s", errors.error_message(err))
                 except Exception:  # noqa: BLE001 - keep checkpointing; the journal stays valid
                     logger.exception("checkpoint failed")
 

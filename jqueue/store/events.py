@@ -35,7 +35,7 @@ import os
 import threading
 import time
 
-from jqueue import serializer
+from jqueue import errors, serializer
 from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
@@ -211,14 +211,19 @@ class EventLog:
         return handle
 
     def sync(self):
-        """Make the files durable (the checkpoint calls this before dropping the journal)."""
-        with self._lock:  # held: an append may rotate (close) a file meanwhile
-            if not self._dirty:
-                return
-            self._dirty = False
-            for handle in self._files.values():
-                handle.sync()
-        fsutil.fsync_dir(self.directory)
+        """Make the files durable (the checkpoint calls this before dropping the journal);
+        DiskSyncError if that fails: not to be retried (see jqueue.store.journal)."""
+        try:
+            with self._lock:  # held: an append may rotate (close) a file meanwhile
+                if not self._dirty:
+                    return
+                self._dirty = False
+                for handle in self._files.values():
+                    handle.sync()
+            fsutil.fsync_dir(self.directory)
+        except OSError as err:
+            raise errors.DiskSyncError("cannot sync the events in %s: %s" % (
+                self.directory, err)) from None
 
     def close(self):
         """Sync and close the files."""

@@ -130,16 +130,22 @@ class LogStore:
 
     def _sync(self, job_ids):
         """fdatasync the logs of job_ids, and the directory if a file was made since it
-        was last synced; what fails stays to be synced."""
+        was last synced; DiskSyncError if that fails (see jqueue.store.journal)."""
         with self._lock:
             self._dirty -= job_ids
             created, self._created = self._created, False
         try:
-            faults.check("logs.sync")
-            for job_id in sorted(job_ids):
-                _sync_path(self.file_path(job_id))
-            if created:
-                fsutil.fsync_dir(self.path)
+            try:
+                faults.check("logs.sync")
+                for job_id in sorted(job_ids):
+                    _sync_path(self.file_path(job_id))
+                if created:
+                    fsutil.fsync_dir(self.path)
+            except OSError as err:
+                # Not to be retried: a failed sync may have dropped the bytes, and a later
+                # one (on a new descriptor) reports success all the same.
+                raise errors.DiskSyncError("cannot sync the logs in %s: %s" % (
+                    self.path, err)) from None
         except BaseException:
             with self._lock:
                 self._dirty |= job_ids

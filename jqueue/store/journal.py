@@ -34,7 +34,8 @@ one appended until the disk works again are *refused*: the owner's listener
 (``on_refused``) undoes their changes before anyone waiting on them hears the error,
 which names the cause and the directory. The committer then probes the disk every
 ``retry_interval`` seconds with an empty record (a no-op at replay) and, once one is
-durable, accepts writes again and calls ``on_recovered``. A failed fdatasync (or a
+durable, accepts writes again and calls ``on_recovered``. A failed fdatasync (the
+journal's, or ``before_write``'s of the files its records point into: DiskSyncError; or a
 failed rotation or truncation) is not retried: after a failed fsync the kernel may have
 dropped the dirty pages, so a later fsync that succeeds proves nothing. The journal then
 refuses everything for good and calls ``on_fatal(error)``; the daemon exits so that a
@@ -572,6 +573,8 @@ class Journal:
         if presync and self._before_write is not None:
             try:
                 self._before_write(set().union(*presync))
+            except errors.DiskSyncError as err:
+                raise _DiskError(err, 0, fatal=True) from None
             except OSError as err:
                 raise _DiskError(err, 0) from None
         pending = []

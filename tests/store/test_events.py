@@ -1,8 +1,13 @@
 """Tests of jqueue.store.events: the ring, the files, gaps, waiters, the action log's line."""
 
+import errno
 import json
+import os
 import re
 
+import pytest
+
+from jqueue import errors
 from jqueue.store import events
 
 ACTION_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \d+ [A-Z_]+( .*)?$")
@@ -163,3 +168,16 @@ def test_waiters_of_the_same_since_share_one_answer_and_leave_in_any_order(tmp_p
     assert got[0][1]["events"] == [event(2)] and log.waiter_count() == 1
     other.cancel()
     assert log.waiter_count() == 0
+
+
+def test_a_failed_sync_is_a_disk_sync_error(tmp_path, monkeypatch):
+    """A sync of the files that fails is DiskSyncError (the checkpoint's caller makes it
+    fatal, as the journal's own: a later sync that succeeds proves nothing)."""
+    log = events.EventLog(str(tmp_path))
+    log.add([event(1)])
+
+    def fail(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    monkeypatch.setattr(os, "fdatasync", fail)
+    with pytest.raises(errors.DiskSyncError, match="cannot sync the events in .*Input/output"):
+        log.sync()

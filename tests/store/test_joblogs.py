@@ -9,7 +9,7 @@ import pytest
 from conftest import delay
 from fakes import SyncPool
 
-from jqueue import errors
+from jqueue import constants, errors
 from jqueue.queue import EXTENT_MIN, JobQueue
 from jqueue.store import faults, joblogs, journal, records
 
@@ -87,27 +87,57 @@ def test_a_log_shorter_than_its_extents_is_reported(tmp_path):
         queue.shutdown()
 
 
-def test_an_extent_is_not_journaled_before_its_log_is_synced(tmp_path):
-    """The log's sync fails: its extent is refused (not in the journal) and not
-    acknowledged; once the disk works the job is recorded again, its log's tail an extent
-    again (synced first), and a crash then keeps the bytes."""
-    queue = _open(tmp_path / "queue")
+@pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC])
+def test_a_failed_log_sync_is_fatal_and_the_replay_cuts_the_unsynced_bytes(tmp_path, error):
+    """The log's sync fails: its extent is not journaled nor acknowledged, and, as for the
+    journal's own sync, the queue refuses every change from then on (a sync that failed
+    may have dropped the bytes while a later one reports success: it is never retried).
+    The replay after the restart cuts the log back to its acknowledged bytes, for its
+    writer to send the rest again."""
+    fatal = []
+    queue = JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None,
+                     retry_interval=0.05, on_fatal=fatal.append)
     job_id = queue.submit_job([delay()])
-    queue.wait_durable(10)
-    faults.inject("logs.sync", errno.EIO)
-    with pytest.raises(errors.JobQueueError, match="Input/output error"):
+    _log(queue, job_id, b"small\n").wait(10)
+    faults.inject("logs.sync", error)
+    with pytest.raises(errors.JobQueueError, match=os.strerror(error)):
         _log(queue, job_id, BIG).wait(10)
     assert not any(records.is_log_extent(p) for p in _journal(queue))
-    assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b""
-    deadline = time.monotonic() + 10
-    while queue.read_job_log(job_id, 0, 1 << 20)["data"] != BIG:
-        assert time.monotonic() < deadline, "the job was not recorded again"
-        time.sleep(0.02)  # the journal probes the disk, then the queue re-records the job
-    assert any(records.is_log_extent(p) for p in _journal(queue))
+    assert [type(e) for e in fatal] == [errors.DiskSyncError]
+    assert "cannot sync the logs" in str(fatal[0])
+    time.sleep(0.2)  # several probe intervals: nothing is written again
+    with pytest.raises(errors.JobQueueError, match="sync"):
+        queue.submit_job([delay()])
+    assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n"
     _crash(queue)
     queue = _open(tmp_path / "queue")
     try:
-        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == BIG
+        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n"
+        assert os.path.getsize(queue._logs.file_path(job_id)) == len(b"small\n")
+        _log(queue, job_id, BIG).wait(10)
+        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n" + BIG
+    finally:
+        queue.shutdown()
+
+
+def test_a_failed_log_sync_at_a_checkpoint_is_fatal(tmp_path):
+    """The checkpoint's sync of the logs fails: fatal as its sync of the queue's files is,
+    and the journal is kept (the restart replays it)."""
+    fatal = []
+    queue = JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None,
+                     on_fatal=fatal.append)
+    job_id = queue.submit_job([delay()])
+    _log(queue, job_id, b"small\n").wait(10)
+    faults.inject("logs.sync", errno.EIO)
+    with pytest.raises(errors.DiskSyncError, match="cannot sync the logs"):
+        queue.checkpoint()
+    assert [type(e) for e in fatal] == [errors.DiskSyncError]
+    old, _ = journal.read_records(os.path.join(queue._dir.path, constants.JOURNAL_OLD_FILE))
+    assert any(records.is_log_chunk(p) for p in old)  # kept for the replay
+    _crash(queue)
+    queue = _open(tmp_path / "queue")
+    try:
+        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n"
     finally:
         queue.shutdown()
 
