@@ -909,3 +909,37 @@ def test_an_event_waiter_hears_of_the_next_event(open_queue):
     assert heard == []
     run_jobs(queue)
     assert [e["status"] for e in heard[0]["events"]] == ["DONE"]
+
+
+def test_a_checkpoint_the_disk_refuses_is_one_line_and_a_bug_a_traceback(caplog):
+    """The checkpoint thread says a disk's refusal (full, a failed sync: said where it
+    happened) in one line without a traceback, a bug with one, and goes on."""
+    from jqueue.queue import _Checkpointer
+
+    class Queue:
+        class _journal:
+            size = 0
+
+        def __init__(self):
+            self.calls = 0
+            self.done = threading.Event()
+
+        def checkpoint(self):
+            self.calls += 1
+            if self.calls == 1:
+                raise errors.JobQueueError("changes refused: disk full")
+            if self.calls == 2:
+                raise KeyError("a bug")
+            self.done.set()
+
+    queue = Queue()
+    checkpointer = _Checkpointer(queue, 0.01, 1 << 20)
+    checkpointer.start()
+    try:
+        assert queue.done.wait(10)
+    finally:
+        checkpointer.stop()
+    failed = [r for r in caplog.records if r.getMessage().startswith("checkpoint failed")]
+    assert [(r.getMessage(), r.exc_info is not None) for r in failed[:2]] == [
+        ("checkpoint failed: changes refused: disk full", False),
+        ("checkpoint failed", True)]
