@@ -47,6 +47,8 @@ FEATURES = ("exec_batch", "env_base", "release")
 #: The calls exec_batch takes, and how many at most.
 BATCHED = ("exec_launch", "exec_forget")
 MAX_BATCH = 256
+#: Largest byte offset of a file (off_t).
+MAX_OFFSET = 2 ** 63 - 1
 #: The supervised services' methods (jqueue.exec.supervisor), when the node runs them.
 SERVICE_METHODS = ("svc_apply", "svc_control", "svc_runs", "svc_read", "svc_forget",
                    "svc_states", "svc_release")
@@ -145,7 +147,7 @@ class NodeExec:
     def exec_read(self, peer, body):
         self._check(peer)
         job, attempt = _attempt_of(body)
-        offset = _count(body, "offset")
+        offset = _offset(body, "offset")
         size = min(_count(body, "max_bytes"), MAX_READ)
         data = self._executor.read(job, attempt, offset, size)
         return rpc_server.Bytes(data)
@@ -173,7 +175,7 @@ class NodeExec:
         blocks here are freed."""
         self._check(peer)
         job, attempt = _attempt_of(body)
-        self._executor.release(job, attempt, _count(body, "start"), _count(body, "end"))
+        self._executor.release(job, attempt, _offset(body, "start"), _offset(body, "end"))
         return True
 
     # Services
@@ -206,10 +208,9 @@ class NodeExec:
 
     def svc_read(self, peer, body):
         self._check(peer)
+        sid, run, offset = _count(body, "id"), _count(body, "run"), _offset(body, "offset")
         size = min(_count(body, "max_bytes"), MAX_READ)
-        data = self._supervisor.read(_count(body, "id"), _count(body, "run"),
-                                     _count(body, "offset"), size)
-        return rpc_server.Bytes(data)
+        return rpc_server.Bytes(self._supervisor.read(sid, run, offset, size))
 
     def svc_forget(self, peer, body):
         self._check(peer)
@@ -220,8 +221,9 @@ class NodeExec:
         """The master needs no more of a run's output from ``start`` to ``end`` (past its
         service's log's cap): its blocks here are freed."""
         self._check(peer)
-        self._supervisor.release(_count(body, "id"), _count(body, "run"), _count(body, "start"),
-                                 _count(body, "end"))
+        sid, run = _count(body, "id"), _count(body, "run")
+        start, end = _offset(body, "start"), _offset(body, "end")
+        self._supervisor.release(sid, run, start, end)
         return True
 
     def svc_states(self, peer, body):
@@ -293,6 +295,16 @@ def _count(body, key):
     value = body.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise errors.ParameterError("'%s' must be a non-negative integer" % key)
+    return value
+
+
+def _offset(body, key):
+    """A byte offset in a file: a count below 2**63 (off_t's end; pread and fallocate
+    overflow past it)."""
+    value = _count(body, key)
+    if value > MAX_OFFSET:
+        raise errors.ParameterError("'%s' must be a byte offset below 2**63, not %d" % (
+            key, value))
     return value
 
 

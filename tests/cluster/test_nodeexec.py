@@ -38,6 +38,10 @@ class _Executor:
     def release(self, job, attempt, start, end):
         self.done.append(("release", job, start, end))
 
+    def read(self, job, attempt, offset, max_bytes):
+        self.done.append(("read", job, offset))
+        return b""
+
     def subscribe(self, listener):
         self.listeners.append(listener)
 
@@ -96,12 +100,29 @@ def test_exec_release_frees_an_attempts_output_and_checks_its_arguments():
     assert executor.done == [("release", 4, 10, 99)]
     for body in ({"job": 4, "attempt": 2, "start": -1, "end": 99},
                  {"job": 4, "attempt": 2, "start": 10}, {"job": 4, "attempt": 2, "start": 0,
-                                                         "end": "all"}):
+                                                         "end": "all"},
+                 {"job": 4, "attempt": 2, "start": 0, "end": 2 ** 63},
+                 {"job": 4, "attempt": 2, "start": 2 ** 70, "end": 2 ** 71}):
         with pytest.raises(errors.ParameterError):
             node.exec_release("master", body)
     with pytest.raises(errors.FencedError):
         node.exec_release("node2", {"job": 4, "attempt": 2, "start": 10, "end": 99})
     assert executor.done == [("release", 4, 10, 99)] and "release" in nodeexec.FEATURES
+
+
+def test_a_read_past_what_a_file_can_hold_is_the_callers_error():
+    """An offset from 2**63 on (no file has one: pread would overflow) is a ParameterError,
+    of exec_read as of svc_read, not an internal error; one below is read."""
+    executor, node = _node()
+    node.exec_read("master", {"job": 4, "attempt": 2, "offset": 2 ** 63 - 1, "max_bytes": 9})
+    assert executor.done == [("read", 4, 2 ** 63 - 1)]
+    for method, body in (("exec_read", {"job": 4, "attempt": 2}),
+                         ("svc_read", {"id": 4, "run": 2})):
+        with pytest.raises(errors.ParameterError, match="'offset' must be a byte offset"):
+            getattr(node, method)("master", dict(body, offset=2 ** 70, max_bytes=9))
+    with pytest.raises(errors.ParameterError, match="'end' must be a byte offset"):
+        node.svc_release("master", {"id": 4, "run": 2, "start": 0, "end": 2 ** 63})
+    assert executor.done == [("read", 4, 2 ** 63 - 1)]
 
 
 def test_a_batch_runs_its_calls_in_order_each_with_its_own_answer():
