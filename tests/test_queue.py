@@ -943,3 +943,28 @@ def test_a_checkpoint_the_disk_refuses_is_one_line_and_a_bug_a_traceback(caplog)
     assert [(r.getMessage(), r.exc_info is not None) for r in failed[:2]] == [
         ("checkpoint failed: changes refused: disk full", False),
         ("checkpoint failed", True)]
+
+
+def test_garbage_in_cycles_at_a_checkpoint_is_collected_not_frozen(tmp_path):
+    """A checkpoint freezes the objects alive then (jqueue.queue._freeze_long_lived):
+    garbage in reference cycles not yet collected at that moment is collected first, not
+    kept for ever (the closures of calls handed to threads leaked so, job after job)."""
+    import weakref
+
+    class Node:
+        pass
+
+    queue = JobQueue(str(tmp_path / "q"), workers=0, checkpoint_interval=None)
+    gc.disable()
+    try:
+        garbage = Node()
+        garbage.itself = garbage
+        alive = weakref.ref(garbage)
+        del garbage
+        queue.submit_job([delay()])
+        queue.checkpoint()
+        gc.collect()
+        assert alive() is None
+    finally:
+        gc.enable()
+        queue.shutdown()
