@@ -163,8 +163,9 @@ class Journal:
         before_write, if given, is called by the committer with the set of every
         ``presync`` value appended with the records of a commit (see append), before it
         writes them, when there is one: records that promise data kept elsewhere (a
-        command log's bytes) become durable only after it returns. An OSError it raises
-        refuses the commit's batches as a failed write does (nothing of them is written).
+        command log's bytes) become durable only after it returns. Its failure (OSError or
+        DiskSyncError) is a failed sync: fatal, as the journal's own (nothing of the
+        commit's batches is written).
 
         replicate, if given, is called by the committer with each group commit's framed
         records once they are written to the local file, before its fdatasync (after it
@@ -573,10 +574,8 @@ class Journal:
         if presync and self._before_write is not None:
             try:
                 self._before_write(set().union(*presync))
-            except errors.DiskSyncError as err:
+            except (OSError, errors.DiskSyncError) as err:
                 raise _DiskError(err, 0, fatal=True) from None
-            except OSError as err:
-                raise _DiskError(err, 0) from None
         pending = []
         durable = 0
         for index, batch in enumerate(batches):
