@@ -18,6 +18,7 @@ import sys
 import jqueue
 from jqueue import errors
 from jqueue.daemon import config as configmod
+from jqueue.store import faults
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,13 @@ def run(prog, config, build, describe=None):
     signals = StopSignals(reactor, lambda: stop_reactor(reactor),
                           lambda: describe(started[0]) if describe and started else "")
     signals.install()
+    try:
+        armed = faults.arm_from_environment()
+    except ValueError as err:
+        logger.error("cannot start: %s", err)
+        return EXIT_FAILURE
+    if armed:
+        logger.warning("failpoints armed from %s (a test run)", faults.ENV_VAR)
     try:
         top = build(config, reactor)
         top.startService()

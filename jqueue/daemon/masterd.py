@@ -35,7 +35,6 @@ from jqueue.queue import JobQueue
 from jqueue.retention import Policy as RetentionPolicy
 from jqueue.run import workerpool
 from jqueue.run.commands import CommandRunner, ReactorHost
-from jqueue.store import faults
 
 logger = logging.getLogger("jqueue.daemon.masterd")  # also when run as __main__
 
@@ -387,8 +386,6 @@ def main(argv=None):
 
 def _build(config, reactor):
     prepare_directories(config)
-    if faults.arm_from_environment():
-        logger.warning("failpoints armed from %s (a test run)", faults.ENV_VAR)
     return make_service(config, reactor)
 
 
