@@ -248,6 +248,12 @@ class JobQueue:
         """The opcode registry used to validate and run opcodes."""
         return self._registry
 
+    @property
+    def failed(self):
+        """The error of a failed sync (journal or checkpoint) after which the queue refuses
+        every change until reopened, else None."""
+        return self._fatal
+
     # Submission
 
     def submit_job(self, ops, drained_ok=False, token=None, owner=None, parent=None,
@@ -1757,21 +1763,22 @@ class JobQueue:
             self._closed = True
         self._journal.close(ack_timeout=self._replicator.ack_timeout)
         self._replicator.stop()
+        failed = self._fatal is not None or self._journal.failed is not None
         try:
-            if self._fatal is not None or self._journal.failed is not None:
-                raise errors.DiskSyncError("queue %s closed without a checkpoint after a "
-                                           "failed sync; reopening replays its journal" %
-                                           self._dir.path)
-            with self._checkpoint_lock:
-                self._materialize(self._dirty, self._archiving, self._serial,
-                                  self._take_deleted_unlocked(), self._position,
-                                  self._take_services_unlocked())
-                journal.reset(self._dir.path)
-            self._logs.close()
-            self._service_logs.close()
+            if not failed:
+                with self._checkpoint_lock:
+                    self._materialize(self._dirty, self._archiving, self._serial,
+                                      self._take_deleted_unlocked(), self._position,
+                                      self._take_services_unlocked())
+                    journal.reset(self._dir.path)
+            self._logs.close(sync=not failed)
+            self._service_logs.close(sync=not failed)
             self._events.close()
         finally:
             self._dir.unlock()  # a failed final checkpoint keeps the journal: replay decides
+        if failed:
+            raise errors.DiskSyncError("queue %s closed without a checkpoint after a failed "
+                                       "sync; reopening replays its journal" % self._dir.path)
         logger.info("closed queue %s", self._dir.path)
 
     def __enter__(self):

@@ -281,10 +281,28 @@ class Node:
             logger.info("replica %s closed (role %s)", self.queue_dir, self.role)
 
     def _usable_replica_locked(self):
-        """The replica, opened now if this node should hold one and it was not open."""
+        """The replica, opened now if this node should hold one and it was not open, or
+        opened again if a failed sync stopped it."""
+        if self.replica is not None and self.replica.failed is not None:
+            self._reopen_failed_replica_locked()
         if self.replica is None and self._wants_replica():
             self._open_replica_locked()
         return self.replica
+
+    def _reopen_failed_replica_locked(self):
+        """A sync of the replica failed: the pages it had written may be lost, so it refuses
+        every change. Close it without a checkpoint and let it be opened again, which is
+        what a restart of the daemon does: the replay finds what was durable (the journal
+        cut the failed batch off), and the master sends the rest again or resyncs."""
+        logger.error("replica %s stopped after a failed sync (%s): opening it again",
+                     self.queue_dir, errors.error_message(self.replica.failed))
+        try:
+            self._close_replica_locked()
+        except errors.DiskSyncError:
+            pass  # expected: closed without a checkpoint
+        except (errors.GenericError, OSError) as err:
+            logger.error("closing the failed replica %s: %s", self.queue_dir,
+                         errors.error_message(err))
 
     def _refresh_locked(self):
         """Take what jq-masterd recorded in cluster.json or node.json meanwhile (a start

@@ -46,6 +46,12 @@ class Replica:
         """[epoch, session, seq] of the last batch applied (zeros if none)."""
         return list(self.queue._position or NO_POSITION)
 
+    @property
+    def failed(self):
+        """The error of a failed sync after which the replica refuses every batch until it
+        is closed and opened again, else None."""
+        return self.queue.failed
+
     def close(self):
         self.queue.shutdown()
 

@@ -176,9 +176,11 @@ class LogStore:
                 return False
         return True
 
-    def close(self):
-        """Sync and close every descriptor."""
-        self.sync()
+    def close(self, sync=True):
+        """Sync (unless told not to: after a failed sync nothing more is trusted) and close
+        every descriptor."""
+        if sync:
+            self.sync()
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)

@@ -239,6 +239,27 @@ def test_killed_candidate_resyncs_to_identical_job_files(tmp_path, nodeds, daemo
     assert_identical_replicas(test_cluster, ["node2", "node3"], acked)
 
 
+def test_a_candidate_whose_disk_failed_a_sync_opens_its_replica_again(tmp_path, nodeds,
+                                                                      daemons):
+    """A failed sync of a candidate's replica (EIO injected at its 20th journal sync) stops
+    that replica for good; its jq-noded opens it again at the master's next batch, without
+    a restart: submissions go on, and the candidate ends byte-identical to the master."""
+    test_cluster, started, master = start_cluster(
+        tmp_path, nodeds, daemons, 3, noded_env={"node3": {"JQ_FAILPOINTS": "journal.sync:EIO:20"}})
+    load = Load(master.socket)
+    load.wait_for(200)
+    acked = load.stop()
+    assert load.errors == []
+    with master.client() as client:
+        wait_all_final(client, acked)
+    lines = wait_verified(master.socket).splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["node2: in sync", "node3: in sync"]
+    log = started["node3"].stderr()
+    assert "injected at journal.sync" in log and "opening it again" in log, log
+    stop_all(master, started)
+    assert_identical_replicas(test_cluster, ["node2", "node3"], acked)
+
+
 def test_partitioned_master_acknowledges_nothing_until_candidates_return(
         tmp_path, nodeds, daemons):
     """With both candidates stopped, a submission fails after ack_timeout naming its job and

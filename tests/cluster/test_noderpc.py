@@ -1,12 +1,15 @@
 """Tests of jqueue.cluster.noderpc.Node in this process: roles, configurations, epochs (a
 node's epoch moves only with a configuration or a vote of that epoch)."""
 
+import errno
+
 import pytest
-from cluster_helpers import build_cluster
+from cluster_helpers import build_cluster, job_record
 
 from jqueue import errors
 from jqueue.cluster import membership, noderpc
 from jqueue.daemon import clustermaster
+from jqueue.store import faults
 
 FAR = 10 ** 30
 
@@ -53,6 +56,40 @@ def test_a_vote_lets_the_node_follow_the_new_epoch(node):
         node.replicate("node3", body)
     assert node.state.master == "node3"
 
+
+
+def test_a_replica_whose_sync_failed_is_opened_again_by_the_next_replication(node):
+    """A failed sync stops the replica's journal for good (its pages may be lost): the
+    next replication closes it without a checkpoint and opens it again, whose replay
+    finds the batches that were durable; the master's retry of the failed one is applied
+    and made durable, and the node goes on without a restart."""
+    master, epoch = node.state.master, node.state.epoch
+
+    def batch(seq, job_id):
+        return {"epoch": epoch, "session": 1, "seq_from": seq, "seq_to": seq,
+                "records": [job_record(job_id)]}
+
+    node.resync_apply(master, {"epoch": epoch, "position": [epoch, 1, 0]})
+    assert node.replicate(master, batch(1, 1)) == {"position": [epoch, 1, 1]}
+    failed = node.replica
+    faults.inject("journal.sync", errno.EIO)
+    try:
+        with pytest.raises(errors.GenericError, match="Input/output error"):
+            node.replicate(master, batch(2, 2))
+    finally:
+        faults.clear()
+    assert failed.failed is not None
+    assert node.replicate(master, batch(2, 2)) == {"position": [epoch, 1, 2]}
+    assert node.replica is not failed and node.replica.failed is None
+    assert sorted(node.replica.queue._jobs) == [1, 2]
+    node.stop()
+    reopened = noderpc.Node.load(node.state_dir, checkpoint_interval=None)
+    reopened.start()
+    try:
+        assert reopened.replica.position == [epoch, 1, 2]
+        assert sorted(reopened.replica.queue._jobs) == [1, 2]
+    finally:
+        reopened.stop()
 
 
 @pytest.fixture
