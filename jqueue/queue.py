@@ -1616,8 +1616,8 @@ class JobQueue:
     def _on_fatal(self, error):
         """A sync failed (journal or checkpoint): refuse changes; the owner must stop
         without a checkpoint (see __init__ and shutdown)."""
-        logger.critical("queue %s: a sync failed (%s): refusing changes; restart to replay "
-                        "the journal", self._dir.path, error)
+        logger.critical("queue %s: a sync failed (%s): refusing changes until it is opened "
+                        "again, which replays the journal", self._dir.path, error)
         self._fatal = error
         if self._fatal_hook is not None:
             self._fatal_hook(error)

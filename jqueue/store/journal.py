@@ -243,7 +243,8 @@ class Journal:
             return None
         if self._failed is not None:
             return errors.JobQueueError("changes refused: the journal of %s failed for good "
-                                        "(%s); the daemon must restart" % (self._dir, error))
+                                        "(%s) until it is opened again, which replays it"
+                                        % (self._dir, error))
         return errors.JobQueueError(
             "changes refused: cannot write the journal in %s: %s; retrying every %gs, "
             "reads are still served" % (self._dir, _reason(error), self._retry_interval))
@@ -673,8 +674,8 @@ class Journal:
                 logger.exception("recovery listener failed")
 
     def _fail_for_good(self, cause):
-        logger.critical("journal %s: %s; refusing every change: the daemon must exit and "
-                        "replay the journal", self._path, cause)
+        logger.critical("journal %s: %s; refusing every change until it is opened again, "
+                        "which replays it", self._path, cause)
         with self._cond:
             self._failed = cause
             self._failing = self._next_probe = None
