@@ -204,6 +204,16 @@ def one_line(err):
     return " ".join(text.split())
 
 
+def log_stop_failure(what):
+    """Log the exception being handled while stopping: one line for a disk's or the
+    queue's refusal (the operator's to act on), a traceback for anything else (a bug)."""
+    err = sys.exc_info()[1]
+    if isinstance(err, (errors.GenericError, OSError)):
+        logger.error("%s: %s", what, one_line(err))
+    else:
+        logger.exception(what)
+
+
 def stop_reactor(reactor):
     """Stop the reactor unless it is already stopping."""
     from twisted.internet import error

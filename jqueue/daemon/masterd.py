@@ -336,7 +336,7 @@ class MasterService(service.MultiService):
         try:
             yield self.queue_service.stopService()
         except Exception:  # noqa: BLE001 - logged; the exit status says it
-            logger.exception("shutting the queue down failed")
+            common.log_stop_failure("shutting the queue down failed")
             self.exit_status = EXIT_FAILURE
         yield self.luxi_service.stopService()
         yield self.http_service.stopService()

@@ -166,7 +166,7 @@ class NodeService(service.Service):
             yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                             self._stop_blocking)
         except Exception:  # noqa: BLE001 - logged; the exit status says it
-            logger.exception("closing the replica failed")
+            common.log_stop_failure("closing the replica failed")
             self.exit_status = EXIT_FAILURE
         logger.info("jq-noded stopped")
 

@@ -260,6 +260,22 @@ def test_a_candidate_whose_disk_failed_a_sync_opens_its_replica_again(tmp_path, 
     assert_identical_replicas(test_cluster, ["node2", "node3"], acked)
 
 
+def test_a_replica_the_disk_refuses_to_close_is_one_line_and_exit_1(tmp_path, nodeds):
+    """A candidate's replica whose final checkpoint fails to sync (injected) at a stop:
+    jq-noded exits 1 saying why in one line, without a traceback (the next start replays
+    the journal)."""
+    test_cluster = build_cluster(tmp_path / "cluster", 3)
+    node = nodeds(test_cluster, "node2", env={"JQ_FAILPOINTS": "checkpoint.sync:EIO:1"})
+    assert node.stop() == 1
+    log = node.stderr()
+    assert re.search(r"ERROR .*closing the replica failed: .*injected at checkpoint.sync",
+                     log), log
+    assert "Traceback" not in log, log
+    node.env = None
+    node.start()
+    assert node.stop() == 0, node.stderr()
+
+
 def test_partitioned_master_acknowledges_nothing_until_candidates_return(
         tmp_path, nodeds, daemons):
     """With both candidates stopped, a submission fails after ack_timeout naming its job and
