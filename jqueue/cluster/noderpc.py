@@ -282,7 +282,8 @@ class Node:
 
     def _usable_replica_locked(self):
         """The replica, opened now if this node should hold one and it was not open, or
-        opened again if a failed sync stopped it."""
+        opened again if a failed sync stopped it (what it says, its position included, is
+        then what was durable)."""
         if self.replica is not None and self.replica.failed is not None:
             self._reopen_failed_replica_locked()
         if self.replica is None and self._wants_replica():
@@ -386,7 +387,9 @@ class Node:
         the configuration this node holds (a node records it only from its master)."""
         with self._lock:
             self._refresh_locked()
-        replica = self.replica
+            # A replica stopped by a failed sync is opened again first: its position in
+            # memory counts the batch whose sync failed, and a failover compares this one.
+            replica = self._usable_replica_locked()
         return {"name": self.name, "epoch": self.state.epoch, "master": self.state.master,
                 "config_version": self.config.version, "role": self.role,
                 "replica": replica is not None,

@@ -60,9 +60,10 @@ def test_a_vote_lets_the_node_follow_the_new_epoch(node):
 
 def test_a_replica_whose_sync_failed_is_opened_again_by_the_next_replication(node):
     """A failed sync stops the replica's journal for good (its pages may be lost): the
-    next replication closes it without a checkpoint and opens it again, whose replay
-    finds the batches that were durable; the master's retry of the failed one is applied
-    and made durable, and the node goes on without a restart."""
+    next call that reads or changes it (replication, node_info, a vote) closes it without
+    a checkpoint and opens it again, whose replay finds the batches that were durable
+    (node_info, which a failover compares, says that position); the master's retry of
+    the failed one is applied and made durable, and the node goes on without a restart."""
     master, epoch = node.state.master, node.state.epoch
 
     def batch(seq, job_id):
@@ -78,7 +79,9 @@ def test_a_replica_whose_sync_failed_is_opened_again_by_the_next_replication(nod
             node.replicate(master, batch(2, 2))
     finally:
         faults.clear()
-    assert failed.failed is not None
+    assert failed.failed is not None and failed.position == [epoch, 1, 2]
+    # What a failover compares is the durable position, not the failed batch's.
+    assert node.node_info("node3", {})["position"] == [epoch, 1, 1]
     assert node.replicate(master, batch(2, 2)) == {"position": [epoch, 1, 2]}
     assert node.replica is not failed and node.replica.failed is None
     assert sorted(node.replica.queue._jobs) == [1, 2]
