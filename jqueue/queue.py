@@ -252,7 +252,7 @@ class JobQueue:
     def failed(self):
         """The error of a failed sync (journal or checkpoint) after which the queue refuses
         every change until reopened, else None."""
-        return self._fatal
+        return self._fatal or self._journal.failed
 
     # Submission
 

@@ -120,6 +120,29 @@ def test_a_failed_log_sync_is_fatal_and_the_replay_cuts_the_unsynced_bytes(tmp_p
         queue.shutdown()
 
 
+def test_a_queue_closed_after_a_failed_sync_closes_its_logs_without_syncing_them(tmp_path):
+    """Closing a queue whose sync failed writes and syncs nothing more, but closes the
+    logs' descriptors and the lock: the same process opens it again (a candidate's
+    jq-noded does so with its replica), and the replay finds the acknowledged bytes."""
+    queue = JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None,
+                     on_fatal=lambda error: None)
+    job_id = queue.submit_job([delay()])
+    _log(queue, job_id, b"small\n").wait(10)
+    faults.inject("logs.sync", errno.EIO)
+    with pytest.raises(errors.JobQueueError):
+        _log(queue, job_id, BIG).wait(10)
+    faults.inject("logs.sync", errno.EIO)  # a sync at the close would raise again
+    with pytest.raises(errors.DiskSyncError, match="closed without a checkpoint"):
+        queue.shutdown()
+    assert faults.armed("logs.sync") and queue._logs._fds == {}
+    faults.clear()
+    queue = _open(tmp_path / "queue")
+    try:
+        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n"
+    finally:
+        queue.shutdown()
+
+
 def test_a_failed_log_sync_at_a_checkpoint_is_fatal(tmp_path):
     """The checkpoint's sync of the logs fails: fatal as its sync of the queue's files is,
     and the journal is kept (the restart replays it)."""
