@@ -141,6 +141,18 @@ def job_files(queue_dir):
     return files
 
 
+def stop_in_sync(load, master):
+    """Stop the load (no submission refused), wait for its jobs to end and for cluster
+    verify to find node2 and node3 in sync; the acknowledged ids."""
+    acked = load.stop()
+    assert load.errors == []
+    with master.client() as client:
+        wait_all_final(client, acked)
+    lines = wait_verified(master.socket).splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["node2: in sync", "node3: in sync"]
+    return acked
+
+
 def stop_all(master, started):
     """SIGTERM jq-masterd, then every jq-noded: each writes its files and exits 0."""
     assert master.stop() == 0, master.stderr()
@@ -229,12 +241,7 @@ def test_killed_candidate_resyncs_to_identical_job_files(tmp_path, nodeds, daemo
     load.wait_for(100)
     started["node3"].start()
     load.wait_for(30)
-    acked = load.stop()
-    assert load.errors == []
-    with master.client() as client:
-        wait_all_final(client, acked)
-    lines = wait_verified(master.socket).splitlines()
-    assert [line.split(" (")[0] for line in lines] == ["node2: in sync", "node3: in sync"]
+    acked = stop_in_sync(load, master)
     stop_all(master, started)
     assert_identical_replicas(test_cluster, ["node2", "node3"], acked)
 
@@ -248,12 +255,7 @@ def test_a_candidate_whose_disk_failed_a_sync_opens_its_replica_again(tmp_path, 
         tmp_path, nodeds, daemons, 3, noded_env={"node3": {"JQ_FAILPOINTS": "journal.sync:EIO:20"}})
     load = Load(master.socket)
     load.wait_for(200)
-    acked = load.stop()
-    assert load.errors == []
-    with master.client() as client:
-        wait_all_final(client, acked)
-    lines = wait_verified(master.socket).splitlines()
-    assert [line.split(" (")[0] for line in lines] == ["node2: in sync", "node3: in sync"]
+    acked = stop_in_sync(load, master)
     log = started["node3"].stderr()
     assert "injected at journal.sync" in log and "opening it again" in log, log
     stop_all(master, started)
