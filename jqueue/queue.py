@@ -1763,7 +1763,7 @@ class JobQueue:
             self._closed = True
         self._journal.close(ack_timeout=self._replicator.ack_timeout)
         self._replicator.stop()
-        failed = self._fatal is not None or self._journal.failed is not None
+        failed = self.failed is not None
         try:
             if not failed:
                 with self._checkpoint_lock:
