@@ -14,7 +14,9 @@ EXIT_NOT_FOUND = 4
 EXIT_UNREACHABLE = 5
 EXIT_REFUSED = 6
 EXIT_NOT_ACKNOWLEDGED = 7
-EXIT_STILL_RUNNING = 8
+#: jqctl wait --timeout: a job not finished in time (other-systems.md row 17: 3, as
+#: timeout(1) callers of JobMon's wait expect); a canceled command job exits 125 there.
+EXIT_STILL_RUNNING = EXIT_CANCELED
 EXIT_INTERRUPTED = 130
 
 #: (status, meaning), in the order the man page lists them.
@@ -24,7 +26,8 @@ TABLE = (
                    "from the master's"),
     (EXIT_USAGE, "usage error: bad command line, unreadable or malformed job file, "
                  "confirmation needed but no terminal"),
-    (EXIT_CANCELED, "a job was canceled"),
+    (EXIT_CANCELED, "a job was canceled; wait --timeout: a job had not finished when the "
+                    "time was up (it goes on)"),
     (EXIT_NOT_FOUND, "a job or a field was not found"),
     (EXIT_UNREACHABLE, "the daemon is unreachable, closed the connection or did not answer "
                        "in time; cluster verify: a candidate is unreachable"),
@@ -34,14 +37,12 @@ TABLE = (
                             "acknowledged in time by enough master candidates: they are kept "
                             "and run once the candidates catch up, but a failover before that "
                             "may lose them; submitting again with the same --token is safe"),
-    (EXIT_STILL_RUNNING, "wait --timeout: a job had not finished when the time was up"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C), or a confirmation was declined"),
 )
 
 #: Job outcomes from best to worst; several jobs exit with the worst one.
-_SEVERITY = (EXIT_SUCCESS, EXIT_CANCELED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_STILL_RUNNING,
-             EXIT_REFUSED, EXIT_NOT_ACKNOWLEDGED, EXIT_UNREACHABLE, EXIT_USAGE,
-             EXIT_INTERRUPTED)
+_SEVERITY = (EXIT_SUCCESS, EXIT_CANCELED, EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_REFUSED,
+             EXIT_NOT_ACKNOWLEDGED, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_INTERRUPTED)
 
 _STATUS_CODES = {
     constants.JOB_STATUS_SUCCESS: EXIT_SUCCESS,

@@ -9,6 +9,9 @@ CANCELING_POLL_INTERVAL = 1.0
 _FIELDS = DONE_FIELDS
 #: Fields that tell how a command job ended (its exit status for jqctl wait).
 END_FIELDS = ["status", "exit_status", "signal", "timed_out", "reason"]
+#: follow_jobs' outcome of a job not finished by the deadline (wait --timeout): not an
+#: exit status, as its number (3) is also a canceled job's.
+STILL_RUNNING = "still running"
 
 
 def register(commands):
@@ -28,7 +31,7 @@ def register(commands):
                         help="print a JSON list of outcome records once every job finished")
     parser.add_argument("--timeout", type=parsing.duration, dest="wait_for",
                         metavar="SECONDS",
-                        help="stop waiting after SECONDS (exit status 8 if a job is not "
+                        help="stop waiting after SECONDS (exit status 3 if a job is not "
                              "finished then; the jobs go on); default: wait for ever")
     parser.set_defaults(func=cmd_wait)
 
@@ -42,8 +45,10 @@ def cmd_wait(ctx, args):
     """Wait for every job (until args.wait_for seconds passed); exit with the worst
     outcome."""
     deadline = None if args.wait_for is None else ctx.clock() + args.wait_for
-    return exitcodes.worst(follow_jobs(ctx, args.ids, show_log=False, as_json=args.json,
-                                       deadline=deadline))
+    codes = follow_jobs(ctx, args.ids, show_log=False, as_json=args.json, deadline=deadline)
+    if STILL_RUNNING in codes:  # the worst outcome, whatever its number
+        return exitcodes.EXIT_STILL_RUNNING
+    return exitcodes.worst(codes)
 
 
 def follow_jobs(ctx, job_ids, show_log, as_json=False, deadline=None):
@@ -52,7 +57,8 @@ def follow_jobs(ctx, job_ids, show_log, as_json=False, deadline=None):
     Once ctx.clock() reaches deadline (if given), the jobs not finished are "still
     STATUS" (their records as they are).
 
-    Returns the exit status of each job (not found for a job the daemon does not know).
+    Returns the exit status of each job (not found for a job the daemon does not know,
+    STILL_RUNNING for one not finished by the deadline).
     """
     codes, records = [], []
     for job_id in job_ids:
@@ -72,7 +78,7 @@ def follow_jobs(ctx, job_ids, show_log, as_json=False, deadline=None):
         else:
             ctx.out(outcome.finished_line(dict(found, status=status)), flush=True)
         if status is None:
-            codes.append(exitcodes.EXIT_STILL_RUNNING)
+            codes.append(STILL_RUNNING)
             continue
         codes.append(exit_status(ctx, job_id, status))
     if as_json:

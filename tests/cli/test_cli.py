@@ -717,15 +717,16 @@ def test_wait_prints_one_line_per_job_and_exits_with_the_worst(cli):
 
 def test_wait_timeout_gives_up_on_jobs_still_running(cli):
     """wait --timeout S: the jobs that finished in time say so, the others "still STATUS"
-    (--json: their records as they are); exit 8, worse than a failure; the jobs go on."""
+    (--json: their records as they are); exit 3 (other-systems row 17), worse than a
+    failure or a job not found; the jobs go on."""
     done, slow = cli.fake.add_job(), cli.fake.add_job(status="running")
     cli.fake.script(done, ("error", []))
-    result = cli("wait", "--timeout", "10m", done, slow)
-    assert result == (exitcodes.EXIT_STILL_RUNNING, "Job 1 finished: error: opcode 1 "
-                      "(TEST_DELAY(0)) failed\nJob 2 still running\n", "")
+    result = cli("wait", "--timeout", "10m", done, slow, 99)
+    assert result == (3, "Job 1 finished: error: opcode 1 "
+                      "(TEST_DELAY(0)) failed\nJob 2 still running\n", "jqctl: job 99 not found\n")
     assert cli.fake.waited == 600
     result = cli("--timeout", "5", "wait", "--json", "--timeout", "1", slow)
-    assert result.code == exitcodes.EXIT_STILL_RUNNING
+    assert result.code == 3
     assert [r["status"] for r in serializer.loads(result.out)] == ["running"]
     assert cli.fake.waited == 601 and cli.fake.jobs[slow].calc_status() == "running"
     cli.fake.fail("wait_for_job_change", errors.NoMasterError("no jqueue daemon listening"))
@@ -966,7 +967,7 @@ def test_launcher_runs_the_cli(tmp_path):
 def test_exit_code_table_is_complete_and_distinct():
     """The documented table lists every exit status once."""
     codes = [code for code, _ in exitcodes.TABLE]
-    assert codes == sorted(set(codes)) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 130]
+    assert codes == sorted(set(codes)) == [0, 1, 2, 3, 4, 5, 6, 7, 130]
 
 
 def _public_methods(cls):
