@@ -344,11 +344,27 @@ class Node:
 
     # Replication (through ReplicaRpc)
 
-    def _replicated(self, method, peer, body):
+    def replica_ready(self):
+        """Whether a replication call would find nothing to do before it applies: the
+        replica open and not failed, the configuration files unchanged. Read without the
+        lock, a hint (the call checks again under it): when false, prepare_replication is
+        worth a thread, as it may replay the journal."""
+        replica = self.replica
+        return (replica is not None and replica.failed is None
+                and membership.file_stamp(self.state_dir) == self._stamp)
+
+    def prepare_replication(self, peer):
+        """What a replication call from peer does before it applies: the configuration
+        taken up again, the call refused if this node holds no replica, the replica opened
+        (again, after a failed sync: a replay of its journal)."""
         with self._lock:
             self._refresh_locked()
             self._check_takes_replication_locked(peer)
             self._usable_replica_locked()
+
+    def _replicated(self, method, peer, body):
+        with self._lock:
+            self.prepare_replication(peer)
             return getattr(self._rpc, method)(peer, body)
 
     def replicate(self, peer, body):
