@@ -95,6 +95,9 @@ RECONNECT_ERRORS = (errors.NoMasterError, errors.ConnectionClosedError,
 #: (log -f, wait, watch, run --wait or --follow) goes on trying before it gives up.
 RECONNECT_DELAY = 1.0
 RECONNECT_WINDOW = 120.0
+#: Seconds between two looks, while the daemon is lost, at whether the cluster's master is
+#: now another node (cluster_cmds.master_elsewhere: it asks the nodes).
+MASTER_CHECK_INTERVAL = 10.0
 
 
 class Context:
@@ -106,6 +109,7 @@ class Context:
         self._client = None
         self.socket_path = None
         self.socket_source = None
+        self.state_dir = None  # jqctl --state-dir
         self.timeout = DEFAULT_TIMEOUT
         self.stdin = sys.stdin if stdin is None else stdin
         self.stdout = sys.stdout if stdout is None else stdout
@@ -125,8 +129,13 @@ class Context:
         function of the client and args), connecting again whenever the daemon is lost
         (one of RECONNECT_ERRORS), for up to window seconds from the first loss (None: for
         ever), said on stderr when it is lost and when it answers again. The call must be
-        safe to repeat: it only reads, from where the command got to."""
-        lost_at = None
+        safe to repeat: it only reads, from where the command got to.
+
+        On a cluster node whose master is (or becomes, by a failover) another node, it
+        gives up at once with a message naming that master (exit status 5): this node's
+        socket never reaches it. That is looked at on the first loss and every
+        MASTER_CHECK_INTERVAL seconds after."""
+        lost_at = checked_at = None
         while True:
             try:
                 if isinstance(read, str):
@@ -135,6 +144,12 @@ class Context:
                     answer = read(self.client, *args)
             except RECONNECT_ERRORS as err:
                 now = self.clock()
+                if checked_at is None or now - checked_at >= MASTER_CHECK_INTERVAL:
+                    checked_at = now
+                    elsewhere = cluster_cmds.master_elsewhere(self.socket_path, self.state_dir)
+                    if elsewhere is not None:
+                        raise exitcodes.CommandError(elsewhere,
+                                                     exitcodes.EXIT_UNREACHABLE) from None
                 if lost_at is None:
                     lost_at = now
                     self.warn("%s; connecting again" % errors.error_message(err))
@@ -223,6 +238,7 @@ def run(ctx, argv):
         return exc.code if isinstance(exc.code, int) else exitcodes.EXIT_USAGE
     ctx.socket_path, ctx.socket_source = locate_socket(args.socket, args.global_state_dir)
     ctx.timeout = args.timeout
+    ctx.state_dir = args.global_state_dir
     try:
         return _execute(ctx, args)
     finally:

@@ -698,16 +698,41 @@ def not_master_message(socket_path, error, state_dir=None):
 
     Never raises: anything missing or broken gives None (the caller keeps its message).
     """
+    found = _master_of(socket_path, state_dir)
+    if found is None:
+        return None
+    name, master, address, epoch = found
+    if master == (name or "unknown"):
+        return "this node (%s) is the master (epoch %s) but jq-masterd does not answer: %s" % (
+            name, epoch, errors.error_message(error))
+    return _elsewhere_message(name or "unknown", master, address, epoch)
+
+
+def master_elsewhere(socket_path, state_dir=None):
+    """For a daemon lost while jqctl follows something (a log, jobs) on a cluster node:
+    the message naming the master if it is another node (a failover, or jqctl run on a
+    candidate), whose daemon this node's socket never reaches; None if following may go
+    on: not a cluster node, this node is the master (its jq-masterd restarting), or
+    nothing can be told. Never raises."""
+    found = _master_of(socket_path, state_dir)
+    if found is None or found[0] is None or found[1] == found[0]:
+        return None
+    return _elsewhere_message(*found)
+
+
+def _master_of(socket_path, state_dir):
+    """(this node's name or None, master, address, epoch) of the cluster node jqctl runs
+    for (admin.learn_master: its files, then what the nodes it reaches know); None if it
+    is not a cluster node or nothing can be learnt."""
     try:
         state_dir = cluster_state_dir(socket_path, state_dir)
         if state_dir is None:
             return None
-        name = _own_name(state_dir) or "unknown"
-        master, address, epoch = clusterops().learn_master(state_dir)
+        return (_own_name(state_dir),) + tuple(clusterops().learn_master(state_dir))
     except Exception:  # noqa: BLE001 - a message, never a traceback
         return None
-    if master == name:
-        return "this node (%s) is the master (epoch %s) but jq-masterd does not answer: %s" % (
-            name, epoch, errors.error_message(error))
+
+
+def _elsewhere_message(name, master, address, epoch):
     return "this node (%s) is not the master: %s (%s) is (epoch %s)" % (
         name, master, address, epoch)

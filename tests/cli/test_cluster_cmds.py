@@ -436,6 +436,51 @@ def test_jqctl_on_a_candidate_names_the_master(cli, tmp_path):
     assert cli.ops.calls == [("learn_master", (state_dir, 2.0))]
 
 
+@pytest.mark.parametrize("command", [["wait", "1"], ["log", "-f", "1"], ["watch", "1"]])
+def test_following_on_a_candidate_names_the_master_at_once(cli, tmp_path, command):
+    """wait, log -f and watch on a candidate (its socket never reaches the master) say who
+    the master is at once, exit 5, instead of connecting again for two minutes."""
+    state_dir = _node_dir(tmp_path / "c1", "c1", _config())
+    cli.ops.master = ("m", "127.0.0.1:7000", 1)
+    socket = os.path.join(state_dir, "run", "jqueue.sock")
+    result = cli("--socket", socket, *command, factory=_unreachable)
+    assert result == (exitcodes.EXIT_UNREACHABLE, "", "jqctl: this node (c1) is not the "
+                      "master: m (127.0.0.1:7000) is (epoch 1)\n")
+    assert cli.sleeps == [] and cli.ops.calls == [("learn_master", (state_dir, 2.0))]
+
+
+class FailoverAfter(list):
+    """Sleeps (a list, as Cli keeps them) after which the cluster's master moves to m."""
+
+    def __init__(self, ops, count):
+        super().__init__()
+        self.ops, self.count = ops, count
+
+    def append(self, seconds):
+        super().append(seconds)
+        if len(self) == self.count:
+            self.ops.master = ("m", "127.0.0.1:7000", 2)
+
+
+def test_following_on_the_master_gives_up_once_a_failover_moved_it(cli, tmp_path):
+    """jqctl wait on the master whose jq-masterd is lost connects again (a restart) and
+    looks every MASTER_CHECK_INTERVAL seconds at who the master is: once a failover made
+    another node master, it says so and exits 5, not at the end of the two minutes."""
+    state_dir = _node_dir(tmp_path / "c1", "c1", _config(master="c1"))
+    cli.ops.master = ("c1", "127.0.0.1:7001", 1)
+    cli.sleeps = FailoverAfter(cli.ops, 5)
+    job_id = cli.fake.add_job(status="running")
+    cli.fake.fail("wait_for_job_change", errors.ConnectionClosedError("connection closed"))
+    socket = os.path.join(state_dir, "run", "jqueue.sock")
+    code, out, err = cli("--socket", socket, "wait", job_id)
+    assert (code, out) == (exitcodes.EXIT_UNREACHABLE, "")
+    assert err.splitlines() == [
+        "jqctl: connection closed; connecting again",
+        "jqctl: this node (c1) is not the master: m (127.0.0.1:7000) is (epoch 2)"]
+    assert sum(cli.sleeps) == app.MASTER_CHECK_INTERVAL
+    assert cli.ops.calls == [("learn_master", (state_dir, 2.0))] * 2
+
+
 def test_the_state_dir_may_come_from_the_environment(cli, monkeypatch, tmp_path):
     """JQ_STATE_DIR names the state directory when the socket does not tell it."""
     state_dir = _node_dir(tmp_path / "c1", "c1", _config())

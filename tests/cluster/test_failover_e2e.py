@@ -22,7 +22,7 @@ import threading
 import time
 
 import pytest
-from daemon_helpers import delay, wait_all_final
+from daemon_helpers import delay, wait_all_final, wait_for_status
 from test_cluster_e2e import job_files, jqctl, start_cluster, wait_verified
 
 from jqueue import errors
@@ -185,6 +185,13 @@ def test_after_a_failover_the_cluster_heals_by_itself(tmp_path, nodeds, daemons)
     with master.client() as client:
         before = [client.submit_job([delay(0, comment="before %d" % n)]) for n in range(20)]
         wait_all_final(client, before)
+        running = client.submit_job([delay(3600)])
+        wait_for_status(client, running, ["running"])
+    # jqctl wait on the master's node follows the job through the master's loss...
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "jqueue.cli", "--socket", master.socket, "wait", str(running)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
     master.kill()
     started["node1"].proc.kill()
     started["node1"].proc.wait(10)
@@ -192,6 +199,12 @@ def test_after_a_failover_the_cluster_heals_by_itself(tmp_path, nodeds, daemons)
     code, out, err = jqctl("master-failover", "--yes", "--start", "--timeout", "5",
                            "--state-dir", dirs["node2"])
     assert code == 0, (out, err)
+    # ... and once the failover made node2 master, says so (its socket never reaches it).
+    waited_out, waited_err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 5 and waited_out == "", (waited_out, waited_err)
+    assert waited_err.splitlines()[-1].startswith(
+        "jqctl: this node (node1) is not the master: node2 (%s) is (epoch 2)" % (
+            test_cluster.config.address("node2"))), waited_err
     pid = int(re.search(r"jq-masterd started \(pid (\d+)", out).group(1))
     try:
         with open("/proc/%d/comm" % pid, encoding="ascii") as stream:
