@@ -33,9 +33,50 @@ class _Connection(unix.Server):
 
 
 class Port(unix.Port):
-    """Twisted's Unix listening port (``listenUNIX``'s) with connections read by recv."""
+    """Twisted's Unix listening port (``listenUNIX``'s) with connections read by recv,
+    whose close removes the socket file and its lock only if they are still its own.
+
+    Twisted's removes them whatever they are: a run directory cleaned while the daemon
+    ran (an operator, tmpfiles, systemd's RuntimeDirectory) made that raise, which failed
+    the daemon's stop, and a socket another daemon bound there since would be removed.
+    """
 
     transport = _Connection
+    _bound = None
+
+    def startListening(self):
+        super().startListening()
+        self._bound = _identity(self._bindPath)
+
+    def connectionLost(self, reason):
+        if self._bound is not None and _identity(self._bindPath) == self._bound:
+            _unlink_quietly(self._bindPath)
+        else:
+            logger.warning("socket %s was removed or replaced while this daemon served it; "
+                           "leaving it", os.fsdecode(self._bindPath))
+        if self.lockFile is not None:
+            try:
+                self.lockFile.unlock()
+            except (OSError, ValueError) as err:  # gone, or another process's now
+                logger.warning("socket lock %s is not this daemon's any more (%s); leaving "
+                               "it", os.fsdecode(self.lockFile.name), err)
+        tcp.Port.connectionLost(self, reason)  # unix.Port's, without its removals
+
+
+def _identity(path):
+    """(device, inode) of the file at path (not followed), or None if there is none."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def lock_path(path):

@@ -7,6 +7,7 @@ systemd notification, configuration errors and application opcode modules.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -504,6 +505,38 @@ def test_stale_socket_and_lock_of_a_reused_pid_are_cleared(daemons, tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_run_directory_cleaned_under_the_daemon_does_not_hang_its_stop(daemons):
+    """The run directory removed while jq-masterd serves (an operator, tmpfiles): its stop
+    used to fail closing the socket and hang for ever on a LUXI thread left; it stops,
+    exit 0, saying the socket was gone."""
+    daemon = daemons()
+    with daemon.client() as client:  # a LUXI thread exists
+        client.query_jobs([], ["id"])
+    shutil.rmtree(os.path.dirname(daemon.socket))
+    assert daemon.stop(timeout=30) == 0, daemon.stderr()
+    log = daemon.stderr()
+    assert "socket %s was removed or replaced" % daemon.socket in log, log
+    assert "jq-masterd stopped" in log and "Traceback" not in log, log
+
+
+def test_a_stopping_daemon_leaves_the_socket_another_daemon_bound_since(daemons):
+    """Its run directory cleaned and the path bound again by another process (with its
+    lock), the daemon's stop removes neither."""
+    daemon = daemons()
+    run = os.path.dirname(daemon.socket)
+    shutil.rmtree(run)
+    os.makedirs(run)
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        other.bind(daemon.socket)
+        os.symlink("1", daemon.socket + ".lock")
+        assert daemon.stop(timeout=30) == 0, daemon.stderr()
+        assert stat.S_ISSOCK(os.lstat(daemon.socket).st_mode)
+        assert os.readlink(daemon.socket + ".lock") == "1"
+    finally:
+        other.close()
 
 
 def test_ready_and_stopping_are_sent_to_notify_socket(daemons, tmp_path):
