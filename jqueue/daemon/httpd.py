@@ -173,13 +173,15 @@ class HttpService(service.Service):
             return
         super().stopService()
         self._restore_sighup()
-        self.site.stop_streams()
-        yield self.port.stopListening()
-        deadline = self._reactor.seconds() + CLOSE_TIMEOUT
-        while self.site.connections and self._reactor.seconds() < deadline:
-            yield task.deferLater(self._reactor, 0.05, lambda: None)
-        for channel in list(self.site.connections):
-            channel.transport.abortConnection()
-        self._pool.stop()
+        try:
+            self.site.stop_streams()
+            yield self.port.stopListening()
+            deadline = self._reactor.seconds() + CLOSE_TIMEOUT
+            while self.site.connections and self._reactor.seconds() < deadline:
+                yield task.deferLater(self._reactor, 0.05, lambda: None)
+            for channel in list(self.site.connections):
+                channel.transport.abortConnection()
+        finally:
+            self._pool.stop()  # whatever failed before: a thread left keeps the process alive
         if self.site.access_log is not None:
             self.site.access_log.close()

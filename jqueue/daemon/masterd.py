@@ -248,16 +248,19 @@ class LuxiService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):
-        """Answer waiters, stop listening, let connections take their last answers."""
+        """Answer waiters, stop listening, let connections take their last answers; the
+        pool's threads end whatever failed before (one left keeps the process alive)."""
         super().stopService()
-        self.factory.answer_waiters_and_close()
-        yield self.port.stopListening()
-        deadline = self._reactor.seconds() + CLOSE_TIMEOUT
-        while self.factory.protocols and self._reactor.seconds() < deadline:
-            yield task.deferLater(self._reactor, 0.05, lambda: None)
-        for proto in list(self.factory.protocols):
-            proto.transport.abortConnection()
-        self._pool.stop()
+        try:
+            self.factory.answer_waiters_and_close()
+            yield self.port.stopListening()
+            deadline = self._reactor.seconds() + CLOSE_TIMEOUT
+            while self.factory.protocols and self._reactor.seconds() < deadline:
+                yield task.deferLater(self._reactor, 0.05, lambda: None)
+            for proto in list(self.factory.protocols):
+                proto.transport.abortConnection()
+        finally:
+            self._pool.stop()
 
 
 class MasterService(service.MultiService):
@@ -333,15 +336,17 @@ class MasterService(service.MultiService):
                     self.config.shutdown_grace)
         self.luxi_service.stop_accepting_submissions()
         self.http_service.stop_accepting_submissions()
-        try:
-            yield self.queue_service.stopService()
-        except Exception:  # noqa: BLE001 - logged; the exit status says it
-            common.log_stop_failure("shutting the queue down failed")
-            self.exit_status = EXIT_FAILURE
-        yield self.luxi_service.stopService()
-        yield self.http_service.stopService()
+        steps = [("shutting the queue down", self.queue_service.stopService),
+                 ("closing the LUXI server", self.luxi_service.stopService),
+                 ("closing the HTTP server", self.http_service.stopService)]
         if self.cluster is not None:
-            self.cluster.close()
+            steps.append(("closing the cluster's connections", self.cluster.close))
+        for what, step in steps:  # each runs whatever the ones before did
+            try:
+                yield step()
+            except Exception:  # noqa: BLE001 - logged; the exit status says it
+                common.log_stop_failure("%s failed" % what)
+                self.exit_status = EXIT_FAILURE
         logger.info("jq-masterd stopped")
 
     def grace_left(self):

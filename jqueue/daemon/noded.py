@@ -161,22 +161,33 @@ class NodeService(service.Service):
         super().stopService()
         common.sd_notify("STOPPING=1")
         logger.info("stopping: no new RPC calls; closing the replica")
-        yield self.port.stopListening()
         try:
-            yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                            self._stop_blocking)
+            yield self.port.stopListening()
         except Exception:  # noqa: BLE001 - logged; the exit status says it
-            common.log_stop_failure("closing the replica failed")
-            self.exit_status = EXIT_FAILURE
+            self._stop_failed("closing the RPC port")
+        yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                        self._stop_blocking)
         logger.info("jq-noded stopped")
 
     def _stop_blocking(self):
-        self._pool.stop()
-        self.node.stop()
+        """In a thread: end the RPC threads, close the replica, leave the services and
+        commands running (the next start follows and re-adopts them); each step whatever
+        the ones before did (a thread left would keep the process alive)."""
+        steps = [("stopping the RPC threads", self._pool.stop),
+                 ("closing the replica", self.node.stop)]
         if self.supervisor is not None:
-            self.supervisor.stop()  # its services go on; the next start follows them
+            steps.append(("leaving the services", self.supervisor.stop))
         if self.executor is not None:
-            self.executor.stop()  # its commands go on; the next start re-adopts them
+            steps.append(("leaving the commands", self.executor.stop))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - logged; the exit status says it
+                self._stop_failed(what)
+
+    def _stop_failed(self, what):
+        common.log_stop_failure("%s failed" % what)
+        self.exit_status = EXIT_FAILURE
 
 
 def make_service(config, reactor):
