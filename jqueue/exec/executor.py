@@ -304,7 +304,14 @@ class Executor:
                 return
             except OSError as err:
                 logger.debug("a spare attempt directory cannot be used: %s", err)
-        os.mkdir(path, 0o750)
+        try:
+            os.mkdir(path, 0o750)
+        except FileNotFoundError:  # the attempts' directory removed (a cleanup): again
+            parent = os.path.dirname(path)
+            if os.path.isdir(os.path.dirname(parent)):
+                logger.warning("the attempts' directory %s is gone: making it again", parent)
+                os.makedirs(parent, mode=0o750, exist_ok=True)
+            os.mkdir(path, 0o750)
 
     def launch_soon(self, spec):
         """launch(spec), its user looked up off the event loop (see user_soon): the
@@ -462,8 +469,7 @@ class Executor:
 
     def _spawn_shim(self, spec, path, cgroup, user, output):
         """posix_spawn the shim; (its pid, the write end of its stdin pipe)."""
-        argv = list(self._shim.argv_prefix)
-        argv += ["--attempt-dir", path, "--dir", spec.dir, "--timeout", repr(float(spec.timeout)),
+        argv = ["--attempt-dir", path, "--dir", spec.dir, "--timeout", repr(float(spec.timeout)),
                  "--grace", repr(float(spec.kill_grace)), "--rt-base", str(RT_BASE),
                  "--output", output]
         if cgroup:
@@ -481,9 +487,12 @@ class Executor:
             (os.POSIX_SPAWN_DUP2, 1, 2),  # the shim writes its complaints to shim.log
         ]
         try:
-            pid = os.posix_spawn(self._shim.executable, argv, {}, file_actions=actions,
-                                 setsid=True, setsigmask=SHIM_EVENTS,
-                                 setsigdef=SHIM_DEFAULTS)
+            try:
+                pid = self._posix_spawn(argv, actions)
+            except FileNotFoundError:
+                if not self._shim_rebuilt():
+                    raise
+                pid = self._posix_spawn(argv, actions)
         except BaseException:
             os.close(write_end)
             raise
@@ -491,6 +500,27 @@ class Executor:
             os.close(read_end)
         _OWN_SHIMS.add(pid)
         return pid, write_end
+
+    def _posix_spawn(self, options, actions):
+        return os.posix_spawn(self._shim.executable, list(self._shim.argv_prefix) + options,
+                              {}, file_actions=actions, setsid=True, setsigmask=SHIM_EVENTS,
+                              setsigdef=SHIM_DEFAULTS)
+
+    def _shim_rebuilt(self):
+        """After a spawn found no shim: if its binary was removed from the state
+        directory (by hand: a cleanup), build it again as the start did (the Python shim
+        if the C one cannot be); whether there is a new one to try."""
+        if os.path.exists(self._shim.executable):
+            return False
+        logger.warning("the command shim %s is gone: building it again",
+                       self._shim.executable)
+        try:
+            self._shim = shims.find_shim(os.path.join(self.state_dir, "exec"),
+                                         self._shim_choice)
+        except shims.ShimUnavailable as err:
+            logger.error("no command shim: %s", err)
+            return False
+        return True
 
     def _discard(self, path, cgroup, output):
         """Undo a launch that failed before the command could start."""

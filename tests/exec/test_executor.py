@@ -8,6 +8,7 @@ import errno
 import os
 import pwd
 import queue
+import shutil
 import signal
 import sys
 import threading
@@ -96,6 +97,31 @@ def test_a_missing_program_exits_127_with_a_message(executors, shim):
     assert (result.exit_status, result.error) == (127, None)
     assert output == (b"jq-shim: cannot execute no-such-program-jq: "
                       b"No such file or directory\n")
+
+
+def test_a_shim_removed_from_the_state_directory_is_built_again(executors, caplog):
+    """The compiled shim deleted under a running executor (a cleanup of its state
+    directory): the next launch builds it again and runs, instead of every attempt failing
+    INTERR until a restart."""
+    executor, reactor, recorder = make(executors)
+    shim_path = executor.shim.split("(", 1)[1].rstrip(")")  # "C shim (PATH)"
+    shutil.rmtree(os.path.dirname(shim_path))
+    result, output = run_to_end(executors, executor, reactor, recorder,
+                                executors.spec(1, "echo still here"))
+    assert (result.exit_status, result.error, output) == (0, None, b"still here\n")
+    assert os.path.exists(shim_path) and "is gone: building it again" in caplog.text
+
+
+def test_an_attempts_directory_removed_is_made_again_by_the_next_launch(executors, caplog):
+    """The attempts' directory removed while no attempt runs (a cleanup): the next launch
+    makes it again and runs, instead of every attempt failing INTERR until a restart."""
+    executor, reactor, recorder = make(executors)
+    run_to_end(executors, executor, reactor, recorder, executors.spec(1, "true"))
+    shutil.rmtree(attemptdir.attempts_dir(executor.run_dir))
+    result, output = run_to_end(executors, executor, reactor, recorder,
+                                executors.spec(2, "echo still here"))
+    assert (result.exit_status, result.error, output) == (0, None, b"still here\n")
+    assert "attempts' directory" in caplog.text and "is gone: making it again" in caplog.text
 
 
 def test_a_missing_directory_is_an_error_and_the_command_never_runs(
