@@ -703,9 +703,12 @@ class Journal:
             raise errors.ProgrammerError("journal rotated twice without a checkpoint")
         os.fdatasync(self._fd)
         self._cut_unused()
-        os.close(self._fd)
+        # Renamed open: whatever fails, self._fd stays a descriptor of this journal's, never
+        # a closed number that close() would close again (another file's, once reused).
         os.rename(self._path, self._old_path)
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        old_fd, self._fd = self._fd, os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                                             0o600)
+        os.close(old_fd)
         fsutil.fsync_dir(self._dir)
         self._size = self._allocated = 0
 

@@ -307,6 +307,28 @@ def test_rotation_splits_records_between_old_and_new_file(tmp_path):
     jnl.close()
 
 
+def test_a_rotation_that_fails_leaves_close_its_own_descriptor(tmp_path):
+    """The journal's directory removed (a cleanup) fails the rotation's rename: the
+    journal fails, and its close closes its own descriptor only; it used to close the
+    number again, by then another file's (here: the next file opened)."""
+    directory = tmp_path / "queue"
+    directory.mkdir()
+    fatal = []
+    jnl = _open(directory, on_fatal=fatal.append)
+    jnl.append(b"before").wait(5)
+    for name in os.listdir(directory):
+        os.unlink(directory / name)
+    directory.rmdir()
+    jnl.rotate().wait(5)  # its records were synced before the switch
+    assert isinstance(jnl.failed, FileNotFoundError) and fatal == [jnl.failed]
+    other = os.open(os.devnull, os.O_RDONLY)
+    try:
+        jnl.close()
+        os.fstat(other)  # still open
+    finally:
+        os.close(other)
+
+
 def test_torn_tail_is_ignored_and_reported(tmp_path):
     """A record cut short at the end is dropped; the complete ones are kept."""
     data = b"".join(journal.frame(b"rec%d" % i) for i in range(3))
