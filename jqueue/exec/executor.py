@@ -469,17 +469,17 @@ class Executor:
 
     def _spawn_shim(self, spec, path, cgroup, user, output):
         """posix_spawn the shim; (its pid, the write end of its stdin pipe)."""
-        argv = ["--attempt-dir", path, "--dir", spec.dir, "--timeout", repr(float(spec.timeout)),
-                 "--grace", repr(float(spec.kill_grace)), "--rt-base", str(RT_BASE),
-                 "--output", output]
+        options = ["--attempt-dir", path, "--dir", spec.dir, "--timeout",
+                   repr(float(spec.timeout)), "--grace", repr(float(spec.kill_grace)),
+                   "--rt-base", str(RT_BASE), "--output", output]
         if cgroup:
-            argv += ["--cgroup", cgroup]
+            options += ["--cgroup", cgroup]
         if user:
             name, uid, gid, groups, _ = user
-            argv += ["--user", name, str(uid), str(gid), "--groups", ",".join(map(str, groups))]
+            options += ["--user", name, str(uid), str(gid), "--groups", ",".join(map(str, groups))]
         if _ORIGINAL_NOFILE:
-            argv += ["--nofile", str(_ORIGINAL_NOFILE[0])]
-        argv += ["--"] + list(spec.argv)
+            options += ["--nofile", str(_ORIGINAL_NOFILE[0])]
+        options += ["--"] + list(spec.argv)
         read_end, write_end = _pipe_above_stdio()
         actions = [
             (os.POSIX_SPAWN_DUP2, read_end, 0),
@@ -488,11 +488,11 @@ class Executor:
         ]
         try:
             try:
-                pid = self._posix_spawn(argv, actions)
+                pid = self._posix_spawn(options, actions)
             except FileNotFoundError:
                 if not self._shim_rebuilt():
                     raise
-                pid = self._posix_spawn(argv, actions)
+                pid = self._posix_spawn(options, actions)
         except BaseException:
             os.close(write_end)
             raise
@@ -502,6 +502,7 @@ class Executor:
         return pid, write_end
 
     def _posix_spawn(self, options, actions):
+        """posix_spawn the shim with options (its command line after its own path)."""
         return os.posix_spawn(self._shim.executable, list(self._shim.argv_prefix) + options,
                               {}, file_actions=actions, setsid=True, setsigmask=SHIM_EVENTS,
                               setsigdef=SHIM_DEFAULTS)
