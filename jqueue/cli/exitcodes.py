@@ -14,8 +14,8 @@ EXIT_NOT_FOUND = 4
 EXIT_UNREACHABLE = 5
 EXIT_REFUSED = 6
 EXIT_NOT_ACKNOWLEDGED = 7
-#: jqctl wait --timeout: a job not finished in time (other-systems.md row 17: 3, as
-#: timeout(1) callers of JobMon's wait expect); a canceled command job exits 125 there.
+#: jqctl wait --timeout: a job not finished in time (other-systems.md, row 17, says 3;
+#: a canceled command job exits 125 in wait, so only an opcode job's cancel shares it).
 EXIT_STILL_RUNNING = EXIT_CANCELED
 EXIT_INTERRUPTED = 130
 
