@@ -199,14 +199,18 @@ def test_after_a_failover_the_cluster_heals_by_itself(tmp_path, nodeds, daemons)
     code, out, err = jqctl("master-failover", "--yes", "--start", "--timeout", "5",
                            "--state-dir", dirs["node2"])
     assert code == 0, (out, err)
-    # ... and once the failover made node2 master, says so (its socket never reaches it).
-    waited_out, waited_err = waiting.communicate(timeout=60)
-    assert waiting.returncode == 5 and waited_out == "", (waited_out, waited_err)
-    assert waited_err.splitlines()[-1].startswith(
-        "jqctl: this node (node1) is not the master: node2 (%s) is (epoch 2)" % (
-            test_cluster.config.address("node2"))), waited_err
     pid = int(re.search(r"jq-masterd started \(pid (\d+)", out).group(1))
     try:
+        # ... and once the failover made node2 master, says so (its socket never reaches
+        # it).
+        try:
+            waited_out, waited_err = waiting.communicate(timeout=60)
+        finally:
+            waiting.kill()
+        assert waiting.returncode == 5 and waited_out == "", (waited_out, waited_err)
+        assert waited_err.splitlines()[-1].startswith(
+            "jqctl: this node (node1) is not the master: node2 (%s) is (epoch 2)" % (
+                test_cluster.config.address("node2"))), waited_err
         with open("/proc/%d/comm" % pid, encoding="ascii") as stream:
             assert stream.read().strip() == "jq-masterd"
         _heal_and_check(test_cluster, started, nodeds, dirs, before)
