@@ -308,7 +308,7 @@ class Executor:
             os.mkdir(path, 0o750)
         except FileNotFoundError:  # the attempts' directory removed (a cleanup): again
             parent = os.path.dirname(path)
-            if os.path.isdir(os.path.dirname(parent)):
+            if os.path.isdir(os.path.dirname(os.path.dirname(parent))):  # the run dir's
                 logger.warning("the attempts' directory %s is gone: making it again", parent)
                 os.makedirs(parent, mode=0o750, exist_ok=True)
             os.mkdir(path, 0o750)

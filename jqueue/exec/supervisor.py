@@ -616,12 +616,34 @@ class Supervisor:
         return os.path.join(self.directory, DEFS, "%d.json" % sid)
 
     def _save(self, svc):
-        """Write the service's file: temp file, fsync, rename, fsync of the directory."""
+        """Write the service's file: temp file, fsync, rename, fsync of the directory.
+        A directory of definitions removed (a cleanup) is made again, with every
+        service's file."""
         path = self._path(svc.sid)
         try:
             _write_durably(path, serializer.dumps_bytes(svc.record))
+        except FileNotFoundError as err:
+            if not self._defs_made_again():
+                logger.error("%s: cannot write %s: %s", svc.label, path, err)
         except OSError as err:
             logger.error("%s: cannot write %s: %s", svc.label, path, err)
+
+    def _defs_made_again(self):
+        """If the directory of definitions is gone but the state directory above the
+        services' is there: make it again and write every service's file into it."""
+        defs = os.path.join(self.directory, DEFS)
+        if os.path.isdir(defs) or not os.path.isdir(os.path.dirname(self.directory)):
+            return False
+        logger.warning("the services' definitions directory %s is gone: writing it again",
+                       defs)
+        try:
+            os.makedirs(defs, 0o750, exist_ok=True)
+        except OSError as err:
+            logger.error("cannot make %s: %s", defs, err)
+            return False
+        for other in self._services.values():
+            self._save(other)
+        return True
 
     def _require_started(self):
         if not self._started:

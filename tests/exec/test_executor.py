@@ -112,12 +112,16 @@ def test_a_shim_removed_from_the_state_directory_is_built_again(executors, caplo
     assert os.path.exists(shim_path) and "is gone: building it again" in caplog.text
 
 
-def test_an_attempts_directory_removed_is_made_again_by_the_next_launch(executors, caplog):
-    """The attempts' directory removed while no attempt runs (a cleanup): the next launch
-    makes it again and runs, instead of every attempt failing INTERR until a restart."""
-    executor, reactor, recorder = make(executors)
+@pytest.mark.parametrize("removed", ["attempts", "all"])
+def test_an_attempts_directory_removed_is_made_again_by_the_next_launch(executors, caplog,
+                                                                         removed):
+    """The attempts' directory, or the executor's whole directory (a services'
+    directory), removed while no attempt runs (a cleanup): the next launch makes what it
+    needs again and runs, instead of every attempt failing INTERR until a restart."""
+    state_dir = executors.state_dir("state/services")
+    executor, reactor, recorder = make(executors, state_dir=state_dir)
     run_to_end(executors, executor, reactor, recorder, executors.spec(1, "true"))
-    shutil.rmtree(attemptdir.attempts_dir(executor.run_dir))
+    shutil.rmtree(attemptdir.attempts_dir(state_dir) if removed == "attempts" else state_dir)
     result, output = run_to_end(executors, executor, reactor, recorder,
                                 executors.spec(2, "echo still here"))
     assert (result.exit_status, result.error, output) == (0, None, b"still here\n")

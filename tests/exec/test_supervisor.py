@@ -2,6 +2,8 @@
 stop and start during back-off, restart policies, and carrying on after a restart."""
 
 import inspect
+import os
+import shutil
 import signal
 
 import pytest
@@ -120,6 +122,20 @@ def test_stop_during_backoff_cancels_the_restart(node):
     node.clock.advance(120)
     assert len(node.executor.launched) == 1
     assert node.states_seen()[-1] == service.STOPPED
+
+
+def test_a_removed_services_directory_gets_every_definition_written_again(node, tmp_path):
+    """The services' directory removed while the node runs (a cleanup): the next change
+    of a service makes its definitions' directory again with every service's file, so a
+    restart still knows them."""
+    node.supervisor.apply([entry(1, target=service.TARGET_STOPPED),
+                           entry(2, target=service.TARGET_STOPPED, seq=1)])
+    shutil.rmtree(tmp_path / "services")
+    node.supervisor.control(1, "start", 2)
+    defs = tmp_path / "services" / supervisor_module.DEFS
+    assert sorted(os.listdir(defs)) == ["1.json", "2.json"]
+    again = Node(tmp_path, executor=node.executor, clock=node.clock)
+    assert sorted(s["id"] for s in again.supervisor.states()) == [1, 2]
 
 
 def test_start_during_backoff_starts_at_once_and_only_once(node):
