@@ -44,6 +44,7 @@ restart replays the journal (PostgreSQL's lesson of 2018).
 
 import collections
 import contextlib
+import errno
 import logging
 import os
 import struct
@@ -625,6 +626,9 @@ class Journal:
             except OSError:
                 pass
             raise _DiskError(err, durable, fatal=True) from None
+        if os.fstat(self._fd).st_nlink == 0:  # removed by hand: no replay would find it
+            raise _DiskError(FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                                               self._path), durable, fatal=True)
         self._size += size
         self.stats["syncs"] += 1
 

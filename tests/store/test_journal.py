@@ -291,6 +291,20 @@ def test_failed_sync_is_fatal_and_not_retried(tmp_path, failpoints):
     jnl.close()
 
 
+def test_a_journal_removed_while_open_fails_the_next_commit(tmp_path):
+    """The journal's file removed by hand (a cleanup of the queue directory): a sync of
+    the unlinked file would make nothing a replay finds, so the next commit fails for
+    good (on_fatal, as a failed sync) instead of being acknowledged."""
+    fatal = []
+    jnl = _open(tmp_path, on_fatal=fatal.append)
+    jnl.append(b"before").wait(5)
+    os.unlink(tmp_path / "journal")
+    with pytest.raises(errors.JobQueueError, match="No such file or directory"):
+        jnl.append(b"after").wait(5)
+    assert isinstance(jnl.failed, FileNotFoundError) and fatal == [jnl.failed]
+    jnl.close()
+
+
 def test_rotation_splits_records_between_old_and_new_file(tmp_path):
     """Records before rotate() land in journal.old, later ones in the new journal."""
     jnl = _open(tmp_path)
