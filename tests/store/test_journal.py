@@ -333,7 +333,10 @@ def test_a_rotation_that_fails_leaves_close_its_own_descriptor(tmp_path):
     for name in os.listdir(directory):
         os.unlink(directory / name)
     directory.rmdir()
-    jnl.rotate().wait(5)  # its records were synced before the switch
+    jnl.rotate().wait(5)  # its records were synced before the switch...
+    deadline = time.monotonic() + 5
+    while jnl.failed is None and time.monotonic() < deadline:  # ... the failure comes after
+        time.sleep(0.01)
     assert isinstance(jnl.failed, FileNotFoundError) and fatal == [jnl.failed]
     other = os.open(os.devnull, os.O_RDONLY)
     try:
