@@ -474,6 +474,15 @@ class Journal:
                     self._commit(batches)
                 else:
                     self._probe()
+            except Exception as err:  # noqa: BLE001 - a bug: fail, never leave waiters hanging
+                logger.exception("journal %s: the committer failed", self._path)
+                self._fail_for_good(err)
+                with self._cond:
+                    handed = {id(b) for waiting, _ in self._acks for b in waiting}
+                self._finish([b for b in batches if not b.done.is_set() and id(b) not in handed],
+                             errors.JobQueueError("journal of %s failed (%s): outcome unknown "
+                                                  "until the journal is replayed"
+                                                  % (self._dir, _reason(err))))
             finally:
                 with self._cond:  # finished, refused or waiting in _acks by now
                     self._writing = []

@@ -305,6 +305,26 @@ def test_a_journal_removed_while_open_fails_the_next_commit(tmp_path):
     jnl.close()
 
 
+def test_a_bug_in_the_committer_fails_the_commit_instead_of_leaving_it_waiting(
+        tmp_path, monkeypatch):
+    """An unexpected exception in the committer thread (a bug) fails the journal for good
+    (on_fatal: the daemon exits and its restart replays) and the commit's waiters hear
+    it, instead of waiting for ever."""
+    fatal = []
+    jnl = _open(tmp_path, on_fatal=fatal.append)
+    jnl.append(b"before").wait(5)
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(jnl, "_write_batches", broken)
+    with pytest.raises(errors.JobQueueError, match="outcome unknown"):
+        jnl.append(b"after").wait(5)
+    assert isinstance(jnl.failed, RuntimeError) and fatal == [jnl.failed]
+    with pytest.raises(errors.JobQueueError, match="journal failed"):
+        jnl.append(b"later")
+    jnl.close()
+
+
 def test_rotation_splits_records_between_old_and_new_file(tmp_path):
     """Records before rotate() land in journal.old, later ones in the new journal."""
     jnl = _open(tmp_path)
