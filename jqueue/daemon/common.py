@@ -15,6 +15,8 @@ import signal
 import socket
 import sys
 
+from twisted.internet import defer, task
+
 import jqueue
 from jqueue import errors
 from jqueue.daemon import config as configmod
@@ -212,6 +214,25 @@ def log_stop_failure(what):
         logger.error("%s: %s", what, one_line(err))
     else:
         logger.exception(what)
+
+
+@defer.inlineCallbacks
+def close_server(reactor, port, connections, pool, timeout, first=None):
+    """Close a server: first() (telling its clients), stop listening on port, give the
+    open connections (a set the server keeps up) timeout seconds to end, abort the rest;
+    the pool's threads are stopped whatever failed before (a thread left would keep the
+    process alive)."""
+    try:
+        if first is not None:
+            first()
+        yield port.stopListening()
+        deadline = reactor.seconds() + timeout
+        while connections and reactor.seconds() < deadline:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        for connection in list(connections):
+            connection.transport.abortConnection()
+    finally:
+        pool.stop()
 
 
 def stop_reactor(reactor):

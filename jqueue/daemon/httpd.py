@@ -9,7 +9,7 @@ import os
 import signal
 
 from twisted.application import service
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error
 from twisted.python import threadpool
 
 from jqueue import errors
@@ -173,15 +173,7 @@ class HttpService(service.Service):
             return
         super().stopService()
         self._restore_sighup()
-        try:
-            self.site.stop_streams()
-            yield self.port.stopListening()
-            deadline = self._reactor.seconds() + CLOSE_TIMEOUT
-            while self.site.connections and self._reactor.seconds() < deadline:
-                yield task.deferLater(self._reactor, 0.05, lambda: None)
-            for channel in list(self.site.connections):
-                channel.transport.abortConnection()
-        finally:
-            self._pool.stop()  # whatever failed before: a thread left keeps the process alive
+        yield common.close_server(self._reactor, self.port, self.site.connections, self._pool,
+                                  CLOSE_TIMEOUT, first=self.site.stop_streams)
         if self.site.access_log is not None:
             self.site.access_log.close()

@@ -23,7 +23,7 @@ import os
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, error, task, threads
+from twisted.internet import defer, error, threads
 from twisted.python import threadpool
 
 import jqueue
@@ -251,16 +251,8 @@ class LuxiService(service.Service):
         """Answer waiters, stop listening, let connections take their last answers; the
         pool's threads end whatever failed before (one left keeps the process alive)."""
         super().stopService()
-        try:
-            self.factory.answer_waiters_and_close()
-            yield self.port.stopListening()
-            deadline = self._reactor.seconds() + CLOSE_TIMEOUT
-            while self.factory.protocols and self._reactor.seconds() < deadline:
-                yield task.deferLater(self._reactor, 0.05, lambda: None)
-            for proto in list(self.factory.protocols):
-                proto.transport.abortConnection()
-        finally:
-            self._pool.stop()
+        yield common.close_server(self._reactor, self.port, self.factory.protocols, self._pool,
+                                  CLOSE_TIMEOUT, first=self.factory.answer_waiters_and_close)
 
 
 class MasterService(service.MultiService):
