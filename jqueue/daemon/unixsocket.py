@@ -17,6 +17,7 @@ import stat
 from twisted.internet import tcp, unix
 
 from jqueue.daemon.common import StartupError
+from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Port(unix.Port):
 
     def connectionLost(self, reason):
         if self._bound is not None and _identity(self._bindPath) == self._bound:
-            _unlink_quietly(self._bindPath)
+            fsutil.unlink_quietly(self._bindPath)
         else:
             logger.warning("socket %s was removed or replaced while this daemon served it; "
                            "leaving it", os.fsdecode(self._bindPath))
@@ -70,13 +71,6 @@ def _identity(path):
     except FileNotFoundError:
         return None
     return info.st_dev, info.st_ino
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def lock_path(path):

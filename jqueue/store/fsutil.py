@@ -66,7 +66,7 @@ def write_file(path, data, mode=0o640, sync=True, sync_dir=True):
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     os.rename(tmp, path)
@@ -110,7 +110,8 @@ def pwrite_all(fd, data, offset):
         offset += written
 
 
-def _unlink_quietly(path):
+def unlink_quietly(path):
+    """Remove path; a path already gone is no error."""
     try:
         os.unlink(path)
     except FileNotFoundError:
