@@ -5,6 +5,7 @@ This module knows only the on-disk contract (compatible with Ganeti 2.10's queue
     <queue>/job-<id>, serial, version, drain, lock, journal
     <queue>/archive/<id // 10000>/job-<id>
     <queue>/corrupt/job-<id>[.N]      (ours: unparseable files set aside)
+    <queue>/.spares/<n>               (ours: replaced job files, written again: write_job)
 
 Every path is built from a parsed, non-negative integer id, never from a caller's text.
 """
@@ -12,9 +13,11 @@ Every path is built from a parsed, non-negative integer id, never from a caller'
 import concurrent.futures
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
+import stat
 import time
 
 from jqueue import constants, errors, ptypes, serializer
@@ -70,6 +73,10 @@ def _read_all(dirfd, names):
 
 
 _READ_SIZE = 1 << 16
+#: Where the files of replaced job files wait to be written again (see QueueDir.write_job).
+SPARES_DIR = ".spares"
+#: Spare files kept at most (each holds an old job file: a few KiB).
+SPARES_MAX = 1024
 #: Files read first in the calling thread, and the time per file under which the rest
 #: are too (they are in the page cache, where threads only fight over the GIL: 100,000
 #: files in 1.2 s from one thread, 3.1 s from four); slower, a pool of threads reads
@@ -85,8 +92,14 @@ class QueueDir:
         self.path = os.path.abspath(path)
         self.archive_dir = os.path.join(self.path, constants.ARCHIVE_DIR)
         self.corrupt_dir = os.path.join(self.path, constants.CORRUPT_DIR)
+        self.spares_dir = os.path.join(self.path, SPARES_DIR)
         self._lock_fd = None
         self._replicator = replicator
+        #: Paths of spare files (popped and appended by whichever thread writes: both
+        #: are atomic), their next name, and whether this file system takes hard links.
+        self._spares = []
+        self._spare_names = itertools.count(1)
+        self._keep_replaced = True
 
     # Paths
 
@@ -138,6 +151,26 @@ class QueueDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, b"%d\n" % os.getpid(), 0)
         self._lock_fd = fd
+        self._adopt_spares()
+
+    def _adopt_spares(self):
+        """Take the spare files the queue's last owner left (see write_job)."""
+        fsutil.makedirs(self.spares_dir)
+        self._spares, last = [], 0
+        for name in os.listdir(self.spares_dir):
+            path = os.path.join(self.spares_dir, name)
+            try:
+                info = os.lstat(path)
+                if not (name.isdigit() and name.isascii() and stat.S_ISREG(info.st_mode)):
+                    continue  # not ours: left alone, never written
+                if info.st_nlink == 1 and len(self._spares) < SPARES_MAX:
+                    self._spares.append(path)
+                    last = max(last, int(name))
+                else:
+                    os.unlink(path)
+            except OSError as err:
+                logger.warning("queue %s: spare file %s: %s", self.path, name, err)
+        self._spare_names = itertools.count(last + 1)
 
     def unlock(self):
         """Release the queue lock."""
@@ -282,9 +315,104 @@ class QueueDir:
             raise errors.JobFileCorrupted("%s: %s" % (path, err)) from None
 
     def write_job(self, job_id, data):
-        """Replace a live job file atomically (temp file, rename); durable after sync()."""
+        """Replace a live job file atomically (another file renamed over it); durable after
+        sync()."""
         faults.check("checkpoint.write")
-        fsutil.write_file(self.job_path(job_id), data, constants.JOB_FILE_MODE, sync=False)
+        self._replace(self.job_path(job_id), data)
+
+    def _replace(self, path, data):
+        """Write data to a spare file, or else a new temporary one, and rename it to path;
+        the file it replaces becomes a spare.
+
+        A checkpoint rewrites every job changed since the last one, each a new file whose
+        rename frees the old one. On ext4 without a journal, every new inode is searched
+        for past the inodes freed in the last minutes: after a burst of freed ones, a file
+        took 170 us instead of 35 (5,000 job files rewritten four times). Spares are those
+        inodes written again (overwritten, then cut to size): none is freed, none taken.
+        A spare is written only while this is its one name (st_nlink), so that a link
+        left by a failure can never change a job file through it.
+        """
+        spare, fd = self._open_spare()
+        if fd is None:
+            directory, name = os.path.split(path)
+            spare = os.path.join(directory, ".%s.tmp" % name)
+            fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         constants.JOB_FILE_MODE)
+            reused = False
+        else:
+            reused = True
+        try:
+            fsutil.write_all(fd, data)
+            if reused:
+                os.ftruncate(fd, len(data))
+        except BaseException:
+            os.close(fd)
+            self._drop(spare, reused)
+            raise
+        os.close(fd)
+        kept = self._keep(path)
+        try:
+            os.rename(spare, path)
+        except BaseException:
+            if kept is not None:
+                fsutil.unlink_quietly(kept)
+            self._drop(spare, reused)
+            raise
+        if kept is not None:
+            self._spares.append(kept)
+
+    def _open_spare(self):
+        """(path, descriptor) of a spare file open for writing, or (None, None)."""
+        while True:
+            try:
+                path = self._spares.pop()
+            except IndexError:
+                return None, None
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # removed by hand: the next one
+            if os.fstat(fd).st_nlink == 1:
+                return path, fd
+            os.close(fd)
+            fsutil.unlink_quietly(path)
+
+    def _keep(self, path):
+        """Link path (the file about to be replaced) into the spares; the link, or None
+        (no file there, the spares full, or no hard links on this file system)."""
+        if not self._keep_replaced or len(self._spares) >= SPARES_MAX:
+            return None
+        kept = os.path.join(self.spares_dir, str(next(self._spare_names)))
+        try:
+            os.link(path, kept)
+        except FileNotFoundError:
+            return None  # a new job's file; or the spares' directory was removed
+        except OSError as err:
+            logger.info("queue %s: replaced job files are not kept as spares: %s",
+                        self.path, err)
+            self._keep_replaced = False
+            return None
+        return kept
+
+    def _drop(self, spare, reused):
+        """A write into spare failed: a spare goes back to the others, a temp file goes."""
+        if reused:
+            self._spares.append(spare)
+        else:
+            fsutil.unlink_quietly(spare)
+
+    def _retire(self, path):
+        """Remove a job file, keeping it as a spare if there is room."""
+        if self._keep_replaced and len(self._spares) < SPARES_MAX:
+            kept = os.path.join(self.spares_dir, str(next(self._spare_names)))
+            try:
+                os.rename(path, kept)
+            except OSError:
+                pass  # gone already, or no spares' directory: removed below
+            else:
+                self._spares.append(kept)
+                return
+        fsutil.unlink_quietly(path)
 
     def archive_job(self, job_id, data=None):
         """Move a live job to the archive (writing data there first if given); no fsync."""
@@ -294,11 +422,8 @@ class QueueDir:
         target = self.archive_path(job_id)
         faults.check("checkpoint.write")
         if data is not None:
-            fsutil.write_file(target, data, constants.JOB_FILE_MODE, sync=False)
-            try:
-                os.unlink(self.job_path(job_id))
-            except FileNotFoundError:
-                pass
+            self._replace(target, data)
+            self._retire(self.job_path(job_id))
         else:
             os.rename(self.job_path(job_id), target)
         if self._replicator is not None:

@@ -1,5 +1,6 @@
 """Tests of jqueue.store.queuedir: the queue directory contract."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -132,3 +133,105 @@ def test_live_job_files_are_read_whole_from_the_cache_or_by_threads(tmp_path, mo
     assert isinstance(got.pop(12), IsADirectoryError)
     del contents[7]
     assert got == contents
+
+
+def _spares(root):
+    return sorted(os.listdir(root / queuedir.SPARES_DIR))
+
+
+def test_a_replaced_job_file_is_written_again_for_the_next_job(tmp_path):
+    """A rewrite keeps the replaced file's inode as a spare; the next write takes it, cut to
+    the new content's size, so that no inode is freed nor taken (ext4 without a journal)."""
+    qdir = queuedir.QueueDir(str(tmp_path))
+    qdir.lock()
+    qdir.write_job(1, b"x" * 5000)
+    first = os.stat(tmp_path / "job-1").st_ino
+    qdir.write_job(1, b"one")
+    assert (tmp_path / "job-1").read_bytes() == b"one"
+    assert [os.stat(tmp_path / ".spares" / n).st_ino for n in _spares(tmp_path)] == [first]
+    qdir.write_job(2, b"two")
+    assert os.stat(tmp_path / "job-2").st_ino == first
+    assert (tmp_path / "job-2").read_bytes() == b"two"
+    assert (tmp_path / "job-1").read_bytes() == b"one"
+    assert _spares(tmp_path) == [] and sorted(qdir.live_job_ids()) == [1, 2]
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_spares_left_by_the_last_owner_are_taken_unless_another_name_holds_them(tmp_path):
+    """At the lock, spares are taken up to SPARES_MAX; one that still has another name (a
+    crash between the link and the rename) is removed, never written, and names that are
+    not spares' are left alone."""
+    qdir = queuedir.QueueDir(str(tmp_path))
+    qdir.lock()
+    qdir.write_job(1, b"keep")
+    spares = tmp_path / ".spares"
+    os.link(tmp_path / "job-1", spares / "7")
+    for name in ("3", "4"):
+        (spares / name).write_bytes(b"old")
+    (spares / "notes").write_text("mine")
+    qdir.unlock()
+    again = queuedir.QueueDir(str(tmp_path))
+    again.lock()
+    assert _spares(tmp_path) == ["3", "4", "notes"]
+    inodes = {os.stat(spares / n).st_ino for n in ("3", "4")}
+    for job_id in (2, 3, 4):
+        again.write_job(job_id, b"job %d" % job_id)
+    assert (tmp_path / "job-1").read_bytes() == b"keep"
+    assert {os.stat(tmp_path / ("job-%d" % i)).st_ino for i in (2, 3)} == inodes
+    assert sorted(again.live_job_ids()) == [1, 2, 3, 4]
+    assert (spares / "notes").read_text() == "mine"
+
+
+def test_spares_over_their_bound_are_removed_at_the_lock(tmp_path, monkeypatch):
+    """At most SPARES_MAX spares are kept from the last owner; the others are freed."""
+    monkeypatch.setattr(queuedir, "SPARES_MAX", 2)
+    (tmp_path / ".spares").mkdir()
+    for name in ("1", "2", "3"):
+        (tmp_path / ".spares" / name).write_bytes(b"old")
+    qdir = queuedir.QueueDir(str(tmp_path))
+    qdir.lock()
+    assert len(_spares(tmp_path)) == 2
+    for job_id in (1, 2, 3):
+        qdir.write_job(job_id, b"v1")
+    assert _spares(tmp_path) == []
+    assert all((tmp_path / ("job-%d" % i)).read_bytes() == b"v1" for i in (1, 2, 3))
+
+
+def test_a_failed_write_or_rename_leaves_the_job_file_and_no_second_name(tmp_path,
+                                                                         monkeypatch):
+    """A write into a spare that fails puts it back; a rename that fails removes the link
+    made to keep the old file, so no spare ever shares an inode with a job file."""
+    qdir = queuedir.QueueDir(str(tmp_path))
+    qdir.lock()
+    qdir.write_job(1, b"one")
+    qdir.write_job(1, b"one again")  # a spare now
+    qdir.write_job(2, b"two")        # took it; job-1's old file is free
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    qdir.write_job(2, b"two again")  # a spare again
+    monkeypatch.setattr(queuedir.fsutil, "write_all", full)
+    with pytest.raises(OSError):
+        qdir.write_job(1, b"lost")
+    monkeypatch.undo()
+    assert (tmp_path / "job-1").read_bytes() == b"one again"
+    assert len(_spares(tmp_path)) == 1
+
+    real_rename = os.rename
+
+    def refused(src, dst):
+        if dst == qdir.job_path(2):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(queuedir.os, "rename", refused)
+    with pytest.raises(OSError):
+        qdir.write_job(2, b"lost")
+    monkeypatch.undo()
+    assert (tmp_path / "job-2").read_bytes() == b"two again"
+    assert os.stat(tmp_path / "job-2").st_nlink == 1
+    for job_id in (3, 4, 5):
+        qdir.write_job(job_id, b"new")
+    assert (tmp_path / "job-1").read_bytes() == b"one again"
+    assert (tmp_path / "job-2").read_bytes() == b"two again"
