@@ -17,6 +17,7 @@ from fakes import SyncPool
 from jqueue import constants as C
 from jqueue import serializer
 from jqueue.queue import JobQueue
+from jqueue.store import queuedir
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 ROUNDS = int(os.environ.get("JQ_CRASH_ROUNDS", "20"))
@@ -75,13 +76,16 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     """Repeated SIGKILLs never lose an acknowledged job, change, log entry or archival."""
     path = str(tmp_path / "queue")
     rng = random.Random(1234)
-    total_acks = 0
+    total_acks = spares_seen = 0
     for round_no in range(ROUNDS):
         events, err = _run_child(path, round_no * 100, rng.uniform(0.05, 0.4))
         assert "Traceback" not in err, err
         _check_files_parse(path)
+        spares_seen += len(_spares(path))
         queue = JobQueue(path, pool_factory=SyncPool, checkpoint_interval=None)
         try:
+            # A spare linked but not yet renamed when the kill came is removed, not used.
+            assert all(os.stat(p).st_nlink == 1 for p in _spares(path))
             assert not queue.recovery.set_aside, queue.recovery.set_aside
             assert not any(r.damaged for r in queue.recovery.journal_reports)
             assert not queue.recovery.replay_problems, queue.recovery.replay_problems
@@ -93,3 +97,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
             queue.shutdown()
         total_acks += len(events)
     assert total_acks > ROUNDS * 20
+    assert spares_seen > 0  # rewrites went through replaced files (queuedir.write_job)
+
+
+def _spares(path):
+    spares = os.path.join(path, queuedir.SPARES_DIR)
+    return [os.path.join(spares, name) for name in os.listdir(spares)]
