@@ -20,7 +20,8 @@ GROUPS = {
 }
 TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
-    "ptypes": "vocabulary", "userregex": "vocabulary", "holes": "vocabulary", "job": "model",
+    "ptypes": "vocabulary", "userregex": "vocabulary", "connlimit": "vocabulary",
+    "holes": "vocabulary", "job": "model",
     "opcodes": "model",
     "qlang": "model",
     "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",

@@ -18,7 +18,7 @@ import tomllib
 
 import attrs
 
-from jqueue import constants, errors, ptypes, retention
+from jqueue import connlimit, constants, errors, ptypes, retention
 from jqueue.store import events
 
 #: Tables a config file may hold, one per program (section = program).
@@ -290,7 +290,9 @@ OPTIONS = (
            "Seconds a connection may stay idle (no request in flight) before it is closed.",
            flag="--idle-timeout", metavar="SECONDS"),
     Option("max_connections", Integer(1), constants.LUXI_MAX_CONNECTIONS,
-           "Most open LUXI connections; further ones are closed at once.",
+           "Most open LUXI connections; further ones are closed at once. With "
+           "http_max_connections, at most half the open files limit: both are lowered in "
+           "proportion to fit it (a warning says so).",
            flag="--max-connections", metavar="N"),
     Option("max_wait_timeout", Number(0), constants.LUXI_MAX_WAIT_TIMEOUT,
            "Longest timeout in seconds of one WaitForJobChange call (longer ones are cut).",
@@ -391,7 +393,8 @@ OPTIONS = (
            "Seconds an idle HTTP keep-alive connection is kept open.",
            flag="--http-idle-timeout", metavar="SECONDS"),
     Option("http_max_connections", Integer(1), 1024,
-           "Most open HTTP connections; further ones are closed at once.",
+           "Most open HTTP connections; further ones are closed at once (fitted with "
+           "max_connections to the open files limit).",
            flag="--http-max-connections", metavar="N"),
     Option("http_threads", Integer(1), 8,
            "Threads serving HTTP requests that may block (an event stream or a long poll "
@@ -614,3 +617,10 @@ def socket_path(config):
     """The LUXI socket of a masterd config: socket, else DIR/run/jqueue.sock."""
     return os.path.abspath(config.socket or os.path.join(config.state_dir, "run",
                                                          "jqueue.sock"))
+
+
+def connection_caps(config):
+    """{"LUXI": n, "HTTP": n (0: off)}: jq-masterd's connection caps, fitted together to
+    the open files limit (jqueue.connlimit)."""
+    return connlimit.fit_caps({"LUXI": config.max_connections,
+                               "HTTP": config.http_max_connections if config.http else 0})

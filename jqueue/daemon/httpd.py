@@ -14,6 +14,7 @@ from twisted.python import threadpool
 
 from jqueue import errors
 from jqueue.daemon import common
+from jqueue.daemon import config as configmod
 from jqueue.http import app, auth, server
 from jqueue.http.server import HttpLimits
 
@@ -53,7 +54,8 @@ class HttpService(service.Service):
         return HttpLimits(max_body=c.http_max_body, max_headers=c.http_max_headers,
                           request_timeout=c.http_request_timeout,
                           idle_timeout=c.http_idle_timeout,
-                          max_connections=c.http_max_connections, threads=c.http_threads)
+                          max_connections=configmod.connection_caps(c)["HTTP"] or 1,
+                          threads=c.http_threads)
 
     def startService(self):
         if not self._config.http:

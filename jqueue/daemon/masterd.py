@@ -199,7 +199,8 @@ class LuxiService(service.Service):
     def limits(self):
         c = self._config
         return ServerLimits(max_message_bytes=c.max_message_bytes, read_timeout=c.read_timeout,
-                            idle_timeout=c.idle_timeout, max_connections=c.max_connections,
+                            idle_timeout=c.idle_timeout,
+                            max_connections=configmod.connection_caps(c)["LUXI"],
                             max_wait_timeout=c.max_wait_timeout, max_pipelined=c.max_pipelined,
                             threads=c.luxi_threads)
 

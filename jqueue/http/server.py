@@ -28,7 +28,7 @@ from twisted.internet import defer, threads
 from twisted.python import failure as tw_failure
 from twisted.web import http, resource, server
 
-from jqueue import constants, errors, serializer
+from jqueue import connlimit, constants, errors, serializer
 from jqueue.http import auth
 
 logger = logging.getLogger(__name__)
@@ -445,6 +445,7 @@ class HttpSite(server.Site):
         self.context = context or {}
         self.routes = []
         self.connections = set()
+        self._refusals = connlimit.refusal_warning("HTTP", reactor.seconds)
         self.accepting = True
         self.streams = {}  # open event streams: stream -> its request
         self.static = _static_files()
@@ -481,8 +482,7 @@ class HttpSite(server.Site):
 
     def buildProtocol(self, addr):
         if len(self.connections) >= self.limits.max_connections:
-            logger.warning("refused an HTTP connection: %d open, limit %d",
-                           len(self.connections), self.limits.max_connections)
+            self._refusals.count(len(self.connections), self.limits.max_connections)
             return None
         return super().buildProtocol(addr)
 

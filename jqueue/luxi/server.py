@@ -22,13 +22,10 @@ from twisted.internet import interfaces, protocol, threads
 from twisted.python import threadpool as twisted_threadpool
 from zope.interface import implementer
 
-from jqueue import constants, errors, serializer
+from jqueue import connlimit, constants, errors, serializer
 from jqueue.luxi import framing, methods
 
 logger = logging.getLogger(__name__)
-
-#: Seconds between two log lines about refused connections.
-REFUSAL_LOG_INTERVAL = 60.0
 
 _positive = attrs.validators.gt(0)
 
@@ -533,8 +530,7 @@ class LuxiServerFactory(protocol.Factory):
         self.protocols = set()
         self.accepting = True
         self.stopping = False
-        self._refused = 0
-        self._last_refusal_log = None
+        self._refusals = connlimit.refusal_warning("LUXI", reactor.seconds)
         self._deliveries = collections.deque()
         self._wake_pending = False
         if hasattr(backend, "answer_handoff"):
@@ -673,7 +669,7 @@ class LuxiServerFactory(protocol.Factory):
 
     def buildProtocol(self, addr):
         if len(self.protocols) >= self.limits.max_connections:
-            self._log_refusal()
+            self._refusals.count(len(self.protocols), self.limits.max_connections)
             return None
         return self.protocol(self)
 
@@ -682,16 +678,6 @@ class LuxiServerFactory(protocol.Factory):
 
     def connection_lost(self, proto):
         self.protocols.discard(proto)
-
-    def _log_refusal(self):
-        self._refused += 1
-        now = self.reactor.seconds()
-        if (self._last_refusal_log is None
-                or now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL):
-            logger.warning("refused %d LUXI connection(s): %d open, limit %d",
-                           self._refused, len(self.protocols), self.limits.max_connections)
-            self._refused = 0
-            self._last_refusal_log = now
 
     def stop_accepting_submissions(self):
         """Answer new submissions with JobQueueError "daemon is shutting down"."""

@@ -659,3 +659,54 @@ def test_query_opcodes_answers_the_daemons_catalogue(daemons):
     assert code == 0 and out.startswith("OP_TEST_JQUEUE: Log the given messages")
     code, _, err = daemon.jqctl("submit", "--op", "OP_TEST_DELY", "duration=0")
     assert code == 6 and "did you mean OP_TEST_DELAY?" in err
+
+
+#: Runs the rest of its arguments with at most 128 open files (soft and hard limits).
+_FEW_FILES = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))"
+              "; os.execv(sys.argv[1], sys.argv[1:])")
+
+
+class _FewFilesDaemon(Daemon):
+    def command(self):
+        return [sys.executable, "-c", _FEW_FILES, *super().command()]
+
+
+def _closed_by_daemon(sock):
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_clients_holding_connections_leave_the_daemon_its_file_descriptors(tmp_path, config):
+    """With 128 open files, clients holding 150 connections get at most 64 (half the limit:
+    the others are closed at once) and the daemon keeps the descriptors it needs: jobs and
+    command jobs run, checkpoints rotate the journal every 0.2 s. Before, the connections
+    took every descriptor; the next rotation failed (EMFILE) and jq-masterd exited."""
+    daemon = _FewFilesDaemon(tmp_path / "state", config=config(workers=2)).start()
+    held = []
+    try:
+        with Client(daemon.socket, timeout=30) as client:
+            client.submit_job([delay(0)])  # this connection is open from here on
+            for _ in range(150):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(daemon.socket)
+                held.append(sock)
+            time.sleep(0.5)
+            refused = [sock for sock in held if _closed_by_daemon(sock)]
+            assert len(held) - len(refused) <= 63 and refused
+            ids = [client.submit_job([delay(0)]) for _ in range(10)]
+            ids += [client.submit_job([{"OP_ID": constants.OP_COMMAND_RUN,
+                                        "cmd": ["echo", "job %d" % i]}]) for i in range(4)]
+            time.sleep(1.0)  # checkpoints, each opening a new journal
+            finals = wait_all_final(client, ids)
+        assert [status for status, _ in finals.values()] == ["success"] * len(ids)
+        assert daemon.alive()
+        assert "leaves room for 64 LUXI connections" in daemon.stderr()
+    finally:
+        for sock in held:
+            sock.close()
+        assert daemon.stop() == 0, daemon.stderr()
