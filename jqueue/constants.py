@@ -266,3 +266,7 @@ RPC_MAX_RESPONSE_BYTES = 1024 * 1024 * 1024
 RPC_TIMEOUT = 10.0
 #: Seconds the server keeps an idle kept-alive connection open.
 RPC_IDLE_TIMEOUT = 300.0
+#: Most connections a jq-noded serves at once (fitted to its open files limit: connlimit).
+RPC_MAX_CONNECTIONS = 1024
+#: Seconds a new RPC connection has to complete its TLS handshake before it is dropped.
+RPC_HANDSHAKE_TIMEOUT = 10.0

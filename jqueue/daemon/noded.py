@@ -20,7 +20,7 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.python import failure, threadpool
 
-from jqueue import constants, errors
+from jqueue import connlimit, constants, errors
 from jqueue.cluster import admin, membership
 from jqueue.cluster.nodeexec import FEATURES as EXEC_FEATURES
 from jqueue.cluster.nodeexec import NodeExec
@@ -107,6 +107,8 @@ class NodeService(service.Service):
             handlers.update(self._exec_handlers())
             self.site = server.make_site(handlers, self.node.allowed_peer, self._pool,
                                          max_body=self.config.rpc_max_body,
+                                         max_connections=connlimit.fit_caps(
+                                             {"RPC": constants.RPC_MAX_CONNECTIONS})["RPC"],
                                          reactor=self.reactor)
             self.port = self._listen(credentials, host, port)
         except BaseException:

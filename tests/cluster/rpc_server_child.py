@@ -112,9 +112,13 @@ def start(max_body, listeners):
 @defer.inlineCallbacks
 def listen_all(max_body, listeners):
     ports = {}
-    for name, tls_dir, *timeout in listeners:
+    for name, tls_dir, *options in listeners:
+        # options: idle timeout, most connections, handshake timeout (each optional)
+        limits = {key: kind(value) for (key, kind), value in zip(
+            [("timeout", float), ("max_connections", int), ("handshake_timeout", float)],
+            options)}
         site = server.make_site(make_handlers(name), ALLOWED.__contains__, max_body=max_body,
-                                reactor=reactor, timeout=float(timeout[0]) if timeout else 60)
+                                reactor=reactor, **dict({"timeout": 60}, **limits))
         SITES[name] = site
         port = yield server.listen(reactor, site, tls.Credentials.from_dir(tls_dir),
                                    "127.0.0.1", 0)

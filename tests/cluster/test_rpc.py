@@ -29,8 +29,10 @@ MAX_BODY = 1024 * 1024
 ALLOWED = "node1,node2,node4,node5"
 #: Listener label -> the TLS directory it serves with (its certificate's node name).
 LISTENERS = {"node1": "node1", "node4": "node4", "node5": "node5", "node7": "node7",
-             "mismatch": "node9", "foreign": "foreign-node1"}
-IDLE_TIMEOUTS = {"node7": 0.2}
+             "mismatch": "node9", "foreign": "foreign-node1", "capped": "node1",
+             "hasty": "node1"}
+#: Listener label -> its idle timeout[, most connections[, handshake timeout]].
+LIMITS = {"node7": [0.2], "capped": [60, 2], "hasty": [60, 1024, 0.3]}
 
 
 def days_ago(days):
@@ -70,8 +72,7 @@ def ports(pki):
     """Start the child's listeners; {label: port}; the child ends with the module."""
     args = [sys.executable, CHILD, str(MAX_BODY), ALLOWED]
     for label, tls_name in LISTENERS.items():
-        timeout = IDLE_TIMEOUTS.get(label)
-        args.append("%s=%s%s" % (label, pki[tls_name], "" if timeout is None else "=%s" % timeout))
+        args.append("=".join([label, pki[tls_name], *map(str, LIMITS.get(label, []))]))
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORTS "):
@@ -232,6 +233,47 @@ def test_a_kept_connection_closed_by_the_server_is_replaced(make_client):
     time.sleep(0.6)
     assert client.call("echo", {})["server"] == "node7"
     assert client.call("stats", {})["node7"] - before == 1
+
+
+def _closed_by_server(sock, within):
+    """Whether the server closed sock (EOF or reset) within that many seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_past_the_cap_are_closed_at_once(ports, make_client):
+    """A listener serving its most connections closes the next one as soon as it is made
+    (no file descriptor of the node kept for it); once one ends, calls go through again."""
+    held = [socket.create_connection(("127.0.0.1", ports["capped"])) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both accepted
+        with socket.create_connection(("127.0.0.1", ports["capped"])) as extra:
+            assert _closed_by_server(extra, 5)
+        assert not any(_closed_by_server(sock, 0.2) for sock in held)
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    assert make_client("capped", node_name="node1").call("echo", {})["server"] == "capped"
+
+
+def test_a_connection_without_a_tls_handshake_is_dropped_after_its_deadline(ports,
+                                                                            make_client):
+    """A peer that connects and never completes the handshake is dropped after
+    handshake_timeout; an authenticated connection stays past it (kept alive, reused)."""
+    client = make_client("hasty", node_name="node1")
+    before = client.call("stats", {})["hasty"]
+    with socket.create_connection(("127.0.0.1", ports["hasty"])) as silent:
+        started = time.monotonic()
+        assert _closed_by_server(silent, 10)
+        assert 0.2 < time.monotonic() - started < 8
+    assert client.call("echo", {})["server"] == "hasty"
+    assert client.call("stats", {})["hasty"] - before == 1  # only the silent one was new
 
 
 def test_one_client_is_safe_to_share_between_threads(good):

@@ -22,6 +22,11 @@ uses it: one message per group commit, its journal frames as they are, instead o
 request of its own with the frames in base64 (twisted.web's handling of a request cost a
 candidate more than applying the records it carried).
 
+A connection past max_connections is closed at once (its refusal logged once a minute), and
+one whose TLS handshake has not completed handshake_timeout seconds after it was accepted
+is dropped: connections that never authenticate cannot hold the node's file descriptors
+(jqueue.connlimit) nor its connection slots for long.
+
 Bodies are bounded while they arrive: a Content-Length over the limit, or a chunked body
 growing past it, is answered with 413 at once and the connection is closed, reading and
 dropping whatever the client still sends (for at most abortTimeout seconds).
@@ -36,11 +41,12 @@ import struct
 
 import attrs
 from OpenSSL import SSL
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, endpoints, interfaces, protocol, threads
 from twisted.python.failure import Failure
 from twisted.web import http, resource, server
+from zope.interface import implementer
 
-from jqueue import constants, errors, serializer
+from jqueue import connlimit, constants, errors, serializer
 from jqueue.cluster import tls
 
 logger = logging.getLogger(__name__)
@@ -180,6 +186,7 @@ class RpcRequest(server.Request):
         super().connectionLost(reason)
 
 
+@implementer(interfaces.IHandshakeListener)
 class RpcChannel(http.HTTPChannel):
     """An HTTP/1.1 connection (kept alive) that can refuse a request and drop the rest."""
 
@@ -187,6 +194,7 @@ class RpcChannel(http.HTTPChannel):
     _refusal_abort = None
     _peer = None
     _stream = None
+    _handshake_deadline = None
 
     @property
     def peer_description(self):
@@ -199,6 +207,19 @@ class RpcChannel(http.HTTPChannel):
     def connectionMade(self):
         super().connectionMade()
         self.site.connection_made()
+        self._handshake_deadline = self.callLater(self.site.handshake_timeout,
+                                                  self._handshake_late)
+
+    def handshakeCompleted(self):
+        """The TLS handshake is done (IHandshakeListener): the peer may stay."""
+        if self._handshake_deadline is not None and self._handshake_deadline.active():
+            self._handshake_deadline.cancel()
+        self._handshake_deadline = None
+
+    def _handshake_late(self):
+        self._handshake_deadline = None
+        self.site.late_handshakes.count(self.site.handshake_timeout, self.peer_description)
+        self.transport.abortConnection()
 
     def peer_node_name(self):
         """The node the peer's certificate names (or _Refusal), found once per connection."""
@@ -235,9 +256,10 @@ class RpcChannel(http.HTTPChannel):
     def connectionLost(self, reason):
         if self._stream is not None:
             self._stream.closed = True
-        if self._refusal_abort is not None and self._refusal_abort.active():
-            self._refusal_abort.cancel()
-        self._refusal_abort = None
+        for call in (self._refusal_abort, self._handshake_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._refusal_abort = self._handshake_deadline = None
         self.site.connection_lost()
         if not self.requests and _is_tls_failure(reason):
             logger.warning("TLS connection from %s failed: %s", self.peer_description,
@@ -335,15 +357,27 @@ class RpcSite(server.Site):
 
     noisy = False
 
-    def __init__(self, root, max_body, reactor, timeout):
+    def __init__(self, root, max_body, reactor, timeout,
+                 max_connections=constants.RPC_MAX_CONNECTIONS,
+                 handshake_timeout=constants.RPC_HANDSHAKE_TIMEOUT):
         super().__init__(root, requestFactory=RpcRequest, parsePOSTFormSubmission=False,
                          timeout=timeout, reactor=reactor)
         self.max_body = max_body
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
         #: Connections accepted since the start, and open now.
         self.connections_made = 0
         self.open_connections = 0
+        self._refusals = connlimit.refusal_warning("RPC", reactor.seconds)
+        self.late_handshakes = connlimit.CountedWarning(
+            reactor.seconds, "dropped %d RPC connection(s) without a TLS handshake within "
+            "%gs (the last from %s)")
 
     def buildProtocol(self, addr):
+        if self.open_connections >= self.max_connections:
+            # The TLS layer wraps whatever is returned: a protocol that closes at once.
+            self._refusals.count(self.open_connections, self.max_connections)
+            return _Refused()
         channel = RpcChannel()
         channel.factory = self
         channel.site = self
@@ -362,6 +396,13 @@ class RpcSite(server.Site):
     def log(self, request):
         logger.debug("RPC %s %s from %s: %d", request.method, request.path,
                      request.channel.peer_description, request.code)
+
+
+class _Refused(protocol.Protocol):
+    """A connection past the cap: closed as soon as it is made."""
+
+    def connectionMade(self):
+        self.transport.abortConnection()
 
 
 class RpcResource(resource.Resource):
@@ -531,18 +572,21 @@ def _answer(request, status, answer):
 
 
 def make_site(handlers, allowed_peers, threadpool=None, max_body=constants.RPC_MAX_BODY_BYTES,
-              reactor=None, timeout=constants.RPC_IDLE_TIMEOUT):
+              reactor=None, timeout=constants.RPC_IDLE_TIMEOUT,
+              max_connections=constants.RPC_MAX_CONNECTIONS,
+              handshake_timeout=constants.RPC_HANDSHAKE_TIMEOUT):
     """The site serving handlers ({method name: Handler}) to the peers allowed_peers admits.
 
     Blocking handlers run in threadpool (default: the reactor's); connections idle for
-    timeout seconds are closed.
+    timeout seconds are closed, so are those past max_connections at once, and those
+    without a TLS handshake after handshake_timeout seconds.
     """
     if reactor is None:
         from twisted.internet import reactor
     if threadpool is None:
         threadpool = reactor.getThreadPool()
     root = RpcResource(handlers, allowed_peers, threadpool, reactor)
-    return RpcSite(root, max_body, reactor, timeout)
+    return RpcSite(root, max_body, reactor, timeout, max_connections, handshake_timeout)
 
 
 def listen(reactor, site, credentials, host, port):
