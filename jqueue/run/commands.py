@@ -149,6 +149,7 @@ class CommandRunner:
         self._running = {}      # node -> count of attempts holding a slot
         self._attempts = {}     # job id -> _Attempt
         self._timers = {}       # job id -> retry timer
+        self._dispatch_retries = {}  # node -> the timer trying its starts again
         self._placement = Placement()
         self._unplaced = {}     # job id -> op index: waiting for a node to match or come up
         self._ping_interval, self._ping_misses = ping_interval, ping_misses
@@ -335,7 +336,8 @@ class CommandRunner:
             self.services.stop()
         timers, self._timers = self._timers, {}
         timers.update(("lost:%s" % n, t) for n, t in self._lost_timers.items())
-        self._lost_timers = {}
+        timers.update(("dispatch:%s" % n, t) for n, t in self._dispatch_retries.items())
+        self._lost_timers, self._dispatch_retries = {}, {}
         if self._health_timer is not None:
             timers["health"], self._health_timer = self._health_timer, None
         for timer in timers.values():
@@ -546,12 +548,27 @@ class CommandRunner:
                     batch = self._begin_attempt_unlocked(job, op_index, node)
                 except (errors.GenericError, OSError) as err:
                     heapq.heappush(heap, (priority, job_id, op_index))
-                    self._later(err, "start job %d" % job_id, self._dispatch, node)
+                    self._dispatch_later(err, job_id, node)
                     return
             self._running[node] += 1
             batch.add_done_callback(
                 lambda done, job_id=job_id: self._host.call(self._starting_durable, job_id,
                                                             done.error))
+
+    def _dispatch_later(self, err, job_id, node):
+        """A start on node failed (a full disk): try the node's starts again in a while.
+
+        Every submission and every attempt's end dispatches again; while the disk stays
+        full each of those would add a timer of its own and a log line every WRITE_RETRY
+        seconds. One timer per node does: the calls that fail meanwhile say nothing.
+        """
+        if node not in self._dispatch_retries:
+            self._dispatch_retries[node] = self._later(
+                err, "start job %d" % job_id, self._dispatch_again, node)
+
+    def _dispatch_again(self, node):
+        self._dispatch_retries.pop(node, None)
+        self._dispatch(node)
 
     def _begin_attempt_unlocked(self, job, op_index, node):
         queue = self._queue
@@ -858,10 +875,11 @@ class CommandRunner:
         return True
 
     def _later(self, err, what, fn, *args):
-        """A journal or log write failed (a full disk): log it, try fn again in a while."""
+        """A journal or log write failed (a full disk): log it, try fn again in a while;
+        the timer."""
         logger.warning("cannot %s now (%s); trying again in %gs", what,
                        errors.error_message(err), WRITE_RETRY)
-        self._host.call_later(WRITE_RETRY, fn, *args)
+        return self._host.call_later(WRITE_RETRY, fn, *args)
 
     def _log_room_unlocked(self, job, attempt, data):
         """The part of data that fits under log_max_bytes (a marker line when it is full,

@@ -963,6 +963,31 @@ def test_a_full_disk_delays_output_and_ends_but_loses_nothing(setup, monkeypatch
     assert log.count(b"kept\n") == 1 and b"* EXIT : 0" in log
 
 
+def test_starts_refused_by_a_full_disk_wait_on_one_timer_per_node(setup, monkeypatch,
+                                                                  caplog):
+    """While a full disk refuses the banners, the starts of ten submissions are tried
+    again by one timer (one log line), not one each; they all start once there is room."""
+    real_write = setup.queue._logs.write
+    full = [True]
+
+    def write(*args):
+        if full[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(*args)
+    monkeypatch.setattr(setup.queue._logs, "write", write)
+    with caplog.at_level("WARNING", logger="jqueue.run.commands"):
+        ids = [setup.submit(command("x%d" % i)) for i in range(10)]
+        setup.host.advance(1)
+        setup.settle()
+    assert len([r for r in caplog.records if "cannot start job" in r.getMessage()]) == 2
+    assert len(setup.host._timers) == 1
+    full[0] = False
+    setup.host.advance(1)
+    setup.settle()
+    assert len(setup.link.launched) == 4  # the node's slots
+    assert [setup.fields(i, ["status"])[0] for i in ids].count("running") == 4
+
+
 def test_a_command_jobs_life_in_the_event_stream(setup):
     """NEW, SEND (attempt 1 of 2), RUN with the pid, FAILED, RETRY, ..., OK, DONE."""
     job_id = setup.submit(command("x", max_attempts=2, retry_delay=1))
