@@ -107,6 +107,8 @@ SHIM_DEFAULTS = {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE,
 _OWN_SHIMS = set()
 #: The soft RLIMIT_NOFILE before an executor raised it (what commands get back).
 _ORIGINAL_NOFILE = []
+#: Where a process's standing with the OOM killer is (-1000 spared .. 1000 chosen first).
+OOM_SCORE_ADJ = "/proc/self/oom_score_adj"
 
 
 @implementer(IReadDescriptor)
@@ -188,6 +190,8 @@ class Executor:
         self._attempts = {}
         #: Spare attempt directories (appended in pool threads, taken in the reactor's).
         self._spares = collections.deque()
+        #: This process's standing with the OOM killer (its commands get 0 whatever it is).
+        self._own_oom_score_adj = 0
         self._listeners = []
         self._timer = None
         self._lock_fd = None
@@ -235,6 +239,7 @@ class Executor:
             self._unlock()
             raise errors.CommandError("no command shim: %s" % err) from None
         _raise_nofile()
+        self._own_oom_score_adj = _oom_score_adj()
         os.makedirs(attemptdir.attempts_dir(self.run_dir), mode=0o750, exist_ok=True)
         if self._separate_outputs:
             os.makedirs(attemptdir.outputs_dir(self.state_dir), mode=0o750, exist_ok=True)
@@ -479,6 +484,8 @@ class Executor:
             options += ["--user", name, str(uid), str(gid), "--groups", ",".join(map(str, groups))]
         if _ORIGINAL_NOFILE:
             options += ["--nofile", str(_ORIGINAL_NOFILE[0])]
+        if self._own_oom_score_adj:
+            options += ["--oom-score-adj", "0"]
         options += ["--"] + list(spec.argv)
         read_end, write_end = _pipe_above_stdio()
         actions = [
@@ -1096,6 +1103,18 @@ def _send_env(fd, env):
         pass  # the shim died: its pidfd tells the rest
     finally:
         os.close(fd)
+
+
+def _oom_score_adj():
+    """This process's oom_score_adj (0 if unknown). The unit files give the daemons
+    OOMScoreAdjust=-500, which their commands must not inherit: a command starts at 0
+    whatever the daemon's (the shim keeps the daemon's, so that it outlives the command
+    whose end it records)."""
+    try:
+        with open(OOM_SCORE_ADJ, "rb") as stream:
+            return int(stream.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def _raise_nofile():

@@ -7,7 +7,7 @@
  *
  *   jq-shim --attempt-dir A --dir D --timeout T --grace G --rt-base R
  *           [--output O] [--cgroup C] [--user NAME UID GID --groups G,...] [--nofile N]
- *           -- ARGV...
+ *           [--oom-score-adj N] -- ARGV...
  *
  * Start. The shim's environment is empty (a job's LD_PRELOAD must not run as the
  * daemon's user): it reads the command's environment from stdin, NUL-terminated
@@ -22,7 +22,8 @@
  *
  * The command child is born in the attempt's cgroup (clone3 with CLONE_INTO_CGROUP, Linux
  * 5.7; else fork and write its pid to cgroup.procs, which costs an RCU grace period), then:
- * setsid (its own group, pgid = pid), stdout and stderr to O (default A/output; O_APPEND,
+ * setsid (its own group, pgid = pid), /proc/self/oom_score_adj set to N if given (a daemon
+ * the OOM killer spares must not pass that on to its commands), stdout and stderr to O (default A/output; O_APPEND,
  * created if needed), stdin from /dev/null, user switch (setgroups to the --groups the
  * daemon looked up, setgid, setuid), chdir, default signal dispositions and an empty mask,
  * the soft RLIMIT_NOFILE the daemon had, execvp.
@@ -112,6 +113,7 @@ struct options {
     size_t ngroups;
     double timeout, grace;
     long nofile;  /* -1: leave the limit as it is */
+    long oom_score_adj;  /* -1001: leave it as it is */
     int rt_base;
     char **argv;
 };
@@ -273,6 +275,7 @@ static void parse_groups(const char *text) {
 
 static void parse_args(int argc, char **argv) {
     opt.nofile = -1;
+    opt.oom_score_adj = -1001;
     opt.rt_base = -1;
     int i = 1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
@@ -295,6 +298,11 @@ static void parse_args(int argc, char **argv) {
             opt.cgroup = argv[++i];
         else if (!strcmp(name, "--nofile"))
             opt.nofile = parse_long(argv[++i], "bad --nofile");
+        else if (!strcmp(name, "--oom-score-adj")) {
+            opt.oom_score_adj = parse_long(argv[++i], "bad --oom-score-adj");
+            if (opt.oom_score_adj < -1000 || opt.oom_score_adj > 1000)
+                usage("bad --oom-score-adj");
+        }
         else if (!strcmp(name, "--user") && i + 3 < argc) {
             opt.user = argv[++i];
             opt.uid = (uid_t)parse_long(argv[++i], "bad uid");
@@ -417,10 +425,19 @@ static void reset_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+static void set_oom_score_adj(void) {
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || dprintf(fd, "%ld\n", opt.oom_score_adj) < 0)
+        child_fail("cannot set the oom_score_adj to %ld", opt.oom_score_adj);
+    close(fd);
+}
+
 static void run_command(char **env, int in_cgroup) {
     setsid();
     if (opt.cgroup && !in_cgroup)
         join_cgroup();
+    if (opt.oom_score_adj >= -1000)
+        set_oom_score_adj();
     redirect_io();
     if (opt.user)
         switch_user();

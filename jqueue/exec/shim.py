@@ -35,7 +35,8 @@ class CannotRun(Exception):
 def parse_args(args):
     """The options (a dict) and the command's argv."""
     opts = {"timeout": 0.0, "grace": 0.0, "cgroup": None, "user": None, "groups": None,
-            "nofile": -1, "rt_base": -1, "attempt_dir": None, "dir": None, "output": None}
+            "nofile": -1, "oom_score_adj": None, "rt_base": -1, "attempt_dir": None,
+            "dir": None, "output": None}
     i = 0
     while i < len(args) and args[i] != "--":
         name = args[i]
@@ -53,6 +54,10 @@ def parse_args(args):
             value = _number(value, float)
         elif key in ("nofile", "rt_base"):
             value = _number(value, int)
+        elif key == "oom_score_adj":
+            value = _number(value, int)
+            if not -1000 <= value <= 1000:
+                raise Usage("bad --oom-score-adj")
         elif key == "groups":
             value = [_number(g, int) for g in value.split(",")] if value else []
         opts[key] = value
@@ -168,6 +173,9 @@ class Shim:
         if opts["cgroup"]:
             _step("cannot join cgroup %s" % opts["cgroup"], _write_file,
                   os.path.join(opts["cgroup"], "cgroup.procs"), b"%d\n" % os.getpid())
+        if opts["oom_score_adj"] is not None:
+            _step("cannot set the oom_score_adj to %d" % opts["oom_score_adj"], _write_file,
+                  "/proc/self/oom_score_adj", b"%d\n" % opts["oom_score_adj"])
         path = opts["output"] or os.path.join(opts["attempt_dir"], "output")
         out = _step("cannot open the output file %s" % path, os.open,
                     path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)

@@ -4,6 +4,7 @@ The main behaviours run with both shims (C and Python fallback); the kill-tree t
 also run with both containments (cgroup v2 leaf and the process-group fallback).
 """
 
+import contextlib
 import errno
 import os
 import pwd
@@ -71,6 +72,34 @@ def test_exit_status_output_and_events_in_order(executors, shim):
     assert sizes == sorted(sizes) and sizes[-1] == len(output)
     assert recorder.of("ended")[0][4] == len(output)  # the output's final size
     assert abs(result.ended - time.time()) < 30
+
+
+@contextlib.contextmanager
+def own_oom_score_adj(value):
+    """This process's oom_score_adj set to value for the block (raising it needs no
+    privilege, lowering it below 0 needs CAP_SYS_RESOURCE)."""
+    path = executor_module.OOM_SCORE_ADJ
+    with open(path, "rb") as stream:
+        before = stream.read()
+    with open(path, "wb") as stream:
+        stream.write(b"%d" % value)
+    try:
+        yield
+    finally:
+        with open(path, "wb") as stream:
+            stream.write(before)
+
+
+def test_commands_start_at_oom_score_adj_0_whatever_the_daemons(executors, shim):
+    """A daemon's standing with the OOM killer (the unit files' OOMScoreAdjust=-500; here
+    300, as lowering needs a privilege) is not its commands': they start at 0, and the
+    shim, which must outlive its command, keeps the daemon's."""
+    with own_oom_score_adj(300):
+        executor, reactor, recorder = make(executors, shim)
+        spec = executors.spec(1, "cat /proc/self/oom_score_adj /proc/$PPID/oom_score_adj")
+        result, output = run_to_end(executors, executor, reactor, recorder, spec)
+    assert result.exit_status == 0, output
+    assert output.split() == [b"0", b"300"]
 
 
 def test_argv_runs_without_a_shell(executors, shim):

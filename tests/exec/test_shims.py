@@ -124,3 +124,20 @@ def test_a_user_without_groups_is_a_usage_error(tmp_path, kind):
         done = subprocess.run(base + options + ["--", "true"], stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=30)
         assert done.returncode == shims.USAGE_STATUS, options
+
+
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_an_oom_score_adj_out_of_range_is_a_usage_error(tmp_path, kind):
+    """--oom-score-adj takes the kernel's range, -1000 to 1000 (0 is a known option)."""
+    program = shims.find_shim(str(tmp_path / "cache"), kind)
+    attempt = tmp_path / "attempt"
+    attempt.mkdir()
+    base = program.argv_prefix + ["--attempt-dir", str(attempt), "--dir", "/",
+                                  "--rt-base", str(signal.SIGRTMIN)]
+    for value in ("1001", "-1001", "x"):
+        done = subprocess.run(base + ["--oom-score-adj", value, "--", "true"],
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        assert done.returncode == shims.USAGE_STATUS, value
+    done = subprocess.run(base + ["--oom-score-adj", "0", "--", "true"],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert done.returncode != shims.USAGE_STATUS, done.stderr
