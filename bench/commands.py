@@ -15,6 +15,12 @@ job writing 200 MB to its standard output, in MB/s into its log, against `cmd > 
 same run (and that file synced, the durability the log has) (target: at least half of the
 plain file). One machine's figures come from a real jq-masterd, the node's from real
 jq-noded and jq-masterd processes talking mutual TLS.
+
+(b) creates a few files per job (its log, its job file, its attempt's directory until spares
+are there). On ext4 without a journal, a new inode is searched for past every inode freed in
+the last minutes, so (b) depends on what the machine removed just before: 1,000 jobs ran at
+450-510/s here with nothing removed for minutes, 150-240/s within a minute or two of a
+previous run's (or the test suite's) removals. Compare runs made alike.
 """
 
 import os
