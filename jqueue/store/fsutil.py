@@ -34,8 +34,9 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def syncfs(path):
-    """Flush every dirty file and directory of the filesystem holding path.
+def syncfs(path, fd=None):
+    """Flush every dirty file and directory of the filesystem holding path (through fd, a
+    descriptor of it the caller holds open, if given).
 
     One call replaces an fsync per file when many files were written; where the C
     library lacks syncfs, the whole system is synced instead.
@@ -43,13 +44,16 @@ def syncfs(path):
     if _syncfs is None:
         os.sync()
         return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    own = fd is None
+    if own:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         if _syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, "syncfs(%s): %s" % (path, os.strerror(err)))
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 def write_file(path, data, mode=0o640, sync=True, sync_dir=True):

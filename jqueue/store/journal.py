@@ -200,6 +200,11 @@ class Journal:
         self._failing = None  # the write error while the disk refuses writes
         self._next_probe = None
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        #: The directory, held open, and the next journal file, prepared unnamed: a
+        #: rotation takes no new descriptor (see _switch_file).
+        self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._next_fd = None
+        self._prepare_next()
         #: Where the next record goes (the end of the last one), and the file's size.
         self._size, self._allocated = _ends(self._fd)
         os.lseek(self._fd, self._size, os.SEEK_SET)
@@ -433,6 +438,10 @@ class Journal:
                 self._completer.join()
         self._cut_unused()
         os.close(self._fd)
+        for fd in (self._next_fd, self._dir_fd):
+            if fd is not None:
+                os.close(fd)
+        self._next_fd = self._dir_fd = None
 
     def _cut_unused(self):
         """Drop the zeros after the last record (best effort: they are harmless)."""
@@ -719,11 +728,40 @@ class Journal:
         # Renamed open: whatever fails, self._fd stays a descriptor of this journal's, never
         # a closed number that close() would close again (another file's, once reused).
         os.rename(self._path, self._old_path)
-        old_fd, self._fd = self._fd, os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC,
-                                             0o600)
+        old_fd, self._fd = self._fd, self._new_file()
         os.close(old_fd)
-        fsutil.fsync_dir(self._dir)
+        os.fsync(self._dir_fd)
         self._size = self._allocated = 0
+        self._prepare_next()
+
+    def _prepare_next(self):
+        """Open the file the next rotation names ``journal``, unnamed until then (O_TMPFILE:
+        a crash leaves nothing), so that the rotation opens nothing. Clients or commands
+        holding every descriptor the process may have made a rotation's open fail (EMFILE),
+        which failed the journal for good and made jq-masterd exit. Best effort: where
+        this fails (no O_TMPFILE on this file system), the rotation opens its file."""
+        if self._next_fd is not None:
+            return
+        try:
+            self._next_fd = os.open(self._dir, os.O_RDWR | os.O_TMPFILE, 0o600)
+        except (OSError, AttributeError) as err:  # AttributeError: a libc without it
+            logger.debug("cannot prepare the next journal file in %s: %s", self._dir, err)
+
+    def _new_file(self):
+        """A new, empty ``journal``: the prepared file linked under that name, else one
+        created now."""
+        fd, self._next_fd = self._next_fd, None
+        if fd is not None:
+            try:
+                # linkat(AT_SYMLINK_FOLLOW) through /proc: the way for an unnamed file
+                # (os.link uses it when given a directory descriptor; plain link() fails).
+                os.link("/proc/self/fd/%d" % fd, constants.JOURNAL_FILE,
+                        dst_dir_fd=self._dir_fd, follow_symlinks=True)
+                return fd
+            except OSError as err:
+                logger.warning("cannot name the prepared journal file %s: %s", self._path, err)
+                os.close(fd)
+        return os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def _finish(self, batches, error):
         if error is None and self._on_durable is not None:

@@ -94,6 +94,9 @@ class QueueDir:
         self.corrupt_dir = os.path.join(self.path, constants.CORRUPT_DIR)
         self.spares_dir = os.path.join(self.path, SPARES_DIR)
         self._lock_fd = None
+        #: The queue directory, held open by the lock's holder: a checkpoint's syncfs needs
+        #: no new descriptor (one that ran out of them failed the queue for good).
+        self._dir_fd = None
         self._replicator = replicator
         #: Paths of spare files (popped and appended by whichever thread writes: both
         #: are atomic), their next name, and whether this file system takes hard links.
@@ -151,6 +154,7 @@ class QueueDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, b"%d\n" % os.getpid(), 0)
         self._lock_fd = fd
+        self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._adopt_spares()
 
     def _adopt_spares(self):
@@ -174,6 +178,9 @@ class QueueDir:
 
     def unlock(self):
         """Release the queue lock."""
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -459,7 +466,7 @@ class QueueDir:
         """
         try:
             faults.check("checkpoint.sync")
-            fsutil.syncfs(self.path)
+            fsutil.syncfs(self.path, self._dir_fd)
         except OSError as err:
             raise errors.DiskSyncError("cannot sync the queue %s: %s" % (self.path, err)
                                        ) from None

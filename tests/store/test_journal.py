@@ -366,6 +366,36 @@ def test_a_rotation_that_fails_leaves_close_its_own_descriptor(tmp_path):
         os.close(other)
 
 
+def test_a_rotation_opens_no_descriptor(tmp_path, monkeypatch):
+    """With every descriptor taken (EMFILE from any open), a rotation still succeeds: its
+    new journal was prepared unnamed beforehand and its directory is held open. The next
+    preparation fails quietly; the rotation after it opens its file as it used to."""
+    fatal = []
+    jnl = _open(tmp_path, on_fatal=fatal.append)
+    jnl.append(b"before").wait(5)
+    real_open = os.open
+
+    def no_descriptors(*args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    monkeypatch.setattr(journal.os, "open", no_descriptors)
+    jnl.rotate().wait(5)
+    jnl.append(b"after").wait(5)
+    assert jnl.failed is None and fatal == []
+    old, _ = journal.read_records(str(tmp_path / "journal.old"))
+    new, _ = journal.read_records(str(tmp_path / "journal"))
+    assert (old, new) == ([b"before"], [b"after"])
+    assert os.stat(tmp_path / "journal").st_mode & 0o777 == 0o600
+    monkeypatch.setattr(journal.os, "open", real_open)
+    jnl.remove_old()
+    jnl.rotate().wait(5)
+    jnl.append(b"last").wait(5)
+    old, _ = journal.read_records(str(tmp_path / "journal.old"))
+    new, _ = journal.read_records(str(tmp_path / "journal"))
+    assert (old, new) == ([b"after"], [b"last"])
+    assert sorted(os.listdir(tmp_path)) == ["journal", "journal.old"]
+    jnl.close()
+
+
 def test_torn_tail_is_ignored_and_reported(tmp_path):
     """A record cut short at the end is dropped; the complete ones are kept."""
     data = b"".join(journal.frame(b"rec%d" % i) for i in range(3))

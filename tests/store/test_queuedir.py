@@ -235,3 +235,18 @@ def test_a_failed_write_or_rename_leaves_the_job_file_and_no_second_name(tmp_pat
         qdir.write_job(job_id, b"new")
     assert (tmp_path / "job-1").read_bytes() == b"one again"
     assert (tmp_path / "job-2").read_bytes() == b"two again"
+
+
+def test_the_lock_holder_syncs_without_opening_a_descriptor(tmp_path, monkeypatch):
+    """sync() goes through the directory descriptor the lock's holder keeps: with every
+    descriptor taken it still syncs (a failure there fails the queue for good)."""
+    qdir = queuedir.QueueDir(str(tmp_path))
+    qdir.lock()
+    qdir.write_job(1, b"one")
+
+    def no_descriptors(*args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    monkeypatch.setattr(os, "open", no_descriptors)
+    qdir.sync()
+    monkeypatch.undo()
+    qdir.unlock()
