@@ -6,19 +6,19 @@ to the open files limit would leave none for those: the next journal rotation fa
 (EMFILE) and jq-masterd exits for a restart, commands cannot start. So the caps of all a
 daemon's servers together fit in a share of the limit (fit_caps), whatever was configured,
 and a connection past its server's cap is closed at once, its refusal logged at most once a
-minute (CountedWarning).
+minute (jqueue.ratelog).
 """
 
 import logging
 import resource
+
+from jqueue.ratelog import CountedWarning
 
 logger = logging.getLogger(__name__)
 
 #: Share of the open files limit that the connections of all a daemon's servers may hold
 #: together; the rest is left to the queue, its logs, commands and services.
 SHARE = 0.5
-#: Seconds between two log lines about refused connections (a flood is one line a minute).
-LOG_INTERVAL = 60.0
 #: (limit, caps) already warned about: each daemon's servers ask once each.
 _warned = set()
 
@@ -53,26 +53,7 @@ def _describe(caps):
     return " and ".join("%d %s" % (cap, name) for name, cap in caps.items() if cap)
 
 
-class CountedWarning:
-    """A warning about something that happens in floods (a connection refused or dropped),
-    logged at most once every LOG_INTERVAL seconds with how many times it happened since
-    the last line: message's first conversion is that count."""
-
-    def __init__(self, clock, message):
-        self._clock = clock
-        self._message = message
-        self._count = 0
-        self._last = None
-
-    def count(self, *args):
-        self._count += 1
-        now = self._clock()
-        if self._last is None or now - self._last >= LOG_INTERVAL:
-            logger.warning(self._message, self._count, *args)
-            self._count = 0
-            self._last = now
-
-
 def refusal_warning(server, clock):
     """The CountedWarning of a server's refused connections: count(open, cap)."""
-    return CountedWarning(clock, "refused %%d %s connection(s): %%d open, limit %%d" % server)
+    return CountedWarning(clock, "refused %%d %s connection(s): %%d open, limit %%d" % server,
+                          logger)

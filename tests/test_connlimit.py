@@ -3,7 +3,7 @@ about floods logged once a minute."""
 
 import logging
 
-from jqueue import connlimit
+from jqueue import connlimit, ratelog
 
 
 def test_caps_that_fit_half_the_limit_are_kept():
@@ -32,7 +32,7 @@ def test_a_flood_is_one_line_a_minute_with_its_count(caplog):
     with caplog.at_level(logging.WARNING, logger="jqueue.connlimit"):
         for _ in range(5):
             warning.count(64, 64)
-        now[0] += connlimit.LOG_INTERVAL
+        now[0] += ratelog.LOG_INTERVAL
         warning.count(64, 64)
     assert [r.getMessage() for r in caplog.records] == [
         "refused 1 LUXI connection(s): 64 open, limit 64",

@@ -102,11 +102,14 @@ def boot_id(path=BOOT_ID_FILE):
 
 
 def proc_start_time(pid):
-    """A process's start time (clock ticks since boot), or None if it does not exist."""
+    """A process's start time (clock ticks since boot), or None if it does not exist.
+
+    Any other failure (no descriptor left: EMFILE) raises: read as "gone", it made a
+    running attempt lost, and its command killed."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat = f.read()
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     fields = stat[stat.rfind(b")") + 2:].split()
     try:

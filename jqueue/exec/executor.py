@@ -69,7 +69,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
-from jqueue import errors, holes, serializer
+from jqueue import errors, holes, ratelog, serializer
 from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT, LOST_UNSTARTED
 from jqueue.exec import attemptdir, containment, shims
 from jqueue.exec.attempt import (
@@ -190,6 +190,9 @@ class Executor:
         self._attempts = {}
         #: Spare attempt directories (appended in pool threads, taken in the reactor's).
         self._spares = collections.deque()
+        self._poll_failures = ratelog.CountedWarning(
+            reactor.seconds, "could not look at the attempts' output %d time(s) (the last: "
+            "%s); each is tried again %gs later", logger)
         #: This process's standing with the OOM killer (its commands get 0 whatever it is).
         self._own_oom_score_adj = 0
         self._listeners = []
@@ -453,12 +456,12 @@ class Executor:
             "dir": spec.dir, "run_as": spec.run_as, "timeout": spec.timeout,
             "kill_grace": spec.kill_grace, "started": started,
             "deadline": started + spec.timeout if spec.timeout else None,
-            "boot_id": self._boot_id, "shim_pid": pid,
-            "shim_start": attemptdir.proc_start_time(pid), "cgroup": cgroup,
+            "boot_id": self._boot_id, "shim_pid": pid, "shim_start": None, "cgroup": cgroup,
             "shim": self._shim.kind, "rt_base": RT_BASE, "output": output,
         }
         att = _Attempt((spec.job, spec.attempt), path, record)
         try:
+            record["shim_start"] = attemptdir.proc_start_time(pid)
             att.watch = _ShimWatch(os.pidfd_open(pid), lambda: self._shim_exited(att))
             attemptdir.write_spec(path, record)
         except OSError as err:
@@ -602,25 +605,35 @@ class Executor:
                       "rebooted?)"))
 
     def _adopt(self, key, path, announce):
-        """Take up an attempt directory found on disk (see the module docstring)."""
+        """Take up an attempt directory found on disk (see the module docstring).
+
+        A step that fails (no descriptor left: EMFILE) raises and leaves the attempt
+        unknown, to be adopted again by the next call: known but never followed, it
+        stayed running for ever."""
         spec = attemptdir.read_spec(path)
         att = _Attempt(key, path, spec or dict(_placeholder_spec(key, path),
                                                output=self._found_output(key, path)))
         self._attempts[key] = att
-        att.output_size = attemptdir.output_size(att.output)
-        pid = attemptdir.read_pid(path)
-        att.pid = pid[0] if pid else None
-        att.result = attemptdir.read_result(path)
-        if att.result is not None:
-            self._clean_cgroup(att)
-        elif spec is None:
-            self._declare_lost(att, LOST_UNSTARTED, announce)
-        elif spec.get("boot_id") != self._boot_id:
-            self._declare_lost(att, "attempt lost: the node rebooted", announce)
-        elif not self._rewatch(att):
-            att.result = attemptdir.read_result(path)  # it may have ended meanwhile
-            if att.result is None:
-                self._declare_lost(att, self._supervisor_died(att), announce)
+        try:
+            att.output_size = attemptdir.output_size(att.output)
+            pid = attemptdir.read_pid(path)
+            att.pid = pid[0] if pid else None
+            att.result = attemptdir.read_result(path)
+            if att.result is not None:
+                self._clean_cgroup(att)
+            elif spec is None:
+                self._declare_lost(att, LOST_UNSTARTED, announce)
+            elif spec.get("boot_id") != self._boot_id:
+                self._declare_lost(att, "attempt lost: the node rebooted", announce)
+            elif not self._rewatch(att):
+                att.result = attemptdir.read_result(path)  # it may have ended meanwhile
+                if att.result is None:
+                    self._declare_lost(att, self._supervisor_died(att), announce)
+        except BaseException:
+            self._unwatch(att)
+            if self._attempts.get(key) is att:
+                del self._attempts[key]
+            raise
         return att
 
     def _found_output(self, key, path):
@@ -676,9 +689,14 @@ class Executor:
             return False
         try:
             fd = os.pidfd_open(pid)
-        except OSError:
+        except (ProcessLookupError, ValueError):  # gone (other errors: not now, raised)
             return False
-        if attemptdir.proc_start_time(pid) != start:  # checked after opening: race-free
+        try:
+            same = attemptdir.proc_start_time(pid) == start  # after opening: race-free
+        except OSError:
+            os.close(fd)
+            raise
+        if not same:
             os.close(fd)
             return False
         att.watch = _ShimWatch(fd, lambda: self._shim_exited(att))
@@ -752,10 +770,26 @@ class Executor:
             return
         self._unwatch(att)
         self._reap(att.spec.get("shim_pid"))
-        self._poll_one(att, self._reactor.seconds(), final=True)
-        result = attemptdir.read_result(att.path)
-        if result is None:
-            self._declare_lost(att, self._supervisor_died(att), announce=True)
+        self._read_end(att)
+
+    def _read_end(self, att):
+        """Read an ended attempt's last output size and its result; tell the listeners.
+
+        A read that fails (no descriptor left: EMFILE) is tried again a second later: the
+        shim's pidfd, which said it ended, is closed already, so nothing else would."""
+        if (self._lock_fd is None or self._attempts.get(att.key) is not att
+                or att.result is not None):
+            return  # stopped, or forgotten, meanwhile
+        try:
+            self._poll_one(att, self._reactor.seconds(), final=True)
+            result = attemptdir.read_result(att.path)
+            if result is None:
+                self._declare_lost(att, self._supervisor_died(att), announce=True)
+                return
+        except OSError as err:
+            logger.warning("job %d attempt %d ended, but its end cannot be read yet (%s); "
+                           "trying again in %gs", att.key[0], att.key[1], err, POLL_SLOW)
+            self._reactor.callLater(POLL_SLOW, self._read_end, att)
             return
         att.result = result
         self._emit(("ended", att.key[0], att.key[1], result, att.output_size))
@@ -787,9 +821,15 @@ class Executor:
     def _poll(self):
         self._timer = None
         now = self._reactor.seconds()
+        failed = None
         for att in list(self._attempts.values()):
             if att.watch is not None and att.next_poll <= now:
-                self._poll_one(att, now)
+                try:
+                    self._poll_one(att, now)
+                except OSError as err:  # no descriptor left (EMFILE): next time
+                    att.next_poll, failed = now + POLL_SLOW, err
+        if failed is not None:
+            self._poll_failures.count(failed, POLL_SLOW)
         self._remove_doomed_leaves()
         self._schedule_poll(now + POLL_SLOW if self._doomed_leaves else None)
 

@@ -102,6 +102,35 @@ def test_commands_start_at_oom_score_adj_0_whatever_the_daemons(executors, shim)
     assert output.split() == [b"0", b"300"]
 
 
+def test_an_end_or_output_that_cannot_be_read_at_once_is_read_again(executors, monkeypatch,
+                                                                     caplog):
+    """With no descriptor left (EMFILE), neither the output polls nor the end of an attempt
+    are lost: each is tried again a second later. The end used to be read once only, when
+    the shim's pidfd said so: the attempt then stayed running for ever."""
+    executor, reactor, recorder = make(executors)
+    failing = {"output_size": 3, "read_result": 2}
+
+    def flaky(name):
+        real = getattr(executor_module.attemptdir, name)
+
+        def read(*args):
+            if recorder.of("started") and failing[name]:
+                failing[name] -= 1
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            return real(*args)
+        return read
+    for name in failing:
+        monkeypatch.setattr(executor_module.attemptdir, name, flaky(name))
+    spec = executors.spec(1, "echo out; sleep 0.3; echo more")
+    with caplog.at_level("WARNING", logger="jqueue.exec.executor"):
+        result, output = run_to_end(executors, executor, reactor, recorder, spec)
+    assert result.exit_status == 0 and output == b"out\nmore\n"
+    assert failing == {"output_size": 0, "read_result": 0}
+    assert recorder.of("ended")[0][4] == len(output)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("its end cannot be read yet" in m for m in messages), messages
+
+
 def test_argv_runs_without_a_shell(executors, shim):
     """A list command is exec'd as it is: no word splitting, no shell."""
     executor, reactor, recorder = make(executors, shim)

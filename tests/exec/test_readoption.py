@@ -2,6 +2,7 @@
 reports their true outcome and whole output, and never mistakes a stranger for a shim.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -208,6 +209,43 @@ def test_a_launch_that_crashed_before_its_spec_is_lost(executors):
     assert (info.job, info.attempt) == (3, 2)
     assert info.result.error == "attempt lost: the daemon died while starting it"
     assert executor.launch(executors.spec(3, "true", attempt=2)).result == info.result
+
+
+def test_an_adoption_cut_short_leaves_the_attempt_unknown_to_be_adopted_again(executors,
+                                                                            monkeypatch):
+    """A launch finding the directory of a start that failed adopts it; when a read fails
+    on the way (no descriptor left: EMFILE) it raises and knows nothing of the attempt,
+    so the next launch adopts it whole (lost, never started). It used to keep the attempt
+    half known: every later launch answered "running", and its job ran for ever."""
+    state_dir = executors.state_dir()
+    executor, _, _ = executors.make(state_dir=state_dir)
+    os.makedirs(attemptdir.attempt_path(state_dir, 3, 2))
+    real = attemptdir.output_size
+
+    def no_descriptors(path):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    monkeypatch.setattr(attemptdir, "output_size", no_descriptors)
+    with pytest.raises(OSError):
+        executor.launch(executors.spec(3, "true", attempt=2))
+    assert [(i.job, i.attempt) for i in executor.attempts()] == []
+    monkeypatch.setattr(attemptdir, "output_size", real)
+    info = executor.launch(executors.spec(3, "true", attempt=2))
+    assert info.result.error == "attempt lost: the daemon died while starting it"
+
+
+def test_a_process_whose_start_time_cannot_be_read_is_not_taken_for_gone(monkeypatch):
+    """Out of descriptors, /proc cannot be read: that is an error, not "no such process"
+    (which made a running attempt lost and its command's group killed)."""
+    assert attemptdir.proc_start_time(os.getpid()) is not None
+    assert attemptdir.proc_start_time(2 ** 22 + 1) is None  # above pid_max: none
+
+    def no_descriptors(*args, **kwargs):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    monkeypatch.setattr(attemptdir, "open", no_descriptors, raising=False)
+    with pytest.raises(OSError):
+        attemptdir.proc_start_time(os.getpid())
+    with pytest.raises(OSError):
+        attemptdir.group_is_ours(os.getpid(), 1, "boot", "boot")
 
 
 def test_a_launch_that_crashed_while_writing_its_spec_is_lost(executors):

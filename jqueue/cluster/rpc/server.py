@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 from zope.interface import implementer
 
-from jqueue import connlimit, constants, errors, serializer
+from jqueue import connlimit, constants, errors, ratelog, serializer
 from jqueue.cluster import tls
 
 logger = logging.getLogger(__name__)
@@ -369,9 +369,9 @@ class RpcSite(server.Site):
         self.connections_made = 0
         self.open_connections = 0
         self._refusals = connlimit.refusal_warning("RPC", reactor.seconds)
-        self.late_handshakes = connlimit.CountedWarning(
+        self.late_handshakes = ratelog.CountedWarning(
             reactor.seconds, "dropped %d RPC connection(s) without a TLS handshake within "
-            "%gs (the last from %s)")
+            "%gs (the last from %s)", logger)
 
     def buildProtocol(self, addr):
         if self.open_connections >= self.max_connections:
