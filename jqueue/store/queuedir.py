@@ -77,6 +77,8 @@ _READ_SIZE = 1 << 16
 SPARES_DIR = ".spares"
 #: Spare files kept at most (each holds an old job file: a few KiB).
 SPARES_MAX = 1024
+#: link() errors that say this file system takes no hard links (spares are given up).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 #: Files read first in the calling thread, and the time per file under which the rest
 #: are too (they are in the page cache, where threads only fight over the GIL: 100,000
 #: files in 1.2 s from one thread, 3.1 s from four); slower, a pool of threads reads
@@ -392,12 +394,12 @@ class QueueDir:
         kept = os.path.join(self.spares_dir, str(next(self._spare_names)))
         try:
             os.link(path, kept)
-        except FileNotFoundError:
-            return None  # a new job's file; or the spares' directory was removed
         except OSError as err:
-            logger.info("queue %s: replaced job files are not kept as spares: %s",
-                        self.path, err)
-            self._keep_replaced = False
+            # No file there (a new job's), no room, ...: freed as before, this time.
+            if err.errno in _NO_HARD_LINKS:
+                logger.info("queue %s: replaced job files are not kept as spares: %s",
+                            self.path, err)
+                self._keep_replaced = False
             return None
         return kept
 
