@@ -104,6 +104,9 @@ def _register_run(commands):
     parser.add_argument("--global-progress-pattern", metavar="PATTERN",
                         help="a second level of progress, the same way (default none)")
     parser.add_argument("--url", metavar="URL", help="a link shown with the job")
+    parser.add_argument("--token", metavar="TOKEN", type=parsing.token,
+                        help="idempotency token: if a live job was already submitted with it, "
+                             "print that job's id instead of creating one")
     parser.add_argument("--priority", type=parsing.priority, metavar="PRIO",
                         help="high, normal, low, or an integer from -20 (highest) to 19")
     parsing.add_job_options(parser)
@@ -186,12 +189,14 @@ def cmd_run(ctx, args):
     op = run_opcode(args)
     options = parsing.job_options(args)
     if args.nodes is not None:
-        if args.node is not None or args.follow:
-            raise CommandError("--nodes runs on several nodes: not with --node or --follow")
+        if args.node is not None or args.follow or args.token is not None:
+            raise CommandError("--nodes runs on several nodes: not with --node, --follow or "
+                               "--token")
         return fanout_cmds.run_on_nodes(ctx, op, options, args.answer_timeout, args.json)
     if args.answer_timeout is not None or args.json:
         raise CommandError("--answer-timeout and --json go with --nodes")
-    job_id = ctx.client.submit_job([op], **options)
+    job_id = parsing.submitting(
+        lambda: ctx.client.submit_job([op], token=args.token, **options), args.token)
     if not (args.wait or args.follow):
         ctx.out(str(job_id))
         return EXIT_SUCCESS

@@ -1,7 +1,5 @@
 """Commands that change jobs: submit, cancel, archive, autoarchive, change-priority."""
 
-import argparse
-
 from jqueue import errors, serializer
 from jqueue.cli import bexfile, exitcodes, outcome, parsing, selection, watching
 from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
@@ -52,7 +50,7 @@ def _register_submit(commands):
                         help="submit a BEX job file (headers such as Node:, Affinity:, "
                              "Timeout:, an empty line, a shell body) as a command job; - "
                              "for standard input")
-    parser.add_argument("--token", metavar="TOKEN", type=_token,
+    parser.add_argument("--token", metavar="TOKEN", type=parsing.token,
                         help="idempotency token: if a live job was already submitted with it, "
                              "print that job's id instead of creating one (a file of N jobs: "
                              "job i gets TOKEN:i)")
@@ -175,13 +173,6 @@ def jobs_from_text(text, label):
                        "lists" % label)
 
 
-def _token(text):
-    if not text or not text.isprintable() or len(text) > 200:
-        raise argparse.ArgumentTypeError("invalid token %r: use 1 to 200 printable "
-                                         "characters" % text)
-    return text
-
-
 def _tokens(token, count):
     return None if token is None else ["%s:%d" % (token, n) for n in range(1, count + 1)]
 
@@ -220,10 +211,11 @@ def _submit_or_raise(ctx, job_list, many, token, options):
     """[(ok, id or message)] of the submission of job_list, each job with options (its
     group and start time)."""
     if not many:
-        return [(True, ctx.client.submit_job(job_list[0], token=token, **options))]
-    return ctx.client.submit_many_jobs(
+        return [(True, parsing.submitting(lambda: ctx.client.submit_job(
+            job_list[0], token=token, **options), token))]
+    return parsing.submitting(lambda: ctx.client.submit_many_jobs(
         job_list, tokens=_tokens(token, len(job_list)),
-        options=[options] * len(job_list) if options else None)
+        options=[options] * len(job_list) if options else None), token)
 
 
 # cancel

@@ -146,6 +146,27 @@ def point_in_time(text):
             "2026-12-03T18:00" % text) from None
 
 
+def token(text):
+    """An idempotency token: 1 to 200 printable characters."""
+    if not text or not text.isprintable() or len(text) > 200:
+        raise argparse.ArgumentTypeError("invalid token %r: use 1 to 200 printable "
+                                         "characters" % text)
+    return text
+
+
+def submitting(submit, token):
+    """submit(); a timeout says what became of the submission, which nobody knows: the
+    daemon may have taken it."""
+    try:
+        return submit()
+    except errors.RequestTimeoutError as err:
+        again = ("submitting again with the same --token is safe: it prints the job taken, "
+                 "if any" if token is not None else
+                 "jqctl list shows it if it was (--token makes submitting again safe)")
+        raise errors.RequestTimeoutError("%s: the submission may have been taken; %s" % (
+            errors.error_message(err), again)) from None
+
+
 def add_job_options(parser):
     """Add --parent, --in and --not-before (a job's group and start time) to a parser."""
     parser.add_argument("--parent", metavar="ID|PATH",

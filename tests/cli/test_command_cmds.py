@@ -207,3 +207,29 @@ def test_running_prints_a_table_or_json(cli):
     assert "4242" in lines[1] and "2026-11-18" in lines[1] and lines[2].split()[3] == "-"
     result = cli("running", "--node", "n2", "--json")
     assert '"job":5' in result.out and '"job":4' not in result.out
+
+
+def test_run_with_a_token_submitted_again_prints_the_job_taken(cli):
+    """--token makes a retried run print the first job's id instead of a second job."""
+    first = cli("run", "--token", "render-42", "--", "true")
+    again = cli("run", "--token", "render-42", "--", "true")
+    assert first.code == again.code == 0 and first.out == again.out == "1\n"
+    assert len(cli.fake.jobs) == 1
+    assert cli("run", "--token", "", "--", "true").code == exitcodes.EXIT_USAGE
+
+
+@pytest.mark.parametrize("token", [None, "t1"])
+def test_a_submission_without_an_answer_says_it_may_have_been_taken(cli, token):
+    """A run or submit whose answer did not come in time says the daemon may have taken
+    it, and how to submit again safely (the same --token) or look (jqctl list)."""
+    def no_answer(*args, **kwargs):
+        raise errors.RequestTimeoutError("no answer from the socket within 60.0s")
+    cli.fake.submit_job = no_answer
+    tokens = [] if token is None else ["--token", token]
+    for argv in (["run", *tokens, "--", "true"],
+                 ["submit", *tokens, "--op", "OP_TEST_DELAY", "duration=0"]):
+        result = cli(*argv)
+        assert result.code == exitcodes.EXIT_UNREACHABLE, result
+        assert "no answer from the socket within 60.0s: the submission may have been taken" \
+            in result.err
+        assert ("same --token is safe" if token else "jqctl list shows it") in result.err
