@@ -246,18 +246,31 @@ def _closed_by_server(sock, within):
         return False
 
 
-def test_connections_past_the_cap_are_closed_at_once(ports, make_client):
-    """A listener serving its most connections closes the next one as soon as it is made
-    (no file descriptor of the node kept for it); once one ends, calls go through again."""
-    held = [socket.create_connection(("127.0.0.1", ports["capped"])) for _ in range(2)]
+def test_at_the_cap_a_new_connection_takes_the_place_of_the_oldest_in_its_handshake(
+        ports, make_client):
+    """Silent peers holding every slot cannot keep a node out: at the cap, a new connection
+    takes the place of the oldest one still in its TLS handshake."""
+    silent = [socket.create_connection(("127.0.0.1", ports["capped"])) for _ in range(2)]
     try:
         time.sleep(0.2)  # both accepted
-        with socket.create_connection(("127.0.0.1", ports["capped"])) as extra:
-            assert _closed_by_server(extra, 5)
-        assert not any(_closed_by_server(sock, 0.2) for sock in held)
+        assert make_client("capped", node_name="node1").call("echo", {})["server"] == "capped"
+        assert _closed_by_server(silent[0], 5)
+        assert not _closed_by_server(silent[1], 0.2)
     finally:
-        for sock in held:
+        for sock in silent:
             sock.close()
+
+
+def test_at_the_cap_with_every_connection_authenticated_a_new_one_is_closed_at_once(
+        ports, make_client):
+    """When every slot is an authenticated connection, the next one is closed as soon as it
+    is made (no descriptor of the node kept for it); once one ends, calls go through."""
+    clients = [make_client("capped", node_name="node1") for _ in range(2)]
+    for client in clients:
+        assert client.call("echo", {})["server"] == "capped"  # kept alive: a slot each
+    with socket.create_connection(("127.0.0.1", ports["capped"])) as extra:
+        assert _closed_by_server(extra, 5)
+    clients[0].close()
     time.sleep(0.2)
     assert make_client("capped", node_name="node1").call("echo", {})["server"] == "capped"
 

@@ -22,10 +22,12 @@ uses it: one message per group commit, its journal frames as they are, instead o
 request of its own with the frames in base64 (twisted.web's handling of a request cost a
 candidate more than applying the records it carried).
 
-A connection past max_connections is closed at once (its refusal logged once a minute), and
-one whose TLS handshake has not completed handshake_timeout seconds after it was accepted
-is dropped: connections that never authenticate cannot hold the node's file descriptors
-(jqueue.connlimit) nor its connection slots for long.
+Connections are bounded before anyone is authenticated: one whose TLS handshake has not
+completed handshake_timeout seconds after it was accepted is dropped, and at
+max_connections a new connection takes the place of the oldest one still in its handshake
+(or, when every one is authenticated, is closed at once): silent peers can neither hold
+the node's file descriptors (jqueue.connlimit) nor keep the master out. Both are logged
+once a minute.
 
 Bodies are bounded while they arrive: a Content-Length over the limit, or a chunked body
 growing past it, is answered with 413 at once and the connection is closed, reading and
@@ -206,7 +208,7 @@ class RpcChannel(http.HTTPChannel):
 
     def connectionMade(self):
         super().connectionMade()
-        self.site.connection_made()
+        self.site.connection_made(self)
         self._handshake_deadline = self.callLater(self.site.handshake_timeout,
                                                   self._handshake_late)
 
@@ -215,9 +217,11 @@ class RpcChannel(http.HTTPChannel):
         if self._handshake_deadline is not None and self._handshake_deadline.active():
             self._handshake_deadline.cancel()
         self._handshake_deadline = None
+        self.site.handshake_done(self)
 
     def _handshake_late(self):
         self._handshake_deadline = None
+        self.site.handshake_done(self)  # no longer in its handshake: closing
         self.site.late_handshakes.count(self.site.handshake_timeout, self.peer_description)
         self.transport.abortConnection()
 
@@ -260,7 +264,7 @@ class RpcChannel(http.HTTPChannel):
             if call is not None and call.active():
                 call.cancel()
         self._refusal_abort = self._handshake_deadline = None
-        self.site.connection_lost()
+        self.site.connection_lost(self)
         if not self.requests and _is_tls_failure(reason):
             logger.warning("TLS connection from %s failed: %s", self.peer_description,
                            reason.value)
@@ -369,15 +373,28 @@ class RpcSite(server.Site):
         self.connections_made = 0
         self.open_connections = 0
         self._refusals = connlimit.refusal_warning("RPC", reactor.seconds)
+        #: Channels still in their TLS handshake, oldest first; those aborted to make room
+        #: and not closed yet (each still holds its descriptor until the next turn).
+        self._handshaking = {}
+        self._evicted = set()
+        self._evictions = ratelog.CountedWarning(
+            reactor.seconds, "closed %d RPC connection(s) still in their TLS handshake to make "
+            "room for new ones (limit %d)", logger)
         self.late_handshakes = ratelog.CountedWarning(
             reactor.seconds, "dropped %d RPC connection(s) without a TLS handshake within "
             "%gs (the last from %s)", logger)
 
     def buildProtocol(self, addr):
-        if self.open_connections >= self.max_connections:
-            # The TLS layer wraps whatever is returned: a protocol that closes at once.
-            self._refusals.count(self.open_connections, self.max_connections)
-            return _Refused()
+        if self.open_connections - len(self._evicted) >= self.max_connections:
+            if not self._handshaking or len(self._evicted) >= EVICTING_MAX:
+                # The TLS layer wraps whatever is returned: a protocol that closes at once.
+                self._refusals.count(self.open_connections, self.max_connections)
+                return _Refused()
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]
+            self._evicted.add(oldest)
+            self._evictions.count(self.max_connections)
+            oldest.transport.abortConnection()
         channel = RpcChannel()
         channel.factory = self
         channel.site = self
@@ -386,16 +403,28 @@ class RpcSite(server.Site):
         channel.timeOut = self.timeOut
         return channel
 
-    def connection_made(self):
+    def connection_made(self, channel):
         self.connections_made += 1
         self.open_connections += 1
+        self._handshaking[channel] = None
 
-    def connection_lost(self):
+    def handshake_done(self, channel):
+        """channel left its handshake (done, or given up): it keeps its slot."""
+        self._handshaking.pop(channel, None)
+
+    def connection_lost(self, channel):
         self.open_connections -= 1
+        self._handshaking.pop(channel, None)
+        self._evicted.discard(channel)
 
     def log(self, request):
         logger.debug("RPC %s %s from %s: %d", request.method, request.path,
                      request.channel.peer_description, request.code)
+
+
+#: Connections aborted to make room whose descriptors are not closed yet, at most: beyond,
+#: new ones are refused (a flood cannot push the descriptors held past the cap by more).
+EVICTING_MAX = 16
 
 
 class _Refused(protocol.Protocol):
