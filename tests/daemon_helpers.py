@@ -359,3 +359,14 @@ def all_canceled_and_gone(client, job_ids, mark, timeout=60):
     while processes_with(mark):
         assert time.monotonic() < deadline, "processes of the cancelled jobs survived them"
         time.sleep(0.05)
+
+
+def closed_by_peer(sock, within):
+    """Whether the other end closed sock (EOF or reset) within that many seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from daemon_helpers import closed_by_peer
 
 from jqueue import errors, serializer
 from jqueue.cluster import tls
@@ -235,17 +236,6 @@ def test_a_kept_connection_closed_by_the_server_is_replaced(make_client):
     assert client.call("stats", {})["node7"] - before == 1
 
 
-def _closed_by_server(sock, within):
-    """Whether the server closed sock (EOF or reset) within that many seconds."""
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 def test_at_the_cap_a_new_connection_takes_the_place_of_the_oldest_in_its_handshake(
         ports, make_client):
     """Silent peers holding every slot cannot keep a node out: at the cap, a new connection
@@ -254,8 +244,8 @@ def test_at_the_cap_a_new_connection_takes_the_place_of_the_oldest_in_its_handsh
     try:
         time.sleep(0.2)  # both accepted
         assert make_client("capped", node_name="node1").call("echo", {})["server"] == "capped"
-        assert _closed_by_server(silent[0], 5)
-        assert not _closed_by_server(silent[1], 0.2)
+        assert closed_by_peer(silent[0], 5)
+        assert not closed_by_peer(silent[1], 0.2)
     finally:
         for sock in silent:
             sock.close()
@@ -269,7 +259,7 @@ def test_at_the_cap_with_every_connection_authenticated_a_new_one_is_closed_at_o
     for client in clients:
         assert client.call("echo", {})["server"] == "capped"  # kept alive: a slot each
     with socket.create_connection(("127.0.0.1", ports["capped"])) as extra:
-        assert _closed_by_server(extra, 5)
+        assert closed_by_peer(extra, 5)
     clients[0].close()
     time.sleep(0.2)
     assert make_client("capped", node_name="node1").call("echo", {})["server"] == "capped"
@@ -283,7 +273,7 @@ def test_a_connection_without_a_tls_handshake_is_dropped_after_its_deadline(port
     before = client.call("stats", {})["hasty"]
     with socket.create_connection(("127.0.0.1", ports["hasty"])) as silent:
         started = time.monotonic()
-        assert _closed_by_server(silent, 10)
+        assert closed_by_peer(silent, 10)
         assert 0.2 < time.monotonic() - started < 8
     assert client.call("echo", {})["server"] == "hasty"
     assert client.call("stats", {})["hasty"] - before == 1  # only the silent one was new

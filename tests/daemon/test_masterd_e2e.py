@@ -20,6 +20,7 @@ import pytest
 from daemon_helpers import (
     Daemon,
     RawLuxi,
+    closed_by_peer,
     delay,
     jqop,
     masterd_command,
@@ -671,16 +672,6 @@ class _FewFilesDaemon(Daemon):
         return [sys.executable, "-c", _FEW_FILES, *super().command()]
 
 
-def _closed_by_daemon(sock):
-    sock.settimeout(0.2)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 def test_clients_holding_connections_leave_the_daemon_its_file_descriptors(tmp_path, config):
     """With 128 open files, clients holding 150 connections get at most 64 (half the limit:
     the others are closed at once) and the daemon keeps the descriptors it needs: jobs and
@@ -696,7 +687,7 @@ def test_clients_holding_connections_leave_the_daemon_its_file_descriptors(tmp_p
                 sock.connect(daemon.socket)
                 held.append(sock)
             time.sleep(0.5)
-            refused = [sock for sock in held if _closed_by_daemon(sock)]
+            refused = [sock for sock in held if closed_by_peer(sock, 0.2)]
             assert len(held) - len(refused) <= 63 and refused
             ids = [client.submit_job([delay(0)]) for _ in range(10)]
             ids += [client.submit_job([{"OP_ID": constants.OP_COMMAND_RUN,

@@ -111,14 +111,20 @@ def test_musl_is_the_compiler_of_choice_unless_cc_says_otherwise(tmp_path, monke
     assert shims.find_compiler() == [str(tmp_path / "cc")]
 
 
-@pytest.mark.parametrize("kind", ["c", "python"])
-def test_a_user_without_groups_is_a_usage_error(tmp_path, kind):
-    """--user needs --groups (the daemon looks them up) and --groups needs --user."""
+def _shim_argv(tmp_path, kind):
+    """The argv of a kind of shim with the options every run needs (an attempt directory
+    in tmp_path), before the ones a test adds."""
     program = shims.find_shim(str(tmp_path / "cache"), kind)
     attempt = tmp_path / "attempt"
     attempt.mkdir()
-    base = program.argv_prefix + ["--attempt-dir", str(attempt), "--dir", "/",
+    return program.argv_prefix + ["--attempt-dir", str(attempt), "--dir", "/",
                                   "--rt-base", str(signal.SIGRTMIN)]
+
+
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_a_user_without_groups_is_a_usage_error(tmp_path, kind):
+    """--user needs --groups (the daemon looks them up) and --groups needs --user."""
+    base = _shim_argv(tmp_path, kind)
     for options in (["--user", "nobody", "65534", "65534"], ["--groups", "1,2"],
                     ["--user", "nobody", "65534", "65534", "--groups", "1,,2"]):
         done = subprocess.run(base + options + ["--", "true"], stdin=subprocess.DEVNULL,
@@ -129,11 +135,7 @@ def test_a_user_without_groups_is_a_usage_error(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["c", "python"])
 def test_an_oom_score_adj_out_of_range_is_a_usage_error(tmp_path, kind):
     """--oom-score-adj takes the kernel's range, -1000 to 1000 (0 is a known option)."""
-    program = shims.find_shim(str(tmp_path / "cache"), kind)
-    attempt = tmp_path / "attempt"
-    attempt.mkdir()
-    base = program.argv_prefix + ["--attempt-dir", str(attempt), "--dir", "/",
-                                  "--rt-base", str(signal.SIGRTMIN)]
+    base = _shim_argv(tmp_path, kind)
     for value in ("1001", "-1001", "x"):
         done = subprocess.run(base + ["--oom-score-adj", value, "--", "true"],
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
