@@ -386,12 +386,18 @@ class QueueDir:
             os.close(fd)
             fsutil.unlink_quietly(path)
 
+    def _spare_name(self):
+        """A new spare's path, or None (the spares full, or no hard links here)."""
+        if not self._keep_replaced or len(self._spares) >= SPARES_MAX:
+            return None
+        return os.path.join(self.spares_dir, str(next(self._spare_names)))
+
     def _keep(self, path):
         """Link path (the file about to be replaced) into the spares; the link, or None
         (no file there, the spares full, or no hard links on this file system)."""
-        if not self._keep_replaced or len(self._spares) >= SPARES_MAX:
+        kept = self._spare_name()
+        if kept is None:
             return None
-        kept = os.path.join(self.spares_dir, str(next(self._spare_names)))
         try:
             os.link(path, kept)
         except OSError as err:
@@ -412,8 +418,8 @@ class QueueDir:
 
     def _retire(self, path):
         """Remove a job file, keeping it as a spare if there is room."""
-        if self._keep_replaced and len(self._spares) < SPARES_MAX:
-            kept = os.path.join(self.spares_dir, str(next(self._spare_names)))
+        kept = self._spare_name()
+        if kept is not None:
             try:
                 os.rename(path, kept)
             except OSError:
