@@ -19,8 +19,6 @@ logger = logging.getLogger(__name__)
 #: Share of the open files limit that the connections of all a daemon's servers may hold
 #: together; the rest is left to the queue, its logs, commands and services.
 SHARE = 0.5
-#: (limit, caps) already warned about: each daemon's servers ask once each.
-_warned = set()
 
 
 def open_files_limit():
@@ -39,10 +37,6 @@ def fit_caps(caps, limit=None):
     if room is None or wanted <= room:
         return dict(caps)
     fitted = {name: max(1, cap * room // wanted) if cap else 0 for name, cap in caps.items()}
-    key = (limit, tuple(sorted(caps.items())))
-    if key in _warned:
-        return fitted
-    _warned.add(key)
     logger.warning("the open files limit (%d) leaves room for %s connections, not %s: "
                    "raise it (LimitNOFILE=) for more", limit, _describe(fitted),
                    _describe(caps))

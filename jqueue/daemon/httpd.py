@@ -14,7 +14,6 @@ from twisted.python import threadpool
 
 from jqueue import errors
 from jqueue.daemon import common
-from jqueue.daemon import config as configmod
 from jqueue.http import app, auth, server
 from jqueue.http.server import HttpLimits
 
@@ -54,7 +53,7 @@ class HttpService(service.Service):
         return HttpLimits(max_body=c.http_max_body, max_headers=c.http_max_headers,
                           request_timeout=c.http_request_timeout,
                           idle_timeout=c.http_idle_timeout,
-                          max_connections=configmod.connection_caps(c)["HTTP"] or 1,
+                          max_connections=self._luxi_service.connection_caps["HTTP"] or 1,
                           threads=c.http_threads)
 
     def startService(self):

@@ -190,6 +190,8 @@ class LuxiService(service.Service):
         self._reactor = reactor
         self._queue_service = queue_service
         self.path = configmod.socket_path(config)
+        #: The LUXI and HTTP servers' caps, fitted together once (jqueue.connlimit).
+        self.connection_caps = configmod.connection_caps(config)
         #: The cluster backend (a ClusterMaster; None: single node), set before the start.
         self.cluster = None
         self.factory = None
@@ -200,7 +202,7 @@ class LuxiService(service.Service):
         c = self._config
         return ServerLimits(max_message_bytes=c.max_message_bytes, read_timeout=c.read_timeout,
                             idle_timeout=c.idle_timeout,
-                            max_connections=configmod.connection_caps(c)["LUXI"],
+                            max_connections=self.connection_caps["LUXI"],
                             max_wait_timeout=c.max_wait_timeout, max_pipelined=c.max_pipelined,
                             threads=c.luxi_threads)
 
