@@ -122,7 +122,7 @@ JOB_FIELDS = (
     "end_ts",
     # Command jobs (null for other jobs).
     "node", "attempt", "max_attempts", "exit_status", "signal", "timed_out", "reason",
-    "progress", "global_progress", "log_bytes", "pid", "title",
+    "progress", "global_progress", "log_bytes", "pid", "retry_at", "title",
     # Who submitted the job (HTTP clients).
     "owner",
     # Groups, holds and start times.

@@ -6,7 +6,7 @@ the CLI's column headers.
 
 import operator
 
-from jqueue import commandjob, errors, groupjob
+from jqueue import commandjob, constants, errors, groupjob
 from jqueue.job import QueuedJob
 
 # Field kinds (Ganeti's QFT_*).
@@ -179,6 +179,15 @@ def _attempt(job, ctx):
     return state["attempt"] - state.get("uncounted", 0)
 
 
+def _retry_at(job, registry):
+    for op in job.ops:
+        state = op.exec_state
+        if (state is not None and op.status not in constants.OPS_FINALIZED
+                and state.get("state") == constants.ATTEMPT_RETRY_WAIT):
+            return state.get("retry_at")
+    return None
+
+
 def _title(job, registry):
     for op in job.ops:
         if commandjob.is_command(op.input) or groupjob.is_group_input(op.input):
@@ -215,8 +224,10 @@ FIELDS += [
           "Second-level progress of the command (0..1)", _exec("global_progress")),
     Field("log_bytes", "LogBytes", QFT_NUMBER, "Bytes in the job's command log",
           lambda job, reg: job.log_bytes),
-    Field("pid", "PID", QFT_NUMBER, "Process id of the command's running attempt",
+    Field("pid", "PID", QFT_NUMBER, "Process id of the command's current or last attempt",
           _exec("pid")),
+    Field("retry_at", "RetryAt", QFT_TIMESTAMP, "Time (epoch seconds) of the command's next "
+          "attempt, while it waits out its back-off after a failed one", _retry_at),
     Field("title", "Title", QFT_TEXT, "Title of the command or group job", _title),
     Field("owner", "Owner", QFT_TEXT, "Who submitted the job (an HTTP client's name)",
           lambda job, reg: job.owner),
