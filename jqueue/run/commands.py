@@ -367,6 +367,9 @@ class CommandRunner:
             if state.get("state") == constants.ATTEMPT_RETRY_WAIT and retry_at:
                 delay = retry_at - queue._clock()
                 if delay > 0:
+                    if op.status != constants.OP_STATUS_WAITING:  # requeued by a restart
+                        op.status = constants.OP_STATUS_WAITING
+                        queue._record_state_unlocked(job)
                     self._arm_retry(job_id, op_index, delay)
                     return
             priority = job.calc_priority()

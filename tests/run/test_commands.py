@@ -232,6 +232,21 @@ def test_failed_attempts_are_retried_with_doubling_back_off(setup):
     assert log.count(b"* START ") == 3 and b"* RETRY : attempt 2 of 3 in 5.0s" in log
 
 
+def test_retry_at_says_when_the_next_attempt_starts_while_the_back_off_lasts(setup):
+    """retry_at: the back-off's end while the job waits for it; null once it ran or ended."""
+    job_id = setup.submit(command("false", max_attempts=3, retry_delay=5))
+    assert setup.fields(job_id, ["retry_at"]) == [None]
+    setup.end(job_id, exit_status=1)
+    assert setup.fields(job_id, ["retry_at"]) == [pytest.approx(setup.clock() + 5.0)]
+    setup.host.advance(5.1)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "retry_at"]) == ["running", None]
+    setup.end(job_id, attempt=2, exit_status=1)
+    assert setup.fields(job_id, ["retry_at"])[0] is not None
+    setup.queue.cancel_job(job_id)
+    assert setup.fields(job_id, ["status", "retry_at"]) == ["canceled", None]
+
+
 def test_jitter_scales_the_delay_between_half_and_all_of_it(open_queue, clock, tmp_path):
     """The random factor is in [0.5, 1]: rand 0 halves the delay."""
     setup = Setup(open_queue, clock, tmp_path, rand=lambda: 0.0)
@@ -247,6 +262,7 @@ def test_the_retry_schedule_and_attempt_counter_survive_a_restart(setup):
     setup.clock.advance(4)
     setup.reopen(links={"node1": FakeLink("node1")})
     assert setup.host.pending_timers()[-1] == pytest.approx(6.0)
+    assert setup.fields(job_id, ["status", "retry_at"]) == ["waiting", setup.clock() + 6]
     setup.host.advance(6)
     setup.settle()
     assert setup.link.launched[0]["attempt"] == 2
