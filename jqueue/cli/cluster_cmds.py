@@ -421,7 +421,7 @@ def _node_cell(key, value, row=None):
     if key == "tags":
         return ",".join(value or []) or "-"
     if key == "last_heartbeat":
-        return output.format_time([int(value), 0]) if value else "-"
+        return output.format_time(value) if value else "-"
     if key == "slots":
         row = row or {}
         return "-" if value is None else "%s/%s" % (row.get("slots_used"), value)

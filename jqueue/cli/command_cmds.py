@@ -351,5 +351,5 @@ def cmd_running(ctx, args):
 
 def _running_cell(name, value):
     if name == "started" and isinstance(value, (int, float)):
-        return output.format_time([int(value), 0])
+        return output.format_time(value)
     return output.format_scalar(value)

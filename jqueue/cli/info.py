@@ -1,13 +1,15 @@
 """The info command: everything about jobs, one indented block of lines per job."""
 
-from jqueue import constants, serializer
+from jqueue import commandjob, constants, serializer
 from jqueue.cli import outcome, output, parsing
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS
 from jqueue.job import ts_to_float
 
 INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts", "end_ts",
                "summary", "ops", "opstatus", "opresult", "opstart", "opexec", "opend", "oplog",
-               "oppriority"]
+               "oppriority", "title", "owner", "parent", "held", "not_before", "node",
+               "attempt", "max_attempts", "pid", "reason", "exit_status", "signal",
+               "timed_out", "progress", "retry_at", "log_bytes"]
 _OP_INDENT = " " * 4
 _DETAIL_INDENT = " " * 6
 _BLOCK_INDENT = " " * 8
@@ -52,7 +54,9 @@ def job_lines(job):
                  output.shown_priority(job["status"], job["priority"], job["oppriority"]))]
     if job["archived"]:
         lines.append("  Archived: yes")
+    lines.extend("  " + line for line in about_lines(job))
     lines.extend("  " + line for line in time_lines(job))
+    lines.extend("  " + line for line in command_lines(job))
     lines.append("  Opcodes:")
     for index in range(len(job["ops"])):
         lines.extend(opcode_lines(job, index))
@@ -79,6 +83,51 @@ def time_lines(job):
         ended = "%s (ran for %s)" % (output.format_time(end), duration(start, end))
     return ["Received: %s" % output.format_time(received), "Started:  %s" % started,
             "Ended:    %s" % ended]
+
+
+def about_lines(job):
+    """Title, owner, group, hold and start time, those the job has."""
+    lines = ["%s: %s" % (label, job[key]) for label, key in (
+        ("Title", "title"), ("Owner", "owner"), ("Group", "parent")) if job.get(key)]
+    if job.get("held"):
+        lines.append("Held: yes (it starts once released)")
+    if job.get("not_before") is not None and job["start_ts"] is None:
+        lines.append("Not before: %s" % output.format_time(job["not_before"]))
+    return lines
+
+
+def command_lines(job):
+    """A command job's attempts: where, how the last one ended, when the next starts."""
+    if job.get("attempt") is None:
+        return []
+    where = "attempt %s of %s" % (job["attempt"], job["max_attempts"] or 1)
+    if job.get("node"):
+        where += " on %s" % job["node"]
+    if job["status"] == constants.JOB_STATUS_RUNNING and job.get("retry_at") is None:
+        where += ", running" + (" (pid %s)" % job["pid"] if job.get("pid") else "")
+    lines = ["Command: " + where]
+    if job.get("reason") and (job["status"] != constants.JOB_STATUS_RUNNING
+                              or job.get("retry_at") is not None):
+        lines.append("Last attempt: " + ended_text(job))
+    if job.get("retry_at") is not None:
+        lines.append("Next attempt: %s" % output.format_time(job["retry_at"]))
+    if job.get("progress") is not None:
+        lines.append("Progress: %d%%" % round(job["progress"] * 100))
+    if job.get("log_bytes"):
+        lines.append("Log: %d bytes (jqctl log %s)" % (job["log_bytes"], job["id"]))
+    return lines
+
+
+def ended_text(job):
+    """How an attempt ended: "FAILED, exit status 1", "KILLED, ended by signal SIGKILL"."""
+    parts = [job["reason"]]
+    if job.get("exit_status") is not None:
+        parts.append("exit status %s" % job["exit_status"])
+    if job.get("signal") is not None:
+        parts.append("ended by signal %s" % commandjob.signal_name(job["signal"]))
+    if job.get("timed_out"):
+        parts.append("timed out")
+    return ", ".join(parts)
 
 
 def opcode_lines(job, index):

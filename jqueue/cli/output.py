@@ -10,8 +10,9 @@ import time
 
 from jqueue import constants, serializer
 
-#: Fields holding one timestamp, and fields holding one timestamp per opcode.
-TIMESTAMP_FIELDS = frozenset(["received_ts", "start_ts", "end_ts"])
+#: Fields holding one timestamp ([sec, usec], or epoch seconds for the later ones), and
+#: fields holding one timestamp per opcode.
+TIMESTAMP_FIELDS = frozenset(["received_ts", "start_ts", "end_ts", "not_before", "retry_at"])
 TIMESTAMP_LIST_FIELDS = frozenset(["opstart", "opexec", "opend"])
 NUMERIC_KINDS = frozenset(["number"])
 
@@ -35,10 +36,16 @@ class Unavailable:
 
 
 def format_time(ts, precise=False):
-    """A [sec, usec] timestamp as local time "2026-11-22 14:03:05" (".123456" if precise)."""
+    """A [sec, usec] timestamp, or epoch seconds, as local time "2026-11-22 14:03:05"
+    (".123456" if precise); one past what the calendar holds as its number."""
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        ts = [int(ts // 1), int(round(ts % 1 * 1e6)) % 1000000] if abs(ts) < 1e15 else [ts, 0]
     if not isinstance(ts, (list, tuple)) or len(ts) != 2:
         return "-" if ts is None else str(ts)
-    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts[0]))
+    try:
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts[0]))
+    except (OverflowError, OSError, ValueError):
+        return "%g" % ts[0]
     return "%s.%06d" % (text, ts[1]) if precise else text
 
 

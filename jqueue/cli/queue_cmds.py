@@ -94,7 +94,7 @@ def retention_lines(retention):
     last = retention.get("last")
     if last:
         lines.append("  Last pass: %s: archived %d, purged %d, %d bytes freed%s" % (
-            output.format_time([int(last["at"]), 0]), last["archived"], last["purged"],
+            output.format_time(last["at"]), last["archived"], last["purged"],
             last["bytes_freed"], "; more at the next" if last.get("more") else ""))
     totals = retention.get("totals") or {}
     if totals.get("passes"):

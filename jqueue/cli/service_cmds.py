@@ -372,7 +372,7 @@ def status_lines(view):
 def _time(value):
     if not isinstance(value, (int, float)):
         return None
-    return output.format_time([int(value), 0])
+    return output.format_time(value)
 
 
 def _command(command):

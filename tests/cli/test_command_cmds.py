@@ -1,6 +1,8 @@
 """Tests of jqueue.cli.command_cmds against a fake LUXI client: run, log, signal, term,
 kill, running and the exit statuses of command jobs (wait)."""
 
+import time
+
 import pytest
 from cli_helpers import Cli
 
@@ -233,3 +235,44 @@ def test_a_submission_without_an_answer_says_it_may_have_been_taken(cli, token):
         assert "no answer from the socket within 60.0s: the submission may have been taken" \
             in result.err
         assert ("same --token is safe" if token else "jqctl list shows it") in result.err
+
+
+# info of command jobs
+
+def test_info_says_how_the_last_attempt_ended_and_when_the_next_starts(cli):
+    """A command job waiting out its back-off: attempt N of M on its node, how the last
+    attempt ended, when the next starts, its progress and log size."""
+    job_id = cli.fake.add_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "make",
+                                "max_attempts": 3, "title": "nightly"}])
+    job = cli.fake.jobs[job_id]
+    job.ops[0].status = constants.OP_STATUS_WAITING
+    job.ops[0].exec_state = {"state": "retry_wait", "node": "n1", "attempt": 1, "pid": 77,
+                             "exit_status": 2, "reason": "FAILED", "progress": 0.4,
+                             "retry_at": 1900000000.5}
+    job.log_bytes = 312
+    out = cli("info", job_id).out
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1900000000))
+    assert "  Title: nightly\n" in out
+    assert ("  Command: attempt 1 of 3 on n1\n  Last attempt: FAILED, exit status 2\n"
+            "  Next attempt: %s\n  Progress: 40%%\n  Log: 312 bytes (jqctl log %d)\n"
+            % (when, job_id)) in out
+    job.ops[0].status = constants.OP_STATUS_RUNNING
+    job.ops[0].exec_state = dict(job.ops[0].exec_state, state="running", attempt=2,
+                                 reason=None, exit_status=None, retry_at=None)
+    out = cli("info", job_id).out
+    assert "  Command: attempt 2 of 3 on n1, running (pid 77)\n" in out
+    assert "Last attempt" not in out and "Next attempt" not in out
+    finish(cli, job_id, constants.OP_STATUS_ERROR, node="n1", attempt=3, signal=9,
+           reason="KILLED", timed_out=True)
+    assert "  Last attempt: KILLED, ended by signal SIGKILL, timed out\n" in cli("info",
+                                                                             job_id).out
+
+
+def test_info_shows_a_held_job_and_its_start_time_until_it_starts(cli):
+    """Held and Not before (a time the calendar cannot hold shows as its number)."""
+    job_id = cli.fake.add_job()
+    job = cli.fake.jobs[job_id]
+    job.held, job.not_before = True, 1e300
+    out = cli("info", job_id).out
+    assert "  Held: yes (it starts once released)\n  Not before: 1e+300\n" in out
+    assert "Command:" not in out
