@@ -2,8 +2,9 @@
 
 A job object (``GET /api/v1/jobs``, its items; see openapi.json's Job):
 id, status, title, summary, priority, node, owner, parent, attempt, max_attempts,
-progress, global_progress, exit_status, reason, received, started, ended (epoch seconds
-or null), log_bytes, held and children (a group's leaves by status, null for other jobs:
+progress, global_progress, exit_status, reason, received, started, ended and retry_at (epoch
+seconds or null; retry_at: the next attempt of a command waiting out its back-off),
+log_bytes, held and children (a group's leaves by status, null for other jobs:
 the query field ``counts``); a job's detail (``GET /api/v1/jobs/{id}``) adds ops,
 opstatus, opresult, archived, signal, timed_out, pid and not_before.
 
@@ -15,7 +16,7 @@ from jqueue import query
 
 LIST_FIELDS = ["id", "status", "priority", "title", "summary", "node", "owner", "attempt",
                "max_attempts", "progress", "global_progress", "exit_status", "reason",
-               "received_ts", "start_ts", "end_ts", "log_bytes", "held", "counts"]
+               "received_ts", "start_ts", "end_ts", "retry_at", "log_bytes", "held", "counts"]
 DETAIL_FIELDS = LIST_FIELDS + ["ops", "opstatus", "opresult", "archived", "signal",
                                "timed_out", "pid", "not_before"]
 #: The parent field, once job groups exist (every job is a child of the root until then).

@@ -189,6 +189,30 @@ def test_a_long_log_is_read_from_near_its_end(browser, served):
     assert browser.execute_script("return window.__logReads") <= 20
 
 
+def test_a_failed_attempt_shows_when_the_next_one_starts_until_the_job_is_canceled(
+        browser, served):
+    """A command waiting out its back-off: the detail shows the failed attempt's reason and
+    exit status and the next attempt's time (the API's retry_at, in local time); once the
+    job is canceled the time is gone."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    job_id = client.post("/api/v1/jobs", {"cmd": "exit 3", "max_attempts": 2,
+                                          "retry_delay": 600}).json()["id"]
+    job = client.wait_job(job_id, ("waiting",))
+    assert job["retry_at"] > time.time() + 200, job
+    open_page(browser, client)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    expected = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(job["retry_at"])))
+    wait_for(lambda: detail_field(browser, "next attempt") == expected, what="the next attempt")
+    assert detail_field(browser, "reason") == "FAILED"
+    assert detail_field(browser, "exit status") == "3"
+    assert client.post("/api/v1/jobs/%d/cancel" % job_id, {}).status == 200
+    wait_for(lambda: detail_field(browser, "status") == "canceled", what="the canceled job")
+    assert detail_field(browser, "next attempt") is None
+
+
 def test_a_log_followed_on_the_page_goes_on_across_a_restart_of_the_daemon(browser, served):
     """kill -9 of jq-masterd while the page follows a job's log, then the daemon again
     (same port): the view reads on from where it was, every line once, to the end."""

@@ -387,6 +387,7 @@
                   ["priority", job.priority], ["attempts", job.attempt ?
                     job.attempt + "/" + (job.max_attempts || 1) : ""],
                   ["exit status", job.exit_status], ["reason", job.reason],
+                  ["next attempt", formatTime(job.retry_at)],
                   ["progress", Math.round(progressOf(job) * 100) + "%"],
                   ["submitted", formatTime(job.received)], ["started", formatTime(job.started)],
                   ["ended", formatTime(job.ended)], ["duration", formatDuration(job)]];
