@@ -11,7 +11,8 @@ reads the next piece at once (the node's output only grows: bytes at an offset n
 change), so that the runner's next fetch finds it while the node is not kept idle as the
 runner journals the last one; an empty piece (the end, so far) is never read ahead.
 Launches and forgets waiting in a row go in one ``exec_batch`` call, to a node that says
-it takes them (node_info's ``features``; an older node gets them one by one). A node that
+it takes them (node_info's ``features``, asked before a first launch or services' set;
+an older node gets them one by one). A node that
 does not say it completes a command's environment itself (``env_base``: a jq-noded from
 before it, during a rolling upgrade) gets it complete, built here as the first versions
 did (the minimal base with this machine's passwd entry, or jq-masterd's environment):
@@ -169,7 +170,7 @@ class RemoteLink:
             if item is None:
                 break
             method, body, done, convert = item
-            if method == "exec_launch" and self.features is None:
+            if method in ("exec_launch", "svc_apply") and self.features is None:
                 client, failure = self._ask_features(client)
                 if failure is not None:  # the launch would fail the same way: one wait
                     if done is not None:
@@ -231,7 +232,12 @@ class RemoteLink:
 
     def _for_node(self, method, body):
         """body as this node takes it: a launch's environment completed here for a node
-        that does not complete it (see the module docstring)."""
+        that does not complete it (see the module docstring); services' entries without
+        restart_seq for a node that does not take it (one restart asked while it did not
+        answer is then only a start for it, as it always was)."""
+        if method == "svc_apply" and not (self.features and "svc_restart" in self.features):
+            return dict(body, entries=[{k: v for k, v in entry.items() if k != "restart_seq"}
+                                       for entry in body["entries"]])
         spec = body.get("spec") if method == "exec_launch" else None
         if (not isinstance(spec, dict) or "env_base" not in spec
                 or (self.features is not None and "env_base" in self.features)):

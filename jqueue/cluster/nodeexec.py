@@ -42,8 +42,8 @@ METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_atte
            "exec_forget", "exec_poll", "exec_batch", "exec_release")
 #: What this node's exec methods can do beyond the first version's, as node_info says
 #: (``features``): a master sends exec_batch, and exec_release, only to a node that names
-#: it.
-FEATURES = ("exec_batch", "env_base", "release")
+#: it; and a service entry's ``restart_seq`` (svc_restart).
+FEATURES = ("exec_batch", "env_base", "release", "svc_restart")
 #: The calls exec_batch takes, and how many at most.
 BATCHED = ("exec_launch", "exec_forget")
 MAX_BATCH = 256
@@ -53,6 +53,8 @@ MAX_OFFSET = 2 ** 63 - 1
 SERVICE_METHODS = ("svc_apply", "svc_control", "svc_runs", "svc_read", "svc_forget",
                    "svc_states", "svc_release")
 _ENTRY_KEYS = frozenset(["id", "name", "version", "definition", "target", "seq", "run"])
+#: A service entry's keys that a master may leave out (one from before them).
+_ENTRY_OPTIONAL = frozenset(["restart_seq"])
 
 
 class NodeExec:
@@ -315,9 +317,10 @@ def _is_count(value):
 def _is_entry(entry):
     """Whether a value has the shape of a service entry (its definition is checked
     apart)."""
-    return (isinstance(entry, dict) and set(entry) == _ENTRY_KEYS and _is_count(entry["id"])
-            and _is_count(entry["version"]) and _is_count(entry["seq"])
-            and _is_count(entry["run"])
+    return (isinstance(entry, dict) and _ENTRY_KEYS <= set(entry) <= _ENTRY_KEYS | _ENTRY_OPTIONAL
+            and _is_count(entry["id"]) and _is_count(entry["version"])
+            and _is_count(entry["seq"]) and _is_count(entry["run"])
+            and _is_count(entry.get("restart_seq", 0))
             and isinstance(entry["name"], str) and isinstance(entry["definition"], dict)
             and entry["target"] in ("started", "stopped"))
 

@@ -230,11 +230,13 @@ class Supervisor:
     def apply(self, entries, remove=(), full=False):
         """Take the master's services for this node; their states.
 
-        entries: [{id, name, version, definition, target, seq, run}]: unknown ids are
-        added (their runs numbered after run: the service may have run elsewhere), a new
-        version replaces the definition (it applies from the next start), a seq newer
-        than the service's applies its target (start or stop). remove: ids to
-        remove (stopped first); with full, every service not in entries goes too.
+        entries: [{id, name, version, definition, target, seq, run, restart_seq}]:
+        unknown ids are added (their runs numbered after run: the service may have run
+        elsewhere), a new version replaces the definition (it applies from the next
+        start), a seq newer than the service's applies its target (start or stop; a
+        restart if one was asked after the last request this node took, restart_seq:
+        one the node missed while it did not answer). remove: ids to remove (stopped
+        first); with full, every service not in entries goes too.
         """
         self._require_started()
         wanted = set()
@@ -254,8 +256,13 @@ class Supervisor:
                                   **{"def": entry["definition"]})
                 self._save(svc)
             if entry["seq"] > svc.record["seq"]:
-                self._request(svc, entry["seq"], "start" if entry["target"] ==
-                              service.TARGET_STARTED else "stop")
+                if entry["target"] != service.TARGET_STARTED:
+                    action = "stop"
+                elif entry.get("restart_seq", 0) > svc.record["seq"]:
+                    action = "restart"
+                else:
+                    action = "start"
+                self._request(svc, entry["seq"], action)
         doomed = set(remove)
         if full:
             doomed |= set(self._services) - wanted

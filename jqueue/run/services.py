@@ -219,6 +219,8 @@ class ServiceManager:
             record = self._known_unlocked(name)
             target = service.TARGET_STOPPED if action == "stop" else service.TARGET_STARTED
             new = dict(record, target=target, seq=record["seq"] + 1)
+            if action == "restart":  # for a node that misses the call (see _entry)
+                new["restart_seq"] = new["seq"]
             batch = self._journal_unlocked(name, new, None, undo=record)
         self._wait(batch)
         answer = self._host.call_sync(self._send_control, name, action)
@@ -897,10 +899,12 @@ def _moved(record, node, message):
 
 
 def _entry(record):
-    """What a node's supervisor gets of a service (jqueue.exec.supervisor.apply)."""
+    """What a node's supervisor gets of a service (jqueue.exec.supervisor.apply):
+    restart_seq, the last restart asked, restarts it on a node that missed that request."""
     return {"id": record["id"], "name": record["name"], "version": record["version"],
             "definition": record["def"], "target": record["target"], "seq": record["seq"],
-            "run": max(record.get("run") or 0, record.get("done_run") or 0)}
+            "run": max(record.get("run") or 0, record.get("done_run") or 0),
+            "restart_seq": record.get("restart_seq", 0)}
 
 
 def _missed(state, record):

@@ -370,6 +370,31 @@ def test_a_node_that_does_not_complete_environments_gets_them_complete(monkeypat
     assert inherited["env"]["JQ_TEST_MASTER_ONLY"] == "yes" and "env_base" not in inherited
 
 
+def test_a_node_that_does_not_take_restart_seq_gets_services_without_it():
+    """restart_seq (a restart the node missed) goes only to a node naming svc_restart; a
+    jq-noded from before it, which refuses an entry with a key it does not know, gets
+    the entries as it always did. The link asks before the first set, as before a launch."""
+    entry = {"id": 1, "name": "web", "version": 1, "definition": {}, "target": "started",
+             "seq": 3, "run": 1, "restart_seq": 2}
+
+    def applied_to(features):
+        node, listener = BatchingNode(features), Listener()
+        link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+        link.subscribe(listener)
+        answered = threading.Event()
+        try:
+            link.svc_apply([entry], [], True, lambda value: answered.set())
+            assert answered.wait(10)
+        finally:
+            link.stop()
+        return [body for method, body in node.calls if method == "svc_apply"][0]["entries"]
+    assert applied_to(["exec_batch", "svc_restart"]) == [entry]
+    old = dict(entry)
+    del old["restart_seq"]
+    assert applied_to(["exec_batch", "env_base"]) == [old]
+    assert applied_to(None) == [old]
+
+
 class UnreachableNode(ScriptedNode):
     """A node that does not answer: every call fails as a refused connection would."""
 

@@ -187,3 +187,41 @@ def test_only_the_master_may_send_a_batch():
     with pytest.raises(errors.FencedError):
         node.exec_batch("node2", {"calls": [_launch(1)]})
     assert executor.done == []
+
+
+class _Supervisor:
+    """Only what NodeExec needs of a Supervisor for svc_apply: apply, and subscribe."""
+
+    def __init__(self):
+        self.applied = []
+
+    def subscribe(self, listener):
+        pass
+
+    def apply(self, entries, remove, full):
+        self.applied.append(entries)
+        return []
+
+
+@pytest.mark.parametrize("restart_seq, ok", [(None, True), (2, True), (-1, False),
+                                             ("2", False), (True, False)])
+def test_a_service_entry_may_carry_a_restart_seq_and_nothing_else_unknown(restart_seq, ok):
+    """svc_apply takes an entry with or without restart_seq (a count), and refuses a
+    malformed one, or a key it does not know, whole; the node says it takes it."""
+    supervisor = _Supervisor()
+    node = nodeexec.NodeExec(_Executor(), lambda peer: peer == "master", reactor=None,
+                             slots=1, supervisor=supervisor)
+    entry = {"id": 1, "name": "web", "version": 1, "definition": {"name": "web",
+             "command": "serve"}, "target": "started", "seq": 3, "run": 0}
+    if restart_seq is not None:
+        entry["restart_seq"] = restart_seq
+    if ok:
+        node.svc_apply("master", {"entries": [entry]})
+        assert supervisor.applied[0][0]["restart_seq" if restart_seq else "seq"] == (
+            restart_seq or 3)
+    else:
+        with pytest.raises(errors.ParameterError):
+            node.svc_apply("master", {"entries": [entry]})
+    with pytest.raises(errors.ParameterError):
+        node.svc_apply("master", {"entries": [dict(entry, colour="red")]})
+    assert "svc_restart" in nodeexec.FEATURES

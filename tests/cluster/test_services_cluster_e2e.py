@@ -134,6 +134,29 @@ def test_a_killed_noded_leaves_its_service_running_and_follows_it_again(
     wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 
+def test_a_restart_asked_while_the_nodes_noded_is_down_is_done_once_it_is_back(
+        tmp_path, nodeds, daemons, marks):
+    """jqctl service restart while node2's jq-noded is killed (the call cannot reach it):
+    the restart is recorded, and once jq-noded is back the service's run 2 replaces run
+    1 (it did only "start" before: the old run kept running)."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    mark = marks()
+    assert jqctl("service", "add", "web", "--node", "node2", "--start", "--env",
+                 "JQ_TEST_MARK=" + mark, "--", "sh", "-c", "exec sleep 600",
+                 socket=master.socket)[0] == 0
+    first = running(master, "web")
+    started["node2"].proc.send_signal(signal.SIGKILL)
+    started["node2"].proc.wait(10)
+    code, out, err = jqctl("service", "restart", "--no-wait", "web", socket=master.socket)
+    assert code == 0, err
+    started["node2"] = nodeds(test_cluster, "node2")
+    again = running(master, "web", run=2)
+    assert again["pid"] != first["pid"]
+    wait_until(lambda: processes_with(mark) == [again["pid"]], what="run 1 to end")
+    assert jqctl("service", "remove", "web", socket=master.socket)[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
+
+
 def test_a_service_printing_for_ever_does_not_fill_its_nodes_disk(tmp_path, nodeds, daemons,
                                                                    marks):
     """yes as a service on node2, the log capped at 1 MiB: node2's jq-noded frees the

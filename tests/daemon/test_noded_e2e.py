@@ -70,7 +70,7 @@ def test_node_info_over_mutual_tls(shared):
                         "config_version": test_cluster.config.version, "role": "candidate",
                         "replica": True, "position": [0, 0, 0], "jobs": 0,
                         "slots": os.cpu_count() or 1,
-                        "features": ["exec_batch", "env_base", "release"]}
+                        "features": ["exec_batch", "env_base", "release", "svc_restart"]}
 
 
 def _write_client_files(path, key, cert):

@@ -231,6 +231,24 @@ def test_restart_stops_then_starts_a_new_run(node):
     assert node.states_seen()[-3:] == [service.STOPPING, service.STOPPED, service.STARTING]
 
 
+def test_a_restart_the_node_missed_comes_with_the_masters_set_and_is_done_once(node):
+    """The master's set naming a restart asked after the node's last request (restart_seq
+    above the node's seq: it did not answer then) restarts the run; the same set again,
+    or a later start, does not."""
+    def restarted_at(seq, restart_seq):
+        return dict(entry(seq=seq), restart_seq=restart_seq)
+    node.supervisor.apply([entry()])
+    node.clock.advance(2)
+    node.supervisor.apply([restarted_at(3, 2)], full=True)
+    assert node.state()["state"] == service.STOPPING
+    node.executor.end(1, 1, signal=15)
+    assert node.state()["state"] == service.STARTING and node.state()["run"] == 2
+    node.supervisor.apply([restarted_at(3, 2)], full=True)
+    node.supervisor.apply([restarted_at(4, 2)], full=True)
+    assert node.state()["state"] == service.STARTING and node.state()["run"] == 2
+    assert len(node.executor.launched) == 2
+
+
 def test_a_control_is_applied_once_per_seq(node):
     """A repeated request (same seq, a resend) changes nothing."""
     node.supervisor.apply([entry()])
