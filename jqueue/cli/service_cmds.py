@@ -10,7 +10,6 @@ service, as ``jobmon list-jobs`` does (``RUNNING web``, ``STOPPED db``), or a ta
 """
 
 import argparse
-import time
 
 from jqueue import errors, serializer, service
 from jqueue.cli import command_cmds, jobmon, output, parsing
@@ -271,29 +270,30 @@ def cmd_control(ctx, args):
         return EXIT_SUCCESS
     code = EXIT_SUCCESS
     for name in args.names:
-        view = wait_settled(ctx, before[name], args.action)
+        view, settled = wait_settled(ctx, before[name], args.action)
         ctx.out("%s: %s%s" % (name, view["state"], _detail(view)), flush=True)
         wanted = service.STOPPED if args.action == "stop" else service.RUNNING
-        if view["state"] != wanted and not (
-                args.action == "stop" and view["state"] in (service.EXITED, service.FATAL)):
+        if not settled or (view["state"] != wanted and not (
+                args.action == "stop" and view["state"] in (service.EXITED, service.FATAL))):
             code = EXIT_FAILURE
     return code
 
 
 def wait_settled(ctx, before, action):
-    """The service's view once it settled after action (or when waiting gave up); the
-    request is recorded, so a daemon lost meanwhile is connected to again."""
+    """(The service's view, whether it settled after action): once it did, or when waiting
+    gave up (a restart not done by then fails, even if the service runs: its old run);
+    the request is recorded, so a daemon lost meanwhile is connected to again."""
     definition = before["definition"]
     limit = definition["startsecs"] + definition["stop_timeout"] + WAIT_MARGIN
-    deadline = time.monotonic() + limit
+    deadline = ctx.clock() + limit
     old_run = before.get("run") or 0
     while True:
         view = ctx.again("query_services", [before["name"]])[0]
         if _settled(view, action, old_run, before):
-            return view
-        if time.monotonic() > deadline:
+            return view, True
+        if ctx.clock() > deadline:
             ctx.warn("service %s: still %s after %gs" % (before["name"], view["state"], limit))
-            return view
+            return view, False
         ctx.sleep(WAIT_POLL)
 
 

@@ -83,6 +83,17 @@ def test_start_and_stop_wait_until_the_service_settles(cli):
     assert cli.fake.services == {}
 
 
+def test_a_restart_not_done_when_waiting_gives_up_fails_though_the_old_run_runs(cli):
+    """restart of a service whose node does not act on it (unreachable): still RUNNING
+    (its old run) when the wait gives up: the warning, and exit 1, not success."""
+    cli.fake.add_services([{"name": "web", "command": "serve"}], start=True)
+    cli.fake.control_service = lambda name, action: (True, "restart of service web sent")
+    result = cli("service", "restart", "web")
+    assert result.code == 1, result
+    assert result.out == "web: RUNNING (pid 1001, run 1, node node1)\n"
+    assert "service web: still RUNNING after" in result.err
+
+
 def test_waiting_for_a_service_to_settle_outlives_losing_the_daemon(cli):
     """start reads the service's state (before the request and until it settles)
     through a restart of the daemon, connecting again as wait does, rather than failing
