@@ -100,7 +100,10 @@ def command_lines(job):
     """A command job's attempts: where, how the last one ended, when the next starts."""
     if job.get("attempt") is None:
         return []
-    where = "attempt %s of %s" % (job["attempt"], job["max_attempts"] or 1)
+    if job["attempt"]:
+        where = "attempt %s of %s" % (job["attempt"], job["max_attempts"] or 1)
+    else:  # those stopped by a hold, or before a reset, do not count
+        where = "no attempt counted yet (of %s)" % (job["max_attempts"] or 1)
     if job.get("node"):
         where += " on %s" % job["node"]
     if job["status"] == constants.JOB_STATUS_RUNNING and job.get("retry_at") is None:

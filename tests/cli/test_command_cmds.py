@@ -266,6 +266,9 @@ def test_info_says_how_the_last_attempt_ended_and_when_the_next_starts(cli):
            reason="KILLED", timed_out=True)
     assert "  Last attempt: KILLED, ended by signal SIGKILL, timed out\n" in cli("info",
                                                                              job_id).out
+    job.ops[0].status = constants.OP_STATUS_QUEUED  # held while it ran: uncounted
+    job.ops[0].exec_state = dict(job.ops[0].exec_state, attempt=1, uncounted=1)
+    assert "  Command: no attempt counted yet (of 3) on n1\n" in cli("info", job_id).out
 
 
 def test_info_shows_a_held_job_and_its_start_time_until_it_starts(cli):
