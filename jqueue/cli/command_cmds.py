@@ -11,7 +11,7 @@ import argparse
 
 from jqueue import constants, errors, serializer
 from jqueue.cli import exitcodes, fanout_cmds, outcome, output, parsing, watching
-from jqueue.cli.exitcodes import EXIT_SUCCESS, CommandError
+from jqueue.cli.exitcodes import EXIT_INTERRUPTED, EXIT_SUCCESS, CommandError
 
 #: Bytes asked per ReadJobLog (ReadServiceLog) call, and the long poll of each (seconds).
 LOG_READ_BYTES = 256 * 1024
@@ -201,9 +201,14 @@ def cmd_run(ctx, args):
         ctx.out(str(job_id))
         return EXIT_SUCCESS
     ctx.warn("job %d submitted" % job_id)
-    if args.follow:
-        print_log(ctx, job_id, follow=True)
-    return wait_exit(ctx, job_id, announce=args.wait)
+    try:
+        if args.follow:
+            print_log(ctx, job_id, follow=True)
+        return wait_exit(ctx, job_id, announce=args.wait)
+    except KeyboardInterrupt:  # only jqctl stops: say so, and how to stop the job too
+        ctx.warn("interrupted; job %d goes on (jqctl log -f %d follows it again, jqctl "
+                 "kill %d stops it)" % (job_id, job_id, job_id))
+        return EXIT_INTERRUPTED
 
 
 def wait_exit(ctx, job_id, announce=True):

@@ -48,6 +48,19 @@ def test_run_argv_after_the_double_dash_with_every_option(cli):
                   "global_progress_pattern": "shot %one", "url": "https://farm.example"}
 
 
+@pytest.mark.parametrize("how, method", [("--wait", "wait_for_job_change"),
+                                         ("--follow", "read_job_log")])
+def test_run_interrupted_while_following_says_the_job_goes_on(cli, how, method):
+    """Ctrl-C during run --wait or --follow stops jqctl only: exit 130, one line naming the
+    job, how to follow it again and how to stop it."""
+    cli.fake.fail(method, KeyboardInterrupt())
+    result = cli("run", how, "--", "sleep", "60")
+    assert result.code == exitcodes.EXIT_INTERRUPTED and result.out == "", result
+    assert result.err == ("jqctl: job 1 submitted\njqctl: interrupted; job 1 goes on (jqctl "
+                          "log -f 1 follows it again, jqctl kill 1 stops it)\n")
+    assert cli.fake.calls_of("cancel_job") == []
+
+
 def test_run_c_sends_a_shell_string(cli):
     """-c STRING is a string cmd (run by /bin/sh -c on the node)."""
     assert cli("run", "-c", "echo $HOME > /tmp/x").code == 0
