@@ -24,7 +24,10 @@ same serials. Once durable, an event goes to
 
 The files are appended without fsync and synced by the checkpoint before the journal
 holding their records is dropped; a replay appends only the events past the last serial
-the events file holds.
+the events file holds. An append the disk refuses (full) changes nothing in the file (it
+is cut back to where it was) and is kept to be written again with the next one, or by the
+checkpoint, which fails (and keeps the journal) until it is: the ring and the waiters
+have the events at once regardless.
 """
 
 import bisect
@@ -35,7 +38,7 @@ import os
 import threading
 import time
 
-from jqueue import errors, serializer
+from jqueue import errors, ratelog, serializer
 from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
@@ -118,8 +121,11 @@ class EventLog:
         self._waiters = {}
         self._dirty = False
         self._files = {}            # name -> _AppendFile
+        self._refused = ratelog.CountedWarning(
+            time.monotonic, "%d append(s) of events refused since the last warning, in %s: "
+            "%s; kept, to be written with the next ones", logger)
         self.last_serial = 0        # the newest durable event's serial
-        self.file_serial = 0        # the newest event in the events file
+        self.file_serial = 0        # the newest event in the events file (or kept for it)
         self._load()
 
     # Opening
@@ -178,10 +184,13 @@ class EventLog:
             fresh = [e for e in events if e["serial"] > self.last_serial]
             if not fresh:
                 return []
-            self._append_files(fresh)
             self._ring.extend(fresh)
             self._trim()
             self.last_serial = fresh[-1]["serial"]
+            try:
+                self._append_files(fresh)
+            except OSError as err:  # kept by the files (see the module docstring)
+                self._refused.count(self.directory, err)
             return self._collect_unlocked()
 
     def _trim(self):
@@ -198,28 +207,40 @@ class EventLog:
         # queue made, its time from the clock, never a float that JSON cannot hold.
         jsonl = b"".join(serializer.dumps_answer(_stored(e)) + b"\n" for e in events)
         lines = "".join(action_line(e, self._utc) + "\n" for e in events)
-        self._file(EVENTS_FILE).append(jsonl)
-        self._file(ACTIONS_FILE).append(lines.encode("utf-8"))
         self.file_serial = events[-1]["serial"]
         self._dirty = True
+        events_file, actions_file = self._file(EVENTS_FILE), self._file(ACTIONS_FILE)
+        events_file.keep(jsonl)
+        actions_file.keep(lines.encode("utf-8"))
+        try:
+            events_file.flush()
+        finally:
+            actions_file.flush()
 
     def _file(self, name):
         handle = self._files.get(name)
         if handle is None:
-            os.makedirs(self.directory, 0o750, exist_ok=True)
-            handle = self._files[name] = _AppendFile(self._path(name), self._rotate)
+            handle = self._files[name] = _AppendFile(self.directory, name, self._rotate)
         return handle
 
     def sync(self):
-        """Make the files durable (the checkpoint calls this before dropping the journal);
-        DiskSyncError if that fails: not to be retried (see jqueue.store.journal)."""
-        try:
-            with self._lock:  # held: an append may rotate (close) a file meanwhile
-                if not self._dirty:
-                    return
-                self._dirty = False
+        """Make the files durable (the checkpoint calls this before dropping the journal).
+        OSError if appends kept (refused) still cannot be written: the checkpoint fails
+        and is tried again; DiskSyncError if the sync fails: not to be retried (see
+        jqueue.store.journal)."""
+        with self._lock:  # held: an append may rotate (close) a file meanwhile
+            if not self._dirty:
+                return
+            for handle in self._files.values():
+                handle.flush()
+            self._dirty = False
+            try:
                 for handle in self._files.values():
                     handle.sync()
+            except OSError as err:
+                raise errors.DiskSyncError("cannot sync the events in %s: %s" % (
+                    self.directory, err)) from None
+        try:
             fsutil.fsync_dir(self.directory)
         except OSError as err:
             raise errors.DiskSyncError("cannot sync the events in %s: %s" % (
@@ -330,25 +351,44 @@ def _parse(line):
 
 
 class _AppendFile:
-    """A file appended in whole writes, rotated to ``<path>.1`` once it grows too big."""
+    """A file appended in whole writes, rotated to ``<path>.1`` once it grows too big.
 
-    def __init__(self, path, rotate_bytes):
-        self.path, self._rotate = path, rotate_bytes
+    What is kept (``keep``) is written by the next ``flush``, all of it or nothing: a
+    write the disk refuses half way is cut off again, and stays kept."""
+
+    def __init__(self, directory, name, rotate_bytes):
+        self.directory, self.path = directory, os.path.join(directory, name)
+        self._rotate = rotate_bytes
         self._fd = None
         self._size = 0
+        self._kept = []
 
-    def append(self, data):
+    def keep(self, data):
+        self._kept.append(data)
+
+    def flush(self):
+        """Write what is kept; OSError (and it stays kept) if the disk refuses."""
+        if not self._kept:
+            return
+        data = b"".join(self._kept)
         if self._fd is None:
             self._open()
         if self._rotate and self._size and self._size + len(data) > self._rotate:
             os.fdatasync(self._fd)
             os.replace(self.path, self.path + ".1")
-            os.close(self._fd)
+            fd, self._fd = self._fd, None
+            os.close(fd)
             self._open()
-        fsutil.write_all(self._fd, data)
+        try:
+            fsutil.write_all(self._fd, data)
+        except OSError:
+            os.ftruncate(self._fd, self._size)  # no part of it: a line is whole or absent
+            raise
+        self._kept = []
         self._size += len(data)
 
     def _open(self):
+        os.makedirs(self.directory, 0o750, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                            0o640)
         self._size = os.fstat(self._fd).st_size

@@ -118,6 +118,48 @@ def test_full_disk_refuses_changes_serves_reads_and_recovers(daemons, small_fs, 
     assert daemon.stop() == 0, daemon.stderr()  # before the tmpfs goes
 
 
+@pytest.fixture
+def small_state_fs(tmp_path):
+    """A 4 MiB tmpfs as the daemon's whole state directory (queue, events, logs)."""
+    yield from _small_fs(tmp_path / "state")
+
+
+def test_events_a_full_disk_refuses_are_kept_and_written_once_there_is_room(
+        daemons, small_state_fs, tmp_path):
+    """The state directory full while the journal still has room it wrote ahead: the
+    events of the jobs acknowledged then cannot be appended to events.jsonl and
+    actions.log; they are kept, written once there is room, and after a restart every
+    acknowledged job has its NEW event and its action log line (no traceback)."""
+    config = write_config(tmp_path / "jq.toml", checkpoint_interval=3600, workers=0)
+    daemon = daemons(small_state_fs, socket_path=str(tmp_path / "jq.sock"), config=config)
+    acknowledged = []
+    with RawLuxi(daemon.socket) as raw:
+        def submit():  # small: its record goes into the zeros the journal wrote ahead
+            return raw.request("SubmitJob", [[delay(comment="x" * 1000)]])
+        assert submit()[0]
+        filler = _fill(str(small_state_fs))
+        for _ in range(200):
+            success, result = submit()
+            if success:
+                acknowledged.append(result)
+        os.unlink(filler)
+        deadline = time.monotonic() + 15
+        while not submit()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert acknowledged, "nothing fitted in what the journal wrote ahead"
+    assert daemon.stop() == 0, daemon.stderr()
+    assert "Traceback" not in daemon.stderr(), daemon.stderr()
+    daemon.start()
+    with daemon.client() as client:
+        ids = [row[0] for row in client.query_jobs([], ["id"])]
+        new = [e["job"] for e in client.wait_for_events(0, {"status": ["NEW"]}, 0)["events"]]
+    assert sorted(new) == sorted(ids) and set(acknowledged) <= set(ids)
+    actions = (small_state_fs / "actions.log").read_text().splitlines()
+    assert sorted(int(line.split()[3]) for line in actions if " NEW " in line) == sorted(ids)
+    assert daemon.stop() == 0, daemon.stderr()  # before the tmpfs goes
+
+
 def test_failed_journal_sync_exits_1_and_the_restart_replays(daemons, tmp_path):
     """A failed fdatasync is not retried: the daemon exits 1 at once; restarted, it holds
     every acknowledged job (replayed from the journal)."""

@@ -181,3 +181,41 @@ def test_a_failed_sync_is_a_disk_sync_error(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fdatasync", fail)
     with pytest.raises(errors.DiskSyncError, match="cannot sync the events in .*Input/output"):
         log.sync()
+
+
+def test_appends_the_disk_refuses_are_kept_whole_and_written_once_it_has_room(tmp_path,
+                                                                              monkeypatch):
+    """A full disk (ENOSPC half way through a write): the events reach the ring and the
+    waiters at once; the files are cut back to whole lines; the checkpoint's sync fails
+    (not DiskSyncError: it is tried again); once there is room, the next append writes
+    the kept events first, in order, and a reopened log has them all."""
+    from jqueue.store import fsutil
+    log = events.EventLog(str(tmp_path))
+    log.add([event(1), event(2)])
+    answered = []
+    log.watch(2, None, answered.append)
+    real_write = fsutil.write_all
+
+    def full(fd, data):
+        real_write(fd, data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(fsutil, "write_all", full)
+    for callback, answer in log.add([event(3, "FAILED"), event(4)]):
+        callback(answer)
+    assert [e["serial"] for e in answered[0]["events"]] == [3, 4]
+    assert [e["serial"] for e in log.read(0)["events"]] == [1, 2, 3, 4]
+    assert len((tmp_path / events.EVENTS_FILE).read_text().splitlines()) == 2
+    assert (tmp_path / events.ACTIONS_FILE).read_text().endswith(" OK fine\n")
+    with pytest.raises(OSError, match="No space left") as refused:
+        log.sync()
+    assert not isinstance(refused.value, errors.DiskSyncError)
+    monkeypatch.setattr(fsutil, "write_all", real_write)
+    log.add([event(5)])
+    log.sync()
+    lines = (tmp_path / events.EVENTS_FILE).read_text().splitlines()
+    assert [json.loads(line)["serial"] for line in lines] == [1, 2, 3, 4, 5]
+    actions = (tmp_path / events.ACTIONS_FILE).read_text().splitlines()
+    assert len(actions) == 5 and " FAILED " in actions[2]
+    log.close()
+    again = events.EventLog(str(tmp_path))
+    assert [e["serial"] for e in again.read(0)["events"]] == [1, 2, 3, 4, 5]
