@@ -45,6 +45,7 @@ from jqueue import (
     opcodes,
     ptypes,
     query,
+    ratelog,
     serializer,
 )
 from jqueue.job import (
@@ -115,6 +116,10 @@ class JobQueue:
         self._logs = joblogs.LogStore(logs_dir)
         self._services = servicetable.ServiceTable(queue_dir)
         self._service_logs = joblogs.LogStore(servicetable.logs_directory(logs_dir))
+        # Each change refused while the disk refuses (the journal says when it starts and
+        # ends): a service printing every 200 ms makes one a few times a second.
+        self._refusals = ratelog.CountedWarning(
+            time.monotonic, "%d journal batch(es) refused since the last warning: %s", logger)
         self._events = events.EventLog(
             events_dir or os.path.dirname(os.path.abspath(queue_dir)), buffer=event_buffer,
             rotate_bytes=action_log_bytes, utc=action_log_utc)
@@ -1593,8 +1598,8 @@ class JobQueue:
                         self._unrecorded.add(job.id)
                         job.unacked_state += 1  # not durable until re-recorded
                         job.generation = -1  # the re-record is a full record
-        logger.warning("refused %d journal batch(es): %s", len(batches),
-                       errors.error_message(error))
+        for _ in batches:
+            self._refusals.count(errors.error_message(error))
 
     def _on_recovered(self):
         """Journal listener: writes work again; record the unrecorded jobs in full."""

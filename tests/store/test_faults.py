@@ -253,3 +253,17 @@ def test_after_a_reopen_readers_see_queued_jobs_as_acknowledged(open_queue):
     queue.wait_durable(5)
     assert queue.status()["unrecorded_jobs"] == 2
     assert queue.query_jobs([plain, changed], fields) == before
+
+
+def test_refused_batches_are_warned_about_once_a_minute_with_their_count(open_queue, caplog):
+    """While the disk refuses, each internal change refused (a service's output every
+    200 ms) is counted, not logged: one warning, then one a minute with the count."""
+    from jqueue.store import journal
+    queue = open_queue(retry_interval=60)
+    error = errors.JobQueueError("changes refused: cannot write the journal: disk full")
+    with caplog.at_level("WARNING", logger="jqueue.queue"):
+        for _ in range(50):
+            queue._on_refused([journal.Batch(), journal.Batch()], error)
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert lines == ["1 journal batch(es) refused since the last warning: changes refused: "
+                     "cannot write the journal: disk full"]
