@@ -293,6 +293,16 @@ class Backoff:
         self.streak += 1
         if len(self.failures) >= START_LIMIT_BURST:
             return None
+        return self._delay()
+
+    def wait(self):
+        """A start the node could not make now (no room on its disk, a user lookup that
+        did not answer): the delay before the next try, doubling as a failure's does, but
+        not counted for the start limit: the node's trouble is not the service's."""
+        self.streak += 1
+        return self._delay()
+
+    def _delay(self):
         return min(BACKOFF_FIRST * 2 ** (self.streak - 1), BACKOFF_MAX)
 
 

@@ -402,7 +402,7 @@ class Supervisor:
             info = self._executor.launch(spec, user)
         except errors.CommandResourceError as err:  # not now (a full disk, a slow NSS)
             self._back_off(svc, "run %d cannot start: %s" % (
-                record["run"], errors.error_message(err)), None)
+                record["run"], errors.error_message(err)), None, counted=False)
             return
         except (errors.CommandError, OSError) as err:
             record["message"] = errors.error_message(err)
@@ -485,18 +485,20 @@ class Supervisor:
         self._back_off(svc, ending, running_for)
         self._prune_runs(svc)
 
-    def _back_off(self, svc, ending, running_for):
+    def _back_off(self, svc, ending, running_for, counted=True):
         """A run failed (ending says how): BACKOFF and a restart in a while, or FATAL
-        once the back-off's limit is reached."""
+        once the back-off's limit is reached; not counted for that limit if the node
+        could not start it (a full disk)."""
         record, now = svc.record, self._now()
         backoff = service.Backoff.from_dict(record.get("backoff"))
-        delay = backoff.fail(now, running_for)
+        delay = backoff.fail(now, running_for) if counted else backoff.wait()
         record["backoff"] = backoff.to_dict()
         if delay is None:
             self._change(svc, service.FATAL, "%s; %s" % (ending, service.limit_message()))
         else:
             record["retry_at"] = now + delay
-            self._change(svc, service.BACKOFF, "%s; restart in %gs" % (ending, delay))
+            self._change(svc, service.BACKOFF, "%s; restart in %gs%s" % (
+                ending, delay, "" if counted else " (not counted as a failure)"))
             self._arm(svc, delay, self._retry_due)
 
     def _change(self, svc, state, message):

@@ -27,7 +27,7 @@ class FakeExecutor:
         self.kills = []             # (job, attempt)
         self.forgotten = []         # (job, attempt)
         self.released = []          # (job, attempt, start, end)
-        self.refuse = None          # a CommandError message launch raises, if set
+        self.refuse = None          # a CommandError message (or an error) launch raises
         self.lookups = []           # (user name, Deferred) of users being looked up
         self.users = []             # what launch was given to run as, in order
 
@@ -55,6 +55,8 @@ class FakeExecutor:
         key = (spec.job, spec.attempt)
         if key in self._attempts:
             return self._attempts[key]
+        if isinstance(self.refuse, Exception):
+            raise self.refuse
         if self.refuse:
             raise errors.CommandError(self.refuse)
         self.launched.append(spec)

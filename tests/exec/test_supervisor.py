@@ -308,6 +308,23 @@ def test_a_start_the_node_cannot_make_now_backs_off_instead_of_failing(node):
     assert node.state()["state"] == service.STARTING and len(node.executor.launched) == 1
 
 
+def test_starts_a_full_disk_refuses_back_off_without_ever_making_it_fatal(node):
+    """No room for a run (CommandResourceError), again and again: BACKOFF, the delay
+    doubling to its most, but never FATAL (the start limit counts the service's own
+    failures); once there is room the next try starts it."""
+    node.executor.refuse = errors.CommandResourceError("no room for its result: disk full")
+    node.supervisor.apply([entry()])
+    for _ in range(12):
+        state = node.state()
+        assert state["state"] == service.BACKOFF and state["failures"] == 0, state
+        assert "not counted as a failure" in state["message"]
+        node.clock.advance(state["retry_at"] - node.clock.seconds())
+    assert state["retry_at"] - state["since"] == service.BACKOFF_MAX
+    node.executor.refuse = None
+    node.clock.advance(service.BACKOFF_MAX)
+    assert node.state()["state"] == service.STARTING and len(node.executor.launched) == 1
+
+
 def test_a_service_stopped_or_removed_while_its_user_is_looked_up_never_starts(node):
     node.supervisor.apply([entry(run_as="alice"), entry(sid=2, run_as="bob")])
     node.supervisor.control(1, "stop", 2)
