@@ -51,6 +51,8 @@ STATE_KEYS = ("id", "name", "version", "seq", "target", "state", "since", "run",
               "exit_status", "signal", "message", "retry_at", "changes", "restarts", "recent")
 #: Changes of a service kept for a master that did not hear them (its state's "recent").
 RECENT_MAX = 16
+#: Seconds between two tries at writing a service's file after one failed.
+SAVE_RETRY = 5.0
 
 
 class _Service:
@@ -60,6 +62,8 @@ class _Service:
         self.record = record
         self.timer = None       # startsecs, back-off or stop timer
         self.looking_up = False  # its run_as user is being looked up for a start
+        self.unsaved = False    # its file's last write failed ...
+        self.save_retry = None  # ... and is tried again then
 
     @property
     def sid(self):
@@ -627,15 +631,30 @@ class Supervisor:
     def _save(self, svc):
         """Write the service's file: temp file, fsync, rename, fsync of the directory.
         A directory of definitions removed (a cleanup) is made again, with every
-        service's file."""
+        service's file. A write that fails (a full disk) is tried again every SAVE_RETRY
+        seconds until one succeeds (said once each way): a restart reads the newest state
+        once there was room for it."""
         path = self._path(svc.sid)
         try:
             _write_durably(path, serializer.dumps_bytes(svc.record))
-        except FileNotFoundError as err:
-            if not self._defs_made_again():
-                logger.error("%s: cannot write %s: %s", svc.label, path, err)
         except OSError as err:
-            logger.error("%s: cannot write %s: %s", svc.label, path, err)
+            if isinstance(err, FileNotFoundError) and self._defs_made_again():
+                return
+            if not svc.unsaved:
+                svc.unsaved = True
+                logger.error("%s: cannot write %s: %s (tried again every %gs)", svc.label,
+                             path, err, SAVE_RETRY)
+            if svc.save_retry is None:
+                svc.save_retry = self._reactor.callLater(SAVE_RETRY, self._save_again, svc)
+            return
+        if svc.unsaved:
+            svc.unsaved = False
+            logger.info("%s: %s written again", svc.label, path)
+
+    def _save_again(self, svc):
+        svc.save_retry = None
+        if self._services.get(svc.sid) is svc:
+            self._save(svc)
 
     def _defs_made_again(self):
         """If the directory of definitions is gone but the state directory above the

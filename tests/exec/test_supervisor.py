@@ -138,6 +138,31 @@ def test_a_removed_services_directory_gets_every_definition_written_again(node, 
     assert sorted(s["id"] for s in again.supervisor.states()) == [1, 2]
 
 
+def test_a_file_the_disk_refuses_is_written_again_once_there_is_room(node, tmp_path,
+                                                                     monkeypatch, caplog):
+    """A service's file that cannot be written (a full disk) is tried again every
+    SAVE_RETRY seconds, said once, until it is: then it holds the newest state, which a
+    restarted supervisor reads."""
+    real = supervisor_module._write_durably
+    refused = []
+
+    def full(path, data):
+        refused.append(path)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(supervisor_module, "_write_durably", full)
+    with caplog.at_level("INFO", logger="jqueue.exec.supervisor"):
+        node.supervisor.apply([entry(startsecs=1)])
+        node.clock.advance(1)  # RUNNING: saved again, refused again
+        node.clock.advance(supervisor_module.SAVE_RETRY)
+        assert len(refused) >= 3
+        monkeypatch.setattr(supervisor_module, "_write_durably", real)
+        node.clock.advance(supervisor_module.SAVE_RETRY)
+    errors_logged = [r for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(errors_logged) == 1 and "written again" in caplog.records[-1].getMessage()
+    again = Node(tmp_path, executor=node.executor, clock=node.clock)
+    assert again.state()["state"] == service.RUNNING and again.state()["run"] == 1
+
+
 def test_start_during_backoff_starts_at_once_and_only_once(node):
     """start in BACKOFF starts a run now; the back-off timer does not start a second one
     (JobMon's double-restart race)."""
