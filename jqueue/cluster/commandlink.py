@@ -12,11 +12,11 @@ change), so that the runner's next fetch finds it while the node is not kept idl
 runner journals the last one; an empty piece (the end, so far) is never read ahead.
 Launches and forgets waiting in a row go in one ``exec_batch`` call, to a node that says
 it takes them (node_info's ``features``, asked before a first launch or services' set;
-an older node gets them one by one). A node that
-does not say it completes a command's environment itself (``env_base``: a jq-noded from
-before it, during a rolling upgrade) gets it complete, built here as the first versions
-did (the minimal base with this machine's passwd entry, or jq-masterd's environment):
-rather than a launch it would refuse.
+an older node gets them one by one). A node that does not say it completes a command's
+environment itself (``env_base``: a jq-noded from before it, during a rolling upgrade)
+gets it complete, built here as the first versions did (the minimal base with this
+machine's passwd entry, or jq-masterd's environment): rather than a launch it would
+refuse.
 
 A poll that fails (the node is down or unreachable) is retried every ``RETRY`` seconds; a
 node that answers again after its jq-noded restarted (a new event session) or after the
