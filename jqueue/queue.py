@@ -1919,6 +1919,11 @@ class _Checkpointer(threading.Thread):
         self._interval = interval
         self._max_bytes = max_bytes
         self._stopped = threading.Event()
+        # The disk's refusal (said where it happened; a failed sync is fatal there): no
+        # traceback, and one line a minute while it lasts (every 5 s otherwise).
+        self._failures = ratelog.CountedWarning(
+            time.monotonic, "%d checkpoint(s) failed since the last line: %s (the journal "
+            "keeps every change meanwhile)", logger, level=logging.ERROR)
 
     def run(self):
         fsutil.name_os_thread("jq-checkpoint")
@@ -1930,11 +1935,12 @@ class _Checkpointer(threading.Thread):
                 try:
                     self._queue.checkpoint()
                 except (OSError, errors.JobQueueError) as err:
-                    # The disk's refusal (said where it happened; a failed sync is fatal
-                    # there): no traceback. The journal keeps everything meanwhile.
-                    logger.error("checkpoint failed: %s", errors.error_message(err))
+                    self._failures.count(errors.error_message(err))
                 except Exception:  # noqa: BLE001 - keep checkpointing; the journal stays valid
                     logger.exception("checkpoint failed")
+                else:
+                    if self._failures.reset():
+                        logger.warning("checkpoints succeed again")
 
     def stop(self):
         self._stopped.set()

@@ -913,7 +913,8 @@ def test_an_event_waiter_hears_of_the_next_event(open_queue):
 
 def test_a_checkpoint_the_disk_refuses_is_one_line_and_a_bug_a_traceback(caplog):
     """The checkpoint thread says a disk's refusal (full, a failed sync: said where it
-    happened) in one line without a traceback, a bug with one, and goes on."""
+    happened) in one line without a traceback, once a minute while it lasts, a bug with
+    one, and that checkpoints succeed again; and goes on."""
     from jqueue.queue import _Checkpointer
 
     class Queue:
@@ -926,9 +927,9 @@ def test_a_checkpoint_the_disk_refuses_is_one_line_and_a_bug_a_traceback(caplog)
 
         def checkpoint(self):
             self.calls += 1
-            if self.calls == 1:
+            if self.calls <= 20:
                 raise errors.JobQueueError("changes refused: disk full")
-            if self.calls == 2:
+            if self.calls == 21:
                 raise KeyError("a bug")
             self.done.set()
 
@@ -939,10 +940,13 @@ def test_a_checkpoint_the_disk_refuses_is_one_line_and_a_bug_a_traceback(caplog)
         assert queue.done.wait(10)
     finally:
         checkpointer.stop()
-    failed = [r for r in caplog.records if r.getMessage().startswith("checkpoint failed")]
-    assert [(r.getMessage(), r.exc_info is not None) for r in failed[:2]] == [
-        ("checkpoint failed: changes refused: disk full", False),
-        ("checkpoint failed", True)]
+    lines = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records
+             if "checkpoint" in r.getMessage()]
+    assert lines[:3] == [  # twenty refusals in a row: one line (then one a minute)
+        ("ERROR", "1 checkpoint(s) failed since the last line: changes refused: disk full "
+                  "(the journal keeps every change meanwhile)", False),
+        ("ERROR", "checkpoint failed", True),
+        ("WARNING", "checkpoints succeed again", False)]
 
 
 def test_garbage_in_cycles_at_a_checkpoint_is_collected_not_frozen(tmp_path):
