@@ -444,9 +444,10 @@ class Supervisor:
         if svc.state == service.STARTING:
             svc.record["running_since"] = self._now()
             pid = svc.record.get("pid")
-            self._change(svc, service.RUNNING, "run %d up for %gs%s" % (
-                svc.record["run"], svc.definition["startsecs"],
-                " (pid %d)" % pid if pid else ""))
+            # Said once, when it became RUNNING: "up for 1s" read an hour later misled.
+            self._change(svc, service.RUNNING, "run %d%s stayed up its startsecs (%gs)" % (
+                svc.record["run"], " (pid %d)" % pid if pid else "",
+                svc.definition["startsecs"]))
 
     def _retry_due(self, svc):
         svc.timer = None

@@ -189,6 +189,7 @@ def test_a_run_that_stays_up_becomes_running_after_startsecs(node):
     node.clock.advance(0.1)
     state = node.state()
     assert (state["state"], state["pid"], state["run"]) == (service.RUNNING, 4321, 1)
+    assert state["message"] == "run 1 (pid 4321) stayed up its startsecs (5s)"
 
 
 def test_a_service_that_ran_elsewhere_continues_its_run_numbers(node):
