@@ -106,11 +106,11 @@ def command_lines(job):
         where = "no attempt counted yet (of %s)" % (job["max_attempts"] or 1)
     if job.get("node"):
         where += " on %s" % job["node"]
-    if job["status"] == constants.JOB_STATUS_RUNNING and job.get("retry_at") is None:
+    running = job["status"] == constants.JOB_STATUS_RUNNING  # (a back-off is "waiting")
+    if running:
         where += ", running" + (" (pid %s)" % job["pid"] if job.get("pid") else "")
     lines = ["Command: " + where]
-    if job.get("reason") and (job["status"] != constants.JOB_STATUS_RUNNING
-                              or job.get("retry_at") is not None):
+    if job.get("reason") and not running:
         lines.append("Last attempt: " + ended_text(job))
     if job.get("retry_at") is not None:
         lines.append("Next attempt: %s" % output.format_time(job["retry_at"]))

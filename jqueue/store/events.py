@@ -238,13 +238,14 @@ class EventLog:
                 for handle in self._files.values():
                     handle.sync()
             except OSError as err:
-                raise errors.DiskSyncError("cannot sync the events in %s: %s" % (
-                    self.directory, err)) from None
+                raise self._sync_error(err) from None
         try:
             fsutil.fsync_dir(self.directory)
         except OSError as err:
-            raise errors.DiskSyncError("cannot sync the events in %s: %s" % (
-                self.directory, err)) from None
+            raise self._sync_error(err) from None
+
+    def _sync_error(self, err):
+        return errors.DiskSyncError("cannot sync the events in %s: %s" % (self.directory, err))
 
     def close(self):
         """Sync and close the files."""
