@@ -1,12 +1,14 @@
 """Shared fixtures: queues on temporary directories, with a synchronous pool by default."""
 
 import os
+import signal
 import subprocess
 import sys
+import uuid
 
 import pytest
 from cluster_helpers import noded_factory
-from daemon_helpers import daemon_factory
+from daemon_helpers import daemon_factory, processes_with
 from fakes import SyncPool
 
 from jqueue.queue import JobQueue
@@ -81,6 +83,25 @@ def nodeds():
     yield from noded_factory()
 
 
+@pytest.fixture
+def marks():
+    """make() gives a fresh marker for a test's commands or services (JQ_TEST_MARK in
+    their environment); no process carrying one may outlive the test."""
+    made = []
+
+    def make():
+        made.append(uuid.uuid4().hex)
+        return made[-1]
+    yield make
+    left = [pid for mark in made for pid in processes_with(mark)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert left == [], "processes of the test survived it"
+
+
 def attempt_names(path):
     """The attempts' directories in an attempts directory (not its spares and trash, whose
     names start with a dot: jqueue.exec.attemptdir)."""
@@ -95,3 +116,4 @@ def python_child(script, timeout=60):
                           timeout=timeout)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
+

@@ -11,9 +11,7 @@ import json
 import os
 import signal
 import time
-import uuid
 
-import pytest
 from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, wait_all_final
 from test_cluster_e2e import jqctl, start_cluster, wait_verified
 from test_failover_e2e import _fail_over
@@ -50,24 +48,6 @@ def main_pid(mark, node=None):
     """The service's one process (it execs sleep), or None while there is not exactly one."""
     pids = processes_with(mark, node)
     return pids[0] if len(pids) == 1 else None
-
-
-@pytest.fixture
-def marks():
-    """Fresh markers; no process carrying one may outlive the test."""
-    made = []
-
-    def make():
-        made.append(uuid.uuid4().hex)
-        return made[-1]
-    yield make
-    left = [pid for mark in made for pid in processes_with(mark)]
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    assert left == [], "processes of test services survived the test"
 
 
 def sleeper(name, mark, **params):
