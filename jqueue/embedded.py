@@ -19,7 +19,7 @@ from jqueue import constants
 from jqueue.exec.executor import Executor
 from jqueue.exec.link import LocalLink
 from jqueue.exec.supervisor import make_supervisor
-from jqueue.run.commands import CommandRunner, ReactorHost
+from jqueue.run.commands import CommandRunner, ReactorHost, monotonic_timers
 
 _reactor_lock = threading.Lock()
 
@@ -82,10 +82,12 @@ def local_commands(state_dir, node_name=None, slots=None, allowed_users=(), use_
 
 
 def running_reactor():
-    """Twisted's reactor, started in a background thread if it is not running."""
+    """Twisted's reactor, started in a background thread if it is not running (its
+    timers then on the monotonic clock, as the daemons': see monotonic_timers)."""
     from twisted.internet import reactor
     with _reactor_lock:
         if not reactor.running:
+            monotonic_timers(reactor)
             started = threading.Event()
             reactor.callWhenRunning(started.set)
             thread = threading.Thread(target=reactor.run, name="jq-reactor", daemon=True,

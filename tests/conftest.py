@@ -117,3 +117,38 @@ def python_child(script, timeout=60):
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
+
+class ClockSteps:
+    """Steps of the wall clock, one process at a time: env(name) are the variables that
+    give a process its own wall clock (tests/clockshift.c, preloaded), step(name, seconds)
+    moves it by seconds (forward, or back if negative) from what the machine's says."""
+
+    def __init__(self, library, directory):
+        self._library = library
+        self._directory = directory
+
+    def _path(self, name):
+        return os.path.join(self._directory, "clock-" + name)
+
+    def env(self, name):
+        self.step(name, 0)
+        return {"LD_PRELOAD": self._library, "JQ_TEST_CLOCK_SHIFT": self._path(name)}
+
+    def step(self, name, seconds):
+        with open(self._path(name) + ".new", "w", encoding="ascii") as stream:
+            stream.write("%g\n" % seconds)
+        os.replace(self._path(name) + ".new", self._path(name))
+
+
+@pytest.fixture(scope="session")
+def clockshift_library(tmp_path_factory):
+    """tests/clockshift.c built (with cc, as the command shim is)."""
+    out = str(tmp_path_factory.mktemp("clockshift") / "clockshift.so")
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clockshift.c")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", out, source, "-ldl"], check=True)
+    return out
+
+
+@pytest.fixture
+def clock_steps(clockshift_library, tmp_path):
+    return ClockSteps(clockshift_library, str(tmp_path))

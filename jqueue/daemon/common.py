@@ -20,6 +20,7 @@ from twisted.internet import defer, task
 import jqueue
 from jqueue import errors
 from jqueue.daemon import config as configmod
+from jqueue.run.commands import monotonic_timers
 from jqueue.store import faults
 
 logger = logging.getLogger(__name__)
@@ -314,6 +315,7 @@ def run(prog, config, build, describe=None):
     tune_malloc()
     tune_gc()
     from twisted.internet import reactor
+    monotonic_timers(reactor)
     logger.info("%s %s starting (pid %d)", prog, jqueue.version(), os.getpid())
     started = []
     signals = StopSignals(reactor, lambda: stop_reactor(reactor),

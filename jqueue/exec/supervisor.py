@@ -21,8 +21,9 @@ fsynced), so that a restarted daemon carries on where the last one stopped:
 
 States and transitions are jqueue.service's table; every change goes through
 ``_change`` (which refuses an illegal one), is written to the service's file and told to
-the listeners. Time comes from the reactor (``seconds``, ``callLater``): tests drive a
-fake clock.
+the listeners. Timers are the reactor's (``callLater``, delays); the times in the records
+(since, retry_at, a stop's deadline) are the wall clock's (``clock``, epoch seconds, kept
+across restarts and shown to operators): tests drive a fake one of each.
 
 Events for listeners, in the reactor thread: ``("svc", state)`` after every change of a
 service (state dicts as ``states()`` gives them), ``("svc_output", id, run, size)`` when a
@@ -34,6 +35,7 @@ down, or could not reach this node) records them once it hears the next.
 
 import logging
 import os
+import time
 
 from twisted.python import failure
 
@@ -105,9 +107,11 @@ class Supervisor:
     Every method runs in the reactor thread.
     """
 
-    def __init__(self, directory, reactor, executor, node, boot_id, retain_runs=RETAIN_RUNS):
+    def __init__(self, directory, reactor, executor, node, boot_id, retain_runs=RETAIN_RUNS,
+                 clock=time.time):
         self.directory = directory
         self._reactor = reactor
+        self._clock = clock
         self._executor = executor
         self.node = node
         self._boot_id = boot_id
@@ -617,7 +621,7 @@ class Supervisor:
         svc.timer = self._reactor.callLater(max(0.0, delay), fn, svc)
 
     def _now(self):
-        return self._reactor.seconds()
+        return self._clock()
 
     def _emit(self, event):
         for listener in list(self._listeners):

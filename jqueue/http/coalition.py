@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import re
+import time
 
 from twisted.internet import defer
 
@@ -297,7 +298,7 @@ def getjobs(call):
                 encoded.append(literal(values)[1:-1])
         return text('{"Vars":%s, "Jobs":[%s], "Parents":%s}' % (
             literal(VARS), ", ".join(encoded), literal(parents)))
-    now = call.site.reactor.seconds()
+    now = time.time()
     return call.blocking(answer)
 
 

@@ -51,7 +51,7 @@ visible once durable.
 The host: ``call(fn, *args)`` (from any thread: run fn soon in the host thread),
 ``call_later(seconds, fn, *args)`` (a timer with ``cancel()``), ``call_sync(fn, *args)``
 (from another thread: run fn in the host thread, wait, return or raise its outcome) and
-``seconds()``.
+``seconds()`` (the timers' clock, for delays and ages).
 
 A link: ``name``, ``slots``, ``containment`` (text), and, each answering ``done(value)``
 in the host thread with a value or an exception: ``launch(spec, done)`` -> info dict,
@@ -71,6 +71,7 @@ import fnmatch
 import heapq
 import logging
 import random
+import time
 
 from jqueue import commandjob, constants, errors
 from jqueue.job import timestamp
@@ -1358,10 +1359,12 @@ class CommandRunner:
 
     def _node_rows(self):
         rows = {}
+        now, wall = self._host.seconds(), self._queue._clock()
         for name, link in sorted(self._links.items()):
-            heard = getattr(link, "last_heard", None)
+            heard = getattr(link, "last_heard", None)  # by the timers' clock: an age here
             rows[name] = {
-                "reachable": getattr(link, "reachable", True), "last_heard": heard,
+                "reachable": getattr(link, "reachable", True),
+                "last_heard": None if heard is None else wall - (now - heard),
                 "tags": sorted(self._placement.tags(name)),
                 "drained": getattr(link, "drained", False),
                 "offline": getattr(link, "offline", False), "slots": link.slots,
@@ -1392,6 +1395,21 @@ def _result_value(state):
             "attempt": state.get("attempt")}
 
 
+def monotonic_timers(reactor):
+    """Make the reactor's timers count on the monotonic clock.
+
+    Twisted schedules callLater by its ``seconds()``, the wall clock by default
+    (twisted#2424): a step of the clock (NTP, an operator's ``date -s``, a virtual machine
+    resumed) moved every timer armed before it by as much. An hour back and a service
+    stayed STARTING, a job waited out its back-off, a node's heartbeat went unanswered, an
+    hour longer; an hour forward and every node was unreachable at once. Our timers are
+    delays (what they mean in wall time, a job's retry_at, a service's since, is read
+    from time.time), so the daemons (and the library's reactor, when jqueue starts it) run
+    them on the monotonic clock.
+    """
+    reactor.seconds = time.monotonic
+
+
 class ReactorHost:
     """The runner's host over a Twisted reactor (the daemons')."""
 
@@ -1412,4 +1430,6 @@ class ReactorHost:
         return threads.blockingCallFromThread(self._reactor, fn, *args)
 
     def seconds(self):
+        """The timers' clock: for delays and ages only (monotonic in the daemons: see
+        jqueue.daemon.common.monotonic_timers); times kept or shown are the queue's."""
         return self._reactor.seconds()

@@ -38,7 +38,7 @@ class Node:
         self.clock.advance(1000)
         self.executor = executor or FakeExecutor(self.clock)
         self.supervisor = Supervisor(str(tmp_path / "services"), self.clock, self.executor,
-                                     "node1", boot)
+                                     "node1", boot, clock=self.clock.seconds)
         self.events = []
         self.supervisor.subscribe(self.events.append)
         self.supervisor.start()
