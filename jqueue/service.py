@@ -288,7 +288,10 @@ class Backoff:
         """
         if running_for is not None and running_for >= STABLE_AFTER:
             self.reset()
-        self.failures = [t for t in self.failures if now - t < START_LIMIT_INTERVAL]
+        # A failure dated after now: the wall clock went back since, by an unknown amount.
+        # Kept, it would count for as long again as the clock went back; dropped, the
+        # limit comes a few restarts later at worst.
+        self.failures = [t for t in self.failures if 0 <= now - t < START_LIMIT_INTERVAL]
         self.failures.append(now)
         self.streak += 1
         if len(self.failures) >= START_LIMIT_BURST:

@@ -33,12 +33,12 @@ def entry(sid=1, version=1, target=service.TARGET_STARTED, seq=1, run=0, **param
 class Node:
     """A supervisor on a fake clock and executor, its events recorded."""
 
-    def __init__(self, tmp_path, boot=BOOT, executor=None, clock=None):
+    def __init__(self, tmp_path, boot=BOOT, executor=None, clock=None, wall=None):
         self.clock = clock or Clock()
         self.clock.advance(1000)
         self.executor = executor or FakeExecutor(self.clock)
         self.supervisor = Supervisor(str(tmp_path / "services"), self.clock, self.executor,
-                                     "node1", boot, clock=self.clock.seconds)
+                                     "node1", boot, clock=wall or self.clock.seconds)
         self.events = []
         self.supervisor.subscribe(self.events.append)
         self.supervisor.start()
@@ -94,6 +94,26 @@ def test_a_service_that_exits_at_once_backs_off_1_2_4_8_then_is_fatal(node):
     assert len(node.executor.launched) == 5
     assert node.states_seen().count(service.BACKOFF) == 4
     assert node.states_seen()[-1] == service.FATAL
+
+
+def test_a_wall_clock_stepped_back_delays_no_restart_and_counts_no_failure_longer(tmp_path):
+    """A service whose runs die after 20 s (three failures a minute at most: never FATAL)
+    while the wall clock goes back an hour: each restart comes after its delay (a
+    timer), and the failures from before the step, now "in the future", no longer count
+    for the start limit (they did for an hour: FATAL at the second failure after it)."""
+    shift = [0.0]
+    clock = Clock()
+    node = Node(tmp_path, clock=clock, wall=lambda: clock.seconds() + shift[0])
+    node.supervisor.apply([entry()])
+    for run in range(1, 13):
+        assert len(node.executor.launched) == run
+        node.clock.advance(20)
+        node.fail_now()
+        assert node.state()["state"] == service.BACKOFF, run
+        delay = node.state()["retry_at"] - (clock.seconds() + shift[0])
+        if run == 3:
+            shift[0] = -3600.0
+        node.clock.advance(delay)
 
 
 def test_start_after_fatal_runs_again_with_a_fresh_count(node):
