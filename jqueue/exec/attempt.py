@@ -6,7 +6,6 @@ Plain values (attrs, frozen) that the executor hands out and the master codes ag
 
 import math
 import os
-import signal
 
 import attrs
 
@@ -125,14 +124,6 @@ def _check_env(key, env):
 
 #: Signals that can be sent to every process of a job (the shim forwards 1..31).
 SENDABLE_SIGNALS = range(1, 32)
-
-
-def signal_name(signum):
-    """SIGTERM for 15; "signal 40" for a number without a name."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return "signal %d" % signum
 
 
 def _is_int(value):

@@ -70,14 +70,13 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
 from jqueue import errors, holes, ratelog, serializer
-from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT, LOST_UNSTARTED
+from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT, LOST_UNSTARTED, signal_name
 from jqueue.exec import attemptdir, containment, shims
 from jqueue.exec.attempt import (
     SENDABLE_SIGNALS,
     AttemptInfo,
     AttemptResult,
     check_spec,
-    signal_name,
 )
 
 logger = logging.getLogger(__name__)
