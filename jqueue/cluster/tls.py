@@ -270,6 +270,47 @@ def validity_problem(cert, now=None):
     return None
 
 
+def clock_note():
+    """What to add to a certificate refused for its dates: this node's clock may be wrong."""
+    return "by this node's clock, %s UTC: is it right?" % _utcnow().strftime("%Y-%m-%d %H:%M:%S")
+
+
+#: OpenSSL's verification errors (X509_V_ERR_*) a node's TLS may meet, in words.
+_VERIFY_ERRORS = {
+    2: "its issuer is not this cluster's CA", 20: "its issuer is not this cluster's CA",
+    21: "its issuer is not this cluster's CA", 18: "self-signed, not this cluster's CA's",
+    19: "signed by a CA that is not this cluster's", 7: "its signature does not verify",
+}
+#: X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED (and the CA's the same).
+DATE_ERRORS = (9, 10, 11, 12)
+
+
+def verify_problem(cert, errnum):
+    """Why a peer's certificate (cryptography's) failed OpenSSL's verification errnum."""
+    name = node_name_of(cert) or "?"
+    what = ("the CA certificate of cluster %s" if is_ca(cert) else "the certificate of %s") % (
+        name)
+    if errnum in DATE_ERRORS:
+        problem = validity_problem(cert) or "not valid (OpenSSL's error %d)" % errnum
+        return "%s is %s %s" % (what, problem, clock_note())
+    return "%s is refused: %s" % (
+        what, _VERIFY_ERRORS.get(errnum, "OpenSSL's verification error %d" % errnum))
+
+
+def _keep_refusal(conn, cert, errnum, depth, ok):
+    """pyOpenSSL's verify callback of the RPC server: OpenSSL's verdict stands; the first
+    refusal's reason is kept on the connection's TLS protocol (``jq_refusal``) for the
+    line that logs the failed handshake."""
+    if not ok:
+        protocol = conn.get_app_data()
+        if protocol is not None and getattr(protocol, "jq_refusal", None) is None:
+            try:
+                protocol.jq_refusal = verify_problem(cert.to_cryptography(), errnum)
+            except Exception:  # noqa: BLE001 - only a log line's detail; never the handshake
+                protocol.jq_refusal = "OpenSSL's verification error %d" % errnum
+    return bool(ok)
+
+
 # A node's credentials
 
 
@@ -358,7 +399,10 @@ class Credentials:
             raiseMinimumTo=twisted_ssl.TLSVersion.TLSv1_2)
         # The peer's certificate is the one of the handshake, for the whole connection
         # (TLS 1.2 renegotiation could change it): the RPC server checks it once.
-        options.getContext().set_options(SSL.OP_NO_RENEGOTIATION)
+        context = options.getContext()
+        context.set_options(SSL.OP_NO_RENEGOTIATION)
+        # Twisted's flags, and a callback keeping why a certificate is refused.
+        context.set_verify(context.get_verify_mode(), _keep_refusal)
         return options
 
     def client_context(self):

@@ -8,8 +8,9 @@ clock_steps fixture), moved an hour while the daemons run.
 
 import time
 
+from cluster_helpers import build_cluster
 from daemon_helpers import processes_with
-from test_cluster_e2e import jqctl, start_cluster
+from test_cluster_e2e import jqctl, set_ack_timeout, start_cluster
 from test_nodes_pool_e2e import HEALTH
 from test_services_cluster_e2e import running, view, wait_until
 
@@ -106,3 +107,35 @@ def test_node_clock_back_an_hour_delays_nothing_on_the_node(tmp_path, nodeds, da
                    what="the cancel")
     assert view(master, "web")["state"] == service.RUNNING
     remove_service(master.socket, "web", mark)
+
+
+def test_a_node_whose_clock_is_years_behind_says_so_and_serves_once_it_is_right(
+        tmp_path, nodeds, daemons, clock_steps):
+    """node2's clock twenty years behind (a machine booted without its clock): every
+    certificate is "not yet valid" there, so it refuses the others' calls. Its log says
+    why, naming its clock, once (not a line per refused call); the master's node list
+    says node2 refused this node's certificate. Once its clock is set right it serves
+    again, without a restart: a job placed on it runs."""
+    test_cluster = build_cluster(tmp_path / "cluster", 2)
+    set_ack_timeout(test_cluster, 2)
+    nodeds(test_cluster, "node1")
+    clock = clock_steps.env("node2")
+    clock_steps.step("node2", -20 * 365 * 86400)
+    node2 = nodeds(test_cluster, "node2", wait=False, env=clock)
+    master = daemons(test_cluster.state_dirs[test_cluster.master], args=HEALTH)
+    wait_until(lambda: "node refused this node's certificate" in jqctl(
+        "cluster", "verify", socket=master.socket)[1], what="the master told why")
+    time.sleep(2)  # heartbeats, replication and polls refused meanwhile
+    refused = [line for line in node2.stderr().splitlines()
+               if "TLS connection(s) failed" in line]
+    assert len(refused) == 1, refused
+    assert ("certificate of cluster testcluster is not valid before " in refused[0]
+            and "by this node's clock, 2006-" in refused[0] and "is it right?" in refused[0])
+    clock_steps.step("node2", 0)
+    with master.client() as client:
+        job_id = client.submit_job([command("echo ran on $JQ_NODE", node="node2")])
+        wait_until(lambda: client.query_jobs([job_id], ["status"])[0] == ["success"], 30,
+                   "the job on node2")
+        assert "ran on node2" in client.read_job_log(job_id)["data"]
+    assert jqctl("cluster", "verify", socket=master.socket)[0] == 0
+

@@ -31,7 +31,7 @@ ALLOWED = "node1,node2,node4,node5"
 #: Listener label -> the TLS directory it serves with (its certificate's node name).
 LISTENERS = {"node1": "node1", "node4": "node4", "node5": "node5", "node7": "node7",
              "mismatch": "node9", "foreign": "foreign-node1", "capped": "node1",
-             "hasty": "node1"}
+             "hasty": "node1", "future": "future-node2"}
 #: Listener label -> its idle timeout[, most connections[, handshake timeout]].
 LIMITS = {"node7": [0.2], "capped": [60, 2], "hasty": [60, 1024, 0.3]}
 
@@ -61,6 +61,9 @@ def pki(tmp_path_factory):
     dirs["expired-node2"] = write_tls_dir(
         os.path.join(base, "expired-node2"), ca_cert,
         *tls.issue_node_cert(ca_key, ca_cert, "node2", days=1, not_before=days_ago(3)))
+    dirs["future-node2"] = write_tls_dir(
+        os.path.join(base, "future-node2"), ca_cert,
+        *tls.issue_node_cert(ca_key, ca_cert, "node2", not_before=days_ago(-3)))
     for name in ["node1", "node2"]:
         dirs["foreign-" + name] = write_tls_dir(os.path.join(base, "foreign-" + name),
                                                 foreign[1], *tls.issue_node_cert(*foreign, name))
@@ -315,16 +318,35 @@ def test_a_node_outside_the_cluster_is_refused_with_403(make_client, recorded):
 
 @pytest.mark.parametrize("tls_dir", ["foreign-node2", "expired-node2", "no certificate"])
 def test_bad_client_certificates_fail_the_handshake(make_client, pki, recorded, tls_dir):
-    """A client certificate from another CA, an expired one, or none at all: no call is made."""
+    """A client certificate from another CA, an expired one, or none at all: no call is made;
+    the caller is told the node refused its certificate (and what may be wrong there)."""
     if tls_dir == "no certificate":
         context = context_of(pki["node2"], cert=False)
     else:
         context = context_of(pki[tls_dir])
         context.load_verify_locations(pki["ca"])
     before = recorded()
-    with pytest.raises(errors.RemoteError, match="RPC echo to node node1 .* failed"):
+    with pytest.raises(errors.RemoteError, match="RPC echo to node node1 .* failed") as info:
         make_client("node1", context=context).call("echo", {})
     assert recorded() == before
+    hint = "the node refused this node's certificate (its clock wrong, or another cluster's CA"
+    assert (hint in str(info.value)) == (tls_dir != "no certificate")
+
+
+def test_a_refused_certificate_is_described_with_this_nodes_clock_if_dates_are_why(pki):
+    """The RPC server's log line of a refused certificate says why: its dates by this
+    node's clock (which may be what is wrong), or that another CA issued it."""
+    def cert(name):
+        return tls.load_cert_pem(open(os.path.join(pki[name], "node.crt"), "rb").read())
+    expired = tls.verify_problem(cert("expired-node2"), 10)
+    assert expired.startswith("the certificate of node2 is expired on ")
+    assert expired.endswith(" UTC: is it right?") and "by this node's clock, " in expired
+    assert tls.verify_problem(cert("foreign-node2"), 20) == (
+        "the certificate of node2 is refused: its issuer is not this cluster's CA")
+    ca = tls.load_cert_pem(open(pki["ca"], "rb").read())
+    assert tls.verify_problem(ca, 9).startswith("the CA certificate of cluster cluster is ")
+    assert tls.verify_problem(cert("node1"), 99) == (
+        "the certificate of node1 is refused: OpenSSL's verification error 99")
 
 
 def test_unknown_methods_get_404(good, ports, pki, recorded):
@@ -439,6 +461,17 @@ def test_a_server_of_a_foreign_ca_is_refused(make_client, recorded):
     client = make_client("foreign", node_name="node1")
     with pytest.raises(errors.RemoteError, match="server certificate refused"):
         client.call("echo", {})
+    assert recorded() == before
+
+
+def test_a_server_certificate_not_yet_valid_is_refused_naming_this_nodes_clock(make_client,
+                                                                               recorded):
+    """A server whose certificate is not valid yet (by the caller's clock, which may be
+    what is wrong) is refused, and the error says by which clock."""
+    before = recorded()
+    with pytest.raises(errors.RemoteError, match=r"server certificate refused: certificate "
+                       r"is not yet valid \(by this node's clock, 20\d\d-.* UTC: is it right\?\)"):
+        make_client("future", node_name="node2").call("echo", {})
     assert recorded() == before
 
 

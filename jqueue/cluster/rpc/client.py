@@ -31,6 +31,7 @@ import threading
 import time
 
 from jqueue import constants, errors, serializer
+from jqueue.cluster import tls
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ _MESSAGE_LENGTHS = struct.Struct(">II")
 _ANSWER_LENGTH = struct.Struct(">I")
 #: Data of a stream message up to this size goes out in one write with its head.
 _JOINED_WRITE = 65536
+#: OpenSSL's reasons for the alerts of a peer that refused our certificate.
+_CERTIFICATE_ALERTS = frozenset((
+    "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV1_ALERT_UNKNOWN_CA"))
 
 
 def parse_address(address):
@@ -435,11 +440,16 @@ def _describe(cause, timeout):
     if isinstance(cause, (TimeoutError, socket.timeout)):
         return "timed out after %ss" % timeout
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return "server certificate refused: %s" % (cause.verify_message or cause)
+        return "server certificate refused: %s%s" % (
+            cause.verify_message or cause,
+            " (%s)" % tls.clock_note() if cause.verify_code in tls.DATE_ERRORS else "")
     if isinstance(cause, ssl.SSLEOFError):
         return ("the node closed the TLS connection (did it refuse this node's certificate? "
                 "its log tells)")
     if isinstance(cause, ssl.SSLError):
+        if cause.reason in _CERTIFICATE_ALERTS:
+            return ("TLS error: %s: the node refused this node's certificate (its clock wrong, "
+                    "or another cluster's CA there? its log tells)" % cause)
         return "TLS error: %s" % cause
     if isinstance(cause, ConnectionRefusedError):
         return "connection refused"

@@ -266,8 +266,9 @@ class RpcChannel(http.HTTPChannel):
         self._refusal_abort = self._handshake_deadline = None
         self.site.connection_lost(self)
         if not self.requests and _is_tls_failure(reason):
-            logger.warning("TLS connection from %s failed: %s", self.peer_description,
-                           reason.value)
+            refusal = getattr(self.transport, "jq_refusal", None)
+            self.site.failed_handshakes.count(self.peer_description, "%s%s" % (
+                reason.value, ": " + refusal if refusal else ""))
         super().connectionLost(reason)
 
 
@@ -380,6 +381,11 @@ class RpcSite(server.Site):
         self._evictions = ratelog.CountedWarning(
             reactor.seconds, "closed %d RPC connection(s) still in their TLS handshake to make "
             "room for new ones (limit %d)", logger)
+        #: A peer refused, as a node whose clock is wrong refuses every other one: said
+        #: once, then once a minute.
+        self.failed_handshakes = ratelog.CountedWarning(
+            reactor.seconds, "%d TLS connection(s) failed since the last line; the last, "
+            "from %s: %s", logger)
         self.late_handshakes = ratelog.CountedWarning(
             reactor.seconds, "dropped %d RPC connection(s) without a TLS handshake within "
             "%gs (the last from %s)", logger)
