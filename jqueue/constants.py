@@ -270,3 +270,7 @@ RPC_IDLE_TIMEOUT = 300.0
 RPC_MAX_CONNECTIONS = 1024
 #: Seconds a new RPC connection has to complete its TLS handshake before it is dropped.
 RPC_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds a node's clock may differ from the master's before jq-masterd says so (its
+#: log, jqctl node list): the times a node records (a service's since, an attempt's end)
+#: are off by as much, and past minutes its certificates' dates stop agreeing.
+CLOCK_SKEW_WARN = 10.0

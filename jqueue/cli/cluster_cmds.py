@@ -421,7 +421,10 @@ def _node_cell(key, value, row=None):
     if key == "tags":
         return ",".join(value or []) or "-"
     if key == "last_heartbeat":
-        return output.format_time(value) if value else "-"
+        skew = (row or {}).get("clock_skew")
+        note = (" (clock %+.0fs)" % skew if isinstance(skew, (int, float))
+                and abs(skew) >= constants.CLOCK_SKEW_WARN else "")
+        return (output.format_time(value) if value else "-") + note
     if key == "slots":
         row = row or {}
         return "-" if value is None else "%s/%s" % (row.get("slots_used"), value)

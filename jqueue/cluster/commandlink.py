@@ -29,8 +29,9 @@ import logging
 import os
 import queue as queue_module
 import threading
+import time
 
-from jqueue import errors
+from jqueue import constants, errors
 from jqueue.cluster.nodeexec import BATCHED, MAX_BATCH
 from jqueue.exec.executor import complete_environment
 
@@ -73,6 +74,9 @@ class RemoteLink:
         self.drained, self.offline = drained, offline
         self.reachable = True
         self.last_heard = None
+        #: The node's clock minus this one's at its last answer (seconds; None: unknown).
+        self.clock_skew = None
+        self._clock_off = False
         self._ping_interval = ping_interval
         self._factory = client_factory
         self._listener = None
@@ -292,7 +296,7 @@ class RemoteLink:
                     self._learn(client.call("node_info", {}))
                 answer = client.call("exec_poll", {"session": session, "after": after,
                                                    "timeout": self._ping_interval})
-                self._host.call(self._heard)
+                self._host.call(self._heard, _node_time(answer), time.time())
             except (errors.GenericError, OSError) as err:
                 logger.debug("node %s: exec_poll: %s", self.name, err)
                 if client is not None:
@@ -314,9 +318,23 @@ class RemoteLink:
         if client is not None:
             client.close()
 
-    def _heard(self):
-        """The node answered (host thread): a heartbeat."""
+    def _heard(self, node_time=None, received=None):
+        """The node answered (host thread): a heartbeat, with the node's clock then (an
+        older node does not say it)."""
         self.last_heard = self._host.seconds()
+        if node_time is None:
+            return
+        self.clock_skew = skew = node_time - received
+        if abs(skew) >= constants.CLOCK_SKEW_WARN and not self._clock_off:
+            self._clock_off = True
+            logger.warning("node %s: its clock is %.0fs %s this node's: the times it records "
+                           "(a service's since, an attempt's start and end) are off by as "
+                           "much; set it right (NTP)", self.name, abs(skew),
+                           "ahead of" if skew > 0 else "behind")
+        elif self._clock_off and abs(skew) < constants.CLOCK_SKEW_WARN / 2:
+            self._clock_off = False
+            logger.info("node %s: its clock agrees with this node's again (%+.1fs)",
+                        self.name, skew)
 
     def _learn(self, info):
         """The node answered node_info: its slots (the runner may start more now) and how
@@ -380,3 +398,11 @@ def _batched_answer(answer, convert):
 def _event(wire):
     """An event as the runner takes it, from its JSON form."""
     return tuple(wire)
+
+
+def _node_time(answer):
+    """The node's clock in an exec_poll answer (None from an older node)."""
+    value = answer.get("time") if isinstance(answer, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None

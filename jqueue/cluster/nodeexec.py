@@ -23,6 +23,7 @@ import collections
 import itertools
 import logging
 import os
+import time
 
 from twisted.internet import defer
 
@@ -235,8 +236,10 @@ class NodeExec:
     def exec_poll(self, peer, body):
         """Events after ``after`` of ``session``: at once if any, else within ``timeout``.
 
-        Answers {"session", "events": [[seq, event], ...], "reset": bool}; reset means the
-        caller's cursor is from another session or fell out of the log: re-read attempts.
+        Answers {"session", "events": [[seq, event], ...], "reset": bool, "last", "time"};
+        reset means the caller's cursor is from another session or fell out of the log:
+        re-read attempts; time is this node's clock when it answered (the master compares
+        it with its own).
         """
         self._check(peer)
         after = _count(body, "after")
@@ -276,7 +279,8 @@ class NodeExec:
 
     def _answer(self, session, after):
         if session != self.session or (self._events and after < self._events[0][0] - 1):
-            return {"session": self.session, "events": [], "reset": True, "last": self._last}
+            return {"session": self.session, "events": [], "reset": True, "last": self._last,
+                    "time": time.time()}
         # Sequence numbers are consecutive: the events after ``after`` are the last
         # ``_last - after`` of the log, taken from its end (a poll costs what it gets, not a
         # pass over the whole log).
@@ -284,7 +288,7 @@ class NodeExec:
                   itertools.islice(reversed(self._events), max(0, self._last - after))]
         events.reverse()
         return {"session": self.session, "events": events, "reset": False,
-                "last": self._last}
+                "last": self._last, "time": time.time()}
 
     def _expire(self, waiter):
         if waiter in self._waiters:

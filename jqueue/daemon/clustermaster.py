@@ -612,9 +612,10 @@ def _add_command_fields(row, spec, status):
     slots used/total and the jobs running there."""
     row.update(tags=list(spec.get("tags", ())), drained=spec.get("drained", False),
                offline=spec.get("offline", False), heartbeat=None, last_heartbeat=None,
-               slots=None, slots_used=None, running_jobs=[])
+               clock_skew=None, slots=None, slots_used=None, running_jobs=[])
     if status is not None:
         row.update(heartbeat=status["reachable"], last_heartbeat=status["last_heard"],
+                   clock_skew=status.get("clock_skew"),
                    slots=status["slots"], slots_used=status["used"],
                    running_jobs=status["running"])
 

@@ -1365,6 +1365,7 @@ class CommandRunner:
             rows[name] = {
                 "reachable": getattr(link, "reachable", True),
                 "last_heard": None if heard is None else wall - (now - heard),
+                "clock_skew": getattr(link, "clock_skew", None),
                 "tags": sorted(self._placement.tags(name)),
                 "drained": getattr(link, "drained", False),
                 "offline": getattr(link, "offline", False), "slots": link.slots,

@@ -207,6 +207,20 @@ def test_node_list_shows_tags_health_slots_and_running_jobs(cli, monkeypatch):
     assert second.split()[6:] == ["-", "drained", "-", "0/2", "-"]
 
 
+def test_node_list_says_when_a_nodes_clock_is_off(cli, monkeypatch):
+    """A node whose clock differs from the master's by CLOCK_SKEW_WARN or more has it
+    said beside its heartbeat; a small difference, or none known, says nothing."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    cli.fake.cluster["nodes"] = [
+        dict(NODES[0], heartbeat=True, last_heartbeat=1795000000.0, clock_skew=-3600.4),
+        dict(NODES[1], heartbeat=True, last_heartbeat=1795000000.0, clock_skew=0.3),
+        dict(NODES[2], heartbeat=True, last_heartbeat=1795000000.0, clock_skew=None)]
+    lines = cli("node", "list")[1].splitlines()
+    assert "2026-11-18 11:06:40 (clock -3600s)" in lines[1]
+    assert all("clock" not in line for line in lines[2:])
+
+
 def test_node_modify_sets_tags_drain_and_offline(cli):
     """--tags, --drain and --offline go to ModifyNode as changes; one is needed."""
     code, out, _ = cli("node", "modify", "n1", "--tags", "LINUX, 24GB", "--drain", "yes")

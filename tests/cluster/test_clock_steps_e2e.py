@@ -139,3 +139,28 @@ def test_a_node_whose_clock_is_years_behind_says_so_and_serves_once_it_is_right(
         assert "ran on node2" in client.read_job_log(job_id)["data"]
     assert jqctl("cluster", "verify", socket=master.socket)[0] == 0
 
+
+def test_a_node_whose_clock_is_off_is_named_until_it_is_right(tmp_path, nodeds, daemons,
+                                                               clock_steps):
+    """node2's clock an hour ahead (its certificates still valid there): jq-masterd says
+    so once in its log and jqctl node list beside node2's heartbeat; set right, both say
+    so no more."""
+    _, _, master = start_cluster(tmp_path, nodeds, daemons, 2, args=HEALTH,
+                                 noded_env={"node2": clock_steps.env("node2")})
+    clock_steps.step("node2", HOUR)
+
+    def heartbeats():
+        rows = jqctl("node", "list", socket=master.socket)[1].splitlines()[1:]
+        return {row.split()[0]: row for row in rows}
+    wait_until(lambda: "(clock +3600s)" in heartbeats()["node2"], what="node2's clock said")
+    assert "clock" not in heartbeats()["node1"]
+    with master.client() as client:
+        skews = {row["name"]: row["clock_skew"] for row in client.list_nodes()}
+    assert abs(skews["node2"] - HOUR) < 5 and abs(skews["node1"]) < 5
+    time.sleep(1)  # more heartbeats: still one line
+    said = [line for line in master.stderr().splitlines() if "its clock is" in line]
+    assert len(said) == 1 and "node node2: its clock is 3600s ahead of this node's" in said[0]
+    clock_steps.step("node2", 0)
+    wait_until(lambda: "clock" not in heartbeats()["node2"], what="node2's clock right")
+    assert "node node2: its clock agrees with this node's again" in master.stderr()
+
