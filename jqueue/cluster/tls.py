@@ -281,8 +281,8 @@ _VERIFY_ERRORS = {
     21: "its issuer is not this cluster's CA", 18: "self-signed, not this cluster's CA's",
     19: "signed by a CA that is not this cluster's", 7: "its signature does not verify",
 }
-#: X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED (and the CA's the same).
-DATE_ERRORS = (9, 10, 11, 12)
+#: X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED (a node's or the CA's).
+DATE_ERRORS = (9, 10)
 
 
 def verify_problem(cert, errnum):
