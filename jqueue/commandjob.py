@@ -541,12 +541,14 @@ def env_base(params):
     return ENV_BASE_INHERIT if params.get("env_inherit") else ENV_BASE_MINIMAL
 
 
-def banner_start(params, job_id, attempt, node, now=None, containment=None):
+def banner_start(params, job_id, attempt, node, now=None, containment=None, allowed=None):
     """The lines the log carries before an attempt's output (Coalition's style); a
-    containment without a cgroup (the node's description of it) is said there too."""
+    containment without a cgroup (the node's description of it) is said there too.
+    allowed: the attempts in all (default the op's max_attempts)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     lines = ["* START " + "*" * 40,
-             "* JOB : %d  ATTEMPT : %d/%d" % (job_id, attempt, params["max_attempts"]),
+             "* JOB : %d  ATTEMPT : %d/%d" % (job_id, attempt,
+                                               allowed or params["max_attempts"]),
              "* NODE : %s" % node, "* DATE : %s" % stamp,
              "* DIR : %s" % params["dir"], "* CMD : %s" % command_text(params["cmd"])]
     if containment and containment.startswith("process group"):
@@ -567,6 +569,12 @@ def banner_end(result, reason, message, output_ended_with_newline=True):
     lines.append("* %s : %s" % (reason, message))
     lines.append("* END " + "*" * 42)
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def allowed_attempts(params, state):
+    """The attempts a command op may have in all: its max_attempts, or more once a retry by
+    request gave it one more (kept in its exec_state: banners and fields count to it)."""
+    return max(params["max_attempts"], (state or {}).get("max_attempts") or 0)
 
 
 def attempt_text(number, uncounted, max_attempts):

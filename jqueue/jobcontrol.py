@@ -369,9 +369,14 @@ class _Retry(_Action):
                 op.status = _C.OP_STATUS_QUEUED
                 op.result = None
                 op.start_timestamp = op.exec_timestamp = op.end_timestamp = None
-                if op.exec_state is not None:
-                    op.exec_state = dict(op.exec_state, state=_C.ATTEMPT_PENDING,
-                                         retry_at=None)
+                state = op.exec_state
+                if state is not None:
+                    op.exec_state = dict(state, state=_C.ATTEMPT_PENDING, retry_at=None)
+                    if "max_attempts" in op.input and "attempt" in state:
+                        # one more than the attempts counted so far: shown as "3 of 3"
+                        counted = state["attempt"] - state.get("uncounted", 0)
+                        op.exec_state["max_attempts"] = max(
+                            commandjob.allowed_attempts(op.input, state), counted + 1)
         job.end_timestamp = None
         job.cancel_event = None
 

@@ -418,7 +418,7 @@ class CommandRunner:
             if state.get("reason") == reason and state.get("state") == "waiting_node":
                 return
             op.exec_state = dict(state, state="waiting_node", reason=reason, message=message,
-                                 max_attempts=op.input["max_attempts"])
+                                 max_attempts=commandjob.allowed_attempts(op.input, state))
             queue._record_event_unlocked(reason, job_id, None, "attempt", message)
             queue._record_state_unlocked(job)
 
@@ -580,12 +580,13 @@ class CommandRunner:
         previous = op.exec_state or {}
         number = previous.get("attempt", 0) + 1
         uncounted = previous.get("uncounted", 0)
+        allowed = commandjob.allowed_attempts(op.input, previous)
         now = queue._clock()
         # First the banner: the one step that may fail (a full disk), before any change.
         link = self._links.get(node)
         queue._record_chunk_unlocked(job, op_index, 0, 0, commandjob.banner_start(
             op.input, job.id, number - uncounted, node, now,
-            link.containment if link is not None else None))
+            link.containment if link is not None else None, allowed))
         stamp = timestamp(now)
         op.status = constants.OP_STATUS_RUNNING
         op.start_timestamp = op.start_timestamp or stamp
@@ -594,7 +595,7 @@ class CommandRunner:
             job.start_timestamp = stamp
         op.exec_state = {
             "state": constants.ATTEMPT_STARTING, "node": node, "attempt": number,
-            "max_attempts": op.input["max_attempts"], "pid": None, "started": None,
+            "max_attempts": allowed, "pid": None, "started": None,
             "exit_status": None, "signal": None, "timed_out": False, "reason": None,
             "message": None, "retry_at": None, "progress": previous.get("progress"),
             "global_progress": previous.get("global_progress"),
@@ -606,7 +607,7 @@ class CommandRunner:
                                                      op.input.get("global_progress_pattern"))
         self._attempts[job.id] = attempt
         queue._record_event_unlocked("SEND", job.id, node, "attempt", commandjob.attempt_text(
-            number, uncounted, op.input["max_attempts"]))
+            number, uncounted, allowed))
         return queue._record_state_unlocked(job)
 
     def _starting_durable(self, job_id, error):
@@ -700,7 +701,8 @@ class CommandRunner:
             if pid and state.get("pid") != pid:
                 queue._record_event_unlocked("RUN", job.id, attempt.node, "attempt", "%s pid %d" % (
                     commandjob.attempt_text(attempt.number, state.get("uncounted", 0),
-                                            op.input["max_attempts"]), pid))
+                                            commandjob.allowed_attempts(op.input, state)),
+                    pid))
             queue._record_state_unlocked(job)
 
     def _noxfer(self, attempt, err):
@@ -990,21 +992,22 @@ class CommandRunner:
         if reason == constants.REASON_OK:
             local = 1.0
         counted = attempt.number - (op.exec_state or {}).get("uncounted", 0)
+        allowed = commandjob.allowed_attempts(params, op.exec_state)
         unstarted = (result.get("error") == commandjob.LOST_UNSTARTED and not canceled
                      and attempt.stop is None and (op.exec_state or {}).get("unstarted", 0)
                      < commandjob.UNSTARTED_RETRIES)
         retry = unstarted or (reason in commandjob.RETRYABLE and not canceled
-                              and attempt.stop is None and counted < params["max_attempts"])
+                              and attempt.stop is None and counted < allowed)
         delay = commandjob.retry_delay(counted, params["retry_delay"], params["retry_delay_max"],
                                        self._rand) if retry and not unstarted else 0
         held = attempt.stop == "hold" and not canceled and reason != constants.REASON_OK
         banner = commandjob.banner_end(result, reason, message, attempt.last_byte == b"\n")
         if unstarted:
             banner += commandjob.banner_note("RETRY : the command never started: attempt %d "
-                                             "of %d again, now" % (counted, params["max_attempts"]))
+                                             "of %d again, now" % (counted, allowed))
         elif retry:
             banner += commandjob.banner_note("RETRY : attempt %d of %d in %.1fs" % (
-                counted + 1, params["max_attempts"], delay))
+                counted + 1, allowed, delay))
         if held:
             banner += commandjob.banner_note("HOLD : stopped by a hold; the attempt does not "
                                              "count")
@@ -1023,8 +1026,8 @@ class CommandRunner:
         if retry:
             queue._record_event_unlocked("RETRY", job.id, attempt.node, "attempt", (
                 "attempt %d of %d again: the command never started" % (
-                    counted, params["max_attempts"]) if unstarted else
-                "attempt %d of %d in %.1fs" % (counted + 1, params["max_attempts"], delay)))
+                    counted, allowed) if unstarted else
+                "attempt %d of %d in %.1fs" % (counted + 1, allowed, delay)))
             return self._retry_unlocked(job, attempt, delay)
         if held:  # back to queued, the attempt uncounted; it starts again once released
             op.exec_state = dict(state, state=constants.ATTEMPT_PENDING,

@@ -115,7 +115,7 @@ def test_a_hold_stops_the_running_command_and_release_runs_it_again(daemon, tmp_
 
 
 def test_retry_gives_a_failed_command_one_more_attempt(daemon, tmp_path):
-    """retry of a failed job: it runs once more, attempt 2 of 1."""
+    """retry of a failed job: it runs once more, attempt 2 of 2 (one more in all)."""
     flag = tmp_path / "ok"
     with daemon.client() as client:
         job_id = client.submit_job([command("test -e %s" % flag)])
@@ -125,7 +125,10 @@ def test_retry_gives_a_failed_command_one_more_attempt(daemon, tmp_path):
     assert code == 0 and "one more attempt" in out
     with jqueue.Client(daemon.socket) as client:
         assert client.wait_for_job(job_id, timeout=30).status == "success"
-        assert fields(client, job_id, ["attempt"]) == {"attempt": 2}
+        assert fields(client, job_id, ["attempt", "max_attempts"]) == {
+            "attempt": 2, "max_attempts": 2}
+    assert "Command: attempt 2 of 2 on " in daemon.jqctl("info", str(job_id))[1]
+    assert "ATTEMPT : 2/2\n" in daemon.jqctl("log", str(job_id))[1]
 
 
 def test_a_scheduled_job_waits_for_its_time_across_a_restart(daemons):

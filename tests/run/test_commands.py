@@ -1230,7 +1230,8 @@ def test_a_held_command_waiting_for_a_slot_does_not_start(open_queue, clock, tmp
 
 def test_reset_counts_attempts_anew_and_retry_keeps_the_counter(setup):
     """Reset: the attempts start again from 1 with every retry available (node attempt
-    numbers go on, never reused); retry: one more attempt, the counter kept."""
+    numbers go on, never reused); retry: one more attempt, the counter kept, and counted
+    in all (attempt 3 of 3, not of 2) until a reset."""
     job_id = setup.submit(command("false", max_attempts=2, retry_delay=0))
     setup.end(job_id, exit_status=1)
     setup.host.advance(1)
@@ -1239,12 +1240,13 @@ def test_reset_counts_attempts_anew_and_retry_keeps_the_counter(setup):
     assert setup.fields(job_id, ["status", "attempt"]) == ["error", 2]
     assert setup.queue.retry_job(job_id)[0]
     setup.settle()
-    assert setup.fields(job_id, ["status", "attempt"]) == ["running", 3]
+    assert setup.fields(job_id, ["status", "attempt", "max_attempts"]) == ["running", 3, 3]
     setup.end(job_id, attempt=3, exit_status=1)
     assert setup.fields(job_id, ["status", "attempt"]) == ["error", 3]  # no retry after it
+    assert b"* JOB : %d  ATTEMPT : 3/3\n" % job_id in setup.log(job_id)
     assert setup.queue.reset_job(job_id)[0]
     setup.settle()
-    assert setup.fields(job_id, ["status", "attempt"]) == ["running", 1]
+    assert setup.fields(job_id, ["status", "attempt", "max_attempts"]) == ["running", 1, 2]
     assert [s["attempt"] for s in setup.link.launched] == [1, 2, 3, 4]
     setup.end(job_id, attempt=4, exit_status=1)
     setup.host.advance(1)
