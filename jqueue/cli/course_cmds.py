@@ -53,8 +53,7 @@ def register(commands):
 def cmd_course(ctx, args):
     """Call the daemon's method for each job; print what it says."""
     call = getattr(ctx.client, args.method)
-    ids = [ctx.client.resolve_job(ref) if isinstance(ref, str) else ref for ref in args.ids]
-    return jobs.report_each(ctx, ids, call)
+    return jobs.report_each(ctx, parsing.resolve_references(ctx.client, args.ids), call)
 
 
 def cmd_purge(ctx, args):

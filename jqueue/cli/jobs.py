@@ -71,8 +71,10 @@ def _register_submit(commands):
 def _register_cancel(commands):
     parser = commands.add_parser(
         "cancel", help="cancel jobs",
-        description="Cancel jobs given by id, or every job in a state.")
-    parser.add_argument("ids", nargs="*", type=parsing.job_id, metavar="ID", help="job id")
+        description="Cancel jobs given by id (a group: every job of its tree), or every job "
+                    "in a state.")
+    parser.add_argument("ids", nargs="*", type=parsing.job_reference, metavar="ID|PATH",
+                        help="job id, or a group's title or path (render|shot1)")
     selection.add_selector_options(parser, selection.CANCEL_SELECTORS)
     parser.add_argument("--force", action="store_true",
                         help="cancel several selected jobs without asking for confirmation")
@@ -235,7 +237,7 @@ def _jobs_to_cancel(ctx, args):
     if args.ids and statuses:
         raise CommandError("give job IDs or a status selector, not both")
     if args.ids:
-        return args.ids
+        return parsing.resolve_references(ctx.client, args.ids)
     if not statuses:
         raise CommandError("give job IDs, or select jobs with --pending, --queued or --waiting")
     job_ids = selection.job_ids_with_status(ctx.client, statuses)

@@ -34,6 +34,12 @@ def job_reference(text):
     return text
 
 
+def resolve_references(client, references):
+    """The job ids of job_reference's values, a group's title or path asked of the daemon
+    (JobNotFound if none matches)."""
+    return [client.resolve_job(ref) if isinstance(ref, str) else ref for ref in references]
+
+
 def priority_value(text):
     """A priority: high, normal, low or an integer from -20 to 19; ValueError otherwise."""
     if text in constants.OP_PRIO_NAMES:

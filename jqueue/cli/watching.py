@@ -24,9 +24,10 @@ def register(commands):
     parser.set_defaults(func=cmd_watch)
     parser = commands.add_parser(
         "wait", help="wait for jobs to finish",
-        description="Wait for jobs to finish; print one line per job and exit with the worst "
-                    "outcome.")
-    parser.add_argument("ids", nargs="+", type=parsing.job_id, metavar="ID", help="job id")
+        description="Wait for jobs to finish (a group: every job of its tree); print one line "
+                    "per job and exit with the worst outcome.")
+    parser.add_argument("ids", nargs="+", type=parsing.job_reference, metavar="ID|PATH",
+                        help="job id, or a group's title or path (render|shot1)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of outcome records once every job finished")
     parser.add_argument("--timeout", type=parsing.duration, dest="wait_for",
@@ -45,7 +46,8 @@ def cmd_wait(ctx, args):
     """Wait for every job (until args.wait_for seconds passed); exit with the worst
     outcome."""
     deadline = None if args.wait_for is None else ctx.clock() + args.wait_for
-    codes = follow_jobs(ctx, args.ids, show_log=False, as_json=args.json, deadline=deadline)
+    codes = follow_jobs(ctx, parsing.resolve_references(ctx.client, args.ids), show_log=False,
+                        as_json=args.json, deadline=deadline)
     if STILL_RUNNING in codes:  # the worst outcome, whatever its number
         return exitcodes.EXIT_STILL_RUNNING
     return exitcodes.worst(codes)

@@ -106,7 +106,7 @@ def test_selectors_accumulate_statuses():
     (["submit", "--priority", "\u0663", "f"], "invalid priority"),
     (["change-priority", "--priority", "1_0", "1"], "invalid priority"),
     (["submit", "--wait", "--watch", "f"], "not allowed with"),
-    (["cancel", "1/2"], "invalid job id"),
+    (["cancel", "| |"], "invalid job id or group path"),
     (["info", "-3"], "invalid job id"),
     (["autoarchive", "5x"], "invalid age"),
     (["change-priority", "4"], "--priority"),

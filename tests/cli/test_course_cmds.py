@@ -60,6 +60,20 @@ def test_course_commands_take_group_titles_and_paths(cli):
     assert not cli.fake.jobs[shot1].held
 
 
+def test_cancel_and_wait_take_group_titles_and_paths_too(cli):
+    """cancel shot1 and wait shot1 act on the group that title names (as hold does); an
+    unknown title is "not found" (4), before anything is canceled."""
+    render = group_job(cli, "render")
+    shot1 = group_job(cli, "shot1", parent=render)
+    cli.fake.script(shot1, ("success", []))
+    assert cli("wait", "shot1") == (0, "Job %d finished: success\n" % shot1, "")
+    assert cli("cancel", "nosuch", "render").code == exitcodes.EXIT_NOT_FOUND
+    assert cli.fake.calls_of("cancel_job") == []
+    result = cli("cancel", "render")
+    assert result.code == 0, result.err
+    assert [args[0] for args in cli.fake.calls_of("cancel_job")] == [render]
+
+
 def test_submit_and_run_pass_the_parent_and_the_start_time(cli):
     """--parent (id, title or path), --in and --not-before reach the daemon's options."""
     group = group_job(cli, "render")

@@ -11,6 +11,7 @@ from test_commands_e2e import marked, wait_until
 
 import jqueue
 from jqueue import constants, serializer
+from jqueue.cli import exitcodes
 from jqueue.job import ts_to_float
 
 
@@ -74,6 +75,7 @@ def test_a_three_level_tree_with_a_failing_leaf(daemon, tmp_path):
     assert out.split() == ["4", "success", "5", "error"]
     go.write_text("")
     assert daemon.jqctl("release", "6")[0] == 0
+    assert daemon.jqctl("wait", "render|shot2") == (0, "Job 3 finished: success\n", "")
     with daemon.client() as client:
         wait_all_final(client, [after], 30)  # the group ended first: it depends on it
         assert fields(client, 1, ["status", "opstatus", "finished"]) == {
@@ -112,6 +114,21 @@ def test_a_hold_stops_the_running_command_and_release_runs_it_again(daemon, tmp_
     assert processes_with(mark) == []
     log = "".join(daemon.client().follow_job_log(job_id))
     assert log.count("* START") == 2 and "* HOLD : stopped by a hold" in log
+
+
+def test_a_group_is_canceled_and_waited_for_by_its_title(daemon):
+    """jqctl cancel batch cancels its running job (as hold batch would hold it); jqctl
+    wait batch waits for the tree and says how it ended."""
+    assert daemon.jqctl("group", "batch")[0] == 0
+    code, out, err = daemon.jqctl("run", "--parent", "batch", "--kill-grace", "1", "--",
+                                  "sleep", "300")
+    assert code == 0, err
+    with daemon.client() as client:
+        wait_until(lambda: fields(client, int(out), ["pid"])["pid"], 20, "the sleep to run")
+    code, out, err = daemon.jqctl("cancel", "batch")
+    assert code == 0 and "canceled" in out, err
+    code, out, _ = daemon.jqctl("wait", "batch")
+    assert code == exitcodes.EXIT_CANCELED and out == "Job 1 finished: canceled\n"
 
 
 def test_retry_gives_a_failed_command_one_more_attempt(daemon, tmp_path):
