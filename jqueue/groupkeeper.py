@@ -279,7 +279,7 @@ class GroupKeeper:
     def resolve(self, reference):
         """The id of the live job a reference names (ResolveJob); OpPrereqError if none."""
         try:
-            reference = check_reference(reference, relative=False)
+            reference = check_reference(reference, relative=False, what="job or group")
         except ValueError as err:
             raise errors.OpPrereqError(str(err), constants.ECODE_INVAL) from None
         queue = self._queue

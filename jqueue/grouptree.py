@@ -24,9 +24,10 @@ class GroupReferenceError(ValueError):
     """A reference that names no group, or several (the message says which)."""
 
 
-def check_reference(value, relative=True):
+def check_reference(value, relative=True, what="parent"):
     """A group reference as a caller gave it: an int (negative only if relative), a
-    decimal string (an id) or a title or path; ValueError naming what is wrong."""
+    decimal string (an id) or a title or path; ValueError naming what is wrong (what the
+    value was given as)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0 and not relative:
             raise ValueError("invalid job reference %d: a job id is not negative" % value)
@@ -37,8 +38,8 @@ def check_reference(value, relative=True):
             return int(value)
         return value
     text = repr(value)
-    raise ValueError("invalid parent %s: a job id, a group title or a path of titles "
-                     "(a|b)" % (text if len(text) <= 60 else text[:57] + "..."))
+    raise ValueError("invalid %s %s: a job id, a group title or a path of titles "
+                     "(a|b)" % (what, text if len(text) <= 60 else text[:57] + "..."))
 
 
 class GroupTree:

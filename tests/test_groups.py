@@ -1,6 +1,8 @@
 """Tests of groups in a JobQueue (jqueue.groupkeeper): parents at submit, statuses derived
 from the tree, dependencies on groups, changes applied to a tree, reopening, archival."""
 
+import re
+
 import pytest
 from conftest import delay, jqop, run_jobs
 
@@ -108,6 +110,10 @@ def test_parents_by_id_title_path_and_relative_in_one_request(open_queue):
     assert queue.query_jobs([b, j1, j2, j3, j4], ["parent"]) == [[a], [b], [b], [a], [b]]
     assert queue.query_jobs([a], ["children"]) == [[[b, j3]]]
     assert queue.resolve_job("a|b") == b and queue.resolve_job(str(j1)) == j1
+    with pytest.raises(errors.OpPrereqError) as info:
+        queue.resolve_job("x" * 5000)  # (jqctl cancel, wait, hold: not a "parent")
+    assert re.fullmatch(r"invalid job or group 'xxx.*\.\.\.: a job id, a group title or a "
+                        r"path of titles \(a\|b\)", errors.error_message(info.value))
 
 
 @pytest.mark.parametrize("parent, message", [
