@@ -395,6 +395,9 @@ def cmd_node_list(ctx, args):
     cells = [[_node_cell(key, row.get(key), row) for key, _ in NODE_COLUMNS] for row in rows]
     for line in output.table_lines([title for _, title in NODE_COLUMNS], cells):
         ctx.out(line)
+    for row in rows:  # why a node does not answer (a refused certificate names the clock)
+        if row.get("reachable") is False and row.get("last_error"):
+            ctx.out("%s: %s" % (row.get("name"), row["last_error"]))
     return EXIT_SUCCESS
 
 

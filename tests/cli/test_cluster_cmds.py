@@ -189,6 +189,7 @@ def test_node_list_prints_a_table(cli):
     assert lines[1].split()[:6] == ["c1", "127.0.0.1:7001", "candidate", "yes", "yes",
                                     "1/2/35"]
     assert lines[3].split()[:6] == ["n1", "127.0.0.1:7101", "node", "no", "-", "-"]
+    assert lines[4:] == ["n1: connection refused"]  # why the node that does not answer
 
 
 def test_node_list_shows_tags_health_slots_and_running_jobs(cli, monkeypatch):

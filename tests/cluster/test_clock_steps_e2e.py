@@ -125,6 +125,8 @@ def test_a_node_whose_clock_is_years_behind_says_so_and_serves_once_it_is_right(
     master = daemons(test_cluster.state_dirs[test_cluster.master], args=HEALTH)
     wait_until(lambda: "node refused this node's certificate" in jqctl(
         "cluster", "verify", socket=master.socket)[1], what="the master told why")
+    below = jqctl("node", "list", socket=master.socket)[1].splitlines()[-1]
+    assert below.startswith("node2: ") and "the node refused this node's certificate" in below
     time.sleep(2)  # heartbeats, replication and polls refused meanwhile
     refused = [line for line in node2.stderr().splitlines()
                if "TLS connection(s) failed" in line]
