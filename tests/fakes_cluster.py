@@ -2,6 +2,7 @@
 
 import collections
 import os
+import time
 
 from jqueue import errors, serializer
 from jqueue.cluster import membership
@@ -160,7 +161,7 @@ class FakeNode:
                 "config_version": 1, "role": self.role, "replica": self.position is not None,
                 "position": self.position, "jobs": 0 if self.position is not None else None,
                 "slots": 1, "containment": "process group (a fake node)", "features": [],
-                "config": self.config}
+                "config": self.config, "time": time.time()}
 
     def _vote(self, caller, body):
         if self.vote_refusal is not None:

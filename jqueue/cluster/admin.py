@@ -25,6 +25,7 @@ node.
 
 import logging
 import os
+import time
 
 from cryptography.hazmat.primitives import serialization
 
@@ -333,13 +334,17 @@ def node_view(state_dir, timeout=3.0):
     """What this node knows without jq-masterd: (its ClusterConfig, one row per node).
 
     Each row has the keys of jq-masterd's ListNodes (name, address, role, reachable,
-    in_sync, position, last_error, epoch, config_version), from the configuration this
-    node holds and the node's own node_info answer; in_sync is unknown (None) here.
+    in_sync, position, last_error, epoch, config_version, clock_skew), from the
+    configuration this node holds and the node's own node_info answer; in_sync is unknown
+    (None) here, clock_skew at least what it is (its clock against this process's, over
+    the time the calls took).
     """
     config, _ = load_cluster(state_dir)
     clients = node_clients(state_dir, config, sorted(config.nodes), timeout)
     try:
+        sent = time.time()
         answers = rpc_client.call_many(list(clients.values()), "node_info", {}, timeout)
+        received = time.time()
     finally:
         for client in clients.values():
             client.close()
@@ -348,10 +353,11 @@ def node_view(state_dir, timeout=3.0):
         answer = answers.get(name)
         row = {"name": name, "address": config.address(name), "role": config.role(name),
                "reachable": isinstance(answer, dict), "in_sync": None, "position": None,
-               "last_error": None, "epoch": None, "config_version": None}
+               "last_error": None, "epoch": None, "config_version": None, "clock_skew": None}
         if isinstance(answer, dict):
             row.update(position=answer.get("position"), epoch=answer.get("epoch"),
-                       config_version=answer.get("config_version"))
+                       config_version=answer.get("config_version"),
+                       clock_skew=_skew(answer.get("time"), sent, received))
         else:
             row["last_error"] = _reason(answer) if answer is not None else "no client"
         rows.append(row)
@@ -542,6 +548,14 @@ def _step_down(clients, old_master, epoch, me):
                        errors.error_message(err))
         return False
     return True
+
+
+def _skew(node_time, sent, received):
+    """How far a node's clock (node_time, said between sent and received by ours) is off
+    at least: 0 if it falls in that span (None if the node did not say it)."""
+    if not isinstance(node_time, (int, float)) or isinstance(node_time, bool):
+        return None
+    return node_time - min(max(node_time, sent), received)
 
 
 def _reason(result):

@@ -399,8 +399,9 @@ class Node:
     # The cluster
 
     def node_info(self, peer, body):
-        """What failover and operators ask: epoch, master, role, replica position, and
-        the configuration this node holds (a node records it only from its master)."""
+        """What failover and operators ask: epoch, master, role, replica position, the
+        configuration this node holds (a node records it only from its master) and its
+        clock (time)."""
         with self._lock:
             self._refresh_locked()
             # A replica stopped by a failed sync is opened again first: its position in
@@ -413,7 +414,7 @@ class Node:
                 "jobs": replica.queue.stats()["jobs"] if replica is not None else None,
                 "slots": self.slots, "containment": self.containment,
                 "features": list(self.exec_features),
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "time": time.time()}
 
     def cluster_config_update(self, peer, body):
         """Take a newer configuration from the master it names; apply the role change."""

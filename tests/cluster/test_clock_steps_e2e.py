@@ -6,6 +6,7 @@ Each stepped daemon has a wall clock of its own (tests/clockshift.c preloaded: t
 clock_steps fixture), moved an hour while the daemons run.
 """
 
+import os
 import time
 
 from cluster_helpers import build_cluster
@@ -145,10 +146,11 @@ def test_a_node_whose_clock_is_years_behind_says_so_and_serves_once_it_is_right(
 def test_a_node_whose_clock_is_off_is_named_until_it_is_right(tmp_path, nodeds, daemons,
                                                                clock_steps):
     """node2's clock an hour ahead (its certificates still valid there): jq-masterd says
-    so once in its log and jqctl node list beside node2's heartbeat; set right, both say
-    so no more."""
-    _, _, master = start_cluster(tmp_path, nodeds, daemons, 2, args=HEALTH,
-                                 noded_env={"node2": clock_steps.env("node2")})
+    so once in its log and jqctl node list beside node2's heartbeat, as does node list on
+    node2 itself (no jq-masterd there: the nodes' answers against jqctl's clock); set
+    right, they say so no more."""
+    test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 2, args=HEALTH,
+                                            noded_env={"node2": clock_steps.env("node2")})
     clock_steps.step("node2", HOUR)
 
     def heartbeats():
@@ -162,6 +164,12 @@ def test_a_node_whose_clock_is_off_is_named_until_it_is_right(tmp_path, nodeds, 
     time.sleep(1)  # more heartbeats: still one line
     said = [line for line in master.stderr().splitlines() if "its clock is" in line]
     assert len(said) == 1 and "node node2: its clock is 3600s ahead of this node's" in said[0]
+    node2_dir = test_cluster.state_dirs["node2"]
+    code, out, err = jqctl("--state-dir", node2_dir, "node", "list",
+                           socket=os.path.join(node2_dir, "run", "jqueue.sock"))
+    assert code == 0 and "jq-masterd does not answer here" in err, err
+    rows = {row.split()[0]: row for row in out.splitlines()[1:]}
+    assert "(clock +3600s)" in rows["node2"] and "clock" not in rows["node1"]
     clock_steps.step("node2", 0)
     wait_until(lambda: "clock" not in heartbeats()["node2"], what="node2's clock right")
     assert "node node2: its clock agrees with this node's again" in master.stderr()

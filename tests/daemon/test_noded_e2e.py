@@ -11,6 +11,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 from cluster_helpers import (
@@ -63,7 +64,9 @@ def test_node_info_over_mutual_tls(shared):
     """Any node of the cluster gets node_info; it tells role, epoch, master and replica."""
     test_cluster, daemon = shared
     for caller in ("node1", "node3"):
+        before = time.time()
         info = daemon.call("node_info", {}, caller=caller)
+        assert before <= info.pop("time") <= time.time()  # its clock (the same here)
         assert info.pop("config") == test_cluster.config.to_dict()
         assert info.pop("containment").startswith(("cgroup /", "process group ("))
         assert info == {"name": "node2", "epoch": 1, "master": "node1",
