@@ -272,8 +272,17 @@ def cmd_cluster_verify(ctx, args):
         if not report:
             ctx.out("No master candidates: nothing to verify.")
         for name in sorted(report):
-            ctx.out("%s: %s" % (name, describe_verification(report[name])))
+            ctx.out("%s: %s%s" % (name, describe_verification(report[name]),
+                                  _clock_note(report[name].get("clock_skew"))))
     return exitcodes.worst(codes)
+
+
+def _clock_note(skew):
+    """What cluster verify adds for a candidate whose clock is off the master's."""
+    if not isinstance(skew, (int, float)) or abs(skew) < constants.CLOCK_SKEW_WARN:
+        return ""
+    return "; its clock is %.0fs %s the master's (set it right: NTP)" % (
+        abs(skew), "ahead of" if skew > 0 else "behind")
 
 
 def _verify_code(result):

@@ -357,7 +357,7 @@ def node_view(state_dir, timeout=3.0):
         if isinstance(answer, dict):
             row.update(position=answer.get("position"), epoch=answer.get("epoch"),
                        config_version=answer.get("config_version"),
-                       clock_skew=_skew(answer.get("time"), sent, received))
+                       clock_skew=rpc_client.clock_skew(answer, sent, received))
         else:
             row["last_error"] = _reason(answer) if answer is not None else "no client"
         rows.append(row)
@@ -548,14 +548,6 @@ def _step_down(clients, old_master, epoch, me):
                        errors.error_message(err))
         return False
     return True
-
-
-def _skew(node_time, sent, received):
-    """How far a node's clock (node_time, said between sent and received by ours) is off
-    at least: 0 if it falls in that span (None if the node did not say it)."""
-    if not isinstance(node_time, (int, float)) or isinstance(node_time, bool):
-        return None
-    return node_time - min(max(node_time, sent), received)
 
 
 def _reason(result):

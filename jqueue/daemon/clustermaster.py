@@ -38,6 +38,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 
 from jqueue import constants, errors, serializer
 from jqueue.cluster import commandlink, membership, pusher, tls
@@ -505,7 +506,8 @@ class ClusterMaster:
 
     def verify(self):
         """VerifyCluster: each candidate's queue compared with the master's (digests), its
-        state ("in sync", "differs", "resyncing", "stale configuration", "unreachable").
+        state ("in sync", "differs", "resyncing", "stale configuration", "unreachable"),
+        and how far its clock is off the master's (clock_skew).
 
         Asks the candidates in parallel on the management clients, each call bounded:
         it never waits for replication.
@@ -514,8 +516,10 @@ class ClusterMaster:
         names = config.candidates()
         if not names:
             return {}
+        sent = time.time()
         infos = rpc_client.call_many([self.client(name) for name in names], NODE_INFO, {},
                                      NODE_INFO_TIMEOUT)
+        received = time.time()
         answering = [name for name in names if not isinstance(infos[name], Exception)]
         digests = dict.fromkeys(names, errors.RemoteError("no answer"))
         if answering:
@@ -524,9 +528,12 @@ class ClusterMaster:
                                                 self.replicator.base_body(), VERIFY_TIMEOUT))
         self.pusher.check_answers({n: a for n, a in infos.items()
                                    if not isinstance(a, Exception)})
-        return {name: self.replicator.verification(name, digests[name], infos[name],
-                                                   (config.epoch, config.version))
-                for name in names}
+        report = {name: self.replicator.verification(name, digests[name], infos[name],
+                                                     (config.epoch, config.version))
+                  for name in names}
+        for name in answering:  # (at least as far off as that: the calls' span agrees)
+            report[name]["clock_skew"] = rpc_client.clock_skew(infos[name], sent, received)
+        return report
 
     def step_down(self, epoch, master):
         """StepDown: a newer epoch has another master; stop serving (True)."""

@@ -170,6 +170,10 @@ def test_a_node_whose_clock_is_off_is_named_until_it_is_right(tmp_path, nodeds, 
     assert code == 0 and "jq-masterd does not answer here" in err, err
     rows = {row.split()[0]: row for row in out.splitlines()[1:]}
     assert "(clock +3600s)" in rows["node2"] and "clock" not in rows["node1"]
+    code, out, _ = jqctl("cluster", "verify", socket=master.socket)
+    lines = {line.split(":")[0]: line for line in out.splitlines()}
+    assert code == 0 and lines["node2"].startswith("node2: in sync (position ")
+    assert lines["node2"].endswith("; its clock is 3600s ahead of the master's (set it right: NTP)")
     clock_steps.step("node2", 0)
     wait_until(lambda: "clock" not in heartbeats()["node2"], what="node2's clock right")
     assert "node node2: its clock agrees with this node's again" in master.stderr()
