@@ -9,7 +9,6 @@ import os
 import pwd
 import signal
 import time
-import uuid
 
 import pytest
 from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, processes_with, wait_all_final
@@ -19,17 +18,10 @@ from jqueue import service
 
 
 @pytest.fixture
-def mark():
-    """A marker for the test's services; no process carrying it may outlive the test."""
-    value = uuid.uuid4().hex
-    yield value
-    left = processes_with(value)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    assert left == [], "processes of a test service survived it"
+def mark(marks):
+    """A marker for the test's services; no process carrying it may outlive the test
+    (conftest's marks)."""
+    return marks()
 
 
 @pytest.fixture
