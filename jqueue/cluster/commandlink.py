@@ -33,6 +33,7 @@ import time
 
 from jqueue import constants, errors
 from jqueue.cluster.nodeexec import BATCHED, MAX_BATCH
+from jqueue.cluster.rpc import client as rpc_client
 from jqueue.exec.executor import complete_environment
 
 logger = logging.getLogger(__name__)
@@ -296,7 +297,9 @@ class RemoteLink:
                     self._learn(client.call("node_info", {}))
                 answer = client.call("exec_poll", {"session": session, "after": after,
                                                    "timeout": self._ping_interval})
-                self._host.call(self._heard, _node_time(answer), time.time())
+                received = time.time()  # (the node answers as it sends: no span)
+                self._host.call(self._heard,
+                                rpc_client.clock_skew(answer, received, received))
             except (errors.GenericError, OSError) as err:
                 logger.debug("node %s: exec_poll: %s", self.name, err)
                 if client is not None:
@@ -318,13 +321,13 @@ class RemoteLink:
         if client is not None:
             client.close()
 
-    def _heard(self, node_time=None, received=None):
-        """The node answered (host thread): a heartbeat, with the node's clock then (an
-        older node does not say it)."""
+    def _heard(self, skew=None):
+        """The node answered (host thread): a heartbeat, with how far its clock was off
+        this one's then (None: an older node does not say it)."""
         self.last_heard = self._host.seconds()
-        if node_time is None:
+        if skew is None:
             return
-        self.clock_skew = skew = node_time - received
+        self.clock_skew = skew
         if abs(skew) >= constants.CLOCK_SKEW_WARN and not self._clock_off:
             self._clock_off = True
             logger.warning("node %s: its clock is %.0fs %s this node's: the times it records "
@@ -399,10 +402,3 @@ def _event(wire):
     """An event as the runner takes it, from its JSON form."""
     return tuple(wire)
 
-
-def _node_time(answer):
-    """The node's clock in an exec_poll answer (None from an older node)."""
-    value = answer.get("time") if isinstance(answer, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None

@@ -478,9 +478,9 @@ def _start_call(client, method, data):
 
 
 def clock_skew(info, sent, received):
-    """How far a node's clock is off ours at least, from its node_info answer (its time,
-    said between our sent and received): 0 if it falls in that span; None if it did not
-    say it (an older node)."""
+    """How far a node's clock is off ours at least, from an answer carrying its time
+    (node_info, exec_poll), said between our sent and received: 0 if it falls in that
+    span; None if it did not say it (an older node)."""
     node_time = info.get("time") if isinstance(info, dict) else None
     if not isinstance(node_time, (int, float)) or isinstance(node_time, bool):
         return None
