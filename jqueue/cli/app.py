@@ -20,7 +20,7 @@ import sys
 import time
 
 import jqueue
-from jqueue import constants, errors, ptypes
+from jqueue import constants, errors, ptypes, text
 from jqueue.cli import (
     catalogue,
     cluster_cmds,
@@ -163,13 +163,14 @@ class Context:
                 self.warn("connected again")
             return answer
 
-    def out(self, text="", flush=False):
-        """Print a line on stdout."""
-        print(text, file=self.stdout, flush=flush)
+    def out(self, line="", flush=False):
+        """Print a line (or lines) on stdout, terminal controls escaped."""
+        print(text.printable(line, text.TERMINAL_CONTROLS), file=self.stdout, flush=flush)
 
     def warn(self, message):
         """Print ``jqctl: message`` as one line on stderr."""
-        print("%s: %s" % (PROG, " ".join(str(message).splitlines())), file=self.stderr)
+        line = " ".join(str(message).splitlines())
+        print("%s: %s" % (PROG, text.printable(line)), file=self.stderr)
 
     def interactive(self):
         """Whether stdin is a terminal a question can be asked on."""
@@ -196,13 +197,13 @@ def connect(socket_path, timeout):
                               timeout=timeout)
 
 
-def _positive_number(text):
+def _positive_number(given):
     try:
-        value = ptypes.parse_number(text)
+        value = ptypes.parse_number(given)
     except ValueError:
         value = 0.0
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError("invalid timeout %r: use a positive number" % text)
+        raise argparse.ArgumentTypeError("invalid timeout %r: use a positive number" % given)
     return value
 
 

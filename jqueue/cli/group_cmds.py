@@ -5,7 +5,7 @@ reads the live jobs with the generic Query and prints each group's tree, indente
 its progress (finished over total of its leaves).
 """
 
-from jqueue import constants, serializer
+from jqueue import constants, serializer, text
 from jqueue.cli import parsing
 from jqueue.cli.exitcodes import EXIT_SUCCESS
 
@@ -75,8 +75,8 @@ def cmd_tree(ctx, args):
     return EXIT_SUCCESS
 
 
-def _reference(text):
-    return int(text) if text.isascii() and text.isdigit() else text
+def _reference(given):
+    return int(given) if given.isascii() and given.isdigit() else given
 
 
 def _walk(job, children, depth):
@@ -93,4 +93,5 @@ def _line(job, depth):
     done = "%d/%d" % (job["finished"], job["total"]) if job["total"] is not None else ""
     status = job["status"] + ("*" if job["held"] else "")
     title = job["title"] or (job["summary"] or [""])[0]
-    return "%-8s %-9s %-9s %s%s" % (job["id"], status, done, _INDENT * depth, title)
+    return "%-8s %-9s %-9s %s%s" % (job["id"], status, done, _INDENT * depth,
+                                   text.printable(title))

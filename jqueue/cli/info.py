@@ -1,6 +1,6 @@
 """The info command: everything about jobs, one indented block of lines per job."""
 
-from jqueue import commandjob, constants, serializer
+from jqueue import commandjob, constants, serializer, text
 from jqueue.cli import outcome, output, parsing
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS
 from jqueue.job import ts_to_float
@@ -43,7 +43,7 @@ def cmd_info(ctx, args):
         return code
     for job in found:
         for line in job_lines(job):
-            ctx.out(line)
+            ctx.out(text.printable(line))
     return code
 
 
@@ -148,9 +148,9 @@ def opcode_lines(job, index):
     return lines
 
 
-def _block(label, text):
-    """label and a one-line text on one line, or label then the text indented below."""
-    text_lines = text.splitlines() or [""]
+def _block(label, body):
+    """label and a one-line body on one line, or label then the body indented below."""
+    text_lines = body.splitlines() or [""]
     if len(text_lines) == 1:
         return ["%s%s %s" % (_DETAIL_INDENT, label, text_lines[0])]
     return [_DETAIL_INDENT + label] + [_BLOCK_INDENT + line for line in text_lines]

@@ -8,7 +8,7 @@ tables and null in JSON.
 import itertools
 import time
 
-from jqueue import constants, serializer
+from jqueue import constants, serializer, text
 
 #: Fields holding one timestamp ([sec, usec], or epoch seconds for the later ones), and
 #: fields holding one timestamp per opcode.
@@ -43,10 +43,10 @@ def format_time(ts, precise=False):
     if not isinstance(ts, (list, tuple)) or len(ts) != 2:
         return "-" if ts is None else str(ts)
     try:
-        text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts[0]))
+        shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts[0]))
     except (OverflowError, OSError, ValueError):
         return "%g" % ts[0]
-    return "%s.%06d" % (text, ts[1]) if precise else text
+    return "%s.%06d" % (shown, ts[1]) if precise else shown
 
 
 def format_scalar(value):
@@ -141,6 +141,8 @@ def table_lines(headers, rows, numeric=(), separator=None):
 
 def column_lines(headers, columns, numeric=(), separator=None):
     """table_lines of a table given by its columns (lists of strings, of one length)."""
+    columns = [column if text.LINE_CONTROLS.search("".join(column)) is None
+               else list(map(text.printable, column)) for column in columns]
     if headers is not None:
         columns = [[title, *column] for title, column in zip(headers, columns)]
     if separator is not None:

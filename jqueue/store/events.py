@@ -38,7 +38,7 @@ import os
 import threading
 import time
 
-from jqueue import errors, ratelog, serializer
+from jqueue import errors, ratelog, serializer, text
 from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def action_line(event, utc=True):
     stamp = _stamp(int(event["time"]), utc)
     line = "%s %s %d %s" % (stamp, event.get("node") or "-", event.get("job") or 0,
                             event["status"])
-    message = " ".join(str(event.get("message") or "").split())
+    message = text.printable(" ".join(str(event.get("message") or "").split()))
     return line + (" " + message if message else "")
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 from cli_helpers import Cli
 
-from jqueue import constants, errors
+from jqueue import constants, errors, serializer
 from jqueue.cli import app, exitcodes
 
 
@@ -292,3 +292,28 @@ def test_info_shows_a_held_job_and_its_start_time_until_it_starts(cli):
     out = cli("info", job_id).out
     assert "  Held: yes (it starts once released)\n  Not before: 1e+300\n" in out
     assert "Command:" not in out
+
+
+def test_titles_and_commands_cannot_drive_the_operators_terminal(cli):
+    """Anyone who may submit chooses a job's title and command: a newline, an escape
+    sequence or a carriage return in them is shown escaped by list, info and tree (one
+    line per job, nothing recoloured or overwritten); --json gives them back as sent."""
+    title = "a\nb\x1b[31mred\rc\t\x9b2J"
+    job_id = cli.fake.add_job([{"OP_ID": constants.OP_COMMAND_RUN, "title": title,
+                                "cmd": ["printf", "\x1b]0;pwn\x07"]}])
+    other = cli.fake.add_job()
+    lines = cli("list", "-o", "id,title,summary", "--no-headers").out.splitlines()
+    assert len(lines) == 2 and lines[1].split() == [str(other), "-", "TEST_DELAY(0)"]
+    assert lines[0].split(None, 2) == [
+        str(job_id), "a\\nb\\x1b[31mred\\rc\\t\\x9b2J",
+        "COMMAND_RUN(a\\nb\\x1b[31mred\\rc\\t\\x9b2J)"]
+    out = cli("info", job_id).out
+    assert "  Title: a\\nb\\x1b[31mred\\rc\\t\\x9b2J\n" in out
+    assert "\x1b" not in out and "\r" not in out and "\x9b" not in out
+    assert '"printf",\n' in out and '"\\u001b]0;pwn\\u0007"' in out  # the input's JSON
+    rows = serializer.loads(cli("list", "-o", "title", "--json").out)
+    assert rows[0]["title"] == title
+    group = cli.fake.submit_job([{"OP_ID": constants.OP_GROUP, "title": "render"}])
+    child = cli.fake.submit_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "true",
+                                  "title": "x\n\x1b[2J"}], parent=group)
+    assert cli("tree").out.splitlines()[2].split() == [str(child), "queued", "x\\n\\x1b[2J"]

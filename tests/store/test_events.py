@@ -24,6 +24,9 @@ def test_action_lines_have_bexs_shape(tmp_path):
     line = events.action_line(event(2, "NEW", node=None, message="TEST_DELAY(0)\nx"))
     assert line == "2027-01-15 08:00:02 - 1 NEW TEST_DELAY(0) x"
     assert ACTION_LINE.match(line)
+    # a title or command someone chose moves no cursor of a terminal that tails the log
+    line = events.action_line(event(3, "NEW", message="COMMAND_RUN(t\x1b]0;x\x07\x9b)"))
+    assert line == "2027-01-15 08:00:03 n1 1 NEW COMMAND_RUN(t\\x1b]0;x\\x07\\x9b)"
     log = events.EventLog(str(tmp_path))
     log.add([event(1), event(2, "DONE", message="")])
     lines = (tmp_path / events.ACTIONS_FILE).read_text().splitlines()
