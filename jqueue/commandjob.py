@@ -473,12 +473,19 @@ def classify(result, success_codes, stopped_by_user=False, canceled=False):
                                                    " (stopped by request)" if stopped_by_user
                                                    else ""))
     status = result.get("exit_status")
-    message = "command exited with status %s" % status
+    message = "command " + exit_text(result)
     if canceled or (stopped_by_user and status not in success_codes):
         return constants.REASON_KILLED, message + " (stopped by request)"
     if status in success_codes:
         return constants.REASON_OK, message
     return constants.REASON_FAILED, message
+
+
+def exit_text(result):
+    """ "exited with status 1", and why where the exec failed: "exited with status 127:
+    cannot execute x: No such file or directory"."""
+    text = "exited with status %s" % result.get("exit_status")
+    return text + ": " + result["exec_error"] if result.get("exec_error") else text
 
 
 def _ending(result):

@@ -26,6 +26,7 @@ from jqueue.commandjob import (
     Tags,
     UserName,
     command_argv,
+    exit_text,
     overrides,
 )
 from jqueue.opcodes import Param, near_miss
@@ -366,4 +367,4 @@ def describe_end(result):
         except ValueError:
             name = "signal %s" % result["signal"]
         return "killed by %s" % name
-    return "exited with status %s" % result.get("exit_status")
+    return exit_text(result)

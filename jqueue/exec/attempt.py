@@ -42,7 +42,9 @@ class AttemptResult:
     lost: the node rebooted", "...: its supervisor died", "...: the daemon died while
     starting it"; the command may or may not have run). Any other error means the command
     could not be started here and never ran ("cannot change to directory /x: No such file
-    or directory", "cannot switch to user u: ...").
+    or directory", "cannot switch to user u: ..."). ``exec_error`` says why the exec of
+    the command failed ("cannot execute x: No such file or directory"): its failure, with
+    the exit status sh would give (127 not found, 126 not executable).
     """
 
     exit_status: int | None    # None if killed by a signal or never ran
@@ -50,6 +52,7 @@ class AttemptResult:
     timed_out: bool
     error: str | None
     ended: float               # epoch seconds
+    exec_error: str | None = None
 
     def to_dict(self):
         """The result as JSON data (the shim writes the same keys)."""
@@ -64,8 +67,9 @@ class AttemptResult:
             return cls(exit_status=_opt_int(data["exit_status"]),
                        signal=_opt_int(data["signal"]),
                        timed_out=bool(data["timed_out"]),
-                       error=None if data["error"] is None else str(data["error"]),
-                       ended=float(data["ended"]))
+                       error=_opt_str(data["error"]),
+                       ended=float(data["ended"]),
+                       exec_error=_opt_str(data.get("exec_error")))
         except (KeyError, TypeError) as err:
             raise ValueError("malformed result %r: %s" % (data, err)) from None
 
@@ -128,6 +132,10 @@ SENDABLE_SIGNALS = range(1, 32)
 
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _opt_str(value):
+    return None if value is None else str(value)
 
 
 def _opt_int(value):

@@ -124,6 +124,7 @@ struct state {
     int terminating, killing;
     double deadline, grace_end, poll;  /* monotonic seconds; 0 = none */
     char error[1024];
+    char exec_error[512];  /* why the exec failed, as the child reported it */
 };
 
 static struct options opt;
@@ -461,7 +462,11 @@ static void run_command(char **env, int in_cgroup) {
     environ = env;
     execvp(opt.argv[0], opt.argv);
     int saved = errno;
-    dprintf(2, "jq-shim: cannot execute %s: %s\n", opt.argv[0], strerror(saved));
+    char msg[400];
+    int len = snprintf(msg, sizeof msg, "cannot execute %.300s: %s", opt.argv[0],
+                       strerror(saved));
+    dprintf(2, "jq-shim: %s\n", msg);
+    write_all(report_fd, msg, len < (int)sizeof msg ? (size_t)len : sizeof msg - 1);
     _exit(saved == ENOENT ? 127 : 126);
 }
 
@@ -525,24 +530,37 @@ static int start_command(char **env) {
     close(gofd[0]);
     st.main_pid = pid;
     /* The child sends one NUL byte once prepared (its own group, in its cgroup), or why
-     * it cannot run; the go follows only the first. */
-    size_t got = 0;
+     * it cannot run; the go follows only the first. After the go, the pipe ends at the
+     * exec (close-on-exec), or says why the exec failed: the command's failure (127 or
+     * 126, as in sh), which the result names. */
+    size_t got = 0, failed = 0;
+    int went = 0;
     for (;;) {
-        ssize_t n = read(pipefd[0], st.error + got, sizeof st.error - 1 - got);
+        char chunk[512];
+        ssize_t n = read(pipefd[0], chunk, sizeof chunk);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break;
-        got += (size_t)n;
-        if (got == 1 && st.error[0] == '\0') {
+        char *from = chunk;
+        if (!went && got == 0 && chunk[0] == '\0') {
             write_pid_file();
             write_all(gofd[1], "g", 1);
-            got = 0;
+            went = 1;
+            from++;
+            n--;
         }
+        char *to = went ? st.exec_error : st.error;
+        size_t *len = went ? &failed : &got;
+        size_t room = (went ? sizeof st.exec_error : sizeof st.error) - 1 - *len;
+        size_t take = (size_t)n < room ? (size_t)n : room;
+        memcpy(to + *len, from, take);
+        *len += take;
     }
     close(pipefd[0]);
     close(gofd[1]);
     st.error[got] = '\0';
+    st.exec_error[failed] = '\0';
     return got ? -1 : 0;
 }
 
@@ -831,17 +849,20 @@ static size_t json_string(char *out, size_t size, const char *text) {
 }
 
 static void write_result(const char *error) {
-    char text[4096], status[64] = "null", sig[64] = "null", err[2200] = "null";
+    char text[6000], status[64] = "null", sig[64] = "null", err[2200] = "null",
+         exec_err[1100] = "null";
     if (!error && st.main_done && WIFEXITED(st.status))
         snprintf(status, sizeof status, "%d", WEXITSTATUS(st.status));
     if (!error && st.main_done && WIFSIGNALED(st.status))
         snprintf(sig, sizeof sig, "%d", WTERMSIG(st.status));
     if (error)
         json_string(err, sizeof err, error);
+    if (!error && st.exec_error[0])
+        json_string(exec_err, sizeof exec_err, st.exec_error);
     int n = snprintf(text, sizeof text,
                      "{\"exit_status\":%s,\"signal\":%s,\"timed_out\":%s,\"error\":%s,"
-                     "\"ended\":%.6f}\n",
-                     status, sig, st.timed_out ? "true" : "false", err, real_now());
+                     "\"ended\":%.6f,\"exec_error\":%s}\n",
+                     status, sig, st.timed_out ? "true" : "false", err, real_now(), exec_err);
     if (write_atomic("result", text, (size_t)n) < 0) {
         complain("cannot write the result: %s", strerror(errno));
         exit(1);

@@ -140,6 +140,7 @@ class Shim:
         self.timed_out = False
         self.terminating = False
         self.killing = False
+        self.exec_error = None  # why the exec failed, as the child reported it
         self.deadline = 0.0
         self.grace_end = 0.0
         self.poll = POLL_MIN
@@ -162,8 +163,10 @@ class Shim:
         try:
             os.execvpe(self.argv[0], self.argv, env)
         except OSError as err:
-            message = "jq-shim: cannot execute %s: %s\n" % (self.argv[0], err.strerror)
-            os.write(2, message.encode("utf-8", "surrogateescape"))
+            message = ("cannot execute %s: %s" % (self.argv[0][:300], err.strerror)).encode(
+                "utf-8", "surrogateescape")
+            os.write(2, b"jq-shim: %s\n" % message)
+            os.write(report, message)
             os._exit(127 if err.errno == errno.ENOENT else 126)
         os._exit(127)
 
@@ -201,7 +204,10 @@ class Shim:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
     def start_command(self, env):
-        """Fork the command; None once it exec'd (or failed to exec), else the error."""
+        """Fork the command; None once it exec'd (or failed to exec), else the error.
+
+        After the go, the pipe ends at the exec (close-on-exec), or says why the exec
+        failed: the command's failure (127 or 126, as in sh), which the result names."""
         read_end, write_end = os.pipe()
         go_read, go_write = os.pipe()
         pid = os.fork()
@@ -212,21 +218,24 @@ class Shim:
         os.close(write_end)
         os.close(go_read)
         self.main_pid = pid
-        chunks = []
+        chunks, failed = [], None
         while True:  # a NUL byte once the child is prepared, or why it cannot run
             chunk = os.read(read_end, 4096)
             if not chunk:
                 break
-            if not chunks and chunk == b"\0":
+            if failed is None and not chunks and chunk[:1] == b"\0":
                 self.record_pid(pid)
                 try:
                     os.write(go_write, b"g")
                 except OSError:
                     pass
-                continue
-            chunks.append(chunk)
+                failed, chunk = [], chunk[1:]
+            (chunks if failed is None else failed).append(chunk)
         os.close(read_end)
         os.close(go_write)
+        failed = b"".join(failed or ())
+        if failed:
+            self.exec_error = failed[:511].decode("utf-8", "replace")
         error = b"".join(chunks)
         return error.decode("utf-8", "replace") if error else None
 
@@ -421,9 +430,12 @@ class Shim:
                 status = os.WEXITSTATUS(self.status)
             elif os.WIFSIGNALED(self.status):
                 sig = os.WTERMSIG(self.status)
-        text = '{"exit_status":%s,"signal":%s,"timed_out":%s,"error":%s,"ended":%.6f}\n' % (
+        exec_error = self.exec_error if error is None else None
+        text = ('{"exit_status":%s,"signal":%s,"timed_out":%s,"error":%s,"ended":%.6f,'
+                '"exec_error":%s}\n') % (
             _json_int(status), _json_int(sig), "true" if self.timed_out else "false",
-            "null" if error is None else json_string(error), time.time())
+            "null" if error is None else json_string(error), time.time(),
+            "null" if exec_error is None else json_string(exec_error))
         write_atomic(self.opts["attempt_dir"], "result", text.encode("ascii"))
 
     def remove_cgroup(self):

@@ -685,10 +685,7 @@ class Supervisor:
 
 def _result_dict(result):
     """An AttemptResult (or a dict) as the plain dict the model takes."""
-    if isinstance(result, dict):
-        return result
-    return {"exit_status": result.exit_status, "signal": result.signal,
-            "timed_out": result.timed_out, "error": result.error, "ended": result.ended}
+    return result if isinstance(result, dict) else result.to_dict()
 
 
 def _write_durably(path, data):

@@ -73,6 +73,23 @@ def test_run_wait_exits_with_the_commands_status_and_logs_its_output(daemon, tmp
     assert values["reason"] == "FAILED" and values["node"]
 
 
+def test_a_program_that_cannot_be_executed_is_named_in_the_jobs_error(daemon):
+    """A missing program ends as sh's would (FAILED, exit status 127), and the job's error,
+    the log's banner and the action log say why, not only the number."""
+    code, out, err = daemon.jqctl("run", "--wait", "--", "no-such-program-jq", "x")
+    assert code == 127, (out, err)
+    job_id = int(err.split("job ")[1].split()[0])
+    why = "command exited with status 127: cannot execute no-such-program-jq: No such file " \
+        "or directory"
+    assert out == "Job %d finished: error: opcode 1 (COMMAND_RUN(no-such-program-jq x)): " \
+        "OpExecError: %s\n" % (job_id, why)
+    assert "* FAILED : %s\n" % why in log_of(daemon, job_id)
+    actions = open(os.path.join(daemon.state_dir, "actions.log")).read()
+    assert " %d FAILED %s\n" % (job_id, why) in actions
+    code, out, _ = daemon.jqctl("run", "--wait", "-c", "exit 127")
+    assert code == 127 and out.endswith("OpExecError: command exited with status 127\n"), out
+
+
 def test_a_shell_string_and_its_environment(daemon):
     """-c runs through /bin/sh; the environment is minimal plus JQ_* and --env."""
     code, out, _ = daemon.jqctl("run", "--wait", "--env", "GREETING=hi", "-c",

@@ -147,14 +147,26 @@ def test_a_command_killed_by_a_signal_records_the_signal(executors, shim):
     assert (result.exit_status, result.signal, result.error) == (None, 15, None)
 
 
-def test_a_missing_program_exits_127_with_a_message(executors, shim):
-    """As in sh: exit status 127 and the reason in the output; it is no node error."""
+def test_a_missing_program_exits_127_with_a_message(executors, shim, tmp_path):
+    """As in sh: exit status 127 (126 for a file that is no program) and the reason in
+    the output; it is no node error, and the result names it (exec_error), which a
+    command exiting 127 of its own accord has not."""
     executor, reactor, recorder = make(executors, shim)
     result, output = run_to_end(executors, executor, reactor, recorder,
                                 executors.spec(1, ["no-such-program-jq"]))
     assert (result.exit_status, result.error) == (127, None)
     assert output == (b"jq-shim: cannot execute no-such-program-jq: "
                       b"No such file or directory\n")
+    assert result.exec_error == "cannot execute no-such-program-jq: No such file or directory"
+    data = tmp_path / "data.txt"
+    data.write_text("not a program\n")
+    result, _ = run_to_end(executors, executor, reactor, recorder,
+                           executors.spec(2, [str(data)]))
+    assert (result.exit_status, result.exec_error) == (
+        126, "cannot execute %s: Permission denied" % data)
+    result, _ = run_to_end(executors, executor, reactor, recorder,
+                           executors.spec(3, "exit 127"))
+    assert (result.exit_status, result.exec_error) == (127, None)
 
 
 def test_a_shim_removed_from_the_state_directory_is_built_again(executors, caplog):

@@ -116,6 +116,19 @@ def test_a_wall_clock_stepped_back_delays_no_restart_and_counts_no_failure_longe
         node.clock.advance(delay)
 
 
+def test_a_program_that_cannot_be_executed_is_named_in_the_services_message(node):
+    """The run of a missing program ends as sh's would, 127, and the message says why."""
+    node.supervisor.apply([entry()])
+    job, attempt = node.executor.last()
+    node.executor.exec(job, attempt, 101)
+    node.executor.end(job, attempt, exit_status=127,
+                      exec_error="cannot execute serve: No such file or directory")
+    state = node.state()
+    assert state["state"] == service.BACKOFF and state["exit_status"] == 127
+    assert state["message"] == ("run 1 exited with status 127: cannot execute serve: No "
+                                "such file or directory; restart in 1s")
+
+
 def test_start_after_fatal_runs_again_with_a_fresh_count(node):
     """FATAL stays until start; then the back-off starts again at 1 s."""
     node.supervisor.apply([entry()])
