@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 
+from twisted.application import service
 from twisted.internet import defer, task
 
 import jqueue
@@ -123,6 +124,10 @@ def sd_notify(message, environ=None):
 
 class StopSignals:
     """Calls stop() once on the first SIGTERM or SIGINT; later ones are only logged.
+    SIGHUP calls reload() (from the reactor's thread) and never stops the daemon: by
+    default it would end it at once, without its shutdown, when an operator asks for a
+    reload (``systemctl reload``, logrotate's postrotate) or the terminal it was started
+    in closes.
 
     install() may be called before the reactor runs (a signal then stops the reactor as
     soon as it runs); reinstall_when_running(reactor) puts the handlers back after Twisted
@@ -131,16 +136,25 @@ class StopSignals:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, reactor, stop, describe=None):
+    def __init__(self, reactor, stop, describe=None, reload=None):
         self._reactor = reactor
         self._stop = stop
         self._describe = describe or (lambda: "")
+        self._reload = reload
         self._fired = False
         self.received = None
 
     def install(self):
         for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
+        signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum, frame):
+        if self._reload is None or not self._reactor.running or self.received is not None:
+            logger.info("received SIGHUP: ignored (%s)", "stopping" if self.received
+                        is not None else "starting")
+            return
+        self._reactor.callFromThread(self._reload)
 
     def reinstall_when_running(self):
         def running():
@@ -163,6 +177,26 @@ class StopSignals:
         logger.info("received %s, stopping%s", name, self._describe())
         if self._reactor.running:
             self._reactor.callFromThread(self._fire)
+
+
+def reload_services(top):
+    """SIGHUP: call reload() of each service of the tree top that has one (it returns
+    whether it had anything to read again); say so if none had."""
+    reloaded = 0
+    stack = [top]
+    while stack:
+        svc = stack.pop()
+        reload = getattr(svc, "reload", None)
+        if callable(reload):
+            try:
+                reloaded += bool(reload())
+            except Exception:  # noqa: BLE001 - a failed reload must not stop the daemon
+                logger.exception("SIGHUP: reloading %s failed", svc)
+        if isinstance(svc, service.MultiService):
+            stack.extend(svc)
+    if not reloaded:
+        logger.info("received SIGHUP: nothing to read again (options and the "
+                    "configuration file are read at start: restart to change them)")
 
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -319,7 +353,8 @@ def run(prog, config, build, describe=None):
     logger.info("%s %s starting (pid %d)", prog, jqueue.version(), os.getpid())
     started = []
     signals = StopSignals(reactor, lambda: stop_reactor(reactor),
-                          lambda: describe(started[0]) if describe and started else "")
+                          lambda: describe(started[0]) if describe and started else "",
+                          lambda: reload_services(started[0]) if started else None)
     signals.install()
     try:
         armed = faults.arm_from_environment()

@@ -6,7 +6,6 @@ start, event streams are closed, then the listener and the connections.
 
 import logging
 import os
-import signal
 
 from twisted.application import service
 from twisted.internet import defer, error
@@ -46,7 +45,6 @@ class HttpService(service.Service):
         self.site = None
         self.port = None
         self._pool = None
-        self._previous_sighup = None
 
     def limits(self):
         c = self._config
@@ -98,8 +96,6 @@ class HttpService(service.Service):
             raise common.StartupError("cannot listen on %s: %s" % (
                 self._config.http, err.socketError)) from None
         self._pool.start()
-        if tokens is not None or access_log is not None:
-            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup) or signal.SIG_DFL
         super().startService()
         address = self.port.getHost()
         host_text = "[%s]" % address.host if ":" in address.host else address.host
@@ -108,13 +104,11 @@ class HttpService(service.Service):
                     not loopback else "loopback, no authentication" if loopback and not tls
                     else "loopback")
 
-    def _sighup(self, signum, frame):
-        self._reactor.callFromThread(self.reload)
-
     def reload(self):
-        """SIGHUP: reopen the access log, read the tokens file again."""
+        """SIGHUP (common.reload_services): reopen the access log, read the tokens file
+        again; whether there was either."""
         if self.site is None:
-            return
+            return False
         access_log = self.site.access_log
         if access_log is not None:
             try:
@@ -125,6 +119,7 @@ class HttpService(service.Service):
                              "%s: %s", access_log.path, err.strerror)
         if self._config.http_tokens:
             self.reload_tokens()
+        return access_log is not None or bool(self._config.http_tokens)
 
     def reload_tokens(self):
         """Read the tokens file again (SIGHUP): its tokens replace the old ones; a file
@@ -142,11 +137,6 @@ class HttpService(service.Service):
                     self._config.http_tokens,
                     "; closed %d event stream(s) of revoked tokens" % closed if closed else "")
 
-    def _restore_sighup(self):
-        if self._previous_sighup is not None:
-            signal.signal(signal.SIGHUP, self._previous_sighup)
-            self._previous_sighup = None
-
     def _tls_options(self):
         if self._config.http_tls != "cluster":
             return None
@@ -157,7 +147,6 @@ class HttpService(service.Service):
 
     def abort(self):
         """The start failed: listen no more."""
-        self._restore_sighup()
         if self.port is not None:
             self.port.stopListening()
             self.port = None
@@ -173,7 +162,6 @@ class HttpService(service.Service):
         if not self.running:
             return
         super().stopService()
-        self._restore_sighup()
         yield common.close_server(self._reactor, self.port, self.site.connections, self._pool,
                                   CLOSE_TIMEOUT, first=self.site.stop_streams)
         if self.site.access_log is not None:

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from twisted.application import service
 from twisted.internet.task import Clock
 
 from jqueue.daemon import common, unixsocket
@@ -125,7 +126,7 @@ class FakeReactor(Clock):
 
 @pytest.fixture
 def restore_signals():
-    saved = {s: signal.getsignal(s) for s in common.StopSignals.SIGNALS}
+    saved = {s: signal.getsignal(s) for s in common.StopSignals.SIGNALS + (signal.SIGHUP,)}
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
@@ -160,6 +161,65 @@ def test_signal_before_the_reactor_runs_stops_it_once_running(restore_signals):
     for call in reactor.when_running:
         call()
     assert stops == [1]
+
+
+def test_sighup_reloads_and_never_stops(restore_signals, caplog):
+    """SIGHUP (a reload, a closed terminal) calls reload from the reactor's thread, as
+    often as it comes, and never stops the daemon; before the reactor runs, or once
+    stopping, it is only logged."""
+    reactor, stops, reloads = FakeReactor(), [], []
+    signals = common.StopSignals(reactor, lambda: stops.append(1),
+                                 reload=lambda: reloads.append(1))
+    signals.install()
+    with caplog.at_level(logging.INFO):
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reactor.from_thread == [] and "received SIGHUP: ignored (starting)" in caplog.text
+        reactor.running = True
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGHUP)
+        for call in reactor.from_thread:
+            call()
+        assert reloads == [1, 1] and stops == []
+        reactor.from_thread.clear()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGHUP)
+    for call in reactor.from_thread:
+        call()
+    assert stops == [1] and reloads == [1, 1]
+    assert "received SIGHUP: ignored (stopping)" in caplog.text
+
+
+class _Reloadable(service.Service):
+    def __init__(self, answer, calls):
+        self.answer, self.calls = answer, calls
+
+    def reload(self):
+        self.calls.append(self)
+        if self.answer is None:
+            raise RuntimeError("broken reload")
+        return self.answer
+
+
+def test_reload_services_reaches_every_service_of_the_tree(caplog):
+    """Each service with a reload() in the tree is called, a failing one logged; with
+    nothing to read again, the log says that options need a restart."""
+    calls = []
+    top, inner = service.MultiService(), service.MultiService()
+    inner.setServiceParent(top)
+    broken, idle, busy = _Reloadable(None, calls), _Reloadable(False, calls), \
+        _Reloadable(True, calls)
+    broken.setServiceParent(top)
+    idle.setServiceParent(inner)
+    with caplog.at_level(logging.INFO):
+        common.reload_services(top)
+    assert sorted(map(id, calls)) == sorted(map(id, [broken, idle]))
+    assert "reloading" in caplog.text and "broken reload" in caplog.text
+    assert "nothing to read again" in caplog.text and "restart to change them" in caplog.text
+    caplog.clear()
+    busy.setServiceParent(inner)
+    with caplog.at_level(logging.INFO):
+        common.reload_services(top)
+    assert busy in calls and "nothing to read again" not in caplog.text
 
 
 # The socket path

@@ -455,6 +455,27 @@ def test_second_signal_while_stopping_is_harmless(daemons, config):
         assert client.query_jobs([job_id], ["status"]) == [["success"]]
 
 
+def test_sighup_neither_stops_the_daemon_nor_its_jobs(daemons, config):
+    """SIGHUP (systemctl reload, a closed terminal) ended jq-masterd at once, without its
+    shutdown; now it is logged (nothing to read again without --http) and the daemon
+    goes on: its running job succeeds, it takes new ones, SIGTERM still exits 0."""
+    daemon = daemons(config=config())
+    with daemon.client() as client:
+        job_id = client.submit_job([delay(0.5)])
+        wait_for_status(client, job_id, {"running"})
+        daemon.send_signal(signal.SIGHUP)
+        wait_all_final(client, [job_id], 15)
+        assert client.query_jobs([job_id], ["status"]) == [["success"]]
+        daemon.send_signal(signal.SIGHUP)
+        assert client.submit_job([delay()]) > job_id
+        deadline = time.monotonic() + 10
+        while daemon.stderr().count("received SIGHUP: nothing to read again") < 2:
+            assert time.monotonic() < deadline, daemon.stderr()
+            time.sleep(0.05)
+    assert daemon.alive()
+    assert daemon.stop() == 0, daemon.stderr()
+
+
 def test_second_daemon_on_the_same_state_dir_exits_1(daemons):
     """A second daemon on a locked queue exits 1 naming the holder; the first goes on."""
     first = daemons()

@@ -8,6 +8,7 @@ node3 a candidate asking for votes.
 import datetime
 import http.client
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -315,6 +316,19 @@ def test_sigterm_exits_0_and_a_restart_keeps_the_position(tmp_path, nodeds):
     assert os.path.exists(os.path.join(test_cluster.queue_dir("node2"), "job-1"))
     info = daemon.start().call("node_info", {})
     assert (info["position"], info["jobs"], info["replica"]) == ([1, 1, 1], 1, True)
+
+
+def test_sighup_does_not_stop_the_node(tmp_path, nodeds):
+    """SIGHUP ended jq-noded at once; now it is logged and the node answers on."""
+    test_cluster = build_cluster(tmp_path, count=2)
+    daemon, _batch = _started_replica(test_cluster, nodeds)
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "received SIGHUP" not in daemon.stderr():
+        assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
+        time.sleep(0.05)
+    assert daemon.call("node_info", {})["replica"] and daemon.alive()
+    assert daemon.stop() == 0
 
 
 def test_master_failover_fences_the_old_master_everywhere(tmp_path, nodeds):
