@@ -420,24 +420,32 @@ def _action_answer(job_id, action, answer):
 # Nodes, events, info
 
 def get_nodes(call):
+    return node_rows(call).addCallback(
+        lambda rows: json_response({"nodes": [node_object(row) for row in rows]}))
+
+
+def node_rows(call):
+    """A Deferred of the nodes' rows, as node_status names what command jobs see of each
+    (reachable, last_heard, used, queued, running, ...); on a cluster's master the rows
+    of ListNodes over them (the reachability and last error are then the node RPC's)."""
     cluster = call.site.context.get("cluster")
-    if cluster is not None:
-        return call.blocking(cluster.list_nodes).addCallback(
-            lambda rows: json_response({"nodes": [node_object(row) for row in rows]}))
     commands = call.backend.commands
     status = commands.node_status() if commands is not None else {}
-    rows = [dict(row, name=name) for name, row in sorted(status.items())]
-    return json_response({"nodes": [node_object(row) for row in rows]})
+    if cluster is None:
+        return defer.succeed([dict(row, name=name) for name, row in sorted(status.items())])
+    return call.blocking(cluster.list_nodes).addCallback(
+        lambda rows: [dict(status.get(row["name"]) or {}, **row) for row in rows])
 
 
 def node_object(row):
+    """A node of the API from one of node_rows."""
     return {"name": row.get("name"), "address": row.get("address"),
             "role": row.get("role") or "master", "reachable": bool(row.get("reachable", True)),
             "tags": list(row.get("tags") or []), "slots": row.get("slots"),
             "used": row.get("used", 0), "queued": row.get("queued", 0),
             "running": list(row.get("running") or []), "drained": bool(row.get("drained")),
             "offline": bool(row.get("offline")), "last_heard": row.get("last_heard"),
-            "clock_skew": row.get("clock_skew")}
+            "clock_skew": row.get("clock_skew"), "last_error": row.get("last_error")}
 
 
 def get_info(call):

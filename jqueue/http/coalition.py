@@ -42,9 +42,8 @@ import math
 import re
 import time
 
-from twisted.internet import defer
-
 from jqueue import commandjob, constants, errors, groupjob, ptypes
+from jqueue.http import api
 from jqueue.http.server import HttpError, Response, Route
 from jqueue.luxi import methods
 
@@ -401,14 +400,6 @@ def getlog(call):
 
 
 def getworkers(call):
-    cluster = call.site.context.get("cluster")
-    if cluster is not None:
-        found = call.blocking(cluster.list_nodes)
-    else:
-        commands = call.backend.commands
-        status = commands.node_status() if commands is not None else {}
-        found = defer.succeed([dict(row, name=name) for name, row in sorted(status.items())])
-
     def answer(rows):
         workers = []
         for row in rows:
@@ -420,7 +411,7 @@ def getworkers(call):
                             ",".join(row.get("tags") or []), state, 0, 0,
                             running[-1] if running else -1, [], 0, 0, 1 if active else 0])
         return text(literal({"Vars": WORKER_VARS, "Workers": workers}))
-    return found.addCallback(answer)
+    return api.node_rows(call).addCallback(answer)
 
 
 # Changes of many jobs

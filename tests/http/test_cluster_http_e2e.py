@@ -47,6 +47,23 @@ def test_a_masters_nodes_workers_and_replication_metrics_name_every_node(
         assert time.monotonic() < deadline, (samples, nodes)
         time.sleep(0.2)
     assert set(reachable) == set(cluster.names)
+    # What command jobs see of a node, as on one machine: its slots used, running jobs,
+    # queue and last heartbeat (ListNodes names them otherwise; they were lost here).
+    node = sorted(candidates)[0]
+    sleeper = client.post("/api/v1/jobs", {"cmd": ["sleep", "30"], "node": node}).json()["id"]
+    deadline = time.monotonic() + 20
+    while True:
+        row = next(n for n in client.get("/api/v1/nodes").json()["nodes"] if n["name"] == node)
+        if row["running"] == [sleeper]:
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.1)
+    assert row["used"] == 1 and row["queued"] == 0 and row["last_heard"] > time.time() - 30
+    workers = eval(client.get("/json/getworkers").text,  # noqa: S307 - Coalition's clients do
+                   {"__builtins__": {}}, {})
+    worker = {w[0]: dict(zip(workers["Vars"], w)) for w in workers["Workers"]}[node]
+    assert (worker["State"], worker["LastJob"]) == ("WORKING", sleeper), worker
+    assert client.post("/api/v1/jobs/%d/cancel" % sleeper, {}).status == 200
     lag = samples["jqueue_replication_lag_batches"]  # a snapshot: batches keep coming
     assert set(lag) == candidates and all(value >= 0 for value in lag.values())
     assert set(samples["jqueue_replication_backlog"]) == candidates
