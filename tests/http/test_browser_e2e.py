@@ -9,12 +9,14 @@ committed).
 """
 
 import os
+import re
 import shutil
 import time
 
 import pytest
+from cluster_helpers import build_cluster
 from daemon_helpers import daemon_factory
-from http_helpers import start_http_daemon
+from http_helpers import HttpClient, free_port, start_http_daemon
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCREENSHOTS = os.path.join(ROOT, "build", "screenshots")
@@ -380,3 +382,38 @@ def test_a_group_shows_its_counts_is_entered_from_its_row_and_left_by_the_breadc
              == "3 ok / 1 failed / 1 canceled / 2 queued", what="the counts after a cancel")
     assert row_info(browser, render)["pct"] == "5/7"
     assert row_info(browser, render)["status"] == "error"
+
+
+def test_the_nodes_tab_says_why_a_node_cannot_be_reached(browser, tmp_path, nodeds, daemons):
+    """A cluster's master with --http, one node's jq-noded stopped: the nodes tab shows
+    that node unreachable with the master's last error about it, as jqctl node list does
+    below its table, and when it was last heard from."""
+    from selenium.webdriver.common.by import By
+    cluster = build_cluster(tmp_path / "cluster", 2)
+    started = {name: nodeds(cluster, name, wait=False) for name in cluster.names}
+    for noded in started.values():
+        noded.wait_ready()
+    port = free_port()
+    daemons(cluster.state_dirs[cluster.master], args=["--http", "127.0.0.1:%d" % port])
+    client = HttpClient(port)
+    client.wait_ready()
+    other = next(name for name in cluster.names if name != cluster.master)
+
+    def node(name):
+        return next(n for n in client.get("/api/v1/nodes").json()["nodes"]
+                    if n["name"] == name)
+    wait_for(lambda: node(other)["last_heard"], what="a heartbeat of %s" % other)
+    assert started[other].stop() == 0
+    down = wait_for(lambda: (lambda n: n if not n["reachable"] and n["last_error"]
+                             else None)(node(other)), timeout=30, what="%s unreachable" % other)
+    open_page(browser, client)
+    browser.find_element(By.ID, "tab-nodes").click()
+
+    def cells():
+        return [td.text for td in browser.find_elements(
+            By.CSS_SELECTOR, '#node-rows tr[data-node="%s"] td' % other)]
+    wait_for(lambda: len(cells()) == 9 and cells()[1] == "no", what="the nodes tab")
+    shown = cells()
+    assert shown[-1] == down["last_error"] and other in shown[-1], shown
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", shown[-2]), shown
+    client.close()

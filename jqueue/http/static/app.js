@@ -508,6 +508,15 @@
 
   // Nodes
 
+  // A node's clock this far from the master's is shown (jqueue.constants.CLOCK_SKEW_WARN).
+  const CLOCK_SKEW_WARN = 10;
+
+  function clockNote(node) {
+    const skew = node.clock_skew;
+    if (typeof skew !== "number" || Math.abs(skew) < CLOCK_SKEW_WARN) { return ""; }
+    return "clock " + (skew > 0 ? "+" : "-") + Math.round(Math.abs(skew)) + "s";
+  }
+
   let nodesPending = null;
   function scheduleNodes() {
     if ($("nodes-view").hidden || nodesPending !== null) { return; }
@@ -526,13 +535,21 @@
       const tr = document.createElement("tr");
       tr.dataset.node = node.name;
       const state_ = node.offline ? "offline" : node.drained ? "drained" : "online";
+      const clock = clockNote(node);
+      // Why the master cannot reach it (as jqctl node list says below its table), else
+      // a clock far from the master's, which dates its attempts and services wrong.
+      const problem = [!node.reachable && node.last_error ? node.last_error : "", clock]
+        .filter(Boolean).join("; ");
       const values = [node.name, node.reachable ? "yes" : "no", node.tags.join(", "),
                       node.used + "/" + (node.slots === null ? "?" : node.slots),
-                      node.running.join(", "), node.queued, state_];
+                      node.running.join(", "), node.queued, state_,
+                      formatTime(node.last_heard) + (clock ? " (" + clock + ")" : ""),
+                      problem];
       values.forEach((value, index) => {
         const td = document.createElement("td");
         td.textContent = value;
         if (index === 1) { td.className = node.reachable ? "yes" : "no"; }
+        if (index === values.length - 1) { td.className = "problem"; }
         tr.appendChild(td);
       });
       fragment.appendChild(tr);
