@@ -7,6 +7,7 @@ reading our standard error) each line carries its syslog priority instead of a t
 
 import argparse
 import ctypes
+import faulthandler
 import gc
 import logging
 import os
@@ -179,6 +180,14 @@ class StopSignals:
             self._reactor.callFromThread(self._fire)
 
 
+def dump_stacks_on_request(signum=signal.SIGUSR1):
+    """SIGUSR1 writes every thread's stack to stderr (the log) and changes nothing else:
+    where a daemon that stopped answering waits (a lock, a name lookup, a disk). A fatal
+    signal (SIGSEGV, SIGABRT, ...) writes them too before the daemon dies."""
+    faulthandler.enable()
+    faulthandler.register(signum, all_threads=True, chain=False)
+
+
 def reload_services(top):
     """SIGHUP: call reload() of each service of the tree top that has one (it returns
     whether it had anything to read again); say so if none had."""
@@ -336,8 +345,8 @@ def set_process_name(name):
 def run(prog, config, build, describe=None):
     """Run a daemon in the foreground until stopped; return its exit status.
 
-    Names the process prog; sets umask 027, logging to stderr, the open files limit and
-    the stop signals; starts
+    Names the process prog; sets umask 027, logging to stderr, the stacks' dump on
+    SIGUSR1, the open files limit and the stop and reload signals; starts
     the service tree build(config, reactor) (a failure is one logged line and exit 1);
     runs the reactor; returns the service's exit_status. describe(service), if given,
     is logged when a second stop signal arrives (e.g. the time left in a grace period).
@@ -345,6 +354,7 @@ def run(prog, config, build, describe=None):
     set_process_name(prog)
     os.umask(0o027)
     setup_logging(config.log_level)
+    dump_stacks_on_request()
     raise_nofile_limit()
     tune_malloc()
     tune_gc()

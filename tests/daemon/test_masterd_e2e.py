@@ -476,6 +476,22 @@ def test_sighup_neither_stops_the_daemon_nor_its_jobs(daemons, config):
     assert daemon.stop() == 0, daemon.stderr()
 
 
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_changes_nothing(daemons):
+    """Where a daemon that stopped answering waits: SIGUSR1 writes the stack of each of
+    its threads (the reactor's, the workers') to its log; it goes on serving."""
+    daemon = daemons()
+    daemon.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "most recent call first" not in daemon.stderr():
+        assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
+        time.sleep(0.05)
+    log = daemon.stderr()
+    assert log.count("(most recent call first)") > 1 and "twisted" in log, log
+    with daemon.client() as client:
+        assert client.submit_job([delay()]) >= 1
+    assert daemon.stop() == 0, daemon.stderr()
+
+
 def test_second_daemon_on_the_same_state_dir_exits_1(daemons):
     """A second daemon on a locked queue exits 1 naming the holder; the first goes on."""
     first = daemons()

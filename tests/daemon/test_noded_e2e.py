@@ -319,7 +319,8 @@ def test_sigterm_exits_0_and_a_restart_keeps_the_position(tmp_path, nodeds):
 
 
 def test_sighup_does_not_stop_the_node(tmp_path, nodeds):
-    """SIGHUP ended jq-noded at once; now it is logged and the node answers on."""
+    """SIGHUP ended jq-noded at once; now it is logged and the node answers on; SIGUSR1
+    writes its threads' stacks to its log."""
     test_cluster = build_cluster(tmp_path, count=2)
     daemon, _batch = _started_replica(test_cluster, nodeds)
     daemon.proc.send_signal(signal.SIGHUP)
@@ -328,6 +329,11 @@ def test_sighup_does_not_stop_the_node(tmp_path, nodeds):
         assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
         time.sleep(0.05)
     assert daemon.call("node_info", {})["replica"] and daemon.alive()
+    daemon.proc.send_signal(signal.SIGUSR1)
+    while "most recent call first" not in daemon.stderr():
+        assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
+        time.sleep(0.05)
+    assert daemon.call("node_info", {})["replica"]
     assert daemon.stop() == 0
 
 
