@@ -103,7 +103,12 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
         code, out, _ = jqctl("running", "--node", "node3", socket=master.socket)
         assert code == 0 and row["containment"] in out, out
         client.cancel_job(sleeper, True)
-        wait_all_final(client, [sleeper], 30)
+        missing = client.submit_job([command(["no-such-program-jq"], node="node3")])
+        wait_all_final(client, [sleeper, missing], 30)
+        assert fields(client, missing)["exit_status"] == 127
+        assert client.query_jobs([missing], ["opresult"])[0][0] == [["OpExecError", [
+            "command exited with status 127: cannot execute no-such-program-jq: No such "
+            "file or directory"]]]  # as node3's shim said
     code, _, err = jqctl("run", "--node", "nowhere", "--", "true", socket=master.socket)
     assert code != 0 and "unknown node nowhere" in err
     assert attempt_names(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded
