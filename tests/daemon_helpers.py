@@ -143,11 +143,13 @@ class Daemon:
         code = cli_app.run(ctx, ["--socket", self.socket, "--timeout", "30", *args])
         return code, out.getvalue(), err.getvalue()
 
-    def jqctl_process(self, *args, stdin=""):
-        """Run jqctl as a process (python -m jqueue.cli); the CompletedProcess."""
+    def jqctl_process(self, *args, stdin="", env=None):
+        """Run jqctl as a process (python -m jqueue.cli), with the variables of env added
+        to our environment; the CompletedProcess."""
         return subprocess.run([sys.executable, "-m", "jqueue.cli", "--socket", self.socket,
                                "--timeout", "30", *args], input=stdin, capture_output=True,
-                              text=True, timeout=60, check=False)
+                              text=True, timeout=60, check=False,
+                              env=dict(os.environ, **env) if env else None)
 
     def send_signal(self, signum):
         self.proc.send_signal(signum)

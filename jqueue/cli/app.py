@@ -286,5 +286,11 @@ def _silence(stream):
 
 def main(argv=None, client_factory=None):
     """Run jqctl with argv (default sys.argv[1:]); return the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        # A title the terminal's encoding cannot write (a Latin-1 or ASCII locale) is
+        # shown as \u65e5 rather than ending jqctl with a traceback.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     ctx = Context(client_factory or connect)
     return run(ctx, sys.argv[1:] if argv is None else argv)

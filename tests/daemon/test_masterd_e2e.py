@@ -89,6 +89,20 @@ def test_jqctl_processes_submit_wait_list_info_watch(served):
     assert json.loads(queue.stdout)["cluster_name"] == "e2e-cluster"
 
 
+def test_jqctl_in_a_locale_that_cannot_write_a_title_escapes_it(served):
+    """A title in letters an ASCII (or Latin-1) terminal cannot show ended jqctl with a
+    UnicodeEncodeError; they are written as escapes."""
+    titled = served.jqctl_process("run", "--title", "日本 ü", "--", "true")
+    assert titled.returncode == 0, titled.stderr
+    job_id = int(titled.stdout.split()[0])
+    info = served.jqctl_process("info", str(job_id), env={"PYTHONIOENCODING": "ascii"})
+    assert info.returncode == 0 and "Traceback" not in info.stderr, info.stderr
+    assert "  Title: \\u65e5\\u672c \\xfc\n" in info.stdout
+    listed = served.jqctl_process("list", "-o", "title", "--no-headers", str(job_id),
+                                  env={"PYTHONIOENCODING": "ascii"})
+    assert listed.returncode == 0 and listed.stdout == "\\u65e5\\u672c \\xfc\n", listed
+
+
 def test_jqctl_covers_cancel_priority_archive_drain(served, tmp_path):
     """In-process jqctl: file submit with dependencies, cancel, change-priority, archive,
     autoarchive and drain/undrain, each with the documented exit status."""
