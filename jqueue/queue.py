@@ -62,6 +62,7 @@ from jqueue.retention import Policy as RetentionPolicy
 from jqueue.retention import Retention
 from jqueue.run import dependencies, processor, waiting, workerpool
 from jqueue.run import services as servicemanager
+from jqueue.run.commands import node_list_fields
 from jqueue.store import events, fsutil, joblogs, journal, purge, queuedir, records, recovery
 from jqueue.store import services as servicetable
 from jqueue.store.replicator import LocalReplicator
@@ -1067,6 +1068,15 @@ class JobQueue:
             if not self._command_on_node_unlocked(job):
                 return (False, "Job %s has no running command" % job_id)
         return tuple(self._commands.signal(job_id, signum))
+
+    def list_nodes(self):
+        """ListNodes without a cluster: this machine's node, as a cluster's master lists
+        its nodes, with what command jobs see of it ([] if the queue runs none)."""
+        status = self._commands.node_status() if self._commands is not None else {}
+        return [dict({"name": name, "address": None, "role": "master", "reachable": True,
+                      "in_sync": None, "position": None, "last_error": None, "epoch": None,
+                      "config_version": None}, **node_list_fields(row))
+                for name, row in sorted(status.items())]
 
     def query_running(self, node=None):
         """Running command attempts: [{job, attempt, node, pid, started, ...}]."""

@@ -622,7 +622,17 @@ class FakeLuxiClient:
     def cluster_info(self):
         return self._cluster_answer("cluster_info", "info")
 
+    #: ListNodes of a daemon without cluster.json: its machine's own node.
+    LOCAL_NODES = [{"name": "vm", "address": None, "role": "master", "reachable": True,
+                    "in_sync": None, "position": None, "last_error": None, "tags": [],
+                    "drained": False, "offline": False, "heartbeat": True,
+                    "last_heartbeat": None, "clock_skew": None, "slots": 2, "slots_used": 0,
+                    "running_jobs": []}]
+
     def list_nodes(self):
+        if self.cluster is None:
+            self._record("list_nodes")
+            return self.LOCAL_NODES
         return self._cluster_answer("list_nodes", "nodes")
 
     def add_node(self, name, address, candidate, csr_pem):

@@ -45,6 +45,7 @@ from jqueue.cluster import commandlink, membership, pusher, tls
 from jqueue.cluster.replication import ClusterReplicator
 from jqueue.cluster.rpc import client as rpc_client
 from jqueue.daemon import common
+from jqueue.run.commands import node_list_fields
 from jqueue.store import fsutil
 
 logger = logging.getLogger(__name__)
@@ -406,7 +407,7 @@ class ClusterMaster:
                 rows.append(_node_row(config, name, infos.get(name), peers.get(name)))
         commands = self.commands.node_status() if self.commands is not None else {}
         for row in rows:
-            _add_command_fields(row, config.nodes[row["name"]], commands.get(row["name"]))
+            row.update(node_list_fields(commands.get(row["name"]), config.nodes[row["name"]]))
         return rows
 
     def _own_row(self, config, status):
@@ -612,19 +613,6 @@ class ClusterMaster:
         if self._ops is None:
             self._ops = importlib.import_module("jqueue.cluster.admin")
         return self._ops
-
-
-def _add_command_fields(row, spec, status):
-    """A ListNodes row gains what command jobs see of the node: tags, flags, heartbeat,
-    slots used/total and the jobs running there."""
-    row.update(tags=list(spec.get("tags", ())), drained=spec.get("drained", False),
-               offline=spec.get("offline", False), heartbeat=None, last_heartbeat=None,
-               clock_skew=None, slots=None, slots_used=None, running_jobs=[])
-    if status is not None:
-        row.update(heartbeat=status["reachable"], last_heartbeat=status["last_heard"],
-                   clock_skew=status.get("clock_skew"),
-                   slots=status["slots"], slots_used=status["used"],
-                   running_jobs=status["running"])
 
 
 def _flags_text(spec):

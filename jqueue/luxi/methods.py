@@ -567,7 +567,9 @@ class Dispatcher:
         return self._cluster_backend().info()
 
     def list_nodes(self):
-        return self._cluster_backend().list_nodes()
+        if self._cluster is None:  # one machine: its own node, which runs its commands
+            return self._backend.list_nodes()
+        return self._cluster.list_nodes()
 
     def add_node(self, name, address, candidate, csr_pem):
         return self._cluster_backend().add_node(name, address, candidate, csr_pem)

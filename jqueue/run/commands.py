@@ -1385,6 +1385,22 @@ class CommandRunner:
                                "unreachable": unreachable})
 
 
+def node_list_fields(status, spec=None):
+    """What ListNodes says of a node from what command jobs see of it: status, its row of
+    CommandRunner.node_status (None: none runs there), and spec, its configuration (tags,
+    drained, offline; None: those status has)."""
+    spec = (status or {}) if spec is None else spec
+    fields = {"tags": list(spec.get("tags", ())), "drained": spec.get("drained", False),
+              "offline": spec.get("offline", False), "heartbeat": None,
+              "last_heartbeat": None, "clock_skew": None, "slots": None, "slots_used": None,
+              "running_jobs": []}
+    if status is not None:
+        fields.update(heartbeat=status["reachable"], last_heartbeat=status["last_heard"],
+                      clock_skew=status.get("clock_skew"), slots=status["slots"],
+                      slots_used=status["used"], running_jobs=status["running"])
+    return fields
+
+
 def _log_control(attempt, action, answer):
     if isinstance(answer, Exception) or not answer[0]:
         logger.warning("job %d: %s of attempt %d on %s: %s", attempt.job_id, action,

@@ -280,12 +280,16 @@ def test_cluster_verify_lines_and_exit_status(cli, report, code, lines):
 
 
 def test_cluster_methods_on_a_single_node_daemon_are_refused(cli):
-    """Against a daemon without cluster.json, the LUXI commands exit 6 with its message."""
+    """Against a daemon without cluster.json, the LUXI commands exit 6 with its message;
+    node list shows the machine's own node."""
     cli.fake.cluster = None
-    for argv in (["node", "list"], ["cluster", "info"], ["cluster", "verify"]):
+    for argv in (["cluster", "info"], ["cluster", "verify"]):
         code, _, err = cli(*argv)
         assert (code, err) == (exitcodes.EXIT_REFUSED,
                                "jqctl: not a cluster (no cluster.json)\n"), argv
+    code, out, _ = cli("node", "list")
+    assert code == 0 and out.splitlines()[1].split() == [
+        "vm", "-", "master", "yes", "-", "-", "-", "ok", "-", "0/2", "-"]
 
 
 # master-failover

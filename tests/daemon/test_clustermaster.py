@@ -368,12 +368,17 @@ def test_a_fencing_candidate_deposes_the_master(setup):
 
 
 def test_cluster_methods_without_a_cluster_are_refused():
-    """A single-node daemon answers the cluster methods with "not a cluster"."""
-    dispatcher = methods.Dispatcher(object(), {})
-    for method, args in (("ClusterInfo", []), ("ListNodes", []), ("StepDown", [2, "c1"]),
+    """A single-node daemon answers the cluster methods with "not a cluster", and
+    ListNodes with its machine's own node (the queue's list_nodes)."""
+    class Backend:
+        def list_nodes(self):
+            return [{"name": "vm"}]
+    dispatcher = methods.Dispatcher(Backend(), {})
+    for method, args in (("ClusterInfo", []), ("StepDown", [2, "c1"]),
                          ("AddNode", ["n", "h:1", True, "CSR"]), ("VerifyCluster", [])):
         with pytest.raises(errors.OpPrereqError, match=r"not a cluster \(no cluster.json\)"):
             dispatcher.call(method, args)
+    assert dispatcher.call("ListNodes", []) == [{"name": "vm"}]
 
 
 @pytest.mark.parametrize("method, args", [

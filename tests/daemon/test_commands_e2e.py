@@ -90,6 +90,27 @@ def test_a_program_that_cannot_be_executed_is_named_in_the_jobs_error(daemon):
     assert code == 127 and out.endswith("OpExecError: command exited with status 127\n"), out
 
 
+def test_node_list_on_one_machine_shows_its_own_node(daemons):
+    """Without a cluster, jqctl node list shows the machine's node as a cluster's master
+    lists its nodes: its tags, slots used of its slots and the jobs running there."""
+    daemon = daemons(args=["--tags", "gpu,big", "--slots", "2"])
+    with daemon.client() as client:
+        sleeper = client.submit_job([command("sleep 30")])
+        deadline = time.monotonic() + 20
+        while not [row for row in client.query_running(None) if row["pid"]]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [row] = client.list_nodes()
+        assert (row["role"], row["reachable"], row["tags"], row["slots"], row["slots_used"],
+                row["running_jobs"]) == ("master", True, ["big", "gpu"], 2, 1, [sleeper])
+        code, out, err = daemon.jqctl("node", "list")
+        assert code == 0, err
+        assert out.splitlines()[1].split() == [row["name"], "-", "master", "yes", "-", "-",
+                                               "big,gpu", "ok", "-", "1/2", str(sleeper)]
+        client.cancel_job(sleeper, True)
+        wait_all_final(client, [sleeper], 30)
+
+
 def test_a_shell_string_and_its_environment(daemon):
     """-c runs through /bin/sh; the environment is minimal plus JQ_* and --env."""
     code, out, _ = daemon.jqctl("run", "--wait", "--env", "GREETING=hi", "-c",
