@@ -1033,12 +1033,7 @@ class JobQueue:
         return job.is_finalized() and not job.unacked_state
 
     def _log_answer(self, job_id, offset, max_bytes, size, final):
-        data = b""
-        if offset < size:
-            data = _utf8_prefix(self._logs.read(job_id, offset, min(max_bytes, size - offset)),
-                                offset + max_bytes < size)
-        next_offset = offset + len(data)
-        return {"data": data, "offset": next_offset, "eof": final and next_offset >= size}
+        return _log_slice(self._logs, job_id, offset, max_bytes, size, final, "job")
 
     def watch_job_log(self, job_id, offset, max_bytes, callback):
         """Call callback(answer) once job_id's log has bytes beyond offset (or it ended).
@@ -1052,8 +1047,8 @@ class JobQueue:
             if (job is not None and offset >= job.durable_log_bytes
                     and not self._log_final_unlocked(job)):
                 return self._log_waiters.add(
-                    job_id, offset, lambda state: callback(self._log_answer(
-                        job_id, offset, max_bytes, *state)))
+                    job_id, offset, lambda state: callback(_answer_or_retry(
+                        self._log_answer, job_id, offset, max_bytes, *state)))
         callback(self.read_job_log(job_id, offset, max_bytes))
         return None
 
@@ -1424,24 +1419,19 @@ class JobQueue:
         """{"data", "offset", "eof"} of a service's log: its durable bytes from offset."""
         with self._lock:
             size = self._service_durable.get(sid, 0)
-        data = b""
-        if offset < size:
-            data = _utf8_prefix(self._service_logs.read(sid, offset,
-                                                        min(max_bytes, size - offset)),
-                                offset + max_bytes < size)
-        next_offset = offset + len(data)
-        return {"data": data, "offset": next_offset, "eof": final and next_offset >= size}
+        return _log_slice(self._service_logs, sid, offset, max_bytes, size, final, "service")
 
     def watch_service_log_bytes(self, sid, offset, max_bytes, callback):
         """Call callback(read_service_log_bytes answer) once sid's durable log passes
         offset, or the service is removed (eof); costs no thread. A handle with cancel(),
         or None if answered at once."""
-        def answer(state):
-            callback(self.read_service_log_bytes(sid, offset, max_bytes, state[1]))
         with self._lock:
             if sid in self._service_durable and offset >= self._service_durable[sid]:
-                return self._service_log_waiters.add(sid, offset, answer)
-        answer((None, sid not in self._service_durable))
+                return self._service_log_waiters.add(sid, offset, lambda state: callback(
+                    _answer_or_retry(self.read_service_log_bytes, sid, offset, max_bytes,
+                                     state[1])))
+        callback(self.read_service_log_bytes(sid, offset, max_bytes,
+                                             sid not in self._service_durable))
         return None
 
     @property
@@ -1955,6 +1945,34 @@ class _Checkpointer(threading.Thread):
     def stop(self):
         self._stopped.set()
         self.join()
+
+
+def _log_slice(logs, key, offset, max_bytes, size, final, kind):
+    """{"data", "offset", "eof"} of the log of key (a job's or a service's id; kind says
+    which) in logs (a JobLogs) from offset, of its size durable bytes; eof once final and
+    read to the end. JobQueueError if the file lacks bytes it was acknowledged to hold
+    (removed or cut outside jqueue): a follower would wait for them for ever."""
+    data = b""
+    if offset < size:
+        raw = logs.read(key, offset, min(max_bytes, size - offset))
+        if not raw:
+            raise errors.JobQueueError(
+                "the log of %s %s is gone: %s holds %d of the %d bytes written to it "
+                "(removed or cut outside jqueue)" % (kind, key, logs.file_path(key),
+                                                     logs.size(key), size))
+        data = _utf8_prefix(raw, offset + max_bytes < size)
+    next_offset = offset + len(data)
+    return {"data": data, "offset": next_offset, "eof": final and next_offset >= size}
+
+
+def _answer_or_retry(read, key, offset, max_bytes, *state):
+    """read(key, offset, max_bytes, *state) for a log waiter, whose answer must not raise
+    in the thread that wakes it: a log found gone answers "nothing yet", and the reader's
+    next call, answered at once, hears why."""
+    try:
+        return read(key, offset, max_bytes, *state)
+    except errors.JobQueueError:
+        return {"data": b"", "offset": offset, "eof": False}
 
 
 def _utf8_prefix(data, cut):

@@ -111,6 +111,36 @@ def test_node_list_on_one_machine_shows_its_own_node(daemons):
         wait_all_final(client, [sleeper], 30)
 
 
+def test_a_log_removed_or_cut_outside_jqueue_is_an_error_not_a_wait_for_ever(daemon):
+    """jqctl log -f of a finished job whose log file was removed waited for ever for bytes
+    the file no longer has; now the read says the log is gone (with its path and how much
+    of it is left), so does a follower of a running job once its file is removed, and a
+    log cut short gives what is left, then the same error."""
+    with daemon.client() as client:
+        done = client.submit_job([command("echo hello")])
+        running = client.submit_job([command("echo first; sleep 1; echo second; sleep 30")])
+        wait_all_final(client, [done], 30)
+        path = os.path.join(daemon.state_dir, "logs", "%d.log" % done)
+        size = os.path.getsize(path)
+        os.truncate(path, 20)
+        followed = daemon.jqctl_process("log", "-f", str(done))  # fails, not hangs, if not
+        code, out, err = followed.returncode, followed.stdout, followed.stderr
+        assert code == 6 and len(out) == 20, (code, out, err)
+        assert err == ("jqctl: the log of job %d is gone: %s holds 20 of the %d bytes "
+                       "written to it (removed or cut outside jqueue)\n" % (done, path, size))
+        os.unlink(path)
+        assert daemon.jqctl("log", str(done))[0] == 6
+        answer = client.read_job_log(running, 0, 65536, 10)
+        while "first" not in answer["data"]:
+            answer = client.read_job_log(running, answer["offset"], 65536, 10)
+        os.unlink(os.path.join(daemon.state_dir, "logs", "%d.log" % running))
+        with pytest.raises(errors.JobQueueError, match="the log of job %d is gone" % running):
+            for _ in range(3):  # a follower waiting when "second" comes hears it next
+                answer = client.read_job_log(running, answer["offset"], 65536, 10)
+        client.cancel_job(running, True)
+        wait_all_final(client, [running], 30)
+
+
 def test_a_shell_string_and_its_environment(daemon):
     """-c runs through /bin/sh; the environment is minimal plus JQ_* and --env."""
     code, out, _ = daemon.jqctl("run", "--wait", "--env", "GREETING=hi", "-c",

@@ -88,6 +88,13 @@ def test_status_exit_codes_list_and_log(daemon, mark):
                what="the end of run 1 in the log")
     log = daemon.jqctl("service", "log", "web")[1]
     assert "* EXIT : killed by SIGTERM" in log
+    logs = os.path.join(daemon.state_dir, "logs", "services")
+    [name] = os.listdir(logs)  # removed by hand: the log is gone, said rather than waited for
+    os.unlink(os.path.join(logs, name))
+    followed = daemon.jqctl_process("service", "log", "-f", "web")
+    assert followed.returncode == 6 and "the log of service " in followed.stderr, followed
+    assert "is gone: %s holds 0 of the %d bytes" % (os.path.join(logs, name), len(
+        log.encode())) in followed.stderr, followed.stderr
     wait_until(lambda: events_of(daemon, "web")[-1:] == ["STOPPED"], what="STOPPED")
     assert events_of(daemon, "web") == ["NEW", "STARTING", "RUNNING", "STOPPING", "STOPPED"]
     with open(os.path.join(daemon.state_dir, "actions.log"), encoding="utf-8") as stream:
