@@ -163,9 +163,12 @@ class Context:
                 self.warn("connected again")
             return answer
 
-    def out(self, line="", flush=False):
-        """Print a line (or lines) on stdout, terminal controls escaped."""
-        print(text.printable(line, text.TERMINAL_CONTROLS), file=self.stdout, flush=flush)
+    def out(self, line="", flush=False, raw=False):
+        """Print a line (or lines) on stdout, terminal controls escaped unless raw (a
+        command's own output, shown to whoever ran it, as jqctl log shows it)."""
+        if not raw:
+            line = text.printable(line, text.TERMINAL_CONTROLS)
+        print(line, file=self.stdout, flush=flush)
 
     def warn(self, message):
         """Print ``jqctl: message`` as one line on stderr."""

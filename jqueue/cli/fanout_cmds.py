@@ -71,7 +71,7 @@ def run_on_nodes(ctx, op, options, answer_timeout, as_json):
         for name, result in results.items():
             ctx.out(_header(name, result, rows))
             for line in (result["output"] or "").splitlines():
-                ctx.out("    " + line)
+                ctx.out("    " + line, raw=True)
     codes = [EXIT_FAILURE if not r["answered"] else exitcodes.for_status(r["status"])
              for name, r in results.items() if name not in skipped]
     return exitcodes.worst(codes, EXIT_SUCCESS)
@@ -85,7 +85,7 @@ def _skipped(ctx, op, chosen):
         return {}
     try:
         rows = ctx.again("list_nodes")
-    except errors.GenericError:  # one machine: no other node to leave out
+    except errors.GenericError:  # a daemon that answers no ListNodes: none to leave out
         return {}
     affinity = set(node_set(op["affinity"]) if isinstance(op.get("affinity"), str)
                    else op.get("affinity") or [])

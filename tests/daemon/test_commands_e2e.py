@@ -109,6 +109,12 @@ def test_node_list_on_one_machine_shows_its_own_node(daemons):
                                                "big,gpu", "ok", "-", "1/2", str(sleeper)]
         client.cancel_job(sleeper, True)
         wait_all_final(client, [sleeper], 30)
+        # a fan-out to it by a glob: the command's own output as it wrote it (its colours),
+        # as jqctl log shows it to whoever ran the command
+        code, out, err = daemon.jqctl("run", "--nodes", row["name"][0] + "*", "--", "printf",
+                                      "\\033[31mred\\033[0m\\n")
+        assert code == 0, err
+        assert out == "%s: success, exit status 0\n    \x1b[31mred\x1b[0m\n" % row["name"]
 
 
 def test_a_log_removed_or_cut_outside_jqueue_is_an_error_not_a_wait_for_ever(daemon):
