@@ -1,6 +1,8 @@
 """The info command: everything about jobs, one indented block of lines per job."""
 
-from jqueue import commandjob, constants, serializer, text
+import time
+
+from jqueue import commandjob, constants, errors, serializer, text
 from jqueue.cli import outcome, output, parsing
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS
 from jqueue.job import ts_to_float
@@ -41,14 +43,24 @@ def cmd_info(ctx, args):
     if args.json:
         ctx.out(serializer.dumps(found))
         return code
+    nodes = _nodes(ctx) if any(_unstarted_command(job) for job in found) else []
     for job in found:
-        for line in job_lines(job):
+        for line in job_lines(job, nodes):
             ctx.out(text.printable(line))
     return code
 
 
-def job_lines(job):
-    """The lines describing one job (a dict of INFO_FIELDS)."""
+def _nodes(ctx):
+    """ListNodes' rows, to say why a command waits; [] from a daemon that has none."""
+    try:
+        return ctx.client.list_nodes()
+    except errors.GenericError:
+        return []
+
+
+def job_lines(job, nodes=()):
+    """The lines describing one job (a dict of INFO_FIELDS); nodes (ListNodes' rows) say
+    why a command that has not started waits."""
     lines = ["Job %s" % job["id"], "  Status: %s" % job["status"],
              "  Priority: %s" % output.priority_text(
                  output.shown_priority(job["status"], job["priority"], job["oppriority"]))]
@@ -57,6 +69,7 @@ def job_lines(job):
     lines.extend("  " + line for line in about_lines(job))
     lines.extend("  " + line for line in time_lines(job))
     lines.extend("  " + line for line in command_lines(job))
+    lines.extend("  " + line for line in waiting_lines(job, nodes))
     lines.append("  Opcodes:")
     for index in range(len(job["ops"])):
         lines.extend(opcode_lines(job, index))
@@ -119,6 +132,59 @@ def command_lines(job):
     if job.get("log_bytes"):
         lines.append("Log: %d bytes (jqctl log %s)" % (job["log_bytes"], job["id"]))
     return lines
+
+
+def _unstarted_command(job):
+    """The input of a command opcode of job that waits to start (not held, not waiting
+    out a back-off or a start time), or None."""
+    if (job["status"] not in (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING)
+            or job.get("held") or job.get("retry_at") is not None
+            or (job.get("not_before") or 0) > time.time()):
+        return None
+    for op, status in zip(job["ops"], job["opstatus"]):
+        if status not in constants.OPS_FINALIZED:
+            return op if isinstance(op, dict) and commandjob.is_command(op) else None
+    return None
+
+
+def waiting_lines(job, nodes):
+    """Why a command that has not started waits, as the nodes it may run on are (the
+    ListNodes rows): "Waiting: all 2 slots of vm are busy (jobs 31, 32)"; nothing when
+    one of them could start it (it starts in turn, by priority then id)."""
+    op = _unstarted_command(job)
+    if op is None or not nodes:
+        return []
+    rows = {row.get("name"): row for row in nodes}
+    affinity = set(op.get("affinity") or [])
+    if op.get("node"):
+        names = [op["node"]]
+    elif affinity:
+        names = sorted(name for name, row in rows.items()
+                       if affinity <= set(row.get("tags") or []))
+        if not names:
+            return ["Waiting: no node has the tags %s" % ",".join(sorted(affinity))]
+    else:
+        names = [name for name, row in rows.items() if row.get("role") == "master"]
+    reasons = [_node_busy(name, rows.get(name) or {}) for name in names]
+    if not reasons or not all(reasons):
+        return []
+    return ["Waiting: " + "; ".join(reasons)]
+
+
+def _node_busy(name, row):
+    """Why node name (its ListNodes row) starts no command now, or None if it could."""
+    if row.get("offline"):
+        return "%s is offline" % name
+    if row.get("drained"):
+        return "%s is drained (no new commands start there)" % name
+    if row.get("reachable") is False or row.get("heartbeat") is False:
+        return "%s does not answer" % name
+    slots, used = row.get("slots"), row.get("slots_used")
+    if isinstance(slots, int) and isinstance(used, int) and used >= slots:
+        running = row.get("running_jobs") or []
+        return "all %d slots of %s are busy%s" % (slots, name, " (jobs %s)" % ", ".join(
+            map(str, running)) if running else "")
+    return None
 
 
 def ended_text(job):

@@ -107,8 +107,19 @@ def test_node_list_on_one_machine_shows_its_own_node(daemons):
         assert code == 0, err
         assert out.splitlines()[1].split() == [row["name"], "-", "master", "yes", "-", "-",
                                                "big,gpu", "ok", "-", "1/2", str(sleeper)]
+        # both slots busy: a third job waits, and jqctl info says why
+        second, third = (client.submit_job([command(cmd)]) for cmd in ("sleep 30", "true"))
+        deadline = time.monotonic() + 20
+        while client.list_nodes()[0]["slots_used"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        code, out, err = daemon.jqctl("info", str(third))
+        assert "  Waiting: all 2 slots of %s are busy (jobs %d, %d)\n" % (
+            row["name"], sleeper, second) in out, out
         client.cancel_job(sleeper, True)
-        wait_all_final(client, [sleeper], 30)
+        client.cancel_job(second, True)
+        wait_all_final(client, [sleeper, second, third], 30)
+        assert "Waiting" not in daemon.jqctl("info", str(third))[1]
         # a fan-out to it by a glob: the command's own output as it wrote it (its colours),
         # as jqctl log shows it to whoever ran the command
         code, out, err = daemon.jqctl("run", "--nodes", row["name"][0] + "*", "--", "printf",
