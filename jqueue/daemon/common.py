@@ -7,7 +7,6 @@ reading our standard error) each line carries its syslog priority instead of a t
 
 import argparse
 import ctypes
-import faulthandler
 import gc
 import logging
 import os
@@ -15,6 +14,8 @@ import resource
 import signal
 import socket
 import sys
+import threading
+import traceback
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -182,10 +183,33 @@ class StopSignals:
 
 def dump_stacks_on_request(signum=signal.SIGUSR1):
     """SIGUSR1 writes every thread's stack to stderr (the log) and changes nothing else:
-    where a daemon that stopped answering waits (a lock, a name lookup, a disk). A fatal
-    signal (SIGSEGV, SIGABRT, ...) writes them too before the daemon dies."""
-    faulthandler.enable()
-    faulthandler.register(signum, all_threads=True, chain=False)
+    where a daemon that stopped answering waits (a lock, a name lookup, a disk).
+
+    Python's own handler, not faulthandler's: with faulthandler's (enable and register)
+    a daemon aborted once at its exit in a full test run ("double free or corruption"
+    in the interpreter's finalization, where faulthandler frees its state). The main
+    thread runs this one (the reactor's wakeup descriptor wakes it), reading the other
+    threads' frames; it writes to the descriptor, not through sys.stderr, whose buffer
+    the interrupted code may hold."""
+    signal.signal(signum, _dump_stacks)
+
+
+def _dump_stacks(signum, frame):
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    parts = ["%s: the stack of each thread of pid %d (most recent call last)\n" % (
+        signal.Signals(signum).name, os.getpid())]
+    for ident, stack in sys._current_frames().items():
+        if ident == threading.get_ident():
+            stack = frame  # where the signal found this thread, not this handler
+        parts.append("Thread %s (%d):\n" % (names.get(ident, "?"), ident))
+        parts.extend(traceback.format_stack(stack))
+    parts.append("%s: end of the stacks\n" % signal.Signals(signum).name)
+    data = "".join(parts).encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(2, data):]
+    except OSError:
+        pass
 
 
 def reload_services(top):

@@ -496,11 +496,13 @@ def test_sigusr1_writes_every_threads_stack_to_the_log_and_changes_nothing(daemo
     daemon = daemons()
     daemon.send_signal(signal.SIGUSR1)
     deadline = time.monotonic() + 10
-    while "most recent call first" not in daemon.stderr():
+    while "SIGUSR1: end of the stacks" not in daemon.stderr():
         assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
         time.sleep(0.05)
     log = daemon.stderr()
-    assert log.count("(most recent call first)") > 1 and "twisted" in log, log
+    assert "SIGUSR1: the stack of each thread of pid %d" % daemon.proc.pid in log, log
+    assert "Thread MainThread (" in log and "twisted/internet" in log, log
+    assert log.count("Thread ") > 2, log  # the reactor's and the pools' threads
     with daemon.client() as client:
         assert client.submit_job([delay()]) >= 1
     assert daemon.stop() == 0, daemon.stderr()

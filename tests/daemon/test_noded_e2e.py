@@ -330,7 +330,7 @@ def test_sighup_does_not_stop_the_node(tmp_path, nodeds):
         time.sleep(0.05)
     assert daemon.call("node_info", {})["replica"] and daemon.alive()
     daemon.proc.send_signal(signal.SIGUSR1)
-    while "most recent call first" not in daemon.stderr():
+    while "SIGUSR1: end of the stacks" not in daemon.stderr():
         assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
         time.sleep(0.05)
     assert daemon.call("node_info", {})["replica"]
