@@ -44,6 +44,8 @@ BATCH_BYTES = 1024 * 1024
 #: Seconds between two failed polls. A poll waits at most the heartbeat interval on the
 #: node: each answer is a heartbeat (jqueue.run.commands follows them).
 RETRY = 2.0
+#: Seconds stop() waits for the link's threads once their calls were aborted.
+STOP_WAIT = 2.0
 
 
 def _read_key(body):
@@ -87,6 +89,8 @@ class RemoteLink:
         self.features = None
         self._stopped = threading.Event()
         self._threads = []
+        self._clients = set()  # the RPC clients of the two threads, which stop() aborts
+        self._clients_lock = threading.Lock()
 
     def subscribe(self, listener):
         """Start the link: listener (the runner) hears of the node's attempts."""
@@ -99,10 +103,36 @@ class RemoteLink:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self):
-        """Stop the threads (a poll in flight ends at its timeout)."""
+    def stop(self, timeout=STOP_WAIT):
+        """Stop the threads: the calls in flight fail at once (their connections shut
+        down), and the threads are waited for, up to timeout seconds: a daemon that goes
+        on to exit must not leave one inside a TLS read of a node that does not answer
+        while the interpreter finalizes (an abort at exit, seen with a frozen node)."""
         self._stopped.set()
         self._calls.put(None)
+        with self._clients_lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.close()  # thread-safe: a call in progress in another thread fails
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _new_client(self):
+        """An RPC client for the node, known to stop() until _drop(client)."""
+        client = self._factory()
+        with self._clients_lock:
+            self._clients.add(client)
+        if self._stopped.is_set():  # stop() came while it was made: it missed it
+            client.close()
+        return client
+
+    def _drop(self, client):
+        """Close client and forget it (None, for the caller's variable)."""
+        client.close()
+        with self._clients_lock:
+            self._clients.discard(client)
 
     # The runner's operations: queued for the caller thread
 
@@ -203,7 +233,7 @@ class RemoteLink:
                 if isinstance(data, bytes) and data:  # never an end of output ahead of time
                     ahead = (_read_key(following), data)
         if client is not None:
-            client.close()
+            self._drop(client)
 
     def _take_batch(self, first):
         """([first and the batchable calls queued after it], the next call or None).
@@ -273,7 +303,7 @@ class RemoteLink:
     def _call(self, client, method, body, convert):
         """(the client to use next, the call's answer or its error)."""
         try:
-            client = client or self._factory()
+            client = client or self._new_client()
             answer = client.call(method, body)
             self._host.call(self._heard)
             if convert is not None and answer is not None:
@@ -282,8 +312,7 @@ class RemoteLink:
             answer = err if isinstance(err, errors.GenericError) else errors.RemoteError(
                 "node %s: %s: %s" % (self.name, method, err))
             if isinstance(err, (errors.RemoteError, OSError)) and client is not None:
-                client.close()
-                client = None
+                client = self._drop(client)
         return client, answer
 
     # Events: the poller thread
@@ -293,7 +322,7 @@ class RemoteLink:
         while not self._stopped.is_set():
             try:
                 if client is None:
-                    client = self._factory()
+                    client = self._new_client()
                     self._learn(client.call("node_info", {}))
                 answer = client.call("exec_poll", {"session": session, "after": after,
                                                    "timeout": self._ping_interval})
@@ -303,8 +332,7 @@ class RemoteLink:
             except (errors.GenericError, OSError) as err:
                 logger.debug("node %s: exec_poll: %s", self.name, err)
                 if client is not None:
-                    client.close()
-                    client = None
+                    client = self._drop(client)
                 self._stopped.wait(RETRY)
                 continue
             if answer.get("reset"):
@@ -319,7 +347,7 @@ class RemoteLink:
                 after = max(after, seq)
                 self._host.call(self._listener.link_event, self.name, _event(event))
         if client is not None:
-            client.close()
+            self._drop(client)
 
     def _heard(self, skew=None):
         """The node answered (host thread): a heartbeat, with how far its clock was off

@@ -185,9 +185,9 @@ def dump_stacks_on_request(signum=signal.SIGUSR1):
     """SIGUSR1 writes every thread's stack to stderr (the log) and changes nothing else:
     where a daemon that stopped answering waits (a lock, a name lookup, a disk).
 
-    Python's own handler, not faulthandler's: with faulthandler's (enable and register)
-    a daemon aborted once at its exit in a full test run ("double free or corruption"
-    in the interpreter's finalization, where faulthandler frees its state). The main
+    Python's own handler, keeping no C state for the interpreter's finalization to free
+    (faulthandler's did; with it a daemon aborted once at its exit, most likely from a
+    node link's thread left in a TLS read, which RemoteLink.stop now ends). The main
     thread runs this one (the reactor's wakeup descriptor wakes it), reading the other
     threads' frames; it writes to the descriptor, not through sys.stderr, whose buffer
     the interrupted code may hold."""

@@ -424,3 +424,45 @@ def test_a_launch_to_a_node_that_cannot_say_its_features_fails_with_that_error(m
         link.stop()
     assert isinstance(answers[0], errors.RemoteError) and "refused" in str(answers[0])
     assert node.calls == ["node_info"]
+
+
+class FrozenNode:
+    """A node that answers nothing: each call blocks until its client is closed (as a
+    TLS read of a SIGSTOPped jq-noded does until its connection is shut down)."""
+
+    def __init__(self):
+        self.calls = queue.Queue()
+
+    def __call__(self):
+        return _FrozenClient(self)
+
+
+class _FrozenClient:
+    def __init__(self, node):
+        self.node, self.closed = node, threading.Event()
+
+    def call(self, method, body):
+        self.node.calls.put(method)
+        if not self.closed.wait(30):
+            raise AssertionError("a call to a frozen node was never aborted")
+        raise OSError("connection shut down")
+
+    def close(self):
+        self.closed.set()
+
+
+def test_stop_aborts_the_calls_in_flight_and_waits_for_the_threads():
+    """A node that does not answer (frozen): stop() shuts the poll's and the launch's calls
+    down and returns once both threads ended, promptly; a daemon that exits next leaves
+    no thread inside a TLS read while its interpreter finalizes (it aborted once so)."""
+    node, listener = FrozenNode(), Listener()
+    link = commandlink.RemoteLink("node3", 1, node, ping_interval=0.1)
+    link.features = {}
+    link.subscribe(listener)
+    link.launch({"job": 1}, lambda answer: None)
+    assert {node.calls.get(timeout=10), node.calls.get(timeout=10)} == {
+        "node_info", "exec_launch"}
+    started = time.monotonic()
+    link.stop()
+    assert time.monotonic() - started < 5
+    assert not any(thread.is_alive() for thread in link._threads)
