@@ -44,8 +44,6 @@ BATCH_BYTES = 1024 * 1024
 #: Seconds between two failed polls. A poll waits at most the heartbeat interval on the
 #: node: each answer is a heartbeat (jqueue.run.commands follows them).
 RETRY = 2.0
-#: Seconds stop() waits for the link's threads once their calls were aborted.
-STOP_WAIT = 2.0
 
 
 def _read_key(body):
@@ -103,18 +101,21 @@ class RemoteLink:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout=STOP_WAIT):
+    def stop(self):
         """Stop the threads: the calls in flight fail at once (their connections shut
-        down), and the threads are waited for, up to timeout seconds: a daemon that goes
-        on to exit must not leave one inside a TLS read of a node that does not answer
-        while the interpreter finalizes (an abort at exit, seen with a frozen node)."""
+        down); join() waits for the threads to end."""
         self._stopped.set()
         self._calls.put(None)
         with self._clients_lock:
             clients = list(self._clients)
         for client in clients:
             client.close()  # thread-safe: a call in progress in another thread fails
-        deadline = time.monotonic() + timeout
+
+    def join(self, deadline):
+        """Wait for the stopped threads until deadline (time.monotonic()): a daemon that
+        goes on to exit must not leave one inside a TLS read of a node that does not
+        answer while the interpreter finalizes (an abort at exit, seen with a frozen
+        node). A thread still connecting (not abortable) is left at the deadline."""
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))

@@ -101,6 +101,8 @@ WRITE_RETRY = 1.0
 PING_INTERVAL = 2.0
 PING_MISSES = 3
 LOST_GRACE = 300.0
+#: Seconds a stop waits for the node links' threads once their calls were aborted.
+LINK_STOP_WAIT = 2.0
 
 
 class _Attempt:
@@ -350,6 +352,11 @@ class CommandRunner:
             stop = getattr(link, "stop", None)
             if stop is not None:
                 stop()
+        deadline = time.monotonic() + LINK_STOP_WAIT  # one wait for all: they end together
+        for link in self._links.values():
+            join = getattr(link, "join", None)
+            if join is not None:
+                join(deadline)
 
     # Queueing and starting attempts (host thread)
 

@@ -453,8 +453,9 @@ class _FrozenClient:
 
 def test_stop_aborts_the_calls_in_flight_and_waits_for_the_threads():
     """A node that does not answer (frozen): stop() shuts the poll's and the launch's calls
-    down and returns once both threads ended, promptly; a daemon that exits next leaves
-    no thread inside a TLS read while its interpreter finalizes (it aborted once so)."""
+    down and join() returns once both threads ended, promptly; a daemon that exits next
+    leaves no thread inside a TLS read while its interpreter finalizes (it aborted once
+    so)."""
     node, listener = FrozenNode(), Listener()
     link = commandlink.RemoteLink("node3", 1, node, ping_interval=0.1)
     link.features = {}
@@ -464,5 +465,6 @@ def test_stop_aborts_the_calls_in_flight_and_waits_for_the_threads():
         "node_info", "exec_launch"}
     started = time.monotonic()
     link.stop()
+    link.join(started + 10)
     assert time.monotonic() - started < 5
     assert not any(thread.is_alive() for thread in link._threads)
