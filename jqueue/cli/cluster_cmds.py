@@ -279,7 +279,7 @@ def cmd_cluster_verify(ctx, args):
 
 def _clock_note(skew):
     """What cluster verify adds for a candidate whose clock is off the master's."""
-    if not isinstance(skew, (int, float)) or abs(skew) < constants.CLOCK_SKEW_WARN:
+    if not membership.clock_off(skew):
         return ""
     return "; its clock is %.0fs %s the master's (set it right: NTP)" % (
         abs(skew), "ahead of" if skew > 0 else "behind")
@@ -434,8 +434,7 @@ def _node_cell(key, value, row=None):
         return ",".join(value or []) or "-"
     if key == "last_heartbeat":
         skew = (row or {}).get("clock_skew")
-        note = (" (clock %+.0fs)" % skew if isinstance(skew, (int, float))
-                and abs(skew) >= constants.CLOCK_SKEW_WARN else "")
+        note = " (clock %+.0fs)" % skew if membership.clock_off(skew) else ""
         return (output.format_time(value) if value else "-") + note
     if key == "slots":
         row = row or {}

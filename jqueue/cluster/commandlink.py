@@ -32,6 +32,7 @@ import threading
 import time
 
 from jqueue import constants, errors
+from jqueue.cluster import membership
 from jqueue.cluster.nodeexec import BATCHED, MAX_BATCH
 from jqueue.cluster.rpc import client as rpc_client
 from jqueue.exec.executor import complete_environment
@@ -357,7 +358,7 @@ class RemoteLink:
         if skew is None:
             return
         self.clock_skew = skew
-        if abs(skew) >= constants.CLOCK_SKEW_WARN and not self._clock_off:
+        if membership.clock_off(skew) and not self._clock_off:
             self._clock_off = True
             logger.warning("node %s: its clock is %.0fs %s this node's: the times it records "
                            "(a service's since, an attempt's start and end) are off by as "

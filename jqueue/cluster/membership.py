@@ -25,7 +25,7 @@ import fcntl
 import os
 import threading
 
-from jqueue import errors, serializer
+from jqueue import constants, errors, serializer
 from jqueue.store import fsutil
 
 CLUSTER_FILE = "cluster.json"
@@ -74,6 +74,13 @@ def parse_address(address):
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise errors.ConfigurationError("address %r is not HOST:PORT" % (address,))
     return host, int(port)
+
+
+def clock_off(skew):
+    """Whether a node's clock skew (seconds, rpc client's clock_skew; None: unknown) is
+    worth saying, to the master's log and in jqctl: CLOCK_SKEW_WARN or more either way."""
+    return (isinstance(skew, (int, float)) and not isinstance(skew, bool)
+            and abs(skew) >= constants.CLOCK_SKEW_WARN)
 
 
 class ClusterConfig:
