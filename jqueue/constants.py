@@ -70,6 +70,19 @@ REASON_NODE_LOST = "NODE_LOST"
 REASON_NO_MATCHING_NODE = "NO_MATCHING_NODE"
 REASONS = frozenset([REASON_OK, REASON_FAILED, REASON_TIMEOUT, REASON_KILLED, REASON_INTERR,
                      REASON_NOXFER, REASON_NOPING, REASON_NODE_LOST, REASON_NO_MATCHING_NODE])
+#: Why a job that has not started (or waits between attempts) does not run now: the
+#: query fields wait_reason (one of these) and wait_message (what it waits for, in words);
+#: Slurm's squeue says the same with its REASON column.
+WAIT_HELD = "HELD"
+WAIT_NOT_BEFORE = "NOT_BEFORE"
+WAIT_DEPENDENCY = "DEPENDENCY"
+WAIT_BACKOFF = "BACKOFF"
+WAIT_WORKERS = "WORKERS"
+WAIT_NO_MATCHING_NODE = REASON_NO_MATCHING_NODE
+WAIT_NODE = "NODE_UNAVAILABLE"
+WAIT_SLOTS = "SLOTS"
+WAIT_REASONS = frozenset([WAIT_HELD, WAIT_NOT_BEFORE, WAIT_DEPENDENCY, WAIT_BACKOFF,
+                          WAIT_WORKERS, WAIT_NO_MATCHING_NODE, WAIT_NODE, WAIT_SLOTS])
 #: Waiting for a slot on its node (the opcode is queued).
 ATTEMPT_PENDING = "pending"
 #: Journaled as started on its node before the node is asked: a crash cannot forget it.
@@ -128,6 +141,8 @@ JOB_FIELDS = (
     # Groups, holds and start times.
     "parent", "children", "total", "finished", "errors", "working", "counts", "held",
     "not_before",
+    # Why a pending job does not run now.
+    "wait_reason", "wait_message",
 )
 
 # Query result status codes (Ganeti's RS_*).

@@ -33,9 +33,10 @@ class GroupKeeper:
         self.tree = GroupTree()
         self._shown = {}  # group id -> the shown status its last record had
 
-    def field_context(self, registry):
-        """The query context of the queue's fields (group fields read the tree)."""
-        return query.Context(registry, self)
+    def field_context(self, registry, wait_reason=None):
+        """The query context of the queue's fields (group fields read the tree; the
+        wait fields call wait_reason)."""
+        return query.Context(registry, self, wait_reason)
 
     # Building and following the tree
 

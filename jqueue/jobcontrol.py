@@ -56,6 +56,47 @@ class JobControl:
             return False
         return True
 
+    def wait_reason_unlocked(self, job):
+        """(code, message) saying why job, pending, does not run now (constants.WAIT_*),
+        or None: it runs, it ended, or nothing keeps it back (it starts in its turn).
+
+        A reading of the moment, of the queue and (for a command) of its nodes as the
+        command runner sees them: the query fields wait_reason and wait_message. A change
+        of it alone is no change of the job: it wakes no WaitForJobChanges.
+        """
+        queue = self._queue
+        if job.archived or job.calc_status() not in _PENDING or queue._groups.tree.is_group(
+                job.id):
+            return None
+        if job.held:
+            return _C.WAIT_HELD, "held: it starts once released"
+        holder = queue._groups.holder_unlocked(job)
+        if holder is not None:
+            return _C.WAIT_HELD, "its group %d is held: it starts once that is released" % (
+                holder)
+        if not job.start_due(self._clock()):
+            return _C.WAIT_NOT_BEFORE, "its start time has not come (not_before)"
+        index = job.next_op_index()
+        if index is None:
+            return None
+        params = job.ops[index].input
+        waits = [dep_id for dep_id, _ in params.get("depends") or ()
+                 if queue._known_job_unlocked(dep_id) is not None
+                 and queue._job_status_unlocked(dep_id) not in _C.JOBS_FINALIZED]
+        if waits:
+            return _C.WAIT_DEPENDENCY, "it waits for job%s %s to end" % (
+                "s" if len(waits) > 1 else "", ", ".join(map(str, waits)))
+        if commandjob.is_command(params) and queue._commands is not None:
+            found = queue._commands.wait_reason_unlocked(job, index)
+            if found is not None:
+                return found
+        if queue._pool.has_waiting_task(job.id):
+            stats = queue._pool.stats()
+            if stats["running"] >= stats["workers"]:
+                return _C.WAIT_WORKERS, ("the worker is busy" if stats["workers"] == 1
+                                         else "all %d workers are busy" % stats["workers"])
+        return None
+
     def _starts_due(self, job_ids):
         queue = self._queue
         with queue._lock:

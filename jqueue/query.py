@@ -21,9 +21,12 @@ class Context:
     """What field getters read besides a job: the opcode registry (summaries) and, in a
     queue that has groups, its jqueue.groupkeeper.GroupKeeper (the group fields)."""
 
-    def __init__(self, registry, groups=None):
+    def __init__(self, registry, groups=None, wait_reason=None):
         self.registry = registry
         self.groups = groups
+        #: job -> (code, message) or None: why a pending job does not run now (the queue's
+        #: jqueue.jobcontrol.JobControl.wait_reason_unlocked), None without a queue.
+        self.wait_reason = wait_reason or _no_reason
 
     def summary(self, op):
         """The summary of an opcode (a jqueue.job.QueuedOpCode), derived once."""
@@ -55,6 +58,10 @@ class Context:
 _UNREAD = object()
 
 
+def _no_reason(job):
+    return None
+
+
 class _LeafContext(Context):
     """A Context for the row of a job that is not a group: it has no group info."""
 
@@ -70,7 +77,7 @@ class _RowContext(Context):
     counts and the status derived from them) is read once, not once per field."""
 
     def __init__(self, context):
-        super().__init__(context.registry, context.groups)
+        super().__init__(context.registry, context.groups, context.wait_reason)
         self._info = _UNREAD
 
     def group_info(self, job):
@@ -253,6 +260,23 @@ FIELDS += [
     Field("not_before", "NotBefore", QFT_TIMESTAMP, "Time (epoch seconds) before which the "
           "job does not start", lambda job, ctx: job.not_before),
 ]
+
+
+def _waiting(index):
+    def getter(job, ctx):
+        found = ctx.wait_reason(job)
+        return found[index] if found is not None else None
+    return getter
+
+
+FIELDS += [
+    Field("wait_reason", "WaitReason", QFT_TEXT, "Why the job, pending, does not run now "
+          "(HELD, NOT_BEFORE, DEPENDENCY, BACKOFF, WORKERS, NO_MATCHING_NODE, "
+          "NODE_UNAVAILABLE, SLOTS; null: it runs, it ended, or it starts in its turn)",
+          _waiting(0)),
+    Field("wait_message", "Waiting", QFT_TEXT, "What the job, pending, waits for, in words "
+          "(\"all 2 slots of vm are busy (jobs 31, 32)\")", _waiting(1)),
+]
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
 
@@ -276,7 +300,7 @@ def getters(fields, context):
     if context.groups is None:
         return lambda job: [func(job, context) for func in funcs]
 
-    leaf = _LeafContext(context.registry, context.groups)
+    leaf = _LeafContext(context.registry, context.groups, context.wait_reason)
     plain = _plain_row([f.plain for f in definitions])
 
     def row(job):

@@ -242,7 +242,8 @@ class JobQueue:
         self._processor = processor.JobProcessor(self)
         self._groups = groupkeeper.GroupKeeper(self, active=not self._replica)
         self._control = jobcontrol.JobControl(self, self._clock, thread=not self._replica)
-        self._fields = self._groups.field_context(self._registry)
+        self._fields = self._groups.field_context(
+            self._registry, None if self._replica else self._control.wait_reason_unlocked)
 
     @property
     def path(self):

@@ -11,7 +11,7 @@ import pytest
 from conftest import delay, jqop, run_jobs
 from test_groups import group
 
-from jqueue import errors
+from jqueue import JobQueue, errors
 from jqueue.cluster.replica import Replica
 from jqueue.store import faults
 
@@ -283,3 +283,63 @@ def test_hold_release_retry_and_reset_are_events_and_action_log_lines(open_queue
     logged = [line[4] for line in lines if line[3] == str(job_id)
               and line[4] in ("HOLD", "RELEASE", "RETRY", "RESET")]
     assert logged == requests
+
+
+# Why a job waits
+
+
+def test_wait_reason_says_why_a_pending_job_does_not_run(open_queue, clock, tmp_path):
+    """Held, its group held, its start time to come, a job it depends on running: a code
+    and words each (wait_reason, wait_message); null for a group, a job that may start
+    and one that ended; a replica says nothing of it."""
+    queue = open_queue()
+    fields = ["wait_reason", "wait_message"]
+    held = queue.submit_job([jqop()])
+    queue.hold_job(held)
+    render = queue.submit_job([group("render")])
+    frame = queue.submit_job([jqop()], parent="render")
+    queue.hold_job(render)
+    added = queue.submit_job([jqop()], parent="render")
+    later = queue.submit_job([jqop()], not_before=clock.now + 60)
+    free = queue.submit_job([jqop()])
+    after = queue.submit_job([jqop(depends=[[later, []]])])
+    assert {job_id: state(queue, job_id, fields) for job_id in (
+        held, render, frame, added, later, free, after)} == {
+        held: ["HELD", "held: it starts once released"],
+        render: [None, None],
+        frame: ["HELD", "held: it starts once released"],
+        added: ["HELD", "its group %d is held: it starts once that is released" % render],
+        later: ["NOT_BEFORE", "its start time has not come (not_before)"],
+        free: [None, None],
+        after: ["DEPENDENCY", "it waits for job %d to end" % later]}
+    from jqueue.store import journal
+    payloads = journal.read_records(str(tmp_path / "queue" / "journal"))[0]
+    replica = Replica(str(tmp_path / "replica"), pool_factory=None, checkpoint_interval=None)
+    try:
+        replica.apply_batch(0, 0, 1, 1, payloads)
+        assert replica.queue.query_jobs([held, added], fields) == [[None, None]] * 2
+    finally:
+        replica.close()
+    clock.advance(61)
+    queue.start_due_jobs()
+    queue.release_job(held)
+    run_jobs(queue)
+    assert state(queue, held, ["status"] + fields) == ["success", None, None]
+    assert state(queue, after, ["status"] + fields) == ["success", None, None]
+
+
+def test_wait_reason_of_a_job_behind_busy_workers(tmp_path):
+    """One worker, running a long opcode: the next job waits for it (WORKERS)."""
+    queue = JobQueue(str(tmp_path / "q"), workers=1, checkpoint_interval=None)
+    try:
+        busy = queue.submit_job([delay(3600)])
+        assert queue.wait_for_job_changes(busy, ["status"], ["queued"], None, 10)[0] == [
+            "running"]
+        behind = queue.submit_job([jqop()])
+        assert queue.query_jobs([behind], ["wait_reason", "wait_message"])[0] == [
+            "WORKERS", "the worker is busy"]
+        queue.cancel_job(busy)
+        queue.wait_for_job(behind, 10)
+        assert queue.query_jobs([behind], ["wait_reason"])[0] == [None]
+    finally:
+        queue.shutdown()

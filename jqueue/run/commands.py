@@ -103,6 +103,8 @@ PING_MISSES = 3
 LOST_GRACE = 300.0
 #: Seconds a stop waits for the node links' threads once their calls were aborted.
 LINK_STOP_WAIT = 2.0
+#: Seconds the table of where jobs wait in the nodes' queues serves (wait_reason_unlocked).
+PLACES_AGE = 0.5
 
 
 class _Attempt:
@@ -155,6 +157,8 @@ class CommandRunner:
         self._dispatch_retries = {}  # node -> the timer trying its starts again
         self._placement = Placement()
         self._unplaced = {}     # job id -> op index: waiting for a node to match or come up
+        self._places_table = None  # (built, enqueued, {job: (node, ahead)}, {node: [jobs]})
+        self._enqueued = 0         # jobs queued on nodes so far
         self._ping_interval, self._ping_misses = ping_interval, ping_misses
         self._lost_grace = lost_grace
         self._lost_timers = {}  # node -> the timer ending its attempts NODE_LOST
@@ -386,6 +390,7 @@ class CommandRunner:
         if node is None:
             return
         heapq.heappush(self._pending[node], (priority, job_id, op_index))
+        self._enqueued += 1
         self._dispatch(node)
 
     def _place(self, job_id, op_index, params):
@@ -431,10 +436,93 @@ class CommandRunner:
 
     def _available(self, node):
         """Whether attempts may start on node now (reachable, not drained nor offline)."""
+        return self._unavailable(node) is None
+
+    def _unavailable(self, node):
+        """Why attempts may not start on node now, or None if they may."""
         link = self._links.get(node)
-        return (link is not None and getattr(link, "reachable", True)
-                and not getattr(link, "drained", False)
-                and not getattr(link, "offline", False))
+        if link is None:
+            return "%s is not a node of this queue" % node
+        if getattr(link, "offline", False):
+            return "%s is offline" % node
+        if getattr(link, "drained", False):
+            return "%s is drained (no new commands start there)" % node
+        if not getattr(link, "reachable", True):
+            return "%s does not answer" % node
+        return None
+
+    # Why a command waits (any thread, under the queue's lock)
+
+    def wait_reason_unlocked(self, job, op_index):
+        """(code, message) of why command opcode op_index of job, pending, does not start
+        now, or None (see JobControl.wait_reason_unlocked). It reads the host thread's
+        tables by copies and never waits for that thread (which takes the queue's lock)."""
+        if job.id in self._attempts:
+            return None
+        state = job.ops[op_index].exec_state or {}
+        if state.get("state") == constants.ATTEMPT_RETRY_WAIT and state.get("retry_at"):
+            return constants.WAIT_BACKOFF, "its next attempt waits out the back-off after " \
+                "one that ended %s (retry_at)" % state.get("reason")
+        if self._unplaced.get(job.id) == op_index:
+            return self._unplaced_reason(job.ops[op_index].input)
+        place = self._places(job.id)
+        if place is None:
+            return None
+        node, ahead, running = place
+        why = self._unavailable(node)
+        if why is not None:
+            return constants.WAIT_NODE, why
+        slots = max(1, self._links[node].slots)
+        if self._running.get(node, 0) < slots:
+            return None  # it starts now
+        text = "%s of %s %s busy (%s %s)" % (
+            "the slot" if slots == 1 else "all %d slots" % slots, node,
+            "is" if slots == 1 else "are", "job" if len(running) == 1 else "jobs",
+            _some(running))
+        if ahead:
+            text += "; %d job%s before it in %s's queue" % (ahead, "" if ahead == 1 else "s",
+                                                          node)
+        return constants.WAIT_SLOTS, text
+
+    def _unplaced_reason(self, params):
+        """Why a job with an affinity has no node now: none has its tags, or those that
+        have them are unavailable (each one's reason)."""
+        affinity = params.get("affinity") or []
+        nodes = sorted(self._placement.matching(affinity))
+        if not nodes:
+            return constants.WAIT_NO_MATCHING_NODE, "no node has the tags %s" % ",".join(
+                sorted(affinity))
+        reasons = [why for why in map(self._unavailable, nodes) if why is not None]
+        if not reasons:
+            return None  # one came up: it is being placed
+        return constants.WAIT_NODE, "every node with the tags %s is unavailable: %s" % (
+            ",".join(sorted(affinity)), _some(reasons, "; "))
+
+    def _places(self, job_id):
+        """(node, jobs before it in that node's queue, [jobs running there]) of a job
+        waiting in a node's queue, or None. From a table of every queue, rebuilt once
+        PLACES_AGE seconds old, or at once for a job it lacks if jobs were queued since
+        (one just queued): a listing of 10^5 jobs builds it about once."""
+        now, enqueued = time.monotonic(), self._enqueued
+        table = self._places_table
+        if table is None or now - table[0] > PLACES_AGE or (
+                job_id not in table[2] and enqueued != table[1]):
+            table = self._places_table = (now, enqueued) + self._build_places()
+        found = table[2].get(job_id)
+        if found is None:
+            return None
+        node, ahead = found
+        return node, ahead, table[3].get(node, [])
+
+    def _build_places(self):
+        places = {}
+        for node, heap in list(self._pending.items()):
+            for ahead, entry in enumerate(sorted(list(heap))):
+                places.setdefault(entry[1], (node, ahead))
+        running = {}
+        for attempt in list(self._attempts.values()):
+            running.setdefault(attempt.node, []).append(attempt.job_id)
+        return places, {node: sorted(ids) for node, ids in running.items()}
 
     def _load(self, node):
         slots = max(1, self._links[node].slots)
@@ -1406,6 +1494,12 @@ def node_list_fields(status, spec=None):
                       clock_skew=status.get("clock_skew"), slots=status["slots"],
                       slots_used=status["used"], running_jobs=status["running"])
     return fields
+
+
+def _some(items, separator=", ", shown=5):
+    """The first few of items, joined, and how many more there are."""
+    text = separator.join(map(str, items[:shown]))
+    return text + (" and %d more" % (len(items) - shown) if len(items) > shown else "")
 
 
 def _log_control(attempt, action, answer):

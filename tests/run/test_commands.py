@@ -1284,3 +1284,67 @@ def test_jobs_in_a_group_need_the_groups_tags_too(open_queue, clock, tmp_path):
     assert queue.query_jobs([], ["id"]) == before
     with pytest.raises(errors.OpPrereqError, match="affinity"):
         queue.submit_job([{"OP_ID": "OP_GROUP", "title": "bad", "affinity": 7}])
+
+
+def wait_fields(setup, job_id):
+    return tuple(setup.fields(job_id, ["wait_reason", "wait_message"]))
+
+
+def test_wait_reason_says_why_a_pending_command_does_not_start(open_queue, clock, tmp_path):
+    """Its node's slots busy (the jobs there, those before it), its hold, its start time,
+    a job it depends on, its back-off: each a code and words; null once it runs or when
+    nothing keeps it back."""
+    setup = Setup(open_queue, clock, tmp_path, slots=1)
+    blocker = setup.submit(command("sleep 60"))
+    assert wait_fields(setup, blocker) == (None, None)
+    first, second = setup.submit(command("a")), setup.submit(command("b"))
+    assert wait_fields(setup, first) == ("SLOTS", "the slot of node1 is busy (job %d)"
+                                         % blocker)
+    assert wait_fields(setup, second) == (
+        "SLOTS", "the slot of node1 is busy (job %d); 1 job before it in node1's queue"
+        % blocker)
+    setup.queue.hold_job(second)
+    assert wait_fields(setup, second) == ("HELD", "held: it starts once released")
+    later = setup.queue.submit_job([command("c")], not_before=clock.now + 60)
+    assert wait_fields(setup, later) == ("NOT_BEFORE",
+                                         "its start time has not come (not_before)")
+    after = setup.submit(command("d", depends=[[first, []]]))
+    assert wait_fields(setup, after) == ("DEPENDENCY", "it waits for job %d to end" % first)
+    retried = setup.submit(command("false", max_attempts=2, retry_delay=5, priority=-10))
+    setup.end(blocker)
+    assert setup.fields(retried, ["status"]) == ["running"]
+    assert wait_fields(setup, retried) == (None, None)
+    setup.end(retried, exit_status=1)
+    assert wait_fields(setup, retried) == (
+        "BACKOFF", "its next attempt waits out the back-off after one that ended FAILED "
+        "(retry_at)")
+    assert setup.fields(first, ["status", "wait_reason"]) == ["running", None]
+
+
+def test_wait_reason_names_the_nodes_that_keep_a_command_back(open_queue, clock, tmp_path):
+    """No node with its tags; the nodes with them drained or not answering (each one's
+    reason); its own node drained; nothing once one can start it."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["X"], "b": ["X"]})
+    gpu = setup.submit(command("x", affinity="GPU"))
+    assert wait_fields(setup, gpu) == ("NO_MATCHING_NODE", "no node has the tags GPU")
+    setup.links["a"].drained = True
+    setup.links["b"].reachable = False
+    setup.queue.commands.nodes_changed()
+    setup.settle()
+    tagged = setup.submit(command("x", affinity="X"))
+    pinned = setup.submit(command("x", node="a"))
+    assert wait_fields(setup, tagged) == (
+        "NODE_UNAVAILABLE", "every node with the tags X is unavailable: a is drained (no "
+        "new commands start there); b does not answer")
+    assert wait_fields(setup, pinned) == ("NODE_UNAVAILABLE",
+                                          "a is drained (no new commands start there)")
+    setup.links["a"].drained = False
+    setup.links["b"].reachable = True
+    setup.queue.commands.nodes_changed()
+    setup.settle()
+    assert launched_on(setup, pinned) == ["a"] and launched_on(setup, tagged) != []
+    assert wait_fields(setup, pinned) == (None, None)
+    assert wait_fields(setup, gpu)[0] == "NO_MATCHING_NODE"
+    on_a = [pinned] + [setup.submit(command("x", node="a")) for _ in range(4)]
+    assert wait_fields(setup, on_a[-1]) == (
+        "SLOTS", "all 4 slots of a are busy (jobs %s)" % ", ".join(map(str, on_a[:4])))
