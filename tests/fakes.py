@@ -237,6 +237,7 @@ class FakeLuxiClient:
         self.services = {}      # name -> the view QueryServices answers
         self.service_logs = {}  # name -> bytes of its log
         self.service_log_starts = {}  # name -> where what its log keeps begins
+        self.wait_reasons = {}  # job id -> (wait_reason, wait_message) the queue would say
         self._failures = {}
         self._steps = {}
         self.waited = 0.0  # seconds calls with a timeout spent waiting for nothing
@@ -519,9 +520,14 @@ class FakeLuxiClient:
                 archived += 1
         return [archived, len(live) - len(checked)]
 
+    def _fields(self):
+        """The fields' context: the registry, and the wait reasons the test set."""
+        return query.Context(opcodes.REGISTRY,
+                             wait_reason=lambda job: self.wait_reasons.get(job.id))
+
     def query_jobs(self, job_ids, fields):
         self._record("query_jobs", job_ids, fields)
-        info = query.getters(fields, opcodes.REGISTRY)
+        info = query.getters(fields, self._fields())
         if not job_ids:
             return [info(self.jobs[i]) for i in sorted(self.jobs) if self._live(i)]
         return [info(self.jobs[i]) if i in self.jobs else None for i in job_ids]
@@ -535,7 +541,7 @@ class FakeLuxiClient:
         definitions = query.check_fields(fields)
         compiled = qlang.compile_filter(qfilter)
         names = list(fields) + sorted(compiled.fields.difference(fields))
-        info = query.getters(names, opcodes.REGISTRY)
+        info = query.getters(names, self._fields())
         rows = [info(self.jobs[i]) for i in sorted(self.jobs) if self._live(i)]
         data = [[[constants.RS_NORMAL, v] for v in row[:len(fields)]] for row in rows
                 if compiled(dict(zip(names, row)))]
@@ -593,7 +599,7 @@ class FakeLuxiClient:
         job = self.jobs.get(job_id)
         if job is None:
             raise errors.JobLost("job %s not found" % job_id)
-        info = query.getters(fields, opcodes.REGISTRY)
+        info = query.getters(fields, self._fields())
 
         def check():
             return waiting.check_change(job, info, prev_job_info, prev_log_serial,

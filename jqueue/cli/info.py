@@ -1,8 +1,7 @@
 """The info command: everything about jobs, one indented block of lines per job."""
 
-import time
 
-from jqueue import commandjob, constants, errors, serializer, text
+from jqueue import commandjob, constants, serializer, text
 from jqueue.cli import outcome, output, parsing
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS
 from jqueue.job import ts_to_float
@@ -11,7 +10,7 @@ INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts"
                "summary", "ops", "opstatus", "opresult", "opstart", "opexec", "opend", "oplog",
                "oppriority", "title", "owner", "parent", "held", "not_before", "node",
                "attempt", "max_attempts", "pid", "reason", "exit_status", "signal",
-               "timed_out", "progress", "retry_at", "log_bytes"]
+               "timed_out", "progress", "retry_at", "log_bytes", "wait_reason", "wait_message"]
 _OP_INDENT = " " * 4
 _DETAIL_INDENT = " " * 6
 _BLOCK_INDENT = " " * 8
@@ -43,24 +42,14 @@ def cmd_info(ctx, args):
     if args.json:
         ctx.out(serializer.dumps(found))
         return code
-    nodes = _nodes(ctx) if any(_unstarted_command(job) for job in found) else []
     for job in found:
-        for line in job_lines(job, nodes):
+        for line in job_lines(job):
             ctx.out(text.printable(line))
     return code
 
 
-def _nodes(ctx):
-    """ListNodes' rows, to say why a command waits; [] from a daemon that has none."""
-    try:
-        return ctx.client.list_nodes()
-    except errors.GenericError:
-        return []
-
-
-def job_lines(job, nodes=()):
-    """The lines describing one job (a dict of INFO_FIELDS); nodes (ListNodes' rows) say
-    why a command that has not started waits."""
+def job_lines(job):
+    """The lines describing one job (a dict of INFO_FIELDS)."""
     lines = ["Job %s" % job["id"], "  Status: %s" % job["status"],
              "  Priority: %s" % output.priority_text(
                  output.shown_priority(job["status"], job["priority"], job["oppriority"]))]
@@ -69,7 +58,7 @@ def job_lines(job, nodes=()):
     lines.extend("  " + line for line in about_lines(job))
     lines.extend("  " + line for line in time_lines(job))
     lines.extend("  " + line for line in command_lines(job))
-    lines.extend("  " + line for line in waiting_lines(job, nodes))
+    lines.extend("  " + line for line in waiting_lines(job))
     lines.append("  Opcodes:")
     for index in range(len(job["ops"])):
         lines.extend(opcode_lines(job, index))
@@ -134,57 +123,16 @@ def command_lines(job):
     return lines
 
 
-def _unstarted_command(job):
-    """The input of a command opcode of job that waits to start (not held, not waiting
-    out a back-off or a start time), or None."""
-    if (job["status"] not in (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING)
-            or job.get("held") or job.get("retry_at") is not None
-            or (job.get("not_before") or 0) > time.time()):
-        return None
-    for op, status in zip(job["ops"], job["opstatus"]):
-        if status not in constants.OPS_FINALIZED:
-            return op if isinstance(op, dict) and commandjob.is_command(op) else None
-    return None
+#: Wait reasons info says on lines of their own (Held, Not before, Next attempt).
+_SAID_ELSEWHERE = (constants.WAIT_HELD, constants.WAIT_NOT_BEFORE, constants.WAIT_BACKOFF)
 
 
-def waiting_lines(job, nodes):
-    """Why a command that has not started waits, as the nodes it may run on are (the
-    ListNodes rows): "Waiting: all 2 slots of vm are busy (jobs 31, 32)"; nothing when
-    one of them could start it (it starts in turn, by priority then id)."""
-    op = _unstarted_command(job)
-    if op is None or not nodes:
+def waiting_lines(job):
+    """Why a pending job does not run now, as the master sees it (wait_message):
+    "Waiting: all 2 slots of vm are busy (jobs 31, 32)"; nothing when it starts in turn."""
+    if not job.get("wait_message") or job.get("wait_reason") in _SAID_ELSEWHERE:
         return []
-    rows = {row.get("name"): row for row in nodes}
-    affinity = set(op.get("affinity") or [])
-    if op.get("node"):
-        names = [op["node"]]
-    elif affinity:
-        names = sorted(name for name, row in rows.items()
-                       if affinity <= set(row.get("tags") or []))
-        if not names:
-            return ["Waiting: no node has the tags %s" % ",".join(sorted(affinity))]
-    else:
-        names = [name for name, row in rows.items() if row.get("role") == "master"]
-    reasons = [_node_busy(name, rows.get(name) or {}) for name in names]
-    if not reasons or not all(reasons):
-        return []
-    return ["Waiting: " + "; ".join(reasons)]
-
-
-def _node_busy(name, row):
-    """Why node name (its ListNodes row) starts no command now, or None if it could."""
-    if row.get("offline"):
-        return "%s is offline" % name
-    if row.get("drained"):
-        return "%s is drained (no new commands start there)" % name
-    if row.get("reachable") is False or row.get("heartbeat") is False:
-        return "%s does not answer" % name
-    slots, used = row.get("slots"), row.get("slots_used")
-    if isinstance(slots, int) and isinstance(used, int) and used >= slots:
-        running = row.get("running_jobs") or []
-        return "all %d slots of %s are busy%s" % (slots, name, " (jobs %s)" % ", ".join(
-            map(str, running)) if running else "")
-    return None
+    return ["Waiting: " + job["wait_message"]]
 
 
 def ended_text(job):

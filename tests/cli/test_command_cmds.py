@@ -319,25 +319,22 @@ def test_titles_and_commands_cannot_drive_the_operators_terminal(cli):
     assert cli("tree").out.splitlines()[2].split() == [str(child), "queued", "x\\n\\x1b[2J"]
 
 
-def test_info_says_why_a_command_that_has_not_started_waits(cli):
-    """A queued command job: info names what keeps it from starting, as the nodes it may
-    run on are (ListNodes): their slots all busy, drained, offline, not answering, or no
-    node with its tags; nothing when one could start it, or once it is held."""
+def test_info_says_why_a_pending_job_waits_as_the_master_says(cli):
+    """info's Waiting line is the queue's wait_message (its slots busy, a node drained, no
+    node with the tags...); none when the queue says nothing, nor for the reasons info
+    says on lines of their own (held, a start time, a back-off)."""
     job_id = cli.fake.add_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "make"}])
-    node = dict(cli.fake.LOCAL_NODES[0], slots=2, slots_used=2, running_jobs=[7, 9])
-    cli.fake.LOCAL_NODES = [node]
-    assert "  Waiting: all 2 slots of vm are busy (jobs 7, 9)\n" in cli("info", job_id).out
-    for changes, why in (({"drained": True}, "vm is drained (no new commands start there)"),
-                         ({"offline": True}, "vm is offline"),
-                         ({"heartbeat": False}, "vm does not answer")):
-        cli.fake.LOCAL_NODES = [dict(node, slots_used=0, **changes)]
-        assert "  Waiting: %s\n" % why in cli("info", job_id).out
-    cli.fake.LOCAL_NODES = [dict(node, slots_used=1)]
     assert "Waiting" not in cli("info", job_id).out
-    tagged = cli.fake.add_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "make",
-                                "affinity": ["gpu"]}])
-    assert "  Waiting: no node has the tags gpu\n" in cli("info", tagged).out
-    cli.fake.LOCAL_NODES = [dict(node, tags=["gpu"])]
-    assert "  Waiting: all 2 slots of vm are busy" in cli("info", tagged).out
-    cli.fake.jobs[tagged].held = True
-    assert "Waiting" not in cli("info", tagged).out
+    for reason, message in (("SLOTS", "all 2 slots of vm are busy (jobs 7, 9)"),
+                            ("NODE_UNAVAILABLE", "vm is drained (no new commands start there)"),
+                            ("NO_MATCHING_NODE", "no node has the tags gpu"),
+                            ("DEPENDENCY", "it waits for job 3 to end")):
+        cli.fake.wait_reasons[job_id] = (reason, message)
+        assert "  Waiting: %s\n" % message in cli("info", job_id).out
+    for reason in ("HELD", "NOT_BEFORE", "BACKOFF"):
+        cli.fake.wait_reasons[job_id] = (reason, "said elsewhere")
+        assert "Waiting" not in cli("info", job_id).out
+    cli.fake.wait_reasons[job_id] = ("SLOTS", "all 2 slots of \x1b[2Jvm are busy")
+    assert "  Waiting: all 2 slots of \\x1b[2Jvm are busy\n" in cli("info", job_id).out
+    rows = serializer.loads(cli("list", "-o", "id,wait_reason", "--json").out)
+    assert rows == [{"id": job_id, "wait_reason": "SLOTS"}]
