@@ -215,6 +215,32 @@ def test_a_failed_attempt_shows_when_the_next_one_starts_until_the_job_is_cancel
     assert detail_field(browser, "next attempt") is None
 
 
+def test_a_job_waiting_for_a_slot_says_so_in_its_row_and_detail(browser, served):
+    """One slot, taken: the next command job's status (its tooltip) and detail say what it
+    waits for, as the API's wait_message; once it runs, nothing."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    sleeper = client.post("/api/v1/jobs", {"cmd": "sleep 60"}).json()["id"]
+    client.wait_job(sleeper, ("running",))
+    job_id = client.post("/api/v1/jobs", {"cmd": "sleep 60"}).json()["id"]
+    job = client.get("/api/v1/jobs/%d" % job_id).json()
+    assert job["wait_reason"] == "SLOTS", job
+    assert job["wait_message"].startswith("the slot of ") and job["wait_message"].endswith(
+        " is busy (job %d)" % sleeper), job
+    open_page(browser, client)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    status = browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"] td.status' % job_id)
+    assert status.get_attribute("title") == job["wait_message"]
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    wait_for(lambda: detail_field(browser, "waiting") == job["wait_message"],
+             what="the waiting field")
+    assert client.post("/api/v1/jobs/%d/cancel" % sleeper, {}).status == 200
+    wait_for(lambda: detail_field(browser, "status") == "running", what="the job running")
+    assert detail_field(browser, "waiting") is None
+    assert client.post("/api/v1/jobs/%d/cancel" % job_id, {}).status == 200
+
+
 def test_a_log_followed_on_the_page_goes_on_across_a_restart_of_the_daemon(browser, served):
     """kill -9 of jq-masterd while the page follows a job's log, then the daemon again
     (same port): the view reads on from where it was, every line once, to the end."""

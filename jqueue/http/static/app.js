@@ -165,6 +165,7 @@
     c.statusText.textContent = job.status;
     c.held.hidden = !job.held;
     c.status.className = "status st-" + job.status;
+    c.status.title = job.wait_message || "";  // why a pending job does not run now
     c.node.textContent = job.node || "";
     const progress = progressOf(job);
     c.fill.style.width = Math.round(progress * 100) + "%";
@@ -382,6 +383,7 @@
     $("detail").classList.toggle("group", group);
     const fields = $("detail-fields");
     const rows = [["status", job.status], ["held", job.held ? "yes" : ""],
+                  ["waiting", job.wait_message],
                   ["jobs", group ? countsText(job.children) : ""],
                   ["node", job.node], ["owner", job.owner],
                   ["priority", job.priority], ["attempts", job.attempt ?
