@@ -83,6 +83,18 @@ def test_affinity_drain_and_a_tag_that_appears_later(tmp_path, nodeds, daemons):
         linux = [client.submit_job([command("true", affinity="LINUX")]) for _ in range(4)]
         wait_all_final(client, linux, 30)
         assert {node_of(client, job_id) for job_id in linux} == {"node2"}
+        stuck = client.submit_job([command("true", affinity="24GB")])
+        why = "every node with the tags 24GB is unavailable: node3 is drained (no new " \
+              "commands start there)"
+        deadline = time.monotonic() + 20  # (placed once the pool has handed it over)
+        while client.query_jobs([stuck], ["wait_reason"])[0] == [None]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.query_jobs([stuck], ["status", "wait_reason", "wait_message"])[0] == [
+            "queued", "NODE_UNAVAILABLE", why]
+        code, out, err = jqctl("info", str(stuck), socket=master.socket)
+        assert "  Waiting: %s\n" % why in out, (out, err)
+        client.cancel_job(stuck)
         modified = [e["message"] for e in client.wait_for_events(
             0, {"node": "node3", "kind": "node", "status": ["MODIFIED"]}, 1)["events"]]
         assert modified[0].endswith("(tags LINUX,24GB)"), modified

@@ -223,6 +223,8 @@ def test_a_job_waiting_for_a_slot_says_so_in_its_row_and_detail(browser, served)
     sleeper = client.post("/api/v1/jobs", {"cmd": "sleep 60"}).json()["id"]
     client.wait_job(sleeper, ("running",))
     job_id = client.post("/api/v1/jobs", {"cmd": "sleep 60"}).json()["id"]
+    wait_for(lambda: client.get("/api/v1/jobs/%d" % job_id).json()["wait_reason"],
+             what="the job queued on the node")
     job = client.get("/api/v1/jobs/%d" % job_id).json()
     assert job["wait_reason"] == "SLOTS", job
     assert job["wait_message"].startswith("the slot of ") and job["wait_message"].endswith(
