@@ -212,24 +212,83 @@ def _dump_stacks(signum, frame):
         pass
 
 
-def reload_services(top):
-    """SIGHUP: call reload() of each service of the tree top that has one (it returns
-    whether it had anything to read again); say so if none had."""
+#: What SIGHUP says of an option changed in the file that the running daemon cannot take.
+AT_RESTART = "it takes effect at the next restart"
+
+
+def reload_daemon(current, top):
+    """SIGHUP: read the configuration file again and apply what changed that the running
+    daemon can take (log_level here, the rest by the reconfigure(new, changes) of the
+    services of the tree top, each returning the option names it applied); say each
+    change, and that the others take effect at the next restart. Then call each
+    service's reload() (files it reads again: it returns whether there was one).
+
+    current is a one-item list holding the running Config: it gets the changes applied
+    (the others are said again at the next SIGHUP, as they still wait for a restart). A
+    file that does not read or check changes nothing: the error is logged.
+    """
+    config = current[0]
+    changed = {}
+    if config.path is not None:
+        try:
+            changed = configmod.changes(config, configmod.reread(config))
+        except errors.ConfigurationError as err:
+            logger.error("SIGHUP: %s; the running configuration stays", one_line(err))
+        applied = _reconfigure(top, config.with_values(
+            {name: new for name, (_, new) in changed.items()}), changed)
+        for name, (old, new) in sorted(changed.items()):
+            if name in applied:
+                logger.info("SIGHUP: %s changed from %s to %s", name, _shown(old), _shown(new))
+            else:
+                logger.warning("SIGHUP: %s changed in %s (from %s to %s): %s", name,
+                               config.path, _shown(old), _shown(new), AT_RESTART)
+        current[0] = config.with_values({name: changed[name][1] for name in applied})
     reloaded = 0
-    stack = [top]
-    while stack:
-        svc = stack.pop()
+    for svc in _service_tree(top):
         reload = getattr(svc, "reload", None)
         if callable(reload):
             try:
                 reloaded += bool(reload())
             except Exception:  # noqa: BLE001 - a failed reload must not stop the daemon
                 logger.exception("SIGHUP: reloading %s failed", svc)
+    if config.path is None and not reloaded:
+        logger.info("received SIGHUP: nothing to read again (no configuration file; the "
+                    "options of the command line are read at start: restart to change "
+                    "them)")
+    elif config.path is not None and not changed:
+        logger.info("received SIGHUP: %s read again, no option changed", config.path)
+
+
+def _reconfigure(top, new, changed):
+    """The names of the changed options applied, by this module and the services."""
+    applied = set()
+    if "log_level" in changed:
+        logging.getLogger().setLevel(LEVELS[new.log_level])
+        applied.add("log_level")
+    for svc in _service_tree(top):
+        reconfigure = getattr(svc, "reconfigure", None)
+        if callable(reconfigure) and changed:
+            try:
+                applied.update(reconfigure(new, changed) or ())
+            except Exception:  # noqa: BLE001 - as a failed reload above
+                logger.exception("SIGHUP: reconfiguring %s failed", svc)
+    return applied
+
+
+def _service_tree(top):
+    stack = [top]
+    while stack:
+        svc = stack.pop()
+        yield svc
         if isinstance(svc, service.MultiService):
             stack.extend(svc)
-    if not reloaded:
-        logger.info("received SIGHUP: nothing to read again (options and the "
-                    "configuration file are read at start: restart to change them)")
+
+
+def _shown(value):
+    """An option's value as the log says it."""
+    if isinstance(value, (list, tuple)):
+        return "[%s]" % ", ".join(map(str, value))
+    return "none" if value is None else str(value)
 
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -385,10 +444,10 @@ def run(prog, config, build, describe=None):
     from twisted.internet import reactor
     monotonic_timers(reactor)
     logger.info("%s %s starting (pid %d)", prog, jqueue.version(), os.getpid())
-    started = []
+    started, current = [], [config]
     signals = StopSignals(reactor, lambda: stop_reactor(reactor),
                           lambda: describe(started[0]) if describe and started else "",
-                          lambda: reload_services(started[0]) if started else None)
+                          lambda: reload_daemon(current, started[0]) if started else None)
     signals.install()
     try:
         armed = faults.arm_from_environment()

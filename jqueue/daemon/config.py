@@ -484,10 +484,12 @@ def _flag_help(option):
 class Config:
     """The option values of one program, as attributes named like the options (read-only)."""
 
-    def __init__(self, program, values, path=None):
+    def __init__(self, program, values, path=None, given=()):
         object.__setattr__(self, "program", program)
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "_values", dict(values))
+        #: The options set on the command line (a reload of the file keeps them).
+        object.__setattr__(self, "given", frozenset(given))
 
     def __getattr__(self, name):
         try:
@@ -501,6 +503,10 @@ class Config:
     def as_dict(self):
         return dict(self._values)
 
+    def with_values(self, values):
+        """This configuration with some options' values replaced."""
+        return Config(self.program, dict(self._values, **values), self.path, self.given)
+
     def __repr__(self):
         return "Config(%r, %r, path=%r)" % (self.program, self._values, self.path)
 
@@ -513,7 +519,7 @@ def load(program, args):
     """
     path = getattr(args, "config", None)
     from_file = read_file(path, program) if path else {}
-    values = {}
+    values, on_command_line = {}, set()
     for option in options_for(program):
         given = getattr(args, option.name, None) if option.flag else None
         if given is not None:
@@ -521,6 +527,7 @@ def load(program, args):
                 values[option.name] = option.check(given)
             except ValueError as err:
                 raise errors.ConfigurationError("%s: %s" % (option.flag, err)) from None
+            on_command_line.add(option.name)
         elif option.name in from_file:
             values[option.name] = from_file[option.name]
         elif option.default is REQUIRED:
@@ -528,7 +535,33 @@ def load(program, args):
                                      "file)" % (option.flag, option.name, program))
         else:
             values[option.name] = option.default_value()
-    return Config(program, values, path)
+    return Config(program, values, path, on_command_line)
+
+
+def reread(config):
+    """config with its file read again (a reload): what the command line set stays, an
+    option the file no longer sets goes back to its default. Raises as load does."""
+    if config.path is None:
+        return config
+    from_file = read_file(config.path, config.program)
+    values = {}
+    for option in options_for(config.program):
+        if option.name in config.given or not option.in_file:
+            values[option.name] = getattr(config, option.name)
+        elif option.name in from_file:
+            values[option.name] = from_file[option.name]
+        elif option.default is REQUIRED:
+            raise MissingOptionError("%s is required (or %s in the [%s] table of the config "
+                                     "file)" % (option.flag, option.name, config.program))
+        else:
+            values[option.name] = option.default_value()
+    return Config(config.program, values, config.path, config.given)
+
+
+def changes(old, new):
+    """{option name: (old value, new value)} of the options whose values differ."""
+    return {name: (value, getattr(new, name)) for name, value in old.as_dict().items()
+            if getattr(new, name) != value}
 
 
 def read_file(path, program):

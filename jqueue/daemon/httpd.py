@@ -105,7 +105,7 @@ class HttpService(service.Service):
                     else "loopback")
 
     def reload(self):
-        """SIGHUP (common.reload_services): reopen the access log, read the tokens file
+        """SIGHUP (common.reload_daemon): reopen the access log, read the tokens file
         again; whether there was either."""
         if self.site is None:
             return False

@@ -81,6 +81,25 @@ def test_flag_wins_over_file_which_wins_over_default(tmp_path):
     assert loaded.idle_timeout == 600 and loaded.path == path
 
 
+def test_reread_takes_the_file_again_but_not_what_the_command_line_set(tmp_path):
+    """A reload: the file's new values, an option it no longer sets back to its default,
+    the flags' values kept; changes names what differs; a file gone is an error."""
+    path = write(tmp_path, '[masterd]\nstate_dir = "/a"\nworkers = 3\nmax_jobs = 9\n')
+    loaded = config.load("masterd", parse(["--config", path, "--workers", "7"]))
+    assert loaded.given == {"config", "workers"}
+    write(tmp_path, '[masterd]\nstate_dir = "/a"\nworkers = 4\nread_timeout = 2.5\n')
+    again = config.reread(loaded)
+    assert (again.workers, again.max_jobs, again.read_timeout) == (
+        7, config.load("masterd", parse(["--state-dir", "/a"])).max_jobs, 2.5)
+    assert config.changes(loaded, again) == {"max_jobs": (9, again.max_jobs),
+                                             "read_timeout": (loaded.read_timeout, 2.5)}
+    os.unlink(path)
+    with pytest.raises(errors.ConfigurationError, match="config file %s" % path):
+        config.reread(loaded)
+    plain = config.load("masterd", parse(["--state-dir", "/a"]))
+    assert config.reread(plain) is plain
+
+
 def test_tables_of_other_programs_are_left_to_them(tmp_path):
     """[noded] and [cluster] tables are not masterd's business; unknown tables are errors."""
     path = write(tmp_path, '[masterd]\nstate_dir = "/a"\n[noded]\nlisten = "x"\n[cluster]\n')

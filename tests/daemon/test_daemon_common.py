@@ -14,7 +14,8 @@ import pytest
 from twisted.application import service
 from twisted.internet.task import Clock
 
-from jqueue.daemon import common, unixsocket
+from jqueue.daemon import common, masterd, unixsocket
+from jqueue.daemon import config as configmod
 
 # sd_notify
 
@@ -200,9 +201,14 @@ class _Reloadable(service.Service):
         return self.answer
 
 
-def test_reload_services_reaches_every_service_of_the_tree(caplog):
+def _no_file():
+    return [configmod.Config("masterd", {"log_level": "info"})]
+
+
+def test_reload_calls_every_reload_of_the_tree(caplog):
     """Each service with a reload() in the tree is called, a failing one logged; with
-    nothing to read again, the log says that options need a restart."""
+    no configuration file and nothing to read again, the log says options need a
+    restart."""
     calls = []
     top, inner = service.MultiService(), service.MultiService()
     inner.setServiceParent(top)
@@ -211,15 +217,71 @@ def test_reload_services_reaches_every_service_of_the_tree(caplog):
     broken.setServiceParent(top)
     idle.setServiceParent(inner)
     with caplog.at_level(logging.INFO):
-        common.reload_services(top)
+        common.reload_daemon(_no_file(), top)
     assert sorted(map(id, calls)) == sorted(map(id, [broken, idle]))
     assert "reloading" in caplog.text and "broken reload" in caplog.text
     assert "nothing to read again" in caplog.text and "restart to change them" in caplog.text
     caplog.clear()
     busy.setServiceParent(inner)
     with caplog.at_level(logging.INFO):
-        common.reload_services(top)
+        common.reload_daemon(_no_file(), top)
     assert busy in calls and "nothing to read again" not in caplog.text
+
+
+class _Reconfigurable(service.Service):
+    """Takes the options named takes; records what it was given."""
+
+    def __init__(self, takes):
+        self.takes, self.given = takes, []
+
+    def reconfigure(self, new, changes):
+        self.given.append((new, dict(changes)))
+        return set(changes) & self.takes
+
+
+def test_reload_reads_the_file_again_and_applies_what_the_daemon_takes(tmp_path, caplog):
+    """SIGHUP reads the configuration file again: a change a service takes is applied
+    and said, log_level here; another is said to wait for a restart (and said again at
+    the next SIGHUP); what the command line set stays; a file that does not check
+    changes nothing."""
+    path = tmp_path / "jq.toml"
+    path.write_text("[masterd]\nstate_dir = 'x'\nslots = 2\nmax_jobs = 10\n")
+    args = masterd.build_parser().parse_args(["--config", str(path), "--workers", "3"])
+    current = [configmod.load("masterd", args)]
+    top = service.MultiService()
+    taker = _Reconfigurable({"slots"})
+    taker.setServiceParent(top)
+    path.write_text("[masterd]\nstate_dir = 'x'\nslots = 4\nmax_jobs = 20\nworkers = 9\n"
+                    "log_level = 'debug'\n")
+    root = logging.getLogger()
+    level = root.level
+    try:
+        with caplog.at_level(logging.INFO):
+            common.reload_daemon(current, top)
+            assert root.level == logging.DEBUG
+    finally:
+        root.setLevel(level)
+    assert [(new.slots, new.max_jobs, new.workers, changes) for new, changes in taker.given] == [
+        (4, 20, 3, {"slots": (2, 4), "max_jobs": (10, 20), "log_level": ("info", "debug")})]
+    assert "SIGHUP: slots changed from 2 to 4" in caplog.text
+    assert "SIGHUP: log_level changed from info to debug" in caplog.text
+    assert "SIGHUP: max_jobs changed in %s (from 10 to 20): it takes effect at the next " \
+           "restart" % path in caplog.text
+    assert (current[0].slots, current[0].max_jobs, current[0].workers) == (4, 10, 3)
+    caplog.clear()
+    path.write_text("[masterd]\nstate_dir = 'x'\nslots = 'many'\n")
+    with caplog.at_level(logging.INFO):
+        common.reload_daemon(current, top)
+    assert "SIGHUP: config file %s: [masterd] slots: must be an integer >= 1" % path in \
+        caplog.text and "the running configuration stays" in caplog.text
+    assert len(taker.given) == 1 and current[0].slots == 4
+    caplog.clear()
+    path.write_text("[masterd]\nstate_dir = 'x'\nslots = 4\nmax_jobs = 10\n"
+                    "log_level = 'debug'\n")
+    with caplog.at_level(logging.INFO):
+        common.reload_daemon(current, top)
+    assert "no option changed" in caplog.text and len(taker.given) == 1
+    assert current[0].slots == 4
 
 
 # The socket path

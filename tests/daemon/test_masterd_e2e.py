@@ -471,8 +471,9 @@ def test_second_signal_while_stopping_is_harmless(daemons, config):
 
 def test_sighup_neither_stops_the_daemon_nor_its_jobs(daemons, config):
     """SIGHUP (systemctl reload, a closed terminal) ended jq-masterd at once, without its
-    shutdown; now it is logged (nothing to read again without --http) and the daemon
-    goes on: its running job succeeds, it takes new ones, SIGTERM still exits 0."""
+    shutdown; now it reads its configuration file again (logged: no option changed) and
+    the daemon goes on: its running job succeeds, it takes new ones, SIGTERM still exits
+    0."""
     daemon = daemons(config=config())
     with daemon.client() as client:
         job_id = client.submit_job([delay(0.5)])
@@ -483,7 +484,7 @@ def test_sighup_neither_stops_the_daemon_nor_its_jobs(daemons, config):
         daemon.send_signal(signal.SIGHUP)
         assert client.submit_job([delay()]) > job_id
         deadline = time.monotonic() + 10
-        while daemon.stderr().count("received SIGHUP: nothing to read again") < 2:
+        while daemon.stderr().count("read again, no option changed") < 2:
             assert time.monotonic() < deadline, daemon.stderr()
             time.sleep(0.05)
     assert daemon.alive()
