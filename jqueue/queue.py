@@ -870,6 +870,16 @@ class JobQueue:
         """The retention policy, the last pass's report and the totals (queue info)."""
         return self._retention.status()
 
+    def change_retention(self, archive_after, keep_archived, interval):
+        """Archive and purge by these ages, in passes every interval seconds (None: only
+        when asked), from now on (jq-masterd's reload)."""
+        self._retention.change(archive_after, keep_archived, interval)
+
+    def resize_workers(self, workers):
+        """Run opcodes in this many worker threads from now on (jq-masterd's reload):
+        more start at once; the surplus retire after their opcode."""
+        self._pool.resize(workers)
+
     def purge_archived(self, job_ids):
         """Purge archived jobs: journal it (replicas purge the same), then remove their
         files, command logs and the archive directories left empty; the bytes freed.

@@ -174,6 +174,21 @@ class Retention:
             self._thread.stop()
             self._thread = None
 
+    def change(self, archive_after, keep_archived, interval):
+        """New ages and interval (a reload): the next pass goes by them, passes every
+        interval seconds from now on. Waits for no pass: one running ends as it goes
+        (the lock keeps a single pass at a time)."""
+        policy = self.policy
+        policy.archive_after, policy.keep_archived = archive_after, keep_archived
+        if interval == policy.interval:
+            return
+        policy.interval = interval
+        if self._thread is not None:
+            self._thread.stop(wait=False)
+            self._thread = None
+        if not self._stopping.is_set():
+            self.start()
+
 
 class _PassThread(threading.Thread):
     def __init__(self, retention, interval):
@@ -191,6 +206,7 @@ class _PassThread(threading.Thread):
             except Exception:  # noqa: BLE001 - keep retention going; the next pass retries
                 logger.exception("retention pass failed")
 
-    def stop(self):
+    def stop(self, wait=True):
         self._stopped.set()
-        self.join()
+        if wait:
+            self.join()

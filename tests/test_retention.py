@@ -2,6 +2,7 @@
 their logs, in bounded passes, the space really freed, replayed and replicated."""
 
 import os
+import threading
 import time
 
 import pytest
@@ -116,6 +117,32 @@ def test_zero_means_never(tmp_path, real_clock):
         assert queue.archive_job(job_id)
         assert queue.retention_pass()["purged"] == 0
         assert queue.query_jobs([job_id], ["archived"]) == [[True]]
+    finally:
+        queue.shutdown()
+
+
+def test_a_changed_policy_rules_the_next_pass_and_the_passes_interval(tmp_path, real_clock):
+    """change_retention (jq-masterd's reload): the next pass archives by the new age;
+    passes run in a thread at the new interval (none without one), the old thread gone."""
+    queue = open_retained(tmp_path, real_clock, archive_after=0, keep_archived=0)
+    try:
+        job_id = queue.submit_job([delay()])
+        run_jobs(queue)
+        real_clock.advance(2 * HOUR)
+        assert queue.retention_pass()["archived"] == 0
+        queue.change_retention(HOUR, 0, 0.05)
+        assert queue.retention_status()["archive_after"] == HOUR
+        deadline = time.monotonic() + 10  # the pass thread, every 0.05 s
+        while queue.query_jobs([job_id], ["archived"]) != [[True]]:
+            assert time.monotonic() < deadline, "no pass at the new interval"
+            time.sleep(0.02)
+        threads = [t for t in threading.enumerate() if t.name == "jq-retention"]
+        assert len(threads) == 1
+        queue.change_retention(HOUR, 0, None)
+        threads[0].join(5)
+        assert not any(t.name == "jq-retention" and t.is_alive()
+                       for t in threading.enumerate())
+        assert queue.retention_status()["interval"] is None
     finally:
         queue.shutdown()
 

@@ -151,6 +151,31 @@ class QueueService(service.Service):
             on_executor=self._executor_started, tags=config.tags, run_dir=config.run_dir,
             service_log_rate=config.service_log_rate)
 
+    def reconfigure(self, new, changes):
+        """SIGHUP (common.reload_daemon): apply the changed options a running queue takes;
+        the names of those applied."""
+        queue, applied = self.queue, set()
+        if queue is None:
+            return applied
+        if "workers" in changes:
+            queue.resize_workers(new.workers)
+            applied.add("workers")
+        retention = {"archive_after", "keep_archived", "retention_interval"} & set(changes)
+        if retention:
+            queue.change_retention(new.archive_after, new.keep_archived,
+                                   new.retention_interval)
+            applied |= retention
+        runner = queue.commands
+        if runner is not None and "log_max_bytes" in changes:
+            runner.set_log_max_bytes(new.log_max_bytes)
+            applied.add("log_max_bytes")
+        node = {name: getattr(new, name) for name in ("slots", "tags", "allowed_users")
+                if name in changes}
+        if self.executor is not None and node:  # one machine: its own node
+            runner.reconfigure_node(self._config.master_node, **node)
+            applied |= set(node)
+        return applied
+
     def _executor_started(self, executor):
         self.executor = executor
         logger.info("command jobs run on this machine (%s, %d slots; containment: %s)",

@@ -405,6 +405,10 @@ class Executor:
         except errors.CommandError as err:
             raise _attempt_error(spec, err) from None
 
+    def allow_users(self, names):
+        """Commands may run as names from now on (a reload); a start checks again."""
+        self._allowed_users = frozenset(names)
+
     def check_user(self, name):
         """CommandError unless commands may run as user name here (the daemon's own user,
         or one of allowed_users), without a lookup: whether the user exists is known

@@ -71,6 +71,17 @@ class LocalLink:
     def containment(self):
         return self._executor.containment
 
+    def reconfigure(self, slots=None, tags=None, allowed_users=None):
+        """This machine's slots, tags or allowed users changed (a reload; None: kept)."""
+        if slots is not None:
+            self.slots = slots
+        if tags is not None:
+            self.tags = frozenset(tags)
+        if allowed_users is not None:
+            self._executor.allow_users(allowed_users)
+            if self._supervisor is not None:
+                self._supervisor.executor.allow_users(allowed_users)
+
     def check_user(self, user):
         """The reason commands may not run as user here, or None (checked at submit)."""
         try:

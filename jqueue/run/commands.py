@@ -229,6 +229,21 @@ class CommandRunner:
         """Nodes' tags, drain or offline flags changed (any thread): place and start again."""
         self._host.call(self._nodes_changed)
 
+    def reconfigure_node(self, name, **changes):
+        """A node of this process (a LocalLink) has new slots, tags or allowed users (a
+        reload; any thread): placed and started again by them."""
+        def apply():
+            link = self._links.get(name)
+            if link is not None:
+                link.reconfigure(**changes)
+                self._nodes_changed()
+        self._host.call(apply)
+
+    def set_log_max_bytes(self, size):
+        """Logs grow to size bytes from now on (a reload): a job's log keeps its first
+        size bytes, a service's its last."""
+        self._log_max = size
+
     def node_names(self):
         return sorted(self._links)
 

@@ -639,3 +639,41 @@ def test_a_bex_job_file_runs_once_however_often_it_is_sent(daemon, tmp_path):
     assert code == 2 and out == "" and "line 2: unknown header 'subject'" in err
     with daemon.client() as client:
         assert client.query_jobs(None, ["id"]) == before
+
+
+def test_sighup_applies_the_config_files_slots_users_and_retention(daemons, tmp_path):
+    """systemctl reload after editing the configuration file: one slot becomes two and the
+    job that waited for it starts; a user allowed now may be run_as; the retention ages
+    are the new ones; an option the running daemon cannot take (max_jobs) is said to wait
+    for a restart; a file with an error changes nothing, and the daemon answers on."""
+    path = tmp_path / "masterd.toml"
+    path.write_text("[masterd]\nslots = 1\n")
+    daemon = daemons(args=["--config", str(path)])
+    with daemon.client() as client:
+        first, second = (client.submit_job([command("sleep 30")]) for _ in range(2))
+        wait_until(lambda: client.query_jobs([second], ["wait_reason"])[0] == ["SLOTS"],
+                   what="the second job waiting for the slot")
+        with pytest.raises(errors.OpPrereqError, match="user nobody may not run commands"):
+            client.submit_job([command("true", run_as="nobody")])
+        path.write_text("[masterd]\nslots = 2\nmax_jobs = 50\nallowed_users = ['nobody']\n"
+                        "archive_after = '1h'\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_until(lambda: client.query_jobs([second], ["status"])[0] == ["running"],
+                   what="the second job started in the new slot")
+        log = daemon.stderr()
+        assert "SIGHUP: slots changed from 1 to 2" in log, log
+        assert "SIGHUP: allowed_users changed from [] to [nobody]" in log
+        assert "SIGHUP: max_jobs changed in %s (from %d to 50): it takes effect at the next " \
+               "restart" % (path, constants.DEFAULT_MAX_JOBS) in log
+        retention = client.query_config_values([constants.CONFIG_RETENTION])[0]
+        assert retention["archive_after"] == 3600
+        nobody = client.submit_job([command("true", run_as="nobody")])
+        assert nobody > second
+        path.write_text("[masterd]\nslots = 'two'\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_until(lambda: "the running configuration stays" in daemon.stderr(),
+                   what="the error said")
+        assert client.list_nodes()[0]["slots"] == 2
+        for job_id in (first, second, nobody):
+            client.cancel_job(job_id, True)
+        wait_all_final(client, [first, second, nobody], 30)
