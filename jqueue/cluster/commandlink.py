@@ -347,6 +347,8 @@ class RemoteLink:
                 continue
             for seq, event in answer["events"]:
                 after = max(after, seq)
+                if event and event[0] == "node":  # its settings changed (a reload)
+                    self._learn_slots(event[1] if len(event) > 1 else None)
                 self._host.call(self._listener.link_event, self.name, _event(event))
         if client is not None:
             self._drop(client)
@@ -373,9 +375,7 @@ class RemoteLink:
         """The node answered node_info: its slots (the runner may start more now) and how
         it contains attempts (what their logs' banners say)."""
         info = info if isinstance(info, dict) else {}
-        slots = info.get("slots")
-        if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0:
-            self.slots = slots
+        self._learn_slots(info)
         containment = info.get("containment")
         if isinstance(containment, str) and containment.isprintable() and containment:
             self.containment = containment[:200]
@@ -383,6 +383,11 @@ class RemoteLink:
         self.features = frozenset(f for f in features if isinstance(f, str)) if isinstance(
             features, list) else frozenset()
         self._host.call(self._listener.link_event, self.name, ("node", info))
+
+    def _learn_slots(self, info):
+        slots = info.get("slots") if isinstance(info, dict) else None
+        if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0:
+            self.slots = slots
 
     def _resync(self):
         """Report every attempt and service the node holds as it stands (after a gap in

@@ -258,6 +258,12 @@ class NodeExec:
 
     # Events
 
+    def node_changed(self, info):
+        """This node's settings changed (a reload of jq-noded: {"slots": N}): the master
+        hears it as an event (a master that does not know the event reads it at the next
+        node_info)."""
+        self._event(("node", info))
+
     def _event(self, event):
         kind = event[0]
         if kind == "started":

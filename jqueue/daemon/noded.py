@@ -88,6 +88,7 @@ class NodeService(service.Service):
         self.site = None
         self.executor = None
         self.supervisor = None
+        self.exec_rpc = None
         self._pool = None
         self.exit_status = EXIT_OK
 
@@ -143,10 +144,26 @@ class NodeService(service.Service):
                                           config.allowed_users, config.containment == "auto",
                                           config.run_dir)
         self.supervisor.start()
-        exec_rpc = NodeExec(self.executor, node.is_master, self.reactor, config.slots,
-                            supervisor=self.supervisor)
+        self.exec_rpc = NodeExec(self.executor, node.is_master, self.reactor, config.slots,
+                                 supervisor=self.supervisor)
         return {name: server.Handler(func, blocking=False)
-                for name, func in exec_rpc.handlers().items()}
+                for name, func in self.exec_rpc.handlers().items()}
+
+    def reconfigure(self, new, changes):
+        """SIGHUP (common.reload_daemon): the node's slots (the master hears of them at
+        once) and allowed users; the names of those applied."""
+        applied = set()
+        if self.exec_rpc is None:
+            return applied
+        if "slots" in changes:
+            self.node.slots = self.exec_rpc.slots = new.slots
+            self.exec_rpc.node_changed({"slots": new.slots})
+            applied.add("slots")
+        if "allowed_users" in changes:
+            self.executor.allow_users(new.allowed_users)
+            self.supervisor.executor.allow_users(new.allowed_users)
+            applied.add("allowed_users")
+        return applied
 
     def _listen(self, credentials, host, port):
         outcome = []

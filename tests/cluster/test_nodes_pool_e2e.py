@@ -238,3 +238,27 @@ def test_listen_goes_on_across_a_failover_without_gap_or_repeat(tmp_path, nodeds
     assert serials == sorted(set(serials)), "a repeat or a step back"
     assert listener.events == held[:len(listener.events)]
     assert "connecting again" in errors
+
+
+def test_a_nodes_reloaded_slots_reach_the_master_at_once(tmp_path, nodeds, daemons):
+    """jq-noded of node2 with slots = 1 in its configuration file: a second job pinned
+    there waits (SLOTS); the file says 2 and SIGHUP: the master hears it (its node list)
+    and starts the job."""
+    path = tmp_path / "noded2.toml"
+    path.write_text("[noded]\nslots = 1\n")
+    _, started, master = start_cluster(tmp_path, nodeds, daemons, 2,
+                                       noded_args={"node2": ["--config", str(path)]})
+    with master.client() as client:
+        first, second = (client.submit_job([command("sleep 30", node="node2")])
+                         for _ in range(2))
+        wait_until(lambda: client.query_jobs([second], ["wait_reason"])[0] == ["SLOTS"],
+                   what="the second job waiting for node2's slot")
+        path.write_text("[noded]\nslots = 2\n")
+        started["node2"].proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: client.query_jobs([second], ["status"])[0] == ["running"],
+                   what="the second job started")
+        assert [row["slots"] for row in client.list_nodes() if row["name"] == "node2"] == [2]
+        assert "SIGHUP: slots changed from 1 to 2" in started["node2"].stderr()
+        for job_id in (first, second):
+            client.cancel_job(job_id, True)
+        wait_all_final(client, [first, second], 30)
