@@ -70,7 +70,8 @@ def test_troubleshooting_quotes_messages_the_code_really_gives():
     for fragment in ("no jqueue daemon listening on", "is not the master", "not found",
                      "submitted but not acknowledged", "did you mean",
                      "stale configuration", "resyncing", "fenced: node", "is gone: ",
-                     "Waiting:", "wait_message", "the stack of each thread"):
+                     "Waiting:", "wait_message", "the stack of each thread",
+                     "it takes effect at the next restart"):
         assert fragment in section, fragment
         assert fragment in sources, fragment
 
