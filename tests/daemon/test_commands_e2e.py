@@ -677,3 +677,30 @@ def test_sighup_applies_the_config_files_slots_users_and_retention(daemons, tmp_
         for job_id in (first, second, nobody):
             client.cancel_job(job_id, True)
         wait_all_final(client, [first, second, nobody], 30)
+
+
+def test_run_follow_says_why_the_job_waits_then_prints_its_output(daemons):
+    """One slot, taken: jqctl run --follow says on stderr what its job waits for (once),
+    then, when the slot frees, prints the command's output and exits with its status."""
+    daemon = daemons(args=["--slots", "1"])
+    with daemon.client() as client:
+        sleeper = client.submit_job([command("sleep 60")])
+        wait_until(lambda: client.query_jobs([sleeper], ["status"])[0] == ["running"],
+                   what="the sleeper running")
+        proc = subprocess.Popen([sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket,
+                                 "run", "--follow", "--", "sh", "-c", "echo done; exit 4"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        waited = "waits: the slot of "
+        deadline = time.monotonic() + 20
+        err = b""
+        while waited.encode() not in err:
+            assert time.monotonic() < deadline, err
+            err += os.read(proc.stderr.fileno(), 4096)
+        client.cancel_job(sleeper, True)
+        out, rest = proc.communicate(timeout=30)
+    err = (err + rest).decode()
+    assert proc.returncode == 4, (out, err)
+    assert b"\ndone\n" in out
+    job_id = int(err.split("job ")[1].split()[0])
+    assert "jqctl: job %d waits: the slot of " % job_id in err
+    assert err.count(waited) == 1 and "is busy (job %d)" % sleeper in err
