@@ -216,6 +216,22 @@ def _dump_stacks(signum, frame):
 AT_RESTART = "it takes effect at the next restart"
 
 
+def toggle_debug(current):
+    """SIGUSR2: log at debug level, or (at debug already) at the configured log_level
+    again; said. current: as for reload_daemon (a reload sets the configured level)."""
+    root = logging.getLogger()
+    configured = current[0].log_level
+    if root.level != logging.DEBUG:
+        root.setLevel(logging.DEBUG)
+        logger.warning("SIGUSR2: logging at debug level (SIGUSR2 again: back to %s)",
+                       configured)
+    elif configured != "debug":
+        logger.warning("SIGUSR2: logging at %s level again", configured)
+        root.setLevel(LEVELS[configured])
+    else:
+        logger.warning("SIGUSR2: log_level is debug already")
+
+
 def reload_daemon(current, top):
     """SIGHUP: read the configuration file again and apply what changed that the running
     daemon can take (log_level here, the rest by the reconfigure(new, changes) of the
@@ -429,7 +445,8 @@ def run(prog, config, build, describe=None):
     """Run a daemon in the foreground until stopped; return its exit status.
 
     Names the process prog; sets umask 027, logging to stderr, the stacks' dump on
-    SIGUSR1, the open files limit and the stop and reload signals; starts
+    SIGUSR1, debug logging on SIGUSR2, the open files limit and the stop and reload
+    signals; starts
     the service tree build(config, reactor) (a failure is one logged line and exit 1);
     runs the reactor; returns the service's exit_status. describe(service), if given,
     is logged when a second stop signal arrives (e.g. the time left in a grace period).
@@ -449,6 +466,8 @@ def run(prog, config, build, describe=None):
                           lambda: describe(started[0]) if describe and started else "",
                           lambda: reload_daemon(current, started[0]) if started else None)
     signals.install()
+    signal.signal(signal.SIGUSR2,
+                  lambda signum, frame: reactor.callFromThread(toggle_debug, current))
     try:
         armed = faults.arm_from_environment()
     except ValueError as err:

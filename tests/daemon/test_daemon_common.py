@@ -228,6 +228,28 @@ def test_reload_calls_every_reload_of_the_tree(caplog):
     assert busy in calls and "nothing to read again" not in caplog.text
 
 
+def test_sigusr2_toggles_debug_logging_and_back_to_the_configured_level(caplog):
+    """debug, then the configured level again (the one a reload set last); at debug by
+    configuration, it stays and says so."""
+    root = logging.getLogger()
+    level = root.level
+    current = [configmod.Config("masterd", {"log_level": "warning"})]
+    try:
+        root.setLevel(logging.WARNING)
+        common.toggle_debug(current)
+        assert root.level == logging.DEBUG
+        assert "SIGUSR2: logging at debug level (SIGUSR2 again: back to warning)" in caplog.text
+        current[0] = current[0].with_values({"log_level": "error"})
+        common.toggle_debug(current)
+        assert root.level == logging.ERROR
+        current[0] = current[0].with_values({"log_level": "debug"})
+        root.setLevel(logging.DEBUG)
+        common.toggle_debug(current)
+        assert root.level == logging.DEBUG and "log_level is debug already" in caplog.text
+    finally:
+        root.setLevel(level)
+
+
 class _Reconfigurable(service.Service):
     """Takes the options named takes; records what it was given."""
 

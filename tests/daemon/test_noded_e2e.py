@@ -320,7 +320,8 @@ def test_sigterm_exits_0_and_a_restart_keeps_the_position(tmp_path, nodeds):
 
 def test_sighup_does_not_stop_the_node(tmp_path, nodeds):
     """SIGHUP ended jq-noded at once; now it is logged and the node answers on; SIGUSR1
-    writes its threads' stacks to its log."""
+    writes its threads' stacks to its log; SIGUSR2 (which ended it too) logs at debug
+    level (its RPC calls), and again at its own level."""
     test_cluster = build_cluster(tmp_path, count=2)
     daemon, _batch = _started_replica(test_cluster, nodeds)
     daemon.proc.send_signal(signal.SIGHUP)
@@ -334,6 +335,19 @@ def test_sighup_does_not_stop_the_node(tmp_path, nodeds):
         assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
         time.sleep(0.05)
     assert daemon.call("node_info", {})["replica"]
+    daemon.proc.send_signal(signal.SIGUSR2)
+    while "SIGUSR2: logging at debug level" not in daemon.stderr():
+        assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
+        time.sleep(0.05)
+    assert " DEBUG " not in daemon.stderr().split("SIGUSR2")[0]
+    daemon.call("node_info", {})
+    daemon.proc.send_signal(signal.SIGUSR2)
+    while "SIGUSR2: logging at info level again" not in daemon.stderr():
+        assert daemon.alive() and time.monotonic() < deadline, daemon.stderr()
+        time.sleep(0.05)
+    debug = daemon.stderr().split("SIGUSR2: logging at debug level")[1].split(
+        "SIGUSR2: logging at info level again")[0]
+    assert " DEBUG " in debug, daemon.stderr()
     assert daemon.stop() == 0
 
 
