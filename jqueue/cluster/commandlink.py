@@ -35,6 +35,7 @@ from jqueue import constants, errors
 from jqueue.cluster import membership
 from jqueue.cluster.nodeexec import BATCHED, MAX_BATCH
 from jqueue.cluster.rpc import client as rpc_client
+from jqueue.exec import resources
 from jqueue.exec.executor import complete_environment
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class RemoteLink:
         self.last_heard = None
         #: The node's clock minus this one's at its last answer (seconds; None: unknown).
         self.clock_skew = None
+        #: The node's load and memory at its last heartbeat (jqueue.exec.resources; None:
+        #: not heard yet, or an older node).
+        self.resources = None
         self._clock_off = False
         self._ping_interval = ping_interval
         self._factory = client_factory
@@ -329,6 +333,7 @@ class RemoteLink:
                 answer = client.call("exec_poll", {"session": session, "after": after,
                                                    "timeout": self._ping_interval})
                 received = time.time()  # (the node answers as it sends: no span)
+                self.resources = resources.checked(answer.get("resources"))
                 self._host.call(self._heard,
                                 rpc_client.clock_skew(answer, received, received))
             except (errors.GenericError, OSError) as err:

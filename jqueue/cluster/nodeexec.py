@@ -29,6 +29,7 @@ from twisted.internet import defer
 
 from jqueue import errors, service
 from jqueue.cluster.rpc import server as rpc_server
+from jqueue.exec import resources
 from jqueue.exec.attempt import AttemptSpec
 from jqueue.exec.link import ended_dict, info_dict
 
@@ -72,6 +73,7 @@ class NodeExec:
         self._events = collections.deque(maxlen=EVENT_LOG)
         self._last = 0
         self._waiters = []
+        self._resources = resources.Resources()
         executor.subscribe(self._event)
         if supervisor is not None:
             supervisor.subscribe(self._event)
@@ -236,10 +238,11 @@ class NodeExec:
     def exec_poll(self, peer, body):
         """Events after ``after`` of ``session``: at once if any, else within ``timeout``.
 
-        Answers {"session", "events": [[seq, event], ...], "reset": bool, "last", "time"};
-        reset means the caller's cursor is from another session or fell out of the log:
-        re-read attempts; time is this node's clock when it answered (the master compares
-        it with its own).
+        Answers {"session", "events": [[seq, event], ...], "reset": bool, "last", "time",
+        "resources"}; reset means the caller's cursor is from another session or fell out
+        of the log: re-read attempts; time is this node's clock when it answered (the
+        master compares it with its own); resources its load and memory
+        (jqueue.exec.resources).
         """
         self._check(peer)
         after = _count(body, "after")
@@ -286,7 +289,7 @@ class NodeExec:
     def _answer(self, session, after):
         if session != self.session or (self._events and after < self._events[0][0] - 1):
             return {"session": self.session, "events": [], "reset": True, "last": self._last,
-                    "time": time.time()}
+                    "time": time.time(), "resources": self._resources.now()}
         # Sequence numbers are consecutive: the events after ``after`` are the last
         # ``_last - after`` of the log, taken from its end (a poll costs what it gets, not a
         # pass over the whole log).
@@ -294,7 +297,7 @@ class NodeExec:
                   itertools.islice(reversed(self._events), max(0, self._last - after))]
         events.reverse()
         return {"session": self.session, "events": events, "reset": False,
-                "last": self._last, "time": time.time()}
+                "last": self._last, "time": time.time(), "resources": self._resources.now()}
 
     def _expire(self, waiter):
         if waiter in self._waiters:

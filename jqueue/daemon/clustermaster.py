@@ -408,6 +408,8 @@ class ClusterMaster:
         commands = self.commands.node_status() if self.commands is not None else {}
         for row in rows:
             row.update(node_list_fields(commands.get(row["name"]), config.nodes[row["name"]]))
+            if not row.get("reachable", True):  # its machine's last reading is old news
+                row.update(dict.fromkeys(constants.NODE_RESOURCES))
         return rows
 
     def _own_row(self, config, status):

@@ -13,6 +13,7 @@ import attrs
 from twisted.internet import defer
 
 from jqueue import errors
+from jqueue.exec import resources
 from jqueue.exec.attempt import LOST_PREFIX, AttemptSpec
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ class LocalLink:
         self.slots = slots
         self.tags = frozenset(tags)
         self._listener = None
+        self._resources = resources.Resources()
+
+    @property
+    def resources(self):
+        """This machine's load and memory (jqueue.exec.resources)."""
+        return self._resources.now()
 
     @property
     def containment(self):

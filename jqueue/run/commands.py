@@ -1484,7 +1484,9 @@ class CommandRunner:
                 "offline": getattr(link, "offline", False), "slots": link.slots,
                 "used": self._running[name], "queued": len(self._pending[name]),
                 "running": sorted(a.job_id for a in self._attempts.values()
-                                  if a.node == name)}
+                                  if a.node == name),
+                "resources": getattr(link, "resources", None)
+                if getattr(link, "reachable", True) else None}
         return rows
 
     def _lost(self, attempt, why, unreachable=False):
@@ -1498,16 +1500,19 @@ class CommandRunner:
 def node_list_fields(status, spec=None):
     """What ListNodes says of a node from what command jobs see of it: status, its row of
     CommandRunner.node_status (None: none runs there), and spec, its configuration (tags,
-    drained, offline; None: those status has)."""
+    drained, offline; None: those status has). Its machine's load, cpus, mem_total and
+    mem_available are its link's last reading (None: not known)."""
     spec = (status or {}) if spec is None else spec
     fields = {"tags": list(spec.get("tags", ())), "drained": spec.get("drained", False),
               "offline": spec.get("offline", False), "heartbeat": None,
               "last_heartbeat": None, "clock_skew": None, "slots": None, "slots_used": None,
-              "running_jobs": []}
+              "running_jobs": [], **dict.fromkeys(constants.NODE_RESOURCES)}
     if status is not None:
         fields.update(heartbeat=status["reachable"], last_heartbeat=status["last_heard"],
                       clock_skew=status.get("clock_skew"), slots=status["slots"],
                       slots_used=status["used"], running_jobs=status["running"])
+        machine = status.get("resources") or {}
+        fields.update({key: machine.get(key) for key in constants.NODE_RESOURCES})
     return fields
 
 
