@@ -34,7 +34,8 @@ DIFFERENCES = ("missing", "differ", "extra", "archive_missing", "archive_extra",
 NODE_COLUMNS = (("name", "Node"), ("address", "Address"), ("role", "Role"),
                 ("reachable", "Reachable"), ("in_sync", "In sync"), ("position", "Position"),
                 ("tags", "Tags"), ("state", "Jobs"), ("last_heartbeat", "Heartbeat"),
-                ("slots", "Slots"), ("running_jobs", "Running"))
+                ("slots", "Slots"), ("running_jobs", "Running"), ("load", "Load"),
+                ("mem_available", "MemFree"))
 
 
 def clusterops():
@@ -441,6 +442,13 @@ def _node_cell(key, value, row=None):
         return "-" if value is None else "%s/%s" % (row.get("slots_used"), value)
     if key == "running_jobs":
         return ",".join(str(v) for v in value or []) or "-"
+    if key == "load":  # the 1-minute load average over the CPUs: 0.52/2
+        cpus = (row or {}).get("cpus")
+        return "-" if value is None else "%.2f%s" % (value, "/%d" % cpus if cpus else "")
+    if key == "mem_available":  # what is free (available) of the memory: 1.2G/7.8G
+        total = (row or {}).get("mem_total")
+        return "-" if value is None or total is None else "%s/%s" % (
+            output.human_bytes(value, True), output.human_bytes(total, True))
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
     return str(value)

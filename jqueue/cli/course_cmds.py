@@ -8,7 +8,7 @@ job was looked at.
 """
 
 from jqueue import serializer
-from jqueue.cli import jobs, parsing
+from jqueue.cli import jobs, output, parsing
 from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
 
 #: Seconds the daemon may spend in one PurgeJobs call (at most half of --timeout).
@@ -74,15 +74,5 @@ def cmd_purge(ctx, args):
     if args.json:
         ctx.out(serializer.dumps({"purged": purged, "bytes_freed": freed}))
     else:
-        ctx.out("Purged %d jobs, %s freed" % (purged, human_bytes(freed)))
+        ctx.out("Purged %d jobs, %s freed" % (purged, output.human_bytes(freed)))
     return EXIT_SUCCESS
-
-
-def human_bytes(count):
-    """1536 -> "1.5 KiB"; plain bytes under 1 KiB."""
-    value, unit = float(count), "bytes"
-    for unit_name in ("KiB", "MiB", "GiB", "TiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, unit_name
-    return "%d bytes" % count if unit == "bytes" else "%.1f %s" % (value, unit)

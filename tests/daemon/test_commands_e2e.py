@@ -6,6 +6,7 @@ running in parallel (each with its own daemon and job ids) never see each other'
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,8 +106,12 @@ def test_node_list_on_one_machine_shows_its_own_node(daemons):
                 row["running_jobs"]) == ("master", True, ["big", "gpu"], 2, 1, [sleeper])
         code, out, err = daemon.jqctl("node", "list")
         assert code == 0, err
-        assert out.splitlines()[1].split() == [row["name"], "-", "master", "yes", "-", "-",
-                                               "big,gpu", "ok", "-", "1/2", str(sleeper)]
+        cells = out.splitlines()[1].split()
+        assert cells[:11] == [row["name"], "-", "master", "yes", "-", "-", "big,gpu", "ok", "-",
+                              "1/2", str(sleeper)]
+        assert re.fullmatch(r"\d+\.\d\d/%d" % os.cpu_count(), cells[11]), cells
+        assert re.fullmatch(r"[\d.]+[KMGT]/[\d.]+[MGT]", cells[12]), cells  # free of total
+        assert row["cpus"] == os.cpu_count() and 0 < row["mem_available"] < row["mem_total"]
         # both slots busy: a third job waits, and jqctl info says why
         second, third = (client.submit_job([command(cmd)]) for cmd in ("sleep 30", "true"))
         deadline = time.monotonic() + 20
