@@ -437,9 +437,18 @@ def node_rows(call):
         lambda rows: [dict(status.get(row["name"]) or {}, **row) for row in rows])
 
 
+def node_machine(row):
+    """{load, cpus, mem_total, mem_available} of one of node_rows (None: not known, or
+    the node does not answer): ListNodes' on a cluster's master, else the runner's."""
+    machine = row if "mem_total" in row else row.get("resources") or {}
+    if not row.get("reachable", True):
+        machine = {}
+    return {key: machine.get(key) for key in constants.NODE_RESOURCES}
+
+
 def node_object(row):
     """A node of the API from one of node_rows."""
-    return {"name": row.get("name"), "address": row.get("address"),
+    return {**node_machine(row), "name": row.get("name"), "address": row.get("address"),
             "role": row.get("role") or "master", "reachable": bool(row.get("reachable", True)),
             "tags": list(row.get("tags") or []), "slots": row.get("slots"),
             "used": row.get("used", 0), "queued": row.get("queued", 0),

@@ -399,6 +399,19 @@ def getlog(call):
     return call.blocking(read).addCallback(lambda log: text(literal(log)))
 
 
+def _load(machine):
+    """Coalition's Load, one percentage per CPU: here the 1-minute load average spread
+    over the CPUs (a node says no more); [] if unknown."""
+    load, cpus = machine["load"], machine["cpus"]
+    if load is None or not cpus:
+        return []
+    return [min(100, round(100 * load / cpus))] * int(cpus)
+
+
+def _megabytes(size):
+    return int(size // (1024 * 1024)) if size is not None else 0
+
+
 def getworkers(call):
     def answer(rows):
         workers = []
@@ -407,9 +420,12 @@ def getworkers(call):
             reachable = row.get("reachable", True)
             active = not (row.get("drained") or row.get("offline"))
             state = "TIMEOUT" if not reachable else "WORKING" if running else "WAITING"
+            machine = api.node_machine(row)
             workers.append([row.get("name") or "", (row.get("address") or "").rsplit(":", 1)[0],
                             ",".join(row.get("tags") or []), state, 0, 0,
-                            running[-1] if running else -1, [], 0, 0, 1 if active else 0])
+                            running[-1] if running else -1, _load(machine),
+                            _megabytes(machine["mem_available"]),
+                            _megabytes(machine["mem_total"]), 1 if active else 0])
         return text(literal({"Vars": WORKER_VARS, "Workers": workers}))
     return api.node_rows(call).addCallback(answer)
 

@@ -124,6 +124,8 @@ def test_a_job_goes_queued_running_success_its_log_opens_and_another_is_canceled
              what="the nodes tab")
     cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#node-rows tr td")]
     assert cells[1] == "yes" and cells[3] == "0/1"
+    assert re.fullmatch(r"\d+\.\d\d / %d CPUs" % os.cpu_count(), cells[7]), cells
+    assert re.fullmatch(r"\d+\.\d of \d+\.\d GiB free", cells[8]), cells
     browser.find_element(By.ID, "tab-jobs").click()
     browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % watched).click()
     wait_for(lambda: sorted(browser.find_element(By.ID, "summary").text.split(" · ")[-1]
@@ -431,6 +433,9 @@ def test_the_nodes_tab_says_why_a_node_cannot_be_reached(browser, tmp_path, node
         return next(n for n in client.get("/api/v1/nodes").json()["nodes"]
                     if n["name"] == name)
     wait_for(lambda: node(other)["last_heard"], what="a heartbeat of %s" % other)
+    heard = node(other)  # its machine as its heartbeats say it
+    assert heard["cpus"] == os.cpu_count() and 0 < heard["mem_available"] < heard["mem_total"]
+    assert heard["load"] >= 0
     assert started[other].stop() == 0
     down = wait_for(lambda: (lambda n: n if not n["reachable"] and n["last_error"]
                              else None)(node(other)), timeout=30, what="%s unreachable" % other)
@@ -440,8 +445,9 @@ def test_the_nodes_tab_says_why_a_node_cannot_be_reached(browser, tmp_path, node
     def cells():
         return [td.text for td in browser.find_elements(
             By.CSS_SELECTOR, '#node-rows tr[data-node="%s"] td' % other)]
-    wait_for(lambda: len(cells()) == 9 and cells()[1] == "no", what="the nodes tab")
+    wait_for(lambda: len(cells()) == 11 and cells()[1] == "no", what="the nodes tab")
     shown = cells()
+    assert shown[7:9] == ["", ""], shown  # not answering: its last reading is not shown
     assert shown[-1] == down["last_error"] and other in shown[-1], shown
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", shown[-2]), shown
     client.close()

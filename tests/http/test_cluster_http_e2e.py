@@ -2,6 +2,7 @@
 --http on the first. The nodes tab's data, Coalition's workers and the metrics an operator
 scrapes (replication per candidate, reachability per node) name every node."""
 
+import os
 import time
 
 from cluster_helpers import build_cluster
@@ -63,6 +64,9 @@ def test_a_masters_nodes_workers_and_replication_metrics_name_every_node(
                    {"__builtins__": {}}, {})
     worker = {w[0]: dict(zip(workers["Vars"], w)) for w in workers["Workers"]}[node]
     assert (worker["State"], worker["LastJob"]) == ("WORKING", sleeper), worker
+    assert 0 < worker["FreeMemory"] < worker["TotalMemory"], worker  # from its heartbeats
+    assert row["cpus"] == os.cpu_count(), row
+    assert row["mem_total"] // 2**20 == worker["TotalMemory"], (row, worker)
     assert client.post("/api/v1/jobs/%d/cancel" % sleeper, {}).status == 200
     lag = samples["jqueue_replication_lag_batches"]  # a snapshot: batches keep coming
     assert set(lag) == candidates and all(value >= 0 for value in lag.values())

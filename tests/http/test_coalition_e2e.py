@@ -168,6 +168,10 @@ def test_getworkers_lists_nodes_as_workers_and_running_jobs(served):
     assert len(workers) == 1 and workers[0]["Affinity"] == "24GB,LINUX"  # sorted
     assert workers[0]["State"] == "WORKING" and workers[0]["LastJob"] == job_id
     assert workers[0]["Active"] == 1
+    # its machine: the load spread over its CPUs, memory free and total in MB
+    assert len(workers[0]["Load"]) == os.cpu_count()
+    assert all(isinstance(n, int) and 0 <= n <= 100 for n in workers[0]["Load"])
+    assert 0 < workers[0]["FreeMemory"] < workers[0]["TotalMemory"]
     started = time.monotonic()
     assert client.get("/json/clearjobs?id=%d" % job_id).text == "1"
     assert time.monotonic() - started < 20

@@ -519,6 +519,19 @@
     return "clock " + (skew > 0 ? "+" : "-") + Math.round(Math.abs(skew)) + "s";
   }
 
+  // The 1-minute load average over the CPUs ("0.52 / 2 CPUs"), and the memory free of
+  // the total ("1.2 of 7.8 GiB free"), as the node's last heartbeat said them.
+  function loadText(node) {
+    if (typeof node.load !== "number") { return ""; }
+    return node.load.toFixed(2) + (node.cpus ? " / " + node.cpus + " CPUs" : "");
+  }
+
+  function memoryText(node) {
+    if (typeof node.mem_available !== "number" || !node.mem_total) { return ""; }
+    const gib = (bytes) => (bytes / 1073741824).toFixed(1);
+    return gib(node.mem_available) + " of " + gib(node.mem_total) + " GiB free";
+  }
+
   let nodesPending = null;
   function scheduleNodes() {
     if ($("nodes-view").hidden || nodesPending !== null) { return; }
@@ -544,7 +557,8 @@
         .filter(Boolean).join("; ");
       const values = [node.name, node.reachable ? "yes" : "no", node.tags.join(", "),
                       node.used + "/" + (node.slots === null ? "?" : node.slots),
-                      node.running.join(", "), node.queued, state_,
+                      node.running.join(", "), node.queued, state_, loadText(node),
+                      memoryText(node),
                       formatTime(node.last_heard) + (clock ? " (" + clock + ")" : ""),
                       problem];
       values.forEach((value, index) => {
