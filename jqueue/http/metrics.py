@@ -24,6 +24,12 @@ status, through one prometheus_client collector on a registry of the daemon's ow
     jqueue_node_slots{node}                 command slots of a node
     jqueue_node_queued_commands{node}       command attempts waiting for a node's slot
     jqueue_node_reachable{node}             1 if the node answers its heartbeats
+    jqueue_node_load1{node}                 a node's 1-minute load average
+    jqueue_node_memory_total_bytes{node}    a node's memory
+    jqueue_node_memory_available_bytes{node}  what of it is available (MemAvailable)
+
+The last three as the node's last heartbeat said them; none for a node that does not
+answer (its last reading is old news) or does not say them.
 """
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -109,6 +115,11 @@ class QueueCollector:
                                    "for a slot of a node", labels=["node"])
         reachable = GaugeMetricFamily("jqueue_node_reachable", "1 if the node answers",
                                       labels=["node"])
+        machine = {key: GaugeMetricFamily(name, doc, labels=["node"]) for key, name, doc in (
+            ("load", "jqueue_node_load1", "A node's 1-minute load average"),
+            ("mem_total", "jqueue_node_memory_total_bytes", "A node's memory"),
+            ("mem_available", "jqueue_node_memory_available_bytes",
+             "A node's memory available without swapping"))}
         commands = self._backend.commands
         nodes = commands.node_status() if commands is not None else {}
         for name, row in sorted(nodes.items()):
@@ -116,10 +127,14 @@ class QueueCollector:
             slots.add_metric([name], row.get("slots") or 0)
             queued.add_metric([name], row.get("queued") or 0)
             reachable.add_metric([name], 1 if row.get("reachable", True) else 0)
+            for key, value in (row.get("resources") or {}).items():
+                if key in machine and value is not None:
+                    machine[key].add_metric([name], value)
         yield running
         yield slots
         yield queued
         yield reachable
+        yield from machine.values()
 
 
 def _histogram(latency):

@@ -210,6 +210,11 @@ def test_nodes_info_and_metrics(served):
         assert name in families, name
     reach = {s.labels["node"]: s.value for s in families["jqueue_node_reachable"].samples}
     assert reach == {nodes[0]["name"]: 1.0}
+    memory = {name: {s.labels["node"]: s.value for s in families[name].samples}
+              for name in ("jqueue_node_memory_total_bytes",
+                           "jqueue_node_memory_available_bytes", "jqueue_node_load1")}
+    total, available, load = (family[nodes[0]["name"]] for family in memory.values())
+    assert 0 < available < total and load >= 0
     count = [s.value for s in families["jqueue_ack_latency_seconds"].samples
              if s.name.endswith("_count")][0]
     assert count > 0

@@ -72,6 +72,8 @@ def test_a_masters_nodes_workers_and_replication_metrics_name_every_node(
     assert set(lag) == candidates and all(value >= 0 for value in lag.values())
     assert set(samples["jqueue_replication_backlog"]) == candidates
     assert samples["jqueue_node_reachable"] == dict.fromkeys(cluster.names, 1.0)
+    memory = metric_samples(client)["jqueue_node_memory_total_bytes"]  # from heartbeats
+    assert memory[node] == row["mem_total"] > 0, memory
     workers = eval(client.get("/json/getworkers").text,  # noqa: S307 - Coalition's clients do
                    {"__builtins__": {}}, {})
     assert sorted(worker[0] for worker in workers["Workers"]) == sorted(cluster.names)
