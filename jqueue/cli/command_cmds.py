@@ -16,10 +16,6 @@ from jqueue.cli.exitcodes import EXIT_INTERRUPTED, EXIT_SUCCESS, CommandError
 #: Bytes asked per ReadJobLog (ReadServiceLog) call, and the long poll of each (seconds).
 LOG_READ_BYTES = 256 * 1024
 LOG_POLL = 30.0
-#: Seconds a followed job's log is waited for while the job waits to start: how soon a
-#: change of why it waits is said (the first read: FIRST_POLL, then it is asked).
-WAIT_POLL = 5.0
-FIRST_POLL = 1.0
 RUNNING_COLUMNS = (("job", "Job", "number"), ("attempt", "Attempt", "number"),
                    ("node", "Node", "text"), ("pid", "PID", "number"),
                    ("started", "Started", "text"), ("containment", "Containment", "text"))
@@ -241,7 +237,7 @@ def cmd_log(ctx, args):
             raise errors.JobLost("job %s not found" % args.id)
         start = print_tail(ctx, "read_job_log", args.id, row[0] or 0, args.lines)
     copy_log(ctx, "read_job_log", args.id, args.follow, start=start,
-             waiting=_Waiting(ctx, args.id) if args.follow else None)
+             waiting=watching.WaitNotice(ctx, args.id) if args.follow else None)
     return EXIT_SUCCESS
 
 
@@ -249,25 +245,7 @@ def print_log(ctx, job_id, follow):
     """Write the job's log to stdout, its bytes as they are; follow it until the job ended if asked
     (across a restart or failover of the daemon: Context.again)."""
     copy_log(ctx, "read_job_log", job_id, follow,
-             waiting=_Waiting(ctx, job_id) if follow else None)
-
-
-class _Waiting:
-    """Says on stderr why a followed job does not run, each time that changes (the
-    master's wait_message): "job 8 waits: the slot of vm is busy (job 7)"."""
-
-    def __init__(self, ctx, job_id):
-        self._ctx, self._job_id = ctx, job_id
-        self._said = None
-
-    def __call__(self):
-        """Whether the job waits now (said if the reason is new)."""
-        row = self._ctx.again("query_jobs", [self._job_id], ["wait_message"])[0]
-        message = row[0] if row is not None else None
-        if message and message != self._said:
-            self._ctx.warn("job %s waits: %s" % (self._job_id, message))
-        self._said = message
-        return bool(message)
+             waiting=watching.WaitNotice(ctx, job_id) if follow else None)
 
 
 #: Bytes read back from a log's end at first when looking for its last lines (doubled
@@ -305,12 +283,12 @@ def copy_log(ctx, method, name, follow, forever=False, start=0, waiting=None):
     """Write the log of a job or service (name) to stdout from start, the client's
     method (read_job_log, read_service_log) a piece at a time; with follow, until its
     end, connecting again whenever the daemon is lost (Context.again; for ever if
-    forever). waiting (a _Waiting), if given, is asked whenever a read brought nothing
-    (the first waits FIRST_POLL seconds); while it says the job waits, reads wait
+    forever). waiting (a watching.WaitNotice), if given, is asked whenever a read brought
+    nothing (the first waits FIRST_POLL seconds); while it says the job waits, reads wait
     WAIT_POLL seconds at most."""
     offset = start
     window = {"window": None} if forever else {}
-    waits, poll = waiting is not None, FIRST_POLL
+    waits, poll = waiting is not None, watching.FIRST_POLL
     while True:
         timeout = (poll if waits else LOG_POLL) if follow else 0
         answer = ctx.again(method, name, offset, LOG_READ_BYTES, timeout, True, **window)
@@ -324,7 +302,7 @@ def copy_log(ctx, method, name, follow, forever=False, start=0, waiting=None):
         if answer["eof"] or (not follow and not answer["data"]):
             return
         if waiting is not None and not answer["data"]:
-            waits, poll = waiting(), WAIT_POLL
+            waits, poll = waiting(), watching.WAIT_POLL
 
 
 def write_bytes(ctx, data):

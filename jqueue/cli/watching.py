@@ -12,6 +12,29 @@ END_FIELDS = ["status", "exit_status", "signal", "timed_out", "reason"]
 #: follow_jobs' outcome of a job not finished by the deadline (wait --timeout): not an
 #: exit status, as its number (3) is also a canceled job's.
 STILL_RUNNING = "still running"
+#: Seconds a followed job is waited for while it waits to start: how soon a change of
+#: why it waits is said (WaitNotice; the first wait: FIRST_POLL, then it is asked).
+WAIT_POLL = 5.0
+FIRST_POLL = 1.0
+_PENDING = (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING)
+
+
+class WaitNotice:
+    """Says on stderr why a followed job does not run, each time that changes (the
+    master's wait_message): "job 8 waits: the slot of vm is busy (job 7)"."""
+
+    def __init__(self, ctx, job_id):
+        self._ctx, self._job_id = ctx, job_id
+        self._said = None
+
+    def __call__(self):
+        """Whether the job waits now (said if the reason is new)."""
+        row = self._ctx.again("query_jobs", [self._job_id], ["wait_message"])[0]
+        message = row[0] if row is not None else None
+        if message and message != self._said:
+            self._ctx.warn("job %s waits: %s" % (self._job_id, message))
+        self._said = message
+        return bool(message)
 
 
 def register(commands):
@@ -121,7 +144,10 @@ def _archived_outcome(ctx, job_id, show_log):
 
 
 def _follow_live(ctx, job_id, show_log, deadline):
+    """(See follow.) While the job waits to start, the wait returns every FIRST_POLL,
+    then WAIT_POLL seconds to say why it waits (WaitNotice)."""
     info, serial = None, None
+    notice, poll = WaitNotice(ctx, job_id), FIRST_POLL
     while True:
         left, lost = None, {}
         if deadline is not None:
@@ -129,8 +155,13 @@ def _follow_live(ctx, job_id, show_log, deadline):
             if left <= 0:
                 return None
             lost = {"window": left}  # a lost daemon is tried again until the deadline
-        result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial, left, **lost)
+        pending = info is not None and info[0] in _PENDING
+        step = left if not pending else poll if left is None else min(left, poll)
+        result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial, step, **lost)
         if result == constants.JOB_NOTCHANGED:
+            if pending:
+                notice()
+                poll = WAIT_POLL
             continue
         new_info, entries = result
         for entry in entries:

@@ -709,3 +709,29 @@ def test_run_follow_says_why_the_job_waits_then_prints_its_output(daemons):
     job_id = int(err.split("job ")[1].split()[0])
     assert "jqctl: job %d waits: the slot of " % job_id in err
     assert err.count(waited) == 1 and "is busy (job %d)" % sleeper in err
+
+
+def test_wait_says_why_the_job_waits(daemons):
+    """jqctl wait of a job waiting for the one slot says why on stderr (once), then its
+    outcome when it ran."""
+    daemon = daemons(args=["--slots", "1"])
+    with daemon.client() as client:
+        sleeper = client.submit_job([command("sleep 60")])
+        wait_until(lambda: client.query_jobs([sleeper], ["status"])[0] == ["running"],
+                   what="the sleeper running")
+        job_id = client.submit_job([command("true")])
+        proc = subprocess.Popen([sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket,
+                                 "wait", str(job_id)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        said = "jqctl: job %d waits: the slot of " % job_id
+        deadline = time.monotonic() + 20
+        err = b""
+        while said.encode() not in err:
+            assert time.monotonic() < deadline, err
+            err += os.read(proc.stderr.fileno(), 4096)
+        client.cancel_job(sleeper, True)
+        out, rest = proc.communicate(timeout=30)
+    err = (err + rest).decode()
+    assert proc.returncode == 0, (out, err)
+    assert out.decode().startswith("Job %d finished: success" % job_id)
+    assert err.count(said) == 1 and "is busy (job %d)" % sleeper in err
