@@ -244,12 +244,13 @@ def reload_daemon(current, top):
     file that does not read or check changes nothing: the error is logged.
     """
     config = current[0]
-    changed = {}
+    changed, failed = {}, False
     if config.path is not None:
         try:
             changed = configmod.changes(config, configmod.reread(config))
         except errors.ConfigurationError as err:
             logger.error("SIGHUP: %s; the running configuration stays", one_line(err))
+            failed = True
         applied = _reconfigure(top, config.with_values(
             {name: new for name, (_, new) in changed.items()}), changed)
         for name, (old, new) in sorted(changed.items()):
@@ -271,7 +272,7 @@ def reload_daemon(current, top):
         logger.info("received SIGHUP: nothing to read again (no configuration file; the "
                     "options of the command line are read at start: restart to change "
                     "them)")
-    elif config.path is not None and not changed:
+    elif config.path is not None and not changed and not failed:
         logger.info("received SIGHUP: %s read again, no option changed", config.path)
 
 

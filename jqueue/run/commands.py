@@ -484,10 +484,10 @@ class CommandRunner:
         if place is None:
             return None
         node, ahead, running = place
-        why = self._unavailable(node)
-        if why is not None:
-            return constants.WAIT_NODE, why
-        slots = max(1, self._links[node].slots)
+        why, link = self._unavailable(node), self._links.get(node)
+        if why is not None or link is None:
+            return constants.WAIT_NODE, why or "%s is not a node of this queue" % node
+        slots = max(1, link.slots)
         if self._running.get(node, 0) < slots:
             return None  # it starts now
         text = "%s of %s %s busy (%s %s)" % (

@@ -296,6 +296,7 @@ def test_reload_reads_the_file_again_and_applies_what_the_daemon_takes(tmp_path,
         common.reload_daemon(current, top)
     assert "SIGHUP: config file %s: [masterd] slots: must be an integer >= 1" % path in \
         caplog.text and "the running configuration stays" in caplog.text
+    assert "no option changed" not in caplog.text
     assert len(taker.given) == 1 and current[0].slots == 4
     caplog.clear()
     path.write_text("[masterd]\nstate_dir = 'x'\nslots = 4\nmax_jobs = 10\n"
