@@ -236,12 +236,17 @@ def test_a_job_waiting_for_a_slot_says_so_in_its_row_and_detail(browser, served)
              what="the row")
     status = browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"] td.status' % job_id)
     assert status.get_attribute("title") == job["wait_message"]
+    reason = status.find_element(By.CSS_SELECTOR, ".wait-reason")
+    assert reason.text == "slots" and reason.is_displayed()
     browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
     wait_for(lambda: detail_field(browser, "waiting") == job["wait_message"],
              what="the waiting field")
     assert client.post("/api/v1/jobs/%d/cancel" % sleeper, {}).status == 200
     wait_for(lambda: detail_field(browser, "status") == "running", what="the job running")
     assert detail_field(browser, "waiting") is None
+    wait_for(lambda: not browser.find_element(
+        By.CSS_SELECTOR, 'tr[data-id="%d"] td.status .wait-reason' % job_id).is_displayed(),
+             what="the reason gone from the row")
     assert client.post("/api/v1/jobs/%d/cancel" % job_id, {}).status == 200
 
 

@@ -134,7 +134,11 @@
     cells.held = document.createElement("span");
     cells.held.className = "held-badge";
     cells.held.textContent = "held";
-    cells.status.append(cells.statusText, cells.held);
+    // Why a pending job does not run, in a word (the API's wait_reason: "slots"); the
+    // words are the cell's tooltip.
+    cells.wait = document.createElement("span");
+    cells.wait.className = "wait-reason";
+    cells.status.append(cells.statusText, cells.held, cells.wait);
     const bar = document.createElement("span");
     bar.className = "bar";
     const fill = document.createElement("span");
@@ -166,6 +170,10 @@
     c.held.hidden = !job.held;
     c.status.className = "status st-" + job.status;
     c.status.title = job.wait_message || "";  // why a pending job does not run now
+    // (held: the badge says it)
+    const reason = job.wait_reason && job.wait_reason !== "HELD" ? job.wait_reason : "";
+    c.wait.textContent = reason.toLowerCase().replace(/_/g, " ");
+    c.wait.hidden = !reason;
     c.node.textContent = job.node || "";
     const progress = progressOf(job);
     c.fill.style.width = Math.round(progress * 100) + "%";
