@@ -530,10 +530,19 @@ class CommandRunner:
         return node, ahead, table[3].get(node, [])
 
     def _build_places(self):
-        places = {}
+        """(Under the queue's lock.) The places of the jobs that still want to start: an
+        entry of one canceled or held meanwhile stays in its heap until popped, and is
+        not counted before the others."""
+        places, jobs = {}, self._queue._jobs
         for node, heap in list(self._pending.items()):
-            for ahead, entry in enumerate(sorted(list(heap))):
-                places.setdefault(entry[1], (node, ahead))
+            ahead = 0
+            for _, job_id, op_index in sorted(list(heap)):
+                job = jobs.get(job_id)
+                if (job_id in places or job is None
+                        or not self._wants_start_unlocked(job, op_index)):
+                    continue
+                places[job_id] = (node, ahead)
+                ahead += 1
         running = {}
         for attempt in list(self._attempts.values()):
             running.setdefault(attempt.node, []).append(attempt.job_id)

@@ -1348,3 +1348,20 @@ def test_wait_reason_names_the_nodes_that_keep_a_command_back(open_queue, clock,
     on_a = [pinned] + [setup.submit(command("x", node="a")) for _ in range(4)]
     assert wait_fields(setup, on_a[-1]) == (
         "SLOTS", "all 4 slots of a are busy (jobs %s)" % ", ".join(map(str, on_a[:4])))
+
+
+def test_jobs_canceled_or_held_are_not_counted_before_a_waiting_one(open_queue, clock,
+                                                                    tmp_path, monkeypatch):
+    """Their entries stay in the node's queue until popped (for as long as the slots stay
+    busy); "N jobs before it" counts only those that will start first, once the table of
+    places is read again (here at each question)."""
+    monkeypatch.setattr(commands, "PLACES_AGE", 0.0)
+    setup = Setup(open_queue, clock, tmp_path, slots=1)
+    blocker = setup.submit(command("sleep 60"))
+    first, second, third = (setup.submit(command(c)) for c in ("a", "b", "c"))
+    assert wait_fields(setup, third)[1].endswith("; 2 jobs before it in node1's queue")
+    setup.queue.cancel_job(first)
+    setup.queue.hold_job(second)
+    setup.settle()
+    assert wait_fields(setup, third) == (
+        "SLOTS", "the slot of node1 is busy (job %d)" % blocker)
