@@ -272,10 +272,13 @@ def test_restarts_go_on_without_a_master_and_a_failover_touches_nothing(
 
 def _simulate_reboot(state_dir, marks_):
     """What a reboot does to a node's services: every process of them dies (their shims
-    too), and the files written before it carry the previous boot's id."""
+    too), and the files written before it carry the previous boot's id. Returns once
+    they are gone (a SIGKILL is delivered, and the dead reaped, a moment after kill)."""
     for mark in marks_:
         for pid in processes_with(mark):
             os.kill(pid, signal.SIGKILL)
+    for mark in marks_:
+        wait_until(lambda mark=mark: not processes_with(mark), what="the killed processes gone")
     for path in glob.glob(os.path.join(state_dir, "services", "attempts", "*", "spec.json")):
         with open(path, encoding="utf-8") as stream:
             spec = json.load(stream)
