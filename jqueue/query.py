@@ -271,9 +271,8 @@ def _waiting(index):
 
 FIELDS += [
     Field("wait_reason", "WaitReason", QFT_TEXT, "Why the job, pending, does not run now "
-          "(HELD, NOT_BEFORE, DEPENDENCY, BACKOFF, WORKERS, NO_MATCHING_NODE, "
-          "NODE_UNAVAILABLE, SLOTS; null: it runs, it ended, or it starts in its turn)",
-          _waiting(0)),
+          "(%s; null: it runs, it ended, or it starts in its turn)"
+          % ", ".join(constants.WAIT_REASONS), _waiting(0)),
     Field("wait_message", "Waiting", QFT_TEXT, "What the job, pending, waits for, in words "
           "(\"all 2 slots of vm are busy (jobs 31, 32)\")", _waiting(1)),
 ]

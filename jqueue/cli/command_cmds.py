@@ -284,13 +284,12 @@ def copy_log(ctx, method, name, follow, forever=False, start=0, waiting=None):
     method (read_job_log, read_service_log) a piece at a time; with follow, until its
     end, connecting again whenever the daemon is lost (Context.again; for ever if
     forever). waiting (a watching.WaitNotice), if given, is asked whenever a read brought
-    nothing (the first waits FIRST_POLL seconds); while it says the job waits, reads wait
-    WAIT_POLL seconds at most."""
+    nothing; until it says the job does not wait, reads wait its poll at most."""
     offset = start
     window = {"window": None} if forever else {}
-    waits, poll = waiting is not None, watching.FIRST_POLL
+    waits = waiting is not None
     while True:
-        timeout = (poll if waits else LOG_POLL) if follow else 0
+        timeout = (waiting.poll if waits else LOG_POLL) if follow else 0
         answer = ctx.again(method, name, offset, LOG_READ_BYTES, timeout, True, **window)
         dropped = answer["offset"] - len(answer["data"]) - offset
         if dropped > 0:  # a service's log keeps its end: it began later than asked
@@ -302,7 +301,7 @@ def copy_log(ctx, method, name, follow, forever=False, start=0, waiting=None):
         if answer["eof"] or (not follow and not answer["data"]):
             return
         if waiting is not None and not answer["data"]:
-            waits, poll = waiting(), watching.WAIT_POLL
+            waits = waiting()
 
 
 def write_bytes(ctx, data):

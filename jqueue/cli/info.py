@@ -1,6 +1,5 @@
 """The info command: everything about jobs, one indented block of lines per job."""
 
-
 from jqueue import commandjob, constants, serializer, text
 from jqueue.cli import outcome, output, parsing
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS

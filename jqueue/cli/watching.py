@@ -21,14 +21,17 @@ _PENDING = (constants.JOB_STATUS_QUEUED, constants.JOB_STATUS_WAITING)
 
 class WaitNotice:
     """Says on stderr why a followed job does not run, each time that changes (the
-    master's wait_message): "job 8 waits: the slot of vm is busy (job 7)"."""
+    master's wait_message): "job 8 waits: the slot of vm is busy (job 7)". poll: how
+    long the follower waits for news before asking it (FIRST_POLL, then WAIT_POLL)."""
 
     def __init__(self, ctx, job_id):
         self._ctx, self._job_id = ctx, job_id
         self._said = None
+        self.poll = FIRST_POLL
 
     def __call__(self):
         """Whether the job waits now (said if the reason is new)."""
+        self.poll = WAIT_POLL
         row = self._ctx.again("query_jobs", [self._job_id], ["wait_message"])[0]
         message = row[0] if row is not None else None
         if message and message != self._said:
@@ -147,7 +150,7 @@ def _follow_live(ctx, job_id, show_log, deadline):
     """(See follow.) While the job waits to start, the wait returns every FIRST_POLL,
     then WAIT_POLL seconds to say why it waits (WaitNotice)."""
     info, serial = None, None
-    notice, poll = WaitNotice(ctx, job_id), FIRST_POLL
+    notice = WaitNotice(ctx, job_id)
     while True:
         left, lost = None, {}
         if deadline is not None:
@@ -156,12 +159,13 @@ def _follow_live(ctx, job_id, show_log, deadline):
                 return None
             lost = {"window": left}  # a lost daemon is tried again until the deadline
         pending = info is not None and info[0] in _PENDING
-        step = left if not pending else poll if left is None else min(left, poll)
+        step = left
+        if pending:  # back after notice.poll, to say why it waits
+            step = notice.poll if left is None else min(left, notice.poll)
         result = ctx.again("wait_for_job_change", job_id, _FIELDS, info, serial, step, **lost)
         if result == constants.JOB_NOTCHANGED:
             if pending:
                 notice()
-                poll = WAIT_POLL
             continue
         new_info, entries = result
         for entry in entries:

@@ -439,10 +439,9 @@ def node_rows(call):
 
 def node_machine(row):
     """{load, cpus, mem_total, mem_available} of one of node_rows (None: not known, or
-    the node does not answer): ListNodes' on a cluster's master, else the runner's."""
+    the node does not answer): ListNodes' on a cluster's master, else the runner's (each
+    leaves out the reading of a node that does not answer)."""
     machine = row if "mem_total" in row else row.get("resources") or {}
-    if not row.get("reachable", True):
-        machine = {}
     return {key: machine.get(key) for key in constants.NODE_RESOURCES}
 
 
