@@ -684,26 +684,35 @@ def test_sighup_applies_the_config_files_slots_users_and_retention(daemons, tmp_
         wait_all_final(client, [first, second, nobody], 30)
 
 
-def test_run_follow_says_why_the_job_waits_then_prints_its_output(daemons):
-    """One slot, taken: jqctl run --follow says on stderr what its job waits for (once),
-    then, when the slot frees, prints the command's output and exits with its status."""
+def behind_the_one_slot(daemons, argv, said, job=None):
+    """jqctl argv (job's id appended), started while a sleeper holds a one-slot daemon's
+    slot, until it said said on stderr; then the slot freed: (its process, the sleeper,
+    its stdout and stderr once it ended)."""
     daemon = daemons(args=["--slots", "1"])
     with daemon.client() as client:
         sleeper = client.submit_job([command("sleep 60")])
         wait_until(lambda: client.query_jobs([sleeper], ["status"])[0] == ["running"],
                    what="the sleeper running")
+        if job is not None:
+            argv = argv + [str(client.submit_job([job]))]
         proc = subprocess.Popen([sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket,
-                                 "run", "--follow", "--", "sh", "-c", "echo done; exit 4"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        waited = "waits: the slot of "
+                                 *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
         err = b""
-        while waited.encode() not in err:
+        while said.encode() not in err:
             assert time.monotonic() < deadline, err
             err += os.read(proc.stderr.fileno(), 4096)
         client.cancel_job(sleeper, True)
         out, rest = proc.communicate(timeout=30)
-    err = (err + rest).decode()
+    return proc, sleeper, out, (err + rest).decode()
+
+
+def test_run_follow_says_why_the_job_waits_then_prints_its_output(daemons):
+    """One slot, taken: jqctl run --follow says on stderr what its job waits for (once),
+    then, when the slot frees, prints the command's output and exits with its status."""
+    waited = "waits: the slot of "
+    proc, sleeper, out, err = behind_the_one_slot(
+        daemons, ["run", "--follow", "--", "sh", "-c", "echo done; exit 4"], waited)
     assert proc.returncode == 4, (out, err)
     assert b"\ndone\n" in out
     job_id = int(err.split("job ")[1].split()[0])
@@ -714,24 +723,10 @@ def test_run_follow_says_why_the_job_waits_then_prints_its_output(daemons):
 def test_wait_says_why_the_job_waits(daemons):
     """jqctl wait of a job waiting for the one slot says why on stderr (once), then its
     outcome when it ran."""
-    daemon = daemons(args=["--slots", "1"])
-    with daemon.client() as client:
-        sleeper = client.submit_job([command("sleep 60")])
-        wait_until(lambda: client.query_jobs([sleeper], ["status"])[0] == ["running"],
-                   what="the sleeper running")
-        job_id = client.submit_job([command("true")])
-        proc = subprocess.Popen([sys.executable, "-m", "jqueue.cli", "--socket", daemon.socket,
-                                 "wait", str(job_id)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        said = "jqctl: job %d waits: the slot of " % job_id
-        deadline = time.monotonic() + 20
-        err = b""
-        while said.encode() not in err:
-            assert time.monotonic() < deadline, err
-            err += os.read(proc.stderr.fileno(), 4096)
-        client.cancel_job(sleeper, True)
-        out, rest = proc.communicate(timeout=30)
-    err = (err + rest).decode()
+    proc, sleeper, out, err = behind_the_one_slot(daemons, ["wait"], "waits: the slot of ",
+                                                  job=command("true"))
+    job_id = int(proc.args[-1])
+    said = "jqctl: job %d waits: the slot of " % job_id
     assert proc.returncode == 0, (out, err)
     assert out.decode().startswith("Job %d finished: success" % job_id)
     assert err.count(said) == 1 and "is busy (job %d)" % sleeper in err
