@@ -333,6 +333,13 @@ BURSTS = ("for k in $(seq 0 29); do seq $((k * 10000 + 1)) $((k * 10000 + 10000)
 KEEP = 1 << 20
 
 
+def holding(mib, seconds=1000):
+    """argv of a Python process that holds mib MiB of memory it has written to, says so
+    ("holding"), then sleeps for seconds."""
+    return [sys.executable, "-c", "import sys, time; block = bytearray(%d << 20); "
+            "print('holding', flush=True); time.sleep(%s)" % (mib, seconds)]
+
+
 def processes_with(mark, variable="JQ_TEST_MARK"):
     """Pids of the processes whose environment holds JQ_TEST_MARK=mark (a test's commands
     carry a fresh one, so that tests running in parallel never see each other's), or

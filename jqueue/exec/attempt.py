@@ -32,6 +32,9 @@ class AttemptSpec:
     #: HOME and USER (this node's passwd entry of run_as, or of the daemon's user) and
     #: LANG; "inherit": over the environment of the daemon that runs it (the Executor's).
     env_base: str | None = None
+    #: Bytes the job's processes may hold resident together (0: no limit): over it, the
+    #: shim kills them all (AttemptResult.memory_exceeded).
+    memory_max: int = 0
 
 
 @attrs.frozen
@@ -44,7 +47,10 @@ class AttemptResult:
     could not be started here and never ran ("cannot change to directory /x: No such file
     or directory", "cannot switch to user u: ..."). ``exec_error`` says why the exec of
     the command failed ("cannot execute x: No such file or directory"): its failure, with
-    the exit status sh would give (127 not found, 126 not executable).
+    the exit status sh would give (127 not found, 126 not executable). ``max_rss`` (bytes)
+    and ``cpu_time`` (seconds) are what the command used (None if it never ran, or if a
+    shim of an earlier version ran it); ``memory_exceeded``: killed for going over its
+    spec's ``memory_max``.
     """
 
     exit_status: int | None    # None if killed by a signal or never ran
@@ -53,6 +59,9 @@ class AttemptResult:
     error: str | None
     ended: float               # epoch seconds
     exec_error: str | None = None
+    max_rss: int | None = None
+    cpu_time: float | None = None
+    memory_exceeded: bool = False
 
     def to_dict(self):
         """The result as JSON data (the shim writes the same keys)."""
@@ -69,7 +78,10 @@ class AttemptResult:
                        timed_out=bool(data["timed_out"]),
                        error=_opt_str(data["error"]),
                        ended=float(data["ended"]),
-                       exec_error=_opt_str(data.get("exec_error")))
+                       exec_error=_opt_str(data.get("exec_error")),
+                       max_rss=_opt_int(data.get("max_rss")),
+                       cpu_time=_opt_float(data.get("cpu_time")),
+                       memory_exceeded=bool(data.get("memory_exceeded")))
         except (KeyError, TypeError) as err:
             raise ValueError("malformed result %r: %s" % (data, err)) from None
 
@@ -115,6 +127,9 @@ def check_spec(spec):
                 or not 0 <= value < math.inf):
             raise errors.CommandError("%s: %s must be a finite number >= 0, not %r"
                                       % (key, name, value))
+    if not _is_int(spec.memory_max) or spec.memory_max < 0:
+        raise errors.CommandError("%s: memory_max must be bytes (an integer >= 0), not %r"
+                                  % (key, spec.memory_max))
 
 
 def _check_env(key, env):
@@ -136,6 +151,14 @@ def _is_int(value):
 
 def _opt_str(value):
     return None if value is None else str(value)
+
+
+def _opt_float(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("%r is not a number" % (value,))
+    return float(value)
 
 
 def _opt_int(value):

@@ -7,7 +7,7 @@
     attempt, argv, dir, run_as, timeout, kill_grace, started (epoch), deadline (epoch or
     null), boot_id, shim_pid, shim_start (field 22 of ``/proc/<pid>/stat``), cgroup (path
     or null), shim ("c" or "python"), rt_base (where the shim's forwarding signals
-    start). Not the environment: it may hold secrets (it reaches the shim on a pipe).
+    start), memory_max (bytes, 0 for none). Not the environment: it may hold secrets (it reaches the shim on a pipe).
 ``output``
     the command's stdout and stderr, appended by the command itself (created by the
     shim's child just before the exec; a missing file reads as empty). With a *run
@@ -17,7 +17,8 @@
     ``PID STARTTIME``, written by the shim before it lets the prepared command exec.
 ``result``
     written by the shim when no process of the job is left (JSON: exit_status, signal,
-    timed_out, error, ended), or by the executor when it finds the attempt lost.
+    timed_out, error, ended, exec_error, max_rss, cpu_time, memory_exceeded), or by the
+    executor when it finds the attempt lost.
 ``shim.log``
     the shim's own complaints, if it had any; quoted when a shim dies without a result.
 

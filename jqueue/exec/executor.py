@@ -461,6 +461,7 @@ class Executor:
             "deadline": started + spec.timeout if spec.timeout else None,
             "boot_id": self._boot_id, "shim_pid": pid, "shim_start": None, "cgroup": cgroup,
             "shim": self._shim.kind, "rt_base": RT_BASE, "output": output,
+            "memory_max": spec.memory_max,
         }
         att = _Attempt((spec.job, spec.attempt), path, record)
         try:
@@ -492,6 +493,8 @@ class Executor:
             options += ["--nofile", str(_ORIGINAL_NOFILE[0])]
         if self._own_oom_score_adj:
             options += ["--oom-score-adj", "0"]
+        if spec.memory_max:
+            options += ["--memory-max", str(spec.memory_max)]
         options += ["--"] + list(spec.argv)
         read_end, write_end = _pipe_above_stdio()
         actions = [

@@ -7,7 +7,7 @@
  *
  *   jq-shim --attempt-dir A --dir D --timeout T --grace G --rt-base R
  *           [--output O] [--cgroup C] [--user NAME UID GID --groups G,...] [--nofile N]
- *           [--oom-score-adj N] -- ARGV...
+ *           [--oom-score-adj N] [--memory-max BYTES] -- ARGV...
  *
  * Start. The shim's environment is empty (a job's LD_PRELOAD must not run as the
  * daemon's user): it reads the command's environment from stdin, NUL-terminated
@@ -43,12 +43,20 @@
  * process of the cgroup (cgroup.kill for SIGKILL where the kernel has it) and every
  * descendant of the shim with its process group.
  *
+ * Memory: with --memory-max, every MEMORY_POLL seconds the shim adds up the resident sets
+ * (/proc/PID/statm) of every process of the job (the cgroup's members, else its own
+ * descendants) and, over the limit, kills the job at once (SIGKILL, as the kernel's OOM
+ * killer would) and sets memory_exceeded. A peak between two samples goes unseen.
+ *
  * The shim's own stdout and stderr are /dev/null; it notes its problems in A/shim.log.
  *
  * End. When the command's main process has exited, anything of the job still alive is
  * terminated the same way (TERM, grace, KILL). The attempt ends when the shim has no child
  * left (waitpid: ECHILD) and the cgroup says "populated 0"; the shim removes the cgroup,
- * writes A/result (JSON; temp file and rename) and exits 0. Output goes only to the file:
+ * writes A/result (JSON; temp file and rename) and exits 0. The result carries the job's
+ * use of the machine, from the kernel's accounts of the processes the shim and theirs
+ * waited for (getrusage RUSAGE_CHILDREN): cpu_time (user and system seconds) and max_rss
+ * (bytes: the largest peak of any one process, or of the sampled sums if larger). Output goes only to the file:
  * nothing ever blocks on a reader.
  *
  * Any C library builds it. jqueue.exec.shims links it statically with musl where musl-gcc
@@ -102,6 +110,7 @@ struct jq_clone_args {
 #define POLL_MAX 0.5
 #define MAX_WAIT 1e6        /* longest single wait (s); longer timeouts take several */
 #define KERNEL_SIGRTMIN 32  /* the kernel's first real-time signal (C libraries reserve some) */
+#define MEMORY_POLL 0.25    /* seconds between samples of the job's memory (--memory-max) */
 
 extern char **environ;
 
@@ -114,13 +123,16 @@ struct options {
     double timeout, grace;
     long nofile;  /* -1: leave the limit as it is */
     long oom_score_adj;  /* -1001: leave it as it is */
+    unsigned long long memory_max;  /* bytes; 0: no limit */
     int rt_base;
     char **argv;
 };
 
 struct state {
     pid_t self, main_pid;
-    int main_done, status, pgid_alive, timed_out;
+    int main_done, status, pgid_alive, timed_out, memory_exceeded;
+    unsigned long long max_rss;  /* the largest sum of resident sets sampled (bytes) */
+    double next_sample;          /* monotonic seconds; 0 = no sampling */
     int terminating, killing;
     double deadline, grace_end, poll;  /* monotonic seconds; 0 = none */
     char error[1024];
@@ -299,6 +311,8 @@ static void parse_args(int argc, char **argv) {
             opt.cgroup = argv[++i];
         else if (!strcmp(name, "--nofile"))
             opt.nofile = parse_long(argv[++i], "bad --nofile");
+        else if (!strcmp(name, "--memory-max"))
+            opt.memory_max = (unsigned long long)parse_long(argv[++i], "bad --memory-max");
         else if (!strcmp(name, "--oom-score-adj")) {
             opt.oom_score_adj = parse_long(argv[++i], "bad --oom-score-adj");
             if (opt.oom_score_adj < -1000 || opt.oom_score_adj > 1000)
@@ -612,12 +626,24 @@ static void signal_one(pid_t pid, int sig, int with_group) {
     kill(pid, sig);
 }
 
+/* What to do with each process of a walk: visit(pid, ctx). */
+typedef void (*visit_fn)(pid_t pid, void *ctx);
+
+struct signal_ctx {
+    int sig, with_group;
+};
+
+static void signal_visit(pid_t pid, void *ctx) {
+    struct signal_ctx *how = ctx;
+    signal_one(pid, how->sig, how->with_group);
+}
+
 /*
- * Signal each pid listed in a file (cgroup.procs, or a /proc children list); with a
+ * Visit each pid listed in a file (cgroup.procs, or a /proc children list); with a
  * stack, push each of them too (while there is room: stack[*top], at most max).
  */
-static void signal_listed(const char *path, int sig, int with_group, pid_t *stack, int *top,
-                          int max) {
+static void visit_listed(const char *path, visit_fn visit, void *ctx, pid_t *stack, int *top,
+                         int max) {
     FILE *f = fopen(path, "re");
     if (!f)
         return;
@@ -625,7 +651,7 @@ static void signal_listed(const char *path, int sig, int with_group, pid_t *stac
     while (fscanf(f, "%d", &pid) == 1) {
         if (pid <= 0 || pid == st.self)
             continue;
-        signal_one((pid_t)pid, sig, with_group);
+        visit((pid_t)pid, ctx);
         if (stack && *top < max)
             stack[(*top)++] = (pid_t)pid;
     }
@@ -650,7 +676,8 @@ static int signal_cgroup(int sig) {
     cgroup_file(path, sizeof path, "cgroup.procs");
     if (access(path, R_OK) != 0)
         return 0;
-    signal_listed(path, sig, 0, NULL, NULL, 0);
+    struct signal_ctx how = {sig, 0};
+    visit_listed(path, signal_visit, &how, NULL, NULL, 0);
     return sig != SIGKILL;
 }
 
@@ -678,13 +705,12 @@ static void signal_children_by_scan(int sig) {
 /*
  * Every descendant of ours, through the children lists of each process's threads: one
  * that left the command's group (setsid) while its parent lives is found below that
- * parent. Each is signalled through its own group (a group made by a descendant is the
- * job's: a process joins groups of its own session only). At most MAX_WALK processes.
+ * parent. At most MAX_WALK processes.
  */
 #define MAX_WALK 4096
 static pid_t walk[MAX_WALK];
 
-static void signal_descendants(int sig) {
+static void visit_descendants(visit_fn visit, void *ctx) {
     int top = 0, visited = 0;
     walk[top++] = st.self;
     while (top > 0 && visited++ < MAX_WALK) {
@@ -700,10 +726,17 @@ static void signal_descendants(int sig) {
                 continue;
             char path[352];
             snprintf(path, sizeof path, "%s/%s/children", dir, task->d_name);
-            signal_listed(path, sig, 1, walk, &top, MAX_WALK);
+            visit_listed(path, visit, ctx, walk, &top, MAX_WALK);
         }
         closedir(tasks);
     }
+}
+
+/* Each descendant is signalled through its own group (a group made by a descendant is
+ * the job's: a process joins groups of its own session only). */
+static void signal_descendants(int sig) {
+    struct signal_ctx how = {sig, 1};
+    visit_descendants(signal_visit, &how);
 }
 
 static void signal_children(int sig) {
@@ -726,6 +759,46 @@ static void signal_job(int sig) {
             group_done(st.main_pid);
     }
     signal_children(sig);
+}
+
+/* ---- the job's memory ---- */
+
+static void add_rss(pid_t pid, void *ctx) {
+    char path[64], buf[256];
+    unsigned long long size, resident;
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    if (read_small(path, buf, sizeof buf) > 0 && sscanf(buf, "%llu %llu", &size, &resident) == 2)
+        *(unsigned long long *)ctx += resident * (unsigned long long)sysconf(_SC_PAGESIZE);
+}
+
+/* The sum of the resident sets of every process of the job (shared pages counted in
+ * each process that maps them, as ps and top count them). */
+static unsigned long long job_rss(void) {
+    unsigned long long total = 0;
+    char path[PATH_MAX];
+    if (opt.cgroup) {
+        cgroup_file(path, sizeof path, "cgroup.procs");
+        if (access(path, R_OK) == 0) {
+            visit_listed(path, add_rss, &total, NULL, NULL, 0);
+            return total;
+        }
+    }
+    visit_descendants(add_rss, &total);
+    return total;
+}
+
+static void begin_kill(void);
+
+static void sample_memory(double now) {
+    unsigned long long rss = job_rss();
+    if (rss > st.max_rss)
+        st.max_rss = rss;
+    st.next_sample = now + MEMORY_POLL;
+    if (rss > opt.memory_max) {
+        st.memory_exceeded = 1;
+        st.next_sample = 0;
+        begin_kill();
+    }
 }
 
 /* ---- the life of the attempt ---- */
@@ -783,6 +856,8 @@ static double next_wait(double now) {
         wait = st.grace_end - now;
     if ((st.terminating || st.killing) && (wait < 0 || st.poll < wait))
         wait = st.poll;
+    if (st.next_sample > 0 && (wait < 0 || st.next_sample - now < wait))
+        wait = st.next_sample - now;
     if (wait < 0)
         return -1;
     return wait < 0.001 ? 0.001 : (wait > MAX_WAIT ? MAX_WAIT : wait);
@@ -812,6 +887,8 @@ static void supervise(void) {
             st.timed_out = 1;
             begin_terminate();
         }
+        if (st.next_sample > 0 && now >= st.next_sample && !st.killing)
+            sample_memory(now);
         if (st.terminating && now >= st.grace_end)
             begin_kill();
         else if (st.killing)
@@ -850,7 +927,7 @@ static size_t json_string(char *out, size_t size, const char *text) {
 
 static void write_result(const char *error) {
     char text[6000], status[64] = "null", sig[64] = "null", err[2200] = "null",
-         exec_err[1100] = "null";
+         exec_err[1100] = "null", usage[128] = "\"max_rss\":null,\"cpu_time\":null";
     if (!error && st.main_done && WIFEXITED(st.status))
         snprintf(status, sizeof status, "%d", WEXITSTATUS(st.status));
     if (!error && st.main_done && WIFSIGNALED(st.status))
@@ -859,10 +936,19 @@ static void write_result(const char *error) {
         json_string(err, sizeof err, error);
     if (!error && st.exec_error[0])
         json_string(exec_err, sizeof exec_err, st.exec_error);
+    struct rusage ru;
+    if (!error && getrusage(RUSAGE_CHILDREN, &ru) == 0) {
+        unsigned long long peak = (unsigned long long)ru.ru_maxrss * 1024;  /* KiB */
+        snprintf(usage, sizeof usage, "\"max_rss\":%llu,\"cpu_time\":%.3f",
+                 peak > st.max_rss ? peak : st.max_rss,
+                 ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                 ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+    }
     int n = snprintf(text, sizeof text,
                      "{\"exit_status\":%s,\"signal\":%s,\"timed_out\":%s,\"error\":%s,"
-                     "\"ended\":%.6f,\"exec_error\":%s}\n",
-                     status, sig, st.timed_out ? "true" : "false", err, real_now(), exec_err);
+                     "\"ended\":%.6f,\"exec_error\":%s,%s,\"memory_exceeded\":%s}\n",
+                     status, sig, st.timed_out ? "true" : "false", err, real_now(), exec_err,
+                     usage, st.memory_exceeded ? "true" : "false");
     if (write_atomic("result", text, (size_t)n) < 0) {
         complain("cannot write the result: %s", strerror(errno));
         exit(1);
@@ -911,6 +997,8 @@ int main(int argc, char **argv) {
     if (started) {
         if (opt.timeout > 0)
             st.deadline = mono_now() + opt.timeout;
+        if (opt.memory_max > 0)
+            st.next_sample = mono_now() + MEMORY_POLL;
     }
     if (st.main_pid > 0)
         supervise();

@@ -22,6 +22,8 @@ POLL_MIN = 0.01
 POLL_MAX = 0.5
 MAX_WAIT = 1e6  # longest single wait (s); longer timeouts take several
 MAX_WALK = 4096  # processes a signal's walk over the descendants visits at most
+MEMORY_POLL = 0.25  # seconds between samples of the job's memory (--memory-max)
+PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 
 
 class Usage(Exception):
@@ -36,7 +38,7 @@ def parse_args(args):
     """The options (a dict) and the command's argv."""
     opts = {"timeout": 0.0, "grace": 0.0, "cgroup": None, "user": None, "groups": None,
             "nofile": -1, "oom_score_adj": None, "rt_base": -1, "attempt_dir": None,
-            "dir": None, "output": None}
+            "dir": None, "output": None, "memory_max": 0}
     i = 0
     while i < len(args) and args[i] != "--":
         name = args[i]
@@ -52,7 +54,7 @@ def parse_args(args):
         value = args[i + 1]
         if key in ("timeout", "grace"):
             value = _number(value, float)
-        elif key in ("nofile", "rt_base"):
+        elif key in ("nofile", "rt_base", "memory_max"):
             value = _number(value, int)
         elif key == "oom_score_adj":
             value = _number(value, int)
@@ -138,6 +140,9 @@ class Shim:
         self.status = 0
         self.pgid_alive = False
         self.timed_out = False
+        self.memory_exceeded = False
+        self.max_rss = 0  # the largest sum of resident sets sampled (bytes)
+        self.next_sample = 0.0  # monotonic; 0: no sampling
         self.terminating = False
         self.killing = False
         self.exec_error = None  # why the exec failed, as the child reported it
@@ -257,17 +262,14 @@ class Shim:
         except OSError:
             return False
 
-    def signal_listed(self, path, sig, with_group):
-        """Signal each pid listed in path (cgroup.procs, a /proc children list); the pids."""
+    def listed(self, path):
+        """The pids listed in path (cgroup.procs, a /proc children list), but ours."""
         try:
             with open(path) as f:
                 pids = [int(word) for word in f.read().split()]
         except (OSError, ValueError):
             return []
-        pids = [pid for pid in pids if pid > 0 and pid != self.self_pid]
-        for pid in pids:
-            self.signal_one(pid, sig, with_group)
-        return pids
+        return [pid for pid in pids if pid > 0 and pid != self.self_pid]
 
     def signal_one(self, pid, sig, with_group):
         """Signal pid once: through its own process group if it has one not signalled
@@ -299,7 +301,8 @@ class Shim:
         procs = os.path.join(cgroup, "cgroup.procs")
         if not os.access(procs, os.R_OK):
             return False
-        self.signal_listed(procs, sig, False)
+        for pid in self.listed(procs):
+            self.signal_one(pid, sig, False)
         return sig != signal.SIGKILL
 
     def signal_children(self, sig):
@@ -312,8 +315,13 @@ class Shim:
                 self.signal_one(int(name), sig, True)
 
     def signal_descendants(self, sig):
-        """Every descendant, through each process's threads' children lists, each through
-        its own group (see shim.c's signal_descendants); at most MAX_WALK processes."""
+        """Every descendant, each through its own group (see shim.c's signal_descendants)."""
+        for pid in self.descendants():
+            self.signal_one(pid, sig, True)
+
+    def descendants(self):
+        """Every descendant, through each process's threads' children lists (see shim.c's
+        visit_descendants); at most MAX_WALK processes."""
         stack, visited = [self.self_pid], 0
         while stack and visited < MAX_WALK:
             pid = stack.pop()
@@ -324,8 +332,34 @@ class Shim:
             except OSError:
                 continue
             for task in tasks:
-                stack.extend(self.signal_listed(os.path.join(task_dir, task, "children"),
-                                                sig, True))
+                pids = self.listed(os.path.join(task_dir, task, "children"))
+                yield from pids
+                stack.extend(pids)
+
+    # ---- the job's memory ----
+
+    def job_rss(self):
+        """The sum of the resident sets of every process of the job (see shim.c)."""
+        cgroup = self.opts["cgroup"]
+        procs = os.path.join(cgroup, "cgroup.procs") if cgroup else None
+        pids = self.listed(procs) if procs and os.access(procs, os.R_OK) else self.descendants()
+        total = 0
+        for pid in pids:
+            try:
+                with open("/proc/%d/statm" % pid, "rb") as f:
+                    total += int(f.read().split()[1]) * PAGE_SIZE
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
+    def sample_memory(self, now):
+        rss = self.job_rss()
+        self.max_rss = max(self.max_rss, rss)
+        self.next_sample = now + MEMORY_POLL
+        if rss > self.opts["memory_max"]:
+            self.memory_exceeded = True
+            self.next_sample = 0.0
+            self.begin_kill()
 
     def signal_job(self, sig):
         """Every process of the job, once (see shim.c's signal_job)."""
@@ -389,6 +423,8 @@ class Shim:
             wait = self.grace_end - now
         if (self.terminating or self.killing) and (wait is None or self.poll < wait):
             wait = self.poll
+        if self.next_sample and (wait is None or self.next_sample - now < wait):
+            wait = self.next_sample - now
         return None if wait is None else min(max(wait, 0.001), MAX_WAIT)
 
     def wait_event(self, now):
@@ -410,6 +446,8 @@ class Shim:
                     and not self.timed_out:
                 self.timed_out = True
                 self.begin_terminate()
+            if self.next_sample and now >= self.next_sample and not self.killing:
+                self.sample_memory(now)
             if self.terminating and now >= self.grace_end:
                 self.begin_kill()
             elif self.killing:
@@ -431,11 +469,17 @@ class Shim:
             elif os.WIFSIGNALED(self.status):
                 sig = os.WTERMSIG(self.status)
         exec_error = self.exec_error if error is None else None
+        max_rss = cpu_time = "null"
+        if error is None:  # the kernel's accounts of what we waited for (see shim.c)
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            max_rss = "%d" % max(usage.ru_maxrss * 1024, self.max_rss)
+            cpu_time = "%.3f" % (usage.ru_utime + usage.ru_stime)
         text = ('{"exit_status":%s,"signal":%s,"timed_out":%s,"error":%s,"ended":%.6f,'
-                '"exec_error":%s}\n') % (
+                '"exec_error":%s,"max_rss":%s,"cpu_time":%s,"memory_exceeded":%s}\n') % (
             _json_int(status), _json_int(sig), "true" if self.timed_out else "false",
             "null" if error is None else json_string(error), time.time(),
-            "null" if exec_error is None else json_string(exec_error))
+            "null" if exec_error is None else json_string(exec_error), max_rss, cpu_time,
+            "true" if self.memory_exceeded else "false")
         write_atomic(self.opts["attempt_dir"], "result", text.encode("ascii"))
 
     def remove_cgroup(self):
@@ -476,6 +520,8 @@ class Shim:
         if error is None:
             if self.opts["timeout"] > 0:
                 self.deadline = time.monotonic() + self.opts["timeout"]
+            if self.opts["memory_max"] > 0:
+                self.next_sample = time.monotonic() + MEMORY_POLL
         self.supervise()
         self.remove_cgroup()
         self.write_result(error)

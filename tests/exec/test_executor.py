@@ -9,6 +9,7 @@ import errno
 import os
 import pwd
 import queue
+import shlex
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ import time
 import attrs
 import pytest
 from conftest import attempt_names
+from daemon_helpers import holding
 from exec_helpers import SHIMS, Executors, run_to_end, wait_ended
 from twisted.internet import defer
 
@@ -333,6 +335,8 @@ def test_run_as_refused_unless_allowed_and_known(executors):
     ("env_base", "daemon", "env_base must be null, minimal or inherit"),
     ("timeout", -1, "timeout must be a finite number >= 0"),
     ("kill_grace", float("inf"), "kill_grace must be a finite number >= 0"),
+    ("memory_max", -1, "memory_max must be bytes"),
+    ("memory_max", "1G", "memory_max must be bytes"),
 ])
 def test_launch_refuses_malformed_specs(executors, field, value, message):
     """A relative dir, an empty argv, a bad variable or timeout: CommandError."""
@@ -410,6 +414,40 @@ def test_timeout_leaves_no_process_of_the_job(executors, shim, contained):
     assert executors.survivors() == []
     assert result.timed_out and result.signal == signal.SIGTERM
     assert time.monotonic() - started >= 0.5
+
+
+MiB = 1 << 20
+
+
+def test_a_job_whose_processes_together_go_over_its_memory_max_is_killed_whole(
+        executors, shim, contained):
+    """Two processes holding 40 MiB each, under a limit of 64 MiB alone but not together:
+    the shim kills every process of the job (SIGKILL, the sleeper too) and says why."""
+    executor, reactor, recorder = make(executors, shim, contained)
+    hold = shlex.join(holding(40))
+    executor.launch(executors.spec(1, "%s & %s & sleep 1000" % (hold, hold),
+                                   memory_max=64 * MiB))
+    result = wait_ended(executor, reactor, recorder, 1)
+    assert executors.survivors() == []
+    assert result.memory_exceeded and not result.timed_out
+    assert result.signal == signal.SIGKILL
+    assert result.max_rss > 64 * MiB
+    assert result.cpu_time > 0
+    assert executor.info(1, 1).result == result
+
+
+def test_a_job_under_its_memory_max_runs_to_its_end_and_reports_its_use(executors, shim):
+    """Under its limit a job ends as it would without one; the result says its peak memory
+    (at least the 40 MiB it held) and its CPU time (the second it spent busy)."""
+    executor, reactor, recorder = make(executors, shim)
+    busy = "import time; end = time.process_time() + 1\nwhile time.process_time() < end: pass"
+    script = "%s & pid=$!; %s; kill $pid" % (shlex.join(holding(40, 2)),
+                                             shlex.join([sys.executable, "-c", busy]))
+    result, output = run_to_end(executors, executor, reactor, recorder,
+                                executors.spec(1, script, memory_max=256 * MiB))
+    assert (result.exit_status, result.memory_exceeded) == (0, False), output
+    assert 40 * MiB <= result.max_rss < 256 * MiB
+    assert 1.0 <= result.cpu_time < 10
 
 
 TRAP = "trap '' TERM; echo ready; while :; do sleep 0.1; done"

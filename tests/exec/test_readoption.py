@@ -4,12 +4,14 @@ reports their true outcome and whole output, and never mistakes a stranger for a
 
 import errno
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from daemon_helpers import holding
 from exec_helpers import (
     SHIMS,
     Executors,
@@ -138,6 +140,25 @@ def test_an_attempt_that_ended_while_no_daemon_watched_reports_its_true_result(e
     assert (info.result.exit_status, info.result.error, info.output_size) == (5, None, 5)
     assert recorder2.events == []
     assert second.read(1, 1, 0, 100) == b"done\n"
+
+
+def test_a_memory_limit_is_kept_while_no_daemon_watches(executors):
+    """The shim enforces memory_max on its own: a job that goes over it while its daemon is
+    stopped is killed, and the next daemon reports it so, with what it held."""
+    first, reactor, recorder = executors.make()
+    script = "sleep 0.3; exec " + shlex.join(holding(48))
+    first.launch(executors.spec(1, script, memory_max=32 << 20))
+    first.stop()
+    result = os.path.join(attemptdir.attempt_path(first.state_dir, 1, 1), "result")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(result):
+        assert time.monotonic() < deadline, "the shim did not kill it"
+        time.sleep(0.05)
+    second, _, _ = executors.make(state_dir=first.state_dir, start=False)
+    (info,) = second.start()
+    assert (info.result.signal, info.result.memory_exceeded) == (signal.SIGKILL, True)
+    assert info.result.max_rss > 32 << 20
+    assert executors.survivors() == []
 
 
 def test_a_recycled_shim_pid_is_not_mistaken_for_the_shim(executors, shim):
