@@ -19,6 +19,9 @@ The runtime state of a command opcode is ``QueuedOpCode.exec_state`` (the job fi
     unstarted        attempts lost before their command started (LOST_UNSTARTED)
     pid, started     the command's pid and start time (epoch seconds) once known
     exit_status, signal, timed_out, reason, message   the last attempt's end
+    max_rss, cpu_time, memory_exceeded   what the last attempt's command used (bytes: its
+                     peak resident memory; seconds of CPU) and whether it was killed for
+                     going over memory_max
     retry_at         when the next attempt may start (retry_wait)
     progress, global_progress   fractions 0..1 from the progress patterns (or None)
     out              {attempt number (text): bytes of that attempt's output logged}
@@ -91,6 +94,26 @@ class _Command(ptypes.PType):
         for index, arg in enumerate(value):
             _check_arg_size(arg, "argument %d" % index)
         return list(value)
+
+
+#: The smallest memory_max (but 0, none): less than a shell needs to start.
+MIN_MEMORY_MAX = 1 << 20
+
+
+class _MemoryMax(ptypes.PType):
+    desc = ("bytes: 0 (no limit) or from 1 MiB, as an integer or a size such as 512M or 2G "
+            "(units of 1024)")
+
+    def check(self, value):
+        if isinstance(value, str):
+            try:
+                value = ptypes.parse_size(value)
+            except ValueError:
+                self._fail(value)
+        if (not ptypes._is_int(value) or value < 0 or value > ptypes.MAX_JOB_ID
+                or 0 < value < MIN_MEMORY_MAX):
+            self._fail(value)
+        return value
 
 
 class _AbsolutePath(ptypes.PType):
@@ -178,6 +201,7 @@ Environment = _Environment()
 UserName = _Name(_USER_NAME, "a user name")
 NodeName = _Name(_NODE_NAME, "a node name")
 ExitCodes = _ExitCodes()
+MemoryMax = _MemoryMax()
 ProgressPatternType = _ProgressPatternType()
 NodeSet = _NodeSet()
 
@@ -204,6 +228,9 @@ class OpCommandRun(OpCode):
               "seconds of run time, then TERM and KILL after kill_grace (0: none)"),
         Param("kill_grace", ptypes.NonNegativeNumber, 10,
               "seconds between TERM and KILL when the job is stopped"),
+        Param("memory_max", MemoryMax, 0,
+              "bytes the command's processes may hold resident together, else they are "
+              "all killed (0: no limit)"),
         Param("max_attempts", ptypes.IntRange(1, 1000), 1, "attempts in total"),
         Param("retry_delay", ptypes.NonNegativeNumber, 5,
               "seconds before the 2nd attempt, doubling for each later one (with jitter)"),
@@ -452,10 +479,11 @@ class ProgressTracker:
 # Attempts: outcome, retry, environment, banners
 
 
-def classify(result, success_codes, stopped_by_user=False, canceled=False):
+def classify(result, success_codes, stopped_by_user=False, canceled=False, memory_max=0):
     """(reason, message) of an attempt's end; reason OK means success.
 
-    result is a dict with exit_status, signal, timed_out and error (see jqueue.exec). An
+    result is a dict with exit_status, signal, timed_out, memory_exceeded and error (see
+    jqueue.exec); memory_max the limit the attempt ran with, for the message. An
     attempt stopped by request (cancel, term, kill, hold) that ends with a status outside
     success_codes (it handled the TERM) ends KILLED as one its signal ended does; with
     canceled, whatever its status (the job does not succeed, so its attempt did not).
@@ -466,6 +494,9 @@ def classify(result, success_codes, stopped_by_user=False, canceled=False):
                 result["error"])
     if result.get("timed_out"):
         return constants.REASON_TIMEOUT, "command timed out%s" % _ending(result)
+    if result.get("memory_exceeded"):
+        return constants.REASON_KILLED, "command killed by signal SIGKILL: %s" % (
+            memory_text(result, memory_max))
     signum = result.get("signal")
     if signum is not None:
         return (constants.REASON_KILLED,
@@ -479,6 +510,14 @@ def classify(result, success_codes, stopped_by_user=False, canceled=False):
     if status in success_codes:
         return constants.REASON_OK, message
     return constants.REASON_FAILED, message
+
+
+def memory_text(result, memory_max):
+    """Why an attempt over its memory limit was killed: "its processes held 1.2 GiB, over
+    its memory_max of 1.0 GiB"."""
+    held = result.get("max_rss")
+    return "its processes held %s, over its memory_max of %s" % (
+        ptypes.human_bytes(held) if held else "more", ptypes.human_bytes(memory_max))
 
 
 def exit_text(result):

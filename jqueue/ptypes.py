@@ -52,6 +52,33 @@ def parse_duration(text):
     return int(seconds) if seconds.is_integer() else seconds
 
 
+_SIZE_TEXT = re.compile(r"\A([0-9]{1,19}(?:\.[0-9]{1,9})?)(?:([KMGTkmgt])(?:i?B)?|B)?\Z")
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text):
+    """Bytes from a size written as plain bytes or a number with a unit of 1024 (as
+    systemd's MemoryMax= reads them): 1048576, 512M, 1.5G, 2GiB, 1T. ValueError naming
+    the text otherwise."""
+    match = _SIZE_TEXT.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError("%s is not a size (bytes, or a number with K, M, G or T)"
+                         % _short(text))
+    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()])
+
+
+def human_bytes(count, compact=False):
+    """1536 -> "1.5 KiB" (compact: "1.5K"); plain bytes under 1 KiB."""
+    value, unit = float(count), None
+    for unit_name in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, unit_name
+    if unit is None:
+        return ("%dB" if compact else "%d bytes") % count
+    return "%.1f%s" % (value, unit[0]) if compact else "%.1f %s" % (value, unit)
+
+
 class PType:
     """A parameter type: a description and a check."""
 

@@ -202,6 +202,13 @@ def _title(job, registry):
     return None
 
 
+def _memory_max(job, registry):
+    for op in job.ops:
+        if commandjob.is_command(op.input):
+            return op.input.get("memory_max") or None
+    return None
+
+
 def _max_attempts(job, registry):
     for op in job.ops:
         if commandjob.is_command(op.input) and op.status not in ("success",):
@@ -236,6 +243,15 @@ FIELDS += [
     Field("retry_at", "RetryAt", QFT_TIMESTAMP, "Time (epoch seconds) of the command's next "
           "attempt, while it waits out its back-off after a failed one", _retry_at),
     Field("title", "Title", QFT_TEXT, "Title of the command or group job", _title),
+    Field("memory_max", "MemoryMax", QFT_NUMBER, "Bytes the command's processes may hold "
+          "resident together (null: no limit)", _memory_max),
+    Field("max_rss", "MaxRSS", QFT_NUMBER, "Peak resident memory of the command's last "
+          "attempt (bytes: the largest of any one process, or of the sums sampled under "
+          "a memory_max)", _exec("max_rss")),
+    Field("cpu_time", "CPUTime", QFT_NUMBER, "Seconds of CPU (user and system) the "
+          "command's last attempt used", _exec("cpu_time")),
+    Field("memory_exceeded", "MemoryExceeded", QFT_BOOL, "Whether the command's last "
+          "attempt was killed for going over its memory_max", _exec("memory_exceeded")),
     Field("owner", "Owner", QFT_TEXT, "Who submitted the job (an HTTP client's name)",
           lambda job, reg: job.owner),
     # Groups (jqueue.groupjob), holds and start times.

@@ -75,3 +75,24 @@ def test_parse_number_refuses_what_float_forgives(text):
     """Strict numbers: no spaces, underscores, other digits, inf or nan."""
     with pytest.raises(ValueError):
         ptypes.parse_number(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0", 0), ("1048576", 1 << 20), ("512M", 512 << 20), ("1.5G", 3 << 29), ("2GiB", 2 << 30),
+    ("64k", 64 << 10), ("1T", 1 << 40), ("100B", 100),
+])
+def test_parse_size_reads_bytes_and_units_of_1024(text, expected):
+    """Sizes as systemd reads them: plain bytes or K, M, G, T (1024 each), any case."""
+    assert ptypes.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-1", "1 G", "1X", "G", "1e9", "1.", 1024, None, "１G"])
+def test_parse_size_refuses_anything_else(text):
+    with pytest.raises(ValueError, match="is not a size"):
+        ptypes.parse_size(text)
+
+
+def test_human_bytes_writes_sizes_back():
+    assert [ptypes.human_bytes(n) for n in (512, 1536, 512 << 20)] == [
+        "512 bytes", "1.5 KiB", "512.0 MiB"]
+    assert ptypes.human_bytes(3 << 30, compact=True) == "3.0G"

@@ -448,7 +448,7 @@ def _node_cell(key, value, row=None):
     if key == "mem_available":  # what is free (available) of the memory: 1.2G/7.8G
         total = (row or {}).get("mem_total")
         return "-" if value is None or total is None else "%s/%s" % (
-            output.human_bytes(value, True), output.human_bytes(total, True))
+            ptypes.human_bytes(value, True), ptypes.human_bytes(total, True))
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
     return str(value)

@@ -7,8 +7,8 @@ archived jobs and their logs older than an age, calling the daemon until every a
 job was looked at.
 """
 
-from jqueue import serializer
-from jqueue.cli import jobs, output, parsing
+from jqueue import ptypes, serializer
+from jqueue.cli import jobs, parsing
 from jqueue.cli.exitcodes import EXIT_REFUSED, EXIT_SUCCESS, CommandError
 
 #: Seconds the daemon may spend in one PurgeJobs call (at most half of --timeout).
@@ -74,5 +74,5 @@ def cmd_purge(ctx, args):
     if args.json:
         ctx.out(serializer.dumps({"purged": purged, "bytes_freed": freed}))
     else:
-        ctx.out("Purged %d jobs, %s freed" % (purged, output.human_bytes(freed)))
+        ctx.out("Purged %d jobs, %s freed" % (purged, ptypes.human_bytes(freed)))
     return EXIT_SUCCESS

@@ -186,15 +186,3 @@ def log_line(entry):
     """A log entry [serial, [sec, usec], type, message] as "<precise local time> message"."""
     message = entry[3] if isinstance(entry[3], str) else serializer.dumps(entry[3])
     return "%s %s" % (format_time(entry[1], precise=True), message)
-
-
-def human_bytes(count, compact=False):
-    """1536 -> "1.5 KiB" (compact: "1.5K"); plain bytes under 1 KiB."""
-    value, unit = float(count), None
-    for unit_name in ("KiB", "MiB", "GiB", "TiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, unit_name
-    if unit is None:
-        return ("%dB" if compact else "%d bytes") % count
-    return "%.1f%s" % (value, unit[0]) if compact else "%.1f %s" % (value, unit)

@@ -765,11 +765,14 @@ class CommandRunner:
         node puts them over (its user database, its daemon's environment: not ours)."""
         params = op.input
         env = commandjob.environment(params, job.id, attempt.number, attempt.node)
-        return {"job": job.id, "attempt": attempt.number,
+        spec = {"job": job.id, "attempt": attempt.number,
                 "argv": commandjob.command_argv(params["cmd"]), "dir": params["dir"],
                 "env": env, "env_base": commandjob.env_base(params),
                 "run_as": params.get("run_as"), "timeout": params["timeout"],
                 "kill_grace": params["kill_grace"]}
+        if params.get("memory_max"):  # only then: a node from before it refuses the key
+            spec["memory_max"] = params["memory_max"]
+        return spec
 
     def _launched(self, attempt, answer):
         if self._stopped:
@@ -1104,7 +1107,8 @@ class CommandRunner:
             o.status == constants.OP_STATUS_CANCELING for o in job.ops)
         reason, message = commandjob.classify(result, params["success_exit_codes"],
                                               stopped_by_user=attempt.stop is not None,
-                                              canceled=canceled)
+                                              canceled=canceled,
+                                              memory_max=params.get("memory_max", 0))
         if result.get("never_ran"):
             reason, message = constants.REASON_KILLED, "canceled before it started"
         local, overall = attempt.tracker.values if attempt.tracker else (None, None)
@@ -1136,7 +1140,9 @@ class CommandRunner:
         state.update(state=constants.ATTEMPT_ENDED, exit_status=result.get("exit_status"),
                      signal=result.get("signal"), timed_out=bool(result.get("timed_out")),
                      reason=reason, message=message, progress=local,
-                     global_progress=overall)
+                     global_progress=overall, max_rss=result.get("max_rss"),
+                     cpu_time=result.get("cpu_time"),
+                     memory_exceeded=bool(result.get("memory_exceeded")))
         if unstarted:
             state["uncounted"] = state.get("uncounted", 0) + 1
             state["unstarted"] = state.get("unstarted", 0) + 1

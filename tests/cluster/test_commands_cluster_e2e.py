@@ -15,7 +15,13 @@ import uuid
 
 import pytest
 from conftest import attempt_names
-from daemon_helpers import all_canceled_and_gone, mostly_freed, processes_with, wait_all_final
+from daemon_helpers import (
+    all_canceled_and_gone,
+    holding,
+    mostly_freed,
+    processes_with,
+    wait_all_final,
+)
 from test_cluster_e2e import jqctl, start_cluster
 from test_failover_e2e import _fail_over
 
@@ -85,7 +91,8 @@ def attempts_dir(test_cluster, name):
 
 
 def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
-    """node=node3 runs through node3's jq-noded; no node: the master's; unknown: refused."""
+    """node=node3 runs through node3's jq-noded (a memory_max too, which node3's shim
+    enforces); no node: the master's; unknown: refused."""
     test_cluster, _, master = start_cluster(tmp_path, nodeds, daemons, 3)
     with master.client() as client:
         on_three = client.submit_job([command("echo on $JQ_NODE", node="node3")])
@@ -109,6 +116,10 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
         assert client.query_jobs([missing], ["opresult"])[0][0] == [["OpExecError", [
             "command exited with status 127: cannot execute no-such-program-jq: No such "
             "file or directory"]]]  # as node3's shim said
+        hungry = client.submit_job([command(holding(48), node="node3", memory_max="32M")])
+        wait_all_final(client, [hungry], 30)  # node3's shim kills it over its limit
+        [row] = client.query_jobs([hungry], ["signal", "memory_exceeded", "max_rss"])
+        assert row[:2] == [signal.SIGKILL, True] and row[2] > 32 << 20, row
     code, _, err = jqctl("run", "--node", "nowhere", "--", "true", socket=master.socket)
     assert code != 0 and "unknown node nowhere" in err
     assert attempt_names(attempts_dir(test_cluster, "node3")) == []  # forgotten once recorded

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from cluster_helpers import build_cluster
-from daemon_helpers import daemon_factory
+from daemon_helpers import daemon_factory, holding
 from http_helpers import HttpClient, free_port, start_http_daemon
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -215,6 +215,28 @@ def test_a_failed_attempt_shows_when_the_next_one_starts_until_the_job_is_cancel
     assert client.post("/api/v1/jobs/%d/cancel" % job_id, {}).status == 200
     wait_for(lambda: detail_field(browser, "status") == "canceled", what="the canceled job")
     assert detail_field(browser, "next attempt") is None
+
+
+def test_a_command_killed_over_its_memory_limit_shows_what_it_held_and_used(browser, served):
+    """A job posted with memory_max "64M" that holds 96 MiB: the API takes the size, the
+    shim kills it, and the detail shows its peak against the limit, that it was killed
+    over it, and its CPU time."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    answer = client.post("/api/v1/jobs", {"cmd": holding(96), "memory_max": "64M"})
+    assert answer.status == 201, answer
+    job_id = answer.json()["id"]
+    job = client.wait_job(job_id, ("error",))
+    assert (job["memory_max"], job["memory_exceeded"]) == (64 << 20, True), job
+    open_page(browser, client)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    wait_for(lambda: detail_field(browser, "memory") is not None, what="the memory")
+    assert re.fullmatch(r"peak [0-9.]+ MiB of its 64\.0 MiB limit, killed over it",
+                        detail_field(browser, "memory")), detail_field(browser, "memory")
+    assert re.fullmatch(r"[0-9]+\.[0-9]{2} s", detail_field(browser, "CPU"))
+    assert detail_field(browser, "reason") == "KILLED"
 
 
 def test_a_job_waiting_for_a_slot_says_so_in_its_row_and_detail(browser, served):

@@ -176,11 +176,13 @@ class FakeLink:
         self.output.setdefault((job, attempt), b"")
         self._listener.link_event(self.name, ("started", dict(info)))
 
-    def end(self, job, attempt, exit_status=0, signal=None, timed_out=False, error=None):
-        """The command of (job, attempt) ends."""
+    def end(self, job, attempt, exit_status=0, signal=None, timed_out=False, error=None,
+            **usage):
+        """The command of (job, attempt) ends; usage: max_rss, cpu_time, memory_exceeded."""
         key = (job, attempt)
         result = {"exit_status": exit_status, "signal": signal, "timed_out": timed_out,
-                  "error": error, "ended": 2.0, "output_size": len(self.output.get(key, b""))}
+                  "error": error, "ended": 2.0, "output_size": len(self.output.get(key, b"")),
+                  **usage}
         if key in self.known:
             self.known[key]["result"] = result
         self._listener.link_event(self.name, ("ended", job, attempt, result))

@@ -202,6 +202,35 @@ def test_signal_timeout_and_refusal_give_their_reasons(setup):
     assert setup.fields(refused, ["status", "reason", "attempt"]) == ["error", "INTERR", 1]
 
 
+def test_memory_max_reaches_the_node_and_its_kill_is_named_with_the_use(setup):
+    """memory_max ("512M" taken as bytes) goes in the spec (and only when set: a node from
+    before it refuses the key); an attempt killed over it is KILLED, its message saying what
+    it held, and the job's fields carry the limit, its use and memory_exceeded."""
+    plain = setup.submit(command("true"))
+    assert "memory_max" not in setup.link.launched[-1]
+    setup.end(plain, max_rss=3 << 20, cpu_time=0.25)
+    assert setup.fields(plain, ["memory_max", "max_rss", "cpu_time", "memory_exceeded"]) == [
+        None, 3 << 20, 0.25, False]
+    big = setup.submit(command("make", memory_max="512M", max_attempts=2))
+    assert setup.link.launched[-1]["memory_max"] == 512 << 20
+    setup.end(big, exit_status=None, signal=9, memory_exceeded=True, max_rss=600 << 20,
+              cpu_time=1.5)
+    assert setup.fields(big, ["status", "reason", "attempt", "memory_exceeded"]) == [
+        "waiting", "KILLED", 1, True]  # retried, as any failure
+    setup.host.advance(setup.host.pending_timers()[-1])
+    setup.settle()
+    setup.end(big, attempt=2, exit_status=None, signal=9, memory_exceeded=True,
+              max_rss=700 << 20)
+    assert setup.fields(big, ["status", "memory_max", "max_rss", "signal"]) == [
+        "error", 512 << 20, 700 << 20, 9]
+    assert setup.fields(big, ["opresult"])[0] == [["OpExecError", [
+        "command killed by signal SIGKILL: its processes held 700.0 MiB, over its "
+        "memory_max of 512.0 MiB"]]]
+    for bad in (-1, 1000, "lots", True, 2.5):
+        with pytest.raises(errors.OpPrereqError, match="memory_max"):
+            setup.queue.submit_job([command("x", memory_max=bad)])
+
+
 def test_a_missing_directory_ends_the_attempt_internal_error(setup):
     """An attempt the node could not start (error set) is INTERR with the node's reason."""
     job_id = setup.submit(command("true", dir="/nonexistent", max_attempts=2))

@@ -383,6 +383,23 @@
     }
   }
 
+  // 1536 -> "1.5 KiB", as jqctl writes sizes.
+  function bytesText(count) {
+    const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let value = count, unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    return unit ? value.toFixed(1) + " " + units[unit] : count + " bytes";
+  }
+
+  // A command's memory: its last attempt's peak against its limit ("peak 70.3 MiB of its
+  // 64.0 MiB limit, killed over it"), or its limit alone.
+  function memoryUse(job) {
+    const limit = job.memory_max ? bytesText(job.memory_max) : "";
+    if (typeof job.max_rss !== "number") { return limit ? "limit " + limit : ""; }
+    return "peak " + bytesText(job.max_rss) + (limit ? " of its " + limit + " limit" : "") +
+      (job.memory_exceeded ? ", killed over it" : "");
+  }
+
   function renderDetail(job) {
     if (job.id !== state.selected) { return; }
     const group = Boolean(job.children);
@@ -397,6 +414,8 @@
                   ["priority", job.priority], ["attempts", job.attempt ?
                     job.attempt + "/" + (job.max_attempts || 1) : ""],
                   ["exit status", job.exit_status], ["reason", job.reason],
+                  ["memory", memoryUse(job)],
+                  ["CPU", typeof job.cpu_time === "number" ? job.cpu_time.toFixed(2) + " s" : ""],
                   ["next attempt", formatTime(job.retry_at)],
                   ["progress", Math.round(progressOf(job) * 100) + "%"],
                   ["submitted", formatTime(job.received)], ["started", formatTime(job.started)],
