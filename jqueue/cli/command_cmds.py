@@ -9,7 +9,7 @@ it grows, both exiting as ``jqctl wait`` does. ``term`` and ``kill`` stop a job'
 
 import argparse
 
-from jqueue import constants, errors, serializer
+from jqueue import commandjob, constants, errors, ptypes, serializer
 from jqueue.cli import exitcodes, fanout_cmds, outcome, output, parsing, watching
 from jqueue.cli.exitcodes import EXIT_INTERRUPTED, EXIT_SUCCESS, CommandError
 
@@ -89,6 +89,9 @@ def _register_run(commands):
                         help="stop the command after this run time (TERM, then KILL)")
     parser.add_argument("--kill-grace", type=parsing.seconds, metavar="SECONDS",
                         help="seconds between TERM and KILL (default 10)")
+    parser.add_argument("--memory", dest="memory_max", type=memory_size, metavar="SIZE",
+                        help="kill the command if its processes hold more memory than this "
+                             "together (bytes, or 512M, 2G: units of 1024; 0: no limit)")
     parser.add_argument("--attempts", type=attempts, metavar="N",
                         help="attempts in total if it fails (default 1)")
     parser.add_argument("--retry-delay", type=parsing.seconds, metavar="SECONDS",
@@ -130,6 +133,18 @@ def env_item(text):
     return name, value
 
 
+def memory_size(text):
+    """memory_max from a size: bytes, or a number with K, M, G or T (units of 1024)."""
+    try:
+        value = ptypes.parse_size(text)
+    except ValueError:
+        value = -1
+    if value != 0 and not commandjob.MIN_MEMORY_MAX <= value <= ptypes.MAX_JOB_ID:
+        raise argparse.ArgumentTypeError("invalid size %r: use bytes, or a number with K, M, "
+                                         "G or T (0, or at least 1M)" % text)
+    return value
+
+
 def attempts(text):
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError("invalid attempts %r: use 1 to 1000" % text)
@@ -166,7 +181,7 @@ def run_opcode(args):
     op = {"OP_ID": constants.OP_COMMAND_RUN,
           "cmd": args.shell if args.shell is not None else argv}
     names = (("node", "node"), ("nodes", "nodes"), ("affinity", "affinity"), ("dir", "dir"),
-             ("run_timeout", "timeout"),
+             ("run_timeout", "timeout"), ("memory_max", "memory_max"),
              ("kill_grace", "kill_grace"), ("attempts", "max_attempts"),
              ("retry_delay", "retry_delay"), ("retry_delay_max", "retry_delay_max"),
              ("success_codes", "success_exit_codes"), ("run_as", "run_as"), ("title", "title"),

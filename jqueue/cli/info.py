@@ -1,6 +1,6 @@
 """The info command: everything about jobs, one indented block of lines per job."""
 
-from jqueue import commandjob, constants, serializer, text
+from jqueue import commandjob, constants, ptypes, serializer, text
 from jqueue.cli import outcome, output, parsing
 from jqueue.cli.exitcodes import EXIT_NOT_FOUND, EXIT_SUCCESS
 from jqueue.job import ts_to_float
@@ -9,7 +9,8 @@ INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts"
                "summary", "ops", "opstatus", "opresult", "opstart", "opexec", "opend", "oplog",
                "oppriority", "title", "owner", "parent", "held", "not_before", "node",
                "attempt", "max_attempts", "pid", "reason", "exit_status", "signal",
-               "timed_out", "progress", "retry_at", "log_bytes", "wait_reason", "wait_message"]
+               "timed_out", "progress", "retry_at", "log_bytes", "wait_reason", "wait_message",
+               "memory_max", "max_rss", "cpu_time", "memory_exceeded"]
 _OP_INDENT = " " * 4
 _DETAIL_INDENT = " " * 6
 _BLOCK_INDENT = " " * 8
@@ -113,6 +114,9 @@ def command_lines(job):
     lines = ["Command: " + where]
     if job.get("reason") and not running:
         lines.append("Last attempt: " + ended_text(job))
+    usage = usage_text(job, running)
+    if usage:
+        lines.append("Resources: " + usage)
     if job.get("retry_at") is not None:
         lines.append("Next attempt: %s" % output.format_time(job["retry_at"]))
     if job.get("progress") is not None:
@@ -143,7 +147,24 @@ def ended_text(job):
         parts.append("ended by signal %s" % commandjob.signal_name(job["signal"]))
     if job.get("timed_out"):
         parts.append("timed out")
+    if job.get("memory_exceeded"):
+        parts.append("over its memory limit")
     return ", ".join(parts)
+
+
+def usage_text(job, running=False):
+    """What the last attempt used and may use: "peak memory 1.2 GiB of its 2.0 GiB limit,
+    CPU 3.21s"; while it runs only its limit; None if there is nothing to say."""
+    limit = ptypes.human_bytes(job["memory_max"]) if job.get("memory_max") else None
+    peak = job.get("max_rss") if not running else None
+    if peak is not None:
+        memory = "peak memory %s" % ptypes.human_bytes(peak) + (
+            " of its %s limit" % limit if limit else "")
+    else:
+        memory = "memory limit %s" % limit if limit else None
+    cpu = "CPU %.2fs" % job["cpu_time"] if job.get("cpu_time") is not None and not running \
+        else None
+    return ", ".join(part for part in (memory, cpu) if part) or None
 
 
 def opcode_lines(job, index):

@@ -31,7 +31,7 @@ def finish(cli, job_id, status, **exec_state):
 def test_run_argv_after_the_double_dash_with_every_option(cli):
     """jqctl run -- ARGV sends OP_COMMAND_RUN with the options as parameters; prints the id."""
     result = cli("run", "--node", "n2", "--dir", "/srv", "--env", "A=1", "--env", "B=x=y",
-                 "--timeout", "30", "--kill-grace", "2", "--attempts", "3",
+                 "--timeout", "30", "--kill-grace", "2", "--attempts", "3", "--memory", "1.5G",
                  "--retry-delay", "1.5", "--retry-delay-max", "60", "--success-codes", "0,3",
                  "--run-as", "nobody", "--title", "render", "--priority", "high",
                  "--affinity", "LINUX,GPU", "--progress-pattern", "frame %percent",
@@ -41,6 +41,7 @@ def test_run_argv_after_the_double_dash_with_every_option(cli):
     op = submitted(cli)
     assert op == {"OP_ID": constants.OP_COMMAND_RUN, "cmd": ["printf", "%s", "a b"],
                   "node": "n2", "dir": "/srv", "env": {"A": "1", "B": "x=y"}, "timeout": 30,
+                  "memory_max": 3 << 29,
                   "kill_grace": 2, "max_attempts": 3, "retry_delay": 1.5,
                   "retry_delay_max": 60, "success_exit_codes": [0, 3], "run_as": "nobody",
                   "title": "render", "priority": -10, "affinity": "LINUX,GPU",
@@ -71,6 +72,7 @@ def test_run_c_sends_a_shell_string(cli):
     ["run"], ["run", "--"], ["run", "-c", "x", "--", "y"],
     ["run", "--env", "NOEQUALS", "--", "x"], ["run", "--attempts", "0", "--", "x"],
     ["run", "--timeout", "-1", "--", "x"], ["run", "--success-codes", "256", "--", "x"],
+    ["run", "--memory", "1000", "--", "x"], ["run", "--memory", "lots", "--", "x"],
 ])
 def test_run_refuses_what_is_not_a_command(cli, argv):
     """No command, both forms, or a bad option value: a usage error and nothing submitted."""
@@ -282,6 +284,27 @@ def test_info_says_how_the_last_attempt_ended_and_when_the_next_starts(cli):
     job.ops[0].status = constants.OP_STATUS_QUEUED  # held while it ran: uncounted
     job.ops[0].exec_state = dict(job.ops[0].exec_state, attempt=1, uncounted=1)
     assert "  Command: no attempt counted yet (of 3) on n1\n" in cli("info", job_id).out
+
+
+def test_info_says_what_a_command_used_and_why_it_was_killed_over_its_memory_limit(cli):
+    """Resources: the limit while it runs; then its peak memory against the limit and its
+    CPU time, the last attempt's line saying it went over."""
+    job_id = cli.fake.add_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "make",
+                                "memory_max": 2 << 30}])
+    job = cli.fake.jobs[job_id]
+    job.ops[0].status = constants.OP_STATUS_RUNNING
+    job.ops[0].exec_state = {"state": "running", "node": "n1", "attempt": 1, "pid": 77}
+    assert "  Resources: memory limit 2.0 GiB\n" in cli("info", job_id).out
+    finish(cli, job_id, constants.OP_STATUS_ERROR, node="n1", attempt=1, signal=9,
+           reason="KILLED", memory_exceeded=True, max_rss=(2 << 30) + (300 << 20),
+           cpu_time=12.345)
+    out = cli("info", job_id).out
+    assert ("  Last attempt: KILLED, ended by signal SIGKILL, over its memory limit\n"
+            "  Resources: peak memory 2.3 GiB of its 2.0 GiB limit, CPU 12.35s\n") in out
+    plain = cli.fake.add_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "true"}])
+    finish(cli, plain, constants.OP_STATUS_SUCCESS, attempt=1, exit_status=0, reason="OK",
+           max_rss=5 << 20, cpu_time=0.01)
+    assert "  Resources: peak memory 5.0 MiB, CPU 0.01s\n" in cli("info", plain).out
 
 
 def test_info_shows_a_held_job_and_its_start_time_until_it_starts(cli):

@@ -7,6 +7,7 @@ running in parallel (each with its own daemon and job ids) never see each other'
 import collections
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +16,13 @@ import uuid
 
 import pytest
 from conftest import attempt_names
-from daemon_helpers import all_canceled_and_gone, mostly_freed, processes_with, wait_all_final
+from daemon_helpers import (
+    all_canceled_and_gone,
+    holding,
+    mostly_freed,
+    processes_with,
+    wait_all_final,
+)
 
 from jqueue import constants, errors
 from jqueue.exec import attemptdir
@@ -212,6 +219,37 @@ def test_timeout_kills_the_whole_tree_and_wait_exits_124(daemon):
         "-c", "sleep 1000 & (setsid sleep 1000 &); sleep 1000")
     assert code == 124, (out, err)
     assert processes_with(mark) == []
+
+
+def test_a_command_over_its_memory_limit_is_killed_whole_and_said_so(daemon):
+    """jqctl run --memory 64M: a shell whose two children hold 48 MiB each is killed, every
+    process of it (a sleeper too), wait exiting 137 (SIGKILL); info, list and the log say
+    why, with what it held; a job under its limit succeeds and says what it used."""
+    env, mark = marked()
+    hold = shlex.join(holding(48))
+    code, out, err = daemon.jqctl(
+        "run", "--wait", "--memory", "64M",
+        *sum((["--env", "%s=%s" % kv] for kv in env.items()), []),
+        "-c", "%s & %s & sleep 1000" % (hold, hold))
+    assert code == 128 + signal.SIGKILL, (out, err)
+    job_id = int(err.split("job ")[1].split()[0])
+    assert processes_with(mark) == []
+    assert "OpExecError: command killed by signal SIGKILL: its processes held " in out
+    assert "over its memory_max of 64.0 MiB" in out
+    code, out, _ = daemon.jqctl("info", str(job_id))
+    assert "  Last attempt: KILLED, ended by signal SIGKILL, over its memory limit\n" in out
+    assert re.search(r"  Resources: peak memory [0-9.]+ MiB of its 64\.0 MiB limit, CPU ", out)
+    code, out, _ = daemon.jqctl("list", "--no-headers", "-o", "id,memory_max,memory_exceeded",
+                                str(job_id))
+    assert out.split() == [str(job_id), str(64 << 20), "Y"], out
+    assert "* KILLED : command killed by signal SIGKILL: its processes held " in log_of(
+        daemon, job_id)
+    job_id, values = run_to_end(daemon, command(holding(24, 0.6), memory_max="128M"))
+    assert values["status"] == "success", values
+    with daemon.client() as client:
+        [[max_rss, cpu_time, exceeded]] = client.query_jobs(
+            [job_id], ["max_rss", "cpu_time", "memory_exceeded"])
+    assert 24 << 20 <= max_rss < 128 << 20 and cpu_time > 0 and exceeded is False
 
 
 def test_kill_ends_every_process_and_the_job_canceled(daemon):
