@@ -7,7 +7,8 @@
     attempt, argv, dir, run_as, timeout, kill_grace, started (epoch), deadline (epoch or
     null), boot_id, shim_pid, shim_start (field 22 of ``/proc/<pid>/stat``), cgroup (path
     or null), shim ("c" or "python"), rt_base (where the shim's forwarding signals
-    start), memory_max (bytes, 0 for none). Not the environment: it may hold secrets (it reaches the shim on a pipe).
+    start), memory_max (bytes, 0 for none). Not the environment: it may hold secrets (it
+    reaches the shim on a pipe).
 ``output``
     the command's stdout and stderr, appended by the command itself (created by the
     shim's child just before the exec; a missing file reads as empty). With a *run
