@@ -16,7 +16,9 @@ an older node gets them one by one). A node that does not say it completes a com
 environment itself (``env_base``: a jq-noded from before it, during a rolling upgrade)
 gets it complete, built here as the first versions did (the minimal base with this
 machine's passwd entry, or jq-masterd's environment): rather than a launch it would
-refuse.
+refuse. A command with a ``memory_max`` is refused here (INTERR, named) for a node that
+does not say it keeps one: it would refuse the spec's key as malformed, not as the node's
+lack.
 
 A poll that fails (the node is down or unreachable) is retried every ``RETRY`` seconds; a
 node that answers again after its jq-noded restarted (a new event session) or after the
@@ -217,6 +219,11 @@ class RemoteLink:
                     if done is not None:
                         self._host.call(done, failure)
                     continue
+            refusal = self._refusal(method, body)
+            if refusal is not None:
+                if done is not None:
+                    self._host.call(done, refusal)
+                continue
             if self.features and "exec_batch" in self.features and method in BATCHED:
                 batch, held = self._take_batch(item)
                 if len(batch) > 1:
@@ -256,7 +263,7 @@ class RemoteLink:
             if item is None or item[0] not in BATCHED:
                 return batch, item
             weight = _weight(item[1])
-            if size + weight > BATCH_BYTES:
+            if size + weight > BATCH_BYTES or self._refusal(item[0], item[1]) is not None:
                 return batch, item
             batch.append(item)
             size += weight
@@ -270,6 +277,16 @@ class RemoteLink:
             return client, info
         self._learn(info)
         return client, None
+
+    def _refusal(self, method, body):
+        """The CommandError of a launch this node cannot keep as asked, or None."""
+        spec = body.get("spec") if method == "exec_launch" else None
+        if (isinstance(spec, dict) and spec.get("memory_max") and self.features is not None
+                and "memory_max" not in self.features):
+            return errors.CommandError(
+                "node %s cannot keep a memory_max: its jq-noded is of an earlier version"
+                % self.name)
+        return None
 
     def _for_node(self, method, body):
         """body as this node takes it: a launch's environment completed here for a node

@@ -44,8 +44,9 @@ METHODS = ("exec_launch", "exec_control", "exec_read", "exec_lookup", "exec_atte
            "exec_forget", "exec_poll", "exec_batch", "exec_release")
 #: What this node's exec methods can do beyond the first version's, as node_info says
 #: (``features``): a master sends exec_batch, and exec_release, only to a node that names
-#: it; and a service entry's ``restart_seq`` (svc_restart).
-FEATURES = ("exec_batch", "env_base", "release", "svc_restart")
+#: it; and a service entry's ``restart_seq`` (svc_restart); a launch with a memory_max
+#: (memory_max).
+FEATURES = ("exec_batch", "env_base", "release", "svc_restart", "memory_max")
 #: The calls exec_batch takes, and how many at most.
 BATCHED = ("exec_launch", "exec_forget")
 MAX_BATCH = 256

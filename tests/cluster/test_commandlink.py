@@ -7,7 +7,7 @@ import threading
 import time
 
 from jqueue import errors
-from jqueue.cluster import commandlink
+from jqueue.cluster import commandlink, nodeexec
 
 
 def wait_until(predicate, timeout=10):
@@ -368,6 +368,34 @@ def test_a_node_that_does_not_complete_environments_gets_them_complete(monkeypat
     assert old["env"]["PATH"] and old["env"]["HOME"] and "JQ_TEST_MASTER_ONLY" not in old["env"]
     inherited = _launch_to([], dict(spec, env_base="inherit"))
     assert inherited["env"]["JQ_TEST_MASTER_ONLY"] == "yes" and "env_base" not in inherited
+
+
+def test_a_memory_max_goes_only_to_a_node_that_says_it_keeps_one():
+    """A jq-noded from before memory_max would take the key for a malformed spec: a launch
+    with one is refused here, naming why (the runner ends it INTERR), and the launches
+    queued around it go on in order; a node that says it keeps one gets the spec as is."""
+    node, listener = BatchingNode(["exec_batch", "env_base"]), Listener()
+    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+    link.subscribe(listener)
+    answers = {}
+    try:
+        wait_until(lambda: node.polls)
+        link.lookup(9, 1, lambda value: answers.setdefault("lookup", value))
+        wait_until(lambda: node.calls)
+        for spec in ({"job": 1}, {"job": 3, "memory_max": 1 << 30}, {"job": 5}):
+            link.launch(spec, lambda value, job=spec["job"]: answers.setdefault(job, value))
+        node.release.set()
+        wait_until(lambda: 5 in answers)
+    finally:
+        link.stop()
+    assert [(m, b["spec"]["job"]) for m, b in node.calls[1:]] == [
+        ("exec_launch", 1), ("exec_launch", 5)]
+    assert isinstance(answers[3], errors.CommandError)
+    assert str(answers[3]) == ("node node2 cannot keep a memory_max: its jq-noded is of an "
+                               "earlier version")
+    spec = {"job": 7, "attempt": 1, "argv": ["true"], "dir": "/", "run_as": None, "env": {},
+            "env_base": "minimal", "memory_max": 1 << 30}
+    assert _launch_to(list(nodeexec.FEATURES), spec) == spec
 
 
 def test_a_node_that_does_not_take_restart_seq_gets_services_without_it():
