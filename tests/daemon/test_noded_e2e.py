@@ -74,7 +74,8 @@ def test_node_info_over_mutual_tls(shared):
                         "config_version": test_cluster.config.version, "role": "candidate",
                         "replica": True, "position": [0, 0, 0], "jobs": 0,
                         "slots": os.cpu_count() or 1,
-                        "features": ["exec_batch", "env_base", "release", "svc_restart"]}
+                        "features": ["exec_batch", "env_base", "release", "svc_restart",
+                                     "memory_max"]}
 
 
 def _write_client_files(path, key, cert):
