@@ -22,11 +22,13 @@ from jqueue.commandjob import (
     AbsolutePath,
     Command,
     Environment,
+    MemoryMax,
     NodeName,
     Tags,
     UserName,
     command_argv,
     exit_text,
+    memory_text,
     overrides,
 )
 from jqueue.opcodes import Param, near_miss
@@ -134,6 +136,9 @@ PARAMS = (
     Param("stop_signal", Signal, "SIGTERM", "signal that asks the service to stop"),
     Param("stop_timeout", ptypes.NonNegativeNumber, 10,
           "seconds after the stop signal before SIGKILL to every process of the service"),
+    Param("memory_max", MemoryMax, 0,
+          "bytes the service's processes may hold resident together, else they are all "
+          "killed and the run ends as a failure (0: no limit)"),
     Param("autostart", ptypes.Bool, False,
           "start when added and whenever its node boots"),
     Param("restart", Restart, RESTART_ON_FAILURE,
@@ -207,8 +212,8 @@ def check_definition(data, base=None):
     values = {}
     for param in PARAMS:
         given = param.name in data
-        if base is not None and not given:
-            values[param.name] = base[param.name]
+        if base is not None and not given:  # one stored before the parameter existed: its default
+            values[param.name] = base.get(param.name, param.default_value())
             continue
         value = data.get(param.name)
         if value is None and not param.required:
@@ -357,10 +362,13 @@ def run_environment(definition, service_id, run, node):
                       "JQ_RUN": str(run), "JQ_NODE": node}, definition)
 
 
-def describe_end(result):
-    """A run's end in words: "exited with status 3", "killed by SIGKILL", the error."""
+def describe_end(result, memory_max=0):
+    """A run's end in words: "exited with status 3", "killed by SIGKILL", the error;
+    "killed by SIGKILL: its processes held 70.3 MiB, over its memory_max of 64.0 MiB"."""
     if result.get("error"):
         return result["error"]
+    if result.get("memory_exceeded"):
+        return "killed by SIGKILL: " + memory_text(result, memory_max)
     if result.get("signal") is not None:
         try:
             name = _signal.Signals(result["signal"]).name

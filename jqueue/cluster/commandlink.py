@@ -292,9 +292,12 @@ class RemoteLink:
         """body as this node takes it: a launch's environment completed here for a node
         that does not complete it (see the module docstring); services' entries without
         restart_seq for a node that does not take it (one restart asked while it did not
-        answer is then only a start for it, as it always was)."""
-        if method == "svc_apply" and not (self.features and "svc_restart" in self.features):
-            return dict(body, entries=[{k: v for k, v in entry.items() if k != "restart_seq"}
+        answer is then only a start for it, as it always was), and their definitions
+        without memory_max for a node that does not keep one (it would refuse the whole
+        set for the unknown key; a service with a limit runs there without it, logged)."""
+        if method == "svc_apply":
+            features = self.features or ()
+            return dict(body, entries=[self._entry_for_node(entry, features)
                                        for entry in body["entries"]])
         spec = body.get("spec") if method == "exec_launch" else None
         if (not isinstance(spec, dict) or "env_base" not in spec
@@ -304,6 +307,19 @@ class RemoteLink:
         spec["env"] = complete_environment(spec.get("env") or {}, spec.pop("env_base"),
                                            spec.get("run_as"), os.environ)
         return dict(body, spec=spec)
+
+    def _entry_for_node(self, entry, features):
+        if "svc_restart" not in features:
+            entry = {k: v for k, v in entry.items() if k != "restart_seq"}
+        definition = entry["definition"]
+        if "memory_max" not in features and "memory_max" in definition:
+            if definition["memory_max"]:
+                logger.warning("node %s cannot keep service %s's memory_max: its jq-noded is "
+                               "of an earlier version; the service runs there without it",
+                               self.name, entry["name"])
+            entry = dict(entry, definition={k: v for k, v in definition.items()
+                                            if k != "memory_max"})
+        return entry
 
     def _call_batch(self, client, batch):
         """One exec_batch call for the calls of batch; each done hears its own answer."""

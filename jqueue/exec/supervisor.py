@@ -441,7 +441,8 @@ class Supervisor:
                            argv=service.run_argv(definition), dir=definition["dir"], env=env,
                            env_base=commandjob.env_base(definition),
                            run_as=definition.get("run_as"), timeout=0,
-                           kill_grace=definition["stop_timeout"])
+                           kill_grace=definition["stop_timeout"],
+                           memory_max=definition.get("memory_max", 0))
 
     def _started_due(self, svc):
         svc.timer = None
@@ -476,7 +477,8 @@ class Supervisor:
                        and record.get("running_since") is not None else None)
         record.update(exit_status=result.get("exit_status"), signal=result.get("signal"),
                       stop_deadline=None, running_since=None)
-        ending = "run %d %s" % (record["run"], service.describe_end(result))
+        ending = "run %d %s" % (record["run"], service.describe_end(
+            result, definition.get("memory_max", 0)))
         if svc.state == service.STOPPING:
             then = record.get("then")
             record["then"] = None

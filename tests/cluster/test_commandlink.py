@@ -398,29 +398,49 @@ def test_a_memory_max_goes_only_to_a_node_that_says_it_keeps_one():
     assert _launch_to(list(nodeexec.FEATURES), spec) == spec
 
 
+def _applied_to(features, entry):
+    """The entries a node with these features (None: it says none) receives for entry."""
+    node, listener = BatchingNode(features), Listener()
+    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
+    link.subscribe(listener)
+    answered = threading.Event()
+    try:
+        link.svc_apply([entry], [], True, lambda value: answered.set())
+        assert answered.wait(10)
+    finally:
+        link.stop()
+    return [body for method, body in node.calls if method == "svc_apply"][0]["entries"]
+
+
 def test_a_node_that_does_not_take_restart_seq_gets_services_without_it():
     """restart_seq (a restart the node missed) goes only to a node naming svc_restart; a
     jq-noded from before it, which refuses an entry with a key it does not know, gets
     the entries as it always did. The link asks before the first set, as before a launch."""
     entry = {"id": 1, "name": "web", "version": 1, "definition": {}, "target": "started",
              "seq": 3, "run": 1, "restart_seq": 2}
-
-    def applied_to(features):
-        node, listener = BatchingNode(features), Listener()
-        link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
-        link.subscribe(listener)
-        answered = threading.Event()
-        try:
-            link.svc_apply([entry], [], True, lambda value: answered.set())
-            assert answered.wait(10)
-        finally:
-            link.stop()
-        return [body for method, body in node.calls if method == "svc_apply"][0]["entries"]
-    assert applied_to(["exec_batch", "svc_restart"]) == [entry]
+    assert _applied_to(["exec_batch", "svc_restart"], entry) == [entry]
     old = dict(entry)
     del old["restart_seq"]
-    assert applied_to(["exec_batch", "env_base"]) == [old]
-    assert applied_to(None) == [old]
+    assert _applied_to(["exec_batch", "env_base"], entry) == [old]
+    assert _applied_to(None, entry) == [old]
+
+
+def test_a_node_that_does_not_keep_a_memory_max_gets_services_without_it(caplog):
+    """A definition's memory_max would make a jq-noded from before it refuse the whole
+    set (an unknown parameter): such a node gets the definitions without it, a limit
+    dropped so logged; a node naming memory_max gets them as they are."""
+    entry = {"id": 1, "name": "web", "version": 1, "target": "started", "seq": 3, "run": 1,
+             "restart_seq": 2, "definition": {"command": "serve", "memory_max": 1 << 30}}
+    assert _applied_to(list(nodeexec.FEATURES), entry) == [entry]
+    assert caplog.records == []
+    [old] = _applied_to(["exec_batch", "svc_restart"], entry)
+    assert old == dict(entry, definition={"command": "serve"})
+    assert "node node2 cannot keep service web's memory_max" in caplog.text
+    caplog.clear()
+    unlimited = dict(entry, definition={"command": "serve", "memory_max": 0})
+    assert _applied_to(["exec_batch", "svc_restart"], unlimited) == [
+        dict(entry, definition={"command": "serve"})]
+    assert caplog.records == []
 
 
 class UnreachableNode(ScriptedNode):

@@ -120,11 +120,13 @@ class FakeExecutor:
         self._attempts[(job, attempt)] = info
         self._emit(("output", job, attempt, size))
 
-    def end(self, job, attempt, exit_status=None, signal=None, error=None, exec_error=None):
-        """The run ended (every process of it gone)."""
+    def end(self, job, attempt, exit_status=None, signal=None, error=None, exec_error=None,
+            **usage):
+        """The run ended (every process of it gone); usage: max_rss, cpu_time,
+        memory_exceeded."""
         result = AttemptResult(exit_status=exit_status, signal=signal, timed_out=False,
                                error=error, ended=self._clock.seconds(),
-                               exec_error=exec_error)
+                               exec_error=exec_error, **usage)
         self._attempts[(job, attempt)] = attrs.evolve(self._attempts[(job, attempt)],
                                                       result=result)
         self._emit(("ended", job, attempt, result,

@@ -129,6 +129,30 @@ def test_a_program_that_cannot_be_executed_is_named_in_the_services_message(node
                                 "such file or directory; restart in 1s")
 
 
+def test_a_memory_max_reaches_the_run_and_its_kill_is_a_failure_named_so(node):
+    """memory_max ("64M") goes in each run's spec; a run the shim killed over it backs off
+    and restarts like any failure, its message saying what it held."""
+    node.supervisor.apply([entry(memory_max="64M")])
+    assert node.executor.launched[-1].memory_max == 64 << 20
+    job, attempt = node.executor.last()
+    node.executor.exec(job, attempt, 101)
+    node.executor.end(job, attempt, signal=signal.SIGKILL, memory_exceeded=True,
+                      max_rss=70 << 20)
+    state = node.state()
+    assert state["state"] == service.BACKOFF and state["signal"] == signal.SIGKILL
+    assert state["message"] == ("run 1 killed by SIGKILL: its processes held 70.0 MiB, over "
+                                "its memory_max of 64.0 MiB; restart in 1s")
+
+
+def test_a_definition_stored_before_memory_max_is_changed_without_it():
+    """A definition kept from before the parameter existed has no memory_max: a change
+    to it takes the default (no limit) rather than failing, and a run of it has none."""
+    stored = definition()
+    del stored["memory_max"]
+    changed = service.check_definition({"stop_timeout": 3}, base=stored)
+    assert (changed["memory_max"], changed["stop_timeout"]) == (0, 3)
+
+
 def test_start_after_fatal_runs_again_with_a_fresh_count(node):
     """FATAL stays until start; then the back-off starts again at 1 s."""
     node.supervisor.apply([entry()])
