@@ -9,7 +9,7 @@ it grows, both exiting as ``jqctl wait`` does. ``term`` and ``kill`` stop a job'
 
 import argparse
 
-from jqueue import commandjob, constants, errors, ptypes, serializer
+from jqueue import constants, errors, serializer
 from jqueue.cli import exitcodes, fanout_cmds, outcome, output, parsing, watching
 from jqueue.cli.exitcodes import EXIT_INTERRUPTED, EXIT_SUCCESS, CommandError
 
@@ -89,7 +89,7 @@ def _register_run(commands):
                         help="stop the command after this run time (TERM, then KILL)")
     parser.add_argument("--kill-grace", type=parsing.seconds, metavar="SECONDS",
                         help="seconds between TERM and KILL (default 10)")
-    parser.add_argument("--memory", dest="memory_max", type=memory_size, metavar="SIZE",
+    parser.add_argument("--memory", dest="memory_max", type=parsing.memory_size, metavar="SIZE",
                         help="kill the command if its processes hold more memory than this "
                              "together (bytes, or 512M, 2G: units of 1024; 0: no limit)")
     parser.add_argument("--attempts", type=attempts, metavar="N",
@@ -131,18 +131,6 @@ def env_item(text):
     if not sep or not name:
         raise argparse.ArgumentTypeError("invalid variable %r: use NAME=VALUE" % text)
     return name, value
-
-
-def memory_size(text):
-    """memory_max from a size: bytes, or a number with K, M, G or T (units of 1024)."""
-    try:
-        value = ptypes.parse_size(text)
-    except ValueError:
-        value = -1
-    if value != 0 and not commandjob.MIN_MEMORY_MAX <= value <= ptypes.MAX_JOB_ID:
-        raise argparse.ArgumentTypeError("invalid size %r: use bytes, or a number with K, M, "
-                                         "G or T (0, or at least 1M)" % text)
-    return value
 
 
 def attempts(text):

@@ -8,7 +8,7 @@ import argparse
 import datetime
 import re
 
-from jqueue import constants, errors, ptypes, serializer
+from jqueue import commandjob, constants, errors, ptypes, serializer
 from jqueue.cli.exitcodes import CommandError
 
 _AGE = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)([smhdw]?)\Z")
@@ -89,6 +89,18 @@ def seconds(text):
         value = -1
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError("invalid duration %r: use seconds >= 0" % text)
+    return value
+
+
+def memory_size(text):
+    """memory_max from a size: bytes, or a number with K, M, G or T (units of 1024)."""
+    try:
+        value = ptypes.parse_size(text)
+    except ValueError:
+        value = -1
+    if value != 0 and not commandjob.MIN_MEMORY_MAX <= value <= ptypes.MAX_JOB_ID:
+        raise argparse.ArgumentTypeError("invalid size %r: use bytes, or a number with K, M, "
+                                         "G or T (0, or at least 1M)" % text)
     return value
 
 

@@ -137,6 +137,9 @@ def _definition_options(parser, adding, with_argv=True):
                         help="signal asking it to stop (default TERM)")
     parser.add_argument("--stop-timeout", type=parsing.seconds, metavar="SECONDS",
                         help="seconds before SIGKILL to all its processes (default 10)")
+    parser.add_argument("--memory", dest="memory_max", type=parsing.memory_size,
+                        metavar="SIZE", help="kill a run whose processes hold more memory "
+                        "than this together (as run --memory; 0: no limit)")
     parser.add_argument("--restart", metavar="WHEN",
                         help="restart a run that ended: no, on-failure (default), always")
     parser.add_argument("--startsecs", type=parsing.seconds, metavar="SECONDS",
@@ -204,6 +207,7 @@ def definition_of(args, adding):
         raise CommandError("service add needs a command: ARGV after --, or -c STRING")
     simple = (("node", "node"), ("dir", "dir"), ("run_as", "run_as"),
               ("stop_signal", "stop_signal"), ("stop_timeout", "stop_timeout"),
+              ("memory_max", "memory_max"),
               ("restart", "restart"), ("startsecs", "startsecs"), ("autostart", "autostart"),
               ("movable", "movable"), ("env_inherit", "env_inherit"))
     for attr, key in simple:

@@ -7,11 +7,21 @@ processes are found (and, at the end, checked gone) whatever else runs here.
 import json
 import os
 import pwd
+import re
+import shlex
 import signal
 import time
 
 import pytest
-from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, processes_with, wait_all_final
+from daemon_helpers import (
+    BURSTS,
+    KEEP,
+    allocated,
+    holding,
+    mostly_freed,
+    processes_with,
+    wait_all_final,
+)
 from test_commands_e2e import wait_until
 
 from jqueue import service
@@ -160,6 +170,24 @@ def test_a_crashing_service_is_restarted_then_fatal_and_start_runs_it_again(daem
     assert view(daemon, "crash")["run"] == 6
     assert daemon.jqctl("service", "stop", "crash")[0] == 0
     assert view(daemon, "crash")["state"] == service.STOPPED
+
+
+def test_a_service_over_its_memory_limit_is_killed_whole_and_restarted(daemon, mark):
+    """jqctl service add --memory 64M of a shell whose child holds 96 MiB: the node's shim
+    kills the run, the message says what it held, and on-failure restarts it (killed
+    again); removed, nothing of it is left."""
+    code, out, err = daemon.jqctl(
+        "service", "add", "hog", "--memory", "64M", "--env", "JQ_TEST_MARK=%s" % mark,
+        "--start", "-c", "%s; sleep 1000" % shlex.join(holding(96)))
+    assert code == 0, (out, err)
+    backoff = wait_state(daemon, "hog", service.BACKOFF)
+    assert backoff["signal"] == signal.SIGKILL, backoff
+    assert re.match(r"run 1 killed by SIGKILL: its processes held [0-9.]+ MiB, over its "
+                    r"memory_max of 64\.0 MiB; restart in 1s\Z", backoff["message"]), backoff
+    second = wait_state(daemon, "hog", [service.BACKOFF], run=2)  # restarted, killed again
+    assert "run 2 killed by SIGKILL: its processes held " in second["message"]
+    assert daemon.jqctl("service", "remove", "hog")[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the service's processes to end")
 
 
 def test_a_killed_master_leaves_the_service_alone_and_supervising_goes_on(daemons, mark):
