@@ -87,4 +87,7 @@ def test_the_demo_shows_a_failed_job_with_its_reason_and_a_cancelled_running_job
     cancelled = re.search(r"\$ jqctl cancel (\d+)\nJob \1 will be canceled", done.stdout)
     assert cancelled, done.stdout
     assert "Job %s finished: canceled" % cancelled.group(1) in done.stdout
+    assert re.search(r"\(hungry\)\): OpExecError: command killed by signal SIGKILL: its "
+                     r"processes held [0-9.]+ MiB, over its memory_max of 32\.0 MiB\n"
+                     r"\(exit status 137\)\n", done.stdout), done.stdout
     assert "jq-masterd stopped (exit status 0)" in done.stdout

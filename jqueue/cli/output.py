@@ -8,11 +8,13 @@ tables and null in JSON.
 import itertools
 import time
 
-from jqueue import constants, serializer, text
+from jqueue import constants, ptypes, serializer, text
 
 #: Fields holding one timestamp ([sec, usec], or epoch seconds for the later ones), and
 #: fields holding one timestamp per opcode.
 TIMESTAMP_FIELDS = frozenset(["received_ts", "start_ts", "end_ts", "not_before", "retry_at"])
+#: Fields of memory sizes, shown as sizes ("69.3M"; --json gives the bytes).
+SIZE_FIELDS = frozenset(["memory_max", "max_rss"])
 TIMESTAMP_LIST_FIELDS = frozenset(["opstart", "opexec", "opend"])
 NUMERIC_KINDS = frozenset(["number"])
 
@@ -68,6 +70,8 @@ def format_value(name, value):
         return str(value)
     if name in TIMESTAMP_FIELDS:
         return format_time(value)
+    if name in SIZE_FIELDS and type(value) is int:
+        return ptypes.human_bytes(value, compact=True)
     if name in TIMESTAMP_LIST_FIELDS and isinstance(value, list):
         return ",".join(format_time(ts) for ts in value)
     if isinstance(value, list):
@@ -83,7 +87,7 @@ def format_column(name, values):
     kinds = set(map(type, values))
     if kinds <= {str}:
         return list(values)
-    if kinds <= {int}:
+    if kinds <= {int} and name not in SIZE_FIELDS:
         return list(map(str, values))
     if (kinds == {list} and name not in TIMESTAMP_FIELDS and name not in TIMESTAMP_LIST_FIELDS
             and set(map(type, itertools.chain.from_iterable(values))) <= {str}):

@@ -590,6 +590,7 @@ def test_query_cells_without_value_show_a_label_and_json_null():
     ("archived", True, "Y"), ("summary", ["A(1)", "B"], "A(1),B"), ("ops", [{"a": 1}],
                                                                    '{"a":1}'),
     ("priority", -10, "-10"), ("opresult", [None, "x"], "-,x"),
+    ("max_rss", 72708096, "69.3M"), ("memory_max", 0, "0B"), ("max_rss", None, "-"),
 ])
 def test_values_are_formatted_for_people(name, value, text):
     """Nulls, timestamps, booleans, lists and objects have a human form."""

@@ -15,6 +15,7 @@ from jqueue.cli import output
     ("priority", [0, -10, output.Unavailable(2)]),
     ("opresult", [[None, {"a": 1}], ["x", 3]]),
     ("ops", [[{"OP_ID": "OP_TEST_DELAY"}]]),
+    ("max_rss", [72708096, 1 << 30, 512]),
 ])
 def test_a_column_reads_as_each_of_its_values_does(name, values):
     """Whole columns of the common kinds are formatted at once, as value by value."""

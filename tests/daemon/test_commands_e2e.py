@@ -241,7 +241,7 @@ def test_a_command_over_its_memory_limit_is_killed_whole_and_said_so(daemon):
     assert re.search(r"  Resources: peak memory [0-9.]+ MiB of its 64\.0 MiB limit, CPU ", out)
     code, out, _ = daemon.jqctl("list", "--no-headers", "-o", "id,memory_max,memory_exceeded",
                                 str(job_id))
-    assert out.split() == [str(job_id), str(64 << 20), "Y"], out
+    assert out.split() == [str(job_id), "64.0M", "Y"], out
     assert "* KILLED : command killed by signal SIGKILL: its processes held " in log_of(
         daemon, job_id)
     job_id, values = run_to_end(daemon, command(holding(24, 0.6), memory_max="128M"))
