@@ -43,10 +43,11 @@
  * process of the cgroup (cgroup.kill for SIGKILL where the kernel has it) and every
  * descendant of the shim with its process group.
  *
- * Memory: with --memory-max, every MEMORY_POLL seconds the shim adds up the resident sets
- * (/proc/PID/statm) of every process of the job (the cgroup's members, else its own
- * descendants) and, over the limit, kills the job at once (SIGKILL, as the kernel's OOM
- * killer would) and sets memory_exceeded. A peak between two samples goes unseen.
+ * Memory: with --memory-max, every MEMORY_POLL seconds (MEMORY_POLL_NEAR once the job holds
+ * half its limit) the shim adds up the resident sets (/proc/PID/statm) of every process of
+ * the job (the cgroup's members, else its own descendants) and, over the limit, kills the
+ * job at once (SIGKILL, as the kernel's OOM killer would) and sets memory_exceeded. A peak
+ * between two samples goes unseen.
  *
  * The shim's own stdout and stderr are /dev/null; it notes its problems in A/shim.log.
  *
@@ -111,6 +112,7 @@ struct jq_clone_args {
 #define MAX_WAIT 1e6        /* longest single wait (s); longer timeouts take several */
 #define KERNEL_SIGRTMIN 32  /* the kernel's first real-time signal (C libraries reserve some) */
 #define MEMORY_POLL 0.25    /* seconds between samples of the job's memory (--memory-max) */
+#define MEMORY_POLL_NEAR 0.05  /* the same once it holds half its limit or more */
 
 extern char **environ;
 
@@ -793,7 +795,7 @@ static void sample_memory(double now) {
     unsigned long long rss = job_rss();
     if (rss > st.max_rss)
         st.max_rss = rss;
-    st.next_sample = now + MEMORY_POLL;
+    st.next_sample = now + (rss >= opt.memory_max / 2 ? MEMORY_POLL_NEAR : MEMORY_POLL);
     if (rss > opt.memory_max) {
         st.memory_exceeded = 1;
         st.next_sample = 0;

@@ -23,6 +23,7 @@ POLL_MAX = 0.5
 MAX_WAIT = 1e6  # longest single wait (s); longer timeouts take several
 MAX_WALK = 4096  # processes a signal's walk over the descendants visits at most
 MEMORY_POLL = 0.25  # seconds between samples of the job's memory (--memory-max)
+MEMORY_POLL_NEAR = 0.05  # the same once it holds half its limit or more
 PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 
 
@@ -355,7 +356,8 @@ class Shim:
     def sample_memory(self, now):
         rss = self.job_rss()
         self.max_rss = max(self.max_rss, rss)
-        self.next_sample = now + MEMORY_POLL
+        near = rss >= self.opts["memory_max"] // 2
+        self.next_sample = now + (MEMORY_POLL_NEAR if near else MEMORY_POLL)
         if rss > self.opts["memory_max"]:
             self.memory_exceeded = True
             self.next_sample = 0.0
