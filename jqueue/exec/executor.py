@@ -50,7 +50,9 @@ started before; new attempts go to the new place only.
 
 Events for listeners, in the reactor thread: ``("started", AttemptInfo)`` once the
 command exec'd (its pid known), ``("output", job, attempt, output_size)`` when the
-output grew, ``("ended", job, attempt, AttemptResult, output_size)`` (the output's final
+output grew, ``("usage", job, attempt, bytes)`` when what its processes hold resident
+together changed (looked at USAGE_FIRST seconds after it started, then every USAGE_POLL),
+``("ended", job, attempt, AttemptResult, output_size)`` (the output's final
 size: nothing is written after the shim's end). ``start`` returns what it found instead of
 announcing it.
 """
@@ -78,11 +80,15 @@ from jqueue.exec.attempt import (
     AttemptResult,
     check_spec,
 )
+from jqueue.exec.shim import job_rss
 
 logger = logging.getLogger(__name__)
 
 POLL_FAST = 0.05  # seconds between output checks of an attempt that wrote recently
 POLL_SLOW = 1.0   # ... of a quiet one (the interval doubles up to this)
+USAGE_FIRST = 1.0  # seconds after its start (or adoption) before a running attempt's memory
+USAGE_POLL = 5.0   # is first added up, and between two looks; a change of USAGE_STEP bytes
+USAGE_STEP = 1 << 20  # or more is reported ("usage")
 #: Seconds stop() waits for the leaves of ended attempts to empty: cgroup.kill only sends
 #: the signals, and a leaf cannot be removed until its last process has exited.
 STOP_LEAF_WAIT = 2.0
@@ -146,6 +152,8 @@ class _Attempt:
         self.watch = None
         self.interval = POLL_FAST
         self.next_poll = 0.0
+        self.rss = None  # bytes its processes held at the last look
+        self.next_usage = None
 
     @property
     def name(self):
@@ -852,6 +860,11 @@ class Executor:
                 self._emit(("started", self._info(att)))
             elif not final:
                 return
+        if not final and att.pid is not None:
+            if att.next_usage is None:
+                att.next_usage = now + USAGE_FIRST
+            elif now >= att.next_usage:
+                self._look_at_usage(att, now)
         size = attemptdir.output_size(att.output)
         if size > att.output_size:
             att.output_size = size
@@ -860,6 +873,14 @@ class Executor:
         else:
             att.interval = min(att.interval * 2, POLL_SLOW)
         att.next_poll = now + att.interval
+
+    def _look_at_usage(self, att, now):
+        """What the attempt's processes hold now: a "usage" event if it changed."""
+        att.next_usage = now + USAGE_POLL
+        rss = job_rss(att.spec.get("cgroup"), att.spec.get("shim_pid"))
+        if att.rss is None or abs(rss - att.rss) >= USAGE_STEP:
+            att.rss = rss
+            self._emit(("usage", att.key[0], att.key[1], rss))
 
     def _emit(self, event):
         for listener in list(self._listeners):

@@ -263,15 +263,6 @@ class Shim:
         except OSError:
             return False
 
-    def listed(self, path):
-        """The pids listed in path (cgroup.procs, a /proc children list), but ours."""
-        try:
-            with open(path) as f:
-                pids = [int(word) for word in f.read().split()]
-        except (OSError, ValueError):
-            return []
-        return [pid for pid in pids if pid > 0 and pid != self.self_pid]
-
     def signal_one(self, pid, sig, with_group):
         """Signal pid once: through its own process group if it has one not signalled
         yet in this round (then pid is reached as a member), else directly."""
@@ -302,7 +293,7 @@ class Shim:
         procs = os.path.join(cgroup, "cgroup.procs")
         if not os.access(procs, os.R_OK):
             return False
-        for pid in self.listed(procs):
+        for pid in listed(procs, self.self_pid):
             self.signal_one(pid, sig, False)
         return sig != signal.SIGKILL
 
@@ -317,44 +308,13 @@ class Shim:
 
     def signal_descendants(self, sig):
         """Every descendant, each through its own group (see shim.c's signal_descendants)."""
-        for pid in self.descendants():
+        for pid in descendants(self.self_pid):
             self.signal_one(pid, sig, True)
-
-    def descendants(self):
-        """Every descendant, through each process's threads' children lists (see shim.c's
-        visit_descendants); at most MAX_WALK processes."""
-        stack, visited = [self.self_pid], 0
-        while stack and visited < MAX_WALK:
-            pid = stack.pop()
-            visited += 1
-            task_dir = "/proc/%d/task" % pid
-            try:
-                tasks = os.listdir(task_dir)
-            except OSError:
-                continue
-            for task in tasks:
-                pids = self.listed(os.path.join(task_dir, task, "children"))
-                yield from pids
-                stack.extend(pids)
 
     # ---- the job's memory ----
 
-    def job_rss(self):
-        """The sum of the resident sets of every process of the job (see shim.c)."""
-        cgroup = self.opts["cgroup"]
-        procs = os.path.join(cgroup, "cgroup.procs") if cgroup else None
-        pids = self.listed(procs) if procs and os.access(procs, os.R_OK) else self.descendants()
-        total = 0
-        for pid in pids:
-            try:
-                with open("/proc/%d/statm" % pid, "rb") as f:
-                    total += int(f.read().split()[1]) * PAGE_SIZE
-            except (OSError, ValueError, IndexError):
-                pass
-        return total
-
     def sample_memory(self, now):
-        rss = self.job_rss()
+        rss = job_rss(self.opts["cgroup"], self.self_pid)
         self.max_rss = max(self.max_rss, rss)
         near = rss >= self.opts["memory_max"] // 2
         self.next_sample = now + (MEMORY_POLL_NEAR if near else MEMORY_POLL)
@@ -528,6 +488,53 @@ class Shim:
         self.remove_cgroup()
         self.write_result(error)
         return 0
+
+
+# ---- the processes of a job (the executor uses these too, for what a job holds now) ----
+
+
+def listed(path, own):
+    """The pids listed in path (cgroup.procs, a /proc children list), but own."""
+    try:
+        with open(path) as f:
+            pids = [int(word) for word in f.read().split()]
+    except (OSError, ValueError):
+        return []
+    return [pid for pid in pids if pid > 0 and pid != own]
+
+
+def descendants(root):
+    """Every descendant of root, through each process's threads' children lists (see
+    shim.c's visit_descendants); at most MAX_WALK processes."""
+    stack, visited = [root], 0
+    while stack and visited < MAX_WALK:
+        pid = stack.pop()
+        visited += 1
+        task_dir = "/proc/%d/task" % pid
+        try:
+            tasks = os.listdir(task_dir)
+        except OSError:
+            continue
+        for task in tasks:
+            pids = listed(os.path.join(task_dir, task, "children"), root)
+            yield from pids
+            stack.extend(pids)
+
+
+def job_rss(cgroup, shim_pid):
+    """The sum of the resident sets (bytes) of every process of a job: its cgroup's members
+    if the cgroup can be read, else the descendants of its shim (see shim.c's job_rss)."""
+    procs = os.path.join(cgroup, "cgroup.procs") if cgroup else None
+    pids = (listed(procs, shim_pid) if procs and os.access(procs, os.R_OK)
+            else descendants(shim_pid))
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/statm" % pid, "rb") as f:
+                total += int(f.read().split()[1]) * PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def json_string(text):

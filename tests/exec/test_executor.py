@@ -450,6 +450,21 @@ def test_a_job_under_its_memory_max_runs_to_its_end_and_reports_its_use(executor
     assert 1.0 <= result.cpu_time < 10
 
 
+def test_a_running_attempt_says_what_its_processes_hold_now(executors, shim, monkeypatch):
+    """A "usage" event once the attempt has run for USAGE_FIRST, with the resident sets of
+    all its processes (here a sleeping shell and a child holding 40 MiB); none for a job
+    that ends before."""
+    monkeypatch.setattr(executor_module, "USAGE_FIRST", 0.3)
+    executor, reactor, recorder = make(executors, shim)
+    executor.launch(executors.spec(1, "%s & sleep 1000" % shlex.join(holding(40))))
+    reactor.run_until(lambda: [e for e in recorder.of("usage", 1, 1) if e[3] >= 40 * MiB],
+                      10, "a usage event")
+    executor.kill(1, 1)
+    wait_ended(executor, reactor, recorder, 1)
+    run_to_end(executors, executor, reactor, recorder, executors.spec(2, "true"))
+    assert recorder.of("usage", 2, 1) == []
+
+
 TRAP = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
 
 
