@@ -9,7 +9,7 @@ it grows, both exiting as ``jqctl wait`` does. ``term`` and ``kill`` stop a job'
 
 import argparse
 
-from jqueue import constants, errors, serializer
+from jqueue import constants, errors, ptypes, serializer
 from jqueue.cli import exitcodes, fanout_cmds, outcome, output, parsing, watching
 from jqueue.cli.exitcodes import EXIT_INTERRUPTED, EXIT_SUCCESS, CommandError
 
@@ -18,7 +18,8 @@ LOG_READ_BYTES = 256 * 1024
 LOG_POLL = 30.0
 RUNNING_COLUMNS = (("job", "Job", "number"), ("attempt", "Attempt", "number"),
                    ("node", "Node", "text"), ("pid", "PID", "number"),
-                   ("started", "Started", "text"), ("containment", "Containment", "text"))
+                   ("started", "Started", "text"), ("rss", "Memory", "number"),
+                   ("containment", "Containment", "text"))
 
 
 def register(commands):
@@ -358,7 +359,7 @@ def cmd_running(ctx, args):
     names = [name for name, _, _ in RUNNING_COLUMNS]
     cells = [[_running_cell(name, row.get(name)) for name in names] for row in rows]
     headers = None if args.no_headers else [title for _, title, _ in RUNNING_COLUMNS]
-    for line in output.table_lines(headers, cells, {0, 1, 3}, args.separator):
+    for line in output.table_lines(headers, cells, {0, 1, 3, 5}, args.separator):
         ctx.out(line)
     return EXIT_SUCCESS
 
@@ -366,4 +367,6 @@ def cmd_running(ctx, args):
 def _running_cell(name, value):
     if name == "started" and isinstance(value, (int, float)):
         return output.format_time(value)
+    if name == "rss" and isinstance(value, int):
+        return ptypes.human_bytes(value, compact=True)
     return output.format_scalar(value)

@@ -60,7 +60,8 @@ signum, done)`` -> (ok, message) with action "signal", "terminate" or "kill",
 ``lookup(job, attempt, done)`` -> info dict or None, ``attempts(done)`` -> [info dict];
 ``forget(job, attempt)``; and ``subscribe(listener)``: the link then calls
 ``listener.link_event(link_name, event)`` with ("output", job, attempt, size), ("started",
-info) or ("ended", job, attempt, result). An info dict has job, attempt, pid, pgid, cgroup,
+info), ("usage", job, attempt, bytes its processes hold now) or ("ended", job, attempt,
+result). An info dict has job, attempt, pid, pgid, cgroup,
 started, deadline, output_size and result (None while running, else a dict with
 exit_status, signal, timed_out, error, ended and, for attempts a node lost, lost); the
 result of an "ended" event also has the output's final size, output_size (a node of an
@@ -113,7 +114,7 @@ class _Attempt:
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
                  "progress_timer", "launched", "contained", "stop_unsent", "durable_out",
-                 "released", "cap_out")
+                 "released", "cap_out", "rss")
 
     def __init__(self, job_id, op_index, number, node, out=0):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
@@ -134,6 +135,7 @@ class _Attempt:
         self.durable_out = out          # output bytes durable here (kept or dropped)
         self.cap_out = None             # where on the node the output past the cap begins
         self.released = 0               # the node was told to free its output up to there
+        self.rss = None                 # bytes its processes held at the node's last look
 
 
 class CommandRunner:
@@ -907,6 +909,9 @@ class CommandRunner:
             if kind == "ended":
                 self._fence(node, {"job": job_id, "attempt": number, "result": value})
             return
+        if kind == "usage":  # kept for QueryRunning only: nothing to fetch
+            attempt.rss = value
+            return
         if kind == "output":
             attempt.size = max(attempt.size, value)
             if attempt.stop_unsent:
@@ -1269,6 +1274,7 @@ class CommandRunner:
             rows.append({"job": attempt.job_id, "attempt": attempt.number,
                          "node": attempt.node, "pid": state.get("pid"),
                          "started": state.get("started"), "state": state.get("state"),
+                         "rss": attempt.rss,
                          "containment": (attempt.contained
                                          or self._links[attempt.node].containment)})
         return rows

@@ -215,13 +215,15 @@ def test_running_prints_a_table_or_json(cli):
     """jqctl running lists attempts; --node filters; --json keeps the raw rows."""
     cli.fake.running = [
         {"job": 4, "attempt": 2, "node": "n1", "pid": 4242, "started": 1795000000.5,
-         "state": "running", "containment": "cgroup /sys/fs/cgroup/x"},
+         "state": "running", "containment": "cgroup /sys/fs/cgroup/x", "rss": 72708096},
         {"job": 5, "attempt": 1, "node": "n2", "pid": None, "started": None,
-         "state": "starting", "containment": "process group"}]
+         "state": "starting", "containment": "process group", "rss": None}]
     result = cli("running")
     lines = result.out.splitlines()
-    assert lines[0].split() == ["Job", "Attempt", "Node", "PID", "Started", "Containment"]
+    assert lines[0].split() == ["Job", "Attempt", "Node", "PID", "Started", "Memory",
+                                "Containment"]
     assert "4242" in lines[1] and "2026-11-18" in lines[1] and lines[2].split()[3] == "-"
+    assert lines[1].split()[6] == "69.3M" and lines[2].split()[4] == "-"
     result = cli("running", "--node", "n2", "--json")
     assert '"job":5' in result.out and '"job":4' not in result.out
 

@@ -107,6 +107,8 @@ def test_command_jobs_run_on_the_node_they_name(tmp_path, nodeds, daemons):
                    what="the attempt on node3")
         [row] = client.query_running("node3")  # how node3 holds it, as node3 said
         assert row["containment"].startswith(("cgroup /", "process group ")), row
+        wait_until(lambda: client.query_running("node3")[0]["rss"],
+                   what="node3's look at what the attempt holds")
         code, out, _ = jqctl("running", "--node", "node3", socket=master.socket)
         assert code == 0 and row["containment"] in out, out
         client.cancel_job(sleeper, True)

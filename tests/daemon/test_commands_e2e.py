@@ -400,19 +400,21 @@ def test_an_attempt_without_a_cgroup_says_so_in_its_log(daemons):
 
 
 def test_running_lists_the_attempt_with_its_pid(daemon):
-    """jqctl running shows the job, its node, the command's pid and its containment; a node
-    the queue does not have is not found (not an empty list)."""
+    """jqctl running shows the job, its node, the command's pid, the memory it holds (here
+    a process holding 24 MiB, looked at a second after its start) and its containment; a
+    node the queue does not have is not found (not an empty list)."""
     env, mark = marked()
     with daemon.client() as client:
-        job_id = client.submit_job([command("sleep 30", env=env)])
-        wait_until(lambda: client.query_running() and client.query_running()[0]["pid"],
-                   what="the attempt's pid")
+        job_id = client.submit_job([command(holding(24, 30), env=env)])
+        wait_until(lambda: client.query_running() and (client.query_running()[0]["rss"] or 0)
+                   >= 24 << 20, what="the attempt's pid and memory")
         rows = client.query_running()
     assert [(r["job"], r["attempt"]) for r in rows] == [(job_id, 1)]
     assert rows[0]["pid"] in processes_with(mark)
     assert rows[0]["containment"].startswith(("cgroup /", "process group ")), rows
     code, out, _ = daemon.jqctl("running")
     assert code == 0 and str(rows[0]["pid"]) in out and rows[0]["containment"] in out
+    assert re.search(r" [0-9.]+M ", out.splitlines()[1]), out
     code, out, err = daemon.jqctl("running", "--node", "no-such-node")  # a typo says so
     assert (code, out) == (4, "") and "unknown node no-such-node (nodes: " in err
     daemon.jqctl("kill", str(job_id))

@@ -966,12 +966,17 @@ def test_a_command_opcode_after_another_opcode_runs_in_order(setup):
 
 
 def test_running_lists_attempts_with_their_node_and_pid(setup):
-    """QueryRunning's rows: job, attempt, node, pid; an unknown node is not found."""
+    """QueryRunning's rows: job, attempt, node, pid and the memory its processes hold as
+    the node last said; an unknown node is not found."""
     job_id = setup.submit(command("sleep 1"))
     rows = setup.queue.query_running()
     assert [(r["job"], r["attempt"], r["node"], r["pid"]) for r in rows] == [
         (job_id, 1, "node1", 1001)]
     assert setup.queue.query_running("node1") == rows
+    assert rows[0]["rss"] is None  # until the node looked
+    setup.link._listener.link_event("node1", ("usage", job_id, 1, 5 << 20))
+    setup.settle()
+    assert [r["rss"] for r in setup.queue.query_running()] == [5 << 20]
     with pytest.raises(errors.OpPrereqError, match="unknown node elsewhere"):
         setup.queue.query_running("elsewhere")
     setup.end(job_id)
