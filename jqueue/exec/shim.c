@@ -858,8 +858,11 @@ static double next_wait(double now) {
         wait = st.grace_end - now;
     if ((st.terminating || st.killing) && (wait < 0 || st.poll < wait))
         wait = st.poll;
-    if (st.next_sample > 0 && (wait < 0 || st.next_sample - now < wait))
-        wait = st.next_sample - now;
+    if (st.next_sample > 0 && !st.killing) {  /* (a sample overdue: at once, not "none") */
+        double until = st.next_sample > now ? st.next_sample - now : 0;
+        if (wait < 0 || until < wait)
+            wait = until;
+    }
     if (wait < 0)
         return -1;
     return wait < 0.001 ? 0.001 : (wait > MAX_WAIT ? MAX_WAIT : wait);

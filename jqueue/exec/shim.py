@@ -385,7 +385,8 @@ class Shim:
             wait = self.grace_end - now
         if (self.terminating or self.killing) and (wait is None or self.poll < wait):
             wait = self.poll
-        if self.next_sample and (wait is None or self.next_sample - now < wait):
+        if self.next_sample and not self.killing and (
+                wait is None or self.next_sample - now < wait):
             wait = self.next_sample - now
         return None if wait is None else min(max(wait, 0.001), MAX_WAIT)
 

@@ -143,3 +143,18 @@ def test_an_oom_score_adj_out_of_range_is_a_usage_error(tmp_path, kind):
     done = subprocess.run(base + ["--oom-score-adj", "0", "--", "true"],
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     assert done.returncode != shims.USAGE_STATUS, done.stderr
+
+
+def test_the_python_shims_wait_while_killing_is_its_poll_whatever_memory_sample_was_due():
+    """While it kills a job, the shim waits by its poll (it sends KILL again each time),
+    not by a memory sample that fell due meanwhile (sampling stops then): a sample
+    overdue must neither make it spin nor, in shim.c, read as "no timeout" and block."""
+    from jqueue.exec import shim as shim_script
+    opts, argv = shim_script.parse_args(["--attempt-dir", "/x", "--dir", "/", "--rt-base",
+                                         str(signal.SIGRTMIN), "--memory-max", "1048576",
+                                         "--", "true"])
+    shim = shim_script.Shim(opts, argv)
+    shim.killing, shim.poll, shim.next_sample = True, 0.2, 100.0
+    assert shim.next_wait(now=101.0) == 0.2
+    shim.killing = False
+    assert shim.next_wait(now=101.0) == 0.001  # an overdue sample, not killing: at once
