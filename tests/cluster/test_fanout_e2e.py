@@ -70,11 +70,16 @@ def test_jqctl_waiting_for_the_nodes_outlives_a_restart_of_the_master(tmp_path, 
          "node*", "--json", "-c", "sleep 2; echo done on $JQ_NODE"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # jqctl has the group's id (its submit answered: a submit lost with the daemon is
+        # not sent again), then both nodes run their commands.
+        said = waiting.stderr.readline()
+        assert "submitted: 2 node(s)" in said, said
         with master.client() as client:
             wait_until(lambda: len(client.query_running(None)) == 2, what="both running")
         master.kill()
         master.start()
         out, err = waiting.communicate(timeout=60)
+        err = said + err
     finally:
         waiting.kill()
     assert waiting.returncode == 0, (out, err)
