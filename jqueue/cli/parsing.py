@@ -93,15 +93,13 @@ def seconds(text):
 
 
 def memory_size(text):
-    """memory_max from a size: bytes, or a number with K, M, G or T (units of 1024)."""
+    """memory_max from a size: bytes, or a number with K, M, G or T (units of 1024), as the
+    opcode's parameter takes it (commandjob.MemoryMax: one rule for both)."""
     try:
-        value = ptypes.parse_size(text)
+        return commandjob.MemoryMax.check(text)
     except ValueError:
-        value = -1
-    if value != 0 and not commandjob.MIN_MEMORY_MAX <= value <= ptypes.MAX_JOB_ID:
         raise argparse.ArgumentTypeError("invalid size %r: use bytes, or a number with K, M, "
-                                         "G or T (0, or at least 1M)" % text)
-    return value
+                                         "G or T (0, or at least 1M)" % text) from None
 
 
 def dependency(text):
