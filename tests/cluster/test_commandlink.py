@@ -340,18 +340,24 @@ def test_a_batch_stays_under_its_weight_and_the_rest_goes_in_the_next(monkeypatc
     assert answers[1] == {"job": 1} and answers[3] == {"job": 3}
 
 
-def _launch_to(features, spec):
-    """The launch body a node with these features (None: it says none) receives."""
+def _sent_to(features, send, method):
+    """The body of the first call method a node with these features (None: it says none)
+    receives when send(link, done) asks the link for it."""
     node, listener = BatchingNode(features), Listener()
     link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
     link.subscribe(listener)
     answered = threading.Event()
     try:
-        link.launch(spec, lambda value: answered.set())
+        send(link, lambda value: answered.set())
         assert answered.wait(10)
     finally:
         link.stop()
-    return [body for method, body in node.calls if method == "exec_launch"][0]["spec"]
+    return [body for name, body in node.calls if name == method][0]
+
+
+def _launch_to(features, spec):
+    """The launch spec a node with these features receives."""
+    return _sent_to(features, lambda link, done: link.launch(spec, done), "exec_launch")["spec"]
 
 
 def test_a_node_that_does_not_complete_environments_gets_them_complete(monkeypatch):
@@ -399,17 +405,9 @@ def test_a_memory_max_goes_only_to_a_node_that_says_it_keeps_one():
 
 
 def _applied_to(features, entry):
-    """The entries a node with these features (None: it says none) receives for entry."""
-    node, listener = BatchingNode(features), Listener()
-    link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
-    link.subscribe(listener)
-    answered = threading.Event()
-    try:
-        link.svc_apply([entry], [], True, lambda value: answered.set())
-        assert answered.wait(10)
-    finally:
-        link.stop()
-    return [body for method, body in node.calls if method == "svc_apply"][0]["entries"]
+    """The entries a node with these features receives for entry."""
+    return _sent_to(features, lambda link, done: link.svc_apply([entry], [], True, done),
+                    "svc_apply")["entries"]
 
 
 def test_a_node_that_does_not_take_restart_seq_gets_services_without_it():
