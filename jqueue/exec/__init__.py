@@ -14,7 +14,7 @@ May import the vocabulary (constants, errors, serializer, ptypes), the service m
 of jqueue (it sits beside store/ and run/).
 """
 
-from jqueue.exec.attempt import AttemptInfo, AttemptResult, AttemptSpec
+from jqueue.exec.attempt import AttemptInfo, AttemptResult, AttemptSpec, Hooks
 from jqueue.exec.executor import Executor
 
-__all__ = ["AttemptInfo", "AttemptResult", "AttemptSpec", "Executor"]
+__all__ = ["AttemptInfo", "AttemptResult", "AttemptSpec", "Executor", "Hooks"]

@@ -50,7 +50,9 @@ class AttemptResult:
     the exit status sh would give (127 not found, 126 not executable). ``max_rss`` (bytes)
     and ``cpu_time`` (seconds) are what the command used (None if it never ran, or if a
     shim of an earlier version ran it); ``memory_exceeded``: killed for going over its
-    spec's ``memory_max``.
+    spec's ``memory_max``. ``prolog_failed``: the node's prolog (Hooks) failed or was
+    stopped, so the command never ran (``error`` says how); ``epilog_error``: how the
+    node's epilog failed after the command (the outcome stands as it is).
     """
 
     exit_status: int | None    # None if killed by a signal or never ran
@@ -62,6 +64,8 @@ class AttemptResult:
     max_rss: int | None = None
     cpu_time: float | None = None
     memory_exceeded: bool = False
+    prolog_failed: bool = False
+    epilog_error: str | None = None
 
     def to_dict(self):
         """The result as JSON data (the shim writes the same keys)."""
@@ -81,9 +85,35 @@ class AttemptResult:
                        exec_error=_opt_str(data.get("exec_error")),
                        max_rss=_opt_int(data.get("max_rss")),
                        cpu_time=_opt_float(data.get("cpu_time")),
-                       memory_exceeded=bool(data.get("memory_exceeded")))
+                       memory_exceeded=bool(data.get("memory_exceeded")),
+                       prolog_failed=bool(data.get("prolog_failed")),
+                       epilog_error=_opt_str(data.get("epilog_error")))
         except (KeyError, TypeError) as err:
             raise ValueError("malformed result %r: %s" % (data, err)) from None
+
+
+@attrs.frozen
+class Hooks:
+    """A node's own commands around each of its command attempts (shell scripts, run by
+    the attempt's shim as the command runs: same user, directory, environment, cgroup and
+    output). ``prolog`` runs before the command, which runs only if it exits 0;
+    ``epilog`` after it (after a timeout or a kill too) with JQ_EXIT_STATUS and JQ_SIGNAL;
+    each for at most ``timeout`` seconds (0: no limit). See shim.c's "Hooks"."""
+
+    prolog: str | None = None
+    epilog: str | None = None
+    timeout: float = 60.0
+
+    def options(self):
+        """The shim's options that carry them."""
+        options = []
+        if self.prolog:
+            options += ["--prolog", self.prolog]
+        if self.epilog:
+            options += ["--epilog", self.epilog]
+        if options:
+            options += ["--hook-timeout", repr(float(self.timeout))]
+        return options
 
 
 @attrs.frozen

@@ -16,10 +16,12 @@
     spec.json names it (``output``).
 ``pid``
     ``PID STARTTIME``, written by the shim before it lets the prepared command exec.
+``hook-pid``
+    the same, of the node's prolog or epilog while one runs (jqueue.exec.attempt.Hooks).
 ``result``
     written by the shim when no process of the job is left (JSON: exit_status, signal,
-    timed_out, error, ended, exec_error, max_rss, cpu_time, memory_exceeded), or by the
-    executor when it finds the attempt lost.
+    timed_out, error, ended, exec_error, max_rss, cpu_time, memory_exceeded,
+    prolog_failed, epilog_error), or by the executor when it finds the attempt lost.
 ``shim.log``
     the shim's own complaints, if it had any; quoted when a shim dies without a result.
 
@@ -59,6 +61,7 @@ OUTPUTS = "outputs"
 SPEC = "spec.json"
 OUTPUT = "output"
 PID = "pid"
+HOOK_PID = "hook-pid"
 RESULT = "result"
 SHIM_LOG = "shim.log"
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
@@ -207,9 +210,10 @@ def read_spec(path):
     return spec if isinstance(spec, dict) else None
 
 
-def read_pid(path):
-    """(pid, start_time) of the command as the shim wrote them, or None."""
-    data = _read(os.path.join(path, PID))
+def read_pid(path, name=PID):
+    """(pid, start_time) of the command (of a hook: HOOK_PID) as the shim wrote them, or
+    None."""
+    data = _read(os.path.join(path, name))
     try:
         pid, start = data.split()
         return int(pid), int(start)
@@ -291,7 +295,8 @@ def discard(path):
 SPARE_PREFIX = ".spare-"
 #: What a spare keeps of an attempt's files: the name each goes under (others are removed).
 _SPARE_NAMES = {SPEC: SPEC, OUTPUT: OUTPUT, PID: ".pid.tmp", RESULT: ".result.tmp",
-                ".pid.tmp": ".pid.tmp", ".result.tmp": ".result.tmp", SHIM_LOG: None}
+                ".pid.tmp": ".pid.tmp", ".result.tmp": ".result.tmp", SHIM_LOG: None,
+                HOOK_PID: None, ".hook-pid.tmp": None}
 
 
 def make_spare(trash_path):

@@ -78,6 +78,7 @@ from jqueue.exec.attempt import (
     SENDABLE_SIGNALS,
     AttemptInfo,
     AttemptResult,
+    Hooks,
     check_spec,
 )
 from jqueue.exec.shim import job_rss
@@ -177,16 +178,19 @@ class Executor:
     containment; ``shim``: None (C if it compiles, else Python), "c" or "python";
     ``environ``: what a spec with ``env_base`` "inherit" starts from (default: this
     process's environment, as it is when the executor is made); ``run_dir``: where the
-    attempts' directories go (see jqueue.exec.attemptdir; default: the state directory).
+    attempts' directories go (see jqueue.exec.attemptdir; default: the state directory);
+    ``hooks``: the node's prolog and epilog (jqueue.exec.attempt.Hooks; default none),
+    which each new attempt's shim runs around its command.
     An attempt that was forgotten must not be launched again: its number is spent.
     """
 
     def __init__(self, state_dir, reactor, allowed_users=(), use_cgroup=True, shim=None,
-                 environ=None, run_dir=None):
+                 environ=None, run_dir=None, hooks=None):
         self.state_dir = os.path.abspath(state_dir)
         self.run_dir = os.path.abspath(run_dir) if run_dir else self.state_dir
         self._reactor = reactor
         self._allowed_users = frozenset(allowed_users)
+        self._hooks = hooks or Hooks()
         self._own_home = user_home()  # (home, name): read once, not at every launch
         self._own_user = self._own_home[1]
         self._environ = dict(os.environ if environ is None else environ)
@@ -417,6 +421,14 @@ class Executor:
         """Commands may run as names from now on (a reload); a start checks again."""
         self._allowed_users = frozenset(names)
 
+    def set_hooks(self, hooks):
+        """Attempts launched from now on run hooks (a reload); those running keep theirs."""
+        self._hooks = hooks or Hooks()
+
+    @property
+    def hooks(self):
+        return self._hooks
+
     def check_user(self, name):
         """CommandError unless commands may run as user name here (the daemon's own user,
         or one of allowed_users), without a lookup: whether the user exists is known
@@ -503,7 +515,7 @@ class Executor:
             options += ["--oom-score-adj", "0"]
         if spec.memory_max:
             options += ["--memory-max", str(spec.memory_max)]
-        options += ["--"] + list(spec.argv)
+        options += self._hooks.options() + ["--"] + list(spec.argv)
         read_end, write_end = _pipe_above_stdio()
         actions = [
             (os.POSIX_SPAWN_DUP2, read_end, 0),
@@ -739,13 +751,14 @@ class Executor:
         cgroup = att.spec.get("cgroup")
         if cgroup:
             containment.kill_leaf(cgroup)
-        pid = attemptdir.read_pid(att.path)
-        if pid and attemptdir.group_is_ours(pid[0], pid[1], att.spec.get("boot_id"),
-                                            self._boot_id):
-            try:  # the command, or the orphans it left in its group
-                os.killpg(pid[0], signal.SIGKILL)
-            except OSError:
-                pass
+        for name in (attemptdir.PID, attemptdir.HOOK_PID):
+            pid = attemptdir.read_pid(att.path, name)
+            if pid and attemptdir.group_is_ours(pid[0], pid[1], att.spec.get("boot_id"),
+                                                self._boot_id):
+                try:  # the command (or a hook), or the orphans it left in its group
+                    os.killpg(pid[0], signal.SIGKILL)
+                except OSError:
+                    pass
         self._clean_cgroup(att)
 
     def _clean_cgroup(self, att):

@@ -7,7 +7,8 @@
  *
  *   jq-shim --attempt-dir A --dir D --timeout T --grace G --rt-base R
  *           [--output O] [--cgroup C] [--user NAME UID GID --groups G,...] [--nofile N]
- *           [--oom-score-adj N] [--memory-max BYTES] -- ARGV...
+ *           [--oom-score-adj N] [--memory-max BYTES]
+ *           [--prolog SCRIPT] [--epilog SCRIPT] [--hook-timeout T] -- ARGV...
  *
  * Start. The shim's environment is empty (a job's LD_PRELOAD must not run as the
  * daemon's user): it reads the command's environment from stdin, NUL-terminated
@@ -48,6 +49,23 @@
  * the job (the cgroup's members, else its own descendants) and, over the limit, kills the
  * job at once (SIGKILL, as the kernel's OOM killer would) and sets memory_exceeded. A peak
  * between two samples goes unseen.
+ *
+ * Hooks: the node's --prolog runs (/bin/sh -c SCRIPT) before the command and its --epilog
+ * after it, each as the command does (same user, directory, environment, cgroup and output,
+ * its own session) and each bounded by --hook-timeout (seconds; 0 = none; TERM, the grace,
+ * KILL). A hook ends when none of its processes remains; while one runs its group is in
+ * A/hook-pid ("PID STARTTIME"), and A/pid is the command's only. A prolog that fails
+ * (status not 0, a signal, its timeout) or that a stop request (SIGTERM, SIGUSR1) ends
+ * means the command never runs: the result's error says why and prolog_failed is true
+ * (a prolog that cannot be started at all, e.g. for a missing directory, fails the
+ * attempt as the command would have: error only). Forwarded signals are the command's:
+ * not sent to a prolog. The epilog runs after every attempt in which the prolog or the
+ * command ran (after a timeout or a kill too), with JQ_EXIT_STATUS and JQ_SIGNAL (the
+ * command's, empty if none) added to the environment; control signals do not reach it,
+ * and its failure is only reported (epilog_error) and changes nothing of the outcome.
+ * The memory limit and the command's timeout are the command's only; cpu_time counts
+ * the command's processes only, max_rss the largest of any process so far (a prolog's
+ * too).
  *
  * The shim's own stdout and stderr are /dev/null; it notes its problems in A/shim.log.
  *
@@ -114,10 +132,14 @@ struct jq_clone_args {
 #define MEMORY_POLL 0.25    /* seconds between samples of the job's memory (--memory-max) */
 #define MEMORY_POLL_NEAR 0.05  /* the same once it holds half its limit or more */
 
+enum phase { COMMAND, PROLOG, EPILOG };
+
 extern char **environ;
 
 struct options {
     const char *attempt_dir, *dir, *cgroup, *user, *output;
+    const char *prolog, *epilog;  /* the node's hooks (shell scripts), NULL for none */
+    double hook_timeout;
     uid_t uid;
     gid_t gid;
     gid_t *groups;  /* the user's supplementary groups (--groups) */
@@ -130,7 +152,9 @@ struct options {
     char **argv;
 };
 
+/* What the shim knows of the process it runs now (the command, or a hook). */
 struct state {
+    enum phase phase;
     pid_t self, main_pid;
     int main_done, status, pgid_alive, timed_out, memory_exceeded;
     unsigned long long max_rss;  /* the largest sum of resident sets sampled (bytes) */
@@ -143,6 +167,10 @@ struct state {
 
 static struct options opt;
 static struct state st;
+static int stop_requested;  /* a stop request came during the prolog */
+/* cgroup.kill was written: Linux (6.18 at least) then SIGKILLs any child cloned into the
+ * cgroup from outside it (CLONE_INTO_CGROUP), so an epilog after a kill joins it instead. */
+static int cgroup_killed;
 static sigset_t events;
 
 /* ---- small helpers ---- */
@@ -313,6 +341,12 @@ static void parse_args(int argc, char **argv) {
             opt.cgroup = argv[++i];
         else if (!strcmp(name, "--nofile"))
             opt.nofile = parse_long(argv[++i], "bad --nofile");
+        else if (!strcmp(name, "--prolog"))
+            opt.prolog = argv[++i];
+        else if (!strcmp(name, "--epilog"))
+            opt.epilog = argv[++i];
+        else if (!strcmp(name, "--hook-timeout"))
+            opt.hook_timeout = parse_seconds(argv[++i], "bad --hook-timeout");
         else if (!strcmp(name, "--memory-max"))
             opt.memory_max = (unsigned long long)parse_long(argv[++i], "bad --memory-max");
         else if (!strcmp(name, "--oom-score-adj")) {
@@ -449,7 +483,7 @@ static void set_oom_score_adj(void) {
     close(fd);
 }
 
-static void run_command(char **env, int in_cgroup) {
+static void run_command(char **argv, char **env, int in_cgroup) {
     setsid();
     if (opt.cgroup && !in_cgroup)
         join_cgroup();
@@ -476,10 +510,10 @@ static void run_command(char **env, int in_cgroup) {
     if (n != 1)
         _exit(125);  /* the shim died before recording this process: never run */
     environ = env;
-    execvp(opt.argv[0], opt.argv);
+    execvp(argv[0], argv);
     int saved = errno;
     char msg[400];
-    int len = snprintf(msg, sizeof msg, "cannot execute %.300s: %s", opt.argv[0],
+    int len = snprintf(msg, sizeof msg, "cannot execute %.300s: %s", argv[0],
                        strerror(saved));
     dprintf(2, "jq-shim: %s\n", msg);
     write_all(report_fd, msg, len < (int)sizeof msg ? (size_t)len : sizeof msg - 1);
@@ -491,7 +525,7 @@ static void run_command(char **env, int in_cgroup) {
  * *in_cgroup says, in the child, whether it was. */
 static pid_t fork_command(int *in_cgroup) {
     *in_cgroup = 0;
-    if (opt.cgroup) {
+    if (opt.cgroup && !cgroup_killed) {
         int fd = open(opt.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd >= 0) {
             struct jq_clone_args args;
@@ -512,16 +546,19 @@ static pid_t fork_command(int *in_cgroup) {
     return fork();
 }
 
+/* A/pid for the command, A/hook-pid for a hook. */
 static void write_pid_file(void) {
     char text[64];
+    const char *name = st.phase == COMMAND ? "pid" : "hook-pid";
     int n = snprintf(text, sizeof text, "%d %llu\n", (int)st.main_pid,
                      start_time(st.main_pid));
-    if (write_atomic("pid", text, (size_t)n) < 0)
-        complain("cannot write the pid file: %s", strerror(errno));
+    if (write_atomic(name, text, (size_t)n) < 0)
+        complain("cannot write the %s file: %s", name, strerror(errno));
 }
 
-/* Fork the command; 0 once it exec'd (or failed to exec), -1 if it never ran. */
-static int start_command(char **env) {
+/* Fork argv (the command, or a hook); 0 once it exec'd (or failed to exec), -1 if it
+ * never ran. */
+static int start_process(char **argv, char **env) {
     int pipefd[2], gofd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0 || pipe2(gofd, O_CLOEXEC) < 0) {
         snprintf(st.error, sizeof st.error, "cannot start the command: pipe: %s",
@@ -540,7 +577,7 @@ static int start_command(char **env) {
         close(gofd[1]);
         report_fd = pipefd[1];
         go_fd = gofd[0];
-        run_command(env, in_cgroup);
+        run_command(argv, env, in_cgroup);
     }
     close(pipefd[1]);
     close(gofd[0]);
@@ -671,6 +708,7 @@ static int signal_cgroup(int sig) {
         if (fd >= 0) {
             int ok = write_all(fd, "1", 1) == 0;
             close(fd);
+            cgroup_killed |= ok;
             if (ok)
                 return 0;  /* KILL again through groups and children: harmless */
         }
@@ -841,6 +879,12 @@ static int reap(void) {
 }
 
 static void on_signal(int sig) {
+    if (st.phase == EPILOG)
+        return;  /* the command is over: nothing of it is left to stop or signal */
+    if (st.phase == PROLOG && (sig == SIGTERM || sig == SIGUSR1))
+        stop_requested = 1;
+    else if (st.phase == PROLOG)
+        return;  /* a forwarded signal is the command's */
     if (sig == SIGTERM)
         begin_terminate();
     else if (sig == SIGUSR1)
@@ -930,9 +974,29 @@ static size_t json_string(char *out, size_t size, const char *text) {
     return n;
 }
 
-static void write_result(const char *error) {
-    char text[6000], status[64] = "null", sig[64] = "null", err[2200] = "null",
-         exec_err[1100] = "null", usage[128] = "\"max_rss\":null,\"cpu_time\":null";
+/* The command's use of the machine, noted once its processes are gone (before an
+ * epilog): the kernel's accounts of what the shim waited for, less the prolog's CPU. */
+static char usage_text[128] = "\"max_rss\":null,\"cpu_time\":null";
+static double cpu_before;
+
+static double children_cpu(struct rusage *ru) {
+    return ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 + ru->ru_stime.tv_sec +
+           ru->ru_stime.tv_usec / 1e6;
+}
+
+static void note_usage(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) < 0)
+        return;
+    unsigned long long peak = (unsigned long long)ru.ru_maxrss * 1024;  /* KiB */
+    double cpu = children_cpu(&ru) - cpu_before;
+    snprintf(usage_text, sizeof usage_text, "\"max_rss\":%llu,\"cpu_time\":%.3f",
+             peak > st.max_rss ? peak : st.max_rss, cpu > 0 ? cpu : 0.0);
+}
+
+static void write_result(const char *error, int prolog_failed, const char *epilog_error) {
+    char text[8000], status[64] = "null", sig[64] = "null", err[2200] = "null",
+         exec_err[1100] = "null", epilog_err[1500] = "null";
     if (!error && st.main_done && WIFEXITED(st.status))
         snprintf(status, sizeof status, "%d", WEXITSTATUS(st.status));
     if (!error && st.main_done && WIFSIGNALED(st.status))
@@ -941,19 +1005,16 @@ static void write_result(const char *error) {
         json_string(err, sizeof err, error);
     if (!error && st.exec_error[0])
         json_string(exec_err, sizeof exec_err, st.exec_error);
-    struct rusage ru;
-    if (!error && getrusage(RUSAGE_CHILDREN, &ru) == 0) {
-        unsigned long long peak = (unsigned long long)ru.ru_maxrss * 1024;  /* KiB */
-        snprintf(usage, sizeof usage, "\"max_rss\":%llu,\"cpu_time\":%.3f",
-                 peak > st.max_rss ? peak : st.max_rss,
-                 ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                 ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
-    }
+    if (epilog_error)
+        json_string(epilog_err, sizeof epilog_err, epilog_error);
     int n = snprintf(text, sizeof text,
                      "{\"exit_status\":%s,\"signal\":%s,\"timed_out\":%s,\"error\":%s,"
-                     "\"ended\":%.6f,\"exec_error\":%s,%s,\"memory_exceeded\":%s}\n",
+                     "\"ended\":%.6f,\"exec_error\":%s,%s,\"memory_exceeded\":%s,"
+                     "\"prolog_failed\":%s,\"epilog_error\":%s}\n",
                      status, sig, st.timed_out ? "true" : "false", err, real_now(), exec_err,
-                     usage, st.memory_exceeded ? "true" : "false");
+                     error ? "\"max_rss\":null,\"cpu_time\":null" : usage_text,
+                     st.memory_exceeded ? "true" : "false", prolog_failed ? "true" : "false",
+                     epilog_err);
     if (write_atomic("result", text, (size_t)n) < 0) {
         complain("cannot write the result: %s", strerror(errno));
         exit(1);
@@ -983,6 +1044,67 @@ static void setup_self(void) {
     sigprocmask(SIG_BLOCK, &events, NULL);
 }
 
+/* ---- the phases: prolog, command, epilog ---- */
+
+/* Forget the last process run: the next one starts from a clean state. */
+static void begin_phase(enum phase phase) {
+    pid_t self = st.self;
+    memset(&st, 0, sizeof st);
+    st.self = self;
+    st.phase = phase;
+    st.poll = POLL_MIN;
+}
+
+/* Run a hook (/bin/sh -c script) until none of its processes remains: 0 if it succeeded,
+ * 1 if not (why says how it ended), -1 if it could not be started (why says why). */
+static int run_hook(enum phase phase, const char *script, char **env, char *why,
+                    size_t size) {
+    char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
+    begin_phase(phase);
+    int started = start_process(argv, env) == 0;
+    st.pgid_alive = started;
+    if (started && opt.hook_timeout > 0)
+        st.deadline = mono_now() + opt.hook_timeout;
+    if (st.main_pid > 0)
+        supervise();
+    if (!started)
+        snprintf(why, size, "%s", st.error);
+    else if (st.exec_error[0])
+        snprintf(why, size, "%s", st.exec_error);
+    else if (st.timed_out)
+        snprintf(why, size, "timed out after %gs", opt.hook_timeout);
+    else if (WIFSIGNALED(st.status))
+        snprintf(why, size, "killed by signal %d", WTERMSIG(st.status));
+    else if (WEXITSTATUS(st.status) != 0)
+        snprintf(why, size, "exited with status %d", WEXITSTATUS(st.status));
+    else
+        return 0;
+    return started ? 1 : -1;
+}
+
+/* The command's environment and how the command ended (st), for the epilog. */
+static char **epilog_env(char **env) {
+    static char status[40], sig[40];
+    size_t n = 0, k = 0;
+    while (env[n])
+        n++;
+    char **out = calloc(n + 3, sizeof *out);
+    if (!out)
+        return env;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(env[i], "JQ_EXIT_STATUS=", 15) != 0 && strncmp(env[i], "JQ_SIGNAL=", 10) != 0)
+            out[k++] = env[i];
+    strcpy(status, "JQ_EXIT_STATUS=");
+    strcpy(sig, "JQ_SIGNAL=");
+    if (st.main_done && WIFEXITED(st.status))
+        snprintf(status + 15, sizeof status - 15, "%d", WEXITSTATUS(st.status));
+    if (st.main_done && WIFSIGNALED(st.status))
+        snprintf(sig + 10, sizeof sig - 10, "%d", WTERMSIG(st.status));
+    out[k++] = status;
+    out[k++] = sig;
+    return out;
+}
+
 int main(int argc, char **argv) {
     parse_args(argc, argv);
     setup_self();
@@ -994,20 +1116,54 @@ int main(int argc, char **argv) {
     }
     if (!env) {
         remove_cgroup();
-        write_result("attempt lost: the daemon died while starting it");
+        write_result("attempt lost: the daemon died while starting it", 0, NULL);
         return EXIT_NOT_STARTED;
     }
-    int started = start_command(env) == 0;
-    st.pgid_alive = started;
-    if (started) {
-        if (opt.timeout > 0)
-            st.deadline = mono_now() + opt.timeout;
-        if (opt.memory_max > 0)
-            st.next_sample = mono_now() + MEMORY_POLL;
+    static char error[1400], epilog_why[1200];
+    int failed = 0, prolog_failed = 0, ran = 0;  /* ran: the prolog or the command did */
+    if (opt.prolog) {
+        char why[1200] = "";
+        int hook = run_hook(PROLOG, opt.prolog, env, why, sizeof why);
+        ran = hook >= 0;
+        failed = hook != 0 || stop_requested;
+        prolog_failed = ran && failed;
+        if (hook < 0)
+            snprintf(error, sizeof error, "%s", why);
+        else if (stop_requested)
+            snprintf(error, sizeof error, "stopped by request during the prolog: the "
+                     "command never ran");
+        else if (hook > 0)
+            snprintf(error, sizeof error, "prolog %s: the command never ran", why);
     }
-    if (st.main_pid > 0)
-        supervise();
+    begin_phase(COMMAND);
+    if (!failed) {
+        struct rusage ru;
+        if (getrusage(RUSAGE_CHILDREN, &ru) == 0)
+            cpu_before = children_cpu(&ru);
+        int started = start_process(opt.argv, env) == 0;
+        st.pgid_alive = started;
+        if (started) {
+            if (opt.timeout > 0)
+                st.deadline = mono_now() + opt.timeout;
+            if (opt.memory_max > 0)
+                st.next_sample = mono_now() + MEMORY_POLL;
+        }
+        if (st.main_pid > 0)
+            supervise();
+        ran |= started;
+        failed = !started;
+        if (started)
+            note_usage();
+        else
+            snprintf(error, sizeof error, "%s", st.error);
+    }
+    if (opt.epilog && ran) {
+        struct state command = st;
+        if (run_hook(EPILOG, opt.epilog, epilog_env(env), epilog_why, sizeof epilog_why) == 0)
+            epilog_why[0] = '\0';
+        st = command;
+    }
     remove_cgroup();
-    write_result(started ? NULL : st.error);
+    write_result(failed ? error : NULL, prolog_failed, epilog_why[0] ? epilog_why : NULL);
     return 0;
 }

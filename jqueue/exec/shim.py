@@ -25,6 +25,7 @@ MAX_WALK = 4096  # processes a signal's walk over the descendants visits at most
 MEMORY_POLL = 0.25  # seconds between samples of the job's memory (--memory-max)
 MEMORY_POLL_NEAR = 0.05  # the same once it holds half its limit or more
 PAGE_SIZE = os.sysconf("SC_PAGESIZE")
+COMMAND, PROLOG, EPILOG = "command", "prolog", "epilog"  # what runs (see shim.c's hooks)
 
 
 class Usage(Exception):
@@ -39,7 +40,8 @@ def parse_args(args):
     """The options (a dict) and the command's argv."""
     opts = {"timeout": 0.0, "grace": 0.0, "cgroup": None, "user": None, "groups": None,
             "nofile": -1, "oom_score_adj": None, "rt_base": -1, "attempt_dir": None,
-            "dir": None, "output": None, "memory_max": 0}
+            "dir": None, "output": None, "memory_max": 0, "prolog": None, "epilog": None,
+            "hook_timeout": 0.0}
     i = 0
     while i < len(args) and args[i] != "--":
         name = args[i]
@@ -53,7 +55,7 @@ def parse_args(args):
         if not name.startswith("--") or key not in opts or key == "user":
             raise Usage("unknown option %s" % name)
         value = args[i + 1]
-        if key in ("timeout", "grace"):
+        if key in ("timeout", "grace", "hook_timeout"):
             value = _number(value, float)
         elif key in ("nofile", "rt_base", "memory_max"):
             value = _number(value, int)
@@ -136,6 +138,17 @@ class Shim:
         self.opts = opts
         self.argv = argv
         self.self_pid = os.getpid()
+        self.stop_requested = False  # a stop request came during the prolog
+        self.usage = (None, None)  # the command's (max_rss, cpu_time), once it ended
+        self.cpu_before = 0.0  # CPU seconds of the children waited for before the command
+        rt = opts["rt_base"]
+        self.events = {signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1}
+        self.events.update(range(rt, rt + FORWARDABLE))
+        self.begin_phase(COMMAND)
+
+    def begin_phase(self, phase):
+        """Forget the last process run (the command's state is copied before a hook)."""
+        self.phase = phase
         self.main_pid = 0
         self.main_done = False
         self.status = 0
@@ -150,13 +163,10 @@ class Shim:
         self.deadline = 0.0
         self.grace_end = 0.0
         self.poll = POLL_MIN
-        rt = opts["rt_base"]
-        self.events = {signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1}
-        self.events.update(range(rt, rt + FORWARDABLE))
 
     # ---- the command child ----
 
-    def run_command(self, env, report, go):
+    def run_command(self, argv, env, report, go):
         """In the forked child: prepare, wait for the go, exec the command; never returns."""
         try:
             self.prepare_child()
@@ -167,9 +177,9 @@ class Shim:
         if os.read(go, 1) != b"g":
             os._exit(125)  # the shim died before recording this process: never run
         try:
-            os.execvpe(self.argv[0], self.argv, env)
+            os.execvpe(argv[0], argv, env)
         except OSError as err:
-            message = ("cannot execute %s: %s" % (self.argv[0][:300], err.strerror)).encode(
+            message = ("cannot execute %s: %s" % (argv[0][:300], err.strerror)).encode(
                 "utf-8", "surrogateescape")
             os.write(2, b"jq-shim: %s\n" % message)
             os.write(report, message)
@@ -209,8 +219,9 @@ class Shim:
                 pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
-    def start_command(self, env):
-        """Fork the command; None once it exec'd (or failed to exec), else the error.
+    def start_process(self, argv, env):
+        """Fork argv (the command, or a hook); None once it exec'd (or failed to exec),
+        else the error.
 
         After the go, the pipe ends at the exec (close-on-exec), or says why the exec
         failed: the command's failure (127 or 126, as in sh), which the result names."""
@@ -220,7 +231,7 @@ class Shim:
         if pid == 0:
             os.close(read_end)
             os.close(go_write)
-            self.run_command(env, write_end, go_read)
+            self.run_command(argv, env, write_end, go_read)
         os.close(write_end)
         os.close(go_read)
         self.main_pid = pid
@@ -246,11 +257,13 @@ class Shim:
         return error.decode("utf-8", "replace") if error else None
 
     def record_pid(self, pid):
+        """A/pid for the command, A/hook-pid for a hook."""
+        name = "pid" if self.phase == COMMAND else "hook-pid"
         text = "%d %d\n" % (pid, start_time(pid))
         try:
-            write_atomic(self.opts["attempt_dir"], "pid", text.encode())
+            write_atomic(self.opts["attempt_dir"], name, text.encode())
         except OSError as err:
-            _complain("cannot write the pid file: %s" % err.strerror)
+            _complain("cannot write the %s file: %s" % (name, err.strerror))
 
     # ---- every process of the job ----
 
@@ -370,6 +383,12 @@ class Shim:
 
     def on_signal(self, sig):
         rt = self.opts["rt_base"]
+        if self.phase == EPILOG:
+            return  # the command is over: nothing of it is left to stop or signal
+        if self.phase == PROLOG:
+            if sig not in (signal.SIGTERM, signal.SIGUSR1):
+                return  # a forwarded signal is the command's
+            self.stop_requested = True
         if sig == signal.SIGTERM:
             self.begin_terminate()
         elif sig == signal.SIGUSR1:
@@ -424,7 +443,13 @@ class Shim:
 
     # ---- the result ----
 
-    def write_result(self, error):
+    def note_usage(self):
+        """The command's use of the machine (see shim.c's note_usage)."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = usage.ru_utime + usage.ru_stime - self.cpu_before
+        self.usage = (max(usage.ru_maxrss * 1024, self.max_rss), max(cpu, 0.0))
+
+    def write_result(self, error, prolog_failed=False, epilog_error=None):
         status = sig = None
         if error is None and self.main_done:
             if os.WIFEXITED(self.status):
@@ -432,17 +457,16 @@ class Shim:
             elif os.WIFSIGNALED(self.status):
                 sig = os.WTERMSIG(self.status)
         exec_error = self.exec_error if error is None else None
-        max_rss = cpu_time = "null"
-        if error is None:  # the kernel's accounts of what we waited for (see shim.c)
-            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-            max_rss = "%d" % max(usage.ru_maxrss * 1024, self.max_rss)
-            cpu_time = "%.3f" % (usage.ru_utime + usage.ru_stime)
+        max_rss, cpu_time = self.usage if error is None else (None, None)
         text = ('{"exit_status":%s,"signal":%s,"timed_out":%s,"error":%s,"ended":%.6f,'
-                '"exec_error":%s,"max_rss":%s,"cpu_time":%s,"memory_exceeded":%s}\n') % (
+                '"exec_error":%s,"max_rss":%s,"cpu_time":%s,"memory_exceeded":%s,'
+                '"prolog_failed":%s,"epilog_error":%s}\n') % (
             _json_int(status), _json_int(sig), "true" if self.timed_out else "false",
             "null" if error is None else json_string(error), time.time(),
-            "null" if exec_error is None else json_string(exec_error), max_rss, cpu_time,
-            "true" if self.memory_exceeded else "false")
+            "null" if exec_error is None else json_string(exec_error), _json_int(max_rss),
+            "null" if cpu_time is None else "%.3f" % cpu_time,
+            "true" if self.memory_exceeded else "false", "true" if prolog_failed else "false",
+            "null" if epilog_error is None else json_string(epilog_error))
         write_atomic(self.opts["attempt_dir"], "result", text.encode("ascii"))
 
     def remove_cgroup(self):
@@ -478,17 +502,71 @@ class Shim:
             self.remove_cgroup()
             self.write_result("attempt lost: the daemon died while starting it")
             return EXIT_NOT_STARTED
-        error = self.start_command(env)
-        self.pgid_alive = error is None
+        error, prolog_failed, ran = None, False, False
+        if self.opts["prolog"]:
+            hook, why = self.run_hook(PROLOG, self.opts["prolog"], env)
+            ran = hook >= 0
+            prolog_failed = ran and (hook > 0 or self.stop_requested)
+            if hook < 0:
+                error = why
+            elif self.stop_requested:
+                error = "stopped by request during the prolog: the command never ran"
+            elif hook > 0:
+                error = "prolog %s: the command never ran" % why
+        self.begin_phase(COMMAND)
         if error is None:
-            if self.opts["timeout"] > 0:
-                self.deadline = time.monotonic() + self.opts["timeout"]
-            if self.opts["memory_max"] > 0:
-                self.next_sample = time.monotonic() + MEMORY_POLL
-        self.supervise()
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.cpu_before = usage.ru_utime + usage.ru_stime
+            error = self.start_process(self.argv, env)
+            self.pgid_alive = error is None
+            if error is None:
+                if self.opts["timeout"] > 0:
+                    self.deadline = time.monotonic() + self.opts["timeout"]
+                if self.opts["memory_max"] > 0:
+                    self.next_sample = time.monotonic() + MEMORY_POLL
+            self.supervise()
+            ran = ran or error is None
+            if error is None:
+                self.note_usage()
+        epilog_error = None
+        if self.opts["epilog"] and ran:
+            command = dict(vars(self))
+            hook, why = self.run_hook(EPILOG, self.opts["epilog"], self.epilog_env(env))
+            epilog_error = why if hook else None
+            vars(self).update(command)
         self.remove_cgroup()
-        self.write_result(error)
+        self.write_result(error, prolog_failed, epilog_error)
         return 0
+
+    def run_hook(self, phase, script, env):
+        """Run a hook (/bin/sh -c script) until none of its processes remains: (0, None)
+        if it succeeded, (1, how it ended) if not, (-1, why) if it could not start."""
+        self.begin_phase(phase)
+        error = self.start_process(["/bin/sh", "-c", script], env)
+        self.pgid_alive = error is None
+        if error is None and self.opts["hook_timeout"] > 0:
+            self.deadline = time.monotonic() + self.opts["hook_timeout"]
+        self.supervise()
+        if error is not None:
+            return -1, error
+        if self.exec_error:
+            return 1, self.exec_error
+        if self.timed_out:
+            return 1, "timed out after %gs" % self.opts["hook_timeout"]
+        if os.WIFSIGNALED(self.status):
+            return 1, "killed by signal %d" % os.WTERMSIG(self.status)
+        if os.WEXITSTATUS(self.status):
+            return 1, "exited with status %d" % os.WEXITSTATUS(self.status)
+        return 0, None
+
+    def epilog_env(self, env):
+        """The command's environment and how it ended, for the epilog."""
+        status = sig = b""
+        if self.main_done and os.WIFEXITED(self.status):
+            status = b"%d" % os.WEXITSTATUS(self.status)
+        if self.main_done and os.WIFSIGNALED(self.status):
+            sig = b"%d" % os.WTERMSIG(self.status)
+        return {**env, b"JQ_EXIT_STATUS": status, b"JQ_SIGNAL": sig}
 
 
 # ---- the processes of a job (the executor uses these too, for what a job holds now) ----

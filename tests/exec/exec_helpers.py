@@ -131,7 +131,7 @@ class Executors:
         return path
 
     def make(self, shim="c", use_cgroup=True, state_dir=None, allowed_users=(),
-             start=True, environ=None, run_dir=None):
+             start=True, environ=None, run_dir=None, hooks=None):
         """(executor, reactor, recorder), the executor started unless start=False."""
         state_dir = state_dir or self.state_dir()
         if shim == "c":
@@ -139,7 +139,7 @@ class Executors:
         reactor = PumpReactor()
         executor = Executor(state_dir, reactor, allowed_users=allowed_users,
                             use_cgroup=use_cgroup, shim=shim, environ=environ,
-                            run_dir=run_dir)
+                            run_dir=run_dir, hooks=hooks)
         recorder = Recorder()
         executor.subscribe(recorder)
         self.made.append((executor, reactor))
