@@ -482,13 +482,16 @@ class ProgressTracker:
 def classify(result, success_codes, stopped_by_user=False, canceled=False, memory_max=0):
     """(reason, message) of an attempt's end; reason OK means success.
 
-    result is a dict with exit_status, signal, timed_out, memory_exceeded and error (see
-    jqueue.exec); memory_max the limit the attempt ran with, for the message. An
+    result is a dict with exit_status, signal, timed_out, memory_exceeded, error and
+    prolog_failed (see jqueue.exec); memory_max the limit the attempt ran with, for the
+    message. A node's failed prolog is INTERR (KILLED if a stop request ended it). An
     attempt stopped by request (cancel, term, kill, hold) that ends with a status outside
     success_codes (it handled the TERM) ends KILLED as one its signal ended does; with
     canceled, whatever its status (the job does not succeed, so its attempt did not).
     """
     if result.get("error"):
+        if result.get("prolog_failed") and stopped_by_user:
+            return constants.REASON_KILLED, result["error"]
         lost = result.get("lost")
         return (constants.REASON_NODE_LOST if lost else constants.REASON_INTERR,
                 result["error"])
@@ -552,9 +555,15 @@ def signal_name(signum):
 LOST_UNSTARTED = "attempt lost: the daemon died while starting it"
 UNSTARTED_RETRIES = 3
 
-#: Reasons after which another attempt may run (if attempts remain and nobody stopped it).
+#: Reasons after which another attempt may run (if attempts remain and nobody stopped it),
+#: and INTERR after a node's failed prolog (may_retry).
 RETRYABLE = frozenset([constants.REASON_FAILED, constants.REASON_TIMEOUT,
                        constants.REASON_KILLED, constants.REASON_NODE_LOST])
+
+
+def may_retry(reason, result):
+    """Whether an attempt that ended so (classify's reason, its result) may be retried."""
+    return reason in RETRYABLE or bool(result.get("prolog_failed"))
 
 
 def retry_delay(attempts_done, base, cap, rand=random.random):
@@ -613,6 +622,8 @@ def banner_end(result, reason, message, output_ended_with_newline=True):
     if result.get("signal") is not None:
         lines.append("* SIGNAL : %s" % signal_name(result["signal"]))
     lines.append("* %s : %s" % (reason, message))
+    if result.get("epilog_error"):
+        lines.append("* EPILOG : %s (the outcome stands)" % result["epilog_error"])
     lines.append("* END " + "*" * 42)
     return ("\n".join(lines) + "\n").encode("utf-8")
 

@@ -27,7 +27,7 @@ _reactor_lock = threading.Lock()
 def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
                    use_cgroup=True, log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES,
                    on_executor=None, tags=(), run_dir=None,
-                   service_log_rate=constants.DEFAULT_SERVICE_LOG_RATE):
+                   service_log_rate=constants.DEFAULT_SERVICE_LOG_RATE, hooks=None):
     """A ``commands`` factory for JobQueue: command jobs on this machine (node node_name).
 
     The Executor keeps its running attempts under state_dir; it is created and started
@@ -36,14 +36,15 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
     ``state_dir/services``). on_executor(executor), if given, hears of it. tags: this
     machine's (what a command job's affinity must be among). run_dir: where the attempts'
     directories go (jqueue.exec.attemptdir; None: in state_dir). service_log_rate: see
-    jqueue.run.services.
+    jqueue.run.services. hooks: the prolog and epilog of its command attempts
+    (jqueue.exec.attempt.Hooks; None: none).
     """
     host = ReactorHost(reactor)
     slots = slots or os.cpu_count() or 1
 
     def make(queue):
         executor = host.call_sync(_start_executor, reactor, state_dir, allowed_users,
-                                  use_cgroup, run_dir)
+                                  use_cgroup, run_dir, hooks)
         if on_executor is not None:
             on_executor(executor)
         supervisor = host.call_sync(_start_supervisor, reactor, state_dir, node_name,
@@ -54,9 +55,9 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
     return make
 
 
-def _start_executor(reactor, state_dir, allowed_users, use_cgroup, run_dir):
+def _start_executor(reactor, state_dir, allowed_users, use_cgroup, run_dir, hooks):
     executor = Executor(os.path.abspath(state_dir), reactor, allowed_users=allowed_users,
-                        use_cgroup=use_cgroup, run_dir=run_dir)
+                        use_cgroup=use_cgroup, run_dir=run_dir, hooks=hooks)
     executor.start()
     return executor
 

@@ -408,6 +408,8 @@ def cmd_node_list(ctx, args):
     for row in rows:  # why a node does not answer (a refused certificate names the clock)
         if row.get("reachable") is False and row.get("last_error"):
             ctx.out("%s: %s" % (row.get("name"), row["last_error"]))
+        if row.get("degraded"):
+            ctx.out("%s: degraded: %s" % (row.get("name"), row["degraded"]))
     return EXIT_SUCCESS
 
 
@@ -429,8 +431,9 @@ def _node_cell(key, value, row=None):
         return format_position(value)
     if key == "state":
         row = row or {}
+        state = {True: "ok", False: "NOPING", None: "-"}[row.get("heartbeat")]
         return ("offline" if row.get("offline") else "drained" if row.get("drained")
-                else {True: "ok", False: "NOPING", None: "-"}[row.get("heartbeat")])
+                else "degraded" if state == "ok" and row.get("degraded") else state)
     if key == "tags":
         return ",".join(value or []) or "-"
     if key == "last_heartbeat":

@@ -77,6 +77,7 @@ class RemoteLink:
         self.slots = slots
         self.tags = frozenset(tags)
         self.drained, self.offline = drained, offline
+        self.degraded = None  # why (its epilog failed: the runner sets it), or None
         self.reachable = True
         self.last_heard = None
         #: The node's clock minus this one's at its last answer (seconds; None: unknown).

@@ -23,6 +23,7 @@ from twisted.internet import defer, task
 import jqueue
 from jqueue import errors
 from jqueue.daemon import config as configmod
+from jqueue.exec.attempt import Hooks
 from jqueue.run.commands import monotonic_timers
 from jqueue.store import faults
 
@@ -101,6 +102,15 @@ def _nr_open():
             return int(stream.read())
     except (OSError, ValueError):
         return 1024 * 1024
+
+
+#: The options of a node's prolog and epilog (command_hooks).
+HOOK_OPTIONS = ("prolog", "epilog", "hook_timeout")
+
+
+def command_hooks(config):
+    """The prolog and epilog config says this node runs around its command attempts."""
+    return Hooks(prolog=config.prolog, epilog=config.epilog, timeout=config.hook_timeout)
 
 
 def sd_notify(message, environ=None):

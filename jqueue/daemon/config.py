@@ -240,6 +240,27 @@ def command_options(program):
                "they are.",
                flag="--run-dir", metavar="RUNDIR", programs=(program,),
                default_doc="DIR (the state directory: DIR/attempts)"),
+        Option("prolog", Text(), None,
+               "Shell command (/bin/sh -c) this node runs before every command attempt, "
+               "as the command runs: same user, directory, environment (JQ_JOB_ID, "
+               "JQ_ATTEMPT, JQ_NODE...), cgroup and log. Unless it exits 0 the command does "
+               "not run and the attempt fails (INTERR, retried like a failure while "
+               "attempts remain; the log and the job's error say how the prolog ended). "
+               "Not for services.",
+               flag="--prolog", metavar="SCRIPT", programs=(program,), default_doc="none"),
+        Option("epilog", Text(), None,
+               "Shell command this node runs after every command attempt whose prolog or "
+               "command ran (after a timeout or a kill too), as the prolog, with "
+               "JQ_EXIT_STATUS and JQ_SIGNAL (the command's, empty if none) added; the "
+               "attempt ends when it has. Its failure changes nothing of the job's outcome: "
+               "it is noted in the log and the action log, and the node is marked degraded "
+               "(jqctl node list) until an epilog there succeeds again.",
+               flag="--epilog", metavar="SCRIPT", programs=(program,), default_doc="none"),
+        Option("hook_timeout", Duration(), 60.0,
+               "Seconds the prolog, and the epilog, may each run (0: no limit); then "
+               "SIGTERM to every process of it and SIGKILL after the job's kill_grace (a "
+               "prolog over it fails the attempt, an epilog is a failed epilog).",
+               flag="--hook-timeout", metavar="SECONDS", programs=(program,)),
     )
 
 OPTIONS = (

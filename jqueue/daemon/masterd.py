@@ -149,7 +149,7 @@ class QueueService(service.Service):
             self._reactor, config.state_dir, config.master_node, config.slots,
             config.allowed_users, config.containment == "auto", config.log_max_bytes,
             on_executor=self._executor_started, tags=config.tags, run_dir=config.run_dir,
-            service_log_rate=config.service_log_rate)
+            service_log_rate=config.service_log_rate, hooks=common.command_hooks(config))
 
     def reconfigure(self, new, changes):
         """SIGHUP (common.reload_daemon): apply the changed options a running queue takes;
@@ -174,6 +174,10 @@ class QueueService(service.Service):
         if self.executor is not None and node:  # one machine: its own node
             runner.reconfigure_node(self._config.master_node, **node)
             applied |= set(node)
+        hooks = set(common.HOOK_OPTIONS) & set(changes)
+        if self.executor is not None and hooks:
+            self.executor.set_hooks(common.command_hooks(new))
+            applied |= hooks
         return applied
 
     def _executor_started(self, executor):

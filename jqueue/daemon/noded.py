@@ -134,7 +134,7 @@ class NodeService(service.Service):
         config, node = self.config, self.node
         self.executor = Executor(node.state_dir, self.reactor, allowed_users=config.allowed_users,
                                  use_cgroup=config.containment == "auto",
-                                 run_dir=config.run_dir)
+                                 run_dir=config.run_dir, hooks=common.command_hooks(config))
         self.executor.start()
         node.slots, node.containment = config.slots, self.executor.containment
         node.exec_features = EXEC_FEATURES
@@ -151,7 +151,7 @@ class NodeService(service.Service):
 
     def reconfigure(self, new, changes):
         """SIGHUP (common.reload_daemon): the node's slots (the master hears of them at
-        once) and allowed users; the names of those applied."""
+        once), allowed users, prolog and epilog; the names of those applied."""
         applied = set()
         if self.exec_rpc is None:
             return applied
@@ -163,6 +163,10 @@ class NodeService(service.Service):
             self.executor.allow_users(new.allowed_users)
             self.supervisor.executor.allow_users(new.allowed_users)
             applied.add("allowed_users")
+        hooks = set(common.HOOK_OPTIONS) & set(changes)
+        if hooks:
+            self.executor.set_hooks(common.command_hooks(new))
+            applied |= hooks
         return applied
 
     def _listen(self, credentials, host, port):

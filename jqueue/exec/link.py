@@ -59,6 +59,8 @@ class LocalLink:
     heartbeats = False
     reachable = True
     drained = offline = False
+    #: Why this node is degraded (its epilog failed: the runner sets it), or None.
+    degraded = None
 
     def __init__(self, executor, name, slots, tags=(), supervisor=None):
         self._executor = executor

@@ -342,7 +342,7 @@ class CommandRunner:
 
     def node_status(self):
         """{node: {reachable, last_heard, tags, drained, offline, slots, used, queued,
-        running: [job ids]}} (blocking; any thread)."""
+        running: [job ids], resources, degraded: why or None}} (blocking; any thread)."""
         return self._host.call_sync(self._node_rows)
 
     def recover(self):
@@ -1124,7 +1124,7 @@ class CommandRunner:
         unstarted = (result.get("error") == commandjob.LOST_UNSTARTED and not canceled
                      and attempt.stop is None and (op.exec_state or {}).get("unstarted", 0)
                      < commandjob.UNSTARTED_RETRIES)
-        retry = unstarted or (reason in commandjob.RETRYABLE and not canceled
+        retry = unstarted or (commandjob.may_retry(reason, result) and not canceled
                               and attempt.stop is None and counted < allowed)
         delay = commandjob.retry_delay(counted, params["retry_delay"], params["retry_delay_max"],
                                        self._rand) if retry and not unstarted else 0
@@ -1153,6 +1153,7 @@ class CommandRunner:
             state["unstarted"] = state.get("unstarted", 0) + 1
         op.exec_state = state
         queue._record_event_unlocked(reason, job.id, attempt.node, "attempt", message)
+        self._note_epilog_unlocked(job, attempt, result)
         if retry:
             queue._record_event_unlocked("RETRY", job.id, attempt.node, "attempt", (
                 "attempt %d of %d again: the command never started" % (
@@ -1172,6 +1173,28 @@ class CommandRunner:
             status = constants.OP_STATUS_ERROR
             outcome = errors.encode_exception(errors.OpExecError(message))
         return queue._processor.finish_unlocked(job, attempt.op_index, status, outcome)
+
+    def _note_epilog_unlocked(self, job, attempt, result):
+        """A node whose epilog failed is degraded (an event; node list says why) until an
+        attempt that ran there ends without an epilog failure."""
+        link = self._links.get(attempt.node)
+        if link is None or result.get("lost") or (result.get("error")
+                                                  and not result.get("prolog_failed")):
+            return  # the attempt never ran there: no epilog ran either
+        failed = result.get("epilog_error")
+        if failed:
+            link.degraded = "the epilog of job %d attempt %d %s" % (job.id, attempt.number,
+                                                                    failed)
+            logger.warning("node %s is degraded: %s", attempt.node, link.degraded)
+            self._queue._record_event_unlocked("DEGRADED", 0, attempt.node, "node",
+                                               link.degraded)
+        elif getattr(link, "degraded", None):
+            link.degraded = None
+            logger.info("node %s is no longer degraded: the epilog of job %d succeeded",
+                        attempt.node, job.id)
+            self._queue._record_event_unlocked(
+                "RECOVERED", 0, attempt.node, "node", "the epilog of job %d attempt %d "
+                "succeeded" % (job.id, attempt.number))
 
     def _retry_unlocked(self, job, attempt, delay):
         queue = self._queue
@@ -1507,7 +1530,8 @@ class CommandRunner:
                 "running": sorted(a.job_id for a in self._attempts.values()
                                   if a.node == name),
                 "resources": getattr(link, "resources", None)
-                if getattr(link, "reachable", True) else None}
+                if getattr(link, "reachable", True) else None,
+                "degraded": getattr(link, "degraded", None)}
         return rows
 
     def _lost(self, attempt, why, unreachable=False):
@@ -1525,13 +1549,14 @@ def node_list_fields(status, spec=None):
     mem_available are its link's last reading (None: not known)."""
     spec = (status or {}) if spec is None else spec
     fields = {"tags": list(spec.get("tags", ())), "drained": spec.get("drained", False),
-              "offline": spec.get("offline", False), "heartbeat": None,
+              "offline": spec.get("offline", False), "degraded": None, "heartbeat": None,
               "last_heartbeat": None, "clock_skew": None, "slots": None, "slots_used": None,
               "running_jobs": [], **dict.fromkeys(constants.NODE_RESOURCES)}
     if status is not None:
         fields.update(heartbeat=status["reachable"], last_heartbeat=status["last_heard"],
                       clock_skew=status.get("clock_skew"), slots=status["slots"],
-                      slots_used=status["used"], running_jobs=status["running"])
+                      slots_used=status["used"], running_jobs=status["running"],
+                      degraded=status.get("degraded"))
         machine = status.get("resources") or {}
         fields.update({key: machine.get(key) for key in constants.NODE_RESOURCES})
     return fields

@@ -542,3 +542,36 @@ def test_the_attempt_counter_of_retries_survives_a_failover(tmp_path, nodeds, da
         wait_all_final(client, [job_id], 60)
         values = fields(client, job_id)
     assert values["status"] == "success" and values["attempt"] == 2, values
+
+
+def test_a_nodes_prolog_and_epilog_are_its_own(tmp_path, nodeds, daemons):
+    """node2's jq-noded has a prolog and an epilog (--prolog, --epilog), the master's node
+    none: on node2 a refused prolog fails the attempt INTERR without running the command,
+    a failing epilog leaves the job's success as it is and the master lists node2 as
+    degraded; a job on the master's node runs without either."""
+    prolog = '[ "$JQ_TEST_MARK" != fail ] || { echo refused on $JQ_NODE; exit 1; }'
+    epilog = 'echo epilog on $JQ_NODE: $JQ_EXIT_STATUS; [ "$JQ_TEST_MARK" != bad ] || exit 2'
+    test_cluster, _, master = start_cluster(
+        tmp_path, nodeds, daemons, 2,
+        noded_args={"node2": ["--prolog", prolog, "--epilog", epilog]})
+    with master.client() as client:
+        refused = client.submit_job([command("echo ran", node="node2",
+                                             env={"JQ_TEST_MARK": "fail"})])
+        degrading = client.submit_job([command("echo ran", node="node2",
+                                               env={"JQ_TEST_MARK": "bad"})])
+        plain = client.submit_job([command("echo ran", env={"JQ_TEST_MARK": "fail"})])
+        wait_all_final(client, [refused, degrading, plain], 30)
+        logs = {job: "".join(client.follow_job_log(job)) for job in (refused, degrading, plain)}
+        values = fields(client, refused)
+        assert (values["status"], values["reason"]) == ("error", "INTERR"), values
+        assert "refused on node2\n" in logs[refused] and "\nran\n" not in logs[refused]
+        assert "epilog on node2:\n" in logs[refused]
+        assert fields(client, degrading)["status"] == "success"
+        assert "\nran\nepilog on node2: 0\n" in logs[degrading]
+        assert "* EPILOG : exited with status 2 (the outcome stands)" in logs[degrading]
+        assert fields(client, plain)["status"] == "success"
+        assert "epilog" not in logs[plain] and "refused" not in logs[plain]
+        rows = {row["name"]: row for row in client.list_nodes()}
+    assert rows["node2"]["degraded"] == "the epilog of job %d attempt 1 exited with " \
+        "status 2" % degrading
+    assert rows[test_cluster.master]["degraded"] is None

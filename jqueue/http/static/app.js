@@ -576,11 +576,14 @@
     for (const node of answer.nodes) {
       const tr = document.createElement("tr");
       tr.dataset.node = node.name;
-      const state_ = node.offline ? "offline" : node.drained ? "drained" : "online";
+      const state_ = node.offline ? "offline" : node.drained ? "drained"
+        : node.degraded ? "degraded" : "online";
       const clock = clockNote(node);
-      // Why the master cannot reach it (as jqctl node list says below its table), else
-      // a clock far from the master's, which dates its attempts and services wrong.
-      const problem = [!node.reachable && node.last_error ? node.last_error : "", clock]
+      // Why the master cannot reach it (as jqctl node list says below its table), why
+      // it is degraded (a failed epilog), a clock far from the master's, which dates its
+      // attempts and services wrong.
+      const problem = [!node.reachable && node.last_error ? node.last_error : "",
+                       node.degraded ? "degraded: " + node.degraded : "", clock]
         .filter(Boolean).join("; ");
       const values = [node.name, node.reachable ? "yes" : "no", node.tags.join(", "),
                       node.used + "/" + (node.slots === null ? "?" : node.slots),
