@@ -81,8 +81,10 @@ WAIT_WORKERS = "WORKERS"
 WAIT_NO_MATCHING_NODE = REASON_NO_MATCHING_NODE
 WAIT_NODE = "NODE_UNAVAILABLE"
 WAIT_SLOTS = "SLOTS"
+#: Its memory_max and those of the commands running on its node are more than the node's.
+WAIT_MEMORY = "MEMORY"
 WAIT_REASONS = (WAIT_HELD, WAIT_NOT_BEFORE, WAIT_DEPENDENCY, WAIT_BACKOFF, WAIT_WORKERS,
-                WAIT_NO_MATCHING_NODE, WAIT_NODE, WAIT_SLOTS)
+                WAIT_NO_MATCHING_NODE, WAIT_NODE, WAIT_SLOTS, WAIT_MEMORY)
 #: Waiting for a slot on its node (the opcode is queued).
 ATTEMPT_PENDING = "pending"
 #: Journaled as started on its node before the node is asked: a crash cannot forget it.

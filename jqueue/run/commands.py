@@ -68,13 +68,14 @@ result of an "ended" event also has the output's final size, output_size (a node
 earlier version may leave it out: its output is then read until a read comes back empty).
 """
 
+import collections
 import fnmatch
 import heapq
 import logging
 import random
 import time
 
-from jqueue import commandjob, constants, errors
+from jqueue import commandjob, constants, errors, ptypes
 from jqueue.job import timestamp
 from jqueue.run.placement import NoMatchingNode, Placement
 
@@ -114,10 +115,11 @@ class _Attempt:
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
                  "progress_timer", "launched", "contained", "stop_unsent", "durable_out",
-                 "released", "cap_out", "rss")
+                 "released", "cap_out", "rss", "memory")
 
-    def __init__(self, job_id, op_index, number, node, out=0):
+    def __init__(self, job_id, op_index, number, node, out=0, memory=0):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
+        self.memory = memory            # bytes it holds of its node's memory (memory_max)
         self.out = out                  # output bytes logged (journaled)
         self.size = 0                   # output bytes the node reported
         self.fetching = False
@@ -154,6 +156,8 @@ class CommandRunner:
         self.service_log_rate = service_log_rate  # for the ServiceManager
         self._pending = {}      # node -> heap of (priority, job id, op index)
         self._running = {}      # node -> count of attempts holding a slot
+        self._reserved = collections.Counter()  # node -> bytes its attempts' memory_max hold
+        self._memory_blocked = {}  # node -> the job at its queue's head waiting for memory
         self._attempts = {}     # job id -> _Attempt
         self._timers = {}       # job id -> retry timer
         self._dispatch_retries = {}  # node -> the timer trying its starts again
@@ -197,6 +201,8 @@ class CommandRunner:
             return
         self._pending.pop(name, None)
         self._running.pop(name, None)
+        self._reserved.pop(name, None)
+        self._memory_blocked.pop(name, None)
         self._placement.remove(name)
         timer = self._lost_timers.pop(name, None)
         if timer is not None:
@@ -275,6 +281,10 @@ class CommandRunner:
                 constants.ECODE_INVAL)
         if affinity and not params.get("node"):
             return  # its node is chosen when it runs
+        too_big = self._memory_too_big(node, params.get("memory_max") or 0)
+        if too_big is not None:
+            raise errors.OpPrereqError("opcode %s: %s" % (constants.OP_COMMAND_RUN, too_big),
+                                       constants.ECODE_INVAL)
         check_user = getattr(self._links[node], "check_user", None)
         refusal = check_user(params.get("run_as")) if check_user is not None else None
         if refusal is not None:  # where the master can tell (this machine): at submit
@@ -423,17 +433,34 @@ class CommandRunner:
             if not getattr(self._links[node], "reachable", True):
                 self._note_unreachable(job_id, op_index, node)
             return node  # pinned: it waits there while the node is unavailable
+        memory = params.get("memory_max") or 0
         try:
-            node = self._placement.choose(affinity, self._available, self._load)
+            node = self._placement.choose(affinity, lambda name: self._available(name) and (
+                self._memory_too_big(name, memory) is None), self._load)
         except NoMatchingNode as err:
             self._unplaced[job_id] = op_index
             self._note_waiting(job_id, op_index, constants.REASON_NO_MATCHING_NODE, str(err))
             return None
         if node is None:
             self._unplaced[job_id] = op_index
-            self._note_waiting(job_id, op_index, constants.REASON_NOPING,
-                               "no node with the tags %s is available" % ",".join(affinity))
+            if self._none_big_enough(affinity, memory):
+                self._note_waiting(job_id, op_index, constants.REASON_NO_MATCHING_NODE,
+                                   self._none_big_enough(affinity, memory))
+            else:
+                self._note_waiting(job_id, op_index, constants.REASON_NOPING,
+                                   "no node with the tags %s is available" % ",".join(affinity))
         return node
+
+    def _none_big_enough(self, affinity, memory):
+        """Why no node with the tags of affinity can ever run a command asking memory
+        bytes (each has less), or None if one may."""
+        nodes = self._placement.matching(affinity)
+        if not memory or not nodes or any(self._memory_too_big(name, memory) is None
+                                          for name in nodes):
+            return None
+        return "no node with the tags %s has the %s its memory_max asks (the largest: %s)" % (
+            ",".join(sorted(affinity)) or "(any)", ptypes.human_bytes(memory),
+            ptypes.human_bytes(max(self._memory_of(name) for name in nodes)))
 
     def _note_waiting(self, job_id, op_index, reason, message):
         """Record (once per reason) why a job waits for a node: visible, and an event."""
@@ -491,7 +518,7 @@ class CommandRunner:
             return constants.WAIT_NODE, why or "%s is not a node of this queue" % node
         slots = max(1, link.slots)
         if self._running.get(node, 0) < slots:
-            return None  # it starts now
+            return self._memory_reason(job, op_index, node, ahead)
         text = "%s of %s %s busy (%s %s)" % (
             "the slot" if slots == 1 else "all %d slots" % slots, node,
             "is" if slots == 1 else "are", "job" if len(running) == 1 else "jobs",
@@ -501,6 +528,26 @@ class CommandRunner:
                                                           node)
         return constants.WAIT_SLOTS, text
 
+    def _memory_reason(self, job, op_index, node, ahead):
+        """(WAIT_MEMORY, why) of a job in node's queue while slots are free there: it, or
+        the job at the queue's head, waits for memory; None if it starts now."""
+        memory = job.ops[op_index].input.get("memory_max") or 0
+        blocked = self._memory_blocked.get(node)
+        if not ahead and self._memory_short(node, memory):
+            holders = sorted(a.job_id for a in list(self._attempts.values())
+                             if a.node == node and a.memory)
+            return constants.WAIT_MEMORY, "its memory_max (%s) and those of the commands " \
+                "running on %s (%s %s), %s in all, are more than its memory (%s)" % (
+                    ptypes.human_bytes(memory), node,
+                    "job" if len(holders) == 1 else "jobs", _some(holders),
+                    ptypes.human_bytes(self._reserved[node] + memory),
+                    ptypes.human_bytes(self._memory_of(node)))
+        if ahead and blocked is not None and blocked != job.id:
+            return constants.WAIT_MEMORY, "job %d, first in %s's queue, waits for memory " \
+                "(%d job%s before it in the queue)" % (blocked, node, ahead,
+                                                       "" if ahead == 1 else "s")
+        return None
+
     def _unplaced_reason(self, params):
         """Why a job with an affinity has no node now: none has its tags, or those that
         have them are unavailable (each one's reason)."""
@@ -509,6 +556,9 @@ class CommandRunner:
         if not nodes:
             return constants.WAIT_NO_MATCHING_NODE, "no node has the tags %s" % ",".join(
                 sorted(affinity))
+        too_small = self._none_big_enough(affinity, params.get("memory_max") or 0)
+        if too_small:
+            return constants.WAIT_NO_MATCHING_NODE, too_small
         reasons = [why for why in map(self._unavailable, nodes) if why is not None]
         if not reasons:
             return None  # one came up: it is being placed
@@ -553,6 +603,39 @@ class CommandRunner:
     def _load(self, node):
         slots = max(1, self._links[node].slots)
         return (self._running[node] + len(self._pending[node])) / slots
+
+    # Memory: a command's memory_max is held of its node's memory while it runs
+
+    def _occupy(self, attempt):
+        """attempt holds a slot of its node, and its memory_max of the node's memory."""
+        self._running[attempt.node] += 1
+        self._reserved[attempt.node] += attempt.memory
+
+    def _vacate(self, attempt):
+        self._running[attempt.node] -= 1
+        self._reserved[attempt.node] -= attempt.memory
+
+    def _memory_of(self, node):
+        """The memory of node's machine in bytes (its MemTotal, as it last said), or None
+        while not known (then memory_max is not weighed there)."""
+        link = self._links.get(node)
+        machine = getattr(link, "resources", None) if link is not None else None
+        return (machine or {}).get("mem_total")
+
+    def _memory_too_big(self, node, memory):
+        """Why a command asking memory bytes can never run on node (its machine has less),
+        or None."""
+        total = self._memory_of(node) if memory else None
+        if total is not None and memory > total:
+            return "its memory_max (%s) is more than the memory of node %s (%s)" % (
+                ptypes.human_bytes(memory), node, ptypes.human_bytes(total))
+        return None
+
+    def _memory_short(self, node, memory):
+        """Whether node lacks memory for a command asking memory bytes now: the memory_max
+        of the attempts running there and memory together are more than its machine's."""
+        total = self._memory_of(node) if memory else None
+        return total is not None and self._reserved[node] + memory > total
 
     def _nodes_changed(self):
         """Tags or availability changed: evict jobs a node may no longer run, place the
@@ -658,6 +741,7 @@ class CommandRunner:
         heap = self._pending[node]
         if not self._available(node):
             return
+        self._memory_blocked.pop(node, None)
         while heap and self._running[node] < max(1, link.slots):
             priority, job_id, op_index = heapq.heappop(heap)
             queue = self._queue
@@ -669,13 +753,25 @@ class CommandRunner:
                 if current != priority:
                     heapq.heappush(heap, (current, job_id, op_index))
                     continue
+                memory = job.ops[op_index].input.get("memory_max") or 0
+                too_big = self._memory_too_big(node, memory)
+                if too_big is None and self._memory_short(node, memory):
+                    # It waits for memory at the head of the queue: nothing behind it
+                    # overtakes it (it would wait for ever behind smaller jobs).
+                    heapq.heappush(heap, (priority, job_id, op_index))
+                    self._memory_blocked[node] = job_id
+                    return
                 try:
-                    batch = self._begin_attempt_unlocked(job, op_index, node)
+                    batch = None if too_big else self._begin_attempt_unlocked(job, op_index,
+                                                                              node)
                 except (errors.GenericError, OSError) as err:
                     heapq.heappush(heap, (priority, job_id, op_index))
                     self._dispatch_later(err, job_id, node)
                     return
-            self._running[node] += 1
+            if too_big is not None:
+                self._end_unstarted(job_id, op_index, constants.REASON_INTERR, too_big)
+                continue
+            self._occupy(self._attempts[job_id])
             batch.add_done_callback(
                 lambda done, job_id=job_id: self._host.call(self._starting_durable, job_id,
                                                             done.error))
@@ -723,7 +819,7 @@ class CommandRunner:
             "out": dict(previous.get("out") or {}), "uncounted": uncounted,
             "noxfers": previous.get("noxfers", 0), "unstarted": previous.get("unstarted", 0),
         }
-        attempt = _Attempt(job.id, op_index, number, node)
+        attempt = _Attempt(job.id, op_index, number, node, memory=op.input.get("memory_max") or 0)
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
                                                      op.input.get("global_progress_pattern"))
         self._attempts[job.id] = attempt
@@ -852,7 +948,7 @@ class CommandRunner:
         with queue._lock:
             job = queue._jobs.get(attempt.job_id)
             self._attempts.pop(attempt.job_id, None)
-            self._running[attempt.node] -= 1
+            self._vacate(attempt)
             if job is None:
                 return
             op = job.ops[attempt.op_index]
@@ -1082,7 +1178,7 @@ class CommandRunner:
         if self._attempts.get(attempt.job_id) is not attempt:
             return
         del self._attempts[attempt.job_id]
-        self._running[attempt.node] -= 1
+        self._vacate(attempt)
         if attempt.progress_timer is not None:
             attempt.progress_timer.cancel()
         queue = self._queue
@@ -1094,7 +1190,7 @@ class CommandRunner:
                 batch = self._record_end_unlocked(job, attempt, result)
             except (errors.GenericError, OSError) as err:
                 self._attempts[attempt.job_id] = attempt
-                self._running[attempt.node] += 1
+                self._occupy(attempt)
                 self._later(err, "record the end of job %d" % attempt.job_id, self._finish,
                             attempt, result)
                 return
@@ -1326,13 +1422,13 @@ class CommandRunner:
         node = state.get("node")
         number = state.get("attempt")
         out = (state.get("out") or {}).get(str(number), 0)
-        attempt = _Attempt(job_id, index, number, node, out)
+        attempt = _Attempt(job_id, index, number, node, out, params.get("memory_max") or 0)
         attempt.tracker = commandjob.ProgressTracker(params["progress_pattern"],
                                                      params.get("global_progress_pattern"))
         attempt.tracker.values = [state.get("progress"), state.get("global_progress")]
         self._attempts[job_id] = attempt
         self._running.setdefault(node, 0)
-        self._running[node] += 1
+        self._occupy(attempt)
         with self._queue._lock:
             job = self._queue._jobs.get(job_id)
             if job is not None and job.calc_status() == constants.JOB_STATUS_CANCELING:

@@ -25,7 +25,7 @@ from daemon_helpers import (
 )
 
 from jqueue import constants, errors
-from jqueue.exec import attemptdir
+from jqueue.exec import attemptdir, resources
 
 FIELDS = ["status", "exit_status", "signal", "timed_out", "reason", "attempt", "node"]
 
@@ -250,6 +250,31 @@ def test_a_command_over_its_memory_limit_is_killed_whole_and_said_so(daemon):
         [[max_rss, cpu_time, exceeded]] = client.query_jobs(
             [job_id], ["max_rss", "cpu_time", "memory_exceeded"])
     assert 24 << 20 <= max_rss < 128 << 20 and cpu_time > 0 and exceeded is False
+
+
+def test_memory_limits_share_the_machines_memory_and_one_too_large_is_refused(daemon):
+    """Two sleepers asking 60% of this machine's memory each (--memory): the second waits
+    (MEMORY, said by jqctl info) until the first ends; one asking more than the machine
+    has is refused at submit, naming both sizes (jqctl: exit status 6, refused)."""
+    total = resources.read()["mem_total"]
+    share = "%dK" % (total * 6 // 10 >> 10)
+    with daemon.client() as client:
+        first, second = (client.submit_job([command("sleep 60", memory_max=share)])
+                         for _ in range(2))
+        wait_until(lambda: client.query_jobs([second], ["wait_reason"])[0] == ["MEMORY"],
+                   what="the second job waiting for memory")
+        code, out, _ = daemon.jqctl("info", str(second))
+        assert re.search(r"  Waiting: its memory_max \([0-9.]+ [MG]iB\) and those of the "
+                         r"commands running on \S+ \(job %d\), [0-9.]+ [MG]iB in all, are "
+                         r"more than its memory \([0-9.]+ [MG]iB\)\n" % first, out), out
+        client.cancel_job(first, True)
+        wait_until(lambda: client.query_jobs([second], ["status"])[0] == ["running"],
+                   what="the second job started once the first ended")
+        client.cancel_job(second, True)
+        wait_all_final(client, [first, second], 30)
+    code, out, err = daemon.jqctl("run", "--memory", "%dK" % ((total >> 10) + 1024), "true")
+    assert code == 6 and "its memory_max" in err and "is more than the memory of node" in err, \
+        (out, err)
 
 
 def test_kill_ends_every_process_and_the_job_canceled(daemon):

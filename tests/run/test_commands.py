@@ -1399,3 +1399,60 @@ def test_jobs_canceled_or_held_are_not_counted_before_a_waiting_one(open_queue, 
     setup.settle()
     assert wait_fields(setup, third) == (
         "SLOTS", "the slot of node1 is busy (job %d)" % blocker)
+
+
+GiB = 1 << 30
+
+
+def test_a_commands_memory_max_holds_its_share_of_its_nodes_memory(open_queue, clock,
+                                                                   tmp_path):
+    """8 GiB on node1: a 5 GiB job runs, a 4 GiB one waits for memory at the head of the
+    queue (slots are free) and a job without a limit waits behind it, also after a
+    restart; the first's end starts both. A job asking more than the node has is refused
+    at submit."""
+    setup = Setup(open_queue, clock, tmp_path, slots=4)
+    setup.link.resources = {"mem_total": 8 * GiB}
+    first = setup.submit(command("a", memory_max=5 * GiB))
+    second = setup.submit(command("b", memory_max=4 * GiB))
+    third = setup.submit(command("c"))
+    assert [s["job"] for s in setup.link.launched] == [first]
+    assert wait_fields(setup, second) == (
+        "MEMORY", "its memory_max (4.0 GiB) and those of the commands running on node1 "
+        "(job %d), 9.0 GiB in all, are more than its memory (8.0 GiB)" % first)
+    assert wait_fields(setup, third) == (
+        "MEMORY", "job %d, first in node1's queue, waits for memory (1 job before it in the "
+        "queue)" % second)
+    setup.reopen()  # the running attempt holds its memory again once reconciled
+    setup.link.resources = {"mem_total": 8 * GiB}
+    setup.queue.commands.nodes_changed()
+    setup.settle()
+    assert setup.fields(second, ["status"]) == ["queued"]
+    setup.end(first)
+    assert [s["job"] for s in setup.link.launched] == [first, second, third]
+    with pytest.raises(errors.OpPrereqError, match=r"its memory_max \(9.0 GiB\) is more than "
+                       r"the memory of node node1 \(8.0 GiB\)"):
+        setup.queue.submit_job([command("d", memory_max=9 * GiB)])
+
+
+def test_without_a_known_memory_a_node_weighs_no_memory_max(setup):
+    jobs = [setup.submit(command("a", memory_max=1 << 50)) for _ in range(2)]
+    assert [s["job"] for s in setup.link.launched] == jobs
+
+
+def test_an_affinity_goes_only_to_a_node_with_the_memory_it_asks(open_queue, clock,
+                                                                 tmp_path):
+    """a has 4 GiB, b 16: 8 GiB goes to b (a is less loaded); 32 GiB waits for a node
+    that large (NO_MATCHING_NODE, saying the largest there is)."""
+    setup = cluster_setup(open_queue, clock, tmp_path, {"a": ["X"], "b": ["X"]})
+    setup.links["a"].resources = {"mem_total": 4 * GiB}
+    setup.links["b"].resources = {"mem_total": 16 * GiB}
+    setup.submit(command("x", node="b"))
+    big = setup.submit(command("x", affinity="X", memory_max=8 * GiB))
+    assert launched_on(setup, big) == ["b"]
+    huge = setup.submit(command("x", affinity="X", memory_max=32 * GiB))
+    assert launched_on(setup, huge) == []
+    assert wait_fields(setup, huge) == (
+        "NO_MATCHING_NODE", "no node with the tags X has the 32.0 GiB its memory_max asks "
+        "(the largest: 16.0 GiB)")
+    small = setup.submit(command("x", affinity="X", memory_max=GiB))
+    assert launched_on(setup, small) == ["a"]
