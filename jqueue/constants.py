@@ -141,7 +141,7 @@ JOB_FIELDS = (
     # Command jobs (null for other jobs).
     "node", "attempt", "max_attempts", "exit_status", "signal", "timed_out", "reason",
     "progress", "global_progress", "log_bytes", "pid", "retry_at", "title",
-    "memory_max", "max_rss", "cpu_time", "memory_exceeded",
+    "memory_max", "max_rss", "cpu_time", "memory_exceeded", "rss",
     # Who submitted the job (HTTP clients).
     "owner",
     # Groups, holds and start times.

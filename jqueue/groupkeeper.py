@@ -33,10 +33,10 @@ class GroupKeeper:
         self.tree = GroupTree()
         self._shown = {}  # group id -> the shown status its last record had
 
-    def field_context(self, registry, wait_reason=None):
+    def field_context(self, registry, wait_reason=None, running_rss=None):
         """The query context of the queue's fields (group fields read the tree; the
-        wait fields call wait_reason)."""
-        return query.Context(registry, self, wait_reason)
+        wait fields call wait_reason, rss running_rss)."""
+        return query.Context(registry, self, wait_reason, running_rss)
 
     # Building and following the tree
 

@@ -21,12 +21,15 @@ class Context:
     """What field getters read besides a job: the opcode registry (summaries) and, in a
     queue that has groups, its jqueue.groupkeeper.GroupKeeper (the group fields)."""
 
-    def __init__(self, registry, groups=None, wait_reason=None):
+    def __init__(self, registry, groups=None, wait_reason=None, running_rss=None):
         self.registry = registry
         self.groups = groups
         #: job -> (code, message) or None: why a pending job does not run now (the queue's
         #: jqueue.jobcontrol.JobControl.wait_reason_unlocked), None without a queue.
         self.wait_reason = wait_reason or _no_reason
+        #: job -> bytes or None: what a running command's processes hold now (the command
+        #: runner's last look), None without a queue.
+        self.running_rss = running_rss or _no_reason
 
     def summary(self, op):
         """The summary of an opcode (a jqueue.job.QueuedOpCode), derived once."""
@@ -77,7 +80,8 @@ class _RowContext(Context):
     counts and the status derived from them) is read once, not once per field."""
 
     def __init__(self, context):
-        super().__init__(context.registry, context.groups, context.wait_reason)
+        super().__init__(context.registry, context.groups, context.wait_reason,
+                         context.running_rss)
         self._info = _UNREAD
 
     def group_info(self, job):
@@ -252,6 +256,10 @@ FIELDS += [
           "command's last attempt used", _exec("cpu_time")),
     Field("memory_exceeded", "MemoryExceeded", QFT_BOOL, "Whether the command's last "
           "attempt was killed for going over its memory_max", _exec("memory_exceeded")),
+    Field("rss", "RSS", QFT_NUMBER, "Resident memory the running command's processes hold "
+          "together now (bytes, as its node last looked: a second after the start, then "
+          "every 5 s; null: not running, or not looked at yet)",
+          lambda job, ctx: ctx.running_rss(job) if isinstance(ctx, Context) else None),
     Field("owner", "Owner", QFT_TEXT, "Who submitted the job (an HTTP client's name)",
           lambda job, reg: job.owner),
     # Groups (jqueue.groupjob), holds and start times.
@@ -315,7 +323,8 @@ def getters(fields, context):
     if context.groups is None:
         return lambda job: [func(job, context) for func in funcs]
 
-    leaf = _LeafContext(context.registry, context.groups, context.wait_reason)
+    leaf = _LeafContext(context.registry, context.groups, context.wait_reason,
+                        context.running_rss)
     plain = _plain_row([f.plain for f in definitions])
 
     def row(job):

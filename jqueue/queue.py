@@ -243,7 +243,8 @@ class JobQueue:
         self._groups = groupkeeper.GroupKeeper(self, active=not self._replica)
         self._control = jobcontrol.JobControl(self, self._clock, thread=not self._replica)
         self._fields = self._groups.field_context(
-            self._registry, None if self._replica else self._control.wait_reason_unlocked)
+            self._registry, None if self._replica else self._control.wait_reason_unlocked,
+            None if self._replica else self._running_rss)
 
     @property
     def path(self):
@@ -1136,6 +1137,11 @@ class JobQueue:
                 "log_waiters": self._log_waiters.count(),
                 "journal": dict(self._journal.stats), "ack_latency": self._journal.ack_latency,
                 "retention": dict(self._retention.totals)}
+
+    def _running_rss(self, job):
+        """What job's running command holds now (the query field rss), or None."""
+        commands = self._commands
+        return commands.rss_of(job.id) if commands is not None else None
 
     def status(self):
         """What an operator sees of the queue's health (``jqctl queue info``).

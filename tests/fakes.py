@@ -238,6 +238,7 @@ class FakeLuxiClient:
         self.service_logs = {}  # name -> bytes of its log
         self.service_log_starts = {}  # name -> where what its log keeps begins
         self.wait_reasons = {}  # job id -> (wait_reason, wait_message) the queue would say
+        self.rss = {}  # job id -> bytes its running command holds now (the field rss)
         self._failures = {}
         self._steps = {}
         self.waited = 0.0  # seconds calls with a timeout spent waiting for nothing
@@ -523,7 +524,8 @@ class FakeLuxiClient:
     def _fields(self):
         """The fields' context: the registry, and the wait reasons the test set."""
         return query.Context(opcodes.REGISTRY,
-                             wait_reason=lambda job: self.wait_reasons.get(job.id))
+                             wait_reason=lambda job: self.wait_reasons.get(job.id),
+                             running_rss=lambda job: self.rss.get(job.id))
 
     def query_jobs(self, job_ids, fields):
         self._record("query_jobs", job_ids, fields)

@@ -10,7 +10,7 @@ INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts"
                "oppriority", "title", "owner", "parent", "held", "not_before", "node",
                "attempt", "max_attempts", "pid", "reason", "exit_status", "signal",
                "timed_out", "progress", "retry_at", "log_bytes", "wait_reason", "wait_message",
-               "memory_max", "max_rss", "cpu_time", "memory_exceeded"]
+               "memory_max", "max_rss", "cpu_time", "memory_exceeded", "rss"]
 _OP_INDENT = " " * 4
 _DETAIL_INDENT = " " * 6
 _BLOCK_INDENT = " " * 8
@@ -154,11 +154,14 @@ def ended_text(job):
 
 def usage_text(job, running=False):
     """What the last attempt used and may use: "peak memory 1.2 GiB of its 2.0 GiB limit,
-    CPU 3.21s"; while it runs only its limit; None if there is nothing to say."""
+    CPU 3.21s"; while it runs what it holds now ("memory now 1.1 GiB of its 2.0 GiB
+    limit") or its limit; None if there is nothing to say."""
     limit = ptypes.human_bytes(job["memory_max"]) if job.get("memory_max") else None
     peak = job.get("max_rss") if not running else None
-    if peak is not None:
-        memory = "peak memory %s" % ptypes.human_bytes(peak) + (
+    now = job.get("rss") if running else None
+    if peak is not None or now is not None:
+        memory = "%s %s" % ("peak memory" if peak is not None else "memory now",
+                            ptypes.human_bytes(peak if peak is not None else now)) + (
             " of its %s limit" % limit if limit else "")
     else:
         memory = "memory limit %s" % limit if limit else None

@@ -14,7 +14,7 @@ from jqueue import constants, ptypes, serializer, text
 #: fields holding one timestamp per opcode.
 TIMESTAMP_FIELDS = frozenset(["received_ts", "start_ts", "end_ts", "not_before", "retry_at"])
 #: Fields of memory sizes, shown as sizes ("69.3M"; --json gives the bytes).
-SIZE_FIELDS = frozenset(["memory_max", "max_rss"])
+SIZE_FIELDS = frozenset(["memory_max", "max_rss", "rss"])
 TIMESTAMP_LIST_FIELDS = frozenset(["opstart", "opexec", "opend"])
 NUMERIC_KINDS = frozenset(["number"])
 

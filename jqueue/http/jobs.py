@@ -8,8 +8,9 @@ log_bytes, held, children (a group's leaves by status, null for other jobs:
 the query field ``counts``), wait_reason and wait_message (why a pending job does not run
 now, null otherwise: the queue's reading of the moment), memory_max, max_rss, cpu_time and
 memory_exceeded (a command's memory limit, what its last attempt used, and whether it was
-killed over the limit); a job's detail (``GET /api/v1/jobs/{id}``) adds ops, opstatus,
-opresult, archived, signal, timed_out, pid and not_before.
+killed over the limit), rss (what a running command holds now); a job's detail
+(``GET /api/v1/jobs/{id}``) adds ops, opstatus, opresult, archived, signal, timed_out, pid
+and not_before.
 
 Every field of a list item is a lookup in the job or in the group tree (whose counts are
 kept up along the tree): a row costs the same whatever the size of a group.
@@ -21,7 +22,7 @@ LIST_FIELDS = ["id", "status", "priority", "title", "summary", "node", "owner", 
                "max_attempts", "progress", "global_progress", "exit_status", "reason",
                "received_ts", "start_ts", "end_ts", "retry_at", "log_bytes", "held", "counts",
                "wait_reason", "wait_message", "memory_max", "max_rss", "cpu_time",
-               "memory_exceeded"]
+               "memory_exceeded", "rss"]
 DETAIL_FIELDS = LIST_FIELDS + ["ops", "opstatus", "opresult", "archived", "signal",
                                "timed_out", "pid", "not_before"]
 #: The parent field, once job groups exist (every job is a child of the root until then).

@@ -1381,6 +1381,12 @@ class CommandRunner:
         return (True, "%s requested for job %d attempt %d on %s" % (
             action, job_id, attempt.number, attempt.node))
 
+    def rss_of(self, job_id):
+        """Bytes job_id's running command holds now, as its node last said, or None (any
+        thread: one read of the attempt's table)."""
+        attempt = self._attempts.get(job_id)
+        return attempt.rss if attempt is not None else None
+
     def _running_rows(self, node):
         rows = []
         for attempt in sorted(self._attempts.values(), key=lambda a: a.job_id):

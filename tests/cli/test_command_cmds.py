@@ -289,14 +289,17 @@ def test_info_says_how_the_last_attempt_ended_and_when_the_next_starts(cli):
 
 
 def test_info_says_what_a_command_used_and_why_it_was_killed_over_its_memory_limit(cli):
-    """Resources: the limit while it runs; then its peak memory against the limit and its
-    CPU time, the last attempt's line saying it went over."""
+    """Resources: the limit while it runs, with what it holds now once its node looked;
+    then its peak memory against the limit and its CPU time, the last attempt's line
+    saying it went over."""
     job_id = cli.fake.add_job([{"OP_ID": constants.OP_COMMAND_RUN, "cmd": "make",
                                 "memory_max": 2 << 30}])
     job = cli.fake.jobs[job_id]
     job.ops[0].status = constants.OP_STATUS_RUNNING
     job.ops[0].exec_state = {"state": "running", "node": "n1", "attempt": 1, "pid": 77}
     assert "  Resources: memory limit 2.0 GiB\n" in cli("info", job_id).out
+    cli.fake.rss[job_id] = 1100 << 20  # the node looked
+    assert "  Resources: memory now 1.1 GiB of its 2.0 GiB limit\n" in cli("info", job_id).out
     finish(cli, job_id, constants.OP_STATUS_ERROR, node="n1", attempt=1, signal=9,
            reason="KILLED", memory_exceeded=True, max_rss=(2 << 30) + (300 << 20),
            cpu_time=12.345)

@@ -239,6 +239,29 @@ def test_a_command_killed_over_its_memory_limit_shows_what_it_held_and_used(brow
     assert detail_field(browser, "reason") == "KILLED"
 
 
+def test_a_running_commands_detail_shows_what_it_holds_now(browser, served):
+    """A job holding 40 MiB under a 256M limit: once its node looked (a second after the
+    start), the open detail shows what it holds now against the limit, read again while
+    it runs."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    answer = client.post("/api/v1/jobs", {"cmd": holding(40, 60), "memory_max": "256M"})
+    job_id = answer.json()["id"]
+    client.wait_job(job_id, ("running",))
+    open_page(browser, client)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    wait_for(lambda: (detail_field(browser, "memory") or "").startswith("now "),
+             timeout=20, what="what it holds now")
+    memory = detail_field(browser, "memory")
+    assert re.fullmatch(r"now ([0-9.]+) MiB of its 256\.0 MiB limit", memory), memory
+    assert float(memory.split()[1]) >= 40, memory
+    assert client.get("/api/v1/jobs/%d" % job_id).json()["rss"] >= 40 << 20
+    assert client.post("/api/v1/jobs/%d/cancel" % job_id, {}).status == 200
+    client.wait_job(job_id, ("canceled",))
+
+
 def test_a_job_waiting_for_a_slot_says_so_in_its_row_and_detail(browser, served):
     """One slot, taken: the next command job's status (its tooltip) and detail say what it
     waits for, as the API's wait_message; once it runs, nothing."""

@@ -974,13 +974,16 @@ def test_running_lists_attempts_with_their_node_and_pid(setup):
         (job_id, 1, "node1", 1001)]
     assert setup.queue.query_running("node1") == rows
     assert rows[0]["rss"] is None  # until the node looked
+    assert setup.fields(job_id, ["rss"]) == [None]
     setup.link._listener.link_event("node1", ("usage", job_id, 1, 5 << 20))
     setup.settle()
     assert [r["rss"] for r in setup.queue.query_running()] == [5 << 20]
+    assert setup.fields(job_id, ["rss"]) == [5 << 20]  # the job's field too
     with pytest.raises(errors.OpPrereqError, match="unknown node elsewhere"):
         setup.queue.query_running("elsewhere")
     setup.end(job_id)
     assert setup.queue.query_running() == []
+    assert setup.fields(job_id, ["rss"]) == [None]
 
 
 def test_status_constants_cover_every_reason():

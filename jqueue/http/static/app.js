@@ -392,9 +392,12 @@
   }
 
   // A command's memory: its last attempt's peak against its limit ("peak 70.3 MiB of its
-  // 64.0 MiB limit, killed over it"), or its limit alone.
+  // 64.0 MiB limit, killed over it"), what it holds now while it runs, or its limit alone.
   function memoryUse(job) {
     const limit = job.memory_max ? bytesText(job.memory_max) : "";
+    if (job.status === "running" && typeof job.rss === "number") {
+      return "now " + bytesText(job.rss) + (limit ? " of its " + limit + " limit" : "");
+    }
     if (typeof job.max_rss !== "number") { return limit ? "limit " + limit : ""; }
     return "peak " + bytesText(job.max_rss) + (limit ? " of its " + limit + " limit" : "") +
       (job.memory_exceeded ? ", killed over it" : "");
@@ -623,6 +626,14 @@
       if (entry.job.started && !FINAL.has(entry.job.status)) {
         entry.cells.duration.textContent = formatDuration(entry.job);
       }
+    }
+    // What a running command holds (rss) changes without an event: read the open
+    // detail again as often as its node looks (every 5 s).
+    state.ticks = (state.ticks || 0) + 1;
+    const open = state.selected !== null ? state.rows.get(state.selected) : null;
+    if (state.ticks % 5 === 0 && open && open.job.status === "running") {
+      const id = state.selected;
+      api("GET", "/jobs/" + id).then(renderDetail).catch(() => {});
     }
   }
 
