@@ -60,12 +60,12 @@ class Client:
         return self._luxi
 
     def submit_job(self, ops, drained_ok=False, token=None, owner=None, parent=None,
-                   not_before=None, start_in=None):
+                   not_before=None, start_in=None, notify=None):
         """Submit one job; its id (see JobQueue.submit_job)."""
         submit = (self._luxi.submit_job_to_drained_queue if drained_ok
                   else self._luxi.submit_job)
         return submit(ops, token=token, owner=owner, parent=parent, not_before=not_before,
-                      start_in=start_in)
+                      start_in=start_in, notify=notify)
 
     def submit_many_jobs(self, jobs, drained_ok=False, tokens=None, owner=None, options=None):
         """Submit several jobs; [(True, id) | (False, message)] in order."""

@@ -309,6 +309,7 @@ def _set_group_state(job, status, done, counts, now):
         op.result = groupjob.result(status, counts, job.id)
     elif not done:
         job.end_timestamp = op.end_timestamp = None
+        job.notified = None  # it ends again (a job added, reset or retried): told again
 
 
 def _unique(ids):

@@ -31,6 +31,9 @@ OWNER_KEY = "owner"
 PARENT_KEY = "parent"
 NOT_BEFORE_KEY = "not_before"
 HELD_KEY = "held"
+#: Job file keys (ours) of a job's webhook and of how telling it went (see jqueue.notify).
+NOTIFY_KEY = "notify"
+NOTIFIED_KEY = "notified"
 
 
 #: Job fields a JobOutcome is made of, in from_row's order.
@@ -260,10 +263,11 @@ class QueuedJob:
                  "log_serial", "log_bytes", "generation", "visible", "archived", "cancel_event",
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
                  "client_batch", "acked_state", "token", "event_status",
-                 "file_bytes", "owner", "parent", "not_before", "held", "archive_pending")
+                 "file_bytes", "owner", "parent", "not_before", "held", "archive_pending",
+                 "notify", "notified")
 
     def __init__(self, job_id, ops, received_timestamp, token=None, owner=None, parent=None,
-                 not_before=None):
+                 not_before=None, notify=None):
         self.id = job_id
         self.ops = ops
         self.received_timestamp = received_timestamp
@@ -283,6 +287,11 @@ class QueuedJob:
         self.not_before = not_before
         #: Whether the job is held: it does not start until released (key "held").
         self.held = False
+        #: Where its final state is told ({"url", "on"}; key "notify"), or None.
+        self.notify = notify
+        #: How telling its final state went ({"url", "delivered", "status", "error",
+        #: "tries", "at"}; key "notified"), None until then (and after a reset).
+        self.notified = None
         self._init_runtime()
 
     def _init_runtime(self):
@@ -396,6 +405,10 @@ class QueuedJob:
             data[NOT_BEFORE_KEY] = self.not_before
         if self.held:
             data[HELD_KEY] = True
+        if self.notify is not None:
+            data[NOTIFY_KEY] = self.notify
+        if self.notified is not None:
+            data[NOTIFIED_KEY] = self.notified
         return data
 
     def state_dict(self):
@@ -407,6 +420,8 @@ class QueuedJob:
         }
         if self.held:
             state[HELD_KEY] = True
+        if self.notified is not None:
+            state[NOTIFIED_KEY] = self.notified
         return state
 
     def apply_state(self, state):
@@ -418,6 +433,7 @@ class QueuedJob:
         self.start_timestamp = state.get("start_timestamp")
         self.end_timestamp = state.get("end_timestamp")
         self.held = state.get(HELD_KEY) is True
+        self.notified = state.get(NOTIFIED_KEY)
         for op, op_state in zip(self.ops, ops):
             op.apply_state(op_state)
 
@@ -474,6 +490,7 @@ class QueuedJob:
         copy = QueuedJob.__new__(QueuedJob)
         copy.id, copy.token, copy.owner = self.id, self.token, self.owner
         copy.parent, copy.not_before, copy.held = self.parent, self.not_before, self.held
+        copy.notify, copy.notified = self.notify, self.notified
         copy.received_timestamp = self.received_timestamp
         copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
         copy.ops = [op.copy(max_log_serial) for op in self.ops]
@@ -483,7 +500,7 @@ class QueuedJob:
         copy.archived = self.archived
         if state is PRISTINE:
             copy.start_timestamp = copy.end_timestamp = None
-            copy.held = False
+            copy.held, copy.notified = False, None
             for op in copy.ops:
                 op.apply_state(op.pristine_state())
         elif state is not None:
@@ -517,3 +534,8 @@ def _read_lifecycle_keys(job, data):
     if not isinstance(held, bool):
         raise errors.JobFileCorrupted("job %s: held %r is not a boolean" % (job.id, held))
     job.parent, job.not_before, job.held = parent, not_before, held
+    job.notify, job.notified = data.get(NOTIFY_KEY), data.get(NOTIFIED_KEY)
+    for key in (NOTIFY_KEY, NOTIFIED_KEY):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise errors.JobFileCorrupted("job %s: %s %r is not an object" % (
+                job.id, key, data[key]))

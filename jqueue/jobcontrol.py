@@ -380,6 +380,7 @@ class _Reset(_Action):
                                  "uncounted": state.get("attempt", 0),
                                  "out": dict(state.get("out") or {})}
         job.start_timestamp = job.end_timestamp = None
+        job.notified = None  # its next end is told again
         job.kill_requested = False
         job.cancel_event = None
 
@@ -419,6 +420,7 @@ class _Retry(_Action):
                         op.exec_state["max_attempts"] = max(
                             commandjob.allowed_attempts(op.input, state), counted + 1)
         job.end_timestamp = None
+        job.notified = None  # its next end is told again
         job.cancel_event = None
 
     def recorded_unlocked(self, batch, jobs, targets):

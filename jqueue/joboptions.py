@@ -8,22 +8,31 @@ Besides its opcodes and its idempotency token, a submitted job may have:
     not_before   epoch seconds before which it does not start
     start_in     seconds from the submit before which it does not start (the master's
                  clock counts, not the client's)
+    notify       a webhook its final state is POSTed to: a URL, or {"url", "on": [final
+                 states]} (jqueue.notify)
 
 This module checks their shapes (a caller's error names the job and the option); whether
 a parent names a group is the queue's to say, under its lock.
 """
 
+import urllib.parse
+
 from jqueue import constants, errors, ptypes
 from jqueue.grouptree import check_reference
 
+#: The final states a job's webhook may be told of (its notify's "on"; all by default).
+NOTIFY_STATES = (constants.JOB_STATUS_SUCCESS, constants.JOB_STATUS_ERROR,
+                 constants.JOB_STATUS_CANCELED)
+NOTIFY_URL_MAX = 2048
 #: Options a submitted job may have (besides its token).
-JOB_OPTIONS = ("parent", "not_before", "start_in")
+JOB_OPTIONS = ("parent", "not_before", "start_in", "notify")
 
 
-def given(parent=None, not_before=None, start_in=None):
+def given(parent=None, not_before=None, start_in=None, notify=None):
     """submit_job's options as an object (None if none is given)."""
     options = {key: value for key, value in (("parent", parent), ("not_before", not_before),
-                                             ("start_in", start_in)) if value is not None}
+                                             ("start_in", start_in), ("notify", notify))
+               if value is not None}
     return options or None
 
 
@@ -66,6 +75,11 @@ def _checked(option, label, single):
             except ValueError as err:
                 raise errors.OpPrereqError("%s%s %s (seconds)" % (label, key, err),
                                            constants.ECODE_INVAL) from None
+    if "notify" in option:
+        try:
+            option["notify"] = check_notify(option["notify"])
+        except ValueError as err:
+            raise errors.OpPrereqError(label + str(err), constants.ECODE_INVAL) from None
     return option
 
 
@@ -74,3 +88,29 @@ def start_time(option, now):
     if "start_in" in option:
         return now + option["start_in"]
     return option.get("not_before")
+
+
+def check_notify(value):
+    """A notify option normalized to {"url", "on": [states]}: a URL (every final state),
+    or {"url", "on"}; ValueError saying what is wrong."""
+    if isinstance(value, str):
+        value = {"url": value}
+    if not isinstance(value, dict) or set(value) - {"url", "on"}:
+        raise ValueError("notify must be an http(s) URL or an object with the keys url and "
+                         "on, not %r" % (value,))
+    url, on = value.get("url"), value.get("on", list(NOTIFY_STATES))
+    if not isinstance(url, str) or not url or len(url) > NOTIFY_URL_MAX:
+        raise ValueError("notify's url must be a URL of at most %d characters, not %r"
+                         % (NOTIFY_URL_MAX, url))
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(
+            c in url for c in "\r\n\0 "):
+        raise ValueError("notify's url must be an http:// or https:// URL with a host, not %r"
+                         % url)
+    if isinstance(on, str):
+        on = [part.strip() for part in on.split(",") if part.strip()]
+    if (not isinstance(on, list) or not on
+            or not all(isinstance(state, str) and state in NOTIFY_STATES for state in on)):
+        raise ValueError("notify's on must name final states among %s, not %r"
+                         % (", ".join(NOTIFY_STATES), on))
+    return {"url": url, "on": [state for state in NOTIFY_STATES if state in on]}

@@ -42,6 +42,7 @@ from jqueue import (
     jobcontrol,
     jobindex,
     joboptions,
+    notify,
     opcodes,
     ptypes,
     query,
@@ -93,7 +94,7 @@ class JobQueue:
                  retry_interval=journal.DEFAULT_RETRY_INTERVAL, events_dir=None,
                  event_buffer=events.DEFAULT_BUFFER,
                  action_log_bytes=events.DEFAULT_ROTATE_BYTES, action_log_utc=True,
-                 retention=None):
+                 retention=None, notify_post=notify.post):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -110,7 +111,7 @@ class JobQueue:
         refuses every change, and its owner should exit without a checkpoint so that a
         restart replays the journal. retry_interval: seconds between two tries of a disk
         that refused a write. retention (a jqueue.retention.Policy; default: none) archives
-        and purges old jobs in passes.
+        and purges old jobs in passes. notify_post: how jqueue.notify POSTs (tests).
         """
         self.nodes = nodes
         logs_dir = logs_dir or joblogs.default_directory(queue_dir)
@@ -190,8 +191,12 @@ class JobQueue:
             self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
             self._checkpointer.start()
         self._retention = Retention(self, retention or RetentionPolicy(), clock)
+        self._notifier = None if replica else notify.Notifier(self, poster=notify_post)
         if not replica:
             self._retention.start()
+            with self._lock:  # what the last master did not tell, or did not record
+                for job in self._jobs.values():
+                    self._notify_due_unlocked(job)
 
     def _init_state(self):
         self._lock = threading.Lock()
@@ -265,7 +270,7 @@ class JobQueue:
     # Submission
 
     def submit_job(self, ops, drained_ok=False, token=None, owner=None, parent=None,
-                   not_before=None, start_in=None):
+                   not_before=None, start_in=None, notify=None):
         """Submit one job (a list of opcodes); return its id once it is acknowledged.
 
         token (a string) makes the submission idempotent: while the job an earlier
@@ -273,12 +278,13 @@ class JobQueue:
         created. owner names who submits (kept as the job's ``owner``). parent puts the
         job in a group (a job id, a group title or a path of titles ``a|b``; see
         jqueue.groupjob); not_before (epoch seconds) or start_in (seconds from now) keep it
-        queued until then. SubmissionNotAcknowledged (naming the id) if the job is
+        queued until then; notify (a URL, or {"url", "on"}) has its final state POSTed
+        there (jqueue.notify). SubmissionNotAcknowledged (naming the id) if the job is
         recorded but not acknowledged within the acknowledgement timeout.
         """
         job_id, batch = self.submit_job_nowait(
             ops, drained_ok, token=token, owner=owner,
-            options=joboptions.given(parent, not_before, start_in))
+            options=joboptions.given(parent, not_before, start_in, notify))
         if batch is not None:
             self._wait_submitted(batch, [job_id])
         return job_id
@@ -487,7 +493,8 @@ class JobQueue:
                 continue
             job = QueuedJob(job_id, [QueuedOpCode(i, i["priority"]) for i in inputs], now,
                             token=token, owner=owner, parent=parent,
-                            not_before=joboptions.start_time(option, clock))
+                            not_before=joboptions.start_time(option, clock),
+                            notify=option.get("notify"))
             job.visible = False
             payload, job.file_bytes = records.job_record_and_bytes(job)
             created.append((job, payload))  # encoded before any change
@@ -1645,8 +1652,10 @@ class JobQueue:
             self._fatal_hook(error)
 
     def _settled_unlocked(self, job):
-        """A job's changes are all durable: release dependents, collect waiters."""
+        """A job's changes are all durable: release dependents, collect waiters, tell
+        its webhook."""
         if job.is_finalized():
+            self._notify_due_unlocked(job)
             for dependent_id in self._deps.release(job.id):
                 dependent = self._jobs.get(dependent_id)
                 if dependent is not None and not dependent.is_finalized():
@@ -1656,6 +1665,43 @@ class JobQueue:
         if self._waiters.has_waiters(job.id):
             ready.extend(self._waiters.collect_ready(job, job.durable_log_serial))
         return ready
+
+    # Notifications (jqueue.notify)
+
+    def _notify_due_unlocked(self, job):
+        if (self._notifier is not None and job.notify is not None and job.notified is None
+                and job.is_finalized() and not job.archived
+                and job.calc_status() in job.notify.get("on", ())):
+            self._notifier.due(job.id)
+
+    def notification(self, job_id):
+        """(url, payload, idempotency key) of job_id's final state while it is due, else
+        None (the Notifier's; any thread)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if (job is None or job.notify is None or job.notified is not None
+                    or not job.is_finalized() or job.unacked_state):
+                return None
+            row = query.getters(notify.PAYLOAD_FIELDS, self._fields)(job)
+            return job.notify["url"], notify.payload(row), notify.key_of(job)
+
+    def record_notified(self, job_id, key, outcome):
+        """Journal how telling job_id's final state (key) went, with an event, unless the
+        job changed meanwhile (reset: its next end is told)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if (job is None or job.notified is not None or not job.is_finalized()
+                    or notify.key_of(job) != key):
+                return
+            self._check_open_unlocked()
+            job.notified = outcome
+            self._record_state_unlocked(job)
+            self._record_event_unlocked(
+                "NOTIFIED" if outcome["delivered"] else "NOTIFY_FAILED", job.id, None, "job",
+                "%s %s: %s after %d tr%s" % (
+                    "POST", outcome["url"], "HTTP %d" % outcome["status"]
+                    if outcome["delivered"] else outcome["error"], outcome["tries"],
+                    "y" if outcome["tries"] == 1 else "ies"))
 
     # Checkpoints and shutdown
 
@@ -1777,6 +1823,8 @@ class JobQueue:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self._retention.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
         self._control.starts.stop()
         if self._commands is not None:
             self._commands.stop()

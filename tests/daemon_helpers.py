@@ -7,6 +7,7 @@ from the wire format alone (a Unix socket, JSON and 0x03), as Ganeti's clients d
 teardown that each one still running stops cleanly (exit status 0).
 """
 
+import http.server
 import io
 import itertools
 import json
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -379,3 +381,44 @@ def closed_by_peer(sock, within):
         return True
     except TimeoutError:
         return False
+
+
+class Receiver:
+    """An HTTP server on loopback keeping every POST it answers (204): (path, body as
+    JSON, headers); a webhook's receiver (jqueue.notify)."""
+
+    def __init__(self, port=0):
+        received = self.received = []
+        lock = self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    received.append((self.path, json.loads(body), dict(self.headers)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path="/hook"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def wait(self, count, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            assert time.monotonic() < deadline, self.received
+            time.sleep(0.05)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from jqueue import constants, errors, opcodes, qlang, query, service
+from jqueue import constants, errors, joboptions, opcodes, qlang, query, service
 from jqueue import job as job_module
 from jqueue.run import dependencies, waiting
 
@@ -330,9 +330,12 @@ class FakeLuxiClient:
         parent = options.get("parent")
         if parent is not None and not isinstance(parent, int):
             parent = self.resolve_job(parent)
+        notify = options.get("notify")
+        if notify is not None:
+            notify = joboptions.check_notify(notify)
         self.jobs[self._serial] = job_module.QueuedJob(
             self._serial, ops, job_module.timestamp(self.now), parent=parent,
-            not_before=not_before)
+            not_before=not_before, notify=notify)
         return self._serial
 
     def _submit(self, jobs, drained_ok, tokens=None, options=None):
@@ -371,8 +374,9 @@ class FakeLuxiClient:
         return getattr(self, name)(*args)
 
     def submit_job(self, ops, token=None, owner=None, parent=None, not_before=None,
-                   start_in=None):
-        options = _given(parent=parent, not_before=not_before, start_in=start_in)
+                   start_in=None, notify=None):
+        options = _given(parent=parent, not_before=not_before, start_in=start_in,
+                         notify=notify)
         self._record("submit_job", *([ops] if token is None and not options else
                                      [ops, token] + ([options] if options else [])))
         ok, value = self._submit([ops], drained_ok=False, tokens=[token], options=[options])[0]
@@ -381,8 +385,9 @@ class FakeLuxiClient:
         return value
 
     def submit_job_to_drained_queue(self, ops, token=None, owner=None, parent=None,
-                                    not_before=None, start_in=None):
-        options = _given(parent=parent, not_before=not_before, start_in=start_in)
+                                    not_before=None, start_in=None, notify=None):
+        options = _given(parent=parent, not_before=not_before, start_in=start_in,
+                         notify=notify)
         self._record("submit_job_to_drained_queue", *(
             [ops] if token is None and not options else
             [ops, token] + ([options] if options else [])))

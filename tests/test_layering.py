@@ -27,7 +27,7 @@ TOP_LEVEL = {
     "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",
     "groupjob": "model", "grouptree": "model", "joboptions": "model", "fanout": "model",
     "queue": "queue", "embedded": "queue", "groupkeeper": "queue", "jobcontrol": "queue",
-    "retention": "queue", "client": "luxi",
+    "retention": "queue", "notify": "queue", "client": "luxi",
 }
 
 

@@ -10,7 +10,8 @@ INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts"
                "oppriority", "title", "owner", "parent", "held", "not_before", "node",
                "attempt", "max_attempts", "pid", "reason", "exit_status", "signal",
                "timed_out", "progress", "retry_at", "log_bytes", "wait_reason", "wait_message",
-               "memory_max", "max_rss", "cpu_time", "memory_exceeded", "rss"]
+               "memory_max", "max_rss", "cpu_time", "memory_exceeded", "rss", "notify",
+               "notified"]
 _OP_INDENT = " " * 4
 _DETAIL_INDENT = " " * 6
 _BLOCK_INDENT = " " * 8
@@ -95,7 +96,26 @@ def about_lines(job):
         lines.append("Held: yes (it starts once released)")
     if job.get("not_before") is not None and job["start_ts"] is None:
         lines.append("Not before: %s" % output.format_time(job["not_before"]))
+    if job.get("notify"):
+        lines.append("Notify: %s" % notify_text(job["notify"], job.get("notified")))
     return lines
+
+
+def notify_text(notify, notified):
+    """Where a job's end is POSTed and how it went: "POST http://h/x on error, canceled:
+    delivered (HTTP 200) 2026-12-06 17:30:02, after 1 try"."""
+    text = "POST %s" % notify.get("url")
+    on = notify.get("on") or []
+    if set(on) != {constants.JOB_STATUS_SUCCESS, constants.JOB_STATUS_ERROR,
+                   constants.JOB_STATUS_CANCELED}:
+        text += " on %s" % ", ".join(on)
+    if not notified:
+        return text
+    tries = notified.get("tries") or 0
+    return "%s: %s %s, after %d tr%s" % (
+        text, "delivered (HTTP %s)" % notified.get("status") if notified.get("delivered")
+        else "not delivered (%s)" % notified.get("error"),
+        output.format_time(notified.get("at")), tries, "y" if tries == 1 else "ies")
 
 
 def command_lines(job):

@@ -184,7 +184,8 @@ def submitting(submit, token):
 
 
 def add_job_options(parser):
-    """Add --parent, --in and --not-before (a job's group and start time) to a parser."""
+    """Add --parent, --in, --not-before, --notify and --notify-on (a job's group, start
+    time and webhook) to a parser."""
     parser.add_argument("--parent", metavar="ID|PATH",
                         help="put the job in this group: its id, its title, or the path "
                              "of titles from the root (render|shot1)")
@@ -194,13 +195,25 @@ def add_job_options(parser):
     start.add_argument("--not-before", type=point_in_time, metavar="TIME",
                        help="do not start the job before TIME (epoch seconds, or ISO 8601 "
                             "such as 2026-12-03T18:00)")
+    parser.add_argument("--notify", metavar="URL",
+                        help="POST the job's final state to this http(s) URL (a JSON "
+                             "object; once per final state, tried again for 20 minutes)")
+    parser.add_argument("--notify-on", metavar="STATE,...",
+                        help="only for these final states (success, error, canceled; "
+                             "default: all)")
 
 
 def job_options(args):
-    """The submit options (parent, not_before, start_in) that args give (only those)."""
+    """The submit options (parent, not_before, start_in, notify) that args give (only
+    those)."""
     parent = getattr(args, "parent", None)
     if parent is not None and parent.isascii() and parent.isdigit():
         parent = int(parent)
+    notify = getattr(args, "notify", None)
+    if getattr(args, "notify_on", None) is not None:
+        if notify is None:
+            raise CommandError("--notify-on goes with --notify")
+        notify = {"url": notify, "on": args.notify_on}
     options = {"parent": parent, "not_before": getattr(args, "not_before", None),
-               "start_in": getattr(args, "start_in", None)}
+               "start_in": getattr(args, "start_in", None), "notify": notify}
     return {key: value for key, value in options.items() if value is not None}

@@ -37,7 +37,7 @@ INLINE_SUBMIT_OPCODES = 64
 #: Seconds between two keep-alive comments of an event stream.
 KEEPALIVE = 15.0
 #: Keys of a job submission besides a command's parameters or the opcodes.
-_META_KEYS = ("token", "owner", "parent", "not_before", "start_in")
+_META_KEYS = ("token", "owner", "parent", "not_before", "start_in", "notify")
 _FILTER_KEYS = ("status", "node", "owner", "parent")
 _ID = r"([^/]+)"
 
@@ -154,9 +154,10 @@ def job_spec(body):
 
 
 def start_options(body):
-    """The start time a submission's JSON object gives: {"not_before": epoch seconds} or
-    {"start_in": seconds} (checked by the queue, as jqctl submit's --not-before, --in)."""
-    return {key: body[key] for key in ("not_before", "start_in")
+    """The start time and webhook a submission's JSON object gives: {"not_before": epoch
+    seconds} or {"start_in": seconds}, {"notify": a URL or {"url", "on"}} (checked by the
+    queue, as jqctl submit's --not-before, --in, --notify)."""
+    return {key: body[key] for key in ("not_before", "start_in", "notify")
             if isinstance(body, dict) and body.get(key) is not None}
 
 

@@ -9,8 +9,8 @@ the query field ``counts``), wait_reason and wait_message (why a pending job doe
 now, null otherwise: the queue's reading of the moment), memory_max, max_rss, cpu_time and
 memory_exceeded (a command's memory limit, what its last attempt used, and whether it was
 killed over the limit), rss (what a running command holds now); a job's detail
-(``GET /api/v1/jobs/{id}``) adds ops, opstatus, opresult, archived, signal, timed_out, pid
-and not_before.
+(``GET /api/v1/jobs/{id}``) adds ops, opstatus, opresult, archived, signal, timed_out, pid,
+not_before, notify and notified (its webhook, and how telling it went).
 
 Every field of a list item is a lookup in the job or in the group tree (whose counts are
 kept up along the tree): a row costs the same whatever the size of a group.
@@ -24,7 +24,7 @@ LIST_FIELDS = ["id", "status", "priority", "title", "summary", "node", "owner", 
                "wait_reason", "wait_message", "memory_max", "max_rss", "cpu_time",
                "memory_exceeded", "rss"]
 DETAIL_FIELDS = LIST_FIELDS + ["ops", "opstatus", "opresult", "archived", "signal",
-                               "timed_out", "pid", "not_before"]
+                               "timed_out", "pid", "not_before", "notify", "notified"]
 #: The parent field, once job groups exist (every job is a child of the root until then).
 PARENT = "parent" if "parent" in query.FIELDS_BY_NAME else None
 if PARENT:

@@ -203,25 +203,26 @@ class Client:
     # LUXI methods
 
     def submit_job(self, ops, token=None, owner=None, parent=None, not_before=None,
-                   start_in=None):
+                   start_in=None, notify=None):
         """Submit one job (a list of opcodes, dicts or OpCode objects); return its id.
 
         With a token, a job an earlier submission with the same token created (and still
         live) is returned instead of a new one: retrying after a timeout is safe. owner
         names who submits (the job's owner field). parent puts it in a group (an id, a
         title or a path ``a|b``); not_before (epoch seconds) or start_in (seconds) keep it
-        queued until then.
+        queued until then; notify (a URL, or {"url", "on"}) has its final state POSTed
+        there.
         """
         return self.call(constants.LUXI_REQ_SUBMIT_JOB, _with_options(
             [_opcodes(ops)], token=token, owner=owner, parent=parent, not_before=not_before,
-            start_in=start_in))
+            start_in=start_in, notify=notify))
 
     def submit_job_to_drained_queue(self, ops, token=None, owner=None, parent=None,
-                                    not_before=None, start_in=None):
+                                    not_before=None, start_in=None, notify=None):
         """Submit one job even if the queue is drained; return its id."""
         return self.call(constants.LUXI_REQ_SUBMIT_JOB_TO_DRAINED_QUEUE, _with_options(
             [_opcodes(ops)], token=token, owner=owner, parent=parent, not_before=not_before,
-            start_in=start_in))
+            start_in=start_in, notify=notify))
 
     def submit_many_jobs(self, jobs, tokens=None, owner=None, options=None):
         """Submit several jobs; return [[True, id] | [False, message], ...].

@@ -153,9 +153,11 @@ _FIELDS = ptypes.ListOf(ptypes.String)
 #: idempotency tokens (our addition; Ganeti's clients send [ops] and [jobs]).
 _TOKEN = _Maybe(ptypes.String)
 #: ... and "owner": who submits (the jobs' owner field; HTTP clients' names).
-#: A job's own options (our addition): its group and its start time, see JobQueue.submit_job.
+#: A job's own options (our addition): its group, its start time and its webhook, see
+#: JobQueue.submit_job (notify's URL and states are checked there: jqueue.notify.check).
 _JOB_OPTIONS = {"parent": _Maybe(_Reference()), "not_before": _Maybe(ptypes.NumberRange()),
-                "start_in": _Maybe(ptypes.NumberRange())}
+                "start_in": _Maybe(ptypes.NumberRange()),
+                "notify": _Maybe(_Instance((str, dict), "a URL or an object {url, on}"))}
 _SUBMIT_OPTIONS = _Maybe(_Options(dict(_JOB_OPTIONS, token=_TOKEN, owner=_TOKEN)))
 _SUBMIT_MANY_OPTIONS = _Maybe(_Options({
     "tokens": _Maybe(ptypes.ListOf(_TOKEN)), "owner": _TOKEN,
@@ -591,9 +593,9 @@ def submit_arguments(options):
     """The keyword arguments of a submission for the options a client gave (only those
     given: a backend without them still takes a plain submission).
 
-    SubmitJob's options are {"token", "owner", "parent", "not_before", "start_in"},
-    SubmitManyJobs' {"tokens", "owner", "options": [{"parent", "not_before", "start_in"}
-    or null per job]}.
+    SubmitJob's options are {"token", "owner", "parent", "not_before", "start_in",
+    "notify"}, SubmitManyJobs' {"tokens", "owner", "options": [{"parent", "not_before",
+    "start_in", "notify"} or null per job]}.
     """
     return {key: value for key, value in (options or {}).items() if value is not None}
 

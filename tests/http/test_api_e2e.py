@@ -8,7 +8,7 @@ import socket
 import time
 
 import pytest
-from daemon_helpers import daemon_factory
+from daemon_helpers import Receiver, daemon_factory
 from http_helpers import check_schema, start_http_daemon
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -341,3 +341,27 @@ def test_reset_and_a_start_time_at_submit(served):
                 {"cmd": "true", "start_in": 5, "not_before": at}):
         answer = client.post(JOBS, bad)
         assert answer.status == 400, (bad, answer)
+
+
+def test_a_job_posted_with_notify_has_its_end_posted_there(served):
+    """POST a command job with notify: its end reaches the webhook, once, and its detail
+    says how that went (notify, notified)."""
+    _, client = served
+    receiver = Receiver()
+    try:
+        job_id = submit(client, {"cmd": "true", "notify": {"url": receiver.url("/done"),
+                                                           "on": ["success"]}})["id"]
+        [(path, body, _)] = receiver.wait(1)
+        assert (path, body["job"], body["status"]) == ("/done", job_id, "success")
+        deadline = time.monotonic() + 10
+        while not client.get("%s/%d" % (JOBS, job_id)).json()["notified"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        detail = check_schema(client.get("%s/%d" % (JOBS, job_id)), JOBS + "/{id}",
+                              "GET").json()
+        assert detail["notify"] == {"url": receiver.url("/done"), "on": ["success"]}
+        assert (detail["notified"]["delivered"], detail["notified"]["status"]) == (True, 204)
+        answer = client.post(JOBS, {"cmd": "true", "notify": "gopher://h"})
+        assert answer.status == 400 and "notify's url" in answer.json()["error"]["message"]
+    finally:
+        receiver.close()

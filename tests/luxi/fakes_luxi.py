@@ -44,10 +44,11 @@ class FakeBackend:
         return self.results.get(name, default)
 
     def submit_job(self, ops, drained_ok=False, token=None, owner=None, parent=None,
-                   not_before=None, start_in=None):
+                   not_before=None, start_in=None, notify=None):
         if owner is not None:
             return self._call("submit_job", ops, drained_ok, token, owner, default=1)
-        extra = _given(parent=parent, not_before=not_before, start_in=start_in)
+        extra = _given(parent=parent, not_before=not_before, start_in=start_in,
+                       notify=notify)
         if token is not None or extra:
             return self._call("submit_job", ops, drained_ok, token, *extra, default=1)
         return self._call("submit_job", ops, drained_ok, default=1)

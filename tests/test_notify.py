@@ -1,0 +1,164 @@
+"""Tests of jqueue.notify with a real queue: a job's final state POSTed once to its webhook,
+tried again after failures, recorded, and never sent twice across a restart.
+
+The POSTs go to a fake poster (the end-to-end test posts to a real HTTP server).
+"""
+
+import threading
+import time
+
+import pytest
+from conftest import jqop, run_jobs
+
+from jqueue import errors, joboptions, notify, serializer
+
+
+class Poster:
+    """Answers each POST with the next of answers (an HTTP status or an exception), then
+    200; keeps (url, body, headers) of each."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.posts = []
+        self.cond = threading.Condition()
+
+    def __call__(self, url, body, headers):
+        with self.cond:
+            self.posts.append((url, serializer.loads(body.decode()), headers))
+            self.cond.notify_all()
+            answer = self.answers.pop(0) if self.answers else 200
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def wait(self, count, timeout=10):
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.posts) >= count, timeout), self.posts
+        return self.posts
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(notify, "DELAY", 0.01)
+
+
+def notified(queue, job_id, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        [value] = queue.query_jobs([job_id], ["notified"])[0]
+        if value is not None:
+            return value
+        assert time.monotonic() < deadline, "job %d never notified" % job_id
+        time.sleep(0.01)
+
+
+def test_check_takes_a_url_or_an_object_and_refuses_the_rest():
+    assert joboptions.check_notify("http://h/x") == {"url": "http://h/x",
+                                          "on": ["success", "error", "canceled"]}
+    assert joboptions.check_notify({"url": "https://h", "on": "canceled,error"}) == {
+        "url": "https://h", "on": ["error", "canceled"]}
+    for bad, said in [("ftp://h/x", "http:// or https://"), ("http:///x", "with a host"),
+                      ("http://h/a b", "http:// or https://"), (7, "an http(s) URL"),
+                      ({"url": "http://h", "on": ["done"]}, "final states"),
+                      ({"url": "http://h", "when": "x"}, "the keys url and on"),
+                      ("http://h/" + "x" * 2048, "at most 2048")]:
+        with pytest.raises(ValueError, match=said.replace("(", r"\(").replace(")", r"\)")):
+            joboptions.check_notify(bad)
+
+
+def test_a_final_state_is_posted_once_with_the_job_and_recorded(open_queue):
+    poster = Poster()
+    queue = open_queue(notify_post=poster)
+    job_id = queue.submit_job([jqop(result=1)], notify="http://hooks.example/jq")
+    run_jobs(queue)
+    outcome = notified(queue, job_id)
+    [(url, body, headers)] = poster.posts
+    assert url == "http://hooks.example/jq"
+    assert (body["job"], body["status"], body["summary"]) == (job_id, "success",
+                                                            ["TEST_JQUEUE"])
+    assert body["ended"] >= body["started"] >= body["received"] > 0
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Idempotency-Key"].startswith("job-%d-" % job_id)
+    assert (outcome["delivered"], outcome["status"], outcome["tries"]) == (True, 200, 1)
+    events = queue.read_events(0)["events"]
+    assert [e["message"] for e in events if e["status"] == "NOTIFIED"] == [
+        "POST http://hooks.example/jq: HTTP 200 after 1 try"]
+    time.sleep(0.1)
+    assert len(poster.posts) == 1
+
+
+def test_only_the_final_states_on_names_are_told(open_queue):
+    poster = Poster()
+    queue = open_queue(notify_post=poster)
+    ok = queue.submit_job([jqop()], notify={"url": "http://h/", "on": ["error"]})
+    bad = queue.submit_job([jqop(fail=True)], notify={"url": "http://h/", "on": ["error"]})
+    run_jobs(queue)
+    assert notified(queue, bad)["delivered"]
+    assert [body["job"] for _, body, _ in poster.posts] == [bad]
+    assert queue.query_jobs([ok], ["notified"])[0] == [None]
+
+
+def test_failures_are_tried_again_and_a_refusal_ends_the_tries(open_queue):
+    """No connection, then a 503, then 200: three tries, one key; a 404 is not tried
+    again: NOTIFY_FAILED, saying the answer."""
+    poster = Poster(OSError("connection refused"), 503, 200, 404)
+    queue = open_queue(notify_post=poster)
+    first = queue.submit_job([jqop()], notify="http://h/a")
+    run_jobs(queue)
+    assert notified(queue, first)["tries"] == 3
+    assert len({headers["Idempotency-Key"] for _, _, headers in poster.posts}) == 1
+    second = queue.submit_job([jqop()], notify="http://h/b")
+    run_jobs(queue)
+    outcome = notified(queue, second)
+    assert (outcome["delivered"], outcome["status"], outcome["error"], outcome["tries"]) == (
+        False, 404, "HTTP 404", 1)
+    events = queue.read_events(0)["events"]
+    assert [e["message"] for e in events if e["status"] == "NOTIFY_FAILED"] == [
+        "POST http://h/b: HTTP 404 after 1 try"]
+
+
+def test_after_a_restart_what_was_not_told_is_told_and_what_was_is_not(open_queue,
+                                                                       monkeypatch):
+    """A master that stopped while its receiver was down tells it at the next start, once;
+    a notification recorded is never sent again."""
+    monkeypatch.setattr(notify, "DELAY", 60.0)
+    down = Poster(OSError("no route to host"))
+    queue = open_queue(notify_post=down)
+    job_id = queue.submit_job([jqop()], notify="http://h/")
+    run_jobs(queue)
+    down.wait(1)
+    queue.shutdown(timeout=5)
+    up = Poster()
+    queue = open_queue(notify_post=up)
+    assert notified(queue, job_id)["delivered"]
+    assert [key for _, _, key in [(u, b, h["Idempotency-Key"]) for u, b, h in up.posts]] == [
+        down.posts[0][2]["Idempotency-Key"]]
+    queue.shutdown(timeout=5)
+    again = Poster()
+    queue = open_queue(notify_post=again)
+    time.sleep(0.2)
+    assert again.posts == [] and queue.query_jobs([job_id], ["notified"])[0][0]["delivered"]
+
+
+def test_a_reset_job_is_told_of_its_next_end_too(open_queue, clock):
+    """Its second end has a key of its own (the job's id and end time)."""
+    poster = Poster()
+    queue = open_queue(notify_post=poster)
+    job_id = queue.submit_job([jqop(fail=True)], notify="http://h/")
+    run_jobs(queue)
+    notified(queue, job_id)
+    clock.now += 60
+    assert queue.reset_job(job_id)[0]
+    assert queue.query_jobs([job_id], ["notified"])[0] == [None]
+    run_jobs(queue)
+    notified(queue, job_id)
+    keys = [headers["Idempotency-Key"] for _, _, headers in poster.posts]
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
+def test_a_malformed_notify_is_the_callers_error_and_leaves_no_job(open_queue):
+    queue = open_queue(notify_post=Poster())
+    before = queue.query_jobs([], ["id"])
+    with pytest.raises(errors.OpPrereqError, match="notify's url must be an http"):
+        queue.submit_job([jqop()], notify="file:///etc/passwd")
+    assert queue.query_jobs([], ["id"]) == before
