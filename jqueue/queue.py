@@ -94,7 +94,7 @@ class JobQueue:
                  retry_interval=journal.DEFAULT_RETRY_INTERVAL, events_dir=None,
                  event_buffer=events.DEFAULT_BUFFER,
                  action_log_bytes=events.DEFAULT_ROTATE_BYTES, action_log_utc=True,
-                 retention=None, notify_post=notify.post):
+                 retention=None, notify_post=notify.post, notify_prefixes=()):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -111,8 +111,11 @@ class JobQueue:
         refuses every change, and its owner should exit without a checkpoint so that a
         restart replays the journal. retry_interval: seconds between two tries of a disk
         that refused a write. retention (a jqueue.retention.Policy; default: none) archives
-        and purges old jobs in passes. notify_post: how jqueue.notify POSTs (tests).
+        and purges old jobs in passes. notify_prefixes: what a job's notify URL must begin
+        with (one of them; none: any http(s) URL); notify_post: how jqueue.notify POSTs
+        (tests).
         """
+        self._notify_prefixes = tuple(notify_prefixes or ())
         self.nodes = nodes
         logs_dir = logs_dir or joblogs.default_directory(queue_dir)
         self._logs = joblogs.LogStore(logs_dir)
@@ -367,6 +370,7 @@ class JobQueue:
         tokens = _check_tokens(tokens, count)
         _check_owner(owner)
         options = joboptions.check(options, count, single)
+        self._check_notify_urls(options, single)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
         # A job none of whose opcodes was given a priority takes its group's (if in one).
@@ -1667,6 +1671,19 @@ class JobQueue:
         return ready
 
     # Notifications (jqueue.notify)
+
+    def _check_notify_urls(self, options, single):
+        """OpPrereqError unless every notify URL of options begins with a notify prefix."""
+        if not self._notify_prefixes:
+            return
+        for index, option in enumerate(options):
+            url = (option.get("notify") or {}).get("url")
+            if url is not None and not url.startswith(self._notify_prefixes):
+                raise errors.OpPrereqError("%snotify URL %s is not allowed here: it must "
+                                           "begin with %s" % (
+                                               "" if single else "job %d: " % index, url,
+                                               " or ".join(self._notify_prefixes)),
+                                           constants.ECODE_INVAL)
 
     def _notify_due_unlocked(self, job):
         if (self._notifier is not None and job.notify is not None and job.notified is None

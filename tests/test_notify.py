@@ -162,3 +162,17 @@ def test_a_malformed_notify_is_the_callers_error_and_leaves_no_job(open_queue):
     with pytest.raises(errors.OpPrereqError, match="notify's url must be an http"):
         queue.submit_job([jqop()], notify="file:///etc/passwd")
     assert queue.query_jobs([], ["id"]) == before
+
+
+def test_notify_prefixes_restrict_where_the_master_may_post(open_queue):
+    """A queue (jq-masterd's --notify-prefixes) takes only URLs beginning with one of its
+    prefixes; another refuses the whole request before any job is made."""
+    queue = open_queue(notify_post=Poster(), notify_prefixes=["https://hooks.example/"])
+    queue.submit_job([jqop()], notify="https://hooks.example/ci")
+    before = queue.query_jobs([], ["id"])
+    with pytest.raises(errors.OpPrereqError, match=r"job 1: notify URL "
+                       r"http://169\.254\.169\.254/ is not allowed here: it must begin with "
+                       r"https://hooks\.example/"):
+        queue.submit_many_jobs([[jqop()], [jqop()]], options=[
+            {"notify": "https://hooks.example/a"}, {"notify": "http://169.254.169.254/"}])
+    assert queue.query_jobs([], ["id"]) == before

@@ -364,6 +364,13 @@ OPTIONS = (
            "Time between two retention passes (each archives and purges a bounded number "
            "of jobs and goes on at the next).", flag="--retention-interval",
            metavar="DURATION", default_doc="60s"),
+    Option("notify_prefixes", TextList(), [],
+           "What a job's notify URL must begin with (one of them: http://ci.example/, "
+           "https://hooks.example/); another is refused at submit. The master POSTs each "
+           "job's end from its own machine, so that anyone who may submit may make it "
+           "POST to any http(s) address it reaches (an internal one too) unless this "
+           "restricts them.", flag="--notify-prefixes", metavar="URL,...",
+           default_doc="any http:// or https:// URL"),
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line. Past it only the last piece of the output is read (its progress is still "

@@ -124,7 +124,8 @@ class QueueService(service.Service):
                               action_log_utc=self._config.action_log_time == "utc",
                               retention=RetentionPolicy(self._config.archive_after,
                                                         self._config.keep_archived,
-                                                        self._config.retention_interval))
+                                                        self._config.retention_interval),
+                              notify_prefixes=self._config.notify_prefixes)
         super().startService()
 
     def _command_runner(self):
