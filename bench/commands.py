@@ -4,7 +4,8 @@ Prints (a) the machine's own rate of fork+exec+wait of /bin/true from Python (th
 (b) command jobs running `true`, end to end per second (submitted together, until every one
 succeeded), on one machine (jq-masterd runs them) and through a node's jq-noded (a one-node
 cluster on loopback), as ratios to (a) (target: at least 0.3), each also with the attempts'
-directories in a run directory on tmpfs (--run-dir, where /dev/shm is); (c) the latency from
+directories in a run directory on tmpfs (--run-dir, where /dev/shm is), and on one machine
+with a node prolog and epilog (`true` each: what the hooks cost); (c) the latency from
 submit to the command's first instruction (median and p95 of sequential jobs, the
 instruction being a shell builtin that opens a FIFO for writing: the time this process's
 blocked open of its other end returns, against the submit time; a file's mtime would not do,
@@ -268,6 +269,16 @@ def run(root, quick=False, results=None):
     if rate is not None:
         rows.append(("(b) the same, one machine, --run-dir on tmpfs", rate, "/s",
                      rate / ceiling))
+    # What a node's prolog and epilog cost (two more `sh -c true` an attempt, run by its
+    # shim): the same jobs with both set.
+    proc, sock = start_single(root, jobs, ["--prolog", "true", "--epilog", "true"],
+                              name="single-hooks")
+    try:
+        rate = end_to_end(sock, jobs)
+        rows.append(("(b) the same, one machine, with a prolog and an epilog", rate, "/s",
+                     rate / ceiling))
+    finally:
+        luxi.stop_daemon(proc)
     node = Noded(root, slots=max(sleeps, 4), extra=extra)
     try:
         rate = end_to_end(node.socket, jobs)
