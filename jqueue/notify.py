@@ -95,11 +95,6 @@ class Notifier:
                 self._thread.start()
             self._cond.notify()
 
-    def pending(self):
-        """Notifications not delivered nor given up yet."""
-        with self._cond:
-            return len(self._tries)
-
     def stop(self, timeout=TIMEOUT):
         """Send nothing more (what is not told yet is at the next start); wait for the
         POSTs under way."""
@@ -129,16 +124,12 @@ class Notifier:
     def _send_logged(self, job_id):
         try:
             self._send(job_id)
-        except Exception:  # a bug: said, and the notification is at the next start
+        except Exception:  # noqa: BLE001 - a closed queue, a bug: the next start sends it
             logger.exception("job %d: its notification failed", job_id)
             self._forget(job_id)
 
     def _send(self, job_id):
-        try:
-            found = self._queue.notification(job_id)
-        except Exception:  # noqa: BLE001 - a closed queue: the next start sends it
-            logger.exception("job %d: its notification cannot be read", job_id)
-            found = None
+        found = self._queue.notification(job_id)
         if found is None:
             self._forget(job_id)
             return

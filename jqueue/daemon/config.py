@@ -254,7 +254,7 @@ def command_options(program):
                "JQ_EXIT_STATUS and JQ_SIGNAL (the command's, empty if none) added; the "
                "attempt ends when it has. Its failure changes nothing of the job's outcome: "
                "it is noted in the log and the action log, and the node is marked degraded "
-               "(jqctl node list) until an epilog there succeeds again.",
+               "(jqctl node list) until an attempt there ends without an epilog failure.",
                flag="--epilog", metavar="SCRIPT", programs=(program,), default_doc="none"),
         Option("hook_timeout", Duration(), 60.0,
                "Seconds the prolog, and the epilog, may each run (0: no limit); then "

@@ -425,10 +425,6 @@ class Executor:
         """Attempts launched from now on run hooks (a reload); those running keep theirs."""
         self._hooks = hooks or Hooks()
 
-    @property
-    def hooks(self):
-        return self._hooks
-
     def check_user(self, name):
         """CommandError unless commands may run as user name here (the daemon's own user,
         or one of allowed_users), without a lookup: whether the user exists is known

@@ -443,9 +443,10 @@ class CommandRunner:
             return None
         if node is None:
             self._unplaced[job_id] = op_index
-            if self._none_big_enough(affinity, memory):
+            too_small = self._none_big_enough(affinity, memory)
+            if too_small:
                 self._note_waiting(job_id, op_index, constants.REASON_NO_MATCHING_NODE,
-                                   self._none_big_enough(affinity, memory))
+                                   too_small)
             else:
                 self._note_waiting(job_id, op_index, constants.REASON_NOPING,
                                    "no node with the tags %s is available" % ",".join(affinity))
@@ -1274,8 +1275,8 @@ class CommandRunner:
         """A node whose epilog failed is degraded (an event; node list says why) until an
         attempt that ran there ends without an epilog failure."""
         link = self._links.get(attempt.node)
-        if link is None or result.get("lost") or (result.get("error")
-                                                  and not result.get("prolog_failed")):
+        if link is None or result.get("lost") or result.get("never_ran") or (
+                result.get("error") and not result.get("prolog_failed")):
             return  # the attempt never ran there: no epilog ran either
         failed = result.get("epilog_error")
         if failed:
