@@ -116,6 +116,9 @@ class JobQueue:
         (tests).
         """
         self._notify_prefixes = tuple(notify_prefixes or ())
+        #: jqueue.notify.Notifier, once the queue is open (a master's): changes may become
+        #: durable before (recovery); the scan at the end of the opening tells those.
+        self._notifier = None
         self.nodes = nodes
         logs_dir = logs_dir or joblogs.default_directory(queue_dir)
         self._logs = joblogs.LogStore(logs_dir)
