@@ -14,6 +14,8 @@ outcome is journaled with the job (its ``notified``: delivered or not, the answe
 with an event (NOTIFIED, NOTIFY_FAILED) in the stream and the action log, and it is never
 tried again: after a restart or a failover the master sends only what no record says was
 delivered or given up. A job reset or retried may end again: that end is told again.
+With a secret (jq-masterd's notify_secret_file), each POST is signed as GitHub signs its
+webhooks: ``X-Jqueue-Signature: sha256=`` and the HMAC-SHA256 of the body, in hex.
 
 One thread keeps the times; the POSTs go through a few threads of their own (SENDERS), so
 that a receiver that does not answer holds one of them for TIMEOUT seconds, not every
@@ -21,8 +23,11 @@ notification. The JobQueue calls ``due`` (under its lock: it only takes note) an
 ``notification`` and ``record_notified``.
 """
 
+import hashlib
 import heapq
+import hmac
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -30,7 +35,7 @@ import urllib.request
 from concurrent import futures
 
 import jqueue
-from jqueue import serializer
+from jqueue import errors, serializer
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,30 @@ DELAY_MAX = 300.0
 TRIES = 10       # in all: about 20 minutes from the first to the last
 SENDERS = 4      # POSTs at once
 USER_AGENT = "jqueue/%s" % jqueue.version()
+SIGNATURE_HEADER = "X-Jqueue-Signature"
+
+
+def signature(secret, body):
+    """The value of SIGNATURE_HEADER for body (bytes) signed with secret (bytes)."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def read_secret(path):
+    """The secret in a file (its text, without the ending newline) as bytes;
+    ConfigurationError if it cannot be read or is empty."""
+    try:
+        with open(path, "rb") as stream:
+            secret = stream.read().rstrip(b"\r\n")
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise errors.ConfigurationError("notify secret file %s: %s" % (
+            path, err.strerror or err)) from None
+    if not secret:
+        raise errors.ConfigurationError("notify secret file %s is empty" % path)
+    if mode & 0o077:
+        logger.warning("notify secret file %s is readable by others than its owner (mode %o)",
+                       path, mode & 0o777)
+    return secret
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -69,11 +98,13 @@ class Notifier:
     """Sends the notifications of a JobQueue (see the module docstring).
 
     queue answers ``notification(job_id)`` ((url, payload, key) or None if nothing is due
-    any more) and ``record_notified(job_id, key, outcome)``; poster is ``post``.
+    any more) and ``record_notified(job_id, key, outcome)``; poster is ``post``; secret
+    (bytes, or None) signs each POST.
     """
 
-    def __init__(self, queue, poster=post, clock=time.monotonic, wall=time.time):
+    def __init__(self, queue, poster=post, secret=None, clock=time.monotonic, wall=time.time):
         self._queue, self._post, self._clock, self._wall = queue, poster, clock, wall
+        self._secret = secret
         self._cond = threading.Condition()
         self._heap = []        # (when, job id)
         self._tries = {}       # job id -> tries so far (a job is due here once)
@@ -137,6 +168,8 @@ class Notifier:
         body = serializer.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json", "Idempotency-Key": key,
                    "User-Agent": USER_AGENT}
+        if self._secret:
+            headers[SIGNATURE_HEADER] = signature(self._secret, body)
         try:
             status, error = self._post(url, body, headers), None
         except (OSError, ValueError) as err:  # no answer (refused, timed out, bad host)

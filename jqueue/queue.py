@@ -94,7 +94,8 @@ class JobQueue:
                  retry_interval=journal.DEFAULT_RETRY_INTERVAL, events_dir=None,
                  event_buffer=events.DEFAULT_BUFFER,
                  action_log_bytes=events.DEFAULT_ROTATE_BYTES, action_log_utc=True,
-                 retention=None, notify_post=notify.post, notify_prefixes=()):
+                 retention=None, notify_post=notify.post, notify_prefixes=(),
+                 notify_secret=None):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -112,8 +113,8 @@ class JobQueue:
         restart replays the journal. retry_interval: seconds between two tries of a disk
         that refused a write. retention (a jqueue.retention.Policy; default: none) archives
         and purges old jobs in passes. notify_prefixes: what a job's notify URL must begin
-        with (one of them; none: any http(s) URL); notify_post: how jqueue.notify POSTs
-        (tests).
+        with (one of them; none: any http(s) URL); notify_secret (bytes) signs each
+        notification (jqueue.notify); notify_post: how jqueue.notify POSTs (tests).
         """
         self._notify_prefixes = tuple(notify_prefixes or ())
         #: jqueue.notify.Notifier, once the queue is open (a master's): changes may become
@@ -197,7 +198,8 @@ class JobQueue:
             self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
             self._checkpointer.start()
         self._retention = Retention(self, retention or RetentionPolicy(), clock)
-        self._notifier = None if replica else notify.Notifier(self, poster=notify_post)
+        self._notifier = None if replica else notify.Notifier(self, poster=notify_post,
+                                                              secret=notify_secret)
         if not replica:
             self._retention.start()
             with self._lock:  # what the last master did not tell, or did not record

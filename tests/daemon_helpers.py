@@ -389,6 +389,7 @@ class Receiver:
 
     def __init__(self, port=0):
         received = self.received = []
+        raw = self.raw = []  # the bodies as they came (bytes), in the same order
         lock = self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -396,6 +397,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with lock:
                     received.append((self.path, json.loads(body), dict(self.headers)))
+                    raw.append(body)
                 self.send_response(204)
                 self.end_headers()
 

@@ -20,11 +20,13 @@ class Poster:
     def __init__(self, *answers):
         self.answers = list(answers)
         self.posts = []
+        self.bodies = []  # as sent (bytes)
         self.cond = threading.Condition()
 
     def __call__(self, url, body, headers):
         with self.cond:
             self.posts.append((url, serializer.loads(body.decode()), headers))
+            self.bodies.append(body)
             self.cond.notify_all()
             answer = self.answers.pop(0) if self.answers else 200
         if isinstance(answer, Exception):
@@ -176,3 +178,31 @@ def test_notify_prefixes_restrict_where_the_master_may_post(open_queue):
         queue.submit_many_jobs([[jqop()], [jqop()]], options=[
             {"notify": "https://hooks.example/a"}, {"notify": "http://169.254.169.254/"}])
     assert queue.query_jobs([], ["id"]) == before
+
+
+def test_a_secret_signs_each_post_and_none_leaves_it_unsigned(open_queue, tmp_path):
+    """With notify_secret, X-Jqueue-Signature is sha256= and the HMAC-SHA256 of the very
+    bytes POSTed (a receiver checks it with the shared secret); without one, no header.
+    read_secret takes a file's text without its newline and refuses an empty file."""
+    import hashlib
+    import hmac
+    (tmp_path / "secret").write_bytes(b"s3cret\n")
+    secret = notify.read_secret(str(tmp_path / "secret"))
+    assert secret == b"s3cret"
+    (tmp_path / "empty").write_bytes(b"\n")
+    with pytest.raises(errors.ConfigurationError, match="is empty"):
+        notify.read_secret(str(tmp_path / "empty"))
+    poster = Poster()
+    queue = open_queue(notify_post=poster, notify_secret=secret)
+    queue.submit_job([jqop()], notify="http://h/")
+    run_jobs(queue)
+    [(_, _, headers)] = poster.wait(1)
+    expected = "sha256=" + hmac.new(b"s3cret", poster.bodies[0], hashlib.sha256).hexdigest()
+    assert headers["X-Jqueue-Signature"] == expected
+    queue.shutdown(timeout=5)
+    plain = Poster()
+    queue = open_queue(tmp_path / "other", notify_post=plain)
+    queue.submit_job([jqop()], notify="http://h/")
+    run_jobs(queue)
+    [(_, _, headers)] = plain.wait(1)
+    assert "X-Jqueue-Signature" not in headers

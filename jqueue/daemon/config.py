@@ -371,6 +371,13 @@ OPTIONS = (
            "POST to any http(s) address it reaches (an internal one too) unless this "
            "restricts them.", flag="--notify-prefixes", metavar="URL,...",
            default_doc="any http:// or https:// URL"),
+    Option("notify_secret_file", Text(), None,
+           "File holding a secret (its text, without the ending newline) that signs every "
+           "notification POST: header X-Jqueue-Signature: sha256= and the HMAC-SHA256 of the "
+           "body in hex (as GitHub signs its webhooks), so that a receiver can tell the "
+           "master's POSTs from anyone else's. Read at start; should be readable by the "
+           "daemon's user only.", flag="--notify-secret-file", metavar="FILE",
+           default_doc="none (unsigned)"),
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line. Past it only the last piece of the output is read (its progress is still "

@@ -27,7 +27,7 @@ from twisted.internet import defer, error, threads
 from twisted.python import threadpool
 
 import jqueue
-from jqueue import constants, embedded, opcodes
+from jqueue import constants, embedded, notify, opcodes
 from jqueue.daemon import clustermaster, common, httpd, unixsocket
 from jqueue.daemon import config as configmod
 from jqueue.luxi.server import LuxiServerFactory, ServerLimits
@@ -125,7 +125,9 @@ class QueueService(service.Service):
                               retention=RetentionPolicy(self._config.archive_after,
                                                         self._config.keep_archived,
                                                         self._config.retention_interval),
-                              notify_prefixes=self._config.notify_prefixes)
+                              notify_prefixes=self._config.notify_prefixes,
+                              notify_secret=notify.read_secret(self._config.notify_secret_file)
+                              if self._config.notify_secret_file else None)
         super().startService()
 
     def _command_runner(self):

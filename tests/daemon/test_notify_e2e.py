@@ -3,6 +3,8 @@
 while the receiver was down, once more and no more.
 """
 
+import hashlib
+import hmac
 import time
 
 import pytest
@@ -28,10 +30,14 @@ def notified(client, job_id, timeout=20):
         time.sleep(0.05)
 
 
-def test_run_notify_posts_the_jobs_end_once(daemons, receiver):
-    """jqctl run --notify: one POST with the job's id, status and exit status; jqctl info
-    says it was delivered; a job whose state --notify-on leaves out is not told."""
-    daemon = daemons()
+def test_run_notify_posts_the_jobs_end_once(daemons, receiver, tmp_path):
+    """jqctl run --notify: one POST with the job's id, status and exit status, signed with
+    the daemon's --notify-secret-file; jqctl info says it was delivered; a job whose state
+    --notify-on leaves out is not told."""
+    secret = tmp_path / "notify.secret"
+    secret.write_text("shared secret\n")
+    secret.chmod(0o600)
+    daemon = daemons(args=["--notify-secret-file", str(secret)])
     code, out, err = daemon.jqctl("run", "--wait", "--notify", receiver.url(), "--", "sh",
                                   "-c", "exit 3")
     assert code == 3, (out, err)
@@ -41,6 +47,8 @@ def test_run_notify_posts_the_jobs_end_once(daemons, receiver):
     assert (body["job"], body["status"], body["exit_status"], body["reason"]) == (
         job_id, "error", 3, "FAILED")
     assert headers["Idempotency-Key"].startswith("job-%d-" % job_id)
+    assert headers["X-Jqueue-Signature"] == "sha256=" + hmac.new(
+        b"shared secret", receiver.raw[0], hashlib.sha256).hexdigest()
     with daemon.client() as client:
         assert notified(client, job_id)["delivered"]
     code, out, _ = daemon.jqctl("info", str(job_id))
