@@ -16,6 +16,7 @@ import uuid
 import pytest
 from conftest import attempt_names
 from daemon_helpers import (
+    Receiver,
     all_canceled_and_gone,
     holding,
     mostly_freed,
@@ -575,3 +576,34 @@ def test_a_nodes_prolog_and_epilog_are_its_own(tmp_path, nodeds, daemons):
     assert rows["node2"]["degraded"] == "the epilog of job %d attempt 1 exited with " \
         "status 2" % degrading
     assert rows[test_cluster.master]["degraded"] is None
+
+
+def test_an_end_the_failed_master_could_not_tell_is_told_by_the_new_one_once(tmp_path, nodeds,
+                                                                             daemons):
+    """A job with notify ends on node3 while its receiver is down; the master's first try
+    fails and the master dies (kill -9) before the next; after the failover, with the
+    receiver up, the new master tells that end once, and records it (replicated)."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3)
+    down = Receiver()
+    port = down.port
+    down.close()  # nothing listens there now: the POST is refused
+    with master.client() as client:
+        job_id = client.submit_job([command("exit 4", node="node3")],
+                                   notify="http://127.0.0.1:%d/end" % port)
+        wait_all_final(client, [job_id], 30)
+    wait_until(lambda: "notification to http://127.0.0.1:%d/end not delivered" % port
+               in master.stderr(), what="the first try to fail")
+    up = Receiver(port)
+    try:
+        new_master = killed_and_failed_over(test_cluster, started, master, daemons)
+        [(path, body, _)] = up.wait(1, timeout=30)
+        assert (path, body["job"], body["status"], body["exit_status"]) == (
+            "/end", job_id, "error", 4)
+        with new_master.client() as client:
+            wait_until(lambda: client.query_jobs([job_id], ["notified"])[0][0],
+                       what="the delivery recorded")
+            assert client.query_jobs([job_id], ["notified"])[0][0]["delivered"]
+        time.sleep(1)
+        assert len(up.received) == 1
+    finally:
+        up.close()
