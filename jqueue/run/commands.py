@@ -1421,9 +1421,20 @@ class CommandRunner:
                         found.append((job.id, index, dict(state), op.input))
         for job_id, index, state, params in found:
             self._reattach(job_id, index, state, params)
+        self._recover_degraded()
         for name, link in self._links.items():  # fence what nobody follows any more
             link.attempts(lambda infos, name=name: self._reconcile_node(name, infos))
         self._schedule_health()
+
+    def _recover_degraded(self):
+        """The nodes degraded as the last master left them: the last DEGRADED or RECOVERED
+        event of each node that the event stream still holds (its last event_buffer)."""
+        marks = self._queue.read_events(0, {"kind": "node", "status": ["DEGRADED",
+                                                                       "RECOVERED"]}, None)
+        for event in marks["events"]:
+            link = self._links.get(event.get("node"))
+            if link is not None:
+                link.degraded = event["message"] if event["status"] == "DEGRADED" else None
 
     def _reattach(self, job_id, index, state, params):
         node = state.get("node")

@@ -1459,3 +1459,20 @@ def test_an_affinity_goes_only_to_a_node_with_the_memory_it_asks(open_queue, clo
         "(the largest: 16.0 GiB)")
     small = setup.submit(command("x", affinity="X", memory_max=GiB))
     assert launched_on(setup, small) == ["a"]
+
+
+def test_a_node_degraded_by_its_epilog_stays_so_across_a_restart_until_one_succeeds(setup):
+    """The mark comes back from the event stream when the queue opens again (a restart,
+    a failover's new master), and so does its end."""
+    failing = setup.submit(command("a"))
+    setup.end(failing, epilog_error="exited with status 2")
+    why = "the epilog of job %d attempt 1 exited with status 2" % failing
+    assert setup.link.degraded == why
+    setup.link.degraded = None  # a new master's link knows nothing of it
+    setup.reopen()
+    assert setup.queue.commands.node_status()["node1"]["degraded"] == why
+    ok = setup.submit(command("b"))
+    setup.end(ok)
+    assert setup.link.degraded is None
+    setup.reopen()
+    assert setup.link.degraded is None
