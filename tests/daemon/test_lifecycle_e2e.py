@@ -247,6 +247,10 @@ def test_the_tree_holds_schedule_and_archive_survive_kill_9_of_the_master(daemon
     assert daemon.kill() == -signal.SIGKILL
     daemon.start()
     with daemon.client() as client:
+        # The crash rules put a waiting job back in the queue; a worker finds again that
+        # it waits (its dependency): wait for that before comparing.
+        wait_until(lambda: fields(client, after, ["status"])["status"] == "waiting", 20,
+                   "the job depending on the group to wait again")
         got = {job_id: fields(client, job_id, names) for job_id in range(1, after + 1)}
         assert got == before
         status = fields(client, scheduled, ["status", "not_before"])
