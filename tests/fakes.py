@@ -330,15 +330,14 @@ class FakeLuxiClient:
         parent = options.get("parent")
         if parent is not None and not isinstance(parent, int):
             parent = self.resolve_job(parent)
-        notify = options.get("notify")
-        if notify is not None:
-            notify = joboptions.check_notify(notify)
         self.jobs[self._serial] = job_module.QueuedJob(
             self._serial, ops, job_module.timestamp(self.now), parent=parent,
-            not_before=not_before, notify=notify)
+            not_before=not_before, notify=options.get("notify"))
         return self._serial
 
     def _submit(self, jobs, drained_ok, tokens=None, options=None):
+        if options is not None:  # the queue's checks of a job's options, its errors
+            options = joboptions.check(options, len(jobs), len(jobs) == 1)
         validated = [self._validate(ops) for ops in jobs]
         tokens = tokens or [None] * len(jobs)
         known = [self.tokens.get(token) for token in tokens]

@@ -26,6 +26,7 @@ def register(commands):
                         help="make it inside this group (its id, title or path)")
     parser.add_argument("--affinity", metavar="TAG[,...]",
                         help="tags every command job of its tree needs besides its own")
+    parsing.add_notify_options(parser)  # the group's end: once every job of its tree ended
     parser.set_defaults(func=cmd_group)
     parser = commands.add_parser(
         "tree", help="show groups and the jobs in them",

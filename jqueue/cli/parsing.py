@@ -195,6 +195,11 @@ def add_job_options(parser):
     start.add_argument("--not-before", type=point_in_time, metavar="TIME",
                        help="do not start the job before TIME (epoch seconds, or ISO 8601 "
                             "such as 2026-12-03T18:00)")
+    add_notify_options(parser)
+
+
+def add_notify_options(parser):
+    """Add --notify and --notify-on (where a job's end is POSTed) to a parser."""
     parser.add_argument("--notify", metavar="URL",
                         help="POST the job's final state to this http(s) URL (a JSON "
                              "object; once per final state, tried again for 20 minutes)")

@@ -111,6 +111,22 @@ def test_group_makes_a_group_job_and_prints_its_id(cli):
         [{"OP_ID": "OP_GROUP", "title": "shot1"}], None, {"parent": "render"})
 
 
+def test_group_notify_gives_the_group_a_webhook_and_run_and_submit_take_it_too(cli):
+    """--notify (with --notify-on) reaches the submit's options; --notify-on alone is a
+    usage error, a URL that is not http(s) the queue's refusal."""
+    assert cli("group", "render", "--notify", "https://ci.example/h", "--notify-on",
+               "error").out == "1\n"
+    assert cli.fake.calls_of("submit_job")[-1][2] == {
+        "notify": {"url": "https://ci.example/h", "on": "error"}}
+    assert cli.fake.jobs[1].notify == {"url": "https://ci.example/h", "on": ["error"]}
+    assert cli("run", "--notify", "http://h/x", "true").code == 0
+    assert cli.fake.calls_of("submit_job")[-1][2] == {"notify": "http://h/x"}
+    result = cli("group", "shot", "--notify-on", "error")
+    assert result.code == exitcodes.EXIT_USAGE and "--notify-on goes with --notify" in result.err
+    result = cli("submit", "--notify", "ftp://h", "--op", "OP_TEST_DELAY", "duration=0")
+    assert result.code == exitcodes.EXIT_REFUSED and "notify's url must be" in result.err
+
+
 def test_list_parent_lists_the_jobs_directly_in_a_group(cli):
     """--parent resolves the reference and filters on the parent field (and statuses)."""
     render = group_job(cli, "render")
