@@ -1055,18 +1055,28 @@ static void begin_phase(enum phase phase) {
     st.poll = POLL_MIN;
 }
 
+/* Start argv (the command, or a hook) and supervise it until none of its processes
+ * remains, its end in st; whether it started (if not, st.error says why). timeout: seconds
+ * from its exec (0: none); with sample, the memory limit is kept (the command's). */
+static int run_process(char **argv, char **env, double timeout, int sample) {
+    int started = start_process(argv, env) == 0;
+    st.pgid_alive = started;
+    if (started && timeout > 0)
+        st.deadline = mono_now() + timeout;
+    if (started && sample && opt.memory_max > 0)
+        st.next_sample = mono_now() + MEMORY_POLL;
+    if (st.main_pid > 0)
+        supervise();
+    return started;
+}
+
 /* Run a hook (/bin/sh -c script) until none of its processes remains: 0 if it succeeded,
  * 1 if not (why says how it ended), -1 if it could not be started (why says why). */
 static int run_hook(enum phase phase, const char *script, char **env, char *why,
                     size_t size) {
     char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
     begin_phase(phase);
-    int started = start_process(argv, env) == 0;
-    st.pgid_alive = started;
-    if (started && opt.hook_timeout > 0)
-        st.deadline = mono_now() + opt.hook_timeout;
-    if (st.main_pid > 0)
-        supervise();
+    int started = run_process(argv, env, opt.hook_timeout, 0);
     if (!started)
         snprintf(why, size, "%s", st.error);
     else if (st.exec_error[0])
@@ -1140,16 +1150,7 @@ int main(int argc, char **argv) {
         struct rusage ru;
         if (getrusage(RUSAGE_CHILDREN, &ru) == 0)
             cpu_before = children_cpu(&ru);
-        int started = start_process(opt.argv, env) == 0;
-        st.pgid_alive = started;
-        if (started) {
-            if (opt.timeout > 0)
-                st.deadline = mono_now() + opt.timeout;
-            if (opt.memory_max > 0)
-                st.next_sample = mono_now() + MEMORY_POLL;
-        }
-        if (st.main_pid > 0)
-            supervise();
+        int started = run_process(opt.argv, env, opt.timeout, 1);
         ran |= started;
         failed = !started;
         if (started)

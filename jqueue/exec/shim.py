@@ -517,14 +517,7 @@ class Shim:
         if error is None:
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
             self.cpu_before = usage.ru_utime + usage.ru_stime
-            error = self.start_process(self.argv, env)
-            self.pgid_alive = error is None
-            if error is None:
-                if self.opts["timeout"] > 0:
-                    self.deadline = time.monotonic() + self.opts["timeout"]
-                if self.opts["memory_max"] > 0:
-                    self.next_sample = time.monotonic() + MEMORY_POLL
-            self.supervise()
+            error = self.run_process(self.argv, env, self.opts["timeout"], sample=True)
             ran = ran or error is None
             if error is None:
                 self.note_usage()
@@ -538,15 +531,23 @@ class Shim:
         self.write_result(error, prolog_failed, epilog_error)
         return 0
 
+    def run_process(self, argv, env, timeout, sample=False):
+        """Start argv (the command, or a hook) and supervise it until none of its processes
+        remains (see shim.c's run_process); None if it started, else why not."""
+        error = self.start_process(argv, env)
+        self.pgid_alive = error is None
+        if error is None and timeout > 0:
+            self.deadline = time.monotonic() + timeout
+        if error is None and sample and self.opts["memory_max"] > 0:
+            self.next_sample = time.monotonic() + MEMORY_POLL
+        self.supervise()
+        return error
+
     def run_hook(self, phase, script, env):
         """Run a hook (/bin/sh -c script) until none of its processes remains: (0, None)
         if it succeeded, (1, how it ended) if not, (-1, why) if it could not start."""
         self.begin_phase(phase)
-        error = self.start_process(["/bin/sh", "-c", script], env)
-        self.pgid_alive = error is None
-        if error is None and self.opts["hook_timeout"] > 0:
-            self.deadline = time.monotonic() + self.opts["hook_timeout"]
-        self.supervise()
+        error = self.run_process(["/bin/sh", "-c", script], env, self.opts["hook_timeout"])
         if error is not None:
             return -1, error
         if self.exec_error:
