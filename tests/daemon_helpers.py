@@ -424,3 +424,15 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def wait_notified(source, job_id, timeout=20):
+    """The notified field of job_id once set (how telling its end went); source is a
+    JobQueue or a client (both answer query_jobs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [value] = source.query_jobs([job_id], ["notified"])[0]
+        if value is not None:
+            return value
+        assert time.monotonic() < deadline, "job %d never notified" % job_id
+        time.sleep(0.02)

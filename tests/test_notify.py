@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import jqop, run_jobs
+from daemon_helpers import wait_notified as notified
 
 from jqueue import errors, joboptions, notify, serializer
 
@@ -42,16 +43,6 @@ class Poster:
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
     monkeypatch.setattr(notify, "DELAY", 0.01)
-
-
-def notified(queue, job_id, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        [value] = queue.query_jobs([job_id], ["notified"])[0]
-        if value is not None:
-            return value
-        assert time.monotonic() < deadline, "job %d never notified" % job_id
-        time.sleep(0.01)
 
 
 def test_check_takes_a_url_or_an_object_and_refuses_the_rest():

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from daemon_helpers import Receiver, wait_all_final
+from daemon_helpers import wait_notified as notified
 
 from jqueue import constants
 
@@ -18,16 +19,6 @@ def receiver():
     made = Receiver()
     yield made
     made.close()
-
-
-def notified(client, job_id, timeout=20):
-    deadline = time.monotonic() + timeout
-    while True:
-        [value] = client.query_jobs([job_id], ["notified"])[0]
-        if value is not None:
-            return value
-        assert time.monotonic() < deadline, "job %d never notified" % job_id
-        time.sleep(0.05)
 
 
 def test_run_notify_posts_the_jobs_end_once(daemons, receiver, tmp_path):

@@ -67,13 +67,20 @@ def test_a_failing_epilog_is_reported_and_changes_nothing_of_the_outcome(executo
     assert output == b"done\nepilog 0\n"
 
 
-def test_the_epilog_runs_after_a_kill_and_after_a_timeout(executors, shim):
-    hooks = Hooks(epilog="echo epilog signal=$JQ_SIGNAL")
+def killed_once_it_wrote(executors, shim, hooks, command, output):
+    """Job 1 (command) under an executor with hooks, killed once its output is output; its
+    executor and result."""
     executor, reactor, recorder = executors.make(shim=shim, hooks=hooks)
-    executor.launch(executors.spec(1, "echo started; sleep 1000"))
-    reactor.run_until(lambda: executor.read(1, 1, 0, 100) == b"started\n", 10, "the job")
+    executor.launch(executors.spec(1, command))
+    reactor.run_until(lambda: executor.read(1, 1, 0, 100) == output, 10, "the output")
     executor.kill(1, 1)
-    result = wait_ended(executor, reactor, recorder, 1)
+    return executor, reactor, recorder, wait_ended(executor, reactor, recorder, 1)
+
+
+def test_the_epilog_runs_after_a_kill_and_after_a_timeout(executors, shim):
+    executor, reactor, recorder, result = killed_once_it_wrote(
+        executors, shim, Hooks(epilog="echo epilog signal=$JQ_SIGNAL"),
+        "echo started; sleep 1000", b"started\n")
     assert result.signal == signal.SIGKILL and result.epilog_error is None
     assert executor.read(1, 1, 0, 100) == b"started\nepilog signal=9\n"
     result, output = run_to_end(executors, executor, reactor, recorder,
@@ -127,12 +134,9 @@ def test_a_prolog_that_cannot_start_fails_the_attempt_as_the_command_would(execu
 
 
 def test_a_stop_during_the_epilog_does_not_cut_it_short(executors, shim):
-    hooks = Hooks(epilog="echo epilog; sleep 0.5; echo cleaned")
-    executor, reactor, recorder = executors.make(shim=shim, hooks=hooks)
-    executor.launch(executors.spec(1, "true"))
-    reactor.run_until(lambda: executor.read(1, 1, 0, 100) == b"epilog\n", 10, "the epilog")
-    executor.kill(1, 1)
-    result = wait_ended(executor, reactor, recorder, 1)
+    executor, _, _, result = killed_once_it_wrote(
+        executors, shim, Hooks(epilog="echo epilog; sleep 0.5; echo cleaned"), "true",
+        b"epilog\n")
     assert (result.exit_status, result.epilog_error) == (0, None)
     assert executor.read(1, 1, 0, 100) == b"epilog\ncleaned\n"
 
