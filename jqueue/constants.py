@@ -146,7 +146,7 @@ JOB_FIELDS = (
     "owner",
     # Groups, holds and start times.
     "parent", "children", "total", "finished", "errors", "working", "counts", "held",
-    "not_before", "notify", "notified",
+    "not_before", "notify", "notified", "notified_after",
     # Why a pending job does not run now.
     "wait_reason", "wait_message",
 )

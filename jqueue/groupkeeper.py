@@ -119,6 +119,8 @@ class GroupKeeper:
         if job is None or not job.visible:
             return
         counts = self.tree.counts(group_id)
+        if record:  # the counts of durable changes: N of its jobs may have succeeded
+            queue._notify_after_due_unlocked(job)
         op = job.ops[0]
         status = groupjob.recorded_status(counts, op.status)
         done = groupjob.complete(counts, op.status)

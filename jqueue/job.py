@@ -34,6 +34,7 @@ HELD_KEY = "held"
 #: Job file keys (ours) of a job's webhook and of how telling it went (see jqueue.notify).
 NOTIFY_KEY = "notify"
 NOTIFIED_KEY = "notified"
+NOTIFIED_AFTER_KEY = "notified_after"
 
 
 #: Job fields a JobOutcome is made of, in from_row's order.
@@ -264,7 +265,7 @@ class QueuedJob:
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
                  "client_batch", "acked_state", "token", "event_status",
                  "file_bytes", "owner", "parent", "not_before", "held", "archive_pending",
-                 "notify", "notified")
+                 "notify", "notified", "notified_after")
 
     def __init__(self, job_id, ops, received_timestamp, token=None, owner=None, parent=None,
                  not_before=None, notify=None):
@@ -287,11 +288,14 @@ class QueuedJob:
         self.not_before = not_before
         #: Whether the job is held: it does not start until released (key "held").
         self.held = False
-        #: Where its final state is told ({"url", "on"}; key "notify"), or None.
+        #: Who is told of its final state ({"url" or "to", "on", and "after" for a
+        #: group}; key "notify"), or None.
         self.notify = notify
-        #: How telling its final state went ({"url", "delivered", "status", "error",
-        #: "tries", "at"}; key "notified"), None until then (and after a reset).
+        #: How telling its final state went ({"url" or "to", "delivered", "status",
+        #: "error", "tries", "at"}; key "notified"), None until then (and after a reset).
         self.notified = None
+        #: How telling a group's after went (the same; key "notified_after"), or None.
+        self.notified_after = None
         self._init_runtime()
 
     def _init_runtime(self):
@@ -409,6 +413,8 @@ class QueuedJob:
             data[NOTIFY_KEY] = self.notify
         if self.notified is not None:
             data[NOTIFIED_KEY] = self.notified
+        if self.notified_after is not None:
+            data[NOTIFIED_AFTER_KEY] = self.notified_after
         return data
 
     def state_dict(self):
@@ -422,6 +428,8 @@ class QueuedJob:
             state[HELD_KEY] = True
         if self.notified is not None:
             state[NOTIFIED_KEY] = self.notified
+        if self.notified_after is not None:
+            state[NOTIFIED_AFTER_KEY] = self.notified_after
         return state
 
     def apply_state(self, state):
@@ -434,6 +442,7 @@ class QueuedJob:
         self.end_timestamp = state.get("end_timestamp")
         self.held = state.get(HELD_KEY) is True
         self.notified = state.get(NOTIFIED_KEY)
+        self.notified_after = state.get(NOTIFIED_AFTER_KEY)
         for op, op_state in zip(self.ops, ops):
             op.apply_state(op_state)
 
@@ -491,6 +500,7 @@ class QueuedJob:
         copy.id, copy.token, copy.owner = self.id, self.token, self.owner
         copy.parent, copy.not_before, copy.held = self.parent, self.not_before, self.held
         copy.notify, copy.notified = self.notify, self.notified
+        copy.notified_after = self.notified_after
         copy.received_timestamp = self.received_timestamp
         copy.start_timestamp, copy.end_timestamp = self.start_timestamp, self.end_timestamp
         copy.ops = [op.copy(max_log_serial) for op in self.ops]
@@ -500,7 +510,7 @@ class QueuedJob:
         copy.archived = self.archived
         if state is PRISTINE:
             copy.start_timestamp = copy.end_timestamp = None
-            copy.held, copy.notified = False, None
+            copy.held, copy.notified, copy.notified_after = False, None, None
             for op in copy.ops:
                 op.apply_state(op.pristine_state())
         elif state is not None:
@@ -535,7 +545,8 @@ def _read_lifecycle_keys(job, data):
         raise errors.JobFileCorrupted("job %s: held %r is not a boolean" % (job.id, held))
     job.parent, job.not_before, job.held = parent, not_before, held
     job.notify, job.notified = data.get(NOTIFY_KEY), data.get(NOTIFIED_KEY)
-    for key in (NOTIFY_KEY, NOTIFIED_KEY):
+    job.notified_after = data.get(NOTIFIED_AFTER_KEY)
+    for key in (NOTIFY_KEY, NOTIFIED_KEY, NOTIFIED_AFTER_KEY):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise errors.JobFileCorrupted("job %s: %s %r is not an object" % (
                 job.id, key, data[key]))

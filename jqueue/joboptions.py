@@ -8,8 +8,10 @@ Besides its opcodes and its idempotency token, a submitted job may have:
     not_before   epoch seconds before which it does not start
     start_in     seconds from the submit before which it does not start (the master's
                  clock counts, not the client's)
-    notify       a webhook its final state is POSTed to: a URL, or {"url", "on": [final
-                 states]} (jqueue.notify)
+    notify       who is told of its final state: a webhook's URL, or {"url" or "to",
+                 "on": [final states], "after": N}: "to" is an address the master's
+                 notify_command is given, "after" (a group's) tells once N jobs of its
+                 tree finished (jqueue.notify)
 
 This module checks their shapes (a caller's error names the job and the option); whether
 a parent names a group is the queue's to say, under its lock.
@@ -24,6 +26,8 @@ from jqueue.grouptree import check_reference
 NOTIFY_STATES = (constants.JOB_STATUS_SUCCESS, constants.JOB_STATUS_ERROR,
                  constants.JOB_STATUS_CANCELED)
 NOTIFY_URL_MAX = 2048
+NOTIFY_TO_MAX = 254  # an e-mail address's longest
+NOTIFY_AFTER_MAX = 10 ** 9
 #: Options a submitted job may have (besides its token).
 JOB_OPTIONS = ("parent", "not_before", "start_in", "notify")
 
@@ -91,14 +95,36 @@ def start_time(option, now):
 
 
 def check_notify(value):
-    """A notify option normalized to {"url", "on": [states]}: a URL (every final state),
-    or {"url", "on"}; ValueError saying what is wrong."""
+    """A notify option normalized to {"url" or "to", "on": [states]} and "after" if given:
+    a URL (every final state), or an object; ValueError saying what is wrong."""
     if isinstance(value, str):
         value = {"url": value}
-    if not isinstance(value, dict) or set(value) - {"url", "on"}:
-        raise ValueError("notify must be an http(s) URL or an object with the keys url and "
-                         "on, not %r" % (value,))
-    url, on = value.get("url"), value.get("on", list(NOTIFY_STATES))
+    if (not isinstance(value, dict) or set(value) - {"url", "to", "on", "after"}
+            or ("url" in value) == ("to" in value)):
+        raise ValueError("notify must be an http(s) URL or an object with url or to (one "
+                         "of them), and on and after if wanted, not %r" % (value,))
+    checked = {"url": _notify_url(value["url"])} if "url" in value else {
+        "to": _notify_to(value["to"])}
+    after = value.get("after")
+    if after is not None and (not isinstance(after, int) or isinstance(after, bool)
+                              or not 0 < after <= NOTIFY_AFTER_MAX):
+        raise ValueError("notify's after must be a number of jobs (1 or more), not %r"
+                         % (after,))
+    on = value.get("on", list(NOTIFY_STATES))
+    if isinstance(on, str):
+        on = [part.strip() for part in on.split(",") if part.strip()]
+    if (not isinstance(on, list) or not (on or after)
+            or not all(isinstance(state, str) and state in NOTIFY_STATES for state in on)):
+        raise ValueError("notify's on must name final states among %s%s, not %r"
+                         % (", ".join(NOTIFY_STATES),
+                            "" if after else " (none only with after)", on))
+    checked["on"] = [state for state in NOTIFY_STATES if state in on]
+    if after is not None:
+        checked["after"] = after
+    return checked
+
+
+def _notify_url(url):
     if not isinstance(url, str) or not url or len(url) > NOTIFY_URL_MAX:
         raise ValueError("notify's url must be a URL of at most %d characters, not %r"
                          % (NOTIFY_URL_MAX, url))
@@ -107,10 +133,13 @@ def check_notify(value):
             c in url for c in "\r\n\0 "):
         raise ValueError("notify's url must be an http:// or https:// URL with a host, not %r"
                          % url)
-    if isinstance(on, str):
-        on = [part.strip() for part in on.split(",") if part.strip()]
-    if (not isinstance(on, list) or not on
-            or not all(isinstance(state, str) and state in NOTIFY_STATES for state in on)):
-        raise ValueError("notify's on must name final states among %s, not %r"
-                         % (", ".join(NOTIFY_STATES), on))
-    return {"url": url, "on": [state for state in NOTIFY_STATES if state in on]}
+    return url
+
+
+def _notify_to(to):
+    """An address for the notify command: printable, no spaces, not an option."""
+    if (not isinstance(to, str) or not to or len(to) > NOTIFY_TO_MAX or to.startswith("-")
+            or not to.isprintable() or any(c.isspace() for c in to)):
+        raise ValueError("notify's to must be an address (at most %d printable characters, "
+                         "no spaces, not beginning with -), not %r" % (NOTIFY_TO_MAX, to))
+    return to

@@ -283,11 +283,15 @@ FIELDS += [
           lambda job, ctx: ctx.held(job) if isinstance(ctx, Context) else job.held),
     Field("not_before", "NotBefore", QFT_TIMESTAMP, "Time (epoch seconds) before which the "
           "job does not start", lambda job, ctx: job.not_before),
-    Field("notify", "Notify", QFT_OTHER, "Where the job's final state is POSTed ({url, on: "
-          "[final states]}; null: nowhere)", None, lambda job: job.notify),
-    Field("notified", "Notified", QFT_OTHER, "How telling its final state went ({url, "
-          "delivered, status, error, tries, at}; null: not yet, or nothing to tell)", None,
-          lambda job: job.notified),
+    Field("notify", "Notify", QFT_OTHER, "Who is told of the job's final state ({url or "
+          "to, on: [final states], after: N for a group}; null: nobody)", None,
+          lambda job: job.notify),
+    Field("notified", "Notified", QFT_OTHER, "How telling its final state went ({url or "
+          "to, delivered, status, error, tries, at}; null: not yet, or nothing to tell)",
+          None, lambda job: job.notified),
+    Field("notified_after", "NotifiedAfter", QFT_OTHER, "How telling that N jobs of the "
+          "group finished went (its notify's after; as notified)", None,
+          lambda job: job.notified_after),
 ]
 
 

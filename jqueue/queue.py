@@ -95,7 +95,7 @@ class JobQueue:
                  event_buffer=events.DEFAULT_BUFFER,
                  action_log_bytes=events.DEFAULT_ROTATE_BYTES, action_log_utc=True,
                  retention=None, notify_post=notify.post, notify_prefixes=(),
-                 notify_secret=None):
+                 notify_secret=None, notify_command=None):
         """Open (or create) the queue in queue_dir, recover it and start its workers.
 
         With replica=True the queue is a candidate's copy of the master's queue (see
@@ -114,9 +114,12 @@ class JobQueue:
         that refused a write. retention (a jqueue.retention.Policy; default: none) archives
         and purges old jobs in passes. notify_prefixes: what a job's notify URL must begin
         with (one of them; none: any http(s) URL); notify_secret (bytes) signs each
-        notification (jqueue.notify); notify_post: how jqueue.notify POSTs (tests).
+        notification (jqueue.notify); notify_command (an argv) is run for a notify's
+        address (none: a notify "to" is refused); notify_post: how jqueue.notify POSTs
+        (tests).
         """
         self._notify_prefixes = tuple(notify_prefixes or ())
+        self._notify_command = list(notify_command) if notify_command else None
         #: jqueue.notify.Notifier, once the queue is open (a master's): changes may become
         #: durable before (recovery); the scan at the end of the opening tells those.
         self._notifier = None
@@ -198,8 +201,8 @@ class JobQueue:
             self._checkpointer = _Checkpointer(self, checkpoint_interval, checkpoint_bytes)
             self._checkpointer.start()
         self._retention = Retention(self, retention or RetentionPolicy(), clock)
-        self._notifier = None if replica else notify.Notifier(self, poster=notify_post,
-                                                              secret=notify_secret)
+        self._notifier = None if replica else notify.Notifier(
+            self, poster=notify_post, secret=notify_secret, command=self._notify_command)
         if not replica:
             self._retention.start()
             with self._lock:  # what the last master did not tell, or did not record
@@ -286,8 +289,8 @@ class JobQueue:
         created. owner names who submits (kept as the job's ``owner``). parent puts the
         job in a group (a job id, a group title or a path of titles ``a|b``; see
         jqueue.groupjob); not_before (epoch seconds) or start_in (seconds from now) keep it
-        queued until then; notify (a URL, or {"url", "on"}) has its final state POSTed
-        there (jqueue.notify). SubmissionNotAcknowledged (naming the id) if the job is
+        queued until then; notify (a URL, or {"url" or "to", "on", "after"}) has its final
+        state told there (jqueue.notify). SubmissionNotAcknowledged (naming the id) if the job is
         recorded but not acknowledged within the acknowledgement timeout.
         """
         job_id, batch = self.submit_job_nowait(
@@ -375,9 +378,9 @@ class JobQueue:
         tokens = _check_tokens(tokens, count)
         _check_owner(owner)
         options = joboptions.check(options, count, single)
-        self._check_notify_urls(options, single)
         validated = [self._validate_job(ops, "" if single else "job %d: " % index)
                      for index, ops in enumerate(jobs)]
+        self._check_notify_options(options, validated, single)
         # A job none of whose opcodes was given a priority takes its group's (if in one).
         own_priority = [any(op.get("priority") is not None for op in ops) for ops in jobs]
         heads = None
@@ -1677,53 +1680,107 @@ class JobQueue:
 
     # Notifications (jqueue.notify)
 
-    def _check_notify_urls(self, options, single):
-        """OpPrereqError unless every notify URL of options begins with a notify prefix."""
-        if not self._notify_prefixes:
-            return
-        for index, option in enumerate(options):
-            url = (option.get("notify") or {}).get("url")
-            if url is not None and not url.startswith(self._notify_prefixes):
+    def set_notify_command(self, command):
+        """The notify command from now on (an argv, or None: a notify "to" is refused at
+        submit; those submitted before wait for one)."""
+        self._notify_command = list(command) if command else None
+        if self._notifier is not None:
+            self._notifier.set_command(self._notify_command)
+
+    def _check_notify_options(self, options, validated, single):
+        """OpPrereqError unless every notify URL of options begins with a notify prefix,
+        an address has a notify command to go to and only groups have an after."""
+        for index, (option, inputs) in enumerate(zip(options, validated)):
+            spec = option.get("notify")
+            if spec is None:
+                continue
+            label = "" if single else "job %d: " % index
+            url = spec.get("url")
+            if url is not None and self._notify_prefixes and not url.startswith(
+                    self._notify_prefixes):
                 raise errors.OpPrereqError("%snotify URL %s is not allowed here: it must "
                                            "begin with %s" % (
-                                               "" if single else "job %d: " % index, url,
-                                               " or ".join(self._notify_prefixes)),
+                                               label, url, " or ".join(self._notify_prefixes)),
                                            constants.ECODE_INVAL)
+            if url is None and not self._notify_command:
+                raise errors.OpPrereqError(
+                    "%snotify to %s: this master has no notify_command to tell an address "
+                    "(notify a URL instead)" % (label, spec["to"]), constants.ECODE_INVAL)
+            if "after" in spec and not (len(inputs) == 1 and (
+                    groupjob.is_group_input(inputs[0]) or fanout.is_fan_out(inputs[0]))):
+                raise errors.OpPrereqError(
+                    "%snotify's after counts the jobs of a group: only a group (or a "
+                    "command on several nodes) may have it" % label, constants.ECODE_INVAL)
 
     def _notify_due_unlocked(self, job):
-        if (self._notifier is not None and job.notify is not None and job.notified is None
-                and job.is_finalized() and not job.archived
-                and job.calc_status() in job.notify.get("on", ())):
+        """Tell the notifier what of job is due: its end, a group's after."""
+        spec = job.notify
+        if self._notifier is None or spec is None or job.archived:
+            return
+        if (job.notified is None and job.is_finalized()
+                and job.calc_status() in spec.get("on", ())):
             self._notifier.due(job.id)
+        self._notify_after_due_unlocked(job)
 
-    def notification(self, job_id):
-        """(url, payload, idempotency key) of job_id's final state while it is due, else
-        None (the Notifier's; any thread)."""
+    def _notify_after_due_unlocked(self, job):
+        """Tell the notifier if a group's after is due (its counts changed: the group
+        keeper's)."""
+        if (self._notifier is not None and job.notify is not None and "after" in job.notify
+                and job.notified_after is None and not job.archived
+                and self._after_reached(job)):
+            self._notifier.due(job.id, notify.AFTER)
+
+    def _after_reached(self, job):
+        counts = self._groups.tree.counts(job.id)
+        return counts is not None and counts.finished >= job.notify["after"]
+
+    def notification(self, job_id, what=notify.END):
+        """(target, payload, idempotency key) of what (jqueue.notify's END or AFTER) of
+        job_id while it is due, else None (the Notifier's; any thread)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if (job is None or job.notify is None or job.notified is not None
-                    or not job.is_finalized() or job.unacked_state):
+            if job is None or job.notify is None:
+                return None
+            if what == notify.AFTER:
+                if job.notified_after is not None or not self._after_reached(job):
+                    return None
+            elif job.notified is not None or not job.is_finalized() or job.unacked_state:
                 return None
             row = query.getters(notify.PAYLOAD_FIELDS, self._fields)(job)
-            return job.notify["url"], notify.payload(row), notify.key_of(job)
+            target = {key: job.notify[key] for key in ("url", "to") if key in job.notify}
+            return (target, notify.payload(row, what, job.notify.get("after")),
+                    notify.key_of(job, what))
 
-    def record_notified(self, job_id, key, outcome):
-        """Journal how telling job_id's final state (key) went, with an event, unless the
-        job changed meanwhile (reset: its next end is told)."""
+    def record_notified(self, job_id, what, key, outcome):
+        """Journal how telling what of job_id (key) went, with an event, unless the job
+        changed meanwhile (reset: its next end is told)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if (job is None or job.notified is not None or not job.is_finalized()
-                    or notify.key_of(job) != key):
+            if job is None or notify.key_of(job, what) != key:
+                return
+            if what == notify.AFTER:
+                if job.notified_after is not None:
+                    return
+            elif job.notified is not None or not job.is_finalized():
                 return
             self._check_open_unlocked()
-            job.notified = outcome
+            if what == notify.AFTER:
+                self._prepare_change_unlocked(job)  # a group may still run
+                job.notified_after = outcome
+            else:
+                job.notified = outcome
             self._record_state_unlocked(job)
+            tries = outcome["tries"]
             self._record_event_unlocked(
                 "NOTIFIED" if outcome["delivered"] else "NOTIFY_FAILED", job.id, None, "job",
-                "%s %s: %s after %d tr%s" % (
-                    "POST", outcome["url"], "HTTP %d" % outcome["status"]
-                    if outcome["delivered"] else outcome["error"], outcome["tries"],
-                    "y" if outcome["tries"] == 1 else "ies"))
+                "%s%s: %s after %d tr%s" % (
+                    "POST %s" % outcome["url"] if "url" in outcome
+                    else "command to %s" % outcome["to"],
+                    " (%d of its jobs finished)" % job.notify["after"]
+                    if what == notify.AFTER else "",
+                    "delivered" if outcome["delivered"] and "to" in outcome else
+                    "HTTP %d" % outcome["status"] if outcome["delivered"]
+                    else outcome["error"], tries, "y" if tries == 1 else "ies"))
 
     # Checkpoints and shutdown
 

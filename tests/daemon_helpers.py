@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -426,13 +427,39 @@ class Receiver:
         self.server.server_close()
 
 
-def wait_notified(source, job_id, timeout=20):
-    """The notified field of job_id once set (how telling its end went); source is a
-    JobQueue or a client (both answer query_jobs)."""
+def wait_notified(source, job_id, timeout=20, field="notified"):
+    """The notified field of job_id once set (how telling its end went; field
+    "notified_after": a group's after); source is a JobQueue or a client (both answer
+    query_jobs)."""
     deadline = time.monotonic() + timeout
     while True:
-        [value] = source.query_jobs([job_id], ["notified"])[0]
+        [value] = source.query_jobs([job_id], [field])[0]
         if value is not None:
             return value
         assert time.monotonic() < deadline, "job %d never notified" % job_id
+        time.sleep(0.02)
+
+
+def notify_recorder(tmp_path, body="exit 0"):
+    """A notify command (argv) that appends its arguments, environment and input to
+    tmp_path/told (one JSON line each) and then runs body (shell)."""
+    script = tmp_path / "tell"
+    script.write_text(
+        "#!/bin/sh\n"
+        "printf '%%s\\n' \"$(%s -c 'import json,os,sys; print(json.dumps({"
+        "\"argv\": sys.argv[1:], \"input\": json.load(sys.stdin), \"env\": {k: v for k, v "
+        "in os.environ.items() if k.startswith(\"JQ_\")}}))' \"$@\")\" >> %s\n%s\n"
+        % (shlex.quote(sys.executable), tmp_path / "told", body))
+    script.chmod(0o755)
+    return [str(script), "--from", "jqueue@example.com"]
+
+
+def wait_told(tmp_path, count=1, timeout=20):
+    """The calls of a notify_recorder once there are count of them."""
+    path, deadline = tmp_path / "told", time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count:
+            return [json.loads(line) for line in lines]
+        assert time.monotonic() < deadline, lines
         time.sleep(0.02)

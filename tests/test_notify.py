@@ -4,12 +4,15 @@ tried again after failures, recorded, and never sent twice across a restart.
 The POSTs go to a fake poster (the end-to-end test posts to a real HTTP server).
 """
 
+import os
 import threading
 import time
 
 import pytest
 from conftest import jqop, run_jobs
+from daemon_helpers import notify_recorder as recorder
 from daemon_helpers import wait_notified as notified
+from daemon_helpers import wait_told as told
 
 from jqueue import errors, joboptions, notify, serializer
 
@@ -53,7 +56,7 @@ def test_check_takes_a_url_or_an_object_and_refuses_the_rest():
     for bad, said in [("ftp://h/x", "http:// or https://"), ("http:///x", "with a host"),
                       ("http://h/a b", "http:// or https://"), (7, "an http(s) URL"),
                       ({"url": "http://h", "on": ["done"]}, "final states"),
-                      ({"url": "http://h", "when": "x"}, "the keys url and on"),
+                      ({"url": "http://h", "when": "x"}, "url or to"),
                       ("http://h/" + "x" * 2048, "at most 2048")]:
         with pytest.raises(ValueError, match=said.replace("(", r"\(").replace(")", r"\)")):
             joboptions.check_notify(bad)
@@ -197,3 +200,157 @@ def test_a_secret_signs_each_post_and_none_leaves_it_unsigned(open_queue, tmp_pa
     run_jobs(queue)
     [(_, _, headers)] = plain.wait(1)
     assert "X-Jqueue-Signature" not in headers
+
+
+def test_an_address_or_an_after_is_checked_as_a_url_is():
+    assert joboptions.check_notify({"to": "ops@example.com", "after": 3, "on": []}) == {
+        "to": "ops@example.com", "on": [], "after": 3}
+    assert joboptions.check_notify({"to": "#render", "after": 1}) == {
+        "to": "#render", "on": ["success", "error", "canceled"], "after": 1}
+    for bad, said in [({"to": "-oQ/tmp/x"}, "not beginning with -"),
+                      ({"to": "a b@x"}, "no spaces"), ({"to": "a\x07"}, "printable"),
+                      ({"to": "x" * 255}, "at most 254"), ({"to": 7}, "an address"),
+                      ({"url": "http://h", "to": "a@x"}, "one of them"),
+                      ({"on": ["error"]}, "one of them"),
+                      ({"to": "a@x", "after": 0}, "1 or more"),
+                      ({"to": "a@x", "after": True}, "1 or more"),
+                      ({"to": "a@x", "after": "3"}, "1 or more"),
+                      ({"to": "a@x", "on": []}, "none only with after")]:
+        with pytest.raises(ValueError, match=said):
+            joboptions.check_notify(bad)
+
+
+def test_an_address_is_told_through_the_notify_command(open_queue, tmp_path):
+    """The operator's command gets the address as its last argument, the payload on its
+    input and JQ_NOTIFY_* in its environment; exit 0 delivers."""
+    queue = open_queue(notify_command=recorder(tmp_path))
+    job_id = queue.submit_job([jqop(fail=True)], notify={"to": "ops@example.com"})
+    run_jobs(queue)
+    outcome = notified(queue, job_id)
+    [call] = told(tmp_path)
+    assert call["argv"] == ["--from", "jqueue@example.com", "ops@example.com"]
+    assert (call["input"]["event"], call["input"]["job"], call["input"]["status"]) == (
+        "end", job_id, "error")
+    assert call["env"]["JQ_NOTIFY_TO"] == "ops@example.com"
+    assert (call["env"]["JQ_JOB_ID"], call["env"]["JQ_JOB_STATUS"],
+            call["env"]["JQ_NOTIFY_EVENT"]) == (str(job_id), "error", "end")
+    assert call["env"]["JQ_NOTIFY_KEY"].startswith("job-%d-" % job_id)
+    assert {key: outcome[key] for key in ("to", "delivered", "status", "error", "tries")} == {
+        "to": "ops@example.com", "delivered": True, "status": 0, "error": None, "tries": 1}
+    events = queue.read_events(0)["events"]
+    assert [e["message"] for e in events if e["status"] == "NOTIFIED"] == [
+        "command to ops@example.com: delivered after 1 try"]
+
+
+def test_the_commands_exit_status_says_try_again_or_give_up(open_queue, tmp_path,
+                                                           monkeypatch):
+    """75 (EX_TEMPFAIL) is tried again; another status gives up, keeping what the command
+    said; a command that does not exit in time is killed with its whole group."""
+    (tmp_path / "answers").write_text("75\n0\n3\n")
+    command = recorder(tmp_path, 'code=$(head -n1 %s); sed -i 1d %s; echo "no such user" '
+                       '>&2; exit "$code"' % ((tmp_path / "answers",) * 2))
+    queue = open_queue(notify_command=command)
+    first = queue.submit_job([jqop()], notify={"to": "a@x"})
+    run_jobs(queue)
+    outcome = notified(queue, first)
+    assert (outcome["delivered"], outcome["tries"]) == (True, 2)
+    assert len({call["env"]["JQ_NOTIFY_KEY"] for call in told(tmp_path, 2)}) == 1
+    second = queue.submit_job([jqop()], notify={"to": "b@x"})
+    run_jobs(queue)
+    outcome = notified(queue, second)
+    assert (outcome["delivered"], outcome["status"], outcome["error"], outcome["tries"]) == (
+        False, 3, "exit status 3: no such user", 1)
+    monkeypatch.setattr(notify, "TIMEOUT", 0.5)
+    monkeypatch.setattr(notify, "TRIES", 1)
+    pids = tmp_path / "pids"
+    queue.set_notify_command(["/bin/sh", "-c", "sleep 60 & echo $! > %s; wait" % pids])
+    third = queue.submit_job([jqop()], notify={"to": "c@x"})
+    run_jobs(queue)
+    outcome = notified(queue, third)
+    assert not outcome["delivered"] and outcome["error"] == (
+        "/bin/sh did not exit within 0.5s: killed")
+    grandchild = int(pids.read_text())
+    deadline = time.monotonic() + 5
+    while os.path.exists("/proc/%d" % grandchild) and _state(grandchild) != "Z":
+        assert time.monotonic() < deadline, "the command's child outlived it"
+        time.sleep(0.02)
+
+
+def _state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_an_address_needs_a_notify_command_and_an_after_a_group(open_queue, tmp_path):
+    """Refused at submit, leaving no job: an address where no command tells it, an after
+    on a job that is no group."""
+    queue = open_queue()
+    with pytest.raises(errors.OpPrereqError, match="no notify_command"):
+        queue.submit_job([jqop()], notify={"to": "ops@x"})
+    queue.set_notify_command(recorder(tmp_path))
+    with pytest.raises(errors.OpPrereqError, match="only a group"):
+        queue.submit_job([jqop()], notify={"to": "ops@x", "after": 2})
+    assert queue.query_jobs(None, ["id"]) == []
+    assert queue.submit_job([{"OP_ID": "OP_GROUP", "title": "g"}],
+                            notify={"to": "ops@x", "after": 2})
+
+
+def test_a_group_is_told_once_n_of_its_jobs_finished(open_queue, clock):
+    """after: N tells the group's receiver once, when the Nth job of its tree ended
+    (whichever way); its ends are told as any job's (a group that gets a job after it
+    ended ends again); a restart tells nothing again."""
+    poster = Poster()
+    queue = open_queue(notify_post=poster)
+    render = queue.submit_job([{"OP_ID": "OP_GROUP", "title": "render"}],
+                              notify={"url": "http://h/", "after": 3, "on": ["error"]})
+    queue.submit_job([jqop(fail=True)], parent=render)
+    queue.submit_job([jqop()], parent=render)
+    run_jobs(queue)
+    notified(queue, render)
+    assert [body["event"] for _, body, _ in poster.posts] == ["end"]  # two of three
+    clock.advance(1)
+    shot = queue.submit_job([{"OP_ID": "OP_GROUP", "title": "shot"}], parent=render)
+    queue.submit_job([jqop()], parent=shot)
+    run_jobs(queue)
+    outcome = notified(queue, render, field="notified_after")
+    assert outcome["delivered"] and outcome["url"] == "http://h/"
+    assert notified(queue, render)["delivered"]  # it ended in error again: told too
+    after, first_end, end = sorted(poster.wait(3), key=lambda post: (post[1]["event"],
+                                                                     post[1]["ended"]))
+    assert [after[1][key] for key in ("event", "job", "after", "finished", "errors")] == [
+        "after", render, 3, 3, 1]
+    assert after[2]["Idempotency-Key"] == "job-%d-after-3" % render
+    assert (end[1]["event"], end[1]["status"]) == ("end", "error")
+    assert end[2]["Idempotency-Key"] != first_end[2]["Idempotency-Key"]
+    assert "after" not in end[1] and "finished" not in end[1]
+    events = queue.read_events(0)["events"]
+    assert sorted(e["message"] for e in events if e["status"] == "NOTIFIED") == [
+        "POST http://h/ (3 of its jobs finished): HTTP 200 after 1 try"] + [
+        "POST http://h/: HTTP 200 after 1 try"] * 2
+    queue.shutdown(timeout=5)
+    again = Poster()
+    queue = open_queue(notify_post=again)
+    time.sleep(0.2)
+    assert again.posts == []
+
+
+def test_an_after_not_told_before_a_restart_is_told_at_the_next_start(open_queue,
+                                                                      monkeypatch):
+    monkeypatch.setattr(notify, "DELAY", 60.0)
+    down = Poster(OSError("no route to host"))
+    queue = open_queue(notify_post=down)
+    group_id = queue.submit_job([{"OP_ID": "OP_GROUP", "title": "g"}],
+                                notify={"url": "http://h/", "after": 1, "on": []})
+    queue.submit_job([jqop()], parent=group_id)
+    queue.submit_job([jqop()], parent=group_id)
+    run_jobs(queue)
+    down.wait(1)
+    queue.shutdown(timeout=5)
+    up = Poster()
+    queue = open_queue(notify_post=up)
+    assert notified(queue, group_id, field="notified_after")["delivered"]
+    assert [body["event"] for _, body, _ in up.posts] == ["after"]
+    assert queue.query_jobs([group_id], ["notified"]) == [[None]]  # on: none of its ends

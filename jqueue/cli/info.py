@@ -11,7 +11,7 @@ INFO_FIELDS = ["id", "status", "priority", "archived", "received_ts", "start_ts"
                "attempt", "max_attempts", "pid", "reason", "exit_status", "signal",
                "timed_out", "progress", "retry_at", "log_bytes", "wait_reason", "wait_message",
                "memory_max", "max_rss", "cpu_time", "memory_exceeded", "rss", "notify",
-               "notified"]
+               "notified", "notified_after"]
 _OP_INDENT = " " * 4
 _DETAIL_INDENT = " " * 6
 _BLOCK_INDENT = " " * 8
@@ -98,24 +98,47 @@ def about_lines(job):
         lines.append("Not before: %s" % output.format_time(job["not_before"]))
     if job.get("notify"):
         lines.append("Notify: %s" % notify_text(job["notify"], job.get("notified")))
+        if job["notify"].get("after"):
+            lines.append("Notify after: %s" % after_text(job["notify"],
+                                                         job.get("notified_after")))
     return lines
 
 
 def notify_text(notify, notified):
-    """Where a job's end is POSTed and how it went: "POST http://h/x on error, canceled:
-    delivered (HTTP 200) 2026-12-06 17:30:02, after 1 try"."""
-    text = "POST %s" % notify.get("url")
+    """Who is told of a job's end and how it went: "POST http://h/x on error, canceled:
+    delivered (HTTP 200) 2026-12-06 17:30:02, after 1 try" ("to ops@example.com" for an
+    address)."""
     on = notify.get("on") or []
+    if not on:
+        return "%s: not of its end" % _notify_target(notify)
+    text = _notify_target(notify)
     if set(on) != {constants.JOB_STATUS_SUCCESS, constants.JOB_STATUS_ERROR,
                    constants.JOB_STATUS_CANCELED}:
         text += " on %s" % ", ".join(on)
+    return text + _notified_text(notified)
+
+
+def after_text(notify, notified):
+    """A group's after: "to ops@x once 10 of its jobs finished: delivered..."."""
+    return "%s once %d of its jobs finished%s" % (
+        _notify_target(notify), notify["after"], _notified_text(notified))
+
+
+def _notify_target(notify):
+    return "POST %s" % notify["url"] if "url" in notify else "to %s" % notify.get("to")
+
+
+def _notified_text(notified):
     if not notified:
-        return text
+        return ""
     tries = notified.get("tries") or 0
-    return "%s: %s %s, after %d tr%s" % (
-        text, "delivered (HTTP %s)" % notified.get("status") if notified.get("delivered")
-        else "not delivered (%s)" % notified.get("error"),
-        output.format_time(notified.get("at")), tries, "y" if tries == 1 else "ies")
+    if notified.get("delivered"):
+        how = "delivered (HTTP %s)" % notified.get("status") if "url" in notified else \
+            "delivered"
+    else:
+        how = "not delivered (%s)" % notified.get("error")
+    return ": %s %s, after %d tr%s" % (how, output.format_time(notified.get("at")), tries,
+                                       "y" if tries == 1 else "ies")
 
 
 def command_lines(job):

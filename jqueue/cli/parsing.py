@@ -199,13 +199,39 @@ def add_job_options(parser):
 
 
 def add_notify_options(parser):
-    """Add --notify and --notify-on (where a job's end is POSTed) to a parser."""
-    parser.add_argument("--notify", metavar="URL",
+    """Add --notify, --notify-to, --notify-on and --notify-after (who is told of a job's
+    end) to a parser."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--notify", metavar="URL",
                         help="POST the job's final state to this http(s) URL (a JSON "
                              "object; once per final state, tried again for 20 minutes)")
+    target.add_argument("--notify-to", metavar="ADDRESS",
+                        help="tell the job's final state to this address through the "
+                             "master's notify_command (an e-mail address, say)")
     parser.add_argument("--notify-on", metavar="STATE,...",
                         help="only for these final states (success, error, canceled; "
-                             "default: all)")
+                             "default: all; none: only --notify-after's)")
+    parser.add_argument("--notify-after", metavar="N", type=count,
+                        help="a group's: tell once N jobs of its tree finished too")
+
+
+def _notify_option(args):
+    """The notify option args give (None if none)."""
+    url, to = getattr(args, "notify", None), getattr(args, "notify_to", None)
+    on, after = getattr(args, "notify_on", None), getattr(args, "notify_after", None)
+    if url is None and to is None:
+        if on is not None or after is not None:
+            raise CommandError("--notify-%s goes with --notify or --notify-to" % (
+                "on" if on is not None else "after"))
+        return None
+    if on is None and after is None and to is None:
+        return url
+    notify = {"url": url} if url is not None else {"to": to}
+    if on is not None:
+        notify["on"] = on if on.strip() != "none" else []
+    if after is not None:
+        notify["after"] = after
+    return notify
 
 
 def job_options(args):
@@ -214,11 +240,7 @@ def job_options(args):
     parent = getattr(args, "parent", None)
     if parent is not None and parent.isascii() and parent.isdigit():
         parent = int(parent)
-    notify = getattr(args, "notify", None)
-    if getattr(args, "notify_on", None) is not None:
-        if notify is None:
-            raise CommandError("--notify-on goes with --notify")
-        notify = {"url": notify, "on": args.notify_on}
+    notify = _notify_option(args)
     options = {"parent": parent, "not_before": getattr(args, "not_before", None),
                "start_in": getattr(args, "start_in", None), "notify": notify}
     return {key: value for key, value in options.items() if value is not None}

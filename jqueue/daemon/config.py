@@ -13,6 +13,7 @@ import copy
 import math
 import os
 import re
+import shlex
 import socket
 import tomllib
 
@@ -57,6 +58,21 @@ class Text(_Type):
         if not isinstance(value, str) or not value or "\0" in value:
             self._fail(value)
         return value
+
+
+class Command(Text):
+    """A program and its arguments, split as a shell splits words (no shell runs it)."""
+
+    desc = "a program and its arguments (words as a shell splits them)"
+
+    def check(self, value):
+        value = super().check(value)
+        try:
+            if shlex.split(value):
+                return value
+        except ValueError:
+            pass
+        self._fail(value)
 
 
 class Choice(_Type):
@@ -378,6 +394,16 @@ OPTIONS = (
            "master's POSTs from anyone else's. Read at start; should be readable by the "
            "daemon's user only.", flag="--notify-secret-file", metavar="FILE",
            default_doc="none (unsigned)"),
+    Option("notify_command", Command(), None,
+           "Program (and its first arguments) that tells a job's end to the address its "
+           "notify names (notify: {to: ADDRESS}, jqctl --notify-to), as Slurm's MailProg: "
+           "the master runs it as its own user with the address as its last argument, the "
+           "notification's JSON object on its standard input and JQ_NOTIFY_TO, "
+           "JQ_NOTIFY_EVENT (end, after), JQ_NOTIFY_KEY, JQ_JOB_ID and JQ_JOB_STATUS in its "
+           "environment. Exit 0: delivered; 75 (EX_TEMPFAIL), a signal or no exit within "
+           "10 s: tried again (5 s doubling, 10 tries); any other status: given up. No "
+           "shell runs it. Without one, a notify to an address is refused at submit.",
+           flag="--notify-command", metavar="PROGRAM", default_doc="none"),
     Option("log_max_bytes", Integer(1024), constants.DEFAULT_LOG_MAX_BYTES,
            "Longest log of a command job in bytes; later output is dropped after a marker "
            "line. Past it only the last piece of the output is read (its progress is still "

@@ -127,7 +127,9 @@ class QueueService(service.Service):
                                                         self._config.retention_interval),
                               notify_prefixes=self._config.notify_prefixes,
                               notify_secret=notify.read_secret(self._config.notify_secret_file)
-                              if self._config.notify_secret_file else None)
+                              if self._config.notify_secret_file else None,
+                              notify_command=notify.command_argv(
+                                  self._config.notify_command))
         super().startService()
 
     def _command_runner(self):
@@ -168,6 +170,9 @@ class QueueService(service.Service):
             queue.change_retention(new.archive_after, new.keep_archived,
                                    new.retention_interval)
             applied |= retention
+        if "notify_command" in changes:
+            queue.set_notify_command(notify.command_argv(new.notify_command))
+            applied.add("notify_command")
         runner = queue.commands
         if runner is not None and "log_max_bytes" in changes:
             runner.set_log_max_bytes(new.log_max_bytes)

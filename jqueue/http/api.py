@@ -155,8 +155,8 @@ def job_spec(body):
 
 def start_options(body):
     """The start time and webhook a submission's JSON object gives: {"not_before": epoch
-    seconds} or {"start_in": seconds}, {"notify": a URL or {"url", "on"}} (checked by the
-    queue, as jqctl submit's --not-before, --in, --notify)."""
+    seconds} or {"start_in": seconds}, {"notify": a URL or {"url" or "to", "on", "after"}}
+    (checked by the queue, as jqctl submit's --not-before, --in, --notify)."""
     return {key: body[key] for key in ("not_before", "start_in", "notify")
             if isinstance(body, dict) and body.get(key) is not None}
 

@@ -24,7 +24,8 @@ LIST_FIELDS = ["id", "status", "priority", "title", "summary", "node", "owner", 
                "wait_reason", "wait_message", "memory_max", "max_rss", "cpu_time",
                "memory_exceeded", "rss"]
 DETAIL_FIELDS = LIST_FIELDS + ["ops", "opstatus", "opresult", "archived", "signal",
-                               "timed_out", "pid", "not_before", "notify", "notified"]
+                               "timed_out", "pid", "not_before", "notify", "notified",
+                               "notified_after"]
 #: The parent field, once job groups exist (every job is a child of the root until then).
 PARENT = "parent" if "parent" in query.FIELDS_BY_NAME else None
 if PARENT:

@@ -210,8 +210,8 @@ class Client:
         live) is returned instead of a new one: retrying after a timeout is safe. owner
         names who submits (the job's owner field). parent puts it in a group (an id, a
         title or a path ``a|b``); not_before (epoch seconds) or start_in (seconds) keep it
-        queued until then; notify (a URL, or {"url", "on"}) has its final state POSTed
-        there.
+        queued until then; notify (a URL, or {"url" or "to", "on", "after"}) has its final
+        state told there.
         """
         return self.call(constants.LUXI_REQ_SUBMIT_JOB, _with_options(
             [_opcodes(ops)], token=token, owner=owner, parent=parent, not_before=not_before,

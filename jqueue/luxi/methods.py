@@ -154,10 +154,11 @@ _FIELDS = ptypes.ListOf(ptypes.String)
 _TOKEN = _Maybe(ptypes.String)
 #: ... and "owner": who submits (the jobs' owner field; HTTP clients' names).
 #: A job's own options (our addition): its group, its start time and its webhook, see
-#: JobQueue.submit_job (notify's URL and states are checked there: jqueue.notify.check).
+#: JobQueue.submit_job (notify is checked there: jqueue.joboptions.check_notify).
 _JOB_OPTIONS = {"parent": _Maybe(_Reference()), "not_before": _Maybe(ptypes.NumberRange()),
                 "start_in": _Maybe(ptypes.NumberRange()),
-                "notify": _Maybe(_Instance((str, dict), "a URL or an object {url, on}"))}
+                "notify": _Maybe(_Instance((str, dict),
+                                           "a URL or an object {url or to, on, after}"))}
 _SUBMIT_OPTIONS = _Maybe(_Options(dict(_JOB_OPTIONS, token=_TOKEN, owner=_TOKEN)))
 _SUBMIT_MANY_OPTIONS = _Maybe(_Options({
     "tokens": _Maybe(ptypes.ListOf(_TOKEN)), "owner": _TOKEN,

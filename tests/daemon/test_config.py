@@ -31,7 +31,7 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "tags", "ping_interval", "ping_misses", "lost_grace", "event_buffer",
                 "action_log_max_bytes", "action_log_time",
                 "archive_after", "keep_archived", "retention_interval", "notify_prefixes",
-                "notify_secret_file",
+                "notify_secret_file", "notify_command",
                 "log_max_bytes", "service_log_rate", "slots", "allowed_users", "containment",
                 "run_dir", "prolog", "epilog", "hook_timeout", "http",
                 "http_tokens", "http_tls", "http_max_body", "http_max_headers",
