@@ -4,7 +4,10 @@ A command opcode (OP_COMMAND_RUN, jqueue.commandjob) does not occupy a worker th
 the processor reaches one it hands the job here (``enqueue_unlocked``) and the runner:
 
 1. queues it for its node; each node runs at most ``slots`` attempts at once and starts the
-   next by priority, then job id;
+   next by priority, then job id. A command's ``memory_max`` is held of its node's memory
+   while it runs; one that does not fit waits at the head of its node's queue, and the
+   jobs behind it start first only where they cannot delay it (backfill, as Slurm's: see
+   ``_Backfill``);
 2. journals the attempt as *starting* (opcode running, attempt number raised, a banner in
    the job's log) and only once that is durable asks the node to launch it, so that a
    crash can never forget an attempt that may be running (a node launches an attempt at
@@ -76,7 +79,7 @@ import random
 import time
 
 from jqueue import commandjob, constants, errors, ptypes
-from jqueue.job import timestamp
+from jqueue.job import timestamp, ts_to_float
 from jqueue.run.placement import NoMatchingNode, Placement
 
 logger = logging.getLogger(__name__)
@@ -107,6 +110,9 @@ LOST_GRACE = 300.0
 LINK_STOP_WAIT = 2.0
 #: Seconds the table of where jobs wait in the nodes' queues serves (wait_reason_unlocked).
 PLACES_AGE = 0.5
+#: Seconds added to an attempt's timeout and kill_grace for when it has surely ended (its
+#: launch, its node's prolog and epilog: an estimate for backfill, see _Backfill).
+END_MARGIN = 5.0
 
 
 class _Attempt:
@@ -115,11 +121,12 @@ class _Attempt:
     __slots__ = ("job_id", "op_index", "number", "node", "out", "size", "fetching", "result",
                  "inflight", "stop", "tracker", "capped", "last_byte", "progress_at",
                  "progress_timer", "launched", "contained", "stop_unsent", "durable_out",
-                 "released", "cap_out", "rss", "memory")
+                 "released", "cap_out", "rss", "memory", "ends_by")
 
-    def __init__(self, job_id, op_index, number, node, out=0, memory=0):
+    def __init__(self, job_id, op_index, number, node, out=0, memory=0, ends_by=None):
         self.job_id, self.op_index, self.number, self.node = job_id, op_index, number, node
         self.memory = memory            # bytes it holds of its node's memory (memory_max)
+        self.ends_by = ends_by          # when it has surely ended (epoch s; no timeout: None)
         self.out = out                  # output bytes logged (journaled)
         self.size = 0                   # output bytes the node reported
         self.fetching = False
@@ -140,6 +147,64 @@ class _Attempt:
         self.rss = None                 # bytes its processes held at the node's last look
 
 
+def ends_by(params, started):
+    """When an attempt of a command (its params) begun at started (epoch seconds) has
+    surely ended: its timeout, kill_grace and END_MARGIN later; None without a timeout."""
+    timeout = params.get("timeout") or 0
+    if not timeout:
+        return None
+    return started + timeout + params.get("kill_grace", 10) + END_MARGIN
+
+
+class _Backfill:
+    """What may start on a node beside the job at the head of its queue that waits for
+    memory there (EASY backfill, as Slurm's): from the running attempts' ends (their
+    timeouts), the time by which it can start at the latest (``shadow``), the memory it
+    leaves free then (``extra``) and the slots (``spare``). A job behind it that fits now
+    may start if it surely ends before the shadow time, or if it takes only extra memory
+    and a spare slot (it holds them beyond). Without a shadow time (an attempt whose memory
+    it needs has no timeout), nothing overtakes it."""
+
+    def __init__(self, attempts, total, reserved, slots, memory):
+        free, shadow = total - reserved, None
+        for attempt in sorted((a for a in attempts if a.ends_by is not None),
+                              key=lambda a: a.ends_by):
+            if free >= memory:
+                break
+            free += attempt.memory
+            shadow = attempt.ends_by
+        if free < memory:
+            shadow = None  # it needs memory held by a command without a timeout
+        self.shadow = shadow
+        if shadow is not None:
+            ended = [a for a in attempts if a.ends_by is not None and a.ends_by <= shadow]
+            self.extra = total - reserved + sum(a.memory for a in ended) - memory
+            self.spare = slots - (len(attempts) - len(ended)) - 1
+
+    def admits(self, memory, ends):
+        """Whether a job holding memory that surely ends by ends (None: unknown) may start
+        now without delaying the head's start (taking extra memory and a spare slot)."""
+        if self.shadow is None:
+            return False
+        if ends is not None and ends <= self.shadow:
+            return True
+        if memory <= self.extra and self.spare > 0:
+            self.extra -= memory
+            self.spare -= 1
+            return True
+        return False
+
+
+def _backfill_text(shadow, now):
+    """What may overtake a job waiting for memory (see _Backfill)."""
+    if shadow is None:
+        return "nothing behind it starts first: a command holding memory it needs has " \
+            "no timeout"
+    return "it starts within %ds at the latest (by the timeouts of those running): a job " \
+        "behind it starts first if its timeout ends before then, or if it fits beside " \
+        "it" % max(0, round(shadow - now))
+
+
 class CommandRunner:
     """Runs command opcodes of a JobQueue on nodes reached through links."""
 
@@ -157,7 +222,8 @@ class CommandRunner:
         self._pending = {}      # node -> heap of (priority, job id, op index)
         self._running = {}      # node -> count of attempts holding a slot
         self._reserved = collections.Counter()  # node -> bytes its attempts' memory_max hold
-        self._memory_blocked = {}  # node -> the job at its queue's head waiting for memory
+        #: node -> (the job at its queue's head waiting for memory, its backfill's shadow)
+        self._memory_blocked = {}
         self._attempts = {}     # job id -> _Attempt
         self._timers = {}       # job id -> retry timer
         self._dispatch_retries = {}  # node -> the timer trying its starts again
@@ -533,7 +599,7 @@ class CommandRunner:
         """(WAIT_MEMORY, why) of a job in node's queue while slots are free there: it, or
         the job at the queue's head, waits for memory; None if it starts now."""
         memory = job.ops[op_index].input.get("memory_max") or 0
-        blocked = self._memory_blocked.get(node)
+        blocked, shadow = self._memory_blocked.get(node) or (None, None)
         if not ahead and self._memory_short(node, memory):
             holders = sorted(a.job_id for a in list(self._attempts.values())
                              if a.node == node and a.memory)
@@ -545,8 +611,9 @@ class CommandRunner:
                     ptypes.human_bytes(self._memory_of(node)))
         if ahead and blocked is not None and blocked != job.id:
             return constants.WAIT_MEMORY, "job %d, first in %s's queue, waits for memory " \
-                "(%d job%s before it in the queue)" % (blocked, node, ahead,
-                                                       "" if ahead == 1 else "s")
+                "(%d job%s before it in the queue); %s" % (
+                    blocked, node, ahead, "" if ahead == 1 else "s", _backfill_text(
+                        shadow, self._queue._clock()))
         return None
 
     def _unplaced_reason(self, params):
@@ -743,6 +810,16 @@ class CommandRunner:
         if not self._available(node):
             return
         self._memory_blocked.pop(node, None)
+        backfill, passed = None, []  # once the head waits for memory: who may overtake it
+        try:
+            self._start_queued(node, link, heap, passed, backfill)
+        finally:
+            for entry in passed:
+                heapq.heappush(heap, entry)
+
+    def _start_queued(self, node, link, heap, passed, backfill):
+        """_dispatch's loop: start what the slots and memory allow, the entries left in
+        the heap for later put in passed."""
         while heap and self._running[node] < max(1, link.slots):
             priority, job_id, op_index = heapq.heappop(heap)
             queue = self._queue
@@ -754,19 +831,29 @@ class CommandRunner:
                 if current != priority:
                     heapq.heappush(heap, (current, job_id, op_index))
                     continue
-                memory = job.ops[op_index].input.get("memory_max") or 0
+                params = job.ops[op_index].input
+                memory = params.get("memory_max") or 0
                 too_big = self._memory_too_big(node, memory)
-                if too_big is None and self._memory_short(node, memory):
-                    # It waits for memory at the head of the queue: nothing behind it
-                    # overtakes it (it would wait for ever behind smaller jobs).
-                    heapq.heappush(heap, (priority, job_id, op_index))
-                    self._memory_blocked[node] = job_id
-                    return
+                if too_big is None and (self._memory_short(node, memory) or (
+                        backfill is not None and not backfill.admits(
+                            memory, ends_by(params, queue._clock())))):
+                    passed.append((priority, job_id, op_index))
+                    if backfill is None:
+                        # The head waits for memory: what is behind it starts first only
+                        # where it cannot delay it (else it could wait for ever).
+                        backfill = _Backfill(
+                            [a for a in self._attempts.values() if a.node == node],
+                            self._memory_of(node), self._reserved[node],
+                            max(1, link.slots), memory)
+                        self._memory_blocked[node] = (job_id, backfill.shadow)
+                        if backfill.shadow is None:
+                            return
+                    continue
                 try:
                     batch = None if too_big else self._begin_attempt_unlocked(job, op_index,
                                                                               node)
                 except (errors.GenericError, OSError) as err:
-                    heapq.heappush(heap, (priority, job_id, op_index))
+                    passed.append((priority, job_id, op_index))
                     self._dispatch_later(err, job_id, node)
                     return
             if too_big is not None:
@@ -820,7 +907,9 @@ class CommandRunner:
             "out": dict(previous.get("out") or {}), "uncounted": uncounted,
             "noxfers": previous.get("noxfers", 0), "unstarted": previous.get("unstarted", 0),
         }
-        attempt = _Attempt(job.id, op_index, number, node, memory=op.input.get("memory_max") or 0)
+        attempt = _Attempt(job.id, op_index, number, node,
+                           memory=op.input.get("memory_max") or 0,
+                           ends_by=ends_by(op.input, now))
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
                                                      op.input.get("global_progress_pattern"))
         self._attempts[job.id] = attempt
@@ -1418,9 +1507,10 @@ class CommandRunner:
                     state = op.exec_state
                     if (state is not None and op.status not in constants.OPS_FINALIZED
                             and state.get("state") in constants.ATTEMPTS_ON_NODE):
-                        found.append((job.id, index, dict(state), op.input))
-        for job_id, index, state, params in found:
-            self._reattach(job_id, index, state, params)
+                        found.append((job.id, index, dict(state), op.input,
+                                      ts_to_float(op.exec_timestamp)))
+        for job_id, index, state, params, begun in found:
+            self._reattach(job_id, index, state, params, begun)
         self._recover_degraded()
         for name, link in self._links.items():  # fence what nobody follows any more
             link.attempts(lambda infos, name=name: self._reconcile_node(name, infos))
@@ -1436,11 +1526,13 @@ class CommandRunner:
             if link is not None:
                 link.degraded = event["message"] if event["status"] == "DEGRADED" else None
 
-    def _reattach(self, job_id, index, state, params):
+    def _reattach(self, job_id, index, state, params, begun):
+        """Follow an attempt begun (epoch seconds, or None) before the queue was opened."""
         node = state.get("node")
         number = state.get("attempt")
         out = (state.get("out") or {}).get(str(number), 0)
-        attempt = _Attempt(job_id, index, number, node, out, params.get("memory_max") or 0)
+        attempt = _Attempt(job_id, index, number, node, out, params.get("memory_max") or 0,
+                           None if begun is None else ends_by(params, begun))
         attempt.tracker = commandjob.ProgressTracker(params["progress_pattern"],
                                                      params.get("global_progress_pattern"))
         attempt.tracker.values = [state.get("progress"), state.get("global_progress")]

@@ -277,6 +277,38 @@ def test_memory_limits_share_the_machines_memory_and_one_too_large_is_refused(da
         (out, err)
 
 
+def test_jobs_behind_one_waiting_for_memory_start_first_where_they_cannot_delay_it(daemons):
+    """Backfill on a real jq-masterd: a job holding 60% of the memory with a timeout runs,
+    another asking 60% waits; behind it a short one (its timeout ends first) runs and ends,
+    and one of 35% without a timeout runs beside them, in the 40% the waiting one leaves
+    free, while one of 45% waits. The first's end starts the one that waited."""
+    daemon = daemons(args=["--slots", "4"])
+    share = resources.read()["mem_total"] // 100 >> 10  # 1% in KiB
+    with daemon.client() as client:
+        first = client.submit_job([command("sleep 60", memory_max="%dK" % (60 * share),
+                                           timeout=120)])
+        head = client.submit_job([command("sleep 60", memory_max="%dK" % (60 * share))])
+        late = client.submit_job([command("sleep 60", memory_max="%dK" % (45 * share))])
+        short = client.submit_job([command("true", memory_max="%dK" % (10 * share),
+                                           timeout=30)])
+        beside = client.submit_job([command("sleep 60", memory_max="%dK" % (35 * share))])
+        wait_all_final(client, [short], 20)
+        wait_until(lambda: client.query_jobs([beside], ["status"])[0] == ["running"],
+                   what="the job that fits beside the waiting one running")
+        assert client.query_jobs([short], ["status"])[0] == ["success"]
+        assert client.query_jobs([head, late], ["status", "wait_reason"]) == [
+            ["queued", "MEMORY"], ["queued", "MEMORY"]]
+        code, out, _ = daemon.jqctl("info", str(late))
+        assert "job %d, first in" % head in out and "at the latest" in out, out
+        client.cancel_job(first, True)
+        wait_until(lambda: client.query_jobs([head], ["status"])[0] == ["running"],
+                   what="the waiting job started once the first ended")
+        assert client.query_jobs([late], ["status"])[0] == ["queued"]
+        for job_id in (head, late, beside):
+            client.cancel_job(job_id, True)
+        wait_all_final(client, [first, head, late, beside], 30)
+
+
 def test_kill_ends_every_process_and_the_job_canceled(daemon):
     """jqctl kill: KILL to the process group and the cgroup; nothing of the job is left."""
     env, mark = marked()

@@ -1424,7 +1424,8 @@ def test_a_commands_memory_max_holds_its_share_of_its_nodes_memory(open_queue, c
         "(job %d), 9.0 GiB in all, are more than its memory (8.0 GiB)" % first)
     assert wait_fields(setup, third) == (
         "MEMORY", "job %d, first in node1's queue, waits for memory (1 job before it in the "
-        "queue)" % second)
+        "queue); nothing behind it starts first: a command holding memory it needs has no "
+        "timeout" % second)
     setup.reopen()  # the running attempt holds its memory again once reconciled
     setup.link.resources = {"mem_total": 8 * GiB}
     setup.queue.commands.nodes_changed()
@@ -1435,6 +1436,38 @@ def test_a_commands_memory_max_holds_its_share_of_its_nodes_memory(open_queue, c
     with pytest.raises(errors.OpPrereqError, match=r"its memory_max \(9.0 GiB\) is more than "
                        r"the memory of node node1 \(8.0 GiB\)"):
         setup.queue.submit_job([command("d", memory_max=9 * GiB)])
+
+
+def test_jobs_behind_one_waiting_for_memory_start_first_only_where_they_cannot_delay_it(
+        open_queue, clock, tmp_path):
+    """Backfill: 16 GiB; a 10 GiB job with a timeout runs, a 12 GiB one waits for it at
+    the head. Behind it a 5 GiB job without a timeout would delay it (it waits); a 5 GiB
+    one whose timeout ends before the first's starts; so do a 1 GiB one and one without a
+    limit, which fit in what the head leaves free. Also after a restart."""
+    setup = Setup(open_queue, clock, tmp_path, slots=5)
+    setup.link.resources = {"mem_total": 16 * GiB}
+    first = setup.submit(command("a", memory_max=10 * GiB, timeout=600))
+    head = setup.submit(command("b", memory_max=12 * GiB))
+    late = setup.submit(command("c", memory_max=5 * GiB))
+    short = setup.submit(command("d", memory_max=5 * GiB, timeout=60))
+    small = setup.submit(command("e", memory_max=GiB))
+    free = setup.submit(command("f"))
+    assert [s["job"] for s in setup.link.launched] == [first, short, small, free]
+    assert wait_fields(setup, late) == (
+        "MEMORY", "job %d, first in node1's queue, waits for memory (1 job before it in the "
+        "queue); it starts within 615s at the latest (by the timeouts of those running): a "
+        "job behind it starts first if its timeout ends before then, or if it fits beside "
+        "it" % head)
+    setup.reopen()  # the running attempts are followed again, their ends known again
+    setup.link.resources = {"mem_total": 16 * GiB}
+    clock.advance(100)
+    setup.queue.commands.nodes_changed()
+    setup.settle()
+    assert wait_fields(setup, late)[1].split("; ")[1].startswith("it starts within 515s ")
+    setup.end(short)
+    setup.end(first)
+    assert [s["job"] for s in setup.link.launched][4:] == [head]
+    assert setup.fields(late, ["status"]) == ["queued"]
 
 
 def test_without_a_known_memory_a_node_weighs_no_memory_max(setup):
