@@ -179,13 +179,16 @@ class GroupKeeper:
     def archivable_unlocked(self, jobs, old_enough):
         """Of jobs, those to archive when old_enough(job) says a finished job may go,
         each with its tree: a job in a group only goes with its topmost group, a group
-        only once every job of its tree ended (old enough: its end, when that happened)."""
+        only once every job of its tree ended (old enough: its end, when that happened)
+        and was told to whom its notify names (or given up)."""
         chosen = []
+        telling = self._queue._telling_unlocked
         for job in jobs:
             if self.tree.parent(job.id) is not None or not old_enough(job):
                 continue
             tree = self.subtree_unlocked(job)
-            if all(j.is_finalized() and not j.unacked_state for j in tree):
+            if all(j.is_finalized() and not j.unacked_state and not telling(j)
+                   for j in tree):
                 chosen.extend(tree)
         return chosen
 

@@ -1714,21 +1714,33 @@ class JobQueue:
 
     def _notify_due_unlocked(self, job):
         """Tell the notifier what of job is due: its end, a group's after."""
-        spec = job.notify
-        if self._notifier is None or spec is None or job.archived:
+        if self._notifier is None or job.archived:
             return
-        if (job.notified is None and job.is_finalized()
-                and job.calc_status() in spec.get("on", ())):
+        if self._end_untold(job):
             self._notifier.due(job.id)
         self._notify_after_due_unlocked(job)
 
     def _notify_after_due_unlocked(self, job):
         """Tell the notifier if a group's after is due (its counts changed: the group
         keeper's)."""
-        if (self._notifier is not None and job.notify is not None and "after" in job.notify
-                and job.notified_after is None and not job.archived
-                and self._after_reached(job)):
+        if self._notifier is not None and not job.archived and self._after_untold(job):
             self._notifier.due(job.id, notify.AFTER)
+
+    def _telling_unlocked(self, job):
+        """Whether something of a job is due to be told and not told (nor given up) yet:
+        retention and AutoArchiveJobs leave it until it is."""
+        return self._notifier is not None and (self._end_untold(job)
+                                               or self._after_untold(job))
+
+    def _end_untold(self, job):
+        spec = job.notify
+        return (spec is not None and job.notified is None and job.is_finalized()
+                and job.calc_status() in spec.get("on", ()))
+
+    def _after_untold(self, job):
+        spec = job.notify
+        return (spec is not None and "after" in spec and job.notified_after is None
+                and self._after_reached(job))
 
     def _after_reached(self, job):
         counts = self._groups.tree.counts(job.id)

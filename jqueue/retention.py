@@ -4,7 +4,8 @@ logs purged after another while, so that a busy queue does not fill its disk.
 A pass (every ``interval`` seconds, or ``jqctl purge`` now) does two bounded things:
 
 1. archives the finished jobs that ended more than ``archive_after`` seconds ago (a group
-   with its whole tree, once all of it ended; see jqueue.groupkeeper), at most ``pass_jobs``
+   with its whole tree, once all of it ended and was told to whom its notify names; see
+   jqueue.groupkeeper), at most ``pass_jobs``
    of them, chunk by chunk as AutoArchiveJobs does; their files move at the next
    checkpoint;
 2. purges the archived jobs whose archive file is older than ``keep_archived`` seconds:

@@ -354,3 +354,29 @@ def test_an_after_not_told_before_a_restart_is_told_at_the_next_start(open_queue
     assert notified(queue, group_id, field="notified_after")["delivered"]
     assert [body["event"] for _, body, _ in up.posts] == ["after"]
     assert queue.query_jobs([group_id], ["notified"]) == [[None]]  # on: none of its ends
+
+
+def test_archiving_by_age_waits_until_the_end_was_told_or_given_up(open_queue, clock,
+                                                                   monkeypatch):
+    """AutoArchiveJobs (and retention, which archives the same way) leaves a job, or a
+    group with a job of its tree, whose notification is still being tried; once its
+    outcome is recorded, the job goes."""
+    monkeypatch.setattr(notify, "DELAY", 60.0)
+    down = Poster(OSError("connection refused"), OSError("connection refused"))
+    queue = open_queue(notify_post=down)
+    lonely = queue.submit_job([jqop()], notify="http://h/")
+    group = queue.submit_job([{"OP_ID": "OP_GROUP", "title": "g"}])
+    inner = queue.submit_job([jqop()], parent=group, notify="http://h/")
+    plain = queue.submit_job([jqop()])
+    run_jobs(queue)
+    down.wait(2)
+    clock.advance(3600)
+    assert queue.auto_archive_jobs(60, 10) == (1, 0)  # only the job without a notify
+    assert queue.query_jobs([plain, lonely, group, inner], ["archived"]) == [
+        [True], [False], [False], [False]]
+    for job_id in (lonely, inner):
+        queue.record_notified(job_id, notify.END, queue.notification(job_id)[2],
+                              {"url": "http://h/", "delivered": False, "status": None,
+                               "error": "connection refused", "tries": 10, "at": 0})
+    queue.wait_durable(10)
+    assert queue.auto_archive_jobs(60, 10) == (3, 0)
