@@ -238,6 +238,9 @@ class ClusterMaster:
         #: The queue's command runner (set by the daemon once the queue is open).
         self.commands = None
         self._links = {}
+        #: What a failed epilog does to its node (jq-masterd's epilog_failure): "mark" or
+        #: "drain" (see epilog_failed).
+        self.epilog_failure = "mark"
 
     def open_replicator(self, session, **kwargs):
         """Build the replicator of this session (the JobQueue attaches and starts it)."""
@@ -327,6 +330,25 @@ class ClusterMaster:
             tags=spec.get("tags", ()), drained=spec.get("drained", False),
             offline=spec.get("offline", False),
             ping_interval=getattr(self, "_ping_interval", 2.0))
+
+    def epilog_failed(self, name, why):
+        """Node name's epilog failed (the command runner says so, under the queue's lock:
+        this only starts the work): with epilog_failure "drain", drain the node, as
+        ModifyNode would (journaled, replicated, pushed to the nodes), with an event."""
+        if self.epilog_failure == "drain":
+            threading.Thread(target=self._drain_after_epilog, args=(name, why),
+                             name="jq-drain-%s" % name, daemon=True).start()
+
+    def _drain_after_epilog(self, name, why):
+        try:
+            changed = self.modify_node(name, None, {"drained": True})["changed"]
+        except errors.GenericError as err:  # no longer master, the node removed
+            logger.error("node %s: not drained after its epilog failed (%s): %s", name,
+                         why, errors.error_message(err))
+            return
+        if changed:
+            logger.warning("node %s drained: %s", name, why)
+            self.commands.node_event("DRAINED", name, why)
 
     def _update_command_links(self, config):
         """The configuration changed: tags, drain and offline flags reach the runner."""

@@ -358,6 +358,13 @@ OPTIONS = (
            "its jq-noded restarting) is asked about its attempts every ping_interval for "
            "as long.",
            flag="--lost-grace", metavar="SECONDS"),
+    Option("epilog_failure", Text(), "mark",
+           "What a node's failed epilog does to the node: mark (it is listed degraded, "
+           "with why, until an attempt there ends without an epilog failure) or drain (in a "
+           "cluster, also drained, as Slurm drains it: nothing new starts there until "
+           "jqctl node modify --drain no; its running commands go on). On one machine "
+           "drain is as mark.", flag="--epilog-failure", metavar="ACTION",
+           choices=("mark", "drain")),
     Option("event_buffer", Integer(1), 10000,
            "Events kept in memory for WaitForEvents and jqctl listen; older ones answer "
            "\"gap\".", flag="--event-buffer", metavar="N"),

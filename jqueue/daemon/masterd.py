@@ -147,6 +147,8 @@ class QueueService(service.Service):
                     queue, host, links, cluster.name, log_max_bytes=config.log_max_bytes,
                     ping_interval=config.ping_interval, ping_misses=config.ping_misses,
                     lost_grace=config.lost_grace, service_log_rate=config.service_log_rate)
+                cluster.epilog_failure = config.epilog_failure
+                cluster.commands.on_degraded = cluster.epilog_failed
                 return cluster.commands
             return make
 
@@ -170,6 +172,10 @@ class QueueService(service.Service):
             queue.change_retention(new.archive_after, new.keep_archived,
                                    new.retention_interval)
             applied |= retention
+        if "epilog_failure" in changes:
+            if self.nodes is not None:
+                self.nodes.epilog_failure = new.epilog_failure
+            applied.add("epilog_failure")
         if "notify_command" in changes:
             queue.set_notify_command(notify.command_argv(new.notify_command))
             applied.add("notify_command")

@@ -214,6 +214,9 @@ class CommandRunner:
                  service_log_rate=constants.DEFAULT_SERVICE_LOG_RATE):
         self._queue = queue
         self._host = host
+        #: on_degraded(node, why): a node's epilog failed (host thread, under the queue's
+        #: lock: it may only start work); the cluster master drains it if so configured.
+        self.on_degraded = None
         self._links = {}
         self._default_node = default_node
         self._rand = rand
@@ -1374,6 +1377,8 @@ class CommandRunner:
             logger.warning("node %s is degraded: %s", attempt.node, link.degraded)
             self._queue._record_event_unlocked("DEGRADED", 0, attempt.node, "node",
                                                link.degraded)
+            if self.on_degraded is not None:
+                self.on_degraded(attempt.node, link.degraded)
         elif getattr(link, "degraded", None):
             link.degraded = None
             logger.info("node %s is no longer degraded: the epilog of job %d succeeded",

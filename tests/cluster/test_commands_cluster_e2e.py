@@ -549,11 +549,12 @@ def test_a_nodes_prolog_and_epilog_are_its_own(tmp_path, nodeds, daemons):
     """node2's jq-noded has a prolog and an epilog (--prolog, --epilog), the master's node
     none: on node2 a refused prolog fails the attempt INTERR without running the command,
     a failing epilog leaves the job's success as it is and the master lists node2 as
-    degraded; a job on the master's node runs without either."""
+    degraded and (--epilog-failure drain) drains it, as Slurm does: a job pinned there
+    waits; a job on the master's node runs without either."""
     prolog = '[ "$JQ_TEST_MARK" != fail ] || { echo refused on $JQ_NODE; exit 1; }'
     epilog = 'echo epilog on $JQ_NODE: $JQ_EXIT_STATUS; [ "$JQ_TEST_MARK" != bad ] || exit 2'
     test_cluster, _, master = start_cluster(
-        tmp_path, nodeds, daemons, 2,
+        tmp_path, nodeds, daemons, 2, args=["--epilog-failure", "drain"],
         noded_args={"node2": ["--prolog", prolog, "--epilog", epilog]})
     with master.client() as client:
         refused = client.submit_job([command("echo ran", node="node2",
@@ -572,9 +573,17 @@ def test_a_nodes_prolog_and_epilog_are_its_own(tmp_path, nodeds, daemons):
         assert "* EPILOG : exited with status 2 (the outcome stands)" in logs[degrading]
         assert fields(client, plain)["status"] == "success"
         assert "epilog" not in logs[plain] and "refused" not in logs[plain]
+        wait_until(lambda: {row["name"]: row["drained"] for row in client.list_nodes()}
+                   == {"node1": False, "node2": True}, what="node2 drained")
         rows = {row["name"]: row for row in client.list_nodes()}
-    assert rows["node2"]["degraded"] == "the epilog of job %d attempt 1 exited with " \
-        "status 2" % degrading
+        events = client.wait_for_events(0, {"kind": "node", "status": ["DRAINED"]}, 0)
+        later = client.submit_job([command("echo ran", node="node2")])
+        wait_until(lambda: client.query_jobs([later], ["wait_reason"])[0] == [
+            "NODE_UNAVAILABLE"], what="the job pinned to node2 waiting")
+        client.cancel_job(later, True)
+    why = "the epilog of job %d attempt 1 exited with status 2" % degrading
+    assert rows["node2"]["degraded"] == why
+    assert [(e["node"], e["message"]) for e in events["events"]] == [("node2", why)]
     assert rows[test_cluster.master]["degraded"] is None
 
 
