@@ -97,7 +97,7 @@ ATTEMPT_ENDED = "ended"
 ATTEMPTS_ON_NODE = frozenset([ATTEMPT_STARTING, ATTEMPT_RUNNING])
 #: What a node says of its machine with its heartbeats (jqueue.exec.resources): the
 #: 1-minute load average, its CPUs, its memory and what of it is available (bytes).
-NODE_RESOURCES = ("load", "cpus", "mem_total", "mem_available")
+NODE_RESOURCES = ("load", "cpus", "mem_total", "mem_available", "mem_reserved")
 DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
 #: Bytes per second of a service's output its log takes at most, on average (jq-masterd's
 #: service_log_rate); it may take 8 seconds' worth at once.

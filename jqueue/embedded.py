@@ -27,7 +27,8 @@ _reactor_lock = threading.Lock()
 def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
                    use_cgroup=True, log_max_bytes=constants.DEFAULT_LOG_MAX_BYTES,
                    on_executor=None, tags=(), run_dir=None,
-                   service_log_rate=constants.DEFAULT_SERVICE_LOG_RATE, hooks=None):
+                   service_log_rate=constants.DEFAULT_SERVICE_LOG_RATE, hooks=None,
+                   memory_reserve=0):
     """A ``commands`` factory for JobQueue: command jobs on this machine (node node_name).
 
     The Executor keeps its running attempts under state_dir; it is created and started
@@ -37,7 +38,8 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
     machine's (what a command job's affinity must be among). run_dir: where the attempts'
     directories go (jqueue.exec.attemptdir; None: in state_dir). service_log_rate: see
     jqueue.run.services. hooks: the prolog and epilog of its command attempts
-    (jqueue.exec.attempt.Hooks; None: none).
+    (jqueue.exec.attempt.Hooks; None: none). memory_reserve: bytes of this machine's
+    memory kept from the commands' memory_max.
     """
     host = ReactorHost(reactor)
     slots = slots or os.cpu_count() or 1
@@ -49,7 +51,8 @@ def command_runner(reactor, state_dir, node_name, slots=None, allowed_users=(),
             on_executor(executor)
         supervisor = host.call_sync(_start_supervisor, reactor, state_dir, node_name,
                                     allowed_users, use_cgroup, run_dir)
-        link = LocalLink(executor, node_name, slots, tags, supervisor=supervisor)
+        link = LocalLink(executor, node_name, slots, tags, supervisor=supervisor,
+                         memory_reserve=memory_reserve)
         return CommandRunner(queue, host, [link], node_name, log_max_bytes=log_max_bytes,
                              service_log_rate=service_log_rate)
     return make

@@ -63,7 +63,8 @@ _ENTRY_OPTIONAL = frozenset(["restart_seq"])
 class NodeExec:
     """The exec_* RPC methods of a node over its Executor (see the module docstring)."""
 
-    def __init__(self, executor, is_master, reactor, slots, supervisor=None):
+    def __init__(self, executor, is_master, reactor, slots, supervisor=None,
+                 memory_reserve=0):
         self._executor = executor
         self._supervisor = supervisor
         self._is_master = is_master
@@ -74,7 +75,7 @@ class NodeExec:
         self._events = collections.deque(maxlen=EVENT_LOG)
         self._last = 0
         self._waiters = []
-        self._resources = resources.Resources()
+        self._resources = resources.Resources(reserve=memory_reserve)
         executor.subscribe(self._event)
         if supervisor is not None:
             supervisor.subscribe(self._event)
@@ -261,6 +262,10 @@ class NodeExec:
         return deferred
 
     # Events
+
+    def set_memory_reserve(self, reserve):
+        """This machine's memory_reserve changed (a reload): the next answers say it."""
+        self._resources.set_reserve(reserve)
 
     def node_changed(self, info):
         """This node's settings changed (a reload of jq-noded: {"slots": N}): the master

@@ -108,6 +108,20 @@ class Integer(_Type):
         return self.check(value)
 
 
+class Size(_Type):
+    """A size in bytes: an integer, or a number with K, M, G or T (units of 1024)."""
+
+    desc = "a size (bytes, or a number with K, M, G or T)"
+
+    def check(self, value):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        try:
+            return ptypes.parse_size(value)
+        except ValueError:
+            self._fail(value)
+
+
 class Number(_Type):
     """A finite number (integer or decimal) >= low, or > low if strict."""
 
@@ -272,6 +286,13 @@ def command_options(program):
                "it is noted in the log and the action log, and the node is marked degraded "
                "(jqctl node list) until an attempt there ends without an epilog failure.",
                flag="--epilog", metavar="SCRIPT", programs=(program,), default_doc="none"),
+        Option("memory_reserve", Size(), 0,
+               "Memory of this machine kept from the commands, for the system and the "
+               "daemons (as Slurm's MemSpecLimit): a command's memory_max is weighed "
+               "against MemTotal less this (jqctl node list --json: mem_reserved). SIGHUP "
+               "changes it; the master hears of it at the next heartbeat.",
+               flag="--memory-reserve", metavar="SIZE", programs=(program,),
+               default_doc="0"),
         Option("hook_timeout", Duration(), 60.0,
                "Seconds the prolog, and the epilog, may each run (0: no limit); then "
                "SIGTERM to every process of it and SIGKILL after the job's kill_grace (a "

@@ -156,7 +156,8 @@ class QueueService(service.Service):
             self._reactor, config.state_dir, config.master_node, config.slots,
             config.allowed_users, config.containment == "auto", config.log_max_bytes,
             on_executor=self._executor_started, tags=config.tags, run_dir=config.run_dir,
-            service_log_rate=config.service_log_rate, hooks=common.command_hooks(config))
+            service_log_rate=config.service_log_rate, hooks=common.command_hooks(config),
+            memory_reserve=config.memory_reserve)
 
     def reconfigure(self, new, changes):
         """SIGHUP (common.reload_daemon): apply the changed options a running queue takes;
@@ -183,8 +184,8 @@ class QueueService(service.Service):
         if runner is not None and "log_max_bytes" in changes:
             runner.set_log_max_bytes(new.log_max_bytes)
             applied.add("log_max_bytes")
-        node = {name: getattr(new, name) for name in ("slots", "tags", "allowed_users")
-                if name in changes}
+        node = {name: getattr(new, name) for name in ("slots", "tags", "allowed_users",
+                                                      "memory_reserve") if name in changes}
         if self.executor is not None and node:  # one machine: its own node
             runner.reconfigure_node(self._config.master_node, **node)
             applied |= set(node)

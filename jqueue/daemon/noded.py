@@ -145,7 +145,8 @@ class NodeService(service.Service):
                                           config.run_dir)
         self.supervisor.start()
         self.exec_rpc = NodeExec(self.executor, node.is_master, self.reactor, config.slots,
-                                 supervisor=self.supervisor)
+                                 supervisor=self.supervisor,
+                                 memory_reserve=config.memory_reserve)
         return {name: server.Handler(func, blocking=False)
                 for name, func in self.exec_rpc.handlers().items()}
 
@@ -163,6 +164,9 @@ class NodeService(service.Service):
             self.executor.allow_users(new.allowed_users)
             self.supervisor.executor.allow_users(new.allowed_users)
             applied.add("allowed_users")
+        if "memory_reserve" in changes:
+            self.exec_rpc.set_memory_reserve(new.memory_reserve)
+            applied.add("memory_reserve")
         hooks = set(common.HOOK_OPTIONS) & set(changes)
         if hooks:
             self.executor.set_hooks(common.command_hooks(new))

@@ -62,14 +62,14 @@ class LocalLink:
     #: Why this node is degraded (its epilog failed: the runner sets it), or None.
     degraded = None
 
-    def __init__(self, executor, name, slots, tags=(), supervisor=None):
+    def __init__(self, executor, name, slots, tags=(), supervisor=None, memory_reserve=0):
         self._executor = executor
         self._supervisor = supervisor
         self.name = name
         self.slots = slots
         self.tags = frozenset(tags)
         self._listener = None
-        self._resources = resources.Resources()
+        self._resources = resources.Resources(reserve=memory_reserve)
 
     @property
     def resources(self):
@@ -80,8 +80,11 @@ class LocalLink:
     def containment(self):
         return self._executor.containment
 
-    def reconfigure(self, slots=None, tags=None, allowed_users=None):
-        """This machine's slots, tags or allowed users changed (a reload; None: kept)."""
+    def reconfigure(self, slots=None, tags=None, allowed_users=None, memory_reserve=None):
+        """This machine's slots, tags, allowed users or memory_reserve changed (a reload;
+        None: kept)."""
+        if memory_reserve is not None:
+            self._resources.set_reserve(memory_reserve)
         if slots is not None:
             self.slots = slots
         if tags is not None:

@@ -3,8 +3,10 @@
 A node says them with each heartbeat (jq-noded's ``exec_poll`` answers: ``resources``), a
 machine running its commands itself reads its own: ``load`` (the 1-minute load average),
 ``cpus``, ``mem_total`` and ``mem_available`` (bytes; /proc/meminfo's MemAvailable, what
-can be had without swapping). Coalition's workers tab shows the same (Load, Memory).
-Read at most once a second: a node answers a poll for every event.
+can be had without swapping). Coalition's workers tab shows the same (Load, Memory). And
+``mem_reserved``: the memory its daemon's ``memory_reserve`` keeps from the commands'
+``memory_max`` (Slurm's MemSpecLimit). Read at most once a second: a node answers a poll
+for every event.
 """
 
 import math
@@ -36,28 +38,32 @@ def read_meminfo(path=MEMINFO):
     return found.get(b"MemTotal"), found.get(b"MemAvailable")
 
 
-def read():
-    """A reading of this machine now (a dict of KEYS)."""
+def read(reserve=0):
+    """A reading of this machine now (a dict of KEYS), reserve bytes kept from commands."""
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = None
     total, available = read_meminfo()
     return {"load": load, "cpus": os.cpu_count(), "mem_total": total,
-            "mem_available": available}
+            "mem_available": available, "mem_reserved": reserve}
 
 
 class Resources:
-    """This machine's readings, served again for MAX_AGE seconds."""
+    """This machine's readings, served again for MAX_AGE seconds; reserve: bytes of its
+    memory kept from the commands (set_reserve changes it)."""
 
-    def __init__(self, clock=time.monotonic, reader=read):
-        self._clock, self._reader = clock, reader
+    def __init__(self, clock=time.monotonic, reader=read, reserve=0):
+        self._clock, self._reader, self._reserve = clock, reader, reserve
         self._at, self._last = None, None
+
+    def set_reserve(self, reserve):
+        self._reserve, self._at = reserve, None
 
     def now(self):
         at = self._clock()
         if self._at is None or at - self._at >= MAX_AGE:
-            self._at, self._last = at, self._reader()
+            self._at, self._last = at, self._reader(self._reserve)
         return self._last
 
 

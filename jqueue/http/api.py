@@ -439,7 +439,7 @@ def node_rows(call):
 
 
 def node_machine(row):
-    """{load, cpus, mem_total, mem_available} of one of node_rows (None: not known, or
+    """{load, cpus, mem_total, mem_available, mem_reserved} of one of node_rows (None: not known, or
     the node does not answer): ListNodes' on a cluster's master, else the runner's (each
     leaves out the reading of a node that does not answer)."""
     machine = row if "mem_total" in row else row.get("resources") or {}

@@ -119,7 +119,9 @@ class QueueCollector:
             ("load", "jqueue_node_load1", "A node's 1-minute load average"),
             ("mem_total", "jqueue_node_memory_total_bytes", "A node's memory"),
             ("mem_available", "jqueue_node_memory_available_bytes",
-             "A node's memory available without swapping"))}
+             "A node's memory available without swapping"),
+            ("mem_reserved", "jqueue_node_memory_reserved_bytes",
+             "A node's memory kept from the commands (memory_reserve)"))}
         commands = self._backend.commands
         nodes = commands.node_status() if commands is not None else {}
         for name, row in sorted(nodes.items()):

@@ -687,11 +687,13 @@ class CommandRunner:
         self._reserved[attempt.node] -= attempt.memory
 
     def _memory_of(self, node):
-        """The memory of node's machine in bytes (its MemTotal, as it last said), or None
-        while not known (then memory_max is not weighed there)."""
+        """The memory of node's machine for commands in bytes (its MemTotal less its
+        memory_reserve, as it last said), or None while not known (then memory_max is not
+        weighed there)."""
         link = self._links.get(node)
-        machine = getattr(link, "resources", None) if link is not None else None
-        return (machine or {}).get("mem_total")
+        machine = (getattr(link, "resources", None) if link is not None else None) or {}
+        total = machine.get("mem_total")
+        return None if total is None else max(0, total - (machine.get("mem_reserved") or 0))
 
     def _memory_too_big(self, node, memory):
         """Why a command asking memory bytes can never run on node (its machine has less),

@@ -70,6 +70,18 @@ def test_a_poll_gets_the_events_after_its_cursor_in_order():
     assert _poll(node, 9)["events"] == []  # a cursor ahead of the log gets nothing
 
 
+def test_each_answer_says_the_machine_and_its_memory_reserve():
+    """jq-noded's memory_reserve goes with its heartbeats' reading; a reload's new value
+    with the next answer."""
+    executor = _Executor()
+    node = nodeexec.NodeExec(executor, lambda peer: peer == "master", reactor=None, slots=1,
+                             memory_reserve=1 << 30)
+    machine = _poll(node, 0)["resources"]
+    assert machine["mem_reserved"] == 1 << 30 and machine["mem_total"] > 0
+    node.set_memory_reserve(0)
+    assert _poll(node, 0)["resources"]["mem_reserved"] == 0
+
+
 def test_a_cursor_that_fell_out_of_the_full_log_is_told_to_reset(monkeypatch):
     monkeypatch.setattr(nodeexec, "EVENT_LOG", 5)
     executor, node = _node()

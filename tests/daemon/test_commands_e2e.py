@@ -5,6 +5,7 @@ running in parallel (each with its own daemon and job ids) never see each other'
 """
 
 import collections
+import json
 import os
 import re
 import shlex
@@ -307,6 +308,28 @@ def test_jobs_behind_one_waiting_for_memory_start_first_where_they_cannot_delay_
         for job_id in (head, late, beside):
             client.cancel_job(job_id, True)
         wait_all_final(client, [first, head, late, beside], 30)
+
+
+def test_memory_reserve_keeps_memory_from_the_commands_and_sighup_changes_it(daemons,
+                                                                           tmp_path):
+    """--memory-reserve: a job asking what the machine has, less the reserve, and a bit
+    more is refused at submit; jqctl node list --json says the reserve; a reload with a
+    smaller reserve lets it in."""
+    total = resources.read()["mem_total"]
+    path = tmp_path / "masterd.toml"
+    path.write_text("[masterd]\nmemory_reserve = '%dK'\n" % (total // 2 >> 10))
+    daemon = daemons(args=["--config", str(path)])
+    asked = "%dK" % ((total * 6 // 10) >> 10)
+    code, out, err = daemon.jqctl("run", "--memory", asked, "true")
+    assert code == 6 and "is more than the memory of node" in err, (out, err)
+    code, out, _ = daemon.jqctl("node", "list", "--json")
+    assert json.loads(out)[0]["mem_reserved"] == (total // 2 >> 10) << 10, out
+    path.write_text("[masterd]\nmemory_reserve = '1M'\n")
+    daemon.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP: memory_reserve changed" in daemon.stderr(),
+               what="the reload said")
+    code, out, err = daemon.jqctl("run", "--wait", "--memory", asked, "true")
+    assert code == 0, (out, err)
 
 
 def test_kill_ends_every_process_and_the_job_canceled(daemon):

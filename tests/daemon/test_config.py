@@ -34,7 +34,7 @@ def test_masterd_has_every_required_option_with_its_flag():
                 "archive_after", "keep_archived", "retention_interval", "notify_prefixes",
                 "notify_secret_file", "notify_command",
                 "log_max_bytes", "service_log_rate", "slots", "allowed_users", "containment",
-                "run_dir", "prolog", "epilog", "hook_timeout", "http",
+                "run_dir", "prolog", "epilog", "memory_reserve", "hook_timeout", "http",
                 "http_tokens", "http_tls", "http_max_body", "http_max_headers",
                 "http_request_timeout", "http_idle_timeout", "http_max_connections",
                 "http_threads", "http_access_log"]

@@ -19,13 +19,16 @@ def test_meminfo_gives_total_and_available_in_bytes(tmp_path):
 def test_this_machine_is_read_and_a_reading_served_again_for_a_second():
     now = [100.0]
     reads = []
-    served = resources.Resources(clock=lambda: now[0],
-                                 reader=lambda: reads.append(1) or {"load": len(reads)})
-    assert served.now() == {"load": 1} and served.now() == {"load": 1}
+    served = resources.Resources(clock=lambda: now[0], reader=lambda reserve: reads.append(
+        1) or {"load": len(reads), "mem_reserved": reserve})
+    assert served.now() == {"load": 1, "mem_reserved": 0} == served.now()
     now[0] += resources.MAX_AGE
-    assert served.now() == {"load": 2}
-    real = resources.read()
+    assert served.now() == {"load": 2, "mem_reserved": 0}
+    served.set_reserve(1 << 30)  # memory_reserve changed (SIGHUP): said at once
+    assert served.now() == {"load": 3, "mem_reserved": 1 << 30}
+    real = resources.read(512)
     assert set(real) == set(resources.KEYS) and real["cpus"] >= 1
+    assert real["mem_reserved"] == 512
     assert real["load"] >= 0 and 0 < real["mem_available"] <= real["mem_total"]
 
 
@@ -34,6 +37,6 @@ def test_what_a_node_sends_is_kept_only_as_numbers():
     assert resources.checked(None) is None and resources.checked([1]) is None
     assert resources.checked({"load": 0.5, "cpus": 2, "mem_total": 10, "mem_available": 5,
                               "extra": 1}) == {"load": 0.5, "cpus": 2, "mem_total": 10,
-                                               "mem_available": 5}
+                                               "mem_available": 5, "mem_reserved": None}
     assert resources.checked({"load": -1, "cpus": True, "mem_total": math.inf,
                               "mem_available": "5"}) == dict.fromkeys(resources.KEYS)

@@ -1470,6 +1470,22 @@ def test_jobs_behind_one_waiting_for_memory_start_first_only_where_they_cannot_d
     assert setup.fields(late, ["status"]) == ["queued"]
 
 
+def test_a_nodes_memory_reserve_is_kept_from_the_commands(setup):
+    """10 GiB less 2 kept (memory_reserve, as the node says it): 8 GiB for commands."""
+    setup.link.resources = {"mem_total": 10 * GiB, "mem_reserved": 2 * GiB}
+    with pytest.raises(errors.OpPrereqError, match=r"its memory_max \(9.0 GiB\) is more than "
+                       r"the memory of node node1 \(8.0 GiB\)"):
+        setup.queue.submit_job([command("x", memory_max=9 * GiB)])
+    first = setup.submit(command("a", memory_max=5 * GiB))
+    second = setup.submit(command("b", memory_max=4 * GiB))
+    assert [s["job"] for s in setup.link.launched] == [first]
+    assert wait_fields(setup, second)[1].endswith("are more than its memory (8.0 GiB)")
+    setup.link.resources = {"mem_total": 10 * GiB, "mem_reserved": None}  # an older node
+    setup.queue.commands.nodes_changed()
+    setup.settle()
+    assert [s["job"] for s in setup.link.launched] == [first, second]
+
+
 def test_without_a_known_memory_a_node_weighs_no_memory_max(setup):
     jobs = [setup.submit(command("a", memory_max=1 << 50)) for _ in range(2)]
     assert [s["job"] for s in setup.link.launched] == jobs
