@@ -482,9 +482,9 @@ class ProgressTracker:
 def classify(result, success_codes, stopped_by_user=False, canceled=False, memory_max=0):
     """(reason, message) of an attempt's end; reason OK means success.
 
-    result is a dict with exit_status, signal, timed_out, memory_exceeded, error and
-    prolog_failed (see jqueue.exec); memory_max the limit the attempt ran with, for the
-    message. A node's failed prolog is INTERR (KILLED if a stop request ended it). An
+    result is a dict with exit_status, signal, timed_out, memory_exceeded, error,
+    prolog_failed and oom_kills (see jqueue.exec); memory_max the limit the attempt ran
+    with, for the message. A node's failed prolog is INTERR (KILLED if a stop request ended it). An
     attempt stopped by request (cancel, term, kill, hold) that ends with a status outside
     success_codes (it handled the TERM) ends KILLED as one its signal ended does; with
     canceled, whatever its status (the job does not succeed, so its attempt did not).
@@ -501,6 +501,12 @@ def classify(result, success_codes, stopped_by_user=False, canceled=False, memor
         return constants.REASON_KILLED, "command killed by signal SIGKILL: %s" % (
             memory_text(result, memory_max))
     signum = result.get("signal")
+    if signum is not None and result.get("oom_kills") and not stopped_by_user:
+        count = result["oom_kills"]
+        return constants.REASON_KILLED, "command killed by signal SIGKILL: the kernel's OOM " \
+            "killer killed %d process%s on its node while it ran, likely it (the machine " \
+            "ran out of memory; memory_max bounds a command)" % (count,
+                                                                 "" if count == 1 else "es")
     if signum is not None:
         return (constants.REASON_KILLED,
                 "command killed by signal %s%s" % (signal_name(signum),

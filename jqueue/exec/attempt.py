@@ -52,7 +52,10 @@ class AttemptResult:
     shim of an earlier version ran it); ``memory_exceeded``: killed for going over its
     spec's ``memory_max``. ``prolog_failed``: the node's prolog (Hooks) failed or was
     stopped, so the command never ran (``error`` says how); ``epilog_error``: how the
-    node's epilog failed after the command (the outcome stands as it is).
+    node's epilog failed after the command (the outcome stands as it is). ``oom_kills``:
+    for a command ended by SIGKILL that its node did not send, how many processes the
+    kernel's OOM killer killed on the machine while it ran (its executor's reading, not
+    the shim's: likely the command among them), else None.
     """
 
     exit_status: int | None    # None if killed by a signal or never ran
@@ -66,6 +69,7 @@ class AttemptResult:
     memory_exceeded: bool = False
     prolog_failed: bool = False
     epilog_error: str | None = None
+    oom_kills: int | None = None
 
     def to_dict(self):
         """The result as JSON data (the shim writes the same keys)."""
@@ -87,7 +91,8 @@ class AttemptResult:
                        cpu_time=_opt_float(data.get("cpu_time")),
                        memory_exceeded=bool(data.get("memory_exceeded")),
                        prolog_failed=bool(data.get("prolog_failed")),
-                       epilog_error=_opt_str(data.get("epilog_error")))
+                       epilog_error=_opt_str(data.get("epilog_error")),
+                       oom_kills=_opt_int(data.get("oom_kills")))
         except (KeyError, TypeError) as err:
             raise ValueError("malformed result %r: %s" % (data, err)) from None
 

@@ -67,6 +67,7 @@ import resource
 import signal
 import time
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
@@ -74,6 +75,7 @@ from zope.interface import implementer
 from jqueue import errors, holes, ratelog, serializer
 from jqueue.commandjob import BASE_PATH, ENV_BASE_INHERIT, LOST_UNSTARTED, signal_name
 from jqueue.exec import attemptdir, containment, shims
+from jqueue.exec import resources as machine
 from jqueue.exec.attempt import (
     SENDABLE_SIGNALS,
     AttemptInfo,
@@ -456,6 +458,7 @@ class Executor:
         """Steps 2 to 5 of a launch (module docstring); cleans up if one fails."""
         cgroup = None
         output = self._output_of(spec.job, spec.attempt, path)
+        oom_kills = machine.oom_kills()  # before it runs: see _oom_named
         try:
             attemptdir.reserve_result(path)
         except OSError as err:
@@ -477,7 +480,7 @@ class Executor:
             "deadline": started + spec.timeout if spec.timeout else None,
             "boot_id": self._boot_id, "shim_pid": pid, "shim_start": None, "cgroup": cgroup,
             "shim": self._shim.kind, "rt_base": RT_BASE, "output": output,
-            "memory_max": spec.memory_max,
+            "memory_max": spec.memory_max, "oom_kills": oom_kills,
         }
         att = _Attempt((spec.job, spec.attempt), path, record)
         try:
@@ -640,7 +643,7 @@ class Executor:
             att.output_size = attemptdir.output_size(att.output)
             pid = attemptdir.read_pid(path)
             att.pid = pid[0] if pid else None
-            att.result = attemptdir.read_result(path)
+            att.result = _oom_named(attemptdir.read_result(path), att.spec)
             if att.result is not None:
                 self._clean_cgroup(att)
             elif spec is None:
@@ -648,7 +651,8 @@ class Executor:
             elif spec.get("boot_id") != self._boot_id:
                 self._declare_lost(att, "attempt lost: the node rebooted", announce)
             elif not self._rewatch(att):
-                att.result = attemptdir.read_result(path)  # it may have ended meanwhile
+                # It may have ended meanwhile.
+                att.result = _oom_named(attemptdir.read_result(path), att.spec)
                 if att.result is None:
                     self._declare_lost(att, self._supervisor_died(att), announce)
         except BaseException:
@@ -814,7 +818,7 @@ class Executor:
                            "trying again in %gs", att.key[0], att.key[1], err, POLL_SLOW)
             self._reactor.callLater(POLL_SLOW, self._read_end, att)
             return
-        att.result = result
+        att.result = result = _oom_named(result, att.spec)
         self._emit(("ended", att.key[0], att.key[1], result, att.output_size))
 
     def _reap(self, pid, block=False):
@@ -1064,6 +1068,19 @@ class Executor:
                 os.close(fd)
         self._lock_fd = self._run_lock_fd = None
         self._former_lock_fds, self._former_run_dirs = [], []
+
+
+def _oom_named(result, spec):
+    """result with its oom_kills set if a SIGKILL its node did not send ended the command
+    (not its timeout, not its memory_max) while the kernel's OOM killer killed processes
+    on this machine (more than when its spec was written); else result as it is."""
+    if (result is None or result.signal != signal.SIGKILL or result.timed_out
+            or result.memory_exceeded or result.error or spec.get("oom_kills") is None):
+        return result
+    now = machine.oom_kills()
+    if now is None or now <= spec["oom_kills"]:
+        return result
+    return attrs.evolve(result, oom_kills=now - spec["oom_kills"])
 
 
 def _release(name, output, start, end):

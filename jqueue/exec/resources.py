@@ -16,6 +16,7 @@ import time
 from jqueue import constants
 
 MEMINFO = "/proc/meminfo"
+VMSTAT = "/proc/vmstat"
 #: Seconds a reading is served again.
 MAX_AGE = 1.0
 #: The keys of a reading, all numbers (None where the machine does not tell).
@@ -36,6 +37,29 @@ def read_meminfo(path=MEMINFO):
     except OSError:
         pass
     return found.get(b"MemTotal"), found.get(b"MemAvailable")
+
+
+def oom_kills(path=None):
+    """How many processes the kernel's OOM killer has killed on this machine since it
+    booted (/proc/vmstat's oom_kill, Linux 4.13 on), or None where it does not say."""
+    try:
+        fd = os.open(path or VMSTAT, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 1 << 16)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    at = data.find(b"\noom_kill ")
+    if at < 0:
+        return None
+    end = data.find(b"\n", at + 1)
+    try:
+        return int(data[at + 10:end if end > 0 else len(data)])
+    except ValueError:
+        return None
 
 
 def read(reserve=0):

@@ -24,7 +24,7 @@ from exec_helpers import SHIMS, Executors, run_to_end, wait_ended
 from twisted.internet import defer
 
 from jqueue import errors, serializer
-from jqueue.exec import attemptdir, containment
+from jqueue.exec import attemptdir, containment, resources
 from jqueue.exec import executor as executor_module
 
 #: sh, a background sleep, a setsid'd sleep whose parent exits (re-parented to the shim),
@@ -147,6 +147,26 @@ def test_a_command_killed_by_a_signal_records_the_signal(executors, shim):
     result, _ = run_to_end(executors, executor, reactor, recorder,
                            executors.spec(1, "kill -TERM $$"))
     assert (result.exit_status, result.signal, result.error) == (None, 15, None)
+
+
+def test_a_sigkill_while_the_oom_killer_struck_names_it(executors, tmp_path, monkeypatch):
+    """A command ended by a SIGKILL its node did not send while /proc/vmstat's oom_kill
+    grew (here a file standing for it, grown by the command) says how many the OOM killer
+    killed; one ended so while it did not grow, or by another signal, says nothing."""
+    vmstat = tmp_path / "vmstat"
+    vmstat.write_text("pgfault 10\noom_kill 4\nunevictable 0\n")
+    monkeypatch.setattr(resources, "VMSTAT", str(vmstat))
+    assert resources.oom_kills() == 4
+    executor, reactor, recorder = make(executors)
+    grown = "printf 'pgfault 10\\noom_kill 6\\n' > %s; kill -KILL $$" % vmstat
+    result, _ = run_to_end(executors, executor, reactor, recorder,
+                           executors.spec(1, grown))
+    assert (result.signal, result.oom_kills) == (9, 2)
+    for job, command in ((2, "kill -KILL $$"), (3, "printf 'oom_kill 9\\n' > %s; kill -TERM $$"
+                                                % vmstat)):
+        result, _ = run_to_end(executors, executor, reactor, recorder,
+                               executors.spec(job, command))
+        assert result.oom_kills is None, command
 
 
 def test_a_missing_program_exits_127_with_a_message(executors, shim, tmp_path):

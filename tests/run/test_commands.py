@@ -231,6 +231,24 @@ def test_memory_max_reaches_the_node_and_its_kill_is_named_with_the_use(setup):
             setup.queue.submit_job([command("x", memory_max=bad)])
 
 
+def test_a_kill_by_the_oom_killer_is_named_unless_a_stop_sent_it(setup):
+    """A node that saw the OOM killer strike while a command died of SIGKILL says so
+    (oom_kills): the job's error names it; a kill the user asked for stays that."""
+    job_id = setup.submit(command("bake"))
+    setup.end(job_id, exit_status=None, signal=9, oom_kills=1)
+    assert setup.fields(job_id, ["status", "reason"]) == ["error", "KILLED"]
+    assert setup.fields(job_id, ["opresult"])[0] == [["OpExecError", [
+        "command killed by signal SIGKILL: the kernel's OOM killer killed 1 process on its "
+        "node while it ran, likely it (the machine ran out of memory; memory_max bounds a "
+        "command)"]]]
+    killed = setup.submit(command("bake"))
+    setup.queue.cancel_job(killed, kill=True)
+    setup.settle()
+    setup.end(killed, exit_status=None, signal=9, oom_kills=1)
+    assert b"* KILLED : command killed by signal SIGKILL (stopped by request)" in setup.log(
+        killed)
+
+
 def test_a_missing_directory_ends_the_attempt_internal_error(setup):
     """An attempt the node could not start (error set) is INTERR with the node's reason."""
     job_id = setup.submit(command("true", dir="/nonexistent", max_attempts=2))
