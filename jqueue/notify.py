@@ -294,6 +294,20 @@ class Notifier:
             self._tries.pop((job_id, what), None)
 
 
+def outcome_text(outcome, after=None):
+    """An outcome as its event says it: "POST http://h/x: HTTP 200 after 1 try",
+    "command to ops@x (10 of its jobs finished): exit status 3: ... after 10 tries"."""
+    tries = outcome["tries"]
+    if outcome["delivered"]:
+        how = "HTTP %d" % outcome["status"] if "url" in outcome else "delivered"
+    else:
+        how = outcome["error"]
+    return "%s%s: %s after %d tr%s" % (
+        "POST %s" % outcome["url"] if "url" in outcome else "command to %s" % outcome["to"],
+        "" if after is None else " (%d of its jobs finished)" % after, how, tries,
+        "y" if tries == 1 else "ies")
+
+
 def payload(row, what=END, after=None):
     """The JSON object a notification tells, from a job's row of PAYLOAD_FIELDS: event
     (what: "end" or "after"), job (its id), status, title, summary, owner, parent, node,

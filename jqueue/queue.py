@@ -1742,6 +1742,13 @@ class JobQueue:
         return (spec is not None and "after" in spec and job.notified_after is None
                 and self._after_reached(job))
 
+    def _untold(self, job, what, durable=True):
+        """Whether what (END, AFTER) of job is due and not told (nor given up) yet; with
+        durable, its end only once it is durable."""
+        if what == notify.AFTER:
+            return self._after_untold(job)
+        return self._end_untold(job) and not (durable and job.unacked_state)
+
     def _after_reached(self, job):
         counts = self._groups.tree.counts(job.id)
         return counts is not None and counts.finished >= job.notify["after"]
@@ -1751,12 +1758,7 @@ class JobQueue:
         job_id while it is due, else None (the Notifier's; any thread)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.notify is None:
-                return None
-            if what == notify.AFTER:
-                if job.notified_after is not None or not self._after_reached(job):
-                    return None
-            elif job.notified is not None or not job.is_finalized() or job.unacked_state:
+            if job is None or not self._untold(job, what):
                 return None
             row = query.getters(notify.PAYLOAD_FIELDS, self._fields)(job)
             target = {key: job.notify[key] for key in ("url", "to") if key in job.notify}
@@ -1768,12 +1770,8 @@ class JobQueue:
         changed meanwhile (reset: its next end is told)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or notify.key_of(job, what) != key:
-                return
-            if what == notify.AFTER:
-                if job.notified_after is not None:
-                    return
-            elif job.notified is not None or not job.is_finalized():
+            if (job is None or not self._untold(job, what, durable=False)
+                    or notify.key_of(job, what) != key):
                 return
             self._check_open_unlocked()
             if what == notify.AFTER:
@@ -1782,17 +1780,10 @@ class JobQueue:
             else:
                 job.notified = outcome
             self._record_state_unlocked(job)
-            tries = outcome["tries"]
             self._record_event_unlocked(
                 "NOTIFIED" if outcome["delivered"] else "NOTIFY_FAILED", job.id, None, "job",
-                "%s%s: %s after %d tr%s" % (
-                    "POST %s" % outcome["url"] if "url" in outcome
-                    else "command to %s" % outcome["to"],
-                    " (%d of its jobs finished)" % job.notify["after"]
-                    if what == notify.AFTER else "",
-                    "delivered" if outcome["delivered"] and "to" in outcome else
-                    "HTTP %d" % outcome["status"] if outcome["delivered"]
-                    else outcome["error"], tries, "y" if tries == 1 else "ies"))
+                notify.outcome_text(outcome, job.notify.get("after") if what == notify.AFTER
+                                    else None))
 
     # Checkpoints and shutdown
 
