@@ -6,9 +6,11 @@ clock shared by the queue and the runner's host.
 
 import errno
 import os
+import time
 
 import pytest
 from conftest import run_jobs
+from daemon_helpers import notify_recorder, wait_told
 from fakes_commands import FakeHost, FakeLink, unreachable
 
 from jqueue import commandjob, constants, errors
@@ -568,6 +570,27 @@ def test_an_attempt_on_a_node_the_queue_no_longer_has_is_lost_after_a_restart(
     assert setup.fields(job_id, ["status", "reason"]) == ["error", "NODE_LOST"]
     assert b"node node2 is no longer a node of this queue" in setup.log(job_id)
     assert setup.queue.commands._running.get("node2", 0) == 0
+
+
+def test_a_command_on_several_nodes_may_be_told_once_n_of_them_ended(open_queue, clock,
+                                                                     tmp_path):
+    """A fan-out's notify goes to its group: after 1 is told once the first node's job
+    ended, whichever way, and never again (on none: not its end)."""
+    setup = Setup(open_queue, clock, tmp_path, nodes=("node1", "node2"))
+    setup.queue.set_notify_command(notify_recorder(tmp_path))
+    [group] = [job_id for ok, job_id in setup.queue.submit_many_jobs(
+        [[command("x", nodes=["node1", "node2"])]],
+        options=[{"notify": {"to": "ops@example.com", "after": 1, "on": []}}])]
+    setup.settle()
+    first, second = setup.fields(group, ["children"])[0]
+    setup.end(first, exit_status=3)
+    [call] = wait_told(tmp_path)
+    assert [call["input"][key] for key in ("event", "job", "finished", "errors")] == [
+        "after", group, 1, 1]
+    setup.end(second, node="node2")
+    assert setup.fields(group, ["status"]) == ["error"]
+    time.sleep(0.2)
+    assert len(wait_told(tmp_path)) == 1
 
 
 def test_a_node_unreachable_for_the_lost_grace_after_a_restart_loses_its_attempt(setup):
