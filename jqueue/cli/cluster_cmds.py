@@ -35,7 +35,7 @@ NODE_COLUMNS = (("name", "Node"), ("address", "Address"), ("role", "Role"),
                 ("reachable", "Reachable"), ("in_sync", "In sync"), ("position", "Position"),
                 ("tags", "Tags"), ("state", "Jobs"), ("last_heartbeat", "Heartbeat"),
                 ("slots", "Slots"), ("running_jobs", "Running"), ("load", "Load"),
-                ("mem_available", "MemFree"))
+                ("mem_available", "MemFree"), ("mem_held", "MemHeld"))
 
 
 def clusterops():
@@ -452,6 +452,12 @@ def _node_cell(key, value, row=None):
         total = (row or {}).get("mem_total")
         return "-" if value is None or total is None else "%s/%s" % (
             ptypes.human_bytes(value, True), ptypes.human_bytes(total, True))
+    if key == "mem_held":  # what memory_max hold of the memory for commands: 4.0G/7.0G
+        row = row or {}
+        total = row.get("mem_total")
+        return "-" if value is None or total is None else "%s/%s" % (
+            ptypes.human_bytes(value, True),
+            ptypes.human_bytes(max(0, total - (row.get("mem_reserved") or 0)), True))
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
     return str(value)

@@ -454,7 +454,7 @@ def node_object(row):
             "used": row.get("used", 0), "queued": row.get("queued", 0),
             "running": list(row.get("running") or []), "drained": bool(row.get("drained")),
             "offline": bool(row.get("offline")), "degraded": row.get("degraded"),
-            "last_heard": row.get("last_heard"),
+            "mem_held": row.get("mem_held"), "last_heard": row.get("last_heard"),
             "clock_skew": row.get("clock_skew"), "last_error": row.get("last_error")}
 
 

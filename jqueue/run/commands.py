@@ -421,7 +421,8 @@ class CommandRunner:
 
     def node_status(self):
         """{node: {reachable, last_heard, tags, drained, offline, slots, used, queued,
-        running: [job ids], resources, degraded: why or None}} (blocking; any thread)."""
+        running: [job ids], resources, degraded: why or None, mem_held: bytes the
+        memory_max of its running commands hold}} (blocking; any thread)."""
         return self._host.call_sync(self._node_rows)
 
     def recover(self):
@@ -1744,7 +1745,7 @@ class CommandRunner:
                                   if a.node == name),
                 "resources": getattr(link, "resources", None)
                 if getattr(link, "reachable", True) else None,
-                "degraded": getattr(link, "degraded", None)}
+                "degraded": getattr(link, "degraded", None), "mem_held": self._reserved[name]}
         return rows
 
     def _lost(self, attempt, why, unreachable=False):
@@ -1762,14 +1763,15 @@ def node_list_fields(status, spec=None):
     mem_available are its link's last reading (None: not known)."""
     spec = (status or {}) if spec is None else spec
     fields = {"tags": list(spec.get("tags", ())), "drained": spec.get("drained", False),
-              "offline": spec.get("offline", False), "degraded": None, "heartbeat": None,
+              "offline": spec.get("offline", False), "degraded": None, "mem_held": None,
+              "heartbeat": None,
               "last_heartbeat": None, "clock_skew": None, "slots": None, "slots_used": None,
               "running_jobs": [], **dict.fromkeys(constants.NODE_RESOURCES)}
     if status is not None:
         fields.update(heartbeat=status["reachable"], last_heartbeat=status["last_heard"],
                       clock_skew=status.get("clock_skew"), slots=status["slots"],
                       slots_used=status["used"], running_jobs=status["running"],
-                      degraded=status.get("degraded"))
+                      degraded=status.get("degraded"), mem_held=status.get("mem_held"))
         machine = status.get("resources") or {}
         fields.update({key: machine.get(key) for key in constants.NODE_RESOURCES})
     return fields

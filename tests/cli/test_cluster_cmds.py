@@ -185,7 +185,8 @@ def test_node_list_prints_a_table(cli):
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["Node", "Address", "Role", "Reachable", "In",
                                               "sync", "Position", "Tags", "Jobs", "Heartbeat",
-                                              "Slots", "Running", "Load", "MemFree"]
+                                              "Slots", "Running", "Load", "MemFree",
+                                              "MemHeld"]
     assert lines[1].split()[:6] == ["c1", "127.0.0.1:7001", "candidate", "yes", "yes",
                                     "1/2/35"]
     assert lines[3].split()[:6] == ["n1", "127.0.0.1:7101", "node", "no", "-", "-"]
@@ -194,21 +195,23 @@ def test_node_list_prints_a_table(cli):
 
 def test_node_list_shows_tags_health_slots_and_running_jobs(cli, monkeypatch):
     """The command jobs' columns: tags, ok/NOPING/drained, last heartbeat, used/total
-    slots, the jobs running there, the load over the CPUs and the memory free of the
-    total (- while unknown)."""
+    slots, the jobs running there, the load over the CPUs, the memory free of the
+    total and what memory_max hold of the memory for commands (its total less its
+    memory_reserve; - while unknown)."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     cli.fake.cluster["nodes"] = [
         dict(NODES[0], tags=["LINUX", "24GB"], drained=False, offline=False, heartbeat=True,
              last_heartbeat=1795000000.0, slots=4, slots_used=1, running_jobs=[12],
-             load=1.5, cpus=4, mem_total=8 * 2**30, mem_available=1536 * 2**20),
+             load=1.5, cpus=4, mem_total=8 * 2**30, mem_available=1536 * 2**20,
+             mem_reserved=2**30, mem_held=5 * 2**30),
         dict(NODES[1], tags=[], drained=True, offline=False, heartbeat=False,
              last_heartbeat=None, slots=2, slots_used=0, running_jobs=[])]
     code, out, _ = cli("node", "list")
     first, second = out.splitlines()[1:3]
     assert first.split()[6:] == ["LINUX,24GB", "ok", "2026-11-18", "11:06:40", "1/4", "12",
-                                 "1.50/4", "1.5G/8.0G"]
-    assert second.split()[6:] == ["-", "drained", "-", "0/2", "-", "-", "-"]
+                                 "1.50/4", "1.5G/8.0G", "5.0G/7.0G"]
+    assert second.split()[6:] == ["-", "drained", "-", "0/2", "-", "-", "-", "-"]
 
 
 def test_node_list_says_when_a_nodes_clock_is_off(cli, monkeypatch):
@@ -292,7 +295,7 @@ def test_cluster_methods_on_a_single_node_daemon_are_refused(cli):
                                "jqctl: not a cluster (no cluster.json)\n"), argv
     code, out, _ = cli("node", "list")
     assert code == 0 and out.splitlines()[1].split() == [
-        "vm", "-", "master", "yes", "-", "-", "-", "ok", "-", "0/2", "-", "-", "-"]
+        "vm", "-", "master", "yes", "-", "-", "-", "ok", "-", "0/2", "-", "-", "-", "-"]
 
 
 # master-failover

@@ -255,8 +255,9 @@ def test_a_command_over_its_memory_limit_is_killed_whole_and_said_so(daemon):
 
 def test_memory_limits_share_the_machines_memory_and_one_too_large_is_refused(daemon):
     """Two sleepers asking 60% of this machine's memory each (--memory): the second waits
-    (MEMORY, said by jqctl info) until the first ends; one asking more than the machine
-    has is refused at submit, naming both sizes (jqctl: exit status 6, refused)."""
+    (MEMORY, said by jqctl info) until the first ends, which holds its share meanwhile
+    (ListNodes' mem_held); one asking more than the machine has is refused at submit,
+    naming both sizes (jqctl: exit status 6, refused)."""
     total = resources.read()["mem_total"]
     share = "%dK" % (total * 6 // 10 >> 10)
     with daemon.client() as client:
@@ -265,6 +266,7 @@ def test_memory_limits_share_the_machines_memory_and_one_too_large_is_refused(da
         wait_until(lambda: client.query_jobs([second], ["wait_reason"])[0] == ["MEMORY"],
                    what="the second job waiting for memory")
         code, out, _ = daemon.jqctl("info", str(second))
+        assert client.list_nodes()[0]["mem_held"] == (total * 6 // 10 >> 10) << 10
         assert re.search(r"  Waiting: its memory_max \([0-9.]+ [MG]iB\) and those of the "
                          r"commands running on \S+ \(job %d\), [0-9.]+ [MG]iB in all, are "
                          r"more than its memory \([0-9.]+ [MG]iB\)\n" % first, out), out
