@@ -856,8 +856,9 @@ class CommandRunner:
                             return
                     continue
                 try:
-                    batch = None if too_big else self._begin_attempt_unlocked(job, op_index,
-                                                                              node)
+                    batch = None if too_big else self._begin_attempt_unlocked(
+                        job, op_index, node,
+                        None if backfill is None else self._memory_blocked[node][0])
                 except (errors.GenericError, OSError) as err:
                     passed.append((priority, job_id, op_index))
                     self._dispatch_later(err, job_id, node)
@@ -885,7 +886,9 @@ class CommandRunner:
         self._dispatch_retries.pop(node, None)
         self._dispatch(node)
 
-    def _begin_attempt_unlocked(self, job, op_index, node):
+    def _begin_attempt_unlocked(self, job, op_index, node, ahead_of=None):
+        """Journal the start of an attempt on node (ahead_of: the job waiting for memory
+        it overtakes by backfill, said in its SEND event)."""
         queue = self._queue
         op = job.ops[op_index]
         previous = op.exec_state or {}
@@ -919,8 +922,10 @@ class CommandRunner:
         attempt.tracker = commandjob.ProgressTracker(op.input["progress_pattern"],
                                                      op.input.get("global_progress_pattern"))
         self._attempts[job.id] = attempt
-        queue._record_event_unlocked("SEND", job.id, node, "attempt", commandjob.attempt_text(
-            number, uncounted, allowed))
+        text = commandjob.attempt_text(number, uncounted, allowed)
+        if ahead_of is not None:
+            text += " (backfill: ahead of job %d, which waits for memory)" % ahead_of
+        queue._record_event_unlocked("SEND", job.id, node, "attempt", text)
         return queue._record_state_unlocked(job)
 
     def _starting_durable(self, job_id, error):

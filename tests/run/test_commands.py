@@ -1494,6 +1494,11 @@ def test_jobs_behind_one_waiting_for_memory_start_first_only_where_they_cannot_d
     small = setup.submit(command("e", memory_max=GiB))
     free = setup.submit(command("f"))
     assert [s["job"] for s in setup.link.launched] == [first, short, small, free]
+    sends = {e["job"]: e["message"] for e in setup.queue.read_events(0)["events"]
+             if e["status"] == "SEND"}
+    assert sends[first] == "attempt 1 of 1"
+    assert sends[short] == "attempt 1 of 1 (backfill: ahead of job %d, which waits for " \
+        "memory)" % head
     assert wait_fields(setup, late) == (
         "MEMORY", "job %d, first in node1's queue, waits for memory (1 job before it in the "
         "queue); it starts within 615s at the latest (by the timeouts of those running): a "
