@@ -15,7 +15,7 @@ import time
 
 import pytest
 from cluster_helpers import build_cluster
-from daemon_helpers import daemon_factory, holding
+from daemon_helpers import Receiver, daemon_factory, holding
 from http_helpers import HttpClient, free_port, start_http_daemon
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -237,6 +237,28 @@ def test_a_command_killed_over_its_memory_limit_shows_what_it_held_and_used(brow
                         detail_field(browser, "memory")), detail_field(browser, "memory")
     assert re.fullmatch(r"[0-9]+\.[0-9]{2} s", detail_field(browser, "CPU"))
     assert detail_field(browser, "reason") == "KILLED"
+
+
+def test_a_jobs_detail_says_who_is_told_of_its_end_and_how_it_went(browser, served):
+    """A job posted with notify (a real receiver): once told, its detail says where and
+    that it was delivered."""
+    from selenium.webdriver.common.by import By
+    _, client = served
+    receiver = Receiver()
+    try:
+        answer = client.post("/api/v1/jobs", {"cmd": "true", "notify": receiver.url()})
+        job_id = answer.json()["id"]
+        receiver.wait(1)
+        wait_for(lambda: client.get("/api/v1/jobs/%d" % job_id).json()["notified"],
+                 what="the delivery recorded")
+    finally:
+        receiver.close()
+    open_page(browser, client)
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id),
+             what="the row")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-id="%d"]' % job_id).click()
+    wait_for(lambda: detail_field(browser, "notify") is not None, what="the notify line")
+    assert detail_field(browser, "notify") == "POST %s: delivered" % receiver.url()
 
 
 def test_a_running_commands_detail_shows_what_it_holds_now(browser, served):

@@ -403,6 +403,23 @@
       (job.memory_exceeded ? ", killed over it" : "");
   }
 
+  // Who is told of a job's end and how it went ("POST http://h/x: delivered", "to
+  // ops@example.com: not delivered (exit status 3)"), and a group's after beside it.
+  function notifyText(job) {
+    const spec = job.notify;
+    if (!spec) { return ""; }
+    const target = spec.url ? "POST " + spec.url : "to " + spec.to;
+    const told = (done) => !done ? "" : done.delivered ? ": delivered" :
+      ": not delivered (" + done.error + ")";
+    const parts = [];
+    if (spec.on && spec.on.length) { parts.push(target + told(job.notified)); }
+    if (spec.after) {
+      parts.push(target + " once " + spec.after + " of its jobs ended" +
+                 told(job.notified_after));
+    }
+    return parts.join("; ");
+  }
+
   function renderDetail(job) {
     if (job.id !== state.selected) { return; }
     const group = Boolean(job.children);
@@ -422,7 +439,8 @@
                   ["next attempt", formatTime(job.retry_at)],
                   ["progress", Math.round(progressOf(job) * 100) + "%"],
                   ["submitted", formatTime(job.received)], ["started", formatTime(job.started)],
-                  ["ended", formatTime(job.ended)], ["duration", formatDuration(job)]];
+                  ["ended", formatTime(job.ended)], ["duration", formatDuration(job)],
+                  ["notify", notifyText(job)]];
     const fragment = document.createDocumentFragment();
     for (const [name, value] of rows) {
       if (value === null || value === undefined || value === "") { continue; }
