@@ -521,6 +521,15 @@ def classify(result, success_codes, stopped_by_user=False, canceled=False, memor
     return constants.REASON_FAILED, message
 
 
+def memory_for_commands(machine):
+    """What a node's reading (jqueue.exec.resources: mem_total, mem_reserved) leaves for
+    the commands' memory_max in bytes: its MemTotal less its memory_reserve; None while
+    unknown."""
+    machine = machine or {}
+    total = machine.get("mem_total")
+    return None if total is None else max(0, total - (machine.get("mem_reserved") or 0))
+
+
 def memory_text(result, memory_max):
     """Why an attempt over its memory limit was killed: "its processes held 1.2 GiB, over
     its memory_max of 1.0 GiB"."""

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 
-from jqueue import constants, errors, ptypes, serializer
+from jqueue import commandjob, constants, errors, ptypes, serializer
 from jqueue.cli import exitcodes, output
 from jqueue.cli.exitcodes import EXIT_FAILURE, EXIT_SUCCESS, EXIT_UNREACHABLE, CommandError
 from jqueue.cluster import membership
@@ -453,11 +453,9 @@ def _node_cell(key, value, row=None):
         return "-" if value is None or total is None else "%s/%s" % (
             ptypes.human_bytes(value, True), ptypes.human_bytes(total, True))
     if key == "mem_held":  # what memory_max hold of the memory for commands: 4.0G/7.0G
-        row = row or {}
-        total = row.get("mem_total")
+        total = commandjob.memory_for_commands(row)
         return "-" if value is None or total is None else "%s/%s" % (
-            ptypes.human_bytes(value, True),
-            ptypes.human_bytes(max(0, total - (row.get("mem_reserved") or 0)), True))
+            ptypes.human_bytes(value, True), ptypes.human_bytes(total, True))
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "-"}[value]
     return str(value)

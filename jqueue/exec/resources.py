@@ -39,11 +39,11 @@ def read_meminfo(path=MEMINFO):
     return found.get(b"MemTotal"), found.get(b"MemAvailable")
 
 
-def oom_kills(path=None):
+def oom_kills():
     """How many processes the kernel's OOM killer has killed on this machine since it
     booted (/proc/vmstat's oom_kill, Linux 4.13 on), or None where it does not say."""
     try:
-        fd = os.open(path or VMSTAT, os.O_RDONLY)
+        fd = os.open(VMSTAT, os.O_RDONLY)
     except OSError:
         return None
     try:

@@ -692,9 +692,7 @@ class CommandRunner:
         memory_reserve, as it last said), or None while not known (then memory_max is not
         weighed there)."""
         link = self._links.get(node)
-        machine = (getattr(link, "resources", None) if link is not None else None) or {}
-        total = machine.get("mem_total")
-        return None if total is None else max(0, total - (machine.get("mem_reserved") or 0))
+        return commandjob.memory_for_commands(getattr(link, "resources", None))
 
     def _memory_too_big(self, node, memory):
         """Why a command asking memory bytes can never run on node (its machine has less),
