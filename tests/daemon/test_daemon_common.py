@@ -71,6 +71,39 @@ def test_tune_gc_makes_young_collections_rarer():
     assert out.strip() == str(common.GC_THRESHOLDS) == "(10000, 10, 10)"
 
 
+_KEPT_AFTER_FREEING = """
+import ctypes
+from jqueue.daemon import common
+
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if TUNE:
+    common.tune_malloc()
+buffers = [bytes(256 * 1024) for _ in range(16)]  # 4 MiB: what serving output allocates
+del buffers
+print(libc.mallinfo2().keepcost)
+"""
+
+
+@pytest.mark.parametrize("tuned", [True, False])
+def test_tune_malloc_keeps_freed_buffers_for_the_next_ones(tuned):
+    """After 4 MiB of buffers under the mmap threshold are freed, a daemon's heap keeps
+    them for the next allocations (no page faults taking them again); glibc alone gives
+    all but 128 KiB back."""
+    code = "TUNE = %r\n%s" % (tuned, _KEPT_AFTER_FREEING)
+    kept = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, timeout=30).stdout)
+    if tuned:
+        assert kept >= 4 * 1024 * 1024
+    else:
+        assert kept < 1024 * 1024
+
+
 def test_journal_lines_carry_their_priority(monkeypatch, tmp_path):
     """With $JOURNAL_STREAM naming standard error, lines start with <priority>."""
     stream = open(tmp_path / "log", "w+")  # noqa: SIM115 - closed below
