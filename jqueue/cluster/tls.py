@@ -314,6 +314,10 @@ def _keep_refusal(conn, cert, errnum, depth, ok):
 # A node's credentials
 
 
+#: OpenSSL's SSL_MODE_ENABLE_PARTIAL_WRITE (pyOpenSSL does not name it).
+_PARTIAL_WRITE = 0x1
+
+
 def _read(path, loader, what):
     try:
         data = fsutil.read_file(path)
@@ -401,6 +405,9 @@ class Credentials:
         # (TLS 1.2 renegotiation could change it): the RPC server checks it once.
         context = options.getContext()
         context.set_options(SSL.OP_NO_RENEGOTIATION)
+        # One SSL_write encrypts all it is given (jqueue.cluster.rpc.server's TLS layer
+        # hands it large slices): pyOpenSSL turns partial writes on.
+        context.clear_mode(_PARTIAL_WRITE)
         # Twisted's flags, and a callback keeping why a certificate is refused.
         context.set_verify(context.get_verify_mode(), _keep_refusal)
         return options

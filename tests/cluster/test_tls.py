@@ -223,3 +223,11 @@ def test_contexts_require_and_check_certificates(tmp_path, ca, node):
         ((("commonName", "cluster1"),), (("organizationalUnitName", "jqueue cluster CA"),))]
     options = creds.server_options()
     assert options.verify and options.requireCertificate
+
+
+def test_the_server_context_writes_whole_slices(tmp_path, ca, node):
+    """pyOpenSSL turns OpenSSL's partial writes on; the RPC server's context turns them
+    off, so that one SSL_write encrypts all it is given (jqueue.cluster.rpc.server)."""
+    creds = tls.Credentials.from_dir(write_tls_dir(tmp_path, ca[1], *node))
+    context = creds.server_options().getContext()
+    assert context.set_mode(0) & 0x1 == 0  # set_mode answers the mode it leaves

@@ -1,0 +1,111 @@
+"""Tests of the node RPC server's TLS layer (jqueue.cluster.rpc.server._BulkTLSFactory).
+
+No sockets: the server's TLS protocol writes into a transport that records each write, and
+the client is the RPC client's own ssl context over memory BIOs, so what is counted is
+exactly what the server hands its socket.
+"""
+
+import os
+import ssl
+
+import pytest
+from twisted.internet import protocol
+from twisted.internet.testing import StringTransport
+
+from jqueue.cluster import tls
+from jqueue.cluster.rpc import server
+
+ANSWER = os.urandom(960 * 1024)  # a piece of a command's output (jqueue.run.commands)
+
+
+class _CountingTransport(StringTransport):
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+
+class _Answerer(protocol.Protocol):
+    """Answers each b"go" with ANSWER, in one write (as twisted.web writes a body)."""
+
+    def dataReceived(self, data):
+        for _ in range(data.count(b"go")):
+            self.transport.write(ANSWER)
+
+
+def _write_tls_dir(path, ca_cert, key, cert):
+    os.makedirs(path)
+    tls.write_pem(os.path.join(path, "ca.crt"), tls.cert_to_pem(ca_cert), False)
+    tls.write_pem(os.path.join(path, "node.crt"), tls.cert_to_pem(cert), False)
+    tls.write_pem(os.path.join(path, "node.key"), tls.key_to_pem(key), True)
+    return tls.Credentials.from_dir(path)
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("pki"))
+    ca = tls.create_ca("cluster")
+    return {name: _write_tls_dir(os.path.join(base, name), ca[1],
+                                 *tls.issue_node_cert(*ca, name))
+            for name in ("node1", "node2")}
+
+
+class _Pair:
+    """The server's TLS protocol (node1) and a client (node2) joined by memory."""
+
+    def __init__(self, credentials):
+        factory = server._BulkTLSFactory(credentials["node1"].server_options(), False,
+                                         protocol.Factory.forProtocol(_Answerer))
+        self.server = factory.buildProtocol(None)
+        self.transport = _CountingTransport()
+        self.server.makeConnection(self.transport)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.client = credentials["node2"].client_context().wrap_bio(
+            self.incoming, self.outgoing, server_hostname="node1")
+        for _ in range(20):
+            try:
+                self.client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.pump()
+        else:
+            raise AssertionError("no TLS handshake")
+        self.pump()
+
+    def pump(self):
+        """Move what each side wrote to the other."""
+        sent = self.outgoing.read()
+        if sent:
+            self.server.dataReceived(sent)
+        answered = self.transport.value()
+        self.transport.clear()
+        if answered:
+            self.incoming.write(answered)
+
+    def received(self, size):
+        data = bytearray()
+        while len(data) < size:
+            try:
+                data += self.client.read(size - len(data))
+            except ssl.SSLWantReadError:
+                self.pump()
+                if not self.incoming.pending:
+                    break
+        return bytes(data)
+
+
+def test_a_large_answer_goes_out_in_a_few_writes_and_arrives_whole(credentials):
+    """A 960 KiB answer reaches the socket in a handful of writes of whole TLS records
+    (Twisted's own layer makes one write per 16 KiB record: 60 here), and the client
+    decrypts it byte for byte; the connection then carries the next answer."""
+    pair = _Pair(credentials)
+    for _ in range(2):
+        pair.transport.writes = 0
+        pair.client.write(b"go")
+        pair.pump()
+        assert 1 <= pair.transport.writes <= 8
+        assert pair.received(len(ANSWER)) == ANSWER
+
