@@ -150,11 +150,23 @@ class _Connection:
             self._fill()
 
     def _read_exactly(self, count):
-        while len(self._buffer) < count:
-            self._fill()
-        body = bytes(self._buffer[:count])
-        del self._buffer[:count]
-        return body
+        if len(self._buffer) >= count:
+            body = bytes(memoryview(self._buffer)[:count])
+            del self._buffer[:count]
+            return body
+        # The rest is read straight into the answer: a piece of output (1 MiB) is not
+        # copied through the buffer, nor grown into it.
+        body = bytearray(count)
+        view = memoryview(body)
+        have = len(self._buffer)
+        view[:have] = self._buffer
+        self._buffer.clear()
+        while have < count:
+            read = self.sock.recv_into(view[have:])
+            if not read:
+                raise ConnectionResetError("the node closed the connection")
+            have += read
+        return bytes(body)
 
     def _fill(self):
         data = self.sock.recv(_RECV_SIZE)
