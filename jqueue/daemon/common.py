@@ -426,7 +426,8 @@ def tune_malloc():
     each daemon as pieces of up to 960 KiB in buffers of 16-320 KiB (TLS records, HTTP
     answers, reads), and memory given back costs a page fault per 4 KiB when it is taken
     again, more on a virtual machine whose host takes freed pages back. Kept, jq-noded
-    served a 200 MB output with 0.55 s of CPU instead of 0.85 (bench/commands.py's (e)).
+    served a 200 MB output with 0.64-0.73 s of CPU instead of 0.85-0.94 (bench/commands.py's
+    (e) through jq-noded).
     No-op where the C library has no mallopt.
     """
     try:

@@ -151,10 +151,11 @@ class _Connection:
 
     def _read_exactly(self, count):
         if len(self._buffer) >= count:
-            body = bytes(memoryview(self._buffer)[:count])
+            with memoryview(self._buffer) as buffered:  # released before the del below
+                body = bytes(buffered[:count])
             del self._buffer[:count]
             return body
-        # The rest is read straight into the answer: a piece of output (1 MiB) is not
+        # The rest is read straight into the answer: a piece of output (960 KiB) is not
         # copied through the buffer, nor grown into it.
         body = bytearray(count)
         view = memoryview(body)

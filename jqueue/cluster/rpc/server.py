@@ -638,7 +638,7 @@ class _BulkTLSProtocol(twisted_tls.BufferingTLSTransport):
 
     Twisted's own hands OpenSSL one 16 KiB record per Python step and moves it to the
     socket before the next: a piece of a command's output (960 KiB) took 60 such steps,
-    each with a 32 KiB buffer of its own, a third of jq-noded's CPU in serving it. Here
+    each with a 32 KiB buffer of its own: a sixth of jq-noded's CPU in serving it. Here
     partial writes are off (Credentials.server_options), so one SSL_write encrypts a
     whole slice into the memory BIO, which is emptied in one read. The BIO takes every
     write and the connection never renegotiates, so after its handshake a slice is
