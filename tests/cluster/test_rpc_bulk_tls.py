@@ -1,16 +1,18 @@
 """Tests of the node RPC server's TLS layer (jqueue.cluster.rpc.server._BulkTLSFactory).
 
-No sockets: the server's TLS protocol writes into a transport that records each write, and
-the client is the RPC client's own ssl context over memory BIOs, so what is counted is
-exactly what the server hands its socket.
+Mostly no sockets: the server's TLS protocol writes into a transport that records each
+write, and the client is the RPC client's own ssl context over memory BIOs, so what is
+counted is exactly what the server hands its socket; one test puts Twisted's TCP transport
+on a socket pair, to count the turns an answer takes to leave.
 """
 
 import os
+import socket
 import ssl
 
 import pytest
-from twisted.internet import protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet import protocol, tcp
+from twisted.internet.testing import MemoryReactor, StringTransport
 
 from jqueue.cluster import tls
 from jqueue.cluster.rpc import server
@@ -109,3 +111,62 @@ def test_a_large_answer_goes_out_in_a_few_writes_and_arrives_whole(credentials):
         assert 1 <= pair.transport.writes <= 8
         assert pair.received(len(ANSWER)) == ANSWER
 
+
+
+class _SocketPair:
+    """The server's TLS protocol on a real socket (Twisted's TCP transport over one end
+    of a socket pair, driven by hand: no reactor runs) and the RPC client's ssl context
+    on the other end."""
+
+    def __init__(self, credentials):
+        ours, theirs = socket.socketpair()
+        for sock in (ours, theirs):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            sock.setblocking(False)
+        factory = server._BulkTLSFactory(credentials["node1"].server_options(), False,
+                                         protocol.Factory.forProtocol(_Answerer))
+        self.server = factory.buildProtocol(None)
+        self.transport = tcp.Connection(ours, self.server, MemoryReactor())
+        self.transport.connected = True
+        self.server.makeConnection(self.transport)
+        self.client = credentials["node2"].client_context().wrap_socket(
+            theirs, server_hostname="node1", do_handshake_on_connect=False)
+        self.turns = 0
+        for _ in range(50):
+            try:
+                self.client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.turn()
+        else:
+            raise AssertionError("no TLS handshake")
+
+    def turn(self):
+        """One reactor turn of the server: read what came, then write if it has to."""
+        self.transport.doRead()
+        if self.transport.dataBuffer[self.transport.offset:] or self.transport._tempDataLen:
+            self.turns += 1
+            self.transport.doWrite()
+
+    def received(self, size):
+        data = bytearray()
+        for _ in range(1000):
+            try:
+                data += self.client.recv(size - len(data))
+            except ssl.SSLWantReadError:
+                self.turn()
+            if len(data) == size:
+                return bytes(data)
+        raise AssertionError("%d bytes of %d received" % (len(data), size))
+
+
+def test_a_large_answer_leaves_through_the_socket_in_one_turn(credentials):
+    """On a real socket with room for it, a 960 KiB answer is sent in one reactor turn
+    (Twisted sends 128 KiB a turn: eight), and arrives whole, twice over one connection."""
+    pair = _SocketPair(credentials)
+    for _ in range(2):
+        pair.client.sendall(b"go")
+        pair.turns = 0
+        assert pair.received(len(ANSWER)) == ANSWER
+        assert pair.turns == 1

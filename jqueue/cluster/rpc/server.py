@@ -630,6 +630,9 @@ def make_site(handlers, allowed_peers, threadpool=None, max_body=constants.RPC_M
 #: each 16 KiB record, more under TLS 1.2).
 BULK_WRITE = 256 * 1024
 BULK_READ = BULK_WRITE + 64 * 1024
+#: What the connection's socket is offered at once when it can be written to (Twisted
+#: offers 128 KiB, one reactor turn each); the kernel takes what its buffer has room for.
+BULK_SEND = 4 * 1024 * 1024
 
 
 class _BulkTLSProtocol(twisted_tls.BufferingTLSTransport):
@@ -644,7 +647,14 @@ class _BulkTLSProtocol(twisted_tls.BufferingTLSTransport):
     write and the connection never renegotiates, so after its handshake a slice is
     written whole; a write before it ends (WantReadError: nothing written) is kept, as
     Twisted keeps it, and written again from the same start once the handshake is done.
+    The socket is offered up to BULK_SEND at once: at Twisted's 128 KiB a piece took
+    eight reactor turns to leave (jq-noded's CPU for 200 MB of output, medians of six:
+    0.52 -> 0.40 s).
     """
+
+    def makeConnection(self, transport):
+        transport.SEND_LIMIT = BULK_SEND
+        super().makeConnection(transport)
 
     def _write(self, data):
         if self._lostTLSConnection:
