@@ -55,6 +55,7 @@ import shutil
 
 from jqueue import errors, serializer
 from jqueue.exec.attempt import AttemptResult
+from jqueue.store import fsutil
 
 ATTEMPTS = "attempts"
 OUTPUTS = "outputs"
@@ -112,8 +113,7 @@ def proc_start_time(pid):
     Any other failure (no descriptor left: EMFILE) raises: read as "gone", it made a
     running attempt lost, and its command killed."""
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
+        stat = fsutil.read_file("/proc/%d/stat" % pid)
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = stat[stat.rfind(b")") + 2:].split()
@@ -186,8 +186,7 @@ def _write_new(path, data, flags, mode=0o640, remove_on_error=False, trim=False)
 
 def _read(path):
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return fsutil.read_file(path)
     except FileNotFoundError:
         return None
 

@@ -262,7 +262,7 @@ def test_a_process_whose_start_time_cannot_be_read_is_not_taken_for_gone(monkeyp
 
     def no_descriptors(*args, **kwargs):
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-    monkeypatch.setattr(attemptdir, "open", no_descriptors, raising=False)
+    monkeypatch.setattr(os, "open", no_descriptors)
     with pytest.raises(OSError):
         attemptdir.proc_start_time(os.getpid())
     with pytest.raises(OSError):

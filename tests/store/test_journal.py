@@ -381,11 +381,11 @@ def test_a_rotation_opens_no_descriptor(tmp_path, monkeypatch):
     jnl.rotate().wait(5)
     jnl.append(b"after").wait(5)
     assert jnl.failed is None and fatal == []
+    monkeypatch.setattr(journal.os, "open", real_open)
     old, _ = journal.read_records(str(tmp_path / "journal.old"))
     new, _ = journal.read_records(str(tmp_path / "journal"))
     assert (old, new) == ([b"before"], [b"after"])
     assert os.stat(tmp_path / "journal").st_mode & 0o777 == 0o600
-    monkeypatch.setattr(journal.os, "open", real_open)
     jnl.remove_old()
     jnl.rotate().wait(5)
     jnl.append(b"last").wait(5)
