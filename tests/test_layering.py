@@ -21,7 +21,8 @@ GROUPS = {
 TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "userregex": "vocabulary", "connlimit": "vocabulary",
-    "ratelog": "vocabulary", "holes": "vocabulary", "text": "vocabulary", "job": "model",
+    "ratelog": "vocabulary", "holes": "vocabulary", "fileread": "vocabulary",
+    "text": "vocabulary", "job": "model",
     "opcodes": "model",
     "qlang": "model",
     "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",

@@ -53,9 +53,8 @@ import errno
 import os
 import shutil
 
-from jqueue import errors, serializer
+from jqueue import errors, fileread, serializer
 from jqueue.exec.attempt import AttemptResult
-from jqueue.store import fsutil
 
 ATTEMPTS = "attempts"
 OUTPUTS = "outputs"
@@ -113,7 +112,7 @@ def proc_start_time(pid):
     Any other failure (no descriptor left: EMFILE) raises: read as "gone", it made a
     running attempt lost, and its command killed."""
     try:
-        stat = fsutil.read_file("/proc/%d/stat" % pid)
+        stat = fileread.read_file("/proc/%d/stat" % pid)
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = stat[stat.rfind(b")") + 2:].split()
@@ -186,7 +185,7 @@ def _write_new(path, data, flags, mode=0o640, remove_on_error=False, trim=False)
 
 def _read(path):
     try:
-        return fsutil.read_file(path)
+        return fileread.read_file(path)
     except FileNotFoundError:
         return None
 

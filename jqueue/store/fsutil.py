@@ -6,6 +6,8 @@ import errno
 import logging
 import os
 
+from jqueue import fileread
+
 logger = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -92,10 +94,6 @@ def write_all(fd, data):
 
 #: Buffers one writev call takes (Linux's IOV_MAX).
 _IOV_MAX = 1024
-#: read_file's first read, and the most one of its reads asks for (after a read that got
-#: all it asked for, the next asks for four times as much).
-READ_CHUNK = 64 * 1024
-READ_CHUNK_MAX = 16 * 1024 * 1024
 
 
 def write_all_buffers(fd, buffers):
@@ -137,22 +135,8 @@ def remove_file(path, sync_dir=True):
     return True
 
 
-def read_file(path):
-    """Return the bytes of path, read with plain system calls: a small file costs open,
-    read, read and close (Python's buffered open adds two fstat, an ioctl and two lseek,
-    each a turn of the GIL in a busy daemon)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks, size = [], READ_CHUNK
-        while True:
-            chunk = os.read(fd, size)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            if len(chunk) == size:
-                size = min(size * 4, READ_CHUNK_MAX)
-    finally:
-        os.close(fd)
+#: The store reads files whole through this (jqueue.fileread: plain system calls).
+read_file = fileread.read_file
 
 
 def makedirs(path, mode=0o750):
