@@ -76,6 +76,7 @@ def test_a_final_state_is_posted_once_with_the_job_and_recorded(open_queue):
     assert headers["Content-Type"] == "application/json"
     assert headers["Idempotency-Key"].startswith("job-%d-" % job_id)
     assert (outcome["delivered"], outcome["status"], outcome["tries"]) == (True, 200, 1)
+    queue.wait_durable(10)  # the outcome is seen at once, its event once durable
     events = queue.read_events(0)["events"]
     assert [e["message"] for e in events if e["status"] == "NOTIFIED"] == [
         "POST http://hooks.example/jq: HTTP 200 after 1 try"]
@@ -108,6 +109,7 @@ def test_failures_are_tried_again_and_a_refusal_ends_the_tries(open_queue):
     outcome = notified(queue, second)
     assert (outcome["delivered"], outcome["status"], outcome["error"], outcome["tries"]) == (
         False, 404, "HTTP 404", 1)
+    queue.wait_durable(10)  # the outcome is seen at once, its event once durable
     events = queue.read_events(0)["events"]
     assert [e["message"] for e in events if e["status"] == "NOTIFY_FAILED"] == [
         "POST http://h/b: HTTP 404 after 1 try"]
@@ -237,6 +239,7 @@ def test_an_address_is_told_through_the_notify_command(open_queue, tmp_path):
     assert call["env"]["JQ_NOTIFY_KEY"].startswith("job-%d-" % job_id)
     assert {key: outcome[key] for key in ("to", "delivered", "status", "error", "tries")} == {
         "to": "ops@example.com", "delivered": True, "status": 0, "error": None, "tries": 1}
+    queue.wait_durable(10)  # the outcome is seen at once, its event once durable
     events = queue.read_events(0)["events"]
     assert [e["message"] for e in events if e["status"] == "NOTIFIED"] == [
         "command to ops@example.com: delivered after 1 try"]
@@ -326,6 +329,7 @@ def test_a_group_is_told_once_n_of_its_jobs_finished(open_queue, clock):
     assert (end[1]["event"], end[1]["status"]) == ("end", "error")
     assert end[2]["Idempotency-Key"] != first_end[2]["Idempotency-Key"]
     assert "after" not in end[1] and "finished" not in end[1]
+    queue.wait_durable(10)  # the outcome is seen at once, its event once durable
     events = queue.read_events(0)["events"]
     assert sorted(e["message"] for e in events if e["status"] == "NOTIFIED") == [
         "POST http://h/ (3 of its jobs finished): HTTP 200 after 1 try"] + [
