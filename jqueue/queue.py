@@ -1869,8 +1869,9 @@ class JobQueue:
                 self._dir.archive_job(job_id, records.job_bytes(job) if fresh else None)
             if deleted:
                 self._remove_deleted(*deleted)
-        self._logs.sync()
-        self._service_logs.sync()
+        # The logs on the queue's file system are made durable by its sync at the end.
+        self._logs.sync(then_syncfs=self._dir.path)
+        self._service_logs.sync(then_syncfs=self._dir.path)
         self._events.sync()
         if services is not None:
             self._services.write(services[0])

@@ -184,3 +184,57 @@ def test_a_synced_log_keeps_only_its_tail_in_the_page_cache(tmp_path, monkeypatc
     logs.sync_now([2])
     assert dropped == [(0, 3 * joblogs.PAGE, os.POSIX_FADV_DONTNEED)]
     logs.close()
+
+
+def test_a_checkpoint_leaves_short_logs_to_the_sync_of_the_queue_file_system(tmp_path,
+                                                                            monkeypatch):
+    """The checkpoint syncs the queue's file system whole (syncfs) after the logs: a log
+    on it is not synced alone before, unless long enough to have its cache dropped; the
+    syncfs comes after, and the journal that held the bytes goes only then."""
+    calls = []
+    real_sync_path, real_syncfs = joblogs._sync_path, joblogs.fsutil.syncfs
+    monkeypatch.setattr(joblogs, "_sync_path", lambda path: (
+        calls.append(("log", os.path.basename(path))), real_sync_path(path)))
+    monkeypatch.setattr(joblogs.fsutil, "syncfs", lambda *args: (
+        calls.append(("syncfs",)), real_syncfs(*args)))
+    queue = JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None)
+    try:
+        short, long_ = queue.submit_job([delay()]), queue.submit_job([delay()])
+        _log(queue, short, b"small\n").wait(10)
+        queue.wait_durable(10)
+        with queue._lock:  # written as a replica's chunks are: synced by the checkpoint
+            queue._logs.write(long_, 0, b"y" * (joblogs.CACHED_TAIL + 1))
+        queue.checkpoint()
+        assert ("log", "%d.log" % short) not in calls
+        assert calls.index(("log", "%d.log" % long_)) < calls.index(("syncfs",))
+        old, _ = journal.read_records(os.path.join(queue._dir.path, constants.JOURNAL_OLD_FILE))
+        assert not any(records.is_log_chunk(p) for p in old)
+        calls.clear()
+        queue.checkpoint()  # nothing left to sync alone
+        assert [c for c in calls if c[0] == "log"] == []
+    finally:
+        queue.shutdown()
+    queue = _open(tmp_path / "queue")
+    try:
+        assert queue.read_job_log(short, 0, 1 << 20)["data"] == b"small\n"
+    finally:
+        queue.shutdown()
+
+
+def test_logs_on_another_file_system_are_synced_one_by_one(tmp_path, monkeypatch):
+    """A logs directory the queue's syncfs does not reach (here tmpfs) has every log
+    synced by itself."""
+    other = "/dev/shm"
+    assert os.stat(other).st_dev != os.stat(tmp_path).st_dev
+    synced = []
+    monkeypatch.setattr(joblogs, "_sync_path", synced.append)
+    logs = joblogs.LogStore(str(tmp_path / "logs"))
+    logs.write(1, 0, b"x" * 1000)
+    logs.write(2, 0, b"y" * 1000)
+    logs.sync(then_syncfs=other)
+    assert sorted(os.path.basename(p) for p in synced) == ["1.log", "2.log"]
+    synced.clear()
+    logs.write(3, 0, b"z")
+    logs.sync(then_syncfs=str(tmp_path))
+    assert synced == []
+    logs.close(sync=False)
