@@ -313,6 +313,7 @@ def test_a_services_log_keeps_its_end_and_drops_the_rest(daemons, mark):
     assert whole_log() == kept
     assert daemon.jqctl("service", "log", "-n", "2", "counter")[1].splitlines() == lines[-2:]
     assert daemon.jqctl("service", "remove", "counter")[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
 
 
 def test_a_service_printing_without_pause_gets_its_log_rate_and_no_more(daemons, mark):
