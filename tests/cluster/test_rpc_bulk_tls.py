@@ -55,26 +55,35 @@ def credentials(tmp_path_factory):
             for name in ("node1", "node2")}
 
 
+def _answering_server(credentials):
+    """The node RPC server's TLS protocol (node1's) around an _Answerer, unconnected."""
+    factory = server._BulkTLSFactory(credentials["node1"].server_options(), False,
+                                     protocol.Factory.forProtocol(_Answerer))
+    return factory.buildProtocol(None)
+
+
+def _handshake(client, step):
+    """Drive client's TLS handshake, calling step() (the server's turn) while it waits."""
+    for _ in range(50):
+        try:
+            client.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            step()
+    raise AssertionError("no TLS handshake")
+
+
 class _Pair:
     """The server's TLS protocol (node1) and a client (node2) joined by memory."""
 
     def __init__(self, credentials):
-        factory = server._BulkTLSFactory(credentials["node1"].server_options(), False,
-                                         protocol.Factory.forProtocol(_Answerer))
-        self.server = factory.buildProtocol(None)
+        self.server = _answering_server(credentials)
         self.transport = _CountingTransport()
         self.server.makeConnection(self.transport)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.client = credentials["node2"].client_context().wrap_bio(
             self.incoming, self.outgoing, server_hostname="node1")
-        for _ in range(20):
-            try:
-                self.client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self.pump()
-        else:
-            raise AssertionError("no TLS handshake")
+        _handshake(self.client, self.pump)
         self.pump()
 
     def pump(self):
@@ -139,9 +148,7 @@ class _SocketPair:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             sock.setblocking(False)
-        factory = server._BulkTLSFactory(credentials["node1"].server_options(), False,
-                                         protocol.Factory.forProtocol(_Answerer))
-        self.server = factory.buildProtocol(None)
+        self.server = _answering_server(credentials)
         self.socket = _OfferedSocket(ours)
         self.transport = tcp.Connection(self.socket, self.server, MemoryReactor())
         self.transport.connected = True
@@ -149,14 +156,7 @@ class _SocketPair:
         self.client = credentials["node2"].client_context().wrap_socket(
             theirs, server_hostname="node1", do_handshake_on_connect=False)
         self.turns = 0
-        for _ in range(50):
-            try:
-                self.client.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self.turn()
-        else:
-            raise AssertionError("no TLS handshake")
+        _handshake(self.client, self.turn)
 
     def turn(self):
         """One reactor turn of the server: read what came, then write if it has to."""

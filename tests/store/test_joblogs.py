@@ -38,6 +38,15 @@ def _log(queue, job_id, data):
         return queue._record_chunk_unlocked(queue._jobs[job_id], 0, 0, 0, data)
 
 
+def _log_after_reopening(path, job_id):
+    """job_id's whole log as the queue at path reads it once opened again."""
+    queue = _open(path)
+    try:
+        return queue.read_job_log(job_id, 0, 1 << 20)["data"]
+    finally:
+        queue.shutdown()
+
+
 def _journal(queue):
     payloads, report = journal.read_records(os.path.join(queue._dir.path, "journal"))
     assert report.clean
@@ -136,11 +145,7 @@ def test_a_queue_closed_after_a_failed_sync_closes_its_logs_without_syncing_them
         queue.shutdown()
     assert faults.armed("logs.sync") and queue._logs._fds == {}
     faults.clear()
-    queue = _open(tmp_path / "queue")
-    try:
-        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n"
-    finally:
-        queue.shutdown()
+    assert _log_after_reopening(tmp_path / "queue", job_id) == b"small\n"
 
 
 def test_a_failed_log_sync_at_a_checkpoint_is_fatal(tmp_path):
@@ -158,11 +163,7 @@ def test_a_failed_log_sync_at_a_checkpoint_is_fatal(tmp_path):
     old, _ = journal.read_records(os.path.join(queue._dir.path, constants.JOURNAL_OLD_FILE))
     assert any(records.is_log_chunk(p) for p in old)  # kept for the replay
     _crash(queue)
-    queue = _open(tmp_path / "queue")
-    try:
-        assert queue.read_job_log(job_id, 0, 1 << 20)["data"] == b"small\n"
-    finally:
-        queue.shutdown()
+    assert _log_after_reopening(tmp_path / "queue", job_id) == b"small\n"
 
 
 def test_a_synced_log_keeps_only_its_tail_in_the_page_cache(tmp_path, monkeypatch):
@@ -214,11 +215,7 @@ def test_a_checkpoint_leaves_short_logs_to_the_sync_of_the_queue_file_system(tmp
         assert [c for c in calls if c[0] == "log"] == []
     finally:
         queue.shutdown()
-    queue = _open(tmp_path / "queue")
-    try:
-        assert queue.read_job_log(short, 0, 1 << 20)["data"] == b"small\n"
-    finally:
-        queue.shutdown()
+    assert _log_after_reopening(tmp_path / "queue", short) == b"small\n"
 
 
 def test_logs_on_another_file_system_are_synced_one_by_one(tmp_path, monkeypatch):
