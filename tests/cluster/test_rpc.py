@@ -230,6 +230,48 @@ def test_many_calls_share_one_kept_alive_connection(good, make_client):
     assert good.call("stats", {})["node1"] - before == 1
 
 
+def test_pipelined_calls_are_answered_in_order_on_one_connection(good, make_client):
+    """Calls sent before the answers of those before them are read (HTTP/1.1 pipelining)
+    get their answers in order, on one connection: a piece of output, a blocking and a
+    non-blocking handler's results, a handler's error; then plain calls go on."""
+    before = good.call("stats", {})["node1"]
+    client = make_client("node1")
+    calls = [("octets", {"times": 4096}), ("echo", {"i": 1}), ("later", {}), ("fail", {}),
+             ("octets", {"times": 3})]
+    for method, body in calls:
+        client.send_pipelined(method, body)
+    assert client.pipelined == 5
+    assert client.receive_pipelined("octets") == bytes(range(256)) * 4096
+    assert client.receive_pipelined("echo")["body"] == {"i": 1}
+    assert client.receive_pipelined("later") == {"from": "node1", "peer": "node2"}
+    with pytest.raises(errors.OpPrereqError, match="refused on purpose"):
+        client.receive_pipelined("fail")
+    assert client.pipelined == 1
+    with pytest.raises(errors.ProgrammerError, match="1 pipelined calls not received"):
+        client.call("echo", {})  # its answer would be taken for the one still unread
+    assert client.receive_pipelined("octets") == bytes(range(256)) * 3
+    assert client.pipelined == 0
+    assert client.call("echo", {"after": True})["body"] == {"after": True}
+    assert good.call("stats", {})["node1"] - before == 1
+
+
+def test_a_failed_pipelined_answer_loses_the_calls_after_it_and_the_client_goes_on(
+        make_client):
+    """A pipelined answer that times out closes the connection: the calls sent after it
+    are lost (asking for one is a RemoteError, not a hang) and the next call connects
+    anew."""
+    client = make_client("node1", timeout=0.3)
+    client.send_pipelined("sleep", {"seconds": {"node1": 1.0}})
+    client.send_pipelined("echo", {"i": 2})
+    with pytest.raises(errors.RemoteError, match="timed out after 0.3s"):
+        client.receive_pipelined("sleep")
+    assert client.pipelined == 0
+    with pytest.raises(errors.RemoteError, match="closed before the answer"):
+        client.receive_pipelined("echo")
+    time.sleep(0.8)  # (the server's thread is still in the sleep)
+    assert client.call("echo", {"i": 3})["body"] == {"i": 3}
+
+
 def test_a_kept_connection_closed_by_the_server_is_replaced(make_client):
     """After the server closed an idle kept connection, the next call reconnects by itself."""
     client = make_client("node7", as_dir="node2")

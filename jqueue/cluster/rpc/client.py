@@ -11,6 +11,11 @@ and raises RemoteError naming the node, the address, the method and the cause (R
 are idempotent by design, but retrying is the caller's decision). Errors the server
 answers are raised as the jqueue exceptions they name.
 
+Calls may be pipelined (RpcClient.send_pipelined, then receive_pipelined for each, in
+order): HTTP/1.1 pipelining on the kept connection, the node answering them in the order
+they came, so that it works on the next while this side reads the last (a command's
+output: jqueue.cluster.commandlink). A failure loses every call sent and not received.
+
 A stream (RpcClient.stream, over a stream method of jqueue.cluster.rpc.server) is kept on
 a connection of its own: its opening call once, then one message and its answer per call,
 with the same timeouts and errors. A node that does not serve the method (an older
@@ -238,6 +243,7 @@ class RpcClient:
         self._context = ssl_context
         self._lock = threading.Lock()
         self._conn = None
+        self._pipelined = 0  # calls sent on _conn whose answers are not read yet
         self._stream = None  # (method, opening body, _Connection) of the kept stream
 
     def __repr__(self):
@@ -252,14 +258,60 @@ class RpcClient:
         _check_method(method)
         deadline = time.monotonic() + self.timeout
         with self._lock:
+            if self._pipelined:
+                raise errors.ProgrammerError("RPC %s to node %s: %d pipelined calls not "
+                                             "received" % (method, self.node_name,
+                                                           self._pipelined))
             try:
-                status, reason, content_type, payload = self._exchange(method, data, deadline)
+                answer = self._exchange(method, data, deadline)
             except _Failure as failure:
                 self._close_unlocked()
                 raise self._remote_error(method, failure.cause) from None
-        if status == 200 and content_type == _OCTETS:
-            return payload  # a result that is bytes (jqueue.cluster.rpc.server.Bytes)
-        return self._result(method, status, reason, payload)
+        return self._answer(method, *answer)
+
+    @property
+    def pipelined(self):
+        """How many calls were sent by send_pipelined and not received yet."""
+        return self._pipelined
+
+    def send_pipelined(self, method, body):
+        """Send a call of method with body (a dict) whose answer receive_pipelined reads
+        later, after those of the calls sent before it (see the module docstring).
+        RemoteError if it cannot be sent: the connection is closed, and the calls sent
+        before it are lost (pipelined is 0)."""
+        data = encode_body(method, body)
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            try:
+                if self._pipelined:  # on the connection of those before it, or not at all
+                    self._send(method, data, deadline)
+                else:
+                    self._send_kept(method, data, deadline)
+            except _Failure as failure:
+                self._close_unlocked()
+                raise self._remote_error(method, failure.cause) from None
+            self._pipelined += 1
+
+    def receive_pipelined(self, method):
+        """The result of the oldest call sent by send_pipelined (method: its method, for
+        the errors), or the error it was answered. RemoteError if the connection fails
+        (or the node closed it after an answer): the calls still unread are lost."""
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            if not self._pipelined:
+                raise self._remote_error(method, "the connection closed before the answer")
+            try:
+                self._conn.sock.settimeout(_remaining(deadline))
+                answer = self._receive(deadline)
+            except _Failure as failure:
+                self._close_unlocked()
+                raise self._remote_error(method, failure.cause) from None
+            except (OSError, ValueError) as err:  # the socket's timeout could not be set
+                self._close_unlocked()
+                raise self._remote_error(method, err) from None
+            if self._conn is not None:  # (a close answered leaves none: pipelined is 0)
+                self._pipelined -= 1
+        return self._answer(method, *answer)
 
     def stream(self, method, opening, head, data):
         """Send one message (head: a dict, data: bytes) on the kept stream of method
@@ -353,6 +405,11 @@ class RpcClient:
             kept[2].close()
 
     def _exchange(self, method, data, deadline):
+        self._send_kept(method, data, deadline)
+        return self._receive(deadline)
+
+    def _send_kept(self, method, data, deadline):
+        """Send a call on the kept connection, or on a new one (see _send_on)."""
         reused = self._conn is not None and self._conn.usable()
 
         def reconnect():
@@ -360,7 +417,6 @@ class RpcClient:
             self._connect(deadline)
 
         _send_on(reused, reconnect, lambda: self._send(method, data, deadline))
-        return self._receive(deadline)
 
     def _connect(self, deadline):
         self._conn = self._new_connection(deadline)
@@ -396,10 +452,16 @@ class RpcClient:
 
     def _close_unlocked(self):
         conn, self._conn = self._conn, None
+        self._pipelined = 0
         if conn is not None:
             conn.close()
 
     # Answers and errors
+
+    def _answer(self, method, status, reason, content_type, payload):
+        if status == 200 and content_type == _OCTETS:
+            return payload  # a result that is bytes (jqueue.cluster.rpc.server.Bytes)
+        return self._result(method, status, reason, payload)
 
     def _result(self, method, status, reason, payload):
         try:
