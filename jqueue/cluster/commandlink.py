@@ -6,10 +6,13 @@ RPC (mutual TLS). The RPC client is blocking and makes one call at a time, so a 
 two threads of its own per node, never one per command: a *caller* running the runner's
 requests in order (launch, read, signal, look up, forget), and a *poller* keeping one
 long poll (``exec_poll``) open for the node's events. Answers and events reach the runner
-in its host thread. After a full piece of output, when nothing else waits, the caller
-reads the next piece at once (the node's output only grows: bytes at an offset never
-change), so that the runner's next fetch finds it while the node is not kept idle as the
-runner journals the last one; an empty piece (the end, so far) is never read ahead.
+in its host thread. After a full piece of output the caller asks for the next
+``READ_AHEAD`` pieces at once, pipelined (the node's output only grows: bytes at an
+offset never change), and reads their answers when the runner fetches them: the node
+reads and sends a piece while this side takes in the last one and the runner journals
+the one before, instead of each waiting for the other. The answers of calls sent ahead
+are read before any other call (one connection, answers in order); an empty piece (the
+end, so far) is never kept.
 Launches and forgets waiting in a row go in one ``exec_batch`` call, to a node that says
 it takes them (node_info's ``features``, asked before a first launch or services' set;
 an older node gets them one by one). A node that does not say it completes a command's
@@ -27,6 +30,7 @@ as it stands now (its output size and, if it ended, its result), so that nothing
 """
 
 import base64
+import collections
 import logging
 import os
 import queue as queue_module
@@ -44,6 +48,11 @@ logger = logging.getLogger(__name__)
 
 #: Roughly how much a batch of launches may carry (see RemoteLink._take_batch).
 BATCH_BYTES = 1024 * 1024
+
+#: Pieces of output asked for ahead of the runner's fetches, after a full one.
+READ_AHEAD = 2
+#: Pieces received ahead kept at most (the oldest go first): a few MiB per node.
+AHEAD_KEEP = 2 * READ_AHEAD
 
 #: Seconds between two failed polls. A poll waits at most the heartbeat interval on the
 #: node: each answer is a heartbeat (jqueue.run.commands follows them).
@@ -207,13 +216,17 @@ class RemoteLink:
 
     def _call_loop(self):
         client = None
-        ahead = None  # ((job, attempt, offset, max_bytes), bytes) read ahead
+        ahead = _Ahead()
         held = None  # the call after a batch, taken from the queue while filling it
         while not self._stopped.is_set():
             item, held = (held, None) if held is not None else (self._calls.get(), None)
             if item is None:
                 break
             method, body, done, convert = item
+            if method == "exec_read":
+                client = self._read(client, ahead, body, done, convert)
+                continue
+            client = self._collect(client, ahead)
             if method in ("exec_launch", "svc_apply") and self.features is None:
                 client, failure = self._ask_features(client)
                 if failure is not None:  # the launch would fail the same way: one wait
@@ -230,24 +243,70 @@ class RemoteLink:
                 if len(batch) > 1:
                     client = self._call_batch(client, batch)
                     continue
-            if ahead is not None and method == "exec_read" and ahead[0] == _read_key(body):
-                answer = ahead[1]
-            else:
-                client, answer = self._call(client, method, self._for_node(method, body),
-                                            convert)
-            ahead = None
+            client, answer = self._call(client, method, self._for_node(method, body), convert)
             if done is not None:
                 self._host.call(done, answer)
-            if (method == "exec_read" and isinstance(answer, bytes)
-                    and len(answer) == body["max_bytes"] and self._calls.empty()):
-                # A full piece: more output is likely there. Read the next piece now, while
-                # the runner journals this one; its next fetch asks for exactly that.
-                following = dict(body, offset=body["offset"] + len(answer))
-                client, data = self._call(client, method, following, convert)
-                if isinstance(data, bytes) and data:  # never an end of output ahead of time
-                    ahead = (_read_key(following), data)
         if client is not None:
             self._drop(client)
+
+    def _read(self, client, ahead, body, done, convert):
+        """An exec_read: answered from the pieces read ahead, or called; after a full
+        piece, the next ones are asked for (see the module docstring). The client to use
+        next."""
+        key = _read_key(body)
+        if key in ahead.sent:
+            client = self._collect(client, ahead, key)
+        answer = ahead.received.pop(key, None)
+        if answer is None:
+            client = self._collect(client, ahead)
+            client, answer = self._call(client, "exec_read", body, convert)
+        if done is not None:
+            self._host.call(done, answer)
+        if (isinstance(answer, bytes) and len(answer) == body["max_bytes"]
+                and self._calls.empty()):
+            # A full piece: more output is likely there, and the runner's next fetches ask
+            # for exactly the pieces that follow it (their answers are read before any
+            # other call: none is delayed for them that waits now).
+            for step in range(1, READ_AHEAD + 1):
+                following = dict(body, offset=body["offset"] + step * len(answer))
+                if not ahead.has(_read_key(following)):
+                    client = self._send_ahead(client, ahead, following)
+        return client
+
+    def _send_ahead(self, client, ahead, body):
+        try:
+            client = client or self._new_client()
+            client.send_pipelined("exec_read", body)
+        except (errors.GenericError, OSError) as err:
+            logger.debug("node %s: exec_read ahead: %s", self.name, err)
+            ahead.sent.clear()  # lost with the connection
+            return self._drop(client) if client is not None else None
+        ahead.sent.append(_read_key(body))
+        return client
+
+    def _collect(self, client, ahead, until=None):
+        """Read the answers of the reads sent ahead, up to until's (all: None), keeping
+        the pieces; the client to use next."""
+        heard = False
+        while ahead.sent:
+            key = ahead.sent.popleft()
+            try:
+                data = _output_bytes(client.receive_pipelined("exec_read"))
+                heard = True
+            except errors.RemoteError as err:  # the connection failed: the rest is lost
+                logger.debug("node %s: exec_read ahead: %s", self.name, err)
+                ahead.sent.clear()
+                client = self._drop(client)
+                break
+            except (errors.GenericError, ValueError, TypeError, KeyError):
+                continue  # answered, with an error: asked again if the runner wants it
+            if data:  # never an end of output ahead of time
+                ahead.keep(key, data)
+            if key == until:
+                break
+        if heard:
+            self._host.call(self._heard)
+        return client
 
     def _take_batch(self, first):
         """([first and the batchable calls queued after it], the next call or None).
@@ -449,6 +508,22 @@ class RemoteLink:
                 result = dict(info["result"], output_size=info.get("output_size"))
                 self._listener.link_event(self.name, ("ended", info["job"], info["attempt"],
                                                       result))
+
+
+class _Ahead:
+    """The pieces of output a link asked for ahead of the runner's fetches."""
+
+    def __init__(self):
+        self.sent = collections.deque()  # keys of the reads sent, answers not read yet
+        self.received = collections.OrderedDict()  # key -> bytes, oldest first
+
+    def has(self, key):
+        return key in self.received or key in self.sent
+
+    def keep(self, key, data):
+        self.received[key] = data
+        while len(self.received) > AHEAD_KEEP:
+            self.received.popitem(last=False)
 
 
 def _weight(body):

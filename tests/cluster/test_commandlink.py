@@ -2,6 +2,7 @@
 poller follows the node's event log across a restart of the node, with a scripted node."""
 
 import base64
+import collections
 import queue
 import threading
 import time
@@ -143,18 +144,42 @@ def test_output_is_read_as_bytes_and_as_the_base64_of_an_older_node():
 
 
 class GrowingOutput(ScriptedNode):
-    """exec_read over an output of `size` bytes; records the offsets read (each call)."""
+    """exec_read over an output of `size` bytes, called or pipelined (answered in order,
+    as a node's connection does; `lose` pipelined answers fail as a broken connection);
+    records the offsets read, as the node reads them, and the other calls."""
 
-    def __init__(self, size):
+    def __init__(self, size, lose=0):
         super().__init__([])
         self.output = bytes(range(256)) * (size // 256)
         self.reads = []
+        self.others = []
+        self.sent = collections.deque()
+        self.lose = lose
 
     def call(self, method, body):
+        if method != "exec_poll":
+            assert not self.sent, "a call while pipelined answers are unread"
         if method == "exec_read":
-            self.reads.append(body["offset"])
-            return self.output[body["offset"]:body["offset"] + body["max_bytes"]]
+            return self._read(body)
+        if method != "exec_poll" and method != "node_info":
+            self.others.append((method, len(self.reads)))
         return super().call(method, body)
+
+    def _read(self, body):
+        self.reads.append(body["offset"])
+        return self.output[body["offset"]:body["offset"] + body["max_bytes"]]
+
+    def send_pipelined(self, method, body):
+        assert method == "exec_read"
+        self.sent.append(self._read(body))
+
+    def receive_pipelined(self, method):
+        data = self.sent.popleft()
+        if self.lose:
+            self.lose -= 1
+            self.sent.clear()
+            raise errors.RemoteError("RPC exec_read to node node2: connection reset")
+        return data
 
 
 class QueuedHost:
@@ -176,34 +201,55 @@ class QueuedHost:
             function(*args)
 
 
-def test_after_a_full_piece_the_next_is_read_ahead_and_served_from_there(monkeypatch):
-    """While the runner journals a full piece of output, the link already reads the next
-    one and answers the runner's next fetch from it; the runner gets the output, each byte
-    once, and the end (an empty piece) is always read anew, never ahead of time."""
-    node, listener = GrowingOutput(4096), Listener()
-    monkeypatch.setattr(listener, "host", QueuedHost())
+def read_all(node, then=None):
+    """Fetch node's output piece by piece as the runner does (the next fetch once the last
+    answer is in); then(link) after the second piece. [(offset, answer)]."""
+    listener = Listener()
+    listener.host = QueuedHost()
     link = commandlink.RemoteLink("node2", 1, node, ping_interval=0.1)
     link.subscribe(listener)
     got = []
-
-    def fetch(offset):
-        link.fetch(7, 1, offset, 1024, lambda data: got.append((offset, data)))
-
     try:
         offset = 0
-        fetch(offset)
-        for reads in (2, 3, 4, 5, 6):  # the piece asked for and the one read ahead
+        while True:
+            link.fetch(7, 1, offset, 1024, lambda data, at=offset: got.append((at, data)))
             listener.host.run_until(lambda offset=offset: got and got[-1][0] == offset)
-            wait_until(lambda reads=reads: len(node.reads) >= reads)
             data = got[-1][1]
             if not data:
                 break
             offset += len(data)
-            fetch(offset)
+            if len(got) == 2 and then is not None:
+                then(link)
     finally:
         link.stop()
+    return got
+
+
+def test_after_a_full_piece_the_next_ones_are_asked_for_at_once_and_served_from_there():
+    """After a full piece of output the link asks for the next two at once (pipelined:
+    the node reads them while the runner journals this one) and answers the runner's
+    next fetches from them; the runner gets the output, each byte once, and the end (an
+    empty piece) is always read anew, never taken from ahead of time."""
+    node = GrowingOutput(4096)
+    got = read_all(node)
     assert b"".join(data for _, data in got) == node.output and got[-1] == (4096, b"")
-    assert node.reads == [0, 1024, 2048, 3072, 4096, 4096]
+    assert node.reads == [0, 1024, 2048, 3072, 4096, 5120, 4096]
+    assert not node.sent
+
+
+def test_reads_ahead_lost_with_the_connection_are_read_again_and_other_calls_wait_for_them():
+    """A broken connection loses the answers asked for ahead: the runner's fetch reads its
+    piece anew and gets every byte once. A call queued while answers are on their way is
+    made once they are in (the node's connection answers in order)."""
+    node = GrowingOutput(8192, lose=1)
+    got = read_all(node)
+    assert b"".join(data for _, data in got) == node.output and got[-1] == (8192, b"")
+    assert node.reads[:5] == [0, 1024, 2048, 1024, 2048]  # asked again after the loss
+
+    node = GrowingOutput(8192)
+    got = read_all(node, then=lambda link: link.forget(9, 1))
+    assert b"".join(data for _, data in got) == node.output
+    assert node.others and node.others[0][0] == "exec_forget"
 
 
 class InfoNode(ScriptedNode):
