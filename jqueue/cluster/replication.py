@@ -144,6 +144,7 @@ class ClusterReplicator:
                 sender.stopped = True
                 self._cond.notify_all()
         if sender is not None:
+            sender.halt()
             sender.join()
 
     def set_min_acks(self, min_acks):
@@ -156,12 +157,17 @@ class ClusterReplicator:
             self.min_acks = value
 
     def stop(self):
-        """Stop the senders; pending changes fail (they stay on the master's disk)."""
+        """Stop the senders; pending changes fail (they stay on the master's disk). A call
+        a sender is waiting in (a frozen candidate answers none before the RPC timeout)
+        is aborted: a candidate catches up by its resync at the next contact anyway."""
         with self._cond:
             self._stopped = True
             self._fail_pending_unlocked(errors.ReplicationError("replication stopped"))
             self._cond.notify_all()
-        for sender in list(self._senders.values()):
+            senders = list(self._senders.values())
+        for sender in senders:
+            sender.halt()
+        for sender in senders:
             sender.join()
 
     def base_body(self):
@@ -336,6 +342,14 @@ class _Sender:
     def start(self):
         self._thread.start()
 
+    def halt(self):
+        """Once stopped: abort the call in flight (RpcClient.close from another thread)
+        and make every later one fail at once (the client is closed for good here)."""
+        client, self.client = self.client, _Halted(self.name)
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+
     def join(self):
         if self._thread.is_alive():
             self._thread.join()
@@ -392,6 +406,8 @@ class _Sender:
                 self._failed(err)
 
     def _failed(self, err):
+        if not self._running():
+            return  # stopping: a call aborted by halt() is no candidate's failure
         if self.rep._on_peer_error is not None:
             self.rep._on_peer_error(self.name, err)
         message = errors.error_message(err)
@@ -490,6 +506,19 @@ class _Sender:
         self.client.call("resync_apply", dict(
             base, records=resync_events(queue, remote), deletes=[], serial=queue._serial,
             drain=queue.drain_flag, position=[self.rep.epoch, self.rep.session, point]))
+
+
+class _Halted:
+    """A stopped sender's client: every call fails at once."""
+
+    def __init__(self, name):
+        self.node_name = name
+
+    def call(self, method, body):
+        raise errors.RemoteError("replication to %s stopped" % self.node_name)
+
+    def stream(self, method, opening, head, data):
+        self.call(method, head)
 
 
 def _master_view(queue):

@@ -170,6 +170,57 @@ def test_a_checkpoint_and_a_shutdown_do_not_wait_for_candidates_that_are_down(cl
     cl.queue.shutdown(timeout=5)  # returns (the fixture's close finds it closed)
 
 
+class FrozenClient(StreamingLoopbackClient):
+    """Once ``frozen``, a call hangs as one to a stopped (SIGSTOP) jq-noded does, until the
+    RPC timeout (60 s here), unless close() aborts it (as RpcClient.close does a call in
+    another thread)."""
+
+    frozen = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.closed = threading.Event()
+
+    def _hang(self):
+        if self.frozen:
+            self.closed.wait(60)
+            raise errors.RemoteError("RPC to node %s failed: %s" % (
+                self.node_name, "connection closed" if self.closed.is_set() else "timed out"))
+
+    def call(self, method, body):
+        self._hang()
+        return super().call(method, body)
+
+    def stream(self, method, opening, head, data):
+        self._hang()
+        return super().stream(method, opening, head, data)
+
+    def close(self):
+        self.closed.set()
+
+
+def test_a_shutdown_aborts_the_calls_waiting_for_frozen_candidates(cluster):
+    """Both candidates frozen while a change waits for them: the shutdown ends at once,
+    the calls in flight aborted (a stopping jq-masterd waited for the RPC timeout); the
+    change stays on the master's disk and the next master's resync brings it."""
+    cl = cluster(candidates=2, ack_timeout=0.3, client_class=FrozenClient)
+    first = cl.queue.submit_job([delay()])
+    for client in cl.clients.values():
+        client.frozen = True
+    with pytest.raises(errors.ReplicationError):
+        cl.queue.submit_job([delay()])
+    stopper = threading.Thread(target=cl.queue.shutdown, kwargs={"timeout": 5}, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive(), "the shutdown waits for the frozen candidates"
+    assert all(client.closed.is_set() for client in cl.clients.values())
+    reopened = JobQueue(os.path.join(cl.root, "master"), checkpoint_interval=None)
+    try:
+        assert reopened.query_jobs([first, first + 1], ["id"]) == [[first], [first + 1]]
+    finally:
+        reopened.shutdown(timeout=5)
+
+
 def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
     """With the candidates down, queries and waiters answer at once, showing each job as
     its acknowledged changes leave it: no unacknowledged status, log entry or job."""
