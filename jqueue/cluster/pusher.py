@@ -59,10 +59,13 @@ class ConfigPusher:
         self._thread.start()
 
     def stop(self):
-        """Stop pushing and close the clients."""
+        """Stop pushing and close the clients: first, so that a push in progress to a
+        node that does not answer is aborted instead of waited for (up to the timeout)."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+        for client in list(self._clients.values()):  # (a copy: the thread may add one)
+            client.close()
         if self._thread.is_alive():
             self._thread.join()
         for client in self._clients.values():

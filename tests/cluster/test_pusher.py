@@ -1,5 +1,6 @@
 """Tests of jqueue.cluster.pusher: the master retries the configuration push until it is taken."""
 
+import threading
 import time
 
 from fakes_cluster import ScriptedNodes
@@ -85,3 +86,45 @@ def test_a_node_no_longer_in_the_configuration_is_forgotten():
     push.mark_stale("gone", "removed")
     assert push.push_now() == {}
     assert push.stale == {}
+
+
+class SilentNode:
+    """A client of a node that does not answer (SIGSTOP): a call waits until close()
+    aborts it (as RpcClient.close does a call in another thread), 60 s at most."""
+
+    def __init__(self, name, address):
+        self.node_name, self.address = name, address
+        self.calling = threading.Event()
+        self.closed = threading.Event()
+
+    def call_encoded(self, method, data):
+        self.calling.set()
+        self.closed.wait(60)
+        raise errors.RemoteError("RPC %s to node %s failed: connection closed" % (
+            method, self.node_name))
+
+    def close(self):
+        self.closed.set()
+
+
+def test_stopping_aborts_a_push_to_a_node_that_does_not_answer():
+    """A master stopping while it pushes to a frozen node does not wait for the push's
+    timeout: the push is aborted."""
+    config, made = _config(), []
+
+    def factory(name, address):
+        made.append(SilentNode(name, address))
+        return made[-1]
+
+    push = pusher.ConfigPusher(lambda: config, factory, timeout=30)
+    push.start()
+    push.mark_stale("c1", "test")
+    deadline = time.monotonic() + 10
+    while not (made and made[0].calling.is_set()):
+        assert time.monotonic() < deadline, "no push"
+        time.sleep(0.01)
+    stopper = threading.Thread(target=push.stop, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive(), "the stop waits for the push's timeout"
+    assert made[0].closed.is_set()
