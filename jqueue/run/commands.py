@@ -11,7 +11,9 @@ the processor reaches one it hands the job here (``enqueue_unlocked``) and the r
 2. journals the attempt as *starting* (opcode running, attempt number raised, a banner in
    the job's log) and only once that is durable asks the node to launch it, so that a
    crash can never forget an attempt that may be running (a node launches an attempt at
-   most once: a repeated launch of the same job and attempt returns the first one);
+   most once: a repeated launch of the same job and attempt returns the first one); starts
+   made durable together are launched ``LAUNCH_SLICE`` at a time, a slice per turn of the
+   host's loop, so that ends and requests are not kept waiting behind a burst;
 3. copies the command's output into the job's log as journal records carrying (attempt,
    offset), so that output is logged exactly once whatever restarts: after a restart it
    asks the node again from the offset the journal holds; output is read ahead by at most
@@ -100,6 +102,12 @@ PROGRESS_INTERVAL = 0.5
 #: with each start of the job that fails in a row, up to NOXFER_DELAY_MAX.
 NOXFER_DELAY = 5.0
 NOXFER_DELAY_MAX = 60.0
+#: Attempts launched in one turn of the host's loop. A group commit makes the starts of a
+#: burst durable together: with 1,000 slots, the 1,000 launches of a burst of `true` jobs
+#: on one machine (a few ms each) ran in one turn, and a QueryJobs sent meanwhile waited
+#: 2.2 s for its answer; launched 64 at a time, 0.5 s, the burst as fast (four alternated
+#: rounds of bench/commands.py's (b)).
+LAUNCH_SLICE = 64
 #: Seconds before a change the disk refused (its log or journal) is tried again.
 WRITE_RETRY = 1.0
 #: Node health (jq-masterd's options ping_interval, ping_misses, lost_grace).
@@ -239,6 +247,8 @@ class CommandRunner:
         self._lost_timers = {}  # node -> the timer ending its attempts NODE_LOST
         self._health_timer = None
         self._forgetting = set()  # (node, job, attempt) whose end is being recorded
+        self._to_launch = collections.deque()  # attempts whose start is durable, in order
+        self._launch_queued = False  # a _launch_slice waits in the host's calls
         self._stopped = False
         #: The ServiceManager (jqueue.run.services) hearing of services and node health.
         self.services = None
@@ -935,7 +945,22 @@ class CommandRunner:
         if error is not None:
             logger.error("job %d: the start of attempt %d was not acknowledged (%s); it is "
                          "launched once the journal takes it", job_id, attempt.number, error)
-        self._launch(attempt)
+        self._to_launch.append(attempt)
+        if not self._launch_queued:
+            self._launch_queued = True
+            self._host.call(self._launch_slice)
+
+    def _launch_slice(self):
+        """Launch the next LAUNCH_SLICE attempts whose start is durable; the rest in the
+        host's next turn."""
+        self._launch_queued = False
+        for _ in range(min(LAUNCH_SLICE, len(self._to_launch))):
+            attempt = self._to_launch.popleft()
+            if self._attempts.get(attempt.job_id) is attempt:
+                self._launch(attempt)
+        if self._to_launch and not self._stopped:
+            self._launch_queued = True
+            self._host.call(self._launch_slice)
 
     def _launch(self, attempt):
         if self._stopped:

@@ -51,6 +51,14 @@ class FakeHost:
             ran = True
         return ran
 
+    def run_turn(self):
+        """Run the calls queued now, not those they queue meanwhile: one turn of a
+        reactor's loop (Twisted runs its thread calls so); True if any ran."""
+        calls, self._calls = self._calls, []
+        for fn, args in calls:
+            fn(*args)
+        return bool(calls)
+
     def advance(self, seconds):
         """Move the clock, firing due timers in order."""
         target = self.now + seconds

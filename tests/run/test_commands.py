@@ -334,6 +334,31 @@ def test_slots_bound_a_node_and_the_next_attempt_goes_by_priority_then_id(open_q
     assert [s["job"] for s in setup.link.launched] == [blocker, first, second, low]
 
 
+def test_a_burst_of_starts_is_launched_a_slice_per_turn_and_a_cancel_meanwhile_holds(
+        open_queue, clock, tmp_path):
+    """Starts made durable together are launched LAUNCH_SLICE at a time, in job order, one
+    slice per turn of the host's loop (whatever else it has to do waits for a slice, not
+    for the burst); a job canceled while its launch waits for its turn never runs."""
+    count = commands.LAUNCH_SLICE * 2 + 3
+    setup = Setup(open_queue, clock, tmp_path, slots=count)
+    ids = [setup.queue.submit_job([command("true")]) for _ in range(count)]
+    run_jobs(setup.queue)
+    steps = []
+    while True:
+        setup.queue.wait_durable()
+        before = len(setup.link.launched)
+        if not setup.host.run_turn():
+            break
+        if len(setup.link.launched) > before:
+            steps.append(len(setup.link.launched) - before)
+        if len(steps) == 1 and not setup.queue.cancel_job(ids[-1])[0]:
+            raise AssertionError("the last job could not be canceled")
+    setup.settle()
+    assert steps == [commands.LAUNCH_SLICE, commands.LAUNCH_SLICE, 2]
+    assert [s["job"] for s in setup.link.launched] == ids[:-1]
+    assert setup.fields(ids[-1], ["status"]) == ["canceled"]
+
+
 def test_canceling_a_queued_command_job_never_starts_it(open_queue, clock, tmp_path):
     """A job waiting for a slot is canceled at once and its command never runs."""
     setup = Setup(open_queue, clock, tmp_path, slots=1)
