@@ -5,7 +5,9 @@ Prints (a) the machine's own rate of fork+exec+wait of /bin/true from Python (th
 succeeded), on one machine (jq-masterd runs them) and through a node's jq-noded (a one-node
 cluster on loopback), as ratios to (a) (target: at least 0.3), each also with the attempts'
 directories in a run directory on tmpfs (--run-dir, where /dev/shm is), and on one machine
-with a node prolog and epilog (`true` each: what the hooks cost); (c) the latency from
+with a node prolog and epilog (`true` each: what the hooks cost), and on one machine how
+long a QueryJobs sent every 20 ms by another client waits while a second burst runs (the
+daemon answers everyone while it launches); (c) the latency from
 submit to the command's first instruction (median and p95 of sequential jobs, the
 instruction being a shell builtin that opens a FIFO for writing: the time this process's
 blocked open of its other end returns, against the submit time; a file's mtime would not do,
@@ -98,6 +100,29 @@ def end_to_end(sock, jobs):
     if failed:
         raise RuntimeError("%d command jobs failed" % len(failed))
     return jobs / elapsed
+
+
+def query_waits(sock, jobs, every=0.02):
+    """end_to_end(sock, jobs) while another client sends a QueryJobs every `every` seconds;
+    how long each of those waited for its answer (seconds, sorted)."""
+    waits, done = [], threading.Event()
+
+    def ask():
+        with luxi_client.Client(sock, timeout=120) as client:
+            while not done.is_set():
+                start = time.perf_counter()
+                client.query_jobs([1], ["status"])
+                waits.append(time.perf_counter() - start)
+                done.wait(every)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        end_to_end(sock, jobs)
+    finally:
+        done.set()
+        asker.join()
+    return sorted(waits)
 
 
 def tmpfs_run_dir(root, name):
@@ -244,6 +269,10 @@ def run(root, quick=False, results=None):
         rate = end_to_end(single_sock, jobs)
         rows.append(("(b) `true` command jobs end to end, one machine", rate, "/s",
                      rate / ceiling))
+        waits = query_waits(single_sock, jobs)
+        rows.append(("    a QueryJobs every 20 ms meanwhile: median wait",
+                     statistics.median(waits) * 1e3, "ms", None))
+        rows.append(("    its longest wait", waits[-1] * 1e3, "ms", None))
         lat = first_instruction(single_sock, root, latency_jobs)
         rows.append(("(c) submit -> first instruction, one machine, median",
                      statistics.median(lat) * 1e3, "ms", None))
