@@ -107,7 +107,7 @@ NOXFER_DELAY_MAX = 60.0
 #: 1,000 slots, a burst of 1,000 `true` jobs on one machine was begun in one turn (a
 #: banner and a new log file each) and, its starts durable together, launched in one
 #: (a few ms each): a QueryJobs sent meanwhile waited 1.4-2.2 s (4.3 s after a mass
-#: deletion on ext4 without a journal) for its answer; 64 at a time, 0.4 s.
+#: deletion on ext4 without a journal) for its answer; 64 at a time, 0.4-0.6 s.
 LAUNCH_SLICE = 64
 #: Seconds before a change the disk refused (its log or journal) is tried again.
 WRITE_RETRY = 1.0
