@@ -438,11 +438,12 @@ class JobQueue:
         call commit_pending() after it (see jqueue.store.journal.Journal.deferring)."""
         return self._journal.deferring()
 
-    def commit_pending(self):
+    def commit_pending(self, durable_here=None):
         """Make the changes recorded with defer_commit durable: in this thread if the
-        journal is idle, else by its committer (jqueue.store.journal.Journal.commit_here).
+        journal is idle, else by its committer (jqueue.store.journal.Journal.commit_here,
+        which calls durable_here(batches) before the queue hears they are durable).
         The daemon's event loop calls it once per pass over its sockets."""
-        self._journal.commit_here()
+        self._journal.commit_here(durable_here)
 
     @property
     def ack_timeout(self):

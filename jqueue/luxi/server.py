@@ -268,6 +268,21 @@ class LuxiProtocol(protocol.Protocol):
                             lambda request: self._submit_timed_out(request, batch, answer))
         batch.add_done_callback(lambda done: self.factory.deliver(
             self._submit_done, request, done, answer))
+        self.factory.answer_early(batch, self, request, answer)
+
+    def answer_durable(self, request, answer):
+        """The factory's commit made request's batch durable: answer now, but start the
+        connection's next request only once the commit has ended (resume)."""
+        if request is not self._current:
+            return False
+        self._end_watch(request)
+        self._current = None
+        self._write_response(True, answer)
+        return True
+
+    def resume(self):
+        """Go on with the requests that came after an answer sent by answer_durable."""
+        self._process()
 
     def _submit_done(self, request, batch, answer):
         if request is not self._current:
@@ -541,6 +556,9 @@ class LuxiServerFactory(protocol.Factory):
         self.defer_commit = {"defer_commit": True} if self._commit_pending else {}
         self._commit_scheduled = False
         self._committing_thread = None
+        #: id(batch) -> [(batch, protocol, request, answer)]: the submissions of the commit
+        #: scheduled, answered as soon as it makes their batch durable (_durable_here).
+        self._early = {}
         self._encoded = None  # id(result) -> (result, kind, bytes) during a delivery run
         self._after = None    # what a delivery run does once its answers are sent
 
@@ -555,19 +573,40 @@ class LuxiServerFactory(protocol.Factory):
             self._commit_scheduled = True
             self.reactor.callLater(0, self._commit)
 
+    def answer_early(self, batch, conn, request, answer):
+        """Answer a submission from the commit scheduled, once it has made batch durable
+        (if this thread commits it: see _durable_here)."""
+        if self._commit_scheduled:
+            self._early.setdefault(id(batch), []).append((batch, conn, request, answer))
+
     def _commit(self):
         self._commit_scheduled = False
         # Answers the commit releases in this thread are run right after it (see
         # deliver), not through a wake-up of this very thread.
         self._committing_thread = threading.get_ident()
+        answered = []
         try:
-            self._commit_pending()
+            self._commit_pending(functools.partial(self._durable_here, answered))
         except Exception:  # noqa: BLE001 - the batches' waiters hear of errors themselves
             logger.exception("committing the submissions failed")
         finally:
             self._committing_thread = None
+            self._early.clear()  # batches the committer took: answered by their callbacks
         if self._deliveries:
             self._run_deliveries()
+        for conn in answered:
+            conn.resume()
+
+    def _durable_here(self, answered, batches):
+        """The reactor's commit made batches durable: answer their submissions at once,
+        before the queue's bookkeeping of them (jqueue.store.journal.Journal.commit_here:
+        it still comes before anything the clients send next). The connections go on
+        to their next requests once the commit has ended; the batches' own callbacks
+        then find their requests answered."""
+        for batch in batches:
+            for mine, conn, request, answer in self._early.pop(id(batch), ()):
+                if mine is batch and conn.answer_durable(request, answer):
+                    answered.append(conn)
 
     def deliver(self, func, *args):
         """Run func(*args) in the reactor thread; callable from any thread.

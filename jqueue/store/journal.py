@@ -305,7 +305,7 @@ class Journal:
                 self._wake_unlocked()
             return batch
 
-    def commit_here(self):
+    def commit_here(self, durable_here=None):
         """Commit what is queued in the calling thread, unless the committer is at work.
 
         The daemon's event loop records the submissions of one pass over its sockets
@@ -315,6 +315,14 @@ class Journal:
         a busy machine cost more than the sync). When the committer is busy (writing an
         earlier batch, or refusing changes after a disk error) or the journal closes, it
         is woken instead and takes the records along with the rest.
+
+        durable_here(batches), if given, is called with the batches this call finishes
+        without an error (durable, and acknowledged if replicated), in this thread, before
+        the durability listener hears of them and before their callbacks run. The event
+        loop sends their answers from it: the listener's bookkeeping (a job made visible,
+        scheduled, its events written) then follows while the client reads its answer,
+        and still comes before anything the client sends next, which the loop reads only
+        once this returns.
         """
         with self._cond:
             if not self._queue:
@@ -326,9 +334,11 @@ class Journal:
             batches, self._queue = self._queue, []
             self._writing = batches
             self._committing = True
+        self._local.durable_here = durable_here
         try:
             self._commit(batches)
         finally:
+            self._local.durable_here = None
             with self._cond:
                 self._writing = []
                 self._committing = False
@@ -764,6 +774,13 @@ class Journal:
         return os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def _finish(self, batches, error):
+        if error is None:
+            durable_here = getattr(self._local, "durable_here", None)
+            if durable_here is not None:  # commit_here's caller, in its own thread
+                try:
+                    durable_here(batches)
+                except Exception:  # noqa: BLE001 - the batches are durable all the same
+                    logger.exception("durable_here callback failed")
         if error is None and self._on_durable is not None:
             tags = [t for b in batches for t in b.tags]
             try:

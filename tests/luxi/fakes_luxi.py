@@ -78,7 +78,7 @@ class FakeBackend:
         wait for."""
         return self.submit_many_jobs(jobs, drained_ok, tokens, options), None
 
-    def commit_pending(self):
+    def commit_pending(self, durable_here=None):
         """Nothing is ever left to commit here (no batch to wait for)."""
 
     @property

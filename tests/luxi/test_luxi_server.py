@@ -130,6 +130,25 @@ def test_submit_job_is_answered_with_an_int_id(conn, queue):
     assert queue.query_jobs([job_id], ["status"]) == [["queued"]]
 
 
+def test_a_submission_is_answered_before_the_queue_s_bookkeeping_of_it(conn, queue):
+    """The reactor's own commit sends the answer as soon as the job is durable; the queue
+    then makes it visible and schedules it, before the connection's next request (here
+    pipelined with the submission) runs: that request sees the job."""
+    listener = queue._journal._on_durable
+    sent_before = []
+
+    def on_durable(tags):
+        sent_before.append(conn.transport.value().count(EOM))
+        listener(tags)
+
+    queue._journal._on_durable = on_durable
+    conn.send_raw(b"".join(serializer.dumps_bytes({"method": method, "args": args}) + EOM
+                           for method, args in (("SubmitJob", [[delay()]]),
+                                                ("QueryJobs", [[], ["id", "status"]]))))
+    assert conn.answers() == [(True, 1), (True, [[1, "queued"]])]
+    assert sent_before == [1]
+
+
 def test_answers_carry_no_version_key_and_requests_may_omit_it(conn):
     """A request without version (or without the newline) is answered; answers lack version."""
     conn.send_raw(b'{"method": "QueryConfigValues", "args": [["master_node"]]}' + EOM)

@@ -101,6 +101,67 @@ def test_commit_here_writes_and_finishes_in_the_calling_thread(tmp_path):
     assert _good_records(tmp_path / "journal") == [b"zero", b"one", b"two"]
 
 
+def test_commit_here_tells_its_caller_first_of_the_batches_it_made_durable(tmp_path):
+    """durable_here hears of the batches commit_here made durable in the caller's thread,
+    before the durability listener and the batches' callbacks do (the daemon sends their
+    answers from it)."""
+    order = []
+    jnl = _open(tmp_path, on_durable=lambda tags: order.append(("listener", tags)))
+    batch = jnl.append_all([(b"one", "T1"), (b"two", "T2")], defer=True)
+    batch.add_done_callback(lambda b: order.append(("callback", b.error)))
+    me = threading.get_ident()
+    jnl.commit_here(lambda batches: order.append(
+        ("here", batches, threading.get_ident(), batch.written.is_set(), batch.done.is_set())))
+    assert order == [("here", [batch], me, True, False), ("listener", ["T1", "T2"]),
+                     ("callback", None)]
+    jnl.close()
+
+
+def test_durable_here_hears_only_of_what_its_own_commit_finished(tmp_path, failpoints,
+                                                                 monkeypatch):
+    """Nothing for a write the disk refused, for records the committer took (the journal
+    busy), or for a batch left waiting for a candidate's acknowledgement."""
+    heard = []
+    (tmp_path / "refused").mkdir()
+    jnl = _open(tmp_path / "refused", retry_interval=60)
+    failpoints.inject("journal.write", errno.ENOSPC, times=1)
+    refused = jnl.append_all([(b"refused", None)], defer=True)
+    jnl.commit_here(heard.append)
+    assert refused.refused and heard == []
+    jnl.close()
+
+    entered, release = threading.Event(), threading.Event()
+    real_flush = journal.Journal._flush
+
+    def slow_flush(self, frames, *args):
+        if frames == [journal.frame(b"first")]:
+            entered.set()
+            release.wait(5)
+        return real_flush(self, frames, *args)
+
+    monkeypatch.setattr(journal.Journal, "_flush", slow_flush)
+    (tmp_path / "busy").mkdir()
+    jnl = _open(tmp_path / "busy")
+    jnl.append(b"first")
+    assert entered.wait(5)
+    second = jnl.append_all([(b"second", None)], defer=True)
+    jnl.commit_here(heard.append)  # the committer holds the file: it takes the record
+    release.set()
+    second.wait(5)
+    assert heard == []
+    jnl.close()
+
+    ticket = replication.Ticket(None, 1, 1)  # one candidate's acknowledgement required
+    (tmp_path / "cluster").mkdir()
+    jnl = _open(tmp_path / "cluster", replicate=lambda frames: ticket)
+    waiting = jnl.append_all([(b"one", "T1")], defer=True)
+    jnl.commit_here(heard.append)
+    assert waiting.written.is_set() and heard == []
+    ticket.ack("c1")
+    assert waiting.done.wait(5) and heard == []
+    jnl.close()
+
+
 def _done_ticket(error):
     """A cluster's replication ticket that needs nothing more (its outcome: error)."""
     if error is None:
