@@ -10,7 +10,10 @@ module-level function returning 1). Prints, each in the same run:
     jq-masterd's socket (no worker runs the jobs, a fresh daemon each, no checkpoint in
     the window), jqueue as a library in this process (threads), and Huey (each client
     process with its own connection), RQ (``Queue.enqueue``) and Celery (``task.delay()``,
-    no result backend);
+    no result backend). jqueue's socket and Huey take turns, ROUNDS rounds each (jqueue
+    first), and each figure is the mean over its rounds: their ratio then sees the same
+    machine (on a 2-vCPU virtual machine, Huey's one client ran anywhere between 1,760
+    and 2,572 submits/s in runs minutes apart, moving the ratio more than any change);
   - the daemon's CPU seconds per 1,000 of those socket submits (from /proc, the whole
     process; for RQ and Celery, redis-server's), and the clients' own CPU per 1,000 (for
     Huey the clients are all there is);
@@ -36,6 +39,7 @@ and removed afterwards. Whatever is missing, its figures are skipped and said so
 """
 
 import contextlib
+import functools
 import importlib.util
 import multiprocessing
 import os
@@ -54,6 +58,8 @@ from jqueue.luxi import client as luxi_client
 from jqueue.queue import JobQueue
 
 NOOP = {"OP_ID": "OP_TEST_DELAY", "duration": 0}
+#: Alternate rounds of jqueue's socket and Huey in the submit rates (see the docstring).
+ROUNDS = 3
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -138,19 +144,30 @@ class _LuxiSubmit:
         return lambda: client.submit_job([NOOP])
 
 
-def jqueue_socket(root, clients, seconds, checkpoint_interval=60):
-    """Socket submits: (rate, daemon CPU per 1,000, client CPU per 1,000, thread CPU)."""
+def jqueue_socket(root, clients, seconds, checkpoint_interval=60, rounds=1, between=None):
+    """Socket submits: (rate, daemon CPU per 1,000, client CPU per 1,000, thread CPU, the
+    daemon's CPU seconds), over `rounds` rounds of `seconds` on one daemon; between(), if
+    given, runs after each round (a peer's turn, while the daemon idles)."""
     proc, sock = luxi.start_daemon(os.path.join(root, "sock%d-%s" % (
         clients, checkpoint_interval)), workers=0, checkpoint_interval=checkpoint_interval)
+    count = client_cpu = cpu = 0.0
+    threads = {}
     try:
-        cpu0, threads0 = process_cpu(proc.pid), thread_cpu(proc.pid)
-        rate, client_cpu = client_rate(_LuxiSubmit(sock), clients, seconds)
-        cpu1, threads1 = process_cpu(proc.pid), thread_cpu(proc.pid)
+        for _ in range(rounds):
+            cpu0, threads0 = process_cpu(proc.pid), thread_cpu(proc.pid)
+            rate, per_1000 = client_rate(_LuxiSubmit(sock), clients, seconds)
+            cpu1, threads1 = process_cpu(proc.pid), thread_cpu(proc.pid)
+            count += rate * seconds
+            client_cpu += per_1000 * rate * seconds / 1000
+            cpu += cpu1 - cpu0
+            for name, used in threads1.items():
+                threads[name] = threads.get(name, 0.0) + used - threads0.get(name, 0.0)
+            if between is not None:
+                between()
     finally:
         luxi.stop_daemon(proc)
-    count = rate * seconds
-    threads = {name: cpu - threads0.get(name, 0.0) for name, cpu in threads1.items()}
-    return rate, 1000 * (cpu1 - cpu0) / count, client_cpu, threads, cpu1 - cpu0
+    return (count / (rounds * seconds), 1000 * cpu / count, 1000 * client_cpu / count,
+            threads, cpu)
 
 
 def jqueue_library(root, threads, seconds):
@@ -196,6 +213,16 @@ def huey_rate(root, clients, seconds):
     path = os.path.join(root, "huey-submit%d.db" % clients)
     make_huey(path)  # create the tables once, before the clients race to
     return client_rate(_HueySubmit(path), clients, seconds)
+
+
+def _huey_round(out, root, clients, seconds):
+    out.append(huey_rate(root, clients, seconds))
+
+
+def _mean_rate(rounds):
+    """(rate, client CPU per 1,000) over rounds of the same length [(rate, CPU per 1,000)]."""
+    count = sum(rate for rate, _ in rounds)
+    return count / len(rounds), sum(rate * cpu for rate, cpu in rounds) / max(count, 1)
 
 
 def _huey_consumer(path, workers):
@@ -500,9 +527,12 @@ def run(root, quick=False, results=None):
         return (label, theirs, unit, ours / theirs if theirs else None)
 
     for clients in (1, 16):
-        rate, daemon_cpu, client_cpu, _, _ = jqueue_socket(root, clients, seconds)
+        huey_rounds = []
+        between = functools.partial(_huey_round, huey_rounds, root, clients, seconds)
+        rate, daemon_cpu, client_cpu, _, _ = jqueue_socket(
+            root, clients, seconds, rounds=ROUNDS, between=between if have_huey else None)
         library = jqueue_library(root, clients, seconds)
-        theirs = huey_rate(root, clients, seconds) if have_huey else (None, None)
+        theirs = _mean_rate(huey_rounds) if have_huey else (None, None)
         others = {name: rate_of(root, clients, seconds)
                   for name, _, rate_of, _, _ in redis_peers}
         plural = "s" * (clients > 1)
