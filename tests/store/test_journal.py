@@ -101,6 +101,22 @@ def test_commit_here_writes_and_finishes_in_the_calling_thread(tmp_path):
     assert _good_records(tmp_path / "journal") == [b"zero", b"one", b"two"]
 
 
+def _hold_the_write_of(payload, monkeypatch):
+    """Make the committer's write of the record payload wait: (entered, release), events
+    set once it waits and to let it go on."""
+    entered, release = threading.Event(), threading.Event()
+    real_flush = journal.Journal._flush
+
+    def slow_flush(self, frames, *args):
+        if frames == [journal.frame(payload)]:
+            entered.set()
+            release.wait(5)
+        return real_flush(self, frames, *args)
+
+    monkeypatch.setattr(journal.Journal, "_flush", slow_flush)
+    return entered, release
+
+
 def test_commit_here_tells_its_caller_first_of_the_batches_it_made_durable(tmp_path):
     """durable_here hears of the batches commit_here made durable in the caller's thread,
     before the durability listener and the batches' callbacks do (the daemon sends their
@@ -130,16 +146,7 @@ def test_durable_here_hears_only_of_what_its_own_commit_finished(tmp_path, failp
     assert refused.refused and heard == []
     jnl.close()
 
-    entered, release = threading.Event(), threading.Event()
-    real_flush = journal.Journal._flush
-
-    def slow_flush(self, frames, *args):
-        if frames == [journal.frame(b"first")]:
-            entered.set()
-            release.wait(5)
-        return real_flush(self, frames, *args)
-
-    monkeypatch.setattr(journal.Journal, "_flush", slow_flush)
+    entered, release = _hold_the_write_of(b"first", monkeypatch)
     (tmp_path / "busy").mkdir()
     jnl = _open(tmp_path / "busy")
     jnl.append(b"first")
@@ -207,16 +214,7 @@ def test_a_batch_waiting_for_its_acknowledgement_finishes_when_it_comes(tmp_path
 def test_commit_here_leaves_the_work_to_a_busy_committer(tmp_path, monkeypatch):
     """While the committer writes, commit_here does not write too: it wakes the committer,
     which takes the deferred records next, in order."""
-    entered, release = threading.Event(), threading.Event()
-    real_flush = journal.Journal._flush
-
-    def slow_flush(self, frames, *args):
-        if frames == [journal.frame(b"first")]:
-            entered.set()
-            release.wait(5)
-        return real_flush(self, frames, *args)
-
-    monkeypatch.setattr(journal.Journal, "_flush", slow_flush)
+    entered, release = _hold_the_write_of(b"first", monkeypatch)
     jnl = _open(tmp_path)
     first = jnl.append(b"first")
     assert entered.wait(5)
