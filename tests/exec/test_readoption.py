@@ -535,6 +535,31 @@ def test_a_forgotten_attempts_directory_serves_the_next_launch_emptied(executors
     assert os.listdir(attemptdir.attempts_dir(executor.state_dir)) == ["2.1"]
 
 
+def test_a_small_attempt_becomes_a_spare_at_once_a_big_one_in_a_pool_thread(executors,
+                                                                           monkeypatch):
+    """An attempt with at most SPARE_HERE_BYTES of output is made a spare by forget
+    itself (no hand-off to a thread per attempt); one with more goes to a pool thread,
+    where freeing its output keeps the reactor waiting for nothing."""
+    executor, reactor, recorder = executors.make()
+    handed = []
+    monkeypatch.setattr(reactor, "callInThread", lambda fn, *args: handed.append((fn, args)))
+    big = executor_module.SPARE_HERE_BYTES + 1
+    executor.launch(executors.spec(1, "echo small"))
+    executor.launch(executors.spec(2, "head -c %d /dev/zero" % big))
+    wait_ended(executor, reactor, recorder, 1)
+    wait_ended(executor, reactor, recorder, 2)
+    attempts = attemptdir.attempts_dir(executor.state_dir)
+    executor.forget(1, 1)
+    assert handed == [] and sorted(os.listdir(attempts)) == [".spare-1.1", "2.1"]
+    executor.forget(2, 1)
+    assert len(handed) == 1 and sorted(os.listdir(attempts)) == [".forgotten-2.1", ".spare-1.1"]
+    fn, args = handed.pop()
+    fn(*args)
+    assert sorted(os.listdir(attempts)) == [".spare-1.1", ".spare-2.1"]
+    spare = os.path.join(attempts, ".spare-2.1")
+    assert all(os.stat(os.path.join(spare, n)).st_size == 0 for n in os.listdir(spare))
+
+
 def test_spares_are_no_attempts_after_a_restart_and_serve_it(executors):
     """A restarted executor adopts no spare and launches into one."""
     executor, reactor, recorder = executors.make()
