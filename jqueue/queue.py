@@ -445,6 +445,12 @@ class JobQueue:
         The daemon's event loop calls it once per pass over its sockets."""
         self._journal.commit_here(durable_here)
 
+    def commit_in_loop(self, schedule):
+        """Changes made in the calling thread, an event loop's, are committed at the end of
+        its turn (jqueue.store.journal.Journal.commit_in_loop; schedule(fn) calls fn in
+        this thread soon). The daemon's reactor calls it once, before it runs."""
+        self._journal.commit_in_loop(schedule)
+
     @property
     def ack_timeout(self):
         """Seconds a change may wait for replication before callers are told it failed."""

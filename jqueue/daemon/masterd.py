@@ -130,6 +130,7 @@ class QueueService(service.Service):
                               if self._config.notify_secret_file else None,
                               notify_command=notify.command_argv(
                                   self._config.notify_command))
+        self.queue.commit_in_loop(lambda fn: self._reactor.callLater(0, fn))
         super().startService()
 
     def _command_runner(self):

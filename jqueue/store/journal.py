@@ -77,6 +77,21 @@ def frame(payload):
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+class _Awaited(threading.Event):
+    """A batch's event (done, written). A thread about to wait for one first has the
+    journal commit what that thread left for the end of its turn (Journal.commit_in_loop):
+    an event loop waiting for its own records would otherwise wait for ever."""
+
+    def __init__(self, journal):
+        super().__init__()
+        self._journal = journal
+
+    def wait(self, timeout=None):
+        if self._journal is not None and not self.is_set():
+            self._journal.commit_before_waiting()
+        return super().wait(timeout)
+
+
 class Batch:
     """Records committed together; callers wait on it to learn that theirs are durable."""
 
@@ -84,15 +99,15 @@ class Batch:
                  "_callbacks", "_lock", "_finished", "slots", "written", "refused", "undo",
                  "opened", "presync")
 
-    def __init__(self):
+    def __init__(self, journal=None):
         #: When the batch was opened (monotonic seconds): its acknowledgement latency's start.
         self.opened = time.monotonic()
         self.frames = []
         self.tags = []
         self.rotate_after = False
-        self.done = threading.Event()
+        self.done = _Awaited(journal)
         #: Set once the local write succeeded, or failed and the owner undid the changes.
-        self.written = threading.Event()
+        self.written = _Awaited(journal)
         #: True if the local write failed: nothing of the batch is on disk.
         self.refused = False
         #: The owner's undo actions for a refusal (run by its on_refused listener).
@@ -218,6 +233,9 @@ class Journal:
         #: Whether a thread (the committer, or one in commit_here) is writing the file.
         self._committing = False
         self._local = threading.local()  # defer: appends in deferring() blocks
+        #: (thread id, schedule) of the event loop that commits its own appends, if any.
+        self._loop = None
+        self._loop_commit_due = False  # its commit is scheduled (see commit_in_loop)
         self._committed_all = False
         self._thread = threading.Thread(target=self._run, name="journal-commit", daemon=True)
         self._thread.start()
@@ -377,9 +395,45 @@ class Journal:
         finally:
             self._local.defer -= 1
 
+    def commit_in_loop(self, schedule):
+        """From now on, what the calling thread (an event loop's) appends is committed at
+        the end of the loop's turn, by the loop itself if the committer is idle: the first
+        append of a turn calls schedule(fn), which must have fn called in this thread
+        soon (reactor.callLater(0, fn)); fn is commit_here, but for records whose files
+        must be synced first (before_write: a command log's pieces), left to the
+        committer thread. Every change of a turn is one commit, with no thread woken and
+        none waking the loop again (1,000 `true` command jobs in jq-masterd: 258-290 ->
+        360-388 jobs/s, 27 -> 6 context switches and 3.1 -> 1.9 ms of CPU a job: the
+        committer's wake-ups, its Python after each sync, and every system call of the
+        loop's giving the GIL up to it). A wait for a batch in this thread commits
+        first (_Awaited)."""
+        with self._cond:
+            self._loop = (threading.get_ident(), schedule)
+
+    def commit_before_waiting(self):
+        """The calling thread is about to wait for a batch: if it is the event loop's,
+        commit what it left for the end of its turn (see commit_in_loop)."""
+        loop = self._loop
+        if loop is not None and loop[0] == threading.get_ident():
+            self.commit_here()
+
+    def _commit_loop(self):
+        with self._cond:
+            self._loop_commit_due = False
+            if any(batch.presync for batch in self._queue):
+                self._cond.notify()
+                return
+        self.commit_here()
+
     def _wake_unlocked(self):
-        if not getattr(self._local, "defer", 0):
+        if getattr(self._local, "defer", 0):
+            return
+        loop = self._loop
+        if loop is None or loop[0] != threading.get_ident():
             self._cond.notify()
+        elif not self._loop_commit_due:
+            self._loop_commit_due = True
+            loop[1](self._commit_loop)
 
     def barrier(self):
         """Return the newest unfinished batch, written or not (None if none).
@@ -470,7 +524,7 @@ class Journal:
 
     def _open_batch_unlocked(self):
         if not self._queue or self._queue[-1].rotate_after:
-            self._queue.append(Batch())
+            self._queue.append(Batch(self))
         return self._queue[-1]
 
     def _run(self):

@@ -101,6 +101,65 @@ def test_commit_here_writes_and_finishes_in_the_calling_thread(tmp_path):
     assert _good_records(tmp_path / "journal") == [b"zero", b"one", b"two"]
 
 
+def test_an_event_loop_commits_its_own_appends_once_per_turn(tmp_path):
+    """After commit_in_loop, the loop thread's appends wake no committer: the first of a
+    turn schedules one commit, run in the loop's thread, which writes them all with one
+    sync; another thread's append wakes the committer as before."""
+    scheduled, seen = [], []
+    jnl = _open(tmp_path, on_durable=lambda tags: seen.append((tags, threading.get_ident())))
+    jnl.append(b"zero").wait(5)
+    time.sleep(0.2)  # the committer is back waiting
+    seen.clear()
+    jnl.commit_in_loop(scheduled.append)
+    one = jnl.append(b"one", tag="T1")
+    two = jnl.append(b"two", tag="T2")
+    time.sleep(0.2)
+    assert len(scheduled) == 1 and not one.written.is_set()  # the committer was not woken
+    syncs = jnl.stats["syncs"]
+    scheduled.pop()()
+    assert one.done.is_set() and two.done.is_set() and jnl.stats["syncs"] == syncs + 1
+    assert seen == [(["T1", "T2"], threading.get_ident())]
+    other = []
+    thread = threading.Thread(target=lambda: other.append(jnl.append(b"three")))
+    thread.start()
+    thread.join()
+    other[0].wait(5)
+    assert scheduled == []
+    jnl.close()
+    assert _good_records(tmp_path / "journal") == [b"zero", b"one", b"two", b"three"]
+
+
+def test_a_wait_in_the_loop_s_thread_commits_what_it_appended_first(tmp_path):
+    """The loop's turn cannot end while it waits for a batch: the wait commits first,
+    whichever event it waits on, instead of waiting for ever."""
+    scheduled = []
+    jnl = _open(tmp_path)
+    jnl.commit_in_loop(scheduled.append)
+    jnl.append(b"one").wait(5)
+    assert jnl.append(b"two").written.wait(5)
+    for commit in scheduled:  # the turn's end: nothing left
+        commit()
+    jnl.close()
+    assert _good_records(tmp_path / "journal") == [b"one", b"two"]
+
+
+def test_the_loop_leaves_records_whose_files_need_a_sync_to_the_committer(tmp_path):
+    """A record with presync (a command log's piece: its file is synced first) is not
+    written in the loop's thread: the loop's commit wakes the committer for it."""
+    synced = []
+    jnl = _open(tmp_path, before_write=lambda ids: synced.append(
+        (ids, threading.get_ident())))
+    scheduled = []
+    jnl.commit_in_loop(scheduled.append)
+    batch = jnl.append(b"extent", presync=7)
+    scheduled.pop()()
+    deadline = time.monotonic() + 5
+    while not batch.done.is_set() and time.monotonic() < deadline:  # (a wait would commit)
+        time.sleep(0.01)
+    assert synced and synced[0][0] == {7} and synced[0][1] != threading.get_ident()
+    jnl.close()
+
+
 def _hold_the_write_of(payload, monkeypatch):
     """Make the committer's write of the record payload wait: (entered, release), events
     set once it waits and to let it go on."""
