@@ -373,6 +373,40 @@ def test_a_burst_is_begun_and_launched_a_slice_per_turn_and_a_cancel_meanwhile_h
     assert setup.fields(ids[-1], ["status"]) == ["canceled"]
 
 
+def test_a_turn_begins_and_launches_attempts_for_at_most_slice_seconds(open_queue, clock,
+                                                                      tmp_path):
+    """However many are due, a turn stops beginning attempts, and launching them, once it
+    spent SLICE_SECONDS on them (one at least): one a turn here, where each takes that
+    long (a shim spawned on this machine takes 1-2 ms; a launch on a node, microseconds)."""
+    setup = Setup(open_queue, clock, tmp_path, slots=3)
+    runner = setup.queue.commands
+    begin, launch = runner._begin_attempt_unlocked, runner._launch
+    begun, launched = [], []
+
+    def slow(real, seen):
+        def step(first, *args):
+            seen.append(first)
+            setup.host.now += commands.SLICE_SECONDS
+            return real(first, *args)
+        return step
+
+    runner._begin_attempt_unlocked = slow(begin, begun)
+    runner._launch = slow(launch, launched)
+    for _ in range(3):
+        setup.queue.submit_job([command("true")])
+    run_jobs(setup.queue)
+    per_turn = []
+    while True:
+        setup.queue.wait_durable()
+        before = (len(begun), len(launched))
+        if not setup.host.run_turn():
+            break
+        per_turn.append((len(begun) - before[0], len(launched) - before[1]))
+    assert sum(b for b, _ in per_turn) == 3 and max(b for b, _ in per_turn) == 1
+    assert sum(n for _, n in per_turn) == 3 and max(n for _, n in per_turn) == 1
+    setup.settle()
+
+
 def test_canceling_a_queued_command_job_never_starts_it(open_queue, clock, tmp_path):
     """A job waiting for a slot is canceled at once and its command never runs."""
     setup = Setup(open_queue, clock, tmp_path, slots=1)
