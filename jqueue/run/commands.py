@@ -112,7 +112,7 @@ LAUNCH_SLICE = 64
 #: ... and the loop's time a turn spends on them (at least one each turn): a launch on
 #: this machine spawns its shim (1-2 ms), one on a node only queues a call to it. At 64
 #: a turn, a slice of local launches held the loop 100 ms and the QueryJobs waited
-#: 0.29-0.32 s (median; 0.53-0.67 at most); at 10 ms, 0.03-0.04 (0.07), at the same
+#: 0.20-0.32 s (median; 0.34-0.67 at most); at 10 ms, 0.04 (0.05-0.06), at the same
 #: rate, while a node's launches still leave 64 at a time in one call.
 SLICE_SECONDS = 0.01
 #: Seconds before a change the disk refused (its log or journal) is tried again.
