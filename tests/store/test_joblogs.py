@@ -235,3 +235,25 @@ def test_logs_on_another_file_system_are_synced_one_by_one(tmp_path, monkeypatch
     logs.sync(then_syncfs=str(tmp_path))
     assert synced == []
     logs.close(sync=False)
+
+
+def test_the_logs_of_a_burst_stay_open_within_a_share_of_the_descriptor_limit(tmp_path,
+                                                                           monkeypatch):
+    """A burst's 200 logs, each written at its job's start and at its end, are opened once
+    each; the descriptors kept are at most an eighth of the soft RLIMIT_NOFILE."""
+    store = joblogs.LogStore(str(tmp_path / "logs"))
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(joblogs.os, "open", lambda path, *args: opened.append(path) or
+                        real_open(path, *args))
+    for job in range(200):
+        store.write(job, 0, b"* start\n")
+    for job in range(200):
+        store.write(job, 8, b"* end\n")
+    monkeypatch.undo()
+    assert len(opened) == 200 and len(store._fds) == 200
+    monkeypatch.setattr(joblogs.resource, "getrlimit", lambda which: (160, 4096))
+    store.write(200, 0, b"* start\n")
+    assert len(store._fds) == 160 // joblogs.NOFILE_SHARE
+    store.close()
+    assert all(store.size(job) == 14 for job in range(200))
