@@ -5,10 +5,12 @@
 ``spec.json``
     written by the executor once the shim exists, before the command may start: job,
     attempt, argv, dir, run_as, timeout, kill_grace, started (epoch), deadline (epoch or
-    null), boot_id, shim_pid, shim_start (field 22 of ``/proc/<pid>/stat``), cgroup (path
-    or null), shim ("c" or "python"), rt_base (where the shim's forwarding signals
-    start), memory_max (bytes, 0 for none). Not the environment: it may hold secrets (it
-    reaches the shim on a pipe).
+    null), boot_id, shim_pid, shim_start and shim_start_max (clock ticks since boot, the
+    unit of field 22 of ``/proc/<pid>/stat``: the shim started between the two, read
+    before and after its spawn; one from before them has shim_start alone, its exact
+    start), cgroup (path or null), shim ("c" or "python"), rt_base (where the shim's
+    forwarding signals start), memory_max (bytes, 0 for none). Not the environment: it
+    may hold secrets (it reaches the shim on a pipe).
 ``output``
     the command's stdout and stderr, appended by the command itself (created by the
     shim's child just before the exec; a missing file reads as empty). With a *run
@@ -52,6 +54,7 @@ a second spent two thirds of its processor time there (perf, 1,000 `true` jobs).
 import errno
 import os
 import shutil
+import time
 
 from jqueue import errors, fileread, serializer
 from jqueue.exec.attempt import AttemptResult
@@ -65,6 +68,8 @@ HOOK_PID = "hook-pid"
 RESULT = "result"
 SHIM_LOG = "shim.log"
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+#: Nanoseconds in a clock tick of /proc (USER_HZ, as the kernel shows start times).
+_NS_PER_TICK = 10 ** 9 // os.sysconf("SC_CLK_TCK")
 
 
 def attempts_dir(state_dir):
@@ -120,6 +125,19 @@ def proc_start_time(pid):
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def boot_ticks():
+    """Clock ticks since boot now: the clock and unit of a process's start time in
+    ``/proc/<pid>/stat`` (its CLOCK_BOOTTIME at its fork, rounded down)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _NS_PER_TICK
+
+
+def started_within(pid, earliest, latest):
+    """Whether process pid exists and started between ticks earliest and latest (both
+    included); what proc_start_time raises, raised."""
+    start = proc_start_time(pid)
+    return start is not None and earliest <= start <= latest
 
 
 def group_is_ours(pid, start_time, recorded_boot_id, current_boot_id):

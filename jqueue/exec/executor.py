@@ -12,7 +12,9 @@ The launch, in the reactor thread and without blocking:
    the disk still has its result written), and the cgroup leaf (``containment``);
 3. ``posix_spawn`` of the shim, its stdin a pipe; a pidfd on it at once (it is our
    child: its pid cannot be reused before we reap it);
-4. ``spec.json`` with the shim's pid and start time and the boot id;
+4. ``spec.json`` with the shim's pid, the bounds of its start time (the clock before
+   and after the spawn: never read from /proc, which waits for the shim's exec) and the
+   boot id;
 5. the command's environment down the pipe, with the end mark: only now may the shim
    start the command. If the daemon dies before, the shim sees no end mark and never
    starts it; an attempt directory without spec.json is found lost at the next start.
@@ -474,7 +476,11 @@ class Executor:
                                              % (spec.job, spec.attempt), err) from None
         try:
             cgroup = self._containment.create_leaf(spec.job, spec.attempt)
+            # Its start time is known to be between the two: read from /proc at once, it
+            # waited for the shim's exec to be complete (0.2 ms a launch on a busy machine).
+            earliest = attemptdir.boot_ticks()
             pid, env_pipe = self._spawn_shim(spec, path, cgroup, user, output)
+            latest = attemptdir.boot_ticks()
         except OSError as err:
             self._discard(path, cgroup, output)
             raise errors.command_start_error("job %d attempt %d: cannot start the shim"
@@ -485,13 +491,13 @@ class Executor:
             "dir": spec.dir, "run_as": spec.run_as, "timeout": spec.timeout,
             "kill_grace": spec.kill_grace, "started": started,
             "deadline": started + spec.timeout if spec.timeout else None,
-            "boot_id": self._boot_id, "shim_pid": pid, "shim_start": None, "cgroup": cgroup,
+            "boot_id": self._boot_id, "shim_pid": pid, "shim_start": earliest,
+            "shim_start_max": latest, "cgroup": cgroup,
             "shim": self._shim.kind, "rt_base": RT_BASE, "output": output,
             "memory_max": spec.memory_max, "oom_kills": oom_kills,
         }
         att = _Attempt((spec.job, spec.attempt), path, record)
         try:
-            record["shim_start"] = attemptdir.proc_start_time(pid)
             att.watch = _ShimWatch(os.pidfd_open(pid), lambda: self._shim_exited(att))
             attemptdir.write_spec(path, record)
         except OSError as err:
@@ -718,14 +724,16 @@ class Executor:
     def _rewatch(self, att):
         """Watch the attempt's shim again if it is still the recorded process."""
         pid, start = att.spec.get("shim_pid"), att.spec.get("shim_start")
-        if not isinstance(pid, int) or pid <= 0:
+        latest = att.spec.get("shim_start_max", start)  # none: an exact start
+        if not (isinstance(pid, int) and pid > 0 and isinstance(start, int)
+                and isinstance(latest, int)):
             return False
         try:
             fd = os.pidfd_open(pid)
         except (ProcessLookupError, ValueError):  # gone (other errors: not now, raised)
             return False
         try:
-            same = attemptdir.proc_start_time(pid) == start  # after opening: race-free
+            same = attemptdir.started_within(pid, start, latest)  # after opening: race-free
         except OSError:
             os.close(fd)
             raise

@@ -202,6 +202,69 @@ def test_the_start_time_identifies_the_shim(executors):
     assert info.result.error == "attempt lost: its supervisor died"
 
 
+def test_a_launch_records_bounds_of_its_shims_start_without_waiting_for_its_exec(
+        executors, monkeypatch):
+    """The shim's start time is not read from /proc at its launch (the read waits for the
+    shim's exec to be complete): spec.json holds the clock ticks before and after its
+    spawn, and they hold the start /proc shows."""
+    executor, reactor, recorder = executors.make()
+    read = []
+    real = attemptdir.proc_start_time
+    monkeypatch.setattr(attemptdir, "proc_start_time", lambda pid: read.append(pid) or real(pid))
+    executor.launch(executors.spec(1, ["sleep", "1000"]))
+    spec = serializer.loads(open(os.path.join(
+        attemptdir.attempt_path(executor.state_dir, 1, 1), "spec.json"), "rb").read())
+    assert spec["shim_pid"] not in read
+    assert spec["shim_start"] <= real(spec["shim_pid"]) <= spec["shim_start_max"]
+    executor.kill(1, 1)
+    wait_ended(executor, reactor, recorder, 1)
+
+
+NO_MAX = object()  # a spec.json from before the bounds: shim_start alone, the exact start
+
+
+@pytest.mark.parametrize("earliest, latest, adopted", [
+    (0, 0, True),
+    (-2, 1, True),
+    (0, NO_MAX, True),
+    (1, 3, False),
+    (-3, -1, False),
+    (-1, NO_MAX, False),
+    (0, "0", False),  # malformed
+])
+def test_a_shim_is_readopted_only_if_it_started_within_the_recorded_bounds(
+        executors, earliest, latest, adopted):
+    """The live process at the shim's pid is taken for the shim iff its start time (in
+    ticks) lies within the bounds spec.json records (or equals the one start an older
+    spec has); otherwise the attempt is lost, and not followed."""
+    first, reactor, _ = executors.make()
+    first.launch(executors.spec(1, ["sleep", "1000"]))
+    reactor.run_until(lambda: first.info(1, 1).pid, 10, "the pid")
+    first.stop()
+    path = os.path.join(attemptdir.attempt_path(first.state_dir, 1, 1), "spec.json")
+    spec = serializer.loads(open(path, "rb").read())
+    start = attemptdir.proc_start_time(spec["shim_pid"])
+    spec["shim_start"] = start + earliest
+    if latest is NO_MAX:
+        del spec["shim_start_max"]
+    else:
+        spec["shim_start_max"] = start + latest if isinstance(latest, int) else latest
+    attemptdir.write_atomic(path, serializer.dumps_bytes(spec))
+    second, reactor2, recorder2 = executors.make(state_dir=first.state_dir, start=False)
+    (info,) = second.start()
+    if adopted:
+        assert info.result is None and info.pid > 0
+        assert second.kill(1, 1)[0]
+        assert wait_ended(second, reactor2, recorder2, 1).signal == signal.SIGKILL
+    else:
+        assert info.result.error == "attempt lost: its supervisor died"
+        assert second.kill(1, 1) == (False, "job 1 attempt 1 is not running")
+        try:
+            os.kill(spec["shim_pid"], signal.SIGKILL)  # it was the shim all the same
+        except ProcessLookupError:
+            pass
+
+
 def test_attempts_of_a_previous_boot_are_lost(executors):
     """A different boot id: the attempt is reported lost because the node rebooted."""
     first, reactor, recorder = executors.make()
