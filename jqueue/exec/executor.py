@@ -325,7 +325,9 @@ class Executor:
 
     def _make_attempt_dir(self, path):
         """Make an attempt's directory: a spare renamed (attemptdir's docstring says why),
-        else a new one; FileExistsError if there is one."""
+        else a new one; FileExistsError if there is one, ENOSPC if the disk is full (even
+        for a spare: see attemptdir.check_room)."""
+        attemptdir.check_room(os.path.dirname(path))
         while self._spares:
             if os.path.lexists(path):
                 raise FileExistsError(errno.EEXIST, "exists", path)

@@ -569,7 +569,7 @@ def test_a_master_killed_amid_many_short_jobs_runs_each_once(daemon):
     """kill -9 of jq-masterd while 300 short jobs start and end (their directories taken
     from and given back to the spares): after a restart each job ran once and succeeded
     (an attempt whose launch the kill interrupted runs again, uncounted), its log whole,
-    and what is left of the attempts is spares, emptied."""
+    and what is left of the attempts is spares: no output, no spec.json that parses."""
     with daemon.client() as client:
         ids = [job_id for _, job_id in client.submit_many_jobs(
             [[command("echo job $JQ_JOB_ID")]] * 300)]
@@ -590,9 +590,10 @@ def test_a_master_killed_amid_many_short_jobs_runs_each_once(daemon):
     wait_until(lambda: not attempt_names(attempts), what="every attempt to be forgotten")
     for name in os.listdir(attempts):
         assert name.startswith(".spare-"), name
-        for entry in os.scandir(os.path.join(attempts, name)):
-            assert entry.name in ("spec.json", "output", ".pid.tmp", ".result.tmp")
-            assert entry.stat().st_size == 0
+        spare = os.path.join(attempts, name)
+        assert set(os.listdir(spare)) <= {"spec.json", "output", ".pid.tmp", ".result.tmp"}
+        assert os.stat(os.path.join(spare, "output")).st_size == 0
+        assert attemptdir.read_spec(spare) is None
 
 
 def test_a_cancel_storm_amid_launches_ends_every_job_and_process(daemons):

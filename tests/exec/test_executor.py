@@ -395,6 +395,30 @@ def test_a_launch_without_room_for_its_result_is_a_resource_error(executors, mon
         assert stream.read().endswith(b"}\n")  # the room cut to the result's length
 
 
+def test_a_launch_on_a_full_disk_waits_even_into_a_spare(executors, monkeypatch):
+    """A spare keeps its files' blocks, so a launch into it would need no new block: on a
+    disk with less than a result's room free it is refused all the same, as a resource
+    error (NOXFER: the master tries again later), the spare kept for the next one."""
+    executor, reactor, recorder = make(executors)
+    run_to_end(executors, executor, reactor, recorder, executors.spec(1, "true"))
+    executor.forget(1, 1)
+    attempts = attemptdir.attempts_dir(executor.state_dir)
+    assert os.listdir(attempts) == [".spare-1.1"]
+    real = os.statvfs(attempts)
+    free = [attemptdir.RESULT_ROOM // real.f_frsize - 1]
+
+    def statvfs(path):
+        return os.statvfs_result(real[:4] + (free[0],) + real[5:])
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    with pytest.raises(errors.CommandResourceError, match="2.1: No space left on device"):
+        executor.launch(executors.spec(2, "true"))
+    assert os.listdir(attempts) == [".spare-1.1"] and executor.attempts() == []
+    free[0] += 1
+    result, _ = run_to_end(executors, executor, reactor, recorder, executors.spec(2, "true"))
+    assert result.exit_status == 0 and os.listdir(attempts) == ["2.1"]
+
+
 def test_launch_is_idempotent(executors, shim):
     """Launching the same job and attempt again returns it; the command runs once."""
     executor, reactor, recorder = make(executors, shim)

@@ -23,6 +23,7 @@ from exec_helpers import (
 )
 
 from jqueue import errors, serializer
+from jqueue.commandjob import LOST_UNSTARTED
 from jqueue.exec import attemptdir, shims
 from jqueue.exec import executor as executor_module
 
@@ -572,9 +573,21 @@ def _inodes(path):
     return {name: os.stat(os.path.join(path, name)).st_ino for name in os.listdir(path)}
 
 
+def assert_clean_spare(spare):
+    """A spare holds no output and no spec.json that parses, and has freed no block."""
+    assert sorted(os.listdir(spare)) == [".pid.tmp", ".result.tmp", "output", "spec.json"]
+    assert os.stat(os.path.join(spare, "output")).st_size == 0
+    assert attemptdir.read_spec(spare) is None
+    with open(os.path.join(spare, "spec.json"), "rb") as f:
+        assert f.read(1) == b"\0"
+    assert all(os.stat(os.path.join(spare, n)).st_blocks > 0
+               for n in (".pid.tmp", ".result.tmp", "spec.json"))
+
+
 def test_a_forgotten_attempts_directory_serves_the_next_launch_emptied(executors, shim):
-    """forget keeps the directory as a spare, its files emptied; the next launch takes it
-    (the same inodes: no file made, none deleted) and nothing of the first attempt shows."""
+    """forget keeps the directory as a spare, its output emptied and its spec.json made
+    unparsable, no block freed; the next launch takes it (the same inodes: no file made,
+    none deleted) and nothing of the first attempt shows."""
     executor, reactor, recorder = executors.make(shim=shim)
     executor.launch(executors.spec(1, "echo first; exit 3"))
     assert wait_ended(executor, reactor, recorder, 1).exit_status == 3
@@ -584,8 +597,7 @@ def test_a_forgotten_attempts_directory_serves_the_next_launch_emptied(executors
     executor.forget(1, 1)
     spare = os.path.join(attemptdir.attempts_dir(executor.state_dir), ".spare-1.1")
     assert os.listdir(attemptdir.attempts_dir(executor.state_dir)) == [".spare-1.1"]
-    assert sorted(os.listdir(spare)) == [".pid.tmp", ".result.tmp", "output", "spec.json"]
-    assert all(os.stat(os.path.join(spare, n)).st_size == 0 for n in os.listdir(spare))
+    assert_clean_spare(spare)
     info = executor.launch(executors.spec(2, "echo second"))
     # nothing of the first attempt (6 bytes); the command may have written its own already
     assert info.result is None and info.output_size in (0, len(b"second\n"))
@@ -619,8 +631,23 @@ def test_a_small_attempt_becomes_a_spare_at_once_a_big_one_in_a_pool_thread(exec
     fn, args = handed.pop()
     fn(*args)
     assert sorted(os.listdir(attempts)) == [".spare-1.1", ".spare-2.1"]
-    spare = os.path.join(attempts, ".spare-2.1")
-    assert all(os.stat(os.path.join(spare, n)).st_size == 0 for n in os.listdir(spare))
+    assert_clean_spare(os.path.join(attempts, ".spare-2.1"))
+
+
+def test_a_launch_that_died_in_a_spare_before_its_spec_is_lost(executors):
+    """The daemon dies between taking a spare for an attempt and writing its spec.json:
+    the next start finds the attempt lost, never the spare's old attempt under its name."""
+    first, reactor, recorder = executors.make()
+    first.launch(executors.spec(1, "echo first; exit 3"))
+    wait_ended(first, reactor, recorder, 1)
+    first.forget(1, 1)
+    first.stop()
+    attempts = attemptdir.attempts_dir(first.state_dir)
+    os.rename(os.path.join(attempts, ".spare-1.1"), os.path.join(attempts, "2.1"))  # claimed
+    second, _, _ = executors.make(state_dir=first.state_dir, start=False)
+    (info,) = second.start()
+    assert (info.job, info.attempt, info.argv) == (2, 1, [])
+    assert info.result.error == LOST_UNSTARTED
 
 
 def test_spares_are_no_attempts_after_a_restart_and_serve_it(executors):
