@@ -1674,6 +1674,7 @@ class JobQueue:
         """A job's changes are all durable: release dependents, collect waiters, tell
         its webhook."""
         if job.is_finalized():
+            self._logs.written(job.id)
             self._notify_due_unlocked(job)
             for dependent_id in self._deps.release(job.id):
                 dependent = self._jobs.get(dependent_id)

@@ -104,6 +104,17 @@ class LogStore:
             os.close(old_fd)  # still dirty if it was: sync() reopens it by its path
         return fd
 
+    def written(self, job_id):
+        """job_id's log is written no more (its job ended): its descriptor closed, if
+        open. Kept, the descriptors of ended jobs filled the cache, and every command
+        spawned copied them and closed them again at its exec (1,024 of them a `true` job
+        after a burst). A write after all opens it again; a sync reopens it by its path,
+        as it does one the cache dropped."""
+        with self._lock:
+            fd = self._fds.pop(job_id, None)
+            if fd is not None:
+                os.close(fd)
+
     def read(self, job_id, offset, max_bytes):
         """Up to max_bytes of job_id's log from offset (b"" if none, or no log)."""
         try:

@@ -109,6 +109,18 @@ def test_a_command_job_runs_on_its_node_and_succeeds_with_its_output_logged(setu
     assert setup.link.forgotten == [(job_id, 1)]
 
 
+def test_a_jobs_log_descriptor_is_closed_once_its_end_is_durable(setup):
+    """While its command runs a job's log stays open (its output goes there); once the
+    job's end is durable, no descriptor is kept for it (every command spawned later would
+    copy it and close it again)."""
+    job_id = setup.submit(command("true"))
+    assert job_id in setup.queue._logs._fds
+    setup.end(job_id, exit_status=0)
+    assert setup.fields(job_id, ["status"]) == ["success"]
+    assert job_id not in setup.queue._logs._fds
+    assert b"\n* EXIT : 0\n* OK : " in setup.log(job_id)
+
+
 def test_an_attempt_whose_output_is_all_in_ends_without_another_read(setup):
     """The node's end says the output's final size: once the log holds all of it the job
     ends, with no read to confirm it; a node that does not say reads until a read comes

@@ -237,6 +237,25 @@ def test_logs_on_another_file_system_are_synced_one_by_one(tmp_path, monkeypatch
     logs.close(sync=False)
 
 
+def test_the_log_of_an_ended_job_is_closed_and_still_synced_and_written(tmp_path,
+                                                                          monkeypatch):
+    """written(job) closes the log's descriptor (a job that ended writes no more); its
+    bytes still become durable at the next sync, and a write after all opens it again."""
+    store = joblogs.LogStore(str(tmp_path / "logs"))
+    store.write(1, 0, b"* start\n")
+    store.write(2, 0, b"* start\n")
+    store.written(1)
+    store.written(3)  # never opened: nothing
+    assert list(store._fds) == [2]
+    synced = []
+    monkeypatch.setattr(joblogs, "_sync_path", synced.append)
+    store.sync()
+    assert sorted(synced) == [store.file_path(1), store.file_path(2)]
+    store.write(1, 8, b"* end\n")
+    assert sorted(store._fds) == [1, 2] and store.read(1, 0, 100) == b"* start\n* end\n"
+    store.close()
+
+
 def test_the_logs_of_a_burst_stay_open_within_a_share_of_the_descriptor_limit(tmp_path,
                                                                            monkeypatch):
     """A burst's 200 logs, each written at its job's start and at its end, are opened once
