@@ -182,12 +182,13 @@ def check_room(path):
     (for an unprivileged writer). A launch into a new directory would fail to keep its
     result's room then; one into a spare, which keeps its files' blocks, would not fail
     by itself, and starting a command on a full disk helps nobody: it waits (NOXFER).
-    A path that does not exist is not checked (its maker will say)."""
+    A path that does not exist is not checked (its maker will say), nor one on a
+    filesystem that reports no size (a tmpfs mounted with size=0 has no limit)."""
     try:
         fs = os.statvfs(path)
     except FileNotFoundError:
         return
-    if fs.f_bavail * fs.f_frsize < RESULT_ROOM:
+    if fs.f_blocks and fs.f_bavail * fs.f_frsize < RESULT_ROOM:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 

@@ -398,25 +398,29 @@ def test_a_launch_without_room_for_its_result_is_a_resource_error(executors, mon
 def test_a_launch_on_a_full_disk_waits_even_into_a_spare(executors, monkeypatch):
     """A spare keeps its files' blocks, so a launch into it would need no new block: on a
     disk with less than a result's room free it is refused all the same, as a resource
-    error (NOXFER: the master tries again later), the spare kept for the next one."""
+    error (NOXFER: the master tries again later), the spare kept for the next one. A
+    filesystem that reports no size at all (an unlimited tmpfs) refuses nothing."""
     executor, reactor, recorder = make(executors)
     run_to_end(executors, executor, reactor, recorder, executors.spec(1, "true"))
     executor.forget(1, 1)
     attempts = attemptdir.attempts_dir(executor.state_dir)
     assert os.listdir(attempts) == [".spare-1.1"]
     real = os.statvfs(attempts)
-    free = [attemptdir.RESULT_ROOM // real.f_frsize - 1]
+    sizes = [real.f_blocks, attemptdir.RESULT_ROOM // real.f_frsize - 1]  # blocks, free
 
     def statvfs(path):
-        return os.statvfs_result(real[:4] + (free[0],) + real[5:])
+        return os.statvfs_result(real[:2] + (sizes[0],) + real[3:4] + (sizes[1],) + real[5:])
 
     monkeypatch.setattr(os, "statvfs", statvfs)
     with pytest.raises(errors.CommandResourceError, match="2.1: No space left on device"):
         executor.launch(executors.spec(2, "true"))
     assert os.listdir(attempts) == [".spare-1.1"] and executor.attempts() == []
-    free[0] += 1
+    sizes[1] += 1
     result, _ = run_to_end(executors, executor, reactor, recorder, executors.spec(2, "true"))
     assert result.exit_status == 0 and os.listdir(attempts) == ["2.1"]
+    sizes[:] = [0, 0]  # no size reported
+    result, _ = run_to_end(executors, executor, reactor, recorder, executors.spec(3, "true"))
+    assert result.exit_status == 0
 
 
 def test_launch_is_idempotent(executors, shim):
