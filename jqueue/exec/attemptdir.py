@@ -28,11 +28,12 @@
     the shim's own complaints, if it had any; quoted when a shim dies without a result.
 
 Every file is replaced atomically (temp file and rename), but for spec.json, which is
-written once, into the directory the executor has just made: a crash in the middle
-leaves a prefix of its JSON object (or nothing), which does not parse and reads as no
-spec.json. None is fsynced: after a reboot, the boot id says every attempt of the
-previous boot is lost anyway. These directories can therefore live in a *run
-directory* on tmpfs (``/run``), where creating and deleting files costs no disk metadata:
+written once, into the directory the executor has just made or a spare: its first byte
+last, so that a crash in the middle leaves a file that starts with a NUL (or nothing),
+which does not parse and reads as no spec.json. None is fsynced: after a reboot, the
+boot id says every attempt of the previous boot is lost anyway. These directories can
+therefore live in a *run directory* on tmpfs (``/run``), where creating and deleting
+files costs no disk metadata:
 ``<run_dir>/attempts/<job>.<attempt>/``; the output stays on disk in
 ``<state_dir>/outputs/`` (a command's output must not fill memory), and an output whose
 directory is gone (the tmpfs was emptied by a reboot) is taken up again as a lost
@@ -208,9 +209,7 @@ def _write_new(path, data, flags, mode=0o640, remove_on_error=False, trim=False)
     """Create path (with flags) and write data to it (with trim, cut what was beyond)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
         if trim:
             os.ftruncate(fd, len(data))
     except BaseException:
@@ -219,6 +218,13 @@ def _write_new(path, data, flags, mode=0o640, remove_on_error=False, trim=False)
             os.unlink(path)
         raise
     os.close(fd)
+
+
+def _write_all(fd, data):
+    """Write every byte of data at fd's position."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read(path):
@@ -230,10 +236,20 @@ def _read(path):
 
 def write_spec(path, spec):
     """Write an attempt's spec.json (a dict, see the module docstring), once, into a
-    directory just made or taken from the spares (over the old one's unparsable bytes,
-    trimmed after: no block freed). No temp file and rename (a rename costs as much as a
-    file here): a torn spec.json does not parse, as none is read."""
-    _write_new(os.path.join(path, SPEC), serializer.dumps_bytes(spec), 0, trim=True)
+    directory just made or taken from the spares, over the old one's bytes (no block
+    freed): all but its first byte, cut to size, then the first byte over the spare's
+    NUL (a new file's first byte reads as NUL until then). No temp file and rename (a
+    rename costs as much as a file here): a spec.json cut short anywhere, new bytes
+    before old ones included, starts with the NUL and does not parse."""
+    data = serializer.dumps_bytes(spec)
+    fd = os.open(os.path.join(path, SPEC), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        os.lseek(fd, 1, os.SEEK_SET)
+        _write_all(fd, data[1:])
+        os.ftruncate(fd, len(data))
+        os.pwrite(fd, data[:1], 0)  # one byte: written whole or not at all
+    finally:
+        os.close(fd)
 
 
 def read_spec(path):

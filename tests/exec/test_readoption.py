@@ -634,6 +634,31 @@ def test_a_small_attempt_becomes_a_spare_at_once_a_big_one_in_a_pool_thread(exec
     assert_clean_spare(os.path.join(attempts, ".spare-2.1"))
 
 
+def test_a_spec_json_cut_short_over_a_spare_s_old_one_does_not_parse(tmp_path, monkeypatch):
+    """write_spec writes the first byte last: cut short before it, over a spare's old
+    spec.json of the same shape (new bytes before old ones could have parsed), the file
+    starts with the spare's NUL and reads as no spec.json."""
+    trash = tmp_path / ".forgotten-1.1"
+    trash.mkdir()
+    old = {"job": 1, "attempt": 1, "argv": ["x" * 5000], "shim_pid": 12345}
+    new = dict(old, job=2)
+    attemptdir.write_spec(str(trash), old)
+    spare = attemptdir.make_spare(str(trash))
+
+    def cut(fd, data, offset):
+        raise OSError(errno.EIO, "cut short")
+
+    monkeypatch.setattr(attemptdir.os, "pwrite", cut)
+    with pytest.raises(OSError, match="cut short"):
+        attemptdir.write_spec(spare, new)
+    monkeypatch.undo()
+    with open(os.path.join(spare, "spec.json"), "rb") as f:
+        assert f.read() == b"\0" + serializer.dumps_bytes(new)[1:]
+    assert attemptdir.read_spec(spare) is None
+    attemptdir.write_spec(spare, new)
+    assert attemptdir.read_spec(spare) == new
+
+
 def test_a_launch_that_died_in_a_spare_before_its_spec_is_lost(executors):
     """The daemon dies between taking a spare for an attempt and writing its spec.json:
     the next start finds the attempt lost, never the spare's old attempt under its name."""
