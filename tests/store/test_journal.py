@@ -143,6 +143,33 @@ def test_a_wait_in_the_loop_s_thread_commits_what_it_appended_first(tmp_path):
     assert _good_records(tmp_path / "journal") == [b"one", b"two"]
 
 
+def test_a_batchs_flags_wake_every_waiter_however_set_and_wait_interleave():
+    """A batch's done and written flags make their Event only for a waiter that comes
+    before them: a wait after the set returns at once, one before it is woken, and of
+    hundreds of waits racing their sets none is lost; a wait that times out says so."""
+    flag = journal._Awaited(None)
+    assert not flag.wait(0.01) and not flag.is_set()
+    flag.set()
+    assert flag.is_set() and flag.wait(0) and flag.wait()
+    flags = [journal._Awaited(None) for _ in range(300)]
+    woken = []
+
+    def waiter(flag):
+        woken.append(flag.wait(10))
+
+    threads = [threading.Thread(target=waiter, args=(flag,)) for flag in flags]
+    for index, (flag, thread) in enumerate(zip(flags, threads)):
+        if index % 2:
+            thread.start()
+            flag.set()
+        else:
+            flag.set()
+            thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert woken == [True] * len(flags)
+
+
 def test_the_loop_leaves_records_whose_files_need_a_sync_to_the_committer(tmp_path):
     """A record with presync (a command log's piece: its file is synced first) is not
     written in the loop's thread: the loop's commit wakes the committer for it."""
