@@ -249,6 +249,17 @@ class Registry:
         cls = self.get(data.get("OP_ID"))
         return cls(**{k: v for k, v in data.items() if k != "OP_ID"})
 
+    def input_of(self, data):
+        """What build(data).to_dict() gives: the job file input of an opcode (a dict with
+        OP_ID, or an OpCode), validated and completed with defaults. For a class that
+        keeps OpCode's construction it is made from the checked values directly, without
+        the object (a submission's opcodes pass here)."""
+        if isinstance(data, dict):
+            cls = self.get(data.get("OP_ID"))
+            if cls.__init__ is OpCode.__init__ and cls.to_dict is OpCode.to_dict:
+                return {"OP_ID": cls.OP_ID, **cls.validate(data)}
+        return self.build(data).to_dict()
+
     def from_input(self, op_input):
         """Rebuild an opcode to run from a stored job file input."""
         return self.build(op_input)

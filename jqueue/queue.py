@@ -337,7 +337,7 @@ class JobQueue:
         inputs = []
         for index, op in enumerate(ops):
             try:
-                inputs.append(self._registry.build(op).to_dict())
+                inputs.append(self._registry.input_of(op))
                 self._check_command(inputs[-1])
             except errors.OpPrereqError as err:
                 prefix = label + ("opcode %d: " % index if len(ops) > 1 else "")

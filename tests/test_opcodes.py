@@ -58,6 +58,61 @@ def test_summary_uses_the_descriptive_parameter():
         "FROM_ELSEWHERE"
 
 
+@pytest.mark.parametrize("op", [
+    {"OP_ID": "OP_TEST_DELAY", "duration": 2, "depends": [["5", ["success"]]]},
+    {"OP_ID": "OP_TEST_DELAY", "duration": 0, "priority": None, "comment": "c"},
+    {"OP_ID": "OP_COMMAND_RUN", "cmd": ["true"], "env": {"A": "1"}, "title": "t"},
+    {"OP_ID": "OP_GROUP", "title": "render"},
+])
+def test_an_inputs_fields_are_those_of_the_built_opcode_in_order(op):
+    """input_of(op), made without the opcode object, is build(op).to_dict(), key order
+    included (it is what a job file holds); the caller's dict is left as it was."""
+    given = dict(op)
+    made = opcodes.REGISTRY.input_of(op)
+    built = opcodes.REGISTRY.build(op).to_dict()
+    assert made == built and list(made) == list(built) and op == given
+    assert opcodes.REGISTRY.input_of(opcodes.REGISTRY.build(op)) == built
+
+
+def test_an_input_is_refused_as_the_opcode_is():
+    for op, words in [({"OP_ID": "OP_NO_SUCH"}, ["unknown opcode"]),
+                      ({"OP_ID": "OP_TEST_DELAY", "duration": -1}, ["'duration'", "-1"]),
+                      ({"OP_ID": "OP_TEST_DELAY", "bogus": 1}, ["unknown parameter"]),
+                      ("OP_TEST_DELAY", ["object with OP_ID"])]:
+        with pytest.raises(errors.OpPrereqError) as info:
+            opcodes.REGISTRY.input_of(op)
+        assert all(word in errors.error_message(info.value) for word in words)
+
+
+def test_an_opcode_class_with_its_own_construction_makes_its_input_itself():
+    """An application's opcode that checks more in __init__ or writes its own to_dict
+    is built: input_of gives what the object says, and refuses what it refuses."""
+    registry = opcodes.Registry()
+
+    @registry.register
+    class OpChecked(opcodes.OpCode):
+        OP_ID = "OP_CHECKED"
+        OP_PARAMS = (opcodes.Param("low", ptypes.NonNegativeInt, 0),
+                     opcodes.Param("high", ptypes.NonNegativeInt, 10))
+
+        def __init__(self, **params):
+            super().__init__(**params)
+            if self.low > self.high:
+                raise errors.OpPrereqError("low above high", constants.ECODE_INVAL)
+
+    @registry.register
+    class OpOwnDict(opcodes.OpCode):
+        OP_ID = "OP_OWN_DICT"
+        OP_PARAMS = (opcodes.Param("name", ptypes.String, "x"),)
+
+        def to_dict(self):
+            return dict(super().to_dict(), name=self.name.upper())
+
+    with pytest.raises(errors.OpPrereqError, match="low above high"):
+        registry.input_of({"OP_ID": "OP_CHECKED", "low": 5, "high": 1})
+    assert registry.input_of({"OP_ID": "OP_OWN_DICT", "name": "abc"})["name"] == "ABC"
+
+
 def test_applications_register_their_own_opcodes():
     """A new registry accepts an application's opcode and refuses a clashing OP_ID."""
     registry = opcodes.Registry()
