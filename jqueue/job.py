@@ -265,7 +265,7 @@ class QueuedJob:
                  "kill_requested", "unacked_state", "durable_log_serial", "durable_log_bytes",
                  "client_batch", "acked_state", "token", "event_status",
                  "file_bytes", "owner", "parent", "not_before", "held", "archive_pending",
-                 "notify", "notified", "notified_after")
+                 "notify", "notified", "notified_after", "file_new")
 
     def __init__(self, job_id, ops, received_timestamp, token=None, owner=None, parent=None,
                  not_before=None, notify=None):
@@ -323,6 +323,9 @@ class QueuedJob:
         # a checkpoint writes them, so that a job that did not change since is not
         # encoded twice. Every recorded change clears it (JobQueue._record_*).
         self.file_bytes = None
+        # True from a job's submission until a checkpoint first writes its file: there is
+        # no file of it to keep as a spare when it is written (QueueDir.write_job's new).
+        self.file_new = False
 
     # Derived state
 

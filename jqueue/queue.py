@@ -515,6 +515,7 @@ class JobQueue:
                             not_before=joboptions.start_time(option, clock),
                             notify=option.get("notify"))
             job.visible = False
+            job.file_new = True
             payload, job.file_bytes = records.job_record_and_bytes(job)
             created.append((job, payload))  # encoded before any change
             results.append((True, job.id))
@@ -1868,7 +1869,8 @@ class JobQueue:
                 # and a log appended meanwhile only makes the file newer.
                 if isinstance(data, dict):
                     data = serializer.dumps_bytes(data)
-                self._dir.write_job(job.id, data)
+                self._dir.write_job(job.id, data, new=job.file_new)
+                job.file_new = False
                 if job.file_bytes is data:
                     job.file_bytes = None  # written: memory is worth more than a re-encode
         with self._archive_lock:

@@ -11,7 +11,7 @@ from conftest import delay, jqop, run_jobs
 from jqueue import constants as C
 from jqueue import errors, opcodes, serializer
 from jqueue.queue import JobQueue
-from jqueue.store import faults
+from jqueue.store import faults, queuedir
 
 
 def _status(queue, job_id):
@@ -702,6 +702,23 @@ def test_checkpoint_rewrites_files_and_empties_journal(open_queue, tmp_path):
     assert (root / "journal").stat().st_size == 0
     assert not (root / "journal.old").exists()
     assert (root / "serial").read_text() == "%d\n" % job_id
+
+
+def test_a_checkpoint_writes_a_new_jobs_file_as_new_and_a_changed_ones_as_a_rewrite(
+        open_queue, monkeypatch):
+    """A job's first file is written as new (no spare link tried); once written, a later
+    checkpoint of its changes replaces the file (new=False)."""
+    queue = open_queue()
+    writes = []
+    real = queuedir.QueueDir.write_job
+    monkeypatch.setattr(queuedir.QueueDir, "write_job", lambda self, job_id, data, new=False: (
+        writes.append((job_id, new)), real(self, job_id, data, new))[1])
+    first = queue.submit_job([delay()])
+    queue.checkpoint()
+    run_jobs(queue)
+    second = queue.submit_job([delay()])
+    queue.checkpoint()
+    assert writes == [(first, True), (first, False), (second, True)]
 
 
 def test_shutdown_refuses_new_work(open_queue):

@@ -323,13 +323,15 @@ class QueueDir:
         except errors.ParseError as err:
             raise errors.JobFileCorrupted("%s: %s" % (path, err)) from None
 
-    def write_job(self, job_id, data):
+    def write_job(self, job_id, data, new=False):
         """Replace a live job file atomically (another file renamed over it); durable after
-        sync()."""
+        sync(). new: the job has no file yet (its first write): none is kept as a spare,
+        and no link to one is tried (a link that finds no file took 15 us of CPU here in
+        a directory of 20,000 jobs, three times a stat's: most jobs are written once)."""
         faults.check("checkpoint.write")
-        self._replace(self.job_path(job_id), data)
+        self._replace(self.job_path(job_id), data, keep=not new)
 
-    def _replace(self, path, data):
+    def _replace(self, path, data, keep=True):
         """Write data to a spare file, or else a new temporary one, and rename it to path;
         the file it replaces becomes a spare.
 
@@ -339,7 +341,8 @@ class QueueDir:
         took 170 us instead of 35 (5,000 job files rewritten four times). Spares are those
         inodes written again (overwritten, then cut to size): none is freed, none taken.
         A spare is written only while this is its one name (st_nlink), so that a link
-        left by a failure can never change a job file through it.
+        left by a failure can never change a job file through it. Without keep, the file
+        replaced (if any) is freed rather than kept.
         """
         spare, fd = self._open_spare()
         if fd is None:
@@ -359,7 +362,7 @@ class QueueDir:
             self._drop(spare, reused)
             raise
         os.close(fd)
-        kept = self._keep(path)
+        kept = self._keep(path) if keep else None
         try:
             os.rename(spare, path)
         except BaseException:

@@ -157,6 +157,24 @@ def test_a_replaced_job_file_is_written_again_for_the_next_job(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
+def test_a_new_jobs_first_file_tries_no_link_and_keeps_nothing(tmp_path, monkeypatch):
+    """write_job(new=True), a job's first file: no link to a spare is tried (there is no
+    file to keep); a rewrite still keeps the file it replaces."""
+    qdir = queuedir.QueueDir(str(tmp_path))
+    qdir.lock()
+    links = []
+    real_link = os.link
+    monkeypatch.setattr(queuedir.os, "link", lambda *a, **k: (links.append(a),
+                                                             real_link(*a, **k))[1])
+    qdir.write_job(1, b"first", new=True)
+    assert (tmp_path / "job-1").read_bytes() == b"first" and links == []
+    assert _spares(tmp_path) == []
+    qdir.write_job(1, b"again")
+    assert (tmp_path / "job-1").read_bytes() == b"again"
+    assert len(links) == 1 and len(_spares(tmp_path)) == 1
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
 def test_spares_left_by_the_last_owner_are_taken_unless_another_name_holds_them(tmp_path):
     """At the lock, spares are taken up to SPARES_MAX; one that still has another name (a
     crash between the link and the rename) is removed, never written, and names that are
