@@ -85,11 +85,11 @@ _AWAITED_LOCK = threading.Lock()
 class _Awaited:
     """A batch's flag (done, written), an Event in what it offers. The Event behind it is
     made only when a thread waits before it is set: most batches are answered through
-    their callbacks, and two Events a batch (each a Condition with its lock) were a tenth
-    of a single client's submission in jq-masterd. A thread about to wait for one first
-    has the journal commit what that thread left for the end of its turn
-    (Journal.commit_in_loop): an event loop waiting for its own records would otherwise
-    wait for ever."""
+    their callbacks, and two Events a batch (each a Condition with its lock) were about a
+    twentieth of a single client's submission in jq-masterd (cProfile). A thread about to
+    wait for one first has the journal commit what that thread left for the end of its
+    turn (Journal.commit_in_loop): an event loop waiting for its own records would
+    otherwise wait for ever."""
 
     __slots__ = ("_journal", "_set", "_event")
 
