@@ -1,4 +1,4 @@
-"""Reading a file whole with plain system calls.
+"""Reading a file whole, and writing a buffer whole, with plain system calls.
 
 Python's buffered open adds five system calls to every small file (two fstat, an ioctl
 and two lseek) to the open, read and close it needs. In a daemon each system call may
@@ -31,3 +31,10 @@ def read_file(path):
                 size = min(size * 4, READ_CHUNK_MAX)
     finally:
         os.close(fd)
+
+
+def write_all(fd, data):
+    """Write every byte of data at fd's position (os.write may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

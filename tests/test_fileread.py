@@ -1,4 +1,4 @@
-"""Tests of jqueue.fileread: files read whole with plain system calls."""
+"""Tests of jqueue.fileread: files read and buffers written whole, with plain system calls."""
 
 import os
 
@@ -50,3 +50,17 @@ def test_read_file_raises_for_what_it_cannot_read_and_keeps_no_descriptor(tmp_pa
     with pytest.raises(IsADirectoryError):
         fileread.read_file(str(tmp_path))
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_buffer_is_written_whole_however_little_each_write_takes(tmp_path, monkeypatch):
+    """write_all goes on until every byte is written when os.write takes a few at a time."""
+    data = bytes(range(256)) * 40
+    real, calls = os.write, []
+    monkeypatch.setattr(fileread.os, "write", lambda fd, view: (calls.append(1),
+                                                                real(fd, view[:7]))[1])
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fileread.write_all(fd, data)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data and len(calls) == -(-len(data) // 7)

@@ -209,7 +209,7 @@ def _write_new(path, data, flags, mode=0o640, remove_on_error=False, trim=False)
     """Create path (with flags) and write data to it (with trim, cut what was beyond)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, mode)
     try:
-        _write_all(fd, data)
+        fileread.write_all(fd, data)
         if trim:
             os.ftruncate(fd, len(data))
     except BaseException:
@@ -218,13 +218,6 @@ def _write_new(path, data, flags, mode=0o640, remove_on_error=False, trim=False)
             os.unlink(path)
         raise
     os.close(fd)
-
-
-def _write_all(fd, data):
-    """Write every byte of data at fd's position."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _read(path):
@@ -245,7 +238,7 @@ def write_spec(path, spec):
     fd = os.open(os.path.join(path, SPEC), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
         os.lseek(fd, 1, os.SEEK_SET)
-        _write_all(fd, data[1:])
+        fileread.write_all(fd, data[1:])
         os.ftruncate(fd, len(data))
         os.pwrite(fd, data[:1], 0)  # one byte: written whole or not at all
     finally:

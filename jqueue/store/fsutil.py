@@ -67,7 +67,7 @@ def write_file(path, data, mode=0o640, sync=True, sync_dir=True):
     tmp = os.path.join(dirname, ".%s.tmp" % basename)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        _write_all(fd, data)
+        fileread.write_all(fd, data)
         if sync:
             os.fsync(fd)
     except BaseException:
@@ -80,16 +80,9 @@ def write_file(path, data, mode=0o640, sync=True, sync_dir=True):
         fsync_dir(dirname or ".")
 
 
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def write_all(fd, data):
     """Write every byte of data to fd (os.write may write less than asked)."""
-    _write_all(fd, data)
+    fileread.write_all(fd, data)
 
 
 #: Buffers one writev call takes (Linux's IOV_MAX).
@@ -104,7 +97,7 @@ def write_all_buffers(fd, buffers):
         written = os.writev(fd, chunk)
         total = sum(len(b) for b in chunk)
         if written < total:  # rare for files: finish the rest the plain way
-            _write_all(fd, memoryview(b"".join(chunk))[written:])
+            fileread.write_all(fd, memoryview(b"".join(chunk))[written:])
 
 
 def pwrite_all(fd, data, offset):
