@@ -1655,6 +1655,8 @@ class JobQueue:
                     job.unacked_state -= 1
                     self._record_state_unlocked(job)
                     self._record_log_tail_unlocked(job)
+                    if job.calc_status() == constants.JOB_STATUS_QUEUED:
+                        self._schedule_unlocked(job)  # its start was taken back
             services, self._unrecorded_services = self._unrecorded_services, set()
             for name in sorted(services):
                 self._record_service_unlocked(name, self._services.get(name))

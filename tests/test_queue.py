@@ -2,6 +2,7 @@
 
 import gc
 import os
+import shutil
 import threading
 import time
 
@@ -989,3 +990,29 @@ def test_garbage_in_cycles_at_a_checkpoint_is_collected_not_frozen(tmp_path):
     finally:
         gc.enable()
         queue.shutdown()
+
+
+def test_an_opcode_begins_only_once_its_start_is_on_disk(open_queue, tmp_path):
+    """When an opcode begins, every reader sees its job running, and the disk says so: a
+    crash at that moment (the queue's directory as it is, opened) ends the job as
+    "Unclean master daemon shutdown", never runs the opcode again."""
+    seen = []
+    registry = opcodes.Registry()
+    opcodes.register_opcodes(registry)
+
+    class OpSnapshot(opcodes.OpCode):
+        OP_ID = "OP_SNAPSHOT"
+
+        def run(self, ctx):
+            seen.append(queue.query_jobs([ctx.job_id], ["status", "opstatus"])[0])
+            shutil.copytree(tmp_path / "queue", tmp_path / "crashed")
+            return "ran"
+
+    registry.register(OpSnapshot)
+    queue = open_queue(registry=registry)
+    job_id = queue.submit_job([{"OP_ID": "OP_SNAPSHOT"}])
+    run_jobs(queue)
+    assert seen == [["running", ["running"]]]
+    crashed = open_queue(tmp_path / "crashed", registry=registry)
+    assert crashed.query_jobs([job_id], ["status", "opresult"]) == [
+        ["error", [["OpExecError", [C.MSG_UNCLEAN_SHUTDOWN]]]]]

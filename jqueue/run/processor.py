@@ -4,6 +4,13 @@ The worker pool calls ``JobProcessor.run_step(job_id)``. A step runs the job's n
 unfinished opcode and, if more remain, puts the job back into the pool at its current
 priority, so that a higher-priority job can overtake a long job between opcodes. The
 queue lock is held only while reading and changing the job, never while an opcode runs.
+
+An opcode begins only once the record of its start is durable (and replicated as the
+queue requires), as Ganeti writes a job's file before running it and as a command
+attempt is launched: a crash while it runs then finds the job running and ends it as
+"Unclean master daemon shutdown", never runs it a second time. A start the disk refuses
+(or one still unwritten when the queue shuts down) is taken back: the opcode does not
+run, the job is queued again and starts once the disk writes again.
 """
 
 import logging
@@ -15,6 +22,9 @@ from jqueue.job import timestamp
 from jqueue.run import dependencies
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between a worker's looks at the queue's shutdown while a start is written.
+START_POLL = 0.2
 
 
 class OpContext:
@@ -68,13 +78,64 @@ class JobProcessor:
         self._queue = queue
 
     def run_step(self, job_id):
-        """Worker pool task: run the next opcode of job_id, if it may run."""
-        started = self._start(job_id)
+        """Worker pool task: run the next opcode of job_id, if it may run (once its start
+        is durable: see the module docstring)."""
+        queue = self._queue
+        with queue.deferred_commits():
+            started = self._start(job_id)
+        # This thread writes and syncs what it recorded, when the journal is idle: no
+        # hand-off to the committer and back while the opcode waits for its start.
+        queue.commit_pending()
         if started is None:
             return
-        opcode, ctx = started
+        opcode, ctx, batch, before = started
+        if not self._start_durable(job_id, ctx.op_index, batch, before):
+            return
         status, result = self._execute(opcode, ctx)
         self._finish(job_id, ctx.op_index, status, result)
+
+    def _start_durable(self, job_id, index, batch, before):
+        """Wait until the start's record (batch) is durable; True then. If the disk
+        refused it, or the queue shuts down before it is written, take the start back
+        and return False."""
+        queue = self._queue
+        while not batch.done.wait(START_POLL):
+            if queue._closing:
+                break
+        if batch.done.is_set() and batch.error is None:
+            return True
+        with queue._lock:
+            job = queue._jobs.get(job_id)
+            if job is not None:
+                self._take_back_unlocked(job, index, before)
+        return False
+
+    def _take_back_unlocked(self, job, index, before):
+        """An opcode whose start was not made durable did not run: its job is as it was
+        before the start (queued, or waiting), or ends canceled if a cancel came meanwhile.
+
+        A job the refusal left unrecorded is recorded as it is now, and scheduled, once
+        the disk writes again (JobQueue._on_recovered); otherwise its start may be on
+        disk by now (the disk came back first, or the queue is shutting down and writes
+        what it holds), so the take-back is recorded too, and the job put back into the
+        pool.
+        """
+        queue = self._queue
+        op = job.ops[index]
+        if op.status == constants.OP_STATUS_CANCELING:
+            self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+            return
+        if op.status != constants.OP_STATUS_RUNNING:
+            return
+        (op.status, op.start_timestamp, op.exec_timestamp, job.start_timestamp,
+         job.event_status) = before
+        if job.id in queue._unrecorded or queue._closed or queue._fatal is not None:
+            # (Closed: the final checkpoint writes the job as it is now. A failed sync:
+            # the replay decides, and the opcode never ran.)
+            queue._index_unlocked(job)
+            return
+        queue._record_state_unlocked(job)
+        queue._schedule_unlocked(job)
 
     def add_log(self, job_id, op_index, log_type, message):
         queue = self._queue
@@ -156,6 +217,8 @@ class JobProcessor:
         return True
 
     def _begin_opcode_unlocked(self, job, index):
+        """(opcode, context, the batch of the start's record, the job's values before
+        it) of an opcode marked running, or None if it cannot run (the job failed)."""
         queue = self._queue
         op = job.ops[index]
         now = timestamp(queue._clock())
@@ -165,15 +228,17 @@ class JobProcessor:
             self._fail_unlocked(job, index, errors.OpExecError(
                 "cannot run opcode: %s" % errors.error_message(err)))
             return None
+        before = (op.status, op.start_timestamp, op.exec_timestamp, job.start_timestamp,
+                  job.event_status)
         op.status = constants.OP_STATUS_RUNNING
         op.start_timestamp = op.start_timestamp or now
         op.exec_timestamp = now
         if job.start_timestamp is None:
             job.start_timestamp = now
-        queue._record_state_unlocked(job)
+        batch = queue._record_state_unlocked(job)
         ctx = OpContext(self, job.id, index, job.new_cancel_event())
         ctx.nodes = queue.nodes
-        return opcode, ctx
+        return opcode, ctx, batch, before
 
     def _fail_unlocked(self, job, index, err):
         op = job.ops[index]

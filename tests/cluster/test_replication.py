@@ -227,9 +227,12 @@ def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
     cl = cluster(candidates=1, ack_timeout=30)
     job_id = cl.queue.submit_job([jqop(log_messages=["hello"])])
     cl.stop_replica("c1")
-    cl.queue._pool.run_all()  # the job runs and succeeds, but nothing of it is acknowledged
+    # The job starts, but its opcode waits for the start to be acknowledged.
+    worker = threading.Thread(target=cl.queue._pool.run_all)
+    worker.start()
     live = cl.queue._jobs[job_id]
-    assert live.calc_status() == "success" and live.unacked_state
+    _wait_for(lambda: live.calc_status() == "running")
+    assert live.unacked_state
     # Waiting for an acknowledgement would raise ReplicationError after ack_timeout.
     assert cl.queue.query_jobs([job_id], ["status", "oplog"]) == [["queued", [[]]]]
     assert cl.queue.query_jobs([], ["id", "status"]) == [[job_id, "queued"]]
@@ -238,6 +241,7 @@ def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
     assert cl.queue.wait_for_job_changes(job_id, ["status"], ["queued"], 0,
                                          timeout=0.1) == constants.JOB_NOTCHANGED
     cl.start_replica("c1")
+    worker.join(30)
     _wait_for(lambda: cl.queue.query_jobs([job_id], ["status"]) == [["success"]])
     assert cl.queue.query_jobs([job_id], ["oplog"])[0][0][0][0][3] == "hello"
 

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import delay, run_jobs
 
-from jqueue import errors
+from jqueue import errors, opcodes
 from jqueue.store import faults
 
 FIELDS = ["id", "status", "opstatus", "priority", "archived"]
@@ -36,6 +36,36 @@ def _wait_writable(queue, timeout=10):
 def _reopen(queue, open_queue, **kwargs):
     queue.shutdown()
     return open_queue(retry_interval=0.01, **kwargs)
+
+
+def _registry_of(*classes):
+    registry = opcodes.Registry()
+    opcodes.register_opcodes(registry)
+    for cls in classes:
+        registry.register(cls)
+    return registry
+
+
+class OpFillDisk(opcodes.OpCode):
+    """Makes the journal's next write fail as on a full disk: the one of its own end."""
+
+    OP_ID = "OP_FILL_DISK"
+
+    def run(self, ctx):
+        faults.inject("journal.write", errno.ENOSPC)
+
+
+def _counting_registry(runs):
+    """A registry with OP_COUNTED, whose every run appends its job id to runs."""
+
+    class OpCounted(opcodes.OpCode):
+        OP_ID = "OP_COUNTED"
+
+        def run(self, ctx):
+            runs.append(ctx.job_id)
+            return "ran"
+
+    return _registry_of(OpCounted)
 
 
 def test_failpoint_fails_the_nth_call_then_disarms():
@@ -136,16 +166,15 @@ def test_refused_archival_is_rolled_back(open_queue, tmp_path):
 
 
 def test_internal_changes_are_recorded_once_the_disk_works_again(open_queue):
-    """The processor's records lost to a refused write are re-recorded in full; until
-    then the job counts as not durable (a waiter does not hear of it)."""
-    queue = open_queue(retry_interval=0.2)
-    job_id = queue.submit_job([delay()])
-    faults.inject("journal.write", errno.ENOSPC)
+    """The processor's record of an opcode's end, lost to a refused write, is re-recorded
+    in full; until then the job counts as not durable (a waiter does not hear of it)."""
+    queue = open_queue(retry_interval=0.2, registry=_registry_of(OpFillDisk))
+    job_id = queue.submit_job([{"OP_ID": "OP_FILL_DISK"}])
     queue._pool.run_all()
     queue.wait_durable(5)
     assert queue.status()["unrecorded_jobs"] == 1
-    answer = queue.wait_for_job_changes(job_id, ["status"], ["queued"], None, 0)
-    assert answer == "nochange"
+    answer = queue.wait_for_job_changes(job_id, ["status"], ["running"], None, 0)
+    assert answer == "nochange"  # its start is durable, its end is not
     _wait_writable(queue)
     queue.checkpoint()
     queue._closing = queue._closed = True  # crash: the journal and files as they are
@@ -267,3 +296,39 @@ def test_refused_batches_are_warned_about_once_a_minute_with_their_count(open_qu
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert lines == ["1 journal batch(es) refused since the last warning: changes refused: "
                      "cannot write the journal: disk full"]
+
+
+def test_an_opcode_whose_start_the_disk_refuses_waits_for_the_disk(open_queue):
+    """A job whose running record a full disk refuses does not start: its opcode runs
+    once the disk writes again (the job queued until then, to readers and on disk)."""
+    runs = []
+    queue = open_queue(retry_interval=0.05, registry=_counting_registry(runs))
+    job_id = queue.submit_job([{"OP_ID": "OP_COUNTED"}])
+    faults.inject("journal.write", errno.ENOSPC)
+    queue._pool.run_all()
+    assert runs == []
+    assert queue.query_jobs([job_id], ["status", "opstatus"]) == [["queued", ["queued"]]]
+    _wait_writable(queue)
+    queue._pool.run_all()
+    queue.wait_durable(5)
+    assert runs == [job_id]
+    assert queue.query_jobs([job_id], ["status", "opresult"]) == [["success", ["ran"]]]
+
+
+def test_a_crash_while_the_disk_refuses_a_start_runs_the_opcode_once(open_queue):
+    """A job whose start was refused, then a crash (the disk still full): reopened, the
+    job is queued and its opcode runs, once in all."""
+    runs = []
+    queue = open_queue(retry_interval=0.05, registry=_counting_registry(runs))
+    job_id = queue.submit_job([{"OP_ID": "OP_COUNTED"}])
+    faults.inject("journal.write", errno.ENOSPC, times=1000)
+    queue._pool.run_all()
+    queue._closing = queue._closed = True  # crash: the journal and files as they are
+    queue._journal.close()
+    queue._dir.unlock()
+    faults.clear()
+    queue = open_queue(retry_interval=0.05, registry=_counting_registry(runs))
+    queue._pool.run_all()
+    queue.wait_durable(5)
+    assert runs == [job_id]
+    assert queue.query_jobs([job_id], ["status", "opresult"]) == [["success", ["ran"]]]
