@@ -122,20 +122,23 @@ class JobProcessor:
         """
         queue = self._queue
         op = job.ops[index]
-        if op.status == constants.OP_STATUS_CANCELING:
-            self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+        canceled = op.status == constants.OP_STATUS_CANCELING
+        if canceled:
+            job.mark_unfinished_ops(constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
+            job.finalize(queue._clock())
+        elif op.status == constants.OP_STATUS_RUNNING:
+            (op.status, op.start_timestamp, op.exec_timestamp, job.start_timestamp,
+             job.event_status) = before
+        else:
             return
-        if op.status != constants.OP_STATUS_RUNNING:
-            return
-        (op.status, op.start_timestamp, op.exec_timestamp, job.start_timestamp,
-         job.event_status) = before
         if job.id in queue._unrecorded or queue._closed or queue._fatal is not None:
             # (Closed: the final checkpoint writes the job as it is now. A failed sync:
             # the replay decides, and the opcode never ran.)
             queue._index_unlocked(job)
             return
         queue._record_state_unlocked(job)
-        queue._schedule_unlocked(job)
+        if not canceled:
+            queue._schedule_unlocked(job)
 
     def add_log(self, job_id, op_index, log_type, message):
         queue = self._queue

@@ -246,6 +246,29 @@ def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
     assert cl.queue.query_jobs([job_id], ["oplog"])[0][0][0][0][3] == "hello"
 
 
+def test_a_start_unacknowledged_at_shutdown_is_taken_back(cluster):
+    """With the candidates down an opcode waits for its start to be acknowledged; a
+    shutdown meanwhile takes the start back: the opcode never ran, the job is queued,
+    and so it is when the master's directory is opened again."""
+    cl = cluster(candidates=1, ack_timeout=1)
+    job_id = cl.queue.submit_job([jqop(log_messages=["hello"])])
+    cl.stop_replica("c1")
+    worker = threading.Thread(target=cl.queue._pool.run_all)
+    worker.start()
+    live = cl.queue._jobs[job_id]
+    _wait_for(lambda: live.calc_status() == "running")
+    cl.queue.shutdown(timeout=5)
+    worker.join(10)
+    assert not worker.is_alive()
+    assert live.calc_status() == "queued"
+    reopened = JobQueue(os.path.join(cl.root, "master"), pool_factory=SyncPool,
+                        checkpoint_interval=None)
+    try:
+        assert reopened.query_jobs([job_id], ["status", "oplog"]) == [["queued", [[]]]]
+    finally:
+        reopened.shutdown(timeout=5)
+
+
 def test_tokens_are_replicated_and_known_after_a_takeover(cluster):
     """A token travels in the job's records: the candidate's copy has it, and a queue
     opened on the candidate's directory (a takeover) answers the retry with the same id."""
