@@ -221,17 +221,24 @@ def test_a_shutdown_aborts_the_calls_waiting_for_frozen_candidates(cluster):
         reopened.shutdown(timeout=5)
 
 
-def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
-    """With the candidates down, queries and waiters answer at once, showing each job as
-    its acknowledged changes leave it: no unacknowledged status, log entry or job."""
-    cl = cluster(candidates=1, ack_timeout=30)
+def _start_unacknowledged(cl):
+    """A job logging "hello" submitted, then c1 stopped and the job started in a worker
+    thread: its opcode waits for the start to be acknowledged. (job id, the live job,
+    the worker thread)."""
     job_id = cl.queue.submit_job([jqop(log_messages=["hello"])])
     cl.stop_replica("c1")
-    # The job starts, but its opcode waits for the start to be acknowledged.
     worker = threading.Thread(target=cl.queue._pool.run_all)
     worker.start()
     live = cl.queue._jobs[job_id]
     _wait_for(lambda: live.calc_status() == "running")
+    return job_id, live, worker
+
+
+def test_reads_answer_at_once_with_the_acknowledged_state(cluster):
+    """With the candidates down, queries and waiters answer at once, showing each job as
+    its acknowledged changes leave it: no unacknowledged status, log entry or job."""
+    cl = cluster(candidates=1, ack_timeout=30)
+    job_id, live, worker = _start_unacknowledged(cl)
     assert live.unacked_state
     # Waiting for an acknowledgement would raise ReplicationError after ack_timeout.
     assert cl.queue.query_jobs([job_id], ["status", "oplog"]) == [["queued", [[]]]]
@@ -251,12 +258,7 @@ def test_a_start_unacknowledged_at_shutdown_is_taken_back(cluster):
     shutdown meanwhile takes the start back: the opcode never ran, the job is queued,
     and so it is when the master's directory is opened again."""
     cl = cluster(candidates=1, ack_timeout=1)
-    job_id = cl.queue.submit_job([jqop(log_messages=["hello"])])
-    cl.stop_replica("c1")
-    worker = threading.Thread(target=cl.queue._pool.run_all)
-    worker.start()
-    live = cl.queue._jobs[job_id]
-    _wait_for(lambda: live.calc_status() == "running")
+    job_id, live, worker = _start_unacknowledged(cl)
     cl.queue.shutdown(timeout=5)
     worker.join(10)
     assert not worker.is_alive()
