@@ -124,8 +124,8 @@ class JobProcessor:
         op = job.ops[index]
         canceled = op.status == constants.OP_STATUS_CANCELING
         if canceled:
-            job.mark_unfinished_ops(constants.OP_STATUS_CANCELED, constants.MSG_CANCELED)
-            job.finalize(queue._clock())
+            self._end_unlocked(job, constants.OP_STATUS_CANCELED, constants.MSG_CANCELED,
+                               record=False)
         elif op.status == constants.OP_STATUS_RUNNING:
             (op.status, op.start_timestamp, op.exec_timestamp, job.start_timestamp,
              job.event_status) = before
@@ -251,11 +251,12 @@ class JobProcessor:
         self._end_unlocked(job, constants.OP_STATUS_ERROR, errors.encode_exception(
             errors.OpExecError(constants.MSG_PRECEDING_FAILED)))
 
-    def _end_unlocked(self, job, status, result):
-        """Mark the remaining opcodes, finalize the job and record it (the batch)."""
+    def _end_unlocked(self, job, status, result, record=True):
+        """Mark the remaining opcodes, finalize the job and record it (the batch; None
+        with record false: the caller records it, if it may)."""
         job.mark_unfinished_ops(status, result)
         job.finalize(self._queue._clock())
-        return self._queue._record_state_unlocked(job)
+        return self._queue._record_state_unlocked(job) if record else None
 
     def _finish(self, job_id, index, status, result):
         queue = self._queue
