@@ -51,11 +51,12 @@ restarted with another run directory, or without one, still follows the commands
 started before; new attempts go to the new place only.
 
 Events for listeners, in the reactor thread: ``("started", AttemptInfo)`` once the
-command exec'd (its pid known), ``("output", job, attempt, output_size)`` when the
-output grew, ``("usage", job, attempt, bytes)`` when what its processes hold resident
-together changed (looked at USAGE_FIRST seconds after it started, then every USAGE_POLL),
-``("ended", job, attempt, AttemptResult, output_size)`` (the output's final
-size: nothing is written after the shim's end). ``start`` returns what it found instead of
+command's pid is recorded (the shim records it just before the exec, so that no process
+it starts goes unrecorded), ``("output", job, attempt, output_size)`` when the output
+grew, ``("usage", job, attempt, bytes)`` when what its processes hold resident together
+changed (looked at USAGE_FIRST seconds after it started, then every USAGE_POLL),
+``("ended", job, attempt, AttemptResult, output_size)`` (the output's final size: nothing
+is written after the shim's end). ``start`` returns what it found instead of
 announcing it.
 """
 

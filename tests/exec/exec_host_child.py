@@ -3,7 +3,7 @@
 Usage: exec_host_child.py STATE_DIR SHIM MARKER COMMAND [until-end]. Starts an Executor on
 STATE_DIR (shim "c" or "python"), launches job 1 attempt 1 running COMMAND with /bin/sh -c,
 prints "nofile SOFT" (its open files limit once the executor started), "started PID" once
-the command exec'd and "output N" as its output grows, then runs
+its pid is recorded (just before the exec) and "output N" as its output grows, then runs
 until killed (the test SIGKILLs it while the command still runs); with "until-end", prints
 "ended EXIT_STATUS SIGNAL" when the attempt ends and exits. The reactor is Twisted's own,
 with its signal handlers (SIGCHLD included) installed.

@@ -90,7 +90,12 @@ def test_an_attempt_survives_sigkill_of_its_daemon(executors, shim):
     finally:
         host.kill()
         host.wait()
-    assert pid in processes_with_marker(executors.marker)  # the daemon is gone, not the job
+    # the daemon is gone, not the job ("started" comes once the pid is recorded, just before
+    # the exec, so the command may carry its environment a moment later)
+    deadline = time.monotonic() + 10
+    while pid not in processes_with_marker(executors.marker):
+        assert time.monotonic() < deadline, "the command ended with its daemon"
+        time.sleep(0.02)
     executor, reactor, recorder = executors.make(shim=shim, state_dir=state_dir, start=False)
     (info,) = executor.start()
     assert (info.pid, info.result) == (pid, None)  # still running: watched again
