@@ -11,6 +11,7 @@ from cluster_helpers import noded_factory
 from daemon_helpers import daemon_factory, processes_with
 from fakes import SyncPool
 
+from jqueue import opcodes
 from jqueue.queue import JobQueue
 
 
@@ -58,6 +59,15 @@ def delay(duration=0, **params):
 def jqop(**params):
     """An OP_TEST_JQUEUE opcode."""
     return dict({"OP_ID": "OP_TEST_JQUEUE"}, **params)
+
+
+def registry_of(*classes):
+    """Every opcode jqueue has, and classes (a test's own opcodes)."""
+    registry = opcodes.Registry()
+    opcodes.register_opcodes(registry)
+    for cls in classes:
+        registry.register(cls)
+    return registry
 
 
 def run_jobs(queue):

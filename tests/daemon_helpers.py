@@ -343,6 +343,14 @@ def holding(mib, seconds=1000):
             "print('holding', flush=True); time.sleep(%s)" % (mib, seconds)]
 
 
+def wait_until(predicate, timeout=20, what="condition"):
+    """Poll predicate every 50 ms until it is true; fail naming what after timeout s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.05)
+
+
 def processes_with(mark, variable="JQ_TEST_MARK"):
     """Pids of the processes whose environment holds JQ_TEST_MARK=mark (a test's commands
     carry a fresh one, so that tests running in parallel never see each other's), or

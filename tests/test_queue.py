@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import delay, jqop, run_jobs
+from conftest import delay, jqop, registry_of, run_jobs
 
 from jqueue import constants as C
 from jqueue import errors, opcodes, serializer
@@ -997,8 +997,6 @@ def test_an_opcode_begins_only_once_its_start_is_on_disk(open_queue, tmp_path):
     crash at that moment (the queue's directory as it is, opened) ends the job as
     "Unclean master daemon shutdown", never runs the opcode again."""
     seen = []
-    registry = opcodes.Registry()
-    opcodes.register_opcodes(registry)
 
     class OpSnapshot(opcodes.OpCode):
         OP_ID = "OP_SNAPSHOT"
@@ -1008,7 +1006,7 @@ def test_an_opcode_begins_only_once_its_start_is_on_disk(open_queue, tmp_path):
             shutil.copytree(tmp_path / "queue", tmp_path / "crashed")
             return "ran"
 
-    registry.register(OpSnapshot)
+    registry = registry_of(OpSnapshot)
     queue = open_queue(registry=registry)
     job_id = queue.submit_job([{"OP_ID": "OP_SNAPSHOT"}])
     run_jobs(queue)

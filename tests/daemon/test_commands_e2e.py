@@ -23,6 +23,7 @@ from daemon_helpers import (
     mostly_freed,
     processes_with,
     wait_all_final,
+    wait_until,
 )
 
 from jqueue import constants, errors
@@ -35,13 +36,6 @@ def marked(env=None):
     """An environment with a fresh marker; (env, marker)."""
     mark = uuid.uuid4().hex
     return dict(env or {}, JQ_TEST_MARK=mark), mark
-
-
-def wait_until(predicate, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for %s" % what
-        time.sleep(0.05)
 
 
 def command(cmd, **params):

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from daemon_helpers import holding
+from daemon_helpers import holding, wait_until
 from exec_helpers import (
     SHIMS,
     Executors,
@@ -92,10 +92,8 @@ def test_an_attempt_survives_sigkill_of_its_daemon(executors, shim):
         host.wait()
     # the daemon is gone, not the job ("started" comes once the pid is recorded, just before
     # the exec, so the command may carry its environment a moment later)
-    deadline = time.monotonic() + 10
-    while pid not in processes_with_marker(executors.marker):
-        assert time.monotonic() < deadline, "the command ended with its daemon"
-        time.sleep(0.02)
+    wait_until(lambda: pid in processes_with_marker(executors.marker), 10,
+               "the command to outlive its daemon")
     executor, reactor, recorder = executors.make(shim=shim, state_dir=state_dir, start=False)
     (info,) = executor.start()
     assert (info.pid, info.result) == (pid, None)  # still running: watched again

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import delay, run_jobs
+from conftest import delay, registry_of, run_jobs
 
 from jqueue import errors, opcodes
 from jqueue.store import faults
@@ -38,14 +38,6 @@ def _reopen(queue, open_queue, **kwargs):
     return open_queue(retry_interval=0.01, **kwargs)
 
 
-def _registry_of(*classes):
-    registry = opcodes.Registry()
-    opcodes.register_opcodes(registry)
-    for cls in classes:
-        registry.register(cls)
-    return registry
-
-
 class OpFillDisk(opcodes.OpCode):
     """Makes the journal's next write fail as on a full disk: the one of its own end."""
 
@@ -65,7 +57,7 @@ def _counting_registry(runs):
             runs.append(ctx.job_id)
             return "ran"
 
-    return _registry_of(OpCounted)
+    return registry_of(OpCounted)
 
 
 def test_failpoint_fails_the_nth_call_then_disarms():
@@ -168,7 +160,7 @@ def test_refused_archival_is_rolled_back(open_queue, tmp_path):
 def test_internal_changes_are_recorded_once_the_disk_works_again(open_queue):
     """The processor's record of an opcode's end, lost to a refused write, is re-recorded
     in full; until then the job counts as not durable (a waiter does not hear of it)."""
-    queue = open_queue(retry_interval=0.2, registry=_registry_of(OpFillDisk))
+    queue = open_queue(retry_interval=0.2, registry=registry_of(OpFillDisk))
     job_id = queue.submit_job([{"OP_ID": "OP_FILL_DISK"}])
     queue._pool.run_all()
     queue.wait_durable(5)
