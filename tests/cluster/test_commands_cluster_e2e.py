@@ -576,7 +576,8 @@ def test_a_nodes_prolog_and_epilog_are_its_own(tmp_path, nodeds, daemons):
         wait_until(lambda: {row["name"]: row["drained"] for row in client.list_nodes()}
                    == {"node1": False, "node2": True}, what="node2 drained")
         rows = {row["name"]: row for row in client.list_nodes()}
-        events = client.wait_for_events(0, {"kind": "node", "status": ["DRAINED"]}, 0)
+        # The event follows the drain (recorded once the change is made): waited for.
+        events = client.wait_for_events(0, {"kind": "node", "status": ["DRAINED"]}, 10)
         later = client.submit_job([command("echo ran", node="node2")])
         wait_until(lambda: client.query_jobs([later], ["wait_reason"])[0] == [
             "NODE_UNAVAILABLE"], what="the job pinned to node2 waiting")
