@@ -17,6 +17,7 @@ import sys
 import time
 
 import pytest
+from daemon_helpers import seed_daemon_shim
 
 from jqueue import serializer
 from jqueue.cluster import admin, membership
@@ -140,6 +141,7 @@ class NodeDaemon:
         environment is ours with the variables of env added."""
         self.log_path = "%s-noded-%d.log" % (self.state_dir, next(self._serial))
         env = dict(os.environ, **(self.env or {}))
+        seed_daemon_shim(self.state_dir)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 noded_command("--state-dir", self.state_dir, "--checkpoint-interval", "60",

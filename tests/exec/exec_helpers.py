@@ -2,19 +2,16 @@
 and a way to find the real processes of a job (by a marker in their environment).
 """
 
-import atexit
 import os
 import select
-import shutil
 import signal
-import tempfile
 import time
 import uuid
 
-from daemon_helpers import processes_with
+from daemon_helpers import processes_with, seed_shim_cache
 from twisted.internet.task import Clock
 
-from jqueue.exec import AttemptSpec, Executor, containment, shims
+from jqueue.exec import AttemptSpec, Executor, containment
 
 SHIMS = ["c", "python"]
 
@@ -91,28 +88,6 @@ class Recorder:
         """The result of an "ended" event of that attempt, or None."""
         ended = self.of("ended", job, attempt)
         return ended[-1][3] if ended else None
-
-
-_C_SHIM = []
-
-
-def c_shim_program():
-    """The C shim, compiled once per test process into a temporary directory."""
-    if not _C_SHIM:
-        directory = tempfile.mkdtemp(prefix="jq-shim-cache-")
-        atexit.register(shutil.rmtree, directory, True)
-        _C_SHIM.append(shims.c_shim(directory))
-    return _C_SHIM[0]
-
-
-def seed_shim_cache(state_dir):
-    """Put the compiled C shim where an executor on state_dir will look for it."""
-    program = c_shim_program()
-    cache = os.path.join(state_dir, "exec")
-    os.makedirs(cache, exist_ok=True)
-    target = os.path.join(cache, os.path.basename(program.executable))
-    if not os.path.exists(target):
-        shutil.copy2(program.executable, target)
 
 
 class Executors:

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from exec_helpers import Executors, assert_no_cgroup_left, seed_shim_cache
+from daemon_helpers import seed_shim_cache
+from exec_helpers import Executors, assert_no_cgroup_left
 
 from jqueue.exec import attemptdir
 

@@ -11,14 +11,12 @@ import sys
 import time
 
 import pytest
-from daemon_helpers import holding, wait_until
+from daemon_helpers import c_shim_program, holding, seed_shim_cache, wait_until
 from exec_helpers import (
     SHIMS,
     Executors,
     assert_no_cgroup_left,
-    c_shim_program,
     processes_with_marker,
-    seed_shim_cache,
     wait_ended,
 )
 
