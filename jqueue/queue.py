@@ -1638,10 +1638,15 @@ class JobQueue:
                         continue
                     if state:
                         job.unacked_state -= 1
-                    if job.visible and job.id not in self._unrecorded:
+                    if not job.visible:
+                        continue
+                    # The re-record is a full record: also when the job was unrecorded
+                    # already, as the record refused now may be the full one an earlier
+                    # refusal called for (its making counted the job recorded in full).
+                    job.generation = -1
+                    if job.id not in self._unrecorded:
                         self._unrecorded.add(job.id)
                         job.unacked_state += 1  # not durable until re-recorded
-                        job.generation = -1  # the re-record is a full record
         for _ in batches:
             self._refusals.count(errors.error_message(error))
 

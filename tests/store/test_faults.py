@@ -176,6 +176,50 @@ def test_internal_changes_are_recorded_once_the_disk_works_again(open_queue):
     assert queue.query_jobs([job_id], ["status"]) == [["success"]]
 
 
+class OpFullDiskThenLog(opcodes.OpCode):
+    """Fills the disk for the journal (every write refused until the failpoint is
+    cleared), then logs two messages."""
+
+    OP_ID = "OP_FULL_DISK_THEN_LOG"
+
+    def run(self, ctx):
+        faults.inject("journal.write", errno.ENOSPC, times=1000)
+        ctx.feedback("m1")
+        ctx.feedback("m2")
+        return "logged"
+
+
+def test_a_job_refused_twice_is_re_recorded_whole_with_its_messages(open_queue):
+    """An opcode's messages and end are refused; then, the disk still full, the next
+    opcode's start, which was to record the job whole: once the disk has room again
+    the job is recorded whole, its messages with it, and a crash keeps them."""
+    queue = open_queue(retry_interval=0.05, registry=registry_of(OpFullDiskThenLog))
+    job_id = queue.submit_job([{"OP_ID": "OP_FULL_DISK_THEN_LOG"}, delay()])
+    queue._pool.run_next()  # the first opcode: its messages and end refused
+    deadline = time.monotonic() + 10
+    while not queue.status()["unrecorded_jobs"]:
+        assert time.monotonic() < deadline, queue.status()
+        time.sleep(0.01)
+    queue._pool.run_next()  # the second's start: refused, taken back
+    faults.clear()
+    _wait_writable(queue)
+    fields = ["status", "opstatus", "opresult"]
+    expected = [["queued", ["success", "queued"], ["logged", None]]]
+
+    def messages():
+        return [[entry[3] for entry in log] for log in
+                queue.query_jobs([job_id], ["oplog"])[0][0]]
+
+    assert queue.query_jobs([job_id], fields) == expected
+    assert messages() == [["m1", "m2"], []]
+    queue._closing = queue._closed = True  # crash: the journal and files as they are
+    queue._journal.close()
+    queue._dir.unlock()
+    queue = open_queue(retry_interval=0.01)
+    assert queue.query_jobs([job_id], fields) == expected
+    assert messages() == [["m1", "m2"], []]
+
+
 def test_a_refused_piece_of_a_log_is_read_once_the_disk_works_again(open_queue):
     """A piece of a command log whose record a full disk refused is in the log's file: it
     is journaled again with the job, readable then and after a crash."""
