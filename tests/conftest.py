@@ -70,6 +70,14 @@ def registry_of(*classes):
     return registry
 
 
+def crash(queue):
+    """Leave queue as a crash would: no checkpoint, no final write; its directory (the
+    journal, the files as they are) is free to be opened again."""
+    queue._closing = queue._closed = True
+    queue._journal.close()
+    queue._dir.unlock()
+
+
 def run_jobs(queue):
     """Run a SyncPool queue's jobs until nothing is left to run, changes durable."""
     total = 0

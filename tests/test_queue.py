@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import delay, jqop, registry_of, run_jobs
+from conftest import crash, delay, jqop, registry_of, run_jobs
 
 from jqueue import constants as C
 from jqueue import errors, opcodes, serializer
@@ -682,9 +682,7 @@ def test_reopen_replays_journal_without_checkpoint(open_queue, tmp_path):
     job_id = queue.submit_job([jqop(log_messages=["x"])])
     run_jobs(queue)
     expected = queue.query_jobs([job_id], ["status", "oplog"])
-    queue._journal.close()
-    queue._dir.unlock()
-    queue._closing = queue._closed = True  # simulate a crash: no checkpoint ran
+    crash(queue)  # no checkpoint ran
     assert not (tmp_path / "queue" / ("job-%d" % job_id)).exists()
     reopened = open_queue()
     assert reopened.query_jobs([job_id], ["status", "oplog"]) == expected

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import hypothesis.strategies as st
-from conftest import FakeClock, delay, jqop
+from conftest import FakeClock, crash, delay, jqop
 from fakes import SyncPool
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -257,9 +257,7 @@ class QueueMachine(RuleBasedStateMachine):
     def crash_and_reopen(self):
         self._settle()
         before = self._snapshot()
-        self.queue._closing = self.queue._closed = True
-        self.queue._journal.close()
-        self.queue._dir.unlock()
+        crash(self.queue)
         faults.clear()  # the restart finds space again (opening must write)
         self.queue = self._open()
         assert self._snapshot() == self._after_reopen(before)

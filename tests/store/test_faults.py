@@ -11,7 +11,8 @@ import threading
 import time
 
 import pytest
-from conftest import delay, registry_of, run_jobs
+from conftest import crash, delay, registry_of, run_jobs
+from daemon_helpers import wait_until
 
 from jqueue import errors, opcodes
 from jqueue.store import faults
@@ -169,9 +170,7 @@ def test_internal_changes_are_recorded_once_the_disk_works_again(open_queue):
     assert answer == "nochange"  # its start is durable, its end is not
     _wait_writable(queue)
     queue.checkpoint()
-    queue._closing = queue._closed = True  # crash: the journal and files as they are
-    queue._journal.close()
-    queue._dir.unlock()
+    crash(queue)  # the journal and files as they are
     queue = open_queue(retry_interval=0.01)
     assert queue.query_jobs([job_id], ["status"]) == [["success"]]
 
@@ -196,10 +195,7 @@ def test_a_job_refused_twice_is_re_recorded_whole_with_its_messages(open_queue):
     queue = open_queue(retry_interval=0.05, registry=registry_of(OpFullDiskThenLog))
     job_id = queue.submit_job([{"OP_ID": "OP_FULL_DISK_THEN_LOG"}, delay()])
     queue._pool.run_next()  # the first opcode: its messages and end refused
-    deadline = time.monotonic() + 10
-    while not queue.status()["unrecorded_jobs"]:
-        assert time.monotonic() < deadline, queue.status()
-        time.sleep(0.01)
+    wait_until(lambda: queue.status()["unrecorded_jobs"], 10, "the refusal")
     queue._pool.run_next()  # the second's start: refused, taken back
     faults.clear()
     _wait_writable(queue)
@@ -212,9 +208,7 @@ def test_a_job_refused_twice_is_re_recorded_whole_with_its_messages(open_queue):
 
     assert queue.query_jobs([job_id], fields) == expected
     assert messages() == [["m1", "m2"], []]
-    queue._closing = queue._closed = True  # crash: the journal and files as they are
-    queue._journal.close()
-    queue._dir.unlock()
+    crash(queue)  # the journal and files as they are
     queue = open_queue(retry_interval=0.01)
     assert queue.query_jobs([job_id], fields) == expected
     assert messages() == [["m1", "m2"], []]
@@ -235,9 +229,7 @@ def test_a_refused_piece_of_a_log_is_read_once_the_disk_works_again(open_queue):
     _wait_writable(queue)
     queue.wait_durable(5)
     assert queue.read_job_log(job_id, 0, 100)["data"] == b"late\n"
-    queue._closing = queue._closed = True  # crash: the journal and files as they are
-    queue._journal.close()
-    queue._dir.unlock()
+    crash(queue)  # the journal and files as they are
     queue = open_queue(retry_interval=0.01)
     assert queue.read_job_log(job_id, 0, 100)["data"] == b"late\n"
 
@@ -359,9 +351,7 @@ def test_a_crash_while_the_disk_refuses_a_start_runs_the_opcode_once(open_queue)
     job_id = queue.submit_job([{"OP_ID": "OP_COUNTED"}])
     faults.inject("journal.write", errno.ENOSPC, times=1000)
     queue._pool.run_all()
-    queue._closing = queue._closed = True  # crash: the journal and files as they are
-    queue._journal.close()
-    queue._dir.unlock()
+    crash(queue)  # the journal and files as they are
     faults.clear()
     queue = open_queue(retry_interval=0.05, registry=_counting_registry(runs))
     queue._pool.run_all()

@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from conftest import delay
+from conftest import crash, delay
 from fakes import SyncPool
 
 from jqueue import constants, errors
@@ -28,9 +28,7 @@ def _open(path):
 def _crash(queue):
     """Stop without a checkpoint: what is durable is only in the journal."""
     queue.wait_durable(10)
-    queue._closing = queue._closed = True
-    queue._journal.close()
-    queue._dir.unlock()
+    crash(queue)
 
 
 def _log(queue, job_id, data):

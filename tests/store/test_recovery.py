@@ -7,7 +7,7 @@ exactly the same jobs as opening one whose journal never contained those bytes.
 import shutil
 
 import pytest
-from conftest import delay, jqop, run_jobs
+from conftest import crash, delay, jqop, run_jobs
 from fakes import SyncPool
 
 from jqueue.queue import JobQueue
@@ -26,9 +26,7 @@ def _crashed_queue(path):
     queue._pool.run_next()
     queue.archive_job(1)
     queue.wait_durable(10)
-    queue._closing = queue._closed = True
-    queue._journal.close()
-    queue._dir.unlock()
+    crash(queue)
 
 
 def _frames(path):
@@ -139,9 +137,7 @@ def test_a_log_replayed_from_the_journal_is_read_whole(tmp_path):
         batch = queue._record_chunk_unlocked(queue._jobs[job_id], 0, 0, 0, b"one\n")
     batch.wait(10)
     queue.wait_durable(10)
-    queue._closing = queue._closed = True
-    queue._journal.close()
-    queue._dir.unlock()
+    crash(queue)
     queue = JobQueue(str(tmp_path / "queue"), pool_factory=SyncPool, checkpoint_interval=None)
     try:
         assert queue.read_job_log(job_id, 0, 100)["data"] == b"one\n"
