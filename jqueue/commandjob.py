@@ -611,14 +611,17 @@ def env_base(params):
     return ENV_BASE_INHERIT if params.get("env_inherit") else ENV_BASE_MINIMAL
 
 
-def banner_start(params, job_id, attempt, node, now=None, containment=None, allowed=None):
+def banner_start(params, job_id, attempt, node, now=None, containment=None, allowed=None,
+                 start=None):
     """The lines the log carries before an attempt's output (Coalition's style); a
     containment without a cgroup (the node's description of it) is said there too.
-    allowed: the attempts in all (default the op's max_attempts)."""
+    allowed: the attempts in all (default the op's max_attempts); start: the attempt's
+    start number (JQ_ATTEMPT), said after attempts that did not count."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     lines = ["* START " + "*" * 40,
-             "* JOB : %d  ATTEMPT : %d/%d" % (job_id, attempt,
-                                               allowed or params["max_attempts"]),
+             "* JOB : %d  ATTEMPT : %d/%d%s" % (
+                 job_id, attempt, allowed or params["max_attempts"],
+                 " (start %d)" % start if start not in (None, attempt) else ""),
              "* NODE : %s" % node, "* DATE : %s" % stamp,
              "* DIR : %s" % params["dir"], "* CMD : %s" % command_text(params["cmd"])]
     if containment and containment.startswith("process group"):

@@ -931,7 +931,7 @@ class CommandRunner:
         link = self._links.get(node)
         queue._record_chunk_unlocked(job, op_index, 0, 0, commandjob.banner_start(
             op.input, job.id, number - uncounted, node, now,
-            link.containment if link is not None else None, allowed))
+            link.containment if link is not None else None, allowed, number))
         stamp = timestamp(now)
         op.status = constants.OP_STATUS_RUNNING
         op.start_timestamp = op.start_timestamp or stamp

@@ -1368,7 +1368,8 @@ def test_a_hold_stops_the_running_command_and_release_runs_it_again(setup):
     setup.queue.release_job(job_id)
     setup.settle()
     assert [s["attempt"] for s in setup.link.launched] == [1, 2]
-    assert b"ATTEMPT : 1/1" in setup.log(job_id).split(b"* HOLD")[1]
+    # the log's banner says the start number, which the command's JQ_ATTEMPT has
+    assert b"ATTEMPT : 1/1 (start 2)\n" in setup.log(job_id).split(b"* HOLD")[1]
     sends = [e["message"] for e in setup.queue.read_events(0, {"job": job_id})["events"]
              if e["status"] in ("SEND", "RUN")]  # as the banners count, the start number too
     assert sends == ["attempt 1 of 1", "attempt 1 of 1 pid 1001", "attempt 1 of 1 (start 2)",
