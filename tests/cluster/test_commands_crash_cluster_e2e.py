@@ -1,0 +1,45 @@
+"""Crash test of command jobs in a cluster: kill -9 of jq-masterd, of a node's jq-noded,
+or of both, at random moments, many times, while command jobs run on either node (the
+workload and its checks: tests/crash_commands.py)."""
+
+import os
+import random
+import time
+
+from crash_commands import Workload
+from daemon_helpers import wait_all_final
+from test_cluster_e2e import start_cluster
+
+#: Rounds of jobs and kills, and the seed of their choices (change them to hunt).
+ROUNDS = int(os.environ.get("JQ_COMMAND_CRASH_ROUNDS", "5"))
+SEED = int(os.environ.get("JQ_COMMAND_CRASH_SEED", "0"))
+
+
+def test_kill_9_of_either_daemon_loses_no_attempt_output_or_outcome(tmp_path, nodeds,
+                                                                    daemons):
+    """As on one machine (tests/daemon/test_commands_crash_e2e.py), with the commands run
+    by the jq-noded of the master's node or of the other one, and the daemon killed each
+    round chosen at random among jq-masterd, either jq-noded and all of them."""
+    rng = random.Random(20261208 + SEED)
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 2,
+                                                  noded_args={"node1": ["--slots", "6"],
+                                                              "node2": ["--slots", "6"]})
+    work = Workload(rng, tmp_path / "started", nodes=test_cluster.names)
+    ids = []
+    for _ in range(ROUNDS):
+        with master.client() as client:
+            ids += work.submit(client, rng.randint(4, 10))
+        time.sleep(rng.uniform(0.05, 1.0))
+        victims = rng.choice([[master], [started["node1"]], [started["node2"]],
+                              [master, started["node2"]], [master, *started.values()]])
+        for daemon in victims:
+            daemon.proc.kill()
+            daemon.proc.wait()
+        time.sleep(rng.choice([0, 0.2]))
+        for daemon in victims:
+            daemon.start()
+    with master.client(timeout=60) as client:
+        wait_all_final(client, ids, 120)
+        problems = work.problems(client, master.state_dir, ids)
+    assert not problems, "\n".join(problems)
+    assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran

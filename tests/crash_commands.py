@@ -1,0 +1,138 @@
+"""A workload for crash tests of command jobs (tests/daemon/test_commands_crash_e2e.py,
+tests/cluster/test_commands_crash_cluster_e2e.py): command jobs that print, fail and
+retry, burst and time out, and the checks of what the queue recorded of them once the
+daemons were killed -9 at random moments in between.
+
+Each command first appends its start to a file of its job's (its JQ_ATTEMPT, one line),
+so that what really ran is known whatever the daemons recorded: every attempt that ran
+must have been recorded once (its number, its whole output once in the job's log, one
+outcome in the action log), and each job must end as its command decided.
+"""
+
+import collections
+import os
+
+from jqueue import constants
+
+FIELDS = ["status", "exit_status", "timed_out", "reason", "attempt"]
+#: What the action log says of an attempt's end (one each).
+OUTCOMES = frozenset(["OK", "FAILED", "TIMEOUT", "KILLED", "INTERR", "NOXFER", "NODE_LOST"])
+
+#: kind: what the command does; fails: the attempts that fail (exit 3) before one
+#: succeeds; lines: how many it prints.
+Spec = collections.namedtuple("Spec", "kind fails max_attempts lines")
+
+
+class Workload:
+    """Command jobs of every kind, chosen by rng; marks: a directory of start files."""
+
+    def __init__(self, rng, marks, nodes=(None,)):
+        self.rng = rng
+        self.marks = str(marks)
+        os.makedirs(self.marks, exist_ok=True)
+        self.nodes = list(nodes)
+        self.specs = {}
+
+    def submit(self, client, count):
+        """Submit count jobs; their ids."""
+        made = [self._job() for _ in range(count)]
+        ids = []
+        for (ok, job_id), (_, spec) in zip(client.submit_many_jobs([[op] for op, _ in made]),
+                                           made):
+            assert ok, job_id
+            self.specs[job_id] = spec
+            ids.append(job_id)
+        return ids
+
+    def _job(self):
+        rng = self.rng
+        kind = rng.choice(["lines", "burst", "timeout", "quick"])
+        spec = Spec(kind, rng.randint(0, 2), rng.randint(1, 3),
+                    {"lines": rng.randint(50, 400), "burst": rng.randint(20000, 120000),
+                     "timeout": 30, "quick": 3}[kind])
+        line = "J${JQ_JOB_ID}A${JQ_ATTEMPT}L"
+        if kind == "burst":  # pieces of over 64 KiB: one machine journals them as extents
+            body = 'seq -f "%s%%.0f" 0 %d; sleep 0.2' % (line, spec.lines - 1)
+        else:
+            body = ('i=0; while [ $i -lt %d ]; do echo %s$i; i=$((i+1)); '
+                    '[ $((i %% 50)) -eq 0 ] && sleep 0.05; done' % (spec.lines, line))
+        if kind == "timeout":
+            body += "; sleep 30"
+        started = "%s/$JQ_JOB_ID" % self.marks
+        op = {"OP_ID": constants.OP_COMMAND_RUN, "max_attempts": spec.max_attempts,
+              "retry_delay": 0.1, "retry_delay_max": 0.2,
+              "cmd": "echo $JQ_ATTEMPT >> %s; %s; [ $(wc -l < %s) -gt %d ]" % (
+                  started, body, started, spec.fails)}
+        if kind == "timeout":
+            op.update(timeout=rng.uniform(0.3, 1.5), kill_grace=1)
+        node = rng.choice(self.nodes)
+        if node is not None:
+            op["node"] = node
+        return op, spec
+
+    def started(self, job_id):
+        """The start numbers of the job's attempts that ran, in the order they ran."""
+        try:
+            with open(os.path.join(self.marks, str(job_id)), encoding="ascii") as stream:
+                return [int(word) for word in stream.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def problems(self, client, state_dir, ids):
+        """What is wrong with the final jobs ids of the master whose state directory is
+        state_dir (a list of descriptions: empty if nothing)."""
+        rows = dict(zip(ids, client.query_jobs(ids, FIELDS)))
+        actions = collections.defaultdict(list)
+        with open(os.path.join(state_dir, "actions.log"), encoding="utf-8") as stream:
+            for line in stream:  # DATE TIME NODE JOB STATUS MESSAGE
+                parts = line.split(" ", 5)
+                if len(parts) > 4 and parts[3].isdigit():
+                    actions[int(parts[3])].append(parts[4].strip())
+        found = []
+        for job_id in ids:
+            log = "".join(client.follow_job_log(job_id))
+            found += ["job %d (%s, %s): %s" % (job_id, self.specs[job_id], rows[job_id], what)
+                      for what in self._job_problems(job_id, rows[job_id], log,
+                                                     actions[job_id])]
+        return found
+
+    def _job_problems(self, job_id, row, log, actions):
+        spec = self.specs[job_id]
+        status, exit_status, timed_out, reason, attempt = row
+        ran = self.started(job_id)
+        if ran != sorted(set(ran)):
+            yield "attempts ran more than once: %s" % ran
+        if attempt != len(ran):
+            yield "%s attempts recorded, %d ran (starts %s)" % (attempt, len(ran), ran)
+        banners = [line for line in log.split("\n") if line.startswith("* JOB : ")]
+        # Starts that never ran their command: lost as they began, or refused by the
+        # node (NOXFER: sent again later, under the same number)
+        unstarted = (log.count("* RETRY : the command never started")
+                     + log.count("* NOXFER : "))
+        if len(banners) != len(ran) + unstarted:
+            yield "%d start banners for %d attempts run, %d never started" % (
+                len(banners), len(ran), unstarted)
+        for number in ran:
+            if not any(b.endswith("(start %d)" % number)
+                       or ("(start " not in b and "ATTEMPT : %d/" % number in b)
+                       for b in banners):
+                yield "start %d has no banner: %s" % (number, banners)
+            prefix = "J%dA%dL" % (job_id, number)
+            printed = [line for line in log.split("\n") if line.startswith(prefix)]
+            if printed != [prefix + str(i) for i in range(spec.lines)]:
+                yield "start %d: %d lines logged of %d, %d of them again" % (
+                    number, len(printed), spec.lines, len(printed) - len(set(printed)))
+        ends = sum(status in OUTCOMES for status in actions)
+        if actions.count("DONE") != 1 or ends != len(ran) + unstarted:
+            yield "action log %s for %d attempts run, %d never started" % (
+                actions, len(ran), unstarted)
+        if spec.kind == "timeout":
+            expected = ("error", "TIMEOUT", True, spec.max_attempts)
+            if (status, reason, timed_out, attempt) != expected:
+                yield "not timed out at attempt %d" % spec.max_attempts
+        elif spec.fails < spec.max_attempts:
+            if (status, exit_status, reason, attempt) != ("success", 0, "OK", spec.fails + 1):
+                yield "no success at attempt %d" % (spec.fails + 1)
+        elif (status, exit_status, reason, attempt) != ("error", 1, "FAILED",
+                                                        spec.max_attempts):
+            yield "no failure (exit 1) at attempt %d" % spec.max_attempts
