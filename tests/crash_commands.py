@@ -6,7 +6,8 @@ daemons were killed -9 at random moments in between.
 Each command first appends its start to a file of its job's (its JQ_ATTEMPT, one line),
 so that what really ran is known whatever the daemons recorded: every attempt that ran
 must have been recorded once (its number, its whole output once in the job's log, one
-outcome in the action log), and each job must end as its command decided.
+outcome among its events and in the action log), and each job must end as its command
+decided.
 """
 
 import collections
@@ -78,22 +79,29 @@ class Workload:
         except FileNotFoundError:
             return []
 
-    def problems(self, client, state_dir, ids):
-        """What is wrong with the final jobs ids of the master whose state directory is
-        state_dir (a list of descriptions: empty if nothing)."""
+    def problems(self, client, ids, action_log=None):
+        """What is wrong with the final jobs ids of the master client talks to (a list of
+        descriptions: empty if nothing): their events as it answers them, and as its
+        action_log file has them (a path; None: not read, after a failover)."""
         rows = dict(zip(ids, client.query_jobs(ids, FIELDS)))
-        actions = collections.defaultdict(list)
-        with open(os.path.join(state_dir, "actions.log"), encoding="utf-8") as stream:
-            for line in stream:  # DATE TIME NODE JOB STATUS MESSAGE
-                parts = line.split(" ", 5)
-                if len(parts) > 4 and parts[3].isdigit():
-                    actions[int(parts[3])].append(parts[4].strip())
+        logged = collections.defaultdict(list)
+        if action_log is not None:
+            with open(action_log, encoding="utf-8") as stream:
+                for line in stream:  # DATE TIME NODE JOB STATUS MESSAGE
+                    parts = line.split(" ", 5)
+                    if len(parts) > 4 and parts[3].isdigit():
+                        logged[int(parts[3])].append(parts[4].strip())
         found = []
         for job_id in ids:
+            events = client.wait_for_events(0, {"job": job_id}, 0)
+            assert not events["gap"], "events of job %d dropped" % job_id
+            told = [event["status"] for event in events["events"]]
             log = "".join(client.follow_job_log(job_id))
-            found += ["job %d (%s, %s): %s" % (job_id, self.specs[job_id], rows[job_id], what)
-                      for what in self._job_problems(job_id, rows[job_id], log,
-                                                     actions[job_id])]
+            what = list(self._job_problems(job_id, rows[job_id], log, told))
+            if action_log is not None and logged[job_id] != told:
+                what.append("action log %s, events %s" % (logged[job_id], told))
+            found += ["job %d (%s, %s): %s" % (job_id, self.specs[job_id], rows[job_id], w)
+                      for w in what]
         return found
 
     def _job_problems(self, job_id, row, log, actions):
@@ -124,7 +132,7 @@ class Workload:
                     number, len(printed), spec.lines, len(printed) - len(set(printed)))
         ends = sum(status in OUTCOMES for status in actions)
         if actions.count("DONE") != 1 or ends != len(ran) + unstarted:
-            yield "action log %s for %d attempts run, %d never started" % (
+            yield "events %s for %d attempts run, %d never started" % (
                 actions, len(ran), unstarted)
         if spec.kind == "timeout":
             expected = ("error", "TIMEOUT", True, spec.max_attempts)

@@ -9,10 +9,13 @@ import time
 from crash_commands import Workload
 from daemon_helpers import wait_all_final
 from test_cluster_e2e import start_cluster
+from test_failover_e2e import _fail_over
 
 #: Rounds of jobs and kills, and the seed of their choices (change them to hunt).
 ROUNDS = int(os.environ.get("JQ_COMMAND_CRASH_ROUNDS", "5"))
 SEED = int(os.environ.get("JQ_COMMAND_CRASH_SEED", "0"))
+#: Failovers of the last test.
+FAILOVERS = int(os.environ.get("JQ_COMMAND_CRASH_FAILOVERS", "3"))
 
 
 def test_kill_9_of_either_daemon_loses_no_attempt_output_or_outcome(tmp_path, nodeds,
@@ -40,6 +43,37 @@ def test_kill_9_of_either_daemon_loses_no_attempt_output_or_outcome(tmp_path, no
             daemon.start()
     with master.client(timeout=60) as client:
         wait_all_final(client, ids, 120)
-        problems = work.problems(client, master.state_dir, ids)
+        problems = work.problems(client, ids, os.path.join(master.state_dir, "actions.log"))
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
+
+
+def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path, nodeds,
+                                                                       daemons):
+    """Three nodes; after each round's jobs are submitted the master (jq-masterd and its
+    jq-noded) is killed -9 at a random moment and another node, chosen at random, takes
+    over (jqctl master-failover), the old one's jq-noded started again: at the end, as
+    above, with the events as the last master tells them."""
+    rng = random.Random(20261209 + SEED)
+    test_cluster, started, master = start_cluster(
+        tmp_path, nodeds, daemons, 3, noded_args={"node1": ["--slots", "6"],
+                                                  "node2": ["--slots", "6"],
+                                                  "node3": ["--slots", "6"]})
+    work = Workload(rng, tmp_path / "started", nodes=test_cluster.names)
+    ids, current = [], test_cluster.master
+    for _ in range(FAILOVERS):
+        with master.client() as client:
+            ids += work.submit(client, rng.randint(4, 10))
+        time.sleep(rng.uniform(0.05, 1.0))
+        for daemon in (master, started[current]):
+            daemon.proc.kill()
+            daemon.proc.wait()
+        others = [name for name in test_cluster.names if name != current]
+        winner, _ = _fail_over(test_cluster, rng.sample(others, len(others)))
+        master = daemons(test_cluster.state_dirs[winner])
+        started[current] = nodeds(test_cluster, current, args=["--slots", "6"])
+        current = winner
+    with master.client(timeout=60) as client:
+        wait_all_final(client, ids, 120)
+        problems = work.problems(client, ids)
+    assert not problems, "\n".join(problems)

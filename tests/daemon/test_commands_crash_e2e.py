@@ -32,6 +32,6 @@ def test_kill_9_at_random_moments_loses_no_attempt_output_or_outcome(daemons, tm
         daemon.start()
     with daemon.client(timeout=60) as client:
         wait_all_final(client, ids, 120)
-        problems = work.problems(client, daemon.state_dir, ids)
+        problems = work.problems(client, ids, os.path.join(daemon.state_dir, "actions.log"))
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
