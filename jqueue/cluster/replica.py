@@ -108,17 +108,17 @@ class Replica:
                         live[str(job_id)] = records.job_digest(job)
         archived = (set(queue._dir.archived_job_ids()) | set(archiving)) - purged
         with queue._lock:
-            logs = {str(job.id): job.log_bytes
+            logs = [(job.id, job.log_bytes)
                     for job in list(queue._jobs.values()) + list(queue._archiving.values())
-                    if job.log_bytes}
+                    if job.log_bytes]
         with queue._lock:
             services = queue._services.digests()
-            service_logs = {str(r["id"]): r.get("log_bytes") or 0
-                            for r in queue._services.services.values()}
+            service_logs = [(r["id"], r.get("log_bytes") or 0)
+                            for r in queue._services.services.values()]
         return {"live": live, "archived": sorted(archived), "serial": queue._serial,
-                "drain": queue.drain_flag, "position": self.position, "logs": logs,
-                "events_last": queue._event_serial, "services": services,
-                "service_logs": service_logs}
+                "drain": queue.drain_flag, "position": self.position,
+                "logs": _held(queue._logs, logs), "events_last": queue._event_serial,
+                "services": services, "service_logs": _held(queue._service_logs, service_logs)}
 
     def resync_apply(self, epoch, payloads, deletes, serial=None, drain=None, position=None,
                      logs=(), service_logs=()):
@@ -152,6 +152,14 @@ class Replica:
         if raised:
             _write_serial(queue)
         return self.position
+
+
+def _held(logs, lengths):
+    """{str(id): length} of the logs in a jqueue.store.joblogs store as far as their files
+    hold them: a resync cut short (its master died) after a job's records, which count its
+    log's length, and before the pieces of its log leaves a record counting bytes the file
+    lacks, and the next resync sends a log from the length said here."""
+    return {str(key): min(length, logs.size(key)) for key, length in lengths}
 
 
 def _write_serial(queue):
