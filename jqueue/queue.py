@@ -1340,6 +1340,19 @@ class JobQueue:
         word = _STATUS_EVENTS.get(status)
         return self._event_entry_unlocked(word, job.id) if word is not None else None
 
+    def cut_events(self, serial):
+        """Forget this replica's events from serial on, which its master's resync replaces
+        (jqueue.cluster.replication): the master's own that no candidate acknowledged
+        before it failed, replayed from its journal. A checkpoint made now drops their
+        records from the journal (a crash before it brings them back, and the next resync
+        cuts them again)."""
+        with self._lock:
+            self._event_serial = min(self._event_serial, serial - 1)
+            for pending in [s for s in self._pending_events if s >= serial]:
+                del self._pending_events[pending]
+            self._events.cut_from(serial)
+        self.checkpoint()
+
     def record_event(self, status, job=0, node=None, kind="job", message=""):
         """Journal an event of our own (node health, services): its serial once durable."""
         with self._lock:

@@ -118,17 +118,23 @@ class Replica:
         return {"live": live, "archived": sorted(archived), "serial": queue._serial,
                 "drain": queue.drain_flag, "position": self.position,
                 "logs": _held(queue._logs, logs), "events_last": queue._event_serial,
+                "events_tail": queue._events.digests(),
                 "services": services, "service_logs": _held(queue._service_logs, service_logs)}
 
     def resync_apply(self, epoch, payloads, deletes, serial=None, drain=None, position=None,
-                     logs=(), service_logs=()):
+                     logs=(), service_logs=(), events_from=None):
         """Apply part of a resync: records, deletions, pieces of command logs ([job id,
         offset, bytes]) and of services' logs ([service id, offset, bytes]), and at the
-        end serial, drain, position.
+        end serial, drain, position; first, the events from serial events_from on are
+        forgotten (the master's replace them).
 
         Durable before it returns. Once ``position`` is given the replica follows that
         stream position.
         """
+        if events_from is not None:
+            with self._lock:
+                self._check_epoch(epoch)
+            self.queue.cut_events(events_from)
         raised, deleted = False, None
         with self._lock:
             self._check_epoch(epoch)
@@ -399,7 +405,8 @@ class ReplicaRpc:
         return {"position": replica.resync_apply(
             epoch, _strings(body, "records"), deletes, body.get("serial"), body.get("drain"),
             [int(v) for v in position] if position is not None else None,
-            logs=_log_pieces(body), service_logs=_log_pieces(body, "service_logs"))}
+            logs=_log_pieces(body), service_logs=_log_pieces(body, "service_logs"),
+            events_from=body_int(body, "events_from") if "events_from" in body else None)}
 
     def jobqueue_set_drain_flag(self, peer, body):
         replica, epoch = self._target(peer, body)

@@ -34,6 +34,7 @@ import threading
 from jqueue import errors
 from jqueue.cluster.membership import default_min_acks
 from jqueue.cluster.rpc import client as rpc_client
+from jqueue.store import events as eventlog
 from jqueue.store import fsutil, records
 from jqueue.store import services as servicetable
 
@@ -503,8 +504,14 @@ class _Sender:
         for pieces in resync_service_logs(queue, remote):
             self.client.call("resync_apply", dict(base, records=[], deletes=[],
                                                   service_logs=pieces))
+        cut = events_cut(queue, remote)
+        if cut is not None:
+            logger.info("candidate %s has events from serial %d on that this master does "
+                        "not: replaced", self.name, cut)
+            self.client.call("resync_apply", dict(base, records=[], deletes=[],
+                                                  events_from=cut))
         self.client.call("resync_apply", dict(
-            base, records=resync_events(queue, remote), deletes=[], serial=queue._serial,
+            base, records=resync_events(queue, remote, cut), deletes=[], serial=queue._serial,
             drain=queue.drain_flag, position=[self.rep.epoch, self.rep.session, point]))
 
 
@@ -578,12 +585,46 @@ def resync_plan(queue, remote):
         yield chunk, deletes
 
 
-def resync_events(queue, remote):
-    """Records of the events the replica lacks (those of its ring it has not, in order),
-    so that after a failover the stream goes on without a gap or a reused serial."""
-    since = remote.get("events_last") or 0
-    answer = queue.read_events(since, limit=None)
-    return [records.event_record(e).decode("utf-8") for e in answer["events"]]
+def resync_events(queue, remote, cut=None):
+    """Records of the events the replica lacks (those of its ring it has not, in order;
+    from serial cut on if given: see events_cut), so that after a failover the stream goes
+    on without a gap or a reused serial.
+
+    With those journaled, not durable yet: the resync acknowledges every batch up to the
+    position it started at, and those of them not acknowledged yet carry events that the
+    ring does not hold yet (the replica missed them for good, as resync_logs says of log
+    pieces)."""
+    since = cut - 1 if cut is not None else remote.get("events_last") or 0
+    found = {e["serial"]: e for e in queue.read_events(since, limit=None)["events"]}
+    with queue._lock:
+        found.update((serial, event) for serial, event in queue._pending_events.items()
+                     if serial > since and serial not in found)
+    return [records.event_record(found[serial]).decode("utf-8") for serial in sorted(found)]
+
+
+def events_cut(queue, remote):
+    """The first serial at which a replica's events ("events_tail": [[serial, digest],
+    ...] of its ring; older nodes say none) part from this master's, among those both
+    rings hold, or None.
+
+    A master that failed had journaled events that no candidate acknowledged; replayed
+    when it came back as a candidate, they are its own, while the new master's events
+    carry the same serials. Sent from its last serial on, it kept its own and missed the
+    master's for good."""
+    tail = remote.get("events_tail")
+    if not tail:
+        return None
+    theirs = {serial: value for serial, value in tail}
+    answer = queue.read_events(tail[0][0] - 1, limit=None)
+    ours = {event["serial"]: eventlog.digest(event) for event in answer["events"]
+            if event["serial"] <= tail[-1][0]}
+    if answer["gap"]:  # this ring does not reach back as far: compare where both reach
+        oldest = min(ours, default=tail[-1][0] + 1)
+        theirs = {serial: value for serial, value in theirs.items() if serial >= oldest}
+    for serial in sorted(set(theirs) | set(ours)):
+        if theirs.get(serial) != ours.get(serial):
+            return serial
+    return None
 
 
 def resync_logs(queue, remote):

@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 
 from jqueue import errors, ratelog, serializer, text
 from jqueue.store import fsutil
@@ -59,6 +60,12 @@ def action_line(event, utc=True):
                             event["status"])
     message = text.printable(" ".join(str(event.get("message") or "").split()))
     return line + (" " + message if message else "")
+
+
+def digest(event):
+    """A short digest of an event as the events file keeps it: what a resync compares
+    (jqueue.cluster.replication)."""
+    return zlib.crc32(serializer.dumps_answer(_stored(event)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -201,6 +208,27 @@ class EventLog:
     def _kept(self):
         """Index in the ring of the oldest event kept."""
         return max(0, len(self._ring) - self._buffer)
+
+    def digests(self):
+        """[[serial, digest], ...] of the events in the ring, oldest first."""
+        with self._lock:
+            return [[event["serial"], digest(event)] for event in self._ring[self._kept():]]
+
+    def cut_from(self, serial):
+        """Forget the events from serial on: out of the ring and off the end of both files
+        (a candidate's own, which its master's resync replaces: see
+        jqueue.cluster.replication). OSError if the files cannot be cut (their appends
+        kept by a full disk cannot be written first)."""
+        with self._lock:
+            del self._ring[bisect.bisect_left(self._ring, serial, key=_serial):]
+            self.last_serial = min(self.last_serial, serial - 1)
+            self.file_serial = min(self.file_serial, serial - 1)
+            for handle in self._files.values():
+                handle.flush()
+            cut = self._file(EVENTS_FILE).cut_lines(
+                doomed=lambda line: (_parse(line) or {}).get("serial", 0) >= serial)
+            self._file(ACTIONS_FILE).cut_lines(count=cut)  # a line for each event
+            self._dirty = True
 
     def _append_files(self, events):
         # Each line as the event stream answers it (orjson): an event holds only what the
@@ -351,6 +379,22 @@ def _parse(line):
     return event
 
 
+def _line_starts(fd, end, block=64 * 1024):
+    """Offsets at which the lines of a file of whole lines (each ending with a newline)
+    start, the last line's first; none if it is empty."""
+    position = end - 1  # the last line's newline: not the start of another
+    while position > 0:
+        low = max(0, position - block)
+        data = os.pread(fd, position - low, low)
+        index = data.rfind(b"\n")
+        while index >= 0:
+            yield low + index + 1
+            index = data.rfind(b"\n", 0, index)
+        position = low
+    if end > 0:
+        yield 0
+
+
 class _AppendFile:
     """A file appended in whole writes, rotated to ``<path>.1`` once it grows too big.
 
@@ -387,6 +431,41 @@ class _AppendFile:
             raise
         self._kept = []
         self._size += len(data)
+
+    def cut_lines(self, doomed=None, count=None):
+        """Cut whole lines off the end of the file, and of its previous generation when
+        they reach back into it: those doomed(line) says (until one it does not), or the
+        last count. How many were cut."""
+        self.flush()
+        if self._fd is None:
+            self._open()
+        cut = 0
+        for path in (self.path, self.path + ".1"):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                break
+            try:
+                end = os.fstat(fd).st_size
+                keep, whole = end, True
+                for start in _line_starts(fd, end):
+                    if count is not None and cut == count:
+                        whole = False
+                        break
+                    if doomed is not None and not doomed(os.pread(fd, keep - start, start)):
+                        whole = False
+                        break
+                    keep, cut = start, cut + 1
+                if keep < end:
+                    os.ftruncate(fd, keep)
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            if path == self.path:
+                self._size = keep
+            if not whole:
+                break
+        return cut
 
     def _open(self):
         os.makedirs(self.directory, 0o750, exist_ok=True)

@@ -1,6 +1,7 @@
 """Tests of jqueue.cluster.replication and jqueue.cluster.replica with in-process candidates."""
 
 import errno
+import json
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from jqueue.cluster import replication
 from jqueue.cluster.replica import Replica, ReplicaRpc
 from jqueue.queue import EXTENT_MIN, JobQueue
 from jqueue.store import faults, journal, records
+from jqueue.store.events import action_line
 from jqueue.store.records import job_digest
 
 FIELDS = ["id", "status", "opstatus", "oplog", "archived"]
@@ -605,6 +607,53 @@ def test_a_resync_cut_short_after_a_jobs_records_brings_its_log_at_the_next(clus
         late.close()
 
 
+def _event_lines(log):
+    """(events file, action log) of a jqueue.store.events log, as lists of lines."""
+    found = []
+    for name in ("events.jsonl", "actions.log"):
+        with open(os.path.join(log.directory, name), encoding="utf-8") as stream:
+            found.append(stream.read().splitlines())
+    return found
+
+
+def test_a_candidate_whose_events_part_from_the_masters_takes_the_masters(cluster, tmp_path):
+    """A failed master's last events that no candidate acknowledged (its journal held
+    them, replayed when it came back as a candidate) are not the cluster's: the new
+    master's events under the same serials are. The resync finds where the candidate's
+    part from the master's and replaces them from there, in its ring and its files (it
+    kept its own and missed the master's for good, which it served once master again:
+    kill -9 hunts of tests/cluster/test_commands_crash_cluster_e2e.py)."""
+    cl = cluster(candidates=1)
+    queue = cl.queue
+    for number in range(3):
+        queue.record_event("UP", node="n%d" % number, kind="node").wait(10)
+    ours = queue.read_events(0, limit=None)["events"]
+    ghosts = [dict(ours[-1], serial=ours[-1]["serial"] + number, status="GHOST",
+                   message="never acknowledged %d" % number) for number in (1, 2)]
+    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+    late.resync_apply(1, [records.event_record(e).decode("utf-8") for e in ours + ghosts],
+                      [])
+    queue.record_event("REAL", node="n9", kind="node").wait(10)  # the first ghost's serial
+    client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
+    try:
+        cl.replicator.add_peer("late", client)
+        cl.replicator.set_min_acks(2)
+        queue.record_event("AFTER", node="n9", kind="node").wait(10)
+        assert client.calls["resync_digests"] >= 1
+        theirs = late.queue.read_events(0, limit=None)["events"]
+        assert theirs == queue.read_events(0, limit=None)["events"]
+        assert [e["status"] for e in theirs] == ["UP", "UP", "UP", "REAL", "AFTER"]
+        jsonl, actions = _event_lines(late.queue._events)
+        assert [json.loads(line) for line in jsonl] == theirs
+        assert actions == [action_line(event) for event in theirs]
+        late.close()
+        late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+        assert late.queue.read_events(0, limit=None)["events"] == theirs  # and reopened
+    finally:
+        cl.replicator.remove_peer("late")
+        late.close()
+
+
 def test_a_new_candidate_gets_a_service_log_from_where_it_starts(cluster, tmp_path):
     """A service's log whose start moved on (it keeps its end only): a candidate added
     later is sent its bytes from that start, not the dropped ones before it; after a
@@ -674,6 +723,43 @@ def test_a_candidate_resynced_while_a_log_piece_awaits_its_acks_gets_the_piece(
     finally:
         gate.set()
         appended.join(10)
+        cl.replicator.remove_peer("late")
+        late.close()
+
+
+def test_a_candidate_resynced_while_an_event_awaits_its_acks_gets_the_event(cluster,
+                                                                           tmp_path):
+    """The same with an event: journaled, not acknowledged yet (so not in the master's
+    ring of durable events) when a new candidate's resync starts, it is acknowledged by
+    the resync, which must carry it (it sent the ring's events only)."""
+    cl = cluster(candidates=1, min_acks=1)
+    queue = cl.queue
+    queue.record_event("UP", node="n1", kind="node").wait(10)
+    c1, gate = cl.clients["c1"], threading.Event()
+    forward = c1.call
+
+    def held(method, body):  # c1 acknowledges nothing until the gate opens
+        if method == "replicate":
+            gate.wait(10)
+        return forward(method, body)
+
+    c1.call = held
+    sequenced = cl.replicator._seq
+    recorded = threading.Thread(target=lambda: queue.record_event(
+        "PENDING", node="n1", kind="node").wait(10))
+    recorded.start()
+    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+    client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
+    try:
+        _wait_for(lambda: cl.replicator._seq > sequenced)
+        cl.replicator.add_peer("late", client)
+        recorded.join(10)  # acknowledged by the late candidate's resync
+        assert not recorded.is_alive()
+        assert [e["status"] for e in late.queue.read_events(0, limit=None)["events"]] == [
+            "UP", "PENDING"]
+    finally:
+        gate.set()
+        recorded.join(10)
         cl.replicator.remove_peer("late")
         late.close()
 
