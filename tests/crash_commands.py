@@ -7,7 +7,8 @@ Each command first appends its start to a file of its job's (its JQ_ATTEMPT, one
 so that what really ran is known whatever the daemons recorded: every attempt that ran
 must have been recorded once (its number, its whole output once in the job's log, one
 outcome among its events and in the action log), and each job must end as its command
-decided.
+decided, or canceled if a cancel of it was acknowledged (its last attempt's output then
+logged as far as it went).
 """
 
 import collections
@@ -33,6 +34,7 @@ class Workload:
         os.makedirs(self.marks, exist_ok=True)
         self.nodes = list(nodes)
         self.specs = {}
+        self.canceled = set()  # jobs whose cancel was acknowledged
 
     def submit(self, client, count):
         """Submit count jobs; their ids."""
@@ -44,6 +46,15 @@ class Workload:
             self.specs[job_id] = spec
             ids.append(job_id)
         return ids
+
+    def cancel_some(self, client, ids):
+        """Cancel (or kill) a job or two of ids, chosen at random; those acknowledged must
+        end canceled."""
+        recent = ids[-10:]  # likely still running
+        for job_id in self.rng.sample(recent, min(len(recent), self.rng.randint(1, 2))):
+            ok, _ = client.cancel_job(job_id, self.rng.random() < 0.5)
+            if ok:
+                self.canceled.add(job_id)
 
     def _job(self):
         rng = self.rng
@@ -110,13 +121,15 @@ class Workload:
         ran = self.started(job_id)
         if ran != sorted(set(ran)):
             yield "attempts ran more than once: %s" % ran
-        if attempt != len(ran):
+        # A cancel may stop the last attempt before its command's first line
+        killed = (attempt or 0) - len(ran) if job_id in self.canceled else 0
+        if (attempt or 0) != len(ran) + killed or killed not in (0, 1):
             yield "%s attempts recorded, %d ran (starts %s)" % (attempt, len(ran), ran)
         banners = [line for line in log.split("\n") if line.startswith("* JOB : ")]
         # Starts that never ran their command: lost as they began, or refused by the
         # node (NOXFER: sent again later, under the same number)
         unstarted = (log.count("* RETRY : the command never started")
-                     + log.count("* NOXFER : "))
+                     + log.count("* NOXFER : ") + killed)
         if len(banners) != len(ran) + unstarted:
             yield "%d start banners for %d attempts run, %d never started" % (
                 len(banners), len(ran), unstarted)
@@ -127,14 +140,18 @@ class Workload:
                 yield "start %d has no banner: %s" % (number, banners)
             prefix = "J%dA%dL" % (job_id, number)
             printed = [line for line in log.split("\n") if line.startswith(prefix)]
-            if printed != [prefix + str(i) for i in range(spec.lines)]:
+            whole = [prefix + str(i) for i in range(spec.lines)]
+            if printed != whole[:len(printed) if job_id in self.canceled else None]:
                 yield "start %d: %d lines logged of %d, %d of them again" % (
                     number, len(printed), spec.lines, len(printed) - len(set(printed)))
         ends = sum(status in OUTCOMES for status in actions)
         if actions.count("DONE") != 1 or ends != len(ran) + unstarted:
             yield "events %s for %d attempts run, %d never started" % (
                 actions, len(ran), unstarted)
-        if spec.kind == "timeout":
+        if job_id in self.canceled:
+            if status != "canceled":
+                yield "its cancel was acknowledged"
+        elif spec.kind == "timeout":
             expected = ("error", "TIMEOUT", True, spec.max_attempts)
             if (status, reason, timed_out, attempt) != expected:
                 yield "not timed out at attempt %d" % spec.max_attempts

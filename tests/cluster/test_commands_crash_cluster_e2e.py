@@ -33,6 +33,8 @@ def test_restarts_of_either_daemon_lose_no_attempt_output_or_outcome(tmp_path, n
     for _ in range(ROUNDS):
         with master.client() as client:
             ids += work.submit(client, rng.randint(4, 10))
+            time.sleep(rng.uniform(0, 0.5))
+            work.cancel_some(client, ids)
         time.sleep(rng.uniform(0.05, 1.0))
         victims = rng.choice([[master], [started["node1"]], [started["node2"]],
                               [master, started["node2"]], [master, *started.values()]])
@@ -51,6 +53,7 @@ def test_restarts_of_either_daemon_lose_no_attempt_output_or_outcome(tmp_path, n
         problems = work.problems(client, ids, os.path.join(master.state_dir, "actions.log"))
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
+    assert work.canceled
 
 
 def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path, nodeds,
@@ -69,6 +72,8 @@ def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path,
     for _ in range(FAILOVERS):
         with master.client() as client:
             ids += work.submit(client, rng.randint(4, 10))
+            time.sleep(rng.uniform(0, 0.5))
+            work.cancel_some(client, ids)
         time.sleep(rng.uniform(0.05, 1.0))
         for daemon in (master, started[current]):
             daemon.proc.kill()
@@ -82,3 +87,4 @@ def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path,
         wait_all_final(client, ids, 120)
         problems = work.problems(client, ids)
     assert not problems, "\n".join(problems)
+    assert work.canceled

@@ -1,6 +1,6 @@
 """Crash test of command jobs on one machine: kill -9 (or SIGTERM) of jq-masterd at random
-moments, many times, while command jobs start, print, fail and retry, burst and time out (the
-workload and its checks: tests/crash_commands.py)."""
+moments, many times, while command jobs start, print, fail and retry, burst, time out and
+are cancelled (the workload and its checks: tests/crash_commands.py)."""
 
 import os
 import random
@@ -15,11 +15,12 @@ SEED = int(os.environ.get("JQ_COMMAND_CRASH_SEED", "0"))
 
 
 def test_restarts_at_random_moments_lose_no_attempt_output_or_outcome(daemons, tmp_path):
-    """After each round's jobs are submitted, jq-masterd is killed -9 (or, one time in
-    four, stopped by SIGTERM) at a random moment and started again; at the end every
-    attempt that ran is recorded once, its output whole in the log once, its end once
-    among its events and in the action log, and every job ends as its command decided
-    (success, exit status, timeout, the attempts it took)."""
+    """After each round's jobs are submitted (and a job or two cancelled or killed),
+    jq-masterd is killed -9 (or, one time in four, stopped by SIGTERM) at a random moment
+    and started again; at the end every attempt that ran is recorded once, its output
+    whole in the log once (as far as it went, cancelled), its end once among its events
+    and in the action log, and every job ends as its command decided (success, exit
+    status, timeout, the attempts it took), or canceled if its cancel was acknowledged."""
     rng = random.Random(20261207 + SEED)
     work = Workload(rng, tmp_path / "started")
     daemon = daemons(args=["--slots", "6"])
@@ -27,6 +28,8 @@ def test_restarts_at_random_moments_lose_no_attempt_output_or_outcome(daemons, t
     for _ in range(ROUNDS):
         with daemon.client() as client:
             ids += work.submit(client, rng.randint(4, 10))
+            time.sleep(rng.uniform(0, 0.5))
+            work.cancel_some(client, ids)
         time.sleep(rng.uniform(0.05, 1.0))
         if rng.random() < 0.25:
             assert daemon.stop() == 0
@@ -39,3 +42,4 @@ def test_restarts_at_random_moments_lose_no_attempt_output_or_outcome(daemons, t
         problems = work.problems(client, ids, os.path.join(daemon.state_dir, "actions.log"))
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
+    assert work.canceled
