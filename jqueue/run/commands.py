@@ -1210,7 +1210,7 @@ class CommandRunner:
                            attempt.job_id, attempt.number, errors.error_message(data))
             if attempt.result is None:
                 return  # the next news of the attempt reads again
-            if isinstance(data, errors.RemoteError):  # no answer (the node restarts?):
+            if _not_answered(data):  # no answer (the node restarts?):
                 # read again in a while; a node that stays away ends it at lost_grace
                 self._host.call_later(WRITE_RETRY, self._pump, attempt)
             else:  # the node answered that it cannot: what is in is all there is
@@ -1496,7 +1496,7 @@ class CommandRunner:
 
         def done(answer):
             _log_control(attempt, action, answer)
-            if isinstance(answer, errors.RemoteError) and self._attempts.get(
+            if _not_answered(answer) and self._attempts.get(
                     attempt.job_id) is attempt and attempt.result is None:
                 attempt.stop_unsent = True
 
@@ -1627,12 +1627,13 @@ class CommandRunner:
             return
         if isinstance(info, Exception):
             # A node that cannot be reached (its jq-noded restarting, as after the failover
-            # that killed it with the old master) is asked again every ping_interval: its
-            # commands run on, and it is lost only after lost_grace, as when a node goes
-            # silent under a running master.
+            # that killed it with the old master), or that does not take this master's
+            # orders yet, is asked again every ping_interval: its commands run on, and it
+            # is lost only after lost_grace, as when a node goes silent under a running
+            # master.
             now = self._host.seconds()
             since = now if since is None else since
-            if isinstance(info, errors.RemoteError) and now - since < self._lost_grace:
+            if _not_answered(info) and now - since < self._lost_grace:
                 logger.warning("job %d: node %s cannot be asked about attempt %d yet (%s); "
                                "asking again", attempt.job_id, attempt.node, attempt.number,
                                errors.error_message(info))
@@ -1641,7 +1642,7 @@ class CommandRunner:
                 return
             self._lost(attempt, "node %s cannot be asked about it: %s" % (
                 attempt.node, errors.error_message(info)),
-                unreachable=isinstance(info, errors.RemoteError))
+                unreachable=_not_answered(info))
             return
         if info is None:
             if state.get("state") == constants.ATTEMPT_STARTING:
@@ -1808,6 +1809,14 @@ class CommandRunner:
         logger.warning("job %d: attempt %d lost: %s", attempt.job_id, attempt.number, why)
         self._finish(attempt, {"error": "attempt lost: " + why, "lost": True,
                                "unreachable": unreachable})
+
+
+def _not_answered(err):
+    """Whether a node's call failed without an answer about the attempt, to be made again:
+    the node could not be reached, or it refused this master (FencedError: after a
+    failover a node answers "not the master" until the new master's configuration reaches
+    it; the attempt was lost at once, and the command had ended well on the node)."""
+    return isinstance(err, (errors.RemoteError, errors.FencedError))
 
 
 def node_list_fields(status, spec=None):

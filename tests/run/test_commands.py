@@ -645,6 +645,27 @@ def test_a_node_unreachable_when_the_master_starts_is_asked_again_not_lost(setup
     assert len(link.launched) == 1
 
 
+def test_a_node_that_does_not_take_a_new_masters_orders_yet_is_asked_again(setup):
+    """After a failover a node refuses the new master ("not the master") until the new
+    configuration reaches it: its attempt is not lost for that (it was, at once, though
+    its command had ended well there); once the node answers, its true end is recorded."""
+    job_id = setup.submit(command("sleep 4", max_attempts=1))
+    link = setup.link
+    link.lookup_error = errors.FencedError("node node9 is not the master; only the master "
+                                           "runs commands on nodes")
+    setup.reopen(links={"node1": link})
+    for _ in range(3):
+        setup.host.advance(commands.PING_INTERVAL)
+        setup.settle()
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["running", None, 1]
+    link.lookup_error = None
+    link.known[(job_id, 1)].update(result={
+        "exit_status": 0, "signal": None, "timed_out": False, "error": None, "ended": 9.0})
+    setup.host.advance(commands.PING_INTERVAL)
+    setup.settle()
+    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["success", "OK", 1]
+
+
 def test_an_attempt_on_a_node_the_queue_no_longer_has_is_lost_after_a_restart(
         open_queue, clock, tmp_path):
     """Reopened without the node an attempt ran on: the attempt ends NODE_LOST at once
