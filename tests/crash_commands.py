@@ -14,7 +14,7 @@ logged as far as it went).
 import collections
 import os
 
-from jqueue import constants
+from jqueue import constants, errors
 
 FIELDS = ["status", "exit_status", "timed_out", "reason", "attempt"]
 #: What the action log says of an attempt's end (one each).
@@ -35,17 +35,30 @@ class Workload:
         self.nodes = list(nodes)
         self.specs = {}
         self.canceled = set()  # jobs whose cancel was acknowledged
+        self.unacknowledged = set()  # jobs submitted, not acknowledged in time
 
     def submit(self, client, count):
-        """Submit count jobs; their ids."""
+        """Submit count jobs; their ids. Jobs the master could not get acknowledged in time
+        (its candidates resyncing after a failover) are theirs too, in unacknowledged: a
+        failover before they are may lose them."""
         made = [self._job() for _ in range(count)]
+        try:
+            results = client.submit_many_jobs([[op] for op, _ in made])
+        except errors.SubmissionNotAcknowledged as err:
+            results = [(True, job_id) for job_id in err.job_ids]
+            self.unacknowledged.update(err.job_ids)
         ids = []
-        for (ok, job_id), (_, spec) in zip(client.submit_many_jobs([[op] for op, _ in made]),
-                                           made):
+        for (ok, job_id), (_, spec) in zip(results, made):
             assert ok, job_id
             self.specs[job_id] = spec
             ids.append(job_id)
         return ids
+
+    def kept(self, client, ids):
+        """ids without the unacknowledged jobs a failover lost."""
+        rows = client.query_jobs(ids, ["id"])
+        return [job_id for job_id, row in zip(ids, rows)
+                if row is not None or job_id not in self.unacknowledged]
 
     def cancel_some(self, client, ids):
         """Cancel (or kill) a job or two of ids, chosen at random; those acknowledged must

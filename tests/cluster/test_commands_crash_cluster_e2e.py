@@ -84,6 +84,7 @@ def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path,
         started[current] = nodeds(test_cluster, current, args=["--slots", "6"])
         current = winner
     with master.client(timeout=60) as client:
+        ids = work.kept(client, ids)
         wait_all_final(client, ids, 120)
         problems = work.problems(client, ids)
     assert not problems, "\n".join(problems)
