@@ -222,3 +222,40 @@ def test_appends_the_disk_refuses_are_kept_whole_and_written_once_it_has_room(tm
     log.close()
     again = events.EventLog(str(tmp_path))
     assert [e["serial"] for e in again.read(0)["events"]] == [1, 2, 3, 4, 5]
+
+
+def _lines(path):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def test_events_cut_from_a_serial_leave_the_ring_and_both_files_even_across_a_rotation(
+        tmp_path):
+    """A candidate's events that its master's resync replaces (jqueue.cluster.replication):
+    cut from a serial on, out of the ring and off both files (the events file into its
+    previous generation: it rotated meanwhile); what follows is appended after what is
+    kept, and a reopened log reads exactly that."""
+    log = events.EventLog(str(tmp_path), buffer=50, rotate_bytes=600)
+    for serial in range(1, 7):
+        log.add([event(serial)])
+    path = os.path.join(str(tmp_path), events.EVENTS_FILE)
+    actions = os.path.join(str(tmp_path), events.ACTIONS_FILE)
+    assert _lines(path + ".1")  # the events file rotated
+    assert [json.loads(line)["serial"] for line in _lines(path)][0] > 4
+    log.cut_from(4)
+    assert [e["serial"] for e in log.read(0)["events"]] == [1, 2, 3]
+    assert log.last_serial == 3
+    kept = [json.loads(line)["serial"] for line in _lines(path + ".1") + _lines(path)]
+    assert kept == [1, 2, 3]
+    assert len(_lines(actions + ".1") + _lines(actions)) == 3
+    log.add([event(serial, status="NEW%d" % serial) for serial in (4, 5)])
+    log.close()
+    again = events.EventLog(str(tmp_path), buffer=50)
+    assert [(e["serial"], e["status"]) for e in again.read(0)["events"]] == [
+        (1, "OK"), (2, "OK"), (3, "OK"), (4, "NEW4"), (5, "NEW5")]
+    assert [line.split()[4] for line in _lines(actions + ".1") + _lines(actions)] == [
+        "OK", "OK", "OK", "NEW4", "NEW5"]
+    assert again.digests() == [[e["serial"], events.digest(e)] for e in again.read(0)["events"]]
