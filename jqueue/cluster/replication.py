@@ -494,9 +494,10 @@ class _Sender:
         remote = self.client.call("resync_digests", base)
         self._ok()
         queue = self.rep._queue
-        for payloads, deletes in resync_plan(queue, remote):
+        diff = compare(queue, remote)
+        for payloads, deletes in resync_plan(queue, remote, diff):
             self.client.call("resync_apply", dict(base, records=payloads, deletes=deletes))
-        for logs in resync_logs(queue, remote):
+        for logs in resync_logs(queue, remote, own_logs(remote, diff)):
             self.client.call("resync_apply", dict(base, records=[], deletes=[], logs=logs))
         services = resync_services(queue, remote)
         if services:
@@ -565,9 +566,10 @@ def compare(queue, remote):
                                 if ours.get(name) != theirs.get(name)}}
 
 
-def resync_plan(queue, remote):
-    """Yield (records, deletes) chunks that make a replica equal to the master queue."""
-    diff = compare(queue, remote)
+def resync_plan(queue, remote, diff=None):
+    """Yield (records, deletes) chunks that make a replica equal to the master queue
+    (diff: compare's answer, if made)."""
+    diff = compare(queue, remote) if diff is None else diff
     chunk = []
     for job_id in sorted(diff["missing"] | diff["differ"]):
         chunk.extend(_job_records(queue, job_id))
@@ -627,20 +629,34 @@ def events_cut(queue, remote):
     return None
 
 
-def resync_logs(queue, remote):
+def resync_logs(queue, remote, whole=()):
     """Yield [[job id, offset, base64 bytes], ...] pieces bringing a replica's command logs
-    to the master's length (each log from the replica's length; bounded per call).
+    to the master's length (each log from the replica's length, those of the jobs whole
+    names from their start; bounded per call).
 
     The length written, not the acknowledged one: the resync acknowledges every batch up
     to the position it started at, and those not acknowledged yet carry pieces beyond the
     acknowledged length (a candidate added while a log grew missed one for good). A log
     only grows, each piece at its offset, so bytes below the written length are final."""
-    remote_logs = remote.get("logs") or {}
+    remote_logs = dict(remote.get("logs") or {})
+    for job_id in whole:
+        remote_logs.pop(str(job_id), None)
     with queue._lock:
         wanted = [(job.id, job.log_bytes) for job in
                   list(queue._jobs.values()) + list(queue._archiving.values())
                   if job.log_bytes]
     yield from _log_pieces(queue._logs, wanted, remote_logs)
+
+
+def own_logs(remote, diff):
+    """Jobs whose logs a replica is sent whole: those whose state differs from this
+    master's, when its own came from no master's stream (position [0, 0, 0]: it was the
+    master itself). A master that failed had written log bytes that no candidate
+    acknowledged, and the next master wrote others at those offsets; sent from where its
+    copy ended, the copy kept its own bytes there."""
+    if any(remote.get("position") or ()):
+        return set()
+    return diff["differ"]
 
 
 def _log_pieces(logs, wanted, theirs):

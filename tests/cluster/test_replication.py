@@ -607,6 +607,38 @@ def test_a_resync_cut_short_after_a_jobs_records_brings_its_log_at_the_next(clus
         late.close()
 
 
+def test_a_failed_masters_own_log_bytes_are_replaced_when_it_comes_back_a_candidate(
+        cluster, tmp_path):
+    """A master that failed had written log bytes no candidate acknowledged (a banner of
+    its own); the new master wrote others at those offsets. Back as a candidate (its state
+    came from no master's stream: position [0, 0, 0]), the job's digest differs from the
+    master's, and its log is sent whole: sent from where its copy ended, the copy kept the
+    failed master's bytes under the new master's."""
+    cl = cluster(candidates=1)
+    queue = cl.queue
+    job_id = queue.submit_job([delay()])
+    for number in range(50):
+        _append_log(queue, job_id, b"line %d\n" % number)
+    length = queue._jobs[job_id].log_bytes
+    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
+    late.resync_apply(1, replication._job_records(queue, job_id), [],
+                      logs=[[job_id, 0, queue._logs.read(job_id, 0, length)]])
+    late.resync_apply(1, [], [], logs=[[job_id, length, b"* FAILED MASTER'S OWN\n"]])
+    assert late.position == [0, 0, 0]
+    _append_log(queue, job_id, b"after\n")  # the new master's, at the same offset
+    client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
+    try:
+        cl.replicator.add_peer("late", client)
+        cl.replicator.set_min_acks(2)
+        _append_log(queue, job_id, b"later\n")
+        ours = queue._jobs[job_id].log_bytes
+        assert late.queue._jobs[job_id].log_bytes == ours
+        assert late.queue._logs.read(job_id, 0, ours) == queue._logs.read(job_id, 0, ours)
+    finally:
+        cl.replicator.remove_peer("late")
+        late.close()
+
+
 def _event_lines(log):
     """(events file, action log) of a jqueue.store.events log, as lists of lines."""
     found = []
