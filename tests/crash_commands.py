@@ -154,7 +154,11 @@ class Workload:
             prefix = "J%dA%dL" % (job_id, number)
             printed = [line for line in log.split("\n") if line.startswith(prefix)]
             whole = [prefix + str(i) for i in range(spec.lines)]
-            if printed != whole[:len(printed) if job_id in self.canceled else None]:
+            if job_id in self.canceled:  # as far as it went: killed mid-line, the last
+                whole = whole[:len(printed)]  # is the start of one (J4A2L7250 of ...L72503)
+                if whole and printed[-1] != whole[-1] and whole[-1].startswith(printed[-1]):
+                    whole[-1] = printed[-1]
+            if printed != whole:
                 yield "start %d: %d lines logged of %d, %d of them again" % (
                     number, len(printed), spec.lines, len(printed) - len(set(printed)))
         ends = sum(status in OUTCOMES for status in actions)
