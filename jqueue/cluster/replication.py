@@ -495,7 +495,7 @@ class _Sender:
         self._ok()
         queue = self.rep._queue
         diff = compare(queue, remote)
-        for payloads, deletes in resync_plan(queue, remote, diff):
+        for payloads, deletes in resync_plan(queue, diff):
             self.client.call("resync_apply", dict(base, records=payloads, deletes=deletes))
         for logs in resync_logs(queue, remote, own_logs(remote, diff)):
             self.client.call("resync_apply", dict(base, records=[], deletes=[], logs=logs))
@@ -566,10 +566,9 @@ def compare(queue, remote):
                                 if ours.get(name) != theirs.get(name)}}
 
 
-def resync_plan(queue, remote, diff=None):
+def resync_plan(queue, diff):
     """Yield (records, deletes) chunks that make a replica equal to the master queue
-    (diff: compare's answer, if made)."""
-    diff = compare(queue, remote) if diff is None else diff
+    (diff: compare's answer for the replica)."""
     chunk = []
     for job_id in sorted(diff["missing"] | diff["differ"]):
         chunk.extend(_job_records(queue, job_id))
