@@ -13,6 +13,9 @@ logged as far as it went).
 
 import collections
 import os
+import time
+
+from daemon_helpers import wait_all_final
 
 from jqueue import constants, errors
 
@@ -59,6 +62,24 @@ class Workload:
         rows = client.query_jobs(ids, ["id"])
         return [job_id for job_id, row in zip(ids, rows)
                 if row is not None or job_id not in self.unacknowledged]
+
+    def round(self, daemon, ids):
+        """One round before a kill: jobs submitted to daemon's master (added to ids), a
+        job or two of them cancelled, then a random wait."""
+        with daemon.client() as client:
+            ids += self.submit(client, self.rng.randint(4, 10))
+            time.sleep(self.rng.uniform(0, 0.5))
+            self.cancel_some(client, ids)
+        time.sleep(self.rng.uniform(0.05, 1.0))
+
+    def outcome(self, daemon, ids, action_log=True):
+        """Once every job of ids that is kept (see kept) ended on daemon's master: (those
+        ids, what is wrong with them: see problems; its action log read if action_log)."""
+        with daemon.client(timeout=60) as client:
+            ids = self.kept(client, ids)
+            wait_all_final(client, ids, 120)
+            return ids, self.problems(client, ids, os.path.join(
+                daemon.state_dir, "actions.log") if action_log else None)
 
     def cancel_some(self, client, ids):
         """Cancel (or kill) a job or two of ids, chosen at random; those acknowledged must

@@ -7,7 +7,6 @@ import random
 import time
 
 from crash_commands import Workload
-from daemon_helpers import wait_all_final
 from test_cluster_e2e import start_cluster
 from test_failover_e2e import _fail_over
 
@@ -31,11 +30,7 @@ def test_restarts_of_either_daemon_lose_no_attempt_output_or_outcome(tmp_path, n
     work = Workload(rng, tmp_path / "started", nodes=test_cluster.names)
     ids = []
     for _ in range(ROUNDS):
-        with master.client() as client:
-            ids += work.submit(client, rng.randint(4, 10))
-            time.sleep(rng.uniform(0, 0.5))
-            work.cancel_some(client, ids)
-        time.sleep(rng.uniform(0.05, 1.0))
+        work.round(master, ids)
         victims = rng.choice([[master], [started["node1"]], [started["node2"]],
                               [master, started["node2"]], [master, *started.values()]])
         graceful = rng.random() < 0.25
@@ -48,9 +43,7 @@ def test_restarts_of_either_daemon_lose_no_attempt_output_or_outcome(tmp_path, n
         time.sleep(rng.choice([0, 0.2]))
         for daemon in victims:
             daemon.start()
-    with master.client(timeout=60) as client:
-        wait_all_final(client, ids, 120)
-        problems = work.problems(client, ids, os.path.join(master.state_dir, "actions.log"))
+    ids, problems = work.outcome(master, ids)
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
     assert work.canceled
@@ -70,11 +63,7 @@ def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path,
     work = Workload(rng, tmp_path / "started", nodes=test_cluster.names)
     ids, current = [], test_cluster.master
     for _ in range(FAILOVERS):
-        with master.client() as client:
-            ids += work.submit(client, rng.randint(4, 10))
-            time.sleep(rng.uniform(0, 0.5))
-            work.cancel_some(client, ids)
-        time.sleep(rng.uniform(0.05, 1.0))
+        work.round(master, ids)
         for daemon in (master, started[current]):
             daemon.proc.kill()
             daemon.proc.wait()
@@ -83,9 +72,6 @@ def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path,
         master = daemons(test_cluster.state_dirs[winner])
         started[current] = nodeds(test_cluster, current, args=["--slots", "6"])
         current = winner
-    with master.client(timeout=60) as client:
-        ids = work.kept(client, ids)
-        wait_all_final(client, ids, 120)
-        problems = work.problems(client, ids)
+    ids, problems = work.outcome(master, ids, action_log=False)
     assert not problems, "\n".join(problems)
     assert work.canceled

@@ -7,7 +7,6 @@ import random
 import time
 
 from crash_commands import Workload
-from daemon_helpers import wait_all_final
 
 #: Rounds of jobs and kills, and the seed of their choices (change them to hunt).
 ROUNDS = int(os.environ.get("JQ_COMMAND_CRASH_ROUNDS", "5"))
@@ -26,20 +25,14 @@ def test_restarts_at_random_moments_lose_no_attempt_output_or_outcome(daemons, t
     daemon = daemons(args=["--slots", "6"])
     ids = []
     for _ in range(ROUNDS):
-        with daemon.client() as client:
-            ids += work.submit(client, rng.randint(4, 10))
-            time.sleep(rng.uniform(0, 0.5))
-            work.cancel_some(client, ids)
-        time.sleep(rng.uniform(0.05, 1.0))
+        work.round(daemon, ids)
         if rng.random() < 0.25:
             assert daemon.stop() == 0
         else:
             daemon.kill()
         time.sleep(rng.choice([0, 0.2]))
         daemon.start()
-    with daemon.client(timeout=60) as client:
-        wait_all_final(client, ids, 120)
-        problems = work.problems(client, ids, os.path.join(daemon.state_dir, "actions.log"))
+    ids, problems = work.outcome(daemon, ids)
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
     assert work.canceled
