@@ -623,14 +623,19 @@ def test_an_attempt_that_ended_while_the_master_was_down_gets_its_true_result(se
     assert link.forgotten == [(job_id, 1)]
 
 
-def test_a_node_unreachable_when_the_master_starts_is_asked_again_not_lost(setup):
+@pytest.mark.parametrize("error", [
+    errors.RemoteError("RPC exec_lookup to node node1 failed: connection refused"),
+    errors.FencedError("node node9 is not the master; only the master runs commands on "
+                       "nodes")], ids=["unreachable", "not-the-master-yet"])
+def test_a_node_unreachable_when_the_master_starts_is_asked_again_not_lost(setup, error):
     """Reopened (a restart, a failover) while the node's daemon is down (connection
-    refused): the attempt is not lost at once; it is asked about every ping_interval, and
-    once the node answers its true end is recorded, its command run once."""
+    refused), or while the node refuses the new master until the new configuration
+    reaches it (it was lost at once, though its command had ended well there): the
+    attempt is not lost for that; it is asked about every ping_interval, and once the
+    node answers its true end is recorded, its command run once."""
     job_id = setup.submit(command("sleep 4", max_attempts=3))
     link = setup.link
-    link.lookup_error = errors.RemoteError("RPC exec_lookup to node node1 failed: "
-                                           "connection refused")
+    link.lookup_error = error
     setup.reopen(links={"node1": link})
     for _ in range(3):
         setup.host.advance(commands.PING_INTERVAL)
@@ -643,27 +648,6 @@ def test_a_node_unreachable_when_the_master_starts_is_asked_again_not_lost(setup
     setup.settle()
     assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["success", "OK", 1]
     assert len(link.launched) == 1
-
-
-def test_a_node_that_does_not_take_a_new_masters_orders_yet_is_asked_again(setup):
-    """After a failover a node refuses the new master ("not the master") until the new
-    configuration reaches it: its attempt is not lost for that (it was, at once, though
-    its command had ended well there); once the node answers, its true end is recorded."""
-    job_id = setup.submit(command("sleep 4", max_attempts=1))
-    link = setup.link
-    link.lookup_error = errors.FencedError("node node9 is not the master; only the master "
-                                           "runs commands on nodes")
-    setup.reopen(links={"node1": link})
-    for _ in range(3):
-        setup.host.advance(commands.PING_INTERVAL)
-        setup.settle()
-    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["running", None, 1]
-    link.lookup_error = None
-    link.known[(job_id, 1)].update(result={
-        "exit_status": 0, "signal": None, "timed_out": False, "error": None, "ended": 9.0})
-    setup.host.advance(commands.PING_INTERVAL)
-    setup.settle()
-    assert setup.fields(job_id, ["status", "reason", "attempt"]) == ["success", "OK", 1]
 
 
 def test_an_attempt_on_a_node_the_queue_no_longer_has_is_lost_after_a_restart(
