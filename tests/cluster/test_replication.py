@@ -1,5 +1,6 @@
 """Tests of jqueue.cluster.replication and jqueue.cluster.replica with in-process candidates."""
 
+import contextlib
 import errno
 import json
 import os
@@ -723,15 +724,11 @@ def test_a_new_candidate_gets_a_service_log_from_where_it_starts(cluster, tmp_pa
         late.close()
 
 
-def test_a_candidate_resynced_while_a_log_piece_awaits_its_acks_gets_the_piece(
-        cluster, tmp_path):
-    """A log piece journaled, not acknowledged yet, when a new candidate's resync starts:
-    the resync's position covers it (and acknowledges it), so the resync must carry its
-    bytes. It carried the acknowledged length only: the candidate missed the piece for
-    good, although its batch counted the candidate's acknowledgement."""
-    cl = cluster(candidates=1, min_acks=1)
-    job_id = cl.queue.submit_job([delay()])
-    _append_log(cl.queue, job_id, b"before\n")
+@contextlib.contextmanager
+def _resynced_while_awaiting_acks(cl, tmp_path, change):
+    """change() made in a thread while c1 acknowledges nothing (until the block ends), its
+    batch awaiting its acknowledgement when a new candidate's resync starts; the block
+    gets that candidate's replica once its resync acknowledged the change."""
     c1, gate = cl.clients["c1"], threading.Event()
     forward = c1.call
 
@@ -742,21 +739,35 @@ def test_a_candidate_resynced_while_a_log_piece_awaits_its_acks_gets_the_piece(
 
     c1.call = held
     sequenced = cl.replicator._seq
-    appended = threading.Thread(target=_append_log, args=(cl.queue, job_id, b"after\n"))
-    appended.start()
+    changing = threading.Thread(target=change)
+    changing.start()
     late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
     client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
     try:
         _wait_for(lambda: cl.replicator._seq > sequenced)
         cl.replicator.add_peer("late", client)
-        appended.join(10)  # acknowledged by the late candidate's resync
-        assert not appended.is_alive()
-        _wait_for(lambda: _log_bytes(late.queue, job_id) == b"before\nafter\n")
+        changing.join(10)  # acknowledged by the late candidate's resync
+        assert not changing.is_alive()
+        yield late
     finally:
         gate.set()
-        appended.join(10)
+        changing.join(10)
         cl.replicator.remove_peer("late")
         late.close()
+
+
+def test_a_candidate_resynced_while_a_log_piece_awaits_its_acks_gets_the_piece(
+        cluster, tmp_path):
+    """A log piece journaled, not acknowledged yet, when a new candidate's resync starts:
+    the resync's position covers it (and acknowledges it), so the resync must carry its
+    bytes. It carried the acknowledged length only: the candidate missed the piece for
+    good, although its batch counted the candidate's acknowledgement."""
+    cl = cluster(candidates=1, min_acks=1)
+    job_id = cl.queue.submit_job([delay()])
+    _append_log(cl.queue, job_id, b"before\n")
+    with _resynced_while_awaiting_acks(
+            cl, tmp_path, lambda: _append_log(cl.queue, job_id, b"after\n")) as late:
+        _wait_for(lambda: _log_bytes(late.queue, job_id) == b"before\nafter\n")
 
 
 def test_a_candidate_resynced_while_an_event_awaits_its_acks_gets_the_event(cluster,
@@ -767,33 +778,10 @@ def test_a_candidate_resynced_while_an_event_awaits_its_acks_gets_the_event(clus
     cl = cluster(candidates=1, min_acks=1)
     queue = cl.queue
     queue.record_event("UP", node="n1", kind="node").wait(10)
-    c1, gate = cl.clients["c1"], threading.Event()
-    forward = c1.call
-
-    def held(method, body):  # c1 acknowledges nothing until the gate opens
-        if method == "replicate":
-            gate.wait(10)
-        return forward(method, body)
-
-    c1.call = held
-    sequenced = cl.replicator._seq
-    recorded = threading.Thread(target=lambda: queue.record_event(
-        "PENDING", node="n1", kind="node").wait(10))
-    recorded.start()
-    late = Replica(str(tmp_path / "late"), known_epoch=1, checkpoint_interval=None)
-    client = LoopbackClient("master", ReplicaRpc(lambda: late, NodeState(1, "master")), "late")
-    try:
-        _wait_for(lambda: cl.replicator._seq > sequenced)
-        cl.replicator.add_peer("late", client)
-        recorded.join(10)  # acknowledged by the late candidate's resync
-        assert not recorded.is_alive()
+    with _resynced_while_awaiting_acks(cl, tmp_path, lambda: queue.record_event(
+            "PENDING", node="n1", kind="node").wait(10)) as late:
         assert [e["status"] for e in late.queue.read_events(0, limit=None)["events"]] == [
             "UP", "PENDING"]
-    finally:
-        gate.set()
-        recorded.join(10)
-        cl.replicator.remove_peer("late")
-        late.close()
 
 
 def test_a_batch_the_replicas_disk_refuses_is_not_acknowledged_later(tmp_path):
