@@ -223,8 +223,6 @@ class EventLog:
             del self._ring[bisect.bisect_left(self._ring, serial, key=_serial):]
             self.last_serial = min(self.last_serial, serial - 1)
             self.file_serial = min(self.file_serial, serial - 1)
-            for handle in self._files.values():
-                handle.flush()
             cut = self._file(EVENTS_FILE).cut_lines(
                 doomed=lambda line: (_parse(line) or {}).get("serial", 0) >= serial)
             self._file(ACTIONS_FILE).cut_lines(count=cut)  # a line for each event
@@ -435,10 +433,8 @@ class _AppendFile:
     def cut_lines(self, doomed=None, count=None):
         """Cut whole lines off the end of the file, and of its previous generation when
         they reach back into it: those doomed(line) says (until one it does not), or the
-        last count. How many were cut."""
+        last count (what is kept is written first). How many were cut."""
         self.flush()
-        if self._fd is None:
-            self._open()
         cut = 0
         for path in (self.path, self.path + ".1"):
             try:
