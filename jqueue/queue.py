@@ -48,6 +48,7 @@ from jqueue import (
     query,
     ratelog,
     serializer,
+    threadname,
 )
 from jqueue.job import (
     OUTCOME_FIELDS,
@@ -64,7 +65,7 @@ from jqueue.retention import Retention
 from jqueue.run import dependencies, processor, waiting, workerpool
 from jqueue.run import services as servicemanager
 from jqueue.run.commands import node_list_fields
-from jqueue.store import events, fsutil, joblogs, journal, purge, queuedir, records, recovery
+from jqueue.store import events, joblogs, journal, purge, queuedir, records, recovery
 from jqueue.store import services as servicetable
 from jqueue.store.replicator import LocalReplicator
 
@@ -2104,7 +2105,7 @@ class _Checkpointer(threading.Thread):
             "keeps every change meanwhile)", logger, level=logging.ERROR)
 
     def run(self):
-        fsutil.name_os_thread("jq-checkpoint")
+        threadname.name_os_thread("jq-checkpoint")
         last = time.monotonic()
         while not self._stopped.wait(min(self._interval, 0.5)):
             due = time.monotonic() - last >= self._interval

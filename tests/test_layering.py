@@ -22,7 +22,7 @@ TOP_LEVEL = {
     "constants": "vocabulary", "errors": "vocabulary", "serializer": "vocabulary",
     "ptypes": "vocabulary", "userregex": "vocabulary", "connlimit": "vocabulary",
     "ratelog": "vocabulary", "holes": "vocabulary", "fileread": "vocabulary",
-    "text": "vocabulary", "job": "model",
+    "text": "vocabulary", "threadname": "vocabulary", "job": "model",
     "opcodes": "model",
     "qlang": "model",
     "query": "model", "commandjob": "model", "jobindex": "model", "service": "model",

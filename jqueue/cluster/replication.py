@@ -31,11 +31,11 @@ import collections
 import logging
 import threading
 
-from jqueue import errors
+from jqueue import errors, threadname
 from jqueue.cluster.membership import default_min_acks
 from jqueue.cluster.rpc import client as rpc_client
 from jqueue.store import events as eventlog
-from jqueue.store import fsutil, records
+from jqueue.store import records
 from jqueue.store import services as servicetable
 
 logger = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ class _Sender:
         return not (self.stopped or self.rep._stopped or self.rep._fenced is not None)
 
     def _run(self):
-        fsutil.name_os_thread("jq-repl-" + self.name)
+        threadname.name_os_thread("jq-repl-" + self.name)
         while self._running():
             try:
                 if self.needs_resync:

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 
-from jqueue import errors
+from jqueue import errors, threadname
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +242,7 @@ class WorkerPool:
 
     def _work(self):
         """Body of a worker thread: run tasks until told to retire."""
+        threadname.name_os_thread(threading.current_thread().name)
         task = self._next_task(finished=False)
         while task is not None:
             try:

@@ -53,7 +53,7 @@ import threading
 import time
 import zlib
 
-from jqueue import constants, errors
+from jqueue import constants, errors, threadname
 from jqueue.store import faults, fsutil
 
 logger = logging.getLogger(__name__)
@@ -558,7 +558,7 @@ class Journal:
         return self._queue[-1]
 
     def _run(self):
-        fsutil.name_os_thread("jq-commit")
+        threadname.name_os_thread("jq-commit")
         while True:
             with self._cond:
                 # One writer at a time: another thread may be in commit_here().
@@ -667,7 +667,7 @@ class Journal:
 
     def _complete(self):
         """Completer thread: finish replicated batches in order as their tickets clear."""
-        fsutil.name_os_thread("jq-acks")
+        threadname.name_os_thread("jq-acks")
         while True:
             with self._cond:
                 while not self._acks and not self._committed_all:

@@ -515,3 +515,18 @@ def test_syncpool_mirrors_misuse_errors():
     with pytest.raises(errors.ProgrammerError):
         pool.add_task(())
     assert pool.stats() == {"workers": 0, "waiting": 0, "running": 0, "paused": False}
+
+
+def test_workers_carry_their_names_in_the_kernel(make_pool):
+    """top -H, ps -L and bench/ tell the workers apart from the daemon's other threads."""
+    name = _unique_name()
+    pool = make_pool(2, name=name)
+    seen = []
+
+    def kernel_name():
+        with open("/proc/self/task/%d/comm" % threading.get_native_id()) as f:
+            seen.append(f.read().strip())
+    pool.add_task((kernel_name,))
+    pool.add_task((kernel_name,))
+    assert pool.wait_idle(CAP)
+    assert len(seen) == 2 and set(seen) <= {name + "-0", name + "-1"}
