@@ -25,7 +25,8 @@ module-level function returning 1). Prints, each in the same run:
     Celery: ``celery worker`` with its default prefork pool, concurrency 2, and a Redis
     result backend (on the workers' side only: the clients' app has none, so no result
     subscription per submit), done when every job's result is stored, then all checked
-    SUCCESS);
+    SUCCESS); and jq-masterd's CPU per job over it, by thread (the kernel's names: its
+    reactor, its workers, its checkpoint);
   - 16 clients sustained over 12 s with checkpoints every 5 s (the default): the rate,
     the daemon's CPU per 1,000 and the checkpoint thread's share of it.
 
@@ -554,7 +555,10 @@ def run(root, quick=False, results=None):
                       client_cpu, None, theirs[1], {name: others[name][1] for name in names}))
     proc, sock = luxi.start_daemon(os.path.join(root, "e2e"), workers=2)
     try:
+        threads0 = thread_cpu(proc.pid)
         ours = luxi.end_to_end(sock, jobs)
+        threads = {name: used - threads0.get(name, 0.0)
+                   for name, used in thread_cpu(proc.pid).items()}
     finally:
         luxi.stop_daemon(proc)
     library, queue = core.end_to_end(os.path.join(root, "e2e-lib"), jobs)
@@ -565,6 +569,11 @@ def run(root, quick=False, results=None):
               others, "jobs/s")
     for name, _, _, _, label in redis_peers:
         yield peer_row("  %s" % label, ours, others[name], "jobs/s")
+    # Where the daemon's CPU goes, a job at a time: its reactor (jq-masterd: submits and
+    # answers), its workers (each commits the starts it waits for), its checkpoint.
+    for name, cpu in sorted(threads.items(), key=lambda item: -item[1]):
+        if cpu >= 0.01:
+            yield ("  daemon CPU per job, thread %s" % name, cpu / jobs * 1e6, "us", None)
     sustained = 4.0 if quick else 12.0
     rate, daemon_cpu, _, threads, total = jqueue_socket(root, 16, sustained,
                                                         checkpoint_interval=5)
