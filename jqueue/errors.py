@@ -140,6 +140,11 @@ class RemoteError(GenericError):
     """A remote procedure call to another node failed."""
 
 
+class NodeStalledError(RemoteError):
+    """A node refused a request to start something: it may be stale (the node did not run
+    for longer than the master waits before it gives the node's work to others)."""
+
+
 class TlsError(GenericError):
     """A certificate or TLS setting is missing, invalid, or refused."""
 

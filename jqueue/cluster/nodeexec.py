@@ -11,6 +11,12 @@ The ``svc_*`` methods do the same over the node's Supervisor (jqueue.exec.superv
 the master sends the services placed here and its requests; the supervisor's news
 (``svc``, ``svc_output``, ``svc_removed``) joins the same event log.
 
+A request that starts something (a launch, a service's start) and says ``stale_after``
+(the master's lost_grace) is refused (NodeStalledError: the master asks again) if this
+daemon had not run for longer than that when it took the request: frozen (SIGSTOP, a
+paused virtual machine), its requests waited in its socket while the master, hearing
+nothing, gave its work to other nodes; done now, they would run a second copy.
+
 Only the master may call them: the node's current configuration and epoch name it
 (``is_master(peer)``). The node keeps a short log of its Executor's events, numbered, so
 that the master's poller asks "what happened after N" and misses nothing across
@@ -50,6 +56,8 @@ FEATURES = ("exec_batch", "env_base", "release", "svc_restart", "memory_max")
 #: The calls exec_batch takes, and how many at most.
 BATCHED = ("exec_launch", "exec_forget")
 MAX_BATCH = 256
+#: Seconds between two ticks of the clock that tells how long the daemon did not run.
+TICK = 0.5
 #: Largest byte offset of a file (off_t).
 MAX_OFFSET = 2 ** 63 - 1
 #: The supervised services' methods (jqueue.exec.supervisor), when the node runs them.
@@ -76,6 +84,9 @@ class NodeExec:
         self._last = 0
         self._waiters = []
         self._resources = resources.Resources(reserve=memory_reserve)
+        self._ticked = None
+        self._last_stall = (float("-inf"), 0.0)  # (when the tick saw it end, its length)
+        self._tick()
         executor.subscribe(self._event)
         if supervisor is not None:
             supervisor.subscribe(self._event)
@@ -90,10 +101,39 @@ class NodeExec:
             raise errors.FencedError("node %s is not the master; only the master runs "
                                      "commands on nodes" % peer)
 
+    def _tick(self):
+        # The reactor's clock: the daemons' is monotonic (jqueue.daemon.common.run).
+        now = self._reactor.seconds()
+        if self._ticked is not None:
+            self._last_stall = (now, now - self._ticked - TICK)
+        self._ticked = now
+        self._reactor.callLater(TICK, self._tick)
+
+    def _stalled(self):
+        """Seconds this daemon had not run, just before now: a stall the tick has not seen
+        yet, or the one it saw end less than a tick ago (after SIGCONT the reactor's wait
+        fails with EINTR: its timers run before the requests that waited in the socket)."""
+        now = self._reactor.seconds()
+        ended, length = self._last_stall
+        return max(now - self._ticked - TICK, length if now - ended < TICK else 0.0)
+
+    def _check_fresh(self, body):
+        """NodeStalledError if this daemon did not run for longer than the request's
+        stale_after (see the module docstring) before it took the request."""
+        limit = body.get("stale_after")
+        if not isinstance(limit, (int, float)) or isinstance(limit, bool):
+            return  # a master from before it
+        stalled = self._stalled()
+        if stalled > limit:
+            raise errors.NodeStalledError(
+                "node did not run for %.1fs (over the master's lost_grace, %gs): the request "
+                "may be stale; ask again" % (stalled, limit))
+
     # Calls
 
     def exec_launch(self, peer, body):
         self._check(peer)
+        self._check_fresh(body)
         spec = body.get("spec")
         if not isinstance(spec, dict):
             raise errors.ParameterError("'spec' must be an attempt object")
@@ -189,6 +229,7 @@ class NodeExec:
 
     def svc_apply(self, peer, body):
         self._check(peer)
+        self._check_fresh(body)
         entries = body.get("entries")
         if not isinstance(entries, list) or not all(_is_entry(e) for e in entries):
             raise errors.ParameterError("'entries' must be a list of service entries")
@@ -206,6 +247,7 @@ class NodeExec:
 
     def svc_control(self, peer, body):
         self._check(peer)
+        self._check_fresh(body)
         return self._supervisor.control(_count(body, "id"), body.get("action"),
                                         _count(body, "seq"))
 

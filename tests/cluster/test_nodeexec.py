@@ -2,7 +2,7 @@
 for answers given at once)."""
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from jqueue import errors
 from jqueue.cluster import nodeexec
@@ -52,7 +52,7 @@ class _Executor:
 
 def _node(is_master=lambda peer: peer == "master"):
     executor = _Executor()
-    return executor, nodeexec.NodeExec(executor, is_master, reactor=None, slots=1)
+    return executor, nodeexec.NodeExec(executor, is_master, reactor=task.Clock(), slots=1)
 
 
 def _poll(node, after, session=None):
@@ -74,7 +74,7 @@ def test_each_answer_says_the_machine_and_its_memory_reserve():
     """jq-noded's memory_reserve goes with its heartbeats' reading; a reload's new value
     with the next answer."""
     executor = _Executor()
-    node = nodeexec.NodeExec(executor, lambda peer: peer == "master", reactor=None, slots=1,
+    node = nodeexec.NodeExec(executor, lambda peer: peer == "master", reactor=task.Clock(), slots=1,
                              memory_reserve=1 << 30)
     machine = _poll(node, 0)["resources"]
     assert machine["mem_reserved"] == 1 << 30 and machine["mem_total"] > 0
@@ -221,7 +221,7 @@ def test_a_service_entry_may_carry_a_restart_seq_and_nothing_else_unknown(restar
     """svc_apply takes an entry with or without restart_seq (a count), and refuses a
     malformed one, or a key it does not know, whole; the node says it takes it."""
     supervisor = _Supervisor()
-    node = nodeexec.NodeExec(_Executor(), lambda peer: peer == "master", reactor=None,
+    node = nodeexec.NodeExec(_Executor(), lambda peer: peer == "master", reactor=task.Clock(),
                              slots=1, supervisor=supervisor)
     entry = {"id": 1, "name": "web", "version": 1, "definition": {"name": "web",
              "command": "serve"}, "target": "started", "seq": 3, "run": 0}
@@ -237,3 +237,47 @@ def test_a_service_entry_may_carry_a_restart_seq_and_nothing_else_unknown(restar
     with pytest.raises(errors.ParameterError):
         node.svc_apply("master", {"entries": [dict(entry, colour="red")]})
     assert "svc_restart" in nodeexec.FEATURES
+
+
+def _launch_body(job, **extra):
+    return dict(_launch(job)[1], **extra)
+
+
+def test_a_request_to_start_taken_after_the_daemon_stood_still_past_lost_grace_is_refused():
+    """Frozen past the master's lost_grace (SIGSTOP, a paused VM), jq-noded may find in its
+    socket a launch or a service's start the master gave up on, its work since given to
+    another node: it refuses them (NodeStalledError: the master asks again) rather than
+    run a second copy. A short stall, a master that does not say stale_after, and the
+    requests after the next tick are served."""
+    clock = task.Clock()
+    executor, supervisor = _Executor(), _Supervisor()
+    node = nodeexec.NodeExec(executor, lambda peer: peer == "master", reactor=clock, slots=1,
+                             supervisor=supervisor)
+    entry = {"id": 1, "name": "web", "version": 1, "definition": {"name": "web",
+             "command": "serve"}, "target": "started", "seq": 3, "run": 0}
+    clock.advance(2.0)  # ticking: no stall
+    node.exec_launch("master", _launch_body(1, stale_after=3))
+    clock.advance(5.0)  # stood still 5 s, its tick first once thawed (EINTR): then requests
+    with pytest.raises(errors.NodeStalledError, match="lost_grace"):
+        node.exec_launch("master", _launch_body(1, stale_after=3))
+    clock.advance(nodeexec.TICK)
+    clock.rightNow += 5.0  # stood still 5 s, the requests first
+    with pytest.raises(errors.NodeStalledError, match="lost_grace"):
+        node.exec_launch("master", _launch_body(2, stale_after=3))
+    with pytest.raises(errors.NodeStalledError):
+        node.svc_apply("master", {"entries": [entry], "stale_after": 3})
+    with pytest.raises(errors.NodeStalledError):
+        node.svc_control("master", {"id": 1, "action": "start", "seq": 4, "stale_after": 3})
+    answers = node.exec_batch("master", {"calls": [["exec_launch",
+                                                    _launch_body(3, stale_after=3)]]})
+    assert answers[0][0] is False and answers[0][1][0] == "NodeStalledError"
+    node.exec_launch("master", _launch_body(4, stale_after=10))  # within its lost_grace
+    node.exec_launch("master", _launch_body(5))  # an older master
+    clock.advance(0)  # its tick sees the stall: requests right after it still refused
+    with pytest.raises(errors.NodeStalledError):
+        node.svc_apply("master", {"entries": [entry], "stale_after": 3})
+    clock.advance(nodeexec.TICK)  # a tick later: served
+    node.exec_launch("master", _launch_body(6, stale_after=3))
+    node.svc_apply("master", {"entries": [entry], "stale_after": 3})
+    assert executor.done == [("launch", 1), ("launch", 4), ("launch", 5), ("launch", 6)]
+    assert len(supervisor.applied) == 1
