@@ -78,6 +78,9 @@ class RemoteLink:
     containment = "on the node (see jqctl running --node)"
     #: The runner follows this node's heartbeats (its answers to exec_poll).
     heartbeats = True
+    #: Seconds a node may not have run before it refuses this master's launches and
+    #: service starts as stale (the runner's lost_grace; jqueue.cluster.nodeexec).
+    stale_after = None
 
     def __init__(self, name, slots, client_factory, tags=(), drained=False, offline=False,
                  ping_interval=2.0):
@@ -155,7 +158,7 @@ class RemoteLink:
     # The runner's operations: queued for the caller thread
 
     def launch(self, spec, done):
-        self._submit("exec_launch", {"spec": spec}, done)
+        self._submit("exec_launch", self._fresh({"spec": spec}), done)
 
     def fetch(self, job, attempt, offset, max_bytes, done):
         self._submit("exec_read", {"job": job, "attempt": attempt, "offset": offset,
@@ -190,11 +193,18 @@ class RemoteLink:
     # Supervised services: the node's svc_* methods (jqueue.cluster.nodeexec)
 
     def svc_apply(self, entries, remove, full, done):
-        self._submit("svc_apply", {"entries": entries, "remove": list(remove),
-                                   "full": bool(full)}, done)
+        self._submit("svc_apply", self._fresh({"entries": entries, "remove": list(remove),
+                                               "full": bool(full)}), done)
+
+    def _fresh(self, body):
+        """body saying stale_after, when the runner set it."""
+        if self.stale_after is not None:
+            body["stale_after"] = self.stale_after
+        return body
 
     def svc_control(self, sid, action, seq, done):
-        self._submit("svc_control", {"id": sid, "action": action, "seq": seq}, done)
+        self._submit("svc_control", self._fresh({"id": sid, "action": action, "seq": seq}),
+                     done)
 
     def svc_runs(self, sid, done):
         self._submit("svc_runs", {"id": sid}, done)

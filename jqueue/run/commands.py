@@ -273,6 +273,8 @@ class CommandRunner:
     def add_link(self, link):
         """Run attempts on link's node from now on."""
         self._links[link.name] = link
+        if hasattr(link, "stale_after"):  # a remote node's: see jqueue.cluster.nodeexec
+            link.stale_after = self._lost_grace
         self._pending.setdefault(link.name, [])
         self._running.setdefault(link.name, 0)
         self._placement.set_tags(link.name, getattr(link, "tags", ()))

@@ -431,6 +431,7 @@ class ServiceManager:
             elif isinstance(answer, Exception):
                 logger.info("%s of service %s: node %s: %s (it is told again when it "
                             "answers)", action, name, node, errors.error_message(answer))
+                self._ask_again(node, answer)
 
         link.svc_control(record["id"], action, record["seq"], done)
         if not answers:  # a remote node: its answer comes later
@@ -448,10 +449,18 @@ class ServiceManager:
         if isinstance(states, Exception):
             logger.info("services of node %s not applied now: %s (again when it answers)",
                         node, errors.error_message(states))
+            self._ask_again(node, states)
             return
         for state in states:
             if ids is None or (isinstance(state, dict) and state.get("id") in ids):
                 self._reported(node, state)
+
+    def _ask_again(self, node, err):
+        """A node that answers, but took a request for stale (it had not run for longer
+        than lost_grace: jqueue.cluster.nodeexec), is sent its services again at once, as
+        they stand now: nothing else would (an unreachable node is, when it answers)."""
+        if isinstance(err, errors.NodeStalledError):
+            self._sync_node(node)
 
     # News from nodes (host thread)
 

@@ -13,7 +13,7 @@ import signal
 import time
 
 from daemon_helpers import BURSTS, KEEP, allocated, mostly_freed, wait_all_final
-from test_cluster_e2e import jqctl, start_cluster, wait_verified
+from test_cluster_e2e import frozen, jqctl, start_cluster, wait_verified
 from test_failover_e2e import _fail_over
 from test_nodes_pool_e2e import HEALTH, tag
 
@@ -369,3 +369,34 @@ def test_a_lost_node_takes_its_services_down_and_a_movable_one_moves(tmp_path, n
         assert jqctl("service", "remove", name, socket=master.socket)[0] == 0
     wait_until(lambda: processes_with(stay) == processes_with(move) == [],
                what="removed services to stop")
+
+
+def test_a_start_that_waited_in_a_frozen_nodes_socket_does_not_run_after_the_move(
+        tmp_path, nodeds, daemons, marks, tmp_path_factory):
+    """node2's jq-noded is frozen when a movable service on it is started: the start waits
+    in its socket while the master, hearing nothing for lost_grace, moves the service to
+    node1 and starts it there. Thawed, node2 refuses the stale start (NodeStalledError)
+    and takes the service's removal: no run of it ever starts on node2 (each run appends
+    its node to a file: a stale start once ran there for a few ms, a second copy)."""
+    test_cluster, started, master = start_cluster(tmp_path, nodeds, daemons, 3, args=HEALTH)
+    tag(master, "node1", "W")  # (node3 only acknowledges while node2 is frozen)
+    tag(master, "node2", "W")
+    jqctl("node", "modify", "node1", "--drain", "yes", socket=master.socket)
+    mark, runs = marks(), tmp_path_factory.mktemp("runs") / "move"
+    definition = dict(sleeper("move", mark, affinity="W", movable=True),
+                      command='echo "$JQ_RUN $JQ_NODE" >> %s; exec sleep 600' % runs)
+    with master.client() as client:
+        client.add_services([definition])
+    assert view(master, "move")["node"] == "node2"
+    jqctl("node", "modify", "node1", "--drain", "no", socket=master.socket)
+    with frozen(started, ["node2"]):
+        code, out, err = jqctl("service", "start", "move", socket=master.socket)
+        assert code == 0, (out, err)
+        moved = wait_view(master, "move", lambda v: v["node"] == "node1"
+                          and v["state"] == service.RUNNING, "move RUNNING on node1")
+    time.sleep(3)  # node2 has taken what waited in its socket (it did so at once)
+    with open(runs, encoding="utf-8") as stream:
+        assert stream.read().split() == [str(moved["run"]), "node1"]
+    assert processes_with(mark) == [moved["pid"]]
+    assert jqctl("service", "remove", "move", socket=master.socket)[0] == 0
+    wait_until(lambda: processes_with(mark) == [], what="the removed service to stop")
