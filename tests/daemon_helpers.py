@@ -512,3 +512,19 @@ def wait_told(tmp_path, count=1, timeout=20):
             return [json.loads(line) for line in lines]
         assert time.monotonic() < deadline, lines
         time.sleep(0.02)
+
+
+def restart_at_random(rng, victims, pauses=(0, 0.2)):
+    """What crash tests do to daemons between rounds: kill -9 each of victims (or, one time
+    in four, stop them by SIGTERM: each must exit 0), wait one of pauses (seconds), start
+    them again."""
+    graceful = rng.random() < 0.25
+    for daemon in victims:
+        if graceful:
+            assert daemon.stop() == 0
+        else:
+            daemon.proc.kill()
+            daemon.proc.wait()
+    time.sleep(rng.choice(pauses))
+    for daemon in victims:
+        daemon.start()

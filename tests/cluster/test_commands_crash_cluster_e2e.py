@@ -4,11 +4,11 @@ workload and its checks: tests/crash_commands.py)."""
 
 import os
 import random
-import time
 
 from crash_commands import Workload
+from daemon_helpers import restart_at_random
 from test_cluster_e2e import start_cluster
-from test_failover_e2e import _fail_over
+from test_failover_e2e import fail_over_at_random
 
 #: Rounds of jobs and kills, and the seed of their choices (change them to hunt).
 ROUNDS = int(os.environ.get("JQ_COMMAND_CRASH_ROUNDS", "5"))
@@ -31,18 +31,9 @@ def test_restarts_of_either_daemon_lose_no_attempt_output_or_outcome(tmp_path, n
     ids = []
     for _ in range(ROUNDS):
         work.round(master, ids)
-        victims = rng.choice([[master], [started["node1"]], [started["node2"]],
-                              [master, started["node2"]], [master, *started.values()]])
-        graceful = rng.random() < 0.25
-        for daemon in victims:
-            if graceful:
-                assert daemon.stop() == 0
-            else:
-                daemon.proc.kill()
-                daemon.proc.wait()
-        time.sleep(rng.choice([0, 0.2]))
-        for daemon in victims:
-            daemon.start()
+        restart_at_random(rng, rng.choice([[master], [started["node1"]], [started["node2"]],
+                                           [master, started["node2"]],
+                                           [master, *started.values()]]))
     ids, problems = work.outcome(master, ids)
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
@@ -64,14 +55,8 @@ def test_failovers_amid_command_jobs_lose_no_attempt_output_or_outcome(tmp_path,
     ids, current = [], test_cluster.master
     for _ in range(FAILOVERS):
         work.round(master, ids)
-        for daemon in (master, started[current]):
-            daemon.proc.kill()
-            daemon.proc.wait()
-        others = [name for name in test_cluster.names if name != current]
-        winner, _ = _fail_over(test_cluster, rng.sample(others, len(others)))
-        master = daemons(test_cluster.state_dirs[winner])
-        started[current] = nodeds(test_cluster, current, args=["--slots", "6"])
-        current = winner
+        current, master = fail_over_at_random(rng, test_cluster, started, current, master,
+                                              daemons, nodeds, noded_args=["--slots", "6"])
     ids, problems = work.outcome(master, ids, action_log=False)
     assert not problems, "\n".join(problems)
     assert work.canceled

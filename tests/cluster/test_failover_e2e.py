@@ -89,6 +89,22 @@ def _fail_over(test_cluster, candidates):
     raise AssertionError("no candidate won the election: %s" % outputs)
 
 
+def fail_over_at_random(rng, test_cluster, started, current, master, daemons, nodeds,
+                        noded_args=(), master_args=()):
+    """kill -9 of the master's two daemons (master, and its node current's jq-noded in
+    started), a failover to another node (jqctl master-failover, the candidates tried in
+    an order rng chooses), the old node's jq-noded started again (noded_args): the new
+    master's node and its Daemon (master_args)."""
+    for daemon in (master, started[current]):
+        daemon.proc.kill()
+        daemon.proc.wait()
+    others = [name for name in test_cluster.names if name != current]
+    winner, _ = _fail_over(test_cluster, rng.sample(others, len(others)))
+    master = daemons(test_cluster.state_dirs[winner], args=list(master_args))
+    started[current] = nodeds(test_cluster, current, args=noded_args)
+    return winner, master
+
+
 def _tokens_on(client, ids):
     """{job id: token} of the given jobs on a master (None for missing ones)."""
     tokens = {}

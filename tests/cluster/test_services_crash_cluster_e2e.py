@@ -17,8 +17,9 @@ import random
 import threading
 import time
 
+from daemon_helpers import restart_at_random
 from test_cluster_e2e import start_cluster
-from test_failover_e2e import _fail_over
+from test_failover_e2e import fail_over_at_random
 from test_services_cluster_e2e import processes_with, view
 
 from jqueue import service
@@ -94,29 +95,12 @@ def test_kills_and_failovers_never_run_a_service_twice_nor_lose_it(tmp_path, mar
             time.sleep(rng.uniform(0.3, 3))
             action = rng.choice(["master", "noded", "both", "failover"])
             if action == "failover":
-                for daemon in (master, started[current]):
-                    daemon.proc.kill()
-                    daemon.proc.wait()
-                others = [name for name in test_cluster.names if name != current]
-                time.sleep(rng.choice([0, 0.5]))
-                winner, _ = _fail_over(test_cluster, rng.sample(others, len(others)))
-                master = daemons(test_cluster.state_dirs[winner])
-                started[current] = nodeds(test_cluster, current)
-                current = winner
+                current, master = fail_over_at_random(rng, test_cluster, started, current,
+                                                      master, daemons, nodeds)
                 continue
-            victims = {"master": [master],
-                       "noded": [started[rng.choice(test_cluster.names)]],
-                       "both": [master, started[rng.choice(test_cluster.names)]]}[action]
-            graceful = rng.random() < 0.25
-            for daemon in victims:
-                if graceful:
-                    assert daemon.stop() == 0
-                else:
-                    daemon.proc.kill()
-                    daemon.proc.wait()
-            time.sleep(rng.choice([0, 0.2, 1]))
-            for daemon in victims:
-                daemon.start()
+            node = started[rng.choice(test_cluster.names)]
+            restart_at_random(rng, {"master": [master], "noded": [node],
+                                    "both": [master, node]}[action], pauses=(0, 0.2, 1))
 
         last = {}
 

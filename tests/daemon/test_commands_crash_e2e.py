@@ -4,9 +4,9 @@ are cancelled (the workload and its checks: tests/crash_commands.py)."""
 
 import os
 import random
-import time
 
 from crash_commands import Workload
+from daemon_helpers import restart_at_random
 
 #: Rounds of jobs and kills, and the seed of their choices (change them to hunt).
 ROUNDS = int(os.environ.get("JQ_COMMAND_CRASH_ROUNDS", "5"))
@@ -26,12 +26,7 @@ def test_restarts_at_random_moments_lose_no_attempt_output_or_outcome(daemons, t
     ids = []
     for _ in range(ROUNDS):
         work.round(daemon, ids)
-        if rng.random() < 0.25:
-            assert daemon.stop() == 0
-        else:
-            daemon.kill()
-        time.sleep(rng.choice([0, 0.2]))
-        daemon.start()
+        restart_at_random(rng, [daemon])
     ids, problems = work.outcome(daemon, ids)
     assert not problems, "\n".join(problems)
     assert sum(len(work.started(job_id)) for job_id in ids) > len(ids)  # retries ran
