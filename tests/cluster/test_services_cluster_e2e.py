@@ -372,7 +372,7 @@ def test_a_lost_node_takes_its_services_down_and_a_movable_one_moves(tmp_path, n
 
 
 def test_a_start_that_waited_in_a_frozen_nodes_socket_does_not_run_after_the_move(
-        tmp_path, nodeds, daemons, marks, tmp_path_factory):
+        tmp_path, nodeds, daemons, marks):
     """node2's jq-noded is frozen when a movable service on it is started: the start waits
     in its socket while the master, hearing nothing for lost_grace, moves the service to
     node1 and starts it there. Thawed, node2 refuses the stale start (NodeStalledError)
@@ -382,7 +382,7 @@ def test_a_start_that_waited_in_a_frozen_nodes_socket_does_not_run_after_the_mov
     tag(master, "node1", "W")  # (node3 only acknowledges while node2 is frozen)
     tag(master, "node2", "W")
     jqctl("node", "modify", "node1", "--drain", "yes", socket=master.socket)
-    mark, runs = marks(), tmp_path_factory.mktemp("runs") / "move"
+    mark, runs = marks(), tmp_path / "runs"
     definition = dict(sleeper("move", mark, affinity="W", movable=True),
                       command='echo "$JQ_RUN $JQ_NODE" >> %s; exec sleep 600' % runs)
     with master.client() as client:
