@@ -11,11 +11,12 @@ The ``svc_*`` methods do the same over the node's Supervisor (jqueue.exec.superv
 the master sends the services placed here and its requests; the supervisor's news
 (``svc``, ``svc_output``, ``svc_removed``) joins the same event log.
 
-A request that starts something (a launch, a service's start) and says ``stale_after``
-(the master's lost_grace) is refused (NodeStalledError: the master asks again) if this
-daemon had not run for longer than that when it took the request: frozen (SIGSTOP, a
-paused virtual machine), its requests waited in its socket while the master, hearing
-nothing, gave its work to other nodes; done now, they would run a second copy.
+A request that may start something (a launch; svc_apply and svc_control, whatever they
+carry) and says ``stale_after`` (the master's lost_grace) is refused (NodeStalledError:
+the master asks again) if this daemon had not run for longer than that when it took the
+request: frozen (SIGSTOP, a paused virtual machine), its requests waited in its socket
+while the master, hearing nothing, gave its work to other nodes; done now, they would run
+a second copy.
 
 Only the master may call them: the node's current configuration and epoch name it
 (``is_master(peer)``). The node keeps a short log of its Executor's events, numbered, so

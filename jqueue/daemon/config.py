@@ -377,7 +377,7 @@ OPTIONS = (
            "NODE_LOST and may run elsewhere (the node kills them when it comes back). A node "
            "that cannot be reached when the master starts (after a restart or a failover: "
            "its jq-noded restarting) is asked about its attempts every ping_interval for "
-           "as long. A launch or a service start that a node's jq-noded takes after standing "
+           "as long. A launch or a service request that a node's jq-noded takes after standing "
            "still (stopped, paused) for longer than this is refused there as stale, and "
            "asked again.",
            flag="--lost-grace", metavar="SECONDS"),
